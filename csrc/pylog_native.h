@@ -1,0 +1,202 @@
+/* pylog native core: Kafka RecordBatch v2 codec, CRC32C, murmur2, segment
+ * scanning, index search and cross-process primitives.
+ *
+ * Pure C (C11), no Python objects: pointers and lengths in, an int status out.
+ * Every read of caller-supplied bytes is bounds-checked against the given
+ * length; hostile input never causes an out-of-bounds access.
+ *
+ * Status convention for functions returning int (unless documented otherwise):
+ *   0            success
+ *   < 0          PL_E_* generic error (bad argument, no space, busy, -errno)
+ *   > 0          PL_C_* corruption reason code; pl_reason_str() describes it
+ *
+ * All on-disk integers are big-endian (Kafka format).  The shared-memory
+ * structures (partition state, doorbell slots) use native byte order.
+ */
+#ifndef PYLOG_NATIVE_H
+#define PYLOG_NATIVE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- generic status codes ---- */
+#define PL_OK          0
+#define PL_E_NOSPACE (-1)   /* output does not fit; *written = needed size   */
+#define PL_E_INVAL   (-2)   /* bad argument                                   */
+#define PL_E_BUSY    (-3)   /* seqlock never stable (writer died mid-publish) */
+
+/* ---- corruption reason codes (positive) ---- */
+#define PL_C_TRUNCATED_HEADER   1   /* fewer than 12 bytes for offset+length   */
+#define PL_C_BATCH_LENGTH       2   /* B-2: batchLength < 49                   */
+#define PL_C_BATCH_TRUNCATED    3   /* B-2: batch extends past the buffer      */
+#define PL_C_MAGIC              4   /* B-3: magic != 2                         */
+#define PL_C_CRC                5   /* B-4: CRC32C mismatch                    */
+#define PL_C_OFFSET_MISMATCH    6   /* baseOffset != expected next offset      */
+#define PL_C_OFFSET_RANGE       7   /* offsets outside segment int32 range     */
+#define PL_C_VARINT             8   /* varint unterminated / too long     */
+#define PL_C_LENGTH             9   /* length < -1 or beyond the record   */
+#define PL_C_RECORD_SIZE       10   /* parsed size != record length       */
+#define PL_C_TRAILING          11   /* records do not end at section end  */
+#define PL_C_COUNT             12   /* records parsed != recordsCount     */
+#define PL_C_OFFSET_DELTA      13   /* offsetDelta order / range          */
+#define PL_C_HEADERS_COUNT     14   /* headersCount < 0                   */
+#define PL_C_LAST_OFFSET_DELTA 15   /* lastOffsetDelta < 0 or recordsCount < 0 */
+#define PL_C_POSITION_RANGE    16   /* batch position does not fit int32       */
+#define PL_C_MAX               16
+
+const char *pl_reason_str(int code);
+
+#define PL_BATCH_HEADER_SIZE 61
+#define PL_RECORD_FIELDS      8   /* int64 per decoded record  */
+#define PL_HEADER_FIELDS      4   /* int64 per decoded header  */
+
+/* ---- CRC32C (Castagnoli), same semantics as crc32c.crc32c(data, value) ---- */
+uint32_t pl_crc32c(uint32_t crc, const uint8_t *p, size_t n);          /* dispatching */
+uint32_t pl_crc32c_portable(uint32_t crc, const uint8_t *p, size_t n); /* slicing-by-8 */
+uint32_t pl_crc32c_hw(uint32_t crc, const uint8_t *p, size_t n);       /* only if available */
+int pl_crc32c_hw_available(void);
+
+/* ---- Kafka Utils.murmur2 ---- */
+int32_t pl_murmur2(const uint8_t *p, size_t n);
+
+/* ---- batch header ---- */
+typedef struct {
+    int64_t base_offset;
+    int32_t partition_leader_epoch;
+    int16_t attributes;
+    int16_t producer_epoch;
+    int64_t producer_id;
+    int32_t base_sequence;
+    /* The following are only used by pl_batch_wrap (computed by the encoders). */
+    int32_t last_offset_delta;
+    int64_t base_timestamp;
+    int64_t max_timestamp;
+    int32_t records_count;
+} pl_batch_meta;
+
+typedef struct {
+    int64_t base_offset;
+    int32_t batch_length;
+    int32_t partition_leader_epoch;
+    int32_t magic;
+    uint32_t crc;
+    int32_t attributes;
+    int32_t last_offset_delta;
+    int64_t base_timestamp;
+    int64_t max_timestamp;
+    int64_t producer_id;
+    int32_t producer_epoch;
+    int32_t base_sequence;
+    int32_t records_count;
+    int32_t crc_valid;      /* 1 if the stored CRC matches bytes 21..end (B-4) */
+} pl_batch_header_out;
+
+/* Parse the batch header at buf[pos:]; validates B-2, B-3 and computes the CRC
+ * (B-4) into out->crc_valid without failing on a mismatch.  Returns 0 or a
+ * PL_C_* code (fields are filled as far as they could be read). */
+int pl_batch_header(const uint8_t *buf, size_t len, size_t pos, pl_batch_header_out *out);
+
+/* ---- encoding ----
+ * Records are described either by pointer arrays (pl_*_encode) or by a
+ * "packed" form (pl_*_encode_packed): one int64 stream with, per record,
+ *   timestamp, key_len, value_len, headers_count, then headers_count pairs
+ *   (header_key_len, header_value_len)
+ * and one blob holding the non-null keys/values/header keys/header values
+ * concatenated in that same order.  Lengths of -1 mean null (not allowed for
+ * header keys).  Offset deltas are 0..n-1; n must be >= 1.
+ * If the output does not fit in cap nothing is written, *written is set to the
+ * needed size and PL_E_NOSPACE is returned (out may be NULL with cap 0).      */
+int pl_batch_encode(uint8_t *out, size_t cap, size_t *written, const pl_batch_meta *meta,
+                    uint32_t n, const int64_t *timestamps,
+                    const uint8_t *const *keys, const int64_t *key_lens,
+                    const uint8_t *const *values, const int64_t *value_lens,
+                    const int32_t *header_counts /* may be NULL */,
+                    const uint8_t *const *hkeys, const int64_t *hkey_lens,
+                    const uint8_t *const *hvals, const int64_t *hval_lens);
+int pl_batch_encode_packed(uint8_t *out, size_t cap, size_t *written, const pl_batch_meta *meta,
+                           uint32_t n, const int64_t *stream, size_t stream_len,
+                           const uint8_t *blob, size_t blob_len);
+/* Records section only (e.g. to compress it); *max_ts_out receives the max timestamp. */
+int pl_records_encode(uint8_t *out, size_t cap, size_t *written, int64_t base_timestamp,
+                      int64_t *max_ts_out, uint32_t n, const int64_t *timestamps,
+                      const uint8_t *const *keys, const int64_t *key_lens,
+                      const uint8_t *const *values, const int64_t *value_lens,
+                      const int32_t *header_counts,
+                      const uint8_t *const *hkeys, const int64_t *hkey_lens,
+                      const uint8_t *const *hvals, const int64_t *hval_lens);
+int pl_records_encode_packed(uint8_t *out, size_t cap, size_t *written, int64_t base_timestamp,
+                             int64_t *max_ts_out, uint32_t n, const int64_t *stream,
+                             size_t stream_len, const uint8_t *blob, size_t blob_len);
+/* Header (all meta fields used as given) + an already encoded/compressed
+ * records section; CRC computed last. */
+int pl_batch_wrap(uint8_t *out, size_t cap, size_t *written, const pl_batch_meta *meta,
+                  const uint8_t *records, size_t records_len);
+
+/* ---- decoding ----
+ * out: PL_RECORD_FIELDS int64 per record (capacity: count records):
+ *   offset_delta, timestamp_delta, key_off, key_len, value_off, value_len,
+ *   header_index (index of the record's first header in hdr_out), headers_count
+ * hdr_out: PL_HEADER_FIELDS int64 per header: key_off, key_len, value_off, value_len
+ * Offsets are relative to recs; lengths -1 = null.  Validates R-1..R-7.
+ * Returns 0, a PL_C_* code (*err_off = offset in recs of the failing record),
+ * or PL_E_NOSPACE if hdr_cap was too small (everything validated; *hdr_total
+ * holds the needed number of headers). out/hdr_out may be NULL (validate only). */
+int pl_records_decode(const uint8_t *recs, size_t len, int32_t count, int32_t last_offset_delta,
+                      int64_t *out, int64_t *hdr_out, size_t hdr_cap, size_t *hdr_total,
+                      size_t *err_off);
+
+/* ---- segment scan ---- */
+typedef struct {
+    int64_t end_position;          /* end of the last valid batch              */
+    int64_t next_offset;           /* last offset + 1 (expected_offset if none)*/
+    int64_t max_timestamp;         /* max over scanned batches and the input   */
+    int64_t batch_count;
+    int64_t error_position;        /* -1 if clean                              */
+    int32_t error_reason;          /* 0 clean, else PL_C_*                     */
+    int32_t continues_after_error; /* valid batch follows the bad one          */
+    int64_t bytes_since_last_entry;
+    int32_t capacity_stop;         /* 1: stopped because entry_cap was reached */
+    int32_t _pad;
+} pl_scan_out;
+
+/* Walk batches from start_pos.  Index entries are emitted for a batch when
+ * bytes_since_last_entry >= index_interval_bytes *before* counting the batch;
+ * the counter is then reset to 0 and the batch's size added (Kafka's rule).
+ * idx_out: 2 int32 per entry (relative last offset, batch position);
+ * tidx_out: 2 int64 per entry (max timestamp so far, relative last offset).
+ * Returns the number of entries written, or PL_E_INVAL. */
+int pl_segment_scan(const uint8_t *buf, size_t len, size_t start_pos, int64_t expected_offset,
+                    int64_t segment_base_offset, int64_t index_interval_bytes,
+                    int64_t bytes_since_last_entry, int64_t max_timestamp_in,
+                    int32_t *idx_out, int64_t *tidx_out, size_t entry_cap, pl_scan_out *out);
+
+/* ---- offset / time index ---- */
+int pl_index_lookup(const uint8_t *idx, size_t len, int32_t target_rel, int32_t *rel_out,
+                    int32_t *pos_out);                 /* 0 found, 1 none */
+int64_t pl_index_validate(const uint8_t *idx, size_t len, int64_t segment_size);
+int pl_timeindex_lookup(const uint8_t *tidx, size_t len, int64_t target_ts, int64_t *ts_out,
+                        int32_t *rel_out);             /* 0 found, 1 none */
+int64_t pl_timeindex_validate(const uint8_t *tidx, size_t len);
+
+/* ---- partition state seqlock (64 bytes, native byte order, 8-aligned) ----
+ * off 0 uint32 magic ('PLST' = 0x54534C50), 4 uint32 version (1), 8 uint64 seq,
+ * 16 next_offset, 24 active_base_offset, 32 active_position,
+ * 40 active_max_timestamp, 48 layout_generation, 56 log_start_offset.
+ * vals[6] are the six fields from offset 16 on, in that order. */
+#define PL_STATE_SIZE    64
+#define PL_STATE_MAGIC   0x54534C50u
+#define PL_STATE_VERSION 1u
+int pl_state_publish(void *state, const int64_t vals[6]);
+int pl_state_read(const void *state, int64_t vals_out[6], uint64_t *seq_out);
+int pl_state_repair(void *state);
+
+/* ---- doorbell: struct { uint32 seq; uint32 waiters; } (4-aligned) ---- */
+#define PL_DOORBELL_SLOT_SIZE 8
+int pl_doorbell_ring(void *slot);
+uint32_t pl_doorbell_load(const void *slot);
+int pl_doorbell_wait(void *slot, uint32_t expected, int64_t timeout_us); /* 0 changed, 1 timeout, -errno */
+
+/* ---- byte-range locks: mode 0 unlock, 1 shared, 2 exclusive ---- */
+int pl_lock(int fd, int64_t start, int64_t len, int mode, int wait);
+
+#endif /* PYLOG_NATIVE_H */

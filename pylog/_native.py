@@ -1,0 +1,763 @@
+"""Python face of the native core (csrc/pylog_native.c).
+
+This is the only module that touches the cffi ``ffi``/``lib`` objects.  It maps
+native status codes to pylog exceptions:
+
+* corruption (positive reason codes)  -> :class:`CorruptLogError`
+* bad arguments                       -> :class:`InvalidArgument`
+* output too small                    -> :class:`NoSpace` (``.needed`` bytes)
+
+Record tuples are ``(timestamp_ms, key, value, headers)`` with ``key``/``value``
+bytes-like or None and ``headers`` a sequence of ``(str, bytes | None)`` (or
+None / empty).  Batches are Kafka RecordBatch v2 (magic 2), see FORMAT.rst.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import os as _os
+import struct as _struct
+import time as _time
+from array import array as _array
+from typing import NamedTuple, Optional
+
+from ._pylog_native import ffi, lib
+from .errors import CorruptLogError, InvalidArgument
+
+__all__ = [
+    "BATCH_HEADER_SIZE", "CODEC_NONE", "CODEC_GZIP", "CODEC_SNAPPY", "CODEC_LZ4",
+    "CODEC_ZSTD", "HAS_HW_CRC32C", "NoSpace", "BatchHeader", "ScanResult",
+    "crc32c", "crc32c_portable", "crc32c_hw", "murmur2", "partition_for_key",
+    "encoded_size", "encode_batch_into", "encode_batch", "encode_records",
+    "wrap_records", "read_batch_header", "decode_records", "decode_values",
+    "scan_segment", "index_lookup", "index_validate", "timeindex_lookup",
+    "timeindex_validate", "STATE_SIZE", "state_publish", "state_read",
+    "state_repair", "DOORBELL_SLOT_SIZE", "doorbell_ring", "doorbell_load",
+    "doorbell_wait", "lock",
+]
+
+# ---------------------------------------------------------------------------
+# format constants (offsets computed from the header struct)
+# ---------------------------------------------------------------------------
+
+HEADER_STRUCT = _struct.Struct(
+    ">q"   # baseOffset
+    "i"    # batchLength
+    "i"    # partitionLeaderEpoch
+    "b"    # magic
+    "I"    # crc
+    "h"    # attributes
+    "i"    # lastOffsetDelta
+    "q"    # baseTimestamp
+    "q"    # maxTimestamp
+    "q"    # producerId
+    "h"    # producerEpoch
+    "i"    # baseSequence
+    "i"    # recordsCount
+)
+_FIELDS = ("BASE_OFFSET", "BATCH_LENGTH", "PARTITION_LEADER_EPOCH", "MAGIC", "CRC",
+           "ATTRIBUTES", "LAST_OFFSET_DELTA", "BASE_TIMESTAMP", "MAX_TIMESTAMP",
+           "PRODUCER_ID", "PRODUCER_EPOCH", "BASE_SEQUENCE", "RECORDS_COUNT")
+_FMT = HEADER_STRUCT.format.lstrip(">")
+for _i, _name in enumerate(_FIELDS):
+    globals()[_name + "_OFFSET"] = _struct.calcsize(">" + _FMT[:_i])
+del _i, _name
+
+BATCH_HEADER_SIZE = HEADER_STRUCT.size
+LENGTH_FIELD_END = BATCH_LENGTH_OFFSET + 4          # noqa: F821 (batch size = batchLength + this)
+BATCH_OVERHEAD = LENGTH_FIELD_END                    # bytes not counted in batchLength
+assert BATCH_HEADER_SIZE == lib.PL_BATCH_HEADER_SIZE == 61
+assert CRC_OFFSET == 17 and ATTRIBUTES_OFFSET == 21 and RECORDS_COUNT_OFFSET == 57  # noqa: F821
+
+MAGIC_V2 = 2
+CODEC_NONE, CODEC_GZIP, CODEC_SNAPPY, CODEC_LZ4, CODEC_ZSTD = 0, 1, 2, 3, 4
+CODEC_MASK = 0x07
+TIMESTAMP_TYPE_MASK = 0x08
+TRANSACTIONAL_MASK = 0x10
+CONTROL_MASK = 0x20
+DELETE_HORIZON_MASK = 0x40
+TIMESTAMP_CREATE_TIME, TIMESTAMP_LOG_APPEND_TIME = 0, 1
+
+HAS_HW_CRC32C = bool(lib.pl_crc32c_hw_available())
+
+STATE_SIZE = lib.PL_STATE_SIZE
+STATE_MAGIC = lib.PL_STATE_MAGIC
+DOORBELL_SLOT_SIZE = lib.PL_DOORBELL_SLOT_SIZE
+
+_E_NOSPACE = lib.PL_E_NOSPACE
+_E_INVAL = lib.PL_E_INVAL
+_E_BUSY = lib.PL_E_BUSY
+_INT32_MAX = 2**31 - 1
+
+
+class NoSpace(Exception):
+    """The encoded batch does not fit; ``needed`` is the size it requires."""
+
+    def __init__(self, needed: int):
+        self.needed = needed
+        super().__init__(f"encoded batch needs {needed} bytes")
+
+
+def _reason(code: int) -> str:
+    return ffi.string(lib.pl_reason_str(code)).decode()
+
+
+def _corrupt(code: int, position: Optional[int], detail: str = "") -> CorruptLogError:
+    return CorruptLogError(_reason(code) + detail, position=position)
+
+
+def _check_encode_rc(rc: int, needed: int) -> None:
+    if rc == 0:
+        return
+    if rc == _E_NOSPACE:
+        raise NoSpace(needed)
+    if rc == _E_INVAL:
+        raise InvalidArgument(
+            "cannot encode records: empty batch, non-int timestamp, a timestamp delta "
+            "or length out of int32/int64 range, or compression bits in attributes")
+    raise InvalidArgument(f"cannot encode records: {_reason(rc)}")
+
+
+def _rbuf(data):
+    """A read-only cdata view of any buffer (bytes, bytearray, memoryview, mmap)."""
+    try:
+        return ffi.from_buffer("uint8_t[]", data)
+    except TypeError as e:
+        raise InvalidArgument(f"expected a bytes-like object, got {type(data).__name__}") from e
+
+
+def _wbuf(data):
+    try:
+        return ffi.from_buffer("uint8_t[]", data, require_writable=True)
+    except TypeError as e:
+        raise InvalidArgument(
+            f"expected a writable buffer, got {type(data).__name__}") from e
+
+
+# ---------------------------------------------------------------------------
+# CRC32C / murmur2
+# ---------------------------------------------------------------------------
+
+def _crc(fn, data, value):
+    if not 0 <= value <= 0xFFFFFFFF:
+        raise InvalidArgument("crc value must be an unsigned 32-bit int")
+    if type(data) is bytes:
+        return fn(value, data, len(data))  # cffi passes bytes to uint8_t* directly
+    with _rbuf(data) as p:
+        return fn(value, p, len(p))
+
+
+def crc32c(data, value: int = 0) -> int:
+    """CRC32C (Castagnoli) of ``data``, chained from ``value`` (like crc32c.crc32c)."""
+    return _crc(lib.pl_crc32c, data, value)
+
+
+def crc32c_portable(data, value: int = 0) -> int:
+    return _crc(lib.pl_crc32c_portable, data, value)
+
+
+def crc32c_hw(data, value: int = 0) -> int:
+    if not HAS_HW_CRC32C:
+        raise RuntimeError("this CPU has no CRC32C instruction")
+    return _crc(lib.pl_crc32c_hw, data, value)
+
+
+def murmur2(data) -> int:
+    """Kafka's ``Utils.murmur2`` (signed int32)."""
+    if type(data) is bytes:
+        return lib.pl_murmur2(data, len(data))
+    with _rbuf(data) as p:
+        return lib.pl_murmur2(p, len(p))
+
+
+def partition_for_key(key, num_partitions: int) -> int:
+    """Kafka's default partition: ``(murmur2(key) & 0x7fffffff) % num_partitions``."""
+    if not isinstance(num_partitions, int) or num_partitions < 1:
+        raise InvalidArgument(f"num_partitions must be >= 1, got {num_partitions!r}")
+    return (murmur2(key) & 0x7FFFFFFF) % num_partitions
+
+
+# ---------------------------------------------------------------------------
+# batch header
+# ---------------------------------------------------------------------------
+
+class BatchHeader(NamedTuple):
+    base_offset: int
+    batch_length: int
+    partition_leader_epoch: int
+    magic: int
+    crc: int
+    attributes: int
+    last_offset_delta: int
+    base_timestamp: int
+    max_timestamp: int
+    producer_id: int
+    producer_epoch: int
+    base_sequence: int
+    records_count: int
+    crc_valid: bool
+    position: int
+
+    @property
+    def size(self) -> int:
+        return self.batch_length + BATCH_OVERHEAD
+
+    @property
+    def last_offset(self) -> int:
+        return self.base_offset + self.last_offset_delta
+
+    @property
+    def next_offset(self) -> int:
+        return self.base_offset + self.last_offset_delta + 1
+
+    @property
+    def codec(self) -> int:
+        return self.attributes & CODEC_MASK
+
+    @property
+    def timestamp_type(self) -> int:
+        return 1 if self.attributes & TIMESTAMP_TYPE_MASK else 0
+
+    @property
+    def is_transactional(self) -> bool:
+        return bool(self.attributes & TRANSACTIONAL_MASK)
+
+    @property
+    def is_control(self) -> bool:
+        return bool(self.attributes & CONTROL_MASK)
+
+    @property
+    def records_position(self) -> int:
+        """Buffer position of the records section."""
+        return self.position + BATCH_HEADER_SIZE
+
+    @property
+    def end_position(self) -> int:
+        return self.position + self.batch_length + BATCH_OVERHEAD
+
+
+def _header_from(h, pos) -> BatchHeader:
+    return BatchHeader(h.base_offset, h.batch_length, h.partition_leader_epoch, h.magic,
+                       h.crc, h.attributes, h.last_offset_delta, h.base_timestamp,
+                       h.max_timestamp, h.producer_id, h.producer_epoch, h.base_sequence,
+                       h.records_count, bool(h.crc_valid), pos)
+
+
+def read_batch_header(buf, pos: int = 0, end: Optional[int] = None) -> BatchHeader:
+    """Parse and validate (B-2, B-3) the batch header at ``buf[pos:end]``.
+
+    A CRC mismatch (B-4) does not raise: check ``crc_valid``.
+    """
+    out = ffi.new("pl_batch_header_out *")
+    with _rbuf(buf) as p:
+        n = len(p)
+        if end is None:
+            end = n
+        if not (0 <= pos and 0 <= end <= n):
+            raise InvalidArgument(f"bad pos/end {pos}/{end} for a buffer of {n} bytes")
+        rc = lib.pl_batch_header(p, end, pos, out)
+    if rc != 0:
+        if rc < 0:
+            raise InvalidArgument(_reason(rc))
+        raise _corrupt(rc, pos)
+    return _header_from(out, pos)
+
+
+# ---------------------------------------------------------------------------
+# encoding
+# ---------------------------------------------------------------------------
+
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+
+
+def _pack(records):
+    """Flatten records into (n, int64 stream, blob) for the *_packed encoders."""
+    meta = _array("q")
+    parts = []
+    ma = meta.append
+    pa = parts.append
+    n = 0
+    try:
+        for ts, key, value, headers in records:
+            n += 1
+            ma(ts)
+            if key is None:
+                ma(-1)
+            else:
+                ma(len(key))
+                pa(key)
+            if value is None:
+                ma(-1)
+            else:
+                ma(len(value))
+                pa(value)
+            if headers:
+                ma(len(headers))
+                for hk, hv in headers:
+                    if type(hk) is str:
+                        hk = hk.encode("utf-8")
+                    ma(len(hk))
+                    pa(hk)
+                    if hv is None:
+                        ma(-1)
+                    else:
+                        ma(len(hv))
+                        pa(hv)
+            else:
+                ma(0)
+        blob = b"".join(parts)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise InvalidArgument(
+            "records must be (timestamp_ms: int, key: bytes|None, value: bytes|None, "
+            f"headers: [(str, bytes|None)]|None) tuples: {e}") from e
+    if n == 0:
+        raise InvalidArgument("a batch needs at least one record")
+    # (a non-byte memoryview's len() counts items: the native side then finds the
+    # blob size disagrees with the lengths and refuses with PL_E_INVAL)
+    return n, meta, blob
+
+
+def _meta(base_offset, partition_leader_epoch, attributes, producer_id, producer_epoch,
+          base_sequence, last_offset_delta=0, base_timestamp=0, max_timestamp=0,
+          records_count=0):
+    m = ffi.new("pl_batch_meta *")
+    try:
+        m.base_offset = base_offset
+        m.partition_leader_epoch = partition_leader_epoch
+        m.attributes = attributes
+        m.producer_id = producer_id
+        m.producer_epoch = producer_epoch
+        m.base_sequence = base_sequence
+        m.last_offset_delta = last_offset_delta
+        m.base_timestamp = base_timestamp
+        m.max_timestamp = max_timestamp
+        m.records_count = records_count
+    except (TypeError, OverflowError) as e:
+        raise InvalidArgument(f"batch header field out of range: {e}") from e
+    return m
+
+
+def _packed_call(fn, out, cap, n, meta_arr, blob, *lead):
+    written = ffi.new("size_t *")
+    rc = fn(out, cap, written, *lead, n, ffi.from_buffer("int64_t[]", meta_arr), len(meta_arr),
+            blob, len(blob))
+    return rc, written[0]
+
+
+def encoded_size(records) -> int:
+    """Size in bytes of the uncompressed batch ``records`` encode to."""
+    n, meta, blob = _pack(records)
+    m = _meta(0, 0, 0, -1, -1, -1)
+    rc, needed = _packed_call(lib.pl_batch_encode_packed, ffi.NULL, 0, n, meta, blob, m)
+    if rc not in (0, _E_NOSPACE):
+        _check_encode_rc(rc, needed)
+    return needed
+
+
+def encode_batch_into(buf, pos: int, records, *, base_offset: int, partition_leader_epoch: int = 0,
+                      attributes: int = 0, producer_id: int = -1, producer_epoch: int = -1,
+                      base_sequence: int = -1) -> int:
+    """Encode an uncompressed batch at ``buf[pos:]``; returns the bytes written.
+
+    Raises :class:`NoSpace` (writing nothing) if it does not fit.
+    """
+    n, meta, blob = _pack(records)
+    m = _meta(base_offset, partition_leader_epoch, attributes, producer_id, producer_epoch,
+              base_sequence)
+    with _wbuf(buf) as p:
+        size = len(p)
+        if not 0 <= pos <= size:
+            raise InvalidArgument(f"position {pos} outside a buffer of {size} bytes")
+        rc, written = _packed_call(lib.pl_batch_encode_packed, p + pos, size - pos, n, meta,
+                                   blob, m)
+    _check_encode_rc(rc, written)
+    return written
+
+
+def encode_batch(records, *, base_offset: int, partition_leader_epoch: int = 0,
+                 attributes: int = 0, producer_id: int = -1, producer_epoch: int = -1,
+                 base_sequence: int = -1) -> bytes:
+    """An uncompressed batch as bytes."""
+    n, meta, blob = _pack(records)
+    m = _meta(base_offset, partition_leader_epoch, attributes, producer_id, producer_epoch,
+              base_sequence)
+    rc, needed = _packed_call(lib.pl_batch_encode_packed, ffi.NULL, 0, n, meta, blob, m)
+    if rc != _E_NOSPACE:
+        _check_encode_rc(rc, needed)
+    out = bytearray(needed)
+    with ffi.from_buffer("uint8_t[]", out, require_writable=True) as p:
+        rc, written = _packed_call(lib.pl_batch_encode_packed, p, needed, n, meta, blob, m)
+    _check_encode_rc(rc, written)
+    return bytes(out)
+
+
+def encode_records(records, base_timestamp: int) -> bytes:
+    """The records section only (offset deltas 0..n-1), e.g. to compress it."""
+    n, meta, blob = _pack(records)
+    maxts = ffi.new("int64_t *")
+    try:
+        rc, needed = _packed_call(lib.pl_records_encode_packed, ffi.NULL, 0, n, meta, blob,
+                                  base_timestamp, maxts)
+    except OverflowError as e:
+        raise InvalidArgument(f"base_timestamp out of range: {e}") from e
+    if rc != _E_NOSPACE:
+        _check_encode_rc(rc, needed)
+    out = bytearray(needed)
+    with ffi.from_buffer("uint8_t[]", out, require_writable=True) as p:
+        rc, written = _packed_call(lib.pl_records_encode_packed, p, needed, n, meta, blob,
+                                   base_timestamp, maxts)
+    _check_encode_rc(rc, written)
+    return bytes(out)
+
+
+def wrap_records(records_section, *, base_offset: int, records_count: int,
+                 last_offset_delta: int, base_timestamp: int, max_timestamp: int,
+                 attributes: int, partition_leader_epoch: int = 0, producer_id: int = -1,
+                 producer_epoch: int = -1, base_sequence: int = -1) -> bytes:
+    """Batch header + an already encoded (e.g. compressed) records section."""
+    m = _meta(base_offset, partition_leader_epoch, attributes, producer_id, producer_epoch,
+              base_sequence, last_offset_delta, base_timestamp, max_timestamp, records_count)
+    written = ffi.new("size_t *")
+    with _rbuf(records_section) as src:
+        needed = BATCH_HEADER_SIZE + len(src)
+        out = bytearray(needed)
+        with ffi.from_buffer("uint8_t[]", out, require_writable=True) as p:
+            rc = lib.pl_batch_wrap(p, needed, written, m, src, len(src))
+    _check_encode_rc(rc, written[0])
+    return bytes(out)
+
+
+# ---------------------------------------------------------------------------
+# decoding
+# ---------------------------------------------------------------------------
+
+def _decode_raw(data: bytes, header: BatchHeader):
+    """Run the native decoder; returns (flat record fields, flat header fields)."""
+    n = header.records_count
+    pos = header.position
+    if n < 0 or header.last_offset_delta < 0:
+        raise _corrupt(lib.PL_C_LAST_OFFSET_DELTA, pos)
+    if n * 7 > len(data):  # R-5 (each record takes at least 7 bytes)
+        raise _corrupt(lib.PL_C_COUNT, pos)
+    out = ffi.new("int64_t[]", 8 * n) if n else ffi.NULL
+    hcap = n
+    hdr = ffi.new("int64_t[]", 4 * hcap) if hcap else ffi.NULL
+    total = ffi.new("size_t *")
+    err = ffi.new("size_t *")
+    rc = lib.pl_records_decode(data, len(data), n, header.last_offset_delta, out, hdr, hcap,
+                               total, err)
+    if rc == _E_NOSPACE:
+        hcap = total[0]
+        hdr = ffi.new("int64_t[]", 4 * hcap)
+        rc = lib.pl_records_decode(data, len(data), n, header.last_offset_delta, out, hdr,
+                                   hcap, total, err)
+    if rc != 0:
+        if rc > 0:
+            raise _corrupt(rc, pos, f" (records section byte {err[0]})")
+        raise InvalidArgument(_reason(rc))
+    recs = memoryview(ffi.buffer(out)).cast("q").tolist() if n else []
+    hdrs = memoryview(ffi.buffer(hdr, 32 * total[0])).cast("q").tolist() if total[0] else []
+    return recs, hdrs
+
+
+def _as_bytes(records_section) -> bytes:
+    if type(records_section) is bytes:
+        return records_section
+    try:
+        return bytes(records_section)
+    except TypeError as e:
+        raise InvalidArgument("records_section must be a bytes-like object") from e
+
+
+def decode_records(records_section, header: BatchHeader):
+    """Decode the (decompressed) records section of the batch ``header``.
+
+    Returns ``[(offset, timestamp_ms, key, value, headers), ...]`` with
+    absolute offsets and timestamps (log-append-time batches report
+    maxTimestamp for every record, as Kafka does).
+    """
+    data = _as_bytes(records_section)
+    recs, hdrs = _decode_raw(data, header)
+    base = header.base_offset
+    log_append = header.attributes & TIMESTAMP_TYPE_MASK
+    bts = header.base_timestamp
+    mts = header.max_timestamp
+    result = []
+    append = result.append
+    it = iter(recs)
+    try:
+        for od, td, ko, kl, vo, vl, hi, hc in zip(it, it, it, it, it, it, it, it):
+            if hc:
+                hl = []
+                for j in range(4 * hi, 4 * (hi + hc), 4):
+                    hko, hkl, hvo, hvl = hdrs[j:j + 4]
+                    hl.append((data[hko:hko + hkl].decode("utf-8"),
+                               data[hvo:hvo + hvl] if hvl >= 0 else None))
+                headers = tuple(hl)
+            else:
+                headers = ()
+            append((base + od, mts if log_append else bts + td,
+                    data[ko:ko + kl] if kl >= 0 else None,
+                    data[vo:vo + vl] if vl >= 0 else None,
+                    headers))
+    except UnicodeDecodeError as e:
+        raise CorruptLogError(f"header key is not valid UTF-8: {e}",
+                              position=header.position) from e
+    return result
+
+
+def decode_values(records_section, header: BatchHeader):
+    """Fast path: only the values of the records (None for null values)."""
+    data = _as_bytes(records_section)
+    recs, _ = _decode_raw(data, header)
+    return [data[vo:vo + vl] if vl >= 0 else None
+            for vo, vl in zip(recs[4::8], recs[5::8])]
+
+
+# ---------------------------------------------------------------------------
+# segment scan
+# ---------------------------------------------------------------------------
+
+class ScanResult(NamedTuple):
+    end_position: int
+    next_offset: int
+    max_timestamp: int
+    batch_count: int
+    error_position: Optional[int]
+    error_reason: Optional[str]
+    continues_after_error: bool
+    index_entries: list
+    timeindex_entries: list
+    bytes_since_last_entry: int
+
+
+_SCAN_CAP = 4096
+
+
+def scan_segment(buf, start: int = 0, end: Optional[int] = None, *, expected_offset: int = -1,
+                 segment_base_offset: int = 0, index_interval_bytes: int = 4096,
+                 bytes_since_last_entry: int = 0, max_timestamp: int = -1) -> ScanResult:
+    """Walk valid batches of ``buf[start:end]`` (see pl_segment_scan).
+
+    ``expected_offset`` -1 disables the baseOffset continuity check.  A
+    zero-filled tail is a clean end.  Index entries use positions in ``buf``.
+    """
+    idx = ffi.new("int32_t[]", 2 * _SCAN_CAP)
+    tidx = ffi.new("int64_t[]", 2 * _SCAN_CAP)
+    out = ffi.new("pl_scan_out *")
+    index_entries = []
+    timeindex_entries = []
+    batch_count = 0
+    next_offset = expected_offset
+    check = expected_offset >= 0
+    pos = start
+    maxts = max_timestamp
+    bsle = bytes_since_last_entry
+    with _rbuf(buf) as p:
+        n = len(p)
+        if end is None:
+            end = n
+        if not (0 <= start <= end <= n):
+            raise InvalidArgument(f"bad start/end {start}/{end} for a buffer of {n} bytes")
+        while True:
+            cnt = lib.pl_segment_scan(p, end, pos, next_offset if check else -1,
+                                      segment_base_offset, index_interval_bytes, bsle, maxts,
+                                      idx, tidx, _SCAN_CAP, out)
+            if cnt < 0:
+                raise InvalidArgument(_reason(cnt))
+            if cnt:
+                iv = memoryview(ffi.buffer(idx, 8 * cnt)).cast("i").tolist()
+                tv = memoryview(ffi.buffer(tidx, 16 * cnt)).cast("q").tolist()
+                index_entries.extend(zip(iv[0::2], iv[1::2]))
+                timeindex_entries.extend(zip(tv[0::2], tv[1::2]))
+            if out.batch_count:
+                next_offset = out.next_offset
+            batch_count += out.batch_count
+            pos = out.end_position
+            maxts = out.max_timestamp
+            bsle = out.bytes_since_last_entry
+            if not out.capacity_stop:
+                break
+    reason = out.error_reason
+    return ScanResult(pos, next_offset, maxts, batch_count,
+                      out.error_position if reason else None,
+                      _reason(reason) if reason else None,
+                      bool(out.continues_after_error) if reason else False,
+                      index_entries, timeindex_entries, bsle)
+
+
+# ---------------------------------------------------------------------------
+# indexes
+# ---------------------------------------------------------------------------
+
+def index_lookup(index_bytes, target_rel: int):
+    """Largest (rel_offset, position) entry with rel_offset <= target, or None."""
+    if not -2**31 <= target_rel <= _INT32_MAX:
+        target_rel = _INT32_MAX if target_rel > 0 else -2**31
+    rel = ffi.new("int32_t *")
+    posp = ffi.new("int32_t *")
+    with _rbuf(index_bytes) as p:
+        rc = lib.pl_index_lookup(p, len(p), target_rel, rel, posp)
+    if rc == 0:
+        return rel[0], posp[0]
+    if rc == 1:
+        return None
+    raise InvalidArgument(_reason(rc))
+
+
+def index_validate(index_bytes, segment_size: int):
+    """None if the offset index is sane, else the byte position of the first bad entry."""
+    with _rbuf(index_bytes) as p:
+        r = lib.pl_index_validate(p, len(p), segment_size)
+    if r == 0:
+        return None
+    if r < 0:
+        raise InvalidArgument(_reason(r))
+    return r - 1
+
+
+def timeindex_lookup(tindex_bytes, target_ts: int):
+    """Largest (timestamp, rel_offset) entry with timestamp < target_ts, or None."""
+    if not -2**63 <= target_ts < 2**63:
+        target_ts = 2**63 - 1 if target_ts > 0 else -2**63
+    ts = ffi.new("int64_t *")
+    rel = ffi.new("int32_t *")
+    with _rbuf(tindex_bytes) as p:
+        rc = lib.pl_timeindex_lookup(p, len(p), target_ts, ts, rel)
+    if rc == 0:
+        return ts[0], rel[0]
+    if rc == 1:
+        return None
+    raise InvalidArgument(_reason(rc))
+
+
+def timeindex_validate(tindex_bytes):
+    """None if the time index is sane, else the byte position of the first bad entry."""
+    with _rbuf(tindex_bytes) as p:
+        r = lib.pl_timeindex_validate(p, len(p))
+    if r == 0:
+        return None
+    if r < 0:
+        raise InvalidArgument(_reason(r))
+    return r - 1
+
+
+# ---------------------------------------------------------------------------
+# partition state seqlock (layout: see pylog_native.h)
+# ---------------------------------------------------------------------------
+
+def _state_ptr(p):
+    if len(p) < STATE_SIZE:
+        raise InvalidArgument(f"state buffer needs {STATE_SIZE} bytes, has {len(p)}")
+    return p
+
+
+def state_publish(state_buf, next_offset, active_base_offset, active_position,
+                  active_max_timestamp, layout_generation, log_start_offset) -> None:
+    try:
+        vals = ffi.new("int64_t[6]", [next_offset, active_base_offset, active_position,
+                                      active_max_timestamp, layout_generation,
+                                      log_start_offset])
+    except (TypeError, OverflowError) as e:
+        raise InvalidArgument(f"state fields must be int64: {e}") from e
+    with _wbuf(state_buf) as p:
+        rc = lib.pl_state_publish(_state_ptr(p), vals)
+    if rc:
+        raise InvalidArgument("state buffer must be 8-byte aligned")
+
+
+def state_read(state_buf):
+    """The 6 published fields, or None if a writer died mid-publish (BUSY)."""
+    vals = ffi.new("int64_t[6]")
+    seq = ffi.new("uint64_t *")
+    with _rbuf(state_buf) as p:
+        rc = lib.pl_state_read(_state_ptr(p), vals, seq)
+    if rc == _E_BUSY:
+        return None
+    if rc:
+        raise InvalidArgument("state buffer must be 8-byte aligned")
+    return tuple(vals)
+
+
+def state_repair(state_buf) -> None:
+    with _wbuf(state_buf) as p:
+        rc = lib.pl_state_repair(_state_ptr(p))
+    if rc:
+        raise InvalidArgument("state buffer must be 8-byte aligned")
+
+
+# ---------------------------------------------------------------------------
+# doorbell
+# ---------------------------------------------------------------------------
+
+def _slot(p, slot_index):
+    off = slot_index * DOORBELL_SLOT_SIZE
+    if slot_index < 0 or off + DOORBELL_SLOT_SIZE > len(p):
+        raise InvalidArgument(f"doorbell slot {slot_index} outside a {len(p)}-byte buffer")
+    return p + off
+
+
+def doorbell_ring(buf, slot_index: int) -> None:
+    with _wbuf(buf) as p:
+        rc = lib.pl_doorbell_ring(_slot(p, slot_index))
+    if rc:
+        raise InvalidArgument("doorbell slot must be 4-byte aligned")
+
+
+def doorbell_load(buf, slot_index: int) -> int:
+    with _rbuf(buf) as p:
+        return lib.pl_doorbell_load(_slot(p, slot_index))
+
+
+def doorbell_wait(buf, slot_index: int, expected: int, timeout_s: Optional[float]) -> bool:
+    """Wait until the slot's seq differs from ``expected``; True if it changed.
+
+    ``timeout_s`` None waits forever.  The GIL is released while waiting.
+    """
+    deadline = None if timeout_s is None else _time.monotonic() + max(0.0, timeout_s)
+    with _wbuf(buf) as p:
+        s = _slot(p, slot_index)
+        while True:
+            if deadline is None:
+                us = -1
+            else:
+                us = max(0, int((deadline - _time.monotonic()) * 1e6))
+            rc = lib.pl_doorbell_wait(s, expected & 0xFFFFFFFF, us)
+            if rc == 0:
+                return True
+            if rc == 1:
+                return False
+            if rc == -_errno.EINTR:
+                continue  # Python signal handlers ran between calls
+            if rc == _E_INVAL:
+                raise InvalidArgument("doorbell slot must be 4-byte aligned")
+            raise OSError(-rc, _os.strerror(-rc))
+
+
+# ---------------------------------------------------------------------------
+# byte-range locks (OFD locks on Linux)
+# ---------------------------------------------------------------------------
+
+_LOCK_MODES = {"u": 0, "r": 1, "w": 2}
+
+
+def lock(fd: int, start: int, length: int, mode: str, wait: bool) -> bool:
+    """Lock (``'r'``/``'w'``) or unlock (``'u'``) ``length`` bytes (0 = to EOF) at ``start``.
+
+    Returns False if the range is busy and ``wait`` is false; raises OSError otherwise.
+    """
+    try:
+        m = _LOCK_MODES[mode]
+    except KeyError:
+        raise InvalidArgument(f"lock mode must be 'u', 'r' or 'w', got {mode!r}") from None
+    if hasattr(fd, "fileno"):
+        fd = fd.fileno()
+    while True:
+        rc = lib.pl_lock(fd, start, length, m, 1 if wait else 0)
+        if rc == 0:
+            return True
+        if rc == -_errno.EINTR:
+            continue
+        if not wait and rc in (-_errno.EAGAIN, -_errno.EACCES):
+            return False
+        raise OSError(-rc, _os.strerror(-rc))

@@ -1,0 +1,123 @@
+"""Records <-> RecordBatch bytes, including compression (FORMAT.rst B-*, R-*).
+
+The native layer encodes and decodes uncompressed batches; this module adds
+the zstd codec (B-6) and the limits that protect against hostile input
+(a decompression bomb is refused, not expanded).
+
+Thread safety: the functions are thread-safe (zstd contexts are per thread).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import zstandard
+
+from . import _native
+from ._native import (BATCH_HEADER_SIZE, CODEC_NONE, CODEC_ZSTD, BatchHeader,
+                      NoSpace)
+from .errors import CorruptLogError
+
+# B-6: a compressed records section may expand to at most this many bytes.
+DECOMPRESSED_BYTES_MAX = 256 * 1024 * 1024
+
+_CODECS = {None: CODEC_NONE, "zstd": CODEC_ZSTD}
+_tls = threading.local()
+
+__all__ = ["BATCH_HEADER_SIZE", "BatchHeader", "NoSpace", "encode_into",
+           "encode", "read_header", "records_section", "decode",
+           "decode_values"]
+
+
+def _compressor() -> zstandard.ZstdCompressor:
+    c = getattr(_tls, "zc", None)
+    if c is None:
+        c = _tls.zc = zstandard.ZstdCompressor(level=3)
+    return c
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    d = getattr(_tls, "zd", None)
+    if d is None:
+        d = _tls.zd = zstandard.ZstdDecompressor()
+    return d
+
+
+def encode(records, *, base_offset: int, compression: str | None = None) -> bytes:
+    """One batch of ``records`` [(timestamp_ms, key, value, headers)] as bytes."""
+    codec = _CODECS[compression]
+    if codec == CODEC_NONE:
+        return _native.encode_batch(records, base_offset=base_offset)
+    base_ts = records[0][0]
+    section = _native.encode_records(records, base_ts)
+    return _native.wrap_records(
+        _compressor().compress(section), base_offset=base_offset,
+        records_count=len(records), last_offset_delta=len(records) - 1,
+        base_timestamp=base_ts, max_timestamp=max(r[0] for r in records),
+        attributes=codec)
+
+
+def encode_into(buf, pos: int, records, *, base_offset: int,
+                compression: str | None = None) -> int:
+    """Write one batch at ``buf[pos:]``; return its size.
+
+    Raises NoSpace (writing nothing) when it does not fit. The uncompressed
+    path encodes straight into ``buf`` (the mapped segment) with one native
+    call; the compressed path must build the bytes first.
+    """
+    if compression is None:
+        return _native.encode_batch_into(buf, pos, records,
+                                         base_offset=base_offset)
+    data = encode(records, base_offset=base_offset, compression=compression)
+    if pos + len(data) > len(buf):
+        raise NoSpace(len(data))
+    buf[pos:pos + len(data)] = data
+    return len(data)
+
+
+def read_header(buf, pos: int, end: int) -> BatchHeader:
+    """Parse and check the header of the batch at ``pos`` (B-2..B-4).
+
+    Raises CorruptLogError (without a path) if the framing, magic or CRC is bad.
+    """
+    header = _native.read_batch_header(buf, pos, end)
+    if not header.crc_valid:
+        raise CorruptLogError(
+            f"CRC32C mismatch in batch at offset {header.base_offset} "
+            f"(stored {header.crc:#010x})", position=pos)
+    return header
+
+
+def records_section(buf, header: BatchHeader) -> bytes:
+    """The batch's records section, decompressed when its codec says so (B-6)."""
+    start = header.position + BATCH_HEADER_SIZE
+    raw = bytes(buf[start:header.position + header.size])
+    codec = header.codec
+    if codec == CODEC_NONE:
+        return raw
+    if codec != CODEC_ZSTD:
+        raise CorruptLogError(
+            f"batch at offset {header.base_offset} uses compression codec "
+            f"{codec}, which pylog does not read (only none and zstd)",
+            position=header.position)
+    try:
+        reader = _decompressor().stream_reader(raw)
+        out = reader.read(DECOMPRESSED_BYTES_MAX + 1)
+    except zstandard.ZstdError as exc:
+        raise CorruptLogError(f"zstd decompression failed: {exc}",
+                              position=header.position) from None
+    if len(out) > DECOMPRESSED_BYTES_MAX:
+        raise CorruptLogError(
+            f"compressed batch expands past {DECOMPRESSED_BYTES_MAX} bytes",
+            position=header.position)
+    return out
+
+
+def decode(buf, header: BatchHeader) -> list:
+    """All records of a checked batch: [(offset, ts, key, value, headers)]."""
+    return _native.decode_records(records_section(buf, header), header)
+
+
+def decode_values(buf, header: BatchHeader) -> list:
+    """Only the values of a checked batch, in offset order."""
+    return _native.decode_values(records_section(buf, header), header)

@@ -1,0 +1,112 @@
+"""Names, limits and configuration of topics and logs.
+
+Everything a caller can configure is validated here, at the public entry
+point, before anything touches the disk (G5). Limits carry their unit last
+(`max_message_bytes`, `segment_bytes`); rule IDs refer to FORMAT.rst.
+
+Pure data and pure functions: thread-safe.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, asdict, fields
+
+from .errors import InvalidConfig, InvalidTopicName
+
+# M-3: topic names as Kafka allows them, and never a path component that
+# could leave the log directory.
+TOPIC_NAME_LENGTH_MAX = 249
+_TOPIC_NAME_RE = re.compile(r"[A-Za-z0-9._-]+\Z")
+
+PARTITIONS_MAX = 10_000
+SEGMENT_BYTES_MIN = 64 * 1024
+# Positions in the .index are int32 (I-1): a segment can never exceed 2 GiB.
+SEGMENT_BYTES_MAX = 2**31 - 1
+MAX_MESSAGE_BYTES_MAX = 256 * 1024 * 1024
+SYNC_MODES = ("always", "interval", "never")
+COMPRESSIONS = (None, "zstd")
+
+
+def validate_topic_name(name: object) -> str:
+    """Return ``name`` if it is a valid topic name (M-3), else raise InvalidTopicName."""
+    if not isinstance(name, str):
+        raise InvalidTopicName(
+            f"topic name must be str, got {type(name).__name__}")
+    if not name:
+        raise InvalidTopicName("topic name is empty")
+    if len(name) > TOPIC_NAME_LENGTH_MAX:
+        raise InvalidTopicName(
+            f"topic name is {len(name)} characters; the limit is "
+            f"{TOPIC_NAME_LENGTH_MAX}")
+    if name in (".", ".."):
+        raise InvalidTopicName(f"topic name {name!r} is reserved")
+    if not _TOPIC_NAME_RE.match(name):
+        raise InvalidTopicName(
+            f"topic name {name!r} has characters outside [A-Za-z0-9._-]")
+    return name
+
+
+@dataclass(frozen=True)
+class TopicConfig:
+    """A topic's configuration; keys and units are Kafka's.
+
+    ``retention_ms`` / ``retention_bytes``: -1 keeps everything; retention
+    deletes whole segments (whichever limit is hit first).
+    ``segment_bytes``: size at which the active segment rolls.
+    ``max_message_bytes``: the largest encoded batch a producer may append.
+    ``compression``: None or "zstd" (codec 4).
+    """
+
+    retention_ms: int = 7 * 86_400_000
+    retention_bytes: int = -1
+    segment_bytes: int = 128 * 1024 * 1024
+    max_message_bytes: int = 1024 * 1024 + 12
+    compression: str | None = None
+
+    def __post_init__(self) -> None:
+        def _int(name: str, lo: int, hi: int) -> None:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InvalidConfig(
+                    f"{name} must be int, got {type(value).__name__}")
+            if not lo <= value <= hi:
+                raise InvalidConfig(
+                    f"{name}={value} is out of range [{lo}, {hi}]")
+
+        _int("retention_ms", -1, 2**62)
+        if self.retention_ms == 0:
+            raise InvalidConfig("retention_ms=0 would delete every record; "
+                                "use -1 to keep everything")
+        _int("retention_bytes", -1, 2**62)
+        _int("segment_bytes", SEGMENT_BYTES_MIN, SEGMENT_BYTES_MAX)
+        _int("max_message_bytes", 64, MAX_MESSAGE_BYTES_MAX)
+        if self.max_message_bytes > self.segment_bytes:
+            raise InvalidConfig(
+                f"max_message_bytes={self.max_message_bytes} exceeds "
+                f"segment_bytes={self.segment_bytes}; a batch must fit in a "
+                "segment")
+        if self.compression not in COMPRESSIONS:
+            raise InvalidConfig(
+                f"compression={self.compression!r}; expected None or 'zstd'")
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TopicConfig":
+        unknown = set(values) - set(cls.keys())
+        if unknown:
+            raise InvalidConfig(
+                f"unknown topic config {sorted(unknown)}; valid keys are "
+                f"{list(cls.keys())}")
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def replace(self, **changes) -> "TopicConfig":
+        merged = self.to_dict()
+        merged.update(changes)
+        return TopicConfig.from_dict(merged)

@@ -1,0 +1,536 @@
+"""Consumer: subscribe or assign, poll, commit, seek, replay (SPEC §4, §5).
+
+Delivery (G3): records of each owned partition come in offset order; the
+position advances past what ``poll`` returned; committed offsets are the
+next offset to read. ``run(handler)`` commits after the handler returns, so
+a crash or an exception redelivers the unfinished record: at least once.
+
+Waiting: ``poll`` blocks on the log's doorbell (a futex in a shared file
+mapping, rung by every append in any process), so an idle consumer uses no
+CPU and wakes as soon as a record arrives.
+
+Thread safety: a Consumer is used by one thread at a time (as Kafka's);
+``close()`` and ``wakeup()`` may be called from any thread.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+
+from . import _native
+from .errors import (CommitFailedError, ForkedLogError, InvalidArgument,
+                     LogClosed, OffsetOutOfRange, TopicNotFound)
+from .group import GROUP_CHECK_INTERVAL_S, GroupMember
+from .log import topic_slot
+from .partition import Cursor
+from .types import Record, TopicPartition
+
+OFFSET_RESETS = ("earliest", "latest", "none")
+MAX_POLL_RECORDS_MAX = 1_000_000
+_TOPIC_REFRESH_S = 1.0
+
+
+def _tp(obj) -> TopicPartition:
+    if isinstance(obj, TopicPartition):
+        return obj
+    if isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[0], str) \
+            and isinstance(obj[1], int) and not isinstance(obj[1], bool):
+        return TopicPartition(*obj)
+    raise InvalidArgument(f"expected TopicPartition(topic, partition), got {obj!r}")
+
+
+class Consumer:
+    """Create with :meth:`Log.consumer`; see the module docstring."""
+
+    def __init__(self, log, *topics, group_id: str | None = None,
+                 pattern: str | None = None, auto_offset_reset: str = "latest",
+                 enable_auto_commit: bool = True, auto_commit_interval_ms: int = 5000,
+                 session_timeout_ms: int = 10000, max_poll_records: int = 500,
+                 partition_assignment_strategy: str = "sticky",
+                 key_deserializer=None, value_deserializer=None,
+                 client_id: str | None = None):
+        if auto_offset_reset not in OFFSET_RESETS:
+            raise InvalidArgument(
+                f"auto_offset_reset={auto_offset_reset!r}; expected one of {OFFSET_RESETS}")
+        if group_id is not None and (not isinstance(group_id, str) or not group_id
+                                     or "\0" in group_id or len(group_id) > 255):
+            raise InvalidArgument(f"group_id={group_id!r}; expected a non-empty str "
+                                  "without NUL, at most 255 characters")
+        for name, v, lo, hi in (("auto_commit_interval_ms", auto_commit_interval_ms, 1, 86_400_000),
+                                ("session_timeout_ms", session_timeout_ms, 100, 86_400_000),
+                                ("max_poll_records", max_poll_records, 1, MAX_POLL_RECORDS_MAX)):
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise InvalidArgument(f"{name}={v!r}; expected int in [{lo}, {hi}]")
+        for name, fn in (("key_deserializer", key_deserializer),
+                         ("value_deserializer", value_deserializer)):
+            if fn is not None and not callable(fn):
+                raise InvalidArgument(f"{name} must be callable")
+        self._log = log
+        self._pid = os.getpid()
+        self.group_id = group_id
+        self._reset = auto_offset_reset
+        self._auto_commit = bool(enable_auto_commit) and group_id is not None
+        self._auto_commit_s = auto_commit_interval_ms / 1000.0
+        self._next_auto_commit = time.monotonic() + self._auto_commit_s
+        self._max_poll = max_poll_records
+        self._kdes = key_deserializer
+        self._vdes = value_deserializer
+        self._closed = False
+        self._wake = threading.Event()
+        self._subscription: set[str] = set()
+        self._pattern: re.Pattern | None = None
+        self._topics_resolved: set[str] = set()
+        self._next_topic_refresh = 0.0
+        self._manual: list[TopicPartition] | None = None
+        self._cursors: dict[TopicPartition, Cursor] = {}
+        self._committed_pos: dict[TopicPartition, int] = {}
+        self._paused: set[TopicPartition] = set()
+        self._rr = 0
+        self._member = None
+        if group_id is not None:
+            self._member = GroupMember(log, group_id,
+                                       strategy=partition_assignment_strategy,
+                                       session_timeout_ms=session_timeout_ms,
+                                       client_id=client_id)
+        if topics or pattern:
+            self.subscribe(list(topics), pattern=pattern)
+
+    # -- state ----------------------------------------------------------------
+    def _check(self) -> None:
+        if self._closed:
+            raise LogClosed("consumer is closed")
+        if os.getpid() != self._pid:
+            raise ForkedLogError(
+                "this consumer was created before os.fork() and belongs to the "
+                "parent process; open the log and create consumers after forking")
+        self._log._check()
+
+    # -- subscription ------------------------------------------------------------
+    def subscribe(self, topics=(), *, pattern: str | None = None) -> None:
+        """Subscribe to topics (a group shares their partitions) and/or a
+        regex ``pattern`` matched against every topic name, including topics
+        created later."""
+        self._check()
+        if isinstance(topics, str):
+            topics = [topics]
+        topics = list(topics)
+        from .config import validate_topic_name
+        for t in topics:
+            validate_topic_name(t)
+        if pattern is not None:
+            try:
+                self._pattern = re.compile(pattern)
+            except (re.error, TypeError) as exc:
+                raise InvalidArgument(f"pattern {pattern!r} is not a regex: {exc}") from None
+        else:
+            self._pattern = None
+        if not topics and pattern is None:
+            raise InvalidArgument("subscribe needs topics or a pattern")
+        if self._manual is not None:
+            raise InvalidArgument("subscribe after assign(); call unsubscribe() first")
+        self._subscription = set(topics)
+        self._next_topic_refresh = 0.0
+        self._refresh_topics(force=True)
+
+    def unsubscribe(self) -> None:
+        self._check()
+        self._commit_quietly()
+        if self._member is not None:
+            self._member.leave(None)
+        self._subscription = set()
+        self._pattern = None
+        self._topics_resolved = set()
+        self._manual = None
+        self._cursors.clear()
+
+    def subscription(self) -> set:
+        return set(self._subscription)
+
+    def assign(self, partitions) -> None:
+        """Consume exactly these partitions, without group membership."""
+        self._check()
+        tps = [_tp(tp) for tp in partitions]
+        for tp in tps:
+            self._log.partition(tp.topic, tp.partition)   # validates
+        if self._subscription or self._pattern:
+            raise InvalidArgument("assign after subscribe(); call unsubscribe() first")
+        self._manual = tps
+        self._cursors = {tp: c for tp, c in self._cursors.items() if tp in tps}
+
+    def assignment(self) -> set:
+        """The partitions this consumer currently owns / was assigned."""
+        self._check()
+        if self._manual is not None:
+            return set(self._manual)
+        self._sync_group(force=True)
+        return set(self._owned())
+
+    def _owned(self):
+        if self._manual is not None:
+            return self._manual
+        if self._member is not None:
+            return sorted(self._member.owned)
+        out = []
+        for t in sorted(self._topics_resolved):
+            try:
+                n = self._log.partitions_for(t)
+            except TopicNotFound:
+                continue
+            out.extend(TopicPartition(t, p) for p in range(n))
+        return out
+
+    def _refresh_topics(self, force=False) -> None:
+        now = time.monotonic()
+        if not force and now < self._next_topic_refresh:
+            return
+        self._next_topic_refresh = now + _TOPIC_REFRESH_S
+        existing = set(self._log.topics())
+        topics = {t for t in self._subscription if t in existing}
+        if self._pattern is not None:
+            topics |= {t for t in existing if self._pattern.fullmatch(t)}
+        self._topics_resolved = topics
+
+    def _sync_group(self, force=False) -> None:
+        if self._manual is not None:
+            return
+        self._refresh_topics(force)
+        if self._member is None:
+            return
+        gained, lost = self._member.tick(self._topics_resolved,
+                                         self._positions_for, force=force)
+        for tp in lost:
+            self._cursors.pop(tp, None)
+            self._committed_pos.pop(tp, None)
+        for tp in gained:
+            self._cursors.pop(tp, None)   # re-read the committed offset
+
+    def _positions_for(self, tps) -> dict:
+        """Offsets to commit when releasing ``tps`` in a rebalance."""
+        if not self._auto_commit:
+            return {}
+        return {tp: self._cursors[tp].offset for tp in tps
+                if tp in self._cursors and
+                self._committed_pos.get(tp) != self._cursors[tp].offset}
+
+    # -- positions ---------------------------------------------------------------
+    def _reset_offset(self, tp, part, why: str) -> int:
+        st = part.state()
+        if self._reset == "earliest":
+            return st.log_start_offset
+        if self._reset == "latest":
+            return st.next_offset
+        raise OffsetOutOfRange(f"{tp.topic}-{tp.partition}: {why} and "
+                               "auto_offset_reset='none'")
+
+    def _cursor(self, tp: TopicPartition) -> Cursor:
+        c = self._cursors.get(tp)
+        if c is not None:
+            return c
+        part = self._log.partition(tp.topic, tp.partition)
+        committed = None
+        if self.group_id is not None:
+            committed = self._log.meta.committed(self.group_id, tp.topic, tp.partition)
+        st = part.state()
+        if committed is None:
+            off = self._reset_offset(tp, part, "no committed offset")
+        elif not st.log_start_offset <= committed <= st.next_offset:
+            off = self._reset_offset(tp, part, f"committed offset {committed} is "
+                                     f"outside [{st.log_start_offset}, {st.next_offset}]")
+        else:
+            off = committed
+            self._committed_pos[tp] = committed
+        c = self._cursors[tp] = Cursor(off)
+        return c
+
+    def position(self, tp) -> int:
+        """The offset of the next record poll() will return for ``tp``."""
+        self._check()
+        return self._cursor(_tp(tp)).offset
+
+    def committed(self, tp) -> int | None:
+        self._check()
+        tp = _tp(tp)
+        if self.group_id is None:
+            return None
+        return self._log.meta.committed(self.group_id, tp.topic, tp.partition)
+
+    def _owned_or_raise(self, tp) -> TopicPartition:
+        tp = _tp(tp)
+        if tp not in set(self._owned()):
+            raise InvalidArgument(f"{tp} is not assigned to this consumer")
+        return tp
+
+    def seek(self, tp, offset: int) -> None:
+        """Make the next poll() of ``tp`` start at ``offset``."""
+        self._check()
+        tp = self._owned_or_raise(tp)
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise InvalidArgument(f"offset={offset!r}; expected a non-negative int")
+        st = self._log.partition(tp.topic, tp.partition).state()
+        if not st.log_start_offset <= offset <= st.next_offset:
+            raise OffsetOutOfRange(
+                f"seek {tp.topic}-{tp.partition} to {offset}: valid offsets are "
+                f"[{st.log_start_offset}, {st.next_offset}]")
+        self._cursors[tp] = Cursor(offset)
+
+    def seek_to_beginning(self, *tps) -> None:
+        self._check()
+        self._sync_group(force=True)
+        for tp in (tps or self._owned()):
+            tp = self._owned_or_raise(tp)
+            self._cursors[tp] = Cursor(
+                self._log.partition(tp.topic, tp.partition).state().log_start_offset)
+
+    def seek_to_end(self, *tps) -> None:
+        self._check()
+        self._sync_group(force=True)
+        for tp in (tps or self._owned()):
+            tp = self._owned_or_raise(tp)
+            self._cursors[tp] = Cursor(
+                self._log.partition(tp.topic, tp.partition).state().next_offset)
+
+    def offsets_for_times(self, timestamps: dict) -> dict:
+        """{tp: ts_ms} -> {tp: first offset with timestamp >= ts_ms, or None}."""
+        self._check()
+        out = {}
+        for tp, ts in timestamps.items():
+            tp = _tp(tp)
+            if isinstance(ts, bool) or not isinstance(ts, int) or ts < 0:
+                raise InvalidArgument(f"timestamp for {tp} must be a non-negative int ms")
+            out[tp] = self._log.partition(tp.topic, tp.partition).offset_for_time(ts)
+        return out
+
+    def beginning_offsets(self, tps) -> dict:
+        self._check()
+        return {tp: self._log.partition(tp.topic, tp.partition).state().log_start_offset
+                for tp in map(_tp, tps)}
+
+    def end_offsets(self, tps) -> dict:
+        self._check()
+        return {tp: self._log.partition(tp.topic, tp.partition).state().next_offset
+                for tp in map(_tp, tps)}
+
+    def pause(self, *tps) -> None:
+        self._check()
+        self._paused.update(_tp(tp) for tp in tps)
+
+    def resume(self, *tps) -> None:
+        self._check()
+        self._paused.difference_update(_tp(tp) for tp in tps)
+
+    def paused(self) -> set:
+        return set(self._paused)
+
+    def lag(self) -> dict:
+        """{tp: records between the position and the end} for owned partitions."""
+        self._check()
+        self._sync_group()
+        out = {}
+        for tp in self._owned():
+            end = self._log.partition(tp.topic, tp.partition).state().next_offset
+            out[tp] = max(0, end - self._cursor(tp).offset)
+        return out
+
+    # -- polling --------------------------------------------------------------------
+    def _fetch(self, max_records: int, values_only: bool) -> list:
+        out: list = []
+        owned = [tp for tp in self._owned() if tp not in self._paused]
+        if not owned:
+            return out
+        n = len(owned)
+        start = self._rr % n
+        self._rr += 1
+        for i in range(n):
+            if len(out) >= max_records:
+                break
+            tp = owned[(start + i) % n]
+            try:
+                part = self._log.partition(tp.topic, tp.partition)
+            except TopicNotFound:
+                self._cursors.pop(tp, None)
+                continue
+            cur = self._cursor(tp)
+            try:
+                recs = part.fetch(cur, max_records - len(out), values_only=values_only)
+            except OffsetOutOfRange as exc:
+                self._cursors[tp] = Cursor(self._reset_offset(tp, part, str(exc)))
+                continue
+            if not recs:
+                continue
+            if values_only:
+                if self._vdes is not None:
+                    recs = [self._vdes(v) for v in recs]
+                out.extend(recs)
+            else:
+                kd, vd = self._kdes, self._vdes
+                t, p = tp
+                if kd is None and vd is None:
+                    out.extend([Record(t, p, o, ts, k, v, h) for o, ts, k, v, h in recs])
+                else:
+                    out.extend([Record(t, p, o, ts,
+                                       kd(k) if kd and k is not None else k,
+                                       vd(v) if vd and v is not None else v, h)
+                                for o, ts, k, v, h in recs])
+        return out
+
+    def _slots(self):
+        topics = {tp.topic for tp in self._owned()} or self._topics_resolved
+        slots = {topic_slot(t) for t in topics}
+        return slots.pop() if len(slots) == 1 else 0
+
+    def _poll(self, timeout: float, max_records, values_only: bool) -> list:
+        self._check()
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
+            raise InvalidArgument(f"timeout={timeout!r}; expected seconds >= 0")
+        if max_records is None:
+            max_records = self._max_poll
+        elif isinstance(max_records, bool) or not isinstance(max_records, int) \
+                or not 1 <= max_records <= MAX_POLL_RECORDS_MAX:
+            raise InvalidArgument(f"max_records={max_records!r}; expected int >= 1")
+        if not self._subscription and self._pattern is None and self._manual is None:
+            raise InvalidArgument("poll before subscribe() or assign()")
+        deadline = time.monotonic() + timeout
+        bell = self._log.doorbell()
+        self._wake.clear()
+        while True:
+            self._sync_group()
+            self._maybe_auto_commit()
+            slot = self._slots()
+            seen = _native.doorbell_load(bell, slot)
+            recs = self._fetch(max_records, values_only)
+            if recs or self._closed:
+                return recs
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._wake.is_set():
+                return recs
+            wait = min(remaining, GROUP_CHECK_INTERVAL_S if self._member else _TOPIC_REFRESH_S)
+            _native.doorbell_wait(bell, slot, seen, wait)
+
+    def poll(self, timeout: float = 0.0, max_records: int | None = None) -> list:
+        """Return up to ``max_records`` records (list of Record), waiting up to
+        ``timeout`` seconds for the first one."""
+        return self._poll(timeout, max_records, False)
+
+    def poll_values(self, timeout: float = 0.0, max_records: int | None = None) -> list:
+        """Like poll() but returns only values (no Record objects): the fast
+        path for consumers that need nothing else."""
+        return self._poll(timeout, max_records, True)
+
+    def wakeup(self) -> None:
+        """Make a blocked poll() return early (from any thread)."""
+        self._wake.set()
+        bell = self._log.doorbell()
+        try:
+            _native.doorbell_ring(bell, 0)
+        except Exception:
+            pass
+
+    def __iter__(self):
+        while not self._closed:
+            try:
+                recs = self.poll(timeout=0.5)
+            except LogClosed:
+                return
+            yield from recs
+
+    def run(self, handler, *, poll_timeout: float = 0.5, stop: threading.Event | None = None,
+            commit_every: str = "batch") -> None:
+        """Call ``handler(record)`` for every record until ``stop`` is set or
+        the consumer is closed, committing after handled records:
+        ``commit_every="record"`` after each one, ``"batch"`` after each
+        poll's worth. A handler that raises leaves its record uncommitted
+        (it is delivered again after a restart) and the exception propagates.
+        """
+        if commit_every not in ("batch", "record"):
+            raise InvalidArgument("commit_every must be 'batch' or 'record'")
+        while not self._closed and not (stop is not None and stop.is_set()):
+            recs = self.poll(timeout=poll_timeout)
+            done: dict = {}
+            try:
+                for r in recs:
+                    handler(r)
+                    done[TopicPartition(r.topic, r.partition)] = r.offset + 1
+                    if commit_every == "record" and self.group_id is not None:
+                        self.commit({TopicPartition(r.topic, r.partition): r.offset + 1})
+                        done.clear()
+            finally:
+                if done and self.group_id is not None:
+                    self.commit(done)
+            if done is not None and recs and self.group_id is None:
+                pass
+
+    # -- commits ----------------------------------------------------------------------
+    def commit(self, offsets: dict | None = None) -> None:
+        """Commit ``offsets`` {tp: next offset to read}, or the current
+        positions of all owned partitions. Raises CommitFailedError when a
+        rebalance moved a partition away (SPEC §5)."""
+        self._check()
+        if self.group_id is None:
+            raise InvalidArgument("commit needs a group_id")
+        if offsets is None:
+            offsets = {tp: c.offset for tp, c in self._cursors.items()
+                       if tp in set(self._owned())}
+        else:
+            clean = {}
+            for tp, off in offsets.items():
+                if isinstance(off, bool) or not isinstance(off, int) or off < 0:
+                    raise InvalidArgument(f"offset for {tp} must be an int >= 0")
+                clean[_tp(tp)] = off
+            offsets = clean
+        if not offsets:
+            return
+        raw = {(tp.topic, tp.partition): o for tp, o in offsets.items()}
+        if self._member is not None and self._manual is None:
+            self._member.commit(raw)
+        else:
+            self._log.meta.commit(self.group_id, raw)
+        self._committed_pos.update(offsets)
+
+    def _maybe_auto_commit(self) -> None:
+        if not self._auto_commit:
+            return
+        now = time.monotonic()
+        if now < self._next_auto_commit:
+            return
+        self._next_auto_commit = now + self._auto_commit_s
+        self._commit_quietly()
+
+    def _commit_quietly(self) -> None:
+        if not self._auto_commit:
+            return
+        pending = {tp: c.offset for tp, c in self._cursors.items()
+                   if self._committed_pos.get(tp) != c.offset}
+        if not pending:
+            return
+        try:
+            self.commit(pending)
+        except CommitFailedError:
+            pass    # the partition moved; its new owner resumes from the last commit
+
+    def close(self, autocommit: bool = True) -> None:
+        """Commit (with auto-commit), leave the group promptly, release. Idempotent."""
+        if self._closed:
+            return
+        self._wake.set()
+        try:
+            if os.getpid() == self._pid and not self._log._closed:
+                final = None
+                if autocommit and self._auto_commit:
+                    final = {(tp.topic, tp.partition): c.offset
+                             for tp, c in self._cursors.items()}
+                if self._member is not None:
+                    self._member.leave(final)
+                elif final:
+                    self._log.meta.commit(self.group_id, final)
+        finally:
+            self._closed = True
+            self.wakeup()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

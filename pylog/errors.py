@@ -1,0 +1,112 @@
+"""The exception tree of pylog (SPEC §4).
+
+Every error pylog raises on purpose is a subclass of :class:`PylogError`.
+Where a built-in exception fits, the class also inherits it, so code that
+already catches ``ValueError`` or ``LookupError`` keeps working.
+
+Messages follow one shape: what was being done, to which file or object, why,
+and where possible a hint::
+
+    append to order-events-3/00000000000000001234.log: disk full (ENOSPC);
+    free space or lower retention_bytes
+"""
+
+from __future__ import annotations
+
+
+class PylogError(Exception):
+    """Base class of every error pylog raises on purpose."""
+
+
+class InvalidTopicName(PylogError, ValueError):
+    """A topic name breaks rule M-3 of FORMAT.rst (charset, length, . or ..)."""
+
+
+class InvalidConfig(PylogError, ValueError):
+    """A configuration key is unknown or its value is out of range."""
+
+
+class InvalidArgument(PylogError, ValueError):
+    """An argument has the wrong type or an out-of-range value."""
+
+
+class TopicNotFound(PylogError, LookupError):
+    """The named topic does not exist in this log."""
+
+
+class TopicExists(PylogError):
+    """create_topic() of a topic that already exists (and exist_ok=False)."""
+
+
+class PartitionNotFound(PylogError, LookupError):
+    """The topic exists but has no partition with that number."""
+
+
+class RecordTooLarge(PylogError, ValueError):
+    """A record (or batch) is larger than the topic's max_message_bytes."""
+
+
+class LogClosed(PylogError):
+    """The Log, producer or consumer was used after close()."""
+
+
+class ReadOnlyLog(PylogError):
+    """A write was attempted on a log opened with readonly=True."""
+
+
+class CorruptLogError(PylogError):
+    """Bytes on disk fail validation (CRC, framing, offsets, metadata).
+
+    ``path`` names the damaged file (None when decoding a bare buffer) and
+    ``position`` the byte position of the damaged batch or entry in it.
+    """
+
+    def __init__(self, reason: str, path: str | None = None,
+                 position: int | None = None):
+        self.reason = reason
+        self.path = path
+        self.position = position
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = self.path if self.path is not None else "<buffer>"
+        if self.position is not None:
+            where = f"{where} at position {self.position}"
+        return (f"corrupt log data in {where}: {self.reason}; "
+                "run 'pylog verify' on the log")
+
+    def with_path(self, path: str) -> "CorruptLogError":
+        """A copy of this error naming ``path`` (the native layer knows no paths)."""
+        return CorruptLogError(self.reason, path, self.position)
+
+
+class OffsetOutOfRange(PylogError, IndexError):
+    """A fetch or seek position is outside [log start offset, end offset]."""
+
+
+class CommitFailedError(PylogError):
+    """An offset commit was refused: the member no longer owns the partition
+    (a rebalance moved it, SPEC §5) or the consumer left its group."""
+
+
+class GroupNotEmpty(PylogError):
+    """A group operation that needs an empty group found live members."""
+
+
+class LogFailedError(PylogError):
+    """A partition hit an I/O error (EIO, ENOSPC) and is in the FAILED state.
+
+    Every later call on it raises this error, naming the original cause,
+    until the log is reopened (G8: fail-stop).
+    """
+
+
+class ForkedLogError(PylogError):
+    """An object created before os.fork() was used in the child process."""
+
+
+__all__ = [name for name in dir() if name.endswith(("Error", "Name", "Found",
+                                                    "Exists", "Large",
+                                                    "Closed", "Log", "Range",
+                                                    "Config", "Argument",
+                                                    "Empty"))]

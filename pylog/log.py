@@ -1,0 +1,487 @@
+"""The Log: a directory holding topics, partitions and consumer groups.
+
+Layout (FORMAT.rst L-*): ``meta/`` (LMDB), ``pylog.lock`` (who has the log
+open), ``doorbell`` (shared futex words that wake blocked consumers) and one
+``<topic>-<partition>/`` directory per partition.
+
+Opening: every process holds a shared OFD lock on ``pylog.lock`` while the
+log is open. The first opener (it gets the lock exclusively: nobody else has
+the log open, so any previous user crashed or exited) runs recovery on every
+partition (P-4), then downgrades to shared. Cost: proportional to the number
+of partitions and the unflushed tails (G7).
+
+Fork (G6): a Log used in a child of ``os.fork()`` reopens itself there (new
+LMDB environment, new file descriptions and locks) on first use; consumers
+that were members of a group in the parent refuse to work in the child.
+
+Thread safety: a Log and its producers are thread-safe. Durability: see the
+``sync`` argument of :func:`open`.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import shutil
+import threading
+import time
+import mmap
+import warnings
+
+from . import _native
+from .config import (PARTITIONS_MAX, SYNC_MODES, TopicConfig,
+                     validate_topic_name)
+from .errors import (InvalidArgument, LogClosed, PylogError, ReadOnlyLog,
+                     TopicExists, TopicNotFound, PartitionNotFound)
+from .metadata import Metadata
+from .partition import Partition
+from .types import PartitionInfo, TopicInfo
+
+LOCK_FILE = "pylog.lock"
+DOORBELL_FILE = "doorbell"
+DOORBELL_SLOTS = 512           # L-3: slot 0 rings for every append
+RETENTION_CHECK_INTERVAL_S = 60.0
+NETWORK_FILESYSTEMS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p",
+                       "fuse.sshfs", "afs", "ceph", "glusterfs", "lustre"}
+
+
+def filesystem_type(path: str) -> str | None:
+    """The filesystem type of ``path`` from /proc/mounts (None if unknown)."""
+    try:
+        with builtins.open("/proc/mounts", encoding="utf-8", errors="replace") as f:
+            mounts = [line.split()[:3] for line in f]
+    except OSError:
+        return None
+    path = os.path.realpath(path)
+    best, fstype = "", None
+    for m in mounts:
+        if len(m) == 3:
+            mp = m[1].replace("\\040", " ")
+            if (path == mp or path.startswith(mp.rstrip("/") + "/")) and len(mp) > len(best):
+                best, fstype = mp, m[2]
+    return fstype
+
+
+class Log:
+    """An open log directory. Create with :func:`pylog.open`."""
+
+    def __init__(self, path, *, sync: str = "always", readonly: bool = False,
+                 sync_interval_ms: int = 1000, allow_network_filesystem: bool = False):
+        if not isinstance(path, (str, os.PathLike)):
+            raise InvalidArgument(f"path must be str or PathLike, got {type(path).__name__}")
+        if sync not in SYNC_MODES:
+            raise InvalidArgument(f"sync={sync!r}; expected one of {SYNC_MODES}")
+        if isinstance(sync_interval_ms, bool) or not isinstance(sync_interval_ms, int) \
+                or not 1 <= sync_interval_ms <= 3_600_000:
+            raise InvalidArgument(
+                f"sync_interval_ms={sync_interval_ms!r}; expected int in [1, 3600000]")
+        self.path = os.path.abspath(os.fspath(path))
+        self.sync = sync
+        self.readonly = readonly
+        self.sync_interval_ms = sync_interval_ms
+        self._allow_nfs = allow_network_filesystem
+        self._closed = False
+        self._lock = threading.RLock()
+        if readonly:
+            if not os.path.isdir(os.path.join(self.path, "meta")):
+                raise PylogError(f"open {self.path} read-only: no log there "
+                                 "(meta/ is missing)")
+        else:
+            os.makedirs(self.path, mode=0o755, exist_ok=True)
+        fstype = filesystem_type(self.path)
+        if fstype in NETWORK_FILESYSTEMS:
+            msg = (f"open {self.path}: it is on a network filesystem ({fstype}), "
+                   "where file locks and shared maps are unsafe (G6)")
+            if not allow_network_filesystem:
+                raise PylogError(msg + "; pass allow_network_filesystem=True "
+                                 "to accept the risk")
+            warnings.warn(msg)
+        self._open_files()
+
+    # -- open / fork -----------------------------------------------------------
+    def _open_files(self) -> None:
+        self._pid = os.getpid()
+        self._partitions: dict[tuple[str, int], Partition] = {}
+        self._topic_cache: dict[str, tuple[float, dict]] = {}
+        self._lock_fd = -1
+        first = False
+        if not self.readonly:
+            self._lock_fd = os.open(os.path.join(self.path, LOCK_FILE),
+                                    os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            first = _native.lock(self._lock_fd, 0, 1, "w", False)
+            if not first:
+                _native.lock(self._lock_fd, 0, 1, "r", True)
+        else:
+            # No writer alive means the partition states may be stale: views
+            # are then recovered in memory, without touching the files.
+            lp = os.path.join(self.path, LOCK_FILE)
+            alone = not os.path.exists(lp) or not _writers_present(lp)
+            first = alone
+        self._first_opener = first
+        self.meta = Metadata(self.path, sync=(self.sync == "always"),
+                             readonly=self.readonly)
+        self._open_doorbell()
+        if first:
+            self._recover_all()
+            if not self.readonly:
+                _native.lock(self._lock_fd, 0, 1, "r", True)   # downgrade
+        self._stop = threading.Event()
+        self._maint: threading.Thread | None = None
+        if not self.readonly:
+            self._maint = threading.Thread(target=self._maintenance,
+                                           name="pylog-maintenance", daemon=True)
+            self._maint.start()
+
+    def _open_doorbell(self) -> None:
+        p = os.path.join(self.path, DOORBELL_FILE)
+        size = DOORBELL_SLOTS * _native.DOORBELL_SLOT_SIZE
+        if self.readonly and not os.path.exists(p):
+            self._bell = bytearray(size)
+            return
+        fd = os.open(p, (os.O_RDONLY if self.readonly else os.O_RDWR | os.O_CREAT)
+                     | os.O_CLOEXEC, 0o644)
+        try:
+            if not self.readonly and os.fstat(fd).st_size < size:
+                os.ftruncate(fd, size)
+            if os.fstat(fd).st_size < size:
+                self._bell = bytearray(size)
+                return
+            # waiting needs a writable map even for readers (the waiter count)
+            prot = mmap.PROT_READ | (0 if self.readonly else mmap.PROT_WRITE)
+            self._bell = mmap.mmap(fd, size, mmap.MAP_SHARED, prot)
+        finally:
+            os.close(fd)
+
+    def _recover_all(self) -> None:
+        for name in os.listdir(self.path):
+            if name.endswith("-delete") and not self.readonly:
+                shutil.rmtree(os.path.join(self.path, name), ignore_errors=True)
+        for topic, doc in self.meta.topics().items():
+            for p in range(doc["partitions"]):
+                part = self._open_partition(topic, p, doc, recover=False)
+                part.recover()
+
+    def _check(self) -> None:
+        if self._closed:
+            raise LogClosed(f"log {self.path} is closed")
+        if os.getpid() != self._pid:
+            self._reopen_after_fork()
+
+    def _reopen_after_fork(self) -> None:
+        # Inherited LMDB handles, OFD locks and maps belong to the parent:
+        # drop them unused (closing could flush or unlock on its behalf).
+        with self._lock:
+            if os.getpid() == self._pid:
+                return
+            self._open_files()
+
+    # -- partitions -----------------------------------------------------------
+    def _topic_doc(self, topic: str, max_age_s: float = 1.0) -> dict:
+        hit = self._topic_cache.get(topic)
+        now = time.monotonic()
+        if hit is not None and now - hit[0] < max_age_s:
+            return hit[1]
+        doc = self.meta.get_topic(topic)
+        if doc is None:
+            self._topic_cache.pop(topic, None)
+            raise TopicNotFound(f"topic {topic!r} does not exist in {self.path}")
+        self._topic_cache[topic] = (now, doc)
+        return doc
+
+    def _open_partition(self, topic, p, doc, recover=True) -> Partition:
+        key = (topic, p)
+        part = self._partitions.get(key)
+        if part is not None and part.topic_id == doc["id"]:
+            return part
+        cfg = TopicConfig.from_dict(doc["config"])
+        slot = topic_slot(topic)
+        bell = self._bell
+
+        def ring(bell=bell, slot=slot):
+            _native.doorbell_ring(bell, slot)
+            _native.doorbell_ring(bell, 0)
+
+        part = Partition(self.path, topic, p, cfg, self.meta, sync=self.sync,
+                         readonly=self.readonly, create=not self.readonly,
+                         ring=None if self.readonly else ring)
+        part.topic_id = doc["id"]
+        if recover and (self.readonly and self._first_opener or
+                        not part.initialized()):
+            part.recover()
+        old = self._partitions.get(key)
+        self._partitions[key] = part
+        if old is not None:
+            old.close()
+        return part
+
+    def partition(self, topic: str, p: int) -> Partition:
+        """The Partition object for (topic, p); raises TopicNotFound /
+        PartitionNotFound. Internal API for producers, consumers and the CLI."""
+        self._check()
+        part = self._partitions.get((topic, p))
+        if part is not None:
+            return part
+        with self._lock:
+            doc = self._topic_doc(topic, 0)
+            if not isinstance(p, int) or isinstance(p, bool) or not 0 <= p < doc["partitions"]:
+                raise PartitionNotFound(
+                    f"topic {topic!r} has {doc['partitions']} partitions; "
+                    f"there is no partition {p!r}")
+            return self._open_partition(topic, p, doc)
+
+    def forget_topic(self, topic: str) -> None:
+        """Drop cached state of a topic (after another process deleted it)."""
+        with self._lock:
+            self._topic_cache.pop(topic, None)
+            for key in [k for k in self._partitions if k[0] == topic]:
+                part = self._partitions.pop(key)
+                part.close()
+
+    def partitions_for(self, topic: str, max_age_s: float = 1.0) -> int:
+        self._check()
+        return self._topic_doc(topic, max_age_s)["partitions"]
+
+    # -- topic admin ------------------------------------------------------------
+    def _writable(self, what: str) -> None:
+        self._check()
+        if self.readonly:
+            raise ReadOnlyLog(f"{what}: log {self.path} was opened read-only")
+
+    def create_topic(self, name: str, partitions: int = 1, *, exist_ok: bool = False,
+                     **config) -> TopicInfo:
+        """Create a topic; config keys: retention_ms, retention_bytes,
+        segment_bytes, max_message_bytes, compression. Returns its TopicInfo.
+
+        With ``exist_ok``, an existing topic is returned as it is (its
+        partition count and config are not changed)."""
+        validate_topic_name(name)
+        self._writable(f"create topic {name!r}")
+        if isinstance(partitions, bool) or not isinstance(partitions, int) \
+                or not 1 <= partitions <= PARTITIONS_MAX:
+            raise InvalidArgument(
+                f"partitions={partitions!r}; expected int in [1, {PARTITIONS_MAX}]")
+        cfg = TopicConfig.from_dict(config)
+        with self._lock:
+            try:
+                doc = self.meta.create_topic(name, partitions, cfg.to_dict())
+            except TopicExists:
+                if not exist_ok:
+                    raise
+                return self.describe_topic(name)
+            self._topic_cache.pop(name, None)
+            for p in range(partitions):
+                self._open_partition(name, p, doc)
+        return self.describe_topic(name)
+
+    def topics(self) -> list[str]:
+        self._check()
+        return sorted(self.meta.topics())
+
+    def describe_topic(self, name: str) -> TopicInfo:
+        validate_topic_name(name)
+        self._check()
+        doc = self._topic_doc(name, 0)
+        infos = [PartitionInfo(**self.partition(name, p).describe())
+                 for p in range(doc["partitions"])]
+        return TopicInfo(name, doc["partitions"], dict(doc["config"]), infos)
+
+    def create_partitions(self, name: str, total: int) -> TopicInfo:
+        """Grow a topic to ``total`` partitions (never shrinks, as Kafka)."""
+        validate_topic_name(name)
+        self._writable(f"add partitions to {name!r}")
+        doc = self._topic_doc(name, 0)
+        if isinstance(total, bool) or not isinstance(total, int) or \
+                not doc["partitions"] < total <= PARTITIONS_MAX:
+            raise InvalidArgument(
+                f"total={total!r}: must be an int above the current "
+                f"{doc['partitions']} partitions and at most {PARTITIONS_MAX}")
+        with self._lock:
+            doc = self.meta.update_topic(name, partitions=total)
+            self._topic_cache.pop(name, None)
+            for p in range(total):
+                self._open_partition(name, p, doc)
+        return self.describe_topic(name)
+
+    def alter_topic(self, name: str, **config) -> TopicInfo:
+        """Change config keys of a topic (takes effect for new segments and
+        the next retention pass; other processes see it within a second)."""
+        validate_topic_name(name)
+        self._writable(f"alter topic {name!r}")
+        doc = self._topic_doc(name, 0)
+        cfg = TopicConfig.from_dict(doc["config"]).replace(**config)
+        with self._lock:
+            doc = self.meta.update_topic(name, config=cfg.to_dict())
+            self._topic_cache.pop(name, None)
+            for p in range(doc["partitions"]):
+                part = self._partitions.get((name, p))
+                if part is not None:
+                    part.config = cfg
+        return self.describe_topic(name)
+
+    def delete_topic(self, name: str) -> None:
+        """Delete a topic, its records and the groups' offsets for it."""
+        validate_topic_name(name)
+        self._writable(f"delete topic {name!r}")
+        with self._lock:
+            doc = self.meta.delete_topic(name)
+            for p in range(doc["partitions"]):
+                d = os.path.join(self.path, f"{name}-{p}")
+                if not os.path.isdir(d):
+                    continue
+                part = self._partitions.pop((name, p), None)
+                if part is None:
+                    part = Partition(self.path, name, p, TopicConfig(), self.meta,
+                                     sync=self.sync)
+                if part.initialized():
+                    part.mark_deleted()
+                part.close()
+                grave = f"{d}.{os.urandom(4).hex()}-delete"
+                os.rename(d, grave)
+                shutil.rmtree(grave, ignore_errors=True)
+            self._topic_cache.pop(name, None)
+
+    def enforce_retention(self) -> int:
+        """Apply retention to every partition now; return segments deleted."""
+        self._writable("enforce retention")
+        n = 0
+        for topic, doc in self.meta.topics().items():
+            for p in range(doc["partitions"]):
+                n += self.partition(topic, p).enforce_retention()
+        return n
+
+    # -- groups ------------------------------------------------------------------
+    def groups(self) -> list[str]:
+        self._check()
+        return sorted(self.meta.groups_with_offsets())
+
+    def describe_group(self, group: str) -> dict:
+        from .group import describe_group
+        self._check()
+        return describe_group(self, group)
+
+    def reset_group(self, group: str, *, to: str, value=None,
+                    topic: str | None = None, execute: bool = True) -> dict:
+        """Reset a group's committed offsets: ``to`` in earliest | latest |
+        offset | datetime (value = offset or timestamp ms). Refused with
+        GroupNotEmpty while the group has live members. Returns the plan
+        {TopicPartition: new offset}; with ``execute=False`` nothing changes."""
+        from .group import reset_group
+        self._check()
+        if execute:
+            self._writable(f"reset group {group!r}")
+        return reset_group(self, group, to=to, value=value, topic=topic,
+                           execute=execute)
+
+    # -- clients ------------------------------------------------------------------
+    def producer(self, **kwargs):
+        from .producer import Producer
+        self._check()
+        return Producer(self, **kwargs)
+
+    def consumer(self, *topics, **kwargs):
+        from .consumer import Consumer
+        self._check()
+        return Consumer(self, *topics, **kwargs)
+
+    # -- doorbell --------------------------------------------------------------------
+    def doorbell(self):
+        return self._bell
+
+    # -- housekeeping --------------------------------------------------------------
+    def _maintenance(self) -> None:
+        interval = self.sync_interval_ms / 1000.0
+        period = interval if self.sync == "interval" else RETENTION_CHECK_INTERVAL_S
+        last_retention = time.monotonic()
+        while not self._stop.wait(min(period, RETENTION_CHECK_INTERVAL_S)):
+            if os.getpid() != self._pid:
+                return
+            parts = list(self._partitions.values())
+            if self.sync == "interval":
+                for part in parts:
+                    try:
+                        part.flush()
+                    except PylogError:
+                        pass    # recorded in the partition (FAILED) and raised to callers
+            if time.monotonic() - last_retention >= RETENTION_CHECK_INTERVAL_S:
+                last_retention = time.monotonic()
+                for part in parts:
+                    try:
+                        part.enforce_retention()
+                    except (PylogError, OSError):
+                        pass
+
+    def flush(self) -> None:
+        """fdatasync every partition this process appended to."""
+        self._check()
+        for part in list(self._partitions.values()):
+            part.flush()
+
+    def close(self) -> None:
+        """Flush, release files and locks. Idempotent."""
+        if self._closed:
+            return
+        if os.getpid() != self._pid:
+            self._closed = True
+            return
+        self._closed = True
+        self._stop.set()
+        if self._maint is not None and self._maint is not threading.current_thread():
+            self._maint.join(timeout=5)
+        errors = []
+        for part in list(self._partitions.values()):
+            try:
+                part.close()
+            except Exception as exc:   # keep closing the rest
+                errors.append(exc)
+        self._partitions.clear()
+        self.meta.close()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+        if isinstance(self._bell, mmap.mmap):
+            self._bell.close()
+        if errors:
+            raise errors[0]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<pylog.Log {self.path!r} sync={self.sync}{' readonly' if self.readonly else ''}>"
+
+
+def _writers_present(lock_path: str) -> bool:
+    """True if some process holds pylog.lock (has the log open for writing)."""
+    fd = os.open(lock_path, os.O_RDWR | os.O_CLOEXEC) if os.access(lock_path, os.W_OK) else -1
+    if fd < 0:
+        return True   # cannot probe: assume a writer, trust the states
+    try:
+        got = _native.lock(fd, 0, 1, "w", False)
+        if got:
+            _native.lock(fd, 0, 1, "u", False)
+        return not got
+    finally:
+        os.close(fd)
+
+
+def topic_slot(topic: str) -> int:
+    """The doorbell slot of a topic (L-3); slot 0 is shared by all."""
+    return 1 + _native.crc32c(topic.encode()) % (DOORBELL_SLOTS - 1)
+
+
+def open(path, *, sync: str = "always", readonly: bool = False,
+         sync_interval_ms: int = 1000, allow_network_filesystem: bool = False) -> Log:
+    """Open (creating if missing, unless ``readonly``) the log at ``path``.
+
+    ``sync``: ``"always"`` (default) — send() returns after fdatasync of the
+    data; survives process crash and power loss. ``"interval"`` — a
+    background flush every ``sync_interval_ms``; survives a process crash,
+    a power loss may lose the last interval. ``"never"`` — the OS writes back
+    when it likes; survives a process crash only.
+    """
+    return Log(path, sync=sync, readonly=readonly,
+               sync_interval_ms=sync_interval_ms,
+               allow_network_filesystem=allow_network_filesystem)

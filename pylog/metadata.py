@@ -1,0 +1,299 @@
+"""The log's metadata in LMDB: topics, partitions, consumer groups (FORMAT.rst M-*).
+
+One LMDB environment in ``<log>/meta/`` with named databases:
+
+========== ====================================== ===================================
+database   key                                    value
+========== ====================================== ===================================
+info       ``b"format"``                          ``b"1"`` (M-1)
+topics     topic name (UTF-8)                     JSON: id, partitions, config (M-2)
+partitions topic ``\\0`` partition (4-byte BE)     ``>qqqq``: log start offset,
+                                                  checkpoint segment, position,
+                                                  next offset (M-5)
+offsets    group ``\\0`` topic ``\\0`` partition    ``>qq``: committed offset,
+           (4-byte BE)                            commit time ms (M-6)
+groups     group name (UTF-8)                     JSON: generation, strategy,
+                                                  members, assignment (M-7)
+========== ====================================== ===================================
+
+LMDB serializes writers across processes with a robust mutex (a writer that
+dies mid-transaction is rolled back, never wedging the others) and readers
+never block. Durability of a write transaction follows the log's sync mode:
+``always`` commits with fsync, other modes leave it to the OS (a process
+crash still loses nothing that committed).
+
+Thread safety: thread-safe (py-lmdb transactions are per call). Not
+fork-safe: the Log reopens this store in a child process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import time
+
+import lmdb
+
+from .errors import (CommitFailedError, CorruptLogError, TopicExists,
+                     TopicNotFound)
+from .partition import PartitionMeta
+
+FORMAT_VERSION = b"1"
+_PARTITION = struct.Struct(">qqqq")
+_OFFSET = struct.Struct(">qq")
+_P = struct.Struct(">I")
+MAP_SIZE_BYTES = 1 << 30   # virtual; grows only as used
+
+
+def _pkey(topic: str, partition: int) -> bytes:
+    return topic.encode() + b"\0" + _P.pack(partition)
+
+
+def _okey(group: str, topic: str, partition: int) -> bytes:
+    return group.encode() + b"\0" + topic.encode() + b"\0" + _P.pack(partition)
+
+
+class Metadata:
+    """See the module docstring."""
+
+    def __init__(self, root: str, *, sync: bool, readonly: bool = False):
+        self.path = os.path.join(root, "meta")
+        if not readonly:
+            os.makedirs(self.path, mode=0o755, exist_ok=True)
+        try:
+            self.env = lmdb.open(self.path, map_size=MAP_SIZE_BYTES, max_dbs=8,
+                                 subdir=True, sync=sync, metasync=sync,
+                                 readonly=readonly, lock=True, create=not readonly,
+                                 max_readers=1024)
+        except lmdb.Error as exc:
+            raise CorruptLogError(f"cannot open LMDB metadata: {exc}",
+                                  self.path) from None
+        try:
+            self._info = self.env.open_db(b"info", create=not readonly)
+            self._topics = self.env.open_db(b"topics", create=not readonly)
+            self._partitions = self.env.open_db(b"partitions", create=not readonly)
+            self._offsets = self.env.open_db(b"offsets", create=not readonly)
+            self._groups = self.env.open_db(b"groups", create=not readonly)
+        except lmdb.Error as exc:
+            self.env.close()
+            raise CorruptLogError(f"LMDB metadata lacks pylog's databases: {exc}",
+                                  self.path) from None
+        if not readonly:
+            with self.env.begin(write=True) as txn:
+                v = txn.get(b"format", db=self._info)
+                if v is None:
+                    txn.put(b"format", FORMAT_VERSION, db=self._info)
+                elif v != FORMAT_VERSION:
+                    raise CorruptLogError(
+                        f"metadata format {v!r} is not {FORMAT_VERSION!r}",
+                        self.path)
+
+    def close(self) -> None:
+        self.env.close()
+
+    # -- topics -------------------------------------------------------------
+    def _decode_topic(self, name: str, raw: bytes) -> dict:
+        try:
+            doc = json.loads(raw)
+            assert isinstance(doc["partitions"], int) and doc["partitions"] > 0
+            assert isinstance(doc["config"], dict)
+            return doc
+        except (ValueError, KeyError, TypeError, AssertionError):
+            raise CorruptLogError(f"metadata of topic {name!r} is damaged",
+                                  self.path) from None
+
+    def create_topic(self, name: str, partitions: int, config: dict) -> dict:
+        doc = {"id": os.urandom(16).hex(), "partitions": partitions,
+               "config": config, "created_ms": int(time.time() * 1000)}
+        with self.env.begin(write=True) as txn:
+            if txn.get(name.encode(), db=self._topics) is not None:
+                raise TopicExists(f"topic {name!r} already exists")
+            txn.put(name.encode(), json.dumps(doc).encode(), db=self._topics)
+            for p in range(partitions):
+                txn.put(_pkey(name, p), _PARTITION.pack(0, -1, 0, 0),
+                        db=self._partitions)
+        return doc
+
+    def get_topic(self, name: str) -> dict | None:
+        with self.env.begin() as txn:
+            raw = txn.get(name.encode(), db=self._topics)
+        return None if raw is None else self._decode_topic(name, raw)
+
+    def topics(self) -> dict[str, dict]:
+        with self.env.begin() as txn:
+            return {k.decode(): self._decode_topic(k.decode(), v)
+                    for k, v in txn.cursor(db=self._topics)}
+
+    def update_topic(self, name: str, *, partitions: int | None = None,
+                     config: dict | None = None) -> dict:
+        with self.env.begin(write=True) as txn:
+            raw = txn.get(name.encode(), db=self._topics)
+            if raw is None:
+                raise TopicNotFound(f"topic {name!r} does not exist")
+            doc = self._decode_topic(name, raw)
+            if partitions is not None:
+                for p in range(doc["partitions"], partitions):
+                    txn.put(_pkey(name, p), _PARTITION.pack(0, -1, 0, 0),
+                            db=self._partitions)
+                doc["partitions"] = partitions
+            if config is not None:
+                doc["config"] = config
+            txn.put(name.encode(), json.dumps(doc).encode(), db=self._topics)
+        return doc
+
+    def delete_topic(self, name: str) -> dict:
+        with self.env.begin(write=True) as txn:
+            raw = txn.get(name.encode(), db=self._topics)
+            if raw is None:
+                raise TopicNotFound(f"topic {name!r} does not exist")
+            doc = self._decode_topic(name, raw)
+            txn.delete(name.encode(), db=self._topics)
+            for p in range(doc["partitions"]):
+                txn.delete(_pkey(name, p), db=self._partitions)
+            # committed offsets of every group for this topic (M-6)
+            cur = txn.cursor(db=self._offsets)
+            doomed = [k for k, _ in cur
+                      if k.split(b"\0", 2)[1:2] == [name.encode()]]
+            for k in doomed:
+                txn.delete(k, db=self._offsets)
+        return doc
+
+    # -- partitions -----------------------------------------------------------
+    def partition_meta(self, topic: str, partition: int) -> PartitionMeta:
+        with self.env.begin() as txn:
+            raw = txn.get(_pkey(topic, partition), db=self._partitions)
+        if raw is None:
+            return PartitionMeta()
+        if len(raw) != _PARTITION.size:
+            raise CorruptLogError(
+                f"metadata of partition {topic}-{partition} is damaged",
+                self.path)
+        return PartitionMeta(*_PARTITION.unpack(raw))
+
+    def _update_partition(self, topic, partition, **changes) -> None:
+        with self.env.begin(write=True) as txn:
+            raw = txn.get(_pkey(topic, partition), db=self._partitions)
+            pm = (PartitionMeta(*_PARTITION.unpack(raw))
+                  if raw and len(raw) == _PARTITION.size else PartitionMeta())
+            for k, v in changes.items():
+                setattr(pm, k, v)
+            txn.put(_pkey(topic, partition),
+                    _PARTITION.pack(pm.log_start_offset, pm.checkpoint_base,
+                                    pm.checkpoint_position,
+                                    pm.checkpoint_next_offset),
+                    db=self._partitions)
+
+    def set_checkpoint(self, topic, partition, base, position, next_offset) -> None:
+        self._update_partition(topic, partition, checkpoint_base=base,
+                               checkpoint_position=position,
+                               checkpoint_next_offset=next_offset)
+
+    def set_log_start(self, topic, partition, start) -> None:
+        self._update_partition(topic, partition, log_start_offset=start)
+
+    # -- consumer offsets ------------------------------------------------------------
+    def commit(self, group: str, offsets: dict, *,
+               member_id: str | None = None) -> None:
+        """Store committed offsets {(topic, partition): offset} atomically.
+
+        With ``member_id``, the commit is fenced (SPEC §5): it is refused with
+        CommitFailedError unless the member is still in the group and owns
+        every partition named (M-7).
+        """
+        now = int(time.time() * 1000)
+        with self.env.begin(write=True) as txn:
+            if member_id is not None:
+                raw = txn.get(group.encode(), db=self._groups)
+                doc = json.loads(raw) if raw else {}
+                if member_id not in doc.get("members", {}):
+                    raise CommitFailedError(
+                        f"commit for group {group!r} refused: member "
+                        f"{member_id} was removed from the group (it missed "
+                        "session_timeout_ms or its process looked dead); "
+                        "poll again to rejoin")
+                owners = doc.get("owners", {})
+                lost = [tp for tp in offsets
+                        if owners.get(f"{tp[0]}/{tp[1]}") != member_id]
+                if lost:
+                    raise CommitFailedError(
+                        f"commit for group {group!r} refused: member "
+                        f"{member_id} no longer owns {sorted(lost)} (the group "
+                        f"rebalanced to generation {doc.get('generation')})")
+            for (topic, partition), offset in offsets.items():
+                txn.put(_okey(group, topic, partition),
+                        _OFFSET.pack(offset, now), db=self._offsets)
+
+    def committed(self, group: str, topic: str, partition: int) -> int | None:
+        with self.env.begin() as txn:
+            raw = txn.get(_okey(group, topic, partition), db=self._offsets)
+        if raw is None:
+            return None
+        if len(raw) != _OFFSET.size:
+            raise CorruptLogError(
+                f"committed offset of {group}/{topic}-{partition} is damaged",
+                self.path)
+        return _OFFSET.unpack(raw)[0]
+
+    def group_offsets(self, group: str) -> dict:
+        prefix = group.encode() + b"\0"
+        out = {}
+        with self.env.begin() as txn:
+            cur = txn.cursor(db=self._offsets)
+            if cur.set_range(prefix):
+                for k, v in cur:
+                    if not k.startswith(prefix):
+                        break
+                    rest = k[len(prefix):]
+                    topic, sep, p = rest[:-5], rest[-5:-4], rest[-4:]
+                    if sep != b"\0" or len(v) != _OFFSET.size:
+                        raise CorruptLogError(
+                            f"committed offset key {k!r} is damaged", self.path)
+                    out[(topic.decode(), _P.unpack(p)[0])] = _OFFSET.unpack(v)[0]
+        return out
+
+    def groups_with_offsets(self) -> set[str]:
+        names = set()
+        with self.env.begin() as txn:
+            for k, _ in txn.cursor(db=self._offsets):
+                names.add(k.split(b"\0", 1)[0].decode())
+            for k, _ in txn.cursor(db=self._groups):
+                names.add(k.decode())
+        return names
+
+    def delete_group_offsets(self, group: str, keys) -> None:
+        with self.env.begin(write=True) as txn:
+            for topic, partition in keys:
+                txn.delete(_okey(group, topic, partition), db=self._offsets)
+
+    # -- group membership ------------------------------------------------------------
+    def get_group(self, group: str) -> dict:
+        with self.env.begin() as txn:
+            raw = txn.get(group.encode(), db=self._groups)
+        return json.loads(raw) if raw else {}
+
+    def update_group(self, group: str, fn):
+        """Run ``fn(doc, commit) -> result`` on the group's document in one
+        write transaction (atomic across processes); ``fn`` mutates ``doc``
+        and may call ``commit({(topic, partition): offset})`` to store
+        offsets in the same transaction."""
+        with self.env.begin(write=True) as txn:
+            raw = txn.get(group.encode(), db=self._groups)
+            try:
+                doc = json.loads(raw) if raw else {}
+            except ValueError:
+                raise CorruptLogError(f"metadata of group {group!r} is damaged",
+                                      self.path) from None
+            now = int(time.time() * 1000)
+
+            def commit(offsets):
+                for (topic, partition), offset in offsets.items():
+                    txn.put(_okey(group, topic, partition),
+                            _OFFSET.pack(offset, now), db=self._offsets)
+
+            result = fn(doc, commit)
+            if doc:
+                txn.put(group.encode(), json.dumps(doc).encode(), db=self._groups)
+            elif raw is not None:
+                txn.delete(group.encode(), db=self._groups)
+        return result

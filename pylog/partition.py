@@ -1,0 +1,804 @@
+"""One topic-partition: its segments, its shared state file, appends, reads,
+recovery and retention.
+
+Files (FORMAT.rst P-*): ``<topic>-<n>/`` holds the segments and
+``partition.state``, a 64-byte seqlocked record mapped by every process that
+uses the partition: the committed end (next offset, active segment, byte
+position), the layout generation (bumped when segments appear or go) and the
+log start offset. A reader learns whether anything is new with one memory
+read, no syscall (P-2). The state file is not durable: after the last process
+closes or crashes, the next opener rebuilds it by recovery (P-4).
+
+Locks: appends, rolls, retention and recovery hold an OFD write lock on byte
+0 of ``partition.state`` (P-3), which the kernel drops when its holder dies,
+so a SIGKILLed writer never wedges the others; threads of one process are
+serialized by a ``threading.Lock`` first.
+
+Durability (G1): a batch is written into the mapped active segment and then
+published in the state; once published, a process crash cannot lose it (the
+page cache holds it). ``sync="always"`` appends return only after
+``fdatasync`` of the segment; concurrent appenders share one fdatasync
+(group commit).
+
+State machine: OPEN -> FAILED (an I/O error or corruption; every later call
+raises the recorded error until the log is reopened) and OPEN/FAILED ->
+CLOSED.
+
+Thread safety: every public method is thread-safe.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import mmap
+import os
+import threading
+from dataclasses import dataclass
+
+from . import _native, batch
+from .config import TopicConfig
+from .errors import (CorruptLogError, LogClosed, LogFailedError,
+                     OffsetOutOfRange, TopicNotFound)
+from .segment import (INDEX_INTERVAL_BYTES, PREALLOCATE_BYTES, Segment,
+                      fsync_dir, parse_segment_name)
+
+_log = logging.getLogger("pylog")
+
+STATE_FILE = "partition.state"
+STATE_FILE_BYTES = 4096
+_APPEND_LOCK = (0, 1)     # P-3: byte range of partition.state locked by appenders
+_DELETED = -1             # P-2: next_offset of a deleted partition
+
+OPEN, FAILED, CLOSED = "OPEN", "FAILED", "CLOSED"
+
+
+@dataclass
+class PartitionMeta:
+    """What LMDB stores for a partition (M-5): see FORMAT.rst."""
+    log_start_offset: int = 0
+    checkpoint_base: int = -1       # segment of the recovery checkpoint
+    checkpoint_position: int = 0    # bytes before this are durable (P-4)
+    checkpoint_next_offset: int = 0
+
+
+class State(tuple):
+    """A consistent snapshot of partition.state (P-2)."""
+    __slots__ = ()
+    next_offset = property(lambda s: s[0])
+    active_base = property(lambda s: s[1])
+    active_position = property(lambda s: s[2])
+    active_max_timestamp = property(lambda s: s[3])
+    generation = property(lambda s: s[4])
+    log_start_offset = property(lambda s: s[5])
+
+
+class Cursor:
+    """A reader's position in one partition: the next offset to return and,
+    when known, the segment and byte position of the batch holding it."""
+    __slots__ = ("offset", "segment_base", "position")
+
+    def __init__(self, offset: int):
+        self.offset = offset
+        self.segment_base = -1
+        self.position = -1
+
+
+class Partition:
+    """See the module docstring."""
+
+    def __init__(self, root: str, topic: str, index: int, config: TopicConfig,
+                 meta, *, sync: str = "always", readonly: bool = False,
+                 create: bool = False, ring=None):
+        self.topic = topic
+        self.index = index
+        self.name = f"{topic}-{index}"
+        self.dir = os.path.join(root, self.name)
+        self.config = config
+        self.sync_mode = sync
+        self.readonly = readonly
+        self._meta = meta
+        self._ring = ring or (lambda: None)
+        self._status = OPEN
+        self._failure: BaseException | None = None
+        self._wlock = threading.Lock()      # writers of this process
+        self._rlock = threading.Lock()      # reader segment cache
+        self._sync_cond = threading.Condition()
+        self._syncing = False
+        self._synced = (-1, -1)             # (segment base, position) durable
+        self._written = (-1, -1)            # last batch end appended here
+        self._active: Segment | None = None  # writer's handle
+        self._last_entry_pos = 0            # I-2 bookkeeping of the writer
+        self._writer_next = -1              # next offset as this writer left it
+        self._readers: dict[int, Segment] = {}
+        self._reader_sizes: dict[int, int] = {}
+        self._bases: list[int] = []
+        self._bases_gen = -1
+        self._memory_state: State | None = None   # readonly view, no writer
+        if create and not readonly:
+            os.makedirs(self.dir, mode=0o755, exist_ok=True)
+        elif not os.path.isdir(self.dir):
+            raise CorruptLogError("partition directory is missing", self.dir)
+        if os.path.islink(self.dir):
+            raise CorruptLogError("partition directory is a symlink; refusing "
+                                  "to follow it", self.dir)
+        state_path = os.path.join(self.dir, STATE_FILE)
+        flags = os.O_RDONLY if readonly else os.O_RDWR | os.O_CREAT
+        try:
+            self._state_fd = os.open(state_path, flags | os.O_CLOEXEC
+                                     | os.O_NOFOLLOW, 0o644)
+        except FileNotFoundError:
+            self._state_fd = -1
+        self._state_map = None
+        if self._state_fd >= 0:
+            if not readonly and os.fstat(self._state_fd).st_size < STATE_FILE_BYTES:
+                os.ftruncate(self._state_fd, STATE_FILE_BYTES)
+            if os.fstat(self._state_fd).st_size >= STATE_FILE_BYTES:
+                prot = mmap.PROT_READ | (0 if readonly else mmap.PROT_WRITE)
+                self._state_map = mmap.mmap(self._state_fd, STATE_FILE_BYTES,
+                                            mmap.MAP_SHARED, prot)
+
+    # -- state machine -----------------------------------------------------
+    def _check(self) -> None:
+        if self._status is OPEN:
+            return
+        if self._status is CLOSED:
+            raise LogClosed(f"partition {self.name} is closed")
+        raise LogFailedError(
+            f"partition {self.name} failed earlier and refuses further use "
+            f"until the log is reopened: {self._failure}") from self._failure
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._status is OPEN:
+            self._status = FAILED
+            self._failure = exc
+            _log.error("partition %s failed: %s", self.name, exc)
+
+    @property
+    def failed(self) -> BaseException | None:
+        return self._failure
+
+    # -- shared state --------------------------------------------------------
+    def state(self) -> State:
+        """The committed end of the partition, as all processes see it."""
+        if self._memory_state is not None:
+            return self._memory_state
+        if self._state_map is None:
+            raise CorruptLogError("partition state is missing", self.dir)
+        vals = _native.state_read(self._state_map)
+        if vals is None:
+            # A writer died in the middle of publishing: repair under its
+            # (now released) lock.
+            if self.readonly:
+                raise CorruptLogError("partition state is being rewritten by "
+                                      "a writer that died", self.dir)
+            self._lock()
+            try:
+                _native.state_repair(self._state_map)
+                vals = _native.state_read(self._state_map)
+            finally:
+                self._unlock()
+        st = State(vals)
+        if st.next_offset == _DELETED:
+            raise TopicNotFound(f"topic {self.topic!r} was deleted")
+        return st
+
+    def initialized(self) -> bool:
+        return (self._state_map is not None
+                and _native.state_read(self._state_map) is not None
+                and self._state_map[:4] == b"PLST")
+
+    def _publish(self, next_offset, base, pos, max_ts, gen, start) -> None:
+        _native.state_publish(self._state_map, next_offset, base, pos, max_ts,
+                              gen, start)
+
+    def _lock(self) -> None:
+        _native.lock(self._state_fd, *_APPEND_LOCK, "w", True)
+
+    def _unlock(self) -> None:
+        _native.lock(self._state_fd, *_APPEND_LOCK, "u", False)
+
+    # -- segments --------------------------------------------------------------
+    def _list_bases(self) -> list[int]:
+        bases = []
+        for name in os.listdir(self.dir):
+            b = parse_segment_name(name)
+            if b is not None:
+                bases.append(b)
+        bases.sort()
+        return bases
+
+    def _segment_bases(self, st: State) -> list[int]:
+        if self._bases_gen != st.generation or not self._bases:
+            bases = [b for b in self._list_bases()
+                     if st.log_start_offset - 1 < b <= st.active_base
+                     or b == st.active_base]
+            # a segment wholly below log start is waiting for deletion (P-5)
+            keep = []
+            for i, b in enumerate(bases):
+                nxt = bases[i + 1] if i + 1 < len(bases) else None
+                if nxt is not None and nxt <= st.log_start_offset:
+                    continue
+                keep.append(b)
+            if not keep or keep[-1] != st.active_base:
+                allb = self._list_bases()
+                keep = [b for b in allb if b <= st.active_base]
+            self._bases = keep
+            self._bases_gen = st.generation
+            for b in list(self._readers):
+                if b not in keep:
+                    self._readers.pop(b).close()
+                    self._reader_sizes.pop(b, None)
+        return self._bases
+
+    def _reader(self, base: int) -> Segment:
+        seg = self._readers.get(base)
+        if seg is None:
+            if len(self._readers) >= 4:   # G7: a few maps per partition
+                old_base = min(self._readers, key=lambda b: b == base)
+                self._readers.pop(old_base).close()
+                self._reader_sizes.pop(old_base, None)
+            try:
+                seg = Segment(self.dir, base)
+            except FileNotFoundError:
+                raise OffsetOutOfRange(
+                    f"segment {base} of {self.name} was deleted by "
+                    "retention while being read") from None
+            self._readers[base] = seg
+        return seg
+
+    def _segment_end(self, seg: Segment, st: State) -> int:
+        if seg.base_offset == st.active_base:
+            return st.active_position
+        size = self._reader_sizes.get(seg.base_offset)
+        if size is None:
+            size = self._reader_sizes[seg.base_offset] = seg.file_size()
+        return size
+
+    # -- recovery --------------------------------------------------------------
+    def recover(self) -> int:
+        """Rebuild the shared state from the segments (P-4); return bytes cut.
+
+        Run by the first process to open the log (nobody else has it open) and
+        for a partition whose state was never initialised. Scans from the
+        recovery checkpoint to the last whole batch, truncates a torn tail,
+        rebuilds the tail of the indexes. Mid-log damage (a bad batch followed
+        by valid ones, G4) puts the partition in FAILED with CorruptLogError.
+        """
+        if self.readonly:
+            self._memory_state = None
+            st, cut = self._recover_scan(write=False)
+            self._memory_state = st
+            return cut
+        with self._wlock:
+            self._lock()
+            try:
+                st, cut = self._recover_scan(write=True)
+                return cut
+            except CorruptLogError as exc:
+                self._fail(exc)
+                return 0
+            finally:
+                self._unlock()
+
+    def _recover_scan(self, write: bool):
+        pm: PartitionMeta = self._meta.partition_meta(self.topic, self.index)
+        start = pm.log_start_offset
+        bases = self._list_bases()
+        gen = 1
+        if self._state_map is not None and self._state_map[:4] == b"PLST":
+            vals = _native.state_read(self._state_map)
+            if vals is not None:
+                gen = vals[4] + 1
+        # P-5: segments wholly below the log start offset are leftovers of an
+        # interrupted retention pass.
+        while len(bases) > 1 and bases[1] <= start:
+            if write:
+                _unlink_segment(self.dir, bases[0])
+            bases.pop(0)
+        if not bases:
+            if write:
+                seg = Segment(self.dir, start, create=True, writable=True)
+                seg.write_indexes([], [])
+                seg.close()
+                fsync_dir(self.dir)
+            st = State((start, start, 0, -1, gen, start))
+            if write:
+                self._publish(*st)
+            return st, 0
+        if bases[0] > start:
+            start = bases[0]   # retention metadata lagged behind the files
+        ck_base = pm.checkpoint_base if pm.checkpoint_base in bases else bases[0]
+        first = bases.index(ck_base)
+        cut = 0
+        next_offset = ck_base
+        end = 0
+        max_ts = -1
+        for i in range(first, len(bases)):
+            base = bases[i]
+            last = i == len(bases) - 1
+            seg = Segment(self.dir, base, writable=write)
+            try:
+                size = seg.file_size()
+                m = seg.mapped(size) if size else None
+                if base == ck_base and pm.checkpoint_position and \
+                        pm.checkpoint_position <= size:
+                    pos0, expected = pm.checkpoint_position, pm.checkpoint_next_offset
+                else:
+                    pos0, expected = 0, base
+                if base != ck_base and base != next_offset:
+                    raise CorruptLogError(
+                        f"segment starts at offset {base} but the previous "
+                        f"one ends at {next_offset}", seg.path, 0)
+                keep_last = (-1, 0)
+                if write and pos0:
+                    keep_last = seg.truncate_indexes(pos0)
+                r = _native.scan_segment(
+                    m if m is not None else b"", pos0, size,
+                    expected_offset=expected, segment_base_offset=base,
+                    index_interval_bytes=INDEX_INTERVAL_BYTES,
+                    bytes_since_last_entry=pos0 - keep_last[1])
+                if r.error_position is not None:
+                    if r.continues_after_error or not last:
+                        raise CorruptLogError(r.error_reason, seg.path,
+                                              r.error_position)
+                    cut = size - r.end_position
+                    _log.warning("%s: torn tail after a crash: cut %d bytes at "
+                                 "position %d (%s)", seg.path, cut,
+                                 r.end_position, r.error_reason)
+                next_offset = r.next_offset if r.batch_count else expected
+                end = r.end_position
+                max_ts = r.max_timestamp if last else -1
+                if last and pos0 and r.batch_count == 0:
+                    max_ts = self._max_timestamp_from_index(seg)
+                if write:
+                    seg.unmap()
+                    if pos0:
+                        seg.append_indexes(r.index_entries, r.timeindex_entries)
+                    else:
+                        seg.write_indexes(r.index_entries, r.timeindex_entries)
+                    if not last and r.batch_count:   # T-3
+                        seg.append_timeindex(r.max_timestamp,
+                                             r.next_offset - 1 - base)
+                    if last and size > end:
+                        seg.truncate(end)
+            finally:
+                seg.close()
+        st = State((next_offset, bases[-1], end, max_ts, gen, start))
+        if write:
+            self._publish(*st)
+            if start != pm.log_start_offset:
+                self._meta.set_log_start(self.topic, self.index, start)
+        return st, cut
+
+    def _max_timestamp_from_index(self, seg: Segment) -> int:
+        t = seg.read_timeindex()
+        if len(t) >= 12:
+            return int.from_bytes(t[len(t) - len(t) % 12 - 12:][:8], "big",
+                                  signed=True)
+        return -1
+
+    # -- appends -----------------------------------------------------------------
+    def append(self, records, *, compression: str | None = None) -> tuple[int, int]:
+        """Append one batch; return (base offset, timestamp of the first record).
+
+        ``records`` are validated tuples (timestamp_ms, key, value, headers).
+        Durable per the sync mode before returning (G1). Raises LogFailedError
+        after an I/O error, which also moves the partition to FAILED.
+        """
+        self._check()
+        with self._wlock:
+            self._check()
+            self._lock()
+            try:
+                base, end = self._append_locked(records, compression)
+            except (OSError, CorruptLogError) as exc:
+                self._unlock_quietly()
+                if isinstance(exc, OSError) and exc.errno == 28:  # ENOSPC
+                    # Nothing was published: the call fails, the partition
+                    # stays usable once space is freed (G8).
+                    raise LogFailedError(
+                        f"append to {self.name}: disk full (ENOSPC); free "
+                        "space or lower retention_bytes") from exc
+                self._fail(exc)
+                raise LogFailedError(f"append to {self.name}: {exc}") from exc
+            except BaseException:
+                self._unlock_quietly()
+                raise
+            self._unlock()
+        self._ring()
+        if self.sync_mode == "always":
+            self._sync_through(end)
+        return base, records[0][0]
+
+    def _unlock_quietly(self) -> None:
+        try:
+            self._unlock()
+        except OSError:
+            pass
+
+    def _writer_segment(self, st: State) -> Segment:
+        seg = self._active
+        if seg is None or seg.base_offset != st.active_base:
+            if seg is not None:
+                seg.close()
+            seg = self._active = Segment(self.dir, st.active_base, writable=True)
+            self._writer_next = -1
+        if self._writer_next != st.next_offset:
+            # Another process appended since we last did: find the last index
+            # entry so the sparse index stays ~INDEX_INTERVAL_BYTES apart.
+            idx = seg.read_index()
+            n = len(idx) - len(idx) % 8
+            self._last_entry_pos = (int.from_bytes(idx[n - 4:n], "big")
+                                    if n else 0)
+        return seg
+
+    def _append_locked(self, records, compression):
+        st = self.state()
+        seg = self._writer_segment(st)
+        pos = st.active_position
+        next_offset = st.next_offset
+        gen = st.generation
+        max_ts_seg = st.active_max_timestamp
+        for _ in range(4):
+            m = seg.mapped(pos)
+            try:
+                size = batch.encode_into(m if m is not None else bytearray(0),
+                                         pos, records, base_offset=next_offset,
+                                         compression=compression)
+                break
+            except batch.NoSpace as exc:
+                need = pos + exc.needed
+                if need <= self.config.segment_bytes or pos == 0:
+                    seg.preallocate(max(need, min(self.config.segment_bytes,
+                                                  seg.file_size() + PREALLOCATE_BYTES)))
+                    seg.unmap()
+                else:
+                    seg = self._roll(seg, next_offset, pos, max_ts_seg, gen,
+                                     st.log_start_offset)
+                    st = self.state()
+                    pos, gen, max_ts_seg = 0, st.generation, -1
+        else:
+            raise AssertionError("batch does not fit in an empty segment")
+        n = len(records)
+        last_offset = next_offset + n - 1
+        batch_max_ts = max(r[0] for r in records) if n > 1 else records[0][0]
+        max_ts_seg = max(max_ts_seg, batch_max_ts)
+        if pos - self._last_entry_pos >= INDEX_INTERVAL_BYTES:   # I-2
+            seg.append_index(last_offset - seg.base_offset, pos, max_ts_seg)
+            self._last_entry_pos = pos
+        end = pos + size
+        self._publish(last_offset + 1, seg.base_offset, end, max_ts_seg, gen,
+                      st.log_start_offset)
+        self._writer_next = last_offset + 1
+        self._written = (seg.base_offset, end)
+        return next_offset, (seg.base_offset, end)
+
+    def _roll(self, seg: Segment, next_offset: int, pos: int, max_ts: int,
+              gen: int, start: int) -> Segment:
+        """Seal the active segment and start a new one at ``next_offset`` (S-4)."""
+        seg.sync()                       # sealed segments are always durable
+        if max_ts >= 0:                  # T-3: the final max timestamp
+            seg.append_timeindex(max_ts, next_offset - 1 - seg.base_offset)
+        seg.truncate(pos)
+        seg.sync()
+        with self._sync_cond:
+            self._synced = max(self._synced, (seg.base_offset, pos))
+        new = Segment(self.dir, next_offset, create=True, writable=True)
+        new.truncate(0)                  # a leftover of a crashed roll
+        new.write_indexes([], [])
+        new.preallocate(min(self.config.segment_bytes, PREALLOCATE_BYTES))
+        fsync_dir(self.dir)
+        self._publish(next_offset, next_offset, 0, -1, gen + 1, start)
+        self._meta.set_checkpoint(self.topic, self.index, next_offset, 0,
+                                  next_offset)
+        seg.close()
+        self._active = new
+        self._last_entry_pos = 0
+        self._enforce_retention_locked()
+        return new
+
+    # -- durability ----------------------------------------------------------------
+    def _sync_through(self, target) -> None:
+        """Group commit: return once ``target`` (segment base, position) is
+        durable, sharing one fdatasync among concurrent callers."""
+        cond = self._sync_cond
+        with cond:
+            while self._synced < target:
+                if not self._syncing:
+                    break
+                cond.wait()
+            else:
+                return
+            self._syncing = True
+        ok = False
+        try:
+            with self._wlock:
+                self._check()
+                seg = self._active
+                upto = self._written
+                fd = os.dup(seg.fd)
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+            ok = True
+        except OSError as exc:
+            self._fail(exc)
+            raise LogFailedError(
+                f"fdatasync of {self.name}: {exc.strerror} "
+                f"(errno {exc.errno}); records appended since the last "
+                "successful sync may be lost") from exc
+        finally:
+            with cond:
+                self._syncing = False
+                if ok:
+                    self._synced = max(self._synced, upto)
+                cond.notify_all()
+        if self._synced < target:
+            self._sync_through(target)
+
+    def flush(self) -> None:
+        """Make everything appended so far durable and advance the recovery
+        checkpoint (P-4) so the next recovery scans less."""
+        self._check()
+        if self.readonly:
+            return
+        with self._wlock:
+            if self._active is None:
+                return
+            written = self._written
+        if written[0] >= 0:
+            self._sync_through(written)
+            st = self.state()
+            if st.active_base == written[0]:
+                self._meta.set_checkpoint(self.topic, self.index, written[0],
+                                          written[1], self._writer_next)
+
+    # -- reads -----------------------------------------------------------------
+    def fetch(self, cursor: Cursor, max_records: int, *, values_only: bool = False) -> list:
+        """Up to ``max_records`` records at or after ``cursor.offset``.
+
+        Returns tuples (offset, timestamp_ms, key, value, headers), or values
+        when ``values_only``, and advances the cursor. Never returns records
+        that are not committed (P-2). Raises OffsetOutOfRange when the cursor
+        is below the log start offset and CorruptLogError (with file and
+        position) when a batch fails its CRC (G4).
+        """
+        self._check()
+        st = self.state()
+        if cursor.offset >= st.next_offset:
+            if cursor.offset > st.next_offset:
+                raise OffsetOutOfRange(
+                    f"offset {cursor.offset} of {self.name} is past the end "
+                    f"offset {st.next_offset}")
+            return []
+        if cursor.offset < st.log_start_offset:
+            raise OffsetOutOfRange(
+                f"offset {cursor.offset} of {self.name} is below the log start "
+                f"offset {st.log_start_offset} (deleted by retention)")
+        out: list = []
+        with self._rlock:
+            bases = self._segment_bases(st)
+            if cursor.segment_base not in bases or cursor.position < 0:
+                i = bisect.bisect_right(bases, cursor.offset) - 1
+                if i < 0:
+                    raise OffsetOutOfRange(
+                        f"offset {cursor.offset} of {self.name} precedes the "
+                        "first segment")
+                seg = self._reader(bases[i])
+                end = self._segment_end(seg, st)
+                cursor.segment_base = seg.base_offset
+                cursor.position = self._locate(seg, cursor.offset, end)
+            while len(out) < max_records:
+                seg = self._reader(cursor.segment_base)
+                end = self._segment_end(seg, st)
+                if cursor.position >= end:
+                    if seg.base_offset == st.active_base:
+                        break
+                    i = bases.index(seg.base_offset) + 1
+                    if i >= len(bases):
+                        break
+                    cursor.segment_base, cursor.position = bases[i], 0
+                    continue
+                m = seg.mapped(end)
+                try:
+                    header = batch.read_header(m, cursor.position, end)
+                    if values_only:
+                        recs = batch.decode_values(m, header)
+                    else:
+                        recs = batch.decode(m, header)
+                except CorruptLogError as exc:
+                    raise exc.with_path(seg.path) from None
+                first = header.base_offset
+                if first < cursor.offset:
+                    if values_only:
+                        recs = self._values_from(m, header, cursor.offset)
+                    else:
+                        recs = [r for r in recs if r[0] >= cursor.offset]
+                room = max_records - len(out)
+                if len(recs) > room:
+                    recs = recs[:room]
+                    out.extend(recs)
+                    cursor.offset = (recs[-1][0] if not values_only else
+                                     cursor.offset + room - 1) + 1
+                    break
+                out.extend(recs)
+                cursor.offset = header.last_offset + 1
+                cursor.position += header.size
+        return out
+
+    def _values_from(self, m, header, offset) -> list:
+        return [r[3] for r in batch.decode(m, header) if r[0] >= offset]
+
+    def _locate(self, seg: Segment, offset: int, end: int) -> int:
+        """Byte position of the batch holding ``offset`` (or of the first
+        batch after it) in ``seg``, found with the sparse index (I-2)."""
+        pos = 0
+        idx = seg.read_index()
+        if idx and _native.index_validate(idx, end + 1) is None:
+            hit = _native.index_lookup(idx, offset - seg.base_offset)
+            if hit is not None and hit[1] < end:
+                pos = hit[1]
+        m = seg.mapped(end) if end else None
+        while pos < end:
+            try:
+                header = batch.read_header(m, pos, end)
+            except CorruptLogError as exc:
+                raise exc.with_path(seg.path) from None
+            if header.last_offset >= offset:
+                return pos
+            pos += header.size
+        return pos
+
+    def offset_for_time(self, timestamp_ms: int) -> int | None:
+        """The first offset whose record has timestamp >= ``timestamp_ms``."""
+        self._check()
+        st = self.state()
+        cur = Cursor(st.log_start_offset)
+        with self._rlock:
+            bases = self._segment_bases(st)
+            start_offset = None
+            for b in bases:
+                seg = self._reader(b)
+                if b == st.active_base:
+                    seg_max = st.active_max_timestamp
+                else:
+                    seg_max = self._max_timestamp_from_index(seg)
+                if seg_max >= timestamp_ms or seg_max < 0:
+                    t = seg.read_timeindex()
+                    hit = None
+                    if _native.timeindex_validate(t) is None:
+                        hit = _native.timeindex_lookup(t, timestamp_ms)
+                    start_offset = b + hit[1] + 1 if hit else b
+                    break
+            if start_offset is None:
+                return None
+        cur.offset = max(start_offset, st.log_start_offset)
+        while True:
+            recs = self.fetch(cur, 1000)
+            if not recs:
+                return None
+            for r in recs:
+                if r[1] >= timestamp_ms:
+                    return r[0]
+
+    # -- retention ---------------------------------------------------------------
+    def enforce_retention(self, now_ms: int | None = None) -> int:
+        """Delete whole sealed segments past retention_ms / retention_bytes;
+        return how many were deleted."""
+        self._check()
+        if self.readonly:
+            return 0
+        with self._wlock:
+            self._lock()
+            try:
+                return self._enforce_retention_locked(now_ms)
+            finally:
+                self._unlock()
+
+    def _enforce_retention_locked(self, now_ms: int | None = None) -> int:
+        cfg = self.config
+        if cfg.retention_ms < 0 and cfg.retention_bytes < 0:
+            return 0
+        import time
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        st = self.state()
+        bases = [b for b in self._list_bases() if b <= st.active_base]
+        sizes = {}
+        for b in bases:
+            try:
+                sizes[b] = os.stat(os.path.join(self.dir, f"{b:020d}.log")).st_size
+            except FileNotFoundError:
+                sizes[b] = 0
+        sizes[st.active_base] = st.active_position
+        total = sum(sizes.values())
+        doomed = []
+        for b in bases[:-1]:                    # the active segment stays
+            expired = False
+            if cfg.retention_ms >= 0:
+                seg = Segment(self.dir, b)
+                try:
+                    mts = self._max_timestamp_from_index(seg)
+                finally:
+                    seg.close()
+                expired = 0 <= mts < now_ms - cfg.retention_ms
+            if cfg.retention_bytes >= 0 and total - sizes[b] >= cfg.retention_bytes:
+                expired = True
+            if not expired:
+                break
+            doomed.append(b)
+            total -= sizes[b]
+        if not doomed:
+            return 0
+        new_start = bases[len(doomed)]
+        # P-5: metadata first, then files: a crash in between leaves files
+        # below the start offset, which the next recovery deletes.
+        self._meta.set_log_start(self.topic, self.index, new_start)
+        self._publish(st.next_offset, st.active_base, st.active_position,
+                      st.active_max_timestamp, st.generation + 1, new_start)
+        for b in doomed:
+            _unlink_segment(self.dir, b)
+        return len(doomed)
+
+    # -- inspection ------------------------------------------------------------------
+    def describe(self) -> dict:
+        st = self.state()
+        bases = [b for b in self._list_bases() if b <= st.active_base]
+        size = 0
+        for b in bases:
+            if b == st.active_base:
+                size += st.active_position
+            else:
+                try:
+                    size += os.stat(os.path.join(self.dir, f"{b:020d}.log")).st_size
+                except FileNotFoundError:
+                    pass
+        return {"partition": self.index, "start_offset": st.log_start_offset,
+                "end_offset": st.next_offset, "bytes": size,
+                "segments": len(bases)}
+
+    def mark_deleted(self) -> None:
+        """Tell every process the partition is gone (P-2) before its files go."""
+        with self._wlock:
+            self._lock()
+            try:
+                self._publish(_DELETED, 0, 0, -1, 0, 0)
+            finally:
+                self._unlock()
+
+    def close(self) -> None:
+        """Flush (advancing the checkpoint) and release files. Idempotent."""
+        if self._status is CLOSED:
+            return
+        try:
+            if self._status is OPEN and not self.readonly and self._active is not None:
+                try:
+                    self.flush()
+                except TopicNotFound:
+                    pass
+        finally:
+            self._status = CLOSED
+            with self._wlock:
+                if self._active is not None:
+                    self._active.close()
+                    self._active = None
+            with self._rlock:
+                for seg in self._readers.values():
+                    seg.close()
+                self._readers.clear()
+            if self._state_map is not None:
+                self._state_map.close()
+                self._state_map = None
+            if self._state_fd >= 0:
+                os.close(self._state_fd)
+                self._state_fd = -1
+
+
+def _unlink_segment(directory: str, base: int) -> None:
+    stem = os.path.join(directory, f"{base:020d}")
+    for suffix in (".log", ".index", ".timeindex"):
+        try:
+            os.unlink(stem + suffix)
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,246 @@
+"""Producer: validate, partition and append records (SPEC §4, G2, G5).
+
+Partitioning (G2): a record with a key goes to
+``(murmur2(key) & 0x7fffffff) % partitions``, exactly as Kafka's default
+partitioner; records without a key are spread round-robin.
+
+Thread safety: a Producer may be shared by any number of threads. With
+``sync="always"`` concurrent sends share fdatasyncs (group commit).
+Durability: ``send`` returns when the record is durable as the log's sync
+mode promises; ``flush()`` returns when everything this producer sent is on
+disk, in any mode.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+
+from . import _native
+from .errors import (InvalidArgument, LogClosed, RecordTooLarge, TopicNotFound)
+from .types import RecordMetadata
+
+# R-*: upper bound of a record's framing bytes (varints at their longest).
+_RECORD_OVERHEAD_MAX = 1 + 5 + 1 + 10 + 5 + 5 + 5 + 5
+_HEADER_OVERHEAD_MAX = 10
+
+
+class Producer:
+    """Create with :meth:`Log.producer`."""
+
+    def __init__(self, log, *, key_serializer=None, value_serializer=None):
+        for name, fn in (("key_serializer", key_serializer),
+                         ("value_serializer", value_serializer)):
+            if fn is not None and not callable(fn):
+                raise InvalidArgument(f"{name} must be callable")
+        self._log = log
+        self._key_ser = key_serializer
+        self._value_ser = value_serializer
+        self._rr = itertools.count()
+        self._closed = False
+        self._touched: set = set()
+        self._lock = threading.Lock()
+
+    # -- validation ------------------------------------------------------------
+    def _check(self) -> None:
+        if self._closed:
+            raise LogClosed("producer is closed")
+        self._log._writable("send")
+
+    def _bytes(self, what: str, v, ser):
+        if ser is not None and v is not None:
+            v = ser(v)
+        if v is None or type(v) is bytes:
+            return v
+        if isinstance(v, (bytearray, memoryview)):
+            return bytes(v)
+        raise InvalidArgument(
+            f"{what} must be bytes or None, got {type(v).__name__}"
+            + ("" if ser else f"; configure {what}_serializer to send "
+               f"{type(v).__name__}"))
+
+    def _headers(self, headers):
+        if not headers:
+            return ()
+        if isinstance(headers, dict):
+            headers = list(headers.items())
+        out = []
+        try:
+            for k, v in headers:
+                if not isinstance(k, str):
+                    raise InvalidArgument(f"header key must be str, got {type(k).__name__}")
+                if v is not None and type(v) is not bytes:
+                    if isinstance(v, (bytearray, memoryview)):
+                        v = bytes(v)
+                    else:
+                        raise InvalidArgument(
+                            f"header {k!r} value must be bytes or None, got "
+                            f"{type(v).__name__}")
+                out.append((k, v))
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, InvalidArgument):
+                raise
+            raise InvalidArgument(
+                "headers must be a list of (str, bytes) pairs") from None
+        return tuple(out)
+
+    def _timestamp(self, ts):
+        if ts is None:
+            return int(time.time() * 1000)
+        if isinstance(ts, bool) or not isinstance(ts, int) or not 0 <= ts < 2**62:
+            raise InvalidArgument(f"timestamp_ms={ts!r}; expected a non-negative int")
+        return ts
+
+    def _partition(self, topic, key, partition, n):
+        if partition is not None:
+            if isinstance(partition, bool) or not isinstance(partition, int) \
+                    or not 0 <= partition < n:
+                from .errors import PartitionNotFound
+                raise PartitionNotFound(
+                    f"topic {topic!r} has {n} partitions; there is no "
+                    f"partition {partition!r}")
+            return partition
+        if key is not None:
+            return _native.partition_for_key(key, n)
+        return next(self._rr) % n
+
+    @staticmethod
+    def _size_bound(records) -> int:
+        total = 61
+        for ts, k, v, h in records:
+            total += _RECORD_OVERHEAD_MAX + (len(k) if k else 0) + (len(v) if v else 0)
+            for hk, hv in h:
+                total += _HEADER_OVERHEAD_MAX + len(hk.encode()) + (len(hv) if hv else 0)
+        return total
+
+    def _check_size(self, topic, part, records) -> None:
+        limit = part.config.max_message_bytes
+        if self._size_bound(records) <= limit:
+            return
+        size = _native.encoded_size(records)
+        if size > limit:
+            raise RecordTooLarge(
+                f"send to {topic}: batch of {len(records)} record(s) encodes to "
+                f"{size} bytes, over max_message_bytes={limit}; split it or "
+                "raise the topic's max_message_bytes")
+
+    # -- sending -------------------------------------------------------------------
+    def send(self, topic: str, value=None, key=None, *, headers=None,
+             partition: int | None = None, timestamp_ms: int | None = None) -> RecordMetadata:
+        """Append one record; return where it went.
+
+        Raises TopicNotFound, PartitionNotFound, InvalidArgument (types),
+        RecordTooLarge, ReadOnlyLog, LogClosed, LogFailedError (I/O). Nothing
+        is written when it raises before the append (G5)."""
+        self._check()
+        log = self._log
+        if not isinstance(topic, str):
+            raise InvalidArgument(f"topic must be str, got {type(topic).__name__}")
+        key = self._bytes("key", key, self._key_ser)
+        value = self._bytes("value", value, self._value_ser)
+        rec = (self._timestamp(timestamp_ms), key, value, self._headers(headers))
+        for attempt in (0, 1):
+            n = log.partitions_for(topic)
+            p = self._partition(topic, key, partition, n)
+            part = log.partition(topic, p)
+            self._check_size(topic, part, (rec,))
+            try:
+                offset, ts = part.append((rec,), compression=part.config.compression)
+                break
+            except TopicNotFound:
+                log.forget_topic(topic)
+                if attempt:
+                    raise
+        self._touched.add(part)
+        return RecordMetadata(topic, p, offset, ts)
+
+    def send_batch(self, topic: str, items, *, partition: int | None = None,
+                   timestamp_ms: int | None = None) -> list[RecordMetadata]:
+        """Append many records; items are ``value`` | ``(key, value)`` |
+        ``(key, value, headers)``.
+
+        All items are validated before anything is written: one bad item
+        writes none. Items bound for one partition are appended as one batch,
+        atomically; items spread over several partitions are one batch per
+        partition (atomic per partition; across partitions wait for
+        transactions)."""
+        self._check()
+        log = self._log
+        if not isinstance(topic, str):
+            raise InvalidArgument(f"topic must be str, got {type(topic).__name__}")
+        if isinstance(items, (bytes, str)):
+            raise InvalidArgument("items must be a list of records, not a single value")
+        ts = self._timestamp(timestamp_ms)
+        kser, vser = self._key_ser, self._value_ser
+        n = log.partitions_for(topic)
+        groups: dict[int, list] = {}
+        order = []
+        sticky = None
+        for item in items:
+            if type(item) is tuple:
+                if len(item) == 2:
+                    k, v = item
+                    h = ()
+                elif len(item) == 3:
+                    k, v, h = item
+                    h = self._headers(h)
+                else:
+                    raise InvalidArgument(
+                        f"a batch item must be value, (key, value) or (key, value, "
+                        f"headers); got a {len(item)}-tuple")
+            else:
+                k, v, h = None, item, ()
+            if k is not None and (kser is not None or type(k) is not bytes):
+                k = self._bytes("key", k, kser)
+            if vser is not None or (v is not None and type(v) is not bytes):
+                v = self._bytes("value", v, vser)
+            if partition is not None or k is not None:
+                p = self._partition(topic, k, partition, n)
+            else:
+                # keyless records of one call stick to one partition (as
+                # Kafka's sticky partitioner): one batch, one append
+                if sticky is None:
+                    sticky = next(self._rr) % n
+                p = sticky
+            lst = groups.get(p)
+            if lst is None:
+                lst = groups[p] = []
+            order.append((p, len(lst)))
+            lst.append((ts, k, v, h))
+        if not order:
+            return []
+        parts = {}
+        for p, recs in groups.items():
+            part = log.partition(topic, p)
+            self._check_size(topic, part, recs)
+            parts[p] = part
+        bases = {}
+        for p, recs in groups.items():
+            part = parts[p]
+            bases[p], _ = part.append(recs, compression=part.config.compression)
+            self._touched.add(part)
+        return [RecordMetadata(topic, p, bases[p] + i, ts) for p, i in order]
+
+    def flush(self) -> None:
+        """Return when every record this producer sent is on disk (fdatasync)."""
+        if self._closed:
+            raise LogClosed("producer is closed")
+        for part in list(self._touched):
+            part.flush()
+
+    def close(self) -> None:
+        """Flush and close. Idempotent."""
+        if self._closed:
+            return
+        try:
+            if not self._log._closed:
+                self.flush()
+        finally:
+            self._closed = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
