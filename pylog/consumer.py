@@ -399,7 +399,7 @@ class Consumer:
             self._sync_group()
             self._maybe_auto_commit()
             slot = self._slots()
-            seen = _native.doorbell_load(bell, slot)
+            seen = _native.doorbell_load(bell, slot) if bell is not None else 0
             recs = self._fetch(max_records, values_only)
             if recs or self._closed:
                 return recs
@@ -407,7 +407,10 @@ class Consumer:
             if remaining <= 0 or self._wake.is_set():
                 return recs
             wait = min(remaining, GROUP_CHECK_INTERVAL_S if self._member else _TOPIC_REFRESH_S)
-            _native.doorbell_wait(bell, slot, seen, wait)
+            if bell is not None:
+                _native.doorbell_wait(bell, slot, seen, wait)
+            else:   # no writable doorbell (read-only files): short sleeps
+                time.sleep(min(wait, 0.005))
 
     def poll(self, timeout: float = 0.0, max_records: int | None = None) -> list:
         """Return up to ``max_records`` records (list of Record), waiting up to
@@ -423,10 +426,8 @@ class Consumer:
         """Make a blocked poll() return early (from any thread)."""
         self._wake.set()
         bell = self._log.doorbell()
-        try:
+        if bell is not None:
             _native.doorbell_ring(bell, 0)
-        except Exception:
-            pass
 
     def __iter__(self):
         while not self._closed:

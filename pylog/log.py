@@ -133,22 +133,25 @@ class Log:
             self._maint.start()
 
     def _open_doorbell(self) -> None:
+        """Map ``doorbell`` (L-3). Waiting writes the waiter count, so even a
+        read-only log maps it writable when it may; otherwise consumers of
+        this Log fall back to short sleeps (``self._bell`` is None)."""
         p = os.path.join(self.path, DOORBELL_FILE)
         size = DOORBELL_SLOTS * _native.DOORBELL_SLOT_SIZE
-        if self.readonly and not os.path.exists(p):
-            self._bell = bytearray(size)
+        self._bell = None
+        try:
+            fd = os.open(p, os.O_RDWR | os.O_CLOEXEC | (0 if self.readonly else os.O_CREAT),
+                         0o644)
+        except OSError:
+            if not self.readonly:
+                raise
             return
-        fd = os.open(p, (os.O_RDONLY if self.readonly else os.O_RDWR | os.O_CREAT)
-                     | os.O_CLOEXEC, 0o644)
         try:
             if not self.readonly and os.fstat(fd).st_size < size:
                 os.ftruncate(fd, size)
-            if os.fstat(fd).st_size < size:
-                self._bell = bytearray(size)
-                return
-            # waiting needs a writable map even for readers (the waiter count)
-            prot = mmap.PROT_READ | (0 if self.readonly else mmap.PROT_WRITE)
-            self._bell = mmap.mmap(fd, size, mmap.MAP_SHARED, prot)
+            if os.fstat(fd).st_size >= size:
+                self._bell = mmap.mmap(fd, size, mmap.MAP_SHARED,
+                                       mmap.PROT_READ | mmap.PROT_WRITE)
         finally:
             os.close(fd)
 
@@ -438,7 +441,7 @@ class Log:
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
             self._lock_fd = -1
-        if isinstance(self._bell, mmap.mmap):
+        if self._bell is not None:
             self._bell.close()
         if errors:
             raise errors[0]
