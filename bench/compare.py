@@ -177,6 +177,7 @@ def sc_batch_nosync(b, cls, items, crcs):
                 if cls.name == "pylog":
                     p.sync()    # materialize indexes before measuring
                 b.put(cls.name, "bytes_per_record", p.bytes_on_disk() / n)
+                b.put(cls.name, "allocated_per_record", p.bytes_allocated() / n)
             p.consume_prepare()
             t0 = time.perf_counter()
             got = p.consume_all(n)
@@ -227,7 +228,7 @@ def sc_one_nosync(b, cls, items, crcs):
 
 def sc_fsync_batch(b, cls, items, crcs):
     """one fsync per `batch` records (produce_batch + sync)."""
-    n = b.args.n_fsync1000
+    n = peer_n(cls, b.args.n_fsync1000, floor=2 * b.args.batch)
     bs = b.args.batch
     batches = [items[i:i + bs] for i in range(0, n, bs)]
     crc = crcs(n)
@@ -247,6 +248,7 @@ def sc_fsync_batch(b, cls, items, crcs):
         finally:
             b.done(p, d)
     b.put(cls.name, "fsync1000_produce", best)
+    b.put(cls.name, "n_fsync1000", n)
 
 
 def sc_fsync_record(b, cls, items, crcs):
@@ -605,9 +607,7 @@ def extra_zstd(b, ex):
                     best_p = max(best_p, n / (time.perf_counter() - t0))
                     p.flush()
                     if size is None:
-                        size = sum(P.dir_bytes(os.path.join(r, x))
-                                   for r, ds, _ in os.walk(path) for x in ds
-                                   if x.startswith("j-") and x[2:].isdigit())
+                        size = P.pylog_topic_bytes(log, "j", path)
                     c = log.consumer("j", group_id="z", auto_offset_reset="earliest",
                                      enable_auto_commit=False)
                     t0 = time.perf_counter()
@@ -662,15 +662,30 @@ def extra_partitions(b, ex):
 
 
 def rss_bytes():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    """(total RSS, anonymous RSS) in bytes; total includes mapped file pages."""
+    tot = anon = 0
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                tot = int(line.split()[1]) * 1024
+            elif line.startswith("RssAnon:"):
+                anon = int(line.split()[1]) * 1024
+    return tot, anon
+
+
+def _rss_summary(ex, phase, samples, MB):
+    ex["rss_%s_first_mb" % phase] = samples[0][0] / MB
+    ex["rss_%s_max_mb" % phase] = max(x[0] for x in samples) / MB
+    ex["rss_%s_end_mb" % phase] = samples[-1][0] / MB
+    ex["rss_anon_%s_first_mb" % phase] = samples[0][1] / MB
+    ex["rss_anon_%s_max_mb" % phase] = max(x[1] for x in samples) / MB
 
 
 def extra_rss(b, ex):
     import pylog
     total = int(b.args.rss_gb * (1 << 30))
     vsize = 4096
-    per_batch = 256
+    per_batch = 128          # ~512 KiB batches, under the 1 MiB max_message_bytes
     value = bytes(range(256)) * (vsize // 256)
     batch = [(b"k%015d" % i, value) for i in range(per_batch)]
     nb = max(1, total // (vsize * per_batch))
@@ -698,10 +713,8 @@ def extra_rss(b, ex):
             n = done * per_batch
             ex["rss_data_gb"] = n * vsize / (1 << 30)
             ex["rss_produce_mb_per_s"] = n * vsize / MB / dt
-            ex["rss_before_mb"] = r0 / MB
-            ex["rss_produce_first_mb"] = samples[0] / MB
-            ex["rss_produce_max_mb"] = max(samples) / MB
-            ex["rss_produce_end_mb"] = samples[-1] / MB
+            ex["rss_before_mb"] = r0[0] / MB
+            _rss_summary(ex, "produce", samples, MB)
             p.close()
             c = log.consumer("big", group_id="rss", auto_offset_reset="earliest",
                              enable_auto_commit=False)
@@ -711,7 +724,7 @@ def extra_rss(b, ex):
             idle = 0
             i = 0
             t0 = time.perf_counter()
-            while cnt < n and idle < 3:
+            while cnt < n and idle < 3 and time.perf_counter() - t0 < limit:
                 if get is not None:
                     got = get(timeout=0.5, max_records=per_batch)
                 else:
@@ -726,13 +739,12 @@ def extra_rss(b, ex):
             dt = time.perf_counter() - t0
             samples.append(rss_bytes())
             c.close()
-            if cnt != n:
+            if cnt != n and time.perf_counter() - t0 < limit:
                 b.mismatch = True
                 raise Mismatch("rss consume: %d of %d records" % (cnt, n))
-            ex["rss_consume_mb_per_s"] = n * vsize / MB / dt
-            ex["rss_consume_first_mb"] = samples[0] / MB
-            ex["rss_consume_max_mb"] = max(samples) / MB
-            ex["rss_consume_end_mb"] = samples[-1] / MB
+            ex["rss_consumed_gb"] = cnt * vsize / (1 << 30)
+            ex["rss_consume_mb_per_s"] = cnt * vsize / MB / dt
+            _rss_summary(ex, "consume", samples, MB)
     finally:
         shutil.rmtree(d, ignore_errors=True)
 
@@ -757,6 +769,7 @@ FIGURES = [
     ("lat_proc_p50_us", "latency p50, across processes", "us", False),
     ("lat_proc_p99_us", "latency p99, across processes", "us", False),
     ("bytes_per_record", "bytes on disk per record (batches)", "B", False),
+    ("allocated_per_record", "allocated blocks per record, preallocation incl.", "B", False),
 ]
 
 
@@ -827,11 +840,15 @@ def report(b, peers_run, machine, extras, started):
       "p50/p99 of %d samples, one record every %.1f ms, %d warm-up records dropped. "
       "Every consume is checked (count + CRC32 chained over the values in order; "
       "thread runs: count). Bytes on disk: sum over the peer's files of "
-      "min(size, allocated blocks) after producing, while open."
+      "min(size, allocated blocks) after producing, while open; for pylog the "
+      "valid segment bytes (describe_topic) plus index/state files, without "
+      "the segment's preallocation, which the 'allocated' row includes."
       % (a.size, a.reps, a.lat_n, a.lat_interval_ms, 100))
-    w("Records per run: no fsync %d (redis, persist-queue: %d%%), fsync per batch %d, "
+    slow = ", ".join("%s %d%%" % (c.name, round(c.scale * 100))
+                     for c in peers_run if c.scale != 1.0)
+    w("Records per run: no fsync %d, fsync per batch %d (slow peers use a fraction: %s), "
       "fsync per record %d, threads %d in total.\n"
-      % (a.n, int(P.RedisPeer.scale * 100), a.n_fsync1000, a.n_fsync_record, a.n_threads))
+      % (a.n, a.n_fsync1000, slow or "none", a.n_fsync_record, a.n_threads))
     names = [c.name for c in peers_run]
     w("| figure | unit | " + " | ".join(names) + " |")
     w("|---|---|" + "---|" * len(names))
@@ -918,8 +935,9 @@ def parse_args(argv):
                     help="JSON-like records for the zstd extra (default 50000)")
     ap.add_argument("--rss-gb", type=float, default=2.0,
                     help="GiB produced and consumed for the RSS extra (default 2; 0 skips)")
-    ap.add_argument("--rss-time-limit", type=float, default=120.0,
-                    help="stop producing for the RSS extra after this many seconds")
+    ap.add_argument("--rss-time-limit", type=float, default=90.0,
+                    help="stop producing / consuming for the RSS extra after this "
+                         "many seconds each (default 90)")
     ap.add_argument("--no-extras", action="store_true", help="same as --skip extras")
     ap.add_argument("--no-install", action="store_true",
                     help="do not apt-get install redis-server when it is missing")

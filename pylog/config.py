@@ -24,6 +24,7 @@ SEGMENT_BYTES_MIN = 64 * 1024
 # Positions in the .index are int32 (I-1): a segment can never exceed 2 GiB.
 SEGMENT_BYTES_MAX = 2**31 - 1
 MAX_MESSAGE_BYTES_MAX = 256 * 1024 * 1024
+MAX_MESSAGE_BYTES_DEFAULT = 1024 * 1024 + 12   # Kafka's default
 SYNC_MODES = ("always", "interval", "never")
 COMPRESSIONS = (None, "zstd")
 
@@ -61,10 +62,13 @@ class TopicConfig:
     retention_ms: int = 7 * 86_400_000
     retention_bytes: int = -1
     segment_bytes: int = 128 * 1024 * 1024
-    max_message_bytes: int = 1024 * 1024 + 12
+    max_message_bytes: int | None = None   # default: min(1 MiB + 12, segment_bytes)
     compression: str | None = None
 
     def __post_init__(self) -> None:
+        if self.max_message_bytes is None and isinstance(self.segment_bytes, int):
+            object.__setattr__(self, "max_message_bytes",
+                               min(MAX_MESSAGE_BYTES_DEFAULT, self.segment_bytes))
         def _int(name: str, lo: int, hi: int) -> None:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):

@@ -176,6 +176,10 @@ class Log:
         with self._lock:
             if os.getpid() == self._pid:
                 return
+            # py-lmdb refuses a second environment on one path per process;
+            # closing the inherited one only unmaps it here (LMDB's reader
+            # slots and locks are keyed by the parent's pid and stay its own).
+            self.meta.close()
             self._open_files()
 
     # -- partitions -----------------------------------------------------------

@@ -40,8 +40,8 @@ from . import _native, batch
 from .config import TopicConfig
 from .errors import (CorruptLogError, LogClosed, LogFailedError,
                      OffsetOutOfRange, TopicNotFound)
-from .segment import (INDEX_INTERVAL_BYTES, PREALLOCATE_BYTES, Segment,
-                      fsync_dir, parse_segment_name)
+from .segment import (INDEX_ENTRY, INDEX_INTERVAL_BYTES, PREALLOCATE_BYTES,
+                      TIMEINDEX_ENTRY, Segment, fsync_dir, parse_segment_name)
 
 _log = logging.getLogger("pylog")
 
@@ -255,6 +255,65 @@ class Partition:
             size = self._reader_sizes[seg.base_offset] = seg.file_size()
         return size
 
+    @staticmethod
+    def _sealed_last_offset(bases: list[int], base: int, st: State) -> int | None:
+        """Last offset of sealed segment ``base`` (None for the active one)."""
+        if base == st.active_base:
+            return None
+        i = bisect.bisect_right(bases, base)
+        return bases[i] - 1 if i < len(bases) else None
+
+    def _indexes(self, seg: Segment, end: int, last_offset: int | None, *,
+                 locked: bool = False) -> tuple[bytes, bytes]:
+        """``seg``'s (.index, .timeindex), checked before use and rebuilt from
+        the .log when missing or damaged (I-3); rebuilt files are written back
+        when this process may write. ``last_offset`` is None for the active
+        segment, whose entries past ``end`` (published after the caller's
+        state snapshot) are ignored. ``locked``: the caller holds the append
+        lock."""
+        if last_offset is not None and seg.index_cache is not None:
+            return seg.index_cache
+        if last_offset is None:
+            idx, tidx = seg.indexes_before(end)
+        else:
+            idx, tidx = seg.read_index(), seg.read_timeindex()
+        m = seg.mapped(end) if end else None
+        problem = seg.index_problem(idx, tidx, m, end, last_offset)
+        if problem is not None:
+            _log.warning("%s: %s; rebuilding the indexes (I-3)", seg.path, problem)
+            idx, tidx, complete = seg.scan_indexes(m, end, last_offset is not None)
+            if complete and not self.readonly:
+                self._write_back_indexes(seg, end, last_offset, idx, tidx, locked)
+        if last_offset is not None:
+            seg.index_cache = (idx, tidx)
+        return idx, tidx
+
+    def _write_back_indexes(self, seg, end, last_offset, idx, tidx, locked) -> None:
+        """Replace damaged index files under the append lock: never wait for
+        it (a reader must not stall behind a writer; the next reader retries),
+        and for the active segment only if nothing was appended meanwhile."""
+        if not locked:
+            if not self._wlock.acquire(blocking=False):
+                return
+            try:
+                if not _native.lock(self._state_fd, *_APPEND_LOCK, "w", False):
+                    return
+                try:
+                    self._write_back_indexes(seg, end, last_offset, idx, tidx, True)
+                finally:
+                    self._unlock()
+            finally:
+                self._wlock.release()
+            return
+        if not os.path.exists(seg.path):       # deleted by retention meanwhile
+            return
+        if last_offset is None:
+            st = self.state()
+            if st.active_base != seg.base_offset or st.active_position != end:
+                return
+            self._writer_next = -1   # the writer re-reads its last entry (I-2)
+        seg.replace_indexes(idx, tidx)
+
     # -- recovery --------------------------------------------------------------
     def recover(self) -> int:
         """Rebuild the shared state from the segments (P-4); return bytes cut.
@@ -308,8 +367,11 @@ class Partition:
             return st, 0
         if bases[0] > start:
             start = bases[0]   # retention metadata lagged behind the files
-        ck_base = pm.checkpoint_base if pm.checkpoint_base in bases else bases[0]
-        first = bases.index(ck_base)
+        # Scan from the checkpoint's segment (P-4). Sealed segments were
+        # fdatasync'd when they rolled, so a missing checkpoint segment means
+        # start at the first segment after it.
+        first = max(0, bisect.bisect_right(bases, pm.checkpoint_base) - 1)
+        ck_base = bases[first]
         cut = 0
         next_offset = ck_base
         end = 0
@@ -321,25 +383,41 @@ class Partition:
             try:
                 size = seg.file_size()
                 m = seg.mapped(size) if size else None
-                if base == ck_base and pm.checkpoint_position and \
-                        pm.checkpoint_position <= size:
-                    pos0, expected = pm.checkpoint_position, pm.checkpoint_next_offset
-                else:
-                    pos0, expected = 0, base
                 if base != ck_base and base != next_offset:
                     raise CorruptLogError(
                         f"segment starts at offset {base} but the previous "
                         f"one ends at {next_offset}", seg.path, 0)
-                keep_last = (-1, 0)
-                if write and pos0:
-                    keep_last = seg.truncate_indexes(pos0)
+                pos0, expected, idx, tidx, ts0, last_entry = 0, base, b"", b"", -1, 0
+                # The checkpoint's position belongs to its own segment only;
+                # a non-last segment (crash during a roll) is scanned whole so
+                # that its T-3 entry is right.
+                if last and base == pm.checkpoint_base and \
+                        0 < pm.checkpoint_position <= size:
+                    idx, tidx = seg.indexes_before(pm.checkpoint_position)
+                    problem = seg.index_problem(idx, tidx, m,
+                                                pm.checkpoint_position, None)
+                    if problem is None:
+                        pos0 = pm.checkpoint_position
+                        expected = pm.checkpoint_next_offset
+                        if idx:
+                            last_entry = INDEX_ENTRY.unpack_from(idx, len(idx) - 8)[1]
+                            ts0 = TIMEINDEX_ENTRY.unpack_from(tidx, len(tidx) - 12)[0]
+                        # the segment's max timestamp: the last entry's, and
+                        # the few batches after it (fewer than I-2's interval)
+                        ts0 = max(ts0, self._headers_max_timestamp(
+                            m, seg, last_entry, pos0))
+                    else:
+                        _log.warning("%s: %s; rebuilding the indexes (I-3)",
+                                     seg.path, problem)
+                        idx = tidx = b""
                 r = _native.scan_segment(
                     m if m is not None else b"", pos0, size,
                     expected_offset=expected, segment_base_offset=base,
                     index_interval_bytes=INDEX_INTERVAL_BYTES,
-                    bytes_since_last_entry=pos0 - keep_last[1])
+                    bytes_since_last_entry=pos0 - last_entry, max_timestamp=ts0)
                 if r.error_position is not None:
-                    if r.continues_after_error or not last:
+                    if r.continues_after_error or not last or \
+                            self._valid_batch_after(m, r, size):
                         raise CorruptLogError(r.error_reason, seg.path,
                                               r.error_position)
                     cut = size - r.end_position
@@ -348,18 +426,15 @@ class Partition:
                                  r.end_position, r.error_reason)
                 next_offset = r.next_offset if r.batch_count else expected
                 end = r.end_position
-                max_ts = r.max_timestamp if last else -1
-                if last and pos0 and r.batch_count == 0:
-                    max_ts = self._max_timestamp_from_index(seg)
+                max_ts = r.max_timestamp
                 if write:
                     seg.unmap()
-                    if pos0:
-                        seg.append_indexes(r.index_entries, r.timeindex_entries)
-                    else:
-                        seg.write_indexes(r.index_entries, r.timeindex_entries)
-                    if not last and r.batch_count:   # T-3
-                        seg.append_timeindex(r.max_timestamp,
-                                             r.next_offset - 1 - base)
+                    idx += b"".join(INDEX_ENTRY.pack(*e) for e in r.index_entries)
+                    tidx += b"".join(TIMEINDEX_ENTRY.pack(*e)
+                                     for e in r.timeindex_entries)
+                    if not last and next_offset > base:   # T-3
+                        tidx += TIMEINDEX_ENTRY.pack(max_ts, next_offset - 1 - base)
+                    seg.replace_indexes(idx, tidx)
                     if last and size > end:
                         seg.truncate(end)
             finally:
@@ -371,12 +446,45 @@ class Partition:
                 self._meta.set_log_start(self.topic, self.index, start)
         return st, cut
 
-    def _max_timestamp_from_index(self, seg: Segment) -> int:
-        t = seg.read_timeindex()
-        if len(t) >= 12:
-            return int.from_bytes(t[len(t) - len(t) % 12 - 12:][:8], "big",
-                                  signed=True)
-        return -1
+    @staticmethod
+    def _headers_max_timestamp(m, seg: Segment, pos: int, end: int) -> int:
+        """Max timestamp of the batches in ``[pos, end)``, headers only."""
+        max_ts = -1
+        while pos < end:
+            try:
+                h = batch.read_header(m, pos, end)
+            except CorruptLogError as exc:
+                raise exc.with_path(seg.path) from None
+            max_ts = max(max_ts, h.max_timestamp)
+            pos += h.size
+        return max_ts
+
+    @staticmethod
+    def _valid_batch_after(m, r, size: int) -> bool:
+        """G4: is there a whole, valid batch with a later offset anywhere after
+        the bad one at ``r.error_position``? Then the damage is mid-log, not a
+        torn tail, even when the bad batch's length field is itself damaged
+        (which hides where the next batch starts from the native scan).
+
+        Candidates are found at C speed by the bytes every pylog batch has at
+        position 12: partitionLeaderEpoch 0 and magic 2 (B-2)."""
+        if m is None:
+            return False
+        marker = b"\x00\x00\x00\x00\x02"
+        pos = r.error_position + 1
+        while True:
+            hit = m.find(marker, pos + 12, size)
+            if hit < 0:
+                return False
+            cand = hit - 12
+            try:
+                h = _native.read_batch_header(m, cand, size)
+            except CorruptLogError:
+                h = None
+            if h is not None and h.crc_valid and h.base_offset >= r.next_offset \
+                    and h.last_offset >= h.base_offset:
+                return True
+            pos = cand + 1
 
     # -- appends -----------------------------------------------------------------
     def append(self, records, *, compression: str | None = None) -> tuple[int, int]:
@@ -589,7 +697,9 @@ class Partition:
                 seg = self._reader(bases[i])
                 end = self._segment_end(seg, st)
                 cursor.segment_base = seg.base_offset
-                cursor.position = self._locate(seg, cursor.offset, end)
+                cursor.position = self._locate(
+                    seg, cursor.offset, end,
+                    self._sealed_last_offset(bases, seg.base_offset, st))
             while len(out) < max_records:
                 seg = self._reader(cursor.segment_base)
                 end = self._segment_end(seg, st)
@@ -631,16 +741,23 @@ class Partition:
     def _values_from(self, m, header, offset) -> list:
         return [r[3] for r in batch.decode(m, header) if r[0] >= offset]
 
-    def _locate(self, seg: Segment, offset: int, end: int) -> int:
+    def _locate(self, seg: Segment, offset: int, end: int,
+                last_offset: int | None) -> int:
         """Byte position of the batch holding ``offset`` (or of the first
         batch after it) in ``seg``, found with the sparse index (I-2)."""
         pos = 0
-        idx = seg.read_index()
-        if idx and _native.index_validate(idx, end + 1) is None:
-            hit = _native.index_lookup(idx, offset - seg.base_offset)
-            if hit is not None and hit[1] < end:
-                pos = hit[1]
+        idx, _ = self._indexes(seg, end, last_offset)
         m = seg.mapped(end) if end else None
+        hit = _native.index_lookup(idx, offset - seg.base_offset) if idx else None
+        if hit is not None:
+            # I-3: trust an entry only if the batch it points at ends at its
+            # offset; otherwise walk from the start of the segment.
+            try:
+                h = _native.read_batch_header(m, hit[1], end)
+                if h.crc_valid and h.last_offset == seg.base_offset + hit[0]:
+                    pos = hit[1]
+            except CorruptLogError:
+                pass
         while pos < end:
             try:
                 header = batch.read_header(m, pos, end)
@@ -661,15 +778,15 @@ class Partition:
             start_offset = None
             for b in bases:
                 seg = self._reader(b)
+                end = self._segment_end(seg, st)
+                _, t = self._indexes(seg, end,
+                                     self._sealed_last_offset(bases, b, st))
                 if b == st.active_base:
                     seg_max = st.active_max_timestamp
                 else:
-                    seg_max = self._max_timestamp_from_index(seg)
+                    seg_max = _last_timestamp(t)      # T-3
                 if seg_max >= timestamp_ms or seg_max < 0:
-                    t = seg.read_timeindex()
-                    hit = None
-                    if _native.timeindex_validate(t) is None:
-                        hit = _native.timeindex_lookup(t, timestamp_ms)
+                    hit = _native.timeindex_lookup(t, timestamp_ms) if t else None
                     start_offset = b + hit[1] + 1 if hit else b
                     break
             if start_offset is None:
@@ -714,14 +831,18 @@ class Partition:
         sizes[st.active_base] = st.active_position
         total = sum(sizes.values())
         doomed = []
-        for b in bases[:-1]:                    # the active segment stays
+        for i, b in enumerate(bases[:-1]):      # the active segment stays
             expired = False
             if cfg.retention_ms >= 0:
+                # T-3 of a checked (or rebuilt) time index: a damaged one
+                # must not delete records that are not yet expired
                 seg = Segment(self.dir, b)
                 try:
-                    mts = self._max_timestamp_from_index(seg)
+                    _, t = self._indexes(seg, seg.file_size(), bases[i + 1] - 1,
+                                         locked=True)
                 finally:
                     seg.close()
+                mts = _last_timestamp(t)
                 expired = 0 <= mts < now_ms - cfg.retention_ms
             if cfg.retention_bytes >= 0 and total - sizes[b] >= cfg.retention_bytes:
                 expired = True
@@ -793,6 +914,14 @@ class Partition:
             if self._state_fd >= 0:
                 os.close(self._state_fd)
                 self._state_fd = -1
+
+
+def _last_timestamp(tidx: bytes) -> int:
+    """The timestamp of the last time index entry (T-3 for a sealed
+    segment), or -1 when there is none."""
+    if len(tidx) < TIMEINDEX_ENTRY.size:
+        return -1
+    return TIMEINDEX_ENTRY.unpack_from(tidx, len(tidx) - TIMEINDEX_ENTRY.size)[0]
 
 
 def _unlink_segment(directory: str, base: int) -> None:

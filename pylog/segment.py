@@ -64,8 +64,8 @@ class Segment:
         self.fd = os.open(self.path, flags | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
         self._map: mmap.mmap | None = None
         self._map_len = 0
-        self._index_cache: tuple[int, bytes] | None = None
-        self._index_ok: bool | None = None
+        # checked (.index, .timeindex) of a sealed segment, which never changes
+        self.index_cache: tuple[bytes, bytes] | None = None
 
     # -- mapping ---------------------------------------------------------
     def file_size(self) -> int:
@@ -156,26 +156,78 @@ class Segment:
                       b"".join(TIMEINDEX_ENTRY.pack(t, r)
                                for t, r in timeindex_entries))
 
-    def truncate_indexes(self, position: int) -> tuple[int, int]:
-        """Drop index entries at or past ``position``; return the last kept
-        entry's (relative offset, position) or (-1, 0)."""
+    def index_problem(self, idx: bytes, tidx: bytes, buf, end: int,
+                      last_offset: int | None) -> str | None:
+        """Why ``idx``/``tidx`` cannot be trusted for the data ``buf[:end]``,
+        or None when they pass the I-3 checks.
+
+        ``last_offset`` is the last offset of a sealed segment (None for the
+        active one). The checks are cheap (no scan): both files are well
+        formed and sorted (I-1, T-1), pair up entry by entry (T-2), a sealed
+        segment's timeindex ends with its final max timestamp (T-3), and the
+        batch at the last index entry really ends at that entry's offset.
+        Every lookup still verifies the batch it lands on.
+        """
+        if _native.index_validate(idx, end) is not None:
+            return "offset index is malformed or points past the data"
+        if _native.timeindex_validate(tidx) is not None:
+            return "time index is malformed"
+        n, nt = len(idx) // 8, len(tidx) // 12
+        sealed = last_offset is not None and end > 0
+        if nt != n + (1 if sealed else 0):
+            return f"{n} index entries but {nt} time index entries"
+        # T-2: entry i of both files names the same relative offset (raw
+        # big-endian words compared as native ints: equality is unaffected)
+        if n and memoryview(idx).cast("i")[0::2].tolist() != \
+                memoryview(tidx).cast("i")[2::3].tolist()[:n]:
+            return "index and time index disagree on relative offsets"
+        if sealed and TIMEINDEX_ENTRY.unpack_from(tidx, 12 * n)[1] != \
+                last_offset - self.base_offset:
+            return "time index does not end at the segment's last offset (T-3)"
+        if n:
+            rel, pos = INDEX_ENTRY.unpack_from(idx, 8 * (n - 1))
+            try:
+                h = _native.read_batch_header(buf, pos, end)
+            except CorruptLogError:
+                return f"last index entry points at no batch (position {pos})"
+            if not h.crc_valid or h.last_offset != self.base_offset + rel:
+                return f"last index entry does not match the batch at {pos}"
+        return None
+
+    def scan_indexes(self, buf, end: int, sealed: bool):
+        """Rebuild both indexes by scanning ``buf[:end]`` (I-3).
+
+        Returns (idx bytes, tidx bytes, complete): ``complete`` is False when
+        the scan stopped at a bad batch, whose entries are then left out (the
+        read that reaches it raises CorruptLogError)."""
+        r = _native.scan_segment(buf if buf is not None else b"", 0, end,
+                                 expected_offset=self.base_offset,
+                                 segment_base_offset=self.base_offset,
+                                 index_interval_bytes=INDEX_INTERVAL_BYTES)
+        tentries = list(r.timeindex_entries)
+        if sealed and r.batch_count:     # T-3
+            tentries.append((r.max_timestamp, r.next_offset - 1 - self.base_offset))
+        idx = b"".join(INDEX_ENTRY.pack(rel, p) for rel, p in r.index_entries)
+        tidx = b"".join(TIMEINDEX_ENTRY.pack(t, rel) for t, rel in tentries)
+        return idx, tidx, r.error_position is None and r.end_position == end
+
+    def indexes_before(self, position: int) -> tuple[bytes, bytes]:
+        """The index entries for batches before ``position`` and as many time
+        index entries (a sealed segment's T-3 entry is dropped): what stays
+        true when the segment is cut or appended to at ``position``."""
         idx = self.read_index()
-        bad = _native.index_validate(idx, max(position, 1) + 2**31)
-        if bad is not None:
-            idx = idx[:bad - bad % INDEX_ENTRY.size]
+        idx = idx[:len(idx) - len(idx) % 8]
         keep = 0
-        last = (-1, 0)
-        for i in range(0, len(idx) - len(idx) % 8, 8):
-            rel, pos = INDEX_ENTRY.unpack_from(idx, i)
-            if pos >= position:
+        for i in range(0, len(idx), 8):
+            if INDEX_ENTRY.unpack_from(idx, i)[1] >= position:
                 break
             keep = i + 8
-            last = (rel, pos)
-        tidx = self.read_timeindex()
-        tkeep = min(len(tidx) - len(tidx) % 12, (keep // 8) * 12)
-        _replace_file(self.index_path, idx[:keep])
-        _replace_file(self.timeindex_path, tidx[:tkeep])
-        return last
+        return idx[:keep], self.read_timeindex()[:(keep // 8) * 12]
+
+    def replace_indexes(self, idx: bytes, tidx: bytes) -> None:
+        """Replace both index files with these bytes, each atomically (I-3)."""
+        _replace_file(self.index_path, idx)
+        _replace_file(self.timeindex_path, tidx)
 
     def close(self) -> None:
         self.unmap()

@@ -1,0 +1,701 @@
+"""Inspection of logs and segment files, shared by the CLI and the tests.
+
+Everything here is read-only and works on damaged data: functions return
+plain data (dicts, lists of :class:`Problem`) instead of raising on
+corruption. Only expected failures (a path that does not exist, a file that
+cannot be read) raise ``OSError`` or :class:`pylog.PylogError`.
+
+* :func:`dump_segment` walks a bare ``.log`` file (no metadata needed) and
+  describes every batch and, optionally, every record.
+* :func:`dump_index` decodes an ``.index`` or ``.timeindex`` file.
+* :func:`verify_log` checks a whole log: batch CRCs and framing, offset
+  continuity inside and across segments, index entries against the log, and
+  the LMDB metadata against the segments. It opens nothing for writing and
+  works while other processes append (it checks up to the committed end).
+* :func:`log_info` summarizes topics, partitions and groups.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import re
+
+from dataclasses import asdict, dataclass
+
+from . import _native, batch
+from .errors import CorruptLogError, PylogError
+from .segment import INDEX_ENTRY, TIMEINDEX_ENTRY, parse_segment_name
+
+CODEC_NAMES = {0: "none", 1: "gzip", 2: "snappy", 3: "lz4", 4: "zstd"}
+_ZERO_CHUNK = 1 << 20
+_HEADER_MIN = 12          # baseOffset + batchLength
+_STATE_FILE = "partition.state"
+_PARTITION_DIR = re.compile(r"(.+)-(\d+)\Z")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong: the file, the byte position in it (None when the
+    problem concerns the whole file) and what is wrong."""
+    file: str
+    position: int | None
+    message: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        where = self.file if self.position is None else \
+            f"{self.file} at position {self.position}"
+        return f"{where}: {self.message}"
+
+
+# ---------------------------------------------------------------------------
+# safe rendering of bytes
+# ---------------------------------------------------------------------------
+
+def safe_text(data) -> str | None:
+    """Printable text as is; anything else escaped (``\\x00``, ``\\n``)."""
+    if data is None:
+        return None
+    data = bytes(data)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and text.isprintable():
+        return text
+    out = []
+    if text is not None:
+        for ch in text:
+            if ch.isprintable() and ch != "\\":
+                out.append(ch)
+            elif ch == "\\":
+                out.append("\\\\")
+            else:
+                out.append(ch.encode("unicode_escape").decode("ascii"))
+        return "".join(out)
+    for b in data:
+        if 0x20 <= b < 0x7f and b != 0x5c:
+            out.append(chr(b))
+        elif b == 0x5c:
+            out.append("\\\\")
+        else:
+            out.append({0x0a: "\\n", 0x0d: "\\r", 0x09: "\\t"}.get(b, f"\\x{b:02x}"))
+    return "".join(out)
+
+
+def is_text(data) -> bool:
+    if data is None:
+        return True
+    try:
+        return bytes(data).decode("utf-8").isprintable()
+    except UnicodeDecodeError:
+        return False
+
+
+# ---------------------------------------------------------------------------
+# low-level walking
+# ---------------------------------------------------------------------------
+
+class _File:
+    """A read-only view of a file (mmap; b"" when empty)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            st = os.fstat(fd)
+            if not os.path.isfile(path):
+                raise PylogError(f"{path} is not a regular file")
+            self.size = st.st_size
+            self.buf = (mmap.mmap(fd, self.size, mmap.MAP_SHARED, mmap.PROT_READ)
+                        if self.size else b"")
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        if isinstance(self.buf, mmap.mmap):
+            self.buf.close()
+        self.buf = b""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def first_nonzero(buf, start: int, end: int) -> int | None:
+    """Position of the first non-zero byte of buf[start:end], or None."""
+    pos = start
+    while pos < end:
+        stop = min(end, pos + _ZERO_CHUNK)
+        chunk = buf[pos:stop]
+        rest = chunk.lstrip(b"\0")
+        if rest:
+            return pos + len(chunk) - len(rest)
+        pos = stop
+    return None
+
+
+def _resync(buf, start: int, end: int) -> int | None:
+    """The next position after ``start`` where a whole batch with a valid CRC
+    starts (found by its magic byte), or None."""
+    magic_at = _native.MAGIC_OFFSET  # noqa: (module constant)
+    q = start + 1 + magic_at
+    while True:
+        q = buf.find(b"\x02", q, end)
+        if q < 0:
+            return None
+        cand = q - magic_at
+        try:
+            h = _native.read_batch_header(buf, cand, end)
+        except (CorruptLogError, PylogError):
+            h = None
+        if h is not None and h.crc_valid:
+            return cand
+        q += 1
+
+
+def _valid_at(buf, pos: int, end: int) -> bool:
+    try:
+        return _native.read_batch_header(buf, pos, end).crc_valid
+    except (CorruptLogError, PylogError):
+        return False
+
+
+def walk_batches(buf, start: int, end: int, *, expected_offset: int | None = None,
+                 strict_tail: bool = True):
+    """Yield ("batch", header) and ("problem", position, message) for
+    buf[start:end], continuing after damage where a later valid batch can be
+    found. A zero-filled tail (the preallocated active segment) is a clean
+    end; with ``strict_tail`` non-zero bytes after it are a problem.
+    The final item is ("end", valid_end, next_offset)."""
+    pos = start
+    expected = expected_offset
+    valid_end = start
+    while pos < end:
+        if end - pos < _HEADER_MIN or buf[pos:pos + _HEADER_MIN] == bytes(_HEADER_MIN):
+            nz = first_nonzero(buf, pos, end)
+            if nz is None:
+                break
+            if not strict_tail:
+                break
+            if end - pos < _HEADER_MIN and nz >= pos:
+                yield ("problem", pos, f"{end - pos} trailing bytes are too few "
+                       "for a batch header (truncated batch)")
+                break
+            nxt = _resync(buf, nz - 1, end) if nz > 0 else _resync(buf, -1, end)
+            if nxt is None:
+                yield ("problem", pos, "zero bytes where a batch should start, "
+                       f"but non-zero data follows at position {nz} (garbage "
+                       "after the last batch)")
+                break
+            yield ("problem", pos, "zero bytes where a batch should start, "
+                   f"followed by a valid batch at position {nxt}")
+            pos = nxt
+            continue
+        try:
+            h = _native.read_batch_header(buf, pos, end)
+        except CorruptLogError as exc:
+            reason = exc.reason
+            nxt = _resync(buf, pos, end)
+            if nxt is None:
+                tail = first_nonzero(buf, pos, end)
+                yield ("problem", pos, f"{reason}; no valid batch follows "
+                       f"({end - pos} bytes unreadable{'' if tail is not None else ''})")
+                break
+            yield ("problem", pos, f"{reason}; skipped {nxt - pos} bytes to the "
+                   f"next valid batch at position {nxt}")
+            pos = nxt
+            continue
+        yield ("batch", h)
+        if not h.crc_valid:
+            nxt = h.end_position
+            plausible = nxt >= end or buf[nxt:nxt + _HEADER_MIN] == bytes(
+                min(_HEADER_MIN, end - nxt)) or _valid_at(buf, nxt, end)
+            msg = (f"CRC32C mismatch in batch {h.base_offset}..{h.last_offset}: "
+                   f"stored {h.crc:#010x} does not match its contents (B-4)")
+            if not plausible:
+                nxt = _resync(buf, pos, end)
+                msg += ("; its length field looks damaged too, " +
+                        (f"resuming at the next valid batch at position {nxt}"
+                         if nxt is not None else "and no valid batch follows"))
+            yield ("problem", pos, msg)
+            expected = None          # the header is not trustworthy
+            if nxt is None:
+                break
+            pos = nxt
+            continue
+        if expected is not None and h.base_offset != expected:
+            yield ("problem", pos, f"baseOffset {h.base_offset} is not the "
+                   f"expected next offset {expected}")
+        expected = h.next_offset
+        valid_end = h.end_position
+        pos = h.end_position
+    yield ("end", valid_end, expected)
+
+
+# ---------------------------------------------------------------------------
+# dump
+# ---------------------------------------------------------------------------
+
+def batch_dict(h) -> dict:
+    return {
+        "base_offset": h.base_offset, "last_offset": h.last_offset,
+        "count": h.records_count, "position": h.position, "size": h.size,
+        "first_timestamp": h.base_timestamp, "max_timestamp": h.max_timestamp,
+        "timestamp_type": "log_append" if h.timestamp_type else "create",
+        "codec": CODEC_NAMES.get(h.codec, str(h.codec)),
+        "producer_id": h.producer_id, "producer_epoch": h.producer_epoch,
+        "base_sequence": h.base_sequence,
+        "partition_leader_epoch": h.partition_leader_epoch, "magic": h.magic,
+        "is_transactional": h.is_transactional, "is_control": h.is_control,
+        "crc": h.crc, "crc_valid": h.crc_valid,
+    }
+
+
+def record_dict(rec, values: bool) -> dict:
+    offset, ts, key, value, headers = rec
+    d = {"offset": offset, "timestamp": ts,
+         "key": safe_text(key), "key_size": None if key is None else len(key),
+         "header_keys": [k for k, _ in headers],
+         "value_size": None if value is None else len(value)}
+    if values:
+        d["value"] = safe_text(value)
+        d["value_is_text"] = is_text(value)
+    return d
+
+
+def dump_segment(path: str, records: bool = False, values: bool = False,
+                 end: int | None = None) -> dict:
+    """Describe every batch of the segment file ``path`` (see module doc).
+
+    Returns {"file", "size", "base_offset", "valid_end", "next_offset",
+    "batches": [...], "problems": [Problem...]}; batches carry "records" when
+    ``records`` (or ``values``) is true."""
+    records = records or values
+    base = parse_segment_name(os.path.basename(path))
+    out = {"file": path, "size": 0, "base_offset": base, "batches": [],
+           "problems": [], "valid_end": 0, "next_offset": None}
+    with _File(path) as f:
+        out["size"] = f.size
+        stop = f.size if end is None else min(end, f.size)
+        for item in walk_batches(f.buf, 0, stop, expected_offset=base):
+            if item[0] == "batch":
+                h = item[1]
+                d = batch_dict(h)
+                if records and h.crc_valid:
+                    try:
+                        d["records"] = [record_dict(r, values)
+                                        for r in batch.decode(f.buf, h)]
+                    except CorruptLogError as exc:
+                        d["records"] = []
+                        out["problems"].append(Problem(
+                            path, h.position, f"records of batch {h.base_offset} "
+                            f"cannot be decoded: {exc.reason}"))
+                out["batches"].append(d)
+            elif item[0] == "problem":
+                out["problems"].append(Problem(path, item[1], item[2]))
+            else:
+                out["valid_end"], out["next_offset"] = item[1], item[2]
+    return out
+
+
+def dump_index(path: str) -> dict:
+    """Entries of an ``.index`` (relative offset, position) or ``.timeindex``
+    (timestamp, relative offset) file, with problems found by validation."""
+    time_index = path.endswith(".timeindex")
+    ent = TIMEINDEX_ENTRY if time_index else INDEX_ENTRY
+    with open(path, "rb") as fh:
+        data = fh.read()
+    problems = []
+    usable = len(data) - len(data) % ent.size
+    if usable != len(data):
+        problems.append(Problem(path, usable, f"{len(data) - usable} trailing "
+                                f"bytes do not make a whole {ent.size}-byte entry"))
+    if time_index:
+        bad = _native.timeindex_validate(data[:usable])
+        entries = [{"timestamp": t, "relative_offset": r}
+                   for t, r in ent.iter_unpack(data[:usable])]
+    else:
+        bad = _native.index_validate(data[:usable], 2**31 - 1)
+        entries = [{"relative_offset": r, "position": p}
+                   for r, p in ent.iter_unpack(data[:usable])]
+    if bad is not None:
+        problems.append(Problem(path, bad, "entries are not increasing or out "
+                                "of range from here on"))
+    return {"file": path, "kind": "timeindex" if time_index else "index",
+            "entries": entries, "problems": problems}
+
+
+# ---------------------------------------------------------------------------
+# log-level helpers
+# ---------------------------------------------------------------------------
+
+def _writers_present(root: str) -> bool:
+    from .log import LOCK_FILE, _writers_present as probe
+    lp = os.path.join(root, LOCK_FILE)
+    return os.path.exists(lp) and probe(lp)
+
+
+def read_partition_state(part_dir: str):
+    """The published state of a partition (pylog.partition.State) or None."""
+    from .partition import State
+    p = os.path.join(part_dir, _STATE_FILE)
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        if os.fstat(fd).st_size < _native.STATE_SIZE:
+            return None
+        m = mmap.mmap(fd, _native.STATE_SIZE, mmap.MAP_SHARED, mmap.PROT_READ)
+    finally:
+        os.close(fd)
+    try:
+        if m[:4] != b"PLST":
+            return None
+        vals = _native.state_read(m)
+    finally:
+        m.close()
+    return None if vals is None else State(vals)
+
+
+def _segment_bases(part_dir: str) -> list[int]:
+    return sorted(b for b in (parse_segment_name(n) for n in os.listdir(part_dir))
+                  if b is not None)
+
+
+def _open_metadata(root: str):
+    from .metadata import Metadata
+    if not os.path.isdir(root):
+        raise PylogError(f"{root}: no such directory")
+    if not os.path.isdir(os.path.join(root, "meta")):
+        raise PylogError(f"{root} is not a pylog log (meta/ is missing)")
+    return Metadata(root, sync=False, readonly=True)
+
+
+# ---------------------------------------------------------------------------
+# verify
+# ---------------------------------------------------------------------------
+
+def verify_log(path: str, progress=None) -> list[Problem]:
+    """Check the whole log at ``path``; return the problems (empty: sound).
+
+    ``progress(done_bytes, total_bytes)`` is called as segments are checked.
+    Raises PylogError only when ``path`` is not a log at all."""
+    root = os.path.abspath(path)
+    problems: list[Problem] = []
+    try:
+        meta = _open_metadata(root)
+    except CorruptLogError as exc:
+        return [Problem(exc.path or os.path.join(root, "meta"), exc.position,
+                        exc.reason)]
+    try:
+        return _verify(root, meta, problems, progress)
+    finally:
+        meta.close()
+
+
+def _verify(root, meta, problems, progress):
+    meta_path = meta.path
+    live = _writers_present(root)
+    try:
+        topics = meta.topics()
+    except CorruptLogError as exc:
+        problems.append(Problem(exc.path or meta_path, exc.position, exc.reason))
+        return problems
+    # group offsets first: anything committed before this snapshot is at
+    # or below the partition ends read afterwards
+    group_offsets = {}
+    try:
+        for g in sorted(meta.groups_with_offsets()):
+            group_offsets[g] = meta.group_offsets(g)
+    except (CorruptLogError, UnicodeDecodeError) as exc:
+        problems.append(Problem(meta_path, None, f"consumer offsets: {exc}"))
+    parts = []
+    total = 0
+    for t, doc in sorted(topics.items()):
+        for p in range(doc["partitions"]):
+            d = os.path.join(root, f"{t}-{p}")
+            parts.append((t, p, d))
+            if os.path.isdir(d):
+                for b in _segment_bases(d):
+                    try:
+                        total += os.path.getsize(os.path.join(d, f"{b:020d}.log"))
+                    except OSError:
+                        pass
+    done = [0]
+
+    def advance(n):
+        done[0] += n
+        if progress is not None:
+            progress(min(done[0], total), total)
+
+    if progress is not None:
+        progress(0, total)
+    ends = {}
+    for t, p, d in parts:
+        ends[(t, p)] = _verify_partition(root, meta, t, p, d, live, problems, advance)
+    # orphan partition directories
+    for name in sorted(os.listdir(root)):
+        full = os.path.join(root, name)
+        m = _PARTITION_DIR.match(name)
+        if not m or not os.path.isdir(full) or name.endswith("-delete"):
+            continue
+        t, p = m.group(1), int(m.group(2))
+        if t not in topics or p >= topics[t]["partitions"]:
+            problems.append(Problem(full, None, "partition directory is not in "
+                                    "the metadata (no such topic or partition)"))
+    # committed offsets against the partitions
+    for g, offs in group_offsets.items():
+        for (t, p), committed in sorted(offs.items()):
+            if t not in topics or p >= topics[t]["partitions"]:
+                problems.append(Problem(meta_path, None, f"group {g!r} has a "
+                                        f"committed offset for {t}-{p}, which "
+                                        "does not exist"))
+                continue
+            end = ends.get((t, p))
+            if end is not None and committed > end:
+                problems.append(Problem(meta_path, None, f"group {g!r} committed "
+                                        f"offset {committed} for {t}-{p}, past "
+                                        f"its end offset {end}"))
+    if progress is not None:
+        progress(total, total)
+    return problems
+
+
+def _verify_partition(root, meta, t, p, d, live, problems, advance):
+    """Check one partition; return its end offset (None if unknown)."""
+    if not os.path.isdir(d):
+        problems.append(Problem(d, None, "partition directory is missing"))
+        return None
+    try:
+        pm = meta.partition_meta(t, p)
+    except CorruptLogError as exc:
+        problems.append(Problem(exc.path or meta.path, None, exc.reason))
+        pm = None
+    st = read_partition_state(d) if live else None
+    bases = _segment_bases(d)
+    if st is not None:
+        bases = [b for b in bases if b <= st.active_base]
+    start = pm.log_start_offset if pm else 0
+    # leftovers of an interrupted retention pass (P-5) are not damage
+    while len(bases) > 1 and bases[1] <= start:
+        bases.pop(0)
+    if not bases:
+        problems.append(Problem(d, None, "partition has no segment files"))
+        return None
+    if pm is not None and start < bases[0]:
+        problems.append(Problem(
+            os.path.join(d, f"{bases[0]:020d}.log"), 0,
+            f"log start offset in the metadata is {start} but the first "
+            f"segment begins at offset {bases[0]}: records {start}.."
+            f"{bases[0] - 1} are missing"))
+    next_offset = None
+    seg_info = {}
+    for i, base in enumerate(bases):
+        last = i == len(bases) - 1
+        seg_path = os.path.join(d, f"{base:020d}.log")
+        if next_offset is not None and base != next_offset:
+            problems.append(Problem(seg_path, 0, f"segment starts at offset "
+                                    f"{base} but the previous segment ends at "
+                                    f"offset {next_offset}"))
+        try:
+            f = _File(seg_path)
+        except FileNotFoundError:
+            if live:
+                continue      # deleted by retention meanwhile
+            raise
+        with f:
+            size = f.size
+            if st is not None and last and base == st.active_base:
+                end = st.active_position
+                if end > size:
+                    problems.append(Problem(seg_path, size, f"segment is {size} "
+                                            f"bytes but its committed end is {end}"))
+                    end = size
+                strict = False
+            else:
+                end = size
+                strict = True
+            seg_next, valid_end, positions = _verify_segment(
+                f, base, end, strict, problems)
+            seg_info[base] = (valid_end, seg_next, positions, f.size)
+            _verify_indexes(f, base, end, valid_end, seg_next, live and last,
+                            positions, problems)
+            if pm is not None and pm.checkpoint_base == base and pm.checkpoint_position:
+                cp = pm.checkpoint_position
+                if cp <= valid_end and positions is not None:
+                    ok = (cp == valid_end and pm.checkpoint_next_offset == seg_next) \
+                        or positions.get(cp) == pm.checkpoint_next_offset
+                    if not ok:
+                        problems.append(Problem(
+                            meta.path, None, f"recovery checkpoint of {t}-{p} "
+                            f"(segment {base}, position {cp}, next offset "
+                            f"{pm.checkpoint_next_offset}) does not match a "
+                            "batch boundary of the segment"))
+                elif cp > valid_end and not (live and last):
+                    problems.append(Problem(
+                        meta.path, None, f"recovery checkpoint of {t}-{p} is at "
+                        f"position {cp} of segment {base}, past its last valid "
+                        f"batch ending at {valid_end}"))
+        advance(size)
+        next_offset = seg_next
+    if st is not None and next_offset is not None and next_offset != st.next_offset:
+        problems.append(Problem(os.path.join(d, _STATE_FILE), None,
+                                f"published end offset {st.next_offset} differs "
+                                f"from the segments' end offset {next_offset}"))
+    if pm is not None and next_offset is not None and start > next_offset:
+        problems.append(Problem(meta.path, None, f"log start offset {start} of "
+                                f"{t}-{p} is past its end offset {next_offset}"))
+    return next_offset
+
+
+def _verify_segment(f, base, end, strict, problems):
+    """Scan one segment. Returns (next offset, valid end, {position: base
+    offset of the batch there} or None when the fast path sufficed)."""
+    buf = f.buf if f.size else b""
+    r = _native.scan_segment(buf, 0, end, expected_offset=base,
+                             segment_base_offset=base)
+    clean = r.error_position is None
+    if clean and strict:
+        clean = first_nonzero(buf, r.end_position, end) is None
+    if clean:
+        return (r.next_offset if r.batch_count else base), r.end_position, None
+    # slow path: walk batch by batch to report every problem
+    positions = {}
+    next_offset = base
+    valid_end = 0
+    for item in walk_batches(buf, 0, end, expected_offset=base, strict_tail=strict):
+        if item[0] == "batch":
+            h = item[1]
+            positions[h.position] = h.base_offset
+            if h.crc_valid:
+                try:
+                    batch.decode(buf, h)
+                except CorruptLogError as exc:
+                    problems.append(Problem(f.path, h.position,
+                                            f"records cannot be decoded: {exc.reason}"))
+        elif item[0] == "problem":
+            problems.append(Problem(f.path, item[1], item[2]))
+        else:
+            valid_end, next_offset = item[1], item[2]
+    return next_offset, valid_end, positions
+
+
+def _verify_indexes(f, base, end, valid_end, seg_next, live_active, positions,
+                    problems):
+    stem = f.path[:-4]
+    ipath, tpath = stem + ".index", stem + ".timeindex"
+    last_rel = seg_next - 1 - base
+    for p_, kind in ((ipath, "offset index"), (tpath, "time index")):
+        if not os.path.exists(p_):
+            problems.append(Problem(p_, None, f"{kind} file is missing "
+                                    "(derived data: rebuilt on the next open)"))
+    if os.path.exists(ipath):
+        with open(ipath, "rb") as fh:
+            idx = fh.read()
+        usable = len(idx) - len(idx) % 8
+        if usable != len(idx) and not live_active:
+            problems.append(Problem(ipath, usable, "index ends with a partial entry"))
+        limit = f.size if live_active else max(valid_end, 1)
+        bad = _native.index_validate(idx[:usable], limit)
+        if bad is not None:
+            problems.append(Problem(ipath, bad, "index entries are not increasing "
+                                    "or point past the end of the segment"))
+            usable = bad - bad % 8
+        for i in range(0, usable, 8):
+            rel, pos = INDEX_ENTRY.unpack_from(idx, i)
+            if pos >= end:
+                if live_active:
+                    break
+                problems.append(Problem(ipath, i, f"entry (relative offset {rel}, "
+                                        f"position {pos}) points past the last "
+                                        f"batch, which ends at {valid_end}"))
+                break
+            msg = _check_index_entry(f.buf, base, rel, pos, end)
+            if msg:
+                problems.append(Problem(ipath, i, msg))
+                break
+    if os.path.exists(tpath):
+        with open(tpath, "rb") as fh:
+            tidx = fh.read()
+        usable = len(tidx) - len(tidx) % 12
+        if usable != len(tidx) and not live_active:
+            problems.append(Problem(tpath, usable, "time index ends with a "
+                                    "partial entry"))
+        bad = _native.timeindex_validate(tidx[:usable])
+        if bad is not None:
+            problems.append(Problem(tpath, bad, "time index entries are not "
+                                    "increasing"))
+            usable = bad - bad % 12
+        for i in range(0, usable, 12):
+            ts, rel = TIMEINDEX_ENTRY.unpack_from(tidx, i)
+            if rel > last_rel or rel < 0:
+                if live_active and rel > last_rel:
+                    break
+                problems.append(Problem(tpath, i, f"entry (timestamp {ts}, "
+                                        f"relative offset {rel}) names an offset "
+                                        f"outside the segment's 0..{last_rel}"))
+                break
+
+
+def _check_index_entry(buf, base, rel, pos, end) -> str | None:
+    try:
+        h = _native.read_batch_header(buf, pos, end)
+    except CorruptLogError as exc:
+        return (f"entry (relative offset {rel}, position {pos}) does not point "
+                f"at a batch: {exc.reason}")
+    if not h.crc_valid:
+        return (f"entry (relative offset {rel}, position {pos}) points at a "
+                "batch whose CRC is invalid")
+    if h.last_offset - base != rel:
+        return (f"entry says relative offset {rel} at position {pos}, but the "
+                f"batch there ends at relative offset {h.last_offset - base}")
+    return None
+
+
+# ---------------------------------------------------------------------------
+# info
+# ---------------------------------------------------------------------------
+
+def jsonable(obj):
+    """Convert API results (NamedTuples, TopicPartition keys) to JSON data."""
+    if isinstance(obj, tuple) and hasattr(obj, "_asdict"):
+        return {k: jsonable(v) for k, v in obj._asdict().items()}
+    if isinstance(obj, dict):
+        return {(k if isinstance(k, str) else
+                 f"{k[0]}-{k[1]}" if isinstance(k, tuple) else str(k)): jsonable(v)
+                for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set)):
+        return [jsonable(v) for v in obj]
+    return obj
+
+
+def log_info(log) -> dict:
+    """Topics (describe_topic) and groups (describe_group) of an open log.
+    A partition that cannot be read is reported under "errors"."""
+    topics, errors = [], []
+    for name in log.topics():
+        try:
+            topics.append(jsonable(log.describe_topic(name)))
+        except (PylogError, OSError) as exc:
+            errors.append(f"topic {name}: {exc}")
+    groups = []
+    for g in log.groups():
+        try:
+            groups.append(jsonable(log.describe_group(g)))
+        except (PylogError, OSError) as exc:
+            errors.append(f"group {g}: {exc}")
+    return {"path": log.path, "topics": topics, "groups": groups,
+            "errors": errors}
+
+
+__all__ = ["Problem", "safe_text", "is_text", "walk_batches", "dump_segment",
+           "dump_index", "verify_log", "log_info", "read_partition_state",
+           "jsonable", "CODEC_NAMES"]
+

@@ -1,0 +1,277 @@
+"""Consumer without and with a single member: poll, commit, seek, time,
+pause, lag, retention, wake-ups, run()."""
+
+import threading
+import time
+
+import pytest
+
+import pylog
+from pylog import TopicPartition as TP
+
+
+@pytest.fixture
+def log(tmp_path):
+    lg = pylog.open(tmp_path, sync="never")
+    yield lg
+    lg.close()
+
+
+def drain(c, timeout=0.05):
+    out = []
+    while batch := c.poll(timeout=timeout, max_records=10_000):
+        out.extend(batch)
+    return out
+
+
+def fill(log, topic="t", n=100, partitions=1, **kw):
+    log.create_topic(topic, partitions=partitions, **kw)
+    p = log.producer()
+    for i in range(n):
+        p.send(topic, b"v%d" % i, partition=i % partitions, timestamp_ms=10_000 + i * 10)
+    return p
+
+
+def test_auto_offset_reset(log):
+    fill(log)
+    assert len(drain(log.consumer("t", auto_offset_reset="earliest"))) == 100
+    assert drain(log.consumer("t", auto_offset_reset="latest")) == []
+    c = log.consumer("t", group_id="g", auto_offset_reset="none")
+    with pytest.raises(pylog.OffsetOutOfRange):
+        c.poll(timeout=0.1)
+
+
+def test_committed_offset_survives_restart(tmp_path):
+    with pylog.open(tmp_path) as log:
+        fill(log)
+        c = log.consumer("t", group_id="g", auto_offset_reset="earliest",
+                         enable_auto_commit=False)
+        first = c.poll(timeout=0.5, max_records=30)
+        assert [r.offset for r in first] == list(range(30))
+        c.commit()
+        assert c.committed(TP("t", 0)) == 30
+        c.poll(timeout=0.1, max_records=10)      # read but not committed
+        c.close()
+    with pylog.open(tmp_path) as log:
+        c = log.consumer("t", group_id="g", auto_offset_reset="earliest")
+        assert c.poll(timeout=0.5, max_records=1)[0].offset == 30
+        c.close()
+
+
+def test_auto_commit_commits_only_what_poll_returned(log):
+    fill(log)
+    c = log.consumer("t", group_id="g", auto_offset_reset="earliest",
+                     enable_auto_commit=True, auto_commit_interval_ms=1)
+    c.poll(timeout=0.5, max_records=10)
+    time.sleep(0.01)
+    c.poll(timeout=0, max_records=15)     # auto-commit of the first 10 happens here
+    assert c.committed(TP("t", 0)) == 10
+    c.close()                             # commits the position: 25
+    c2 = log.consumer("t", group_id="g")
+    assert c2.position(TP("t", 0)) == 25
+    c2.close()
+
+
+def test_manual_assign_seek_and_positions(log):
+    fill(log, partitions=2)
+    c = log.consumer(enable_auto_commit=False)
+    tp = TP("t", 1)
+    c.assign([tp])
+    assert c.assignment() == {tp}
+    c.seek(tp, 20)
+    recs = c.poll(timeout=0.5, max_records=5)
+    assert [r.offset for r in recs] == [20, 21, 22, 23, 24]
+    assert all(r.partition == 1 for r in recs)
+    assert c.position(tp) == 25
+    c.seek_to_end()
+    assert c.position(tp) == 50 and c.lag() == {tp: 0}
+    c.seek_to_beginning(tp)
+    assert c.lag() == {tp: 50}
+    with pytest.raises(pylog.OffsetOutOfRange):
+        c.seek(tp, 51)
+    with pytest.raises(pylog.InvalidArgument):
+        c.seek(TP("t", 0), 0)         # not assigned
+    with pytest.raises(pylog.InvalidArgument):
+        c.commit()                    # no group
+
+
+def test_offsets_for_times(log):
+    fill(log, n=200)   # timestamps 10000, 10010, ...
+    c = log.consumer(enable_auto_commit=False)
+    tp = TP("t", 0)
+    c.assign([tp])
+    got = c.offsets_for_times({tp: 10_000 + 1234})
+    assert got == {tp: 124}           # first record at or after the time
+    assert c.offsets_for_times({tp: 0}) == {tp: 0}
+    assert c.offsets_for_times({tp: 10**12}) == {tp: None}
+    c.seek(tp, got[tp])
+    assert c.poll(timeout=0.5, max_records=1)[0].timestamp_ms == 11_240
+
+
+def test_offsets_for_times_across_segments(log):
+    log.create_topic("t", segment_bytes=64 * 1024, retention_ms=-1)
+    p = log.producer()
+    for i in range(3000):
+        p.send("t", b"x" * 100, timestamp_ms=1_000_000 + i)
+    assert log.describe_topic("t").partition_info[0].segments > 3
+    c = log.consumer(enable_auto_commit=False)
+    tp = TP("t", 0)
+    c.assign([tp])
+    for target in (1_000_000, 1_000_001, 1_001_500, 1_002_999):
+        assert c.offsets_for_times({tp: target})[tp] == target - 1_000_000
+
+
+def test_pause_resume(log):
+    fill(log, partitions=2, n=20)
+    c = log.consumer("t", auto_offset_reset="earliest")
+    c.pause(TP("t", 0))
+    assert {r.partition for r in drain(c)} == {1}
+    c.resume(TP("t", 0))
+    assert {r.partition for r in drain(c)} == {0}
+    assert c.paused() == set()
+
+
+def test_poll_values(log):
+    fill(log, n=10)
+    c = log.consumer("t", auto_offset_reset="earliest")
+    assert c.poll_values(timeout=0.5) == [b"v%d" % i for i in range(10)]
+
+
+def test_poll_wakes_on_append_from_another_thread(log):
+    log.create_topic("t")
+    c = log.consumer("t", auto_offset_reset="latest")
+    assert c.poll(timeout=0) == []
+    p = log.producer()
+    t = threading.Timer(0.2, lambda: p.send("t", b"late"))
+    t.start()
+    t0 = time.monotonic()
+    recs = c.poll(timeout=5.0)
+    waited = time.monotonic() - t0
+    assert [r.value for r in recs] == [b"late"]
+    assert waited < 4.0          # woken by the append, not by the timeout
+    t.join()
+
+
+def test_idle_poll_uses_little_cpu(log):
+    log.create_topic("t")
+    c = log.consumer("t")
+    cpu0 = time.process_time()
+    assert c.poll(timeout=1.0) == []
+    assert time.process_time() - cpu0 < 0.3   # a busy loop would burn ~1 s
+
+
+def test_retention_moves_group_per_auto_offset_reset(log):
+    log.create_topic("t", segment_bytes=64 * 1024, retention_bytes=64 * 1024)
+    p = log.producer()
+    for i in range(200):
+        p.send("t", b"x" * 100)
+    c = log.consumer("t", group_id="g", auto_offset_reset="earliest", enable_auto_commit=False)
+    c.poll(timeout=0.5, max_records=5)
+    c.commit()
+    c.close()
+    for i in range(3000):
+        p.send("t", b"y" * 100)
+    log.enforce_retention()
+    start = log.describe_topic("t").partition_info[0].start_offset
+    assert start > 5
+    c = log.consumer("t", group_id="g", auto_offset_reset="earliest",
+                     enable_auto_commit=False)
+    assert c.poll(timeout=0.5, max_records=1)[0].offset == start
+    c.close()
+    c = log.consumer("t", group_id="g", auto_offset_reset="none")
+    with pytest.raises(pylog.OffsetOutOfRange):
+        c.poll(timeout=0.2)
+    c.close(autocommit=False)
+
+
+def test_run_handler_at_least_once(tmp_path):
+    with pylog.open(tmp_path) as log:
+        fill(log, n=20)
+        seen = []
+
+        def handler(rec):
+            if rec.offset == 12:
+                raise RuntimeError("boom")
+            seen.append(rec.offset)
+
+        c = log.consumer("t", group_id="g", auto_offset_reset="earliest")
+        with pytest.raises(RuntimeError):
+            c.run(handler)
+        assert c.committed(TP("t", 0)) == 12      # the failed record is not committed
+        c.close(autocommit=False)
+        stop = threading.Event()
+        c = log.consumer("t", group_id="g", auto_offset_reset="earliest")
+
+        def handler2(rec):
+            seen.append(rec.offset)
+            if rec.offset == 19:
+                stop.set()
+
+        c.run(handler2, stop=stop, commit_every="record")
+        assert seen == list(range(12)) + list(range(12, 20))
+        assert c.committed(TP("t", 0)) == 20
+        c.close()
+
+
+def test_iteration_ends_on_close(log):
+    fill(log, n=5)
+    c = log.consumer("t", auto_offset_reset="earliest")
+    threading.Timer(0.5, c.close).start()
+    assert [r.offset for r in c] == [0, 1, 2, 3, 4]
+
+
+def test_subscribe_pattern_picks_up_new_topic(log):
+    fill(log, topic="orders.eu", n=3)
+    c = log.consumer(pattern=r"orders\..*", group_id="audit", auto_offset_reset="earliest")
+    assert {r.topic for r in drain(c)} == {"orders.eu"}
+    fill(log, topic="orders.us", n=4)
+    fill(log, topic="other", n=4)
+    deadline = time.monotonic() + 5
+    topics = set()
+    while time.monotonic() < deadline and "orders.us" not in topics:
+        topics |= {r.topic for r in c.poll(timeout=0.2)}
+    assert topics == {"orders.us"}
+    c.close()
+
+
+def test_lag_and_describe_group(log):
+    fill(log, n=50, partitions=2)
+    c = log.consumer("t", group_id="g", auto_offset_reset="earliest", enable_auto_commit=False)
+    c.poll(timeout=0.5, max_records=10)
+    lag = c.lag()
+    assert sum(lag.values()) == 40
+    c.commit()
+    d = log.describe_group("g")
+    assert d["lag"] == 40 and len(d["members"]) == 1
+    assert d["members"][0]["alive"]
+    c.close()
+    assert log.describe_group("g")["members"] == []
+    assert "g" in log.groups()
+
+
+def test_reset_group(log):
+    fill(log, n=30)
+    c = log.consumer("t", group_id="g", auto_offset_reset="earliest")
+    drain(c)
+    c.commit()
+    with pytest.raises(pylog.GroupNotEmpty):
+        log.reset_group("g", to="earliest")
+    plan = log.reset_group("g", to="earliest", execute=False)
+    assert plan == {TP("t", 0): 0}
+    c.close()
+    assert log.describe_group("g")["partitions"][0]["committed"] == 30
+    log.reset_group("g", to="offset", value=7)
+    assert log.describe_group("g")["partitions"][0]["committed"] == 7
+    log.reset_group("g", to="datetime", value=10_000 + 150)
+    assert log.describe_group("g")["partitions"][0]["committed"] == 15
+    log.reset_group("g", to="latest")
+    assert log.describe_group("g")["partitions"][0]["committed"] == 30
+
+
+def test_close_is_idempotent_and_final(log):
+    fill(log, n=1)
+    c = log.consumer("t")
+    c.close()
+    c.close()
+    with pytest.raises(pylog.LogClosed):
+        c.poll()

@@ -1,0 +1,243 @@
+"""Log: open/close, topic admin, read-only, fork, and G5 bad input leaving
+the disk unchanged."""
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import pylog
+from pylog import errors
+
+
+def snapshot(root):
+    """Every file under root with its size and hash (pylog.lock/doorbell are
+    coordination files whose content never changes)."""
+    out = {}
+    for d, _, files in os.walk(root):
+        for f in files:
+            p = os.path.join(d, f)
+            with open(p, "rb") as fh:
+                out[os.path.relpath(p, root)] = hashlib.sha256(fh.read()).hexdigest()
+    return out
+
+
+@pytest.fixture
+def log(tmp_path):
+    lg = pylog.open(tmp_path / "log", sync="never")
+    yield lg
+    lg.close()
+
+
+def test_create_describe_delete(log):
+    info = log.create_topic("orders", partitions=3, retention_ms=1000 * 3600)
+    assert info.partitions == 3 and info.config["retention_ms"] == 3600000
+    assert log.topics() == ["orders"]
+    with pytest.raises(pylog.TopicExists):
+        log.create_topic("orders")
+    assert log.create_topic("orders", partitions=9, exist_ok=True).partitions == 3
+    log.producer().send("orders", b"x", partition=1)
+    d = log.describe_topic("orders")
+    assert [p.end_offset for p in d.partition_info] == [0, 1, 0]
+    log.delete_topic("orders")
+    assert log.topics() == []
+    assert not any(n.startswith("orders") for n in os.listdir(log.path))
+    with pytest.raises(pylog.TopicNotFound):
+        log.describe_topic("orders")
+    # a recreated topic starts empty
+    log.create_topic("orders", partitions=1)
+    assert log.describe_topic("orders").partition_info[0].end_offset == 0
+
+
+def test_create_partitions_and_alter(log):
+    log.create_topic("t", partitions=2)
+    p = log.producer()
+    p.send("t", b"a", partition=1)
+    assert log.create_partitions("t", 4).partitions == 4
+    p.send("t", b"b", partition=3)
+    assert log.describe_topic("t").partition_info[3].end_offset == 1
+    with pytest.raises(pylog.InvalidArgument):
+        log.create_partitions("t", 3)
+    log.alter_topic("t", retention_bytes=10_000_000)
+    assert log.describe_topic("t").config["retention_bytes"] == 10_000_000
+    with pytest.raises(pylog.InvalidConfig):
+        log.alter_topic("t", bogus=1)
+
+
+def test_reopen_keeps_everything(tmp_path):
+    with pylog.open(tmp_path, sync="always") as log:
+        log.create_topic("t", partitions=2)
+        mds = log.producer().send_batch("t", [(b"k%d" % i, b"v%d" % i) for i in range(100)])
+    with pylog.open(tmp_path) as log:
+        c = log.consumer("t", auto_offset_reset="earliest")
+        got = []
+        while batch := c.poll(timeout=0.1):
+            got.extend(batch)
+        assert sorted((r.partition, r.offset) for r in got) == \
+            sorted((m.partition, m.offset) for m in mds)
+
+
+def test_readonly(tmp_path):
+    with pylog.open(tmp_path) as log:
+        log.create_topic("t")
+        log.producer().send("t", b"v")
+    before = snapshot(tmp_path)
+    with pylog.open(tmp_path, readonly=True) as ro:
+        assert ro.topics() == ["t"]
+        with pytest.raises(pylog.ReadOnlyLog):
+            ro.create_topic("u")
+        with pytest.raises(pylog.ReadOnlyLog):
+            ro.producer().send("t", b"x")
+        with pytest.raises(pylog.ReadOnlyLog):
+            ro.delete_topic("t")
+        c = ro.consumer("t", auto_offset_reset="earliest")
+        assert [r.value for r in c.poll(timeout=0.5)] == [b"v"]
+    after = snapshot(tmp_path)
+    assert {k: v for k, v in after.items() if not k.startswith("meta/")} == \
+        {k: v for k, v in before.items() if not k.startswith("meta/")}
+    with pytest.raises(pylog.PylogError):
+        pylog.open(tmp_path / "missing", readonly=True)
+
+
+def test_readonly_while_another_process_writes(tmp_path):
+    with pylog.open(tmp_path) as log:
+        log.create_topic("t")
+    script = textwrap.dedent(f"""
+        import pylog, sys, time
+        log = pylog.open({str(tmp_path)!r}, sync="never")
+        p = log.producer()
+        for i in range(200):
+            p.send("t", b"%d" % i)
+        print("ready", flush=True)
+        time.sleep(30)
+    """)
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                             env=dict(os.environ, PYTHONPATH=os.getcwd()))
+    try:
+        assert child.stdout.readline().strip() == b"ready"
+        with pylog.open(tmp_path, readonly=True) as ro:
+            assert ro.describe_topic("t").partition_info[0].end_offset == 200
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_use_after_close(tmp_path):
+    log = pylog.open(tmp_path)
+    log.create_topic("t")
+    p = log.producer()
+    c = log.consumer("t")
+    log.close()
+    log.close()   # idempotent
+    for call in (log.topics, lambda: log.create_topic("u"), lambda: p.send("t", b"x"),
+                 lambda: c.poll(), lambda: log.describe_topic("t")):
+        with pytest.raises(pylog.LogClosed):
+            call()
+
+
+BAD_NAMES = ["", ".", "..", "../x", "a/b", "x" * 250, "a b", "a\0b", "tópico",
+             "a\\b", "/abs", "ｔ", "t\n"]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_bad_topic_names_change_nothing(log, name):
+    before = snapshot(log.path)
+    with pytest.raises(pylog.InvalidTopicName) as ei:
+        log.create_topic(name)
+    assert isinstance(ei.value, ValueError)
+    assert snapshot(log.path) == before
+    assert os.listdir(os.path.dirname(log.path)) == [os.path.basename(log.path)]
+
+
+def test_longest_name_is_fine(log):
+    log.create_topic("x" * 249)
+    assert log.topics() == ["x" * 249]
+
+
+def test_bad_calls_change_nothing(log):
+    log.create_topic("t", partitions=2, max_message_bytes=1000)
+    prod = log.producer()
+    prod.send("t", b"seed")
+    before = snapshot(log.path)
+    bad = [
+        (pylog.InvalidArgument, lambda: prod.send("t", "text")),
+        (pylog.InvalidArgument, lambda: prod.send("t", b"v", key="k")),
+        (pylog.InvalidArgument, lambda: prod.send("t", b"v", headers=[(b"k", b"v")])),
+        (pylog.InvalidArgument, lambda: prod.send("t", b"v", headers=[("k", "v")])),
+        (pylog.InvalidArgument, lambda: prod.send("t", b"v", timestamp_ms=-1)),
+        (pylog.InvalidArgument, lambda: prod.send_batch("t", [b"ok", "bad"])),
+        (pylog.InvalidArgument, lambda: prod.send_batch("t", [(1, 2, 3, 4)])),
+        (pylog.RecordTooLarge, lambda: prod.send("t", b"x" * 2000)),
+        (pylog.RecordTooLarge, lambda: prod.send_batch("t", [b"x" * 400] * 5, partition=0)),
+        (pylog.TopicNotFound, lambda: prod.send("nope", b"v")),
+        (pylog.PartitionNotFound, lambda: prod.send("t", b"v", partition=2)),
+        (pylog.PartitionNotFound, lambda: prod.send("t", b"v", partition=-1)),
+        (pylog.InvalidArgument, lambda: log.create_topic("u", partitions=0)),
+        (pylog.InvalidArgument, lambda: log.create_topic("u", partitions="3")),
+        (pylog.InvalidConfig, lambda: log.create_topic("u", segment_bytes=10)),
+        (pylog.InvalidConfig, lambda: log.create_topic("u", compression="gzip")),
+        (pylog.InvalidConfig, lambda: log.create_topic("u", retention_ms="1d")),
+        (pylog.InvalidConfig, lambda: log.create_topic("u", bogus=1)),
+        (pylog.TopicNotFound, lambda: log.delete_topic("nope")),
+        (pylog.InvalidArgument, lambda: log.consumer("t", auto_offset_reset="middle")),
+        (pylog.InvalidArgument, lambda: log.consumer("t", group_id="")),
+        (pylog.InvalidTopicName, lambda: log.consumer("../t")),
+    ]
+    for exc, call in bad:
+        with pytest.raises(exc):
+            call()
+        assert snapshot(log.path) == before, call
+    with pytest.raises(pylog.InvalidArgument):
+        pylog.open(log.path, sync="sometimes")
+    with pytest.raises(pylog.RecordTooLarge) as ei:
+        prod.send("t", b"x" * 2000)
+    assert isinstance(ei.value, ValueError)
+
+
+def test_fork_child_reopens(tmp_path):
+    log = pylog.open(tmp_path, sync="never")
+    log.create_topic("t")
+    prod = log.producer()
+    prod.send("t", b"parent-1")
+    c = log.consumer("t", group_id="g", auto_offset_reset="earliest")
+    c.poll(timeout=0.5)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            prod.send("t", b"child")
+            try:
+                c.poll()
+            except pylog.ForkedLogError:
+                code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    prod.send("t", b"parent-2")
+    c2 = log.consumer("t", auto_offset_reset="earliest")
+    values = [r.value for r in c2.poll(timeout=0.5)]
+    assert values == [b"parent-1", b"child", b"parent-2"]
+    c.close()
+    log.close()
+
+
+def test_network_filesystem_detection():
+    from pylog.log import NETWORK_FILESYSTEMS, filesystem_type
+    assert filesystem_type("/") is not None
+    assert "nfs" in NETWORK_FILESYSTEMS
+
+
+def test_errors_tree():
+    for name in ("InvalidTopicName", "TopicNotFound", "TopicExists", "RecordTooLarge",
+                 "LogClosed", "ReadOnlyLog", "CorruptLogError", "OffsetOutOfRange",
+                 "CommitFailedError", "LogFailedError"):
+        cls = getattr(pylog, name)
+        assert issubclass(cls, pylog.PylogError)
+        assert getattr(errors, name) is cls
+    e = pylog.CorruptLogError("CRC mismatch", "/x/00.log", 123)
+    assert "/x/00.log" in str(e) and "123" in str(e)

@@ -1,0 +1,291 @@
+"""Partitions: appends, reads at any offset, time lookup, retention, reopen
+and sync modes, plus a hypothesis state machine against an in-memory model."""
+
+import os
+import random
+import shutil
+import tempfile
+import time
+
+import pytest
+from hypothesis import HealthCheck, settings, strategies as st
+from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant,
+                                 precondition, rule)
+
+import pylog
+from pylog import OffsetOutOfRange, TopicPartition
+from pylog.partition import Cursor
+
+SMALL = dict(segment_bytes=65536, max_message_bytes=60000, retention_ms=-1)
+
+
+def read_all(part, start=None):
+    st = part.state()
+    return part.fetch(Cursor(st.log_start_offset if start is None else start), 10**7)
+
+
+@pytest.mark.parametrize("sync", ["always", "interval", "never"])
+def test_dense_offsets_and_reopen(logdir, sync):
+    rng = random.Random(7)
+    written = []
+    with pylog.open(logdir, sync=sync, sync_interval_ms=20) as log:
+        log.create_topic("t", partitions=2, **SMALL)
+        prod = log.producer()
+        n = 300 if sync == "always" else 2000
+        for i in range(n):
+            p = i % 2
+            if rng.random() < 0.3:
+                vals = [rng.randbytes(rng.randint(0, 300)) for _ in range(rng.randint(1, 20))]
+                mds = prod.send_batch("t", vals, partition=p)
+                written += [(p, md.offset, v) for md, v in zip(mds, vals)]
+            else:
+                v = rng.randbytes(rng.randint(0, 300))
+                md = prod.send("t", v, partition=p)
+                written.append((p, md.offset, v))
+        if sync == "interval":
+            time.sleep(0.1)
+    for p in (0, 1):
+        offs = [o for q, o, _ in written if q == p]
+        assert offs == list(range(len(offs)))      # G2: dense from 0
+    for _ in range(2):                             # reopen twice: nothing moves
+        with pylog.open(logdir, sync=sync) as log:
+            for p in (0, 1):
+                part = log.partition("t", p)
+                recs = read_all(part)
+                assert [(r[0], r[3]) for r in recs] == \
+                    [(o, v) for q, o, v in written if q == p]
+                assert part.state().next_offset == len(recs)
+            # appends continue at the right offset
+            md = log.producer().send("t", b"more", partition=0)
+            assert md.offset == sum(1 for q, *_ in written if q == 0)
+            written.append((0, md.offset, b"more"))
+
+
+def test_reads_at_arbitrary_offsets(logdir):
+    rng = random.Random(8)
+    values = []
+    with pylog.open(logdir, sync="never") as log:
+        log.create_topic("t", **SMALL)
+        prod = log.producer()
+        while len(values) < 3000:
+            vals = [b"%d:" % (len(values) + j) + rng.randbytes(rng.randint(0, 200))
+                    for j in range(rng.randint(1, 30))]
+            prod.send_batch("t", vals, partition=0)
+            values += vals
+        part = log.partition("t", 0)
+        for off in rng.sample(range(len(values)), 200) + [0, len(values) - 1]:
+            n = rng.randint(1, 50)
+            recs = part.fetch(Cursor(off), n)
+            assert [r[0] for r in recs] == list(range(off, min(off + n, len(values))))
+            assert [r[3] for r in recs] == values[off:off + n]
+            assert part.fetch(Cursor(off), n, values_only=True) == values[off:off + n]
+        assert part.fetch(Cursor(len(values)), 10) == []
+        with pytest.raises(OffsetOutOfRange):
+            part.fetch(Cursor(len(values) + 1), 10)
+        # through the consumer API: assign + seek
+        c = log.consumer(enable_auto_commit=False)
+        tp = TopicPartition("t", 0)
+        c.assign([tp])
+        for off in (0, 17, 1500, len(values) - 3):
+            c.seek(tp, off)
+            got = []
+            while len(got) < 5 and off + len(got) < len(values):
+                got += c.poll(timeout=1.0, max_records=5 - len(got))
+            assert [r.offset for r in got] == list(range(off, min(off + 5, len(values))))
+            assert [r.value for r in got] == values[off:off + 5]
+        c.close()
+
+
+def test_offset_for_time(logdir):
+    base_ts = 1_600_000_000_000
+    with pylog.open(logdir, sync="never") as log:
+        log.create_topic("t", **SMALL)
+        prod = log.producer()
+        for i in range(1000):
+            prod.send_batch("t", [os.urandom(100)] * 3, partition=0,
+                            timestamp_ms=base_ts + 10 * i)
+
+    def check(part):
+        assert part.offset_for_time(0) == 0
+        for i in (0, 1, 333, 998, 999):
+            assert part.offset_for_time(base_ts + 10 * i) == 3 * i
+            assert part.offset_for_time(base_ts + 10 * i - 5) == 3 * i
+        assert part.offset_for_time(base_ts + 10 * 999 + 1) is None
+
+    with pylog.open(logdir, sync="never") as log:
+        part = log.partition("t", 0)
+        assert len(os.listdir(part.dir)) > 6     # several segments
+        check(part)
+        c = log.consumer(enable_auto_commit=False)
+        tp = TopicPartition("t", 0)
+        c.assign([tp])
+        assert c.offsets_for_times({tp: base_ts + 10 * 500})[tp] == 1500
+        c.close()
+    with pylog.open(logdir, sync="never") as log:   # after a clean reopen too
+        check(log.partition("t", 0))
+
+
+def test_retention_bytes(logdir):
+    with pylog.open(logdir, sync="never") as log:
+        log.create_topic("t", retention_bytes=200_000, **SMALL)
+        prod = log.producer()
+        for i in range(4000):
+            prod.send("t", b"%08d" % i + bytes(150), partition=0)
+        log.enforce_retention()
+        part = log.partition("t", 0)
+        st = part.state()
+        assert st.log_start_offset > 0
+        info = part.describe()
+        assert info["bytes"] >= 200_000 - 66_000   # deleted only what it must
+        recs = read_all(part)
+        assert [r[0] for r in recs] == list(range(st.log_start_offset, 4000))
+        assert all(r[3][:8] == b"%08d" % r[0] for r in recs)
+        with pytest.raises(OffsetOutOfRange):
+            part.fetch(Cursor(st.log_start_offset - 1), 1)
+        start = st.log_start_offset
+    with pylog.open(logdir, sync="never") as log:
+        part = log.partition("t", 0)
+        assert part.state().log_start_offset == start
+        assert part.describe()["start_offset"] == start
+        with pytest.raises(OffsetOutOfRange):
+            part.fetch(Cursor(0), 1)
+        assert read_all(part)[0][0] == start
+
+
+def test_retention_ms(logdir):
+    now = int(time.time() * 1000)
+    day = 86_400_000
+    with pylog.open(logdir, sync="never") as log:
+        log.create_topic("t", segment_bytes=65536, max_message_bytes=60000,
+                         retention_ms=7 * day)
+        prod = log.producer()
+        # 10 days old, then 2 days old, then now
+        for age, n in ((10 * day, 1500), (2 * day, 1500), (0, 100)):
+            for i in range(n):
+                prod.send("t", bytes(100), partition=0, timestamp_ms=now - age + i)
+        part = log.partition("t", 0)
+        log.enforce_retention()          # rolls have already applied it, too
+        st = part.state()
+        assert 0 < st.log_start_offset <= 1500
+        recs = read_all(part)
+        assert [r[0] for r in recs] == list(range(st.log_start_offset, 3100))
+        # the first kept segment holds a record that is not expired yet
+        first_seg_end = sorted(
+            int(n[:20]) for n in os.listdir(part.dir) if n.endswith(".log"))[1]
+        assert any(r[1] >= now - 7 * day for r in recs if r[0] < first_seg_end)
+        with pytest.raises(OffsetOutOfRange):
+            part.fetch(Cursor(0), 1)
+        assert log.enforce_retention() == 0
+
+
+# ---------------------------------------------------------------------------
+# state machine
+# ---------------------------------------------------------------------------
+
+RETENTION_BYTES = 150_000
+PARTITIONS = 2
+
+
+class PartitionMachine(RuleBasedStateMachine):
+    """Random appends / rolls / retention / reopen / reads vs a model: per
+    partition, the list of all records ever appended plus the start offset."""
+
+    @initialize(sync=st.sampled_from(["never", "always"]))
+    def open_log(self, sync):
+        self.dir = tempfile.mkdtemp(prefix="pylog-sm-")
+        self.sync = sync
+        self.log = pylog.open(self.dir, sync=sync)
+        self.log.create_topic("t", partitions=PARTITIONS, segment_bytes=65536,
+                              max_message_bytes=60000, retention_ms=-1,
+                              retention_bytes=RETENTION_BYTES)
+        self.prod = self.log.producer()
+        self.model = [[] for _ in range(PARTITIONS)]
+        self.start = [0] * PARTITIONS
+        self.ts = 1_700_000_000_000
+
+    def teardown(self):
+        if hasattr(self, "log"):
+            self.log.close()
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _sync_start(self, p):
+        s = self.log.partition("t", p).state().log_start_offset
+        assert s >= self.start[p]                   # never moves back
+        assert s <= len(self.model[p])
+        self.start[p] = s
+
+    @rule(p=st.integers(0, PARTITIONS - 1),
+          items=st.lists(st.tuples(st.none() | st.binary(max_size=16),
+                                   st.none() | st.binary(max_size=64),
+                                   st.integers(0, 3000)), min_size=1, max_size=30))
+    def append(self, p, items):
+        self.ts += 1
+        # big values (from the size hint) make rolls happen every few steps
+        batch = [(k, v if v is None else v * (1 + pad // max(1, len(v))))
+                 for k, v, pad in items]
+        if len(batch) == 1 and random.random() < 0.5:
+            md = self.prod.send("t", batch[0][1], key=batch[0][0], partition=p,
+                                timestamp_ms=self.ts)
+            mds = [md]
+        else:
+            mds = self.prod.send_batch("t", batch, partition=p, timestamp_ms=self.ts)
+        assert [m.offset for m in mds] == list(
+            range(len(self.model[p]), len(self.model[p]) + len(batch)))
+        self.model[p] += [(self.ts, k, v) for k, v in batch]
+        self._sync_start(p)      # a roll also applies retention
+
+    @rule()
+    def retention(self):
+        self.log.enforce_retention()
+        for p in range(PARTITIONS):
+            self._sync_start(p)
+            part = self.log.partition("t", p)
+            info = part.describe()
+            if info["segments"] > 1:
+                first = os.path.join(part.dir, f"{info['start_offset']:020d}.log")
+                # it deleted all it had to (and the first segment is a base)
+                assert info["bytes"] - os.path.getsize(first) < RETENTION_BYTES
+
+    @rule()
+    def reopen(self):
+        self.log.close()
+        self.log = pylog.open(self.dir, sync=self.sync)
+        self.prod = self.log.producer()
+
+    @rule(p=st.integers(0, PARTITIONS - 1), frac=st.floats(0, 1),
+          n=st.integers(1, 500), values_only=st.booleans())
+    def read(self, p, frac, n, values_only):
+        part = self.log.partition("t", p)
+        total = len(self.model[p])
+        off = int(frac * total)
+        if off < self.start[p]:
+            with pytest.raises(OffsetOutOfRange):
+                part.fetch(Cursor(off), n)
+            return
+        cur = Cursor(off)
+        got = part.fetch(cur, n, values_only=values_only)
+        want = self.model[p][off:off + n]
+        if values_only:
+            assert got == [v for _, _, v in want]
+        else:
+            assert [(r[0], r[1], r[2], r[3]) for r in got] == \
+                [(off + i, t, k, v) for i, (t, k, v) in enumerate(want)]
+        assert cur.offset == off + len(want)
+        # continuing with the same cursor is seamless
+        more = part.fetch(cur, 3)
+        assert [r[0] for r in more] == list(range(cur.offset - len(more), cur.offset)) \
+            if more else cur.offset == total
+
+    @invariant()
+    def ends_match(self):
+        if not hasattr(self, "log"):
+            return
+        for p in range(PARTITIONS):
+            assert self.log.partition("t", p).state().next_offset == len(self.model[p])
+
+
+TestPartitionMachine = PartitionMachine.TestCase
+TestPartitionMachine.settings = settings(
+    max_examples=int(os.environ.get("PYLOG_SM_EXAMPLES", "20")),
+    stateful_step_count=25, deadline=None,
+    suppress_health_check=list(HealthCheck))

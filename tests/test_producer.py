@@ -1,0 +1,146 @@
+"""Producer: partitioning (G2), batches, headers, serializers, threads."""
+
+import json
+import random
+import threading
+
+import pytest
+from kafka.partitioner.default import murmur2 as kafka_murmur2
+
+import pylog
+
+
+@pytest.fixture
+def log(tmp_path):
+    lg = pylog.open(tmp_path, sync="never")
+    yield lg
+    lg.close()
+
+
+def read_all(log, topic):
+    c = log.consumer(topic, auto_offset_reset="earliest")
+    out = []
+    while batch := c.poll(timeout=0.05, max_records=100_000):
+        out.extend(batch)
+    c.close()
+    return out
+
+
+def test_send_returns_metadata_and_offsets_are_dense(log):
+    log.create_topic("t", partitions=1)
+    p = log.producer()
+    mds = [p.send("t", b"v%d" % i, timestamp_ms=1000 + i) for i in range(50)]
+    assert [m.offset for m in mds] == list(range(50))
+    assert mds[7] == pylog.RecordMetadata("t", 0, 7, 1007)
+    recs = read_all(log, "t")
+    assert [(r.offset, r.value, r.timestamp_ms) for r in recs] == \
+        [(i, b"v%d" % i, 1000 + i) for i in range(50)]
+
+
+def test_keyed_partitioning_matches_kafka(log):
+    log.create_topic("t", partitions=7)
+    p = log.producer()
+    rnd = random.Random(1)
+    for _ in range(300):
+        key = rnd.randbytes(rnd.randint(0, 40))
+        md = p.send("t", b"v", key=key)
+        assert md.partition == (kafka_murmur2(key) & 0x7fffffff) % 7
+
+
+def test_keyless_records_spread(log):
+    log.create_topic("t", partitions=4)
+    p = log.producer()
+    parts = {p.send("t", b"v").partition for _ in range(40)}
+    assert parts == {0, 1, 2, 3}
+
+
+def test_send_batch_forms(log):
+    log.create_topic("t", partitions=3)
+    p = log.producer()
+    mds = p.send_batch("t", [b"plain", (b"k1", b"v1"), (b"k2", b"v2", [("h", b"x"), ("n", None)]),
+                             (None, None)])
+    assert len(mds) == 4
+    recs = {(r.partition, r.offset): r for r in read_all(log, "t")}
+    got = [recs[(m.partition, m.offset)] for m in mds]
+    assert got[0].value == b"plain" and got[0].key is None
+    assert (got[1].key, got[1].value) == (b"k1", b"v1")
+    assert got[2].headers == (("h", b"x"), ("n", None))
+    assert got[3].value is None
+    assert p.send_batch("t", []) == []
+
+
+def test_send_batch_explicit_partition_is_one_batch(log):
+    log.create_topic("t", partitions=2)
+    p = log.producer()
+    mds = p.send_batch("t", [(b"k%d" % i, b"v") for i in range(100)], partition=1)
+    assert {m.partition for m in mds} == {1}
+    assert [m.offset for m in mds] == list(range(100))
+    part = log.partition("t", 1)
+    assert part.state().next_offset == 100
+
+
+def test_serializers(log):
+    log.create_topic("t")
+    p = log.producer(key_serializer=str.encode,
+                     value_serializer=lambda v: json.dumps(v).encode())
+    p.send("t", {"a": 1}, key="user-1")
+    p.send_batch("t", [("user-2", {"b": 2})])
+    c = log.consumer("t", auto_offset_reset="earliest", key_deserializer=bytes.decode,
+                     value_deserializer=json.loads)
+    recs = c.poll(timeout=0.5)
+    assert [(r.key, r.value) for r in recs] == [("user-1", {"a": 1}), ("user-2", {"b": 2})]
+    with pytest.raises(pylog.InvalidArgument):
+        log.producer(value_serializer="json")
+
+
+def test_zstd_topic_roundtrip(log):
+    log.create_topic("z", compression="zstd")
+    p = log.producer()
+    values = [json.dumps({"eventType": "ORDER_PLACED", "n": i}).encode() for i in range(500)]
+    p.send_batch("z", values)
+    p.send("z", b"single")
+    assert [r.value for r in read_all(log, "z")] == values + [b"single"]
+    # compressed: far fewer bytes on disk than the raw values
+    assert log.describe_topic("z").partition_info[0].bytes < sum(map(len, values)) / 3
+
+
+def test_threads_share_a_producer(tmp_path):
+    with pylog.open(tmp_path, sync="always") as log:
+        log.create_topic("t", partitions=2)
+        p = log.producer()
+        errors = []
+
+        def work(n):
+            try:
+                for i in range(100):
+                    p.send("t", b"%d-%d" % (n, i), key=b"%d" % n)
+            except Exception as exc:   # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        p.flush()
+        recs = read_all(log, "t")
+        assert len(recs) == 800 and len({r.value for r in recs}) == 800
+        for part in (0, 1):
+            offs = [r.offset for r in recs if r.partition == part]
+            assert offs == list(range(len(offs)))
+        # per key, order is preserved
+        for n in range(8):
+            vals = [r.value for r in recs if r.key == b"%d" % n]
+            assert vals == [b"%d-%d" % (n, i) for i in range(100)]
+
+
+def test_flush_and_close(log):
+    log.create_topic("t")
+    p = log.producer()
+    p.send("t", b"x")
+    p.flush()
+    p.close()
+    p.close()
+    with pytest.raises(pylog.LogClosed):
+        p.send("t", b"y")
