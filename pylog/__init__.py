@@ -13,7 +13,7 @@ from .errors import (CommitFailedError, CorruptLogError, ForkedLogError,
                      InvalidTopicName, LogClosed, LogFailedError,
                      OffsetOutOfRange, PartitionNotFound, PylogError,
                      ReadOnlyLog, RecordTooLarge, TopicExists, TopicNotFound)
-from .log import Log, open
+from .api import Log, open
 from .types import (PartitionInfo, Record, RecordMetadata, TopicInfo,
                     TopicPartition)
 

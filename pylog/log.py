@@ -62,8 +62,11 @@ def filesystem_type(path: str) -> str | None:
     return fstype
 
 
-class Log:
-    """An open log directory. Create with :func:`pylog.open`."""
+class LogStore:
+    """An open log directory: files, partitions, topics and metadata.
+
+    The public :class:`pylog.Log` (in api.py) adds producers, consumers and
+    group administration on top; create it with :func:`pylog.open`."""
 
     def __init__(self, path, *, sync: str = "always", readonly: bool = False,
                  sync_interval_ms: int = 1000, allow_network_filesystem: bool = False):
@@ -356,40 +359,6 @@ class Log:
                 n += self.partition(topic, p).enforce_retention()
         return n
 
-    # -- groups ------------------------------------------------------------------
-    def groups(self) -> list[str]:
-        self._check()
-        return sorted(self.meta.groups_with_offsets())
-
-    def describe_group(self, group: str) -> dict:
-        from .group import describe_group
-        self._check()
-        return describe_group(self, group)
-
-    def reset_group(self, group: str, *, to: str, value=None,
-                    topic: str | None = None, execute: bool = True) -> dict:
-        """Reset a group's committed offsets: ``to`` in earliest | latest |
-        offset | datetime (value = offset or timestamp ms). Refused with
-        GroupNotEmpty while the group has live members. Returns the plan
-        {TopicPartition: new offset}; with ``execute=False`` nothing changes."""
-        from .group import reset_group
-        self._check()
-        if execute:
-            self._writable(f"reset group {group!r}")
-        return reset_group(self, group, to=to, value=value, topic=topic,
-                           execute=execute)
-
-    # -- clients ------------------------------------------------------------------
-    def producer(self, **kwargs):
-        from .producer import Producer
-        self._check()
-        return Producer(self, **kwargs)
-
-    def consumer(self, *topics, **kwargs):
-        from .consumer import Consumer
-        self._check()
-        return Consumer(self, *topics, **kwargs)
-
     # -- doorbell --------------------------------------------------------------------
     def doorbell(self):
         return self._bell
@@ -477,18 +446,3 @@ def _writers_present(lock_path: str) -> bool:
 def topic_slot(topic: str) -> int:
     """The doorbell slot of a topic (L-3); slot 0 is shared by all."""
     return 1 + _native.crc32c(topic.encode()) % (DOORBELL_SLOTS - 1)
-
-
-def open(path, *, sync: str = "always", readonly: bool = False,
-         sync_interval_ms: int = 1000, allow_network_filesystem: bool = False) -> Log:
-    """Open (creating if missing, unless ``readonly``) the log at ``path``.
-
-    ``sync``: ``"always"`` (default) — send() returns after fdatasync of the
-    data; survives process crash and power loss. ``"interval"`` — a
-    background flush every ``sync_interval_ms``; survives a process crash,
-    a power loss may lose the last interval. ``"never"`` — the OS writes back
-    when it likes; survives a process crash only.
-    """
-    return Log(path, sync=sync, readonly=readonly,
-               sync_interval_ms=sync_interval_ms,
-               allow_network_filesystem=allow_network_filesystem)

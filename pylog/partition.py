@@ -415,9 +415,18 @@ class Partition:
                     expected_offset=expected, segment_base_offset=base,
                     index_interval_bytes=INDEX_INTERVAL_BYTES,
                     bytes_since_last_entry=pos0 - last_entry, max_timestamp=ts0)
+                if r.error_position is None and last and r.end_position < size \
+                        and self._valid_batch_after(m, r.end_position, r.next_offset,
+                                                    size):
+                    # the scan stops at a zero batchLength (the preallocated
+                    # tail); one zeroed by damage must not hide what follows
+                    raise CorruptLogError(
+                        "batchLength is 0 but valid batches follow",
+                        seg.path, r.end_position)
                 if r.error_position is not None:
                     if r.continues_after_error or not last or \
-                            self._valid_batch_after(m, r, size):
+                            self._valid_batch_after(m, r.error_position,
+                                                    r.next_offset, size):
                         raise CorruptLogError(r.error_reason, seg.path,
                                               r.error_position)
                     cut = size - r.end_position
@@ -460,18 +469,20 @@ class Partition:
         return max_ts
 
     @staticmethod
-    def _valid_batch_after(m, r, size: int) -> bool:
-        """G4: is there a whole, valid batch with a later offset anywhere after
-        the bad one at ``r.error_position``? Then the damage is mid-log, not a
-        torn tail, even when the bad batch's length field is itself damaged
-        (which hides where the next batch starts from the native scan).
+    def _valid_batch_after(m, bad_pos: int, next_offset: int, size: int) -> bool:
+        """G4: is there a whole, valid batch with an offset at or after
+        ``next_offset`` anywhere after ``bad_pos``? Then the damage there is
+        mid-log, not a torn tail, even when the bad batch's length field is
+        itself damaged (which hides where the next batch starts from the
+        native scan). A torn tail is a prefix of one batch followed by zeros,
+        so it never has one.
 
         Candidates are found at C speed by the bytes every pylog batch has at
-        position 12: partitionLeaderEpoch 0 and magic 2 (B-2)."""
+        position 12: partitionLeaderEpoch 0 and magic 2 (B-2, B-3)."""
         if m is None:
             return False
         marker = b"\x00\x00\x00\x00\x02"
-        pos = r.error_position + 1
+        pos = bad_pos + 1
         while True:
             hit = m.find(marker, pos + 12, size)
             if hit < 0:
@@ -481,8 +492,8 @@ class Partition:
                 h = _native.read_batch_header(m, cand, size)
             except CorruptLogError:
                 h = None
-            if h is not None and h.crc_valid and h.base_offset >= r.next_offset \
-                    and h.last_offset >= h.base_offset:
+            if h is not None and h.crc_valid and h.base_offset >= next_offset \
+                    and h.records_count > 0:
                 return True
             pos = cand + 1
 
@@ -720,6 +731,15 @@ class Partition:
                         recs = batch.decode(m, header)
                 except CorruptLogError as exc:
                     raise exc.with_path(seg.path) from None
+                # baseOffset is outside the CRC (B-4): offsets are dense, so
+                # the batch here must hold the offset the cursor expects, or
+                # the bytes are damaged (G4: never return wrong offsets).
+                if not header.base_offset <= cursor.offset <= header.last_offset:
+                    raise CorruptLogError(
+                        f"batch holds offsets {header.base_offset}.."
+                        f"{header.last_offset} where offset {cursor.offset} "
+                        "belongs: baseOffset is not the expected next offset",
+                        seg.path, cursor.position)
                 first = header.base_offset
                 if first < cursor.offset:
                     if values_only:
