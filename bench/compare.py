@@ -32,6 +32,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(1, os.path.dirname(HERE))   # the repository root: pylog/
 
+sys.dont_write_bytecode = True   # no bench/__pycache__ in the work tree
 import peers as P   # noqa: E402
 
 TS = struct.Struct("<Q")

@@ -1219,3 +1219,94 @@ int pl_lock(int fd, int64_t start, int64_t len, int mode, int wait)
         return -errno;
     return 0;
 }
+
+/* ------------------------------------------------------------------ */
+/* one-call append                                                     */
+/* ------------------------------------------------------------------ */
+
+static int append_locked(void *state, uint8_t *seg, size_t seg_cap, int64_t seg_base,
+                         int index_fd, int timeindex_fd, int64_t index_interval,
+                         const pl_batch_meta *meta, uint32_t n, const int64_t *stream,
+                         size_t stream_len, const uint8_t *blob, size_t blob_len,
+                         pl_append_out *out)
+{
+    pl_state_t *s = (pl_state_t *)state;
+    if (__atomic_load_n(&s->magic, __ATOMIC_ACQUIRE) != PL_STATE_MAGIC)
+        return PL_E_STALE;
+    pl_state_repair(state); /* P-3: we hold the lock; a dead writer's odd seq is stale */
+    int64_t v[6];
+    for (int i = 0; i < 6; i++)
+        v[i] = __atomic_load_n(&s->vals[i], __ATOMIC_RELAXED);
+    int64_t next = v[0], base = v[1], pos = v[2], maxts = v[3];
+    out->next_offset = next;
+    out->active_base = base;
+    out->position = pos;
+    out->max_timestamp = maxts;
+    out->generation = v[4];
+    out->log_start = v[5];
+    if (next == -1)
+        return PL_E_DELETED; /* P-2 */
+    if (!seg || base != seg_base || pos < 0 || (uint64_t)pos > seg_cap)
+        return PL_E_STALE;
+    pl_batch_meta m = *meta;
+    m.base_offset = next;
+    size_t written = 0;
+    int rc = pl_batch_encode_packed(seg + pos, seg_cap - (size_t)pos, &written, &m, n, stream,
+                                    stream_len, blob, blob_len);
+    out->size = (int64_t)written;
+    if (rc != 0)
+        return rc;
+    int64_t batch_max = (int64_t)rd64(seg + pos + 35);
+    int64_t last = next + (int64_t)n - 1;
+    if (batch_max > maxts)
+        maxts = batch_max;
+    int64_t nv[6] = {last + 1, base, pos + (int64_t)written, maxts, v[4], v[5]};
+    pl_state_publish(state, nv); /* P-2: visible now, whole */
+    out->base_offset = next;
+    out->next_offset = last + 1;
+    out->max_timestamp = maxts;
+    /* I-2 / T-2: entries are derived data; a failed write is reported, the
+     * append itself stands. */
+    int64_t *last_idx = (int64_t *)((uint8_t *)state + PL_STATE_INDEX_POSITION);
+    if (index_fd >= 0 && pos - *last_idx >= index_interval) {
+        uint8_t e[8], t[12];
+        wr32(e, (uint32_t)(last - base));
+        wr32(e + 4, (uint32_t)pos);
+        wr64(t, (uint64_t)maxts);
+        wr32(t + 8, (uint32_t)(last - base));
+        if (write(index_fd, e, 8) != 8 || (timeindex_fd >= 0 && write(timeindex_fd, t, 12) != 12)) {
+            out->index_errno = errno ? errno : EIO;
+        } else {
+            *last_idx = pos;
+            out->index_written = 1;
+        }
+    }
+    return 0;
+}
+
+int pl_append_packed(void *state, int lock_fd, uint8_t *seg, size_t seg_cap, int64_t seg_base,
+                     int index_fd, int timeindex_fd, int64_t index_interval,
+                     const pl_batch_meta *meta, uint32_t n, const int64_t *stream,
+                     size_t stream_len, const uint8_t *blob, size_t blob_len,
+                     void *bell, uint32_t slot, pl_append_out *out)
+{
+    if (!state || !out || !meta || ((uintptr_t)state & 7))
+        return PL_E_INVAL;
+    memset(out, 0, sizeof *out);
+    if (lock_fd >= 0) {
+        int lrc = pl_lock(lock_fd, 0, 1, 2, 1);
+        if (lrc != 0)
+            return lrc;
+    }
+    int rc = append_locked(state, seg, seg_cap, seg_base, index_fd, timeindex_fd,
+                           index_interval, meta, n, stream, stream_len, blob, blob_len, out);
+    if (lock_fd >= 0)
+        pl_lock(lock_fd, 0, 1, 0, 0); /* cannot fail for a lock we hold */
+    if (rc == 0 && bell) {
+        uint8_t *b = (uint8_t *)bell;
+        pl_doorbell_ring(b + (size_t)slot * PL_DOORBELL_SLOT_SIZE); /* L-3 */
+        if (slot != 0)
+            pl_doorbell_ring(b);
+    }
+    return rc;
+}

@@ -199,4 +199,39 @@ int pl_doorbell_wait(void *slot, uint32_t expected, int64_t timeout_us); /* 0 ch
 /* ---- byte-range locks: mode 0 unlock, 1 shared, 2 exclusive ---- */
 int pl_lock(int fd, int64_t start, int64_t len, int mode, int wait);
 
+/* ---- one-call append (FORMAT.rst P-2, P-3, I-2, L-3) ----
+ * Under the partition's append lock (OFD lock on byte 0 of lock_fd; -1 when
+ * the caller already holds it): read the state, encode the batch (packed
+ * form, base offset = the state's next offset) straight into the mapped
+ * active segment at the committed position, publish the new end, append the
+ * sparse index entries when due, unlock, ring the doorbell slots.
+ * Returns 0, PL_E_NOSPACE (out->size = needed bytes; nothing written),
+ * PL_E_STALE (the state names another active segment, or is not initialised:
+ * the caller remaps and retries), PL_E_DELETED, another PL_E_* or -errno.
+ * The int64 at byte PL_STATE_INDEX_POSITION of the state file is the position
+ * of the batch of the active segment's last index entry (0 when none);
+ * only lock holders read or write it. */
+#define PL_E_STALE   (-4)
+#define PL_E_DELETED (-5)
+#define PL_STATE_INDEX_POSITION 64
+
+typedef struct {
+    int64_t base_offset;    /* offset of the batch's first record          */
+    int64_t position;       /* byte position of the batch in the segment   */
+    int64_t size;           /* bytes written (or needed, with NOSPACE)     */
+    int64_t next_offset;    /* state after the call                        */
+    int64_t active_base;
+    int64_t max_timestamp;
+    int64_t generation;
+    int64_t log_start;
+    int32_t index_written;  /* 1 if an index entry was appended            */
+    int32_t index_errno;    /* errno of a failed index write (derived data) */
+} pl_append_out;
+
+int pl_append_packed(void *state, int lock_fd, uint8_t *seg, size_t seg_cap, int64_t seg_base,
+                     int index_fd, int timeindex_fd, int64_t index_interval,
+                     const pl_batch_meta *meta, uint32_t n, const int64_t *stream,
+                     size_t stream_len, const uint8_t *blob, size_t blob_len,
+                     void *bell, uint32_t slot, pl_append_out *out);
+
 #endif /* PYLOG_NATIVE_H */

@@ -469,12 +469,14 @@ def _as_bytes(records_section) -> bytes:
         raise InvalidArgument("records_section must be a bytes-like object") from e
 
 
-def decode_records(records_section, header: BatchHeader):
+def decode_records(records_section, header: BatchHeader, topic=None, partition=None):
     """Decode the (decompressed) records section of the batch ``header``.
 
     Returns ``[(offset, timestamp_ms, key, value, headers), ...]`` with
     absolute offsets and timestamps (log-append-time batches report
-    maxTimestamp for every record, as Kafka does).
+    maxTimestamp for every record, as Kafka does). With ``topic`` and
+    ``partition`` given, each tuple starts with them (the field order of
+    ``pylog.Record``), which saves the consumer a copy per record.
     """
     data = _as_bytes(records_section)
     recs, hdrs = _decode_raw(data, header)
@@ -485,6 +487,7 @@ def decode_records(records_section, header: BatchHeader):
     result = []
     append = result.append
     it = iter(recs)
+    with_tp = topic is not None
     try:
         for od, td, ko, kl, vo, vl, hi, hc in zip(it, it, it, it, it, it, it, it):
             if hc:
@@ -496,10 +499,16 @@ def decode_records(records_section, header: BatchHeader):
                 headers = tuple(hl)
             else:
                 headers = ()
-            append((base + od, mts if log_append else bts + td,
-                    data[ko:ko + kl] if kl >= 0 else None,
-                    data[vo:vo + vl] if vl >= 0 else None,
-                    headers))
+            if with_tp:
+                append((topic, partition, base + od, mts if log_append else bts + td,
+                        data[ko:ko + kl] if kl >= 0 else None,
+                        data[vo:vo + vl] if vl >= 0 else None,
+                        headers))
+            else:
+                append((base + od, mts if log_append else bts + td,
+                        data[ko:ko + kl] if kl >= 0 else None,
+                        data[vo:vo + vl] if vl >= 0 else None,
+                        headers))
     except UnicodeDecodeError as e:
         raise CorruptLogError(f"header key is not valid UTF-8: {e}",
                               position=header.position) from e
@@ -761,3 +770,56 @@ def lock(fd: int, start: int, length: int, mode: str, wait: bool) -> bool:
         if not wait and rc in (-_errno.EAGAIN, -_errno.EACCES):
             return False
         raise OSError(-rc, _os.strerror(-rc))
+
+
+# ---------------------------------------------------------------------------
+# one-call append (FORMAT.rst P-2, P-3, I-2, L-3)
+# ---------------------------------------------------------------------------
+
+E_STALE = lib.PL_E_STALE
+E_DELETED = lib.PL_E_DELETED
+E_NOSPACE = _E_NOSPACE
+STATE_INDEX_POSITION = lib.PL_STATE_INDEX_POSITION
+_DEFAULT_META = _meta(0, 0, 0, -1, -1, -1)
+_NULL = ffi.NULL
+
+
+def pointer(buf, writable: bool = True):
+    """A pointer into ``buf`` that stays valid (and pins the buffer, e.g. an
+    mmap cannot be closed) until :func:`release` is called on it."""
+    return ffi.from_buffer("uint8_t[]", buf, require_writable=writable)
+
+
+def release(p) -> None:
+    ffi.release(p)
+
+
+def append_packed(state_p, lock_fd: int, seg_p, seg_cap: int, seg_base: int,
+                  index_fd: int, timeindex_fd: int, index_interval: int, records,
+                  bell_p, slot: int):
+    """Append ``records`` as one uncompressed batch in one native call.
+
+    ``state_p``/``seg_p``/``bell_p`` come from :func:`pointer` (``bell_p`` may
+    be None). Returns ``(rc, out)``: rc 0 on success, E_NOSPACE (out.size is
+    the needed size), E_STALE (remap the active segment and retry),
+    E_DELETED, or -errno; ``out`` has base_offset, position, size,
+    next_offset, active_base, max_timestamp, index_written, index_errno.
+    """
+    n, meta, blob = _pack(records)
+    out = ffi.new("pl_append_out *")
+    rc = lib.pl_append_packed(state_p, lock_fd, seg_p if seg_p is not None else _NULL,
+                              seg_cap, seg_base, index_fd, timeindex_fd, index_interval,
+                              _DEFAULT_META, n, ffi.from_buffer("int64_t[]", meta), len(meta),
+                              blob, len(blob), bell_p if bell_p is not None else _NULL,
+                              slot, out)
+    return rc, out
+
+
+def state_index_position(state_buf) -> int:
+    """Position of the batch of the active segment's last index entry (I-2),
+    kept at byte STATE_INDEX_POSITION of partition.state; lock holders only."""
+    return _struct.unpack_from("=q", state_buf, STATE_INDEX_POSITION)[0]
+
+
+def set_state_index_position(state_buf, position: int) -> None:
+    _struct.pack_into("=q", state_buf, STATE_INDEX_POSITION, position)
