@@ -139,9 +139,19 @@ def open_log(path: str, readonly: bool = True, **kw):
 # ---------------------------------------------------------------------------
 
 def cmd_info(args) -> int:
-    from .inspect import log_info
-    with open_log(args.path) as log:
-        info = log_info(log)
+    import pylog
+    from .inspect import log_info, raw_log_info
+    try:
+        log = open_log(args.path)
+    except pylog.CorruptLogError as exc:
+        # opening replays recovery, which refuses mid-log damage: describe
+        # the log from its metadata and files instead
+        _close_leaked_metadata(exc)
+        info = raw_log_info(args.path)
+        info["errors"].insert(0, f"{exc} (figures read from the raw files)")
+    else:
+        with log:
+            info = log_info(log)
     if args.json:
         print_json(info)
         return EXIT_OK
@@ -176,6 +186,22 @@ def cmd_info(args) -> int:
     for e in info["errors"]:
         print(f"pylog: warning: {e}", file=sys.stderr)
     return EXIT_PROBLEMS if info["errors"] else EXIT_OK
+
+
+def _close_leaked_metadata(exc) -> None:
+    """Work around Log.__init__ leaving its LMDB environment open when
+    recovery raises (LMDB then refuses a second open in this process)."""
+    from .metadata import Metadata
+    tb = exc.__traceback__
+    while tb is not None:
+        obj = tb.tb_frame.f_locals.get("self")
+        if isinstance(getattr(obj, "meta", None), Metadata):
+            try:
+                obj.meta.close()
+            except Exception:
+                pass
+            return
+        tb = tb.tb_next
 
 
 # ---------------------------------------------------------------------------

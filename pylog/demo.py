@@ -318,8 +318,7 @@ def run_demo(path=None, *, events=None, fast=False, keep=False, out=None) -> int
                 victim.proc.send_signal(signal.SIGKILL)
                 victim.proc.wait()
                 killed_at = now
-                committed_at_kill = dict(log.describe_group("email-service") and
-                                         group_progress("email")[1])
+                committed_at_kill = group_progress("email")[1]
                 w(f"  {now:5.1f}s  SIGKILL -> {victim.name} (pid {victim.proc.pid}); "
                   f"it had processed {progress['email'][0]} events; committed "
                   "offsets " + " ".join(f"p{p}@{o}" for p, o in
@@ -333,7 +332,9 @@ def run_demo(path=None, *, events=None, fast=False, keep=False, out=None) -> int
             if restarted is not None and not resume_reported:
                 firsts = {e["partition"]: e["offset"] for e in victim.events()
                           if e.get("event") == "first"}
-                if firsts:
+                want = {p for p in range(PARTITIONS)
+                        if committed_at_kill.get(p, 0) < start_ends.get(p, 0) + produced}
+                if firsts and (set(firsts) >= want or now > restarted + 2.0):
                     resume_reported = True
                     same = all(committed_at_kill.get(p) == o for p, o in firsts.items())
                     w(f"  {now:5.1f}s  {victim.name} resumed at " +

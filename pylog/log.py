@@ -121,19 +121,36 @@ class LogStore:
             alone = not os.path.exists(lp) or not _writers_present(lp)
             first = alone
         self._first_opener = first
-        self.meta = Metadata(self.path, sync=(self.sync == "always"),
-                             readonly=self.readonly)
-        self._open_doorbell()
-        if first:
-            self._recover_all()
-            if not self.readonly:
-                _native.lock(self._lock_fd, 0, 1, "r", True)   # downgrade
+        try:
+            self.meta = Metadata(self.path, sync=(self.sync == "always"),
+                                 readonly=self.readonly)
+        except BaseException:
+            self._release_lock_file()
+            raise
+        try:
+            self._open_doorbell()
+            if first:
+                self._recover_all()
+                if not self.readonly:
+                    _native.lock(self._lock_fd, 0, 1, "r", True)   # downgrade
+        except BaseException:
+            # nothing may stay open: the caller could not close what it never got
+            for part in self._partitions.values():
+                part.close()
+            self.meta.close()
+            self._release_lock_file()
+            raise
         self._stop = threading.Event()
         self._maint: threading.Thread | None = None
         if not self.readonly:
             self._maint = threading.Thread(target=self._maintenance,
                                            name="pylog-maintenance", daemon=True)
             self._maint.start()
+
+    def _release_lock_file(self) -> None:
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
 
     def _open_doorbell(self) -> None:
         """Map ``doorbell`` (L-3). Waiting writes the waiter count, so even a
@@ -411,9 +428,7 @@ class LogStore:
                 errors.append(exc)
         self._partitions.clear()
         self.meta.close()
-        if self._lock_fd >= 0:
-            os.close(self._lock_fd)
-            self._lock_fd = -1
+        self._release_lock_file()
         if self._bell is not None:
             self._bell.close()
         if errors:

@@ -102,6 +102,7 @@ class Partition:
         self._status = OPEN
         self._failure: BaseException | None = None
         self._wlock = threading.Lock()      # writers of this process
+        self._lock_owner: int | None = None  # thread holding the append lock
         self._rlock = threading.Lock()      # reader segment cache
         self._sync_cond = threading.Condition()
         self._syncing = False
@@ -172,12 +173,23 @@ class Partition:
             if self.readonly:
                 raise CorruptLogError("partition state is being rewritten by "
                                       "a writer that died", self.dir)
-            self._lock()
-            try:
+            if self._lock_owner == threading.get_ident():
+                # this thread holds the lock (in an append): the odd sequence
+                # is a dead process's
                 _native.state_repair(self._state_map)
                 vals = _native.state_read(self._state_map)
-            finally:
-                self._unlock()
+            else:
+                # The OFD lock belongs to the file description, which all our
+                # threads share: taking it while another of our threads holds
+                # it would "succeed" and our unlock would drop theirs. So
+                # queue behind our own writers first.
+                with self._wlock:
+                    self._lock()
+                    try:
+                        _native.state_repair(self._state_map)
+                        vals = _native.state_read(self._state_map)
+                    finally:
+                        self._unlock()
         st = State(vals)
         if st.next_offset == _DELETED:
             raise TopicNotFound(f"topic {self.topic!r} was deleted")
@@ -193,9 +205,12 @@ class Partition:
                               gen, start)
 
     def _lock(self) -> None:
+        """Take the append lock (P-3); the caller holds ``self._wlock``."""
         _native.lock(self._state_fd, *_APPEND_LOCK, "w", True)
+        self._lock_owner = threading.get_ident()
 
     def _unlock(self) -> None:
+        self._lock_owner = None
         _native.lock(self._state_fd, *_APPEND_LOCK, "u", False)
 
     # -- segments --------------------------------------------------------------
@@ -298,6 +313,7 @@ class Partition:
             try:
                 if not _native.lock(self._state_fd, *_APPEND_LOCK, "w", False):
                     return
+                self._lock_owner = threading.get_ident()
                 try:
                     self._write_back_indexes(seg, end, last_offset, idx, tidx, True)
                 finally:
@@ -766,6 +782,7 @@ class Partition:
         """Byte position of the batch holding ``offset`` (or of the first
         batch after it) in ``seg``, found with the sparse index (I-2)."""
         pos = 0
+        expected = seg.base_offset       # baseOffset of the batch at pos
         idx, _ = self._indexes(seg, end, last_offset)
         m = seg.mapped(end) if end else None
         hit = _native.index_lookup(idx, offset - seg.base_offset) if idx else None
@@ -775,7 +792,7 @@ class Partition:
             try:
                 h = _native.read_batch_header(m, hit[1], end)
                 if h.crc_valid and h.last_offset == seg.base_offset + hit[0]:
-                    pos = hit[1]
+                    pos, expected = hit[1], h.base_offset
             except CorruptLogError:
                 pass
         while pos < end:
@@ -783,9 +800,16 @@ class Partition:
                 header = batch.read_header(m, pos, end)
             except CorruptLogError as exc:
                 raise exc.with_path(seg.path) from None
+            # baseOffset is outside the CRC (B-4): check the dense sequence
+            if header.base_offset != expected:
+                raise CorruptLogError(
+                    f"batch claims offset {header.base_offset} where "
+                    f"{expected} belongs: baseOffset is not the expected next "
+                    "offset", seg.path, pos)
             if header.last_offset >= offset:
                 return pos
             pos += header.size
+            expected = header.last_offset + 1
         return pos
 
     def offset_for_time(self, timestamp_ms: int) -> int | None:

@@ -14,8 +14,10 @@ disk, in any mode.
 from __future__ import annotations
 
 import itertools
-import threading
 import time
+from os import getpid as _getpid
+from time import monotonic as _monotonic
+from time import time as _time
 
 from . import _native
 from .errors import (InvalidArgument, LogClosed, RecordTooLarge, TopicNotFound)
@@ -24,6 +26,9 @@ from .types import RecordMetadata
 # R-*: upper bound of a record's framing bytes (varints at their longest).
 _RECORD_OVERHEAD_MAX = 1 + 5 + 1 + 10 + 5 + 5 + 5 + 5
 _HEADER_OVERHEAD_MAX = 10
+# How long a producer trusts its cached partition count of a topic (another
+# process may add partitions).
+_ROUTE_TTL_S = 1.0
 
 
 class Producer:
@@ -40,7 +45,7 @@ class Producer:
         self._rr = itertools.count()
         self._closed = False
         self._touched: set = set()
-        self._lock = threading.Lock()
+        self._routes: dict = {}     # topic -> (expires_monotonic, partitions)
 
     # -- validation ------------------------------------------------------------
     def _check(self) -> None:
@@ -133,26 +138,46 @@ class Producer:
         Raises TopicNotFound, PartitionNotFound, InvalidArgument (types),
         RecordTooLarge, ReadOnlyLog, LogClosed, LogFailedError (I/O). Nothing
         is written when it raises before the append (G5)."""
-        self._check()
+        # The hot path: every check is a type test or a dict lookup; the
+        # rest happens in one native call (Partition.append).
+        if self._closed or self._log._closed or self._log._pid != _getpid():
+            self._check()
         log = self._log
-        if not isinstance(topic, str):
-            raise InvalidArgument(f"topic must be str, got {type(topic).__name__}")
-        key = self._bytes("key", key, self._key_ser)
-        value = self._bytes("value", value, self._value_ser)
-        rec = (self._timestamp(timestamp_ms), key, value, self._headers(headers))
+        if log.readonly:
+            self._check()
+        if type(key) is not bytes and key is not None or self._key_ser is not None:
+            key = self._bytes("key", key, self._key_ser)
+        if type(value) is not bytes and value is not None or self._value_ser is not None:
+            value = self._bytes("value", value, self._value_ser)
+        ts = int(_time() * 1000) if timestamp_ms is None else self._timestamp(timestamp_ms)
+        rec = (ts, key, value, self._headers(headers) if headers else ())
         for attempt in (0, 1):
-            n = log.partitions_for(topic)
-            p = self._partition(topic, key, partition, n)
-            part = log.partition(topic, p)
-            self._check_size(topic, part, (rec,))
+            route = self._routes.get(topic)
+            if route is None or route[0] < _monotonic() or \
+                    (type(partition) is int and partition >= route[1]):
+                if type(topic) is not str:
+                    raise InvalidArgument(f"topic must be str, got {type(topic).__name__}")
+                route = self._routes[topic] = (_monotonic() + _ROUTE_TTL_S,
+                                               log.partitions_for(topic, 0))
+            n = route[1]
+            if partition is None and key is not None:
+                p = _native.partition_for_key(key, n)
+            else:
+                p = self._partition(topic, key, partition, n)
+            part = log._partitions.get((topic, p)) or log.partition(topic, p)
+            if (len(key) if key else 0) + (len(value) if value else 0) + 100 > \
+                    part.config.max_message_bytes or rec[3]:
+                self._check_size(topic, part, (rec,))
             try:
                 offset, ts = part.append((rec,), compression=part.config.compression)
                 break
             except TopicNotFound:
+                self._routes.pop(topic, None)
                 log.forget_topic(topic)
                 if attempt:
                     raise
-        self._touched.add(part)
+        if part not in self._touched:
+            self._touched.add(part)
         return RecordMetadata(topic, p, offset, ts)
 
     def send_batch(self, topic: str, items, *, partition: int | None = None,

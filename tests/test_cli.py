@@ -1,0 +1,456 @@
+"""The pylog console script, run for real in subprocesses against real logs."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+import pylog
+from pylog import TopicPartition
+from pylog.inspect import dump_segment
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def run(*args, input=None, timeout=60):
+    return subprocess.run([sys.executable, "-m", "pylog.cli", *map(str, args)],
+                          input=input, capture_output=True, env=_env(),
+                          timeout=timeout)
+
+
+def ok(*args, **kw):
+    r = run(*args, **kw)
+    assert r.returncode == 0, (r.stdout.decode(), r.stderr.decode())
+    return r.stdout.decode()
+
+
+def seg(log_dir, topic, p, base=0):
+    return os.path.join(str(log_dir), f"{topic}-{p}", f"{base:020d}.log")
+
+
+@pytest.fixture
+def logdir(tmp_path):
+    """orders: 2 partitions; t: 1 partition, several 64 KiB segments; a group."""
+    d = tmp_path / "log"
+    with pylog.open(str(d), sync="never") as log:
+        log.create_topic("orders", partitions=2)
+        log.create_topic("t", partitions=1, segment_bytes=65536,
+                         max_message_bytes=65536)
+        p = log.producer()
+        for i in range(20):
+            p.send("orders", b'{"n": %d}' % i, key=b"user-%d" % (i % 5),
+                   headers=[("source", b"web")])
+        p.send("orders", b"\x00\x01binary\xff", key=b"bin", partition=0)
+        for i in range(1500):
+            p.send("t", b"value-%d-" % i * 4, key=b"k%d" % i)
+        p.flush()
+        c = log.consumer("orders", group_id="inventory", auto_offset_reset="earliest",
+                         enable_auto_commit=False)
+        got = 0
+        while got < 10:
+            got += len(c.poll(1.0, max_records=10 - got))
+        c.commit()
+        c.close()
+    return d
+
+
+# -- help and errors ------------------------------------------------------------
+
+def test_help_lists_commands_with_examples():
+    out = ok("--help")
+    for cmd in ("info", "dump", "verify", "tail", "produce", "topics", "groups", "demo"):
+        assert cmd in out
+    assert "examples:" in out
+    for cmd in ("info", "dump", "verify", "tail", "produce", "topics", "groups", "demo"):
+        sub = ok(cmd, "--help")
+        assert "examples:" in sub and "pylog " + cmd in sub
+
+
+@pytest.mark.parametrize("args", [
+    ("info", "/nonexistent/pylog-log"),
+    ("verify", "/nonexistent/pylog-log"),
+    ("dump", "/nonexistent/x.log"),
+    ("tail", "/nonexistent/pylog-log", "orders"),
+    ("groups", "/nonexistent/pylog-log"),
+])
+def test_missing_path_is_one_line_error(args):
+    r = run(*args)
+    assert r.returncode == 2
+    err = r.stderr.decode()
+    assert err.startswith("pylog: error:") and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_unknown_topic_and_usage_errors(logdir):
+    r = run("tail", logdir, "nope")
+    assert r.returncode == 2 and b"nope" in r.stderr and b"Traceback" not in r.stderr
+    r = run("topics", logdir, "describe", "nope")
+    assert r.returncode == 2 and b"Traceback" not in r.stderr
+    r = run("frobnicate")
+    assert r.returncode == 2
+    r = run("groups", logdir, "reset", "inventory")
+    assert r.returncode == 2 and b"exactly one" in r.stderr
+
+
+# -- info -------------------------------------------------------------------------
+
+def test_info_text_and_json_match_api(logdir):
+    out = ok("info", logdir)
+    assert "orders" in out and "inventory" in out and "LAG" in out
+    info = json.loads(ok("info", logdir, "--json"))
+    with pylog.open(str(logdir), readonly=True) as log:
+        for t in info["topics"]:
+            api = log.describe_topic(t["name"])
+            assert t["partitions"] == api.partitions
+            assert t["config"] == api.config
+            assert t["partition_info"] == [p._asdict() for p in api.partition_info]
+        assert [g["group"] for g in info["groups"]] == log.groups()
+        g = log.describe_group("inventory")
+        assert info["groups"][0]["lag"] == g["lag"] == 11
+        assert info["groups"][0]["partitions"] == g["partitions"]
+    assert len(info["topics"][1]["partition_info"]) == 1
+    assert info["topics"][1]["partition_info"][0]["segments"] > 2
+
+
+# -- dump ---------------------------------------------------------------------------
+
+def test_dump_batches_and_records(logdir):
+    path = seg(logdir, "orders", 0)
+    out = ok("dump", path, "--values")
+    assert "baseOffset: 0" in out and "crcValid: true" in out
+    assert "headerKeys: [source]" in out
+    assert "\\x00\\x01binary\\xff" in out          # binary escaped, not raw
+    d = json.loads(ok("dump", path, "--records", "--json"))
+    api = dump_segment(path, records=True)
+    assert d["batches"] == api["batches"] and d["problems"] == []
+    with pylog.open(str(logdir), readonly=True) as log:
+        end = log.describe_topic("orders").partition_info[0].end_offset
+    offsets = [r["offset"] for b in d["batches"] for r in b["records"]]
+    assert offsets == list(range(end))
+    assert all(b["crc_valid"] and b["codec"] == "none" for b in d["batches"])
+    assert "value" not in d["batches"][0]["records"][0]
+
+
+def test_dump_works_on_a_bare_copied_segment(logdir, tmp_path):
+    copy = tmp_path / "elsewhere.log"
+    shutil.copy(seg(logdir, "t", 0), copy)
+    d = json.loads(ok("dump", copy, "--json"))
+    assert d["base_offset"] is None and len(d["batches"]) > 100
+
+
+def _flip(path, pos, bit=0x10):
+    with open(path, "r+b") as f:
+        f.seek(pos)
+        b = f.read(1)
+        f.seek(pos)
+        f.write(bytes([b[0] ^ bit]))
+
+
+def test_flipped_byte_reported_by_dump_and_verify(logdir, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(logdir, bad)
+    path = seg(bad, "t", 0)
+    batches = dump_segment(path)["batches"]
+    victim = batches[40]
+    _flip(path, victim["position"] + 70)
+    r = run("dump", path)
+    assert r.returncode == 1
+    assert f"position {victim['position']}" in r.stderr.decode()
+    d = json.loads(run("dump", path, "--json").stdout)
+    assert [p["position"] for p in d["problems"]] == [victim["position"]]
+    assert "CRC" in d["problems"][0]["message"]
+    assert len(d["batches"]) == len(batches)       # continued past it
+    r = run("verify", bad)
+    assert r.returncode == 1
+    assert path in r.stdout.decode() and f"position {victim['position']}" in r.stdout.decode()
+    v = json.loads(run("verify", bad, "--json").stdout)
+    assert v["ok"] is False
+    assert [(p["file"], p["position"]) for p in v["problems"]] == [(path, victim["position"])]
+
+
+def test_damaged_length_field_resyncs(logdir, tmp_path):
+    path = tmp_path / "x.log"
+    shutil.copy(seg(logdir, "t", 0), path)
+    batches = dump_segment(str(path))["batches"]
+    _flip(str(path), batches[5]["position"] + 10, 0x40)   # batchLength
+    d = json.loads(run("dump", path, "--json").stdout)
+    assert d["problems"][0]["position"] == batches[5]["position"]
+    assert len(d["batches"]) >= len(batches) - 2
+
+
+def test_truncated_segment_reported(logdir, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(logdir, bad)
+    path = seg(bad, "t", 0)
+    batches = dump_segment(path)["batches"]
+    cut = batches[100]["position"] + 30
+    os.truncate(path, cut)
+    r = run("dump", path)
+    assert r.returncode == 1 and f"position {batches[100]['position']}" in r.stderr.decode()
+    v = json.loads(run("verify", bad, "--json").stdout)
+    assert not v["ok"]
+    probs = {(p["file"], p["position"]) for p in v["problems"]}
+    assert (path, batches[100]["position"]) in probs
+    # the next segment no longer continues the offsets
+    assert any("previous segment ends" in p["message"] for p in v["problems"])
+
+
+def test_deleted_index_reported(logdir, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(logdir, bad)
+    idx = seg(bad, "t", 0)[:-4] + ".index"
+    assert os.path.getsize(idx) > 0
+    os.unlink(idx)
+    r = run("verify", bad)
+    assert r.returncode == 1 and idx in r.stdout.decode() and "missing" in r.stdout.decode()
+
+
+def test_damaged_index_entry_reported(logdir, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(logdir, bad)
+    idx = seg(bad, "t", 0)[:-4] + ".index"
+    _flip(idx, 8 + 7, 0x04)          # position of the second entry
+    v = json.loads(run("verify", bad, "--json").stdout)
+    assert (idx, 8) in {(p["file"], p["position"]) for p in v["problems"]}
+
+
+def test_garbage_after_zero_tail_is_reported(logdir, tmp_path):
+    path = tmp_path / "x.log"
+    data = open(seg(logdir, "orders", 0), "rb").read()
+    valid = dump_segment(seg(logdir, "orders", 0))["valid_end"]
+    assert set(data[valid:]) <= {0}                   # preallocated tail
+    with open(path, "wb") as f:
+        f.write(data[:valid] + bytes(4096) + b"junk" * 10)
+    d = json.loads(run("dump", path, "--json").stdout)
+    assert d["problems"] and d["problems"][0]["position"] == valid
+
+
+def test_dump_survives_random_bytes(tmp_path):
+    import random
+    rnd = random.Random(7)
+    for i in range(5):
+        p = tmp_path / f"r{i}.log"
+        p.write_bytes(bytes(rnd.getrandbits(8) for _ in range(3000)))
+        r = run("dump", p, "--records")
+        assert r.returncode == 1 and b"Traceback" not in r.stderr
+
+
+# -- verify ---------------------------------------------------------------------
+
+def test_verify_sound_log(logdir):
+    out = ok("verify", logdir)
+    assert "OK" in out
+    assert json.loads(ok("verify", logdir, "--json")) == {
+        "path": str(logdir), "ok": True, "problems": []}
+
+
+def test_verify_while_another_process_writes(logdir):
+    code = ("import pylog,sys,time\n"
+            "log=pylog.open(sys.argv[1], sync='never'); p=log.producer()\n"
+            "print('ready', flush=True)\n"
+            "t=time.time()\n"
+            "while time.time()-t<4: p.send('t', b'x'*200, key=b'k')\n"
+            "log.close()\n")
+    w = subprocess.Popen([sys.executable, "-c", code, str(logdir)],
+                         stdout=subprocess.PIPE, env=_env())
+    try:
+        assert w.stdout.readline().strip() == b"ready"
+        for _ in range(3):
+            r = run("verify", logdir)
+            assert r.returncode == 0, r.stdout.decode()
+    finally:
+        w.wait(30)
+    assert ok("verify", logdir)
+
+
+# -- produce / tail ---------------------------------------------------------------
+
+def test_produce_and_tail(logdir):
+    r = run("produce", logdir, "orders", "--key-separator", ":",
+            input=b"user-1:first\nuser-2:second\nno key here\n")
+    assert r.returncode == 0 and b"3 record" in r.stderr
+    lines = [json.loads(x) for x in ok("tail", logdir, "orders", "--from-beginning",
+                                       "--format", "json").splitlines()]
+    assert len(lines) == 24
+    mine = [x for x in lines if x["value"] in ("first", "second", "no key here")]
+    assert {(x["key"], x["value"]) for x in mine} == {
+        ("user-1", "first"), ("user-2", "second"), (None, "no key here")}
+    with pylog.open(str(logdir), readonly=True) as log:
+        n = log.partitions_for("orders")
+        assert mine[0]["partition"] == pylog._native.partition_for_key(
+            mine[0]["key"].encode(), n) if mine[0]["key"] else True
+    # default: the last N of each partition
+    out = ok("tail", logdir, "orders", "-n", "2")
+    assert len(out.splitlines()) == 4
+    out = ok("tail", logdir, "orders", "--partition", "0", "--offset", "3")
+    assert out.splitlines()[0].startswith("0:3\t")
+    r = run("produce", logdir, "nope", input=b"x\n")
+    assert r.returncode == 2
+
+
+def test_tail_since(logdir):
+    time.sleep(0.05)
+    cut = int(time.time() * 1000)
+    time.sleep(0.05)
+    run("produce", logdir, "orders", "--partition", "1", input=b"late\n")
+    out = ok("tail", logdir, "orders", "--since", str(cut), "--format", "json")
+    assert [json.loads(x)["value"] for x in out.splitlines()] == ["late"]
+    out = ok("tail", logdir, "orders", "--since", "1h")
+    assert len(out.splitlines()) == 22
+
+
+def test_tail_follow_receives_records_from_another_process(logdir):
+    tail = subprocess.Popen([sys.executable, "-m", "pylog.cli", "tail", str(logdir),
+                             "orders", "-f", "--format", "json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+    try:
+        time.sleep(1.0)
+        r = run("produce", logdir, "orders", "--key-separator", "=",
+                input=b"".join(b"k%d=live-%d\n" % (i, i) for i in range(5)))
+        assert r.returncode == 0
+        got = []
+        deadline = time.time() + 15
+        while len(got) < 5 and time.time() < deadline:
+            line = tail.stdout.readline()
+            if not line:
+                break
+            got.append(json.loads(line)["value"])
+        assert sorted(got) == sorted(f"live-{i}" for i in range(5))
+    finally:
+        tail.terminate()
+        tail.wait(10)
+    assert tail.returncode == 0 and b"Traceback" not in tail.stderr.read()
+
+
+def test_tail_with_group_commits(logdir):
+    out = ok("tail", logdir, "orders", "--group", "audit", "--from-beginning")
+    assert len(out.splitlines()) == 21
+    assert ok("tail", logdir, "orders", "--group", "audit") == ""
+    with pylog.open(str(logdir), readonly=True) as log:
+        assert log.describe_group("audit")["lag"] == 0
+
+
+# -- topics / groups --------------------------------------------------------------
+
+def test_topics_admin(logdir):
+    out = ok("topics", logdir, "create", "audit", "--partitions", "3",
+             "--config", "retention_ms=3600000", "--config", "compression=zstd")
+    assert "audit" in out
+    assert "audit" in ok("topics", logdir)
+    d = json.loads(ok("topics", logdir, "describe", "audit", "--json"))
+    assert d["partitions"] == 3 and d["config"]["retention_ms"] == 3600000
+    assert d["config"]["compression"] == "zstd"
+    ok("topics", logdir, "alter", "audit", "--partitions", "5",
+       "--config", "retention_ms=7200000")
+    with pylog.open(str(logdir), readonly=True) as log:
+        info = log.describe_topic("audit")
+        assert info.partitions == 5 and info.config["retention_ms"] == 7200000
+    r = run("topics", logdir, "create", "audit")
+    assert r.returncode == 2 and b"exists" in r.stderr
+    ok("topics", logdir, "create", "audit", "--if-not-exists")
+    r = run("topics", logdir, "create", "../x")
+    assert r.returncode == 2 and b"Traceback" not in r.stderr
+    r = run("topics", logdir, "create", "y", "--config", "bogus=1")
+    assert r.returncode == 2
+    ok("topics", logdir, "delete", "audit")
+    with pylog.open(str(logdir), readonly=True) as log:
+        assert "audit" not in log.topics()
+    assert run("topics", logdir, "delete", "audit").returncode == 2
+    j = json.loads(ok("topics", logdir, "list", "--json"))
+    assert [t["name"] for t in j] == ["orders", "t"]
+
+
+def test_groups_describe_and_reset_dry_run_vs_execute(logdir):
+    out = ok("groups", logdir)
+    assert "inventory" in out
+    d = json.loads(ok("groups", logdir, "describe", "inventory", "--json"))
+    with pylog.open(str(logdir), readonly=True) as log:
+        assert d == json.loads(json.dumps(log.describe_group("inventory")))
+        before = log.meta.group_offsets("inventory")
+    out = ok("groups", logdir, "reset", "inventory", "--to-earliest")
+    assert "Dry run" in out
+    with pylog.open(str(logdir), readonly=True) as log:
+        assert log.meta.group_offsets("inventory") == before
+    plan = json.loads(ok("groups", logdir, "reset", "inventory", "--to-latest",
+                         "--execute", "--json"))
+    assert plan["executed"]
+    with pylog.open(str(logdir), readonly=True) as log:
+        after = log.meta.group_offsets("inventory")
+        ends = {(p.partition): p.end_offset for p in log.describe_topic("orders").partition_info}
+        assert after == {("orders", p): e for p, e in ends.items()}
+        assert log.describe_group("inventory")["lag"] == 0
+    ok("groups", logdir, "reset", "inventory", "--to-offset", "2", "--execute")
+    with pylog.open(str(logdir), readonly=True) as log:
+        assert set(log.meta.group_offsets("inventory").values()) == {2}
+    ok("groups", logdir, "reset", "inventory", "--to-datetime", "2000-01-01T00:00:00Z",
+       "--execute")
+    with pylog.open(str(logdir), readonly=True) as log:
+        assert set(log.meta.group_offsets("inventory").values()) == {0}
+    r = run("groups", logdir, "describe", "nope")
+    assert r.returncode == 2
+
+
+def test_groups_reset_refused_with_live_member(logdir):
+    code = ("import pylog,sys,time\n"
+            "log=pylog.open(sys.argv[1]); c=log.consumer('orders', group_id='inventory')\n"
+            "c.poll(0.5); print('ready', flush=True); time.sleep(30)\n")
+    w = subprocess.Popen([sys.executable, "-c", code, str(logdir)],
+                         stdout=subprocess.PIPE, env=_env())
+    try:
+        assert w.stdout.readline().strip() == b"ready"
+        assert "Dry run" in ok("groups", logdir, "reset", "inventory", "--to-earliest")
+        r = run("groups", logdir, "reset", "inventory", "--to-earliest", "--execute")
+        assert r.returncode == 2 and b"live member" in r.stderr
+    finally:
+        w.kill()
+        w.wait()
+
+
+def test_info_on_log_another_process_has_open(logdir):
+    code = ("import pylog,sys,time\n"
+            "log=pylog.open(sys.argv[1]); p=log.producer(); p.send('orders', b'x', partition=1)\n"
+            "print('ready', flush=True); time.sleep(30)\n")
+    w = subprocess.Popen([sys.executable, "-c", code, str(logdir)],
+                         stdout=subprocess.PIPE, env=_env())
+    try:
+        assert w.stdout.readline().strip() == b"ready"
+        info = json.loads(ok("info", logdir, "--json"))
+        orders = [t for t in info["topics"] if t["name"] == "orders"][0]
+        with pylog.open(str(logdir), readonly=True) as log:
+            assert orders["partition_info"] == [
+                p._asdict() for p in log.describe_topic("orders").partition_info]
+        assert ok("verify", logdir)
+    finally:
+        w.kill()
+        w.wait()
+    with pylog.open(str(logdir)) as log:
+        assert log.consumer().end_offsets([TopicPartition("orders", 1)])
+
+
+def test_info_and_verify_on_log_whose_recovery_refuses_to_open(tmp_path):
+    d = tmp_path / "crashed"
+    code = ("import pylog,os,sys\n"
+            "log=pylog.open(sys.argv[1], sync='never'); log.create_topic('t')\n"
+            "p=log.producer()\n"
+            "for i in range(100): p.send('t', b'x%d' % i)\n"
+            "os._exit(0)\n")                       # no close: no checkpoint
+    subprocess.run([sys.executable, "-c", code, str(d)], env=_env(), check=True)
+    path = seg(d, "t", 0)
+    pos = dump_segment(path)["batches"][10]["position"]
+    _flip(path, pos + 1, 0x01)                 # baseOffset: not covered by the CRC
+    r = run("info", d)
+    assert r.returncode in (0, 1) and b"Traceback" not in r.stderr
+    assert b"t " in r.stdout or b"\nt" in r.stdout
+    r = run("verify", d)
+    assert r.returncode == 1 and f"position {pos}" in r.stdout.decode()
+    assert len(r.stdout.decode().strip().splitlines()) == 2   # one problem, no cascade
