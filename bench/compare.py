@@ -959,6 +959,23 @@ def parse_args(argv):
     return a
 
 
+PEER_PACKAGES = {"redis": "redis", "persistqueue": "persist-queue"}
+
+
+def ensure_peer_packages():
+    """pip-install the peers' Python packages that are missing (a fresh
+    clone's venv has only pylog's test extras); a failure leaves the peer
+    to be skipped with its reason."""
+    import importlib.util
+    missing = [dist for mod, dist in PEER_PACKAGES.items()
+               if importlib.util.find_spec(mod) is None]
+    if missing:
+        say("-- installing peer packages: %s" % " ".join(missing))
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q"] + missing,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        importlib.invalidate_caches()
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--_latency-child"]:
@@ -976,6 +993,8 @@ def main(argv=None):
             return 1
         wanted = [P.PEERS_BY_NAME[x] for x in names]
     P.RedisPeer.install = not a.no_install
+    if not a.no_install:
+        ensure_peer_packages()
 
     peers_run = []
     skipped = {}

@@ -383,6 +383,18 @@ class Partition:
             return st, 0
         if bases[0] > start:
             start = bases[0]   # retention metadata lagged behind the files
+        if len(bases) > 1 and pm.checkpoint_base != bases[-1] and \
+                self._segment_is_empty(bases[-1]):
+            # A roll publishes the new segment and then checkpoints it, before
+            # any batch goes in: an empty last segment the checkpoint does not
+            # name was made by a roll that crashed (or whose checkpoint write
+            # failed). Others may have appended to the previous segment past
+            # its base since, so it goes, and the previous one is active again.
+            _log.warning("%s: dropping the empty segment %d left by an "
+                         "interrupted roll", self.dir, bases[-1])
+            if write:
+                _unlink_segment(self.dir, bases[-1])
+            bases.pop()
         # Scan from the checkpoint's segment (P-4). Sealed segments were
         # fdatasync'd when they rolled, so a missing checkpoint segment means
         # start at the first segment after it.
@@ -470,6 +482,20 @@ class Partition:
             if start != pm.log_start_offset:
                 self._meta.set_log_start(self.topic, self.index, start)
         return st, cut
+
+    def _segment_is_empty(self, base: int) -> bool:
+        """True if segment ``base`` holds no batch: shorter than a batch
+        length field, or a zero batchLength at position 0 (preallocated)."""
+        try:
+            fd = os.open(os.path.join(self.dir, f"{base:020d}.log"),
+                         os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return True
+        try:
+            head = os.pread(fd, 12, 0)
+        finally:
+            os.close(fd)
+        return len(head) < 12 or head[8:12] == b"\0\0\0\0"
 
     @staticmethod
     def _headers_max_timestamp(m, seg: Segment, pos: int, end: int) -> int:
@@ -611,19 +637,30 @@ class Partition:
 
     def _roll(self, seg: Segment, next_offset: int, pos: int, max_ts: int,
               gen: int, start: int) -> Segment:
-        """Seal the active segment and start a new one at ``next_offset`` (S-4)."""
-        seg.sync()                       # sealed segments are always durable
-        if max_ts >= 0:                  # T-3: the final max timestamp
-            seg.append_timeindex(max_ts, next_offset - 1 - seg.base_offset)
-        seg.truncate(pos)
-        seg.sync()
+        """Seal the active segment and start a new one at ``next_offset`` (S-4).
+
+        The new segment is created and preallocated first: ENOSPC (the likely
+        failure) then leaves the old segment untouched and still active, and
+        the half-made new one is removed, so later appends to the old one
+        cannot collide with it (G8). A crash before the publish leaves an
+        empty new segment that recovery drops (P-4)."""
+        new = Segment(self.dir, next_offset, create=True, writable=True)
+        try:
+            new.truncate(0)                  # a leftover of a crashed roll
+            new.write_indexes([], [])
+            new.preallocate(min(self.config.segment_bytes, PREALLOCATE_BYTES))
+            seg.sync()                       # sealed segments are always durable
+            seg.truncate(pos)
+            seg.sync()
+            if max_ts >= 0:                  # T-3: the final max timestamp
+                seg.append_timeindex(max_ts, next_offset - 1 - seg.base_offset)
+            fsync_dir(self.dir)
+        except BaseException:
+            new.close()
+            new.unlink()
+            raise
         with self._sync_cond:
             self._synced = max(self._synced, (seg.base_offset, pos))
-        new = Segment(self.dir, next_offset, create=True, writable=True)
-        new.truncate(0)                  # a leftover of a crashed roll
-        new.write_indexes([], [])
-        new.preallocate(min(self.config.segment_bytes, PREALLOCATE_BYTES))
-        fsync_dir(self.dir)
         self._publish(next_offset, next_offset, 0, -1, gen + 1, start)
         self._meta.set_checkpoint(self.topic, self.index, next_offset, 0,
                                   next_offset)
@@ -698,7 +735,8 @@ class Partition:
         when ``values_only``, and advances the cursor. Never returns records
         that are not committed (P-2). Raises OffsetOutOfRange when the cursor
         is below the log start offset and CorruptLogError (with file and
-        position) when a batch fails its CRC (G4).
+        position) when a batch fails its CRC or breaks the dense offset
+        sequence (G4; baseOffset is outside the CRC).
         """
         self._check()
         st = self.state()

@@ -100,3 +100,29 @@ def test_sigkill_writer(logdir, sync, child_env):
 @pytest.mark.parametrize("sync", ["never", "always", "interval"])
 def test_sigkill_writer_long(logdir, sync, child_env):
     crash_loop(logdir, sync, 100, child_env)
+
+
+def test_roll_interrupted_by_a_crash(logdir):
+    """A writer killed inside a roll leaves an empty next segment that the
+    state never published; other writers keep appending to the old segment
+    past its base. Recovery drops it instead of failing the partition."""
+    with pylog.open(logdir, sync="never") as log:
+        log.create_topic("t", segment_bytes=65536, max_message_bytes=60000,
+                         retention_ms=-1)
+        prod = log.producer()
+        for i in range(10):
+            prod.send("t", b"%d" % i, partition=0)
+        d = log.partition("t", 0).dir
+        stem = os.path.join(d, f"{10:020d}")
+        with open(stem + ".log", "wb") as f:        # what the dead roller made
+            f.truncate(65536)
+        for suffix in (".index", ".timeindex"):
+            open(stem + suffix, "wb").close()
+        for i in range(10, 60):                     # a live writer carries on
+            assert prod.send("t", b"%d" % i, partition=0).offset == i
+    with pylog.open(logdir, sync="never") as log:
+        part = log.partition("t", 0)
+        assert part.failed is None
+        assert [r[3] for r in part.fetch(Cursor(0), 1000)] == [b"%d" % i for i in range(60)]
+        assert log.producer().send("t", b"60", partition=0).offset == 60
+    assert not os.path.exists(stem + ".log")
