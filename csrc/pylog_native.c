@@ -1284,7 +1284,99 @@ static int append_locked(void *state, uint8_t *seg, size_t seg_cap, int64_t seg_
     return 0;
 }
 
-int pl_append_packed(void *state, int lock_fd, uint8_t *seg, size_t seg_cap, int64_t seg_base,
+/* ---- append lock ---- */
+
+#if defined(__linux__) && defined(F_OFD_GETLK)
+#define PL_FUTEX_LOCK 1
+#endif
+
+int pl_liveness_lock(int live_fd, uint32_t token)
+{
+    if (token == 0 || token > 0x7fffffffu)
+        return PL_E_INVAL;
+    return pl_lock(live_fd, PL_LIVENESS_BASE + (int64_t)token, 1, 1, 0);
+}
+
+#ifdef PL_FUTEX_LOCK
+/* Is the Log owning ``token`` alive?  It is while some open file description
+ * holds a read lock on its liveness byte; ours never conflicts with itself. */
+static int token_alive(int live_fd, uint32_t token)
+{
+    struct flock fl;
+    memset(&fl, 0, sizeof fl);
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = (off_t)(PL_LIVENESS_BASE + (int64_t)token);
+    fl.l_len = 1;
+    if (fcntl(live_fd, F_OFD_GETLK, &fl) == -1)
+        return 1; /* cannot tell: assume alive, keep waiting */
+    return fl.l_type != F_UNLCK;
+}
+#endif
+
+#define PL_LOCK_POLL_US 20000 /* how often a waiter checks the holder is alive */
+
+int pl_plock_acquire(void *state, uint32_t token, int live_fd, int state_fd, int wait)
+{
+    if (!state || ((uintptr_t)state & 7) || token == 0)
+        return PL_E_INVAL;
+#ifdef PL_FUTEX_LOCK
+    (void)state_fd;
+    uint32_t *w = (uint32_t *)((uint8_t *)state + PL_STATE_LOCK_WORD);
+    uint32_t *waiters = w + 1;
+    for (long round = 0;; round++) {
+        uint32_t cur = 0;
+        if (__atomic_compare_exchange_n(w, &cur, token, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+            return 0;
+        if (cur == token)
+            return PL_E_INVAL; /* this Log holds it already: a caller bug */
+        if (!wait || round > 0) {
+            if (!token_alive(live_fd, cur)) {
+                /* P-3: the holder died; its half-done work is past the
+                 * published end and is overwritten or recovered. */
+                if (__atomic_compare_exchange_n(w, &cur, token, 0, __ATOMIC_ACQUIRE,
+                                                __ATOMIC_RELAXED))
+                    return 1;
+                continue;
+            }
+            if (!wait)
+                return PL_E_BUSY;
+        }
+        struct timespec ts = {0, PL_LOCK_POLL_US * 1000L};
+        __atomic_fetch_add(waiters, 1, __ATOMIC_SEQ_CST);
+        if (__atomic_load_n(w, __ATOMIC_SEQ_CST) == cur)
+            syscall(SYS_futex, w, FUTEX_WAIT, cur, &ts, NULL, 0);
+        __atomic_fetch_sub(waiters, 1, __ATOMIC_SEQ_CST);
+    }
+#else
+    (void)live_fd;
+    int rc = pl_lock(state_fd, 0, 1, 2, wait);
+    if (rc == -EAGAIN || rc == -EACCES)
+        return PL_E_BUSY;
+    return rc;
+#endif
+}
+
+int pl_plock_release(void *state, uint32_t token, int state_fd)
+{
+    if (!state || ((uintptr_t)state & 7) || token == 0)
+        return PL_E_INVAL;
+#ifdef PL_FUTEX_LOCK
+    (void)state_fd;
+    uint32_t *w = (uint32_t *)((uint8_t *)state + PL_STATE_LOCK_WORD);
+    uint32_t expect = token;
+    if (!__atomic_compare_exchange_n(w, &expect, 0, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+        return PL_E_INVAL; /* not ours (taken over after we were thought dead) */
+    if (__atomic_load_n(w + 1, __ATOMIC_SEQ_CST) != 0)
+        syscall(SYS_futex, w, FUTEX_WAKE, 1, NULL, NULL, 0);
+    return 0;
+#else
+    return pl_lock(state_fd, 0, 1, 0, 0);
+#endif
+}
+
+int pl_append_packed(void *state, uint32_t lock_token, int live_fd, int state_fd,
+                     uint8_t *seg, size_t seg_cap, int64_t seg_base,
                      int index_fd, int timeindex_fd, int64_t index_interval,
                      const pl_batch_meta *meta, uint32_t n, const int64_t *stream,
                      size_t stream_len, const uint8_t *blob, size_t blob_len,
@@ -1293,15 +1385,15 @@ int pl_append_packed(void *state, int lock_fd, uint8_t *seg, size_t seg_cap, int
     if (!state || !out || !meta || ((uintptr_t)state & 7))
         return PL_E_INVAL;
     memset(out, 0, sizeof *out);
-    if (lock_fd >= 0) {
-        int lrc = pl_lock(lock_fd, 0, 1, 2, 1);
-        if (lrc != 0)
+    if (lock_token != 0) {
+        int lrc = pl_plock_acquire(state, lock_token, live_fd, state_fd, 1);
+        if (lrc < 0)
             return lrc;
     }
     int rc = append_locked(state, seg, seg_cap, seg_base, index_fd, timeindex_fd,
                            index_interval, meta, n, stream, stream_len, blob, blob_len, out);
-    if (lock_fd >= 0)
-        pl_lock(lock_fd, 0, 1, 0, 0); /* cannot fail for a lock we hold */
+    if (lock_token != 0)
+        pl_plock_release(state, lock_token, state_fd);
     if (rc == 0 && bell) {
         uint8_t *b = (uint8_t *)bell;
         pl_doorbell_ring(b + (size_t)slot * PL_DOORBELL_SLOT_SIZE); /* L-3 */

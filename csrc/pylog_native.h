@@ -228,10 +228,30 @@ typedef struct {
     int32_t index_errno;    /* errno of a failed index write (derived data) */
 } pl_append_out;
 
-int pl_append_packed(void *state, int lock_fd, uint8_t *seg, size_t seg_cap, int64_t seg_base,
+int pl_append_packed(void *state, uint32_t lock_token, int live_fd, int state_fd,
+                     uint8_t *seg, size_t seg_cap, int64_t seg_base,
                      int index_fd, int timeindex_fd, int64_t index_interval,
                      const pl_batch_meta *meta, uint32_t n, const int64_t *stream,
                      size_t stream_len, const uint8_t *blob, size_t blob_len,
                      void *bell, uint32_t slot, pl_append_out *out);
+
+/* ---- the partition append lock (FORMAT.rst P-3) ----
+ * A futex word in partition.state (uint32 at PL_STATE_LOCK_WORD: 0 free, else
+ * the holder's token; uint32 waiter count after it): taking and dropping it
+ * costs no syscall when uncontended. A token is a random non-zero 31-bit
+ * number per open Log, whose liveness is an OFD read lock the Log holds on
+ * byte PL_LIVENESS_BASE + token of pylog.lock (live_fd): the kernel drops it
+ * when the process dies, so a waiter that finds the holder's liveness lock
+ * gone takes the lock over (return 1) and never wedges behind a SIGKILLed
+ * writer. Without OFD locks (not Linux) the lock is a classic fcntl write
+ * lock on byte 0 of state_fd.
+ * pl_plock_acquire returns 0 (taken), 1 (taken over from a dead holder),
+ * PL_E_BUSY (held, and wait == 0) or -errno. */
+#define PL_STATE_LOCK_WORD 128
+#define PL_LIVENESS_BASE   4294967296
+
+int pl_plock_acquire(void *state, uint32_t token, int live_fd, int state_fd, int wait);
+int pl_plock_release(void *state, uint32_t token, int state_fd);
+int pl_liveness_lock(int live_fd, uint32_t token); /* take this Log's liveness lock */
 
 #endif /* PYLOG_NATIVE_H */

@@ -794,20 +794,42 @@ def release(p) -> None:
     ffi.release(p)
 
 
-def append_packed(state_p, lock_fd: int, seg_p, seg_cap: int, seg_base: int,
+def append_out():
+    """A reusable output struct for :func:`append_packed` (one per writer)."""
+    return ffi.new("pl_append_out *")
+
+
+def append_packed(state_p, lock, seg_p, seg_cap: int, seg_base: int,
                   index_fd: int, timeindex_fd: int, index_interval: int, records,
-                  bell_p, slot: int):
+                  bell_p, slot: int, out=None):
     """Append ``records`` as one uncompressed batch in one native call.
 
     ``state_p``/``seg_p``/``bell_p`` come from :func:`pointer` (``bell_p`` may
-    be None). Returns ``(rc, out)``: rc 0 on success, E_NOSPACE (out.size is
+    be None); ``out`` from :func:`append_out` (reused by a single writer);
+    ``lock`` is (token, liveness fd, state fd) of :func:`plock_acquire`, or
+    None when the caller holds the append lock.
+    Returns ``(rc, out)``: rc 0 on success, E_NOSPACE (out.size is
     the needed size), E_STALE (remap the active segment and retry),
     E_DELETED, or -errno; ``out`` has base_offset, position, size,
     next_offset, active_base, max_timestamp, index_written, index_errno.
     """
-    n, meta, blob = _pack(records)
-    out = ffi.new("pl_append_out *")
-    rc = lib.pl_append_packed(state_p, lock_fd, seg_p if seg_p is not None else _NULL,
+    if len(records) == 1 and not records[0][3]:
+        # one record without headers: the common send(); skip the general packer
+        ts, key, value, _ = records[0]
+        if (key is None or type(key) is bytes) and (value is None or type(value) is bytes):
+            meta = _array("q", (ts, -1 if key is None else len(key),
+                                -1 if value is None else len(value), 0))
+            blob = (key or b"") + (value or b"")
+            n = 1
+        else:
+            n, meta, blob = _pack(records)
+    else:
+        n, meta, blob = _pack(records)
+    if out is None:
+        out = ffi.new("pl_append_out *")
+    token, live_fd, state_fd = lock if lock is not None else (0, -1, -1)
+    rc = lib.pl_append_packed(state_p, token, live_fd, state_fd,
+                              seg_p if seg_p is not None else _NULL,
                               seg_cap, seg_base, index_fd, timeindex_fd, index_interval,
                               _DEFAULT_META, n, ffi.from_buffer("int64_t[]", meta), len(meta),
                               blob, len(blob), bell_p if bell_p is not None else _NULL,
@@ -823,3 +845,47 @@ def state_index_position(state_buf) -> int:
 
 def set_state_index_position(state_buf, position: int) -> None:
     _struct.pack_into("=q", state_buf, STATE_INDEX_POSITION, position)
+
+
+def doorbell_ring_ptr(bell_p, slot: int) -> None:
+    """Ring ``slot`` and slot 0 of a doorbell map given as a :func:`pointer` (L-3)."""
+    lib.pl_doorbell_ring(bell_p + slot * DOORBELL_SLOT_SIZE)
+    if slot:
+        lib.pl_doorbell_ring(bell_p)
+
+
+LIVENESS_BASE = lib.PL_LIVENESS_BASE
+
+
+def new_lock_token() -> int:
+    """A random non-zero 31-bit token naming one open Log as a lock holder."""
+    return int.from_bytes(_os.urandom(4), "little") % 0x7FFFFFFF + 1
+
+
+def liveness_lock(live_fd: int, token: int) -> None:
+    """Hold the read lock that tells others the Log with ``token`` is alive."""
+    rc = lib.pl_liveness_lock(live_fd, token)
+    if rc != 0:
+        raise OSError(-rc, "liveness lock: " + _os.strerror(-rc))
+
+
+def plock_acquire(state_p, token: int, live_fd: int, state_fd: int, wait: bool) -> bool:
+    """Take a partition's append lock (P-3). Returns False only when busy and
+    not waiting. Taking it over from a dead holder counts as taking it."""
+    while True:
+        rc = lib.pl_plock_acquire(state_p, token, live_fd, state_fd, 1 if wait else 0)
+        if rc in (0, 1):
+            return True
+        if rc == _E_BUSY:
+            return False
+        if rc == -_errno.EINTR:
+            continue
+        if rc == _E_INVAL:
+            raise InvalidArgument("append lock: invalid state, token, or already held")
+        raise OSError(-rc, "append lock: " + _os.strerror(-rc))
+
+
+def plock_release(state_p, token: int, state_fd: int) -> None:
+    rc = lib.pl_plock_release(state_p, token, state_fd)
+    if rc != 0:
+        raise InvalidArgument("append lock released by a Log that does not hold it")

@@ -114,6 +114,10 @@ class LogStore:
             first = _native.lock(self._lock_fd, 0, 1, "w", False)
             if not first:
                 _native.lock(self._lock_fd, 0, 1, "r", True)
+            # L-2 / P-3: this Log's name in partition append locks, alive as
+            # long as this read lock is held (the kernel drops it on death)
+            self._lock_token = _native.new_lock_token()
+            _native.liveness_lock(self._lock_fd, self._lock_token)
         else:
             # No writer alive means the partition states may be stale: views
             # are then recovered in memory, without touching the files.
@@ -221,16 +225,11 @@ class LogStore:
         if part is not None and part.topic_id == doc["id"]:
             return part
         cfg = TopicConfig.from_dict(doc["config"])
-        slot = topic_slot(topic)
-        bell = self._bell
-
-        def ring(bell=bell, slot=slot):
-            _native.doorbell_ring(bell, slot)
-            _native.doorbell_ring(bell, 0)
-
         part = Partition(self.path, topic, p, cfg, self.meta, sync=self.sync,
                          readonly=self.readonly, create=not self.readonly,
-                         ring=None if self.readonly else ring)
+                         doorbell=(self._bell, topic_slot(topic)),
+                         lock_identity=None if self.readonly else
+                         (self._lock_token, self._lock_fd))
         part.topic_id = doc["id"]
         if recover and (self.readonly and self._first_opener or
                         not part.initialized()):
@@ -358,7 +357,8 @@ class LogStore:
                 part = self._partitions.pop((name, p), None)
                 if part is None:
                     part = Partition(self.path, name, p, TopicConfig(), self.meta,
-                                     sync=self.sync)
+                                     sync=self.sync,
+                                     lock_identity=(self._lock_token, self._lock_fd))
                 if part.initialized():
                     part.mark_deleted()
                 part.close()

@@ -30,6 +30,7 @@ Thread safety: every public method is thread-safe.
 from __future__ import annotations
 
 import bisect
+import errno
 import logging
 import mmap
 import os
@@ -47,7 +48,6 @@ _log = logging.getLogger("pylog")
 
 STATE_FILE = "partition.state"
 STATE_FILE_BYTES = 4096
-_APPEND_LOCK = (0, 1)     # P-3: byte range of partition.state locked by appenders
 _DELETED = -1             # P-2: next_offset of a deleted partition
 
 OPEN, FAILED, CLOSED = "OPEN", "FAILED", "CLOSED"
@@ -89,7 +89,7 @@ class Partition:
 
     def __init__(self, root: str, topic: str, index: int, config: TopicConfig,
                  meta, *, sync: str = "always", readonly: bool = False,
-                 create: bool = False, ring=None):
+                 create: bool = False, doorbell=None, lock_identity=None):
         self.topic = topic
         self.index = index
         self.name = f"{topic}-{index}"
@@ -98,7 +98,19 @@ class Partition:
         self.sync_mode = sync
         self.readonly = readonly
         self._meta = meta
-        self._ring = ring or (lambda: None)
+        # (doorbell map, slot) of the log (L-3): appends ring it
+        self._bell_ptr = None
+        self._bell_slot = 0
+        if doorbell is not None and doorbell[0] is not None and not readonly:
+            self._bell_ptr = _native.pointer(doorbell[0])
+            self._bell_slot = doorbell[1]
+        self._state_ptr = None
+        self._append_out = _native.append_out()   # reused under self._wlock
+        # (token, liveness fd) naming the owning Log in the append lock (P-3)
+        if lock_identity is None and not readonly:
+            raise ValueError("a writable Partition needs the Log's lock identity")
+        self._lock_identity = lock_identity
+        self._lock_args = None
         self._status = OPEN
         self._failure: BaseException | None = None
         self._wlock = threading.Lock()      # writers of this process
@@ -109,7 +121,6 @@ class Partition:
         self._synced = (-1, -1)             # (segment base, position) durable
         self._written = (-1, -1)            # last batch end appended here
         self._active: Segment | None = None  # writer's handle
-        self._last_entry_pos = 0            # I-2 bookkeeping of the writer
         self._writer_next = -1              # next offset as this writer left it
         self._readers: dict[int, Segment] = {}
         self._reader_sizes: dict[int, int] = {}
@@ -138,6 +149,8 @@ class Partition:
                 prot = mmap.PROT_READ | (0 if readonly else mmap.PROT_WRITE)
                 self._state_map = mmap.mmap(self._state_fd, STATE_FILE_BYTES,
                                             mmap.MAP_SHARED, prot)
+                if not readonly:
+                    self._state_ptr = _native.pointer(self._state_map)
 
     # -- state machine -----------------------------------------------------
     def _check(self) -> None:
@@ -204,14 +217,19 @@ class Partition:
         _native.state_publish(self._state_map, next_offset, base, pos, max_ts,
                               gen, start)
 
-    def _lock(self) -> None:
-        """Take the append lock (P-3); the caller holds ``self._wlock``."""
-        _native.lock(self._state_fd, *_APPEND_LOCK, "w", True)
+    def _lock(self, wait: bool = True) -> bool:
+        """Take the append lock (P-3); the caller holds ``self._wlock``.
+        Returns False only when ``wait`` is false and the lock is busy."""
+        token, live_fd = self._lock_identity
+        if not _native.plock_acquire(self._state_ptr, token, live_fd,
+                                     self._state_fd, wait):
+            return False
         self._lock_owner = threading.get_ident()
+        return True
 
     def _unlock(self) -> None:
         self._lock_owner = None
-        _native.lock(self._state_fd, *_APPEND_LOCK, "u", False)
+        _native.plock_release(self._state_ptr, self._lock_identity[0], self._state_fd)
 
     # -- segments --------------------------------------------------------------
     def _list_bases(self) -> list[int]:
@@ -311,9 +329,8 @@ class Partition:
             if not self._wlock.acquire(blocking=False):
                 return
             try:
-                if not _native.lock(self._state_fd, *_APPEND_LOCK, "w", False):
+                if not self._lock(wait=False):
                     return
-                self._lock_owner = threading.get_ident()
                 try:
                     self._write_back_indexes(seg, end, last_offset, idx, tidx, True)
                 finally:
@@ -327,7 +344,7 @@ class Partition:
             st = self.state()
             if st.active_base != seg.base_offset or st.active_position != end:
                 return
-            self._writer_next = -1   # the writer re-reads its last entry (I-2)
+            _native.set_state_index_position(self._state_map, _last_entry_position(idx))
         seg.replace_indexes(idx, tidx)
 
     # -- recovery --------------------------------------------------------------
@@ -472,6 +489,9 @@ class Partition:
                     if not last and next_offset > base:   # T-3
                         tidx += TIMEINDEX_ENTRY.pack(max_ts, next_offset - 1 - base)
                     seg.replace_indexes(idx, tidx)
+                    if last:
+                        _native.set_state_index_position(
+                            self._state_map, _last_entry_position(idx))
                     if last and size > end:
                         seg.truncate(end)
             finally:
@@ -547,30 +567,88 @@ class Partition:
         Durable per the sync mode before returning (G1). Raises LogFailedError
         after an I/O error, which also moves the partition to FAILED.
         """
-        self._check()
-        with self._wlock:
+        if self._status is not OPEN:
             self._check()
-            self._lock()
-            try:
-                base, end = self._append_locked(records, compression)
-            except (OSError, CorruptLogError) as exc:
-                self._unlock_quietly()
-                if isinstance(exc, OSError) and exc.errno == 28:  # ENOSPC
-                    # Nothing was published: the call fails, the partition
-                    # stays usable once space is freed (G8).
-                    raise LogFailedError(
-                        f"append to {self.name}: disk full (ENOSPC); free "
-                        "space or lower retention_bytes") from exc
-                self._fail(exc)
-                raise LogFailedError(f"append to {self.name}: {exc}") from exc
-            except BaseException:
-                self._unlock_quietly()
-                raise
-            self._unlock()
-        self._ring()
+        with self._wlock:
+            if self._status is not OPEN:
+                self._check()
+            done = None
+            if compression is None:
+                done = self._append_fast(records)
+            if done is None:
+                done = self._append_slow(records, compression)
+            base, end = done
         if self.sync_mode == "always":
             self._sync_through(end)
         return base, records[0][0]
+
+    def _append_fast(self, records):
+        """The one-native-call append into the mapped active segment; None
+        when the slow path must run (segment full or changed, first use)."""
+        seg = self._active
+        if seg is None or self._state_ptr is None:
+            return None
+        ptr, cap = seg.writer_pointer()
+        if ptr is None:
+            return None
+        ifd, tfd = seg.index_fds()
+        if self._lock_args is None:
+            self._lock_args = (self._lock_identity[0], self._lock_identity[1],
+                               self._state_fd)
+        while True:
+            rc, out = _native.append_packed(
+                self._state_ptr, self._lock_args, ptr, cap, seg.base_offset, ifd, tfd,
+                INDEX_INTERVAL_BYTES, records, self._bell_ptr, self._bell_slot,
+                self._append_out)
+            if rc != -errno.EINTR:
+                break
+        if rc == 0:
+            if out.index_errno:
+                _log.warning("%s: index entry not written (%s); the index is "
+                             "derived data and will be rebuilt (I-3)", seg.index_path,
+                             os.strerror(out.index_errno))
+            end = out.position + out.size
+            self._writer_next = out.next_offset
+            self._written = (seg.base_offset, end)
+            return out.base_offset, (seg.base_offset, end)
+        if rc in (_native.E_NOSPACE, _native.E_STALE):
+            return None
+        if rc == _native.E_DELETED:
+            raise TopicNotFound(f"topic {self.topic!r} was deleted")
+        if rc < 0 and -rc in errno.errorcode:
+            exc = OSError(-rc, os.strerror(-rc))
+            self._fail(exc)
+            raise LogFailedError(f"append to {self.name}: {exc}") from exc
+        # batch encoding refused the records: a caller bug, not an I/O error
+        batch.encode(records, base_offset=0)   # raises the descriptive error
+        raise AssertionError(f"append_packed returned {rc}")
+
+    def _append_slow(self, records, compression):
+        """Append under the lock in Python: grows or rolls the segment,
+        compresses, and (re)opens the writer's segment."""
+        self._lock()
+        try:
+            base, end = self._append_locked(records, compression)
+        except (OSError, CorruptLogError) as exc:
+            self._unlock_quietly()
+            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+                # Nothing was published: the call fails, the partition
+                # stays usable once space is freed (G8).
+                raise LogFailedError(
+                    f"append to {self.name}: disk full (ENOSPC); free "
+                    "space or lower retention_bytes") from exc
+            self._fail(exc)
+            raise LogFailedError(f"append to {self.name}: {exc}") from exc
+        except BaseException:
+            self._unlock_quietly()
+            raise
+        self._unlock()
+        self._ring()
+        return base, end
+
+    def _ring(self) -> None:
+        if self._bell_ptr is not None:
+            _native.doorbell_ring_ptr(self._bell_ptr, self._bell_slot)
 
     def _unlock_quietly(self) -> None:
         try:
@@ -585,13 +663,6 @@ class Partition:
                 seg.close()
             seg = self._active = Segment(self.dir, st.active_base, writable=True)
             self._writer_next = -1
-        if self._writer_next != st.next_offset:
-            # Another process appended since we last did: find the last index
-            # entry so the sparse index stays ~INDEX_INTERVAL_BYTES apart.
-            idx = seg.read_index()
-            n = len(idx) - len(idx) % 8
-            self._last_entry_pos = (int.from_bytes(idx[n - 4:n], "big")
-                                    if n else 0)
         return seg
 
     def _append_locked(self, records, compression):
@@ -625,9 +696,12 @@ class Partition:
         last_offset = next_offset + n - 1
         batch_max_ts = max(r[0] for r in records) if n > 1 else records[0][0]
         max_ts_seg = max(max_ts_seg, batch_max_ts)
-        if pos - self._last_entry_pos >= INDEX_INTERVAL_BYTES:   # I-2
-            seg.append_index(last_offset - seg.base_offset, pos, max_ts_seg)
-            self._last_entry_pos = pos
+        if pos - _native.state_index_position(self._state_map) >= INDEX_INTERVAL_BYTES:
+            # I-2; the position of the last entry is shared by all writers
+            os.write(seg.index_fds()[0], INDEX_ENTRY.pack(last_offset - seg.base_offset, pos))
+            os.write(seg.index_fds()[1], TIMEINDEX_ENTRY.pack(
+                max_ts_seg, last_offset - seg.base_offset))
+            _native.set_state_index_position(self._state_map, pos)
         end = pos + size
         self._publish(last_offset + 1, seg.base_offset, end, max_ts_seg, gen,
                       st.log_start_offset)
@@ -661,12 +735,12 @@ class Partition:
             raise
         with self._sync_cond:
             self._synced = max(self._synced, (seg.base_offset, pos))
+        _native.set_state_index_position(self._state_map, 0)      # I-2
         self._publish(next_offset, next_offset, 0, -1, gen + 1, start)
         self._meta.set_checkpoint(self.topic, self.index, next_offset, 0,
                                   next_offset)
         seg.close()
         self._active = new
-        self._last_entry_pos = 0
         self._enforce_retention_locked()
         return new
 
@@ -990,12 +1064,22 @@ class Partition:
                 for seg in self._readers.values():
                     seg.close()
                 self._readers.clear()
+            for ptr in (self._state_ptr, self._bell_ptr):
+                if ptr is not None:
+                    _native.release(ptr)
+            self._state_ptr = self._bell_ptr = None
             if self._state_map is not None:
                 self._state_map.close()
                 self._state_map = None
             if self._state_fd >= 0:
                 os.close(self._state_fd)
                 self._state_fd = -1
+
+
+def _last_entry_position(idx: bytes) -> int:
+    """Batch position of the last .index entry, 0 when there is none (I-2)."""
+    n = len(idx) - len(idx) % INDEX_ENTRY.size
+    return INDEX_ENTRY.unpack_from(idx, n - INDEX_ENTRY.size)[1] if n else 0
 
 
 def _last_timestamp(tidx: bytes) -> int:

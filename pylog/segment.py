@@ -64,6 +64,8 @@ class Segment:
         self.fd = os.open(self.path, flags | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
         self._map: mmap.mmap | None = None
         self._map_len = 0
+        self._wptr = None        # native pointer into the writable map
+        self._index_fds = (-1, -1)
         # checked (.index, .timeindex) of a sealed segment, which never changes
         self.index_cache: tuple[bytes, bytes] | None = None
 
@@ -92,7 +94,36 @@ class Segment:
         self._map_len = size
         return self._map
 
+    def writer_pointer(self):
+        """(native pointer, capacity) of the writable map, for the one-call
+        append; (None, 0) when nothing is mapped yet. Valid until unmap()."""
+        if self._wptr is None and self._map is not None and self.writable:
+            self._wptr = _native.pointer(self._map)
+        return self._wptr, self._map_len
+
+    def index_fds(self) -> tuple[int, int]:
+        """Append-only descriptors of .index and .timeindex (writer side)."""
+        if self._index_fds[0] < 0:
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+            i = os.open(self.index_path, flags, 0o644)
+            try:
+                t = os.open(self.timeindex_path, flags, 0o644)
+            except OSError:
+                os.close(i)
+                raise
+            self._index_fds = (i, t)
+        return self._index_fds
+
+    def _close_index_fds(self) -> None:
+        for fd in self._index_fds:
+            if fd >= 0:
+                os.close(fd)
+        self._index_fds = (-1, -1)
+
     def unmap(self) -> None:
+        if self._wptr is not None:
+            _native.release(self._wptr)
+            self._wptr = None
         if self._map is not None:
             self._map.close()
             self._map = None
@@ -149,7 +180,7 @@ class Segment:
                      TIMEINDEX_ENTRY.pack(max_timestamp, rel_offset))
 
     def write_indexes(self, index_entries, timeindex_entries) -> None:
-        """Replace both index files atomically (rebuild, I-3)."""
+        """Rewrite both index files (rebuild, I-3)."""
         _replace_file(self.index_path,
                       b"".join(INDEX_ENTRY.pack(r, p) for r, p in index_entries))
         _replace_file(self.timeindex_path,
@@ -225,12 +256,13 @@ class Segment:
         return idx[:keep], self.read_timeindex()[:(keep // 8) * 12]
 
     def replace_indexes(self, idx: bytes, tidx: bytes) -> None:
-        """Replace both index files with these bytes, each atomically (I-3)."""
+        """Rewrite both index files with these bytes (I-3)."""
         _replace_file(self.index_path, idx)
         _replace_file(self.timeindex_path, tidx)
 
     def close(self) -> None:
         self.unmap()
+        self._close_index_fds()
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
@@ -265,14 +297,18 @@ def _append_file(path: str, data: bytes) -> None:
 
 
 def _replace_file(path: str, data: bytes) -> None:
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+    """Rewrite ``path`` in place (same inode, O_TRUNC). Not atomic, on
+    purpose: writers in other processes hold O_APPEND descriptors of the
+    active segment's index files, which a rename would orphan. Index files
+    are derived data, checked before use (I-3): a torn rewrite is rebuilt."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
                  | os.O_NOFOLLOW, 0o644)
     try:
-        os.write(fd, data)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
     finally:
         os.close(fd)
-    os.replace(tmp, path)
 
 
 def fsync_dir(path: str) -> None:

@@ -213,7 +213,10 @@ def test_io_error_is_raised_and_nothing_acked_is_lost(shim, logdir, tmp_path, ch
     errs = [e for e in events if "err" in e]
     if ops != "msync":
         assert injected, "the shim injected nothing: the scenario no longer hits"
-        assert errs, "an injected I/O error was swallowed: nothing raised"
+        if "index" not in pat:
+            # a failed index write is tolerated by design: derived data,
+            # rebuilt (I-3); the reopen check below proves nothing was lost
+            assert errs, "an injected I/O error was swallowed: nothing raised"
     if code == EIO and ops in ("fdatasync", "fallocate"):
         # fail-stop: after EIO the partition refuses every later write
         first = events.index(errs[0])
@@ -244,8 +247,7 @@ def test_enospc_on_fallocate_then_space_is_freed(shim, logdir, tmp_path, child_e
     assert freed, "the child never freed space"
     after = [e for e in events[freed[0]:] if e["what"] == "ack" and e["p"] == 0]
     assert len(after) > 10, "appends did not resume after space was freed"
-    # verify is left to test_enospc_during_roll_leaves_a_clean_log (xfail)
-    check_reopen(logdir, events, verify=False)
+    check_reopen(logdir, events)
 
 
 CREATE_FAULTS = [("write", ".index", ENOSPC),
@@ -288,9 +290,6 @@ os._exit(0)                        # crash: the next opener recovers
 """
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: ENOSPC in a roll leaves an empty "
-                   "<next>.log behind; the log no longer verifies and recovery "
-                   "from an earlier checkpoint fails the partition (CorruptLogError)")
 def test_enospc_during_roll_leaves_a_clean_log(shim, logdir, tmp_path, child_env):
     gate = tmp_path / "disk-full"
     gate.write_text("")

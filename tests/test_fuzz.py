@@ -93,9 +93,10 @@ def test_scanner_on_arbitrary_bytes(data, expected, base):
 @given(st.lists(st.lists(record, min_size=1, max_size=3), min_size=1, max_size=6),
        st.integers(0, 10**6), st.integers(1, 255), st.integers(0, 2))
 def test_scanner_on_mutated_segments(batches, at, x, how):
-    seg, base = b"", 0
+    seg, base, epoch_bytes = b"", 0, set()
     for recs in batches:
         b = encode(recs, base)
+        epoch_bytes.update(range(len(seg) + 12, len(seg) + 16))  # leader epoch: no CRC
         seg += b
         base += len(recs)
     data = bytearray(seg)
@@ -110,7 +111,7 @@ def test_scanner_on_mutated_segments(batches, at, x, how):
                              segment_base_offset=0, index_interval_bytes=100)
     assert r.end_position <= len(data)
     # what the scanner accepts is a prefix of the original, whole batches
-    assert bytes(data[:r.end_position]) == seg[:r.end_position]
+    assert all(data[j] == seg[j] for j in range(r.end_position) if j not in epoch_bytes)
 
 
 @FAST
