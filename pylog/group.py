@@ -87,7 +87,7 @@ def _key_tp(key: str) -> TopicPartition:
 
 def _rebalance(doc: dict, counts: dict) -> None:
     members = doc.get("members", {})
-    subs = {m: set(info["topics"]) for m, info in members.items()}
+    subs = {m: set(info.get("topics", [])) for m, info in members.items()}
     usable = {t: n for t, n in counts.items()}
     prev = {m: [tuple(tp) for tp in tps]
             for m, tps in doc.get("assignment", {}).items() if m in members}
@@ -166,7 +166,7 @@ class GroupMember:
         mine = members.get(me)
         target = {tuple(tp) for tp in doc.get("assignment", {}).get(me, [])}
         owners = doc.get("owners", {})
-        need = (mine is None or sorted(mine["topics"]) != sorted(topics)
+        need = (mine is None or sorted(mine.get("topics", [])) != sorted(topics)
                 or doc.get("partition_counts") != counts
                 or now >= self._next_heartbeat
                 or any(not member_alive(i, now_ms) for m, i in members.items() if m != me)
@@ -224,7 +224,7 @@ class GroupMember:
         if not self.joined:
             return
         me = self.member_id
-        counts = self._counts(set().union(*[set(i["topics"]) for i in
+        counts = self._counts(set().union(*[set(i.get("topics", [])) for i in
                                             self.log.meta.get_group(self.group_id)
                                             .get("members", {}).values()] or [set()]))
 

@@ -31,7 +31,7 @@ import warnings
 from . import _native
 from .config import (PARTITIONS_MAX, SYNC_MODES, TopicConfig,
                      validate_topic_name)
-from .errors import (InvalidArgument, LogClosed, PylogError, ReadOnlyLog,
+from .errors import (InvalidArgument, LogClosed, LogFailedError, PylogError, ReadOnlyLog,
                      TopicExists, TopicNotFound, PartitionNotFound)
 from .metadata import Metadata
 from .partition import Partition
@@ -295,9 +295,21 @@ class LogStore:
                     raise
                 return self.describe_topic(name)
             self._topic_cache.pop(name, None)
-            for p in range(partitions):
-                self._open_partition(name, p, doc)
+            self._open_new_partitions(name, doc, range(partitions))
         return self.describe_topic(name)
+
+    def _open_new_partitions(self, name: str, doc: dict, numbers) -> None:
+        """Create the directories of new partitions. On an I/O error the
+        topic stays recorded and its partitions are created on first use, so
+        the call can simply be retried once the disk is healthy (G8)."""
+        for p in numbers:
+            try:
+                self._open_partition(name, p, doc)
+            except OSError as exc:
+                raise LogFailedError(
+                    f"create partition {name}-{p} in {self.path}: {exc.strerror} "
+                    f"(errno {exc.errno}); the topic exists, its partition is "
+                    "created on first use once the disk is healthy") from exc
 
     def topics(self) -> list[str]:
         self._check()
@@ -324,8 +336,7 @@ class LogStore:
         with self._lock:
             doc = self.meta.update_topic(name, partitions=total)
             self._topic_cache.pop(name, None)
-            for p in range(total):
-                self._open_partition(name, p, doc)
+            self._open_new_partitions(name, doc, range(total))
         return self.describe_topic(name)
 
     def alter_topic(self, name: str, **config) -> TopicInfo:

@@ -28,6 +28,7 @@ fork-safe: the Log reopens this store in a child process.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import struct
@@ -35,8 +36,8 @@ import time
 
 import lmdb
 
-from .errors import (CommitFailedError, CorruptLogError, TopicExists,
-                     TopicNotFound)
+from .errors import (CommitFailedError, CorruptLogError, LogFailedError,
+                     TopicExists, TopicNotFound)
 from .partition import PartitionMeta
 
 FORMAT_VERSION = b"1"
@@ -92,6 +93,22 @@ class Metadata:
     def close(self) -> None:
         self.env.close()
 
+    @contextlib.contextmanager
+    def _txn(self, what: str, write: bool = False):
+        """A transaction whose LMDB failures (EIO, ENOSPC, a full map) raise
+        LogFailedError naming ``what``: nothing of the call was stored (G8)."""
+        try:
+            with self.env.begin(write=write) as txn:
+                yield txn
+        except lmdb.MapFullError as exc:
+            raise LogFailedError(
+                f"{what}: LMDB metadata map is full ({exc}); nothing was "
+                f"stored") from exc
+        except lmdb.Error as exc:
+            raise LogFailedError(
+                f"{what}: LMDB metadata {'commit' if write else 'read'} failed "
+                f"in {self.path} ({exc}); nothing was stored") from exc
+
     # -- topics -------------------------------------------------------------
     def _decode_topic(self, name: str, raw: bytes) -> dict:
         try:
@@ -106,7 +123,7 @@ class Metadata:
     def create_topic(self, name: str, partitions: int, config: dict) -> dict:
         doc = {"id": os.urandom(16).hex(), "partitions": partitions,
                "config": config, "created_ms": int(time.time() * 1000)}
-        with self.env.begin(write=True) as txn:
+        with self._txn("create topic", write=True) as txn:
             if txn.get(name.encode(), db=self._topics) is not None:
                 raise TopicExists(f"topic {name!r} already exists")
             txn.put(name.encode(), json.dumps(doc).encode(), db=self._topics)
@@ -116,18 +133,18 @@ class Metadata:
         return doc
 
     def get_topic(self, name: str) -> dict | None:
-        with self.env.begin() as txn:
+        with self._txn("get topic") as txn:
             raw = txn.get(name.encode(), db=self._topics)
         return None if raw is None else self._decode_topic(name, raw)
 
     def topics(self) -> dict[str, dict]:
-        with self.env.begin() as txn:
+        with self._txn("topics") as txn:
             return {k.decode(): self._decode_topic(k.decode(), v)
                     for k, v in txn.cursor(db=self._topics)}
 
     def update_topic(self, name: str, *, partitions: int | None = None,
                      config: dict | None = None) -> dict:
-        with self.env.begin(write=True) as txn:
+        with self._txn("update topic", write=True) as txn:
             raw = txn.get(name.encode(), db=self._topics)
             if raw is None:
                 raise TopicNotFound(f"topic {name!r} does not exist")
@@ -143,7 +160,7 @@ class Metadata:
         return doc
 
     def delete_topic(self, name: str) -> dict:
-        with self.env.begin(write=True) as txn:
+        with self._txn("delete topic", write=True) as txn:
             raw = txn.get(name.encode(), db=self._topics)
             if raw is None:
                 raise TopicNotFound(f"topic {name!r} does not exist")
@@ -161,7 +178,7 @@ class Metadata:
 
     # -- partitions -----------------------------------------------------------
     def partition_meta(self, topic: str, partition: int) -> PartitionMeta:
-        with self.env.begin() as txn:
+        with self._txn("partition meta") as txn:
             raw = txn.get(_pkey(topic, partition), db=self._partitions)
         if raw is None:
             return PartitionMeta()
@@ -172,7 +189,7 @@ class Metadata:
         return PartitionMeta(*_PARTITION.unpack(raw))
 
     def _update_partition(self, topic, partition, **changes) -> None:
-        with self.env.begin(write=True) as txn:
+        with self._txn("update partition", write=True) as txn:
             raw = txn.get(_pkey(topic, partition), db=self._partitions)
             pm = (PartitionMeta(*_PARTITION.unpack(raw))
                   if raw and len(raw) == _PARTITION.size else PartitionMeta())
@@ -202,7 +219,7 @@ class Metadata:
         every partition named (M-7).
         """
         now = int(time.time() * 1000)
-        with self.env.begin(write=True) as txn:
+        with self._txn("commit", write=True) as txn:
             if member_id is not None:
                 raw = txn.get(group.encode(), db=self._groups)
                 doc = json.loads(raw) if raw else {}
@@ -225,7 +242,7 @@ class Metadata:
                         _OFFSET.pack(offset, now), db=self._offsets)
 
     def committed(self, group: str, topic: str, partition: int) -> int | None:
-        with self.env.begin() as txn:
+        with self._txn("committed") as txn:
             raw = txn.get(_okey(group, topic, partition), db=self._offsets)
         if raw is None:
             return None
@@ -238,7 +255,7 @@ class Metadata:
     def group_offsets(self, group: str) -> dict:
         prefix = group.encode() + b"\0"
         out = {}
-        with self.env.begin() as txn:
+        with self._txn("group offsets") as txn:
             cur = txn.cursor(db=self._offsets)
             if cur.set_range(prefix):
                 for k, v in cur:
@@ -254,7 +271,7 @@ class Metadata:
 
     def groups_with_offsets(self) -> set[str]:
         names = set()
-        with self.env.begin() as txn:
+        with self._txn("groups with offsets") as txn:
             for k, _ in txn.cursor(db=self._offsets):
                 names.add(k.split(b"\0", 1)[0].decode())
             for k, _ in txn.cursor(db=self._groups):
@@ -262,13 +279,13 @@ class Metadata:
         return names
 
     def delete_group_offsets(self, group: str, keys) -> None:
-        with self.env.begin(write=True) as txn:
+        with self._txn("delete group offsets", write=True) as txn:
             for topic, partition in keys:
                 txn.delete(_okey(group, topic, partition), db=self._offsets)
 
     # -- group membership ------------------------------------------------------------
     def get_group(self, group: str) -> dict:
-        with self.env.begin() as txn:
+        with self._txn("get group") as txn:
             raw = txn.get(group.encode(), db=self._groups)
         return json.loads(raw) if raw else {}
 
@@ -277,7 +294,7 @@ class Metadata:
         write transaction (atomic across processes); ``fn`` mutates ``doc``
         and may call ``commit({(topic, partition): offset})`` to store
         offsets in the same transaction."""
-        with self.env.begin(write=True) as txn:
+        with self._txn("update group", write=True) as txn:
             raw = txn.get(group.encode(), db=self._groups)
             try:
                 doc = json.loads(raw) if raw else {}
