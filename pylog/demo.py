@@ -403,7 +403,7 @@ def run_demo(path=None, *, events=None, fast=False, keep=False, out=None) -> int
         dups = len(seen) - len(set(seen))
         all_ok = all_ok and missing == 0
         rows.append([f"{g}-service", len(expected), len(distinct), dups, missing])
-    from .cli import table
+    from .table import table
     from .inspect import verify_log
     w("")
     w(f"Summary after {elapsed:.1f} s:")

@@ -42,6 +42,7 @@ from .config import TopicConfig
 from .errors import (CorruptLogError, LogClosed, LogFailedError,
                      OffsetOutOfRange, TopicNotFound)
 from .segment import (INDEX_ENTRY, INDEX_INTERVAL_BYTES, PREALLOCATE_BYTES,
+                      PREALLOCATE_BYTES_MIN,
                       TIMEINDEX_ENTRY, Segment, fsync_dir, parse_segment_name)
 
 _log = logging.getLogger("pylog")
@@ -111,6 +112,7 @@ class Partition:
             raise ValueError("a writable Partition needs the Log's lock identity")
         self._lock_identity = lock_identity
         self._lock_args = None
+        self._dir_durable = not create    # see _make_dir_durable
         self._status = OPEN
         self._failure: BaseException | None = None
         self._wlock = threading.Lock()      # writers of this process
@@ -393,7 +395,10 @@ class Partition:
                 seg = Segment(self.dir, start, create=True, writable=True)
                 seg.write_indexes([], [])
                 seg.close()
-                fsync_dir(self.dir)
+                # the directory entries become durable before the first
+                # durable append (_make_dir_durable), not here: creating a
+                # topic of 1000 partitions must not cost 1000 fsyncs
+                self._dir_durable = False
             st = State((start, start, 0, -1, gen, start))
             if write:
                 self._publish(*st)
@@ -665,7 +670,16 @@ class Partition:
             self._writer_next = -1
         return seg
 
+    def _make_dir_durable(self) -> None:
+        """fsync the partition directory and its parent once, before the
+        first append this process makes durable (G1 in sync="always")."""
+        if not self._dir_durable and self.sync_mode == "always":
+            fsync_dir(self.dir)
+            fsync_dir(os.path.dirname(self.dir))
+        self._dir_durable = True
+
     def _append_locked(self, records, compression):
+        self._make_dir_durable()
         st = self.state()
         seg = self._writer_segment(st)
         pos = st.active_position
@@ -682,8 +696,9 @@ class Partition:
             except batch.NoSpace as exc:
                 need = pos + exc.needed
                 if need <= self.config.segment_bytes or pos == 0:
-                    seg.preallocate(max(need, min(self.config.segment_bytes,
-                                                  seg.file_size() + PREALLOCATE_BYTES)))
+                    cur = seg.file_size()
+                    grow = min(max(cur, PREALLOCATE_BYTES_MIN), PREALLOCATE_BYTES)
+                    seg.preallocate(max(need, min(self.config.segment_bytes, cur + grow)))
                     seg.unmap()
                 else:
                     seg = self._roll(seg, next_offset, pos, max_ts_seg, gen,
@@ -722,7 +737,7 @@ class Partition:
         try:
             new.truncate(0)                  # a leftover of a crashed roll
             new.write_indexes([], [])
-            new.preallocate(min(self.config.segment_bytes, PREALLOCATE_BYTES))
+            new.preallocate(min(self.config.segment_bytes, PREALLOCATE_BYTES_MIN))
             seg.sync()                       # sealed segments are always durable
             seg.truncate(pos)
             seg.sync()

