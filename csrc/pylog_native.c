@@ -268,6 +268,22 @@ int32_t pl_murmur2(const uint8_t *p, size_t n)
 /* varints (zigzag)                                                    */
 /* ------------------------------------------------------------------ */
 
+int pl_partition_many(const uint8_t *blob, size_t blob_len, const int64_t *lens, size_t count,
+                      int32_t num_partitions, int32_t *out)
+{
+    if (num_partitions <= 0 || (!blob && blob_len) || (!lens && count) || (!out && count))
+        return PL_E_INVAL;
+    size_t off = 0;
+    for (size_t i = 0; i < count; i++) {
+        if (lens[i] < 0 || (uint64_t)lens[i] > blob_len - off)
+            return PL_E_INVAL;
+        int32_t h = pl_murmur2(blob + off, (size_t)lens[i]);
+        out[i] = (int32_t)(((uint32_t)h & 0x7fffffffu) % (uint32_t)num_partitions);
+        off += (size_t)lens[i];
+    }
+    return off == blob_len ? 0 : PL_E_INVAL;
+}
+
 static inline uint32_t zz32(int32_t v) { return ((uint32_t)v << 1) ^ (uint32_t)(v >> 31); }
 static inline uint64_t zz64(int64_t v) { return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63); }
 

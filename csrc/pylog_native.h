@@ -58,6 +58,10 @@ int pl_crc32c_hw_available(void);
 
 /* ---- Kafka Utils.murmur2 ---- */
 int32_t pl_murmur2(const uint8_t *p, size_t n);
+/* Kafka's default partition, (murmur2(key) & 0x7fffffff) % num_partitions, of
+ * count keys laid end to end in blob (lens[i] bytes each, none null). */
+int pl_partition_many(const uint8_t *blob, size_t blob_len, const int64_t *lens, size_t count,
+                      int32_t num_partitions, int32_t *out);
 
 /* ---- batch header ---- */
 typedef struct {

@@ -14,6 +14,9 @@ None / empty).  Batches are Kafka RecordBatch v2 (magic 2), see FORMAT.rst.
 
 from __future__ import annotations
 
+from itertools import chain as _chain
+from itertools import repeat as _repeat
+from operator import add as _add
 import errno as _errno
 import os as _os
 import struct as _struct
@@ -484,6 +487,30 @@ def decode_records(records_section, header: BatchHeader, topic=None, partition=N
     log_append = header.attributes & TIMESTAMP_TYPE_MASK
     bts = header.base_timestamp
     mts = header.max_timestamp
+    n = len(recs) // 8
+    if n and not hdrs:
+        # Column-wise decode without a Python frame per record: every loop
+        # below runs in C (map/zip/slice). Null keys or values fall back to
+        # a comprehension for that column only.
+        getitem = data.__getitem__
+        ko, kl, vo, vl = recs[2::8], recs[3::8], recs[4::8], recs[5::8]
+        if -1 in kl:
+            keys = [data[o:o + ln] if ln >= 0 else None for o, ln in zip(ko, kl)]
+        else:
+            keys = map(getitem, map(slice, ko, map(_add, ko, kl)))
+        if -1 in vl:
+            values = [data[o:o + ln] if ln >= 0 else None for o, ln in zip(vo, vl)]
+        else:
+            values = map(getitem, map(slice, vo, map(_add, vo, vl)))
+        od = recs[0::8]
+        offsets = (range(base, base + n) if od[-1] == n - 1 and od[0] == 0
+                   else map(_add, _repeat(base), od))   # R-6: strictly increasing
+        timestamps = (_repeat(mts, n) if log_append
+                      else map(_add, _repeat(bts), recs[1::8]))
+        if topic is not None:
+            return list(zip(_repeat(topic, n), _repeat(partition, n), offsets,
+                            timestamps, keys, values, _repeat((), n)))
+        return list(zip(offsets, timestamps, keys, values, _repeat((), n)))
     result = []
     append = result.append
     it = iter(recs)
@@ -519,6 +546,9 @@ def decode_values(records_section, header: BatchHeader):
     """Fast path: only the values of the records (None for null values)."""
     data = _as_bytes(records_section)
     recs, _ = _decode_raw(data, header)
+    vo, vl = recs[4::8], recs[5::8]
+    if -1 not in vl:
+        return list(map(data.__getitem__, map(slice, vo, map(_add, vo, vl))))
     return [data[vo:vo + vl] if vl >= 0 else None
             for vo, vl in zip(recs[4::8], recs[5::8])]
 
@@ -799,9 +829,40 @@ def append_out():
     return ffi.new("pl_append_out *")
 
 
+def partitions_for_keys(keys, num_partitions: int) -> list:
+    """Kafka's default partition of each key (bytes, none None), in one call."""
+    n = len(keys)
+    if not n:
+        return []
+    lens = _array("q", map(len, keys))
+    blob = b"".join(keys)
+    out = ffi.new("int32_t[]", n)
+    rc = lib.pl_partition_many(blob, len(blob), ffi.from_buffer("int64_t[]", lens), n,
+                               num_partitions, out)
+    if rc != 0:
+        raise InvalidArgument("keys must be bytes and num_partitions >= 1")
+    return list(out)
+
+
+def pack_columns(timestamp: int, keys, values):
+    """The packed form (see _pack) of records that share ``timestamp`` and
+    have no headers, built column-wise without a Python loop per record.
+    ``keys`` may be None (all keys null); no key or value may be None."""
+    n = len(values)
+    if keys is None:
+        stream = _array("q", _chain.from_iterable(
+            zip(_repeat(timestamp, n), _repeat(-1, n), map(len, values), _repeat(0, n))))
+        blob = b"".join(values)
+    else:
+        stream = _array("q", _chain.from_iterable(
+            zip(_repeat(timestamp, n), map(len, keys), map(len, values), _repeat(0, n))))
+        blob = b"".join(_chain.from_iterable(zip(keys, values)))
+    return n, stream, blob
+
+
 def append_packed(state_p, lock, seg_p, seg_cap: int, seg_base: int,
                   index_fd: int, timeindex_fd: int, index_interval: int, records,
-                  bell_p, slot: int, out=None):
+                  bell_p, slot: int, out=None, packed=None):
     """Append ``records`` as one uncompressed batch in one native call.
 
     ``state_p``/``seg_p``/``bell_p`` come from :func:`pointer` (``bell_p`` may
@@ -813,7 +874,9 @@ def append_packed(state_p, lock, seg_p, seg_cap: int, seg_base: int,
     E_DELETED, or -errno; ``out`` has base_offset, position, size,
     next_offset, active_base, max_timestamp, index_written, index_errno.
     """
-    if len(records) == 1 and not records[0][3]:
+    if packed is not None:
+        n, meta, blob = packed
+    elif len(records) == 1 and not records[0][3]:
         # one record without headers: the common send(); skip the general packer
         ts, key, value, _ = records[0]
         if (key is None or type(key) is bytes) and (value is None or type(value) is bytes):

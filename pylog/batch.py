@@ -113,9 +113,12 @@ def records_section(buf, header: BatchHeader) -> bytes:
     return out
 
 
-def decode(buf, header: BatchHeader) -> list:
-    """All records of a checked batch: [(offset, ts, key, value, headers)]."""
-    return _native.decode_records(records_section(buf, header), header)
+def decode(buf, header: BatchHeader, topic=None, partition=None) -> list:
+    """All records of a checked batch: [(offset, ts, key, value, headers)],
+    or with ``topic``/``partition`` given [(topic, partition, offset, ...)]
+    (the field order of pylog.Record)."""
+    return _native.decode_records(records_section(buf, header), header,
+                                  topic, partition)
 
 
 def decode_values(buf, header: BatchHeader) -> list:

@@ -19,6 +19,7 @@ import os
 import re
 import threading
 import time
+from itertools import repeat as _repeat
 
 from . import _native
 from .errors import (CommitFailedError, ForkedLogError, InvalidArgument,
@@ -28,6 +29,7 @@ from .log import topic_slot
 from .partition import Cursor
 from .types import Record, TopicPartition
 
+_tuple_new = tuple.__new__
 OFFSET_RESETS = ("earliest", "latest", "none")
 MAX_POLL_RECORDS_MAX = 1_000_000
 _TOPIC_REFRESH_S = 1.0
@@ -354,7 +356,8 @@ class Consumer:
                 continue
             cur = self._cursor(tp)
             try:
-                recs = part.fetch(cur, max_records - len(out), values_only=values_only)
+                recs = part.fetch(cur, max_records - len(out), values_only=values_only,
+                                  with_topic=True)
             except OffsetOutOfRange as exc:
                 self._cursors[tp] = Cursor(self._reset_offset(tp, part, str(exc)))
                 continue
@@ -364,16 +367,16 @@ class Consumer:
                 if self._vdes is not None:
                     recs = [self._vdes(v) for v in recs]
                 out.extend(recs)
+            elif self._kdes is None and self._vdes is None:
+                # tuples already in Record's field order: build the Records
+                # without a Python-level __new__ per record
+                out.extend(map(_tuple_new, _repeat(Record), recs))
             else:
                 kd, vd = self._kdes, self._vdes
-                t, p = tp
-                if kd is None and vd is None:
-                    out.extend([Record(t, p, o, ts, k, v, h) for o, ts, k, v, h in recs])
-                else:
-                    out.extend([Record(t, p, o, ts,
-                                       kd(k) if kd and k is not None else k,
-                                       vd(v) if vd and v is not None else v, h)
-                                for o, ts, k, v, h in recs])
+                out.extend([Record(t, p, o, ts,
+                                   kd(k) if kd and k is not None else k,
+                                   vd(v) if vd and v is not None else v, h)
+                            for t, p, o, ts, k, v, h in recs])
         return out
 
     def _slots(self):

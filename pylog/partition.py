@@ -587,7 +587,23 @@ class Partition:
             self._sync_through(end)
         return base, records[0][0]
 
-    def _append_fast(self, records):
+    def append_packed(self, packed):
+        """Append a batch already in the native packed form
+        (``_native.pack_columns``), uncompressed, without a slow path: returns
+        (base offset, end) or None when the caller must use :meth:`append`
+        (the segment must grow or roll, or this writer has not appended yet).
+        Durable per the sync mode when it returns a value."""
+        if self._status is not OPEN:
+            self._check()
+        with self._wlock:
+            if self._status is not OPEN:
+                self._check()
+            done = self._append_fast(None, packed)
+        if done is not None and self.sync_mode == "always":
+            self._sync_through(done[1])
+        return done
+
+    def _append_fast(self, records, packed=None):
         """The one-native-call append into the mapped active segment; None
         when the slow path must run (segment full or changed, first use)."""
         seg = self._active
@@ -604,7 +620,7 @@ class Partition:
             rc, out = _native.append_packed(
                 self._state_ptr, self._lock_args, ptr, cap, seg.base_offset, ifd, tfd,
                 INDEX_INTERVAL_BYTES, records, self._bell_ptr, self._bell_slot,
-                self._append_out)
+                self._append_out, packed)
             if rc != -errno.EINTR:
                 break
         if rc == 0:
@@ -625,7 +641,8 @@ class Partition:
             self._fail(exc)
             raise LogFailedError(f"append to {self.name}: {exc}") from exc
         # batch encoding refused the records: a caller bug, not an I/O error
-        batch.encode(records, base_offset=0)   # raises the descriptive error
+        if records is not None:
+            batch.encode(records, base_offset=0)   # raises the descriptive error
         raise AssertionError(f"append_packed returned {rc}")
 
     def _append_slow(self, records, compression):
@@ -817,11 +834,14 @@ class Partition:
                                           written[1], self._writer_next)
 
     # -- reads -----------------------------------------------------------------
-    def fetch(self, cursor: Cursor, max_records: int, *, values_only: bool = False) -> list:
+    def fetch(self, cursor: Cursor, max_records: int, *, values_only: bool = False,
+              with_topic: bool = False) -> list:
         """Up to ``max_records`` records at or after ``cursor.offset``.
 
-        Returns tuples (offset, timestamp_ms, key, value, headers), or values
-        when ``values_only``, and advances the cursor. Never returns records
+        Returns tuples (offset, timestamp_ms, key, value, headers) — with
+        ``with_topic``, (topic, partition, offset, ...) as pylog.Record
+        orders them — or values when ``values_only``, and advances the
+        cursor. Never returns records
         that are not committed (P-2). Raises OffsetOutOfRange when the cursor
         is below the log start offset and CorruptLogError (with file and
         position) when a batch fails its CRC or breaks the dense offset
@@ -870,6 +890,8 @@ class Partition:
                     header = batch.read_header(m, cursor.position, end)
                     if values_only:
                         recs = batch.decode_values(m, header)
+                    elif with_topic:
+                        recs = batch.decode(m, header, self.topic, self.index)
                     else:
                         recs = batch.decode(m, header)
                 except CorruptLogError as exc:
@@ -888,13 +910,13 @@ class Partition:
                     if values_only:
                         recs = self._values_from(m, header, cursor.offset)
                     else:
-                        recs = [r for r in recs if r[0] >= cursor.offset]
+                        oi = 2 if with_topic else 0
+                        recs = [r for r in recs if r[oi] >= cursor.offset]
                 room = max_records - len(out)
                 if len(recs) > room:
                     recs = recs[:room]
                     out.extend(recs)
-                    cursor.offset = (recs[-1][0] if not values_only else
-                                     cursor.offset + room - 1) + 1
+                    cursor.offset += room
                     break
                 out.extend(recs)
                 cursor.offset = header.last_offset + 1

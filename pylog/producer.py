@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from itertools import repeat as _repeat
 from os import getpid as _getpid
 from time import monotonic as _monotonic
 from time import time as _time
@@ -22,6 +23,8 @@ from time import time as _time
 from . import _native
 from .errors import (InvalidArgument, LogClosed, RecordTooLarge, TopicNotFound)
 from .types import RecordMetadata
+
+_tuple_new = tuple.__new__
 
 # R-*: upper bound of a record's framing bytes (varints at their longest).
 _RECORD_OVERHEAD_MAX = 1 + 5 + 1 + 10 + 5 + 5 + 5 + 5
@@ -197,6 +200,10 @@ class Producer:
         if isinstance(items, (bytes, str)):
             raise InvalidArgument("items must be a list of records, not a single value")
         ts = self._timestamp(timestamp_ms)
+        if type(items) is list and self._key_ser is None and self._value_ser is None:
+            done = self._send_batch_columns(topic, items, partition, ts)
+            if done is not None:
+                return done
         kser, vser = self._key_ser, self._value_ser
         n = log.partitions_for(topic)
         groups: dict[int, list] = {}
@@ -246,6 +253,56 @@ class Producer:
             bases[p], _ = part.append(recs, compression=part.config.compression)
             self._touched.add(part)
         return [RecordMetadata(topic, p, bases[p] + i, ts) for p, i in order]
+
+    def _send_batch_columns(self, topic, items, partition, ts):
+        """send_batch for the common shape — a list of bytes values, or of
+        (key, value) pairs of bytes, bound for one partition, uncompressed —
+        handled column-wise with no Python loop per record. Returns None to
+        hand anything else to the general path, which validates item by
+        item and raises the precise error."""
+        n = len(items)
+        if not n or n > 1_000_000:
+            return None
+        shapes = set(map(type, items))
+        if shapes == {bytes}:
+            keys, values = None, items
+        elif shapes == {tuple} and set(map(len, items)) == {2}:
+            keys, values = zip(*items)
+            if {bytes} != set(map(type, keys)) or {bytes} != set(map(type, values)):
+                return None
+        else:
+            return None
+        log = self._log
+        nparts = log.partitions_for(topic)
+        if partition is not None:
+            if isinstance(partition, bool) or not isinstance(partition, int) \
+                    or not 0 <= partition < nparts:
+                return None
+            p = partition
+        elif keys is None:
+            p = next(self._rr) % nparts
+        else:
+            parts = _native.partitions_for_keys(keys, nparts)
+            p = parts[0]
+            if nparts > 1 and parts.count(p) != n:
+                return None          # spread over partitions: general path
+        part = log._partitions.get((topic, p)) or log.partition(topic, p)
+        if part.config.compression is not None:
+            return None
+        size = 61 + 36 * n + sum(map(len, values)) + (sum(map(len, keys)) if keys else 0)
+        if size > part.config.max_message_bytes:
+            return None              # the general path measures it exactly
+        done = part.append_packed(_native.pack_columns(ts, keys, values))
+        if done is None:             # segment must grow or roll
+            recs = list(zip(_repeat(ts, n), keys if keys else _repeat(None, n),
+                            values, _repeat((), n)))
+            base, _ = part.append(recs)
+        else:
+            base = done[0]
+        self._touched.add(part)
+        return list(map(_tuple_new, _repeat(RecordMetadata),
+                        zip(_repeat(topic, n), _repeat(p, n), range(base, base + n),
+                            _repeat(ts, n))))
 
     def flush(self) -> None:
         """Return when every record this producer sent is on disk (fdatasync)."""
