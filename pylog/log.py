@@ -90,7 +90,12 @@ class LogStore:
                 raise PylogError(f"open {self.path} read-only: no log there "
                                  "(meta/ is missing)")
         else:
+            created = not os.path.isdir(self.path)
             os.makedirs(self.path, mode=0o755, exist_ok=True)
+            if created:
+                # L-1: the log directory's own entry survives a power loss
+                from .segment import fsync_dir
+                fsync_dir(os.path.dirname(self.path))
         fstype = filesystem_type(self.path)
         if fstype in NETWORK_FILESYSTEMS:
             msg = (f"open {self.path}: it is on a network filesystem ({fstype}), "
@@ -406,6 +411,10 @@ class LogStore:
                         part.flush()
                     except PylogError:
                         pass    # recorded in the partition (FAILED) and raised to callers
+                try:
+                    self.meta.sync()
+                except PylogError:
+                    pass        # the next commit or close raises it
             if time.monotonic() - last_retention >= RETENTION_CHECK_INTERVAL_S:
                 last_retention = time.monotonic()
                 for part in parts:
@@ -415,10 +424,13 @@ class LogStore:
                         pass
 
     def flush(self) -> None:
-        """fdatasync every partition this process appended to."""
+        """fdatasync every partition this process appended to, and the
+        metadata (committed offsets, topics)."""
         self._check()
         for part in list(self._partitions.values()):
             part.flush()
+        if not self.readonly:
+            self.meta.sync()
 
     def close(self) -> None:
         """Flush, release files and locks. Idempotent."""
@@ -438,6 +450,11 @@ class LogStore:
             except Exception as exc:   # keep closing the rest
                 errors.append(exc)
         self._partitions.clear()
+        if not self.readonly:
+            try:
+                self.meta.sync()
+            except PylogError as exc:
+                errors.append(exc)
         self.meta.close()
         self._release_lock_file()
         if self._bell is not None:

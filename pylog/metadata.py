@@ -60,11 +60,18 @@ class Metadata:
 
     def __init__(self, root: str, *, sync: bool, readonly: bool = False):
         self.path = os.path.join(root, "meta")
+        created = False
         if not readonly:
+            created = not os.path.isdir(self.path)
             os.makedirs(self.path, mode=0o755, exist_ok=True)
         try:
             self.env = lmdb.open(self.path, map_size=MAP_SIZE_BYTES, max_dbs=8,
-                                 subdir=True, sync=sync, metasync=sync,
+                                 # M-8: never MDB_NOSYNC (a power loss could
+                                 # corrupt the tree); without sync="always"
+                                 # only the meta page flush is deferred, which
+                                 # may undo the last commit but keeps the
+                                 # database whole
+                                 subdir=True, sync=True, metasync=sync,
                                  readonly=readonly, lock=True, create=not readonly,
                                  max_readers=1024)
         except lmdb.Error as exc:
@@ -80,6 +87,18 @@ class Metadata:
             self.env.close()
             raise CorruptLogError(f"LMDB metadata lacks pylog's databases: {exc}",
                                   self.path) from None
+        if created:
+            # the directory entries of meta/, data.mdb and lock.mdb
+            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         if not readonly:
             with self.env.begin(write=True) as txn:
                 v = txn.get(b"format", db=self._info)
@@ -92,6 +111,14 @@ class Metadata:
 
     def close(self) -> None:
         self.env.close()
+
+    def sync(self) -> None:
+        """Flush LMDB's deferred meta page: every committed transaction is
+        durable when this returns (used by interval flushes and close)."""
+        try:
+            self.env.sync(True)
+        except lmdb.Error as exc:
+            raise LogFailedError(f"sync of LMDB metadata in {self.path}: {exc}") from exc
 
     @contextlib.contextmanager
     def _txn(self, what: str, write: bool = False):

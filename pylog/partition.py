@@ -511,11 +511,16 @@ class Partition:
     def _segment_is_empty(self, base: int) -> bool:
         """True if segment ``base`` holds no batch: shorter than a batch
         length field, or a zero batchLength at position 0 (preallocated)."""
+        path = os.path.join(self.dir, f"{base:020d}.log")
         try:
-            fd = os.open(os.path.join(self.dir, f"{base:020d}.log"),
-                         os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         except FileNotFoundError:
             return True
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:    # P-1
+                raise CorruptLogError("segment file is a symlink; refusing to "
+                                      "follow it", path, 0) from None
+            raise
         try:
             head = os.pread(fd, 12, 0)
         finally:

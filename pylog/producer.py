@@ -21,6 +21,7 @@ from time import monotonic as _monotonic
 from time import time as _time
 
 from . import _native
+from .config import validate_topic_name
 from .errors import (InvalidArgument, LogClosed, RecordTooLarge, TopicNotFound)
 from .types import RecordMetadata
 
@@ -160,6 +161,7 @@ class Producer:
                     (type(partition) is int and partition >= route[1]):
                 if type(topic) is not str:
                     raise InvalidArgument(f"topic must be str, got {type(topic).__name__}")
+                validate_topic_name(topic)
                 route = self._routes[topic] = (_monotonic() + _ROUTE_TTL_S,
                                                log.partitions_for(topic, 0))
             n = route[1]
@@ -197,6 +199,7 @@ class Producer:
         log = self._log
         if not isinstance(topic, str):
             raise InvalidArgument(f"topic must be str, got {type(topic).__name__}")
+        validate_topic_name(topic)
         if isinstance(items, (bytes, str)):
             raise InvalidArgument("items must be a list of records, not a single value")
         ts = self._timestamp(timestamp_ms)

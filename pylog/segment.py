@@ -65,7 +65,13 @@ class Segment:
         if create:
             flags |= os.O_CREAT
         # O_NOFOLLOW: a symlink planted in a partition directory is refused.
-        self.fd = os.open(self.path, flags | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        try:
+            self.fd = os.open(self.path, flags | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:    # P-1: planted symlinks are refused
+                raise CorruptLogError("segment file is a symlink; refusing to "
+                                      "follow it", self.path, 0) from None
+            raise
         self._map: mmap.mmap | None = None
         self._map_len = 0
         self._wptr = None        # native pointer into the writable map
