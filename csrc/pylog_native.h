@@ -215,8 +215,8 @@ int pl_lock(int fd, int64_t start, int64_t len, int mode, int wait);
  * The int64 at byte PL_STATE_INDEX_POSITION of the state file is the position
  * of the batch of the active segment's last index entry (0 when none);
  * only lock holders read or write it. */
-#define PL_E_STALE   (-4)
-#define PL_E_DELETED (-5)
+#define PL_E_STALE   (-1004)  /* outside the -errno range */
+#define PL_E_DELETED (-1005)
 #define PL_STATE_INDEX_POSITION 64
 
 typedef struct {

@@ -32,12 +32,13 @@ import contextlib
 import json
 import os
 import struct
+import threading
 import time
 
 import lmdb
 
 from .errors import (CommitFailedError, CorruptLogError, LogFailedError,
-                     TopicExists, TopicNotFound)
+                     PylogError, TopicExists, TopicNotFound)
 from .partition import PartitionMeta
 
 FORMAT_VERSION = b"1"
@@ -55,6 +56,60 @@ def _okey(group: str, topic: str, partition: int) -> bytes:
     return group.encode() + b"\0" + topic.encode() + b"\0" + _P.pack(partition)
 
 
+# py-lmdb allows one Environment per path per process; Logs of one path in
+# one process share it (counted), and a child of fork() never uses its
+# parent's (G6).
+_ENVS_LOCK = threading.Lock()
+_ENVS: dict = {}     # realpath of meta/ -> [env, users, readonly, pid]
+
+
+def _open_env(path: str, *, sync: bool, readonly: bool):
+    key = os.path.realpath(path)
+    with _ENVS_LOCK:
+        ent = _ENVS.get(key)
+        if ent is not None and ent[3] != os.getpid():
+            # inherited through fork(): unmap it here, never use it
+            try:
+                ent[0].close()
+            except lmdb.Error:
+                pass
+            del _ENVS[key]
+            ent = None
+        if ent is not None:
+            if ent[2] and not readonly:
+                raise PylogError(
+                    f"open {os.path.dirname(path)} for writing: this process "
+                    "has it open read-only; close that Log first")
+            ent[1] += 1
+            return ent[0]
+        try:
+            env = lmdb.open(path, map_size=MAP_SIZE_BYTES, max_dbs=8,
+                            # M-8: never MDB_NOSYNC (a power loss could
+                            # corrupt the tree); without sync="always" only
+                            # the meta page flush is deferred, which may undo
+                            # the last commit but keeps the database whole
+                            subdir=True, sync=True, metasync=sync,
+                            readonly=readonly, lock=True, create=not readonly,
+                            max_readers=1024)
+        except lmdb.Error as exc:
+            raise CorruptLogError(f"cannot open LMDB metadata: {exc}",
+                                  path) from None
+        _ENVS[key] = [env, 1, readonly, os.getpid()]
+        return env
+
+
+def _close_env(path: str, env) -> None:
+    key = os.path.realpath(path)
+    with _ENVS_LOCK:
+        ent = _ENVS.get(key)
+        if ent is None or ent[0] is not env:
+            return          # already replaced (fork) or closed
+        ent[1] -= 1
+        if ent[1] == 0:
+            del _ENVS[key]
+            env.close()
+
+
 class Metadata:
     """See the module docstring."""
 
@@ -64,19 +119,8 @@ class Metadata:
         if not readonly:
             created = not os.path.isdir(self.path)
             os.makedirs(self.path, mode=0o755, exist_ok=True)
-        try:
-            self.env = lmdb.open(self.path, map_size=MAP_SIZE_BYTES, max_dbs=8,
-                                 # M-8: never MDB_NOSYNC (a power loss could
-                                 # corrupt the tree); without sync="always"
-                                 # only the meta page flush is deferred, which
-                                 # may undo the last commit but keeps the
-                                 # database whole
-                                 subdir=True, sync=True, metasync=sync,
-                                 readonly=readonly, lock=True, create=not readonly,
-                                 max_readers=1024)
-        except lmdb.Error as exc:
-            raise CorruptLogError(f"cannot open LMDB metadata: {exc}",
-                                  self.path) from None
+        self.env = _open_env(self.path, sync=sync, readonly=readonly)
+        self._closed = False
         try:
             self._info = self.env.open_db(b"info", create=not readonly)
             self._topics = self.env.open_db(b"topics", create=not readonly)
@@ -84,7 +128,7 @@ class Metadata:
             self._offsets = self.env.open_db(b"offsets", create=not readonly)
             self._groups = self.env.open_db(b"groups", create=not readonly)
         except lmdb.Error as exc:
-            self.env.close()
+            self.close()
             raise CorruptLogError(f"LMDB metadata lacks pylog's databases: {exc}",
                                   self.path) from None
         if created:
@@ -110,7 +154,10 @@ class Metadata:
                         self.path)
 
     def close(self) -> None:
-        self.env.close()
+        """Release this store's use of the shared environment. Idempotent."""
+        if not self._closed:
+            self._closed = True
+            _close_env(self.path, self.env)
 
     def sync(self) -> None:
         """Flush LMDB's deferred meta page: every committed transaction is

@@ -35,6 +35,7 @@ import logging
 import mmap
 import os
 import threading
+import time
 from dataclasses import dataclass
 
 from . import _native, batch
@@ -52,6 +53,7 @@ STATE_FILE_BYTES = 4096
 _DELETED = -1             # P-2: next_offset of a deleted partition
 
 OPEN, FAILED, CLOSED = "OPEN", "FAILED", "CLOSED"
+_LIVE_CHECK_S = 1.0   # how often a read-only view looks for a live writer
 
 
 @dataclass
@@ -129,6 +131,7 @@ class Partition:
         self._bases: list[int] = []
         self._bases_gen = -1
         self._memory_state: State | None = None   # readonly view, no writer
+        self._next_live_check = 0.0
         if create and not readonly:
             os.makedirs(self.dir, mode=0o755, exist_ok=True)
         elif not os.path.isdir(self.dir):
@@ -178,7 +181,9 @@ class Partition:
     def state(self) -> State:
         """The committed end of the partition, as all processes see it."""
         if self._memory_state is not None:
-            return self._memory_state
+            if time.monotonic() < self._next_live_check or not self._writer_took_over():
+                return self._memory_state
+            self._memory_state = None
         if self._state_map is None:
             raise CorruptLogError("partition state is missing", self.dir)
         vals = _native.state_read(self._state_map)
@@ -209,6 +214,16 @@ class Partition:
         if st.next_offset == _DELETED:
             raise TopicNotFound(f"topic {self.topic!r} was deleted")
         return st
+
+    def _writer_took_over(self) -> bool:
+        """Read-only view: has a writer opened the log and republished the
+        state since the view was computed? Checked at most every
+        _LIVE_CHECK_S."""
+        self._next_live_check = time.monotonic() + _LIVE_CHECK_S
+        if self._state_map is None or self._state_map[:4] != b"PLST":
+            return False
+        vals = _native.state_read(self._state_map)
+        return vals is not None and vals[4] > self._memory_state.generation
 
     def initialized(self) -> bool:
         return (self._state_map is not None
@@ -360,9 +375,16 @@ class Partition:
         by valid ones, G4) puts the partition in FAILED with CorruptLogError.
         """
         if self.readonly:
+            # A view computed in memory, the files untouched; damage fails
+            # this partition only, so inspection of the rest goes on.
             self._memory_state = None
-            st, cut = self._recover_scan(write=False)
+            try:
+                st, cut = self._recover_scan(write=False)
+            except CorruptLogError as exc:
+                self._fail(exc)
+                return 0
             self._memory_state = st
+            self._next_live_check = time.monotonic() + _LIVE_CHECK_S
             return cut
         with self._wlock:
             self._lock()
@@ -383,7 +405,9 @@ class Partition:
         if self._state_map is not None and self._state_map[:4] == b"PLST":
             vals = _native.state_read(self._state_map)
             if vals is not None:
-                gen = vals[4] + 1
+                # a read-only view keeps the file's generation, so that a
+                # writer's recovery (which bumps it) is noticed by state()
+                gen = vals[4] + (1 if write else 0)
         # P-5: segments wholly below the log start offset are leftovers of an
         # interrupted retention pass.
         while len(bases) > 1 and bases[1] <= start:
@@ -621,13 +645,11 @@ class Partition:
         if self._lock_args is None:
             self._lock_args = (self._lock_identity[0], self._lock_identity[1],
                                self._state_fd)
-        while True:
-            rc, out = _native.append_packed(
-                self._state_ptr, self._lock_args, ptr, cap, seg.base_offset, ifd, tfd,
-                INDEX_INTERVAL_BYTES, records, self._bell_ptr, self._bell_slot,
-                self._append_out, packed)
-            if rc != -errno.EINTR:
-                break
+        # (no retry loop: the native call restarts its own interrupted waits)
+        rc, out = _native.append_packed(
+            self._state_ptr, self._lock_args, ptr, cap, seg.base_offset, ifd, tfd,
+            INDEX_INTERVAL_BYTES, records, self._bell_ptr, self._bell_slot,
+            self._append_out, packed)
         if rc == 0:
             if out.index_errno:
                 _log.warning("%s: index entry not written (%s); the index is "

@@ -236,9 +236,6 @@ def test_power_loss_always_keeps_every_ack(shim, tmp_path, child_env, mode):
     assert total > 0
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the log root and meta/ are never "
-                   "fsync'd after mkdir, so after a power loss the partition "
-                   "directories / LMDB files may be gone with acknowledged records")
 def test_directory_entries_are_made_durable(shim, tmp_path, child_env):
     seed = _seed()
     print(f"seed {seed}")
@@ -282,9 +279,6 @@ def test_power_loss_long(shim, tmp_path, child_env):
     print(f"power losses simulated: {rounds}, acknowledged records kept: {acked}, seed {seed}")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: sync='interval' never fsyncs LMDB (opened "
-                   "with sync=False), so a power loss long after the background "
-                   "flush still loses the topic (and checkpoints, group commits)")
 def test_interval_flush_makes_topic_durable(shim, tmp_path, child_env):
     seed = _seed()
     print(f"seed {seed}")

@@ -50,8 +50,7 @@ BAD_NAMES = ["", ".", "..", "../x", "a/b", "/abs", "a\\b", "a\0b", "x" * 250,
 def test_bad_topic_names_change_nothing(log, logdir, name):
     before = tree(logdir)
     for call in (lambda: log.create_topic(name),
-                 lambda: log.producer().send(name, b"v") if name != "" else
-                 log.create_topic(name),      # "": see the xfail test below
+                 lambda: log.producer().send(name, b"v"),
                  lambda: log.describe_topic(name),
                  lambda: log.delete_topic(name)):
         with pytest.raises(PylogError) as ei:
@@ -61,9 +60,6 @@ def test_bad_topic_names_change_nothing(log, logdir, name):
     assert log.topics() == ["t"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: producer.send('', ...) is not validated: "
-                   "LMDB rejects the empty key and it surfaces as LogFailedError "
-                   "('LMDB metadata read failed'), not InvalidTopicName")
 def test_send_to_empty_topic_name_raises_invalid_topic_name(log):
     with pytest.raises(InvalidTopicName):
         log.producer().send("", b"v")
@@ -193,9 +189,6 @@ def test_planted_segment_is_never_read_as_good(logdir):
     assert problems, "verify did not report the planted segment"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a symlink planted as a segment makes "
-                   "pylog.open() raise a bare OSError (ELOOP from O_NOFOLLOW in "
-                   "Partition._segment_is_empty) instead of a PylogError")
 def test_planted_symlink_segment_is_refused(logdir, tmp_path):
     _closed_log(logdir)
     target = tmp_path / "secret"
