@@ -611,7 +611,9 @@ def _verify_indexes(f, base, end, valid_end, seg_next, live_active, positions,
                     problems):
     stem = f.path[:-4]
     ipath, tpath = stem + ".index", stem + ".timeindex"
-    last_rel = seg_next - 1 - base
+    # seg_next is None when the segment's batches could not be followed to
+    # its end (damage reported already): no bound on relative offsets then
+    last_rel = seg_next - 1 - base if seg_next is not None else 2**31 - 1
     for p_, kind in ((ipath, "offset index"), (tpath, "time index")):
         if not os.path.exists(p_):
             problems.append(Problem(p_, None, f"{kind} file is missing "

@@ -230,11 +230,16 @@ class LogStore:
         if part is not None and part.topic_id == doc["id"]:
             return part
         cfg = TopicConfig.from_dict(doc["config"])
-        part = Partition(self.path, topic, p, cfg, self.meta, sync=self.sync,
-                         readonly=self.readonly, create=not self.readonly,
-                         doorbell=(self._bell, topic_slot(topic)),
-                         lock_identity=None if self.readonly else
-                         (self._lock_token, self._lock_fd))
+        try:
+            part = Partition(self.path, topic, p, cfg, self.meta, sync=self.sync,
+                             readonly=self.readonly, create=not self.readonly,
+                             doorbell=(self._bell, topic_slot(topic)),
+                             lock_identity=None if self.readonly else
+                             (self._lock_token, self._lock_fd))
+        except OSError as exc:
+            raise LogFailedError(
+                f"open partition {topic}-{p} in {self.path}: {exc.strerror} "
+                f"(errno {exc.errno})") from exc
         part.topic_id = doc["id"]
         if recover and (self.readonly and self._first_opener or
                         not part.initialized()):

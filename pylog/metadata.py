@@ -63,6 +63,60 @@ _ENVS_LOCK = threading.Lock()
 _ENVS: dict = {}     # realpath of meta/ -> [env, users, readonly, pid]
 
 
+# LMDB's meta pages (pages 0 and 1 of data.mdb), 64-bit layout: a 16-byte
+# page header, then MDB_meta: magic, version, address, mapsize, two MDB_db
+# (48 bytes each; the first one's md_pad holds the page size), last_pg, txnid.
+_LMDB_MAGIC = 0xBEEFC0DE
+_META_MAGIC_AT = 16
+_META_PAGESIZE_AT = 40
+_META_LAST_PG_AT = 136
+_META_TXNID_AT = 144
+
+
+def check_lmdb_size(path: str) -> None:
+    """Refuse a data.mdb shorter than its own meta page says (M-9).
+
+    LMDB maps the file and would touch pages past its end, which kills the
+    process with SIGBUS; a truncated file must be an exception instead."""
+    data = os.path.join(path, "data.mdb")
+    try:
+        fd = os.open(data, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    try:
+        size = os.fstat(fd).st_size
+        head = os.pread(fd, 4096, 0)
+        best = None
+        for page in (0, 1):
+            if page == 1:
+                if len(head) < _META_PAGESIZE_AT + 4:
+                    break
+                psize = struct.unpack_from("=I", head, _META_PAGESIZE_AT)[0]
+                if not 512 <= psize <= 65536:
+                    break
+                meta = os.pread(fd, 160, psize)
+            else:
+                meta = head[:160]
+            if len(meta) < 152 or struct.unpack_from("=I", meta, _META_MAGIC_AT)[0] != _LMDB_MAGIC:
+                continue
+            psize, = struct.unpack_from("=I", meta, _META_PAGESIZE_AT)
+            last_pg, txnid = struct.unpack_from("=QQ", meta, _META_LAST_PG_AT)
+            if best is None or txnid > best[0]:
+                best = (txnid, last_pg, psize)
+    finally:
+        os.close(fd)
+    if best is None:
+        if size:
+            raise CorruptLogError("data.mdb has no valid LMDB meta page", data, 0)
+        return
+    _, last_pg, psize = best
+    need = (last_pg + 1) * psize
+    if size < need:
+        raise CorruptLogError(
+            f"data.mdb is {size} bytes but its meta page needs {need} "
+            f"(page {last_pg} of {psize} bytes): the file was truncated", data, size)
+
+
 def _open_env(path: str, *, sync: bool, readonly: bool):
     key = os.path.realpath(path)
     with _ENVS_LOCK:
@@ -82,6 +136,7 @@ def _open_env(path: str, *, sync: bool, readonly: bool):
                     "has it open read-only; close that Log first")
             ent[1] += 1
             return ent[0]
+        check_lmdb_size(path)
         try:
             env = lmdb.open(path, map_size=MAP_SIZE_BYTES, max_dbs=8,
                             # M-8: never MDB_NOSYNC (a power loss could

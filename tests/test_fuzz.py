@@ -273,7 +273,7 @@ def damage(path, rng):
     """Damage one random file of the log; return (file, kind, at).
 
     Truncating data.mdb is left out: it kills the reader with SIGBUS, see
-    test_truncated_lmdb_never_kills_the_process (xfail)."""
+    test_truncated_lmdb_never_kills_the_process."""
     files = []
     for dp, _, fns in os.walk(path):
         for fn in fns:
@@ -324,9 +324,6 @@ def corruption_trials(corpus_log, tmp_path, n, rng):
     return detected
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a truncated meta/data.mdb kills the "
-                   "process with SIGBUS (LMDB maps the file and reads past its end); "
-                   "pylog should check the size before/while opening LMDB")
 def test_truncated_lmdb_never_kills_the_process(corpus_log, tmp_path):
     path, expect = corpus_log
     dst = str(tmp_path / "c")
@@ -363,9 +360,6 @@ def test_random_corruption_long(corpus_log, tmp_path):
     print(f"corruptions: {n} applied, {detected} detected, 0 wrong data, 0 crashes, seed {seed}")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: verify_log crashes with TypeError "
-                   "(inspect._verify_indexes: seg_next is None) on a segment with a "
-                   "zeroed range in the middle followed by valid batches")
 def test_verify_reports_zeroed_range_mid_segment(tmp_path):
     from pylog.inspect import verify_log
     path = str(tmp_path / "log")

@@ -144,10 +144,6 @@ def test_stress(logdir, child_env):
 
 
 @pytest.mark.long
-@pytest.mark.xfail(strict=False, reason="BUG (intermittent): a producer process stalls "
-                   "for good: one thread blocked inside _native.append_packed (waiting "
-                   "for the partition's OFD append lock) holding _wlock, the others "
-                   "and the retention thread queued on _wlock; stacks are printed")
 def test_stress_long(logdir, child_env):
     seed = int(os.environ.get("PYLOG_SEED", random.randrange(1 << 30)))
     print(f"seed {seed}")
