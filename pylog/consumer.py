@@ -213,9 +213,16 @@ class Consumer:
         """Offsets to commit when releasing ``tps`` in a rebalance."""
         if not self._auto_commit:
             return {}
-        return {tp: self._cursors[tp].offset for tp in tps
-                if tp in self._cursors and
-                self._committed_pos.get(tp) != self._cursors[tp].offset}
+        out = {tp: self._cursors[tp].offset for tp in tps
+               if tp in self._cursors and
+               self._committed_pos.get(tp) != self._cursors[tp].offset}
+        self._sync_for_commit(out)
+        return out
+
+    def _sync_for_commit(self, offsets) -> None:
+        """Offsets must not outlive the records they point past (power loss)."""
+        for tp in offsets:
+            self._log.partition(tp.topic, tp.partition).sync_for_commit()
 
     # -- positions ---------------------------------------------------------------
     def _reset_offset(self, tp, part, why: str) -> int:
@@ -487,6 +494,7 @@ class Consumer:
         if not offsets:
             return
         raw = {(tp.topic, tp.partition): o for tp, o in offsets.items()}
+        self._sync_for_commit(offsets)
         if self._member is not None and self._manual is None:
             self._member.commit(raw)
         else:
@@ -525,6 +533,7 @@ class Consumer:
                 if autocommit and self._auto_commit:
                     final = {(tp.topic, tp.partition): c.offset
                              for tp, c in self._cursors.items()}
+                    self._sync_for_commit(self._cursors)
                 if self._member is not None:
                     self._member.leave(final)
                 elif final:

@@ -860,6 +860,26 @@ class Partition:
                 self._meta.set_checkpoint(self.topic, self.index, written[0],
                                           written[1], self._writer_next)
 
+    def sync_for_commit(self) -> None:
+        """Make the committed records of the active segment durable before a
+        consumer commits an offset in them, from any process (a reader's
+        descriptor will do): a committed offset must never point past what a
+        power loss keeps. Free with sync="always", where appends already are
+        durable; sealed segments are durable since their roll (S-4)."""
+        if self.sync_mode == "always" or self.readonly:
+            return
+        self._check()
+        st = self.state()
+        with self._rlock:
+            self._segment_bases(st)
+            seg = self._reader(st.active_base)
+            try:
+                os.fdatasync(seg.fd)
+            except OSError as exc:
+                raise LogFailedError(
+                    f"fdatasync of {seg.path} before an offset commit: "
+                    f"{exc.strerror} (errno {exc.errno})") from exc
+
     # -- reads -----------------------------------------------------------------
     def fetch(self, cursor: Cursor, max_records: int, *, values_only: bool = False,
               with_topic: bool = False) -> list:
