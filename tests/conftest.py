@@ -39,3 +39,37 @@ def child_env():
     env = dict(os.environ)
     env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
     return env
+
+
+def _children(pid):
+    """Live child processes of ``pid`` (Linux /proc), except helper daemons."""
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2:].split()
+        if int(fields[1]) == pid and fields[0] != b"Z" and b"resource_tracker" not in cmd:
+            out.append(int(name))
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _no_orphan_processes():
+    """A test that fails (or times out) while children run must not leave
+    them behind to load the machine for the rest of the suite."""
+    yield
+    if not os.path.isdir("/proc"):
+        return
+    import signal
+    for pid in _children(os.getpid()):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
