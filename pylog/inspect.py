@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 
 from . import _native, batch
 from .errors import CorruptLogError, PylogError
+from .log import writers_present
 from .segment import INDEX_ENTRY, TIMEINDEX_ENTRY, parse_segment_name
 
 CODEC_NAMES = {0: "none", 1: "gzip", 2: "snappy", 3: "lz4", 4: "zstd"}
@@ -342,25 +343,6 @@ def dump_index(path: str) -> dict:
 # log-level helpers
 # ---------------------------------------------------------------------------
 
-def _writers_present(root: str) -> bool:
-    """True if some process has the log open for writing (holds a lock on
-    pylog.lock); probing takes and at once releases a write lock."""
-    lp = os.path.join(root, "pylog.lock")
-    try:
-        fd = os.open(lp, os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return True          # cannot probe: trust the published states
-    try:
-        got = _native.lock(fd, 0, 1, "w", False)
-        if got:
-            _native.lock(fd, 0, 1, "u", False)
-        return not got
-    finally:
-        os.close(fd)
-
-
 def read_partition_state(part_dir: str):
     """The published state of a partition (pylog.partition.State) or None."""
     from .partition import State
@@ -422,7 +404,7 @@ def verify_log(path: str, progress=None) -> list[Problem]:
 
 def _verify(root, meta, problems, progress):
     meta_path = meta.path
-    live = _writers_present(root)
+    live = writers_present(root)
     try:
         topics = meta.topics()
     except CorruptLogError as exc:

@@ -126,8 +126,7 @@ class LogStore:
         else:
             # No writer alive means the partition states may be stale: views
             # are then recovered in memory, without touching the files.
-            lp = os.path.join(self.path, LOCK_FILE)
-            alone = not os.path.exists(lp) or not _writers_present(lp)
+            alone = not writers_present(self.path)
             first = alone
         self._first_opener = first
         try:
@@ -477,11 +476,17 @@ class LogStore:
         return f"<pylog.Log {self.path!r} sync={self.sync}{' readonly' if self.readonly else ''}>"
 
 
-def _writers_present(lock_path: str) -> bool:
-    """True if some process holds pylog.lock (has the log open for writing)."""
-    fd = os.open(lock_path, os.O_RDWR | os.O_CLOEXEC) if os.access(lock_path, os.W_OK) else -1
-    if fd < 0:
-        return True   # cannot probe: assume a writer, trust the states
+def writers_present(root: str) -> bool:
+    """True if some process has the log at ``root`` open for writing (holds
+    a lock on pylog.lock, L-2); probing takes and at once releases a write
+    lock on byte 0."""
+    lp = os.path.join(root, LOCK_FILE)
+    try:
+        fd = os.open(lp, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True          # cannot probe: trust the published states
     try:
         got = _native.lock(fd, 0, 1, "w", False)
         if got:
