@@ -184,7 +184,7 @@ class Metadata:
             self._groups = self.env.open_db(b"groups", create=not readonly)
         except lmdb.Error as exc:
             self.close()
-            raise CorruptLogError(f"LMDB metadata lacks pylog's databases: {exc}",
+            raise CorruptLogError(f"cannot open pylog's LMDB databases: {exc}",
                                   self.path) from None
         if created:
             # the directory entries of meta/, data.mdb and lock.mdb
@@ -199,14 +199,18 @@ class Metadata:
             finally:
                 os.close(fd)
         if not readonly:
-            with self.env.begin(write=True) as txn:
-                v = txn.get(b"format", db=self._info)
-                if v is None:
-                    txn.put(b"format", FORMAT_VERSION, db=self._info)
-                elif v != FORMAT_VERSION:
-                    raise CorruptLogError(
-                        f"metadata format {v!r} is not {FORMAT_VERSION!r}",
-                        self.path)
+            try:
+                with self._txn("check the metadata format", write=True) as txn:
+                    v = txn.get(b"format", db=self._info)
+                    if v is None:
+                        txn.put(b"format", FORMAT_VERSION, db=self._info)
+                    elif v != FORMAT_VERSION:
+                        raise CorruptLogError(            # M-1
+                            f"metadata format {v!r} is not {FORMAT_VERSION!r}",
+                            self.path)
+            except BaseException:
+                self.close()
+                raise
 
     def close(self) -> None:
         """Release this store's use of the shared environment. Idempotent."""
@@ -229,6 +233,9 @@ class Metadata:
         try:
             with self.env.begin(write=write) as txn:
                 yield txn
+        except lmdb.CorruptedError as exc:
+            raise CorruptLogError(f"{what}: LMDB reports damage ({exc})",
+                                  os.path.join(self.path, "data.mdb")) from exc
         except lmdb.MapFullError as exc:
             raise LogFailedError(
                 f"{what}: LMDB metadata map is full ({exc}); nothing was "

@@ -9,10 +9,14 @@ log start offset. A reader learns whether anything is new with one memory
 read, no syscall (P-2). The state file is not durable: after the last process
 closes or crashes, the next opener rebuilds it by recovery (P-4).
 
-Locks: appends, rolls, retention and recovery hold an OFD write lock on byte
-0 of ``partition.state`` (P-3), which the kernel drops when its holder dies,
-so a SIGKILLed writer never wedges the others; threads of one process are
-serialized by a ``threading.Lock`` first.
+Locks: appends, rolls, retention and recovery hold the partition's append
+lock (P-3), a futex word in ``partition.state`` naming the holding Log by a
+token whose liveness the kernel tracks (an OFD lock on ``pylog.lock``): free
+of syscalls when uncontended, and taken over when its holder died, so a
+SIGKILLed writer never wedges the others. Threads of one process are
+serialized by a ``threading.Lock`` first. The common append — lock, encode
+into the mapped segment, publish, index entry, unlock, wake consumers — is
+one native call (``_native.append_packed``).
 
 Durability (G1): a batch is written into the mapped active segment and then
 published in the state; once published, a process crash cannot lose it (the
