@@ -161,7 +161,10 @@ class Worker:
                 [sys.executable, "-m", "pylog.demo", "--role", "worker", self.path,
                  self.group, self.name, str(self.ms)],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=env, close_fds=True)
+                # not the caller's directory: "-m" puts it first on sys.path,
+                # and a source checkout there would shadow the installed
+                # package (and its compiled extension)
+                env=env, close_fds=True, cwd=self.path)
         finally:
             out.close()
 
