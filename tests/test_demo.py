@@ -28,3 +28,24 @@ def test_demo_fast_finishes_with_summary(tmp_path):
     r = subprocess.run([sys.executable, "-m", "pylog.cli", "info", str(tmp_path / "d")],
                        capture_output=True, env=env, timeout=60)
     assert r.returncode == 0 and b"email-service" in r.stdout
+
+
+def test_demo_workers_ignore_a_checkout_in_the_callers_directory(tmp_path):
+    """Regression: README's first command runs `pylog demo` from the source
+    checkout after a non-editable install; the workers (`python -m
+    pylog.demo`) used to start in the caller's directory, where the checkout
+    (without the compiled extension) shadowed the installed package. Here a
+    decoy `pylog` package in the caller's directory must not be imported."""
+    caller = tmp_path / "caller"
+    (caller / "pylog").mkdir(parents=True)
+    (caller / "pylog" / "__init__.py").write_text(
+        "raise ImportError('decoy pylog imported from the caller directory')\n")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT
+    launcher = ("import sys; sys.path.insert(0, %r); "
+                "from pylog.cli import main; sys.exit(main())" % ROOT)
+    r = subprocess.run([sys.executable, "-c", launcher, "demo", str(tmp_path / "log"),
+                        "--fast"], cwd=caller, env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "decoy" not in r.stdout + r.stderr
