@@ -366,7 +366,12 @@ class Partition:
             if st.active_base != seg.base_offset or st.active_position != end:
                 return
             _native.set_state_index_position(self._state_map, _last_entry_position(idx))
-        seg.replace_indexes(idx, tidx)
+        try:
+            seg.replace_indexes(idx, tidx)
+        except OSError as exc:
+            # best effort: indexes are derived data (I-3); the reader already
+            # has the rebuilt entries, and the next reader retries the write
+            _log.warning("%s: rebuilt index not written back: %s", seg.index_path, exc)
 
     # -- recovery --------------------------------------------------------------
     def recover(self) -> int:
