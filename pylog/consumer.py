@@ -90,6 +90,8 @@ class Consumer:
         self._cursors: dict[TopicPartition, Cursor] = {}
         self._committed_pos: dict[TopicPartition, int] = {}
         self._paused: set[TopicPartition] = set()
+        self._slot_topics: frozenset | None = None
+        self._slot = 0
         self._rr = 0
         self._member = None
         if group_id is not None:
@@ -387,9 +389,14 @@ class Consumer:
         return out
 
     def _slots(self):
-        topics = {tp.topic for tp in self._owned()} or self._topics_resolved
-        slots = {topic_slot(t) for t in topics}
-        return slots.pop() if len(slots) == 1 else 0
+        """The doorbell slot to wait on (L-3): the topic's own when all owned
+        partitions share one, else slot 0; cached per set of topics."""
+        topics = frozenset({tp.topic for tp in self._owned()} or self._topics_resolved)
+        if topics != self._slot_topics:
+            slots = {topic_slot(t) for t in topics}
+            self._slot_topics = topics
+            self._slot = slots.pop() if len(slots) == 1 else 0
+        return self._slot
 
     def _poll(self, timeout: float, max_records, values_only: bool) -> list:
         self._check()
@@ -470,8 +477,6 @@ class Consumer:
             finally:
                 if done and self.group_id is not None:
                     self.commit(done)
-            if done is not None and recs and self.group_id is None:
-                pass
 
     # -- commits ----------------------------------------------------------------------
     def commit(self, offsets: dict | None = None) -> None:

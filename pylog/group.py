@@ -224,9 +224,10 @@ class GroupMember:
         if not self.joined:
             return
         me = self.member_id
-        counts = self._counts(set().union(*[set(i.get("topics", [])) for i in
-                                            self.log.meta.get_group(self.group_id)
-                                            .get("members", {}).values()] or [set()]))
+        topics = set()
+        for info in self.log.meta.get_group(self.group_id).get("members", {}).values():
+            topics.update(info.get("topics", []))
+        counts = self._counts(topics)
 
         def update(doc, commit):
             owners = doc.get("owners", {})

@@ -171,19 +171,6 @@ class Segment:
     def read_timeindex(self) -> bytes:
         return _read_file(self.timeindex_path)
 
-    def append_index(self, rel_offset: int, position: int, max_timestamp: int) -> None:
-        """Append one .index and one .timeindex entry (I-2, T-2)."""
-        _append_file(self.index_path, INDEX_ENTRY.pack(rel_offset, position))
-        _append_file(self.timeindex_path,
-                     TIMEINDEX_ENTRY.pack(max_timestamp, rel_offset))
-
-    def append_indexes(self, index_entries, timeindex_entries) -> None:
-        """Append many entries at once (recovery of the tail, I-3)."""
-        _append_file(self.index_path, b"".join(
-            INDEX_ENTRY.pack(r, p) for r, p in index_entries))
-        _append_file(self.timeindex_path, b"".join(
-            TIMEINDEX_ENTRY.pack(t, r) for t, r in timeindex_entries))
-
     def append_timeindex(self, max_timestamp: int, rel_offset: int) -> None:
         """The final entry of a sealed segment: its max timestamp (T-3)."""
         _append_file(self.timeindex_path,
