@@ -850,6 +850,71 @@ int pl_records_decode(const uint8_t *recs, size_t len, int32_t count, int32_t la
     return 0;
 }
 
+/* Decimal digits of v >= 0 at o; returns the end or NULL when full.
+ * (snprintf would cost more than the whole rest of the loop.) */
+static char *put_decimal(char *o, char *end, int64_t v)
+{
+    char tmp[20];
+    int k = 0;
+    do {
+        tmp[k++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    if (k > end - o)
+        return NULL;
+    while (k)
+        *o++ = tmp[--k];
+    return o;
+}
+
+/* "<gap>x<len>s" for one field ("0x" is a valid zero-length pad). */
+static char *shape_item(char *o, char *end, int64_t gap, int64_t len)
+{
+    if (!(o = put_decimal(o, end, gap)) || o == end)
+        return NULL;
+    *o++ = 'x';
+    if (!(o = put_decimal(o, end, len)) || o == end)
+        return NULL;
+    *o++ = 's';
+    return o;
+}
+
+int pl_records_shape(const int64_t *fields, uint32_t count, int want_keys, char *fmt,
+                     size_t fmt_cap, size_t *fmt_len, uint32_t *flags)
+{
+    if (!fields || !fmt || !fmt_len || !flags)
+        return PL_E_INVAL;
+    uint32_t f = PL_SHAPE_DENSE_OFFSETS | PL_SHAPE_SAME_TIMESTAMP;
+    char *o = fmt, *end = fmt + fmt_cap;
+    int64_t at = 0; /* section offset the format has consumed so far */
+    if (want_keys && count && fields[3] < 0) {
+        f |= PL_SHAPE_NULL_KEYS; /* keyless batch: every key must be null */
+        want_keys = 0;
+    }
+    for (uint32_t i = 0; i < count; i++) {
+        const int64_t *r = fields + (size_t)PL_RECORD_FIELDS * i;
+        if (r[0] != (int64_t)i)
+            f &= ~(uint32_t)PL_SHAPE_DENSE_OFFSETS;
+        if (r[1] != 0)
+            f &= ~(uint32_t)PL_SHAPE_SAME_TIMESTAMP;
+        if (r[7] != 0)
+            f |= PL_SHAPE_HEADERS;
+        if ((f & PL_SHAPE_NULL_KEYS) && r[3] >= 0)
+            return PL_E_INVAL; /* null and non-null keys mixed */
+        for (int which = want_keys ? 0 : 1; which < 2; which++) {
+            int64_t off = r[2 + 2 * which], len = r[3 + 2 * which];
+            if (len < 0 || off < at)
+                return PL_E_INVAL; /* null field, or not in section order */
+            if (!(o = shape_item(o, end, off - at, len)))
+                return PL_E_NOSPACE;
+            at = off + len;
+        }
+    }
+    *fmt_len = (size_t)(o - fmt);
+    *flags = f;
+    return 0;
+}
+
 /* ------------------------------------------------------------------ */
 /* segment scan                                                        */
 /* ------------------------------------------------------------------ */

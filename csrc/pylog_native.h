@@ -149,6 +149,25 @@ int pl_records_decode(const uint8_t *recs, size_t len, int32_t count, int32_t la
                       int64_t *out, int64_t *hdr_out, size_t hdr_cap, size_t *hdr_total,
                       size_t *err_off);
 
+/* Shape of decoded records (the `out` of pl_records_decode), so the Python
+ * layer can cut every key and value out of the records section with one
+ * struct.unpack call instead of one slice per field.
+ * Writes into fmt (no terminator) a struct format that, applied at offset 0
+ * of the records section, yields each record's key (when want_keys) and then
+ * its value, as "<gap>x<len>s" items; *fmt_len is its length.  *flags gets
+ * PL_SHAPE_* bits (with want_keys and a null first key, every key must be
+ * null: the format then holds values only, and PL_SHAPE_NULL_KEYS says so).
+ * Returns 0, PL_E_NOSPACE when fmt_cap is too small, or
+ * PL_E_INVAL when a wanted key or value is null (a struct cannot yield None;
+ * the caller then slices field by field) or the fields are out of order. */
+#define PL_SHAPE_DENSE_OFFSETS   1  /* offset delta of record i is i       */
+#define PL_SHAPE_SAME_TIMESTAMP  2  /* every timestamp delta is 0          */
+#define PL_SHAPE_HEADERS         4  /* some record has headers             */
+#define PL_SHAPE_NULL_KEYS       8  /* want_keys, but every key is null:
+                                       only the values are in the format   */
+int pl_records_shape(const int64_t *fields, uint32_t count, int want_keys, char *fmt,
+                     size_t fmt_cap, size_t *fmt_len, uint32_t *flags);
+
 /* ---- segment scan ---- */
 typedef struct {
     int64_t end_position;          /* end of the last valid batch              */

@@ -435,7 +435,9 @@ def wrap_records(records_section, *, base_offset: int, records_count: int,
 # ---------------------------------------------------------------------------
 
 def _decode_raw(data: bytes, header: BatchHeader):
-    """Run the native decoder; returns (flat record fields, flat header fields)."""
+    """Run the native decoder; returns (record fields, header fields, number
+    of headers): PL_RECORD_FIELDS int64 per record and PL_HEADER_FIELDS per
+    header, as cdata arrays."""
     n = header.records_count
     pos = header.position
     if n < 0 or header.last_offset_delta < 0:
@@ -458,9 +460,7 @@ def _decode_raw(data: bytes, header: BatchHeader):
         if rc > 0:
             raise _corrupt(rc, pos, f" (records section byte {err[0]})")
         raise InvalidArgument(_reason(rc))
-    recs = memoryview(ffi.buffer(out)).cast("q").tolist() if n else []
-    hdrs = memoryview(ffi.buffer(hdr, 32 * total[0])).cast("q").tolist() if total[0] else []
-    return recs, hdrs
+    return out, hdr, total[0]
 
 
 def _as_bytes(records_section) -> bytes:
@@ -472,45 +472,89 @@ def _as_bytes(records_section) -> bytes:
         raise InvalidArgument("records_section must be a bytes-like object") from e
 
 
-def decode_records(records_section, header: BatchHeader, topic=None, partition=None):
+def _ints(cdata, count: int) -> list:
+    return memoryview(ffi.buffer(cdata, 8 * count)).cast("q").tolist() if count else []
+
+
+# Compiled struct formats that cut keys and values out of a records section
+# (pl_records_shape). Batches of same-sized records repeat the same format,
+# so a few are kept; the cache is emptied rather than grown past its bound.
+_CUTTERS: dict = {}
+_CUTTERS_MAX = 16
+_SHAPE_CHARS_PER_FIELD = 2 * 10 + 2      # "<gap>x<len>s", each < 2**31
+
+
+def _cut(data: bytes, fields, n: int, want_keys: bool):
+    """(tuple of [key, value,] ... bytes, PL_SHAPE_* flags) with one
+    struct.unpack for the whole batch, or None when a wanted field is null
+    (the caller slices field by field)."""
+    cap = n * (2 if want_keys else 1) * _SHAPE_CHARS_PER_FIELD
+    fmt = ffi.new("char[]", cap)
+    out = ffi.new("size_t *")
+    flags = ffi.new("uint32_t *")
+    if lib.pl_records_shape(fields, n, want_keys, fmt, cap, out, flags) != 0:
+        return None
+    key = ffi.buffer(fmt, out[0])[:]
+    cutter = _CUTTERS.get(key)
+    if cutter is None:
+        if len(_CUTTERS) >= _CUTTERS_MAX:
+            _CUTTERS.clear()
+        cutter = _CUTTERS[key] = _struct.Struct(b"<" + key)
+    return cutter.unpack_from(data, 0), flags[0]
+
+
+_tuple_new = tuple.__new__
+SHAPE_DENSE_OFFSETS = lib.PL_SHAPE_DENSE_OFFSETS
+SHAPE_SAME_TIMESTAMP = lib.PL_SHAPE_SAME_TIMESTAMP
+SHAPE_HEADERS = lib.PL_SHAPE_HEADERS
+SHAPE_NULL_KEYS = lib.PL_SHAPE_NULL_KEYS
+
+
+def decode_records(records_section, header: BatchHeader, topic=None, partition=None,
+                   row_type=None):
     """Decode the (decompressed) records section of the batch ``header``.
 
     Returns ``[(offset, timestamp_ms, key, value, headers), ...]`` with
     absolute offsets and timestamps (log-append-time batches report
     maxTimestamp for every record, as Kafka does). With ``topic`` and
     ``partition`` given, each tuple starts with them (the field order of
-    ``pylog.Record``), which saves the consumer a copy per record.
+    ``pylog.Record``), and with ``row_type`` (a tuple subclass of that
+    shape, such as ``pylog.Record``) the rows are built as that type, which
+    saves the consumer a copy per record.
     """
     data = _as_bytes(records_section)
-    recs, hdrs = _decode_raw(data, header)
+    fields, hdr, nh = _decode_raw(data, header)
     base = header.base_offset
     log_append = header.attributes & TIMESTAMP_TYPE_MASK
     bts = header.base_timestamp
     mts = header.max_timestamp
-    n = len(recs) // 8
-    if n and not hdrs:
-        # Column-wise decode without a Python frame per record: every loop
-        # below runs in C (map/zip/slice). Null keys or values fall back to
-        # a comprehension for that column only.
-        getitem = data.__getitem__
-        ko, kl, vo, vl = recs[2::8], recs[3::8], recs[4::8], recs[5::8]
-        if -1 in kl:
-            keys = [data[o:o + ln] if ln >= 0 else None for o, ln in zip(ko, kl)]
+    n = header.records_count
+    cut = _cut(data, fields, n, True) if n and not nh else None
+    if cut is not None:
+        # Column-wise, without a Python frame per record: the keys and values
+        # come out of one struct.unpack, every other column is a C iterator.
+        kv, flags = cut
+        if flags & SHAPE_NULL_KEYS:
+            keys, values = _repeat(None, n), kv
         else:
-            keys = map(getitem, map(slice, ko, map(_add, ko, kl)))
-        if -1 in vl:
-            values = [data[o:o + ln] if ln >= 0 else None for o, ln in zip(vo, vl)]
+            keys, values = kv[0::2], kv[1::2]
+        columns = memoryview(ffi.buffer(fields, 64 * n)).cast("q")
+        offsets = (range(base, base + n) if flags & SHAPE_DENSE_OFFSETS
+                   else map(_add, _repeat(base), columns[0::8]))    # R-6
+        if log_append:
+            timestamps = _repeat(mts, n)
+        elif flags & SHAPE_SAME_TIMESTAMP:
+            timestamps = _repeat(bts, n)
         else:
-            values = map(getitem, map(slice, vo, map(_add, vo, vl)))
-        od = recs[0::8]
-        offsets = (range(base, base + n) if od[-1] == n - 1 and od[0] == 0
-                   else map(_add, _repeat(base), od))   # R-6: strictly increasing
-        timestamps = (_repeat(mts, n) if log_append
-                      else map(_add, _repeat(bts), recs[1::8]))
-        if topic is not None:
-            return list(zip(_repeat(topic, n), _repeat(partition, n), offsets,
-                            timestamps, keys, values, _repeat((), n)))
-        return list(zip(offsets, timestamps, keys, values, _repeat((), n)))
+            timestamps = map(_add, _repeat(bts), columns[1::8])
+        if topic is None:
+            return list(zip(offsets, timestamps, keys, values, _repeat((), n)))
+        rows = zip(_repeat(topic, n), _repeat(partition, n), offsets, timestamps,
+                   keys, values, _repeat((), n))
+        if row_type is None:
+            return list(rows)
+        return list(map(_tuple_new, _repeat(row_type, n), rows))
+    recs, hdrs = _ints(fields, 8 * n), _ints(hdr, 4 * nh)
     result = []
     append = result.append
     it = iter(recs)
@@ -527,10 +571,11 @@ def decode_records(records_section, header: BatchHeader, topic=None, partition=N
             else:
                 headers = ()
             if with_tp:
-                append((topic, partition, base + od, mts if log_append else bts + td,
-                        data[ko:ko + kl] if kl >= 0 else None,
-                        data[vo:vo + vl] if vl >= 0 else None,
-                        headers))
+                row = (topic, partition, base + od, mts if log_append else bts + td,
+                       data[ko:ko + kl] if kl >= 0 else None,
+                       data[vo:vo + vl] if vl >= 0 else None,
+                       headers)
+                append(row if row_type is None else _tuple_new(row_type, row))
             else:
                 append((base + od, mts if log_append else bts + td,
                         data[ko:ko + kl] if kl >= 0 else None,
@@ -545,10 +590,12 @@ def decode_records(records_section, header: BatchHeader, topic=None, partition=N
 def decode_values(records_section, header: BatchHeader):
     """Fast path: only the values of the records (None for null values)."""
     data = _as_bytes(records_section)
-    recs, _ = _decode_raw(data, header)
-    vo, vl = recs[4::8], recs[5::8]
-    if -1 not in vl:
-        return list(map(data.__getitem__, map(slice, vo, map(_add, vo, vl))))
+    fields, _, _ = _decode_raw(data, header)
+    n = header.records_count
+    cut = _cut(data, fields, n, False) if n else None
+    if cut is not None:
+        return list(cut[0])
+    recs = _ints(fields, 8 * n)
     return [data[vo:vo + vl] if vl >= 0 else None
             for vo, vl in zip(recs[4::8], recs[5::8])]
 

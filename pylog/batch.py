@@ -113,12 +113,12 @@ def records_section(buf, header: BatchHeader) -> bytes:
     return out
 
 
-def decode(buf, header: BatchHeader, topic=None, partition=None) -> list:
+def decode(buf, header: BatchHeader, topic=None, partition=None, row_type=None) -> list:
     """All records of a checked batch: [(offset, ts, key, value, headers)],
     or with ``topic``/``partition`` given [(topic, partition, offset, ...)]
-    (the field order of pylog.Record)."""
+    (the field order of pylog.Record), built as ``row_type`` when given."""
     return _native.decode_records(records_section(buf, header), header,
-                                  topic, partition)
+                                  topic, partition, row_type)
 
 
 def decode_values(buf, header: BatchHeader) -> list:

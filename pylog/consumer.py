@@ -19,7 +19,6 @@ import os
 import re
 import threading
 import time
-from itertools import repeat as _repeat
 
 from . import _native
 from .errors import (CommitFailedError, ForkedLogError, InvalidArgument,
@@ -29,7 +28,6 @@ from .log import topic_slot
 from .partition import Cursor
 from .types import Record, TopicPartition
 
-_tuple_new = tuple.__new__
 OFFSET_RESETS = ("earliest", "latest", "none")
 MAX_POLL_RECORDS_MAX = 1_000_000
 _TOPIC_REFRESH_S = 1.0
@@ -80,6 +78,9 @@ class Consumer:
         self._max_poll = max_poll_records
         self._kdes = key_deserializer
         self._vdes = value_deserializer
+        # without deserializers the decoder builds the Records itself
+        self._row_type = Record if key_deserializer is None and value_deserializer is None \
+            else None
         self._closed = False
         self._wake = threading.Event()
         self._subscription: set[str] = set()
@@ -366,7 +367,7 @@ class Consumer:
             cur = self._cursor(tp)
             try:
                 recs = part.fetch(cur, max_records - len(out), values_only=values_only,
-                                  with_topic=True)
+                                  with_topic=True, row_type=self._row_type)
             except OffsetOutOfRange as exc:
                 self._cursors[tp] = Cursor(self._reset_offset(tp, part, str(exc)))
                 continue
@@ -376,10 +377,8 @@ class Consumer:
                 if self._vdes is not None:
                     recs = [self._vdes(v) for v in recs]
                 out.extend(recs)
-            elif self._kdes is None and self._vdes is None:
-                # tuples already in Record's field order: build the Records
-                # without a Python-level __new__ per record
-                out.extend(map(_tuple_new, _repeat(Record), recs))
+            elif self._row_type is Record:
+                out.extend(recs)         # built as Records by the decoder
             else:
                 kd, vd = self._kdes, self._vdes
                 out.extend([Record(t, p, o, ts,

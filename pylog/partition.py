@@ -891,13 +891,13 @@ class Partition:
 
     # -- reads -----------------------------------------------------------------
     def fetch(self, cursor: Cursor, max_records: int, *, values_only: bool = False,
-              with_topic: bool = False) -> list:
+              with_topic: bool = False, row_type=None) -> list:
         """Up to ``max_records`` records at or after ``cursor.offset``.
 
         Returns tuples (offset, timestamp_ms, key, value, headers) — with
         ``with_topic``, (topic, partition, offset, ...) as pylog.Record
-        orders them — or values when ``values_only``, and advances the
-        cursor. Never returns records
+        orders them, built as ``row_type`` when given — or values when
+        ``values_only``, and advances the cursor. Never returns records
         that are not committed (P-2). Raises OffsetOutOfRange when the cursor
         is below the log start offset and CorruptLogError (with file and
         position) when a batch fails its CRC or breaks the dense offset
@@ -947,7 +947,7 @@ class Partition:
                     if values_only:
                         recs = batch.decode_values(m, header)
                     elif with_topic:
-                        recs = batch.decode(m, header, self.topic, self.index)
+                        recs = batch.decode(m, header, self.topic, self.index, row_type)
                     else:
                         recs = batch.decode(m, header)
                 except CorruptLogError as exc:

@@ -249,6 +249,46 @@ def test_kafka_built_batches_decode():
         assert n.decode_values(b[61:], h) == [r[2] for r in recs]
 
 
+@HSET
+@given(st.data())
+def test_column_decode_matches_kafka_reader(data):
+    """The one-struct.unpack decode (pl_records_shape) against kafka-python's
+    reader, over the shapes that take it (keyless, keyed, dense or gapped
+    offsets, one or many timestamps) and those that must fall back (mixed
+    null keys, null values, headers)."""
+    from pylog.types import Record
+    count = data.draw(st.integers(1, 30))
+    keys = data.draw(st.sampled_from(["all", "none", "mixed"]))
+    null_values = data.draw(st.booleans())
+    same_ts = data.draw(st.booleans())
+    headers = data.draw(st.booleans())
+    gaps = data.draw(st.lists(st.integers(1, 3), min_size=count, max_size=count))
+    b = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=False,
+                                  producer_id=-1, producer_epoch=-1, base_sequence=-1,
+                                  batch_size=1 << 30)
+    off = 0
+    for i in range(count):
+        k = {"all": b"k%d" % i, "none": None,
+             "mixed": None if data.draw(st.booleans()) else b"k"}[keys]
+        v = None if null_values and data.draw(st.booleans()) else \
+            data.draw(st.binary(max_size=40))
+        ts = 1_700_000_000_000 + (0 if same_ts else data.draw(st.integers(-5, 5)))
+        h = [("h", b"x")] if headers and data.draw(st.booleans()) else []
+        assert b.append(off, timestamp=ts, key=k, value=v, headers=h) is not None
+        off += gaps[i]
+    raw = bytes(b.build())
+    want = [(r.offset + 100, r.timestamp, r.key, r.value, tuple(r.headers))
+            for r in DefaultRecordBatch(raw)]
+    h = n.read_batch_header(raw)
+    h = h._replace(base_offset=100)
+    section = raw[61:]
+    assert n.decode_records(section, h) == want
+    got = n.decode_records(section, h, "t", 3, Record)
+    assert got == [("t", 3) + w for w in want]
+    assert all(type(r) is Record for r in got)
+    assert n.decode_values(section, h) == [w[3] for w in want]
+
+
 def test_kafka_zstd_batches_decode():
     rng = random.Random(6)
     for trial in range(10):

@@ -38,8 +38,16 @@ static void run_one(const uint8_t *data, size_t size) {
         int64_t out[PL_RECORD_FIELDS * 8];
         int64_t hdr[PL_HEADER_FIELDS * 4];
         size_t total = 0, err = 0;
-        pl_records_decode(buf, n, cnt, cnt ? cnt - 1 + (mode >> 6) : 0, cnt ? out : NULL,
-                          hdr, 4, &total, &err);
+        if (pl_records_decode(buf, n, cnt, cnt ? cnt - 1 + (mode >> 6) : 0, cnt ? out : NULL,
+                              hdr, 4, &total, &err) == 0 && cnt) {
+            /* the shape of what decoded, into a tight and a roomy buffer */
+            char fmt[2 * 22 * 8];
+            size_t fl;
+            uint32_t flags;
+            pl_records_shape(out, (uint32_t)cnt, mode & 1, fmt, (mode >> 1) % sizeof fmt,
+                             &fl, &flags);
+            pl_records_shape(out, (uint32_t)cnt, mode & 1, fmt, sizeof fmt, &fl, &flags);
+        }
     }
     {
         int32_t idx[2 * 8];
