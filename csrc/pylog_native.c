@@ -354,7 +354,14 @@ static inline int get_varlong(const uint8_t **pp, const uint8_t *end, int64_t *o
 /* ------------------------------------------------------------------ */
 
 typedef struct {
-    int packed;
+    int packed;  /* keys and values come from blob (packed and columns forms) */
+    int columns; /* columns form: one timestamp, a key blob and a value blob   */
+    int64_t col_ts;
+    uint32_t col_n;
+    const int32_t *col_lens[2];  /* per record key / value lengths, or NULL:  */
+    int64_t col_len[2];          /*   every one is col_len (-1: null)         */
+    const uint8_t *col_blob[2];
+    size_t col_blob_len[2], col_pos[2];
     /* pointer arrays */
     const int64_t *timestamps;
     const uint8_t *const *keys;
@@ -407,7 +414,27 @@ static int src_record(src_t *s, int64_t *ts, span_t *k, span_t *v, int32_t *hc)
     int rc;
     int64_t kl, vl, h;
     size_t i = s->rec++;
-    if (s->packed) {
+    if (s->columns) {
+        if (i >= s->col_n)
+            return PL_E_INVAL;
+        *ts = s->col_ts;
+        *hc = 0;
+        span_t *out[2] = {k, v};
+        for (int c = 0; c < 2; c++) {
+            int64_t len = s->col_lens[c] ? s->col_lens[c][i] : s->col_len[c];
+            if (len < -1 || len > INT32_MAX)
+                return PL_E_INVAL;
+            out[c]->len = len;
+            out[c]->p = NULL;
+            if (len > 0) {
+                if ((uint64_t)len > s->col_blob_len[c] - s->col_pos[c])
+                    return PL_E_INVAL;
+                out[c]->p = s->col_blob[c] + s->col_pos[c];
+                s->col_pos[c] += (size_t)len;
+            }
+        }
+        return 0;
+    } else if (s->packed) {
         if (s->stream_len - s->spos < 4)
             return PL_E_INVAL;
         const int64_t *m = s->stream + s->spos;
@@ -490,6 +517,8 @@ static int records_size(src_t s, uint32_t n, int64_t base_ts, size_t *size_out, 
     }
     if (s.packed && (s.spos != s.stream_len || s.bpos != s.blob_len))
         return PL_E_INVAL; /* stream/blob do not match the record count */
+    if (s.columns && (s.col_pos[0] != s.col_blob_len[0] || s.col_pos[1] != s.col_blob_len[1]))
+        return PL_E_INVAL; /* stream/blob do not match the record count */
     *size_out = (size_t)total;
     *max_ts = mx;
     return 0;
@@ -564,7 +593,9 @@ static void write_header(uint8_t *out, const pl_batch_meta *m, size_t total)
 
 static int first_timestamp(const src_t *s, int64_t *ts)
 {
-    if (s->packed) {
+    if (s->columns) {
+        *ts = s->col_ts;
+    } else if (s->packed) {
         if (s->stream_len < 4)
             return PL_E_INVAL;
         *ts = s->stream[0];
@@ -1305,12 +1336,17 @@ int pl_lock(int fd, int64_t start, int64_t len, int mode, int wait)
 /* one-call append                                                     */
 /* ------------------------------------------------------------------ */
 
-static int append_locked(void *state, uint8_t *seg, size_t seg_cap, int64_t seg_base,
-                         int index_fd, int timeindex_fd, int64_t index_interval,
-                         const pl_batch_meta *meta, uint32_t n, const int64_t *stream,
-                         size_t stream_len, const uint8_t *blob, size_t blob_len,
-                         pl_append_out *out)
+static const pl_batch_meta default_meta = {
+    .producer_id = -1, .producer_epoch = -1, .base_sequence = -1,
+};
+
+static int append_locked(pl_appender *a, uint32_t n, src_t *src)
 {
+    void *state = a->state;
+    uint8_t *seg = a->seg;
+    size_t seg_cap = (size_t)a->seg_cap;
+    int64_t seg_base = a->seg_base;
+    pl_append_out *out = &a->out;
     pl_state_t *s = (pl_state_t *)state;
     if (__atomic_load_n(&s->magic, __ATOMIC_ACQUIRE) != PL_STATE_MAGIC)
         return PL_E_STALE;
@@ -1329,11 +1365,10 @@ static int append_locked(void *state, uint8_t *seg, size_t seg_cap, int64_t seg_
         return PL_E_DELETED; /* P-2 */
     if (!seg || base != seg_base || pos < 0 || (uint64_t)pos > seg_cap)
         return PL_E_STALE;
-    pl_batch_meta m = *meta;
+    pl_batch_meta m = default_meta;
     m.base_offset = next;
     size_t written = 0;
-    int rc = pl_batch_encode_packed(seg + pos, seg_cap - (size_t)pos, &written, &m, n, stream,
-                                    stream_len, blob, blob_len);
+    int rc = batch_encode(seg + pos, seg_cap - (size_t)pos, &written, &m, n, src);
     out->size = (int64_t)written;
     if (rc != 0)
         return rc;
@@ -1346,16 +1381,20 @@ static int append_locked(void *state, uint8_t *seg, size_t seg_cap, int64_t seg_
     out->base_offset = next;
     out->next_offset = last + 1;
     out->max_timestamp = maxts;
+    a->written_base = base;
+    a->written_end = pos + (int64_t)written;
+    a->written_next = last + 1;
     /* I-2 / T-2: entries are derived data; a failed write is reported, the
      * append itself stands. */
     int64_t *last_idx = (int64_t *)((uint8_t *)state + PL_STATE_INDEX_POSITION);
-    if (index_fd >= 0 && pos - *last_idx >= index_interval) {
+    if (a->index_fd >= 0 && pos - *last_idx >= a->index_interval) {
         uint8_t e[8], t[12];
         wr32(e, (uint32_t)(last - base));
         wr32(e + 4, (uint32_t)pos);
         wr64(t, (uint64_t)maxts);
         wr32(t + 8, (uint32_t)(last - base));
-        if (write(index_fd, e, 8) != 8 || (timeindex_fd >= 0 && write(timeindex_fd, t, 12) != 12)) {
+        if (write(a->index_fd, e, 8) != 8 ||
+            (a->timeindex_fd >= 0 && write(a->timeindex_fd, t, 12) != 12)) {
             out->index_errno = errno ? errno : EIO;
         } else {
             *last_idx = pos;
@@ -1456,30 +1495,61 @@ int pl_plock_release(void *state, uint32_t token, int state_fd)
 #endif
 }
 
-int pl_append_packed(void *state, uint32_t lock_token, int live_fd, int state_fd,
-                     uint8_t *seg, size_t seg_cap, int64_t seg_base,
-                     int index_fd, int timeindex_fd, int64_t index_interval,
-                     const pl_batch_meta *meta, uint32_t n, const int64_t *stream,
-                     size_t stream_len, const uint8_t *blob, size_t blob_len,
-                     void *bell, uint32_t slot, pl_append_out *out)
+static int append_src(pl_appender *a, uint32_t n, src_t *src)
 {
-    if (!state || !out || !meta || ((uintptr_t)state & 7))
+    if (!a || !a->state || ((uintptr_t)a->state & 7))
         return PL_E_INVAL;
-    memset(out, 0, sizeof *out);
-    if (lock_token != 0) {
-        int lrc = pl_plock_acquire(state, lock_token, live_fd, state_fd, 1);
+    memset(&a->out, 0, sizeof a->out);
+    if (a->lock_token != 0) {
+        int lrc = pl_plock_acquire(a->state, a->lock_token, a->live_fd, a->state_fd, 1);
         if (lrc < 0)
             return lrc;
     }
-    int rc = append_locked(state, seg, seg_cap, seg_base, index_fd, timeindex_fd,
-                           index_interval, meta, n, stream, stream_len, blob, blob_len, out);
-    if (lock_token != 0)
-        pl_plock_release(state, lock_token, state_fd);
-    if (rc == 0 && bell) {
-        uint8_t *b = (uint8_t *)bell;
-        pl_doorbell_ring(b + (size_t)slot * PL_DOORBELL_SLOT_SIZE); /* L-3 */
-        if (slot != 0)
+    int rc = append_locked(a, n, src);
+    if (a->lock_token != 0)
+        pl_plock_release(a->state, a->lock_token, a->state_fd);
+    if (rc == 0 && a->out.index_errno)
+        rc = PL_APPEND_INDEX_FAILED;
+    if (rc >= 0 && a->bell) {
+        uint8_t *b = (uint8_t *)a->bell;
+        pl_doorbell_ring(b + (size_t)a->slot * PL_DOORBELL_SLOT_SIZE); /* L-3 */
+        if (a->slot != 0)
             pl_doorbell_ring(b);
     }
     return rc;
+}
+
+int pl_append_packed(pl_appender *a, uint32_t n, const int64_t *stream, size_t stream_len,
+                     const uint8_t *blob, size_t blob_len)
+{
+    PACKED_SRC(s);
+    return append_src(a, n, &s);
+}
+
+int pl_append_columns(pl_appender *a, uint32_t n, int64_t timestamp,
+                      const int32_t *key_lens, int64_t key_len, const uint8_t *keys,
+                      size_t keys_len, const int32_t *value_lens, int64_t value_len,
+                      const uint8_t *values, size_t values_len)
+{
+    src_t s;
+    memset(&s, 0, sizeof s);
+    if ((!keys && keys_len) || (!values && values_len))
+        return PL_E_INVAL;
+    s.columns = 1; s.col_ts = timestamp; s.col_n = n;
+    s.col_lens[0] = key_lens; s.col_len[0] = key_len;
+    s.col_blob[0] = keys; s.col_blob_len[0] = keys_len;
+    s.col_lens[1] = value_lens; s.col_len[1] = value_len;
+    s.col_blob[1] = values; s.col_blob_len[1] = values_len;
+    return append_src(a, n, &s);
+}
+
+int pl_append_record(pl_appender *a, int64_t timestamp, const uint8_t *key, int64_t key_len,
+                     const uint8_t *value, int64_t value_len)
+{
+    src_t s;
+    memset(&s, 0, sizeof s);
+    /* span_take refuses a NULL pointer with a positive length */
+    s.timestamps = &timestamp; s.keys = &key; s.key_lens = &key_len;
+    s.values = &value; s.value_lens = &value_len;
+    return append_src(a, 1, &s);
 }

@@ -223,18 +223,21 @@ int pl_doorbell_wait(void *slot, uint32_t expected, int64_t timeout_us); /* 0 ch
 int pl_lock(int fd, int64_t start, int64_t len, int mode, int wait);
 
 /* ---- one-call append (FORMAT.rst P-2, P-3, I-2, L-3) ----
- * Under the partition's append lock (OFD lock on byte 0 of lock_fd; -1 when
- * the caller already holds it): read the state, encode the batch (packed
- * form, base offset = the state's next offset) straight into the mapped
+ * Under the partition's append lock (see below; token 0 when the caller
+ * already holds it): read the state, encode the batch (base offset = the
+ * state's next offset) straight into the mapped
  * active segment at the committed position, publish the new end, append the
  * sparse index entries when due, unlock, ring the doorbell slots.
- * Returns 0, PL_E_NOSPACE (out->size = needed bytes; nothing written),
+ * Returns 0, PL_APPEND_INDEX_FAILED (appended, but the sparse index entry
+ * could not be written: out.index_errno; indexes are derived data, I-3),
+ * PL_E_NOSPACE (out->size = needed bytes; nothing written),
  * PL_E_STALE (the state names another active segment, or is not initialised:
  * the caller remaps and retries), PL_E_DELETED, another PL_E_* or -errno.
  * The int64 at byte PL_STATE_INDEX_POSITION of the state file is the position
  * of the batch of the active segment's last index entry (0 when none);
  * only lock holders read or write it. */
 #define PL_E_STALE   (-1004)  /* outside the -errno range */
+#define PL_APPEND_INDEX_FAILED 1 /* appended; out.index_errno: no index entry */
 #define PL_E_DELETED (-1005)
 #define PL_STATE_INDEX_POSITION 64
 
@@ -251,12 +254,43 @@ typedef struct {
     int32_t index_errno;    /* errno of a failed index write (derived data) */
 } pl_append_out;
 
-int pl_append_packed(void *state, uint32_t lock_token, int live_fd, int state_fd,
-                     uint8_t *seg, size_t seg_cap, int64_t seg_base,
-                     int index_fd, int timeindex_fd, int64_t index_interval,
-                     const pl_batch_meta *meta, uint32_t n, const int64_t *stream,
-                     size_t stream_len, const uint8_t *blob, size_t blob_len,
-                     void *bell, uint32_t slot, pl_append_out *out);
+/* What one writer of one partition appends through: set by the caller when
+ * the writer's segment is (re)mapped, read by every append; the append
+ * functions write only `out` and the written_* fields.  Not thread-safe: one
+ * appender per writer, used under the writer's in-process lock.
+ * lock_token 0: the caller already holds the append lock. */
+typedef struct {
+    void *state;             /* mapped partition.state                      */
+    uint8_t *seg;            /* writable map of the active segment          */
+    uint64_t seg_cap;        /* its length                                  */
+    int64_t seg_base;        /* its base offset                             */
+    int64_t index_interval;  /* I-2: bytes between sparse index entries     */
+    void *bell;              /* mapped doorbell file, or NULL               */
+    uint32_t slot;           /* doorbell slot of the topic (L-3)            */
+    uint32_t lock_token;
+    int32_t live_fd;
+    int32_t state_fd;
+    int32_t index_fd;
+    int32_t timeindex_fd;
+    int64_t written_base;    /* segment base and end of the last batch      */
+    int64_t written_end;     /*   appended through this appender,           */
+    int64_t written_next;    /*   and the next offset after it              */
+    pl_append_out out;
+} pl_appender;
+
+/* The packed form (as pl_batch_encode_packed). */
+int pl_append_packed(pl_appender *a, uint32_t n, const int64_t *stream, size_t stream_len,
+                     const uint8_t *blob, size_t blob_len);
+/* Columns: n records without headers sharing `timestamp`.  Keys are cut in
+ * order from the `keys` blob, by key_lens[i], or when key_lens is NULL all
+ * by key_len (-1: every key is null); values likewise. */
+int pl_append_columns(pl_appender *a, uint32_t n, int64_t timestamp,
+                      const int32_t *key_lens, int64_t key_len, const uint8_t *keys,
+                      size_t keys_len, const int32_t *value_lens, int64_t value_len,
+                      const uint8_t *values, size_t values_len);
+/* One record without headers; a length of -1 is a null key or value. */
+int pl_append_record(pl_appender *a, int64_t timestamp, const uint8_t *key, int64_t key_len,
+                     const uint8_t *value, int64_t value_len);
 
 /* ---- the partition append lock (FORMAT.rst P-3) ----
  * A futex word in partition.state (uint32 at PL_STATE_LOCK_WORD: 0 free, else

@@ -173,6 +173,11 @@ def murmur2(data) -> int:
         return lib.pl_murmur2(p, len(p))
 
 
+#: ``murmur2_bytes(key, len(key))``: murmur2 of a bytes object without the
+#: buffer handling of :func:`murmur2` (the producer's per-record path).
+murmur2_bytes = lib.pl_murmur2
+
+
 def partition_for_key(key, num_partitions: int) -> int:
     """Kafka's default partition: ``(murmur2(key) & 0x7fffffff) % num_partitions``."""
     if not isinstance(num_partitions, int) or num_partitions < 1:
@@ -871,11 +876,6 @@ def release(p) -> None:
     ffi.release(p)
 
 
-def append_out():
-    """A reusable output struct for :func:`append_packed` (one per writer)."""
-    return ffi.new("pl_append_out *")
-
-
 def partitions_for_keys(keys, num_partitions: int) -> list:
     """Kafka's default partition of each key (bytes, none None), in one call."""
     n = len(keys)
@@ -891,60 +891,72 @@ def partitions_for_keys(keys, num_partitions: int) -> list:
     return list(out)
 
 
-def pack_columns(timestamp: int, keys, values):
-    """The packed form (see _pack) of records that share ``timestamp`` and
-    have no headers, built column-wise without a Python loop per record.
-    ``keys`` may be None (all keys null); no key or value may be None."""
-    n = len(values)
+def appender():
+    """A zeroed ``pl_appender`` (pylog_native.h): one per writer of a
+    partition, filled by :func:`appender_setup`, used under the writer's
+    lock. Results of the last append are in its ``out`` and ``written_*``
+    fields."""
+    return ffi.new("pl_appender *")
+
+
+def appender_setup(a, *, state_p, lock, seg_p, seg_cap: int, seg_base: int,
+                   index_fds, index_interval: int, bell_p, slot: int) -> None:
+    """Point the appender ``a`` at a (re)mapped active segment.
+    ``state_p``/``seg_p``/``bell_p`` come from :func:`pointer` (``bell_p``
+    may be None) and must outlive the appender's use; ``lock`` is (token,
+    liveness fd, state fd) of :func:`plock_acquire`."""
+    a.state = state_p
+    a.seg = seg_p
+    a.seg_cap = seg_cap
+    a.seg_base = seg_base
+    a.index_interval = index_interval
+    a.bell = bell_p if bell_p is not None else _NULL
+    a.slot = slot
+    a.lock_token, a.live_fd, a.state_fd = lock
+    a.index_fd, a.timeindex_fd = index_fds
+
+
+# Appends through an appender, each one native call: lock, encode straight
+# into the mapped segment, publish, index entry, unlock, doorbell. Return 0,
+# APPEND_INDEX_FAILED (appended; out.index_errno says why the sparse index
+# entry was not written), E_NOSPACE (out.size is the needed size), E_STALE
+# (remap the active segment and retry), E_DELETED, or -errno.
+APPEND_INDEX_FAILED = lib.PL_APPEND_INDEX_FAILED
+
+#: ``append_record(a, timestamp, key, key_len, value, value_len)``: one
+#: record without headers; key/value are bytes (b"" with length -1 for null).
+append_record = lib.pl_append_record
+
+
+def _lengths(column):
+    """(int32 lengths or NULL, the common length or -1) of a column of bytes:
+    a column of equal lengths (the common case) is described by one number."""
+    lens = list(map(len, column))
+    if lens.count(lens[0]) == len(lens):
+        return _NULL, lens[0]
+    return ffi.from_buffer("int32_t[]", _array("i", lens)), -1
+
+
+def append_columns(a, timestamp: int, keys, values) -> int:
+    """Records without headers sharing ``timestamp``; ``keys`` is None (all
+    keys null) or a non-empty sequence of bytes, ``values`` a non-empty
+    sequence of bytes."""
+    vlens, vlen = _lengths(values)
+    vblob = b"".join(values)
     if keys is None:
-        stream = _array("q", _chain.from_iterable(
-            zip(_repeat(timestamp, n), _repeat(-1, n), map(len, values), _repeat(0, n))))
-        blob = b"".join(values)
+        klens, klen, kblob = _NULL, -1, b""
     else:
-        stream = _array("q", _chain.from_iterable(
-            zip(_repeat(timestamp, n), map(len, keys), map(len, values), _repeat(0, n))))
-        blob = b"".join(_chain.from_iterable(zip(keys, values)))
-    return n, stream, blob
+        klens, klen = _lengths(keys)
+        kblob = b"".join(keys)
+    return lib.pl_append_columns(a, len(values), timestamp, klens, klen, kblob, len(kblob),
+                                 vlens, vlen, vblob, len(vblob))
 
 
-def append_packed(state_p, lock, seg_p, seg_cap: int, seg_base: int,
-                  index_fd: int, timeindex_fd: int, index_interval: int, records,
-                  bell_p, slot: int, out=None, packed=None):
-    """Append ``records`` as one uncompressed batch in one native call.
-
-    ``state_p``/``seg_p``/``bell_p`` come from :func:`pointer` (``bell_p`` may
-    be None); ``out`` from :func:`append_out` (reused by a single writer);
-    ``lock`` is (token, liveness fd, state fd) of :func:`plock_acquire`, or
-    None when the caller holds the append lock.
-    Returns ``(rc, out)``: rc 0 on success, E_NOSPACE (out.size is
-    the needed size), E_STALE (remap the active segment and retry),
-    E_DELETED, or -errno; ``out`` has base_offset, position, size,
-    next_offset, active_base, max_timestamp, index_written, index_errno.
-    """
-    if packed is not None:
-        n, meta, blob = packed
-    elif len(records) == 1 and not records[0][3]:
-        # one record without headers: the common send(); skip the general packer
-        ts, key, value, _ = records[0]
-        if (key is None or type(key) is bytes) and (value is None or type(value) is bytes):
-            meta = _array("q", (ts, -1 if key is None else len(key),
-                                -1 if value is None else len(value), 0))
-            blob = (key or b"") + (value or b"")
-            n = 1
-        else:
-            n, meta, blob = _pack(records)
-    else:
-        n, meta, blob = _pack(records)
-    if out is None:
-        out = ffi.new("pl_append_out *")
-    token, live_fd, state_fd = lock if lock is not None else (0, -1, -1)
-    rc = lib.pl_append_packed(state_p, token, live_fd, state_fd,
-                              seg_p if seg_p is not None else _NULL,
-                              seg_cap, seg_base, index_fd, timeindex_fd, index_interval,
-                              _DEFAULT_META, n, ffi.from_buffer("int64_t[]", meta), len(meta),
-                              blob, len(blob), bell_p if bell_p is not None else _NULL,
-                              slot, out)
-    return rc, out
+def append_records(a, records) -> int:
+    """Validated ``records`` [(timestamp_ms, key, value, headers)] as one batch."""
+    n, meta, blob = _pack(records)
+    return lib.pl_append_packed(a, n, ffi.from_buffer("int64_t[]", meta), len(meta),
+                                blob, len(blob))
 
 
 def state_index_position(state_buf) -> int:

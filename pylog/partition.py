@@ -16,7 +16,7 @@ of syscalls when uncontended, and taken over when its holder died, so a
 SIGKILLed writer never wedges the others. Threads of one process are
 serialized by a ``threading.Lock`` first. The common append — lock, encode
 into the mapped segment, publish, index entry, unlock, wake consumers — is
-one native call (``_native.append_packed``).
+one native call through the writer's appender (``_native.append_*``).
 
 Durability (G1): a batch is written into the mapped active segment and then
 published in the state; once published, a process crash cannot lose it (the
@@ -40,6 +40,7 @@ import mmap
 import os
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 
 from . import _native, batch
@@ -57,6 +58,21 @@ STATE_FILE_BYTES = 4096
 _DELETED = -1             # P-2: next_offset of a deleted partition
 
 OPEN, FAILED, CLOSED = "OPEN", "FAILED", "CLOSED"
+
+# Writable partitions of this process. In a forked child their maps, locks
+# and lock token are the parent's: the child's Log reopens its files on the
+# next checked call (Log._check), and this switches off the unchecked fast
+# append path (append_one) of the inherited objects so callers take that
+# checked path.
+_WRITERS: "weakref.WeakSet[Partition]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for part in list(_WRITERS):
+        part._forked = True
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 _LIVE_CHECK_S = 1.0   # how often a read-only view looks for a live writer
 
 
@@ -103,6 +119,7 @@ class Partition:
         self.dir = os.path.join(root, self.name)
         self.config = config
         self.sync_mode = sync
+        self._sync_always = sync == "always"
         self.readonly = readonly
         self._meta = meta
         # (doorbell map, slot) of the log (L-3): appends ring it
@@ -112,12 +129,19 @@ class Partition:
             self._bell_ptr = _native.pointer(doorbell[0])
             self._bell_slot = doorbell[1]
         self._state_ptr = None
-        self._append_out = _native.append_out()   # reused under self._wlock
+        # The writer's native appender (used under self._wlock); it is set up
+        # for the active segment's map self._appender_map, and carries the
+        # end of the last batch this writer appended (written_*).
+        self._appender = _native.appender()
+        self._appender.written_base = self._appender.written_end = -1
+        self._appender_map = None
+        self._forked = False             # see _after_fork_in_child
+        if not readonly:
+            _WRITERS.add(self)
         # (token, liveness fd) naming the owning Log in the append lock (P-3)
         if lock_identity is None and not readonly:
             raise ValueError("a writable Partition needs the Log's lock identity")
         self._lock_identity = lock_identity
-        self._lock_args = None
         self._dir_durable = not create    # see _make_dir_durable
         self._status = OPEN
         self._failure: BaseException | None = None
@@ -127,9 +151,7 @@ class Partition:
         self._sync_cond = threading.Condition()
         self._syncing = False
         self._synced = (-1, -1)             # (segment base, position) durable
-        self._written = (-1, -1)            # last batch end appended here
         self._active: Segment | None = None  # writer's handle
-        self._writer_next = -1              # next offset as this writer left it
         self._readers: dict[int, Segment] = {}
         self._reader_sizes: dict[int, int] = {}
         self._bases: list[int] = []
@@ -603,6 +625,11 @@ class Partition:
             pos = cand + 1
 
     # -- appends -----------------------------------------------------------------
+    @property
+    def _written(self) -> tuple[int, int]:
+        """(segment base, end position) of the last batch appended here."""
+        return self._appender.written_base, self._appender.written_end
+
     def append(self, records, *, compression: str | None = None) -> tuple[int, int]:
         """Append one batch; return (base offset, timestamp of the first record).
 
@@ -615,59 +642,94 @@ class Partition:
         with self._wlock:
             if self._status is not OPEN:
                 self._check()
-            done = None
+            base = None
             if compression is None:
-                done = self._append_fast(records)
-            if done is None:
-                done = self._append_slow(records, compression)
-            base, end = done
+                a = self._appender_ready()
+                if a is not None:
+                    base = self._appended(_native.append_records(a, records), records)
+            if base is None:
+                base = self._append_slow(records, compression)
+            target = self._written
         if self.sync_mode == "always":
-            self._sync_through(end)
+            self._sync_through(target)
         return base, records[0][0]
 
-    def append_packed(self, packed):
-        """Append a batch already in the native packed form
-        (``_native.pack_columns``), uncompressed, without a slow path: returns
-        (base offset, end) or None when the caller must use :meth:`append`
-        (the segment must grow or roll, or this writer has not appended yet).
-        Durable per the sync mode when it returns a value."""
+    def append_one(self, timestamp_ms: int, key, value):
+        """Append one record without headers (key/value: bytes or None);
+        return its offset, or None when the caller must use :meth:`append`
+        (first append of this writer, the segment must grow or roll, the
+        partition is not OPEN). The producer's per-record hot path: one
+        native call, no per-call allocation. Durable per the sync mode when
+        it returns an offset."""
+        with self._wlock:
+            m = self._appender_map
+            if m is None or self._active is None or self._active._wptr is not m \
+                    or self._status is not OPEN:
+                if self._forked or self._status is not OPEN or self._appender_ready() is None:
+                    return None
+            a = self._appender
+            # (a null key or value is passed as b"" with length -1)
+            rc = _native.append_record(a, timestamp_ms, key or b"",
+                                       -1 if key is None else len(key), value or b"",
+                                       -1 if value is None else len(value))
+            base = a.out.base_offset if rc == 0 else \
+                self._appended(rc, ((timestamp_ms, key, value, ()),))
+            if base is None or not self._sync_always:
+                return base
+            target = (a.written_base, a.written_end)
+        self._sync_through(target)
+        return base
+
+    def append_columns(self, timestamp_ms: int, keys, values):
+        """Append records without headers sharing ``timestamp_ms``, uncompressed
+        (keys: None for all-null keys, else bytes like values); return the
+        base offset, or None when the caller must use :meth:`append` (as
+        :meth:`append_one`). Durable per the sync mode when it returns."""
         if self._status is not OPEN:
             self._check()
         with self._wlock:
             if self._status is not OPEN:
                 self._check()
-            done = self._append_fast(None, packed)
-        if done is not None and self.sync_mode == "always":
-            self._sync_through(done[1])
-        return done
+            a = self._appender_ready()
+            if a is None:
+                return None
+            base = self._appended(_native.append_columns(a, timestamp_ms, keys, values),
+                                  None)
+            target = self._written
+        if base is not None and self.sync_mode == "always":
+            self._sync_through(target)
+        return base
 
-    def _append_fast(self, records, packed=None):
-        """The one-native-call append into the mapped active segment; None
-        when the slow path must run (segment full or changed, first use)."""
+    def _appender_ready(self):
+        """The appender, set up for the active segment's current map; None
+        when the slow path must run (nothing mapped yet). Under _wlock."""
         seg = self._active
         if seg is None or self._state_ptr is None:
             return None
         ptr, cap = seg.writer_pointer()
         if ptr is None:
             return None
-        ifd, tfd = seg.index_fds()
-        if self._lock_args is None:
-            self._lock_args = (self._lock_identity[0], self._lock_identity[1],
-                               self._state_fd)
-        # (no retry loop: the native call restarts its own interrupted waits)
-        rc, out = _native.append_packed(
-            self._state_ptr, self._lock_args, ptr, cap, seg.base_offset, ifd, tfd,
-            INDEX_INTERVAL_BYTES, records, self._bell_ptr, self._bell_slot,
-            self._append_out, packed)
+        if self._appender_map is not ptr:
+            _native.appender_setup(
+                self._appender, state_p=self._state_ptr,
+                lock=(self._lock_identity[0], self._lock_identity[1], self._state_fd),
+                seg_p=ptr, seg_cap=cap, seg_base=seg.base_offset,
+                index_fds=seg.index_fds(), index_interval=INDEX_INTERVAL_BYTES,
+                bell_p=self._bell_ptr, slot=self._bell_slot)
+            self._appender_map = ptr
+        return self._appender
+
+    def _appended(self, rc: int, records):
+        """The base offset of a native append that returned ``rc``, or None
+        when the slow path must run; raises for errors. Under _wlock."""
+        a = self._appender
         if rc == 0:
-            if out.index_errno:
-                _log.warning("%s: index entry not written (%s); the index is "
-                             "derived data and will be rebuilt (I-3)", seg.index_path,
-                             os.strerror(out.index_errno))
-            end = out.position + out.size
-            self._writer_next = out.next_offset
-            self._written = (seg.base_offset, end)
-            return out.base_offset, (seg.base_offset, end)
+            return a.out.base_offset
+        if rc == _native.APPEND_INDEX_FAILED:
+            _log.warning("%s: index entry not written (%s); the index is "
+                         "derived data and will be rebuilt (I-3)", self._active.index_path,
+                         os.strerror(a.out.index_errno))
+            return a.out.base_offset
         if rc in (_native.E_NOSPACE, _native.E_STALE):
             return None
         if rc == _native.E_DELETED:
@@ -679,14 +741,14 @@ class Partition:
         # batch encoding refused the records: a caller bug, not an I/O error
         if records is not None:
             batch.encode(records, base_offset=0)   # raises the descriptive error
-        raise AssertionError(f"append_packed returned {rc}")
+        raise AssertionError(f"native append returned {rc}")
 
     def _append_slow(self, records, compression):
         """Append under the lock in Python: grows or rolls the segment,
         compresses, and (re)opens the writer's segment."""
         self._lock()
         try:
-            base, end = self._append_locked(records, compression)
+            base = self._append_locked(records, compression)
         except (OSError, CorruptLogError) as exc:
             self._unlock_quietly()
             if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
@@ -702,7 +764,7 @@ class Partition:
             raise
         self._unlock()
         self._ring()
-        return base, end
+        return base
 
     def _ring(self) -> None:
         if self._bell_ptr is not None:
@@ -720,7 +782,6 @@ class Partition:
             if seg is not None:
                 seg.close()
             seg = self._active = Segment(self.dir, st.active_base, writable=True)
-            self._writer_next = -1
         return seg
 
     def _make_dir_durable(self) -> None:
@@ -773,9 +834,9 @@ class Partition:
         end = pos + size
         self._publish(last_offset + 1, seg.base_offset, end, max_ts_seg, gen,
                       st.log_start_offset)
-        self._writer_next = last_offset + 1
-        self._written = (seg.base_offset, end)
-        return next_offset, (seg.base_offset, end)
+        a = self._appender
+        a.written_base, a.written_end, a.written_next = seg.base_offset, end, last_offset + 1
+        return next_offset
 
     def _roll(self, seg: Segment, next_offset: int, pos: int, max_ts: int,
               gen: int, start: int) -> Segment:
@@ -862,12 +923,13 @@ class Partition:
             if self._active is None:
                 return
             written = self._written
+            written_next = self._appender.written_next
         if written[0] >= 0:
             self._sync_through(written)
             st = self.state()
             if st.active_base == written[0]:
                 self._meta.set_checkpoint(self.topic, self.index, written[0],
-                                          written[1], self._writer_next)
+                                          written[1], written_next)
 
     def sync_for_commit(self) -> None:
         """Make the committed records of the active segment durable before a
@@ -1150,6 +1212,7 @@ class Partition:
         finally:
             self._status = CLOSED
             with self._wlock:
+                self._appender_map = None
                 if self._active is not None:
                     self._active.close()
                     self._active = None

@@ -25,6 +25,8 @@ from .config import validate_topic_name
 from .errors import (InvalidArgument, LogClosed, RecordTooLarge, TopicNotFound)
 from .types import RecordMetadata
 
+_murmur2 = _native.murmur2_bytes
+
 _tuple_new = tuple.__new__
 
 # R-*: upper bound of a record's framing bytes (varints at their longest).
@@ -50,6 +52,12 @@ class Producer:
         self._closed = False
         self._touched: set = set()
         self._routes: dict = {}     # topic -> (expires_monotonic, partitions)
+        # topic -> (expires_monotonic, [Partition], max record bytes): the
+        # per-record fast path of send(); empty while it must not be used
+        # (serializers, read-only log, closed producer)
+        self._fast: dict = {}
+        self._fast_ok = key_serializer is None and value_serializer is None \
+            and not log.readonly
 
     # -- validation ------------------------------------------------------------
     def _check(self) -> None:
@@ -142,8 +150,39 @@ class Producer:
         Raises TopicNotFound, PartitionNotFound, InvalidArgument (types),
         RecordTooLarge, ReadOnlyLog, LogClosed, LogFailedError (I/O). Nothing
         is written when it raises before the append (G5)."""
-        # The hot path: every check is a type test or a dict lookup; the
-        # rest happens in one native call (Partition.append).
+        # The hot path — bytes key (or none) and value, default partition and
+        # timestamp, a topic sent to in the last second — is a few type tests,
+        # one dict lookup and one native call. Anything else, and anything
+        # the fast path declines (closed or failed partition, a segment that
+        # must grow or roll, a fork), takes _send, which checks everything.
+        fast = self._fast.get(topic)
+        if fast is not None and type(value) is bytes and headers is None \
+                and partition is None and timestamp_ms is None \
+                and fast[0] > _monotonic():
+            parts = fast[1]
+            if key is None:
+                p = next(self._rr) % len(parts) if len(parts) > 1 else 0
+                size = len(value)
+            elif type(key) is bytes:
+                p = (_murmur2(key, len(key)) & 0x7FFFFFFF) % len(parts) \
+                    if len(parts) > 1 else 0
+                size = len(key) + len(value)
+            else:
+                size = fast[2] + 1
+            if size <= fast[2]:
+                ts = int(_time() * 1000)
+                try:
+                    offset = parts[p].append_one(ts, key, value)
+                except TopicNotFound:        # deleted: _send re-resolves it
+                    self._fast.pop(topic, None)
+                    offset = None
+                if offset is not None:
+                    return _tuple_new(RecordMetadata, (topic, p, offset, ts))
+                if key is None:      # keep the round-robin pick
+                    partition = p
+        return self._send(topic, value, key, headers, partition, timestamp_ms)
+
+    def _send(self, topic, value, key, headers, partition, timestamp_ms) -> RecordMetadata:
         if self._closed or self._log._closed or self._log._pid != _getpid():
             self._check()
         log = self._log
@@ -164,6 +203,7 @@ class Producer:
                 validate_topic_name(topic)
                 route = self._routes[topic] = (_monotonic() + _ROUTE_TTL_S,
                                                log.partitions_for(topic, 0))
+                self._fast.pop(topic, None)
             n = route[1]
             if partition is None and key is not None:
                 p = _native.partition_for_key(key, n)
@@ -178,12 +218,29 @@ class Producer:
                 break
             except TopicNotFound:
                 self._routes.pop(topic, None)
+                self._fast.pop(topic, None)
                 log.forget_topic(topic)
                 if attempt:
                     raise
         if part not in self._touched:
             self._touched.add(part)
+        if self._fast_ok and topic not in self._fast and not self._closed:
+            self._install_fast(topic, route)
         return RecordMetadata(topic, p, offset, ts)
+
+    def _install_fast(self, topic: str, route) -> None:
+        """Enable send()'s fast path for ``topic`` until the route expires:
+        uncompressed topics only (the native append does not compress)."""
+        log = self._log
+        parts = [log.partition(topic, p) for p in range(route[1])]
+        config = parts[0].config
+        if config.compression is not None:
+            return
+        self._touched.update(parts)
+        # records whose key + value stay under this bound fit max_message_bytes
+        # whatever their framing (R-*): 61-byte header + varints
+        bound = config.max_message_bytes - 61 - _RECORD_OVERHEAD_MAX
+        self._fast[topic] = (route[0], parts, bound)
 
     def send_batch(self, topic: str, items, *, partition: int | None = None,
                    timestamp_ms: int | None = None) -> list[RecordMetadata]:
@@ -266,12 +323,19 @@ class Producer:
         n = len(items)
         if not n or n > 1_000_000:
             return None
-        shapes = set(map(type, items))
-        if shapes == {bytes}:
+        first = type(items[0])
+        if first is bytes:
+            if set(map(type, items)) != {bytes}:
+                return None
             keys, values = None, items
-        elif shapes == {tuple} and set(map(len, items)) == {2}:
-            keys, values = zip(*items)
-            if {bytes} != set(map(type, keys)) or {bytes} != set(map(type, values)):
+        elif first is tuple:
+            if set(map(type, items)) != {tuple}:
+                return None
+            try:   # strict: an item of another length must not be cut short
+                keys, values = zip(*items, strict=True)
+            except ValueError:
+                return None
+            if set(map(type, keys)) != {bytes} or set(map(type, values)) != {bytes}:
                 return None
         else:
             return None
@@ -295,13 +359,11 @@ class Producer:
         size = 61 + 36 * n + sum(map(len, values)) + (sum(map(len, keys)) if keys else 0)
         if size > part.config.max_message_bytes:
             return None              # the general path measures it exactly
-        done = part.append_packed(_native.pack_columns(ts, keys, values))
-        if done is None:             # segment must grow or roll
+        base = part.append_columns(ts, keys, values)
+        if base is None:             # segment must grow or roll
             recs = list(zip(_repeat(ts, n), keys if keys else _repeat(None, n),
                             values, _repeat((), n)))
             base, _ = part.append(recs)
-        else:
-            base = done[0]
         self._touched.add(part)
         return list(map(_tuple_new, _repeat(RecordMetadata),
                         zip(_repeat(topic, n), _repeat(p, n), range(base, base + n),
@@ -318,6 +380,8 @@ class Producer:
         """Flush and close. Idempotent."""
         if self._closed:
             return
+        self._fast_ok = False
+        self._fast.clear()
         try:
             if not self._log._closed:
                 self.flush()

@@ -141,23 +141,31 @@ def test_killed_writer_never_wedges_others(logdir, child_env):
     check_writers(logdir, counts, partial)
 
 
-def test_log_opened_before_fork(logdir):
+@pytest.mark.parametrize("explicit", [True, False], ids=["partition=0", "fast-path"])
+def test_log_opened_before_fork(logdir, explicit):
+    """A producer used before fork() keeps working in both processes; without
+    an explicit partition, send() takes its per-record fast path, which the
+    child must leave for the checked path that reopens the Log."""
     log = pylog.open(logdir, sync="never")
     log.create_topic("t", **CFG)
     prod = log.producer()
-    prod.send("t", b"before", partition=0)
+    kw = {"partition": 0} if explicit else {}
+    prod.send("t", b"before", **kw)
     pid = os.fork()
     if pid == 0:
         code = 1
         try:
             for i in range(300):
-                prod.send("t", b"child-%d" % i, partition=0)
+                prod.send("t", b"child-%d" % i, **kw)
+            # the inherited files, maps and lock token are the parent's: the
+            # child's sends must have gone through the reopened Log
+            assert log._pid == os.getpid()
             log.close()
             code = 0
         finally:
             os._exit(code)
     for i in range(300):
-        prod.send("t", b"parent-%d" % i, partition=0)
+        prod.send("t", b"parent-%d" % i, **kw)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     part = log.partition("t", 0)
