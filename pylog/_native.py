@@ -928,28 +928,53 @@ APPEND_INDEX_FAILED = lib.PL_APPEND_INDEX_FAILED
 append_record = lib.pl_append_record
 
 
-def _lengths(column):
-    """(int32 lengths or NULL, the common length or -1) of a column of bytes:
+class Columns(NamedTuple):
+    """Records without headers as columns, ready for :func:`append_columns`."""
+    count: int
+    keys: bytes          # every key, concatenated (b"" when all are null)
+    key_lens: list       # per key; None when every key is null
+    values: bytes
+    value_lens: list
+
+    @property
+    def size(self) -> int:
+        return len(self.keys) + len(self.values)
+
+
+def columns(keys, values):
+    """:class:`Columns` of a non-empty sequence of values and one of keys
+    (or None: all keys null), or None when an element is not a bytes-like
+    object of single bytes (the caller then checks item by item)."""
+    try:
+        vlens = list(map(len, values))
+        vblob = b"".join(values)
+        if keys is None:
+            klens, kblob = None, b""
+        else:
+            klens = list(map(len, keys))
+            kblob = b"".join(keys)
+    except TypeError:
+        return None
+    # len() counts items: a memoryview of wider items would not match
+    if len(vblob) != sum(vlens) or (klens is not None and len(kblob) != sum(klens)):
+        return None
+    return Columns(len(vlens), kblob, klens, vblob, vlens)
+
+
+def _lengths(lens: list):
+    """(int32 array or NULL, the common length or -1) for pl_append_columns:
     a column of equal lengths (the common case) is described by one number."""
-    lens = list(map(len, column))
     if lens.count(lens[0]) == len(lens):
         return _NULL, lens[0]
     return ffi.from_buffer("int32_t[]", _array("i", lens)), -1
 
 
-def append_columns(a, timestamp: int, keys, values) -> int:
-    """Records without headers sharing ``timestamp``; ``keys`` is None (all
-    keys null) or a non-empty sequence of bytes, ``values`` a non-empty
-    sequence of bytes."""
-    vlens, vlen = _lengths(values)
-    vblob = b"".join(values)
-    if keys is None:
-        klens, klen, kblob = _NULL, -1, b""
-    else:
-        klens, klen = _lengths(keys)
-        kblob = b"".join(keys)
-    return lib.pl_append_columns(a, len(values), timestamp, klens, klen, kblob, len(kblob),
-                                 vlens, vlen, vblob, len(vblob))
+def append_columns(a, timestamp: int, cols: Columns) -> int:
+    """Append :class:`Columns` sharing ``timestamp`` as one batch."""
+    vlens, vlen = _lengths(cols.value_lens)
+    klens, klen = (_NULL, -1) if cols.key_lens is None else _lengths(cols.key_lens)
+    return lib.pl_append_columns(a, cols.count, timestamp, klens, klen, cols.keys,
+                                 len(cols.keys), vlens, vlen, cols.values, len(cols.values))
 
 
 def append_records(a, records) -> int:

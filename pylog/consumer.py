@@ -23,6 +23,7 @@ import time
 from . import _native
 from .errors import (CommitFailedError, ForkedLogError, InvalidArgument,
                      LogClosed, OffsetOutOfRange, TopicNotFound)
+from .gcpause import paused as _gc_paused
 from .group import GROUP_CHECK_INTERVAL_S, GroupMember
 from .log import topic_slot
 from .partition import Cursor
@@ -416,7 +417,12 @@ class Consumer:
             self._maybe_auto_commit()
             slot = self._slots()
             seen = _native.doorbell_load(bell, slot) if bell is not None else 0
-            recs = self._fetch(max_records, values_only)
+            # Paused collector (see pylog.gcpause): poll builds up to
+            # max_records Records, typically while the caller still holds the
+            # previous poll's; paused to the end of poll, the next collection
+            # comes after the caller has dropped those.
+            with _gc_paused():
+                recs = self._fetch(max_records, values_only)
             if recs or self._closed:
                 return recs
             remaining = deadline - time.monotonic()

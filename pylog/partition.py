@@ -74,6 +74,9 @@ def _after_fork_in_child() -> None:
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
 _LIVE_CHECK_S = 1.0   # how often a read-only view looks for a live writer
+# Least time between two recovery checkpoints written by flush (P-4); recovery
+# rescans what was appended since the last one (a stale checkpoint is safe).
+CHECKPOINT_INTERVAL_S = 1.0
 
 
 @dataclass
@@ -136,6 +139,7 @@ class Partition:
         self._appender.written_base = self._appender.written_end = -1
         self._appender_map = None
         self._forked = False             # see _after_fork_in_child
+        self._next_checkpoint = 0.0      # see flush
         if not readonly:
             _WRITERS.add(self)
         # (token, liveness fd) naming the owning Log in the append lock (P-3)
@@ -198,6 +202,10 @@ class Partition:
             self._status = FAILED
             self._failure = exc
             _log.error("partition %s failed: %s", self.name, exc)
+
+    @property
+    def closed(self) -> bool:
+        return self._status is CLOSED
 
     @property
     def failed(self) -> BaseException | None:
@@ -644,9 +652,8 @@ class Partition:
                 self._check()
             base = None
             if compression is None:
-                a = self._appender_ready()
-                if a is not None:
-                    base = self._appended(_native.append_records(a, records), records)
+                base = self._append_native(
+                    lambda a: _native.append_records(a, records), records)
             if base is None:
                 base = self._append_slow(records, compression)
             target = self._written
@@ -672,29 +679,30 @@ class Partition:
             rc = _native.append_record(a, timestamp_ms, key or b"",
                                        -1 if key is None else len(key), value or b"",
                                        -1 if value is None else len(value))
-            base = a.out.base_offset if rc == 0 else \
-                self._appended(rc, ((timestamp_ms, key, value, ()),))
+            if rc == 0:
+                base = a.out.base_offset
+            else:
+                recs = ((timestamp_ms, key, value, ()),)
+                base = self._append_native(lambda a: _native.append_records(a, recs),
+                                           recs, rc)
             if base is None or not self._sync_always:
                 return base
             target = (a.written_base, a.written_end)
         self._sync_through(target)
         return base
 
-    def append_columns(self, timestamp_ms: int, keys, values):
-        """Append records without headers sharing ``timestamp_ms``, uncompressed
-        (keys: None for all-null keys, else bytes like values); return the
-        base offset, or None when the caller must use :meth:`append` (as
-        :meth:`append_one`). Durable per the sync mode when it returns."""
+    def append_columns(self, timestamp_ms: int, cols):
+        """Append ``cols`` (``_native.columns``: records without headers)
+        sharing ``timestamp_ms``, uncompressed; return the base offset, or
+        None when the caller must use :meth:`append` (as :meth:`append_one`).
+        Durable per the sync mode when it returns."""
         if self._status is not OPEN:
             self._check()
         with self._wlock:
             if self._status is not OPEN:
                 self._check()
-            a = self._appender_ready()
-            if a is None:
-                return None
-            base = self._appended(_native.append_columns(a, timestamp_ms, keys, values),
-                                  None)
+            base = self._append_native(
+                lambda a: _native.append_columns(a, timestamp_ms, cols), None)
             target = self._written
         if base is not None and self.sync_mode == "always":
             self._sync_through(target)
@@ -718,6 +726,48 @@ class Partition:
                 bell_p=self._bell_ptr, slot=self._bell_slot)
             self._appender_map = ptr
         return self._appender
+
+    def _append_native(self, call, records, rc: int | None = None):
+        """Run ``call(appender)``, one native append, growing the active
+        segment and retrying when it is full (``rc``: the result of a first
+        attempt the caller already made). Returns the base offset, or None
+        when the slow path must run (nothing mapped yet, a roll, another
+        writer changed the segment); raises for errors. Under _wlock."""
+        for attempt in (0, 1):
+            if rc is None:
+                a = self._appender_ready()
+                if a is None:
+                    return None
+                rc = call(a)
+            if rc != _native.E_NOSPACE or attempt or not self._grow_active():
+                break
+            rc = None
+        return self._appended(rc, records)
+
+    def _grow_active(self) -> bool:
+        """Extend the active segment's preallocation (and map) so the batch
+        a native append found no room for fits; False when the batch needs a
+        roll instead, the segment changed under us, or growing failed (the
+        slow path then does it, and reports the error). Under _wlock."""
+        out = self._appender.out
+        need = out.position + out.size
+        if need > self.config.segment_bytes and out.position > 0:
+            return False                      # S-4: roll (slow path)
+        seg = self._active
+        self._lock()
+        try:
+            if self.state().active_base != seg.base_offset:
+                return False
+            cur = seg.file_size()
+            grow = min(max(cur, PREALLOCATE_BYTES_MIN), PREALLOCATE_BYTES)
+            seg.preallocate(max(need, min(self.config.segment_bytes, cur + grow)))
+            seg.unmap()
+            seg.mapped(need)
+        except OSError:
+            return False
+        finally:
+            self._unlock()
+        return True
 
     def _appended(self, rc: int, records):
         """The base offset of a native append that returned ``rc``, or None
@@ -913,9 +963,11 @@ class Partition:
         if self._synced < target:
             self._sync_through(target)
 
-    def flush(self) -> None:
-        """Make everything appended so far durable and advance the recovery
-        checkpoint (P-4) so the next recovery scans less."""
+    def flush(self, *, checkpoint: bool = False) -> None:
+        """Make everything appended so far durable, and advance the recovery
+        checkpoint (P-4) so the next recovery scans less — at most every
+        CHECKPOINT_INTERVAL_S, or now with ``checkpoint``: the checkpoint is
+        an LMDB commit, which would cost a flush more than its fdatasync."""
         self._check()
         if self.readonly:
             return
@@ -926,6 +978,10 @@ class Partition:
             written_next = self._appender.written_next
         if written[0] >= 0:
             self._sync_through(written)
+            now = time.monotonic()
+            if not checkpoint and now < self._next_checkpoint:
+                return
+            self._next_checkpoint = now + CHECKPOINT_INTERVAL_S
             st = self.state()
             if st.active_base == written[0]:
                 self._meta.set_checkpoint(self.topic, self.index, written[0],
@@ -1206,7 +1262,7 @@ class Partition:
         try:
             if self._status is OPEN and not self.readonly and self._active is not None:
                 try:
-                    self.flush()
+                    self.flush(checkpoint=True)
                 except TopicNotFound:
                     pass
         finally:

@@ -16,16 +16,20 @@ from __future__ import annotations
 import itertools
 import time
 from itertools import repeat as _repeat
+from operator import itemgetter
 from os import getpid as _getpid
 from time import monotonic as _monotonic
 from time import time as _time
 
 from . import _native
 from .config import validate_topic_name
-from .errors import (InvalidArgument, LogClosed, RecordTooLarge, TopicNotFound)
+from .errors import (InvalidArgument, LogClosed, PartitionNotFound, RecordTooLarge,
+                     TopicNotFound)
+from .gcpause import paused as _gc_paused
 from .types import RecordMetadata
 
 _murmur2 = _native.murmur2_bytes
+_first, _second = itemgetter(0), itemgetter(1)
 
 _tuple_new = tuple.__new__
 
@@ -113,7 +117,6 @@ class Producer:
         if partition is not None:
             if isinstance(partition, bool) or not isinstance(partition, int) \
                     or not 0 <= partition < n:
-                from .errors import PartitionNotFound
                 raise PartitionNotFound(
                     f"topic {topic!r} has {n} partitions; there is no "
                     f"partition {partition!r}")
@@ -174,7 +177,7 @@ class Producer:
                 try:
                     offset = parts[p].append_one(ts, key, value)
                 except TopicNotFound:        # deleted: _send re-resolves it
-                    self._fast.pop(topic, None)
+                    self._forget(topic)
                     offset = None
                 if offset is not None:
                     return _tuple_new(RecordMetadata, (topic, p, offset, ts))
@@ -209,17 +212,17 @@ class Producer:
                 p = _native.partition_for_key(key, n)
             else:
                 p = self._partition(topic, key, partition, n)
-            part = log._partitions.get((topic, p)) or log.partition(topic, p)
-            if (len(key) if key else 0) + (len(value) if value else 0) + 100 > \
-                    part.config.max_message_bytes or rec[3]:
-                self._check_size(topic, part, (rec,))
             try:
+                part = log._partitions.get((topic, p)) or log.partition(topic, p)
+                if (len(key) if key else 0) + (len(value) if value else 0) + 100 > \
+                        part.config.max_message_bytes or rec[3]:
+                    self._check_size(topic, part, (rec,))
                 offset, ts = part.append((rec,), compression=part.config.compression)
                 break
-            except TopicNotFound:
-                self._routes.pop(topic, None)
-                self._fast.pop(topic, None)
-                log.forget_topic(topic)
+            except (TopicNotFound, PartitionNotFound):
+                # deleted, or re-created with fewer partitions than the
+                # cached route says: resolve the topic again, once
+                self._forget(topic)
                 if attempt:
                     raise
         if part not in self._touched:
@@ -227,6 +230,12 @@ class Producer:
         if self._fast_ok and topic not in self._fast and not self._closed:
             self._install_fast(topic, route)
         return RecordMetadata(topic, p, offset, ts)
+
+    def _forget(self, topic: str) -> None:
+        """Drop what is cached of a topic that turned out deleted."""
+        self._routes.pop(topic, None)
+        self._fast.pop(topic, None)
+        self._log.forget_topic(topic)
 
     def _install_fast(self, topic: str, route) -> None:
         """Enable send()'s fast path for ``topic`` until the route expires:
@@ -324,20 +333,18 @@ class Producer:
         if not n or n > 1_000_000:
             return None
         first = type(items[0])
-        if first is bytes:
-            if set(map(type, items)) != {bytes}:
+        if first is tuple:
+            if set(map(type, items)) != {tuple} or set(map(len, items)) != {2}:
                 return None
-            keys, values = None, items
-        elif first is tuple:
-            if set(map(type, items)) != {tuple}:
-                return None
-            try:   # strict: an item of another length must not be cut short
-                keys, values = zip(*items, strict=True)
-            except ValueError:
-                return None
-            if set(map(type, keys)) != {bytes} or set(map(type, values)) != {bytes}:
-                return None
+            # (not zip(*items): it allocates an iterator per item, and the
+            # collector then runs over them)
+            keys, values = list(map(_first, items)), list(map(_second, items))
+        elif first is bytes:
+            keys, values = None, items      # columns() checks every value
         else:
+            return None
+        cols = _native.columns(keys, values)
+        if cols is None:
             return None
         log = self._log
         nparts = log.partitions_for(topic)
@@ -356,24 +363,31 @@ class Producer:
         part = log._partitions.get((topic, p)) or log.partition(topic, p)
         if part.config.compression is not None:
             return None
-        size = 61 + 36 * n + sum(map(len, values)) + (sum(map(len, keys)) if keys else 0)
-        if size > part.config.max_message_bytes:
+        if 61 + 36 * n + cols.size > part.config.max_message_bytes:
             return None              # the general path measures it exactly
-        base = part.append_columns(ts, keys, values)
+        base = part.append_columns(ts, cols)
         if base is None:             # segment must grow or roll
             recs = list(zip(_repeat(ts, n), keys if keys else _repeat(None, n),
                             values, _repeat((), n)))
             base, _ = part.append(recs)
         self._touched.add(part)
-        return list(map(_tuple_new, _repeat(RecordMetadata),
-                        zip(_repeat(topic, n), _repeat(p, n), range(base, base + n),
-                            _repeat(ts, n))))
+        with _gc_paused():            # see pylog.gcpause: tuple subclasses
+            return list(map(_tuple_new, _repeat(RecordMetadata),
+                            zip(_repeat(topic, n), _repeat(p, n), range(base, base + n),
+                                _repeat(ts, n))))
 
     def flush(self) -> None:
         """Return when every record this producer sent is on disk (fdatasync)."""
         if self._closed:
             raise LogClosed("producer is closed")
+        if self._log._closed:
+            raise LogClosed(f"log {self._log.path} is closed")
         for part in list(self._touched):
+            if part.closed:
+                # its topic was deleted or re-created: nothing of this
+                # producer's is left to sync there
+                self._touched.discard(part)
+                continue
             part.flush()
 
     def close(self) -> None:

@@ -8,7 +8,7 @@ import os
 import pylog
 
 LAYERS = [
-    {"errors", "config", "types", "assignors", "table", "_build_native"},
+    {"errors", "config", "types", "assignors", "table", "gcpause", "_build_native"},
     {"_native"},
     {"batch"},
     {"segment"},

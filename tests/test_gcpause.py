@@ -1,0 +1,55 @@
+"""gcpause: the collector is off inside, restored after, nesting across
+threads, and left off when it was off before."""
+
+import gc
+import threading
+
+from pylog.gcpause import paused
+
+
+def test_pause_restores_and_nests():
+    assert gc.isenabled()
+    with paused():
+        assert not gc.isenabled()
+        with paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+
+
+def test_pause_keeps_a_disabled_collector_disabled():
+    gc.disable()
+    try:
+        with paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_pause_across_threads_reenables_after_the_last():
+    inside = threading.Barrier(2)
+    leave = threading.Event()
+
+    def other():
+        with paused():
+            inside.wait()
+            leave.wait(5)
+
+    t = threading.Thread(target=other)
+    t.start()
+    with paused():
+        inside.wait()
+    assert not gc.isenabled()      # the other thread is still inside
+    leave.set()
+    t.join()
+    assert gc.isenabled()
+
+
+def test_exception_inside_restores():
+    try:
+        with paused():
+            raise KeyError("x")
+    except KeyError:
+        pass
+    assert gc.isenabled()
