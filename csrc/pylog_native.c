@@ -6,6 +6,8 @@
 #include "pylog_native.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <string.h>
@@ -1383,7 +1385,8 @@ static int append_locked(pl_appender *a, uint32_t n, src_t *src)
     out->max_timestamp = maxts;
     a->written_base = base;
     a->written_end = pos + (int64_t)written;
-    a->written_next = last + 1;
+    /* release: pl_sync_through reads it before syncing what it covers */
+    __atomic_store_n(&a->written_next, last + 1, __ATOMIC_RELEASE);
     /* I-2 / T-2: entries are derived data; a failed write is reported, the
      * append itself stands. */
     int64_t *last_idx = (int64_t *)((uint8_t *)state + PL_STATE_INDEX_POSITION);
@@ -1552,4 +1555,102 @@ int pl_append_record(pl_appender *a, int64_t timestamp, const uint8_t *key, int6
     s.timestamps = &timestamp; s.keys = &key; s.key_lens = &key_len;
     s.values = &value; s.value_lens = &value_len;
     return append_src(a, 1, &s);
+}
+
+/* ------------------------------------------------------------------ */
+/* group commit                                                        */
+/* ------------------------------------------------------------------ */
+
+struct pl_syncer {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int fd;               /* our dup of the active segment, -1: none     */
+    int syncing;          /* a leader is in fdatasync                     */
+    int error;            /* sticky -errno of a failed fdatasync          */
+    int64_t synced_next;  /* offsets below this are durable               */
+};
+
+pl_syncer *pl_syncer_new(void)
+{
+    pl_syncer *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    s->fd = -1;
+    return s;
+}
+
+void pl_syncer_free(pl_syncer *s)
+{
+    if (!s)
+        return;
+    if (s->fd >= 0)
+        close(s->fd);
+    pthread_cond_destroy(&s->cv);
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}
+
+int pl_syncer_set_fd(pl_syncer *s, int fd, int64_t durable_next)
+{
+    if (!s)
+        return PL_E_INVAL;
+    int dup_fd = -1;
+    if (fd >= 0 && (dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0)
+        return -errno;
+    pthread_mutex_lock(&s->mu);
+    /* a leader syncing the old fd synced its own dup: closing ours is safe */
+    if (s->fd >= 0)
+        close(s->fd);
+    s->fd = dup_fd;
+    if (durable_next > s->synced_next)
+        s->synced_next = durable_next;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+}
+
+int pl_sync_through(pl_syncer *s, const pl_appender *a, int64_t target_next)
+{
+    if (!s || !a)
+        return PL_E_INVAL;
+    int rc = 0;
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        if (s->error) {
+            rc = s->error;
+            break;
+        }
+        if (s->synced_next >= target_next)
+            break;
+        if (s->syncing) {
+            pthread_cond_wait(&s->cv, &s->mu);
+            continue;
+        }
+        if (s->fd < 0) {
+            rc = PL_E_INVAL; /* nothing to sync: the caller appended nothing */
+            break;
+        }
+        /* lead one sync: it covers what was published before it starts */
+        s->syncing = 1;
+        int64_t upto = __atomic_load_n(&a->written_next, __ATOMIC_ACQUIRE);
+        int fd = fcntl(s->fd, F_DUPFD_CLOEXEC, 0);
+        int err = fd < 0 ? errno : 0;
+        pthread_mutex_unlock(&s->mu);
+        if (!err) {
+            if (fdatasync(fd) != 0)
+                err = errno ? errno : EIO;
+            close(fd);
+        }
+        pthread_mutex_lock(&s->mu);
+        s->syncing = 0;
+        if (err)
+            s->error = -err;
+        else if (upto > s->synced_next)
+            s->synced_next = upto;
+        pthread_cond_broadcast(&s->cv);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
 }

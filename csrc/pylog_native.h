@@ -292,6 +292,25 @@ int pl_append_columns(pl_appender *a, uint32_t n, int64_t timestamp,
 int pl_append_record(pl_appender *a, int64_t timestamp, const uint8_t *key, int64_t key_len,
                      const uint8_t *value, int64_t value_len);
 
+/* ---- group commit (G1 with sync="always") ----
+ * One per writable partition per process; thread-safe.  A caller that
+ * appended records up to offset target_next - 1 through appender `a` calls
+ * pl_sync_through, which returns once they are durable: one caller at a
+ * time leads and runs fdatasync on (a dup of) the syncer's segment fd,
+ * covering every append published before the sync began (a->written_next
+ * read first); the others sleep, without the GIL (cffi releases it), and
+ * the first one not covered leads the next sync.  Records below the active
+ * segment's base are durable since its roll (S-4): pl_syncer_set_fd
+ * switches to a new active segment and marks them so.  A failed sync is
+ * sticky: every later call returns its -errno. */
+typedef struct pl_syncer pl_syncer;
+pl_syncer *pl_syncer_new(void);
+void pl_syncer_free(pl_syncer *s);
+/* Sync `fd` (dup'd; -1: none) from now on; offsets below durable_next are
+ * durable.  Returns 0 or -errno (of dup). */
+int pl_syncer_set_fd(pl_syncer *s, int fd, int64_t durable_next);
+int pl_sync_through(pl_syncer *s, const pl_appender *a, int64_t target_next);
+
 /* ---- the partition append lock (FORMAT.rst P-3) ----
  * A futex word in partition.state (uint32 at PL_STATE_LOCK_WORD: 0 free, else
  * the holder's token; uint32 waiter count after it): taking and dropping it

@@ -449,11 +449,12 @@ def _decode_raw(data: bytes, header: BatchHeader):
         raise _corrupt(lib.PL_C_LAST_OFFSET_DELTA, pos)
     if n * 7 > len(data):  # R-5 (each record takes at least 7 bytes)
         raise _corrupt(lib.PL_C_COUNT, pos)
-    out = ffi.new("int64_t[]", 8 * n) if n else ffi.NULL
+    # one allocation: the records' fields, then room for n headers
+    out = ffi.new("int64_t[]", 12 * n) if n else ffi.NULL
     hcap = n
-    hdr = ffi.new("int64_t[]", 4 * hcap) if hcap else ffi.NULL
-    total = ffi.new("size_t *")
-    err = ffi.new("size_t *")
+    hdr = out + 8 * n if n else ffi.NULL
+    sizes = ffi.new("size_t[2]")         # headers in the batch, error offset
+    total, err = sizes, sizes + 1
     rc = lib.pl_records_decode(data, len(data), n, header.last_offset_delta, out, hdr, hcap,
                                total, err)
     if rc == _E_NOSPACE:
@@ -487,6 +488,8 @@ def _ints(cdata, count: int) -> list:
 _CUTTERS: dict = {}
 _CUTTERS_MAX = 16
 _SHAPE_CHARS_PER_FIELD = 2 * 10 + 2      # "<gap>x<len>s", each < 2**31
+# Below this many records a batch is cheaper to slice field by field.
+_CUT_RECORDS_MIN = 8
 
 
 def _cut(data: bytes, fields, n: int, want_keys: bool):
@@ -534,7 +537,7 @@ def decode_records(records_section, header: BatchHeader, topic=None, partition=N
     bts = header.base_timestamp
     mts = header.max_timestamp
     n = header.records_count
-    cut = _cut(data, fields, n, True) if n and not nh else None
+    cut = _cut(data, fields, n, True) if n >= _CUT_RECORDS_MIN and not nh else None
     if cut is not None:
         # Column-wise, without a Python frame per record: the keys and values
         # come out of one struct.unpack, every other column is a C iterator.
@@ -597,7 +600,7 @@ def decode_values(records_section, header: BatchHeader):
     data = _as_bytes(records_section)
     fields, _, _ = _decode_raw(data, header)
     n = header.records_count
-    cut = _cut(data, fields, n, False) if n else None
+    cut = _cut(data, fields, n, False) if n >= _CUT_RECORDS_MIN else None
     if cut is not None:
         return list(cut[0])
     recs = _ints(fields, 8 * n)
@@ -975,6 +978,29 @@ def append_columns(a, timestamp: int, cols: Columns) -> int:
     klens, klen = (_NULL, -1) if cols.key_lens is None else _lengths(cols.key_lens)
     return lib.pl_append_columns(a, cols.count, timestamp, klens, klen, cols.keys,
                                  len(cols.keys), vlens, vlen, cols.values, len(cols.values))
+
+
+def syncer():
+    """A group-commit syncer (``pl_syncer``, pylog_native.h), freed with
+    the returned object."""
+    s = lib.pl_syncer_new()
+    if s == _NULL:
+        raise MemoryError("pl_syncer_new")
+    return ffi.gc(s, lib.pl_syncer_free)
+
+
+def syncer_set_fd(s, fd: int, durable_next: int) -> None:
+    """Sync ``fd`` (the new active segment; -1: none) from now on; offsets
+    below ``durable_next`` are durable (sealed segments, S-4)."""
+    rc = lib.pl_syncer_set_fd(s, fd, durable_next)
+    if rc < 0:
+        raise OSError(-rc, _os.strerror(-rc))
+
+
+#: ``sync_through(syncer, appender, target_next)``: return 0 once the
+#: offsets below target_next appended through ``appender`` are durable, or
+#: -errno of the (sticky) failed fdatasync; waits without the GIL.
+sync_through = lib.pl_sync_through
 
 
 def append_records(a, records) -> int:

@@ -152,9 +152,8 @@ class Partition:
         self._wlock = threading.Lock()      # writers of this process
         self._lock_owner: int | None = None  # thread holding the append lock
         self._rlock = threading.Lock()      # reader segment cache
-        self._sync_cond = threading.Condition()
-        self._syncing = False
-        self._synced = (-1, -1)             # (segment base, position) durable
+        # group commit (G1): the native syncer of this writer's appends
+        self._syncer = None if readonly else _native.syncer()
         self._active: Segment | None = None  # writer's handle
         self._readers: dict[int, Segment] = {}
         self._reader_sizes: dict[int, int] = {}
@@ -638,6 +637,13 @@ class Partition:
         """(segment base, end position) of the last batch appended here."""
         return self._appender.written_base, self._appender.written_end
 
+    def _set_active(self, seg: Segment | None) -> None:
+        """Make ``seg`` this writer's active segment. Offsets below its base
+        are in sealed segments, durable since their roll (S-4)."""
+        self._active = seg
+        _native.syncer_set_fd(self._syncer, seg.fd if seg is not None else -1,
+                              seg.base_offset if seg is not None else 0)
+
     def append(self, records, *, compression: str | None = None) -> tuple[int, int]:
         """Append one batch; return (base offset, timestamp of the first record).
 
@@ -656,7 +662,7 @@ class Partition:
                     lambda a: _native.append_records(a, records), records)
             if base is None:
                 base = self._append_slow(records, compression)
-            target = self._written
+            target = self._appender.written_next
         if self.sync_mode == "always":
             self._sync_through(target)
         return base, records[0][0]
@@ -687,7 +693,7 @@ class Partition:
                                            recs, rc)
             if base is None or not self._sync_always:
                 return base
-            target = (a.written_base, a.written_end)
+            target = a.written_next
         self._sync_through(target)
         return base
 
@@ -703,7 +709,7 @@ class Partition:
                 self._check()
             base = self._append_native(
                 lambda a: _native.append_columns(a, timestamp_ms, cols), None)
-            target = self._written
+            target = self._appender.written_next
         if base is not None and self.sync_mode == "always":
             self._sync_through(target)
         return base
@@ -831,7 +837,8 @@ class Partition:
         if seg is None or seg.base_offset != st.active_base:
             if seg is not None:
                 seg.close()
-            seg = self._active = Segment(self.dir, st.active_base, writable=True)
+            seg = Segment(self.dir, st.active_base, writable=True)
+            self._set_active(seg)
         return seg
 
     def _make_dir_durable(self) -> None:
@@ -912,56 +919,35 @@ class Partition:
             new.close()
             new.unlink()
             raise
-        with self._sync_cond:
-            self._synced = max(self._synced, (seg.base_offset, pos))
         _native.set_state_index_position(self._state_map, 0)      # I-2
         self._publish(next_offset, next_offset, 0, -1, gen + 1, start)
         self._meta.set_checkpoint(self.topic, self.index, next_offset, 0,
                                   next_offset)
         seg.close()
-        self._active = new
+        self._set_active(new)
         self._enforce_retention_locked()
         return new
 
     # -- durability ----------------------------------------------------------------
-    def _sync_through(self, target) -> None:
-        """Group commit: return once ``target`` (segment base, position) is
-        durable, sharing one fdatasync among concurrent callers."""
-        cond = self._sync_cond
-        with cond:
-            while self._synced < target:
-                if not self._syncing:
-                    break
-                cond.wait()
-            else:
-                return
-            self._syncing = True
-        ok = False
-        try:
-            with self._wlock:
-                self._check()
-                seg = self._active
-                upto = self._written
-                fd = os.dup(seg.fd)
-            try:
-                os.fdatasync(fd)
-            finally:
-                os.close(fd)
-            ok = True
-        except OSError as exc:
+    def _sync_through(self, target_next: int) -> None:
+        """Group commit: return once the offsets below ``target_next`` that
+        this writer appended are durable. Concurrent callers share
+        fdatasyncs: one leads, the others wait in the native syncer without
+        the GIL (pl_sync_through), and one sync covers every append made
+        before it began. Raises LogFailedError (and fails the partition)
+        when fdatasync fails; every later call then fails too."""
+        rc = _native.sync_through(self._syncer, self._appender, target_next)
+        if rc == 0:
+            return
+        if rc < 0 and -rc in errno.errorcode:
+            exc = OSError(-rc, os.strerror(-rc))
             self._fail(exc)
             raise LogFailedError(
-                f"fdatasync of {self.name}: {exc.strerror} "
-                f"(errno {exc.errno}); records appended since the last "
-                "successful sync may be lost") from exc
-        finally:
-            with cond:
-                self._syncing = False
-                if ok:
-                    self._synced = max(self._synced, upto)
-                cond.notify_all()
-        if self._synced < target:
-            self._sync_through(target)
+                f"fdatasync of {self.name}: {exc.strerror} (errno {exc.errno}); "
+                "records appended since the last successful sync may be "
+                "lost") from exc
+        self._check()
+        raise AssertionError(f"pl_sync_through returned {rc}")
 
     def flush(self, *, checkpoint: bool = False) -> None:
         """Make everything appended so far durable, and advance the recovery
@@ -977,7 +963,7 @@ class Partition:
             written = self._written
             written_next = self._appender.written_next
         if written[0] >= 0:
-            self._sync_through(written)
+            self._sync_through(written_next)
             now = time.monotonic()
             if not checkpoint and now < self._next_checkpoint:
                 return
@@ -1271,7 +1257,7 @@ class Partition:
                 self._appender_map = None
                 if self._active is not None:
                     self._active.close()
-                    self._active = None
+                    self._set_active(None)
             with self._rlock:
                 for seg in self._readers.values():
                     seg.close()
