@@ -912,23 +912,23 @@ static char *shape_item(char *o, char *end, int64_t gap, int64_t len)
     return o;
 }
 
-int pl_records_shape(const int64_t *fields, uint32_t count, int want_keys, char *fmt,
-                     size_t fmt_cap, size_t *fmt_len, uint32_t *flags)
+int pl_records_shape(const int64_t *fields, uint32_t count, int want_keys, int64_t origin,
+                     char *fmt, size_t fmt_cap, size_t *fmt_len, uint32_t *flags)
 {
     if (!fields || !fmt || !fmt_len || !flags)
         return PL_E_INVAL;
     uint32_t f = PL_SHAPE_DENSE_OFFSETS | PL_SHAPE_SAME_TIMESTAMP;
     char *o = fmt, *end = fmt + fmt_cap;
-    int64_t at = 0; /* section offset the format has consumed so far */
+    int64_t at = origin; /* buffer offset the format has consumed so far */
     if (want_keys && count && fields[3] < 0) {
         f |= PL_SHAPE_NULL_KEYS; /* keyless batch: every key must be null */
         want_keys = 0;
     }
     for (uint32_t i = 0; i < count; i++) {
         const int64_t *r = fields + (size_t)PL_RECORD_FIELDS * i;
-        if (r[0] != (int64_t)i)
+        if (r[0] != fields[0] + (int64_t)i)
             f &= ~(uint32_t)PL_SHAPE_DENSE_OFFSETS;
-        if (r[1] != 0)
+        if (r[1] != fields[1])
             f &= ~(uint32_t)PL_SHAPE_SAME_TIMESTAMP;
         if (r[7] != 0)
             f |= PL_SHAPE_HEADERS;
@@ -945,6 +945,112 @@ int pl_records_shape(const int64_t *fields, uint32_t count, int want_keys, char 
     }
     *fmt_len = (size_t)(o - fmt);
     *flags = f;
+    return 0;
+}
+
+int pl_fetch(const uint8_t *seg, size_t end, size_t pos, int64_t expected, uint32_t max_records,
+             uint32_t soft_records, int64_t *fields, size_t fields_cap, int64_t *hdrs,
+             size_t hdr_cap, pl_fetch_out *out)
+{
+    if (!out || (!seg && end) || !fields || (!hdrs && hdr_cap))
+        return PL_E_INVAL;
+    memset(out, 0, sizeof *out);
+    out->stop = PL_FETCH_END;
+    size_t nrec = 0, nhdr = 0;
+    while (pos < end) {
+        pl_batch_header_out h;
+        int rc;
+        out->stop_position = (int64_t)pos;
+        if (nrec >= max_records || nrec >= soft_records) {
+            out->stop = PL_FETCH_FULL;
+            break;
+        }
+        if ((rc = parse_header(seg, end, pos, &h, 1)) == 0 && !h.crc_valid)
+            rc = PL_C_CRC; /* B-4 */
+        if (rc == 0 && (h.records_count < 0 || h.last_offset_delta < 0))
+            rc = PL_C_LAST_OFFSET_DELTA;
+        /* dense offsets: this batch holds `expected` (baseOffset is outside
+         * the CRC, so this is what catches a damaged one) */
+        if (rc == 0 && !(h.base_offset <= expected &&
+                         expected <= h.base_offset + (int64_t)h.last_offset_delta))
+            rc = PL_C_OFFSET_MISMATCH;
+        if (rc) {
+            out->stop = PL_FETCH_CORRUPT;
+            out->error = rc;
+            break;
+        }
+        if (h.attributes & 0x07) {
+            out->stop = PL_FETCH_COMPRESSED;
+            break;
+        }
+        if ((size_t)h.records_count > fields_cap - nrec) {
+            out->stop = PL_FETCH_ROOM;
+            break;
+        }
+        size_t sec = pos + PL_BATCH_HEADER_SIZE;
+        size_t sec_len = (size_t)h.batch_length + 12 - PL_BATCH_HEADER_SIZE;
+        int64_t *f = fields + PL_RECORD_FIELDS * nrec;
+        size_t htotal = 0, err_off = 0;
+        rc = pl_records_decode(seg + sec, sec_len, h.records_count, h.last_offset_delta, f,
+                               hdrs ? hdrs + PL_HEADER_FIELDS * nhdr : NULL,
+                               hdr_cap - nhdr, &htotal, &err_off);
+        if (rc == PL_E_NOSPACE || (rc == 0 && !hdrs && htotal)) {
+            out->stop = PL_FETCH_HEADERS;
+            break;
+        }
+        if (rc) {
+            out->stop = PL_FETCH_CORRUPT;
+            out->error = rc;
+            out->error_offset = (int64_t)err_off;
+            break;
+        }
+        /* absolute offsets, timestamps and positions; drop records before
+         * `expected` (a batch a previous call returned in part) and past
+         * max_records (returned by the next call, which decodes again) */
+        int log_append = (h.attributes & 0x08) != 0;
+        size_t kept = 0;
+        int64_t next = expected;
+        int cut = 0;
+        for (int32_t i = 0; i < h.records_count; i++) {
+            int64_t *r = f + PL_RECORD_FIELDS * (size_t)i;
+            int64_t off = h.base_offset + r[0];
+            if (off < expected)
+                continue;
+            if (nrec + kept >= max_records) {
+                cut = 1;
+                break;
+            }
+            int64_t *o = f + PL_RECORD_FIELDS * kept;
+            int64_t ts = log_append ? h.max_timestamp : h.base_timestamp + r[1];
+            int64_t kp = r[2] + (int64_t)sec, kl = r[3];
+            int64_t vp = r[4] + (int64_t)sec, vl = r[5];
+            int64_t hi = r[6] + (int64_t)nhdr, hc = r[7];
+            o[0] = off; o[1] = ts; o[2] = kp; o[3] = kl; o[4] = vp; o[5] = vl;
+            o[6] = hi; o[7] = hc;
+            kept++;
+            next = off + 1;
+        }
+        for (size_t j = 0; j < htotal; j++) { /* header positions in seg */
+            int64_t *e = hdrs + PL_HEADER_FIELDS * (nhdr + j);
+            e[0] += (int64_t)sec;
+            e[2] += (int64_t)sec;
+        }
+        nrec += kept;
+        nhdr += htotal;
+        if (cut) {
+            expected = next; /* stopped inside this batch: max_records */
+            out->stop = PL_FETCH_FULL;
+            break;
+        }
+        expected = h.base_offset + (int64_t)h.last_offset_delta + 1;
+        pos += (size_t)h.batch_length + 12;
+    }
+    if (out->stop == PL_FETCH_END)
+        out->stop_position = (int64_t)pos;
+    out->position = (int64_t)pos;
+    out->next_offset = expected;
+    out->records = (int64_t)nrec;
+    out->headers = (int64_t)nhdr;
     return 0;
 }
 

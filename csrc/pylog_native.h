@@ -149,24 +149,62 @@ int pl_records_decode(const uint8_t *recs, size_t len, int32_t count, int32_t la
                       int64_t *out, int64_t *hdr_out, size_t hdr_cap, size_t *hdr_total,
                       size_t *err_off);
 
-/* Shape of decoded records (the `out` of pl_records_decode), so the Python
- * layer can cut every key and value out of the records section with one
- * struct.unpack call instead of one slice per field.
- * Writes into fmt (no terminator) a struct format that, applied at offset 0
- * of the records section, yields each record's key (when want_keys) and then
+/* Shape of decoded records (the `out` of pl_records_decode or the `fields`
+ * of pl_fetch), so the Python layer can cut every key and value out of the
+ * buffer with one struct.unpack call instead of one slice per field.
+ * Writes into fmt (no terminator) a struct format that, applied at offset
+ * `origin` of the buffer, yields each record's key (when want_keys) and then
  * its value, as "<gap>x<len>s" items; *fmt_len is its length.  *flags gets
  * PL_SHAPE_* bits (with want_keys and a null first key, every key must be
  * null: the format then holds values only, and PL_SHAPE_NULL_KEYS says so).
  * Returns 0, PL_E_NOSPACE when fmt_cap is too small, or
  * PL_E_INVAL when a wanted key or value is null (a struct cannot yield None;
  * the caller then slices field by field) or the fields are out of order. */
-#define PL_SHAPE_DENSE_OFFSETS   1  /* offset delta of record i is i       */
-#define PL_SHAPE_SAME_TIMESTAMP  2  /* every timestamp delta is 0          */
+#define PL_SHAPE_DENSE_OFFSETS   1  /* offset field of record i is record 0's + i */
+#define PL_SHAPE_SAME_TIMESTAMP  2  /* every timestamp field is record 0's        */
 #define PL_SHAPE_HEADERS         4  /* some record has headers             */
 #define PL_SHAPE_NULL_KEYS       8  /* want_keys, but every key is null:
                                        only the values are in the format   */
-int pl_records_shape(const int64_t *fields, uint32_t count, int want_keys, char *fmt,
-                     size_t fmt_cap, size_t *fmt_len, uint32_t *flags);
+int pl_records_shape(const int64_t *fields, uint32_t count, int want_keys, int64_t origin,
+                     char *fmt, size_t fmt_cap, size_t *fmt_len, uint32_t *flags);
+
+/* ---- fetch: many batches of a segment in one call (P-2, B-*, R-*) ----
+ * Reads the batches of seg[0:end] from byte `pos` (a batch boundary), where
+ * the record with offset `expected` must be (offsets are dense: a batch
+ * that does not hold it is corrupt, PL_C_OFFSET_MISMATCH), and decodes the
+ * records with offset >= expected into `fields`, PL_RECORD_FIELDS int64
+ * each: offset, timestamp (absolute; maxTimestamp for log-append-time
+ * batches), key position and length, value position and length (positions
+ * in seg; length -1: null), first header index, header count; headers into
+ * `hdrs` (PL_HEADER_FIELDS each, positions in seg).  Every batch is checked
+ * (framing, magic, CRC) before its records are used.  Stops, with `out`
+ * saying why (PL_FETCH_*), at `end`, after max_records records (also
+ * before the next batch once soft_records are decoded: a caller building
+ * objects from many records works in cache-sized steps), before a
+ * batch whose records do not all fit in the fields left (fields_cap), a
+ * compressed batch (the caller decompresses it), a corrupt one (out->error:
+ * a PL_C_* code, at out->stop_position), or when hdrs is full.  out->position
+ * and out->next_offset say where the next call continues.
+ * Returns 0 or PL_E_INVAL. */
+#define PL_FETCH_END        0
+#define PL_FETCH_FULL       1  /* max_records returned                         */
+#define PL_FETCH_ROOM       2  /* next batch has more records than fields left */
+#define PL_FETCH_COMPRESSED 3  /* batch at stop_position is compressed         */
+#define PL_FETCH_CORRUPT    4  /* batch at stop_position is damaged: error     */
+#define PL_FETCH_HEADERS    5  /* hdrs is full                                 */
+typedef struct {
+    int64_t position;       /* next batch to read                              */
+    int64_t next_offset;    /* offset the next call expects                    */
+    int64_t records;        /* records decoded into fields                     */
+    int64_t headers;        /* headers decoded into hdrs                       */
+    int64_t stop_position;  /* batch the fetch stopped at (ROOM, COMPRESSED, CORRUPT) */
+    int32_t stop;           /* PL_FETCH_*                                      */
+    int32_t error;          /* PL_C_* when stop is PL_FETCH_CORRUPT            */
+    int64_t error_offset;   /* byte of the records section the error is at     */
+} pl_fetch_out;
+int pl_fetch(const uint8_t *seg, size_t end, size_t pos, int64_t expected, uint32_t max_records,
+             uint32_t soft_records, int64_t *fields, size_t fields_cap, int64_t *hdrs,
+             size_t hdr_cap, pl_fetch_out *out);
 
 /* ---- segment scan ---- */
 typedef struct {

@@ -1046,6 +1046,25 @@ class Partition:
                     cursor.segment_base, cursor.position = bases[i], 0
                     continue
                 m = seg.mapped(end)
+                if cursor.position < end:
+                    # every uncompressed batch up to `end`: one native call
+                    room = max_records - len(out)
+                    if values_only:
+                        build = {"values_only": True}
+                    elif with_topic:
+                        build = {"topic": self.topic, "partition": self.index,
+                                 "row_type": row_type}
+                    else:
+                        build = {}
+                    recs, res = _native.fetch(seg.pointer(), m, end, cursor.position,
+                                              cursor.offset, room, **build)
+                    out.extend(recs)
+                    cursor.offset, cursor.position = res.next_offset, res.position
+                    if res.stop == _native.FETCH_CORRUPT:
+                        raise CorruptLogError(res.error, seg.path, res.stop_position)
+                    if res.stop in (_native.FETCH_END, _native.FETCH_FULL):
+                        continue
+                # a compressed batch, or one too big for a native fetch: alone
                 try:
                     header = batch.read_header(m, cursor.position, end)
                     if values_only:

@@ -75,6 +75,7 @@ class Segment:
         self._map: mmap.mmap | None = None
         self._map_len = 0
         self._wptr = None        # native pointer into the writable map
+        self._rptr = None        # native pointer for reads (pointer())
         self._index_fds = (-1, -1)
         # checked (.index, .timeindex) of a sealed segment, which never changes
         self.index_cache: tuple[bytes, bytes] | None = None
@@ -104,6 +105,13 @@ class Segment:
         self._map_len = size
         return self._map
 
+    def pointer(self):
+        """Native pointer to the current map (None when nothing is mapped),
+        for native reads (pl_fetch). Valid until unmap()."""
+        if self._rptr is None and self._map is not None:
+            self._rptr = _native.pointer(self._map, writable=False)
+        return self._rptr
+
     def writer_pointer(self):
         """(native pointer, capacity) of the writable map, for the one-call
         append; (None, 0) when nothing is mapped yet. Valid until unmap()."""
@@ -131,9 +139,10 @@ class Segment:
         self._index_fds = (-1, -1)
 
     def unmap(self) -> None:
-        if self._wptr is not None:
-            _native.release(self._wptr)
-            self._wptr = None
+        for ptr in (self._wptr, self._rptr):
+            if ptr is not None:
+                _native.release(ptr)
+        self._wptr = self._rptr = None
         if self._map is not None:
             self._map.close()
             self._map = None

@@ -785,3 +785,90 @@ def test_lock_across_processes(tmp_path):
         n.lock(0, 0, 0, "x", False)
     with pytest.raises(OSError):
         n.lock(987654, 0, 0, "w", False)  # EBADF
+
+
+# ---------------------------------------------------------------------------
+# pl_fetch: many batches in one call
+# ---------------------------------------------------------------------------
+
+def _fetch_all(buf, end, pos, expected, max_records, **build):
+    p = n.ffi.from_buffer("uint8_t[]", buf)
+    return n.fetch(p, buf, end, pos, expected, max_records, **build)
+
+
+def _log_with_headers(rng, nbatches):
+    """Like build_log, with headers, null keys/values and zstd batches mixed in."""
+    parts, meta, pos, off = [], [], 0, 0
+    for i in range(nbatches):
+        recs = rand_records(rng, rng.randint(1, 12), with_headers=rng.random() < 0.3)
+        b = kafka_build(recs, compression_type=4) if i % 7 == 3 else \
+            n.encode_batch(recs, base_offset=0)
+        b = off.to_bytes(8, "big") + b[8:]          # baseOffset is outside the CRC
+        meta.append((pos, off, norm(recs, off)))
+        parts.append(b)
+        pos += len(b)
+        off += len(recs)
+    return b"".join(parts), meta
+
+
+@HSET
+@given(st.integers(0, 2**32), st.integers(1, 40), st.integers(0, 3))
+def test_fetch_matches_batch_by_batch_decode(seed, max_records, start_batch):
+    """pl_fetch from any record of any batch, up to max_records, returns
+    what decoding each batch alone returns, and stops at compressed
+    batches (the caller decodes those) with the position of the next."""
+    rng = random.Random(seed)
+    log, meta = _log_with_headers(rng, 12)
+    everything = [r for _, _, recs in meta for r in recs]
+    b = min(start_batch, len(meta) - 1)
+    pos, first, recs = meta[b]
+    skip = rng.randint(0, len(recs) - 1)
+    expected = first + skip
+    got, res = _fetch_all(log + bytes(100), len(log), pos, expected, max_records)
+    want = everything[expected:expected + max_records]
+    assert got == want[:len(got)]
+    assert res.next_offset == expected + len(got)
+    if res.stop == n.FETCH_COMPRESSED:
+        h = n.read_batch_header(log, res.stop_position)
+        assert h.codec == n.CODEC_ZSTD and h.base_offset <= res.next_offset
+        assert res.position == res.stop_position
+    elif res.stop == n.FETCH_END:
+        assert got == want and res.position == len(log)
+    else:
+        assert res.stop == n.FETCH_FULL and len(got) == max_records
+    values, _ = _fetch_all(log, len(log), pos, expected, max_records, values_only=True)
+    assert values == [r[3] for r in got]
+
+
+def test_fetch_rows_as_records_and_column_cut():
+    from pylog.types import Record
+    rng = random.Random(3)
+    recs = [(1_700_000_000_000, rng.randbytes(16), rng.randbytes(100), ()) for _ in range(50)]
+    buf = n.encode_batch(recs, base_offset=10) + n.encode_batch(recs, base_offset=60)
+    got, res = _fetch_all(buf, len(buf), 0, 10, 1000, topic="t", partition=2,
+                          row_type=Record)
+    assert res.stop == n.FETCH_END and res.next_offset == 110
+    assert all(type(r) is Record for r in got)
+    assert [(r.offset, r.key, r.value) for r in got] == \
+        [(10 + i, k, v) for i, (_, k, v, _) in enumerate(recs + recs)]
+
+
+@pytest.mark.parametrize("damage", ["crc", "base_offset", "truncated", "records"])
+def test_fetch_reports_damage_where_it_is(damage):
+    rng = random.Random(4)
+    log, meta = build_log(rng, 6)
+    bad = bytearray(log)
+    pos = meta[3][0]
+    if damage == "crc":
+        bad[pos + 40] ^= 0x10
+    elif damage == "base_offset":
+        bad[pos + 7] ^= 0x01                    # outside the CRC (B-4)
+    elif damage == "truncated":
+        bad = bad[:pos + 30]
+    else:                                       # a record section edit + matching CRC
+        h = n.read_batch_header(log, pos)
+        bad[pos + 61] = 0x7f
+        bad[pos + 17:pos + 21] = n.crc32c(bytes(bad[pos + 21:pos + h.size])).to_bytes(4, "big")
+    got, res = _fetch_all(bytes(bad), len(bad), 0, 0, 10_000)
+    assert res.stop == n.FETCH_CORRUPT and res.stop_position == pos
+    assert len(got) == meta[3][1] and res.next_offset == meta[3][1] and res.error

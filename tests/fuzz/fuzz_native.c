@@ -44,10 +44,19 @@ static void run_one(const uint8_t *data, size_t size) {
             char fmt[2 * 22 * 8];
             size_t fl;
             uint32_t flags;
-            pl_records_shape(out, (uint32_t)cnt, mode & 1, fmt, (mode >> 1) % sizeof fmt,
+            pl_records_shape(out, (uint32_t)cnt, mode & 1, 0, fmt, (mode >> 1) % sizeof fmt,
                              &fl, &flags);
-            pl_records_shape(out, (uint32_t)cnt, mode & 1, fmt, sizeof fmt, &fl, &flags);
+            pl_records_shape(out, (uint32_t)cnt, mode & 1, 0, fmt, sizeof fmt, &fl, &flags);
         }
+    }
+    {
+        /* many batches in one call, from an arbitrary position and offset */
+        int64_t fields[PL_RECORD_FIELDS * 16], hdrs[PL_HEADER_FIELDS * 8];
+        pl_fetch_out fo;
+        size_t start = n ? (mode * 13u) % n : 0;
+        pl_fetch(buf, n, start, (int64_t)(mode >> 3), 1 + mode % 20, 1 + mode % 7, fields, 16,
+                 mode & 4 ? NULL : hdrs, mode & 6 ? 0 : 8, &fo);
+        pl_fetch(buf, n, 0, 0, 16, 16, fields, 16, hdrs, 8, &fo);
     }
     {
         int32_t idx[2 * 8];
