@@ -7,7 +7,6 @@ Fixed seed (42); every benchmark checks what it produced or read (counts,
 offsets, values in order), so a fast wrong answer fails.
 """
 
-import os
 import random
 import threading
 import zlib

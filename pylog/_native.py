@@ -14,7 +14,6 @@ None / empty).  Batches are Kafka RecordBatch v2 (magic 2), see FORMAT.rst.
 
 from __future__ import annotations
 
-from itertools import chain as _chain
 from itertools import repeat as _repeat
 from operator import add as _add
 import errno as _errno

@@ -451,7 +451,6 @@ def _position(consumer, tps, args, explicit_only: bool) -> None:
 
 
 def cmd_produce(args) -> int:
-    import pylog
     log = open_log(args.path, readonly=False, sync="never")
     n = 0
     try:
@@ -589,7 +588,6 @@ def cmd_topics(args) -> int:
 # ---------------------------------------------------------------------------
 
 def cmd_groups(args) -> int:
-    import pylog
     action = args.action or "list"
     if action == "list":
         with open_log(args.path) as log:

@@ -22,7 +22,12 @@ Durability (G1): a batch is written into the mapped active segment and then
 published in the state; once published, a process crash cannot lose it (the
 page cache holds it). ``sync="always"`` appends return only after
 ``fdatasync`` of the segment; concurrent appenders share one fdatasync
-(group commit).
+(group commit, in the native syncer: waiters sleep without the GIL).
+
+Reads: a fetch decodes every uncompressed batch of a segment range in one
+native call (``_native.fetch``: framing, CRC and the dense offset sequence
+checked batch by batch); a compressed batch is decompressed and decoded on
+its own.
 
 State machine: OPEN -> FAILED (an I/O error or corruption; every later call
 raises the recorded error until the log is reopened) and OPEN/FAILED ->

@@ -3,7 +3,6 @@ the disk unchanged."""
 
 import hashlib
 import os
-import signal
 import subprocess
 import sys
 import textwrap

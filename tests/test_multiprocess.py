@@ -12,7 +12,6 @@ import zlib
 import pytest
 
 import pylog
-from pylog import TopicPartition
 from pylog.partition import Cursor
 
 CFG = dict(segment_bytes=65536, max_message_bytes=60000, retention_ms=-1)

@@ -19,7 +19,6 @@ Directory entries are kept by default (ext4's journal usually commits them
 in time); ``test_directory_entries_are_made_durable`` models them strictly.
 """
 
-import json
 import os
 import random
 import shutil
