@@ -1735,7 +1735,7 @@ int pl_sync_through(pl_syncer *s, const pl_appender *a, int64_t target_next)
             continue;
         }
         if (s->fd < 0) {
-            rc = PL_E_INVAL; /* nothing to sync: the caller appended nothing */
+            rc = PL_E_STALE; /* no active segment: the partition was closed */
             break;
         }
         /* lead one sync: it covers what was published before it starts */

@@ -340,7 +340,8 @@ int pl_append_record(pl_appender *a, int64_t timestamp, const uint8_t *key, int6
  * the first one not covered leads the next sync.  Records below the active
  * segment's base are durable since its roll (S-4): pl_syncer_set_fd
  * switches to a new active segment and marks them so.  A failed sync is
- * sticky: every later call returns its -errno. */
+ * sticky: every later call returns its -errno.  PL_E_STALE: there is no
+ * segment to sync (pl_syncer_set_fd(-1): the partition was closed). */
 typedef struct pl_syncer pl_syncer;
 pl_syncer *pl_syncer_new(void);
 void pl_syncer_free(pl_syncer *s);

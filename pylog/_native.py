@@ -932,6 +932,7 @@ def lock(fd: int, start: int, length: int, mode: str, wait: bool) -> bool:
 # ---------------------------------------------------------------------------
 
 E_STALE = lib.PL_E_STALE
+E_INVAL = lib.PL_E_INVAL
 E_DELETED = lib.PL_E_DELETED
 E_NOSPACE = _E_NOSPACE
 STATE_INDEX_POSITION = lib.PL_STATE_INDEX_POSITION

@@ -795,7 +795,8 @@ class Partition:
             return None
         if rc == _native.E_DELETED:
             raise TopicNotFound(f"topic {self.topic!r} was deleted")
-        if rc < 0 and -rc in errno.errorcode:
+        # (PL_E_INVAL is -2, inside the errno range: tested first)
+        if rc != _native.E_INVAL and rc < 0 and -rc in errno.errorcode:
             exc = OSError(-rc, os.strerror(-rc))
             self._fail(exc)
             raise LogFailedError(f"append to {self.name}: {exc}") from exc
@@ -944,6 +945,9 @@ class Partition:
         rc = _native.sync_through(self._syncer, self._appender, target_next)
         if rc == 0:
             return
+        if rc == _native.E_STALE:            # closed under us
+            self._check()
+            raise LogClosed(f"partition {self.name} is closed")
         if rc < 0 and -rc in errno.errorcode:
             exc = OSError(-rc, os.strerror(-rc))
             self._fail(exc)

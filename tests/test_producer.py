@@ -208,3 +208,31 @@ def test_send_fast_path_falls_back_cleanly(log):
     p.close()
     with pytest.raises(pylog.LogClosed):
         p.send("t", b"late")
+
+
+def test_durable_senders_racing_close_get_log_closed(tmp_path):
+    """Threads in durable sends while the log closes: each send either
+    completes or raises LogClosed, never an I/O error or a crash, and the
+    log reopens with every completed send."""
+    lg = pylog.open(tmp_path, sync="always")
+    lg.create_topic("t", partitions=1)
+    p = lg.producer()
+    done, errors = [], []
+
+    def work(i):
+        try:
+            for j in range(10_000):
+                done.append(p.send("t", b"%d-%d" % (i, j)).offset)
+        except Exception as exc:             # checked below
+            errors.append(exc)
+    ths = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in ths:
+        t.start()
+    while len(done) < 50:
+        threading.Event().wait(0.005)
+    lg.close()
+    for t in ths:
+        t.join(10)
+    assert errors and all(isinstance(e, pylog.LogClosed) for e in errors), errors
+    with pylog.open(tmp_path) as again:
+        assert again.partition("t", 0).state().next_offset >= len(done)
