@@ -843,6 +843,21 @@ def state_read(state_buf):
     return tuple(vals)
 
 
+def state_read_ptr(state_p):
+    """:func:`state_read` through a pointer from :func:`pointer` (read-only
+    is fine): the per-poll path, without pinning the buffer on every call."""
+    scratch = getattr(_scratch, "state", None)
+    if scratch is None:
+        scratch = _scratch.state = (ffi.new("int64_t[6]"), ffi.new("uint64_t *"))
+    vals, seq = scratch
+    rc = lib.pl_state_read(state_p, vals, seq)
+    if rc == _E_BUSY:
+        return None
+    if rc:
+        raise InvalidArgument("state buffer must be 8-byte aligned")
+    return tuple(vals)
+
+
 def state_repair(state_buf) -> None:
     with _wbuf(state_buf) as p:
         rc = lib.pl_state_repair(_state_ptr(p))

@@ -181,6 +181,7 @@ class Partition:
         except FileNotFoundError:
             self._state_fd = -1
         self._state_map = None
+        self._state_rptr = None
         if self._state_fd >= 0:
             if not readonly and os.fstat(self._state_fd).st_size < STATE_FILE_BYTES:
                 os.ftruncate(self._state_fd, STATE_FILE_BYTES)
@@ -190,6 +191,8 @@ class Partition:
                                             mmap.MAP_SHARED, prot)
                 if not readonly:
                     self._state_ptr = _native.pointer(self._state_map)
+                self._state_rptr = self._state_ptr or _native.pointer(
+                    self._state_map, writable=False)
 
     # -- state machine -----------------------------------------------------
     def _check(self) -> None:
@@ -224,7 +227,7 @@ class Partition:
             self._memory_state = None
         if self._state_map is None:
             raise CorruptLogError("partition state is missing", self.dir)
-        vals = _native.state_read(self._state_map)
+        vals = _native.state_read_ptr(self._state_rptr)
         if vals is None:
             # A writer died in the middle of publishing: repair under its
             # (now released) lock.
@@ -1290,10 +1293,9 @@ class Partition:
                 for seg in self._readers.values():
                     seg.close()
                 self._readers.clear()
-            for ptr in (self._state_ptr, self._bell_ptr):
-                if ptr is not None:
-                    _native.release(ptr)
-            self._state_ptr = self._bell_ptr = None
+            for ptr in {self._state_ptr, self._state_rptr, self._bell_ptr} - {None}:
+                _native.release(ptr)
+            self._state_ptr = self._state_rptr = self._bell_ptr = None
             if self._state_map is not None:
                 self._state_map.close()
                 self._state_map = None
