@@ -25,7 +25,7 @@ from .errors import (CommitFailedError, ForkedLogError, InvalidArgument,
                      LogClosed, OffsetOutOfRange, TopicNotFound)
 from .gcpause import paused as _gc_paused
 from .group import GROUP_CHECK_INTERVAL_S, GroupMember
-from .log import topic_slot
+from .log import FORKS, topic_slot
 from .partition import Cursor
 from .types import Record, TopicPartition
 
@@ -71,6 +71,7 @@ class Consumer:
                 raise InvalidArgument(f"{name} must be callable")
         self._log = log
         self._pid = os.getpid()
+        self._forks = FORKS[0]
         self.group_id = group_id
         self._reset = auto_offset_reset
         self._auto_commit = bool(enable_auto_commit) and group_id is not None
@@ -108,7 +109,7 @@ class Consumer:
     def _check(self) -> None:
         if self._closed:
             raise LogClosed("consumer is closed")
-        if os.getpid() != self._pid:
+        if FORKS[0] != self._forks:
             raise ForkedLogError(
                 "this consumer was created before os.fork() and belongs to the "
                 "parent process; open the log and create consumers after forking")

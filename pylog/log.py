@@ -45,6 +45,17 @@ NETWORK_FILESYSTEMS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p",
                        "fuse.sshfs", "afs", "ceph", "glusterfs", "lustre"}
 
 
+# How many times this process is a fork() child of the process that imported
+# pylog: compared on every checked call (a getpid() per call is a syscall).
+FORKS = [0]
+
+
+def _count_fork() -> None:
+    FORKS[0] += 1
+
+
+os.register_at_fork(after_in_child=_count_fork)
+
 def filesystem_type(path: str) -> str | None:
     """The filesystem type of ``path`` from /proc/mounts (None if unknown)."""
     try:
@@ -109,6 +120,7 @@ class LogStore:
     # -- open / fork -----------------------------------------------------------
     def _open_files(self) -> None:
         self._pid = os.getpid()
+        self._forks = FORKS[0]
         self._partitions: dict[tuple[str, int], Partition] = {}
         self._topic_cache: dict[str, tuple[float, dict]] = {}
         self._lock_fd = -1
@@ -195,7 +207,7 @@ class LogStore:
     def _check(self) -> None:
         if self._closed:
             raise LogClosed(f"log {self.path} is closed")
-        if os.getpid() != self._pid:
+        if FORKS[0] != self._forks:
             self._reopen_after_fork()
 
     def _reopen_after_fork(self) -> None:
