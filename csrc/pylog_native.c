@@ -1667,13 +1667,24 @@ int pl_append_record(pl_appender *a, int64_t timestamp, const uint8_t *key, int6
 /* group commit                                                        */
 /* ------------------------------------------------------------------ */
 
+/* A caller waiting for its target: woken only when the target is durable
+ * or when it must lead the next sync (no thundering herd: each woken thread
+ * wants the GIL next). */
+typedef struct sync_waiter {
+    struct sync_waiter *next;
+    int64_t target;
+    int woken;
+    pthread_cond_t cv;
+} sync_waiter;
+
 struct pl_syncer {
     pthread_mutex_t mu;
-    pthread_cond_t cv;
     int fd;               /* our dup of the active segment, -1: none     */
     int syncing;          /* a leader is in fdatasync                     */
     int error;            /* sticky -errno of a failed fdatasync          */
     int64_t synced_next;  /* offsets below this are durable               */
+    sync_waiter *head;    /* waiters, oldest first                        */
+    sync_waiter *tail;
 };
 
 pl_syncer *pl_syncer_new(void)
@@ -1682,7 +1693,6 @@ pl_syncer *pl_syncer_new(void)
     if (!s)
         return NULL;
     pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv, NULL);
     s->fd = -1;
     return s;
 }
@@ -1693,9 +1703,36 @@ void pl_syncer_free(pl_syncer *s)
         return;
     if (s->fd >= 0)
         close(s->fd);
-    pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);
     free(s);
+}
+
+/* Under s->mu: wake every waiter whose target is durable (or all, after an
+ * error or a change of segment), and, if others still wait and nobody
+ * leads, the oldest of them to lead. */
+static void wake_waiters(pl_syncer *s, int all)
+{
+    sync_waiter **pp = &s->head, *last = NULL;
+    while (*pp) {
+        sync_waiter *w = *pp;
+        if (all || s->error || w->target <= s->synced_next) {
+            *pp = w->next;
+            w->woken = 1;
+            pthread_cond_signal(&w->cv);
+        } else {
+            last = w;
+            pp = &w->next;
+        }
+    }
+    s->tail = last;
+    if (!s->syncing && s->head) {
+        sync_waiter *w = s->head;
+        s->head = w->next;
+        if (!s->head)
+            s->tail = NULL;
+        w->woken = 1;
+        pthread_cond_signal(&w->cv);
+    }
 }
 
 int pl_syncer_set_fd(pl_syncer *s, int fd, int64_t durable_next)
@@ -1712,7 +1749,7 @@ int pl_syncer_set_fd(pl_syncer *s, int fd, int64_t durable_next)
     s->fd = dup_fd;
     if (durable_next > s->synced_next)
         s->synced_next = durable_next;
-    pthread_cond_broadcast(&s->cv);
+    wake_waiters(s, dup_fd < 0);
     pthread_mutex_unlock(&s->mu);
     return 0;
 }
@@ -1730,13 +1767,25 @@ int pl_sync_through(pl_syncer *s, const pl_appender *a, int64_t target_next)
         }
         if (s->synced_next >= target_next)
             break;
-        if (s->syncing) {
-            pthread_cond_wait(&s->cv, &s->mu);
-            continue;
-        }
         if (s->fd < 0) {
             rc = PL_E_STALE; /* no active segment: the partition was closed */
             break;
+        }
+        if (s->syncing) {
+            sync_waiter w;
+            w.next = NULL;
+            w.target = target_next;
+            w.woken = 0;
+            pthread_cond_init(&w.cv, NULL);
+            if (s->tail)
+                s->tail->next = &w;
+            else
+                s->head = &w;
+            s->tail = &w;
+            while (!w.woken)
+                pthread_cond_wait(&w.cv, &s->mu);
+            pthread_cond_destroy(&w.cv);
+            continue;
         }
         /* lead one sync: it covers what was published before it starts */
         s->syncing = 1;
@@ -1755,7 +1804,7 @@ int pl_sync_through(pl_syncer *s, const pl_appender *a, int64_t target_next)
             s->error = -err;
         else if (upto > s->synced_next)
             s->synced_next = upto;
-        pthread_cond_broadcast(&s->cv);
+        wake_waiters(s, 0);
     }
     pthread_mutex_unlock(&s->mu);
     return rc;
