@@ -125,16 +125,17 @@ def test_consumer_poll_one_record_batches(benchmark, log, items):
 @pytest.mark.parametrize("sync", ["always", "never"])
 @pytest.mark.parametrize("threads", [1, 16])
 def test_group_commit_durable_sends(benchmark, tmp_path, items, threads, sync):
-    """sync="always": 320 per-record sends, each durable on return, from
+    """sync="always": 1600 per-record sends, each durable on return, from
     1 or 16 threads sharing the fdatasyncs. sync="never" is the ceiling the
     threads' Python work (serialized by the GIL) leaves any group commit."""
     lg = pylog.open(tmp_path / "durable", sync=sync)
     lg.create_topic("t", partitions=1)
     p = lg.producer()
-    n = 320
+    n = 1600
 
     def run():
-        chunks = [items[i:n:threads] for i in range(threads)]
+        pool = items * 2
+        chunks = [pool[i:n:threads] for i in range(threads)]
 
         def work(chunk):
             for k, v in chunk:
@@ -144,7 +145,7 @@ def test_group_commit_durable_sends(benchmark, tmp_path, items, threads, sync):
             t.start()
         for t in ths:
             t.join()
-    benchmark.pedantic(run, rounds=5, iterations=1)
+    benchmark.pedantic(run, rounds=3, iterations=1)
     end = lg.partition("t", 0).state().next_offset
     lg.close()
-    assert end == 5 * n
+    assert end == 3 * n
