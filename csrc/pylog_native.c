@@ -948,19 +948,22 @@ int pl_records_shape(const int64_t *fields, uint32_t count, int want_keys, int64
     return 0;
 }
 
-int pl_fetch(const uint8_t *seg, size_t end, size_t pos, int64_t expected, uint32_t max_records,
-             uint32_t soft_records, int64_t *fields, size_t fields_cap, int64_t *hdrs,
-             size_t hdr_cap, pl_fetch_out *out)
+int pl_fetch(const uint8_t *seg, size_t end, size_t pos, int64_t expected, int64_t first_base,
+             uint32_t max_records, uint32_t soft_records, int64_t *fields, size_t fields_cap,
+             int64_t *hdrs, size_t hdr_cap, pl_fetch_out *out)
 {
     if (!out || (!seg && end) || !fields || (!hdrs && hdr_cap))
         return PL_E_INVAL;
     memset(out, 0, sizeof *out);
     out->stop = PL_FETCH_END;
     size_t nrec = 0, nhdr = 0;
+    /* baseOffset the batch at pos must have (-1: unknown, bracket check) */
+    int64_t want_base = first_base;
     while (pos < end) {
         pl_batch_header_out h;
         int rc;
         out->stop_position = (int64_t)pos;
+        out->position_base = want_base;
         if (nrec >= max_records || nrec >= soft_records) {
             out->stop = PL_FETCH_FULL;
             break;
@@ -969,16 +972,22 @@ int pl_fetch(const uint8_t *seg, size_t end, size_t pos, int64_t expected, uint3
             rc = PL_C_CRC; /* B-4 */
         if (rc == 0 && (h.records_count < 0 || h.last_offset_delta < 0))
             rc = PL_C_LAST_OFFSET_DELTA;
-        /* dense offsets: this batch holds `expected` (baseOffset is outside
-         * the CRC, so this is what catches a damaged one) */
-        if (rc == 0 && !(h.base_offset <= expected &&
-                         expected <= h.base_offset + (int64_t)h.last_offset_delta))
+        /* dense offsets: this batch starts where the previous one ended, or
+         * (first batch of an unknown one) holds `expected`: baseOffset is
+         * outside the CRC, so this is what catches a damaged one */
+        if (rc == 0 && (want_base >= 0 ? h.base_offset != want_base
+                                        : !(h.base_offset <= expected &&
+                                            expected <= h.base_offset +
+                                                            (int64_t)h.last_offset_delta)))
             rc = PL_C_OFFSET_MISMATCH;
+        if (rc == 0 && expected > h.base_offset + (int64_t)h.last_offset_delta)
+            rc = PL_C_OFFSET_MISMATCH; /* resuming past this batch's end */
         if (rc) {
             out->stop = PL_FETCH_CORRUPT;
             out->error = rc;
             break;
         }
+        out->position_base = h.base_offset; /* checked: the caller may trust it */
         if (h.attributes & 0x07) {
             out->stop = PL_FETCH_COMPRESSED;
             break;
@@ -1043,6 +1052,8 @@ int pl_fetch(const uint8_t *seg, size_t end, size_t pos, int64_t expected, uint3
             break;
         }
         expected = h.base_offset + (int64_t)h.last_offset_delta + 1;
+        want_base = expected;
+        out->position_base = want_base;
         pos += (size_t)h.batch_length + 12;
     }
     if (out->stop == PL_FETCH_END)
@@ -1800,6 +1811,13 @@ int pl_sync_through(pl_syncer *s, const pl_appender *a, int64_t target_next)
         }
         pthread_mutex_lock(&s->mu);
         s->syncing = 0;
+        if (fd < 0) {
+            /* no descriptor for the sync (EMFILE...): this caller fails,
+             * the data is unharmed and the next leader tries again */
+            wake_waiters(s, 0);
+            rc = -err;
+            break;
+        }
         if (err)
             s->error = -err;
         else if (upto > s->synced_next)

@@ -170,8 +170,7 @@ int pl_records_shape(const int64_t *fields, uint32_t count, int want_keys, int64
 
 /* ---- fetch: many batches of a segment in one call (P-2, B-*, R-*) ----
  * Reads the batches of seg[0:end] from byte `pos` (a batch boundary), where
- * the record with offset `expected` must be (offsets are dense: a batch
- * that does not hold it is corrupt, PL_C_OFFSET_MISMATCH), and decodes the
+ * the record with offset `expected` must be, and decodes the
  * records with offset >= expected into `fields`, PL_RECORD_FIELDS int64
  * each: offset, timestamp (absolute; maxTimestamp for log-append-time
  * batches), key position and length, value position and length (positions
@@ -185,6 +184,13 @@ int pl_records_shape(const int64_t *fields, uint32_t count, int want_keys, int64
  * compressed batch (the caller decompresses it), a corrupt one (out->error:
  * a PL_C_* code, at out->stop_position), or when hdrs is full.  out->position
  * and out->next_offset say where the next call continues.
+ * Offsets are dense (B-4: baseOffset is outside the CRC, so this is what
+ * catches a damaged one): every batch after the first starts at the offset
+ * after the previous one; the first has baseOffset first_base, or when
+ * first_base is -1 (unknown: the caller located `pos` through the sparse
+ * index) it holds `expected`.  Anything else is PL_C_OFFSET_MISMATCH.
+ * out->position_base is the baseOffset the batch at out->position has
+ * (checked) or must have, for the next call's first_base (-1: unknown).
  * Returns 0 or PL_E_INVAL. */
 #define PL_FETCH_END        0
 #define PL_FETCH_FULL       1  /* max_records returned                         */
@@ -201,10 +207,11 @@ typedef struct {
     int32_t stop;           /* PL_FETCH_*                                      */
     int32_t error;          /* PL_C_* when stop is PL_FETCH_CORRUPT            */
     int64_t error_offset;   /* byte of the records section the error is at     */
+    int64_t position_base;  /* baseOffset of the batch at position, -1: unknown */
 } pl_fetch_out;
-int pl_fetch(const uint8_t *seg, size_t end, size_t pos, int64_t expected, uint32_t max_records,
-             uint32_t soft_records, int64_t *fields, size_t fields_cap, int64_t *hdrs,
-             size_t hdr_cap, pl_fetch_out *out);
+int pl_fetch(const uint8_t *seg, size_t end, size_t pos, int64_t expected, int64_t first_base,
+             uint32_t max_records, uint32_t soft_records, int64_t *fields, size_t fields_cap,
+             int64_t *hdrs, size_t hdr_cap, pl_fetch_out *out);
 
 /* ---- segment scan ---- */
 typedef struct {

@@ -628,6 +628,7 @@ class FetchResult(NamedTuple):
     stop: int              # FETCH_*
     stop_position: int     # batch it stopped at (ROOM, COMPRESSED, CORRUPT)
     error: Optional[str]   # why the batch at stop_position is corrupt
+    position_base: int     # baseOffset of the batch at position (-1: unknown)
 
 
 FETCH_END = lib.PL_FETCH_END
@@ -658,23 +659,31 @@ def _fetch_scratch(records: int):
     return _scratch.fields, _scratch.hdrs, _scratch.out, _scratch.records
 
 
-def fetch(seg_p, data, end: int, pos: int, expected: int, max_records: int, **build):
+def fetch(seg_p, data, end: int, pos: int, expected: int, first_base: int,
+          max_records: int, **build):
     """Decode the batches of a segment from byte ``pos``, where offset
-    ``expected`` must be, up to ``end`` and ``max_records`` records, in one
-    native call (pl_fetch). ``seg_p``/``data`` are a pointer to and the
-    buffer of the segment's map. Returns (rows as :func:`_rows` builds them
-    with ``build``, :class:`FetchResult`)."""
+    ``expected`` must be and whose first batch has baseOffset ``first_base``
+    (-1: unknown), up to ``end`` and ``max_records`` records, in one native
+    call (pl_fetch). ``seg_p``/``data`` are a pointer to and the buffer of
+    the segment's map. Returns (rows as :func:`_rows` builds them with
+    ``build``, :class:`FetchResult`); raises CorruptLogError (position: the
+    first batch of the range) for a header key that is not UTF-8."""
     fields, hdrs, out, cap = _fetch_scratch(FETCH_RECORDS_MAX)
-    rc = lib.pl_fetch(seg_p, end, pos, expected, min(max_records, cap), FETCH_RECORDS_STEP,
-                      fields, cap, hdrs, _HEADERS_PER_RECORD_ROOM * cap, out)
+    rc = lib.pl_fetch(seg_p, end, pos, expected, first_base, min(max_records, cap),
+                      FETCH_RECORDS_STEP, fields, cap, hdrs, _HEADERS_PER_RECORD_ROOM * cap,
+                      out)
     if rc != 0:
         raise InvalidArgument(_reason(rc))
     n, nh = out.records, out.headers
     result = FetchResult(out.position, out.next_offset, out.stop, out.stop_position,
                          None if out.stop != FETCH_CORRUPT else
                          _reason(out.error) + (f" (records section byte {out.error_offset})"
-                                               if out.error_offset else ""))
-    rows = _rows(data, fields, n, hdrs, nh, origin=pos, **build) if n else []
+                                               if out.error_offset else ""),
+                         out.position_base)
+    try:
+        rows = _rows(data, fields, n, hdrs, nh, origin=pos, **build) if n else []
+    except CorruptLogError as e:
+        raise CorruptLogError(str(e), position=pos) from None
     return rows, result
 
 

@@ -19,11 +19,25 @@ when the pause ends: the pause lasts one batch, a fraction of a millisecond.)
 from __future__ import annotations
 
 import gc
+import os
 import threading
 
 _lock = threading.Lock()
 _depth = 0
 _was_enabled = False
+
+
+def _after_fork_in_child() -> None:
+    """A fork inside another thread's pause leaves its count behind (and
+    maybe the lock held): the child starts over, collector as it was."""
+    global _lock, _depth
+    _lock = threading.Lock()
+    if _depth and _was_enabled:
+        gc.enable()
+    _depth = 0
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class paused:

@@ -106,13 +106,15 @@ class State(tuple):
 
 class Cursor:
     """A reader's position in one partition: the next offset to return and,
-    when known, the segment and byte position of the batch holding it."""
-    __slots__ = ("offset", "segment_base", "position")
+    when known, the segment and byte position of the batch holding it, and
+    that batch's baseOffset (-1 when located through the sparse index)."""
+    __slots__ = ("offset", "segment_base", "position", "base")
 
     def __init__(self, offset: int):
         self.offset = offset
         self.segment_base = -1
         self.position = -1
+        self.base = -1
 
 
 class Partition:
@@ -225,9 +227,11 @@ class Partition:
             if time.monotonic() < self._next_live_check or not self._writer_took_over():
                 return self._memory_state
             self._memory_state = None
-        if self._state_map is None:
+        ptr = self._state_rptr       # (close() drops it: keep ours for the call)
+        if ptr is None:
+            self._check()
             raise CorruptLogError("partition state is missing", self.dir)
-        vals = _native.state_read_ptr(self._state_rptr)
+        vals = _native.state_read_ptr(ptr)
         if vals is None:
             # A writer died in the middle of publishing: repair under its
             # (now released) lock.
@@ -684,8 +688,8 @@ class Partition:
         it returns an offset."""
         with self._wlock:
             m = self._appender_map
-            if m is None or self._active is None or self._active._wptr is not m \
-                    or self._status is not OPEN:
+            if m is None or self._forked or self._active is None \
+                    or self._active._wptr is not m or self._status is not OPEN:
                 if self._forked or self._status is not OPEN or self._appender_ready() is None:
                     return None
             a = self._appender
@@ -1043,6 +1047,7 @@ class Partition:
                 seg = self._reader(bases[i])
                 end = self._segment_end(seg, st)
                 cursor.segment_base = seg.base_offset
+                cursor.base = -1
                 cursor.position = self._locate(
                     seg, cursor.offset, end,
                     self._sealed_last_offset(bases, seg.base_offset, st))
@@ -1055,7 +1060,9 @@ class Partition:
                     i = bases.index(seg.base_offset) + 1
                     if i >= len(bases):
                         break
+                    # a segment's first batch starts at its base offset (S-1)
                     cursor.segment_base, cursor.position = bases[i], 0
+                    cursor.base = bases[i]
                     continue
                 m = seg.mapped(end)
                 if cursor.position < end:
@@ -1068,10 +1075,14 @@ class Partition:
                                  "row_type": row_type}
                     else:
                         build = {}
-                    recs, res = _native.fetch(seg.pointer(), m, end, cursor.position,
-                                              cursor.offset, room, **build)
+                    try:
+                        recs, res = _native.fetch(seg.pointer(), m, end, cursor.position,
+                                                  cursor.offset, cursor.base, room, **build)
+                    except CorruptLogError as exc:
+                        raise exc.with_path(seg.path) from None
                     out.extend(recs)
                     cursor.offset, cursor.position = res.next_offset, res.position
+                    cursor.base = res.position_base
                     if res.stop == _native.FETCH_CORRUPT:
                         raise CorruptLogError(res.error, seg.path, res.stop_position)
                     if res.stop in (_native.FETCH_END, _native.FETCH_FULL):
@@ -1090,7 +1101,8 @@ class Partition:
                 # baseOffset is outside the CRC (B-4): offsets are dense, so
                 # the batch here must hold the offset the cursor expects, or
                 # the bytes are damaged (G4: never return wrong offsets).
-                if not header.base_offset <= cursor.offset <= header.last_offset:
+                if not header.base_offset <= cursor.offset <= header.last_offset or \
+                        cursor.base >= 0 and header.base_offset != cursor.base:
                     raise CorruptLogError(
                         f"batch holds offsets {header.base_offset}.."
                         f"{header.last_offset} where offset {cursor.offset} "
@@ -1108,10 +1120,12 @@ class Partition:
                     recs = recs[:room]
                     out.extend(recs)
                     cursor.offset += room
+                    cursor.base = header.base_offset
                     break
                 out.extend(recs)
                 cursor.offset = header.last_offset + 1
                 cursor.position += header.size
+                cursor.base = cursor.offset
         return out
 
     def _values_from(self, m, header, offset) -> list:
@@ -1293,12 +1307,13 @@ class Partition:
                 for seg in self._readers.values():
                     seg.close()
                 self._readers.clear()
-            for ptr in {self._state_ptr, self._state_rptr, self._bell_ptr} - {None}:
-                _native.release(ptr)
+            # The state map is not unmapped here: a thread may be reading it
+            # through its pointer with the GIL released (state()). Dropping
+            # our references unmaps it once the last such call returns.
+            if self._bell_ptr is not None:
+                _native.release(self._bell_ptr)
             self._state_ptr = self._state_rptr = self._bell_ptr = None
-            if self._state_map is not None:
-                self._state_map.close()
-                self._state_map = None
+            self._state_map = None
             if self._state_fd >= 0:
                 os.close(self._state_fd)
                 self._state_fd = -1

@@ -35,6 +35,9 @@ _tuple_new = tuple.__new__
 
 # R-*: upper bound of a record's framing bytes (varints at their longest).
 _RECORD_OVERHEAD_MAX = 1 + 5 + 1 + 10 + 5 + 5 + 5 + 5
+# A record without headers whose key + value stay max_message_bytes minus
+# this fits whatever its framing: the 61-byte batch header and the varints.
+_FAST_FRAMING_BYTES_MAX = 61 + _RECORD_OVERHEAD_MAX
 _HEADER_OVERHEAD_MAX = 10
 # How long a producer trusts its cached partition count of a topic (another
 # process may add partitions).
@@ -159,33 +162,34 @@ class Producer:
         # the fast path declines (closed or failed partition, a segment that
         # must grow or roll, a fork), takes _send, which checks everything.
         fast = self._fast.get(topic)
+        rr_pick = None
         if fast is not None and type(value) is bytes and headers is None \
                 and partition is None and timestamp_ms is None \
-                and fast[0] > _monotonic():
+                and (key is None or type(key) is bytes) and fast[0] > _monotonic():
             parts = fast[1]
             if key is None:
-                p = next(self._rr) % len(parts) if len(parts) > 1 else 0
+                p = rr_pick = next(self._rr) % len(parts) if len(parts) > 1 else 0
                 size = len(value)
-            elif type(key) is bytes:
+            else:
                 p = (_murmur2(key, len(key)) & 0x7FFFFFFF) % len(parts) \
                     if len(parts) > 1 else 0
                 size = len(key) + len(value)
-            else:
-                size = fast[2] + 1
-            if size <= fast[2]:
+            part = parts[p]
+            config = part.config         # (alter_topic replaces it: read each time)
+            if config.compression is None and \
+                    size <= config.max_message_bytes - _FAST_FRAMING_BYTES_MAX:
                 ts = int(_time() * 1000)
                 try:
-                    offset = parts[p].append_one(ts, key, value)
+                    offset = part.append_one(ts, key, value)
                 except TopicNotFound:        # deleted: _send re-resolves it
                     self._forget(topic)
                     offset = None
                 if offset is not None:
                     return _tuple_new(RecordMetadata, (topic, p, offset, ts))
-                if key is None:      # keep the round-robin pick
-                    partition = p
-        return self._send(topic, value, key, headers, partition, timestamp_ms)
+        return self._send(topic, value, key, headers, partition, timestamp_ms, rr_pick)
 
-    def _send(self, topic, value, key, headers, partition, timestamp_ms) -> RecordMetadata:
+    def _send(self, topic, value, key, headers, partition, timestamp_ms,
+              rr_pick=None) -> RecordMetadata:
         if self._closed or self._log._closed or self._log._pid != _getpid():
             self._check()
         log = self._log
@@ -210,6 +214,10 @@ class Producer:
             n = route[1]
             if partition is None and key is not None:
                 p = _native.partition_for_key(key, n)
+            elif partition is None and rr_pick is not None and rr_pick < n:
+                # the fast path's round-robin pick, kept so every partition
+                # gets its first (slow-path) append
+                p = rr_pick
             else:
                 p = self._partition(topic, key, partition, n)
             try:
@@ -238,18 +246,13 @@ class Producer:
         self._log.forget_topic(topic)
 
     def _install_fast(self, topic: str, route) -> None:
-        """Enable send()'s fast path for ``topic`` until the route expires:
-        uncompressed topics only (the native append does not compress)."""
+        """Enable send()'s fast path for ``topic`` until the route expires
+        (send checks each partition's current config: the native append
+        does not compress, and the size bound follows alter_topic)."""
         log = self._log
         parts = [log.partition(topic, p) for p in range(route[1])]
-        config = parts[0].config
-        if config.compression is not None:
-            return
         self._touched.update(parts)
-        # records whose key + value stay under this bound fit max_message_bytes
-        # whatever their framing (R-*): 61-byte header + varints
-        bound = config.max_message_bytes - 61 - _RECORD_OVERHEAD_MAX
-        self._fast[topic] = (route[0], parts, bound)
+        self._fast[topic] = (route[0], parts)
 
     def send_batch(self, topic: str, items, *, partition: int | None = None,
                    timestamp_ms: int | None = None) -> list[RecordMetadata]:

@@ -2,6 +2,7 @@
 threads, and left off when it was off before."""
 
 import gc
+import os
 import threading
 
 from pylog.gcpause import paused
@@ -52,4 +53,32 @@ def test_exception_inside_restores():
             raise KeyError("x")
     except KeyError:
         pass
+    assert gc.isenabled()
+
+
+def test_fork_inside_another_threads_pause_leaves_the_child_collecting():
+    inside = threading.Event()
+    leave = threading.Event()
+
+    def other():
+        with paused():
+            inside.set()
+            leave.wait(5)
+
+    t = threading.Thread(target=other)
+    t.start()
+    inside.wait(5)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            with paused():
+                pass
+            code = 0 if gc.isenabled() else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    leave.set()
+    t.join()
+    assert os.waitstatus_to_exitcode(status) == 0
     assert gc.isenabled()

@@ -240,3 +240,31 @@ def test_errors_tree():
         assert getattr(errors, name) is cls
     e = pylog.CorruptLogError("CRC mismatch", "/x/00.log", 123)
     assert "/x/00.log" in str(e) and "123" in str(e)
+
+
+def test_close_while_threads_read_partition_state(tmp_path):
+    """Partition state is read through a pointer with the GIL released;
+    close() must not unmap it under a reader (this crashed the interpreter)."""
+    import threading
+    with pylog.open(tmp_path, sync="never") as lg:
+        lg.create_topic("t")
+        lg.producer().send("t", b"a")
+    for _ in range(50):
+        lg = pylog.open(tmp_path, sync="never")
+        part = lg.partition("t", 0)
+        stop = threading.Event()
+        seen = set()
+
+        def reader():
+            while not stop.is_set():
+                try:
+                    part.state()
+                except pylog.LogClosed:
+                    seen.add("closed")
+        ts = [threading.Thread(target=reader) for _ in range(2)]
+        for t in ts:
+            t.start()
+        lg.close()
+        stop.set()
+        for t in ts:
+            t.join()

@@ -791,9 +791,9 @@ def test_lock_across_processes(tmp_path):
 # pl_fetch: many batches in one call
 # ---------------------------------------------------------------------------
 
-def _fetch_all(buf, end, pos, expected, max_records, **build):
+def _fetch_all(buf, end, pos, expected, max_records, first_base=-1, **build):
     p = n.ffi.from_buffer("uint8_t[]", buf)
-    return n.fetch(p, buf, end, pos, expected, max_records, **build)
+    return n.fetch(p, buf, end, pos, expected, first_base, max_records, **build)
 
 
 def _log_with_headers(rng, nbatches):
@@ -824,10 +824,16 @@ def test_fetch_matches_batch_by_batch_decode(seed, max_records, start_batch):
     pos, first, recs = meta[b]
     skip = rng.randint(0, len(recs) - 1)
     expected = first + skip
-    got, res = _fetch_all(log + bytes(100), len(log), pos, expected, max_records)
+    got, res = _fetch_all(log + bytes(100), len(log), pos, expected, max_records,
+                          first if rng.random() < 0.5 else -1)
     want = everything[expected:expected + max_records]
     assert got == want[:len(got)]
     assert res.next_offset == expected + len(got)
+    # continuing where it stopped, with the baseOffset it reported
+    if res.stop in (n.FETCH_END, n.FETCH_FULL):
+        more, _ = _fetch_all(log, len(log), res.position, res.next_offset, 10_000,
+                             res.position_base)
+        assert got + more == everything[expected:expected + len(got) + len(more)]
     if res.stop == n.FETCH_COMPRESSED:
         h = n.read_batch_header(log, res.stop_position)
         assert h.codec == n.CODEC_ZSTD and h.base_offset <= res.next_offset
@@ -853,7 +859,8 @@ def test_fetch_rows_as_records_and_column_cut():
         [(10 + i, k, v) for i, (_, k, v, _) in enumerate(recs + recs)]
 
 
-@pytest.mark.parametrize("damage", ["crc", "base_offset", "truncated", "records"])
+@pytest.mark.parametrize("damage", ["crc", "base_offset", "base_offset_low", "truncated",
+                                    "records"])
 def test_fetch_reports_damage_where_it_is(damage):
     rng = random.Random(4)
     log, meta = build_log(rng, 6)
@@ -863,6 +870,11 @@ def test_fetch_reports_damage_where_it_is(damage):
         bad[pos + 40] ^= 0x10
     elif damage == "base_offset":
         bad[pos + 7] ^= 0x01                    # outside the CRC (B-4)
+    elif damage == "base_offset_low":
+        # one below the true value: still "holds" the expected offset, but
+        # does not start where the previous batch ended (dense offsets)
+        true_base = meta[3][1]
+        bad[pos:pos + 8] = (true_base - 1).to_bytes(8, "big")
     elif damage == "truncated":
         bad = bad[:pos + 30]
     else:                                       # a record section edit + matching CRC

@@ -54,9 +54,10 @@ static void run_one(const uint8_t *data, size_t size) {
         int64_t fields[PL_RECORD_FIELDS * 16], hdrs[PL_HEADER_FIELDS * 8];
         pl_fetch_out fo;
         size_t start = n ? (mode * 13u) % n : 0;
-        pl_fetch(buf, n, start, (int64_t)(mode >> 3), 1 + mode % 20, 1 + mode % 7, fields, 16,
-                 mode & 4 ? NULL : hdrs, mode & 6 ? 0 : 8, &fo);
-        pl_fetch(buf, n, 0, 0, 16, 16, fields, 16, hdrs, 8, &fo);
+        pl_fetch(buf, n, start, (int64_t)(mode >> 3), mode & 8 ? -1 : (int64_t)(mode >> 4),
+                 1 + mode % 20, 1 + mode % 7, fields, 16, mode & 4 ? NULL : hdrs,
+                 mode & 6 ? 0 : 8, &fo);
+        pl_fetch(buf, n, 0, 0, -1, 16, 16, fields, 16, hdrs, 8, &fo);
     }
     {
         int32_t idx[2 * 8];
