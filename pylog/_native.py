@@ -514,7 +514,6 @@ def _cut(data, fields, n: int, want_keys: bool, origin: int):
 _tuple_new = tuple.__new__
 SHAPE_DENSE_OFFSETS = lib.PL_SHAPE_DENSE_OFFSETS
 SHAPE_SAME_TIMESTAMP = lib.PL_SHAPE_SAME_TIMESTAMP
-SHAPE_HEADERS = lib.PL_SHAPE_HEADERS
 SHAPE_NULL_KEYS = lib.PL_SHAPE_NULL_KEYS
 
 
@@ -633,12 +632,10 @@ class FetchResult(NamedTuple):
 
 FETCH_END = lib.PL_FETCH_END
 FETCH_FULL = lib.PL_FETCH_FULL
-FETCH_ROOM = lib.PL_FETCH_ROOM
 FETCH_COMPRESSED = lib.PL_FETCH_COMPRESSED
 FETCH_CORRUPT = lib.PL_FETCH_CORRUPT
-FETCH_HEADERS = lib.PL_FETCH_HEADERS
 # Records one fetch decodes at most; a batch with more takes the per-batch
-# path (FETCH_ROOM). Bounds the scratch memory of a thread (6 MiB).
+# path (PL_FETCH_ROOM, as do PL_FETCH_HEADERS and compressed batches). Bounds the scratch memory of a thread (6 MiB).
 FETCH_RECORDS_MAX = 65536
 # A fetch starts no new batch past this many records: the objects built from
 # one fetch then stay in the CPU caches (one step of 10,000 ran ~25% slower).
@@ -841,15 +838,8 @@ def state_publish(state_buf, next_offset, active_base_offset, active_position,
 
 def state_read(state_buf):
     """The 6 published fields, or None if a writer died mid-publish (BUSY)."""
-    vals = ffi.new("int64_t[6]")
-    seq = ffi.new("uint64_t *")
     with _rbuf(state_buf) as p:
-        rc = lib.pl_state_read(_state_ptr(p), vals, seq)
-    if rc == _E_BUSY:
-        return None
-    if rc:
-        raise InvalidArgument("state buffer must be 8-byte aligned")
-    return tuple(vals)
+        return state_read_ptr(_state_ptr(p))
 
 
 def state_read_ptr(state_p):
@@ -960,7 +950,6 @@ E_INVAL = lib.PL_E_INVAL
 E_DELETED = lib.PL_E_DELETED
 E_NOSPACE = _E_NOSPACE
 STATE_INDEX_POSITION = lib.PL_STATE_INDEX_POSITION
-_DEFAULT_META = _meta(0, 0, 0, -1, -1, -1)
 _NULL = ffi.NULL
 
 

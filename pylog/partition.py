@@ -675,7 +675,7 @@ class Partition:
             if base is None:
                 base = self._append_slow(records, compression)
             target = self._appender.written_next
-        if self.sync_mode == "always":
+        if self._sync_always:
             self._sync_through(target)
         return base, records[0][0]
 
@@ -687,11 +687,13 @@ class Partition:
         native call, no per-call allocation. Durable per the sync mode when
         it returns an offset."""
         with self._wlock:
+            if self._forked or self._status is not OPEN:
+                return None
+            seg = self._active
             m = self._appender_map
-            if m is None or self._forked or self._active is None \
-                    or self._active._wptr is not m or self._status is not OPEN:
-                if self._forked or self._status is not OPEN or self._appender_ready() is None:
-                    return None
+            if (m is None or seg is None or seg._wptr is not m) \
+                    and self._appender_ready() is None:
+                return None
             a = self._appender
             # (a null key or value is passed as b"" with length -1)
             rc = _native.append_record(a, timestamp_ms, key or b"",
@@ -722,7 +724,7 @@ class Partition:
             base = self._append_native(
                 lambda a: _native.append_columns(a, timestamp_ms, cols), None)
             target = self._appender.written_next
-        if base is not None and self.sync_mode == "always":
+        if base is not None and self._sync_always:
             self._sync_through(target)
         return base
 
@@ -776,16 +778,22 @@ class Partition:
         try:
             if self.state().active_base != seg.base_offset:
                 return False
-            cur = seg.file_size()
-            grow = min(max(cur, PREALLOCATE_BYTES_MIN), PREALLOCATE_BYTES)
-            seg.preallocate(max(need, min(self.config.segment_bytes, cur + grow)))
-            seg.unmap()
+            self._grow(seg, need)
             seg.mapped(need)
         except OSError:
             return False
         finally:
             self._unlock()
         return True
+
+    def _grow(self, seg: Segment, need: int) -> None:
+        """Preallocate the active segment to hold ``need`` bytes, doubling
+        from PREALLOCATE_BYTES_MIN in steps of at most PREALLOCATE_BYTES (up
+        to segment_bytes), and drop its map; under the append lock."""
+        cur = seg.file_size()
+        grow = min(max(cur, PREALLOCATE_BYTES_MIN), PREALLOCATE_BYTES)
+        seg.preallocate(max(need, min(self.config.segment_bytes, cur + grow)))
+        seg.unmap()
 
     def _appended(self, rc: int, records):
         """The base offset of a native append that returned ``rc``, or None
@@ -880,10 +888,7 @@ class Partition:
             except batch.NoSpace as exc:
                 need = pos + exc.needed
                 if need <= self.config.segment_bytes or pos == 0:
-                    cur = seg.file_size()
-                    grow = min(max(cur, PREALLOCATE_BYTES_MIN), PREALLOCATE_BYTES)
-                    seg.preallocate(max(need, min(self.config.segment_bytes, cur + grow)))
-                    seg.unmap()
+                    self._grow(seg, need)
                 else:
                     seg = self._roll(seg, next_offset, pos, max_ts_seg, gen,
                                      st.log_start_offset)
@@ -1051,6 +1056,12 @@ class Partition:
                 cursor.position = self._locate(
                     seg, cursor.offset, end,
                     self._sealed_last_offset(bases, seg.base_offset, st))
+            if values_only:
+                build = {"values_only": True}
+            elif with_topic:
+                build = {"topic": self.topic, "partition": self.index, "row_type": row_type}
+            else:
+                build = {}
             while len(out) < max_records:
                 seg = self._reader(cursor.segment_base)
                 end = self._segment_end(seg, st)
@@ -1068,13 +1079,6 @@ class Partition:
                 if cursor.position < end:
                     # every uncompressed batch up to `end`: one native call
                     room = max_records - len(out)
-                    if values_only:
-                        build = {"values_only": True}
-                    elif with_topic:
-                        build = {"topic": self.topic, "partition": self.index,
-                                 "row_type": row_type}
-                    else:
-                        build = {}
                     try:
                         recs, res = _native.fetch(seg.pointer(), m, end, cursor.position,
                                                   cursor.offset, cursor.base, room, **build)

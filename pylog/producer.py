@@ -37,7 +37,7 @@ _tuple_new = tuple.__new__
 _RECORD_OVERHEAD_MAX = 1 + 5 + 1 + 10 + 5 + 5 + 5 + 5
 # A record without headers whose key + value stay max_message_bytes minus
 # this fits whatever its framing: the 61-byte batch header and the varints.
-_FAST_FRAMING_BYTES_MAX = 61 + _RECORD_OVERHEAD_MAX
+_FRAMING_BYTES_MAX = 61 + _RECORD_OVERHEAD_MAX
 _HEADER_OVERHEAD_MAX = 10
 # How long a producer trusts its cached partition count of a topic (another
 # process may add partitions).
@@ -58,11 +58,10 @@ class Producer:
         self._rr = itertools.count()
         self._closed = False
         self._touched: set = set()
-        self._routes: dict = {}     # topic -> (expires_monotonic, partitions)
-        # topic -> (expires_monotonic, [Partition], max record bytes): the
-        # per-record fast path of send(); empty while it must not be used
-        # (serializers, read-only log, closed producer)
-        self._fast: dict = {}
+        # topic -> (expires_monotonic, partition count, [Partition] or None);
+        # the list enables send()'s per-record fast path, never set while it
+        # must not be used (serializers, read-only log, closed producer)
+        self._routes: dict = {}
         self._fast_ok = key_serializer is None and value_serializer is None \
             and not log.readonly
 
@@ -161,12 +160,12 @@ class Producer:
         # one dict lookup and one native call. Anything else, and anything
         # the fast path declines (closed or failed partition, a segment that
         # must grow or roll, a fork), takes _send, which checks everything.
-        fast = self._fast.get(topic)
+        route = self._routes.get(topic)
         rr_pick = None
-        if fast is not None and type(value) is bytes and headers is None \
-                and partition is None and timestamp_ms is None \
-                and (key is None or type(key) is bytes) and fast[0] > _monotonic():
-            parts = fast[1]
+        if route is not None and route[2] is not None and type(value) is bytes \
+                and headers is None and partition is None and timestamp_ms is None \
+                and (key is None or type(key) is bytes) and route[0] > _monotonic():
+            parts = route[2]
             if key is None:
                 p = rr_pick = next(self._rr) % len(parts) if len(parts) > 1 else 0
                 size = len(value)
@@ -177,7 +176,7 @@ class Producer:
             part = parts[p]
             config = part.config         # (alter_topic replaces it: read each time)
             if config.compression is None and \
-                    size <= config.max_message_bytes - _FAST_FRAMING_BYTES_MAX:
+                    size <= config.max_message_bytes - _FRAMING_BYTES_MAX:
                 ts = int(_time() * 1000)
                 try:
                     offset = part.append_one(ts, key, value)
@@ -209,8 +208,7 @@ class Producer:
                     raise InvalidArgument(f"topic must be str, got {type(topic).__name__}")
                 validate_topic_name(topic)
                 route = self._routes[topic] = (_monotonic() + _ROUTE_TTL_S,
-                                               log.partitions_for(topic, 0))
-                self._fast.pop(topic, None)
+                                               log.partitions_for(topic, 0), None)
             n = route[1]
             if partition is None and key is not None:
                 p = _native.partition_for_key(key, n)
@@ -222,8 +220,8 @@ class Producer:
                 p = self._partition(topic, key, partition, n)
             try:
                 part = log._partitions.get((topic, p)) or log.partition(topic, p)
-                if (len(key) if key else 0) + (len(value) if value else 0) + 100 > \
-                        part.config.max_message_bytes or rec[3]:
+                if (len(key) if key else 0) + (len(value) if value else 0) + \
+                        _FRAMING_BYTES_MAX > part.config.max_message_bytes or rec[3]:
                     self._check_size(topic, part, (rec,))
                 offset, ts = part.append((rec,), compression=part.config.compression)
                 break
@@ -235,14 +233,13 @@ class Producer:
                     raise
         if part not in self._touched:
             self._touched.add(part)
-        if self._fast_ok and topic not in self._fast and not self._closed:
+        if self._fast_ok and route[2] is None and not self._closed:
             self._install_fast(topic, route)
         return RecordMetadata(topic, p, offset, ts)
 
     def _forget(self, topic: str) -> None:
         """Drop what is cached of a topic that turned out deleted."""
         self._routes.pop(topic, None)
-        self._fast.pop(topic, None)
         self._log.forget_topic(topic)
 
     def _install_fast(self, topic: str, route) -> None:
@@ -252,7 +249,7 @@ class Producer:
         log = self._log
         parts = [log.partition(topic, p) for p in range(route[1])]
         self._touched.update(parts)
-        self._fast[topic] = (route[0], parts)
+        self._routes[topic] = (route[0], route[1], parts)
 
     def send_batch(self, topic: str, items, *, partition: int | None = None,
                    timestamp_ms: int | None = None) -> list[RecordMetadata]:
@@ -398,7 +395,7 @@ class Producer:
         if self._closed:
             return
         self._fast_ok = False
-        self._fast.clear()
+        self._routes.clear()
         try:
             if not self._log._closed:
                 self.flush()
