@@ -609,33 +609,57 @@ static int first_timestamp(const src_t *s, int64_t *ts)
     return 0;
 }
 
-static int batch_encode(uint8_t *out, size_t cap, size_t *written, const pl_batch_meta *meta,
-                        uint32_t n, src_t *s)
-{
+/* What encoding n records of a source takes: sized first, so a caller can
+ * choose where the batch goes before anything is written. */
+typedef struct {
     int64_t base_ts, max_ts;
-    size_t rsize;
+    size_t rsize;  /* records section */
+    size_t total;  /* whole batch     */
+} batch_plan;
+
+static int batch_plan_for(const pl_batch_meta *meta, uint32_t n, src_t *s, batch_plan *p)
+{
     int rc;
-    if (!written || !meta || n == 0)
+    if (!meta || n == 0)
         return PL_E_INVAL;
     if ((meta->attributes & 0x07) != 0)
         return PL_E_INVAL; /* uncompressed encoder */
-    if ((rc = first_timestamp(s, &base_ts)))
+    if ((rc = first_timestamp(s, &p->base_ts)))
         return rc;
-    if ((rc = records_size(*s, n, base_ts, &rsize, &max_ts)))
+    if ((rc = records_size(*s, n, p->base_ts, &p->rsize, &p->max_ts)))
         return rc;
-    size_t total = PL_BATCH_HEADER_SIZE + rsize;
-    if (total - 12 > (size_t)INT32_MAX)
+    p->total = PL_BATCH_HEADER_SIZE + p->rsize;
+    if (p->total - 12 > (size_t)INT32_MAX)
         return PL_E_INVAL;
-    *written = total;
-    if (!out || total > cap)
-        return PL_E_NOSPACE;
-    records_write(*s, n, base_ts, out + PL_BATCH_HEADER_SIZE);
+    return 0;
+}
+
+/* Write a planned batch to out (p->total bytes). */
+static void batch_write(uint8_t *out, const pl_batch_meta *meta, uint32_t n, src_t *s,
+                        const batch_plan *p)
+{
+    records_write(*s, n, p->base_ts, out + PL_BATCH_HEADER_SIZE);
     pl_batch_meta m = *meta;
     m.last_offset_delta = (int32_t)(n - 1);
-    m.base_timestamp = base_ts;
-    m.max_timestamp = max_ts;
+    m.base_timestamp = p->base_ts;
+    m.max_timestamp = p->max_ts;
     m.records_count = (int32_t)n;
-    write_header(out, &m, total);
+    write_header(out, &m, p->total);
+}
+
+static int batch_encode(uint8_t *out, size_t cap, size_t *written, const pl_batch_meta *meta,
+                        uint32_t n, src_t *s)
+{
+    batch_plan p;
+    if (!written)
+        return PL_E_INVAL;
+    int rc = batch_plan_for(meta, n, s, &p);
+    if (rc)
+        return rc;
+    *written = p.total;
+    if (!out || p.total > cap)
+        return PL_E_NOSPACE;
+    batch_write(out, meta, n, s, &p);
     return 0;
 }
 
@@ -1459,7 +1483,7 @@ static const pl_batch_meta default_meta = {
     .producer_id = -1, .producer_epoch = -1, .base_sequence = -1,
 };
 
-static int append_locked(pl_appender *a, uint32_t n, src_t *src)
+static int append_locked(pl_appender *a, uint32_t n, src_t *src, int use_scratch)
 {
     void *state = a->state;
     uint8_t *seg = a->seg;
@@ -1486,12 +1510,36 @@ static int append_locked(pl_appender *a, uint32_t n, src_t *src)
         return PL_E_STALE;
     pl_batch_meta m = default_meta;
     m.base_offset = next;
-    size_t written = 0;
-    int rc = batch_encode(seg + pos, seg_cap - (size_t)pos, &written, &m, n, src);
-    out->size = (int64_t)written;
+    batch_plan plan;
+    int rc = batch_plan_for(&m, n, src, &plan);
     if (rc != 0)
         return rc;
-    int64_t batch_max = (int64_t)rd64(seg + pos + 35);
+    size_t written = plan.total;
+    out->size = (int64_t)written;
+    if (written > seg_cap - (size_t)pos)
+        return PL_E_NOSPACE;
+    if (use_scratch && written >= PL_APPEND_WRITE_BYTES_MIN && written <= a->scratch_cap &&
+        a->scratch && a->seg_fd >= 0) {
+        /* A batch of a page or more fills pages the map has not touched: one
+         * write() copies it into the page cache for a third of what faulting
+         * those pages in through the map costs (measured on a VM: 1.3 vs
+         * 4.4 us per page). Readers see it through their maps all the same
+         * (one page cache); nothing is published before it is all there. */
+        batch_write(a->scratch, &m, n, src, &plan);
+        size_t done = 0;
+        while (done < written) {
+            ssize_t w = pwrite(a->seg_fd, a->scratch + done, written - done,
+                               (off_t)(pos + (int64_t)done));
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w <= 0)
+                return w < 0 ? -errno : -EIO;
+            done += (size_t)w;
+        }
+    } else {
+        batch_write(seg + pos, &m, n, src, &plan);
+    }
+    int64_t batch_max = plan.max_ts;
     int64_t last = next + (int64_t)n - 1;
     if (batch_max > maxts)
         maxts = batch_max;
@@ -1615,7 +1663,9 @@ int pl_plock_release(void *state, uint32_t token, int state_fd)
 #endif
 }
 
-static int append_src(pl_appender *a, uint32_t n, src_t *src)
+/* use_scratch: the caller set a->scratch for this call (a pointer left from
+ * an earlier call may be gone: the one-record form never uses it). */
+static int append_src(pl_appender *a, uint32_t n, src_t *src, int use_scratch)
 {
     if (!a || !a->state || ((uintptr_t)a->state & 7))
         return PL_E_INVAL;
@@ -1625,7 +1675,7 @@ static int append_src(pl_appender *a, uint32_t n, src_t *src)
         if (lrc < 0)
             return lrc;
     }
-    int rc = append_locked(a, n, src);
+    int rc = append_locked(a, n, src, use_scratch);
     if (a->lock_token != 0)
         pl_plock_release(a->state, a->lock_token, a->state_fd);
     if (rc == 0 && a->out.index_errno)
@@ -1643,7 +1693,7 @@ int pl_append_packed(pl_appender *a, uint32_t n, const int64_t *stream, size_t s
                      const uint8_t *blob, size_t blob_len)
 {
     PACKED_SRC(s);
-    return append_src(a, n, &s);
+    return append_src(a, n, &s, 1);
 }
 
 int pl_append_columns(pl_appender *a, uint32_t n, int64_t timestamp,
@@ -1660,7 +1710,7 @@ int pl_append_columns(pl_appender *a, uint32_t n, int64_t timestamp,
     s.col_blob[0] = keys; s.col_blob_len[0] = keys_len;
     s.col_lens[1] = value_lens; s.col_len[1] = value_len;
     s.col_blob[1] = values; s.col_blob_len[1] = values_len;
-    return append_src(a, n, &s);
+    return append_src(a, n, &s, 1);
 }
 
 int pl_append_record(pl_appender *a, int64_t timestamp, const uint8_t *key, int64_t key_len,
@@ -1671,7 +1721,7 @@ int pl_append_record(pl_appender *a, int64_t timestamp, const uint8_t *key, int6
     /* span_take refuses a NULL pointer with a positive length */
     s.timestamps = &timestamp; s.keys = &key; s.key_lens = &key_len;
     s.values = &value; s.value_lens = &value_len;
-    return append_src(a, 1, &s);
+    return append_src(a, 1, &s, 0);
 }
 
 /* ------------------------------------------------------------------ */

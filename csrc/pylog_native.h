@@ -285,6 +285,9 @@ int pl_lock(int fd, int64_t start, int64_t len, int mode, int wait);
 #define PL_APPEND_INDEX_FAILED 1 /* appended; out.index_errno: no index entry */
 #define PL_E_DELETED (-1005)
 #define PL_STATE_INDEX_POSITION 64
+/* Batches this long or longer are written with pwrite from the appender's
+ * scratch rather than encoded into the map (see append_locked). */
+#define PL_APPEND_WRITE_BYTES_MIN 4096
 
 typedef struct {
     int64_t base_offset;    /* offset of the batch's first record          */
@@ -317,6 +320,12 @@ typedef struct {
     int32_t state_fd;
     int32_t index_fd;
     int32_t timeindex_fd;
+    int32_t seg_fd;          /* the active segment's descriptor, or -1      */
+    int32_t reserved;
+    uint8_t *scratch;        /* the packed and columns forms encode a batch */
+    uint64_t scratch_cap;    /*   of PL_APPEND_WRITE_BYTES_MIN or more here */
+                             /*   and pwrite it to seg_fd; set before each  */
+                             /*   such call (NULL: through the map)         */
     int64_t written_base;    /* segment base and end of the last batch      */
     int64_t written_end;     /*   appended through this appender,           */
     int64_t written_next;    /*   and the next offset after it              */

@@ -979,22 +979,27 @@ def partitions_for_keys(keys, num_partitions: int) -> list:
 
 
 def appender():
-    """A zeroed ``pl_appender`` (pylog_native.h): one per writer of a
-    partition, filled by :func:`appender_setup`, used under the writer's
+    """A ``pl_appender`` (pylog_native.h) with no segment: one per writer of
+    a partition, filled by :func:`appender_setup`, used under the writer's
     lock. Results of the last append are in its ``out`` and ``written_*``
     fields."""
-    return ffi.new("pl_appender *")
+    a = ffi.new("pl_appender *")
+    a.seg_fd = a.index_fd = a.timeindex_fd = -1
+    return a
 
 
-def appender_setup(a, *, state_p, lock, seg_p, seg_cap: int, seg_base: int,
+def appender_setup(a, *, state_p, lock, seg_p, seg_cap: int, seg_base: int, seg_fd: int,
                    index_fds, index_interval: int, bell_p, slot: int) -> None:
     """Point the appender ``a`` at a (re)mapped active segment.
     ``state_p``/``seg_p``/``bell_p`` come from :func:`pointer` (``bell_p``
     may be None) and must outlive the appender's use; ``lock`` is (token,
-    liveness fd, state fd) of :func:`plock_acquire`."""
+    liveness fd, state fd) of :func:`plock_acquire`; ``seg_fd`` is the
+    segment's descriptor, which batches of APPEND_WRITE_BYTES_MIN or more
+    are written through (see :func:`append_columns`)."""
     a.state = state_p
     a.seg = seg_p
     a.seg_cap = seg_cap
+    a.seg_fd = seg_fd
     a.seg_base = seg_base
     a.index_interval = index_interval
     a.bell = bell_p if bell_p is not None else _NULL
@@ -1056,12 +1061,34 @@ def _lengths(lens: list):
     return ffi.from_buffer("int32_t[]", _array("i", lens)), -1
 
 
+APPEND_WRITE_BYTES_MIN = lib.PL_APPEND_WRITE_BYTES_MIN
+# Batches up to this size are encoded in the calling thread's scratch and
+# written with one pwrite (pl_appender.scratch); longer ones go through the
+# map. Covers the default max_message_bytes (1 MiB); the memory is allocated
+# uncleared, so only what a thread's batches touched is resident.
+APPEND_SCRATCH_BYTES = 1024 * 1024 + 64 * 1024
+_raw_alloc = ffi.new_allocator(should_clear_after_alloc=False)
+
+
+def _with_scratch(a):
+    """Point ``a`` at the calling thread's append scratch (the append runs
+    without the GIL, so two threads appending to two partitions each need
+    their own)."""
+    buf = getattr(_scratch, "append", None)
+    if buf is None:
+        buf = _scratch.append = _raw_alloc("uint8_t[]", APPEND_SCRATCH_BYTES)
+    a.scratch = buf
+    a.scratch_cap = APPEND_SCRATCH_BYTES
+    return a
+
+
 def append_columns(a, timestamp: int, cols: Columns) -> int:
     """Append :class:`Columns` sharing ``timestamp`` as one batch."""
     vlens, vlen = _lengths(cols.value_lens)
     klens, klen = (_NULL, -1) if cols.key_lens is None else _lengths(cols.key_lens)
-    return lib.pl_append_columns(a, cols.count, timestamp, klens, klen, cols.keys,
-                                 len(cols.keys), vlens, vlen, cols.values, len(cols.values))
+    return lib.pl_append_columns(_with_scratch(a), cols.count, timestamp, klens, klen,
+                                 cols.keys, len(cols.keys), vlens, vlen, cols.values,
+                                 len(cols.values))
 
 
 def syncer():
@@ -1090,8 +1117,8 @@ sync_through = lib.pl_sync_through
 def append_records(a, records) -> int:
     """Validated ``records`` [(timestamp_ms, key, value, headers)] as one batch."""
     n, meta, blob = _pack(records)
-    return lib.pl_append_packed(a, n, ffi.from_buffer("int64_t[]", meta), len(meta),
-                                blob, len(blob))
+    return lib.pl_append_packed(_with_scratch(a), n, ffi.from_buffer("int64_t[]", meta),
+                                len(meta), blob, len(blob))
 
 
 def state_index_position(state_buf) -> int:

@@ -82,6 +82,10 @@ _LIVE_CHECK_S = 1.0   # how often a read-only view looks for a live writer
 # Least time between two recovery checkpoints written by flush (P-4); recovery
 # rescans what was appended since the last one (a stale checkpoint is safe).
 CHECKPOINT_INTERVAL_S = 1.0
+# Native append attempts per batch: the first, then after opening or growing
+# the segment, then after a roll or another writer's growth; past that the
+# slow path takes the batch.
+_NATIVE_ATTEMPTS = 3
 
 
 @dataclass
@@ -741,58 +745,62 @@ class Partition:
             _native.appender_setup(
                 self._appender, state_p=self._state_ptr,
                 lock=(self._lock_identity[0], self._lock_identity[1], self._state_fd),
-                seg_p=ptr, seg_cap=cap, seg_base=seg.base_offset,
+                seg_p=ptr, seg_cap=cap, seg_base=seg.base_offset, seg_fd=seg.fd,
                 index_fds=seg.index_fds(), index_interval=INDEX_INTERVAL_BYTES,
                 bell_p=self._bell_ptr, slot=self._bell_slot)
             self._appender_map = ptr
         return self._appender
 
     def _append_native(self, call, records, rc: int | None = None):
-        """Run ``call(appender)``, one native append, growing the active
-        segment and retrying when it is full (``rc``: the result of a first
-        attempt the caller already made). Returns the base offset, or None
-        when the slow path must run (nothing mapped yet, a roll, another
-        writer changed the segment); raises for errors. Under _wlock."""
-        for attempt in (0, 1):
+        """Run ``call(appender)``, one native append, retrying after making
+        room: opening this writer's segment when nothing is mapped yet,
+        growing it when the batch does not fit, rolling it when the batch
+        would pass segment_bytes (``rc``: the result of a first attempt the
+        caller already made). Returns the base offset, or None when the slow
+        path must run (another writer keeps changing the segment); raises
+        for errors. Under _wlock."""
+        for attempt in range(_NATIVE_ATTEMPTS):
             if rc is None:
                 a = self._appender_ready()
                 if a is None:
-                    return None
+                    # this writer's first append: open the segment, map it
+                    self._make_room(1)
+                    a = self._appender_ready()
+                    if a is None:
+                        return None
                 rc = call(a)
-            if rc != _native.E_NOSPACE or attempt or not self._grow_active():
+            if rc != _native.E_NOSPACE or attempt == _NATIVE_ATTEMPTS - 1:
                 break
+            self._make_room(self._appender.out.size)
             rc = None
         return self._appended(rc, records)
 
-    def _grow_active(self) -> bool:
-        """Extend the active segment's preallocation (and map) so the batch
-        a native append found no room for fits; False when the batch needs a
-        roll instead, the segment changed under us, or growing failed (the
-        slow path then does it, and reports the error). Under _wlock."""
-        out = self._appender.out
-        need = out.position + out.size
-        if need > self.config.segment_bytes and out.position > 0:
-            return False                      # S-4: roll (slow path)
-        seg = self._active
-        self._lock()
-        try:
-            if self.state().active_base != seg.base_offset:
-                return False
-            self._grow(seg, need)
-            seg.mapped(need)
-        except OSError:
-            return False
-        finally:
-            self._unlock()
-        return True
+    def _make_room(self, size: int) -> None:
+        """Make the active segment (opened for this writer if need be) hold
+        ``size`` more bytes: grow its preallocation, or roll it first when a
+        batch of ``size`` bytes would pass segment_bytes (S-4). Under _wlock;
+        takes the append lock. I/O errors as in :meth:`_append_slow`."""
+        def make_room():
+            self._make_dir_durable()
+            st = self.state()
+            seg = self._writer_segment(st)
+            pos = st.active_position
+            if pos + size > self.config.segment_bytes and pos > 0:
+                seg = self._roll(seg, st.next_offset, pos, st.active_max_timestamp,
+                                 st.generation, st.log_start_offset)
+                pos = 0
+            self._grow(seg, pos + size)
+            seg.mapped(pos + size)
+        self._locked_append_step(make_room)
 
     def _grow(self, seg: Segment, need: int) -> None:
         """Preallocate the active segment to hold ``need`` bytes, doubling
         from PREALLOCATE_BYTES_MIN in steps of at most PREALLOCATE_BYTES (up
         to segment_bytes), and drop its map; under the append lock."""
         cur = seg.file_size()
-        grow = min(max(cur, PREALLOCATE_BYTES_MIN), PREALLOCATE_BYTES)
-        seg.preallocate(max(need, min(self.config.segment_bytes, cur + grow)))
+        if cur < need:       # (another writer may have grown it already)
+            grow = min(max(cur, PREALLOCATE_BYTES_MIN), PREALLOCATE_BYTES)
+            seg.preallocate(max(need, min(self.config.segment_bytes, cur + grow)))
         seg.unmap()
 
     def _appended(self, rc: int, records):
@@ -810,6 +818,11 @@ class Partition:
             return None
         if rc == _native.E_DELETED:
             raise TopicNotFound(f"topic {self.topic!r} was deleted")
+        if rc == -errno.ENOSPC:
+            # a batch written with pwrite (pl_appender.scratch) found the
+            # disk full: nothing was published, the partition stays usable (G8)
+            raise LogFailedError(f"append to {self.name}: disk full (ENOSPC); free "
+                                 "space or lower retention_bytes")
         # (PL_E_INVAL is -2, inside the errno range: tested first)
         if rc != _native.E_INVAL and rc < 0 and -rc in errno.errorcode:
             exc = OSError(-rc, os.strerror(-rc))
@@ -823,14 +836,21 @@ class Partition:
     def _append_slow(self, records, compression):
         """Append under the lock in Python: grows or rolls the segment,
         compresses, and (re)opens the writer's segment."""
+        base = self._locked_append_step(lambda: self._append_locked(records, compression))
+        self._ring()
+        return base
+
+    def _locked_append_step(self, step):
+        """Run ``step()`` under the append lock. An I/O error fails the
+        partition (LogFailedError), except ENOSPC: nothing was published, so
+        the call fails and the partition stays usable once space is freed
+        (G8)."""
         self._lock()
         try:
-            base = self._append_locked(records, compression)
+            result = step()
         except (OSError, CorruptLogError) as exc:
             self._unlock_quietly()
             if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-                # Nothing was published: the call fails, the partition
-                # stays usable once space is freed (G8).
                 raise LogFailedError(
                     f"append to {self.name}: disk full (ENOSPC); free "
                     "space or lower retention_bytes") from exc
@@ -840,8 +860,7 @@ class Partition:
             self._unlock_quietly()
             raise
         self._unlock()
-        self._ring()
-        return base
+        return result
 
     def _ring(self) -> None:
         if self._bell_ptr is not None:
