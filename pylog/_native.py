@@ -644,16 +644,16 @@ _HEADERS_PER_RECORD_ROOM = 2
 _scratch = threading.local()
 
 
-def _fetch_scratch(records: int):
-    """Per-thread (fields, headers, out) cdata, grown to ``records``; reused
-    because the rows copy everything they keep out of it."""
-    have = getattr(_scratch, "records", 0)
-    if have < records:
-        _scratch.records = records
-        _scratch.fields = ffi.new("int64_t[]", 8 * records)
-        _scratch.hdrs = ffi.new("int64_t[]", 4 * _HEADERS_PER_RECORD_ROOM * records)
-        _scratch.out = ffi.new("pl_fetch_out *")
-    return _scratch.fields, _scratch.hdrs, _scratch.out, _scratch.records
+def _fetch_scratch():
+    """Per-thread (fields, headers, out, records) cdata for FETCH_RECORDS_MAX
+    records; reused because the rows copy everything they keep out of it."""
+    s = getattr(_scratch, "fetch", None)
+    if s is None:
+        s = _scratch.fetch = (ffi.new("int64_t[]", 8 * FETCH_RECORDS_MAX),
+                              ffi.new("int64_t[]", 4 * _HEADERS_PER_RECORD_ROOM
+                                      * FETCH_RECORDS_MAX),
+                              ffi.new("pl_fetch_out *"), FETCH_RECORDS_MAX)
+    return s
 
 
 def fetch(seg_p, data, end: int, pos: int, expected: int, first_base: int,
@@ -665,18 +665,20 @@ def fetch(seg_p, data, end: int, pos: int, expected: int, first_base: int,
     the segment's map. Returns (rows as :func:`_rows` builds them with
     ``build``, :class:`FetchResult`); raises CorruptLogError (position: the
     first batch of the range) for a header key that is not UTF-8."""
-    fields, hdrs, out, cap = _fetch_scratch(FETCH_RECORDS_MAX)
+    fields, hdrs, out, cap = _fetch_scratch()
     rc = lib.pl_fetch(seg_p, end, pos, expected, first_base, min(max_records, cap),
                       FETCH_RECORDS_STEP, fields, cap, hdrs, _HEADERS_PER_RECORD_ROOM * cap,
                       out)
     if rc != 0:
         raise InvalidArgument(_reason(rc))
-    n, nh = out.records, out.headers
-    result = FetchResult(out.position, out.next_offset, out.stop, out.stop_position,
-                         None if out.stop != FETCH_CORRUPT else
-                         _reason(out.error) + (f" (records section byte {out.error_offset})"
-                                               if out.error_offset else ""),
-                         out.position_base)
+    n, nh, stop = out.records, out.headers, out.stop
+    # (tuple.__new__: NamedTuple's own __new__ is a Python function)
+    result = _tuple_new(FetchResult, (
+        out.position, out.next_offset, stop, out.stop_position,
+        None if stop != FETCH_CORRUPT else
+        _reason(out.error) + (f" (records section byte {out.error_offset})"
+                              if out.error_offset else ""),
+        out.position_base))
     try:
         rows = _rows(data, fields, n, hdrs, nh, origin=pos, **build) if n else []
     except CorruptLogError as e:
@@ -892,24 +894,36 @@ def doorbell_wait(buf, slot_index: int, expected: int, timeout_s: Optional[float
 
     ``timeout_s`` None waits forever.  The GIL is released while waiting.
     """
-    deadline = None if timeout_s is None else _time.monotonic() + max(0.0, timeout_s)
     with _wbuf(buf) as p:
-        s = _slot(p, slot_index)
-        while True:
-            if deadline is None:
-                us = -1
-            else:
-                us = max(0, int((deadline - _time.monotonic()) * 1e6))
-            rc = lib.pl_doorbell_wait(s, expected & 0xFFFFFFFF, us)
-            if rc == 0:
-                return True
-            if rc == 1:
-                return False
-            if rc == -_errno.EINTR:
-                continue  # Python signal handlers ran between calls
-            if rc == _E_INVAL:
-                raise InvalidArgument("doorbell slot must be 4-byte aligned")
-            raise OSError(-rc, _os.strerror(-rc))
+        return doorbell_wait_at(_slot(p, slot_index), expected, timeout_s)
+
+
+def doorbell_load_at(bell_p, slot_index: int) -> int:
+    """:func:`doorbell_load` through a :func:`pointer` to the whole doorbell
+    map (the poll path: no buffer pinned per call); ``slot_index`` must be a
+    slot of it (pylog.log.topic_slot)."""
+    return lib.pl_doorbell_load(bell_p + slot_index * DOORBELL_SLOT_SIZE)
+
+
+def doorbell_wait_at(slot_p, expected: int, timeout_s: Optional[float]) -> bool:
+    """:func:`doorbell_wait` on a slot given as a pointer (from
+    :func:`pointer`, plus slot_index * DOORBELL_SLOT_SIZE)."""
+    deadline = None if timeout_s is None else _time.monotonic() + max(0.0, timeout_s)
+    while True:
+        if deadline is None:
+            us = -1
+        else:
+            us = max(0, int((deadline - _time.monotonic()) * 1e6))
+        rc = lib.pl_doorbell_wait(slot_p, expected & 0xFFFFFFFF, us)
+        if rc == 0:
+            return True
+        if rc == 1:
+            return False
+        if rc == -_errno.EINTR:
+            continue  # Python signal handlers ran between calls
+        if rc == _E_INVAL:
+            raise InvalidArgument("doorbell slot must be 4-byte aligned")
+        raise OSError(-rc, _os.strerror(-rc))
 
 
 # ---------------------------------------------------------------------------

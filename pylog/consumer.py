@@ -84,7 +84,7 @@ class Consumer:
         self._row_type = Record if key_deserializer is None and value_deserializer is None \
             else None
         self._closed = False
-        self._wake = threading.Event()
+        self._woken = False          # wakeup() since the current poll began
         self._subscription: set[str] = set()
         self._pattern: re.Pattern | None = None
         self._topics_resolved: set[str] = set()
@@ -93,7 +93,12 @@ class Consumer:
         self._cursors: dict[TopicPartition, Cursor] = {}
         self._committed_pos: dict[TopicPartition, int] = {}
         self._paused: set[TopicPartition] = set()
-        self._slot_topics: frozenset | None = None
+        # _owned() and _slots() are cached on the identity of what they are
+        # computed from (GroupMember.owned and _topics_resolved are replaced,
+        # never mutated, when they change)
+        self._owned_src = None
+        self._owned_list: list = []
+        self._slot_src = None
         self._slot = 0
         self._rr = 0
         self._member = None
@@ -179,15 +184,24 @@ class Consumer:
         if self._manual is not None:
             return self._manual
         if self._member is not None:
-            return sorted(self._member.owned)
-        out = []
-        for t in sorted(self._topics_resolved):
-            try:
-                n = self._log.partitions_for(t)
-            except TopicNotFound:
-                continue
-            out.extend(TopicPartition(t, p) for p in range(n))
-        return out
+            owned = self._member.owned
+            if owned is not self._owned_src:
+                self._owned_list = sorted(owned)
+                self._owned_src = owned
+            return self._owned_list
+        # no group: every partition of the subscribed topics, as counted at
+        # the last topic refresh (_TOPIC_REFRESH_S)
+        if self._topics_resolved is not self._owned_src:
+            out = []
+            for t in sorted(self._topics_resolved):
+                try:
+                    n = self._log.partitions_for(t)
+                except TopicNotFound:
+                    continue
+                out.extend(TopicPartition(t, p) for p in range(n))
+            self._owned_list = out
+            self._owned_src = self._topics_resolved
+        return self._owned_list
 
     def _refresh_topics(self, force=False) -> None:
         now = time.monotonic()
@@ -198,7 +212,7 @@ class Consumer:
         topics = {t for t in self._subscription if t in existing}
         if self._pattern is not None:
             topics |= {t for t in existing if self._pattern.fullmatch(t)}
-        self._topics_resolved = topics
+        self._topics_resolved = topics    # a new set: _owned() recomputes
 
     def _sync_group(self, force=False) -> None:
         if self._manual is not None:
@@ -351,10 +365,13 @@ class Consumer:
     # -- polling --------------------------------------------------------------------
     def _fetch(self, max_records: int, values_only: bool) -> list:
         out: list = []
-        owned = [tp for tp in self._owned() if tp not in self._paused]
+        owned = self._owned()
+        if self._paused:
+            owned = [tp for tp in owned if tp not in self._paused]
         if not owned:
             return out
         n = len(owned)
+        partitions = self._log.open_partitions()
         start = self._rr % n
         self._rr += 1
         for i in range(n):
@@ -362,7 +379,8 @@ class Consumer:
                 break
             tp = owned[(start + i) % n]
             try:
-                part = self._log.partition(tp.topic, tp.partition)
+                # (TopicPartition hashes as the (topic, partition) key)
+                part = partitions.get(tp) or self._log.partition(tp.topic, tp.partition)
             except TopicNotFound:
                 self._cursors.pop(tp, None)
                 continue
@@ -391,12 +409,14 @@ class Consumer:
 
     def _slots(self):
         """The doorbell slot to wait on (L-3): the topic's own when all owned
-        partitions share one, else slot 0; cached per set of topics."""
-        topics = frozenset({tp.topic for tp in self._owned()} or self._topics_resolved)
-        if topics != self._slot_topics:
-            slots = {topic_slot(t) for t in topics}
-            self._slot_topics = topics
+        partitions share one, else slot 0; cached per owned list."""
+        owned = self._owned()
+        src = owned if owned else self._topics_resolved
+        if src is not self._slot_src:
+            slots = {topic_slot(t) for t in
+                     ({tp.topic for tp in owned} or self._topics_resolved)}
             self._slot = slots.pop() if len(slots) == 1 else 0
+            self._slot_src = src
         return self._slot
 
     def _poll(self, timeout: float, max_records, values_only: bool) -> list:
@@ -410,14 +430,20 @@ class Consumer:
             raise InvalidArgument(f"max_records={max_records!r}; expected int >= 1")
         if not self._subscription and self._pattern is None and self._manual is None:
             raise InvalidArgument("poll before subscribe() or assign()")
-        deadline = time.monotonic() + timeout
-        bell = self._log.doorbell()
-        self._wake.clear()
+        now = time.monotonic()
+        deadline = now + timeout
+        bell = self._log.doorbell_pointer()    # (ours keeps the map alive)
+        self._woken = False
+        member = self._member
         while True:
-            self._sync_group()
-            self._maybe_auto_commit()
+            # group, topic and auto-commit housekeeping when one is due
+            if now >= self._next_topic_refresh or \
+                    (member is not None and now >= member.next_check) or \
+                    (self._auto_commit and now >= self._next_auto_commit):
+                self._sync_group()
+                self._maybe_auto_commit()
             slot = self._slots()
-            seen = _native.doorbell_load(bell, slot) if bell is not None else 0
+            seen = _native.doorbell_load_at(bell, slot) if bell is not None else 0
             # Paused collector (see pylog.gcpause): poll builds up to
             # max_records Records, typically while the caller still holds the
             # previous poll's; paused to the end of poll, the next collection
@@ -426,14 +452,16 @@ class Consumer:
                 recs = self._fetch(max_records, values_only)
             if recs or self._closed:
                 return recs
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or self._wake.is_set():
+            now = time.monotonic()
+            remaining = deadline - now
+            if remaining <= 0 or self._woken:
                 return recs
             wait = min(remaining, GROUP_CHECK_INTERVAL_S if self._member else _TOPIC_REFRESH_S)
             if bell is not None:
-                _native.doorbell_wait(bell, slot, seen, wait)
+                _native.doorbell_wait_at(bell + slot * _native.DOORBELL_SLOT_SIZE, seen, wait)
             else:   # no writable doorbell (read-only files): short sleeps
                 time.sleep(min(wait, 0.005))
+            now = time.monotonic()
 
     def poll(self, timeout: float = 0.0, max_records: int | None = None) -> list:
         """Return up to ``max_records`` records (list of Record), waiting up to
@@ -447,7 +475,7 @@ class Consumer:
 
     def wakeup(self) -> None:
         """Make a blocked poll() return early (from any thread)."""
-        self._wake.set()
+        self._woken = True
         bell = self._log.doorbell()
         if bell is not None:
             _native.doorbell_ring(bell, 0)
@@ -537,7 +565,7 @@ class Consumer:
         """Commit (with auto-commit), leave the group promptly, release. Idempotent."""
         if self._closed:
             return
-        self._wake.set()
+        self._woken = True
         try:
             if os.getpid() == self._pid and not self._log._closed:
                 final = None

@@ -132,7 +132,7 @@ class GroupMember:
         self.generation = -1
         self.owned: set[TopicPartition] = set()
         self.joined = False
-        self._next_check = 0.0
+        self.next_check = 0.0
         self._next_heartbeat = 0.0
         self._info = {"pid": os.getpid(), "start": process_start_time(os.getpid()),
                       "host": _HOST, "client_id": client_id or "",
@@ -154,9 +154,9 @@ class GroupMember:
 
         Returns (gained, lost): sets of TopicPartition."""
         now = time.monotonic()
-        if not force and now < self._next_check:
+        if not force and now < self.next_check:
             return set(), set()
-        self._next_check = now + GROUP_CHECK_INTERVAL_S
+        self.next_check = now + GROUP_CHECK_INTERVAL_S
         meta = self.log.meta
         me = self.member_id
         now_ms = _now_ms()

@@ -178,7 +178,7 @@ class LogStore:
         this Log fall back to short sleeps (``self._bell`` is None)."""
         p = os.path.join(self.path, DOORBELL_FILE)
         size = DOORBELL_SLOTS * _native.DOORBELL_SLOT_SIZE
-        self._bell = None
+        self._bell = self._bell_ptr = None
         try:
             fd = os.open(p, os.O_RDWR | os.O_CLOEXEC | (0 if self.readonly else os.O_CREAT),
                          0o644)
@@ -192,6 +192,7 @@ class LogStore:
             if os.fstat(fd).st_size >= size:
                 self._bell = mmap.mmap(fd, size, mmap.MAP_SHARED,
                                        mmap.PROT_READ | mmap.PROT_WRITE)
+                self._bell_ptr = _native.pointer(self._bell)
         finally:
             os.close(fd)
 
@@ -275,6 +276,12 @@ class LogStore:
                     f"topic {topic!r} has {doc['partitions']} partitions; "
                     f"there is no partition {p!r}")
             return self._open_partition(topic, p, doc)
+
+    def open_partitions(self) -> dict:
+        """The Partitions this Log has open, by (topic, partition): the
+        consumer's per-poll lookup (read it, never change it); a partition
+        missing here is opened by :meth:`partition`."""
+        return self._partitions
 
     def forget_topic(self, topic: str) -> None:
         """Drop cached state of a topic (after another process deleted it)."""
@@ -412,6 +419,11 @@ class LogStore:
     def doorbell(self):
         return self._bell
 
+    def doorbell_pointer(self):
+        """A pointer to the doorbell map for the consumers' poll path, or
+        None; it keeps the map alive for as long as a caller holds it."""
+        return self._bell_ptr
+
     # -- housekeeping --------------------------------------------------------------
     def _maintenance(self) -> None:
         interval = self.sync_interval_ms / 1000.0
@@ -473,8 +485,10 @@ class LogStore:
                 errors.append(exc)
         self.meta.close()
         self._release_lock_file()
-        if self._bell is not None:
-            self._bell.close()
+        # The doorbell is not unmapped here: a consumer may be waiting on it
+        # through its pointer with the GIL released. Dropping our references
+        # unmaps it once the last such call returns.
+        self._bell = self._bell_ptr = None
         if errors:
             raise errors[0]
 

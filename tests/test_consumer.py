@@ -275,3 +275,61 @@ def test_close_is_idempotent_and_final(log):
     c.close()
     with pytest.raises(pylog.LogClosed):
         c.poll()
+
+
+def test_wakeup_ends_a_blocked_poll(log):
+    log.create_topic("t")
+    c = log.consumer("t", group_id="g")
+    got = {}
+
+    def poller():
+        t0 = time.monotonic()
+        got["recs"] = c.poll(timeout=20)
+        got["s"] = time.monotonic() - t0
+    th = threading.Thread(target=poller)
+    th.start()
+    time.sleep(0.3)
+    c.wakeup()
+    th.join(10)
+    assert not th.is_alive() and got["recs"] == [] and got["s"] < 5
+    c.close()
+
+
+def test_log_closed_under_a_blocked_poll(tmp_path):
+    """The poll waits on the doorbell through a pointer without the GIL; a
+    close() from another thread must not unmap it under the waiter."""
+    lg = pylog.open(tmp_path, sync="never")
+    lg.create_topic("t")
+    c = lg.consumer("t", group_id="g")
+    c.poll(timeout=0)
+    out = {}
+
+    def poller():
+        try:
+            out["recs"] = c.poll(timeout=0.5)
+        except pylog.PylogError as exc:
+            out["err"] = exc
+    th = threading.Thread(target=poller)
+    th.start()
+    time.sleep(0.1)
+    lg.close()
+    th.join(10)
+    assert not th.is_alive()
+    assert out.get("recs") == [] or isinstance(out.get("err"), pylog.LogClosed)
+
+
+def test_subscriber_follows_a_topic_recreated_with_more_partitions(log):
+    """Without a group a consumer reads every partition of its topics; the
+    partition list it keeps between polls is refreshed with the topics."""
+    log.create_topic("t", partitions=1)
+    c = log.consumer("t", auto_offset_reset="earliest")
+    assert c.poll(timeout=0) == []
+    log.delete_topic("t")
+    log.create_topic("t", partitions=3)
+    log.producer().send("t", b"late", partition=2)
+    got = []
+    deadline = time.monotonic() + 10
+    while not got and time.monotonic() < deadline:
+        got = c.poll(timeout=0.5)
+    assert [(r.partition, r.value) for r in got] == [(2, b"late")]
+    assert c.assignment() == {TP("t", 0), TP("t", 1), TP("t", 2)}
