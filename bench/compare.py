@@ -15,6 +15,7 @@ record read back matched (bars may fail: this is a report), 1 on errors,
 
 import argparse
 import atexit
+import collections
 import json
 import os
 import platform
@@ -314,6 +315,63 @@ def sc_threads(b, cls, items, crcs):
             finally:
                 b.done(p, d)
         b.put(cls.name, "threads%d_produce" % T, best)
+
+
+def wake_ceiling(threads, n):
+    """The most durable sends per second any Python-thread design could
+    reach here: ``threads`` threads each "send" (append to a queue) and
+    block on their own lock until a coordinator thread, standing in for a
+    group commit whose fdatasync costs nothing, releases every waiter it
+    found. One thread blocking and waking per record is the least a durable
+    send must cost (it returns only once its record is on disk); the rest is
+    the interpreter's thread hand-off, which no library can take out."""
+    q = collections.deque()
+    kick = threading.Lock()
+    kick.acquire()
+    state = {"stop": False}
+    per = n // threads
+
+    def coordinator():
+        while True:
+            kick.acquire()
+            if state["stop"] and not q:
+                return
+            while q:
+                q.popleft().release()
+
+    def worker():
+        mine = threading.Lock()
+        mine.acquire()
+        for _ in range(per):
+            q.append(mine)
+            if kick.locked():
+                try:
+                    kick.release()
+                except RuntimeError:     # released by another worker meanwhile
+                    pass
+            mine.acquire()
+
+    co = threading.Thread(target=coordinator)
+    co.start()
+    ws = [threading.Thread(target=worker) for _ in range(threads)]
+    t0 = time.perf_counter()
+    for w in ws:
+        w.start()
+    for w in ws:
+        w.join()
+    dt = time.perf_counter() - t0
+    state["stop"] = True
+    if kick.locked():
+        kick.release()
+    co.join()
+    return per * threads / dt
+
+
+def sc_wake_ceiling(b, reps=3):
+    """Reference for the group-commit bar (see wake_ceiling); best of reps."""
+    n = b.args.n_threads
+    for T in b.args.threads:
+        b.put("cpython", "wake%d" % T, max(wake_ceiling(T, n) for _ in range(reps)))
 
 
 SCENARIOS = [
@@ -818,6 +876,13 @@ def bars(b):
     ratio_bar("fsync per record, 1 thread", "fsync1_produce", "raw", 0.8)
     ratio_bar("group commit, 16 threads vs 1", "threads16_produce", "pylog", 10.0,
               peer_metric="threads1_produce")
+    # what the bar could be at most here: CPython's block-and-wake ceiling
+    # for 16 threads over the same one-thread figure (wake_ceiling)
+    cv, one = g("cpython", "wake16"), g("pylog", "threads1_produce")
+    if cv and one:
+        rows.append(("(ceiling: 16 CPython threads, sync free, vs 1)", cv,
+                     "pylog threads1_produce", one, cv / one, "reference",
+                     "bar reachable" if cv / one >= 10.0 else "bar unreachable"))
     ratio_bar("latency p50, same process", "lat_same_p50_us", "raw", 1.0, higher=False)
     pv = g("pylog", "lat_proc_p50_us")
     rows.append(("latency p50, across processes", pv, "absolute", 100.0,
@@ -1038,6 +1103,10 @@ def main(argv=None):
                         k: round(v, 2) for k, v in b.results.get(cls.name, {}).items()}))
         del items
         names = [c.name for c in peers_run]
+        if "throughput" not in a.skip and "pylog" in names:
+            say("== group-commit ceiling of CPython threads (zero-cost sync)")
+            b.guarded("cpython", "wake ceiling", lambda: sc_wake_ceiling(b))
+            say("   %s" % {k: round(v) for k, v in b.results.get("cpython", {}).items()})
         if "latency" not in a.skip:
             run_latency(b, "pylog" in names, "raw" in names)
         if "extras" not in a.skip and "pylog" in names:
