@@ -205,13 +205,12 @@ def sc_batch_nosync(b, cls, items, crcs):
     b.put(cls.name, "n_nosync", n)
 
 
-def sc_one_nosync(b, cls, items, crcs):
-    """per-record produce without fsync."""
-    n = peer_n(cls, len(items))
+def _per_record(b, cls, items, crcs, n, durable, what, metric):
+    """produce_one per record (best of reps), then a checked consume."""
     crc = crcs(n)
     best = 0
     for rep in range(b.args.reps):
-        p, d = b.fresh(cls, "none")
+        p, d = b.fresh(cls, durable)
         try:
             one = p.produce_one
             sub = items[:n]
@@ -222,10 +221,16 @@ def sc_one_nosync(b, cls, items, crcs):
             best = max(best, n / dt)
             if rep == 0:
                 p.consume_prepare()
-                b.check(cls.name, "consume after produce_one", p.consume_all(n), n, crc)
+                b.check(cls.name, "consume after " + what, p.consume_all(n), n, crc)
         finally:
             b.done(p, d)
-    b.put(cls.name, "one_produce", best)
+    b.put(cls.name, metric, best)
+
+
+def sc_one_nosync(b, cls, items, crcs):
+    """per-record produce without fsync."""
+    _per_record(b, cls, items, crcs, peer_n(cls, len(items)), "none", "produce_one",
+                "one_produce")
 
 
 def sc_fsync_batch(b, cls, items, crcs):
@@ -255,25 +260,8 @@ def sc_fsync_batch(b, cls, items, crcs):
 
 def sc_fsync_record(b, cls, items, crcs):
     """one fsync per record, one thread."""
-    n = b.args.n_fsync_record
-    crc = crcs(n)
-    best = 0
-    for rep in range(b.args.reps):
-        p, d = b.fresh(cls, "record")
-        try:
-            one = p.produce_one
-            sub = items[:n]
-            t0 = time.perf_counter()
-            for k, v in sub:
-                one(k, v)
-            dt = time.perf_counter() - t0
-            best = max(best, n / dt)
-            if rep == 0:
-                p.consume_prepare()
-                b.check(cls.name, "consume after fsync/record", p.consume_all(n), n, crc)
-        finally:
-            b.done(p, d)
-    b.put(cls.name, "fsync1_produce", best)
+    _per_record(b, cls, items, crcs, b.args.n_fsync_record, "record", "fsync/record",
+                "fsync1_produce")
 
 
 def sc_threads(b, cls, items, crcs):

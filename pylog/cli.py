@@ -508,26 +508,32 @@ def _print_topic(info) -> None:
                                     "SIZE", "SEGMENTS"], right={1, 2, 3, 4, 5, 6}))
 
 
+def _print_list(args, items: list, empty: str, row, headers: list, right: set) -> int:
+    """A ``list`` action's output: JSON, a line when there is nothing, or a
+    table of ``row(item)`` for each item."""
+    if args.json:
+        print_json(items)
+    elif not items:
+        print(empty)
+    else:
+        print(table([row(i) for i in items], headers, right=right))
+    return EXIT_OK
+
+
 def cmd_topics(args) -> int:
     import pylog
     action = args.action or "list"
     if action == "list":
         with open_log(args.path) as log:
             infos = [log.describe_topic(t) for t in log.topics()]
-        if args.json:
-            print_json(infos)
-            return EXIT_OK
-        if not infos:
-            print("No topics.")
-            return EXIT_OK
-        rows = [[i.name, i.partitions, sum(p.end_offset - p.start_offset
-                                           for p in i.partition_info),
-                 human_bytes(sum(p.bytes for p in i.partition_info)),
-                 i.config.get("retention_ms"), i.config.get("compression") or "none"]
-                for i in infos]
-        print(table(rows, ["TOPIC", "PARTITIONS", "RECORDS", "SIZE",
-                           "RETENTION_MS", "COMPRESSION"], right={1, 2, 3, 4}))
-        return EXIT_OK
+        return _print_list(
+            args, infos, "No topics.",
+            lambda i: [i.name, i.partitions,
+                       sum(p.end_offset - p.start_offset for p in i.partition_info),
+                       human_bytes(sum(p.bytes for p in i.partition_info)),
+                       i.config.get("retention_ms"), i.config.get("compression") or "none"],
+            ["TOPIC", "PARTITIONS", "RECORDS", "SIZE", "RETENTION_MS", "COMPRESSION"],
+            {1, 2, 3, 4})
     if action == "describe":
         with open_log(args.path) as log:
             names = [args.name] if args.name else log.topics()
@@ -592,17 +598,12 @@ def cmd_groups(args) -> int:
     if action == "list":
         with open_log(args.path) as log:
             groups = [log.describe_group(g) for g in log.groups()]
-        if args.json:
-            print_json(groups)
-            return EXIT_OK
-        if not groups:
-            print("No consumer groups.")
-            return EXIT_OK
-        rows = [[g["group"], g["state"], sum(1 for m in g["members"] if m["alive"]),
-                 ",".join(sorted({p["topic"] for p in g["partitions"]})) or "-",
-                 g["lag"]] for g in groups]
-        print(table(rows, ["GROUP", "STATE", "MEMBERS", "TOPICS", "LAG"], right={2, 4}))
-        return EXIT_OK
+        return _print_list(
+            args, groups, "No consumer groups.",
+            lambda g: [g["group"], g["state"], sum(1 for m in g["members"] if m["alive"]),
+                       ",".join(sorted({p["topic"] for p in g["partitions"]})) or "-",
+                       g["lag"]],
+            ["GROUP", "STATE", "MEMBERS", "TOPICS", "LAG"], {2, 4})
     if not args.group:
         raise CliError(f"groups {action} needs a GROUP name")
     if action == "describe":

@@ -601,17 +601,11 @@ def _verify_indexes(f, base, end, valid_end, seg_next, live_active, positions,
             problems.append(Problem(p_, None, f"{kind} file is missing "
                                     "(derived data: rebuilt on the next open)"))
     if os.path.exists(ipath):
-        with open(ipath, "rb") as fh:
-            idx = fh.read()
-        usable = len(idx) - len(idx) % 8
-        if usable != len(idx) and not live_active:
-            problems.append(Problem(ipath, usable, "index ends with a partial entry"))
         limit = f.size if live_active else max(valid_end, 1)
-        bad = _native.index_validate(idx[:usable], limit)
-        if bad is not None:
-            problems.append(Problem(ipath, bad, "index entries are not increasing "
-                                    "or point past the end of the segment"))
-            usable = bad - bad % 8
+        idx, usable = _read_index_file(
+            ipath, INDEX_ENTRY.size, "index", live_active, problems,
+            lambda data: _native.index_validate(data, limit),
+            "index entries are not increasing or point past the end of the segment")
         for i in range(0, usable, 8):
             rel, pos = INDEX_ENTRY.unpack_from(idx, i)
             if pos >= end:
@@ -626,17 +620,9 @@ def _verify_indexes(f, base, end, valid_end, seg_next, live_active, positions,
                 problems.append(Problem(ipath, i, msg))
                 break
     if os.path.exists(tpath):
-        with open(tpath, "rb") as fh:
-            tidx = fh.read()
-        usable = len(tidx) - len(tidx) % 12
-        if usable != len(tidx) and not live_active:
-            problems.append(Problem(tpath, usable, "time index ends with a "
-                                    "partial entry"))
-        bad = _native.timeindex_validate(tidx[:usable])
-        if bad is not None:
-            problems.append(Problem(tpath, bad, "time index entries are not "
-                                    "increasing"))
-            usable = bad - bad % 12
+        tidx, usable = _read_index_file(
+            tpath, TIMEINDEX_ENTRY.size, "time index", live_active, problems,
+            _native.timeindex_validate, "time index entries are not increasing")
         for i in range(0, usable, 12):
             ts, rel = TIMEINDEX_ENTRY.unpack_from(tidx, i)
             if rel > last_rel or rel < 0:
@@ -646,6 +632,24 @@ def _verify_indexes(f, base, end, valid_end, seg_next, live_active, positions,
                                         f"relative offset {rel}) names an offset "
                                         f"outside the segment's 0..{last_rel}"))
                 break
+
+
+def _read_index_file(path: str, entry_bytes: int, what: str, live_active: bool,
+                     problems: list, validate, invalid: str) -> tuple[bytes, int]:
+    """An index file's bytes and how many of them hold entries worth reading:
+    whole entries up to the first that ``validate`` rejects (I-1/T-1);
+    a partial last entry (past a live writer's, expected) and a rejected
+    entry are reported in ``problems``."""
+    with open(path, "rb") as fh:
+        data = fh.read()
+    usable = len(data) - len(data) % entry_bytes
+    if usable != len(data) and not live_active:
+        problems.append(Problem(path, usable, f"{what} ends with a partial entry"))
+    bad = validate(data[:usable])
+    if bad is not None:
+        problems.append(Problem(path, bad, invalid))
+        usable = bad - bad % entry_bytes
+    return data, usable
 
 
 def _check_index_entry(buf, base, rel, pos, end) -> str | None:

@@ -2,6 +2,8 @@
 fresh log directory. Long tests run with ``--run-long`` or ``PYLOG_LONG=1``."""
 
 import os
+import shutil
+import subprocess
 
 import pytest
 
@@ -25,6 +27,20 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "long" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def shim(tmp_path_factory):
+    """tests/shim/pylogshim.c built as an LD_PRELOAD library (fault injection
+    and power-loss images, see its header); skips without a C compiler."""
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if cc is None:
+        pytest.skip("no C compiler for the LD_PRELOAD shim")
+    so = str(tmp_path_factory.mktemp("shim") / "pylogshim.so")
+    subprocess.run([cc, "-shared", "-fPIC", "-O1", "-o", so,
+                    os.path.join(REPO_ROOT, "tests", "shim", "pylogshim.c"),
+                    "-ldl", "-lpthread"], check=True)
+    return so
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ freed. The shim counts every fault it injected; the test prints the count.
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
 
@@ -21,25 +20,8 @@ import pytest
 import pylog
 from pylog.partition import Cursor
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-SHIM_SRC = os.path.join(HERE, "shim", "pylogshim.c")
 ENOSPC, EIO = 28, 5
-
-
-def build_shim(outdir):
-    """Compile the shim into ``outdir``; skip when there is no C compiler."""
-    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if cc is None:
-        pytest.skip("no C compiler for the LD_PRELOAD shim")
-    so = os.path.join(str(outdir), "pylogshim.so")
-    subprocess.run([cc, "-shared", "-fPIC", "-O1", "-o", so, SHIM_SRC,
-                    "-ldl", "-lpthread"], check=True)
-    return so
-
-
-@pytest.fixture(scope="module")
-def shim(tmp_path_factory):
-    return build_shim(tmp_path_factory.mktemp("shim"))
+# (the `shim` fixture, tests/shim/pylogshim.c built once: tests/conftest.py)
 
 
 # The child: N sends (some batches) to partition 0 and every 7th to

@@ -32,20 +32,8 @@ import pytest
 import pylog
 from pylog.partition import Cursor
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-SHIM_SRC = os.path.join(HERE, "shim", "pylogshim.c")
 PAGE = 4096
-
-
-@pytest.fixture(scope="module")
-def shim(tmp_path_factory):
-    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if cc is None:
-        pytest.skip("no C compiler for the LD_PRELOAD shim")
-    so = str(tmp_path_factory.mktemp("shim") / "pylogshim.so")
-    subprocess.run([cc, "-shared", "-fPIC", "-O1", "-o", so, SHIM_SRC,
-                    "-ldl", "-lpthread"], check=True)
-    return so
+# (the `shim` fixture, tests/shim/pylogshim.c built once: tests/conftest.py)
 
 
 CHILD = r"""
