@@ -482,6 +482,14 @@ def _ints(cdata, count: int) -> list:
     return memoryview(ffi.buffer(cdata, 8 * count)).cast("q").tolist() if count else []
 
 
+# Per-thread scratch memory of the native calls (fetch fields, struct
+# formats, append batches, state reads): reused call after call, since what
+# is kept is copied out of it. _raw_alloc leaves memory uncleared, so only
+# the pages a thread's calls touched are resident.
+_scratch = threading.local()
+_raw_alloc = ffi.new_allocator(should_clear_after_alloc=False)
+
+
 # Compiled struct formats that cut keys and values out of a records section
 # (pl_records_shape). Batches of same-sized records repeat the same format,
 # so a few are kept; the cache is emptied rather than grown past its bound.
@@ -497,9 +505,13 @@ def _cut(data, fields, n: int, want_keys: bool, origin: int):
     struct.unpack over ``data`` from ``origin``, or None when a wanted field
     is null (the caller slices field by field)."""
     cap = n * (2 if want_keys else 1) * _SHAPE_CHARS_PER_FIELD
-    fmt = ffi.new("char[]", cap)
-    out = ffi.new("size_t *")
-    flags = ffi.new("uint32_t *")
+    scratch = getattr(_scratch, "shape", None)
+    if scratch is None or scratch[3] < cap:
+        # per thread, grown to the largest range seen, never cleared: the C
+        # code writes what is read back (out[0] bytes)
+        scratch = _scratch.shape = (_raw_alloc("char[]", cap), ffi.new("size_t *"),
+                                    ffi.new("uint32_t *"), cap)
+    fmt, out, flags, _ = scratch
     if lib.pl_records_shape(fields, n, want_keys, origin, fmt, cap, out, flags) != 0:
         return None
     key = ffi.buffer(fmt, out[0])[:]
@@ -641,7 +653,6 @@ FETCH_RECORDS_MAX = 65536
 # one fetch then stay in the CPU caches (one step of 10,000 ran ~25% slower).
 FETCH_RECORDS_STEP = 2048
 _HEADERS_PER_RECORD_ROOM = 2
-_scratch = threading.local()
 
 
 def _fetch_scratch():
@@ -1081,7 +1092,6 @@ APPEND_WRITE_BYTES_MIN = lib.PL_APPEND_WRITE_BYTES_MIN
 # map. Covers the default max_message_bytes (1 MiB); the memory is allocated
 # uncleared, so only what a thread's batches touched is resident.
 APPEND_SCRATCH_BYTES = 1024 * 1024 + 64 * 1024
-_raw_alloc = ffi.new_allocator(should_clear_after_alloc=False)
 
 
 def _with_scratch(a):

@@ -16,9 +16,13 @@ of syscalls when uncontended, and taken over when its holder died, so a
 SIGKILLed writer never wedges the others. Threads of one process are
 serialized by a ``threading.Lock`` first. The common append — lock, encode
 into the mapped segment, publish, index entry, unlock, wake consumers — is
-one native call through the writer's appender (``_native.append_*``).
+one native call through the writer's appender (``_native.append_*``),
+a writer's first batch and segment growth and rolls included. A batch of a
+page or more is encoded in the thread's scratch and written with one
+``pwrite`` instead (the kernel fills fresh page-cache pages for a third of
+what faulting them in through the map costs); readers see both the same way.
 
-Durability (G1): a batch is written into the mapped active segment and then
+Durability (G1): a batch is written into the active segment and then
 published in the state; once published, a process crash cannot lose it (the
 page cache holds it). ``sync="always"`` appends return only after
 ``fdatasync`` of the segment; concurrent appenders share one fdatasync
