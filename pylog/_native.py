@@ -479,7 +479,11 @@ def _as_bytes(records_section) -> bytes:
 
 
 def _ints(cdata, count: int) -> list:
-    return memoryview(ffi.buffer(cdata, 8 * count)).cast("q").tolist() if count else []
+    """The first ``count`` int64 of ``cdata`` as a list (ffi.unpack is the
+    quicker for a few, the memoryview for many)."""
+    if count <= 64:
+        return ffi.unpack(cdata, count) if count else []
+    return memoryview(ffi.buffer(cdata, 8 * count)).cast("q").tolist()
 
 
 # Per-thread scratch memory of the native calls (fetch fields, struct
@@ -655,15 +659,22 @@ FETCH_RECORDS_STEP = 2048
 _HEADERS_PER_RECORD_ROOM = 2
 
 
+# pl_fetch_out, field by field (pylog_native.h), read in one call
+_FETCH_OUT = _struct.Struct("=5q2i2q")
+
+
 def _fetch_scratch():
-    """Per-thread (fields, headers, out, records) cdata for FETCH_RECORDS_MAX
-    records; reused because the rows copy everything they keep out of it."""
+    """Per-thread (fields, headers, out, out's bytes, records) for
+    FETCH_RECORDS_MAX records; reused because the rows copy everything they
+    keep out of it."""
     s = getattr(_scratch, "fetch", None)
     if s is None:
+        out = ffi.new("pl_fetch_out *")
+        assert ffi.sizeof(out[0]) == _FETCH_OUT.size
         s = _scratch.fetch = (ffi.new("int64_t[]", 8 * FETCH_RECORDS_MAX),
                               ffi.new("int64_t[]", 4 * _HEADERS_PER_RECORD_ROOM
                                       * FETCH_RECORDS_MAX),
-                              ffi.new("pl_fetch_out *"), FETCH_RECORDS_MAX)
+                              out, ffi.buffer(out), FETCH_RECORDS_MAX)
     return s
 
 
@@ -676,20 +687,20 @@ def fetch(seg_p, data, end: int, pos: int, expected: int, first_base: int,
     the segment's map. Returns (rows as :func:`_rows` builds them with
     ``build``, :class:`FetchResult`); raises CorruptLogError (position: the
     first batch of the range) for a header key that is not UTF-8."""
-    fields, hdrs, out, cap = _fetch_scratch()
+    fields, hdrs, out, out_bytes, cap = _fetch_scratch()
     rc = lib.pl_fetch(seg_p, end, pos, expected, first_base, min(max_records, cap),
                       FETCH_RECORDS_STEP, fields, cap, hdrs, _HEADERS_PER_RECORD_ROOM * cap,
                       out)
     if rc != 0:
         raise InvalidArgument(_reason(rc))
-    n, nh, stop = out.records, out.headers, out.stop
+    (position, next_offset, n, nh, stop_position, stop, error, error_offset,
+     position_base) = _FETCH_OUT.unpack_from(out_bytes)
     # (tuple.__new__: NamedTuple's own __new__ is a Python function)
     result = _tuple_new(FetchResult, (
-        out.position, out.next_offset, stop, out.stop_position,
+        position, next_offset, stop, stop_position,
         None if stop != FETCH_CORRUPT else
-        _reason(out.error) + (f" (records section byte {out.error_offset})"
-                              if out.error_offset else ""),
-        out.position_base))
+        _reason(error) + (f" (records section byte {error_offset})" if error_offset else ""),
+        position_base))
     try:
         rows = _rows(data, fields, n, hdrs, nh, origin=pos, **build) if n else []
     except CorruptLogError as e:
