@@ -1121,6 +1121,8 @@ class Partition:
                     cursor.base = res.position_base
                     if res.stop == _native.FETCH_CORRUPT:
                         raise CorruptLogError(res.error, seg.path, res.stop_position)
+                    if res.stop == _native.FETCH_END and seg.base_offset == st.active_base:
+                        break                # at the committed end (the poll path)
                     if res.stop in (_native.FETCH_END, _native.FETCH_FULL):
                         continue
                 # a compressed batch, or one too big for a native fetch: alone
