@@ -1532,8 +1532,10 @@ static int append_locked(pl_appender *a, uint32_t n, src_t *src, int use_scratch
                                (off_t)(pos + (int64_t)done));
             if (w < 0 && errno == EINTR)
                 continue;
-            if (w <= 0)
-                return w < 0 ? -errno : -EIO;
+            if (w <= 0) {
+                int e = w < 0 ? errno : EIO;
+                return e == EPERM ? -EACCES : -e; /* -EPERM is PL_E_NOSPACE */
+            }
             done += (size_t)w;
         }
     } else {

@@ -1109,11 +1109,11 @@ def _with_scratch(a):
     """Point ``a`` at the calling thread's append scratch (the append runs
     without the GIL, so two threads appending to two partitions each need
     their own)."""
-    buf = getattr(_scratch, "append", None)
-    if buf is None:
-        buf = _scratch.append = _raw_alloc("uint8_t[]", APPEND_SCRATCH_BYTES)
-    a.scratch = buf
-    a.scratch_cap = APPEND_SCRATCH_BYTES
+    scratch = getattr(_scratch, "append", None)
+    if scratch is None:
+        scratch = _scratch.append = (_raw_alloc("uint8_t[]", APPEND_SCRATCH_BYTES),
+                                     APPEND_SCRATCH_BYTES)
+    a.scratch, a.scratch_cap = scratch    # (the size it was allocated with)
     return a
 
 

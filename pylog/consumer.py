@@ -93,9 +93,9 @@ class Consumer:
         self._cursors: dict[TopicPartition, Cursor] = {}
         self._committed_pos: dict[TopicPartition, int] = {}
         self._paused: set[TopicPartition] = set()
-        # _owned() and _slots() are cached on the identity of what they are
-        # computed from (GroupMember.owned and _topics_resolved are replaced,
-        # never mutated, when they change)
+        # a group member's _owned() and _slots() are cached on the identity
+        # of what they are computed from (GroupMember.owned is replaced,
+        # never mutated, when it changes)
         self._owned_src = None
         self._owned_list: list = []
         self._slot_src = None
@@ -189,19 +189,17 @@ class Consumer:
                 self._owned_list = sorted(owned)
                 self._owned_src = owned
             return self._owned_list
-        # no group: every partition of the subscribed topics, as counted at
-        # the last topic refresh (_TOPIC_REFRESH_S)
-        if self._topics_resolved is not self._owned_src:
-            out = []
-            for t in sorted(self._topics_resolved):
-                try:
-                    n = self._log.partitions_for(t)
-                except TopicNotFound:
-                    continue
-                out.extend(TopicPartition(t, p) for p in range(n))
-            self._owned_list = out
-            self._owned_src = self._topics_resolved
-        return self._owned_list
+        # no group: every partition of the subscribed topics, counted now
+        # (partitions added by this Log are seen at once; the Log caches the
+        # counts for a second)
+        out = []
+        for t in sorted(self._topics_resolved):
+            try:
+                n = self._log.partitions_for(t)
+            except TopicNotFound:
+                continue
+            out.extend(TopicPartition(t, p) for p in range(n))
+        return out
 
     def _refresh_topics(self, force=False) -> None:
         now = time.monotonic()
@@ -411,8 +409,8 @@ class Consumer:
         """The doorbell slot to wait on (L-3): the topic's own when all owned
         partitions share one, else slot 0; cached per owned list."""
         owned = self._owned()
-        src = owned if owned else self._topics_resolved
-        if src is not self._slot_src:
+        src = owned if owned and self._member is not None else None
+        if src is None or src is not self._slot_src:
             slots = {topic_slot(t) for t in
                      ({tp.topic for tp in owned} or self._topics_resolved)}
             self._slot = slots.pop() if len(slots) == 1 else 0
@@ -478,7 +476,10 @@ class Consumer:
         self._woken = True
         bell = self._log.doorbell()
         if bell is not None:
-            _native.doorbell_ring(bell, 0)
+            # the slot a poll waits on: its topics' own, or slot 0 (L-3)
+            _native.doorbell_ring(bell, self._slot)
+            if self._slot:
+                _native.doorbell_ring(bell, 0)
 
     def __iter__(self):
         while not self._closed:

@@ -54,14 +54,8 @@ class paused:
             _depth += 1
 
     def __exit__(self, *exc):
-        # Nothing here allocates a tracked object once the collector is back
-        # on (no `with`: a lock's __exit__ gets an argument tuple): the first
-        # such allocation runs the deferred collection, and if it comes after
-        # the caller has dropped what the pause built (send_batch's metadata,
-        # typically ignored), those objects are gone and uncounted by then.
         global _depth
-        _lock.acquire()
-        _depth -= 1
-        if _depth == 0 and _was_enabled:
-            gc.enable()
-        _lock.release()
+        with _lock:
+            _depth -= 1
+            if _depth == 0 and _was_enabled:
+                gc.enable()

@@ -828,11 +828,12 @@ class Partition:
             return None
         if rc == _native.E_DELETED:
             raise TopicNotFound(f"topic {self.topic!r} was deleted")
-        if rc == -errno.ENOSPC:
+        if rc in (-errno.ENOSPC, -errno.EDQUOT):
             # a batch written with pwrite (pl_appender.scratch) found the
             # disk full: nothing was published, the partition stays usable (G8)
-            raise LogFailedError(f"append to {self.name}: disk full (ENOSPC); free "
-                                 "space or lower retention_bytes")
+            raise LogFailedError(f"append to {self.name}: disk full "
+                                 f"({errno.errorcode[-rc]}); free space or lower "
+                                 "retention_bytes")
         # (PL_E_INVAL is -2, inside the errno range: tested first)
         if rc != _native.E_INVAL and rc < 0 and -rc in errno.errorcode:
             exc = OSError(-rc, os.strerror(-rc))
@@ -860,10 +861,10 @@ class Partition:
             result = step()
         except (OSError, CorruptLogError) as exc:
             self._unlock_quietly()
-            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise LogFailedError(
-                    f"append to {self.name}: disk full (ENOSPC); free "
-                    "space or lower retention_bytes") from exc
+                    f"append to {self.name}: disk full ({errno.errorcode[exc.errno]}); "
+                    "free space or lower retention_bytes") from exc
             self._fail(exc)
             raise LogFailedError(f"append to {self.name}: {exc}") from exc
         except BaseException:

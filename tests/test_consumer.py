@@ -277,21 +277,27 @@ def test_close_is_idempotent_and_final(log):
         c.poll()
 
 
-def test_wakeup_ends_a_blocked_poll(log):
+@pytest.mark.parametrize("group", [None, "g"])
+def test_wakeup_ends_a_blocked_poll(log, group):
+    """wakeup() rings the doorbell slot the poll waits on (its topic's own,
+    L-3): the poll returns at once, not when its wait slice (1 s without a
+    group) ends."""
     log.create_topic("t")
-    c = log.consumer("t", group_id="g")
+    c = log.consumer("t", group_id=group)
+    c.poll(timeout=0)
     got = {}
 
     def poller():
-        t0 = time.monotonic()
         got["recs"] = c.poll(timeout=20)
-        got["s"] = time.monotonic() - t0
+        got["t"] = time.monotonic()
     th = threading.Thread(target=poller)
     th.start()
-    time.sleep(0.3)
+    time.sleep(0.2)
+    woke = time.monotonic()
     c.wakeup()
     th.join(10)
-    assert not th.is_alive() and got["recs"] == [] and got["s"] < 5
+    # (unwoken, the poll would sleep to the end of its wait slice: >= 0.8 s)
+    assert not th.is_alive() and got["recs"] == [] and got["t"] - woke < 0.5
     c.close()
 
 
@@ -316,6 +322,17 @@ def test_log_closed_under_a_blocked_poll(tmp_path):
     th.join(10)
     assert not th.is_alive()
     assert out.get("recs") == [] or isinstance(out.get("err"), pylog.LogClosed)
+
+
+def test_subscriber_sees_added_partitions_at_once(log):
+    log.create_topic("t", partitions=1)
+    c = log.consumer("t", auto_offset_reset="earliest")
+    assert c.poll(timeout=0) == []
+    log.create_partitions("t", 3)
+    log.producer().send("t", b"new", partition=2)
+    c.seek(TP("t", 2), 0)
+    assert [r.value for r in c.poll(timeout=0)] == [b"new"]
+    c.close()
 
 
 def test_subscriber_follows_a_topic_recreated_with_more_partitions(log):

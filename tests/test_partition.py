@@ -86,9 +86,13 @@ def test_batches_written_with_pwrite_match_the_map_path(logdir, monkeypatch):
             plan.append(("batch", [(rng.randbytes(16), rng.randbytes(rng.randint(0, 400)))
                                    for _ in range(rng.randint(1, 60))]))
     images = []
-    for scratch_bytes in (_native.APPEND_SCRATCH_BYTES, 0):   # 0: always the map
-        monkeypatch.setattr(_native, "APPEND_SCRATCH_BYTES", scratch_bytes)
-        path = os.path.join(logdir, f"s{scratch_bytes}")
+    for how in ("map", "pwrite"):
+        if how == "map":     # a scratch of 0 bytes: every batch through the map
+            monkeypatch.setattr(_native._scratch, "append",
+                                (_native._raw_alloc("uint8_t[]", 1), 0), raising=False)
+        else:                # this thread's real scratch, allocated anew
+            monkeypatch.delattr(_native._scratch, "append", raising=False)
+        path = os.path.join(logdir, how)
         with pylog.open(path, sync="never") as log:
             log.create_topic("t", partitions=1, **SMALL)
             prod = log.producer()
@@ -105,6 +109,7 @@ def test_batches_written_with_pwrite_match_the_map_path(logdir, monkeypatch):
         images.append(_segment_bytes(path, "t", 0))
     assert len(images[0]) > 3, "no rolls: the scenario no longer covers them"
     assert images[0] == images[1]
+    assert _native._scratch.append[1] == _native.APPEND_SCRATCH_BYTES
 
 
 def test_first_batch_and_rolls_take_the_native_append(logdir, monkeypatch):
