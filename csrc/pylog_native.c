@@ -1715,15 +1715,18 @@ int pl_append_columns(pl_appender *a, uint32_t n, int64_t timestamp,
     return append_src(a, n, &s, 1);
 }
 
-int pl_append_record(pl_appender *a, int64_t timestamp, const uint8_t *key, int64_t key_len,
-                     const uint8_t *value, int64_t value_len)
+int64_t pl_append_record(pl_appender *a, int64_t timestamp, const uint8_t *key,
+                         int64_t key_len, const uint8_t *value, int64_t value_len)
 {
     src_t s;
     memset(&s, 0, sizeof s);
     /* span_take refuses a NULL pointer with a positive length */
     s.timestamps = &timestamp; s.keys = &key; s.key_lens = &key_len;
     s.values = &value; s.value_lens = &value_len;
-    return append_src(a, 1, &s, 0);
+    int rc = append_src(a, 1, &s, 0);
+    if (rc == 0)
+        return a->out.base_offset;
+    return rc == PL_APPEND_INDEX_FAILED ? PL_E_APPENDED_NO_INDEX : rc;
 }
 
 /* ------------------------------------------------------------------ */

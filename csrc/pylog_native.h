@@ -342,9 +342,14 @@ int pl_append_columns(pl_appender *a, uint32_t n, int64_t timestamp,
                       const int32_t *key_lens, int64_t key_len, const uint8_t *keys,
                       size_t keys_len, const int32_t *value_lens, int64_t value_len,
                       const uint8_t *values, size_t values_len);
-/* One record without headers; a length of -1 is a null key or value. */
-int pl_append_record(pl_appender *a, int64_t timestamp, const uint8_t *key, int64_t key_len,
-                     const uint8_t *value, int64_t value_len);
+/* One record without headers; a length of -1 is a null key or value.
+ * Returns the record's offset (>= 0; the per-record hot path reads no
+ * struct field), PL_E_APPENDED_NO_INDEX (appended at out.base_offset, but
+ * out.index_errno says why no index entry was written) or a negative
+ * status as above. */
+#define PL_E_APPENDED_NO_INDEX (-1006)
+int64_t pl_append_record(pl_appender *a, int64_t timestamp, const uint8_t *key,
+                         int64_t key_len, const uint8_t *value, int64_t value_len);
 
 /* ---- group commit (G1 with sync="always") ----
  * One per writable partition per process; thread-safe.  A caller that

@@ -1053,7 +1053,10 @@ APPEND_INDEX_FAILED = lib.PL_APPEND_INDEX_FAILED
 
 #: ``append_record(a, timestamp, key, key_len, value, value_len)``: one
 #: record without headers; key/value are bytes (b"" with length -1 for null).
+#: Returns its offset (>= 0), E_APPENDED_NO_INDEX (appended: the offset is
+#: in a.out, the index entry is missing) or a negative status as above.
 append_record = lib.pl_append_record
+E_APPENDED_NO_INDEX = lib.PL_E_APPENDED_NO_INDEX
 
 
 class Columns(NamedTuple):

@@ -713,8 +713,8 @@ class Partition:
             rc = _native.append_record(a, timestamp_ms, key or b"",
                                        -1 if key is None else len(key), value or b"",
                                        -1 if value is None else len(value))
-            if rc == 0:
-                base = a.out.base_offset
+            if rc >= 0:
+                base = rc                    # the record's offset
             else:
                 recs = ((timestamp_ms, key, value, ()),)
                 base = self._append_native(lambda a: _native.append_records(a, recs),
@@ -819,7 +819,7 @@ class Partition:
         a = self._appender
         if rc == 0:
             return a.out.base_offset
-        if rc == _native.APPEND_INDEX_FAILED:
+        if rc in (_native.APPEND_INDEX_FAILED, _native.E_APPENDED_NO_INDEX):
             _log.warning("%s: index entry not written (%s); the index is "
                          "derived data and will be rebuilt (I-3)", self._active.index_path,
                          os.strerror(a.out.index_errno))

@@ -19,7 +19,7 @@ from itertools import repeat as _repeat
 from operator import itemgetter
 from os import getpid as _getpid
 from time import monotonic as _monotonic
-from time import time as _time
+from time import time_ns as _time_ns
 
 from . import _native
 from .config import validate_topic_name
@@ -110,7 +110,7 @@ class Producer:
 
     def _timestamp(self, ts):
         if ts is None:
-            return int(time.time() * 1000)
+            return time.time_ns() // 1_000_000
         if isinstance(ts, bool) or not isinstance(ts, int) or not 0 <= ts < 2**62:
             raise InvalidArgument(f"timestamp_ms={ts!r}; expected a non-negative int")
         return ts
@@ -177,7 +177,7 @@ class Producer:
             config = part.config         # (alter_topic replaces it: read each time)
             if config.compression is None and \
                     size <= config.max_message_bytes - _FRAMING_BYTES_MAX:
-                ts = int(_time() * 1000)
+                ts = _time_ns() // 1_000_000
                 try:
                     offset = part.append_one(ts, key, value)
                 except TopicNotFound:        # deleted: _send re-resolves it
@@ -198,7 +198,7 @@ class Producer:
             key = self._bytes("key", key, self._key_ser)
         if type(value) is not bytes and value is not None or self._value_ser is not None:
             value = self._bytes("value", value, self._value_ser)
-        ts = int(_time() * 1000) if timestamp_ms is None else self._timestamp(timestamp_ms)
+        ts = _time_ns() // 1_000_000 if timestamp_ms is None else self._timestamp(timestamp_ms)
         rec = (ts, key, value, self._headers(headers) if headers else ())
         for attempt in (0, 1):
             route = self._routes.get(topic)
