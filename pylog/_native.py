@@ -651,7 +651,8 @@ FETCH_FULL = lib.PL_FETCH_FULL
 FETCH_COMPRESSED = lib.PL_FETCH_COMPRESSED
 FETCH_CORRUPT = lib.PL_FETCH_CORRUPT
 # Records one fetch decodes at most; a batch with more takes the per-batch
-# path (PL_FETCH_ROOM, as do PL_FETCH_HEADERS and compressed batches). Bounds the scratch memory of a thread (6 MiB).
+# path (PL_FETCH_ROOM, as do PL_FETCH_HEADERS and compressed batches).
+# Bounds the scratch memory of a thread (6 MiB).
 FETCH_RECORDS_MAX = 65536
 # A fetch starts no new batch past this many records: the objects built from
 # one fetch then stay in the CPU caches (one step of 10,000 ran ~25% slower).

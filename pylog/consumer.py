@@ -15,7 +15,6 @@ Thread safety: a Consumer is used by one thread at a time (as Kafka's);
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 import time
@@ -70,7 +69,6 @@ class Consumer:
             if fn is not None and not callable(fn):
                 raise InvalidArgument(f"{name} must be callable")
         self._log = log
-        self._pid = os.getpid()
         self._forks = FORKS[0]
         self.group_id = group_id
         self._reset = auto_offset_reset
@@ -568,7 +566,7 @@ class Consumer:
             return
         self._woken = True
         try:
-            if os.getpid() == self._pid and not self._log._closed:
+            if FORKS[0] == self._forks and not self._log._closed:
                 final = None
                 if autocommit and self._auto_commit:
                     final = {(tp.topic, tp.partition): c.offset

@@ -91,6 +91,9 @@ CHECKPOINT_INTERVAL_S = 1.0
 # the segment, then after a roll or another writer's growth; past that the
 # slow path takes the batch.
 _NATIVE_ATTEMPTS = 3
+# errnos of a full disk or quota: the append fails, nothing was published,
+# the partition stays usable once space is freed (G8)
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 # fetch's row options (pylog._native.fetch) without a topic prefix
 _VALUES_ONLY = {"values_only": True}
 _PLAIN_ROWS: dict = {}
@@ -828,12 +831,10 @@ class Partition:
             return None
         if rc == _native.E_DELETED:
             raise TopicNotFound(f"topic {self.topic!r} was deleted")
-        if rc in (-errno.ENOSPC, -errno.EDQUOT):
+        if -rc in _DISK_FULL:
             # a batch written with pwrite (pl_appender.scratch) found the
             # disk full: nothing was published, the partition stays usable (G8)
-            raise LogFailedError(f"append to {self.name}: disk full "
-                                 f"({errno.errorcode[-rc]}); free space or lower "
-                                 "retention_bytes")
+            raise self._disk_full(-rc)
         # (PL_E_INVAL is -2, inside the errno range: tested first)
         if rc != _native.E_INVAL and rc < 0 and -rc in errno.errorcode:
             exc = OSError(-rc, os.strerror(-rc))
@@ -861,10 +862,8 @@ class Partition:
             result = step()
         except (OSError, CorruptLogError) as exc:
             self._unlock_quietly()
-            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise LogFailedError(
-                    f"append to {self.name}: disk full ({errno.errorcode[exc.errno]}); "
-                    "free space or lower retention_bytes") from exc
+            if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+                raise self._disk_full(exc.errno) from exc
             self._fail(exc)
             raise LogFailedError(f"append to {self.name}: {exc}") from exc
         except BaseException:
@@ -872,6 +871,11 @@ class Partition:
             raise
         self._unlock()
         return result
+
+    def _disk_full(self, code: int) -> LogFailedError:
+        return LogFailedError(f"append to {self.name}: disk full "
+                              f"({errno.errorcode[code]}); free space or lower "
+                              "retention_bytes")
 
     def _ring(self) -> None:
         if self._bell_ptr is not None:

@@ -17,7 +17,6 @@ import itertools
 import time
 from itertools import repeat as _repeat
 from operator import itemgetter
-from os import getpid as _getpid
 from time import monotonic as _monotonic
 from time import time_ns as _time_ns
 
@@ -26,6 +25,7 @@ from .config import validate_topic_name
 from .errors import (InvalidArgument, LogClosed, PartitionNotFound, RecordTooLarge,
                      TopicNotFound)
 from .gcpause import paused as _gc_paused
+from .log import FORKS
 from .types import RecordMetadata
 
 _murmur2 = _native.murmur2_bytes
@@ -189,7 +189,7 @@ class Producer:
 
     def _send(self, topic, value, key, headers, partition, timestamp_ms,
               rr_pick=None) -> RecordMetadata:
-        if self._closed or self._log._closed or self._log._pid != _getpid():
+        if self._closed or self._log._closed or self._log._forks != FORKS[0]:
             self._check()
         log = self._log
         if log.readonly:
@@ -198,7 +198,7 @@ class Producer:
             key = self._bytes("key", key, self._key_ser)
         if type(value) is not bytes and value is not None or self._value_ser is not None:
             value = self._bytes("value", value, self._value_ser)
-        ts = _time_ns() // 1_000_000 if timestamp_ms is None else self._timestamp(timestamp_ms)
+        ts = self._timestamp(timestamp_ms)
         rec = (ts, key, value, self._headers(headers) if headers else ())
         for attempt in (0, 1):
             route = self._routes.get(topic)
@@ -219,7 +219,7 @@ class Producer:
             else:
                 p = self._partition(topic, key, partition, n)
             try:
-                part = log._partitions.get((topic, p)) or log.partition(topic, p)
+                part = log.open_partitions().get((topic, p)) or log.partition(topic, p)
                 if (len(key) if key else 0) + (len(value) if value else 0) + \
                         _FRAMING_BYTES_MAX > part.config.max_message_bytes or rec[3]:
                     self._check_size(topic, part, (rec,))
@@ -360,7 +360,7 @@ class Producer:
             p = parts[0]
             if nparts > 1 and parts.count(p) != n:
                 return None          # spread over partitions: general path
-        part = log._partitions.get((topic, p)) or log.partition(topic, p)
+        part = log.open_partitions().get((topic, p)) or log.partition(topic, p)
         if part.config.compression is not None:
             return None
         if 61 + 36 * n + cols.size > part.config.max_message_bytes:

@@ -28,19 +28,25 @@ def test_pause_keeps_a_disabled_collector_disabled():
         gc.enable()
 
 
-def test_pause_across_threads_reenables_after_the_last():
-    inside = threading.Barrier(2)
-    leave = threading.Event()
+def _thread_inside_a_pause():
+    """(thread, leave): a thread that holds a pause until ``leave`` is set."""
+    inside, leave = threading.Event(), threading.Event()
 
-    def other():
+    def hold():
         with paused():
-            inside.wait()
+            inside.set()
             leave.wait(5)
 
-    t = threading.Thread(target=other)
+    t = threading.Thread(target=hold)
     t.start()
+    assert inside.wait(5)
+    return t, leave
+
+
+def test_pause_across_threads_reenables_after_the_last():
+    t, leave = _thread_inside_a_pause()
     with paused():
-        inside.wait()
+        pass
     assert not gc.isenabled()      # the other thread is still inside
     leave.set()
     t.join()
@@ -57,17 +63,7 @@ def test_exception_inside_restores():
 
 
 def test_fork_inside_another_threads_pause_leaves_the_child_collecting():
-    inside = threading.Event()
-    leave = threading.Event()
-
-    def other():
-        with paused():
-            inside.set()
-            leave.wait(5)
-
-    t = threading.Thread(target=other)
-    t.start()
-    inside.wait(5)
+    t, leave = _thread_inside_a_pause()
     pid = os.fork()
     if pid == 0:
         code = 1
