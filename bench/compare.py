@@ -111,6 +111,12 @@ class Bench:
     def put(self, peer, metric, value):
         self.results.setdefault(peer, {})[metric] = value
 
+    def best(self, peer, metric, value):
+        """Keep the best (highest) of the repetitions of a rate."""
+        old = self.get(peer, metric)
+        if old is None or value > old:
+            self.put(peer, metric, value)
+
     def get(self, peer, metric):
         return self.results.get(peer, {}).get(metric)
 
@@ -160,150 +166,133 @@ def peer_n(cls, n, floor=1000):
 # scenarios
 # --------------------------------------------------------------------------
 
-def sc_batch_nosync(b, cls, items, crcs):
+def sc_batch_nosync(b, cls, items, crcs, rep):
     """send_batch without fsync, then consume (Records / raw values)."""
     n = peer_n(cls, len(items))
     bs = b.args.batch
     batches = [items[i:i + bs] for i in range(0, n, bs)]
     crc = crcs(n)
-    best = {}
-    for rep in range(b.args.reps):
-        p, d = b.fresh(cls, "none")
-        try:
-            t0 = time.perf_counter()
-            for bt in batches:
-                p.produce_batch(bt)
-            dt = time.perf_counter() - t0
-            best["produce"] = max(best.get("produce", 0), n / dt)
-            if rep == 0:
-                if cls.name == "pylog":
-                    p.sync()    # materialize indexes before measuring
-                b.put(cls.name, "bytes_per_record", p.bytes_on_disk() / n)
-                b.put(cls.name, "allocated_per_record", p.bytes_allocated() / n)
+    p, d = b.fresh(cls, "none")
+    try:
+        t0 = time.perf_counter()
+        for bt in batches:
+            p.produce_batch(bt)
+        dt = time.perf_counter() - t0
+        b.best(cls.name, "batch_produce", n / dt)
+        if rep == 0:
+            if cls.name == "pylog":
+                p.sync()    # materialize indexes before measuring
+            b.put(cls.name, "bytes_per_record", p.bytes_on_disk() / n)
+            b.put(cls.name, "allocated_per_record", p.bytes_allocated() / n)
+            b.put(cls.name, "n_nosync", n)
+        p.consume_prepare()
+        t0 = time.perf_counter()
+        got = p.consume_all(n)
+        dt = time.perf_counter() - t0
+        b.check(cls.name, "consume", got, n, crc)
+        b.best(cls.name, "consume", n / dt)
+        if cls.name == "pylog":
             p.consume_prepare()
             t0 = time.perf_counter()
-            got = p.consume_all(n)
+            got = p.consume_values(n)
             dt = time.perf_counter() - t0
-            b.check(cls.name, "consume", got, n, crc)
-            best["consume"] = max(best.get("consume", 0), n / dt)
-            if cls.name == "pylog":
-                p.consume_prepare()
-                t0 = time.perf_counter()
-                got = p.consume_values(n)
-                dt = time.perf_counter() - t0
-                if got is not None:
-                    b.check(cls.name, "consume values", got, n, crc)
-                    best["consume_values"] = max(best.get("consume_values", 0), n / dt)
-                else:
-                    say("   pylog: Consumer.poll_values missing; values figure skipped")
-        finally:
-            b.done(p, d)
-    b.put(cls.name, "batch_produce", best["produce"])
-    b.put(cls.name, "consume", best["consume"])
-    if "consume_values" in best:
-        b.put(cls.name, "consume_values", best["consume_values"])
-    b.put(cls.name, "n_nosync", n)
+            if got is not None:
+                b.check(cls.name, "consume values", got, n, crc)
+                b.best(cls.name, "consume_values", n / dt)
+            elif rep == 0:
+                say("   pylog: Consumer.poll_values missing; values figure skipped")
+    finally:
+        b.done(p, d)
 
 
-def _per_record(b, cls, items, crcs, n, durable, what, metric):
-    """produce_one per record (best of reps), then a checked consume."""
-    crc = crcs(n)
-    best = 0
-    for rep in range(b.args.reps):
-        p, d = b.fresh(cls, durable)
-        try:
-            one = p.produce_one
-            sub = items[:n]
-            t0 = time.perf_counter()
-            for k, v in sub:
-                one(k, v)
-            dt = time.perf_counter() - t0
-            best = max(best, n / dt)
-            if rep == 0:
-                p.consume_prepare()
-                b.check(cls.name, "consume after " + what, p.consume_all(n), n, crc)
-        finally:
-            b.done(p, d)
-    b.put(cls.name, metric, best)
+def _per_record(b, cls, items, crcs, n, durable, what, metric, rep):
+    """produce_one per record, then (first repetition) a checked consume."""
+    p, d = b.fresh(cls, durable)
+    try:
+        one = p.produce_one
+        sub = items[:n]
+        t0 = time.perf_counter()
+        for k, v in sub:
+            one(k, v)
+        dt = time.perf_counter() - t0
+        b.best(cls.name, metric, n / dt)
+        if rep == 0:
+            p.consume_prepare()
+            b.check(cls.name, "consume after " + what, p.consume_all(n), n, crcs(n))
+    finally:
+        b.done(p, d)
 
 
-def sc_one_nosync(b, cls, items, crcs):
+def sc_one_nosync(b, cls, items, crcs, rep):
     """per-record produce without fsync."""
     _per_record(b, cls, items, crcs, peer_n(cls, len(items)), "none", "produce_one",
-                "one_produce")
+                "one_produce", rep)
 
 
-def sc_fsync_batch(b, cls, items, crcs):
+def sc_fsync_batch(b, cls, items, crcs, rep):
     """one fsync per `batch` records (produce_batch + sync)."""
     n = peer_n(cls, b.args.n_fsync1000, floor=2 * b.args.batch)
     bs = b.args.batch
     batches = [items[i:i + bs] for i in range(0, n, bs)]
-    crc = crcs(n)
-    best = 0
-    for rep in range(b.args.reps):
-        p, d = b.fresh(cls, "batch")
-        try:
-            t0 = time.perf_counter()
-            for bt in batches:
-                p.produce_batch(bt)
-                p.sync()
-            dt = time.perf_counter() - t0
-            best = max(best, n / dt)
-            if rep == 0:
-                p.consume_prepare()
-                b.check(cls.name, "consume after fsync/batch", p.consume_all(n), n, crc)
-        finally:
-            b.done(p, d)
-    b.put(cls.name, "fsync1000_produce", best)
-    b.put(cls.name, "n_fsync1000", n)
+    p, d = b.fresh(cls, "batch")
+    try:
+        t0 = time.perf_counter()
+        for bt in batches:
+            p.produce_batch(bt)
+            p.sync()
+        dt = time.perf_counter() - t0
+        b.best(cls.name, "fsync1000_produce", n / dt)
+        if rep == 0:
+            b.put(cls.name, "n_fsync1000", n)
+            p.consume_prepare()
+            b.check(cls.name, "consume after fsync/batch", p.consume_all(n), n, crcs(n))
+    finally:
+        b.done(p, d)
 
 
-def sc_fsync_record(b, cls, items, crcs):
+def sc_fsync_record(b, cls, items, crcs, rep):
     """one fsync per record, one thread."""
     _per_record(b, cls, items, crcs, b.args.n_fsync_record, "record", "fsync/record",
-                "fsync1_produce")
+                "fsync1_produce", rep)
 
 
-def sc_threads(b, cls, items, crcs):
+def sc_threads(b, cls, items, crcs, rep):
     """per-record durable produce from 1, 4, 16 threads (total n records)."""
     n = b.args.n_threads
     for T in b.args.threads:
-        best = 0
-        for rep in range(b.args.reps):
-            p, d = b.fresh(cls, "record", threads=T)
-            try:
-                chunks = [items[i:n:T] for i in range(T)]
-                barrier = threading.Barrier(T + 1)
-                errs = []
+        p, d = b.fresh(cls, "record", threads=T)
+        try:
+            chunks = [items[i:n:T] for i in range(T)]
+            barrier = threading.Barrier(T + 1)
+            errs = []
 
-                def work(chunk):
-                    one = p.produce_one
-                    try:
-                        barrier.wait()
-                        for k, v in chunk:
-                            one(k, v)
-                    except BaseException as e:   # reported below
-                        errs.append(e)
+            def work(chunk):
+                one = p.produce_one
+                try:
+                    barrier.wait()
+                    for k, v in chunk:
+                        one(k, v)
+                except BaseException as e:   # reported below
+                    errs.append(e)
 
-                ths = [threading.Thread(target=work, args=(c,)) for c in chunks]
-                for t in ths:
-                    t.start()
-                barrier.wait()
-                t0 = time.perf_counter()
-                for t in ths:
-                    t.join()
-                dt = time.perf_counter() - t0
-                if errs:
-                    raise errs[0]
-                best = max(best, n / dt)
-                if rep == 0:
-                    p.consume_prepare()
-                    # interleaving across threads is not defined: count only
-                    b.check(cls.name, "consume after %d threads" % T,
-                            (p.consume_all(n)[0], 0), n, None)
-            finally:
-                b.done(p, d)
-        b.put(cls.name, "threads%d_produce" % T, best)
+            ths = [threading.Thread(target=work, args=(c,)) for c in chunks]
+            for t in ths:
+                t.start()
+            barrier.wait()
+            t0 = time.perf_counter()
+            for t in ths:
+                t.join()
+            dt = time.perf_counter() - t0
+            if errs:
+                raise errs[0]
+            b.best(cls.name, "threads%d_produce" % T, n / dt)
+            if rep == 0:
+                p.consume_prepare()
+                # interleaving across threads is not defined: count only
+                b.check(cls.name, "consume after %d threads" % T,
+                        (p.consume_all(n)[0], 0), n, None)
+        finally:
+            b.done(p, d)
 
 
 def wake_ceiling(threads, n):
@@ -356,11 +345,49 @@ def wake_ceiling(threads, n):
     return per * threads / dt
 
 
-def sc_wake_ceiling(b, reps=3):
-    """Reference for the group-commit bar (see wake_ceiling); best of reps."""
+def sc_wake_ceiling(b, cls, items, crcs, rep):
+    """Reference for the group-commit bar (see wake_ceiling), measured in
+    turn with the peers' thread runs."""
     n = b.args.n_threads
     for T in b.args.threads:
-        b.put("cpython", "wake%d" % T, max(wake_ceiling(T, n) for _ in range(reps)))
+        b.best("cpython", "wake%d" % T, wake_ceiling(T, n))
+
+
+class CeilingRow:
+    """The group-commit ceiling (sc_wake_ceiling), run in the thread
+    scenario's turns like a peer."""
+    name = "cpython"
+    threads_ok = True
+
+
+def run_throughput(b, peers_run, items, crcs):
+    """Every scenario, repetitions interleaved across the peers: repetition
+    r of every peer runs before repetition r + 1 of any, and the best of
+    each peer's repetitions is kept. A slow spell of this shared machine
+    (its speed swings by up to 1.6x within minutes) then lands on every
+    peer's turn alike instead of on one peer's whole turn."""
+    for title, fn in SCENARIOS:
+        runners = []
+        for cls in peers_run:
+            if fn is sc_threads and not cls.threads_ok:
+                say("-- %s: not thread-safe for concurrent durable puts; skipped" % cls.name)
+            else:
+                runners.append((cls, fn))
+        if fn is sc_threads and any(cls.name == "pylog" for cls in peers_run):
+            runners.append((CeilingRow, sc_wake_ceiling))
+        failed = set()
+        for rep in range(b.args.reps):
+            for cls, run in runners:
+                if cls.name in failed:
+                    continue
+                say("== %s: %s (repetition %d of %d)" % (title, cls.name, rep + 1, b.args.reps))
+                t0 = time.time()
+                errors = len(b.errors)
+                b.guarded(cls.name, title, lambda: run(b, cls, items, crcs, rep))
+                if len(b.errors) > errors:
+                    failed.add(cls.name)
+                say("   %.1f s  %s" % (time.time() - t0, {
+                    k: round(v, 2) for k, v in b.results.get(cls.name, {}).items()}))
 
 
 SCENARIOS = [
@@ -634,14 +661,29 @@ def run_latency(b, have_pylog, have_raw):
         jobs.append(("pylog", "lat_same", lat_pylog_thread))
         jobs.append(("pylog", "lat_floor", lat_pylog_floor))
         jobs.append(("pylog", "lat_proc", lat_pylog_process))
-    for peer, metric, fn in jobs:
-        say("== latency %s %s (%d samples, 1 record / %.1f ms)" % (peer, metric, n, iv * 1000))
+    # The samples are taken in rounds, every job in turn within a round, and
+    # pooled: a slow spell of the machine then lands on every job alike.
+    rounds = max(1, min(a.lat_rounds, n))
+    per_round = [n // rounds + (1 if r < n % rounds else 0) for r in range(rounds)]
+    samples = {}
+    failed = set()
+    for r, k in enumerate(per_round):
+        for peer, metric, fn in jobs:
+            if (peer, metric) in failed:
+                continue
+            say("== latency %s %s, round %d of %d (%d samples, 1 record / %.1f ms)"
+                % (peer, metric, r + 1, rounds, k, iv * 1000))
 
-        def go(peer=peer, metric=metric, fn=fn):
-            lats = fn(b, n, warm, size, iv)
+            def go(peer=peer, metric=metric, fn=fn, k=k):
+                samples.setdefault((peer, metric), []).extend(fn(b, k, warm, size, iv))
+            errors = len(b.errors)
+            b.guarded(peer, metric, go)
+            if len(b.errors) > errors:
+                failed.add((peer, metric))
+    for (peer, metric), lats in samples.items():
+        if (peer, metric) not in failed:
             b.put(peer, metric + "_p50_us", pct(lats, 50) / 1000.0)
             b.put(peer, metric + "_p99_us", pct(lats, 99) / 1000.0)
-        b.guarded(peer, metric, go)
 
 
 # --------------------------------------------------------------------------
@@ -938,14 +980,16 @@ def report(b, peers_run, machine, extras, started):
     w("")
     w("## Figures\n")
     w("Payload: %d-byte values, 16-byte keys, fixed seed 42, identical for every peer. "
-      "Throughput: best of %d repetitions, each on a fresh directory; latency: "
-      "p50/p99 of %d samples, one record every %.1f ms, %d warm-up records dropped. "
+      "Throughput: best of %d repetitions, each on a fresh directory, the "
+      "repetitions interleaved across the peers; latency: p50/p99 of %d samples "
+      "taken in %d rounds (every job in turn within a round), one record every "
+      "%.1f ms, %d warm-up records dropped per round. "
       "Every consume is checked (count + CRC32 chained over the values in order; "
       "thread runs: count). Bytes on disk: sum over the peer's files of "
       "min(size, allocated blocks) after producing, while open; for pylog the "
       "valid segment bytes (describe_topic) plus index/state files, without "
       "the segment's preallocation, which the 'allocated' row includes."
-      % (a.size, a.reps, a.lat_n, a.lat_interval_ms, 100))
+      % (a.size, a.reps, a.lat_n, a.lat_rounds, a.lat_interval_ms, 100))
     slow = ", ".join("%s %d%%" % (c.name, round(c.scale * 100))
                      for c in peers_run if c.scale != 1.0)
     w("Records per run: no fsync %d, fsync per batch %d (slow peers use a fraction: %s), "
@@ -1031,6 +1075,9 @@ def parse_args(argv):
     ap.add_argument("--skip", default="",
                     help="comma list of sections to skip: throughput,latency,extras")
     ap.add_argument("--lat-n", type=int, default=2000, help="latency samples (default 2000)")
+    ap.add_argument("--lat-rounds", type=int, default=4,
+                    help="rounds the latency samples are split into, every latency "
+                         "job in turn within a round (default 4)")
     ap.add_argument("--lat-interval-ms", type=float, default=1.0,
                     help="gap between latency records (default 1 ms)")
     ap.add_argument("--n-zstd", type=int, default=50_000,
@@ -1128,22 +1175,9 @@ def main(argv=None):
             return crc_cache[n]
 
         if "throughput" not in a.skip:
-            for title, fn in SCENARIOS:
-                for cls in peers_run:
-                    if fn is sc_threads and not cls.threads_ok:
-                        say("-- %s: not thread-safe for concurrent durable puts; skipped" % cls.name)
-                        continue
-                    say("== %s: %s" % (title, cls.name))
-                    t0 = time.time()
-                    b.guarded(cls.name, title, lambda: fn(b, cls, items, crcs))
-                    say("   %.1f s  %s" % (time.time() - t0, {
-                        k: round(v, 2) for k, v in b.results.get(cls.name, {}).items()}))
+            run_throughput(b, peers_run, items, crcs)
         del items
         names = [c.name for c in peers_run]
-        if "throughput" not in a.skip and "pylog" in names:
-            say("== group-commit ceiling of CPython threads (zero-cost sync)")
-            b.guarded("cpython", "wake ceiling", lambda: sc_wake_ceiling(b))
-            say("   %s" % {k: round(v) for k, v in b.results.get("cpython", {}).items()})
         if "latency" not in a.skip:
             run_latency(b, "pylog" in names, "raw" in names)
         if "extras" not in a.skip and "pylog" in names:
