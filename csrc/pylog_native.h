@@ -264,6 +264,25 @@ int pl_doorbell_ring(void *slot);
 uint32_t pl_doorbell_load(const void *slot);
 int pl_doorbell_wait(void *slot, uint32_t expected, int64_t timeout_us); /* 0 changed, 1 timeout, -errno */
 
+/* ---- the poll path of a reader of one partition: wait, then fetch ----
+ * pl_doorbell_wait(slot, expected, timeout_us); once woken, reads the
+ * partition state (the 64-byte seqlock) and, when its active segment is
+ * seg_base, mapped at seg[0:seg_len], and it committed records from offset
+ * `next` on (byte `pos`, first_base as for pl_fetch), decodes them with
+ * pl_fetch(seg, active_position, pos, next, first_base, max_records, ...)
+ * into fields/hdrs/out, without a return to the interpreter in between.
+ * Returns PL_WAIT_FETCHED (out says what was decoded), PL_WAIT_WOKEN (woken,
+ * nothing decoded: the segment rolled or grew past the map, the state was
+ * busy, the log start passed `next`, or nothing new for this partition),
+ * 1 timeout, -errno of the wait, or PL_E_INVAL. */
+#define PL_WAIT_WOKEN   0
+#define PL_WAIT_FETCHED 2
+int pl_wait_fetch(void *slot, uint32_t expected, int64_t timeout_us, const void *state,
+                  int64_t seg_base, const uint8_t *seg, size_t seg_len, size_t pos,
+                  int64_t next, int64_t first_base, uint32_t max_records,
+                  uint32_t soft_records, int64_t *fields, size_t fields_cap, int64_t *hdrs,
+                  size_t hdr_cap, pl_fetch_out *out);
+
 /* ---- byte-range locks: mode 0 unlock, 1 shared, 2 exclusive ---- */
 int pl_lock(int fd, int64_t start, int64_t len, int mode, int wait);
 

@@ -533,7 +533,7 @@ SHAPE_SAME_TIMESTAMP = lib.PL_SHAPE_SAME_TIMESTAMP
 SHAPE_NULL_KEYS = lib.PL_SHAPE_NULL_KEYS
 
 
-def _rows(data, fields, n: int, hdr, nh: int, *, origin: int = 0, offset_base: int = 0,
+def _rows(data, fields, n: int, hdr, nh: int, origin: int = 0, offset_base: int = 0,
           ts_base: int = 0, ts_fixed=None, topic=None, partition=None, row_type=None,
           values_only: bool = False) -> list:
     """Records out of decoded ``fields`` (PL_RECORD_FIELDS each, positions in
@@ -679,21 +679,36 @@ def _fetch_scratch():
     return s
 
 
+#: fetch's row options: (topic, partition, row_type, values_only), the
+#: last four parameters of _rows, passed on positionally.
+PLAIN_ROWS = (None, None, None, False)
+VALUES_ONLY = (None, None, None, True)
+
+
 def fetch(seg_p, data, end: int, pos: int, expected: int, first_base: int,
-          max_records: int, **build):
+          max_records: int, build: tuple = PLAIN_ROWS):
     """Decode the batches of a segment from byte ``pos``, where offset
     ``expected`` must be and whose first batch has baseOffset ``first_base``
     (-1: unknown), up to ``end`` and ``max_records`` records, in one native
     call (pl_fetch). ``seg_p``/``data`` are a pointer to and the buffer of
-    the segment's map. Returns (rows as :func:`_rows` builds them with
-    ``build``, :class:`FetchResult`); raises CorruptLogError (position: the
-    first batch of the range) for a header key that is not UTF-8."""
+    the segment's map. Returns (rows as :func:`_rows` builds them with the
+    row options ``build``, :class:`FetchResult`); raises CorruptLogError
+    (position: the first batch of the range) for a header key that is not
+    UTF-8."""
     fields, hdrs, out, out_bytes, cap = _fetch_scratch()
     rc = lib.pl_fetch(seg_p, end, pos, expected, first_base, min(max_records, cap),
                       FETCH_RECORDS_STEP, fields, cap, hdrs, _HEADERS_PER_RECORD_ROOM * cap,
                       out)
     if rc != 0:
         raise InvalidArgument(_reason(rc))
+    return fetched(data, pos, build)
+
+
+def fetched(data, pos: int, build: tuple = PLAIN_ROWS):
+    """(rows, :class:`FetchResult`) of the calling thread's last pl_fetch
+    (by :func:`fetch`, or :func:`wait_fetch` when it returned True) from
+    byte ``pos`` of ``data``."""
+    fields, hdrs, _out, out_bytes, _cap = _fetch_scratch()
     (position, next_offset, n, nh, stop_position, stop, error, error_offset,
      position_base) = _FETCH_OUT.unpack_from(out_bytes)
     # (tuple.__new__: NamedTuple's own __new__ is a Python function)
@@ -702,11 +717,48 @@ def fetch(seg_p, data, end: int, pos: int, expected: int, first_base: int,
         None if stop != FETCH_CORRUPT else
         _reason(error) + (f" (records section byte {error_offset})" if error_offset else ""),
         position_base))
+    if not n:
+        return [], result
     try:
-        rows = _rows(data, fields, n, hdrs, nh, origin=pos, **build) if n else []
+        return _rows(data, fields, n, hdrs, nh, pos, 0, 0, None, *build), result
     except CorruptLogError as e:
         raise CorruptLogError(str(e), position=pos) from None
-    return rows, result
+
+
+WAIT_WOKEN = lib.PL_WAIT_WOKEN
+WAIT_FETCHED = lib.PL_WAIT_FETCHED
+
+
+def wait_fetch(slot_p, seen: int, timeout_s: float, state_p, seg_base: int, seg_p, seg_len: int,
+               pos: int, expected: int, first_base: int, max_records: int):
+    """Wait up to ``timeout_s`` for the doorbell slot at ``slot_p`` to move
+    from ``seen``, then, in the same native call (pl_wait_fetch), decode
+    what the partition whose state is at ``state_p`` committed from offset
+    ``expected`` on in its active segment, when that is ``seg_base``
+    (mapped at ``seg_p``, ``seg_len`` bytes); the other arguments as for
+    :func:`fetch`. Returns None on timeout, False when woken with nothing
+    decoded (the caller fetches the usual way), True when records were
+    decoded: :func:`fetched` builds them."""
+    fields, hdrs, out, out_bytes, cap = _fetch_scratch()
+    deadline = _time.monotonic() + max(0.0, timeout_s)
+    us = int(max(0.0, timeout_s) * 1e6)
+    while True:
+        rc = lib.pl_wait_fetch(slot_p, seen & 0xFFFFFFFF, us, state_p, seg_base, seg_p,
+                               seg_len, pos, expected, first_base, min(max_records, cap),
+                               FETCH_RECORDS_STEP, fields, cap, hdrs,
+                               _HEADERS_PER_RECORD_ROOM * cap, out)
+        if rc == WAIT_FETCHED:
+            return True
+        if rc == WAIT_WOKEN:
+            return False
+        if rc == 1:
+            return None
+        if rc == -_errno.EINTR:    # Python signal handlers ran between calls
+            us = max(0, int((deadline - _time.monotonic()) * 1e6))
+            continue
+        if rc == _E_INVAL:
+            raise InvalidArgument("wait_fetch: bad slot, state or segment pointer")
+        raise OSError(-rc, _os.strerror(-rc))
 
 
 # ---------------------------------------------------------------------------

@@ -387,21 +387,37 @@ class Consumer:
             except OffsetOutOfRange as exc:
                 self._cursors[tp] = Cursor(self._reset_offset(tp, part, str(exc)))
                 continue
-            if not recs:
-                continue
-            if values_only:
-                if self._vdes is not None:
-                    recs = [self._vdes(v) for v in recs]
-                out.extend(recs)
-            elif self._row_type is Record:
-                out.extend(recs)         # built as Records by the decoder
-            else:
-                kd, vd = self._kdes, self._vdes
-                out.extend([Record(t, p, o, ts,
-                                   kd(k) if kd and k is not None else k,
-                                   vd(v) if vd and v is not None else v, h)
-                            for t, p, o, ts, k, v, h in recs])
+            if recs:
+                out.extend(self._finish(recs, values_only))
         return out
+
+    def _finish(self, recs: list, values_only: bool) -> list:
+        """What poll returns of the rows Partition.fetch built: Records (or
+        values), through the deserializers when there are any."""
+        if values_only:
+            if self._vdes is not None:
+                return [self._vdes(v) for v in recs]
+            return recs
+        if self._row_type is Record:
+            return recs              # built as Records by the decoder
+        kd, vd = self._kdes, self._vdes
+        return [Record(t, p, o, ts, kd(k) if kd and k is not None else k,
+                       vd(v) if vd and v is not None else v, h)
+                for t, p, o, ts, k, v, h in recs]
+
+    def _wait_target(self):
+        """(partition, cursor) when this poll reads exactly one partition
+        whose cursor is positioned (the blocked poll then waits and decodes
+        in one native call, Partition.wait_fetch), else None."""
+        owned = self._owned()
+        if len(owned) != 1 or self._paused and owned[0] in self._paused:
+            return None
+        tp = owned[0]
+        cur = self._cursors.get(tp)
+        part = self._log.open_partitions().get(tp)
+        if cur is None or part is None or cur.position < 0:
+            return None
+        return part, cur
 
     def _slots(self):
         """The doorbell slot to wait on (L-3): the topic's own when all owned
@@ -453,7 +469,15 @@ class Consumer:
             if remaining <= 0 or self._woken:
                 return recs
             wait = min(remaining, GROUP_CHECK_INTERVAL_S if self._member else _TOPIC_REFRESH_S)
-            if bell is not None:
+            target = self._wait_target() if bell is not None else None
+            if target is not None:
+                part, cur = target
+                recs = part.wait_fetch(cur, bell + slot * _native.DOORBELL_SLOT_SIZE, seen,
+                                       wait, max_records, values_only=values_only,
+                                       with_topic=True, row_type=self._row_type)
+                if recs:
+                    return self._finish(recs, values_only)
+            elif bell is not None:
                 _native.doorbell_wait_at(bell + slot * _native.DOORBELL_SLOT_SIZE, seen, wait)
             else:   # no writable doorbell (read-only files): short sleeps
                 time.sleep(min(wait, 0.005))

@@ -57,6 +57,7 @@ from . import _native, batch
 from .config import TopicConfig
 from .errors import (CorruptLogError, LogClosed, LogFailedError,
                      OffsetOutOfRange, TopicNotFound)
+from .gcpause import paused as _gc_paused
 from .segment import (INDEX_ENTRY, INDEX_INTERVAL_BYTES, PREALLOCATE_BYTES,
                       PREALLOCATE_BYTES_MIN,
                       TIMEINDEX_ENTRY, Segment, fsync_dir, parse_segment_name)
@@ -94,9 +95,6 @@ _NATIVE_ATTEMPTS = 3
 # errnos of a full disk or quota: the append fails, nothing was published,
 # the partition stays usable once space is freed (G8)
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
-# fetch's row options (pylog._native.fetch) without a topic prefix
-_VALUES_ONLY = {"values_only": True}
-_PLAIN_ROWS: dict = {}
 
 
 @dataclass
@@ -1090,15 +1088,7 @@ class Partition:
                 cursor.position = self._locate(
                     seg, cursor.offset, end,
                     self._sealed_last_offset(bases, seg.base_offset, st))
-            if values_only:
-                build = _VALUES_ONLY
-            elif with_topic:
-                build = self._row_builds.get(row_type)
-                if build is None:
-                    build = self._row_builds[row_type] = {
-                        "topic": self.topic, "partition": self.index, "row_type": row_type}
-            else:
-                build = _PLAIN_ROWS
+            build = self._row_build(values_only, with_topic, row_type)
             while len(out) < max_records:
                 seg = self._reader(cursor.segment_base)
                 end = self._segment_end(seg, st)
@@ -1118,13 +1108,15 @@ class Partition:
                     room = max_records - len(out)
                     try:
                         recs, res = _native.fetch(seg.pointer(), m, end, cursor.position,
-                                                  cursor.offset, cursor.base, room, **build)
+                                                  cursor.offset, cursor.base, room, build)
                     except CorruptLogError as exc:
                         raise exc.with_path(seg.path) from None
                     out.extend(recs)
                     cursor.offset, cursor.position = res.next_offset, res.position
                     cursor.base = res.position_base
                     if res.stop == _native.FETCH_CORRUPT:
+                        if out:
+                            break    # the good records first; the next fetch raises
                         raise CorruptLogError(res.error, seg.path, res.stop_position)
                     if res.stop == _native.FETCH_END and seg.base_offset == st.active_base:
                         break                # at the committed end (the poll path)
@@ -1170,6 +1162,65 @@ class Partition:
                 cursor.position += header.size
                 cursor.base = cursor.offset
         return out
+
+    def _row_build(self, values_only: bool, with_topic: bool, row_type) -> tuple:
+        """The row options of _native.fetch for fetch's arguments."""
+        if values_only:
+            return _native.VALUES_ONLY
+        if not with_topic:
+            return _native.PLAIN_ROWS
+        build = self._row_builds.get(row_type)
+        if build is None:
+            build = self._row_builds[row_type] = (self.topic, self.index, row_type, False)
+        return build
+
+    def wait_fetch(self, cursor: Cursor, slot_p, seen: int, timeout: float, max_records: int,
+                   *, values_only: bool = False, with_topic: bool = False,
+                   row_type=None) -> list | None:
+        """The blocked poll's path: wait up to ``timeout`` seconds for the
+        doorbell slot at ``slot_p`` (a pointer) to move from ``seen``, and
+        once woken decode, in the same native call and before the
+        interpreter is back, what this partition committed after ``cursor``
+        in its active segment. Returns None on timeout; [] when woken with
+        nothing decoded that way (the segment rolled or outgrew the reader's
+        map, the cursor is not positioned in the active segment, the wake
+        was for another partition of the topic, ...: the caller fetches the
+        usual way); else the records as :meth:`fetch` returns them, with
+        ``cursor`` advanced. A damaged batch raises CorruptLogError as in
+        :meth:`fetch`.
+
+        Thread safety: as :meth:`fetch`, without holding the partition's
+        read lock through the wait. The call reads the segment through its
+        own export of the reader's map, so a reader another thread closes
+        meanwhile stays mapped until the call is done (Segment.unmap)."""
+        self._check()
+        state_p = self._state_rptr
+        seg = self._readers.get(cursor.segment_base)
+        held = seg.hold() if seg is not None and cursor.position >= 0 else None
+        if held is None or state_p is None or self._memory_state is not None:
+            woken = _native.doorbell_wait_at(slot_p, seen, timeout)
+            return [] if woken else None
+        ptr, m, map_len = held
+        try:
+            got = _native.wait_fetch(slot_p, seen, timeout, state_p, cursor.segment_base, ptr,
+                                     map_len, cursor.position, cursor.offset, cursor.base,
+                                     max_records)
+        finally:
+            _native.release(ptr)     # (m keeps the bytes alive for the rows)
+        if not got:
+            return None if got is None else []
+        # paused from the wake on, not through the wait (see pylog.gcpause)
+        with _gc_paused():
+            try:
+                recs, res = _native.fetched(m, cursor.position,
+                                            self._row_build(values_only, with_topic, row_type))
+            except CorruptLogError as exc:
+                raise exc.with_path(seg.path) from None
+        cursor.offset, cursor.position = res.next_offset, res.position
+        cursor.base = res.position_base
+        if res.stop == _native.FETCH_CORRUPT and not recs:
+            raise CorruptLogError(res.error, seg.path, res.stop_position)
+        return recs
 
     def _values_from(self, m, header, offset) -> list:
         return [r[3] for r in batch.decode(m, header) if r[0] >= offset]

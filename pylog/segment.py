@@ -112,6 +112,16 @@ class Segment:
             self._rptr = _native.pointer(self._map, writable=False)
         return self._rptr
 
+    def hold(self):
+        """(a new native pointer to the current map, the map, its length),
+        or None when nothing is mapped: for a native call that runs longer
+        than the caller holds any lock (Partition.wait_fetch). While the
+        pointer is held the map cannot be unmapped (unmap() then leaves it to
+        the holder); release it with _native.release."""
+        if self._map is None:
+            return None
+        return _native.pointer(self._map, writable=False), self._map, self._map_len
+
     def writer_pointer(self):
         """(native pointer, capacity) of the writable map, for the one-call
         append; (None, 0) when nothing is mapped yet. Valid until unmap()."""
@@ -144,7 +154,10 @@ class Segment:
                 _native.release(ptr)
         self._wptr = self._rptr = None
         if self._map is not None:
-            self._map.close()
+            try:
+                self._map.close()
+            except BufferError:
+                pass    # held (hold()): unmapped when the holder lets go
             self._map = None
             self._map_len = 0
 

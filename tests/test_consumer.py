@@ -350,3 +350,48 @@ def test_subscriber_follows_a_topic_recreated_with_more_partitions(log):
         got = c.poll(timeout=0.5)
     assert [(r.partition, r.value) for r in got] == [(2, b"late")]
     assert c.assignment() == {TP("t", 0), TP("t", 1), TP("t", 2)}
+
+
+@pytest.mark.parametrize("kind", ["records", "values", "deserialized"])
+def test_blocked_poll_of_one_partition_decodes_in_the_wait(log, monkeypatch, kind):
+    """A poll blocked on one positioned partition gets its records from the
+    wait call itself (Partition.wait_fetch); what it returns is what the
+    usual fetch would have built."""
+    from pylog import _native
+    calls = []
+    real = _native.wait_fetch
+
+    def counting(*a):
+        r = real(*a)
+        calls.append(r)
+        return r
+    monkeypatch.setattr(_native, "wait_fetch", counting)
+    log.create_topic("t")
+    kw = {"value_deserializer": bytes.upper} if kind == "deserialized" else {}
+    c = log.consumer("t", group_id="g", auto_offset_reset="earliest", **kw)
+    p = log.producer()
+    p.send("t", b"v0", key=b"k")
+    assert len(c.poll(timeout=1)) == 1       # positions the cursor
+    got = []
+
+    def poller():
+        while len(got) < 20:
+            got.extend(c.poll_values(timeout=5) if kind == "values" else c.poll(timeout=5))
+    th = threading.Thread(target=poller)
+    th.start()
+    for i in range(1, 21):
+        time.sleep(0.005)
+        p.send("t", b"v%d" % i, key=b"k", headers=[("n", b"%d" % i)])
+    th.join(30)
+    assert not th.is_alive()
+    assert True in calls                     # decoded in the wait at least once
+    if kind == "values":
+        assert got == [b"v%d" % i for i in range(1, 21)]
+    else:
+        assert all(type(r) is pylog.Record for r in got)
+        assert [r.offset for r in got] == list(range(1, 21))
+        assert [r.headers for r in got] == [(("n", b"%d" % i),) for i in range(1, 21)]
+        want = [b"v%d" % i for i in range(1, 21)]
+        assert [r.value for r in got] == ([v.upper() for v in want]
+                                          if kind == "deserialized" else want)
+    c.close()

@@ -156,8 +156,12 @@ def test_mid_log_flip_is_reported(logdir, where, field):
         good = part.fetch(Cursor(0), h.base_offset)
         assert [r[0] for r in good] == list(range(h.base_offset))
         for start in (0, h.base_offset, h.base_offset + 1):
+            cur = Cursor(start)
             with pytest.raises(CorruptLogError) as ei:
-                part.fetch(Cursor(start), 10**6)
+                while True:
+                    # the records before the damage first, then the error
+                    recs = part.fetch(cur, 10**6)
+                    assert recs and recs[-1][0] < h.base_offset
             assert ei.value.path == path
             assert ei.value.position == pos
             assert path in str(ei.value) and str(pos) in str(ei.value)

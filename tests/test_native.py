@@ -791,9 +791,11 @@ def test_lock_across_processes(tmp_path):
 # pl_fetch: many batches in one call
 # ---------------------------------------------------------------------------
 
-def _fetch_all(buf, end, pos, expected, max_records, first_base=-1, **build):
+def _fetch_all(buf, end, pos, expected, max_records, first_base=-1, *, topic=None,
+               partition=None, row_type=None, values_only=False):
     p = n.ffi.from_buffer("uint8_t[]", buf)
-    return n.fetch(p, buf, end, pos, expected, first_base, max_records, **build)
+    return n.fetch(p, buf, end, pos, expected, first_base, max_records,
+                   (topic, partition, row_type, values_only))
 
 
 def _log_with_headers(rng, nbatches):

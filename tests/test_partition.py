@@ -362,3 +362,162 @@ TestPartitionMachine.settings = settings(
     max_examples=int(os.environ.get("PYLOG_SM_EXAMPLES", "20")),
     stateful_step_count=25, deadline=None,
     suppress_health_check=list(HealthCheck))
+
+
+# -- the blocked poll's one-call path (Partition.wait_fetch) ------------------
+
+def _waiter(logdir, **config):
+    """(log, partition, producer, cursor at the end, doorbell slot pointer)."""
+    from pylog import _native
+    from pylog.log import topic_slot
+    log = pylog.open(logdir, sync="never")
+    log.create_topic("w", **(config or {"retention_ms": -1}))
+    p = log.producer()
+    p.send("w", b"first")
+    part = log.partition("w", 0)
+    cur = Cursor(0)
+    assert [r[3] for r in part.fetch(cur, 100)] == [b"first"]
+    slot = log.doorbell_pointer() + topic_slot("w") * _native.DOORBELL_SLOT_SIZE
+    return log, part, p, cur, slot
+
+
+def _seen(slot):
+    from pylog import _native
+    return _native.doorbell_load_at(slot, 0)
+
+
+def test_wait_fetch_decodes_what_woke_it(logdir):
+    log, part, p, cur, slot = _waiter(logdir)
+    try:
+        t0 = time.monotonic()
+        assert part.wait_fetch(cur, slot, _seen(slot), 0.05, 100) is None   # timeout
+        assert time.monotonic() - t0 >= 0.04
+        seen = _seen(slot)
+        p.send_batch("w", [(b"k1", b"v1"), (b"k2", b"v2", [("h", b"x")])], partition=0)
+        recs = part.wait_fetch(cur, slot, seen, 5.0, 100, with_topic=True,
+                               row_type=pylog.Record)
+        assert recs == [pylog.Record("w", 0, 1, recs[0].timestamp_ms, b"k1", b"v1", ()),
+                        pylog.Record("w", 0, 2, recs[0].timestamp_ms, b"k2", b"v2",
+                                     (("h", b"x"),))]
+        assert all(type(r) is pylog.Record for r in recs)
+        assert cur.offset == 3
+        seen = _seen(slot)
+        p.send("w", b"v3")
+        assert part.wait_fetch(cur, slot, seen, 5.0, 100, values_only=True) == [b"v3"]
+        seen = _seen(slot)
+        p.send_batch("w", [b"a", b"b", b"c"], partition=0)
+        assert [r[3] for r in part.wait_fetch(cur, slot, seen, 5.0, 2)] == [b"a", b"b"]
+        assert [r[3] for r in part.fetch(cur, 100)] == [b"c"]    # max_records held
+    finally:
+        log.close()
+
+
+def test_wait_fetch_leaves_a_rolled_or_outgrown_segment_to_fetch(logdir):
+    """Woken for records it cannot decode in the call (the active segment
+    rolled, or the file grew past the reader's map), wait_fetch returns []
+    and the usual fetch reads them: nothing lost, nothing twice."""
+    log, part, p, cur, slot = _waiter(logdir, segment_bytes=65536, max_message_bytes=60000,
+                                      retention_ms=-1)
+    try:
+        got, expect = [b"first"], [b"first"]
+        fell_back = 0
+        for i in range(300):
+            v = b"%d-" % i + bytes(900)
+            expect.append(v)
+            seen = _seen(slot)
+            p.send("w", v)
+            recs = part.wait_fetch(cur, slot, seen, 5.0, 100)
+            if recs == []:
+                fell_back += 1
+                recs = part.fetch(cur, 100)
+            got.extend(r[3] for r in recs)
+        assert got == expect
+        assert fell_back >= 4          # the rolls of 300 x ~1 KB in 64 KiB segments
+        assert len([n for n in os.listdir(os.path.join(logdir, "w-0"))
+                    if n.endswith(".log")]) > 3
+    finally:
+        log.close()
+
+
+def test_wait_fetch_reports_a_damaged_batch(logdir):
+    log, part, p, cur, slot = _waiter(logdir)
+    try:
+        seen = _seen(slot)
+        p.send("w", b"good")
+        pos = cur.position
+        p.send("w", b"bad")          # its CRC is damaged below, before the wait
+        seg = os.path.join(logdir, "w-0", "%020d.log" % 0)
+        with open(seg, "r+b") as f:
+            f.seek(part.state().active_position - 1)
+            b = f.read(1)
+            f.seek(-1, os.SEEK_CUR)
+            f.write(bytes([b[0] ^ 1]))
+        # the good record first; the damaged one raises on the next read
+        assert [r[3] for r in part.wait_fetch(cur, slot, seen, 5.0, 100)] == [b"good"]
+        assert cur.position > pos
+        with pytest.raises(pylog.CorruptLogError) as ei:
+            part.fetch(cur, 100)
+        assert ei.value.path == seg
+        # a wait woken while positioned at the damaged batch raises too
+        from pylog import _native
+        from pylog.log import topic_slot
+        cur2 = Cursor(1)
+        part.fetch(cur2, 1)
+        seen = _seen(slot)
+        _native.doorbell_ring_ptr(log.doorbell_pointer(), topic_slot("w"))
+        with pytest.raises(pylog.CorruptLogError) as ei:
+            part.wait_fetch(cur2, slot, seen, 5.0, 100)
+        assert ei.value.path == seg
+    finally:
+        log.close()
+
+
+def test_wait_fetch_reads_through_a_reader_closed_under_it(logdir):
+    """Another thread may close the reader segment while wait_fetch waits
+    on it without the partition's lock: its own export of the map keeps the
+    map alive (Segment.unmap leaves it to the holder) and the bytes right."""
+    import threading
+    log, part, p, cur, slot = _waiter(logdir)
+    try:
+        seen = _seen(slot)
+        out = {}
+        th = threading.Thread(target=lambda: out.setdefault(
+            "recs", part.wait_fetch(cur, slot, seen, 10.0, 100)))
+        th.start()
+        time.sleep(0.1)
+        for seg in list(part._readers.values()):
+            seg.close()                 # the map stays: the waiter holds it
+        part._readers.clear()
+        p.send("w", b"after-close")
+        th.join(10)
+        assert not th.is_alive()
+        assert [r[3] for r in out["recs"]] == [b"after-close"]
+        assert [r[3] for r in part.fetch(Cursor(0), 100)] == [b"first", b"after-close"]
+    finally:
+        log.close()
+
+
+def test_fetch_returns_the_records_before_a_damaged_batch(logdir):
+    """A fetch that decodes good batches and then meets a damaged one
+    returns the good records (with the cursor at the damaged batch); the
+    next fetch raises. Before, it raised at once with the cursor already past
+    the good records, so they were skipped."""
+    with pylog.open(logdir, sync="never") as log:
+        log.create_topic("d", retention_ms=-1)
+        p = log.producer()
+        p.send("d", b"one")
+        p.send("d", b"two")
+        part = log.partition("d", 0)
+        end = part.state().active_position
+        seg = os.path.join(logdir, "d-0", "%020d.log" % 0)
+        with open(seg, "r+b") as f:
+            f.seek(end - 1)
+            b = f.read(1)
+            f.seek(-1, os.SEEK_CUR)
+            f.write(bytes([b[0] ^ 1]))
+        cur = Cursor(0)
+        assert [r[3] for r in part.fetch(cur, 100)] == [b"one"]
+        assert cur.offset == 1
+        with pytest.raises(pylog.CorruptLogError):
+            part.fetch(cur, 100)
+        assert cur.offset == 1
