@@ -576,7 +576,7 @@ def _rows(data, fields, n: int, hdr, nh: int, origin: int = 0, offset_base: int 
     if values_only:
         return [data[vo:vo + vl] if vl >= 0 else None
                 for vo, vl in zip(recs[4::8], recs[5::8])]
-    hdrs = _ints(hdr, 4 * nh)
+    hdrs = _ints(hdr, 4 * nh) if nh else ()
     result = []
     append = result.append
     it = iter(recs)
@@ -591,15 +591,16 @@ def _rows(data, fields, n: int, hdr, nh: int, origin: int = 0, offset_base: int 
                 headers = tuple(hl)
             else:
                 headers = ()
-            row = (offset_base + od, ts_fixed if ts_fixed is not None else ts_base + td,
+            if topic is None:
+                append((offset_base + od, ts_fixed if ts_fixed is not None else ts_base + td,
+                        data[ko:ko + kl] if kl >= 0 else None,
+                        data[vo:vo + vl] if vl >= 0 else None, headers))
+                continue
+            row = (topic, partition, offset_base + od,
+                   ts_fixed if ts_fixed is not None else ts_base + td,
                    data[ko:ko + kl] if kl >= 0 else None,
-                   data[vo:vo + vl] if vl >= 0 else None,
-                   headers)
-            if topic is not None:
-                row = (topic, partition) + row
-                if row_type is not None:
-                    row = _tuple_new(row_type, row)
-            append(row)
+                   data[vo:vo + vl] if vl >= 0 else None, headers)
+            append(row if row_type is None else _tuple_new(row_type, row))
     except UnicodeDecodeError as e:
         raise CorruptLogError(f"header key is not valid UTF-8: {e}") from e
     return result
@@ -736,9 +737,10 @@ def wait_fetch(slot_p, seen: int, timeout_s: float, state_p, seg_base: int, seg_
     what the partition whose state is at ``state_p`` committed from offset
     ``expected`` on in its active segment, when that is ``seg_base``
     (mapped at ``seg_p``, ``seg_len`` bytes); the other arguments as for
-    :func:`fetch`. Returns None on timeout, False when woken with nothing
-    decoded (the caller fetches the usual way), True when records were
-    decoded: :func:`fetched` builds them."""
+    :func:`fetch`. Returns None on timeout, -1 when woken with nothing
+    decoded (the caller fetches the usual way), else the number of records
+    decoded (0 when the fetch stopped at once): :func:`fetched` builds
+    them."""
     fields, hdrs, out, out_bytes, cap = _fetch_scratch()
     deadline = _time.monotonic() + max(0.0, timeout_s)
     us = int(max(0.0, timeout_s) * 1e6)
@@ -748,9 +750,9 @@ def wait_fetch(slot_p, seen: int, timeout_s: float, state_p, seg_base: int, seg_
                                FETCH_RECORDS_STEP, fields, cap, hdrs,
                                _HEADERS_PER_RECORD_ROOM * cap, out)
         if rc == WAIT_FETCHED:
-            return True
+            return out.records
         if rc == WAIT_WOKEN:
-            return False
+            return -1
         if rc == 1:
             return None
         if rc == -_errno.EINTR:    # Python signal handlers ran between calls

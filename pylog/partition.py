@@ -43,6 +43,7 @@ Thread safety: every public method is thread-safe.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import errno
 import logging
 import mmap
@@ -92,6 +93,10 @@ CHECKPOINT_INTERVAL_S = 1.0
 # the segment, then after a roll or another writer's growth; past that the
 # slow path takes the batch.
 _NATIVE_ATTEMPTS = 3
+# wait_fetch pauses the collector (pylog.gcpause) while it builds this many
+# records or more
+_GC_PAUSE_RECORDS = 256
+_NO_PAUSE = contextlib.nullcontext()
 # errnos of a full disk or quota: the append fails, nothing was published,
 # the partition stays usable once space is freed (G8)
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -1202,15 +1207,18 @@ class Partition:
             return [] if woken else None
         ptr, m, map_len = held
         try:
-            got = _native.wait_fetch(slot_p, seen, timeout, state_p, cursor.segment_base, ptr,
-                                     map_len, cursor.position, cursor.offset, cursor.base,
-                                     max_records)
+            n = _native.wait_fetch(slot_p, seen, timeout, state_p, cursor.segment_base, ptr,
+                                   map_len, cursor.position, cursor.offset, cursor.base,
+                                   max_records)
         finally:
             _native.release(ptr)     # (m keeps the bytes alive for the rows)
-        if not got:
-            return None if got is None else []
-        # paused from the wake on, not through the wait (see pylog.gcpause)
-        with _gc_paused():
+        if n is None:
+            return None
+        if n < 0:
+            return []
+        # (from the wake on, not through the wait; and not for the few
+        # records of a wake-up, where the pause costs more than it saves)
+        with _gc_paused() if n >= _GC_PAUSE_RECORDS else _NO_PAUSE:
             try:
                 recs, res = _native.fetched(m, cursor.position,
                                             self._row_build(values_only, with_topic, row_type))
