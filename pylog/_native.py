@@ -26,6 +26,7 @@ from typing import NamedTuple, Optional
 
 from ._pylog_native import ffi, lib
 from .errors import CorruptLogError, InvalidArgument
+from .gcpause import paused as _gc_paused
 
 __all__ = [
     "BATCH_HEADER_SIZE", "CODEC_NONE", "CODEC_GZIP", "CODEC_SNAPPY", "CODEC_LZ4",
@@ -702,14 +703,12 @@ def fetch(seg_p, data, end: int, pos: int, expected: int, first_base: int,
                       out)
     if rc != 0:
         raise InvalidArgument(_reason(rc))
-    return fetched(data, pos, build)
+    return _fetched(data, pos, fields, hdrs, out_bytes, build)
 
 
-def fetched(data, pos: int, build: tuple = PLAIN_ROWS):
-    """(rows, :class:`FetchResult`) of the calling thread's last pl_fetch
-    (by :func:`fetch`, or :func:`wait_fetch` when it returned True) from
-    byte ``pos`` of ``data``."""
-    fields, hdrs, _out, out_bytes, _cap = _fetch_scratch()
+def _fetched(data, pos: int, fields, hdrs, out_bytes, build: tuple):
+    """(rows, :class:`FetchResult`) of a pl_fetch into the thread's scratch
+    (:func:`_fetch_scratch`), from byte ``pos`` of ``data``."""
     (position, next_offset, n, nh, stop_position, stop, error, error_offset,
      position_base) = _FETCH_OUT.unpack_from(out_bytes)
     # (tuple.__new__: NamedTuple's own __new__ is a Python function)
@@ -728,19 +727,25 @@ def fetched(data, pos: int, build: tuple = PLAIN_ROWS):
 
 WAIT_WOKEN = lib.PL_WAIT_WOKEN
 WAIT_FETCHED = lib.PL_WAIT_FETCHED
+# wait_fetch pauses the collector (pylog.gcpause) while it builds this many
+# rows or more; the few rows of a wake-up are built without the pause,
+# which would cost more than it saves
+WAIT_PAUSE_RECORDS = 256
 
 
 def wait_fetch(slot_p, seen: int, timeout_s: float, state_p, seg_base: int, seg_p, seg_len: int,
-               pos: int, expected: int, first_base: int, max_records: int):
+               data, pos: int, expected: int, first_base: int, max_records: int,
+               build: tuple = PLAIN_ROWS):
     """Wait up to ``timeout_s`` for the doorbell slot at ``slot_p`` to move
     from ``seen``, then, in the same native call (pl_wait_fetch), decode
     what the partition whose state is at ``state_p`` committed from offset
     ``expected`` on in its active segment, when that is ``seg_base``
-    (mapped at ``seg_p``, ``seg_len`` bytes); the other arguments as for
-    :func:`fetch`. Returns None on timeout, -1 when woken with nothing
-    decoded (the caller fetches the usual way), else the number of records
-    decoded (0 when the fetch stopped at once): :func:`fetched` builds
-    them."""
+    (mapped at ``seg_p``/``data``, ``seg_len`` bytes); the other arguments
+    as for :func:`fetch`. Returns None on timeout, () when woken with
+    nothing decoded (the caller fetches the usual way), else (rows,
+    :class:`FetchResult`) as :func:`fetch` returns them. The collector is
+    paused (from the wake on, not through the wait) while many rows are
+    built."""
     fields, hdrs, out, out_bytes, cap = _fetch_scratch()
     deadline = _time.monotonic() + max(0.0, timeout_s)
     us = int(max(0.0, timeout_s) * 1e6)
@@ -750,9 +755,12 @@ def wait_fetch(slot_p, seen: int, timeout_s: float, state_p, seg_base: int, seg_
                                FETCH_RECORDS_STEP, fields, cap, hdrs,
                                _HEADERS_PER_RECORD_ROOM * cap, out)
         if rc == WAIT_FETCHED:
-            return out.records
+            if out.records < WAIT_PAUSE_RECORDS:
+                return _fetched(data, pos, fields, hdrs, out_bytes, build)
+            with _gc_paused():
+                return _fetched(data, pos, fields, hdrs, out_bytes, build)
         if rc == WAIT_WOKEN:
-            return -1
+            return ()
         if rc == 1:
             return None
         if rc == -_errno.EINTR:    # Python signal handlers ran between calls

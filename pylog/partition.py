@@ -43,7 +43,6 @@ Thread safety: every public method is thread-safe.
 from __future__ import annotations
 
 import bisect
-import contextlib
 import errno
 import logging
 import mmap
@@ -58,7 +57,6 @@ from . import _native, batch
 from .config import TopicConfig
 from .errors import (CorruptLogError, LogClosed, LogFailedError,
                      OffsetOutOfRange, TopicNotFound)
-from .gcpause import paused as _gc_paused
 from .segment import (INDEX_ENTRY, INDEX_INTERVAL_BYTES, PREALLOCATE_BYTES,
                       PREALLOCATE_BYTES_MIN,
                       TIMEINDEX_ENTRY, Segment, fsync_dir, parse_segment_name)
@@ -93,10 +91,6 @@ CHECKPOINT_INTERVAL_S = 1.0
 # the segment, then after a roll or another writer's growth; past that the
 # slow path takes the batch.
 _NATIVE_ATTEMPTS = 3
-# wait_fetch pauses the collector (pylog.gcpause) while it builds this many
-# records or more
-_GC_PAUSE_RECORDS = 256
-_NO_PAUSE = contextlib.nullcontext()
 # errnos of a full disk or quota: the append fails, nothing was published,
 # the partition stays usable once space is freed (G8)
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -1206,24 +1200,18 @@ class Partition:
             woken = _native.doorbell_wait_at(slot_p, seen, timeout)
             return [] if woken else None
         ptr, m, map_len = held
+        build = self._row_build(values_only, with_topic, row_type)
         try:
-            n = _native.wait_fetch(slot_p, seen, timeout, state_p, cursor.segment_base, ptr,
-                                   map_len, cursor.position, cursor.offset, cursor.base,
-                                   max_records)
+            got = _native.wait_fetch(slot_p, seen, timeout, state_p, cursor.segment_base, ptr,
+                                     map_len, m, cursor.position, cursor.offset, cursor.base,
+                                     max_records, build)
+        except CorruptLogError as exc:
+            raise exc.with_path(seg.path) from None
         finally:
-            _native.release(ptr)     # (m keeps the bytes alive for the rows)
-        if n is None:
-            return None
-        if n < 0:
-            return []
-        # (from the wake on, not through the wait; and not for the few
-        # records of a wake-up, where the pause costs more than it saves)
-        with _gc_paused() if n >= _GC_PAUSE_RECORDS else _NO_PAUSE:
-            try:
-                recs, res = _native.fetched(m, cursor.position,
-                                            self._row_build(values_only, with_topic, row_type))
-            except CorruptLogError as exc:
-                raise exc.with_path(seg.path) from None
+            _native.release(ptr)
+        if not got:
+            return None if got is None else []
+        recs, res = got
         cursor.offset, cursor.position = res.next_offset, res.position
         cursor.base = res.position_base
         if res.stop == _native.FETCH_CORRUPT and not recs:

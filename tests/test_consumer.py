@@ -384,7 +384,7 @@ def test_blocked_poll_of_one_partition_decodes_in_the_wait(log, monkeypatch, kin
         p.send("t", b"v%d" % i, key=b"k", headers=[("n", b"%d" % i)])
     th.join(30)
     assert not th.is_alive()
-    assert True in calls                     # decoded in the wait at least once
+    assert any(r and r[0] for r in calls)    # decoded in the wait at least once
     if kind == "values":
         assert got == [b"v%d" % i for i in range(1, 21)]
     else:

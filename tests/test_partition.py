@@ -521,3 +521,25 @@ def test_fetch_returns_the_records_before_a_damaged_batch(logdir):
         with pytest.raises(pylog.CorruptLogError):
             part.fetch(cur, 100)
         assert cur.offset == 1
+
+
+def test_wait_fetch_pauses_the_collector_only_for_many_records(logdir, monkeypatch):
+    import gc
+    from pylog import _native
+    log, part, p, cur, slot = _waiter(logdir)
+    seen_gc = []
+    real = _native._rows
+
+    def rows(*a):
+        seen_gc.append(gc.isenabled())
+        return real(*a)
+    monkeypatch.setattr(_native, "_rows", rows)
+    try:
+        assert gc.isenabled()
+        for n in (1, _native.WAIT_PAUSE_RECORDS):
+            seen = _seen(slot)
+            p.send_batch("w", [b"x"] * n, partition=0)
+            assert len(part.wait_fetch(cur, slot, seen, 5.0, 10_000)) == n
+        assert seen_gc == [True, False] and gc.isenabled()
+    finally:
+        log.close()
