@@ -719,8 +719,16 @@ def _fetched(data, pos: int, fields, hdrs, out_bytes, build: tuple):
         position_base))
     if not n:
         return [], result
+    topic, partition, row_type, values_only = build
+    if n == 1 and not nh and topic is not None:
+        # one record of a wake-up (the latency path): no row loop
+        o, t, ko, kl, vo, vl = ffi.unpack(fields, 6)
+        row = (topic, partition, o, t, data[ko:ko + kl] if kl >= 0 else None,
+               data[vo:vo + vl] if vl >= 0 else None, ())
+        return [row if row_type is None else _tuple_new(row_type, row)], result
     try:
-        return _rows(data, fields, n, hdrs, nh, pos, 0, 0, None, *build), result
+        return _rows(data, fields, n, hdrs, nh, pos, 0, 0, None, topic, partition, row_type,
+                     values_only), result
     except CorruptLogError as e:
         raise CorruptLogError(str(e), position=pos) from None
 
@@ -745,24 +753,35 @@ def wait_fetch(slot_p, seen: int, timeout_s: float, state_p, seg_base: int, seg_
     nothing decoded (the caller fetches the usual way), else (rows,
     :class:`FetchResult`) as :func:`fetch` returns them. The collector is
     paused (from the wake on, not through the wait) while many rows are
-    built."""
+    built. ``seg_p`` (from :func:`pointer`) is released before the rows
+    are built; ``data`` keeps the bytes alive."""
     fields, hdrs, out, out_bytes, cap = _fetch_scratch()
     deadline = _time.monotonic() + max(0.0, timeout_s)
     us = int(max(0.0, timeout_s) * 1e6)
+    try:
+        rc = _wait_fetch_call(slot_p, seen, us, deadline, state_p, seg_base, seg_p, seg_len,
+                              pos, expected, first_base, min(max_records, cap), fields, hdrs,
+                              out, cap)
+    finally:
+        ffi.release(seg_p)
+    if rc == WAIT_FETCHED:
+        if out.records < WAIT_PAUSE_RECORDS:
+            return _fetched(data, pos, fields, hdrs, out_bytes, build)
+        with _gc_paused():
+            return _fetched(data, pos, fields, hdrs, out_bytes, build)
+    return None if rc == 1 else ()
+
+
+def _wait_fetch_call(slot_p, seen, us, deadline, state_p, seg_base, seg_p, seg_len, pos,
+                     expected, first_base, max_records, fields, hdrs, out, cap) -> int:
+    """pl_wait_fetch, again after EINTR; raises its errors."""
     while True:
         rc = lib.pl_wait_fetch(slot_p, seen & 0xFFFFFFFF, us, state_p, seg_base, seg_p,
-                               seg_len, pos, expected, first_base, min(max_records, cap),
+                               seg_len, pos, expected, first_base, max_records,
                                FETCH_RECORDS_STEP, fields, cap, hdrs,
                                _HEADERS_PER_RECORD_ROOM * cap, out)
-        if rc == WAIT_FETCHED:
-            if out.records < WAIT_PAUSE_RECORDS:
-                return _fetched(data, pos, fields, hdrs, out_bytes, build)
-            with _gc_paused():
-                return _fetched(data, pos, fields, hdrs, out_bytes, build)
-        if rc == WAIT_WOKEN:
-            return ()
-        if rc == 1:
-            return None
+        if rc >= 0:           # PL_WAIT_FETCHED, PL_WAIT_WOKEN, 1: timeout
+            return rc
         if rc == -_errno.EINTR:    # Python signal handlers ran between calls
             us = max(0, int((deadline - _time.monotonic()) * 1e6))
             continue

@@ -1195,8 +1195,9 @@ class Partition:
         self._check()
         state_p = self._state_rptr
         seg = self._readers.get(cursor.segment_base)
-        held = seg.hold() if seg is not None and cursor.position >= 0 else None
-        if held is None or state_p is None or self._memory_state is not None:
+        held = seg.hold() if seg is not None and cursor.position >= 0 and \
+            state_p is not None and self._memory_state is None else None
+        if held is None:
             woken = _native.doorbell_wait_at(slot_p, seen, timeout)
             return [] if woken else None
         ptr, m, map_len = held
@@ -1207,14 +1208,12 @@ class Partition:
                                      max_records, build)
         except CorruptLogError as exc:
             raise exc.with_path(seg.path) from None
-        finally:
-            _native.release(ptr)
         if not got:
             return None if got is None else []
         recs, res = got
         cursor.offset, cursor.position = res.next_offset, res.position
         cursor.base = res.position_base
-        if res.stop == _native.FETCH_CORRUPT and not recs:
+        if not recs and res.stop == _native.FETCH_CORRUPT:
             raise CorruptLogError(res.error, seg.path, res.stop_position)
         return recs
 

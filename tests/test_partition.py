@@ -404,6 +404,17 @@ def test_wait_fetch_decodes_what_woke_it(logdir):
         seen = _seen(slot)
         p.send("w", b"v3")
         assert part.wait_fetch(cur, slot, seen, 5.0, 100, values_only=True) == [b"v3"]
+        for key, value in ((None, b"keyless"), (b"tomb", None)):   # one record: no row loop
+            seen = _seen(slot)
+            p.send("w", value, key=key)
+            (r,) = part.wait_fetch(cur, slot, seen, 5.0, 100, with_topic=True,
+                                   row_type=pylog.Record)
+            assert type(r) is pylog.Record and (r.offset, r.key, r.value, r.headers) == \
+                (cur.offset - 1, key, value, ())
+            seen = _seen(slot)
+            p.send("w", value, key=key)
+            (row,) = part.wait_fetch(cur, slot, seen, 5.0, 100)     # plain rows
+            assert row[0] == cur.offset - 1 and row[2:] == (key, value, ())
         seen = _seen(slot)
         p.send_batch("w", [b"a", b"b", b"c"], partition=0)
         assert [r[3] for r in part.wait_fetch(cur, slot, seen, 5.0, 2)] == [b"a", b"b"]
