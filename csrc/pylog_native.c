@@ -1390,11 +1390,16 @@ uint32_t pl_doorbell_load(const void *slot)
     return __atomic_load_n(&((const pl_doorbell_t *)slot)->seq, __ATOMIC_SEQ_CST);
 }
 
-static int64_t mono_us(void)
+static int64_t mono_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int64_t mono_us(void)
+{
+    return mono_ns() / 1000;
 }
 
 int pl_doorbell_wait(void *slot, uint32_t expected, int64_t timeout_us)
@@ -1447,15 +1452,19 @@ int pl_doorbell_wait(void *slot, uint32_t expected, int64_t timeout_us)
 #endif
 }
 
-int pl_wait_fetch(void *slot, uint32_t expected, int64_t timeout_us, const void *state,
-                  int64_t seg_base, const uint8_t *seg, size_t seg_len, size_t pos,
+int pl_wait_fetch(void *slot, uint32_t *waiting, uint32_t expected, int64_t timeout_us,
+                  const void *state, int64_t seg_base, const uint8_t *seg, size_t seg_len, size_t pos,
                   int64_t next, int64_t first_base, uint32_t max_records,
                   uint32_t soft_records, int64_t *fields, size_t fields_cap, int64_t *hdrs,
                   size_t hdr_cap, pl_fetch_out *out)
 {
     if (!state || !seg || !out)
         return PL_E_INVAL;
+    if (waiting)
+        __atomic_fetch_add(waiting, 1, __ATOMIC_SEQ_CST);
     int rc = pl_doorbell_wait(slot, expected, timeout_us);
+    if (waiting)
+        __atomic_fetch_sub(waiting, 1, __ATOMIC_SEQ_CST);
     if (rc != 0)
         return rc;
     /* Woken: decode what was published, here and now, while the GIL may
@@ -1691,6 +1700,36 @@ int pl_plock_release(void *state, uint32_t token, int state_fd)
 #endif
 }
 
+/* After a ring: when readers of this process wait on the slot (or slot 0),
+ * return only once one of them has taken the GIL (readers[0] moved from h0)
+ * or hold_max_ns passed. Without this the appending thread, which is
+ * running, takes the GIL back first, and the woken reader waits for it to
+ * block and then for a second wake-up: the hand-off costs twice. The wait
+ * yields the CPU every few spins (the reader may need this one); it is
+ * rate-limited to one per hold_gap_ns, so a stream of appends pays at most
+ * hold_max_ns per hold_gap_ns. */
+static void hold_for_reader(pl_appender *a, uint32_t h0)
+{
+    uint32_t w = __atomic_load_n(&a->readers[1 + a->slot], __ATOMIC_SEQ_CST);
+    if (a->slot != 0)
+        w += __atomic_load_n(&a->readers[1], __ATOMIC_SEQ_CST);
+    if (!w || a->hold_max_ns <= 0)
+        return;
+    int64_t t0 = mono_ns();
+    if (a->hold_end_ns && t0 - a->hold_end_ns < a->hold_gap_ns)
+        return;
+    for (long i = 1; __atomic_load_n(&a->readers[0], __ATOMIC_SEQ_CST) == h0; i++) {
+        if ((i & 63) == 0) {
+            if (mono_ns() - t0 > a->hold_max_ns)
+                break;
+            sched_yield();
+        } else {
+            cpu_relax();
+        }
+    }
+    a->hold_end_ns = mono_ns();
+}
+
 /* use_scratch: the caller set a->scratch for this call (a pointer left from
  * an earlier call may be gone: the one-record form never uses it). */
 static int append_src(pl_appender *a, uint32_t n, src_t *src, int use_scratch)
@@ -1710,9 +1749,12 @@ static int append_src(pl_appender *a, uint32_t n, src_t *src, int use_scratch)
         rc = PL_APPEND_INDEX_FAILED;
     if (rc >= 0 && a->bell) {
         uint8_t *b = (uint8_t *)a->bell;
+        uint32_t h0 = a->readers ? __atomic_load_n(&a->readers[0], __ATOMIC_SEQ_CST) : 0;
         pl_doorbell_ring(b + (size_t)a->slot * PL_DOORBELL_SLOT_SIZE); /* L-3 */
         if (a->slot != 0)
             pl_doorbell_ring(b);
+        if (a->readers)
+            hold_for_reader(a, h0);
     }
     return rc;
 }

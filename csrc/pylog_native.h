@@ -277,7 +277,8 @@ int pl_doorbell_wait(void *slot, uint32_t expected, int64_t timeout_us); /* 0 ch
  * 1 timeout, -errno of the wait, or PL_E_INVAL. */
 #define PL_WAIT_WOKEN   0
 #define PL_WAIT_FETCHED 2
-int pl_wait_fetch(void *slot, uint32_t expected, int64_t timeout_us, const void *state,
+int pl_wait_fetch(void *slot, uint32_t *waiting, uint32_t expected, int64_t timeout_us,
+                  const void *state,
                   int64_t seg_base, const uint8_t *seg, size_t seg_len, size_t pos,
                   int64_t next, int64_t first_base, uint32_t max_records,
                   uint32_t soft_records, int64_t *fields, size_t fields_cap, int64_t *hdrs,
@@ -348,6 +349,16 @@ typedef struct {
     int64_t written_base;    /* segment base and end of the last batch      */
     int64_t written_end;     /*   appended through this appender,           */
     int64_t written_next;    /*   and the next offset after it              */
+    /* This process's readers blocked in pl_wait_fetch on the doorbell, or
+     * NULL: readers[1 + slot] of them wait on a slot, and readers[0] counts
+     * hand-offs (a woken reader bumps it once it holds the GIL). After a
+     * ring with readers of this process waiting, the append returns only
+     * once one of them has it, or after hold_max_ns; at most one such hold
+     * per hold_gap_ns (hold_end_ns: when the last one ended). */
+    uint32_t *readers;
+    int64_t hold_max_ns;
+    int64_t hold_gap_ns;
+    int64_t hold_end_ns;
     pl_append_out out;
 } pl_appender;
 

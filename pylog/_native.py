@@ -741,9 +741,35 @@ WAIT_FETCHED = lib.PL_WAIT_FETCHED
 WAIT_PAUSE_RECORDS = 256
 
 
+class Readers:
+    """The readers of one process blocked in :func:`wait_fetch` on one
+    doorbell map, for the appenders of the same process (``pl_appender.
+    readers``): ``block[1 + slot]`` counts those waiting on a slot (kept by
+    pl_wait_fetch), ``block[0]`` the hand-offs (bumped by a woken reader
+    once it holds the GIL, through ``counts``). An append that rings a slot
+    with such readers returns only once one of them has the GIL, or after
+    HOLD_MAX_NS, at most once per HOLD_GAP_NS (see hold_for_reader in
+    pylog_native.c). Process memory: a forked child's Logs make their
+    own."""
+
+    __slots__ = ("block", "counts")
+
+    def __init__(self, slots: int):
+        self.block = ffi.new("uint32_t[]", 1 + slots)
+        self.counts = memoryview(ffi.buffer(self.block)).cast("I")
+
+
+# An append that wakes a reader of its own process waits at most this long
+# for the reader to take the GIL, and does so at most once per HOLD_GAP_NS
+# (pl_appender.hold_*): a few wake-ups' worth, so a stream of appends with
+# readers waiting loses a bounded share of its time.
+HOLD_MAX_NS = 200_000
+HOLD_GAP_NS = 500_000
+
+
 def wait_fetch(slot_p, seen: int, timeout_s: float, state_p, seg_base: int, seg_p, seg_len: int,
                data, pos: int, expected: int, first_base: int, max_records: int,
-               build: tuple = PLAIN_ROWS):
+               build: tuple = PLAIN_ROWS, readers: Optional[Readers] = None, slot: int = 0):
     """Wait up to ``timeout_s`` for the doorbell slot at ``slot_p`` to move
     from ``seen``, then, in the same native call (pl_wait_fetch), decode
     what the partition whose state is at ``state_p`` committed from offset
@@ -754,16 +780,24 @@ def wait_fetch(slot_p, seen: int, timeout_s: float, state_p, seg_base: int, seg_
     :class:`FetchResult`) as :func:`fetch` returns them. The collector is
     paused (from the wake on, not through the wait) while many rows are
     built. ``seg_p`` (from :func:`pointer`) is released before the rows
-    are built; ``data`` keeps the bytes alive."""
+    are built; ``data`` keeps the bytes alive. With ``readers`` (of the
+    doorbell, :class:`Readers`), the wait counts in ``slot`` and a wake
+    hands off to the appender that rang."""
     fields, hdrs, out, out_bytes, cap = _fetch_scratch()
     deadline = _time.monotonic() + max(0.0, timeout_s)
     us = int(max(0.0, timeout_s) * 1e6)
+    waiting = ffi.NULL if readers is None else readers.block + 1 + slot
     try:
-        rc = _wait_fetch_call(slot_p, seen, us, deadline, state_p, seg_base, seg_p, seg_len,
-                              pos, expected, first_base, min(max_records, cap), fields, hdrs,
-                              out, cap)
+        rc = _wait_fetch_call(slot_p, waiting, seen, us, deadline, state_p, seg_base, seg_p,
+                              seg_len, pos, expected, first_base, min(max_records, cap),
+                              fields, hdrs, out, cap)
     finally:
         ffi.release(seg_p)
+    if rc != 1 and readers is not None:
+        # (a plain store with the GIL held: the appender that rang returns
+        # and queues for the GIL only now)
+        counts = readers.counts
+        counts[0] = (counts[0] + 1) & 0xFFFFFFFF
     if rc == WAIT_FETCHED:
         if out.records < WAIT_PAUSE_RECORDS:
             return _fetched(data, pos, fields, hdrs, out_bytes, build)
@@ -772,11 +806,11 @@ def wait_fetch(slot_p, seen: int, timeout_s: float, state_p, seg_base: int, seg_
     return None if rc == 1 else ()
 
 
-def _wait_fetch_call(slot_p, seen, us, deadline, state_p, seg_base, seg_p, seg_len, pos,
+def _wait_fetch_call(slot_p, waiting, seen, us, deadline, state_p, seg_base, seg_p, seg_len, pos,
                      expected, first_base, max_records, fields, hdrs, out, cap) -> int:
     """pl_wait_fetch, again after EINTR; raises its errors."""
     while True:
-        rc = lib.pl_wait_fetch(slot_p, seen & 0xFFFFFFFF, us, state_p, seg_base, seg_p,
+        rc = lib.pl_wait_fetch(slot_p, waiting, seen & 0xFFFFFFFF, us, state_p, seg_base, seg_p,
                                seg_len, pos, expected, first_base, max_records,
                                FETCH_RECORDS_STEP, fields, cap, hdrs,
                                _HEADERS_PER_RECORD_ROOM * cap, out)
@@ -1103,17 +1137,20 @@ def appender():
     fields."""
     a = ffi.new("pl_appender *")
     a.seg_fd = a.index_fd = a.timeindex_fd = -1
+    a.hold_max_ns, a.hold_gap_ns = HOLD_MAX_NS, HOLD_GAP_NS
     return a
 
 
 def appender_setup(a, *, state_p, lock, seg_p, seg_cap: int, seg_base: int, seg_fd: int,
-                   index_fds, index_interval: int, bell_p, slot: int) -> None:
+                   index_fds, index_interval: int, bell_p, slot: int,
+                   readers: Optional[Readers] = None) -> None:
     """Point the appender ``a`` at a (re)mapped active segment.
     ``state_p``/``seg_p``/``bell_p`` come from :func:`pointer` (``bell_p``
     may be None) and must outlive the appender's use; ``lock`` is (token,
     liveness fd, state fd) of :func:`plock_acquire`; ``seg_fd`` is the
     segment's descriptor, which batches of APPEND_WRITE_BYTES_MIN or more
-    are written through (see :func:`append_columns`)."""
+    are written through (see :func:`append_columns`); ``readers`` are the
+    doorbell's :class:`Readers` in this process."""
     a.state = state_p
     a.seg = seg_p
     a.seg_cap = seg_cap
@@ -1122,6 +1159,7 @@ def appender_setup(a, *, state_p, lock, seg_p, seg_cap: int, seg_base: int, seg_
     a.index_interval = index_interval
     a.bell = bell_p if bell_p is not None else _NULL
     a.slot = slot
+    a.readers = ffi.NULL if readers is None else readers.block
     a.lock_token, a.live_fd, a.state_fd = lock
     a.index_fd, a.timeindex_fd = index_fds
 

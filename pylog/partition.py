@@ -146,11 +146,14 @@ class Partition:
         self.readonly = readonly
         self._meta = meta
         # (doorbell map, slot) of the log (L-3): appends ring it
+        # and the log's _native.Readers of it in this process
         self._bell_ptr = None
         self._bell_slot = 0
+        self._bell_readers = None
         if doorbell is not None and doorbell[0] is not None and not readonly:
             self._bell_ptr = _native.pointer(doorbell[0])
             self._bell_slot = doorbell[1]
+            self._bell_readers = doorbell[2]
         self._state_ptr = None
         # The writer's native appender (used under self._wlock); it is set up
         # for the active segment's map self._appender_map, and carries the
@@ -757,7 +760,7 @@ class Partition:
                 lock=(self._lock_identity[0], self._lock_identity[1], self._state_fd),
                 seg_p=ptr, seg_cap=cap, seg_base=seg.base_offset, seg_fd=seg.fd,
                 index_fds=seg.index_fds(), index_interval=INDEX_INTERVAL_BYTES,
-                bell_p=self._bell_ptr, slot=self._bell_slot)
+                bell_p=self._bell_ptr, slot=self._bell_slot, readers=self._bell_readers)
             self._appender_map = ptr
         return self._appender
 
@@ -1175,9 +1178,10 @@ class Partition:
 
     def wait_fetch(self, cursor: Cursor, slot_p, seen: int, timeout: float, max_records: int,
                    *, values_only: bool = False, with_topic: bool = False,
-                   row_type=None) -> list | None:
+                   row_type=None, slot: int = 0) -> list | None:
         """The blocked poll's path: wait up to ``timeout`` seconds for the
-        doorbell slot at ``slot_p`` (a pointer) to move from ``seen``, and
+        doorbell slot at ``slot_p`` (a pointer to slot number ``slot``) to
+        move from ``seen``, and
         once woken decode, in the same native call and before the
         interpreter is back, what this partition committed after ``cursor``
         in its active segment. Returns None on timeout; [] when woken with
@@ -1191,7 +1195,9 @@ class Partition:
         Thread safety: as :meth:`fetch`, without holding the partition's
         read lock through the wait. The call reads the segment through its
         own export of the reader's map, so a reader another thread closes
-        meanwhile stays mapped until the call is done (Segment.unmap)."""
+        meanwhile stays mapped until the call is done (Segment.unmap).
+        An append of this process that wakes the call waits (bounded) until
+        the woken thread holds the GIL (_native.Readers)."""
         self._check()
         state_p = self._state_rptr
         seg = self._readers.get(cursor.segment_base)
@@ -1205,7 +1211,7 @@ class Partition:
         try:
             got = _native.wait_fetch(slot_p, seen, timeout, state_p, cursor.segment_base, ptr,
                                      map_len, m, cursor.position, cursor.offset, cursor.base,
-                                     max_records, build)
+                                     max_records, build, self._bell_readers, slot)
         except CorruptLogError as exc:
             raise exc.with_path(seg.path) from None
         if not got:

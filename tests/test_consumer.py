@@ -395,3 +395,30 @@ def test_blocked_poll_of_one_partition_decodes_in_the_wait(log, monkeypatch, kin
         assert [r.value for r in got] == ([v.upper() for v in want]
                                           if kind == "deserialized" else want)
     c.close()
+
+
+def test_send_returns_after_the_woken_consumer_of_its_process_took_over(log):
+    """The hand-off (pylog._native.Readers): a blocked poll of this process
+    counts itself waiting, and the send that wakes it returns only once the
+    poll holds the GIL, so the consumer never queues behind the producer."""
+    log.create_topic("t")
+    c = log.consumer("t", group_id="g", auto_offset_reset="earliest")
+    p = log.producer()
+    p.send("t", b"v0")
+    assert len(c.poll(timeout=1)) == 1
+    part = log.partition("t", 0)
+    part._appender.hold_max_ns = 20 * 10**9     # not bounded by time here
+    readers = part._bell_readers
+    got = []
+    th = threading.Thread(target=lambda: got.extend(c.poll(timeout=10)))
+    th.start()
+    deadline = time.monotonic() + 10
+    while not any(readers.counts[1:]) and time.monotonic() < deadline:
+        time.sleep(0.01)                        # until the poll waits
+    h0 = readers.counts[0]
+    p.send("t", b"v1")
+    assert readers.counts[0] != h0              # the poll had the GIL first
+    th.join(10)
+    assert [r.value for r in got] == [b"v1"]
+    assert not any(readers.counts[1:])          # no longer counted as waiting
+    c.close()
