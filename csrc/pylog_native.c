@@ -1704,19 +1704,21 @@ int pl_plock_release(void *state, uint32_t token, int state_fd)
  * return only once one of them has taken the GIL (readers[0] moved from h0)
  * or hold_max_ns passed. Without this the appending thread, which is
  * running, takes the GIL back first, and the woken reader waits for it to
- * block and then for a second wake-up: the hand-off costs twice. The wait
- * yields the CPU every few spins (the reader may need this one); it is
- * rate-limited to one per hold_gap_ns, so a stream of appends pays at most
- * hold_max_ns per hold_gap_ns. */
+ * block and then for a second wake-up: the hand-off costs twice. Only for a
+ * ring hold_gap_ns or more after this appender's previous one (its end): a producer
+ * appending back to back (whose readers wake often and drain many records
+ * at a time) is never held. The wait yields the CPU every few spins (the
+ * reader may need this one). */
 static void hold_for_reader(pl_appender *a, uint32_t h0)
 {
+    int64_t t0 = mono_ns(), prev = a->last_ring_ns;
+    a->last_ring_ns = t0;
+    if (a->hold_max_ns <= 0 || t0 - prev < a->hold_gap_ns)
+        return;
     uint32_t w = __atomic_load_n(&a->readers[1 + a->slot], __ATOMIC_SEQ_CST);
     if (a->slot != 0)
         w += __atomic_load_n(&a->readers[1], __ATOMIC_SEQ_CST);
-    if (!w || a->hold_max_ns <= 0)
-        return;
-    int64_t t0 = mono_ns();
-    if (a->hold_end_ns && t0 - a->hold_end_ns < a->hold_gap_ns)
+    if (!w)
         return;
     for (long i = 1; __atomic_load_n(&a->readers[0], __ATOMIC_SEQ_CST) == h0; i++) {
         if ((i & 63) == 0) {
@@ -1727,7 +1729,7 @@ static void hold_for_reader(pl_appender *a, uint32_t h0)
             cpu_relax();
         }
     }
-    a->hold_end_ns = mono_ns();
+    a->last_ring_ns = mono_ns();     /* the next append's gap counts from here */
 }
 
 /* use_scratch: the caller set a->scratch for this call (a pointer left from

@@ -352,13 +352,15 @@ typedef struct {
     /* This process's readers blocked in pl_wait_fetch on the doorbell, or
      * NULL: readers[1 + slot] of them wait on a slot, and readers[0] counts
      * hand-offs (a woken reader bumps it once it holds the GIL). After a
-     * ring with readers of this process waiting, the append returns only
-     * once one of them has it, or after hold_max_ns; at most one such hold
-     * per hold_gap_ns (hold_end_ns: when the last one ended). */
+     * ring with readers of this process waiting, when the previous ring of
+     * this appender was hold_gap_ns or more before (a sparse stream, not a
+     * busy producer), the append returns only once one of them holds the
+     * GIL, or after hold_max_ns.  last_ring_ns: monotonic time of the last
+     * ring. */
     uint32_t *readers;
     int64_t hold_max_ns;
     int64_t hold_gap_ns;
-    int64_t hold_end_ns;
+    int64_t last_ring_ns;
     pl_append_out out;
 } pl_appender;
 

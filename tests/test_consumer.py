@@ -408,6 +408,7 @@ def test_send_returns_after_the_woken_consumer_of_its_process_took_over(log):
     assert len(c.poll(timeout=1)) == 1
     part = log.partition("t", 0)
     part._appender.hold_max_ns = 20 * 10**9     # not bounded by time here
+    part._appender.hold_gap_ns = 0              # (the last send was just now)
     readers = part._bell_readers
     got = []
     th = threading.Thread(target=lambda: got.extend(c.poll(timeout=10)))

@@ -558,18 +558,20 @@ def test_wait_fetch_pauses_the_collector_only_for_many_records(logdir, monkeypat
 
 def test_append_that_wakes_a_reader_of_its_process_waits_for_the_hand_off(logdir):
     """pl_appender.hold_*: with a reader of this process counted as waiting
-    on the slot, an append returns once the woken reader holds the GIL (it
-    bumps the hand-off count), or after hold_max_ns; at most once per
-    hold_gap_ns; never without a waiting reader. (Fake reader: the counts
-    are set by hand; generous times, no performance assertion.)"""
+    on the slot, an append hold_gap_ns or more after the previous one
+    returns once the woken reader holds the GIL (it bumps the hand-off
+    count), or after hold_max_ns; an append sooner after the previous one,
+    or without a waiting reader, is not held. (Fake reader: the counts are
+    set by hand; generous times, no performance assertion.)"""
     import threading
     from pylog.log import topic_slot
     log, part, p, cur, slot = _waiter(logdir)
     try:
         readers, a = part._bell_readers, part._appender
         assert a.readers == readers.block and a.hold_max_ns > 0
-        a.hold_max_ns = 20 * 10**9
+        a.hold_max_ns, a.hold_gap_ns = 20 * 10**9, 10**8
         readers.block[1 + topic_slot("w")] = 1       # one reader waiting
+        time.sleep(0.15)                             # the last append: > gap ago
         bumped = threading.Event()
 
         def hand_off():
@@ -584,14 +586,16 @@ def test_append_that_wakes_a_reader_of_its_process_waits_for_the_hand_off(logdir
         th.join()
         assert bumped.is_set() and 0.2 < held < 15
         t0 = time.monotonic()
-        p.send("w", b"within the gap")               # the hold just ended: no hold
+        p.send("w", b"within the gap")               # right after the last: no hold
         assert time.monotonic() - t0 < 0.2
         a.hold_gap_ns, a.hold_max_ns = 0, 300 * 10**6
+        time.sleep(0.01)
         t0 = time.monotonic()
         p.send("w", b"nobody hands off")            # bounded by hold_max_ns
         assert 0.2 < time.monotonic() - t0 < 15
         readers.block[1 + topic_slot("w")] = 0
         a.hold_max_ns = 20 * 10**9
+        time.sleep(0.01)
         t0 = time.monotonic()
         p.send("w", b"nobody waits")
         assert time.monotonic() - t0 < 0.2
