@@ -793,6 +793,69 @@ def extra_partitions(b, ex):
         shutil.rmtree(d, ignore_errors=True)
 
 
+def _handoff_run(b, hold, n, gap_s):
+    """Producer rate (sends/s) with a consumer thread of the same process
+    polling: one send every ``gap_s`` (0: back to back). ``hold`` False
+    turns the hand-off off (pl_appender.hold_max_ns = 0)."""
+    import pylog
+    d = tempfile.mkdtemp(prefix="handoff-", dir=b.base)
+    try:
+        with pylog.open(os.path.join(d, "log"), sync="never") as log:
+            log.create_topic("h", partitions=1, exist_ok=True)
+            c = log.consumer("h", group_id="h", auto_offset_reset="earliest",
+                             enable_auto_commit=False)
+            p = log.producer()
+            p.send("h", b"x")
+            c.poll(timeout=1)
+            if not hold:
+                log.partition("h", 0)._appender.hold_max_ns = 0
+            got = [0]
+
+            def consume():
+                idle = 0
+                while got[0] < n and idle < 10:
+                    k = len(c.poll(timeout=1.0, max_records=10000))
+                    got[0] += k
+                    idle = 0 if k else idle + 1
+            th = threading.Thread(target=consume)
+            th.start()
+            key, v = b"k" * 16, b"v" * b.args.size
+            cpu0 = time.thread_time()
+            t0 = t_next = time.perf_counter()
+            for _ in range(n):
+                if gap_s:
+                    t_next += gap_s
+                    pace(t_next)
+                p.send("h", v, key=key)
+            wall = time.perf_counter() - t0
+            cpu = time.thread_time() - cpu0
+            th.join(60)
+            if got[0] != n:
+                raise Mismatch("hand-off run: consumed %d of %d" % (got[0], n))
+            c.close()
+            p.close()
+        return n / wall, cpu / n
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def extra_handoff(b, ex):
+    """What the same-process hand-off (pylog._native.Readers) costs a
+    producer whose consumer shares the process, on and off in turn: the
+    send rate back to back (never held: its appends are closer than
+    HOLD_GAP_NS), and the producer's CPU per send at one send per ms (each
+    one held until the woken consumer has the GIL)."""
+    for rep in range(b.args.reps):
+        for hold in (True, False):
+            tag = "on" if hold else "off"
+            rate, _ = _handoff_run(b, hold, b.args.n_handoff, 0)
+            key = "handoff_%s_back_to_back_sends_per_s" % tag
+            ex[key] = max(ex.get(key, 0), rate)
+            _, cpu = _handoff_run(b, hold, 1000, 0.001)
+            key = "handoff_%s_sparse_cpu_us_per_send" % tag
+            ex[key] = min(ex.get(key, float("inf")), cpu * 1e6)
+
+
 def rss_bytes():
     """(total RSS, anonymous RSS) in bytes; total includes mapped file pages."""
     tot = anon = 0
@@ -1085,6 +1148,8 @@ def parse_args(argv):
                     help="gap between latency records (default 1 ms)")
     ap.add_argument("--n-zstd", type=int, default=50_000,
                     help="JSON-like records for the zstd extra (default 50000)")
+    ap.add_argument("--n-handoff", type=int, default=100_000,
+                    help="back-to-back sends per run of the hand-off extra (default 100000)")
     ap.add_argument("--rss-gb", type=float, default=2.0,
                     help="GiB produced and consumed for the RSS extra (default 2; 0 skips)")
     ap.add_argument("--rss-time-limit", type=float, default=90.0,
@@ -1184,7 +1249,8 @@ def main(argv=None):
         if "latency" not in a.skip:
             run_latency(b, "pylog" in names, "raw" in names)
         if "extras" not in a.skip and "pylog" in names:
-            jobs = [("zstd", extra_zstd), ("1000 partitions", extra_partitions)]
+            jobs = [("zstd", extra_zstd), ("1000 partitions", extra_partitions),
+                    ("same-process hand-off", extra_handoff)]
             if a.rss_gb > 0:
                 jobs.append(("rss", extra_rss))
             for title, fn in jobs:
