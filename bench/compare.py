@@ -570,7 +570,7 @@ def _checked_read_reader(log):
         recs = part.fetch(cur, 1000, with_topic=True, row_type=pylog.Record)
         if not recs:
             recs = part.wait_fetch(cur, slot_p, seen, timeout, 1000, with_topic=True,
-                                   row_type=pylog.Record, slot=topic_slot("lat"))
+                                   row_type=pylog.Record)
             if recs == []:      # woken, not decoded in the wait (a roll, ...)
                 recs = part.fetch(cur, 1000, with_topic=True, row_type=pylog.Record)
         return recs

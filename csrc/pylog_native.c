@@ -1700,27 +1700,23 @@ int pl_plock_release(void *state, uint32_t token, int state_fd)
 #endif
 }
 
-/* After a ring: when readers of this process wait on the slot (or slot 0),
- * return only once one of them has taken the GIL (readers[0] moved from h0)
- * or hold_max_ns passed. Without this the appending thread, which is
- * running, takes the GIL back first, and the woken reader waits for it to
- * block and then for a second wake-up: the hand-off costs twice. Only for a
- * ring hold_gap_ns or more after this appender's previous one (its end): a producer
- * appending back to back (whose readers wake often and drain many records
- * at a time) is never held. The wait yields the CPU every few spins (the
- * reader may need this one). */
-static void hold_for_reader(pl_appender *a, uint32_t h0)
+/* After a ring: when readers of this process were waiting on this
+ * partition (w, sampled with h0 before the ring), return only once one of
+ * them has taken the GIL (handoff[0] moved from h0) or hold_max_ns passed.
+ * Without this the appending thread, which is running, takes the GIL back
+ * first, and the woken reader waits for it to block and then for a second
+ * wake-up: the hand-off costs twice. Only for a ring hold_gap_ns or more
+ * after the end of this appender's previous one: a producer appending back
+ * to back (whose readers wake often and drain many records at a time) is
+ * never held. The wait yields the CPU every few spins (the reader may need
+ * this one). */
+static void hold_for_reader(pl_appender *a, uint32_t w, uint32_t h0)
 {
     int64_t t0 = mono_ns(), prev = a->last_ring_ns;
     a->last_ring_ns = t0;
-    if (a->hold_max_ns <= 0 || t0 - prev < a->hold_gap_ns)
+    if (!w || a->hold_max_ns <= 0 || t0 - prev < a->hold_gap_ns)
         return;
-    uint32_t w = __atomic_load_n(&a->readers[1 + a->slot], __ATOMIC_SEQ_CST);
-    if (a->slot != 0)
-        w += __atomic_load_n(&a->readers[1], __ATOMIC_SEQ_CST);
-    if (!w)
-        return;
-    for (long i = 1; __atomic_load_n(&a->readers[0], __ATOMIC_SEQ_CST) == h0; i++) {
+    for (long i = 1; __atomic_load_n(&a->handoff[0], __ATOMIC_SEQ_CST) == h0; i++) {
         if ((i & 63) == 0) {
             if (mono_ns() - t0 > a->hold_max_ns)
                 break;
@@ -1751,12 +1747,16 @@ static int append_src(pl_appender *a, uint32_t n, src_t *src, int use_scratch)
         rc = PL_APPEND_INDEX_FAILED;
     if (rc >= 0 && a->bell) {
         uint8_t *b = (uint8_t *)a->bell;
-        uint32_t h0 = a->readers ? __atomic_load_n(&a->readers[0], __ATOMIC_SEQ_CST) : 0;
+        uint32_t w = 0, h0 = 0;
+        if (a->handoff) {
+            h0 = __atomic_load_n(&a->handoff[0], __ATOMIC_SEQ_CST);
+            w = __atomic_load_n(&a->handoff[1], __ATOMIC_SEQ_CST);
+        }
         pl_doorbell_ring(b + (size_t)a->slot * PL_DOORBELL_SLOT_SIZE); /* L-3 */
         if (a->slot != 0)
             pl_doorbell_ring(b);
-        if (a->readers)
-            hold_for_reader(a, h0);
+        if (a->handoff)
+            hold_for_reader(a, w, h0);
     }
     return rc;
 }

@@ -265,17 +265,21 @@ uint32_t pl_doorbell_load(const void *slot);
 int pl_doorbell_wait(void *slot, uint32_t expected, int64_t timeout_us); /* 0 changed, 1 timeout, -errno */
 
 /* ---- the poll path of a reader of one partition: wait, then fetch ----
- * pl_doorbell_wait(slot, expected, timeout_us); once woken, reads the
- * partition state (the 64-byte seqlock) and, when its active segment is
- * seg_base, mapped at seg[0:seg_len], and it committed records from offset
- * `next` on (byte `pos`, first_base as for pl_fetch), decodes them with
- * pl_fetch(seg, active_position, pos, next, first_base, max_records, ...)
- * into fields/hdrs/out, without a return to the interpreter in between.
+ * pl_doorbell_wait(slot, expected, timeout_us), counted in *waiting (when
+ * not NULL: pl_appender.handoff[1] of the partition's appenders) while it
+ * waits; once woken, reads the partition state (the 64-byte seqlock) and,
+ * when its active segment is seg_base, mapped at seg[0:seg_len], and it
+ * committed records from offset `next` on (byte `pos`, first_base as for
+ * pl_fetch), decodes them with pl_fetch(seg, active_position, pos, next,
+ * first_base, max_records, ...) into fields/hdrs/out, without a return to
+ * the interpreter in between.
  * Returns PL_WAIT_FETCHED (out says what was decoded), PL_WAIT_WOKEN (woken,
  * nothing decoded: the segment rolled or grew past the map, the state was
  * busy, the log start passed `next`, or nothing new for this partition),
- * 1 timeout, -errno of the wait, or PL_E_INVAL. */
+ * PL_WAIT_TIMEOUT, PL_E_INVAL for a bad argument (a misaligned slot too), or
+ * else -errno of the futex wait. */
 #define PL_WAIT_WOKEN   0
+#define PL_WAIT_TIMEOUT 1
 #define PL_WAIT_FETCHED 2
 int pl_wait_fetch(void *slot, uint32_t *waiting, uint32_t expected, int64_t timeout_us,
                   const void *state,
@@ -349,15 +353,14 @@ typedef struct {
     int64_t written_base;    /* segment base and end of the last batch      */
     int64_t written_end;     /*   appended through this appender,           */
     int64_t written_next;    /*   and the next offset after it              */
-    /* This process's readers blocked in pl_wait_fetch on the doorbell, or
-     * NULL: readers[1 + slot] of them wait on a slot, and readers[0] counts
-     * hand-offs (a woken reader bumps it once it holds the GIL). After a
-     * ring with readers of this process waiting, when the previous ring of
-     * this appender was hold_gap_ns or more before (a sparse stream, not a
-     * busy producer), the append returns only once one of them holds the
-     * GIL, or after hold_max_ns.  last_ring_ns: monotonic time of the last
-     * ring. */
-    uint32_t *readers;
+    /* This process's readers of the partition blocked in pl_wait_fetch, or
+     * NULL: handoff[1] of them are waiting, and handoff[0] counts hand-offs
+     * (a woken reader bumps it once it holds the GIL). After a ring with
+     * such a reader waiting, when the previous ring of this appender ended
+     * hold_gap_ns or more before (a sparse stream, not a busy producer), the
+     * append returns only once a reader holds the GIL, or after hold_max_ns
+     * (0: never holds).  last_ring_ns: monotonic time of the last ring. */
+    uint32_t *handoff;
     int64_t hold_max_ns;
     int64_t hold_gap_ns;
     int64_t last_ring_ns;

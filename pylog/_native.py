@@ -734,44 +734,43 @@ def _fetched(data, pos: int, fields, hdrs, out_bytes, build: tuple):
 
 
 WAIT_WOKEN = lib.PL_WAIT_WOKEN
-WAIT_FETCHED = lib.PL_WAIT_FETCHED
+WAIT_TIMEOUT = lib.PL_WAIT_TIMEOUT
 # wait_fetch pauses the collector (pylog.gcpause) while it builds this many
 # rows or more; the few rows of a wake-up are built without the pause,
 # which would cost more than it saves
 WAIT_PAUSE_RECORDS = 256
 
 
-class Readers:
-    """The readers of one process blocked in :func:`wait_fetch` on one
-    doorbell map, for the appenders of the same process (``pl_appender.
-    readers``): ``block[1 + slot]`` counts those waiting on a slot (kept by
-    pl_wait_fetch), ``block[0]`` the hand-offs (bumped by a woken reader
-    once it holds the GIL, through ``counts``). An append that rings a slot
-    with such readers, HOLD_GAP_NS or more after its appender's previous
-    ring, returns only once one of them has the GIL, or after HOLD_MAX_NS
-    (see hold_for_reader in pylog_native.c). Process memory: a forked
-    child's Logs make their own."""
+class Handoff:
+    """This process's readers of one partition blocked in :func:`wait_fetch`,
+    for that partition's appenders (``pl_appender.handoff``): ``block[1]``
+    counts the ones waiting (kept by pl_wait_fetch), ``block[0]`` the
+    hand-offs (bumped through ``counts`` by a woken reader once it holds the
+    GIL). An append that rings while one of them waits, HOLD_GAP_NS or more
+    after its appender's previous append, returns only once one of them has
+    the GIL, or after HOLD_MAX_NS (see hold_for_reader in pylog_native.c).
+    Process memory: a forked child's Logs make their own."""
 
     __slots__ = ("block", "counts")
 
-    def __init__(self, slots: int):
-        self.block = ffi.new("uint32_t[]", 1 + slots)
+    def __init__(self):
+        self.block = ffi.new("uint32_t[2]")
         self.counts = memoryview(ffi.buffer(self.block)).cast("I")
 
 
 # An append that wakes a reader of its own process waits at most this long
 # for the reader to take the GIL (a few wake-ups' worth), and only when the
-# appender's previous append was HOLD_GAP_NS or more before: a sparse
+# appender's previous append ended HOLD_GAP_NS or more before: a sparse
 # stream, where latency is what counts, not a producer appending back to
-# back (pl_appender.hold_*). The cost is then bounded by the spin: at most
-# HOLD_MAX_NS per HOLD_GAP_NS.
+# back (pl_appender.hold_*). Each appender then spins at most HOLD_MAX_NS
+# per HOLD_GAP_NS.
 HOLD_MAX_NS = 200_000
 HOLD_GAP_NS = 500_000
 
 
 def wait_fetch(slot_p, seen: int, timeout_s: float, state_p, seg_base: int, seg_p, seg_len: int,
                data, pos: int, expected: int, first_base: int, max_records: int,
-               build: tuple = PLAIN_ROWS, readers: Optional[Readers] = None, slot: int = 0):
+               build: tuple = PLAIN_ROWS, handoff: Optional[Handoff] = None):
     """Wait up to ``timeout_s`` for the doorbell slot at ``slot_p`` to move
     from ``seen``, then, in the same native call (pl_wait_fetch), decode
     what the partition whose state is at ``state_p`` committed from offset
@@ -782,41 +781,43 @@ def wait_fetch(slot_p, seen: int, timeout_s: float, state_p, seg_base: int, seg_
     :class:`FetchResult`) as :func:`fetch` returns them. The collector is
     paused (from the wake on, not through the wait) while many rows are
     built. ``seg_p`` (from :func:`pointer`) is released before the rows
-    are built; ``data`` keeps the bytes alive. With ``readers`` (of the
-    doorbell, :class:`Readers`), the wait counts in ``slot`` and a wake
+    are built; ``data`` keeps the bytes alive. With ``handoff`` (the
+    partition's :class:`Handoff`), the wait is counted in it and a wake
     hands off to the appender that rang."""
     fields, hdrs, out, out_bytes, cap = _fetch_scratch()
     deadline = _time.monotonic() + max(0.0, timeout_s)
     us = int(max(0.0, timeout_s) * 1e6)
-    waiting = ffi.NULL if readers is None else readers.block + 1 + slot
+    waiting = ffi.NULL if handoff is None else handoff.block + 1
     try:
         rc = _wait_fetch_call(slot_p, waiting, seen, us, deadline, state_p, seg_base, seg_p,
                               seg_len, pos, expected, first_base, min(max_records, cap),
                               fields, hdrs, out, cap)
     finally:
         ffi.release(seg_p)
-    if rc != 1 and readers is not None:
+    if rc == WAIT_TIMEOUT:
+        return None
+    if handoff is not None:
         # (a plain store with the GIL held: the appender that rang returns
         # and queues for the GIL only now)
-        counts = readers.counts
+        counts = handoff.counts
         counts[0] = (counts[0] + 1) & 0xFFFFFFFF
-    if rc == WAIT_FETCHED:
-        if out.records < WAIT_PAUSE_RECORDS:
-            return _fetched(data, pos, fields, hdrs, out_bytes, build)
-        with _gc_paused():
-            return _fetched(data, pos, fields, hdrs, out_bytes, build)
-    return None if rc == 1 else ()
+    if rc == WAIT_WOKEN:
+        return ()
+    if out.records < WAIT_PAUSE_RECORDS:
+        return _fetched(data, pos, fields, hdrs, out_bytes, build)
+    with _gc_paused():
+        return _fetched(data, pos, fields, hdrs, out_bytes, build)
 
 
 def _wait_fetch_call(slot_p, waiting, seen, us, deadline, state_p, seg_base, seg_p, seg_len, pos,
                      expected, first_base, max_records, fields, hdrs, out, cap) -> int:
-    """pl_wait_fetch, again after EINTR; raises its errors."""
+    """pl_wait_fetch, again after EINTR: PL_WAIT_*, or raises."""
     while True:
         rc = lib.pl_wait_fetch(slot_p, waiting, seen & 0xFFFFFFFF, us, state_p, seg_base, seg_p,
                                seg_len, pos, expected, first_base, max_records,
                                FETCH_RECORDS_STEP, fields, cap, hdrs,
                                _HEADERS_PER_RECORD_ROOM * cap, out)
-        if rc >= 0:           # PL_WAIT_FETCHED, PL_WAIT_WOKEN, 1: timeout
+        if rc >= 0:           # PL_WAIT_FETCHED, PL_WAIT_WOKEN, PL_WAIT_TIMEOUT
             return rc
         if rc == -_errno.EINTR:    # Python signal handlers ran between calls
             us = max(0, int((deadline - _time.monotonic()) * 1e6))
@@ -1145,14 +1146,14 @@ def appender():
 
 def appender_setup(a, *, state_p, lock, seg_p, seg_cap: int, seg_base: int, seg_fd: int,
                    index_fds, index_interval: int, bell_p, slot: int,
-                   readers: Optional[Readers] = None) -> None:
+                   handoff: Optional[Handoff] = None) -> None:
     """Point the appender ``a`` at a (re)mapped active segment.
     ``state_p``/``seg_p``/``bell_p`` come from :func:`pointer` (``bell_p``
     may be None) and must outlive the appender's use; ``lock`` is (token,
     liveness fd, state fd) of :func:`plock_acquire`; ``seg_fd`` is the
     segment's descriptor, which batches of APPEND_WRITE_BYTES_MIN or more
-    are written through (see :func:`append_columns`); ``readers`` are the
-    doorbell's :class:`Readers` in this process."""
+    are written through (see :func:`append_columns`); ``handoff`` is the
+    partition's :class:`Handoff` in this process."""
     a.state = state_p
     a.seg = seg_p
     a.seg_cap = seg_cap
@@ -1161,7 +1162,7 @@ def appender_setup(a, *, state_p, lock, seg_p, seg_cap: int, seg_base: int, seg_
     a.index_interval = index_interval
     a.bell = bell_p if bell_p is not None else _NULL
     a.slot = slot
-    a.readers = ffi.NULL if readers is None else readers.block
+    a.handoff = ffi.NULL if handoff is None else handoff.block
     a.lock_token, a.live_fd, a.state_fd = lock
     a.index_fd, a.timeindex_fd = index_fds
 

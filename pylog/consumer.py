@@ -474,8 +474,7 @@ class Consumer:
                 part, cur = target
                 recs = part.wait_fetch(cur, bell + slot * _native.DOORBELL_SLOT_SIZE, seen,
                                        wait, max_records, values_only=values_only,
-                                       with_topic=True, row_type=self._row_type,
-                                       slot=slot)
+                                       with_topic=True, row_type=self._row_type)
                 if recs:
                     # (Records without deserializers, as built: the common case)
                     return recs if self._row_type is Record and not values_only \

@@ -178,7 +178,7 @@ class LogStore:
         this Log fall back to short sleeps (``self._bell`` is None)."""
         p = os.path.join(self.path, DOORBELL_FILE)
         size = DOORBELL_SLOTS * _native.DOORBELL_SLOT_SIZE
-        self._bell = self._bell_ptr = self._bell_readers = None
+        self._bell = self._bell_ptr = None
         try:
             fd = os.open(p, os.O_RDWR | os.O_CLOEXEC | (0 if self.readonly else os.O_CREAT),
                          0o644)
@@ -193,7 +193,6 @@ class LogStore:
                 self._bell = mmap.mmap(fd, size, mmap.MAP_SHARED,
                                        mmap.PROT_READ | mmap.PROT_WRITE)
                 self._bell_ptr = _native.pointer(self._bell)
-                self._bell_readers = _native.Readers(DOORBELL_SLOTS)
         finally:
             os.close(fd)
 
@@ -246,7 +245,7 @@ class LogStore:
         try:
             part = Partition(self.path, topic, p, cfg, self.meta, sync=self.sync,
                              readonly=self.readonly, create=not self.readonly,
-                             doorbell=(self._bell, topic_slot(topic), self._bell_readers),
+                             doorbell=(self._bell, topic_slot(topic)),
                              lock_identity=None if self.readonly else
                              (self._lock_token, self._lock_fd))
         except OSError as exc:

@@ -146,14 +146,16 @@ class Partition:
         self.readonly = readonly
         self._meta = meta
         # (doorbell map, slot) of the log (L-3): appends ring it
-        # and the log's _native.Readers of it in this process
         self._bell_ptr = None
         self._bell_slot = 0
-        self._bell_readers = None
         if doorbell is not None and doorbell[0] is not None and not readonly:
             self._bell_ptr = _native.pointer(doorbell[0])
             self._bell_slot = doorbell[1]
-            self._bell_readers = doorbell[2]
+        # This process's blocked wait_fetch calls and the appends that wake
+        # them (_native.Handoff); not with sync="always", whose append
+        # releases the GIL for its fdatasync right after anyway.
+        self._handoff = _native.Handoff() \
+            if self._bell_ptr is not None and not self._sync_always else None
         self._state_ptr = None
         # The writer's native appender (used under self._wlock); it is set up
         # for the active segment's map self._appender_map, and carries the
@@ -760,7 +762,7 @@ class Partition:
                 lock=(self._lock_identity[0], self._lock_identity[1], self._state_fd),
                 seg_p=ptr, seg_cap=cap, seg_base=seg.base_offset, seg_fd=seg.fd,
                 index_fds=seg.index_fds(), index_interval=INDEX_INTERVAL_BYTES,
-                bell_p=self._bell_ptr, slot=self._bell_slot, readers=self._bell_readers)
+                bell_p=self._bell_ptr, slot=self._bell_slot, handoff=self._handoff)
             self._appender_map = ptr
         return self._appender
 
@@ -1126,32 +1128,12 @@ class Partition:
                         continue
                 # a compressed batch, or one too big for a native fetch: alone
                 try:
-                    header = batch.read_header(m, cursor.position, end)
-                    if values_only:
-                        recs = batch.decode_values(m, header)
-                    elif with_topic:
-                        recs = batch.decode(m, header, self.topic, self.index, row_type)
-                    else:
-                        recs = batch.decode(m, header)
-                except CorruptLogError as exc:
-                    raise exc.with_path(seg.path) from None
-                # baseOffset is outside the CRC (B-4): offsets are dense, so
-                # the batch here must hold the offset the cursor expects, or
-                # the bytes are damaged (G4: never return wrong offsets).
-                if not header.base_offset <= cursor.offset <= header.last_offset or \
-                        cursor.base >= 0 and header.base_offset != cursor.base:
-                    raise CorruptLogError(
-                        f"batch holds offsets {header.base_offset}.."
-                        f"{header.last_offset} where offset {cursor.offset} "
-                        "belongs: baseOffset is not the expected next offset",
-                        seg.path, cursor.position)
-                first = header.base_offset
-                if first < cursor.offset:
-                    if values_only:
-                        recs = self._values_from(m, header, cursor.offset)
-                    else:
-                        oi = 2 if with_topic else 0
-                        recs = [r for r in recs if r[oi] >= cursor.offset]
+                    header, recs = self._one_batch(seg, m, end, cursor, values_only,
+                                                   with_topic, row_type)
+                except CorruptLogError:
+                    if out:
+                        break    # the good records first; the next fetch raises
+                    raise
                 room = max_records - len(out)
                 if len(recs) > room:
                     recs = recs[:room]
@@ -1178,10 +1160,10 @@ class Partition:
 
     def wait_fetch(self, cursor: Cursor, slot_p, seen: int, timeout: float, max_records: int,
                    *, values_only: bool = False, with_topic: bool = False,
-                   row_type=None, slot: int = 0) -> list | None:
+                   row_type=None) -> list | None:
         """The blocked poll's path: wait up to ``timeout`` seconds for the
-        doorbell slot at ``slot_p`` (a pointer to slot number ``slot``) to
-        move from ``seen``, and
+        doorbell slot at ``slot_p`` (a pointer into the doorbell map, which
+        the caller keeps mapped) to move from ``seen``, and
         once woken decode, in the same native call and before the
         interpreter is back, what this partition committed after ``cursor``
         in its active segment. Returns None on timeout; [] when woken with
@@ -1192,17 +1174,19 @@ class Partition:
         ``cursor`` advanced. A damaged batch raises CorruptLogError as in
         :meth:`fetch`.
 
-        Thread safety: as :meth:`fetch`, without holding the partition's
-        read lock through the wait. The call reads the segment through its
-        own export of the reader's map, so a reader another thread closes
-        meanwhile stays mapped until the call is done (Segment.unmap).
-        An append of this process that wakes the call waits (bounded) until
-        the woken thread holds the GIL (_native.Readers)."""
+        Thread safety: as :meth:`fetch`; the partition's read lock is held
+        while the reader's map is taken, not through the wait. The call
+        reads the segment through its own export of that map, so a reader
+        another thread closes meanwhile stays mapped until the call is done
+        (Segment.unmap). An append of this process that wakes the call waits
+        (bounded) until the woken thread holds the GIL (_native.Handoff)."""
         self._check()
         state_p = self._state_rptr
-        seg = self._readers.get(cursor.segment_base)
-        held = seg.hold() if seg is not None and cursor.position >= 0 and \
-            state_p is not None and self._memory_state is None else None
+        held = None
+        if cursor.position >= 0 and state_p is not None and self._memory_state is None:
+            with self._rlock:       # (another thread's fetch may remap it)
+                seg = self._readers.get(cursor.segment_base)
+                held = seg.hold() if seg is not None else None
         if held is None:
             woken = _native.doorbell_wait_at(slot_p, seen, timeout)
             return [] if woken else None
@@ -1211,7 +1195,7 @@ class Partition:
         try:
             got = _native.wait_fetch(slot_p, seen, timeout, state_p, cursor.segment_base, ptr,
                                      map_len, m, cursor.position, cursor.offset, cursor.base,
-                                     max_records, build, self._bell_readers, slot)
+                                     max_records, build, self._handoff)
         except CorruptLogError as exc:
             raise exc.with_path(seg.path) from None
         if not got:
@@ -1222,6 +1206,38 @@ class Partition:
         if not recs and res.stop == _native.FETCH_CORRUPT:
             raise CorruptLogError(res.error, seg.path, res.stop_position)
         return recs
+
+    def _one_batch(self, seg: Segment, m, end: int, cursor: Cursor, values_only: bool,
+                   with_topic: bool, row_type):
+        """(header, rows from cursor.offset on) of the batch at the cursor,
+        decoded alone (compressed, or too big for a native fetch)."""
+        try:
+            header = batch.read_header(m, cursor.position, end)
+            if values_only:
+                recs = batch.decode_values(m, header)
+            elif with_topic:
+                recs = batch.decode(m, header, self.topic, self.index, row_type)
+            else:
+                recs = batch.decode(m, header)
+        except CorruptLogError as exc:
+            raise exc.with_path(seg.path) from None
+        # baseOffset is outside the CRC (B-4): offsets are dense, so the
+        # batch here must hold the offset the cursor expects, or the bytes
+        # are damaged (G4: never return wrong offsets).
+        if not header.base_offset <= cursor.offset <= header.last_offset or \
+                cursor.base >= 0 and header.base_offset != cursor.base:
+            raise CorruptLogError(
+                f"batch holds offsets {header.base_offset}.."
+                f"{header.last_offset} where offset {cursor.offset} "
+                "belongs: baseOffset is not the expected next offset",
+                seg.path, cursor.position)
+        if header.base_offset < cursor.offset:
+            if values_only:
+                recs = self._values_from(m, header, cursor.offset)
+            else:
+                oi = 2 if with_topic else 0
+                recs = [r for r in recs if r[oi] >= cursor.offset]
+        return header, recs
 
     def _values_from(self, m, header, offset) -> list:
         return [r[3] for r in batch.decode(m, header) if r[0] >= offset]

@@ -117,10 +117,14 @@ class Segment:
         or None when nothing is mapped: for a native call that runs longer
         than the caller holds any lock (Partition.wait_fetch). While the
         pointer is held the map cannot be unmapped (unmap() then leaves it to
-        the holder); release it with _native.release."""
-        if self._map is None:
+        the holder), who releases it (_native.release)."""
+        m = self._map
+        if m is None:
             return None
-        return _native.pointer(self._map, writable=False), self._map, self._map_len
+        try:
+            return _native.pointer(m, writable=False), m, len(m)
+        except ValueError:          # closed by another thread just now
+            return None
 
     def writer_pointer(self):
         """(native pointer, capacity) of the writable map, for the one-call
@@ -157,7 +161,9 @@ class Segment:
             try:
                 self._map.close()
             except BufferError:
-                pass    # held (hold()): unmapped when the holder lets go
+                if self.writable:
+                    raise           # only reader maps are ever held
+                # held (hold()): unmapped when the holder lets go
             self._map = None
             self._map_len = 0
 

@@ -398,7 +398,7 @@ def test_blocked_poll_of_one_partition_decodes_in_the_wait(log, monkeypatch, kin
 
 
 def test_send_returns_after_the_woken_consumer_of_its_process_took_over(log):
-    """The hand-off (pylog._native.Readers): a blocked poll of this process
+    """The hand-off (pylog._native.Handoff): a blocked poll of this process
     counts itself waiting, and the send that wakes it returns only once the
     poll holds the GIL, so the consumer never queues behind the producer."""
     log.create_topic("t")
@@ -409,17 +409,17 @@ def test_send_returns_after_the_woken_consumer_of_its_process_took_over(log):
     part = log.partition("t", 0)
     part._appender.hold_max_ns = 20 * 10**9     # not bounded by time here
     part._appender.hold_gap_ns = 0              # (the last send was just now)
-    readers = part._bell_readers
+    handoff = part._handoff
     got = []
     th = threading.Thread(target=lambda: got.extend(c.poll(timeout=10)))
     th.start()
     deadline = time.monotonic() + 10
-    while not any(readers.counts[1:]) and time.monotonic() < deadline:
+    while not handoff.counts[1] and time.monotonic() < deadline:
         time.sleep(0.01)                        # until the poll waits
-    h0 = readers.counts[0]
+    h0 = handoff.counts[0]
     p.send("t", b"v1")
-    assert readers.counts[0] != h0              # the poll had the GIL first
+    assert handoff.counts[0] != h0              # the poll had the GIL first
     th.join(10)
     assert [r.value for r in got] == [b"v1"]
-    assert not any(readers.counts[1:])          # no longer counted as waiting
+    assert handoff.counts[1] == 0               # no longer counted as waiting
     c.close()

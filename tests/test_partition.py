@@ -423,12 +423,14 @@ def test_wait_fetch_decodes_what_woke_it(logdir):
         log.close()
 
 
-def test_wait_fetch_leaves_a_rolled_or_outgrown_segment_to_fetch(logdir):
+@pytest.mark.parametrize("why", ["rolled", "outgrown"])
+def test_wait_fetch_leaves_a_rolled_or_outgrown_segment_to_fetch(logdir, why):
     """Woken for records it cannot decode in the call (the active segment
     rolled, or the file grew past the reader's map), wait_fetch returns []
     and the usual fetch reads them: nothing lost, nothing twice."""
-    log, part, p, cur, slot = _waiter(logdir, segment_bytes=65536, max_message_bytes=60000,
-                                      retention_ms=-1)
+    log, part, p, cur, slot = _waiter(
+        logdir, segment_bytes=65536 if why == "rolled" else 8 << 20,
+        max_message_bytes=60000, retention_ms=-1)
     try:
         got, expect = [b"first"], [b"first"]
         fell_back = 0
@@ -443,9 +445,11 @@ def test_wait_fetch_leaves_a_rolled_or_outgrown_segment_to_fetch(logdir):
                 recs = part.fetch(cur, 100)
             got.extend(r[3] for r in recs)
         assert got == expect
-        assert fell_back >= 4          # the rolls of 300 x ~1 KB in 64 KiB segments
-        assert len([n for n in os.listdir(os.path.join(logdir, "w-0"))
-                    if n.endswith(".log")]) > 3
+        logs = [n for n in os.listdir(os.path.join(logdir, "w-0")) if n.endswith(".log")]
+        if why == "rolled":             # 300 x ~1 KB in 64 KiB segments
+            assert fell_back >= 4 and len(logs) > 3
+        else:                           # one segment, grown from 64 KiB
+            assert fell_back >= 2 and len(logs) == 1
     finally:
         log.close()
 
@@ -558,26 +562,25 @@ def test_wait_fetch_pauses_the_collector_only_for_many_records(logdir, monkeypat
 
 def test_append_that_wakes_a_reader_of_its_process_waits_for_the_hand_off(logdir):
     """pl_appender.hold_*: with a reader of this process counted as waiting
-    on the slot, an append hold_gap_ns or more after the previous one
+    on the partition, an append hold_gap_ns or more after the previous one
     returns once the woken reader holds the GIL (it bumps the hand-off
     count), or after hold_max_ns; an append sooner after the previous one,
     or without a waiting reader, is not held. (Fake reader: the counts are
     set by hand; generous times, no performance assertion.)"""
     import threading
-    from pylog.log import topic_slot
     log, part, p, cur, slot = _waiter(logdir)
     try:
-        readers, a = part._bell_readers, part._appender
-        assert a.readers == readers.block and a.hold_max_ns > 0
+        handoff, a = part._handoff, part._appender
+        assert a.handoff == handoff.block and a.hold_max_ns > 0
         a.hold_max_ns, a.hold_gap_ns = 20 * 10**9, 10**8
-        readers.block[1 + topic_slot("w")] = 1       # one reader waiting
+        handoff.block[1] = 1                         # one reader waiting
         time.sleep(0.15)                             # the last append: > gap ago
         bumped = threading.Event()
 
         def hand_off():
             time.sleep(0.3)
             bumped.set()
-            readers.counts[0] += 1
+            handoff.counts[0] += 1
         th = threading.Thread(target=hand_off)
         th.start()
         t0 = time.monotonic()
@@ -593,7 +596,7 @@ def test_append_that_wakes_a_reader_of_its_process_waits_for_the_hand_off(logdir
         t0 = time.monotonic()
         p.send("w", b"nobody hands off")            # bounded by hold_max_ns
         assert 0.2 < time.monotonic() - t0 < 15
-        readers.block[1 + topic_slot("w")] = 0
+        handoff.block[1] = 0
         a.hold_max_ns = 20 * 10**9
         time.sleep(0.01)
         t0 = time.monotonic()
@@ -603,3 +606,105 @@ def test_append_that_wakes_a_reader_of_its_process_waits_for_the_hand_off(logdir
             b"held", b"within the gap", b"nobody hands off", b"nobody waits"]
     finally:
         log.close()
+
+
+def test_wait_fetch_and_fetch_of_one_partition_from_two_threads(logdir):
+    """A waiter takes the reader's map under the partition's read lock: a
+    fetch in another thread that remaps the growing segment meanwhile must
+    not leave it with one map's pointer and another's length."""
+    import threading
+    log, part, p, cur, slot = _waiter(logdir, segment_bytes=8 << 20, retention_ms=-1)
+    n = 400
+    try:
+        out = {"waiter": [b"first"], "fetcher": []}
+        errors = []
+
+        def waiter():
+            try:
+                while len(out["waiter"]) < n + 1:
+                    seen = _seen(slot)
+                    recs = part.fetch(cur, 1000)
+                    if not recs:
+                        recs = part.wait_fetch(cur, slot, seen, 5.0, 1000) or []
+                    out["waiter"].extend(r[3] for r in recs)
+            except Exception as exc:       # reported below
+                errors.append(exc)
+
+        def fetcher():
+            c = Cursor(0)
+            try:
+                while len(out["fetcher"]) < n + 1:
+                    out["fetcher"].extend(r[3] for r in part.fetch(c, 1000))
+            except Exception as exc:
+                errors.append(exc)
+        ths = [threading.Thread(target=waiter), threading.Thread(target=fetcher)]
+        for t in ths:
+            t.start()
+        expect = [b"first"]
+        for i in range(n):
+            v = b"%d-" % i + bytes(700)
+            expect.append(v)
+            p.send("w", v)
+        for t in ths:
+            t.join(30)
+        assert not errors and not any(t.is_alive() for t in ths)
+        assert out["waiter"] == expect and out["fetcher"] == expect
+    finally:
+        log.close()
+
+
+def test_append_to_a_sibling_partition_is_not_held(logdir):
+    """The hand-off count is per partition: a reader waiting on partition 0
+    (woken by every append to the topic, whose doorbell slot they share)
+    does not hold the appends to partition 1."""
+    with pylog.open(logdir, sync="never") as log:
+        log.create_topic("s", partitions=2)
+        p = log.producer()
+        p.send("s", b"x", partition=0)
+        p.send("s", b"x", partition=1)
+        p0, p1 = log.partition("s", 0), log.partition("s", 1)
+        assert p0._handoff is not p1._handoff
+        p0._handoff.block[1] = 1                  # a reader of partition 0 waits
+        p1._appender.hold_max_ns = p0._appender.hold_max_ns = 20 * 10**9
+        p1._appender.hold_gap_ns = p0._appender.hold_gap_ns = 0
+        t0 = time.monotonic()
+        p.send("s", b"y", partition=1)
+        assert time.monotonic() - t0 < 5
+        p0._appender.hold_max_ns = 300 * 10**6
+        t0 = time.monotonic()
+        p.send("s", b"y", partition=0)            # held: nobody hands off
+        assert time.monotonic() - t0 > 0.2
+        p0._handoff.block[1] = 0
+
+
+def test_sync_always_appends_are_never_held(logdir):
+    with pylog.open(logdir, sync="always") as log:
+        log.create_topic("a")
+        log.producer().send("a", b"x")
+        part = log.partition("a", 0)
+        assert part._handoff is None and part._appender.handoff == pylog._native.ffi.NULL
+
+
+def test_fetch_returns_the_records_before_a_damaged_compressed_batch(logdir):
+    """As for a damaged batch the native fetch meets: records decoded in the
+    same fetch before a compressed batch that fails are returned first."""
+    with pylog.open(logdir, sync="never") as log:
+        log.create_topic("z", retention_ms=-1)
+        p = log.producer()
+        p.send_batch("z", [b"one", b"two"], partition=0)
+        log.alter_topic("z", compression="zstd")
+        p.send_batch("z", [b"three" * 50, b"four" * 50], partition=0)
+        part = log.partition("z", 0)
+        end = part.state().active_position
+        seg = os.path.join(logdir, "z-0", "%020d.log" % 0)
+        with open(seg, "r+b") as f:           # the compressed batch's last byte
+            f.seek(end - 1)
+            b = f.read(1)
+            f.seek(-1, os.SEEK_CUR)
+            f.write(bytes([b[0] ^ 0xFF]))
+        cur = Cursor(0)
+        assert [r[3] for r in part.fetch(cur, 100)] == [b"one", b"two"]
+        assert cur.offset == 2
+        with pytest.raises(pylog.CorruptLogError) as ei:
+            part.fetch(cur, 100)
+        assert ei.value.path == seg and cur.offset == 2
