@@ -665,13 +665,15 @@ def run_latency(b, have_pylog, have_raw):
         jobs.append(("pylog", "lat_floor", lat_pylog_floor))
         jobs.append(("pylog", "lat_proc", lat_pylog_process))
     # The samples are taken in rounds, every job in turn within a round, and
-    # pooled: a slow spell of the machine then lands on every job alike.
+    # pooled: a slow spell of the machine then lands on every job alike. The
+    # order rotates from round to round, so no job always runs first (or
+    # always right after another).
     rounds = max(1, min(a.lat_rounds, n))
     per_round = [n // rounds + (1 if r < n % rounds else 0) for r in range(rounds)]
     samples = {}
     failed = set()
     for r, k in enumerate(per_round):
-        for peer, metric, fn in jobs:
+        for peer, metric, fn in jobs[r % len(jobs):] + jobs[:r % len(jobs)]:
             if (peer, metric) in failed:
                 continue
             say("== latency %s %s, round %d of %d (%d samples, 1 record / %.1f ms)"
@@ -1049,8 +1051,8 @@ def report(b, peers_run, machine, extras, started):
     w("Payload: %d-byte values, 16-byte keys, fixed seed 42, identical for every peer. "
       "Throughput: best of %d repetitions, each on a fresh directory, the "
       "repetitions interleaved across the peers; latency: p50/p99 of %d samples "
-      "taken in %d rounds (every job in turn within a round), one record every "
-      "%.1f ms, %d warm-up records dropped per round. "
+      "taken in %d rounds (every job in turn within a round, the order "
+      "rotating), one record every %.1f ms, %d warm-up records dropped per round. "
       "Every consume is checked (count + CRC32 chained over the values in order; "
       "thread runs: count). Bytes on disk: sum over the peer's files of "
       "min(size, allocated blocks) after producing, while open; for pylog the "
