@@ -7,7 +7,10 @@ a crash or an exception redelivers the unfinished record: at least once.
 
 Waiting: ``poll`` blocks on the log's doorbell (a futex in a shared file
 mapping, rung by every append in any process), so an idle consumer uses no
-CPU and wakes as soon as a record arrives.
+CPU and wakes as soon as a record arrives. Reading one positioned partition,
+it waits in Partition.wait_fetch, which decodes the new records in the same
+native call, and an append of this process that wakes it hands it the GIL
+(_native.Handoff).
 
 Thread safety: a Consumer is used by one thread at a time (as Kafka's);
 ``close()`` and ``wakeup()`` may be called from any thread.
