@@ -423,3 +423,37 @@ def test_send_returns_after_the_woken_consumer_of_its_process_took_over(log):
     assert [r.value for r in got] == [b"v1"]
     assert handoff.counts[1] == 0               # no longer counted as waiting
     c.close()
+
+
+@pytest.mark.parametrize("group", [None, "g"])
+def test_wakeup_ends_a_poll_blocked_in_the_one_call_wait(log, monkeypatch, group):
+    """wakeup() of a poll waiting in Partition.wait_fetch (one positioned
+    partition): the wait returns woken with nothing decoded, and the poll
+    returns [] at once."""
+    from pylog import _native
+    calls = []
+    real = _native.wait_fetch
+
+    def counting(*a):
+        r = real(*a)
+        calls.append(r)
+        return r
+    monkeypatch.setattr(_native, "wait_fetch", counting)
+    log.create_topic("t")
+    c = log.consumer("t", group_id=group, auto_offset_reset="earliest")
+    log.producer().send("t", b"x")
+    assert len(c.poll(timeout=1)) == 1          # positions the cursor
+    got = {}
+
+    def poller():
+        got["recs"] = c.poll(timeout=20)
+        got["t"] = time.monotonic()
+    th = threading.Thread(target=poller)
+    th.start()
+    time.sleep(0.2)
+    woke = time.monotonic()
+    c.wakeup()
+    th.join(10)
+    assert not th.is_alive() and got["recs"] == [] and got["t"] - woke < 0.5
+    assert calls and calls[-1] == ()            # woken in the one-call wait
+    c.close()
