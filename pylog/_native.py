@@ -785,13 +785,14 @@ def wait_fetch(slot_p, seen: int, timeout_s: float, state_p, seg_base: int, seg_
     partition's :class:`Handoff`), the wait is counted in it and a wake
     hands off to the appender that rang."""
     fields, hdrs, out, out_bytes, cap = _fetch_scratch()
-    deadline = _time.monotonic() + max(0.0, timeout_s)
-    us = int(max(0.0, timeout_s) * 1e6)
     waiting = ffi.NULL if handoff is None else handoff.block + 1
+    seq, n = seen & 0xFFFFFFFF, min(max_records, cap)
     try:
-        rc = _wait_fetch_call(slot_p, waiting, seen, us, deadline, state_p, seg_base, seg_p,
-                              seg_len, pos, expected, first_base, min(max_records, cap),
-                              fields, hdrs, out, cap)
+        rc = _waited(lambda us: lib.pl_wait_fetch(
+            slot_p, waiting, seq, us, state_p, seg_base, seg_p, seg_len, pos, expected,
+            first_base, n, FETCH_RECORDS_STEP, fields, cap, hdrs,
+            _HEADERS_PER_RECORD_ROOM * cap, out),
+            timeout_s, "wait_fetch: bad slot, state or segment pointer")
     finally:
         ffi.release(seg_p)
     if rc == WAIT_TIMEOUT:
@@ -807,24 +808,6 @@ def wait_fetch(slot_p, seen: int, timeout_s: float, state_p, seg_base: int, seg_
         return _fetched(data, pos, fields, hdrs, out_bytes, build)
     with _gc_paused():
         return _fetched(data, pos, fields, hdrs, out_bytes, build)
-
-
-def _wait_fetch_call(slot_p, waiting, seen, us, deadline, state_p, seg_base, seg_p, seg_len, pos,
-                     expected, first_base, max_records, fields, hdrs, out, cap) -> int:
-    """pl_wait_fetch, again after EINTR: PL_WAIT_*, or raises."""
-    while True:
-        rc = lib.pl_wait_fetch(slot_p, waiting, seen & 0xFFFFFFFF, us, state_p, seg_base, seg_p,
-                               seg_len, pos, expected, first_base, max_records,
-                               FETCH_RECORDS_STEP, fields, cap, hdrs,
-                               _HEADERS_PER_RECORD_ROOM * cap, out)
-        if rc >= 0:           # PL_WAIT_FETCHED, PL_WAIT_WOKEN, PL_WAIT_TIMEOUT
-            return rc
-        if rc == -_errno.EINTR:    # Python signal handlers ran between calls
-            us = max(0, int((deadline - _time.monotonic()) * 1e6))
-            continue
-        if rc == _E_INVAL:
-            raise InvalidArgument("wait_fetch: bad slot, state or segment pointer")
-        raise OSError(-rc, _os.strerror(-rc))
 
 
 # ---------------------------------------------------------------------------
@@ -1049,21 +1032,29 @@ def doorbell_load_at(bell_p, slot_index: int) -> int:
 def doorbell_wait_at(slot_p, expected: int, timeout_s: Optional[float]) -> bool:
     """:func:`doorbell_wait` on a slot given as a pointer (from
     :func:`pointer`, plus slot_index * DOORBELL_SLOT_SIZE)."""
+    seq = expected & 0xFFFFFFFF
+    return _waited(lambda us: lib.pl_doorbell_wait(slot_p, seq, us), timeout_s,
+                   "doorbell slot must be 4-byte aligned") == 0
+
+
+def _waited(wait, timeout_s: Optional[float], invalid: str) -> int:
+    """The non-negative result of ``wait(us)``, a native futex wait given
+    its timeout in microseconds (-1: none, for ``timeout_s`` None), called
+    again with the time left after EINTR (Python's signal handlers run in
+    between); raises InvalidArgument(``invalid``) for PL_E_INVAL, else
+    OSError."""
     deadline = None if timeout_s is None else _time.monotonic() + max(0.0, timeout_s)
+    us = -1 if deadline is None else int(max(0.0, timeout_s) * 1e6)
     while True:
-        if deadline is None:
-            us = -1
-        else:
-            us = max(0, int((deadline - _time.monotonic()) * 1e6))
-        rc = lib.pl_doorbell_wait(slot_p, expected & 0xFFFFFFFF, us)
-        if rc == 0:
-            return True
-        if rc == 1:
-            return False
+        rc = wait(us)
+        if rc >= 0:
+            return rc
         if rc == -_errno.EINTR:
-            continue  # Python signal handlers ran between calls
+            if deadline is not None:
+                us = max(0, int((deadline - _time.monotonic()) * 1e6))
+            continue
         if rc == _E_INVAL:
-            raise InvalidArgument("doorbell slot must be 4-byte aligned")
+            raise InvalidArgument(invalid)
         raise OSError(-rc, _os.strerror(-rc))
 
 

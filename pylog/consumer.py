@@ -479,9 +479,7 @@ class Consumer:
                                        wait, max_records, values_only=values_only,
                                        with_topic=True, row_type=self._row_type)
                 if recs:
-                    # (Records without deserializers, as built: the common case)
-                    return recs if self._row_type is Record and not values_only \
-                        else self._finish(recs, values_only)
+                    return self._finish(recs, values_only)
             elif bell is not None:
                 _native.doorbell_wait_at(bell + slot * _native.DOORBELL_SLOT_SIZE, seen, wait)
             else:   # no writable doorbell (read-only files): short sleeps

@@ -277,14 +277,36 @@ def test_close_is_idempotent_and_final(log):
         c.poll()
 
 
+@pytest.fixture
+def wait_fetch_calls(monkeypatch):
+    """What each _native.wait_fetch call returned (the one-call wait of a
+    blocked poll of one positioned partition)."""
+    from pylog import _native
+    calls = []
+    real = _native.wait_fetch
+
+    def counting(*a):
+        r = real(*a)
+        calls.append(r)
+        return r
+    monkeypatch.setattr(_native, "wait_fetch", counting)
+    return calls
+
+
+@pytest.mark.parametrize("positioned", [False, True])
 @pytest.mark.parametrize("group", [None, "g"])
-def test_wakeup_ends_a_blocked_poll(log, group):
+def test_wakeup_ends_a_blocked_poll(log, group, positioned, wait_fetch_calls):
     """wakeup() rings the doorbell slot the poll waits on (its topic's own,
     L-3): the poll returns at once, not when its wait slice (1 s without a
-    group) ends."""
+    group) ends. Positioned on a record, the poll waits in the one-call wait
+    (Partition.wait_fetch), which returns woken with nothing decoded."""
     log.create_topic("t")
-    c = log.consumer("t", group_id=group)
-    c.poll(timeout=0)
+    c = log.consumer("t", group_id=group, auto_offset_reset="earliest")
+    if positioned:
+        log.producer().send("t", b"x")
+        assert len(c.poll(timeout=1)) == 1      # positions the cursor
+    else:
+        c.poll(timeout=0)
     got = {}
 
     def poller():
@@ -298,6 +320,8 @@ def test_wakeup_ends_a_blocked_poll(log, group):
     th.join(10)
     # (unwoken, the poll would sleep to the end of its wait slice: >= 0.8 s)
     assert not th.is_alive() and got["recs"] == [] and got["t"] - woke < 0.5
+    if positioned:
+        assert wait_fetch_calls and wait_fetch_calls[-1] == ()
     c.close()
 
 
@@ -353,19 +377,10 @@ def test_subscriber_follows_a_topic_recreated_with_more_partitions(log):
 
 
 @pytest.mark.parametrize("kind", ["records", "values", "deserialized"])
-def test_blocked_poll_of_one_partition_decodes_in_the_wait(log, monkeypatch, kind):
+def test_blocked_poll_of_one_partition_decodes_in_the_wait(log, wait_fetch_calls, kind):
     """A poll blocked on one positioned partition gets its records from the
     wait call itself (Partition.wait_fetch); what it returns is what the
     usual fetch would have built."""
-    from pylog import _native
-    calls = []
-    real = _native.wait_fetch
-
-    def counting(*a):
-        r = real(*a)
-        calls.append(r)
-        return r
-    monkeypatch.setattr(_native, "wait_fetch", counting)
     log.create_topic("t")
     kw = {"value_deserializer": bytes.upper} if kind == "deserialized" else {}
     c = log.consumer("t", group_id="g", auto_offset_reset="earliest", **kw)
@@ -384,7 +399,7 @@ def test_blocked_poll_of_one_partition_decodes_in_the_wait(log, monkeypatch, kin
         p.send("t", b"v%d" % i, key=b"k", headers=[("n", b"%d" % i)])
     th.join(30)
     assert not th.is_alive()
-    assert any(r and r[0] for r in calls)    # decoded in the wait at least once
+    assert any(r and r[0] for r in wait_fetch_calls)   # decoded in the wait
     if kind == "values":
         assert got == [b"v%d" % i for i in range(1, 21)]
     else:
@@ -424,36 +439,3 @@ def test_send_returns_after_the_woken_consumer_of_its_process_took_over(log):
     assert handoff.counts[1] == 0               # no longer counted as waiting
     c.close()
 
-
-@pytest.mark.parametrize("group", [None, "g"])
-def test_wakeup_ends_a_poll_blocked_in_the_one_call_wait(log, monkeypatch, group):
-    """wakeup() of a poll waiting in Partition.wait_fetch (one positioned
-    partition): the wait returns woken with nothing decoded, and the poll
-    returns [] at once."""
-    from pylog import _native
-    calls = []
-    real = _native.wait_fetch
-
-    def counting(*a):
-        r = real(*a)
-        calls.append(r)
-        return r
-    monkeypatch.setattr(_native, "wait_fetch", counting)
-    log.create_topic("t")
-    c = log.consumer("t", group_id=group, auto_offset_reset="earliest")
-    log.producer().send("t", b"x")
-    assert len(c.poll(timeout=1)) == 1          # positions the cursor
-    got = {}
-
-    def poller():
-        got["recs"] = c.poll(timeout=20)
-        got["t"] = time.monotonic()
-    th = threading.Thread(target=poller)
-    th.start()
-    time.sleep(0.2)
-    woke = time.monotonic()
-    c.wakeup()
-    th.join(10)
-    assert not th.is_alive() and got["recs"] == [] and got["t"] - woke < 0.5
-    assert calls and calls[-1] == ()            # woken in the one-call wait
-    c.close()
