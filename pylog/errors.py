@@ -89,6 +89,24 @@ class CommitFailedError(PylogError):
     (a rebalance moved it, SPEC §5) or the consumer left its group."""
 
 
+class DeserializationError(PylogError, ValueError):
+    """A consumer's key or value deserializer raised on a record.
+
+    ``topic``, ``partition`` and ``offset`` name the record; ``record`` is
+    the raw :class:`pylog.Record` (key and value as stored bytes). The
+    consumer's position stays on the record: ``seek(tp, offset + 1)`` skips
+    it, or open the consumer with ``dead_letter_topic=`` to route such records
+    there.
+    """
+
+    def __init__(self, message: str, record):
+        self.record = record
+        self.topic = record.topic
+        self.partition = record.partition
+        self.offset = record.offset
+        super().__init__(message)
+
+
 class GroupNotEmpty(PylogError):
     """A group operation that needs an empty group found live members."""
 
