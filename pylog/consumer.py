@@ -2,8 +2,14 @@
 
 Delivery (G3): records of each owned partition come in offset order; the
 position advances past what ``poll`` returned; committed offsets are the
-next offset to read. ``run(handler)`` commits after the handler returns, so
-a crash or an exception redelivers the unfinished record: at least once.
+next offset to read. What auto-commit, ``close()`` and ``run()`` commit is
+only what the application finished (pylog.delivery states the rules), so a
+crash, Ctrl-C or an exception redelivers the unfinished records: at least
+once. A record a deserializer refuses stops its partition there
+(DeserializationError, or the dead-letter topic). A group member returns
+records only while its heartbeat lease holds (GroupMember.lease_until), so
+a member stopped past its session timeout never returns records of a
+partition another member has taken over.
 
 Waiting: ``poll`` blocks on the log's doorbell (a futex in a shared file
 mapping, rung by every append in any process), so an idle consumer uses no
@@ -18,13 +24,18 @@ Thread safety: a Consumer is used by one thread at a time (as Kafka's);
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
+from collections.abc import Mapping
 
 from . import _native
-from .errors import (CommitFailedError, ForkedLogError, InvalidArgument,
-                     LogClosed, OffsetOutOfRange, TopicNotFound)
+from .deadletter import DeadLetters
+from .delivery import Delivery
+from .errors import (CommitFailedError, DeserializationError, ForkedLogError,
+                     InvalidArgument, LogClosed, OffsetOutOfRange, ReadOnlyLog,
+                     TopicNotFound)
 from .gcpause import paused as _gc_paused
 from .group import GROUP_CHECK_INTERVAL_S, GroupMember
 from .log import FORKS, topic_slot
@@ -34,6 +45,7 @@ from .types import Record, TopicPartition
 OFFSET_RESETS = ("earliest", "latest", "none")
 MAX_POLL_RECORDS_MAX = 1_000_000
 _TOPIC_REFRESH_S = 1.0
+_logger = logging.getLogger("pylog")
 
 
 def _tp(obj) -> TopicPartition:
@@ -54,7 +66,7 @@ class Consumer:
                  session_timeout_ms: int = 10000, max_poll_records: int = 500,
                  partition_assignment_strategy: str = "sticky",
                  key_deserializer=None, value_deserializer=None,
-                 client_id: str | None = None):
+                 client_id: str | None = None, dead_letter_topic: str | None = None):
         if auto_offset_reset not in OFFSET_RESETS:
             raise InvalidArgument(
                 f"auto_offset_reset={auto_offset_reset!r}; expected one of {OFFSET_RESETS}")
@@ -67,15 +79,30 @@ class Consumer:
                                 ("max_poll_records", max_poll_records, 1, MAX_POLL_RECORDS_MAX)):
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
                 raise InvalidArgument(f"{name}={v!r}; expected int in [{lo}, {hi}]")
+        if not isinstance(enable_auto_commit, bool):
+            raise InvalidArgument(f"enable_auto_commit={enable_auto_commit!r}; "
+                                  "expected True or False")
         for name, fn in (("key_deserializer", key_deserializer),
                          ("value_deserializer", value_deserializer)):
             if fn is not None and not callable(fn):
                 raise InvalidArgument(f"{name} must be callable")
+        if group_id is not None and log.readonly:
+            raise ReadOnlyLog(
+                f"consumer group {group_id!r} on {log.path}: the log is open "
+                "read-only, and a group member writes its membership and its "
+                "commits; open the log writable, or read without a group "
+                "(log.consumer(enable_auto_commit=False) and assign())")
+        self._dlq = None
+        if dead_letter_topic is not None:
+            if log.readonly:
+                raise ReadOnlyLog(f"dead_letter_topic={dead_letter_topic!r} on "
+                                  f"{log.path}: the log is open read-only")
+            self._dlq = DeadLetters(log, dead_letter_topic)
         self._log = log
         self._forks = FORKS[0]
         self.group_id = group_id
         self._reset = auto_offset_reset
-        self._auto_commit = bool(enable_auto_commit) and group_id is not None
+        self._auto_commit = enable_auto_commit and group_id is not None
         self._auto_commit_s = auto_commit_interval_ms / 1000.0
         self._next_auto_commit = time.monotonic() + self._auto_commit_s
         self._max_poll = max_poll_records
@@ -93,6 +120,7 @@ class Consumer:
         self._manual: list[TopicPartition] | None = None
         self._cursors: dict[TopicPartition, Cursor] = {}
         self._committed_pos: dict[TopicPartition, int] = {}
+        self._delivery = Delivery()
         self._paused: set[TopicPartition] = set()
         # a group member's _owned() and _slots() are cached on the identity
         # of what they are computed from (GroupMember.owned is replaced,
@@ -224,21 +252,26 @@ class Consumer:
         for tp in lost:
             self._cursors.pop(tp, None)
             self._committed_pos.pop(tp, None)
+            self._delivery.forget(tp)
         for tp in gained:
             self._cursors.pop(tp, None)   # re-read the committed offset
+            self._delivery.forget(tp)
 
     def _positions_for(self, tps) -> dict:
         """Offsets to commit when releasing ``tps`` in a rebalance."""
         if not self._auto_commit:
             return {}
-        out = {tp: self._cursors[tp].offset for tp in tps
-               if tp in self._cursors and
-               self._committed_pos.get(tp) != self._cursors[tp].offset}
+        finished = self._delivery.finished(self._cursors)
+        out = {tp: finished[tp] for tp in tps
+               if tp in finished and self._committed_pos.get(tp) != finished[tp]}
         self._sync_for_commit(out)
         return out
 
     def _sync_for_commit(self, offsets) -> None:
-        """Offsets must not outlive the records they point past (power loss)."""
+        """Offsets must not outlive the records they point past (power loss),
+        nor the dead-letter copies of records they skip."""
+        if self._dlq is not None:
+            self._dlq.flush()
         for tp in offsets:
             self._log.partition(tp.topic, tp.partition).sync_for_commit()
 
@@ -252,6 +285,31 @@ class Consumer:
         raise OffsetOutOfRange(f"{tp.topic}-{tp.partition}: {why} and "
                                "auto_offset_reset='none'")
 
+    def _out_of_range(self, tp, part, offset: int) -> int:
+        """Where to read ``tp`` from when ``offset`` left [start, end]."""
+        st = part.state()
+        if offset < st.log_start_offset:
+            return self._overtaken(tp, st.log_start_offset, offset)
+        return self._reset_offset(tp, part, f"offset {offset} is past the end "
+                                  f"offset {st.next_offset}")
+
+    def _overtaken(self, tp, start: int, offset: int) -> int:
+        """Retention deleted records from ``offset`` before they were read:
+        resume at the log start (whatever auto_offset_reset says, since
+        'latest' would skip records still retained), say so in the log and
+        count it in the group (describe_group's retention_resets); with
+        auto_offset_reset='none' raise instead."""
+        why = (f"{tp.topic}-{tp.partition}: offset {offset} was deleted by "
+               f"retention before it was read (the log now starts at {start})")
+        if self._reset == "none":
+            raise OffsetOutOfRange(why + " and auto_offset_reset='none'; "
+                                   "seek to a retained offset to go on")
+        _logger.warning("consumer group %r: %s; resuming at %d, %d records skipped",
+                        self.group_id, why, start, start - offset)
+        if self._member is not None:
+            self._member.count_retention_reset(tp, start - offset)
+        return start
+
     def _cursor(self, tp: TopicPartition) -> Cursor:
         c = self._cursors.get(tp)
         if c is not None:
@@ -264,8 +322,7 @@ class Consumer:
         if committed is None:
             off = self._reset_offset(tp, part, "no committed offset")
         elif not st.log_start_offset <= committed <= st.next_offset:
-            off = self._reset_offset(tp, part, f"committed offset {committed} is "
-                                     f"outside [{st.log_start_offset}, {st.next_offset}]")
+            off = self._out_of_range(tp, part, committed)
         else:
             off = committed
             self._committed_pos[tp] = committed
@@ -286,12 +343,27 @@ class Consumer:
 
     def _owned_or_raise(self, tp) -> TopicPartition:
         tp = _tp(tp)
+        if tp not in set(self._owned()) and self._member is not None \
+                and self._manual is None:
+            self._sync_group(force=True)      # a new member joins here
         if tp not in set(self._owned()):
+            if self._member is not None and self._manual is None:
+                raise InvalidArgument(
+                    f"{tp} is not assigned to this member of group "
+                    f"{self.group_id!r} (its assignment: "
+                    f"{sorted(self._owned())}); another member owns it, or "
+                    "the topic is not subscribed")
             raise InvalidArgument(f"{tp} is not assigned to this consumer")
         return tp
 
+    def _set_position(self, tp, offset: int) -> None:
+        self._cursors[tp] = Cursor(offset)
+        self._delivery.forget(tp)
+
     def seek(self, tp, offset: int) -> None:
-        """Make the next poll() of ``tp`` start at ``offset``."""
+        """Make the next poll() of ``tp`` start at ``offset``. A group
+        member that has not polled yet joins its group first, so seek works
+        right after ``log.consumer(topic, group_id=...)``."""
         self._check()
         tp = self._owned_or_raise(tp)
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
@@ -301,23 +373,23 @@ class Consumer:
             raise OffsetOutOfRange(
                 f"seek {tp.topic}-{tp.partition} to {offset}: valid offsets are "
                 f"[{st.log_start_offset}, {st.next_offset}]")
-        self._cursors[tp] = Cursor(offset)
+        self._set_position(tp, offset)
 
     def seek_to_beginning(self, *tps) -> None:
         self._check()
         self._sync_group(force=True)
         for tp in (tps or self._owned()):
             tp = self._owned_or_raise(tp)
-            self._cursors[tp] = Cursor(
-                self._log.partition(tp.topic, tp.partition).state().log_start_offset)
+            self._set_position(
+                tp, self._log.partition(tp.topic, tp.partition).state().log_start_offset)
 
     def seek_to_end(self, *tps) -> None:
         self._check()
         self._sync_group(force=True)
         for tp in (tps or self._owned()):
             tp = self._owned_or_raise(tp)
-            self._cursors[tp] = Cursor(
-                self._log.partition(tp.topic, tp.partition).state().next_offset)
+            self._set_position(
+                tp, self._log.partition(tp.topic, tp.partition).state().next_offset)
 
     def offsets_for_times(self, timestamps: dict) -> dict:
         """{tp: ts_ms} -> {tp: first offset with timestamp >= ts_ms, or None}."""
@@ -362,7 +434,9 @@ class Consumer:
         return out
 
     # -- polling --------------------------------------------------------------------
-    def _fetch(self, max_records: int, values_only: bool) -> list:
+    def _fetch(self, max_records: int, values_only: bool, slices: list) -> list:
+        """Fetch from the owned partitions in turn; ``slices`` gets one
+        (tp, first index, end index) per partition that gave records."""
         out: list = []
         owned = self._owned()
         if self._paused:
@@ -384,32 +458,78 @@ class Consumer:
                 self._cursors.pop(tp, None)
                 continue
             cur = self._cursor(tp)
+            first = cur.offset
             try:
                 recs = part.fetch(cur, max_records - len(out), values_only=values_only,
                                   with_topic=True, row_type=self._row_type)
-            except OffsetOutOfRange as exc:
-                self._cursors[tp] = Cursor(self._reset_offset(tp, part, str(exc)))
+            except OffsetOutOfRange:
+                self._set_position(tp, self._out_of_range(tp, part, cur.offset))
                 continue
             if recs:
-                out.extend(self._finish(recs, values_only))
+                self._delivery.handed(tp, first)
+                i0 = len(out)
+                out.extend(self._finish(recs, values_only, tp, part, first, bool(out)))
+                slices.append((tp, i0, len(out)))
         return out
 
-    def _finish(self, recs: list, values_only: bool) -> list:
-        """What poll returns of the rows Partition.fetch built: Records (or
-        values), through the deserializers when there are any."""
+    def _finish(self, recs: list, values_only: bool, tp, part, first: int,
+                more: bool) -> list:
+        """What poll returns of the rows Partition.fetch built (from offset
+        ``first`` of ``tp``): Records (or values), through the deserializers
+        when there are any. ``more``: this poll already has records of other
+        partitions."""
         if values_only:
-            if self._vdes is not None:
-                return [self._vdes(v) for v in recs]
-            return recs
-        if self._row_type is Record:
+            vd = self._vdes
+            if vd is None:
+                return recs
+            try:
+                return [vd(v) for v in recs]
+            except Exception:
+                pass            # find the refused record one by one below
+        elif self._row_type is Record:
             return recs              # built as Records by the decoder
         kd, vd = self._kdes, self._vdes
-        return [Record(t, p, o, ts, kd(k) if kd and k is not None else k,
-                       vd(v) if vd and v is not None else v, h)
-                for t, p, o, ts, k, v, h in recs]
+        out = []
+        for i, row in enumerate(recs):
+            try:
+                if values_only:
+                    out.append(vd(row))
+                else:
+                    t, p, o, ts, k, v, h = row
+                    out.append(Record(t, p, o, ts, kd(k) if kd and k is not None else k,
+                                      vd(v) if vd and v is not None else v, h))
+            except Exception as exc:
+                offset = first + i if values_only else row[2]
+                if not self._refused(tp, part, offset, exc, more or bool(out)):
+                    return out       # the position is back on the refused record
+        return out
+
+    def _refused(self, tp, part, offset: int, exc: Exception, more: bool) -> bool:
+        """A deserializer raised ``exc`` on ``tp``'s record at ``offset``.
+        With a dead-letter topic the raw record goes there and the fetch
+        goes on (True). Otherwise the position goes back to the record
+        (False) and, unless this poll returns records before it (``more``),
+        DeserializationError is raised now; else by the next poll."""
+        raw = part.fetch(Cursor(offset), 1, with_topic=True, row_type=Record)[0]
+        if self._dlq is not None:
+            self._dlq.route(raw, exc)
+            _logger.warning("consumer group %r: %s-%d offset %d refused by the "
+                            "deserializer (%s: %s); routed to %r", self.group_id,
+                            tp.topic, tp.partition, offset, type(exc).__name__, exc,
+                            self._dlq.topic)
+            return True
+        self._cursors[tp] = Cursor(offset)
+        if more:
+            return False
+        raise DeserializationError(
+            f"deserialize {tp.topic}-{tp.partition} offset {offset}: "
+            f"{type(exc).__name__}: {exc}; the position stays on the record: "
+            f"skip it with seek(TopicPartition({tp.topic!r}, {tp.partition}), "
+            f"{offset + 1}), or pass dead_letter_topic= to route such records",
+            raw) from exc
 
     def _wait_target(self):
-        """(partition, cursor) when this poll reads exactly one partition
+        """(tp, partition, cursor) when this poll reads exactly one partition
         whose cursor is positioned (the blocked poll then waits and decodes
         in one native call, Partition.wait_fetch), else None."""
         owned = self._owned()
@@ -420,7 +540,7 @@ class Consumer:
         part = self._log.open_partitions().get(tp)
         if cur is None or part is None or cur.position < 0:
             return None
-        return part, cur
+        return tp, part, cur
 
     def _slots(self):
         """The doorbell slot to wait on (L-3): the topic's own when all owned
@@ -445,6 +565,37 @@ class Consumer:
             raise InvalidArgument(f"max_records={max_records!r}; expected int >= 1")
         if not self._subscription and self._pattern is None and self._manual is None:
             raise InvalidArgument("poll before subscribe() or assign()")
+        delivery = self._delivery
+        delivery.next_poll()        # what the last poll handed is finished
+        slices: list = []
+        try:
+            recs = self._poll_loop(timeout, max_records, values_only, slices)
+            member = self._member
+            if recs and member is not None and time.monotonic() > member.lease_until:
+                recs = self._still_owned(recs, slices)
+            return recs
+        except BaseException:
+            # nothing fetched by this poll reaches the caller (Ctrl-C, a
+            # refused record, an I/O error): put the positions back on it
+            for tp, first in delivery.pending.items():
+                if tp in self._cursors:
+                    self._cursors[tp] = Cursor(first)
+            delivery.next_poll()
+            raise
+
+    def _still_owned(self, recs: list, slices: list) -> list:
+        """The member's lease ran out during this poll (it was stopped or
+        starved past half its session timeout, so another member may have
+        taken partitions over): re-check the group, which renews the lease
+        or finds the partitions gone, and drop records of lost ones."""
+        self._sync_group(force=True)
+        owned = set(self._owned())
+        if all(tp in owned for tp, _, _ in slices):
+            return recs
+        return [x for tp, i0, i1 in slices if tp in owned for x in recs[i0:i1]]
+
+    def _poll_loop(self, timeout: float, max_records: int, values_only: bool,
+                   slices: list) -> list:
         now = time.monotonic()
         deadline = now + timeout
         bell = self._log.doorbell_pointer()    # (ours keeps the map alive)
@@ -464,7 +615,7 @@ class Consumer:
             # previous poll's; paused to the end of poll, the next collection
             # comes after the caller has dropped those.
             with _gc_paused():
-                recs = self._fetch(max_records, values_only)
+                recs = self._fetch(max_records, values_only, slices)
             if recs or self._closed:
                 return recs
             now = time.monotonic()
@@ -474,12 +625,17 @@ class Consumer:
             wait = min(remaining, GROUP_CHECK_INTERVAL_S if self._member else _TOPIC_REFRESH_S)
             target = self._wait_target() if bell is not None else None
             if target is not None:
-                part, cur = target
+                tp, part, cur = target
+                first = cur.offset
                 recs = part.wait_fetch(cur, bell + slot * _native.DOORBELL_SLOT_SIZE, seen,
                                        wait, max_records, values_only=values_only,
                                        with_topic=True, row_type=self._row_type)
                 if recs:
-                    return self._finish(recs, values_only)
+                    self._delivery.handed(tp, first)
+                    recs = self._finish(recs, values_only, tp, part, first, False)
+                    if recs:         # (empty when all went to the dead letters)
+                        slices.append((tp, 0, len(recs)))
+                        return recs
             elif bell is not None:
                 _native.doorbell_wait_at(bell + slot * _native.DOORBELL_SLOT_SIZE, seen, wait)
             else:   # no writable doorbell (read-only files): short sleeps
@@ -507,49 +663,98 @@ class Consumer:
                 _native.doorbell_ring(bell, 0)
 
     def __iter__(self):
+        """Records one at a time, blocking, until close(). A record counts
+        as finished when the loop asks for the next one; a loop left by
+        ``break`` or an exception puts the position back on the record it
+        was on (pylog.delivery)."""
+        delivery = self._delivery
         while not self._closed:
             try:
                 recs = self.poll(timeout=0.5)
             except LogClosed:
                 return
-            yield from recs
+            delivery.batch = recs
+            delivery.at = 0
+            try:
+                for i, r in enumerate(recs):
+                    delivery.at = i
+                    yield r
+                delivery.at = len(recs)
+            finally:
+                if delivery.batch is recs:
+                    if delivery.at < len(recs):
+                        delivery.abandoned(recs[delivery.at:], self._cursors, Cursor)
+                    delivery.batch = None
+                    delivery.next_poll()
 
     def run(self, handler, *, poll_timeout: float = 0.5, stop: threading.Event | None = None,
             commit_every: str = "batch") -> None:
         """Call ``handler(record)`` for every record until ``stop`` is set or
-        the consumer is closed, committing after handled records:
-        ``commit_every="record"`` after each one, ``"batch"`` after each
-        poll's worth. A handler that raises leaves its record uncommitted
-        (it is delivered again after a restart) and the exception propagates.
+        the consumer is closed, committing (with a group) the records whose
+        handler returned: ``commit_every="record"`` after each one,
+        ``"batch"`` after each poll's worth.
+
+        A handler that raises (KeyboardInterrupt included) ends run with that
+        exception: the records before it are committed, its record and the
+        rest of the batch are not, and the position goes back to it, so it
+        is delivered again (by this consumer's next poll, or after a
+        restart): at least once.
         """
         if commit_every not in ("batch", "record"):
             raise InvalidArgument("commit_every must be 'batch' or 'record'")
+        if not callable(handler):
+            raise InvalidArgument(f"handler={handler!r} is not callable")
+        group = self.group_id is not None
+        per_record = commit_every == "record" and group
         while not self._closed and not (stop is not None and stop.is_set()):
             recs = self.poll(timeout=poll_timeout)
             done: dict = {}
+            n = 0
             try:
                 for r in recs:
                     handler(r)
-                    done[TopicPartition(r.topic, r.partition)] = r.offset + 1
-                    if commit_every == "record" and self.group_id is not None:
-                        self.commit({TopicPartition(r.topic, r.partition): r.offset + 1})
+                    n += 1
+                    tp = TopicPartition(r.topic, r.partition)
+                    done[tp] = r.offset + 1
+                    if per_record:
+                        self.commit({tp: r.offset + 1})
                         done.clear()
-            finally:
-                if done and self.group_id is not None:
-                    self.commit(done)
+            except BaseException:
+                self._delivery.abandoned(recs[n:], self._cursors, Cursor)
+                self._delivery.next_poll()      # those before were finished
+                if done and group and not self._closed:
+                    try:
+                        self.commit(done)
+                    except CommitFailedError:
+                        pass    # moved away: its new owner redelivers; raise the cause
+                raise
+            self._delivery.next_poll()
+            if done and group and not self._closed:
+                self.commit(done)
 
     # -- commits ----------------------------------------------------------------------
-    def commit(self, offsets: dict | None = None) -> None:
-        """Commit ``offsets`` {tp: next offset to read}, or the current
-        positions of all owned partitions. Raises CommitFailedError when a
-        rebalance moved a partition away (SPEC §5)."""
+    def commit(self, offsets: Mapping | None = None) -> None:
+        """Commit ``offsets`` {TopicPartition: next offset to read}, or
+        without ``offsets`` the position after every record poll() returned
+        (the iterator: up to the record it is on) of the owned partitions.
+
+        Durability: the offsets are stored in one LMDB transaction, after
+        the records they point past are durable (M-10). Raises
+        CommitFailedError when a rebalance moved a partition away (SPEC §5).
+        """
         self._check()
         if self.group_id is None:
             raise InvalidArgument("commit needs a group_id")
         if offsets is None:
-            offsets = {tp: c.offset for tp, c in self._cursors.items()
-                       if tp in set(self._owned())}
+            owned = set(self._owned())
+            offsets = {tp: o for tp, o in
+                       self._delivery.handed_positions(self._cursors).items()
+                       if tp in owned}
         else:
+            if not isinstance(offsets, Mapping):
+                raise InvalidArgument(
+                    f"commit(offsets={type(offsets).__name__}): expected a dict "
+                    "{TopicPartition: next offset to read}")
             clean = {}
             for tp, off in offsets.items():
                 if isinstance(off, bool) or not isinstance(off, int) or off < 0:
@@ -565,6 +770,8 @@ class Consumer:
         else:
             self._log.meta.commit(self.group_id, raw)
         self._committed_pos.update(offsets)
+        for tp in offsets:      # what the application committed, it finished
+            self._delivery.forget(tp)
 
     def _maybe_auto_commit(self) -> None:
         if not self._auto_commit:
@@ -576,10 +783,11 @@ class Consumer:
         self._commit_quietly()
 
     def _commit_quietly(self) -> None:
+        """Auto-commit: the finished records' positions (pylog.delivery)."""
         if not self._auto_commit:
             return
-        pending = {tp: c.offset for tp, c in self._cursors.items()
-                   if self._committed_pos.get(tp) != c.offset}
+        pending = {tp: o for tp, o in self._delivery.finished(self._cursors).items()
+                   if self._committed_pos.get(tp) != o}
         if not pending:
             return
         try:
@@ -588,7 +796,11 @@ class Consumer:
             pass    # the partition moved; its new owner resumes from the last commit
 
     def close(self, autocommit: bool = True) -> None:
-        """Commit (with auto-commit), leave the group promptly, release. Idempotent."""
+        """Leave the group promptly and release; with auto-commit (and
+        ``autocommit``), first commit what the application finished — never
+        records it was handed but did not finish (pylog.delivery), so a
+        ``with`` block left by an exception or Ctrl-C loses nothing.
+        Idempotent; may be called from any thread."""
         if self._closed:
             return
         self._woken = True
@@ -596,13 +808,15 @@ class Consumer:
             if FORKS[0] == self._forks and not self._log._closed:
                 final = None
                 if autocommit and self._auto_commit:
-                    final = {(tp.topic, tp.partition): c.offset
-                             for tp, c in self._cursors.items()}
-                    self._sync_for_commit(self._cursors)
+                    finished = self._delivery.finished(self._cursors)
+                    final = {(tp.topic, tp.partition): o for tp, o in finished.items()}
+                    self._sync_for_commit(finished)
                 if self._member is not None:
                     self._member.leave(final)
                 elif final:
                     self._log.meta.commit(self.group_id, final)
+                if self._dlq is not None:
+                    self._dlq.close()
         finally:
             self._closed = True
             self.wakeup()

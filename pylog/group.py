@@ -29,7 +29,7 @@ import socket
 import time
 
 from .assignors import STRATEGIES, assign
-from .errors import GroupNotEmpty, InvalidArgument, TopicNotFound
+from .errors import GroupNotEmpty, InvalidArgument, OffsetOutOfRange, TopicNotFound
 from .types import TopicPartition
 
 GROUP_CHECK_INTERVAL_S = 0.1     # how often a polling member looks at the group
@@ -133,6 +133,10 @@ class GroupMember:
         self.owned: set[TopicPartition] = set()
         self.joined = False
         self.next_check = 0.0
+        # monotonic time until which no other member can take this one's
+        # partitions: others expire it session_timeout_ms after its last
+        # heartbeat; half of that leaves room for clock steps (G3)
+        self.lease_until = 0.0
         self._next_heartbeat = 0.0
         self._info = {"pid": os.getpid(), "start": process_start_time(os.getpid()),
                       "host": _HOST, "client_id": client_id or "",
@@ -175,6 +179,7 @@ class GroupMember:
         if not need:
             return set(), set()
         self._next_heartbeat = now + self.session_timeout_ms / 3000.0
+        lease_until = now + self.session_timeout_ms / 2000.0
         before = set(self.owned)
 
         def update(doc, commit):
@@ -213,7 +218,17 @@ class GroupMember:
         self.generation, owned = self.log.meta.update_group(self.group_id, update)
         self.joined = True
         self.owned = owned
+        self.lease_until = lease_until
         return owned - before, before - owned
+
+    def count_retention_reset(self, tp: TopicPartition, skipped: int) -> None:
+        """Record in the group that retention overtook it on ``tp``
+        (describe_group's ``retention_resets``)."""
+        def update(doc, commit):
+            resets = doc.setdefault("retention_resets", {})
+            count, total = resets.get(_tp_key(*tp), (0, 0))
+            resets[_tp_key(*tp)] = [count + 1, total + skipped]
+        self.log.meta.update_group(self.group_id, update)
 
     def commit(self, offsets: dict) -> None:
         self.log.meta.commit(self.group_id, offsets, member_id=self.member_id)
@@ -251,6 +266,7 @@ class GroupMember:
         self.log.meta.update_group(self.group_id, update)
         self.joined = False
         self.owned = set()
+        self.lease_until = 0.0
 
 
 def live_members(log, group: str) -> dict:
@@ -277,20 +293,28 @@ def describe_group(log, group: str) -> dict:
                            doc.get("assignment", {}).get(m, [])],
             "owned": sorted(_key_tp(k) for k, v in owners.items() if v == m)})
     partitions = []
+    resets = doc.get("retention_resets", {})
     for (topic, p), committed in sorted(offsets.items()):
         try:
             end = log.partition(topic, p).state().next_offset
         except TopicNotFound:
             continue
         owner = owners.get(_tp_key(topic, p))
+        count, skipped = resets.get(_tp_key(topic, p), (0, 0))
         partitions.append({"topic": topic, "partition": p,
                            "committed": committed, "end_offset": end,
-                           "lag": max(0, end - committed), "owner": owner})
+                           "lag": max(0, end - committed), "owner": owner,
+                           "retention_resets": count,
+                           "records_skipped_by_retention": skipped})
     return {"group": group, "generation": doc.get("generation", 0),
             "strategy": doc.get("strategy"),
             "state": "Stable" if members else "Empty",
             "members": members, "partitions": partitions,
-            "lag": sum(p["lag"] for p in partitions)}
+            "lag": sum(p["lag"] for p in partitions),
+            # times retention deleted records before this group read them
+            # (the consumer then resumed at the log start), all partitions
+            "retention_resets": sum(c for c, _ in resets.values()),
+            "records_skipped_by_retention": sum(n for _, n in resets.values())}
 
 
 RESET_TARGETS = ("earliest", "latest", "offset", "datetime")
@@ -325,7 +349,12 @@ def reset_group(log, group: str, *, to: str, value=None, topic=None,
         elif to == "latest":
             new = st.next_offset
         elif to == "offset":
-            new = min(max(value, st.log_start_offset), st.next_offset)
+            if not st.log_start_offset <= value <= st.next_offset:
+                raise OffsetOutOfRange(
+                    f"reset group {group!r} on {t}-{p} to offset {value}: valid "
+                    f"offsets are [{st.log_start_offset}, {st.next_offset}]; "
+                    "use to='earliest' or to='latest' for the ends")
+            new = value
         else:
             found = part.offset_for_time(value)
             new = st.next_offset if found is None else found

@@ -58,7 +58,7 @@ def test_committed_offset_survives_restart(tmp_path):
         c.close()
 
 
-def test_auto_commit_commits_only_what_poll_returned(log):
+def test_auto_commit_and_close_commit_only_finished_records(log):
     fill(log)
     c = log.consumer("t", group_id="g", auto_offset_reset="earliest",
                      enable_auto_commit=True, auto_commit_interval_ms=1)
@@ -66,10 +66,15 @@ def test_auto_commit_commits_only_what_poll_returned(log):
     time.sleep(0.01)
     c.poll(timeout=0, max_records=15)     # auto-commit of the first 10 happens here
     assert c.committed(TP("t", 0)) == 10
-    c.close()                             # commits the position: 25
+    c.close()                             # 10-24 were handed, never moved past
     c2 = log.consumer("t", group_id="g")
-    assert c2.position(TP("t", 0)) == 25
+    assert c2.position(TP("t", 0)) == 10
+    c2.poll(timeout=0.5, max_records=5)
+    c2.commit()                           # an explicit commit counts what poll returned
     c2.close()
+    c3 = log.consumer("t", group_id="g")
+    assert c3.position(TP("t", 0)) == 15
+    c3.close()
 
 
 def test_manual_assign_seek_and_positions(log):
