@@ -13,6 +13,11 @@ and where possible a hint::
 
 from __future__ import annotations
 
+import errno as _errno
+import os as _os
+import stat as _stat
+from errno import errorcode as _errorcode
+
 
 class PylogError(Exception):
     """Base class of every error pylog raises on purpose."""
@@ -121,6 +126,116 @@ class LogFailedError(PylogError):
 
 class ForkedLogError(PylogError):
     """An object created before os.fork() was used in the child process."""
+
+
+class LogOSError(PylogError, OSError):
+    """An operating-system call on the log's files failed: what pylog tried,
+    on which path, why, and a hint. The subclasses below name the failures a
+    user can cause (permissions, a read-only filesystem, a path that cannot
+    hold a log); others keep this class.
+
+    ``errno``, ``strerror`` and ``filename`` are those of the OSError behind
+    it (``filename`` is the file or directory the failing call named);
+    ``str()`` is the message.
+    """
+
+    def __init__(self, message: str, *, errno: int | None = None,
+                 strerror: str | None = None, filename: str | None = None):
+        super().__init__(message)
+        self.errno = errno
+        self.strerror = strerror
+        self.filename = filename
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+    def __reduce__(self):
+        return (_rebuild_os_error, (type(self), self.args[0] if self.args else "",
+                                    self.errno, self.strerror, self.filename))
+
+    @classmethod
+    def from_os_error(cls, exc: OSError, action: str,
+                      hint: str | None = None) -> "LogOSError":
+        """The LogOSError subclass fitting ``exc.errno``, with the message
+        ``<action>: <what went wrong> (<ERRNO NAME>)[; <hint>]``.
+
+        ``action`` says what was tried and on which log ("open /x/log for
+        writing"); the message adds the file the call named, its owner and
+        mode where that explains a permission problem."""
+        code = exc.errno
+        name = _errorcode.get(code, f"errno {code}") if code else "no errno"
+        target = exc.filename
+        detail = ""
+        if code in (_errno.EACCES, _errno.EPERM):
+            klass, why = LogPermissionError, "permission denied"
+            if target is not None:
+                detail = f" on {target}{_owner_note(target)}"
+        elif code == _errno.EROFS:
+            klass, why = ReadOnlyFilesystemError, "the filesystem is read-only"
+            if target is not None:
+                detail = f" (writing {target})"
+        elif code == _errno.ENOTDIR:
+            klass, why = NotALogDirectoryError, "not a directory"
+            if target is not None:
+                detail = f": a directory above {target} is a file"
+        elif code == _errno.EEXIST:
+            klass, why = NotALogDirectoryError, "not a directory"
+            if target is not None:
+                detail = f": {target} exists and is not a directory"
+        elif code == _errno.ENOENT:
+            klass, why = LogNotFound, "no such file or directory"
+            if target is not None:
+                detail = f": {target}"
+        else:
+            klass, why = LogOSError, (exc.strerror or str(exc)).lower()
+            if target is not None:
+                detail = f" ({target})"
+        message = f"{action}: {why} ({name}){detail}"
+        if hint:
+            message += f"; {hint}"
+        return klass(message, errno=code, strerror=exc.strerror, filename=target)
+
+
+def _rebuild_os_error(klass, message, errno, strerror, filename):
+    return klass(message, errno=errno, strerror=strerror, filename=filename)
+
+
+def _owner_note(path) -> str:
+    """`` (owner uid 0, mode 0700; you are uid 1000)`` of ``path``, or of its parent directory
+    when ``path`` does not exist (creating a file needs the parent's write
+    permission); empty when neither can be inspected."""
+    for p, prefix in ((path, ""), (_os.path.dirname(_os.path.abspath(path)), "in ")):
+        try:
+            st = _os.stat(p)
+        except OSError:
+            continue
+        where = f"{prefix}{p}: " if prefix else ""
+        return (f" ({where}owner uid {st.st_uid}, mode "
+                f"{_stat.S_IMODE(st.st_mode):04o}; you are uid {_os.geteuid()})")
+    return ""
+
+
+class LogPermissionError(LogOSError, PermissionError):
+    """The operating system refused access to a file or directory of the log
+    (EACCES, EPERM): another user's log, a directory without write permission.
+    Never reported as corruption. Fix the permissions or run as the log's
+    owner; a log that may only be read can be opened with ``readonly=True``
+    (which still needs write access to ``meta/lock.mdb``)."""
+
+
+class ReadOnlyFilesystemError(LogOSError):
+    """The log is on a read-only filesystem (EROFS) and the call needed to
+    write there; open it with ``readonly=True`` or remount read-write."""
+
+
+class NotALogDirectoryError(LogOSError, NotADirectoryError):
+    """The path given for a log is (or lies below) something that is not a
+    directory: a regular file, a dangling symlink, a device."""
+
+
+class LogNotFound(LogOSError, FileNotFoundError):
+    """No log at the path (``readonly=True`` never creates one): the path
+    does not exist or has no ``meta/`` directory."""
 
 
 __all__ = [name for name in dir() if name.endswith(("Error", "Name", "Found",

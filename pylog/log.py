@@ -21,17 +21,21 @@ Thread safety: a Log and its producers are thread-safe. Durability: see the
 from __future__ import annotations
 
 import builtins
+import errno
 import os
 import shutil
 import threading
 import time
 import mmap
+import stat
 import warnings
 
 from . import _native
 from .config import (PARTITIONS_MAX, SYNC_MODES, TopicConfig,
                      validate_topic_name)
-from .errors import (InvalidArgument, LogClosed, LogFailedError, PylogError, ReadOnlyLog,
+from .errors import (InvalidArgument, LogClosed, LogFailedError, LogNotFound,
+                     LogOSError, LogPermissionError, NotALogDirectoryError,
+                     PylogError, ReadOnlyFilesystemError, ReadOnlyLog,
                      TopicExists, TopicNotFound, PartitionNotFound)
 from .metadata import Metadata
 from .partition import Partition
@@ -83,13 +87,21 @@ class LogStore:
                  sync_interval_ms: int = 1000, allow_network_filesystem: bool = False):
         if not isinstance(path, (str, os.PathLike)):
             raise InvalidArgument(f"path must be str or PathLike, got {type(path).__name__}")
+        raw = os.fspath(path)
+        if not isinstance(raw, str):
+            raw = os.fsdecode(raw)
+        if not raw:
+            raise InvalidArgument("open: the path is empty; pass '.' to open "
+                                  "(or create) a log in the current directory")
+        if "\0" in raw:
+            raise InvalidArgument(f"open {raw!r}: the path contains a NUL byte")
         if sync not in SYNC_MODES:
             raise InvalidArgument(f"sync={sync!r}; expected one of {SYNC_MODES}")
         if isinstance(sync_interval_ms, bool) or not isinstance(sync_interval_ms, int) \
                 or not 1 <= sync_interval_ms <= 3_600_000:
             raise InvalidArgument(
                 f"sync_interval_ms={sync_interval_ms!r}; expected int in [1, 3600000]")
-        self.path = os.path.abspath(os.fspath(path))
+        self.path = os.path.abspath(raw)
         self.sync = sync
         self.readonly = readonly
         self.sync_interval_ms = sync_interval_ms
@@ -97,16 +109,9 @@ class LogStore:
         self._closed = False
         self._lock = threading.RLock()
         if readonly:
-            if not os.path.isdir(os.path.join(self.path, "meta")):
-                raise PylogError(f"open {self.path} read-only: no log there "
-                                 "(meta/ is missing)")
+            check_log_dir(self.path, f"open {self.path} read-only")
         else:
-            created = not os.path.isdir(self.path)
-            os.makedirs(self.path, mode=0o755, exist_ok=True)
-            if created:
-                # L-1: the log directory's own entry survives a power loss
-                from .segment import fsync_dir
-                fsync_dir(os.path.dirname(self.path))
+            self._make_log_dir()
         fstype = filesystem_type(self.path)
         if fstype in NETWORK_FILESYSTEMS:
             msg = (f"open {self.path}: it is on a network filesystem ({fstype}), "
@@ -118,7 +123,46 @@ class LogStore:
         self._open_files()
 
     # -- open / fork -----------------------------------------------------------
+    def _make_log_dir(self) -> None:
+        """Create the log directory (and its parents) unless it exists;
+        refuse a path that is, or lies below, something else than a directory."""
+        action = f"open {self.path} for writing"
+        if _not_a_directory(self.path, action):
+            return
+        try:
+            os.makedirs(self.path, mode=0o755)
+        except FileExistsError as exc:
+            if not os.path.isdir(self.path):      # made by someone else meanwhile
+                raise _open_error(exc, action, readonly=False) from None
+            return
+        except OSError as exc:
+            raise _open_error(exc, action, readonly=False, creating=True) from None
+        # L-1: the log directory's own entry survives a power loss
+        from .segment import fsync_dir
+        try:
+            fsync_dir(os.path.dirname(self.path))
+        except OSError as exc:
+            raise _open_error(exc, action, readonly=False) from None
+
     def _open_files(self) -> None:
+        creating = False                # a new log: the hints differ
+        if not self.readonly:
+            try:
+                os.lstat(os.path.join(self.path, "meta"))
+            except FileNotFoundError:
+                creating = True
+            except OSError:
+                pass
+        try:
+            self._open_files_or_raise()
+        except OSError as exc:
+            if isinstance(exc, PylogError):
+                raise
+            raise _open_error(exc, f"open {self.path}"
+                              f"{' read-only' if self.readonly else ' for writing'}",
+                              readonly=self.readonly, creating=creating) from None
+
+    def _open_files_or_raise(self) -> None:
         self._pid = os.getpid()
         self._forks = FORKS[0]
         self._partitions: dict[tuple[str, int], Partition] = {}
@@ -249,6 +293,9 @@ class LogStore:
                              lock_identity=None if self.readonly else
                              (self._lock_token, self._lock_fd))
         except OSError as exc:
+            if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise _open_error(exc, f"open partition {topic}-{p} in {self.path}",
+                                  readonly=self.readonly) from None
             raise LogFailedError(
                 f"open partition {topic}-{p} in {self.path}: {exc.strerror} "
                 f"(errno {exc.errno})") from exc
@@ -525,3 +572,100 @@ def writers_present(root: str) -> bool:
 def topic_slot(topic: str) -> int:
     """The doorbell slot of a topic (L-3); slot 0 is shared by all."""
     return 1 + _native.crc32c(topic.encode()) % (DOORBELL_SLOTS - 1)
+
+
+def _not_a_directory(path: str, action: str) -> bool:
+    """True if ``path`` is a directory, False if nothing is there; raise
+    NotALogDirectoryError if something else is (a file, a dangling symlink,
+    a path below a file) and the fitting LogOSError if it cannot be looked at."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise NotALogDirectoryError(
+                f"{action}: {path} is a symlink to {os.readlink(path)!r}, which "
+                "does not exist (ENOENT); a log is a directory: remove the "
+                "symlink or create its target", errno=errno.ENOENT,
+                filename=path) from None
+        return False
+    except NotADirectoryError as exc:
+        above = _file_above(path)
+        raise NotALogDirectoryError(
+            f"{action}: {above} is a file, not a directory, so no log can be "
+            f"below it (ENOTDIR); a log is a directory: choose another path",
+            errno=exc.errno, strerror=exc.strerror, filename=above) from None
+    except OSError as exc:
+        raise _open_error(exc, action, readonly=False) from None
+    if not stat.S_ISDIR(st.st_mode):
+        kind = "regular file" if stat.S_ISREG(st.st_mode) else "non-directory"
+        raise NotALogDirectoryError(
+            f"{action}: {path} is a {kind}, not a log directory (ENOTDIR); "
+            "a log is a directory: pass the log's directory, or a path where "
+            "a new one may be created", errno=errno.ENOTDIR, filename=path)
+    return True
+
+
+def _file_above(path: str) -> str:
+    """The first component of ``path`` that exists and is not a directory."""
+    probe = path
+    while True:
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            return path
+        if os.path.exists(parent) and not os.path.isdir(parent):
+            probe = parent
+            continue
+        if os.path.isdir(parent):
+            return probe
+        probe = parent
+
+
+def check_log_dir(root: str, action: str) -> None:
+    """Raise the fitting PylogError unless ``root`` is a directory holding a
+    log's ``meta/``: LogNotFound, NotALogDirectoryError, or
+    LogPermissionError when it cannot be looked into. Touches nothing."""
+    if not _not_a_directory(root, action):
+        raise LogNotFound(
+            f"{action}: no log at {root}, the path does not exist (ENOENT); "
+            "check the path (readonly=True never creates a log)",
+            errno=errno.ENOENT, filename=root)
+    meta = os.path.join(root, "meta")
+    try:
+        st = os.stat(meta)
+    except FileNotFoundError:
+        raise LogNotFound(
+            f"{action}: {root} is not a pylog log, it has no meta/ directory "
+            "(ENOENT); check the path (readonly=True never creates a log)",
+            errno=errno.ENOENT, filename=meta) from None
+    except OSError as exc:
+        raise _open_error(exc, action, readonly=True) from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise LogNotFound(f"{action}: {root} is not a pylog log, its meta is "
+                          "not a directory (ENOTDIR)", errno=errno.ENOTDIR,
+                          filename=meta)
+
+
+def _open_error(exc: OSError, action: str, *, readonly: bool,
+                creating: bool = False) -> LogOSError:
+    """``exc``, met while opening a log, as the fitting LogOSError with a hint."""
+    code = exc.errno
+    if code in (errno.EACCES, errno.EPERM):
+        if creating:
+            hint = ("choose a directory you may write to, or have its owner "
+                    "grant you write access")
+        elif readonly:
+            hint = ("run as the log's owner, or have them grant you read access "
+                    "(and write access to meta/lock.mdb, where LMDB readers "
+                    "register)")
+        else:
+            hint = ("run as the log's owner, or open it with readonly=True to "
+                    "only read it")
+    elif code == errno.EROFS:
+        hint = ("a new log cannot be created there; choose a writable filesystem"
+                if creating else "open it with readonly=True, or remount the "
+                "filesystem read-write")
+    elif code == errno.ENAMETOOLONG:
+        hint = "choose a shorter path"
+    else:
+        hint = None
+    return LogOSError.from_os_error(exc, action, hint)

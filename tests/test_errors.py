@@ -1,0 +1,270 @@
+"""Errors a user can cause on open and topic administration (issue 12): each
+is a PylogError subclass that keeps the fitting built-in base, says what was
+tried, on which path, why, and hints at the fix; the failed call changes
+nothing on disk. A permission problem is never reported as corruption.
+
+"Another user" is uid/gid 65534 (nobody): the test process runs as root,
+which bypasses file permissions, so these tests fork, drop to that user in
+the child and report the outcome over a pipe. The child must not import
+anything new (the interpreter's own library may be unreadable to nobody):
+every module it needs is imported here first."""
+
+import errno
+import gettext  # noqa: F401  (argparse's messages, needed by the CLI child)
+import io
+import json
+import locale  # noqa: F401
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+import pylog
+import pylog.cli
+import pylog.inspect
+from pylog import CorruptLogError, InvalidArgument, InvalidTopicName, PylogError
+from pylog.errors import (LogNotFound, LogOSError, LogPermissionError,
+                          NotALogDirectoryError, ReadOnlyFilesystemError)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NOBODY = 65534
+
+pylog.cli.build_parser().format_help()     # argparse's lazy imports, done here
+
+needs_root = pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() != 0,
+    reason="switching to another user needs root")
+
+
+def snapshot(path):
+    """Every entry under ``path`` with the bytes of its regular files, to
+    prove a failed call changed nothing (LMDB's lock file and the shared
+    state maps change on any open and are left out)."""
+    out = {}
+    for dp, dns, fns in os.walk(path):
+        for n in dns + fns:
+            p = os.path.join(dp, n)
+            if os.path.isfile(p) and not p.endswith(("lock.mdb", "doorbell",
+                                                     "partition.state")):
+                with open(p, "rb") as f:
+                    out[p] = f.read()
+            else:
+                out[p] = None
+    return out
+
+
+def as_user(fn, uid=NOBODY):
+    """Run ``fn()`` in a forked child as ``uid`` (gid the same, no
+    supplementary groups). Returns {"ok": repr(result)} or {"error": class
+    name, "bases": [names of the classes it is an instance of], "message",
+    "errno"}."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                    # child
+        code = 0
+        try:
+            os.close(r)
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            try:
+                out = {"ok": repr(fn())}
+            except BaseException as exc:            # report, never escape the child
+                out = {"error": type(exc).__name__,
+                       "bases": [c.__name__ for c in type(exc).__mro__],
+                       "message": str(exc), "errno": getattr(exc, "errno", None)}
+            os.write(w, json.dumps(out).encode())
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(w)
+    chunks = []
+    while True:
+        b = os.read(r, 1 << 16)
+        if not b:
+            break
+        chunks.append(b)
+    os.close(r)
+    _, status = os.waitpid(pid, 0)
+    assert status == 0 and chunks, f"child as uid {uid} failed (status {status})"
+    return json.loads(b"".join(chunks))
+
+
+def cli_as_user(*argv, uid=NOBODY):
+    """``pylog.cli.main(argv)`` as ``uid``: {"ok": repr((exit code, stdout,
+    stderr))}."""
+    def run():
+        out, err = io.StringIO(), io.StringIO()
+        sys.stdout, sys.stderr = out, err
+        try:
+            code = pylog.cli.main([str(a) for a in argv])
+        finally:
+            sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+        return code, out.getvalue(), err.getvalue()
+    res = as_user(run, uid)
+    assert "ok" in res, res
+    return eval(res["ok"])            # a repr of (int, str, str) from our own child
+
+
+@pytest.fixture
+def shared_dir():
+    """A directory every user can reach (pytest's own tmp directories are
+    0700), removed afterwards."""
+    d = tempfile.mkdtemp(prefix="pylog-errors-")
+    os.chmod(d, 0o755)
+    yield d
+    for dp, dns, _ in os.walk(d):
+        for n in dns:
+            os.chmod(os.path.join(dp, n), 0o755)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def make_log(path, mode=None):
+    """A log at ``path`` with topic t (one record), created by this user
+    (root) with the default umask 022; then ``chmod mode`` on the log
+    directory when given."""
+    old = os.umask(0o022)
+    try:
+        with pylog.open(path) as log:
+            log.create_topic("t")
+            log.producer().send("t", b"v")
+    finally:
+        os.umask(old)
+    if mode is not None:
+        os.chmod(path, mode)
+    return path
+
+
+# -- 6a: paths that cannot hold a log -------------------------------------------
+
+def test_open_a_plain_file_is_not_a_log_directory(tmp_path):
+    f = tmp_path / "plain"
+    f.write_bytes(b"data")
+    for kw in ({}, {"readonly": True}):
+        with pytest.raises(NotALogDirectoryError) as ei:
+            pylog.open(str(f), **kw)
+        e = ei.value
+        assert isinstance(e, PylogError) and isinstance(e, NotADirectoryError)
+        assert str(f) in str(e) and "regular file" in str(e)
+        assert "directory" in str(e).split(";", 1)[1]          # the hint
+    assert f.read_bytes() == b"data" and os.listdir(tmp_path) == ["plain"]
+
+
+def test_open_below_a_plain_file_is_not_a_log_directory(tmp_path):
+    f = tmp_path / "plain"
+    f.write_bytes(b"data")
+    for kw in ({}, {"readonly": True}):
+        with pytest.raises(NotALogDirectoryError) as ei:
+            pylog.open(str(f / "sub" / "log"), **kw)
+        assert isinstance(ei.value, NotADirectoryError)
+        assert str(f) in str(ei.value) and "ENOTDIR" in str(ei.value)
+    assert f.read_bytes() == b"data" and os.listdir(tmp_path) == ["plain"]
+
+
+def test_open_a_dangling_symlink_is_not_a_log_directory(tmp_path):
+    link = tmp_path / "link"
+    os.symlink(str(tmp_path / "gone"), str(link))
+    with pytest.raises(NotALogDirectoryError) as ei:
+        pylog.open(str(link))
+    assert "symlink" in str(ei.value)
+    assert sorted(os.listdir(tmp_path)) == ["link"]
+
+
+def test_readonly_open_of_a_missing_log_is_log_not_found(tmp_path):
+    for p in (tmp_path / "missing", tmp_path):        # no such path; no meta/
+        with pytest.raises(LogNotFound) as ei:
+            pylog.open(str(p), readonly=True)
+        assert isinstance(ei.value, FileNotFoundError)
+        assert str(p) in str(ei.value) and "readonly" in str(ei.value)
+    assert os.listdir(tmp_path) == []
+
+
+@needs_root
+def test_open_in_a_0555_directory_as_another_user(shared_dir):
+    ro = os.path.join(shared_dir, "ro")
+    os.mkdir(ro, 0o555)
+    os.chmod(ro, 0o555)
+    for path in (os.path.join(ro, "log"), ro):        # a new log below it; itself
+        res = as_user(lambda: pylog.open(path))
+        assert res.get("error") == "LogPermissionError", res
+        assert {"PylogError", "PermissionError"} <= set(res["bases"])
+        assert res["errno"] == errno.EACCES
+        msg = res["message"]
+        assert path in msg and "permission denied" in msg and "EACCES" in msg
+        assert "mode 0555" in msg and "corrupt" not in msg
+    assert os.listdir(ro) == []
+
+
+@needs_root
+@pytest.mark.parametrize("mode", [None, 0o700], ids=["0755", "0700"])
+def test_open_another_users_log_for_writing(shared_dir, mode):
+    log = make_log(os.path.join(shared_dir, "log"), mode)
+    before = snapshot(log)
+    res = as_user(lambda: pylog.open(log))
+    assert res.get("error") == "LogPermissionError", res
+    assert "PermissionError" in res["bases"]
+    msg = res["message"]
+    assert f"open {log} for writing" in msg and "permission denied" in msg
+    assert "owner uid 0" in msg and "readonly=True" in msg
+    assert snapshot(log) == before
+
+
+# Run in a private mount namespace (unshare -m): bind-mount $SRC read-only
+# on $DST, then run the python program in $BODY there.
+RO_MOUNT_SCRIPT = ('mount --bind "$SRC" "$DST" && mount -o remount,ro,bind "$DST" '
+                   '&& exec "$PY" -c "$BODY"')
+
+
+READ_ONLY_FS_CHILD = r"""
+import json, os, sys
+import pylog
+dst = os.environ["DST"]
+out = {}
+for name, call in [("write", lambda: pylog.open(os.path.join(dst, "log"))),
+                   ("new", lambda: pylog.open(os.path.join(dst, "new"))),
+                   ("topic", None)]:
+    if call is None:
+        with pylog.open(os.path.join(dst, "log"), readonly=True) as lg:
+            out["readonly"] = lg.topics()
+        continue
+    try:
+        call().close()
+        out[name] = "opened"
+    except BaseException as exc:
+        out[name] = [type(exc).__name__, [c.__name__ for c in type(exc).__mro__],
+                     str(exc)]
+print(json.dumps(out))
+"""
+
+
+@needs_root
+def test_open_on_a_read_only_filesystem(tmp_path, child_env):
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare(1)")
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    os.mkdir(dst)
+    make_log(str(src / "log"))
+    before = snapshot(str(src))
+    env = dict(child_env, SRC=str(src), DST=str(dst), PY=sys.executable,
+               BODY=READ_ONLY_FS_CHILD)
+    r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                        RO_MOUNT_SCRIPT],
+                       env=env, capture_output=True, timeout=60)
+    if r.returncode != 0 and b"mount" in r.stderr and not r.stdout:
+        pytest.skip(f"cannot make a read-only mount here: {r.stderr.decode()[:200]}")
+    assert r.returncode == 0, r.stderr.decode()
+    out = json.loads(r.stdout)
+    for name, path in (("write", "log"), ("new", "new")):
+        cls, bases, msg = out[name]
+        assert cls == "ReadOnlyFilesystemError", out
+        assert "PylogError" in bases and "OSError" in bases
+        assert os.path.join(str(dst), path) in msg and "EROFS" in msg
+        assert "read-only" in msg
+        assert ("readonly=True" if name == "write" else "writable filesystem") in msg
+    assert out["readonly"] == ["t"]                  # reading still works
+    assert snapshot(str(src)) == before
