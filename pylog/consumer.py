@@ -24,7 +24,6 @@ Thread safety: a Consumer is used by one thread at a time (as Kafka's);
 
 from __future__ import annotations
 
-import logging
 import re
 import threading
 import time
@@ -33,19 +32,19 @@ from collections.abc import Mapping
 from . import _native
 from .deadletter import DeadLetters
 from .delivery import Delivery
-from .errors import (CommitFailedError, DeserializationError, ForkedLogError,
+from .deserialize import RecordMaker
+from .errors import (CommitFailedError, ForkedLogError,
                      InvalidArgument, LogClosed, OffsetOutOfRange, ReadOnlyLog,
                      TopicNotFound)
 from .gcpause import paused as _gc_paused
 from .group import GROUP_CHECK_INTERVAL_S, GroupMember
+from .offsetreset import OFFSET_RESETS, OffsetReset
 from .log import FORKS, topic_slot
 from .partition import Cursor
-from .types import Record, TopicPartition
+from .types import TopicPartition
 
-OFFSET_RESETS = ("earliest", "latest", "none")
 MAX_POLL_RECORDS_MAX = 1_000_000
 _TOPIC_REFRESH_S = 1.0
-_logger = logging.getLogger("pylog")
 
 
 def _tp(obj) -> TopicPartition:
@@ -55,6 +54,37 @@ def _tp(obj) -> TopicPartition:
             and isinstance(obj[1], int) and not isinstance(obj[1], bool):
         return TopicPartition(*obj)
     raise InvalidArgument(f"expected TopicPartition(topic, partition), got {obj!r}")
+
+
+def _check_options(log, group_id, auto_offset_reset, enable_auto_commit,
+                   auto_commit_interval_ms, session_timeout_ms, max_poll_records,
+                   key_deserializer, value_deserializer) -> None:
+    """Consumer's arguments, checked before anything is created (G5)."""
+    if auto_offset_reset not in OFFSET_RESETS:
+        raise InvalidArgument(
+            f"auto_offset_reset={auto_offset_reset!r}; expected one of {OFFSET_RESETS}")
+    if group_id is not None and (not isinstance(group_id, str) or not group_id
+                                 or "\0" in group_id or len(group_id) > 255):
+        raise InvalidArgument(f"group_id={group_id!r}; expected a non-empty str "
+                              "without NUL, at most 255 characters")
+    for name, v, lo, hi in (("auto_commit_interval_ms", auto_commit_interval_ms, 1, 86_400_000),
+                            ("session_timeout_ms", session_timeout_ms, 100, 86_400_000),
+                            ("max_poll_records", max_poll_records, 1, MAX_POLL_RECORDS_MAX)):
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise InvalidArgument(f"{name}={v!r}; expected int in [{lo}, {hi}]")
+    if not isinstance(enable_auto_commit, bool):
+        raise InvalidArgument(f"enable_auto_commit={enable_auto_commit!r}; "
+                              "expected True or False")
+    for name, fn in (("key_deserializer", key_deserializer),
+                     ("value_deserializer", value_deserializer)):
+        if fn is not None and not callable(fn):
+            raise InvalidArgument(f"{name} must be callable")
+    if group_id is not None and log.readonly:
+        raise ReadOnlyLog(
+            f"consumer group {group_id!r} on {log.path}: the log is open "
+            "read-only, and a group member writes its membership and its "
+            "commits; open the log writable, or read without a group "
+            "(log.consumer(enable_auto_commit=False) and assign())")
 
 
 class Consumer:
@@ -67,31 +97,9 @@ class Consumer:
                  partition_assignment_strategy: str = "sticky",
                  key_deserializer=None, value_deserializer=None,
                  client_id: str | None = None, dead_letter_topic: str | None = None):
-        if auto_offset_reset not in OFFSET_RESETS:
-            raise InvalidArgument(
-                f"auto_offset_reset={auto_offset_reset!r}; expected one of {OFFSET_RESETS}")
-        if group_id is not None and (not isinstance(group_id, str) or not group_id
-                                     or "\0" in group_id or len(group_id) > 255):
-            raise InvalidArgument(f"group_id={group_id!r}; expected a non-empty str "
-                                  "without NUL, at most 255 characters")
-        for name, v, lo, hi in (("auto_commit_interval_ms", auto_commit_interval_ms, 1, 86_400_000),
-                                ("session_timeout_ms", session_timeout_ms, 100, 86_400_000),
-                                ("max_poll_records", max_poll_records, 1, MAX_POLL_RECORDS_MAX)):
-            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-                raise InvalidArgument(f"{name}={v!r}; expected int in [{lo}, {hi}]")
-        if not isinstance(enable_auto_commit, bool):
-            raise InvalidArgument(f"enable_auto_commit={enable_auto_commit!r}; "
-                                  "expected True or False")
-        for name, fn in (("key_deserializer", key_deserializer),
-                         ("value_deserializer", value_deserializer)):
-            if fn is not None and not callable(fn):
-                raise InvalidArgument(f"{name} must be callable")
-        if group_id is not None and log.readonly:
-            raise ReadOnlyLog(
-                f"consumer group {group_id!r} on {log.path}: the log is open "
-                "read-only, and a group member writes its membership and its "
-                "commits; open the log writable, or read without a group "
-                "(log.consumer(enable_auto_commit=False) and assign())")
+        _check_options(log, group_id, auto_offset_reset, enable_auto_commit,
+                       auto_commit_interval_ms, session_timeout_ms, max_poll_records,
+                       key_deserializer, value_deserializer)
         self._dlq = None
         if dead_letter_topic is not None:
             if log.readonly:
@@ -101,16 +109,11 @@ class Consumer:
         self._log = log
         self._forks = FORKS[0]
         self.group_id = group_id
-        self._reset = auto_offset_reset
         self._auto_commit = enable_auto_commit and group_id is not None
         self._auto_commit_s = auto_commit_interval_ms / 1000.0
         self._next_auto_commit = time.monotonic() + self._auto_commit_s
         self._max_poll = max_poll_records
-        self._kdes = key_deserializer
-        self._vdes = value_deserializer
         # without deserializers the decoder builds the Records itself
-        self._row_type = Record if key_deserializer is None and value_deserializer is None \
-            else None
         self._closed = False
         self._woken = False          # wakeup() since the current poll began
         self._subscription: set[str] = set()
@@ -120,7 +123,9 @@ class Consumer:
         self._manual: list[TopicPartition] | None = None
         self._cursors: dict[TopicPartition, Cursor] = {}
         self._committed_pos: dict[TopicPartition, int] = {}
-        self._delivery = Delivery()
+        self._delivery = Delivery(self._cursors, Cursor)
+        self._records = RecordMaker(key_deserializer, value_deserializer, self._dlq,
+                                    group_id, self._cursors)
         self._paused: set[TopicPartition] = set()
         # a group member's _owned() and _slots() are cached on the identity
         # of what they are computed from (GroupMember.owned is replaced,
@@ -136,6 +141,7 @@ class Consumer:
                                        strategy=partition_assignment_strategy,
                                        session_timeout_ms=session_timeout_ms,
                                        client_id=client_id)
+        self._resets = OffsetReset(auto_offset_reset, group_id, self._member)
         if topics or pattern:
             self.subscribe(list(topics), pattern=pattern)
 
@@ -199,7 +205,8 @@ class Consumer:
         if self._subscription or self._pattern:
             raise InvalidArgument("assign after subscribe(); call unsubscribe() first")
         self._manual = tps
-        self._cursors = {tp: c for tp, c in self._cursors.items() if tp in tps}
+        for tp in [tp for tp in self._cursors if tp not in tps]:
+            del self._cursors[tp]       # (in place: Delivery and RecordMaker share it)
 
     def assignment(self) -> set:
         """The partitions this consumer currently owns / was assigned."""
@@ -261,7 +268,7 @@ class Consumer:
         """Offsets to commit when releasing ``tps`` in a rebalance."""
         if not self._auto_commit:
             return {}
-        finished = self._delivery.finished(self._cursors)
+        finished = self._delivery.finished()
         out = {tp: finished[tp] for tp in tps
                if tp in finished and self._committed_pos.get(tp) != finished[tp]}
         self._sync_for_commit(out)
@@ -276,40 +283,6 @@ class Consumer:
             self._log.partition(tp.topic, tp.partition).sync_for_commit()
 
     # -- positions ---------------------------------------------------------------
-    def _reset_offset(self, tp, part, why: str) -> int:
-        st = part.state()
-        if self._reset == "earliest":
-            return st.log_start_offset
-        if self._reset == "latest":
-            return st.next_offset
-        raise OffsetOutOfRange(f"{tp.topic}-{tp.partition}: {why} and "
-                               "auto_offset_reset='none'")
-
-    def _out_of_range(self, tp, part, offset: int) -> int:
-        """Where to read ``tp`` from when ``offset`` left [start, end]."""
-        st = part.state()
-        if offset < st.log_start_offset:
-            return self._overtaken(tp, st.log_start_offset, offset)
-        return self._reset_offset(tp, part, f"offset {offset} is past the end "
-                                  f"offset {st.next_offset}")
-
-    def _overtaken(self, tp, start: int, offset: int) -> int:
-        """Retention deleted records from ``offset`` before they were read:
-        resume at the log start (whatever auto_offset_reset says, since
-        'latest' would skip records still retained), say so in the log and
-        count it in the group (describe_group's retention_resets); with
-        auto_offset_reset='none' raise instead."""
-        why = (f"{tp.topic}-{tp.partition}: offset {offset} was deleted by "
-               f"retention before it was read (the log now starts at {start})")
-        if self._reset == "none":
-            raise OffsetOutOfRange(why + " and auto_offset_reset='none'; "
-                                   "seek to a retained offset to go on")
-        _logger.warning("consumer group %r: %s; resuming at %d, %d records skipped",
-                        self.group_id, why, start, start - offset)
-        if self._member is not None:
-            self._member.count_retention_reset(tp, start - offset)
-        return start
-
     def _cursor(self, tp: TopicPartition) -> Cursor:
         c = self._cursors.get(tp)
         if c is not None:
@@ -320,9 +293,9 @@ class Consumer:
             committed = self._log.meta.committed(self.group_id, tp.topic, tp.partition)
         st = part.state()
         if committed is None:
-            off = self._reset_offset(tp, part, "no committed offset")
+            off = self._resets.no_commit(tp, part)
         elif not st.log_start_offset <= committed <= st.next_offset:
-            off = self._out_of_range(tp, part, committed)
+            off = self._resets.out_of_range(tp, part, committed)
         else:
             off = committed
             self._committed_pos[tp] = committed
@@ -343,17 +316,14 @@ class Consumer:
 
     def _owned_or_raise(self, tp) -> TopicPartition:
         tp = _tp(tp)
-        if tp not in set(self._owned()) and self._member is not None \
-                and self._manual is None:
+        grouped = self._member is not None and self._manual is None
+        if grouped and tp not in set(self._owned()):
             self._sync_group(force=True)      # a new member joins here
         if tp not in set(self._owned()):
-            if self._member is not None and self._manual is None:
-                raise InvalidArgument(
-                    f"{tp} is not assigned to this member of group "
-                    f"{self.group_id!r} (its assignment: "
-                    f"{sorted(self._owned())}); another member owns it, or "
-                    "the topic is not subscribed")
-            raise InvalidArgument(f"{tp} is not assigned to this consumer")
+            raise InvalidArgument(
+                f"{tp} is not assigned to this consumer" + (grouped and (
+                    f" (group {self.group_id!r} gave it {sorted(self._owned())}); "
+                    "another member owns it, or the topic is not subscribed") or ""))
         return tp
 
     def _set_position(self, tp, offset: int) -> None:
@@ -461,72 +431,17 @@ class Consumer:
             first = cur.offset
             try:
                 recs = part.fetch(cur, max_records - len(out), values_only=values_only,
-                                  with_topic=True, row_type=self._row_type)
+                                  with_topic=True, row_type=self._records.row_type)
             except OffsetOutOfRange:
-                self._set_position(tp, self._out_of_range(tp, part, cur.offset))
+                self._set_position(tp, self._resets.out_of_range(tp, part, cur.offset))
                 continue
             if recs:
                 self._delivery.handed(tp, first)
                 i0 = len(out)
-                out.extend(self._finish(recs, values_only, tp, part, first, bool(out)))
+                out.extend(self._records.finish(recs, values_only, tp, part, first,
+                                                bool(out)))
                 slices.append((tp, i0, len(out)))
         return out
-
-    def _finish(self, recs: list, values_only: bool, tp, part, first: int,
-                more: bool) -> list:
-        """What poll returns of the rows Partition.fetch built (from offset
-        ``first`` of ``tp``): Records (or values), through the deserializers
-        when there are any. ``more``: this poll already has records of other
-        partitions."""
-        if values_only:
-            vd = self._vdes
-            if vd is None:
-                return recs
-            try:
-                return [vd(v) for v in recs]
-            except Exception:
-                pass            # find the refused record one by one below
-        elif self._row_type is Record:
-            return recs              # built as Records by the decoder
-        kd, vd = self._kdes, self._vdes
-        out = []
-        for i, row in enumerate(recs):
-            try:
-                if values_only:
-                    out.append(vd(row))
-                else:
-                    t, p, o, ts, k, v, h = row
-                    out.append(Record(t, p, o, ts, kd(k) if kd and k is not None else k,
-                                      vd(v) if vd and v is not None else v, h))
-            except Exception as exc:
-                offset = first + i if values_only else row[2]
-                if not self._refused(tp, part, offset, exc, more or bool(out)):
-                    return out       # the position is back on the refused record
-        return out
-
-    def _refused(self, tp, part, offset: int, exc: Exception, more: bool) -> bool:
-        """A deserializer raised ``exc`` on ``tp``'s record at ``offset``.
-        With a dead-letter topic the raw record goes there and the fetch
-        goes on (True). Otherwise the position goes back to the record
-        (False) and, unless this poll returns records before it (``more``),
-        DeserializationError is raised now; else by the next poll."""
-        raw = part.fetch(Cursor(offset), 1, with_topic=True, row_type=Record)[0]
-        if self._dlq is not None:
-            self._dlq.route(raw, exc)
-            _logger.warning("consumer group %r: %s-%d offset %d refused by the "
-                            "deserializer (%s: %s); routed to %r", self.group_id,
-                            tp.topic, tp.partition, offset, type(exc).__name__, exc,
-                            self._dlq.topic)
-            return True
-        self._cursors[tp] = Cursor(offset)
-        if more:
-            return False
-        raise DeserializationError(
-            f"deserialize {tp.topic}-{tp.partition} offset {offset}: "
-            f"{type(exc).__name__}: {exc}; the position stays on the record: "
-            f"skip it with seek(TopicPartition({tp.topic!r}, {tp.partition}), "
-            f"{offset + 1}), or pass dead_letter_topic= to route such records",
-            raw) from exc
 
     def _wait_target(self):
         """(tp, partition, cursor) when this poll reads exactly one partition
@@ -575,12 +490,7 @@ class Consumer:
                 recs = self._still_owned(recs, slices)
             return recs
         except BaseException:
-            # nothing fetched by this poll reaches the caller (Ctrl-C, a
-            # refused record, an I/O error): put the positions back on it
-            for tp, first in delivery.pending.items():
-                if tp in self._cursors:
-                    self._cursors[tp] = Cursor(first)
-            delivery.next_poll()
+            delivery.give_back()
             raise
 
     def _still_owned(self, recs: list, slices: list) -> list:
@@ -629,10 +539,11 @@ class Consumer:
                 first = cur.offset
                 recs = part.wait_fetch(cur, bell + slot * _native.DOORBELL_SLOT_SIZE, seen,
                                        wait, max_records, values_only=values_only,
-                                       with_topic=True, row_type=self._row_type)
+                                       with_topic=True, row_type=self._records.row_type)
                 if recs:
                     self._delivery.handed(tp, first)
-                    recs = self._finish(recs, values_only, tp, part, first, False)
+                    recs = self._records.finish(recs, values_only, tp, part, first,
+                                                False)
                     if recs:         # (empty when all went to the dead letters)
                         slices.append((tp, 0, len(recs)))
                         return recs
@@ -663,29 +574,8 @@ class Consumer:
                 _native.doorbell_ring(bell, 0)
 
     def __iter__(self):
-        """Records one at a time, blocking, until close(). A record counts
-        as finished when the loop asks for the next one; a loop left by
-        ``break`` or an exception puts the position back on the record it
-        was on (pylog.delivery)."""
-        delivery = self._delivery
-        while not self._closed:
-            try:
-                recs = self.poll(timeout=0.5)
-            except LogClosed:
-                return
-            delivery.batch = recs
-            delivery.at = 0
-            try:
-                for i, r in enumerate(recs):
-                    delivery.at = i
-                    yield r
-                delivery.at = len(recs)
-            finally:
-                if delivery.batch is recs:
-                    if delivery.at < len(recs):
-                        delivery.abandoned(recs[delivery.at:], self._cursors, Cursor)
-                    delivery.batch = None
-                    delivery.next_poll()
+        """Records one at a time until close(); see pylog.delivery."""
+        return self._delivery.iterate(self.poll, lambda: self._closed)
 
     def run(self, handler, *, poll_timeout: float = 0.5, stop: threading.Event | None = None,
             commit_every: str = "batch") -> None:
@@ -700,37 +590,10 @@ class Consumer:
         is delivered again (by this consumer's next poll, or after a
         restart): at least once.
         """
-        if commit_every not in ("batch", "record"):
-            raise InvalidArgument("commit_every must be 'batch' or 'record'")
-        if not callable(handler):
-            raise InvalidArgument(f"handler={handler!r} is not callable")
-        group = self.group_id is not None
-        per_record = commit_every == "record" and group
-        while not self._closed and not (stop is not None and stop.is_set()):
-            recs = self.poll(timeout=poll_timeout)
-            done: dict = {}
-            n = 0
-            try:
-                for r in recs:
-                    handler(r)
-                    n += 1
-                    tp = TopicPartition(r.topic, r.partition)
-                    done[tp] = r.offset + 1
-                    if per_record:
-                        self.commit({tp: r.offset + 1})
-                        done.clear()
-            except BaseException:
-                self._delivery.abandoned(recs[n:], self._cursors, Cursor)
-                self._delivery.next_poll()      # those before were finished
-                if done and group and not self._closed:
-                    try:
-                        self.commit(done)
-                    except CommitFailedError:
-                        pass    # moved away: its new owner redelivers; raise the cause
-                raise
-            self._delivery.next_poll()
-            if done and group and not self._closed:
-                self.commit(done)
+        commit = self.commit if self.group_id is not None else None
+        self._delivery.run(lambda: self.poll(timeout=poll_timeout), handler, commit,
+                           commit_every, running=lambda: not self._closed and
+                           not (stop is not None and stop.is_set()))
 
     # -- commits ----------------------------------------------------------------------
     def commit(self, offsets: Mapping | None = None) -> None:
@@ -748,7 +611,7 @@ class Consumer:
         if offsets is None:
             owned = set(self._owned())
             offsets = {tp: o for tp, o in
-                       self._delivery.handed_positions(self._cursors).items()
+                       self._delivery.handed_positions().items()
                        if tp in owned}
         else:
             if not isinstance(offsets, Mapping):
@@ -786,7 +649,7 @@ class Consumer:
         """Auto-commit: the finished records' positions (pylog.delivery)."""
         if not self._auto_commit:
             return
-        pending = {tp: o for tp, o in self._delivery.finished(self._cursors).items()
+        pending = {tp: o for tp, o in self._delivery.finished().items()
                    if self._committed_pos.get(tp) != o}
         if not pending:
             return
@@ -808,7 +671,7 @@ class Consumer:
             if FORKS[0] == self._forks and not self._log._closed:
                 final = None
                 if autocommit and self._auto_commit:
-                    finished = self._delivery.finished(self._cursors)
+                    finished = self._delivery.finished()
                     final = {(tp.topic, tp.partition): o for tp, o in finished.items()}
                     self._sync_for_commit(finished)
                 if self._member is not None:

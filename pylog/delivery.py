@@ -27,11 +27,14 @@ from .types import TopicPartition
 
 class Delivery:
     """Handed-but-unfinished records of one consumer, as offsets per
-    partition; positions themselves live in the consumer's cursors."""
+    partition; positions themselves live in the consumer's ``cursors``
+    ({TopicPartition: Cursor}, shared and changed in place)."""
 
-    __slots__ = ("pending", "batch", "at")
+    __slots__ = ("pending", "batch", "at", "_cursors", "_cursor_type")
 
-    def __init__(self) -> None:
+    def __init__(self, cursors: dict, cursor_type) -> None:
+        self._cursors = cursors
+        self._cursor_type = cursor_type
         # TopicPartition -> first offset the latest poll handed (unfinished)
         self.pending: dict[TopicPartition, int] = {}
         # the Records the iterator hands out one at a time, and the index
@@ -49,10 +52,19 @@ class Delivery:
         self.pending.setdefault(tp, first_offset)
 
     def forget(self, tp: TopicPartition) -> None:
-        """``tp`` was sought, lost or reset: its position says it all."""
+        """``tp`` was sought, lost, reset or committed: its position says all."""
         self.pending.pop(tp, None)
 
-    def _floors(self, records) -> dict:
+    def give_back(self) -> None:
+        """The running poll failed (Ctrl-C, a refused record, an I/O
+        error): nothing it fetched reaches the caller."""
+        for tp, first in self.pending.items():
+            if tp in self._cursors:
+                self._cursors[tp] = self._cursor_type(first)
+        self.pending = {}
+
+    @staticmethod
+    def _floors(records) -> dict:
         """First offset per partition among ``records`` (in offset order
         within each partition)."""
         out: dict = {}
@@ -62,10 +74,10 @@ class Delivery:
                 out[tp] = r.offset
         return out
 
-    def finished(self, cursors: dict) -> dict:
+    def finished(self) -> dict:
         """{tp: next offset after the finished records} for every positioned
         partition: what auto-commit, release and close() may commit."""
-        pos = {tp: c.offset for tp, c in cursors.items()}
+        pos = {tp: c.offset for tp, c in self._cursors.items()}
         if self.batch is not None:
             pos.update((tp, o) for tp, o in self._floors(self.batch[self.at:]).items()
                        if tp in pos)
@@ -73,19 +85,84 @@ class Delivery:
             pos.update((tp, o) for tp, o in self.pending.items() if tp in pos)
         return pos
 
-    def handed_positions(self, cursors: dict) -> dict:
+    def handed_positions(self) -> dict:
         """{tp: next offset after the handed records}: what commit() without
         offsets commits (the record the iterator is on counts as handed)."""
-        pos = {tp: c.offset for tp, c in cursors.items()}
+        pos = {tp: c.offset for tp, c in self._cursors.items()}
         if self.batch is not None:
             pos.update((tp, o) for tp, o in self._floors(self.batch[self.at + 1:]).items()
                        if tp in pos)
         return pos
 
-    def abandoned(self, records, cursors: dict, cursor_type) -> None:
+    def abandoned(self, records) -> None:
         """``records`` were handed (or fetched) but not finished: put each
         partition's position back on its first of them."""
         for tp, off in self._floors(records).items():
-            if tp in cursors and cursors[tp].offset > off:
-                cursors[tp] = cursor_type(off)
+            cur = self._cursors.get(tp)
+            if cur is not None and cur.offset > off:
+                self._cursors[tp] = self._cursor_type(off)
             self.pending.pop(tp, None)
+
+    # -- the two loops that hand records out one at a time ----------------------------
+    def iterate(self, poll, closed):
+        """Consumer.__iter__: ``poll()`` batches, handed out one by one
+        until ``closed()``."""
+        from .errors import LogClosed
+        while not closed():
+            try:
+                recs = poll(timeout=0.5)
+            except LogClosed:
+                return
+            self.batch = recs
+            self.at = 0
+            try:
+                for i, r in enumerate(recs):
+                    self.at = i
+                    yield r
+                self.at = len(recs)
+            finally:
+                if self.batch is recs:
+                    if self.at < len(recs):
+                        self.abandoned(recs[self.at:])
+                    self.batch = None
+                    self.next_poll()
+
+    def run(self, poll, handler, commit, commit_every: str, *, running) -> None:
+        """Consumer.run: ``handler(record)`` for every record of ``poll()``
+        while ``running()``; ``commit`` (None without a group) gets
+        {tp: offset} of the records whose handler returned, after each
+        record (``commit_every="record"``) or each batch (``"batch"``)."""
+        from .errors import CommitFailedError, InvalidArgument, LogClosed
+        if commit_every not in ("batch", "record"):
+            raise InvalidArgument("commit_every must be 'batch' or 'record'")
+        if not callable(handler):
+            raise InvalidArgument(f"handler={handler!r} is not callable")
+        per_record = commit_every == "record"
+        while running():
+            recs = poll()
+            done: dict = {}
+            n = 0
+            try:
+                for r in recs:
+                    handler(r)
+                    n += 1
+                    tp = TopicPartition(r.topic, r.partition)
+                    done[tp] = r.offset + 1
+                    if per_record and commit is not None:
+                        commit({tp: r.offset + 1})
+                        done.clear()
+            except BaseException:
+                self.abandoned(recs[n:])
+                self.next_poll()        # those before it were finished
+                if done and commit is not None:
+                    try:
+                        commit(done)
+                    except CommitFailedError:
+                        pass    # moved away: its new owner redelivers; raise the cause
+                raise
+            self.next_poll()
+            if done and commit is not None:
+                try:
+                    commit(done)
+                except LogClosed:
+                    return      # closed from another thread: close() committed

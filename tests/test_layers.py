@@ -15,7 +15,7 @@ LAYERS = [
     {"partition"},
     {"metadata"},
     {"log"},
-    {"group"},
+    {"group", "delivery", "deadletter", "deserialize", "offsetreset"},
     {"producer", "consumer"},
     {"api"},
     {"__init__"},

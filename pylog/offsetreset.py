@@ -1,0 +1,63 @@
+"""Where a consumer reads a partition from when it has no usable position:
+no committed offset (``auto_offset_reset``), a position past the end, or a
+position retention deleted before it was read.
+
+Retention overtaking a consumer resumes it at the log start whatever
+``auto_offset_reset`` says ('latest' would skip records still retained),
+logs a warning and counts it in the group (describe_group's
+``retention_resets``); ``auto_offset_reset="none"`` raises instead.
+
+Thread safety: as the Consumer that owns it (one thread at a time).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .errors import OffsetOutOfRange
+
+OFFSET_RESETS = ("earliest", "latest", "none")
+_logger = logging.getLogger("pylog")
+
+
+class OffsetReset:
+    """The reset policy of one consumer (and its group member, if any)."""
+
+    def __init__(self, policy: str, group_id, member) -> None:
+        self.policy = policy
+        self._group_id = group_id
+        self._member = member
+
+    def no_commit(self, tp, part) -> int:
+        """Start of ``tp`` for a group without a committed offset (or a
+        consumer without a group)."""
+        return self._by_policy(tp, part, "no committed offset")
+
+    def _by_policy(self, tp, part, why: str) -> int:
+        st = part.state()
+        if self.policy == "earliest":
+            return st.log_start_offset
+        if self.policy == "latest":
+            return st.next_offset
+        raise OffsetOutOfRange(f"{tp.topic}-{tp.partition}: {why} and "
+                               "auto_offset_reset='none'")
+
+    def out_of_range(self, tp, part, offset: int) -> int:
+        """Where to read ``tp`` from when ``offset`` left [start, end]."""
+        st = part.state()
+        if offset < st.log_start_offset:
+            return self._overtaken(tp, st.log_start_offset, offset)
+        return self._by_policy(tp, part, f"offset {offset} is past the end "
+                               f"offset {st.next_offset}")
+
+    def _overtaken(self, tp, start: int, offset: int) -> int:
+        why = (f"{tp.topic}-{tp.partition}: offset {offset} was deleted by "
+               f"retention before it was read (the log now starts at {start})")
+        if self.policy == "none":
+            raise OffsetOutOfRange(why + " and auto_offset_reset='none'; "
+                                   "seek to a retained offset to go on")
+        _logger.warning("consumer group %r: %s; resuming at %d, %d records skipped",
+                        self._group_id, why, start, start - offset)
+        if self._member is not None:
+            self._member.count_retention_reset(tp, start - offset)
+        return start
