@@ -96,10 +96,16 @@ def parse_config(items) -> dict:
 # ---------------------------------------------------------------------------
 
 def require_log(path: str) -> str:
-    if not os.path.exists(path):
-        raise CliError(f"{path}: no such file or directory")
-    if not os.path.isdir(os.path.join(path, "meta")):
-        raise CliError(f"{path} is not a pylog log (meta/ is missing)")
+    """``path`` if it holds a log; a permission problem raises
+    LogPermissionError (never "not a log")."""
+    from .errors import LogNotFound
+    from .log import check_log_dir
+    try:
+        check_log_dir(os.path.abspath(path), f"open {path}")
+    except LogNotFound:
+        if not os.path.exists(path):
+            raise CliError(f"{path}: no such file or directory") from None
+        raise CliError(f"{path} is not a pylog log (meta/ is missing)") from None
     return path
 
 

@@ -24,8 +24,8 @@ import re
 from dataclasses import asdict, dataclass
 
 from . import _native, batch
-from .errors import CorruptLogError, PylogError
-from .log import writers_present
+from .errors import CorruptLogError, LogOSError, PylogError
+from .log import check_log_dir, writers_present
 from .segment import INDEX_ENTRY, TIMEINDEX_ENTRY, parse_segment_name
 
 CODEC_NAMES = {0: "none", 1: "gzip", 2: "snappy", 3: "lz4", 4: "zstd"}
@@ -371,12 +371,11 @@ def _segment_bases(part_dir: str) -> list[int]:
                   if b is not None)
 
 
-def _open_metadata(root: str):
+def _open_metadata(root: str, action: str):
+    """The log's Metadata, read-only; LogNotFound, NotALogDirectoryError or
+    LogPermissionError when ``root`` is no log or cannot be read."""
     from .metadata import Metadata
-    if not os.path.isdir(root):
-        raise PylogError(f"{root}: no such directory")
-    if not os.path.isdir(os.path.join(root, "meta")):
-        raise PylogError(f"{root} is not a pylog log (meta/ is missing)")
+    check_log_dir(root, action)
     return Metadata(root, sync=False, readonly=True)
 
 
@@ -392,14 +391,22 @@ def verify_log(path: str, progress=None) -> list[Problem]:
     root = os.path.abspath(path)
     problems: list[Problem] = []
     try:
-        meta = _open_metadata(root)
+        meta = _open_metadata(root, f"verify {root}")
     except CorruptLogError as exc:
         return [Problem(exc.path or os.path.join(root, "meta"), exc.position,
                         exc.reason)]
     try:
         return _verify(root, meta, problems, progress)
+    except OSError as exc:
+        if isinstance(exc, PylogError):
+            raise
+        # not damage: the files cannot be read (permissions, I/O)
+        raise LogOSError.from_os_error(exc, f"verify {root}", _READ_HINT) from None
     finally:
         meta.close()
+
+
+_READ_HINT = "run as the log's owner, or have them grant you read access"
 
 
 def _verify(root, meta, problems, progress):
@@ -714,7 +721,7 @@ def raw_log_info(path: str) -> dict:
     whose recovery refuses to open): reads the metadata and scans the
     segment files up to their first damage."""
     root = os.path.abspath(path)
-    meta = _open_metadata(root)
+    meta = _open_metadata(root, f"read {root}")
     topics, groups, errors = [], [], []
     ends = {}
     try:

@@ -302,7 +302,15 @@ class LogStore:
         part.topic_id = doc["id"]
         if recover and (self.readonly and self._first_opener or
                         not part.initialized()):
-            part.recover()
+            try:
+                part.recover()
+            except OSError as exc:
+                if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS) \
+                        or isinstance(exc, PylogError):
+                    raise
+                part.close()
+                raise _open_error(exc, f"open partition {topic}-{p} in {self.path}",
+                                  readonly=self.readonly) from None
         old = self._partitions.get(key)
         self._partitions[key] = part
         if old is not None:

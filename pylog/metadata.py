@@ -29,6 +29,7 @@ fork-safe: the Log reopens this store in a child process.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import struct
@@ -38,7 +39,8 @@ import time
 import lmdb
 
 from .errors import (CommitFailedError, CorruptLogError, LogFailedError,
-                     PylogError, TopicExists, TopicNotFound)
+                     LogOSError, LogPermissionError, PylogError, TopicExists,
+                     TopicNotFound)
 from .partition import PartitionMeta
 
 FORMAT_VERSION = b"1"
@@ -136,7 +138,14 @@ def _open_env(path: str, *, sync: bool, readonly: bool):
                     "has it open read-only; close that Log first")
             ent[1] += 1
             return ent[0]
-        check_lmdb_size(path)
+        action = (f"open {os.path.dirname(path)}"
+                  f"{' read-only' if readonly else ' for writing'}")
+        try:
+            check_lmdb_size(path)
+        except OSError as exc:
+            if isinstance(exc, PylogError):
+                raise
+            raise _access_error(exc, action, readonly) from None
         try:
             env = lmdb.open(path, map_size=MAP_SIZE_BYTES, max_dbs=8,
                             # M-8: never MDB_NOSYNC (a power loss could
@@ -147,10 +156,65 @@ def _open_env(path: str, *, sync: bool, readonly: bool):
                             readonly=readonly, lock=True, create=not readonly,
                             max_readers=1024)
         except lmdb.Error as exc:
+            # LMDB's exceptions carry no errno: redo its opens (creating
+            # nothing) to tell permissions from damage
+            found = _lmdb_access_problem(path, readonly)
+            if found is not None:
+                raise _access_error(found, action, readonly) from None
+            if isinstance(exc, lmdb.ReadonlyError):      # EACCES in LMDB 0.9
+                raise LogPermissionError(
+                    f"{action}: permission denied (EACCES) opening the LMDB "
+                    f"metadata in {path} ({exc}); {_ACCESS_HINTS[readonly]}",
+                    errno=errno.EACCES, filename=path) from None
             raise CorruptLogError(f"cannot open LMDB metadata: {exc}",
                                   path) from None
         _ENVS[key] = [env, 1, readonly, os.getpid()]
         return env
+
+
+_ACCESS_HINTS = {
+    True: "LMDB readers register in meta/lock.mdb, so even readonly=True needs "
+          "write access to it: run as the log's owner, or have them grant you "
+          "read access to the log and write access to meta/lock.mdb",
+    False: "run as the log's owner, or open it with readonly=True to only read it",
+}
+
+
+def _access_error(exc: OSError, action: str, readonly: bool) -> LogOSError:
+    code = exc.errno
+    hint = (_ACCESS_HINTS[readonly] if code in (errno.EACCES, errno.EPERM)
+            else "open it with readonly=True, or remount the filesystem "
+            "read-write" if code == errno.EROFS else None)
+    return LogOSError.from_os_error(exc, action, hint)
+
+
+def _lmdb_access_problem(path: str, readonly: bool) -> OSError | None:
+    """The OSError that keeps LMDB from opening the environment in ``path``
+    (meta/): its opens of data.mdb and lock.mdb done again without creating
+    anything. None when they succeed (the failure was something else).
+
+    Closing the probe's descriptor of lock.mdb would drop this process's
+    POSIX locks on it, but the environment is not open in this process
+    (``_ENVS`` has no entry for it, or LMDB would not have been called)."""
+    for name, flags in (("data.mdb", os.O_RDONLY if readonly else os.O_RDWR),
+                        ("lock.mdb", os.O_RDWR)):
+        p = os.path.join(path, name)
+        try:
+            fd = os.open(p, flags | os.O_CLOEXEC)
+        except FileNotFoundError:
+            if readonly and name == "data.mdb":
+                return None          # damage, not access: LMDB's error stands
+            # LMDB creates it: that needs write and search access to meta/
+            if not os.access(path, os.W_OK | os.X_OK,
+                             effective_ids=os.access in os.supports_effective_ids):
+                return PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+            continue
+        except OSError as exc:
+            if exc.errno == errno.EROFS and readonly and name == "lock.mdb":
+                continue       # LMDB then reads without its lock file
+            return exc
+        os.close(fd)
+    return None
 
 
 def _close_env(path: str, env) -> None:
@@ -173,7 +237,11 @@ class Metadata:
         created = False
         if not readonly:
             created = not os.path.isdir(self.path)
-            os.makedirs(self.path, mode=0o755, exist_ok=True)
+            try:
+                os.makedirs(self.path, mode=0o755, exist_ok=True)
+            except OSError as exc:
+                raise _access_error(exc, f"open {root} for writing",
+                                    readonly) from None
         self.env = _open_env(self.path, sync=sync, readonly=readonly)
         self._closed = False
         try:

@@ -268,3 +268,78 @@ def test_open_on_a_read_only_filesystem(tmp_path, child_env):
         assert ("readonly=True" if name == "write" else "writable filesystem") in msg
     assert out["readonly"] == ["t"]                  # reading still works
     assert snapshot(str(src)) == before
+
+
+# -- 6b: a permission problem is never reported as corruption --------------------
+
+def _assert_permission_not_corruption(res, path):
+    assert res.get("error") == "LogPermissionError", res
+    assert {"PylogError", "PermissionError"} <= set(res["bases"])
+    assert "CorruptLogError" not in res["bases"]
+    msg = res["message"]
+    assert path in msg and "permission denied" in msg and "EACCES" in msg
+    assert "corrupt" not in msg and "pylog verify" not in msg
+
+
+@needs_root
+def test_readonly_open_of_another_users_log_is_a_permission_error(shared_dir):
+    # 0755 with 0644 files (umask 022): LMDB readers must write meta/lock.mdb
+    log = make_log(os.path.join(shared_dir, "log"))
+    res = as_user(lambda: pylog.open(log, readonly=True))
+    _assert_permission_not_corruption(res, os.path.join(log, "meta", "lock.mdb"))
+    assert f"open {log} read-only" in res["message"]
+    assert "owner uid 0" in res["message"] and "lock.mdb" in res["message"]
+    # 0700: nothing inside can even be looked at
+    os.chmod(log, 0o700)
+    res = as_user(lambda: pylog.open(log, readonly=True))
+    _assert_permission_not_corruption(res, log)
+    assert "mode 0700" in res["message"]
+
+
+@needs_root
+def test_readonly_open_with_an_unreadable_partition_is_a_permission_error(shared_dir):
+    log = make_log(os.path.join(shared_dir, "log"))
+    os.chmod(os.path.join(log, "meta", "lock.mdb"), 0o666)
+    os.chmod(os.path.join(log, "t-0"), 0o700)
+    res = as_user(lambda: pylog.open(log, readonly=True).describe_topic("t"))
+    _assert_permission_not_corruption(res, os.path.join(log, "t-0"))
+    res = as_user(lambda: pylog.inspect.verify_log(log))
+    _assert_permission_not_corruption(res, os.path.join(log, "t-0"))
+
+
+@needs_root
+@pytest.mark.parametrize("mode", [None, 0o700], ids=["0755", "0700"])
+@pytest.mark.parametrize("argv", [("info",), ("info", "--json"), ("verify",),
+                                  ("verify", "--json"), ("topics",),
+                                  ("groups",), ("tail", "@", "t")],
+                         ids=lambda a: " ".join(a))
+def test_cli_reports_another_users_log_as_a_permission_problem(shared_dir, mode, argv):
+    log = make_log(os.path.join(shared_dir, "log"), mode)
+    before = snapshot(log)
+    args = [log if a == "@" else a for a in argv]
+    if "@" not in argv:
+        args.insert(1, log)
+    code, out, err = cli_as_user(*args)
+    assert code == 2, (out, err)
+    assert err.startswith("pylog: error: ") and len(err.splitlines()) == 1, err
+    assert "permission denied" in err and "EACCES" in err and log in err
+    assert "corrupt" not in (out + err).lower() and "pylog verify" not in err
+    assert snapshot(log) == before
+
+
+@needs_root
+def test_cli_verify_with_an_unreadable_partition_is_a_permission_problem(shared_dir):
+    log = make_log(os.path.join(shared_dir, "log"))
+    os.chmod(os.path.join(log, "meta", "lock.mdb"), 0o666)
+    os.chmod(os.path.join(log, "t-0"), 0o700)
+    code, out, err = cli_as_user("verify", log)
+    assert code == 2, (out, err)
+    assert err.startswith("pylog: error: verify ")
+    assert "permission denied" in err and os.path.join(log, "t-0") in err
+    assert "corrupt" not in (out + err).lower()
+    # info describes what it can read and warns about the rest (exit 1)
+    code, out, err = cli_as_user("info", log)
+    assert code == 1, (out, err)
+    assert err.startswith("pylog: warning: topic t: ")
+    assert "permission denied" in err and os.path.join(log, "t-0") in err
+    assert "corrupt" not in (out + err).lower()
