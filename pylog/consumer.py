@@ -113,7 +113,6 @@ class Consumer:
         self._auto_commit_s = auto_commit_interval_ms / 1000.0
         self._next_auto_commit = time.monotonic() + self._auto_commit_s
         self._max_poll = max_poll_records
-        # without deserializers the decoder builds the Records itself
         self._closed = False
         self._woken = False          # wakeup() since the current poll began
         self._subscription: set[str] = set()
@@ -659,11 +658,10 @@ class Consumer:
             pass    # the partition moved; its new owner resumes from the last commit
 
     def close(self, autocommit: bool = True) -> None:
-        """Leave the group promptly and release; with auto-commit (and
-        ``autocommit``), first commit what the application finished — never
-        records it was handed but did not finish (pylog.delivery), so a
-        ``with`` block left by an exception or Ctrl-C loses nothing.
-        Idempotent; may be called from any thread."""
+        """Leave the group and release; with auto-commit (and ``autocommit``)
+        first commit what the application finished, never what it was only
+        handed (pylog.delivery): a ``with`` block left by an exception or
+        Ctrl-C loses nothing. Idempotent; callable from any thread."""
         if self._closed:
             return
         self._woken = True
