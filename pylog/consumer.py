@@ -484,8 +484,8 @@ class Consumer:
         slices: list = []
         try:
             recs = self._poll_loop(timeout, max_records, values_only, slices)
-            member = self._member
-            if recs and member is not None and time.monotonic() > member.lease_until:
+            if recs and self._manual is None and self._member is not None \
+                    and time.monotonic() > self._member.lease_until:
                 recs = self._still_owned(recs, slices)
             return recs
         except BaseException:
