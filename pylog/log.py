@@ -370,7 +370,11 @@ class LogStore:
             raise InvalidArgument(
                 f"partitions={partitions!r}; expected int in [1, {PARTITIONS_MAX}]")
         cfg = TopicConfig.from_dict(config)
+        action = f"create topic {name!r} in {self.path}"
         with self._lock:
+            if exist_ok and self.meta.get_topic(name) is not None:
+                return self.describe_topic(name)
+            self._check_dir_writable(action, "nothing was created; ")
             try:
                 doc = self.meta.create_topic(name, partitions, cfg.to_dict())
             except TopicExists:
@@ -378,8 +382,75 @@ class LogStore:
                     raise
                 return self.describe_topic(name)
             self._topic_cache.pop(name, None)
-            self._open_new_partitions(name, doc, range(partitions))
+            try:
+                for p in range(partitions):
+                    self._open_partition(name, p, doc)
+            except BaseException as exc:
+                # all or nothing: a topic whose partitions cannot all be
+                # made is taken out of the metadata, with what was made
+                left = self._undo_create_topic(name, doc)
+                if not isinstance(exc, (OSError, LogFailedError)):
+                    raise
+                raise _restate(exc, action, "nothing was created" if not left else
+                               f"the topic was removed again but {left} could "
+                               "not be; remove it by hand") from None
         return self.describe_topic(name)
+
+    def _check_dir_writable(self, action: str, hint_prefix: str = "") -> None:
+        """Raise LogPermissionError before anything changes if this process
+        may not create or remove partition directories in the log directory."""
+        effective = os.access in os.supports_effective_ids
+        if not os.access(self.path, os.W_OK | os.X_OK, effective_ids=effective):
+            denied = PermissionError(errno.EACCES, os.strerror(errno.EACCES), self.path)
+            try:
+                mine = os.stat(self.path).st_uid == os.geteuid()
+            except OSError:
+                mine = False
+            raise LogOSError.from_os_error(
+                denied, action, hint_prefix + (
+                    f"you own it: make it writable again (chmod u+wx {self.path})"
+                    if mine else "run as the log's owner, or have them grant "
+                    f"you write access to {self.path}"))
+
+    def _undo_create_topic(self, name: str, doc: dict) -> str | None:
+        """Take a topic this process just created out of the metadata (if it
+        is still that topic) and remove its partition directories; returns
+        what could not be removed, or None."""
+        try:
+            current = self.meta.get_topic(name)
+            if current is not None and current["id"] == doc["id"]:
+                self.meta.delete_topic(name)
+        except PylogError as exc:
+            return f"its metadata ({exc})"
+        self._topic_cache.pop(name, None)
+        try:
+            self._remove_partition_dirs(name, doc["partitions"])
+        except OSError as exc:
+            return f"{exc.filename or 'a partition directory'} ({exc.strerror})"
+        return None
+
+    def _remove_partition_dirs(self, name: str, count: int) -> None:
+        """Tell other processes partitions 0..count-1 of ``name`` are gone
+        (P-2) and remove their directories; raises the first OSError."""
+        for p in range(count):
+            d = os.path.join(self.path, f"{name}-{p}")
+            part = self._partitions.pop((name, p), None)
+            if not os.path.isdir(d) or os.path.islink(d):
+                if part is not None:
+                    part.close()
+                continue
+            if part is None:
+                part = Partition(self.path, name, p, TopicConfig(), self.meta,
+                                 sync=self.sync,
+                                 lock_identity=(self._lock_token, self._lock_fd))
+            try:
+                if part.initialized():
+                    part.mark_deleted()
+            finally:
+                part.close()
+            grave = f"{d}.{os.urandom(4).hex()}-delete"
+            os.rename(d, grave)
+            shutil.rmtree(grave, ignore_errors=True)
 
     def _open_new_partitions(self, name: str, doc: dict, numbers) -> None:
         """Create the directories of new partitions. On an I/O error the
@@ -388,6 +459,8 @@ class LogStore:
         for p in numbers:
             try:
                 self._open_partition(name, p, doc)
+            except LogOSError:
+                raise
             except OSError as exc:
                 raise LogFailedError(
                     f"create partition {name}-{p} in {self.path}: {exc.strerror} "
@@ -417,6 +490,8 @@ class LogStore:
                 f"total={total!r}: must be an int above the current "
                 f"{doc['partitions']} partitions and at most {PARTITIONS_MAX}")
         with self._lock:
+            self._check_dir_writable(f"add partitions to {name!r} in {self.path}",
+                                     "nothing was changed; ")
             doc = self.meta.update_topic(name, partitions=total)
             self._topic_cache.pop(name, None)
             self._open_new_partitions(name, doc, range(total))
@@ -442,24 +517,19 @@ class LogStore:
         """Delete a topic, its records and the groups' offsets for it."""
         validate_topic_name(name)
         self._writable(f"delete topic {name!r}")
+        action = f"delete topic {name!r} in {self.path}"
         with self._lock:
+            self._check_dir_writable(action, "nothing was deleted; ")
             doc = self.meta.delete_topic(name)
-            for p in range(doc["partitions"]):
-                d = os.path.join(self.path, f"{name}-{p}")
-                if not os.path.isdir(d):
-                    continue
-                part = self._partitions.pop((name, p), None)
-                if part is None:
-                    part = Partition(self.path, name, p, TopicConfig(), self.meta,
-                                     sync=self.sync,
-                                     lock_identity=(self._lock_token, self._lock_fd))
-                if part.initialized():
-                    part.mark_deleted()
-                part.close()
-                grave = f"{d}.{os.urandom(4).hex()}-delete"
-                os.rename(d, grave)
-                shutil.rmtree(grave, ignore_errors=True)
             self._topic_cache.pop(name, None)
+            try:
+                self._remove_partition_dirs(name, doc["partitions"])
+            except OSError as exc:
+                if isinstance(exc, PylogError):
+                    raise
+                raise LogOSError.from_os_error(
+                    exc, action, "the topic is deleted, but this partition "
+                    "directory is left behind: remove it by hand") from None
 
     def enforce_retention(self) -> int:
         """Apply retention to every partition now; return segments deleted."""
@@ -651,6 +721,19 @@ def check_log_dir(root: str, action: str) -> None:
         raise LogNotFound(f"{action}: {root} is not a pylog log, its meta is "
                           "not a directory (ENOTDIR)", errno=errno.ENOTDIR,
                           filename=meta)
+
+
+def _restate(exc: BaseException, action: str, outcome: str) -> PylogError:
+    """A failure met while doing ``action``, said as the outcome of it: a
+    LogOSError of the fitting class for an OSError (raw, or the cause of a
+    LogFailedError), else a LogFailedError."""
+    cause = exc.__cause__ if isinstance(exc, LogFailedError) else exc
+    if isinstance(cause, LogOSError):
+        return type(cause)(f"{action}: {cause}; {outcome}", errno=cause.errno,
+                           strerror=cause.strerror, filename=cause.filename)
+    if isinstance(cause, OSError):
+        return LogOSError.from_os_error(cause, action, outcome)
+    return LogFailedError(f"{action}: {exc}; {outcome}")
 
 
 def _open_error(exc: OSError, action: str, *, readonly: bool,

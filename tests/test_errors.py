@@ -343,3 +343,99 @@ def test_cli_verify_with_an_unreadable_partition_is_a_permission_problem(shared_
     assert err.startswith("pylog: warning: topic t: ")
     assert "permission denied" in err and os.path.join(log, "t-0") in err
     assert "corrupt" not in (out + err).lower()
+
+
+# -- 6c: create_topic is all or nothing -------------------------------------------
+
+def _topic_dirs(log, topic):
+    return sorted(n for n in os.listdir(log) if n.startswith(topic + "-"))
+
+
+@pytest.fixture
+def users_log(shared_dir):
+    """A log owned by nobody (made by nobody) with topic a, in a directory
+    nobody owns; its path."""
+    home = os.path.join(shared_dir, "home")
+    os.mkdir(home)
+    os.chown(home, NOBODY, NOBODY)
+    log = os.path.join(home, "log")
+
+    def make():
+        with pylog.open(log) as lg:
+            lg.create_topic("a")
+    assert "ok" in as_user(make)
+    return log
+
+
+@needs_root
+def test_create_topic_refused_by_permissions_leaves_nothing(users_log):
+    log = users_log
+
+    def attempt():
+        # the owner made the log directory 0555: meta/ stays writable, the
+        # partition directories cannot be made
+        with pylog.open(log) as lg:
+            os.chmod(log, 0o555)
+            try:
+                lg.create_topic("b", partitions=3)
+            except PylogError as exc:
+                err = [type(exc).__name__, isinstance(exc, PermissionError), str(exc)]
+            else:
+                err = None
+            others = []
+            for call in (lambda: lg.create_partitions("a", 3),
+                         lambda: lg.delete_topic("a")):
+                try:
+                    call()
+                except PylogError as exc:
+                    others.append([type(exc).__name__, str(exc)])
+                else:
+                    others.append(None)
+            return err, others, lg.topics(), lg.describe_topic("a").partitions
+    res = as_user(attempt)
+    assert "ok" in res, res
+    err, others, topics, a_parts = eval(res["ok"])
+    assert err is not None and err[:2] == ["LogPermissionError", True], err
+    assert f"create topic 'b' in {log}" in err[2] and "EACCES" in err[2]
+    assert "nothing was created" in err[2] and f"chmod u+wx {log}" in err[2]
+    assert [o and o[0] for o in others] == ["LogPermissionError"] * 2, others
+    assert f"add partitions to 'a' in {log}" in others[0][1]
+    assert f"delete topic 'a' in {log}" in others[1][1]
+    assert "nothing was deleted" in others[1][1]
+    assert topics == ["a"] and a_parts == 1
+    assert _topic_dirs(log, "b") == [] and _topic_dirs(log, "a") == ["a-0"]
+    os.chmod(log, 0o755)
+    assert pylog.inspect.verify_log(log) == []
+    with pylog.open(log, readonly=True) as lg:       # another process: same view
+        assert lg.topics() == ["a"]
+
+    def retry():                                     # the fix: nothing in the way
+        with pylog.open(log) as lg:
+            return lg.create_topic("b", partitions=3).partitions
+    assert as_user(retry) == {"ok": "3"}
+    assert _topic_dirs(log, "b") == ["b-0", "b-1", "b-2"]
+
+
+def test_create_topic_failing_on_a_later_partition_is_rolled_back(tmp_path):
+    log = str(tmp_path / "log")
+    make_log(log)
+    squatter = os.path.join(log, "b-2")
+    with open(squatter, "wb") as f:                 # a file where b-2/ must go
+        f.write(b"not mine")
+    with pylog.open(log) as lg:
+        with pytest.raises(PylogError) as ei:
+            lg.create_topic("b", partitions=4)
+        assert isinstance(ei.value, OSError) and ei.value.errno == errno.EEXIST
+        msg = str(ei.value)
+        assert f"create topic 'b' in {log}" in msg and squatter in msg
+        assert "nothing was created" in msg
+        assert lg.topics() == ["t"]
+        assert sorted(os.listdir(log)) == sorted(
+            ["meta", "pylog.lock", "doorbell", "t-0", "b-2"])
+        assert open(squatter, "rb").read() == b"not mine"
+        with pytest.raises(pylog.TopicNotFound):
+            lg.describe_topic("b")
+    assert pylog.inspect.verify_log(log) == []
+    os.unlink(squatter)
+    with pylog.open(log) as lg:
+        assert lg.create_topic("b", partitions=4).partitions == 4
