@@ -439,3 +439,25 @@ def test_create_topic_failing_on_a_later_partition_is_rolled_back(tmp_path):
     os.unlink(squatter)
     with pylog.open(log) as lg:
         assert lg.create_topic("b", partitions=4).partitions == 4
+
+
+# -- 6d: an empty path is refused, not the current directory ------------------------
+
+class _PathLike:
+    def __init__(self, p):
+        self.p = p
+
+    def __fspath__(self):
+        return self.p
+
+
+@pytest.mark.parametrize("path", ["", _PathLike(""), "log\0x", _PathLike("a\0")],
+                         ids=["empty", "empty PathLike", "NUL", "NUL PathLike"])
+@pytest.mark.parametrize("readonly", [False, True], ids=["rw", "ro"])
+def test_open_refuses_an_empty_or_nul_path(tmp_path, monkeypatch, path, readonly):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InvalidArgument) as ei:
+        pylog.open(path, readonly=readonly)
+    msg = str(ei.value)
+    assert ("empty" in msg and "'.'" in msg) if not os.fspath(path) else "NUL" in msg
+    assert os.listdir(tmp_path) == []
