@@ -9,6 +9,7 @@ Thread safety: a Log is thread-safe; see Producer and Consumer for theirs.
 
 from __future__ import annotations
 
+from .config import validate_group_id, validate_topic_name
 from .consumer import Consumer
 from .group import describe_group, reset_group
 from .log import LogStore
@@ -25,6 +26,8 @@ class Log(LogStore):
         return sorted(self.meta.groups_with_offsets())
 
     def describe_group(self, group: str) -> dict:
+        """Members, assignment, committed offsets and lag of ``group``."""
+        validate_group_id(group)
         self._check()
         return describe_group(self, group)
 
@@ -34,6 +37,9 @@ class Log(LogStore):
         offset | datetime (value = offset or timestamp ms). Refused with
         GroupNotEmpty while the group has live members. Returns the plan
         {TopicPartition: new offset}; with ``execute=False`` nothing changes."""
+        validate_group_id(group)
+        if topic is not None:
+            validate_topic_name(topic)
         self._check()
         if execute:
             self._writable(f"reset group {group!r}")

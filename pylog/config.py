@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, asdict, fields
 
-from .errors import InvalidConfig, InvalidTopicName
+from .errors import InvalidArgument, InvalidConfig, InvalidTopicName
 
 # M-3: topic names as Kafka allows them, and never a path component that
 # could leave the log directory.
@@ -20,6 +20,7 @@ TOPIC_NAME_LENGTH_MAX = 249
 _TOPIC_NAME_RE = re.compile(r"[A-Za-z0-9._-]+\Z")
 
 PARTITIONS_MAX = 10_000
+GROUP_ID_LENGTH_MAX = 255
 SEGMENT_BYTES_MIN = 64 * 1024
 # Positions in the .index are int32 (I-1): a segment can never exceed 2 GiB.
 SEGMENT_BYTES_MAX = 2**31 - 1
@@ -46,6 +47,19 @@ def validate_topic_name(name: object) -> str:
         raise InvalidTopicName(
             f"topic name {name!r} has characters outside [A-Za-z0-9._-]")
     return name
+
+
+def validate_group_id(group: object, name: str = "group") -> str:
+    """Return ``group`` if it is a valid consumer group id (as Consumer's
+    ``group_id``: a non-empty str of at most 255 characters without NUL,
+    since it is part of LMDB keys, M-6/M-7), else raise InvalidArgument.
+    ``name`` is the argument's name in the message."""
+    if not isinstance(group, str) or not group or "\0" in group \
+            or len(group) > GROUP_ID_LENGTH_MAX:
+        raise InvalidArgument(
+            f"{name}={group!r:.80}: expected a non-empty str of at most "
+            f"{GROUP_ID_LENGTH_MAX} characters without NUL")
+    return group
 
 
 @dataclass(frozen=True)

@@ -461,3 +461,39 @@ def test_open_refuses_an_empty_or_nul_path(tmp_path, monkeypatch, path, readonly
     msg = str(ei.value)
     assert ("empty" in msg and "'.'" in msg) if not os.fspath(path) else "NUL" in msg
     assert os.listdir(tmp_path) == []
+
+
+# -- 6e: group ids are validated -------------------------------------------------
+
+BAD_GROUPS = [123, None, b"g", "", "g\0x", "g" * 256, ["g"]]
+
+
+@pytest.mark.parametrize("group", BAD_GROUPS, ids=lambda g: repr(g)[:12])
+def test_group_admin_refuses_a_bad_group_id(tmp_path, group):
+    path = make_log(str(tmp_path / "log"))
+    with pylog.open(path) as log:
+        before = snapshot(path)
+        for call in (lambda: log.describe_group(group),
+                     lambda: log.reset_group(group, to="earliest"),
+                     lambda: log.reset_group(group, to="earliest", execute=False)):
+            with pytest.raises(InvalidArgument) as ei:
+                call()
+            assert "group" in str(ei.value) and "255" in str(ei.value)
+        assert log.groups() == []
+        assert snapshot(path) == before
+
+
+def test_longest_group_id_is_accepted(tmp_path):
+    with pylog.open(str(tmp_path / "log")) as log:
+        g = log.describe_group("g" * 255)
+        assert g["group"] == "g" * 255 and g["partitions"] == []
+
+
+@pytest.mark.parametrize("topic", [123, "", "../x"], ids=repr)
+def test_reset_group_refuses_a_bad_topic(tmp_path, topic):
+    path = make_log(str(tmp_path / "log"))
+    with pylog.open(path) as log:
+        before = snapshot(path)
+        with pytest.raises(InvalidTopicName):
+            log.reset_group("g", to="earliest", topic=topic)
+        assert snapshot(path) == before
