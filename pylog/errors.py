@@ -155,7 +155,7 @@ class LogOSError(PylogError, OSError):
 
     @classmethod
     def from_os_error(cls, exc: OSError, action: str,
-                      hint: str | None = None) -> "LogOSError":
+                      hint: str | None = None) -> LogOSError:
         """The LogOSError subclass fitting ``exc.errno``, with the message
         ``<action>: <what went wrong> (<ERRNO NAME>)[; <hint>]``.
 

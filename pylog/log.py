@@ -34,8 +34,7 @@ from . import _native
 from .config import (PARTITIONS_MAX, SYNC_MODES, TopicConfig,
                      validate_topic_name)
 from .errors import (InvalidArgument, LogClosed, LogFailedError, LogNotFound,
-                     LogOSError, LogPermissionError, NotALogDirectoryError,
-                     PylogError, ReadOnlyFilesystemError, ReadOnlyLog,
+                     LogOSError, NotALogDirectoryError, PylogError, ReadOnlyLog,
                      TopicExists, TopicNotFound, PartitionNotFound)
 from .metadata import Metadata
 from .partition import Partition

@@ -16,7 +16,6 @@ import json
 import locale  # noqa: F401
 import os
 import shutil
-import stat
 import subprocess
 import sys
 import tempfile
@@ -26,9 +25,8 @@ import pytest
 import pylog
 import pylog.cli
 import pylog.inspect
-from pylog import CorruptLogError, InvalidArgument, InvalidTopicName, PylogError
-from pylog.errors import (LogNotFound, LogOSError, LogPermissionError,
-                          NotALogDirectoryError, ReadOnlyFilesystemError)
+from pylog import InvalidArgument, InvalidTopicName, PylogError
+from pylog.errors import LogNotFound, NotALogDirectoryError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOBODY = 65534
@@ -190,7 +188,7 @@ def test_open_in_a_0555_directory_as_another_user(shared_dir):
     os.mkdir(ro, 0o555)
     os.chmod(ro, 0o555)
     for path in (os.path.join(ro, "log"), ro):        # a new log below it; itself
-        res = as_user(lambda: pylog.open(path))
+        res = as_user(lambda path=path: pylog.open(path))
         assert res.get("error") == "LogPermissionError", res
         assert {"PylogError", "PermissionError"} <= set(res["bases"])
         assert res["errno"] == errno.EACCES
@@ -254,7 +252,7 @@ def test_open_on_a_read_only_filesystem(tmp_path, child_env):
                BODY=READ_ONLY_FS_CHILD)
     r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
                         RO_MOUNT_SCRIPT],
-                       env=env, capture_output=True, timeout=60)
+                       env=env, capture_output=True, timeout=60, check=False)
     if r.returncode != 0 and b"mount" in r.stderr and not r.stdout:
         pytest.skip(f"cannot make a read-only mount here: {r.stderr.decode()[:200]}")
     assert r.returncode == 0, r.stderr.decode()
@@ -432,7 +430,8 @@ def test_create_topic_failing_on_a_later_partition_is_rolled_back(tmp_path):
         assert lg.topics() == ["t"]
         assert sorted(os.listdir(log)) == sorted(
             ["meta", "pylog.lock", "doorbell", "t-0", "b-2"])
-        assert open(squatter, "rb").read() == b"not mine"
+        with open(squatter, "rb") as f:
+            assert f.read() == b"not mine"
         with pytest.raises(pylog.TopicNotFound):
             lg.describe_topic("b")
     assert pylog.inspect.verify_log(log) == []
