@@ -11,18 +11,15 @@ import argparse
 import datetime as _dt
 import json
 import os
-import re
 import signal
 import sys
 import time
 
+from . import cli_args
+from .cli_args import CliError, parse_config, parse_time
 from .table import human_bytes, table
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_ERROR = 0, 1, 2
-
-
-class CliError(Exception):
-    """An expected failure: printed as one line, exit code 2."""
 
 
 # ---------------------------------------------------------------------------
@@ -42,53 +39,6 @@ def iso_ms(ms) -> str:
 def print_json(obj) -> None:
     from .inspect import jsonable
     print(json.dumps(jsonable(obj), indent=2, sort_keys=False))
-
-
-_REL = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\Z")
-_UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000,
-          "w": 7 * 86_400_000}
-
-
-def parse_time(text: str) -> int:
-    """Epoch ms from ISO 8601 (``2024-05-01T12:00``, naive = local time),
-    epoch milliseconds (``1714564800000``), or a duration ago (``10m``,
-    ``2h``, ``1d``, ``-30s``)."""
-    t = text.strip()
-    m = _REL.match(t.lstrip("-"))
-    if m:
-        return int(time.time() * 1000 - float(m.group(1)) * _UNITS[m.group(2)])
-    if t.isdigit():
-        return int(t)
-    try:
-        d = _dt.datetime.fromisoformat(t.replace("Z", "+00:00"))
-    except ValueError:
-        raise CliError(f"cannot parse time {text!r}: use ISO 8601 "
-                       "(2024-05-01T12:00:00Z), epoch milliseconds, or a "
-                       "duration ago such as 10m, 2h, 1d") from None
-    return int(d.timestamp() * 1000)
-
-
-def parse_config(items) -> dict:
-    """``key=value`` pairs -> topic config dict (ints; compression=zstd|none)."""
-    from .config import TopicConfig
-    out = {}
-    for item in items or ():
-        key, sep, value = item.partition("=")
-        key = key.strip().replace("-", "_").replace(".", "_")
-        if not sep:
-            raise CliError(f"--config {item!r}: expected key=value")
-        if key not in TopicConfig.keys():
-            raise CliError(f"unknown config key {key!r}; known: "
-                           f"{', '.join(TopicConfig.keys())}")
-        value = value.strip()
-        if key == "compression":
-            out[key] = None if value.lower() in ("", "none", "null") else value
-        else:
-            try:
-                out[key] = int(value)
-            except ValueError:
-                raise CliError(f"--config {key}={value!r}: expected an integer") from None
-    return out
 
 
 # ---------------------------------------------------------------------------
@@ -210,6 +160,10 @@ def cmd_dump(args) -> int:
             print(f"pylog: problem: {p}", file=sys.stderr)
         return EXIT_PROBLEMS if d["problems"] else EXIT_OK
     d = dump_segment(path, records=args.records, values=args.values)
+    if d["not_a_segment"]:
+        raise CliError(f"{path} is {d['not_a_segment']}; dump takes a segment "
+                       "(<topic>-<partition>/<base offset>.log), .index or "
+                       ".timeindex file")
     problems = d["problems"]
     if args.json:
         out = dict(d)
@@ -561,8 +515,8 @@ def cmd_topics(args) -> int:
                 info = log.describe_topic(args.name)
                 msg = f"topic {args.name} already exists"
             else:
-                info = log.create_topic(args.name, partitions=args.partitions or 1,
-                                        **config)
+                info = log.create_topic(args.name, partitions=1 if args.partitions
+                                        is None else args.partitions, **config)
                 msg = f"created topic {args.name} with {info.partitions} partition(s)"
     elif action == "delete":
         with open_log(args.path, readonly=False) as log:
@@ -779,12 +733,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--since", metavar="TIME",
                    help="start at the first record at or after TIME (ISO 8601, "
                         "epoch ms, or 10m / 2h / 1d ago)")
-    s.add_argument("-n", "--lines", type=int, default=10, metavar="N",
+    s.add_argument("-n", "--lines", type=cli_args.LINES, default=10, metavar="N",
                    help="records per partition to show by default (10)")
     s.add_argument("--partition", type=int, metavar="P", help="only this partition")
     s.add_argument("--group", metavar="G",
                    help="consume as a member of group G (resumes from and commits offsets)")
-    s.add_argument("--max-records", type=int, metavar="N", help="stop after N records")
+    s.add_argument("--max-records", type=cli_args.MAX_RECORDS, metavar="N",
+                   help="stop after N records")
     s.add_argument("--format", choices=("text", "json"), default="text")
     s.set_defaults(func=cmd_tail)
 
@@ -803,7 +758,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--header", action="append", metavar="K=V",
                    help="add a header to every record (repeatable)")
     s.add_argument("--create", action="store_true", help="create the topic if missing")
-    s.add_argument("--partitions", type=int, default=1,
+    s.add_argument("--partitions", type=cli_args.PARTITION_COUNT, default=1,
                    help="partitions of a topic made by --create (1)")
     s.add_argument("--skip-empty", action="store_true", help="ignore empty lines")
     s.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
@@ -824,7 +779,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "describe", "alter"),
                    metavar="ACTION", help="list | create | delete | describe | alter")
     s.add_argument("name", nargs="?", metavar="NAME", help="topic name")
-    s.add_argument("--partitions", type=int, metavar="N",
+    s.add_argument("--partitions", type=cli_args.PARTITION_COUNT, metavar="N",
                    help="partitions (create; alter grows the topic to N)")
     s.add_argument("--config", action="append", metavar="KEY=VALUE",
                    help="topic config (repeatable)")
@@ -851,7 +806,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("group", nargs="?", metavar="GROUP")
     s.add_argument("--to-earliest", action="store_true")
     s.add_argument("--to-latest", action="store_true")
-    s.add_argument("--to-offset", type=int, metavar="N")
+    s.add_argument("--to-offset", type=cli_args.OFFSET, metavar="N")
     s.add_argument("--to-datetime", metavar="TIME",
                    help="ISO 8601, epoch ms, or a duration ago (1h)")
     s.add_argument("--topic", metavar="TOPIC", help="reset only this topic")
@@ -870,7 +825,8 @@ def build_parser() -> argparse.ArgumentParser:
              "  pylog demo --fast")
     s.add_argument("path", nargs="?", metavar="PATH",
                    help="log directory (default: a fresh temporary directory)")
-    s.add_argument("--events", type=int, metavar="N", help="events in the burst")
+    s.add_argument("--events", type=cli_args.EVENTS, metavar="N",
+                   help="events in the burst")
     s.add_argument("--fast", action="store_true", help="a shorter run (~10 s)")
     s.add_argument("--keep", action="store_true",
                    help="keep a temporary log directory afterwards")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import mmap
 import os
 import re
+import struct
 
 from dataclasses import asdict, dataclass
 
@@ -33,6 +34,7 @@ _ZERO_CHUNK = 1 << 20
 _HEADER_MIN = 12          # baseOffset + batchLength
 _STATE_FILE = "partition.state"
 _PARTITION_DIR = re.compile(r"(.+)-(\d+)\Z")
+_BASE_AND_LENGTH = struct.Struct(">qi")      # a batch's first two fields
 
 
 @dataclass(frozen=True)
@@ -282,15 +284,23 @@ def dump_segment(path: str, records: bool = False, values: bool = False,
     """Describe every batch of the segment file ``path`` (see module doc).
 
     Returns {"file", "size", "base_offset", "valid_end", "next_offset",
-    "batches": [...], "problems": [Problem...]}; batches carry "records" when
-    ``records`` (or ``values``) is true."""
+    "batches": [...], "problems": [Problem...], "not_a_segment"}; batches
+    carry "records" when ``records`` (or ``values``) is true.
+    "not_a_segment" is None, or why the file is no segment at all (see
+    :func:`not_a_segment`; it is then the only problem)."""
     records = records or values
     base = parse_segment_name(os.path.basename(path))
     out = {"file": path, "size": 0, "base_offset": base, "batches": [],
-           "problems": [], "valid_end": 0, "next_offset": None}
+           "problems": [], "valid_end": 0, "next_offset": None,
+           "not_a_segment": None}
     with _File(path) as f:
         out["size"] = f.size
         stop = f.size if end is None else min(end, f.size)
+        why = not_a_segment(f.buf, stop)
+        if why is not None:
+            out["not_a_segment"] = why
+            out["problems"].append(Problem(path, 0, why))
+            return out
         for item in walk_batches(f.buf, 0, stop, expected_offset=base):
             if item[0] == "batch":
                 h = item[1]
@@ -310,6 +320,36 @@ def dump_segment(path: str, records: bool = False, values: bool = False,
             else:
                 out["valid_end"], out["next_offset"] = item[1], item[2]
     return out
+
+
+def not_a_segment(buf, end: int) -> str | None:
+    """Why ``buf[:end]`` is not a pylog/Kafka segment file at all, or None
+    when it may be one: it neither starts with a plausible RecordBatch v2
+    header (baseOffset >= 0, batchLength covering the header, magic 2) nor
+    holds a valid batch anywhere. Empty and zero-filled starts (a
+    preallocated segment) may be segments: damage there is a problem of the
+    segment, reported by the walk."""
+    if end == 0 or first_nonzero(buf, 0, min(end, _HEADER_MIN)) is None:
+        return None
+    magic_at = _native.MAGIC_OFFSET
+    if end > magic_at:
+        base_offset, length = _BASE_AND_LENGTH.unpack_from(buf, 0)
+        magic = buf[magic_at]
+        if magic == _native.MAGIC_V2 and base_offset >= 0 and \
+                length >= _native.BATCH_HEADER_SIZE - _HEADER_MIN:
+            return None
+    if _resync(buf, -1, end) is not None:
+        return None
+    if end <= magic_at:
+        first = f"its {end} bytes are too few for a batch header"
+    elif magic != _native.MAGIC_V2:
+        first = (f"byte {magic_at}, a batch's magic (format version), is "
+                 f"{magic:#04x} instead of 0x02")
+    else:
+        first = (f"its first batch header is implausible (baseOffset "
+                 f"{base_offset}, batchLength {length})")
+    return (f"not a pylog/Kafka segment file: {first}, and no valid batch "
+            "follows anywhere in the file")
 
 
 def dump_index(path: str) -> dict:
@@ -711,6 +751,7 @@ def log_info(log) -> dict:
 
 
 __all__ = ["Problem", "safe_text", "is_text", "walk_batches", "dump_segment",
+           "not_a_segment",
            "dump_index", "verify_log", "log_info", "read_partition_state",
            "jsonable", "CODEC_NAMES"]
 

@@ -235,14 +235,25 @@ def test_garbage_after_zero_tail_is_reported(logdir, tmp_path):
     assert d["problems"] and d["problems"][0]["position"] == valid
 
 
-def test_dump_survives_random_bytes(tmp_path):
+def test_dump_survives_random_bytes(logdir, tmp_path):
+    """Random bytes are no segment (exit 2, saying so); random bytes after a
+    segment's first batch are a damaged segment (exit 1, problems)."""
     import random
     rnd = random.Random(7)
+    first = dump_segment(seg(logdir, "orders", 0))["batches"][0]
+    with open(seg(logdir, "orders", 0), "rb") as f:
+        head = f.read(first["size"])
     for i in range(5):
+        noise = bytes(rnd.getrandbits(8) for _ in range(3000))
         p = tmp_path / f"r{i}.log"
-        p.write_bytes(bytes(rnd.getrandbits(8) for _ in range(3000)))
+        p.write_bytes(noise)
+        r = run("dump", p, "--records")
+        assert r.returncode == 2 and b"Traceback" not in r.stderr
+        assert b"not a pylog/Kafka segment file" in r.stderr
+        p.write_bytes(head + noise)
         r = run("dump", p, "--records")
         assert r.returncode == 1 and b"Traceback" not in r.stderr
+        assert f"position {first['size']}".encode() in r.stderr
 
 
 # -- verify ---------------------------------------------------------------------
@@ -454,3 +465,111 @@ def test_info_and_verify_on_log_whose_recovery_refuses_to_open(tmp_path):
     r = run("verify", d)
     assert r.returncode == 1 and f"position {pos}" in r.stdout.decode()
     assert len(r.stdout.decode().strip().splitlines()) == 2   # one problem, no cascade
+
+
+# -- bad arguments: refused with one clear line, nothing changed (issue 12) --------
+
+def cli(capsys, *argv):
+    """``pylog.cli.main(argv)`` in this process: (exit code, stdout, stderr)."""
+    from pylog.cli import main
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exc:                 # argparse's usage errors
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _error_line(err):
+    """The one ``pylog: error:`` line of ``err`` (argparse prints usage first)."""
+    lines = [x for x in err.splitlines() if x.startswith("pylog: error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("argv", [
+    ("topics", "@", "create", "x", "--partitions", "0"),
+    ("topics", "@", "create", "x", "--partitions", "-2"),
+    ("topics", "@", "create", "x", "--partitions", "10001"),
+    ("topics", "@", "alter", "orders", "--partitions", "0"),
+    ("produce", "@", "x", "--create", "--partitions", "0"),
+], ids=lambda a: " ".join(a[2:]))
+def test_partition_counts_out_of_range_are_refused(logdir, capsys, argv):
+    code, out, err = cli(capsys, *[logdir if a == "@" else a for a in argv])
+    assert code == 2, (out, err)
+    line = _error_line(err)
+    assert "--partitions" in line and "at least 1" in line and "10000" in line
+    with pylog.open(str(logdir), readonly=True) as log:
+        assert log.topics() == ["orders", "t"]
+        assert log.describe_topic("orders").partitions == 2
+
+
+def test_topics_create_without_partitions_makes_one(logdir, capsys):
+    code, out, err = cli(capsys, "topics", logdir, "create", "x")
+    assert code == 0 and "1 partition" in out, err
+
+
+def test_dump_of_a_file_that_is_no_segment_says_so(tmp_path, capsys):
+    p = tmp_path / "passwd"
+    p.write_bytes(b"root:x:0:0:root:/root:/bin/bash\n"
+                  b"daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n" * 3)
+    for extra in ((), ("--records",), ("--json",)):
+        code, out, err = cli(capsys, "dump", p, *extra)
+        assert code == 2, (out, err)
+        line = _error_line(err)
+        assert str(p) in line and "not a pylog/Kafka segment file" in line
+        assert "B-2" not in line and "magic" in line
+    d = dump_segment(str(p))
+    assert d["batches"] == [] and "not a pylog/Kafka segment file" in d["not_a_segment"]
+
+
+@pytest.mark.parametrize("content", [b"", bytes(4096)], ids=["empty", "zeros"])
+def test_dump_of_an_empty_or_preallocated_segment_is_fine(tmp_path, capsys, content):
+    p = tmp_path / "00000000000000000000.log"
+    p.write_bytes(content)
+    code, out, err = cli(capsys, "dump", p)
+    assert code == 0 and "batches: 0" in out, err
+
+
+def test_groups_reset_to_a_negative_offset_is_refused(logdir, capsys):
+    with pylog.open(str(logdir), readonly=True) as log:
+        before = log.meta.group_offsets("inventory")
+    for value in ("-3", "-1"):
+        code, out, err = cli(capsys, "groups", logdir, "reset", "inventory",
+                             "--to-offset", value, "--execute")
+        assert code == 2, (out, err)
+        line = _error_line(err)
+        assert "--to-offset" in line and value in line and "--to-earliest" in line
+    with pylog.open(str(logdir), readonly=True) as log:
+        assert log.meta.group_offsets("inventory") == before
+
+
+@pytest.mark.parametrize("argv,flag", [
+    (("-n", "-5"), "-n/--lines"),
+    (("--lines", "-1"), "-n/--lines"),
+    (("--max-records", "0"), "--max-records"),
+    (("--max-records", "-3"), "--max-records"),
+    (("-n", "x"), "-n/--lines"),
+], ids=lambda a: " ".join(a) if isinstance(a, tuple) else a)
+def test_tail_refuses_negative_counts(logdir, capsys, argv, flag):
+    code, out, err = cli(capsys, "tail", logdir, "orders", *argv)
+    assert code == 2 and out == "", (out, err)
+    line = _error_line(err)
+    assert flag in line and argv[1] in line
+
+
+def test_tail_zero_lines_prints_nothing(logdir, capsys):
+    code, out, err = cli(capsys, "tail", logdir, "orders", "-n", "0")
+    assert code == 0 and out == "", err
+
+
+def test_demo_refuses_a_negative_event_count(capsys):
+    code, out, err = cli(capsys, "demo", "--events", "-5")
+    assert code == 2 and "--events" in _error_line(err)
+
+
+@pytest.mark.parametrize("since", ["100000d", "1969-07-20T20:17:00Z"])
+def test_tail_since_before_1970_starts_at_the_oldest_record(logdir, capsys, since):
+    code, out, err = cli(capsys, "tail", logdir, "orders", "--since", since)
+    assert code == 0, err
+    assert len(out.splitlines()) == 21

@@ -1,0 +1,102 @@
+"""Parsing the arguments of the ``pylog`` console script.
+
+Numbers on a command line are checked by argparse itself (the ``int_in``
+types), so a bad one is refused with its usual one-line ``pylog: error:
+argument ...`` (exit 2) before any log is opened or changed; times and
+topic configs are parsed by :func:`parse_time` and :func:`parse_config`,
+which raise :class:`CliError`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import re
+import time
+
+from .config import PARTITIONS_MAX
+
+
+class CliError(Exception):
+    """An expected failure: printed as one line, exit code 2."""
+
+
+_REL = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\Z")
+_UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000,
+          "w": 7 * 86_400_000}
+
+
+def parse_time(text: str) -> int:
+    """Epoch ms from ISO 8601 (``2024-05-01T12:00``, naive = local time),
+    epoch milliseconds (``1714564800000``), or a duration ago (``10m``,
+    ``2h``, ``1d``, ``-30s``). A time before 1970 is 0: every record is
+    after it."""
+    t = text.strip()
+    m = _REL.match(t.lstrip("-"))
+    if m:
+        return max(0, int(time.time() * 1000 - float(m.group(1)) * _UNITS[m.group(2)]))
+    if t.isdigit():
+        return int(t)
+    try:
+        d = _dt.datetime.fromisoformat(t.replace("Z", "+00:00"))
+    except ValueError:
+        raise CliError(f"cannot parse time {text!r}: use ISO 8601 "
+                       "(2024-05-01T12:00:00Z), epoch milliseconds, or a "
+                       "duration ago such as 10m, 2h, 1d") from None
+    try:
+        return max(0, int(d.timestamp() * 1000))
+    except (OverflowError, OSError, ValueError):
+        raise CliError(f"time {text!r} is out of range") from None
+
+
+def parse_config(items) -> dict:
+    """``key=value`` pairs -> topic config dict (ints; compression=zstd|none)."""
+    from .config import TopicConfig
+    out = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_").replace(".", "_")
+        if not sep:
+            raise CliError(f"--config {item!r}: expected key=value")
+        if key not in TopicConfig.keys():
+            raise CliError(f"unknown config key {key!r}; known: "
+                           f"{', '.join(TopicConfig.keys())}")
+        value = value.strip()
+        if key == "compression":
+            out[key] = None if value.lower() in ("", "none", "null") else value
+        else:
+            try:
+                out[key] = int(value)
+            except ValueError:
+                raise CliError(f"--config {key}={value!r}: expected an integer") from None
+    return out
+
+
+
+
+def int_in(lo: int, hi: int | None, meaning: str):
+    """An argparse ``type`` for an int in [lo, hi] (no upper bound when
+    ``hi`` is None); ``meaning`` tells, in the error, what the number is."""
+    bounds = f"at least {lo}" if hi is None else f"at least {lo} and at most {hi}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not an integer ({meaning})") from None
+        if value < lo or (hi is not None and value > hi):
+            raise argparse.ArgumentTypeError(
+                f"{value} is out of range, expected {bounds} ({meaning})")
+        return value
+
+    parse.__name__ = "integer"          # argparse's name for it in messages
+    return parse
+
+
+PARTITION_COUNT = int_in(1, PARTITIONS_MAX, "the number of partitions of a topic")
+LINES = int_in(0, None, "how many of the latest records of each partition to show")
+MAX_RECORDS = int_in(1, None, "how many records to print before stopping")
+OFFSET = int_in(0, None, "offsets start at 0; --to-earliest resets to the "
+                "oldest record still kept")
+EVENTS = int_in(1, None, "the number of events in the burst")
