@@ -268,10 +268,14 @@ class LogStore:
 
     # -- partitions -----------------------------------------------------------
     def _topic_doc(self, topic: str, max_age_s: float = 1.0) -> dict:
-        hit = self._topic_cache.get(topic)
+        try:
+            hit = self._topic_cache.get(topic)
+        except TypeError:                # unhashable: refused below
+            hit = None
         now = time.monotonic()
         if hit is not None and now - hit[0] < max_age_s:
             return hit[1]
+        validate_topic_name(topic)
         doc = self.meta.get_topic(topic)
         if doc is None:
             self._topic_cache.pop(topic, None)
@@ -320,7 +324,10 @@ class LogStore:
         """The Partition object for (topic, p); raises TopicNotFound /
         PartitionNotFound. Internal API for producers, consumers and the CLI."""
         self._check()
-        part = self._partitions.get((topic, p))
+        try:
+            part = self._partitions.get((topic, p))
+        except TypeError:                # unhashable: refused below
+            part = None
         if part is not None:
             return part
         with self._lock:

@@ -496,3 +496,29 @@ def test_reset_group_refuses_a_bad_topic(tmp_path, topic):
         with pytest.raises(InvalidTopicName):
             log.reset_group("g", to="earliest", topic=topic)
         assert snapshot(path) == before
+
+
+# -- other bare built-ins on the topic paths -------------------------------------
+
+@pytest.mark.parametrize("call,exc", [
+    (lambda lg: lg.partitions_for(123), InvalidTopicName),
+    (lambda lg: lg.partitions_for(["t"]), InvalidTopicName),
+    (lambda lg: lg.partition(None, 0), InvalidTopicName),
+    (lambda lg: lg.partition(b"t", 0), InvalidTopicName),
+    (lambda lg: lg.partition("t", []), pylog.PartitionNotFound),
+    (lambda lg: lg.partition("t", {}), pylog.PartitionNotFound),
+], ids=["partitions_for int", "partitions_for list", "partition None",
+        "partition bytes", "partition p list", "partition p dict"])
+def test_topic_lookups_refuse_bad_types(tmp_path, call, exc):
+    path = make_log(str(tmp_path / "log"))
+    with pylog.open(path) as log:
+        before = snapshot(path)
+        with pytest.raises(exc):
+            call(log)
+        assert snapshot(path) == before
+
+
+def test_open_a_device_is_not_a_log_directory():
+    with pytest.raises(NotALogDirectoryError) as ei:
+        pylog.open("/dev/null")
+    assert "/dev/null is a non-directory" in str(ei.value)
