@@ -50,6 +50,8 @@ def require_log(path: str) -> str:
     LogPermissionError (never "not a log")."""
     from .errors import LogNotFound
     from .log import check_log_dir
+    if not path:
+        raise CliError("the log PATH is empty")
     try:
         check_log_dir(os.path.abspath(path), f"open {path}")
     except LogNotFound:
@@ -142,6 +144,8 @@ def _close_leaked_metadata(exc) -> None:
 def cmd_dump(args) -> int:
     from .inspect import dump_index, dump_segment
     path = args.segment
+    if not path:
+        raise CliError("the SEGMENT path is empty")
     if not os.path.exists(path):
         raise CliError(f"{path}: no such file")
     if os.path.isdir(path):

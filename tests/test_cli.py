@@ -573,3 +573,11 @@ def test_tail_since_before_1970_starts_at_the_oldest_record(logdir, capsys, sinc
     code, out, err = cli(capsys, "tail", logdir, "orders", "--since", since)
     assert code == 0, err
     assert len(out.splitlines()) == 21
+
+
+@pytest.mark.parametrize("argv", [("info", ""), ("verify", ""), ("dump", ""),
+                                  ("groups", ""), ("tail", "", "t")],
+                         ids=lambda a: a[0])
+def test_an_empty_path_is_named_as_such(capsys, argv):
+    code, out, err = cli(capsys, *argv)
+    assert code == 2 and "path is empty" in _error_line(err).lower()
