@@ -126,7 +126,7 @@ class LogStore:
         """Create the log directory (and its parents) unless it exists;
         refuse a path that is, or lies below, something else than a directory."""
         action = f"open {self.path} for writing"
-        if _not_a_directory(self.path, action):
+        if _not_a_directory(self.path, action, may_create=True):
             return
         try:
             os.makedirs(self.path, mode=0o755)
@@ -658,7 +658,7 @@ def topic_slot(topic: str) -> int:
     return 1 + _native.crc32c(topic.encode()) % (DOORBELL_SLOTS - 1)
 
 
-def _not_a_directory(path: str, action: str) -> bool:
+def _not_a_directory(path: str, action: str, may_create: bool = False) -> bool:
     """True if ``path`` is a directory, False if nothing is there; raise
     NotALogDirectoryError if something else is (a file, a dangling symlink,
     a path below a file) and the fitting LogOSError if it cannot be looked at."""
@@ -684,8 +684,9 @@ def _not_a_directory(path: str, action: str) -> bool:
         kind = "regular file" if stat.S_ISREG(st.st_mode) else "non-directory"
         raise NotALogDirectoryError(
             f"{action}: {path} is a {kind}, not a log directory (ENOTDIR); "
-            "a log is a directory: pass the log's directory, or a path where "
-            "a new one may be created", errno=errno.ENOTDIR, filename=path)
+            "a log is a directory: pass the log's directory" +
+            (", or a path where a new one may be created" if may_create else ""),
+            errno=errno.ENOTDIR, filename=path)
     return True
 
 
