@@ -11,7 +11,9 @@ See README.rst for the guide and FORMAT.rst for the on-disk format.
 from .errors import (CommitFailedError, CorruptLogError, DeserializationError,
                      ForkedLogError,
                      GroupNotEmpty, InvalidArgument, InvalidConfig,
-                     InvalidTopicName, LogClosed, LogFailedError,
+                     InvalidTopicName, LogClosed, LogFailedError, LogNotFound,
+                     LogOSError, LogPermissionError, NotALogDirectoryError,
+                     ReadOnlyFilesystemError,
                      OffsetOutOfRange, PartitionNotFound, PylogError,
                      ReadOnlyLog, RecordTooLarge, TopicExists, TopicNotFound)
 from .api import Log, open
@@ -26,5 +28,6 @@ __all__ = [
     "InvalidArgument", "TopicNotFound", "TopicExists", "PartitionNotFound",
     "RecordTooLarge", "LogClosed", "ReadOnlyLog", "CorruptLogError",
     "OffsetOutOfRange", "CommitFailedError", "LogFailedError", "ForkedLogError",
-    "GroupNotEmpty", "DeserializationError",
+    "GroupNotEmpty", "DeserializationError", "LogOSError", "LogPermissionError",
+    "ReadOnlyFilesystemError", "NotALogDirectoryError", "LogNotFound",
 ]

@@ -566,8 +566,8 @@ def cmd_groups(args) -> int:
             args, groups, "No consumer groups.",
             lambda g: [g["group"], g["state"], sum(1 for m in g["members"] if m["alive"]),
                        ",".join(sorted({p["topic"] for p in g["partitions"]})) or "-",
-                       g["lag"]],
-            ["GROUP", "STATE", "MEMBERS", "TOPICS", "LAG"], {2, 4})
+                       g["lag"], g["retention_resets"]],
+            ["GROUP", "STATE", "MEMBERS", "TOPICS", "LAG", "RETENTION RESETS"], {2, 4, 5})
     if not args.group:
         raise CliError(f"groups {action} needs a GROUP name")
     if action == "describe":
@@ -580,11 +580,16 @@ def cmd_groups(args) -> int:
             return EXIT_OK
         print(f"Group: {g['group']}  state: {g['state']}  generation: "
               f"{g['generation']}  strategy: {g['strategy'] or '-'}  total lag: {g['lag']}")
+        if g["retention_resets"]:
+            print(f"Retention overtook this group {g['retention_resets']} time(s): "
+                  f"{g['records_skipped_by_retention']} records were deleted before "
+                  "it read them")
         print()
         print(table([[p["topic"], p["partition"], p["committed"], p["end_offset"],
-                      p["lag"], p["owner"] or "-"] for p in g["partitions"]],
-                    ["TOPIC", "PARTITION", "COMMITTED", "END", "LAG", "OWNER"],
-                    right={1, 2, 3, 4}))
+                      p["lag"], p["retention_resets"], p["owner"] or "-"]
+                     for p in g["partitions"]],
+                    ["TOPIC", "PARTITION", "COMMITTED", "END", "LAG", "RET.RESETS",
+                     "OWNER"], right={1, 2, 3, 4, 5}))
         if g["members"]:
             print()
             print(table([[m["member_id"], m["client_id"] or "-", m["host"], m["pid"],

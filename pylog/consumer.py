@@ -30,6 +30,7 @@ import time
 from collections.abc import Mapping
 
 from . import _native
+from .config import validate_group_id
 from .deadletter import DeadLetters
 from .delivery import Delivery
 from .deserialize import RecordMaker
@@ -63,10 +64,8 @@ def _check_options(log, group_id, auto_offset_reset, enable_auto_commit,
     if auto_offset_reset not in OFFSET_RESETS:
         raise InvalidArgument(
             f"auto_offset_reset={auto_offset_reset!r}; expected one of {OFFSET_RESETS}")
-    if group_id is not None and (not isinstance(group_id, str) or not group_id
-                                 or "\0" in group_id or len(group_id) > 255):
-        raise InvalidArgument(f"group_id={group_id!r}; expected a non-empty str "
-                              "without NUL, at most 255 characters")
+    if group_id is not None:
+        validate_group_id(group_id, "group_id")
     for name, v, lo, hi in (("auto_commit_interval_ms", auto_commit_interval_ms, 1, 86_400_000),
                             ("session_timeout_ms", session_timeout_ms, 100, 86_400_000),
                             ("max_poll_records", max_poll_records, 1, MAX_POLL_RECORDS_MAX)):

@@ -581,3 +581,22 @@ def test_tail_since_before_1970_starts_at_the_oldest_record(logdir, capsys, sinc
 def test_an_empty_path_is_named_as_such(capsys, argv):
     code, out, err = cli(capsys, *argv)
     assert code == 2 and "path is empty" in _error_line(err).lower()
+
+
+def test_groups_show_retention_resets(tmp_path):
+    d = str(tmp_path / "log")
+    with pylog.open(d, sync="never") as log:
+        log.create_topic("r", segment_bytes=65536, retention_bytes=131072)
+        log.meta.commit("slow", {("r", 0): 0})
+        p = log.producer()
+        for _ in range(5000):
+            p.send("r", b"x" * 100)
+        log.enforce_retention()
+        c = log.consumer("r", group_id="slow")
+        assert c.poll(timeout=0.5)
+        c.close()
+    out = ok("groups", d)
+    assert "RETENTION RESETS" in out
+    assert out.splitlines()[-1].split()[-1] == "1"
+    out = ok("groups", d, "describe", "slow")
+    assert "Retention overtook this group 1 time(s)" in out
