@@ -598,3 +598,22 @@ def test_retention_overtaking_a_group_resumes_at_first_retained(fastlog, caplog)
     with fastlog.consumer("t", group_id="none", auto_offset_reset="none") as c:
         with pytest.raises(pylog.OffsetOutOfRange):
             c.poll(timeout=1)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "commit({tp: offset}) on a group consumer that has not polled yet raises "
+    "CommitFailedError ('member ... was removed from the group (it missed "
+    "session_timeout_ms ...)'): it never joined"))
+def test_commit_before_the_first_poll(fastlog):
+    """``commit({tp: offset})``
+    commits exactly that (the next offset to read).
+
+    The first thing a new group consumer does is commit an offset (to
+    start a group somewhere, as ``seek`` works right away): it is stored,
+    and a restart of the group begins there."""
+    fill(fastlog, 30)
+    with fastlog.consumer("t", group_id="g", enable_auto_commit=False) as c:
+        c.commit({T0: 17})
+        assert c.committed(T0) == 17
+    with fastlog.consumer("t", group_id="g") as c:
+        assert c.poll(timeout=1)[0].offset == 17
