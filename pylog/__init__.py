@@ -9,9 +9,9 @@ See README.rst for the guide and FORMAT.rst for the on-disk format.
 """
 
 from .errors import (CommitFailedError, CorruptLogError, DeserializationError,
-                     ForkedLogError,
+                     DiskFullError, ForkedLogError,
                      GroupNotEmpty, InvalidArgument, InvalidConfig,
-                     InvalidTopicName, LogClosed, LogFailedError,
+                     InvalidTimestamp, InvalidTopicName, LogClosed, LogFailedError,
                      OffsetOutOfRange, PartitionNotFound, PylogError,
                      ReadOnlyLog, RecordTooLarge, TopicExists, TopicNotFound)
 from .api import Log, open
@@ -26,5 +26,5 @@ __all__ = [
     "InvalidArgument", "TopicNotFound", "TopicExists", "PartitionNotFound",
     "RecordTooLarge", "LogClosed", "ReadOnlyLog", "CorruptLogError",
     "OffsetOutOfRange", "CommitFailedError", "LogFailedError", "ForkedLogError",
-    "GroupNotEmpty", "DeserializationError",
+    "GroupNotEmpty", "DeserializationError", "DiskFullError", "InvalidTimestamp",
 ]

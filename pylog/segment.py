@@ -25,6 +25,7 @@ import struct
 
 from . import _native
 from .errors import CorruptLogError
+from .files import allocate
 
 OFFSET_DIGITS = 20  # S-1: names sort numerically under ls
 INDEX_ENTRY = struct.Struct(">ii")      # I-1: relative offset, position
@@ -171,18 +172,7 @@ class Segment:
         """Reserve blocks up to ``size`` bytes (ENOSPC surfaces here, G8)."""
         if self.file_size() >= size:
             return
-        try:
-            os.posix_fallocate(self.fd, 0, size)
-        except OSError as exc:
-            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
-                raise
-            # Filesystems without fallocate: extend by writing zeros so the
-            # blocks exist before the map touches them.
-            cur = self.file_size()
-            zeros = bytes(min(1 << 20, size - cur))
-            while cur < size:
-                n = os.pwrite(self.fd, zeros[:size - cur], cur)
-                cur += n
+        allocate(self.fd, size)
 
     def truncate(self, size: int) -> None:
         self.unmap()
