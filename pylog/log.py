@@ -320,7 +320,9 @@ class LogStore:
     def create_topic(self, name: str, partitions: int = 1, *, exist_ok: bool = False,
                      **config) -> TopicInfo:
         """Create a topic; config keys: retention_ms, retention_bytes,
-        segment_bytes, max_message_bytes, compression. Returns its TopicInfo.
+        segment_bytes, max_message_bytes, compression,
+        message_timestamp_after_max_ms, message_timestamp_before_max_ms
+        (see :class:`pylog.config.TopicConfig`). Returns its TopicInfo.
 
         With ``exist_ok``, an existing topic is returned as it is (its
         partition count and config are not changed)."""
@@ -369,7 +371,10 @@ class LogStore:
         doc = self._topic_doc(name, 0)
         infos = [PartitionInfo(**self.partition(name, p).describe())
                  for p in range(doc["partitions"])]
-        return TopicInfo(name, doc["partitions"], dict(doc["config"]), infos)
+        # through TopicConfig: keys a log created by an older version lacks
+        # show their defaults, which is what applies
+        return TopicInfo(name, doc["partitions"],
+                         TopicConfig.from_dict(doc["config"]).to_dict(), infos)
 
     def create_partitions(self, name: str, total: int) -> TopicInfo:
         """Grow a topic to ``total`` partitions (never shrinks, as Kafka)."""
