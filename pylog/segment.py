@@ -36,6 +36,9 @@ INDEX_INTERVAL_BYTES = 4096             # I-2
 # rarely.
 PREALLOCATE_BYTES_MIN = 64 * 1024
 PREALLOCATE_BYTES = 8 * 1024 * 1024
+# A segment shrinks once (at its roll) while readers map it: a retry or two
+# suffices; more means something else keeps truncating it.
+_MAP_ATTEMPTS = 8
 
 
 def segment_name(base_offset: int, suffix: str) -> str:
@@ -93,18 +96,28 @@ class Segment:
         """
         if self._map is not None and self._map_len >= need:
             return self._map
-        size = self.file_size()
-        if size < need:
-            raise CorruptLogError(
-                f"segment is {size} bytes but its data should reach {need}",
-                self.path, size)
-        if size == 0:
-            return None
-        self.unmap()
         prot = mmap.PROT_READ | (mmap.PROT_WRITE if self.writable else 0)
-        self._map = mmap.mmap(self.fd, size, mmap.MAP_SHARED, prot)
-        self._map_len = size
-        return self._map
+        for _ in range(_MAP_ATTEMPTS):
+            size = self.file_size()
+            if size < need:
+                raise CorruptLogError(
+                    f"segment is {size} bytes but its data should reach {need}",
+                    self.path, size)
+            if size == 0:
+                return None
+            self.unmap()
+            try:
+                self._map = mmap.mmap(self.fd, size, mmap.MAP_SHARED, prot)
+            except ValueError:
+                # The file shrank between our fstat and mmap's: a writer
+                # rolling the segment truncated its preallocated tail to
+                # the valid end (S-4), which is still >= need. Map again at
+                # the new size.
+                continue
+            self._map_len = size
+            return self._map
+        raise CorruptLogError(f"segment kept changing size while being mapped "
+                              f"({_MAP_ATTEMPTS} attempts)", self.path, None)
 
     def pointer(self):
         """Native pointer to the current map (None when nothing is mapped),
