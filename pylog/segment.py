@@ -18,14 +18,17 @@ lock writes, and readers never look past the published end.
 
 from __future__ import annotations
 
-import errno
+import logging
 import mmap
 import os
+import shutil
 import struct
 
 from . import _native
 from .errors import CorruptLogError
-from .files import allocate
+from .files import NotARegularFile, allocate, open_regular
+
+_log = logging.getLogger("pylog")
 
 OFFSET_DIGITS = 20  # S-1: names sort numerically under ls
 INDEX_ENTRY = struct.Struct(">ii")      # I-1: relative offset, position
@@ -68,14 +71,10 @@ class Segment:
         flags = os.O_RDWR if writable else os.O_RDONLY
         if create:
             flags |= os.O_CREAT
-        # O_NOFOLLOW: a symlink planted in a partition directory is refused.
-        try:
-            self.fd = os.open(self.path, flags | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:    # P-1: planted symlinks are refused
-                raise CorruptLogError("segment file is a symlink; refusing to "
-                                      "follow it", self.path, 0) from None
-            raise
+        # P-1: a symlink, FIFO or directory planted in a partition directory
+        # is refused (NotARegularFile, a CorruptLogError naming the path);
+        # the open never blocks or follows
+        self.fd = open_regular(self.path, flags, what="segment file")
         self._map: mmap.mmap | None = None
         self._map_len = 0
         self._wptr = None        # native pointer into the writable map
@@ -150,11 +149,11 @@ class Segment:
     def index_fds(self) -> tuple[int, int]:
         """Append-only descriptors of .index and .timeindex (writer side)."""
         if self._index_fds[0] < 0:
-            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
-            i = os.open(self.index_path, flags, 0o644)
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+            i = _open_index(self.index_path, flags)
             try:
-                t = os.open(self.timeindex_path, flags, 0o644)
-            except OSError:
+                t = _open_index(self.timeindex_path, flags)
+            except BaseException:
                 os.close(i)
                 raise
             self._index_fds = (i, t)
@@ -304,9 +303,15 @@ class Segment:
 
 
 def _read_file(path: str) -> bytes:
+    """An index file's bytes; b"" when it is missing or not a regular file
+    (derived data: the caller rebuilds it, and a writer sets the odd file
+    aside when it writes the rebuilt one)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        fd = open_regular(path, os.O_RDONLY, what="index file")
     except FileNotFoundError:
+        return b""
+    except NotARegularFile as exc:
+        _log.warning("%s; treating the index as missing (I-3)", exc)
         return b""
     try:
         size = os.fstat(fd).st_size
@@ -315,9 +320,26 @@ def _read_file(path: str) -> bytes:
         os.close(fd)
 
 
+def _open_index(path: str, flags: int) -> int:
+    """Open an index file for writing. A symlink, FIFO or directory there
+    is renamed aside (``<name>.not-regular``, never followed or written
+    through) and a regular file made in its place: indexes are derived
+    data (I-3), rebuilt from the segment, so an odd file never keeps a log
+    from opening."""
+    try:
+        return open_regular(path, flags, what="index file")
+    except NotARegularFile as exc:
+        aside = path + ".not-regular"
+        _log.warning("%s; renaming it to %s and rebuilding the index (I-3)",
+                     exc, aside)
+        if os.path.isdir(aside) and not os.path.islink(aside):
+            shutil.rmtree(aside, ignore_errors=True)
+        os.rename(path, aside)
+        return open_regular(path, flags | os.O_CREAT, what="index file")
+
+
 def _append_file(path: str, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-                 | os.O_NOFOLLOW, 0o644)
+    fd = _open_index(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     try:
         os.write(fd, data)
     finally:
@@ -329,8 +351,7 @@ def _replace_file(path: str, data: bytes) -> None:
     purpose: writers in other processes hold O_APPEND descriptors of the
     active segment's index files, which a rename would orphan. Index files
     are derived data, checked before use (I-3): a torn rewrite is rebuilt."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-                 | os.O_NOFOLLOW, 0o644)
+    fd = _open_index(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
         view = memoryview(data)
         while view:
