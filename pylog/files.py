@@ -23,6 +23,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import shutil
 import stat
 
 from .errors import CorruptLogError, DiskFullError
@@ -121,3 +122,14 @@ def disk_full_error(what: str, exc: OSError) -> DiskFullError:
     doing ``what``."""
     return DiskFullError(f"{what}: disk full ({errno.errorcode[exc.errno]}); "
                          "free space or lower retention_bytes")
+
+
+def set_aside(path: str) -> str:
+    """Rename a non-regular file of derived data (an index, the partition
+    state) to ``<path>.not-regular`` so a regular one can take its place;
+    returns the new name. A symlink is renamed, never followed."""
+    aside = path + ".not-regular"
+    if os.path.isdir(aside) and not os.path.islink(aside):
+        shutil.rmtree(aside, ignore_errors=True)
+    os.rename(path, aside)
+    return aside

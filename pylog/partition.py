@@ -57,7 +57,7 @@ from . import _native, batch
 from .config import TopicConfig
 from .errors import (CorruptLogError, DiskFullError, LogClosed, LogFailedError,
                      OffsetOutOfRange, TopicNotFound)
-from .files import allocate, open_regular
+from .files import NotARegularFile, allocate, open_regular, set_aside
 from .segment import (INDEX_ENTRY, INDEX_INTERVAL_BYTES, PREALLOCATE_BYTES,
                       PREALLOCATE_BYTES_MIN,
                       TIMEINDEX_ENTRY, Segment, fsync_dir, parse_segment_name)
@@ -201,6 +201,14 @@ class Partition:
             self._state_fd = open_regular(state_path, flags, what="partition state file")
         except FileNotFoundError:
             self._state_fd = -1
+        except NotARegularFile as exc:
+            # rebuilt by recovery (P-4) like a missing one; a writer puts a
+            # regular file in its place
+            if readonly:
+                self._state_fd = -1
+            else:
+                _log.warning("%s; renamed to %s", exc, set_aside(state_path))
+                self._state_fd = open_regular(state_path, flags, what="partition state file")
         self._state_map = None
         self._state_rptr = None
         if self._state_fd >= 0:

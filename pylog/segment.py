@@ -21,12 +21,11 @@ from __future__ import annotations
 import logging
 import mmap
 import os
-import shutil
 import struct
 
 from . import _native
 from .errors import CorruptLogError
-from .files import NotARegularFile, allocate, open_regular
+from .files import NotARegularFile, allocate, open_regular, set_aside
 
 _log = logging.getLogger("pylog")
 
@@ -329,12 +328,8 @@ def _open_index(path: str, flags: int) -> int:
     try:
         return open_regular(path, flags, what="index file")
     except NotARegularFile as exc:
-        aside = path + ".not-regular"
-        _log.warning("%s; renaming it to %s and rebuilding the index (I-3)",
-                     exc, aside)
-        if os.path.isdir(aside) and not os.path.islink(aside):
-            shutil.rmtree(aside, ignore_errors=True)
-        os.rename(path, aside)
+        _log.warning("%s; renamed to %s, rebuilding the index (I-3)",
+                     exc, set_aside(path))
         return open_regular(path, flags | os.O_CREAT, what="index file")
 
 

@@ -146,3 +146,21 @@ def test_bad_active_segment_fails_the_partition_not_the_process(log3, tmp_path,
     assert segs[-1] in res["msg"], res
     res = child(logdir, "verify", child_env)
     assert res["ok"] and any(segs[-1] in p for p in res["result"]), res
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_bad_partition_state_is_rebuilt(log3, tmp_path, child_env, kind):
+    """partition.state is rebuilt by recovery (P-4): a FIFO there hung a
+    read-only open; now read-only opens recover in memory and a writable
+    one sets the odd file aside."""
+    logdir, d, segs = log3
+    state = os.path.join(d, "partition.state")
+    decoy = plant(state, kind, tmp_path)
+    res = child(logdir, "read_ro", child_env)
+    assert res["ok"] and res["result"] == N, res
+    res = child(logdir, "read", child_env)
+    assert res["ok"] and res["result"] == N, res
+    assert os.path.isfile(state) and not os.path.islink(state)
+    assert decoy.read_bytes() == b"decoy must stay untouched"
+    res = child(logdir, "verify", child_env)
+    assert res["ok"] and res["result"] == [], res
