@@ -9,10 +9,10 @@ See README.rst for the guide and FORMAT.rst for the on-disk format.
 """
 
 from .errors import (CommitFailedError, CorruptLogError, DeserializationError,
-                     ForkedLogError,
+                     DiskFullError, ForkedLogError,
                      GroupNotEmpty, InvalidArgument, InvalidConfig,
-                     InvalidTopicName, LogClosed, LogFailedError, LogNotFound,
-                     LogOSError, LogPermissionError, NotALogDirectoryError,
+                     InvalidTimestamp, InvalidTopicName, LogClosed, LogFailedError,
+                     LogNotFound, LogOSError, LogPermissionError, NotALogDirectoryError,
                      ReadOnlyFilesystemError,
                      OffsetOutOfRange, PartitionNotFound, PylogError,
                      ReadOnlyLog, RecordTooLarge, TopicExists, TopicNotFound)
@@ -30,4 +30,5 @@ __all__ = [
     "OffsetOutOfRange", "CommitFailedError", "LogFailedError", "ForkedLogError",
     "GroupNotEmpty", "DeserializationError", "LogOSError", "LogPermissionError",
     "ReadOnlyFilesystemError", "NotALogDirectoryError", "LogNotFound",
+    "DiskFullError", "InvalidTimestamp",
 ]

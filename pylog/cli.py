@@ -781,8 +781,8 @@ def build_parser() -> argparse.ArgumentParser:
              "  pylog topics data/events describe orders --json\n"
              "  pylog topics data/events alter orders --partitions 8 --config retention_bytes=1073741824\n"
              "  pylog topics data/events delete orders\n\n"
-             "config keys: retention_ms, retention_bytes, segment_bytes,\n"
-             "max_message_bytes, compression (none | zstd)")
+             "config keys: retention_ms, retention_bytes, segment_bytes, max_message_bytes,\n"
+             "compression (none | zstd), message_timestamp_{after,before}_max_ms (-1: none)")
     s.add_argument("path", metavar="PATH", help="log directory")
     s.add_argument("action", nargs="?", choices=("list", "create", "delete",
                                                   "describe", "alter"),

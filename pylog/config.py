@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, asdict, fields
 
-from .errors import InvalidArgument, InvalidConfig, InvalidTopicName
+from .errors import InvalidArgument, InvalidConfig, InvalidTimestamp, InvalidTopicName
 
 # M-3: topic names as Kafka allows them, and never a path component that
 # could leave the log directory.
@@ -71,6 +71,11 @@ class TopicConfig:
     ``segment_bytes``: size at which the active segment rolls.
     ``max_message_bytes``: the largest encoded batch a producer may append.
     ``compression``: None or "zstd" (codec 4).
+    ``message_timestamp_after_max_ms`` / ``message_timestamp_before_max_ms``:
+    how far ahead of / behind this machine's clock a producer-supplied
+    timestamp may be (Kafka's message.timestamp.after/before.max.ms); -1
+    is unbounded. One far-future timestamp would otherwise keep its segment,
+    and every later one, from time retention for good.
     """
 
     retention_ms: int = 7 * 86_400_000
@@ -78,6 +83,8 @@ class TopicConfig:
     segment_bytes: int = 128 * 1024 * 1024
     max_message_bytes: int | None = None   # default: min(1 MiB + 12, segment_bytes)
     compression: str | None = None
+    message_timestamp_after_max_ms: int = 3_600_000    # Kafka >= 3.6
+    message_timestamp_before_max_ms: int = -1
 
     def __post_init__(self) -> None:
         if self.max_message_bytes is None and isinstance(self.segment_bytes, int):
@@ -104,9 +111,32 @@ class TopicConfig:
                 f"max_message_bytes={self.max_message_bytes} exceeds "
                 f"segment_bytes={self.segment_bytes}; a batch must fit in a "
                 "segment")
+        _int("message_timestamp_after_max_ms", -1, 2**62)
+        _int("message_timestamp_before_max_ms", -1, 2**62)
         if self.compression not in COMPRESSIONS:
             raise InvalidConfig(
                 f"compression={self.compression!r}; expected None or 'zstd'")
+
+    def check_timestamp(self, topic: str, timestamp_ms: int, now_ms: int) -> None:
+        """Raise InvalidTimestamp when a producer-supplied ``timestamp_ms``
+        is outside [now - before_max, now + after_max] (G5: before anything
+        is written)."""
+        after = self.message_timestamp_after_max_ms
+        if after >= 0 and timestamp_ms > now_ms + after:
+            raise InvalidTimestamp(
+                f"send to {topic}: timestamp_ms={timestamp_ms} is "
+                f"{timestamp_ms - now_ms} ms ahead of the clock ({now_ms}); "
+                f"the topic accepts at most {now_ms + after} "
+                f"(message_timestamp_after_max_ms={after}); nothing was written",
+                timestamp_ms, now_ms + after, "message_timestamp_after_max_ms")
+        before = self.message_timestamp_before_max_ms
+        if before >= 0 and timestamp_ms < now_ms - before:
+            raise InvalidTimestamp(
+                f"send to {topic}: timestamp_ms={timestamp_ms} is "
+                f"{now_ms - timestamp_ms} ms behind the clock ({now_ms}); "
+                f"the topic accepts at least {now_ms - before} "
+                f"(message_timestamp_before_max_ms={before}); nothing was written",
+                timestamp_ms, now_ms - before, "message_timestamp_before_max_ms")
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:

@@ -35,6 +35,24 @@ class InvalidArgument(PylogError, ValueError):
     """An argument has the wrong type or an out-of-range value."""
 
 
+class InvalidTimestamp(PylogError, ValueError):
+    """A record's producer-supplied timestamp is outside the window the
+    topic accepts: more than ``message_timestamp_after_max_ms`` ahead of
+    the broker clock or more than ``message_timestamp_before_max_ms``
+    behind it (Kafka's message.timestamp.after/before.max.ms).
+
+    ``timestamp`` is the record's, ``bound`` the limit it crossed (ms since
+    the epoch) and ``setting`` the topic config key that sets it. Nothing of
+    the call was written.
+    """
+
+    def __init__(self, message: str, timestamp: int, bound: int, setting: str):
+        self.timestamp = timestamp
+        self.bound = bound
+        self.setting = setting
+        super().__init__(message)
+
+
 class TopicNotFound(PylogError, LookupError):
     """The named topic does not exist in this log."""
 
@@ -121,6 +139,16 @@ class LogFailedError(PylogError):
 
     Every later call on it raises this error, naming the original cause,
     until the log is reopened (G8: fail-stop).
+    """
+
+
+class DiskFullError(LogFailedError):
+    """A write found the disk (or quota) full: ENOSPC or EDQUOT.
+
+    Nothing of the failed call was published, and unlike other
+    LogFailedErrors the partition stays usable: retry once space is freed
+    (G8). A full disk never kills the process (no SIGBUS): files that are
+    memory-mapped have their blocks allocated before they are mapped.
     """
 
 
@@ -241,5 +269,5 @@ class LogNotFound(LogOSError, FileNotFoundError):
 __all__ = [name for name in dir() if name.endswith(("Error", "Name", "Found",
                                                     "Exists", "Large",
                                                     "Closed", "Log", "Range",
-                                                    "Config", "Argument",
+                                                    "Config", "Argument", "Timestamp",
                                                     "Empty"))]

@@ -20,12 +20,14 @@ from __future__ import annotations
 import mmap
 import os
 import re
+import stat
 import struct
 
 from dataclasses import asdict, dataclass
 
 from . import _native, batch
 from .errors import CorruptLogError, LogOSError, PylogError
+from .files import NotARegularFile, file_kind, open_regular
 from .log import check_log_dir, writers_present
 from .segment import INDEX_ENTRY, TIMEINDEX_ENTRY, parse_segment_name
 
@@ -107,14 +109,19 @@ class _File:
 
     def __init__(self, path: str):
         self.path = path
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        # never blocks on a FIFO, never follows a symlink (NotARegularFile)
+        fd = open_regular(path, os.O_RDONLY, what="segment file")
         try:
-            st = os.fstat(fd)
-            if not os.path.isfile(path):
-                raise PylogError(f"{path} is not a regular file")
-            self.size = st.st_size
-            self.buf = (mmap.mmap(fd, self.size, mmap.MAP_SHARED, mmap.PROT_READ)
-                        if self.size else b"")
+            for _ in range(8):
+                self.size = os.fstat(fd).st_size
+                try:
+                    self.buf = (mmap.mmap(fd, self.size, mmap.MAP_SHARED,
+                                          mmap.PROT_READ) if self.size else b"")
+                    break
+                except ValueError:
+                    continue    # shrank meanwhile: a live writer's roll (S-4)
+            else:
+                raise PylogError(f"{path} keeps changing size; retry")
         finally:
             os.close(fd)
 
@@ -357,8 +364,7 @@ def dump_index(path: str) -> dict:
     (timestamp, relative offset) file, with problems found by validation."""
     time_index = path.endswith(".timeindex")
     ent = TIMEINDEX_ENTRY if time_index else INDEX_ENTRY
-    with open(path, "rb") as fh:
-        data = fh.read()
+    data = _read_regular(path, "index file")
     problems = []
     usable = len(data) - len(data) % ent.size
     if usable != len(data):
@@ -388,8 +394,8 @@ def read_partition_state(part_dir: str):
     from .partition import State
     p = os.path.join(part_dir, _STATE_FILE)
     try:
-        fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except OSError:
+        fd = open_regular(p, os.O_RDONLY, what="partition state file")
+    except (OSError, NotARegularFile):
         return None
     try:
         if os.fstat(fd).st_size < _native.STATE_SIZE:
@@ -404,6 +410,16 @@ def read_partition_state(part_dir: str):
     finally:
         m.close()
     return None if vals is None else State(vals)
+
+
+def _read_regular(path: str, what: str) -> bytes:
+    """A regular file's bytes (NotARegularFile for anything else: never
+    blocks on a FIFO, never follows a symlink)."""
+    fd = open_regular(path, os.O_RDONLY, what=what)
+    try:
+        return os.pread(fd, os.fstat(fd).st_size, 0)
+    finally:
+        os.close(fd)
 
 
 def _segment_bases(part_dir: str) -> list[int]:
@@ -473,8 +489,8 @@ def _verify(root, meta, problems, progress):
             parts.append((t, p, d))
             if os.path.isdir(d):
                 for b in _segment_bases(d):
-                    try:
-                        total += os.path.getsize(os.path.join(d, f"{b:020d}.log"))
+                    try:       # lstat: a symlink is reported, not followed
+                        total += os.lstat(os.path.join(d, f"{b:020d}.log")).st_size
                     except OSError:
                         pass
     done = [0]
@@ -559,6 +575,12 @@ def _verify_partition(root, meta, t, p, d, live, problems, advance):
             if live:
                 continue      # deleted by retention meanwhile
             raise
+        except NotARegularFile as exc:
+            # reported, and the rest of the partition still checked; the
+            # offsets it held are unknown
+            problems.append(Problem(seg_path, None, exc.reason))
+            next_offset = None
+            continue
         with f:
             size = f.size
             if st is not None and last and base == st.active_base:
@@ -643,11 +665,22 @@ def _verify_indexes(f, base, end, valid_end, seg_next, live_active, positions,
     # seg_next is None when the segment's batches could not be followed to
     # its end (damage reported already): no bound on relative offsets then
     last_rel = seg_next - 1 - base if seg_next is not None else 2**31 - 1
+    usable_files = set()
     for p_, kind in ((ipath, "offset index"), (tpath, "time index")):
-        if not os.path.exists(p_):
+        try:
+            mode = os.lstat(p_).st_mode
+        except FileNotFoundError:
             problems.append(Problem(p_, None, f"{kind} file is missing "
                                     "(derived data: rebuilt on the next open)"))
-    if os.path.exists(ipath):
+            continue
+        if not stat.S_ISREG(mode):
+            problems.append(Problem(p_, None, f"{kind} is a {file_kind(mode)}, "
+                                    "not a regular file (derived data: set "
+                                    "aside and rebuilt on the next writable "
+                                    "open)"))
+            continue
+        usable_files.add(p_)
+    if ipath in usable_files:
         limit = f.size if live_active else max(valid_end, 1)
         idx, usable = _read_index_file(
             ipath, INDEX_ENTRY.size, "index", live_active, problems,
@@ -666,7 +699,7 @@ def _verify_indexes(f, base, end, valid_end, seg_next, live_active, positions,
             if msg:
                 problems.append(Problem(ipath, i, msg))
                 break
-    if os.path.exists(tpath):
+    if tpath in usable_files:
         tidx, usable = _read_index_file(
             tpath, TIMEINDEX_ENTRY.size, "time index", live_active, problems,
             _native.timeindex_validate, "time index entries are not increasing")
@@ -687,8 +720,11 @@ def _read_index_file(path: str, entry_bytes: int, what: str, live_active: bool,
     whole entries up to the first that ``validate`` rejects (I-1/T-1);
     a partial last entry (past a live writer's, expected) and a rejected
     entry are reported in ``problems``."""
-    with open(path, "rb") as fh:
-        data = fh.read()
+    try:
+        data = _read_regular(path, what)
+    except NotARegularFile as exc:      # swapped in since the lstat
+        problems.append(Problem(path, None, exc.reason))
+        return b"", 0
     usable = len(data) - len(data) % entry_bytes
     if usable != len(data) and not live_active:
         problems.append(Problem(path, usable, f"{what} ends with a partial entry"))

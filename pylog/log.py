@@ -33,9 +33,11 @@ import warnings
 from . import _native
 from .config import (PARTITIONS_MAX, SYNC_MODES, TopicConfig,
                      validate_topic_name)
-from .errors import (InvalidArgument, LogClosed, LogFailedError, LogNotFound,
-                     LogOSError, NotALogDirectoryError, PylogError, ReadOnlyLog,
+from .errors import (CorruptLogError, DiskFullError, InvalidArgument, LogClosed,
+                     LogFailedError, LogNotFound, LogOSError, NotALogDirectoryError,
+                     PylogError, ReadOnlyLog,
                      TopicExists, TopicNotFound, PartitionNotFound)
+from .files import DISK_FULL_ERRNOS, allocate, disk_full_error, open_regular
 from .metadata import Metadata
 from .partition import Partition
 from .types import PartitionInfo, TopicInfo
@@ -223,15 +225,26 @@ class LogStore:
         size = DOORBELL_SLOTS * _native.DOORBELL_SLOT_SIZE
         self._bell = self._bell_ptr = None
         try:
-            fd = os.open(p, os.O_RDWR | os.O_CLOEXEC | (0 if self.readonly else os.O_CREAT),
-                         0o644)
-        except OSError:
+            fd = open_regular(p, os.O_RDWR | (0 if self.readonly else os.O_CREAT),
+                              what="doorbell file")
+        except (OSError, CorruptLogError):
             if not self.readonly:
                 raise
             return
         try:
-            if not self.readonly and os.fstat(fd).st_size < size:
-                os.ftruncate(fd, size)
+            # Blocks before the map: waiting and ringing store into it, and
+            # a store into a sparse page on a full disk is SIGBUS. A
+            # read-only log does without a doorbell then (short sleeps); a
+            # writable one must ring it, so it refuses to open.
+            try:
+                allocate(fd, size)
+            except OSError as exc:
+                if exc.errno not in DISK_FULL_ERRNOS:
+                    raise
+                if self.readonly:
+                    return
+                raise disk_full_error(f"open {self.path}: allocating "
+                                      f"{DOORBELL_FILE}", exc) from exc
             if os.fstat(fd).st_size >= size:
                 self._bell = mmap.mmap(fd, size, mmap.MAP_SHARED,
                                        mmap.PROT_READ | mmap.PROT_WRITE)
@@ -296,6 +309,9 @@ class LogStore:
                              lock_identity=None if self.readonly else
                              (self._lock_token, self._lock_fd))
         except OSError as exc:
+            if exc.errno in DISK_FULL_ERRNOS:
+                raise disk_full_error(f"open partition {topic}-{p} in "
+                                      f"{self.path}", exc) from exc
             if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
                 raise _open_error(exc, f"open partition {topic}-{p} in {self.path}",
                                   readonly=self.readonly) from None
@@ -365,7 +381,9 @@ class LogStore:
     def create_topic(self, name: str, partitions: int = 1, *, exist_ok: bool = False,
                      **config) -> TopicInfo:
         """Create a topic; config keys: retention_ms, retention_bytes,
-        segment_bytes, max_message_bytes, compression. Returns its TopicInfo.
+        segment_bytes, max_message_bytes, compression,
+        message_timestamp_after_max_ms, message_timestamp_before_max_ms
+        (see :class:`pylog.config.TopicConfig`). Returns its TopicInfo.
 
         With ``exist_ok``, an existing topic is returned as it is (its
         partition count and config are not changed)."""
@@ -467,6 +485,10 @@ class LogStore:
                 self._open_partition(name, p, doc)
             except LogOSError:
                 raise
+            except DiskFullError as exc:
+                raise DiskFullError(
+                    f"{exc}; the topic exists, its partitions are created on "
+                    "first use once space is freed") from exc.__cause__
             except OSError as exc:
                 raise LogFailedError(
                     f"create partition {name}-{p} in {self.path}: {exc.strerror} "
@@ -483,7 +505,10 @@ class LogStore:
         doc = self._topic_doc(name, 0)
         infos = [PartitionInfo(**self.partition(name, p).describe())
                  for p in range(doc["partitions"])]
-        return TopicInfo(name, doc["partitions"], dict(doc["config"]), infos)
+        # through TopicConfig: keys a log created by an older version lacks
+        # show their defaults, which is what applies
+        return TopicInfo(name, doc["partitions"],
+                         TopicConfig.from_dict(doc["config"]).to_dict(), infos)
 
     def create_partitions(self, name: str, total: int) -> TopicInfo:
         """Grow a topic to ``total`` partitions (never shrinks, as Kafka)."""

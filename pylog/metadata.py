@@ -38,9 +38,10 @@ import time
 
 import lmdb
 
-from .errors import (CommitFailedError, CorruptLogError, LogFailedError,
-                     LogOSError, LogPermissionError, PylogError, TopicExists,
-                     TopicNotFound)
+from .errors import (CommitFailedError, CorruptLogError, DiskFullError,
+                     LogFailedError, LogOSError, LogPermissionError, PylogError,
+                     TopicExists, TopicNotFound)
+from .files import DISK_FULL_ERRNOS, allocate, disk_full_error, open_regular
 from .partition import PartitionMeta
 
 FORMAT_VERSION = b"1"
@@ -119,6 +120,35 @@ def check_lmdb_size(path: str) -> None:
             f"(page {last_pg} of {psize} bytes): the file was truncated", data, size)
 
 
+# lock.mdb's size for max_readers=1024 (liblmdb: 1023 reader slots of 64
+# bytes after a 192-byte header); a larger file only gives more slots.
+_LOCK_FILE_BYTES = 65664
+
+
+def _allocate_lock_file(path: str) -> None:
+    """Create ``lock.mdb`` with its blocks allocated before liblmdb maps it.
+
+    liblmdb sizes a new lock file with ftruncate (sparse) and initializes it
+    through a shared map: on a full disk that store is SIGBUS, killing the
+    process. An existing file of the right size is used as it is, so doing
+    this first turns the full disk into ENOSPC here (DiskFullError)."""
+    try:
+        fd = open_regular(os.path.join(path, "lock.mdb"), os.O_RDWR | os.O_CREAT,
+                          what="LMDB lock file")
+    except OSError as exc:
+        if exc.errno in DISK_FULL_ERRNOS:
+            raise disk_full_error(f"open LMDB metadata in {path}", exc) from exc
+        return          # liblmdb reports it with its own words
+    try:
+        allocate(fd, max(_LOCK_FILE_BYTES, os.fstat(fd).st_size))
+    except OSError as exc:
+        if exc.errno in DISK_FULL_ERRNOS:
+            raise disk_full_error(f"open LMDB metadata in {path}", exc) from exc
+        raise
+    finally:
+        os.close(fd)
+
+
 def _open_env(path: str, *, sync: bool, readonly: bool):
     key = os.path.realpath(path)
     with _ENVS_LOCK:
@@ -146,6 +176,8 @@ def _open_env(path: str, *, sync: bool, readonly: bool):
             if isinstance(exc, PylogError):
                 raise
             raise _access_error(exc, action, readonly) from None
+        if not readonly:
+            _allocate_lock_file(path)
         try:
             env = lmdb.open(path, map_size=MAP_SIZE_BYTES, max_dbs=8,
                             # M-8: never MDB_NOSYNC (a power loss could
@@ -156,6 +188,9 @@ def _open_env(path: str, *, sync: bool, readonly: bool):
                             readonly=readonly, lock=True, create=not readonly,
                             max_readers=1024)
         except lmdb.Error as exc:
+            if os.strerror(errno.ENOSPC) in str(exc):
+                raise DiskFullError(f"open LMDB metadata in {path}: disk full "
+                                    "(ENOSPC); free space") from None
             # LMDB's exceptions carry no errno: redo its opens (creating
             # nothing) to tell permissions from damage
             found = _lmdb_access_problem(path, readonly)
@@ -309,6 +344,10 @@ class Metadata:
                 f"{what}: LMDB metadata map is full ({exc}); nothing was "
                 f"stored") from exc
         except lmdb.Error as exc:
+            if os.strerror(errno.ENOSPC) in str(exc):
+                raise DiskFullError(
+                    f"{what}: LMDB metadata commit in {self.path}: disk full "
+                    "(ENOSPC); nothing was stored; free space") from exc
             raise LogFailedError(
                 f"{what}: LMDB metadata {'commit' if write else 'read'} failed "
                 f"in {self.path} ({exc}); nothing was stored") from exc

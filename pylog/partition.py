@@ -55,8 +55,9 @@ from operator import itemgetter
 
 from . import _native, batch
 from .config import TopicConfig
-from .errors import (CorruptLogError, LogClosed, LogFailedError,
+from .errors import (CorruptLogError, DiskFullError, LogClosed, LogFailedError,
                      OffsetOutOfRange, TopicNotFound)
+from .files import NotARegularFile, allocate, open_regular, set_aside
 from .segment import (INDEX_ENTRY, INDEX_INTERVAL_BYTES, PREALLOCATE_BYTES,
                       PREALLOCATE_BYTES_MIN,
                       TIMEINDEX_ENTRY, Segment, fsync_dir, parse_segment_name)
@@ -197,15 +198,28 @@ class Partition:
         state_path = os.path.join(self.dir, STATE_FILE)
         flags = os.O_RDONLY if readonly else os.O_RDWR | os.O_CREAT
         try:
-            self._state_fd = os.open(state_path, flags | os.O_CLOEXEC
-                                     | os.O_NOFOLLOW, 0o644)
+            self._state_fd = open_regular(state_path, flags, what="partition state file")
         except FileNotFoundError:
             self._state_fd = -1
+        except NotARegularFile as exc:
+            # rebuilt by recovery (P-4) like a missing one; a writer puts a
+            # regular file in its place
+            if readonly:
+                self._state_fd = -1
+            else:
+                _log.warning("%s; renamed to %s", exc, set_aside(state_path))
+                self._state_fd = open_regular(state_path, flags, what="partition state file")
         self._state_map = None
         self._state_rptr = None
         if self._state_fd >= 0:
-            if not readonly and os.fstat(self._state_fd).st_size < STATE_FILE_BYTES:
-                os.ftruncate(self._state_fd, STATE_FILE_BYTES)
+            if not readonly:
+                # blocks first, map second: a sparse page touched through
+                # the map on a full disk is SIGBUS, this is ENOSPC
+                try:
+                    allocate(self._state_fd, STATE_FILE_BYTES)
+                except BaseException:
+                    os.close(self._state_fd)
+                    raise
             if os.fstat(self._state_fd).st_size >= STATE_FILE_BYTES:
                 prot = mmap.PROT_READ | (0 if readonly else mmap.PROT_WRITE)
                 self._state_map = mmap.mmap(self._state_fd, STATE_FILE_BYTES,
@@ -586,7 +600,13 @@ class Partition:
                                      for e in r.timeindex_entries)
                     if not last and next_offset > base:   # T-3
                         tidx += TIMEINDEX_ENTRY.pack(max_ts, next_offset - 1 - base)
-                    seg.replace_indexes(idx, tidx)
+                    try:
+                        seg.replace_indexes(idx, tidx)
+                    except OSError as exc:
+                        # derived data (I-3): a full disk must not keep the
+                        # log from opening; a reader rebuilds what is torn
+                        _log.warning("%s: recovered index not written: %s",
+                                     seg.index_path, exc)
                     if last:
                         _native.set_state_index_position(
                             self._state_map, _last_entry_position(idx))
@@ -874,8 +894,8 @@ class Partition:
         self._unlock()
         return result
 
-    def _disk_full(self, code: int) -> LogFailedError:
-        return LogFailedError(f"append to {self.name}: disk full "
+    def _disk_full(self, code: int) -> DiskFullError:
+        return DiskFullError(f"append to {self.name}: disk full "
                               f"({errno.errorcode[code]}); free space or lower "
                               "retention_bytes")
 

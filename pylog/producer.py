@@ -153,6 +153,8 @@ class Producer:
         """Append one record; return where it went.
 
         Raises TopicNotFound, PartitionNotFound, InvalidArgument (types),
+        InvalidTimestamp (``timestamp_ms`` outside the topic's
+        message_timestamp_after/before_max_ms window),
         RecordTooLarge, ReadOnlyLog, LogClosed, LogFailedError (I/O). Nothing
         is written when it raises before the append (G5)."""
         # The hot path — bytes key (or none) and value, default partition and
@@ -220,6 +222,8 @@ class Producer:
                 p = self._partition(topic, key, partition, n)
             try:
                 part = log.open_partitions().get((topic, p)) or log.partition(topic, p)
+                if timestamp_ms is not None:
+                    part.config.check_timestamp(topic, ts, _time_ns() // 1_000_000)
                 if (len(key) if key else 0) + (len(value) if value else 0) + \
                         _FRAMING_BYTES_MAX > part.config.max_message_bytes or rec[3]:
                     self._check_size(topic, part, (rec,))
@@ -269,6 +273,11 @@ class Producer:
         if isinstance(items, (bytes, str)):
             raise InvalidArgument("items must be a list of records, not a single value")
         ts = self._timestamp(timestamp_ms)
+        if timestamp_ms is not None:
+            # the topic's bounds (the same for every partition), before
+            # anything is written
+            log.partition(topic, 0).config.check_timestamp(
+                topic, ts, _time_ns() // 1_000_000)
         if type(items) is list and self._key_ser is None and self._value_ser is None:
             done = self._send_batch_columns(topic, items, partition, ts)
             if done is not None:

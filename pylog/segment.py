@@ -18,13 +18,16 @@ lock writes, and readers never look past the published end.
 
 from __future__ import annotations
 
-import errno
+import logging
 import mmap
 import os
 import struct
 
 from . import _native
 from .errors import CorruptLogError
+from .files import NotARegularFile, allocate, open_regular, set_aside
+
+_log = logging.getLogger("pylog")
 
 OFFSET_DIGITS = 20  # S-1: names sort numerically under ls
 INDEX_ENTRY = struct.Struct(">ii")      # I-1: relative offset, position
@@ -35,6 +38,9 @@ INDEX_INTERVAL_BYTES = 4096             # I-2
 # rarely.
 PREALLOCATE_BYTES_MIN = 64 * 1024
 PREALLOCATE_BYTES = 8 * 1024 * 1024
+# A segment shrinks once (at its roll) while readers map it: a retry or two
+# suffices; more means something else keeps truncating it.
+_MAP_ATTEMPTS = 8
 
 
 def segment_name(base_offset: int, suffix: str) -> str:
@@ -64,14 +70,10 @@ class Segment:
         flags = os.O_RDWR if writable else os.O_RDONLY
         if create:
             flags |= os.O_CREAT
-        # O_NOFOLLOW: a symlink planted in a partition directory is refused.
-        try:
-            self.fd = os.open(self.path, flags | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:    # P-1: planted symlinks are refused
-                raise CorruptLogError("segment file is a symlink; refusing to "
-                                      "follow it", self.path, 0) from None
-            raise
+        # P-1: a symlink, FIFO or directory planted in a partition directory
+        # is refused (NotARegularFile, a CorruptLogError naming the path);
+        # the open never blocks or follows
+        self.fd = open_regular(self.path, flags, what="segment file")
         self._map: mmap.mmap | None = None
         self._map_len = 0
         self._wptr = None        # native pointer into the writable map
@@ -92,18 +94,28 @@ class Segment:
         """
         if self._map is not None and self._map_len >= need:
             return self._map
-        size = self.file_size()
-        if size < need:
-            raise CorruptLogError(
-                f"segment is {size} bytes but its data should reach {need}",
-                self.path, size)
-        if size == 0:
-            return None
-        self.unmap()
         prot = mmap.PROT_READ | (mmap.PROT_WRITE if self.writable else 0)
-        self._map = mmap.mmap(self.fd, size, mmap.MAP_SHARED, prot)
-        self._map_len = size
-        return self._map
+        for _ in range(_MAP_ATTEMPTS):
+            size = self.file_size()
+            if size < need:
+                raise CorruptLogError(
+                    f"segment is {size} bytes but its data should reach {need}",
+                    self.path, size)
+            if size == 0:
+                return None
+            self.unmap()
+            try:
+                self._map = mmap.mmap(self.fd, size, mmap.MAP_SHARED, prot)
+            except ValueError:
+                # The file shrank between our fstat and mmap's: a writer
+                # rolling the segment truncated its preallocated tail to
+                # the valid end (S-4), which is still >= need. Map again at
+                # the new size.
+                continue
+            self._map_len = size
+            return self._map
+        raise CorruptLogError(f"segment kept changing size while being mapped "
+                              f"({_MAP_ATTEMPTS} attempts)", self.path, None)
 
     def pointer(self):
         """Native pointer to the current map (None when nothing is mapped),
@@ -136,11 +148,11 @@ class Segment:
     def index_fds(self) -> tuple[int, int]:
         """Append-only descriptors of .index and .timeindex (writer side)."""
         if self._index_fds[0] < 0:
-            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
-            i = os.open(self.index_path, flags, 0o644)
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+            i = _open_index(self.index_path, flags)
             try:
-                t = os.open(self.timeindex_path, flags, 0o644)
-            except OSError:
+                t = _open_index(self.timeindex_path, flags)
+            except BaseException:
                 os.close(i)
                 raise
             self._index_fds = (i, t)
@@ -171,18 +183,7 @@ class Segment:
         """Reserve blocks up to ``size`` bytes (ENOSPC surfaces here, G8)."""
         if self.file_size() >= size:
             return
-        try:
-            os.posix_fallocate(self.fd, 0, size)
-        except OSError as exc:
-            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
-                raise
-            # Filesystems without fallocate: extend by writing zeros so the
-            # blocks exist before the map touches them.
-            cur = self.file_size()
-            zeros = bytes(min(1 << 20, size - cur))
-            while cur < size:
-                n = os.pwrite(self.fd, zeros[:size - cur], cur)
-                cur += n
+        allocate(self.fd, size)
 
     def truncate(self, size: int) -> None:
         self.unmap()
@@ -301,9 +302,15 @@ class Segment:
 
 
 def _read_file(path: str) -> bytes:
+    """An index file's bytes; b"" when it is missing or not a regular file
+    (derived data: the caller rebuilds it, and a writer sets the odd file
+    aside when it writes the rebuilt one)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        fd = open_regular(path, os.O_RDONLY, what="index file")
     except FileNotFoundError:
+        return b""
+    except NotARegularFile as exc:
+        _log.warning("%s; treating the index as missing (I-3)", exc)
         return b""
     try:
         size = os.fstat(fd).st_size
@@ -312,9 +319,22 @@ def _read_file(path: str) -> bytes:
         os.close(fd)
 
 
+def _open_index(path: str, flags: int) -> int:
+    """Open an index file for writing. A symlink, FIFO or directory there
+    is renamed aside (``<name>.not-regular``, never followed or written
+    through) and a regular file made in its place: indexes are derived
+    data (I-3), rebuilt from the segment, so an odd file never keeps a log
+    from opening."""
+    try:
+        return open_regular(path, flags, what="index file")
+    except NotARegularFile as exc:
+        _log.warning("%s; renamed to %s, rebuilding the index (I-3)",
+                     exc, set_aside(path))
+        return open_regular(path, flags | os.O_CREAT, what="index file")
+
+
 def _append_file(path: str, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-                 | os.O_NOFOLLOW, 0o644)
+    fd = _open_index(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     try:
         os.write(fd, data)
     finally:
@@ -326,8 +346,7 @@ def _replace_file(path: str, data: bytes) -> None:
     purpose: writers in other processes hold O_APPEND descriptors of the
     active segment's index files, which a rename would orphan. Index files
     are derived data, checked before use (I-3): a torn rewrite is rebuilt."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-                 | os.O_NOFOLLOW, 0o644)
+    fd = _open_index(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
         view = memoryview(data)
         while view:

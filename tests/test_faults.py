@@ -227,7 +227,7 @@ def test_enospc_on_fallocate_then_space_is_freed(shim, logdir, tmp_path, child_e
     print(f"faults injected: {len(injected)} (fallocate ENOSPC)")
     assert_errors_are_pylog(events)
     errs = [e for e in events if e.get("what") == "send" and "err" in e]
-    assert len(errs) >= 3 and all(e["err"] == "LogFailedError" for e in errs)
+    assert len(errs) >= 3 and all(e["err"] == "DiskFullError" for e in errs)
     assert any("ENOSPC" in e["msg"] or "disk full" in e["msg"] for e in errs)
     freed = [i for i, e in enumerate(events) if e["what"] == "freed"]
     assert freed, "the child never freed space"
@@ -237,7 +237,7 @@ def test_enospc_on_fallocate_then_space_is_freed(shim, logdir, tmp_path, child_e
 
 
 CREATE_FAULTS = [pytest.param("fsync", "/t-0", EIO, id="fsync-5"),
-                 pytest.param("ftruncate", "partition.state", EIO, id="ftruncate-5")]
+                 pytest.param("fallocate", "partition.state", EIO, id="fallocate-5")]
 
 
 @pytest.mark.parametrize("ops,pat,code", CREATE_FAULTS)

@@ -8,7 +8,8 @@ import os
 import pylog
 
 LAYERS = [
-    {"errors", "config", "types", "assignors", "table", "gcpause", "_build_native"},
+    {"errors", "config", "types", "assignors", "table", "gcpause", "_build_native",
+     "files"},
     {"_native"},
     {"batch"},
     {"segment"},

@@ -11,6 +11,12 @@
  *   PLSHIM_FAULT_GATE   faults only while this file exists
  *   PLSHIM_FAULT_LOG    append "op path\n" per injected fault
  *
+ * Race widening (tests/test_roll_race.py):
+ *   PLSHIM_DELAY_FSTAT_US  fstat of a file whose path contains
+ *                          PLSHIM_DELAY_PATH returns what it saw this many
+ *                          microseconds late, so a size read and its use
+ *                          straddle a concurrent truncate far more often
+ *
  * Durable image ("power loss", SQLite crash-test style):
  *   PLSHIM_SHADOW_ROOT  only files under this directory are tracked
  *   PLSHIM_SHADOW_DIR   where images go: <ino>.img is a file's content as of
@@ -298,5 +304,33 @@ ssize_t pwritev(int fd, const struct iovec *iov, int cnt, off_t off) {
     if (fd_fault("write", fd)) { errno = fault_errno(); return -1; }
     ssize_t rc = real_pwritev(fd, iov, cnt, off);
     after_write(fd, rc);
+    return rc;
+}
+
+/* fstat that answers late (PLSHIM_DELAY_FSTAT_US): the answer is stale by
+ * the delay, widening check-then-use races on file sizes. */
+static void fstat_delay(int fd, int rc) {
+    const char *us = getenv("PLSHIM_DELAY_FSTAT_US");
+    if (busy || rc != 0 || !us || !*us) return;
+    char path[4096];
+    const char *pat = getenv("PLSHIM_DELAY_PATH");
+    busy++;
+    int got = fd_path(fd, path, sizeof path);
+    busy--;
+    if (got != 0 || (pat && *pat && !strstr(path, pat))) return;
+    usleep((useconds_t)atol(us));
+}
+
+int fstat(int fd, struct stat *st) {
+    REAL(int, fstat, int, struct stat *);
+    int rc = real_fstat(fd, st);
+    fstat_delay(fd, rc);
+    return rc;
+}
+
+int fstat64(int fd, struct stat64 *st) {
+    REAL(int, fstat64, int, struct stat64 *);
+    int rc = real_fstat64(fd, st);
+    fstat_delay(fd, rc);
     return rc;
 }

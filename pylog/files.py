@@ -1,0 +1,135 @@
+"""Opening and sizing the files pylog maps or reads: refusing what is not a
+regular file, and allocating blocks before a memory map touches them.
+
+Two hazards live here:
+
+* A FIFO, device, directory or symlink planted where a segment, index or
+  state file is expected. ``open(2)`` of a FIFO blocks until a peer opens the
+  other end (forever), a symlink leads outside the log, a directory fails
+  later with a bare ``OSError``. :func:`open_regular` opens with
+  ``O_NONBLOCK | O_NOFOLLOW`` (so the open itself never blocks or follows)
+  and refuses anything ``fstat`` does not call a regular file.
+* A store through a shared map into a file block the filesystem cannot
+  allocate (a sparse file on a full disk) kills the process with SIGBUS.
+  :func:`allocate` reserves the blocks first, so a full disk surfaces as an
+  ``OSError(ENOSPC)`` the caller turns into :class:`~pylog.errors.DiskFullError`.
+
+Pure functions over file descriptors: thread-safe. Nothing here syncs;
+callers fsync what must be durable.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import shutil
+import stat
+
+from .errors import CorruptLogError, DiskFullError
+
+# errnos of a full disk or quota (G8)
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+class NotARegularFile(CorruptLogError):
+    """A path where pylog expects a regular file is a symlink, FIFO,
+    directory, device or socket. ``path`` names it and ``kind`` says what
+    it is."""
+
+    def __init__(self, path: str, kind: str, what: str = "file"):
+        self.kind = kind
+        super().__init__(f"{what} is a {kind}, not a regular file; refusing "
+                         "to open it", path, None)
+
+    def with_path(self, path: str) -> "NotARegularFile":
+        return NotARegularFile(path, self.kind)
+
+
+def file_kind(mode: int) -> str:
+    """What ``st_mode`` is, in words (for messages)."""
+    for test, name in ((stat.S_ISREG, "regular file"), (stat.S_ISDIR, "directory"),
+                       (stat.S_ISLNK, "symlink"), (stat.S_ISFIFO, "FIFO"),
+                       (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def open_regular(path: str, flags: int, mode: int = 0o644, *,
+                 what: str = "file") -> int:
+    """``os.open(path, flags)`` that never blocks in open(2), never follows
+    a symlink and returns only descriptors of regular files.
+
+    Raises :class:`NotARegularFile` (a CorruptLogError naming ``path``) for
+    anything else; other errors (FileNotFoundError, ENOSPC, EACCES) as
+    ``OSError``. The returned descriptor is blocking again (O_NONBLOCK has
+    no effect on regular files, but is cleared so it is not inherited by
+    anything that reopens through /proc)."""
+    try:
+        fd = os.open(path, flags | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     mode)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.ENODEV,
+                         errno.EOPNOTSUPP):
+            # ELOOP: a symlink (O_NOFOLLOW); EISDIR: a directory opened for
+            # writing; ENXIO/ENODEV/EOPNOTSUPP: a FIFO without reader, a
+            # device or a socket
+            try:
+                kind = file_kind(os.lstat(path).st_mode)
+            except OSError:
+                raise exc from None
+            if kind != "regular file":
+                raise NotARegularFile(path, kind, what) from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotARegularFile(path, file_kind(st.st_mode), what)
+        fl = fcntl.fcntl(fd, fcntl.F_GETFL)
+        fcntl.fcntl(fd, fcntl.F_SETFL, fl & ~os.O_NONBLOCK)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def allocate(fd: int, size: int) -> None:
+    """Make sure the blocks of bytes [0, size) of ``fd`` exist on disk,
+    extending the file to ``size`` if it is shorter; data already there is
+    kept. Raises ``OSError(ENOSPC)`` on a full disk — before any map could
+    touch a missing block (SIGBUS).
+
+    Uses posix_fallocate. Filesystems without it get zeros written past the
+    current end; holes inside the current size cannot be filled that way
+    without a race against other writers, so there the caller keeps the risk
+    it had (such filesystems are rare: tmpfs, ext4, xfs and btrfs have it)."""
+    try:
+        os.posix_fallocate(fd, 0, size)
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+            raise
+    cur = os.fstat(fd).st_size
+    zeros = bytes(min(1 << 20, max(0, size - cur)))
+    while cur < size:
+        cur += os.pwrite(fd, zeros[:size - cur], cur)
+
+
+def disk_full_error(what: str, exc: OSError) -> DiskFullError:
+    """The DiskFullError for ``exc`` (an ENOSPC/EDQUOT OSError) hit while
+    doing ``what``."""
+    return DiskFullError(f"{what}: disk full ({errno.errorcode[exc.errno]}); "
+                         "free space or lower retention_bytes")
+
+
+def set_aside(path: str) -> str:
+    """Rename a non-regular file of derived data (an index, the partition
+    state) to ``<path>.not-regular`` so a regular one can take its place;
+    returns the new name. A symlink is renamed, never followed."""
+    aside = path + ".not-regular"
+    if os.path.isdir(aside) and not os.path.islink(aside):
+        shutil.rmtree(aside, ignore_errors=True)
+    os.rename(path, aside)
+    return aside

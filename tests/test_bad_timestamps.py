@@ -1,0 +1,147 @@
+"""Producer-supplied timestamps outside the topic's window are refused
+(issue 13: one far-future timestamp stopped time retention for good).
+
+Kafka's message.timestamp.after.max.ms (default one hour since 3.6) and
+message.timestamp.before.max.ms (default unbounded) become the topic
+settings message_timestamp_after_max_ms / message_timestamp_before_max_ms.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+import pylog
+from pylog.partition import Cursor
+
+HOUR = 3_600_000
+FAR_FUTURE = 2**62 - 1
+
+
+def now_ms():
+    return time.time_ns() // 1_000_000
+
+
+def end_offsets(log, topic):
+    return [p.end_offset for p in log.describe_topic(topic).partition_info]
+
+
+def test_far_future_timestamp_is_refused_and_retention_keeps_working(logdir):
+    """The issue's scenario: hour-old records in 8 segments, retention_ms
+    60 s, one record stamped 2^62-1. It was accepted and kept every segment;
+    now it is refused (nothing written) and retention deletes the old ones."""
+    with pylog.open(logdir, sync="never") as log:
+        log.create_topic("t", segment_bytes=65536, retention_ms=-1)
+        prod = log.producer()
+        old = now_ms() - HOUR
+        for i in range(8 * 30):
+            prod.send("t", b"%04d" % i + b"x" * 2000, timestamp_ms=old)
+        before = end_offsets(log, "t")
+        with pytest.raises(pylog.InvalidTimestamp) as ei:
+            prod.send("t", b"future", timestamp_ms=FAR_FUTURE)
+        exc = ei.value
+        assert isinstance(exc, ValueError) and isinstance(exc, pylog.PylogError)
+        assert exc.timestamp == FAR_FUTURE
+        assert exc.setting == "message_timestamp_after_max_ms"
+        assert abs(exc.bound - (now_ms() + HOUR)) < 60_000
+        msg = str(exc)
+        assert str(FAR_FUTURE) in msg and "message_timestamp_after_max_ms=3600000" in msg
+        assert str(exc.bound) in msg
+        with pytest.raises(pylog.InvalidTimestamp):
+            prod.send_batch("t", [b"a", b"b"], timestamp_ms=FAR_FUTURE)
+        assert end_offsets(log, "t") == before, "a refused record was written"
+        prod.send("t", b"now")              # rolls are by size: one more segment
+        segs = log.describe_topic("t").partition_info[0].segments
+        assert segs >= 8
+        log.alter_topic("t", retention_ms=60_000)
+        assert log.enforce_retention() > 0
+        info = log.describe_topic("t").partition_info[0]
+        assert info.segments < segs and info.start_offset > 0
+
+
+def test_within_the_window_and_unbounded(logdir):
+    with pylog.open(logdir, sync="never") as log:
+        log.create_topic("t")
+        prod = log.producer()
+        prod.send("t", b"soon", timestamp_ms=now_ms() + HOUR - 60_000)
+        prod.send("t", b"ancient", timestamp_ms=0)   # before: unbounded by default
+        log.create_topic("free", message_timestamp_after_max_ms=-1)
+        md = log.producer().send("free", b"x", timestamp_ms=FAR_FUTURE)
+        assert md.timestamp_ms == FAR_FUTURE
+        recs = log.partition("t", 0).fetch(Cursor(0), 10)
+        assert [r[3] for r in recs] == [b"soon", b"ancient"]
+
+
+@pytest.mark.parametrize("items", [
+    [b"a", b"b"],                                   # column path, one partition
+    [(b"k%d" % i, b"v") for i in range(20)],        # keys over all partitions
+    [(b"k", b"v", [("h", b"x")])],                  # general path with headers
+], ids=["values", "keys-spread", "headers"])
+def test_before_bound_refuses_old_timestamps_writing_nothing(logdir, items):
+    with pylog.open(logdir, sync="never") as log:
+        log.create_topic("t", partitions=3, message_timestamp_before_max_ms=HOUR)
+        prod = log.producer()
+        stale = now_ms() - 2 * HOUR
+        with pytest.raises(pylog.InvalidTimestamp) as ei:
+            prod.send_batch("t", items, timestamp_ms=stale)
+        assert ei.value.setting == "message_timestamp_before_max_ms"
+        assert "message_timestamp_before_max_ms=3600000" in str(ei.value)
+        with pytest.raises(pylog.InvalidTimestamp):
+            prod.send("t", b"x", key=b"k", timestamp_ms=stale)
+        assert end_offsets(log, "t") == [0, 0, 0]
+        prod.send_batch("t", items, timestamp_ms=now_ms() - HOUR // 2)
+        assert sum(end_offsets(log, "t")) == len(items)
+
+
+def test_config_is_validated_altered_and_described(logdir):
+    with pylog.open(logdir) as log:
+        info = log.create_topic("t")
+        assert info.config["message_timestamp_after_max_ms"] == HOUR
+        assert info.config["message_timestamp_before_max_ms"] == -1
+        for bad in (-2, 2**62 + 1, "1", True, 1.5):
+            with pytest.raises(pylog.InvalidConfig):
+                log.create_topic("u", message_timestamp_after_max_ms=bad)
+            with pytest.raises(pylog.InvalidConfig):
+                log.alter_topic("t", message_timestamp_before_max_ms=bad)
+        assert "u" not in log.topics()
+        info = log.alter_topic("t", message_timestamp_after_max_ms=1000)
+        assert info.config["message_timestamp_after_max_ms"] == 1000
+        with pytest.raises(pylog.InvalidTimestamp):
+            log.producer().send("t", b"x", timestamp_ms=now_ms() + 60_000)
+
+
+def test_log_without_the_keys_gets_the_defaults(logdir):
+    """A topic stored by an older version has no such keys: the defaults
+    apply, and describe_topic shows them."""
+    with pylog.open(logdir) as log:
+        log.create_topic("t")
+        doc = log.meta.get_topic("t")
+        cfg = {k: v for k, v in doc["config"].items()
+               if not k.startswith("message_timestamp")}
+        log.meta.update_topic("t", config=cfg)
+    with pylog.open(logdir) as log:
+        assert "message_timestamp_after_max_ms" not in log.meta.get_topic("t")["config"]
+        info = log.describe_topic("t")
+        assert info.config["message_timestamp_after_max_ms"] == HOUR
+        assert info.config["message_timestamp_before_max_ms"] == -1
+        with pytest.raises(pylog.InvalidTimestamp):
+            log.producer().send("t", b"x", timestamp_ms=FAR_FUTURE)
+
+
+def test_cli_creates_and_describes_the_settings(logdir, child_env):
+    def cli(*args):
+        r = subprocess.run([sys.executable, "-m", "pylog.cli", *args],
+                           capture_output=True, env=child_env, timeout=60)
+        assert r.returncode == 0, r.stderr.decode()
+        return r.stdout.decode()
+    cli("topics", logdir, "create", "t", "--config",
+        "message.timestamp.after.max.ms=5000", "--config",
+        "message_timestamp_before_max_ms=86400000")
+    out = cli("topics", logdir, "describe", "t")
+    assert "message_timestamp_after_max_ms=5000" in out
+    assert "message_timestamp_before_max_ms=86400000" in out
+    doc = json.loads(cli("topics", logdir, "describe", "t", "--json"))
+    assert doc["config"]["message_timestamp_after_max_ms"] == 5000
