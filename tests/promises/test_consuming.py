@@ -266,12 +266,13 @@ def test_interrupted_consumer_redelivers_what_it_had_not_finished(tmp_path, chil
             assert "KeyboardInterrupt" in c.stderr()
     got = committed(path).get(("t", 0))
     if how == "sigkill":
-        # the last auto-commit (at one of the polls before) or run's commit
-        # after the batch 10..19: never past the batch being handled
-        assert got in (10, 20) if mode != "run" else got == 20, got
+        # the last auto-commit, if its interval had passed at one of the
+        # polls before (or run's commit after the batch 10..19): never past
+        # the batch being handled
+        assert got is None or got <= 20 if mode != "run" else got == 20, got
     else:
         assert got == UNFINISHED[mode], f"committed {got}, expected {UNFINISHED[mode]}"
-    assert restart_first_offset(path) == got
+    assert restart_first_offset(path) == (got or 0)
 
 
 def test_auto_commit_commits_finished_records_every_interval(fastlog):
