@@ -329,9 +329,8 @@ class Consumer:
         self._delivery.forget(tp)
 
     def seek(self, tp, offset: int) -> None:
-        """Make the next poll() of ``tp`` start at ``offset``. A group
-        member that has not polled yet joins its group first, so seek works
-        right after ``log.consumer(topic, group_id=...)``."""
+        """Make the next poll() of ``tp`` start at ``offset``; a new group
+        member joins its group first (seek right after log.consumer())."""
         self._check()
         tp = self._owned_or_raise(tp)
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
@@ -492,10 +491,9 @@ class Consumer:
             raise
 
     def _still_owned(self, recs: list, slices: list) -> list:
-        """The member's lease ran out during this poll (it was stopped or
-        starved past half its session timeout, so another member may have
-        taken partitions over): re-check the group, which renews the lease
-        or finds the partitions gone, and drop records of lost ones."""
+        """The lease ran out during this poll (stopped or starved: another
+        member may have taken partitions over): re-check the group, which
+        renews the lease or drops the records of partitions now lost."""
         self._sync_group(force=True)
         owned = set(self._owned())
         if all(tp in owned for tp, _, _ in slices):
@@ -627,12 +625,14 @@ class Consumer:
         raw = {(tp.topic, tp.partition): o for tp, o in offsets.items()}
         self._sync_for_commit(offsets)
         if self._member is not None and self._manual is None:
+            if not self._member.joined:
+                self._sync_group(force=True)   # before its first poll: join
             self._member.commit(raw)
         else:
             self._log.meta.commit(self.group_id, raw)
         self._committed_pos.update(offsets)
-        for tp in offsets:      # what the application committed, it finished
-            self._delivery.forget(tp)
+        for tp, off in offsets.items():     # the application finished these
+            self._delivery.committed(tp, off)
 
     def _maybe_auto_commit(self) -> None:
         if not self._auto_commit:

@@ -52,8 +52,20 @@ class Delivery:
         self.pending.setdefault(tp, first_offset)
 
     def forget(self, tp: TopicPartition) -> None:
-        """``tp`` was sought, lost, reset or committed: its position says all."""
+        """``tp`` was sought, lost or reset: its position says all."""
         self.pending.pop(tp, None)
+
+    def committed(self, tp: TopicPartition, offset: int) -> None:
+        """The application committed ``tp`` up to ``offset``: what lies
+        before it is finished, what lies after it is not."""
+        first = self.pending.get(tp)
+        if first is None:
+            return
+        cur = self._cursors.get(tp)
+        if cur is None or offset >= cur.offset:
+            del self.pending[tp]
+        elif offset > first:
+            self.pending[tp] = offset
 
     def give_back(self) -> None:
         """The running poll failed (Ctrl-C, a refused record, an I/O
@@ -151,14 +163,16 @@ class Delivery:
                     if per_record and commit is not None:
                         commit({tp: r.offset + 1})
                         done.clear()
-            except BaseException:
+            except BaseException as exc:
                 self.abandoned(recs[n:])
                 self.next_poll()        # those before it were finished
                 if done and commit is not None:
                     try:
                         commit(done)
-                    except CommitFailedError:
-                        pass    # moved away: its new owner redelivers; raise the cause
+                    except (CommitFailedError, LogClosed):
+                        pass    # moved away or closed: redelivered; raise the cause
+                if isinstance(exc, LogClosed):
+                    return      # closed from another thread: close() committed
                 raise
             self.next_poll()
             if done and commit is not None:

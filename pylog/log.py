@@ -415,6 +415,15 @@ class LogStore:
                 left = self._undo_create_topic(name, doc)
                 if not isinstance(exc, (OSError, LogFailedError)):
                     raise
+                if isinstance(exc, DiskFullError) or \
+                        getattr(exc, "errno", None) in DISK_FULL_ERRNOS:
+                    # the undo itself needs space: what it left is a topic
+                    # whose partitions are made on first use (G8)
+                    raise DiskFullError(
+                        f"{action}: disk full ({exc}); " + (
+                            "nothing was created" if not left else
+                            "the topic exists, its partitions are created on "
+                            "first use once space is freed")) from exc
                 raise _restate(exc, action, "nothing was created" if not left else
                                f"the topic was removed again but {left} could "
                                "not be; remove it by hand") from None

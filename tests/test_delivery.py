@@ -441,3 +441,30 @@ def test_stopped_member_never_returns_records_it_lost(tmp_path, child_env):
         if b is not None:
             b.close()
         log.close()
+
+
+def test_close_from_another_thread_during_per_record_run(log):
+    fill(log, 50)
+    c = log.consumer("t", group_id="g", auto_offset_reset="earliest")
+    handled = []
+
+    def handler(r):
+        handled.append(r.offset)
+        if r.offset == 20:
+            t = threading.Thread(target=c.close)
+            t.start()
+            t.join()
+
+    c.run(handler, commit_every="record", poll_timeout=0.2)
+    # close() committed what the handler had finished (0-19); record 20 and
+    # the rest of the batch were never finished
+    assert log.meta.committed("g", "t", 0) == 20
+    assert handled == list(range(21))
+
+
+def test_commit_before_the_first_poll_joins_the_group(log):
+    fill(log, 10)
+    with log.consumer("t", group_id="g") as c:
+        c.commit({TP("t", 0): 4})
+    with log.consumer("t", group_id="g") as c:
+        assert offsets(c.poll(timeout=0.5))[0] == 4

@@ -21,7 +21,7 @@ LAYERS = [
     {"api"},
     {"__init__"},
     {"inspect", "demo"},
-    {"cli"},
+    {"cli", "cli_args"},
 ]
 RANK = {m: i for i, layer in enumerate(LAYERS) for m in layer}
 PKG = os.path.dirname(pylog.__file__)
