@@ -109,10 +109,6 @@ def test_run_commits_after_the_handler_returns(fastlog):
     c.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "close() from another thread while run(handler, commit_every='record') "
-    "handles a record commits the whole batch: records never handled are "
-    "committed (lost)"))
 def test_close_from_another_thread_during_run_commits_only_finished(fastlog):
     """the commit made when a rebalance moves a
     partition away, and ``close()`` commit finished records only.
@@ -175,7 +171,7 @@ def test_blocked_poll_uses_no_cpu_and_wakes_at_once(tmp_path, child_env, kind):
     """A consumer blocked in ``poll`` sleeps on a futex in a shared file and wakes as
     soon as any process appends: idle consumers use no CPU.
 
-    A consumer process blocked in poll(timeout=30) for 1.5 s: under 5% of a
+    A consumer process blocked in poll(timeout=30) for 1 s: under 5% of a
     CPU (a group member still heartbeats). Then another process appends: the
     poll returns within half a second, with the record."""
     path = tmp_path / "log"
@@ -185,9 +181,9 @@ def test_blocked_poll_uses_no_cpu_and_wakes_at_once(tmp_path, child_env, kind):
         c.expect("waiting")
         time.sleep(0.2)
         cpu0 = _cpu_s(c.pid)
-        time.sleep(1.5)
+        time.sleep(1.0)
         idle = _cpu_s(c.pid) - cpu0
-        assert idle < 0.075, f"an idle consumer used {idle:.3f} s of CPU in 1.5 s"
+        assert idle < 0.05, f"an idle consumer used {idle:.3f} s of CPU in 1 s"
         sent = time.time()
         run_child("""
             import sys, pylog
@@ -456,7 +452,7 @@ def test_poll_interrupted_by_ctrl_c_returns_nothing_and_moves_nothing(tmp_path, 
     real SIGINT at a random moment. When the KeyboardInterrupt came out of
     poll (its traceback goes into pylog), the position is exactly after the
     records the application got; the interrupted poll moved nothing. Tried
-    until it lands inside poll eight times (or 40 tries)."""
+    until it lands inside poll five times (or 40 tries)."""
     path = tmp_path / "log"
     with pylog.open(path, sync="never") as log:
         log.create_topic("t", segment_bytes=1 << 20)
@@ -483,7 +479,7 @@ def test_poll_interrupted_by_ctrl_c_returns_nothing_and_moves_nothing(tmp_path, 
             inside += 1
             assert int(pos) == int(seen), \
                 f"the interrupted poll moved the position: {pos} after {seen} records returned"
-            if inside == 8:
+            if inside == 5:
                 break
     assert inside >= 3, "SIGINT never landed inside poll"
 
@@ -601,10 +597,6 @@ def test_retention_overtaking_a_group_resumes_at_first_retained(fastlog, caplog)
             c.poll(timeout=1)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "commit({tp: offset}) on a group consumer that has not polled yet raises "
-    "CommitFailedError ('member ... was removed from the group (it missed "
-    "session_timeout_ms ...)'): it never joined"))
 def test_commit_before_the_first_poll(fastlog):
     """``commit({tp: offset})``
     commits exactly that (the next offset to read).
