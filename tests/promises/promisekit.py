@@ -55,6 +55,7 @@ class Child:
             env=e, **popen)
         self.pid = self.proc.pid
         self.lines: list[str] = []
+        self.partial = ""
         self._buf = b""
         self._scan = 0
         self.eof = False
@@ -110,9 +111,10 @@ class Child:
                                      f"stdout {self.lines[-10:]}; stderr:\n"
                                      f"{self.stderr()[-3000:]}")
             self._read(min(left, 0.2))
-        if self._buf:
-            self.lines.append(self._buf.decode())
-            self._buf = b""
+        # an unterminated last line is not a line: a child killed in the
+        # middle of a print (python -u writes each piece of it) left it
+        self.partial = self._buf.decode(errors="replace")
+        self._buf = b""
         return self.proc.wait(timeout=max(1.0, deadline - time.monotonic()))
 
     def ok(self, timeout: float = 30.0) -> list[str]:

@@ -62,13 +62,13 @@ def test_each_partition_has_one_owner_threads_and_processes(tmp_path, child_env)
     with pylog.open(path, sync="never") as log:
         log.create_topic("t", partitions=6)
         p = log.producer()
-        kids = [Child(MEMBER, path, "g", 10000, 4.0, env=child_env) for _ in range(2)]
+        kids = [Child(MEMBER, path, "g", 10000, 3.0, env=child_env) for _ in range(2)]
         got_threads = {0: [], 1: []}
 
         def member(i):
             with pylog.open(path, sync="never") as lg:
                 c = lg.consumer("t", group_id="g", auto_offset_reset="earliest")
-                end = time.monotonic() + 4.0
+                end = time.monotonic() + 3.0
                 while time.monotonic() < end:
                     got_threads[i].extend((r.partition, r.offset) for r in c.poll(timeout=0.1))
                 c.close()
@@ -111,7 +111,7 @@ def test_member_that_closes_or_dies_loses_its_partitions_at_once(tmp_path, child
         log.create_topic("t", partitions=4)
         c = log.consumer("t", group_id="g", auto_offset_reset="earliest",
                          session_timeout_ms=60_000)
-        with Child(MEMBER, path, "g", 60_000, 2.0 if how == "close" else 60,
+        with Child(MEMBER, path, "g", 60_000, 1.0 if how == "close" else 60,
                    env=child_env) as kid:
             wait_until(lambda: (c.poll(timeout=0.05) is not None and
                                 len(c.assignment()) == 2), 10, what="a 2/2 split")
@@ -392,7 +392,7 @@ with pylog.open(sys.argv[1], sync="never") as log:
         got = []
         wait_until(lambda: got.extend(c.poll(timeout=0.2)) or len(got) >= 1, 10,
                    what="a record of the new topic")
-        end = time.monotonic() + 1.0
+        end = time.monotonic() + 0.5
         while time.monotonic() < end:
             got.extend(c.poll(timeout=0.1))
         assert [(r.topic, r.value) for r in got] == [("orders.eu", b"orders.eu")]

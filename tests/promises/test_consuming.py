@@ -429,8 +429,8 @@ tp = pylog.TopicPartition("t", 0)
 c = log.consumer("t", group_id="g", auto_offset_reset="earliest",
                  enable_auto_commit=False)
 batches = []
-print("go", flush=True)
 try:
+    print("go", flush=True)       # (inside the try: a SIGINT right after it is caught)
     while True:
         batches.append(c.poll(timeout=1.0, max_records=2000))
         if not batches[-1]:

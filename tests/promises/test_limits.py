@@ -41,15 +41,34 @@ def test_partitions_per_topic(fastlog):
     assert fastlog.topics() == ["t"]
 
 
+TEN_THOUSAND = r"""
+import resource, sys, pylog
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+limit = 20_000 if hard == resource.RLIM_INFINITY else min(hard, 20_000)
+resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+with pylog.open(sys.argv[1], sync="never") as log:
+    log.create_topic("t", partitions=10_000)
+    md = log.producer().send("t", b"last", partition=9_999)
+    print(md.partition, md.offset)
+with pylog.open(sys.argv[1], sync="never") as log:
+    print(log.describe_topic("t").partitions)
+"""
+
+
 @pytest.mark.long
-def test_ten_thousand_partitions(fastlog):
+@pytest.mark.xfail(strict=True, reason=(
+    "pylog keeps 2 file descriptors open per partition (from create_topic and "
+    "on every open): a 10,000-partition topic needs over 20,000, and "
+    "create_topic fails with EMFILE at t-9990 under a limit of 20,000 open "
+    "files (at t-~500 under the common default of 1024)"))
+def test_ten_thousand_partitions(tmp_path, child_env):
     """partitions per topic             10,000
 
-    A topic of exactly 10,000 partitions is created, written and read."""
-    fastlog.create_topic("t", partitions=10_000)
-    md = fastlog.producer().send("t", b"last", partition=9_999)
-    assert (md.partition, md.offset) == (9_999, 0)
-    assert read_all(fastlog, "t", 9_999)[0].value == b"last"
+    A topic of exactly 10,000 partitions is created, written, and opened
+    again, by a process allowed 20,000 open files (this machine's hard
+    limit; many systems default to 1024)."""
+    out = run_child(TEN_THOUSAND, tmp_path / "log", env=child_env, timeout=600)
+    assert out == ["9999 0", "10000"]
 
 
 def test_segment_bytes(fastlog, tmp_path):
