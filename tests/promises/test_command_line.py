@@ -31,8 +31,18 @@ def test_help_lists_every_command_with_examples(child_env):
     for cmd in COMMANDS:
         assert f"\n    {cmd} " in listed, f"{cmd} not listed"
         assert f"pylog {cmd}" in examples, f"no example of {cmd}"
-        sub = pylog_cli([cmd, "--help"], child_env)
-        assert sub.returncode == 0 and "usage: pylog " + cmd in sub.stdout
+    # each command's own help, in one process
+    code = ("import sys\n"
+            "from pylog.cli import main\n"
+            "for cmd in sys.argv[1:]:\n"
+            "    try:\n"
+            "        main([cmd, '--help'])\n"
+            "    except SystemExit as e:\n"
+            "        print('EXIT', cmd, e.code, flush=True)\n")
+    r = subprocess.run([sys.executable, "-c", code, *COMMANDS], capture_output=True,
+                       text=True, env=child_env, timeout=60)
+    for cmd in COMMANDS:
+        assert f"usage: pylog {cmd}" in r.stdout and f"EXIT {cmd} 0" in r.stdout, cmd
 
 
 def test_commands_work_on_a_real_log(tmp_path, child_env):

@@ -62,13 +62,13 @@ def test_each_partition_has_one_owner_threads_and_processes(tmp_path, child_env)
     with pylog.open(path, sync="never") as log:
         log.create_topic("t", partitions=6)
         p = log.producer()
-        kids = [Child(MEMBER, path, "g", 10000, 3.0, env=child_env) for _ in range(2)]
+        kids = [Child(MEMBER, path, "g", 10000, 2.5, env=child_env) for _ in range(2)]
         got_threads = {0: [], 1: []}
 
         def member(i):
             with pylog.open(path, sync="never") as lg:
                 c = lg.consumer("t", group_id="g", auto_offset_reset="earliest")
-                end = time.monotonic() + 3.0
+                end = time.monotonic() + 2.5
                 while time.monotonic() < end:
                     got_threads[i].extend((r.partition, r.offset) for r in c.poll(timeout=0.1))
                 c.close()
