@@ -21,7 +21,9 @@ Thread safety: a Log and its producers are thread-safe. Durability: see the
 from __future__ import annotations
 
 import builtins
+import logging
 import os
+import sys
 import shutil
 import threading
 import time
@@ -34,8 +36,11 @@ from .config import (PARTITIONS_MAX, SYNC_MODES, TopicConfig,
 from .errors import (InvalidArgument, LogClosed, LogFailedError, PylogError, ReadOnlyLog,
                      TopicExists, TopicNotFound, PartitionNotFound)
 from .metadata import Metadata
-from .partition import Partition
+from .partition import Partition, STATE_FILE
+from . import topicdirs
 from .types import PartitionInfo, TopicInfo
+
+_log = logging.getLogger("pylog")
 
 LOCK_FILE = "pylog.lock"
 DOORBELL_FILE = "doorbell"
@@ -149,6 +154,8 @@ class LogStore:
             raise
         try:
             self._open_doorbell()
+            if not self.readonly:
+                self._finish_deletions(strict=False)      # L-5
             if first:
                 self._recover_all()
                 if not self.readonly:
@@ -242,6 +249,7 @@ class LogStore:
         if part is not None and part.topic_id == doc["id"]:
             return part
         cfg = TopicConfig.from_dict(doc["config"])
+        self._claim_directory(topic, p, doc["id"])
         try:
             part = Partition(self.path, topic, p, cfg, self.meta, sync=self.sync,
                              readonly=self.readonly, create=not self.readonly,
@@ -316,6 +324,9 @@ class LogStore:
                 f"partitions={partitions!r}; expected int in [1, {PARTITIONS_MAX}]")
         cfg = TopicConfig.from_dict(config)
         with self._lock:
+            # L-5: a deleted incarnation's directories go first, or nothing
+            # is created (a new topic never adopts them)
+            self._finish_deletions(only=name)
             try:
                 doc = self.meta.create_topic(name, partitions, cfg.to_dict())
             except TopicExists:
@@ -384,27 +395,128 @@ class LogStore:
         return self.describe_topic(name)
 
     def delete_topic(self, name: str) -> None:
-        """Delete a topic, its records and the groups' offsets for it."""
+        """Delete a topic, its records and the groups' offsets for it.
+
+        Atomic: the topic is gone for every process once the metadata commit
+        (which records a tombstone, M-11) returns. Its directories are then
+        marked deleted and removed; when that fails (the log directory does
+        not allow the rename, a crash), the tombstone makes the next open or
+        ``create_topic`` of the name finish it, and a new topic never adopts
+        them (L-4, L-5). Raises LogFailedError, after the delete took effect,
+        when directories could not be removed."""
         validate_topic_name(name)
         self._writable(f"delete topic {name!r}")
         with self._lock:
             doc = self.meta.delete_topic(name)
-            for p in range(doc["partitions"]):
-                d = os.path.join(self.path, f"{name}-{p}")
-                if not os.path.isdir(d):
-                    continue
-                part = self._partitions.pop((name, p), None)
-                if part is None:
-                    part = Partition(self.path, name, p, TopicConfig(), self.meta,
-                                     sync=self.sync,
-                                     lock_identity=(self._lock_token, self._lock_fd))
-                if part.initialized():
-                    part.mark_deleted()
-                part.close()
-                grave = f"{d}.{os.urandom(4).hex()}-delete"
-                os.rename(d, grave)
-                shutil.rmtree(grave, ignore_errors=True)
             self._topic_cache.pop(name, None)
+            failed = self._bury_incarnation(name, doc["partitions"], doc.get("id"))
+            if failed:
+                raise LogFailedError(
+                    f"delete topic {name!r} in {self.path}: the topic is deleted, "
+                    f"but {failed}; its records are never served again, and the "
+                    "directories are removed by the next open or create_topic of "
+                    "the name once the log directory allows it (L-5)")
+
+    # -- deleted incarnations (L-4, L-5, M-11) ----------------------------------------
+    def _finish_deletions(self, only: str | None = None, strict: bool = True) -> None:
+        """Remove the directories that tombstones (M-11) list, then the
+        tombstones. With ``strict``, a directory that cannot be removed
+        raises LogFailedError; otherwise it is logged and left for later
+        (an open must not fail because a deleted topic's files linger)."""
+        try:
+            tombs = self.meta.tombstones()
+        except PylogError:
+            if strict:
+                raise
+            return
+        for name, tomb in tombs.items():
+            if only is not None and name != only:
+                continue
+            failed = self._bury_incarnation(name, tomb["partitions"], tomb.get("id"))
+            if failed and strict:
+                raise LogFailedError(
+                    f"create topic {name!r} in {self.path}: {failed}; a topic "
+                    "never reuses the directories of a deleted one, so nothing "
+                    "was created; make the log directory writable and retry")
+            if failed:
+                _log.warning("%s: deleted topic %r: %s; retried at the next open",
+                             self.path, name, failed)
+
+    def _bury_incarnation(self, name: str, partitions: int, topic_id) -> str:
+        """Mark deleted and remove the directories of incarnation
+        ``topic_id`` of topic ``name``; clear its tombstone when all are
+        gone. Returns "" or what could not be removed. Under self._lock."""
+        problems = []
+        for p in range(partitions):
+            d = os.path.join(self.path, f"{name}-{p}")
+            if not os.path.isdir(d) or not topicdirs.belongs_to(d, topic_id):
+                continue                # gone, or a newer incarnation's
+            try:
+                self._retire_directory(name, p, d, topic_id)
+            except FileNotFoundError:
+                pass
+            except (OSError, PylogError) as exc:
+                why = exc.strerror if isinstance(exc, OSError) else str(exc)
+                problems.append(f"{name}-{p} ({why})")
+        if problems:
+            return "could not remove the directories " + ", ".join(problems)
+        self.meta.clear_tombstone(name, topic_id)
+        return ""
+
+    def _retire_directory(self, name: str, p: int, d: str, topic_id) -> None:
+        """Tell processes that still use the partition it is gone (P-2),
+        then move the directory to a grave and remove it (L-5)."""
+        part = self._partitions.get((name, p))
+        if part is not None and getattr(part, "topic_id", None) in (topic_id, None):
+            del self._partitions[(name, p)]
+        else:
+            part = None
+        if part is None or part.closed:
+            part = Partition(self.path, name, p, TopicConfig(), self.meta,
+                             sync=self.sync,
+                             lock_identity=(self._lock_token, self._lock_fd))
+        try:
+            if part.initialized():
+                part.mark_deleted()
+        finally:
+            part.close()
+        topicdirs.bury(d)
+
+    def _claim_directory(self, topic: str, p: int, topic_id: str) -> None:
+        """Make sure the directory of (topic, p) is incarnation
+        ``topic_id``'s before it is opened (L-4): a leftover of a deleted
+        incarnation is retired (writable) or refused (read-only), never
+        adopted."""
+        d = os.path.join(self.path, f"{topic}-{p}")
+        if self.readonly:
+            found = topicdirs.read_id(d)
+            if found is not None and found != topic_id:
+                raise LogFailedError(
+                    f"open partition {topic}-{p} in {self.path}: its directory "
+                    "belongs to a deleted incarnation of the topic (L-4); open "
+                    "the log for writing once to remove it")
+            return
+        for _ in range(3):
+            try:
+                topicdirs.claim(d, topic_id, deleted_mark=_state_marks_deleted)
+                return
+            except topicdirs.ForeignIncarnation:
+                try:
+                    self._retire_directory(topic, p, d, None)
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    raise LogFailedError(
+                        f"open partition {topic}-{p} in {self.path}: its directory "
+                        "holds a deleted incarnation of the topic and cannot be "
+                        f"removed ({exc.strerror}); make the log directory "
+                        "writable (L-4)") from exc
+            except OSError as exc:
+                raise LogFailedError(
+                    f"create partition directory {d}: {exc.strerror} "
+                    f"(errno {exc.errno})") from exc
+        raise LogFailedError(f"open partition {topic}-{p} in {self.path}: its "
+                             "directory keeps changing incarnation (L-4)")
 
     def enforce_retention(self) -> int:
         """Apply retention to every partition now; return segments deleted."""
@@ -500,6 +612,18 @@ class LogStore:
 
     def __repr__(self) -> str:
         return f"<pylog.Log {self.path!r} sync={self.sync}{' readonly' if self.readonly else ''}>"
+
+
+def _state_marks_deleted(directory: str) -> bool:
+    """Does ``partition.state`` in ``directory`` mark it deleted (P-2)? Read
+    without the seqlock: a deleted mark is never overwritten."""
+    try:
+        with builtins.open(os.path.join(directory, STATE_FILE), "rb") as f:
+            head = f.read(24)
+    except OSError:
+        return False
+    return len(head) == 24 and head[:4] == b"PLST" and \
+        int.from_bytes(head[16:24], sys.byteorder, signed=True) == -1
 
 
 def writers_present(root: str) -> bool:

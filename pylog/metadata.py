@@ -14,6 +14,9 @@ offsets    group ``\\0`` topic ``\\0`` partition    ``>qq``: committed offset,
            (4-byte BE)                            commit time ms (M-6)
 groups     group name (UTF-8)                     JSON: generation, strategy,
                                                   members, assignment (M-7)
+deleted    topic name (UTF-8)                     JSON: id, partitions of a deleted
+                                                  topic whose directories may
+                                                  remain (M-11)
 ========== ====================================== ===================================
 
 LMDB serializes writers across processes with a robust mutex (a writer that
@@ -182,6 +185,10 @@ class Metadata:
             self._partitions = self.env.open_db(b"partitions", create=not readonly)
             self._offsets = self.env.open_db(b"offsets", create=not readonly)
             self._groups = self.env.open_db(b"groups", create=not readonly)
+            try:
+                self._deleted = self.env.open_db(b"deleted", create=not readonly)
+            except lmdb.NotFoundError:
+                self._deleted = None     # read-only, made before M-11 existed
         except lmdb.Error as exc:
             self.close()
             raise CorruptLogError(f"cannot open pylog's LMDB databases: {exc}",
@@ -310,7 +317,37 @@ class Metadata:
                       if k.split(b"\0", 2)[1:2] == [name.encode()]]
             for k in doomed:
                 txn.delete(k, db=self._offsets)
+            # M-11: the directories are removed after this commit; until
+            # they are, the tombstone lets open and create_topic finish it
+            txn.put(name.encode(), json.dumps(
+                {"id": doc.get("id"), "partitions": doc["partitions"],
+                 "deleted_ms": int(time.time() * 1000)}).encode(), db=self._deleted)
         return doc
+
+    def tombstones(self) -> dict[str, dict]:
+        """Deleted topics whose directories may remain (M-11): name ->
+        {"id", "partitions", "deleted_ms"}."""
+        if self._deleted is None:
+            return {}
+        out = {}
+        with self._txn("read topic tombstones") as txn:
+            for k, v in txn.cursor(db=self._deleted):
+                try:
+                    doc = json.loads(v)
+                    assert isinstance(doc["partitions"], int)
+                except (ValueError, KeyError, TypeError, AssertionError):
+                    raise CorruptLogError(f"tombstone of deleted topic {k!r} is "
+                                          "damaged", self.path) from None
+                out[k.decode()] = doc
+        return out
+
+    def clear_tombstone(self, name: str, topic_id) -> None:
+        """Forget the tombstone of ``name`` once its directories are gone,
+        unless it is a later deletion's (another id)."""
+        with self._txn("clear topic tombstone", write=True) as txn:
+            raw = txn.get(name.encode(), db=self._deleted)
+            if raw is not None and json.loads(raw).get("id") == topic_id:
+                txn.delete(name.encode(), db=self._deleted)
 
     # -- partitions -----------------------------------------------------------
     def partition_meta(self, topic: str, partition: int) -> PartitionMeta:
