@@ -9,7 +9,7 @@ See README.rst for the guide and FORMAT.rst for the on-disk format.
 """
 
 from .errors import (CommitFailedError, CorruptLogError, DeserializationError,
-                     ForkedLogError,
+                     FileVanishedError, ForkedLogError,
                      GroupNotEmpty, InvalidArgument, InvalidConfig,
                      InvalidTopicName, LogClosed, LogFailedError,
                      OffsetOutOfRange, PartitionNotFound, PylogError,
@@ -26,5 +26,5 @@ __all__ = [
     "InvalidArgument", "TopicNotFound", "TopicExists", "PartitionNotFound",
     "RecordTooLarge", "LogClosed", "ReadOnlyLog", "CorruptLogError",
     "OffsetOutOfRange", "CommitFailedError", "LogFailedError", "ForkedLogError",
-    "GroupNotEmpty", "DeserializationError",
+    "GroupNotEmpty", "DeserializationError", "FileVanishedError",
 ]

@@ -119,6 +119,13 @@ class LogFailedError(PylogError):
     """
 
 
+class FileVanishedError(LogFailedError):
+    """A file or directory the open log holds (the log directory, a
+    partition directory, a segment, ``meta/data.mdb``) was deleted, moved or
+    replaced under it (FORMAT.rst L-6): what is written there can never be
+    read again, so the affected partitions (or the metadata) fail-stop."""
+
+
 class ForkedLogError(PylogError):
     """An object created before os.fork() was used in the child process."""
 

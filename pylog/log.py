@@ -37,7 +37,9 @@ from .errors import (InvalidArgument, LogClosed, LogFailedError, PylogError, Rea
                      TopicExists, TopicNotFound, PartitionNotFound)
 from .metadata import Metadata
 from .partition import Partition, STATE_FILE
+from .segment import fsync_dir
 from . import topicdirs
+from .identity import Identity, vanished
 from .types import PartitionInfo, TopicInfo
 
 _log = logging.getLogger("pylog")
@@ -46,6 +48,9 @@ LOCK_FILE = "pylog.lock"
 DOORBELL_FILE = "doorbell"
 DOORBELL_SLOTS = 512           # L-3: slot 0 rings for every append
 RETENTION_CHECK_INTERVAL_S = 60.0
+# L-6: how often the maintenance thread checks that the log's files are
+# still at their paths (a few stat calls; sync="always" checks every fsync)
+IDENTITY_CHECK_S = 1.0
 NETWORK_FILESYSTEMS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p",
                        "fuse.sshfs", "afs", "ceph", "glusterfs", "lustre"}
 
@@ -124,6 +129,7 @@ class LogStore:
 
     # -- open / fork -----------------------------------------------------------
     def _open_files(self) -> None:
+        self._identity = Identity(self.path, "log directory")     # L-6
         self._pid = os.getpid()
         self._forks = FORKS[0]
         self._partitions: dict[tuple[str, int], Partition] = {}
@@ -460,6 +466,12 @@ class LogStore:
                 problems.append(f"{name}-{p} ({why})")
         if problems:
             return "could not remove the directories " + ", ".join(problems)
+        # the renames are durable before the tombstone goes (a power loss
+        # must not bring back a directory nothing lists any more)
+        try:
+            fsync_dir(self.path)
+        except OSError as exc:
+            return f"could not make the removal durable ({exc.strerror})"
         self.meta.clear_tombstone(name, topic_id)
         return ""
 
@@ -538,14 +550,30 @@ class LogStore:
 
     # -- housekeeping --------------------------------------------------------------
     def _maintenance(self) -> None:
+        """Interval flushes (sync="interval"), retention every
+        RETENTION_CHECK_INTERVAL_S, and the L-6 identity check every
+        IDENTITY_CHECK_S: it bounds how long sends are acknowledged into
+        files that were deleted under the log in the modes without an
+        fsync per send."""
         interval = self.sync_interval_ms / 1000.0
-        period = interval if self.sync == "interval" else RETENTION_CHECK_INTERVAL_S
-        last_retention = time.monotonic()
-        while not self._stop.wait(min(period, RETENTION_CHECK_INTERVAL_S)):
+        now = time.monotonic()
+        next_flush = now + interval
+        next_retention = now + RETENTION_CHECK_INTERVAL_S
+        next_identity = now + IDENTITY_CHECK_S
+        while True:
+            wake = min(next_identity, next_retention,
+                       next_flush if self.sync == "interval" else next_retention)
+            if self._stop.wait(max(0.0, wake - time.monotonic())):
+                return
             if os.getpid() != self._pid:
                 return
             parts = list(self._partitions.values())
-            if self.sync == "interval":
+            now = time.monotonic()
+            if now >= next_identity:
+                next_identity = now + IDENTITY_CHECK_S
+                self._check_identity(parts)
+            if self.sync == "interval" and now >= next_flush:
+                next_flush = now + interval
                 for part in parts:
                     try:
                         part.flush()
@@ -555,13 +583,30 @@ class LogStore:
                     self.meta.sync()
                 except PylogError:
                     pass        # the next commit or close raises it
-            if time.monotonic() - last_retention >= RETENTION_CHECK_INTERVAL_S:
-                last_retention = time.monotonic()
+            if now >= next_retention:
+                next_retention = now + RETENTION_CHECK_INTERVAL_S
                 for part in parts:
                     try:
                         part.enforce_retention()
                     except (PylogError, OSError):
                         pass
+
+    def _check_identity(self, parts) -> None:
+        """L-6: fail every partition held in files that left their paths
+        (all of them when the log directory itself went), so that their
+        next append raises FileVanishedError instead of being acknowledged."""
+        why = self._identity.problem()
+        for part in parts:
+            if part.readonly or part.closed:
+                continue
+            if why is not None:
+                part.fail(vanished(f"append to {part.name}", why))
+            else:
+                part.check_identity()
+        try:
+            self.meta.check_identity("metadata check")
+        except PylogError:
+            pass        # sticky in the store: its next write raises it
 
     def flush(self) -> None:
         """fdatasync every partition this process appended to, and the

@@ -6,6 +6,9 @@ One LMDB environment in ``<log>/meta/`` with named databases:
 database   key                                    value
 ========== ====================================== ===================================
 info       ``b"format"``                          ``b"1"`` (M-1)
+           ``b"deleted\\0"`` topic name           JSON: id, partitions of a deleted
+                                                  topic whose directories may
+                                                  remain (M-11)
 topics     topic name (UTF-8)                     JSON: id, partitions, config (M-2)
 partitions topic ``\\0`` partition (4-byte BE)     ``>qqqq``: log start offset,
                                                   checkpoint segment, position,
@@ -14,9 +17,6 @@ offsets    group ``\\0`` topic ``\\0`` partition    ``>qq``: committed offset,
            (4-byte BE)                            commit time ms (M-6)
 groups     group name (UTF-8)                     JSON: generation, strategy,
                                                   members, assignment (M-7)
-deleted    topic name (UTF-8)                     JSON: id, partitions of a deleted
-                                                  topic whose directories may
-                                                  remain (M-11)
 ========== ====================================== ===================================
 
 LMDB serializes writers across processes with a robust mutex (a writer that
@@ -40,11 +40,13 @@ import time
 
 import lmdb
 
-from .errors import (CommitFailedError, CorruptLogError, LogFailedError,
-                     PylogError, TopicExists, TopicNotFound)
+from .errors import (CommitFailedError, CorruptLogError, FileVanishedError,
+                     LogFailedError, PylogError, TopicExists, TopicNotFound)
+from .identity import Identity, vanished
 from .partition import PartitionMeta
 
 FORMAT_VERSION = b"1"
+_TOMBSTONE = b"deleted\0"     # M-11: info keys of deleted topics' tombstones
 _PARTITION = struct.Struct(">qqqq")
 _OFFSET = struct.Struct(">qq")
 _P = struct.Struct(">I")
@@ -137,8 +139,9 @@ def _open_env(path: str, *, sync: bool, readonly: bool):
                 raise PylogError(
                     f"open {os.path.dirname(path)} for writing: this process "
                     "has it open read-only; close that Log first")
+            ent[4].check(f"open {os.path.dirname(path)}")     # L-6
             ent[1] += 1
-            return ent[0]
+            return ent[0], ent[4]
         check_lmdb_size(path)
         try:
             env = lmdb.open(path, map_size=MAP_SIZE_BYTES, max_dbs=8,
@@ -152,8 +155,35 @@ def _open_env(path: str, *, sync: bool, readonly: bool):
         except lmdb.Error as exc:
             raise CorruptLogError(f"cannot open LMDB metadata: {exc}",
                                   path) from None
-        _ENVS[key] = [env, 1, readonly, os.getpid()]
-        return env
+        try:
+            ident = Identity(os.path.join(path, "data.mdb"), "metadata file")
+        except OSError as exc:
+            env.close()
+            raise LogFailedError(f"open LMDB metadata in {path}: data.mdb: "
+                                 f"{exc.strerror}") from exc
+        _ENVS[key] = [env, 1, readonly, os.getpid(), ident]
+        return env, ident
+
+
+def _refuse_fresh_metadata(root: str, meta: str) -> None:
+    """L-6: data.mdb is missing. A new log has no partition directories; if
+    this one has, its metadata (topics, groups, committed offsets) was
+    deleted, and starting a fresh, empty data.mdb would silently drop them
+    (and let a running process switch to it): refuse."""
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return
+    found = [n for n in names if "-" in n and not n.endswith("-delete")
+             and (os.path.exists(os.path.join(root, n, "partition.state"))
+                  or os.path.exists(os.path.join(root, n, "topic.id")))]
+    if found:
+        raise CorruptLogError(
+            f"meta/data.mdb is missing but the log holds partition directories "
+            f"({', '.join(sorted(found)[:3])}{', ...' if len(found) > 3 else ''}): "
+            "its metadata (topics, groups, committed offsets) was deleted. "
+            "Refusing to start an empty one over the data; restore data.mdb "
+            "from a backup", os.path.join(meta, "data.mdb"))
 
 
 def _close_env(path: str, env) -> None:
@@ -177,7 +207,10 @@ class Metadata:
         if not readonly:
             created = not os.path.isdir(self.path)
             os.makedirs(self.path, mode=0o755, exist_ok=True)
-        self.env = _open_env(self.path, sync=sync, readonly=readonly)
+        if not os.path.exists(os.path.join(self.path, "data.mdb")):
+            _refuse_fresh_metadata(root, self.path)
+        self.env, self._identity = _open_env(self.path, sync=sync, readonly=readonly)
+        self._vanished: FileVanishedError | None = None     # L-6, sticky
         self._closed = False
         try:
             self._info = self.env.open_db(b"info", create=not readonly)
@@ -185,10 +218,6 @@ class Metadata:
             self._partitions = self.env.open_db(b"partitions", create=not readonly)
             self._offsets = self.env.open_db(b"offsets", create=not readonly)
             self._groups = self.env.open_db(b"groups", create=not readonly)
-            try:
-                self._deleted = self.env.open_db(b"deleted", create=not readonly)
-            except lmdb.NotFoundError:
-                self._deleted = None     # read-only, made before M-11 existed
         except lmdb.Error as exc:
             self.close()
             raise CorruptLogError(f"cannot open pylog's LMDB databases: {exc}",
@@ -232,14 +261,31 @@ class Metadata:
             self.env.sync(True)
         except lmdb.Error as exc:
             raise LogFailedError(f"sync of LMDB metadata in {self.path}: {exc}") from exc
+        self.check_identity("sync of the metadata")
+
+    def check_identity(self, doing: str) -> None:
+        """L-6: raise FileVanishedError (and refuse every later write) if
+        data.mdb is no longer the file this store has mapped."""
+        if self._vanished is None:
+            why = self._identity.problem()
+            if why is None:
+                return
+            self._vanished = vanished(doing, why)
+        raise self._vanished
 
     @contextlib.contextmanager
     def _txn(self, what: str, write: bool = False):
         """A transaction whose LMDB failures (EIO, ENOSPC, a full map) raise
-        LogFailedError naming ``what``: nothing of the call was stored (G8)."""
+        LogFailedError naming ``what``: nothing of the call was stored (G8).
+        A write whose data.mdb vanished raises FileVanishedError (L-6): the
+        commit went into a file nobody will open again."""
+        if write and self._vanished is not None:
+            raise self._vanished
         try:
             with self.env.begin(write=write) as txn:
                 yield txn
+            if write:
+                self.check_identity(what)
         except lmdb.CorruptedError as exc:
             raise CorruptLogError(f"{what}: LMDB reports damage ({exc})",
                                   os.path.join(self.path, "data.mdb")) from exc
@@ -319,19 +365,23 @@ class Metadata:
                 txn.delete(k, db=self._offsets)
             # M-11: the directories are removed after this commit; until
             # they are, the tombstone lets open and create_topic finish it
-            txn.put(name.encode(), json.dumps(
+            txn.put(_TOMBSTONE + name.encode(), json.dumps(
                 {"id": doc.get("id"), "partitions": doc["partitions"],
-                 "deleted_ms": int(time.time() * 1000)}).encode(), db=self._deleted)
+                 "deleted_ms": int(time.time() * 1000)}).encode(), db=self._info)
         return doc
 
     def tombstones(self) -> dict[str, dict]:
         """Deleted topics whose directories may remain (M-11): name ->
         {"id", "partitions", "deleted_ms"}."""
-        if self._deleted is None:
-            return {}
         out = {}
         with self._txn("read topic tombstones") as txn:
-            for k, v in txn.cursor(db=self._deleted):
+            cur = txn.cursor(db=self._info)
+            if not cur.set_range(_TOMBSTONE):
+                return out
+            for k, v in cur:
+                if not k.startswith(_TOMBSTONE):
+                    break
+                k = k[len(_TOMBSTONE):]
                 try:
                     doc = json.loads(v)
                     assert isinstance(doc["partitions"], int)
@@ -345,9 +395,9 @@ class Metadata:
         """Forget the tombstone of ``name`` once its directories are gone,
         unless it is a later deletion's (another id)."""
         with self._txn("clear topic tombstone", write=True) as txn:
-            raw = txn.get(name.encode(), db=self._deleted)
+            raw = txn.get(_TOMBSTONE + name.encode(), db=self._info)
             if raw is not None and json.loads(raw).get("id") == topic_id:
-                txn.delete(name.encode(), db=self._deleted)
+                txn.delete(_TOMBSTONE + name.encode(), db=self._info)
 
     # -- partitions -----------------------------------------------------------
     def partition_meta(self, topic: str, partition: int) -> PartitionMeta:

@@ -55,8 +55,9 @@ from operator import itemgetter
 
 from . import _native, batch
 from .config import TopicConfig
-from .errors import (CorruptLogError, LogClosed, LogFailedError,
-                     OffsetOutOfRange, TopicNotFound)
+from .errors import (CorruptLogError, FileVanishedError, LogClosed,
+                     LogFailedError, OffsetOutOfRange, TopicNotFound)
+from .identity import Identity, unlinked, vanished
 from .segment import (INDEX_ENTRY, INDEX_INTERVAL_BYTES, PREALLOCATE_BYTES,
                       PREALLOCATE_BYTES_MIN,
                       TIMEINDEX_ENTRY, Segment, fsync_dir, parse_segment_name)
@@ -194,6 +195,7 @@ class Partition:
         if os.path.islink(self.dir):
             raise CorruptLogError("partition directory is a symlink; refusing "
                                   "to follow it", self.dir)
+        self._dir_identity = Identity(self.dir, "partition directory")   # L-6
         state_path = os.path.join(self.dir, STATE_FILE)
         flags = os.O_RDONLY if readonly else os.O_RDWR | os.O_CREAT
         try:
@@ -221,7 +223,9 @@ class Partition:
             return
         if self._status is CLOSED:
             raise LogClosed(f"partition {self.name} is closed")
-        raise LogFailedError(
+        cls = FileVanishedError if isinstance(self._failure, FileVanishedError) \
+            else LogFailedError
+        raise cls(
             f"partition {self.name} failed earlier and refuses further use "
             f"until the log is reopened: {self._failure}") from self._failure
 
@@ -673,7 +677,8 @@ class Partition:
         are in sealed segments, durable since their roll (S-4)."""
         self._active = seg
         _native.syncer_set_fd(self._syncer, seg.fd if seg is not None else -1,
-                              seg.base_offset if seg is not None else 0)
+                              seg.base_offset if seg is not None else 0,
+                              seg.path if seg is not None else None)
 
     def append(self, records, *, compression: str | None = None) -> tuple[int, int]:
         """Append one batch; return (base offset, timestamp of the first record).
@@ -862,10 +867,13 @@ class Partition:
         self._lock()
         try:
             result = step()
-        except (OSError, CorruptLogError) as exc:
+        except (OSError, CorruptLogError, FileVanishedError) as exc:
             self._unlock_quietly()
             if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
                 raise self._disk_full(exc.errno) from exc
+            if isinstance(exc, FileVanishedError) or self.check_identity():
+                self._fail(exc)
+                self._check()                # L-6: raises FileVanishedError
             self._fail(exc)
             raise LogFailedError(f"append to {self.name}: {exc}") from exc
         except BaseException:
@@ -958,6 +966,7 @@ class Partition:
         the half-made new one is removed, so later appends to the old one
         cannot collide with it (G8). A crash before the publish leaves an
         empty new segment that recovery drops (P-4)."""
+        self._dir_identity.check(f"roll of {self.name}")     # L-6
         new = Segment(self.dir, next_offset, create=True, writable=True)
         try:
             new.truncate(0)                  # a leftover of a crashed roll
@@ -996,6 +1005,9 @@ class Partition:
         if rc == _native.E_STALE:            # closed under us
             self._check()
             raise LogClosed(f"partition {self.name} is closed")
+        if rc == _native.E_VANISHED:         # L-6
+            self.check_identity(f"the segment file of {self.name} was deleted")
+            self._check()
         if rc < 0 and -rc in errno.errorcode:
             exc = OSError(-rc, os.strerror(-rc))
             self._fail(exc)
@@ -1387,6 +1399,19 @@ class Partition:
         return {"partition": self.index, "start_offset": st.log_start_offset,
                 "end_offset": st.next_offset, "bytes": size,
                 "segments": len(bases)}
+
+    def check_identity(self, why: str | None = None) -> str | None:
+        """L-6: why the directory or active segment this partition holds is
+        no longer at its path (None: it is; ``why``: the caller knows); a
+        vanished one fails the partition (every later append raises)."""
+        why = self._dir_identity.problem() or unlinked(self._active) or why
+        if why is not None and not self.readonly:
+            self._fail(vanished(f"append to {self.name}", why))
+        return why
+
+    def fail(self, exc: BaseException) -> None:
+        """Move to FAILED with ``exc`` (L-6: the Log found the files gone)."""
+        self._fail(exc)
 
     def mark_deleted(self) -> None:
         """Tell every process the partition is gone (P-2) before its files go."""

@@ -79,12 +79,19 @@ def claim(directory: str, topic_id: str, *, deleted_mark) -> None:
         os.write(fd, topic_id.encode() + b"\n")
     finally:
         os.close(fd)
+    path = os.path.join(directory, ID_FILE)
     try:
-        os.link(tmp, os.path.join(directory, ID_FILE))
+        os.link(tmp, path)
     except FileExistsError:
-        pass
+        if read_id(directory) is None:
+            # there, but empty or garbled (a power loss before it was
+            # written back): no proof of another incarnation, so adopt
+            os.replace(tmp, path)
     finally:
-        os.unlink(tmp)
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
     found = read_id(directory)
     if found != topic_id:
         raise ForeignIncarnation(directory, found)

@@ -119,3 +119,38 @@ log.close()
     assert out.get("pylog") and "t-0" in out["msg"], out
     os.unlink(gate)
     check_no_resurrection(logdir)
+
+
+@pytest.mark.parametrize("damage", ["empty", "garbled", "missing"])
+def test_unreadable_topic_id_is_adopted_not_retired(logdir, damage):
+    """topic.id is written without fsync: a power loss may leave it empty.
+    Only a valid id of another incarnation proves a leftover; a directory
+    without one keeps its records (and gets the id back)."""
+    with pylog.open(logdir) as log:
+        log.create_topic("t", partitions=1)
+        log.producer().send_batch("t", [b"a", b"b", b"c"], partition=0)
+    idf = os.path.join(logdir, "t-0", "topic.id")
+    if damage == "missing":
+        os.unlink(idf)
+    else:
+        with open(idf, "wb") as f:
+            f.write(b"" if damage == "empty" else b"\0" * 33)
+    with pylog.open(logdir) as log:
+        assert [r[3] for r in all_records(log, "t", 1)] == [b"a", b"b", b"c"]
+        doc = log.meta.get_topic("t")
+    with open(idf) as f:
+        assert f.read().strip() == doc["id"]
+
+
+def test_directory_of_another_incarnation_is_never_adopted(logdir):
+    """Without any tombstone (a log written by an older pylog, or a race),
+    a directory whose topic.id names another incarnation is retired before
+    the topic's partition opens."""
+    with pylog.open(logdir) as log:
+        log.create_topic("t", partitions=1)
+        log.producer().send_batch("t", [b"old"] * 5, partition=0)
+    with open(os.path.join(logdir, "t-0", "topic.id"), "w") as f:
+        f.write("0" * 32 + "\n")
+    with pylog.open(logdir) as log:
+        assert all_records(log, "t", 1) == []
+        assert log.producer().send("t", b"new", partition=0).offset == 0
