@@ -9,7 +9,7 @@ See README.rst for the guide and FORMAT.rst for the on-disk format.
 """
 
 from .errors import (CommitFailedError, CorruptLogError, DeserializationError,
-                     FileVanishedError, ForkedLogError,
+                     FileVanishedError, ForkedLogError, MetadataBusyError,
                      GroupNotEmpty, InvalidArgument, InvalidConfig,
                      InvalidTopicName, LogClosed, LogFailedError,
                      OffsetOutOfRange, PartitionNotFound, PylogError,
@@ -27,4 +27,5 @@ __all__ = [
     "RecordTooLarge", "LogClosed", "ReadOnlyLog", "CorruptLogError",
     "OffsetOutOfRange", "CommitFailedError", "LogFailedError", "ForkedLogError",
     "GroupNotEmpty", "DeserializationError", "FileVanishedError",
+    "MetadataBusyError",
 ]

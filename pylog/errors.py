@@ -126,6 +126,19 @@ class FileVanishedError(LogFailedError):
     read again, so the affected partitions (or the metadata) fail-stop."""
 
 
+class MetadataBusyError(PylogError):
+    """A metadata operation (commit, group change, topic admin) gave up
+    waiting for the metadata writer lock (FORMAT.rst L-7): another process
+    holds it — typically stopped (SIGSTOP, a debugger) inside a metadata
+    transaction. ``holder_pid`` names it when known. Nothing was changed;
+    the call can be retried. (Not a TimeoutError: that is an OSError, and
+    an OSError from the storage layer means an I/O failure.)"""
+
+    def __init__(self, message: str, *, holder_pid: int | None = None):
+        self.holder_pid = holder_pid
+        super().__init__(message)
+
+
 class ForkedLogError(PylogError):
     """An object created before os.fork() was used in the child process."""
 

@@ -35,7 +35,7 @@ from .config import (PARTITIONS_MAX, SYNC_MODES, TopicConfig,
                      validate_topic_name)
 from .errors import (InvalidArgument, LogClosed, LogFailedError, PylogError, ReadOnlyLog,
                      TopicExists, TopicNotFound, PartitionNotFound)
-from .metadata import Metadata
+from .metadata import DEFAULT_LOCK_TIMEOUT_S, Metadata
 from .partition import Partition, STATE_FILE
 from .segment import fsync_dir
 from . import topicdirs
@@ -90,7 +90,8 @@ class LogStore:
     group administration on top; create it with :func:`pylog.open`."""
 
     def __init__(self, path, *, sync: str = "always", readonly: bool = False,
-                 sync_interval_ms: int = 1000, allow_network_filesystem: bool = False):
+                 sync_interval_ms: int = 1000, allow_network_filesystem: bool = False,
+                 metadata_timeout: float = DEFAULT_LOCK_TIMEOUT_S):
         if not isinstance(path, (str, os.PathLike)):
             raise InvalidArgument(f"path must be str or PathLike, got {type(path).__name__}")
         if sync not in SYNC_MODES:
@@ -99,6 +100,12 @@ class LogStore:
                 or not 1 <= sync_interval_ms <= 3_600_000:
             raise InvalidArgument(
                 f"sync_interval_ms={sync_interval_ms!r}; expected int in [1, 3600000]")
+        if isinstance(metadata_timeout, bool) or \
+                not isinstance(metadata_timeout, (int, float)) or \
+                not 0 <= metadata_timeout <= 3600:
+            raise InvalidArgument(
+                f"metadata_timeout={metadata_timeout!r}; expected seconds in [0, 3600]")
+        self.metadata_timeout = float(metadata_timeout)
         self.path = os.path.abspath(os.fspath(path))
         self.sync = sync
         self.readonly = readonly
@@ -154,7 +161,8 @@ class LogStore:
         self._first_opener = first
         try:
             self.meta = Metadata(self.path, sync=(self.sync == "always"),
-                                 readonly=self.readonly)
+                                 readonly=self.readonly,
+                                 lock_timeout_s=self.metadata_timeout)
         except BaseException:
             self._release_lock_file()
             raise

@@ -41,8 +41,10 @@ import time
 import lmdb
 
 from .errors import (CommitFailedError, CorruptLogError, FileVanishedError,
-                     LogFailedError, PylogError, TopicExists, TopicNotFound)
+                     LogFailedError, MetadataBusyError, PylogError, TopicExists,
+                     TopicNotFound)
 from .identity import Identity, vanished
+from .metalock import MetaLock
 from .partition import PartitionMeta
 
 FORMAT_VERSION = b"1"
@@ -51,6 +53,9 @@ _PARTITION = struct.Struct(">qqqq")
 _OFFSET = struct.Struct(">qq")
 _P = struct.Struct(">I")
 MAP_SIZE_BYTES = 1 << 30   # virtual; grows only as used
+# L-7: how long a metadata write (commit, group change, topic admin) waits
+# for another process's metadata transaction before MetadataBusyError
+DEFAULT_LOCK_TIMEOUT_S = 10.0
 
 
 def _pkey(topic: str, partition: int) -> bytes:
@@ -201,7 +206,8 @@ def _close_env(path: str, env) -> None:
 class Metadata:
     """See the module docstring."""
 
-    def __init__(self, root: str, *, sync: bool, readonly: bool = False):
+    def __init__(self, root: str, *, sync: bool, readonly: bool = False,
+                 lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S):
         self.path = os.path.join(root, "meta")
         created = False
         if not readonly:
@@ -212,16 +218,18 @@ class Metadata:
         self.env, self._identity = _open_env(self.path, sync=sync, readonly=readonly)
         self._vanished: FileVanishedError | None = None     # L-6, sticky
         self._closed = False
+        self._wlock: MetaLock | None = None
         try:
-            self._info = self.env.open_db(b"info", create=not readonly)
-            self._topics = self.env.open_db(b"topics", create=not readonly)
-            self._partitions = self.env.open_db(b"partitions", create=not readonly)
-            self._offsets = self.env.open_db(b"offsets", create=not readonly)
-            self._groups = self.env.open_db(b"groups", create=not readonly)
+            if not readonly:
+                self._wlock = MetaLock(root, lock_timeout_s)         # L-7
+            self._open_dbs(readonly)
         except lmdb.Error as exc:
             self.close()
             raise CorruptLogError(f"cannot open pylog's LMDB databases: {exc}",
                                   self.path) from None
+        except BaseException:
+            self.close()
+            raise
         if created:
             # the directory entries of meta/, data.mdb and lock.mdb
             fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -236,23 +244,47 @@ class Metadata:
                 os.close(fd)
         if not readonly:
             try:
-                with self._txn("check the metadata format", write=True) as txn:
-                    v = txn.get(b"format", db=self._info)
-                    if v is None:
-                        txn.put(b"format", FORMAT_VERSION, db=self._info)
-                    elif v != FORMAT_VERSION:
-                        raise CorruptLogError(            # M-1
-                            f"metadata format {v!r} is not {FORMAT_VERSION!r}",
-                            self.path)
+                self._check_format()
             except BaseException:
                 self.close()
                 raise
+
+    def _open_dbs(self, readonly: bool) -> None:
+        """Open the named databases. LMDB opens a named database handle for
+        good only in a write transaction (py-lmdb ends read transactions
+        with an abort, which closes handles opened in them), so a writable
+        open takes the metadata writer lock (L-7) for it: opening a log
+        waits at most ``lock_timeout_s`` for a stopped metadata writer, then
+        raises MetadataBusyError. A Log already open never waits here."""
+        names = (b"info", b"topics", b"partitions", b"offsets", b"groups")
+        if readonly:
+            dbs = [self.env.open_db(n, create=False) for n in names]
+        else:
+            with self._wlock.held(f"open the metadata of {os.path.dirname(self.path)}"):
+                dbs = [self.env.open_db(n, create=True) for n in names]
+        self._info, self._topics, self._partitions, self._offsets, self._groups = dbs
+
+    def _check_format(self) -> None:
+        """M-1, read first: only a new log writes (behind the lock)."""
+        with self._txn("check the metadata format") as txn:
+            v = txn.get(b"format", db=self._info)
+        if v is None:
+            with self._txn("check the metadata format", write=True) as txn:
+                v = txn.get(b"format", db=self._info)
+                if v is None:
+                    txn.put(b"format", FORMAT_VERSION, db=self._info)
+                    v = FORMAT_VERSION
+        if v != FORMAT_VERSION:
+            raise CorruptLogError(            # M-1
+                f"metadata format {v!r} is not {FORMAT_VERSION!r}", self.path)
 
     def close(self) -> None:
         """Release this store's use of the shared environment. Idempotent."""
         if not self._closed:
             self._closed = True
             _close_env(self.path, self.env)
+            if self._wlock is not None:
+                self._wlock.close()
 
     def sync(self) -> None:
         """Flush LMDB's deferred meta page: every committed transaction is
@@ -274,13 +306,27 @@ class Metadata:
         raise self._vanished
 
     @contextlib.contextmanager
-    def _txn(self, what: str, write: bool = False):
+    def _txn(self, what: str, write: bool = False, wait: bool = True):
         """A transaction whose LMDB failures (EIO, ENOSPC, a full map) raise
         LogFailedError naming ``what``: nothing of the call was stored (G8).
         A write whose data.mdb vanished raises FileVanishedError (L-6): the
-        commit went into a file nobody will open again."""
-        if write and self._vanished is not None:
-            raise self._vanished
+        commit went into a file nobody will open again. A write first takes
+        the metadata writer lock (L-7), waiting at most the configured
+        timeout (``wait=False``: not at all), else MetadataBusyError."""
+        if write:
+            if self._vanished is not None:
+                raise self._vanished
+            if self._wlock is None:
+                raise PylogError(f"{what}: the metadata was opened read-only")
+            with self._wlock.held(what, None if wait else 0):
+                with self._lmdb_txn(what, True) as txn:
+                    yield txn
+        else:
+            with self._lmdb_txn(what, False) as txn:
+                yield txn
+
+    @contextlib.contextmanager
+    def _lmdb_txn(self, what: str, write: bool):
         try:
             with self.env.begin(write=write) as txn:
                 yield txn
@@ -411,8 +457,18 @@ class Metadata:
                 self.path)
         return PartitionMeta(*_PARTITION.unpack(raw))
 
-    def _update_partition(self, topic, partition, **changes) -> None:
-        with self._txn("update partition", write=True) as txn:
+    def _update_partition(self, topic, partition, **changes) -> bool:
+        """M-5 update without waiting for the writer lock (L-7: appends,
+        rolls and retention never wait on another process's metadata
+        transaction). Returns False, changing nothing, when it is busy."""
+        try:
+            self._update_partition_now(topic, partition, changes)
+        except MetadataBusyError:
+            return False
+        return True
+
+    def _update_partition_now(self, topic, partition, changes) -> None:
+        with self._txn("update partition", write=True, wait=False) as txn:
             raw = txn.get(_pkey(topic, partition), db=self._partitions)
             pm = (PartitionMeta(*_PARTITION.unpack(raw))
                   if raw and len(raw) == _PARTITION.size else PartitionMeta())
@@ -424,13 +480,17 @@ class Metadata:
                                     pm.checkpoint_next_offset),
                     db=self._partitions)
 
-    def set_checkpoint(self, topic, partition, base, position, next_offset) -> None:
-        self._update_partition(topic, partition, checkpoint_base=base,
-                               checkpoint_position=position,
-                               checkpoint_next_offset=next_offset)
+    def set_checkpoint(self, topic, partition, base, position, next_offset) -> bool:
+        """Record a recovery checkpoint (M-5); False when the writer lock
+        was busy: an older checkpoint only makes recovery scan more."""
+        return self._update_partition(topic, partition, checkpoint_base=base,
+                                      checkpoint_position=position,
+                                      checkpoint_next_offset=next_offset)
 
-    def set_log_start(self, topic, partition, start) -> None:
-        self._update_partition(topic, partition, log_start_offset=start)
+    def set_log_start(self, topic, partition, start) -> bool:
+        """Record a new log start offset (M-5, P-5); False when the writer
+        lock was busy (retention then deletes nothing this time)."""
+        return self._update_partition(topic, partition, log_start_offset=start)
 
     # -- consumer offsets ------------------------------------------------------------
     def commit(self, group: str, offsets: dict, *,

@@ -1375,8 +1375,10 @@ class Partition:
             return 0
         new_start = bases[len(doomed)]
         # P-5: metadata first, then files: a crash in between leaves files
-        # below the start offset, which the next recovery deletes.
-        self._meta.set_log_start(self.topic, self.index, new_start)
+        # below the start offset, which the next recovery deletes. L-7: never
+        # wait for another process's metadata transaction; retry next time.
+        if not self._meta.set_log_start(self.topic, self.index, new_start):
+            return 0
         self._publish(st.next_offset, st.active_base, st.active_position,
                       st.active_max_timestamp, st.generation + 1, new_start)
         for b in doomed:
