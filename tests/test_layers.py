@@ -11,7 +11,7 @@ LAYERS = [
     {"errors", "config", "types", "assignors", "table", "gcpause", "_build_native"},
     {"_native"},
     {"batch"},
-    {"segment"},
+    {"segment", "identity", "metalock", "topicdirs"},
     {"partition"},
     {"metadata"},
     {"log"},

@@ -63,8 +63,11 @@ def test_sync_always_send_after_removal_is_never_acknowledged(logdir, how):
 def test_sync_always_concurrent_senders_stop_within_one_fsync_group(logdir):
     """Four threads send as fast as they can; the log directory is removed
     under them. Sends that started after rmtree returned: none acknowledged.
-    Sends in flight during the removal: at most one fsync group each."""
-    log = _open_with_topic(logdir, partitions=2)
+    Sends in flight during the removal: at most one fsync group each.
+    (Segments large enough not to roll: a roll racing rmtree makes a file
+    that rmtree then fails to remove, and rm -rf reports that.)"""
+    log = pylog.open(logdir)
+    log.create_topic("t", partitions=2, segment_bytes=64 << 20, retention_ms=-1)
     prod = log.producer()
     removed_at = [None]
     acked_after, errors = [], []
@@ -87,8 +90,9 @@ def test_sync_always_concurrent_senders_stop_within_one_fsync_group(logdir):
     for t in threads:
         t.start()
     time.sleep(0.3)
-    shutil.rmtree(logdir, ignore_errors=True)
+    shutil.rmtree(logdir)
     removed_at[0] = time.monotonic()
+    assert not os.path.exists(logdir)
     deadline = time.monotonic() + 5
     while len(errors) < 4 and time.monotonic() < deadline:
         time.sleep(0.01)
