@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/stat.h>
 #include <sched.h>
 
 #if defined(__linux__)
@@ -1816,6 +1817,7 @@ typedef struct sync_waiter {
 struct pl_syncer {
     pthread_mutex_t mu;
     int fd;               /* our dup of the active segment, -1: none     */
+    char *path;           /* its path (L-6 identity check), NULL: none    */
     int syncing;          /* a leader is in fdatasync                     */
     int error;            /* sticky -errno of a failed fdatasync          */
     int64_t synced_next;  /* offsets below this are durable               */
@@ -1839,6 +1841,7 @@ void pl_syncer_free(pl_syncer *s)
         return;
     if (s->fd >= 0)
         close(s->fd);
+    free(s->path);
     pthread_mutex_destroy(&s->mu);
     free(s);
 }
@@ -1871,23 +1874,52 @@ static void wake_waiters(pl_syncer *s, int all)
     }
 }
 
-int pl_syncer_set_fd(pl_syncer *s, int fd, int64_t durable_next)
+int pl_syncer_set_fd(pl_syncer *s, int fd, int64_t durable_next, const char *path)
 {
     if (!s)
         return PL_E_INVAL;
+    char *copy = NULL;
+    if (fd >= 0 && path && !(copy = strdup(path)))
+        return -ENOMEM;
     int dup_fd = -1;
-    if (fd >= 0 && (dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0)
-        return -errno;
+    if (fd >= 0 && (dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0) {
+        int e = errno;
+        free(copy);
+        return -e;
+    }
     pthread_mutex_lock(&s->mu);
     /* a leader syncing the old fd synced its own dup: closing ours is safe */
     if (s->fd >= 0)
         close(s->fd);
     s->fd = dup_fd;
+    /* fd and path change together: a leader never checks one against the
+     * other's identity (it copies both under the mutex) */
+    free(s->path);
+    s->path = copy;
     if (durable_next > s->synced_next)
         s->synced_next = durable_next;
     wake_waiters(s, dup_fd < 0);
     pthread_mutex_unlock(&s->mu);
     return 0;
+}
+
+/* L-6: is the file behind `fd` gone from the namespace (unlinked: rm -rf
+ * of its directory), or does `path` (when not empty) now name another file
+ * (the directory moved or replaced)?  Checked once per fsync group, after
+ * the fdatasync, so appends pay nothing for it: an fstat and a stat against
+ * a sync of milliseconds.  An error other than "not there" proves nothing. */
+static int file_vanished(int fd, const char *path)
+{
+    struct stat held, now;
+    if (fstat(fd, &held) != 0)
+        return 0;
+    if (held.st_nlink == 0)
+        return 1;
+    if (!path[0])
+        return 0;
+    if (stat(path, &now) != 0)
+        return errno == ENOENT || errno == ENOTDIR;
+    return now.st_dev != held.st_dev || now.st_ino != held.st_ino;
 }
 
 int pl_sync_through(pl_syncer *s, const pl_appender *a, int64_t target_next)
@@ -1928,10 +1960,17 @@ int pl_sync_through(pl_syncer *s, const pl_appender *a, int64_t target_next)
         int64_t upto = __atomic_load_n(&a->written_next, __ATOMIC_ACQUIRE);
         int fd = fcntl(s->fd, F_DUPFD_CLOEXEC, 0);
         int err = fd < 0 ? errno : 0;
+        char path[4096];
+        path[0] = 0;
+        if (s->path && strlen(s->path) < sizeof path)
+            strcpy(path, s->path);
         pthread_mutex_unlock(&s->mu);
+        int vanished = 0;
         if (!err) {
             if (fdatasync(fd) != 0)
                 err = errno ? errno : EIO;
+            else
+                vanished = file_vanished(fd, path);
             close(fd);
         }
         pthread_mutex_lock(&s->mu);
@@ -1945,6 +1984,8 @@ int pl_sync_through(pl_syncer *s, const pl_appender *a, int64_t target_next)
         }
         if (err)
             s->error = -err;
+        else if (vanished)
+            s->error = PL_E_VANISHED;
         else if (upto > s->synced_next)
             s->synced_next = upto;
         wake_waiters(s, 0);

@@ -402,8 +402,14 @@ typedef struct pl_syncer pl_syncer;
 pl_syncer *pl_syncer_new(void);
 void pl_syncer_free(pl_syncer *s);
 /* Sync `fd` (dup'd; -1: none) from now on; offsets below durable_next are
- * durable.  Returns 0 or -errno (of dup). */
-int pl_syncer_set_fd(pl_syncer *s, int fd, int64_t durable_next);
+ * durable.  `path` (NULL: no check) is the file's path: after each
+ * fdatasync the leader checks that the file is still linked and that `path`
+ * still names it (same st_dev/st_ino), so a segment whose file or
+ * directory was deleted, moved or replaced fails the sync with the sticky
+ * PL_E_VANISHED instead of acknowledging records nobody will find
+ * (FORMAT.rst L-6).  Returns 0 or -errno (of dup). */
+int pl_syncer_set_fd(pl_syncer *s, int fd, int64_t durable_next, const char *path);
+#define PL_E_VANISHED (-1007)  /* the synced file is no longer at its path */
 int pl_sync_through(pl_syncer *s, const pl_appender *a, int64_t target_next);
 
 /* ---- the partition append lock (FORMAT.rst P-3) ----

@@ -9,7 +9,8 @@ See README.rst for the guide and FORMAT.rst for the on-disk format.
 """
 
 from .errors import (CommitFailedError, CorruptLogError, DeserializationError,
-                     DiskFullError, ForkedLogError,
+                     DiskFullError, FileVanishedError, ForkedLogError,
+                     MetadataBusyError,
                      GroupNotEmpty, InvalidArgument, InvalidConfig,
                      InvalidTimestamp, InvalidTopicName, LogClosed, LogFailedError,
                      LogNotFound, LogOSError, LogPermissionError, NotALogDirectoryError,
@@ -31,4 +32,5 @@ __all__ = [
     "GroupNotEmpty", "DeserializationError", "LogOSError", "LogPermissionError",
     "ReadOnlyFilesystemError", "NotALogDirectoryError", "LogNotFound",
     "DiskFullError", "InvalidTimestamp",
+    "FileVanishedError", "MetadataBusyError",
 ]

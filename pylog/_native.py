@@ -1094,6 +1094,7 @@ def lock(fd: int, start: int, length: int, mode: str, wait: bool) -> bool:
 E_STALE = lib.PL_E_STALE
 E_INVAL = lib.PL_E_INVAL
 E_DELETED = lib.PL_E_DELETED
+E_VANISHED = lib.PL_E_VANISHED      # the synced file left its path (L-6)
 E_NOSPACE = _E_NOSPACE
 STATE_INDEX_POSITION = lib.PL_STATE_INDEX_POSITION
 _NULL = ffi.NULL
@@ -1252,10 +1253,13 @@ def syncer():
     return ffi.gc(s, lib.pl_syncer_free)
 
 
-def syncer_set_fd(s, fd: int, durable_next: int) -> None:
+def syncer_set_fd(s, fd: int, durable_next: int, path: str | None = None) -> None:
     """Sync ``fd`` (the new active segment; -1: none) from now on; offsets
-    below ``durable_next`` are durable (sealed segments, S-4)."""
-    rc = lib.pl_syncer_set_fd(s, fd, durable_next)
+    below ``durable_next`` are durable (sealed segments, S-4). With
+    ``path``, every sync also checks that the file is still there (L-6:
+    E_VANISHED otherwise)."""
+    rc = lib.pl_syncer_set_fd(s, fd, durable_next,
+                              _os.fsencode(path) if path is not None else _NULL)
     if rc < 0:
         raise OSError(-rc, _os.strerror(-rc))
 

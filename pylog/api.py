@@ -60,7 +60,8 @@ class Log(LogStore):
 
 
 def open(path, *, sync: str = "always", readonly: bool = False,
-         sync_interval_ms: int = 1000, allow_network_filesystem: bool = False) -> Log:
+         sync_interval_ms: int = 1000, allow_network_filesystem: bool = False,
+         metadata_timeout: float = 10.0) -> Log:
     """Open (creating if missing, unless ``readonly``) the log at ``path``.
 
     ``sync``: ``"always"`` (default) — send() returns after fdatasync of the
@@ -68,7 +69,13 @@ def open(path, *, sync: str = "always", readonly: bool = False,
     background flush every ``sync_interval_ms``; survives a process crash,
     a power loss may lose the last interval. ``"never"`` — the OS writes back
     when it likes; survives a process crash only.
+
+    ``metadata_timeout``: how long (seconds) a metadata write — a commit, a
+    group change, topic administration — waits for another process's
+    metadata transaction before it raises MetadataBusyError naming that
+    process (FORMAT.rst L-7). Appends and fetches never wait for one.
     """
     return Log(path, sync=sync, readonly=readonly,
                sync_interval_ms=sync_interval_ms,
-               allow_network_filesystem=allow_network_filesystem)
+               allow_network_filesystem=allow_network_filesystem,
+               metadata_timeout=metadata_timeout)

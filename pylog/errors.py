@@ -152,6 +152,26 @@ class DiskFullError(LogFailedError):
     """
 
 
+class FileVanishedError(LogFailedError):
+    """A file or directory the open log holds (the log directory, a
+    partition directory, a segment, ``meta/data.mdb``) was deleted, moved or
+    replaced under it (FORMAT.rst L-6): what is written there can never be
+    read again, so the affected partitions (or the metadata) fail-stop."""
+
+
+class MetadataBusyError(PylogError):
+    """A metadata operation (commit, group change, topic admin) gave up
+    waiting for the metadata writer lock (FORMAT.rst L-7): another process
+    holds it — typically stopped (SIGSTOP, a debugger) inside a metadata
+    transaction. ``holder_pid`` names it when known. Nothing was changed;
+    the call can be retried. (Not a TimeoutError: that is an OSError, and
+    an OSError from the storage layer means an I/O failure.)"""
+
+    def __init__(self, message: str, *, holder_pid: int | None = None):
+        self.holder_pid = holder_pid
+        super().__init__(message)
+
+
 class ForkedLogError(PylogError):
     """An object created before os.fork() was used in the child process."""
 

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import builtins
 import errno
+import logging
 import os
+import sys
 import shutil
 import threading
 import time
@@ -38,14 +40,22 @@ from .errors import (CorruptLogError, DiskFullError, InvalidArgument, LogClosed,
                      PylogError, ReadOnlyLog,
                      TopicExists, TopicNotFound, PartitionNotFound)
 from .files import DISK_FULL_ERRNOS, allocate, disk_full_error, open_regular
-from .metadata import Metadata
-from .partition import Partition
+from .metadata import DEFAULT_LOCK_TIMEOUT_S, Metadata
+from .partition import Partition, STATE_FILE
+from .segment import fsync_dir
+from . import topicdirs
+from .identity import Identity, vanished
 from .types import PartitionInfo, TopicInfo
+
+_log = logging.getLogger("pylog")
 
 LOCK_FILE = "pylog.lock"
 DOORBELL_FILE = "doorbell"
 DOORBELL_SLOTS = 512           # L-3: slot 0 rings for every append
 RETENTION_CHECK_INTERVAL_S = 60.0
+# L-6: how often the maintenance thread checks that the log's files are
+# still at their paths (a few stat calls; sync="always" checks every fsync)
+IDENTITY_CHECK_S = 1.0
 NETWORK_FILESYSTEMS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p",
                        "fuse.sshfs", "afs", "ceph", "glusterfs", "lustre"}
 
@@ -85,7 +95,8 @@ class LogStore:
     group administration on top; create it with :func:`pylog.open`."""
 
     def __init__(self, path, *, sync: str = "always", readonly: bool = False,
-                 sync_interval_ms: int = 1000, allow_network_filesystem: bool = False):
+                 sync_interval_ms: int = 1000, allow_network_filesystem: bool = False,
+                 metadata_timeout: float = DEFAULT_LOCK_TIMEOUT_S):
         if not isinstance(path, (str, os.PathLike)):
             raise InvalidArgument(f"path must be str or PathLike, got {type(path).__name__}")
         raw = os.fspath(path)
@@ -102,6 +113,12 @@ class LogStore:
                 or not 1 <= sync_interval_ms <= 3_600_000:
             raise InvalidArgument(
                 f"sync_interval_ms={sync_interval_ms!r}; expected int in [1, 3600000]")
+        if isinstance(metadata_timeout, bool) or \
+                not isinstance(metadata_timeout, (int, float)) or \
+                not 0 <= metadata_timeout <= 3600:
+            raise InvalidArgument(
+                f"metadata_timeout={metadata_timeout!r}; expected seconds in [0, 3600]")
+        self.metadata_timeout = float(metadata_timeout)
         self.path = os.path.abspath(raw)
         self.sync = sync
         self.readonly = readonly
@@ -164,6 +181,7 @@ class LogStore:
                               readonly=self.readonly, creating=creating) from None
 
     def _open_files_or_raise(self) -> None:
+        self._identity = Identity(self.path, "log directory")     # L-6
         self._pid = os.getpid()
         self._forks = FORKS[0]
         self._partitions: dict[tuple[str, int], Partition] = {}
@@ -188,12 +206,15 @@ class LogStore:
         self._first_opener = first
         try:
             self.meta = Metadata(self.path, sync=(self.sync == "always"),
-                                 readonly=self.readonly)
+                                 readonly=self.readonly,
+                                 lock_timeout_s=self.metadata_timeout)
         except BaseException:
             self._release_lock_file()
             raise
         try:
             self._open_doorbell()
+            if not self.readonly:
+                self._finish_deletions(strict=False)      # L-5
             if first:
                 self._recover_all()
                 if not self.readonly:
@@ -302,6 +323,7 @@ class LogStore:
         if part is not None and part.topic_id == doc["id"]:
             return part
         cfg = TopicConfig.from_dict(doc["config"])
+        self._claim_directory(topic, p, doc["id"])
         try:
             part = Partition(self.path, topic, p, cfg, self.meta, sync=self.sync,
                              readonly=self.readonly, create=not self.readonly,
@@ -399,6 +421,9 @@ class LogStore:
             if exist_ok and self.meta.get_topic(name) is not None:
                 return self.describe_topic(name)
             self._check_dir_writable(action, "nothing was created; ")
+            # L-5: a deleted incarnation's directories go first, or nothing
+            # is created (a new topic never adopts them)
+            self._finish_deletions(only=name)
             try:
                 doc = self.meta.create_topic(name, partitions, cfg.to_dict())
             except TopicExists:
@@ -554,7 +579,15 @@ class LogStore:
         return self.describe_topic(name)
 
     def delete_topic(self, name: str) -> None:
-        """Delete a topic, its records and the groups' offsets for it."""
+        """Delete a topic, its records and the groups' offsets for it.
+
+        Atomic: the topic is gone for every process once the metadata commit
+        (which records a tombstone, M-11) returns. Its directories are then
+        marked deleted and removed; when that fails (the log directory does
+        not allow the rename, a crash), the tombstone makes the next open or
+        ``create_topic`` of the name finish it, and a new topic never adopts
+        them (L-4, L-5). Raises LogFailedError, after the delete took effect,
+        when directories could not be removed."""
         validate_topic_name(name)
         self._writable(f"delete topic {name!r}")
         action = f"delete topic {name!r} in {self.path}"
@@ -562,14 +595,123 @@ class LogStore:
             self._check_dir_writable(action, "nothing was deleted; ")
             doc = self.meta.delete_topic(name)
             self._topic_cache.pop(name, None)
+            failed = self._bury_incarnation(name, doc["partitions"], doc.get("id"))
+            if failed:
+                raise LogFailedError(
+                    f"delete topic {name!r} in {self.path}: the topic is deleted, "
+                    f"but {failed}; its records are never served again, and the "
+                    "directories are removed by the next open or create_topic of "
+                    "the name once the log directory allows it (L-5)")
+
+    # -- deleted incarnations (L-4, L-5, M-11) ----------------------------------------
+    def _finish_deletions(self, only: str | None = None, strict: bool = True) -> None:
+        """Remove the directories that tombstones (M-11) list, then the
+        tombstones. With ``strict``, a directory that cannot be removed
+        raises LogFailedError; otherwise it is logged and left for later
+        (an open must not fail because a deleted topic's files linger)."""
+        try:
+            tombs = self.meta.tombstones()
+        except PylogError:
+            if strict:
+                raise
+            return
+        for name, tomb in tombs.items():
+            if only is not None and name != only:
+                continue
+            failed = self._bury_incarnation(name, tomb["partitions"], tomb.get("id"))
+            if failed and strict:
+                raise LogFailedError(
+                    f"create topic {name!r} in {self.path}: {failed}; a topic "
+                    "never reuses the directories of a deleted one, so nothing "
+                    "was created; make the log directory writable and retry")
+            if failed:
+                _log.warning("%s: deleted topic %r: %s; retried at the next open",
+                             self.path, name, failed)
+
+    def _bury_incarnation(self, name: str, partitions: int, topic_id) -> str:
+        """Mark deleted and remove the directories of incarnation
+        ``topic_id`` of topic ``name``; clear its tombstone when all are
+        gone. Returns "" or what could not be removed. Under self._lock."""
+        problems = []
+        for p in range(partitions):
+            d = os.path.join(self.path, f"{name}-{p}")
+            if not os.path.isdir(d) or not topicdirs.belongs_to(d, topic_id):
+                continue                # gone, or a newer incarnation's
             try:
-                self._remove_partition_dirs(name, doc["partitions"])
+                self._retire_directory(name, p, d, topic_id)
+            except FileNotFoundError:
+                pass
+            except (OSError, PylogError) as exc:
+                why = exc.strerror if isinstance(exc, OSError) else str(exc)
+                problems.append(f"{name}-{p} ({why})")
+        if problems:
+            return "could not remove the directories " + ", ".join(problems)
+        # the renames are durable before the tombstone goes (a power loss
+        # must not bring back a directory nothing lists any more)
+        try:
+            fsync_dir(self.path)
+        except OSError as exc:
+            return f"could not make the removal durable ({exc.strerror})"
+        self.meta.clear_tombstone(name, topic_id)
+        return ""
+
+    def _retire_directory(self, name: str, p: int, d: str, topic_id) -> None:
+        """Tell processes that still use the partition it is gone (P-2),
+        then move the directory to a grave and remove it (L-5)."""
+        part = self._partitions.get((name, p))
+        if part is not None and getattr(part, "topic_id", None) in (topic_id, None):
+            del self._partitions[(name, p)]
+        else:
+            part = None
+        if part is None or part.closed:
+            part = Partition(self.path, name, p, TopicConfig(), self.meta,
+                             sync=self.sync,
+                             lock_identity=(self._lock_token, self._lock_fd))
+        try:
+            if part.initialized():
+                part.mark_deleted()
+        finally:
+            part.close()
+        topicdirs.bury(d)
+
+    def _claim_directory(self, topic: str, p: int, topic_id: str) -> None:
+        """Make sure the directory of (topic, p) is incarnation
+        ``topic_id``'s before it is opened (L-4): a leftover of a deleted
+        incarnation is retired (writable) or refused (read-only), never
+        adopted."""
+        d = os.path.join(self.path, f"{topic}-{p}")
+        if self.readonly:
+            found = topicdirs.read_id(d)
+            if found is not None and found != topic_id:
+                raise LogFailedError(
+                    f"open partition {topic}-{p} in {self.path}: its directory "
+                    "belongs to a deleted incarnation of the topic (L-4); open "
+                    "the log for writing once to remove it")
+            return
+        for _ in range(3):
+            try:
+                topicdirs.claim(d, topic_id, deleted_mark=_state_marks_deleted)
+                return
+            except topicdirs.ForeignIncarnation:
+                try:
+                    self._retire_directory(topic, p, d, None)
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    raise LogFailedError(
+                        f"open partition {topic}-{p} in {self.path}: its directory "
+                        "holds a deleted incarnation of the topic and cannot be "
+                        f"removed ({exc.strerror}); make the log directory "
+                        "writable (L-4)") from exc
             except OSError as exc:
-                if isinstance(exc, PylogError):
-                    raise
-                raise LogOSError.from_os_error(
-                    exc, action, "the topic is deleted, but this partition "
-                    "directory is left behind: remove it by hand") from None
+                if exc.errno in DISK_FULL_ERRNOS:
+                    raise disk_full_error(f"create partition directory {d}",
+                                          exc) from exc
+                raise LogFailedError(
+                    f"create partition directory {d}: {exc.strerror} "
+                    f"(errno {exc.errno})") from exc
+        raise LogFailedError(f"open partition {topic}-{p} in {self.path}: its "
+                             "directory keeps changing incarnation (L-4)")
 
     def enforce_retention(self) -> int:
         """Apply retention to every partition now; return segments deleted."""
@@ -591,14 +733,30 @@ class LogStore:
 
     # -- housekeeping --------------------------------------------------------------
     def _maintenance(self) -> None:
+        """Interval flushes (sync="interval"), retention every
+        RETENTION_CHECK_INTERVAL_S, and the L-6 identity check every
+        IDENTITY_CHECK_S: it bounds how long sends are acknowledged into
+        files that were deleted under the log in the modes without an
+        fsync per send."""
         interval = self.sync_interval_ms / 1000.0
-        period = interval if self.sync == "interval" else RETENTION_CHECK_INTERVAL_S
-        last_retention = time.monotonic()
-        while not self._stop.wait(min(period, RETENTION_CHECK_INTERVAL_S)):
+        now = time.monotonic()
+        next_flush = now + interval
+        next_retention = now + RETENTION_CHECK_INTERVAL_S
+        next_identity = now + IDENTITY_CHECK_S
+        while True:
+            wake = min(next_identity, next_retention,
+                       next_flush if self.sync == "interval" else next_retention)
+            if self._stop.wait(max(0.0, wake - time.monotonic())):
+                return
             if os.getpid() != self._pid:
                 return
             parts = list(self._partitions.values())
-            if self.sync == "interval":
+            now = time.monotonic()
+            if now >= next_identity:
+                next_identity = now + IDENTITY_CHECK_S
+                self._check_identity(parts)
+            if self.sync == "interval" and now >= next_flush:
+                next_flush = now + interval
                 for part in parts:
                     try:
                         part.flush()
@@ -608,13 +766,30 @@ class LogStore:
                     self.meta.sync()
                 except PylogError:
                     pass        # the next commit or close raises it
-            if time.monotonic() - last_retention >= RETENTION_CHECK_INTERVAL_S:
-                last_retention = time.monotonic()
+            if now >= next_retention:
+                next_retention = now + RETENTION_CHECK_INTERVAL_S
                 for part in parts:
                     try:
                         part.enforce_retention()
                     except (PylogError, OSError):
                         pass
+
+    def _check_identity(self, parts) -> None:
+        """L-6: fail every partition held in files that left their paths
+        (all of them when the log directory itself went), so that their
+        next append raises FileVanishedError instead of being acknowledged."""
+        why = self._identity.problem()
+        for part in parts:
+            if part.readonly or part.closed:
+                continue
+            if why is not None:
+                part.fail(vanished(f"append to {part.name}", why))
+            else:
+                part.check_identity()
+        try:
+            self.meta.check_identity("metadata check")
+        except PylogError:
+            pass        # sticky in the store: its next write raises it
 
     def flush(self) -> None:
         """fdatasync every partition this process appended to, and the
@@ -665,6 +840,18 @@ class LogStore:
 
     def __repr__(self) -> str:
         return f"<pylog.Log {self.path!r} sync={self.sync}{' readonly' if self.readonly else ''}>"
+
+
+def _state_marks_deleted(directory: str) -> bool:
+    """Does ``partition.state`` in ``directory`` mark it deleted (P-2)? Read
+    without the seqlock: a deleted mark is never overwritten."""
+    try:
+        with builtins.open(os.path.join(directory, STATE_FILE), "rb") as f:
+            head = f.read(24)
+    except OSError:
+        return False
+    return len(head) == 24 and head[:4] == b"PLST" and \
+        int.from_bytes(head[16:24], sys.byteorder, signed=True) == -1
 
 
 def writers_present(root: str) -> bool:

@@ -6,6 +6,9 @@ One LMDB environment in ``<log>/meta/`` with named databases:
 database   key                                    value
 ========== ====================================== ===================================
 info       ``b"format"``                          ``b"1"`` (M-1)
+           ``b"deleted\\0"`` topic name           JSON: id, partitions of a deleted
+                                                  topic whose directories may
+                                                  remain (M-11)
 topics     topic name (UTF-8)                     JSON: id, partitions, config (M-2)
 partitions topic ``\\0`` partition (4-byte BE)     ``>qqqq``: log start offset,
                                                   checkpoint segment, position,
@@ -39,16 +42,23 @@ import time
 import lmdb
 
 from .errors import (CommitFailedError, CorruptLogError, DiskFullError,
-                     LogFailedError, LogOSError, LogPermissionError, PylogError,
+                     FileVanishedError, LogFailedError, LogOSError,
+                     LogPermissionError, MetadataBusyError, PylogError,
                      TopicExists, TopicNotFound)
 from .files import DISK_FULL_ERRNOS, allocate, disk_full_error, open_regular
+from .identity import Identity, vanished
+from .metalock import MetaLock
 from .partition import PartitionMeta
 
 FORMAT_VERSION = b"1"
+_TOMBSTONE = b"deleted\0"     # M-11: info keys of deleted topics' tombstones
 _PARTITION = struct.Struct(">qqqq")
 _OFFSET = struct.Struct(">qq")
 _P = struct.Struct(">I")
 MAP_SIZE_BYTES = 1 << 30   # virtual; grows only as used
+# L-7: how long a metadata write (commit, group change, topic admin) waits
+# for another process's metadata transaction before MetadataBusyError
+DEFAULT_LOCK_TIMEOUT_S = 10.0
 
 
 def _pkey(topic: str, partition: int) -> bytes:
@@ -166,8 +176,9 @@ def _open_env(path: str, *, sync: bool, readonly: bool):
                 raise PylogError(
                     f"open {os.path.dirname(path)} for writing: this process "
                     "has it open read-only; close that Log first")
+            ent[4].check(f"open {os.path.dirname(path)}")     # L-6
             ent[1] += 1
-            return ent[0]
+            return ent[0], ent[4]
         action = (f"open {os.path.dirname(path)}"
                   f"{' read-only' if readonly else ' for writing'}")
         try:
@@ -203,8 +214,35 @@ def _open_env(path: str, *, sync: bool, readonly: bool):
                     errno=errno.EACCES, filename=path) from None
             raise CorruptLogError(f"cannot open LMDB metadata: {exc}",
                                   path) from None
-        _ENVS[key] = [env, 1, readonly, os.getpid()]
-        return env
+        try:
+            ident = Identity(os.path.join(path, "data.mdb"), "metadata file")
+        except OSError as exc:
+            env.close()
+            raise LogFailedError(f"open LMDB metadata in {path}: data.mdb: "
+                                 f"{exc.strerror}") from exc
+        _ENVS[key] = [env, 1, readonly, os.getpid(), ident]
+        return env, ident
+
+
+def _refuse_fresh_metadata(root: str, meta: str) -> None:
+    """L-6: data.mdb is missing. A new log has no partition directories; if
+    this one has, its metadata (topics, groups, committed offsets) was
+    deleted, and starting a fresh, empty data.mdb would silently drop them
+    (and let a running process switch to it): refuse."""
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return
+    found = [n for n in names if "-" in n and not n.endswith("-delete")
+             and (os.path.exists(os.path.join(root, n, "partition.state"))
+                  or os.path.exists(os.path.join(root, n, "topic.id")))]
+    if found:
+        raise CorruptLogError(
+            f"meta/data.mdb is missing but the log holds partition directories "
+            f"({', '.join(sorted(found)[:3])}{', ...' if len(found) > 3 else ''}): "
+            "its metadata (topics, groups, committed offsets) was deleted. "
+            "Refusing to start an empty one over the data; restore data.mdb "
+            "from a backup", os.path.join(meta, "data.mdb"))
 
 
 _ACCESS_HINTS = {
@@ -267,7 +305,8 @@ def _close_env(path: str, env) -> None:
 class Metadata:
     """See the module docstring."""
 
-    def __init__(self, root: str, *, sync: bool, readonly: bool = False):
+    def __init__(self, root: str, *, sync: bool, readonly: bool = False,
+                 lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S):
         self.path = os.path.join(root, "meta")
         created = False
         if not readonly:
@@ -277,18 +316,23 @@ class Metadata:
             except OSError as exc:
                 raise _access_error(exc, f"open {root} for writing",
                                     readonly) from None
-        self.env = _open_env(self.path, sync=sync, readonly=readonly)
+        if not os.path.exists(os.path.join(self.path, "data.mdb")):
+            _refuse_fresh_metadata(root, self.path)
+        self.env, self._identity = _open_env(self.path, sync=sync, readonly=readonly)
+        self._vanished: FileVanishedError | None = None     # L-6, sticky
         self._closed = False
+        self._wlock: MetaLock | None = None
         try:
-            self._info = self.env.open_db(b"info", create=not readonly)
-            self._topics = self.env.open_db(b"topics", create=not readonly)
-            self._partitions = self.env.open_db(b"partitions", create=not readonly)
-            self._offsets = self.env.open_db(b"offsets", create=not readonly)
-            self._groups = self.env.open_db(b"groups", create=not readonly)
+            if not readonly:
+                self._wlock = MetaLock(root, lock_timeout_s)         # L-7
+            self._open_dbs(readonly)
         except lmdb.Error as exc:
             self.close()
             raise CorruptLogError(f"cannot open pylog's LMDB databases: {exc}",
                                   self.path) from None
+        except BaseException:
+            self.close()
+            raise
         if created:
             # the directory entries of meta/, data.mdb and lock.mdb
             fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -303,23 +347,47 @@ class Metadata:
                 os.close(fd)
         if not readonly:
             try:
-                with self._txn("check the metadata format", write=True) as txn:
-                    v = txn.get(b"format", db=self._info)
-                    if v is None:
-                        txn.put(b"format", FORMAT_VERSION, db=self._info)
-                    elif v != FORMAT_VERSION:
-                        raise CorruptLogError(            # M-1
-                            f"metadata format {v!r} is not {FORMAT_VERSION!r}",
-                            self.path)
+                self._check_format()
             except BaseException:
                 self.close()
                 raise
+
+    def _open_dbs(self, readonly: bool) -> None:
+        """Open the named databases. LMDB opens a named database handle for
+        good only in a write transaction (py-lmdb ends read transactions
+        with an abort, which closes handles opened in them), so a writable
+        open takes the metadata writer lock (L-7) for it: opening a log
+        waits at most ``lock_timeout_s`` for a stopped metadata writer, then
+        raises MetadataBusyError. A Log already open never waits here."""
+        names = (b"info", b"topics", b"partitions", b"offsets", b"groups")
+        if readonly:
+            dbs = [self.env.open_db(n, create=False) for n in names]
+        else:
+            with self._wlock.held(f"open the metadata of {os.path.dirname(self.path)}"):
+                dbs = [self.env.open_db(n, create=True) for n in names]
+        self._info, self._topics, self._partitions, self._offsets, self._groups = dbs
+
+    def _check_format(self) -> None:
+        """M-1, read first: only a new log writes (behind the lock)."""
+        with self._txn("check the metadata format") as txn:
+            v = txn.get(b"format", db=self._info)
+        if v is None:
+            with self._txn("check the metadata format", write=True) as txn:
+                v = txn.get(b"format", db=self._info)
+                if v is None:
+                    txn.put(b"format", FORMAT_VERSION, db=self._info)
+                    v = FORMAT_VERSION
+        if v != FORMAT_VERSION:
+            raise CorruptLogError(            # M-1
+                f"metadata format {v!r} is not {FORMAT_VERSION!r}", self.path)
 
     def close(self) -> None:
         """Release this store's use of the shared environment. Idempotent."""
         if not self._closed:
             self._closed = True
             _close_env(self.path, self.env)
+            if self._wlock is not None:
+                self._wlock.close()
 
     def sync(self) -> None:
         """Flush LMDB's deferred meta page: every committed transaction is
@@ -328,14 +396,45 @@ class Metadata:
             self.env.sync(True)
         except lmdb.Error as exc:
             raise LogFailedError(f"sync of LMDB metadata in {self.path}: {exc}") from exc
+        self.check_identity("sync of the metadata")
+
+    def check_identity(self, doing: str) -> None:
+        """L-6: raise FileVanishedError (and refuse every later write) if
+        data.mdb is no longer the file this store has mapped."""
+        if self._vanished is None:
+            why = self._identity.problem()
+            if why is None:
+                return
+            self._vanished = vanished(doing, why)
+        raise self._vanished
 
     @contextlib.contextmanager
-    def _txn(self, what: str, write: bool = False):
+    def _txn(self, what: str, write: bool = False, wait: bool = True):
         """A transaction whose LMDB failures (EIO, ENOSPC, a full map) raise
-        LogFailedError naming ``what``: nothing of the call was stored (G8)."""
+        LogFailedError naming ``what``: nothing of the call was stored (G8).
+        A write whose data.mdb vanished raises FileVanishedError (L-6): the
+        commit went into a file nobody will open again. A write first takes
+        the metadata writer lock (L-7), waiting at most the configured
+        timeout (``wait=False``: not at all), else MetadataBusyError."""
+        if write:
+            if self._vanished is not None:
+                raise self._vanished
+            if self._wlock is None:
+                raise PylogError(f"{what}: the metadata was opened read-only")
+            with self._wlock.held(what, None if wait else 0):
+                with self._lmdb_txn(what, True) as txn:
+                    yield txn
+        else:
+            with self._lmdb_txn(what, False) as txn:
+                yield txn
+
+    @contextlib.contextmanager
+    def _lmdb_txn(self, what: str, write: bool):
         try:
             with self.env.begin(write=write) as txn:
                 yield txn
+            if write:
+                self.check_identity(what)
         except lmdb.CorruptedError as exc:
             raise CorruptLogError(f"{what}: LMDB reports damage ({exc})",
                                   os.path.join(self.path, "data.mdb")) from exc
@@ -417,7 +516,41 @@ class Metadata:
                       if k.split(b"\0", 2)[1:2] == [name.encode()]]
             for k in doomed:
                 txn.delete(k, db=self._offsets)
+            # M-11: the directories are removed after this commit; until
+            # they are, the tombstone lets open and create_topic finish it
+            txn.put(_TOMBSTONE + name.encode(), json.dumps(
+                {"id": doc.get("id"), "partitions": doc["partitions"],
+                 "deleted_ms": int(time.time() * 1000)}).encode(), db=self._info)
         return doc
+
+    def tombstones(self) -> dict[str, dict]:
+        """Deleted topics whose directories may remain (M-11): name ->
+        {"id", "partitions", "deleted_ms"}."""
+        out = {}
+        with self._txn("read topic tombstones") as txn:
+            cur = txn.cursor(db=self._info)
+            if not cur.set_range(_TOMBSTONE):
+                return out
+            for k, v in cur:
+                if not k.startswith(_TOMBSTONE):
+                    break
+                k = k[len(_TOMBSTONE):]
+                try:
+                    doc = json.loads(v)
+                    assert isinstance(doc["partitions"], int)
+                except (ValueError, KeyError, TypeError, AssertionError):
+                    raise CorruptLogError(f"tombstone of deleted topic {k!r} is "
+                                          "damaged", self.path) from None
+                out[k.decode()] = doc
+        return out
+
+    def clear_tombstone(self, name: str, topic_id) -> None:
+        """Forget the tombstone of ``name`` once its directories are gone,
+        unless it is a later deletion's (another id)."""
+        with self._txn("clear topic tombstone", write=True) as txn:
+            raw = txn.get(_TOMBSTONE + name.encode(), db=self._info)
+            if raw is not None and json.loads(raw).get("id") == topic_id:
+                txn.delete(_TOMBSTONE + name.encode(), db=self._info)
 
     # -- partitions -----------------------------------------------------------
     def partition_meta(self, topic: str, partition: int) -> PartitionMeta:
@@ -431,8 +564,18 @@ class Metadata:
                 self.path)
         return PartitionMeta(*_PARTITION.unpack(raw))
 
-    def _update_partition(self, topic, partition, **changes) -> None:
-        with self._txn("update partition", write=True) as txn:
+    def _update_partition(self, topic, partition, **changes) -> bool:
+        """M-5 update without waiting for the writer lock (L-7: appends,
+        rolls and retention never wait on another process's metadata
+        transaction). Returns False, changing nothing, when it is busy."""
+        try:
+            self._update_partition_now(topic, partition, changes)
+        except MetadataBusyError:
+            return False
+        return True
+
+    def _update_partition_now(self, topic, partition, changes) -> None:
+        with self._txn("update partition", write=True, wait=False) as txn:
             raw = txn.get(_pkey(topic, partition), db=self._partitions)
             pm = (PartitionMeta(*_PARTITION.unpack(raw))
                   if raw and len(raw) == _PARTITION.size else PartitionMeta())
@@ -444,13 +587,17 @@ class Metadata:
                                     pm.checkpoint_next_offset),
                     db=self._partitions)
 
-    def set_checkpoint(self, topic, partition, base, position, next_offset) -> None:
-        self._update_partition(topic, partition, checkpoint_base=base,
-                               checkpoint_position=position,
-                               checkpoint_next_offset=next_offset)
+    def set_checkpoint(self, topic, partition, base, position, next_offset) -> bool:
+        """Record a recovery checkpoint (M-5); False when the writer lock
+        was busy: an older checkpoint only makes recovery scan more."""
+        return self._update_partition(topic, partition, checkpoint_base=base,
+                                      checkpoint_position=position,
+                                      checkpoint_next_offset=next_offset)
 
-    def set_log_start(self, topic, partition, start) -> None:
-        self._update_partition(topic, partition, log_start_offset=start)
+    def set_log_start(self, topic, partition, start) -> bool:
+        """Record a new log start offset (M-5, P-5); False when the writer
+        lock was busy (retention then deletes nothing this time)."""
+        return self._update_partition(topic, partition, log_start_offset=start)
 
     # -- consumer offsets ------------------------------------------------------------
     def commit(self, group: str, offsets: dict, *,

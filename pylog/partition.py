@@ -55,9 +55,10 @@ from operator import itemgetter
 
 from . import _native, batch
 from .config import TopicConfig
-from .errors import (CorruptLogError, DiskFullError, LogClosed, LogFailedError,
-                     OffsetOutOfRange, TopicNotFound)
+from .errors import (CorruptLogError, DiskFullError, FileVanishedError, LogClosed,
+                     LogFailedError, OffsetOutOfRange, TopicNotFound)
 from .files import NotARegularFile, allocate, open_regular, set_aside
+from .identity import Identity, unlinked, vanished
 from .segment import (INDEX_ENTRY, INDEX_INTERVAL_BYTES, PREALLOCATE_BYTES,
                       PREALLOCATE_BYTES_MIN,
                       TIMEINDEX_ENTRY, Segment, fsync_dir, parse_segment_name)
@@ -195,6 +196,7 @@ class Partition:
         if os.path.islink(self.dir):
             raise CorruptLogError("partition directory is a symlink; refusing "
                                   "to follow it", self.dir)
+        self._dir_identity = Identity(self.dir, "partition directory")   # L-6
         state_path = os.path.join(self.dir, STATE_FILE)
         flags = os.O_RDONLY if readonly else os.O_RDWR | os.O_CREAT
         try:
@@ -235,7 +237,9 @@ class Partition:
             return
         if self._status is CLOSED:
             raise LogClosed(f"partition {self.name} is closed")
-        raise LogFailedError(
+        cls = FileVanishedError if isinstance(self._failure, FileVanishedError) \
+            else LogFailedError
+        raise cls(
             f"partition {self.name} failed earlier and refuses further use "
             f"until the log is reopened: {self._failure}") from self._failure
 
@@ -693,7 +697,8 @@ class Partition:
         are in sealed segments, durable since their roll (S-4)."""
         self._active = seg
         _native.syncer_set_fd(self._syncer, seg.fd if seg is not None else -1,
-                              seg.base_offset if seg is not None else 0)
+                              seg.base_offset if seg is not None else 0,
+                              seg.path if seg is not None else None)
 
     def append(self, records, *, compression: str | None = None) -> tuple[int, int]:
         """Append one batch; return (base offset, timestamp of the first record).
@@ -882,10 +887,13 @@ class Partition:
         self._lock()
         try:
             result = step()
-        except (OSError, CorruptLogError) as exc:
+        except (OSError, CorruptLogError, FileVanishedError) as exc:
             self._unlock_quietly()
             if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
                 raise self._disk_full(exc.errno) from exc
+            if isinstance(exc, FileVanishedError) or self.check_identity():
+                self._fail(exc)
+                self._check()                # L-6: raises FileVanishedError
             self._fail(exc)
             raise LogFailedError(f"append to {self.name}: {exc}") from exc
         except BaseException:
@@ -978,6 +986,7 @@ class Partition:
         the half-made new one is removed, so later appends to the old one
         cannot collide with it (G8). A crash before the publish leaves an
         empty new segment that recovery drops (P-4)."""
+        self._dir_identity.check(f"roll of {self.name}")     # L-6
         new = Segment(self.dir, next_offset, create=True, writable=True)
         try:
             new.truncate(0)                  # a leftover of a crashed roll
@@ -1016,6 +1025,9 @@ class Partition:
         if rc == _native.E_STALE:            # closed under us
             self._check()
             raise LogClosed(f"partition {self.name} is closed")
+        if rc == _native.E_VANISHED:         # L-6
+            self.check_identity(f"the segment file of {self.name} was deleted")
+            self._check()
         if rc < 0 and -rc in errno.errorcode:
             exc = OSError(-rc, os.strerror(-rc))
             self._fail(exc)
@@ -1383,8 +1395,10 @@ class Partition:
             return 0
         new_start = bases[len(doomed)]
         # P-5: metadata first, then files: a crash in between leaves files
-        # below the start offset, which the next recovery deletes.
-        self._meta.set_log_start(self.topic, self.index, new_start)
+        # below the start offset, which the next recovery deletes. L-7: never
+        # wait for another process's metadata transaction; retry next time.
+        if not self._meta.set_log_start(self.topic, self.index, new_start):
+            return 0
         self._publish(st.next_offset, st.active_base, st.active_position,
                       st.active_max_timestamp, st.generation + 1, new_start)
         for b in doomed:
@@ -1407,6 +1421,19 @@ class Partition:
         return {"partition": self.index, "start_offset": st.log_start_offset,
                 "end_offset": st.next_offset, "bytes": size,
                 "segments": len(bases)}
+
+    def check_identity(self, why: str | None = None) -> str | None:
+        """L-6: why the directory or active segment this partition holds is
+        no longer at its path (None: it is; ``why``: the caller knows); a
+        vanished one fails the partition (every later append raises)."""
+        why = self._dir_identity.problem() or unlinked(self._active) or why
+        if why is not None and not self.readonly:
+            self._fail(vanished(f"append to {self.name}", why))
+        return why
+
+    def fail(self, exc: BaseException) -> None:
+        """Move to FAILED with ``exc`` (L-6: the Log found the files gone)."""
+        self._fail(exc)
 
     def mark_deleted(self) -> None:
         """Tell every process the partition is gone (P-2) before its files go."""

@@ -429,7 +429,7 @@ def test_create_topic_failing_on_a_later_partition_is_rolled_back(tmp_path):
         assert "nothing was created" in msg
         assert lg.topics() == ["t"]
         assert sorted(os.listdir(log)) == sorted(
-            ["meta", "pylog.lock", "doorbell", "t-0", "b-2"])
+            ["meta", "meta.lock", "pylog.lock", "doorbell", "t-0", "b-2"])
         with open(squatter, "rb") as f:
             assert f.read() == b"not mine"
         with pytest.raises(pylog.TopicNotFound):

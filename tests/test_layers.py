@@ -12,7 +12,7 @@ LAYERS = [
      "files"},
     {"_native"},
     {"batch"},
-    {"segment"},
+    {"segment", "identity", "metalock", "topicdirs"},
     {"partition"},
     {"metadata"},
     {"log"},

@@ -23,7 +23,7 @@ def test_topic_names(fastlog, tmp_path):
         with pytest.raises(pylog.InvalidTopicName):
             fastlog.create_topic(bad)
     assert sorted(os.listdir(tmp_path / "log")) == sorted(
-        ["doorbell", "meta", "pylog.lock"] +
+        ["doorbell", "meta", "meta.lock", "pylog.lock"] +
         [f"{n}-0" for n in ("a", "x" * 249, ALLOWED, "...", "-.-", "_")])
 
 

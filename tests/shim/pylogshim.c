@@ -3,6 +3,7 @@
  *
  * Fault injection (all env vars optional):
  *   PLSHIM_FAULT_OPS    comma list: fsync,fdatasync,msync,sync_file_range,
+ *                       rename (matched on the source path),
  *                       fallocate,write,ftruncate
  *   PLSHIM_FAULT_PATH   substring the file's path must contain
  *   PLSHIM_FAULT_ERRNO  errno to inject (number; default EIO)
@@ -333,4 +334,24 @@ int fstat64(int fd, struct stat64 *st) {
     int rc = real_fstat64(fd, st);
     fstat_delay(fd, rc);
     return rc;
+}
+
+/* rename(2) refused, as a log directory without write permission refuses
+ * it (EACCES) even to the process that owns the files inside */
+int rename(const char *from, const char *to) {
+    REAL(int, rename, const char *, const char *);
+    if (!busy && getenv("PLSHIM_FAULT_OPS") && should_fault("rename", from)) {
+        errno = fault_errno();
+        return -1;
+    }
+    return real_rename(from, to);
+}
+
+int renameat(int fromfd, const char *from, int tofd, const char *to) {
+    REAL(int, renameat, int, const char *, int, const char *);
+    if (!busy && getenv("PLSHIM_FAULT_OPS") && should_fault("rename", from)) {
+        errno = fault_errno();
+        return -1;
+    }
+    return real_renameat(fromfd, from, tofd, to);
 }

@@ -1,0 +1,200 @@
+"""Acknowledged data silently gone (issue 13, FORMAT.rst L-6): the log
+directory removed (``rm -rf``), moved away, a partition directory removed,
+or ``meta/data.mdb`` deleted while the log is open. The kernel keeps held
+files alive, so writes into them still "succeed"; pylog must notice that
+the file it holds is no longer the one at its path and fail with
+FileVanishedError (a LogFailedError) naming what vanished, instead of
+acknowledging records and commits nobody will ever read.
+
+Bounds checked here: with sync="always", no send that starts after the
+removal returned is acknowledged (the identity check runs in every fsync
+group); in the other modes, sends fail within IDENTITY_CHECK_S (1 s) plus
+scheduling slack; a roll never creates a segment in a directory that
+replaced the one it held; a commit after data.mdb was deleted raises."""
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import pylog
+from pylog.errors import FileVanishedError, LogFailedError
+
+CFG = dict(segment_bytes=65536, retention_ms=-1)
+
+
+def _open_with_topic(logdir, sync="always", partitions=1):
+    log = pylog.open(logdir, sync=sync)
+    log.create_topic("t", partitions=partitions, **CFG)
+    return log
+
+
+def _close_quietly(log):
+    try:
+        log.close()
+    except LogFailedError:
+        pass             # close's own flush may report the vanished files
+
+
+@pytest.mark.parametrize("how", ["rm-rf", "moved", "partition-dir"])
+def test_sync_always_send_after_removal_is_never_acknowledged(logdir, how):
+    log = _open_with_topic(logdir)
+    prod = log.producer()
+    for i in range(50):
+        prod.send("t", b"before-%d" % i, partition=0)
+    if how == "rm-rf":
+        shutil.rmtree(logdir)
+    elif how == "moved":
+        os.rename(logdir, logdir + ".moved")
+    else:
+        shutil.rmtree(os.path.join(logdir, "t-0"))
+    for i in range(20):
+        with pytest.raises(FileVanishedError) as ei:
+            prod.send("t", b"after-%d" % i, partition=0)
+    msg = str(ei.value)
+    assert "t-0" in msg or logdir in msg, msg
+    _close_quietly(log)
+
+
+def test_sync_always_concurrent_senders_stop_within_one_fsync_group(logdir):
+    """Four threads send as fast as they can; the log directory is removed
+    under them. Sends that started after rmtree returned: none acknowledged.
+    Sends in flight during the removal: at most one fsync group each.
+    (Segments large enough not to roll: a roll racing rmtree makes a file
+    that rmtree then fails to remove, and rm -rf reports that.)"""
+    log = pylog.open(logdir)
+    log.create_topic("t", partitions=2, segment_bytes=64 << 20, retention_ms=-1)
+    prod = log.producer()
+    removed_at = [None]
+    acked_after, errors = [], []
+    stop = threading.Event()
+
+    def sender(k):
+        i = 0
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                prod.send("t", b"%d-%d" % (k, i) + b"x" * 300, partition=k % 2)
+            except FileVanishedError as exc:
+                errors.append(exc)
+                return
+            if removed_at[0] is not None and started > removed_at[0]:
+                acked_after.append((k, i))
+            i += 1
+
+    threads = [threading.Thread(target=sender, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    shutil.rmtree(logdir)
+    removed_at[0] = time.monotonic()
+    assert not os.path.exists(logdir)
+    deadline = time.monotonic() + 5
+    while len(errors) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stop.set()
+    for t in threads:
+        t.join(10)
+    detected = time.monotonic() - removed_at[0]
+    print(f"all senders failed {detected * 1000:.1f} ms after the removal; "
+          f"acknowledged after it: {len(acked_after)}")
+    assert len(errors) == 4, "a sender kept being acknowledged after rm -rf"
+    assert acked_after == []
+    _close_quietly(log)
+
+
+@pytest.mark.parametrize("sync", ["interval", "never"])
+def test_other_modes_fail_within_the_check_interval(logdir, sync):
+    log = pylog.open(logdir, sync=sync)
+    # segments far larger than the test writes: no roll (which would trip
+    # over the missing directory on its own) comes to the rescue
+    log.create_topic("t", segment_bytes=64 << 20, retention_ms=-1)
+    prod = log.producer()
+    prod.send("t", b"before", partition=0)
+    shutil.rmtree(logdir)
+    removed = time.monotonic()
+    acked = 0
+    with pytest.raises(LogFailedError) as ei:
+        while time.monotonic() - removed < 5:
+            prod.send("t", b"after", partition=0)
+            acked += 1
+            time.sleep(0.001)
+    took = time.monotonic() - removed
+    print(f"sync={sync}: detected after {took * 1000:.0f} ms, {acked} sends "
+          "acknowledged in between")
+    assert took < 2.5
+    assert "deleted" in str(ei.value)
+    _close_quietly(log)
+
+
+def test_roll_never_writes_into_a_replacing_directory(logdir):
+    """The partition directory is moved away and an empty one of the same
+    name made: the next roll must not create a segment in the new one."""
+    log = _open_with_topic(logdir, sync="never")
+    prod = log.producer()
+    prod.send("t", b"x" * 1000, partition=0)
+    os.rename(os.path.join(logdir, "t-0"), os.path.join(logdir, "elsewhere"))
+    os.mkdir(os.path.join(logdir, "t-0"))
+    with pytest.raises(LogFailedError) as ei:
+        for i in range(200):                  # 200 KB: passes segment_bytes
+            prod.send("t", b"y" * 1000, partition=0)
+    assert "t-0" in str(ei.value) and "replaced" in str(ei.value)
+    assert os.listdir(os.path.join(logdir, "t-0")) == []
+    _close_quietly(log)
+
+
+def test_commit_after_data_mdb_deleted_raises(logdir):
+    log = _open_with_topic(logdir)
+    prod = log.producer()
+    for i in range(10):
+        prod.send("t", b"r%d" % i, partition=0)
+    cons = log.consumer("t", group_id="g", enable_auto_commit=False,
+                        auto_offset_reset="earliest")
+    got = []
+    deadline = time.monotonic() + 5
+    while len(got) < 10 and time.monotonic() < deadline:
+        got += cons.poll(timeout=0.2)
+    cons.commit()
+    os.unlink(os.path.join(logdir, "meta", "data.mdb"))
+    with pytest.raises(FileVanishedError) as ei:
+        cons.commit({pylog.TopicPartition("t", 0): 5})
+    assert "data.mdb" in str(ei.value)
+    with pytest.raises(LogFailedError):
+        log.create_topic("u")
+    try:
+        cons.close()
+    except LogFailedError:
+        pass
+    _close_quietly(log)
+
+
+OPENER = r"""
+import sys, pylog
+try:
+    log = pylog.open(sys.argv[1])
+except pylog.PylogError as exc:
+    print("refused:", exc)
+    sys.exit(3)
+print("opened; topics:", log.topics())
+log.close()
+"""
+
+
+def test_second_process_refuses_to_start_fresh_metadata(logdir, child_env):
+    """With data.mdb deleted under a running process, another process must
+    not create a fresh, empty one over the log's partitions (every topic,
+    group and commit would be gone at the next open)."""
+    log = _open_with_topic(logdir)
+    log.producer().send("t", b"r", partition=0)
+    os.unlink(os.path.join(logdir, "meta", "data.mdb"))
+    proc = subprocess.run([sys.executable, "-c", OPENER, logdir], env=child_env,
+                          capture_output=True, timeout=60)
+    out = proc.stdout.decode() + proc.stderr.decode()
+    assert proc.returncode == 3, out
+    assert "data.mdb" in out, out
+    assert not os.path.exists(os.path.join(logdir, "meta", "data.mdb"))
+    _close_quietly(log)
