@@ -193,6 +193,7 @@ class GroupMember:
                 info = dict(self._info, joined_ms=now_ms)
                 members[me] = info
                 rebalance = True
+                rejoined.append(True)
             if sorted(info.get("topics", [])) != sorted(topics):
                 info["topics"] = sorted(topics)
                 rebalance = True
@@ -215,10 +216,16 @@ class GroupMember:
                     owners[k] = me
             return doc["generation"], {_key_tp(k) for k, v in owners.items() if v == me}
 
+        rejoined: list = []
         self.generation, owned = self.log.meta.update_group(self.group_id, update)
         self.joined = True
         self.owned = owned
         self.lease_until = lease_until
+        if rejoined:
+            # removed from the group meanwhile (it looked dead): what it
+            # owns now is owned anew, and others may have read on from
+            # where it was: every position is stale
+            return set(owned), before
         return owned - before, before - owned
 
     def count_retention_reset(self, tp: TopicPartition, skipped: int) -> None:

@@ -468,3 +468,22 @@ def test_commit_before_the_first_poll_joins_the_group(log):
         c.commit({TP("t", 0): 4})
     with log.consumer("t", group_id="g") as c:
         assert offsets(c.poll(timeout=0.5))[0] == 4
+
+
+def test_member_that_rejoins_after_expiry_rereads_the_committed_offset(log):
+    """A member that looked dead (it overran its session timeout) and was
+    removed may get the same partition back when it rejoins; others read on
+    meanwhile, so its old position is stale: it must resume at the group's
+    committed offset, not where it had read to."""
+    fill(log, 30)
+    a = log.consumer("t", group_id="g", auto_offset_reset="earliest",
+                     session_timeout_ms=200, enable_auto_commit=False)
+    assert offsets(a.poll(timeout=0.5, max_records=10)) == list(range(10))
+    a.commit()
+    time.sleep(0.4)                      # A's heartbeat expires
+    b = log.consumer("t", group_id="g", enable_auto_commit=False)
+    assert offsets(b.poll(timeout=0.5, max_records=10)) == list(range(10, 20))
+    b.commit()
+    b.close()                            # hands t-0 back
+    assert offsets(a.poll(timeout=0.5, max_records=5)) == [20, 21, 22, 23, 24]
+    a.close()
