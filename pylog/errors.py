@@ -241,6 +241,10 @@ class LogOSError(PylogError, OSError):
         message = f"{action}: {why} ({name}){detail}"
         if hint:
             message += f"; {hint}"
+        if code in (_errno.EMFILE, _errno.ENFILE):
+            message += ("; each open partition holds two file descriptors: raise "
+                        "the process's limit (ulimit -n, RLIMIT_NOFILE) above "
+                        "twice the partitions it opens")
         return klass(message, errno=code, strerror=exc.strerror, filename=target)
 
 

@@ -56,7 +56,8 @@ from operator import itemgetter
 from . import _native, batch
 from .config import TopicConfig
 from .errors import (CorruptLogError, DiskFullError, FileVanishedError, LogClosed,
-                     LogFailedError, OffsetOutOfRange, TopicNotFound)
+                     LogFailedError, LogOSError, OffsetOutOfRange, PylogError,
+                     TopicNotFound)
 from .files import NotARegularFile, allocate, open_regular, set_aside
 from .identity import Identity, unlinked, vanished
 from .segment import (INDEX_ENTRY, INDEX_INTERVAL_BYTES, PREALLOCATE_BYTES,
@@ -376,6 +377,14 @@ class Partition:
                 raise OffsetOutOfRange(
                     f"segment {base} of {self.name} was deleted by "
                     "retention while being read") from None
+            except OSError as exc:
+                if isinstance(exc, PylogError):
+                    raise
+                # EACCES on another user's segment is not damage
+                raise LogOSError.from_os_error(
+                    exc, f"read segment {base} of {self.name}",
+                    "a reader needs read access to every file of the log: run "
+                    "as its owner or have them grant read access") from None
             self._readers[base] = seg
         return seg
 

@@ -27,6 +27,8 @@ TREE = {
     "DeserializationError": ValueError, "LogOSError": OSError,
     "LogPermissionError": PermissionError, "ReadOnlyFilesystemError": OSError,
     "NotALogDirectoryError": NotADirectoryError, "LogNotFound": FileNotFoundError,
+    "DiskFullError": None, "FileVanishedError": None, "MetadataBusyError": None,
+    "InvalidTimestamp": ValueError,
 }
 
 
@@ -37,7 +39,9 @@ def test_every_error_is_a_pylog_error():
     ``PartitionNotFound``, ``RecordTooLarge``, ``LogClosed``, ``ReadOnlyLog``,
     ``CorruptLogError`` (``.path``, ``.position``), ``OffsetOutOfRange``,
     ``CommitFailedError``, ``GroupNotEmpty``, ``LogFailedError``,
-    ``ForkedLogError``, ``DeserializationError`` (ValueError; ``.topic``,
+    ``ForkedLogError``, ``DiskFullError`` and ``FileVanishedError`` (both
+    ``LogFailedError``), ``MetadataBusyError`` (``.holder_pid``),
+    ``InvalidTimestamp`` (ValueError), ``DeserializationError`` (ValueError; ``.topic``,
     ``.partition``, ``.offset``, ``.record``), and ``LogOSError`` (OSError;
     ``.errno``, ``.filename``) for a filesystem call that failed, with its
     subclasses ``LogPermissionError`` (PermissionError: another user's log, a
@@ -50,6 +54,9 @@ def test_every_error_is_a_pylog_error():
         assert issubclass(cls, pylog.PylogError), name
         if builtin is not None:
             assert issubclass(cls, builtin), name
+    for name in ("DiskFullError", "FileVanishedError"):
+        assert issubclass(getattr(pylog, name), pylog.LogFailedError), name
+    assert pylog.MetadataBusyError("busy", holder_pid=42).holder_pid == 42
     e = pylog.CorruptLogError("bad crc", "/x/t-0/0.log", 1234)
     assert (e.path, e.position) == ("/x/t-0/0.log", 1234)
 
@@ -376,10 +383,6 @@ def test_readonly_needs_write_access_to_lock_mdb(open_dir, child_env):
     assert run_child(READERS, path, env=child_env) == ["read ['hello']"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a segment file the reader may not open raises a bare PermissionError "
-    "from poll() (pylog/files.py open_regular via Partition._reader), not a "
-    "PylogError / LogPermissionError"))
 def test_unreadable_segment_is_a_permission_error_not_corruption(open_dir, child_env):
     """``LogPermissionError`` (PermissionError: another user's log, a
     directory without write access; never reported as corruption)
