@@ -14,7 +14,7 @@ LAYERS = [
     {"batch"},
     {"segment", "identity", "metalock", "topicdirs"},
     {"partition"},
-    {"metadata"},
+    {"metadata", "topicadmin"},
     {"log"},
     {"group", "delivery", "deadletter", "deserialize", "offsetreset"},
     {"producer", "consumer"},
