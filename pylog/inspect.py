@@ -533,6 +533,23 @@ def _verify(root, meta, problems, progress):
     return problems
 
 
+def _verify_topic_id(d, problems) -> None:
+    """L-4: ``topic.id`` is a regular file when present (never opened here:
+    a FIFO would block)."""
+    path = os.path.join(d, "topic.id")
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        problems.append(Problem(path, None, f"topic id file: {exc.strerror}"))
+        return
+    if not stat.S_ISREG(mode):
+        problems.append(Problem(path, None, f"topic id file is a {file_kind(mode)}, "
+                                "not a regular file (rewritten on the next "
+                                "writable open)"))
+
+
 def _verify_partition(root, meta, t, p, d, live, problems, advance):
     """Check one partition; return its end offset (None if unknown)."""
     if not os.path.isdir(d):
@@ -544,6 +561,7 @@ def _verify_partition(root, meta, t, p, d, live, problems, advance):
         problems.append(Problem(exc.path or meta.path, None, exc.reason))
         pm = None
     st = read_partition_state(d) if live else None
+    _verify_topic_id(d, problems)
     bases = _segment_bases(d)
     if st is not None:
         bases = [b for b in bases if b <= st.active_base]

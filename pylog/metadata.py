@@ -93,7 +93,8 @@ def check_lmdb_size(path: str) -> None:
     process with SIGBUS; a truncated file must be an exception instead."""
     data = os.path.join(path, "data.mdb")
     try:
-        fd = os.open(data, os.O_RDONLY | os.O_CLOEXEC)
+        # a FIFO or symlink there is refused, never opened (it would block)
+        fd = open_regular(data, os.O_RDONLY, what="LMDB data file")
     except FileNotFoundError:
         return
     try:

@@ -639,14 +639,10 @@ class Partition:
         length field, or a zero batchLength at position 0 (preallocated)."""
         path = os.path.join(self.dir, f"{base:020d}.log")
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            # P-1: never follows a symlink, never blocks on a FIFO
+            fd = open_regular(path, os.O_RDONLY, what="segment file")
         except FileNotFoundError:
             return True
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:    # P-1
-                raise CorruptLogError("segment file is a symlink; refusing to "
-                                      "follow it", path, 0) from None
-            raise
         try:
             head = os.pread(fd, 12, 0)
         finally:

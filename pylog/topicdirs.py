@@ -27,6 +27,9 @@ from __future__ import annotations
 import os
 import shutil
 
+from .errors import PylogError
+from .files import open_regular
+
 ID_FILE = "topic.id"
 GRAVE_SUFFIX = "-delete"          # L-1: removed by the first opener
 
@@ -44,9 +47,10 @@ class ForeignIncarnation(Exception):
 def read_id(directory: str) -> str | None:
     """The topic id recorded in ``directory`` (None: none, or unreadable)."""
     try:
-        fd = os.open(os.path.join(directory, ID_FILE),
-                     os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except OSError:
+        # not a regular file (a FIFO would block open(2)): no readable id
+        fd = open_regular(os.path.join(directory, ID_FILE), os.O_RDONLY,
+                          what="topic id file")
+    except (OSError, PylogError):
         return None
     try:
         raw = os.read(fd, 64)

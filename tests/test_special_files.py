@@ -164,3 +164,36 @@ def test_bad_partition_state_is_rebuilt(log3, tmp_path, child_env, kind):
     assert decoy.read_bytes() == b"decoy must stay untouched"
     res = child(logdir, "verify", child_env)
     assert res["ok"] and res["result"] == [], res
+
+
+@pytest.mark.parametrize("where", ["t-0/00000000000000000001.log", "t-0/topic.id",
+                                   "meta/data.mdb"])
+def test_fifo_at_other_paths_never_hangs(tmp_path, child_env, where):
+    """Found by an independent review: a FIFO at a planted segment name
+    (recovery's emptiness probe), at topic.id, or at meta/data.mdb blocked
+    pylog.open in open(2). Now: open, verify and info answer within the
+    timeout; verify reports the file."""
+    path = str(tmp_path / "log")
+    with pylog.open(path) as log:
+        log.create_topic("t")
+        log.producer().send("t", b"x")
+    target = os.path.join(path, where)
+    if os.path.exists(target):
+        os.unlink(target)
+    os.mkfifo(target)
+    r = subprocess.run([sys.executable, "-m", "pylog.cli", "verify", path],
+                       capture_output=True, timeout=30, env=child_env)
+    assert r.returncode == 1 and "FIFO" in r.stdout.decode(), r.stdout.decode()
+    code = ("import sys, pylog\n"
+            "try:\n"
+            "    with pylog.open(sys.argv[1], readonly=True) as l:\n"
+            "        c = l.consumer(); c.assign([pylog.TopicPartition('t', 0)])\n"
+            "        c.seek_to_beginning(); print(len(c.poll(timeout=0.2)))\n"
+            "except pylog.PylogError as e:\n"
+            "    print(type(e).__name__)\n")
+    r = subprocess.run([sys.executable, "-c", code, path], capture_output=True,
+                       timeout=30, env=child_env)
+    assert r.returncode == 0, r.stderr.decode()
+    r = subprocess.run([sys.executable, "-m", "pylog.cli", "info", path],
+                       capture_output=True, timeout=30, env=child_env)
+    assert b"Traceback" not in r.stderr
