@@ -447,17 +447,22 @@ class LogStore(TopicAdmin):
         (all of them when the log directory itself went), so that their
         next append raises FileVanishedError instead of being acknowledged."""
         why = self._identity.problem()
+        # without its data.mdb the log cannot be opened again (L-6), so
+        # nothing appended from now on could be read back
+        meta_why = self.meta.identity_problem()
+        try:
+            self.meta.check_identity("metadata check")
+        except PylogError:
+            pass        # sticky in the store: its next write raises it
         for part in parts:
             if part.readonly or part.closed:
                 continue
             if why is not None:
                 part.fail(vanished(f"append to {part.name}", why))
+            elif meta_why is not None:
+                part.fail(vanished(f"append to {part.name}", meta_why))
             else:
                 part.check_identity()
-        try:
-            self.meta.check_identity("metadata check")
-        except PylogError:
-            pass        # sticky in the store: its next write raises it
 
     def flush(self) -> None:
         """fdatasync every partition this process appended to, and the

@@ -399,6 +399,10 @@ class Metadata:
             raise LogFailedError(f"sync of LMDB metadata in {self.path}: {exc}") from exc
         self.check_identity("sync of the metadata")
 
+    def identity_problem(self) -> str | None:
+        """Why data.mdb is no longer the file this store has mapped, or None."""
+        return self._identity.problem()
+
     def check_identity(self, doing: str) -> None:
         """L-6: raise FileVanishedError (and refuse every later write) if
         data.mdb is no longer the file this store has mapped."""

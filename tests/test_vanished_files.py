@@ -131,6 +131,27 @@ def test_other_modes_fail_within_the_check_interval(logdir, sync):
     _close_quietly(log)
 
 
+@pytest.mark.parametrize("sync", ["always", "never"])
+def test_sends_stop_when_data_mdb_is_deleted(logdir, sync):
+    """Found by an independent review: with only meta/data.mdb deleted,
+    sends were acknowledged for good (17,676 in 3 s), yet the log can never
+    be opened again without it. Now every partition fails within the check
+    interval."""
+    log = pylog.open(logdir, sync=sync)
+    log.create_topic("t", segment_bytes=64 << 20, retention_ms=-1)
+    prod = log.producer()
+    prod.send("t", b"before", partition=0)
+    os.unlink(os.path.join(logdir, "meta", "data.mdb"))
+    removed = time.monotonic()
+    with pytest.raises(FileVanishedError) as ei:
+        while time.monotonic() - removed < 5:
+            prod.send("t", b"after", partition=0)
+            time.sleep(0.001)
+    assert time.monotonic() - removed < 2.5
+    assert "data.mdb" in str(ei.value)
+    _close_quietly(log)
+
+
 def test_roll_never_writes_into_a_replacing_directory(logdir):
     """The partition directory is moved away and an empty one of the same
     name made: the next roll must not create a segment in the new one."""
