@@ -116,18 +116,20 @@ class TopicAdmin:
     def _undo_create_topic(self, name: str, doc: dict) -> str | None:
         """Take a topic this process just created out of the metadata (if it
         is still that topic) and remove its partition directories; returns
-        what could not be removed, or None."""
+        what could not be removed, or None. The directories go first: on a
+        full disk their space is what lets the metadata commit through."""
+        try:
+            self._remove_partition_dirs(name, doc["partitions"])
+        except OSError as exc:
+            return f"{exc.filename or 'a partition directory'} ({exc.strerror})"
         try:
             current = self.meta.get_topic(name)
             if current is not None and current["id"] == doc["id"]:
                 self.meta.delete_topic(name)
         except PylogError as exc:
             return f"its metadata ({exc})"
-        self._topic_cache.pop(name, None)
-        try:
-            self._remove_partition_dirs(name, doc["partitions"])
-        except OSError as exc:
-            return f"{exc.filename or 'a partition directory'} ({exc.strerror})"
+        finally:
+            self._topic_cache.pop(name, None)
         return None
 
     def _remove_partition_dirs(self, name: str, count: int) -> None:
