@@ -474,7 +474,8 @@ class Consumer:
             max_records = self._max_poll
         elif isinstance(max_records, bool) or not isinstance(max_records, int) \
                 or not 1 <= max_records <= MAX_POLL_RECORDS_MAX:
-            raise InvalidArgument(f"max_records={max_records!r}; expected int >= 1")
+            raise InvalidArgument(f"max_records={max_records!r}; expected an int in "
+                                  f"[1, {MAX_POLL_RECORDS_MAX}]")
         if not self._subscription and self._pattern is None and self._manual is None:
             raise InvalidArgument("poll before subscribe() or assign()")
         delivery = self._delivery

@@ -112,7 +112,8 @@ class Producer:
         if ts is None:
             return time.time_ns() // 1_000_000
         if isinstance(ts, bool) or not isinstance(ts, int) or not 0 <= ts < 2**62:
-            raise InvalidArgument(f"timestamp_ms={ts!r}; expected a non-negative int")
+            raise InvalidArgument(f"timestamp_ms={ts!r}; expected an int in "
+                                  f"[0, 2**62) (milliseconds since the epoch)")
         return ts
 
     def _partition(self, topic, key, partition, n):
@@ -272,6 +273,9 @@ class Producer:
         validate_topic_name(topic)
         if isinstance(items, (bytes, str)):
             raise InvalidArgument("items must be a list of records, not a single value")
+        if not hasattr(items, "__iter__"):
+            raise InvalidArgument(f"items must be an iterable of records (a list), "
+                                  f"got {type(items).__name__}")
         ts = self._timestamp(timestamp_ms)
         if timestamp_ms is not None:
             # the topic's bounds (the same for every partition), before

@@ -27,6 +27,7 @@ from .config import PARTITIONS_MAX, TopicConfig, validate_topic_name
 from .errors import (DiskFullError, InvalidArgument, LogFailedError, LogOSError,
                      PylogError, ReadOnlyLog, TopicExists)
 from .files import DISK_FULL_ERRNOS, disk_full_error
+from .identity import vanished
 from .partition import STATE_FILE, Partition
 from .segment import fsync_dir
 from .types import PartitionInfo, TopicInfo
@@ -99,7 +100,11 @@ class TopicAdmin:
 
     def _check_dir_writable(self, action: str, hint_prefix: str = "") -> None:
         """Raise LogPermissionError before anything changes if this process
-        may not create or remove partition directories in the log directory."""
+        may not create or remove partition directories in the log directory
+        (FileVanishedError when the log directory itself is gone, L-6)."""
+        gone = self._identity.problem()
+        if gone is not None:
+            raise vanished(action, gone)
         effective = os.access in os.supports_effective_ids
         if not os.access(self.path, os.W_OK | os.X_OK, effective_ids=effective):
             denied = PermissionError(errno.EACCES, os.strerror(errno.EACCES), self.path)

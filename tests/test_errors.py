@@ -522,3 +522,22 @@ def test_open_a_device_is_not_a_log_directory():
     with pytest.raises(NotALogDirectoryError) as ei:
         pylog.open("/dev/null")
     assert "/dev/null is a non-directory" in str(ei.value)
+
+
+def test_argument_messages_state_the_real_bounds(tmp_path):
+    """Found by an independent review: send_batch(t, 5) was a bare
+    TypeError; poll(max_records=10**7) said 'expected int >= 1'; a
+    timestamp of 2**63-1 was called negative."""
+    with pylog.open(tmp_path / "log") as log:
+        log.create_topic("t")
+        p = log.producer()
+        for bad in (5, None):
+            with pytest.raises(pylog.InvalidArgument, match="iterable of records"):
+                p.send_batch("t", bad)
+        with pytest.raises(pylog.InvalidArgument, match=r"\[0, 2\*\*62\)"):
+            p.send("t", b"v", timestamp_ms=2**63 - 1)
+        c = log.consumer("t")
+        with pytest.raises(pylog.InvalidArgument, match="1000000"):
+            c.poll(max_records=10**7)
+        c.close()
+        assert log.describe_topic("t").partition_info[0].end_offset == 0

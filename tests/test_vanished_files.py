@@ -219,3 +219,14 @@ def test_second_process_refuses_to_start_fresh_metadata(logdir, child_env):
     assert "data.mdb" in out, out
     assert not os.path.exists(os.path.join(logdir, "meta", "data.mdb"))
     _close_quietly(log)
+
+
+def test_topic_admin_after_the_log_directory_vanished(logdir):
+    """Found by an independent review: create_topic after ``rm -rf`` of the
+    log said "permission denied ... run as the log's owner" to root."""
+    log = pylog.open(logdir)
+    log.create_topic("a")
+    shutil.rmtree(logdir)
+    with pytest.raises(FileVanishedError, match="log directory"):
+        log.create_topic("b")
+    _close_quietly(log)
