@@ -6,9 +6,9 @@ the file it holds is no longer the one at its path and fail with
 FileVanishedError (a LogFailedError) naming what vanished, instead of
 acknowledging records and commits nobody will ever read.
 
-Bounds checked here: with sync="always", no send that starts after the
-removal returned is acknowledged (the identity check runs in every fsync
-group); in the other modes, sends fail within IDENTITY_CHECK_S (1 s) plus
+Bounds checked here: with sync="always", no send that starts 5 ms or more
+after the removal returned is acknowledged (the fsync-group leader checks
+identity at most every 5 ms, L-6); in the other modes, sends fail within IDENTITY_CHECK_S (1 s) plus
 scheduling slack; a roll never creates a segment in a directory that
 replaced the one it held; a commit after data.mdb was deleted raises."""
 
@@ -25,6 +25,7 @@ import pylog
 from pylog.errors import FileVanishedError, LogFailedError
 
 CFG = dict(segment_bytes=65536, retention_ms=-1)
+CHECK_WINDOW_S = 0.005       # PL_IDENTITY_CHECK_NS
 
 
 def _open_with_topic(logdir, sync="always", partitions=1):
@@ -52,6 +53,7 @@ def test_sync_always_send_after_removal_is_never_acknowledged(logdir, how):
         os.rename(logdir, logdir + ".moved")
     else:
         shutil.rmtree(os.path.join(logdir, "t-0"))
+    time.sleep(2 * CHECK_WINDOW_S)
     for i in range(20):
         with pytest.raises(FileVanishedError) as ei:
             prod.send("t", b"after-%d" % i, partition=0)
@@ -65,7 +67,8 @@ def test_sync_always_concurrent_senders_stop_within_one_fsync_group(logdir):
     under them. Sends that started after rmtree returned: none acknowledged.
     Sends in flight during the removal: at most one fsync group each.
     (Segments large enough not to roll: a roll racing rmtree makes a file
-    that rmtree then fails to remove, and rm -rf reports that.)"""
+    that rmtree then fails to remove, and rm -rf reports that.) Sends that
+    started within the 5 ms check window after it are counted, not failed."""
     log = pylog.open(logdir)
     log.create_topic("t", partitions=2, segment_bytes=64 << 20, retention_ms=-1)
     prod = log.producer()
@@ -83,7 +86,7 @@ def test_sync_always_concurrent_senders_stop_within_one_fsync_group(logdir):
                 errors.append(exc)
                 return
             if removed_at[0] is not None and started > removed_at[0]:
-                acked_after.append((k, i))
+                acked_after.append((k, i, started - removed_at[0]))
             i += 1
 
     threads = [threading.Thread(target=sender, args=(k,)) for k in range(4)]
@@ -100,10 +103,11 @@ def test_sync_always_concurrent_senders_stop_within_one_fsync_group(logdir):
     for t in threads:
         t.join(10)
     detected = time.monotonic() - removed_at[0]
+    late = [a for a in acked_after if a[2] >= CHECK_WINDOW_S]
     print(f"all senders failed {detected * 1000:.1f} ms after the removal; "
-          f"acknowledged after it: {len(acked_after)}")
+          f"acknowledged after it: {len(acked_after)} (within the check window)")
     assert len(errors) == 4, "a sender kept being acknowledged after rm -rf"
-    assert acked_after == []
+    assert late == []
     _close_quietly(log)
 
 
