@@ -19,7 +19,6 @@ import builtins
 import errno
 import logging
 import os
-import shutil
 import sys
 
 from . import topicdirs
@@ -124,7 +123,7 @@ class TopicAdmin:
         what could not be removed, or None. The directories go first: on a
         full disk their space is what lets the metadata commit through."""
         try:
-            self._remove_partition_dirs(name, doc["partitions"])
+            self._remove_partition_dirs(name, doc["partitions"], doc["id"])
         except OSError as exc:
             return f"{exc.filename or 'a partition directory'} ({exc.strerror})"
         try:
@@ -137,28 +136,21 @@ class TopicAdmin:
             self._topic_cache.pop(name, None)
         return None
 
-    def _remove_partition_dirs(self, name: str, count: int) -> None:
-        """Tell other processes partitions 0..count-1 of ``name`` are gone
-        (P-2) and remove their directories; raises the first OSError."""
+    def _remove_partition_dirs(self, name: str, count: int, topic_id) -> None:
+        """Tell other processes partitions 0..count-1 of incarnation
+        ``topic_id`` of ``name`` are gone (P-2) and remove their
+        directories; raises the first OSError."""
         for p in range(count):
             d = os.path.join(self.path, f"{name}-{p}")
-            part = self._partitions.pop((name, p), None)
             if not os.path.isdir(d) or os.path.islink(d):
+                part = self._partitions.pop((name, p), None)
                 if part is not None:
                     part.close()
                 continue
-            if part is None:
-                part = Partition(self.path, name, p, TopicConfig(), self.meta,
-                                 sync=self.sync,
-                                 lock_identity=(self._lock_token, self._lock_fd))
             try:
-                if part.initialized():
-                    part.mark_deleted()
-            finally:
-                part.close()
-            grave = f"{d}.{os.urandom(4).hex()}-delete"
-            os.rename(d, grave)
-            shutil.rmtree(grave, ignore_errors=True)
+                self._retire_directory(name, p, d, topic_id)
+            except FileNotFoundError:
+                pass
 
     def _open_new_partitions(self, name: str, doc: dict, numbers) -> None:
         """Create the directories of new partitions. On an I/O error the
