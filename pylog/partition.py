@@ -359,7 +359,10 @@ class Partition:
             self._bases = keep
             self._bases_gen = st.generation
             for b in list(self._readers):
-                if b not in keep:
+                # gone, or made again under the same name (a recovery drops
+                # an empty segment of a crashed roll; the next roll may
+                # create the same base): a map of the old file reads zeros
+                if b not in keep or self._readers[b].replaced():
                     self._readers.pop(b).close()
                     self._reader_sizes.pop(b, None)
         return self._bases
@@ -1158,6 +1161,8 @@ class Partition:
                     if res.stop == _native.FETCH_CORRUPT:
                         if out:
                             break    # the good records first; the next fetch raises
+                        if self._drop_if_replaced(seg, locked=True):
+                            continue     # read the file now at its path
                         raise CorruptLogError(res.error, seg.path, res.stop_position)
                     if res.stop == _native.FETCH_END and seg.base_offset == st.active_base:
                         break                # at the committed end (the poll path)
@@ -1238,11 +1243,29 @@ class Partition:
         if not got:
             return None if got is None else []
         recs, res = got
+        if not recs and res.stop == _native.FETCH_CORRUPT:
+            if self._drop_if_replaced(seg, locked=False):
+                return []            # the caller fetches from the new file
+            raise CorruptLogError(res.error, seg.path, res.stop_position)
         cursor.offset, cursor.position = res.next_offset, res.position
         cursor.base = res.position_base
-        if not recs and res.stop == _native.FETCH_CORRUPT:
-            raise CorruptLogError(res.error, seg.path, res.stop_position)
         return recs
+
+    def _drop_if_replaced(self, seg: Segment, *, locked: bool) -> bool:
+        """A read found damage: was it a map of a file since removed and made
+        again under the same name (a recovery dropped the empty segment of a
+        crashed roll, and the next roll created the same base)? Then forget
+        that reader, so the next read maps the file now at the path."""
+        if not seg.replaced():
+            return False
+        if not locked:
+            with self._rlock:
+                return self._drop_if_replaced(seg, locked=True)
+        if self._readers.get(seg.base_offset) is seg:
+            del self._readers[seg.base_offset]
+            self._reader_sizes.pop(seg.base_offset, None)
+            seg.close()
+        return True
 
     def _one_batch(self, seg: Segment, m, end: int, cursor: Cursor, values_only: bool,
                    with_topic: bool, row_type):

@@ -86,6 +86,16 @@ class Segment:
     def file_size(self) -> int:
         return os.fstat(self.fd).st_size
 
+    def replaced(self) -> bool:
+        """Is the file at this segment's path no longer the one held open
+        (removed, or removed and made again under the same name)?"""
+        try:
+            now = os.stat(self.path)
+        except FileNotFoundError:
+            return True
+        held = os.fstat(self.fd)
+        return (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino)
+
     def mapped(self, need: int) -> mmap.mmap | None:
         """A map covering at least ``need`` bytes (remapped when the file grew).
 

@@ -708,3 +708,50 @@ def test_fetch_returns_the_records_before_a_damaged_compressed_batch(logdir):
         with pytest.raises(pylog.CorruptLogError) as ei:
             part.fetch(cur, 100)
         assert ei.value.path == seg and cur.offset == 2
+
+
+@pytest.mark.parametrize("blocked", [False, True])
+def test_reader_follows_a_segment_made_again_under_its_name(logdir, blocked):
+    """Found by the crash loop in CI: a recovery drops the empty segment a
+    crashed roll left, and the next roll creates the same base again, as a
+    new file. A reader that had mapped the old file read zeros from it where
+    the state said records were, and raised CorruptLogError. Simulated here
+    by replacing the active segment with a copy (a new inode) between two
+    appends: the reader must read the records from the file now at the
+    path."""
+    w = pylog.open(logdir, sync="never")
+    w.create_topic("t")
+    p = w.producer()
+    for i in range(10):
+        p.send("t", b"a%d" % i, partition=0)
+    r = pylog.open(logdir, readonly=True)
+    c = r.consumer(enable_auto_commit=False)
+    c.assign([TopicPartition("t", 0)])
+    c.seek_to_beginning()
+    assert len(c.poll(timeout=0.5, max_records=100)) == 10
+    w.close()
+    seg = os.path.join(logdir, "t-0", "%020d.log" % 0)
+    shutil.copyfile(seg, seg + ".new")
+    os.replace(seg + ".new", seg)
+    w = pylog.open(logdir, sync="never")
+    p = w.producer()
+
+    def append():
+        for i in range(5):
+            p.send("t", b"b%d" % i, partition=0)
+    if blocked:      # the poll waits (Partition.wait_fetch) when they arrive
+        import threading
+        t = threading.Timer(0.3, append)
+        t.start()
+        got = []
+        deadline = time.monotonic() + 5
+        while len(got) < 5 and time.monotonic() < deadline:
+            got += [rec.value for rec in c.poll(timeout=1.0, max_records=100)]
+        t.join()
+    else:
+        append()
+        got = [rec.value for rec in c.poll(timeout=0.5, max_records=100)]
+    assert got == [b"b%d" % i for i in range(5)]
+    c.close()
+    r.close()
+    w.close()
