@@ -86,25 +86,26 @@ class Delivery:
                 out[tp] = r.offset
         return out
 
+    def _positions(self, unfinished: dict) -> dict:
+        """Every positioned partition's offset, moved back to the first of
+        its ``unfinished`` records where it has any."""
+        pos = {tp: c.offset for tp, c in self._cursors.items()}
+        pos.update((tp, o) for tp, o in unfinished.items() if tp in pos)
+        return pos
+
     def finished(self) -> dict:
         """{tp: next offset after the finished records} for every positioned
         partition: what auto-commit, release and close() may commit."""
-        pos = {tp: c.offset for tp, c in self._cursors.items()}
         if self.batch is not None:
-            pos.update((tp, o) for tp, o in self._floors(self.batch[self.at:]).items()
-                       if tp in pos)
-        else:
-            pos.update((tp, o) for tp, o in self.pending.items() if tp in pos)
-        return pos
+            return self._positions(self._floors(self.batch[self.at:]))
+        return self._positions(self.pending)
 
     def handed_positions(self) -> dict:
         """{tp: next offset after the handed records}: what commit() without
         offsets commits (the record the iterator is on counts as handed)."""
-        pos = {tp: c.offset for tp, c in self._cursors.items()}
         if self.batch is not None:
-            pos.update((tp, o) for tp, o in self._floors(self.batch[self.at + 1:]).items()
-                       if tp in pos)
-        return pos
+            return self._positions(self._floors(self.batch[self.at + 1:]))
+        return self._positions({})
 
     def abandoned(self, records) -> None:
         """``records`` were handed (or fetched) but not finished: put each

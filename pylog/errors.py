@@ -213,31 +213,13 @@ class LogOSError(PylogError, OSError):
         code = exc.errno
         name = _errorcode.get(code, f"errno {code}") if code else "no errno"
         target = exc.filename
+        klass, why, shape = _OS_ERRORS.get(
+            code, (LogOSError, (exc.strerror or str(exc)).lower(), " ({})"))
         detail = ""
-        if code in (_errno.EACCES, _errno.EPERM):
-            klass, why = LogPermissionError, "permission denied"
-            if target is not None:
-                detail = f" on {target}{_owner_note(target)}"
-        elif code == _errno.EROFS:
-            klass, why = ReadOnlyFilesystemError, "the filesystem is read-only"
-            if target is not None:
-                detail = f" (writing {target})"
-        elif code == _errno.ENOTDIR:
-            klass, why = NotALogDirectoryError, "not a directory"
-            if target is not None:
-                detail = f": a directory above {target} is a file"
-        elif code == _errno.EEXIST:
-            klass, why = NotALogDirectoryError, "not a directory"
-            if target is not None:
-                detail = f": {target} exists and is not a directory"
-        elif code == _errno.ENOENT:
-            klass, why = LogNotFound, "no such file or directory"
-            if target is not None:
-                detail = f": {target}"
-        else:
-            klass, why = LogOSError, (exc.strerror or str(exc)).lower()
-            if target is not None:
-                detail = f" ({target})"
+        if target is not None:
+            detail = shape.format(target)
+            if klass is LogPermissionError:
+                detail += _owner_note(target)
         message = f"{action}: {why} ({name}){detail}"
         if hint:
             message += f"; {hint}"
@@ -288,6 +270,20 @@ class NotALogDirectoryError(LogOSError, NotADirectoryError):
 class LogNotFound(LogOSError, FileNotFoundError):
     """No log at the path (``readonly=True`` never creates one): the path
     does not exist or has no ``meta/`` directory."""
+
+
+# errno -> (class, what went wrong, how the named file is shown)
+_OS_ERRORS = {
+    _errno.EACCES: (LogPermissionError, "permission denied", " on {}"),
+    _errno.EPERM: (LogPermissionError, "permission denied", " on {}"),
+    _errno.EROFS: (ReadOnlyFilesystemError, "the filesystem is read-only",
+                   " (writing {})"),
+    _errno.ENOTDIR: (NotALogDirectoryError, "not a directory",
+                     ": a directory above {} is a file"),
+    _errno.EEXIST: (NotALogDirectoryError, "not a directory",
+                    ": {} exists and is not a directory"),
+    _errno.ENOENT: (LogNotFound, "no such file or directory", ": {}"),
+}
 
 
 __all__ = [name for name in dir() if name.endswith(("Error", "Name", "Found",
