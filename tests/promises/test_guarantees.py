@@ -173,8 +173,15 @@ def test_always_survives_power_loss(tmp_path, shim, child_env):
 
     (``"always"``) A child under the power-loss shim sends and is SIGKILLed;
     every file is then cut back to what its last fsync stored."""
-    code = SENDER.replace('print("ready", flush=True)', 'print("ready", flush=True)\n'
-                          'import threading\nthreading.Timer(0.7, lambda: print("go", flush=True)).start()')
+    # "go" from the sending loop itself: printed from a timer thread it
+    # could land inside an ack line and never be seen
+    code = SENDER.replace("i = 0\nwhile True:\n",
+                          "import time\nt0 = time.monotonic()\ngo = False\n"
+                          "i = 0\nwhile True:\n"
+                          "    if not go and time.monotonic() - t0 > 0.7:\n"
+                          "        print('go', flush=True)\n"
+                          "        go = True\n")
+    assert code != SENDER
     path, lines = _power_loss_child(tmp_path, shim, child_env, code, "always", until="go")
     acked = acked_of(lines)
     assert len(acked) > 10
