@@ -559,7 +559,7 @@ def lat_pylog_thread(b, n, warm, size, interval):
 def _checked_read_reader(log):
     import pylog
     from pylog import _native
-    from pylog.log import topic_slot
+    from pylog.store import topic_slot
     from pylog.partition import Cursor
     part = log.partition("lat", 0)
     slot_p = log.doorbell_pointer() + topic_slot("lat") * _native.DOORBELL_SLOT_SIZE

@@ -17,8 +17,8 @@ from .errors import (CommitFailedError, CorruptLogError, DeserializationError,
                      ReadOnlyFilesystemError,
                      OffsetOutOfRange, PartitionNotFound, PylogError,
                      ReadOnlyLog, RecordTooLarge, TopicExists, TopicNotFound)
-from .api import Log, open
-from .types import (PartitionInfo, Record, RecordMetadata, TopicInfo,
+from .log import Log, open
+from .records import (PartitionInfo, Record, RecordMetadata, TopicInfo,
                     TopicPartition)
 
 __version__ = "0.1.0"

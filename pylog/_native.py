@@ -1025,7 +1025,7 @@ def doorbell_wait(buf, slot_index: int, expected: int, timeout_s: Optional[float
 def doorbell_load_at(bell_p, slot_index: int) -> int:
     """:func:`doorbell_load` through a :func:`pointer` to the whole doorbell
     map (the poll path: no buffer pinned per call); ``slot_index`` must be a
-    slot of it (pylog.log.topic_slot)."""
+    slot of it (pylog.store.topic_slot)."""
     return lib.pl_doorbell_load(bell_p + slot_index * DOORBELL_SLOT_SIZE)
 
 

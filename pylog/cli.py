@@ -37,7 +37,7 @@ def iso_ms(ms) -> str:
 
 
 def print_json(obj) -> None:
-    from .inspect import jsonable
+    from .verify import jsonable
     print(json.dumps(jsonable(obj), indent=2, sort_keys=False))
 
 
@@ -49,7 +49,7 @@ def require_log(path: str) -> str:
     """``path`` if it holds a log; a permission problem raises
     LogPermissionError (never "not a log")."""
     from .errors import LogNotFound
-    from .log import check_log_dir
+    from .store import check_log_dir
     if not path:
         raise CliError("the log PATH is empty")
     try:
@@ -73,7 +73,7 @@ def open_log(path: str, readonly: bool = True, **kw):
 
 def cmd_info(args) -> int:
     import pylog
-    from .inspect import log_info, raw_log_info
+    from .verify import log_info, raw_log_info
     try:
         log = open_log(args.path)
     except pylog.CorruptLogError as exc:
@@ -142,7 +142,7 @@ def _close_leaked_metadata(exc) -> None:
 # ---------------------------------------------------------------------------
 
 def cmd_dump(args) -> int:
-    from .inspect import dump_index, dump_segment
+    from .verify import dump_index, dump_segment
     path = args.segment
     if not path:
         raise CliError("the SEGMENT path is empty")
@@ -255,7 +255,7 @@ class ProgressBar:
 
 
 def cmd_verify(args) -> int:
-    from .inspect import verify_log
+    from .verify import verify_log
     require_log(args.path)
     bar = ProgressBar() if sys.stderr.isatty() and not args.json else None
     try:
@@ -281,7 +281,7 @@ def cmd_verify(args) -> int:
 # ---------------------------------------------------------------------------
 
 def _record_out(r, fmt: str) -> str:
-    from .inspect import is_text, safe_text
+    from .verify import is_text, safe_text
     if fmt == "json":
         d = {"topic": r.topic, "partition": r.partition, "offset": r.offset,
              "timestamp_ms": r.timestamp_ms, "key": safe_text(r.key),

@@ -40,9 +40,9 @@ from .errors import (CommitFailedError, ForkedLogError,
 from .gcpause import paused as _gc_paused
 from .group import GROUP_CHECK_INTERVAL_S, GroupMember
 from .offsetreset import OFFSET_RESETS, OffsetReset
-from .log import FORKS, topic_slot
+from .store import FORKS, topic_slot
 from .partition import Cursor
-from .types import TopicPartition
+from .records import TopicPartition
 
 MAX_POLL_RECORDS_MAX = 1_000_000
 _TOPIC_REFRESH_S = 1.0

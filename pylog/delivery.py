@@ -22,7 +22,7 @@ at a time.
 
 from __future__ import annotations
 
-from .types import TopicPartition
+from .records import TopicPartition
 
 
 class Delivery:

@@ -407,7 +407,7 @@ def run_demo(path=None, *, events=None, fast=False, keep=False, out=None) -> int
         all_ok = all_ok and missing == 0
         rows.append([f"{g}-service", len(expected), len(distinct), dups, missing])
     from .table import table
-    from .inspect import verify_log
+    from .verify import verify_log
     w("")
     w(f"Summary after {elapsed:.1f} s:")
     w("\n".join("  " + line for line in table(

@@ -16,7 +16,7 @@ import logging
 
 from .errors import DeserializationError
 from .partition import Cursor
-from .types import Record
+from .records import Record
 
 _logger = logging.getLogger("pylog")
 

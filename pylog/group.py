@@ -30,7 +30,7 @@ import time
 
 from .assignors import STRATEGIES, assign
 from .errors import GroupNotEmpty, InvalidArgument, OffsetOutOfRange, TopicNotFound
-from .types import TopicPartition
+from .records import TopicPartition
 
 GROUP_CHECK_INTERVAL_S = 0.1     # how often a polling member looks at the group
 _HOST = socket.gethostname()

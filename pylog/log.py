@@ -1,638 +1,81 @@
-"""The Log: a directory holding topics, partitions and consumer groups.
+"""The public entry point: :func:`open` and the :class:`Log` it returns.
 
-Layout (FORMAT.rst L-*): ``meta/`` (LMDB), ``pylog.lock`` (who has the log
-open), ``doorbell`` (shared futex words that wake blocked consumers) and one
-``<topic>-<partition>/`` directory per partition.
+``Log`` is the storage-level :class:`~pylog.store.LogStore` plus what is built
+on it — producers, consumers and consumer-group administration — so that
+imports keep pointing one way (storage never imports its clients).
 
-Opening: every process holds a shared OFD lock on ``pylog.lock`` while the
-log is open. The first opener (it gets the lock exclusively: nobody else has
-the log open, so any previous user crashed or exited) runs recovery on every
-partition (P-4), then downgrades to shared. Cost: proportional to the number
-of partitions and the unflushed tails (G7).
-
-Fork (G6): a Log used in a child of ``os.fork()`` reopens itself there (new
-LMDB environment, new file descriptions and locks) on first use; consumers
-that were members of a group in the parent refuse to work in the child.
-
-Thread safety: a Log and its producers are thread-safe. Durability: see the
-``sync`` argument of :func:`open`.
+Thread safety: a Log is thread-safe; see Producer and Consumer for theirs.
 """
 
 from __future__ import annotations
 
-import builtins
-import errno
-import logging
-import os
-import shutil
-import threading
-import time
-import mmap
-import stat
-import warnings
-
-from . import _native
-from .config import (SYNC_MODES, TopicConfig,
-                     validate_topic_name)
-from .errors import (CorruptLogError, InvalidArgument, LogClosed,
-                     LogFailedError, LogNotFound, LogOSError, NotALogDirectoryError,
-                     PylogError, TopicNotFound, PartitionNotFound)
-from .files import DISK_FULL_ERRNOS, allocate, disk_full_error, open_regular
-from .metadata import DEFAULT_LOCK_TIMEOUT_S, Metadata
-from .topicadmin import TopicAdmin
-from .partition import Partition
-from .segment import fsync_dir
-from .identity import Identity, vanished
-
-_log = logging.getLogger("pylog")
-
-LOCK_FILE = "pylog.lock"
-DOORBELL_FILE = "doorbell"
-DOORBELL_SLOTS = 512           # L-3: slot 0 rings for every append
-RETENTION_CHECK_INTERVAL_S = 60.0
-# L-6: how often the maintenance thread checks that the log's files are
-# still at their paths (a few stat calls; sync="always" checks every fsync)
-IDENTITY_CHECK_S = 1.0
-NETWORK_FILESYSTEMS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p",
-                       "fuse.sshfs", "afs", "ceph", "glusterfs", "lustre"}
+from .config import validate_group_id, validate_topic_name
+from .consumer import Consumer
+from .group import describe_group, reset_group
+from .store import LogStore
+from .producer import Producer
 
 
-# How many times this process is a fork() child of the process that imported
-# pylog: compared on every checked call (a getpid() per call is a syscall).
-FORKS = [0]
+class Log(LogStore):
+    """An open log. Create with :func:`pylog.open`; use as a context manager."""
 
-
-def _count_fork() -> None:
-    FORKS[0] += 1
-
-
-os.register_at_fork(after_in_child=_count_fork)
-
-def filesystem_type(path: str) -> str | None:
-    """The filesystem type of ``path`` from /proc/mounts (None if unknown)."""
-    try:
-        with builtins.open("/proc/mounts", encoding="utf-8", errors="replace") as f:
-            mounts = [line.split()[:3] for line in f]
-    except OSError:
-        return None
-    path = os.path.realpath(path)
-    best, fstype = "", None
-    for m in mounts:
-        if len(m) == 3:
-            mp = m[1].replace("\\040", " ")
-            if (path == mp or path.startswith(mp.rstrip("/") + "/")) and len(mp) > len(best):
-                best, fstype = mp, m[2]
-    return fstype
-
-
-class LogStore(TopicAdmin):
-    """An open log directory: files, partitions, topics and metadata.
-
-    The public :class:`pylog.Log` (in api.py) adds producers, consumers and
-    group administration on top; create it with :func:`pylog.open`."""
-
-    def __init__(self, path, *, sync: str = "always", readonly: bool = False,
-                 sync_interval_ms: int = 1000, allow_network_filesystem: bool = False,
-                 metadata_timeout: float = DEFAULT_LOCK_TIMEOUT_S):
-        if not isinstance(path, (str, os.PathLike)):
-            raise InvalidArgument(f"path must be str or PathLike, got {type(path).__name__}")
-        raw = os.fspath(path)
-        if not isinstance(raw, str):
-            raw = os.fsdecode(raw)
-        if not raw:
-            raise InvalidArgument("open: the path is empty; pass '.' to open "
-                                  "(or create) a log in the current directory")
-        if "\0" in raw:
-            raise InvalidArgument(f"open {raw!r}: the path contains a NUL byte")
-        if sync not in SYNC_MODES:
-            raise InvalidArgument(f"sync={sync!r}; expected one of {SYNC_MODES}")
-        if isinstance(sync_interval_ms, bool) or not isinstance(sync_interval_ms, int) \
-                or not 1 <= sync_interval_ms <= 3_600_000:
-            raise InvalidArgument(
-                f"sync_interval_ms={sync_interval_ms!r}; expected int in [1, 3600000]")
-        if isinstance(metadata_timeout, bool) or \
-                not isinstance(metadata_timeout, (int, float)) or \
-                not 0 <= metadata_timeout <= 3600:
-            raise InvalidArgument(
-                f"metadata_timeout={metadata_timeout!r}; expected seconds in [0, 3600]")
-        self.metadata_timeout = float(metadata_timeout)
-        self.path = os.path.abspath(raw)
-        self.sync = sync
-        self.readonly = readonly
-        self.sync_interval_ms = sync_interval_ms
-        self._allow_nfs = allow_network_filesystem
-        self._closed = False
-        self._lock = threading.RLock()
-        if readonly:
-            check_log_dir(self.path, f"open {self.path} read-only")
-        else:
-            self._make_log_dir()
-        fstype = filesystem_type(self.path)
-        if fstype in NETWORK_FILESYSTEMS:
-            msg = (f"open {self.path}: it is on a network filesystem ({fstype}), "
-                   "where file locks and shared maps are unsafe (G6)")
-            if not allow_network_filesystem:
-                raise PylogError(msg + "; pass allow_network_filesystem=True "
-                                 "to accept the risk")
-            warnings.warn(msg)
-        self._open_files()
-
-    # -- open / fork -----------------------------------------------------------
-    def _make_log_dir(self) -> None:
-        """Create the log directory (and its parents) unless it exists;
-        refuse a path that is, or lies below, something else than a directory."""
-        action = f"open {self.path} for writing"
-        if _not_a_directory(self.path, action, may_create=True):
-            return
-        try:
-            os.makedirs(self.path, mode=0o755)
-        except FileExistsError as exc:
-            if not os.path.isdir(self.path):      # made by someone else meanwhile
-                raise _open_error(exc, action, readonly=False) from None
-            return
-        except OSError as exc:
-            raise _open_error(exc, action, readonly=False, creating=True) from None
-        # L-1: the log directory's own entry survives a power loss
-        try:
-            fsync_dir(os.path.dirname(self.path))
-        except OSError as exc:
-            raise _open_error(exc, action, readonly=False) from None
-
-    def _open_files(self) -> None:
-        creating = False                # a new log: the hints differ
-        if not self.readonly:
-            try:
-                os.lstat(os.path.join(self.path, "meta"))
-            except FileNotFoundError:
-                creating = True
-            except OSError:
-                pass
-        try:
-            self._open_files_or_raise()
-        except OSError as exc:
-            if isinstance(exc, PylogError):
-                raise
-            raise _open_error(exc, f"open {self.path}"
-                              f"{' read-only' if self.readonly else ' for writing'}",
-                              readonly=self.readonly, creating=creating) from None
-
-    def _open_files_or_raise(self) -> None:
-        self._identity = Identity(self.path, "log directory")     # L-6
-        self._pid = os.getpid()
-        self._forks = FORKS[0]
-        self._partitions: dict[tuple[str, int], Partition] = {}
-        self._topic_cache: dict[str, tuple[float, dict]] = {}
-        self._lock_fd = -1
-        first = False
-        if not self.readonly:
-            self._lock_fd = os.open(os.path.join(self.path, LOCK_FILE),
-                                    os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            first = _native.lock(self._lock_fd, 0, 1, "w", False)
-            if not first:
-                _native.lock(self._lock_fd, 0, 1, "r", True)
-            # L-2 / P-3: this Log's name in partition append locks, alive as
-            # long as this read lock is held (the kernel drops it on death)
-            self._lock_token = _native.new_lock_token()
-            _native.liveness_lock(self._lock_fd, self._lock_token)
-        else:
-            # No writer alive means the partition states may be stale: views
-            # are then recovered in memory, without touching the files.
-            alone = not writers_present(self.path)
-            first = alone
-        self._first_opener = first
-        try:
-            self.meta = Metadata(self.path, sync=(self.sync == "always"),
-                                 readonly=self.readonly,
-                                 lock_timeout_s=self.metadata_timeout)
-        except BaseException:
-            self._release_lock_file()
-            raise
-        try:
-            self._open_doorbell()
-            if not self.readonly:
-                self._finish_deletions(strict=False)      # L-5
-            if first:
-                self._recover_all()
-                if not self.readonly:
-                    _native.lock(self._lock_fd, 0, 1, "r", True)   # downgrade
-        except BaseException:
-            # nothing may stay open: the caller could not close what it never got
-            for part in self._partitions.values():
-                part.close()
-            self.meta.close()
-            self._release_lock_file()
-            raise
-        self._stop = threading.Event()
-        self._maint: threading.Thread | None = None
-        if not self.readonly:
-            self._maint = threading.Thread(target=self._maintenance,
-                                           name="pylog-maintenance", daemon=True)
-            self._maint.start()
-
-    def _release_lock_file(self) -> None:
-        if self._lock_fd >= 0:
-            os.close(self._lock_fd)
-            self._lock_fd = -1
-
-    def _open_doorbell(self) -> None:
-        """Map ``doorbell`` (L-3). Waiting writes the waiter count, so even a
-        read-only log maps it writable when it may; otherwise consumers of
-        this Log fall back to short sleeps (``self._bell`` is None)."""
-        p = os.path.join(self.path, DOORBELL_FILE)
-        size = DOORBELL_SLOTS * _native.DOORBELL_SLOT_SIZE
-        self._bell = self._bell_ptr = None
-        try:
-            fd = open_regular(p, os.O_RDWR | (0 if self.readonly else os.O_CREAT),
-                              what="doorbell file")
-        except (OSError, CorruptLogError):
-            if not self.readonly:
-                raise
-            return
-        try:
-            # Blocks before the map: waiting and ringing store into it, and
-            # a store into a sparse page on a full disk is SIGBUS. A
-            # read-only log does without a doorbell then (short sleeps); a
-            # writable one must ring it, so it refuses to open.
-            try:
-                allocate(fd, size)
-            except OSError as exc:
-                if exc.errno not in DISK_FULL_ERRNOS:
-                    raise
-                if self.readonly:
-                    return
-                raise disk_full_error(f"open {self.path}: allocating "
-                                      f"{DOORBELL_FILE}", exc) from exc
-            if os.fstat(fd).st_size >= size:
-                self._bell = mmap.mmap(fd, size, mmap.MAP_SHARED,
-                                       mmap.PROT_READ | mmap.PROT_WRITE)
-                self._bell_ptr = _native.pointer(self._bell)
-        finally:
-            os.close(fd)
-
-    def _recover_all(self) -> None:
-        for name in os.listdir(self.path):
-            if name.endswith("-delete") and not self.readonly:
-                shutil.rmtree(os.path.join(self.path, name), ignore_errors=True)
-        for topic, doc in self.meta.topics().items():
-            for p in range(doc["partitions"]):
-                part = self._open_partition(topic, p, doc, recover=False)
-                part.recover()
-
-    def _check(self) -> None:
-        if self._closed:
-            raise LogClosed(f"log {self.path} is closed")
-        if FORKS[0] != self._forks:
-            self._reopen_after_fork()
-
-    def _reopen_after_fork(self) -> None:
-        # Inherited LMDB handles, OFD locks and maps belong to the parent:
-        # drop them unused (closing could flush or unlock on its behalf).
-        with self._lock:
-            if os.getpid() == self._pid:
-                return
-            # py-lmdb refuses a second environment on one path per process;
-            # closing the inherited one only unmaps it here (LMDB's reader
-            # slots and locks are keyed by the parent's pid and stay its own).
-            self.meta.close()
-            self._open_files()
-
-    # -- partitions -----------------------------------------------------------
-    def _topic_doc(self, topic: str, max_age_s: float = 1.0) -> dict:
-        try:
-            hit = self._topic_cache.get(topic)
-        except TypeError:                # unhashable: refused below
-            hit = None
-        now = time.monotonic()
-        if hit is not None and now - hit[0] < max_age_s:
-            return hit[1]
-        validate_topic_name(topic)
-        doc = self.meta.get_topic(topic)
-        if doc is None:
-            self._topic_cache.pop(topic, None)
-            raise TopicNotFound(f"topic {topic!r} does not exist in {self.path}")
-        self._topic_cache[topic] = (now, doc)
-        return doc
-
-    def _open_partition(self, topic, p, doc, recover=True) -> Partition:
-        key = (topic, p)
-        part = self._partitions.get(key)
-        if part is not None and part.topic_id == doc["id"]:
-            return part
-        cfg = TopicConfig.from_dict(doc["config"])
-        self._claim_directory(topic, p, doc["id"])
-        try:
-            part = Partition(self.path, topic, p, cfg, self.meta, sync=self.sync,
-                             readonly=self.readonly, create=not self.readonly,
-                             doorbell=(self._bell, topic_slot(topic)),
-                             lock_identity=None if self.readonly else
-                             (self._lock_token, self._lock_fd))
-        except OSError as exc:
-            if exc.errno in DISK_FULL_ERRNOS:
-                raise disk_full_error(f"open partition {topic}-{p} in "
-                                      f"{self.path}", exc) from exc
-            if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-                raise _open_error(exc, f"open partition {topic}-{p} in {self.path}",
-                                  readonly=self.readonly) from None
-            raise LogFailedError(
-                f"open partition {topic}-{p} in {self.path}: {exc.strerror} "
-                f"(errno {exc.errno})") from exc
-        part.topic_id = doc["id"]
-        if recover and (self.readonly and self._first_opener or
-                        not part.initialized()):
-            try:
-                part.recover()
-            except OSError as exc:
-                if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS) \
-                        or isinstance(exc, PylogError):
-                    raise
-                part.close()
-                raise _open_error(exc, f"open partition {topic}-{p} in {self.path}",
-                                  readonly=self.readonly) from None
-        old = self._partitions.get(key)
-        self._partitions[key] = part
-        if old is not None:
-            old.close()
-        return part
-
-    def partition(self, topic: str, p: int) -> Partition:
-        """The Partition object for (topic, p); raises TopicNotFound /
-        PartitionNotFound. Internal API for producers, consumers and the CLI."""
+    # -- groups ------------------------------------------------------------------
+    def groups(self) -> list[str]:
+        """Names of groups with members or committed offsets."""
         self._check()
-        try:
-            part = self._partitions.get((topic, p))
-        except TypeError:                # unhashable: refused below
-            part = None
-        if part is not None:
-            return part
-        with self._lock:
-            doc = self._topic_doc(topic, 0)
-            if not isinstance(p, int) or isinstance(p, bool) or not 0 <= p < doc["partitions"]:
-                raise PartitionNotFound(
-                    f"topic {topic!r} has {doc['partitions']} partitions; "
-                    f"there is no partition {p!r}")
-            return self._open_partition(topic, p, doc)
+        return sorted(self.meta.groups_with_offsets())
 
-    def open_partitions(self) -> dict:
-        """The Partitions this Log has open, by (topic, partition): the
-        consumer's per-poll lookup (read it, never change it); a partition
-        missing here is opened by :meth:`partition`."""
-        return self._partitions
-
-    def forget_topic(self, topic: str) -> None:
-        """Drop cached state of a topic (after another process deleted it)."""
-        with self._lock:
-            self._topic_cache.pop(topic, None)
-            for key in [k for k in self._partitions if k[0] == topic]:
-                part = self._partitions.pop(key)
-                part.close()
-
-    def partitions_for(self, topic: str, max_age_s: float = 1.0) -> int:
+    def describe_group(self, group: str) -> dict:
+        """Members, assignment, committed offsets and lag of ``group``."""
+        validate_group_id(group)
         self._check()
-        return self._topic_doc(topic, max_age_s)["partitions"]
+        return describe_group(self, group)
 
-    # -- doorbell --------------------------------------------------------------------
-    def doorbell(self):
-        return self._bell
-
-    def doorbell_pointer(self):
-        """A pointer to the doorbell map for the consumers' poll path, or
-        None; it keeps the map alive for as long as a caller holds it."""
-        return self._bell_ptr
-
-    # -- housekeeping --------------------------------------------------------------
-    def _maintenance(self) -> None:
-        """Interval flushes (sync="interval"), retention every
-        RETENTION_CHECK_INTERVAL_S, and the L-6 identity check every
-        IDENTITY_CHECK_S: it bounds how long sends are acknowledged into
-        files that were deleted under the log in the modes without an
-        fsync per send."""
-        interval = self.sync_interval_ms / 1000.0
-        now = time.monotonic()
-        next_flush = now + interval
-        next_retention = now + RETENTION_CHECK_INTERVAL_S
-        next_identity = now + IDENTITY_CHECK_S
-        while True:
-            wake = min(next_identity, next_retention,
-                       next_flush if self.sync == "interval" else next_retention)
-            if self._stop.wait(max(0.0, wake - time.monotonic())):
-                return
-            if os.getpid() != self._pid:
-                return
-            parts = list(self._partitions.values())
-            now = time.monotonic()
-            if now >= next_identity:
-                next_identity = now + IDENTITY_CHECK_S
-                self._check_identity(parts)
-            if self.sync == "interval" and now >= next_flush:
-                next_flush = now + interval
-                for part in parts:
-                    try:
-                        part.flush()
-                    except PylogError:
-                        pass    # recorded in the partition (FAILED) and raised to callers
-                try:
-                    self.meta.sync()
-                except PylogError:
-                    pass        # the next commit or close raises it
-            if now >= next_retention:
-                next_retention = now + RETENTION_CHECK_INTERVAL_S
-                for part in parts:
-                    try:
-                        part.enforce_retention()
-                    except (PylogError, OSError):
-                        pass
-
-    def _check_identity(self, parts) -> None:
-        """L-6: fail every partition held in files that left their paths
-        (all of them when the log directory itself went), so that their
-        next append raises FileVanishedError instead of being acknowledged."""
-        why = self._identity.problem()
-        # without its data.mdb the log cannot be opened again (L-6), so
-        # nothing appended from now on could be read back
-        meta_why = self.meta.identity_problem()
-        try:
-            self.meta.check_identity("metadata check")
-        except PylogError:
-            pass        # sticky in the store: its next write raises it
-        for part in parts:
-            if part.readonly or part.closed:
-                continue
-            if why is not None:
-                part.fail(vanished(f"append to {part.name}", why))
-            elif meta_why is not None:
-                part.fail(vanished(f"append to {part.name}", meta_why))
-            else:
-                part.check_identity()
-
-    def flush(self) -> None:
-        """fdatasync every partition this process appended to, and the
-        metadata (committed offsets, topics)."""
+    def reset_group(self, group: str, *, to: str, value=None,
+                    topic: str | None = None, execute: bool = True) -> dict:
+        """Reset a group's committed offsets: ``to`` in earliest | latest |
+        offset | datetime (value = offset or timestamp ms). Refused with
+        GroupNotEmpty while the group has live members. Returns the plan
+        {TopicPartition: new offset}; with ``execute=False`` nothing changes."""
+        validate_group_id(group)
+        if topic is not None:
+            validate_topic_name(topic)
         self._check()
-        for part in list(self._partitions.values()):
-            part.flush()
-        if not self.readonly:
-            self.meta.sync()
+        if execute:
+            self._writable(f"reset group {group!r}")
+        return reset_group(self, group, to=to, value=value, topic=topic,
+                           execute=execute)
 
-    def close(self) -> None:
-        """Flush, release files and locks. Idempotent."""
-        if self._closed:
-            return
-        if os.getpid() != self._pid:
-            self._closed = True
-            return
-        self._closed = True
-        self._stop.set()
-        if self._maint is not None and self._maint is not threading.current_thread():
-            self._maint.join(timeout=5)
-        errors = []
-        for part in list(self._partitions.values()):
-            try:
-                part.close()
-            except Exception as exc:   # keep closing the rest
-                errors.append(exc)
-        self._partitions.clear()
-        if not self.readonly:
-            try:
-                self.meta.sync()
-            except PylogError as exc:
-                errors.append(exc)
-        self.meta.close()
-        self._release_lock_file()
-        # The doorbell is not unmapped here: a consumer may be waiting on it
-        # through its pointer with the GIL released. Dropping our references
-        # unmaps it once the last such call returns.
-        self._bell = self._bell_ptr = None
-        if errors:
-            raise errors[0]
+    # -- clients ------------------------------------------------------------------
+    def producer(self, **kwargs) -> Producer:
+        """A thread-safe producer; kwargs: key_serializer, value_serializer."""
+        self._check()
+        return Producer(self, **kwargs)
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"<pylog.Log {self.path!r} sync={self.sync}{' readonly' if self.readonly else ''}>"
+    def consumer(self, *topics, **kwargs) -> Consumer:
+        """A consumer subscribed to ``topics`` (or none, for assign());
+        kwargs as :class:`pylog.consumer.Consumer`."""
+        self._check()
+        return Consumer(self, *topics, **kwargs)
 
 
-def writers_present(root: str) -> bool:
-    """True if some process has the log at ``root`` open for writing (holds
-    a lock on pylog.lock, L-2); probing takes and at once releases a write
-    lock on byte 0."""
-    lp = os.path.join(root, LOCK_FILE)
-    try:
-        fd = os.open(lp, os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return True          # cannot probe: trust the published states
-    try:
-        got = _native.lock(fd, 0, 1, "w", False)
-        if got:
-            _native.lock(fd, 0, 1, "u", False)
-        return not got
-    finally:
-        os.close(fd)
+def open(path, *, sync: str = "always", readonly: bool = False,
+         sync_interval_ms: int = 1000, allow_network_filesystem: bool = False,
+         metadata_timeout: float = 10.0) -> Log:
+    """Open (creating if missing, unless ``readonly``) the log at ``path``.
 
+    ``sync``: ``"always"`` (default) — send() returns after fdatasync of the
+    data; survives process crash and power loss. ``"interval"`` — a
+    background flush every ``sync_interval_ms``; survives a process crash,
+    a power loss may lose the last interval. ``"never"`` — the OS writes back
+    when it likes; survives a process crash only.
 
-def topic_slot(topic: str) -> int:
-    """The doorbell slot of a topic (L-3); slot 0 is shared by all."""
-    return 1 + _native.crc32c(topic.encode()) % (DOORBELL_SLOTS - 1)
-
-
-def _not_a_directory(path: str, action: str, may_create: bool = False) -> bool:
-    """True if ``path`` is a directory, False if nothing is there; raise
-    NotALogDirectoryError if something else is (a file, a dangling symlink,
-    a path below a file) and the fitting LogOSError if it cannot be looked at."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        if os.path.islink(path):
-            raise NotALogDirectoryError(
-                f"{action}: {path} is a symlink to {os.readlink(path)!r}, which "
-                "does not exist (ENOENT); a log is a directory: remove the "
-                "symlink or create its target", errno=errno.ENOENT,
-                filename=path) from None
-        return False
-    except NotADirectoryError as exc:
-        above = _file_above(path)
-        raise NotALogDirectoryError(
-            f"{action}: {above} is a file, not a directory, so no log can be "
-            f"below it (ENOTDIR); a log is a directory: choose another path",
-            errno=exc.errno, strerror=exc.strerror, filename=above) from None
-    except OSError as exc:
-        raise _open_error(exc, action, readonly=False) from None
-    if not stat.S_ISDIR(st.st_mode):
-        kind = "regular file" if stat.S_ISREG(st.st_mode) else "non-directory"
-        raise NotALogDirectoryError(
-            f"{action}: {path} is a {kind}, not a log directory (ENOTDIR); "
-            "a log is a directory: pass the log's directory" +
-            (", or a path where a new one may be created" if may_create else ""),
-            errno=errno.ENOTDIR, filename=path)
-    return True
-
-
-def _file_above(path: str) -> str:
-    """The first component of ``path`` that exists and is not a directory."""
-    probe = path
-    while True:
-        parent = os.path.dirname(probe)
-        if parent == probe:
-            return path
-        if os.path.exists(parent) and not os.path.isdir(parent):
-            probe = parent
-            continue
-        if os.path.isdir(parent):
-            return probe
-        probe = parent
-
-
-def check_log_dir(root: str, action: str) -> None:
-    """Raise the fitting PylogError unless ``root`` is a directory holding a
-    log's ``meta/``: LogNotFound, NotALogDirectoryError, or
-    LogPermissionError when it cannot be looked into. Touches nothing."""
-    if not _not_a_directory(root, action):
-        raise LogNotFound(
-            f"{action}: no log at {root}, the path does not exist (ENOENT); "
-            "check the path (readonly=True never creates a log)",
-            errno=errno.ENOENT, filename=root)
-    meta = os.path.join(root, "meta")
-    try:
-        st = os.stat(meta)
-    except FileNotFoundError:
-        raise LogNotFound(
-            f"{action}: {root} is not a pylog log, it has no meta/ directory "
-            "(ENOENT); check the path (readonly=True never creates a log)",
-            errno=errno.ENOENT, filename=meta) from None
-    except OSError as exc:
-        raise _open_error(exc, action, readonly=True) from None
-    if not stat.S_ISDIR(st.st_mode):
-        raise LogNotFound(f"{action}: {root} is not a pylog log, its meta is "
-                          "not a directory (ENOTDIR)", errno=errno.ENOTDIR,
-                          filename=meta)
-
-
-def _open_error(exc: OSError, action: str, *, readonly: bool,
-                creating: bool = False) -> LogOSError:
-    """``exc``, met while opening a log, as the fitting LogOSError with a hint."""
-    code = exc.errno
-    if code in (errno.EACCES, errno.EPERM):
-        if creating:
-            hint = ("choose a directory you may write to, or have its owner "
-                    "grant you write access")
-        elif readonly:
-            hint = ("run as the log's owner, or have them grant you read access "
-                    "(and write access to meta/lock.mdb, where LMDB readers "
-                    "register)")
-        else:
-            hint = ("run as the log's owner, or open it with readonly=True to "
-                    "only read it")
-    elif code == errno.EROFS:
-        hint = ("a new log cannot be created there; choose a writable filesystem"
-                if creating else "open it with readonly=True, or remount the "
-                "filesystem read-write")
-    elif code == errno.ENAMETOOLONG:
-        hint = "choose a shorter path"
-    else:
-        hint = None
-    return LogOSError.from_os_error(exc, action, hint)
+    ``metadata_timeout``: how long (seconds) a metadata write — a commit, a
+    group change, topic administration — waits for another process's
+    metadata transaction before it raises MetadataBusyError naming that
+    process (FORMAT.rst L-7). Appends and fetches never wait for one.
+    """
+    return Log(path, sync=sync, readonly=readonly,
+               sync_interval_ms=sync_interval_ms,
+               allow_network_filesystem=allow_network_filesystem,
+               metadata_timeout=metadata_timeout)

@@ -25,8 +25,8 @@ from .config import validate_topic_name
 from .errors import (InvalidArgument, LogClosed, PartitionNotFound, RecordTooLarge,
                      TopicNotFound)
 from .gcpause import paused as _gc_paused
-from .log import FORKS
-from .types import RecordMetadata
+from .store import FORKS
+from .records import RecordMetadata
 
 _murmur2 = _native.murmur2_bytes
 _first, _second = itemgetter(0), itemgetter(1)

@@ -2,7 +2,7 @@
 and the deleted incarnations a delete leaves to finish (FORMAT.rst L-4,
 L-5, M-11).
 
-:class:`TopicAdmin` is a base of :class:`pylog.log.LogStore` and works on
+:class:`TopicAdmin` is a base of :class:`pylog.store.LogStore` and works on
 its state (``path``, ``meta``, ``_partitions``, ``_lock``...); it is split
 out so that the store's open/close/partition code and the admin code each
 stay small enough to read.
@@ -29,7 +29,7 @@ from .files import DISK_FULL_ERRNOS, disk_full_error
 from .identity import vanished
 from .partition import STATE_FILE, Partition
 from .segment import fsync_dir
-from .types import PartitionInfo, TopicInfo
+from .records import PartitionInfo, TopicInfo
 
 _log = logging.getLogger("pylog")
 

@@ -11,7 +11,7 @@ import pytest
 
 import pylog
 from pylog import TopicPartition
-from pylog.inspect import dump_segment
+from pylog.verify import dump_segment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

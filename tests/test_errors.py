@@ -24,7 +24,7 @@ import pytest
 
 import pylog
 import pylog.cli
-import pylog.inspect
+import pylog.verify
 from pylog import InvalidArgument, InvalidTopicName, PylogError
 from pylog.errors import LogNotFound, NotALogDirectoryError
 
@@ -301,7 +301,7 @@ def test_readonly_open_with_an_unreadable_partition_is_a_permission_error(shared
     os.chmod(os.path.join(log, "t-0"), 0o700)
     res = as_user(lambda: pylog.open(log, readonly=True).describe_topic("t"))
     _assert_permission_not_corruption(res, os.path.join(log, "t-0"))
-    res = as_user(lambda: pylog.inspect.verify_log(log))
+    res = as_user(lambda: pylog.verify.verify_log(log))
     _assert_permission_not_corruption(res, os.path.join(log, "t-0"))
 
 
@@ -403,7 +403,7 @@ def test_create_topic_refused_by_permissions_leaves_nothing(users_log):
     assert topics == ["a"] and a_parts == 1
     assert _topic_dirs(log, "b") == [] and _topic_dirs(log, "a") == ["a-0"]
     os.chmod(log, 0o755)
-    assert pylog.inspect.verify_log(log) == []
+    assert pylog.verify.verify_log(log) == []
     with pylog.open(log, readonly=True) as lg:       # another process: same view
         assert lg.topics() == ["a"]
 
@@ -434,7 +434,7 @@ def test_create_topic_failing_on_a_later_partition_is_rolled_back(tmp_path):
             assert f.read() == b"not mine"
         with pytest.raises(pylog.TopicNotFound):
             lg.describe_topic("b")
-    assert pylog.inspect.verify_log(log) == []
+    assert pylog.verify.verify_log(log) == []
     os.unlink(squatter)
     with pylog.open(log) as lg:
         assert lg.create_topic("b", partitions=4).partitions == 4

@@ -137,7 +137,7 @@ def check_reopen(logdir, events, verify=True):
                 assert got >= off, f"group g lost its commit of t-{p} ({got} < {off})"
         c.close()
     verify_ok = verify
-    verify = getattr(__import__("pylog.inspect").inspect, "verify_log", None)
+    verify = getattr(__import__("pylog.verify").verify, "verify_log", None)
     if verify is not None and verify_ok:
         problems = verify(logdir)
         assert not problems, [str(p) for p in problems]
@@ -289,7 +289,7 @@ def test_enospc_during_roll_leaves_a_clean_log(shim, logdir, tmp_path, child_env
         assert part.failed is None, f"partition failed after recovery: {part.failed}"
         recs = part.fetch(Cursor(0), 10**6)
         assert [r[0] for r in recs] == [off for off, _ in acked]
-    problems = __import__("pylog.inspect").inspect.verify_log(logdir)
+    problems = __import__("pylog.verify").verify.verify_log(logdir)
     assert not problems, [str(p) for p in problems]
 
 

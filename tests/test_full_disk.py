@@ -18,7 +18,7 @@ import sys
 import pytest
 
 import pylog
-from pylog.inspect import verify_log
+from pylog.verify import verify_log
 from pylog.partition import Cursor
 
 CHILD = r"""

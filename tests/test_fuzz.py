@@ -131,7 +131,7 @@ def test_index_search_on_arbitrary_bytes(data, rel, size, ts):
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.binary(max_size=2000), st.booleans())
 def test_dump_on_arbitrary_files(tmp_path, data, mutate_valid):
-    from pylog.inspect import dump_segment
+    from pylog.verify import dump_segment
     if mutate_valid:
         good = encode([(1, b"k", b"v" * 50, [("h", b"x")])], 0) * 3
         data = bytearray(good + data[:100])
@@ -234,7 +234,7 @@ try:
 except pylog.PylogError as exc:
     res["errors"].append(type(exc).__name__)
 try:
-    res["problems"] = len(__import__("pylog.inspect").inspect.verify_log(path))
+    res["problems"] = len(__import__("pylog.verify").verify.verify_log(path))
 except pylog.PylogError as exc:
     res["errors"].append(type(exc).__name__)
 print(json.dumps(res))
@@ -360,7 +360,7 @@ def test_random_corruption_long(corpus_log, tmp_path):
 
 
 def test_verify_reports_zeroed_range_mid_segment(tmp_path):
-    from pylog.inspect import verify_log
+    from pylog.verify import verify_log
     path = str(tmp_path / "log")
     with pylog.open(path, sync="never") as lg:
         lg.create_topic("t", segment_bytes=65536, retention_ms=-1)

@@ -226,7 +226,7 @@ def test_fork_child_reopens(tmp_path):
 
 
 def test_network_filesystem_detection():
-    from pylog.log import NETWORK_FILESYSTEMS, filesystem_type
+    from pylog.store import NETWORK_FILESYSTEMS, filesystem_type
     assert filesystem_type("/") is not None
     assert "nfs" in NETWORK_FILESYSTEMS
 

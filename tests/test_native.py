@@ -256,7 +256,7 @@ def test_column_decode_matches_kafka_reader(data):
     reader, over the shapes that take it (keyless, keyed, dense or gapped
     offsets, one or many timestamps) and those that must fall back (mixed
     null keys, null values, headers)."""
-    from pylog.types import Record
+    from pylog.records import Record
     count = data.draw(st.integers(1, 30))
     keys = data.draw(st.sampled_from(["all", "none", "mixed"]))
     null_values = data.draw(st.booleans())
@@ -849,7 +849,7 @@ def test_fetch_matches_batch_by_batch_decode(seed, max_records, start_batch):
 
 
 def test_fetch_rows_as_records_and_column_cut():
-    from pylog.types import Record
+    from pylog.records import Record
     rng = random.Random(3)
     recs = [(1_700_000_000_000, rng.randbytes(16), rng.randbytes(100), ()) for _ in range(50)]
     buf = n.encode_batch(recs, base_offset=10) + n.encode_batch(recs, base_offset=60)

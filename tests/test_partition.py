@@ -369,7 +369,7 @@ TestPartitionMachine.settings = settings(
 def _waiter(logdir, **config):
     """(log, partition, producer, cursor at the end, doorbell slot pointer)."""
     from pylog import _native
-    from pylog.log import topic_slot
+    from pylog.store import topic_slot
     log = pylog.open(logdir, sync="never")
     log.create_topic("w", **(config or {"retention_ms": -1}))
     p = log.producer()
@@ -475,7 +475,7 @@ def test_wait_fetch_reports_a_damaged_batch(logdir):
         assert ei.value.path == seg
         # a wait woken while positioned at the damaged batch raises too
         from pylog import _native
-        from pylog.log import topic_slot
+        from pylog.store import topic_slot
         cur2 = Cursor(1)
         part.fetch(cur2, 1)
         seen = _seen(slot)

@@ -187,7 +187,7 @@ def check_after_power_loss(logdir, acked, commits, must_keep_acked):
             if must_keep_acked:
                 assert got is not None and got >= off, \
                     f"acknowledged commit t-{p}={off} lost (now {got})"
-    problems = __import__("pylog.inspect").inspect.verify_log(logdir)
+    problems = __import__("pylog.verify").verify.verify_log(logdir)
     assert not problems, [str(x) for x in problems]
 
 

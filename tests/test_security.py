@@ -185,7 +185,7 @@ def test_planted_segment_is_never_read_as_good(logdir):
                 assert [r[3] for r in recs] == [b"v%d" % i for i in range(20)]
     except PylogError:
         pass
-    problems = __import__("pylog.inspect").inspect.verify_log(logdir)
+    problems = __import__("pylog.verify").verify.verify_log(logdir)
     assert problems, "verify did not report the planted segment"
 
 

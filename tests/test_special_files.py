@@ -22,7 +22,7 @@ import pylog
 
 CHILD = r"""
 import json, sys, pylog
-from pylog.inspect import verify_log
+from pylog.verify import verify_log
 path, what = sys.argv[1], sys.argv[2]
 def emit(**kw):
     print(json.dumps(kw), flush=True)

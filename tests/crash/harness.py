@@ -9,7 +9,7 @@ SIGKILLed at random instants. After each kill round the parent checks:
   commit and never after the largest offset a member attempted to commit
   (a commit in flight at the kill may land or not);
 * topics and partition counts acknowledged by the admin exist;
-* ``pylog.inspect.verify_log`` is clean; appends continue at the right offset.
+* ``pylog.verify.verify_log`` is clean; appends continue at the right offset.
 
 Replay a failure: ``python tests/crash/harness.py --seed N --rounds R``.
 Child roles run as ``python harness.py child ROLE LOGDIR SYNC SEED``.
@@ -184,7 +184,7 @@ def check(path, st):
                 assert got <= hi, f"group g t-{p}: committed {got} after any attempt {hi}"
             if got is not None:
                 assert got <= len(recs), f"group g t-{p}: committed past the end"
-    problems = __import__("pylog.inspect").inspect.verify_log(path)
+    problems = __import__("pylog.verify").verify.verify_log(path)
     assert not problems, [str(x) for x in problems]
 
 

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from . import _native, batch
 from .errors import CorruptLogError, LogOSError, PylogError
 from .files import NotARegularFile, file_kind, open_regular
-from .log import check_log_dir, writers_present
+from .store import check_log_dir, writers_present
 from .segment import INDEX_ENTRY, TIMEINDEX_ENTRY, parse_segment_name
 
 CODEC_NAMES = {0: "none", 1: "gzip", 2: "snappy", 3: "lz4", 4: "zstd"}
