@@ -14,7 +14,7 @@ import time
 
 from ..table import human_bytes
 from .args import CliError, add_command
-from .runner import EXIT_OK, EXIT_PROBLEMS, print_json, require_log
+from .runner import EXIT_OK, EXIT_PROBLEMS, emit, print_json, require_log
 
 
 def register(subs) -> None:
@@ -167,14 +167,16 @@ def cmd_verify(args) -> int:
     finally:
         if bar is not None:
             bar.finish()
-    if args.json:
-        print_json({"path": os.path.abspath(args.path), "ok": not problems,
-                    "problems": [p.to_dict() for p in problems]})
-    elif problems:
-        print(f"{len(problems)} problem(s) found in {os.path.abspath(args.path)}:")
+    path = os.path.abspath(args.path)
+
+    def render():
+        if not problems:
+            print(f"OK: {path} is sound")
+            return
+        print(f"{len(problems)} problem(s) found in {path}:")
         for p in problems:
             pos = "-" if p.position is None else p.position
             print(f"  {p.file}  position {pos}: {p.message}")
-    else:
-        print(f"OK: {os.path.abspath(args.path)} is sound")
-    return EXIT_PROBLEMS if problems else EXIT_OK
+    return emit(args, {"path": path, "ok": not problems,
+                       "problems": [p.to_dict() for p in problems]},
+                render, EXIT_PROBLEMS if problems else EXIT_OK)
