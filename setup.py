@@ -5,7 +5,23 @@ compiler; nothing else is needed on a fresh Linux machine with gcc and the
 Python headers.
 """
 
-from setuptools import setup, find_packages
+import os
+import re
+
+from setuptools import find_packages, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def read_version() -> str:
+    """pylog.__version__, the one place the version is written (importing
+    pylog here would need the extension this script builds)."""
+    with open(os.path.join(HERE, "pylog", "__init__.py"), encoding="utf-8") as f:
+        m = re.search(r'^__version__ = "([^"]+)"', f.read(), re.M)
+    if m is None:
+        raise RuntimeError("pylog/__init__.py: no __version__ line")
+    return m.group(1)
+
 
 TEST_REQUIRES = [
     "pytest>=7",
@@ -15,21 +31,27 @@ TEST_REQUIRES = [
     # independent oracles (tests/test_native.py, tests/test_segment.py)
     "kafka-python>=2.0.2",
     "crc32c>=2.3",
+    # the packaging check and the linter of .ci/run
+    "build>=1",
+    "ruff>=0.4",
 ]
+
+# The peers bench/compare.py measures pylog against, installed only on
+# request: pip install -e '.[bench]' (see bench/README-compare.txt).
+BENCH_REQUIRES = ["redis>=4", "persist-queue>=0.8"]
 
 setup(
     name="pylog",
-    version="0.1.0",
+    version=read_version(),
     description="An embedded, durable, partitioned event log: Kafka's model as a library",
-    long_description=open("README.rst", encoding="utf-8").read(),
+    long_description=open(os.path.join(HERE, "README.rst"), encoding="utf-8").read(),
     long_description_content_type="text/x-rst",
     python_requires=">=3.10",
     packages=find_packages(include=["pylog", "pylog.*"]),
     setup_requires=["cffi>=1.15"],
     cffi_modules=["pylog/_build_native.py:ffibuilder"],
     install_requires=["cffi>=1.15", "lmdb>=1.4", "zstandard>=0.21"],
-    extras_require={"test": TEST_REQUIRES,
-                    "bench": ["redis>=4", "persist-queue>=0.8"]},
+    extras_require={"test": TEST_REQUIRES, "bench": BENCH_REQUIRES},
     entry_points={"console_scripts": ["pylog=pylog.cli:main"]},
     zip_safe=False,
 )

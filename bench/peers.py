@@ -381,7 +381,8 @@ class PersistQueuePeer(Peer):
         try:
             import persistqueue
         except ImportError as e:
-            return False, "python package persist-queue not installed (%s)" % e
+            return False, ("python package persist-queue not installed (%s); "
+                           "pip install -e '.[bench]'" % e)
         cls.version = "persist-queue %s" % getattr(persistqueue, "__version__", "?")
         return True, ""
 
@@ -453,14 +454,16 @@ def _err(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
-def ensure_redis_server(log=_err, install=True):
-    """Path of redis-server, installing it with apt-get when missing.
-    Returns (path or None, reason)."""
+def ensure_redis_server(log=_err, install=False):
+    """Path of redis-server; when it is missing, installed with apt-get only
+    if ``install`` (compare.py --install-peers). Returns (path or None,
+    reason)."""
     path = shutil.which("redis-server")
     if path:
         return path, ""
     if not install:
-        return None, "redis-server not installed (--no-install)"
+        return None, ("redis-server not installed (install it, or pass "
+                      "--install-peers to apt-get install it)")
     if not shutil.which("apt-get"):
         return None, "redis-server not installed and apt-get is not available"
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
@@ -496,14 +499,15 @@ class RedisPeer(Peer):
     label = "Redis Streams"
     scale = 0.1      # per-record round trips are slow; rates stay comparable
     server = None
-    install = True
+    install = False      # compare.py --install-peers
 
     @classmethod
     def available(cls):
         try:
             import redis
         except ImportError as e:
-            return False, "python package redis not installed (%s)" % e
+            return False, ("python package redis not installed (%s); "
+                           "pip install -e '.[bench]'" % e)
         path, reason = ensure_redis_server(install=cls.install)
         if not path:
             return False, reason

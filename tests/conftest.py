@@ -20,7 +20,13 @@ def pytest_configure(config):
         "markers", "long: slow soak test; skipped unless --run-long or PYLOG_LONG=1")
 
 
+LONG_TIMEOUT_S = 1800      # per long test; the default (pyproject.toml) is 300
+
+
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "long" in item.keywords and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(LONG_TIMEOUT_S))
     if config.getoption("--run-long") or os.environ.get("PYLOG_LONG") == "1":
         return
     skip = pytest.mark.skip(reason="long test: use --run-long or PYLOG_LONG=1")

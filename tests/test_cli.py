@@ -467,6 +467,36 @@ def test_info_and_verify_on_log_whose_recovery_refuses_to_open(tmp_path):
     assert len(r.stdout.decode().strip().splitlines()) == 2   # one problem, no cascade
 
 
+
+def test_info_names_a_failed_partition_and_exits_1(tmp_path):
+    """A read-only open recovers in memory; mid-log damage fails that one
+    partition, which info must not show as sound (it exited 0 before)."""
+    d = tmp_path / "crashed"
+    code = ("import pylog,os,sys\n"
+            "log=pylog.open(sys.argv[1], sync='never')\n"
+            "log.create_topic('t', partitions=2)\n"
+            "p=log.producer()\n"
+            "for i in range(50): p.send('t', b'x%d' % i, partition=1); p.flush()\n"
+            "for i in range(5): p.send('t', b'y%d' % i, partition=0)\n"
+            "p.flush()\n"
+            "os._exit(0)\n")                       # no close: no checkpoint
+    subprocess.run([sys.executable, "-c", code, str(d)], env=_env(), check=True)
+    path = seg(d, "t", 1)
+    pos = dump_segment(path)["batches"][10]["position"]
+    _flip(path, pos + 30)                      # inside the CRC-covered bytes
+    r = run("info", d)
+    err = r.stderr.decode()
+    assert r.returncode == 1, (r.stdout.decode(), err)
+    assert b"Traceback" not in r.stderr
+    assert "pylog: warning: partition t-1 failed: " in err, err
+    assert "partition t-0" not in err
+    assert b"\nt " in r.stdout                 # the table is still printed
+    r = run("info", d, "--json")
+    assert r.returncode == 1
+    errors = json.loads(r.stdout)["errors"]
+    assert len(errors) == 1 and errors[0].startswith("partition t-1 failed: "), errors
+
+
 # -- bad arguments: refused with one clear line, nothing changed (issue 12) --------
 
 def cli(capsys, *argv):

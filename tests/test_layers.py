@@ -21,21 +21,47 @@ LAYERS = [
     {"log"},
     {"__init__"},
     {"verify", "demo"},
-    {"cli", "cli_args"},
+    {"cli", "__main__"},      # cli: the package pylog/cli/
 ]
 RANK = {m: i for i, layer in enumerate(LAYERS) for m in layer}
 PKG = os.path.dirname(pylog.__file__)
 
 
+def module_files():
+    """(layer name, path) of every module of pylog/: a top-level module is
+    its own name; every module of a subpackage (pylog/cli/) is the layer of
+    the package's name."""
+    for f in sorted(os.listdir(PKG)):
+        path = os.path.join(PKG, f)
+        if f.endswith(".py"):
+            yield f[:-3], path
+        elif os.path.isfile(os.path.join(path, "__init__.py")):
+            for g in sorted(os.listdir(path)):
+                if g.endswith(".py"):
+                    yield f, os.path.join(path, g)
+
+
+def _is_module(parts):
+    path = os.path.join(PKG, *parts[1:])
+    return os.path.isfile(path + ".py") or os.path.isdir(path)
+
+
 def imports_of(path):
+    """The top-level pylog modules that the module at ``path`` imports
+    (relative imports resolved against its package)."""
+    package = ["pylog"] + os.path.relpath(os.path.dirname(path), PKG).split(os.sep)
+    package = [p for p in package if p != "."]
     tree = ast.parse(open(path, encoding="utf-8").read())
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            if node.module:
-                yield node.module.split(".")[0]
-            else:
-                for alias in node.names:
-                    yield alias.name
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package[:len(package) - node.level + 1]
+            names = [node.module.split(".")] if node.module else \
+                [[alias.name] for alias in node.names]
+            for name in names:
+                full = base + name
+                if not node.module and not _is_module(full):
+                    full = base         # ``from .. import __version__``
+                yield full[1] if len(full) > 1 else "__init__"
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pylog"):
             parts = node.module.split(".")
             yield parts[1] if len(parts) > 1 else "__init__"
@@ -46,17 +72,14 @@ def imports_of(path):
 
 
 def test_every_module_has_a_layer():
-    mods = {f[:-3] for f in os.listdir(PKG) if f.endswith(".py")}
+    mods = {mod for mod, _ in module_files()}
     assert mods <= set(RANK), f"give these a layer: {mods - set(RANK)}"
 
 
 def test_imports_point_down():
     bad = []
-    for f in sorted(os.listdir(PKG)):
-        if not f.endswith(".py"):
-            continue
-        mod = f[:-3]
-        for dep in imports_of(os.path.join(PKG, f)):
+    for mod, path in module_files():
+        for dep in imports_of(path):
             if dep == "_pylog_native":
                 if mod != "_native":
                     bad.append((mod, dep))
@@ -67,14 +90,13 @@ def test_imports_point_down():
 
 
 def test_only_native_touches_ffi():
-    for f in os.listdir(PKG):
-        if f.endswith(".py") and f not in ("_native.py", "_build_native.py"):
-            src = open(os.path.join(PKG, f), encoding="utf-8").read()
-            assert "_pylog_native" not in src and "import cffi" not in src, f
+    for mod, path in module_files():
+        if mod not in ("_native", "_build_native"):
+            src = open(path, encoding="utf-8").read()
+            assert "_pylog_native" not in src and "import cffi" not in src, path
 
 
 def test_no_pickle():
-    for f in os.listdir(PKG):
-        if f.endswith(".py"):
-            src = open(os.path.join(PKG, f), encoding="utf-8").read()
-            assert "pickle" not in src, f
+    for _, path in module_files():
+        src = open(path, encoding="utf-8").read()
+        assert "pickle" not in src, path

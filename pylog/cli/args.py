@@ -1,5 +1,7 @@
 """Parsing the arguments of the ``pylog`` console script.
 
+Thread safety: pure functions and argparse types; no shared state.
+
 Numbers on a command line are checked by argparse itself (the ``int_in``
 types), so a bad one is refused with its usual one-line ``pylog: error:
 argument ...`` (exit 2) before any log is opened or changed; times and
@@ -14,7 +16,7 @@ import datetime as _dt
 import re
 import time
 
-from .config import PARTITIONS_MAX
+from ..config import PARTITIONS_MAX
 
 
 class CliError(Exception):
@@ -51,7 +53,7 @@ def parse_time(text: str) -> int:
 
 def parse_config(items) -> dict:
     """``key=value`` pairs -> topic config dict (ints; compression=zstd|none)."""
-    from .config import TopicConfig
+    from ..config import TopicConfig
     out = {}
     for item in items or ():
         key, sep, value = item.partition("=")
@@ -72,6 +74,11 @@ def parse_config(items) -> dict:
     return out
 
 
+def add_command(subs, name: str, help_: str, epilog: str, description=None):
+    """A subcommand parser whose description and epilog keep their lines."""
+    return subs.add_parser(name, help=help_, description=description or help_,
+                           epilog=epilog,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def int_in(lo: int, hi: int | None, meaning: str):

@@ -1,0 +1,7 @@
+"""``python -m pylog.cli``: the ``pylog`` console script."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
