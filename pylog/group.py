@@ -11,7 +11,9 @@ arguments: the wall clock, the monotonic clock and the liveness probe
 host), each injectable.
 
 Thread safety: a GroupMember belongs to one Consumer (not thread-safe);
-different members may live in any threads and processes.
+different members may live in any threads and processes. Durability: a
+group change is an LMDB write transaction, durable as the log's sync mode
+makes the metadata (FORMAT.rst M-8); a crash mid-change stores nothing.
 """
 
 from __future__ import annotations

@@ -37,13 +37,16 @@ that stops polling keeps its partitions until it expires, and it fetches
 only while its lease holds: half its session timeout after its last
 heartbeat, so the lease ends before anyone may expire it.
 
-Thread safety: every value here is immutable and every function pure, so
-the module is thread-safe. Durability: none (nothing here touches disk).
+Thread safety: every value here is immutable and every function pure
+(decode remembers recent documents' states behind a lock), so the module
+is thread-safe. Durability: none (nothing here touches disk).
 """
 
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping
 
@@ -234,21 +237,45 @@ def to_doc(state: GroupState) -> dict:
     return doc
 
 
+# Every poll of every member reads the document and decodes it again in its
+# write transaction; states are immutable, so the states of the last few
+# documents seen (read or written) are kept and reused for the same bytes.
+_KNOWN_MAX = 64
+_known: OrderedDict = OrderedDict()     # document bytes -> GroupState
+_known_lock = threading.Lock()
+
+
+def _remember(raw: bytes, state: GroupState) -> None:
+    with _known_lock:
+        _known[raw] = state
+        if len(_known) > _KNOWN_MAX:
+            _known.popitem(last=False)
+
+
 def decode(group: str, raw: bytes | None, path: str | None = None) -> GroupState:
     """The state stored for ``group`` (EMPTY for None); CorruptGroupError,
     naming the group, when the bytes are not an M-7 document."""
     if raw is None:
         return EMPTY
-    try:
-        return from_doc(json.loads(raw))
-    except (ValueError, RecursionError) as exc:     # JSONDecodeError is one
-        raise CorruptGroupError(group, str(exc), path) from None
+    with _known_lock:
+        state = _known.get(raw)
+    if state is None:
+        try:
+            state = from_doc(json.loads(raw))
+        except (ValueError, RecursionError) as exc:     # JSONDecodeError is one
+            raise CorruptGroupError(group, str(exc), path) from None
+        _remember(raw, state)
+    return state
 
 
 def encode(state: GroupState) -> bytes | None:
     """The bytes to store for ``state``; None: delete the key."""
     doc = to_doc(state)
-    return json.dumps(doc).encode() if doc else None
+    if not doc:
+        return None
+    raw = json.dumps(doc).encode()
+    _remember(raw, state)
+    return raw
 
 
 # -- transitions --------------------------------------------------------------

@@ -666,10 +666,6 @@ class Metadata:
             raw = txn.get(group.encode(), db=self._groups)
         return groupstate.decode(group, raw, self._data_path())
 
-    def get_group(self, group: str) -> dict:
-        """The group's document as JSON values ({} for none)."""
-        return groupstate.to_doc(self.group_state(group))
-
     def change_group(self, group: str, fn, what: str = "update group"):
         """Run ``fn(state, commit) -> (new_state, result)`` on the group's
         state in one write transaction (atomic across processes) and store

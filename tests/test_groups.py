@@ -123,11 +123,13 @@ def test_sigkill_member_hands_partitions_to_survivor(tmp_path):
     with pylog.open(tmp_path, sync="never") as log:
         log.create_topic("t", partitions=4)
         p = log.producer()
-        victim = subprocess.Popen([sys.executable, "-c", MEMBER, str(tmp_path), "g", "victim", "60"],
-                                  stdout=subprocess.PIPE, env=child_env(), text=True)
+        victim = subprocess.Popen(
+            [sys.executable, "-c", MEMBER, str(tmp_path), "g", "victim", "60"],
+            stdout=subprocess.PIPE, env=child_env(), text=True)
         assert victim.stdout.readline().startswith("owned")
-        survivor = subprocess.Popen([sys.executable, "-c", MEMBER, str(tmp_path), "g", "survivor", "12"],
-                                    stdout=subprocess.PIPE, env=child_env(), text=True)
+        survivor = subprocess.Popen(
+            [sys.executable, "-c", MEMBER, str(tmp_path), "g", "survivor", "12"],
+            stdout=subprocess.PIPE, env=child_env(), text=True)
         assert survivor.stdout.readline().startswith("owned")
         for i in range(400):
             p.send("t", b"%d" % i, partition=i % 4)
@@ -413,7 +415,7 @@ def test_reset_races_a_committing_consumer(tmp_path):
         t = threading.Thread(target=resetter)
         t.start()
         try:
-            for i in range(25):
+            for _ in range(25):
                 c = log.consumer("t", group_id="g", enable_auto_commit=False)
                 c.poll(timeout=0)
                 c.commit({TP("t", 0): 5})
