@@ -55,13 +55,15 @@ def process_alive(member: Member) -> bool:
     other hosts are (only their heartbeats tell)."""
     if member.host != _HOST:
         return True
+    if member.pid is None or member.pid <= 0:
+        return False        # kill(0 or -n) would probe a process group
     try:
         os.kill(member.pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         pass
-    except (TypeError, OverflowError):
+    except OverflowError:
         return False
     start = process_start_time(member.pid)
     if start == -1:

@@ -27,6 +27,9 @@ claim       the member takes the partitions of its target that nobody owns
 leave       the member is removed; the rest rebalance
 fence       a commit is refused unless the member is in the group and owns
             every partition it commits
+sync        one poll of a member: expire, join, heartbeat, rebalance (when
+            membership, subscriptions or partition counts changed), release,
+            claim
 =========== ====================================================================
 
 Ownership is a two-step hand-off, so that a partition is never fetched by

@@ -427,3 +427,12 @@ def test_reset_races_a_committing_consumer(tmp_path):
             t.join()
         assert not errors, errors
         assert resets["done"] + resets["refused"], resets
+
+
+@pytest.mark.parametrize("pid", [None, 0, -1, 2**70])
+def test_a_member_with_an_impossible_pid_on_this_host_is_dead(pid):
+    from pylog.group import _HOST, process_alive
+    from pylog.groupstate import Member
+    assert not process_alive(Member(pid=pid, start=None, host=_HOST))
+    assert process_alive(Member(pid=pid, start=None, host=_HOST + "-elsewhere"))
+    assert process_alive(Member(pid=os.getpid(), start=None, host=_HOST))
