@@ -103,6 +103,30 @@ class CorruptLogError(PylogError):
         return CorruptLogError(self.reason, path, self.position)
 
 
+class CorruptGroupError(CorruptLogError):
+    """A consumer group's membership document (FORMAT.rst M-7) in the
+    metadata is damaged. ``group`` names the group. Nothing was changed on
+    disk: the group cannot be joined, committed to by its members or reset
+    until the document is restored; its committed offsets are stored apart
+    (M-6) and are not affected."""
+
+    def __init__(self, group: str, reason: str, path: str | None = None):
+        self.group = group
+        super().__init__(reason, path)
+
+    def _render(self) -> str:
+        where = self.path if self.path is not None else "the metadata"
+        return (f"read consumer group {self.group!r} in {where}: its "
+                f"membership document (M-7) is damaged ({self.reason}); "
+                "nothing was changed. Its committed offsets are stored apart "
+                "and are intact: restore meta/data.mdb from a backup, or "
+                "consume under another group_id (reset_group can set that "
+                "group's offsets)")
+
+    def with_path(self, path: str) -> "CorruptGroupError":
+        return CorruptGroupError(self.group, self.reason, path)
+
+
 class OffsetOutOfRange(PylogError, IndexError):
     """A fetch or seek position is outside [log start offset, end offset]."""
 

@@ -1,25 +1,19 @@
-"""Consumer-group membership, assignment and ownership (SPEC §5, FORMAT.rst M-7).
+"""Consumer-group membership, assignment and ownership (SPEC §5, FORMAT.rst M-7):
+the I/O shell around :mod:`pylog.groupstate`.
 
-Everything that changes a group happens in one LMDB write transaction on the
-group's document::
-
-    {"generation": int, "strategy": str,
-     "members": {member_id: {"pid", "start", "host", "topics", "heartbeat_ms",
-                             "session_timeout_ms", "client_id", "joined_ms"}},
-     "assignment": {member_id: [[topic, partition], ...]},   # the target
-     "owners": {"topic/partition": member_id},               # who holds it now
-     "partition_counts": {topic: n}}
-
-Ownership is a two-step hand-off, so that a partition is never fetched by two
-live members at once (G3): the assignment names the target owner; the old
-owner releases (committing its position in the same transaction) the next
-time it polls, and only then does the new owner claim it. A member is removed
-when it leaves, when its process is gone (checked at once through its pid and
-process start time on this host) or when it misses ``session_timeout_ms`` of
-heartbeats; its partitions are then free to be claimed.
+Every change to a group is one LMDB write transaction on the group's
+document (``Metadata.change_group``): read the state, apply a pure
+transition of pylog.groupstate (which states the hand-off rules), write
+the new state back, committing offsets in the same transaction where the
+transition says so. This module supplies what the transitions take as
+arguments: the wall clock, the monotonic clock and the liveness probe
+(:func:`process_alive`: the member's pid and process start time on this
+host), each injectable.
 
 Thread safety: a GroupMember belongs to one Consumer (not thread-safe);
-different members may live in any threads and processes.
+different members may live in any threads and processes. Durability: a
+group change is an LMDB write transaction, durable as the log's sync mode
+makes the metadata (FORMAT.rst M-8); a crash mid-change stores nothing.
 """
 
 from __future__ import annotations
@@ -28,8 +22,10 @@ import os
 import socket
 import time
 
-from .assignors import STRATEGIES, assign
+from . import groupstate as gs
+from .assignors import STRATEGIES
 from .errors import GroupNotEmpty, InvalidArgument, OffsetOutOfRange, TopicNotFound
+from .groupstate import Member
 from .records import TopicPartition
 
 GROUP_CHECK_INTERVAL_S = 0.1     # how often a polling member looks at the group
@@ -54,71 +50,37 @@ def process_start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
-def member_alive(info: dict, now_ms: int) -> bool:
-    """Is the member described by ``info`` still alive?"""
-    timeout = info.get("session_timeout_ms", 10000)
-    if now_ms - info.get("heartbeat_ms", 0) > timeout:
-        return False
-    if info.get("host") != _HOST:
-        return True                     # other host: only heartbeats tell
-    pid = info.get("pid")
+def process_alive(member: Member) -> bool:
+    """The liveness probe: is ``member``'s process still there? Members of
+    other hosts are (only their heartbeats tell)."""
+    if member.host != _HOST:
+        return True
+    if member.pid is None or member.pid <= 0:
+        return False        # kill(0 or -n) would probe a process group
     try:
-        os.kill(pid, 0)
+        os.kill(member.pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         pass
-    except (TypeError, OverflowError):
+    except OverflowError:
         return False
-    start = process_start_time(pid)
+    start = process_start_time(member.pid)
     if start == -1:
         return False
-    return start is None or info.get("start") in (None, start)
-
-
-def _tp_key(topic: str, partition: int) -> str:
-    return f"{topic}/{partition}"       # topic names never contain "/" (M-3)
-
-
-def _key_tp(key: str) -> TopicPartition:
-    topic, _, p = key.rpartition("/")
-    return TopicPartition(topic, int(p))
-
-
-def _rebalance(doc: dict, counts: dict) -> None:
-    members = doc.get("members", {})
-    subs = {m: set(info.get("topics", [])) for m, info in members.items()}
-    usable = {t: n for t, n in counts.items()}
-    prev = {m: [tuple(tp) for tp in tps]
-            for m, tps in doc.get("assignment", {}).items() if m in members}
-    new = assign(doc.get("strategy", "sticky"), subs, usable, prev)
-    doc["assignment"] = {m: [list(tp) for tp in tps] for m, tps in new.items()}
-    doc["generation"] = doc.get("generation", 0) + 1
-    doc["partition_counts"] = dict(counts)
-    # owners of partitions that no longer exist are dropped
-    valid = {_tp_key(t, p) for t, n in counts.items() for p in range(n)}
-    doc["owners"] = {k: v for k, v in doc.get("owners", {}).items()
-                     if k in valid and v in members}
-
-
-def _purge_dead(doc: dict, now_ms: int, keep: str | None = None) -> list:
-    members = doc.get("members", {})
-    dead = [m for m, info in members.items()
-            if m != keep and not member_alive(info, now_ms)]
-    for m in dead:
-        del members[m]
-        doc.get("assignment", {}).pop(m, None)
-    if dead:
-        doc["owners"] = {k: v for k, v in doc.get("owners", {}).items()
-                         if v in members}
-    return dead
+    return start is None or member.start in (None, start)
 
 
 class GroupMember:
-    """This consumer's membership in a group; see the module docstring."""
+    """This consumer's membership in a group; see the module docstring.
+
+    ``wall_ms`` (ms since the epoch, shared by every process through the
+    heartbeats), ``monotonic`` (seconds, this process's rate limits and
+    lease) and ``is_alive`` (the liveness probe) default to the real ones."""
 
     def __init__(self, log, group_id: str, *, strategy: str,
-                 session_timeout_ms: int, client_id: str | None):
+                 session_timeout_ms: int, client_id: str | None,
+                 wall_ms=_now_ms, monotonic=time.monotonic, is_alive=process_alive):
         if strategy not in STRATEGIES:
             raise InvalidArgument(
                 f"partition_assignment_strategy={strategy!r}; expected one of "
@@ -138,90 +100,63 @@ class GroupMember:
         # heartbeat; half of that leaves room for clock steps (G3)
         self.lease_until = 0.0
         self._next_heartbeat = 0.0
-        self._info = {"pid": os.getpid(), "start": process_start_time(os.getpid()),
-                      "host": _HOST, "client_id": client_id or "",
-                      "session_timeout_ms": session_timeout_ms}
+        self._wall_ms = wall_ms
+        self._monotonic = monotonic
+        self._is_alive = is_alive
+        self._me = Member(pid=os.getpid(), start=process_start_time(os.getpid()),
+                          host=_HOST, client_id=client_id or "",
+                          session_timeout_ms=session_timeout_ms)
 
     def _counts(self, topics) -> dict:
+        """Partitions of each of ``topics`` now; 0 for one that is gone."""
         counts = {}
         for t in sorted(topics):
             try:
                 counts[t] = self.log.partitions_for(t, max_age_s=0)
             except TopicNotFound:
-                pass
+                counts[t] = 0
         return counts
 
+    def _sync(self, state, topics, counts, now_ms, beat):
+        return gs.sync(state, self.member_id, self._me, topics, counts, now_ms,
+                       self._is_alive, self.strategy, beat=beat)
+
     def tick(self, topics: set, positions_to_commit, force: bool = False):
-        """Look at the group (rate-limited) and act: join, purge dead members,
-        rebalance, release what is no longer ours (committing
+        """Look at the group (rate-limited) and act: join, expire dead
+        members, rebalance, release what is no longer ours (committing
         ``positions_to_commit()`` for it) and claim what is.
 
         Returns (gained, lost): sets of TopicPartition."""
-        now = time.monotonic()
+        now = self._monotonic()
         if not force and now < self.next_check:
             return set(), set()
         self.next_check = now + GROUP_CHECK_INTERVAL_S
-        meta = self.log.meta
-        me = self.member_id
-        now_ms = _now_ms()
-        counts = self._counts(topics)
-        doc = meta.get_group(self.group_id)
-        members = doc.get("members", {})
-        mine = members.get(me)
-        target = {tuple(tp) for tp in doc.get("assignment", {}).get(me, [])}
-        owners = doc.get("owners", {})
-        need = (mine is None or sorted(mine.get("topics", [])) != sorted(topics)
-                or doc.get("partition_counts") != counts
-                or now >= self._next_heartbeat
-                or any(not member_alive(i, now_ms) for m, i in members.items() if m != me)
-                or any(owners.get(_tp_key(*tp)) is None for tp in target)
-                or any(v == me and _key_tp(k) not in target for k, v in owners.items()))
-        if not need:
+        now_ms = self._wall_ms()
+        # a read-only look first: write only when the group needs this
+        # member to act or its heartbeat is due
+        state = self.log.meta.group_state(self.group_id)
+        counts = self._counts(set(topics).union(
+            *(m.topics for m in state.members.values())))
+        if now < self._next_heartbeat and \
+                self._sync(state, topics, counts, now_ms, beat=False).state == state:
             return set(), set()
         self._next_heartbeat = now + self.session_timeout_ms / 3000.0
         lease_until = now + self.session_timeout_ms / 2000.0
         before = set(self.owned)
 
-        def update(doc, commit):
-            members = doc.setdefault("members", {})
-            doc.setdefault("strategy", self.strategy)
-            rebalance = False
-            if _purge_dead(doc, now_ms, keep=me):
-                rebalance = True
-            info = members.get(me)
-            if info is None:
-                info = dict(self._info, joined_ms=now_ms)
-                members[me] = info
-                rebalance = True
-                rejoined.append(True)
-            if sorted(info.get("topics", [])) != sorted(topics):
-                info["topics"] = sorted(topics)
-                rebalance = True
-            info["heartbeat_ms"] = now_ms
-            if doc.get("partition_counts") != counts or "assignment" not in doc:
-                rebalance = True
-            if rebalance:
-                _rebalance(doc, counts)
-            owners = doc.setdefault("owners", {})
-            target = {tuple(tp) for tp in doc["assignment"].get(me, [])}
-            release = [k for k, v in owners.items()
-                       if v == me and _key_tp(k) not in target]
-            if release:
-                commit(positions_to_commit({_key_tp(k) for k in release}))
-                for k in release:
-                    del owners[k]
-            for tp in target:
-                k = _tp_key(*tp)
-                if owners.get(k) is None:
-                    owners[k] = me
-            return doc["generation"], {_key_tp(k) for k, v in owners.items() if v == me}
+        def update(state, commit):
+            done = self._sync(state, topics, counts, now_ms, beat=True)
+            if done.released:
+                commit(positions_to_commit(set(done.released)))
+            return done.state, done
 
-        rejoined: list = []
-        self.generation, owned = self.log.meta.update_group(self.group_id, update)
+        done = self.log.meta.change_group(self.group_id, update)
+        self.generation = done.state.generation
         self.joined = True
+        owned = set(done.state.owned_by(self.member_id))
         self.owned = owned
         self.lease_until = lease_until
-        if rejoined:
+        if done.rejoined:
             # removed from the group meanwhile (it looked dead): what it
             # owns now is owned anew, and others may have read on from
             # where it was: every position is stale
@@ -231,14 +166,17 @@ class GroupMember:
     def count_retention_reset(self, tp: TopicPartition, skipped: int) -> None:
         """Record in the group that retention overtook it on ``tp``
         (describe_group's ``retention_resets``)."""
-        def update(doc, commit):
-            resets = doc.setdefault("retention_resets", {})
-            count, total = resets.get(_tp_key(*tp), (0, 0))
-            resets[_tp_key(*tp)] = [count + 1, total + skipped]
-        self.log.meta.update_group(self.group_id, update)
+        self.log.meta.change_group(self.group_id, lambda state, commit: (
+            gs.count_retention_reset(state, tp, skipped), None))
 
     def commit(self, offsets: dict) -> None:
-        self.log.meta.commit(self.group_id, offsets, member_id=self.member_id)
+        """Commit ``offsets``, fenced (gs.fence): CommitFailedError unless
+        this member is in the group and owns every partition named."""
+        def update(state, commit):
+            gs.fence(state, self.group_id, self.member_id, offsets)
+            commit(offsets)
+            return state, None
+        self.log.meta.change_group(self.group_id, update, "commit")
 
     def leave(self, final_offsets: dict | None) -> None:
         """Leave the group, releasing partitions (and committing
@@ -247,74 +185,61 @@ class GroupMember:
             return
         me = self.member_id
         topics = set()
-        for info in self.log.meta.get_group(self.group_id).get("members", {}).values():
-            topics.update(info.get("topics", []))
+        for info in self.log.meta.group_state(self.group_id).members.values():
+            topics.update(info.topics)
         counts = self._counts(topics)
+        now_ms = self._wall_ms()
 
-        def update(doc, commit):
-            owners = doc.get("owners", {})
+        def update(state, commit):
             if final_offsets:
-                mine = {tp: o for tp, o in final_offsets.items()
-                        if owners.get(_tp_key(*tp)) == me}
-                commit(mine)
-            members = doc.get("members", {})
-            if me in members:
-                del members[me]
-                doc.get("assignment", {}).pop(me, None)
-                doc["owners"] = {k: v for k, v in owners.items() if v != me}
-                _purge_dead(doc, _now_ms())
-                if members:
-                    _rebalance(doc, counts)
-                else:
-                    doc.pop("assignment", None)
-                    doc["owners"] = {}
-                    doc["members"] = {}
-                    doc["generation"] = doc.get("generation", 0) + 1
-        self.log.meta.update_group(self.group_id, update)
+                mine = state.owned_by(me)
+                commit({tp: o for tp, o in final_offsets.items()
+                        if TopicPartition(*tp) in mine})
+            return gs.leave(state, me, counts, now_ms, self._is_alive), None
+
+        self.log.meta.change_group(self.group_id, update)
         self.joined = False
         self.owned = set()
         self.lease_until = 0.0
 
 
-def live_members(log, group: str) -> dict:
-    now_ms = _now_ms()
-    doc = log.meta.get_group(group)
-    return {m: i for m, i in doc.get("members", {}).items()
-            if member_alive(i, now_ms)}
+def live_members(log, group: str, now_ms: int | None = None,
+                 is_alive=process_alive) -> dict:
+    """The members of ``group`` that are alive: member_id -> Member."""
+    return gs.live(log.meta.group_state(group),
+                   _now_ms() if now_ms is None else now_ms, is_alive)
 
 
 def describe_group(log, group: str) -> dict:
     """Members, assignment, committed offsets and lag of ``group``."""
-    doc = log.meta.get_group(group)
+    state = log.meta.group_state(group)
     now_ms = _now_ms()
     offsets = log.meta.group_offsets(group)
-    owners = doc.get("owners", {})
     members = []
-    for m, info in sorted(doc.get("members", {}).items()):
+    for m, info in sorted(state.members.items()):
         members.append({
-            "member_id": m, "client_id": info.get("client_id", ""),
-            "host": info.get("host"), "pid": info.get("pid"),
-            "topics": info.get("topics", []),
-            "alive": member_alive(info, now_ms),
-            "assignment": [TopicPartition(*tp) for tp in
-                           doc.get("assignment", {}).get(m, [])],
-            "owned": sorted(_key_tp(k) for k, v in owners.items() if v == m)})
+            "member_id": m, "client_id": info.client_id,
+            "host": info.host, "pid": info.pid, "topics": list(info.topics),
+            "alive": gs.alive(info, now_ms, process_alive),
+            "assignment": list((state.assignment or {}).get(m, ())),
+            "owned": sorted(state.owned_by(m))})
     partitions = []
-    resets = doc.get("retention_resets", {})
+    resets = state.retention_resets
     for (topic, p), committed in sorted(offsets.items()):
         try:
             end = log.partition(topic, p).state().next_offset
         except TopicNotFound:
             continue
-        owner = owners.get(_tp_key(topic, p))
-        count, skipped = resets.get(_tp_key(topic, p), (0, 0))
+        tp = TopicPartition(topic, p)
+        count, skipped = resets.get(tp, (0, 0))
         partitions.append({"topic": topic, "partition": p,
                            "committed": committed, "end_offset": end,
-                           "lag": max(0, end - committed), "owner": owner,
+                           "lag": max(0, end - committed),
+                           "owner": state.owners.get(tp),
                            "retention_resets": count,
                            "records_skipped_by_retention": skipped})
-    return {"group": group, "generation": doc.get("generation", 0),
-            "strategy": doc.get("strategy"),
+    return {"group": group, "generation": state.generation,
+            "strategy": state.strategy,
             "state": "Stable" if members else "Empty",
             "members": members, "partitions": partitions,
             "lag": sum(p["lag"] for p in partitions),
@@ -327,20 +252,36 @@ def describe_group(log, group: str) -> dict:
 RESET_TARGETS = ("earliest", "latest", "offset", "datetime")
 
 
+def _refuse_live(group: str, alive: dict) -> None:
+    if alive:
+        raise GroupNotEmpty(
+            f"reset of group {group!r} refused: it has {len(alive)} live "
+            f"member(s) ({', '.join(sorted(alive))}); stop them first")
+
+
 def reset_group(log, group: str, *, to: str, value=None, topic=None,
                 execute: bool = True) -> dict:
-    """Plan (and with ``execute`` apply) new committed offsets for ``group``."""
+    """Plan (and with ``execute`` apply) new committed offsets for ``group``.
+
+    The plan is made from the partitions' states; applying it checks that
+    the group has no live member and commits the plan in one write
+    transaction, so a consumer joining meanwhile either is refused the
+    reset (GroupNotEmpty) or joins after it and reads the new offsets."""
     if to not in RESET_TARGETS:
         raise InvalidArgument(f"to={to!r}; expected one of {RESET_TARGETS}")
     if to in ("offset", "datetime") and (isinstance(value, bool) or not isinstance(value, int)):
         raise InvalidArgument(f"reset to {to} needs an int value, got {value!r}")
-    alive = live_members(log, group)
-    if alive and execute:
-        raise GroupNotEmpty(
-            f"reset of group {group!r} refused: it has {len(alive)} live "
-            f"member(s) ({', '.join(sorted(alive))}); stop them first")
-    current = log.meta.group_offsets(group)
-    tps = set(current)
+    if execute:
+        _refuse_live(group, live_members(log, group))   # before any planning
+    plan = plan_reset(log, group, to=to, value=value, topic=topic)
+    if execute and plan:
+        apply_reset(log, group, plan)
+    return plan
+
+
+def plan_reset(log, group: str, *, to: str, value=None, topic=None) -> dict:
+    """The offsets reset_group would commit: {TopicPartition: offset}."""
+    tps = set(log.meta.group_offsets(group))
     if topic is not None:
         n = log.partitions_for(topic, max_age_s=0)
         tps = {tp for tp in tps if tp[0] == topic} | {(topic, p) for p in range(n)}
@@ -366,6 +307,15 @@ def reset_group(log, group: str, *, to: str, value=None, topic=None,
             found = part.offset_for_time(value)
             new = st.next_offset if found is None else found
         plan[TopicPartition(t, p)] = new
-    if execute and plan:
-        log.meta.commit(group, {(tp.topic, tp.partition): o for tp, o in plan.items()})
     return plan
+
+
+def apply_reset(log, group: str, plan: dict, *, wall_ms=_now_ms,
+                is_alive=process_alive) -> None:
+    """Commit ``plan`` unless ``group`` has a live member (GroupNotEmpty),
+    checked in the same write transaction as the commit."""
+    def update(state, commit):
+        _refuse_live(group, gs.live(state, wall_ms(), is_alive))
+        commit({(tp.topic, tp.partition): o for tp, o in plan.items()})
+        return state, None
+    log.meta.change_group(group, update, f"reset group {group!r}")

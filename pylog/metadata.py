@@ -41,11 +41,13 @@ import time
 
 import lmdb
 
-from .errors import (CommitFailedError, CorruptLogError, DiskFullError,
+from . import groupstate
+from .errors import (CorruptLogError, DiskFullError,
                      FileVanishedError, LogFailedError, LogOSError,
                      LogPermissionError, MetadataBusyError, PylogError,
                      TopicExists, TopicNotFound)
 from .files import DISK_FULL_ERRNOS, allocate, disk_full_error, open_regular
+from .groupstate import GroupState
 from .identity import Identity, vanished
 from .metalock import MetaLock
 from .partition import PartitionMeta
@@ -605,33 +607,12 @@ class Metadata:
         return self._update_partition(topic, partition, log_start_offset=start)
 
     # -- consumer offsets ------------------------------------------------------------
-    def commit(self, group: str, offsets: dict, *,
-               member_id: str | None = None) -> None:
-        """Store committed offsets {(topic, partition): offset} atomically.
-
-        With ``member_id``, the commit is fenced (SPEC §5): it is refused with
-        CommitFailedError unless the member is still in the group and owns
-        every partition named (M-7).
-        """
+    def commit(self, group: str, offsets: dict) -> None:
+        """Store committed offsets {(topic, partition): offset} atomically,
+        unfenced (a group member commits through ``change_group``, which
+        fences it: pylog.groupstate.fence)."""
         now = int(time.time() * 1000)
         with self._txn("commit", write=True) as txn:
-            if member_id is not None:
-                raw = txn.get(group.encode(), db=self._groups)
-                doc = json.loads(raw) if raw else {}
-                if member_id not in doc.get("members", {}):
-                    raise CommitFailedError(
-                        f"commit for group {group!r} refused: member "
-                        f"{member_id} was removed from the group (it missed "
-                        "session_timeout_ms or its process looked dead); "
-                        "poll again to rejoin")
-                owners = doc.get("owners", {})
-                lost = [tp for tp in offsets
-                        if owners.get(f"{tp[0]}/{tp[1]}") != member_id]
-                if lost:
-                    raise CommitFailedError(
-                        f"commit for group {group!r} refused: member "
-                        f"{member_id} no longer owns {sorted(lost)} (the group "
-                        f"rebalanced to generation {doc.get('generation')})")
             for (topic, partition), offset in offsets.items():
                 txn.put(_okey(group, topic, partition),
                         _OFFSET.pack(offset, now), db=self._offsets)
@@ -679,23 +660,22 @@ class Metadata:
                 txn.delete(_okey(group, topic, partition), db=self._offsets)
 
     # -- group membership ------------------------------------------------------------
-    def get_group(self, group: str) -> dict:
+    def group_state(self, group: str) -> GroupState:
+        """The group's document (M-7); CorruptGroupError when it is damaged."""
         with self._txn("get group") as txn:
             raw = txn.get(group.encode(), db=self._groups)
-        return json.loads(raw) if raw else {}
+        return groupstate.decode(group, raw, self._data_path())
 
-    def update_group(self, group: str, fn):
-        """Run ``fn(doc, commit) -> result`` on the group's document in one
-        write transaction (atomic across processes); ``fn`` mutates ``doc``
-        and may call ``commit({(topic, partition): offset})`` to store
-        offsets in the same transaction."""
-        with self._txn("update group", write=True) as txn:
+    def change_group(self, group: str, fn, what: str = "update group"):
+        """Run ``fn(state, commit) -> (new_state, result)`` on the group's
+        state in one write transaction (atomic across processes) and store
+        ``new_state``; ``fn`` may call ``commit({(topic, partition):
+        offset})`` to store offsets in the same transaction. Nothing is
+        stored when ``fn`` raises or the document is damaged
+        (CorruptGroupError). Returns ``result``; errors name ``what``."""
+        with self._txn(what, write=True) as txn:
             raw = txn.get(group.encode(), db=self._groups)
-            try:
-                doc = json.loads(raw) if raw else {}
-            except ValueError:
-                raise CorruptLogError(f"metadata of group {group!r} is damaged",
-                                      self.path) from None
+            state = groupstate.decode(group, raw, self._data_path())
             now = int(time.time() * 1000)
 
             def commit(offsets):
@@ -703,9 +683,28 @@ class Metadata:
                     txn.put(_okey(group, topic, partition),
                             _OFFSET.pack(offset, now), db=self._offsets)
 
-            result = fn(doc, commit)
-            if doc:
-                txn.put(group.encode(), json.dumps(doc).encode(), db=self._groups)
-            elif raw is not None:
-                txn.delete(group.encode(), db=self._groups)
+            new, result = fn(state, commit)
+            if new != state:
+                out = groupstate.encode(new)
+                if out is not None:
+                    txn.put(group.encode(), out, db=self._groups)
+                elif raw is not None:
+                    txn.delete(group.encode(), db=self._groups)
         return result
+
+    def update_group(self, group: str, fn):
+        """Like ``change_group`` on the JSON document: ``fn(doc, commit) ->
+        result`` mutates ``doc`` in place. What it leaves is checked to be
+        an M-7 document before it is stored."""
+        def on_doc(state, commit):
+            doc = groupstate.to_doc(state)
+            result = fn(doc, commit)
+            try:
+                return groupstate.from_doc(doc), result
+            except ValueError as exc:
+                raise PylogError(f"update group {group!r}: the new document is "
+                                 f"not an M-7 group document: {exc}") from None
+        return self.change_group(group, on_doc)
+
+    def _data_path(self) -> str:
+        return os.path.join(self.path, "data.mdb")

@@ -123,11 +123,13 @@ def test_sigkill_member_hands_partitions_to_survivor(tmp_path):
     with pylog.open(tmp_path, sync="never") as log:
         log.create_topic("t", partitions=4)
         p = log.producer()
-        victim = subprocess.Popen([sys.executable, "-c", MEMBER, str(tmp_path), "g", "victim", "60"],
-                                  stdout=subprocess.PIPE, env=child_env(), text=True)
+        victim = subprocess.Popen(
+            [sys.executable, "-c", MEMBER, str(tmp_path), "g", "victim", "60"],
+            stdout=subprocess.PIPE, env=child_env(), text=True)
         assert victim.stdout.readline().startswith("owned")
-        survivor = subprocess.Popen([sys.executable, "-c", MEMBER, str(tmp_path), "g", "survivor", "12"],
-                                    stdout=subprocess.PIPE, env=child_env(), text=True)
+        survivor = subprocess.Popen(
+            [sys.executable, "-c", MEMBER, str(tmp_path), "g", "survivor", "12"],
+            stdout=subprocess.PIPE, env=child_env(), text=True)
         assert survivor.stdout.readline().startswith("owned")
         for i in range(400):
             p.send("t", b"%d" % i, partition=i % 4)
@@ -211,3 +213,226 @@ def test_strategies(tmp_path, strategy):
             c.close()
     with pylog.open(tmp_path) as log, pytest.raises(pylog.InvalidArgument):
         log.consumer("t", group_id="h", partition_assignment_strategy="magic")
+
+
+# -- GroupMember on injected clocks and liveness (no sleeping) --------------------
+
+class FakeClock:
+    def __init__(self):
+        self.s = 1000.0
+
+    def monotonic(self):
+        return self.s
+
+    def wall_ms(self):
+        return int(self.s * 1000)
+
+
+def nothing(tps):
+    return {}      # positions to commit when releasing: none read
+
+
+def fake_member(log, clock, dead, *, timeout_ms=1000, tag="m"):
+    from pylog.group import GroupMember
+    return GroupMember(log, "g", strategy="sticky", session_timeout_ms=timeout_ms,
+                       client_id=tag, wall_ms=clock.wall_ms, monotonic=clock.monotonic,
+                       is_alive=lambda m: m.client_id not in dead)
+
+
+def test_a_silent_member_loses_its_partitions_after_its_session_timeout(tmp_path):
+    clock, dead = FakeClock(), set()
+    with pylog.open(tmp_path, sync="never") as log:
+        log.create_topic("t", partitions=4)
+        a = fake_member(log, clock, dead, tag="a")
+        b = fake_member(log, clock, dead, tag="b")
+        a.tick({"t"}, nothing, force=True)
+        assert len(a.owned) == 4
+        b.tick({"t"}, nothing, force=True)
+        assert b.owned == set()            # a has not released yet
+        a.tick({"t"}, nothing, force=True)    # a releases half ...
+        b.tick({"t"}, nothing, force=True)    # ... and only then b claims it
+        assert len(a.owned) == len(b.owned) == 2 and a.owned.isdisjoint(b.owned)
+        clock.s += 0.6                     # a stops polling; its lease ends
+        assert clock.s > a.lease_until
+        b.tick({"t"}, nothing, force=True)
+        assert len(b.owned) == 2           # within a's session: a keeps its share
+        clock.s += 0.5                     # past a's session timeout
+        b.tick({"t"}, nothing, force=True)
+        assert len(b.owned) == 4
+        with pytest.raises(pylog.CommitFailedError, match="was removed"):
+            a.commit({("t", 0): 1})
+        had = a.owned
+        gained, lost = a.tick({"t"}, nothing, force=True)     # a rejoins ...
+        assert (gained, lost) == (set(), had)   # ... and waits for b to release
+        b.tick({"t"}, nothing, force=True)
+        a.tick({"t"}, nothing, force=True)
+        assert len(a.owned) == len(b.owned) == 2 and a.owned.isdisjoint(b.owned)
+
+
+def test_a_dead_member_is_replaced_at_once(tmp_path):
+    clock, dead = FakeClock(), set()
+    with pylog.open(tmp_path, sync="never") as log:
+        log.create_topic("t", partitions=2)
+        a = fake_member(log, clock, dead, timeout_ms=30000, tag="a")
+        b = fake_member(log, clock, dead, timeout_ms=30000, tag="b")
+        for m in (a, b, a, b):
+            m.tick({"t"}, nothing, force=True)
+        assert len(a.owned) == len(b.owned) == 1
+        dead.add("a")                      # its process is gone
+        b.tick({"t"}, nothing, force=True)
+        assert b.owned == {TP("t", 0), TP("t", 1)}
+        assert [m["member_id"] for m in log.describe_group("g")["members"]] \
+            == [b.member_id]
+
+
+def test_members_of_different_topics_keep_each_others_partitions(tmp_path):
+    """Each member counts the partitions of every member's topics: one that
+    counted only its own would rebalance the others' topics away."""
+    clock, dead = FakeClock(), set()
+    with pylog.open(tmp_path, sync="never") as log:
+        log.create_topic("x", partitions=2)
+        log.create_topic("y", partitions=3)
+        a = fake_member(log, clock, dead, tag="a")
+        b = fake_member(log, clock, dead, tag="b")
+        a.tick({"x"}, nothing, force=True)
+        b.tick({"y"}, nothing, force=True)
+        generation = b.generation
+        for _ in range(3):
+            clock.s += 0.4                 # heartbeats due: both write
+            a.tick({"x"}, nothing, force=True)
+            b.tick({"y"}, nothing, force=True)
+        assert a.owned == {TP("x", 0), TP("x", 1)}
+        assert b.owned == {TP("y", p) for p in range(3)}
+        assert a.generation == b.generation == generation
+
+
+# -- damaged group documents (M-7) -----------------------------------------------
+
+def put_group_doc(path, group, raw):
+    import lmdb
+    env = lmdb.open(os.path.join(path, "meta"), max_dbs=8)
+    try:
+        db = env.open_db(b"groups")
+        with env.begin(write=True) as txn:
+            txn.put(group.encode(), raw, db=db)
+    finally:
+        env.close()
+
+
+def read_meta(path):
+    """Every key and value of the groups and offsets databases."""
+    import lmdb
+    env = lmdb.open(os.path.join(path, "meta"), max_dbs=8, readonly=True)
+    try:
+        out = {}
+        for name in (b"groups", b"offsets"):
+            db = env.open_db(name, create=False)
+            with env.begin() as txn:
+                out[name] = list(txn.cursor(db=db))
+        return out
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize("raw", [b'{"members": {"m": ', b"\xff", b"[1]",
+                                 b'{"owners": {"t/0": ["m"]}}'])
+def test_a_damaged_group_document_is_a_clear_error_and_changes_nothing(tmp_path, raw):
+    from pylog.errors import CorruptGroupError
+    with pylog.open(tmp_path, sync="never") as log:
+        log.create_topic("t", partitions=2)
+        log.producer().send_batch("t", [b"x"] * 4, partition=0)
+        c = log.consumer("t", group_id="orders", auto_offset_reset="earliest")
+        assert len(c.poll(timeout=0.5)) == 4
+        c.commit()
+        c.close()
+    put_group_doc(tmp_path, "orders", raw)
+    before = read_meta(tmp_path)
+    with pylog.open(tmp_path, sync="never") as log:
+        attempts = [
+            lambda: log.consumer("t", group_id="orders").poll(timeout=0.1),
+            lambda: log.describe_group("orders"),
+            lambda: log.reset_group("orders", to="earliest"),
+        ]
+        for attempt in attempts:
+            with pytest.raises(CorruptGroupError) as ei:
+                attempt()
+            assert isinstance(ei.value, pylog.CorruptLogError)
+            text = str(ei.value)
+            assert "'orders'" in text and "damaged" in text and "restore" in text
+            assert ei.value.path.endswith("data.mdb")
+        # the other groups and the offsets of this one still work
+        assert log.meta.committed("orders", "t", 0) == 4
+        other = log.consumer("t", group_id="other", auto_offset_reset="earliest")
+        assert len(other.poll(timeout=0.5)) == 4
+        other.close()
+    after = read_meta(tmp_path)
+    assert [kv for kv in after[b"groups"] if kv[0] == b"orders"] == [(b"orders", raw)]
+    assert [kv for kv in after[b"offsets"] if kv[0].startswith(b"orders\0")] == \
+        [kv for kv in before[b"offsets"] if kv[0].startswith(b"orders\0")]
+
+
+# -- reset_group: the check and the commit are one transaction ------------------------
+
+def test_reset_is_refused_when_a_member_joins_after_the_plan(tmp_path):
+    from pylog.group import apply_reset, plan_reset
+    with pylog.open(tmp_path, sync="never") as log:
+        log.create_topic("t", partitions=1)
+        log.producer().send_batch("t", [b"x"] * 10, partition=0)
+        log.meta.commit("g", {("t", 0): 7})
+        plan = plan_reset(log, "g", to="earliest")
+        assert plan == {TP("t", 0): 0}
+        c = log.consumer("t", group_id="g", enable_auto_commit=False)
+        c.poll(timeout=0)                  # joins between the plan and the commit
+        with pytest.raises(pylog.GroupNotEmpty):
+            apply_reset(log, "g", plan)
+        assert log.meta.committed("g", "t", 0) == 7
+        c.close()
+        apply_reset(log, "g", plan)
+        assert log.meta.committed("g", "t", 0) == 0
+
+
+def test_reset_races_a_committing_consumer(tmp_path):
+    """While a member is in the group, its commits are never overwritten by
+    a reset: reset either is refused or commits while nobody is a member."""
+    with pylog.open(tmp_path, sync="never") as log:
+        log.create_topic("t", partitions=1)
+        log.producer().send_batch("t", [b"x"] * 10, partition=0)
+        stop = threading.Event()
+        resets = {"done": 0, "refused": 0}
+        errors = []
+
+        def resetter():
+            try:
+                while not stop.is_set():
+                    try:
+                        log.reset_group("g", to="offset", value=0, topic="t")
+                        resets["done"] += 1
+                    except pylog.GroupNotEmpty:
+                        resets["refused"] += 1
+            except BaseException as exc:       # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        t = threading.Thread(target=resetter)
+        t.start()
+        try:
+            for _ in range(25):
+                c = log.consumer("t", group_id="g", enable_auto_commit=False)
+                c.poll(timeout=0)
+                c.commit({TP("t", 0): 5})
+                time.sleep(0.002)
+                assert log.meta.committed("g", "t", 0) == 5    # still a member
+                c.close(autocommit=False)
+        finally:
+            stop.set()
+            t.join()
+        assert not errors, errors
+        assert resets["done"] + resets["refused"], resets
+
+
+@pytest.mark.parametrize("pid", [None, 0, -1, 2**70])
+def test_a_member_with_an_impossible_pid_on_this_host_is_dead(pid):
+    from pylog.group import _HOST, process_alive
+    from pylog.groupstate import Member
+    assert not process_alive(Member(pid=pid, start=None, host=_HOST))
+    assert process_alive(Member(pid=pid, start=None, host=_HOST + "-elsewhere"))
+    assert process_alive(Member(pid=os.getpid(), start=None, host=_HOST))

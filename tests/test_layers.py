@@ -9,7 +9,7 @@ import pylog
 
 LAYERS = [
     {"errors", "config", "records", "assignors", "table", "gcpause", "_build_native",
-     "files"},
+     "files", "groupstate"},
     {"_native"},
     {"batch"},
     {"segment", "identity", "metalock", "topicdirs"},
