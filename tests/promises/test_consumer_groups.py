@@ -62,27 +62,33 @@ def test_each_partition_has_one_owner_threads_and_processes(tmp_path, child_env)
     with pylog.open(path, sync="never") as log:
         log.create_topic("t", partitions=6)
         p = log.producer()
-        kids = [Child(MEMBER, path, "g", 10000, 2.5, env=child_env) for _ in range(2)]
+        kids = [Child(MEMBER, path, "g", 10000, 6.0, env=child_env) for _ in range(2)]
         got_threads = {0: [], 1: []}
+        stop = threading.Event()
 
         def member(i):
             with pylog.open(path, sync="never") as lg:
                 c = lg.consumer("t", group_id="g", auto_offset_reset="earliest")
-                end = time.monotonic() + 2.5
-                while time.monotonic() < end:
+                while not stop.is_set():
                     got_threads[i].extend((r.partition, r.offset) for r in c.poll(timeout=0.1))
                 c.close()
 
         threads = [threading.Thread(target=member, args=(i,)) for i in range(2)]
         [t.start() for t in threads]
+        # produce only once all four have joined, so the work can be shared
+        deadline = time.monotonic() + 30
+        while len(log.describe_group("g")["members"]) < 4:
+            assert time.monotonic() < deadline, "the four members never joined"
+            time.sleep(0.05)
         for i in range(n):                      # produced while they consume
             p.send("t", b"%d" % i, key=b"%d" % i)
             if i % 100 == 0:
                 time.sleep(0.05)
-        [t.join(timeout=20) for t in threads]
         got = {f"p{i}": records_of(k.ok(30)) for i, k in enumerate(kids)}
         for k in kids:
             k.__exit__(None, None, None)
+        stop.set()
+        [t.join(timeout=20) for t in threads]
         got.update({f"t{i}": v for i, v in got_threads.items()})
         everything = [rec for v in got.values() for rec in v]
         assert len(everything) == len(set(everything)) == n, \
