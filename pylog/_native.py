@@ -1294,7 +1294,7 @@ def doorbell_ring_ptr(bell_p, slot: int) -> None:
         lib.pl_doorbell_ring(bell_p)
 
 
-LIVENESS_BASE = lib.PL_LIVENESS_BASE
+LIVENESS_BASE = 1 << lib.PL_LIVENESS_BASE_LOG2
 
 
 def new_lock_token() -> int:
