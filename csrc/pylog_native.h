@@ -353,20 +353,38 @@ int pl_doorbell_wait(void *slot, uint32_t expected, int64_t timeout_us); /* 0 ch
  * when its active segment is seg_base, mapped at seg[0:seg_len], and it
  * committed records from offset `next` on (byte `pos`, first_base as for
  * pl_fetch), decodes them with pl_fetch(seg, active_position, pos, next,
- * first_base, max_records, ...) into fields/hdrs/out, without a return to
- * the interpreter in between.
+ * first_base, max_records, soft_records, fields, fields_cap, hdrs,
+ * hdr_cap, out), without a return to the interpreter in between.
  * Returns PL_WAIT_FETCHED (out says what was decoded), PL_WAIT_WOKEN (woken,
  * nothing decoded: the segment rolled or grew past the map, the state was
  * busy, the log start passed `next`, or nothing new for this partition),
  * PL_WAIT_TIMEOUT, PL_E_INVAL for a bad argument (a misaligned slot too), or
  * else -errno of the futex wait. */
 enum pl_wait_result { PL_WAIT_WOKEN = 0, PL_WAIT_TIMEOUT = 1, PL_WAIT_FETCHED = 2 };
-int pl_wait_fetch(void *slot, uint32_t *waiting, uint32_t expected, int64_t timeout_us,
-                  const void *state,
-                  int64_t seg_base, const uint8_t *seg, size_t seg_len, size_t pos,
-                  int64_t next, int64_t first_base, uint32_t max_records,
-                  uint32_t soft_records, int64_t *fields, size_t fields_cap, int64_t *hdrs,
-                  size_t hdr_cap, pl_fetch_out *out);
+typedef struct {
+    /* what to wait on */
+    void *slot;              /* doorbell slot (4-aligned)                      */
+    uint32_t *waiting;       /* counted in while waiting, or NULL              */
+    uint32_t expected;       /* the slot's seq the caller saw                  */
+    uint32_t max_records;
+    int64_t timeout_us;      /* -1: no timeout                                 */
+    const void *state;       /* the partition's mapped state                   */
+    /* where the reader is */
+    int64_t seg_base;        /* base offset of the mapped segment              */
+    const uint8_t *seg;
+    size_t seg_len;
+    size_t pos;              /* byte of the record with offset `next`          */
+    int64_t next;
+    int64_t first_base;      /* as for pl_fetch                                */
+    /* where the records go (as for pl_fetch) */
+    uint32_t soft_records;
+    uint32_t reserved;
+    int64_t *fields;
+    size_t fields_cap;
+    int64_t *hdrs;
+    size_t hdr_cap;
+} pl_wait_fetch_req;
+int pl_wait_fetch(const pl_wait_fetch_req *req, pl_fetch_out *out);
 
 /* ---- byte-range locks: mode 0 unlock, 1 shared, 2 exclusive ---- */
 int pl_lock(int fd, int64_t start, int64_t len, int mode, int wait);

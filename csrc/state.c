@@ -157,32 +157,28 @@ int pl_doorbell_wait(void *slot, uint32_t expected, int64_t timeout_us)
 #endif
 }
 
-int pl_wait_fetch(void *slot, uint32_t *waiting, uint32_t expected, int64_t timeout_us,
-                  const void *state, int64_t seg_base, const uint8_t *seg, size_t seg_len, size_t pos,
-                  int64_t next, int64_t first_base, uint32_t max_records,
-                  uint32_t soft_records, int64_t *fields, size_t fields_cap, int64_t *hdrs,
-                  size_t hdr_cap, pl_fetch_out *out)
+int pl_wait_fetch(const pl_wait_fetch_req *r, pl_fetch_out *out)
 {
-    if (!state || !seg || !out)
+    if (!r || !r->state || !r->seg || !out)
         return PL_E_INVAL;
-    if (waiting)
-        __atomic_fetch_add(waiting, 1, __ATOMIC_SEQ_CST);
-    int rc = pl_doorbell_wait(slot, expected, timeout_us);
-    if (waiting)
-        __atomic_fetch_sub(waiting, 1, __ATOMIC_SEQ_CST);
+    if (r->waiting)
+        __atomic_fetch_add(r->waiting, 1, __ATOMIC_SEQ_CST);
+    int rc = pl_doorbell_wait(r->slot, r->expected, r->timeout_us);
+    if (r->waiting)
+        __atomic_fetch_sub(r->waiting, 1, __ATOMIC_SEQ_CST);
     if (rc != 0)
         return rc;
     /* Woken: decode what was published, here and now, while the GIL may
      * still be busy with the thread that rang (the decode needs none). */
-    int64_t vals[6];
-    if (pl_state_read(state, vals, NULL) != 0)
+    int64_t vals[PL_STATE_VALS];
+    if (pl_state_read(r->state, vals, NULL) != 0)
         return PL_WAIT_WOKEN;            /* the caller's state() repairs */
     int64_t next_offset = vals[0], active_base = vals[1], end = vals[2];
     int64_t log_start = vals[5];
-    if (active_base != seg_base || end <= (int64_t)pos || (uint64_t)end > seg_len ||
-        next_offset <= next || log_start > next)
+    if (active_base != r->seg_base || end <= (int64_t)r->pos || (uint64_t)end > r->seg_len ||
+        next_offset <= r->next || log_start > r->next)
         return PL_WAIT_WOKEN;            /* rolled, grown past the map, nothing new */
-    rc = pl_fetch(seg, (size_t)end, pos, next, first_base, max_records, soft_records,
-                  fields, fields_cap, hdrs, hdr_cap, out);
+    rc = pl_fetch(r->seg, (size_t)end, r->pos, r->next, r->first_base, r->max_records,
+                  r->soft_records, r->fields, r->fields_cap, r->hdrs, r->hdr_cap, out);
     return rc != 0 ? rc : PL_WAIT_FETCHED;
 }
