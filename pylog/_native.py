@@ -60,7 +60,7 @@ from .status import check as _check, check_corrupt as _check_corrupt, reason as 
 
 __all__ = [
     # the codec (this module)
-    "HAS_HW_CRC32C", "NoSpace", "BatchHeader", "ScanResult", "FetchResult", "WaitFetch",
+    "HAS_HW_CRC32C", "NoSpace", "BatchHeader", "ScanResult", "FetchResult", "wait_request",
     "crc32c", "crc32c_portable", "crc32c_hw", "murmur2", "murmur2_bytes",
     "partition_for_key", "partitions_for_keys", "encoded_size", "encode_batch_into",
     "encode_batch", "encode_records", "wrap_records", "read_batch_header",
@@ -586,57 +586,49 @@ WAIT_WOKEN = lib.PL_WAIT_WOKEN
 WAIT_TIMEOUT = lib.PL_WAIT_TIMEOUT
 
 
-class WaitFetch(NamedTuple):
-    """One blocked poll of :func:`wait_fetch`: what it waits on and where
-    the reader is (the fields of pl_wait_fetch_req, pylog_native.h, plus
-    the buffer behind ``seg_p``). Built by keyword, so no argument can land
-    in the wrong place."""
-    slot_p: object         # the doorbell slot (a pointer into the doorbell map)
-    seen: int              # the slot's seq the caller saw
-    timeout_s: float       # how long to wait (None: forever)
-    state_p: object        # pointer to the partition's mapped state
-    seg_base: int          # base offset of the mapped segment
-    seg_p: object          # pointer to its map (released by wait_fetch)
-    seg_len: int           # bytes mapped
-    data: object           # the map itself (keeps the bytes alive)
-    pos: int               # byte of the record with offset ``expected``
-    expected: int          # the next offset the reader wants
-    first_base: int        # baseOffset of the batch at pos (-1: unknown)
-    max_records: int
+def wait_request():
+    """This thread's request of :func:`wait_fetch`, a ``pl_wait_fetch_req``
+    (pylog_native.h) reused call after call: the caller sets, by name,
+    what the poll waits on (``slot``: the doorbell slot, a :func:`pointer`
+    into the doorbell map; ``expected``: the slot's seq it saw, as a
+    uint32; ``state``: the partition's mapped state) and where the reader
+    is (``seg_base``, ``seg_len``: the mapped segment; ``pos``, ``next``,
+    ``first_base``: as ``pos``, ``expected`` and ``first_base`` of
+    :func:`fetch`; ``max_records``). A struct rather than 14 positional
+    arguments: no value can land in another's place. Thread safety: the
+    calling thread's own."""
+    return _scr.wait_request()
 
 
-def wait_fetch(req: WaitFetch, build: tuple = PLAIN_ROWS, handoff: Optional[Handoff] = None):
-    """Wait up to ``req.timeout_s`` for the doorbell slot ``req.slot_p`` to
-    move from ``req.seen``, then, in the same native call (pl_wait_fetch),
-    decode what the partition whose state is at ``req.state_p`` committed
-    from offset ``req.expected`` on in its active segment, when that is
-    ``req.seg_base`` (the other fields as for :func:`fetch`). Returns None
-    on timeout, () when woken with nothing decoded (the caller fetches the
-    usual way), else (rows, :class:`FetchResult`) as :func:`fetch` returns
-    them. The collector is paused (from the wake on, not through the wait)
-    while many rows are built (pylog._handoff). ``req.seg_p`` is released
-    before the rows are built; ``req.data`` keeps the bytes alive. With
-    ``handoff`` (the partition's :class:`Handoff`), the wait is counted in
-    it and a wake hands off to the appender that rang."""
+def wait_fetch(req, seg_p, data, timeout_s: Optional[float], build: tuple = PLAIN_ROWS,
+               handoff: Optional[Handoff] = None):
+    """Wait up to ``timeout_s`` for the doorbell slot of ``req`` (from
+    :func:`wait_request`) to move from ``req.expected``, then, in the same
+    native call (pl_wait_fetch), decode what the partition whose state is
+    ``req.state`` committed from offset ``req.next`` on in its active
+    segment, when that is ``req.seg_base``, mapped at ``seg_p`` (a
+    :func:`pointer`) and ``data``. Returns None on timeout, () when woken
+    with nothing decoded (the caller fetches the usual way), else (rows,
+    :class:`FetchResult`) as :func:`fetch` returns them. The collector is
+    paused (from the wake on, not through the wait) while many rows are
+    built (pylog._handoff). ``seg_p`` is released before the rows are
+    built; ``data`` keeps the bytes alive. With ``handoff`` (the
+    partition's :class:`Handoff`), the wait is counted in it and a wake
+    hands off to the appender that rang."""
     fields, hdrs, out, out_bytes, cap = _fetch_scratch()
-    r = _scr.wait_request()
-    seg_p = req.seg_p
-    r.slot = req.slot_p
-    r.waiting = _NULL if handoff is None else handoff.waiting
-    r.expected = req.seen & 0xFFFFFFFF
-    r.max_records = min(req.max_records, cap)
-    r.state = req.state_p
-    r.seg_base, r.seg, r.seg_len = req.seg_base, seg_p, req.seg_len
-    r.pos, r.next, r.first_base = req.pos, req.expected, req.first_base
+    if req.max_records > cap:
+        req.max_records = cap
+    req.seg = seg_p
+    req.waiting = _NULL if handoff is None else handoff.waiting
 
     def wait(us):
-        r.timeout_us = us
-        return lib.pl_wait_fetch(r, out)
+        req.timeout_us = us
+        return lib.pl_wait_fetch(req, out)
     try:
-        rc = _waited(wait, req.timeout_s, "wait for records",
+        rc = _waited(wait, timeout_s, "wait for records",
                      "the slot, state and segment pointers must be mapped and aligned")
     finally:
-        r.seg = r.state = r.slot = _NULL
+        req.seg = _NULL
         ffi.release(seg_p)
     if rc == WAIT_TIMEOUT:
         return None
@@ -644,10 +636,11 @@ def wait_fetch(req: WaitFetch, build: tuple = PLAIN_ROWS, handoff: Optional[Hand
         _reader_took_gil(handoff)
     if rc == WAIT_WOKEN:
         return ()
+    pos = req.pos
     if out.records < WAIT_PAUSE_RECORDS:
-        return _fetched(req.data, req.pos, fields, hdrs, out_bytes, build)
+        return _fetched(data, pos, fields, hdrs, out_bytes, build)
     with _gc_paused():
-        return _fetched(req.data, req.pos, fields, hdrs, out_bytes, build)
+        return _fetched(data, pos, fields, hdrs, out_bytes, build)
 
 
 # ---------------------------------------------------------------------------

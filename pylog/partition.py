@@ -1236,11 +1236,12 @@ class Partition:
         ptr, m, map_len = held
         build = self._row_build(values_only, with_topic, row_type)
         try:
-            got = _native.wait_fetch(_native.WaitFetch(
-                slot_p=slot_p, seen=seen, timeout_s=timeout, state_p=state_p,
-                seg_base=cursor.segment_base, seg_p=ptr, seg_len=map_len, data=m,
-                pos=cursor.position, expected=cursor.offset, first_base=cursor.base,
-                max_records=max_records), build, self._handoff)
+            req = _native.wait_request()
+            req.slot, req.expected, req.state = slot_p, seen & 0xFFFFFFFF, state_p
+            req.seg_base, req.seg_len = cursor.segment_base, map_len
+            req.pos, req.next, req.first_base = cursor.position, cursor.offset, cursor.base
+            req.max_records = max_records
+            got = _native.wait_fetch(req, ptr, m, timeout, build, self._handoff)
         except CorruptLogError as exc:
             raise exc.with_path(seg.path) from None
         if not got:
