@@ -992,3 +992,41 @@ def test_cffi_declarations_come_from_the_preprocessed_header():
     assert "#" not in cdef                                # no directive left for cffi
     assert "enum pl_status" in cdef and "pl_wait_fetch_req" in cdef
     assert "_Static_assert" not in cdef and "PL_LIVENESS_BASE_LOG2" in cdef
+
+
+def test_sync_without_a_descriptor_fails_the_call_not_the_partition(logdir):
+    """pl_sync_through dups the segment descriptor for each fdatasync: when
+    no descriptor is left (EMFILE) it returns PL_E_NOFD, which is not
+    sticky in C (nothing was lost) and must not fail the partition in
+    Python either: the send raises, and once descriptors are free again
+    the next one succeeds."""
+    import resource
+    import pylog
+    from pylog.errors import LogFailedError, LogOSError
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with pylog.open(os.path.join(logdir, "l"), sync="always") as log:
+        log.create_topic("t", partitions=1)
+        prod = log.producer()
+        prod.send("t", b"first", partition=0)
+        fill = []
+        top = max(int(f) for f in os.listdir("/proc/self/fd")) + 8
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (top, hard))
+            while True:                 # take every descriptor below the limit
+                try:
+                    fill.append(os.open("/dev/null", os.O_RDONLY))
+                except OSError as exc:
+                    assert exc.errno == errno.EMFILE
+                    break
+            with pytest.raises(LogOSError) as got:
+                prod.send("t", b"no fd for the sync", partition=0)
+            assert not isinstance(got.value, LogFailedError)
+            assert got.value.errno == errno.EMFILE and "fdatasync" in str(got.value)
+        finally:
+            for fd in fill:
+                os.close(fd)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        prod.send("t", b"after", partition=0)   # the partition still works
+        values = [r.value for r in log.consumer("t", auto_offset_reset="earliest")
+                  .poll(timeout=1.0, max_records=10)]
+        assert values[0] == b"first" and values[-1] == b"after"
