@@ -7,8 +7,13 @@
  *
  * Status convention for functions returning int (unless documented otherwise):
  *   0            success
- *   < 0          PL_E_* generic error (bad argument, no space, busy, -errno)
+ *   -999..-1     -errno of a failed system call
+ *   <= -1000     PL_E_* status of this library (bad argument, no space, busy...)
  *   > 0          PL_C_* corruption reason code; pl_reason_str() describes it
+ * pylog/status.py maps each to a pylog exception.
+ *
+ * The implementation is split by concern over csrc/ (crc, encode, decode,
+ * scan, index, state, lock, append, sync, status), sharing csrc/internal.h.
  *
  * All on-disk integers are big-endian (Kafka format).  The shared-memory
  * structures (partition state, doorbell slots) use native byte order.
