@@ -7,8 +7,13 @@
  *
  * Status convention for functions returning int (unless documented otherwise):
  *   0            success
- *   < 0          PL_E_* generic error (bad argument, no space, busy, -errno)
+ *   -999..-1     -errno of a failed system call
+ *   <= -1000     PL_E_* status of this library (bad argument, no space, busy...)
  *   > 0          PL_C_* corruption reason code; pl_reason_str() describes it
+ * pylog/status.py maps each to a pylog exception.
+ *
+ * The implementation is split by concern over csrc/ (crc, encode, decode,
+ * scan, index, state, lock, append, sync, status), sharing csrc/internal.h.
  *
  * All on-disk integers are big-endian (Kafka format).  The shared-memory
  * structures (partition state, doorbell slots) use native byte order.
@@ -16,39 +21,120 @@
 #ifndef PYLOG_NATIVE_H
 #define PYLOG_NATIVE_H
 
+/* Every constant is an enum, not a #define: the cffi declarations are this
+ * header run through the C preprocessor (pylog/_build_native.py, with
+ * PL_CDEF defined), which keeps enums and drops macros. */
+#ifndef PL_CDEF
 #include <stddef.h>
 #include <stdint.h>
+#endif
 
-/* ---- generic status codes ---- */
-#define PL_OK          0
-#define PL_E_NOSPACE (-1)   /* output does not fit; *written = needed size   */
-#define PL_E_INVAL   (-2)   /* bad argument                                   */
-#define PL_E_BUSY    (-3)   /* seqlock never stable (writer died mid-publish) */
+/* ---- generic status codes ----
+ * One table for every negative status of this library: all are below
+ * -1000, so none can be read as a -errno (which the I/O calls return), and
+ * pylog/status.py maps each to an exception. */
+enum pl_status {
+    PL_OK                  = 0,
+    PL_E_NOSPACE           = -1001, /* output does not fit; *written = needed size   */
+    PL_E_INVAL             = -1002, /* bad argument                                   */
+    PL_E_BUSY              = -1003, /* seqlock never stable (writer died mid-publish) */
+    PL_E_STALE             = -1004, /* state names another segment: remap, retry      */
+    PL_E_DELETED           = -1005, /* the partition was deleted (P-2)                */
+    PL_E_APPENDED_NO_INDEX = -1006, /* appended; no index entry (see pl_append_record) */
+    PL_E_VANISHED          = -1007, /* the synced file is no longer at its path (L-6) */
+    PL_E_NOFD              = -1008, /* no descriptor for an fdatasync (not sticky)    */
+    PL_E_MAX               = -1000  /* every PL_E_* is below this                     */
+};
 
 /* ---- corruption reason codes (positive) ---- */
-#define PL_C_TRUNCATED_HEADER   1   /* fewer than 12 bytes for offset+length   */
-#define PL_C_BATCH_LENGTH       2   /* B-2: batchLength < 49                   */
-#define PL_C_BATCH_TRUNCATED    3   /* B-2: batch extends past the buffer      */
-#define PL_C_MAGIC              4   /* B-3: magic != 2                         */
-#define PL_C_CRC                5   /* B-4: CRC32C mismatch                    */
-#define PL_C_OFFSET_MISMATCH    6   /* baseOffset != expected next offset      */
-#define PL_C_OFFSET_RANGE       7   /* offsets outside segment int32 range     */
-#define PL_C_VARINT             8   /* varint unterminated / too long     */
-#define PL_C_LENGTH             9   /* length < -1 or beyond the record   */
-#define PL_C_RECORD_SIZE       10   /* parsed size != record length       */
-#define PL_C_TRAILING          11   /* records do not end at section end  */
-#define PL_C_COUNT             12   /* records parsed != recordsCount     */
-#define PL_C_OFFSET_DELTA      13   /* offsetDelta order / range          */
-#define PL_C_HEADERS_COUNT     14   /* headersCount < 0                   */
-#define PL_C_LAST_OFFSET_DELTA 15   /* lastOffsetDelta < 0 or recordsCount < 0 */
-#define PL_C_POSITION_RANGE    16   /* batch position does not fit int32       */
-#define PL_C_MAX               16
+enum pl_corruption {
+    PL_C_TRUNCATED_HEADER   = 1,   /* fewer than 12 bytes for offset+length   */
+    PL_C_BATCH_LENGTH       = 2,   /* B-2: batchLength < 49                   */
+    PL_C_BATCH_TRUNCATED    = 3,   /* B-2: batch extends past the buffer      */
+    PL_C_MAGIC              = 4,   /* B-3: magic != 2                         */
+    PL_C_CRC                = 5,   /* B-4: CRC32C mismatch                    */
+    PL_C_OFFSET_MISMATCH    = 6,   /* baseOffset != expected next offset      */
+    PL_C_OFFSET_RANGE       = 7,   /* offsets outside segment int32 range     */
+    PL_C_VARINT             = 8,   /* varint unterminated / too long     */
+    PL_C_LENGTH             = 9,   /* length < -1 or beyond the record   */
+    PL_C_RECORD_SIZE        = 10,  /* parsed size != record length       */
+    PL_C_TRAILING           = 11,  /* records do not end at section end  */
+    PL_C_COUNT              = 12,  /* records parsed != recordsCount     */
+    PL_C_OFFSET_DELTA       = 13,  /* offsetDelta order / range          */
+    PL_C_HEADERS_COUNT      = 14,  /* headersCount < 0                   */
+    PL_C_LAST_OFFSET_DELTA  = 15,  /* lastOffsetDelta < 0 or recordsCount < 0 */
+    PL_C_POSITION_RANGE     = 16,  /* batch position does not fit int32       */
+    PL_C_MAX                = 16
+};
 
+/* What a status or reason code means, for messages ("unknown status" for
+ * any other value). */
 const char *pl_reason_str(int code);
 
-#define PL_BATCH_HEADER_SIZE 61
-#define PL_RECORD_FIELDS      8   /* int64 per decoded record  */
-#define PL_HEADER_FIELDS      4   /* int64 per decoded header  */
+/* ---- byte layout (FORMAT.rst; pylog/_format.py holds the same values and
+ * checks them against these at import) ---- */
+enum pl_layout {
+    /* Record batch (FORMAT.rst, B table): header field offsets, big-endian */
+    PL_OFF_BASE_OFFSET            = 0,   /* int64 */
+    PL_OFF_BATCH_LENGTH           = 8,   /* int32, B-2 */
+    PL_OFF_PARTITION_LEADER_EPOCH = 12,  /* int32 */
+    PL_OFF_MAGIC                  = 16,  /* int8, B-3 */
+    PL_OFF_CRC                    = 17,  /* uint32, B-4 */
+    PL_OFF_ATTRIBUTES             = 21,  /* int16; the CRC covers from here */
+    PL_OFF_LAST_OFFSET_DELTA      = 23,  /* int32 */
+    PL_OFF_BASE_TIMESTAMP         = 27,  /* int64 */
+    PL_OFF_MAX_TIMESTAMP          = 35,  /* int64 */
+    PL_OFF_PRODUCER_ID            = 43,  /* int64 */
+    PL_OFF_PRODUCER_EPOCH         = 51,  /* int16 */
+    PL_OFF_BASE_SEQUENCE          = 53,  /* int32 */
+    PL_OFF_RECORDS_COUNT          = 57,  /* int32 */
+    PL_BATCH_HEADER_SIZE          = 61,  /* the records section starts here */
+    PL_LOG_OVERHEAD               = 12,  /* baseOffset + batchLength: not in batchLength */
+    PL_BATCH_LENGTH_MIN           = 49,  /* B-2: header bytes after batchLength */
+    PL_MAGIC_V2                   = 2,   /* B-3 */
+    PL_ATTR_CODEC_MASK            = 0x07,
+    PL_ATTR_TIMESTAMP_TYPE        = 0x08,
+    /* I-1, T-1: index entries */
+    PL_INDEX_ENTRY_SIZE           = 8,   /* int32 relative offset, int32 position */
+    PL_TIMEINDEX_ENTRY_SIZE       = 12,  /* int64 timestamp, int32 relative offset */
+    /* P-2, P-3: partition.state, host byte order */
+    PL_STATE_SIZE                 = 64,  /* the seqlock's bytes */
+    PL_STATE_MAGIC                = 0x54534C50, /* 'PLST' read as a little-endian uint32 */
+    PL_STATE_VERSION              = 1,
+    PL_STATE_OFF_SEQ              = 8,
+    PL_STATE_OFF_VALS             = 16,  /* six int64: see pl_state_publish */
+    PL_STATE_VALS                 = 6,
+    PL_STATE_INDEX_POSITION       = 64,  /* int64: batch of the last index entry (I-2) */
+    PL_STATE_LOCK_WORD            = 128, /* uint32 holder token, uint32 waiters (P-3) */
+    PL_LIVENESS_BASE_LOG2         = 32,  /* liveness byte of a token: 2**32 + token */
+    /* L-3: doorbell slot: uint32 seq, uint32 waiters */
+    PL_DOORBELL_SLOT_SIZE         = 8,
+    /* decoded records (pl_records_decode, pl_fetch) */
+    PL_RECORD_FIELDS              = 8,   /* int64 per decoded record */
+    PL_HEADER_FIELDS              = 4    /* int64 per decoded header */
+};
+#ifndef PL_CDEF
+_Static_assert(PL_OFF_BATCH_LENGTH == PL_OFF_BASE_OFFSET + 8, "baseOffset is an int64");
+_Static_assert(PL_OFF_PARTITION_LEADER_EPOCH == PL_OFF_BATCH_LENGTH + 4, "batchLength int32");
+_Static_assert(PL_LOG_OVERHEAD == PL_OFF_PARTITION_LEADER_EPOCH, "batchLength counts from 12");
+_Static_assert(PL_OFF_MAGIC == PL_OFF_PARTITION_LEADER_EPOCH + 4, "epoch is an int32");
+_Static_assert(PL_OFF_CRC == PL_OFF_MAGIC + 1, "magic is one byte");
+_Static_assert(PL_OFF_ATTRIBUTES == PL_OFF_CRC + 4, "crc is a uint32");
+_Static_assert(PL_OFF_LAST_OFFSET_DELTA == PL_OFF_ATTRIBUTES + 2, "attributes int16");
+_Static_assert(PL_OFF_BASE_TIMESTAMP == PL_OFF_LAST_OFFSET_DELTA + 4, "delta is an int32");
+_Static_assert(PL_OFF_MAX_TIMESTAMP == PL_OFF_BASE_TIMESTAMP + 8, "timestamps are int64");
+_Static_assert(PL_OFF_PRODUCER_ID == PL_OFF_MAX_TIMESTAMP + 8, "timestamps are int64");
+_Static_assert(PL_OFF_PRODUCER_EPOCH == PL_OFF_PRODUCER_ID + 8, "producerId is an int64");
+_Static_assert(PL_OFF_BASE_SEQUENCE == PL_OFF_PRODUCER_EPOCH + 2, "epoch is an int16");
+_Static_assert(PL_OFF_RECORDS_COUNT == PL_OFF_BASE_SEQUENCE + 4, "sequence is an int32");
+_Static_assert(PL_BATCH_HEADER_SIZE == PL_OFF_RECORDS_COUNT + 4, "count is an int32");
+_Static_assert(PL_BATCH_LENGTH_MIN == PL_BATCH_HEADER_SIZE - PL_LOG_OVERHEAD, "B-2 minimum");
+_Static_assert(PL_STATE_OFF_VALS + 8 * PL_STATE_VALS == PL_STATE_SIZE, "P-2: 64 bytes");
+_Static_assert(PL_STATE_INDEX_POSITION >= PL_STATE_SIZE, "outside the seqlock");
+_Static_assert(PL_STATE_LOCK_WORD >= PL_STATE_INDEX_POSITION + 8, "apart from the index word");
+_Static_assert(PL_E_NOFD < PL_E_MAX && PL_E_NOSPACE < PL_E_MAX, "outside the errno range");
+#define PL_LIVENESS_BASE ((int64_t)1 << PL_LIVENESS_BASE_LOG2)
+#endif
 
 /* ---- CRC32C (Castagnoli), same semantics as crc32c.crc32c(data, value) ---- */
 uint32_t pl_crc32c(uint32_t crc, const uint8_t *p, size_t n);          /* dispatching */
@@ -160,11 +246,13 @@ int pl_records_decode(const uint8_t *recs, size_t len, int32_t count, int32_t la
  * Returns 0, PL_E_NOSPACE when fmt_cap is too small, or
  * PL_E_INVAL when a wanted key or value is null (a struct cannot yield None;
  * the caller then slices field by field) or the fields are out of order. */
-#define PL_SHAPE_DENSE_OFFSETS   1  /* offset field of record i is record 0's + i */
-#define PL_SHAPE_SAME_TIMESTAMP  2  /* every timestamp field is record 0's        */
-#define PL_SHAPE_HEADERS         4  /* some record has headers             */
-#define PL_SHAPE_NULL_KEYS       8  /* want_keys, but every key is null:
-                                       only the values are in the format   */
+enum pl_shape {
+    PL_SHAPE_DENSE_OFFSETS  = 1,  /* offset field of record i is record 0's + i */
+    PL_SHAPE_SAME_TIMESTAMP = 2,  /* every timestamp field is record 0's        */
+    PL_SHAPE_HEADERS        = 4,  /* some record has headers                    */
+    PL_SHAPE_NULL_KEYS      = 8   /* want_keys, but every key is null:
+                                     only the values are in the format          */
+};
 int pl_records_shape(const int64_t *fields, uint32_t count, int want_keys, int64_t origin,
                      char *fmt, size_t fmt_cap, size_t *fmt_len, uint32_t *flags);
 
@@ -192,12 +280,14 @@ int pl_records_shape(const int64_t *fields, uint32_t count, int want_keys, int64
  * out->position_base is the baseOffset the batch at out->position has
  * (checked) or must have, for the next call's first_base (-1: unknown).
  * Returns 0 or PL_E_INVAL. */
-#define PL_FETCH_END        0
-#define PL_FETCH_FULL       1  /* max_records returned                         */
-#define PL_FETCH_ROOM       2  /* next batch has more records than fields left */
-#define PL_FETCH_COMPRESSED 3  /* batch at stop_position is compressed         */
-#define PL_FETCH_CORRUPT    4  /* batch at stop_position is damaged: error     */
-#define PL_FETCH_HEADERS    5  /* hdrs is full                                 */
+enum pl_fetch_stop {
+    PL_FETCH_END        = 0,
+    PL_FETCH_FULL       = 1,  /* max_records returned                         */
+    PL_FETCH_ROOM       = 2,  /* next batch has more records than fields left */
+    PL_FETCH_COMPRESSED = 3,  /* batch at stop_position is compressed         */
+    PL_FETCH_CORRUPT    = 4,  /* batch at stop_position is damaged: error     */
+    PL_FETCH_HEADERS    = 5   /* hdrs is full                                 */
+};
 typedef struct {
     int64_t position;       /* next batch to read                              */
     int64_t next_offset;    /* offset the next call expects                    */
@@ -246,20 +336,17 @@ int pl_timeindex_lookup(const uint8_t *tidx, size_t len, int64_t target_ts, int6
                         int32_t *rel_out);             /* 0 found, 1 none */
 int64_t pl_timeindex_validate(const uint8_t *tidx, size_t len);
 
-/* ---- partition state seqlock (64 bytes, native byte order, 8-aligned) ----
- * off 0 uint32 magic ('PLST' = 0x54534C50), 4 uint32 version (1), 8 uint64 seq,
+/* ---- partition state seqlock (PL_STATE_SIZE bytes, native byte order,
+ * 8-aligned; FORMAT.rst P-2) ----
+ * off 0 uint32 magic (PL_STATE_MAGIC), 4 uint32 version, 8 uint64 seq,
  * 16 next_offset, 24 active_base_offset, 32 active_position,
  * 40 active_max_timestamp, 48 layout_generation, 56 log_start_offset.
  * vals[6] are the six fields from offset 16 on, in that order. */
-#define PL_STATE_SIZE    64
-#define PL_STATE_MAGIC   0x54534C50u
-#define PL_STATE_VERSION 1u
 int pl_state_publish(void *state, const int64_t vals[6]);
 int pl_state_read(const void *state, int64_t vals_out[6], uint64_t *seq_out);
 int pl_state_repair(void *state);
 
 /* ---- doorbell: struct { uint32 seq; uint32 waiters; } (4-aligned) ---- */
-#define PL_DOORBELL_SLOT_SIZE 8
 int pl_doorbell_ring(void *slot);
 uint32_t pl_doorbell_load(const void *slot);
 int pl_doorbell_wait(void *slot, uint32_t expected, int64_t timeout_us); /* 0 changed, 1 timeout, -errno */
@@ -271,22 +358,38 @@ int pl_doorbell_wait(void *slot, uint32_t expected, int64_t timeout_us); /* 0 ch
  * when its active segment is seg_base, mapped at seg[0:seg_len], and it
  * committed records from offset `next` on (byte `pos`, first_base as for
  * pl_fetch), decodes them with pl_fetch(seg, active_position, pos, next,
- * first_base, max_records, ...) into fields/hdrs/out, without a return to
- * the interpreter in between.
+ * first_base, max_records, soft_records, fields, fields_cap, hdrs,
+ * hdr_cap, out), without a return to the interpreter in between.
  * Returns PL_WAIT_FETCHED (out says what was decoded), PL_WAIT_WOKEN (woken,
  * nothing decoded: the segment rolled or grew past the map, the state was
  * busy, the log start passed `next`, or nothing new for this partition),
  * PL_WAIT_TIMEOUT, PL_E_INVAL for a bad argument (a misaligned slot too), or
  * else -errno of the futex wait. */
-#define PL_WAIT_WOKEN   0
-#define PL_WAIT_TIMEOUT 1
-#define PL_WAIT_FETCHED 2
-int pl_wait_fetch(void *slot, uint32_t *waiting, uint32_t expected, int64_t timeout_us,
-                  const void *state,
-                  int64_t seg_base, const uint8_t *seg, size_t seg_len, size_t pos,
-                  int64_t next, int64_t first_base, uint32_t max_records,
-                  uint32_t soft_records, int64_t *fields, size_t fields_cap, int64_t *hdrs,
-                  size_t hdr_cap, pl_fetch_out *out);
+enum pl_wait_result { PL_WAIT_WOKEN = 0, PL_WAIT_TIMEOUT = 1, PL_WAIT_FETCHED = 2 };
+typedef struct {
+    /* what to wait on */
+    void *slot;              /* doorbell slot (4-aligned)                      */
+    uint32_t *waiting;       /* counted in while waiting, or NULL              */
+    uint32_t expected;       /* the slot's seq the caller saw                  */
+    uint32_t max_records;
+    int64_t timeout_us;      /* -1: no timeout                                 */
+    const void *state;       /* the partition's mapped state                   */
+    /* where the reader is */
+    int64_t seg_base;        /* base offset of the mapped segment              */
+    const uint8_t *seg;
+    size_t seg_len;
+    size_t pos;              /* byte of the record with offset `next`          */
+    int64_t next;
+    int64_t first_base;      /* as for pl_fetch                                */
+    /* where the records go (as for pl_fetch) */
+    uint32_t soft_records;
+    uint32_t reserved;
+    int64_t *fields;
+    size_t fields_cap;
+    int64_t *hdrs;
+    size_t hdr_cap;
+} pl_wait_fetch_req;
+int pl_wait_fetch(const pl_wait_fetch_req *req, pl_fetch_out *out);
 
 /* ---- byte-range locks: mode 0 unlock, 1 shared, 2 exclusive ---- */
 int pl_lock(int fd, int64_t start, int64_t len, int mode, int wait);
@@ -305,13 +408,12 @@ int pl_lock(int fd, int64_t start, int64_t len, int mode, int wait);
  * The int64 at byte PL_STATE_INDEX_POSITION of the state file is the position
  * of the batch of the active segment's last index entry (0 when none);
  * only lock holders read or write it. */
-#define PL_E_STALE   (-1004)  /* outside the -errno range */
-#define PL_APPEND_INDEX_FAILED 1 /* appended; out.index_errno: no index entry */
-#define PL_E_DELETED (-1005)
-#define PL_STATE_INDEX_POSITION 64
-/* Batches this long or longer are written with pwrite from the appender's
- * scratch rather than encoded into the map (see append_locked). */
-#define PL_APPEND_WRITE_BYTES_MIN 4096
+enum pl_append_consts {
+    PL_APPEND_INDEX_FAILED    = 1,    /* appended; out.index_errno: no index entry */
+    /* Batches this long or longer are written with pwrite from the
+     * appender's scratch rather than encoded into the map (append_locked). */
+    PL_APPEND_WRITE_BYTES_MIN = 4096
+};
 
 typedef struct {
     int64_t base_offset;    /* offset of the batch's first record          */
@@ -382,7 +484,6 @@ int pl_append_columns(pl_appender *a, uint32_t n, int64_t timestamp,
  * struct field), PL_E_APPENDED_NO_INDEX (appended at out.base_offset, but
  * out.index_errno says why no index entry was written) or a negative
  * status as above. */
-#define PL_E_APPENDED_NO_INDEX (-1006)
 int64_t pl_append_record(pl_appender *a, int64_t timestamp, const uint8_t *key,
                          int64_t key_len, const uint8_t *value, int64_t value_len);
 
@@ -395,9 +496,12 @@ int64_t pl_append_record(pl_appender *a, int64_t timestamp, const uint8_t *key,
  * read first); the others sleep, without the GIL (cffi releases it), and
  * the first one not covered leads the next sync.  Records below the active
  * segment's base are durable since its roll (S-4): pl_syncer_set_fd
- * switches to a new active segment and marks them so.  A failed sync is
- * sticky: every later call returns its -errno.  PL_E_STALE: there is no
- * segment to sync (pl_syncer_set_fd(-1): the partition was closed). */
+ * switches to a new active segment and marks them so.  A failed fdatasync
+ * is sticky: every later call returns its -errno (or PL_E_VANISHED).
+ * PL_E_NOFD is not: no descriptor could be had for the sync (EMFILE...),
+ * nothing was lost, this call fails and the next one tries again.
+ * PL_E_STALE: there is no segment to sync (pl_syncer_set_fd(-1): the
+ * partition was closed). */
 typedef struct pl_syncer pl_syncer;
 pl_syncer *pl_syncer_new(void);
 void pl_syncer_free(pl_syncer *s);
@@ -409,7 +513,6 @@ void pl_syncer_free(pl_syncer *s);
  * PL_E_VANISHED instead of acknowledging records nobody will find
  * (FORMAT.rst L-6).  Returns 0 or -errno (of dup). */
 int pl_syncer_set_fd(pl_syncer *s, int fd, int64_t durable_next, const char *path);
-#define PL_E_VANISHED (-1007)  /* the synced file is no longer at its path */
 int pl_sync_through(pl_syncer *s, const pl_appender *a, int64_t target_next);
 
 /* ---- the partition append lock (FORMAT.rst P-3) ----
@@ -424,8 +527,6 @@ int pl_sync_through(pl_syncer *s, const pl_appender *a, int64_t target_next);
  * lock on byte 0 of state_fd.
  * pl_plock_acquire returns 0 (taken), 1 (taken over from a dead holder),
  * PL_E_BUSY (held, and wait == 0) or -errno. */
-#define PL_STATE_LOCK_WORD 128
-#define PL_LIVENESS_BASE   4294967296
 
 int pl_plock_acquire(void *state, uint32_t token, int live_fd, int state_fd, int wait);
 int pl_plock_release(void *state, uint32_t token, int state_fd);

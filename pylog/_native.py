@@ -1,97 +1,121 @@
-"""Python face of the native core (csrc/pylog_native.c).
+"""Python face of the native core (csrc/, declared in csrc/pylog_native.h):
+the codec (CRC32C, murmur2, batch encode and decode, fetch, scan, index
+search) and the one-call append.
 
-This is the only module that touches the cffi ``ffi``/``lib`` objects.  It maps
-native status codes to pylog exceptions:
+The modules that touch the cffi ``ffi``/``lib`` objects are this one and
+the ones it is split into, named for what they own: :mod:`pylog.status`
+(native status codes to exceptions), :mod:`pylog._buffers` (cdata views),
+:mod:`pylog._scratch` (per-thread scratch memory), :mod:`pylog._rows` (rows
+out of decoded records), :mod:`pylog._handoff` (the GIL hand-off policy)
+and :mod:`pylog._crossproc` (state seqlock, doorbells, locks, group
+commit). Their public names are re-exported here, so the layers above
+import this module only.
 
-* corruption (positive reason codes)  -> :class:`CorruptLogError`
-* bad arguments                       -> :class:`InvalidArgument`
-* output too small                    -> :class:`NoSpace` (``.needed`` bytes)
+At import the byte layout of :mod:`pylog._format` is compared with the C
+header's; a difference raises ImportError.
 
 Record tuples are ``(timestamp_ms, key, value, headers)`` with ``key``/``value``
 bytes-like or None and ``headers`` a sequence of ``(str, bytes | None)`` (or
 None / empty).  Batches are Kafka RecordBatch v2 (magic 2), see FORMAT.rst.
+
+Thread safety: every function is safe from any thread; an appender is used
+by one thread at a time (its writer's lock).
 """
 
 from __future__ import annotations
 
-from itertools import repeat as _repeat
-from operator import add as _add
-import errno as _errno
-import os as _os
-import struct as _struct
-import time as _time
 from array import array as _array
-import threading
 from typing import NamedTuple, Optional
 
+from . import _format, _scratch as _scr, status as _status
+from ._buffers import pointer, rbuf as _rbuf, release, wbuf as _wbuf
+from ._crossproc import (  # noqa: F401 (re-exported)
+    DOORBELL_SLOT_SIZE, LIVENESS_BASE, STATE_INDEX_POSITION, STATE_MAGIC, STATE_SIZE, lock,
+    doorbell_load, doorbell_load_at, doorbell_ring, doorbell_ring_ptr, doorbell_wait,
+    doorbell_wait_at, liveness_lock, new_lock_token, plock_acquire, plock_release,
+    set_state_index_position, state_index_position, state_publish, state_read,
+    state_read_ptr, state_repair, sync_through, syncer, syncer_set_fd, waited as _waited)
+from ._format import (  # noqa: F401 (re-exported)
+    ATTRIBUTES_OFFSET, BASE_OFFSET_OFFSET, BASE_SEQUENCE_OFFSET, BASE_TIMESTAMP_OFFSET,
+    BATCH_HEADER_SIZE, BATCH_LENGTH_OFFSET, BATCH_OVERHEAD, CODEC_GZIP, CODEC_LZ4,
+    CODEC_MASK, CODEC_NONE, CODEC_SNAPPY, CODEC_ZSTD, CONTROL_MASK, CRC_OFFSET,
+    DELETE_HORIZON_MASK, HEADER_STRUCT, LAST_OFFSET_DELTA_OFFSET, LENGTH_FIELD_END,
+    MAGIC_OFFSET, MAGIC_V2, MAX_TIMESTAMP_OFFSET, PARTITION_LEADER_EPOCH_OFFSET,
+    PRODUCER_EPOCH_OFFSET, PRODUCER_ID_OFFSET, RECORDS_COUNT_OFFSET,
+    TIMESTAMP_CREATE_TIME, TIMESTAMP_LOG_APPEND_TIME, TIMESTAMP_TYPE_MASK,
+    TRANSACTIONAL_MASK)
+from ._handoff import (  # noqa: F401 (re-exported)
+    HOLD_GAP_NS, HOLD_MAX_NS, WAIT_PAUSE_RECORDS, Handoff, reader_took_gil as _reader_took_gil)
 from ._pylog_native import ffi, lib
+from ._rows import rows as _rows
+from ._scan import (  # noqa: F401 (re-exported)
+    ScanResult, index_lookup, index_validate, scan_segment, timeindex_lookup,
+    timeindex_validate)
+from ._scratch import (  # noqa: F401 (re-exported)
+    APPEND_SCRATCH_BYTES, APPEND_WRITE_BYTES_MIN, FETCH_RECORDS_MAX, FETCH_RECORDS_STEP,
+    local as _scratch, raw_alloc as _raw_alloc)  # (tests swap this thread's scratch)
 from .errors import CorruptLogError, InvalidArgument
 from .gcpause import paused as _gc_paused
+from .status import check as _check, check_corrupt as _check_corrupt, reason as _reason
 
 __all__ = [
-    "BATCH_HEADER_SIZE", "CODEC_NONE", "CODEC_GZIP", "CODEC_SNAPPY", "CODEC_LZ4",
-    "CODEC_ZSTD", "HAS_HW_CRC32C", "NoSpace", "BatchHeader", "ScanResult",
-    "crc32c", "crc32c_portable", "crc32c_hw", "murmur2", "partition_for_key",
-    "encoded_size", "encode_batch_into", "encode_batch", "encode_records",
-    "wrap_records", "read_batch_header", "decode_records", "decode_values",
-    "scan_segment", "index_lookup", "index_validate", "timeindex_lookup",
-    "timeindex_validate", "STATE_SIZE", "state_publish", "state_read",
-    "state_repair", "DOORBELL_SLOT_SIZE", "doorbell_ring", "doorbell_load",
-    "doorbell_wait", "lock",
+    # the codec (this module)
+    "HAS_HW_CRC32C", "NoSpace", "BatchHeader", "ScanResult", "FetchResult", "wait_request",
+    "crc32c", "crc32c_portable", "crc32c_hw", "murmur2", "murmur2_bytes",
+    "partition_for_key", "partitions_for_keys", "encoded_size", "encode_batch_into",
+    "encode_batch", "encode_records", "wrap_records", "read_batch_header",
+    "decode_records", "decode_values", "fetch", "wait_fetch", "scan_segment",
+    "index_lookup", "index_validate", "timeindex_lookup", "timeindex_validate",
+    "FETCH_END", "FETCH_FULL", "FETCH_COMPRESSED", "FETCH_CORRUPT", "PLAIN_ROWS",
+    "VALUES_ONLY", "WAIT_WOKEN", "WAIT_TIMEOUT",
+    # the one-call append (this module)
+    "appender", "appender_setup", "append_record", "append_records", "append_columns",
+    "Columns", "columns", "APPEND_INDEX_FAILED", "E_STALE", "E_INVAL", "E_DELETED",
+    "E_VANISHED", "E_NOFD", "E_NOSPACE", "E_APPENDED_NO_INDEX",
+    # byte layout (pylog._format)
+    "BATCH_HEADER_SIZE", "BATCH_OVERHEAD", "LENGTH_FIELD_END", "HEADER_STRUCT",
+    "BASE_OFFSET_OFFSET", "BATCH_LENGTH_OFFSET", "PARTITION_LEADER_EPOCH_OFFSET",
+    "MAGIC_OFFSET", "CRC_OFFSET", "ATTRIBUTES_OFFSET", "LAST_OFFSET_DELTA_OFFSET",
+    "BASE_TIMESTAMP_OFFSET", "MAX_TIMESTAMP_OFFSET", "PRODUCER_ID_OFFSET",
+    "PRODUCER_EPOCH_OFFSET", "BASE_SEQUENCE_OFFSET", "RECORDS_COUNT_OFFSET", "MAGIC_V2",
+    "CODEC_NONE", "CODEC_GZIP", "CODEC_SNAPPY", "CODEC_LZ4", "CODEC_ZSTD", "CODEC_MASK",
+    "TIMESTAMP_TYPE_MASK", "TRANSACTIONAL_MASK", "CONTROL_MASK", "DELETE_HORIZON_MASK",
+    "TIMESTAMP_CREATE_TIME", "TIMESTAMP_LOG_APPEND_TIME",
+    # buffers, scratch, hand-off (pylog._buffers, _scratch, _handoff)
+    "pointer", "release", "APPEND_SCRATCH_BYTES", "APPEND_WRITE_BYTES_MIN",
+    "FETCH_RECORDS_MAX", "FETCH_RECORDS_STEP", "Handoff", "HOLD_MAX_NS", "HOLD_GAP_NS",
+    "WAIT_PAUSE_RECORDS",
+    # cross-process primitives (pylog._crossproc)
+    "STATE_SIZE", "STATE_MAGIC", "STATE_INDEX_POSITION", "DOORBELL_SLOT_SIZE",
+    "LIVENESS_BASE", "state_publish", "state_read", "state_read_ptr", "state_repair",
+    "state_index_position", "set_state_index_position", "doorbell_ring", "doorbell_load",
+    "doorbell_wait", "doorbell_load_at", "doorbell_wait_at", "doorbell_ring_ptr", "lock",
+    "new_lock_token", "liveness_lock", "plock_acquire", "plock_release", "syncer",
+    "syncer_set_fd", "sync_through",
 ]
 
-# ---------------------------------------------------------------------------
-# format constants (offsets computed from the header struct)
-# ---------------------------------------------------------------------------
 
-HEADER_STRUCT = _struct.Struct(
-    ">q"   # baseOffset
-    "i"    # batchLength
-    "i"    # partitionLeaderEpoch
-    "b"    # magic
-    "I"    # crc
-    "h"    # attributes
-    "i"    # lastOffsetDelta
-    "q"    # baseTimestamp
-    "q"    # maxTimestamp
-    "q"    # producerId
-    "h"    # producerEpoch
-    "i"    # baseSequence
-    "i"    # recordsCount
-)
-_FIELDS = ("BASE_OFFSET", "BATCH_LENGTH", "PARTITION_LEADER_EPOCH", "MAGIC", "CRC",
-           "ATTRIBUTES", "LAST_OFFSET_DELTA", "BASE_TIMESTAMP", "MAX_TIMESTAMP",
-           "PRODUCER_ID", "PRODUCER_EPOCH", "BASE_SEQUENCE", "RECORDS_COUNT")
-_FMT = HEADER_STRUCT.format.lstrip(">")
-for _i, _name in enumerate(_FIELDS):
-    globals()[_name + "_OFFSET"] = _struct.calcsize(">" + _FMT[:_i])
-del _i, _name
+def check_layout(native) -> None:
+    """Raise ImportError when the native library ``native`` declares a byte
+    layout other than pylog/_format.py's (a library built from another
+    version of csrc/pylog_native.h)."""
+    bad = _format.native_mismatches(native)
+    if bad:
+        raise ImportError(
+            "load pylog's native library: its byte layout differs from pylog/_format.py ("
+            + "; ".join(f"{name} = {mine!r} but {cname} = {theirs!r}"
+                        for name, mine, cname, theirs in bad)
+            + "); rebuild the extension (pip install . or python setup.py build_ext "
+            "--inplace)")
 
-BATCH_HEADER_SIZE = HEADER_STRUCT.size
-LENGTH_FIELD_END = BATCH_LENGTH_OFFSET + 4          # noqa: F821 (batch size = batchLength + this)
-BATCH_OVERHEAD = LENGTH_FIELD_END                    # bytes not counted in batchLength
-assert BATCH_HEADER_SIZE == lib.PL_BATCH_HEADER_SIZE == 61
-assert CRC_OFFSET == 17 and ATTRIBUTES_OFFSET == 21 and RECORDS_COUNT_OFFSET == 57  # noqa: F821
 
-MAGIC_V2 = 2
-CODEC_NONE, CODEC_GZIP, CODEC_SNAPPY, CODEC_LZ4, CODEC_ZSTD = 0, 1, 2, 3, 4
-CODEC_MASK = 0x07
-TIMESTAMP_TYPE_MASK = 0x08
-TRANSACTIONAL_MASK = 0x10
-CONTROL_MASK = 0x20
-DELETE_HORIZON_MASK = 0x40
-TIMESTAMP_CREATE_TIME, TIMESTAMP_LOG_APPEND_TIME = 0, 1
+check_layout(lib)
 
 HAS_HW_CRC32C = bool(lib.pl_crc32c_hw_available())
 
-STATE_SIZE = lib.PL_STATE_SIZE
-STATE_MAGIC = lib.PL_STATE_MAGIC
-DOORBELL_SLOT_SIZE = lib.PL_DOORBELL_SLOT_SIZE
-
-_E_NOSPACE = lib.PL_E_NOSPACE
-_E_INVAL = lib.PL_E_INVAL
-_E_BUSY = lib.PL_E_BUSY
-_INT32_MAX = 2**31 - 1
+_E_NOSPACE = _status.E_NOSPACE
+_E_INVAL = _status.E_INVAL
+_NULL = ffi.NULL
 
 
 class NoSpace(Exception):
@@ -100,10 +124,6 @@ class NoSpace(Exception):
     def __init__(self, needed: int):
         self.needed = needed
         super().__init__(f"encoded batch needs {needed} bytes")
-
-
-def _reason(code: int) -> str:
-    return ffi.string(lib.pl_reason_str(code)).decode()
 
 
 def _corrupt(code: int, position: Optional[int], detail: str = "") -> CorruptLogError:
@@ -115,27 +135,10 @@ def _check_encode_rc(rc: int, needed: int) -> None:
         return
     if rc == _E_NOSPACE:
         raise NoSpace(needed)
-    if rc == _E_INVAL:
-        raise InvalidArgument(
-            "cannot encode records: empty batch, non-int timestamp, a timestamp delta "
-            "or length out of int32/int64 range, or compression bits in attributes")
-    raise InvalidArgument(f"cannot encode records: {_reason(rc)}")
-
-
-def _rbuf(data):
-    """A read-only cdata view of any buffer (bytes, bytearray, memoryview, mmap)."""
-    try:
-        return ffi.from_buffer("uint8_t[]", data)
-    except TypeError as e:
-        raise InvalidArgument(f"expected a bytes-like object, got {type(data).__name__}") from e
-
-
-def _wbuf(data):
-    try:
-        return ffi.from_buffer("uint8_t[]", data, require_writable=True)
-    except TypeError as e:
-        raise InvalidArgument(
-            f"expected a writable buffer, got {type(data).__name__}") from e
+    _check_corrupt(rc, "encode records", hint=(
+        "a batch needs a record, int timestamps, timestamp deltas and lengths "
+        "in int32/int64 range, and no compression bits in its attributes")
+        if rc == _E_INVAL else None)
 
 
 # ---------------------------------------------------------------------------
@@ -144,7 +147,7 @@ def _wbuf(data):
 
 def _crc(fn, data, value):
     if not 0 <= value <= 0xFFFFFFFF:
-        raise InvalidArgument("crc value must be an unsigned 32-bit int")
+        raise InvalidArgument("compute a CRC32C: the crc value must be an unsigned 32-bit int")
     if type(data) is bytes:
         return fn(value, data, len(data))  # cffi passes bytes to uint8_t* directly
     with _rbuf(data) as p:
@@ -182,7 +185,8 @@ murmur2_bytes = lib.pl_murmur2
 def partition_for_key(key, num_partitions: int) -> int:
     """Kafka's default partition: ``(murmur2(key) & 0x7fffffff) % num_partitions``."""
     if not isinstance(num_partitions, int) or num_partitions < 1:
-        raise InvalidArgument(f"num_partitions must be >= 1, got {num_partitions!r}")
+        raise InvalidArgument(f"partition a key: num_partitions must be >= 1, "
+                              f"got {num_partitions!r}")
     return (murmur2(key) & 0x7FFFFFFF) % num_partitions
 
 
@@ -263,12 +267,10 @@ def read_batch_header(buf, pos: int = 0, end: Optional[int] = None) -> BatchHead
         if end is None:
             end = n
         if not (0 <= pos and 0 <= end <= n):
-            raise InvalidArgument(f"bad pos/end {pos}/{end} for a buffer of {n} bytes")
+            raise InvalidArgument(f"read a batch header: pos/end {pos}/{end} outside a "
+                                  f"{n}-byte buffer")
         rc = lib.pl_batch_header(p, end, pos, out)
-    if rc != 0:
-        if rc < 0:
-            raise InvalidArgument(_reason(rc))
-        raise _corrupt(rc, pos)
+    _check_corrupt(rc, "read a batch header", position=pos)
     return _header_from(out, pos)
 
 
@@ -317,10 +319,10 @@ def _pack(records):
         blob = b"".join(parts)
     except (TypeError, ValueError, OverflowError) as e:
         raise InvalidArgument(
-            "records must be (timestamp_ms: int, key: bytes|None, value: bytes|None, "
-            f"headers: [(str, bytes|None)]|None) tuples: {e}") from e
+            "encode records: records must be (timestamp_ms: int, key: bytes|None, "
+            f"value: bytes|None, headers: [(str, bytes|None)]|None) tuples: {e}") from e
     if n == 0:
-        raise InvalidArgument("a batch needs at least one record")
+        raise InvalidArgument("encode records: a batch needs at least one record (B-5)")
     # (a non-byte memoryview's len() counts items: the native side then finds the
     # blob size disagrees with the lengths and refuses with PL_E_INVAL)
     return n, meta, blob
@@ -342,7 +344,7 @@ def _meta(base_offset, partition_leader_epoch, attributes, producer_id, producer
         m.max_timestamp = max_timestamp
         m.records_count = records_count
     except (TypeError, OverflowError) as e:
-        raise InvalidArgument(f"batch header field out of range: {e}") from e
+        raise InvalidArgument(f"encode a batch header: a field is out of range: {e}") from e
     return m
 
 
@@ -376,7 +378,7 @@ def encode_batch_into(buf, pos: int, records, *, base_offset: int, partition_lea
     with _wbuf(buf) as p:
         size = len(p)
         if not 0 <= pos <= size:
-            raise InvalidArgument(f"position {pos} outside a buffer of {size} bytes")
+            raise InvalidArgument(f"encode a batch: position {pos} outside a {size}-byte buffer")
         rc, written = _packed_call(lib.pl_batch_encode_packed, p + pos, size - pos, n, meta,
                                    blob, m)
     _check_encode_rc(rc, written)
@@ -408,7 +410,7 @@ def encode_records(records, base_timestamp: int) -> bytes:
         rc, needed = _packed_call(lib.pl_records_encode_packed, ffi.NULL, 0, n, meta, blob,
                                   base_timestamp, maxts)
     except OverflowError as e:
-        raise InvalidArgument(f"base_timestamp out of range: {e}") from e
+        raise InvalidArgument(f"encode records: base_timestamp out of range: {e}") from e
     if rc != _E_NOSPACE:
         _check_encode_rc(rc, needed)
     out = bytearray(needed)
@@ -463,10 +465,9 @@ def _decode_raw(data: bytes, header: BatchHeader):
         hdr = ffi.new("int64_t[]", 4 * hcap)
         rc = lib.pl_records_decode(data, len(data), n, header.last_offset_delta, out, hdr,
                                    hcap, total, err)
-    if rc != 0:
-        if rc > 0:
-            raise _corrupt(rc, pos, f" (records section byte {err[0]})")
-        raise InvalidArgument(_reason(rc))
+    if rc > 0:
+        raise _corrupt(rc, pos, f" (records section byte {err[0]})")
+    _check(rc, "decode records", hint="a records section and its header's counts")
     return out, hdr, total[0]
 
 
@@ -476,135 +477,7 @@ def _as_bytes(records_section) -> bytes:
     try:
         return bytes(records_section)
     except TypeError as e:
-        raise InvalidArgument("records_section must be a bytes-like object") from e
-
-
-def _ints(cdata, count: int) -> list:
-    """The first ``count`` int64 of ``cdata`` as a list (ffi.unpack is the
-    quicker for a few, the memoryview for many)."""
-    if count <= 64:
-        return ffi.unpack(cdata, count) if count else []
-    return memoryview(ffi.buffer(cdata, 8 * count)).cast("q").tolist()
-
-
-# Per-thread scratch memory of the native calls (fetch fields, struct
-# formats, append batches, state reads): reused call after call, since what
-# is kept is copied out of it. _raw_alloc leaves memory uncleared, so only
-# the pages a thread's calls touched are resident.
-_scratch = threading.local()
-_raw_alloc = ffi.new_allocator(should_clear_after_alloc=False)
-
-
-# Compiled struct formats that cut keys and values out of a records section
-# (pl_records_shape). Batches of same-sized records repeat the same format,
-# so a few are kept; the cache is emptied rather than grown past its bound.
-_CUTTERS: dict = {}
-_CUTTERS_MAX = 16
-_SHAPE_CHARS_PER_FIELD = 2 * 10 + 2      # "<gap>x<len>s", each < 2**31
-# Below this many records a batch is cheaper to slice field by field.
-_CUT_RECORDS_MIN = 8
-
-
-def _cut(data, fields, n: int, want_keys: bool, origin: int):
-    """(tuple of [key, value,] ... bytes, PL_SHAPE_* flags) with one
-    struct.unpack over ``data`` from ``origin``, or None when a wanted field
-    is null (the caller slices field by field)."""
-    cap = n * (2 if want_keys else 1) * _SHAPE_CHARS_PER_FIELD
-    scratch = getattr(_scratch, "shape", None)
-    if scratch is None or scratch[3] < cap:
-        # per thread, grown to the largest range seen, never cleared: the C
-        # code writes what is read back (out[0] bytes)
-        scratch = _scratch.shape = (_raw_alloc("char[]", cap), ffi.new("size_t *"),
-                                    ffi.new("uint32_t *"), cap)
-    fmt, out, flags, _ = scratch
-    if lib.pl_records_shape(fields, n, want_keys, origin, fmt, cap, out, flags) != 0:
-        return None
-    key = ffi.buffer(fmt, out[0])[:]
-    cutter = _CUTTERS.get(key)
-    if cutter is None:
-        if len(_CUTTERS) >= _CUTTERS_MAX:
-            _CUTTERS.clear()
-        cutter = _CUTTERS[key] = _struct.Struct(b"<" + key)
-    return cutter.unpack_from(data, origin), flags[0]
-
-
-_tuple_new = tuple.__new__
-SHAPE_DENSE_OFFSETS = lib.PL_SHAPE_DENSE_OFFSETS
-SHAPE_SAME_TIMESTAMP = lib.PL_SHAPE_SAME_TIMESTAMP
-SHAPE_NULL_KEYS = lib.PL_SHAPE_NULL_KEYS
-
-
-def _rows(data, fields, n: int, hdr, nh: int, origin: int = 0, offset_base: int = 0,
-          ts_base: int = 0, ts_fixed=None, topic=None, partition=None, row_type=None,
-          values_only: bool = False) -> list:
-    """Records out of decoded ``fields`` (PL_RECORD_FIELDS each, positions in
-    ``data``): offset = offset_base + field 0, timestamp = ts_fixed or
-    ts_base + field 1. Returns values (``values_only``), or rows
-    (offset, ts, key, value, headers), prefixed with topic and partition
-    when ``topic`` is given, built as ``row_type`` when given."""
-    if not n:
-        return []
-    cut = _cut(data, fields, n, not values_only, origin) \
-        if n >= _CUT_RECORDS_MIN and not nh else None
-    if cut is not None:
-        # Column-wise, without a Python frame per record: the keys and values
-        # come out of one struct.unpack, every other column is a C iterator.
-        kv, flags = cut
-        if values_only:
-            return list(kv)
-        if flags & SHAPE_NULL_KEYS:
-            keys, values = _repeat(None, n), kv
-        else:
-            keys, values = kv[0::2], kv[1::2]
-        columns = memoryview(ffi.buffer(fields, 64 * n)).cast("q")
-        first = offset_base + columns[0]
-        offsets = (range(first, first + n) if flags & SHAPE_DENSE_OFFSETS
-                   else map(_add, _repeat(offset_base), columns[0::8]))    # R-6
-        if ts_fixed is not None:
-            timestamps = _repeat(ts_fixed, n)
-        elif flags & SHAPE_SAME_TIMESTAMP:
-            timestamps = _repeat(ts_base + columns[1], n)
-        else:
-            timestamps = map(_add, _repeat(ts_base), columns[1::8])
-        if topic is None:
-            return list(zip(offsets, timestamps, keys, values, _repeat((), n)))
-        rows = zip(_repeat(topic, n), _repeat(partition, n), offsets, timestamps,
-                   keys, values, _repeat((), n))
-        if row_type is None:
-            return list(rows)
-        return list(map(_tuple_new, _repeat(row_type, n), rows))
-    recs = _ints(fields, 8 * n)
-    if values_only:
-        return [data[vo:vo + vl] if vl >= 0 else None
-                for vo, vl in zip(recs[4::8], recs[5::8])]
-    hdrs = _ints(hdr, 4 * nh) if nh else ()
-    result = []
-    append = result.append
-    it = iter(recs)
-    try:
-        for od, td, ko, kl, vo, vl, hi, hc in zip(it, it, it, it, it, it, it, it):
-            if hc:
-                hl = []
-                for j in range(4 * hi, 4 * (hi + hc), 4):
-                    hko, hkl, hvo, hvl = hdrs[j:j + 4]
-                    hl.append((data[hko:hko + hkl].decode("utf-8"),
-                               data[hvo:hvo + hvl] if hvl >= 0 else None))
-                headers = tuple(hl)
-            else:
-                headers = ()
-            if topic is None:
-                append((offset_base + od, ts_fixed if ts_fixed is not None else ts_base + td,
-                        data[ko:ko + kl] if kl >= 0 else None,
-                        data[vo:vo + vl] if vl >= 0 else None, headers))
-                continue
-            row = (topic, partition, offset_base + od,
-                   ts_fixed if ts_fixed is not None else ts_base + td,
-                   data[ko:ko + kl] if kl >= 0 else None,
-                   data[vo:vo + vl] if vl >= 0 else None, headers)
-            append(row if row_type is None else _tuple_new(row_type, row))
-    except UnicodeDecodeError as e:
-        raise CorruptLogError(f"header key is not valid UTF-8: {e}") from e
-    return result
+        raise InvalidArgument("decode records: records_section must be a bytes-like object") from e
 
 
 def decode_records(records_section, header: BatchHeader, topic=None, partition=None,
@@ -652,34 +525,10 @@ FETCH_END = lib.PL_FETCH_END
 FETCH_FULL = lib.PL_FETCH_FULL
 FETCH_COMPRESSED = lib.PL_FETCH_COMPRESSED
 FETCH_CORRUPT = lib.PL_FETCH_CORRUPT
-# Records one fetch decodes at most; a batch with more takes the per-batch
-# path (PL_FETCH_ROOM, as do PL_FETCH_HEADERS and compressed batches).
-# Bounds the scratch memory of a thread (6 MiB).
-FETCH_RECORDS_MAX = 65536
-# A fetch starts no new batch past this many records: the objects built from
-# one fetch then stay in the CPU caches (one step of 10,000 ran ~25% slower).
-FETCH_RECORDS_STEP = 2048
-_HEADERS_PER_RECORD_ROOM = 2
-
-
-# pl_fetch_out, field by field (pylog_native.h), read in one call
-_FETCH_OUT = _struct.Struct("=5q2i2q")
-
-
-def _fetch_scratch():
-    """Per-thread (fields, headers, out, out's bytes, records) for
-    FETCH_RECORDS_MAX records; reused because the rows copy everything they
-    keep out of it."""
-    s = getattr(_scratch, "fetch", None)
-    if s is None:
-        out = ffi.new("pl_fetch_out *")
-        assert ffi.sizeof(out[0]) == _FETCH_OUT.size
-        s = _scratch.fetch = (ffi.new("int64_t[]", 8 * FETCH_RECORDS_MAX),
-                              ffi.new("int64_t[]", 4 * _HEADERS_PER_RECORD_ROOM
-                                      * FETCH_RECORDS_MAX),
-                              out, ffi.buffer(out), FETCH_RECORDS_MAX)
-    return s
-
+_HEADERS_PER_RECORD_ROOM = _scr.HEADERS_PER_RECORD_ROOM
+_FETCH_OUT = _scr.FETCH_OUT
+_fetch_scratch = _scr.fetch
+_tuple_new = tuple.__new__
 
 #: fetch's row options: (topic, partition, row_type, values_only), the
 #: last four parameters of _rows, passed on positionally.
@@ -701,8 +550,8 @@ def fetch(seg_p, data, end: int, pos: int, expected: int, first_base: int,
     rc = lib.pl_fetch(seg_p, end, pos, expected, first_base, min(max_records, cap),
                       FETCH_RECORDS_STEP, fields, cap, hdrs, _HEADERS_PER_RECORD_ROOM * cap,
                       out)
-    if rc != 0:
-        raise InvalidArgument(_reason(rc))
+    _check_corrupt(rc, "fetch records", hint="the segment pointer, its end and the "
+                   "position must describe a mapped segment")
     return _fetched(data, pos, fields, hdrs, out_bytes, build)
 
 
@@ -735,75 +584,59 @@ def _fetched(data, pos: int, fields, hdrs, out_bytes, build: tuple):
 
 WAIT_WOKEN = lib.PL_WAIT_WOKEN
 WAIT_TIMEOUT = lib.PL_WAIT_TIMEOUT
-# wait_fetch pauses the collector (pylog.gcpause) while it builds this many
-# rows or more; the few rows of a wake-up are built without the pause,
-# which would cost more than it saves
-WAIT_PAUSE_RECORDS = 256
 
 
-class Handoff:
-    """This process's readers of one partition blocked in :func:`wait_fetch`,
-    for that partition's appenders (``pl_appender.handoff``): ``block[1]``
-    counts the ones waiting (kept by pl_wait_fetch), ``block[0]`` the
-    hand-offs (bumped through ``counts`` by a woken reader once it holds the
-    GIL). An append that rings while one of them waits, HOLD_GAP_NS or more
-    after its appender's previous append, returns only once one of them has
-    the GIL, or after HOLD_MAX_NS (see hold_for_reader in pylog_native.c).
-    Process memory: a forked child's Logs make their own."""
-
-    __slots__ = ("block", "counts")
-
-    def __init__(self):
-        self.block = ffi.new("uint32_t[2]")
-        self.counts = memoryview(ffi.buffer(self.block)).cast("I")
+def wait_request():
+    """This thread's request of :func:`wait_fetch`, a ``pl_wait_fetch_req``
+    (pylog_native.h) reused call after call: the caller sets, by name,
+    what the poll waits on (``slot``: the doorbell slot, a :func:`pointer`
+    into the doorbell map; ``expected``: the slot's seq it saw, as a
+    uint32; ``state``: the partition's mapped state) and where the reader
+    is (``seg_base``, ``seg_len``: the mapped segment; ``pos``, ``next``,
+    ``first_base``: as ``pos``, ``expected`` and ``first_base`` of
+    :func:`fetch`; ``max_records``). A struct rather than 14 positional
+    arguments: no value can land in another's place. Thread safety: the
+    calling thread's own."""
+    return _scr.wait_request()
 
 
-# An append that wakes a reader of its own process waits at most this long
-# for the reader to take the GIL (a few wake-ups' worth), and only when the
-# appender's previous append ended HOLD_GAP_NS or more before: a sparse
-# stream, where latency is what counts, not a producer appending back to
-# back (pl_appender.hold_*). Each appender then spins at most HOLD_MAX_NS
-# per HOLD_GAP_NS.
-HOLD_MAX_NS = 200_000
-HOLD_GAP_NS = 500_000
-
-
-def wait_fetch(slot_p, seen: int, timeout_s: float, state_p, seg_base: int, seg_p, seg_len: int,
-               data, pos: int, expected: int, first_base: int, max_records: int,
-               build: tuple = PLAIN_ROWS, handoff: Optional[Handoff] = None):
-    """Wait up to ``timeout_s`` for the doorbell slot at ``slot_p`` to move
-    from ``seen``, then, in the same native call (pl_wait_fetch), decode
-    what the partition whose state is at ``state_p`` committed from offset
-    ``expected`` on in its active segment, when that is ``seg_base``
-    (mapped at ``seg_p``/``data``, ``seg_len`` bytes); the other arguments
-    as for :func:`fetch`. Returns None on timeout, () when woken with
-    nothing decoded (the caller fetches the usual way), else (rows,
+def wait_fetch(req, seg_p, data, timeout_s: Optional[float], build: tuple = PLAIN_ROWS,
+               handoff: Optional[Handoff] = None):
+    """Wait up to ``timeout_s`` for the doorbell slot of ``req`` (from
+    :func:`wait_request`) to move from ``req.expected``, then, in the same
+    native call (pl_wait_fetch), decode what the partition whose state is
+    ``req.state`` committed from offset ``req.next`` on in its active
+    segment, when that is ``req.seg_base``, mapped at ``seg_p`` (a
+    :func:`pointer`) and ``data``. Returns None on timeout, () when woken
+    with nothing decoded (the caller fetches the usual way), else (rows,
     :class:`FetchResult`) as :func:`fetch` returns them. The collector is
     paused (from the wake on, not through the wait) while many rows are
-    built. ``seg_p`` (from :func:`pointer`) is released before the rows
-    are built; ``data`` keeps the bytes alive. With ``handoff`` (the
+    built (pylog._handoff). ``seg_p`` is released before the rows are
+    built; ``data`` keeps the bytes alive. With ``handoff`` (the
     partition's :class:`Handoff`), the wait is counted in it and a wake
     hands off to the appender that rang."""
     fields, hdrs, out, out_bytes, cap = _fetch_scratch()
-    waiting = ffi.NULL if handoff is None else handoff.block + 1
-    seq, n = seen & 0xFFFFFFFF, min(max_records, cap)
+    if req.max_records > cap:
+        req.max_records = cap
+    req.seg = seg_p
+    req.waiting = _NULL if handoff is None else handoff.waiting
+
+    def wait(us):
+        req.timeout_us = us
+        return lib.pl_wait_fetch(req, out)
     try:
-        rc = _waited(lambda us: lib.pl_wait_fetch(
-            slot_p, waiting, seq, us, state_p, seg_base, seg_p, seg_len, pos, expected,
-            first_base, n, FETCH_RECORDS_STEP, fields, cap, hdrs,
-            _HEADERS_PER_RECORD_ROOM * cap, out),
-            timeout_s, "wait_fetch: bad slot, state or segment pointer")
+        rc = _waited(wait, timeout_s, "wait for records",
+                     "the slot, state and segment pointers must be mapped and aligned")
     finally:
+        req.seg = _NULL
         ffi.release(seg_p)
     if rc == WAIT_TIMEOUT:
         return None
     if handoff is not None:
-        # (a plain store with the GIL held: the appender that rang returns
-        # and queues for the GIL only now)
-        counts = handoff.counts
-        counts[0] = (counts[0] + 1) & 0xFFFFFFFF
+        _reader_took_gil(handoff)
     if rc == WAIT_WOKEN:
         return ()
+    pos = req.pos
     if out.records < WAIT_PAUSE_RECORDS:
         return _fetched(data, pos, fields, hdrs, out_bytes, build)
     with _gc_paused():
@@ -811,303 +644,16 @@ def wait_fetch(slot_p, seen: int, timeout_s: float, state_p, seg_base: int, seg_
 
 
 # ---------------------------------------------------------------------------
-# segment scan
-# ---------------------------------------------------------------------------
-
-class ScanResult(NamedTuple):
-    end_position: int
-    next_offset: int
-    max_timestamp: int
-    batch_count: int
-    error_position: Optional[int]
-    error_reason: Optional[str]
-    continues_after_error: bool
-    index_entries: list
-    timeindex_entries: list
-    bytes_since_last_entry: int
-
-
-_SCAN_CAP = 4096
-
-
-def scan_segment(buf, start: int = 0, end: Optional[int] = None, *, expected_offset: int = -1,
-                 segment_base_offset: int = 0, index_interval_bytes: int = 4096,
-                 bytes_since_last_entry: int = 0, max_timestamp: int = -1) -> ScanResult:
-    """Walk valid batches of ``buf[start:end]`` (see pl_segment_scan).
-
-    ``expected_offset`` -1 disables the baseOffset continuity check.  A
-    zero-filled tail is a clean end.  Index entries use positions in ``buf``.
-    """
-    idx = ffi.new("int32_t[]", 2 * _SCAN_CAP)
-    tidx = ffi.new("int64_t[]", 2 * _SCAN_CAP)
-    out = ffi.new("pl_scan_out *")
-    index_entries = []
-    timeindex_entries = []
-    batch_count = 0
-    next_offset = expected_offset
-    check = expected_offset >= 0
-    pos = start
-    maxts = max_timestamp
-    bsle = bytes_since_last_entry
-    with _rbuf(buf) as p:
-        n = len(p)
-        if end is None:
-            end = n
-        if not (0 <= start <= end <= n):
-            raise InvalidArgument(f"bad start/end {start}/{end} for a buffer of {n} bytes")
-        while True:
-            cnt = lib.pl_segment_scan(p, end, pos, next_offset if check else -1,
-                                      segment_base_offset, index_interval_bytes, bsle, maxts,
-                                      idx, tidx, _SCAN_CAP, out)
-            if cnt < 0:
-                raise InvalidArgument(_reason(cnt))
-            if cnt:
-                iv = memoryview(ffi.buffer(idx, 8 * cnt)).cast("i").tolist()
-                tv = memoryview(ffi.buffer(tidx, 16 * cnt)).cast("q").tolist()
-                index_entries.extend(zip(iv[0::2], iv[1::2]))
-                timeindex_entries.extend(zip(tv[0::2], tv[1::2]))
-            if out.batch_count:
-                next_offset = out.next_offset
-            batch_count += out.batch_count
-            pos = out.end_position
-            maxts = out.max_timestamp
-            bsle = out.bytes_since_last_entry
-            if not out.capacity_stop:
-                break
-    reason = out.error_reason
-    return ScanResult(pos, next_offset, maxts, batch_count,
-                      out.error_position if reason else None,
-                      _reason(reason) if reason else None,
-                      bool(out.continues_after_error) if reason else False,
-                      index_entries, timeindex_entries, bsle)
-
-
-# ---------------------------------------------------------------------------
-# indexes
-# ---------------------------------------------------------------------------
-
-def index_lookup(index_bytes, target_rel: int):
-    """Largest (rel_offset, position) entry with rel_offset <= target, or None."""
-    if not -2**31 <= target_rel <= _INT32_MAX:
-        target_rel = _INT32_MAX if target_rel > 0 else -2**31
-    rel = ffi.new("int32_t *")
-    posp = ffi.new("int32_t *")
-    with _rbuf(index_bytes) as p:
-        rc = lib.pl_index_lookup(p, len(p), target_rel, rel, posp)
-    if rc == 0:
-        return rel[0], posp[0]
-    if rc == 1:
-        return None
-    raise InvalidArgument(_reason(rc))
-
-
-def index_validate(index_bytes, segment_size: int):
-    """None if the offset index is sane, else the byte position of the first bad entry."""
-    with _rbuf(index_bytes) as p:
-        r = lib.pl_index_validate(p, len(p), segment_size)
-    if r == 0:
-        return None
-    if r < 0:
-        raise InvalidArgument(_reason(r))
-    return r - 1
-
-
-def timeindex_lookup(tindex_bytes, target_ts: int):
-    """Largest (timestamp, rel_offset) entry with timestamp < target_ts, or None."""
-    if not -2**63 <= target_ts < 2**63:
-        target_ts = 2**63 - 1 if target_ts > 0 else -2**63
-    ts = ffi.new("int64_t *")
-    rel = ffi.new("int32_t *")
-    with _rbuf(tindex_bytes) as p:
-        rc = lib.pl_timeindex_lookup(p, len(p), target_ts, ts, rel)
-    if rc == 0:
-        return ts[0], rel[0]
-    if rc == 1:
-        return None
-    raise InvalidArgument(_reason(rc))
-
-
-def timeindex_validate(tindex_bytes):
-    """None if the time index is sane, else the byte position of the first bad entry."""
-    with _rbuf(tindex_bytes) as p:
-        r = lib.pl_timeindex_validate(p, len(p))
-    if r == 0:
-        return None
-    if r < 0:
-        raise InvalidArgument(_reason(r))
-    return r - 1
-
-
-# ---------------------------------------------------------------------------
-# partition state seqlock (layout: see pylog_native.h)
-# ---------------------------------------------------------------------------
-
-def _state_ptr(p):
-    if len(p) < STATE_SIZE:
-        raise InvalidArgument(f"state buffer needs {STATE_SIZE} bytes, has {len(p)}")
-    return p
-
-
-def state_publish(state_buf, next_offset, active_base_offset, active_position,
-                  active_max_timestamp, layout_generation, log_start_offset) -> None:
-    try:
-        vals = ffi.new("int64_t[6]", [next_offset, active_base_offset, active_position,
-                                      active_max_timestamp, layout_generation,
-                                      log_start_offset])
-    except (TypeError, OverflowError) as e:
-        raise InvalidArgument(f"state fields must be int64: {e}") from e
-    with _wbuf(state_buf) as p:
-        rc = lib.pl_state_publish(_state_ptr(p), vals)
-    if rc:
-        raise InvalidArgument("state buffer must be 8-byte aligned")
-
-
-def state_read(state_buf):
-    """The 6 published fields, or None if a writer died mid-publish (BUSY)."""
-    with _rbuf(state_buf) as p:
-        return state_read_ptr(_state_ptr(p))
-
-
-def state_read_ptr(state_p):
-    """:func:`state_read` through a pointer from :func:`pointer` (read-only
-    is fine): the per-poll path, without pinning the buffer on every call."""
-    scratch = getattr(_scratch, "state", None)
-    if scratch is None:
-        scratch = _scratch.state = (ffi.new("int64_t[6]"), ffi.new("uint64_t *"))
-    vals, seq = scratch
-    rc = lib.pl_state_read(state_p, vals, seq)
-    if rc == _E_BUSY:
-        return None
-    if rc:
-        raise InvalidArgument("state buffer must be 8-byte aligned")
-    return tuple(vals)
-
-
-def state_repair(state_buf) -> None:
-    with _wbuf(state_buf) as p:
-        rc = lib.pl_state_repair(_state_ptr(p))
-    if rc:
-        raise InvalidArgument("state buffer must be 8-byte aligned")
-
-
-# ---------------------------------------------------------------------------
-# doorbell
-# ---------------------------------------------------------------------------
-
-def _slot(p, slot_index):
-    off = slot_index * DOORBELL_SLOT_SIZE
-    if slot_index < 0 or off + DOORBELL_SLOT_SIZE > len(p):
-        raise InvalidArgument(f"doorbell slot {slot_index} outside a {len(p)}-byte buffer")
-    return p + off
-
-
-def doorbell_ring(buf, slot_index: int) -> None:
-    with _wbuf(buf) as p:
-        rc = lib.pl_doorbell_ring(_slot(p, slot_index))
-    if rc:
-        raise InvalidArgument("doorbell slot must be 4-byte aligned")
-
-
-def doorbell_load(buf, slot_index: int) -> int:
-    with _rbuf(buf) as p:
-        return lib.pl_doorbell_load(_slot(p, slot_index))
-
-
-def doorbell_wait(buf, slot_index: int, expected: int, timeout_s: Optional[float]) -> bool:
-    """Wait until the slot's seq differs from ``expected``; True if it changed.
-
-    ``timeout_s`` None waits forever.  The GIL is released while waiting.
-    """
-    with _wbuf(buf) as p:
-        return doorbell_wait_at(_slot(p, slot_index), expected, timeout_s)
-
-
-def doorbell_load_at(bell_p, slot_index: int) -> int:
-    """:func:`doorbell_load` through a :func:`pointer` to the whole doorbell
-    map (the poll path: no buffer pinned per call); ``slot_index`` must be a
-    slot of it (pylog.store.topic_slot)."""
-    return lib.pl_doorbell_load(bell_p + slot_index * DOORBELL_SLOT_SIZE)
-
-
-def doorbell_wait_at(slot_p, expected: int, timeout_s: Optional[float]) -> bool:
-    """:func:`doorbell_wait` on a slot given as a pointer (from
-    :func:`pointer`, plus slot_index * DOORBELL_SLOT_SIZE)."""
-    seq = expected & 0xFFFFFFFF
-    return _waited(lambda us: lib.pl_doorbell_wait(slot_p, seq, us), timeout_s,
-                   "doorbell slot must be 4-byte aligned") == 0
-
-
-def _waited(wait, timeout_s: Optional[float], invalid: str) -> int:
-    """The non-negative result of ``wait(us)``, a native futex wait given
-    its timeout in microseconds (-1: none, for ``timeout_s`` None), called
-    again with the time left after EINTR (Python's signal handlers run in
-    between); raises InvalidArgument(``invalid``) for PL_E_INVAL, else
-    OSError."""
-    deadline = None if timeout_s is None else _time.monotonic() + max(0.0, timeout_s)
-    us = -1 if deadline is None else int(max(0.0, timeout_s) * 1e6)
-    while True:
-        rc = wait(us)
-        if rc >= 0:
-            return rc
-        if rc == -_errno.EINTR:
-            if deadline is not None:
-                us = max(0, int((deadline - _time.monotonic()) * 1e6))
-            continue
-        if rc == _E_INVAL:
-            raise InvalidArgument(invalid)
-        raise OSError(-rc, _os.strerror(-rc))
-
-
-# ---------------------------------------------------------------------------
-# byte-range locks (OFD locks on Linux)
-# ---------------------------------------------------------------------------
-
-_LOCK_MODES = {"u": 0, "r": 1, "w": 2}
-
-
-def lock(fd: int, start: int, length: int, mode: str, wait: bool) -> bool:
-    """Lock (``'r'``/``'w'``) or unlock (``'u'``) ``length`` bytes (0 = to EOF) at ``start``.
-
-    Returns False if the range is busy and ``wait`` is false; raises OSError otherwise.
-    """
-    try:
-        m = _LOCK_MODES[mode]
-    except KeyError:
-        raise InvalidArgument(f"lock mode must be 'u', 'r' or 'w', got {mode!r}") from None
-    if hasattr(fd, "fileno"):
-        fd = fd.fileno()
-    while True:
-        rc = lib.pl_lock(fd, start, length, m, 1 if wait else 0)
-        if rc == 0:
-            return True
-        if rc == -_errno.EINTR:
-            continue
-        if not wait and rc in (-_errno.EAGAIN, -_errno.EACCES):
-            return False
-        raise OSError(-rc, _os.strerror(-rc))
-
-
-# ---------------------------------------------------------------------------
 # one-call append (FORMAT.rst P-2, P-3, I-2, L-3)
 # ---------------------------------------------------------------------------
 
-E_STALE = lib.PL_E_STALE
-E_INVAL = lib.PL_E_INVAL
-E_DELETED = lib.PL_E_DELETED
-E_VANISHED = lib.PL_E_VANISHED      # the synced file left its path (L-6)
-E_NOSPACE = _E_NOSPACE
-STATE_INDEX_POSITION = lib.PL_STATE_INDEX_POSITION
-_NULL = ffi.NULL
-
-
-def pointer(buf, writable: bool = True):
-    """A pointer into ``buf`` that stays valid (and pins the buffer, e.g. an
-    mmap cannot be closed) until :func:`release` is called on it."""
-    return ffi.from_buffer("uint8_t[]", buf, require_writable=writable)
-
-
-def release(p) -> None:
-    ffi.release(p)
+E_STALE = _status.E_STALE
+E_INVAL = _status.E_INVAL
+E_DELETED = _status.E_DELETED
+E_VANISHED = _status.E_VANISHED      # the synced file left its path (L-6)
+E_NOFD = _status.E_NOFD              # no descriptor for a sync (not sticky)
+E_NOSPACE = _status.E_NOSPACE
+E_APPENDED_NO_INDEX = _status.E_APPENDED_NO_INDEX
 
 
 def partitions_for_keys(keys, num_partitions: int) -> list:
@@ -1120,8 +666,7 @@ def partitions_for_keys(keys, num_partitions: int) -> list:
     out = ffi.new("int32_t[]", n)
     rc = lib.pl_partition_many(blob, len(blob), ffi.from_buffer("int64_t[]", lens), n,
                                num_partitions, out)
-    if rc != 0:
-        raise InvalidArgument("keys must be bytes and num_partitions >= 1")
+    _check(rc, "partition keys", hint="keys must be bytes and num_partitions >= 1")
     return list(out)
 
 
@@ -1171,7 +716,6 @@ APPEND_INDEX_FAILED = lib.PL_APPEND_INDEX_FAILED
 #: Returns its offset (>= 0), E_APPENDED_NO_INDEX (appended: the offset is
 #: in a.out, the index entry is missing) or a negative status as above.
 append_record = lib.pl_append_record
-E_APPENDED_NO_INDEX = lib.PL_E_APPENDED_NO_INDEX
 
 
 class Columns(NamedTuple):
@@ -1215,24 +759,7 @@ def _lengths(lens: list):
     return ffi.from_buffer("int32_t[]", _array("i", lens)), -1
 
 
-APPEND_WRITE_BYTES_MIN = lib.PL_APPEND_WRITE_BYTES_MIN
-# Batches up to this size are encoded in the calling thread's scratch and
-# written with one pwrite (pl_appender.scratch); longer ones go through the
-# map. Covers the default max_message_bytes (1 MiB); the memory is allocated
-# uncleared, so only what a thread's batches touched is resident.
-APPEND_SCRATCH_BYTES = 1024 * 1024 + 64 * 1024
-
-
-def _with_scratch(a):
-    """Point ``a`` at the calling thread's append scratch (the append runs
-    without the GIL, so two threads appending to two partitions each need
-    their own)."""
-    scratch = getattr(_scratch, "append", None)
-    if scratch is None:
-        scratch = _scratch.append = (_raw_alloc("uint8_t[]", APPEND_SCRATCH_BYTES),
-                                     APPEND_SCRATCH_BYTES)
-    a.scratch, a.scratch_cap = scratch    # (the size it was allocated with)
-    return a
+_with_scratch = _scr.with_append
 
 
 def append_columns(a, timestamp: int, cols: Columns) -> int:
@@ -1244,88 +771,8 @@ def append_columns(a, timestamp: int, cols: Columns) -> int:
                                  len(cols.values))
 
 
-def syncer():
-    """A group-commit syncer (``pl_syncer``, pylog_native.h), freed with
-    the returned object."""
-    s = lib.pl_syncer_new()
-    if s == _NULL:
-        raise MemoryError("pl_syncer_new")
-    return ffi.gc(s, lib.pl_syncer_free)
-
-
-def syncer_set_fd(s, fd: int, durable_next: int, path: str | None = None) -> None:
-    """Sync ``fd`` (the new active segment; -1: none) from now on; offsets
-    below ``durable_next`` are durable (sealed segments, S-4). With
-    ``path``, every sync also checks that the file is still there (L-6:
-    E_VANISHED otherwise)."""
-    rc = lib.pl_syncer_set_fd(s, fd, durable_next,
-                              _os.fsencode(path) if path is not None else _NULL)
-    if rc < 0:
-        raise OSError(-rc, _os.strerror(-rc))
-
-
-#: ``sync_through(syncer, appender, target_next)``: return 0 once the
-#: offsets below target_next appended through ``appender`` are durable, or
-#: -errno of the (sticky) failed fdatasync; waits without the GIL.
-sync_through = lib.pl_sync_through
-
-
 def append_records(a, records) -> int:
     """Validated ``records`` [(timestamp_ms, key, value, headers)] as one batch."""
     n, meta, blob = _pack(records)
     return lib.pl_append_packed(_with_scratch(a), n, ffi.from_buffer("int64_t[]", meta),
                                 len(meta), blob, len(blob))
-
-
-def state_index_position(state_buf) -> int:
-    """Position of the batch of the active segment's last index entry (I-2),
-    kept at byte STATE_INDEX_POSITION of partition.state; lock holders only."""
-    return _struct.unpack_from("=q", state_buf, STATE_INDEX_POSITION)[0]
-
-
-def set_state_index_position(state_buf, position: int) -> None:
-    _struct.pack_into("=q", state_buf, STATE_INDEX_POSITION, position)
-
-
-def doorbell_ring_ptr(bell_p, slot: int) -> None:
-    """Ring ``slot`` and slot 0 of a doorbell map given as a :func:`pointer` (L-3)."""
-    lib.pl_doorbell_ring(bell_p + slot * DOORBELL_SLOT_SIZE)
-    if slot:
-        lib.pl_doorbell_ring(bell_p)
-
-
-LIVENESS_BASE = lib.PL_LIVENESS_BASE
-
-
-def new_lock_token() -> int:
-    """A random non-zero 31-bit token naming one open Log as a lock holder."""
-    return int.from_bytes(_os.urandom(4), "little") % 0x7FFFFFFF + 1
-
-
-def liveness_lock(live_fd: int, token: int) -> None:
-    """Hold the read lock that tells others the Log with ``token`` is alive."""
-    rc = lib.pl_liveness_lock(live_fd, token)
-    if rc != 0:
-        raise OSError(-rc, "liveness lock: " + _os.strerror(-rc))
-
-
-def plock_acquire(state_p, token: int, live_fd: int, state_fd: int, wait: bool) -> bool:
-    """Take a partition's append lock (P-3). Returns False only when busy and
-    not waiting. Taking it over from a dead holder counts as taking it."""
-    while True:
-        rc = lib.pl_plock_acquire(state_p, token, live_fd, state_fd, 1 if wait else 0)
-        if rc in (0, 1):
-            return True
-        if rc == _E_BUSY:
-            return False
-        if rc == -_errno.EINTR:
-            continue
-        if rc == _E_INVAL:
-            raise InvalidArgument("append lock: invalid state, token, or already held")
-        raise OSError(-rc, "append lock: " + _os.strerror(-rc))
-
-
-def plock_release(state_p, token: int, state_fd: int) -> None:
-    rc = lib.pl_plock_release(state_p, token, state_fd)
-    if rc != 0:
-        raise InvalidArgument("append lock released by a Log that does not hold it")

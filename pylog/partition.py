@@ -53,7 +53,7 @@ import weakref
 from dataclasses import dataclass
 from operator import itemgetter
 
-from . import _native, batch
+from . import _native, batch, status
 from .config import TopicConfig
 from .errors import (CorruptLogError, DiskFullError, FileVanishedError, LogClosed,
                      LogFailedError, LogOSError, OffsetOutOfRange, PylogError,
@@ -870,15 +870,14 @@ class Partition:
             # a batch written with pwrite (pl_appender.scratch) found the
             # disk full: nothing was published, the partition stays usable (G8)
             raise self._disk_full(-rc)
-        # (PL_E_INVAL is -2, inside the errno range: tested first)
-        if rc != _native.E_INVAL and rc < 0 and -rc in errno.errorcode:
-            exc = OSError(-rc, os.strerror(-rc))
+        if status.is_errno(rc):       # an I/O error fails the partition (G8)
+            exc = status.error(rc, f"append to {self.name}")
             self._fail(exc)
-            raise LogFailedError(f"append to {self.name}: {exc}") from exc
+            raise LogFailedError(str(exc)) from exc
         # batch encoding refused the records: a caller bug, not an I/O error
-        if records is not None:
+        if rc == _native.E_INVAL and records is not None:
             batch.encode(records, base_offset=0)   # raises the descriptive error
-        raise AssertionError(f"native append returned {rc}")
+        raise status.error(rc, f"append to {self.name}")
 
     def _append_slow(self, records, compression):
         """Append under the lock in Python: grows or rolls the segment,
@@ -1036,7 +1035,9 @@ class Partition:
         if rc == _native.E_VANISHED:         # L-6
             self.check_identity(f"the segment file of {self.name} was deleted")
             self._check()
-        if rc < 0 and -rc in errno.errorcode:
+        if rc == _native.E_NOFD:             # not sticky, as in C: nothing lost
+            raise status.error(rc, f"fdatasync of {self.name}")
+        if status.is_errno(rc):
             exc = OSError(-rc, os.strerror(-rc))
             self._fail(exc)
             raise LogFailedError(
@@ -1044,7 +1045,7 @@ class Partition:
                 "records appended since the last successful sync may be "
                 "lost") from exc
         self._check()
-        raise AssertionError(f"pl_sync_through returned {rc}")
+        raise status.error(rc, f"fdatasync of {self.name}")
 
     def flush(self, *, checkpoint: bool = False) -> None:
         """Make everything appended so far durable, and advance the recovery
@@ -1235,9 +1236,12 @@ class Partition:
         ptr, m, map_len = held
         build = self._row_build(values_only, with_topic, row_type)
         try:
-            got = _native.wait_fetch(slot_p, seen, timeout, state_p, cursor.segment_base, ptr,
-                                     map_len, m, cursor.position, cursor.offset, cursor.base,
-                                     max_records, build, self._handoff)
+            req = _native.wait_request()
+            req.slot, req.expected, req.state = slot_p, seen & 0xFFFFFFFF, state_p
+            req.seg_base, req.seg_len = cursor.segment_base, map_len
+            req.pos, req.next, req.first_base = cursor.position, cursor.offset, cursor.base
+            req.max_records = max_records
+            got = _native.wait_fetch(req, ptr, m, timeout, build, self._handoff)
         except CorruptLogError as exc:
             raise exc.with_path(seg.path) from None
         if not got:

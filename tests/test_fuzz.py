@@ -8,6 +8,7 @@ Every outcome must be a clean result or a PylogError (CorruptLogError,
 InvalidArgument); a mutated batch whose CRC still checks must decode to
 exactly what was encoded (never wrong data returned as good)."""
 
+import glob
 import os
 import random
 import shutil
@@ -166,8 +167,8 @@ def test_dump_cli_on_garbage_exits_cleanly(tmp_path):
 # -- C fuzz harness, AddressSanitizer (long) -------------------------------------
 
 def build_fuzzer(outdir):
-    src = [os.path.join(ROOT, "csrc", "pylog_native.c"),
-           os.path.join(HERE, "fuzz", "fuzz_native.c")]
+    src = sorted(glob.glob(os.path.join(ROOT, "csrc", "*.c"))) + [
+        os.path.join(HERE, "fuzz", "fuzz_native.c")]
     clang = shutil.which("clang")
     exe = os.path.join(outdir, "fuzz_native")
     if clang:

@@ -1,6 +1,7 @@
 """Tests of the native core (pylog._native) against independent oracles:
 the ``crc32c`` package and kafka-python's record batch code."""
 
+import errno
 import mmap
 import multiprocessing
 import os
@@ -20,7 +21,7 @@ from kafka.partitioner.default import DefaultPartitioner, murmur2 as kafka_murmu
 from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 from kafka.record.memory_records import MemoryRecords
 
-from pylog import _native as n
+from pylog import _native as n, _scan
 from pylog.errors import CorruptLogError, InvalidArgument
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(n.__file__)))
@@ -570,7 +571,7 @@ def test_scan_chunks_across_capacity(monkeypatch):
     rng = random.Random(11)
     log, meta = build_log(rng, 200)
     full = n.scan_segment(log, 0, len(log), index_interval_bytes=0, expected_offset=0)
-    monkeypatch.setattr(n, "_SCAN_CAP", 7)
+    monkeypatch.setattr(_scan, "_SCAN_CAP", 7)
     chunked = n.scan_segment(log, 0, len(log), index_interval_bytes=0, expected_offset=0)
     assert chunked == full and len(full.index_entries) == 200
 
@@ -752,7 +753,7 @@ def test_doorbell_across_processes(tmp_path):
 
 LOCK_CHILD = """
 import sys, time
-from pylog import _native as n
+from pylog import _native as n, _scan
 f = open(sys.argv[1], "r+b")
 assert n.lock(f.fileno(), 0, 0, "w", True)
 print("locked", flush=True)
@@ -886,3 +887,146 @@ def test_fetch_reports_damage_where_it_is(damage):
     got, res = _fetch_all(bytes(bad), len(bad), 0, 0, 10_000)
     assert res.stop == n.FETCH_CORRUPT and res.stop_position == pos
     assert len(got) == meta[3][1] and res.next_offset == meta[3][1] and res.error
+
+
+# -- one status table (pylog.status) --------------------------------------------
+
+def test_every_native_status_is_outside_the_errno_range():
+    """PL_E_* once overlapped -EPERM/-ENOENT/-ESRCH (the STALE/EINTR livelock):
+    every one is now below -1000, where no -errno reaches."""
+    from pylog import status
+    assert {"PL_E_NOSPACE", "PL_E_INVAL", "PL_E_BUSY", "PL_E_STALE", "PL_E_DELETED",
+            "PL_E_VANISHED", "PL_E_NOFD"} <= set(status.STATUSES)
+    for name, code in status.STATUSES.items():
+        assert code <= -1000, name
+        assert not status.is_errno(code), name
+        assert status.reason(code) != "unknown status", name
+    assert status.is_errno(-errno.EIO) and not status.is_errno(0)
+
+
+def test_check_maps_every_status_to_a_pylog_error_naming_what_was_tried():
+    from pylog import status
+    from pylog.errors import PylogError
+    what = "frobnicate partition t-0"
+    for name, code in status.STATUSES.items():
+        exc = status.error(code, what, "/logs/t-0")
+        assert isinstance(exc, PylogError), name
+        msg = str(exc)
+        # "what was tried: why (hint)", never a bare "invalid argument"
+        assert msg.startswith(what + " (/logs/t-0): "), (name, msg)
+        assert msg.endswith(")") and len(msg) > len(what) + 40, (name, msg)
+        with pytest.raises(type(exc)) as got:
+            status.check(code, what)
+        assert str(got.value).startswith(what + ": ")
+    assert status.check(0, what) == 0 and status.check(2, what) == 2   # results pass
+    hinted = status.error(status.E_INVAL, what, hint="use a smaller widget")
+    assert isinstance(hinted, InvalidArgument) and str(hinted).endswith("(use a smaller widget)")
+
+
+def test_check_maps_errno_and_corruption():
+    from pylog import status
+    from pylog.errors import LogOSError, PylogError
+    exc = status.error(-errno.EIO, "append to t-0", "/logs/t-0/0.log")
+    assert isinstance(exc, LogOSError) and isinstance(exc, OSError)
+    assert exc.errno == errno.EIO and str(exc).startswith("append to t-0: ")
+    assert "EIO" in str(exc)
+    with pytest.raises(PermissionError):
+        status.check(-errno.EACCES, "open t-0", "/logs/t-0")
+    exc = status.error(n.lib.PL_C_CRC, "read a batch",
+                       "/logs/t-0/0.log", position=123)
+    assert isinstance(exc, CorruptLogError) and exc.position == 123
+    assert "CRC32C" in exc.reason and exc.path == "/logs/t-0/0.log"
+    with pytest.raises(CorruptLogError):
+        status.check_corrupt(5, "read a batch")
+    unknown = status.error(-5000, "frobnicate")
+    assert isinstance(unknown, PylogError) and "unknown native status -5000" in str(unknown)
+
+
+def test_wrapper_errors_say_what_was_tried():
+    with pytest.raises(InvalidArgument, match=r"^encode records: .*\(a batch needs"):
+        n.encode_batch([(1, b"k", b"v", None)], base_offset=0, attributes=4)
+    with pytest.raises(OSError, match=r"^lock bytes 0\+1 of fd -1 \(w\): "):
+        n.lock(-1, 0, 1, "w", False)
+    with pytest.raises(InvalidArgument, match=r"^take the partition's append lock"):
+        n.plock_acquire(n.ffi.NULL, 1, -1, -1, False)
+
+
+# -- one home for the byte layout (pylog._format) -------------------------------
+
+def test_format_constants_equal_the_c_header():
+    from pylog import _format
+    from pylog._pylog_native import lib
+    assert _format.native_mismatches(lib) == []
+    for name, cname in _format.NATIVE_NAMES.items():
+        assert getattr(_format, name) == getattr(lib, cname), (name, cname)
+    assert _format.LIVENESS_BASE == 1 << lib.PL_LIVENESS_BASE_LOG2
+    assert _format.STATE_MAGIC.to_bytes(4, "little") == b"PLST"
+    # the header offsets are computed from the struct, not typed
+    assert (_format.CRC_OFFSET, _format.ATTRIBUTES_OFFSET,
+            _format.RECORDS_COUNT_OFFSET, _format.BATCH_HEADER_SIZE) == (17, 21, 57, 61)
+    # the values _native exported before stay where callers find them
+    assert n.MAGIC_OFFSET == _format.MAGIC_OFFSET and n.STATE_SIZE == _format.STATE_SIZE
+
+
+def test_a_layout_mismatch_refuses_to_import():
+    from pylog import _format
+    from pylog._pylog_native import lib
+
+    class Skewed:
+        def __getattr__(self, name):
+            value = getattr(lib, name)
+            return value + 1 if name == "PL_OFF_CRC" else value
+    bad = _format.native_mismatches(Skewed())
+    assert bad == [("CRC_OFFSET", 17, "PL_OFF_CRC", 18)]
+    with pytest.raises(ImportError, match=r"CRC_OFFSET = 17 but PL_OFF_CRC = 18\); rebuild"):
+        n.check_layout(Skewed())
+    n.check_layout(lib)
+
+
+def test_cffi_declarations_come_from_the_preprocessed_header():
+    import shutil
+    from pylog import _build_native
+    if not (os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")):
+        pytest.skip("no C compiler")
+    cdef = _build_native.cdef_from_header()
+    assert "#" not in cdef                                # no directive left for cffi
+    assert "enum pl_status" in cdef and "pl_wait_fetch_req" in cdef
+    assert "_Static_assert" not in cdef and "PL_LIVENESS_BASE_LOG2" in cdef
+
+
+def test_sync_without_a_descriptor_fails_the_call_not_the_partition(logdir):
+    """pl_sync_through dups the segment descriptor for each fdatasync: when
+    no descriptor is left (EMFILE) it returns PL_E_NOFD, which is not
+    sticky in C (nothing was lost) and must not fail the partition in
+    Python either: the send raises, and once descriptors are free again
+    the next one succeeds."""
+    import resource
+    import pylog
+    from pylog.errors import LogFailedError, LogOSError
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with pylog.open(os.path.join(logdir, "l"), sync="always") as log:
+        log.create_topic("t", partitions=1)
+        prod = log.producer()
+        prod.send("t", b"first", partition=0)
+        fill = []
+        top = max(int(f) for f in os.listdir("/proc/self/fd")) + 8
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (top, hard))
+            while True:                 # take every descriptor below the limit
+                try:
+                    fill.append(os.open("/dev/null", os.O_RDONLY))
+                except OSError as exc:
+                    assert exc.errno == errno.EMFILE
+                    break
+            with pytest.raises(LogOSError) as got:
+                prod.send("t", b"no fd for the sync", partition=0)
+            assert not isinstance(got.value, LogFailedError)
+            assert got.value.errno == errno.EMFILE and "fdatasync" in str(got.value)
+        finally:
+            for fd in fill:
+                os.close(fd)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        prod.send("t", b"after", partition=0)   # the partition still works
+        values = [r.value for r in log.consumer("t", auto_offset_reset="earliest")
+                  .poll(timeout=1.0, max_records=10)]
+        assert values[0] == b"first" and values[-1] == b"after"

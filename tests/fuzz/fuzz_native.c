@@ -1,5 +1,5 @@
-/* Fuzz target over pylog's C core (csrc/pylog_native.c): batch header,
- * records decoding, segment scan, index search/validation.  Built by
+/* Fuzz target over pylog's C core (csrc/, declared in pylog_native.h):
+ * batch header, records decoding, segment scan, index search/validation.  Built by
  * tests/test_fuzz.py with AddressSanitizer + UBSan, either as a libFuzzer
  * target (clang -fsanitize=fuzzer) or, with -DPL_STANDALONE_FUZZ, with its
  * own driver: random inputs and mutations of valid batches for a time
