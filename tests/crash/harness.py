@@ -2,7 +2,9 @@
 admin (creating topics, adding partitions) run together on one log and are
 SIGKILLed at random instants. After each kill round the parent checks:
 
-* no lock is left held (pylog.lock and every partition.state byte 0);
+* no lock is left held by a live process (pylog.lock, meta.lock and every
+  partition's append lock, asked as FORMAT.rst L-2, L-7 and P-3 define
+  them: see tests/lockprobe.py);
 * reopening (first opener: recovery) gives, per partition, offsets 0..n-1
   with every acknowledged record exactly once, at its offset, unchanged;
 * every group's committed offset is at or after its last acknowledged
@@ -25,6 +27,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.dirname(HERE))      # tests/: lockprobe
+import lockprobe  # noqa: E402
 
 
 # ----------------------------------------------------------------- children --
@@ -131,30 +135,18 @@ def child_env():
     return env
 
 
-def locks_free(path):
-    """True when nobody holds pylog.lock or a partition's append lock."""
-    from pylog import _native
-    names = [os.path.join(path, "pylog.lock")]
-    for d in os.listdir(path):
-        st = os.path.join(path, d, "partition.state")
-        if os.path.exists(st):
-            names.append(st)
-    for n in names:
-        fd = os.open(n, os.O_RDWR)
-        try:
-            if not _native.lock(fd, 0, 1, "w", False):
-                return n
-            _native.lock(fd, 0, 1, "u", False)
-        finally:
-            os.close(fd)
-    return None
+def locks_held(path):
+    """Every lock of the log at ``path`` a live process still holds
+    (tests/lockprobe.py: pylog.lock L-2, meta.lock L-7 and each partition's
+    append lock P-3); an append lock left by a dead holder is free (P-3)."""
+    return lockprobe.held_locks(path)
 
 
 def check(path, st):
     import pylog
     from pylog.partition import Cursor
-    held = locks_free(path)
-    assert held is None, f"a lock is still held after every process died: {held}"
+    held = locks_held(path)
+    assert not held, f"locks still held after every process died: {held}"
     with pylog.open(path, sync="never") as log:
         topics = set(log.topics())
         missing = st.topics - topics
