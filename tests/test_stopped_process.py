@@ -1,5 +1,5 @@
 """One stopped process must not freeze the whole log (issue 13, FORMAT.rst
-L-7, M-12). A child process enters a metadata write transaction the way a
+L-7). A child process enters a metadata write transaction the way a
 consumer's heartbeat does (``Metadata.update_group``), says so, and is
 SIGSTOPped inside it. Meanwhile, in other processes:
 
