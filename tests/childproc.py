@@ -2,9 +2,11 @@
 with its own traceback, not with an empty ``readline()`` (b"") or a hang.
 
 ``readline(proc)`` reads one line of a ``subprocess.Popen`` started with
-``stdout=PIPE`` (and ``stderr=PIPE`` to see the traceback). At end of file
-or after ``timeout`` seconds it kills the child and raises ``ChildFailed``
-carrying the child's exit status and the tail of its stderr.
+``stdout=PIPE``. At end of file or after ``timeout`` seconds it kills the
+child and raises ``ChildFailed`` carrying the child's exit status and the
+tail of its stderr: a pipe (``stderr=PIPE``), or the file ``start()``
+gives a child whose stderr nobody reads while it runs (a pipe nobody reads
+stalls a chatty child once full).
 
 It reads the stdout descriptor directly (``os.read``), never through the
 buffered ``proc.stdout``, so a test may still ``proc.stdout.read()`` or
@@ -17,6 +19,8 @@ import os
 import select
 import signal
 import subprocess
+import sys
+import tempfile
 import time
 
 STDERR_TAIL = 4000
@@ -26,13 +30,32 @@ class ChildFailed(AssertionError):
     """A child process did not print the expected line."""
 
 
+def start(script: str, *args, env=None, **kw) -> subprocess.Popen:
+    """``python -c script args...`` with ``stdout=PIPE`` and stderr to an
+    unnamed temporary file that ``stderr_tail`` reads."""
+    err = tempfile.TemporaryFile()
+    try:
+        proc = subprocess.Popen([sys.executable, "-c", script, *map(str, args)],
+                                stdout=subprocess.PIPE, stderr=err, env=env, **kw)
+    except BaseException:
+        err.close()
+        raise
+    proc.stderr_file = err
+    return proc
+
+
 def stderr_tail(proc, limit: int = STDERR_TAIL) -> str:
     """The last ``limit`` characters of the child's stderr, read after it
     ended (the caller made sure it did); a note when it was not captured."""
-    if proc.stderr is None:
-        return "(stderr not captured: start the child with stderr=PIPE)"
+    f = getattr(proc, "stderr_file", None)
     try:
-        err = proc.stderr.read()
+        if f is not None:
+            f.seek(0)
+            err = f.read()
+        elif proc.stderr is not None:
+            err = proc.stderr.read()
+        else:
+            return "(stderr not captured: start the child with childproc.start)"
     except (OSError, ValueError):
         return "(stderr unreadable)"
     if isinstance(err, bytes):

@@ -81,7 +81,11 @@ def held_locks(log_dir: str) -> list[str]:
         held.append(f"{LOCK_FILE} byte 0 (L-2: the log is open for writing)")
     if conflicting_lock(os.path.join(log_dir, META_LOCK_FILE), 0):
         held.append(f"{META_LOCK_FILE} byte 0 (L-7: a metadata write runs)")
-    for d in sorted(os.listdir(log_dir)):
+    try:
+        names = sorted(os.listdir(log_dir))
+    except FileNotFoundError:          # not made yet: nothing to hold
+        return held
+    for d in names:
         st = os.path.join(log_dir, d, STATE_FILE)
         if os.path.isfile(st):
             token = append_lock_holder(log_dir, st)
