@@ -41,11 +41,13 @@ TEST_EXTS = (".py", ".c")
 # implemented. The files belong to the storage rewrite of issue 14; the
 # citation comment goes in at that place when it lands.
 MISSING_CODE_CITATION = {
-    "S-2": "csrc/pylog_native.c append_locked (batch base = next_offset) and the "
-           "scan's base-offset continuity check; pylog/verify.py segment walk",
-    "S-3": "pylog/partition.py _create_segment / grow (ftruncate preallocation), "
-           "csrc/pylog_native.c scan stops at a zero batchLength",
-    "B-1": "csrc/pylog_native.c batch header encoding (encode_batch / append_locked)",
+    "S-2": "csrc/pylog_native.c batch_ok (base offset == expected, the previous "
+           "batch's last + 1), used by the segment scan",
+    "S-3": "pylog/segment.py Segment.preallocate (zero-filled beyond the end); "
+           "csrc/pylog_native.c segment scan stops at a zero batchLength",
+    "B-1": "csrc/pylog_native.c write_header and the pl_batch_meta its callers fill "
+           "(producerId/epoch/sequence -1, "
+           "leader epoch 0, create-time timestamps)",
     "M-4": "pylog/topicadmin.py TopicAdmin.create_partitions (only grows)",
     "B-5": "not enforced on read at 1efc916; the B-5 fix of issue 14 (CorruptLogError "
            "for a zero-record batch in the C decode/scan and pylog/verify.py) cites it",
