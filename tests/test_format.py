@@ -23,6 +23,7 @@ import pytest
 
 import pylog
 from pylog.errors import CorruptLogError, InvalidArgument
+from pylog.partition import Cursor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FORMAT = os.path.join(ROOT, "FORMAT.rst")
@@ -55,7 +56,6 @@ MISSING_CODE_CITATION = {
 
 # Rules no test cites yet, with the reason.
 MISSING_TEST_CITATION = {
-    "B-6": "no test builds a zstd frame expanding past 256 MiB yet",
     "P-5": "ordering (LMDB first, files second) not observed by a test: "
            "tests/test_partition.py retention tests check the outcome only",
 }
@@ -341,3 +341,58 @@ def test_unknown_format_is_refused(logdir):
         env.close()
     with pytest.raises(CorruptLogError, match="metadata format"):
         pylog.open(logdir)
+
+
+def _crc32c(data: bytes) -> int:
+    """CRC32C (Castagnoli), bitwise: independent of pylog's (B-4)."""
+    table = _crc32c.table
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def _crc_table():
+    out = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        out.append(c)
+    return out
+
+
+_crc32c.table = _crc_table()
+assert _crc32c(b"123456789") == 0xE3069283
+
+
+def zstd_bomb_batch(base_offset: int, expand_to: int) -> bytes:
+    """A CRC-valid batch of one record (codec 4) whose zstd frame expands
+    to ``expand_to`` bytes of zeros."""
+    import zstandard
+    c = zstandard.ZstdCompressor(level=3).compressobj()
+    chunk = bytes(1 << 20)
+    frame = b"".join([c.compress(chunk) for _ in range(expand_to >> 20)] + [c.flush()])
+    body = struct.pack(">hiqqqhii", 4, 0, 1_700_000_000_000, 1_700_000_000_000,
+                       -1, -1, -1, 1) + frame
+    crc = _crc32c(body)
+    return struct.pack(">qiib", base_offset, 9 + len(body), 0, 2) + \
+        struct.pack(">I", crc) + body
+
+
+def test_zstd_frame_expanding_past_256_mib_is_refused(logdir):
+    # B-6: a frame that expands beyond 256 MiB is refused as corrupt
+    with pylog.open(logdir, sync="never") as log:
+        log.create_topic("t", segment_bytes=1 << 20, retention_ms=-1)
+        log.producer().send("t", b"first", partition=0)
+    seg = os.path.join(logdir, "t-0", f"{0:020d}.log")
+    with open(seg, "r+b") as f:
+        end, _ = batches(f.read())
+        f.seek(end)
+        f.write(zstd_bomb_batch(1, (256 << 20) + (1 << 20)))
+    with pylog.open(logdir, sync="never") as log:          # recovery keeps it
+        part = log.partition("t", 0)
+        assert part.failed is None
+        assert [r[3] for r in part.fetch(Cursor(0), 1)] == [b"first"]
+        with pytest.raises(CorruptLogError, match="expands past"):
+            part.fetch(Cursor(1), 10)
