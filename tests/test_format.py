@@ -13,6 +13,7 @@ reads the bytes for (file names and layout, segment contents, index
 entries, batch header fields, the LMDB keyspace).
 """
 
+import fcntl
 import json
 import os
 import re
@@ -56,8 +57,6 @@ MISSING_CODE_CITATION = {
 
 # Rules no test cites yet, with the reason.
 MISSING_TEST_CITATION = {
-    "P-5": "ordering (LMDB first, files second) not observed by a test: "
-           "tests/test_partition.py retention tests check the outcome only",
 }
 
 # Rule IDs cited that FORMAT.rst does not define (none may be).
@@ -151,6 +150,7 @@ def test_every_cited_rule_is_defined():
 # -- the bytes of a real log --
 
 SEGMENT_BYTES = 65536
+F_OFD_SETLK = getattr(fcntl, "F_OFD_SETLK", 37)
 BATCH_HEADER = struct.Struct(">qiibIhiqqqhii")       # the 61-byte header (B table)
 assert BATCH_HEADER.size == 61
 
@@ -396,3 +396,32 @@ def test_zstd_frame_expanding_past_256_mib_is_refused(logdir):
         assert [r[3] for r in part.fetch(Cursor(0), 1)] == [b"first"]
         with pytest.raises(CorruptLogError, match="expands past"):
             part.fetch(Cursor(1), 10)
+
+
+def test_retention_deletes_nothing_while_the_metadata_writer_is_busy(logdir):
+    # P-5: the new log start is recorded in LMDB first, files deleted
+    # second; when the record cannot be made without waiting (L-7: this
+    # test holds meta.lock), nothing is deleted in that pass
+    with pylog.open(logdir, sync="never") as log:
+        log.create_topic("t", retention_bytes=200_000, segment_bytes=SEGMENT_BYTES,
+                         retention_ms=-1)
+        prod = log.producer()
+        part = log.partition("t", 0)
+        fd = os.open(os.path.join(logdir, "meta.lock"), os.O_RDWR | os.O_CLOEXEC)
+        try:
+            req = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 1, 0)
+            fcntl.fcntl(fd, F_OFD_SETLK, req)
+            for i in range(4000):               # rolls apply retention too
+                prod.send("t", b"%08d" % i + bytes(150), partition=0)
+            log.enforce_retention()
+            assert part.state().log_start_offset == 0
+            assert segments(part.dir)[0][0] == 0, "a segment was deleted"
+            assert part.fetch(Cursor(0), 1)[0][3][:8] == b"00000000"
+        finally:
+            os.close(fd)                          # releases the OFD lock
+        log.enforce_retention()
+        start = part.state().log_start_offset
+        assert start > 0
+        assert segments(part.dir)[0][0] <= start
+    with pylog.open(logdir, sync="never") as log:    # the record was made first
+        assert log.partition("t", 0).state().log_start_offset == start
