@@ -6,14 +6,14 @@ exactly once, and that appends continue at the right offset."""
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
 import pylog
 from pylog.partition import Cursor
+
+import childproc
 
 WRITER = r"""
 import sys, pylog
@@ -40,10 +40,9 @@ while True:
 
 
 def run_and_kill(logdir, sync, run, rng, env):
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, logdir, sync, run],
-                            stdout=subprocess.PIPE, env=env)
+    proc = childproc.start(WRITER, logdir, sync, run, env=env)
     try:
-        assert proc.stdout.readline() == b"ready\n"
+        childproc.expect(proc, b"ready")
         time.sleep(rng.uniform(0.020, 0.300))
         proc.send_signal(signal.SIGKILL)
         out = proc.stdout.read()

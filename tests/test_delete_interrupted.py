@@ -73,6 +73,8 @@ def check_no_resurrection(logdir):
 
 
 def test_delete_killed_after_metadata_commit(logdir, child_env, tmp_path):
+    # L-5 / M-11: the topic is gone from the delete's commit (with its
+    # tombstone); the next writable open finishes retiring its directories
     proc = run_child(logdir, "killed", child_env, str(tmp_path / "gate"))
     assert proc.returncode == -9, proc.stderr.decode()[-2000:]
     assert os.path.isdir(os.path.join(logdir, "t-0"))   # the interrupted state

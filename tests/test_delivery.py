@@ -17,6 +17,8 @@ import pytest
 import pylog
 from pylog import TopicPartition as TP
 
+import childproc
+
 
 @pytest.fixture
 def log(tmp_path):
@@ -118,7 +120,7 @@ def test_ctrl_c_loses_nothing(tmp_path, child_env, mode):
     proc = subprocess.Popen([sys.executable, "-c", _CTRL_C_CHILD, path, mode,
                              str(handled_file)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=child_env)
-    assert proc.stdout.readline() == b"ready\n", proc.stderr.read().decode()
+    childproc.expect(proc, b"ready")
     time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
@@ -397,12 +399,11 @@ def test_stopped_member_never_returns_records_it_lost(tmp_path, child_env):
     log = pylog.open(path, sync="never")
     log.create_topic("t")
     p = log.producer()
-    a = subprocess.Popen([sys.executable, "-c", _STOPPED_MEMBER, path],
-                         stdout=subprocess.PIPE, env=child_env)
+    a = childproc.start(_STOPPED_MEMBER, path, env=child_env)
     lines = []
     reader = threading.Thread(target=lambda: lines.extend(iter(a.stdout.readline, b"")),
                               daemon=True)
-    assert a.stdout.readline() == b"joined\n"
+    childproc.expect(a, b"joined")
     reader.start()
     stop = threading.Event()
 

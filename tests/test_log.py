@@ -3,14 +3,14 @@ the disk unchanged."""
 
 import hashlib
 import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
 import pylog
 from pylog import errors
+
+import childproc
 
 
 def snapshot(root):
@@ -114,10 +114,9 @@ def test_readonly_while_another_process_writes(tmp_path):
         print("ready", flush=True)
         time.sleep(30)
     """)
-    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
-                             env=dict(os.environ, PYTHONPATH=os.getcwd()))
+    child = childproc.start(script, env=dict(os.environ, PYTHONPATH=os.getcwd()))
     try:
-        assert child.stdout.readline().strip() == b"ready"
+        childproc.expect(child, b"ready")
         with pylog.open(tmp_path, readonly=True) as ro:
             assert ro.describe_topic("t").partition_info[0].end_offset == 200
     finally:

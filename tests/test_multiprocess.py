@@ -4,8 +4,6 @@ a tailing reader, a writer SIGKILLed mid-run, and a Log used across fork()."""
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 import zlib
 
@@ -13,6 +11,8 @@ import pytest
 
 import pylog
 from pylog.partition import Cursor
+
+import childproc
 
 CFG = dict(segment_bytes=65536, max_message_bytes=60000, retention_ms=-1)
 
@@ -62,9 +62,8 @@ print("read", n, flush=True)
 
 
 def start(script, *args, env):
-    p = subprocess.Popen([sys.executable, "-c", script, *map(str, args)],
-                         stdout=subprocess.PIPE, env=env)
-    assert p.stdout.readline() == b"ready\n"
+    p = childproc.start(script, *args, env=env)
+    childproc.expect(p, b"ready")
     return p
 
 

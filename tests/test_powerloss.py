@@ -32,6 +32,8 @@ import pytest
 import pylog
 from pylog.partition import Cursor
 
+import childproc
+
 PAGE = 4096
 # (the `shim` fixture, tests/shim/pylogshim.c built once: tests/conftest.py)
 
@@ -86,8 +88,7 @@ def run_and_kill(logdir, shadow, sync, nthreads, rng, env, so, min_s=0.05, max_s
     proc = subprocess.Popen([sys.executable, "-c", CHILD, logdir, sync, str(nthreads)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     try:
-        line = proc.stdout.readline()
-        assert line == b"ready\n", line + proc.stderr.read()
+        childproc.expect(proc, b"ready")
         time.sleep(rng.uniform(min_s, max_s))
         proc.send_signal(signal.SIGKILL)
         out = proc.stdout.read()

@@ -48,6 +48,7 @@ BAD_NAMES = ["", ".", "..", "../x", "a/b", "/abs", "a\\b", "a\0b", "x" * 250,
 
 @pytest.mark.parametrize("name", BAD_NAMES, ids=[repr(n)[:20] for n in BAD_NAMES])
 def test_bad_topic_names_change_nothing(log, logdir, name):
+    # M-3: names are checked before anything touches the disk
     before = tree(logdir)
     for call in (lambda: log.create_topic(name),
                  lambda: log.producer().send(name, b"v"),

@@ -1,5 +1,5 @@
 """One stopped process must not freeze the whole log (issue 13, FORMAT.rst
-L-7, M-12). A child process enters a metadata write transaction the way a
+L-7). A child process enters a metadata write transaction the way a
 consumer's heartbeat does (``Metadata.update_group``), says so, and is
 SIGSTOPped inside it. Meanwhile, in other processes:
 
@@ -22,6 +22,8 @@ import pytest
 
 import pylog
 from pylog.partition import Cursor
+
+import childproc
 
 # Rolls happen every ~64 KiB: 400 records of 1 KiB roll about 6 times.
 CFG = dict(segment_bytes=65536, retention_ms=-1)
@@ -60,8 +62,7 @@ def start_client(script, args, env):
     proc = subprocess.Popen([sys.executable, "-c", script, *args], env=env,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
-    line = proc.stdout.readline()
-    assert line == b"ready\n", line + proc.stderr.read()
+    childproc.expect(proc, b"ready")
     return proc
 
 
@@ -90,8 +91,7 @@ def holder(logdir, child_env):
         child = subprocess.Popen([sys.executable, "-c", HOLDER, logdir], env=child_env,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         procs.append(child)
-        line = child.stdout.readline()
-        assert line == b"holding\n", line + child.stderr.read()
+        childproc.expect(child, b"holding")
         os.kill(child.pid, signal.SIGSTOP)
         return child
 

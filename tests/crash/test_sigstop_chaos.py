@@ -22,7 +22,6 @@ Seeds are printed; ``PYLOG_SEED`` replays one.
 import os
 import random
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -30,6 +29,9 @@ import time
 import pytest
 
 import pylog
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import childproc  # noqa: E402
 
 STALL_BOUND_S = 1.5
 PRODUCERS, MEMBERS, PARTITIONS = 8, 4, 4
@@ -76,9 +78,8 @@ while True:
 
 
 def _start(script, *args, env):
-    p = subprocess.Popen([sys.executable, "-c", script, *map(str, args)],
-                         stdout=subprocess.PIPE, env=env)
-    assert p.stdout.readline() == b"ready\n"
+    p = childproc.start(script, *args, env=env)
+    childproc.expect(p, b"ready")
     # drained all along: a full pipe would stall the child, not pylog
     p.chunks = []
     p.reader = threading.Thread(target=lambda: p.chunks.extend(
