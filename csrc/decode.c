@@ -81,6 +81,8 @@ int pl_records_decode(const uint8_t *recs, size_t len, int32_t count, int32_t la
         return PL_E_INVAL;
     if (count < 0 || last_offset_delta < 0)
         return PL_C_LAST_OFFSET_DELTA;
+    if (count == 0)
+        return PL_C_EMPTY_BATCH; /* B-5 */
     /* a record takes at least 7 bytes; cheap reject before any work */
     if ((uint64_t)count * 7 > len)
         return PL_C_COUNT;
@@ -244,6 +246,8 @@ int pl_fetch(const uint8_t *seg, size_t end, size_t pos, int64_t expected, int64
             rc = PL_C_CRC; /* B-4 */
         if (rc == 0 && (h.records_count < 0 || h.last_offset_delta < 0))
             rc = PL_C_LAST_OFFSET_DELTA;
+        if (rc == 0 && h.records_count == 0)
+            rc = PL_C_EMPTY_BATCH; /* B-5: never skip the offsets it claims */
         /* dense offsets: this batch starts where the previous one ended, or
          * (first batch of an unknown one) holds `expected`: baseOffset is
          * outside the CRC, so this is what catches a damaged one */

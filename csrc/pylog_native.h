@@ -64,7 +64,8 @@ enum pl_corruption {
     PL_C_HEADERS_COUNT      = 14,  /* headersCount < 0                   */
     PL_C_LAST_OFFSET_DELTA  = 15,  /* lastOffsetDelta < 0 or recordsCount < 0 */
     PL_C_POSITION_RANGE     = 16,  /* batch position does not fit int32       */
-    PL_C_MAX                = 16
+    PL_C_EMPTY_BATCH        = 17,  /* B-5: recordsCount is 0                  */
+    PL_C_MAX                = 17
 };
 
 /* What a status or reason code means, for messages ("unknown status" for

@@ -16,7 +16,9 @@ static int batch_ok(const uint8_t *buf, size_t len, size_t pos, int64_t expected
         return PL_C_CRC; /* B-4 */
     if (h->last_offset_delta < 0 || h->records_count < 0)
         return PL_C_LAST_OFFSET_DELTA;
-    if (expected >= 0 && h->base_offset != expected)
+    if (h->records_count == 0)
+        return PL_C_EMPTY_BATCH; /* B-5: it would claim offsets holding nothing */
+    if (expected >= 0 && h->base_offset != expected) /* S-2: dense offsets */
         return PL_C_OFFSET_MISMATCH;
     if (__builtin_add_overflow(h->base_offset, (int64_t)h->last_offset_delta, last))
         return PL_C_OFFSET_RANGE;
@@ -52,7 +54,7 @@ int pl_segment_scan(const uint8_t *buf, size_t len, size_t start_pos, int64_t ex
             break;
         }
         if (rd32(buf + pos + 8) == 0)
-            break; /* zero batchLength: preallocated zero-filled tail, normal end */
+            break; /* zero batchLength: preallocated zero-filled tail, normal end (S-3) */
         pl_batch_header_out h;
         int64_t last = 0;
         int rc = batch_ok(buf, len, pos, expected, segment_base_offset, &h, &last);

@@ -23,6 +23,7 @@ static const char *const reason_strs[PL_C_MAX + 1] = {
     "negative headersCount (R-7)",
     "negative lastOffsetDelta or recordsCount",
     "batch position does not fit in an int32 index entry",
+    "batch holds no records (B-5)",
 };
 
 const char *pl_reason_str(int code)

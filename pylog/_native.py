@@ -450,6 +450,8 @@ def _decode_raw(data: bytes, header: BatchHeader):
     pos = header.position
     if n < 0 or header.last_offset_delta < 0:
         raise _corrupt(lib.PL_C_LAST_OFFSET_DELTA, pos)
+    if n == 0:  # B-5
+        raise _corrupt(lib.PL_C_EMPTY_BATCH, pos)
     if n * 7 > len(data):  # R-5 (each record takes at least 7 bytes)
         raise _corrupt(lib.PL_C_COUNT, pos)
     # one allocation: the records' fields, then room for n headers

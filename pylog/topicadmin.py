@@ -187,7 +187,7 @@ class TopicAdmin:
                          TopicConfig.from_dict(doc["config"]).to_dict(), infos)
 
     def create_partitions(self, name: str, total: int) -> TopicInfo:
-        """Grow a topic to ``total`` partitions (never shrinks, as Kafka)."""
+        """Grow a topic to ``total`` partitions (never shrinks, as Kafka; M-4)."""
         validate_topic_name(name)
         self._writable(f"add partitions to {name!r}")
         doc = self._topic_doc(name, 0)

@@ -16,6 +16,7 @@ import pylog
 from pylog import CorruptLogError, LogFailedError
 from pylog import _native
 from pylog.partition import Cursor
+from pylog.verify import verify_log
 
 CFG = dict(segment_bytes=65536, max_message_bytes=60000, retention_ms=-1)
 
@@ -245,6 +246,7 @@ def test_garbage_indexes_never_break_reads(logdir):
 CHECKER = r"""
 import json, sys, pylog
 from pylog.partition import Cursor
+from pylog.verify import verify_log
 path, n_expected = sys.argv[1], int(sys.argv[2])
 expected = [bytes.fromhex(h) for h in json.load(open(sys.argv[3]))]
 res = {"ok": 0, "errors": 0, "wrong": []}
@@ -314,3 +316,35 @@ def test_random_bit_flips(logdir, child_env, tmp_path):
 def test_random_bit_flips_long(logdir, child_env, tmp_path):
     seed = int(os.environ.get("PYLOG_SEED", random.randrange(2**32)))
     bit_flip_trials(logdir, child_env, 300, seed, str(tmp_path))
+
+
+def test_zero_record_batch_is_reported_not_skipped(logdir):
+    """B-5: a CRC-valid batch that holds no records but claims offsets is
+    damage: verify reports it, a consumer raises CorruptLogError at it and
+    never silently skips the offsets it claims."""
+    d = clean_log(logdir)
+    path = sorted(os.path.join(d, n) for n in os.listdir(d) if n.endswith(".log"))[0]
+    bs = batches(path)
+    pos, h = bs[len(bs) // 2]
+    with open(path, "rb") as f:
+        data = f.read()
+    empty = bytearray(data[pos:pos + 61])
+    empty[8:12] = (49).to_bytes(4, "big")          # batchLength: header only
+    empty[57:61] = (0).to_bytes(4, "big")          # recordsCount 0, lastOffsetDelta kept
+    empty[17:21] = _native.crc32c(bytes(empty[21:])).to_bytes(4, "big")
+    assert _native.read_batch_header(bytes(empty), 0, 61).crc_valid
+    with open(path, "wb") as f:
+        f.write(data[:pos] + bytes(empty) + data[pos + h.size:])
+    for ext in (".index", ".timeindex"):           # derived; rebuilt from the log
+        os.unlink(path[:-4] + ext)
+    problems = verify_log(logdir)
+    assert any("B-5" in str(p) and str(pos) in str(p) for p in problems), problems
+    with pylog.open(logdir, sync="never") as log:
+        c = log.consumer("t", auto_offset_reset="earliest")
+        got = []
+        with pytest.raises(CorruptLogError) as ei:
+            while batch := c.poll(timeout=0.2, max_records=500):
+                got.extend(r.offset for r in batch)
+        assert "B-5" in str(ei.value)
+        assert got == list(range(h.base_offset)), "records before the damage, in order"
+        c.close()

@@ -43,16 +43,6 @@ TEST_EXTS = (".py", ".c")
 # implemented. The files belong to the storage rewrite of issue 14; the
 # citation comment goes in at that place when it lands.
 MISSING_CODE_CITATION = {
-    "S-2": "csrc/pylog_native.c batch_ok (base offset == expected, the previous "
-           "batch's last + 1), used by the segment scan",
-    "S-3": "pylog/segment.py Segment.preallocate (zero-filled beyond the end); "
-           "csrc/pylog_native.c segment scan stops at a zero batchLength",
-    "B-1": "csrc/pylog_native.c write_header and the pl_batch_meta its callers fill "
-           "(producerId/epoch/sequence -1, "
-           "leader epoch 0, create-time timestamps)",
-    "M-4": "pylog/topicadmin.py TopicAdmin.create_partitions (only grows)",
-    "B-5": "not enforced on read at 1efc916; the B-5 fix of issue 14 (CorruptLogError "
-           "for a zero-record batch in the C decode/scan and pylog/verify.py) cites it",
 }
 
 # Rules no test cites yet, with the reason.
