@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+import childproc
+
 import pylog
 from pylog import TopicPartition
 from pylog.verify import dump_segment
@@ -275,7 +277,7 @@ def test_verify_while_another_process_writes(logdir):
     w = subprocess.Popen([sys.executable, "-c", code, str(logdir)],
                          stdout=subprocess.PIPE, env=_env())
     try:
-        assert w.stdout.readline().strip() == b"ready"
+        childproc.expect(w, b"ready")
         for _ in range(3):
             r = run("verify", logdir)
             assert r.returncode == 0, r.stdout.decode()
@@ -418,7 +420,7 @@ def test_groups_reset_refused_with_live_member(logdir):
     w = subprocess.Popen([sys.executable, "-c", code, str(logdir)],
                          stdout=subprocess.PIPE, env=_env())
     try:
-        assert w.stdout.readline().strip() == b"ready"
+        childproc.expect(w, b"ready")
         assert "Dry run" in ok("groups", logdir, "reset", "inventory", "--to-earliest")
         r = run("groups", logdir, "reset", "inventory", "--to-earliest", "--execute")
         assert r.returncode == 2 and b"live member" in r.stderr
@@ -434,7 +436,7 @@ def test_info_on_log_another_process_has_open(logdir):
     w = subprocess.Popen([sys.executable, "-c", code, str(logdir)],
                          stdout=subprocess.PIPE, env=_env())
     try:
-        assert w.stdout.readline().strip() == b"ready"
+        childproc.expect(w, b"ready")
         info = json.loads(ok("info", logdir, "--json"))
         orders = [t for t in info["topics"] if t["name"] == "orders"][0]
         with pylog.open(str(logdir), readonly=True) as log:

@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+import childproc
+
 import pylog
 from pylog import TopicPartition as TP
 
@@ -126,11 +128,11 @@ def test_sigkill_member_hands_partitions_to_survivor(tmp_path):
         victim = subprocess.Popen(
             [sys.executable, "-c", MEMBER, str(tmp_path), "g", "victim", "60"],
             stdout=subprocess.PIPE, env=child_env(), text=True)
-        assert victim.stdout.readline().startswith("owned")
+        childproc.expect(victim, b"owned", prefix=True)
         survivor = subprocess.Popen(
             [sys.executable, "-c", MEMBER, str(tmp_path), "g", "survivor", "12"],
             stdout=subprocess.PIPE, env=child_env(), text=True)
-        assert survivor.stdout.readline().startswith("owned")
+        childproc.expect(survivor, b"owned", prefix=True)
         for i in range(400):
             p.send("t", b"%d" % i, partition=i % 4)
             if i == 200:

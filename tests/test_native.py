@@ -15,6 +15,8 @@ import time
 
 import crc32c as crc_oracle
 import pytest
+
+import childproc
 import zstandard
 from hypothesis import HealthCheck, given, settings, strategies as st
 from kafka.partitioner.default import DefaultPartitioner, murmur2 as kafka_murmur2
@@ -768,7 +770,7 @@ def test_lock_across_processes(tmp_path):
     child = subprocess.Popen([sys.executable, "-c", LOCK_CHILD, str(path)],
                              stdout=subprocess.PIPE, env=env, cwd=REPO_ROOT)
     try:
-        assert child.stdout.readline().strip() == b"locked"
+        childproc.expect(child, b"locked")
         with open(path, "r+b") as f:
             assert n.lock(f.fileno(), 0, 0, "w", False) is False
             assert n.lock(f.fileno(), 10, 5, "r", False) is False
