@@ -30,19 +30,21 @@ class ScanResult(NamedTuple):
     bytes_since_last_entry: int
 
 
-_SCAN_CAP = 4096
-
-
 def scan_segment(buf, start: int = 0, end: Optional[int] = None, *, expected_offset: int = -1,
                  segment_base_offset: int = 0, index_interval_bytes: int = 4096,
-                 bytes_since_last_entry: int = 0, max_timestamp: int = -1) -> ScanResult:
+                 bytes_since_last_entry: int = 0, max_timestamp: int = -1,
+                 entry_cap: int = 4096) -> ScanResult:
     """Walk valid batches of ``buf[start:end]`` (see pl_segment_scan).
 
     ``expected_offset`` -1 disables the baseOffset continuity check.  A
     zero-filled tail is a clean end.  Index entries use positions in ``buf``.
+    ``entry_cap`` index entries are collected per native call: the scan
+    resumes where a full call stopped, so it bounds memory, not the result.
     """
-    idx = ffi.new("int32_t[]", 2 * _SCAN_CAP)
-    tidx = ffi.new("int64_t[]", 2 * _SCAN_CAP)
+    if entry_cap < 1:
+        raise InvalidArgument(f"scan a segment: entry_cap={entry_cap!r} must be at least 1")
+    idx = ffi.new("int32_t[]", 2 * entry_cap)
+    tidx = ffi.new("int64_t[]", 2 * entry_cap)
     out = ffi.new("pl_scan_out *")
     index_entries = []
     timeindex_entries = []
@@ -62,7 +64,7 @@ def scan_segment(buf, start: int = 0, end: Optional[int] = None, *, expected_off
         while True:
             cnt = lib.pl_segment_scan(p, end, pos, next_offset if check else -1,
                                       segment_base_offset, index_interval_bytes, bsle, maxts,
-                                      idx, tidx, _SCAN_CAP, out)
+                                      idx, tidx, entry_cap, out)
             _check(cnt, "scan a segment", hint="start, end and index arguments in range")
             if cnt:
                 iv = memoryview(ffi.buffer(idx, 8 * cnt)).cast("i").tolist()

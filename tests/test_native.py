@@ -23,7 +23,7 @@ from kafka.partitioner.default import DefaultPartitioner, murmur2 as kafka_murmu
 from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 from kafka.record.memory_records import MemoryRecords
 
-from pylog import _native as n, _scan
+from pylog import _native as n
 from pylog.errors import CorruptLogError, InvalidArgument
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(n.__file__)))
@@ -569,12 +569,12 @@ def test_scan_clean_with_zero_tail_and_index():
         assert n.timeindex_lookup(tb, target) == (want[-1] if want else None)
 
 
-def test_scan_chunks_across_capacity(monkeypatch):
+def test_scan_chunks_across_capacity():
     rng = random.Random(11)
     log, meta = build_log(rng, 200)
     full = n.scan_segment(log, 0, len(log), index_interval_bytes=0, expected_offset=0)
-    monkeypatch.setattr(_scan, "_SCAN_CAP", 7)
-    chunked = n.scan_segment(log, 0, len(log), index_interval_bytes=0, expected_offset=0)
+    chunked = n.scan_segment(log, 0, len(log), index_interval_bytes=0, expected_offset=0,
+                             entry_cap=7)
     assert chunked == full and len(full.index_entries) == 200
 
 
@@ -755,7 +755,7 @@ def test_doorbell_across_processes(tmp_path):
 
 LOCK_CHILD = """
 import sys, time
-from pylog import _native as n, _scan
+from pylog import _native as n
 f = open(sys.argv[1], "r+b")
 assert n.lock(f.fileno(), 0, 0, "w", True)
 print("locked", flush=True)
