@@ -283,7 +283,10 @@ class Segment:
     def recover(self, *, checkpoint: tuple[int, int] | None = None,
                 sealed: bool = False) -> int:
         """Check this segment's batches, cut a torn tail, rebuild its
-        indexes (P-4, I-3); return how many bytes were truncated.
+        indexes (P-4, I-3); return how many bytes of torn tail were cut.
+        The end of data (S-3: zeros, or fewer bytes than a batch's
+        baseOffset and batchLength) is trimmed too, but is no damage and is
+        not counted.
 
         Needs a writable Segment. Raises CorruptLogError (file, position) for
         damage that is not a torn tail. See :meth:`recover_scan`."""
