@@ -400,37 +400,9 @@ class Reader:
     def _locate(self, seg: Segment, offset: int, end: int,
                 last_offset: int | None) -> int:
         """Byte position of the batch holding ``offset`` (or of the first
-        batch after it) in ``seg``, found with the sparse index (I-2)."""
-        pos = 0
-        expected = seg.base_offset       # baseOffset of the batch at pos
+        batch after it) in ``seg``, through its checked sparse index."""
         idx, _ = self.indexes(seg, end, last_offset)
-        m = seg.mapped(end) if end else None
-        hit = _native.index_lookup(idx, offset - seg.base_offset) if idx else None
-        if hit is not None:
-            # I-3: trust an entry only if the batch it points at ends at its
-            # offset; otherwise walk from the start of the segment.
-            try:
-                h = _native.read_batch_header(m, hit[1], end)
-                if h.crc_valid and h.last_offset == seg.base_offset + hit[0]:
-                    pos, expected = hit[1], h.base_offset
-            except CorruptLogError:
-                pass
-        while pos < end:
-            try:
-                header = batch.read_header(m, pos, end)
-            except CorruptLogError as exc:
-                raise exc.with_path(seg.path) from None
-            # baseOffset is outside the CRC (B-4): check the dense sequence
-            if header.base_offset != expected:
-                raise CorruptLogError(
-                    f"batch claims offset {header.base_offset} where "
-                    f"{expected} belongs: baseOffset is not the expected next "
-                    "offset", seg.path, pos)
-            if header.last_offset >= offset:
-                return pos
-            pos += header.size
-            expected = header.last_offset + 1
-        return pos
+        return seg.locate(offset, end, idx)
 
     def offset_for_time(self, timestamp_ms: int) -> int | None:
         """The first offset whose record has timestamp >= ``timestamp_ms``."""

@@ -279,6 +279,58 @@ class Segment:
         _replace_file(self.index_path, idx)
         _replace_file(self.timeindex_path, tidx)
 
+    # -- lookups -------------------------------------------------------------
+    def locate(self, offset: int, end: int, idx: bytes) -> int:
+        """Byte position of the batch holding ``offset`` (or of the first
+        batch after it) among the batches in ``[0, end)``, found with the
+        checked sparse index ``idx`` (I-2): the last entry at or before the
+        offset, trusted only if the batch it points at ends at its offset
+        (I-3), then a walk that checks the dense offset sequence (S-2).
+        Raises CorruptLogError (with this file) for a bad batch on the way."""
+        pos = 0
+        expected = self.base_offset       # baseOffset of the batch at pos
+        m = self.mapped(end) if end else None
+        hit = _native.index_lookup(idx, offset - self.base_offset) if idx else None
+        if hit is not None:
+            try:
+                h = _native.read_batch_header(m, hit[1], end)
+                if h.crc_valid and h.last_offset == self.base_offset + hit[0]:
+                    pos, expected = hit[1], h.base_offset
+            except CorruptLogError:
+                pass
+        while pos < end:
+            try:
+                header = batch.read_header(m, pos, end)
+            except CorruptLogError as exc:
+                raise exc.with_path(self.path) from None
+            # baseOffset is outside the CRC (B-4): check the dense sequence
+            if header.base_offset != expected:
+                raise CorruptLogError(
+                    f"batch claims offset {header.base_offset} where "
+                    f"{expected} belongs: baseOffset is not the expected next "
+                    "offset", self.path, pos)
+            if header.last_offset >= offset:
+                return pos
+            pos += header.size
+            expected = header.last_offset + 1
+        return pos
+
+    # -- the index rule (I-2) -----------------------------------------------
+    @staticmethod
+    def index_due(position: int, last_entry_position: int) -> bool:
+        """I-2: does the batch at ``position`` get an index entry, the last
+        entry's batch being at ``last_entry_position`` (0 when none)?"""
+        return position - last_entry_position >= INDEX_INTERVAL_BYTES
+
+    def append_index_entry(self, last_offset: int, position: int,
+                           max_timestamp: int) -> None:
+        """Append the I-2 entry of the batch at ``position`` ending at
+        ``last_offset`` and its T-2 time index entry (writer side)."""
+        ifd, tfd = self.index_fds()
+        rel = last_offset - self.base_offset
+        os.write(ifd, INDEX_ENTRY.pack(rel, position))
+        os.write(tfd, TIMEINDEX_ENTRY.pack(max_timestamp, rel))
+
     # -- recovery --------------------------------------------------------------
     def recover(self, *, checkpoint: tuple[int, int] | None = None,
                 sealed: bool = False) -> int:

@@ -38,8 +38,8 @@ from . import _native, batch
 from .errors import (CorruptLogError, DiskFullError, FileVanishedError, LogClosed,
                      LogFailedError, TopicNotFound)
 from .retention import enforce_retention_locked
-from .segment import (INDEX_ENTRY, INDEX_INTERVAL_BYTES, PREALLOCATE_BYTES,
-                      PREALLOCATE_BYTES_MIN, TIMEINDEX_ENTRY, Segment, fsync_dir)
+from .segment import (INDEX_INTERVAL_BYTES, PREALLOCATE_BYTES, PREALLOCATE_BYTES_MIN,
+                      Segment, fsync_dir)
 from .sharedstate import State
 
 _log = logging.getLogger("pylog")
@@ -399,11 +399,9 @@ class Writer:
         last_offset = next_offset + n - 1
         batch_max_ts = max(r[0] for r in records) if n > 1 else records[0][0]
         max_ts_seg = max(max_ts_seg, batch_max_ts)
-        if pos - self._shared.index_position() >= INDEX_INTERVAL_BYTES:
-            # I-2; the position of the last entry is shared by all writers
-            os.write(seg.index_fds()[0], INDEX_ENTRY.pack(last_offset - seg.base_offset, pos))
-            os.write(seg.index_fds()[1], TIMEINDEX_ENTRY.pack(
-                max_ts_seg, last_offset - seg.base_offset))
+        if seg.index_due(pos, self._shared.index_position()):
+            # the position of the last entry is shared by all writers (P-3)
+            seg.append_index_entry(last_offset, pos, max_ts_seg)
             self._shared.set_index_position(pos)
         end = pos + size
         self._shared.publish(last_offset + 1, seg.base_offset, end, max_ts_seg, gen,
