@@ -54,9 +54,16 @@ _LIVE_CHECK_S = 1.0   # how often a read-only view looks for a live writer
 
 
 class Partition:
-    """One topic-partition; see the module docstring. The append, fetch and
-    flush entry points are the writer's and reader's own bound methods (no
-    extra call on the hot paths)."""
+    """One topic-partition; see the module docstring. The append and fetch
+    entry points are the writer's and reader's own bound methods (no extra
+    call on the hot paths); a read-only partition has no writer.
+
+    Thread safety: every public method is thread-safe; each part keeps its
+    own lock (SharedState.wlock and the append lock for writes, recovery and
+    retention; the reader lock for reader maps). Durability: appends are
+    durable per the sync mode when they return (Writer); :meth:`flush`
+    makes everything appended durable; :meth:`close` flushes and records a
+    recovery checkpoint (P-4)."""
 
     def __init__(self, root: str, topic: str, index: int, config: TopicConfig,
                  meta, *, sync: str = "always", readonly: bool = False,
@@ -92,7 +99,7 @@ class Partition:
             raise CorruptLogError("partition directory is a symlink; refusing "
                                   "to follow it", self.dir)
         self.dir_identity = Identity(self.dir, "partition directory")   # L-6
-        self.shared = SharedState(self.dir, readonly, lock_identity, _log)
+        self.shared = SharedState(self.dir, readonly, lock_identity)
         self.reader = Reader(self, self.shared, self._handoff)
         self.writer = None if readonly else Writer(
             self, self.shared, sync=sync, bell_ptr=bell_ptr, bell_slot=bell_slot,

@@ -63,10 +63,15 @@ class Cursor:
 
 
 class Reader:
-    """Reads of one partition; see the module docstring for the hand-off,
-    thread safety and durability. ``part`` is the owning Partition: its
-    state machine (``check``), published state (``state()``, and the
-    read-only view's ``memory_state``), name and sync mode."""
+    """Reads of one partition (the hand-off: see the module docstring).
+    ``part`` is the owning Partition: its state machine (``check``),
+    published state (``state()``, and the read-only view's
+    ``memory_state``), name and sync mode.
+
+    Thread safety: thread-safe; ``_rlock`` guards the segment list and the
+    LRU of maps, and is released before wait_fetch sleeps. Durability: reads
+    see only published (whole, committed) batches; :meth:`sync_for_commit`
+    makes the active segment durable before an offset commit."""
 
     def __init__(self, part, shared, handoff):
         self._part = part

@@ -9,7 +9,14 @@ File model (FORMAT.rst S-*, I-*, T-*):
   partition's state file, not in the file size. A *sealed* segment is
   truncated to its valid end, so its size is its end (S-4).
 * ``.index`` and ``.timeindex`` are sparse, derived data (I-3): validated
-  before use and rebuilt from the ``.log`` when missing or damaged.
+  before use and rebuilt from the ``.log`` when missing or damaged
+  (:mod:`pylog.index`). A Segment knows its index rule (I-2,
+  :meth:`Segment.index_due`) and finds an offset's batch with it
+  (:meth:`Segment.locate`).
+* :meth:`Segment.recover` checks one segment after a crash, cuts a torn
+  tail and returns how many bytes it cut (P-4). Whether damage is a torn
+  tail is decided by :func:`first_valid_batch_after`, the one search for a
+  valid batch after damage, which ``pylog verify`` uses too.
 
 Thread safety: none; the owning Partition serializes every call. Several
 processes may map the same files: only the holder of the partition's append
@@ -164,7 +171,7 @@ class Segment:
     def hold(self):
         """(a new native pointer to the current map, the map, its length),
         or None when nothing is mapped: for a native call that runs longer
-        than the caller holds any lock (Partition.wait_fetch). While the
+        than the caller holds any lock (Reader.wait_fetch). While the
         pointer is held the map cannot be unmapped (unmap() then leaves it to
         the holder), who releases it (_native.release)."""
         m = self._map

@@ -22,6 +22,7 @@ is rebuilt by recovery (P-4) after the last process closes or crashes.
 
 from __future__ import annotations
 
+import logging
 import mmap
 import os
 import sys
@@ -32,6 +33,8 @@ from operator import itemgetter
 from . import _native
 from .errors import CorruptLogError
 from .files import NotARegularFile, allocate, open_regular, set_aside
+
+_log = logging.getLogger("pylog")
 
 STATE_FILE = "partition.state"
 STATE_FILE_BYTES = 4096
@@ -63,13 +66,17 @@ class State(tuple):
 
 
 class SharedState:
-    """``partition.state`` of one partition, mapped; see the module
-    docstring for the file model, thread safety and durability.
+    """``partition.state`` of one partition, mapped (file model: see the
+    module docstring).
+
+    Thread safety: reads are lock-free (seqlock); :meth:`publish` and the
+    index position are for the thread holding :attr:`wlock` and the append
+    lock (:meth:`lock`). Durability: none; recovery rebuilds the file.
 
     ``fd`` is -1 and ``map`` None when a read-only opener found no state
     file (recovery then computes the state in memory)."""
 
-    def __init__(self, directory: str, readonly: bool, lock_identity, logger):
+    def __init__(self, directory: str, readonly: bool, lock_identity):
         self.directory = directory
         self.readonly = readonly
         # (token, liveness fd) naming the owning Log in the append lock (P-3)
@@ -91,7 +98,7 @@ class SharedState:
             if readonly:
                 self.fd = -1
             else:
-                logger.warning("%s; renamed to %s", exc, set_aside(path))
+                _log.warning("%s; renamed to %s", exc, set_aside(path))
                 self.fd = open_regular(path, flags, what="partition state file")
         if self.fd < 0:
             return

@@ -74,10 +74,15 @@ _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 class Writer:
-    """Appends to one partition; see the module docstring for the thread
-    safety and durability. ``part`` is the owning Partition: its state
+    """Appends to one partition. ``part`` is the owning Partition: its state
     machine (``status``, ``check``, ``fail``), published state, config,
-    metadata and directory identity."""
+    metadata and directory identity.
+
+    Thread safety: thread-safe; appends hold ``SharedState.wlock`` and the
+    append lock (P-3), never across an fdatasync. Durability: an append is
+    durable against a process crash once it returns, and against power
+    loss too with sync="always" (group commit); :meth:`flush` makes every
+    append of this writer durable in any mode (G1)."""
 
     def __init__(self, part, shared, *, sync: str, bell_ptr, bell_slot: int,
                  handoff, create: bool):

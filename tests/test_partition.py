@@ -15,7 +15,7 @@ from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant,
 import pylog
 from pylog import OffsetOutOfRange, TopicPartition
 from pylog.partition import Cursor
-from pylog.segment import list_segment_bases
+from pylog.segment import list_segment_bases, segment_path
 
 SMALL = dict(segment_bytes=65536, max_message_bytes=60000, retention_ms=-1)
 
@@ -316,7 +316,7 @@ class PartitionMachine(RuleBasedStateMachine):
             part = self.log.partition("t", p)
             info = part.describe()
             if info["segments"] > 1:
-                first = os.path.join(part.dir, f"{info['start_offset']:020d}.log")
+                first = segment_path(part.dir, info["start_offset"])
                 # it deleted all it had to (and the first segment is a base)
                 assert info["bytes"] - os.path.getsize(first) < RETENTION_BYTES
 
@@ -462,7 +462,7 @@ def test_wait_fetch_reports_a_damaged_batch(logdir):
         p.send("w", b"good")
         pos = cur.position
         p.send("w", b"bad")          # its CRC is damaged below, before the wait
-        seg = os.path.join(logdir, "w-0", "%020d.log" % 0)
+        seg = segment_path(os.path.join(logdir, "w-0"), 0)
         with open(seg, "r+b") as f:
             f.seek(part.state().active_position - 1)
             b = f.read(1)
@@ -525,7 +525,7 @@ def test_fetch_returns_the_records_before_a_damaged_batch(logdir):
         p.send("d", b"two")
         part = log.partition("d", 0)
         end = part.state().active_position
-        seg = os.path.join(logdir, "d-0", "%020d.log" % 0)
+        seg = segment_path(os.path.join(logdir, "d-0"), 0)
         with open(seg, "r+b") as f:
             f.seek(end - 1)
             b = f.read(1)
@@ -697,7 +697,7 @@ def test_fetch_returns_the_records_before_a_damaged_compressed_batch(logdir):
         p.send_batch("z", [b"three" * 50, b"four" * 50], partition=0)
         part = log.partition("z", 0)
         end = part.state().active_position
-        seg = os.path.join(logdir, "z-0", "%020d.log" % 0)
+        seg = segment_path(os.path.join(logdir, "z-0"), 0)
         with open(seg, "r+b") as f:           # the compressed batch's last byte
             f.seek(end - 1)
             b = f.read(1)
@@ -731,7 +731,7 @@ def test_reader_follows_a_segment_made_again_under_its_name(logdir, blocked):
     c.seek_to_beginning()
     assert len(c.poll(timeout=0.5, max_records=100)) == 10
     w.close()
-    seg = os.path.join(logdir, "t-0", "%020d.log" % 0)
+    seg = segment_path(os.path.join(logdir, "t-0"), 0)
     shutil.copyfile(seg, seg + ".new")
     os.replace(seg + ".new", seg)
     w = pylog.open(logdir, sync="never")
