@@ -31,11 +31,11 @@ from .files import NotARegularFile, file_kind, open_regular
 from .store import check_log_dir, writers_present
 from .segment import (INDEX_ENTRY, TIMEINDEX_ENTRY, first_valid_batch_after,
                       list_segment_bases, parse_segment_name, segment_path)
+from .sharedstate import STATE_FILE, STATE_MAGIC, State
 
 CODEC_NAMES = {0: "none", 1: "gzip", 2: "snappy", 3: "lz4", 4: "zstd"}
 _ZERO_CHUNK = 1 << 20
 _HEADER_MIN = 12          # baseOffset + batchLength
-_STATE_FILE = "partition.state"
 _PARTITION_DIR = re.compile(r"(.+)-(\d+)\Z")
 _BASE_AND_LENGTH = struct.Struct(">qi")      # a batch's first two fields
 
@@ -373,9 +373,8 @@ def dump_index(path: str) -> dict:
 # ---------------------------------------------------------------------------
 
 def read_partition_state(part_dir: str):
-    """The published state of a partition (pylog.partition.State) or None."""
-    from .partition import STATE_MAGIC, State
-    p = os.path.join(part_dir, _STATE_FILE)
+    """The published state of a partition (a sharedstate.State) or None."""
+    p = os.path.join(part_dir, STATE_FILE)
     try:
         fd = open_regular(p, os.O_RDONLY, what="partition state file")
     except (OSError, NotARegularFile):
@@ -617,7 +616,7 @@ def _verify_partition(root, meta, t, p, d, live, problems, advance):
         advance(size)
         next_offset = seg_next
     if st is not None and next_offset is not None and next_offset != st.next_offset:
-        problems.append(Problem(os.path.join(d, _STATE_FILE), None,
+        problems.append(Problem(os.path.join(d, STATE_FILE), None,
                                 f"published end offset {st.next_offset} differs "
                                 f"from the segments' end offset {next_offset}"))
     if pm is not None and next_offset is not None and start > next_offset:
