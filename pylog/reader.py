@@ -320,8 +320,8 @@ class Reader:
         while the reader's map is taken, not through the wait. The call
         reads the segment through its own export of that map, so a reader
         another thread closes meanwhile stays mapped until the call is done
-        (Segment.unmap). An append of this process that wakes the call waits
-        (bounded) until the woken thread holds the GIL (_native.Handoff)."""
+        (Segment.unmap). How an append of this process hands the GIL to the
+        woken call: see the module docstring."""
         self._part.check()
         state_p = self._shared.rptr
         held = None

@@ -222,9 +222,10 @@ class Writer:
         if ptr is None:
             return None
         if self._appender_map is not ptr:
+            shared = self._shared
             _native.appender_setup(
-                self._appender, state_p=self._shared.ptr,
-                lock=(self._shared.lock_identity[0], self._shared.lock_identity[1], self._shared.fd),
+                self._appender, state_p=shared.ptr,
+                lock=(shared.lock_identity[0], shared.lock_identity[1], shared.fd),
                 seg_p=ptr, seg_cap=cap, seg_base=seg.base_offset, seg_fd=seg.fd,
                 index_fds=seg.index_fds(), index_interval=INDEX_INTERVAL_BYTES,
                 bell_p=self._bell_ptr, slot=self._bell_slot, handoff=self._handoff)
