@@ -9,7 +9,14 @@ File model (FORMAT.rst S-*, I-*, T-*):
   partition's state file, not in the file size. A *sealed* segment is
   truncated to its valid end, so its size is its end (S-4).
 * ``.index`` and ``.timeindex`` are sparse, derived data (I-3): validated
-  before use and rebuilt from the ``.log`` when missing or damaged.
+  before use and rebuilt from the ``.log`` when missing or damaged
+  (:mod:`pylog.index`). A Segment knows its index rule (I-2,
+  :meth:`Segment.index_due`) and finds an offset's batch with it
+  (:meth:`Segment.locate`).
+* :meth:`Segment.recover` checks one segment after a crash, cuts a torn
+  tail and returns how many bytes it cut (P-4). Whether damage is a torn
+  tail is decided by :func:`first_valid_batch_after`, the one search for a
+  valid batch after damage, which ``pylog verify`` uses too.
 
 Thread safety: none; the owning Partition serializes every call. Several
 processes may map the same files: only the holder of the partition's append
@@ -21,18 +28,24 @@ from __future__ import annotations
 import logging
 import mmap
 import os
-import struct
+from dataclasses import dataclass
 
-from . import _native
-from .errors import CorruptLogError
+from . import _native, batch
+from .errors import CorruptLogError, PylogError
 from .files import NotARegularFile, allocate, open_regular, set_aside
+from .index import (INDEX_ENTRY, INDEX_INTERVAL_BYTES, TIMEINDEX_ENTRY,
+                    index_problem, last_entry_position, pack_index,
+                    pack_timeindex, scan_indexes)
 
 _log = logging.getLogger("pylog")
 
+__all__ = ["INDEX_ENTRY", "INDEX_INTERVAL_BYTES", "TIMEINDEX_ENTRY",
+           "OFFSET_DIGITS", "PREALLOCATE_BYTES", "PREALLOCATE_BYTES_MIN",
+           "Recovered", "Segment", "first_valid_batch_after", "fsync_dir",
+           "list_segment_bases", "parse_segment_name", "segment_is_empty",
+           "segment_name", "segment_path", "unlink_segment"]
+
 OFFSET_DIGITS = 20  # S-1: names sort numerically under ls
-INDEX_ENTRY = struct.Struct(">ii")      # I-1: relative offset, position
-TIMEINDEX_ENTRY = struct.Struct(">qi")  # T-1: timestamp, relative offset
-INDEX_INTERVAL_BYTES = 4096             # I-2
 # The active segment grows by doubling, from PREALLOCATE_BYTES_MIN up to steps
 # of PREALLOCATE_BYTES: small partitions stay small on disk, busy ones remap
 # rarely.
@@ -48,6 +61,11 @@ def segment_name(base_offset: int, suffix: str) -> str:
     return f"{base_offset:0{OFFSET_DIGITS}d}{suffix}"
 
 
+def segment_path(directory: str, base_offset: int, suffix: str = ".log") -> str:
+    """The path of segment ``base_offset``'s ``suffix`` file in ``directory``."""
+    return os.path.join(directory, segment_name(base_offset, suffix))
+
+
 def parse_segment_name(name: str) -> int | None:
     """The base offset of a ``.log`` file name, or None if it is not one (S-1)."""
     stem, dot, suffix = name.partition(".")
@@ -56,16 +74,32 @@ def parse_segment_name(name: str) -> int | None:
     return int(stem)
 
 
+@dataclass(frozen=True)
+class Recovered:
+    """What :meth:`Segment.recover_scan` found in one segment."""
+    next_offset: int      # the offset after its last valid batch
+    end: int              # byte position where its valid batches end
+    max_timestamp: int    # max timestamp of its batches, -1 when none
+    truncated: int        # bytes of a torn tail cut off (P-4), 0 when none
+    index_position: int   # position of the batch of its last .index entry (I-2)
+
+
 class Segment:
-    """Open files of one segment; see the module docstring for the model."""
+    """Open files of one segment; see the module docstring for the model.
+
+    Thread safety: none; the owner serializes calls (the partition's writer
+    lock for the writer's handle, its reader lock for reader maps).
+    Durability: :meth:`sync` makes the ``.log`` durable; index files never
+    need to be (I-3). :meth:`recover` truncates only the file it holds.
+    """
 
     def __init__(self, directory: str, base_offset: int, *, create: bool = False,
                  writable: bool = False):
         self.directory = directory
         self.base_offset = base_offset
-        self.path = os.path.join(directory, segment_name(base_offset, ".log"))
-        self.index_path = self.path[:-4] + ".index"
-        self.timeindex_path = self.path[:-4] + ".timeindex"
+        self.path = segment_path(directory, base_offset)
+        self.index_path = segment_path(directory, base_offset, ".index")
+        self.timeindex_path = segment_path(directory, base_offset, ".timeindex")
         self.writable = writable
         flags = os.O_RDWR if writable else os.O_RDONLY
         if create:
@@ -137,7 +171,7 @@ class Segment:
     def hold(self):
         """(a new native pointer to the current map, the map, its length),
         or None when nothing is mapped: for a native call that runs longer
-        than the caller holds any lock (Partition.wait_fetch). While the
+        than the caller holds any lock (Reader.wait_fetch). While the
         pointer is held the map cannot be unmapped (unmap() then leaves it to
         the holder), who releases it (_native.release)."""
         m = self._map
@@ -225,58 +259,14 @@ class Segment:
 
     def index_problem(self, idx: bytes, tidx: bytes, buf, end: int,
                       last_offset: int | None) -> str | None:
-        """Why ``idx``/``tidx`` cannot be trusted for the data ``buf[:end]``,
-        or None when they pass the I-3 checks.
-
-        ``last_offset`` is the last offset of a sealed segment (None for the
-        active one). The checks are cheap (no scan): both files are well
-        formed and sorted (I-1, T-1), pair up entry by entry (T-2), a sealed
-        segment's timeindex ends with its final max timestamp (T-3), and the
-        batch at the last index entry really ends at that entry's offset.
-        Every lookup still verifies the batch it lands on.
-        """
-        if _native.index_validate(idx, end) is not None:
-            return "offset index is malformed or points past the data"
-        if _native.timeindex_validate(tidx) is not None:
-            return "time index is malformed"
-        n, nt = len(idx) // 8, len(tidx) // 12
-        sealed = last_offset is not None and end > 0
-        if nt != n + (1 if sealed else 0):
-            return f"{n} index entries but {nt} time index entries"
-        # T-2: entry i of both files names the same relative offset (raw
-        # big-endian words compared as native ints: equality is unaffected)
-        if n and memoryview(idx).cast("i")[0::2].tolist() != \
-                memoryview(tidx).cast("i")[2::3].tolist()[:n]:
-            return "index and time index disagree on relative offsets"
-        if sealed and TIMEINDEX_ENTRY.unpack_from(tidx, 12 * n)[1] != \
-                last_offset - self.base_offset:
-            return "time index does not end at the segment's last offset (T-3)"
-        if n:
-            rel, pos = INDEX_ENTRY.unpack_from(idx, 8 * (n - 1))
-            try:
-                h = _native.read_batch_header(buf, pos, end)
-            except CorruptLogError:
-                return f"last index entry points at no batch (position {pos})"
-            if not h.crc_valid or h.last_offset != self.base_offset + rel:
-                return f"last index entry does not match the batch at {pos}"
-        return None
+        """Why ``idx``/``tidx`` cannot be trusted for ``buf[:end]`` (see
+        :func:`pylog.index.index_problem`), or None."""
+        return index_problem(idx, tidx, buf, end, self.base_offset, last_offset)
 
     def scan_indexes(self, buf, end: int, sealed: bool):
-        """Rebuild both indexes by scanning ``buf[:end]`` (I-3).
-
-        Returns (idx bytes, tidx bytes, complete): ``complete`` is False when
-        the scan stopped at a bad batch, whose entries are then left out (the
-        read that reaches it raises CorruptLogError)."""
-        r = _native.scan_segment(buf if buf is not None else b"", 0, end,
-                                 expected_offset=self.base_offset,
-                                 segment_base_offset=self.base_offset,
-                                 index_interval_bytes=INDEX_INTERVAL_BYTES)
-        tentries = list(r.timeindex_entries)
-        if sealed and r.batch_count:     # T-3
-            tentries.append((r.max_timestamp, r.next_offset - 1 - self.base_offset))
-        idx = b"".join(INDEX_ENTRY.pack(rel, p) for rel, p in r.index_entries)
-        tidx = b"".join(TIMEINDEX_ENTRY.pack(t, rel) for t, rel in tentries)
-        return idx, tidx, r.error_position is None and r.end_position == end
+        """Both indexes rebuilt from ``buf[:end]`` (see
+        :func:`pylog.index.scan_indexes`)."""
+        return scan_indexes(buf, end, self.base_offset, sealed)
 
     def indexes_before(self, position: int) -> tuple[bytes, bytes]:
         """The index entries for batches before ``position`` and as many time
@@ -296,6 +286,157 @@ class Segment:
         _replace_file(self.index_path, idx)
         _replace_file(self.timeindex_path, tidx)
 
+    # -- lookups -------------------------------------------------------------
+    def locate(self, offset: int, end: int, idx: bytes) -> int:
+        """Byte position of the batch holding ``offset`` (or of the first
+        batch after it) among the batches in ``[0, end)``, found with the
+        checked sparse index ``idx`` (I-2): the last entry at or before the
+        offset, trusted only if the batch it points at ends at its offset
+        (I-3), then a walk that checks the dense offset sequence (S-2).
+        Raises CorruptLogError (with this file) for a bad batch on the way."""
+        pos = 0
+        expected = self.base_offset       # baseOffset of the batch at pos
+        m = self.mapped(end) if end else None
+        hit = _native.index_lookup(idx, offset - self.base_offset) if idx else None
+        if hit is not None:
+            try:
+                h = _native.read_batch_header(m, hit[1], end)
+                if h.crc_valid and h.last_offset == self.base_offset + hit[0]:
+                    pos, expected = hit[1], h.base_offset
+            except CorruptLogError:
+                pass
+        while pos < end:
+            try:
+                header = batch.read_header(m, pos, end)
+            except CorruptLogError as exc:
+                raise exc.with_path(self.path) from None
+            # baseOffset is outside the CRC (B-4): check the dense sequence
+            if header.base_offset != expected:
+                raise CorruptLogError(
+                    f"batch claims offset {header.base_offset} where "
+                    f"{expected} belongs: baseOffset is not the expected next "
+                    "offset", self.path, pos)
+            if header.last_offset >= offset:
+                return pos
+            pos += header.size
+            expected = header.last_offset + 1
+        return pos
+
+    # -- the index rule (I-2) -----------------------------------------------
+    @staticmethod
+    def index_due(position: int, last_entry_position: int) -> bool:
+        """I-2: does the batch at ``position`` get an index entry, the last
+        entry's batch being at ``last_entry_position`` (0 when none)?"""
+        return position - last_entry_position >= INDEX_INTERVAL_BYTES
+
+    def append_index_entry(self, last_offset: int, position: int,
+                           max_timestamp: int) -> None:
+        """Append the I-2 entry of the batch at ``position`` ending at
+        ``last_offset`` and its T-2 time index entry (writer side)."""
+        ifd, tfd = self.index_fds()
+        rel = last_offset - self.base_offset
+        os.write(ifd, INDEX_ENTRY.pack(rel, position))
+        os.write(tfd, TIMEINDEX_ENTRY.pack(max_timestamp, rel))
+
+    # -- recovery --------------------------------------------------------------
+    def recover(self, *, checkpoint: tuple[int, int] | None = None,
+                sealed: bool = False) -> int:
+        """Check this segment's batches, cut a torn tail, rebuild its
+        indexes (P-4, I-3); return how many bytes of torn tail were cut.
+        The end of data (S-3: zeros, or fewer bytes than a batch's
+        baseOffset and batchLength) is trimmed too, but is no damage and is
+        not counted.
+
+        Needs a writable Segment. Raises CorruptLogError (file, position) for
+        damage that is not a torn tail. See :meth:`recover_scan`."""
+        return self.recover_scan(checkpoint=checkpoint, sealed=sealed).truncated
+
+    def recover_scan(self, *, checkpoint: tuple[int, int] | None = None,
+                     sealed: bool = False) -> Recovered:
+        """Scan the batches from ``checkpoint`` (position, the offset of the
+        batch there: data before it was fdatasync'd, P-4) or from position 0,
+        checking framing, CRC and the dense offset sequence (S-2).
+
+        At the first bad batch: when a valid batch follows it
+        (:func:`first_valid_batch_after`), or the segment is ``sealed`` (not
+        the last one, whose whole data was fdatasync'd at its roll, S-4), the
+        damage is mid-log and CorruptLogError is raised; otherwise it is a
+        torn tail. A writable Segment then gets its indexes rewritten (with
+        the T-3 entry when ``sealed``) and, when not sealed, is truncated to
+        its valid end; a read-only one is left untouched."""
+        write = self.writable
+        base = self.base_offset
+        size = self.file_size()
+        m = self.mapped(size) if size else None
+        pos0, expected, idx, tidx, ts0, last_entry = 0, base, b"", b"", -1, 0
+        if not sealed and checkpoint is not None and 0 < checkpoint[0] <= size:
+            idx, tidx = self.indexes_before(checkpoint[0])
+            problem = self.index_problem(idx, tidx, m, checkpoint[0], None)
+            if problem is None:
+                pos0, expected = checkpoint
+                if idx:
+                    last_entry = INDEX_ENTRY.unpack_from(idx, len(idx) - 8)[1]
+                    ts0 = TIMEINDEX_ENTRY.unpack_from(tidx, len(tidx) - 12)[0]
+                # the segment's max timestamp: the last entry's, and the few
+                # batches after it (fewer than I-2's interval)
+                ts0 = max(ts0, self._headers_max_timestamp(m, last_entry, pos0))
+            else:
+                _log.warning("%s: %s; rebuilding the indexes (I-3)",
+                             self.path, problem)
+                idx = tidx = b""
+        r = _native.scan_segment(
+            m if m is not None else b"", pos0, size,
+            expected_offset=expected, segment_base_offset=base,
+            index_interval_bytes=INDEX_INTERVAL_BYTES,
+            bytes_since_last_entry=pos0 - last_entry, max_timestamp=ts0)
+        if r.error_position is None and not sealed and r.end_position < size \
+                and first_valid_batch_after(m, r.end_position, size,
+                                            min_offset=r.next_offset) is not None:
+            # the scan stops at a zero batchLength (the preallocated tail,
+            # S-3); one zeroed by damage must not hide what follows
+            raise CorruptLogError("batchLength is 0 but valid batches follow",
+                                  self.path, r.end_position)
+        cut = 0
+        if r.error_position is not None:
+            if r.continues_after_error or sealed or first_valid_batch_after(
+                    m, r.error_position, size, min_offset=r.next_offset) is not None:
+                raise CorruptLogError(r.error_reason, self.path, r.error_position)
+            cut = size - r.end_position
+            _log.warning("%s: torn tail after a crash: cut %d bytes at "
+                         "position %d (%s)", self.path, cut, r.end_position,
+                         r.error_reason)
+        next_offset = r.next_offset if r.batch_count else expected
+        end = r.end_position
+        idx += pack_index(r.index_entries)
+        tidx += pack_timeindex(r.timeindex_entries)
+        if write:
+            self.unmap()
+            if sealed and next_offset > base:   # T-3
+                tidx += TIMEINDEX_ENTRY.pack(r.max_timestamp, next_offset - 1 - base)
+            try:
+                self.replace_indexes(idx, tidx)
+            except OSError as exc:
+                # derived data (I-3): a full disk must not keep the log from
+                # opening; a reader rebuilds what is torn
+                _log.warning("%s: recovered index not written: %s",
+                             self.index_path, exc)
+            if not sealed and size > end:
+                self.truncate(end)
+        return Recovered(next_offset, end, r.max_timestamp, cut,
+                         last_entry_position(idx))
+
+    def _headers_max_timestamp(self, m, pos: int, end: int) -> int:
+        """Max timestamp of the batches in ``[pos, end)``, headers only."""
+        max_ts = -1
+        while pos < end:
+            try:
+                h = batch.read_header(m, pos, end)
+            except CorruptLogError as exc:
+                raise exc.with_path(self.path) from None
+            max_ts = max(max_ts, h.max_timestamp)
+            pos += h.size
+        return max_ts
+
     def close(self) -> None:
         self.unmap()
         self._close_index_fds()
@@ -309,6 +450,70 @@ class Segment:
                 os.unlink(p)
             except FileNotFoundError:
                 pass
+
+
+def first_valid_batch_after(buf, start: int, end: int, *,
+                            min_offset: int | None = None) -> int | None:
+    """The position of the first batch that starts after ``start`` (at
+    ``start + 1`` or later), lies whole before ``end``, passes its CRC
+    (B-4), holds records (B-5) and, given ``min_offset``, has a baseOffset
+    of at least that; None when there is none.
+
+    The one answer to "is the damage at ``start`` followed by valid data?":
+    recovery (P-4: then it is mid-log corruption, not a torn tail) and
+    ``pylog verify`` (where to resume reporting) both ask it here, so they
+    cannot disagree. A torn tail is a prefix of one batch followed by zeros,
+    so it has none. Candidates are found at C speed by the magic byte (B-3),
+    which also finds batches whose length field the damage hid from the
+    native scan."""
+    if buf is None:
+        return None
+    magic_at = _native.MAGIC_OFFSET
+    q = max(start + 1, 0) + magic_at
+    while True:
+        q = buf.find(b"\x02", q, end)
+        if q < 0:
+            return None
+        cand = q - magic_at
+        try:
+            h = _native.read_batch_header(buf, cand, end)
+        except PylogError:
+            h = None
+        if h is not None and h.crc_valid and h.records_count > 0 and \
+                (min_offset is None or h.base_offset >= min_offset):
+            return cand
+        q += 1
+
+
+def list_segment_bases(directory: str) -> list[int]:
+    """Base offsets of the ``.log`` files in ``directory``, ascending (S-1)."""
+    return sorted(b for b in map(parse_segment_name, os.listdir(directory))
+                  if b is not None)
+
+
+def segment_is_empty(directory: str, base: int) -> bool:
+    """True if segment ``base`` holds no batch: missing, shorter than a
+    batch length field, or a zero batchLength at position 0 (S-3)."""
+    try:
+        # P-1: never follows a symlink, never blocks on a FIFO
+        fd = open_regular(segment_path(directory, base), os.O_RDONLY,
+                          what="segment file")
+    except FileNotFoundError:
+        return True
+    try:
+        head = os.pread(fd, 12, 0)
+    finally:
+        os.close(fd)
+    return len(head) < 12 or head[8:12] == b"\0\0\0\0"
+
+
+def unlink_segment(directory: str, base: int) -> None:
+    """Remove segment ``base``'s three files (those that exist)."""
+    for suffix in (".log", ".index", ".timeindex"):
+        try:
+            os.unlink(segment_path(directory, base, suffix))
+        except FileNotFoundError:
+            pass
 
 
 def _read_file(path: str) -> bytes:

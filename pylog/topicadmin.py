@@ -27,7 +27,7 @@ from .errors import (DiskFullError, InvalidArgument, LogFailedError, LogOSError,
                      PylogError, ReadOnlyLog, TopicExists)
 from .files import DISK_FULL_ERRNOS, disk_full_error
 from .identity import vanished
-from .partition import STATE_FILE, Partition
+from .partition import STATE_FILE, STATE_MAGIC, Partition
 from .segment import fsync_dir
 from .records import PartitionInfo, TopicInfo
 
@@ -373,7 +373,7 @@ def _state_marks_deleted(directory: str) -> bool:
             head = f.read(24)
     except OSError:
         return False
-    return len(head) == 24 and head[:4] == b"PLST" and \
+    return len(head) == 24 and head[:4] == STATE_MAGIC and \
         int.from_bytes(head[16:24], sys.byteorder, signed=True) == -1
 
 

@@ -29,12 +29,13 @@ from . import _native, batch
 from .errors import CorruptLogError, LogOSError, PylogError
 from .files import NotARegularFile, file_kind, open_regular
 from .store import check_log_dir, writers_present
-from .segment import INDEX_ENTRY, TIMEINDEX_ENTRY, parse_segment_name
+from .segment import (INDEX_ENTRY, TIMEINDEX_ENTRY, first_valid_batch_after,
+                      list_segment_bases, parse_segment_name, segment_path)
+from .sharedstate import STATE_FILE, STATE_MAGIC, State
 
 CODEC_NAMES = {0: "none", 1: "gzip", 2: "snappy", 3: "lz4", 4: "zstd"}
 _ZERO_CHUNK = 1 << 20
 _HEADER_MIN = 12          # baseOffset + batchLength
-_STATE_FILE = "partition.state"
 _PARTITION_DIR = re.compile(r"(.+)-(\d+)\Z")
 _BASE_AND_LENGTH = struct.Struct(">qi")      # a batch's first two fields
 
@@ -150,25 +151,6 @@ def first_nonzero(buf, start: int, end: int) -> int | None:
     return None
 
 
-def _resync(buf, start: int, end: int) -> int | None:
-    """The next position after ``start`` where a whole batch with a valid CRC
-    starts (found by its magic byte), or None."""
-    magic_at = _native.MAGIC_OFFSET  # noqa: (module constant)
-    q = start + 1 + magic_at
-    while True:
-        q = buf.find(b"\x02", q, end)
-        if q < 0:
-            return None
-        cand = q - magic_at
-        try:
-            h = _native.read_batch_header(buf, cand, end)
-        except (CorruptLogError, PylogError):
-            h = None
-        if h is not None and h.crc_valid:
-            return cand
-        q += 1
-
-
 def _valid_at(buf, pos: int, end: int) -> bool:
     try:
         return _native.read_batch_header(buf, pos, end).crc_valid
@@ -198,7 +180,8 @@ def walk_batches(buf, start: int, end: int, *, expected_offset: int | None = Non
                 yield ("problem", pos, f"{end - pos} trailing bytes are too few "
                        "for a batch header (truncated batch)")
                 break
-            nxt = _resync(buf, nz - 1, end) if nz > 0 else _resync(buf, -1, end)
+            nxt = first_valid_batch_after(buf, nz - 1, end,
+                                          min_offset=expected)
             if nxt is None:
                 yield ("problem", pos, "zero bytes where a batch should start, "
                        f"but non-zero data follows at position {nz} (garbage "
@@ -212,7 +195,7 @@ def walk_batches(buf, start: int, end: int, *, expected_offset: int | None = Non
             h = _native.read_batch_header(buf, pos, end)
         except CorruptLogError as exc:
             reason = exc.reason
-            nxt = _resync(buf, pos, end)
+            nxt = first_valid_batch_after(buf, pos, end, min_offset=expected)
             if nxt is None:
                 tail = first_nonzero(buf, pos, end)
                 yield ("problem", pos, f"{reason}; no valid batch follows "
@@ -230,7 +213,7 @@ def walk_batches(buf, start: int, end: int, *, expected_offset: int | None = Non
             msg = (f"CRC32C mismatch in batch {h.base_offset}..{h.last_offset}: "
                    f"stored {h.crc:#010x} does not match its contents (B-4)")
             if not plausible:
-                nxt = _resync(buf, pos, end)
+                nxt = first_valid_batch_after(buf, pos, end, min_offset=expected)
                 msg += ("; its length field looks damaged too, " +
                         (f"resuming at the next valid batch at position {nxt}"
                          if nxt is not None else "and no valid batch follows"))
@@ -345,7 +328,7 @@ def not_a_segment(buf, end: int) -> str | None:
         if magic == _native.MAGIC_V2 and base_offset >= 0 and \
                 length >= _native.BATCH_HEADER_SIZE - _HEADER_MIN:
             return None
-    if _resync(buf, -1, end) is not None:
+    if first_valid_batch_after(buf, -1, end) is not None:
         return None
     if end <= magic_at:
         first = f"its {end} bytes are too few for a batch header"
@@ -390,9 +373,8 @@ def dump_index(path: str) -> dict:
 # ---------------------------------------------------------------------------
 
 def read_partition_state(part_dir: str):
-    """The published state of a partition (pylog.partition.State) or None."""
-    from .partition import State
-    p = os.path.join(part_dir, _STATE_FILE)
+    """The published state of a partition (a sharedstate.State) or None."""
+    p = os.path.join(part_dir, STATE_FILE)
     try:
         fd = open_regular(p, os.O_RDONLY, what="partition state file")
     except (OSError, NotARegularFile):
@@ -404,7 +386,7 @@ def read_partition_state(part_dir: str):
     finally:
         os.close(fd)
     try:
-        if m[:4] != b"PLST":
+        if m[:4] != STATE_MAGIC:
             return None
         vals = _native.state_read(m)
     finally:
@@ -423,8 +405,7 @@ def _read_regular(path: str, what: str) -> bytes:
 
 
 def _segment_bases(part_dir: str) -> list[int]:
-    return sorted(b for b in (parse_segment_name(n) for n in os.listdir(part_dir))
-                  if b is not None)
+    return list_segment_bases(part_dir)
 
 
 def _open_metadata(root: str, action: str):
@@ -490,7 +471,7 @@ def _verify(root, meta, problems, progress):
             if os.path.isdir(d):
                 for b in _segment_bases(d):
                     try:       # lstat: a symlink is reported, not followed
-                        total += os.lstat(os.path.join(d, f"{b:020d}.log")).st_size
+                        total += os.lstat(segment_path(d, b)).st_size
                     except OSError:
                         pass
     done = [0]
@@ -574,7 +555,7 @@ def _verify_partition(root, meta, t, p, d, live, problems, advance):
         return None
     if pm is not None and start < bases[0]:
         problems.append(Problem(
-            os.path.join(d, f"{bases[0]:020d}.log"), 0,
+            segment_path(d, bases[0]), 0,
             f"log start offset in the metadata is {start} but the first "
             f"segment begins at offset {bases[0]}: records {start}.."
             f"{bases[0] - 1} are missing"))
@@ -582,7 +563,7 @@ def _verify_partition(root, meta, t, p, d, live, problems, advance):
     seg_info = {}
     for i, base in enumerate(bases):
         last = i == len(bases) - 1
-        seg_path = os.path.join(d, f"{base:020d}.log")
+        seg_path = segment_path(d, base)
         if next_offset is not None and base != next_offset:
             problems.append(Problem(seg_path, 0, f"segment starts at offset "
                                     f"{base} but the previous segment ends at "
@@ -635,7 +616,7 @@ def _verify_partition(root, meta, t, p, d, live, problems, advance):
         advance(size)
         next_offset = seg_next
     if st is not None and next_offset is not None and next_offset != st.next_offset:
-        problems.append(Problem(os.path.join(d, _STATE_FILE), None,
+        problems.append(Problem(os.path.join(d, STATE_FILE), None,
                                 f"published end offset {st.next_offset} differs "
                                 f"from the segments' end offset {next_offset}"))
     if pm is not None and next_offset is not None and start > next_offset:
@@ -829,7 +810,7 @@ def raw_log_info(path: str) -> dict:
                     bases = _segment_bases(d)
                     nxt, size = start, 0
                     for b in bases:
-                        with _File(os.path.join(d, f"{b:020d}.log")) as f:
+                        with _File(segment_path(d, b)) as f:
                             r = _native.scan_segment(f.buf, 0, f.size,
                                                      segment_base_offset=b)
                             size += r.end_position

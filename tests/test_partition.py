@@ -15,6 +15,7 @@ from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant,
 import pylog
 from pylog import OffsetOutOfRange, TopicPartition
 from pylog.partition import Cursor
+from pylog.segment import list_segment_bases, segment_path
 
 SMALL = dict(segment_bytes=65536, max_message_bytes=60000, retention_ms=-1)
 
@@ -116,11 +117,11 @@ def test_first_batch_and_rolls_take_the_native_append(logdir, monkeypatch):
     """A writer's first batch opens and maps the segment and a full segment
     rolls, both without encoding the batch in Python (_append_slow), which
     costs ~10x the native append for a batch of 1000."""
-    from pylog.partition import Partition
+    from pylog.writer import Writer
 
     def slow(self, records, compression):
         raise AssertionError("uncompressed batch took the Python append")
-    monkeypatch.setattr(Partition, "_append_slow", slow)
+    monkeypatch.setattr(Writer, "_append_slow", slow)
     vals = [b"%06d" % i + b"x" * 94 for i in range(3000)]
     with pylog.open(logdir, sync="always") as log:
         log.create_topic("t", partitions=1, **SMALL)
@@ -128,7 +129,7 @@ def test_first_batch_and_rolls_take_the_native_append(logdir, monkeypatch):
         for i in range(0, len(vals), 300):
             prod.send_batch("t", vals[i:i + 300], partition=0)
         part = log.partition("t", 0)
-        assert len(part._list_bases()) >= 4
+        assert len(list_segment_bases(part.dir)) >= 4
         assert [r[3] for r in read_all(part)] == vals
     with pylog.open(logdir) as log:          # recovery agrees
         assert [r[3] for r in read_all(log.partition("t", 0))] == vals
@@ -315,7 +316,7 @@ class PartitionMachine(RuleBasedStateMachine):
             part = self.log.partition("t", p)
             info = part.describe()
             if info["segments"] > 1:
-                first = os.path.join(part.dir, f"{info['start_offset']:020d}.log")
+                first = segment_path(part.dir, info["start_offset"])
                 # it deleted all it had to (and the first segment is a base)
                 assert info["bytes"] - os.path.getsize(first) < RETENTION_BYTES
 
@@ -461,7 +462,7 @@ def test_wait_fetch_reports_a_damaged_batch(logdir):
         p.send("w", b"good")
         pos = cur.position
         p.send("w", b"bad")          # its CRC is damaged below, before the wait
-        seg = os.path.join(logdir, "w-0", "%020d.log" % 0)
+        seg = segment_path(os.path.join(logdir, "w-0"), 0)
         with open(seg, "r+b") as f:
             f.seek(part.state().active_position - 1)
             b = f.read(1)
@@ -500,9 +501,9 @@ def test_wait_fetch_reads_through_a_reader_closed_under_it(logdir):
             "recs", part.wait_fetch(cur, slot, seen, 10.0, 100)))
         th.start()
         time.sleep(0.1)
-        for seg in list(part._readers.values()):
+        for seg in list(part.reader.maps.values()):
             seg.close()                 # the map stays: the waiter holds it
-        part._readers.clear()
+        part.reader.maps.clear()
         p.send("w", b"after-close")
         th.join(10)
         assert not th.is_alive()
@@ -524,7 +525,7 @@ def test_fetch_returns_the_records_before_a_damaged_batch(logdir):
         p.send("d", b"two")
         part = log.partition("d", 0)
         end = part.state().active_position
-        seg = os.path.join(logdir, "d-0", "%020d.log" % 0)
+        seg = segment_path(os.path.join(logdir, "d-0"), 0)
         with open(seg, "r+b") as f:
             f.seek(end - 1)
             b = f.read(1)
@@ -696,7 +697,7 @@ def test_fetch_returns_the_records_before_a_damaged_compressed_batch(logdir):
         p.send_batch("z", [b"three" * 50, b"four" * 50], partition=0)
         part = log.partition("z", 0)
         end = part.state().active_position
-        seg = os.path.join(logdir, "z-0", "%020d.log" % 0)
+        seg = segment_path(os.path.join(logdir, "z-0"), 0)
         with open(seg, "r+b") as f:           # the compressed batch's last byte
             f.seek(end - 1)
             b = f.read(1)
@@ -730,7 +731,7 @@ def test_reader_follows_a_segment_made_again_under_its_name(logdir, blocked):
     c.seek_to_beginning()
     assert len(c.poll(timeout=0.5, max_records=100)) == 10
     w.close()
-    seg = os.path.join(logdir, "t-0", "%020d.log" % 0)
+    seg = segment_path(os.path.join(logdir, "t-0"), 0)
     shutil.copyfile(seg, seg + ".new")
     os.replace(seg + ".new", seg)
     w = pylog.open(logdir, sync="never")

@@ -253,3 +253,31 @@ def test_index_rebuilt_when_damaged(logdir, damage):
             # whatever is on disk now is either absent or valid (I-3)
             assert _native.index_validate(idx, len(data) + 1) is None
         assert len(part.fetch(Cursor(0), 100000)) == len(values) + 1
+
+
+def test_locate_and_index_rule_on_one_segment(tmp_path):
+    """Segment.locate finds the batch holding an offset with or without the
+    sparse index (I-2), ignoring an entry that does not match its batch
+    (I-3); Segment.index_due is the I-2 interval rule."""
+    from pylog import batch
+    from pylog.segment import Segment, segment_path
+    from pylog.index import INDEX_ENTRY
+    bs = [batch.encode([(1000 + 2 * i + j, None, b"x" * 100, ()) for j in range(2)],
+                       base_offset=2 * i) for i in range(5)]
+    starts = [sum(len(b) for b in bs[:i]) for i in range(len(bs))]
+    end = sum(len(b) for b in bs)
+    with open(segment_path(str(tmp_path), 0), "wb") as f:
+        f.write(b"".join(bs))
+    seg = Segment(str(tmp_path), 0)
+    try:
+        good = INDEX_ENTRY.pack(5, starts[2])       # batch 2 ends at offset 5
+        wrong = INDEX_ENTRY.pack(5, starts[1])      # points at another batch
+        for idx in (b"", good, wrong):
+            for offset in range(10):
+                assert seg.locate(offset, end, idx) == starts[offset // 2]
+            assert seg.locate(10, end, idx) == end
+    finally:
+        seg.close()
+    assert not Segment.index_due(INDEX_INTERVAL_BYTES - 1, 0)
+    assert Segment.index_due(INDEX_INTERVAL_BYTES, 0)
+    assert Segment.index_due(2 * INDEX_INTERVAL_BYTES, INDEX_INTERVAL_BYTES)

@@ -1,0 +1,129 @@
+"""Recovery of a partition from its segment files (FORMAT.rst P-4, P-5),
+in passes as Kafka's LogLoader runs them:
+
+1. segments wholly below the log start offset, left by an interrupted
+   retention pass (P-5), are deleted;
+2. a partition without segments gets its first, empty one;
+3. an empty last segment that the recovery checkpoint does not name, left
+   by a roll that crashed before its first batch, is dropped: the previous
+   segment is active again;
+4. every segment from the checkpoint's on is scanned by
+   :meth:`Segment.recover_scan` (torn tail cut, mid-log damage raised,
+   indexes rebuilt), checking that each starts where the previous ended;
+5. the state is published (P-2) and a lagging log start offset recorded.
+
+Thread safety: the caller holds the partition's writer lock and append lock
+(P-3) for a writing recovery; a read-only one (``write=False``) changes no
+file and computes the state in memory. Durability: the segment files are
+cut and indexes rewritten in place; what recovery keeps was either
+fdatasync'd before the checkpoint or is what the page cache held after a
+process crash (G1).
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+from dataclasses import dataclass
+
+from .errors import CorruptLogError
+from .segment import (Segment, list_segment_bases, segment_is_empty,
+                      unlink_segment)
+from .sharedstate import PartitionMeta, State
+
+_log = logging.getLogger("pylog")
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What a recovery found: the partition's state, the bytes of torn tail
+    it cut, and whether it made the partition's first segment."""
+    state: State
+    truncated: int
+    created_first_segment: bool = False
+
+
+def recover_partition(directory: str, metadata, topic: str, index: int, shared,
+                      write: bool) -> Loaded:
+    """Recover partition ``index`` of ``topic`` in ``directory``, whose LMDB
+    record ``metadata`` (the log's Metadata) holds and whose state file is
+    ``shared`` (a SharedState); publish the state when ``write``. Raises
+    CorruptLogError for damage that is not a torn tail (G4). See the module
+    docstring for the passes."""
+    meta: PartitionMeta = metadata.partition_meta(topic, index)
+    start = meta.log_start_offset
+    bases = list_segment_bases(directory)
+    gen = 1
+    if shared.has_magic():
+        vals = shared.read()
+        if vals is not None:
+            # a read-only view keeps the file's generation, so that a
+            # writer's recovery (which bumps it) is noticed by state()
+            gen = vals[4] + (1 if write else 0)
+    # pass 1 (P-5)
+    while len(bases) > 1 and bases[1] <= start:
+        if write:
+            unlink_segment(directory, bases[0])
+        bases.pop(0)
+    # pass 2
+    if not bases:
+        if write:
+            seg = Segment(directory, start, create=True, writable=True)
+            seg.write_indexes([], [])
+            seg.close()
+        st = State((start, start, 0, -1, gen, start))
+        if write:
+            shared.publish(*st)
+        return Loaded(st, 0, created_first_segment=write)
+    if bases[0] > start:
+        start = bases[0]   # retention metadata lagged behind the files
+    # pass 3
+    if len(bases) > 1 and meta.checkpoint_base != bases[-1] and \
+            segment_is_empty(directory, bases[-1]):
+        # A roll publishes the new segment and then checkpoints it, before
+        # any batch goes in: an empty last segment the checkpoint does not
+        # name was made by a roll that crashed (or whose checkpoint write
+        # failed). Others may have appended to the previous segment past its
+        # base since, so it goes, and the previous one is active again.
+        _log.warning("%s: dropping the empty segment %d left by an "
+                     "interrupted roll", directory, bases[-1])
+        if write:
+            unlink_segment(directory, bases[-1])
+        bases.pop()
+    # pass 4: from the checkpoint's segment (P-4). Sealed segments were
+    # fdatasync'd when they rolled, so a missing checkpoint segment means
+    # start at the first segment after it.
+    first = max(0, bisect.bisect_right(bases, meta.checkpoint_base) - 1)
+    ck_base = bases[first]
+    cut = 0
+    next_offset = ck_base
+    end = 0
+    max_ts = -1
+    for i in range(first, len(bases)):
+        base = bases[i]
+        last = i == len(bases) - 1
+        seg = Segment(directory, base, writable=write)
+        try:
+            if base != ck_base and base != next_offset:
+                raise CorruptLogError(
+                    f"segment starts at offset {base} but the previous "
+                    f"one ends at {next_offset}", seg.path, 0)
+            # The checkpoint's position belongs to its own segment only; a
+            # non-last segment (crash during a roll) is scanned whole so
+            # that its T-3 entry is right.
+            checkpoint = (meta.checkpoint_position, meta.checkpoint_next_offset) \
+                if last and base == meta.checkpoint_base else None
+            r = seg.recover_scan(checkpoint=checkpoint, sealed=not last)
+            cut += r.truncated
+            next_offset, end, max_ts = r.next_offset, r.end, r.max_timestamp
+            if write and last:
+                shared.set_index_position(r.index_position)
+        finally:
+            seg.close()
+    # pass 5
+    st = State((next_offset, bases[-1], end, max_ts, gen, start))
+    if write:
+        shared.publish(*st)
+        if start != meta.log_start_offset:
+            metadata.set_log_start(topic, index, start)
+    return Loaded(st, cut)

@@ -1,0 +1,191 @@
+"""A partition's shared state file, ``partition.state`` (FORMAT.rst P-2,
+P-3): the seqlocked record of the committed end that every process maps,
+and the partition's append lock that lives in the same file.
+
+The record (P-2) says where the partition ends: next offset, active segment
+and byte position, its max timestamp, the layout generation (bumped when
+segments appear or go) and the log start offset. A reader learns whether
+anything is new with one memory read, no syscall. The append lock (P-3) is a
+futex word in the same map naming the holding Log by a token whose liveness
+the kernel tracks (an OFD lock on ``pylog.lock``): free of syscalls when
+uncontended, taken over when its holder died, so a SIGKILLed writer never
+wedges the others.
+
+Thread safety: threads of one process are serialized by :attr:`wlock`
+(a ``threading.Lock``) before they take the append lock, because the OFD
+lock belongs to the file description all of them share: a second thread
+"taking" it would succeed, and its unlock would drop the first's.
+Publishing and the index position word are for the holder of both locks.
+Reading the record is lock-free (the seqlock). Durability: none; the file
+is rebuilt by recovery (P-4) after the last process closes or crashes.
+"""
+
+from __future__ import annotations
+
+import logging
+import mmap
+import os
+import sys
+import threading
+from dataclasses import dataclass
+from operator import itemgetter
+
+from . import _native
+from .errors import CorruptLogError
+from .files import NotARegularFile, allocate, open_regular, set_aside
+
+_log = logging.getLogger("pylog")
+
+STATE_FILE = "partition.state"
+STATE_FILE_BYTES = 4096
+# P-2: the record's first field, "PLST" in the host byte order the C
+# side writes it in
+STATE_MAGIC = _native.STATE_MAGIC.to_bytes(4, sys.byteorder)
+DELETED = -1             # P-2: next_offset of a deleted partition
+
+
+@dataclass
+class PartitionMeta:
+    """What LMDB stores for a partition (M-5): see FORMAT.rst."""
+    log_start_offset: int = 0
+    checkpoint_base: int = -1       # segment of the recovery checkpoint
+    checkpoint_position: int = 0    # bytes before this are durable (P-4)
+    checkpoint_next_offset: int = 0
+
+
+class State(tuple):
+    """A consistent snapshot of partition.state (P-2)."""
+    __slots__ = ()
+    # (itemgetter: read on every fetch, without a Python frame per field)
+    next_offset = property(itemgetter(0))
+    active_base = property(itemgetter(1))
+    active_position = property(itemgetter(2))
+    active_max_timestamp = property(itemgetter(3))
+    generation = property(itemgetter(4))
+    log_start_offset = property(itemgetter(5))
+
+
+class SharedState:
+    """``partition.state`` of one partition, mapped (file model: see the
+    module docstring).
+
+    Thread safety: reads are lock-free (seqlock); :meth:`publish` and the
+    index position are for the thread holding :attr:`wlock` and the append
+    lock (:meth:`lock`). Durability: none; recovery rebuilds the file.
+
+    ``fd`` is -1 and ``map`` None when a read-only opener found no state
+    file (recovery then computes the state in memory)."""
+
+    def __init__(self, directory: str, readonly: bool, lock_identity):
+        self.directory = directory
+        self.readonly = readonly
+        # (token, liveness fd) naming the owning Log in the append lock (P-3)
+        self.lock_identity = lock_identity
+        self.wlock = threading.Lock()          # writers of this process
+        self.lock_owner: int | None = None     # thread holding the append lock
+        self.ptr = None           # writable native pointer (writers)
+        self.rptr = None          # native pointer for reads
+        self.map = None
+        path = os.path.join(directory, STATE_FILE)
+        flags = os.O_RDONLY if readonly else os.O_RDWR | os.O_CREAT
+        try:
+            self.fd = open_regular(path, flags, what="partition state file")
+        except FileNotFoundError:
+            self.fd = -1
+        except NotARegularFile as exc:
+            # rebuilt by recovery (P-4) like a missing one; a writer puts a
+            # regular file in its place
+            if readonly:
+                self.fd = -1
+            else:
+                _log.warning("%s; renamed to %s", exc, set_aside(path))
+                self.fd = open_regular(path, flags, what="partition state file")
+        if self.fd < 0:
+            return
+        if not readonly:
+            # blocks first, map second: a sparse page touched through the
+            # map on a full disk is SIGBUS, this is ENOSPC
+            try:
+                allocate(self.fd, STATE_FILE_BYTES)
+            except BaseException:
+                os.close(self.fd)
+                raise
+        if os.fstat(self.fd).st_size >= STATE_FILE_BYTES:
+            prot = mmap.PROT_READ | (0 if readonly else mmap.PROT_WRITE)
+            self.map = mmap.mmap(self.fd, STATE_FILE_BYTES, mmap.MAP_SHARED, prot)
+            if not readonly:
+                self.ptr = _native.pointer(self.map)
+            self.rptr = self.ptr or _native.pointer(self.map, writable=False)
+
+    # -- the record (P-2) ---------------------------------------------------
+    def has_magic(self) -> bool:
+        return self.map is not None and self.map[:4] == STATE_MAGIC
+
+    def read(self):
+        """The record's values, or None when it is uninitialised or a
+        writer is in the middle of publishing it."""
+        return _native.state_read(self.map)
+
+    def initialized(self) -> bool:
+        return self.map is not None and self.read() is not None and self.has_magic()
+
+    def repair(self):
+        """The record's values after repairing an odd sequence left by a
+        writer that died while publishing, under its (now released) lock."""
+        if self.readonly:
+            raise CorruptLogError("partition state is being rewritten by a "
+                                  "writer that died", self.directory)
+        if self.lock_owner == threading.get_ident():
+            # this thread holds the lock (in an append): the odd sequence is
+            # a dead process's
+            _native.state_repair(self.map)
+            return self.read()
+        with self.wlock:
+            self.lock()
+            try:
+                _native.state_repair(self.map)
+                return self.read()
+            finally:
+                self.unlock()
+
+    def publish(self, next_offset, base, pos, max_ts, gen, start) -> None:
+        """Publish a new end (seqlocked); the caller holds the append lock."""
+        _native.state_publish(self.map, next_offset, base, pos, max_ts, gen, start)
+
+    def index_position(self) -> int:
+        """Position of the batch of the active segment's last index entry
+        (P-3, I-2); for the append lock's holder."""
+        return _native.state_index_position(self.map)
+
+    def set_index_position(self, position: int) -> None:
+        _native.set_state_index_position(self.map, position)
+
+    # -- the append lock (P-3) ---------------------------------------------
+    def lock(self, wait: bool = True) -> bool:
+        """Take the append lock; the caller holds :attr:`wlock`. Returns
+        False only when ``wait`` is false and the lock is busy."""
+        token, live_fd = self.lock_identity
+        if not _native.plock_acquire(self.ptr, token, live_fd, self.fd, wait):
+            return False
+        self.lock_owner = threading.get_ident()
+        return True
+
+    def unlock(self) -> None:
+        self.lock_owner = None
+        _native.plock_release(self.ptr, self.lock_identity[0], self.fd)
+
+    def unlock_quietly(self) -> None:
+        try:
+            self.unlock()
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        """Drop the map and close the file. The map is not unmapped here: a
+        thread may be reading it through its pointer with the GIL released;
+        dropping our references unmaps it once the last such call returns."""
+        self.ptr = self.rptr = None
+        self.map = None
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1

@@ -1,0 +1,509 @@
+"""The writer of one partition: the append entry points, growth and roll
+of the active segment, group commit and flush (FORMAT.rst S-3, S-4, I-2,
+P-2, P-3, P-4).
+
+The common append (lock, encode into the mapped segment, publish, index
+entry, unlock, wake consumers) is one native call through the writer's
+appender (``_native.append_*``), a writer's first batch and segment growth
+and rolls included. A batch of a page or more is encoded in the thread's
+scratch and written with one ``pwrite`` instead (the kernel fills fresh
+page-cache pages for a third of what faulting them in through the map
+costs); readers see both the same way. When the native path cannot take a
+batch (compression, another writer keeps changing the segment) it is
+appended under the lock in Python.
+
+Thread safety: every public method is thread-safe. Threads of this process
+are serialized by the shared state's writer lock (``SharedState.wlock``),
+processes by the partition's append lock (P-3), both held only for the
+append itself, not for the fdatasync that follows it.
+
+Durability (G1): a batch is written into the active segment and then
+published in the state; once published, a process crash cannot lose it
+(the page cache holds it). With ``sync="always"`` an append returns only
+after ``fdatasync`` of the segment; concurrent appenders share one
+fdatasync (group commit, in the native syncer: waiters sleep without the
+GIL). Sealed segments are fdatasync'd at their roll (S-4). The directory
+entries of a new partition become durable before its first durable append.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import time
+import weakref
+
+from . import _native, batch, status
+from .errors import (CorruptLogError, DiskFullError, FileVanishedError, LogClosed,
+                     LogFailedError, TopicNotFound)
+from .retention import enforce_retention_locked
+from .segment import (INDEX_INTERVAL_BYTES, PREALLOCATE_BYTES, PREALLOCATE_BYTES_MIN,
+                      Segment, fsync_dir)
+from .sharedstate import State
+
+_log = logging.getLogger("pylog")
+
+OPEN = "OPEN"        # the partition's state (pylog.partition)
+
+# Writers of this process. In a forked child their maps, locks and lock
+# token are the parent's: the child's Log reopens its files on the next
+# checked call (Log._check), and this switches off the unchecked fast append
+# path (append_one) of the inherited objects so callers take that checked
+# path.
+_WRITERS: "weakref.WeakSet[Writer]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for writer in list(_WRITERS):
+        writer._forked = True
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+# Least time between two recovery checkpoints written by flush (P-4); recovery
+# rescans what was appended since the last one (a stale checkpoint is safe).
+CHECKPOINT_INTERVAL_S = 1.0
+# Native append attempts per batch: the first, then after opening or growing
+# the segment, then after a roll or another writer's growth; past that the
+# slow path takes the batch.
+_NATIVE_ATTEMPTS = 3
+# errnos of a full disk or quota: the append fails, nothing was published,
+# the partition stays usable once space is freed (G8)
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class Writer:
+    """Appends to one partition. ``part`` is the owning Partition: its state
+    machine (``status``, ``check``, ``fail``), published state, config,
+    metadata and directory identity.
+
+    Thread safety: thread-safe; appends hold ``SharedState.wlock`` and the
+    append lock (P-3), never across an fdatasync. Durability: an append is
+    durable against a process crash once it returns, and against power
+    loss too with sync="always" (group commit); :meth:`flush` makes every
+    append of this writer durable in any mode (G1)."""
+
+    def __init__(self, part, shared, *, sync: str, bell_ptr, bell_slot: int,
+                 handoff, create: bool):
+        self._part = part
+        self._shared = shared
+        self._wlock = shared.wlock
+        self.name = part.name
+        self.dir = part.dir
+        self.sync_mode = sync
+        self._sync_always = sync == "always"
+        # (doorbell map pointer, slot) of the log (L-3): appends ring it
+        self._bell_ptr = bell_ptr
+        self._bell_slot = bell_slot
+        self._handoff = handoff
+        # The native appender (used under self._wlock); it is set up for the
+        # active segment's map self._appender_map, and carries the end of
+        # the last batch this writer appended (written_*).
+        self._appender = _native.appender()
+        self._appender.written_base = self._appender.written_end = -1
+        self._appender_map = None
+        self._forked = False             # see _after_fork_in_child
+        self._next_checkpoint = 0.0      # see flush
+        self._dir_durable = not create   # see _make_dir_durable
+        # group commit (G1): the native syncer of this writer's appends
+        self._syncer = _native.syncer()
+        self._active: Segment | None = None
+        _WRITERS.add(self)
+
+    @property
+    def appender(self):
+        return self._appender
+
+    @property
+    def active(self) -> Segment | None:
+        """The writer's handle of the active segment (None before its first
+        append)."""
+        return self._active
+
+    def new_partition_files(self) -> None:
+        """Recovery made the partition's first segment: its directory
+        entries become durable before the first durable append, not now
+        (creating a topic of 1000 partitions must not cost 1000 fsyncs)."""
+        self._dir_durable = False
+
+    @property
+    def _written(self) -> tuple[int, int]:
+        """(segment base, end position) of the last batch appended here."""
+        return self._appender.written_base, self._appender.written_end
+
+    def _set_active(self, seg: Segment | None) -> None:
+        """Make ``seg`` this writer's active segment. Offsets below its base
+        are in sealed segments, durable since their roll (S-4)."""
+        self._active = seg
+        _native.syncer_set_fd(self._syncer, seg.fd if seg is not None else -1,
+                              seg.base_offset if seg is not None else 0,
+                              seg.path if seg is not None else None)
+
+    def append(self, records, *, compression: str | None = None) -> tuple[int, int]:
+        """Append one batch; return (base offset, timestamp of the first record).
+
+        ``records`` are validated tuples (timestamp_ms, key, value, headers).
+        Durable per the sync mode before returning (G1). Raises LogFailedError
+        after an I/O error, which also moves the partition to FAILED.
+        """
+        if self._part.status is not OPEN:
+            self._part.check()
+        with self._wlock:
+            if self._part.status is not OPEN:
+                self._part.check()
+            base = None
+            if compression is None:
+                base = self._append_native(
+                    lambda a: _native.append_records(a, records), records)
+            if base is None:
+                base = self._append_slow(records, compression)
+            target = self._appender.written_next
+        if self._sync_always:
+            self._sync_through(target)
+        return base, records[0][0]
+
+    def append_one(self, timestamp_ms: int, key, value):
+        """Append one record without headers (key/value: bytes or None);
+        return its offset, or None when the caller must use :meth:`append`
+        (first append of this writer, the segment must grow or roll, the
+        partition is not OPEN). The producer's per-record hot path: one
+        native call, no per-call allocation. Durable per the sync mode when
+        it returns an offset."""
+        with self._wlock:
+            if self._forked or self._part.status is not OPEN:
+                return None
+            seg = self._active
+            m = self._appender_map
+            if (m is None or seg is None or seg._wptr is not m) \
+                    and self._appender_ready() is None:
+                return None
+            a = self._appender
+            # (a null key or value is passed as b"" with length -1)
+            rc = _native.append_record(a, timestamp_ms, key or b"",
+                                       -1 if key is None else len(key), value or b"",
+                                       -1 if value is None else len(value))
+            if rc >= 0:
+                base = rc                    # the record's offset
+            else:
+                recs = ((timestamp_ms, key, value, ()),)
+                base = self._append_native(lambda a: _native.append_records(a, recs),
+                                           recs, rc)
+            if base is None or not self._sync_always:
+                return base
+            target = a.written_next
+        self._sync_through(target)
+        return base
+
+    def append_columns(self, timestamp_ms: int, cols):
+        """Append ``cols`` (``_native.columns``: records without headers)
+        sharing ``timestamp_ms``, uncompressed; return the base offset, or
+        None when the caller must use :meth:`append` (as :meth:`append_one`).
+        Durable per the sync mode when it returns."""
+        if self._part.status is not OPEN:
+            self._part.check()
+        with self._wlock:
+            if self._part.status is not OPEN:
+                self._part.check()
+            base = self._append_native(
+                lambda a: _native.append_columns(a, timestamp_ms, cols), None)
+            target = self._appender.written_next
+        if base is not None and self._sync_always:
+            self._sync_through(target)
+        return base
+
+    def _appender_ready(self):
+        """The appender, set up for the active segment's current map; None
+        when the slow path must run (nothing mapped yet). Under _wlock."""
+        seg = self._active
+        if seg is None or self._shared.ptr is None:
+            return None
+        ptr, cap = seg.writer_pointer()
+        if ptr is None:
+            return None
+        if self._appender_map is not ptr:
+            shared = self._shared
+            _native.appender_setup(
+                self._appender, state_p=shared.ptr,
+                lock=(shared.lock_identity[0], shared.lock_identity[1], shared.fd),
+                seg_p=ptr, seg_cap=cap, seg_base=seg.base_offset, seg_fd=seg.fd,
+                index_fds=seg.index_fds(), index_interval=INDEX_INTERVAL_BYTES,
+                bell_p=self._bell_ptr, slot=self._bell_slot, handoff=self._handoff)
+            self._appender_map = ptr
+        return self._appender
+
+    def _append_native(self, call, records, rc: int | None = None):
+        """Run ``call(appender)``, one native append, retrying after making
+        room: opening this writer's segment when nothing is mapped yet,
+        growing it when the batch does not fit, rolling it when the batch
+        would pass segment_bytes (``rc``: the result of a first attempt the
+        caller already made). Returns the base offset, or None when the slow
+        path must run (another writer keeps changing the segment); raises
+        for errors. Under _wlock."""
+        for attempt in range(_NATIVE_ATTEMPTS):
+            if rc is None:
+                a = self._appender_ready()
+                if a is None:
+                    # this writer's first append: open the segment, map it
+                    self._make_room(1)
+                    a = self._appender_ready()
+                    if a is None:
+                        return None
+                rc = call(a)
+            if rc != _native.E_NOSPACE or attempt == _NATIVE_ATTEMPTS - 1:
+                break
+            self._make_room(self._appender.out.size)
+            rc = None
+        return self._appended(rc, records)
+
+    def _make_room(self, size: int) -> None:
+        """Make the active segment (opened for this writer if need be) hold
+        ``size`` more bytes: grow its preallocation, or roll it first when a
+        batch of ``size`` bytes would pass segment_bytes (S-4). Under _wlock;
+        takes the append lock. I/O errors as in :meth:`_append_slow`."""
+        def make_room():
+            self._make_dir_durable()
+            st = self._part.state()
+            seg = self._writer_segment(st)
+            pos = st.active_position
+            if pos + size > self._part.config.segment_bytes and pos > 0:
+                seg = self._roll(seg, st.next_offset, pos, st.active_max_timestamp,
+                                 st.generation, st.log_start_offset)
+                pos = 0
+            self._grow(seg, pos + size)
+            seg.mapped(pos + size)
+        self._locked_append_step(make_room)
+
+    def _grow(self, seg: Segment, need: int) -> None:
+        """Preallocate the active segment to hold ``need`` bytes, doubling
+        from PREALLOCATE_BYTES_MIN in steps of at most PREALLOCATE_BYTES (up
+        to segment_bytes), and drop its map; under the append lock."""
+        cur = seg.file_size()
+        if cur < need:       # (another writer may have grown it already)
+            grow = min(max(cur, PREALLOCATE_BYTES_MIN), PREALLOCATE_BYTES)
+            seg.preallocate(max(need, min(self._part.config.segment_bytes, cur + grow)))
+        seg.unmap()
+
+    def _appended(self, rc: int, records):
+        """The base offset of a native append that returned ``rc``, or None
+        when the slow path must run; raises for errors. Under _wlock."""
+        a = self._appender
+        if rc == 0:
+            return a.out.base_offset
+        if rc in (_native.APPEND_INDEX_FAILED, _native.E_APPENDED_NO_INDEX):
+            _log.warning("%s: index entry not written (%s); the index is "
+                         "derived data and will be rebuilt (I-3)", self._active.index_path,
+                         os.strerror(a.out.index_errno))
+            return a.out.base_offset
+        if rc in (_native.E_NOSPACE, _native.E_STALE):
+            return None
+        if rc == _native.E_DELETED:
+            raise TopicNotFound(f"topic {self._part.topic!r} was deleted")
+        if -rc in _DISK_FULL:
+            # a batch written with pwrite (pl_appender.scratch) found the
+            # disk full: nothing was published, the partition stays usable (G8)
+            raise self._disk_full(-rc)
+        if status.is_errno(rc):       # an I/O error fails the partition (G8)
+            exc = status.error(rc, f"append to {self.name}")
+            self._part.fail(exc)
+            raise LogFailedError(str(exc)) from exc
+        # batch encoding refused the records: a caller bug, not an I/O error
+        if rc == _native.E_INVAL and records is not None:
+            batch.encode(records, base_offset=0)   # raises the descriptive error
+        raise status.error(rc, f"append to {self.name}")
+
+    def _append_slow(self, records, compression):
+        """Append under the lock in Python: grows or rolls the segment,
+        compresses, and (re)opens the writer's segment."""
+        base = self._locked_append_step(lambda: self._append_locked(records, compression))
+        self._ring()
+        return base
+
+    def _locked_append_step(self, step):
+        """Run ``step()`` under the append lock. An I/O error fails the
+        partition (LogFailedError), except ENOSPC: nothing was published, so
+        the call fails and the partition stays usable once space is freed
+        (G8)."""
+        self._shared.lock()
+        try:
+            result = step()
+        except (OSError, CorruptLogError, FileVanishedError) as exc:
+            self._shared.unlock_quietly()
+            if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+                raise self._disk_full(exc.errno) from exc
+            if isinstance(exc, FileVanishedError) or self._part.check_identity():
+                self._part.fail(exc)
+                self._part.check()                # L-6: raises FileVanishedError
+            self._part.fail(exc)
+            raise LogFailedError(f"append to {self.name}: {exc}") from exc
+        except BaseException:
+            self._shared.unlock_quietly()
+            raise
+        self._shared.unlock()
+        return result
+
+    def _disk_full(self, code: int) -> DiskFullError:
+        return DiskFullError(f"append to {self.name}: disk full "
+                              f"({errno.errorcode[code]}); free space or lower "
+                              "retention_bytes")
+
+    def _ring(self) -> None:
+        if self._bell_ptr is not None:
+            _native.doorbell_ring_ptr(self._bell_ptr, self._bell_slot)
+
+    def _unlock_quietly(self) -> None:
+        try:
+            self._shared.unlock()
+        except OSError:
+            pass
+
+    def _writer_segment(self, st: State) -> Segment:
+        seg = self._active
+        if seg is None or seg.base_offset != st.active_base:
+            if seg is not None:
+                seg.close()
+            seg = Segment(self.dir, st.active_base, writable=True)
+            self._set_active(seg)
+        return seg
+
+    def _make_dir_durable(self) -> None:
+        """fsync the partition directory and its parent once, before the
+        first append this process makes durable (G1 in sync="always")."""
+        if not self._dir_durable and self.sync_mode == "always":
+            fsync_dir(self.dir)
+            fsync_dir(os.path.dirname(self.dir))
+        self._dir_durable = True
+
+    def _append_locked(self, records, compression):
+        self._make_dir_durable()
+        st = self._part.state()
+        seg = self._writer_segment(st)
+        pos = st.active_position
+        next_offset = st.next_offset
+        gen = st.generation
+        max_ts_seg = st.active_max_timestamp
+        for _ in range(4):
+            m = seg.mapped(pos)
+            try:
+                size = batch.encode_into(m if m is not None else bytearray(0),
+                                         pos, records, base_offset=next_offset,
+                                         compression=compression)
+                break
+            except batch.NoSpace as exc:
+                need = pos + exc.needed
+                if need <= self._part.config.segment_bytes or pos == 0:
+                    self._grow(seg, need)
+                else:
+                    seg = self._roll(seg, next_offset, pos, max_ts_seg, gen,
+                                     st.log_start_offset)
+                    st = self._part.state()
+                    pos, gen, max_ts_seg = 0, st.generation, -1
+        else:
+            raise AssertionError("batch does not fit in an empty segment")
+        n = len(records)
+        last_offset = next_offset + n - 1
+        batch_max_ts = max(r[0] for r in records) if n > 1 else records[0][0]
+        max_ts_seg = max(max_ts_seg, batch_max_ts)
+        if seg.index_due(pos, self._shared.index_position()):
+            # the position of the last entry is shared by all writers (P-3)
+            seg.append_index_entry(last_offset, pos, max_ts_seg)
+            self._shared.set_index_position(pos)
+        end = pos + size
+        self._shared.publish(last_offset + 1, seg.base_offset, end, max_ts_seg, gen,
+                      st.log_start_offset)
+        a = self._appender
+        a.written_base, a.written_end, a.written_next = seg.base_offset, end, last_offset + 1
+        return next_offset
+
+    def _roll(self, seg: Segment, next_offset: int, pos: int, max_ts: int,
+              gen: int, start: int) -> Segment:
+        """Seal the active segment and start a new one at ``next_offset`` (S-4).
+
+        The new segment is created and preallocated first: ENOSPC (the likely
+        failure) then leaves the old segment untouched and still active, and
+        the half-made new one is removed, so later appends to the old one
+        cannot collide with it (G8). A crash before the publish leaves an
+        empty new segment that recovery drops (P-4)."""
+        self._part.dir_identity.check(f"roll of {self.name}")     # L-6
+        new = Segment(self.dir, next_offset, create=True, writable=True)
+        try:
+            new.truncate(0)                  # a leftover of a crashed roll
+            new.write_indexes([], [])
+            new.preallocate(min(self._part.config.segment_bytes, PREALLOCATE_BYTES_MIN))
+            seg.sync()                       # sealed segments are always durable
+            seg.truncate(pos)
+            seg.sync()
+            if max_ts >= 0:                  # T-3: the final max timestamp
+                seg.append_timeindex(max_ts, next_offset - 1 - seg.base_offset)
+            fsync_dir(self.dir)
+        except BaseException:
+            new.close()
+            new.unlink()
+            raise
+        self._shared.set_index_position(0)      # I-2
+        self._shared.publish(next_offset, next_offset, 0, -1, gen + 1, start)
+        self._part.meta.set_checkpoint(self._part.topic, self._part.index, next_offset, 0,
+                                  next_offset)
+        seg.close()
+        self._set_active(new)
+        enforce_retention_locked(self._part)
+        return new
+
+    # -- durability ----------------------------------------------------------------
+    def _sync_through(self, target_next: int) -> None:
+        """Group commit: return once the offsets below ``target_next`` that
+        this writer appended are durable. Concurrent callers share
+        fdatasyncs: one leads, the others wait in the native syncer without
+        the GIL (pl_sync_through), and one sync covers every append made
+        before it began. Raises LogFailedError (and fails the partition)
+        when fdatasync fails; every later call then fails too."""
+        rc = _native.sync_through(self._syncer, self._appender, target_next)
+        if rc == 0:
+            return
+        if rc == _native.E_STALE:            # closed under us
+            self._part.check()
+            raise LogClosed(f"partition {self.name} is closed")
+        if rc == _native.E_VANISHED:         # L-6
+            self._part.check_identity(f"the segment file of {self.name} was deleted")
+            self._part.check()
+        if rc == _native.E_NOFD:             # not sticky, as in C: nothing lost
+            raise status.error(rc, f"fdatasync of {self.name}")
+        if status.is_errno(rc):
+            exc = OSError(-rc, os.strerror(-rc))
+            self._part.fail(exc)
+            raise LogFailedError(
+                f"fdatasync of {self.name}: {exc.strerror} (errno {exc.errno}); "
+                "records appended since the last successful sync may be "
+                "lost") from exc
+        self._part.check()
+        raise status.error(rc, f"fdatasync of {self.name}")
+
+    def flush(self, *, checkpoint: bool = False) -> None:
+        """Make everything appended so far durable, and advance the recovery
+        checkpoint (P-4) so the next recovery scans less — at most every
+        CHECKPOINT_INTERVAL_S, or now with ``checkpoint``: the checkpoint is
+        an LMDB commit, which would cost a flush more than its fdatasync."""
+        self._part.check()
+        with self._wlock:
+            if self._active is None:
+                return
+            written = self._written
+            written_next = self._appender.written_next
+        if written[0] >= 0:
+            self._sync_through(written_next)
+            now = time.monotonic()
+            if not checkpoint and now < self._next_checkpoint:
+                return
+            self._next_checkpoint = now + CHECKPOINT_INTERVAL_S
+            st = self._part.state()
+            if st.active_base == written[0]:
+                self._part.meta.set_checkpoint(self._part.topic, self._part.index, written[0],
+                                          written[1], written_next)
+
+    def close(self) -> None:
+        """Release the active segment (under the writer lock)."""
+        with self._wlock:
+            self._appender_map = None
+            if self._active is not None:
+                self._active.close()
+                self._set_active(None)
