@@ -8,18 +8,36 @@
 See README.rst for the guide and FORMAT.rst for the on-disk format.
 """
 
-from .errors import (CommitFailedError, CorruptLogError, DeserializationError,
-                     DiskFullError, FileVanishedError, ForkedLogError,
+from .errors import (
+                     CommitFailedError,
+                     CorruptLogError,
+                     DeserializationError,
+                     DiskFullError,
+                     FileVanishedError,
+                     ForkedLogError,
+                     GroupNotEmpty,
+                     InvalidArgument,
+                     InvalidConfig,
+                     InvalidTimestamp,
+                     InvalidTopicName,
+                     LogClosed,
+                     LogFailedError,
+                     LogNotFound,
+                     LogOSError,
+                     LogPermissionError,
                      MetadataBusyError,
-                     GroupNotEmpty, InvalidArgument, InvalidConfig,
-                     InvalidTimestamp, InvalidTopicName, LogClosed, LogFailedError,
-                     LogNotFound, LogOSError, LogPermissionError, NotALogDirectoryError,
+                     NotALogDirectoryError,
+                     OffsetOutOfRange,
+                     PartitionNotFound,
+                     PylogError,
                      ReadOnlyFilesystemError,
-                     OffsetOutOfRange, PartitionNotFound, PylogError,
-                     ReadOnlyLog, RecordTooLarge, TopicExists, TopicNotFound)
+                     ReadOnlyLog,
+                     RecordTooLarge,
+                     TopicExists,
+                     TopicNotFound,
+)
 from .log import Log, open
-from .records import (PartitionInfo, Record, RecordMetadata, TopicInfo,
-                    TopicPartition)
+from .records import PartitionInfo, Record, RecordMetadata, TopicInfo, TopicPartition
 
 __version__ = "0.1.0"
 

@@ -19,7 +19,8 @@ import time as _time
 from typing import Optional
 
 from . import _format, _scratch
-from ._buffers import rbuf as _rbuf, wbuf as _wbuf
+from ._buffers import rbuf as _rbuf
+from ._buffers import wbuf as _wbuf
 from ._pylog_native import ffi, lib
 from .errors import InvalidArgument
 from .status import E_BUSY, E_INVAL, check

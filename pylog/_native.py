@@ -27,36 +27,95 @@ from __future__ import annotations
 from array import array as _array
 from typing import NamedTuple, Optional
 
-from . import _format, _scratch as _scr, status as _status
-from ._buffers import pointer, rbuf as _rbuf, release, wbuf as _wbuf
+from . import _format
+from . import _scratch as _scr
+from . import status as _status
+from ._buffers import pointer, release
+from ._buffers import rbuf as _rbuf
+from ._buffers import wbuf as _wbuf
 from ._crossproc import (  # noqa: F401 (re-exported)
-    DOORBELL_SLOT_SIZE, LIVENESS_BASE, STATE_INDEX_POSITION, STATE_MAGIC, STATE_SIZE, lock,
-    doorbell_load, doorbell_load_at, doorbell_ring, doorbell_ring_ptr, doorbell_wait,
-    doorbell_wait_at, liveness_lock, new_lock_token, plock_acquire, plock_release,
-    set_state_index_position, state_index_position, state_publish, state_read,
-    state_read_ptr, state_repair, sync_through, syncer, syncer_set_fd, waited as _waited)
+    DOORBELL_SLOT_SIZE,
+    LIVENESS_BASE,
+    STATE_INDEX_POSITION,
+    STATE_MAGIC,
+    STATE_SIZE,
+    doorbell_load,
+    doorbell_load_at,
+    doorbell_ring,
+    doorbell_ring_ptr,
+    doorbell_wait,
+    doorbell_wait_at,
+    liveness_lock,
+    lock,
+    new_lock_token,
+    plock_acquire,
+    plock_release,
+    set_state_index_position,
+    state_index_position,
+    state_publish,
+    state_read,
+    state_read_ptr,
+    state_repair,
+    sync_through,
+    syncer,
+    syncer_set_fd,
+)
+from ._crossproc import waited as _waited
 from ._format import (  # noqa: F401 (re-exported)
-    ATTRIBUTES_OFFSET, BASE_OFFSET_OFFSET, BASE_SEQUENCE_OFFSET, BASE_TIMESTAMP_OFFSET,
-    BATCH_HEADER_SIZE, BATCH_LENGTH_OFFSET, BATCH_OVERHEAD, CODEC_GZIP, CODEC_LZ4,
-    CODEC_MASK, CODEC_NONE, CODEC_SNAPPY, CODEC_ZSTD, CONTROL_MASK, CRC_OFFSET,
-    DELETE_HORIZON_MASK, HEADER_STRUCT, LAST_OFFSET_DELTA_OFFSET, LENGTH_FIELD_END,
-    MAGIC_OFFSET, MAGIC_V2, MAX_TIMESTAMP_OFFSET, PARTITION_LEADER_EPOCH_OFFSET,
-    PRODUCER_EPOCH_OFFSET, PRODUCER_ID_OFFSET, RECORDS_COUNT_OFFSET,
-    TIMESTAMP_CREATE_TIME, TIMESTAMP_LOG_APPEND_TIME, TIMESTAMP_TYPE_MASK,
-    TRANSACTIONAL_MASK)
-from ._handoff import (  # noqa: F401 (re-exported)
-    HOLD_GAP_NS, HOLD_MAX_NS, WAIT_PAUSE_RECORDS, Handoff, reader_took_gil as _reader_took_gil)
+    ATTRIBUTES_OFFSET,
+    BASE_OFFSET_OFFSET,
+    BASE_SEQUENCE_OFFSET,
+    BASE_TIMESTAMP_OFFSET,
+    BATCH_HEADER_SIZE,
+    BATCH_LENGTH_OFFSET,
+    BATCH_OVERHEAD,
+    CODEC_GZIP,
+    CODEC_LZ4,
+    CODEC_MASK,
+    CODEC_NONE,
+    CODEC_SNAPPY,
+    CODEC_ZSTD,
+    CONTROL_MASK,
+    CRC_OFFSET,
+    DELETE_HORIZON_MASK,
+    HEADER_STRUCT,
+    LAST_OFFSET_DELTA_OFFSET,
+    LENGTH_FIELD_END,
+    MAGIC_OFFSET,
+    MAGIC_V2,
+    MAX_TIMESTAMP_OFFSET,
+    PARTITION_LEADER_EPOCH_OFFSET,
+    PRODUCER_EPOCH_OFFSET,
+    PRODUCER_ID_OFFSET,
+    RECORDS_COUNT_OFFSET,
+    TIMESTAMP_CREATE_TIME,
+    TIMESTAMP_LOG_APPEND_TIME,
+    TIMESTAMP_TYPE_MASK,
+    TRANSACTIONAL_MASK,
+)
+from ._handoff import HOLD_GAP_NS, HOLD_MAX_NS, WAIT_PAUSE_RECORDS, Handoff  # noqa: F401 (re-exported)
+from ._handoff import reader_took_gil as _reader_took_gil
 from ._pylog_native import ffi, lib
 from ._rows import rows as _rows
 from ._scan import (  # noqa: F401 (re-exported)
-    ScanResult, index_lookup, index_validate, scan_segment, timeindex_lookup,
-    timeindex_validate)
+    ScanResult,
+    index_lookup,
+    index_validate,
+    scan_segment,
+    timeindex_lookup,
+    timeindex_validate,
+)
 from ._scratch import (  # noqa: F401 (re-exported)
-    APPEND_SCRATCH_BYTES, APPEND_WRITE_BYTES_MIN, FETCH_RECORDS_MAX, FETCH_RECORDS_STEP,
-    local as _scratch, raw_alloc as _raw_alloc)  # (tests swap this thread's scratch)
+    APPEND_SCRATCH_BYTES,
+    APPEND_WRITE_BYTES_MIN,
+    FETCH_RECORDS_MAX,
+    FETCH_RECORDS_STEP,
+)
 from .errors import CorruptLogError, InvalidArgument
 from .gcpause import paused as _gc_paused
-from .status import check as _check, check_corrupt as _check_corrupt, reason as _reason
+from .status import check as _check
+from .status import check_corrupt as _check_corrupt
+from .status import reason as _reason
 
 __all__ = [
     # the codec (this module)

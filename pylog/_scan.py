@@ -13,7 +13,8 @@ from typing import NamedTuple, Optional
 from ._buffers import rbuf as _rbuf
 from ._pylog_native import ffi, lib
 from .errors import InvalidArgument
-from .status import check as _check, reason as _reason
+from .status import check as _check
+from .status import reason as _reason
 
 _INT32_MAX = 2**31 - 1
 

@@ -94,6 +94,19 @@ def shape(cap: int):
     return s
 
 
+def use_append_scratch(nbytes: int) -> None:
+    """Give the calling thread an append scratch of ``nbytes`` (replacing
+    the one it had). With 0 every batch of this thread goes through the map
+    instead of one pwrite; the result on disk is the same bytes."""
+    local.append = (raw_alloc("uint8_t[]", max(nbytes, 1)), nbytes)
+
+
+def append_scratch_bytes() -> int:
+    """The size of the calling thread's append scratch (0: none yet)."""
+    s = getattr(local, "append", None)
+    return 0 if s is None else s[1]
+
+
 def with_append(a):
     """Point the appender ``a`` at this thread's append scratch and return
     it (the append runs without the GIL: two threads appending to two

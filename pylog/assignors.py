@@ -168,7 +168,8 @@ def _subscribers(subs: Mapping[str, frozenset]) -> Dict[str, List[str]]:
     return by_topic
 
 
-def _all_partitions(by_topic: Mapping[str, List[str]], counts: Mapping[str, int]) -> List[TopicPartition]:
+def _all_partitions(by_topic: Mapping[str, List[str]],
+                    counts: Mapping[str, int]) -> List[TopicPartition]:
     return [
         (topic, p)
         for topic in sorted(by_topic)

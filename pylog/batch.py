@@ -14,8 +14,7 @@ import threading
 import zstandard
 
 from . import _native
-from ._native import (BATCH_HEADER_SIZE, CODEC_NONE, CODEC_ZSTD, BatchHeader,
-                      NoSpace)
+from ._native import BATCH_HEADER_SIZE, CODEC_NONE, CODEC_ZSTD, BatchHeader, NoSpace
 from .errors import CorruptLogError
 
 # B-6: a compressed records section may expand to at most this many bytes.

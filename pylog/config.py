@@ -10,7 +10,7 @@ Pure data and pure functions: thread-safe.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, asdict, fields
+from dataclasses import asdict, dataclass, fields
 
 from .errors import InvalidArgument, InvalidConfig, InvalidTimestamp, InvalidTopicName
 

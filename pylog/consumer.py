@@ -34,15 +34,21 @@ from .config import validate_group_id
 from .deadletter import DeadLetters
 from .delivery import Delivery
 from .deserialize import RecordMaker
-from .errors import (CommitFailedError, ForkedLogError,
-                     InvalidArgument, LogClosed, OffsetOutOfRange, ReadOnlyLog,
-                     TopicNotFound)
+from .errors import (
+    CommitFailedError,
+    ForkedLogError,
+    InvalidArgument,
+    LogClosed,
+    OffsetOutOfRange,
+    ReadOnlyLog,
+    TopicNotFound,
+)
 from .gcpause import paused as _gc_paused
 from .group import GROUP_CHECK_INTERVAL_S, GroupMember
 from .offsetreset import OFFSET_RESETS, OffsetReset
-from .store import FORKS, topic_slot
 from .partition import Cursor
 from .records import TopicPartition
+from .store import FORKS, topic_slot
 
 MAX_POLL_RECORDS_MAX = 1_000_000
 _TOPIC_REFRESH_S = 1.0

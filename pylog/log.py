@@ -12,8 +12,8 @@ from __future__ import annotations
 from .config import validate_group_id, validate_topic_name
 from .consumer import Consumer
 from .group import describe_group, reset_group
-from .store import LogStore
 from .producer import Producer
+from .store import LogStore
 
 
 class Log(LogStore):

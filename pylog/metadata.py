@@ -42,10 +42,19 @@ import time
 import lmdb
 
 from . import groupstate
-from .errors import (CorruptLogError, DiskFullError,
-                     FileVanishedError, LogFailedError, LogOSError,
-                     LogPermissionError, MetadataBusyError, PylogError,
-                     TopicExists, TopicNotFound)
+from .errors import (
+    CorruptLogError,
+    DiskFullError,
+    FileVanishedError,
+    LogClosed,
+    LogFailedError,
+    LogOSError,
+    LogPermissionError,
+    MetadataBusyError,
+    PylogError,
+    TopicExists,
+    TopicNotFound,
+)
 from .files import DISK_FULL_ERRNOS, allocate, disk_full_error, open_regular
 from .groupstate import GroupState
 from .identity import Identity, vanished
@@ -450,6 +459,9 @@ class Metadata:
                 f"{what}: LMDB metadata map is full ({exc}); nothing was "
                 f"stored") from exc
         except lmdb.Error as exc:
+            if self._closed:
+                # another thread closed the Log under this call
+                raise LogClosed(f"{what}: the log was closed") from exc
             if os.strerror(errno.ENOSPC) in str(exc):
                 raise DiskFullError(
                     f"{what}: LMDB metadata commit in {self.path}: disk full "

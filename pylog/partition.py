@@ -33,15 +33,20 @@ import time
 
 from . import _native
 from .config import TopicConfig
-from .errors import (CorruptLogError, FileVanishedError, LogClosed, LogFailedError,
-                     ReadOnlyLog, TopicNotFound)
+from .errors import (
+    CorruptLogError,
+    FileVanishedError,
+    LogClosed,
+    LogFailedError,
+    ReadOnlyLog,
+    TopicNotFound,
+)
 from .identity import Identity, unlinked, vanished
 from .reader import Cursor, Reader
 from .recovery import recover_partition
 from .retention import enforce_retention_locked
 from .segment import list_segment_bases, segment_path
-from .sharedstate import (DELETED, STATE_FILE, STATE_MAGIC, PartitionMeta,
-                          SharedState, State)
+from .sharedstate import DELETED, STATE_FILE, STATE_MAGIC, PartitionMeta, SharedState, State
 from .writer import Writer
 
 __all__ = ["Cursor", "Partition", "PartitionMeta", "State", "STATE_FILE",

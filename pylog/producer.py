@@ -22,11 +22,10 @@ from time import time_ns as _time_ns
 
 from . import _native
 from .config import validate_topic_name
-from .errors import (InvalidArgument, LogClosed, PartitionNotFound, RecordTooLarge,
-                     TopicNotFound)
+from .errors import InvalidArgument, LogClosed, PartitionNotFound, RecordTooLarge, TopicNotFound
 from .gcpause import paused as _gc_paused
-from .store import FORKS
 from .records import RecordMetadata
+from .store import FORKS
 
 _murmur2 = _native.murmur2_bytes
 _first, _second = itemgetter(0), itemgetter(1)

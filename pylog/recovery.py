@@ -27,8 +27,7 @@ import logging
 from dataclasses import dataclass
 
 from .errors import CorruptLogError
-from .segment import (Segment, list_segment_bases, segment_is_empty,
-                      unlink_segment)
+from .segment import Segment, list_segment_bases, segment_is_empty, unlink_segment
 from .sharedstate import PartitionMeta, State
 
 _log = logging.getLogger("pylog")

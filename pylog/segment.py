@@ -33,9 +33,16 @@ from dataclasses import dataclass
 from . import _native, batch
 from .errors import CorruptLogError, PylogError
 from .files import NotARegularFile, allocate, open_regular, set_aside
-from .index import (INDEX_ENTRY, INDEX_INTERVAL_BYTES, TIMEINDEX_ENTRY,
-                    index_problem, last_entry_position, pack_index,
-                    pack_timeindex, scan_indexes)
+from .index import (
+    INDEX_ENTRY,
+    INDEX_INTERVAL_BYTES,
+    TIMEINDEX_ENTRY,
+    index_problem,
+    last_entry_position,
+    pack_index,
+    pack_timeindex,
+    scan_indexes,
+)
 
 _log = logging.getLogger("pylog")
 

@@ -23,8 +23,16 @@ import os as _os
 from typing import Optional
 
 from ._pylog_native import ffi, lib
-from .errors import (CorruptLogError, FileVanishedError, InvalidArgument, LogClosed,
-                     LogFailedError, LogOSError, PylogError, TopicNotFound)
+from .errors import (
+    CorruptLogError,
+    FileVanishedError,
+    InvalidArgument,
+    LogClosed,
+    LogFailedError,
+    LogOSError,
+    PylogError,
+    TopicNotFound,
+)
 
 OK = lib.PL_OK
 E_NOSPACE = lib.PL_E_NOSPACE

@@ -23,26 +23,34 @@ from __future__ import annotations
 import builtins
 import errno
 import logging
+import mmap
 import os
 import shutil
+import stat
 import threading
 import time
-import mmap
-import stat
 import warnings
 
 from . import _native
-from .config import (SYNC_MODES, TopicConfig,
-                     validate_topic_name)
-from .errors import (CorruptLogError, InvalidArgument, LogClosed,
-                     LogFailedError, LogNotFound, LogOSError, NotALogDirectoryError,
-                     PylogError, TopicNotFound, PartitionNotFound)
+from .config import SYNC_MODES, TopicConfig, validate_topic_name
+from .errors import (
+    CorruptLogError,
+    InvalidArgument,
+    LogClosed,
+    LogFailedError,
+    LogNotFound,
+    LogOSError,
+    NotALogDirectoryError,
+    PartitionNotFound,
+    PylogError,
+    TopicNotFound,
+)
 from .files import DISK_FULL_ERRNOS, allocate, disk_full_error, open_regular
+from .identity import Identity, vanished
 from .metadata import DEFAULT_LOCK_TIMEOUT_S, Metadata
-from .topicadmin import TopicAdmin
 from .partition import Partition
 from .segment import fsync_dir
-from .identity import Identity, vanished
+from .topicadmin import TopicAdmin
 
 _log = logging.getLogger("pylog")
 

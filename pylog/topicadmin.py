@@ -23,13 +23,20 @@ import sys
 
 from . import topicdirs
 from .config import PARTITIONS_MAX, TopicConfig, validate_topic_name
-from .errors import (DiskFullError, InvalidArgument, LogFailedError, LogOSError,
-                     PylogError, ReadOnlyLog, TopicExists)
+from .errors import (
+    DiskFullError,
+    InvalidArgument,
+    LogFailedError,
+    LogOSError,
+    PylogError,
+    ReadOnlyLog,
+    TopicExists,
+)
 from .files import DISK_FULL_ERRNOS, disk_full_error
 from .identity import vanished
 from .partition import STATE_FILE, STATE_MAGIC, Partition
-from .segment import fsync_dir
 from .records import PartitionInfo, TopicInfo
+from .segment import fsync_dir
 
 _log = logging.getLogger("pylog")
 

@@ -22,16 +22,21 @@ import os
 import re
 import stat
 import struct
-
 from dataclasses import asdict, dataclass
 
 from . import _native, batch
 from .errors import CorruptLogError, LogOSError, PylogError
 from .files import NotARegularFile, file_kind, open_regular
-from .store import check_log_dir, writers_present
-from .segment import (INDEX_ENTRY, TIMEINDEX_ENTRY, first_valid_batch_after,
-                      list_segment_bases, parse_segment_name, segment_path)
+from .segment import (
+    INDEX_ENTRY,
+    TIMEINDEX_ENTRY,
+    first_valid_batch_after,
+    list_segment_bases,
+    parse_segment_name,
+    segment_path,
+)
 from .sharedstate import STATE_FILE, STATE_MAGIC, State
+from .store import check_log_dir, writers_present
 
 CODEC_NAMES = {0: "none", 1: "gzip", 2: "snappy", 3: "lz4", 4: "zstd"}
 _ZERO_CHUNK = 1 << 20

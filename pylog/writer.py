@@ -35,11 +35,22 @@ import time
 import weakref
 
 from . import _native, batch, status
-from .errors import (CorruptLogError, DiskFullError, FileVanishedError, LogClosed,
-                     LogFailedError, TopicNotFound)
+from .errors import (
+    CorruptLogError,
+    DiskFullError,
+    FileVanishedError,
+    LogClosed,
+    LogFailedError,
+    TopicNotFound,
+)
 from .retention import enforce_retention_locked
-from .segment import (INDEX_INTERVAL_BYTES, PREALLOCATE_BYTES, PREALLOCATE_BYTES_MIN,
-                      Segment, fsync_dir)
+from .segment import (
+    INDEX_INTERVAL_BYTES,
+    PREALLOCATE_BYTES,
+    PREALLOCATE_BYTES_MIN,
+    Segment,
+    fsync_dir,
+)
 from .sharedstate import State
 
 _log = logging.getLogger("pylog")

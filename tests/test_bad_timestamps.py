@@ -7,7 +7,6 @@ settings message_timestamp_after_max_ms / message_timestamp_before_max_ms.
 """
 
 import json
-import os
 import subprocess
 import sys
 import time

@@ -1,9 +1,8 @@
 """tests/childproc.py: a child that dies or hangs before its line fails the
 test with the child's own traceback, not with an empty readline."""
 
-import pytest
-
 import childproc
+import pytest
 
 CRASH = "import sys; print('partial', end='', flush=True); raise RuntimeError('boom in child')"
 HANG = "import time; time.sleep(60)"

@@ -7,9 +7,8 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 import childproc
+import pytest
 
 import pylog
 from pylog import TopicPartition

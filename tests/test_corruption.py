@@ -13,8 +13,7 @@ import sys
 import pytest
 
 import pylog
-from pylog import CorruptLogError, LogFailedError
-from pylog import _native
+from pylog import CorruptLogError, LogFailedError, _native
 from pylog.partition import Cursor
 from pylog.verify import verify_log
 

@@ -8,12 +8,11 @@ import random
 import signal
 import time
 
+import childproc
 import pytest
 
 import pylog
 from pylog.partition import Cursor
-
-import childproc
 
 WRITER = r"""
 import sys, pylog
@@ -33,7 +32,8 @@ while True:
     else:
         vals = [b"%s-%d-0-" % (run.encode(), i) + b"y" * (i % 700)]
         mds = [prod.send("t", vals[0], key=b"k%d" % i, partition=p)]
-    out.write("".join("%d %d %s\n" % (md.partition, md.offset, v.decode()) for md, v in zip(mds, vals)))
+    out.write("".join("%d %d %s\n" % (md.partition, md.offset, v.decode())
+                      for md, v in zip(mds, vals)))
     out.flush()
     i += 1
 """

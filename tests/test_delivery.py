@@ -12,12 +12,11 @@ import sys
 import threading
 import time
 
+import childproc
 import pytest
 
 import pylog
 from pylog import TopicPartition as TP
-
-import childproc
 
 
 @pytest.fixture

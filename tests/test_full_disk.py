@@ -18,8 +18,8 @@ import sys
 import pytest
 
 import pylog
-from pylog.verify import verify_log
 from pylog.partition import Cursor
+from pylog.verify import verify_log
 
 CHILD = r"""
 import json, os, sys, pylog

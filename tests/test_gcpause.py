@@ -86,6 +86,7 @@ def _interrupt_exit_then_pause_again() -> int:
     """Interrupt a pause's __exit__ while it holds the module lock, then
     pause again from another thread. 0 when all is well, else a code."""
     import sys
+
     from pylog import gcpause
 
     def tracer(frame, event, arg):

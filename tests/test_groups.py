@@ -8,9 +8,8 @@ import textwrap
 import threading
 import time
 
-import pytest
-
 import childproc
+import pytest
 
 import pylog
 from pylog import TopicPartition as TP

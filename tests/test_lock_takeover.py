@@ -25,14 +25,13 @@ import sys
 import threading
 import time
 
+import childproc
+import lockprobe
 import pytest
 
 import pylog
 from pylog.partition import Cursor
 from pylog.verify import verify_log
-
-import childproc
-import lockprobe
 
 pytestmark = pytest.mark.skipif(lockprobe.F_OFD_GETLK is None,
                                 reason="the P-3 futex lock exists only with OFD locks")

@@ -5,12 +5,11 @@ import hashlib
 import os
 import textwrap
 
+import childproc
 import pytest
 
 import pylog
 from pylog import errors
-
-import childproc
 
 
 def snapshot(root):

@@ -7,12 +7,11 @@ import signal
 import time
 import zlib
 
+import childproc
 import pytest
 
 import pylog
 from pylog.partition import Cursor
-
-import childproc
 
 CFG = dict(segment_bytes=65536, max_message_bytes=60000, retention_ms=-1)
 

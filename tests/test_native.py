@@ -13,13 +13,14 @@ import sys
 import threading
 import time
 
+import childproc
 import crc32c as crc_oracle
 import pytest
-
-import childproc
 import zstandard
-from hypothesis import HealthCheck, given, settings, strategies as st
-from kafka.partitioner.default import DefaultPartitioner, murmur2 as kafka_murmur2
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from kafka.partitioner.default import DefaultPartitioner
+from kafka.partitioner.default import murmur2 as kafka_murmur2
 from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 from kafka.record.memory_records import MemoryRecords
 
@@ -96,7 +97,8 @@ def test_header_constants():
             n.BASE_TIMESTAMP_OFFSET, n.MAX_TIMESTAMP_OFFSET, n.PRODUCER_ID_OFFSET,
             n.PRODUCER_EPOCH_OFFSET, n.BASE_SEQUENCE_OFFSET,
             n.RECORDS_COUNT_OFFSET) == (0, 8, 12, 16, 17, 21, 23, 27, 35, 43, 51, 53, 57)
-    assert (n.CODEC_NONE, n.CODEC_GZIP, n.CODEC_SNAPPY, n.CODEC_LZ4, n.CODEC_ZSTD) == (0, 1, 2, 3, 4)
+    codecs = (n.CODEC_NONE, n.CODEC_GZIP, n.CODEC_SNAPPY, n.CODEC_LZ4, n.CODEC_ZSTD)
+    assert codecs == (0, 1, 2, 3, 4)
 
 
 # ---------------------------------------------------------------------------
@@ -344,7 +346,8 @@ def test_encode_into_mmap_and_nospace():
 
 
 def test_encode_invalid_arguments():
-    for bad in ([], [(1, "str", b"v", None)], [(1.5, b"k", b"v", None)], [(1, b"k", b"v", [(1, b"")])],
+    for bad in ([], [(1, "str", b"v", None)], [(1.5, b"k", b"v", None)],
+                [(1, b"k", b"v", [(1, b"")])],
                 [(2**63, b"k", b"v", None)], [(1, b"k")]):
         with pytest.raises(InvalidArgument):
             n.encode_batch(bad, base_offset=0)
@@ -411,7 +414,7 @@ ONE = b"\x10\x00\x00\x00\x02k\x02v\x00"  # a valid record: length 8, key b"k", v
     (b"\x12\x00\x00\x00\x02k\x02v\x00\x00", 1, 0, "R-3"),          # length 9 but 8 parsed
     (b"\x12\x00\x00\x00\x02k\x02v\x00", 1, 0, "R-2"),              # length beyond section
     (b"\x10\x00\x00\x00\x02k\x02v\x01", 1, 0, "R-7"),              # headersCount -1
-    (b"\x10\x00\x00\x02\x02k\x02v\x00", 1, 0, "R-6"),              # offsetDelta 1 > lastOffsetDelta 0
+    (b"\x10\x00\x00\x02\x02k\x02v\x00", 1, 0, "R-6"),              # offsetDelta 1 > last 0
     (b"\x10\x00\x00\x00\x04k\x02v\x00", 1, 0, "R-2"),              # key length beyond record
     (b"\x10\x00\x00\x00\x03k\x02v\x00", 1, 0, "R-2"),              # key length -2
     (b"\x1a\x00" + b"\xff" * 11 + b"\x00", 1, 0, "R-1"),           # 11-byte varlong
@@ -593,7 +596,8 @@ def test_scan_torn_tail():
     garbled = bytearray(log)
     garbled[last_pos + 70] ^= 0xFF
     r = n.scan_segment(bytes(garbled) + bytes(50), expected_offset=0)
-    assert (r.end_position, r.error_position, r.continues_after_error) == (last_pos, last_pos, False)
+    got = (r.end_position, r.error_position, r.continues_after_error)
+    assert got == (last_pos, last_pos, False)
     assert "B-4" in r.error_reason
     # a few stray non-zero bytes after the last batch
     r = n.scan_segment(log + b"\x01\x02", expected_offset=0)
@@ -716,6 +720,7 @@ def test_doorbell_threads():
 
 def _doorbell_child(path, q):
     import mmap as _mmap
+
     from pylog import _native as nn
     with open(path, "r+b") as f:
         mm = _mmap.mmap(f.fileno(), 4096)
@@ -987,6 +992,7 @@ def test_a_layout_mismatch_refuses_to_import():
 
 def test_cffi_declarations_come_from_the_preprocessed_header():
     import shutil
+
     from pylog import _build_native
     if not (os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")):
         pytest.skip("no C compiler")
@@ -1003,6 +1009,7 @@ def test_sync_without_a_descriptor_fails_the_call_not_the_partition(logdir):
     Python either: the send raises, and once descriptors are free again
     the next one succeeds."""
     import resource
+
     import pylog
     from pylog.errors import LogFailedError, LogOSError
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

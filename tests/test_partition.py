@@ -8,9 +8,9 @@ import tempfile
 import time
 
 import pytest
-from hypothesis import HealthCheck, settings, strategies as st
-from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant,
-                                 precondition, rule)
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 import pylog
 from pylog import OffsetOutOfRange, TopicPartition
@@ -77,7 +77,7 @@ def test_batches_written_with_pwrite_match_the_map_path(logdir, monkeypatch):
     written with pwrite (pl_appender.scratch); the segment bytes must be
     those the map path writes, rolls and single records in between included,
     and the records read back whole."""
-    from pylog import _native
+    from pylog import _scratch
     rng = random.Random(11)
     plan = []
     for i in range(120):
@@ -88,11 +88,8 @@ def test_batches_written_with_pwrite_match_the_map_path(logdir, monkeypatch):
                                    for _ in range(rng.randint(1, 60))]))
     images = []
     for how in ("map", "pwrite"):
-        if how == "map":     # a scratch of 0 bytes: every batch through the map
-            monkeypatch.setattr(_native._scratch, "append",
-                                (_native._raw_alloc("uint8_t[]", 1), 0), raising=False)
-        else:                # this thread's real scratch, allocated anew
-            monkeypatch.delattr(_native._scratch, "append", raising=False)
+        # a scratch of 0 bytes sends every batch through the map
+        _scratch.use_append_scratch(0 if how == "map" else _scratch.APPEND_SCRATCH_BYTES)
         path = os.path.join(logdir, how)
         with pylog.open(path, sync="never") as log:
             log.create_topic("t", partitions=1, **SMALL)
@@ -110,7 +107,7 @@ def test_batches_written_with_pwrite_match_the_map_path(logdir, monkeypatch):
         images.append(_segment_bytes(path, "t", 0))
     assert len(images[0]) > 3, "no rolls: the scenario no longer covers them"
     assert images[0] == images[1]
-    assert _native._scratch.append[1] == _native.APPEND_SCRATCH_BYTES
+    assert _scratch.append_scratch_bytes() == _scratch.APPEND_SCRATCH_BYTES
 
 
 def test_first_batch_and_rolls_take_the_native_append(logdir, monkeypatch):
@@ -541,6 +538,7 @@ def test_fetch_returns_the_records_before_a_damaged_batch(logdir):
 
 def test_wait_fetch_pauses_the_collector_only_for_many_records(logdir, monkeypatch):
     import gc
+
     from pylog import _native
     log, part, p, cur, slot = _waiter(logdir)
     seen_gc = []

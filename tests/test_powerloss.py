@@ -27,12 +27,11 @@ import subprocess
 import sys
 import time
 
+import childproc
 import pytest
 
 import pylog
 from pylog.partition import Cursor
-
-import childproc
 
 PAGE = 4096
 # (the `shim` fixture, tests/shim/pylogshim.c built once: tests/conftest.py)

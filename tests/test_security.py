@@ -12,8 +12,16 @@ import sys
 import pytest
 
 import pylog
-from pylog import (InvalidArgument, InvalidTopicName, LogClosed, PartitionNotFound,
-                   PylogError, ReadOnlyLog, RecordTooLarge, TopicNotFound)
+from pylog import (
+    InvalidArgument,
+    InvalidTopicName,
+    LogClosed,
+    PartitionNotFound,
+    PylogError,
+    ReadOnlyLog,
+    RecordTooLarge,
+    TopicNotFound,
+)
 from pylog.partition import Cursor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -137,7 +145,8 @@ def test_size_limit_is_exact(log, field):
     assert 900 < lo < 1024
     md = send(lo)
     rec = log.partition("t", 1).fetch(Cursor(md.offset), 1)[0]
-    assert len({"value": rec[3], "key": rec[2], "header": (rec[4] or [("", b"")])[0][1]}[field]) == lo
+    fields = {"value": rec[3], "key": rec[2], "header": (rec[4] or [("", b"")])[0][1]}
+    assert len(fields[field]) == lo
     with pytest.raises(RecordTooLarge):
         send(lo + 1)
 

@@ -246,7 +246,6 @@ def test_index_rebuilt_when_damaged(logdir, damage):
         assert part.fetch(Cursor(len(values)), 10)[0][3] == b"after"
     with pylog.open(logdir, sync="never") as log:
         part = log.partition("t", 0)
-        st = part.state()
         for base, path, data in segment_files(part):
             idx = open(path[:-4] + ".index", "rb").read() \
                 if os.path.exists(path[:-4] + ".index") else b""
@@ -260,8 +259,8 @@ def test_locate_and_index_rule_on_one_segment(tmp_path):
     sparse index (I-2), ignoring an entry that does not match its batch
     (I-3); Segment.index_due is the I-2 interval rule."""
     from pylog import batch
-    from pylog.segment import Segment, segment_path
     from pylog.index import INDEX_ENTRY
+    from pylog.segment import Segment, segment_path
     bs = [batch.encode([(1000 + 2 * i + j, None, b"x" * 100, ()) for j in range(2)],
                        base_offset=2 * i) for i in range(5)]
     starts = [sum(len(b) for b in bs[:i]) for i in range(len(bs))]

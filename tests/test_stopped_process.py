@@ -18,12 +18,11 @@ import subprocess
 import sys
 import time
 
+import childproc
 import pytest
 
 import pylog
 from pylog.partition import Cursor
-
-import childproc
 
 # Rolls happen every ~64 KiB: 400 records of 1 KiB roll about 6 times.
 CFG = dict(segment_bytes=65536, retention_ms=-1)

@@ -129,7 +129,8 @@ def stress(logdir, env, rng, secs, n_per_thread, members):
             dups += 1
         seen[(p, off)] = v
     missing = set(acked) - set(seen)
-    assert not missing, f"{len(missing)} acknowledged records never delivered: {sorted(missing)[:5]}"
+    assert not missing, \
+        f"{len(missing)} acknowledged records never delivered: {sorted(missing)[:5]}"
     return len(acked), len(delivered), dups
 
 

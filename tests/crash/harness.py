@@ -30,7 +30,6 @@ sys.path.insert(0, os.path.dirname(HERE))      # tests/: lockprobe, childproc
 import childproc  # noqa: E402
 import lockprobe  # noqa: E402
 
-
 # ----------------------------------------------------------------- children --
 
 def _emit(s):

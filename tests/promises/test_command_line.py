@@ -9,8 +9,9 @@ import os
 import subprocess
 import sys
 
-import pylog
 from promisekit import REPO_ROOT, segments
+
+import pylog
 
 COMMANDS = ["info", "dump", "verify", "tail", "produce", "topics", "groups", "demo"]
 

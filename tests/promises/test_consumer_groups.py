@@ -6,16 +6,15 @@ subscription.
 (Named test_consumer_groups.py: tests/test_groups.py exists, and two test
 modules of one basename cannot be collected together without packages.)"""
 
-import os
 import signal
 import threading
 import time
 
 import pytest
+from promisekit import Child, run_child, wait_until
 
 import pylog
 from pylog import TopicPartition as TP
-from promisekit import Child, run_child, wait_until
 
 MEMBER = r"""
 import os, sys, time, pylog

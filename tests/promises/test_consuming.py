@@ -11,10 +11,10 @@ import threading
 import time
 
 import pytest
+from promisekit import Child, read_all, run_child
 
 import pylog
 from pylog import TopicPartition as TP
-from promisekit import Child, read_all, run_child
 
 T0 = TP("t", 0)
 

@@ -8,15 +8,14 @@ modules of one basename cannot be collected together without packages.)"""
 import errno
 import hashlib
 import os
-import subprocess
-
 import shutil
+import subprocess
 import tempfile
 
 import pytest
+from promisekit import read_all, run_child
 
 import pylog
-from promisekit import read_all, run_child
 
 TREE = {
     "InvalidTopicName": ValueError, "InvalidConfig": None, "InvalidArgument": None,

@@ -2,7 +2,6 @@
 identity, delivery, integrity, many processes, bounded resources and
 fail-stop, each tried the way a user would break it."""
 
-import errno
 import os
 import random
 import re
@@ -10,15 +9,22 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
+from promisekit import (
+    REPO_ROOT,
+    Child,
+    lose_power,
+    parse_batches,
+    read_all,
+    run_child,
+    segments,
+    shim_env,
+)
 
 import pylog
 from pylog import TopicPartition as TP
-from promisekit import (REPO_ROOT, Child, lose_power, parse_batches, read_all,
-                        run_child, segments, shim_env, wait_until)
 
 # A child that sends records and prints "A partition offset value" after each
 # send returned, forever (until killed).

@@ -5,10 +5,10 @@ import os
 import struct
 
 import pytest
+from promisekit import crc32c, parse_batches, read_all, run_child, segments
 
 import pylog
 from pylog import TopicPartition as TP
-from promisekit import crc32c, parse_batches, read_all, run_child, segments
 
 ALLOWED = "abcxyzABCXYZ0189._-"
 

@@ -7,9 +7,9 @@ import threading
 import time
 
 import pytest
+from promisekit import Child, read_all
 
 import pylog
-from promisekit import Child, read_all
 
 
 def test_producer_calls_as_printed(log):

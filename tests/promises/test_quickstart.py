@@ -6,8 +6,9 @@ import os
 import re
 import signal
 
-import pylog
 from promisekit import Child, read_all, readme_text, run_child
+
+import pylog
 
 
 def quick_start_code():

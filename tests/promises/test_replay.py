@@ -3,10 +3,10 @@ before the first poll, the replay calls as printed, and committed offsets
 that retention deleted or that point past the end."""
 
 import pytest
+from promisekit import run_child
 
 import pylog
 from pylog import TopicPartition as TP
-from promisekit import run_child
 
 
 def _topic(log, n=50):

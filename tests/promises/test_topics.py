@@ -5,10 +5,10 @@ import os
 import time
 
 import pytest
+from promisekit import Child, read_all, run_child, segments, wait_until
 
 import pylog
 from pylog import TopicPartition as TP
-from promisekit import Child, read_all, run_child, segments, wait_until
 
 
 def test_topic_admin_calls_as_printed(log, tmp_path, child_env):
