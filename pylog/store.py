@@ -39,6 +39,7 @@ from .errors import (CorruptLogError, InvalidArgument, LogClosed,
                      PylogError, TopicNotFound, PartitionNotFound)
 from .files import DISK_FULL_ERRNOS, allocate, disk_full_error, open_regular
 from .metadata import DEFAULT_LOCK_TIMEOUT_S, Metadata
+from .admin import LogAdmin
 from .topicadmin import TopicAdmin
 from .partition import Partition
 from .segment import fsync_dir
@@ -85,11 +86,14 @@ def filesystem_type(path: str) -> str | None:
     return fstype
 
 
-class LogStore(TopicAdmin):
+class LogStore(TopicAdmin, LogAdmin):
     """An open log directory: files, partitions, topics and metadata.
 
-    The public :class:`pylog.Log` (in log.py) adds producers, consumers and
-    group administration on top; create it with :func:`pylog.open`."""
+    Topic administration comes from :class:`~pylog.topicadmin.TopicAdmin`,
+    kafka-python's admin names (list_topics, delete_records, delete_group...)
+    from :class:`~pylog.admin.LogAdmin`. The public :class:`pylog.Log` (in
+    log.py) adds producers, consumers and group administration on top;
+    create it with :func:`pylog.open`."""
 
     def __init__(self, path, *, sync: str = "always", readonly: bool = False,
                  sync_interval_ms: int = 1000, allow_network_filesystem: bool = False,
