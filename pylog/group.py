@@ -175,8 +175,9 @@ def live_members(log, group: str, now_ms: int | None = None,
                    _now_ms() if now_ms is None else now_ms, is_alive)
 
 
-def describe_group(log, group: str) -> dict:
-    """Members, assignment, committed offsets and lag of ``group``."""
+def describe_group(log: Any, group: str) -> dict[str, Any]:
+    """Members, assignment, committed offsets and lag of ``group``. Reads
+    only (one read transaction per part, never the writer lock)."""
     state = log.meta.group_state(group)
     now_ms = _now_ms()
     offsets = log.meta.group_offsets(group)
@@ -217,16 +218,19 @@ def describe_group(log, group: str) -> dict:
 RESET_TARGETS = ("earliest", "latest", "offset", "datetime", "shift")
 
 
-def _refuse_live(group: str, alive: dict) -> None:
+def _refuse_live(group: str, alive: dict[str, Member]) -> None:
     if alive:
         raise GroupNotEmpty(
             f"reset of group {group!r} refused: it has {len(alive)} live "
             f"member(s) ({', '.join(sorted(alive))}); stop them first")
 
 
-def reset_group(log, group: str, *, to: str, value=None, topic=None,
-                execute: bool = True) -> dict:
-    """Plan (and with ``execute`` apply) new committed offsets for ``group``.
+def reset_group(log: Any, group: str, *, to: str, value: int | None = None,
+                topic: str | None = None,
+                execute: bool = True) -> dict[TopicPartition, int]:
+    """Plan (and with ``execute`` apply) new committed offsets for ``group``;
+    ``to`` and ``value`` as :func:`plan_reset` says (``value`` is required,
+    an int, for offset, datetime and shift). Returns the plan.
 
     The plan is made from the partitions' states; applying it checks that
     the group has no live member and commits the plan in one write

@@ -38,7 +38,7 @@ class Record(NamedTuple):
     timestamp_ms: int
     key: object
     value: object
-    headers: tuple
+    headers: tuple[tuple[str, bytes | None], ...]
 
     @property
     def timestamp(self) -> int:

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 from .errors import OffsetOutOfRange
 from .index import last_timestamp
 from .segment import Segment, list_segment_bases, segment_path, unlink_segment
 
 
-def enforce_retention_locked(part, now_ms: int | None = None) -> int:
+def enforce_retention_locked(part: Any, now_ms: int | None = None) -> int:
     """Delete the sealed segments of ``part`` (a writable Partition) past
     its retention; return how many were deleted. The caller holds the
     partition's writer lock and append lock."""
@@ -81,7 +82,7 @@ def enforce_retention_locked(part, now_ms: int | None = None) -> int:
     return len(doomed)
 
 
-def delete_records_locked(part, before: int) -> int | None:
+def delete_records_locked(part: Any, before: int) -> int | None:
     """Move the log start offset of ``part`` (a writable Partition) up to
     ``before`` (P-6) and delete the sealed segments wholly below it.
     Returns the log start offset now (unchanged when ``before`` is not
@@ -100,7 +101,7 @@ def delete_records_locked(part, before: int) -> int | None:
             f"offset is {st.next_offset}; pass at most the end offset (or -1 "
             "for it)")
     if before <= st.log_start_offset:
-        return st.log_start_offset
+        return int(st.log_start_offset)
     part.sync_for_commit()           # P-6: the start never passes durable data
     if not part.meta.set_log_start(part.topic, part.index, before):
         return None
