@@ -158,6 +158,11 @@ class GroupNotEmpty(PylogError):
     """A group operation that needs an empty group found live members."""
 
 
+class GroupNotFound(PylogError, LookupError):
+    """A group operation named a group that has neither members nor
+    committed offsets (Kafka's GroupIdNotFound)."""
+
+
 class LogFailedError(PylogError):
     """A partition hit an I/O error (EIO, ENOSPC) and is in the FAILED state.
 

@@ -19,56 +19,22 @@ makes the metadata (FORMAT.rst M-8); a crash mid-change stores nothing.
 from __future__ import annotations
 
 import os
-import socket
 import time
+from typing import Any, Callable
 
 from . import groupstate as gs
 from .assignors import STRATEGIES
 from .errors import GroupNotEmpty, InvalidArgument, OffsetOutOfRange, TopicNotFound
 from .groupstate import Member
+from .liveness import HOST as _HOST
+from .liveness import process_alive, process_start_time
 from .records import TopicPartition
 
 GROUP_CHECK_INTERVAL_S = 0.1     # how often a polling member looks at the group
-_HOST = socket.gethostname()
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def process_start_time(pid: int) -> int | None:
-    """Start time of ``pid`` in clock ticks since boot (Linux), None if unknown;
-    used with the pid to tell a live member from a reused pid."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    fields = stat[stat.rfind(b")") + 2:].split()
-    if fields[0] in (b"Z", b"X"):       # zombie: the process is gone
-        return -1
-    return int(fields[19])
-
-
-def process_alive(member: Member) -> bool:
-    """The liveness probe: is ``member``'s process still there? Members of
-    other hosts are (only their heartbeats tell)."""
-    if member.host != _HOST:
-        return True
-    if member.pid is None or member.pid <= 0:
-        return False        # kill(0 or -n) would probe a process group
-    try:
-        os.kill(member.pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    except OverflowError:
-        return False
-    start = process_start_time(member.pid)
-    if start == -1:
-        return False
-    return start is None or member.start in (None, start)
 
 
 class GroupMember:
@@ -210,8 +176,9 @@ def live_members(log, group: str, now_ms: int | None = None,
                    _now_ms() if now_ms is None else now_ms, is_alive)
 
 
-def describe_group(log, group: str) -> dict:
-    """Members, assignment, committed offsets and lag of ``group``."""
+def describe_group(log: Any, group: str) -> dict[str, Any]:
+    """Members, assignment, committed offsets and lag of ``group``. Reads
+    only (one read transaction per part, never the writer lock)."""
     state = log.meta.group_state(group)
     now_ms = _now_ms()
     offsets = log.meta.group_offsets(group)
@@ -249,19 +216,22 @@ def describe_group(log, group: str) -> dict:
             "records_skipped_by_retention": sum(n for _, n in resets.values())}
 
 
-RESET_TARGETS = ("earliest", "latest", "offset", "datetime")
+RESET_TARGETS = ("earliest", "latest", "offset", "datetime", "shift")
 
 
-def _refuse_live(group: str, alive: dict) -> None:
+def _refuse_live(group: str, alive: dict[str, Member]) -> None:
     if alive:
         raise GroupNotEmpty(
             f"reset of group {group!r} refused: it has {len(alive)} live "
             f"member(s) ({', '.join(sorted(alive))}); stop them first")
 
 
-def reset_group(log, group: str, *, to: str, value=None, topic=None,
-                execute: bool = True) -> dict:
-    """Plan (and with ``execute`` apply) new committed offsets for ``group``.
+def reset_group(log: Any, group: str, *, to: str, value: int | None = None,
+                topic: str | None = None,
+                execute: bool = True) -> dict[TopicPartition, int]:
+    """Plan (and with ``execute`` apply) new committed offsets for ``group``;
+    ``to`` and ``value`` as :func:`plan_reset` says (``value`` is required,
+    an int, for offset, datetime and shift). Returns the plan.
 
     The plan is made from the partitions' states; applying it checks that
     the group has no live member and commits the plan in one write
@@ -269,7 +239,8 @@ def reset_group(log, group: str, *, to: str, value=None, topic=None,
     reset (GroupNotEmpty) or joins after it and reads the new offsets."""
     if to not in RESET_TARGETS:
         raise InvalidArgument(f"to={to!r}; expected one of {RESET_TARGETS}")
-    if to in ("offset", "datetime") and (isinstance(value, bool) or not isinstance(value, int)):
+    if to in ("offset", "datetime", "shift") and \
+            (isinstance(value, bool) or not isinstance(value, int)):
         raise InvalidArgument(f"reset to {to} needs an int value, got {value!r}")
     if execute:
         _refuse_live(group, live_members(log, group))   # before any planning
@@ -279,9 +250,19 @@ def reset_group(log, group: str, *, to: str, value=None, topic=None,
     return plan
 
 
-def plan_reset(log, group: str, *, to: str, value=None, topic=None) -> dict:
-    """The offsets reset_group would commit: {TopicPartition: offset}."""
-    tps = set(log.meta.group_offsets(group))
+def plan_reset(log: Any, group: str, *, to: str, value: int | None = None,
+               topic: str | None = None) -> dict[TopicPartition, int]:
+    """The offsets reset_group would commit: {TopicPartition: offset}.
+
+    ``to``: ``"earliest"`` / ``"latest"`` (the log start / end offset),
+    ``"offset"`` (``value``, which must lie in [log start, end]: else
+    OffsetOutOfRange naming the valid range, never a silent clamp),
+    ``"datetime"`` (the first offset at or after ``value`` ms, the end when
+    none) or ``"shift"`` (the committed offset plus ``value``, which may be
+    negative, kept inside [log start, end] as Kafka's ``--shift-by`` does;
+    partitions without a committed offset are left out). Reads only."""
+    committed = log.meta.group_offsets(group)
+    tps = set(committed)
     if topic is not None:
         n = log.partitions_for(topic, max_age_s=0)
         tps = {tp for tp in tps if tp[0] == topic} | {(topic, p) for p in range(n)}
@@ -297,24 +278,37 @@ def plan_reset(log, group: str, *, to: str, value=None, topic=None) -> dict:
         elif to == "latest":
             new = st.next_offset
         elif to == "offset":
+            assert value is not None
             if not st.log_start_offset <= value <= st.next_offset:
                 raise OffsetOutOfRange(
                     f"reset group {group!r} on {t}-{p} to offset {value}: valid "
                     f"offsets are [{st.log_start_offset}, {st.next_offset}]; "
-                    "use to='earliest' or to='latest' for the ends")
+                    "use to='earliest' or to='latest' for the ends; nothing "
+                    "was changed")
             new = value
+        elif to == "shift":
+            assert value is not None
+            if (t, p) not in committed:
+                continue
+            new = min(max(committed[(t, p)] + value, st.log_start_offset),
+                      st.next_offset)
         else:
+            assert value is not None
             found = part.offset_for_time(value)
             new = st.next_offset if found is None else found
         plan[TopicPartition(t, p)] = new
     return plan
 
 
-def apply_reset(log, group: str, plan: dict, *, wall_ms=_now_ms,
-                is_alive=process_alive) -> None:
+def apply_reset(log: Any, group: str, plan: dict[TopicPartition, int], *,
+                wall_ms: Callable[[], int] = _now_ms,
+                is_alive: Callable[[Member], bool] = process_alive) -> None:
     """Commit ``plan`` unless ``group`` has a live member (GroupNotEmpty),
-    checked in the same write transaction as the commit."""
-    def update(state, commit):
+    checked in the same write transaction as the commit. Durable as the
+    log's sync mode makes metadata commits (FORMAT.rst M-8)."""
+    def update(state: gs.GroupState,
+               commit: Callable[[dict[tuple[str, int], int]], None]
+               ) -> tuple[gs.GroupState, None]:
         _refuse_live(group, gs.live(state, wall_ms(), is_alive))
         commit({(tp.topic, tp.partition): o for tp, o in plan.items()})
         return state, None

@@ -38,6 +38,7 @@ import os
 import struct
 import threading
 import time
+from typing import Callable
 
 import lmdb
 
@@ -670,6 +671,30 @@ class Metadata:
         with self._txn("delete group offsets", write=True) as txn:
             for topic, partition in keys:
                 txn.delete(_okey(group, topic, partition), db=self._offsets)
+
+    def delete_group(self, group: str,
+                     check: Callable[[GroupState], None]) -> bool:
+        """Delete ``group``'s document (M-7) and every offset it committed
+        (M-6) in one write transaction, after ``check(state)`` (which
+        raises to refuse, e.g. GroupNotEmpty) passed on the state read in
+        that same transaction. Returns False when there was nothing to
+        delete. Durable as the sync mode makes commits (M-8)."""
+        prefix = group.encode() + b"\0"
+        with self._txn(f"delete group {group!r}", write=True) as txn:
+            raw = txn.get(group.encode(), db=self._groups)
+            check(groupstate.decode(group, raw, self._data_path()))
+            cur = txn.cursor(db=self._offsets)
+            doomed = []
+            if cur.set_range(prefix):
+                for k, _ in cur:
+                    if not k.startswith(prefix):
+                        break
+                    doomed.append(k)
+            for k in doomed:
+                txn.delete(k, db=self._offsets)
+            if raw is not None:
+                txn.delete(group.encode(), db=self._groups)
+        return raw is not None or bool(doomed)
 
     # -- group membership ------------------------------------------------------------
     def group_state(self, group: str) -> GroupState:

@@ -103,9 +103,9 @@ class Reader:
     def _segment_bases(self, st: State) -> list[int]:
         if self._bases_gen != st.generation or not self._bases:
             bases = [b for b in list_segment_bases(self.dir)
-                     if st.log_start_offset - 1 < b <= st.active_base
-                     or b == st.active_base]
-            # a segment wholly below log start is waiting for deletion (P-5)
+                     if b <= st.active_base]
+            # a segment wholly below log start is waiting for deletion (P-5);
+            # the one holding it may begin below it (P-6)
             keep = []
             for i, b in enumerate(bases):
                 nxt = bases[i + 1] if i + 1 < len(bases) else None

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from ._format import TIMESTAMP_CREATE_TIME
+
 
 class TopicPartition(NamedTuple):
     """A partition of a topic, as in kafka-python."""
@@ -24,14 +26,51 @@ class RecordMetadata(NamedTuple):
 
 class Record(NamedTuple):
     """A consumed record. ``key``/``value`` are bytes (or None) unless the
-    consumer has deserializers; ``headers`` is a tuple of (str, bytes|None)."""
+    consumer has deserializers; ``headers`` is a tuple of (str, bytes|None).
+
+    kafka-python's ConsumerRecord names are properties computed on access
+    (the decoder builds Records as plain 7-tuples, so they cost nothing
+    until read): ``timestamp``, ``timestamp_type``, ``serialized_key_size``,
+    ``serialized_value_size``. Immutable and thread-safe."""
     topic: str
     partition: int
     offset: int
     timestamp_ms: int
     key: object
     value: object
-    headers: tuple
+    headers: tuple[tuple[str, bytes | None], ...]
+
+    @property
+    def timestamp(self) -> int:
+        """kafka-python's name of ``timestamp_ms``: ms since the epoch."""
+        return self[3]
+
+    @property
+    def timestamp_type(self) -> int:
+        """0 (CreateTime): pylog writes every batch with create time
+        (FORMAT.rst B-1), the producer's or the send time."""
+        return TIMESTAMP_CREATE_TIME
+
+    @property
+    def serialized_key_size(self) -> int:
+        """Bytes of the stored key, -1 for a null key (as kafka-python).
+        A deserialized key's stored size is not kept: -1 unless the
+        deserializer returned bytes-like data."""
+        return _size(self[4])
+
+    @property
+    def serialized_value_size(self) -> int:
+        """Bytes of the stored value, -1 for a null value (as kafka-python);
+        for a deserialized value as ``serialized_key_size`` says."""
+        return _size(self[5])
+
+
+def _size(field: object) -> int:
+    if isinstance(field, (bytes, bytearray)):
+        return len(field)
+    if isinstance(field, memoryview):
+        return field.nbytes
+    return -1
 
 
 class PartitionInfo(NamedTuple):

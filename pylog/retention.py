@@ -7,6 +7,10 @@ that are not yet expired. The new log start offset is recorded in LMDB
 first and the files deleted second (P-5): a crash in between leaves files
 below the start offset, which the next recovery deletes.
 
+:func:`delete_records_locked` moves the log start offset up to a given
+offset (Kafka's DeleteRecords, P-6), possibly into a segment, and deletes
+the segments wholly below it as retention does.
+
 Thread safety: :func:`enforce_retention_locked` runs under the partition's
 writer lock and append lock (P-3), as rolls call it; the partition's
 ``enforce_retention`` takes both. Durability: the LMDB record of the log
@@ -18,12 +22,14 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
+from .errors import OffsetOutOfRange
 from .index import last_timestamp
 from .segment import Segment, list_segment_bases, segment_path, unlink_segment
 
 
-def enforce_retention_locked(part, now_ms: int | None = None) -> int:
+def enforce_retention_locked(part: Any, now_ms: int | None = None) -> int:
     """Delete the sealed segments of ``part`` (a writable Partition) past
     its retention; return how many were deleted. The caller holds the
     partition's writer lock and append lock."""
@@ -63,7 +69,8 @@ def enforce_retention_locked(part, now_ms: int | None = None) -> int:
         total -= sizes[b]
     if not doomed:
         return 0
-    new_start = bases[len(doomed)]
+    # P-6: never below a start that delete_records moved into a segment
+    new_start = max(bases[len(doomed)], st.log_start_offset)
     # P-5: metadata first, then files. L-7: never wait for another
     # process's metadata transaction; retry next time.
     if not part.meta.set_log_start(part.topic, part.index, new_start):
@@ -73,3 +80,36 @@ def enforce_retention_locked(part, now_ms: int | None = None) -> int:
     for b in doomed:
         unlink_segment(part.dir, b)
     return len(doomed)
+
+
+def delete_records_locked(part: Any, before: int) -> int | None:
+    """Move the log start offset of ``part`` (a writable Partition) up to
+    ``before`` (P-6) and delete the sealed segments wholly below it.
+    Returns the log start offset now (unchanged when ``before`` is not
+    above it), or None when the metadata writer lock was busy (L-7: one
+    try, nothing changed; the caller retries). Raises OffsetOutOfRange
+    when ``before`` is past the end offset.
+
+    The caller holds the partition's writer lock and append lock. Durable
+    when it returns: the records below the new start are durable first (a
+    power loss must not cut the tail below it), then the metadata record
+    is fsynced, then the state is published and files are deleted (P-5)."""
+    st = part.state()
+    if before > st.next_offset:
+        raise OffsetOutOfRange(
+            f"delete records of {part.name} before offset {before}: the end "
+            f"offset is {st.next_offset}; pass at most the end offset (or -1 "
+            "for it)")
+    if before <= st.log_start_offset:
+        return int(st.log_start_offset)
+    part.sync_for_commit()           # P-6: the start never passes durable data
+    if not part.meta.set_log_start(part.topic, part.index, before):
+        return None
+    part.meta.sync()
+    part.shared.publish(st.next_offset, st.active_base, st.active_position,
+                        st.active_max_timestamp, st.generation + 1, before)
+    bases = [b for b in list_segment_bases(part.dir) if b <= st.active_base]
+    for i, b in enumerate(bases[:-1]):          # the active segment stays
+        if bases[i + 1] <= before:
+            unlink_segment(part.dir, b)
+    return before

@@ -32,6 +32,7 @@ import time
 import warnings
 
 from . import _native
+from .admin import LogAdmin
 from .config import SYNC_MODES, TopicConfig, validate_topic_name
 from .errors import (
     CorruptLogError,
@@ -93,11 +94,14 @@ def filesystem_type(path: str) -> str | None:
     return fstype
 
 
-class LogStore(TopicAdmin):
+class LogStore(TopicAdmin, LogAdmin):
     """An open log directory: files, partitions, topics and metadata.
 
-    The public :class:`pylog.Log` (in log.py) adds producers, consumers and
-    group administration on top; create it with :func:`pylog.open`."""
+    Topic administration comes from :class:`~pylog.topicadmin.TopicAdmin`,
+    kafka-python's admin names (list_topics, delete_records, delete_group...)
+    from :class:`~pylog.admin.LogAdmin`. The public :class:`pylog.Log` (in
+    log.py) adds producers, consumers and group administration on top;
+    create it with :func:`pylog.open`."""
 
     def __init__(self, path, *, sync: str = "always", readonly: bool = False,
                  sync_interval_ms: int = 1000, allow_network_filesystem: bool = False,

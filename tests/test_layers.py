@@ -14,7 +14,7 @@ NATIVE = {"_native", "status", "_buffers", "_scratch", "_rows", "_handoff", "_cr
 
 LAYERS = [
     {"errors", "config", "records", "assignors", "table", "gcpause", "_build_native",
-     "files", "groupstate", "_format"},
+     "files", "groupstate", "_format", "liveness"},
     NATIVE,
     {"batch", "index"},
     {"segment", "identity", "metalock", "topicdirs"},
@@ -22,7 +22,7 @@ LAYERS = [
     {"retention"},
     {"reader", "writer", "recovery"},
     {"partition"},
-    {"metadata", "topicadmin"},
+    {"metadata", "topicadmin", "admin"},
     {"store"},
     {"group", "delivery", "deadletter", "deserialize", "offsetreset"},
     {"producer", "consumer"},
