@@ -215,7 +215,7 @@ class Reader:
         if cursor.offset < st.log_start_offset:
             raise OffsetOutOfRange(
                 f"offset {cursor.offset} of {self.name} is below the log start "
-                f"offset {st.log_start_offset} (deleted by retention)")
+                f"offset {st.log_start_offset} (deleted by retention or delete_records)")
         out: list = []
         with self._rlock:
             bases = self._segment_bases(st)
