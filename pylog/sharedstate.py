@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from operator import itemgetter
 
 from . import _native
+from ._crossproc import clear_state_takeover, state_taken_over
 from .errors import CorruptLogError
 from .files import NotARegularFile, allocate, open_regular, set_aside
 
@@ -159,6 +160,17 @@ class SharedState:
 
     def set_index_position(self, position: int) -> None:
         _native.set_state_index_position(self.map, position)
+
+    def taken_over(self) -> bool:
+        """Is the append lock, which the caller holds, taken over from a dead
+        holder whose leftovers past the published end are still on disk
+        (P-3)? The flag stays set until :meth:`clear_takeover`, so a taker
+        that dies before cleaning up leaves the work to the next one."""
+        return self.map is not None and state_taken_over(self.map)
+
+    def clear_takeover(self) -> None:
+        """The dead holder's leftovers are gone (P-3); for the lock holder."""
+        clear_state_takeover(self.map)
 
     # -- the append lock (P-3) ---------------------------------------------
     def lock(self, wait: bool = True) -> bool:
