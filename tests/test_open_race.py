@@ -13,9 +13,13 @@ so under the append lock (P-3), where no append is half-done.
 
 import mmap
 import os
+import random
+import signal
 import sys
+import time
 
 import childproc
+import pytest
 
 import pylog
 from pylog.partition import Cursor
@@ -76,3 +80,97 @@ def test_opener_does_not_recover_a_state_left_mid_publish(logdir, child_env):
         assert [r[3] for r in recs] == [b"before-%d" % i for i in range(3)] + \
             [b"after-%d" % i for i in range(20)]
     assert not verify_log(logdir)
+
+
+# -- the stress reproducer: many processes start on a fresh log at once --
+
+STRESS_CHILD = r"""
+import os, random, sys, time, pylog
+path, role, go, seed = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+rng = random.Random(seed)
+while not os.path.exists(go):
+    time.sleep(0.001)
+time.sleep(rng.uniform(0, 0.05))
+log = pylog.open(path, sync=rng.choice(["always", "never"]))
+log.create_topic("t", partitions=2, segment_bytes=65536, retention_ms=-1,
+                 exist_ok=True)
+print("ready", flush=True)
+if role == "producer":
+    prod = log.producer()
+    i = 0
+    while True:
+        prod.send("t", b"%d.%d:" % (seed, i) + b"p" * rng.randrange(300),
+                  partition=i % log.partitions_for("t"))
+        i += 1
+elif role == "consumer":
+    c = log.consumer(enable_auto_commit=False)
+    seen = {}
+    while True:
+        n = log.partitions_for("t", max_age_s=0)
+        c.assign([pylog.TopicPartition("t", p) for p in range(n)])
+        for p in range(n):
+            tp = pylog.TopicPartition("t", p)
+            c.seek(tp, seen.get(p, 0))
+        for r in c.poll(timeout=0.01):
+            seen[r.partition] = r.offset + 1
+elif role == "admin":
+    while True:
+        n = log.partitions_for("t", max_age_s=0)
+        if n < 6:
+            try:
+                log.create_partitions("t", n + 1)
+            except pylog.errors.InvalidArgument:
+                pass        # another admin grew it meanwhile
+        log.create_topic("t", partitions=2, exist_ok=True)
+        time.sleep(0.01)
+"""
+
+STRESS_ROLES = ["producer", "producer", "consumer", "consumer", "admin", "admin"]
+
+
+def _stress_round(root, rng, env):
+    path = os.path.join(root, "log%d" % rng.randrange(1 << 30))
+    go = path + ".go"
+    procs = [childproc.start(STRESS_CHILD, path, role, go, rng.randrange(1 << 30),
+                             env=env) for role in STRESS_ROLES]
+    try:
+        time.sleep(0.3)
+        open(go, "w").close()
+        for pr in procs:
+            childproc.expect(pr, b"ready", timeout=120)
+        time.sleep(rng.uniform(0.2, 0.8))
+        for pr in rng.sample(procs, len(procs)):
+            if pr.poll() is not None:
+                raise AssertionError("a child ended before the kill:\n"
+                                     + childproc.stderr_tail(pr))
+            pr.send_signal(signal.SIGKILL)
+            time.sleep(rng.uniform(0, 0.05))
+    finally:
+        for pr in procs:
+            if pr.poll() is None:
+                pr.kill()
+            pr.wait()
+    with pylog.open(path, sync="never") as log:
+        for p in range(log.partitions_for("t", max_age_s=0)):
+            recs = log.partition("t", p).fetch(Cursor(0), 10**7)
+            assert [r[0] for r in recs] == list(range(len(recs)))
+    problems = verify_log(path)
+    assert not problems, [str(x) for x in problems]
+
+
+@pytest.mark.long
+def test_processes_starting_together_never_truncate_a_live_segment(tmp_path, child_env):
+    """Six processes open a fresh log at the same instant, create the same
+    topic with exist_ok, grow it and append and consume, then are
+    SIGKILLed; no child may fail (a consumer mapping a segment shorter than
+    its published end raises CorruptLogError), and the log verifies."""
+    seed = int(os.environ.get("PYLOG_SEED", random.randrange(1 << 30)))
+    print(f"seed {seed} (replay with PYLOG_SEED={seed})")
+    rng = random.Random(seed)
+    t_end = time.monotonic() + float(os.environ.get("PYLOG_RACE_BUDGET_S", "60"))
+    rounds = 0
+    while time.monotonic() < t_end:
+        _stress_round(str(tmp_path), rng, child_env)
+        rounds += 1
+    print(f"{rounds} rounds")
+    assert rounds > 0
