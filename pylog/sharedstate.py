@@ -9,7 +9,8 @@ anything is new with one memory read, no syscall. The append lock (P-3) is a
 futex word in the same map naming the holding Log by a token whose liveness
 the kernel tracks (an OFD lock on ``pylog.lock``): free of syscalls when
 uncontended, taken over when its holder died, so a SIGKILLed writer never
-wedges the others.
+wedges the others. A takeover raises a flag in the same map that stays up
+until a writer has cleaned up what the dead holder left (pylog.writer).
 
 Thread safety: threads of one process are serialized by :attr:`wlock`
 (a ``threading.Lock``) before they take the append lock, because the OFD

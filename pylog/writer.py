@@ -12,6 +12,11 @@ costs); readers see both the same way. When the native path cannot take a
 batch (compression, another writer keeps changing the segment) it is
 appended under the lock in Python.
 
+A writer that takes the append lock over from a dead holder (P-3) first
+undoes what that holder left past the published state: it finishes a roll
+it had begun, removes stray segments, cuts index entries past the end and
+zero-fills the tail (S-3); the native append refuses to run until then.
+
 Thread safety: every public method is thread-safe. Threads of this process
 are serialized by the shared state's writer lock (``SharedState.wlock``),
 processes by the partition's append lock (P-3), both held only for the

@@ -313,3 +313,28 @@ def test_taker_cleans_up_what_the_dead_holder_left(logdir, child_env, mode):
     assert not problems, [str(p) for p in problems]
     with pylog.open(logdir, sync="never") as again:
         assert records(again) == after
+
+
+@pytest.mark.parametrize("mode", ["torn", "roll"])
+def test_closing_writer_cleans_up_after_a_dead_holder(logdir, child_env, mode):
+    """P-3: a writer that closes after another died holding the lock takes
+    the dead lock over and cleans up, so the closed log verifies as is."""
+    log = pylog.open(logdir, sync="never")
+    try:
+        log.create_topic("t", **CFG)
+        prod = log.producer()
+        for i in range(5):
+            prod.send("t", b"before-%d" % i, partition=0)
+        before = records(log)
+        proc = childproc.start(DEAD_HOLDER, logdir, mode, env=child_env)
+        try:
+            childproc.expect(proc, b"held", timeout=60)
+        finally:
+            proc.kill()
+            proc.wait()
+    finally:
+        log.close()
+    problems = verify_log(logdir)
+    assert not problems, [str(p) for p in problems]
+    with pylog.open(logdir, sync="never") as again:
+        assert records(again) == before
