@@ -19,6 +19,10 @@ static int append_locked(pl_appender *a, uint32_t n, src_t *src, int use_scratch
     pl_state_t *s = (pl_state_t *)state;
     if (__atomic_load_n(&s->magic, __ATOMIC_ACQUIRE) != PL_STATE_MAGIC)
         return PL_E_STALE;
+    /* P-3: a dead holder's leftovers (a torn batch past the end, a roll's
+     * next segment) are cleaned up by the caller before anything goes in */
+    if (__atomic_load_n((uint32_t *)((uint8_t *)state + PL_STATE_TAKEOVER), __ATOMIC_ACQUIRE))
+        return PL_E_STALE;
     pl_state_repair(state); /* P-3: we hold the lock; a dead writer's odd seq is stale */
     int64_t v[6];
     for (int i = 0; i < 6; i++)

@@ -77,11 +77,15 @@ int pl_plock_acquire(void *state, uint32_t token, int live_fd, int state_fd, int
             return PL_E_INVAL; /* this Log holds it already: a caller bug */
         if (!wait || round > 0) {
             if (!token_alive(live_fd, cur)) {
-                /* P-3: the holder died; its half-done work is past the
-                 * published end and is overwritten or recovered. */
+                /* P-3: the holder died; its half-done work past the
+                 * published end is cleaned up before the next append
+                 * (flagged here: the flag outlives us if we die too). */
                 if (__atomic_compare_exchange_n(w, &cur, token, 0, __ATOMIC_ACQUIRE,
-                                                __ATOMIC_RELAXED))
+                                                __ATOMIC_RELAXED)) {
+                    __atomic_store_n((uint32_t *)((uint8_t *)state + PL_STATE_TAKEOVER), 1,
+                                     __ATOMIC_SEQ_CST);
                     return 1;
+                }
                 continue;
             }
             if (!wait)

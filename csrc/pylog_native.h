@@ -106,6 +106,7 @@ enum pl_layout {
     PL_STATE_OFF_VALS             = 16,  /* six int64: see pl_state_publish */
     PL_STATE_VALS                 = 6,
     PL_STATE_INDEX_POSITION       = 64,  /* int64: batch of the last index entry (I-2) */
+    PL_STATE_TAKEOVER             = 72,  /* uint32: 1 after a takeover, until cleaned (P-3) */
     PL_STATE_LOCK_WORD            = 128, /* uint32 holder token, uint32 waiters (P-3) */
     PL_LIVENESS_BASE_LOG2         = 32,  /* liveness byte of a token: 2**32 + token */
     /* L-3: doorbell slot: uint32 seq, uint32 waiters */
@@ -133,6 +134,8 @@ _Static_assert(PL_BATCH_LENGTH_MIN == PL_BATCH_HEADER_SIZE - PL_LOG_OVERHEAD, "B
 _Static_assert(PL_STATE_OFF_VALS + 8 * PL_STATE_VALS == PL_STATE_SIZE, "P-2: 64 bytes");
 _Static_assert(PL_STATE_INDEX_POSITION >= PL_STATE_SIZE, "outside the seqlock");
 _Static_assert(PL_STATE_LOCK_WORD >= PL_STATE_INDEX_POSITION + 8, "apart from the index word");
+_Static_assert(PL_STATE_TAKEOVER >= PL_STATE_INDEX_POSITION + 8 &&
+               PL_STATE_TAKEOVER + 4 <= PL_STATE_LOCK_WORD, "its own word");
 _Static_assert(PL_E_NOFD < PL_E_MAX && PL_E_NOSPACE < PL_E_MAX, "outside the errno range");
 #define PL_LIVENESS_BASE ((int64_t)1 << PL_LIVENESS_BASE_LOG2)
 #endif
@@ -406,6 +409,10 @@ int pl_lock(int fd, int64_t start, int64_t len, int mode, int wait);
  * PL_E_NOSPACE (out->size = needed bytes; nothing written),
  * PL_E_STALE (the state names another active segment, or is not initialised:
  * the caller remaps and retries), PL_E_DELETED, another PL_E_* or -errno.
+ * PL_E_STALE too, with nothing written, while the word at PL_STATE_TAKEOVER
+ * is set: the lock was taken over from a dead holder whose leftovers past
+ * the published end must be cleaned up first (FORMAT.rst P-3), by the
+ * caller under the lock, which then clears the word.
  * The int64 at byte PL_STATE_INDEX_POSITION of the state file is the position
  * of the batch of the active segment's last index entry (0 when none);
  * only lock holders read or write it. */
@@ -527,7 +534,9 @@ int pl_sync_through(pl_syncer *s, const pl_appender *a, int64_t target_next);
  * writer. Without OFD locks (not Linux) the lock is a classic fcntl write
  * lock on byte 0 of state_fd.
  * pl_plock_acquire returns 0 (taken), 1 (taken over from a dead holder),
- * PL_E_BUSY (held, and wait == 0) or -errno. */
+ * PL_E_BUSY (held, and wait == 0) or -errno. A takeover also sets the
+ * uint32 at PL_STATE_TAKEOVER to 1: whoever next appends cleans up what the
+ * dead holder left past the published end, then stores 0 (P-3). */
 
 int pl_plock_acquire(void *state, uint32_t token, int live_fd, int state_fd, int wait);
 int pl_plock_release(void *state, uint32_t token, int state_fd);

@@ -28,6 +28,7 @@ from .status import E_BUSY, E_INVAL, check
 STATE_SIZE = _format.STATE_SIZE
 STATE_MAGIC = _format.STATE_MAGIC
 STATE_INDEX_POSITION = _format.STATE_INDEX_POSITION
+STATE_TAKEOVER = _format.STATE_TAKEOVER     # P-3: uint32, 1 until cleaned up
 DOORBELL_SLOT_SIZE = _format.DOORBELL_SLOT_SIZE
 LIVENESS_BASE = _format.LIVENESS_BASE
 _NULL = ffi.NULL
@@ -92,6 +93,18 @@ def state_index_position(state_buf) -> int:
 
 def set_state_index_position(state_buf, position: int) -> None:
     _struct.pack_into("=q", state_buf, STATE_INDEX_POSITION, position)
+
+
+def state_taken_over(state_buf) -> bool:
+    """Was the append lock taken over from a dead holder whose leftovers
+    nobody has cleaned up yet (P-3)? Set by pl_plock_acquire; for the lock
+    holder."""
+    return _struct.unpack_from("=I", state_buf, STATE_TAKEOVER)[0] != 0
+
+
+def clear_state_takeover(state_buf) -> None:
+    """The dead holder's leftovers are cleaned up (P-3); lock holders only."""
+    _struct.pack_into("=I", state_buf, STATE_TAKEOVER, 0)
 
 
 # ---------------------------------------------------------------------------

@@ -110,6 +110,7 @@ STATE_VALS = ("next_offset", "active_base_offset", "active_position",
               "active_max_timestamp", "layout_generation", "log_start_offset")
 STATE_SIZE = STATE_VALS_OFFSET + 8 * len(STATE_VALS)        # P-2: 64
 STATE_INDEX_POSITION = 64                        # P-3 / I-2: int64, lock holders only
+STATE_TAKEOVER = 72                              # P-3: uint32, 1 until a taker cleaned up
 STATE_LOCK_WORD = 128                            # P-3: uint32 token, uint32 waiters
 LIVENESS_BASE = 2 ** 32                          # P-3: liveness byte = this + token
 
@@ -153,6 +154,7 @@ NATIVE_NAMES = {
     "STATE_VALS_OFFSET": "PL_STATE_OFF_VALS",
     "STATE_INDEX_POSITION": "PL_STATE_INDEX_POSITION",
     "STATE_LOCK_WORD": "PL_STATE_LOCK_WORD",
+    "STATE_TAKEOVER": "PL_STATE_TAKEOVER",
     "DOORBELL_SLOT_SIZE": "PL_DOORBELL_SLOT_SIZE",
     "RECORD_FIELDS": "PL_RECORD_FIELDS",
     "HEADER_FIELDS_PER_HEADER": "PL_HEADER_FIELDS",

@@ -198,15 +198,21 @@ class Partition:
         return self.shared.initialized()
 
     # -- recovery ----------------------------------------------------------
-    def recover(self) -> int:
+    def recover(self, *, unpublished_only: bool = False) -> int:
         """Rebuild the shared state from the segments (P-4); return bytes cut.
 
-        Run by the first process to open the log (nobody else has it open) and
-        for a partition whose state was never initialised. Scans from the
+        Run by the first process to open the log (nobody else has it open) and,
+        with ``unpublished_only``, by any writable opener for a partition
+        whose state was never published (a new partition). Scans from the
         recovery checkpoint to the last whole batch, truncates a torn tail,
         rebuilds the tail of the indexes (pylog.recovery). Mid-log damage (a
         bad batch followed by valid ones, G4) puts the partition in FAILED
         with CorruptLogError.
+
+        ``unpublished_only`` decides under the append lock (P-3): another
+        process may have published the state since the caller looked, and
+        be appending through its map of the preallocated active segment,
+        which a recovery would truncate under it (P-4).
         """
         if self.readonly:
             # A view computed in memory, the files untouched; damage fails
@@ -224,6 +230,8 @@ class Partition:
         with self.shared.wlock:
             self.shared.lock()
             try:
+                if unpublished_only and self.shared.has_magic():
+                    return 0
                 loaded = recover_partition(self.dir, self.meta, self.topic,
                                            self.index, self.shared, write=True)
                 if loaded.created_first_segment:

@@ -123,6 +123,9 @@ def recover_partition(directory: str, metadata, topic: str, index: int, shared,
     st = State((next_offset, bases[-1], end, max_ts, gen, start))
     if write:
         shared.publish(*st)
+        # what a dead holder of the append lock left past the end is gone:
+        # cut with the torn tail, its roll's empty segment dropped (P-3)
+        shared.clear_takeover()
         if start != meta.log_start_offset:
             metadata.set_log_start(topic, index, start)
     return Loaded(st, cut)

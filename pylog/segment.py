@@ -61,6 +61,8 @@ PREALLOCATE_BYTES = 8 * 1024 * 1024
 # A segment shrinks once (at its roll) while readers map it: a retry or two
 # suffices; more means something else keeps truncating it.
 _MAP_ATTEMPTS = 8
+# zero_tail reads and rewrites the tail in pieces of this size
+_ZERO_CHUNK = 1 << 20
 
 
 def segment_name(base_offset: int, suffix: str) -> str:
@@ -239,6 +241,30 @@ class Segment:
     def truncate(self, size: int) -> None:
         self.unmap()
         os.ftruncate(self.fd, size)
+
+    def zero_tail(self, position: int) -> int:
+        """Zero every non-zero byte from ``position`` to the end of the file,
+        restoring S-3 past a dead writer's torn batch (P-3); returns how
+        many bytes were rewritten. Reads the whole tail: it is bounded by
+        one growth step of the preallocation (PREALLOCATE_BYTES) plus a
+        batch. The blocks stay allocated (zeros are written, no hole is
+        punched), so a store through a map never meets a full disk."""
+        size = self.file_size()
+        done = 0
+        pos = position
+        while pos < size:
+            chunk = os.pread(self.fd, min(_ZERO_CHUNK, size - pos), pos)
+            if not chunk:
+                break
+            if chunk.count(0) != len(chunk):
+                view = memoryview(bytes(len(chunk)))
+                at = pos
+                while view:
+                    n = os.pwrite(self.fd, view, at)
+                    view, at = view[n:], at + n
+                done += len(chunk)
+            pos += len(chunk)
+        return done
 
     def sync(self) -> None:
         os.fdatasync(self.fd)

@@ -9,7 +9,8 @@ anything is new with one memory read, no syscall. The append lock (P-3) is a
 futex word in the same map naming the holding Log by a token whose liveness
 the kernel tracks (an OFD lock on ``pylog.lock``): free of syscalls when
 uncontended, taken over when its holder died, so a SIGKILLed writer never
-wedges the others.
+wedges the others. A takeover raises a flag in the same map that stays up
+until a writer has cleaned up what the dead holder left (pylog.writer).
 
 Thread safety: threads of one process are serialized by :attr:`wlock`
 (a ``threading.Lock``) before they take the append lock, because the OFD
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from operator import itemgetter
 
 from . import _native
+from ._crossproc import clear_state_takeover, state_taken_over
 from .errors import CorruptLogError
 from .files import NotARegularFile, allocate, open_regular, set_aside
 
@@ -159,6 +161,17 @@ class SharedState:
 
     def set_index_position(self, position: int) -> None:
         _native.set_state_index_position(self.map, position)
+
+    def taken_over(self) -> bool:
+        """Is the append lock, which the caller holds, taken over from a dead
+        holder whose leftovers past the published end are still on disk
+        (P-3)? The flag stays set until :meth:`clear_takeover`, so a taker
+        that dies before cleaning up leaves the work to the next one."""
+        return self.map is not None and state_taken_over(self.map)
+
+    def clear_takeover(self) -> None:
+        """The dead holder's leftovers are gone (P-3); for the lock holder."""
+        clear_state_takeover(self.map)
 
     # -- the append lock (P-3) ---------------------------------------------
     def lock(self, wait: bool = True) -> bool:

@@ -351,8 +351,11 @@ class LogStore(TopicAdmin, LogAdmin):
         part.topic_id = doc["id"]
         if recover and (self.readonly and self._first_opener or
                         not part.initialized()):
+            # P-4: only the first opener recovers a published partition;
+            # a writable non-first opener initialises a new one, and that
+            # is decided again under the append lock (Partition.recover)
             try:
-                part.recover()
+                part.recover(unpublished_only=not self.readonly)
             except OSError as exc:
                 if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS) \
                         or isinstance(exc, PylogError):

@@ -12,6 +12,11 @@ costs); readers see both the same way. When the native path cannot take a
 batch (compression, another writer keeps changing the segment) it is
 appended under the lock in Python.
 
+A writer that takes the append lock over from a dead holder (P-3) first
+undoes what that holder left past the published state: it finishes a roll
+it had begun, removes stray segments, cuts index entries past the end and
+zero-fills the tail (S-3); the native append refuses to run until then.
+
 Thread safety: every public method is thread-safe. Threads of this process
 are serialized by the shared state's writer lock (``SharedState.wlock``),
 processes by the partition's append lock (P-3), both held only for the
@@ -41,8 +46,10 @@ from .errors import (
     FileVanishedError,
     LogClosed,
     LogFailedError,
+    PylogError,
     TopicNotFound,
 )
+from .index import last_entry_position
 from .retention import enforce_retention_locked
 from .segment import (
     INDEX_INTERVAL_BYTES,
@@ -50,6 +57,8 @@ from .segment import (
     PREALLOCATE_BYTES_MIN,
     Segment,
     fsync_dir,
+    list_segment_bases,
+    unlink_segment,
 )
 from .sharedstate import State
 
@@ -337,6 +346,8 @@ class Writer:
         (G8)."""
         self._shared.lock()
         try:
+            if self._shared.taken_over():
+                self._clean_after_takeover()
             result = step()
         except (OSError, CorruptLogError, FileVanishedError) as exc:
             self._shared.unlock_quietly()
@@ -352,6 +363,49 @@ class Writer:
             raise
         self._shared.unlock()
         return result
+
+    def _clean_after_takeover(self) -> None:
+        """P-3: the append lock was taken over from a holder that died in the
+        middle of its work; undo what it left past the published state
+        before appending. Under _wlock and the append lock; idempotent (a
+        taker that dies here leaves the flag set for the next one).
+
+        * A roll it had begun (S-4) is finished: its next segment file, at
+          the published next offset, may exist half made, and the active
+          segment may already be truncated to its end (sealed) under maps
+          of other writers; publishing the new segment sends every writer
+          there (their appends see another base and remap). Any other
+          segment file past the active one is removed.
+        * Index entries at or past the published end (the slow path writes
+          its entry before publishing) and a T-3 entry of the unfinished
+          seal are cut; the index position word (I-2) is reset to match.
+        * The bytes past the published end are zero-filled again (S-3):
+          a torn or unpublished batch would otherwise be garbage after the
+          end that ``pylog verify`` reports."""
+        st = self._part.state()          # repairs a seqlock left odd (P-2)
+        pos = st.active_position
+        roll_next = False
+        for base in list_segment_bases(self.dir):
+            if base <= st.active_base:
+                continue
+            if base == st.next_offset and pos > 0:
+                roll_next = True
+            else:
+                unlink_segment(self.dir, base)
+        seg = self._writer_segment(st)
+        idx, tidx = seg.indexes_before(pos)
+        if idx != seg.read_index() or tidx != seg.read_timeindex():
+            seg.replace_indexes(idx, tidx)
+        self._shared.set_index_position(last_entry_position(idx))
+        cleaned = seg.zero_tail(pos)
+        seg.unmap()                      # the appender maps it afresh
+        if roll_next:
+            self._roll(seg, st.next_offset, pos, st.active_max_timestamp,
+                       st.generation, st.log_start_offset)
+        _log.warning("%s: took the append lock over from a dead holder (P-3); "
+                     "zeroed %d bytes past the end%s", self.name, cleaned,
+                     ", finished its roll" if roll_next else "")
+        self._shared.clear_takeover()
 
     def _disk_full(self, code: int) -> DiskFullError:
         return DiskFullError(f"append to {self.name}: disk full "
@@ -512,9 +566,36 @@ class Writer:
                                           written[1], written_next)
 
     def close(self) -> None:
-        """Release the active segment (under the writer lock)."""
+        """Release the active segment (under the writer lock). A writer
+        that appended first cleans up after a dead holder of the append
+        lock (P-3) if the lock is free or dead, so that a log closed after
+        a writer died mid-append holds nothing past its published end."""
         with self._wlock:
             self._appender_map = None
             if self._active is not None:
+                self._clean_up_dead_holder()
                 self._active.close()
                 self._set_active(None)
+
+    def _clean_up_dead_holder(self) -> None:
+        """Under _wlock: take the append lock without waiting (a dead
+        holder's is taken over, P-3) and clean up if it was."""
+        # (the partition is already marked CLOSED here; a failed one is left
+        # to the next opener's recovery)
+        if self._part.failed is not None or self._shared.ptr is None:
+            return
+        try:
+            if not self._shared.lock(wait=False):
+                return                    # a live holder: it is its business
+        except (OSError, PylogError):
+            return
+        try:
+            if self._shared.taken_over():
+                self._clean_after_takeover()
+        except TopicNotFound:
+            pass                          # deleted: nothing to clean
+        except (OSError, PylogError) as exc:
+            _log.warning("%s: cleaning up after a dead append lock holder "
+                         "failed (P-3): %s", self.name, exc)
+        finally:
+            self._shared.unlock_quietly()
