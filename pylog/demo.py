@@ -367,7 +367,7 @@ def run_demo(path=None, *, events=None, fast=False, keep=False, out=None) -> int
                 plain.append(f"{g} done={done} lag={lag}")
             finished = prod_state["done"] and all(
                 progress[g][0] >= produced for g in groups)
-            disp.status(lines, "  " + " | ".join(plain), force=finished)
+            disp.status(lines, "  " + " | ".join(plain), force=bool(finished))
             if finished:
                 break
             if now > deadline:
@@ -445,7 +445,7 @@ def _read_ids(log, topic: str, run_id: str) -> list:
     c.seek_to_beginning(tp)
     end = c.end_offsets([tp])[tp]
     prefix = f"o-{run_id}-"
-    out = []
+    out: list = []
     while c.position(tp) < end:
         vals = c.poll_values(timeout=0.5, max_records=10000)
         if not vals:
