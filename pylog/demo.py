@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from typing import cast
 
 TOPIC = "order-events"
 PARTITIONS = 4
@@ -73,7 +74,8 @@ def worker_main(path: str, group: str, name: str, ms_per_event: float) -> int:
                     seen.add(r.partition)
                     status(event="first", partition=r.partition, offset=r.offset)
             time.sleep(len(recs) * ms_per_event / 1000.0)   # the "work"
-            ids = [json.loads(r.value)["orderId"].encode() for r in recs]
+            # the demo's values are the JSON bytes the order service sent
+            ids = [json.loads(cast(bytes, r.value))["orderId"].encode() for r in recs]
             producer.send_batch(results_topic(group), ids, partition=0)
             offsets = {}
             for r in recs:
