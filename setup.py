@@ -34,6 +34,7 @@ TEST_REQUIRES = [
     # the packaging check and the linter of .ci/run
     "build>=1",
     "ruff>=0.4",
+    "mypy>=1.8",
 ]
 
 # The peers bench/compare.py measures pylog against, installed only on
@@ -48,10 +49,11 @@ setup(
     long_description_content_type="text/x-rst",
     python_requires=">=3.10",
     packages=find_packages(include=["pylog", "pylog.*"]),
+    package_data={"pylog": ["py.typed"]},
     setup_requires=["cffi>=1.15"],
     cffi_modules=["pylog/_build_native.py:ffibuilder"],
     install_requires=["cffi>=1.15", "lmdb>=1.4", "zstandard>=0.21"],
-    extras_require={"test": TEST_REQUIRES, "bench": BENCH_REQUIRES},
+    extras_require={"test": TEST_REQUIRES, "bench": BENCH_REQUIRES, "docs": ["sphinx>=7"]},
     entry_points={"console_scripts": ["pylog=pylog.cli:main"]},
     zip_safe=False,
 )

@@ -5,7 +5,17 @@
         log.create_topic("order-events", partitions=4, exist_ok=True)
         log.producer().send("order-events", b"...", key=b"user-42")
 
-See README.rst for the guide and FORMAT.rst for the on-disk format.
+The public API is what ``__all__`` names: :func:`open` (which returns a
+:class:`Log`; producers and consumers come from ``Log.producer()`` and
+``Log.consumer()``), the value types and the error tree, every error a
+:class:`PylogError`. Names and defaults follow kafka-python. A Log and a
+Producer are thread-safe; a Consumer is used by one thread at a time
+(``close()`` and ``wakeup()`` from any). A ``send`` is durable when it
+returns as the log's ``sync`` mode says (default ``"always"``: fsynced).
+The package is typed (PEP 561).
+
+See README.rst for the guide, FORMAT.rst for the on-disk format, and
+docs/ for the reference manual (``sphinx-build -b html docs docs/_build/html``).
 """
 
 from .errors import (

@@ -171,7 +171,7 @@ def waited(wait, timeout_s: Optional[float], what: str, hint: str) -> int:
     between); any other status raises as :func:`pylog.status.check` maps it
     (``what``: the wait, ``hint``: what a PL_E_INVAL means here)."""
     deadline = None if timeout_s is None else _time.monotonic() + max(0.0, timeout_s)
-    us = -1 if deadline is None else int(max(0.0, timeout_s) * 1e6)
+    us = -1 if timeout_s is None else int(max(0.0, timeout_s) * 1e6)
     while True:
         rc = wait(us)
         if rc >= 0:

@@ -781,7 +781,8 @@ append_record = lib.pl_append_record
 
 class Columns(NamedTuple):
     """Records without headers as columns, ready for :func:`append_columns`."""
-    count: int
+    # shadows tuple.count on purpose: the number of records, as callers name it
+    count: int  # type: ignore[assignment]
     keys: bytes          # every key, concatenated (b"" when all are null)
     key_lens: list       # per key; None when every key is null
     values: bytes

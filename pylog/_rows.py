@@ -89,6 +89,7 @@ def rows(data, fields, n: int, hdr, nh: int, origin: int = 0, offset_base: int =
         first = offset_base + columns[0]
         offsets = (range(first, first + n) if flags & SHAPE_DENSE_OFFSETS
                    else map(_add, _repeat(offset_base), columns[0::8]))
+        timestamps: _repeat[int] | map[int]
         if ts_fixed is not None:
             timestamps = _repeat(ts_fixed, n)
         elif flags & SHAPE_SAME_TIMESTAMP:
@@ -107,7 +108,7 @@ def rows(data, fields, n: int, hdr, nh: int, origin: int = 0, offset_base: int =
         return [data[vo:vo + vl] if vl >= 0 else None
                 for vo, vl in zip(recs[4::8], recs[5::8])]
     hdrs = ints(hdr, 4 * nh) if nh else ()
-    result = []
+    result: list = []
     append = result.append
     it = iter(recs)
     try:

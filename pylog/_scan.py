@@ -47,8 +47,8 @@ def scan_segment(buf, start: int = 0, end: Optional[int] = None, *, expected_off
     idx = ffi.new("int32_t[]", 2 * entry_cap)
     tidx = ffi.new("int64_t[]", 2 * entry_cap)
     out = ffi.new("pl_scan_out *")
-    index_entries = []
-    timeindex_entries = []
+    index_entries: list[tuple[int, int]] = []
+    timeindex_entries: list[tuple[int, int]] = []
     batch_count = 0
     next_offset = expected_offset
     check = expected_offset >= 0

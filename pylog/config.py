@@ -11,22 +11,34 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 from .errors import InvalidArgument, InvalidConfig, InvalidTimestamp, InvalidTopicName
 
 # M-3: topic names as Kafka allows them, and never a path component that
 # could leave the log directory.
+#: Longest topic name, in characters (Kafka's limit); names use
+#: ``[A-Za-z0-9._-]`` and are never ``.`` or ``..`` (FORMAT.rst M-3).
 TOPIC_NAME_LENGTH_MAX = 249
 _TOPIC_NAME_RE = re.compile(r"[A-Za-z0-9._-]+\Z")
 
+#: Most partitions a topic may have.
 PARTITIONS_MAX = 10_000
+#: Longest consumer group id, in characters (it is part of LMDB keys).
 GROUP_ID_LENGTH_MAX = 255
+#: Smallest ``segment_bytes`` a topic accepts (64 KiB).
 SEGMENT_BYTES_MIN = 64 * 1024
 # Positions in the .index are int32 (I-1): a segment can never exceed 2 GiB.
+#: Largest ``segment_bytes`` (2 GiB - 1: index positions are int32, I-1).
 SEGMENT_BYTES_MAX = 2**31 - 1
+#: Largest ``max_message_bytes`` a topic accepts (256 MiB).
 MAX_MESSAGE_BYTES_MAX = 256 * 1024 * 1024
+#: ``max_message_bytes`` of a topic that does not set it (Kafka's default,
+#: 1 MiB + 12), lowered to ``segment_bytes`` when that is smaller.
 MAX_MESSAGE_BYTES_DEFAULT = 1024 * 1024 + 12   # Kafka's default
+#: The ``sync=`` modes of :func:`pylog.open` (README: Guarantees).
 SYNC_MODES = ("always", "interval", "never")
+#: The ``compression=`` values of a topic: none, or zstd (codec 4).
 COMPRESSIONS = (None, "zstd")
 
 
@@ -64,18 +76,28 @@ def validate_group_id(group: object, name: str = "group") -> str:
 
 @dataclass(frozen=True)
 class TopicConfig:
-    """A topic's configuration; keys and units are Kafka's.
+    """A topic's configuration; keys and units are Kafka's. The keyword
+    arguments of ``create_topic`` and ``alter_topic`` are these fields.
 
-    ``retention_ms`` / ``retention_bytes``: -1 keeps everything; retention
-    deletes whole segments (whichever limit is hit first).
-    ``segment_bytes``: size at which the active segment rolls.
-    ``max_message_bytes``: the largest encoded batch a producer may append.
-    ``compression``: None or "zstd" (codec 4).
-    ``message_timestamp_after_max_ms`` / ``message_timestamp_before_max_ms``:
-    how far ahead of / behind this machine's clock a producer-supplied
-    timestamp may be (Kafka's message.timestamp.after/before.max.ms); -1
-    is unbounded. One far-future timestamp would otherwise keep its segment,
-    and every later one, from time retention for good.
+    ``retention_ms`` (default 604,800,000: 7 days) / ``retention_bytes``
+    (default -1, per partition): -1 keeps everything; retention deletes
+    whole sealed segments (whichever limit is hit first); 0 is refused.
+    ``segment_bytes`` (default 128 MiB; 64 KiB .. 2 GiB - 1): size at which
+    the active segment rolls.
+    ``max_message_bytes`` (default 1 MiB + 12, at most ``segment_bytes``):
+    the largest encoded batch a producer may append.
+    ``compression`` (default None): None or "zstd" (codec 4).
+    ``message_timestamp_after_max_ms`` (default 3,600,000) /
+    ``message_timestamp_before_max_ms`` (default -1): how far ahead of /
+    behind this machine's clock a producer-supplied timestamp may be
+    (Kafka's message.timestamp.after/before.max.ms); -1 is unbounded. One
+    far-future timestamp would otherwise keep its segment, and every later
+    one, from time retention for good.
+
+    Every value is checked when the object is built (InvalidConfig names
+    the key and its range), before anything touches the disk. Immutable,
+    so thread-safe; it is stored in the log's metadata by ``create_topic``
+    and ``alter_topic``, durable when they return.
     """
 
     retention_ms: int = 7 * 86_400_000
@@ -106,6 +128,7 @@ class TopicConfig:
         _int("retention_bytes", -1, 2**62)
         _int("segment_bytes", SEGMENT_BYTES_MIN, SEGMENT_BYTES_MAX)
         _int("max_message_bytes", 64, MAX_MESSAGE_BYTES_MAX)
+        assert self.max_message_bytes is not None   # _int checked it is an int
         if self.max_message_bytes > self.segment_bytes:
             raise InvalidConfig(
                 f"max_message_bytes={self.max_message_bytes} exceeds "
@@ -140,10 +163,13 @@ class TopicConfig:
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:
+        """The configuration keys, in field order."""
         return tuple(f.name for f in fields(cls))
 
     @classmethod
-    def from_dict(cls, values: dict) -> "TopicConfig":
+    def from_dict(cls, values: dict[str, Any]) -> "TopicConfig":
+        """A config from ``{key: value}``; missing keys take their default,
+        unknown keys raise InvalidConfig naming the valid ones."""
         unknown = set(values) - set(cls.keys())
         if unknown:
             raise InvalidConfig(
@@ -151,10 +177,12 @@ class TopicConfig:
                 f"{list(cls.keys())}")
         return cls(**values)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
+        """Every key with its value (``max_message_bytes`` resolved)."""
         return asdict(self)
 
-    def replace(self, **changes) -> "TopicConfig":
+    def replace(self, **changes: Any) -> "TopicConfig":
+        """A copy with ``changes`` applied, checked as a new config is."""
         merged = self.to_dict()
         merged.update(changes)
         return TopicConfig.from_dict(merged)

@@ -20,6 +20,8 @@ Thread safety: as the Consumer that owns it (one thread at a time).
 
 from __future__ import annotations
 
+from typing import Any
+
 from .config import validate_topic_name
 from .errors import InvalidArgument
 
@@ -36,7 +38,8 @@ class DeadLetters:
         validate_topic_name(topic)
         self.topic = topic
         self._log = log
-        self._producer = None
+        # a Producer, made on first use (its module is a layer above)
+        self._producer: Any = None
         self.routed = 0              # records routed by this consumer
         self._unflushed = False
 

@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from typing import cast
 
 TOPIC = "order-events"
 PARTITIONS = 4
@@ -73,7 +74,8 @@ def worker_main(path: str, group: str, name: str, ms_per_event: float) -> int:
                     seen.add(r.partition)
                     status(event="first", partition=r.partition, offset=r.offset)
             time.sleep(len(recs) * ms_per_event / 1000.0)   # the "work"
-            ids = [json.loads(r.value)["orderId"].encode() for r in recs]
+            # the demo's values are the JSON bytes the order service sent
+            ids = [json.loads(cast(bytes, r.value))["orderId"].encode() for r in recs]
             producer.send_batch(results_topic(group), ids, partition=0)
             offsets = {}
             for r in recs:
@@ -367,7 +369,7 @@ def run_demo(path=None, *, events=None, fast=False, keep=False, out=None) -> int
                 plain.append(f"{g} done={done} lag={lag}")
             finished = prod_state["done"] and all(
                 progress[g][0] >= produced for g in groups)
-            disp.status(lines, "  " + " | ".join(plain), force=finished)
+            disp.status(lines, "  " + " | ".join(plain), force=bool(finished))
             if finished:
                 break
             if now > deadline:
@@ -445,7 +447,7 @@ def _read_ids(log, topic: str, run_id: str) -> list:
     c.seek_to_beginning(tp)
     end = c.end_offsets([tp])[tp]
     prefix = f"o-{run_id}-"
-    out = []
+    out: list = []
     while c.position(tp) < end:
         vals = c.poll_values(timeout=0.5, max_records=10000)
         if not vals:

@@ -9,6 +9,21 @@ and where possible a hint::
 
     append to order-events-3/00000000000000001234.log: disk full (ENOSPC);
     free space or lower retention_bytes
+
+What an error says about the disk (durability): a call that raised
+acknowledged nothing. The errors of an invalid call (InvalidTopicName,
+InvalidConfig, InvalidArgument, InvalidTimestamp, RecordTooLarge,
+TopicNotFound, TopicExists, PartitionNotFound, LogClosed, ReadOnlyLog,
+GroupNotEmpty, CommitFailedError, MetadataBusyError, ForkedLogError) are
+raised before anything is written: nothing of the call is on disk. After a
+LogFailedError, DiskFullError or LogOSError during a write, every record
+acknowledged before it is still there when the log is reopened (G8); the
+failed call's own records were not acknowledged and may or may not be
+there. CorruptLogError and DeserializationError are raised on reading and
+change nothing.
+
+Thread safety: exception objects are plain values, safe to pass between
+threads and between processes (a LogOSError keeps its class and fields).
 """
 
 from __future__ import annotations
@@ -17,6 +32,10 @@ import errno as _errno
 import os as _os
 import stat as _stat
 from errno import errorcode as _errorcode
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from .records import Record
 
 
 class PylogError(Exception):
@@ -146,7 +165,7 @@ class DeserializationError(PylogError, ValueError):
     there.
     """
 
-    def __init__(self, message: str, record):
+    def __init__(self, message: str, record: Record):
         self.record = record
         self.topic = record.topic
         self.partition = record.partition
@@ -226,7 +245,7 @@ class LogOSError(PylogError, OSError):
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Callable[..., LogOSError], tuple[Any, ...]]:
         return (_rebuild_os_error, (type(self), self.args[0] if self.args else "",
                                     self.errno, self.strerror, self.filename))
 
@@ -242,8 +261,8 @@ class LogOSError(PylogError, OSError):
         code = exc.errno
         name = _errorcode.get(code, f"errno {code}") if code else "no errno"
         target = exc.filename
-        klass, why, shape = _OS_ERRORS.get(
-            code, (LogOSError, (exc.strerror or str(exc)).lower(), " ({})"))
+        other = (LogOSError, (exc.strerror or str(exc)).lower(), " ({})")
+        klass, why, shape = other if code is None else _OS_ERRORS.get(code, other)
         detail = ""
         if target is not None:
             detail = shape.format(target)
@@ -259,11 +278,12 @@ class LogOSError(PylogError, OSError):
         return klass(message, errno=code, strerror=exc.strerror, filename=target)
 
 
-def _rebuild_os_error(klass, message, errno, strerror, filename):
+def _rebuild_os_error(klass: type[LogOSError], message: str, errno: int | None,
+                      strerror: str | None, filename: str | None) -> LogOSError:
     return klass(message, errno=errno, strerror=strerror, filename=filename)
 
 
-def _owner_note(path) -> str:
+def _owner_note(path: str) -> str:
     """`` (owner uid 0, mode 0700; you are uid 1000)`` of ``path``, or of its parent directory
     when ``path`` does not exist (creating a file needs the parent's write
     permission); empty when neither can be inspected."""
@@ -302,7 +322,7 @@ class LogNotFound(LogOSError, FileNotFoundError):
 
 
 # errno -> (class, what went wrong, how the named file is shown)
-_OS_ERRORS = {
+_OS_ERRORS: dict[int, tuple[type[LogOSError], str, str]] = {
     _errno.EACCES: (LogPermissionError, "permission denied", " on {}"),
     _errno.EPERM: (LogPermissionError, "permission denied", " on {}"),
     _errno.EROFS: (ReadOnlyFilesystemError, "the filesystem is read-only",

@@ -120,7 +120,8 @@ def allocate(fd: int, size: int) -> None:
 def disk_full_error(what: str, exc: OSError) -> DiskFullError:
     """The DiskFullError for ``exc`` (an ENOSPC/EDQUOT OSError) hit while
     doing ``what``."""
-    return DiskFullError(f"{what}: disk full ({errno.errorcode[exc.errno]}); "
+    name = errno.errorcode.get(exc.errno or 0, f"errno {exc.errno}")
+    return DiskFullError(f"{what}: disk full ({name}); "
                          "free space or lower retention_bytes")
 
 

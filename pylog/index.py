@@ -55,8 +55,8 @@ def index_problem(idx: bytes, tidx: bytes, buf, end: int, base_offset: int,
     if n and memoryview(idx).cast("i")[0::2].tolist() != \
             memoryview(tidx).cast("i")[2::3].tolist()[:n]:
         return "index and time index disagree on relative offsets"
-    if sealed and TIMEINDEX_ENTRY.unpack_from(tidx, 12 * n)[1] != \
-            last_offset - base_offset:
+    if sealed and last_offset is not None and \
+            TIMEINDEX_ENTRY.unpack_from(tidx, 12 * n)[1] != last_offset - base_offset:
         return "time index does not end at the segment's last offset (T-3)"
     if n:
         rel, pos = INDEX_ENTRY.unpack_from(idx, 8 * (n - 1))

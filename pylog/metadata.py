@@ -376,6 +376,7 @@ class Metadata:
         if readonly:
             dbs = [self.env.open_db(n, create=False) for n in names]
         else:
+            assert self._wlock is not None   # made for every writable open
             with self._wlock.held(f"open the metadata of {os.path.dirname(self.path)}"):
                 dbs = [self.env.open_db(n, create=True) for n in names]
         self._info, self._topics, self._partitions, self._offsets, self._groups = dbs
@@ -546,7 +547,7 @@ class Metadata:
     def tombstones(self) -> dict[str, dict]:
         """Deleted topics whose directories may remain (M-11): name ->
         {"id", "partitions", "deleted_ms"}."""
-        out = {}
+        out: dict[str, dict] = {}
         with self._txn("read topic tombstones") as txn:
             cur = txn.cursor(db=self._info)
             if not cur.set_range(_TOMBSTONE):

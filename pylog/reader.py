@@ -333,6 +333,7 @@ class Reader:
             woken = _native.doorbell_wait_at(slot_p, seen, timeout)
             return [] if woken else None
         ptr, m, map_len = held
+        assert seg is not None       # held was taken from it
         build = self._row_build(values_only, with_topic, row_type)
         try:
             req = _native.wait_request()

@@ -99,9 +99,10 @@ def error(rc: int, what: str, path: Optional[str] = None, *,
     where = f" ({path})" if path is not None else ""
     message = f"{what}{where}: {why} ({hint or default_hint})"
     if klass is LogOSError:
-        code = _errno.EMFILE if rc == E_NOFD else None
-        return LogOSError(message, errno=code,
-                          strerror=_os.strerror(code) if code else None, filename=path)
+        errno_code = _errno.EMFILE if rc == E_NOFD else None
+        return LogOSError(message, errno=errno_code,
+                          strerror=_os.strerror(errno_code) if errno_code else None,
+                          filename=path)
     return klass(message)
 
 

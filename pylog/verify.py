@@ -285,7 +285,7 @@ def dump_segment(path: str, records: bool = False, values: bool = False,
     :func:`not_a_segment`; it is then the only problem)."""
     records = records or values
     base = parse_segment_name(os.path.basename(path))
-    out = {"file": path, "size": 0, "base_offset": base, "batches": [],
+    out: dict = {"file": path, "size": 0, "base_offset": base, "batches": [],
            "problems": [], "valid_end": 0, "next_offset": None,
            "not_a_segment": None}
     with _File(path) as f:

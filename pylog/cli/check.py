@@ -87,7 +87,7 @@ def cmd_dump(args) -> int:
         print(f"Segment base offset: {shown}, "
               f"size: {d['size']} bytes, valid end: {d['valid_end']}, "
               f"batches: {len(d['batches'])}")
-        by_pos = {}
+        by_pos: dict[int, list] = {}
         for p in problems:
             by_pos.setdefault(p.position, []).append(p)
         printed = set()
