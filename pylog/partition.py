@@ -74,6 +74,7 @@ class Partition:
                  meta, *, sync: str = "always", readonly: bool = False,
                  create: bool = False, doorbell=None, lock_identity=None):
         self.topic = topic
+        self.topic_id: str | None = None     # the incarnation (L-4), set by the store
         self.index = index
         self.name = f"{topic}-{index}"
         self.dir = os.path.join(root, self.name)

@@ -5,7 +5,7 @@ Immutable and thread-safe.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ._format import TIMESTAMP_CREATE_TIME
 
@@ -85,5 +85,5 @@ class TopicInfo(NamedTuple):
     """What describe_topic() returns."""
     name: str
     partitions: int
-    config: dict
-    partition_info: list
+    config: dict[str, Any]
+    partition_info: list[Any]

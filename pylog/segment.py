@@ -433,7 +433,8 @@ class Segment:
         if r.error_position is not None:
             if r.continues_after_error or sealed or first_valid_batch_after(
                     m, r.error_position, size, min_offset=r.next_offset) is not None:
-                raise CorruptLogError(r.error_reason, self.path, r.error_position)
+                raise CorruptLogError(r.error_reason or "damaged batch", self.path,
+                                      r.error_position)
             cut = size - r.end_position
             _log.warning("%s: torn tail after a crash: cut %d bytes at "
                          "position %d (%s)", self.path, cut, r.end_position,

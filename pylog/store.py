@@ -30,6 +30,7 @@ import stat
 import threading
 import time
 import warnings
+from typing import Any
 
 from . import _native
 from .admin import LogAdmin
@@ -103,7 +104,8 @@ class LogStore(TopicAdmin, LogAdmin):
     log.py) adds producers, consumers and group administration on top;
     create it with :func:`pylog.open`."""
 
-    def __init__(self, path, *, sync: str = "always", readonly: bool = False,
+    def __init__(self, path: str | os.PathLike[str], *, sync: str = "always",
+                 readonly: bool = False,
                  sync_interval_ms: int = 1000, allow_network_filesystem: bool = False,
                  metadata_timeout: float = DEFAULT_LOCK_TIMEOUT_S):
         if not isinstance(path, (str, os.PathLike)):
@@ -193,7 +195,7 @@ class LogStore(TopicAdmin, LogAdmin):
         self._pid = os.getpid()
         self._forks = FORKS[0]
         self._partitions: dict[tuple[str, int], Partition] = {}
-        self._topic_cache: dict[str, tuple[float, dict]] = {}
+        self._topic_cache: dict[str, tuple[float, dict[str, Any]]] = {}
         self._lock_fd = -1
         first = False
         if not self.readonly:
@@ -309,7 +311,7 @@ class LogStore(TopicAdmin, LogAdmin):
             self._open_files()
 
     # -- partitions -----------------------------------------------------------
-    def _topic_doc(self, topic: str, max_age_s: float = 1.0) -> dict:
+    def _topic_doc(self, topic: str, max_age_s: float = 1.0) -> dict[str, Any]:
         try:
             hit = self._topic_cache.get(topic)
         except TypeError:                # unhashable: refused below
@@ -325,7 +327,8 @@ class LogStore(TopicAdmin, LogAdmin):
         self._topic_cache[topic] = (now, doc)
         return doc
 
-    def _open_partition(self, topic, p, doc, recover=True) -> Partition:
+    def _open_partition(self, topic: str, p: int, doc: dict[str, Any],
+                        recover: bool = True) -> Partition:
         key = (topic, p)
         part = self._partitions.get(key)
         if part is not None and part.topic_id == doc["id"]:
@@ -387,7 +390,7 @@ class LogStore(TopicAdmin, LogAdmin):
                     f"there is no partition {p!r}")
             return self._open_partition(topic, p, doc)
 
-    def open_partitions(self) -> dict:
+    def open_partitions(self) -> dict[tuple[str, int], Partition]:
         """The Partitions this Log has open, by (topic, partition): the
         consumer's per-poll lookup (read it, never change it); a partition
         missing here is opened by :meth:`partition`."""
@@ -403,13 +406,13 @@ class LogStore(TopicAdmin, LogAdmin):
 
     def partitions_for(self, topic: str, max_age_s: float = 1.0) -> int:
         self._check()
-        return self._topic_doc(topic, max_age_s)["partitions"]
+        return int(self._topic_doc(topic, max_age_s)["partitions"])
 
     # -- doorbell --------------------------------------------------------------------
-    def doorbell(self):
+    def doorbell(self) -> Any:
         return self._bell
 
-    def doorbell_pointer(self):
+    def doorbell_pointer(self) -> Any:
         """A pointer to the doorbell map for the consumers' poll path, or
         None; it keeps the map alive for as long as a caller holds it."""
         return self._bell_ptr
@@ -457,7 +460,7 @@ class LogStore(TopicAdmin, LogAdmin):
                     except (PylogError, OSError):
                         pass
 
-    def _check_identity(self, parts) -> None:
+    def _check_identity(self, parts: list[Partition]) -> None:
         """L-6: fail every partition held in files that left their paths
         (all of them when the log directory itself went), so that their
         next append raises FileVanishedError instead of being acknowledged."""
@@ -520,10 +523,10 @@ class LogStore(TopicAdmin, LogAdmin):
         if errors:
             raise errors[0]
 
-    def __enter__(self):
+    def __enter__(self) -> LogStore:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:

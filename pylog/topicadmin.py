@@ -20,6 +20,8 @@ import errno
 import logging
 import os
 import sys
+import threading
+from typing import TYPE_CHECKING, Any
 
 from . import topicdirs
 from .config import PARTITIONS_MAX, TopicConfig, validate_topic_name
@@ -38,11 +40,34 @@ from .partition import STATE_FILE, STATE_MAGIC, Partition
 from .records import PartitionInfo, TopicInfo
 from .segment import fsync_dir
 
+if TYPE_CHECKING:
+    from .identity import Identity
+    from .metadata import Metadata
+
 _log = logging.getLogger("pylog")
 
 
 class TopicAdmin:
     """Topic administration; see the module docstring."""
+
+    # set by LogStore, of which this is a base
+    path: str
+    sync: str
+    readonly: bool
+    meta: Metadata
+    _lock: threading.RLock
+    _lock_fd: int
+    _lock_token: int
+    _identity: Identity
+    _partitions: dict[tuple[str, int], Partition]
+    _topic_cache: dict[str, tuple[float, dict[str, Any]]]
+
+    if TYPE_CHECKING:
+        def _check(self) -> None: ...
+        def _topic_doc(self, topic: str, max_age_s: float = 1.0) -> dict[str, Any]: ...
+        def _open_partition(self, topic: str, p: int, doc: dict[str, Any],
+                            recover: bool = True) -> Partition: ...
+        def partition(self, topic: str, p: int) -> Partition: ...
 
     # -- topic admin ------------------------------------------------------------
     def _writable(self, what: str) -> None:
@@ -51,7 +76,7 @@ class TopicAdmin:
             raise ReadOnlyLog(f"{what}: log {self.path} was opened read-only")
 
     def create_topic(self, name: str, partitions: int = 1, *, exist_ok: bool = False,
-                     **config) -> TopicInfo:
+                     **config: Any) -> TopicInfo:
         """Create a topic; config keys: retention_ms, retention_bytes,
         segment_bytes, max_message_bytes, compression,
         message_timestamp_after_max_ms, message_timestamp_before_max_ms
@@ -124,7 +149,7 @@ class TopicAdmin:
                     if mine else "run as the log's owner, or have them grant "
                     f"you write access to {self.path}"))
 
-    def _undo_create_topic(self, name: str, doc: dict) -> str | None:
+    def _undo_create_topic(self, name: str, doc: dict[str, Any]) -> str | None:
         """Take a topic this process just created out of the metadata (if it
         is still that topic) and remove its partition directories; returns
         what could not be removed, or None. The directories go first: on a
@@ -143,7 +168,7 @@ class TopicAdmin:
             self._topic_cache.pop(name, None)
         return None
 
-    def _remove_partition_dirs(self, name: str, count: int, topic_id) -> None:
+    def _remove_partition_dirs(self, name: str, count: int, topic_id: str | None) -> None:
         """Tell other processes partitions 0..count-1 of incarnation
         ``topic_id`` of ``name`` are gone (P-2) and remove their
         directories; raises the first OSError."""
@@ -159,7 +184,8 @@ class TopicAdmin:
             except FileNotFoundError:
                 pass
 
-    def _open_new_partitions(self, name: str, doc: dict, numbers) -> None:
+    def _open_new_partitions(self, name: str, doc: dict[str, Any],
+                             numbers: builtins.range | list[int]) -> None:
         """Create the directories of new partitions. On an I/O error the
         topic stays recorded and its partitions are created on first use, so
         the call can simply be retried once the disk is healthy (G8)."""
@@ -211,7 +237,7 @@ class TopicAdmin:
             self._open_new_partitions(name, doc, range(total))
         return self.describe_topic(name)
 
-    def alter_topic(self, name: str, **config) -> TopicInfo:
+    def alter_topic(self, name: str, **config: Any) -> TopicInfo:
         """Change config keys of a topic (takes effect for new segments and
         the next retention pass; other processes see it within a second)."""
         validate_topic_name(name)
@@ -277,7 +303,7 @@ class TopicAdmin:
                 _log.warning("%s: deleted topic %r: %s; retried at the next open",
                              self.path, name, failed)
 
-    def _bury_incarnation(self, name: str, partitions: int, topic_id) -> str:
+    def _bury_incarnation(self, name: str, partitions: int, topic_id: str | None) -> str:
         """Mark deleted and remove the directories of incarnation
         ``topic_id`` of topic ``name``; clear its tombstone when all are
         gone. Returns "" or what could not be removed. Under self._lock."""
@@ -304,7 +330,7 @@ class TopicAdmin:
         self.meta.clear_tombstone(name, topic_id)
         return ""
 
-    def _retire_directory(self, name: str, p: int, d: str, topic_id) -> None:
+    def _retire_directory(self, name: str, p: int, d: str, topic_id: str | None) -> None:
         """Tell processes that still use the partition it is gone (P-2),
         then move the directory to a grave and remove it (L-5)."""
         part = self._partitions.get((name, p))

@@ -101,7 +101,7 @@ def claim(directory: str, topic_id: str, *, deleted_mark) -> None:
         raise ForeignIncarnation(directory, found)
 
 
-def belongs_to(directory: str, topic_id: str) -> bool:
+def belongs_to(directory: str, topic_id: str | None) -> bool:
     """May a tombstone of incarnation ``topic_id`` remove ``directory``?
     Yes when the directory carries that id or none (an older pylog's); a
     newer incarnation's directory is never removed (L-5)."""

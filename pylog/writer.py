@@ -274,6 +274,7 @@ class Writer:
                 break
             self._make_room(self._appender.out.size)
             rc = None
+        assert rc is not None           # the last attempt breaks with its result
         return self._appended(rc, records)
 
     def _make_room(self, size: int) -> None:
@@ -312,7 +313,8 @@ class Writer:
             return a.out.base_offset
         if rc in (_native.APPEND_INDEX_FAILED, _native.E_APPENDED_NO_INDEX):
             _log.warning("%s: index entry not written (%s); the index is "
-                         "derived data and will be rebuilt (I-3)", self._active.index_path,
+                         "derived data and will be rebuilt (I-3)",
+                         self._active.index_path if self._active else self.name,
                          os.strerror(a.out.index_errno))
             return a.out.base_offset
         if rc in (_native.E_NOSPACE, _native.E_STALE):
