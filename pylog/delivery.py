@@ -22,6 +22,10 @@ at a time.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
 from .records import TopicPartition
 
 
@@ -117,14 +121,24 @@ class Delivery:
             self.pending.pop(tp, None)
 
     # -- the two loops that hand records out one at a time ----------------------------
-    def iterate(self, poll, closed):
+    def iterate(self, poll: Callable[..., list[Any]], closed: Callable[[], bool],
+                idle_s: float | None = None) -> Iterator[Any]:
         """Consumer.__iter__: ``poll()`` batches, handed out one by one
-        until ``closed()``."""
+        until ``closed()``, or until no record came for ``idle_s`` seconds
+        (kafka-python's consumer_timeout_ms; None: never)."""
         from .errors import LogClosed
+        idle_until = None if idle_s is None else time.monotonic() + idle_s
         while not closed():
+            wait = 0.5
+            if idle_until is not None:
+                wait = min(wait, max(0.0, idle_until - time.monotonic()))
             try:
-                recs = poll(timeout=0.5)
+                recs = poll(timeout=wait)
             except LogClosed:
+                return
+            if recs and idle_s is not None:
+                idle_until = time.monotonic() + idle_s
+            elif idle_until is not None and time.monotonic() >= idle_until:
                 return
             self.batch = recs
             self.at = 0
@@ -139,6 +153,8 @@ class Delivery:
                         self.abandoned(recs[self.at:])
                     self.batch = None
                     self.next_poll()
+            if idle_s is not None and recs:
+                idle_until = time.monotonic() + idle_s   # idle counts from the last record
 
     def run(self, poll, handler, commit, commit_every: str, *, running) -> None:
         """Consumer.run: ``handler(record)`` for every record of ``poll()``
