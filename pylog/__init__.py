@@ -9,7 +9,7 @@ See README.rst for the guide and FORMAT.rst for the on-disk format.
 """
 
 from .errors import (CommitFailedError, CorruptLogError, DeserializationError,
-                     DiskFullError, FileVanishedError, ForkedLogError,
+                     DiskFullError, FileVanishedError, FlushTimeoutError, ForkedLogError,
                      MetadataBusyError,
                      GroupNotEmpty, InvalidArgument, InvalidConfig,
                      InvalidTimestamp, InvalidTopicName, LogClosed, LogFailedError,
@@ -20,6 +20,8 @@ from .errors import (CommitFailedError, CorruptLogError, DeserializationError,
 from .log import Log, open
 from .records import (PartitionInfo, Record, RecordMetadata, TopicInfo,
                     TopicPartition)
+from .rebalance import ConsumerRebalanceListener
+from .records import OffsetAndMetadata
 
 __version__ = "0.1.0"
 
@@ -33,4 +35,5 @@ __all__ = [
     "ReadOnlyFilesystemError", "NotALogDirectoryError", "LogNotFound",
     "DiskFullError", "InvalidTimestamp",
     "FileVanishedError", "MetadataBusyError",
+    "OffsetAndMetadata", "ConsumerRebalanceListener", "FlushTimeoutError",
 ]

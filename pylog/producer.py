@@ -14,6 +14,7 @@ disk, in any mode.
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from itertools import repeat as _repeat
 from operator import itemgetter
@@ -22,8 +23,8 @@ from time import time_ns as _time_ns
 
 from . import _native
 from .config import validate_topic_name
-from .errors import (InvalidArgument, LogClosed, PartitionNotFound, RecordTooLarge,
-                     TopicNotFound)
+from .errors import (FlushTimeoutError, InvalidArgument, LogClosed, PartitionNotFound,
+                     RecordTooLarge, TopicNotFound)
 from .gcpause import paused as _gc_paused
 from .store import FORKS
 from .records import RecordMetadata
@@ -389,12 +390,19 @@ class Producer:
                             zip(_repeat(topic, n), _repeat(p, n), range(base, base + n),
                                 _repeat(ts, n))))
 
-    def flush(self) -> None:
-        """Return when every record this producer sent is on disk (fdatasync)."""
+    def partitions_for(self, topic: str) -> set[int]:
+        """The partition numbers of ``topic`` (kafka-python's
+        ``partitions_for``); raises TopicNotFound when it does not exist.
+        Read from the log now (cached at most a second)."""
+        if not isinstance(topic, str):
+            raise InvalidArgument(f"topic must be str, got {type(topic).__name__}")
+        validate_topic_name(topic)
         if self._closed:
             raise LogClosed("producer is closed")
-        if self._log._closed:
-            raise LogClosed(f"log {self._log.path} is closed")
+        self._log._check()
+        return set(range(self._log.partitions_for(topic)))
+
+    def _flush_all(self) -> None:
         for part in list(self._touched):
             if part.closed:
                 # its topic was deleted or re-created: nothing of this
@@ -403,15 +411,58 @@ class Producer:
                 continue
             part.flush()
 
-    def close(self) -> None:
-        """Flush and close. Idempotent."""
+    def flush(self, timeout: float | None = None) -> None:
+        """Return when every record this producer sent is on disk
+        (fdatasync), in any sync mode.
+
+        ``timeout`` (seconds; default None: wait as long as it takes)
+        bounds the whole wait: the fdatasyncs and the recovery-checkpoint
+        write that may follow (which can wait for another process's
+        metadata transaction). When it expires, FlushTimeoutError is raised;
+        the syncs go on in a background thread and a later flush() waits
+        for them. Thread-safe."""
+        if self._closed:
+            raise LogClosed("producer is closed")
+        if self._log._closed:
+            raise LogClosed(f"log {self._log.path} is closed")
+        if timeout is None:
+            self._flush_all()
+            return
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
+            raise InvalidArgument(f"timeout={timeout!r}; expected seconds >= 0, or None")
+        done = threading.Event()
+        failed: list[BaseException] = []
+
+        def sync() -> None:
+            try:
+                self._flush_all()
+            except BaseException as exc:      # handed to the caller below
+                failed.append(exc)
+            finally:
+                done.set()
+
+        threading.Thread(target=sync, name="pylog-flush", daemon=True).start()
+        if not done.wait(timeout):
+            raise FlushTimeoutError(
+                f"flush of {self._log.path}: the fdatasync of this producer's "
+                f"records did not finish within {timeout} s; they are in the log "
+                "(safe from a process crash) and the sync goes on in the "
+                "background; flush() again to wait for it")
+        if failed:
+            raise failed[0]
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush (waiting up to ``timeout`` seconds, default None: as long as
+        it takes; see flush) and close. The producer is closed even when
+        the flush raises (FlushTimeoutError, an I/O error), which is then
+        raised. Idempotent; thread-safe."""
         if self._closed:
             return
         self._fast_ok = False
         self._routes.clear()
         try:
             if not self._log._closed:
-                self.flush()
+                self.flush(timeout)
         finally:
             self._closed = True
 
