@@ -18,10 +18,9 @@ from .errors import (CommitFailedError, CorruptLogError, DeserializationError,
                      OffsetOutOfRange, PartitionNotFound, PylogError,
                      ReadOnlyLog, RecordTooLarge, TopicExists, TopicNotFound)
 from .log import Log, open
-from .records import (PartitionInfo, Record, RecordMetadata, TopicInfo,
-                    TopicPartition)
 from .rebalance import ConsumerRebalanceListener
-from .records import OffsetAndMetadata
+from .records import (OffsetAndMetadata, PartitionInfo, Record, RecordMetadata, TopicInfo,
+                      TopicPartition)
 
 __version__ = "0.1.0"
 

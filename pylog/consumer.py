@@ -37,13 +37,25 @@ from typing import TYPE_CHECKING, Any
 
 from . import _native
 from .config import validate_topic_name
-from .consumerargs import (MAX_POLL_RECORDS_MAX, as_tps, check_options, commit_offsets,
-                           poll_timeout, topic_list)
+from .consumerargs import (
+    MAX_POLL_RECORDS_MAX,
+    as_tps,
+    check_options,
+    commit_offsets,
+    poll_timeout,
+    topic_list,
+)
 from .deadletter import DeadLetters
 from .delivery import Delivery
 from .deserialize import RecordMaker
-from .errors import (CommitFailedError, ForkedLogError, InvalidArgument, LogClosed,
-                     ReadOnlyLog, TopicNotFound)
+from .errors import (
+    CommitFailedError,
+    ForkedLogError,
+    InvalidArgument,
+    LogClosed,
+    ReadOnlyLog,
+    TopicNotFound,
+)
 from .fetching import TOPIC_REFRESH_S, Fetching
 from .group import GroupMember
 from .offsetreset import OffsetReset
@@ -241,7 +253,7 @@ class Consumer(Positions, Fetching):
         # no group: every partition of the subscribed topics, counted now
         # (partitions added by this Log are seen at once; the Log caches the
         # counts for a second)
-        out = []
+        out: list[TopicPartition] = []
         for t in sorted(self._topics_resolved):
             try:
                 n = self._log.partitions_for(t)
@@ -314,7 +326,7 @@ class Consumer(Positions, Fetching):
             self._paused.discard(tp)
         self._listeners.lost(lost)
 
-    def _positions_for(self, tps) -> dict:
+    def _positions_for(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         """Offsets to commit when releasing ``tps`` in a rebalance."""
         if not self._auto_commit:
             return {}
@@ -324,7 +336,7 @@ class Consumer(Positions, Fetching):
         self._sync_for_commit(out)
         return out
 
-    def _sync_for_commit(self, offsets) -> None:
+    def _sync_for_commit(self, offsets: Iterable[TopicPartition]) -> None:
         """Offsets must not outlive the records they point past (power loss),
         nor the dead-letter copies of records they skip."""
         if self._dlq is not None:
@@ -385,7 +397,7 @@ class Consumer(Positions, Fetching):
     def wakeup(self) -> None:
         """Make a blocked poll() return early (from any thread)."""
         self._woken = True
-        bell = self._log.doorbell()
+        bell = self._log.doorbell()  # type: ignore[no-untyped-call]
         if bell is not None:
             # the slot a poll waits on: its topics' own, or slot 0 (L-3)
             _native.doorbell_ring(bell, self._slot)

@@ -28,7 +28,7 @@ from .errors import OffsetOutOfRange, TopicNotFound
 from .gcpause import paused as _gc_paused
 from .group import GROUP_CHECK_INTERVAL_S, GroupMember
 from .offsetreset import OffsetReset
-from .partition import Cursor
+from .partition import Cursor, Partition
 from .records import TopicPartition
 from .store import topic_slot
 
@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from .store import LogStore
 
 TOPIC_REFRESH_S = 1.0
+# (partition, index of its first record in a poll's result, index past its last)
+Slice = tuple[TopicPartition, int, int]
 
 
 class Fetching:
@@ -66,10 +68,10 @@ class Fetching:
         def _sync_group(self, force: bool = False) -> None: ...
         def _maybe_auto_commit(self) -> None: ...
 
-    def _fetch(self, max_records: int, values_only: bool, slices: list) -> list:
+    def _fetch(self, max_records: int, values_only: bool, slices: list[Slice]) -> list[Any]:
         """Fetch from the owned partitions in turn; ``slices`` gets one
         (tp, first index, end index) per partition that gave records."""
-        out: list = []
+        out: list[Any] = []
         owned = self._owned()
         if self._paused:
             owned = [tp for tp in owned if tp not in self._paused]
@@ -105,7 +107,7 @@ class Fetching:
                 slices.append((tp, i0, len(out)))
         return out
 
-    def _wait_target(self):
+    def _wait_target(self) -> tuple[TopicPartition, Partition, Cursor] | None:
         """(tp, partition, cursor) when this poll reads exactly one partition
         whose cursor is positioned (the blocked poll then waits and decodes
         in one native call, Partition.wait_fetch), else None."""
@@ -119,7 +121,7 @@ class Fetching:
             return None
         return tp, part, cur
 
-    def _slots(self):
+    def _slots(self) -> int:
         """The doorbell slot to wait on (L-3): the topic's own when all owned
         partitions share one, else slot 0; cached per owned list."""
         owned = self._owned()
@@ -131,7 +133,7 @@ class Fetching:
             self._slot_src = src
         return self._slot
 
-    def _still_owned(self, recs: list, slices: list) -> list:
+    def _still_owned(self, recs: list[Any], slices: list[Slice]) -> list[Any]:
         """The lease ran out during this poll (stopped or starved: another
         member may have taken partitions over): re-check the group, which
         renews the lease or drops the records of partitions now lost."""
@@ -142,10 +144,10 @@ class Fetching:
         return [x for tp, i0, i1 in slices if tp in owned for x in recs[i0:i1]]
 
     def _poll_loop(self, timeout: float, max_records: int, values_only: bool,
-                   slices: list) -> list:
+                   slices: list[Slice]) -> list[Any]:
         now = time.monotonic()
         deadline = now + timeout
-        bell = self._log.doorbell_pointer()    # (ours keeps the map alive)
+        bell = self._log.doorbell_pointer()  # type: ignore[no-untyped-call]  # (keeps the map)
         self._woken = False
         member = self._member
         while True:
@@ -174,12 +176,12 @@ class Fetching:
             if target is not None:
                 tp, part, cur = target
                 first = cur.offset
-                recs = part.wait_fetch(cur, bell + slot * _native.DOORBELL_SLOT_SIZE, seen,
-                                       wait, max_records, values_only=values_only,
-                                       with_topic=True, row_type=self._records.row_type)
-                if recs:
+                got = part.wait_fetch(cur, bell + slot * _native.DOORBELL_SLOT_SIZE, seen,
+                                      wait, max_records, values_only=values_only,
+                                      with_topic=True, row_type=self._records.row_type)
+                if got:
                     self._delivery.handed(tp, first)
-                    recs = self._records.finish(recs, values_only, tp, part, first,
+                    recs = self._records.finish(got, values_only, tp, part, first,
                                                 False)
                     if recs:         # (empty when all went to the dead letters)
                         slices.append((tp, 0, len(recs)))

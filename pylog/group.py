@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Callable
 
 from . import groupstate as gs
 from .assignors import STRATEGIES
@@ -75,7 +76,7 @@ class _Unannounced(Exception):
     """Aborts a group transaction that would release partitions whose
     revocation the consumer has not announced yet."""
 
-    def __init__(self, partitions: set) -> None:
+    def __init__(self, partitions: set[TopicPartition]) -> None:
         super().__init__(sorted(partitions))
         self.partitions = partitions
 
@@ -131,8 +132,11 @@ class GroupMember:
         return gs.sync(state, self.member_id, self._me, topics, counts, now_ms,
                        self._is_alive, self.strategy, beat=beat)
 
-    def tick(self, topics: set, positions_to_commit, force: bool = False,
-             on_revoke=None):
+    def tick(self, topics: set[str],
+             positions_to_commit: Callable[[set[TopicPartition]], dict[TopicPartition, int]],
+             force: bool = False,
+             on_revoke: Callable[[set[TopicPartition]], None] | None = None,
+             ) -> tuple[set[TopicPartition], set[TopicPartition]]:
         """Look at the group (rate-limited) and act: join, expire dead
         members, rebalance, release what is no longer ours (committing
         ``positions_to_commit()`` for it) and claim what is.

@@ -9,14 +9,16 @@ Thread safety: a Log is thread-safe; see Producer and Consumer for theirs.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
 from .config import validate_group_id, validate_topic_name
 from .consumer import Consumer
 from .group import describe_group, reset_group
-from .store import LogStore
 from .producer import Producer
+from .records import TopicPartition
+from .store import LogStore
 
 Serializer = Callable[[Any], bytes]
 Deserializer = Callable[[bytes], Any]
@@ -31,14 +33,15 @@ class Log(LogStore):
         self._check()
         return sorted(self.meta.groups_with_offsets())
 
-    def describe_group(self, group: str) -> dict:
+    def describe_group(self, group: str) -> dict[str, Any]:
         """Members, assignment, committed offsets and lag of ``group``."""
         validate_group_id(group)
         self._check()
         return describe_group(self, group)
 
-    def reset_group(self, group: str, *, to: str, value=None,
-                    topic: str | None = None, execute: bool = True) -> dict:
+    def reset_group(self, group: str, *, to: str, value: int | None = None,
+                    topic: str | None = None,
+                    execute: bool = True) -> dict[TopicPartition, int]:
         """Reset a group's committed offsets: ``to`` in earliest | latest |
         offset | datetime (value = offset or timestamp ms). Refused with
         GroupNotEmpty while the group has live members. Returns the plan
@@ -129,7 +132,7 @@ class Log(LogStore):
                         listener=listener)
 
 
-def open(path, *, sync: str = "always", readonly: bool = False,
+def open(path: str | os.PathLike[str], *, sync: str = "always", readonly: bool = False,
          sync_interval_ms: int = 1000, allow_network_filesystem: bool = False,
          metadata_timeout: float = 10.0) -> Log:
     """Open (creating if missing, unless ``readonly``) the log at ``path``.

@@ -189,7 +189,7 @@ def test_call_shape(log, client, shape, target, call, expected):
         assert call(obj) == expected
 
 
-# -- rebalance listeners --------------------------------------------------------------------------
+# -- rebalance listeners --------
 class Recorder(pylog.ConsumerRebalanceListener):
     """Records every call; commits the position of revoked partitions."""
 
@@ -339,7 +339,7 @@ def test_seek_in_on_assigned_sets_the_start(log):
     c.close()
 
 
-# -- iteration, seeks, topics ---------------------------------------------------------------------
+# -- iteration, seeks, topics --------
 def test_consumer_timeout_ms_ends_iteration_after_idle_time(log):
     c = log.consumer("t", auto_offset_reset="earliest", consumer_timeout_ms=300)
     t0 = time.monotonic()
@@ -400,7 +400,7 @@ def test_misspelled_topic_warns_once_and_is_listed(log, caplog):
     c.close()
 
 
-# -- producer ---------------------------------------------------------------------------------------
+# -- producer --------
 def test_flush_timeout_expires_while_a_sync_cannot_start(log):
     p = log.producer()
     p.send("t", b"x", partition=0)
