@@ -53,6 +53,7 @@ from .errors import (
     ForkedLogError,
     InvalidArgument,
     LogClosed,
+    PylogError,
     ReadOnlyLog,
     TopicNotFound,
 )
@@ -373,8 +374,13 @@ class Consumer(Positions, Fetching):
                     and time.monotonic() > self._member.lease_until:
                 recs = self._still_owned(recs, slices)
             return recs
-        except BaseException:
+        except BaseException as exc:
             delivery.give_back()
+            if isinstance(exc, PylogError) and not isinstance(exc, LogClosed) \
+                    and self._log._closed:
+                # the log was closed by another thread under this poll: its
+                # metadata or files went away mid-call; say so, not "I/O error"
+                raise LogClosed(f"log {self._log.path} was closed during poll()") from exc
             raise
         finally:
             self._interval.end()
