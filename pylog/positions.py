@@ -79,7 +79,13 @@ class Positions:
         returns {TopicPartition: offset or None}. Reads the metadata
         (LMDB); never blocks on writers."""
         self._check()
-        one = len(partitions) == 1 and not isinstance(partitions[0], (list, set, frozenset))
+        one = False
+        if len(partitions) == 1 and not isinstance(partitions[0], (list, set, frozenset)):
+            try:
+                as_tp(partitions[0])
+                one = True
+            except InvalidArgument:
+                pass            # a tuple of partitions
         tps = as_tps(partitions)
         if not tps and not one:
             raise InvalidArgument("committed() needs a partition or a list of them")
