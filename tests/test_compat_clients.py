@@ -416,3 +416,22 @@ def test_flush_timeout_expires_while_a_sync_cannot_start(log):
             p.close(timeout=0.1)
     with pytest.raises(pylog.LogClosed):    # closed even so
         p.send("t", b"y")
+
+
+def test_listener_at_creation_and_revoke_on_unsubscribe(log):
+    calls = []
+
+    class Record_(pylog.ConsumerRebalanceListener):
+        def on_partitions_assigned(self, assigned):
+            calls.append(("assigned", assigned))
+
+        def on_partitions_revoked(self, revoked):
+            calls.append(("revoked", revoked))
+
+    c = log.consumer("t", group_id="g", listener=Record_())
+    c.poll(timeout=0.2)
+    c.unsubscribe()
+    assert calls == [("assigned", {T0, T1}), ("revoked", {T0, T1})]
+    with pytest.raises(pylog.InvalidArgument, match="listener= needs topics"):
+        log.consumer(group_id="g", listener=Record_())
+    c.close()
