@@ -11,12 +11,15 @@ records only while its heartbeat lease holds (GroupMember.lease_until), so
 a member stopped past its session timeout never returns records of a
 partition another member has taken over.
 
-Waiting: ``poll`` blocks on the log's doorbell (a futex in a shared file
-mapping, rung by every append in any process), so an idle consumer uses no
-CPU and wakes as soon as a record arrives. Reading one positioned partition,
-it waits in Partition.wait_fetch, which decodes the new records in the same
-native call, and an append of this process that wakes it hands it the GIL
-(_native.Handoff).
+Waiting and fetching: pylog.fetching.
+
+Rebalances (group members): the listener given to ``subscribe()`` is
+called in the consumer's thread, from inside ``poll()`` and the other calls
+that look at the group (pylog.rebalance states when and with what).
+A subscribed topic that does not exist is not an error (it may be created
+later; a pattern subscription expects that): a warning is logged once per
+name, with a close existing name when there is one, and
+``missing_topics()`` lists such names.
 
 Thread safety: a Consumer is used by one thread at a time (as Kafka's);
 ``close()`` and ``wakeup()`` may be called from any thread.
@@ -24,13 +27,24 @@ Thread safety: a Consumer is used by one thread at a time (as Kafka's);
 
 from __future__ import annotations
 
+import difflib
+import logging
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from . import _native
-from .config import validate_group_id
+from .config import validate_topic_name
+from .consumerargs import (
+    MAX_POLL_RECORDS_MAX,
+    as_tps,
+    check_options,
+    commit_offsets,
+    poll_timeout,
+    topic_list,
+)
 from .deadletter import DeadLetters
 from .delivery import Delivery
 from .deserialize import RecordMaker
@@ -39,73 +53,48 @@ from .errors import (
     ForkedLogError,
     InvalidArgument,
     LogClosed,
-    OffsetOutOfRange,
+    PylogError,
     ReadOnlyLog,
     TopicNotFound,
 )
-from .gcpause import paused as _gc_paused
-from .group import GROUP_CHECK_INTERVAL_S, GroupMember
-from .offsetreset import OFFSET_RESETS, OffsetReset
+from .fetching import TOPIC_REFRESH_S, Fetching
+from .group import GroupMember
+from .offsetreset import OffsetReset
 from .partition import Cursor
-from .records import TopicPartition
-from .store import FORKS, topic_slot
+from .positions import Positions
+from .rebalance import Callback, Listeners, PollInterval
+from .records import Record, TopicPartition
+from .store import FORKS
 
-MAX_POLL_RECORDS_MAX = 1_000_000
-_TOPIC_REFRESH_S = 1.0
+if TYPE_CHECKING:
+    from .store import LogStore
 
-
-def _tp(obj) -> TopicPartition:
-    if isinstance(obj, TopicPartition):
-        return obj
-    if isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[0], str) \
-            and isinstance(obj[1], int) and not isinstance(obj[1], bool):
-        return TopicPartition(*obj)
-    raise InvalidArgument(f"expected TopicPartition(topic, partition), got {obj!r}")
+_logger = logging.getLogger("pylog")
+Deserializer = Callable[[Any], Any]
 
 
-def _check_options(log, group_id, auto_offset_reset, enable_auto_commit,
-                   auto_commit_interval_ms, session_timeout_ms, max_poll_records,
-                   key_deserializer, value_deserializer) -> None:
-    """Consumer's arguments, checked before anything is created (G5)."""
-    if auto_offset_reset not in OFFSET_RESETS:
-        raise InvalidArgument(
-            f"auto_offset_reset={auto_offset_reset!r}; expected one of {OFFSET_RESETS}")
-    if group_id is not None:
-        validate_group_id(group_id, "group_id")
-    for name, v, lo, hi in (("auto_commit_interval_ms", auto_commit_interval_ms, 1, 86_400_000),
-                            ("session_timeout_ms", session_timeout_ms, 100, 86_400_000),
-                            ("max_poll_records", max_poll_records, 1, MAX_POLL_RECORDS_MAX)):
-        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-            raise InvalidArgument(f"{name}={v!r}; expected int in [{lo}, {hi}]")
-    if not isinstance(enable_auto_commit, bool):
-        raise InvalidArgument(f"enable_auto_commit={enable_auto_commit!r}; "
-                              "expected True or False")
-    for name, fn in (("key_deserializer", key_deserializer),
-                     ("value_deserializer", value_deserializer)):
-        if fn is not None and not callable(fn):
-            raise InvalidArgument(f"{name} must be callable")
-    if group_id is not None and log.readonly:
-        raise ReadOnlyLog(
-            f"consumer group {group_id!r} on {log.path}: the log is open "
-            "read-only, and a group member writes its membership and its "
-            "commits; open the log writable, or read without a group "
-            "(log.consumer(enable_auto_commit=False) and assign())")
+class Consumer(Positions, Fetching):
+    """Reads records of subscribed or assigned partitions; create with
+    :meth:`Log.consumer` (whose docstring lists every option and its
+    default). See the module docstring for delivery, waiting, rebalances
+    and thread safety."""
 
-
-class Consumer:
-    """Create with :meth:`Log.consumer`; see the module docstring."""
-
-    def __init__(self, log, *topics, group_id: str | None = None,
+    def __init__(self, log: LogStore, *topics: str, group_id: str | None = None,
                  pattern: str | None = None, auto_offset_reset: str = "latest",
                  enable_auto_commit: bool = True, auto_commit_interval_ms: int = 5000,
                  session_timeout_ms: int = 10000, max_poll_records: int = 500,
+                 max_poll_interval_ms: int = 300_000,
+                 consumer_timeout_ms: float | None = None,
                  partition_assignment_strategy: str = "sticky",
-                 key_deserializer=None, value_deserializer=None,
-                 client_id: str | None = None, dead_letter_topic: str | None = None):
-        _check_options(log, group_id, auto_offset_reset, enable_auto_commit,
-                       auto_commit_interval_ms, session_timeout_ms, max_poll_records,
-                       key_deserializer, value_deserializer)
-        self._dlq = None
+                 key_deserializer: Deserializer | None = None,
+                 value_deserializer: Deserializer | None = None,
+                 client_id: str | None = None, dead_letter_topic: str | None = None,
+                 listener: object | None = None) -> None:
+        check_options(log, group_id, auto_offset_reset, enable_auto_commit,
+                      auto_commit_interval_ms, session_timeout_ms, max_poll_records,
+                      max_poll_interval_ms, consumer_timeout_ms,
+                      key_deserializer, value_deserializer)
+        self._dlq: DeadLetters | None = None
         if dead_letter_topic is not None:
             if log.readonly:
                 raise ReadOnlyLog(f"dead_letter_topic={dead_letter_topic!r} on "
@@ -118,25 +107,31 @@ class Consumer:
         self._auto_commit_s = auto_commit_interval_ms / 1000.0
         self._next_auto_commit = time.monotonic() + self._auto_commit_s
         self._max_poll = max_poll_records
+        self._idle_s = None if consumer_timeout_ms is None else consumer_timeout_ms / 1000.0
         self._closed = False
         self._woken = False          # wakeup() since the current poll began
         self._subscription: set[str] = set()
-        self._pattern: re.Pattern | None = None
+        self._pattern: re.Pattern[str] | None = None
         self._topics_resolved: set[str] = set()
+        self._missing: set[str] = set()      # subscribed names not (yet) topics
+        self._warned: set[str] = set()
         self._next_topic_refresh = 0.0
-        self._manual: list[TopicPartition] | None = None
-        self._cursors: dict[TopicPartition, Cursor] = {}
-        self._committed_pos: dict[TopicPartition, int] = {}
+        self._manual = None
+        self._cursors = {}
+        self._committed_pos = {}
         self._delivery = Delivery(self._cursors, Cursor)
         self._records = RecordMaker(key_deserializer, value_deserializer, self._dlq,
                                     group_id, self._cursors)
-        self._paused: set[TopicPartition] = set()
+        self._paused = set()
+        self._listeners = Listeners(self)
+        self._interval = PollInterval(max_poll_interval_ms)
+        self._poll_thread: int | None = None
         # a group member's _owned() and _slots() are cached on the identity
         # of what they are computed from (GroupMember.owned is replaced,
         # never mutated, when it changes)
-        self._owned_src = None
-        self._owned_list: list = []
-        self._slot_src = None
+        self._owned_src: object = None
+        self._owned_list: list[TopicPartition] = []
+        self._slot_src: object = None
         self._slot = 0
         self._rr = 0
         self._member = None
@@ -147,7 +142,9 @@ class Consumer:
                                        client_id=client_id)
         self._resets = OffsetReset(auto_offset_reset, group_id, self._member)
         if topics or pattern:
-            self.subscribe(list(topics), pattern=pattern)
+            self.subscribe(list(topics), pattern=pattern, listener=listener)
+        elif listener is not None:
+            raise InvalidArgument("listener= needs topics or a pattern to subscribe to")
 
     # -- state ----------------------------------------------------------------
     def _check(self) -> None:
@@ -160,50 +157,75 @@ class Consumer:
         self._log._check()
 
     # -- subscription ------------------------------------------------------------
-    def subscribe(self, topics=(), *, pattern: str | None = None) -> None:
-        """Subscribe to topics (a group shares their partitions) and/or a
-        regex ``pattern`` matched against every topic name, including topics
-        created later."""
+    def subscribe(self, topics: str | Iterable[str] = (), pattern: str | None = None,
+                  listener: object | None = None, *,
+                  on_assign: Callback | None = None, on_revoke: Callback | None = None,
+                  on_lost: Callback | None = None) -> None:
+        """Subscribe to ``topics`` (a name or a list; a group shares their
+        partitions) and/or a regex ``pattern`` matched against every topic
+        name, including topics created later. Replaces the previous
+        subscription.
+
+        ``listener``: a rebalance listener object (kafka-python's
+        ConsumerRebalanceListener: ``on_partitions_revoked(revoked)``,
+        ``on_partitions_assigned(assigned)``, optional
+        ``on_partitions_lost(lost)``); ``on_assign``, ``on_revoke``,
+        ``on_lost``: confluent-kafka's callables ``(consumer, partitions)``.
+        All default to None; see pylog.rebalance for when each is called.
+        A topic that does not exist is accepted (see ``missing_topics()``)."""
         self._check()
-        if isinstance(topics, str):
-            topics = [topics]
-        topics = list(topics)
-        from .config import validate_topic_name
-        for t in topics:
+        names = topic_list(topics)
+        for t in names:
             validate_topic_name(t)
         if pattern is not None:
             try:
-                self._pattern = re.compile(pattern)
+                compiled = re.compile(pattern)
             except (re.error, TypeError) as exc:
                 raise InvalidArgument(f"pattern {pattern!r} is not a regex: {exc}") from None
-        else:
-            self._pattern = None
-        if not topics and pattern is None:
+        if not names and pattern is None:
             raise InvalidArgument("subscribe needs topics or a pattern")
         if self._manual is not None:
             raise InvalidArgument("subscribe after assign(); call unsubscribe() first")
-        self._subscription = set(topics)
+        self._listeners.set(listener, on_assign, on_revoke, on_lost)
+        self._pattern = compiled if pattern is not None else None
+        self._subscription = set(names)
         self._next_topic_refresh = 0.0
         self._refresh_topics(force=True)
 
     def unsubscribe(self) -> None:
+        """Drop the subscription (or assignment); a group member commits
+        what the application finished (with auto-commit), calls the
+        listener's revoke and leaves its group."""
         self._check()
         self._commit_quietly()
         if self._member is not None:
+            if self._member.joined and not self._listeners.running:
+                self._listeners.revoked(self._member.owned)
             self._member.leave(None)
         self._subscription = set()
         self._pattern = None
         self._topics_resolved = set()
+        self._missing = set()
         self._manual = None
         self._cursors.clear()
 
-    def subscription(self) -> set:
+    def subscription(self) -> set[str]:
+        """The subscribed topic names (not those a pattern matches)."""
         return set(self._subscription)
 
-    def assign(self, partitions) -> None:
-        """Consume exactly these partitions, without group membership."""
+    def missing_topics(self) -> set[str]:
+        """Subscribed topic names that do not exist (as of the last look,
+        at most a second old): a misspelled name shows here, and polls
+        return nothing of it until a topic of that name is created."""
         self._check()
-        tps = [_tp(tp) for tp in partitions]
+        self._refresh_topics()
+        return set(self._missing)
+
+    def assign(self, partitions: Iterable[TopicPartition]) -> None:
+        """Consume exactly these partitions, without group membership;
+        raises TopicNotFound / PartitionNotFound for one that does not exist."""
+        self._check()
+        tps = as_tps((list(partitions),))
         for tp in tps:
             self._log.partition(tp.topic, tp.partition)   # validates
         if self._subscription or self._pattern:
@@ -212,7 +234,7 @@ class Consumer:
         for tp in [tp for tp in self._cursors if tp not in tps]:
             del self._cursors[tp]       # (in place: Delivery and RecordMaker share it)
 
-    def assignment(self) -> set:
+    def assignment(self) -> set[TopicPartition]:
         """The partitions this consumer currently owns / was assigned."""
         self._check()
         if self._manual is not None:
@@ -220,7 +242,7 @@ class Consumer:
         self._sync_group(force=True)
         return set(self._owned())
 
-    def _owned(self):
+    def _owned(self) -> list[TopicPartition]:
         if self._manual is not None:
             return self._manual
         if self._member is not None:
@@ -232,7 +254,7 @@ class Consumer:
         # no group: every partition of the subscribed topics, counted now
         # (partitions added by this Log are seen at once; the Log caches the
         # counts for a second)
-        out = []
+        out: list[TopicPartition] = []
         for t in sorted(self._topics_resolved):
             try:
                 n = self._log.partitions_for(t)
@@ -241,34 +263,71 @@ class Consumer:
             out.extend(TopicPartition(t, p) for p in range(n))
         return out
 
-    def _refresh_topics(self, force=False) -> None:
+    def _refresh_topics(self, force: bool = False) -> None:
         now = time.monotonic()
         if not force and now < self._next_topic_refresh:
             return
-        self._next_topic_refresh = now + _TOPIC_REFRESH_S
+        self._next_topic_refresh = now + TOPIC_REFRESH_S
         existing = set(self._log.topics())
         topics = {t for t in self._subscription if t in existing}
+        self._missing = self._subscription - topics
+        for t in self._missing - self._warned:
+            self._warned.add(t)
+            close = difflib.get_close_matches(t, sorted(existing), n=1)
+            _logger.warning(
+                "consumer%s: subscribed topic %r does not exist%s; poll returns "
+                "nothing of it until it is created (consumer.missing_topics() "
+                "lists such names)", f" group {self.group_id!r}" if self.group_id else "",
+                t, f" (did you mean {close[0]!r}?)" if close else "")
         if self._pattern is not None:
             topics |= {t for t in existing if self._pattern.fullmatch(t)}
         self._topics_resolved = topics    # a new set: _owned() recomputes
 
-    def _sync_group(self, force=False) -> None:
+    def _sync_group(self, force: bool = False) -> None:
         if self._manual is not None:
             return
         self._refresh_topics(force)
-        if self._member is None:
-            return
-        gained, lost = self._member.tick(self._topics_resolved,
-                                         self._positions_for, force=force)
+        member = self._member
+        if member is None or self._listeners.running:
+            return          # (no rebalance inside a rebalance callback)
+        if self._interval.exceeded() and member.joined:
+            self._leave_lost()
+        listeners = self._listeners
+        gained, lost = member.tick(self._topics_resolved, self._positions_for,
+                                   force=force,
+                                   on_revoke=listeners.revoked if listeners.wants_revoke
+                                   else None)
         for tp in lost:
             self._cursors.pop(tp, None)
             self._committed_pos.pop(tp, None)
             self._delivery.forget(tp)
+            self._paused.discard(tp)
         for tp in gained:
             self._cursors.pop(tp, None)   # re-read the committed offset
             self._delivery.forget(tp)
+        if lost and member.rejoined:
+            listeners.lost(lost)
+        if gained:
+            listeners.assigned(gained)
 
-    def _positions_for(self, tps) -> dict:
+    def _leave_lost(self) -> None:
+        """The application did not poll within max_poll_interval_ms: leave
+        the group without committing (as Kafka's member does), so the
+        partitions go to members that poll; this one rejoins at its next
+        look at the group."""
+        assert self._member is not None
+        lost = set(self._member.owned)
+        self._member.leave(None)
+        self._interval.reset()
+        self._interval.warn(self.group_id, lost)
+        for tp in lost:
+            self._cursors.pop(tp, None)
+            self._committed_pos.pop(tp, None)
+            self._delivery.forget(tp)
+            self._paused.discard(tp)
+        self._listeners.lost(lost)
+
+    def _positions_for(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         """Offsets to commit when releasing ``tps`` in a rebalance."""
         if not self._auto_commit:
             return {}
@@ -278,7 +337,7 @@ class Consumer:
         self._sync_for_commit(out)
         return out
 
-    def _sync_for_commit(self, offsets) -> None:
+    def _sync_for_commit(self, offsets: Iterable[TopicPartition]) -> None:
         """Offsets must not outlive the records they point past (power loss),
         nor the dead-letter copies of records they skip."""
         if self._dlq is not None:
@@ -286,196 +345,10 @@ class Consumer:
         for tp in offsets:
             self._log.partition(tp.topic, tp.partition).sync_for_commit()
 
-    # -- positions ---------------------------------------------------------------
-    def _cursor(self, tp: TopicPartition) -> Cursor:
-        c = self._cursors.get(tp)
-        if c is not None:
-            return c
-        part = self._log.partition(tp.topic, tp.partition)
-        committed = None
-        if self.group_id is not None:
-            committed = self._log.meta.committed(self.group_id, tp.topic, tp.partition)
-        st = part.state()
-        if committed is None:
-            off = self._resets.no_commit(tp, part)
-        elif not st.log_start_offset <= committed <= st.next_offset:
-            off = self._resets.out_of_range(tp, part, committed)
-        else:
-            off = committed
-            self._committed_pos[tp] = committed
-        c = self._cursors[tp] = Cursor(off)
-        return c
-
-    def position(self, tp) -> int:
-        """The offset of the next record poll() will return for ``tp``."""
+    # -- polling (the fetching itself: pylog.fetching) ----------------------------
+    def _poll(self, timeout: float, max_records: int | None,
+              values_only: bool) -> list[Any]:
         self._check()
-        return self._cursor(_tp(tp)).offset
-
-    def committed(self, tp) -> int | None:
-        self._check()
-        tp = _tp(tp)
-        if self.group_id is None:
-            return None
-        return self._log.meta.committed(self.group_id, tp.topic, tp.partition)
-
-    def _owned_or_raise(self, tp) -> TopicPartition:
-        tp = _tp(tp)
-        grouped = self._member is not None and self._manual is None
-        if grouped and tp not in set(self._owned()):
-            self._sync_group(force=True)      # a new member joins here
-        if tp not in set(self._owned()):
-            raise InvalidArgument(
-                f"{tp} is not assigned to this consumer" + (grouped and (
-                    f" (group {self.group_id!r} gave it {sorted(self._owned())}); "
-                    "another member owns it, or the topic is not subscribed") or ""))
-        return tp
-
-    def _set_position(self, tp, offset: int) -> None:
-        self._cursors[tp] = Cursor(offset)
-        self._delivery.forget(tp)
-
-    def seek(self, tp, offset: int) -> None:
-        """Make the next poll() of ``tp`` start at ``offset``; a new group
-        member joins its group first (seek right after log.consumer())."""
-        self._check()
-        tp = self._owned_or_raise(tp)
-        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-            raise InvalidArgument(f"offset={offset!r}; expected a non-negative int")
-        st = self._log.partition(tp.topic, tp.partition).state()
-        if not st.log_start_offset <= offset <= st.next_offset:
-            raise OffsetOutOfRange(
-                f"seek {tp.topic}-{tp.partition} to {offset}: valid offsets are "
-                f"[{st.log_start_offset}, {st.next_offset}]")
-        self._set_position(tp, offset)
-
-    def seek_to_beginning(self, *tps) -> None:
-        self._check()
-        self._sync_group(force=True)
-        for tp in (tps or self._owned()):
-            tp = self._owned_or_raise(tp)
-            self._set_position(
-                tp, self._log.partition(tp.topic, tp.partition).state().log_start_offset)
-
-    def seek_to_end(self, *tps) -> None:
-        self._check()
-        self._sync_group(force=True)
-        for tp in (tps or self._owned()):
-            tp = self._owned_or_raise(tp)
-            self._set_position(
-                tp, self._log.partition(tp.topic, tp.partition).state().next_offset)
-
-    def offsets_for_times(self, timestamps: dict) -> dict:
-        """{tp: ts_ms} -> {tp: first offset with timestamp >= ts_ms, or None}."""
-        self._check()
-        out = {}
-        for tp, ts in timestamps.items():
-            tp = _tp(tp)
-            if isinstance(ts, bool) or not isinstance(ts, int) or ts < 0:
-                raise InvalidArgument(f"timestamp for {tp} must be a non-negative int ms")
-            out[tp] = self._log.partition(tp.topic, tp.partition).offset_for_time(ts)
-        return out
-
-    def beginning_offsets(self, tps) -> dict:
-        self._check()
-        return {tp: self._log.partition(tp.topic, tp.partition).state().log_start_offset
-                for tp in map(_tp, tps)}
-
-    def end_offsets(self, tps) -> dict:
-        self._check()
-        return {tp: self._log.partition(tp.topic, tp.partition).state().next_offset
-                for tp in map(_tp, tps)}
-
-    def pause(self, *tps) -> None:
-        self._check()
-        self._paused.update(_tp(tp) for tp in tps)
-
-    def resume(self, *tps) -> None:
-        self._check()
-        self._paused.difference_update(_tp(tp) for tp in tps)
-
-    def paused(self) -> set:
-        return set(self._paused)
-
-    def lag(self) -> dict:
-        """{tp: records between the position and the end} for owned partitions."""
-        self._check()
-        self._sync_group()
-        out = {}
-        for tp in self._owned():
-            end = self._log.partition(tp.topic, tp.partition).state().next_offset
-            out[tp] = max(0, end - self._cursor(tp).offset)
-        return out
-
-    # -- polling --------------------------------------------------------------------
-    def _fetch(self, max_records: int, values_only: bool, slices: list) -> list:
-        """Fetch from the owned partitions in turn; ``slices`` gets one
-        (tp, first index, end index) per partition that gave records."""
-        out: list = []
-        owned = self._owned()
-        if self._paused:
-            owned = [tp for tp in owned if tp not in self._paused]
-        if not owned:
-            return out
-        n = len(owned)
-        partitions = self._log.open_partitions()
-        start = self._rr % n
-        self._rr += 1
-        for i in range(n):
-            if len(out) >= max_records:
-                break
-            tp = owned[(start + i) % n]
-            try:
-                # (TopicPartition hashes as the (topic, partition) key)
-                part = partitions.get(tp) or self._log.partition(tp.topic, tp.partition)
-            except TopicNotFound:
-                self._cursors.pop(tp, None)
-                continue
-            cur = self._cursor(tp)
-            first = cur.offset
-            try:
-                recs = part.fetch(cur, max_records - len(out), values_only=values_only,
-                                  with_topic=True, row_type=self._records.row_type)
-            except OffsetOutOfRange:
-                self._set_position(tp, self._resets.out_of_range(tp, part, cur.offset))
-                continue
-            if recs:
-                self._delivery.handed(tp, first)
-                i0 = len(out)
-                out.extend(self._records.finish(recs, values_only, tp, part, first,
-                                                bool(out)))
-                slices.append((tp, i0, len(out)))
-        return out
-
-    def _wait_target(self):
-        """(tp, partition, cursor) when this poll reads exactly one partition
-        whose cursor is positioned (the blocked poll then waits and decodes
-        in one native call, Partition.wait_fetch), else None."""
-        owned = self._owned()
-        if len(owned) != 1 or self._paused and owned[0] in self._paused:
-            return None
-        tp = owned[0]
-        cur = self._cursors.get(tp)
-        part = self._log.open_partitions().get(tp)
-        if cur is None or part is None or cur.position < 0:
-            return None
-        return tp, part, cur
-
-    def _slots(self):
-        """The doorbell slot to wait on (L-3): the topic's own when all owned
-        partitions share one, else slot 0; cached per owned list."""
-        owned = self._owned()
-        src = owned if owned and self._member is not None else None
-        if src is None or src is not self._slot_src:
-            slots = {topic_slot(t) for t in
-                     ({tp.topic for tp in owned} or self._topics_resolved)}
-            self._slot = slots.pop() if len(slots) == 1 else 0
-            self._slot_src = src
-        return self._slot
-
-    def _poll(self, timeout: float, max_records, values_only: bool) -> list:
-        self._check()
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
-            raise InvalidArgument(f"timeout={timeout!r}; expected seconds >= 0")
         if max_records is None:
             max_records = self._max_poll
         elif isinstance(max_records, bool) or not isinstance(max_records, int) \
@@ -484,87 +357,48 @@ class Consumer:
                                   f"[1, {MAX_POLL_RECORDS_MAX}]")
         if not self._subscription and self._pattern is None and self._manual is None:
             raise InvalidArgument("poll before subscribe() or assign()")
+        if self._listeners.running:
+            raise InvalidArgument("poll() inside a rebalance listener callback; "
+                                  "return from it first")
+        self._poll_thread = threading.get_ident()
+        if self._member is not None and self._manual is None and \
+                self._member.joined and self._interval.exceeded():
+            self._leave_lost()
         delivery = self._delivery
         delivery.next_poll()        # what the last poll handed is finished
-        slices: list = []
+        slices: list[Any] = []
+        self._interval.begin()
         try:
             recs = self._poll_loop(timeout, max_records, values_only, slices)
             if recs and self._manual is None and self._member is not None \
                     and time.monotonic() > self._member.lease_until:
                 recs = self._still_owned(recs, slices)
             return recs
-        except BaseException:
+        except BaseException as exc:
             delivery.give_back()
+            if isinstance(exc, PylogError) and not isinstance(exc, LogClosed) \
+                    and self._log._closed:
+                # the log was closed by another thread under this poll: its
+                # metadata or files went away mid-call; say so, not "I/O error"
+                raise LogClosed(f"log {self._log.path} was closed during poll()") from exc
             raise
+        finally:
+            self._interval.end()
 
-    def _still_owned(self, recs: list, slices: list) -> list:
-        """The lease ran out during this poll (stopped or starved: another
-        member may have taken partitions over): re-check the group, which
-        renews the lease or drops the records of partitions now lost."""
-        self._sync_group(force=True)
-        owned = set(self._owned())
-        if all(tp in owned for tp, _, _ in slices):
-            return recs
-        return [x for tp, i0, i1 in slices if tp in owned for x in recs[i0:i1]]
+    def poll(self, timeout: float | None = None, max_records: int | None = None, *,
+             timeout_ms: int | None = None) -> list[Record]:
+        """Return up to ``max_records`` (default: the consumer's
+        ``max_poll_records``) records as a list of Record, waiting up to
+        ``timeout`` seconds, or kafka-python's ``timeout_ms`` milliseconds
+        (not both; default 0: no wait), for the first one. Unlike
+        kafka-python's, the result is a list, not {TopicPartition: list}."""
+        return self._poll(poll_timeout(timeout, timeout_ms), max_records, False)
 
-    def _poll_loop(self, timeout: float, max_records: int, values_only: bool,
-                   slices: list) -> list:
-        now = time.monotonic()
-        deadline = now + timeout
-        bell = self._log.doorbell_pointer()    # (ours keeps the map alive)
-        self._woken = False
-        member = self._member
-        while True:
-            # group, topic and auto-commit housekeeping when one is due
-            if now >= self._next_topic_refresh or \
-                    (member is not None and now >= member.next_check) or \
-                    (self._auto_commit and now >= self._next_auto_commit):
-                self._sync_group()
-                self._maybe_auto_commit()
-            slot = self._slots()
-            seen = _native.doorbell_load_at(bell, slot) if bell is not None else 0
-            # Paused collector (see pylog.gcpause): poll builds up to
-            # max_records Records, typically while the caller still holds the
-            # previous poll's; paused to the end of poll, the next collection
-            # comes after the caller has dropped those.
-            with _gc_paused():
-                recs = self._fetch(max_records, values_only, slices)
-            if recs or self._closed:
-                return recs
-            now = time.monotonic()
-            remaining = deadline - now
-            if remaining <= 0 or self._woken:
-                return recs
-            wait = min(remaining, GROUP_CHECK_INTERVAL_S if self._member else _TOPIC_REFRESH_S)
-            target = self._wait_target() if bell is not None else None
-            if target is not None:
-                tp, part, cur = target
-                first = cur.offset
-                recs = part.wait_fetch(cur, bell + slot * _native.DOORBELL_SLOT_SIZE, seen,
-                                       wait, max_records, values_only=values_only,
-                                       with_topic=True, row_type=self._records.row_type)
-                if recs:
-                    self._delivery.handed(tp, first)
-                    recs = self._records.finish(recs, values_only, tp, part, first,
-                                                False)
-                    if recs:         # (empty when all went to the dead letters)
-                        slices.append((tp, 0, len(recs)))
-                        return recs
-            elif bell is not None:
-                _native.doorbell_wait_at(bell + slot * _native.DOORBELL_SLOT_SIZE, seen, wait)
-            else:   # no writable doorbell (read-only files): short sleeps
-                time.sleep(min(wait, 0.005))
-            now = time.monotonic()
-
-    def poll(self, timeout: float = 0.0, max_records: int | None = None) -> list:
-        """Return up to ``max_records`` records (list of Record), waiting up to
-        ``timeout`` seconds for the first one."""
-        return self._poll(timeout, max_records, False)
-
-    def poll_values(self, timeout: float = 0.0, max_records: int | None = None) -> list:
+    def poll_values(self, timeout: float | None = None, max_records: int | None = None, *,
+                    timeout_ms: int | None = None) -> list[Any]:
         """Like poll() but returns only values (no Record objects): the fast
         path for consumers that need nothing else."""
-        return self._poll(timeout, max_records, True)
+        return self._poll(poll_timeout(timeout, timeout_ms), max_records, True)
 
     def wakeup(self) -> None:
         """Make a blocked poll() return early (from any thread)."""
@@ -576,16 +410,18 @@ class Consumer:
             if self._slot:
                 _native.doorbell_ring(bell, 0)
 
-    def __iter__(self):
-        """Records one at a time until close(); see pylog.delivery."""
-        return self._delivery.iterate(self.poll, lambda: self._closed)
+    def __iter__(self) -> Iterator[Record]:
+        """Records one at a time until close(), or until none came for
+        ``consumer_timeout_ms`` (default None: never); see pylog.delivery."""
+        return self._delivery.iterate(self.poll, lambda: self._closed, self._idle_s)
 
-    def run(self, handler, *, poll_timeout: float = 0.5, stop: threading.Event | None = None,
-            commit_every: str = "batch") -> None:
+    def run(self, handler: Callable[[Record], object], *, poll_timeout: float = 0.5,
+            stop: threading.Event | None = None, commit_every: str = "batch") -> None:
         """Call ``handler(record)`` for every record until ``stop`` is set or
         the consumer is closed, committing (with a group) the records whose
         handler returned: ``commit_every="record"`` after each one,
-        ``"batch"`` after each poll's worth.
+        ``"batch"`` (default) after each poll's worth; polls wait
+        ``poll_timeout`` seconds (default 0.5).
 
         A handler that raises (KeyboardInterrupt included) ends run with that
         exception: the records before it are committed, its record and the
@@ -599,46 +435,55 @@ class Consumer:
                            not (stop is not None and stop.is_set()))
 
     # -- commits ----------------------------------------------------------------------
-    def commit(self, offsets: Mapping | None = None) -> None:
-        """Commit ``offsets`` {TopicPartition: next offset to read}, or
-        without ``offsets`` the position after every record poll() returned
-        (the iterator: up to the record it is on) of the owned partitions.
+    def commit(self, offsets: object = None, *, message: object = None,
+               asynchronous: bool = False) -> None:
+        """Commit ``offsets``, or without them the position after every
+        record poll() returned (the iterator: up to the record it is on) of
+        the owned partitions.
+
+        ``offsets``: {TopicPartition: next offset to read}, whose values may
+        be ints or OffsetAndMetadata (kafka-python; the metadata must be
+        empty: pylog stores offsets only), or confluent-kafka's list of
+        partitions carrying an ``offset`` (or ``(topic, partition, offset)``
+        triples). ``message``: a Record, committing the offset after it
+        (confluent-kafka). ``asynchronous`` is accepted and changes nothing:
+        a commit is a local transaction, done when this returns.
 
         Durability: the offsets are stored in one LMDB transaction, after
         the records they point past are durable (M-10). Raises
-        CommitFailedError when a rebalance moved a partition away (SPEC §5).
+        CommitFailedError when a rebalance moved a partition away (SPEC §5)
+        or the member left its group for not polling within
+        ``max_poll_interval_ms``.
         """
         self._check()
         if self.group_id is None:
             raise InvalidArgument("commit needs a group_id")
-        if offsets is None:
+        clean = commit_offsets(offsets, message)
+        grouped = self._member is not None and self._manual is None
+        if grouped and self._member is not None and self._member.joined and \
+                self._interval.exceeded():
+            self._leave_lost()
+            raise CommitFailedError(
+                f"commit for group {self.group_id!r} refused: no poll() for over "
+                f"max_poll_interval_ms={self._interval.limit_ms}, so this member "
+                "left the group; poll again to rejoin (its records are delivered again)")
+        if clean is None:
             owned = set(self._owned())
-            offsets = {tp: o for tp, o in
-                       self._delivery.handed_positions().items()
-                       if tp in owned}
-        else:
-            if not isinstance(offsets, Mapping):
-                raise InvalidArgument(
-                    f"commit(offsets={type(offsets).__name__}): expected a dict "
-                    "{TopicPartition: next offset to read}")
-            clean = {}
-            for tp, off in offsets.items():
-                if isinstance(off, bool) or not isinstance(off, int) or off < 0:
-                    raise InvalidArgument(f"offset for {tp} must be an int >= 0")
-                clean[_tp(tp)] = off
-            offsets = clean
-        if not offsets:
+            clean = {tp: o for tp, o in
+                     self._delivery.handed_positions().items()
+                     if tp in owned}
+        if not clean:
             return
-        raw = {(tp.topic, tp.partition): o for tp, o in offsets.items()}
-        self._sync_for_commit(offsets)
-        if self._member is not None and self._manual is None:
+        raw = {(tp.topic, tp.partition): o for tp, o in clean.items()}
+        self._sync_for_commit(clean)
+        if grouped and self._member is not None:
             if not self._member.joined:
                 self._sync_group(force=True)   # before its first poll: join
             self._member.commit(raw)
         else:
             self._log.meta.commit(self.group_id, raw)
-        self._committed_pos.update(offsets)
-        for tp, off in offsets.items():     # the application finished these
+        self._committed_pos.update(clean)
+        for tp, off in clean.items():     # the application finished these
             self._delivery.committed(tp, off)
 
     def _maybe_auto_commit(self) -> None:
@@ -663,33 +508,48 @@ class Consumer:
         except CommitFailedError:
             pass    # the partition moved; its new owner resumes from the last commit
 
-    def close(self, autocommit: bool = True) -> None:
-        """Leave the group and release; with auto-commit (and ``autocommit``)
-        first commit what the application finished, never what it was only
-        handed (pylog.delivery): a ``with`` block left by an exception or
-        Ctrl-C loses nothing. Idempotent; callable from any thread."""
+    def close(self, autocommit: bool = True, timeout: float | None = None) -> None:
+        """Leave the group and release; with auto-commit (and ``autocommit``,
+        default True) first commit what the application finished, never
+        what it was only handed (pylog.delivery): a ``with`` block left by
+        an exception or Ctrl-C loses nothing. A group member's revoke
+        listener is called first when close() runs in the thread that
+        polls. ``timeout`` is accepted (kafka-python) and changes nothing:
+        close waits for no other process beyond ``pylog.open``'s
+        ``metadata_timeout``. Idempotent; callable from any thread."""
         if self._closed:
             return
         self._woken = True
+        error: BaseException | None = None
         try:
             if FORKS[0] == self._forks and not self._log._closed:
+                member = self._member
+                if member is not None and member.joined and member.owned and \
+                        not self._listeners.running and \
+                        self._poll_thread in (None, threading.get_ident()):
+                    try:
+                        self._listeners.revoked(member.owned)
+                    except Exception as exc:   # still leave the group; raise it after
+                        error = exc
                 final = None
                 if autocommit and self._auto_commit:
                     finished = self._delivery.finished()
                     final = {(tp.topic, tp.partition): o for tp, o in finished.items()}
                     self._sync_for_commit(finished)
-                if self._member is not None:
-                    self._member.leave(final)
-                elif final:
+                if member is not None:
+                    member.leave(final)
+                elif final and self.group_id is not None:
                     self._log.meta.commit(self.group_id, final)
                 if self._dlq is not None:
                     self._dlq.close()
         finally:
             self._closed = True
             self.wakeup()
+        if error is not None:
+            raise error
 
-    def __enter__(self):
+    def __enter__(self) -> Consumer:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()

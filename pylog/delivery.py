@@ -22,6 +22,10 @@ at a time.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
 from .records import TopicPartition
 
 
@@ -32,14 +36,15 @@ class Delivery:
 
     __slots__ = ("pending", "batch", "at", "_cursors", "_cursor_type")
 
-    def __init__(self, cursors: dict, cursor_type) -> None:
+    def __init__(self, cursors: dict[TopicPartition, Any],
+                 cursor_type: Callable[[int], Any]) -> None:
         self._cursors = cursors
         self._cursor_type = cursor_type
         # TopicPartition -> first offset the latest poll handed (unfinished)
         self.pending: dict[TopicPartition, int] = {}
         # the Records the iterator hands out one at a time, and the index
         # of the one it handed last (finished once the loop asks for more)
-        self.batch: list | None = None
+        self.batch: list[Any] | None = None
         self.at = 0
 
     def next_poll(self) -> None:
@@ -76,38 +81,38 @@ class Delivery:
         self.pending = {}
 
     @staticmethod
-    def _floors(records) -> dict:
+    def _floors(records: Iterable[Any]) -> dict[TopicPartition, int]:
         """First offset per partition among ``records`` (in offset order
         within each partition)."""
-        out: dict = {}
+        out: dict[TopicPartition, int] = {}
         for r in records:
             tp = TopicPartition(r.topic, r.partition)
             if tp not in out:
                 out[tp] = r.offset
         return out
 
-    def _positions(self, unfinished: dict) -> dict:
+    def _positions(self, unfinished: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
         """Every positioned partition's offset, moved back to the first of
         its ``unfinished`` records where it has any."""
         pos = {tp: c.offset for tp, c in self._cursors.items()}
         pos.update((tp, o) for tp, o in unfinished.items() if tp in pos)
         return pos
 
-    def finished(self) -> dict:
+    def finished(self) -> dict[TopicPartition, int]:
         """{tp: next offset after the finished records} for every positioned
         partition: what auto-commit, release and close() may commit."""
         if self.batch is not None:
             return self._positions(self._floors(self.batch[self.at:]))
         return self._positions(self.pending)
 
-    def handed_positions(self) -> dict:
+    def handed_positions(self) -> dict[TopicPartition, int]:
         """{tp: next offset after the handed records}: what commit() without
         offsets commits (the record the iterator is on counts as handed)."""
         if self.batch is not None:
             return self._positions(self._floors(self.batch[self.at + 1:]))
         return self._positions({})
 
-    def abandoned(self, records) -> None:
+    def abandoned(self, records: Iterable[Any]) -> None:
         """``records`` were handed (or fetched) but not finished: put each
         partition's position back on its first of them."""
         for tp, off in self._floors(records).items():
@@ -117,14 +122,24 @@ class Delivery:
             self.pending.pop(tp, None)
 
     # -- the two loops that hand records out one at a time ----------------------------
-    def iterate(self, poll, closed):
+    def iterate(self, poll: Callable[..., list[Any]], closed: Callable[[], bool],
+                idle_s: float | None = None) -> Iterator[Any]:
         """Consumer.__iter__: ``poll()`` batches, handed out one by one
-        until ``closed()``."""
+        until ``closed()``, or until no record came for ``idle_s`` seconds
+        (kafka-python's consumer_timeout_ms; None: never)."""
         from .errors import LogClosed
+        idle_until = None if idle_s is None else time.monotonic() + idle_s
         while not closed():
+            wait = 0.5
+            if idle_until is not None:
+                wait = min(wait, max(0.0, idle_until - time.monotonic()))
             try:
-                recs = poll(timeout=0.5)
+                recs = poll(timeout=wait)
             except LogClosed:
+                return
+            if recs and idle_s is not None:
+                idle_until = time.monotonic() + idle_s
+            elif idle_until is not None and time.monotonic() >= idle_until:
                 return
             self.batch = recs
             self.at = 0
@@ -139,8 +154,12 @@ class Delivery:
                         self.abandoned(recs[self.at:])
                     self.batch = None
                     self.next_poll()
+            if idle_s is not None and recs:
+                idle_until = time.monotonic() + idle_s   # idle counts from the last record
 
-    def run(self, poll, handler, commit, commit_every: str, *, running) -> None:
+    def run(self, poll: Callable[[], list[Any]], handler: Callable[[Any], object],
+            commit: Callable[[dict[TopicPartition, int]], None] | None,
+            commit_every: str, *, running: Callable[[], bool]) -> None:
         """Consumer.run: ``handler(record)`` for every record of ``poll()``
         while ``running()``; ``commit`` (None without a group) gets
         {tp: offset} of the records whose handler returned, after each
@@ -153,7 +172,7 @@ class Delivery:
         per_record = commit_every == "record"
         while running():
             recs = poll()
-            done: dict = {}
+            done: dict[TopicPartition, int] = {}
             n = 0
             try:
                 for r in recs:

@@ -220,6 +220,16 @@ class MetadataBusyError(PylogError):
         super().__init__(message)
 
 
+class FlushTimeoutError(PylogError):
+    """``Producer.flush(timeout=)`` or ``close(timeout=)`` gave up waiting
+    for the fdatasync of the records sent (kafka-python's
+    KafkaTimeoutError). The records are in the log, readable and safe from
+    a process crash; only their power-loss durability was not confirmed in
+    time (the sync goes on in the background; flush() again to wait for
+    it). Not a TimeoutError: that is an OSError, which from pylog means an
+    I/O failure."""
+
+
 class ForkedLogError(PylogError):
     """An object created before os.fork() was used in the child process."""
 

@@ -37,6 +37,15 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+class _Unannounced(Exception):
+    """Aborts a group transaction that would release partitions whose
+    revocation the consumer has not announced yet."""
+
+    def __init__(self, partitions: set[TopicPartition]) -> None:
+        super().__init__(sorted(partitions))
+        self.partitions = partitions
+
+
 class GroupMember:
     """This consumer's membership in a group; see the module docstring.
 
@@ -65,6 +74,7 @@ class GroupMember:
         # partitions: others expire it session_timeout_ms after its last
         # heartbeat; half of that leaves room for clock steps (G3)
         self.lease_until = 0.0
+        self.rejoined = False       # the last tick found it removed from the group
         self._next_heartbeat = 0.0
         self._wall_ms = wall_ms
         self._monotonic = monotonic
@@ -87,12 +97,24 @@ class GroupMember:
         return gs.sync(state, self.member_id, self._me, topics, counts, now_ms,
                        self._is_alive, self.strategy, beat=beat)
 
-    def tick(self, topics: set, positions_to_commit, force: bool = False):
+    def tick(self, topics: set[str],
+             positions_to_commit: Callable[[set[TopicPartition]], dict[TopicPartition, int]],
+             force: bool = False,
+             on_revoke: Callable[[set[TopicPartition]], None] | None = None,
+             ) -> tuple[set[TopicPartition], set[TopicPartition]]:
         """Look at the group (rate-limited) and act: join, expire dead
         members, rebalance, release what is no longer ours (committing
         ``positions_to_commit()`` for it) and claim what is.
 
+        ``on_revoke(partitions)``, when given, is called (outside any
+        transaction) with the partitions about to be released, before the
+        transaction that releases them: while it runs they are still owned,
+        so a commit of them succeeds. ``rejoined`` tells afterwards whether
+        the member had been removed from the group (what it lost was lost,
+        not revoked).
+
         Returns (gained, lost): sets of TopicPartition."""
+        self.rejoined = False
         now = self._monotonic()
         if not force and now < self.next_check:
             return set(), set()
@@ -103,20 +125,38 @@ class GroupMember:
         state = self.log.meta.group_state(self.group_id)
         counts = self._counts(set(topics).union(
             *(m.topics for m in state.members.values())))
-        if now < self._next_heartbeat and \
-                self._sync(state, topics, counts, now_ms, beat=False).state == state:
+        probe = self._sync(state, topics, counts, now_ms, beat=False)
+        if now < self._next_heartbeat and probe.state == state:
             return set(), set()
+        announced: set = set()
+        if on_revoke is not None and probe.released and not probe.rejoined:
+            announced = set(probe.released)
+            on_revoke(set(announced))
         self._next_heartbeat = now + self.session_timeout_ms / 3000.0
         lease_until = now + self.session_timeout_ms / 2000.0
         before = set(self.owned)
 
         def update(state, commit):
             done = self._sync(state, topics, counts, now_ms, beat=True)
+            extra = set(done.released) - announced
+            if extra and on_revoke is not None and not done.rejoined and tries[0] < 3:
+                raise _Unannounced(extra)      # abort; announce, then retry
             if done.released:
                 commit(positions_to_commit(set(done.released)))
             return done.state, done
 
-        done = self.log.meta.change_group(self.group_id, update)
+        tries = [0]
+        while True:
+            try:
+                done = self.log.meta.change_group(self.group_id, update)
+                break
+            except _Unannounced as exc:
+                # the group moved between the look and the write: more
+                # partitions go than were announced
+                tries[0] += 1
+                announced |= exc.partitions
+                assert on_revoke is not None    # only raised when there is one
+                on_revoke(set(exc.partitions))
         self.generation = done.state.generation
         self.joined = True
         owned = set(done.state.owned_by(self.member_id))
@@ -126,6 +166,7 @@ class GroupMember:
             # removed from the group meanwhile (it looked dead): what it
             # owns now is owned anew, and others may have read on from
             # where it was: every position is stale
+            self.rejoined = bool(before)
             return set(owned), before
         return owned - before, before - owned
 

@@ -9,11 +9,19 @@ Thread safety: a Log is thread-safe; see Producer and Consumer for theirs.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+from typing import Any
+
 from .config import validate_group_id, validate_topic_name
 from .consumer import Consumer
 from .group import describe_group, reset_group
 from .producer import Producer
+from .records import TopicPartition
 from .store import LogStore
+
+Serializer = Callable[[Any], bytes]
+Deserializer = Callable[[bytes], Any]
 
 
 class Log(LogStore):
@@ -25,14 +33,15 @@ class Log(LogStore):
         self._check()
         return sorted(self.meta.groups_with_offsets())
 
-    def describe_group(self, group: str) -> dict:
+    def describe_group(self, group: str) -> dict[str, Any]:
         """Members, assignment, committed offsets and lag of ``group``."""
         validate_group_id(group)
         self._check()
         return describe_group(self, group)
 
-    def reset_group(self, group: str, *, to: str, value=None,
-                    topic: str | None = None, execute: bool = True) -> dict:
+    def reset_group(self, group: str, *, to: str, value: int | None = None,
+                    topic: str | None = None,
+                    execute: bool = True) -> dict[TopicPartition, int]:
         """Reset a group's committed offsets: ``to`` in earliest | latest |
         offset | datetime (value = offset or timestamp ms). Refused with
         GroupNotEmpty while the group has live members. Returns the plan
@@ -47,19 +56,83 @@ class Log(LogStore):
                            execute=execute)
 
     # -- clients ------------------------------------------------------------------
-    def producer(self, **kwargs) -> Producer:
-        """A thread-safe producer; kwargs: key_serializer, value_serializer."""
+    def producer(self, *, key_serializer: Serializer | None = None,
+                 value_serializer: Serializer | None = None) -> Producer:
+        """A thread-safe producer (see :class:`pylog.producer.Producer`).
+
+        ``key_serializer`` / ``value_serializer`` (default None: keys and
+        values must be bytes or None): called on every non-None key / value
+        before it is written; each must return bytes."""
         self._check()
-        return Producer(self, **kwargs)
+        return Producer(self, key_serializer=key_serializer,
+                        value_serializer=value_serializer)
 
-    def consumer(self, *topics, **kwargs) -> Consumer:
-        """A consumer subscribed to ``topics`` (or none, for assign());
-        kwargs as :class:`pylog.consumer.Consumer`."""
+    def consumer(self, *topics: str, group_id: str | None = None,
+                 pattern: str | None = None, auto_offset_reset: str = "latest",
+                 enable_auto_commit: bool = True, auto_commit_interval_ms: int = 5000,
+                 session_timeout_ms: int = 10000, max_poll_records: int = 500,
+                 max_poll_interval_ms: int = 300_000,
+                 consumer_timeout_ms: float | None = None,
+                 partition_assignment_strategy: str = "sticky",
+                 key_deserializer: Deserializer | None = None,
+                 value_deserializer: Deserializer | None = None,
+                 client_id: str | None = None, dead_letter_topic: str | None = None,
+                 listener: object | None = None) -> Consumer:
+        """A consumer subscribed to ``topics`` (or none, for assign() or a
+        later subscribe()); used by one thread at a time.
+
+        - ``group_id`` (None): join this consumer group, which shares the
+          partitions among its members and stores committed offsets.
+        - ``pattern`` (None): also subscribe to topics whose name matches
+          this regex, including ones created later.
+        - ``auto_offset_reset`` ("latest"): where to start without a
+          committed offset, or after a position left the log: "earliest"
+          (log start), "latest" (end: only new records) or "none" (raise
+          OffsetOutOfRange).
+        - ``enable_auto_commit`` (True) and ``auto_commit_interval_ms``
+          (5000): commit what the application finished every interval,
+          on a rebalance and on close (pylog.delivery).
+        - ``session_timeout_ms`` (10000, in [100, 86400000]): a member not
+          heard from for this long is removed from its group (members
+          heartbeat from their own calls: poll, commit, ...).
+        - ``max_poll_records`` (500): the most records one poll returns.
+        - ``max_poll_interval_ms`` (300000, as Kafka): a group member whose
+          application does not call poll() for this long leaves its group
+          at its next call (its partitions go to the others, its commits
+          raise CommitFailedError, the listener's lost callback runs) and
+          rejoins; the time a poll blocks does not count.
+        - ``consumer_timeout_ms`` (None): ``for record in consumer`` ends
+          after this many milliseconds without a record; None: never
+          (until close()).
+        - ``partition_assignment_strategy`` ("sticky"): "sticky", "range"
+          or "roundrobin".
+        - ``key_deserializer`` / ``value_deserializer`` (None): called on
+          every non-None stored key / value.
+        - ``client_id`` (None): shown in describe_group.
+        - ``dead_letter_topic`` (None): where records a deserializer
+          refuses go instead of raising DeserializationError.
+        - ``listener`` (None): a rebalance listener for the subscription
+          (see Consumer.subscribe).
+
+        Raises InvalidArgument for a value out of range, ReadOnlyLog for a
+        group on a read-only log; TypeError names an unknown argument."""
         self._check()
-        return Consumer(self, *topics, **kwargs)
+        return Consumer(self, *topics, group_id=group_id, pattern=pattern,
+                        auto_offset_reset=auto_offset_reset,
+                        enable_auto_commit=enable_auto_commit,
+                        auto_commit_interval_ms=auto_commit_interval_ms,
+                        session_timeout_ms=session_timeout_ms,
+                        max_poll_records=max_poll_records,
+                        max_poll_interval_ms=max_poll_interval_ms,
+                        consumer_timeout_ms=consumer_timeout_ms,
+                        partition_assignment_strategy=partition_assignment_strategy,
+                        key_deserializer=key_deserializer,
+                        value_deserializer=value_deserializer,
+                        client_id=client_id, dead_letter_topic=dead_letter_topic,
+                        listener=listener)
 
 
-def open(path, *, sync: str = "always", readonly: bool = False,
+def open(path: str | os.PathLike[str], *, sync: str = "always", readonly: bool = False,
          sync_interval_ms: int = 1000, allow_network_filesystem: bool = False,
          metadata_timeout: float = 10.0) -> Log:
     """Open (creating if missing, unless ``readonly``) the log at ``path``.

@@ -14,18 +14,39 @@ disk, in any mode.
 from __future__ import annotations
 
 import itertools
+import threading
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import repeat as _repeat
 from operator import itemgetter
 from time import monotonic as _monotonic
 from time import time_ns as _time_ns
+from typing import TYPE_CHECKING, Any
 
 from . import _native
 from .config import validate_topic_name
-from .errors import InvalidArgument, LogClosed, PartitionNotFound, RecordTooLarge, TopicNotFound
+from .errors import (
+    FlushTimeoutError,
+    InvalidArgument,
+    LogClosed,
+    PartitionNotFound,
+    RecordTooLarge,
+    TopicNotFound,
+)
 from .gcpause import paused as _gc_paused
 from .records import RecordMetadata
 from .store import FORKS
+
+if TYPE_CHECKING:
+    from .partition import Partition
+    from .store import LogStore
+
+Serializer = Callable[[Any], bytes]
+Headers = Iterable[tuple[str, Any]] | Mapping[str, Any] | None
+# (timestamp ms, key, value, headers): a record as Partition.append takes it
+RawRecord = tuple[int, bytes | None, bytes | None, tuple[tuple[str, bytes | None], ...]]
+# (expires monotonic, partition count, [Partition] for the fast path or None)
+Route = tuple[float, int, list["Partition"] | None]
 
 _murmur2 = _native.murmur2_bytes
 _first, _second = itemgetter(0), itemgetter(1)
@@ -46,7 +67,8 @@ _ROUTE_TTL_S = 1.0
 class Producer:
     """Create with :meth:`Log.producer`."""
 
-    def __init__(self, log, *, key_serializer=None, value_serializer=None):
+    def __init__(self, log: LogStore, *, key_serializer: Serializer | None = None,
+                 value_serializer: Serializer | None = None) -> None:
         for name, fn in (("key_serializer", key_serializer),
                          ("value_serializer", value_serializer)):
             if fn is not None and not callable(fn):
@@ -56,11 +78,11 @@ class Producer:
         self._value_ser = value_serializer
         self._rr = itertools.count()
         self._closed = False
-        self._touched: set = set()
+        self._touched: set[Partition] = set()
         # topic -> (expires_monotonic, partition count, [Partition] or None);
         # the list enables send()'s per-record fast path, never set while it
         # must not be used (serializers, read-only log, closed producer)
-        self._routes: dict = {}
+        self._routes: dict[str, Route] = {}
         self._fast_ok = key_serializer is None and value_serializer is None \
             and not log.readonly
 
@@ -70,7 +92,7 @@ class Producer:
             raise LogClosed("producer is closed")
         self._log._writable("send")
 
-    def _bytes(self, what: str, v, ser):
+    def _bytes(self, what: str, v: object, ser: Serializer | None) -> bytes | None:
         if ser is not None and v is not None:
             v = ser(v)
         if v is None or type(v) is bytes:
@@ -82,14 +104,14 @@ class Producer:
             + ("" if ser else f"; configure {what}_serializer to send "
                f"{type(v).__name__}"))
 
-    def _headers(self, headers):
+    def _headers(self, headers: Headers) -> tuple[tuple[str, bytes | None], ...]:
         if not headers:
             return ()
-        if isinstance(headers, dict):
-            headers = list(headers.items())
+        pairs: Iterable[Any] = list(headers.items()) if isinstance(headers, Mapping) \
+            else headers
         out = []
         try:
-            for k, v in headers:
+            for k, v in pairs:
                 if not isinstance(k, str):
                     raise InvalidArgument(f"header key must be str, got {type(k).__name__}")
                 if v is not None and type(v) is not bytes:
@@ -107,7 +129,7 @@ class Producer:
                 "headers must be a list of (str, bytes) pairs") from None
         return tuple(out)
 
-    def _timestamp(self, ts):
+    def _timestamp(self, ts: int | None) -> int:
         if ts is None:
             return time.time_ns() // 1_000_000
         if isinstance(ts, bool) or not isinstance(ts, int) or not 0 <= ts < 2**62:
@@ -115,7 +137,8 @@ class Producer:
                                   f"[0, 2**62) (milliseconds since the epoch)")
         return ts
 
-    def _partition(self, topic, key, partition, n):
+    def _partition(self, topic: str, key: bytes | None, partition: int | None,
+                   n: int) -> int:
         if partition is not None:
             if isinstance(partition, bool) or not isinstance(partition, int) \
                     or not 0 <= partition < n:
@@ -128,7 +151,7 @@ class Producer:
         return next(self._rr) % n
 
     @staticmethod
-    def _size_bound(records) -> int:
+    def _size_bound(records: Iterable[RawRecord]) -> int:
         total = 61
         for ts, k, v, h in records:
             total += _RECORD_OVERHEAD_MAX + (len(k) if k else 0) + (len(v) if v else 0)
@@ -136,8 +159,9 @@ class Producer:
                 total += _HEADER_OVERHEAD_MAX + len(hk.encode()) + (len(hv) if hv else 0)
         return total
 
-    def _check_size(self, topic, part, records) -> None:
-        limit = part.config.max_message_bytes
+    def _check_size(self, topic: str, part: Partition,
+                    records: Sequence[RawRecord]) -> None:
+        limit: int = part.config.max_message_bytes  # type: ignore[assignment]  # (set on load)
         if self._size_bound(records) <= limit:
             return
         size = _native.encoded_size(records)
@@ -148,8 +172,9 @@ class Producer:
                 "raise the topic's max_message_bytes")
 
     # -- sending -------------------------------------------------------------------
-    def send(self, topic: str, value=None, key=None, *, headers=None,
-             partition: int | None = None, timestamp_ms: int | None = None) -> RecordMetadata:
+    def send(self, topic: str, value: object = None, key: object = None, *,
+             headers: Headers = None, partition: int | None = None,
+             timestamp_ms: int | None = None) -> RecordMetadata:
         """Append one record; return where it went.
 
         Raises TopicNotFound, PartitionNotFound, InvalidArgument (types),
@@ -178,7 +203,7 @@ class Producer:
             part = parts[p]
             config = part.config         # (alter_topic replaces it: read each time)
             if config.compression is None and \
-                    size <= config.max_message_bytes - _FRAMING_BYTES_MAX:
+                    size <= config.max_message_bytes - _FRAMING_BYTES_MAX:  # type: ignore[operator]
                 ts = _time_ns() // 1_000_000
                 try:
                     offset = part.append_one(ts, key, value)
@@ -189,8 +214,9 @@ class Producer:
                     return _tuple_new(RecordMetadata, (topic, p, offset, ts))
         return self._send(topic, value, key, headers, partition, timestamp_ms, rr_pick)
 
-    def _send(self, topic, value, key, headers, partition, timestamp_ms,
-              rr_pick=None) -> RecordMetadata:
+    def _send(self, topic: str, value: object, key: object, headers: Headers,
+              partition: int | None, timestamp_ms: int | None,
+              rr_pick: int | None = None) -> RecordMetadata:
         if self._closed or self._log._closed or self._log._forks != FORKS[0]:
             self._check()
         log = self._log
@@ -224,8 +250,9 @@ class Producer:
                 part = log.open_partitions().get((topic, p)) or log.partition(topic, p)
                 if timestamp_ms is not None:
                     part.config.check_timestamp(topic, ts, _time_ns() // 1_000_000)
+                limit: int = part.config.max_message_bytes  # type: ignore[assignment]
                 if (len(key) if key else 0) + (len(value) if value else 0) + \
-                        _FRAMING_BYTES_MAX > part.config.max_message_bytes or rec[3]:
+                        _FRAMING_BYTES_MAX > limit or rec[3]:
                     self._check_size(topic, part, (rec,))
                 offset, ts = part.append((rec,), compression=part.config.compression)
                 break
@@ -235,6 +262,7 @@ class Producer:
                 self._forget(topic)
                 if attempt:
                     raise
+        assert route is not None
         if part not in self._touched:
             self._touched.add(part)
         if self._fast_ok and route[2] is None and not self._closed:
@@ -246,7 +274,7 @@ class Producer:
         self._routes.pop(topic, None)
         self._log.forget_topic(topic)
 
-    def _install_fast(self, topic: str, route) -> None:
+    def _install_fast(self, topic: str, route: Route) -> None:
         """Enable send()'s fast path for ``topic`` until the route expires
         (send checks each partition's current config: the native append
         does not compress, and the size bound follows alter_topic)."""
@@ -255,7 +283,7 @@ class Producer:
         self._touched.update(parts)
         self._routes[topic] = (route[0], route[1], parts)
 
-    def send_batch(self, topic: str, items, *, partition: int | None = None,
+    def send_batch(self, topic: str, items: Iterable[Any], *, partition: int | None = None,
                    timestamp_ms: int | None = None) -> list[RecordMetadata]:
         """Append many records; items are ``value`` | ``(key, value)`` |
         ``(key, value, headers)``.
@@ -287,11 +315,12 @@ class Producer:
                 return done
         kser, vser = self._key_ser, self._value_ser
         n = log.partitions_for(topic)
-        groups: dict[int, list] = {}
+        groups: dict[int, list[RawRecord]] = {}
         order = []
         sticky = None
         for item in items:
             if type(item) is tuple:
+                h: tuple[tuple[str, bytes | None], ...]
                 if len(item) == 2:
                     k, v = item
                     h = ()
@@ -335,7 +364,8 @@ class Producer:
             self._touched.add(part)
         return [RecordMetadata(topic, p, bases[p] + i, ts) for p, i in order]
 
-    def _send_batch_columns(self, topic, items, partition, ts):
+    def _send_batch_columns(self, topic: str, items: list[Any], partition: int | None,
+                            ts: int) -> list[RecordMetadata] | None:
         """send_batch for the common shape — a list of bytes values, or of
         (key, value) pairs of bytes, bound for one partition, uncompressed —
         handled column-wise with no Python loop per record. Returns None to
@@ -355,7 +385,7 @@ class Producer:
             keys, values = None, items      # columns() checks every value
         else:
             return None
-        cols = _native.columns(keys, values)
+        cols = _native.columns(keys, values)  # type: ignore[no-untyped-call]
         if cols is None:
             return None
         log = self._log
@@ -388,12 +418,19 @@ class Producer:
                             zip(_repeat(topic, n), _repeat(p, n), range(base, base + n),
                                 _repeat(ts, n))))
 
-    def flush(self) -> None:
-        """Return when every record this producer sent is on disk (fdatasync)."""
+    def partitions_for(self, topic: str) -> set[int]:
+        """The partition numbers of ``topic`` (kafka-python's
+        ``partitions_for``); raises TopicNotFound when it does not exist.
+        Read from the log now (cached at most a second)."""
+        if not isinstance(topic, str):
+            raise InvalidArgument(f"topic must be str, got {type(topic).__name__}")
+        validate_topic_name(topic)
         if self._closed:
             raise LogClosed("producer is closed")
-        if self._log._closed:
-            raise LogClosed(f"log {self._log.path} is closed")
+        self._log._check()
+        return set(range(self._log.partitions_for(topic)))
+
+    def _flush_all(self) -> None:
         for part in list(self._touched):
             if part.closed:
                 # its topic was deleted or re-created: nothing of this
@@ -402,20 +439,63 @@ class Producer:
                 continue
             part.flush()
 
-    def close(self) -> None:
-        """Flush and close. Idempotent."""
+    def flush(self, timeout: float | None = None) -> None:
+        """Return when every record this producer sent is on disk
+        (fdatasync), in any sync mode.
+
+        ``timeout`` (seconds; default None: wait as long as it takes)
+        bounds the whole wait: the fdatasyncs and the recovery-checkpoint
+        write that may follow (which can wait for another process's
+        metadata transaction). When it expires, FlushTimeoutError is raised;
+        the syncs go on in a background thread and a later flush() waits
+        for them. Thread-safe."""
+        if self._closed:
+            raise LogClosed("producer is closed")
+        if self._log._closed:
+            raise LogClosed(f"log {self._log.path} is closed")
+        if timeout is None:
+            self._flush_all()
+            return
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
+            raise InvalidArgument(f"timeout={timeout!r}; expected seconds >= 0, or None")
+        done = threading.Event()
+        failed: list[BaseException] = []
+
+        def sync() -> None:
+            try:
+                self._flush_all()
+            except BaseException as exc:      # handed to the caller below
+                failed.append(exc)
+            finally:
+                done.set()
+
+        threading.Thread(target=sync, name="pylog-flush", daemon=True).start()
+        if not done.wait(timeout):
+            raise FlushTimeoutError(
+                f"flush of {self._log.path}: the fdatasync of this producer's "
+                f"records did not finish within {timeout} s; they are in the log "
+                "(safe from a process crash) and the sync goes on in the "
+                "background; flush() again to wait for it")
+        if failed:
+            raise failed[0]
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush (waiting up to ``timeout`` seconds, default None: as long as
+        it takes; see flush) and close. The producer is closed even when
+        the flush raises (FlushTimeoutError, an I/O error), which is then
+        raised. Idempotent; thread-safe."""
         if self._closed:
             return
         self._fast_ok = False
         self._routes.clear()
         try:
             if not self._log._closed:
-                self.flush()
+                self.flush(timeout)
         finally:
             self._closed = True
 
-    def __enter__(self):
+    def __enter__(self) -> Producer:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()

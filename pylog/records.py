@@ -87,3 +87,14 @@ class TopicInfo(NamedTuple):
     partitions: int
     config: dict[str, Any]
     partition_info: list[Any]
+
+
+# -- commit values (kafka-python's OffsetAndMetadata) ------------------------------------
+class OffsetAndMetadata(NamedTuple):
+    """A value of ``Consumer.commit({tp: OffsetAndMetadata(offset, "")})``,
+    as kafka-python's: ``offset`` is the next offset to read. pylog stores
+    committed offsets only, so ``metadata`` must be empty ("" or None);
+    ``leader_epoch`` is accepted and ignored (there are no leaders)."""
+    offset: int
+    metadata: str | None = ""
+    leader_epoch: int = -1

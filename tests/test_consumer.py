@@ -92,8 +92,10 @@ def test_manual_assign_seek_and_positions(log):
     assert c.position(tp) == 50 and c.lag() == {tp: 0}
     c.seek_to_beginning(tp)
     assert c.lag() == {tp: 50}
-    with pytest.raises(pylog.OffsetOutOfRange):
-        c.seek(tp, 51)
+    c.seek(tp, 51)                    # past the end: accepted, as Kafka;
+    assert c.position(tp) == 51
+    assert c.poll(timeout=0.1) == []  # the reset policy ("latest") applies
+    assert c.position(tp) == 50
     with pytest.raises(pylog.InvalidArgument):
         c.seek(TP("t", 0), 0)         # not assigned
     with pytest.raises(pylog.InvalidArgument):
