@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from . import _native
 from .config import validate_topic_name
 from .consumerargs import (
+    CONSUMER_INSTEAD,
     MAX_POLL_RECORDS_MAX,
     as_tps,
     check_options,
@@ -56,6 +57,7 @@ from .errors import (
     PylogError,
     ReadOnlyLog,
     TopicNotFound,
+    kafka_name_error,
 )
 from .fetching import TOPIC_REFRESH_S, Fetching
 from .group import GroupMember
@@ -507,6 +509,11 @@ class Consumer(Positions, Fetching):
             self.commit(pending)
         except CommitFailedError:
             pass    # the partition moved; its new owner resumes from the last commit
+
+    def __getattr__(self, name: str) -> Any:
+        # only names not found the normal way land here: no cost elsewhere
+        raise kafka_name_error(self, name, CONSUMER_INSTEAD,
+                               "kafka-python / confluent-kafka Consumer")
 
     def close(self, autocommit: bool = True, timeout: float | None = None) -> None:
         """Leave the group and release; with auto-commit (and ``autocommit``,

@@ -167,3 +167,17 @@ def topic_list(topics: str | Iterable[str]) -> list[str]:
     if isinstance(topics, str):
         return [topics]
     return list(topics)
+
+
+# Client names pylog does not offer, and what to use instead (raised as
+# AttributeError by Consumer.__getattr__; docs/kafka.rst lists them).
+CONSUMER_INSTEAD: dict[str, str] = {
+    "consume": "poll(timeout=..., max_records=...), which returns a list of Records",
+    "list_topics": "topics() for the names, or Log.describe_topic(name)",
+    "store_offsets": "commit({TopicPartition: offset}): a commit is a local "
+                     "transaction, there is nothing to store first",
+    "incremental_assign": "assign([...]) with the whole new assignment",
+    "incremental_unassign": "assign([...]) with what is left",
+    "offsets_for_times_ms": "offsets_for_times({tp: timestamp_ms})",
+}
+

@@ -350,3 +350,15 @@ __all__ = [name for name in dir() if name.endswith(("Error", "Name", "Found",
                                                     "Closed", "Log", "Range",
                                                     "Config", "Argument", "Timestamp",
                                                     "Empty"))]
+
+
+def kafka_name_error(obj: object, name: str, instead: dict[str, str],
+                     client: str) -> AttributeError:
+    """The AttributeError for ``name``, saying what to use instead when it
+    is a Kafka client name pylog does not offer."""
+    hint = instead.get(name)
+    if hint is None:
+        return AttributeError(f"{type(obj).__name__!r} object has no attribute {name!r}",
+                              name=name, obj=obj)
+    return AttributeError(f"pylog's {type(obj).__name__} has no {name}() ({client}); "
+                          f"use {hint}", name=name, obj=obj)

@@ -32,6 +32,7 @@ from .errors import (
     PartitionNotFound,
     RecordTooLarge,
     TopicNotFound,
+    kafka_name_error,
 )
 from .gcpause import paused as _gc_paused
 from .records import RecordMetadata
@@ -62,6 +63,18 @@ _HEADER_OVERHEAD_MAX = 10
 # How long a producer trusts its cached partition count of a topic (another
 # process may add partitions).
 _ROUTE_TTL_S = 1.0
+
+
+# Client names pylog does not offer, and what to use instead (raised as
+# AttributeError by Producer.__getattr__; docs/kafka.rst lists them).
+PRODUCER_INSTEAD: dict[str, str] = {
+    "produce": "send(topic, value, key=..., headers=...), which returns the "
+               "RecordMetadata once the record is stored",
+    "poll": "nothing: there are no delivery callbacks; send() returns when "
+            "the record is stored (durable per the log's sync mode)",
+    "list_topics": "partitions_for(topic), or Log.topics()",
+    "send_and_wait": "send(...): it already returns when the record is stored",
+}
 
 
 class Producer:
@@ -448,7 +461,10 @@ class Producer:
         write that may follow (which can wait for another process's
         metadata transaction). When it expires, FlushTimeoutError is raised;
         the syncs go on in a background thread and a later flush() waits
-        for them. Thread-safe."""
+        for them. The sync runs in a new thread even when nothing is
+        pending, so a timeout shorter than a thread start (about a
+        millisecond; ``timeout=0``) can expire with nothing left to sync.
+        Thread-safe."""
         if self._closed:
             raise LogClosed("producer is closed")
         if self._log._closed:
@@ -478,6 +494,11 @@ class Producer:
                 "background; flush() again to wait for it")
         if failed:
             raise failed[0]
+
+    def __getattr__(self, name: str) -> Any:
+        # only names not found the normal way land here: no cost elsewhere
+        raise kafka_name_error(self, name, PRODUCER_INSTEAD,
+                               "kafka-python KafkaProducer / confluent-kafka Producer")
 
     def close(self, timeout: float | None = None) -> None:
         """Flush (waiting up to ``timeout`` seconds, default None: as long as

@@ -435,3 +435,23 @@ def test_listener_at_creation_and_revoke_on_unsubscribe(log):
     with pytest.raises(pylog.InvalidArgument, match="listener= needs topics"):
         log.consumer(group_id="g", listener=Record_())
     c.close()
+
+
+@pytest.mark.parametrize("client,name,hint", [
+    ("producer", "produce", "use send("),
+    ("producer", "poll", "no delivery callbacks"),
+    ("producer", "send_and_wait", "already returns"),
+    ("consumer", "consume", "use poll("),
+    ("consumer", "store_offsets", "commit("),
+    ("consumer", "list_topics", "topics()"),
+])
+def test_kafka_names_pylog_lacks_say_what_to_use(log, client, name, hint):
+    """A client name pylog does not offer raises AttributeError naming the
+    pylog call to use; any other missing name is a plain AttributeError."""
+    obj = log.producer() if client == "producer" else log.consumer("t")
+    with pytest.raises(AttributeError) as ei:
+        getattr(obj, name)
+    assert hint in str(ei.value) and name in str(ei.value)
+    assert not hasattr(obj, "no_such_thing")
+    with pytest.raises(AttributeError, match="no attribute 'no_such_thing'"):
+        obj.no_such_thing
