@@ -219,9 +219,12 @@ class Positions:
         self._paused.update(tps)
 
     def resume(self, *partitions: Any) -> None:
-        """Fetch ``partitions`` (varargs or one list) again."""
+        """Fetch ``partitions`` (varargs or one list) again; each must be
+        assigned (InvalidArgument otherwise, as pause() and kafka-python's
+        IllegalStateError)."""
         self._check()
-        self._paused.difference_update(as_tps(partitions))
+        tps = [self._owned_or_raise(tp, "resume") for tp in as_tps(partitions)]
+        self._paused.difference_update(tps)
 
     def paused(self) -> set[TopicPartition]:
         """The partitions pause() stopped."""

@@ -455,3 +455,17 @@ def test_kafka_names_pylog_lacks_say_what_to_use(log, client, name, hint):
     assert not hasattr(obj, "no_such_thing")
     with pytest.raises(AttributeError, match="no attribute 'no_such_thing'"):
         obj.no_such_thing
+
+
+def test_pause_and_resume_of_an_unassigned_partition_raise(log):
+    """As kafka-python's IllegalStateError: a partition this consumer does
+    not own can be neither paused nor resumed."""
+    log.create_topic("u", partitions=2)
+    c = log.consumer()
+    c.assign([TP("u", 0)])
+    for call in (c.pause, c.resume):
+        with pytest.raises(pylog.InvalidArgument, match="not assigned|assign"):
+            call(TP("u", 1))
+    c.pause(TP("u", 0))
+    c.resume([TP("u", 0)])
+    assert c.paused() == set()
