@@ -322,7 +322,10 @@ class Producer:
             # anything is written
             log.partition(topic, 0).config.check_timestamp(
                 topic, ts, _time_ns() // 1_000_000)
-        if type(items) is list and self._key_ser is None and self._value_ser is None:
+        if type(items) is not list:
+            # a tuple or a generator takes the list's one-call columns path
+            items = list(items)
+        if self._key_ser is None and self._value_ser is None:
             done = self._send_batch_columns(topic, items, partition, ts)
             if done is not None:
                 return done

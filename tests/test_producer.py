@@ -69,6 +69,20 @@ def test_send_batch_forms(log):
     assert p.send_batch("t", []) == []
 
 
+@pytest.mark.parametrize("shape", [list, tuple, iter, lambda xs: (x for x in xs)])
+def test_send_batch_takes_any_iterable_as_a_list(log, shape):
+    """A tuple, an iterator or a generator is the same batch as the list:
+    the same records, offsets and partitions, one batch per partition."""
+    log.create_topic("t", partitions=2)
+    p = log.producer()
+    items = [b"v%d" % i for i in range(50)] + [(b"k%d" % i, b"kv%d" % i) for i in range(50)]
+    mds = p.send_batch("t", shape(items), partition=1)
+    assert [m.offset for m in mds] == list(range(100))
+    assert [(r.key, r.value) for r in read_all(log, "t")] == \
+        [(None, v) if isinstance(v, bytes) else v for v in items]
+    assert p.send_batch("t", shape([])) == []
+
+
 def test_send_batch_explicit_partition_is_one_batch(log):
     log.create_topic("t", partitions=2)
     p = log.producer()
