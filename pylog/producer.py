@@ -195,18 +195,24 @@ class Producer:
         message_timestamp_after/before_max_ms window),
         RecordTooLarge, ReadOnlyLog, LogClosed, LogFailedError (I/O). Nothing
         is written when it raises before the append (G5)."""
-        # The hot path — bytes key (or none) and value, default partition and
-        # timestamp, a topic sent to in the last second — is a few type tests,
+        # The hot path — bytes key (or none) and value, the default or an
+        # in-range partition, the default timestamp, a topic sent to in the
+        # last second — is a few type tests,
         # one dict lookup and one native call. Anything else, and anything
         # the fast path declines (closed or failed partition, a segment that
         # must grow or roll, a fork), takes _send, which checks everything.
         route = self._routes.get(topic)
         rr_pick = None
         if route is not None and route[2] is not None and type(value) is bytes \
-                and headers is None and partition is None and timestamp_ms is None \
-                and (key is None or type(key) is bytes) and route[0] > _monotonic():
+                and headers is None and timestamp_ms is None \
+                and (key is None or type(key) is bytes) and route[0] > _monotonic() \
+                and (partition is None or
+                     type(partition) is int and 0 <= partition < len(route[2])):
             parts = route[2]
-            if key is None:
+            if partition is not None:
+                p = partition
+                size = len(value) if key is None else len(key) + len(value)
+            elif key is None:
                 p = rr_pick = next(self._rr) % len(parts) if len(parts) > 1 else 0
                 size = len(value)
             else:

@@ -8,6 +8,7 @@ import pytest
 from kafka.partitioner.default import murmur2 as kafka_murmur2
 
 import pylog
+from pylog.partition import Cursor
 
 
 @pytest.fixture
@@ -275,3 +276,23 @@ def test_group_commit_threads_all_durable(tmp_path):
     with pylog.open(tmp_path) as again:
         values = [r.value for r in read_all(again, "t")]
     assert sorted(values) == sorted(b"%d-%d" % (i, j) for i in range(16) for j in range(40))
+
+
+def test_send_with_partition_after_the_route_is_warm(log):
+    """send(partition=p) on a topic already sent to takes the one-call path:
+    each record lands in the partition asked for; a partition out of range
+    or of the wrong type still raises the clear error."""
+    log.create_topic("t", partitions=3)
+    p = log.producer()
+    p.send("t", b"warm")                     # installs the topic's route
+    mds = [p.send("t", b"%d" % i, partition=i % 3, key=b"k" if i % 2 else None)
+           for i in range(30)]
+    assert [m.partition for m in mds] == [i % 3 for i in range(30)]
+    for m, i in zip(mds, range(30)):
+        rec = log.partition("t", m.partition).fetch(Cursor(m.offset), 1)[0]
+        assert rec[3] == b"%d" % i
+    with pytest.raises(pylog.PartitionNotFound):
+        p.send("t", b"x", partition=3)
+    for bad in (True, -1, 1.0):
+        with pytest.raises((pylog.InvalidArgument, pylog.PartitionNotFound)):
+            p.send("t", b"x", partition=bad)
