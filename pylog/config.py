@@ -140,6 +140,17 @@ class TopicConfig:
             raise InvalidConfig(
                 f"compression={self.compression!r}; expected None or 'zstd'")
 
+    def timestamp_ok(self, timestamp_ms: int, now_ms: int) -> bool:
+        """Whether a producer-supplied ``timestamp_ms`` is in [0, 2**62) and
+        inside the window check_timestamp enforces (the producer's fast
+        path; check_timestamp says why not)."""
+        if not 0 <= timestamp_ms < 2**62:
+            return False
+        after = self.message_timestamp_after_max_ms
+        before = self.message_timestamp_before_max_ms
+        return (after < 0 or timestamp_ms <= now_ms + after) and \
+            (before < 0 or timestamp_ms >= now_ms - before)
+
     def check_timestamp(self, topic: str, timestamp_ms: int, now_ms: int) -> None:
         """Raise InvalidTimestamp when a producer-supplied ``timestamp_ms``
         is outside [now - before_max, now + after_max] (G5: before anything

@@ -204,7 +204,7 @@ class Producer:
         route = self._routes.get(topic)
         rr_pick = None
         if route is not None and route[2] is not None and type(value) is bytes \
-                and headers is None and timestamp_ms is None \
+                and headers is None and (timestamp_ms is None or type(timestamp_ms) is int) \
                 and (key is None or type(key) is bytes) and route[0] > _monotonic() \
                 and (partition is None or
                      type(partition) is int and 0 <= partition < len(route[2])):
@@ -224,11 +224,15 @@ class Producer:
             if config.compression is None and \
                     size <= config.max_message_bytes - _FRAMING_BYTES_MAX:  # type: ignore[operator]
                 ts = _time_ns() // 1_000_000
-                try:
-                    offset = part.append_one(ts, key, value)
-                except TopicNotFound:        # deleted: _send re-resolves it
-                    self._forget(topic)
-                    offset = None
+                if timestamp_ms is not None:
+                    # out of range or of the topic's bounds: _send says why
+                    ts = timestamp_ms if config.timestamp_ok(timestamp_ms, ts) else -1
+                offset = None
+                if ts >= 0:
+                    try:
+                        offset = part.append_one(ts, key, value)
+                    except TopicNotFound:        # deleted: _send re-resolves it
+                        self._forget(topic)
                 if offset is not None:
                     return _tuple_new(RecordMetadata, (topic, p, offset, ts))
         return self._send(topic, value, key, headers, partition, timestamp_ms, rr_pick)

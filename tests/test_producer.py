@@ -3,6 +3,7 @@
 import json
 import random
 import threading
+import time
 
 import pytest
 from kafka.partitioner.default import murmur2 as kafka_murmur2
@@ -296,3 +297,28 @@ def test_send_with_partition_after_the_route_is_warm(log):
     for bad in (True, -1, 1.0):
         with pytest.raises((pylog.InvalidArgument, pylog.PartitionNotFound)):
             p.send("t", b"x", partition=bad)
+
+
+def test_send_with_timestamp_after_the_route_is_warm(log):
+    """send(timestamp_ms=) on a warm route takes the one-call path: the
+    record keeps the given timestamp, time lookups find it, and a timestamp
+    outside the topic's window or of the wrong type is still refused with
+    nothing written."""
+    log.create_topic("t", message_timestamp_before_max_ms=86_400_000)
+    p = log.producer()
+    now = int(time.time() * 1000)
+    stamps = [now - 60_000 + 1000 * i for i in range(10)]
+    p.send("t", b"warm", timestamp_ms=stamps[0] - 1000)   # installs the route
+    mds = [p.send("t", b"%d" % i, timestamp_ms=ts) for i, ts in enumerate(stamps)]
+    assert [m.timestamp_ms for m in mds] == stamps
+    part = log.partition("t", 0)
+    assert [r[1] for r in part.fetch(Cursor(1), 10)] == stamps
+    assert part.offset_for_time(stamps[5]) == mds[5].offset
+    end = part.state().next_offset
+    for bad in (now - 2 * 86_400_000, now + 2 * 3_600_000):
+        with pytest.raises(pylog.InvalidTimestamp):
+            p.send("t", b"x", timestamp_ms=bad)
+    for bad in (-1, 2**62, True, 1.5):
+        with pytest.raises(pylog.InvalidArgument):
+            p.send("t", b"x", timestamp_ms=bad)
+    assert part.state().next_offset == end, "a refused send wrote something"
