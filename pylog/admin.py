@@ -31,6 +31,7 @@ from .errors import (
     MetadataBusyError,
     OffsetOutOfRange,
     PylogError,
+    kafka_name_error,
 )
 from .groupstate import GroupState, Member
 from .liveness import process_alive
@@ -215,13 +216,8 @@ class LogAdmin:
 
     def __getattr__(self, name: str) -> Any:
         # only names not found the normal way land here: no cost elsewhere
-        instead = KAFKA_ADMIN_INSTEAD.get(name)
-        if instead is None:
-            raise AttributeError(f"{type(self).__name__!r} object has no "
-                                 f"attribute {name!r}", name=name, obj=self)
-        raise AttributeError(
-            f"pylog's Log has no {name}() (kafka-python's KafkaAdminClient."
-            f"{name}); use {instead}", name=name, obj=self)
+        raise kafka_name_error(self, name, KAFKA_ADMIN_INSTEAD,
+                               "kafka-python's KafkaAdminClient")
 
 
 def _delete_records_in(part: Any, before: int, timeout_s: float, what: str) -> int:

@@ -513,7 +513,7 @@ class Consumer(Positions, Fetching):
     def __getattr__(self, name: str) -> Any:
         # only names not found the normal way land here: no cost elsewhere
         raise kafka_name_error(self, name, CONSUMER_INSTEAD,
-                               "kafka-python / confluent-kafka Consumer")
+                               "a Kafka client's Consumer")
 
     def close(self, autocommit: bool = True, timeout: float | None = None) -> None:
         """Leave the group and release; with auto-commit (and ``autocommit``,

@@ -360,5 +360,5 @@ def kafka_name_error(obj: object, name: str, instead: dict[str, str],
     if hint is None:
         return AttributeError(f"{type(obj).__name__!r} object has no attribute {name!r}",
                               name=name, obj=obj)
-    return AttributeError(f"pylog's {type(obj).__name__} has no {name}() ({client}); "
-                          f"use {hint}", name=name, obj=obj)
+    return AttributeError(f"pylog's {type(obj).__name__} has no {name}() "
+                          f"({client}.{name}); use {hint}", name=name, obj=obj)

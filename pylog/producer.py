@@ -511,7 +511,7 @@ class Producer:
     def __getattr__(self, name: str) -> Any:
         # only names not found the normal way land here: no cost elsewhere
         raise kafka_name_error(self, name, PRODUCER_INSTEAD,
-                               "kafka-python KafkaProducer / confluent-kafka Producer")
+                               "a Kafka client's Producer")
 
     def close(self, timeout: float | None = None) -> None:
         """Flush (waiting up to ``timeout`` seconds, default None: as long as
