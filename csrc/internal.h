@@ -205,4 +205,10 @@ int pli_parse_header(const uint8_t *buf, size_t len, size_t pos, pl_batch_header
 /* state.c: CLOCK_MONOTONIC in nanoseconds. */
 int64_t pli_mono_ns(void);
 
+#if defined(__linux__) && defined(F_OFD_GETLK)
+#define PL_FUTEX_LOCK 1
+/* Is the Log owning ``token`` alive (its liveness byte read-locked)? lock.c */
+int pl_token_alive(int live_fd, uint32_t token);
+#endif
+
 #endif /* PYLOG_INTERNAL_H */

@@ -31,9 +31,6 @@ int pl_lock(int fd, int64_t start, int64_t len, int mode, int wait)
 
 /* ---- append lock ---- */
 
-#if defined(__linux__) && defined(F_OFD_GETLK)
-#define PL_FUTEX_LOCK 1
-#endif
 
 int pl_liveness_lock(int live_fd, uint32_t token)
 {
@@ -45,7 +42,7 @@ int pl_liveness_lock(int live_fd, uint32_t token)
 #ifdef PL_FUTEX_LOCK
 /* Is the Log owning ``token`` alive?  It is while some open file description
  * holds a read lock on its liveness byte; ours never conflicts with itself. */
-static int token_alive(int live_fd, uint32_t token)
+int pl_token_alive(int live_fd, uint32_t token)
 {
     struct flock fl;
     memset(&fl, 0, sizeof fl);
@@ -76,7 +73,7 @@ int pl_plock_acquire(void *state, uint32_t token, int live_fd, int state_fd, int
         if (cur == token)
             return PL_E_INVAL; /* this Log holds it already: a caller bug */
         if (!wait || round > 0) {
-            if (!token_alive(live_fd, cur)) {
+            if (!pl_token_alive(live_fd, cur)) {
                 /* P-3: the holder died; its half-done work past the
                  * published end is cleaned up before the next append
                  * (flagged here: the flag outlives us if we die too). */

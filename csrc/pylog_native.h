@@ -43,6 +43,7 @@ enum pl_status {
     PL_E_APPENDED_NO_INDEX = -1006, /* appended; no index entry (see pl_append_record) */
     PL_E_VANISHED          = -1007, /* the synced file is no longer at its path (L-6) */
     PL_E_NOFD              = -1008, /* no descriptor for an fdatasync (not sticky)    */
+    PL_E_FENCED            = -1009, /* commit table: another member owns the slot (C-4) */
     PL_E_MAX               = -1000  /* every PL_E_* is below this                     */
 };
 
@@ -541,5 +542,51 @@ int pl_sync_through(pl_syncer *s, const pl_appender *a, int64_t target_next);
 int pl_plock_acquire(void *state, uint32_t token, int live_fd, int state_fd, int wait);
 int pl_plock_release(void *state, uint32_t token, int state_fd);
 int pl_liveness_lock(int live_fd, uint32_t token); /* take this Log's liveness lock */
+
+/* ---- the commit table (FORMAT.rst C-*, csrc/cursor.c) ----
+ * meta/cursors: a PL_CUR_HEADER-byte header (written by pylog/cursors.py),
+ * then slots of PL_CUR_SLOT bytes, native byte order: uint32 lock word
+ * (holder's Log token, as the append lock), uint32 waiters, uint64 seq
+ * (seqlock: odd while written), uint64 key (hash of the offsets key, 0:
+ * free), uint64 fence (owner's member hash, 0: none), int64 offset, int64
+ * commit ms, uint64 ckpt_seq (seq last checkpointed to LMDB).
+ * base must be 64-byte aligned and map_len the bytes mapped; the lock and
+ * liveness arguments are those of pl_plock_acquire (fd: the table's, for the
+ * fcntl fallback). A caller serializes its own threads per Log. */
+enum pl_cursor_layout {
+    PL_CUR_HEADER     = 4096,
+    PL_CUR_SLOT       = 64,
+    PL_CUR_OFF_LOCK   = 0,
+    PL_CUR_OFF_SEQ    = 8,
+    PL_CUR_OFF_KEY    = 16,
+    PL_CUR_OFF_FENCE  = 24,
+    PL_CUR_OFF_OFFSET = 32,
+    PL_CUR_OFF_MS     = 40,
+    PL_CUR_OFF_CKPT   = 48,
+    /* pl_cur_set's what */
+    PL_CUR_CLAIM      = 1, /* key differs: take the slot with offset/ms as checkpointed */
+    PL_CUR_FENCE      = 2, /* set the fence */
+    PL_CUR_STORE      = 4, /* store offset/ms (a commit) */
+    PL_CUR_CLEAR      = 8  /* free the slot */
+};
+
+/* Store a commit: 0 (*seq_out: its seq), PL_E_STALE (the slot holds another
+ * key: claim it first), PL_E_FENCED (fence != 0 and the slot's differs). */
+int pl_cur_commit(void *base, uint64_t map_len, uint32_t idx, uint32_t token, int live_fd,
+                  int fd, uint64_t key, uint64_t fence, int64_t offset, int64_t ms,
+                  uint64_t *seq_out);
+/* Apply ``what`` (PL_CUR_* bits, in the order claim, fence, store; clear
+ * alone): 1 when it claimed, 0, PL_E_STALE (another key, no claim asked). */
+int pl_cur_set(void *base, uint64_t map_len, uint32_t idx, uint32_t token, int live_fd, int fd,
+               uint64_t key, int what, uint64_t fence, int64_t offset, int64_t ms);
+/* Lock-free read: out = offset, ms, seq, ckpt_seq, fence. 0, PL_E_STALE
+ * (another key), PL_E_BUSY (a writer never finished publishing). */
+int pl_cur_read(const void *base, uint64_t map_len, uint32_t idx, uint64_t key, int64_t out[5]);
+/* Slots from ``from`` whose seq is past their ckpt_seq, at most ``max``:
+ * idx_out[i] and vals_out[4i..4i+3] = key, offset, ms, seq. Returns the count. */
+int pl_cur_dirty(const void *base, uint64_t map_len, uint32_t from, uint32_t *idx_out,
+                 int64_t *vals_out, uint32_t max);
+/* ckpt_seq = max(ckpt_seq, seq): the value of ``seq`` reached LMDB. */
+int pl_cur_mark(void *base, uint64_t map_len, uint32_t idx, uint64_t seq);
 
 #endif /* PYLOG_NATIVE_H */

@@ -451,8 +451,11 @@ class Consumer(Positions, Fetching):
         (confluent-kafka). ``asynchronous`` is accepted and changes nothing:
         a commit is a local transaction, done when this returns.
 
-        Durability: the offsets are stored in one LMDB transaction, after
-        the records they point past are durable (M-10). Raises
+        Durability: stored in the commit table (FORMAT.rst C-*), the offsets
+        survive a crash of this process once this returns; with
+        ``sync="always"`` they are durable on return, in the other modes at
+        the next checkpoint (every ``sync_interval_ms``), which first makes
+        the records they point past durable (M-10). Raises
         CommitFailedError when a rebalance moved a partition away (SPEC §5)
         or the member left its group for not polling within
         ``max_poll_interval_ms``.
@@ -477,13 +480,17 @@ class Consumer(Positions, Fetching):
         if not clean:
             return
         raw = {(tp.topic, tp.partition): o for tp, o in clean.items()}
-        self._sync_for_commit(clean)
+        if self._dlq is not None:
+            self._dlq.flush()
+
+        def sync_records() -> None:
+            self._sync_for_commit(clean)
         if grouped and self._member is not None:
             if not self._member.joined:
                 self._sync_group(force=True)   # before its first poll: join
-            self._member.commit(raw)
+            self._member.commit(raw, sync_records)
         else:
-            self._log.meta.commit(self.group_id, raw)
+            self._log.meta.commit(self.group_id, raw, sync_records=sync_records)
         self._committed_pos.update(clean)
         for tp, off in clean.items():     # the application finished these
             self._delivery.committed(tp, off)

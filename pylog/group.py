@@ -176,14 +176,16 @@ class GroupMember:
         self.log.meta.change_group(self.group_id, lambda state, commit: (
             gs.count_retention_reset(state, tp, skipped), None))
 
-    def commit(self, offsets: dict) -> None:
+    def commit(self, offsets: dict, sync_records: Callable[[], None] | None = None) -> None:
         """Commit ``offsets``, fenced (gs.fence): CommitFailedError unless
-        this member is in the group and owns every partition named."""
-        def update(state, commit):
-            gs.fence(state, self.group_id, self.member_id, offsets)
-            commit(offsets)
-            return state, None
-        self.log.meta.change_group(self.group_id, update, "commit")
+        this member is in the group and owns every partition named. A
+        partition's commit table slot carries its owner (C-4), so a commit
+        of owned partitions takes no metadata transaction; the others go
+        through one, after ``sync_records()`` (M-10), where gs.fence decides."""
+        self.log.meta.commit(
+            self.group_id, offsets, fence=self.member_id, sync_records=sync_records,
+            fence_check=lambda state: gs.fence(state, self.group_id, self.member_id,
+                                               offsets))
 
     def leave(self, final_offsets: dict | None) -> None:
         """Leave the group, releasing partitions (and committing

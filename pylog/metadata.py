@@ -5,7 +5,7 @@ One LMDB environment in ``<log>/meta/`` with named databases:
 ========== ====================================== ===================================
 database   key                                    value
 ========== ====================================== ===================================
-info       ``b"format"``                          ``b"1"`` (M-1)
+info       ``b"format"``                          ``b"2"`` (M-1)
            ``b"deleted\\0"`` topic name           JSON: id, partitions of a deleted
                                                   topic whose directories may
                                                   remain (M-11)
@@ -17,7 +17,12 @@ offsets    group ``\\0`` topic ``\\0`` partition    ``>qq``: committed offset,
            (4-byte BE)                            commit time ms (M-6)
 groups     group name (UTF-8)                     JSON: generation, strategy,
                                                   members, assignment (M-7)
+info       ``b"slot\\0"`` offsets key             ``>I`` its commit table slot (C-3)
+           ``b"slots"``                           ``>I`` the next free slot (C-3)
 ========== ====================================== ===================================
+
+Committed offsets live in the commit table ``meta/cursors`` first
+(:mod:`pylog.commitstore`, FORMAT.rst C-*), checkpointed into ``offsets``.
 
 LMDB serializes writers across processes with a robust mutex (a writer that
 dies mid-transaction is rolled back, never wedging the others) and readers
@@ -43,6 +48,7 @@ from typing import Callable
 import lmdb
 
 from . import groupstate
+from .commitstore import Commits
 from .errors import (
     CorruptLogError,
     DiskFullError,
@@ -62,10 +68,10 @@ from .identity import Identity, vanished
 from .metalock import MetaLock
 from .partition import PartitionMeta
 
-FORMAT_VERSION = b"1"
+FORMAT_VERSION = b"2"           # M-1: 2 added the commit table (C-*)
+_READ_VERSIONS = (b"1", FORMAT_VERSION)
 _TOMBSTONE = b"deleted\0"     # M-11: info keys of deleted topics' tombstones
 _PARTITION = struct.Struct(">qqqq")
-_OFFSET = struct.Struct(">qq")
 _P = struct.Struct(">I")
 MAP_SIZE_BYTES = 1 << 30   # virtual; grows only as used
 # L-7: how long a metadata write (commit, group change, topic admin) waits
@@ -75,10 +81,6 @@ DEFAULT_LOCK_TIMEOUT_S = 10.0
 
 def _pkey(topic: str, partition: int) -> bytes:
     return topic.encode() + b"\0" + _P.pack(partition)
-
-
-def _okey(group: str, topic: str, partition: int) -> bytes:
-    return group.encode() + b"\0" + topic.encode() + b"\0" + _P.pack(partition)
 
 
 # py-lmdb allows one Environment per path per process; Logs of one path in
@@ -315,12 +317,16 @@ def _close_env(path: str, env) -> None:
             env.close()
 
 
-class Metadata:
-    """See the module docstring."""
+class Metadata(Commits):
+    """See the module docstring. ``lock_identity``: the Log's (token,
+    liveness fd), which the commit table's slot locks use (C-2)."""
 
     def __init__(self, root: str, *, sync: bool, readonly: bool = False,
-                 lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S):
+                 lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+                 lock_identity: tuple[int, int] | None = None):
         self.path = os.path.join(root, "meta")
+        self.sync_always = sync
+        self.cursors = None
         created = False
         if not readonly:
             created = not os.path.isdir(self.path)
@@ -358,12 +364,13 @@ class Metadata:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        if not readonly:
-            try:
+        try:
+            if not readonly:
                 self._check_format()
-            except BaseException:
-                self.close()
-                raise
+            self._init_commits(None if readonly else lock_identity)
+        except BaseException:
+            self.close()
+            raise
 
     def _open_dbs(self, readonly: bool) -> None:
         """Open the named databases. LMDB opens a named database handle for
@@ -385,10 +392,11 @@ class Metadata:
         """M-1, read first: only a new log writes (behind the lock)."""
         with self._txn("check the metadata format") as txn:
             v = txn.get(b"format", db=self._info)
-        if v is None:
+        if v != FORMAT_VERSION:
             with self._txn("check the metadata format", write=True) as txn:
                 v = txn.get(b"format", db=self._info)
-                if v is None:
+                if v is None or v in _READ_VERSIONS:
+                    # M-1: format 1 has no commit table; 2 only adds one
                     txn.put(b"format", FORMAT_VERSION, db=self._info)
                     v = FORMAT_VERSION
         if v != FORMAT_VERSION:
@@ -399,6 +407,7 @@ class Metadata:
         """Release this store's use of the shared environment. Idempotent."""
         if not self._closed:
             self._closed = True
+            self.close_commits()
             _close_env(self.path, self.env)
             if self._wlock is not None:
                 self._wlock.close()
@@ -427,13 +436,16 @@ class Metadata:
         raise self._vanished
 
     @contextlib.contextmanager
-    def _txn(self, what: str, write: bool = False, wait: bool = True):
+    def _txn(self, what: str, write: bool = False, wait: bool = True,
+             after: list | None = None):
         """A transaction whose LMDB failures (EIO, ENOSPC, a full map) raise
         LogFailedError naming ``what``: nothing of the call was stored (G8).
         A write whose data.mdb vanished raises FileVanishedError (L-6): the
         commit went into a file nobody will open again. A write first takes
         the metadata writer lock (L-7), waiting at most the configured
-        timeout (``wait=False``: not at all), else MetadataBusyError."""
+        timeout (``wait=False``: not at all), else MetadataBusyError. The
+        callables the transaction appended to ``after`` run once it
+        committed, still under the writer lock."""
         if write:
             if self._vanished is not None:
                 raise self._vanished
@@ -442,6 +454,8 @@ class Metadata:
             with self._wlock.held(what, None if wait else 0):
                 with self._lmdb_txn(what, True) as txn:
                     yield txn
+                for fn in after or ():
+                    fn()
         else:
             with self._lmdb_txn(what, False) as txn:
                 yield txn
@@ -523,7 +537,8 @@ class Metadata:
         return doc
 
     def delete_topic(self, name: str) -> dict:
-        with self._txn("delete topic", write=True) as txn:
+        after: list = []
+        with self._txn("delete topic", write=True, after=after) as txn:
             raw = txn.get(name.encode(), db=self._topics)
             if raw is None:
                 raise TopicNotFound(f"topic {name!r} does not exist")
@@ -535,8 +550,7 @@ class Metadata:
             cur = txn.cursor(db=self._offsets)
             doomed = [k for k, _ in cur
                       if k.split(b"\0", 2)[1:2] == [name.encode()]]
-            for k in doomed:
-                txn.delete(k, db=self._offsets)
+            self.clear_offsets(txn, doomed, after)
             # M-11: the directories are removed after this commit; until
             # they are, the tombstone lets open and create_topic finish it
             txn.put(_TOMBSTONE + name.encode(), json.dumps(
@@ -620,45 +634,7 @@ class Metadata:
         lock was busy (retention then deletes nothing this time)."""
         return self._update_partition(topic, partition, log_start_offset=start)
 
-    # -- consumer offsets ------------------------------------------------------------
-    def commit(self, group: str, offsets: dict) -> None:
-        """Store committed offsets {(topic, partition): offset} atomically,
-        unfenced (a group member commits through ``change_group``, which
-        fences it: pylog.groupstate.fence)."""
-        now = int(time.time() * 1000)
-        with self._txn("commit", write=True) as txn:
-            for (topic, partition), offset in offsets.items():
-                txn.put(_okey(group, topic, partition),
-                        _OFFSET.pack(offset, now), db=self._offsets)
-
-    def committed(self, group: str, topic: str, partition: int) -> int | None:
-        with self._txn("committed") as txn:
-            raw = txn.get(_okey(group, topic, partition), db=self._offsets)
-        if raw is None:
-            return None
-        if len(raw) != _OFFSET.size:
-            raise CorruptLogError(
-                f"committed offset of {group}/{topic}-{partition} is damaged",
-                self.path)
-        return _OFFSET.unpack(raw)[0]
-
-    def group_offsets(self, group: str) -> dict:
-        prefix = group.encode() + b"\0"
-        out = {}
-        with self._txn("group offsets") as txn:
-            cur = txn.cursor(db=self._offsets)
-            if cur.set_range(prefix):
-                for k, v in cur:
-                    if not k.startswith(prefix):
-                        break
-                    rest = k[len(prefix):]
-                    topic, sep, p = rest[:-5], rest[-5:-4], rest[-4:]
-                    if sep != b"\0" or len(v) != _OFFSET.size:
-                        raise CorruptLogError(
-                            f"committed offset key {k!r} is damaged", self.path)
-                    out[(topic.decode(), _P.unpack(p)[0])] = _OFFSET.unpack(v)[0]
-        return out
-
+    # -- consumer offsets (the rest: pylog.commitstore) -----------------------------
     def groups_with_offsets(self) -> set[str]:
         names = set()
         with self._txn("groups with offsets") as txn:
@@ -668,11 +644,6 @@ class Metadata:
                 names.add(k.decode())
         return names
 
-    def delete_group_offsets(self, group: str, keys) -> None:
-        with self._txn("delete group offsets", write=True) as txn:
-            for topic, partition in keys:
-                txn.delete(_okey(group, topic, partition), db=self._offsets)
-
     def delete_group(self, group: str,
                      check: Callable[[GroupState], None]) -> bool:
         """Delete ``group``'s document (M-7) and every offset it committed
@@ -681,7 +652,8 @@ class Metadata:
         that same transaction. Returns False when there was nothing to
         delete. Durable as the sync mode makes commits (M-8)."""
         prefix = group.encode() + b"\0"
-        with self._txn(f"delete group {group!r}", write=True) as txn:
+        after: list = []
+        with self._txn(f"delete group {group!r}", write=True, after=after) as txn:
             raw = txn.get(group.encode(), db=self._groups)
             check(groupstate.decode(group, raw, self._data_path()))
             cur = txn.cursor(db=self._offsets)
@@ -691,8 +663,7 @@ class Metadata:
                     if not k.startswith(prefix):
                         break
                     doomed.append(k)
-            for k in doomed:
-                txn.delete(k, db=self._offsets)
+            self.clear_offsets(txn, doomed, after)
             if raw is not None:
                 txn.delete(group.encode(), db=self._groups)
         return raw is not None or bool(doomed)
@@ -711,17 +682,21 @@ class Metadata:
         offset})`` to store offsets in the same transaction. Nothing is
         stored when ``fn`` raises or the document is damaged
         (CorruptGroupError). Returns ``result``; errors name ``what``."""
-        with self._txn(what, write=True) as txn:
+        after: list = []
+        with self._txn(what, write=True, after=after) as txn:
             raw = txn.get(group.encode(), db=self._groups)
             state = groupstate.decode(group, raw, self._data_path())
             now = int(time.time() * 1000)
+            pending: dict = {}
 
             def commit(offsets):
-                for (topic, partition), offset in offsets.items():
-                    txn.put(_okey(group, topic, partition),
-                            _OFFSET.pack(offset, now), db=self._offsets)
+                pending.update(offsets)
 
             new, result = fn(state, commit)
+            # C-4: fences first, from the slots' committed values
+            self.sync_fences(txn, group, new.owners, state.owners)
+            if pending:
+                self.store_offsets(txn, group, pending, now, new.owners, after)
             if new != state:
                 out = groupstate.encode(new)
                 if out is not None:
@@ -743,6 +718,10 @@ class Metadata:
                 raise PylogError(f"update group {group!r}: the new document is "
                                  f"not an M-7 group document: {exc}") from None
         return self.change_group(group, on_doc)
+
+    def _group_in(self, txn, group: str) -> GroupState:
+        return groupstate.decode(group, txn.get(group.encode(), db=self._groups),
+                                 self._data_path())
 
     def _data_path(self) -> str:
         return os.path.join(self.path, "data.mdb")

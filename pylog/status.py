@@ -24,6 +24,7 @@ from typing import Optional
 
 from ._pylog_native import ffi, lib
 from .errors import (
+    CommitFailedError,
     CorruptLogError,
     FileVanishedError,
     InvalidArgument,
@@ -43,6 +44,7 @@ E_DELETED = lib.PL_E_DELETED
 E_APPENDED_NO_INDEX = lib.PL_E_APPENDED_NO_INDEX
 E_VANISHED = lib.PL_E_VANISHED
 E_NOFD = lib.PL_E_NOFD
+E_FENCED = lib.PL_E_FENCED
 #: every PL_E_* is below this; -1..-999 are -errno
 E_MAX = lib.PL_E_MAX
 

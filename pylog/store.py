@@ -217,7 +217,9 @@ class LogStore(TopicAdmin, LogAdmin):
         try:
             self.meta = Metadata(self.path, sync=(self.sync == "always"),
                                  readonly=self.readonly,
-                                 lock_timeout_s=self.metadata_timeout)
+                                 lock_timeout_s=self.metadata_timeout,
+                                 lock_identity=None if self.readonly else
+                                 (self._lock_token, self._lock_fd))
         except BaseException:
             self._release_lock_file()
             raise
@@ -430,8 +432,8 @@ class LogStore(TopicAdmin, LogAdmin):
         next_retention = now + RETENTION_CHECK_INTERVAL_S
         next_identity = now + IDENTITY_CHECK_S
         while True:
-            wake = min(next_identity, next_retention,
-                       next_flush if self.sync == "interval" else next_retention)
+            # C-5: commits are checkpointed on the interval in every mode
+            wake = min(next_identity, next_retention, next_flush)
             if self._stop.wait(max(0.0, wake - time.monotonic())):
                 return
             if os.getpid() != self._pid:
@@ -441,17 +443,20 @@ class LogStore(TopicAdmin, LogAdmin):
             if now >= next_identity:
                 next_identity = now + IDENTITY_CHECK_S
                 self._check_identity(parts)
-            if self.sync == "interval" and now >= next_flush:
+            if now >= next_flush:
                 next_flush = now + interval
-                for part in parts:
-                    try:
-                        part.flush()
-                    except PylogError:
-                        pass    # recorded in the partition (FAILED) and raised to callers
+                if self.sync == "interval":
+                    for part in parts:
+                        try:
+                            part.flush()
+                        except PylogError:
+                            pass    # recorded in the partition (FAILED) and raised to callers
                 try:
-                    self.meta.sync()
+                    self.checkpoint_commits()
+                    if self.sync == "interval":
+                        self.meta.sync()
                 except PylogError:
-                    pass        # the next commit or close raises it
+                    pass        # the next commit, flush or close raises it
             if now >= next_retention:
                 next_retention = now + RETENTION_CHECK_INTERVAL_S
                 for part in parts:
@@ -482,6 +487,24 @@ class LogStore(TopicAdmin, LogAdmin):
             else:
                 part.check_identity()
 
+    def checkpoint_commits(self) -> int:
+        """C-5: copy the commits stored in the commit table since the last
+        checkpoint into LMDB, after making the records they point past
+        durable (M-10): the partitions this process wrote (dead-letter
+        copies among them) and the active segments of the committed ones.
+        Returns how many offsets were copied."""
+        def records_durable(tps: set) -> None:
+            for part in list(self._partitions.values()):
+                if not part.readonly and not part.closed:
+                    part.flush()
+            for topic, p in sorted(tps):
+                try:
+                    self.partition(topic, p).sync_for_commit()
+                except (TopicNotFound, InvalidArgument):
+                    pass        # deleted since: its offsets go with it
+        return self.meta.checkpoint_commits(
+            None if self.sync == "always" else records_durable)
+
     def flush(self) -> None:
         """fdatasync every partition this process appended to, and the
         metadata (committed offsets, topics)."""
@@ -489,6 +512,7 @@ class LogStore(TopicAdmin, LogAdmin):
         for part in list(self._partitions.values()):
             part.flush()
         if not self.readonly:
+            self.checkpoint_commits()
             self.meta.sync()
 
     def close(self) -> None:
@@ -498,11 +522,16 @@ class LogStore(TopicAdmin, LogAdmin):
         if os.getpid() != self._pid:
             self._closed = True
             return
+        errors = []
+        if not self.readonly:
+            try:
+                self.checkpoint_commits()       # while partitions still open
+            except Exception as exc:   # keep closing
+                errors.append(exc)
         self._closed = True
         self._stop.set()
         if self._maint is not None and self._maint is not threading.current_thread():
             self._maint.join(timeout=5)
-        errors = []
         for part in list(self._partitions.values()):
             try:
                 part.close()

@@ -93,7 +93,7 @@ def own_test_citations():
 def test_rule_ids_parse():
     ids = rule_ids()
     assert len(ids) >= 40
-    for family in "LPSITBRM":
+    for family in "LPSITBRMC":
         assert f"{family}-1" in ids, f"no rule {family}-1"
 
 
@@ -268,7 +268,7 @@ def test_lmdb_keyspace(written):
         with env.begin() as txn:
             db = {n: env.open_db(n, txn=txn, create=False)
                   for n in (b"info", b"topics", b"partitions", b"offsets", b"groups")}
-            assert txn.get(b"format", db=db[b"info"]) == b"1"                   # M-1
+            assert txn.get(b"format", db=db[b"info"]) == b"2"                   # M-1
             topic = json.loads(txn.get(b"t", db=db[b"topics"]))                 # M-2
             assert re.fullmatch(r"[0-9a-f]{32}", topic["id"])
             assert topic["partitions"] == 2
@@ -326,11 +326,31 @@ def test_unknown_format_is_refused(logdir):
     env = lmdb.open(os.path.join(logdir, "meta"), max_dbs=8)
     try:
         with env.begin(write=True) as txn:
-            txn.put(b"format", b"2", db=env.open_db(b"info", txn=txn))
+            txn.put(b"format", b"3", db=env.open_db(b"info", txn=txn))
     finally:
         env.close()
     with pytest.raises(CorruptLogError, match="metadata format"):
         pylog.open(logdir)
+
+
+def test_format_1_is_upgraded(logdir):
+    # M-1: a log of format 1 (no commit table) opens and becomes format 2
+    with pylog.open(logdir):
+        pass
+    env = lmdb.open(os.path.join(logdir, "meta"), max_dbs=8)
+    try:
+        with env.begin(write=True) as txn:
+            txn.put(b"format", b"1", db=env.open_db(b"info", txn=txn))
+    finally:
+        env.close()
+    with pylog.open(logdir):
+        pass
+    env = lmdb.open(os.path.join(logdir, "meta"), readonly=True, max_dbs=8)
+    try:
+        with env.begin() as txn:
+            assert txn.get(b"format", db=env.open_db(b"info", txn=txn, create=False)) == b"2"
+    finally:
+        env.close()
 
 
 def _crc32c(data: bytes) -> int:

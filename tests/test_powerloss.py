@@ -159,6 +159,13 @@ def power_loss(logdir, shadow, mode, rng, strict_dirs=False):
                 stats["torn"] += 1
             with open(p, "wb") as f:
                 f.write(new)
+    # a power loss is a reboot: the commit table's boot id no longer matches
+    # (C-1), whatever of the table reached the disk
+    table = os.path.join(logdir, "meta", "cursors")
+    if os.path.exists(table) and os.path.getsize(table) >= 32:
+        with open(table, "r+b") as f:
+            f.seek(16)
+            f.write(os.urandom(16))
     return stats
 
 
@@ -180,6 +187,10 @@ def check_after_power_loss(logdir, acked, commits, must_keep_acked):
                 else:
                     assert not must_keep_acked, \
                         f"acknowledged t-{p}@{off} lost on power loss ({len(vals)} present)"
+            # M-10, every mode: no committed offset points past what survived
+            got = log.meta.committed("g", "t", p)
+            assert got is None or got <= len(recs), \
+                f"t-{p} committed {got} past the {len(recs)} records that survived"
             md = log.producer().send("t", b"probe", partition=p)
             assert md.offset == len(recs)
         for p, off in commits.items():

@@ -873,7 +873,7 @@ log = pylog.open(path)
 log.create_topic("t", segment_bytes=65536, max_message_bytes=60000)
 p = log.producer()
 acked = 0
-with open(filler, "wb") as f:               # fill the disk
+with open(filler, "wb", buffering=0) as f:  # fill the disk
     try:
         while True:
             f.write(b"\0" * 65536); f.flush()

@@ -1,0 +1,384 @@
+"""Committed offsets: the commit table in front of LMDB (FORMAT.rst M-6, C-*).
+
+The metadata store's part that owns committed offsets. A commit of a key
+that has a slot in the commit table (:mod:`pylog.cursors`) is a store into
+the shared map: no LMDB transaction, no fsync. A key's first commit (or one
+the table refuses: another member owns the slot, the slot was cleared)
+takes an LMDB write transaction that stores the offset, gives the key a
+slot (C-3) and sets the slot's fence from the group's owners (C-4).
+Checkpoints copy changed slots into LMDB (C-5); ``sync="always"`` commits
+wait for one, sharing it with every commit that arrived meanwhile (group
+commit).
+
+Without a table (no boot id on this system, or a read-only Log of a log
+whose table is not of this boot) every commit is an LMDB transaction, as
+before the table existed.
+
+Thread safety: thread-safe. Durability: a stored commit survives a crash
+of its process at once; it is durable (survives a power loss) after the
+next checkpoint, which ``sync="always"`` waits for and the other modes
+run every ``sync_interval_ms``, at ``Log.flush()`` and at close.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+import time
+from typing import Any, Callable, Iterable
+
+from . import cursors as cur
+from .errors import CorruptLogError
+
+_OFFSET = struct.Struct(">qq")
+_P = struct.Struct(">I")
+_SLOT = struct.Struct(">I")
+SLOT_PREFIX = b"slot\0"      # C-3: info keys of slot numbers
+NEXT_SLOT = b"slots"         # C-3: info key of the next slot number
+
+
+def okey(group: str, topic: str, partition: int) -> bytes:
+    """The M-6 key of a committed offset."""
+    return group.encode() + b"\0" + topic.encode() + b"\0" + _P.pack(partition)
+
+
+def split_okey(k: bytes) -> tuple[str, str, int] | None:
+    """(group, topic, partition) of an M-6 key, or None if it is not one."""
+    head, p = k[:-4], k[-4:]
+    if len(p) != 4 or head.count(b"\0") < 2 or not head.endswith(b"\0"):
+        return None
+    group, _, topic = head[:-1].partition(b"\0")
+    return group.decode(), topic.decode(), _P.unpack(p)[0]
+
+
+class Commits:
+    """Mixin of :class:`pylog.metadata.Metadata`: committed offsets. Uses
+    its ``_txn``, ``_offsets``, ``_info``, ``_groups``, ``path``, ``_sync``."""
+
+    cursors: cur.CursorTable | None
+    _txn: Callable[..., Any]
+    _offsets: Any
+    _info: Any
+    path: str
+    sync_always: bool
+
+    def _init_commits(self, lock_identity: tuple[int, int] | None) -> None:
+        self.cursors = cur.open_table(self.path, lock_identity)
+        self._ckpt_cond = threading.Condition()
+        self._ckpt_running = False
+        self._by_slot: dict[int, bytes] = {}     # slot -> okey, for checkpoints
+
+    # -- storing -----------------------------------------------------------------
+    def commit(self, group: str, offsets: dict, *, fence: str | None = None,
+               fence_check: Callable[[Any], None] | None = None,
+               sync_records: Callable[[], None] | None = None) -> None:
+        """Store committed offsets {(topic, partition): offset}.
+
+        Unfenced (``fence`` None) or fenced by ``fence``, the committing
+        member's id: then a slot another member owns refuses the store and
+        the commit takes the transaction, where ``fence_check(state)``
+        (which raises CommitFailedError) decides. ``sync_records()`` runs
+        before a transaction stores offsets in LMDB (M-10: the checkpoints
+        do that for the table's). Atomic per partition (C-4). Durable per
+        the module docstring."""
+        now = int(time.time() * 1000)
+        fv = cur.member_fence(fence)
+        table = self.cursors
+        slow: dict = {}
+        stored: list[tuple[int, int, int]] = []
+        if table is not None:
+            by = table.by_okey
+            for tp, offset in offsets.items():
+                k = okey(group, tp[0], tp[1])
+                ent = by.get(k)
+                if ent is None:
+                    slow[tp] = offset
+                    continue
+                seq = table.commit(ent[0], ent[1], fv, offset, now)
+                if seq < 0:
+                    slow[tp] = offset
+                else:
+                    stored.append((ent[0], ent[1], seq))
+        else:
+            slow = dict(offsets)
+        if slow:
+            if sync_records is not None:
+                sync_records()
+            self._commit_slow(group, slow, now, fence, fence_check)
+        if stored and self.sync_always:
+            self.wait_checkpointed(stored)
+
+    def _commit_slow(self, group: str, offsets: dict, now: int, fence: str | None,
+                     fence_check: Callable[[Any], None] | None) -> None:
+        after: list[Callable[[], None]] = []
+        with self._txn("commit", write=True, after=after) as txn:
+            state = self._group_in(txn, group)
+            if fence_check is not None:
+                fence_check(state)
+            self.store_offsets(txn, group, offsets, now, state.owners, after)
+
+    def store_offsets(self, txn: Any, group: str, offsets: dict, now: int,
+                      owners: dict, after: list) -> None:
+        """In a write transaction: store ``offsets`` in LMDB and, once it
+        committed (``after``, still under the writer lock), in their slots,
+        with fences from ``owners`` ({TopicPartition: member id})."""
+        for (topic, partition), offset in offsets.items():
+            k = okey(group, topic, partition)
+            txn.put(k, _OFFSET.pack(offset, now), db=self._offsets)
+            if self.cursors is None:
+                continue
+            slot = self._slot_in(txn, k, create=True)
+            assert slot is not None
+            fv = cur.member_fence(owners.get((topic, partition)))
+            after.append(self._slot_store(k, slot, fv, offset, now))
+
+    def sync_fences(self, txn: Any, group: str, owners: dict, before: dict) -> None:
+        """C-4, in a group's write transaction before it commits: slots of
+        partitions whose owner changed take the new owner's fence (a fence
+        ahead of a transaction that then fails only sends that member's
+        next commit through a transaction, which sets it right)."""
+        table = self.cursors
+        if table is None:
+            return
+        for tp in set(owners) | set(before):
+            if owners.get(tp) == before.get(tp):
+                continue
+            k = okey(group, tp.topic, tp.partition)
+            slot = self._slot_in(txn, k, create=False)
+            if slot is not None:
+                table.set(slot, cur.key_hash(k), cur.CLAIM | cur.FENCE,
+                          cur.member_fence(owners.get(tp)), *self._lmdb_value(txn, k))
+
+    def clear_offsets(self, txn: Any, keys: Iterable[bytes], after: list) -> None:
+        """In a write transaction: delete the M-6 keys and their slots (C-3)."""
+        for k in keys:
+            txn.delete(k, db=self._offsets)
+            if self.cursors is None:
+                continue
+            slot = self._slot_in(txn, k, create=False)
+            if slot is not None:
+                txn.delete(SLOT_PREFIX + k, db=self._info)
+                self.cursors.by_okey.pop(k, None)
+                after.append(_slot_clear(self.cursors, slot))
+
+    # -- slots -------------------------------------------------------------------------
+    def _slot_store(self, k: bytes, slot: int, fence: int, offset: int,
+                    ms: int) -> Callable[[], None]:
+        """What stores a committed transaction's offset in its slot."""
+        table = self.cursors
+        assert table is not None
+        key = cur.key_hash(k)
+
+        def run() -> None:
+            if table.set(slot, key, cur.CLAIM | cur.FENCE, fence, offset, ms) == 0:
+                table.set(slot, key, cur.STORE, 0, offset, ms)
+            table.by_okey[k] = (slot, key)
+            self._by_slot[slot] = k
+        return run
+
+    def _slot_in(self, txn: Any, k: bytes, *, create: bool) -> int | None:
+        """The slot of M-6 key ``k`` (C-3), given one when ``create``; the
+        table is mapped far enough to reach it."""
+        table = self.cursors
+        assert table is not None
+        raw = txn.get(SLOT_PREFIX + k, db=self._info)
+        if raw is None:
+            if not create:
+                return None
+            nxt = txn.get(NEXT_SLOT, db=self._info)
+            slot = 0 if nxt is None else _SLOT.unpack(nxt)[0]
+            txn.put(NEXT_SLOT, _SLOT.pack(slot + 1), db=self._info)
+            txn.put(SLOT_PREFIX + k, _SLOT.pack(slot), db=self._info)
+        elif len(raw) != _SLOT.size:
+            raise CorruptLogError(f"commit table slot number of {k!r} is damaged",
+                                  self.path)
+        else:
+            slot = _SLOT.unpack(raw)[0]
+        table.ensure(slot)
+        return slot
+
+    def _lmdb_value(self, txn: Any, k: bytes) -> tuple[int, int]:
+        raw = txn.get(k, db=self._offsets)
+        if raw is None:
+            return -1, 0
+        if len(raw) != _OFFSET.size:
+            raise CorruptLogError(f"committed offset {k!r} is damaged", self.path)
+        off, ms = _OFFSET.unpack(raw)
+        return off, ms
+
+    def _cached_slot(self, k: bytes) -> tuple[int, int] | None:
+        """(slot, hash) of ``k`` from the cache, or looked up in LMDB (C-3)."""
+        table = self.cursors
+        assert table is not None
+        ent = table.by_okey.get(k)
+        if ent is None:
+            with self._txn("look up a commit slot") as txn:
+                slot = self._slot_in(txn, k, create=False)
+            if slot is None:
+                return None
+            ent = table.by_okey[k] = (slot, cur.key_hash(k))
+            self._by_slot[slot] = k
+        return ent
+
+    # -- reading -------------------------------------------------------------------------
+    def committed(self, group: str, topic: str, partition: int) -> int | None:
+        k = okey(group, topic, partition)
+        if self.cursors is not None:
+            found = self._read_slot(k)
+            if found is not None:
+                return None if found < 0 else found
+        with self._txn("committed") as txn:
+            off, _ = self._lmdb_value(txn, k)
+        return None if off < 0 else off
+
+    def _read_slot(self, k: bytes) -> int | None:
+        """The slot's offset (-1: none), or None when LMDB has the truth
+        (no slot, or one not claimed since the boot and unclaimable here)."""
+        table = self.cursors
+        assert table is not None
+        for _ in range(2):
+            ent = self._cached_slot(k)
+            if ent is None:
+                return None
+            got = table.read(*ent)
+            if got is not None:
+                return got[0]
+            table.by_okey.pop(k, None)      # cleared or not claimed: look again
+            if table.readonly:
+                return None
+            ent2 = self._cached_slot(k)
+            if ent2 is None:
+                return None
+            with self._txn("claim a commit slot", write=True) as txn:
+                if self._slot_in(txn, k, create=False) == ent2[0]:
+                    table.set(ent2[0], ent2[1], cur.CLAIM, 0, *self._lmdb_value(txn, k))
+        return None
+
+    def group_offsets(self, group: str) -> dict:
+        """{(topic, partition): committed offset} of ``group``."""
+        prefix = group.encode() + b"\0"
+        out: dict = {}
+        keys: list[bytes] = []
+        with self._txn("group offsets") as txn:
+            c = txn.cursor(db=self._offsets)
+            if c.set_range(prefix):
+                for k, v in c:
+                    if not k.startswith(prefix):
+                        break
+                    parts = split_okey(k)
+                    if parts is None or len(v) != _OFFSET.size:
+                        raise CorruptLogError(
+                            f"committed offset key {k!r} is damaged", self.path)
+                    out[(parts[1], parts[2])] = _OFFSET.unpack(v)[0]
+                    keys.append(k)
+        if self.cursors is not None:
+            for k in keys:
+                found = self._read_slot(k)
+                parts = split_okey(k)
+                assert parts is not None
+                if found is not None:
+                    if found < 0:
+                        out.pop((parts[1], parts[2]), None)
+                    else:
+                        out[(parts[1], parts[2])] = found
+        return out
+
+    def delete_group_offsets(self, group: str, keys) -> None:
+        after: list[Callable[[], None]] = []
+        with self._txn("delete group offsets", write=True, after=after) as txn:
+            self.clear_offsets(txn, [okey(group, t, p) for t, p in keys], after)
+
+    # -- checkpoints ---------------------------------------------------------------
+    def checkpoint_commits(self, before_store: Callable[[set], None] | None = None) -> int:
+        """C-5: copy the slots changed since their last checkpoint into LMDB,
+        in one transaction, after ``before_store({(topic, partition)})``
+        made the records they point past durable (M-10). Returns how many
+        were copied. The values copied are the ones read before
+        ``before_store``; a slot changed since stays changed for the next."""
+        table = self.cursors
+        if table is None or table.readonly:
+            return 0
+        seen = table.dirty()
+        if not seen:
+            return 0
+        with self._txn("read commit slot keys") as txn:
+            keys = {slot: self._okey_of(txn, slot, key) for slot, key, *_ in seen}
+        if before_store is not None:
+            tps = set()
+            for k in keys.values():
+                parts = split_okey(k) if k is not None else None
+                if parts is not None:
+                    tps.add((parts[1], parts[2]))
+            before_store(tps)
+        done: list[tuple[int, int]] = []
+        with self._txn("checkpoint commits", write=True) as txn:
+            for slot, key, offset, ms, seq in seen:
+                now = table.read(slot, key)
+                if now is None or now[3] >= seq:
+                    continue            # cleared, or checkpointed since
+                k = keys[slot]
+                if k is None:
+                    continue
+                txn.put(k, _OFFSET.pack(offset, ms), db=self._offsets)
+                done.append((slot, seq))
+        for slot, seq in done:
+            table.mark(slot, seq)
+        return len(done)
+
+    def _okey_of(self, txn: Any, slot: int, key: int) -> bytes | None:
+        """The M-6 key whose slot is ``slot`` (C-3, reverse), checked
+        against the slot's hash; None if no key has it any more."""
+        k = self._by_slot.get(slot)
+        if k is not None and cur.key_hash(k) == key:
+            return k
+        c = txn.cursor(db=self._info)
+        if c.set_range(SLOT_PREFIX):
+            for name, raw in c:
+                if not name.startswith(SLOT_PREFIX):
+                    break
+                if len(raw) == _SLOT.size:
+                    self._by_slot[_SLOT.unpack(raw)[0]] = name[len(SLOT_PREFIX):]
+        k = self._by_slot.get(slot)
+        if k is not None and cur.key_hash(k) == key:
+            return k
+        return None
+
+    def wait_checkpointed(self, stored: list[tuple[int, int, int]]) -> None:
+        """Return once every (slot, key hash, seq) reached LMDB durably; the thread
+        that finds no checkpoint running runs one for all who wait."""
+        table = self.cursors
+        assert table is not None
+        while True:
+            with self._ckpt_cond:
+                while True:
+                    if all(_checkpointed(table, *ent) for ent in stored):
+                        return
+                    if not self._ckpt_running:
+                        self._ckpt_running = True
+                        break
+                    self._ckpt_cond.wait()
+            try:
+                self.checkpoint_commits()
+            finally:
+                with self._ckpt_cond:
+                    self._ckpt_running = False
+                    self._ckpt_cond.notify_all()
+
+    def close_commits(self) -> None:
+        if self.cursors is not None:
+            self.cursors.close()
+            self.cursors = None
+
+
+def _checkpointed(table: cur.CursorTable, slot: int, key: int, seq: int) -> bool:
+    got = table.read(slot, key)
+    return got is None or got[3] >= seq
+
+
+
+
+def _slot_clear(table: cur.CursorTable, slot: int) -> Callable[[], None]:
+    def run() -> None:
+        table.set(slot, 0, cur.CLEAR)
+    return run
+
