@@ -34,6 +34,7 @@ sys.path.insert(1, os.path.dirname(HERE))   # the repository root: pylog/
 
 sys.dont_write_bytecode = True   # no bench/__pycache__ in the work tree
 import peers as P  # noqa: E402
+from commits import commit_report, run_commits  # noqa: E402
 from extras import extra_handoff, extra_partitions, extra_rss, extra_zstd  # noqa: E402
 from latency import latency_child, run_latency  # noqa: E402
 from measure import Bench, machine_info, say  # noqa: E402
@@ -76,7 +77,7 @@ def parse_args(argv):
     ap.add_argument("--only", default=None,
                     help="comma list of peers: pylog,raw,sqlite,lmdb,persistqueue,redis")
     ap.add_argument("--skip", default="",
-                    help="comma list of sections to skip: throughput,latency,extras")
+                    help="comma list of sections to skip: throughput,latency,extras,commits")
     ap.add_argument("--lat-n", type=int, default=2000, help="latency samples (default 2000)")
     ap.add_argument("--lat-rounds", type=int, default=4,
                     help="rounds the latency samples are split into, every latency "
@@ -154,6 +155,7 @@ def main(argv=None):
 
     b = Bench(a, base)
     extras = {}
+    commits = {}
     try:
         if "throughput" not in a.skip:
             throughput_section(b, peers_run, a)
@@ -168,11 +170,16 @@ def main(argv=None):
             for title, fn in jobs:
                 say("== extra: %s" % title)
                 b.guarded("pylog", "extra " + title, lambda fn=fn: fn(b, extras))
+        if "commits" not in a.skip and "pylog" in names:
+            b.guarded("pylog", "commit per record", lambda: commits.update(
+                run_commits(base, max(20000, a.n // 4), a.reps, say=say)))
     finally:
         P._kill_redis_procs()
 
     text, brow = report(b, peers_run, machine, extras, started)
     print(text)
+    if commits:
+        print(commit_report(commits))
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"machine": machine, "args": {k: (sorted(v) if isinstance(v, set) else v)
@@ -180,6 +187,7 @@ def main(argv=None):
                        "results": b.results, "extras": extras,
                        "bars": [dict(zip(("bar", "pylog", "peer", "peer_value", "ratio",
                                           "required", "holds"), r)) for r in brow],
+                       "commits": commits,
                        "skipped": skipped, "errors": b.errors}, f, indent=2)
     if b.mismatch:
         return 2

@@ -25,7 +25,7 @@ from __future__ import annotations
 import struct
 import threading
 import time
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 from . import cursors as cur
 from .errors import CorruptLogError
@@ -57,6 +57,7 @@ class Commits:
 
     cursors: cur.CursorTable | None
     _txn: Callable[..., Any]
+    _group_in: Callable[[Any, str], Any]
     _offsets: Any
     _info: Any
     path: str
@@ -118,7 +119,7 @@ class Commits:
             self.store_offsets(txn, group, offsets, now, state.owners, after)
 
     def store_offsets(self, txn: Any, group: str, offsets: dict, now: int,
-                      owners: dict, after: list) -> None:
+                      owners: Mapping[Any, str], after: list) -> None:
         """In a write transaction: store ``offsets`` in LMDB and, once it
         committed (``after``, still under the writer lock), in their slots,
         with fences from ``owners`` ({TopicPartition: member id})."""
@@ -132,7 +133,8 @@ class Commits:
             fv = cur.member_fence(owners.get((topic, partition)))
             after.append(self._slot_store(k, slot, fv, offset, now))
 
-    def sync_fences(self, txn: Any, group: str, owners: dict, before: dict) -> None:
+    def sync_fences(self, txn: Any, group: str, owners: Mapping[Any, str],
+                    before: Mapping[Any, str]) -> None:
         """C-4, in a group's write transaction before it commits: slots of
         partitions whose owner changed take the new owner's fence (a fence
         ahead of a transaction that then fails only sends that member's

@@ -67,6 +67,8 @@ _TABLE = {
                  "records acknowledged before were durable; reopen the log"),
     E_NOFD: (LogOSError, "no file descriptor was left for the fdatasync (EMFILE); "
              "nothing was lost", "retry, or raise the process's limit (ulimit -n)"),
+    E_FENCED: (CommitFailedError, "another group member owns the partition (C-4)",
+               "poll again: the group rebalanced"),
 }
 
 #: every PL_E_* status, by name (tests walk it)

@@ -493,7 +493,7 @@ class LogStore(TopicAdmin, LogAdmin):
         durable (M-10): the partitions this process wrote (dead-letter
         copies among them) and the active segments of the committed ones.
         Returns how many offsets were copied."""
-        def records_durable(tps: set) -> None:
+        def records_durable(tps: set[tuple[str, int]]) -> None:
             for part in list(self._partitions.values()):
                 if not part.readonly and not part.closed:
                     part.flush()

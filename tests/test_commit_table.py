@@ -96,6 +96,7 @@ while n < 100:
 
 
 def test_checkpoint_reaches_lmdb_on_the_interval(logdir):
+    # C-5: checkpoints run every sync_interval_ms, also with sync="never"
     with pylog.open(logdir, sync="never", sync_interval_ms=50) as log:
         fill(log)
         c = log.consumer(group_id="g", enable_auto_commit=False)
@@ -198,9 +199,8 @@ def test_fenced_member_cannot_commit_after_rebalance(logdir):
                          auto_offset_reset="earliest")
         member_a = a._member
         log.meta.update_group("g", lambda doc, commit: doc["members"].pop(member_a.member_id))
-        got = []
         for _ in range(50):
-            got = b.poll(timeout_ms=100)
+            b.poll(timeout_ms=100)
             if b.assignment():
                 break
         assert b.assignment() == {TP}

@@ -10,7 +10,7 @@ import pylog
 # The modules that wrap the native library (the only ones that may import
 # _pylog_native): _native and the parts it is split into.
 NATIVE = {"_native", "status", "_buffers", "_scratch", "_rows", "_handoff", "_crossproc",
-          "_scan"}
+          "_scan", "cursors"}
 
 LAYERS = [
     {"errors", "config", "records", "assignors", "table", "gcpause", "_build_native",
@@ -22,6 +22,7 @@ LAYERS = [
     {"retention"},
     {"reader", "writer", "recovery"},
     {"partition"},
+    {"commitstore"},
     {"metadata", "topicadmin", "admin"},
     {"store"},
     {"group", "delivery", "deadletter", "deserialize", "offsetreset", "consumerargs",
