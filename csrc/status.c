@@ -39,6 +39,7 @@ const char *pl_reason_str(int code)
     case PL_E_APPENDED_NO_INDEX: return "appended, but no index entry was written (I-3)";
     case PL_E_VANISHED: return "the synced file is no longer at its path (L-6)";
     case PL_E_NOFD: return "no file descriptor left for the fdatasync";
+    case PL_E_FENCED: return "another group member owns the commit slot";
     default: return "unknown status";
     }
 }

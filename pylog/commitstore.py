@@ -303,8 +303,13 @@ class Commits:
         seen = table.dirty()
         if not seen:
             return 0
-        with self._txn("read commit slot keys") as txn:
-            keys = {slot: self._okey_of(txn, slot, key) for slot, key, *_ in seen}
+        keys = {}
+        for slot, key, *_ in seen:
+            k = self._by_slot.get(slot)
+            keys[slot] = k if k is not None and cur.key_hash(k) == key else None
+        if None in keys.values():
+            with self._txn("read commit slot keys") as txn:
+                keys = {slot: self._okey_of(txn, slot, key) for slot, key, *_ in seen}
         if before_store is not None:
             tps = set()
             for k in keys.values():
