@@ -509,6 +509,7 @@ class Writer:
             raise
         self._shared.set_index_position(0)      # I-2
         self._shared.publish(next_offset, next_offset, 0, -1, gen + 1, start)
+        self._part.segments.rolled(gen, seg.base_offset, pos, max_ts, next_offset)
         self._part.meta.set_checkpoint(self._part.topic, self._part.index, next_offset, 0,
                                   next_offset)
         seg.close()
