@@ -6,9 +6,10 @@ Decisions come from the partition's in-memory segment list (P-8,
 so a pass costs the same however many segments or other files the
 directory holds. A sealed segment's final max timestamp (T-3) is the one
 its roll wrote, or is read once from its checked (or rebuilt) time index:
-a damaged one must never delete records that are not yet expired. The new log start offset is recorded in LMDB
-first and the files deleted second (P-5): a crash in between leaves files
-below the start offset, which the next recovery deletes.
+a damaged one must never delete records that are not yet expired. The new
+log start offset is recorded in LMDB first and the files deleted second
+(P-5): a crash in between leaves files below the start offset, which the
+next recovery deletes.
 
 :func:`delete_records_locked` moves the log start offset up to a given
 offset (Kafka's DeleteRecords, P-6), possibly into a segment, and deletes

@@ -26,8 +26,8 @@ from __future__ import annotations
 import logging
 import mmap
 import os
-import sys
 import struct
+import sys
 import threading
 from dataclasses import dataclass
 from operator import itemgetter
