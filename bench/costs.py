@@ -123,14 +123,14 @@ def main() -> None:
             for log, _ in logs.values():
                 log.close()
         small = cost["10"]
-        print(f"roll cost, 10 segments:                  {small * 1e3:7.3f} ms")
-        print(f"roll cost, {args.segments} segments: {' ' * (12 - len(str(args.segments)))}"
-              f"           {cost['big'] * 1e3:7.3f} ms  {cost['big'] / small:5.2f}x  (bar <= 1.2x)")
-        print(f"with {args.strays} stray files, 10 segments: {cost['10+strays'] * 1e3:7.3f} ms"
-              f"  {cost['10+strays'] / small:5.2f}x")
-        print(f"with {args.strays} stray files, {args.segments} segments: "
-              f"{cost['big+strays'] * 1e3:7.3f} ms  {cost['big+strays'] / small:5.2f}x"
-              "  (bar <= 1.2x)")
+        rows = [("10 segments", cost["10"], ""),
+                (f"{args.segments} segments", cost["big"], "  (bar <= 1.2x)"),
+                (f"10 segments, {args.strays} stray files", cost["10+strays"], ""),
+                (f"{args.segments} segments, {args.strays} stray files",
+                 cost["big+strays"], "  (bar <= 1.2x)")]
+        print(f"roll cost (median of {args.rolls}), as a ratio to 10 segments:")
+        for name, t, bar in rows:
+            print(f"  {name:40s} {t * 1e3:7.3f} ms  {t / small:5.2f}x{bar}")
         took = open_after_kill(os.path.join(d, "kill"), args.mb)
         print(f"first open after SIGKILL of a sync=\"always\" writer of "
               f"{args.mb} MiB: {took:.3f} s  (bar <= 0.1 s at 1024 MiB)")
