@@ -525,7 +525,13 @@ class Writer:
         the GIL (pl_sync_through), and one sync covers every append made
         before it began. Raises LogFailedError (and fails the partition)
         when fdatasync fails; every later call then fails too."""
+        # The leader stores the durable mark (P-7) into the state map through
+        # the appender's pointer after its fdatasync: holding the map's
+        # pointer object keeps it mapped until then (close() only drops
+        # references to it).
+        pin = self._shared.ptr
         rc = _native.sync_through(self._syncer, self._appender, target_next)
+        del pin
         if rc == 0:
             return
         if rc == _native.E_STALE:            # closed under us

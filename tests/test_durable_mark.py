@@ -131,3 +131,37 @@ def test_recovery_from_the_mark_keeps_the_unsynced_tail(tmp_path):
         assert recs[-1][3] == b"tail" and recs[0][3].startswith(b"0:")
         assert part.offset_for_time(0) == 0
     assert not verify.verify_log(root)
+
+
+CLOSER = r"""
+import sys, threading, time, pylog
+for i in range(int(sys.argv[2])):
+    log = pylog.open(sys.argv[1] + "/%d" % i, sync="always")
+    log.create_topic("t", partitions=1)
+    prod = log.producer()
+    def send():
+        try:
+            while True:
+                prod.send("t", b"x" * 100)
+        except pylog.PylogError:
+            pass
+    threads = [threading.Thread(target=send) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.01)
+    log.close()
+    for t in threads:
+        t.join()
+print("ok", flush=True)
+"""
+
+
+def test_close_while_a_sync_leader_is_in_fdatasync(tmp_path):
+    """The leader stores the mark after its fdatasync: a close() meanwhile
+    must not unmap the state under it (the process would die of SIGSEGV)."""
+    proc = childproc.start(CLOSER, str(tmp_path), 30)
+    try:
+        assert childproc.readline(proc, timeout=120) == b"ok\n"
+    finally:
+        proc.kill()
+        proc.wait()
