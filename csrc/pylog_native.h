@@ -108,6 +108,7 @@ enum pl_layout {
     PL_STATE_VALS                 = 6,
     PL_STATE_INDEX_POSITION       = 64,  /* int64: batch of the last index entry (I-2) */
     PL_STATE_TAKEOVER             = 72,  /* uint32: 1 after a takeover, until cleaned (P-3) */
+    PL_STATE_DURABLE              = 80,  /* P-7: int64 base, position, next, check */
     PL_STATE_LOCK_WORD            = 128, /* uint32 holder token, uint32 waiters (P-3) */
     PL_LIVENESS_BASE_LOG2         = 32,  /* liveness byte of a token: 2**32 + token */
     /* L-3: doorbell slot: uint32 seq, uint32 waiters */
@@ -510,7 +511,10 @@ int64_t pl_append_record(pl_appender *a, int64_t timestamp, const uint8_t *key,
  * PL_E_NOFD is not: no descriptor could be had for the sync (EMFILE...),
  * nothing was lost, this call fails and the next one tries again.
  * PL_E_STALE: there is no segment to sync (pl_syncer_set_fd(-1): the
- * partition was closed). */
+ * partition was closed).
+ * After each successful fdatasync the leader records the durable mark
+ * (FORMAT.rst P-7) in a->state: the end the state published before the
+ * sync began, when its active segment is the syncer's. */
 typedef struct pl_syncer pl_syncer;
 pl_syncer *pl_syncer_new(void);
 void pl_syncer_free(pl_syncer *s);

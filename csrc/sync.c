@@ -22,6 +22,7 @@ struct pl_syncer {
     int syncing;          /* a leader is in fdatasync                     */
     int error;            /* sticky -errno of a failed fdatasync          */
     int64_t synced_next;  /* offsets below this are durable               */
+    int64_t base;         /* base offset of fd's segment, -1: none        */
     int64_t checked_ns;   /* CLOCK_MONOTONIC of the last L-6 check         */
     sync_waiter *head;    /* waiters, oldest first                        */
     sync_waiter *tail;
@@ -34,6 +35,7 @@ pl_syncer *pl_syncer_new(void)
         return NULL;
     pthread_mutex_init(&s->mu, NULL);
     s->fd = -1;
+    s->base = -1;
     return s;
 }
 
@@ -94,6 +96,7 @@ int pl_syncer_set_fd(pl_syncer *s, int fd, int64_t durable_next, const char *pat
     if (s->fd >= 0)
         close(s->fd);
     s->fd = dup_fd;
+    s->base = dup_fd >= 0 ? durable_next : -1;
     /* fd and path change together: a leader never checks one against the
      * other's identity (it copies both under the mutex) */
     free(s->path);
@@ -124,6 +127,36 @@ static int file_vanished(int fd, const char *path)
     if (stat(path, &now) != 0)
         return errno == ENOENT || errno == ENOTDIR;
     return now.st_dev != held.st_dev || now.st_ino != held.st_ino;
+}
+
+/* P-7: the check word of a durable mark: splitmix64's finalizer chained
+ * over the three fields, so that a mark torn by two writers or a partial
+ * write-back of the page fails it. */
+static uint64_t mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static uint64_t durable_check(int64_t base, int64_t position, int64_t next)
+{
+    uint64_t h = mix64(PL_STATE_MAGIC ^ (uint64_t)base);
+    h = mix64(h ^ (uint64_t)position);
+    return mix64(h ^ (uint64_t)next);
+}
+
+/* P-7: record that segment `base` is durable up to `position`, where the
+ * batch of offset `next` starts. Plain stores: a writer of another process
+ * may store its own mark at the same time; the check word rejects a mix. */
+static void write_durable_mark(void *state, int64_t base, int64_t position, int64_t next)
+{
+    int64_t *m = (int64_t *)((uint8_t *)state + PL_STATE_DURABLE);
+    uint64_t check = durable_check(base, position, next);
+    __atomic_store_n(&m[0], base, __ATOMIC_RELAXED);
+    __atomic_store_n(&m[1], position, __ATOMIC_RELAXED);
+    __atomic_store_n(&m[2], next, __ATOMIC_RELAXED);
+    __atomic_store_n((uint64_t *)&m[3], check, __ATOMIC_RELEASE);
 }
 
 int pl_sync_through(pl_syncer *s, const pl_appender *a, int64_t target_next)
@@ -176,7 +209,13 @@ int pl_sync_through(pl_syncer *s, const pl_appender *a, int64_t target_next)
         int check = now_ns - s->checked_ns >= PL_IDENTITY_CHECK_NS;
         if (check)
             s->checked_ns = now_ns;
+        int64_t base = s->base;
         pthread_mutex_unlock(&s->mu);
+        /* P-7: the published end before the sync is durable after it, when
+         * it is in this syncer's segment (another process may have rolled) */
+        int64_t st[PL_STATE_VALS];
+        int mark = !err && a->state && base >= 0 &&
+                   pl_state_read(a->state, st, NULL) == 0 && st[1] == base;
         int vanished = 0;
         if (!err) {
             if (fdatasync(fd) != 0)
@@ -198,8 +237,12 @@ int pl_sync_through(pl_syncer *s, const pl_appender *a, int64_t target_next)
             s->error = -err;
         else if (vanished)
             s->error = PL_E_VANISHED;
-        else if (upto > s->synced_next)
-            s->synced_next = upto;
+        else {
+            if (upto > s->synced_next)
+                s->synced_next = upto;
+            if (mark)
+                write_durable_mark(a->state, base, st[2], st[0]);
+        }
         wake_waiters(s, 0);
     }
     pthread_mutex_unlock(&s->mu);

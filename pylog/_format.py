@@ -111,6 +111,7 @@ STATE_VALS = ("next_offset", "active_base_offset", "active_position",
 STATE_SIZE = STATE_VALS_OFFSET + 8 * len(STATE_VALS)        # P-2: 64
 STATE_INDEX_POSITION = 64                        # P-3 / I-2: int64, lock holders only
 STATE_TAKEOVER = 72                              # P-3: uint32, 1 until a taker cleaned up
+STATE_DURABLE = 80                               # P-7: int64 base, position, next, check
 STATE_LOCK_WORD = 128                            # P-3: uint32 token, uint32 waiters
 LIVENESS_BASE = 2 ** 32                          # P-3: liveness byte = this + token
 
@@ -155,6 +156,7 @@ NATIVE_NAMES = {
     "STATE_INDEX_POSITION": "PL_STATE_INDEX_POSITION",
     "STATE_LOCK_WORD": "PL_STATE_LOCK_WORD",
     "STATE_TAKEOVER": "PL_STATE_TAKEOVER",
+    "STATE_DURABLE": "PL_STATE_DURABLE",
     "DOORBELL_SLOT_SIZE": "PL_DOORBELL_SLOT_SIZE",
     "RECORD_FIELDS": "PL_RECORD_FIELDS",
     "HEADER_FIELDS_PER_HEADER": "PL_HEADER_FIELDS",

@@ -10,7 +10,9 @@ that do the work, each one lock domain, the way Kafka splits its log:
 * :mod:`pylog.writer` — appends, growth and roll, group commit, flush;
 * :mod:`pylog.reader` — reader maps, fetch, wait_fetch and its GIL/doorbell
   hand-off, time lookup;
-* :mod:`pylog.retention` — deleting expired segments (P-5).
+* :mod:`pylog.retention` — deleting expired segments (P-5);
+* :mod:`pylog.segmentlist` — the in-memory segment list rolls and
+  retention decide from (P-8).
 
 Files: ``<topic>-<n>/`` holds the segments and ``partition.state``. The
 state file is not durable: after the last process closes or crashes, the
@@ -46,6 +48,7 @@ from .reader import Cursor, Reader
 from .recovery import recover_partition
 from .retention import enforce_retention_locked
 from .segment import list_segment_bases, segment_path
+from .segmentlist import SegmentList
 from .sharedstate import DELETED, STATE_FILE, STATE_MAGIC, PartitionMeta, SharedState, State
 from .writer import Writer
 
@@ -106,6 +109,8 @@ class Partition:
                                   "to follow it", self.dir)
         self.dir_identity = Identity(self.dir, "partition directory")   # L-6
         self.shared = SharedState(self.dir, readonly, lock_identity)
+        # P-8: for rolls and retention, under the writer and append locks
+        self.segments = SegmentList(self.dir)
         self.reader = Reader(self, self.shared, self._handoff)
         self.writer = None if readonly else Writer(
             self, self.shared, sync=sync, bell_ptr=bell_ptr, bell_slot=bell_slot,
@@ -236,6 +241,7 @@ class Partition:
             try:
                 if unpublished_only and self.shared.has_magic():
                     return 0
+                self.segments.invalidate()
                 loaded = recover_partition(self.dir, self.meta, self.topic,
                                            self.index, self.shared, write=True)
                 if loaded.created_first_segment:

@@ -92,10 +92,11 @@ def recover_partition(directory: str, metadata, topic: str, index: int, shared,
     # pass 4: from the checkpoint's segment (P-4). Sealed segments were
     # fdatasync'd when they rolled, so a missing checkpoint segment means
     # start at the first segment after it.
-    first = max(0, bisect.bisect_right(bases, meta.checkpoint_base) - 1)
-    ck_base = bases[first]
+    ck_base, ck_pos, ck_next = _checkpoint(meta, shared, bases[-1])
+    first = max(0, bisect.bisect_right(bases, ck_base) - 1)
+    first_base = bases[first]
     cut = 0
-    next_offset = ck_base
+    next_offset = first_base
     end = 0
     max_ts = -1
     for i in range(first, len(bases)):
@@ -103,15 +104,14 @@ def recover_partition(directory: str, metadata, topic: str, index: int, shared,
         last = i == len(bases) - 1
         seg = Segment(directory, base, writable=write)
         try:
-            if base != ck_base and base != next_offset:
+            if base != first_base and base != next_offset:
                 raise CorruptLogError(
                     f"segment starts at offset {base} but the previous "
                     f"one ends at {next_offset}", seg.path, 0)
             # The checkpoint's position belongs to its own segment only; a
             # non-last segment (crash during a roll) is scanned whole so
             # that its T-3 entry is right.
-            checkpoint = (meta.checkpoint_position, meta.checkpoint_next_offset) \
-                if last and base == meta.checkpoint_base else None
+            checkpoint = (ck_pos, ck_next) if last and base == ck_base else None
             r = seg.recover_scan(checkpoint=checkpoint, sealed=not last)
             cut += r.truncated
             next_offset, end, max_ts = r.next_offset, r.end, r.max_timestamp
@@ -129,3 +129,15 @@ def recover_partition(directory: str, metadata, topic: str, index: int, shared,
         if start != meta.log_start_offset:
             metadata.set_log_start(topic, index, start)
     return Loaded(st, cut)
+
+
+def _checkpoint(meta: PartitionMeta, shared, active_base: int) -> tuple[int, int, int]:
+    """(segment base, position, next offset) to scan from: the later of the
+    LMDB checkpoint (M-5) and the durable mark in the state file (P-7),
+    the mark only when it names the active segment (a mark of another one
+    is a dropped roll's or left from before a retention pass)."""
+    ck = (meta.checkpoint_base, meta.checkpoint_position, meta.checkpoint_next_offset)
+    mark = shared.durable_mark()
+    if mark is not None and mark[0] == active_base and mark[:2] > ck[:2]:
+        return mark
+    return ck

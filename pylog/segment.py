@@ -306,13 +306,17 @@ class Segment:
         index entries (a sealed segment's T-3 entry is dropped): what stays
         true when the segment is cut or appended to at ``position``."""
         idx = self.read_index()
-        idx = idx[:len(idx) - len(idx) % 8]
-        keep = 0
-        for i in range(0, len(idx), 8):
-            if INDEX_ENTRY.unpack_from(idx, i)[1] >= position:
-                break
-            keep = i + 8
-        return idx[:keep], self.read_timeindex()[:(keep // 8) * 12]
+        # positions increase (I-1): a binary search, not a walk of what may
+        # be a million entries (a checker of the kept prefix rejects an
+        # unsorted index, I-3)
+        lo, hi = 0, len(idx) // 8
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if INDEX_ENTRY.unpack_from(idx, mid * 8)[1] >= position:
+                hi = mid
+            else:
+                lo = mid + 1
+        return idx[:lo * 8], self.read_timeindex()[:lo * 12]
 
     def replace_indexes(self, idx: bytes, tidx: bytes) -> None:
         """Rewrite both index files with these bytes (I-3)."""

@@ -26,12 +26,13 @@ from __future__ import annotations
 import logging
 import mmap
 import os
+import struct
 import sys
 import threading
 from dataclasses import dataclass
 from operator import itemgetter
 
-from . import _native
+from . import _format, _native
 from ._crossproc import clear_state_takeover, state_taken_over
 from .errors import CorruptLogError
 from .files import NotARegularFile, allocate, open_regular, set_aside
@@ -44,6 +45,23 @@ STATE_FILE_BYTES = 4096
 # side writes it in
 STATE_MAGIC = _native.STATE_MAGIC.to_bytes(4, sys.byteorder)
 DELETED = -1             # P-2: next_offset of a deleted partition
+# P-7: the durable mark the syncer writes after each fdatasync
+_DURABLE = struct.Struct("=qqqQ")
+_MASK64 = (1 << 64) - 1
+
+
+def _mix64(z: int) -> int:
+    """splitmix64's finalizer (P-7), as csrc/sync.c computes it."""
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def durable_check(base: int, position: int, next_offset: int) -> int:
+    """The check word of a durable mark (P-7)."""
+    h = _mix64(_format.STATE_MAGIC ^ (base & _MASK64))
+    h = _mix64(h ^ (position & _MASK64))
+    return _mix64(h ^ (next_offset & _MASK64))
 
 
 @dataclass
@@ -153,6 +171,17 @@ class SharedState:
     def publish(self, next_offset, base, pos, max_ts, gen, start) -> None:
         """Publish a new end (seqlocked); the caller holds the append lock."""
         _native.state_publish(self.map, next_offset, base, pos, max_ts, gen, start)
+
+    def durable_mark(self) -> tuple[int, int, int] | None:
+        """The durable mark (P-7): ``(segment base, position, next offset)``,
+        bytes of that segment before ``position`` fdatasync'd; None when the
+        file holds none or a torn one (its check word fails)."""
+        if self.map is None or not self.has_magic():
+            return None
+        base, pos, nxt, check = _DURABLE.unpack_from(self.map, _format.STATE_DURABLE)
+        if check != durable_check(base, pos, nxt) or base < 0 or pos < 0 or nxt < base:
+            return None
+        return base, pos, nxt
 
     def index_position(self) -> int:
         """Position of the batch of the active segment's last index entry

@@ -509,6 +509,7 @@ class Writer:
             raise
         self._shared.set_index_position(0)      # I-2
         self._shared.publish(next_offset, next_offset, 0, -1, gen + 1, start)
+        self._part.segments.rolled(gen, seg.base_offset, pos, max_ts, next_offset)
         self._part.meta.set_checkpoint(self._part.topic, self._part.index, next_offset, 0,
                                   next_offset)
         seg.close()
@@ -524,7 +525,13 @@ class Writer:
         the GIL (pl_sync_through), and one sync covers every append made
         before it began. Raises LogFailedError (and fails the partition)
         when fdatasync fails; every later call then fails too."""
+        # The leader stores the durable mark (P-7) into the state map through
+        # the appender's pointer after its fdatasync: holding the map's
+        # pointer object keeps it mapped until then (close() only drops
+        # references to it).
+        pin = self._shared.ptr
         rc = _native.sync_through(self._syncer, self._appender, target_next)
+        del pin
         if rc == 0:
             return
         if rc == _native.E_STALE:            # closed under us

@@ -18,7 +18,7 @@ LAYERS = [
     NATIVE,
     {"batch", "index"},
     {"segment", "identity", "metalock", "topicdirs"},
-    {"sharedstate"},
+    {"sharedstate", "segmentlist"},
     {"retention"},
     {"reader", "writer", "recovery"},
     {"partition"},
