@@ -20,40 +20,22 @@ static int slot_ok(const void *base, uint64_t map_len, uint32_t idx)
     return end <= map_len;
 }
 
-#define PL_CUR_POLL_US 20000 /* how often a waiter checks the holder is alive */
-
-/* Take the slot's lock.  0, or -errno of the fcntl fallback. */
+/* Take the slot's lock.  0, or a negative status. */
 static int slot_lock(uint8_t *s, uint32_t idx, uint32_t token, int live_fd, int fd)
 {
 #ifdef PL_FUTEX_LOCK
     (void)idx;
     (void)fd;
-    uint32_t *w = U32(s, PL_CUR_OFF_LOCK);
-    uint32_t *waiters = w + 1;
-    for (long round = 0;; round++) {
-        uint32_t cur = 0;
-        if (__atomic_compare_exchange_n(w, &cur, token, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
-            return 0;
-        if (cur == token)
-            return PL_E_INVAL; /* this Log holds it: the caller's mutex failed */
-        if (round > 0 && !pl_token_alive(live_fd, cur)) {
-            if (__atomic_compare_exchange_n(w, &cur, token, 0, __ATOMIC_ACQUIRE,
-                                            __ATOMIC_RELAXED)) {
-                /* the dead holder may have stopped mid-publish: every field
-                 * is a whole word, old or new; close the seqlock */
-                uint64_t seq = __atomic_load_n(U64(s, PL_CUR_OFF_SEQ), __ATOMIC_RELAXED);
-                if (seq & 1)
-                    __atomic_store_n(U64(s, PL_CUR_OFF_SEQ), seq + 1, __ATOMIC_RELEASE);
-                return 0;
-            }
-            continue;
-        }
-        struct timespec ts = {0, PL_CUR_POLL_US * 1000L};
-        __atomic_fetch_add(waiters, 1, __ATOMIC_SEQ_CST);
-        if (__atomic_load_n(w, __ATOMIC_SEQ_CST) == cur)
-            syscall(SYS_futex, w, FUTEX_WAIT, cur, &ts, NULL, 0);
-        __atomic_fetch_sub(waiters, 1, __ATOMIC_SEQ_CST);
+    int rc = pl_word_lock(U32(s, PL_CUR_OFF_LOCK), token, live_fd, 1);
+    if (rc == 1) {
+        /* the dead holder may have stopped mid-publish: every field is a
+         * whole word, old or new; close the seqlock */
+        uint64_t seq = __atomic_load_n(U64(s, PL_CUR_OFF_SEQ), __ATOMIC_RELAXED);
+        if (seq & 1)
+            __atomic_store_n(U64(s, PL_CUR_OFF_SEQ), seq + 1, __ATOMIC_RELEASE);
+        rc = 0;
     }
+    return rc;
 #else
     (void)s;
     (void)token;
@@ -67,11 +49,7 @@ static void slot_unlock(uint8_t *s, uint32_t idx, uint32_t token, int fd)
 #ifdef PL_FUTEX_LOCK
     (void)idx;
     (void)fd;
-    uint32_t *w = U32(s, PL_CUR_OFF_LOCK);
-    uint32_t expect = token;
-    __atomic_compare_exchange_n(w, &expect, 0, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED);
-    if (__atomic_load_n(w + 1, __ATOMIC_SEQ_CST) != 0)
-        syscall(SYS_futex, w, FUTEX_WAKE, 1, NULL, NULL, 0);
+    pl_word_unlock(U32(s, PL_CUR_OFF_LOCK), token);
 #else
     (void)s;
     (void)token;

@@ -209,6 +209,12 @@ int64_t pli_mono_ns(void);
 #define PL_FUTEX_LOCK 1
 /* Is the Log owning ``token`` alive (its liveness byte read-locked)? lock.c */
 int pl_token_alive(int live_fd, uint32_t token);
+/* Take / drop a futex lock word (uint32 holder token, uint32 waiters after
+ * it) as the append lock does (P-3): 0 taken, 1 taken over from a dead
+ * holder, PL_E_BUSY (held, wait == 0), PL_E_INVAL (held by this token /
+ * not ours to drop). lock.c */
+int pl_word_lock(uint32_t *w, uint32_t token, int live_fd, int wait);
+int pl_word_unlock(uint32_t *w, uint32_t token);
 #endif
 
 #endif /* PYLOG_INTERNAL_H */

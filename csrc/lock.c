@@ -58,13 +58,9 @@ int pl_token_alive(int live_fd, uint32_t token)
 
 #define PL_LOCK_POLL_US 20000 /* how often a waiter checks the holder is alive */
 
-int pl_plock_acquire(void *state, uint32_t token, int live_fd, int state_fd, int wait)
-{
-    if (!state || ((uintptr_t)state & 7) || token == 0)
-        return PL_E_INVAL;
 #ifdef PL_FUTEX_LOCK
-    (void)state_fd;
-    uint32_t *w = (uint32_t *)((uint8_t *)state + PL_STATE_LOCK_WORD);
+int pl_word_lock(uint32_t *w, uint32_t token, int live_fd, int wait)
+{
     uint32_t *waiters = w + 1;
     for (long round = 0;; round++) {
         uint32_t cur = 0;
@@ -74,15 +70,9 @@ int pl_plock_acquire(void *state, uint32_t token, int live_fd, int state_fd, int
             return PL_E_INVAL; /* this Log holds it already: a caller bug */
         if (!wait || round > 0) {
             if (!pl_token_alive(live_fd, cur)) {
-                /* P-3: the holder died; its half-done work past the
-                 * published end is cleaned up before the next append
-                 * (flagged here: the flag outlives us if we die too). */
                 if (__atomic_compare_exchange_n(w, &cur, token, 0, __ATOMIC_ACQUIRE,
-                                                __ATOMIC_RELAXED)) {
-                    __atomic_store_n((uint32_t *)((uint8_t *)state + PL_STATE_TAKEOVER), 1,
-                                     __ATOMIC_SEQ_CST);
+                                                __ATOMIC_RELAXED))
                     return 1;
-                }
                 continue;
             }
             if (!wait)
@@ -94,6 +84,34 @@ int pl_plock_acquire(void *state, uint32_t token, int live_fd, int state_fd, int
             syscall(SYS_futex, w, FUTEX_WAIT, cur, &ts, NULL, 0);
         __atomic_fetch_sub(waiters, 1, __ATOMIC_SEQ_CST);
     }
+}
+
+int pl_word_unlock(uint32_t *w, uint32_t token)
+{
+    uint32_t expect = token;
+    if (!__atomic_compare_exchange_n(w, &expect, 0, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+        return PL_E_INVAL; /* not ours (taken over after we were thought dead) */
+    if (__atomic_load_n(w + 1, __ATOMIC_SEQ_CST) != 0)
+        syscall(SYS_futex, w, FUTEX_WAKE, 1, NULL, NULL, 0);
+    return 0;
+}
+#endif
+
+int pl_plock_acquire(void *state, uint32_t token, int live_fd, int state_fd, int wait)
+{
+    if (!state || ((uintptr_t)state & 7) || token == 0)
+        return PL_E_INVAL;
+#ifdef PL_FUTEX_LOCK
+    (void)state_fd;
+    int rc = pl_word_lock((uint32_t *)((uint8_t *)state + PL_STATE_LOCK_WORD), token, live_fd,
+                          wait);
+    if (rc == 1)
+        /* P-3: the holder died; its half-done work past the published end
+         * is cleaned up before the next append (flagged here: the flag
+         * outlives us if we die too). */
+        __atomic_store_n((uint32_t *)((uint8_t *)state + PL_STATE_TAKEOVER), 1,
+                         __ATOMIC_SEQ_CST);
+    return rc;
 #else
     (void)live_fd;
     int rc = pl_lock(state_fd, 0, 1, 2, wait);
@@ -109,13 +127,7 @@ int pl_plock_release(void *state, uint32_t token, int state_fd)
         return PL_E_INVAL;
 #ifdef PL_FUTEX_LOCK
     (void)state_fd;
-    uint32_t *w = (uint32_t *)((uint8_t *)state + PL_STATE_LOCK_WORD);
-    uint32_t expect = token;
-    if (!__atomic_compare_exchange_n(w, &expect, 0, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
-        return PL_E_INVAL; /* not ours (taken over after we were thought dead) */
-    if (__atomic_load_n(w + 1, __ATOMIC_SEQ_CST) != 0)
-        syscall(SYS_futex, w, FUTEX_WAKE, 1, NULL, NULL, 0);
-    return 0;
+    return pl_word_unlock((uint32_t *)((uint8_t *)state + PL_STATE_LOCK_WORD), token);
 #else
     return pl_lock(state_fd, 0, 1, 0, 0);
 #endif

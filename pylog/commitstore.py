@@ -140,7 +140,7 @@ class Commits:
         ahead of a transaction that then fails only sends that member's
         next commit through a transaction, which sets it right)."""
         table = self.cursors
-        if table is None:
+        if table is None or owners == before:
             return
         for tp in set(owners) | set(before):
             if owners.get(tp) == before.get(tp):
@@ -365,6 +365,9 @@ class Commits:
                         break
                     self._ckpt_cond.wait()
             try:
+                # the threads just released by the last checkpoint store
+                # their next commits now, into this one (group commit)
+                time.sleep(0)
                 self.checkpoint_commits()
             finally:
                 with self._ckpt_cond:
