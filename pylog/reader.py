@@ -41,8 +41,9 @@ from functools import partial
 
 from . import _native, batch
 from .errors import CorruptLogError, LogFailedError, LogOSError, OffsetOutOfRange, PylogError
+from .handles import READER_COST
 from .index import checked_indexes, last_timestamp, write_back
-from .segment import Segment, list_segment_bases
+from .segment import Segment, list_segment_bases, open_segment
 from .sharedstate import State
 
 # G7: reader maps kept open per partition (the least recently used goes)
@@ -73,8 +74,9 @@ class Reader:
     see only published (whole, committed) batches; :meth:`sync_for_commit`
     makes the active segment durable before an offset commit."""
 
-    def __init__(self, part, shared, handoff):
+    def __init__(self, part, shared, handoff, handles=None):
         self._part = part
+        self._handles = handles          # the Log's HandleCache (pylog.handles)
         self._shared = shared
         self._handoff = handoff
         self.dir = part.dir
@@ -132,13 +134,15 @@ class Reader:
         seg = self._readers.get(base)
         if seg is not None:
             self._readers.move_to_end(base)
+            seg.used = True
         else:
             if len(self._readers) >= READER_MAPS_MAX:
                 old_base, old = self._readers.popitem(last=False)
                 old.close()
                 self._reader_sizes.pop(old_base, None)
             try:
-                seg = Segment(self.dir, base)
+                seg = open_segment(self._handles, self.dir, base, cost=READER_COST,
+                                   release=self._release)
             except FileNotFoundError:
                 raise OffsetOutOfRange(
                     f"segment {base} of {self.name} was deleted by "
@@ -153,6 +157,20 @@ class Reader:
                     "as its owner or have them grant read access") from None
             self._readers[base] = seg
         return seg
+
+    def _release(self, seg: Segment) -> bool:
+        """The handle cache's call: close reader map ``seg`` unless a read
+        is using it (the reader lock is busy); True when closed."""
+        if not self._rlock.acquire(blocking=False):
+            return False
+        try:
+            if self._readers.get(seg.base_offset) is seg:
+                del self._readers[seg.base_offset]
+                self._reader_sizes.pop(seg.base_offset, None)
+            seg.close()
+        finally:
+            self._rlock.release()
+        return True
 
     def _segment_end(self, seg: Segment, st: State) -> int:
         if seg.base_offset == st.active_base:
