@@ -40,10 +40,17 @@ from collections import OrderedDict
 from functools import partial
 
 from . import _native, batch
-from .errors import CorruptLogError, LogFailedError, LogOSError, OffsetOutOfRange, PylogError
-from .handles import READER_COST
+from .errors import (
+    CorruptLogError,
+    LogFailedError,
+    LogOSError,
+    OffsetOutOfRange,
+    PylogError,
+    TooManyOpenFilesError,
+)
+from .handles import FD_EXHAUSTED, READER_COST
 from .index import checked_indexes, last_timestamp, write_back
-from .segment import Segment, list_segment_bases, open_segment
+from .segment import Segment, list_segment_bases, open_segment, with_fds
 from .sharedstate import State
 
 # G7: reader maps kept open per partition (the least recently used goes)
@@ -211,6 +218,20 @@ class Reader:
     # -- reads -----------------------------------------------------------------
     def fetch(self, cursor: Cursor, max_records: int, *, values_only: bool = False,
               with_topic: bool = False, row_type=None) -> list:
+        """See :meth:`_fetch`. Out of descriptors (EMFILE/ENFILE: a
+        listing, an index file), the handle cache closes idle segments and
+        the fetch runs once more; still out, TooManyOpenFilesError. A fetch
+        that fails so has returned nothing and not moved the cursor."""
+        try:
+            return self._fetch(cursor, max_records, values_only, with_topic, row_type)
+        except OSError as exc:
+            if exc.errno not in FD_EXHAUSTED or isinstance(exc, PylogError):
+                raise
+        return with_fds(self._handles, f"read {self.name}", lambda: self._fetch(
+            cursor, max_records, values_only, with_topic, row_type))
+
+    def _fetch(self, cursor: Cursor, max_records: int, values_only: bool,
+               with_topic: bool, row_type) -> list:
         """Up to ``max_records`` records at or after ``cursor.offset``.
 
         Returns tuples (offset, timestamp_ms, key, value, headers) — with
@@ -252,7 +273,12 @@ class Reader:
                     self._sealed_last_offset(bases, seg.base_offset, st))
             build = self._row_build(values_only, with_topic, row_type)
             while len(out) < max_records:
-                seg = self._reader(cursor.segment_base)
+                try:
+                    seg = self._reader(cursor.segment_base)
+                except TooManyOpenFilesError:
+                    if out:
+                        break    # the records read first; the next fetch raises
+                    raise
                 end = self._segment_end(seg, st)
                 if cursor.position >= end:
                     if seg.base_offset == st.active_base:
@@ -264,7 +290,12 @@ class Reader:
                     cursor.segment_base, cursor.position = bases[i], 0
                     cursor.base = bases[i]
                     continue
-                m = seg.mapped(end)
+                try:
+                    m = seg.mapped(end)
+                except TooManyOpenFilesError:
+                    if out:
+                        break
+                    raise
                 if cursor.position < end:
                     # every uncompressed batch up to `end`: one native call
                     room = max_records - len(out)
@@ -432,7 +463,12 @@ class Reader:
         return seg.locate(offset, end, idx)
 
     def offset_for_time(self, timestamp_ms: int) -> int | None:
-        """The first offset whose record has timestamp >= ``timestamp_ms``."""
+        """The first offset whose record has timestamp >= ``timestamp_ms``
+        (EMFILE/ENFILE: as :meth:`fetch`)."""
+        return with_fds(self._handles, f"look up a time in {self.name}",
+                        lambda: self._offset_for_time(timestamp_ms))
+
+    def _offset_for_time(self, timestamp_ms: int) -> int | None:
         self._part.check()
         st = self._part.state()
         cur = Cursor(st.log_start_offset)
