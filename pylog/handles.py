@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import logging
 import mmap
 import os
 import resource
@@ -44,6 +45,8 @@ from collections import OrderedDict
 from typing import Any, Callable, TypeVar
 
 from .errors import InvalidArgument, TooManyOpenFilesError
+
+_log = logging.getLogger("pylog")
 
 __all__ = ["HandleCache", "MAX_OPEN_FILES_MAX", "MAX_OPEN_FILES_MIN", "READER_COST",
            "WRITER_COST", "default_max_open_files", "map_file",
@@ -168,7 +171,12 @@ class HandleCache:
                 handle.used = False
                 continue
             # release() closes it and calls closed(), or leaves it (in use)
-            if release(handle):
+            try:
+                released = release(handle)
+            except OSError as exc:       # (a close that failed: keep going)
+                _log.warning("closing an idle segment failed: %s", exc)
+                released = False
+            if released:
                 if self._handles.pop(key, None) is not None:
                     self._open -= cost       # (its owner did not call closed())
                 freed += cost

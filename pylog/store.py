@@ -133,8 +133,8 @@ class LogStore(TopicAdmin, LogAdmin):
                 f"metadata_timeout={metadata_timeout!r}; expected seconds in [0, 3600]")
         self.metadata_timeout = float(metadata_timeout)
         # the descriptors this Log keeps for segments, however many it has
-        # (pylog.handles); survives a reopen after fork
-        self.handles = HandleCache(validate_max_open_files(max_open_files))
+        # (pylog.handles)
+        self.max_open_files = validate_max_open_files(max_open_files)
         self.path = os.path.abspath(raw)
         self.sync = sync
         self.readonly = readonly
@@ -200,6 +200,9 @@ class LogStore(TopicAdmin, LogAdmin):
         self._pid = os.getpid()
         self._forks = FORKS[0]
         self._partitions: dict[tuple[str, int], Partition] = {}
+        # a fresh cache after a fork too: the inherited one holds the
+        # parent's segments, which the child must leave alone
+        self.handles = HandleCache(self.max_open_files)
         self._topic_cache: dict[str, tuple[float, dict[str, Any]]] = {}
         self._lock_fd = -1
         first = False
