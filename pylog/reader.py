@@ -48,7 +48,7 @@ from .errors import (
     PylogError,
     TooManyOpenFilesError,
 )
-from .handles import FD_EXHAUSTED, READER_COST
+from .handles import READER_COST
 from .index import checked_indexes, last_timestamp, write_back
 from .segment import Segment, list_segment_bases, open_segment, with_fds
 from .sharedstate import State
@@ -111,8 +111,9 @@ class Reader:
     # -- segments ----------------------------------------------------------
     def _segment_bases(self, st: State) -> list[int]:
         if self._bases_gen != st.generation or not self._bases:
-            bases = [b for b in list_segment_bases(self.dir)
-                     if b <= st.active_base]
+            listed = with_fds(self._handles, f"list the segments of {self.name}",
+                              lambda: list_segment_bases(self.dir))
+            bases = [b for b in listed if b <= st.active_base]
             # a segment wholly below log start is waiting for deletion (P-5);
             # the one holding it may begin below it (P-6)
             keep = []
@@ -122,7 +123,8 @@ class Reader:
                     continue
                 keep.append(b)
             if not keep or keep[-1] != st.active_base:
-                allb = list_segment_bases(self.dir)
+                allb = with_fds(self._handles, f"list the segments of {self.name}",
+                                lambda: list_segment_bases(self.dir))
                 keep = [b for b in allb if b <= st.active_base]
             self._bases = keep
             self._bases_gen = st.generation
@@ -218,20 +220,6 @@ class Reader:
     # -- reads -----------------------------------------------------------------
     def fetch(self, cursor: Cursor, max_records: int, *, values_only: bool = False,
               with_topic: bool = False, row_type=None) -> list:
-        """See :meth:`_fetch`. Out of descriptors (EMFILE/ENFILE: a
-        listing, an index file), the handle cache closes idle segments and
-        the fetch runs once more; still out, TooManyOpenFilesError. A fetch
-        that fails so has returned nothing and not moved the cursor."""
-        try:
-            return self._fetch(cursor, max_records, values_only, with_topic, row_type)
-        except OSError as exc:
-            if exc.errno not in FD_EXHAUSTED or isinstance(exc, PylogError):
-                raise
-        return with_fds(self._handles, f"read {self.name}", lambda: self._fetch(
-            cursor, max_records, values_only, with_topic, row_type))
-
-    def _fetch(self, cursor: Cursor, max_records: int, values_only: bool,
-               with_topic: bool, row_type) -> list:
         """Up to ``max_records`` records at or after ``cursor.offset``.
 
         Returns tuples (offset, timestamp_ms, key, value, headers) — with
@@ -241,7 +229,9 @@ class Reader:
         that are not committed (P-2). Raises OffsetOutOfRange when the cursor
         is below the log start offset and CorruptLogError (with file and
         position) when a batch fails its CRC or breaks the dense offset
-        sequence (G4; baseOffset is outside the CRC).
+        sequence (G4; baseOffset is outside the CRC). Out of descriptors
+        (EMFILE/ENFILE) even after the handle cache closed what it could,
+        TooManyOpenFilesError, after returning the records read first.
         """
         self._part.check()
         st = self._part.state()
@@ -459,7 +449,8 @@ class Reader:
                 last_offset: int | None) -> int:
         """Byte position of the batch holding ``offset`` (or of the first
         batch after it) in ``seg``, through its checked sparse index."""
-        idx, _ = self.indexes(seg, end, last_offset)
+        idx, _ = with_fds(self._handles, f"read the indexes of {seg.path}",
+                          lambda: self.indexes(seg, end, last_offset))
         return seg.locate(offset, end, idx)
 
     def offset_for_time(self, timestamp_ms: int) -> int | None:
