@@ -422,3 +422,60 @@ def test_flush_makes_closed_segments_durable(shim, tmp_path, child_env, sync):
             cons.assign([pylog.TopicPartition("t", p)])
             assert [r.value for r in cons.poll(1)] == [b"v%d" % p]
             cons.close()
+
+
+@pytest.mark.parametrize("sync", ["always", "interval"])
+def test_tiny_bound_under_threads(logdir, sync):
+    """Threads appending to and reading from overlapping partitions while
+    the cache (max_open_files=8) closes their segments under one another:
+    never one in use (an append, a group-commit wait, a read), every
+    acknowledged record read back once, in order."""
+    import threading
+    parts, per_thread, nthreads = 24, 150, 4
+    errors = []
+    with pylog.open(logdir, sync=sync, max_open_files=8) as log:
+        log.create_topic("t", partitions=parts)
+        prod = log.producer()
+
+        def send(t):
+            try:
+                for i in range(per_thread):
+                    prod.send("t", f"{t}/{i}".encode(), partition=(i * 7 + t) % parts)
+            except BaseException as exc:       # reported below
+                errors.append(exc)
+
+        got = {p: [] for p in range(parts)}
+        done = threading.Event()
+
+        def read(ps):
+            try:
+                cons = log.consumer(auto_offset_reset="earliest")
+                cons.assign([pylog.TopicPartition("t", p) for p in ps])
+                while True:
+                    finished = done.is_set()
+                    for r in cons.poll(0.01, max_records=7):
+                        got[r.partition].append((r.offset, r.value))
+                    if finished and sum(len(got[p]) for p in ps) >= \
+                            sum(log.partition("t", p).state().next_offset for p in ps):
+                        break
+                cons.close()
+            except BaseException as exc:
+                errors.append(exc)
+
+        readers = [threading.Thread(target=read, args=(range(k, parts, 2),))
+                   for k in range(2)]
+        senders = [threading.Thread(target=send, args=(t,)) for t in range(nthreads)]
+        for th in readers + senders:
+            th.start()
+        for th in senders:
+            th.join(120)
+        done.set()
+        for th in readers:
+            th.join(120)
+        assert not errors, errors
+        assert log.handles.evictions > 0
+    for p in range(parts):
+        assert [o for o, _ in got[p]] == list(range(len(got[p])))
+    sent = {f"{t}/{i}".encode() for t in range(nthreads) for i in range(per_thread)}
+    assert {v for p in range(parts) for _, v in got[p]} == sent
+    assert sum(len(v) for v in got.values()) == len(sent)
