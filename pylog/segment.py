@@ -50,6 +50,7 @@ _log = logging.getLogger("pylog")
 __all__ = ["INDEX_ENTRY", "INDEX_INTERVAL_BYTES", "TIMEINDEX_ENTRY",
            "OFFSET_DIGITS", "PREALLOCATE_BYTES", "PREALLOCATE_BYTES_MIN",
            "Recovered", "Segment", "first_valid_batch_after", "fsync_dir", "open_segment",
+           "sync_path", "with_fds",
            "list_segment_bases", "parse_segment_name", "segment_is_empty",
            "segment_name", "segment_path", "unlink_segment"]
 
@@ -529,6 +530,22 @@ def open_segment(handles: HandleCache | None, directory: str, base_offset: int, 
                                    writable=writable))
     seg.register(handles, cost, release)
     return seg
+
+
+def sync_path(handles: HandleCache | None, path: str) -> None:
+    """fdatasync the file at ``path`` through a descriptor opened for the
+    call (a segment whose handle was closed with writes not yet durable);
+    nothing when it is gone (deleted: nothing left to make durable).
+    OSError when the sync fails; TooManyOpenFilesError as :func:`with_fds`."""
+    try:
+        fd = with_fds(handles, f"fdatasync {path}",
+                      lambda: os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC))
+    except FileNotFoundError:
+        return
+    try:
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
 
 
 def with_fds(handles: HandleCache | None, action: str, call):

@@ -61,6 +61,7 @@ from .segment import (
     fsync_dir,
     list_segment_bases,
     open_segment,
+    sync_path,
     unlink_segment,
     with_fds,
 )
@@ -642,25 +643,18 @@ class Writer:
         if path is None:
             return
         try:
-            fd = with_fds(self._handles, f"fdatasync {path}",
-                          lambda: os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC))
-        except FileNotFoundError:
-            return
-        except BaseException:
-            with self._wlock:          # still to be made durable: keep it
-                if self._released_dirty is None:
-                    self._released_dirty = path
-            raise
-        try:
-            os.fdatasync(fd)
+            sync_path(self._handles, path)
         except OSError as exc:
+            if exc.errno in FD_EXHAUSTED:
+                with self._wlock:      # still to be made durable: keep it
+                    if self._released_dirty is None:
+                        self._released_dirty = path
+                raise
             self._part.fail(exc)
             raise LogFailedError(
                 f"fdatasync of {path}: {exc.strerror} (errno {exc.errno}); "
                 "records appended since the last successful sync may be "
                 "lost") from exc
-        finally:
-            os.close(fd)
 
     def close(self) -> None:
         """Release the active segment (under the writer lock). A writer
