@@ -46,6 +46,7 @@ from .errors import (
     ReadOnlyFilesystemError,
     ReadOnlyLog,
     RecordTooLarge,
+    TooManyOpenFilesError,
     TopicExists,
     TopicNotFound,
 )
@@ -73,5 +74,5 @@ __all__ = [
     "DiskFullError", "InvalidTimestamp",
     "FileVanishedError", "MetadataBusyError",
     "OffsetAndMetadata", "ConsumerRebalanceListener", "FlushTimeoutError",
-    "GroupNotFound", "CorruptGroupError",
+    "GroupNotFound", "CorruptGroupError", "TooManyOpenFilesError",
 ]

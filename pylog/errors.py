@@ -282,9 +282,7 @@ class LogOSError(PylogError, OSError):
         if hint:
             message += f"; {hint}"
         if code in (_errno.EMFILE, _errno.ENFILE):
-            message += ("; each open partition holds two file descriptors: raise "
-                        "the process's limit (ulimit -n, RLIMIT_NOFILE) above "
-                        "twice the partitions it opens")
+            message += "; " + _FD_HINT
         return klass(message, errno=code, strerror=exc.strerror, filename=target)
 
 
@@ -321,6 +319,21 @@ class ReadOnlyFilesystemError(LogOSError):
     write there; open it with ``readonly=True`` or remount read-write."""
 
 
+class TooManyOpenFilesError(LogOSError):
+    """The process (EMFILE) or the system (ENFILE) ran out of file
+    descriptors, even after the Log closed every segment it held and was not
+    using. Nothing was appended by the call that raised it, nothing
+    acknowledged is lost and the partition stays usable: lower the Log's
+    ``max_open_files`` (pylog.open), open fewer files elsewhere in the
+    process, or raise the limit (``ulimit -n``, RLIMIT_NOFILE)."""
+
+
+_FD_HINT = ("lower max_open_files= of pylog.open (the descriptors a Log keeps "
+            "for segments; default: from the limit) or open fewer files "
+            "elsewhere in the process, or raise the process's limit "
+            "(ulimit -n, RLIMIT_NOFILE)")
+
+
 class NotALogDirectoryError(LogOSError, NotADirectoryError):
     """The path given for a log is (or lies below) something that is not a
     directory: a regular file, a dangling symlink, a device."""
@@ -334,6 +347,10 @@ class LogNotFound(LogOSError, FileNotFoundError):
 # errno -> (class, what went wrong, how the named file is shown)
 _OS_ERRORS: dict[int, tuple[type[LogOSError], str, str]] = {
     _errno.EACCES: (LogPermissionError, "permission denied", " on {}"),
+    _errno.EMFILE: (TooManyOpenFilesError, "too many open files in the process "
+                    "(RLIMIT_NOFILE)", " (opening {})"),
+    _errno.ENFILE: (TooManyOpenFilesError, "too many open files in the system",
+                    " (opening {})"),
     _errno.EPERM: (LogPermissionError, "permission denied", " on {}"),
     _errno.EROFS: (ReadOnlyFilesystemError, "the filesystem is read-only",
                    " (writing {})"),

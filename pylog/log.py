@@ -134,7 +134,7 @@ class Log(LogStore):
 
 def open(path: str | os.PathLike[str], *, sync: str = "always", readonly: bool = False,
          sync_interval_ms: int = 1000, allow_network_filesystem: bool = False,
-         metadata_timeout: float = 10.0) -> Log:
+         metadata_timeout: float = 10.0, max_open_files: int | None = None) -> Log:
     """Open (creating if missing, unless ``readonly``) the log at ``path``.
 
     ``sync``: ``"always"`` (default) — send() returns after fdatasync of the
@@ -147,8 +147,16 @@ def open(path: str | os.PathLike[str], *, sync: str = "always", readonly: bool =
     group change, topic administration — waits for another process's
     metadata transaction before it raises MetadataBusyError naming that
     process (FORMAT.rst L-7). Appends and fetches never wait for one.
+
+    ``max_open_files``: the most file descriptors the Log keeps open for
+    segments, however many topics, partitions and segments it has (like
+    RocksDB's option of that name); the least recently used idle segment is
+    closed past it and reopened on its next use. Default (None): half the
+    process's ``ulimit -n`` less 32, at least 64 and at most 4096 (96 at
+    ``ulimit -n 256``). At least 8. A partition holds no descriptor while
+    none of its segments is open.
     """
     return Log(path, sync=sync, readonly=readonly,
                sync_interval_ms=sync_interval_ms,
                allow_network_filesystem=allow_network_filesystem,
-               metadata_timeout=metadata_timeout)
+               metadata_timeout=metadata_timeout, max_open_files=max_open_files)

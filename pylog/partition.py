@@ -75,7 +75,8 @@ class Partition:
 
     def __init__(self, root: str, topic: str, index: int, config: TopicConfig,
                  meta, *, sync: str = "always", readonly: bool = False,
-                 create: bool = False, doorbell=None, lock_identity=None):
+                 create: bool = False, doorbell=None, lock_identity=None,
+                 handles=None):
         self.topic = topic
         self.topic_id: str | None = None     # the incarnation (L-4), set by the store
         self.index = index
@@ -111,10 +112,12 @@ class Partition:
         self.shared = SharedState(self.dir, readonly, lock_identity)
         # P-8: for rolls and retention, under the writer and append locks
         self.segments = SegmentList(self.dir)
-        self.reader = Reader(self, self.shared, self._handoff)
+        # handles: the Log's HandleCache, which bounds the segments the
+        # reader and writer keep open (pylog.handles)
+        self.reader = Reader(self, self.shared, self._handoff, handles)
         self.writer = None if readonly else Writer(
             self, self.shared, sync=sync, bell_ptr=bell_ptr, bell_slot=bell_slot,
-            handoff=self._handoff, create=create)
+            handoff=self._handoff, create=create, handles=handles)
         self._bell_ptr = bell_ptr
         self.fetch = self.reader.fetch
         self.wait_fetch = self.reader.wait_fetch

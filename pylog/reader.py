@@ -40,9 +40,17 @@ from collections import OrderedDict
 from functools import partial
 
 from . import _native, batch
-from .errors import CorruptLogError, LogFailedError, LogOSError, OffsetOutOfRange, PylogError
+from .errors import (
+    CorruptLogError,
+    LogFailedError,
+    LogOSError,
+    OffsetOutOfRange,
+    PylogError,
+    TooManyOpenFilesError,
+)
+from .handles import READER_COST
 from .index import checked_indexes, last_timestamp, write_back
-from .segment import Segment, list_segment_bases
+from .segment import Segment, list_segment_bases, open_segment, with_fds
 from .sharedstate import State
 
 # G7: reader maps kept open per partition (the least recently used goes)
@@ -73,8 +81,9 @@ class Reader:
     see only published (whole, committed) batches; :meth:`sync_for_commit`
     makes the active segment durable before an offset commit."""
 
-    def __init__(self, part, shared, handoff):
+    def __init__(self, part, shared, handoff, handles=None):
         self._part = part
+        self._handles = handles          # the Log's HandleCache (pylog.handles)
         self._shared = shared
         self._handoff = handoff
         self.dir = part.dir
@@ -102,8 +111,9 @@ class Reader:
     # -- segments ----------------------------------------------------------
     def _segment_bases(self, st: State) -> list[int]:
         if self._bases_gen != st.generation or not self._bases:
-            bases = [b for b in list_segment_bases(self.dir)
-                     if b <= st.active_base]
+            listed = with_fds(self._handles, f"list the segments of {self.name}",
+                              lambda: list_segment_bases(self.dir))
+            bases = [b for b in listed if b <= st.active_base]
             # a segment wholly below log start is waiting for deletion (P-5);
             # the one holding it may begin below it (P-6)
             keep = []
@@ -113,7 +123,8 @@ class Reader:
                     continue
                 keep.append(b)
             if not keep or keep[-1] != st.active_base:
-                allb = list_segment_bases(self.dir)
+                allb = with_fds(self._handles, f"list the segments of {self.name}",
+                                lambda: list_segment_bases(self.dir))
                 keep = [b for b in allb if b <= st.active_base]
             self._bases = keep
             self._bases_gen = st.generation
@@ -132,13 +143,15 @@ class Reader:
         seg = self._readers.get(base)
         if seg is not None:
             self._readers.move_to_end(base)
+            seg.used = True
         else:
             if len(self._readers) >= READER_MAPS_MAX:
                 old_base, old = self._readers.popitem(last=False)
                 old.close()
                 self._reader_sizes.pop(old_base, None)
             try:
-                seg = Segment(self.dir, base)
+                seg = open_segment(self._handles, self.dir, base, cost=READER_COST,
+                                   release=self._release)
             except FileNotFoundError:
                 raise OffsetOutOfRange(
                     f"segment {base} of {self.name} was deleted by "
@@ -153,6 +166,20 @@ class Reader:
                     "as its owner or have them grant read access") from None
             self._readers[base] = seg
         return seg
+
+    def _release(self, seg: Segment) -> bool:
+        """The handle cache's call: close reader map ``seg`` unless a read
+        is using it (the reader lock is busy); True when closed."""
+        if not self._rlock.acquire(blocking=False):
+            return False
+        try:
+            if self._readers.get(seg.base_offset) is seg:
+                del self._readers[seg.base_offset]
+                self._reader_sizes.pop(seg.base_offset, None)
+            seg.close()
+        finally:
+            self._rlock.release()
+        return True
 
     def _segment_end(self, seg: Segment, st: State) -> int:
         if seg.base_offset == st.active_base:
@@ -202,7 +229,9 @@ class Reader:
         that are not committed (P-2). Raises OffsetOutOfRange when the cursor
         is below the log start offset and CorruptLogError (with file and
         position) when a batch fails its CRC or breaks the dense offset
-        sequence (G4; baseOffset is outside the CRC).
+        sequence (G4; baseOffset is outside the CRC). Out of descriptors
+        (EMFILE/ENFILE) even after the handle cache closed what it could,
+        TooManyOpenFilesError, after returning the records read first.
         """
         self._part.check()
         st = self._part.state()
@@ -234,7 +263,12 @@ class Reader:
                     self._sealed_last_offset(bases, seg.base_offset, st))
             build = self._row_build(values_only, with_topic, row_type)
             while len(out) < max_records:
-                seg = self._reader(cursor.segment_base)
+                try:
+                    seg = self._reader(cursor.segment_base)
+                except TooManyOpenFilesError:
+                    if out:
+                        break    # the records read first; the next fetch raises
+                    raise
                 end = self._segment_end(seg, st)
                 if cursor.position >= end:
                     if seg.base_offset == st.active_base:
@@ -246,7 +280,12 @@ class Reader:
                     cursor.segment_base, cursor.position = bases[i], 0
                     cursor.base = bases[i]
                     continue
-                m = seg.mapped(end)
+                try:
+                    m = seg.mapped(end)
+                except TooManyOpenFilesError:
+                    if out:
+                        break
+                    raise
                 if cursor.position < end:
                     # every uncompressed batch up to `end`: one native call
                     room = max_records - len(out)
@@ -410,11 +449,17 @@ class Reader:
                 last_offset: int | None) -> int:
         """Byte position of the batch holding ``offset`` (or of the first
         batch after it) in ``seg``, through its checked sparse index."""
-        idx, _ = self.indexes(seg, end, last_offset)
+        idx, _ = with_fds(self._handles, f"read the indexes of {seg.path}",
+                          lambda: self.indexes(seg, end, last_offset))
         return seg.locate(offset, end, idx)
 
     def offset_for_time(self, timestamp_ms: int) -> int | None:
-        """The first offset whose record has timestamp >= ``timestamp_ms``."""
+        """The first offset whose record has timestamp >= ``timestamp_ms``
+        (EMFILE/ENFILE: as :meth:`fetch`)."""
+        return with_fds(self._handles, f"look up a time in {self.name}",
+                        lambda: self._offset_for_time(timestamp_ms))
+
+    def _offset_for_time(self, timestamp_ms: int) -> int | None:
         self._part.check()
         st = self._part.state()
         cur = Cursor(st.log_start_offset)

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from . import _native, batch
 from .errors import CorruptLogError, PylogError
 from .files import NotARegularFile, allocate, open_regular, set_aside
+from .handles import FD_EXHAUSTED, HandleCache, too_many_open_files
 from .index import (
     INDEX_ENTRY,
     INDEX_INTERVAL_BYTES,
@@ -48,7 +49,8 @@ _log = logging.getLogger("pylog")
 
 __all__ = ["INDEX_ENTRY", "INDEX_INTERVAL_BYTES", "TIMEINDEX_ENTRY",
            "OFFSET_DIGITS", "PREALLOCATE_BYTES", "PREALLOCATE_BYTES_MIN",
-           "Recovered", "Segment", "first_valid_batch_after", "fsync_dir",
+           "Recovered", "Segment", "first_valid_batch_after", "fsync_dir", "open_segment",
+           "sync_path", "with_fds",
            "list_segment_bases", "parse_segment_name", "segment_is_empty",
            "segment_name", "segment_path", "unlink_segment"]
 
@@ -124,6 +126,19 @@ class Segment:
         self._index_fds = (-1, -1)
         # checked (.index, .timeindex) of a sealed segment, which never changes
         self.index_cache: tuple[bytes, bytes] | None = None
+        # the Log's handle cache this segment is registered in (None: not
+        # bounded, e.g. recovery's short-lived handles), and its
+        # recently-used flag (pylog.handles)
+        self.handles: HandleCache | None = None
+        self.used = False
+
+    def register(self, handles: HandleCache | None, cost: int, release) -> None:
+        """Count this open segment as ``cost`` descriptors in ``handles``,
+        which may close it through ``release`` (see pylog.handles); closing
+        it unregisters it."""
+        if handles is not None:
+            self.handles = handles
+            handles.opened(self, cost, release)
 
     # -- mapping ---------------------------------------------------------
     def file_size(self) -> int:
@@ -132,6 +147,8 @@ class Segment:
     def replaced(self) -> bool:
         """Is the file at this segment's path no longer the one held open
         (removed, or removed and made again under the same name)?"""
+        if self.fd < 0:
+            return True          # closed (by the handle cache): not held
         try:
             now = os.stat(self.path)
         except FileNotFoundError:
@@ -158,7 +175,7 @@ class Segment:
                 return None
             self.unmap()
             try:
-                self._map = mmap.mmap(self.fd, size, mmap.MAP_SHARED, prot)
+                self._map = self._mmap(size, prot)
             except ValueError:
                 # The file shrank between our fstat and mmap's: a writer
                 # rolling the segment truncated its preallocated tail to
@@ -169,6 +186,13 @@ class Segment:
             return self._map
         raise CorruptLogError(f"segment kept changing size while being mapped "
                               f"({_MAP_ATTEMPTS} attempts)", self.path, None)
+
+    def _mmap(self, size: int, prot: int) -> mmap.mmap:
+        """Map ``size`` bytes. Python's mmap duplicates the descriptor, so
+        it may meet EMFILE: the handle cache then closes idle handles and
+        it is tried once more (TooManyOpenFilesError when still out)."""
+        return with_fds(self.handles, f"map {self.path}",
+                        lambda: mmap.mmap(self.fd, size, mmap.MAP_SHARED, prot))
 
     def pointer(self):
         """Native pointer to the current map (None when nothing is mapped),
@@ -201,15 +225,19 @@ class Segment:
     def index_fds(self) -> tuple[int, int]:
         """Append-only descriptors of .index and .timeindex (writer side)."""
         if self._index_fds[0] < 0:
-            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
-            i = _open_index(self.index_path, flags)
-            try:
-                t = _open_index(self.timeindex_path, flags)
-            except BaseException:
-                os.close(i)
-                raise
-            self._index_fds = (i, t)
+            self._index_fds = with_fds(self.handles, f"open the indexes of {self.path}",
+                                       self._open_index_fds)
         return self._index_fds
+
+    def _open_index_fds(self) -> tuple[int, int]:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+        i = _open_index(self.index_path, flags)
+        try:
+            t = _open_index(self.timeindex_path, flags)
+        except BaseException:
+            os.close(i)
+            raise
+        return i, t
 
     def _close_index_fds(self) -> None:
         for fd in self._index_fds:
@@ -476,11 +504,15 @@ class Segment:
         return max_ts
 
     def close(self) -> None:
+        """Unmap and close every descriptor (idempotent)."""
         self.unmap()
         self._close_index_fds()
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+        if self.handles is not None:
+            self.handles.closed(self)
+            self.handles = None
 
     def unlink(self) -> None:
         for p in (self.path, self.index_path, self.timeindex_path):
@@ -488,6 +520,50 @@ class Segment:
                 os.unlink(p)
             except FileNotFoundError:
                 pass
+
+
+def open_segment(handles: HandleCache | None, directory: str, base_offset: int, *,
+                 cost: int, release, create: bool = False,
+                 writable: bool = False) -> Segment:
+    """A Segment registered in the Log's handle cache ``handles`` as
+    ``cost`` descriptors (pylog.handles), which closes it through
+    ``release`` when it needs room. EMFILE/ENFILE: idle handles are closed
+    and the open is tried once more, then TooManyOpenFilesError."""
+    seg = with_fds(handles, f"open {segment_path(directory, base_offset)}",
+                   lambda: Segment(directory, base_offset, create=create,
+                                   writable=writable))
+    seg.register(handles, cost, release)
+    return seg
+
+
+def sync_path(handles: HandleCache | None, path: str) -> None:
+    """fdatasync the file at ``path`` through a descriptor opened for the
+    call (a segment whose handle was closed with writes not yet durable);
+    nothing when it is gone (deleted: nothing left to make durable).
+    OSError when the sync fails; TooManyOpenFilesError as :func:`with_fds`."""
+    try:
+        fd = with_fds(handles, f"fdatasync {path}",
+                      lambda: os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC))
+    except FileNotFoundError:
+        return
+    try:
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+
+
+def with_fds(handles: HandleCache | None, action: str, call):
+    """``call()``, which needs descriptors: on EMFILE/ENFILE the handle
+    cache (when there is one) closes idle handles and it is tried once
+    more; raises TooManyOpenFilesError naming ``action`` when still out."""
+    if handles is not None:
+        return handles.retry(action, call)
+    try:
+        return call()
+    except OSError as exc:
+        if exc.errno in FD_EXHAUSTED:
+            raise too_many_open_files(exc, action) from None
+        raise
 
 
 def first_valid_batch_after(buf, start: int, end: int, *,

@@ -24,7 +24,6 @@ is rebuilt by recovery (P-4) after the last process closes or crashes.
 from __future__ import annotations
 
 import logging
-import mmap
 import os
 import struct
 import sys
@@ -36,6 +35,7 @@ from . import _format, _native
 from ._crossproc import clear_state_takeover, state_taken_over
 from .errors import CorruptLogError
 from .files import NotARegularFile, allocate, open_regular, set_aside
+from .handles import map_file
 
 _log = logging.getLogger("pylog")
 
@@ -62,6 +62,10 @@ def durable_check(base: int, position: int, next_offset: int) -> int:
     h = _mix64(_format.STATE_MAGIC ^ (base & _MASK64))
     h = _mix64(h ^ (position & _MASK64))
     return _mix64(h ^ (next_offset & _MASK64))
+# The append lock (P-3) is a futex word where the kernel has OFD locks
+# (csrc/lock.c, Linux): the state file's descriptor is not needed once the
+# file is mapped. Elsewhere the lock is an fcntl lock on that descriptor.
+LOCK_NEEDS_FD = not sys.platform.startswith("linux")
 
 
 @dataclass
@@ -93,8 +97,9 @@ class SharedState:
     index position are for the thread holding :attr:`wlock` and the append
     lock (:meth:`lock`). Durability: none; recovery rebuilds the file.
 
-    ``fd`` is -1 and ``map`` None when a read-only opener found no state
-    file (recovery then computes the state in memory)."""
+    ``map`` is None when a read-only opener found no state file (recovery
+    then computes the state in memory). ``fd`` is -1 then, and also once
+    the file is mapped unless the append lock needs it (LOCK_NEEDS_FD)."""
 
     def __init__(self, directory: str, readonly: bool, lock_identity):
         self.directory = directory
@@ -130,12 +135,18 @@ class SharedState:
             except BaseException:
                 os.close(self.fd)
                 raise
-        if os.fstat(self.fd).st_size >= STATE_FILE_BYTES:
-            prot = mmap.PROT_READ | (0 if readonly else mmap.PROT_WRITE)
-            self.map = mmap.mmap(self.fd, STATE_FILE_BYTES, mmap.MAP_SHARED, prot)
-            if not readonly:
-                self.ptr = _native.pointer(self.map)
-            self.rptr = self.ptr or _native.pointer(self.map, writable=False)
+        try:
+            if os.fstat(self.fd).st_size >= STATE_FILE_BYTES:
+                # map_file keeps no descriptor (Python's mmap would keep a
+                # duplicate): a partition at rest holds none (pylog.handles)
+                self.map = map_file(self.fd, STATE_FILE_BYTES, writable=not readonly)
+                if not readonly:
+                    self.ptr = _native.pointer(self.map)
+                self.rptr = self.ptr or _native.pointer(self.map, writable=False)
+        finally:
+            if not LOCK_NEEDS_FD:
+                os.close(self.fd)
+                self.fd = -1
 
     # -- the record (P-2) ---------------------------------------------------
     def has_magic(self) -> bool:

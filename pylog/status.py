@@ -32,6 +32,7 @@ from .errors import (
     LogFailedError,
     LogOSError,
     PylogError,
+    TooManyOpenFilesError,
     TopicNotFound,
 )
 
@@ -65,8 +66,9 @@ _TABLE = {
     E_VANISHED: (FileVanishedError, "the file is no longer at its path: its file or "
                  "directory was deleted, moved or replaced (L-6)",
                  "records acknowledged before were durable; reopen the log"),
-    E_NOFD: (LogOSError, "no file descriptor was left for the fdatasync (EMFILE); "
-             "nothing was lost", "retry, or raise the process's limit (ulimit -n)"),
+    E_NOFD: (TooManyOpenFilesError, "no file descriptor was left for the fdatasync (EMFILE); "
+             "nothing was lost", "retry, lower max_open_files= of pylog.open, or raise "
+             "the process's limit (ulimit -n)"),
     E_FENCED: (CommitFailedError, "another group member owns the partition (C-4)",
                "poll again: the group rebalanced"),
 }
@@ -102,11 +104,12 @@ def error(rc: int, what: str, path: Optional[str] = None, *,
     klass, why, default_hint = entry
     where = f" ({path})" if path is not None else ""
     message = f"{what}{where}: {why} ({hint or default_hint})"
-    if klass is LogOSError:
+    if klass in (LogOSError, TooManyOpenFilesError):
         errno_code = _errno.EMFILE if rc == E_NOFD else None
-        return LogOSError(message, errno=errno_code,
-                          strerror=_os.strerror(errno_code) if errno_code else None,
-                          filename=path)
+        os_class = TooManyOpenFilesError if rc == E_NOFD else LogOSError
+        return os_class(message, errno=errno_code,
+                        strerror=_os.strerror(errno_code) if errno_code else None,
+                        filename=path)
     return klass(message)
 
 

@@ -48,6 +48,7 @@ from .errors import (
     TopicNotFound,
 )
 from .files import DISK_FULL_ERRNOS, allocate, disk_full_error, open_regular
+from .handles import FD_EXHAUSTED, HandleCache, too_many_open_files, validate_max_open_files
 from .identity import Identity, vanished
 from .metadata import DEFAULT_LOCK_TIMEOUT_S, Metadata
 from .partition import Partition
@@ -107,7 +108,8 @@ class LogStore(TopicAdmin, LogAdmin):
     def __init__(self, path: str | os.PathLike[str], *, sync: str = "always",
                  readonly: bool = False,
                  sync_interval_ms: int = 1000, allow_network_filesystem: bool = False,
-                 metadata_timeout: float = DEFAULT_LOCK_TIMEOUT_S):
+                 metadata_timeout: float = DEFAULT_LOCK_TIMEOUT_S,
+                 max_open_files: int | None = None):
         if not isinstance(path, (str, os.PathLike)):
             raise InvalidArgument(f"path must be str or PathLike, got {type(path).__name__}")
         raw = os.fspath(path)
@@ -130,6 +132,9 @@ class LogStore(TopicAdmin, LogAdmin):
             raise InvalidArgument(
                 f"metadata_timeout={metadata_timeout!r}; expected seconds in [0, 3600]")
         self.metadata_timeout = float(metadata_timeout)
+        # the descriptors this Log keeps for segments, however many it has
+        # (pylog.handles)
+        self.max_open_files = validate_max_open_files(max_open_files)
         self.path = os.path.abspath(raw)
         self.sync = sync
         self.readonly = readonly
@@ -195,6 +200,9 @@ class LogStore(TopicAdmin, LogAdmin):
         self._pid = os.getpid()
         self._forks = FORKS[0]
         self._partitions: dict[tuple[str, int], Partition] = {}
+        # a fresh cache after a fork too: the inherited one holds the
+        # parent's segments, which the child must leave alone
+        self.handles = HandleCache(self.max_open_files)
         self._topic_cache: dict[str, tuple[float, dict[str, Any]]] = {}
         self._lock_fd = -1
         first = False
@@ -336,14 +344,19 @@ class LogStore(TopicAdmin, LogAdmin):
         if part is not None and part.topic_id == doc["id"]:
             return part
         cfg = TopicConfig.from_dict(doc["config"])
-        self._claim_directory(topic, p, doc["id"])
+        action = f"open partition {topic}-{p} in {self.path}"
+        # EMFILE here: the handle cache closes idle segments, then one retry
+        self.handles.retry(action, lambda: self._claim_directory(topic, p, doc["id"]))
         try:
-            part = Partition(self.path, topic, p, cfg, self.meta, sync=self.sync,
-                             readonly=self.readonly, create=not self.readonly,
-                             doorbell=(self._bell, topic_slot(topic)),
-                             lock_identity=None if self.readonly else
-                             (self._lock_token, self._lock_fd))
+            part = self.handles.retry(action, lambda: Partition(
+                self.path, topic, p, cfg, self.meta, sync=self.sync,
+                readonly=self.readonly, create=not self.readonly,
+                doorbell=(self._bell, topic_slot(topic)),
+                lock_identity=None if self.readonly else (self._lock_token, self._lock_fd),
+                handles=self.handles))
         except OSError as exc:
+            if isinstance(exc, PylogError):
+                raise
             if exc.errno in DISK_FULL_ERRNOS:
                 raise disk_full_error(f"open partition {topic}-{p} in "
                                       f"{self.path}", exc) from exc
@@ -362,8 +375,12 @@ class LogStore(TopicAdmin, LogAdmin):
             try:
                 part.recover(unpublished_only=not self.readonly)
             except OSError as exc:
-                if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS) \
-                        or isinstance(exc, PylogError):
+                if isinstance(exc, PylogError):
+                    raise
+                if exc.errno in FD_EXHAUSTED:
+                    part.close()
+                    raise too_many_open_files(exc, action) from None
+                if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
                     raise
                 part.close()
                 raise _open_error(exc, f"open partition {topic}-{p} in {self.path}",
@@ -390,7 +407,8 @@ class LogStore(TopicAdmin, LogAdmin):
                 raise PartitionNotFound(
                     f"topic {topic!r} has {doc['partitions']} partitions; "
                     f"there is no partition {p!r}")
-            return self._open_partition(topic, p, doc)
+            part = self._open_partition(topic, p, doc)
+            return part
 
     def open_partitions(self) -> dict[tuple[str, int], Partition]:
         """The Partitions this Log has open, by (topic, partition): the

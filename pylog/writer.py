@@ -47,8 +47,10 @@ from .errors import (
     LogClosed,
     LogFailedError,
     PylogError,
+    TooManyOpenFilesError,
     TopicNotFound,
 )
+from .handles import FD_EXHAUSTED, WRITER_COST, too_many_open_files
 from .index import last_entry_position
 from .retention import enforce_retention_locked
 from .segment import (
@@ -58,7 +60,10 @@ from .segment import (
     Segment,
     fsync_dir,
     list_segment_bases,
+    open_segment,
+    sync_path,
     unlink_segment,
+    with_fds,
 )
 from .sharedstate import State
 
@@ -105,7 +110,7 @@ class Writer:
     append of this writer durable in any mode (G1)."""
 
     def __init__(self, part, shared, *, sync: str, bell_ptr, bell_slot: int,
-                 handoff, create: bool):
+                 handoff, create: bool, handles=None):
         self._part = part
         self._shared = shared
         self._wlock = shared.wlock
@@ -129,6 +134,11 @@ class Writer:
         # group commit (G1): the native syncer of this writer's appends
         self._syncer = _native.syncer()
         self._active: Segment | None = None
+        # the Log's HandleCache (pylog.handles), which may close the active
+        # segment while it is idle (_release), and the path of a segment it
+        # closed with appends not yet made durable (flush syncs it)
+        self._handles = handles
+        self._released_dirty: str | None = None
         _WRITERS.add(self)
 
     @property
@@ -154,11 +164,56 @@ class Writer:
 
     def _set_active(self, seg: Segment | None) -> None:
         """Make ``seg`` this writer's active segment. Offsets below its base
-        are in sealed segments, durable since their roll (S-4)."""
+        are in sealed segments, durable since their roll (S-4). The syncer
+        duplicates its descriptor: on EMFILE the handle cache makes room,
+        and if it cannot ``seg`` is closed and TooManyOpenFilesError raised
+        with nothing changed on disk."""
+        if seg is None:
+            self._active = None
+            _native.syncer_set_fd(self._syncer, -1, 0, None)
+            return
+        try:
+            with_fds(self._handles, f"open {seg.path} for group commit",
+                     lambda: _native.syncer_set_fd(self._syncer, seg.fd, seg.base_offset,
+                                                   seg.path))
+        except BaseException:
+            self._active = None
+            seg.close()
+            raise
         self._active = seg
-        _native.syncer_set_fd(self._syncer, seg.fd if seg is not None else -1,
-                              seg.base_offset if seg is not None else 0,
-                              seg.path if seg is not None else None)
+
+    def _open_active(self, base: int, *, create: bool = False) -> Segment:
+        """Open segment ``base`` for writing, counted in the handle cache."""
+        return open_segment(self._handles, self.dir, base, cost=WRITER_COST,
+                            release=self._release, create=create, writable=True)
+
+    def _release(self, seg: Segment) -> bool:
+        """The handle cache's call: close the active segment ``seg`` unless
+        an append holds the writer lock; True when closed. With
+        sync="always" what was appended is made durable first (an
+        appender may be about to wait for it); otherwise the segment's
+        path is remembered and :meth:`flush` makes it durable. The syncer
+        is told the appended offsets are covered, so a sync in flight
+        returns instead of failing on the closed segment."""
+        if not self._wlock.acquire(blocking=False):
+            return False
+        try:
+            a = self._appender
+            if self._active is seg:
+                if self._sync_always and a.written_base >= 0 and \
+                        _native.sync_through(self._syncer, a, a.written_next) != 0:
+                    return False       # the append's own sync reports it
+                if not self._sync_always and a.written_base == seg.base_offset:
+                    self._released_dirty = seg.path
+                self._appender_map = None
+                self._active = None
+                seg.close()
+                _native.syncer_set_fd(self._syncer, -1, max(a.written_next, 0), None)
+            else:
+                seg.close()
+            return True
+        finally:
+            self._wlock.release()
 
     def append(self, records, *, compression: str | None = None) -> tuple[int, int]:
         """Append one batch; return (base offset, timestamp of the first record).
@@ -195,9 +250,11 @@ class Writer:
                 return None
             seg = self._active
             m = self._appender_map
-            if (m is None or seg is None or seg._wptr is not m) \
-                    and self._appender_ready() is None:
-                return None
+            if m is None or seg is None or seg._wptr is not m:
+                if self._appender_ready() is None:
+                    return None
+            else:
+                seg.used = True          # (pylog.handles: recently used)
             a = self._appender
             # (a null key or value is passed as b"" with length -1)
             rc = _native.append_record(a, timestamp_ms, key or b"",
@@ -238,6 +295,7 @@ class Writer:
         seg = self._active
         if seg is None or self._shared.ptr is None:
             return None
+        seg.used = True                  # (pylog.handles: recently used)
         ptr, cap = seg.writer_pointer()
         if ptr is None:
             return None
@@ -355,6 +413,11 @@ class Writer:
             self._shared.unlock_quietly()
             if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
                 raise self._disk_full(exc.errno) from exc
+            if isinstance(exc, OSError) and exc.errno in FD_EXHAUSTED:
+                # nothing was published: the partition stays usable
+                if isinstance(exc, TooManyOpenFilesError):
+                    raise
+                raise too_many_open_files(exc, f"append to {self.name}") from exc
             if isinstance(exc, FileVanishedError) or self._part.check_identity():
                 self._part.fail(exc)
                 self._part.check()                # L-6: raises FileVanishedError
@@ -427,9 +490,10 @@ class Writer:
     def _writer_segment(self, st: State) -> Segment:
         seg = self._active
         if seg is None or seg.base_offset != st.active_base:
+            self._active = None
             if seg is not None:
                 seg.close()
-            seg = Segment(self.dir, st.active_base, writable=True)
+            seg = self._open_active(st.active_base)
             self._set_active(seg)
         return seg
 
@@ -492,7 +556,7 @@ class Writer:
         cannot collide with it (G8). A crash before the publish leaves an
         empty new segment that recovery drops (P-4)."""
         self._part.dir_identity.check(f"roll of {self.name}")     # L-6
-        new = Segment(self.dir, next_offset, create=True, writable=True)
+        new = self._open_active(next_offset, create=True)
         try:
             new.truncate(0)                  # a leftover of a crashed roll
             new.write_indexes([], [])
@@ -559,20 +623,45 @@ class Writer:
         an LMDB commit, which would cost a flush more than its fdatasync."""
         self._part.check()
         with self._wlock:
-            if self._active is None:
-                return
+            active = self._active
             written = self._written
             written_next = self._appender.written_next
-        if written[0] >= 0:
+        if written[0] < 0:
+            return
+        if active is not None:
             self._sync_through(written_next)
-            now = time.monotonic()
-            if not checkpoint and now < self._next_checkpoint:
-                return
-            self._next_checkpoint = now + CHECKPOINT_INTERVAL_S
-            st = self._part.state()
-            if st.active_base == written[0]:
-                self._part.meta.set_checkpoint(self._part.topic, self._part.index, written[0],
-                                          written[1], written_next)
+        self._sync_released()
+        now = time.monotonic()
+        if not checkpoint and now < self._next_checkpoint:
+            return
+        self._next_checkpoint = now + CHECKPOINT_INTERVAL_S
+        st = self._part.state()
+        if st.active_base == written[0]:
+            self._part.meta.set_checkpoint(self._part.topic, self._part.index, written[0],
+                                           written[1], written_next)
+
+    def _sync_released(self) -> None:
+        """fdatasync the segment the handle cache closed while appends to
+        it were not yet durable (sync="interval"/"never", see _release):
+        reopened by path for the call. A segment deleted meanwhile
+        (retention, its topic) has nothing left to make durable."""
+        with self._wlock:
+            path, self._released_dirty = self._released_dirty, None
+        if path is None:
+            return
+        try:
+            sync_path(self._handles, path)
+        except OSError as exc:
+            if exc.errno in FD_EXHAUSTED:
+                with self._wlock:      # still to be made durable: keep it
+                    if self._released_dirty is None:
+                        self._released_dirty = path
+                raise
+            self._part.fail(exc)
+            raise LogFailedError(
+                f"fdatasync of {path}: {exc.strerror} (errno {exc.errno}); "
+                "records appended since the last successful sync may be "
+                "lost") from exc
 
     def close(self) -> None:
         """Release the active segment (under the writer lock). A writer

@@ -14,7 +14,7 @@ NATIVE = {"_native", "status", "_buffers", "_scratch", "_rows", "_handoff", "_cr
 
 LAYERS = [
     {"errors", "config", "records", "assignors", "table", "gcpause", "_build_native",
-     "files", "groupstate", "_format", "liveness"},
+     "files", "groupstate", "_format", "liveness", "handles"},
     NATIVE,
     {"batch", "index"},
     {"segment", "identity", "metalock", "topicdirs"},

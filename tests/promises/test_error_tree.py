@@ -27,7 +27,7 @@ TREE = {
     "LogPermissionError": PermissionError, "ReadOnlyFilesystemError": OSError,
     "NotALogDirectoryError": NotADirectoryError, "LogNotFound": FileNotFoundError,
     "DiskFullError": None, "FileVanishedError": None, "MetadataBusyError": None,
-    "InvalidTimestamp": ValueError,
+    "InvalidTimestamp": ValueError, "TooManyOpenFilesError": OSError,
 }
 
 
@@ -46,8 +46,10 @@ def test_every_error_is_a_pylog_error():
     subclasses ``LogPermissionError`` (PermissionError: another user's log, a
     directory without write access; never reported as corruption),
     ``ReadOnlyFilesystemError``, ``NotALogDirectoryError`` (NotADirectoryError:
-    the path is, or lies below, a file) and ``LogNotFound``
-    (FileNotFoundError: ``readonly=True`` on a path without a log)."""
+    the path is, or lies below, a file), ``LogNotFound``
+    (FileNotFoundError: ``readonly=True`` on a path without a log) and
+    ``TooManyOpenFilesError`` (out of file descriptors: names
+    ``max_open_files`` and ``ulimit -n``)."""
     for name, builtin in TREE.items():
         cls = getattr(pylog, name)
         assert issubclass(cls, pylog.PylogError), name
@@ -55,6 +57,7 @@ def test_every_error_is_a_pylog_error():
             assert issubclass(cls, builtin), name
     for name in ("DiskFullError", "FileVanishedError"):
         assert issubclass(getattr(pylog, name), pylog.LogFailedError), name
+    assert issubclass(pylog.TooManyOpenFilesError, pylog.LogOSError)
     assert pylog.MetadataBusyError("busy", holder_pid=42).holder_pid == 42
     e = pylog.CorruptLogError("bad crc", "/x/t-0/0.log", 1234)
     assert (e.path, e.position) == ("/x/t-0/0.log", 1234)

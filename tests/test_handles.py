@@ -1,0 +1,481 @@
+"""Bounded descriptors (pylog.handles, issue 15): a Log keeps at most
+``max_open_files`` descriptors for segments however many partitions it has,
+closes idle ones least recently used first and reopens them on use; a
+partition at rest holds none; running out anyway raises
+TooManyOpenFilesError, never a bare OSError or a FAILED partition."""
+
+import errno
+import json
+import os
+import resource
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from childproc import ChildFailed, readline, start, stderr_tail
+
+import pylog
+from pylog import handles
+from pylog.errors import InvalidArgument, TooManyOpenFilesError
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+# -- the bound and its default ---------------------------------------------------
+def test_default_follows_the_soft_limit():
+    assert handles.default_max_open_files(256) == 96
+    assert handles.default_max_open_files(1024) == 480
+    assert handles.default_max_open_files(64) == 64            # the floor
+    assert handles.default_max_open_files(1 << 20) == 4096     # the ceiling
+    assert handles.default_max_open_files(resource.RLIM_INFINITY) == 4096
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    assert handles.default_max_open_files() == handles.default_max_open_files(soft)
+
+
+@pytest.mark.parametrize("bad", [0, 7, -1, True, 2.5, "64", 1 << 21])
+def test_max_open_files_is_validated(logdir, bad):
+    with pytest.raises(InvalidArgument, match="max_open_files"):
+        pylog.open(logdir, max_open_files=bad)
+    assert not os.path.exists(logdir)          # refused before anything was made
+
+
+def test_a_partition_at_rest_holds_no_descriptor(logdir):
+    with pylog.open(logdir, sync="never") as log:
+        before = open_fds()
+        log.create_topic("t", partitions=50)
+        assert open_fds() == before
+        assert len(log.handles) == 0
+
+
+# -- eviction under reads and writes -----------------------------------------------
+def produce_and_read(log, topics, partitions, rounds):
+    """Send ``rounds`` records to every partition, reading each partition
+    back between rounds; return every record read as (topic, p, offset, value)."""
+    prod = log.producer()
+    cons = log.consumer(auto_offset_reset="earliest")
+    cons.assign([pylog.TopicPartition(t, p) for t in topics for p in range(partitions)])
+    seen = []
+    for r in range(rounds):
+        for t in topics:
+            for p in range(partitions):
+                prod.send(t, f"{t}/{p}/{r}".encode(), partition=p)
+        want = len(topics) * partitions * (r + 1)
+        deadline = time.monotonic() + 60
+        while len(seen) < want and time.monotonic() < deadline:
+            seen += [(x.topic, x.partition, x.offset, x.value) for x in cons.poll(0.05)]
+        assert len(seen) == want
+        # in bounds: an open segment costs at most WRITER_COST beyond it
+        # (the one in use when the bound was passed)
+        assert log.handles.open_cost <= log.handles.limit + handles.WRITER_COST
+    cons.close()
+    return seen
+
+
+@pytest.mark.parametrize("sync", ["always", "never"])
+def test_tiny_bound_many_partitions(logdir, sync):
+    topics = ["a", "b"]
+    with pylog.open(logdir, sync=sync, max_open_files=8) as log:
+        for t in topics:
+            log.create_topic(t, partitions=60)
+        seen = produce_and_read(log, topics, 60, 3)
+        assert log.handles.evictions > 100
+    expected = {(t, p, r, f"{t}/{p}/{r}".encode())
+                for t in topics for p in range(60) for r in range(3)}
+    assert set(seen) == expected
+    with pylog.open(logdir, max_open_files=8) as log:        # all there after reopen
+        for t in topics:
+            for p in range(60):
+                assert log.partition(t, p).state().next_offset == 3
+
+
+def test_tiny_bound_across_segments_and_rolls(logdir):
+    """Several segments per partition (rolls), read back from the start
+    with every reader map and writer handle evicted over and over."""
+    with pylog.open(logdir, sync="never", max_open_files=8) as log:
+        log.create_topic("t", partitions=12, segment_bytes=65536)
+        prod = log.producer()
+        for i in range(400):
+            for p in range(12):
+                prod.send("t", b"%d" % i + b"." * 1000, partition=p)
+        for p in range(12):
+            assert log.partition("t", p).describe()["segments"] > 5
+        cons = log.consumer(auto_offset_reset="earliest")
+        cons.assign([pylog.TopicPartition("t", p) for p in range(12)])
+        got = {p: [] for p in range(12)}
+        deadline = time.monotonic() + 60
+        while sum(map(len, got.values())) < 4800 and time.monotonic() < deadline:
+            for r in cons.poll(0.05, max_records=37):
+                got[r.partition].append((r.offset, r.value))
+        for p in range(12):
+            assert [o for o, _ in got[p]] == list(range(400))
+            assert [v.split(b".")[0] for _, v in got[p]] == [b"%d" % i for i in range(400)]
+        assert log.handles.open_cost <= 8 + handles.WRITER_COST
+
+
+WRITER = textwrap.dedent("""
+    import sys, pylog
+    path, who, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    with pylog.open(path, sync="interval", max_open_files=8) as log:
+        prod = log.producer()
+        print("ready", flush=True)
+        sys.stdin.readline()
+        for i in range(n):
+            for p in range(40):
+                prod.send("t", f"{who}/{i}/".encode() + bytes(1000), partition=p)
+        log.flush()
+        print("done", log.handles.evictions, flush=True)
+""")
+
+
+def test_tiny_bound_across_processes(logdir, child_env):
+    """Three processes, each with max_open_files=8, append to the same 40
+    partitions at once: their writers are evicted and reopened under each
+    other's appends (the append lock, rolls by another process), and every
+    record is there once, offsets dense."""
+    with pylog.open(logdir, max_open_files=8) as log:
+        log.create_topic("t", partitions=40, segment_bytes=65536)
+    kids = [start(WRITER, logdir, w, 60, env=child_env, stdin=subprocess.PIPE)
+            for w in ("x", "y", "z")]
+    try:
+        for k in kids:
+            assert readline(k) == b"ready\n"
+        for k in kids:
+            k.stdin.write(b"go\n")
+            k.stdin.flush()
+        for k in kids:
+            line = readline(k, timeout=120)
+            assert line.startswith(b"done "), line
+            assert int(line.split()[1]) > 0            # it did evict
+            assert k.wait(30) == 0, stderr_tail(k)
+    finally:
+        for k in kids:
+            if k.poll() is None:
+                k.kill()
+    with pylog.open(logdir, max_open_files=8) as log:
+        cons = log.consumer(auto_offset_reset="earliest")
+        cons.assign([pylog.TopicPartition("t", p) for p in range(40)])
+        got = {p: [] for p in range(40)}
+        deadline = time.monotonic() + 60
+        while sum(map(len, got.values())) < 3 * 60 * 40 and time.monotonic() < deadline:
+            for r in cons.poll(0.05):
+                got[r.partition].append((r.offset, r.value))
+        for p in range(40):
+            assert [o for o, _ in got[p]] == list(range(180))
+            for w in "xyz":     # each writer's records, once, in its order
+                assert [v for _, v in got[p] if v.startswith(w.encode())] == \
+                    [f"{w}/{i}/".encode() + bytes(1000) for i in range(60)]
+            assert log.partition("t", p).describe()["segments"] > 1   # rolled
+
+
+# -- out of descriptors anyway ----------------------------------------------------------
+def test_emfile_is_a_pylog_error_and_loses_nothing(logdir):
+    """With the process's descriptors all taken by someone else, a send to
+    a partition whose segment is not open raises TooManyOpenFilesError
+    naming max_open_files and ulimit -n; the partition is not FAILED and
+    once descriptors are free again every acknowledged record is there."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    hog = []
+    with pylog.open(logdir, sync="always") as log:
+        log.create_topic("t", partitions=4)
+        prod = log.producer()
+        for p in range(4):
+            prod.send("t", b"before", partition=p)
+        for p in range(4):                   # close every segment
+            log.partition("t", p).reader.close()
+        assert log.handles.shrink() > 0
+        acked = 4
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (open_fds() + 16, hard))
+            try:
+                while True:
+                    hog.append(os.open(os.devnull, os.O_RDONLY))
+            except OSError as exc:
+                assert exc.errno == errno.EMFILE
+            with pytest.raises(TooManyOpenFilesError) as got:
+                prod.send("t", b"refused", partition=1)
+            assert got.value.errno in (errno.EMFILE, errno.ENFILE)
+            assert "max_open_files" in str(got.value) and "ulimit -n" in str(got.value)
+            assert isinstance(got.value, pylog.PylogError)
+            with pytest.raises(TooManyOpenFilesError):
+                log.consumer("t", auto_offset_reset="earliest").poll(0.1)
+        finally:
+            for fd in hog:
+                os.close(fd)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        part = log.partition("t", 1)
+        assert part.failed is None and not part.closed
+        prod.send("t", b"after", partition=1)
+        acked += 1
+        cons = log.consumer("t", auto_offset_reset="earliest")
+        seen = []
+        deadline = time.monotonic() + 10
+        while len(seen) < acked and time.monotonic() < deadline:
+            seen += [(r.partition, r.value) for r in cons.poll(0.1)]
+        assert sorted(seen) == sorted([(p, b"before") for p in range(4)] + [(1, b"after")])
+
+
+# -- 10,000 partitions under ulimit -n 256 ----------------------------------------------
+LIMITED = textwrap.dedent("""
+    import json, os, resource, sys, threading, time
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+    import pylog
+
+    class Peak:
+        def __init__(self):
+            self.fds = 0
+            self.stop = threading.Event()
+            threading.Thread(target=self.run, daemon=True).start()
+        def sample(self):
+            self.fds = max(self.fds, len(os.listdir("/proc/self/fd")))
+        def run(self):
+            while not self.stop.wait(0.005):
+                self.sample()
+    peak = Peak()
+    path, role = sys.argv[1], sys.argv[2]
+    topics, parts = int(sys.argv[3]), int(sys.argv[4])
+    names = [f"t{i:03d}" for i in range(topics)]
+    if role == "produce":                 # create (first round) and send
+        rnd = int(sys.argv[5])
+        with pylog.open(path, sync="never") as log:
+            for t in names:
+                log.create_topic(t, partitions=parts, exist_ok=True)
+            prod = log.producer()
+            for t in names:
+                for p in range(parts):
+                    prod.send(t, f"{t}/{p}/{rnd}".encode(), partition=p)
+        peak.sample()
+        print("peak", peak.fds, flush=True)
+    elif role == "member":                # a consumer group member
+        stop = sys.argv[5]
+        # (metadata_timeout, session_timeout_ms: at 10,000 partitions a
+        # group change can hold the metadata lock, and a poll and commit
+        # take, longer than the defaults' 10 s on a loaded machine)
+        with pylog.open(path, sync="never", metadata_timeout=600) as log:
+            cons = log.consumer(*names, group_id="g", auto_offset_reset="earliest",
+                                enable_auto_commit=False, session_timeout_ms=120000)
+            while not os.path.exists(stop):
+                recs = cons.poll(0.1)
+                if recs:
+                    try:
+                        cons.commit()
+                    except pylog.CommitFailedError:
+                        continue          # removed meanwhile: redelivered
+                    print(json.dumps([[r.topic, r.partition, r.offset] for r in recs]),
+                          flush=True)
+            cons.close()
+        peak.sample()
+        print("peak", peak.fds, flush=True)
+    else:                                 # reopen: first opener, read all
+        t0 = time.perf_counter()
+        log = pylog.open(path, sync="never")
+        took = time.perf_counter() - t0
+        cons = log.consumer(*names, auto_offset_reset="earliest")
+        n, deadline = 0, time.monotonic() + 300
+        while n < int(sys.argv[5]) and time.monotonic() < deadline:
+            n += len(cons.poll(0.2))
+        group = log.consumer(*names, group_id="g", auto_offset_reset="earliest")
+        extra = sum(len(group.poll(0.2)) for _ in range(5))
+        group.close()
+        cons.close()
+        log.close()
+        peak.sample()
+        print("reopen", took, n, extra, peak.fds, flush=True)
+""")
+
+
+class Member:
+    """A consumer group member process and what it consumed."""
+
+    def __init__(self, logdir, env, topics, parts, i):
+        self.stop_file = os.path.join(os.path.dirname(logdir), f"stop-{i}")
+        self.proc = start(LIMITED, logdir, "member", topics, parts, self.stop_file, env=env)
+        self.peak = None
+
+    def read(self, seen: set, timeout: float) -> None:
+        """Add what the member printed (a line at a time) to ``seen``."""
+        line = readline(self.proc, timeout=timeout)
+        if line.startswith(b"peak "):
+            self.peak = int(line.split()[1])
+            return
+        seen.update(map(tuple, json.loads(line)))
+
+    def leave(self, seen: set) -> None:
+        open(self.stop_file, "w").close()
+        while self.peak is None:
+            self.read(seen, 120)
+        assert self.proc.wait(60) == 0, stderr_tail(self.proc)
+
+
+def drain(members, seen: set, want: int, timeout: float) -> None:
+    """Read the members' output until ``want`` distinct records were consumed."""
+    import select
+    deadline = time.monotonic() + timeout
+    while len(seen) < want:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ChildFailed(f"the group consumed {len(seen)} of {want} records")
+        fds = {m.proc.stdout.fileno(): m for m in members}
+        ready, _, _ = select.select(list(fds), [], [], min(left, 5))
+        for fd in ready:
+            fds[fd].read(seen, 60)
+
+
+def run_limited(logdir, env, topics, parts):
+    """Create, produce, consume through a group of 4 processes, rebalance
+    (a member leaves), produce again, reopen: every process under ulimit -n
+    256, each with the default max_open_files. Returns the peaks and the
+    reopen time."""
+    n = topics * parts
+    peaks = []
+
+    def produce(rnd):
+        p = start(LIMITED, logdir, "produce", topics, parts, rnd, env=env)
+        line = readline(p, timeout=600)
+        assert p.wait(60) == 0, stderr_tail(p)
+        peaks.append(int(line.split()[1]))
+
+    produce(0)
+    members = [Member(logdir, env, topics, parts, i) for i in range(4)]
+    seen: set = set()
+    try:
+        drain(members, seen, n, 600)
+        members[3].leave(seen)                 # the rebalance
+        produce(1)
+        drain(members[:3], seen, 2 * n, 600)
+        for m in members[:3]:
+            m.leave(seen)
+    finally:
+        for m in members:
+            if m.proc.poll() is None:
+                m.proc.kill()
+    peaks += [m.peak for m in members]
+    # every record consumed by the group (each partition: offsets 0 and 1)
+    assert seen == {(f"t{t:03d}", p, o) for t in range(topics)
+                    for p in range(parts) for o in range(2)}
+    r = start(LIMITED, logdir, "reopen", topics, parts, 2 * n, env=env)
+    line = readline(r, timeout=600).split()
+    assert r.wait(60) == 0, stderr_tail(r)
+    took, read_all, extra, peak = float(line[1]), int(line[2]), int(line[3]), int(line[4])
+    assert read_all == 2 * n           # nothing lost across the reopen
+    assert extra == 0                  # the group's commits held
+    peaks.append(peak)
+    return peaks, took
+
+
+def test_500_partitions_under_ulimit_256(logdir, child_env):
+    """The long test's run at a twentieth of its size (several times what
+    the default max_open_files holds open) for the default suite."""
+    peaks, _ = run_limited(logdir, child_env, 5, 100)
+    assert max(peaks) <= 200, peaks
+
+
+@pytest.mark.long
+def test_10000_partitions_under_ulimit_256(logdir, child_env):
+    peaks, took = run_limited(logdir, child_env, 100, 100)
+    assert max(peaks) <= 200, peaks
+    print(f"peaks {peaks}, reopen {took:.2f} s", file=sys.stderr)
+
+
+# -- durability of a segment closed while dirty -----------------------------------------
+FLUSHER = textwrap.dedent("""
+    import sys, time, pylog
+    log = pylog.open(sys.argv[1], sync=sys.argv[2], max_open_files=8)
+    log.create_topic("t", partitions=30)
+    prod = log.producer()
+    for p in range(30):
+        prod.send("t", b"v%d" % p, partition=p)
+    assert log.handles.evictions > 0
+    log.flush()
+    print("flushed", flush=True)
+    time.sleep(60)
+""")
+
+
+@pytest.mark.parametrize("sync", ["never", "interval"])
+def test_flush_makes_closed_segments_durable(shim, tmp_path, child_env, sync):
+    """A writer's segment closed by the cache with appends not yet synced
+    (sync="never"/"interval") is made durable by the next flush: after a
+    power loss right after flush() returned, every record is there."""
+    import random
+
+    from test_powerloss import power_loss
+    logdir, shadow = str(tmp_path / "log"), str(tmp_path / "shadow")
+    os.makedirs(shadow)
+    env = dict(child_env, LD_PRELOAD=shim, PLSHIM_SHADOW_ROOT=os.path.abspath(logdir),
+               PLSHIM_SHADOW_DIR=shadow)
+    proc = start(FLUSHER, logdir, sync, env=env)
+    try:
+        assert readline(proc, timeout=60) == b"flushed\n"
+    finally:
+        proc.kill()
+        proc.wait()
+    stats = power_loss(logdir, shadow, "drop", random.Random(1))
+    assert stats["dropped"] > 0          # something was not durable: the test can fail
+    with pylog.open(logdir) as log:
+        for p in range(30):
+            assert log.partition("t", p).state().next_offset == 1, p
+            cons = log.consumer(auto_offset_reset="earliest")
+            cons.assign([pylog.TopicPartition("t", p)])
+            assert [r.value for r in cons.poll(1)] == [b"v%d" % p]
+            cons.close()
+
+
+@pytest.mark.parametrize("sync", ["always", "interval"])
+def test_tiny_bound_under_threads(logdir, sync):
+    """Threads appending to and reading from overlapping partitions while
+    the cache (max_open_files=8) closes their segments under one another:
+    never one in use (an append, a group-commit wait, a read), every
+    acknowledged record read back once, in order."""
+    import threading
+    parts, per_thread, nthreads = 24, 150, 4
+    errors = []
+    with pylog.open(logdir, sync=sync, max_open_files=8) as log:
+        log.create_topic("t", partitions=parts)
+        prod = log.producer()
+
+        def send(t):
+            try:
+                for i in range(per_thread):
+                    prod.send("t", f"{t}/{i}".encode(), partition=(i * 7 + t) % parts)
+            except BaseException as exc:       # reported below
+                errors.append(exc)
+
+        got = {p: [] for p in range(parts)}
+        done = threading.Event()
+
+        def read(ps):
+            try:
+                cons = log.consumer(auto_offset_reset="earliest")
+                cons.assign([pylog.TopicPartition("t", p) for p in ps])
+                while True:
+                    finished = done.is_set()
+                    for r in cons.poll(0.01, max_records=7):
+                        got[r.partition].append((r.offset, r.value))
+                    if finished and sum(len(got[p]) for p in ps) >= \
+                            sum(log.partition("t", p).state().next_offset for p in ps):
+                        break
+                cons.close()
+            except BaseException as exc:
+                errors.append(exc)
+
+        readers = [threading.Thread(target=read, args=(range(k, parts, 2),))
+                   for k in range(2)]
+        senders = [threading.Thread(target=send, args=(t,)) for t in range(nthreads)]
+        for th in readers + senders:
+            th.start()
+        for th in senders:
+            th.join(120)
+        done.set()
+        for th in readers:
+            th.join(120)
+        assert not errors, errors
+        assert log.handles.evictions > 0
+    for p in range(parts):
+        assert [o for o, _ in got[p]] == list(range(len(got[p])))
+    sent = {f"{t}/{i}".encode() for t in range(nthreads) for i in range(per_thread)}
+    assert {v for p in range(parts) for _, v in got[p]} == sent
+    assert sum(len(v) for v in got.values()) == len(sent)
