@@ -47,6 +47,12 @@ from .errors import (
     PylogError,
     TopicNotFound,
 )
+from .expiry import (
+    DEFAULT_OFFSETS_RETENTION_MS,
+    EXPIRY_CHECK_INTERVAL_S,
+    expire_groups,
+    validate_offsets_retention_ms,
+)
 from .files import DISK_FULL_ERRNOS, allocate, disk_full_error, open_regular
 from .identity import Identity, vanished
 from .metadata import DEFAULT_LOCK_TIMEOUT_S, Metadata
@@ -107,7 +113,8 @@ class LogStore(TopicAdmin, LogAdmin):
     def __init__(self, path: str | os.PathLike[str], *, sync: str = "always",
                  readonly: bool = False,
                  sync_interval_ms: int = 1000, allow_network_filesystem: bool = False,
-                 metadata_timeout: float = DEFAULT_LOCK_TIMEOUT_S):
+                 metadata_timeout: float = DEFAULT_LOCK_TIMEOUT_S,
+                 offsets_retention_ms: int = DEFAULT_OFFSETS_RETENTION_MS):
         if not isinstance(path, (str, os.PathLike)):
             raise InvalidArgument(f"path must be str or PathLike, got {type(path).__name__}")
         raw = os.fspath(path)
@@ -130,6 +137,7 @@ class LogStore(TopicAdmin, LogAdmin):
             raise InvalidArgument(
                 f"metadata_timeout={metadata_timeout!r}; expected seconds in [0, 3600]")
         self.metadata_timeout = float(metadata_timeout)
+        self.offsets_retention_ms = validate_offsets_retention_ms(offsets_retention_ms)
         self.path = os.path.abspath(raw)
         self.sync = sync
         self.readonly = readonly
@@ -420,17 +428,19 @@ class LogStore(TopicAdmin, LogAdmin):
     # -- housekeeping --------------------------------------------------------------
     def _maintenance(self) -> None:
         """Interval flushes (sync="interval"), retention every
-        RETENTION_CHECK_INTERVAL_S, and the L-6 identity check every
-        IDENTITY_CHECK_S: it bounds how long sends are acknowledged into
-        files that were deleted under the log in the modes without an
+        RETENTION_CHECK_INTERVAL_S, the expiry of idle groups (M-12) at
+        start and every EXPIRY_CHECK_INTERVAL_S, and the L-6 identity check
+        every IDENTITY_CHECK_S: it bounds how long sends are acknowledged
+        into files that were deleted under the log in the modes without an
         fsync per send."""
         interval = self.sync_interval_ms / 1000.0
         now = time.monotonic()
         next_flush = now + interval
         next_retention = now + RETENTION_CHECK_INTERVAL_S
         next_identity = now + IDENTITY_CHECK_S
+        next_expiry = now if self.offsets_retention_ms >= 0 else float("inf")
         while True:
-            wake = min(next_identity, next_retention,
+            wake = min(next_identity, next_retention, next_expiry,
                        next_flush if self.sync == "interval" else next_retention)
             if self._stop.wait(max(0.0, wake - time.monotonic())):
                 return
@@ -459,6 +469,13 @@ class LogStore(TopicAdmin, LogAdmin):
                         part.enforce_retention()
                     except (PylogError, OSError):
                         pass
+            if now >= next_expiry:
+                next_expiry = now + EXPIRY_CHECK_INTERVAL_S
+                try:
+                    expire_groups(self.meta, self.offsets_retention_ms,
+                                  stopping=self._stop.is_set)
+                except PylogError:
+                    pass    # busy or failing metadata: the next pass tries again
 
     def _check_identity(self, parts: list[Partition]) -> None:
         """L-6: fail every partition held in files that left their paths

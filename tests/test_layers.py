@@ -22,7 +22,7 @@ LAYERS = [
     {"retention"},
     {"reader", "writer", "recovery"},
     {"partition"},
-    {"metadata", "topicadmin", "admin"},
+    {"metadata", "topicadmin", "admin", "expiry"},
     {"store"},
     {"group", "delivery", "deadletter", "deserialize", "offsetreset", "consumerargs",
      "rebalance"},
