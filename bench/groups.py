@@ -9,9 +9,13 @@ idle members burn in 10 s (bar: near nothing).
 Members are Consumers of one group in worker processes (``--procs``, threads
 in each), polling with a 0.5 s timeout on an idle topic (one partition per
 member, so every member owns one partition whatever the group's size and
-only the group's cost differs). The measuring member is in this process:
-once every partition is owned, it calls ``poll(0)`` in a loop for
-``--seconds`` and reports the mean, median and 99th percentile latency.
+only the group's cost differs). Two measured members are in this process,
+one of them the group's leader (the member that reads the group document at
+every look; the others read it only when the group moved). Once every
+partition is owned, the other calls ``poll(0)`` back to back for
+``--seconds`` (most of those polls find no look at the group due), then
+each calls ``poll(0)`` every 110 ms for as long (each poll is due a look at
+the group); the mean, median and 99th percentile latency of each.
 Idle CPU: user + system seconds of the worker processes over
 ``--idle-seconds`` once the group is stable. A log with sync="never" in a
 temporary directory.
@@ -99,40 +103,68 @@ class Members:
             p.wait(60)
 
 
-def settle(consumer, partitions: int, timeout: float = 120.0) -> None:
+def settle(consumers, partitions: int, timeout: float = 120.0) -> None:
     """Poll until the group's every partition is owned (the group is stable)."""
-    log = consumer._log
+    log = consumers[0]._log
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        consumer.poll(0.1)
+        for c in consumers:
+            c.poll(0.05)
         owners = log.meta.group_state(GROUP).owners
         if len(owners) == partitions:
             return
     raise RuntimeError(f"the group did not settle in {timeout} s")
 
 
-def poll_latency(n: int, seconds: float, procs: int) -> list[float]:
-    """poll(0) latencies (s) of one member of an ``n``-member group."""
+def poll_latency(n: int, seconds: float, procs: int) -> dict[str, list[float]]:
+    """poll(0) latencies (s) in an ``n``-member group of a member and of the
+    group's leader (the member with the smallest id, which reads the group
+    document at every look): back to back (most polls find no group look
+    due), and 110 ms apart (every poll is due a look at the group:
+    GROUP_CHECK_INTERVAL_S is 0.1 s)."""
     with tempfile.TemporaryDirectory() as d:
         with pylog.open(d, sync="never") as log:
             log.create_topic(TOPIC, partitions=n)
-            others = Members(d, n - 1, procs)
+            others = Members(d, n - 2, procs)
             try:
-                c = log.consumer(TOPIC, group_id=GROUP)
-                settle(c, n)
-                out = []
+                # member ids begin with the client id: "0..." sorts first
+                lead = log.consumer(TOPIC, group_id=GROUP, client_id="0-leader")
+                member = log.consumer(TOPIC, group_id=GROUP, client_id="member")
+                settle([lead, member], n)
+                out: dict[str, list[float]] = {"member": [], "member, 110 ms apart": [],
+                                               "leader, 110 ms apart": []}
                 end = time.perf_counter() + seconds
+                next_lead = 0.0
                 while True:
                     t0 = time.perf_counter()
-                    c.poll(0)
+                    member.poll(0)
                     t1 = time.perf_counter()
-                    out.append(t1 - t0)
+                    out["member"].append(t1 - t0)
+                    if t1 > next_lead:      # (keep the leader in the group)
+                        lead.poll(0)
+                        next_lead = time.perf_counter() + 0.1
                     if t1 > end:
                         break
-                c.close()
+                for _ in range(int(seconds / 0.11)):
+                    for name, c in (("member", member), ("leader", lead)):
+                        time.sleep(0.11)
+                        t0 = time.perf_counter()
+                        c.poll(0)
+                        out[f"{name}, 110 ms apart"].append(time.perf_counter() - t0)
+                member.close()
+                lead.close()
             finally:
                 others.stop()
     return out
+
+
+def row(what: str, lat: list[float]) -> float:
+    mean = statistics.fmean(lat)
+    q = statistics.quantiles(lat, n=100)
+    print(f"  {what:36s} mean {mean * 1e6:9.1f} us  median "
+          f"{statistics.median(lat) * 1e6:8.1f} us  p99 {q[98] * 1e6:9.1f} us  "
+          f"({len(lat):,} polls)")
+    return mean
 
 
 def idle_cpu(n: int, seconds: float, procs: int) -> float:
@@ -143,7 +175,7 @@ def idle_cpu(n: int, seconds: float, procs: int) -> float:
             members = Members(d, n, procs)
             try:
                 c = log.consumer(TOPIC, group_id=GROUP)
-                settle(c, n)
+                settle([c], n)
                 c.close()       # (the group rebalances without it)
                 time.sleep(2.0)
                 before = members.cpu()
@@ -165,16 +197,14 @@ def main() -> None:
     if args.worker:
         worker(args.worker[0], int(args.worker[1]))
         return
-    means = {}
-    print("== poll(0) latency of one member")
+    print(f"== poll(0) latency of one member ({args.procs} other processes)")
+    means: dict[int, dict[str, float]] = {}
     for n in (8, 128):
         lat = poll_latency(n, args.seconds, args.procs)
-        means[n] = statistics.fmean(lat)
-        q = statistics.quantiles(lat, n=100)
-        print(f"  {n:4d} members: mean {means[n] * 1e6:9.1f} us  median "
-              f"{statistics.median(lat) * 1e6:8.1f} us  p99 {q[98] * 1e6:9.1f} us  "
-              f"({len(lat):,} polls)")
-    print(f"  ratio 128/8 (mean): {means[128] / means[8]:.2f}x  (bar: <= 5x)")
+        means[n] = {what: row(f"{n:3d} members: {what}", v) for what, v in lat.items()}
+    for what in means[8]:
+        print(f"  ratio 128/8 (mean), {what + ':':24s} "
+              f"{means[128][what] / means[8][what]:6.2f}x  (bar: <= 5x)")
     cpu = idle_cpu(args.idle_members, args.idle_seconds, args.idle_procs)
     print(f"== idle members: {args.idle_members} in {args.idle_procs} processes "
           f"used {cpu:.2f} CPU-s in {args.idle_seconds:.0f} s "
