@@ -22,7 +22,10 @@ a look is O(1): a doorbell load and one cached probe of the leader.
 Heartbeats rewrite the document without ringing, so they cost other
 members nothing. A ring lost (the writer died between its commit and its
 ring) delays a hand-off by at most a heartbeat interval, when the member
-looks anyway.
+looks anyway. A move also rings the slots the members' polls wait on, so
+a member with nothing to do lets its poll block for up to QUIET_WAIT_S
+between looks (:meth:`GroupMember.wait_s`) instead of waking ten times a
+second.
 
 Thread safety: a GroupMember belongs to one Consumer (not thread-safe);
 different members may live in any threads and processes. Durability: a
@@ -44,9 +47,10 @@ from .groupstate import Member
 from .liveness import HOST as _HOST
 from .liveness import cached_alive, process_alive, process_start_time
 from .records import TopicPartition
-from .store import DOORBELL_SLOTS
+from .store import DOORBELL_SLOTS, topic_slot
 
 GROUP_CHECK_INTERVAL_S = 0.1     # how often a polling member looks at the group
+QUIET_WAIT_S = 1.0               # ... at most, while it has nothing to do (wait_s)
 
 
 def group_slot(group: str) -> int:
@@ -108,6 +112,7 @@ class GroupMember:
         self._seen_topics: set[str] = set()
         self._seen_seq: int | None = None
         self._leader = ""
+        self._was_quiet = False         # the last look skipped the document
         self._me = Member(pid=os.getpid(), start=process_start_time(os.getpid()),
                           host=_HOST, client_id=client_id or "",
                           session_timeout_ms=session_timeout_ms)
@@ -153,7 +158,8 @@ class GroupMember:
         # loaded before the document is read: a ring for a change this look
         # does not see makes the next look a full one
         seq = _native.doorbell_load_at(bell, self._slot) if bell is not None else None
-        if not force and self._quiet(topics, now, now_ms, seq):
+        self._was_quiet = not force and self._quiet(topics, now, now_ms, seq)
+        if self._was_quiet:
             return set(), set()
         # a read-only look first: write only when the group needs this
         # member to act or its heartbeat is due
@@ -197,7 +203,7 @@ class GroupMember:
                 assert on_revoke is not None    # only raised when there is one
                 on_revoke(set(exc.partitions))
         if moved[0]:
-            self._ring()
+            self._ring(done.state)
         self._saw(done.state, topics, seq)
         self.generation = done.state.generation
         self.joined = True
@@ -244,11 +250,28 @@ class GroupMember:
                 return False
         return True
 
-    def _ring(self) -> None:
-        """Tell the other members that the group moved (L-3)."""
+    def _ring(self, state: gs.GroupState) -> None:
+        """Tell the other members that the group moved (L-3): its own slot,
+        then the slots their polls wait on (their topics', and slot 0 of
+        those with several)."""
         bell = self.log.doorbell()
-        if bell is not None:
-            _native.doorbell_ring(bell, self._slot)
+        if bell is None:
+            return
+        _native.doorbell_ring(bell, self._slot)
+        for slot in {0, *(topic_slot(t) for m in state.members.values() for t in m.topics)}:
+            _native.doorbell_ring(bell, slot)
+
+    def wait_s(self) -> float:
+        """How long a poll may block before this member looks at the group
+        again: GROUP_CHECK_INTERVAL_S, or after a look that skipped the
+        document up to QUIET_WAIT_S, never past its heartbeat (a move of
+        the group rings the slot the poll waits on)."""
+        bell = self.log.doorbell_pointer()
+        if not self._was_quiet or bell is None or \
+                _native.doorbell_load_at(bell, self._slot) != self._seen_seq:
+            return GROUP_CHECK_INTERVAL_S       # (rang since: look soon)
+        left = min(QUIET_WAIT_S, self._next_heartbeat - self._monotonic())
+        return max(GROUP_CHECK_INTERVAL_S, left)
 
     def count_retention_reset(self, tp: TopicPartition, skipped: int) -> None:
         """Record in the group that retention overtook it on ``tp``
@@ -282,11 +305,12 @@ class GroupMember:
                 mine = state.owned_by(me)
                 commit({tp: o for tp, o in final_offsets.items()
                         if TopicPartition(*tp) in mine})
-            return gs.leave(state, me, counts, now_ms, self._is_alive), None
+            new = gs.leave(state, me, counts, now_ms, self._is_alive)
+            return new, new
 
-        self.log.meta.change_group(self.group_id, update)
-        self._ring()
+        self._ring(self.log.meta.change_group(self.group_id, update))
         self._seen = None
+        self._was_quiet = False
         self.joined = False
         self.owned = set()
         self.lease_until = 0.0

@@ -479,20 +479,35 @@ def group_seq(log, group):
 
 def test_moves_ring_the_group_slot_and_heartbeats_do_not(tmp_path):
     """L-3: a write that changes members, assignment or owners rings the
-    group's doorbell slot; a heartbeat rewrites the document silently."""
+    group's doorbell slot, then the slots the members' polls wait on (their
+    topics' and slot 0); a heartbeat rewrites the document silently."""
+    from pylog import _native
+    from pylog.store import topic_slot
     clock, dead = FakeClock(), set()
+
+    def seqs():
+        bell = log.doorbell()
+        return (group_seq(log, "g"), _native.doorbell_load(bell, topic_slot("t")),
+                _native.doorbell_load(bell, 0))
+
     with pylog.open(tmp_path, sync="never") as log:
         log.create_topic("t", partitions=2)
         a = fake_member(log, clock, dead, tag="a")
-        seq = group_seq(log, "g")
+        before = seqs()
         a.tick({"t"}, nothing, force=True)          # joins, claims
-        assert group_seq(log, "g") != seq
-        seq = group_seq(log, "g")
-        clock.s += 0.4                               # a heartbeat is due
+        after = seqs()
+        assert all(x != y for x, y in zip(before, after))
+        b = fake_member(log, clock, dead, tag="b")
+        b.tick({"t"}, nothing, force=True)          # joins: a must release
         a.tick({"t"}, nothing, force=True)
-        assert group_seq(log, "g") == seq
-        a.leave(None)
-        assert group_seq(log, "g") != seq
+        b.tick({"t"}, nothing, force=True)
+        after = seqs()
+        clock.s += 0.4                               # heartbeats are due
+        a.tick({"t"}, nothing, force=True)
+        b.tick({"t"}, nothing, force=True)
+        assert seqs() == after
+        b.leave(None)                                # wakes a
+        assert all(x != y for x, y in zip(after, seqs()))
 
 
 def test_a_quiet_member_skips_the_document_until_the_group_rings(tmp_path):
