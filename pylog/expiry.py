@@ -15,8 +15,10 @@ Each group goes in its own LMDB write transaction
 transaction, that the group has no live member and no activity inside the
 retention: a consumer that joins or commits meanwhile either blocks the
 expiry or comes after it (and starts without offsets, as after
-``delete_group``). The log's maintenance thread runs :func:`expire_groups`
-when the log opens and every :data:`EXPIRY_CHECK_INTERVAL_S`.
+``delete_group``). A writable Log runs :func:`expire_groups` in a thread
+of its own (a deletion may wait for the metadata writer lock, which the
+maintenance thread's flushes must not) when it opens and every
+:data:`EXPIRY_CHECK_INTERVAL_S`.
 
 Thread safety: thread- and process-safe (each decision is taken inside the
 transaction that applies it). Durability: a deletion is an LMDB commit,

@@ -250,6 +250,11 @@ class LogStore(TopicAdmin, LogAdmin):
             self._maint = threading.Thread(target=self._maintenance,
                                            name="pylog-maintenance", daemon=True)
             self._maint.start()
+        self._expiry: threading.Thread | None = None
+        if not self.readonly and self.offsets_retention_ms >= 0:
+            self._expiry = threading.Thread(target=self._expire_idle_groups,
+                                            name="pylog-expiry", daemon=True)
+            self._expiry.start()
 
     def _release_lock_file(self) -> None:
         if self._lock_fd >= 0:
@@ -428,19 +433,17 @@ class LogStore(TopicAdmin, LogAdmin):
     # -- housekeeping --------------------------------------------------------------
     def _maintenance(self) -> None:
         """Interval flushes (sync="interval"), retention every
-        RETENTION_CHECK_INTERVAL_S, the expiry of idle groups (M-12) at
-        start and every EXPIRY_CHECK_INTERVAL_S, and the L-6 identity check
-        every IDENTITY_CHECK_S: it bounds how long sends are acknowledged
-        into files that were deleted under the log in the modes without an
+        RETENTION_CHECK_INTERVAL_S, and the L-6 identity check every
+        IDENTITY_CHECK_S: it bounds how long sends are acknowledged into
+        files that were deleted under the log in the modes without an
         fsync per send."""
         interval = self.sync_interval_ms / 1000.0
         now = time.monotonic()
         next_flush = now + interval
         next_retention = now + RETENTION_CHECK_INTERVAL_S
         next_identity = now + IDENTITY_CHECK_S
-        next_expiry = now if self.offsets_retention_ms >= 0 else float("inf")
         while True:
-            wake = min(next_identity, next_retention, next_expiry,
+            wake = min(next_identity, next_retention,
                        next_flush if self.sync == "interval" else next_retention)
             if self._stop.wait(max(0.0, wake - time.monotonic())):
                 return
@@ -469,13 +472,20 @@ class LogStore(TopicAdmin, LogAdmin):
                         part.enforce_retention()
                     except (PylogError, OSError):
                         pass
-            if now >= next_expiry:
-                next_expiry = now + EXPIRY_CHECK_INTERVAL_S
-                try:
-                    expire_groups(self.meta, self.offsets_retention_ms,
-                                  stopping=self._stop.is_set)
-                except PylogError:
-                    pass    # busy or failing metadata: the next pass tries again
+
+    def _expire_idle_groups(self) -> None:
+        """The expiry of idle groups (M-12, pylog.expiry) at open and every
+        EXPIRY_CHECK_INTERVAL_S, in a thread of its own: its deletions wait
+        for the metadata writer lock, which must never delay the
+        maintenance thread's flushes."""
+        stop, pid = self._stop, self._pid
+        while os.getpid() == pid:
+            try:
+                expire_groups(self.meta, self.offsets_retention_ms, stopping=stop.is_set)
+            except PylogError:
+                pass        # busy or failing metadata: the next pass tries again
+            if stop.wait(EXPIRY_CHECK_INTERVAL_S):
+                return
 
     def _check_identity(self, parts: list[Partition]) -> None:
         """L-6: fail every partition held in files that left their paths
@@ -517,8 +527,9 @@ class LogStore(TopicAdmin, LogAdmin):
             return
         self._closed = True
         self._stop.set()
-        if self._maint is not None and self._maint is not threading.current_thread():
-            self._maint.join(timeout=5)
+        for thread in (self._maint, self._expiry):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout=5)
         errors = []
         for part in list(self._partitions.values()):
             try:

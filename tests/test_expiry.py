@@ -122,7 +122,7 @@ def test_a_damaged_group_document_is_left_alone(tmp_path):
 
 
 def test_short_lived_groups_are_no_longer_listed_after_expiry(tmp_path):
-    """The maintenance thread expires at open: 200 groups (5,000 in the
+    """The expiry thread of a Log expires at open: 200 groups (5,000 in the
     long variant) of one commit each, and one kept by a fresh commit."""
     expire_many(tmp_path, 200)
 
