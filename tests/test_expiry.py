@@ -76,6 +76,24 @@ def test_a_group_with_a_live_member_never_expires(tmp_path):
         assert log.groups() == [] and log.meta.group_offsets("live") == {}
 
 
+def test_the_delete_re_checks_liveness_in_its_own_transaction(tmp_path):
+    """A member that turns up alive between the scan and the delete (here:
+    the probe says dead to the scan, alive inside the transaction) keeps
+    the group."""
+    answers = iter([False])
+
+    def probe(member):
+        return next(answers, True)
+
+    with pylog.open(tmp_path, sync="never") as log:
+        log.create_topic("t", partitions=1)
+        c = log.consumer("t", group_id="g", enable_auto_commit=False)
+        c.poll(0)
+        assert expire_groups(log.meta, 1, now_ms=now_ms() + 2000, is_alive=probe) == []
+        assert "g" in log.groups()
+        c.close()
+
+
 VICTIM = """
 import sys, pylog
 log = pylog.open(sys.argv[1], sync="never")
