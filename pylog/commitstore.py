@@ -285,6 +285,45 @@ class Commits:
                         out[(parts[1], parts[2])] = found
         return out
 
+    def newest_commits(self, group: str | None = None) -> dict[str, int]:
+        """Newest commit time (ms) of every group's offsets (M-6, and the
+        commit table's newer ones), or of ``group``'s only; groups whose
+        id is not UTF-8 are left out (nothing could name them)."""
+        out: dict[str, int] = {}
+        prefix = b"" if group is None else group.encode() + b"\0"
+
+        def seen(k: bytes, ms: int) -> None:
+            try:
+                name = k.split(b"\0", 1)[0].decode()
+            except UnicodeDecodeError:
+                return
+            if ms > out.get(name, -1):
+                out[name] = ms
+        table = self.cursors
+        with self._txn("read commit times") as txn:
+            c = txn.cursor(db=self._offsets)
+            if c.set_range(prefix):
+                for k, v in c:
+                    if not k.startswith(prefix):
+                        break
+                    if len(v) == _OFFSET.size:     # damaged: describe_group says so
+                        seen(k, _OFFSET.unpack(v)[1])
+            slots = []
+            c = txn.cursor(db=self._info)
+            if table is not None and c.set_range(SLOT_PREFIX + prefix):
+                for name, raw in c:
+                    if not name.startswith(SLOT_PREFIX + prefix):
+                        break
+                    if len(raw) == _SLOT.size:
+                        slots.append((name[len(SLOT_PREFIX):], _SLOT.unpack(raw)[0]))
+        for k, slot in slots:
+            assert table is not None
+            if slot < table.capacity():
+                got = table.read(slot, cur.key_hash(k))
+                if got is not None and got[2] > got[3]:   # newer than LMDB's
+                    seen(k, got[1])
+        return out
+
     def delete_group_offsets(self, group: str, keys) -> None:
         after: list[Callable[[], None]] = []
         with self._txn("delete group offsets", write=True, after=after) as txn:

@@ -26,7 +26,7 @@ from . import _native
 from .deserialize import RecordMaker
 from .errors import OffsetOutOfRange, TopicNotFound
 from .gcpause import paused as _gc_paused
-from .group import GROUP_CHECK_INTERVAL_S, GroupMember
+from .group import GroupMember
 from .offsetreset import OffsetReset
 from .partition import Cursor, Partition
 from .records import TopicPartition
@@ -171,7 +171,7 @@ class Fetching:
             remaining = deadline - now
             if remaining <= 0 or self._woken:
                 return recs
-            wait = min(remaining, GROUP_CHECK_INTERVAL_S if self._member else TOPIC_REFRESH_S)
+            wait = min(remaining, member.wait_s() if member else TOPIC_REFRESH_S)
             target = self._wait_target() if bell is not None else None
             if target is not None:
                 tp, part, cur = target

@@ -8,7 +8,24 @@ the new state back, committing offsets in the same transaction where the
 transition says so. This module supplies what the transitions take as
 arguments: the wall clock, the monotonic clock and the liveness probe
 (:func:`process_alive`: the member's pid and process start time on this
-host), each injectable.
+host, its answers cached: pylog.liveness.ProbeCache), each injectable.
+
+What a look costs (issue 15: nothing grows with the square of the
+members). A look that reads the group document decodes it and probes every
+member: O(members). Such a full look is taken by the group's *leader* (the
+member with the smallest id: it is the one that notices dead members) at
+every look, and by every other member only when something it must act on
+may have changed: a write that moves members, assignment or owners rings
+the group's doorbell slot (L-3), its heartbeat is due, its subscription or
+its topics' partition counts changed, or the leader looks dead. Otherwise
+a look is O(1): a doorbell load and one cached probe of the leader.
+Heartbeats rewrite the document without ringing, so they cost other
+members nothing. A ring lost (the writer died between its commit and its
+ring) delays a hand-off by at most a heartbeat interval, when the member
+looks anyway. A move also rings the slots the members' polls wait on, so
+a member with nothing to do lets its poll block for up to QUIET_WAIT_S
+between looks (:meth:`GroupMember.wait_s`) instead of waking ten times a
+second.
 
 Thread safety: a GroupMember belongs to one Consumer (not thread-safe);
 different members may live in any threads and processes. Durability: a
@@ -22,15 +39,24 @@ import os
 import time
 from typing import Any, Callable
 
+from . import _native
 from . import groupstate as gs
 from .assignors import STRATEGIES
 from .errors import GroupNotEmpty, InvalidArgument, OffsetOutOfRange, TopicNotFound
 from .groupstate import Member
 from .liveness import HOST as _HOST
-from .liveness import process_alive, process_start_time
+from .liveness import cached_alive, process_alive, process_start_time
 from .records import TopicPartition
+from .store import DOORBELL_SLOTS, topic_slot
 
 GROUP_CHECK_INTERVAL_S = 0.1     # how often a polling member looks at the group
+QUIET_WAIT_S = 1.0               # ... at most, while it has nothing to do (wait_s)
+
+
+def group_slot(group: str) -> int:
+    """The doorbell slot rung when ``group``'s members, assignment or
+    owners change (FORMAT.rst L-3)."""
+    return 1 + _native.crc32c(b"\0" + group.encode()) % (DOORBELL_SLOTS - 1)
 
 
 def _now_ms() -> int:
@@ -55,7 +81,7 @@ class GroupMember:
 
     def __init__(self, log, group_id: str, *, strategy: str,
                  session_timeout_ms: int, client_id: str | None,
-                 wall_ms=_now_ms, monotonic=time.monotonic, is_alive=process_alive):
+                 wall_ms=_now_ms, monotonic=time.monotonic, is_alive=cached_alive):
         if strategy not in STRATEGIES:
             raise InvalidArgument(
                 f"partition_assignment_strategy={strategy!r}; expected one of "
@@ -79,6 +105,14 @@ class GroupMember:
         self._wall_ms = wall_ms
         self._monotonic = monotonic
         self._is_alive = is_alive
+        self._slot = group_slot(group_id)
+        # what the last full look saw: the state, the topics it was taken
+        # for, the group's doorbell seq before it, the leader (see _quiet)
+        self._seen: gs.GroupState | None = None
+        self._seen_topics: set[str] = set()
+        self._seen_seq: int | None = None
+        self._leader = ""
+        self._was_quiet = False         # the last look skipped the document
         self._me = Member(pid=os.getpid(), start=process_start_time(os.getpid()),
                           host=_HOST, client_id=client_id or "",
                           session_timeout_ms=session_timeout_ms)
@@ -120,9 +154,17 @@ class GroupMember:
             return set(), set()
         self.next_check = now + GROUP_CHECK_INTERVAL_S
         now_ms = self._wall_ms()
+        bell = self.log.doorbell_pointer()
+        # loaded before the document is read: a ring for a change this look
+        # does not see makes the next look a full one
+        seq = _native.doorbell_load_at(bell, self._slot) if bell is not None else None
+        self._was_quiet = not force and self._quiet(topics, now, now_ms, seq)
+        if self._was_quiet:
+            return set(), set()
         # a read-only look first: write only when the group needs this
         # member to act or its heartbeat is due
         state = self.log.meta.group_state(self.group_id)
+        self._saw(state, topics, seq)
         counts = self._counts(set(topics).union(
             *(m.topics for m in state.members.values())))
         probe = self._sync(state, topics, counts, now_ms, beat=False)
@@ -143,7 +185,10 @@ class GroupMember:
                 raise _Unannounced(extra)      # abort; announce, then retry
             if done.released:
                 commit(positions_to_commit(set(done.released)))
+            moved[0] = gs.moved(state, done.state)
             return done.state, done
+
+        moved = [False]
 
         tries = [0]
         while True:
@@ -157,6 +202,9 @@ class GroupMember:
                 announced |= exc.partitions
                 assert on_revoke is not None    # only raised when there is one
                 on_revoke(set(exc.partitions))
+        if moved[0]:
+            self._ring(done.state)
+        self._saw(done.state, topics, seq)
         self.generation = done.state.generation
         self.joined = True
         owned = set(done.state.owned_by(self.member_id))
@@ -169,6 +217,61 @@ class GroupMember:
             self.rejoined = bool(before)
             return set(owned), before
         return owned - before, before - owned
+
+    def _saw(self, state: gs.GroupState, topics: set[str], seq: int | None) -> None:
+        self._seen, self._seen_topics, self._seen_seq = state, topics, seq
+        self._leader = min(state.members, default="")
+
+    def _quiet(self, topics: set[str], now: float, now_ms: int,
+               seq: int | None) -> bool:
+        """Whether this look may skip the group document: nothing this
+        member must act on can have changed since the last full look (see
+        the module docstring). O(own topics), whatever the group's size."""
+        seen = self._seen
+        if seen is None or seq is None or seq != self._seen_seq or \
+                now >= self._next_heartbeat or self.member_id not in seen.members:
+            return False
+        if self._leader == self.member_id:
+            return False                # the leader looks for the dead
+        leader = seen.members[self._leader]
+        if leader.expired(now_ms) or not self._is_alive(leader):
+            return False
+        if topics is not self._seen_topics and set(topics) != set(self._seen_topics):
+            return False
+        stored = seen.partition_counts
+        if stored is None:
+            return False
+        for t in topics:
+            try:
+                n = self.log.partitions_for(t)      # (cached by the Log for 1 s)
+            except TopicNotFound:
+                n = 0
+            if n != stored.get(t, 0):
+                return False
+        return True
+
+    def _ring(self, state: gs.GroupState) -> None:
+        """Tell the other members that the group moved (L-3): its own slot,
+        then the slots their polls wait on (their topics', and slot 0 of
+        those with several)."""
+        bell = self.log.doorbell()
+        if bell is None:
+            return
+        _native.doorbell_ring(bell, self._slot)
+        for slot in {0, *(topic_slot(t) for m in state.members.values() for t in m.topics)}:
+            _native.doorbell_ring(bell, slot)
+
+    def wait_s(self) -> float:
+        """How long a poll may block before this member looks at the group
+        again: GROUP_CHECK_INTERVAL_S, or after a look that skipped the
+        document up to QUIET_WAIT_S, never past its heartbeat (a move of
+        the group rings the slot the poll waits on)."""
+        bell = self.log.doorbell_pointer()
+        if not self._was_quiet or bell is None or \
+                _native.doorbell_load_at(bell, self._slot) != self._seen_seq:
+            return GROUP_CHECK_INTERVAL_S       # (rang since: look soon)
+        left = min(QUIET_WAIT_S, self._next_heartbeat - self._monotonic())
+        return max(GROUP_CHECK_INTERVAL_S, left)
 
     def count_retention_reset(self, tp: TopicPartition, skipped: int) -> None:
         """Record in the group that retention overtook it on ``tp``
@@ -204,9 +307,12 @@ class GroupMember:
                 mine = state.owned_by(me)
                 commit({tp: o for tp, o in final_offsets.items()
                         if TopicPartition(*tp) in mine})
-            return gs.leave(state, me, counts, now_ms, self._is_alive), None
+            new = gs.leave(state, me, counts, now_ms, self._is_alive)
+            return new, new
 
-        self.log.meta.change_group(self.group_id, update)
+        self._ring(self.log.meta.change_group(self.group_id, update))
+        self._seen = None
+        self._was_quiet = False
         self.joined = False
         self.owned = set()
         self.lease_until = 0.0

@@ -426,6 +426,14 @@ def leave(state: GroupState, member_id: str, counts: Mapping[str, int],
                    generation=state.generation + 1)
 
 
+def moved(old: GroupState, new: GroupState) -> bool:
+    """Whether ``new`` differs from ``old`` in what other members act on:
+    members, assignment or owners (anything but heartbeats and counters)."""
+    return (old.generation != new.generation or old.owners != new.owners
+            or old.members.keys() != new.members.keys()
+            or old.assignment != new.assignment)
+
+
 def fence(state: GroupState, group: str, member_id: str, tps) -> None:
     """Refuse (CommitFailedError) a commit by ``member_id`` of ``tps``
     unless it is in the group and owns every one of them (SPEC §5)."""

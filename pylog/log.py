@@ -15,6 +15,7 @@ from typing import Any
 
 from .config import validate_group_id, validate_topic_name
 from .consumer import Consumer
+from .expiry import DEFAULT_OFFSETS_RETENTION_MS
 from .group import describe_group, reset_group
 from .producer import Producer
 from .records import TopicPartition
@@ -134,7 +135,8 @@ class Log(LogStore):
 
 def open(path: str | os.PathLike[str], *, sync: str = "always", readonly: bool = False,
          sync_interval_ms: int = 1000, allow_network_filesystem: bool = False,
-         metadata_timeout: float = 10.0, max_open_files: int | None = None) -> Log:
+         metadata_timeout: float = 10.0, max_open_files: int | None = None,
+         offsets_retention_ms: int = DEFAULT_OFFSETS_RETENTION_MS) -> Log:
     """Open (creating if missing, unless ``readonly``) the log at ``path``.
 
     ``sync``: ``"always"`` (default) — send() returns after fdatasync of the
@@ -155,8 +157,15 @@ def open(path: str | os.PathLike[str], *, sync: str = "always", readonly: bool =
     process's ``ulimit -n`` less 32, at least 64 and at most 4096 (96 at
     ``ulimit -n 256``). At least 8. A partition holds no descriptor while
     none of its segments is open.
+    ``offsets_retention_ms``: how long (default 7 days, Kafka's
+    ``offsets.retention.minutes``) a consumer group with no live member
+    keeps its committed offsets after its last commit and its last
+    member's last heartbeat; then a writable Log deletes them and the
+    group (FORMAT.rst M-12), checking at open and once a minute. -1 keeps
+    them forever.
     """
     return Log(path, sync=sync, readonly=readonly,
                sync_interval_ms=sync_interval_ms,
                allow_network_filesystem=allow_network_filesystem,
-               metadata_timeout=metadata_timeout, max_open_files=max_open_files)
+               metadata_timeout=metadata_timeout, max_open_files=max_open_files,
+               offsets_retention_ms=offsets_retention_ms)

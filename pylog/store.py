@@ -47,6 +47,12 @@ from .errors import (
     PylogError,
     TopicNotFound,
 )
+from .expiry import (
+    DEFAULT_OFFSETS_RETENTION_MS,
+    EXPIRY_CHECK_INTERVAL_S,
+    expire_groups,
+    validate_offsets_retention_ms,
+)
 from .files import DISK_FULL_ERRNOS, allocate, disk_full_error, open_regular
 from .handles import FD_EXHAUSTED, HandleCache, too_many_open_files, validate_max_open_files
 from .identity import Identity, vanished
@@ -109,7 +115,8 @@ class LogStore(TopicAdmin, LogAdmin):
                  readonly: bool = False,
                  sync_interval_ms: int = 1000, allow_network_filesystem: bool = False,
                  metadata_timeout: float = DEFAULT_LOCK_TIMEOUT_S,
-                 max_open_files: int | None = None):
+                 max_open_files: int | None = None,
+                 offsets_retention_ms: int = DEFAULT_OFFSETS_RETENTION_MS):
         if not isinstance(path, (str, os.PathLike)):
             raise InvalidArgument(f"path must be str or PathLike, got {type(path).__name__}")
         raw = os.fspath(path)
@@ -135,6 +142,7 @@ class LogStore(TopicAdmin, LogAdmin):
         # the descriptors this Log keeps for segments, however many it has
         # (pylog.handles)
         self.max_open_files = validate_max_open_files(max_open_files)
+        self.offsets_retention_ms = validate_offsets_retention_ms(offsets_retention_ms)
         self.path = os.path.abspath(raw)
         self.sync = sync
         self.readonly = readonly
@@ -252,6 +260,11 @@ class LogStore(TopicAdmin, LogAdmin):
             self._maint = threading.Thread(target=self._maintenance,
                                            name="pylog-maintenance", daemon=True)
             self._maint.start()
+        self._expiry: threading.Thread | None = None
+        if not self.readonly and self.offsets_retention_ms >= 0:
+            self._expiry = threading.Thread(target=self._expire_idle_groups,
+                                            name="pylog-expiry", daemon=True)
+            self._expiry.start()
 
     def _release_lock_file(self) -> None:
         if self._lock_fd >= 0:
@@ -483,6 +496,20 @@ class LogStore(TopicAdmin, LogAdmin):
                     except (PylogError, OSError):
                         pass
 
+    def _expire_idle_groups(self) -> None:
+        """The expiry of idle groups (M-12, pylog.expiry) at open and every
+        EXPIRY_CHECK_INTERVAL_S, in a thread of its own: its deletions wait
+        for the metadata writer lock, which must never delay the
+        maintenance thread's flushes."""
+        stop, pid = self._stop, self._pid
+        while os.getpid() == pid:
+            try:
+                expire_groups(self.meta, self.offsets_retention_ms, stopping=stop.is_set)
+            except PylogError:
+                pass        # busy or failing metadata: the next pass tries again
+            if stop.wait(EXPIRY_CHECK_INTERVAL_S):
+                return
+
     def _check_identity(self, parts: list[Partition]) -> None:
         """L-6: fail every partition held in files that left their paths
         (all of them when the log directory itself went), so that their
@@ -548,8 +575,9 @@ class LogStore(TopicAdmin, LogAdmin):
                 errors.append(exc)
         self._closed = True
         self._stop.set()
-        if self._maint is not None and self._maint is not threading.current_thread():
-            self._maint.join(timeout=5)
+        for thread in (self._maint, self._expiry):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout=5)
         for part in list(self._partitions.values()):
             try:
                 part.close()

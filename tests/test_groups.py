@@ -437,3 +437,109 @@ def test_a_member_with_an_impossible_pid_on_this_host_is_dead(pid):
     assert not process_alive(Member(pid=pid, start=None, host=_HOST))
     assert process_alive(Member(pid=pid, start=None, host=_HOST + "-elsewhere"))
     assert process_alive(Member(pid=os.getpid(), start=None, host=_HOST))
+
+
+# -- what a look costs (issue 15) ------------------------------------------------
+
+def test_the_probe_cache_remembers_the_living_for_its_ttl_and_the_dead_for_good():
+    from pylog.group import _HOST
+    from pylog.groupstate import Member
+    from pylog.liveness import ProbeCache, process_alive, process_start_time
+    clock, probes = FakeClock(), []
+
+    def counted(member):
+        probes.append(member.pid)
+        return process_alive(member)
+
+    cache = ProbeCache(counted, ttl_s=0.5, monotonic=clock.monotonic)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        m = Member(pid=child.pid, start=process_start_time(child.pid), host=_HOST)
+        assert cache(m) and cache(m) and len(probes) == 1
+        child.kill()
+        child.wait()
+        assert cache(m)                     # believed alive for the ttl ...
+        clock.s += 0.6
+        assert not cache(m) and len(probes) == 2    # ... then probed: dead
+        clock.s += 60
+        assert not cache(m) and len(probes) == 2    # dead for good, unprobed
+        # a pid without a known start time may be reused: never remembered dead
+        gone = Member(pid=child.pid, start=None, host=_HOST)
+        assert not cache(gone) and not cache(gone) and len(probes) == 4
+    finally:
+        child.kill()
+        child.wait()
+
+
+def group_seq(log, group):
+    from pylog import _native
+    from pylog.group import group_slot
+    return _native.doorbell_load(log.doorbell(), group_slot(group))
+
+
+def test_moves_ring_the_group_slot_and_heartbeats_do_not(tmp_path):
+    """L-3: a write that changes members, assignment or owners rings the
+    group's doorbell slot, then the slots the members' polls wait on (their
+    topics' and slot 0); a heartbeat rewrites the document silently."""
+    from pylog import _native
+    from pylog.store import topic_slot
+    clock, dead = FakeClock(), set()
+
+    def seqs():
+        bell = log.doorbell()
+        return (group_seq(log, "g"), _native.doorbell_load(bell, topic_slot("t")),
+                _native.doorbell_load(bell, 0))
+
+    with pylog.open(tmp_path, sync="never") as log:
+        log.create_topic("t", partitions=2)
+        a = fake_member(log, clock, dead, tag="a")
+        before = seqs()
+        a.tick({"t"}, nothing, force=True)          # joins, claims
+        after = seqs()
+        assert all(x != y for x, y in zip(before, after))
+        b = fake_member(log, clock, dead, tag="b")
+        b.tick({"t"}, nothing, force=True)          # joins: a must release
+        a.tick({"t"}, nothing, force=True)
+        b.tick({"t"}, nothing, force=True)
+        after = seqs()
+        clock.s += 0.4                               # heartbeats are due
+        a.tick({"t"}, nothing, force=True)
+        b.tick({"t"}, nothing, force=True)
+        assert seqs() == after
+        b.leave(None)                                # wakes a
+        assert all(x != y for x, y in zip(after, seqs()))
+
+
+def test_a_quiet_member_skips_the_document_until_the_group_rings(tmp_path):
+    """A look of a member that is not the leader reads the group document
+    only when the group's slot rang (or its heartbeat is due, ...): a change
+    that rings is acted on at its next look, one that does not (written
+    behind the members' backs) only at its next heartbeat."""
+    clock, dead = FakeClock(), set()
+    with pylog.open(tmp_path, sync="never") as log:
+        log.create_topic("t", partitions=2)
+        m1 = fake_member(log, clock, dead, timeout_ms=30000, tag="a")
+        m2 = fake_member(log, clock, dead, timeout_ms=30000, tag="b")
+        for m in (m1, m2, m1, m2):
+            m.tick({"t"}, nothing, force=True)
+        leader, other = sorted((m1, m2), key=lambda m: m.member_id)
+        assert len(other.owned) == 1
+
+        def take_all(doc, commit):          # not a member's write: no ring
+            doc["owners"] = {"t/0": leader.member_id, "t/1": leader.member_id}
+        log.meta.update_group("g", take_all)
+        clock.s += 0.2
+        other.tick({"t"}, nothing)
+        assert len(other.owned) == 1         # quiet look: the document unread
+        clock.s += 10.0                      # its heartbeat is due: it looks
+        other.tick({"t"}, nothing)
+        assert other.owned == set()
+        (mine,) = log.meta.group_state("g").target(other.member_id)
+        log.meta.update_group("g", lambda doc, commit: doc["owners"].pop(
+            f"t/{mine.partition}"))
+        from pylog import _native
+        from pylog.group import group_slot
+        _native.doorbell_ring(log.doorbell(), group_slot("g"))
+        clock.s += 0.2
+        other.tick({"t"}, nothing)           # rang: it looks, claims its own
+        assert other.owned == {mine}

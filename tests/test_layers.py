@@ -23,7 +23,7 @@ LAYERS = [
     {"reader", "writer", "recovery"},
     {"partition"},
     {"commitstore"},
-    {"metadata", "topicadmin", "admin"},
+    {"metadata", "topicadmin", "admin", "expiry"},
     {"store"},
     {"group", "delivery", "deadletter", "deserialize", "offsetreset", "consumerargs",
      "rebalance"},

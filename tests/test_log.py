@@ -14,10 +14,14 @@ from pylog import errors
 
 def snapshot(root):
     """Every file under root with its size and hash (pylog.lock/doorbell are
-    coordination files whose content never changes)."""
+    coordination files whose content never changes) but LMDB's reader table
+    ``lock.mdb``, which every read transaction writes (the maintenance
+    thread's group expiry reads at open, M-12)."""
     out = {}
     for d, _, files in os.walk(root):
         for f in files:
+            if f == "lock.mdb":
+                continue
             p = os.path.join(d, f)
             with open(p, "rb") as fh:
                 out[os.path.relpath(p, root)] = hashlib.sha256(fh.read()).hexdigest()
