@@ -46,9 +46,11 @@ from .errors import (
     ReadOnlyFilesystemError,
     ReadOnlyLog,
     RecordTooLarge,
+    SendTimeoutError,
     TopicExists,
     TopicNotFound,
 )
+from .futures import FutureRecordMetadata
 from .log import Log, open
 from .rebalance import ConsumerRebalanceListener
 from .records import (
@@ -73,5 +75,5 @@ __all__ = [
     "DiskFullError", "InvalidTimestamp",
     "FileVanishedError", "MetadataBusyError",
     "OffsetAndMetadata", "ConsumerRebalanceListener", "FlushTimeoutError",
-    "GroupNotFound", "CorruptGroupError",
+    "GroupNotFound", "CorruptGroupError", "SendTimeoutError", "FutureRecordMetadata",
 ]

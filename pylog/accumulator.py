@@ -1,0 +1,458 @@
+"""The lingering producer: records accumulate per partition and go out as
+one RecordBatch (Kafka's ``linger.ms`` / ``batch.size``).
+
+``Log.producer(linger_ms=..., batch_bytes=...)`` returns a
+:class:`LingerProducer`. Its ``send`` adds the record to its partition's
+open batch and returns a :class:`~pylog.futures.FutureRecordMetadata`; the
+batch is appended (one native call, one RecordBatch) when it reaches
+``batch_bytes``, ``linger_ms`` after its first record (a sender thread per
+producer), on ``flush()``, ``close()``, ``send_batch`` or the Log's close.
+
+Ordering: the records of one partition are appended in the order their
+sends took them (one lock), batches of a partition one at a time in order
+(its drain lock, held while a batch is taken and appended).
+
+Thread safety: thread-safe; send from any number of threads. Durability:
+a future succeeds once its batch is appended and durable per the log's
+sync mode; ``flush()`` appends everything pending and fdatasyncs it.
+Records still lingering when the process dies are lost, as in Kafka's
+accumulator. Every future is resolved or failed, never left pending: an
+append error fails every future of its batch; close() and Log.close()
+append what is pending first; in a fork child the inherited pending
+futures fail with ForkedLogError (the parent appends them).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from array import array
+from operator import itemgetter
+from time import monotonic as _monotonic
+from time import time_ns as _time_ns
+from typing import TYPE_CHECKING, Any
+
+from . import _native
+from .errors import (
+    ForkedLogError,
+    InvalidArgument,
+    LogClosed,
+    PartitionNotFound,
+    PylogError,
+    RecordTooLarge,
+    TopicNotFound,
+)
+from .futures import BatchResult, FutureRecordMetadata
+from .producer import (
+    _RECORD_OVERHEAD_MAX,
+    Producer,
+    Serializer,
+)
+from .store import FORKS
+
+if TYPE_CHECKING:
+    from .partition import Partition
+    from .store import LogStore
+
+# Kafka's batch.size default: the batch size when only linger_ms is given.
+DEFAULT_BATCH_BYTES = 16384
+# The RecordBatch header (B-1) every batch pays once.
+_BATCH_HEADER = 61
+# A sender thread with nothing to do for this long exits (a later send
+# starts another): an idle producer holds no thread, and a producer dropped
+# without close() is not kept alive by its thread.
+_IDLE_EXIT_S = 1.0
+_LINGER_MS_MAX = 3_600_000
+# What a record adds to its batch besides its key, value and headers,
+# counted towards batch_bytes: its framing (R-*) for a record of about a
+# hundred bytes sent within 64 ms of its batch's first.
+_RECORD_OVERHEAD_EST = 10
+
+_murmur2 = _native.murmur2_bytes
+_tuple_new = tuple.__new__
+_first, _second, _third = itemgetter(0), itemgetter(1), itemgetter(2)
+
+# Lingering producers of this process (closed by their Log's close, reset
+# in a fork child).
+_LINGERING: weakref.WeakSet[LingerProducer] = weakref.WeakSet()
+
+
+class _Batch(BatchResult):
+    """An open or sealed batch of one partition: the futures' shared
+    result plus what the accumulator needs (under LingerProducer._lock)."""
+
+    __slots__ = ("room", "headers", "deadline")
+
+    def __init__(self, topic: str, p: int, room: int, deadline: float) -> None:
+        super().__init__(topic, p)
+        # bytes it takes still, records counted by _RECORD_OVERHEAD_EST
+        self.room = room
+        self.headers = False             # a record has headers: no columns path
+        self.deadline = deadline         # (monotonic) when the sender drains it
+
+
+def check_linger(linger_ms: object, batch_bytes: object) -> tuple[float, int | None]:
+    """(linger seconds, batch bytes or None) of Log.producer's arguments;
+    InvalidArgument for a value out of range."""
+    if isinstance(linger_ms, bool) or not isinstance(linger_ms, (int, float)) \
+            or not 0 <= linger_ms <= _LINGER_MS_MAX:
+        raise InvalidArgument(f"linger_ms={linger_ms!r}; expected milliseconds in "
+                              f"[0, {_LINGER_MS_MAX}]")
+    if batch_bytes is not None and (isinstance(batch_bytes, bool) or
+                                    not isinstance(batch_bytes, int) or batch_bytes < 1):
+        raise InvalidArgument(f"batch_bytes={batch_bytes!r}; expected an int >= 1, or None")
+    if linger_ms == 0 and batch_bytes is None:
+        return 0.0, None                 # not lingering: the plain Producer
+    return linger_ms / 1000, DEFAULT_BATCH_BYTES if batch_bytes is None else batch_bytes
+
+
+class LingerProducer(Producer):
+    """A producer whose ``send`` returns a FutureRecordMetadata (see the
+    module docstring). Create with :meth:`Log.producer` and ``linger_ms``
+    or ``batch_bytes``."""
+
+    def __init__(self, log: LogStore, *, linger_s: float, batch_bytes: int,
+                 key_serializer: Serializer | None = None,
+                 value_serializer: Serializer | None = None) -> None:
+        super().__init__(log, key_serializer=key_serializer,
+                         value_serializer=value_serializer)
+        self._linger_s = linger_s
+        self._batch_bytes = batch_bytes
+        self._new_locks()
+        self._closing = False
+        # the open batch of each partition, oldest first (the sender waits
+        # for the first one's deadline), and every batch not yet taken by a
+        # drain (in order; the last is the open one)
+        self._open: dict[Partition, _Batch] = {}
+        self._slots: dict[Partition, list[_Batch]] = {}
+        # batches taken by a drain and not yet resolved
+        self._inflight: set[_Batch] = set()
+        self._drain_locks: dict[Partition, threading.Lock] = {}
+        self._sender: threading.Thread | None = None
+        self._sender_idle = False        # it waits for a batch to be opened
+        # keyless records stick to one partition per topic until its batch
+        # fills (Kafka's sticky partitioner): bigger batches
+        self._sticky: dict[str, int] = {}
+        _LINGERING.add(self)
+
+    def _new_locks(self) -> None:
+        self._lock = threading.Lock()
+        self._cv = threading.Condition(self._lock)
+
+    # -- sending -----------------------------------------------------------
+    def send(self, topic: str, value: object = None, key: object = None, *,  # type: ignore[override]
+             headers: Any = None, partition: int | None = None,
+             timestamp_ms: int | None = None) -> FutureRecordMetadata:
+        """Add one record to its partition's batch; return its future.
+
+        Raises what Producer.send raises for bad arguments, a missing topic
+        or partition, a closed producer or log, before anything is queued.
+        A record over the topic's max_message_bytes gets a failed future
+        (RecordTooLarge), as do the records of a batch whose append fails
+        (the error of the append)."""
+        # The hot path (bytes value, bytes key or none, no headers, default
+        # partition and timestamp, a topic sent to in the last second, a
+        # record that fits the partition's open batch) is a few tests, a
+        # lock and a list append; anything else takes _send_slow, which
+        # checks everything (and opens batches). A closing producer has no
+        # open batch.
+        route = self._routes.get(topic)
+        if route is not None and route[2] is not None and type(value) is bytes \
+                and headers is None and timestamp_ms is None and partition is None \
+                and route[0] > _monotonic():
+            parts = route[2]
+            if key is None:
+                p = self._sticky.get(topic, 0)
+                size = len(value) + _RECORD_OVERHEAD_EST
+            elif type(key) is bytes:
+                p = (_murmur2(key, len(key)) & 0x7FFFFFFF) % len(parts) \
+                    if len(parts) > 1 else 0
+                size = len(key) + len(value) + _RECORD_OVERHEAD_EST
+            else:
+                p = len(parts)               # (the slow path says why)
+            if p < len(parts):
+                rec = (_time_ns() // 1_000_000, key, value, ())
+                part = parts[p]
+                lock = self._lock
+                lock.acquire()
+                b = self._open.get(part)
+                # (an open batch's room keeps it within max_message_bytes)
+                if b is not None:
+                    room = b.room - size
+                    if room >= 0:
+                        b.room = room
+                        recs = b.records
+                        i = len(recs)
+                        recs.append(rec)
+                        lock.release()
+                        return _tuple_new(FutureRecordMetadata, (b, i))
+                lock.release()
+                # no room: append the open batch, open another (a record
+                # too large alone fails its future when its batch is
+                # appended, which measures it exactly)
+                return self._add(part, topic, p, rec, size, key is None)
+        return self._send_slow(topic, value, key, headers, partition, timestamp_ms)
+
+    def _send_slow(self, topic: str, value: object, key: object, headers: Any,
+                   partition: int | None, timestamp_ms: int | None) -> FutureRecordMetadata:
+        rec = self._record(value, key, headers, timestamp_ms)
+        key = rec[1]
+        sticky = partition is None and key is None
+        for attempt in (0, 1):
+            # (the sticky partition, when the topic still has it; else the
+            # next round-robin one)
+            route, p = self._target(topic, key, partition,
+                                    self._sticky.get(topic) if sticky else None)
+            try:
+                part = self._partition_of(topic, p, rec[0], timestamp_ms)
+                break
+            except (TopicNotFound, PartitionNotFound):
+                self._forget(topic)
+                self._sticky.pop(topic, None)
+                if attempt:
+                    raise
+        if sticky:
+            self._sticky[topic] = p
+        if self._fast_ok and route[2] is None and not self._closed:
+            self._install_fast(topic, route)
+        size = self._size_bound((rec,)) - _BATCH_HEADER
+        limit: int = part.config.max_message_bytes  # type: ignore[assignment]
+        if size + _BATCH_HEADER > limit:
+            encoded = _native.encoded_size((rec,))
+            if encoded > limit:
+                failed = BatchResult(topic, p)
+                failed.records.append(rec)
+                failed.fail(RecordTooLarge(
+                    f"send to {topic}: the record encodes to {encoded} bytes, over "
+                    f"max_message_bytes={limit}; raise the topic's max_message_bytes"))
+                return _tuple_new(FutureRecordMetadata, (failed, 0))
+            size = encoded - _BATCH_HEADER
+        return self._add(part, topic, p, rec, size, sticky)
+
+    def _add(self, part: Partition, topic: str, p: int, rec: tuple[Any, ...], size: int,
+             sticky: bool) -> FutureRecordMetadata:
+        """Queue ``rec`` (``size``: its size as the batch counts it) in the
+        open batch of ``part``. A batch that cannot take it is appended
+        first; one that reaches batch_bytes with it is appended at once."""
+        while True:
+            with self._lock:
+                if self._closing:
+                    raise LogClosed("producer is closed")
+                b = self._open.get(part)
+                if b is not None and b.room < size and b.records:
+                    del self._open[part]     # sealed: appended before rec's batch
+                else:
+                    if b is None:
+                        b = self._open_batch(part, topic, p)
+                    recs = b.records
+                    i = len(recs)
+                    recs.append(rec)
+                    if rec[3]:
+                        b.headers = True
+                    b.room -= size
+                    full = b.room <= 0
+                    break
+            self._full(topic, part, sticky)
+        if full:
+            self._full(topic, part, sticky)
+        return _tuple_new(FutureRecordMetadata, (b, i))
+
+    def _full(self, topic: str, part: Partition, sticky: bool) -> None:
+        """The open batch of ``part`` reached batch_bytes: append it now
+        (in the sending thread: sends wait for the appends they cause)."""
+        route = self._routes.get(topic)
+        if sticky and route is not None:
+            # keyless records of the topic go to another partition's batch
+            self._sticky[topic] = next(self._rr) % route[1]
+        self._drain(part)
+
+    def _open_batch(self, part: Partition, topic: str, p: int) -> _Batch:
+        """A new open batch of ``part`` (under _lock); wakes or starts the
+        sender, which appends it linger_ms from now."""
+        limit: int = part.config.max_message_bytes  # type: ignore[assignment]
+        # (sizes are counted as len + _RECORD_OVERHEAD_EST, at most
+        # _RECORD_OVERHEAD_MAX more than that: this bound keeps the batch
+        # within max_message_bytes whatever its records' sizes)
+        safe = _BATCH_HEADER + (limit - _BATCH_HEADER) * _RECORD_OVERHEAD_EST \
+            // _RECORD_OVERHEAD_MAX
+        b = self._open[part] = _Batch(topic, p, min(self._batch_bytes, safe) - _BATCH_HEADER,
+                                      _monotonic() + self._linger_s)
+        self._slots.setdefault(part, []).append(b)
+        if part not in self._drain_locks:
+            self._drain_locks[part] = threading.Lock()
+        if self._sender is None:
+            self._sender = threading.Thread(target=self._run, name="pylog-linger",
+                                            daemon=True)
+            self._sender.start()
+        elif self._sender_idle:
+            self._cv.notify()
+        return b
+
+    # -- appending -----------------------------------------------------------
+    def _drain(self, part: Partition) -> None:
+        """Append every batch of ``part`` taken so far, in order."""
+        lock = self._drain_locks.get(part)
+        if lock is None:
+            return
+        with lock:
+            with self._lock:
+                batches = self._slots.pop(part, None)
+                if not batches:
+                    return
+                if self._open.get(part) is batches[-1]:
+                    del self._open[part]
+                self._inflight.update(batches)
+            try:
+                for b in batches:
+                    self._append(b)
+            finally:
+                with self._lock:
+                    self._inflight.difference_update(batches)
+
+    def _append(self, b: _Batch) -> None:
+        """Append batch ``b`` as one RecordBatch; resolve or fail its futures."""
+        try:
+            log = self._log
+            if log._closed or log._forks != FORKS[0]:
+                log._check()             # LogClosed, or reopen in a fork child
+            # the Log's current Partition of that name (another one when the
+            # topic was re-created or the log reopened after a fork); this
+            # raises TopicNotFound when it was deleted
+            part = log.open_partitions().get((b.topic, b.partition)) or \
+                log.partition(b.topic, b.partition)
+            recs = b.records
+            config = part.config
+            base = None
+            if not b.headers and config.compression is None:
+                base = self._append_columns(part, recs)
+            if base is None:
+                self._check_size(b.topic, part, recs)
+                base, _ = part.append(recs, compression=config.compression)
+            self._touched.add(part)
+        except Exception as exc:
+            b.fail(exc)
+            return
+        b.resolve(base)
+
+    @staticmethod
+    def _append_columns(part: Partition, recs: list[tuple[Any, ...]]) -> int | None:
+        """The batch ``recs`` (no headers) through the native columns append;
+        None when the general path must take it."""
+        keys: list[Any] | None = list(map(_second, recs))
+        n = len(recs)
+        nulls = keys.count(None)  # type: ignore[union-attr]
+        if nulls == n:
+            keys = None
+        elif nulls:
+            return None                  # some keys null: the general path
+        cols = _native.columns(keys, list(map(_third, recs)))
+        if cols is None or _BATCH_HEADER + _RECORD_OVERHEAD_MAX * n + cols.size > \
+                part.config.max_message_bytes:
+            return None                  # (alter_topic lowered it: checked exactly)
+        base: int | None = part.append_columns(
+            array("q", map(_first, recs)), cols)  # type: ignore[arg-type]
+        return base
+
+    def _drain_all(self) -> None:
+        """Append everything taken so far; wait for drains in other threads."""
+        with self._lock:
+            parts = list(self._drain_locks)
+        for part in parts:
+            self._drain(part)
+            with self._drain_locks[part]:
+                pass                     # another thread's drain has finished
+
+    def _run(self) -> None:
+        """The sender thread: drain each batch linger_ms after it opened
+        (batches that fill are appended by the send that fills them)."""
+        open_ = self._open
+        while True:
+            with self._lock:
+                part = None
+                while part is None:
+                    if self._closing:
+                        self._sender = None
+                        return
+                    if not open_:
+                        self._sender_idle = True
+                        woken = self._cv.wait(_IDLE_EXIT_S)
+                        self._sender_idle = False
+                        if not woken and not open_:
+                            self._sender = None
+                            return
+                        continue
+                    first, b = next(iter(open_.items()))     # the oldest
+                    wait = b.deadline - _monotonic()
+                    if wait > 0:
+                        self._cv.wait(wait)
+                    else:
+                        part = first
+            self._drain(part)
+
+    # -- flush and close -----------------------------------------------------
+    def send_batch(self, topic: str, items: Any, *, partition: int | None = None,
+                   timestamp_ms: int | None = None) -> list[Any]:
+        """As Producer.send_batch (appended when it returns), after what
+        this producer has pending (order per partition is kept)."""
+        self._drain_all()
+        return super().send_batch(topic, items, partition=partition,
+                                  timestamp_ms=timestamp_ms)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Append every pending batch now (their futures resolve), then as
+        Producer.flush: return when all this producer sent is on disk;
+        ``timeout`` bounds the fdatasync. Thread-safe."""
+        if self._closed:
+            raise LogClosed("producer is closed")
+        self._drain_all()
+        super().flush(timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop taking records, append every pending batch (their futures
+        resolve, or fail with the append's error), then as Producer.close.
+        Idempotent; thread-safe."""
+        with self._lock:
+            self._closing = True
+            self._cv.notify_all()
+        self._drain_all()
+        _LINGERING.discard(self)
+        super().close(timeout)
+
+    def _after_fork_in_child(self) -> None:
+        """The pending records belong to the parent, which appends them:
+        fail the child's copies of their futures, start afresh."""
+        self._new_locks()
+        self._routes.clear()             # the parent's Partitions: resolve again
+        pending = [b for lst in self._slots.values() for b in lst] + list(self._inflight)
+        self._open, self._slots, self._inflight = {}, {}, set()
+        self._drain_locks = {}
+        self._sender = None
+        self._sender_idle = False
+        for b in pending:
+            b.reset_after_fork()
+            b.fail(ForkedLogError(
+                f"send to {b.topic}-{b.partition}: this process is a fork child; "
+                f"the record was pending in the parent (pid {os.getppid()}), "
+                "which appends it"))
+
+
+def close_lingering(log: LogStore) -> PylogError | None:
+    """Close the lingering producers of ``log`` (their pending batches are
+    appended first); returns the first error, after closing them all."""
+    first = None
+    for producer in list(_LINGERING):
+        if producer._log is log:
+            try:
+                producer.close()
+            except PylogError as exc:
+                first = first or exc
+    return first
+
+
+def _after_fork_in_child() -> None:
+    for producer in list(_LINGERING):
+        producer._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
