@@ -190,8 +190,10 @@ class LingerProducer(Producer):
                 lock.release()
                 # no room: append the open batch, open another (a record
                 # too large alone fails its future when its batch is
-                # appended, which measures it exactly)
-                return self._add(part, topic, p, rec, size, key is None)
+                # appended, which measures it exactly). A partition closed
+                # by its topic's deletion takes the slow path, which says so.
+                if not part.closed:
+                    return self._add(part, topic, p, rec, size, key is None)
         return self._send_slow(topic, value, key, headers, partition, timestamp_ms)
 
     def _send_slow(self, topic: str, value: object, key: object, headers: Any,
