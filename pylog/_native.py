@@ -831,18 +831,18 @@ _with_scratch = _scr.with_append
 
 def append_columns(a, timestamp, cols: Columns) -> int:
     """Append :class:`Columns` as one batch; ``timestamp`` is the int all
-    records share, or an ``array("q")`` of one per record."""
+    records share, or a buffer of one int64 per record (native order)."""
     vlens, vlen = _lengths(cols.value_lens)
     klens, klen = (_NULL, -1) if cols.key_lens is None else _lengths(cols.key_lens)
     if type(timestamp) is int:
         return lib.pl_append_columns(_with_scratch(a), cols.count, timestamp, klens, klen,
                                      cols.keys, len(cols.keys), vlens, vlen, cols.values,
                                      len(cols.values))
-    if len(timestamp) != cols.count:
-        raise InvalidArgument(f"append_columns: {len(timestamp)} timestamps for "
+    stamps = ffi.from_buffer("int64_t[]", timestamp)
+    if len(stamps) != cols.count:
+        raise InvalidArgument(f"append_columns: {len(stamps)} timestamps for "
                               f"{cols.count} records")
-    return lib.pl_append_columns_ts(_with_scratch(a), cols.count,
-                                    ffi.from_buffer("int64_t[]", timestamp), klens, klen,
+    return lib.pl_append_columns_ts(_with_scratch(a), cols.count, stamps, klens, klen,
                                     cols.keys, len(cols.keys), vlens, vlen, cols.values,
                                     len(cols.values))
 

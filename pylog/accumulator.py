@@ -27,8 +27,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from array import array
-from operator import itemgetter
+from struct import pack as _pack_int64
 from time import monotonic as _monotonic
 from time import time_ns as _time_ns
 from typing import TYPE_CHECKING, Any
@@ -71,7 +70,6 @@ _RECORD_OVERHEAD_EST = 10
 
 _murmur2 = _native.murmur2_bytes
 _tuple_new = tuple.__new__
-_first, _second, _third = itemgetter(0), itemgetter(1), itemgetter(2)
 
 # Lingering producers of this process (closed by their Log's close, reset
 # in a fork child).
@@ -152,15 +150,15 @@ class LingerProducer(Producer):
         (RecordTooLarge), as do the records of a batch whose append fails
         (the error of the append)."""
         # The hot path (bytes value, bytes key or none, no headers, default
-        # partition and timestamp, a topic sent to in the last second, a
-        # record that fits the partition's open batch) is a few tests, a
-        # lock and a list append; anything else takes _send_slow, which
-        # checks everything (and opens batches). A closing producer has no
-        # open batch.
+        # partition and timestamp, a cached route, a record that fits the
+        # partition's open batch) is a few tests, a lock and a list append;
+        # anything else takes _send_slow, which checks everything. A
+        # closing producer has no open batch. The route's age is checked
+        # when a batch opens: a batch lives linger_ms at most, so a route
+        # is used at most that long past its expiry.
         route = self._routes.get(topic)
         if route is not None and route[2] is not None and type(value) is bytes \
-                and headers is None and timestamp_ms is None and partition is None \
-                and route[0] > _monotonic():
+                and headers is None and timestamp_ms is None and partition is None:
             parts = route[2]
             if key is None:
                 p = self._sticky.get(topic, 0)
@@ -190,9 +188,10 @@ class LingerProducer(Producer):
                 lock.release()
                 # no room: append the open batch, open another (a record
                 # too large alone fails its future when its batch is
-                # appended, which measures it exactly). A partition closed
-                # by its topic's deletion takes the slow path, which says so.
-                if not part.closed:
+                # appended, which measures it exactly). An expired route,
+                # or a partition closed by its topic's deletion, takes the
+                # slow path, which resolves the topic again.
+                if route[0] > _monotonic() and not part.closed:
                     return self._add(part, topic, p, rec, size, key is None)
         return self._send_slow(topic, value, key, headers, partition, timestamp_ms)
 
@@ -341,19 +340,17 @@ class LingerProducer(Producer):
     def _append_columns(part: Partition, recs: list[tuple[Any, ...]]) -> int | None:
         """The batch ``recs`` (no headers) through the native columns append;
         None when the general path must take it."""
-        keys: list[Any] | None = list(map(_second, recs))
-        n = len(recs)
-        nulls = keys.count(None)  # type: ignore[union-attr]
-        if nulls == n:
-            keys = None
-        elif nulls:
+        stamps, keys, values, _ = zip(*recs)
+        n = len(stamps)
+        if keys[0] is None and keys.count(None) != n:
             return None                  # some keys null: the general path
-        cols = _native.columns(keys, list(map(_third, recs)))
+        # (None when some keys are null: len() of None fails in there)
+        cols = _native.columns(None if keys[0] is None else keys, values)
         if cols is None or _BATCH_HEADER + _RECORD_OVERHEAD_MAX * n + cols.size > \
                 part.config.max_message_bytes:
             return None                  # (alter_topic lowered it: checked exactly)
         base: int | None = part.append_columns(
-            array("q", map(_first, recs)), cols)  # type: ignore[arg-type]
+            _pack_int64(f"{n}q", *stamps), cols)  # type: ignore[arg-type]
         return base
 
     def _drain_all(self) -> None:

@@ -225,7 +225,7 @@ class Writer:
 
     def append_columns(self, timestamp_ms: int, cols):
         """Append ``cols`` (``_native.columns``: records without headers)
-        sharing ``timestamp_ms`` (or each with its own: an ``array("q")``),
+        sharing ``timestamp_ms`` (or each with its own: a buffer of int64s),
         uncompressed; return the base offset, or
         None when the caller must use :meth:`append` (as :meth:`append_one`).
         Durable per the sync mode when it returns."""
