@@ -789,7 +789,7 @@ class Columns(NamedTuple):
     # shadows tuple.count on purpose: the number of records, as callers name it
     count: int  # type: ignore[assignment]
     keys: bytes          # every key, concatenated (b"" when all are null)
-    key_lens: list       # per key; None when every key is null
+    key_lens: Optional[list]     # per key; None when every key is null
     values: bytes
     value_lens: list
 

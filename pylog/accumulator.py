@@ -124,14 +124,17 @@ class LingerProducer(Producer):
         # drain (in order; the last is the open one)
         self._open: dict[Partition, _Batch] = {}
         self._slots: dict[Partition, list[_Batch]] = {}
-        # batches taken by a drain and not yet resolved
-        self._inflight: set[_Batch] = set()
+        # the batches a drain of each partition took and has not resolved
+        self._inflight: dict[Partition, list[_Batch]] = {}
         self._drain_locks: dict[Partition, threading.Lock] = {}
         self._sender: threading.Thread | None = None
         self._sender_idle = False        # it waits for a batch to be opened
         # keyless records stick to one partition per topic until its batch
         # fills (Kafka's sticky partitioner): bigger batches
         self._sticky: dict[str, int] = {}
+        # topic -> its Partitions, for send's hot path (as _routes' third
+        # field, one lookup cheaper)
+        self._fast_parts: dict[str, list[Partition]] = {}
         _LINGERING.add(self)
 
     def _new_locks(self) -> None:
@@ -156,17 +159,16 @@ class LingerProducer(Producer):
         # closing producer has no open batch. The route's age is checked
         # when a batch opens: a batch lives linger_ms at most, so a route
         # is used at most that long past its expiry.
-        route = self._routes.get(topic)
-        if route is not None and route[2] is not None and type(value) is bytes \
-                and headers is None and timestamp_ms is None and partition is None:
-            parts = route[2]
+        parts = self._fast_parts.get(topic)
+        if parts is not None and type(value) is bytes and headers is None \
+                and timestamp_ms is None and partition is None:
             if key is None:
                 p = self._sticky.get(topic, 0)
-                size = len(value) + _RECORD_OVERHEAD_EST
+                size = len(value) + 10            # _RECORD_OVERHEAD_EST
             elif type(key) is bytes:
                 p = (_murmur2(key, len(key)) & 0x7FFFFFFF) % len(parts) \
                     if len(parts) > 1 else 0
-                size = len(key) + len(value) + _RECORD_OVERHEAD_EST
+                size = len(key) + len(value) + 10  # _RECORD_OVERHEAD_EST
             else:
                 p = len(parts)               # (the slow path says why)
             if p < len(parts):
@@ -191,7 +193,8 @@ class LingerProducer(Producer):
                 # appended, which measures it exactly). An expired route,
                 # or a partition closed by its topic's deletion, takes the
                 # slow path, which resolves the topic again.
-                if route[0] > _monotonic() and not part.closed:
+                route = self._routes.get(topic)
+                if route is not None and route[0] > _monotonic() and not part.closed:
                     return self._add(part, topic, p, rec, size, key is None)
         return self._send_slow(topic, value, key, headers, partition, timestamp_ms)
 
@@ -259,6 +262,14 @@ class LingerProducer(Producer):
             self._full(topic, part, sticky)
         return _tuple_new(FutureRecordMetadata, (b, i))
 
+    def _install_fast(self, topic: str, route: Any) -> None:
+        super()._install_fast(topic, route)
+        self._fast_parts[topic] = self._routes[topic][2]  # type: ignore[assignment]
+
+    def _forget(self, topic: str) -> None:
+        self._fast_parts.pop(topic, None)
+        super()._forget(topic)
+
     def _full(self, topic: str, part: Partition, sticky: bool) -> None:
         """The open batch of ``part`` reached batch_bytes: append it now
         (in the sending thread: sends wait for the appends they cause)."""
@@ -303,25 +314,26 @@ class LingerProducer(Producer):
                     return
                 if self._open.get(part) is batches[-1]:
                     del self._open[part]
-                self._inflight.update(batches)
+                # (one drain of a partition at a time: its drain lock)
+                self._inflight[part] = batches
             try:
                 for b in batches:
-                    self._append(b)
+                    self._append(part, b)
             finally:
-                with self._lock:
-                    self._inflight.difference_update(batches)
+                self._inflight.pop(part, None)
 
-    def _append(self, b: _Batch) -> None:
-        """Append batch ``b`` as one RecordBatch; resolve or fail its futures."""
+    def _append(self, part: Partition, b: _Batch) -> None:
+        """Append batch ``b`` of ``part`` as one RecordBatch; resolve or fail
+        its futures."""
         try:
             log = self._log
-            if log._closed or log._forks != FORKS[0]:
-                log._check()             # LogClosed, or reopen in a fork child
-            # the Log's current Partition of that name (another one when the
-            # topic was re-created or the log reopened after a fork); this
-            # raises TopicNotFound when it was deleted
-            part = log.open_partitions().get((b.topic, b.partition)) or \
-                log.partition(b.topic, b.partition)
+            if log._closed or log._forks != FORKS[0] or part.closed:
+                # LogClosed; or the Log's current Partition of that name
+                # (the topic was re-created, the log reopened after a
+                # fork); TopicNotFound when it was deleted
+                log._check()
+                part = log.open_partitions().get((b.topic, b.partition)) or \
+                    log.partition(b.topic, b.partition)
             recs = b.records
             config = part.config
             base = None
@@ -342,12 +354,20 @@ class LingerProducer(Producer):
         None when the general path must take it."""
         stamps, keys, values, _ = zip(*recs)
         n = len(stamps)
-        if keys[0] is None and keys.count(None) != n:
-            return None                  # some keys null: the general path
-        # (None when some keys are null: len() of None fails in there)
-        cols = _native.columns(None if keys[0] is None else keys, values)
-        if cols is None or _BATCH_HEADER + _RECORD_OVERHEAD_MAX * n + cols.size > \
-                part.config.max_message_bytes:
+        # (send made every key and value bytes or None; a null one makes
+        # len() or join() fail: the general path takes the batch)
+        try:
+            if keys[0] is None:
+                if keys.count(None) != n:
+                    return None
+                klens, kblob = None, b""
+            else:
+                klens, kblob = list(map(len, keys)), b"".join(keys)
+            cols = _native.Columns(n, kblob, klens, b"".join(values), list(map(len, values)))
+        except TypeError:
+            return None
+        if _BATCH_HEADER + _RECORD_OVERHEAD_MAX * n + cols.size > \
+                part.config.max_message_bytes:  # type: ignore[operator]
             return None                  # (alter_topic lowered it: checked exactly)
         base: int | None = part.append_columns(
             _pack_int64(f"{n}q", *stamps), cols)  # type: ignore[arg-type]
@@ -423,8 +443,10 @@ class LingerProducer(Producer):
         fail the child's copies of their futures, start afresh."""
         self._new_locks()
         self._routes.clear()             # the parent's Partitions: resolve again
-        pending = [b for lst in self._slots.values() for b in lst] + list(self._inflight)
-        self._open, self._slots, self._inflight = {}, {}, set()
+        self._fast_parts.clear()
+        pending = [b for batches in (*self._slots.values(), *self._inflight.values())
+                   for b in batches]
+        self._open, self._slots, self._inflight = {}, {}, {}
         self._drain_locks = {}
         self._sender = None
         self._sender_idle = False
