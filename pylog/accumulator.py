@@ -366,8 +366,8 @@ class LingerProducer(Producer):
             cols = _native.Columns(n, kblob, klens, b"".join(values), list(map(len, values)))
         except TypeError:
             return None
-        if _BATCH_HEADER + _RECORD_OVERHEAD_MAX * n + cols.size > \
-                part.config.max_message_bytes:  # type: ignore[operator]
+        limit: int = part.config.max_message_bytes  # type: ignore[assignment]
+        if _BATCH_HEADER + _RECORD_OVERHEAD_MAX * n + cols.size > limit:
             return None                  # (alter_topic lowered it: checked exactly)
         base: int | None = part.append_columns(
             _pack_int64(f"{n}q", *stamps), cols)  # type: ignore[arg-type]
