@@ -37,6 +37,7 @@ from .errors import (
     ForkedLogError,
     InvalidArgument,
     LogClosed,
+    LogFailedError,
     PartitionNotFound,
     PylogError,
     RecordTooLarge,
@@ -316,15 +317,25 @@ class LingerProducer(Producer):
                     del self._open[part]
                 # (one drain of a partition at a time: its drain lock)
                 self._inflight[part] = batches
+            settled = []
             try:
                 for b in batches:
-                    self._append(part, b)
+                    base, error = self._append(part, b)
+                    settled.append((b, b.settle(base, error)))
             finally:
                 self._inflight.pop(part, None)
+                for b in batches[len(settled):]:   # (interrupted: KeyboardInterrupt)
+                    b.fail(LogFailedError(
+                        f"send to {b.topic}-{b.partition}: the append of its batch "
+                        "was interrupted; its records may or may not be in the log"))
+        # Callbacks run last, outside the drain lock: one may send to this
+        # partition (and drain it), or wait on another future of this drain.
+        for b, callbacks in settled:
+            b.run_callbacks(callbacks)
 
-    def _append(self, part: Partition, b: _Batch) -> None:
-        """Append batch ``b`` of ``part`` as one RecordBatch; resolve or fail
-        its futures."""
+    def _append(self, part: Partition, b: _Batch) -> tuple[int, Exception | None]:
+        """Append batch ``b`` of ``part`` as one RecordBatch: (its base
+        offset, None), or (-1, the error that failed it)."""
         try:
             log = self._log
             if log._closed or log._forks != FORKS[0] or part.closed:
@@ -344,9 +355,8 @@ class LingerProducer(Producer):
                 base, _ = part.append(recs, compression=config.compression)
             self._touched.add(part)
         except Exception as exc:
-            b.fail(exc)
-            return
-        b.resolve(base)
+            return -1, exc
+        return base, None
 
     @staticmethod
     def _append_columns(part: Partition, recs: list[tuple[Any, ...]]) -> int | None:

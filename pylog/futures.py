@@ -56,31 +56,37 @@ class BatchResult:
 
     def resolve(self, base: int) -> None:
         """The batch is appended at ``base``: succeed every future."""
-        self.base = base
-        self._finish()
+        self.run_callbacks(self.settle(base, None))
 
     def fail(self, error: BaseException) -> None:
         """The batch will never be appended: fail every future with ``error``."""
-        self.error = error
-        self._finish()
+        self.run_callbacks(self.settle(-1, error))
+
+    def settle(self, base: int, error: BaseException | None) -> list[_Callback]:
+        """Mark the batch appended at ``base`` (error None) or failed, and
+        wake its waiters; return the callbacks to pass to run_callbacks
+        (a caller settling several batches settles them all first, so a
+        callback waiting on another of them does not wait forever)."""
+        with self._lock:
+            if self.done:
+                return []
+            self.base, self.error = base, error
+            self.done = True
+            callbacks, self._callbacks = self._callbacks, None
+            event = self._event
+        if event is not None:
+            event.set()
+        return callbacks or []
+
+    def run_callbacks(self, callbacks: list[_Callback]) -> None:
+        for i, fn, args, errback in callbacks:
+            self._run(i, fn, args, errback)
 
     def reset_after_fork(self) -> None:
         """In a fork child: locks that a parent thread may have held at the
         fork are replaced, unused."""
         self._event = None
         self._lock = threading.Lock()
-
-    def _finish(self) -> None:
-        with self._lock:
-            if self.done:
-                return
-            self.done = True
-            callbacks, self._callbacks = self._callbacks, None
-            event = self._event
-        if event is not None:
-            event.set()
-        for i, fn, args, errback in callbacks or ():
-            self._run(i, fn, args, errback)
 
     def add(self, i: int, fn: Callable[..., Any], args: tuple[Any, ...],
             errback: bool) -> None:

@@ -231,7 +231,7 @@ class Producer:
                 size = len(key) + len(value)
             if hkey is not None:
                 hkey = hkey.encode()
-                size += len(hkey) + len(hval) + _HEADER_OVERHEAD_MAX  # type: ignore[arg-type]
+                size += len(hkey) + len(hval) + 10  # type: ignore[arg-type]  # _HEADER_OVERHEAD_MAX
             part = parts[p]
             config = part.config         # (alter_topic replaces it: read each time)
             if config.compression is None and \

@@ -185,8 +185,8 @@ class Writer:
 
     def append_one(self, timestamp_ms: int, key, value, hkey=None, hval=None):
         """Append one record (key/value: bytes or None) with no header, or
-        with one when ``hkey`` (UTF-8 bytes) is given (``hval``: bytes or
-        None); return its offset, or None when the caller must use
+        with one when ``hkey`` (UTF-8 bytes) is given (``hval``: bytes);
+        return its offset, or None when the caller must use
         :meth:`append` (first append of this writer, the segment must grow
         or roll, the partition is not OPEN). The producer's per-record hot
         path: one native call, no per-call allocation. Durable per the sync
@@ -209,7 +209,7 @@ class Writer:
                 rc = _native.append_record_h1(
                     a, timestamp_ms, key or b"", -1 if key is None else len(key),
                     value or b"", -1 if value is None else len(value), hkey, len(hkey),
-                    hval or b"", -1 if hval is None else len(hval))
+                    hval, len(hval))
             if rc >= 0:
                 base = rc                    # the record's offset
             else:

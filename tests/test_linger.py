@@ -148,6 +148,28 @@ def test_a_raising_callback_does_not_break_the_producer(log):
     assert f1.succeeded() and f2.get().offset == 1
 
 
+def test_callbacks_may_send_and_wait_on_futures_of_the_same_drain(log):
+    """Callbacks run once the whole drain is appended, outside its locks:
+    one may get() another future of the drain, or send to the same
+    partition until a batch fills (which drains the partition again)."""
+    log.create_topic("t")
+    p = log.producer(linger_ms=LONG, batch_bytes=2000)
+    first = [p.send("t", b"a" * 50) for _ in range(3)]
+    later = [p.send("t", b"b" * 50) for _ in range(10)]
+    seen = []
+
+    def chain(md):
+        seen.append(later[-1].get(timeout=5).offset)
+        seen.extend(p.send("t", b"c" * 100) for _ in range(30))
+
+    first[0].add_callback(chain)
+    p.flush()
+    assert seen[0] == 12
+    assert seen[1].succeeded(), "the callback's sends did not fill and drain a batch"
+    p.flush()
+    assert [f.get().offset for f in seen[1:]] == list(range(13, 43))
+
+
 def test_record_too_large_fails_its_future_not_the_batch(log):
     log.create_topic("t", max_message_bytes=1000)
     p = log.producer(linger_ms=LONG)
