@@ -12,6 +12,10 @@ Ordering: the records of one partition are appended in the order their
 sends took them (one lock), batches of a partition one at a time in order
 (its drain lock, held while a batch is taken and appended).
 
+Memory: at most about ``batch_bytes`` per partition sent to (plus the
+batches being appended), for at most ``linger_ms``: a send that fills a
+batch appends it before it returns.
+
 Thread safety: thread-safe; send from any number of threads. Durability:
 a future succeeds once its batch is appended and durable per the log's
 sync mode; ``flush()`` appends everything pending and fdatasyncs it.

@@ -70,8 +70,9 @@ _ROUTE_TTL_S = 1.0
 PRODUCER_INSTEAD: dict[str, str] = {
     "produce": "send(topic, value, key=..., headers=...), which returns the "
                "RecordMetadata once the record is stored",
-    "poll": "nothing: there are no delivery callbacks; send() returns when "
-            "the record is stored (durable per the log's sync mode)",
+    "poll": "nothing: send() returns when the record is stored (durable per "
+            "the log's sync mode); a producer made with linger_ms returns a "
+            "future whose add_callback runs once the record is stored",
     "list_topics": "partitions_for(topic), or Log.topics()",
     "send_and_wait": "send(...): it already returns when the record is stored",
 }
