@@ -134,6 +134,7 @@ class LingerProducer(Producer):
         self._drain_locks: dict[Partition, threading.Lock] = {}
         self._sender: threading.Thread | None = None
         self._sender_idle = False        # it waits for a batch to be opened
+        self._wake_on_open = linger_s < 0.001     # see _run
         # keyless records stick to one partition per topic until its batch
         # fills (Kafka's sticky partitioner): bigger batches
         self._sticky: dict[str, int] = {}
@@ -302,7 +303,7 @@ class LingerProducer(Producer):
             self._sender = threading.Thread(target=self._run, name="pylog-linger",
                                             daemon=True)
             self._sender.start()
-        elif self._sender_idle:
+        elif self._sender_idle and self._wake_on_open:
             self._cv.notify()
         return b
 
@@ -400,21 +401,32 @@ class LingerProducer(Producer):
         """The sender thread: drain each batch linger_ms after it opened
         (batches that fill are appended by the send that fills them)."""
         open_ = self._open
+        # With no batch open it sleeps: up to linger_ms at a time, so it
+        # wakes before the deadline of any batch opened meanwhile (no
+        # notify per batch: waking it each time a send opens a batch cost
+        # a thread switch per batch); with linger_ms under a millisecond
+        # _open_batch wakes it.
+        nap = _IDLE_EXIT_S if self._wake_on_open else min(self._linger_s, _IDLE_EXIT_S)
         while True:
             with self._lock:
                 part = None
+                idle_until = None
                 while part is None:
                     if self._closing:
                         self._sender = None
                         return
                     if not open_:
-                        self._sender_idle = True
-                        woken = self._cv.wait(_IDLE_EXIT_S)
-                        self._sender_idle = False
-                        if not woken and not open_:
+                        now = _monotonic()
+                        if idle_until is None:
+                            idle_until = now + _IDLE_EXIT_S
+                        elif now >= idle_until:
                             self._sender = None
                             return
+                        self._sender_idle = True
+                        self._cv.wait(nap)
+                        self._sender_idle = False
                         continue
+                    idle_until = None
                     first, b = next(iter(open_.items()))     # the oldest
                     wait = b.deadline - _monotonic()
                     if wait > 0:
