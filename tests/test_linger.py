@@ -373,3 +373,36 @@ def test_headers_fast_path_checks_the_size_limit(log):
     with pytest.raises(pylog.RecordTooLarge):
         p.send("t", b"x" * 500, headers=[("h", b"y" * 600)])
     p.send("t", b"x" * 400, headers=[("h", b"y" * 400)])
+
+
+def test_serializers_and_a_compressed_topic(log):
+    log.create_topic("z", compression="zstd")
+    p = log.producer(linger_ms=LONG, key_serializer=str.encode,
+                     value_serializer=lambda v: repr(v).encode())
+    futs = [p.send("z", {"n": i}, key="k%d" % i) for i in range(50)]
+    p.flush()
+    assert [f.get().offset for f in futs] == list(range(50))
+    recs = read_all(log, "z")
+    assert [(r.key, r.value) for r in recs] == \
+        [(b"k%d" % i, repr({"n": i}).encode()) for i in range(50)]
+
+
+def test_sync_always_batches_resolve_from_many_threads(tmp_path):
+    """In sync="always" a batch's append returns after its (group-committed)
+    fdatasync; futures of batches drained by the sender and by sending
+    threads all resolve."""
+    with pylog.open(tmp_path / "log", sync="always") as lg:
+        lg.create_topic("t", partitions=2)
+        p = lg.producer(linger_ms=5, batch_bytes=500)
+        futs = []
+
+        def run(t):
+            futs.extend(p.send("t", b"%d-%d" % (t, i), key=b"%d" % t) for i in range(100))
+
+        threads = [threading.Thread(target=run, args=(t,)) for t in range(4)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        mds = [f.get(timeout=30) for f in futs]
+        assert len({(m.partition, m.offset) for m in mds}) == 400
