@@ -277,8 +277,9 @@ class LingerProducer(Producer):
         super()._forget(topic)
 
     def _full(self, topic: str, part: Partition, sticky: bool) -> None:
-        """The open batch of ``part`` reached batch_bytes: append it now
-        (in the sending thread: sends wait for the appends they cause)."""
+        """A batch of ``part`` is full (it reached batch_bytes, or cannot
+        take the next record): append it now, in the sending thread (sends
+        wait for the appends they cause: that bounds the memory)."""
         route = self._routes.get(topic)
         if sticky and route is not None:
             # keyless records of the topic go to another partition's batch
