@@ -20,14 +20,16 @@ Thread safety: thread-safe; send from any number of threads. Durability:
 a future succeeds once its batch is appended and durable per the log's
 sync mode; ``flush()`` appends everything pending and fdatasyncs it.
 Records still lingering when the process dies are lost, as in Kafka's
-accumulator. Every future is resolved or failed, never left pending: an
-append error fails every future of its batch; close() and Log.close()
-append what is pending first; in a fork child the inherited pending
-futures fail with ForkedLogError (the parent appends them).
+accumulator (at a normal interpreter exit they are appended). Every future
+is resolved or failed, never left pending: an append error fails every
+future of its batch; close() and Log.close() append what is pending first;
+in a fork child the inherited pending futures fail with ForkedLogError
+(the parent appends them).
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 import weakref
@@ -503,4 +505,16 @@ def _after_fork_in_child() -> None:
         producer._after_fork_in_child()
 
 
+def _append_pending_at_exit() -> None:
+    """At interpreter exit, append what lingers (as kafka-python closes
+    its producers): only a process that dies loses its pending records.
+    Errors fail the futures; nothing is raised at exit."""
+    for producer in list(_LINGERING):
+        try:
+            producer._drain_all()
+        except Exception:         # (the log's own state at exit): best effort
+            pass
+
+
 os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_append_pending_at_exit)

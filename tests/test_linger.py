@@ -6,6 +6,7 @@ headers= one-call path of the plain producer."""
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 
@@ -315,6 +316,22 @@ def test_sigkill_loses_lingering_records(tmp_path, child_env):
             proc.kill()
     with pylog.open(path) as lg:
         assert [r.value for r in read_all(lg, "t")] == [b"stored"]
+
+
+def test_interpreter_exit_appends_what_lingers(tmp_path, child_env):
+    path = str(tmp_path / "log")
+    with pylog.open(path) as lg:
+        lg.create_topic("t")
+    script = (
+        "import sys, pylog\n"
+        "log = pylog.open(sys.argv[1])\n"
+        "p = log.producer(linger_ms=600000)\n"
+        "futs = [p.send('t', b'%d' % i) for i in range(5)]\n"
+        "assert not any(f.is_done for f in futs)\n")
+    subprocess.run([sys.executable, "-c", script, path], env=child_env, check=True,
+                   timeout=60)
+    with pylog.open(path) as lg:
+        assert [r.value for r in read_all(lg, "t")] == [b"%d" % i for i in range(5)]
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
