@@ -178,10 +178,14 @@ class LingerProducer(Producer):
                     if len(parts) > 1 else 0
                 size = len(key) + len(value) + 10  # _RECORD_OVERHEAD_EST
             else:
-                p = len(parts)               # (the slow path says why)
-            if p < len(parts):
+                p = None                     # (the slow path says why)
+            try:
+                # (a sticky partition the topic no longer has: IndexError)
+                part = parts[p]  # type: ignore[index]
+            except (IndexError, TypeError):
+                part = None
+            if part is not None:
                 rec = (_time_ns() // 1_000_000, key, value, ())
-                part = parts[p]
                 lock = self._lock
                 lock.acquire()
                 b = self._open.get(part)
@@ -203,7 +207,8 @@ class LingerProducer(Producer):
                 # slow path, which resolves the topic again.
                 route = self._routes.get(topic)
                 if route is not None and route[0] > _monotonic() and not part.closed:
-                    return self._add(part, topic, p, rec, size, key is None)
+                    return self._add(part, topic, p, rec, size,  # type: ignore[arg-type]
+                                     key is None)
         return self._send_slow(topic, value, key, headers, partition, timestamp_ms)
 
     def _send_slow(self, topic: str, value: object, key: object, headers: Any,
