@@ -3,6 +3,7 @@ one-``os.write``-per-record, as ratios measured in the same run (issue 15's
 bars: >= 1.0x raw throughput, <= 1.1x raw bytes on disk per record).
 
     .venv/bin/python bench/linger.py [--n 200000] [--reps 3] [--linger-ms 5]
+                                     [--batch-bytes 16384,65536]
 
 Records are bench/compare.py's: 16-byte keys, 100-byte values (seed 42).
 Raw is compare.py's raw peer: one file, ``[u32 klen][u32 vlen][key][value]``
@@ -63,14 +64,15 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=200_000)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--linger-ms", type=float, default=5)
+    ap.add_argument("--batch-bytes", default="16384,65536",
+                    help="comma list: one pylog row each (16384 is the default)")
     args = ap.parse_args()
     items = peers.make_items(args.n, 100)
-    cases = {
-        "raw os.write per record": lambda: run_raw(items),
-        f"pylog send, linger_ms={args.linger_ms:g}":
-            lambda: run_pylog(items, linger_ms=args.linger_ms),
-        "pylog send (no linger)": lambda: run_pylog(items),
-    }
+    cases = {"raw os.write per record": lambda: run_raw(items)}
+    for bb in map(int, args.batch_bytes.split(",")):
+        cases[f"pylog linger_ms={args.linger_ms:g} batch_bytes={bb}"] = \
+            lambda bb=bb: run_pylog(items, linger_ms=args.linger_ms, batch_bytes=bb)
+    cases["pylog send (no linger)"] = lambda: run_pylog(items)
     results = {}
     for _ in range(args.reps):
         for name, fn in cases.items():
@@ -80,9 +82,9 @@ def main() -> None:
                 results[name] = (elapsed, size)
     raw_t, raw_b = results["raw os.write per record"]
     print(f"== {args.n:,} records, 16-byte keys, 100-byte values, best of {args.reps}")
-    print(f"  {'':34s} {'rec/s':>12s} {'x raw':>6s} {'B/rec':>7s} {'x raw':>6s}")
+    print(f"  {'':40s} {'rec/s':>12s} {'x raw':>6s} {'B/rec':>7s} {'x raw':>6s}")
     for name, (elapsed, size) in results.items():
-        print(f"  {name:34s} {args.n / elapsed:12,.0f} {raw_t / elapsed:6.2f} "
+        print(f"  {name:40s} {args.n / elapsed:12,.0f} {raw_t / elapsed:6.2f} "
               f"{size / args.n:7.1f} {size / raw_b:6.2f}")
 
 
