@@ -423,3 +423,26 @@ def test_sync_always_batches_resolve_from_many_threads(tmp_path):
             th.join()
         mds = [f.get(timeout=30) for f in futs]
         assert len({(m.partition, m.offset) for m in mds}) == 400
+
+
+def test_a_batch_keeps_each_records_timestamp(log):
+    """A batch without headers goes through the native columns append with
+    one timestamp per record (pl_append_columns_ts): each reads back as
+    sent, the batch's max timestamp feeds the time index."""
+    log.create_topic("t")
+    p = log.producer(linger_ms=LONG)
+    now = int(time.time() * 1000)
+    stamps = [now - 50_000 + 997 * ((i * 7) % 50) for i in range(50)]   # not sorted
+    # (every key set, then every key null: each batch takes the columns path)
+    futs = [p.send("t", b"%d" % i, key=b"k", timestamp_ms=ts)
+            for i, ts in enumerate(stamps)]
+    p.flush()
+    futs_keyless = [p.send("t", b"x", timestamp_ms=now) for _ in range(3)]
+    p.flush()
+    assert [f.get().timestamp_ms for f in futs] == stamps
+    recs = read_all(log, "t")
+    assert [r.timestamp_ms for r in recs] == stamps + [now] * 3
+    assert [r.offset for r in recs] == list(range(53))
+    assert all(f.succeeded() for f in futs_keyless)
+    part = log.partition("t", 0)
+    assert part.offset_for_time(max(stamps)) <= stamps.index(max(stamps))
