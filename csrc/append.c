@@ -189,6 +189,25 @@ int pl_append_columns(pl_appender *a, uint32_t n, int64_t timestamp,
     return append_src(a, n, &s, 1);
 }
 
+/* As pl_append_columns, each record with its own timestamp (timestamps[i]):
+ * a lingering producer's batch, whose records were sent over time. */
+int pl_append_columns_ts(pl_appender *a, uint32_t n, const int64_t *timestamps,
+                         const int32_t *key_lens, int64_t key_len, const uint8_t *keys,
+                         size_t keys_len, const int32_t *value_lens, int64_t value_len,
+                         const uint8_t *values, size_t values_len)
+{
+    src_t s;
+    memset(&s, 0, sizeof s);
+    if (!timestamps || (!keys && keys_len) || (!values && values_len))
+        return PL_E_INVAL;
+    s.columns = 1; s.timestamps = timestamps; s.col_n = n;
+    s.col_lens[0] = key_lens; s.col_len[0] = key_len;
+    s.col_blob[0] = keys; s.col_blob_len[0] = keys_len;
+    s.col_lens[1] = value_lens; s.col_len[1] = value_len;
+    s.col_blob[1] = values; s.col_blob_len[1] = values_len;
+    return append_src(a, n, &s, 1);
+}
+
 int64_t pl_append_record(pl_appender *a, int64_t timestamp, const uint8_t *key,
                          int64_t key_len, const uint8_t *value, int64_t value_len)
 {
@@ -197,6 +216,27 @@ int64_t pl_append_record(pl_appender *a, int64_t timestamp, const uint8_t *key,
     /* span_take refuses a NULL pointer with a positive length */
     s.timestamps = &timestamp; s.keys = &key; s.key_lens = &key_len;
     s.values = &value; s.value_lens = &value_len;
+    int rc = append_src(a, 1, &s, 0);
+    if (rc == 0)
+        return a->out.base_offset;
+    return rc == PL_APPEND_INDEX_FAILED ? PL_E_APPENDED_NO_INDEX : rc;
+}
+
+/* One record with one header (a header key is never null; a value length
+ * of -1 is a null value, R-*): the commonest headers= shape of send(), one
+ * call with no allocation. Returns as pl_append_record. */
+int64_t pl_append_record_h1(pl_appender *a, int64_t timestamp, const uint8_t *key,
+                            int64_t key_len, const uint8_t *value, int64_t value_len,
+                            const uint8_t *hkey, int64_t hkey_len, const uint8_t *hval,
+                            int64_t hval_len)
+{
+    int32_t one = 1;
+    src_t s;
+    memset(&s, 0, sizeof s);
+    s.timestamps = &timestamp; s.keys = &key; s.key_lens = &key_len;
+    s.values = &value; s.value_lens = &value_len;
+    s.header_counts = &one; s.hkeys = &hkey; s.hkey_lens = &hkey_len;
+    s.hvals = &hval; s.hval_lens = &hval_len;
     int rc = append_src(a, 1, &s, 0);
     if (rc == 0)
         return a->out.base_offset;

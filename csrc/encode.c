@@ -36,7 +36,8 @@ static int src_record(src_t *s, int64_t *ts, span_t *k, span_t *v, int32_t *hc)
     if (s->columns) {
         if (i >= s->col_n)
             return PL_E_INVAL;
-        *ts = s->col_ts;
+        /* per-record timestamps (pl_append_columns_ts), or one for all */
+        *ts = s->timestamps ? s->timestamps[i] : s->col_ts;
         *hc = 0;
         span_t *out[2] = {k, v};
         for (int c = 0; c < 2; c++) {
@@ -213,7 +214,7 @@ static void write_header(uint8_t *out, const pl_batch_meta *m, size_t total)
 static int first_timestamp(const src_t *s, int64_t *ts)
 {
     if (s->columns) {
-        *ts = s->col_ts;
+        *ts = s->timestamps ? s->timestamps[0] : s->col_ts;
     } else if (s->packed) {
         if (s->stream_len < 4)
             return PL_E_INVAL;

@@ -489,6 +489,11 @@ int pl_append_columns(pl_appender *a, uint32_t n, int64_t timestamp,
                       const int32_t *key_lens, int64_t key_len, const uint8_t *keys,
                       size_t keys_len, const int32_t *value_lens, int64_t value_len,
                       const uint8_t *values, size_t values_len);
+/* As pl_append_columns, record i with timestamps[i]. */
+int pl_append_columns_ts(pl_appender *a, uint32_t n, const int64_t *timestamps,
+                         const int32_t *key_lens, int64_t key_len, const uint8_t *keys,
+                         size_t keys_len, const int32_t *value_lens, int64_t value_len,
+                         const uint8_t *values, size_t values_len);
 /* One record without headers; a length of -1 is a null key or value.
  * Returns the record's offset (>= 0; the per-record hot path reads no
  * struct field), PL_E_APPENDED_NO_INDEX (appended at out.base_offset, but
@@ -496,6 +501,12 @@ int pl_append_columns(pl_appender *a, uint32_t n, int64_t timestamp,
  * status as above. */
 int64_t pl_append_record(pl_appender *a, int64_t timestamp, const uint8_t *key,
                          int64_t key_len, const uint8_t *value, int64_t value_len);
+/* As pl_append_record, with one header; a header value length of -1 is
+ * a null value. */
+int64_t pl_append_record_h1(pl_appender *a, int64_t timestamp, const uint8_t *key,
+                            int64_t key_len, const uint8_t *value, int64_t value_len,
+                            const uint8_t *hkey, int64_t hkey_len, const uint8_t *hval,
+                            int64_t hval_len);
 
 /* ---- group commit (G1 with sync="always") ----
  * One per writable partition per process; thread-safe.  A caller that

@@ -47,9 +47,11 @@ from .errors import (
     ReadOnlyLog,
     RecordTooLarge,
     TooManyOpenFilesError,
+    SendTimeoutError,
     TopicExists,
     TopicNotFound,
 )
+from .futures import FutureRecordMetadata
 from .log import Log, open
 from .rebalance import ConsumerRebalanceListener
 from .records import (
@@ -75,4 +77,5 @@ __all__ = [
     "FileVanishedError", "MetadataBusyError",
     "OffsetAndMetadata", "ConsumerRebalanceListener", "FlushTimeoutError",
     "GroupNotFound", "CorruptGroupError", "TooManyOpenFilesError",
+    "SendTimeoutError", "FutureRecordMetadata",
 ]

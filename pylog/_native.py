@@ -128,7 +128,8 @@ __all__ = [
     "FETCH_END", "FETCH_FULL", "FETCH_COMPRESSED", "FETCH_CORRUPT", "PLAIN_ROWS",
     "VALUES_ONLY", "WAIT_WOKEN", "WAIT_TIMEOUT",
     # the one-call append (this module)
-    "appender", "appender_setup", "append_record", "append_records", "append_columns",
+    "appender", "appender_setup", "append_record", "append_record_h1",
+    "append_records", "append_columns",
     "Columns", "columns", "APPEND_INDEX_FAILED", "E_STALE", "E_INVAL", "E_DELETED",
     "E_VANISHED", "E_NOFD", "E_NOSPACE", "E_APPENDED_NO_INDEX",
     # byte layout (pylog._format)
@@ -777,6 +778,10 @@ APPEND_INDEX_FAILED = lib.PL_APPEND_INDEX_FAILED
 #: Returns its offset (>= 0), E_APPENDED_NO_INDEX (appended: the offset is
 #: in a.out, the index entry is missing) or a negative status as above.
 append_record = lib.pl_append_record
+#: ``append_record_h1(a, timestamp, key, key_len, value, value_len, hkey,
+#: hkey_len, hval, hval_len)``: append_record with one header (bytes key;
+#: value bytes, b"" with length -1 for null).
+append_record_h1 = lib.pl_append_record_h1
 
 
 class Columns(NamedTuple):
@@ -784,7 +789,7 @@ class Columns(NamedTuple):
     # shadows tuple.count on purpose: the number of records, as callers name it
     count: int  # type: ignore[assignment]
     keys: bytes          # every key, concatenated (b"" when all are null)
-    key_lens: list       # per key; None when every key is null
+    key_lens: Optional[list]     # per key; None when every key is null
     values: bytes
     value_lens: list
 
@@ -824,13 +829,22 @@ def _lengths(lens: list):
 _with_scratch = _scr.with_append
 
 
-def append_columns(a, timestamp: int, cols: Columns) -> int:
-    """Append :class:`Columns` sharing ``timestamp`` as one batch."""
+def append_columns(a, timestamp, cols: Columns) -> int:
+    """Append :class:`Columns` as one batch; ``timestamp`` is the int all
+    records share, or a buffer of one int64 per record (native order)."""
     vlens, vlen = _lengths(cols.value_lens)
     klens, klen = (_NULL, -1) if cols.key_lens is None else _lengths(cols.key_lens)
-    return lib.pl_append_columns(_with_scratch(a), cols.count, timestamp, klens, klen,
-                                 cols.keys, len(cols.keys), vlens, vlen, cols.values,
-                                 len(cols.values))
+    if type(timestamp) is int:
+        return lib.pl_append_columns(_with_scratch(a), cols.count, timestamp, klens, klen,
+                                     cols.keys, len(cols.keys), vlens, vlen, cols.values,
+                                     len(cols.values))
+    stamps = ffi.from_buffer("int64_t[]", timestamp)
+    if len(stamps) != cols.count:
+        raise InvalidArgument(f"append_columns: {len(stamps)} timestamps for "
+                              f"{cols.count} records")
+    return lib.pl_append_columns_ts(_with_scratch(a), cols.count, stamps, klens, klen,
+                                    cols.keys, len(cols.keys), vlens, vlen, cols.values,
+                                    len(cols.values))
 
 
 def append_records(a, records) -> int:

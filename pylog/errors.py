@@ -230,6 +230,14 @@ class FlushTimeoutError(PylogError):
     I/O failure."""
 
 
+class SendTimeoutError(PylogError):
+    """``FutureRecordMetadata.get(timeout=)`` of a lingering producer's send
+    gave up waiting (kafka-python's KafkaTimeoutError). The record is not
+    known to be stored yet; the future stays usable: get() again, or
+    flush() the producer. Not a TimeoutError: that is an OSError, which from
+    pylog means an I/O failure."""
+
+
 class ForkedLogError(PylogError):
     """An object created before os.fork() was used in the child process."""
 

@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from .accumulator import LingerProducer, check_linger, close_lingering
 from .config import validate_group_id, validate_topic_name
 from .consumer import Consumer
 from .expiry import DEFAULT_OFFSETS_RETENTION_MS
@@ -58,15 +59,39 @@ class Log(LogStore):
 
     # -- clients ------------------------------------------------------------------
     def producer(self, *, key_serializer: Serializer | None = None,
-                 value_serializer: Serializer | None = None) -> Producer:
+                 value_serializer: Serializer | None = None, linger_ms: float = 0,
+                 batch_bytes: int | None = None) -> Producer:
         """A thread-safe producer (see :class:`pylog.producer.Producer`).
 
         ``key_serializer`` / ``value_serializer`` (default None: keys and
         values must be bytes or None): called on every non-None key / value
-        before it is written; each must return bytes."""
+        before it is written; each must return bytes.
+
+        ``linger_ms`` (0) / ``batch_bytes`` (None): with either set, the
+        producer batches (Kafka's ``linger.ms`` / ``batch.size``, see
+        :class:`pylog.accumulator.LingerProducer`): ``send`` returns a
+        :class:`~pylog.FutureRecordMetadata` and the records of a partition
+        go out as one batch when it reaches ``batch_bytes`` (default 16384
+        with ``linger_ms``), ``linger_ms`` after its first record, on
+        ``flush()`` or ``close()``. Records still lingering when the
+        process dies are lost. Without them, ``send`` appends before it
+        returns."""
         self._check()
+        linger_s, nbytes = check_linger(linger_ms, batch_bytes)
+        if nbytes is not None:
+            return LingerProducer(self, linger_s=linger_s, batch_bytes=nbytes,
+                                  key_serializer=key_serializer,
+                                  value_serializer=value_serializer)
         return Producer(self, key_serializer=key_serializer,
                         value_serializer=value_serializer)
+
+    def close(self) -> None:
+        """Close the lingering producers of this Log (appending what they
+        have pending), then as LogStore.close. Idempotent."""
+        error = close_lingering(self) if not self._closed else None
+        super().close()
+        if error is not None:
+            raise error
 
     def consumer(self, *topics: str, group_id: str | None = None,
                  pattern: str | None = None, auto_offset_reset: str = "latest",

@@ -166,7 +166,7 @@ class Partition:
     def append(self, records, *, compression: str | None = None):
         raise self._readonly_error()
 
-    def append_one(self, timestamp_ms: int, key, value):
+    def append_one(self, timestamp_ms: int, key, value, hkey=None, hval=None):
         raise self._readonly_error()
 
     def append_columns(self, timestamp_ms: int, cols):

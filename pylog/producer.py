@@ -70,8 +70,9 @@ _ROUTE_TTL_S = 1.0
 PRODUCER_INSTEAD: dict[str, str] = {
     "produce": "send(topic, value, key=..., headers=...), which returns the "
                "RecordMetadata once the record is stored",
-    "poll": "nothing: there are no delivery callbacks; send() returns when "
-            "the record is stored (durable per the log's sync mode)",
+    "poll": "nothing: send() returns when the record is stored (durable per "
+            "the log's sync mode); a producer made with linger_ms returns a "
+            "future whose add_callback runs once the record is stored",
     "list_topics": "partitions_for(topic), or Log.topics()",
     "send_and_wait": "send(...): it already returns when the record is stored",
 }
@@ -203,8 +204,18 @@ class Producer:
         # must grow or roll, a fork), takes _send, which checks everything.
         route = self._routes.get(topic)
         rr_pick = None
+        hkey = hval = None
+        if headers is not None and type(headers) is list:
+            # a list of one (str, bytes) header, the commonest shape, takes
+            # the fast path too (unpacked in two steps: the cheapest check);
+            # any other shape goes to _send, which checks it
+            try:
+                (hkey, hval), = headers
+            except (TypeError, ValueError):
+                hkey = headers
         if route is not None and route[2] is not None and type(value) is bytes \
-                and headers is None and (timestamp_ms is None or type(timestamp_ms) is int) \
+                and (headers is None or type(hkey) is str and type(hval) is bytes) \
+                and (timestamp_ms is None or type(timestamp_ms) is int) \
                 and (key is None or type(key) is bytes) and route[0] > _monotonic() \
                 and (partition is None or
                      type(partition) is int and 0 <= partition < len(route[2])):
@@ -219,6 +230,9 @@ class Producer:
                 p = (_murmur2(key, len(key)) & 0x7FFFFFFF) % len(parts) \
                     if len(parts) > 1 else 0
                 size = len(key) + len(value)
+            if hkey is not None:
+                hkey = hkey.encode()
+                size += len(hkey) + len(hval) + 10  # type: ignore[arg-type]  # _HEADER_OVERHEAD_MAX
             part = parts[p]
             config = part.config         # (alter_topic replaces it: read each time)
             if config.compression is None and \
@@ -230,7 +244,7 @@ class Producer:
                 offset = None
                 if ts >= 0:
                     try:
-                        offset = part.append_one(ts, key, value)
+                        offset = part.append_one(ts, key, value, hkey, hval)
                     except TopicNotFound:        # deleted: _send re-resolves it
                         self._forget(topic)
                 if offset is not None:
@@ -240,39 +254,12 @@ class Producer:
     def _send(self, topic: str, value: object, key: object, headers: Headers,
               partition: int | None, timestamp_ms: int | None,
               rr_pick: int | None = None) -> RecordMetadata:
-        if self._closed or self._log._closed or self._log._forks != FORKS[0]:
-            self._check()
-        log = self._log
-        if log.readonly:
-            self._check()
-        if type(key) is not bytes and key is not None or self._key_ser is not None:
-            key = self._bytes("key", key, self._key_ser)
-        if type(value) is not bytes and value is not None or self._value_ser is not None:
-            value = self._bytes("value", value, self._value_ser)
-        ts = self._timestamp(timestamp_ms)
-        rec = (ts, key, value, self._headers(headers) if headers else ())
+        rec = self._record(value, key, headers, timestamp_ms)
+        key, value, ts = rec[1], rec[2], rec[0]
         for attempt in (0, 1):
-            route = self._routes.get(topic)
-            if route is None or route[0] < _monotonic() or \
-                    (type(partition) is int and partition >= route[1]):
-                if type(topic) is not str:
-                    raise InvalidArgument(f"topic must be str, got {type(topic).__name__}")
-                validate_topic_name(topic)
-                route = self._routes[topic] = (_monotonic() + _ROUTE_TTL_S,
-                                               log.partitions_for(topic, 0), None)
-            n = route[1]
-            if partition is None and key is not None:
-                p = _native.partition_for_key(key, n)
-            elif partition is None and rr_pick is not None and rr_pick < n:
-                # the fast path's round-robin pick, kept so every partition
-                # gets its first (slow-path) append
-                p = rr_pick
-            else:
-                p = self._partition(topic, key, partition, n)
+            route, p = self._target(topic, key, partition, rr_pick)
             try:
-                part = log.open_partitions().get((topic, p)) or log.partition(topic, p)
-                if timestamp_ms is not None:
-                    part.config.check_timestamp(topic, ts, _time_ns() // 1_000_000)
+                part = self._partition_of(topic, p, ts, timestamp_ms)
                 limit: int = part.config.max_message_bytes  # type: ignore[assignment]
                 if (len(key) if key else 0) + (len(value) if value else 0) + \
                         _FRAMING_BYTES_MAX > limit or rec[3]:
@@ -285,12 +272,62 @@ class Producer:
                 self._forget(topic)
                 if attempt:
                     raise
-        assert route is not None
         if part not in self._touched:
             self._touched.add(part)
         if self._fast_ok and route[2] is None and not self._closed:
             self._install_fast(topic, route)
         return RecordMetadata(topic, p, offset, ts)
+
+    def _record(self, value: object, key: object, headers: Headers,
+                timestamp_ms: int | None) -> RawRecord:
+        """The checked (timestamp, key, value, headers) of a send, after
+        checking that this producer and its log may send."""
+        if self._closed or self._log._closed or self._log._forks != FORKS[0]:
+            self._check()
+        if self._log.readonly:
+            self._check()
+        if type(key) is not bytes and key is not None or self._key_ser is not None:
+            key = self._bytes("key", key, self._key_ser)
+        if type(value) is not bytes and value is not None or self._value_ser is not None:
+            value = self._bytes("value", value, self._value_ser)
+        return (self._timestamp(timestamp_ms), key, value,
+                self._headers(headers) if headers else ())
+
+    def _target(self, topic: str, key: bytes | None, partition: int | None,
+                rr_pick: int | None) -> tuple[Route, int]:
+        """(route, partition number) a record goes to. Raises TopicNotFound,
+        or PartitionNotFound for a ``partition`` the topic does not have."""
+        log = self._log
+        route = self._routes.get(topic)
+        if route is None or route[0] < _monotonic() or \
+                (type(partition) is int and partition >= route[1]):
+            if type(topic) is not str:
+                raise InvalidArgument(f"topic must be str, got {type(topic).__name__}")
+            validate_topic_name(topic)
+            route = self._routes[topic] = (_monotonic() + _ROUTE_TTL_S,
+                                           log.partitions_for(topic, 0), None)
+        n = route[1]
+        if partition is None and key is not None:
+            p = _native.partition_for_key(key, n)
+        elif partition is None and rr_pick is not None and rr_pick < n:
+            # the fast path's round-robin pick, kept so every partition
+            # gets its first (slow-path) append
+            p = rr_pick
+        else:
+            p = self._partition(topic, key, partition, n)
+        return route, p
+
+    def _partition_of(self, topic: str, p: int, ts: int,
+                      timestamp_ms: int | None) -> Partition:
+        """The Partition ``p`` of ``topic``; checks a producer-supplied
+        timestamp against the topic's bounds. TopicNotFound or
+        PartitionNotFound here mean the cached route is stale (the topic
+        was deleted or re-created): the caller resolves it again."""
+        log = self._log
+        part = log.open_partitions().get((topic, p)) or log.partition(topic, p)
+        if timestamp_ms is not None:
+            part.config.check_timestamp(topic, ts, _time_ns() // 1_000_000)
+        return part
 
     def _forget(self, topic: str) -> None:
         """Drop what is cached of a topic that turned out deleted."""

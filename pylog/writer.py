@@ -238,13 +238,14 @@ class Writer:
             self._sync_through(target)
         return base, records[0][0]
 
-    def append_one(self, timestamp_ms: int, key, value):
-        """Append one record without headers (key/value: bytes or None);
-        return its offset, or None when the caller must use :meth:`append`
-        (first append of this writer, the segment must grow or roll, the
-        partition is not OPEN). The producer's per-record hot path: one
-        native call, no per-call allocation. Durable per the sync mode when
-        it returns an offset."""
+    def append_one(self, timestamp_ms: int, key, value, hkey=None, hval=None):
+        """Append one record (key/value: bytes or None) with no header, or
+        with one when ``hkey`` (UTF-8 bytes) is given (``hval``: bytes);
+        return its offset, or None when the caller must use
+        :meth:`append` (first append of this writer, the segment must grow
+        or roll, the partition is not OPEN). The producer's per-record hot
+        path: one native call, no per-call allocation. Durable per the sync
+        mode when it returns an offset."""
         with self._wlock:
             if self._forked or self._part.status is not OPEN:
                 return None
@@ -257,13 +258,20 @@ class Writer:
                 seg.used = True          # (pylog.handles: recently used)
             a = self._appender
             # (a null key or value is passed as b"" with length -1)
-            rc = _native.append_record(a, timestamp_ms, key or b"",
-                                       -1 if key is None else len(key), value or b"",
-                                       -1 if value is None else len(value))
+            if hkey is None:
+                rc = _native.append_record(a, timestamp_ms, key or b"",
+                                           -1 if key is None else len(key), value or b"",
+                                           -1 if value is None else len(value))
+            else:
+                rc = _native.append_record_h1(
+                    a, timestamp_ms, key or b"", -1 if key is None else len(key),
+                    value or b"", -1 if value is None else len(value), hkey, len(hkey),
+                    hval, len(hval))
             if rc >= 0:
                 base = rc                    # the record's offset
             else:
-                recs = ((timestamp_ms, key, value, ()),)
+                recs = ((timestamp_ms, key, value,
+                         () if hkey is None else ((hkey, hval),)),)
                 base = self._append_native(lambda a: _native.append_records(a, recs),
                                            recs, rc)
             if base is None or not self._sync_always:
@@ -274,7 +282,8 @@ class Writer:
 
     def append_columns(self, timestamp_ms: int, cols):
         """Append ``cols`` (``_native.columns``: records without headers)
-        sharing ``timestamp_ms``, uncompressed; return the base offset, or
+        sharing ``timestamp_ms`` (or each with its own: a buffer of int64s),
+        uncompressed; return the base offset, or
         None when the caller must use :meth:`append` (as :meth:`append_one`).
         Durable per the sync mode when it returns."""
         if self._part.status is not OPEN:

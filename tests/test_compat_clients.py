@@ -439,7 +439,7 @@ def test_listener_at_creation_and_revoke_on_unsubscribe(log):
 
 @pytest.mark.parametrize("client,name,hint", [
     ("producer", "produce", "use send("),
-    ("producer", "poll", "no delivery callbacks"),
+    ("producer", "poll", "add_callback runs once"),
     ("producer", "send_and_wait", "already returns"),
     ("consumer", "consume", "use poll("),
     ("consumer", "store_offsets", "commit("),

@@ -14,7 +14,7 @@ NATIVE = {"_native", "status", "_buffers", "_scratch", "_rows", "_handoff", "_cr
 
 LAYERS = [
     {"errors", "config", "records", "assignors", "table", "gcpause", "_build_native",
-     "files", "groupstate", "_format", "liveness", "handles"},
+     "files", "groupstate", "_format", "liveness", "handles", "futures"},
     NATIVE,
     {"batch", "index"},
     {"segment", "identity", "metalock", "topicdirs"},
@@ -27,7 +27,7 @@ LAYERS = [
     {"store"},
     {"group", "delivery", "deadletter", "deserialize", "offsetreset", "consumerargs",
      "rebalance"},
-    {"producer", "consumer", "positions", "fetching"},
+    {"producer", "consumer", "positions", "fetching", "accumulator"},
     {"log"},
     {"__init__"},
     {"verify", "demo"},
