@@ -46,8 +46,8 @@ from .errors import (
     ReadOnlyFilesystemError,
     ReadOnlyLog,
     RecordTooLarge,
-    TooManyOpenFilesError,
     SendTimeoutError,
+    TooManyOpenFilesError,
     TopicExists,
     TopicNotFound,
 )
