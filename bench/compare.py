@@ -58,6 +58,38 @@ def throughput_section(b, peers_run, a):
     run_throughput(b, peers_run, items, crcs)
 
 
+# Scale and shape figures measured by their own scripts, each against its
+# reference in the same run (the scripts print their bars): the 10,000
+# partition run under ulimit -n 256, argument shapes, linger sends, roll and
+# recovery costs, group liveness.
+SCALE_SCRIPTS = [
+    ("10,000 partitions under ulimit -n 256", ["handles.py"]),
+    ("send argument shapes vs plain send", ["shapes.py", "--reps", "10"]),
+    ("linger sends vs raw one-write-per-record", ["linger.py", "--n", "100000"]),
+    ("roll and recovery costs", ["costs.py", "--segments", "2000", "--strays", "100000",
+                                 "--rolls", "100", "--mb", "1024"]),
+    ("group liveness", ["groups.py"]),
+]
+
+
+def run_scale_scripts(say):
+    """Markdown: each script's output under its title."""
+    import subprocess
+    out = ["## Speed and scale (issue 15)\n"]
+    for title, argv in SCALE_SCRIPTS:
+        say("== scale: %s" % title)
+        t0 = time.time()
+        r = subprocess.run([sys.executable, os.path.join(HERE, argv[0])] + argv[1:],
+                           capture_output=True, text=True, check=False)
+        out.append("### %s (`bench/%s`, %.0f s)\n" % (title, " ".join(argv), time.time() - t0))
+        out.append("```")
+        out.append(r.stdout.rstrip() or "(no output)")
+        if r.returncode != 0:
+            out.append("exit status %d: %s" % (r.returncode, r.stderr.strip()[-2000:]))
+        out.append("```\n")
+    return "\n".join(out)
+
+
 def parse_args(argv):
     ap = argparse.ArgumentParser(
         description="pylog vs raw file, sqlite3, lmdb, persist-queue, Redis Streams")
@@ -77,7 +109,8 @@ def parse_args(argv):
     ap.add_argument("--only", default=None,
                     help="comma list of peers: pylog,raw,sqlite,lmdb,persistqueue,redis")
     ap.add_argument("--skip", default="",
-                    help="comma list of sections to skip: throughput,latency,extras,commits")
+                    help="comma list of sections to skip: "
+                         "throughput,latency,extras,commits,scale")
     ap.add_argument("--lat-n", type=int, default=2000, help="latency samples (default 2000)")
     ap.add_argument("--lat-rounds", type=int, default=4,
                     help="rounds the latency samples are split into, every latency "
@@ -156,6 +189,7 @@ def main(argv=None):
     b = Bench(a, base)
     extras = {}
     commits = {}
+    scale = ""
     try:
         if "throughput" not in a.skip:
             throughput_section(b, peers_run, a)
@@ -172,7 +206,9 @@ def main(argv=None):
                 b.guarded("pylog", "extra " + title, lambda fn=fn: fn(b, extras))
         if "commits" not in a.skip and "pylog" in names:
             b.guarded("pylog", "commit per record", lambda: commits.update(
-                run_commits(base, max(20000, a.n // 4), a.reps, say=say)))
+                run_commits(base, max(5000, a.n // 4), a.reps, say=say)))
+        if "scale" not in a.skip and "pylog" in names:
+            scale = run_scale_scripts(say)
     finally:
         P._kill_redis_procs()
 
@@ -180,6 +216,8 @@ def main(argv=None):
     print(text)
     if commits:
         print(commit_report(commits))
+    if scale:
+        print(scale)
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"machine": machine, "args": {k: (sorted(v) if isinstance(v, set) else v)
