@@ -68,6 +68,9 @@ class Commits:
         self._ckpt_cond = threading.Condition()
         self._ckpt_running = False
         self._by_slot: dict[int, bytes] = {}     # slot -> okey, for checkpoints
+        # pure functions of their keys, cached for the per-record commit loop
+        self._fences: dict[str | None, int] = {}
+        self._okeys: dict[tuple[str, str, int], bytes] = {}
 
     # -- storing -----------------------------------------------------------------
     def commit(self, group: str, offsets: dict, *, fence: str | None = None,
@@ -83,14 +86,19 @@ class Commits:
         do that for the table's). Atomic per partition (C-4). Durable per
         the module docstring."""
         now = int(time.time() * 1000)
-        fv = cur.member_fence(fence)
+        fv = self._fences.get(fence)
+        if fv is None:
+            fv = self._fences[fence] = cur.member_fence(fence)
         table = self.cursors
         slow: dict = {}
         stored: list[tuple[int, int, int]] = []
         if table is not None:
             by = table.by_okey
+            keys = self._okeys
             for tp, offset in offsets.items():
-                k = okey(group, tp[0], tp[1])
+                k = keys.get((group, tp[0], tp[1]))
+                if k is None:
+                    k = keys[(group, tp[0], tp[1])] = okey(group, tp[0], tp[1])
                 ent = by.get(k)
                 if ent is None:
                     slow[tp] = offset

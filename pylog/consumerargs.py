@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from .config import validate_group_id
 from .errors import InvalidArgument, ReadOnlyLog
 from .offsetreset import OFFSET_RESETS
-from .records import TopicPartition
+from .records import Record, TopicPartition
 
 if TYPE_CHECKING:
     from .store import LogStore
@@ -75,6 +75,8 @@ def commit_offsets(offsets: object, message: object) -> dict[TopicPartition, int
     ({tp: int | OffsetAndMetadata}), confluent-kafka's list of partitions
     carrying an ``offset`` (or ``(topic, partition, offset)`` triples), and
     confluent's ``message=record`` (commits ``record.offset + 1``)."""
+    if type(message) is Record and offsets is None:      # the per-record loop's shape
+        return {TopicPartition(message.topic, message.partition): message.offset + 1}
     if message is not None:
         if offsets is not None:
             raise InvalidArgument("commit(): pass offsets= or message=, not both")
