@@ -29,6 +29,7 @@ LAYERS = [
      "rebalance"},
     {"producer", "consumer", "positions", "fetching", "accumulator"},
     {"log"},
+    {"sqliteoffsets", "dedup"},     # helpers over the public Consumer API
     {"__init__"},
     {"verify", "demo"},
     {"cli", "__main__"},      # cli: the package pylog/cli/
