@@ -57,6 +57,7 @@ def main():
             consumer.subscribe(TOPIC)
         ends = consumer.end_offsets(tps)
         batch = 0
+        print("ready", flush=True)
         while True:
             if mode == "helper":
                 stored = offsets.stored()
