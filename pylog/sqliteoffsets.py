@@ -177,6 +177,12 @@ class SQLiteOffsets:
                 if r.offset < nxt.get(tp, -1):
                     continue            # applied before (a rebalance overlap)
                 handler(r, cur)
+                if not conn.in_transaction:
+                    # its writes are committed without their offsets: say so
+                    raise InvalidArgument(
+                        f"the handler ended the transaction at {r.topic}-{r.partition} "
+                        f"offset {r.offset} (commit or rollback): write through the "
+                        "cursor only; the helper commits")
                 nxt[tp] = r.offset + 1
                 applied += 1
             cur.executemany(

@@ -148,6 +148,11 @@ def test_bad_input(log, tmp_path):
         offsets.process(c, _record_offset, timeout=1)
     conn.rollback()
     assert _offsets_in(conn) == [] and offsets.stored() == {}
+
+    def commits_itself(record, cur):
+        cur.connection.commit()
+    with pytest.raises(pylog.InvalidArgument, match="ended the transaction"):
+        offsets.process(c, commits_itself, timeout=1)
     c.close()
 
 
