@@ -2,14 +2,16 @@
 ``stock`` (values ``b"sku,delta"``) into the SQLite table ``stock`` and
 exits 0 ("done" on stdout) once every record is applied.
 
-    python sqlite_eos_child.py LOG DB MODE HOW KILL_AFTER_BATCH SEED
+    python sqlite_eos_child.py LOG DB MODE HOW KILL_AFTER_BATCH SEED [SETTINGS]
 
 MODE: ``helper`` (pylog.sqliteoffsets: offsets in the same SQLite
 transaction) or ``naive`` (SQLite commit, then a pylog commit of the
 offsets: the hand-written version that doubles under a crash between the
 two). HOW: ``assign`` or ``subscribe`` (a group member). KILL_AFTER_BATCH:
 SIGKILL itself right after the database commit of that batch (-1: never);
-the parent's random SIGKILLs land anywhere else.
+the parent's random SIGKILLs land anywhere else. SETTINGS:
+``JOURNAL,SYNCHRONOUS,PYLOG_SYNC`` (default ``WAL,FULL,always``): SQLite's
+journal mode and synchronous pragma, and the log's sync mode.
 """
 
 import os
@@ -31,15 +33,16 @@ def apply_change(record, cur):
 
 
 def main():
-    log_dir, db_path, mode, how, kill_after, seed = sys.argv[1:]
+    log_dir, db_path, mode, how, kill_after, seed = sys.argv[1:7]
+    journal, synchronous, sync = (sys.argv[7:] or ["WAL,FULL,always"])[0].split(",")
     kill_after = int(kill_after)
     rng = random.Random(int(seed))
     conn = sqlite3.connect(db_path, timeout=30)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute(f"PRAGMA journal_mode={journal}")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("CREATE TABLE IF NOT EXISTS stock (sku TEXT PRIMARY KEY, qty INTEGER)")
     conn.commit()
-    with pylog.open(log_dir) as log:
+    with pylog.open(log_dir, sync=sync) as log:
         tps = [pylog.TopicPartition(TOPIC, p) for p in range(log.partitions_for(TOPIC))]
         # small polls: many transactions, so random kills land in all phases
         consumer = log.consumer(group_id="inventory", enable_auto_commit=False,

@@ -225,10 +225,10 @@ def _totals(db):
         conn.close()
 
 
-def _child(log_dir, db, mode, how, kill_after, seed):
+def _child(log_dir, db, mode, how, kill_after, seed, settings="WAL,FULL,always"):
     err = tempfile.TemporaryFile()
     proc = subprocess.Popen([sys.executable, CHILD, log_dir, db, mode, how,
-                             str(kill_after), str(seed)],
+                             str(kill_after), str(seed), settings],
                             stdout=subprocess.PIPE, stderr=err)
     proc.stderr_file = err          # (childproc reads it on failure)
     return proc
@@ -252,9 +252,12 @@ def _crash_round(base, rng, n, kill_target, deadline, stats):
     totals; counts kills in ``stats``."""
     log_dir, db = os.path.join(base, "log"), os.path.join(base, "app.db")
     expected = _make_input(log_dir, rng, n)
+    # every SQLite setting that keeps commits atomic, every log sync mode
+    settings = ",".join([rng.choice(["WAL", "DELETE"]), rng.choice(["FULL", "NORMAL"]),
+                         rng.choice(["always", "interval", "never"])])
     while True:
         how = rng.choice(["assign", "subscribe"])
-        proc = _child(log_dir, db, "helper", how, -1, rng.randrange(1 << 30))
+        proc = _child(log_dir, db, "helper", how, -1, rng.randrange(1 << 30), settings)
         if stats["kills"] < kill_target and time.monotonic() < deadline:
             expect(proc, b"ready", timeout=60)
             try:
@@ -269,7 +272,7 @@ def _crash_round(base, rng, n, kill_target, deadline, stats):
         assert proc.returncode == 0 and out.endswith(b"done\n"), stderr_tail(proc)
         break
     assert dict(_totals(db)) == dict(expected), \
-        f"after {stats['kills']} kills: {_totals(db)} != {expected}"
+        f"{settings} after {stats['kills']} kills: {_totals(db)} != {expected}"
 
 
 def _crash_loop(tmp_path, kills_wanted, budget_s, n):
