@@ -148,6 +148,11 @@ class SQLiteOffsets:
         """``consumer.subscribe(...)`` with a rebalance listener that seeks
         every newly assigned partition to its stored offset (after calling
         ``listener``'s own methods, when given)."""
+        if listener is not None and not any(
+                callable(getattr(listener, m, None)) for m in
+                ("on_partitions_revoked", "on_partitions_assigned", "on_partitions_lost")):
+            raise InvalidArgument(f"listener={listener!r} has no on_partitions_* method "
+                                  "(a ConsumerRebalanceListener)")
         consumer.subscribe(topics, pattern=pattern,
                            listener=_SeekOnAssign(self, consumer, listener))
 

@@ -143,6 +143,8 @@ def test_bad_input(log, tmp_path):
     offsets.assign(c, [TP0])
     with pytest.raises(pylog.InvalidArgument):
         offsets.process(c, _record_offset, commit_every="sometimes")
+    with pytest.raises(pylog.InvalidArgument, match="on_partitions"):
+        offsets.subscribe(log.consumer(group_id="g2"), "t", listener=print)
     conn.execute("INSERT INTO seen VALUES ('mine', 0, 0)")     # the caller's open work
     with pytest.raises(pylog.InvalidArgument, match="open transaction"):
         offsets.process(c, _record_offset, timeout=1)
