@@ -19,6 +19,7 @@ docs/ for the reference manual (``sphinx-build -b html docs docs/_build/html``).
 """
 
 from .errors import (
+    AcknowledgementError,
     CommitFailedError,
     CorruptGroupError,
     CorruptLogError,
@@ -59,6 +60,7 @@ from .records import (
     TopicInfo,
     TopicPartition,
 )
+from .shareconsumer import ShareConsumer, ShareRecord
 
 __version__ = "0.1.0"
 
@@ -74,4 +76,5 @@ __all__ = [
     "FileVanishedError", "MetadataBusyError",
     "OffsetAndMetadata", "ConsumerRebalanceListener", "FlushTimeoutError",
     "GroupNotFound", "CorruptGroupError",
+    "ShareConsumer", "ShareRecord", "AcknowledgementError",
 ]
