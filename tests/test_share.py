@@ -11,12 +11,11 @@ import time
 
 import lmdb
 import pytest
+from childproc import expect, start
 
 import pylog
 from pylog import sharestate as ss
 from pylog.errors import AcknowledgementError, InvalidArgument
-
-from childproc import expect, start
 
 
 def _log(logdir, n=10, sync="never", partitions=1, **kw):
