@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from functools import partial
 from typing import Any, NamedTuple
 
 from . import shareops as ops
@@ -163,9 +164,9 @@ class ShareConsumer:
             st = part.state()
             f = self._file(tp)
             with f.locked():
-                owner = self._owner_in(f, tp)
                 got, lost = ops.acquire(
-                    f, owner, now, self.record_lock_ms, max_records - len(out),
+                    f, partial(self._owner_in, f, tp), now, self.record_lock_ms,
+                    max_records - len(out),
                     self.max_in_flight, self.delivery_limit, st.log_start_offset,
                     st.next_offset, self._archiver(tp, part))
             if lost:
@@ -302,6 +303,11 @@ class ShareConsumer:
         """Apply pending acknowledgements, release every record still held
         (Available again, at once), and leave. Idempotent."""
         if self._closed:
+            return
+        if self._log._closed:
+            # the Log's liveness lock went with it: its records are Available
+            # to the others at once (Q-2)
+            self._closed = True
             return
         try:
             if self.implicit:

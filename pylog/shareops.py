@@ -111,13 +111,15 @@ def trim_to_log(f: ss.ShareFile, log_start: int, log_end: int) -> int:
     return lost
 
 
-def acquire(f: ss.ShareFile, owner: int, now: int, lock_ms: int, max_records: int,
+def acquire(f: ss.ShareFile, owner_of: Callable[[], int], now: int, lock_ms: int, max_records: int,
             max_in_flight: int, limit: int, log_start: int, log_end: int,
             archive: Archive) -> tuple[list[tuple[int, int]], int]:
-    """Acquire up to ``max_records`` for ``owner``: ([(offset, delivery
+    """Acquire up to ``max_records`` for the owner number ``owner_of()``
+    gives (asked once dead owners' numbers are free): ([(offset, delivery
     count)] in offset order, records lost to retention now)."""
     lost = trim_to_log(f, log_start, log_end)
     _expire(f, now, limit, f.dead_owners_locked(), archive)
+    owner = owner_of()
     h, cap = f.head, f.capacity
     deadline = now + lock_ms
     got: list[tuple[int, int]] = []

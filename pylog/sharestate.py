@@ -301,9 +301,14 @@ class ShareFile:
     def count_in_flight(self) -> int:
         """Window entries that hold an in-flight slot: Available and Acquired
         (Delayed ones do not, by design)."""
-        raw = bytes(self.states)
-        return raw.count(AVAILABLE.to_bytes(1, "little")) + \
-            raw.count(ACQUIRED.to_bytes(1, "little"))
+        h, cap = self.head, self.capacity
+        spso, speo = h[SPSO], h[SPEO]
+        if speo <= spso:
+            return 0
+        a, z = spso % cap, speo % cap
+        raw = bytes(self.states[a:z]) if a < z else \
+            bytes(self.states[a:]) + bytes(self.states[:z])
+        return raw.count(b"\x00") + raw.count(b"\x01")
 
     def advance_locked(self) -> None:
         """SPSO past the done prefix (Acknowledged / Archived), entries freed."""
@@ -311,7 +316,8 @@ class ShareFile:
         spso, speo = h[SPSO], h[SPEO]
         while spso < speo:
             i = spso % cap
-            if states[i] not in (ACKNOWLEDGED, ARCHIVED):
+            # EMPTY inside the window: an advance whose holder died midway
+            if states[i] not in (ACKNOWLEDGED, ARCHIVED, EMPTY):
                 break
             states[i] = EMPTY
             spso += 1
@@ -361,6 +367,8 @@ class ShareFile:
             state = self.states[i]
             if state in (ACQUIRED, DELAYED):
                 state = AVAILABLE
+            elif state == EMPTY:        # left by a holder that died (advance_locked)
+                state = ACKNOWLEDGED
             count = self.counts[i]
             if runs and runs[-1][1] == off - 1 and runs[-1][2] == state \
                     and runs[-1][3] == count:
