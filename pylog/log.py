@@ -19,7 +19,7 @@ from .group import describe_group, reset_group
 from .producer import Producer
 from .records import TopicPartition
 from .shareconsumer import ShareConsumer
-from .shareops import ShareFiles
+from .shareops import ShareFiles, describe_share_groups
 from .store import LogStore
 
 Serializer = Callable[[Any], bytes]
@@ -38,6 +38,14 @@ class Log(LogStore):
             if self._shares is None:
                 self._shares = ShareFiles(self)
             return self._shares
+
+    def share_groups(self) -> list[dict[str, Any]]:
+        """Every share-partition of every share group: SPSO, SPEO, records
+        available / acquired (owner, lock end) / delayed / archived / lost to
+        retention, the oldest unacknowledged record's age. A snapshot taken
+        without locks (for monitoring: ``pylog queues``)."""
+        self._check()
+        return describe_share_groups(self)
 
     def checkpoint_commits(self) -> int:
         """C-5 and Q-3: committed offsets and share-partition state changed

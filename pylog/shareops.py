@@ -28,11 +28,14 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from . import sharestate as ss
-from .errors import InvalidArgument
+from .commitstore import split_okey
+from .errors import InvalidArgument, PylogError
+from .reader import Cursor
 
 ACCEPT, RELEASE, REJECT, RENEW = "accept", "release", "reject", "renew"
 ACK_TYPES = (ACCEPT, RELEASE, REJECT, RENEW)
@@ -241,7 +244,16 @@ class ShareFiles:
             f = ss.ShareFile(os.path.join(self.dir, ss.file_name(key)), key, capacity,
                              self._log._lock_token, self._log._lock_fd, load)
             self._files[key] = f
-            return f
+        # a new share group is listed (share_groups, pylog queues) at once
+        with meta._txn("read share state") as txn:
+            known = txn.get(key, db=meta._info) is not None
+        if not known:
+            with f.locked():
+                seq, spso, runs = f.runs_locked()
+            with meta._txn("register a share group", write=True) as txn:
+                if txn.get(key, db=meta._info) is None:
+                    txn.put(key, ss.encode_state(-1, spso, runs), db=meta._info)
+        return f
 
     def checkpoint(self, only: list[ss.ShareFile] | None = None) -> int:
         """Q-3: copy the changed files' state into LMDB, newest wins (the
@@ -292,3 +304,66 @@ def validate_ack(kind: object, delay_ms: object) -> int:
             not 0 <= delay_ms <= 7 * 86_400_000:
         raise InvalidArgument(f"delay_ms={delay_ms!r}; expected int in [0, 604800000]")
     return delay_ms
+
+
+def describe_share_groups(log: Any) -> list[dict[str, Any]]:
+    """Every share-partition of the log: group, topic, partition, SPSO, SPEO,
+    records available, acquired (with owner and lock end), delayed, archived
+    and lost, and the age of the oldest record not yet done — from the
+    shared file when it is of this boot, else from LMDB (Q-1, Q-3).
+    A monitoring snapshot: taken without the files' locks."""
+    meta = log.meta
+    found: list[tuple[bytes, bytes]] = []
+    with meta._txn("list share groups") as txn:
+        c = txn.cursor(db=meta._info)
+        if c.set_range(ss.KEY_PREFIX):
+            for k, v in c:
+                if not k.startswith(ss.KEY_PREFIX):
+                    break
+                found.append((bytes(k), bytes(v)))
+    out = []
+    now = int(time.time() * 1000)
+    sdir = os.path.join(log.path, "meta", "share")
+    try:        # a description of its own: probing never conflicts with ours
+        live_fd = os.open(os.path.join(log.path, "pylog.lock"), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        live_fd = -1
+    for key, raw in found:
+        parts = split_okey(key[len(ss.KEY_PREFIX):])
+        if parts is None:
+            continue
+        group, topic, partition = parts
+        row: dict[str, Any] = {"group": group, "topic": topic, "partition": partition}
+        snap = ss.snapshot(os.path.join(sdir, ss.file_name(key)), key)
+        if snap is not None and live_fd >= 0:
+            alive: dict[int, bool] = {}
+            for h in snap["held"]:
+                tok = h["owner_token"]
+                if tok not in alive:
+                    alive[tok] = ss.token_alive(live_fd, tok)
+                h["owner_alive"] = alive[tok]
+        if snap is None:
+            _seq, spso, runs = ss.decode_state(raw, f"{group}/{topic}-{partition}")
+            speo = runs[-1][1] + 1 if runs else spso
+            snap = {"spso": spso, "speo": speo, "acquired": 0, "delayed": 0, "held": [],
+                    "available": sum(r[1] - r[0] + 1 for r in runs if r[2] == ss.AVAILABLE),
+                    "acknowledged_in_window": sum(r[1] - r[0] + 1 for r in runs
+                                                  if r[2] == ss.ACKNOWLEDGED),
+                    "archived_total": None, "lost_to_retention": None}
+        row.update(snap)
+        row["oldest_unacknowledged_age_ms"] = None
+        try:
+            part = log.partition(topic, partition)
+            end = part.state().next_offset
+            row["end_offset"] = end
+            row["available"] += max(0, end - row["speo"])   # never delivered yet
+            if row["spso"] < end:
+                recs = part.fetch(Cursor(row["spso"]), 1)
+                if recs:
+                    row["oldest_unacknowledged_age_ms"] = max(0, now - recs[0][1])
+        except PylogError:
+            row["end_offset"] = None
+        out.append(row)
+    if live_fd >= 0:
+        os.close(live_fd)
+    return out

@@ -422,3 +422,45 @@ def decode_state(raw: bytes, where: str) -> tuple[int, int, list[tuple[int, int,
 
 def file_name(key: bytes) -> str:
     return hashlib.blake2b(key, digest_size=16).hexdigest() + ".share"
+
+
+def snapshot(path: str, key: bytes) -> dict[str, Any] | None:
+    """A lock-free read of a share file for monitoring (``pylog queues``):
+    counts per state, owners and deadlines; None when the file is missing
+    or not of this boot (Q-1: LMDB has the state then). A snapshot taken
+    while a process changes the file may mix old and new entries."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    if len(raw) < HEADER_BYTES:
+        return None
+    magic, version, cap, fboot = _HEAD.unpack_from(raw, 0)
+    klen = int.from_bytes(raw[_KEY_AT:_KEY_AT + 2], "little")
+    if magic != _MAGIC or version != _VERSION or cap <= 0 or \
+            fboot != (boot_id() or b"\0" * 16) or raw[_KEY_AT + 2:_KEY_AT + 2 + klen] != key \
+            or len(raw) < _layout(cap)[-1]:
+        return None
+    st, ct, ow, dl, _jr, _ = _layout(cap)
+    mv = memoryview(raw)
+    head = mv[:HEADER_BYTES].cast("q")
+    owners = mv[_OWNERS_AT:_OWNERS_AT + 8 * (MAX_OWNERS + 1)].cast("I")
+    counts = mv[ct:ct + 2 * cap].cast("H")
+    deadlines = mv[dl:dl + 8 * cap].cast("q")
+    by_state = {AVAILABLE: 0, ACQUIRED: 0, ACKNOWLEDGED: 0, ARCHIVED: 0, DELAYED: 0}
+    held: list[dict[str, int]] = []
+    for off in range(head[SPSO], head[SPEO]):
+        i = off % cap
+        s = raw[st + i]
+        if s in by_state:
+            by_state[s] += 1
+        if s == ACQUIRED:
+            o = raw[ow + i]
+            held.append({"offset": off, "delivery_count": counts[i],
+                         "owner_token": owners[2 * o], "lock_until_ms": deadlines[i]})
+    return {"spso": head[SPSO], "speo": head[SPEO], "available": by_state[AVAILABLE],
+            "acquired": by_state[ACQUIRED], "delayed": by_state[DELAYED],
+            "acknowledged_in_window": by_state[ACKNOWLEDGED],
+            "archived_total": head[ARCHIVED_N], "lost_to_retention": head[LOST],
+            "held": held}

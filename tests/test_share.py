@@ -425,3 +425,28 @@ def test_journal_finishes_a_dead_holders_batch(logdir):
         with f.locked():
             assert f.head[ss.JOURNAL] == 0
             assert f.head[ss.SPSO] == 3
+
+
+def test_share_groups_and_cli(logdir, capsys):
+    import json
+
+    from pylog.cli import main
+    with _log(logdir, n=10) as log, _share(log) as c:
+        recs = c.poll(timeout_ms=100, max_records=4)
+        c.acknowledge(recs[0])
+        c.acknowledge(recs[1], "release", delay_ms=60_000)
+        c.commit()
+        (row,) = log.share_groups()
+        assert (row["group"], row["topic"], row["partition"]) == ("g", "jobs", 0)
+        assert (row["spso"], row["acquired"], row["delayed"], row["available"]) == \
+            (1, 2, 1, 6)
+        assert all(h["owner_alive"] for h in row["held"])
+        assert main(["queues", logdir, "--json"]) == 0
+        (cli_row,) = json.loads(capsys.readouterr().out)
+        assert cli_row["acquired"] == 2
+        assert main(["queues", logdir]) == 0
+        assert "jobs-0" in capsys.readouterr().out
+    # closed: what the consumer held is Available again; a read-only Log sees it
+    with pylog.open(logdir, readonly=True) as log:
+        (row,) = log.share_groups()
+        assert (row["acquired"], row["delayed"], row["available"]) == (0, 1, 8)

@@ -11,11 +11,10 @@ import signal
 import time
 
 import pytest
+from childproc import expect, start
 
 import pylog
 from pylog import sharestate as ss
-
-from childproc import expect, start
 
 N = 2000
 PARTS = 4
@@ -39,12 +38,12 @@ while True:
 """ % BATCH
 
 
-def _run(logdir, child_env, tmp_path, sync, kills):
+def _run(logdir, child_env, tmp_path, sync, kills, n=N):
     with pylog.open(logdir, sync=sync) as log:
         log.create_topic("jobs", partitions=PARTS)
         prod = log.producer()
         for p in range(PARTS):
-            prod.send_batch("jobs", [b"job"] * (N // PARTS), partition=p)
+            prod.send_batch("jobs", [b"job"] * (n // PARTS), partition=p)
         prod.flush()
     out = str(tmp_path / "done")
     rng = random.Random(16)
@@ -60,25 +59,25 @@ def _run(logdir, child_env, tmp_path, sync, kills):
         killed += 1
         workers[i] = start(WORKER, logdir, sync, out, env=child_env)
         expect(workers[i], b"ready")
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     with pylog.open(logdir, sync="never") as log:
         files = [log.share_files().get("g", "jobs", p, 8000, lambda: 0)
                  for p in range(PARTS)]
         while time.monotonic() < deadline:
-            if all(f.head[ss.SPSO] == N // PARTS for f in files):
+            if all(f.head[ss.SPSO] == n // PARTS for f in files):
                 break
             time.sleep(0.05)
         spsos = [f.head[ss.SPSO] for f in files]
     for w in workers:
         os.kill(w.pid, signal.SIGKILL)
         w.wait()
-    assert spsos == [N // PARTS] * PARTS          # every record done
+    assert spsos == [n // PARTS] * PARTS          # every record done
     deliveries = collections.defaultdict(list)
     with open(out) as f:
         for line in f:
             _pid, p, off, count = map(int, line.split())
             deliveries[(p, off)].append(count)
-    assert set(deliveries) == {(p, o) for p in range(PARTS) for o in range(N // PARTS)}
+    assert set(deliveries) == {(p, o) for p in range(PARTS) for o in range(n // PARTS)}
     again = {k: v for k, v in deliveries.items() if len(v) > 1}
     for counts in deliveries.values():
         assert len(set(counts)) == len(counts), counts    # never two holders at once
@@ -96,4 +95,4 @@ def test_workers_sigkilled(logdir, child_env, tmp_path, sync):
 @pytest.mark.long
 @pytest.mark.parametrize("sync", ["never", "interval", "always"])
 def test_workers_sigkilled_200_times(logdir, child_env, tmp_path, sync):
-    _run(logdir, child_env, tmp_path, sync, kills=200)
+    _run(logdir, child_env, tmp_path, sync, kills=200, n=40_000)
