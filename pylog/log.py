@@ -18,6 +18,7 @@ from .consumer import Consumer
 from .group import describe_group, reset_group
 from .producer import Producer
 from .records import TopicPartition
+from .redrive import redrive
 from .shareconsumer import ShareConsumer
 from .shareops import ShareFiles, describe_share_groups
 from .store import LogStore
@@ -46,6 +47,18 @@ class Log(LogStore):
         without locks (for monitoring: ``pylog queues``)."""
         self._check()
         return describe_share_groups(self)
+
+    def redrive(self, group: str, dead_letter_topic: str, *,
+                execute: bool = False) -> list[dict[str, Any]]:
+        """Dead letters of share group ``group`` in ``dead_letter_topic`` back
+        to their topics (pylog.redrive): the plan, carried out only with
+        ``execute=True``; each record is redriven once."""
+        validate_group_id(group)
+        validate_topic_name(dead_letter_topic)
+        self._check()
+        if execute:
+            self._writable(f"redrive dead letters of {group!r}")
+        return redrive(self, group, dead_letter_topic, execute=execute)
 
     def checkpoint_commits(self) -> int:
         """C-5 and Q-3: committed offsets and share-partition state changed

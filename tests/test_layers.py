@@ -27,7 +27,7 @@ LAYERS = [
     {"store"},
     {"group", "delivery", "deadletter", "deserialize", "offsetreset", "consumerargs",
      "rebalance", "sharestate", "shareops"},
-    {"producer", "consumer", "positions", "fetching", "shareconsumer"},
+    {"producer", "consumer", "positions", "fetching", "shareconsumer", "redrive"},
     {"log"},
     {"__init__"},
     {"verify", "demo"},

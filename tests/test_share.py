@@ -450,3 +450,24 @@ def test_share_groups_and_cli(logdir, capsys):
     with pylog.open(logdir, readonly=True) as log:
         (row,) = log.share_groups()
         assert (row["acquired"], row["delayed"], row["available"]) == (0, 1, 8)
+
+
+def test_redrive_dead_letters(logdir, capsys):
+    from pylog.cli import main
+    with _log(logdir, n=4) as log, _share(log, dead_letter_topic="jobs.dlq") as c:
+        for r in c.poll(timeout_ms=100):
+            c.acknowledge(r, "reject" if r.value in (b"v1", b"v2") else "accept")
+        c.commit()
+        plan = log.redrive("g", "jobs.dlq")                  # dry run
+        assert [(p["offset"], p["reason"]) for p in plan] == [(1, "rejected"),
+                                                               (2, "rejected")]
+        assert c.poll(timeout_ms=20) == []
+        assert main(["queues", logdir, "g", "redrive", "jobs.dlq"]) == 0
+        assert "would redrive 2 records" in capsys.readouterr().out
+        assert main(["queues", logdir, "g", "redrive", "jobs.dlq", "--execute"]) == 0
+        assert log.redrive("g", "jobs.dlq") == []            # each once
+        back = c.poll(timeout_ms=500)
+        assert sorted(r.value for r in back) == [b"v1", b"v2"]
+        assert all(not any(k.startswith("_dlq.") for k, _ in r.headers) for r in back)
+        for r in back:
+            c.acknowledge(r)

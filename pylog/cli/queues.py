@@ -6,8 +6,8 @@ share-state files (or LMDB after a reboot), FORMAT.rst Q-*.
 
 from __future__ import annotations
 
-from .args import add_command
-from .runner import print_list
+from .args import CliError, add_command
+from .runner import emit, print_list
 
 
 def register(subs) -> None:
@@ -15,14 +15,33 @@ def register(subs) -> None:
                     "delayed, archived, per partition",
                     "examples:\n"
                     "  pylog queues data/events\n"
-                    "  pylog queues data/events --json")
+                    "  pylog queues data/events --json\n"
+                    "  pylog queues data/events mailers redrive emails.dlq   (dry run)\n"
+                    "  pylog queues data/events mailers redrive emails.dlq --execute")
     s.add_argument("path", metavar="LOG", help="the log directory")
+    s.add_argument("group", metavar="GROUP", nargs="?", help="a share group")
+    s.add_argument("action", nargs="?", choices=["redrive"],
+                   help="redrive: dead letters of GROUP back to their topics")
+    s.add_argument("dlq", metavar="DLQ_TOPIC", nargs="?", help="the dead-letter topic")
+    s.add_argument("--execute", action="store_true",
+                   help="redrive for real (default: show the plan)")
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(func=cmd_queues)
 
 
 def cmd_queues(args) -> int:
     from .runner import open_log
+    if args.group is not None:
+        if args.action != "redrive" or not args.dlq:
+            raise CliError("usage: pylog queues LOG GROUP redrive DLQ_TOPIC [--execute]")
+        with open_log(args.path, readonly=not args.execute) as log:
+            plan = log.redrive(args.group, args.dlq, execute=args.execute)
+        verb = "redrove" if args.execute else "would redrive"
+        tail = "" if args.execute else " (dry run: --execute to do it)"
+        return emit(args, plan, lambda: print(
+            f"{verb} {len(plan)} records of {args.group!r} from {args.dlq}{tail}" + "".join(
+                f"\n  {p['topic']}-{p['partition']} offset {p['offset']} ({p['reason']}, "
+                f"{p['delivery_count']} deliveries)" for p in plan)))
     with open_log(args.path) as log:
         rows = log.share_groups()
     return print_list(
