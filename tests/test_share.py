@@ -471,3 +471,16 @@ def test_redrive_dead_letters(logdir, capsys):
         assert all(not any(k.startswith("_dlq.") for k, _ in r.headers) for r in back)
         for r in back:
             c.acknowledge(r)
+
+
+def test_email_workers_example(tmp_path, child_env):
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, os.path.join(root, "examples", "email_workers.py"),
+                          str(tmp_path / "log"), "--jobs", "40"], env=child_env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "SIGKILLed worker" in out.stdout
+    assert "taken by another worker within" in out.stdout
+    assert "done: 40 jobs, 2 parked in emails.dlq" in out.stdout
