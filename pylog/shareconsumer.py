@@ -21,14 +21,17 @@ from collections.abc import Iterator
 from functools import partial
 from typing import Any, NamedTuple
 
+from . import _native
 from . import shareops as ops
 from . import sharestate as ss
 from .config import validate_group_id, validate_topic_name
 from .errors import AcknowledgementError, InvalidArgument, PylogError, ReadOnlyLog
 from .reader import Cursor
 from .records import Record, TopicPartition
+from .store import topic_slot
 
 DLQ_PREFIX = "_dlq.errors."
+_RECHECK_S = 0.05
 _tuple_new = tuple.__new__
 
 
@@ -97,6 +100,8 @@ class ShareConsumer:
         self._producer: Any = None
         self._dlq_unflushed = False
         self._next = 0
+        # the doorbell slot polls wait on (L-3): the topic's, or 0 for several
+        self._slot = topic_slot(self.topics[0]) if len(self.topics) == 1 else 0
         self._closed = False
         #: records lost to retention before they were done (Q-4), seen by this
         #: consumer: [(topic, partition, how many)]
@@ -144,13 +149,21 @@ class ShareConsumer:
                 self.acknowledge(rec, ops.ACCEPT)
         self._apply()
         deadline = time.monotonic() + max(0.0, timeout_ms) / 1000.0
-        sleep = 0.001
+        bell = self._log.doorbell_pointer()     # (keeps the map)
         while True:
+            seen = _native.doorbell_load_at(bell, self._slot) if bell is not None else 0
             out = self._acquire(max_records)
-            if out or time.monotonic() >= deadline:
+            remaining = deadline - time.monotonic()
+            if out or remaining <= 0:
                 return out
-            time.sleep(min(sleep, max(0.0, deadline - time.monotonic())))
-            sleep = min(sleep * 2, 0.02)
+            # appends and releases ring the doorbell (L-3); lock expiries and
+            # delays ending do not: look again at least every _RECHECK_S
+            wait = min(remaining, _RECHECK_S)
+            if bell is not None:
+                _native.doorbell_wait_at(bell + self._slot * _native.DOORBELL_SLOT_SIZE,
+                                         seen, wait)
+            else:
+                time.sleep(min(wait, 0.005))
 
     def _acquire(self, max_records: int) -> list[ShareRecord]:
         tps = self._partitions()
@@ -252,6 +265,7 @@ class ShareConsumer:
             return
         now = int(time.time() * 1000)
         pending, self._pending = self._pending, {}
+        released = False
         for tp, acks in pending.items():
             part = self._log.partition(tp.topic, tp.partition)
             f = self._file(tp)
@@ -261,6 +275,16 @@ class ShareConsumer:
                                      self._archiver(tp, part))
             self._touched.add(tp)
             self._failed.extend((tp.topic, tp.partition, off) for off in bad)
+            released = released or any(a[1] == ops.RELEASE for a in acks.values())
+        if released:
+            self._ring()
+
+    def _ring(self) -> None:
+        """Wake share consumers waiting in poll: records are Available again."""
+        bell = self._log.doorbell_pointer()
+        if bell is not None:
+            for t in self.topics:
+                _native.doorbell_ring_ptr(bell, topic_slot(t))
 
     def _archiver(self, tp: TopicPartition, part: Any) -> ops.Archive:
         """Q-5: the copy of Archived records into the dead-letter topic."""
@@ -322,6 +346,7 @@ class ShareConsumer:
                 with f.locked():
                     ops.release_owner(f, owner, self.delivery_limit,
                                       self._archiver(tp, part))
+            self._ring()
             if self._producer is not None:
                 self._flush_dlq()
                 self._producer.close()

@@ -114,11 +114,11 @@ def test_bad_arguments(logdir):
 
 def test_lock_expiry_redelivers_to_another(logdir):
     with _log(logdir, n=1) as log:
-        a = _share(log, record_lock_ms=200)
-        b = _share(log, record_lock_ms=200)
+        a = _share(log, record_lock_ms=700)
+        b = _share(log, record_lock_ms=700)
         rec = a.poll(timeout_ms=100)[0]
         assert b.poll(timeout_ms=20) == []       # held by a
-        time.sleep(0.3)
+        time.sleep(0.8)
         got = b.poll(timeout_ms=100)
         assert [(r.offset, r.delivery_count) for r in got] == [(rec.offset, 2)]
         # a's late acknowledgement finds the record taken: not applied
@@ -132,17 +132,17 @@ def test_lock_expiry_redelivers_to_another(logdir):
 
 def test_renew_keeps_the_lock(logdir):
     with _log(logdir, n=1) as log:
-        a = _share(log, record_lock_ms=300)
-        b = _share(log, record_lock_ms=300)
+        a = _share(log, record_lock_ms=800)
+        b = _share(log, record_lock_ms=800)
         rec = a.poll(timeout_ms=100)[0]
         for _ in range(3):
-            time.sleep(0.2)
+            time.sleep(0.35)            # past the first lock's end by the last
             a.acknowledge(rec, "renew")
             a.commit()
             assert b.poll(timeout_ms=0) == []
         a.acknowledge(rec)
         a.commit()
-        time.sleep(0.4)
+        time.sleep(0.9)
         assert b.poll(timeout_ms=0) == []
 
 

@@ -4,6 +4,8 @@ expiry and owners that die. No record is ever acquired while another live
 owner holds its unexpired lock; delivery counts and archiving follow
 Kafka's rules."""
 
+import os
+
 import hypothesis.strategies as st
 from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -120,6 +122,6 @@ class ShareModel(RuleBasedStateMachine):
             assert off in self.done or self.count[off] >= LIMIT
 
 
-ShareModel.TestCase.settings = settings(max_examples=60, stateful_step_count=40,
+ShareModel.TestCase.settings = settings(max_examples=int(os.environ.get("SHARE_MODEL_EXAMPLES", "60")), stateful_step_count=40,
                                         deadline=None)
 TestShareModel = ShareModel.TestCase
