@@ -122,6 +122,7 @@ class ShareModel(RuleBasedStateMachine):
             assert off in self.done or self.count[off] >= LIMIT
 
 
-ShareModel.TestCase.settings = settings(max_examples=int(os.environ.get("SHARE_MODEL_EXAMPLES", "60")), stateful_step_count=40,
+EXAMPLES = int(os.environ.get("SHARE_MODEL_EXAMPLES", "60"))     # more: a longer hunt
+ShareModel.TestCase.settings = settings(max_examples=EXAMPLES, stateful_step_count=40,
                                         deadline=None)
 TestShareModel = ShareModel.TestCase
