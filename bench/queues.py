@@ -12,7 +12,12 @@ time), ``acknowledge`` every record, ``commit()`` after every poll.
   the cores) and with a 200 µs job per record (``time.sleep``: I/O-bound
   workers, the case work queues are for).
 
-Peers, when reachable (skipped with a printed reason otherwise): Redis
+Peers, when installed or reachable (skipped with a printed reason
+otherwise): persist-queue ``SQLiteAckQueue`` (``get`` + ``ack`` per item,
+its default auto-commit) and litequeue (``pop`` + ``done`` per message), in
+the same temporary directory — both commit (fsync) every acknowledgement,
+so compare them with pylog's ``sync="always"`` row, a commit per record;
+Redis
 Streams (``XREADGROUP`` COUNT 500, one ``XACK`` per record) on
 127.0.0.1:6379; RabbitMQ (quorum queue, prefetch 300, ``basic_ack`` per
 message) on 127.0.0.1:5672 as guest/guest.
@@ -94,7 +99,7 @@ def pylog_workers(base, n, workers, sync="never", partitions=4, job_s=0.0):
         shutil.rmtree(d, ignore_errors=True)
 
 
-def pylog_one(base, n, sync):
+def pylog_one(base, n, sync, commit_each=False):
     d = tempfile.mkdtemp(prefix="queues-", dir=base)
     try:
         path = os.path.join(d, "log")
@@ -109,11 +114,54 @@ def pylog_one(base, n, sync):
                     raise RuntimeError("poll returned nothing before the end")
                 for r in recs:
                     c.acknowledge(r)
+                    if commit_each:
+                        c.commit()
                 c.commit()
                 done += len(recs)
             dt = time.perf_counter() - t0
             c.close()
         return n / dt
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def persist_queue(base, n):
+    try:
+        import persistqueue
+    except ImportError as exc:
+        return None, f"persist-queue is not installed ({exc})"
+    d = tempfile.mkdtemp(prefix="queues-pq-", dir=base)
+    try:
+        q = persistqueue.SQLiteAckQueue(d, multithreading=False)
+        for _ in range(n):
+            q.put(PAYLOAD)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            item = q.get(raw=True)
+            q.ack(id=item["pqid"])
+        dt = time.perf_counter() - t0
+        return n / dt, None
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def lite_queue(base, n):
+    try:
+        import litequeue
+    except ImportError as exc:
+        return None, f"litequeue is not installed ({exc})"
+    d = tempfile.mkdtemp(prefix="queues-lq-", dir=base)
+    try:
+        q = litequeue.LiteQueue(os.path.join(d, "q.sqlite3"))
+        for _ in range(n):
+            q.put(PAYLOAD.decode())
+        t0 = time.perf_counter()
+        for _ in range(n):
+            m = q.pop()
+            q.done(m.message_id)
+        dt = time.perf_counter() - t0
+        q.close()
+        return n / dt, None
     finally:
         shutil.rmtree(d, ignore_errors=True)
 
@@ -180,6 +228,59 @@ def rabbitmq(n):
     return done / dt, None
 
 
+def run_queues(base, n, peer_n, job_n, say=print):
+    """{figure: records/s} and [skip notes]: every case of the module docstring."""
+    out = {}
+    notes = []
+
+    def put(name, value):
+        out[name] = value
+        say("  %-50s %12.0f /s" % (name, value))
+    say("== work queues: accept per record (n=%d, peers n=%d)" % (n, peer_n))
+    put("pylog, 1 worker, sync=never", pylog_one(base, n, "never"))
+    put("pylog, 1 worker, sync=interval", pylog_one(base, n, "interval"))
+    put("pylog, 1 worker, sync=always, commit per record",
+        pylog_one(base, max(200, peer_n // 20), "always", commit_each=True))
+    put("pylog, 1 process, 4 partitions, no job", pylog_workers(base, n, 1))
+    put("pylog, 4 processes, 4 partitions, no job", pylog_workers(base, n, 4))
+    put("pylog, 1 process, 200 us job", pylog_workers(base, job_n, 1, job_s=0.0002))
+    put("pylog, 4 processes, 200 us job", pylog_workers(base, job_n, 4, job_s=0.0002))
+    # the SQLite queues commit (fsync) every acknowledgement: fewer records
+    slow_n = max(200, peer_n // 20)
+    for name, fn in (("persist-queue SQLiteAckQueue get/ack (fsync each), 1 worker",
+                      lambda: persist_queue(base, slow_n)),
+                     ("litequeue pop/done (fsync each), 1 worker",
+                      lambda: lite_queue(base, slow_n)),
+                     ("Redis Streams XREADGROUP/XACK, 1 worker", lambda: redis_streams(peer_n)),
+                     ("RabbitMQ quorum queue, basic_ack, 1 worker",
+                      lambda: rabbitmq(peer_n))):
+        rate, why = fn()
+        if rate is None:
+            notes.append(f"skipped {name}: {why}")
+            say("  " + notes[-1])
+        else:
+            put(name, rate)
+    return out, notes
+
+
+def queue_report(out, notes):
+    """Markdown: every figure, the ratios, the skipped peers."""
+    lines = ["## Work queues: accept per record\n", "| figure | records/s |", "|---|---|"]
+    lines += ["| %s | %.0f |" % kv for kv in out.items()]
+    one = out["pylog, 1 worker, sync=never"]
+    peers = {k: v for k, v in out.items() if not k.startswith("pylog")}
+    lines.append("")
+    for k, v in peers.items():
+        lines.append("- pylog 1 worker (never) / %s: %.1fx" % (k, one / v))
+    lines.append("- 4 processes / 1, no job: %.2fx (cores: %s)" % (
+        out["pylog, 4 processes, 4 partitions, no job"]
+        / out["pylog, 1 process, 4 partitions, no job"], os.cpu_count()))
+    lines.append("- 4 processes / 1, 200 us job: %.2fx" % (
+        out["pylog, 4 processes, 200 us job"] / out["pylog, 1 process, 200 us job"]))
+    lines += ["- " + n for n in notes]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=200_000)
@@ -188,32 +289,8 @@ def main(argv=None):
     ap.add_argument("--dir", default=None)
     args = ap.parse_args(argv)
     base = args.dir or tempfile.gettempdir()
-    rows = []
-    rows.append(("pylog, 1 worker, sync=never", pylog_one(base, args.n, "never")))
-    rows.append(("pylog, 1 worker, sync=interval", pylog_one(base, args.n, "interval")))
-    one = pylog_workers(base, args.n, 1)
-    four = pylog_workers(base, args.n, 4)
-    rows.append(("pylog, 1 process, 4 partitions, no job", one))
-    rows.append(("pylog, 4 processes, 4 partitions, no job", four))
-    job_one = pylog_workers(base, args.job_n, 1, job_s=0.0002)
-    job_four = pylog_workers(base, args.job_n, 4, job_s=0.0002)
-    rows.append(("pylog, 1 process, 200 us job", job_one))
-    rows.append(("pylog, 4 processes, 200 us job", job_four))
-    notes = []
-    for name, fn in (("Redis Streams XREADGROUP/XACK, 1 worker", redis_streams),
-                     ("RabbitMQ quorum queue, basic_ack, 1 worker", rabbitmq)):
-        rate, why = fn(args.peer_n)
-        if rate is None:
-            notes.append(f"skipped {name}: {why}")
-        else:
-            rows.append((name, rate))
-    print(f"{'case':50} {'records/s':>12}")
-    for name, rate in rows:
-        print(f"{name:50} {rate:12,.0f}")
-    print(f"4 processes / 1, no job: {four / one:.2f}x (cores: {os.cpu_count()})")
-    print(f"4 processes / 1, 200 us job: {job_four / job_one:.2f}x")
-    for note in notes:
-        print(note)
+    out, notes = run_queues(base, args.n, args.peer_n, args.job_n)
+    print(queue_report(out, notes))
 
 
 if __name__ == "__main__":
