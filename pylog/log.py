@@ -36,6 +36,9 @@ class Log(LogStore):
     def share_files(self) -> ShareFiles:
         """The share-partition state files this Log opened (pylog.shareops)."""
         with self._lock:
+            if self._shares is not None and self._shares.pid != os.getpid():
+                # forked: the parent's maps, locks and owner token stay its own
+                self._shares = None
             if self._shares is None:
                 self._shares = ShareFiles(self)
             return self._shares

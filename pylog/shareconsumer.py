@@ -6,7 +6,8 @@ at a time, acknowledged one by one, retried, and finally parked. The state
 machine and its files are pylog.shareops and pylog.sharestate.
 
 Thread safety: a ShareConsumer is used by one thread at a time (as
-Kafka's); use one per thread. Durability: acknowledgements are applied at
+Kafka's); use one per thread. Not fork-safe: make one in the child (its
+Log may be the parent's: it reopens itself there). Durability: acknowledgements are applied at
 the next poll() or commit() as stores into the shared share-state map —
 they survive a SIGKILL of the process at once, and reach LMDB on the Log's
 checkpoints (every ``sync_interval_ms``, flush, close); with

@@ -218,6 +218,7 @@ class ShareFiles:
 
     def __init__(self, log: Any) -> None:
         self._log = log
+        self.pid = os.getpid()
         self._mutex = threading.Lock()
         self._files: dict[bytes, ss.ShareFile] = {}
         self.dir = os.path.join(log.path, "meta", "share")

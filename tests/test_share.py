@@ -484,3 +484,28 @@ def test_email_workers_example(tmp_path, child_env):
     assert "SIGKILLed worker" in out.stdout
     assert "taken by another worker within" in out.stdout
     assert "done: 40 jobs, 2 parked in emails.dlq" in out.stdout
+
+
+def test_forked_child_makes_its_own_share_consumer(logdir):
+    with _log(logdir, n=4) as log:
+        parent = _share(log)
+        held = parent.poll(timeout_ms=100, max_records=2)
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                child = _share(log)
+                got = child.poll(timeout_ms=500)
+                code = 0 if [r.offset for r in got] == [2, 3] else 2
+                for r in got:
+                    child.acknowledge(r)
+                child.commit()
+                child.close()
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        for r in held:
+            parent.acknowledge(r)
+        parent.commit()
+        assert parent.poll(timeout_ms=20) == []
