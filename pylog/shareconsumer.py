@@ -245,11 +245,15 @@ class ShareConsumer:
         self._pending.setdefault(tp, {})[record[2]] = (record[2], type, delay)
 
     def commit(self) -> None:
-        """Apply the pending acknowledgements, all or nothing per partition;
+        """Apply the pending acknowledgements (implicit mode: accept every
+        record delivered and not acknowledged first), all or nothing per partition;
         durable per the log's sync mode (module docstring). Raises
         AcknowledgementError naming the records this consumer no longer held
         (their partitions' acknowledgements were not applied)."""
         self._check()
+        if self.implicit:           # as Kafka's: commit accepts what was delivered
+            for rec in list(self._unacked.values()):
+                self.acknowledge(rec, ops.ACCEPT)
         self._apply()
         if self._log.sync == "always":
             self._flush_dlq()

@@ -53,7 +53,7 @@ def _expire(f: ss.ShareFile, now: int, limit: int, dead: list[int],
     changes: list[tuple[int, int, int, int]] = []
     doomed: list[tuple[int, int, str]] = []
     if dead or check_deadline:
-        nxt = ss._NEVER
+        nxt = ss.NEVER
         deadset = set(dead)
         for off in f.positions(ss.ACQUIRED):
             i = off % f.capacity
@@ -71,7 +71,7 @@ def _expire(f: ss.ShareFile, now: int, limit: int, dead: list[int],
         for n in dead:
             f.free_owner_locked(n)
     if now >= h[ss.MIN_DELAY]:
-        nxt = ss._NEVER
+        nxt = ss.NEVER
         for off in f.positions(ss.DELAYED):
             i = off % f.capacity
             if f.deadlines[i] <= now:

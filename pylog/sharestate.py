@@ -62,7 +62,7 @@ _KEY_AT = 3072
 _KEY_MAX = 1000
 # int64 fields of the header, by index in 8-byte words
 SPSO, SPEO, SEQ, CKPT, MIN_DEADLINE, MIN_DELAY, LOST, JOURNAL, ARCHIVED_N = range(8, 17)
-_NEVER = 1 << 62
+NEVER = 1 << 62
 _F_OFD_GETLK = getattr(fcntl, "F_OFD_GETLK", 36)
 _FLOCK = struct.Struct("hh4xqqi4x")
 _LIVENESS_BASE = 1 << 32
@@ -163,7 +163,7 @@ class ShareFile:
             h = self.head
             h[SPSO] = h[SPEO] = spso
             h[SEQ] = h[CKPT] = seq
-            h[MIN_DEADLINE] = h[MIN_DELAY] = _NEVER
+            h[MIN_DEADLINE] = h[MIN_DELAY] = NEVER
             for first, last, state, count in runs:
                 for off in range(first, last + 1):
                     if off - spso >= capacity:

@@ -89,7 +89,11 @@ def test_explicit_mode_refuses_unacknowledged(logdir):
 def test_implicit_mode_accepts_at_next_poll(logdir):
     with _log(logdir, n=3) as log:
         with _share(log, acknowledgement_mode="implicit") as c:
-            assert len(c.poll(timeout_ms=100)) == 3
+            assert len(c.poll(timeout_ms=100, max_records=2)) == 2
+            assert [r.offset for r in c.poll(timeout_ms=100)] == [2]
+            c.commit()                          # accepts offset 2
+            with _share(log) as other:
+                assert other.poll(timeout_ms=20) == []
             assert c.poll(timeout_ms=20) == []
         with _share(log) as c2:
             assert c2.poll(timeout_ms=20) == []
