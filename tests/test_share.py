@@ -513,3 +513,18 @@ def test_forked_child_makes_its_own_share_consumer(logdir):
             parent.acknowledge(r)
         parent.commit()
         assert parent.poll(timeout_ms=20) == []
+
+
+def test_iteration_and_close_releases(logdir):
+    with _log(logdir, n=5) as log:
+        c = _share(log)
+        seen = []
+        for rec in c:
+            seen.append(rec.offset)
+            if len(seen) == 2:
+                break
+            c.acknowledge(rec)
+        c.close()           # offset 1 (and 2..4 of its batch) released at once
+        with _share(log) as d:
+            assert [(r.offset, r.delivery_count) for r in _drain(d)] == \
+                [(1, 2), (2, 2), (3, 2), (4, 2)]
