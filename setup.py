@@ -39,7 +39,7 @@ TEST_REQUIRES = [
 
 # The peers bench/compare.py measures pylog against, installed only on
 # request: pip install -e '.[bench]' (see bench/README-compare.txt).
-BENCH_REQUIRES = ["redis>=4", "persist-queue>=0.8"]
+BENCH_REQUIRES = ["redis>=4", "persist-queue>=0.8", "litequeue>=0.9", "pika>=1.3"]
 
 setup(
     name="pylog",

@@ -38,6 +38,7 @@ from commits import commit_report, run_commits  # noqa: E402
 from extras import extra_handoff, extra_partitions, extra_rss, extra_zstd  # noqa: E402
 from latency import latency_child, run_latency  # noqa: E402
 from measure import Bench, machine_info, say  # noqa: E402
+from queues import queue_report, run_queues  # noqa: E402
 from report import report  # noqa: E402
 from throughput import run_throughput  # noqa: E402
 
@@ -110,7 +111,7 @@ def parse_args(argv):
                     help="comma list of peers: pylog,raw,sqlite,lmdb,persistqueue,redis")
     ap.add_argument("--skip", default="",
                     help="comma list of sections to skip: "
-                         "throughput,latency,extras,commits,scale")
+                         "throughput,latency,extras,commits,queues,scale")
     ap.add_argument("--lat-n", type=int, default=2000, help="latency samples (default 2000)")
     ap.add_argument("--lat-rounds", type=int, default=4,
                     help="rounds the latency samples are split into, every latency "
@@ -190,6 +191,8 @@ def main(argv=None):
     extras = {}
     commits = {}
     scale = ""
+    queues: dict = {}
+    queue_notes: list = []
     try:
         if "throughput" not in a.skip:
             throughput_section(b, peers_run, a)
@@ -207,6 +210,13 @@ def main(argv=None):
         if "commits" not in a.skip and "pylog" in names:
             b.guarded("pylog", "commit per record", lambda: commits.update(
                 run_commits(base, max(5000, a.n // 4), a.reps, say=say)))
+        if "queues" not in a.skip and "pylog" in names:
+            def _queues():
+                got, notes = run_queues(base, a.n, max(2000, a.n // 4), max(800, a.n // 25),
+                                        say=say)
+                queues.update(got)
+                queue_notes.extend(notes)
+            b.guarded("pylog", "work queues", _queues)
         if "scale" not in a.skip and "pylog" in names:
             scale = run_scale_scripts(say)
     finally:
@@ -216,6 +226,8 @@ def main(argv=None):
     print(text)
     if commits:
         print(commit_report(commits))
+    if queues:
+        print(queue_report(queues, queue_notes))
     if scale:
         print(scale)
     if a.json:
@@ -225,7 +237,7 @@ def main(argv=None):
                        "results": b.results, "extras": extras,
                        "bars": [dict(zip(("bar", "pylog", "peer", "peer_value", "ratio",
                                           "required", "holds"), r)) for r in brow],
-                       "commits": commits,
+                       "commits": commits, "queues": queues,
                        "skipped": skipped, "errors": b.errors}, f, indent=2)
     if b.mismatch:
         return 2

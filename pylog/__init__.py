@@ -19,6 +19,7 @@ docs/ for the reference manual (``sphinx-build -b html docs docs/_build/html``).
 """
 
 from .errors import (
+    AcknowledgementError,
     CommitFailedError,
     CorruptGroupError,
     CorruptLogError,
@@ -62,6 +63,7 @@ from .records import (
     TopicInfo,
     TopicPartition,
 )
+from .shareconsumer import ShareConsumer, ShareRecord
 
 __version__ = "0.1.0"
 
@@ -78,4 +80,5 @@ __all__ = [
     "OffsetAndMetadata", "ConsumerRebalanceListener", "FlushTimeoutError",
     "GroupNotFound", "CorruptGroupError", "TooManyOpenFilesError",
     "SendTimeoutError", "FutureRecordMetadata",
+    "ShareConsumer", "ShareRecord", "AcknowledgementError",
 ]

@@ -155,6 +155,16 @@ class CommitFailedError(PylogError):
     (a rebalance moved it, SPEC §5) or the consumer left its group."""
 
 
+class AcknowledgementError(PylogError):
+    """A share consumer's commit could not apply acknowledgements: it no
+    longer held these records (their lock expired and another consumer took
+    them, or retention deleted them). ``records``: [(topic, partition, offset)]."""
+
+    def __init__(self, message: str, records: list[tuple[str, int, int]]):
+        super().__init__(message)
+        self.records = records
+
+
 class DeserializationError(PylogError, ValueError):
     """A consumer's key or value deserializer raised on a record.
 

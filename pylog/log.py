@@ -20,6 +20,9 @@ from .expiry import DEFAULT_OFFSETS_RETENTION_MS
 from .group import describe_group, reset_group
 from .producer import Producer
 from .records import TopicPartition
+from .redrive import redrive
+from .shareconsumer import ShareConsumer
+from .shareops import ShareFiles, describe_share_groups
 from .store import LogStore
 
 Serializer = Callable[[Any], bytes]
@@ -28,6 +31,86 @@ Deserializer = Callable[[bytes], Any]
 
 class Log(LogStore):
     """An open log. Create with :func:`pylog.open`; use as a context manager."""
+
+    _shares: ShareFiles | None = None
+
+    # -- share groups (work queues) -----------------------------------------------
+    def share_files(self) -> ShareFiles:
+        """The share-partition state files this Log opened (pylog.shareops)."""
+        with self._lock:
+            if self._shares is not None and self._shares.pid != os.getpid():
+                # forked: the parent's maps, locks and owner token stay its own
+                self._shares = None
+            if self._shares is None:
+                self._shares = ShareFiles(self)
+            return self._shares
+
+    def share_groups(self) -> list[dict[str, Any]]:
+        """Every share-partition of every share group: SPSO, SPEO, records
+        available / acquired (owner, lock end) / delayed / archived / lost to
+        retention, the oldest unacknowledged record's age. A snapshot taken
+        without locks (for monitoring: ``pylog queues``)."""
+        self._check()
+        return describe_share_groups(self)
+
+    def redrive(self, group: str, dead_letter_topic: str, *,
+                execute: bool = False) -> list[dict[str, Any]]:
+        """Dead letters of share group ``group`` in ``dead_letter_topic`` back
+        to their topics (pylog.redrive): the plan, carried out only with
+        ``execute=True``; each record is redriven once."""
+        validate_group_id(group)
+        validate_topic_name(dead_letter_topic)
+        self._check()
+        if execute:
+            self._writable(f"redrive dead letters of {group!r}")
+        return redrive(self, group, dead_letter_topic, execute=execute)
+
+    def checkpoint_commits(self) -> int:
+        """C-5 and Q-3: committed offsets and share-partition state changed
+        since the last checkpoint go to LMDB."""
+        n = super().checkpoint_commits()
+        if self._shares is not None:
+            n += self._shares.checkpoint()
+        return n
+
+    def share_consumer(self, *topics: str, group_id: str, record_lock_ms: int = 30_000,
+                       delivery_limit: int = 5, max_in_flight: int = 2_000,
+                       acknowledgement_mode: str = "explicit",
+                       dead_letter_topic: str | None = None,
+                       auto_offset_reset: str = "latest") -> ShareConsumer:
+        """A member of share group ``group_id`` on ``topics``: a work queue
+        (Kafka's share groups, KIP-932). Every share consumer of the group,
+        in any thread or process, takes records from the same partitions;
+        each record is held by one consumer at a time. Used by one thread
+        at a time.
+
+        - ``record_lock_ms`` (30000): how long an acquired record stays
+          with its consumer before it is Available again (renew extends it).
+          A consumer whose process dies loses its records at once.
+        - ``delivery_limit`` (5): a record delivered this many times and
+          not accepted is Archived (dead-lettered).
+        - ``max_in_flight`` (2000): the most records of a partition
+          Available-for-redelivery or Acquired at once (delayed retries do
+          not count).
+        - ``acknowledgement_mode`` ("explicit"): every record of a poll
+          must be acknowledged before the next poll; "implicit": the next
+          poll accepts what was not.
+        - ``dead_letter_topic`` (None): where Archived records are copied,
+          with ``_dlq.errors.*`` headers (origin, group, delivery count,
+          reason).
+        - ``auto_offset_reset`` ("latest"): where a new share group starts:
+          "latest" (new records only) or "earliest".
+
+        The settings are the consumer's own: give every consumer of a
+        group the same ones. Raises InvalidArgument for a bad value,
+        TopicNotFound, ReadOnlyLog on a read-only log."""
+        self._check()
+        return ShareConsumer(self, topics, group_id=group_id,
+                             record_lock_ms=record_lock_ms,
+                             delivery_limit=delivery_limit, max_in_flight=max_in_flight,
+                             acknowledgement_mode=acknowledgement_mode,
+                             dead_letter_topic=dead_letter_topic,
+                             auto_offset_reset=auto_offset_reset)
 
     # -- groups ------------------------------------------------------------------
     def groups(self) -> list[str]:
@@ -87,9 +170,14 @@ class Log(LogStore):
 
     def close(self) -> None:
         """Close the lingering producers of this Log (appending what they
-        have pending), then as LogStore.close. Idempotent."""
+        have pending), then as LogStore.close (which checkpoints commits
+        and share state), then the share-partition files. Idempotent."""
         error = close_lingering(self) if not self._closed else None
-        super().close()
+        try:
+            super().close()
+        finally:
+            if self._shares is not None:
+                self._shares.close()
         if error is not None:
             raise error
 

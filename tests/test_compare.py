@@ -17,7 +17,7 @@ def test_compare_runs_every_scenario_and_reports_every_bar(tmp_path):
     out = tmp_path / "out.json"
     proc = subprocess.run(
         [sys.executable, os.path.join(ROOT, "bench", "compare.py"), "--n", "4000",
-         "--only", "pylog,raw,sqlite,lmdb", "--skip", "extras,scale", "--reps", "2",
+         "--only", "pylog,raw,sqlite,lmdb", "--skip", "extras,scale,queues", "--reps", "2",
          "--lat-n", "60", "--lat-rounds", "2", "--threads", "1,16", "--no-install",
          "--tmpdir", str(tmp_path), "--json", str(out)],
         capture_output=True, text=True, timeout=600)

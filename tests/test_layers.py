@@ -26,8 +26,9 @@ LAYERS = [
     {"metadata", "topicadmin", "admin", "expiry"},
     {"store"},
     {"group", "delivery", "deadletter", "deserialize", "offsetreset", "consumerargs",
-     "rebalance"},
-    {"producer", "consumer", "positions", "fetching", "accumulator"},
+     "rebalance", "sharestate", "shareops"},
+    {"producer", "consumer", "positions", "fetching", "accumulator", "shareconsumer",
+     "redrive"},
     {"log"},
     {"sqliteoffsets", "dedup"},     # helpers over the public Consumer API
     {"__init__"},

@@ -1,0 +1,381 @@
+"""Share consumers: work queues on the log (Kafka's share groups, KIP-932).
+
+Any number of share consumers of one group — threads and processes — take
+records from the same partitions; each record is acquired by one consumer
+at a time, acknowledged one by one, retried, and finally parked. The state
+machine and its files are pylog.shareops and pylog.sharestate.
+
+Thread safety: a ShareConsumer is used by one thread at a time (as
+Kafka's); use one per thread. Not fork-safe: make one in the child (its
+Log may be the parent's: it reopens itself there). Durability: acknowledgements are applied at
+the next poll() or commit() as stores into the shared share-state map —
+they survive a SIGKILL of the process at once, and reach LMDB on the Log's
+checkpoints (every ``sync_interval_ms``, flush, close); with
+``sync="always"`` commit() returns once they are in LMDB (fsynced).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from functools import partial
+from typing import Any, NamedTuple
+
+from . import _native
+from . import shareops as ops
+from . import sharestate as ss
+from .config import validate_group_id, validate_topic_name
+from .errors import AcknowledgementError, InvalidArgument, PylogError, ReadOnlyLog
+from .reader import Cursor
+from .records import Record, TopicPartition
+from .store import topic_slot
+
+DLQ_PREFIX = "_dlq.errors."
+_RECHECK_S = 0.05
+_tuple_new = tuple.__new__
+
+
+class ShareRecord(NamedTuple):
+    """A record acquired by a share consumer: pylog.Record's fields plus
+    ``delivery_count`` (1 on the first delivery)."""
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: object
+    value: object
+    headers: tuple[tuple[str, bytes | None], ...]
+    delivery_count: int = 1
+
+
+class ShareConsumer:
+    """A member of share group ``group_id`` (see the module docstring and
+    :meth:`pylog.Log.share_consumer`)."""
+
+    def __init__(self, log: Any, topics: tuple[str, ...], *, group_id: str,
+                 record_lock_ms: int, delivery_limit: int, max_in_flight: int,
+                 acknowledgement_mode: str, dead_letter_topic: str | None,
+                 auto_offset_reset: str) -> None:
+        validate_group_id(group_id)
+        if not topics:
+            raise InvalidArgument("share_consumer: name at least one topic")
+        for t in topics:
+            validate_topic_name(t)
+        _int_in("record_lock_ms", record_lock_ms, 1, 3_600_000)
+        _int_in("delivery_limit", delivery_limit, 1, 1000)
+        _int_in("max_in_flight", max_in_flight, 1, 1_000_000)
+        if acknowledgement_mode not in ("explicit", "implicit"):
+            raise InvalidArgument(f"acknowledgement_mode={acknowledgement_mode!r}; "
+                                  "expected 'explicit' or 'implicit'")
+        if auto_offset_reset not in ("earliest", "latest"):
+            raise InvalidArgument(f"auto_offset_reset={auto_offset_reset!r}; "
+                                  "expected 'earliest' or 'latest'")
+        if dead_letter_topic is not None:
+            validate_topic_name(dead_letter_topic)
+            if dead_letter_topic in topics:
+                raise InvalidArgument("dead_letter_topic is one of the consumed topics")
+        if log.readonly:
+            raise ReadOnlyLog("a share consumer changes share state: open the log "
+                              "for writing")
+        for t in topics:
+            log.partitions_for(t)           # TopicNotFound now, not at poll
+        self._log = log
+        self.topics = tuple(dict.fromkeys(topics))
+        self.group_id = group_id
+        self.record_lock_ms = record_lock_ms
+        self.delivery_limit = delivery_limit
+        self.max_in_flight = max_in_flight
+        self.implicit = acknowledgement_mode == "implicit"
+        self.dead_letter_topic = dead_letter_topic
+        self.auto_offset_reset = auto_offset_reset
+        self._member = int.from_bytes(os.urandom(4), "little") or 1
+        self._owner: dict[TopicPartition, int] = {}       # owner number per file
+        # records this consumer holds, and those of the last poll not yet
+        # acknowledged (explicit mode raises on them, implicit accepts them)
+        self._held: dict[tuple[TopicPartition, int], ShareRecord] = {}
+        self._unacked: dict[tuple[TopicPartition, int], ShareRecord] = {}
+        self._pending: dict[TopicPartition, dict[int, tuple[int, str, int]]] = {}
+        self._failed: list[tuple[str, int, int]] = []
+        self._touched: set[TopicPartition] = set()
+        self._producer: Any = None
+        self._dlq_unflushed = False
+        self._next = 0
+        # the doorbell slot polls wait on (L-3): the topic's, or 0 for several
+        self._slot = topic_slot(self.topics[0]) if len(self.topics) == 1 else 0
+        self._closed = False
+        #: records lost to retention before they were done (Q-4), seen by this
+        #: consumer: [(topic, partition, how many)]
+        self.lost: list[tuple[str, int, int]] = []
+        self.dead_lettered = 0
+
+    # -- the share files ---------------------------------------------------------
+    def _file(self, tp: TopicPartition) -> ss.ShareFile:
+        part = self._log.partition(tp.topic, tp.partition)
+
+        def initial() -> int:
+            st = part.state()
+            return int(st.log_start_offset if self.auto_offset_reset == "earliest"
+                       else st.next_offset)
+        return self._log.share_files().get(self.group_id, tp.topic, tp.partition,
+                                           4 * self.max_in_flight, initial)
+
+    def _owner_in(self, f: ss.ShareFile, tp: TopicPartition) -> int:
+        n = self._owner.get(tp)
+        if n is None:
+            n = self._owner[tp] = f.owner_slot_locked(self._member)
+        return n
+
+    def _partitions(self) -> list[TopicPartition]:
+        return [TopicPartition(t, p) for t in self.topics
+                for p in range(self._log.partitions_for(t))]
+
+    # -- poll ----------------------------------------------------------------------
+    def poll(self, timeout_ms: float = 0, max_records: int = 500) -> list[ShareRecord]:
+        """Acquired records (at most ``max_records``), waiting up to
+        ``timeout_ms`` for some. Applies the acknowledgements made since the
+        last poll first; in implicit mode every record of the last poll
+        not acknowledged is accepted; in explicit mode such a record raises
+        InvalidArgument (as Kafka's IllegalStateException)."""
+        self._check()
+        _int_in("max_records", max_records, 1, 1_000_000)
+        if self._unacked:
+            if not self.implicit:
+                tp, off = next(iter(self._unacked))
+                raise InvalidArgument(
+                    f"explicit acknowledgement mode: {len(self._unacked)} records of "
+                    f"the last poll are not acknowledged (first: {tp.topic}-"
+                    f"{tp.partition} offset {off}); acknowledge each before polling")
+            for rec in list(self._unacked.values()):
+                self.acknowledge(rec, ops.ACCEPT)
+        self._apply()
+        deadline = time.monotonic() + max(0.0, timeout_ms) / 1000.0
+        bell = self._log.doorbell_pointer()     # (keeps the map)
+        while True:
+            seen = _native.doorbell_load_at(bell, self._slot) if bell is not None else 0
+            out = self._acquire(max_records)
+            remaining = deadline - time.monotonic()
+            if out or remaining <= 0:
+                return out
+            # appends and releases ring the doorbell (L-3); lock expiries and
+            # delays ending do not: look again at least every _RECHECK_S
+            wait = min(remaining, _RECHECK_S)
+            if bell is not None:
+                _native.doorbell_wait_at(bell + self._slot * _native.DOORBELL_SLOT_SIZE,
+                                         seen, wait)
+            else:
+                time.sleep(min(wait, 0.005))
+
+    def _acquire(self, max_records: int) -> list[ShareRecord]:
+        tps = self._partitions()
+        out: list[ShareRecord] = []
+        now = int(time.time() * 1000)
+        for k in range(len(tps)):
+            if len(out) >= max_records:
+                break
+            tp = tps[(self._next + k) % len(tps)]
+            part = self._log.partition(tp.topic, tp.partition)
+            st = part.state()
+            f = self._file(tp)
+            with f.locked():
+                got, lost = ops.acquire(
+                    f, partial(self._owner_in, f, tp), now, self.record_lock_ms,
+                    max_records - len(out),
+                    self.max_in_flight, self.delivery_limit, st.log_start_offset,
+                    st.next_offset, self._archiver(tp, part))
+            if lost:
+                self.lost.append((tp.topic, tp.partition, lost))
+            if got:
+                self._touched.add(tp)
+                out.extend(self._records(tp, part, got))
+        self._next += 1
+        for rec in out:
+            key = (TopicPartition(rec[0], rec[1]), rec[2])
+            self._held[key] = self._unacked[key] = rec
+        return out
+
+    def _records(self, tp: TopicPartition, part: Any,
+                 got: list[tuple[int, int]]) -> list[ShareRecord]:
+        """The records of acquired (offset, count)s, read in contiguous runs;
+        offsets with no record (compacted away) are accepted as gaps."""
+        out: list[ShareRecord] = []
+        i = 0
+        while i < len(got):
+            j = i
+            while j + 1 < len(got) and got[j + 1][0] == got[j][0] + 1:
+                j += 1
+            first, n = got[i][0], j - i + 1
+            counts = {off: c for off, c in got[i:j + 1]}
+            try:
+                recs = part.fetch(Cursor(first), n, with_topic=True, row_type=Record)
+            except PylogError:
+                recs = []           # deleted meanwhile: the next acquire counts it lost
+            seen = set()
+            for r in recs:
+                c = counts.get(r[2])
+                if c is None:
+                    continue
+                seen.add(r[2])
+                out.append(_tuple_new(ShareRecord, (*r, c)))
+            for off in counts:
+                if off not in seen:
+                    self._pending.setdefault(tp, {})[off] = (off, ops.ACCEPT, 0)
+            i = j + 1
+        return out
+
+    # -- acknowledgements ------------------------------------------------------------
+    def acknowledge(self, record: ShareRecord, type: str = "accept",
+                    delay_ms: int | None = None) -> None:
+        """Acknowledge an acquired record: "accept" (done), "release" (give it
+        back for another delivery, not before ``delay_ms`` when given; a
+        delayed record holds no in-flight slot), "reject" (unprocessable:
+        Archived, copied to the dead-letter topic) or "renew" (extend the
+        lock by record_lock_ms, for long jobs; the record stays acquired).
+        Applied at the next poll() or commit()."""
+        delay = ops.validate_ack(type, delay_ms)
+        tp = TopicPartition(record[0], record[1])
+        key = (tp, record[2])
+        if key not in self._held:
+            raise InvalidArgument(f"record {tp.topic}-{tp.partition} offset {record[2]} "
+                                  "is not held by this consumer (not acquired by it, or "
+                                  "already acknowledged)")
+        self._unacked.pop(key, None)
+        if type != ops.RENEW:
+            del self._held[key]
+        self._pending.setdefault(tp, {})[record[2]] = (record[2], type, delay)
+
+    def commit(self) -> None:
+        """Apply the pending acknowledgements (implicit mode: accept every
+        record delivered and not acknowledged first), all or nothing per partition;
+        durable per the log's sync mode (module docstring). Raises
+        AcknowledgementError naming the records this consumer no longer held
+        (their partitions' acknowledgements were not applied)."""
+        self._check()
+        if self.implicit:           # as Kafka's: commit accepts what was delivered
+            for rec in list(self._unacked.values()):
+                self.acknowledge(rec, ops.ACCEPT)
+        self._apply()
+        if self._log.sync == "always":
+            self._flush_dlq()
+            files = [self._file(tp) for tp in self._touched]
+            self._log.share_files().checkpoint(files)
+        failed, self._failed = self._failed, []
+        if failed:
+            raise AcknowledgementError(
+                f"{len(failed)} acknowledgements not applied: the records were no "
+                f"longer held by this consumer (first: {failed[0]})", failed)
+
+    def _apply(self) -> None:
+        if not self._pending:
+            return
+        now = int(time.time() * 1000)
+        pending, self._pending = self._pending, {}
+        released = False
+        for tp, acks in pending.items():
+            part = self._log.partition(tp.topic, tp.partition)
+            f = self._file(tp)
+            with f.locked():
+                bad = ops.apply_acks(f, self._owner_in(f, tp), list(acks.values()), now,
+                                     self.record_lock_ms, self.delivery_limit,
+                                     self._archiver(tp, part))
+            self._touched.add(tp)
+            self._failed.extend((tp.topic, tp.partition, off) for off in bad)
+            released = released or any(a[1] == ops.RELEASE for a in acks.values())
+        if released:
+            self._ring()
+
+    def _ring(self) -> None:
+        """Wake share consumers waiting in poll: records are Available again."""
+        bell = self._log.doorbell_pointer()
+        if bell is not None:
+            for t in self.topics:
+                _native.doorbell_ring_ptr(bell, topic_slot(t))
+
+    def _archiver(self, tp: TopicPartition, part: Any) -> ops.Archive:
+        """Q-5: the copy of Archived records into the dead-letter topic."""
+        def archive(doomed: list[tuple[int, int, str]]) -> None:
+            if self.dead_letter_topic is None:
+                return
+            if self._producer is None:
+                self._log.create_topic(self.dead_letter_topic, partitions=1,
+                                       exist_ok=True)
+                self._producer = self._log.producer()
+            for off, count, reason in doomed:
+                try:
+                    recs = part.fetch(Cursor(off), 1, with_topic=True, row_type=Record)
+                except PylogError:
+                    continue            # deleted by retention: nothing to copy
+                if not recs or recs[0][2] != off:
+                    continue
+                r = recs[0]
+                headers = list(r[6] or ()) + [
+                    (DLQ_PREFIX + "topic", tp.topic.encode()),
+                    (DLQ_PREFIX + "partition", str(tp.partition).encode()),
+                    (DLQ_PREFIX + "offset", str(off).encode()),
+                    (DLQ_PREFIX + "group", self.group_id.encode()),
+                    (DLQ_PREFIX + "delivery.count", str(count).encode()),
+                    (DLQ_PREFIX + "reason", reason.encode()),
+                ]
+                self._producer.send(self.dead_letter_topic, r[5], key=r[4],
+                                    headers=headers, timestamp_ms=r[3])
+                self.dead_lettered += 1
+                self._dlq_unflushed = True
+        return archive
+
+    def _flush_dlq(self) -> None:
+        if self._dlq_unflushed and self._producer is not None:
+            self._producer.flush()
+            self._dlq_unflushed = False
+
+    # -- life ------------------------------------------------------------------------
+    def close(self) -> None:
+        """Apply pending acknowledgements, release every record still held
+        (Available again, at once), and leave. Idempotent."""
+        if self._closed:
+            return
+        if self._log._closed:
+            # the Log's liveness lock went with it: its records are Available
+            # to the others at once (Q-2)
+            self._closed = True
+            return
+        try:
+            if self.implicit:
+                for rec in list(self._unacked.values()):
+                    self.acknowledge(rec, ops.ACCEPT)
+            self._apply()
+            self._held.clear()
+            self._unacked.clear()
+            for tp, owner in self._owner.items():
+                part = self._log.partition(tp.topic, tp.partition)
+                f = self._file(tp)
+                with f.locked():
+                    ops.release_owner(f, owner, self.delivery_limit,
+                                      self._archiver(tp, part))
+            self._ring()
+            if self._producer is not None:
+                self._flush_dlq()
+                self._producer.close()
+        finally:
+            self._closed = True
+
+    def _check(self) -> None:
+        if self._closed:
+            raise InvalidArgument("the share consumer is closed")
+        self._log._check()
+
+    def __enter__(self) -> ShareConsumer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[ShareRecord]:
+        """Records one at a time, polling as needed, until close()."""
+        while not self._closed:
+            for rec in self.poll(timeout_ms=100):
+                yield rec
+
+
+def _int_in(name: str, value: object, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise InvalidArgument(f"{name}={value!r}; expected int in [{lo}, {hi}]")

@@ -1,0 +1,371 @@
+"""Record state transitions of share groups, and the share files of a Log
+(FORMAT.rst Q-*; the file itself is pylog.sharestate).
+
+Transitions, as Kafka's share partitions make them (KIP-932):
+
+- acquire: Available → Acquired (delivery count + 1: Kafka counts a
+  delivery when it hands a record out), with the owner and a lock deadline;
+  offsets past SPEO enter the window the same way, as long as fewer than
+  ``max_in_flight`` entries are Available or Acquired (Delayed ones do not
+  count: a delayed retry does not take an in-flight slot).
+- an Acquired record whose owner's Log died, or whose lock deadline passed,
+  goes back to Available — or to Archived when its delivery count reached
+  the delivery limit (reason ``delivery_limit``);
+- accept → Acknowledged; release → Available (Delayed until a deadline
+  with ``delay_ms``; Archived at the delivery limit); reject → Archived
+  (reason ``rejected``); renew → the lock deadline moves.
+- Records Archived are first copied to the dead-letter topic (``archive``
+  callback) before the state changes: a crash in between copies one twice
+  (at least once, as RabbitMQ's dead-lettering), never loses one.
+- SPSO moves past the prefix of Acknowledged / Archived records; records
+  that retention deleted below the log start are counted as lost (Q-4).
+
+Thread safety: every function here runs under the share file's lock.
+Durability: see pylog.sharestate; :class:`ShareFiles` checkpoints to LMDB.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from . import sharestate as ss
+from .commitstore import split_okey
+from .errors import InvalidArgument, PylogError
+from .reader import Cursor
+
+ACCEPT, RELEASE, REJECT, RENEW = "accept", "release", "reject", "renew"
+ACK_TYPES = (ACCEPT, RELEASE, REJECT, RENEW)
+
+# (offset, delivery count, reason) of records to copy to the dead-letter topic
+Archive = Callable[[list[tuple[int, int, str]]], None]
+
+
+def _expire(f: ss.ShareFile, now: int, limit: int, dead: list[int],
+            archive: Archive) -> None:
+    """Acquired records of dead owners, or past their deadline, back to
+    Available (Archived at the delivery limit); delays that ended too."""
+    h = f.head
+    check_deadline = now >= h[ss.MIN_DEADLINE]
+    changes: list[tuple[int, int, int, int]] = []
+    doomed: list[tuple[int, int, str]] = []
+    if dead or check_deadline:
+        nxt = ss.NEVER
+        deadset = set(dead)
+        for off in f.positions(ss.ACQUIRED):
+            i = off % f.capacity
+            dl = f.deadlines[i]
+            if f.owner_of[i] in deadset or dl <= now:
+                count = f.counts[i]
+                if count >= limit:
+                    doomed.append((off, count, "delivery_limit"))
+                    changes.append((off, ss.ARCHIVED, count, 0))
+                else:
+                    changes.append((off, ss.AVAILABLE, count, 0))
+            else:
+                nxt = min(nxt, dl)
+        h[ss.MIN_DEADLINE] = nxt
+        for n in dead:
+            f.free_owner_locked(n)
+    if now >= h[ss.MIN_DELAY]:
+        nxt = ss.NEVER
+        for off in f.positions(ss.DELAYED):
+            i = off % f.capacity
+            if f.deadlines[i] <= now:
+                changes.append((off, ss.AVAILABLE, f.counts[i], 0))
+            else:
+                nxt = min(nxt, f.deadlines[i])
+        h[ss.MIN_DELAY] = nxt
+    if doomed:
+        archive(doomed)
+        h[ss.ARCHIVED_N] += len(doomed)
+    if changes:
+        f.write_batch_locked(changes)
+
+
+
+def trim_to_log(f: ss.ShareFile, log_start: int, log_end: int) -> int:
+    """Q-4: SPSO below the log start (retention deleted records): the
+    records not yet done there are lost; count them. SPEO past the log end
+    (records lost with a power loss): the window shrinks to it. Returns how
+    many were lost."""
+    h, cap = f.head, f.capacity
+    lost = 0
+    if h[ss.SPSO] < log_start:
+        for off in range(h[ss.SPSO], min(h[ss.SPEO], log_start)):
+            i = off % cap
+            if f.states[i] not in (ss.ACKNOWLEDGED, ss.ARCHIVED):
+                lost += 1
+            f.states[i] = ss.EMPTY
+        lost += max(0, log_start - h[ss.SPEO])
+        h[ss.SPSO] = log_start
+        h[ss.SPEO] = max(h[ss.SPEO], log_start)
+        h[ss.LOST] += lost
+        f.bump()
+    if h[ss.SPEO] > log_end:
+        for off in range(max(log_end, h[ss.SPSO]), h[ss.SPEO]):
+            f.states[off % cap] = ss.EMPTY
+        h[ss.SPEO] = max(log_end, h[ss.SPSO])
+        h[ss.SPSO] = min(h[ss.SPSO], h[ss.SPEO])
+        f.bump()
+    return lost
+
+
+def acquire(f: ss.ShareFile, owner_of: Callable[[], int], now: int, lock_ms: int, max_records: int,
+            max_in_flight: int, limit: int, log_start: int, log_end: int,
+            archive: Archive) -> tuple[list[tuple[int, int]], int]:
+    """Acquire up to ``max_records`` for the owner number ``owner_of()``
+    gives (asked once dead owners' numbers are free): ([(offset, delivery
+    count)] in offset order, records lost to retention now)."""
+    lost = trim_to_log(f, log_start, log_end)
+    _expire(f, now, limit, f.dead_owners_locked(), archive)
+    owner = owner_of()
+    h, cap = f.head, f.capacity
+    deadline = now + lock_ms
+    got: list[tuple[int, int]] = []
+    states, counts, owners, deadlines = f.states, f.counts, f.owner_of, f.deadlines
+    for off in f.positions(ss.AVAILABLE):
+        if len(got) >= max_records:
+            break
+        i = off % cap
+        c = counts[i] + 1
+        deadlines[i] = deadline
+        owners[i] = owner
+        counts[i] = c
+        states[i] = ss.ACQUIRED
+        got.append((off, c))
+    if len(got) < max_records and h[ss.SPEO] < log_end:
+        room = min(max_records - len(got), log_end - h[ss.SPEO],
+                   cap - (h[ss.SPEO] - h[ss.SPSO]),
+                   max_in_flight - f.count_in_flight())
+        speo = h[ss.SPEO]
+        for off in range(speo, speo + max(0, room)):
+            i = off % cap
+            deadlines[i] = deadline
+            owners[i] = owner
+            counts[i] = 1
+            states[i] = ss.ACQUIRED
+            got.append((off, 1))
+        h[ss.SPEO] = speo + max(0, room)
+    if got:
+        h[ss.MIN_DEADLINE] = min(h[ss.MIN_DEADLINE], deadline)
+        f.bump()
+    return got, lost
+
+
+def apply_acks(f: ss.ShareFile, owner: int, acks: list[tuple[int, str, int]], now: int,
+               lock_ms: int, limit: int, archive: Archive) -> list[int]:
+    """Apply one partition's acknowledgements [(offset, type, delay_ms)] all
+    or nothing (Q-2). Returns the offsets this owner no longer holds (its
+    lock expired and another took the record, or retention deleted it):
+    then nothing was applied."""
+    h, cap = f.head, f.capacity
+    spso, speo = h[ss.SPSO], h[ss.SPEO]
+    bad = []
+    for off, _t, _d in acks:
+        i = off % cap
+        if not spso <= off < speo or f.states[i] != ss.ACQUIRED or f.owner_of[i] != owner:
+            bad.append(off)
+    if bad:
+        return bad
+    changes: list[tuple[int, int, int, int]] = []
+    doomed: list[tuple[int, int, str]] = []
+    final: dict[int, tuple[int, int, int, int]] = {}
+    for off, kind, delay in acks:
+        i = off % cap
+        count = f.counts[i]
+        if kind == ACCEPT:
+            final[off] = (off, ss.ACKNOWLEDGED, count, 0)
+        elif kind == RENEW:
+            final[off] = (off, ss.ACQUIRED, count, now + lock_ms)
+        elif kind == REJECT or count >= limit:
+            final[off] = (off, ss.ARCHIVED, count, 0)
+        elif delay > 0:
+            final[off] = (off, ss.DELAYED, count, now + delay)
+        else:
+            final[off] = (off, ss.AVAILABLE, count, 0)
+    for off, state, count, _dl in final.values():
+        if state == ss.ARCHIVED:
+            reason = "rejected" if any(a[0] == off and a[1] == REJECT for a in acks) \
+                else "delivery_limit"
+            doomed.append((off, count, reason))
+    changes = list(final.values())
+    if doomed:
+        archive(doomed)
+        h[ss.ARCHIVED_N] += len(doomed)
+    f.write_batch_locked(changes)
+    return []
+
+
+def release_owner(f: ss.ShareFile, owner: int, limit: int, archive: Archive) -> None:
+    """close(): everything ``owner`` holds back to Available; its number freed."""
+    changes = []
+    for off in f.positions(ss.ACQUIRED):
+        i = off % f.capacity
+        if f.owner_of[i] == owner:
+            changes.append((off, ss.AVAILABLE, f.counts[i], 0))
+    if changes:
+        f.write_batch_locked(changes)
+    f.free_owner_locked(owner)
+
+
+class ShareFiles:
+    """The share files a Log opened, and their checkpoints into LMDB (Q-3).
+    Thread-safe."""
+
+    def __init__(self, log: Any) -> None:
+        self._log = log
+        self.pid = os.getpid()
+        self._mutex = threading.Lock()
+        self._files: dict[bytes, ss.ShareFile] = {}
+        self.dir = os.path.join(log.path, "meta", "share")
+
+    def get(self, group: str, topic: str, partition: int, capacity: int,
+            initial: Callable[[], int]) -> ss.ShareFile:
+        """The file of (group, topic, partition), opened (and made, from
+        LMDB or at ``initial()``: the auto_offset_reset offset) once."""
+        key = ss.share_key(group, topic, partition)
+        with self._mutex:
+            f = self._files.get(key)
+            if f is not None:
+                return f
+            os.makedirs(self.dir, exist_ok=True)
+            meta = self._log.meta
+
+            def load() -> tuple[int, int, list[tuple[int, int, int, int]]]:
+                with meta._txn("read share state") as txn:
+                    raw = txn.get(key, db=meta._info)
+                if raw is None:
+                    return 0, initial(), []
+                return ss.decode_state(bytes(raw), f"{group}/{topic}-{partition}")
+
+            f = ss.ShareFile(os.path.join(self.dir, ss.file_name(key)), key, capacity,
+                             self._log._lock_token, self._log._lock_fd, load)
+            self._files[key] = f
+        # a new share group is listed (share_groups, pylog queues) at once
+        with meta._txn("read share state") as txn:
+            known = txn.get(key, db=meta._info) is not None
+        if not known:
+            with f.locked():
+                seq, spso, runs = f.runs_locked()
+            with meta._txn("register a share group", write=True) as txn:
+                if txn.get(key, db=meta._info) is None:
+                    txn.put(key, ss.encode_state(-1, spso, runs), db=meta._info)
+        return f
+
+    def checkpoint(self, only: list[ss.ShareFile] | None = None) -> int:
+        """Q-3: copy the changed files' state into LMDB, newest wins (the
+        stored seq), after the records this process wrote (dead-letter
+        copies) are durable. Returns how many were copied."""
+        with self._mutex:
+            files = list(self._files.values()) if only is None else only
+        snaps = []
+        for f in files:
+            if f.fd < 0 or f.head[ss.SEQ] == f.head[ss.CKPT]:
+                continue
+            with f.locked():
+                snaps.append((f, *f.runs_locked()))
+        if not snaps:
+            return 0
+        log = self._log
+        if log.sync != "always":        # (with "always" every append is durable)
+            for part in list(log._partitions.values()):
+                if not part.readonly and not part.closed:
+                    part.flush()
+        meta = log.meta
+        with meta._txn("checkpoint share state", write=True) as txn:
+            for f, seq, spso, runs in snaps:
+                old = txn.get(f.key, db=meta._info)
+                if old is not None and len(old) >= 8 and \
+                        int.from_bytes(bytes(old[:8]), "little", signed=True) >= seq:
+                    continue
+                txn.put(f.key, ss.encode_state(seq, spso, runs), db=meta._info)
+        for f, seq, *_ in snaps:
+            if f.fd >= 0 and f.head[ss.CKPT] < seq:
+                f.head[ss.CKPT] = seq
+        return len(snaps)
+
+    def close(self) -> None:
+        with self._mutex:
+            files, self._files = list(self._files.values()), {}
+        for f in files:
+            f.close()
+
+
+def validate_ack(kind: object, delay_ms: object) -> int:
+    if kind not in ACK_TYPES:
+        raise InvalidArgument(f"acknowledge type {kind!r}; expected one of {ACK_TYPES}")
+    if delay_ms is None:
+        return 0
+    if kind != RELEASE:
+        raise InvalidArgument("delay_ms is for type='release' only")
+    if isinstance(delay_ms, bool) or not isinstance(delay_ms, int) or \
+            not 0 <= delay_ms <= 7 * 86_400_000:
+        raise InvalidArgument(f"delay_ms={delay_ms!r}; expected int in [0, 604800000]")
+    return delay_ms
+
+
+def describe_share_groups(log: Any) -> list[dict[str, Any]]:
+    """Every share-partition of the log: group, topic, partition, SPSO, SPEO,
+    records available, acquired (with owner and lock end), delayed, archived
+    and lost, and the age of the oldest record not yet done — from the
+    shared file when it is of this boot, else from LMDB (Q-1, Q-3).
+    A monitoring snapshot: taken without the files' locks."""
+    meta = log.meta
+    found: list[tuple[bytes, bytes]] = []
+    with meta._txn("list share groups") as txn:
+        c = txn.cursor(db=meta._info)
+        if c.set_range(ss.KEY_PREFIX):
+            for k, v in c:
+                if not k.startswith(ss.KEY_PREFIX):
+                    break
+                found.append((bytes(k), bytes(v)))
+    out = []
+    now = int(time.time() * 1000)
+    sdir = os.path.join(log.path, "meta", "share")
+    try:        # a description of its own: probing never conflicts with ours
+        live_fd = os.open(os.path.join(log.path, "pylog.lock"), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        live_fd = -1
+    for key, raw in found:
+        parts = split_okey(key[len(ss.KEY_PREFIX):])
+        if parts is None:
+            continue
+        group, topic, partition = parts
+        row: dict[str, Any] = {"group": group, "topic": topic, "partition": partition}
+        snap = ss.snapshot(os.path.join(sdir, ss.file_name(key)), key)
+        if snap is not None and live_fd >= 0:
+            alive: dict[int, bool] = {}
+            for h in snap["held"]:
+                tok = h["owner_token"]
+                if tok not in alive:
+                    alive[tok] = ss.token_alive(live_fd, tok)
+                h["owner_alive"] = alive[tok]
+        if snap is None:
+            _seq, spso, runs = ss.decode_state(raw, f"{group}/{topic}-{partition}")
+            speo = runs[-1][1] + 1 if runs else spso
+            snap = {"spso": spso, "speo": speo, "acquired": 0, "delayed": 0, "held": [],
+                    "available": sum(r[1] - r[0] + 1 for r in runs if r[2] == ss.AVAILABLE),
+                    "acknowledged_in_window": sum(r[1] - r[0] + 1 for r in runs
+                                                  if r[2] == ss.ACKNOWLEDGED),
+                    "archived_total": None, "lost_to_retention": None}
+        row.update(snap)
+        row["oldest_unacknowledged_age_ms"] = None
+        try:
+            part = log.partition(topic, partition)
+            end = part.state().next_offset
+            row["end_offset"] = end
+            row["available"] += max(0, end - row["speo"])   # never delivered yet
+            if row["spso"] < end:
+                recs = part.fetch(Cursor(row["spso"]), 1)
+                if recs:
+                    row["oldest_unacknowledged_age_ms"] = max(0, now - recs[0][1])
+        except PylogError:
+            row["end_offset"] = None
+        out.append(row)
+    if live_fd >= 0:
+        os.close(live_fd)
+    return out

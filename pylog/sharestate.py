@@ -1,0 +1,466 @@
+"""Share-partition state: which records of a partition a share group
+(pylog.shareconsumer) has handed out, to whom, until when (FORMAT.rst Q-*).
+
+One file per share-partition (group, topic, partition) in ``meta/share/``,
+mapped shared by every process of the log (Q-1): the share-partition start
+offset (SPSO: every record below it is done), the end of the in-flight
+window (SPEO), and a ring of entries for the offsets in between, each with
+its state, delivery count, owner and deadline (Q-2). Every change happens
+under the file's lock (an OFD write lock on byte 0 — the kernel drops it
+when its holder dies — plus a per-process mutex, as OFD locks do not
+separate threads sharing a descriptor). A batch of acknowledgements is
+written to a journal first and applied from it, so a holder killed midway
+leaves a batch the next holder finishes: acknowledgements apply all or
+nothing per partition (Q-2).
+
+Owners are Logs (their liveness token, the one partition append locks use,
+P-3) and a member number per consumer: a record acquired by a Log whose
+process died is Available again at the next acquisition by anyone, not at
+its lock deadline (Q-2).
+
+Durability: a change is a store into the shared map, so it survives the
+SIGKILL of the process making it as soon as it is made. LMDB holds the
+durable copy in Kafka's shape (``info`` key, Q-3): SPSO plus runs {first,
+last, state, delivery count}; Acquired is stored as Available. Checkpoints
+copy changed files into it (the Log's interval checkpoints, flush, close,
+and a ``sync="always"`` commit before it returns). After a reboot the file
+is not trusted (boot id, Q-1): the state comes from LMDB.
+
+Thread safety: thread-safe (see above). Not fork-safe: the Log reopens its
+metadata in a child, and share files with it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import mmap
+import os
+import struct
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from . import _native
+from .commitstore import okey
+from .cursors import boot_id
+from .errors import CorruptLogError, InvalidArgument, PylogError
+from .files import allocate, open_regular
+
+AVAILABLE, ACQUIRED, ACKNOWLEDGED, ARCHIVED = 0, 1, 2, 4      # Kafka's numbers
+DELAYED = 5          # Available, not before its deadline (in the file only)
+EMPTY = 0xFF         # a ring entry outside [SPSO, SPEO)
+
+_MAGIC = b"PLSHARE1"
+_VERSION = 1
+_HEAD = struct.Struct("=8sII16s")          # magic, version, capacity, boot id
+HEADER_BYTES = 4096
+_OWNERS_AT = 1024                          # 256 x (uint32 token, uint32 member)
+MAX_OWNERS = 255                           # owner byte 0 = none
+_KEY_AT = 3072
+_KEY_MAX = 1000
+# int64 fields of the header, by index in 8-byte words (Q-1)
+SPSO, SPEO, SEQ, CKPT, MIN_DEADLINE, MIN_DELAY, LOST, JOURNAL, ARCHIVED_N = range(8, 17)
+NEVER = 1 << 62
+_F_OFD_GETLK = getattr(fcntl, "F_OFD_GETLK", 36)
+_FLOCK = struct.Struct("hh4xqqi4x")
+_LIVENESS_BASE = 1 << 32
+_RUN = struct.Struct("<qqBH")
+_VAL = struct.Struct("<qq")                # seq, spso (Q-3)
+KEY_PREFIX = b"share\0"
+
+
+def share_key(group: str, topic: str, partition: int) -> bytes:
+    """The ``info`` key of a share-partition's persisted state (Q-3)."""
+    return KEY_PREFIX + okey(group, topic, partition)
+
+
+def token_alive(live_fd: int, token: int) -> bool:
+    """Is the Log with liveness ``token`` alive (P-3: its read lock on byte
+    2**32 + token of pylog.lock)? Never ask it of the caller's own token:
+    its own lock does not conflict with itself."""
+    probe = _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, _LIVENESS_BASE + token, 1, 0)
+    try:
+        got = fcntl.fcntl(live_fd, _F_OFD_GETLK, probe)
+    except OSError:
+        return True                 # cannot tell: keep the lock
+    return _FLOCK.unpack(got)[0] != fcntl.F_UNLCK
+
+
+def _align8(n: int) -> int:
+    return (n + 7) & ~7
+
+
+class ShareFile:
+    """The mapped state of one share-partition (module docstring). Methods
+    named ``*_locked`` must run inside :meth:`locked`."""
+
+    def __init__(self, path: str, key: bytes, capacity: int, token: int, live_fd: int,
+                 load: Callable[[], tuple[int, int, list[tuple[int, int, int, int]]]]) -> None:
+        if len(key) > _KEY_MAX:
+            raise InvalidArgument("share group, topic and partition name a key longer "
+                                  f"than {_KEY_MAX} bytes")
+        self.path = path
+        self.key = key
+        self._token = token
+        self._live_fd = live_fd
+        self._mutex = threading.Lock()
+        self.fd = open_regular(path, os.O_RDWR | os.O_CREAT, what="share state")
+        try:
+            self._open(capacity, load)
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    # -- open (Q-1) ------------------------------------------------------------------
+    def _open(self, capacity: int, load: Callable[[], Any]) -> None:
+        boot = boot_id() or b"\0" * 16
+        for _ in range(50):
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                alone = True
+            except BlockingIOError:
+                alone = False
+            if alone:
+                if not self._header_ok(boot):
+                    self._reset(capacity, boot, load)
+                fcntl.flock(self.fd, fcntl.LOCK_SH)
+                break
+            fcntl.flock(self.fd, fcntl.LOCK_SH)     # waits for an initializer
+            if self._header_ok(boot):
+                break
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            time.sleep(0.01)
+        else:
+            raise CorruptLogError("the share state's header is damaged while other "
+                                  "processes use it; close every process of the log "
+                                  "and open it again (the state comes back from LMDB)",
+                                  self.path)
+        self._map()
+
+    def _header_ok(self, boot: bytes) -> bool:
+        head = os.pread(self.fd, _HEAD.size, 0)
+        if len(head) != _HEAD.size:
+            return False
+        magic, version, cap, fboot = _HEAD.unpack(head)
+        if magic != _MAGIC or version != _VERSION or fboot != boot or cap <= 0:
+            return False
+        klen = int.from_bytes(os.pread(self.fd, 2, _KEY_AT), "little")
+        return (os.pread(self.fd, klen, _KEY_AT + 2) == self.key
+                and os.fstat(self.fd).st_size >= _layout(cap)[-1])
+
+    def _reset(self, capacity: int, boot: bytes, load: Callable[[], Any]) -> None:
+        """Q-1: a new file, or one of another boot: the state from LMDB."""
+        seq, spso, runs = load()
+        size = _layout(capacity)[-1]
+        os.ftruncate(self.fd, 0)
+        allocate(self.fd, size)       # blocks exist: a store never SIGBUSes
+        m = mmap.mmap(self.fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        try:
+            self._bind(m, capacity)
+            self.states[:] = bytes([EMPTY]) * capacity
+            h = self.head
+            h[SPSO] = h[SPEO] = spso
+            h[SEQ] = h[CKPT] = seq
+            h[MIN_DEADLINE] = h[MIN_DELAY] = NEVER
+            for first, last, state, count in runs:
+                for off in range(first, last + 1):
+                    if off - spso >= capacity:
+                        break
+                    i = off % capacity
+                    self.states[i] = state
+                    self.counts[i] = count
+                    h[SPEO] = max(h[SPEO], off + 1)
+            # offsets of the window no run names are Available, never delivered
+            for off in range(spso, h[SPEO]):
+                if self.states[off % capacity] == EMPTY:
+                    self.states[off % capacity] = AVAILABLE
+            m[_KEY_AT:_KEY_AT + 2 + len(self.key)] = len(self.key).to_bytes(2, "little") \
+                + self.key
+            m[:_HEAD.size] = _HEAD.pack(_MAGIC, _VERSION, capacity, boot)   # last
+        finally:
+            self._release_views()
+            m.close()
+
+    def _map(self) -> None:
+        cap = _HEAD.unpack(os.pread(self.fd, _HEAD.size, 0))[2]
+        m = mmap.mmap(self.fd, _layout(cap)[-1], mmap.MAP_SHARED,
+                      mmap.PROT_READ | mmap.PROT_WRITE)
+        self._bind(m, cap)
+
+    def _bind(self, m: mmap.mmap, cap: int) -> None:
+        st, ct, ow, dl, jr, _ = _layout(cap)
+        self.m = m
+        self.capacity = cap
+        mv = memoryview(m)
+        self.head = mv[:HEADER_BYTES].cast("q")
+        self.owners = mv[_OWNERS_AT:_OWNERS_AT + 8 * (MAX_OWNERS + 1)].cast("I")
+        self.states = mv[st:st + cap]
+        self.counts = mv[ct:ct + 2 * cap].cast("H")
+        self.owner_of = mv[ow:ow + cap]
+        self.deadlines = mv[dl:dl + 8 * cap].cast("q")
+        self.journal = mv[jr:jr + 24 * cap].cast("q")
+        self._st_at = st
+
+    def _release_views(self) -> None:
+        for name in ("head", "owners", "states", "counts", "owner_of", "deadlines",
+                     "journal"):
+            v = self.__dict__.pop(name, None)
+            if v is not None:
+                v.release()
+
+    def close(self) -> None:
+        with self._mutex:
+            if self.fd < 0:
+                return
+            self._release_views()
+            self.m.close()
+            os.close(self.fd)
+            self.fd = -1
+
+    # -- the lock -----------------------------------------------------------------------
+    def locked(self) -> _Held:
+        return _Held(self)
+
+    def _lock(self) -> None:
+        self._mutex.acquire()
+        if self.fd < 0:
+            self._mutex.release()
+            raise PylogError(f"share state {self.path} is closed (its Log was closed)")
+        try:
+            _native.lock(self.fd, 0, 1, "w", True)
+            if self.head[JOURNAL]:
+                self._replay()          # Q-2: a holder died mid-batch
+        except BaseException:
+            self._mutex.release()
+            raise
+
+    def _unlock(self) -> None:
+        try:
+            _native.lock(self.fd, 0, 1, "u", False)
+        finally:
+            self._mutex.release()
+
+    # -- entries ---------------------------------------------------------------------------
+    def owner_slot_locked(self, member: int) -> int:
+        """This Log's ``member``'s owner number (1..255), registered if new;
+        slots of dead Logs are freed first (their records become Available)."""
+        ow, free = self.owners, 0
+        for n in range(1, MAX_OWNERS + 1):
+            if ow[2 * n] == self._token and ow[2 * n + 1] == member:
+                return n
+            if ow[2 * n] == 0 and not free:
+                free = n
+        if not free:
+            raise PylogError(f"share state {self.path}: more than {MAX_OWNERS} share "
+                             "consumers hold records of this partition")
+        ow[2 * free] = self._token
+        ow[2 * free + 1] = member
+        return free
+
+    def free_owner_locked(self, slot: int) -> None:
+        self.owners[2 * slot] = 0
+        self.owners[2 * slot + 1] = 0
+
+    def dead_owners_locked(self) -> list[int]:
+        """Owner numbers whose Log is gone (Q-2)."""
+        ow, dead = self.owners, []
+        seen: dict[int, bool] = {}
+        for n in range(1, MAX_OWNERS + 1):
+            tok = ow[2 * n]
+            if tok == 0 or tok == self._token:
+                continue
+            alive = seen.get(tok)
+            if alive is None:
+                alive = seen[tok] = token_alive(self._live_fd, tok)
+            if not alive:
+                dead.append(n)
+        return dead
+
+    def positions(self, state: int) -> list[int]:
+        """Offsets of the window in ``state``, in offset order (C-speed find)."""
+        h, cap, m, st = self.head, self.capacity, self.m, self._st_at
+        spso, speo = h[SPSO], h[SPEO]
+        out: list[int] = []
+        if speo <= spso:
+            return out
+        b = bytes([state])
+        a, z = spso % cap, speo % cap
+        spans = [(a, z)] if a < z else [(a, cap), (0, z)]
+        for lo, hi in spans:
+            # offset of ring index r: spso + (r - a) in the first span,
+            # spso + (cap - a) + r in the wrapped one
+            base = spso - a if lo == a else spso + cap - a
+            i = m.find(b, st + lo, st + hi)
+            while i >= 0:
+                out.append(base + i - st)
+                i = m.find(b, i + 1, st + hi)
+        return out
+
+    def count_in_flight(self) -> int:
+        """Window entries that hold an in-flight slot: Available and Acquired
+        (Delayed ones do not, by design)."""
+        h, cap = self.head, self.capacity
+        spso, speo = h[SPSO], h[SPEO]
+        if speo <= spso:
+            return 0
+        a, z = spso % cap, speo % cap
+        raw = bytes(self.states[a:z]) if a < z else \
+            bytes(self.states[a:]) + bytes(self.states[:z])
+        return raw.count(b"\x00") + raw.count(b"\x01")
+
+    def advance_locked(self) -> None:
+        """SPSO past the done prefix (Acknowledged / Archived), entries freed."""
+        h, cap, states = self.head, self.capacity, self.states
+        spso, speo = h[SPSO], h[SPEO]
+        while spso < speo:
+            i = spso % cap
+            # EMPTY inside the window: an advance whose holder died midway
+            if states[i] not in (ACKNOWLEDGED, ARCHIVED, EMPTY):
+                break
+            states[i] = EMPTY
+            spso += 1
+        h[SPSO] = spso
+
+    def bump(self) -> None:
+        self.head[SEQ] += 1
+
+    # -- journaled batches (Q-2) --------------------------------------------------------
+    def write_batch_locked(self, changes: list[tuple[int, int, int, int]]) -> None:
+        """Apply (offset, state, count, deadline) changes all or nothing: the
+        journal first, then the entries, then the journal cleared."""
+        j = self.journal
+        for n, (off, state, count, deadline) in enumerate(changes):
+            j[3 * n] = off
+            j[3 * n + 1] = state | (count << 8)
+            j[3 * n + 2] = deadline
+        self.head[JOURNAL] = len(changes)
+        self._replay()
+
+    def _replay(self) -> None:
+        h, j, cap = self.head, self.journal, self.capacity
+        for n in range(h[JOURNAL]):
+            off, sc, deadline = j[3 * n], j[3 * n + 1], j[3 * n + 2]
+            if not h[SPSO] <= off < h[SPEO]:
+                continue
+            i = off % cap
+            self.states[i] = sc & 0xFF
+            self.counts[i] = sc >> 8
+            self.deadlines[i] = deadline
+            if sc & 0xFF == DELAYED:
+                h[MIN_DELAY] = min(h[MIN_DELAY], deadline)
+            elif sc & 0xFF == ACQUIRED:
+                h[MIN_DEADLINE] = min(h[MIN_DEADLINE], deadline)
+        h[JOURNAL] = 0
+        self.advance_locked()
+        h[SEQ] += 1
+
+    # -- persisted shape (Q-3) -----------------------------------------------------------
+    def runs_locked(self) -> tuple[int, int, list[tuple[int, int, int, int]]]:
+        """(seq, SPSO, runs): Acquired and Delayed as Available; trailing
+        never-delivered Available records are implicit."""
+        h, cap = self.head, self.capacity
+        runs: list[tuple[int, int, int, int]] = []
+        for off in range(h[SPSO], h[SPEO]):
+            i = off % cap
+            state = self.states[i]
+            if state in (ACQUIRED, DELAYED):
+                state = AVAILABLE
+            elif state == EMPTY:        # left by a holder that died (advance_locked)
+                state = ACKNOWLEDGED
+            count = self.counts[i]
+            if runs and runs[-1][1] == off - 1 and runs[-1][2] == state \
+                    and runs[-1][3] == count:
+                runs[-1] = (runs[-1][0], off, state, count)
+            else:
+                runs.append((off, off, state, count))
+        while runs and runs[-1][2] == AVAILABLE and runs[-1][3] == 0:
+            runs.pop()
+        return h[SEQ], h[SPSO], runs
+
+
+class _Held:
+    __slots__ = ("_f",)
+
+    def __init__(self, f: ShareFile) -> None:
+        self._f = f
+
+    def __enter__(self) -> ShareFile:
+        self._f._lock()
+        return self._f
+
+    def __exit__(self, *exc: object) -> None:
+        self._f._unlock()
+
+
+def _layout(cap: int) -> tuple[int, int, int, int, int, int]:
+    """Byte offsets of states, counts, owners, deadlines, journal; file size."""
+    st = HEADER_BYTES
+    ct = _align8(st + cap)
+    ow = _align8(ct + 2 * cap)
+    dl = _align8(ow + cap)
+    jr = dl + 8 * cap
+    return st, ct, ow, dl, jr, jr + 24 * cap
+
+
+def encode_state(seq: int, spso: int, runs: list[tuple[int, int, int, int]]) -> bytes:
+    """Q-3: the LMDB value of a share-partition's state."""
+    return _VAL.pack(seq, spso) + b"".join(_RUN.pack(*r) for r in runs)
+
+
+def decode_state(raw: bytes, where: str) -> tuple[int, int, list[tuple[int, int, int, int]]]:
+    if len(raw) < _VAL.size or (len(raw) - _VAL.size) % _RUN.size:
+        raise CorruptLogError(f"share state {where} is damaged in LMDB")
+    seq, spso = _VAL.unpack_from(raw, 0)
+    runs = [_RUN.unpack_from(raw, at) for at in range(_VAL.size, len(raw), _RUN.size)]
+    for first, last, state, _count in runs:
+        if last < first or first < spso or state not in (AVAILABLE, ACKNOWLEDGED, ARCHIVED):
+            raise CorruptLogError(f"share state {where} has a damaged run in LMDB")
+    return seq, spso, runs
+
+
+def file_name(key: bytes) -> str:
+    return hashlib.blake2b(key, digest_size=16).hexdigest() + ".share"
+
+
+def snapshot(path: str, key: bytes) -> dict[str, Any] | None:
+    """A lock-free read of a share file for monitoring (``pylog queues``):
+    counts per state, owners and deadlines; None when the file is missing
+    or not of this boot (Q-1: LMDB has the state then). A snapshot taken
+    while a process changes the file may mix old and new entries."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    if len(raw) < HEADER_BYTES:
+        return None
+    magic, version, cap, fboot = _HEAD.unpack_from(raw, 0)
+    klen = int.from_bytes(raw[_KEY_AT:_KEY_AT + 2], "little")
+    if magic != _MAGIC or version != _VERSION or cap <= 0 or \
+            fboot != (boot_id() or b"\0" * 16) or raw[_KEY_AT + 2:_KEY_AT + 2 + klen] != key \
+            or len(raw) < _layout(cap)[-1]:
+        return None
+    st, ct, ow, dl, _jr, _ = _layout(cap)
+    mv = memoryview(raw)
+    head = mv[:HEADER_BYTES].cast("q")
+    owners = mv[_OWNERS_AT:_OWNERS_AT + 8 * (MAX_OWNERS + 1)].cast("I")
+    counts = mv[ct:ct + 2 * cap].cast("H")
+    deadlines = mv[dl:dl + 8 * cap].cast("q")
+    by_state = {AVAILABLE: 0, ACQUIRED: 0, ACKNOWLEDGED: 0, ARCHIVED: 0, DELAYED: 0}
+    held: list[dict[str, int]] = []
+    for off in range(head[SPSO], head[SPEO]):
+        i = off % cap
+        s = raw[st + i]
+        if s in by_state:
+            by_state[s] += 1
+        if s == ACQUIRED:
+            o = raw[ow + i]
+            held.append({"offset": off, "delivery_count": counts[i],
+                         "owner_token": owners[2 * o], "lock_until_ms": deadlines[i]})
+    return {"spso": head[SPSO], "speo": head[SPEO], "available": by_state[AVAILABLE],
+            "acquired": by_state[ACQUIRED], "delayed": by_state[DELAYED],
+            "acknowledged_in_window": by_state[ACKNOWLEDGED],
+            "archived_total": head[ARCHIVED_N], "lost_to_retention": head[LOST],
+            "held": held}
