@@ -451,7 +451,7 @@ class Consumer(Positions, Fetching):
         (confluent-kafka). ``asynchronous`` is accepted and changes nothing:
         a commit is a local transaction, done when this returns.
 
-        Durability: stored in the commit table (FORMAT.rst C-*), the offsets
+        Durability: stored in the commit table (FORMAT.rst C-1 to C-5), the offsets
         survive a crash of this process once this returns; with
         ``sync="always"`` they are durable on return, in the other modes at
         the next checkpoint (every ``sync_interval_ms``), which first makes

@@ -1,4 +1,4 @@
-"""The commit table: committed offsets at memory speed (FORMAT.rst C-*).
+"""The commit table: committed offsets at memory speed (FORMAT.rst C-1 to C-5).
 
 ``meta/cursors`` is a file every process of the log maps shared: a
 4 KiB header (C-1), then 64-byte slots (C-2), one per (group, topic,

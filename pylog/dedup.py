@@ -1,6 +1,6 @@
 """The idempotent consumer: a bounded store of processed event ids in
 SQLite, for effects that cannot join a database transaction (an e-mail,
-an HTTP call to another service).
+an HTTP call to another service)::
 
     ids = ProcessedIds(conn, "order-emails", max_ids=100_000)
     for record in consumer:

@@ -22,7 +22,7 @@ info       ``b"slot\\0"`` offsets key             ``>I`` its commit table slot (
 ========== ====================================== ===================================
 
 Committed offsets live in the commit table ``meta/cursors`` first
-(:mod:`pylog.commitstore`, FORMAT.rst C-*), checkpointed into ``offsets``.
+(:mod:`pylog.commitstore`, FORMAT.rst C-1 to C-5), checkpointed into ``offsets``.
 
 LMDB serializes writers across processes with a robust mutex (a writer that
 dies mid-transaction is rolled back, never wedging the others) and readers
@@ -68,7 +68,7 @@ from .identity import Identity, vanished
 from .metalock import MetaLock
 from .partition import PartitionMeta
 
-FORMAT_VERSION = b"2"           # M-1: 2 added the commit table (C-*)
+FORMAT_VERSION = b"2"           # M-1: 2 added the commit table (C-1 to C-5)
 _READ_VERSIONS = (b"1", FORMAT_VERSION)
 _TOMBSTONE = b"deleted\0"     # M-11: info keys of deleted topics' tombstones
 _PARTITION = struct.Struct(">qqqq")

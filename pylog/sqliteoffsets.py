@@ -1,6 +1,6 @@
 """Exactly-once effects into SQLite: a consumer's offsets stored in the
 application's own SQLite database, in the same transaction as the effects
-of the records they point past (Kafka's "storing offsets outside Kafka").
+of the records they point past (Kafka's "storing offsets outside Kafka")::
 
     offsets = SQLiteOffsets(conn, "inventory")       # creates its table
     consumer = log.consumer(group_id="inventory", enable_auto_commit=False,
