@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -40,6 +41,10 @@ T = TypeVar("T")
 #: threads of a Log's executor: enough for a few concurrent fsyncing sends
 #: (they share fdatasyncs) next to a commit and a consumer's housekeeping
 EXECUTOR_THREADS = 4
+#: the longest the clients of one Log run on the loop without yielding to
+#: it: a task that sends or fetches in a loop never waits while appends are
+#: inline and records are ready, so it yields between calls after this long
+FAIR_SLICE_S = 0.0005
 
 
 class AIOLog:
@@ -53,6 +58,7 @@ class AIOLog:
                                             thread_name_prefix="pylog-aio")
         self._log: _log.Log | None = None
         self._bridge_: DoorbellBridge | None = None
+        self._yield_at = 0.0
 
     @property
     def log(self) -> _log.Log:
@@ -69,6 +75,16 @@ class AIOLog:
     def _submit(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """``fn(*args)`` in this Log's executor, as a future of the running loop."""
         return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def _take_turn(self) -> None:
+        """Yield to the loop if this Log's clients kept it FAIR_SLICE_S;
+        called before a send or a fetch, never between one and its return
+        (a cancellation there would lose its result)."""
+        now = time.monotonic()
+        if now >= self._yield_at:
+            if self._yield_at:
+                await asyncio.sleep(0)
+            self._yield_at = time.monotonic() + FAIR_SLICE_S
 
     async def open(self) -> AIOLog:
         """Open the log (recovery and fsyncs run off the loop)."""

@@ -98,6 +98,7 @@ class AIOConsumer:
         deadline = loop.time() + timeout_s
         manual = c._manual is not None and not c._auto_commit
         while True:
+            await self._alog._take_turn()
             await self._housekeep()
             await self._lock.acquire()
             try:

@@ -46,6 +46,7 @@ class AIOProducer:
                    headers: Headers = None) -> RecordMetadata:
         """Append one record; return where it went (see Producer.send)."""
         if self._inline:
+            await self._alog._take_turn()
             md = self._p.send(topic, value, key, headers=headers, partition=partition,
                               timestamp_ms=timestamp_ms)
             self._alog._bridge.rang(topic_slot(topic))
@@ -66,6 +67,7 @@ class AIOProducer:
         call = functools.partial(self._p.send_batch, topic, items, partition=partition,
                                  timestamp_ms=timestamp_ms)
         if self._inline and len(items) <= INLINE_BATCH_MAX:
+            await self._alog._take_turn()
             mds = call()
             self._alog._bridge.rang(topic_slot(topic))
             return mds
