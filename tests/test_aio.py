@@ -282,3 +282,20 @@ def test_idle_consumers_cost_little_cpu(logdir):
     share = run("asyncio", main)
     print(f"{n} idle consumers: {share * 100:.2f}% of a CPU")
     assert share < 0.10
+
+
+def test_waiting_consumer_sees_a_topic_created_later(logdir):
+    """Idle consumers without a group wait without waking every second;
+    the Log's topic watch wakes them when a subscribed topic appears."""
+    async def main():
+        async with pylog.aio.open(logdir, sync="never") as log:
+            c = log.consumer("late", auto_offset_reset="earliest")
+            waiting = asyncio.create_task(c.getmany(timeout_ms=60_000))
+            await asyncio.sleep(0.2)
+            await log.create_topic("late")
+            await log.producer().send("late", b"here")
+            got = await asyncio.wait_for(waiting, 30)
+            assert [r.value for rs in got.values() for r in rs] == [b"here"]
+            await c.close()
+
+    run("asyncio", main)

@@ -30,6 +30,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from .. import log as _log
+from ..errors import PylogError
+from ..fetching import TOPIC_REFRESH_S
 from ..records import TopicInfo
 from .bridge import DoorbellBridge
 from .consumer import AIOConsumer
@@ -59,6 +61,8 @@ class AIOLog:
         self._log: _log.Log | None = None
         self._bridge_: DoorbellBridge | None = None
         self._yield_at = 0.0
+        self._topics_fut: asyncio.Future[None] | None = None
+        self._topic_watch: asyncio.Task[None] | None = None
 
     @property
     def log(self) -> _log.Log:
@@ -86,6 +90,31 @@ class AIOLog:
                 await asyncio.sleep(0)
             self._yield_at = time.monotonic() + FAIR_SLICE_S
 
+    def _topics_changed(self) -> asyncio.Future[None]:
+        """A future resolved when the Log's topics change. One task per Log
+        looks every TOPIC_REFRESH_S, so that idle consumers that only
+        refresh their topics need not each wake up for it."""
+        if self._topic_watch is None:
+            self._topic_watch = asyncio.get_running_loop().create_task(
+                self._watch_topics(self.log.topics()))
+        fut = self._topics_fut
+        if fut is None or fut.done():
+            fut = self._topics_fut = asyncio.get_running_loop().create_future()
+        return fut
+
+    async def _watch_topics(self, last: list[str]) -> None:
+        while True:
+            await asyncio.sleep(TOPIC_REFRESH_S)
+            try:
+                now = self.log.topics()      # a metadata read: never waits
+            except PylogError:
+                return          # closed: the consumers find out themselves
+            if now != last:
+                last = now
+                fut = self._topics_fut
+                if fut is not None and not fut.done():
+                    fut.set_result(None)
+
     async def open(self) -> AIOLog:
         """Open the log (recovery and fsyncs run off the loop)."""
         if self._log is None:
@@ -99,6 +128,8 @@ class AIOLog:
         if self._log is None or self._log._closed:
             return
         self._bridge.close()
+        if self._topic_watch is not None:
+            self._topic_watch.cancel()
         try:
             await self._submit(self._log.close)
         finally:

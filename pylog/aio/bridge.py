@@ -71,9 +71,11 @@ class DoorbellBridge:
         bell = self._bell
         return _native.doorbell_load_at(bell, slot) if bell is not None else 0
 
-    async def wait(self, slot: int, seen: int, timeout_s: float) -> None:
-        """Return once ``slot`` rang after its count was ``seen``, or after
-        ``timeout_s``; cancellable (then nothing is left registered)."""
+    async def wait(self, slot: int, seen: int, timeout_s: float,
+                   also: asyncio.Future[None] | None = None) -> None:
+        """Return once ``slot`` rang after its count was ``seen``, ``also``
+        (if given) is done, or after ``timeout_s``; cancellable (then
+        nothing is left registered)."""
         if self._bell is None:
             await asyncio.sleep(min(timeout_s, NO_BELL_SLEEP_S))
             return
@@ -90,11 +92,18 @@ class DoorbellBridge:
             elif self._count == 1:
                 self._cond.notify()
         timer = loop.call_later(timeout_s, _resolve, [fut])
+
+        def other(_: asyncio.Future[None]) -> None:
+            _resolve([fut])
+        if also is not None:
+            also.add_done_callback(other)
         try:
-            if self.seq(slot) == seen:      # rang before we registered?
-                await fut
+            if self.seq(slot) == seen and not (also is not None and also.done()):
+                await fut           # (unless it rang before we registered)
         finally:
             timer.cancel()
+            if also is not None:
+                also.remove_done_callback(other)
             self._remove(w)
 
     def _remove(self, w: _Waiter) -> None:

@@ -96,7 +96,11 @@ class AIOConsumer:
         bridge = self._alog._bridge
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        manual = c._manual is not None and not c._auto_commit
+        # housekeeping that bounds a wait: none for an assigned consumer
+        # without auto-commit; only a topic refresh without a group, which
+        # the Log's topic watch wakes up for; a group's heartbeats
+        quiet = c._member is None and not c._auto_commit
+        watch = quiet and c._manual is None
         while True:
             await self._alog._take_turn()
             await self._housekeep()
@@ -113,8 +117,11 @@ class AIOConsumer:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return recs
-            # an assigned consumer without auto-commit has no housekeeping
-            await bridge.wait(slot, seen, remaining if manual else c._wait_s(remaining))
+            also = self._alog._topics_changed() if watch else None
+            await bridge.wait(slot, seen, remaining if quiet else c._wait_s(remaining),
+                              also)
+            if also is not None and also.done():
+                c._refresh_topics(force=True)   # a metadata read
 
     async def getmany(self, *, timeout_ms: int = 0,
                       max_records: int | None = None) -> dict[TopicPartition, list[Record]]:
