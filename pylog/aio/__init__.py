@@ -60,7 +60,8 @@ class AIOLog:
                                             thread_name_prefix="pylog-aio")
         self._log: _log.Log | None = None
         self._bridge_: DoorbellBridge | None = None
-        self._yield_at = 0.0
+        self._turned = True         # the loop turned since _take_turn looked
+        self._slice_start = 0.0
         self._topics_fut: asyncio.Future[None] | None = None
         self._topic_watch: asyncio.Task[None] | None = None
 
@@ -81,14 +82,21 @@ class AIOLog:
         return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def _take_turn(self) -> None:
-        """Yield to the loop if this Log's clients kept it FAIR_SLICE_S;
-        called before a send or a fetch, never between one and its return
-        (a cancellation there would lose its result)."""
-        now = time.monotonic()
-        if now >= self._yield_at:
-            if self._yield_at:
-                await asyncio.sleep(0)
-            self._yield_at = time.monotonic() + FAIR_SLICE_S
+        """Yield to the loop if this Log's clients kept it FAIR_SLICE_S
+        without it turning; called before a send or a fetch, never between
+        one and its return (a cancellation there would lose its result).
+        A marker callback tells whether the loop turned since the last
+        call, so a task that awaits something else in between (a paced
+        producer) never pays for an extra turn."""
+        if self._turned:
+            self._turned = False
+            self._slice_start = time.monotonic()
+            asyncio.get_running_loop().call_soon(self._mark_turn)
+        elif time.monotonic() - self._slice_start >= FAIR_SLICE_S:
+            await asyncio.sleep(0)      # (the marker runs in this turn)
+
+    def _mark_turn(self) -> None:
+        self._turned = True
 
     def _topics_changed(self) -> asyncio.Future[None]:
         """A future resolved when the Log's topics change. One task per Log

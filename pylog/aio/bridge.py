@@ -123,6 +123,12 @@ class DoorbellBridge:
         with self._cond:
             ready = [w for s in {slot, 0} for w in self._waiters.get(s, ())
                      if w.loop is loop]
+            for w in ready:         # (so that the thread need not post them)
+                self._waiters[w.slot].discard(w)
+                self._count -= 1
+            for s in {slot, 0}:
+                if not self._waiters.get(s, True):
+                    del self._waiters[s]
         for w in ready:
             if not w.future.done():
                 w.future.set_result(None)

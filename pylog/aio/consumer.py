@@ -75,8 +75,6 @@ class AIOConsumer:
 
     async def _housekeep(self) -> None:
         c = self._c
-        if not c._housekeeping_due(time.monotonic()):
-            return
         if c._member is None and not c._auto_commit:
             c._housekeep()          # a topic refresh: metadata reads only
         else:
@@ -103,7 +101,8 @@ class AIOConsumer:
         watch = quiet and c._manual is None
         while True:
             await self._alog._take_turn()
-            await self._housekeep()
+            if c._housekeeping_due(time.monotonic()):
+                await self._housekeep()
             await self._lock.acquire()
             try:
                 # the slot's count before the fetch: a ring after it wakes us

@@ -40,6 +40,7 @@ class AIOProducer:
         self._alog = alog
         self._p = producer
         self._inline = alog.log.sync != "always"
+        self._slots: dict[str, int] = {}    # topic -> its doorbell slot
 
     async def send(self, topic: str, value: object = None, key: object = None, *,
                    partition: int | None = None, timestamp_ms: int | None = None,
@@ -49,11 +50,17 @@ class AIOProducer:
             await self._alog._take_turn()
             md = self._p.send(topic, value, key, headers=headers, partition=partition,
                               timestamp_ms=timestamp_ms)
-            self._alog._bridge.rang(topic_slot(topic))
+            self._rang(topic)
             return md
         return await self._alog._submit(functools.partial(
             self._p.send, topic, value, key, headers=headers, partition=partition,
             timestamp_ms=timestamp_ms))
+
+    def _rang(self, topic: str) -> None:
+        slot = self._slots.get(topic)
+        if slot is None:
+            slot = self._slots[topic] = topic_slot(topic)
+        self._alog._bridge.rang(slot)
 
     send_and_wait = send        # aiokafka's name for awaiting delivery
 
@@ -69,7 +76,7 @@ class AIOProducer:
         if self._inline and len(items) <= INLINE_BATCH_MAX:
             await self._alog._take_turn()
             mds = call()
-            self._alog._bridge.rang(topic_slot(topic))
+            self._rang(topic)
             return mds
         return await self._alog._submit(call)
 
