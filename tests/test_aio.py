@@ -14,10 +14,10 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
+from childproc import expect, start
 
 import pylog
 import pylog.aio
-from childproc import expect, start
 
 try:
     import uvloop
