@@ -128,7 +128,8 @@ class AIOLog:
         if self._log is None:
             self._log = await self._submit(functools.partial(
                 _log.open, self._path, **self._kwargs))
-            self._bridge_ = DoorbellBridge(self._log.doorbell_pointer())
+            self._bridge_ = DoorbellBridge(self._log.doorbell_pointer(),
+                                           self._log.doorbell())
         return self
 
     async def close(self) -> None:

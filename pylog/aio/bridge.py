@@ -9,7 +9,7 @@ none does — sleeps on slot 0 for all the async consumers of that Log. When
 it rings, the thread resolves the futures of the waiters whose own slot
 changed, with one ``loop.call_soon_threadsafe`` per event loop (the loop's
 self-pipe wakes it). An append made on the event loop itself resolves the
-waiters of that loop directly (:meth:`DoorbellBridge.rang`), without the
+waiters of that loop directly (:meth:`DoorbellBridge.claim`), without the
 thread hop.
 
 A waiter reads its slot before it fetches and registers that value; the
@@ -17,7 +17,7 @@ bridge wakes it for any later ring, and the waiter checks once more after
 registering, so a ring between its fetch and its registration is not
 missed.
 
-Thread safety: thread-safe; ``wait`` and ``rang`` run on an event loop.
+Thread safety: thread-safe; ``wait`` and ``claim`` run on an event loop.
 Durability: nothing here writes.
 """
 
@@ -49,7 +49,8 @@ class _Waiter:
         self.seen = seen
 
 
-def _resolve(futures: list[asyncio.Future[None]]) -> None:
+def wake(futures: list[asyncio.Future[None]]) -> None:
+    """Resolve waiters' futures (on their loop)."""
     for fut in futures:
         if not fut.done():
             fut.set_result(None)
@@ -58,8 +59,13 @@ def _resolve(futures: list[asyncio.Future[None]]) -> None:
 class DoorbellBridge:
     """Wakes coroutines waiting for appends to one Log (module docstring)."""
 
-    def __init__(self, bell: Any) -> None:
+    def __init__(self, bell: Any, bell_map: Any) -> None:
         self._bell = bell          # pointer to the doorbell map; keeps it mapped
+        # The thread reads the slots' counts as plain words of the map: a
+        # native call would release the GIL, and each release lets an
+        # appending thread of this process take it back and forth (the
+        # futex wait before these reads orders them). Slot = (seq, waiters).
+        self._words = memoryview(bell_map).cast("I") if bell_map is not None else None
         self._cond = threading.Condition()
         self._waiters: dict[int, set[_Waiter]] = {}   # slot -> waiters on it
         self._count = 0
@@ -91,10 +97,10 @@ class DoorbellBridge:
                 self._thread.start()
             elif self._count == 1:
                 self._cond.notify()
-        timer = loop.call_later(timeout_s, _resolve, [fut])
+        timer = loop.call_later(timeout_s, wake, [fut])
 
         def other(_: asyncio.Future[None]) -> None:
-            _resolve([fut])
+            wake([fut])
         if also is not None:
             also.add_done_callback(other)
         try:
@@ -115,23 +121,25 @@ class DoorbellBridge:
                 if not ws:
                     del self._waiters[w.slot]
 
-    def rang(self, slot: int) -> None:
-        """An append on this event loop rang ``slot`` (and slot 0): resolve
-        the waiters of the running loop on them now, not after the thread
-        hop. Waiters of other loops are left to the thread."""
+    def claim(self, slot: int) -> list[asyncio.Future[None]]:
+        """An append on this event loop is about to ring ``slot`` (and slot
+        0): unregister the waiters of the running loop on them, for the
+        caller to resolve (:func:`wake`) once it appended — directly, not
+        after the thread hop, and without the thread posting them while
+        the append returns. Waiters of other loops are left to the thread."""
+        if not self._count:
+            return []
         loop = asyncio.get_running_loop()
         with self._cond:
             ready = [w for s in {slot, 0} for w in self._waiters.get(s, ())
                      if w.loop is loop]
-            for w in ready:         # (so that the thread need not post them)
+            for w in ready:
                 self._waiters[w.slot].discard(w)
                 self._count -= 1
             for s in {slot, 0}:
                 if not self._waiters.get(s, True):
                     del self._waiters[s]
-        for w in ready:
-            if not w.future.done():
-                w.future.set_result(None)
+        return [w.future for w in ready]
 
     def close(self) -> None:
         """Stop the thread (within BRIDGE_TICK_S); waiters still registered
@@ -143,17 +151,23 @@ class DoorbellBridge:
 
     # -- the bridge thread ----------------------------------------------------------
     def _run(self) -> None:
-        bell = self._bell
+        bell, words = self._bell, self._words
+        assert words is not None
+        step = _native.DOORBELL_SLOT_SIZE // 4
+
+        def rang(w: _Waiter) -> bool:
+            return bool(words[w.slot * step] != w.seen)
         while True:
             with self._cond:
                 while not self._count and not self._closed:
                     self._cond.wait()
                 if self._closed:
                     return
-            seen0 = _native.doorbell_load_at(bell, 0)
-            self._wake(lambda w: self.seq(w.slot) != w.seen)
+            seen0 = words[0]
+            self._wake(rang)
             _native.doorbell_wait_at(bell, seen0, BRIDGE_TICK_S)
-            self._wake(lambda w: self.seq(w.slot) != w.seen)
+            if self._count:     # (an append on the loop resolved its own)
+                self._wake(rang)
 
     def _wake(self, due: Any) -> None:
         """Resolve the waiters ``due(waiter)`` picks: one callback per loop."""
@@ -166,6 +180,6 @@ class DoorbellBridge:
             by_loop.setdefault(w.loop, []).append(w.future)
         for loop, futures in by_loop.items():
             try:
-                loop.call_soon_threadsafe(_resolve, futures)
+                loop.call_soon_threadsafe(wake, futures)
             except RuntimeError:
                 pass        # that loop is closed: nobody awaits its futures

@@ -3,7 +3,7 @@
 It drives a :class:`pylog.producer.Producer`. With ``sync="never"`` or
 ``"interval"`` an append is a memory copy into the mapped segment (a few
 microseconds), so ``send`` runs it inline and resolves the waiting
-consumers of the same loop at once (DoorbellBridge.rang); with
+consumers of the same loop at once (DoorbellBridge.claim); with
 ``sync="always"`` each send waits for its fdatasync, so it runs in the
 Log's executor, where concurrent sends share fsyncs (group commit).
 ``flush`` and ``close`` always run in the executor.
@@ -18,6 +18,7 @@ Producer under it is thread-safe). Durability: as Producer.send.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from ..producer import Headers, Producer
 from ..records import RecordMetadata
 from ..store import topic_slot
+from .bridge import wake
 
 if TYPE_CHECKING:
     from . import AIOLog
@@ -48,19 +50,22 @@ class AIOProducer:
         """Append one record; return where it went (see Producer.send)."""
         if self._inline:
             await self._alog._take_turn()
-            md = self._p.send(topic, value, key, headers=headers, partition=partition,
-                              timestamp_ms=timestamp_ms)
-            self._rang(topic)
-            return md
+            woken = self._claim(topic)
+            try:
+                return self._p.send(topic, value, key, headers=headers,
+                                    partition=partition, timestamp_ms=timestamp_ms)
+            finally:
+                wake(woken)     # (after a failed send too: they fetch again)
         return await self._alog._submit(functools.partial(
             self._p.send, topic, value, key, headers=headers, partition=partition,
             timestamp_ms=timestamp_ms))
 
-    def _rang(self, topic: str) -> None:
+    def _claim(self, topic: str) -> list[asyncio.Future[None]]:
+        """The waiters of this loop that the append to ``topic`` wakes."""
         slot = self._slots.get(topic)
         if slot is None:
             slot = self._slots[topic] = topic_slot(topic)
-        self._alog._bridge.rang(slot)
+        return self._alog._bridge.claim(slot)
 
     send_and_wait = send        # aiokafka's name for awaiting delivery
 
@@ -75,9 +80,11 @@ class AIOProducer:
                                  timestamp_ms=timestamp_ms)
         if self._inline and len(items) <= INLINE_BATCH_MAX:
             await self._alog._take_turn()
-            mds = call()
-            self._rang(topic)
-            return mds
+            woken = self._claim(topic)
+            try:
+                return call()
+            finally:
+                wake(woken)
         return await self._alog._submit(call)
 
     async def flush(self) -> None:
