@@ -299,3 +299,31 @@ def test_waiting_consumer_sees_a_topic_created_later(logdir):
             await c.close()
 
     run("asyncio", main)
+
+
+def test_close_from_another_task_ends_the_waits(logdir):
+    async def main():
+        async with pylog.aio.open(logdir, sync="never") as log:
+            await log.create_topic("t")
+            c = log.consumer("t", group_id="g")
+            iterating = asyncio.create_task(_drain(c))
+            getting = asyncio.create_task(c.getone())
+            await asyncio.sleep(0.3)
+            assert not iterating.done() and not getting.done()
+            await c.close()
+            assert await asyncio.wait_for(iterating, 30) == []
+            with pytest.raises(pylog.LogClosed):
+                await asyncio.wait_for(getting, 30)
+
+    run("asyncio", main)
+
+
+async def _drain(consumer: pylog.aio.AIOConsumer) -> list[pylog.Record]:
+    return [r async for r in consumer]
+
+
+def test_a_log_not_opened_yet_says_so(logdir):
+    log = pylog.aio.open(logdir)
+    with pytest.raises(pylog.LogClosed, match="not open yet"):
+        log.producer()
+    assert not os.path.exists(logdir)       # nothing created before open

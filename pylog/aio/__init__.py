@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from .. import log as _log
-from ..errors import PylogError
+from ..errors import LogClosed, PylogError
 from ..fetching import TOPIC_REFRESH_S
 from ..records import TopicInfo
 from .bridge import DoorbellBridge
@@ -68,8 +68,8 @@ class AIOLog:
     @property
     def log(self) -> _log.Log:
         if self._log is None:
-            raise RuntimeError("use pylog.aio.open() with async with (or await "
-                               "its open()) before using the log")
+            raise LogClosed(f"log {self._path} is not open yet: use "
+                            "`async with pylog.aio.open(...)` (or await its open())")
         return self._log
 
     @property

@@ -119,6 +119,8 @@ class AIOConsumer:
             also = self._alog._topics_changed() if watch else None
             await bridge.wait(slot, seen, remaining if quiet else c._wait_s(remaining),
                               also)
+            if c._closed:
+                return []       # closed by another task while this one waited
             if also is not None and also.done():
                 c._refresh_topics(force=True)   # a metadata read
 
@@ -146,10 +148,12 @@ class AIOConsumer:
         return out
 
     async def getone(self) -> Record:
-        """The next record, waiting as long as it takes."""
+        """The next record, waiting as long as it takes. Raises LogClosed
+        once the consumer is closed (also by another task meanwhile)."""
         while True:
             if self._buffer:
                 return self._buffer.popleft()
+            self._c._check()
             self._buffer.extend(await self._get(FOREVER_S, None))
 
     def __aiter__(self) -> AIOConsumer:
