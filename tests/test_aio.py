@@ -327,3 +327,21 @@ def test_a_log_not_opened_yet_says_so(logdir):
     with pytest.raises(pylog.LogClosed, match="not open yet"):
         log.producer()
     assert not os.path.exists(logdir)       # nothing created before open
+
+
+def test_bad_getmany_arguments_are_refused(logdir):
+    async def main():
+        async with pylog.aio.open(logdir, sync="never") as log:
+            await log.create_topic("t")
+            await log.producer().send("t", b"kept")
+            c = log.consumer("t", auto_offset_reset="earliest")
+            for bad in ({"timeout_ms": -1}, {"timeout_ms": "1"}, {"max_records": 0},
+                        {"max_records": True}):
+                with pytest.raises(pylog.InvalidArgument):
+                    await c.getmany(**bad)
+            got = await c.getmany(timeout_ms=5000)     # nothing was consumed
+            assert [r.value for r in got[TP0]] == [b"kept"]
+            with pytest.raises(TypeError, match="listener"):
+                log.consumer("t", listener=object())
+
+    run("asyncio", main)

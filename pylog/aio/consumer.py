@@ -34,6 +34,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..consumer import Consumer
+from ..consumerargs import MAX_POLL_RECORDS_MAX, poll_timeout
+from ..errors import InvalidArgument
 from ..records import Record, TopicPartition
 
 if TYPE_CHECKING:
@@ -129,7 +131,12 @@ class AIOConsumer:
         """Up to ``max_records`` (default: ``max_poll_records``) records as
         {TopicPartition: [Record]}, waiting up to ``timeout_ms`` (default 0)
         for the first; {} when none came."""
-        recs = await self._get(max(0, timeout_ms) / 1000.0, max_records)
+        if max_records is not None and (
+                isinstance(max_records, bool) or not isinstance(max_records, int)
+                or not 1 <= max_records <= MAX_POLL_RECORDS_MAX):
+            raise InvalidArgument(f"max_records={max_records!r}; expected an int in "
+                                  f"[1, {MAX_POLL_RECORDS_MAX}]")
+        recs = await self._get(poll_timeout(None, timeout_ms), max_records)
         if not recs:
             return {}
         first, last = recs[0], recs[-1]
