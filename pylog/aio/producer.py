@@ -11,6 +11,8 @@ Log's executor, where concurrent sends share fsyncs (group commit).
 Unlike aiokafka's, ``await send(...)`` returns the RecordMetadata itself:
 the record is appended (and durable as the sync mode says) when it
 returns; ``send_and_wait`` is the same call under aiokafka's other name.
+A send cancelled while it runs in the executor still appends (as a Kafka
+send cancelled after it left the client): cancelling abandons the wait.
 
 Thread safety: use an AIOProducer from the tasks of one event loop (the
 Producer under it is thread-safe). Durability: as Producer.send.
