@@ -345,3 +345,22 @@ def test_bad_getmany_arguments_are_refused(logdir):
                 log.consumer("t", listener=object())
 
     run("asyncio", main)
+
+
+def test_close_on_an_exception_commits_nothing_unfinished(logdir):
+    async def main():
+        async with pylog.aio.open(logdir, sync="never") as log:
+            await log.create_topic("t")
+            await log.producer().send_batch("t", [b"%d" % i for i in range(10)])
+            with pytest.raises(ZeroDivisionError):
+                async with log.consumer("t", group_id="g",
+                                        auto_offset_reset="earliest") as c:
+                    await c.getone()
+                    await c.getone()            # being handled when it fails
+                    1 / 0
+            assert log.log.consumer(group_id="g").committed(TP0) in (None, 0)
+            again = log.consumer("t", group_id="g", auto_offset_reset="earliest")
+            assert (await again.getone()).offset == 0
+            await again.close()
+
+    run("asyncio", main)

@@ -265,11 +265,14 @@ class AIOConsumer:
         """Nothing to do (aiokafka's start connects): here for moving code."""
 
     async def close(self) -> None:
-        """Commit what was finished (auto-commit), leave the group, release.
-        Idempotent."""
+        """Commit what was finished (auto-commit: the batches before the
+        latest getmany/getone fetch), leave the group, release. Idempotent."""
         if self._c._closed:
             return
-        self._unbuffer(None)
+        # The records fetched but not received are dropped, not sought back
+        # to: seeking would count the batch they came from as finished, and
+        # a close on an exception must not commit the record being handled.
+        self._buffer.clear()
         await self._locked(self._c.close)
 
     stop = close        # aiokafka's name
