@@ -364,3 +364,29 @@ def test_close_on_an_exception_commits_nothing_unfinished(logdir):
             await again.close()
 
     run("asyncio", main)
+
+
+def test_pause_keeps_unreceived_records_and_finishes_nothing(logdir):
+    async def main():
+        async with pylog.aio.open(logdir, sync="never") as log:
+            await log.create_topic("t")
+            await log.producer().send_batch("t", [b"%d" % i for i in range(10)])
+            for resume in (False, True):
+                c = log.consumer("t", group_id="g", auto_offset_reset="earliest")
+                assert (await c.getone()).offset == 0
+                assert (await c.getone()).offset == 1     # being handled
+                c.pause(TP0)
+                assert await c.position(TP0) == 2
+                if resume:
+                    assert await c.getmany(timeout_ms=10) == {}
+                    c.resume(TP0)
+                    got = await c.getmany(timeout_ms=5000)
+                    assert [r.offset for r in got[TP0]] == list(range(2, 10))
+                    await c.close()
+                    break
+                # a close (auto-commit) right after the pause commits none of
+                # the batch: the record being handled is delivered again
+                await c.close()
+                assert log.log.consumer(group_id="g").committed(TP0) in (None, 0)
+
+    run("asyncio", main)

@@ -225,8 +225,16 @@ class AIOConsumer:
         await self._locked(self._c.seek_to_end, *partitions)
 
     def pause(self, *partitions: TopicPartition) -> None:
-        """Fetch nothing more from ``partitions`` until resume()."""
-        self._unbuffer({TopicPartition(*p) for p in partitions})
+        """Fetch nothing more from ``partitions`` until resume(); their
+        records fetched but not received are fetched again after it."""
+        tps = {TopicPartition(*p) for p in partitions}
+        # unlike a seek, a pause finishes nothing: the batch's handed floor
+        # stays, so auto-commit does not commit the record being handled
+        pending = self._c._delivery.pending
+        floors = {tp: pending[tp] for tp in tps if tp in pending}
+        self._unbuffer(tps)
+        for tp, first in floors.items():
+            self._c._delivery.handed(tp, first)
         self._c.pause(*partitions)
 
     def resume(self, *partitions: TopicPartition) -> None:
