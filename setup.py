@@ -35,6 +35,8 @@ TEST_REQUIRES = [
     "build>=1",
     "ruff>=0.4",
     "mypy>=1.8",
+    # tests/test_aio.py runs pylog.aio under uvloop too (none for Windows)
+    "uvloop>=0.18; sys_platform != 'win32'",
 ]
 
 # The peers bench/compare.py measures pylog against, installed only on

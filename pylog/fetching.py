@@ -143,20 +143,34 @@ class Fetching:
             return recs
         return [x for tp, i0, i1 in slices if tp in owned for x in recs[i0:i1]]
 
+    def _housekeeping_due(self, now: float) -> bool:
+        """Is group, topic or auto-commit housekeeping due at ``now``
+        (monotonic)? pylog.aio runs it off the event loop when it is."""
+        member = self._member
+        return now >= self._next_topic_refresh or \
+            (member is not None and now >= member.next_check) or \
+            (self._auto_commit and now >= self._next_auto_commit)
+
+    def _housekeep(self) -> None:
+        """The group heartbeat and rebalance, topic refresh and auto-commit
+        (metadata transactions: they may fsync)."""
+        self._sync_group()
+        self._maybe_auto_commit()
+
+    def _wait_s(self, remaining: float) -> float:
+        """How long a poll may wait before housekeeping may be due."""
+        member = self._member
+        return min(remaining, member.wait_s() if member else TOPIC_REFRESH_S)
+
     def _poll_loop(self, timeout: float, max_records: int, values_only: bool,
                    slices: list[Slice]) -> list[Any]:
         now = time.monotonic()
         deadline = now + timeout
         bell = self._log.doorbell_pointer()  # (keeps the map)
         self._woken = False
-        member = self._member
         while True:
-            # group, topic and auto-commit housekeeping when one is due
-            if now >= self._next_topic_refresh or \
-                    (member is not None and now >= member.next_check) or \
-                    (self._auto_commit and now >= self._next_auto_commit):
-                self._sync_group()
-                self._maybe_auto_commit()
+            if self._housekeeping_due(now):
+                self._housekeep()
             slot = self._slots()
             seen = _native.doorbell_load_at(bell, slot) if bell is not None else 0
             # Paused collector (see pylog.gcpause): poll builds up to
@@ -171,7 +185,7 @@ class Fetching:
             remaining = deadline - now
             if remaining <= 0 or self._woken:
                 return recs
-            wait = min(remaining, member.wait_s() if member else TOPIC_REFRESH_S)
+            wait = self._wait_s(remaining)
             target = self._wait_target() if bell is not None else None
             if target is not None:
                 tp, part, cur = target

@@ -31,6 +31,7 @@ LAYERS = [
      "redrive"},
     {"log"},
     {"sqliteoffsets", "dedup"},     # helpers over the public Consumer API
+    {"aio"},          # the package pylog/aio/: asyncio clients over a Log
     {"__init__"},
     {"verify", "demo"},
     {"cli", "__main__"},      # cli: the package pylog/cli/

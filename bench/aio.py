@@ -1,0 +1,241 @@
+"""pylog.aio against the threaded API, in one run (issue 18's bars).
+
+- latency: a record stamped with time.perf_counter_ns(), sent every ~1 ms,
+  to a consumer waiting for it: threaded (a thread blocked in poll) vs
+  asyncio (producer task -> consumer task awaiting getmany, one loop);
+  bar: asyncio p50 <= 1.5x threaded.
+- consumption: records already on disk read with poll vs getmany and
+  ``async for``; bar: async >= 0.8x poll.
+- loop stalls: the longest gap between turns of a 1 ms heartbeat while a
+  producer, a committing group consumer and sync="always" sends run flat
+  out; bar: none over 1 ms.
+- idle CPU: 1,000 consumers awaiting getmany on one loop; bar: < 1%.
+
+Run: ``python bench/aio.py [--loop uvloop] [--records N]``. Prints one
+line per figure; figures are of this machine, in this run.
+
+Single-threaded harness; durability as each log's sync mode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import struct
+import sys
+import tempfile
+import threading
+import time
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import pylog  # noqa: E402
+import pylog.aio  # noqa: E402
+
+TS = struct.Struct("<Q")
+PAD = b"x" * 92
+
+
+def pct(vals: list[float], q: float) -> float:
+    s = sorted(vals)
+    return s[min(len(s) - 1, int(round(q / 100.0 * (len(s) - 1))))]
+
+
+def lat_threaded(path: str, n: int) -> list[float]:
+    with pylog.open(path, sync="never") as log:
+        log.create_topic("t")
+        p = log.producer()
+        c = log.consumer("t")
+        c.poll()        # positioned at the end before the first send
+        lats: list[float] = []
+
+        def consume() -> None:
+            while len(lats) < n:
+                for r in c.poll(timeout=1.0):
+                    lats.append((time.perf_counter_ns() - TS.unpack_from(r.value)[0]) / 1e3)
+
+        t = threading.Thread(target=consume)
+        t.start()
+        for _ in range(n):
+            time.sleep(0.001)
+            p.send("t", TS.pack(time.perf_counter_ns()) + PAD)
+        t.join()
+        c.close()
+    return lats
+
+
+async def lat_async(path: str, n: int) -> list[float]:
+    async with pylog.aio.open(path, sync="never") as log:
+        await log.create_topic("t")
+        p = log.producer()
+        c = log.consumer("t")
+        await c.getmany()
+        lats: list[float] = []
+
+        async def consume() -> None:
+            while len(lats) < n:
+                for recs in (await c.getmany(timeout_ms=1000)).values():
+                    now = time.perf_counter_ns()
+                    lats.extend((now - TS.unpack_from(r.value)[0]) / 1e3 for r in recs)
+
+        task = asyncio.create_task(consume())
+        for _ in range(n):
+            await asyncio.sleep(0.001)
+            await p.send("t", TS.pack(time.perf_counter_ns()) + PAD)
+        await task
+        await c.close()
+    return lats
+
+
+def fill(path: str, n: int) -> None:
+    with pylog.open(path, sync="never") as log:
+        log.create_topic("t")
+        p = log.producer()
+        for i in range(0, n, 1000):
+            p.send_batch("t", [PAD] * min(1000, n - i))
+
+
+def read_poll(path: str, n: int) -> float:
+    with pylog.open(path, sync="never") as log:
+        c = log.consumer("t", auto_offset_reset="earliest")
+        t0 = time.perf_counter()
+        got = 0
+        while got < n:
+            got += len(c.poll(max_records=500))
+        dt = time.perf_counter() - t0
+        c.close()
+    return n / dt
+
+
+async def read_getmany(path: str, n: int, by_one: bool) -> float:
+    async with pylog.aio.open(path, sync="never") as log:
+        c = log.consumer("t", auto_offset_reset="earliest")
+        t0 = time.perf_counter()
+        got = 0
+        if by_one:
+            async for _ in c:
+                got += 1
+                if got == n:
+                    break
+        else:
+            while got < n:
+                got += sum(map(len, (await c.getmany(max_records=500)).values()))
+        dt = time.perf_counter() - t0
+        await c.close()
+    return n / dt
+
+
+async def idle_gaps(turns: int) -> list[float]:
+    """The heartbeat's lateness with nothing else running: the machine's
+    own noise floor, printed next to the figure under load."""
+    gaps: list[float] = []
+    last = time.perf_counter()
+    for _ in range(turns):
+        await asyncio.sleep(0.001)
+        now = time.perf_counter()
+        gaps.append(now - last - 0.001)
+        last = now
+    return gaps
+
+
+async def stalls(base: str, n: int) -> list[float]:
+    gaps: list[float] = []
+    stop = asyncio.Event()
+
+    async def heartbeat() -> None:
+        last = time.perf_counter()
+        while not stop.is_set():
+            await asyncio.sleep(0.001)
+            now = time.perf_counter()
+            gaps.append(now - last - 0.001)
+            last = now
+
+    beat = asyncio.create_task(heartbeat())
+    for sync, count in (("never", n), ("always", 500)):
+        async with pylog.aio.open(os.path.join(base, sync), sync=sync) as log:
+            await log.create_topic("t", 2)
+            p = log.producer()
+            c = log.consumer("t", group_id="g", auto_offset_reset="earliest",
+                             auto_commit_interval_ms=50)
+
+            async def produce(p: Any = p, count: int = count) -> None:
+                for _ in range(count):
+                    await p.send("t", PAD)
+
+            async def consume(c: Any = c, count: int = count) -> None:
+                seen = 0
+                while seen < count:
+                    seen += sum(map(len, (await c.getmany(timeout_ms=1000)).values()))
+                    await c.commit()
+
+            await asyncio.gather(produce(), consume())
+            await c.close()
+            await p.close()
+    stop.set()
+    await beat
+    return gaps
+
+
+async def idle_cpu(path: str, n: int, seconds: float) -> float:
+    async with pylog.aio.open(path, sync="never") as log:
+        await log.create_topic("t")
+        consumers = [log.consumer("t") for _ in range(n)]
+        tasks = [asyncio.create_task(c.getmany(timeout_ms=600_000)) for c in consumers]
+        await asyncio.sleep(1.5)
+        cpu0, t0 = time.process_time(), time.monotonic()
+        await asyncio.sleep(seconds)
+        share = (time.process_time() - cpu0) / (time.monotonic() - t0)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for c in consumers:
+            await c.close()
+    return share
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
+    ap.add_argument("--records", type=int, default=200_000)
+    ap.add_argument("--latency-records", type=int, default=3000)
+    args = ap.parse_args()
+    factory = asyncio.new_event_loop
+    if args.loop == "uvloop":
+        import uvloop
+        factory = uvloop.new_event_loop
+    base = tempfile.mkdtemp(prefix="bench-aio-")
+    try:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            n = args.latency_records
+            thr = lat_threaded(os.path.join(base, "lt"), n)
+            asy = runner.run(lat_async(os.path.join(base, "la"), n))
+            t50, a50 = pct(thr, 50), pct(asy, 50)
+            print(f"latency p50 threaded {t50:.1f} us, asyncio {a50:.1f} us: "
+                  f"{a50 / t50:.2f}x (bar <= 1.5x); p99 {pct(thr, 99):.1f} / "
+                  f"{pct(asy, 99):.1f} us")
+            path = os.path.join(base, "fill")
+            fill(path, args.records)
+            poll_rate = read_poll(path, args.records)
+            many_rate = runner.run(read_getmany(path, args.records, False))
+            iter_rate = runner.run(read_getmany(path, args.records, True))
+            print(f"consumption poll {poll_rate:,.0f}/s, getmany {many_rate:,.0f}/s "
+                  f"({many_rate / poll_rate:.2f}x), async for {iter_rate:,.0f}/s "
+                  f"({iter_rate / poll_rate:.2f}x) (bar >= 0.8x)")
+            gaps = runner.run(stalls(os.path.join(base, "stall"), 50_000))
+            floor = runner.run(idle_gaps(len(gaps)))
+            for name, g in (("under load", gaps), ("idle loop (noise floor)", floor)):
+                over = sum(x > 0.001 for x in g)
+                print(f"heartbeat lateness {name}: worst {max(g) * 1e3:.2f} ms, p99 "
+                      f"{pct(g, 99) * 1e3:.3f} ms, p50 {pct(g, 50) * 1e3:.3f} ms, "
+                      f"{over} of {len(g)} turns over 1 ms late (bar: none)")
+            share = runner.run(idle_cpu(os.path.join(base, "idle"), 1000, 5.0))
+            print(f"1,000 idle consumers: {share * 100:.2f}% of a CPU (bar < 1%)")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""pylog for asyncio, shaped like aiokafka so that moving is an import change.
+
+::
+
+    async with pylog.aio.open("data/events", sync="never") as log:
+        producer = log.producer()
+        await producer.send("events", b"hello")
+        async with log.consumer("events", group_id="g",
+                                auto_offset_reset="earliest") as consumer:
+            record = await consumer.getone()
+
+:func:`open` takes pylog.open's arguments and returns an :class:`AIOLog`;
+opening, closing, topic administration, fsyncs and commits run in a small
+executor of that Log, so no call blocks the event loop for long. Waiting
+consumers are woken by one thread per Log (pylog.aio.bridge), however many
+there are, for appends made by any process.
+
+Thread safety: an AIOLog and its clients belong to one event loop (the
+Log under them, ``AIOLog.log``, is thread-safe). Durability: as pylog.open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from .. import log as _log
+from ..errors import LogClosed, PylogError
+from ..fetching import TOPIC_REFRESH_S
+from ..records import TopicInfo
+from .bridge import DoorbellBridge
+from .consumer import AIOConsumer
+from .producer import AIOProducer
+
+__all__ = ["AIOConsumer", "AIOLog", "AIOProducer", "open"]
+
+T = TypeVar("T")
+#: threads of a Log's executor: enough for a few concurrent fsyncing sends
+#: (they share fdatasyncs) next to a commit and a consumer's housekeeping
+EXECUTOR_THREADS = 4
+#: the longest the clients of one Log run on the loop without yielding to
+#: it: a task that sends or fetches in a loop never waits while appends are
+#: inline and records are ready, so it yields between calls after this long
+FAIR_SLICE_S = 0.0005
+
+
+class AIOLog:
+    """An open log for coroutines; create with :func:`open` and use as
+    ``async with``. ``log`` is the :class:`pylog.Log` under it."""
+
+    def __init__(self, path: str | os.PathLike[str], kwargs: dict[str, Any]) -> None:
+        self._path = path
+        self._kwargs = kwargs
+        self._executor = ThreadPoolExecutor(EXECUTOR_THREADS,
+                                            thread_name_prefix="pylog-aio")
+        self._log: _log.Log | None = None
+        self._bridge_: DoorbellBridge | None = None
+        self._turned = True         # the loop turned since _take_turn looked
+        self._slice_start = 0.0
+        self._topics_fut: asyncio.Future[None] | None = None
+        self._topic_watch: asyncio.Task[None] | None = None
+
+    @property
+    def log(self) -> _log.Log:
+        if self._log is None:
+            raise LogClosed(f"log {self._path} is not open yet: use "
+                            "`async with pylog.aio.open(...)` (or await its open())")
+        return self._log
+
+    @property
+    def _bridge(self) -> DoorbellBridge:
+        assert self._bridge_ is not None
+        return self._bridge_
+
+    def _submit(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """``fn(*args)`` in this Log's executor, as a future of the running loop."""
+        return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def _take_turn(self) -> None:
+        """Yield to the loop if this Log's clients kept it FAIR_SLICE_S
+        without it turning; called before a send or a fetch, never between
+        one and its return (a cancellation there would lose its result).
+        A marker callback tells whether the loop turned since the last
+        call, so a task that awaits something else in between (a paced
+        producer) never pays for an extra turn."""
+        if self._turned:
+            self._turned = False
+            self._slice_start = time.monotonic()
+            asyncio.get_running_loop().call_soon(self._mark_turn)
+        elif time.monotonic() - self._slice_start >= FAIR_SLICE_S:
+            await asyncio.sleep(0)      # (the marker runs in this turn)
+
+    def _mark_turn(self) -> None:
+        self._turned = True
+
+    def _topics_changed(self) -> asyncio.Future[None]:
+        """A future resolved when the Log's topics change. One task per Log
+        looks every TOPIC_REFRESH_S, so that idle consumers that only
+        refresh their topics need not each wake up for it."""
+        if self._topic_watch is None:
+            self._topic_watch = asyncio.get_running_loop().create_task(
+                self._watch_topics(self.log.topics()))
+        fut = self._topics_fut
+        if fut is None or fut.done():
+            fut = self._topics_fut = asyncio.get_running_loop().create_future()
+        return fut
+
+    async def _watch_topics(self, last: list[str]) -> None:
+        while True:
+            await asyncio.sleep(TOPIC_REFRESH_S)
+            try:
+                now = self.log.topics()      # a metadata read: never waits
+            except PylogError:
+                return          # closed: the consumers find out themselves
+            if now != last:
+                last = now
+                fut = self._topics_fut
+                if fut is not None and not fut.done():
+                    fut.set_result(None)
+
+    async def open(self) -> AIOLog:
+        """Open the log (recovery and fsyncs run off the loop)."""
+        if self._log is None:
+            self._log = await self._submit(functools.partial(
+                _log.open, self._path, **self._kwargs))
+            self._bridge_ = DoorbellBridge(self._log.doorbell_pointer(),
+                                           self._log.doorbell())
+        return self
+
+    async def close(self) -> None:
+        """Close the Log (see Log.close) and stop its threads. Idempotent."""
+        if self._log is None or self._log._closed:
+            return
+        self._bridge.close()
+        if self._topic_watch is not None:
+            self._topic_watch.cancel()
+        try:
+            await self._submit(self._log.close)
+        finally:
+            self._executor.shutdown(wait=False)
+
+    async def __aenter__(self) -> AIOLog:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- clients --------------------------------------------------------------------
+    def producer(self, *, key_serializer: _log.Serializer | None = None,
+                 value_serializer: _log.Serializer | None = None) -> AIOProducer:
+        """An :class:`AIOProducer` (serializers as Log.producer)."""
+        return AIOProducer(self, self.log.producer(key_serializer=key_serializer,
+                                                   value_serializer=value_serializer))
+
+    def consumer(self, *topics: str, **kwargs: Any) -> AIOConsumer:
+        """An :class:`AIOConsumer`; the arguments are Log.consumer's
+        (``listener`` excepted: a rebalance listener's callbacks would run
+        off the loop)."""
+        if "listener" in kwargs:
+            raise TypeError("pylog.aio consumers take no listener")
+        return AIOConsumer(self, self.log.consumer(*topics, **kwargs))
+
+    # -- administration (metadata transactions: off the loop) ---------------------------
+    async def create_topic(self, name: str, partitions: int = 1, *, exist_ok: bool = False,
+                           **config: Any) -> TopicInfo:
+        """As Log.create_topic."""
+        return await self._submit(functools.partial(
+            self.log.create_topic, name, partitions, exist_ok=exist_ok, **config))
+
+    async def delete_topic(self, name: str) -> None:
+        """As Log.delete_topic."""
+        await self._submit(self.log.delete_topic, name)
+
+    def topics(self) -> list[str]:
+        """As Log.topics (a metadata read: never waits for writers)."""
+        return list(self.log.topics())
+
+
+def open(path: str | os.PathLike[str], **kwargs: Any) -> AIOLog:
+    """An :class:`AIOLog` for ``path``, opened by ``async with`` (or
+    ``await log.open()``); ``kwargs`` are pylog.open's (sync, readonly,
+    sync_interval_ms, ...)."""
+    return AIOLog(path, kwargs)

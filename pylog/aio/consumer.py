@@ -1,0 +1,292 @@
+"""AIOConsumer: an aiokafka-shaped consumer on an event loop.
+
+It drives a :class:`pylog.consumer.Consumer` (same arguments, same delivery
+rules) so that no call blocks the loop: a fetch of records already on disk
+runs inline (a few microseconds: no lock, no fsync); waiting for new ones
+is a future resolved by the Log's :class:`~pylog.aio.bridge.DoorbellBridge`;
+group housekeeping (join, heartbeat, rebalance, auto-commit), commits,
+seeks that may join a group, and close — metadata transactions that may
+fsync — run in the Log's executor, one at a time per consumer.
+
+Nothing is lost to cancellation: records are fetched only at a point from
+which the call returns them without awaiting again, so a getone/getmany
+cancelled while it waits has fetched nothing. ``getone`` (and ``async
+for``) fetch a poll's worth and hand them out one at a time; the rest stay
+in the consumer for the next getone/getmany, and ``position``,
+``commit()``, ``seek`` and ``pause`` count them as not received.
+
+Delivery (pylog.delivery, as ``poll``): the records a getmany returned are
+finished at the next getmany/getone that fetches; auto-commit and close
+commit finished records only; ``commit()`` without offsets commits every
+record received.
+
+Thread safety: use an AIOConsumer from the tasks of one event loop.
+Durability: as Consumer.commit (``await commit()`` returns once the
+offsets are stored as the Log's sync mode says).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ..consumer import Consumer
+from ..consumerargs import MAX_POLL_RECORDS_MAX, poll_timeout
+from ..errors import InvalidArgument
+from ..records import Record, TopicPartition
+
+if TYPE_CHECKING:
+    from . import AIOLog
+
+T = TypeVar("T")
+#: a wait without a deadline (getone, ``async for``) still wakes this often
+#: at most, to re-check the deadline arithmetic; housekeeping bounds it lower
+FOREVER_S = 3600.0
+
+
+class AIOConsumer:
+    """See the module docstring. Create with :meth:`AIOLog.consumer`."""
+
+    def __init__(self, alog: AIOLog, consumer: Consumer) -> None:
+        self._alog = alog
+        self._c = consumer
+        self._lock = asyncio.Lock()     # one executor job, or one fetch, at a time
+        self._buffer: deque[Record] = deque()   # fetched by getone, not yet received
+
+    # -- off the loop -------------------------------------------------------------------
+    async def _locked(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in the executor while no fetch runs. Cancelling the
+        caller does not stop ``fn``: the consumer stays locked until it
+        returns, so no fetch overlaps it."""
+        await self._lock.acquire()
+        try:
+            fut = self._alog._submit(fn, *args)
+        except BaseException:
+            self._lock.release()
+            raise
+
+        def done(f: asyncio.Future[T]) -> None:
+            self._lock.release()
+            if not f.cancelled():
+                f.exception()       # retrieved, even when the caller went away
+        fut.add_done_callback(done)
+        return await asyncio.shield(fut)
+
+    async def _housekeep(self) -> None:
+        c = self._c
+        if c._member is None and not c._auto_commit:
+            c._housekeep()          # a topic refresh: metadata reads only
+        else:
+            await self._locked(c._housekeep)
+        if self._buffer:        # a rebalance may have taken partitions away
+            owned = set(c._owned())
+            self._buffer = deque(r for r in self._buffer
+                                 if TopicPartition(r.topic, r.partition) in owned)
+
+    # -- fetching ---------------------------------------------------------------------
+    async def _get(self, timeout_s: float, max_records: int | None) -> list[Record]:
+        buf = self._buffer
+        if buf:
+            n = len(buf) if max_records is None else min(max_records, len(buf))
+            return [buf.popleft() for _ in range(n)]
+        c = self._c
+        bridge = self._alog._bridge
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        # housekeeping that bounds a wait: none for an assigned consumer
+        # without auto-commit; only a topic refresh without a group, which
+        # the Log's topic watch wakes up for; a group's heartbeats
+        quiet = c._member is None and not c._auto_commit
+        watch = quiet and c._manual is None
+        while True:
+            await self._alog._take_turn()
+            if c._housekeeping_due(time.monotonic()):
+                await self._housekeep()
+            await self._lock.acquire()
+            try:
+                # the slot's count before the fetch: a ring after it wakes us
+                slot = c._slots()
+                seen = bridge.seq(slot)
+                recs = c.poll(0, max_records)
+            finally:
+                self._lock.release()
+            if recs:
+                return recs
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return recs
+            also = self._alog._topics_changed() if watch else None
+            await bridge.wait(slot, seen, remaining if quiet else c._wait_s(remaining),
+                              also)
+            if c._closed:
+                return []       # closed by another task while this one waited
+            if also is not None and also.done():
+                c._refresh_topics(force=True)   # a metadata read
+
+    async def getmany(self, *, timeout_ms: int = 0,
+                      max_records: int | None = None) -> dict[TopicPartition, list[Record]]:
+        """Up to ``max_records`` (default: ``max_poll_records``) records as
+        {TopicPartition: [Record]}, waiting up to ``timeout_ms`` (default 0)
+        for the first; {} when none came."""
+        if max_records is not None and (
+                isinstance(max_records, bool) or not isinstance(max_records, int)
+                or not 1 <= max_records <= MAX_POLL_RECORDS_MAX):
+            raise InvalidArgument(f"max_records={max_records!r}; expected an int in "
+                                  f"[1, {MAX_POLL_RECORDS_MAX}]")
+        recs = await self._get(poll_timeout(None, timeout_ms), max_records)
+        if not recs:
+            return {}
+        first, last = recs[0], recs[-1]
+        # a partition's records are one run, so first and last of the same
+        # partition means all are: the common case costs no per-record work
+        if first.partition == last.partition and first.topic == last.topic:
+            return {TopicPartition(first.topic, first.partition): recs}
+        out: dict[TopicPartition, list[Record]] = {}
+        key: tuple[str, int] | None = None
+        bucket: list[Record] = []
+        for r in recs:           # records come grouped by partition
+            if key is None or r.partition != key[1] or r.topic != key[0]:
+                key = (r.topic, r.partition)
+                bucket = out.setdefault(TopicPartition(*key), [])
+            bucket.append(r)
+        return out
+
+    async def getone(self) -> Record:
+        """The next record, waiting as long as it takes. Raises LogClosed
+        once the consumer is closed (also by another task meanwhile)."""
+        while True:
+            if self._buffer:
+                return self._buffer.popleft()
+            self._c._check()
+            self._buffer.extend(await self._get(FOREVER_S, None))
+
+    def __aiter__(self) -> AIOConsumer:
+        return self
+
+    async def __anext__(self) -> Record:
+        """Records one at a time until close(), or until none came for
+        ``consumer_timeout_ms`` (default None: never)."""
+        if self._c._closed:
+            raise StopAsyncIteration
+        if self._buffer:
+            return self._buffer.popleft()
+        idle = self._c._idle_s
+        recs = await self._get(FOREVER_S if idle is None else idle, None)
+        if not recs:
+            raise StopAsyncIteration
+        self._buffer.extend(recs)
+        return self._buffer.popleft()
+
+    # -- positions ----------------------------------------------------------------------
+    def _buffered_first(self) -> dict[TopicPartition, int]:
+        """{tp: offset of its first record fetched but not received}."""
+        out: dict[TopicPartition, int] = {}
+        for r in self._buffer:
+            out.setdefault(TopicPartition(r.topic, r.partition), r.offset)
+        return out
+
+    def _unbuffer(self, tps: set[TopicPartition] | None) -> None:
+        """Put the position of ``tps`` (None: all) back on their records
+        not received, and forget those."""
+        if not self._buffer:
+            return
+        for tp, off in self._buffered_first().items():
+            if tps is None or tp in tps:
+                self._c.seek(tp, off)
+        self._buffer = deque(r for r in self._buffer if tps is not None and
+                             TopicPartition(r.topic, r.partition) not in tps)
+
+    async def position(self, tp: TopicPartition) -> int:
+        """The offset of the next record getone/getmany returns for ``tp``."""
+        first = self._buffered_first().get(TopicPartition(*tp))
+        return first if first is not None else self._c.position(tp)
+
+    async def committed(self, tp: TopicPartition) -> int | None:
+        """The group's committed offset of ``tp`` (None without one)."""
+        got = self._c.committed(tp)
+        return got if got is None or isinstance(got, int) else None
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        """Read ``tp`` from ``offset`` next."""
+        self._unbuffer({TopicPartition(*tp)})
+        self._c.seek(tp, offset)
+
+    async def seek_to_beginning(self, *partitions: TopicPartition) -> None:
+        """Read the partitions (default: all assigned) from their log start."""
+        self._unbuffer({TopicPartition(*p) for p in partitions} if partitions else None)
+        await self._locked(self._c.seek_to_beginning, *partitions)
+
+    async def seek_to_end(self, *partitions: TopicPartition) -> None:
+        """Read only records appended from now on (default: all assigned)."""
+        self._unbuffer({TopicPartition(*p) for p in partitions} if partitions else None)
+        await self._locked(self._c.seek_to_end, *partitions)
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        """Fetch nothing more from ``partitions`` until resume(); their
+        records fetched but not received are fetched again after it."""
+        tps = {TopicPartition(*p) for p in partitions}
+        # unlike a seek, a pause finishes nothing: the batch's handed floor
+        # stays, so auto-commit does not commit the record being handled
+        pending = self._c._delivery.pending
+        floors = {tp: pending[tp] for tp in tps if tp in pending}
+        self._unbuffer(tps)
+        for tp, first in floors.items():
+            self._c._delivery.handed(tp, first)
+        self._c.pause(*partitions)
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        self._c.resume(*partitions)
+
+    def paused(self) -> set[TopicPartition]:
+        return self._c.paused()
+
+    def assignment(self) -> set[TopicPartition]:
+        """The partitions this consumer owns as of its last housekeeping
+        (a group's rebalance shows at the next getone/getmany)."""
+        c = self._c
+        c._check()
+        return set(c._manual) if c._manual is not None else set(c._owned())
+
+    def subscription(self) -> set[str]:
+        return self._c.subscription()
+
+    def highwater(self, tp: TopicPartition) -> int:
+        return self._c.highwater(tp)
+
+    # -- commits and life cycle ---------------------------------------------------------
+    async def commit(self, offsets: dict[TopicPartition, int] | None = None) -> None:
+        """Commit ``offsets``, or every record received (see Consumer.commit);
+        off the loop, since it may fsync."""
+        c = self._c
+        if offsets is None and self._buffer:
+            owned = set(c._owned())
+            handed = {tp: o for tp, o in c._delivery.handed_positions().items()
+                      if tp in owned}
+            handed.update(self._buffered_first())
+            offsets = handed
+        await self._locked(c.commit, offsets)
+
+    async def start(self) -> None:
+        """Nothing to do (aiokafka's start connects): here for moving code."""
+
+    async def close(self) -> None:
+        """Commit what was finished (auto-commit: the batches before the
+        latest getmany/getone fetch), leave the group, release. Idempotent."""
+        if self._c._closed:
+            return
+        # The records fetched but not received are dropped, not sought back
+        # to: seeking would count the batch they came from as finished, and
+        # a close on an exception must not commit the record being handled.
+        self._buffer.clear()
+        await self._locked(self._c.close)
+
+    stop = close        # aiokafka's name
+
+    async def __aenter__(self) -> AIOConsumer:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
