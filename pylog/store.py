@@ -32,7 +32,7 @@ import time
 import warnings
 from typing import Any
 
-from . import _native
+from . import _native, cleanshutdown
 from .admin import LogAdmin
 from .config import SYNC_MODES, TopicConfig, validate_topic_name
 from .errors import (
@@ -247,6 +247,10 @@ class LogStore(TopicAdmin, LogAdmin):
                 self._recover_all()
                 if not self.readonly:
                     _native.lock(self._lock_fd, 0, 1, "r", True)   # downgrade
+            elif not self.readonly:
+                # P-9: a last closer that held the lock as this open began
+                # may have left its record; this session will write
+                cleanshutdown.remove(self.path)
         except BaseException:
             # nothing may stay open: the caller could not close what it never got
             for part in self._partitions.values():
@@ -307,13 +311,23 @@ class LogStore(TopicAdmin, LogAdmin):
             os.close(fd)
 
     def _recover_all(self) -> None:
+        """The first opener's recovery (L-2, P-4) of every partition but
+        those the last close left clean (P-9): these open lazily, on first
+        use, with nothing to recover. The clean-shutdown record is removed
+        (durably) before the log is shared or written."""
         for name in os.listdir(self.path):
             if name.endswith("-delete") and not self.readonly:
                 shutil.rmtree(os.path.join(self.path, name), ignore_errors=True)
+        nonce = None if self.readonly else cleanshutdown.read_nonce(self.path)
         for topic, doc in self.meta.topics().items():
             for p in range(doc["partitions"]):
+                if cleanshutdown.is_clean(os.path.join(self.path, f"{topic}-{p}"),
+                                          nonce):
+                    continue
                 part = self._open_partition(topic, p, doc, recover=False)
                 part.recover()
+        if not self.readonly:
+            cleanshutdown.remove(self.path)
 
     def _check(self) -> None:
         if self._closed:
@@ -578,6 +592,8 @@ class LogStore(TopicAdmin, LogAdmin):
         for thread in (self._maint, self._expiry):
             if thread is not None and thread is not threading.current_thread():
                 thread.join(timeout=5)
+        failed = {part.dir for part in self._partitions.values()
+                  if part.failed is not None}
         for part in list(self._partitions.values()):
             try:
                 part.close()
@@ -589,6 +605,8 @@ class LogStore(TopicAdmin, LogAdmin):
                 self.meta.sync()
             except PylogError as exc:
                 errors.append(exc)
+        if not self.readonly and not errors:
+            self._mark_clean_if_last(failed)
         self.meta.close()
         self._release_lock_file()
         # The doorbell is not unmapped here: a consumer may be waiting on it
@@ -597,6 +615,22 @@ class LogStore(TopicAdmin, LogAdmin):
         self._bell = self._bell_ptr = None
         if errors:
             raise errors[0]
+
+    def _mark_clean_if_last(self, failed: set[str]) -> None:
+        """P-9: when no other process has the log open (the lock converts to
+        exclusive), leave the clean-shutdown record so that the next first
+        opener skips recovering what nobody changed. A partition that
+        failed here is left out: its next open looks at it again."""
+        try:
+            if not _native.lock(self._lock_fd, 0, 1, "w", False):
+                return
+            dirs = [d for topic, doc in self.meta.topics().items()
+                    for p in range(doc["partitions"])
+                    if (d := os.path.join(self.path, f"{topic}-{p}")) not in failed]
+        except (OSError, PylogError) as exc:
+            _log.warning("%s: no clean-shutdown record (%s)", self.path, exc)
+            return
+        cleanshutdown.mark_all(self.path, dirs)
 
     def __enter__(self) -> LogStore:
         return self
