@@ -33,7 +33,7 @@ import struct
 import sys
 
 from . import _format
-from .files import open_regular
+from .files import NotARegularFile, open_regular
 from .segment import fsync_dir
 from .sharedstate import DELETED, STATE_FILE, mix64
 
@@ -76,7 +76,7 @@ def _read_head(directory: str) -> bytes | None:
     try:
         fd = open_regular(os.path.join(directory, STATE_FILE), os.O_RDONLY,
                           what="partition state file")
-    except OSError:
+    except (OSError, NotARegularFile):
         return None
     try:
         return os.pread(fd, _HEAD, 0)
@@ -90,7 +90,7 @@ def read_nonce(root: str) -> int | None:
     try:
         fd = open_regular(os.path.join(root, CLEAN_FILE), os.O_RDONLY,
                           what="clean-shutdown file")
-    except OSError:
+    except (OSError, NotARegularFile):
         return None
     try:
         data = os.pread(fd, _FILE.size, 0)
@@ -161,6 +161,8 @@ def _mark(directory: str, nonce: int) -> None:
     try:
         fd = open_regular(os.path.join(directory, STATE_FILE), os.O_RDWR,
                           what="partition state file")
+    except NotARegularFile:
+        return                             # recovery rebuilds it (P-4)
     except OSError as exc:
         if exc.errno in (errno.ENOENT, errno.ENOTDIR):
             return                         # a partition never opened
