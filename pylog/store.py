@@ -7,8 +7,11 @@ open), ``doorbell`` (shared futex words that wake blocked consumers) and one
 Opening: every process holds a shared OFD lock on ``pylog.lock`` while the
 log is open. The first opener (it gets the lock exclusively: nobody else has
 the log open, so any previous user crashed or exited) runs recovery on every
-partition (P-4), then downgrades to shared. Cost: proportional to the number
-of partitions and the unflushed tails (G7).
+partition (P-4) the last close did not leave clean (P-9), then downgrades to
+shared. Cost: after a clean close, one read of each partition's state file;
+otherwise proportional to the number of partitions and the unflushed tails
+(G7). Closing: the last process to close leaves the clean-shutdown record
+(P-9).
 
 Fork (G6): a Log used in a child of ``os.fork()`` reopens itself there (new
 LMDB environment, new file descriptions and locks) on first use; consumers
