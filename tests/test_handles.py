@@ -379,7 +379,8 @@ def test_10000_partitions_under_ulimit_256(logdir, tmp_path, child_env):
     partitions (P-9: a read of each partition.state, no recovery), measured
     as the ratio to the same run at 1,000 partitions (bench/handles.py
     reports the seconds)."""
-    small_peaks, small = run_limited(str(tmp_path / "small"), child_env, 10, 100)
+    (tmp_path / "small").mkdir()           # (its own members' stop files)
+    small_peaks, small = run_limited(str(tmp_path / "small" / "log"), child_env, 10, 100)
     peaks, took = run_limited(logdir, child_env, 100, 100)
     assert max(peaks + small_peaks) <= 200, (peaks, small_peaks)
     print(f"peaks {peaks}, reopen {took:.2f} s (1,000 partitions: {small:.2f} s)",
