@@ -215,6 +215,9 @@ class LogStore(TopicAdmin, LogAdmin):
         # parent's segments, which the child must leave alone
         self.handles = HandleCache(self.max_open_files)
         self._topic_cache: dict[str, tuple[float, dict[str, Any]]] = {}
+        # partitions the first opener did not recover (P-9): their active
+        # indexes are checked at first use (I-3)
+        self._unchecked: set[tuple[str, int]] = set()
         self._lock_fd = -1
         first = False
         if not self.readonly:
@@ -326,6 +329,7 @@ class LogStore(TopicAdmin, LogAdmin):
             for p in range(doc["partitions"]):
                 if cleanshutdown.is_clean(os.path.join(self.path, f"{topic}-{p}"),
                                           nonce):
+                    self._unchecked.add((topic, p))
                     continue
                 part = self._open_partition(topic, p, doc, recover=False)
                 part.recover()
@@ -415,6 +419,15 @@ class LogStore(TopicAdmin, LogAdmin):
                 part.close()
                 raise _open_error(exc, f"open partition {topic}-{p} in {self.path}",
                                   readonly=self.readonly) from None
+        if key in self._unchecked and part.writer is not None:
+            self._unchecked.discard(key)
+            try:
+                part.writer.check_indexes()
+            except OSError as exc:
+                part.close()
+                if exc.errno in FD_EXHAUSTED and not isinstance(exc, PylogError):
+                    raise too_many_open_files(exc, action) from None
+                raise
         old = self._partitions.get(key)
         self._partitions[key] = part
         if old is not None:
