@@ -112,6 +112,8 @@ STATE_SIZE = STATE_VALS_OFFSET + 8 * len(STATE_VALS)        # P-2: 64
 STATE_INDEX_POSITION = 64                        # P-3 / I-2: int64, lock holders only
 STATE_TAKEOVER = 72                              # P-3: uint32, 1 until a taker cleaned up
 STATE_DURABLE = 80                               # P-7: int64 base, position, next, check
+STATE_CLEAN = 112                                # P-9: uint64 nonce, uint64 check (no C name:
+                                                 # only pylog.cleanshutdown uses it)
 STATE_LOCK_WORD = 128                            # P-3: uint32 token, uint32 waiters
 LIVENESS_BASE = 2 ** 32                          # P-3: liveness byte = this + token
 

@@ -50,7 +50,7 @@ _DURABLE = struct.Struct("=qqqQ")
 _MASK64 = (1 << 64) - 1
 
 
-def _mix64(z: int) -> int:
+def mix64(z: int) -> int:
     """splitmix64's finalizer (P-7), as csrc/sync.c computes it."""
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
@@ -59,9 +59,9 @@ def _mix64(z: int) -> int:
 
 def durable_check(base: int, position: int, next_offset: int) -> int:
     """The check word of a durable mark (P-7)."""
-    h = _mix64(_format.STATE_MAGIC ^ (base & _MASK64))
-    h = _mix64(h ^ (position & _MASK64))
-    return _mix64(h ^ (next_offset & _MASK64))
+    h = mix64(_format.STATE_MAGIC ^ (base & _MASK64))
+    h = mix64(h ^ (position & _MASK64))
+    return mix64(h ^ (next_offset & _MASK64))
 # The append lock (P-3) is a futex word where the kernel has OFD locks
 # (csrc/lock.c, Linux): the state file's descriptor is not needed once the
 # file is mapped. Elsewhere the lock is an fcntl lock on that descriptor.

@@ -7,8 +7,11 @@ open), ``doorbell`` (shared futex words that wake blocked consumers) and one
 Opening: every process holds a shared OFD lock on ``pylog.lock`` while the
 log is open. The first opener (it gets the lock exclusively: nobody else has
 the log open, so any previous user crashed or exited) runs recovery on every
-partition (P-4), then downgrades to shared. Cost: proportional to the number
-of partitions and the unflushed tails (G7).
+partition (P-4) the last close did not leave clean (P-9), then downgrades to
+shared. Cost: after a clean close, one read of each partition's state file;
+otherwise proportional to the number of partitions and the unflushed tails
+(G7). Closing: the last process to close leaves the clean-shutdown record
+(P-9).
 
 Fork (G6): a Log used in a child of ``os.fork()`` reopens itself there (new
 LMDB environment, new file descriptions and locks) on first use; consumers
@@ -32,7 +35,7 @@ import time
 import warnings
 from typing import Any
 
-from . import _native
+from . import _native, cleanshutdown
 from .admin import LogAdmin
 from .config import SYNC_MODES, TopicConfig, validate_topic_name
 from .errors import (
@@ -212,6 +215,9 @@ class LogStore(TopicAdmin, LogAdmin):
         # parent's segments, which the child must leave alone
         self.handles = HandleCache(self.max_open_files)
         self._topic_cache: dict[str, tuple[float, dict[str, Any]]] = {}
+        # partitions the first opener did not recover (P-9): their active
+        # indexes are checked at first use (I-3)
+        self._unchecked: set[tuple[str, int]] = set()
         self._lock_fd = -1
         first = False
         if not self.readonly:
@@ -247,6 +253,10 @@ class LogStore(TopicAdmin, LogAdmin):
                 self._recover_all()
                 if not self.readonly:
                     _native.lock(self._lock_fd, 0, 1, "r", True)   # downgrade
+            elif not self.readonly:
+                # P-9: a last closer that held the lock as this open began
+                # may have left its record; this session will write
+                cleanshutdown.remove(self.path)
         except BaseException:
             # nothing may stay open: the caller could not close what it never got
             for part in self._partitions.values():
@@ -307,13 +317,24 @@ class LogStore(TopicAdmin, LogAdmin):
             os.close(fd)
 
     def _recover_all(self) -> None:
+        """The first opener's recovery (L-2, P-4) of every partition but
+        those the last close left clean (P-9): these open lazily, on first
+        use, with nothing to recover. The clean-shutdown record is removed
+        (durably) before the log is shared or written."""
         for name in os.listdir(self.path):
             if name.endswith("-delete") and not self.readonly:
                 shutil.rmtree(os.path.join(self.path, name), ignore_errors=True)
+        nonce = None if self.readonly else cleanshutdown.read_nonce(self.path)
         for topic, doc in self.meta.topics().items():
             for p in range(doc["partitions"]):
+                if cleanshutdown.is_clean(os.path.join(self.path, f"{topic}-{p}"),
+                                          nonce):
+                    self._unchecked.add((topic, p))
+                    continue
                 part = self._open_partition(topic, p, doc, recover=False)
                 part.recover()
+        if not self.readonly:
+            cleanshutdown.remove(self.path)
 
     def _check(self) -> None:
         if self._closed:
@@ -398,6 +419,15 @@ class LogStore(TopicAdmin, LogAdmin):
                 part.close()
                 raise _open_error(exc, f"open partition {topic}-{p} in {self.path}",
                                   readonly=self.readonly) from None
+        if key in self._unchecked and part.writer is not None:
+            self._unchecked.discard(key)
+            try:
+                part.writer.check_indexes()
+            except OSError as exc:
+                part.close()
+                if exc.errno in FD_EXHAUSTED and not isinstance(exc, PylogError):
+                    raise too_many_open_files(exc, action) from None
+                raise
         old = self._partitions.get(key)
         self._partitions[key] = part
         if old is not None:
@@ -578,6 +608,8 @@ class LogStore(TopicAdmin, LogAdmin):
         for thread in (self._maint, self._expiry):
             if thread is not None and thread is not threading.current_thread():
                 thread.join(timeout=5)
+        failed = {part.dir for part in self._partitions.values()
+                  if part.failed is not None}
         for part in list(self._partitions.values()):
             try:
                 part.close()
@@ -589,6 +621,8 @@ class LogStore(TopicAdmin, LogAdmin):
                 self.meta.sync()
             except PylogError as exc:
                 errors.append(exc)
+        if not self.readonly and not errors:
+            self._mark_clean_if_last(failed)
         self.meta.close()
         self._release_lock_file()
         # The doorbell is not unmapped here: a consumer may be waiting on it
@@ -597,6 +631,22 @@ class LogStore(TopicAdmin, LogAdmin):
         self._bell = self._bell_ptr = None
         if errors:
             raise errors[0]
+
+    def _mark_clean_if_last(self, failed: set[str]) -> None:
+        """P-9: when no other process has the log open (the lock converts to
+        exclusive), leave the clean-shutdown record so that the next first
+        opener skips recovering what nobody changed. A partition that
+        failed here is left out: its next open looks at it again."""
+        try:
+            if not _native.lock(self._lock_fd, 0, 1, "w", False):
+                return
+            dirs = [d for topic, doc in self.meta.topics().items()
+                    for p in range(doc["partitions"])
+                    if (d := os.path.join(self.path, f"{topic}-{p}")) not in failed]
+        except (OSError, PylogError) as exc:
+            _log.warning("%s: no clean-shutdown record (%s)", self.path, exc)
+            return
+        cleanshutdown.mark_all(self.path, dirs)
 
     def __enter__(self) -> LogStore:
         return self

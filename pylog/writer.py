@@ -684,6 +684,31 @@ class Writer:
                 self._active.close()
                 self._set_active(None)
 
+    def check_indexes(self) -> None:
+        """I-3 for a partition the first opener did not recover (P-9): the
+        active segment's indexes, damaged or cut since the clean close,
+        are rebuilt before this writer appends entries to them (an entry
+        after a partial one would be misread). Under _wlock and the append
+        lock; reads the index files and the segment up to its end."""
+        with self._wlock:
+            self._shared.lock()
+            try:
+                st = self._part.state()
+                pos = st.active_position
+                seg = self._writer_segment(st)
+                idx, tidx = seg.indexes_before(pos)
+                m = seg.mapped(pos) if pos else None
+                if m is not None and \
+                        seg.index_problem(idx, tidx, m, pos, None) is not None:
+                    idx, tidx, _complete = seg.scan_indexes(m, pos, False)
+                if idx != seg.read_index() or tidx != seg.read_timeindex():
+                    _log.warning("%s: the active segment's indexes did not match "
+                                 "it; rebuilt (I-3)", self.name)
+                    seg.replace_indexes(idx, tidx)
+                    self._shared.set_index_position(last_entry_position(idx))
+            finally:
+                self._shared.unlock()
+
     def _clean_up_dead_holder(self) -> None:
         """Under _wlock: take the append lock without waiting (a dead
         holder's is taken over, P-3) and clean up if it was."""

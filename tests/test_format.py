@@ -400,6 +400,8 @@ def test_zstd_frame_expanding_past_256_mib_is_refused(logdir):
         end, _ = batches(f.read())
         f.seek(end)
         f.write(zstd_bomb_batch(1, (256 << 20) + (1 << 20)))
+    # as if appended by a writer that crashed: no clean close vouches (P-9)
+    os.unlink(os.path.join(logdir, "clean-shutdown"))
     with pylog.open(logdir, sync="never") as log:          # recovery keeps it
         part = log.partition("t", 0)
         assert part.failed is None

@@ -19,7 +19,7 @@ LAYERS = [
     {"batch", "index"},
     {"segment", "identity", "metalock", "topicdirs"},
     {"sharedstate", "segmentlist"},
-    {"retention"},
+    {"retention", "cleanshutdown"},
     {"reader", "writer", "recovery"},
     {"partition"},
     {"commitstore"},
