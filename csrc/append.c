@@ -172,21 +172,33 @@ int pl_append_packed(pl_appender *a, uint32_t n, const int64_t *stream, size_t s
     return append_src(a, n, &s, 1);
 }
 
-int pl_append_columns(pl_appender *a, uint32_t n, int64_t timestamp,
-                      const int32_t *key_lens, int64_t key_len, const uint8_t *keys,
-                      size_t keys_len, const int32_t *value_lens, int64_t value_len,
-                      const uint8_t *values, size_t values_len)
+/* The column source of both pl_append_columns calls: one timestamp for
+ * every record, or each its own (timestamps non-NULL). */
+static int append_columns(pl_appender *a, uint32_t n, int64_t timestamp,
+                          const int64_t *timestamps, const int32_t *key_lens,
+                          int64_t key_len, const uint8_t *keys, size_t keys_len,
+                          const int32_t *value_lens, int64_t value_len,
+                          const uint8_t *values, size_t values_len)
 {
     src_t s;
     memset(&s, 0, sizeof s);
     if ((!keys && keys_len) || (!values && values_len))
         return PL_E_INVAL;
-    s.columns = 1; s.col_ts = timestamp; s.col_n = n;
+    s.columns = 1; s.col_ts = timestamp; s.timestamps = timestamps; s.col_n = n;
     s.col_lens[0] = key_lens; s.col_len[0] = key_len;
     s.col_blob[0] = keys; s.col_blob_len[0] = keys_len;
     s.col_lens[1] = value_lens; s.col_len[1] = value_len;
     s.col_blob[1] = values; s.col_blob_len[1] = values_len;
     return append_src(a, n, &s, 1);
+}
+
+int pl_append_columns(pl_appender *a, uint32_t n, int64_t timestamp,
+                      const int32_t *key_lens, int64_t key_len, const uint8_t *keys,
+                      size_t keys_len, const int32_t *value_lens, int64_t value_len,
+                      const uint8_t *values, size_t values_len)
+{
+    return append_columns(a, n, timestamp, NULL, key_lens, key_len, keys, keys_len,
+                          value_lens, value_len, values, values_len);
 }
 
 /* As pl_append_columns, each record with its own timestamp (timestamps[i]):
@@ -196,16 +208,10 @@ int pl_append_columns_ts(pl_appender *a, uint32_t n, const int64_t *timestamps,
                          size_t keys_len, const int32_t *value_lens, int64_t value_len,
                          const uint8_t *values, size_t values_len)
 {
-    src_t s;
-    memset(&s, 0, sizeof s);
-    if (!timestamps || (!keys && keys_len) || (!values && values_len))
+    if (!timestamps)
         return PL_E_INVAL;
-    s.columns = 1; s.timestamps = timestamps; s.col_n = n;
-    s.col_lens[0] = key_lens; s.col_len[0] = key_len;
-    s.col_blob[0] = keys; s.col_blob_len[0] = keys_len;
-    s.col_lens[1] = value_lens; s.col_len[1] = value_len;
-    s.col_blob[1] = values; s.col_blob_len[1] = values_len;
-    return append_src(a, n, &s, 1);
+    return append_columns(a, n, 0, timestamps, key_lens, key_len, keys, keys_len,
+                          value_lens, value_len, values, values_len);
 }
 
 int64_t pl_append_record(pl_appender *a, int64_t timestamp, const uint8_t *key,
