@@ -35,6 +35,20 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """With PYLOG_REQUIRE_SERVICES=1 (.ci/run), a skip for a missing service
+    (tests/services.py) is a failure: CI must test against the real ones."""
+    outcome = yield
+    report = outcome.get_result()
+    if os.environ.get("PYLOG_REQUIRE_SERVICES") != "1" or not report.skipped:
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    if "needs service:" in reason:
+        report.outcome = "failed"
+        report.longrepr = f"PYLOG_REQUIRE_SERVICES=1 but the test skipped: {reason}"
+
+
 @pytest.fixture(scope="session")
 def shim(tmp_path_factory):
     """tests/shim/pylogshim.c built as an LD_PRELOAD library (fault injection
