@@ -19,12 +19,13 @@ any). Durability: nothing here writes.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
 from . import _native
 from .deserialize import RecordMaker
-from .errors import OffsetOutOfRange, TopicNotFound
+from .errors import InvalidArgument, OffsetOutOfRange, TopicNotFound
 from .gcpause import paused as _gc_paused
 from .group import GroupMember
 from .offsetreset import OffsetReset
@@ -33,12 +34,21 @@ from .records import TopicPartition
 from .store import topic_slot
 
 if TYPE_CHECKING:
+    from .consumer import Consumer
     from .delivery import Delivery
     from .store import LogStore
 
 TOPIC_REFRESH_S = 1.0
 # (partition, index of its first record in a poll's result, index past its last)
 Slice = tuple[TopicPartition, int, int]
+
+
+def _housekeeping_due(c: Fetching, now: float) -> bool:
+    """Is group, topic or auto-commit housekeeping due at ``now`` (monotonic)?"""
+    member = c._member
+    return now >= c._next_topic_refresh or \
+        (member is not None and now >= member.next_check) or \
+        (c._auto_commit and now >= c._next_auto_commit)
 
 
 class Fetching:
@@ -143,34 +153,17 @@ class Fetching:
             return recs
         return [x for tp, i0, i1 in slices if tp in owned for x in recs[i0:i1]]
 
-    def _housekeeping_due(self, now: float) -> bool:
-        """Is group, topic or auto-commit housekeeping due at ``now``
-        (monotonic)? pylog.aio runs it off the event loop when it is."""
-        member = self._member
-        return now >= self._next_topic_refresh or \
-            (member is not None and now >= member.next_check) or \
-            (self._auto_commit and now >= self._next_auto_commit)
-
-    def _housekeep(self) -> None:
-        """The group heartbeat and rebalance, topic refresh and auto-commit
-        (metadata transactions: they may fsync)."""
-        self._sync_group()
-        self._maybe_auto_commit()
-
-    def _wait_s(self, remaining: float) -> float:
-        """How long a poll may wait before housekeeping may be due."""
-        member = self._member
-        return min(remaining, member.wait_s() if member else TOPIC_REFRESH_S)
-
     def _poll_loop(self, timeout: float, max_records: int, values_only: bool,
                    slices: list[Slice]) -> list[Any]:
         now = time.monotonic()
         deadline = now + timeout
         bell = self._log.doorbell_pointer()  # (keeps the map)
         self._woken = False
+        member = self._member
         while True:
-            if self._housekeeping_due(now):
-                self._housekeep()
+            if _housekeeping_due(self, now):
+                self._sync_group()
+                self._maybe_auto_commit()
             slot = self._slots()
             seen = _native.doorbell_load_at(bell, slot) if bell is not None else 0
             # Paused collector (see pylog.gcpause): poll builds up to
@@ -185,7 +178,7 @@ class Fetching:
             remaining = deadline - now
             if remaining <= 0 or self._woken:
                 return recs
-            wait = self._wait_s(remaining)
+            wait = min(remaining, member.wait_s() if member else TOPIC_REFRESH_S)
             target = self._wait_target() if bell is not None else None
             if target is not None:
                 tp, part, cur = target
@@ -206,3 +199,156 @@ class Fetching:
                 time.sleep(min(wait, 0.005))
             now = time.monotonic()
 
+
+
+def _floors(records: list[Any]) -> dict[TopicPartition, int]:
+    """{tp: offset of its first record among ``records``}."""
+    out: dict[TopicPartition, int] = {}
+    for r in records:
+        out.setdefault(TopicPartition(r.topic, r.partition), r.offset)
+    return out
+
+
+#: :meth:`PollDriver.housekeeping`: nothing due; a topic refresh only
+#: (metadata reads, never waits: fine on an event loop); group or
+#: auto-commit work (metadata transactions that may fsync, rebalance
+#: listener calls: off the loop)
+NOTHING, READS, WRITES = 0, 1, 2
+
+
+class PollDriver:
+    """A Consumer's ``poll`` in steps, for a caller that waits on its own
+    and runs housekeeping where it likes (pylog.aio drives a Consumer from
+    an event loop with it: waits on a future, housekeeping in an executor).
+    The one way such a caller reaches into a Consumer's internals;
+    internal to pylog.
+
+    A driver's loop: ``housekeeping()`` and, when due, ``housekeep()``;
+    read the doorbell slot ``slot()`` (its count before the fetch);
+    ``fetch()`` (None: housekeeping must run first, forced); when nothing
+    came, wait for a ring of the slot for at most ``wait_s()``.
+
+    Thread safety: as the Consumer's: one thread at a time (``housekeep``
+    may run in another thread than ``fetch`` as long as they never
+    overlap). Durability: as the Consumer's calls it makes.
+    """
+
+    __slots__ = ("_c",)
+
+    def __init__(self, consumer: Consumer) -> None:
+        self._c = consumer
+
+    @property
+    def closed(self) -> bool:
+        return self._c._closed
+
+    @property
+    def idle_s(self) -> float | None:
+        """``consumer_timeout_ms`` in seconds (None: never)."""
+        return self._c._idle_s
+
+    def check(self) -> None:
+        """Raise LogClosed (or ForkedLogError) as the Consumer's calls do."""
+        self._c._check()
+
+    def housekeeping(self, now: float) -> int:
+        """What housekeeping is due at ``now`` (monotonic): NOTHING, READS
+        or WRITES."""
+        c = self._c
+        if not _housekeeping_due(c, now):
+            return NOTHING
+        return READS if c._member is None and not c._auto_commit else WRITES
+
+    def housekeep(self, force: bool = False) -> None:
+        """The group heartbeat and rebalance (and its listener calls), the
+        topic refresh, auto-commit; ``force``: look at the group now."""
+        c = self._c
+        c._check()
+        c._sync_group(force)
+        c._maybe_auto_commit()
+
+    def slot(self) -> int:
+        """The doorbell slot whose rings may bring records (L-3)."""
+        return self._c._slots()
+
+    def fetch(self, max_records: int | None) -> list[Any] | None:
+        """``poll(0)`` without its housekeeping: the records ready now, or
+        None when a group member must look at its group first (its lease
+        ran out, or it stopped polling for max_poll_interval_ms): then call
+        ``housekeep(force=True)`` and fetch again. Never waits."""
+        c = self._c
+        c._check()
+        if not c._subscription and c._pattern is None and c._manual is None:
+            raise InvalidArgument("getmany/getone before subscribe() or assign()")
+        grouped = c._member is not None and c._manual is None
+        if grouped and c._member is not None and (
+                c._member.joined and c._interval.exceeded()
+                or time.monotonic() > c._member.lease_until):
+            return None
+        c._poll_thread = threading.get_ident()
+        c._delivery.next_poll()        # what the last fetch handed is finished
+        slices: list[Slice] = []
+        c._interval.begin()
+        try:
+            with _gc_paused():
+                recs = c._fetch(c._max_poll if max_records is None else max_records,
+                                False, slices)
+        except BaseException:
+            c._delivery.give_back()
+            raise
+        finally:
+            c._interval.end()
+        if recs and grouped and c._member is not None and \
+                time.monotonic() > c._member.lease_until:
+            c._delivery.give_back()     # (the lease ran out meanwhile: rare)
+            return None
+        return recs
+
+    def wait_s(self, remaining: float) -> tuple[float, bool]:
+        """(how long a wait may last before housekeeping may be due,
+        whether only a topic refresh bounds it: the caller may instead wait
+        for its own watch of the Log's topics and call ``topics_changed``)."""
+        c = self._c
+        if c._member is None and not c._auto_commit:
+            return remaining, c._manual is None
+        return min(remaining, c._member.wait_s() if c._member else TOPIC_REFRESH_S), False
+
+    def topics_changed(self) -> None:
+        """The Log's topics changed: resolve the subscription again now
+        (metadata reads)."""
+        self._c._refresh_topics(force=True)
+
+    def owned(self) -> set[TopicPartition]:
+        """The partitions owned as of the last housekeeping (no metadata
+        read, unlike Consumer.assignment)."""
+        c = self._c
+        c._check()
+        return set(c._manual) if c._manual is not None else set(c._owned())
+
+    def unreceived(self, records: list[Any]) -> None:
+        """``records`` were fetched (by the last fetch) but the application
+        never received them: the positions go back on them, and the batch
+        they came from stays unfinished (auto-commit and close do not
+        commit the record being handled)."""
+        cursors = self._c._cursors
+        for tp, off in _floors(records).items():
+            cur = cursors.get(tp)
+            if cur is not None and cur.offset > off:
+                cursors[tp] = Cursor(off)     # (not a seek: that would finish it)
+
+    def commit_offsets(self, unreceived: list[Any]) -> dict[TopicPartition, int]:
+        """What ``commit()`` without offsets commits when ``unreceived``
+        records were fetched but not handed on: every received record of
+        the owned partitions."""
+        c = self._c
+        owned = set(c._owned())
+        handed = {tp: o for tp, o in c._delivery.handed_positions().items() if tp in owned}
+        handed.update((tp, o) for tp, o in _floors(unreceived).items()
+                      if tp in owned)
+        return handed
+
+    def close(self) -> None:
+        """Consumer.close, with the revoke listener called (a driver's
+        housekeeping and close run in threads other than its fetches)."""
+        self._c._poll_thread = None
+        self._c.close()

@@ -341,8 +341,8 @@ def test_bad_getmany_arguments_are_refused(logdir):
                     await c.getmany(**bad)
             got = await c.getmany(timeout_ms=5000)     # nothing was consumed
             assert [r.value for r in got[TP0]] == [b"kept"]
-            with pytest.raises(TypeError, match="listener"):
-                log.consumer("t", listener=object())
+            with pytest.raises(pylog.InvalidArgument, match="listener"):
+                log.consumer("t", group_id="g", listener=object())
 
     run("asyncio", main)
 
@@ -388,5 +388,88 @@ def test_pause_keeps_unreceived_records_and_finishes_nothing(logdir):
                 # the batch: the record being handled is delivered again
                 await c.close()
                 assert log.log.consumer(group_id="g").committed(TP0) in (None, 0)
+
+    run("asyncio", main)
+
+
+class _SyncListener:
+    def __init__(self, events: list[tuple[str, set[pylog.TopicPartition], bool]]) -> None:
+        self.events = events
+        self.consumer: pylog.aio.AIOConsumer | None = None
+
+    def _note(self, what: str, tps: set[pylog.TopicPartition]) -> None:
+        on_loop = asyncio.get_running_loop() is not None    # raises off the loop
+        self.events.append((what, set(tps), on_loop))
+
+    def on_partitions_revoked(self, revoked):
+        self._note("revoked", revoked)
+
+    def on_partitions_assigned(self, assigned):
+        self._note("assigned", assigned)
+
+
+class _AsyncListener(_SyncListener):
+    async def on_partitions_revoked(self, revoked):
+        self._note("revoked", revoked)
+        assert self.consumer is not None
+        await asyncio.sleep(0.01)
+        await self.consumer.commit()        # still owned: this succeeds
+
+    async def on_partitions_assigned(self, assigned):
+        await asyncio.sleep(0)
+        self._note("assigned", assigned)
+
+
+@pytest.mark.parametrize("kind", [_SyncListener, _AsyncListener])
+def test_rebalance_listener_callbacks_run_on_the_loop(logdir, kind):
+    tps = {TP0, pylog.TopicPartition("t", 1)}
+
+    async def main():
+        async with pylog.aio.open(logdir, sync="never") as log:
+            await log.create_topic("t", 2)
+            p = log.producer()
+            for part in (0, 1):
+                await p.send_batch("t", [b"a", b"b"], partition=part)
+            events: list[tuple[str, set[pylog.TopicPartition], bool]] = []
+            listener = kind(events)
+            a = log.consumer("t", group_id="g", enable_auto_commit=False,
+                             auto_offset_reset="earliest", listener=listener)
+            listener.consumer = a
+            got = 0
+            while got < 4:
+                got += sum(map(len, (await a.getmany(timeout_ms=5000)).values()))
+            assert events == [("assigned", tps, True)]
+            b = log.consumer("t", group_id="g", enable_auto_commit=False,
+                             auto_offset_reset="earliest")
+            deadline = time.monotonic() + 30
+            while not b.assignment() and time.monotonic() < deadline:
+                await asyncio.gather(a.getmany(timeout_ms=200), b.getmany(timeout_ms=200))
+            assert len(events) == 2, events
+            what, moved, on_loop = events[1]
+            assert what == "revoked" and on_loop and len(moved) == 1
+            assert a.assignment() == tps - moved and b.assignment() == moved
+            (gone,) = moved
+            committed = log.log.consumer(group_id="g").committed(gone)
+            # the async listener committed the records received before it went
+            assert committed == (2 if kind is _AsyncListener else None)
+            await a.close()         # the rest is revoked on the loop too
+            assert events[2] == ("revoked", tps - moved, True)
+            await b.close()
+
+    run("asyncio", main)
+
+
+def test_a_listener_that_raises_fails_the_call(logdir):
+    class Bad:
+        def on_partitions_assigned(self, assigned):
+            raise RuntimeError("listener failed")
+
+    async def main():
+        async with pylog.aio.open(logdir, sync="never") as log:
+            await log.create_topic("t")
+            c = log.consumer("t", group_id="g", listener=Bad())
+            with pytest.raises(RuntimeError, match="listener failed"):
+                await c.getmany(timeout_ms=100)
+            await c.close()
 
     run("asyncio", main)

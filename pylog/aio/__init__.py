@@ -35,6 +35,7 @@ from ..fetching import TOPIC_REFRESH_S
 from ..records import TopicInfo
 from .bridge import DoorbellBridge
 from .consumer import AIOConsumer
+from .listener import Relay
 from .producer import AIOProducer
 
 __all__ = ["AIOConsumer", "AIOLog", "AIOProducer", "open"]
@@ -157,13 +158,18 @@ class AIOLog:
         return AIOProducer(self, self.log.producer(key_serializer=key_serializer,
                                                    value_serializer=value_serializer))
 
-    def consumer(self, *topics: str, **kwargs: Any) -> AIOConsumer:
-        """An :class:`AIOConsumer`; the arguments are Log.consumer's
-        (``listener`` excepted: a rebalance listener's callbacks would run
-        off the loop)."""
-        if "listener" in kwargs:
-            raise TypeError("pylog.aio consumers take no listener")
-        return AIOConsumer(self, self.log.consumer(*topics, **kwargs))
+    def consumer(self, *topics: str, listener: object | None = None,
+                 **kwargs: Any) -> AIOConsumer:
+        """An :class:`AIOConsumer`; the arguments are Log.consumer's.
+        ``listener`` (a group's rebalance listener: an object with
+        ``on_partitions_revoked(revoked)``, ``on_partitions_assigned(assigned)``
+        and optionally ``on_partitions_lost(lost)``, each a plain method or a
+        coroutine) is called on this event loop (pylog.aio.listener)."""
+        relay = Relay(listener)
+        consumer = AIOConsumer(self, self.log.consumer(
+            *topics, listener=relay if listener is not None else None, **kwargs), relay)
+        relay.owner = consumer
+        return consumer
 
     # -- administration (metadata transactions: off the loop) ---------------------------
     async def create_topic(self, name: str, partitions: int = 1, *, exist_ok: bool = False,

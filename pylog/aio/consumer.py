@@ -36,7 +36,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..consumer import Consumer
 from ..consumerargs import MAX_POLL_RECORDS_MAX, poll_timeout
 from ..errors import InvalidArgument
+from ..fetching import READS, WRITES, PollDriver
 from ..records import Record, TopicPartition
+from .listener import IN_LISTENER, Relay
 
 if TYPE_CHECKING:
     from . import AIOLog
@@ -50,9 +52,11 @@ FOREVER_S = 3600.0
 class AIOConsumer:
     """See the module docstring. Create with :meth:`AIOLog.consumer`."""
 
-    def __init__(self, alog: AIOLog, consumer: Consumer) -> None:
+    def __init__(self, alog: AIOLog, consumer: Consumer, relay: Relay) -> None:
         self._alog = alog
         self._c = consumer
+        self._d = PollDriver(consumer)
+        self._relay = relay
         self._lock = asyncio.Lock()     # one executor job, or one fetch, at a time
         self._buffer: deque[Record] = deque()   # fetched by getone, not yet received
 
@@ -60,7 +64,11 @@ class AIOConsumer:
     async def _locked(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` in the executor while no fetch runs. Cancelling the
         caller does not stop ``fn``: the consumer stays locked until it
-        returns, so no fetch overlaps it."""
+        returns, so no fetch overlaps it. Called from a rebalance listener
+        (which runs while this consumer's housekeeping holds the lock),
+        ``fn`` runs in the thread that waits for the listener instead."""
+        if IN_LISTENER.get() is self:
+            return await self._relay.run_in_waiting_thread(fn, *args)
         await self._lock.acquire()
         try:
             fut = self._alog._submit(fn, *args)
@@ -75,14 +83,14 @@ class AIOConsumer:
         fut.add_done_callback(done)
         return await asyncio.shield(fut)
 
-    async def _housekeep(self) -> None:
-        c = self._c
-        if c._member is None and not c._auto_commit:
-            c._housekeep()          # a topic refresh: metadata reads only
+    async def _housekeep(self, kind: int, force: bool = False) -> None:
+        d = self._d
+        if kind == READS:
+            d.housekeep()           # a topic refresh: metadata reads only
         else:
-            await self._locked(c._housekeep)
+            await self._locked(d.housekeep, force)
         if self._buffer:        # a rebalance may have taken partitions away
-            owned = set(c._owned())
+            owned = d.owned()
             self._buffer = deque(r for r in self._buffer
                                  if TopicPartition(r.topic, r.partition) in owned)
 
@@ -92,39 +100,39 @@ class AIOConsumer:
         if buf:
             n = len(buf) if max_records is None else min(max_records, len(buf))
             return [buf.popleft() for _ in range(n)]
-        c = self._c
-        bridge = self._alog._bridge
+        d = self._d
+        alog = self._alog
+        bridge = alog._bridge
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        # housekeeping that bounds a wait: none for an assigned consumer
-        # without auto-commit; only a topic refresh without a group, which
-        # the Log's topic watch wakes up for; a group's heartbeats
-        quiet = c._member is None and not c._auto_commit
-        watch = quiet and c._manual is None
         while True:
-            await self._alog._take_turn()
-            if c._housekeeping_due(time.monotonic()):
-                await self._housekeep()
+            await alog._take_turn()
+            kind = d.housekeeping(time.monotonic())
+            if kind:
+                await self._housekeep(kind)
             await self._lock.acquire()
             try:
                 # the slot's count before the fetch: a ring after it wakes us
-                slot = c._slots()
+                slot = d.slot()
                 seen = bridge.seq(slot)
-                recs = c.poll(0, max_records)
+                recs = d.fetch(max_records)
             finally:
                 self._lock.release()
+            if recs is None:        # the group first (lease, poll interval)
+                await self._housekeep(WRITES, force=True)
+                continue
             if recs:
                 return recs
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return recs
-            also = self._alog._topics_changed() if watch else None
-            await bridge.wait(slot, seen, remaining if quiet else c._wait_s(remaining),
-                              also)
-            if c._closed:
+            wait, watch = d.wait_s(remaining)
+            also = alog._topics_changed() if watch else None
+            await bridge.wait(slot, seen, wait, also)
+            if d.closed:
                 return []       # closed by another task while this one waited
             if also is not None and also.done():
-                c._refresh_topics(force=True)   # a metadata read
+                d.topics_changed()      # metadata reads
 
     async def getmany(self, *, timeout_ms: int = 0,
                       max_records: int | None = None) -> dict[TopicPartition, list[Record]]:
@@ -160,7 +168,7 @@ class AIOConsumer:
         while True:
             if self._buffer:
                 return self._buffer.popleft()
-            self._c._check()
+            self._d.check()
             self._buffer.extend(await self._get(FOREVER_S, None))
 
     def __aiter__(self) -> AIOConsumer:
@@ -169,11 +177,11 @@ class AIOConsumer:
     async def __anext__(self) -> Record:
         """Records one at a time until close(), or until none came for
         ``consumer_timeout_ms`` (default None: never)."""
-        if self._c._closed:
+        if self._d.closed:
             raise StopAsyncIteration
         if self._buffer:
             return self._buffer.popleft()
-        idle = self._c._idle_s
+        idle = self._d.idle_s
         recs = await self._get(FOREVER_S if idle is None else idle, None)
         if not recs:
             raise StopAsyncIteration
@@ -189,13 +197,13 @@ class AIOConsumer:
         return out
 
     def _unbuffer(self, tps: set[TopicPartition] | None) -> None:
-        """Put the position of ``tps`` (None: all) back on their records
-        not received, and forget those."""
+        """Give the records fetched but not received of ``tps`` (None: all)
+        back to the consumer (its position goes back on them)."""
         if not self._buffer:
             return
-        for tp, off in self._buffered_first().items():
-            if tps is None or tp in tps:
-                self._c.seek(tp, off)
+        back = [r for r in self._buffer
+                if tps is None or TopicPartition(r.topic, r.partition) in tps]
+        self._d.unreceived(back)
         self._buffer = deque(r for r in self._buffer if tps is not None and
                              TopicPartition(r.topic, r.partition) not in tps)
 
@@ -211,7 +219,8 @@ class AIOConsumer:
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         """Read ``tp`` from ``offset`` next."""
-        self._unbuffer({TopicPartition(*tp)})
+        self._buffer = deque(r for r in self._buffer
+                             if (r.topic, r.partition) != tuple(tp))
         self._c.seek(tp, offset)
 
     async def seek_to_beginning(self, *partitions: TopicPartition) -> None:
@@ -226,15 +235,10 @@ class AIOConsumer:
 
     def pause(self, *partitions: TopicPartition) -> None:
         """Fetch nothing more from ``partitions`` until resume(); their
-        records fetched but not received are fetched again after it."""
-        tps = {TopicPartition(*p) for p in partitions}
-        # unlike a seek, a pause finishes nothing: the batch's handed floor
-        # stays, so auto-commit does not commit the record being handled
-        pending = self._c._delivery.pending
-        floors = {tp: pending[tp] for tp in tps if tp in pending}
-        self._unbuffer(tps)
-        for tp, first in floors.items():
-            self._c._delivery.handed(tp, first)
+        records fetched but not received are fetched again after it (a
+        pause finishes nothing: auto-commit does not commit the record
+        being handled)."""
+        self._unbuffer({TopicPartition(*p) for p in partitions})
         self._c.pause(*partitions)
 
     def resume(self, *partitions: TopicPartition) -> None:
@@ -246,9 +250,18 @@ class AIOConsumer:
     def assignment(self) -> set[TopicPartition]:
         """The partitions this consumer owns as of its last housekeeping
         (a group's rebalance shows at the next getone/getmany)."""
-        c = self._c
-        c._check()
-        return set(c._manual) if c._manual is not None else set(c._owned())
+        return self._d.owned()
+
+    def subscribe(self, topics: list[str] | tuple[str, ...] = (), pattern: str | None = None,
+                  listener: object | None = None) -> None:
+        """Subscribe to ``topics`` and/or a regex ``pattern`` (as
+        Consumer.subscribe); ``listener`` as :meth:`AIOLog.consumer`'s."""
+        self._relay.set(listener)
+        self._c.subscribe(topics, pattern, self._relay if listener is not None else None)
+
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        """Consume exactly these partitions, without group membership."""
+        self._c.assign(partitions)
 
     def subscription(self) -> set[str]:
         return self._c.subscription()
@@ -260,14 +273,9 @@ class AIOConsumer:
     async def commit(self, offsets: dict[TopicPartition, int] | None = None) -> None:
         """Commit ``offsets``, or every record received (see Consumer.commit);
         off the loop, since it may fsync."""
-        c = self._c
         if offsets is None and self._buffer:
-            owned = set(c._owned())
-            handed = {tp: o for tp, o in c._delivery.handed_positions().items()
-                      if tp in owned}
-            handed.update(self._buffered_first())
-            offsets = handed
-        await self._locked(c.commit, offsets)
+            offsets = self._d.commit_offsets(list(self._buffer))
+        await self._locked(self._c.commit, offsets)
 
     async def start(self) -> None:
         """Nothing to do (aiokafka's start connects): here for moving code."""
@@ -275,13 +283,13 @@ class AIOConsumer:
     async def close(self) -> None:
         """Commit what was finished (auto-commit: the batches before the
         latest getmany/getone fetch), leave the group, release. Idempotent."""
-        if self._c._closed:
+        if self._d.closed:
             return
         # The records fetched but not received are dropped, not sought back
         # to: seeking would count the batch they came from as finished, and
         # a close on an exception must not commit the record being handled.
         self._buffer.clear()
-        await self._locked(self._c.close)
+        await self._locked(self._d.close)
 
     stop = close        # aiokafka's name
 
