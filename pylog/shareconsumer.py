@@ -327,6 +327,29 @@ class ShareConsumer:
             self._producer.flush()
             self._dlq_unflushed = False
 
+    # -- for a caller that waits on its own (pylog.aio) ------------------------------
+    def open_files(self) -> None:
+        """Open (or make) the share file of every partition of the topics,
+        and the dead-letter producer: the file I/O and metadata
+        transactions a poll would otherwise do at its first look (pylog.aio
+        runs this off the event loop, so that its polls touch memory only)."""
+        self._check()
+        for tp in self._partitions():
+            self._file(tp)
+        if self.dead_letter_topic is not None and self._producer is None:
+            self._log.create_topic(self.dead_letter_topic, partitions=1, exist_ok=True)
+            self._producer = self._log.producer()
+
+    def wait_hint(self) -> tuple[int, float]:
+        """(the doorbell slot whose rings may make records available (L-3),
+        the longest to wait on it before looking again: lock expiries and
+        delays ending ring nothing)."""
+        return self._slot, _RECHECK_S
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     # -- life ------------------------------------------------------------------------
     def close(self) -> None:
         """Apply pending acknowledgements, release every record still held

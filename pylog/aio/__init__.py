@@ -37,8 +37,9 @@ from .bridge import DoorbellBridge
 from .consumer import AIOConsumer
 from .listener import Relay
 from .producer import AIOProducer
+from .shareconsumer import AIOShareConsumer
 
-__all__ = ["AIOConsumer", "AIOLog", "AIOProducer", "open"]
+__all__ = ["AIOConsumer", "AIOLog", "AIOProducer", "AIOShareConsumer", "open"]
 
 T = TypeVar("T")
 #: threads of a Log's executor: enough for a few concurrent fsyncing sends
@@ -170,6 +171,12 @@ class AIOLog:
             *topics, listener=relay if listener is not None else None, **kwargs), relay)
         relay.owner = consumer
         return consumer
+
+    def share_consumer(self, *topics: str, group_id: str, **kwargs: Any) -> AIOShareConsumer:
+        """An :class:`AIOShareConsumer` of share group ``group_id`` (a work
+        queue); the arguments are Log.share_consumer's."""
+        return AIOShareConsumer(self, self.log.share_consumer(*topics, group_id=group_id,
+                                                              **kwargs))
 
     # -- administration (metadata transactions: off the loop) ---------------------------
     async def create_topic(self, name: str, partitions: int = 1, *, exist_ok: bool = False,

@@ -256,7 +256,7 @@ class AIOConsumer:
                   listener: object | None = None) -> None:
         """Subscribe to ``topics`` and/or a regex ``pattern`` (as
         Consumer.subscribe); ``listener`` as :meth:`AIOLog.consumer`'s."""
-        self._relay.set(listener)
+        self._relay.install(listener)
         self._c.subscribe(topics, pattern, self._relay if listener is not None else None)
 
     def assign(self, partitions: list[TopicPartition]) -> None:

@@ -58,9 +58,9 @@ class Relay:
         self.owner: object = None           # the AIOConsumer, set once made
         self._loop: asyncio.AbstractEventLoop | None = None
         self._jobs: queue.SimpleQueue[Any] | None = None
-        self.set(listener)
+        self.install(listener)
 
-    def set(self, listener: object | None) -> None:
+    def install(self, listener: object | None) -> None:
         """Check and install the application's listener (None: none); a
         listener must be given in a coroutine of the loop it runs on."""
         if listener is not None:

@@ -1,0 +1,180 @@
+"""AIOShareConsumer: a work queue's consumer (share group, KIP-932) on an
+event loop.
+
+It drives a :class:`pylog.shareconsumer.ShareConsumer` (same arguments,
+same acquisition, acknowledgement and retry rules). Acquiring records and
+applying acknowledgements are stores into the share files' shared memory
+(a few microseconds), so they run inline; waiting for records is a future
+resolved by the Log's :class:`~pylog.aio.bridge.DoorbellBridge` (appends
+and releases of any process ring it; lock expiries and delays ending ring
+nothing, so a wait looks again every ShareConsumer.wait_hint() seconds);
+opening the share files, checkpoints (``commit()`` with
+``sync="always"``) and ``close()`` run in the Log's executor.
+
+Nothing is lost to cancellation: records are acquired only at a point from
+which the call returns them without awaiting again, so a getone/getmany
+cancelled while it waits has acquired nothing (no record held, no delivery
+counted). ``getone`` and ``async for`` acquire one record per call.
+
+Known limit: with ``sync="always"`` and a ``dead_letter_topic``, the copy
+of an Archived record (a reject, or the delivery limit reached) is
+appended with its fdatasync on the loop, in the getone/getmany/commit that
+applies it.
+
+Thread safety: use an AIOShareConsumer from the tasks of one event loop.
+Durability: as ShareConsumer (``await commit()`` returns once the
+acknowledgements are stored as the Log's sync mode says).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ..consumerargs import poll_timeout
+from ..errors import InvalidArgument
+from ..records import TopicPartition
+from ..shareconsumer import ShareConsumer, ShareRecord
+
+if TYPE_CHECKING:
+    from . import AIOLog
+
+T = TypeVar("T")
+#: the longest a getone (or ``async for``) waits in one go; it then looks again
+FOREVER_S = 3600.0
+
+
+class AIOShareConsumer:
+    """See the module docstring. Create with :meth:`AIOLog.share_consumer`."""
+
+    def __init__(self, alog: AIOLog, consumer: ShareConsumer) -> None:
+        self._alog = alog
+        self._c = consumer
+        self._lock = asyncio.Lock()     # one executor job, or one acquisition, at a time
+        self._opened = -1               # partitions whose share files are open
+
+    @property
+    def group_id(self) -> str:
+        return self._c.group_id
+
+    async def _locked(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in the executor while no acquisition runs; a
+        cancelled caller leaves it running (and the consumer locked) to
+        its end."""
+        await self._lock.acquire()
+        try:
+            fut = self._alog._submit(fn, *args)
+        except BaseException:
+            self._lock.release()
+            raise
+
+        def done(f: asyncio.Future[T]) -> None:
+            self._lock.release()
+            if not f.cancelled():
+                f.exception()
+        fut.add_done_callback(done)
+        return await asyncio.shield(fut)
+
+    async def _open_files(self) -> None:
+        """Open the share files of partitions not seen yet, off the loop."""
+        log = self._alog.log
+        n = sum(log.partitions_for(t) for t in self._c.topics)   # (cached reads)
+        if n != self._opened:
+            def job() -> None:      # (counts even when the caller was cancelled)
+                self._c.open_files()
+                self._opened = n
+            await self._locked(job)
+
+    async def _get(self, timeout_s: float, max_records: int) -> list[ShareRecord]:
+        c = self._c
+        alog = self._alog
+        bridge = alog._bridge
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        slot, recheck_s = c.wait_hint()
+        while True:
+            await alog._take_turn()
+            await self._open_files()
+            await self._lock.acquire()      # (free: taken without a turn)
+            try:
+                seen = bridge.seq(slot)
+                recs = c.poll(0, max_records)
+            finally:
+                self._lock.release()
+            if recs:
+                return recs
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return recs
+            await bridge.wait(slot, seen, min(remaining, recheck_s))
+            if c.closed:
+                return []
+
+    async def getmany(self, *, timeout_ms: int = 0, max_records: int = 500,
+                      ) -> dict[TopicPartition, list[ShareRecord]]:
+        """Up to ``max_records`` acquired records as {TopicPartition:
+        [ShareRecord]}, waiting up to ``timeout_ms`` (default 0) for the
+        first; {} when none came. Applies the acknowledgements made since
+        the last call first (see ShareConsumer.poll: in explicit mode
+        every record of the last call must be acknowledged)."""
+        recs = await self._get(poll_timeout(None, timeout_ms), max_records)
+        out: dict[TopicPartition, list[ShareRecord]] = {}
+        for r in recs:
+            out.setdefault(TopicPartition(r.topic, r.partition), []).append(r)
+        return out
+
+    async def getone(self) -> ShareRecord:
+        """The next acquired record, waiting as long as it takes. Raises
+        InvalidArgument once the consumer is closed (also by another task
+        meanwhile)."""
+        while True:
+            if self._c.closed:
+                raise InvalidArgument("the share consumer is closed")
+            recs = await self._get(FOREVER_S, 1)
+            if recs:
+                return recs[0]
+
+    def __aiter__(self) -> AIOShareConsumer:
+        return self
+
+    async def __anext__(self) -> ShareRecord:
+        """Records one at a time until close()."""
+        while not self._c.closed:
+            recs = await self._get(FOREVER_S, 1)
+            if recs:
+                return recs[0]
+        raise StopAsyncIteration
+
+    def acknowledge(self, record: ShareRecord, type: str = "accept",
+                    delay_ms: int | None = None) -> None:
+        """As ShareConsumer.acknowledge ("accept", "release" with an
+        optional ``delay_ms``, "reject", "renew"); applied at the next
+        getone/getmany/commit. Never waits."""
+        self._c.acknowledge(record, type, delay_ms)
+
+    async def commit(self) -> None:
+        """As ShareConsumer.commit: apply the acknowledgements (inline),
+        and with ``sync="always"`` store them in LMDB (fsync, off the
+        loop). Raises AcknowledgementError as it does."""
+        if self._alog.log.sync == "always":
+            await self._locked(self._c.commit)
+            return
+        await self._lock.acquire()      # no executor job runs meanwhile
+        try:
+            self._c.commit()
+        finally:
+            self._lock.release()
+
+    async def close(self) -> None:
+        """Apply the acknowledgements, release every record still held
+        (Available to the others at once), leave. Idempotent."""
+        if self._c.closed:
+            return
+        await self._locked(self._c.close)
+
+    async def __aenter__(self) -> AIOShareConsumer:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

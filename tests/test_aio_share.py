@@ -1,0 +1,209 @@
+"""pylog.aio share consumers: work queues on an event loop (README "asyncio").
+
+Real logs, a real second process sharing the queue; coroutines run with
+asyncio.Runner (and uvloop when it is installed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from typing import Any
+
+import pytest
+from childproc import expect, start
+from test_aio import LOOPS, run
+
+import pylog
+import pylog.aio
+
+CHILD = """
+import asyncio, sys
+import pylog.aio
+
+async def main():
+    async with pylog.aio.open(sys.argv[1], sync="never") as log:
+        sc = log.share_consumer("q", group_id="w", auto_offset_reset="earliest")
+        await sc.getmany()              # its share files are open
+        print("ready", flush=True)
+        got = []
+        while True:
+            batch = await sc.getmany(timeout_ms=1500, max_records=5)
+            if not batch:
+                break
+            for recs in batch.values():
+                for r in recs:
+                    got.append(r.offset)
+                    sc.acknowledge(r)
+            await sc.commit()
+            await asyncio.sleep(0.005)
+        await sc.close()
+        print("got", *got, flush=True)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_two_processes_share_a_queue(logdir, loop, child_env):
+    """A child process and this one take records from one queue while
+    this one appends them: each record goes to exactly one of them, and
+    the waits of both are woken by the appends."""
+    n = 300
+    with pylog.open(logdir) as sync_log:
+        sync_log.create_topic("q")
+    child = start(CHILD, logdir, env=child_env, stdin=subprocess.DEVNULL)
+
+    async def main():
+        async with pylog.aio.open(logdir, sync="never") as log:
+            sc = log.share_consumer("q", group_id="w", auto_offset_reset="earliest")
+            await asyncio.get_running_loop().run_in_executor(None, expect, child, b"ready")
+            p = log.producer()
+            mine: list[int] = []
+
+            async def produce():
+                for i in range(0, n, 10):
+                    await p.send_batch("q", [b"%d" % j for j in range(i, i + 10)])
+                    await asyncio.sleep(0.005)
+
+            async def consume():
+                while True:
+                    batch = await sc.getmany(timeout_ms=1500, max_records=5)
+                    if not batch:
+                        return
+                    for recs in batch.values():
+                        for r in recs:
+                            assert r.delivery_count == 1
+                            mine.append(r.offset)
+                            sc.acknowledge(r)
+                    await sc.commit()
+                    await asyncio.sleep(0.005)
+
+            await asyncio.gather(produce(), consume())
+            await sc.close()
+            return mine
+
+    try:
+        mine = run(loop, main)
+        line = expect(child, b"got", prefix=True).decode().split()
+        theirs = [int(x) for x in line[1:]]
+    finally:
+        child.kill()
+        child.wait()
+    assert sorted(mine + theirs) == list(range(n))      # each record once
+    assert mine and theirs, (len(mine), len(theirs))
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_cancelled_gets_acquire_nothing(logdir, loop):
+    n = 200
+
+    async def main():
+        async with pylog.aio.open(logdir, sync="never") as log:
+            await log.create_topic("q")
+            p = log.producer()
+            sc = log.share_consumer("q", group_id="w", auto_offset_reset="earliest",
+                                    acknowledgement_mode="implicit")
+            got: list[Any] = []
+
+            async def produce():
+                for i in range(n):
+                    await p.send("q", b"%d" % i)
+                    if i % 3 == 0:
+                        await asyncio.sleep(0)
+
+            producing = asyncio.create_task(produce())
+            i = 0
+            while len(got) < n:
+                i += 1
+                task = asyncio.create_task(
+                    sc.getmany(timeout_ms=1000, max_records=7) if i % 2 else sc.getone())
+                for _ in range(i % 4):       # cancel at varying points
+                    await asyncio.sleep(0)
+                task.cancel()
+                try:
+                    res = await task
+                except asyncio.CancelledError:
+                    continue
+                got.extend([res] if isinstance(res, tuple) else
+                           [r for rs in res.values() for r in rs])
+            await producing
+            # every record came once, first delivery: none was acquired
+            # by a cancelled call and then released or left to expire
+            assert [r.offset for r in got] == list(range(n))
+            assert {r.delivery_count for r in got} == {1}
+            await sc.commit()
+            assert await sc.getmany(timeout_ms=50) == {}
+            await sc.close()
+
+    run(loop, main)
+
+
+def test_acknowledge_release_and_async_for(logdir):
+    async def main():
+        async with pylog.aio.open(logdir, sync="always") as log:
+            await log.create_topic("q")
+            await log.producer().send_batch("q", [b"a", b"b", b"c"])
+            async with log.share_consumer("q", group_id="w",
+                                          auto_offset_reset="earliest") as sc:
+                first = await sc.getone()
+                assert (first.value, first.delivery_count) == (b"a", 1)
+                sc.acknowledge(first, "release")        # back to the queue
+                seen = []
+                async for r in sc:
+                    seen.append((r.value, r.delivery_count))
+                    sc.acknowledge(r)
+                    if len(seen) == 3:
+                        break
+                assert sorted(seen) == [(b"a", 2), (b"b", 1), (b"c", 1)]
+                await sc.commit()                       # fsynced: sync="always"
+                assert await sc.getmany(timeout_ms=20) == {}
+                with pytest.raises(pylog.InvalidArgument):
+                    sc.acknowledge(first)               # not held any more
+            with pytest.raises(pylog.InvalidArgument, match="closed"):
+                await sc.getone()
+        # the acknowledgements are in the log's metadata: a new member of
+        # the group finds nothing left
+        async with pylog.aio.open(logdir, sync="never") as log:
+            sc = log.share_consumer("q", group_id="w", auto_offset_reset="earliest")
+            assert await sc.getmany(timeout_ms=20) == {}
+            await sc.close()
+
+    run("asyncio", main)
+
+
+def test_close_from_another_task_ends_the_waits(logdir):
+    async def main():
+        async with pylog.aio.open(logdir, sync="never") as log:
+            await log.create_topic("q")
+            sc = log.share_consumer("q", group_id="w")
+            iterating = asyncio.create_task(_drain(sc))
+            getting = asyncio.create_task(sc.getone())
+            await asyncio.sleep(0.3)
+            assert not iterating.done() and not getting.done()
+            await sc.close()
+            assert await asyncio.wait_for(iterating, 30) == []
+            with pytest.raises(pylog.InvalidArgument, match="closed"):
+                await asyncio.wait_for(getting, 30)
+
+    run("asyncio", main)
+
+
+async def _drain(sc: pylog.aio.AIOShareConsumer) -> list[object]:
+    return [r async for r in sc]
+
+
+def test_explicit_mode_refuses_a_get_before_acknowledging(logdir):
+    async def main():
+        async with pylog.aio.open(logdir, sync="never") as log:
+            await log.create_topic("q")
+            await log.producer().send_batch("q", [b"a", b"b"])
+            sc = log.share_consumer("q", group_id="w", auto_offset_reset="earliest")
+            a = await sc.getone()
+            with pytest.raises(pylog.InvalidArgument, match="not acknowledged"):
+                await sc.getone()
+            sc.acknowledge(a)
+            assert (await sc.getone()).value == b"b"
+            await sc.close()
+
+    run("asyncio", main)
