@@ -62,6 +62,7 @@ class Fetching:
     _member: GroupMember | None
     _paused: set[TopicPartition]
     _topics_resolved: set[str]
+    _manual: list[TopicPartition] | None
     _next_topic_refresh: float
     _auto_commit: bool
     _next_auto_commit: float
@@ -133,12 +134,24 @@ class Fetching:
 
     def _slots(self) -> int:
         """The doorbell slot to wait on (L-3): the topic's own when all owned
-        partitions share one, else slot 0; cached per owned list."""
-        owned = self._owned()
-        src = owned if owned and self._member is not None else None
+        partitions share one, else slot 0; cached on the identity of what
+        it is computed from (an assignment, a member's owned list, the
+        resolved subscription: each replaced, never changed in place)."""
+        manual = self._manual
+        src: object
+        if manual is not None:
+            src = manual
+        elif self._member is not None:
+            owned = self._owned()
+            src = owned if owned else None      # (none yet: the subscription's)
+        else:
+            src = self._topics_resolved
         if src is None or src is not self._slot_src:
-            slots = {topic_slot(t) for t in
-                     ({tp.topic for tp in owned} or self._topics_resolved)}
+            if src is self._topics_resolved:
+                topics = self._topics_resolved
+            else:
+                topics = {tp.topic for tp in self._owned()} or self._topics_resolved
+            slots = {topic_slot(t) for t in topics}
             self._slot = slots.pop() if len(slots) == 1 else 0
             self._slot_src = src
         return self._slot

@@ -62,7 +62,8 @@ class AIOLog:
                                             thread_name_prefix="pylog-aio")
         self._log: _log.Log | None = None
         self._bridge_: DoorbellBridge | None = None
-        self._turned = True         # the loop turned since _take_turn looked
+        self._loop: asyncio.AbstractEventLoop | None = None     # set by open()
+        self._turned = True         # the loop turned since _must_yield looked
         self._slice_start = 0.0
         self._topics_fut: asyncio.Future[None] | None = None
         self._topic_watch: asyncio.Task[None] | None = None
@@ -83,19 +84,22 @@ class AIOLog:
         """``fn(*args)`` in this Log's executor, as a future of the running loop."""
         return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    async def _take_turn(self) -> None:
-        """Yield to the loop if this Log's clients kept it FAIR_SLICE_S
-        without it turning; called before a send or a fetch, never between
-        one and its return (a cancellation there would lose its result).
-        A marker callback tells whether the loop turned since the last
-        call, so a task that awaits something else in between (a paced
-        producer) never pays for an extra turn."""
+    def _must_yield(self) -> bool:
+        """Whether the caller should yield to the loop (``await
+        asyncio.sleep(0)``) before a send or a fetch: once this Log's
+        clients kept the loop FAIR_SLICE_S without it turning. Never
+        between a fetch and its return (a cancellation there would lose
+        its result). A marker callback tells whether the loop turned since
+        the last call, so a task that awaits something else in between (a
+        paced producer) never pays for an extra turn."""
         if self._turned:
             self._turned = False
             self._slice_start = time.monotonic()
-            asyncio.get_running_loop().call_soon(self._mark_turn)
-        elif time.monotonic() - self._slice_start >= FAIR_SLICE_S:
-            await asyncio.sleep(0)      # (the marker runs in this turn)
+            loop = self._loop
+            assert loop is not None
+            loop.call_soon(self._mark_turn)
+            return False
+        return time.monotonic() - self._slice_start >= FAIR_SLICE_S
 
     def _mark_turn(self) -> None:
         self._turned = True
@@ -128,6 +132,7 @@ class AIOLog:
     async def open(self) -> AIOLog:
         """Open the log (recovery and fsyncs run off the loop)."""
         if self._log is None:
+            self._loop = asyncio.get_running_loop()
             self._log = await self._submit(functools.partial(
                 _log.open, self._path, **self._kwargs))
             self._bridge_ = DoorbellBridge(self._log.doorbell_pointer(),

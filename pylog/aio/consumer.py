@@ -106,18 +106,19 @@ class AIOConsumer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while True:
-            await alog._take_turn()
+            if alog._must_yield():
+                await asyncio.sleep(0)
             kind = d.housekeeping(time.monotonic())
             if kind:
                 await self._housekeep(kind)
-            await self._lock.acquire()
-            try:
-                # the slot's count before the fetch: a ring after it wakes us
-                slot = d.slot()
-                seen = bridge.seq(slot)
-                recs = d.fetch(max_records)
-            finally:
-                self._lock.release()
+            if self._lock.locked():     # an executor job runs: after it
+                async with self._lock:
+                    pass
+            # (no await from here to the return: no job starts meanwhile)
+            # the slot's count before the fetch: a ring after it wakes us
+            slot = d.slot()
+            seen = bridge.seq(slot)
+            recs = d.fetch(max_records)
             if recs is None:        # the group first (lease, poll interval)
                 await self._housekeep(WRITES, force=True)
                 continue

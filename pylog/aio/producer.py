@@ -51,7 +51,8 @@ class AIOProducer:
                    headers: Headers = None) -> RecordMetadata:
         """Append one record; return where it went (see Producer.send)."""
         if self._inline:
-            await self._alog._take_turn()
+            if self._alog._must_yield():
+                await asyncio.sleep(0)
             woken = self._claim(topic)
             try:
                 return self._p.send(topic, value, key, headers=headers,
@@ -81,7 +82,8 @@ class AIOProducer:
         call = functools.partial(self._p.send_batch, topic, items, partition=partition,
                                  timestamp_ms=timestamp_ms)
         if self._inline and len(items) <= INLINE_BATCH_MAX:
-            await self._alog._take_turn()
+            if self._alog._must_yield():
+                await asyncio.sleep(0)
             woken = self._claim(topic)
             try:
                 return call()

@@ -94,7 +94,8 @@ class AIOShareConsumer:
         deadline = loop.time() + timeout_s
         slot, recheck_s = c.wait_hint()
         while True:
-            await alog._take_turn()
+            if alog._must_yield():
+                await asyncio.sleep(0)
             await self._open_files()
             await self._lock.acquire()      # (free: taken without a turn)
             try:
