@@ -79,11 +79,14 @@ class Fetching:
         def _sync_group(self, force: bool = False) -> None: ...
         def _maybe_auto_commit(self) -> None: ...
 
-    def _fetch(self, max_records: int, values_only: bool, slices: list[Slice]) -> list[Any]:
-        """Fetch from the owned partitions in turn; ``slices`` gets one
-        (tp, first index, end index) per partition that gave records."""
+    def _fetch(self, max_records: int, values_only: bool, slices: list[Slice],
+               owned: list[TopicPartition] | None = None) -> list[Any]:
+        """Fetch from the owned partitions (``owned``: as computed by the
+        caller) in turn; ``slices`` gets one (tp, first index, end index)
+        per partition that gave records."""
         out: list[Any] = []
-        owned = self._owned()
+        if owned is None:
+            owned = self._owned()
         if self._paused:
             owned = [tp for tp in owned if tp not in self._paused]
         if not owned:
@@ -246,10 +249,15 @@ class PollDriver:
     overlap). Durability: as the Consumer's calls it makes.
     """
 
-    __slots__ = ("_c",)
+    __slots__ = ("_c", "_owned", "_owned_src")
 
     def __init__(self, consumer: Consumer) -> None:
         self._c = consumer
+        # a consumer without a group or an assignment counts its topics'
+        # partitions once per topic refresh here (at most a second old, as
+        # the Log's partition counts), not on every fetch
+        self._owned: list[TopicPartition] | None = None
+        self._owned_src: object = None
 
     @property
     def closed(self) -> bool:
@@ -303,9 +311,15 @@ class PollDriver:
         slices: list[Slice] = []
         c._interval.begin()
         try:
+            owned = None
+            if c._member is None and c._manual is None:
+                if self._owned_src is not c._topics_resolved:
+                    self._owned = c._owned()
+                    self._owned_src = c._topics_resolved
+                owned = self._owned
             with _gc_paused():
                 recs = c._fetch(c._max_poll if max_records is None else max_records,
-                                False, slices)
+                                False, slices, owned)
         except BaseException:
             c._delivery.give_back()
             raise
