@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from . import _native
@@ -373,6 +374,33 @@ class PollDriver:
         handed.update((tp, o) for tp, o in _floors(unreceived).items()
                       if tp in owned)
         return handed
+
+    def commit_is_a_store(self, offsets: object) -> bool:
+        """Whether ``Consumer.commit(offsets)`` (``offsets``: None, or
+        {TopicPartition: int}) is a store into the commit table only (FORMAT.rst
+        C-3: no LMDB transaction, no fsync), so that an event loop may run
+        it inline: the Log's sync mode is not "always", the consumer has no
+        dead-letter topic, a group member has joined (and polled in time),
+        and this consumer committed every partition concerned before (so
+        its key has a slot; a rebalance forgets what it moved)."""
+        c = self._c
+        if c._log.sync == "always" or c._dlq is not None or c.group_id is None:
+            return False
+        member = c._member
+        if member is not None and c._manual is None and \
+                (not member.joined or c._interval.exceeded()):
+            return False
+        if offsets is None:
+            owned = set(c._owned())
+            tps: Iterable[object] = [tp for tp in c._delivery.handed_positions()
+                                     if tp in owned]
+        elif isinstance(offsets, dict) and all(
+                isinstance(o, int) and not isinstance(o, bool) for o in offsets.values()):
+            tps = offsets.keys()
+        else:
+            return False
+        done = c._committed_pos
+        return all(isinstance(tp, TopicPartition) and tp in done for tp in tps)
 
     def close(self) -> None:
         """Consumer.close, with the revoke listener called (a driver's

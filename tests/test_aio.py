@@ -281,7 +281,7 @@ def test_idle_consumers_cost_little_cpu(logdir):
 
     share = run("asyncio", main)
     print(f"{n} idle consumers: {share * 100:.2f}% of a CPU")
-    assert share < 0.10
+    assert share < 0.01         # issue 18's bar (measured 0.1-0.2%)
 
 
 def test_waiting_consumer_sees_a_topic_created_later(logdir):

@@ -1,0 +1,89 @@
+"""pylog.aio never keeps its event loop for long (issue 18: no stall over
+1 ms during produce/consume/commit at full speed), measured per callback
+with tests/loopwatch.py, which tells a callback's own time (CPU, blocked)
+from the time the machine's other processes held the CPU."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import pytest
+from loopwatch import LoopWatch
+
+import pylog
+import pylog.aio
+
+pytestmark = pytest.mark.skipif(not LoopWatch.available,
+                                reason="needs Linux /proc/thread-self/schedstat")
+PAD = b"x" * 92
+
+
+def test_the_watch_finds_a_blocking_and_a_busy_callback():
+    def busy(ms: float) -> None:
+        end = time.thread_time() + ms / 1000
+        while time.thread_time() < end:
+            pass
+
+    async def main() -> LoopWatch:
+        loop = asyncio.get_running_loop()
+        with LoopWatch(threshold_ms=1.0) as watch:
+            for _ in range(200):
+                await asyncio.sleep(0)          # trivial callbacks: not stalls
+            loop.call_soon(time.sleep, 0.005)   # blocked 5 ms
+            loop.call_soon(busy, 5)             # 5 ms of CPU
+            await asyncio.sleep(0.05)
+        return watch
+
+    watch = asyncio.run(main())
+    found = {s.what: s for s in watch.stalls}
+    assert found["sleep"].own_ms >= 4.5 and found["sleep"].cpu_ms < 1
+    assert found["test_the_watch_finds_a_blocking_and_a_busy_callback.<locals>.busy"
+                 ].cpu_ms >= 4.5
+    assert len(watch.stalls) == 2, watch.stalls
+
+
+async def full_speed(base: str, n: int, watch: LoopWatch) -> None:
+    """A producer, a group consumer that commits after every getmany (and
+    auto-commits every 50 ms), on sync="never" then sync="always"."""
+    for sync, count in (("never", n), ("always", 300)):
+        async with pylog.aio.open(os.path.join(base, sync), sync=sync) as log:
+            await log.create_topic("t", 2)
+            p = log.producer()
+            c = log.consumer("t", group_id="g", auto_offset_reset="earliest",
+                             auto_commit_interval_ms=50)
+
+            async def produce(p=p, count=count):
+                for _ in range(count):
+                    await p.send("t", PAD)
+
+            async def consume(c=c, count=count):
+                seen = 0
+                while seen < count:
+                    seen += sum(map(len, (await c.getmany(timeout_ms=1000)).values()))
+                    await c.commit()
+
+            with watch:
+                await asyncio.gather(produce(), consume())
+            await c.close()
+            await p.close()
+
+
+def test_no_callback_keeps_the_loop_at_full_speed(logdir):
+    """Issue 18's bar is no stall over 1 ms; it is not met yet (bench/aio.py
+    reports the figures): a few callbacks per run still take 1-2 ms of
+    CPU (an inline send that grows its segment: fallocate and remap) or
+    are blocked 1-5 ms (the GIL held by an executor or the bridge thread).
+    This test holds the line: such callbacks stay rare (they were 8-10 per
+    six runs before commits that are table stores ran inline) and none
+    keeps the loop for 10 ms (an fsync, a metadata transaction or a
+    large batch on the loop would)."""
+    watch = LoopWatch(threshold_ms=1.0)
+    asyncio.run(full_speed(logdir, 30_000, watch))
+    print(watch.summary())
+    for s in sorted(watch.stalls, reverse=True)[:5]:
+        print("  ", s)
+    assert watch.callbacks > 1000
+    assert len(watch.stalls) <= watch.callbacks // 100, watch.summary()
+    assert all(s.own_ms < 10.0 for s in watch.stalls), watch.summary()
