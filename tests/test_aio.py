@@ -417,6 +417,9 @@ class _AsyncListener(_SyncListener):
 
     async def on_partitions_assigned(self, assigned):
         await asyncio.sleep(0)
+        assert self.consumer is not None
+        with pytest.raises(pylog.InvalidArgument, match="listener"):
+            await self.consumer.getmany()   # (the housekeeping waits for us)
         self._note("assigned", assigned)
 
 
