@@ -12,7 +12,11 @@ without echo (a ``q`` quits at once), the alternate screen is shown and the
 cursor hidden; ``q``, Ctrl-C and SIGTERM all restore the saved termios
 settings, the cursor and the main screen before the command returns.
 
-Opens the log read-only. Thread safety: runs on the console script's main
+Opens the log read-only. A read-only Log opened while no process had the
+log open for writing computes its view of the partitions once, in memory,
+and does not see a writer that comes later (its state is not republished);
+so until the log is opened while a writer is present, it is reopened at
+every refresh (:class:`LogSource`). Thread safety: runs on the console script's main
 thread only (it installs a SIGTERM handler while it runs).
 """
 
@@ -170,18 +174,54 @@ class RichScreen:
         self.live.update(rich_view(view, now), refresh=True)
 
 
+class LogSource:
+    """The open log each refresh reads (module docstring): kept once it was
+    opened while a writer had the log open (its partition states are then
+    the shared, live ones), else reopened every time."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.log: Any = None
+        self.live = False
+        self.fresh = False          # opened and not read yet
+
+    def get(self) -> Any:
+        from ..store import writers_present
+        if self.log is not None and (self.live or self.fresh):
+            self.fresh = False
+            return self.log
+        self.close()
+        live = writers_present(os.path.abspath(self.path))
+        self.log = open_log(self.path)
+        self.live = live
+        return self.log
+
+    def close(self) -> None:
+        if self.log is not None:
+            self.log.close()
+            self.log = None
+
+    def __enter__(self) -> LogSource:
+        self.get()                  # a bad path fails before the screen changes
+        self.fresh = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def _terminate(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
 def cmd_top(args) -> int:
     use_rich = not args.plain and sys.stdout.isatty() and _rich_available()
-    with open_log(args.path) as log:
+    with LogSource(args.path) as source:
         old_term = signal.signal(signal.SIGTERM, _terminate)
         try:
             with Keys(sys.stdin) as keys, \
                     (RichScreen() if use_rich else PlainScreen(sys.stdout)) as screen:
-                _loop(log, args, keys, screen)
+                _loop(source, args, keys, screen)
         except KeyboardInterrupt:
             pass                    # Ctrl-C is how one leaves top: not an error
         finally:
@@ -189,12 +229,12 @@ def cmd_top(args) -> int:
     return EXIT_OK
 
 
-def _loop(log: Any, args: Any, keys: Keys, screen: Any) -> None:
+def _loop(source: LogSource, args: Any, keys: Keys, screen: Any) -> None:
     prev = None
     refreshes = 0
     due = time.monotonic()
     while True:
-        cur = take_snapshot(log, time.monotonic())
+        cur = take_snapshot(source.get(), time.monotonic())
         screen.draw(build_view(prev, cur, args.interval), time.strftime("%H:%M:%S"),
                     prev is None)
         refreshes += 1

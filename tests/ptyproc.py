@@ -1,0 +1,110 @@
+"""A command run on a real pseudo-terminal, for tests of terminal programs.
+
+The child gets the pty's slave as stdin, stdout, stderr and controlling
+terminal (so a ``\\x03`` written to the master is a SIGINT from the line
+discipline, as Ctrl-C is); a thread drains the master so the child never
+blocks on a full pty. The test keeps the slave open to read its termios
+settings before and after the child ran.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import select
+import struct
+import subprocess
+import sys
+import termios
+import threading
+import time
+
+ANSI = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07]*\x07|[()][0-9A-Za-z]|[=>78])")
+
+
+def strip_ansi(text: str) -> str:
+    return ANSI.sub("", text)
+
+
+def _make_controlling_tty() -> None:      # runs in the child, after setsid
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+class PtyProcess:
+    def __init__(self, argv, env=None, rows=40, cols=150):
+        self.master, self.slave = os.openpty()
+        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        self.termios_before = termios.tcgetattr(self.slave)
+        full_env = {k: v for k, v in os.environ.items()
+                    if k not in ("COLUMNS", "LINES", "NO_COLOR", "TERM")}
+        full_env.update({"TERM": "xterm-256color", "PYTHONUNBUFFERED": "1"})
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(
+            [sys.executable, *argv], stdin=self.slave, stdout=self.slave,
+            stderr=self.slave, env=full_env, start_new_session=True,
+            preexec_fn=_make_controlling_tty, close_fds=True)
+        self._buf = bytearray()
+        self._lock = threading.Lock()
+        self._stop = False
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
+
+    def _drain(self) -> None:
+        while not self._stop:
+            ready, _, _ = select.select([self.master], [], [], 0.05)
+            if ready:
+                try:
+                    data = os.read(self.master, 65536)
+                except OSError:
+                    return
+                with self._lock:
+                    self._buf += data
+
+    @property
+    def output(self) -> str:
+        with self._lock:
+            return self._buf.decode("utf-8", "replace")
+
+    def expect(self, predicate, timeout: float = 20.0) -> str:
+        """Wait until ``predicate(output)`` is true; the output then."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out = self.output
+            if predicate(out):
+                return out
+            if self.proc.poll() is not None:
+                time.sleep(0.2)         # what it wrote last
+                out = self.output
+                if predicate(out):
+                    return out
+                raise AssertionError(f"exited with {self.proc.returncode}; "
+                                     f"output:\n{strip_ansi(out)[-3000:]}")
+            time.sleep(0.05)
+        raise AssertionError(f"timed out; output:\n{strip_ansi(self.output)[-3000:]}")
+
+    def send(self, data: bytes) -> None:
+        os.write(self.master, data)
+
+    def wait(self, timeout: float = 20.0) -> int:
+        rc = self.proc.wait(timeout)
+        time.sleep(0.1)                 # the drain thread reads the last bytes
+        return rc
+
+    def termios_after(self):
+        return termios.tcgetattr(self.slave)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._stop = True
+        self._reader.join()
+        os.close(self.master)
+        os.close(self.slave)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
