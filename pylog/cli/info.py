@@ -2,8 +2,9 @@
 
 A partition that cannot be described, or that failed when the log was
 opened (its recovery found damage in the middle of the log), is named in a
-``pylog: warning:`` line and the command exits 1. Read-only: it never
-changes the log.
+``pylog: warning:`` line and the command exits 1; the segments are then
+scanned, with progress on a terminal (:mod:`.progress`). Read-only: it
+never changes the log.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 
 from ..table import human_bytes, table
 from .args import add_command
+from .progress import add_quiet, progress_for
 from .runner import EXIT_OK, EXIT_PROBLEMS, emit, open_log
 
 
@@ -20,6 +22,7 @@ def register(subs) -> None:
                     "examples:\n  pylog info data/events\n  pylog info data/events --json")
     s.add_argument("path", metavar="PATH", help="log directory")
     s.add_argument("--json", action="store_true", help="machine-readable output")
+    add_quiet(s)
     s.set_defaults(func=cmd_info)
 
 
@@ -32,7 +35,8 @@ def cmd_info(args) -> int:
         # opening replays recovery, which refuses mid-log damage: describe
         # the log from its metadata and files instead
         _close_leaked_metadata(exc)
-        info = raw_log_info(args.path)
+        with progress_for(args, "scanning") as progress:
+            info = raw_log_info(args.path, progress=progress)
         info["errors"].insert(0, f"{exc} (figures read from the raw files)")
     else:
         with log:
