@@ -27,8 +27,12 @@ def strip_ansi(text: str) -> str:
     return ANSI.sub("", text)
 
 
-def _make_controlling_tty() -> None:      # runs in the child, after setsid
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+# The child, a session leader (start_new_session), makes its stdin its
+# controlling terminal and execs the command in its place: no Python code
+# runs between fork and exec in the (threaded) test process.
+_TAKE_TTY = ("import fcntl, os, sys, termios\n"
+             "fcntl.ioctl(0, termios.TIOCSCTTY, 0)\n"
+             "os.execv(sys.executable, [sys.executable] + sys.argv[1:])\n")
 
 
 class PtyProcess:
@@ -41,9 +45,9 @@ class PtyProcess:
         full_env.update({"TERM": "xterm-256color", "PYTHONUNBUFFERED": "1"})
         full_env.update(env or {})
         self.proc = subprocess.Popen(
-            [sys.executable, *argv], stdin=self.slave, stdout=self.slave,
-            stderr=self.slave, env=full_env, start_new_session=True,
-            preexec_fn=_make_controlling_tty, close_fds=True)
+            [sys.executable, "-c", _TAKE_TTY, *argv], stdin=self.slave,
+            stdout=self.slave, stderr=self.slave, env=full_env,
+            start_new_session=True, close_fds=True)
         self._buf = bytearray()
         self._lock = threading.Lock()
         self._stop = False
