@@ -40,20 +40,20 @@ class Progress:
     """``progress(done, total)`` as work advances (bytes); ``close()`` at
     the end (also as a context manager)."""
 
-    def __init__(self, label: str, enabled: bool = True, rich: bool | None = None) -> None:
+    def __init__(self, label: str, enabled: bool = True, use_rich: bool | None = None) -> None:
         self.label = label
         self.enabled = enabled
         self.last = 0.0
         self.shown = False
         self._rich: Any = None
         self._task: Any = None
-        if rich is None:
+        if use_rich is None:
             try:
                 import rich.progress  # noqa: F401
-                rich = True
+                use_rich = True
             except ImportError:
-                rich = False
-        self.use_rich = rich
+                use_rich = False
+        self.use_rich = use_rich
 
     def __call__(self, done: int, total: int) -> None:
         if not self.enabled:
