@@ -222,3 +222,21 @@ def test_a_missing_log_is_one_line_and_no_screen_change(tmp_path):
         assert t.wait() == 2
         assert ALT_ON not in t.output and "no such file or directory" in t.output
         assert t.termios_after() == t.termios_before
+
+
+def test_lag_fraction_counts_partitions_reported_without_a_commit():
+    # describe_group may report a partition the group never committed (its
+    # lag counted from where the group would start): its records count too
+    s = Snapshot(at=0.0, path="/log", ends={("t", 0): 100, ("t", 1): 100},
+                 groups=[GroupSnap("g", "Empty", 0, {("t", 0): 100}, 100,
+                                   (("t", 0), ("t", 1)))])
+    assert build_view(None, s, 1.0).groups[0].lag_fraction == pytest.approx(0.5)
+
+
+def test_sigterm_restores_the_terminal(tmp_path):
+    import signal
+    with _top(_log(tmp_path), (["--plain"], {})) as t:
+        t.expect(lambda o: len(_frames(o)) >= 1)
+        t.proc.send_signal(signal.SIGTERM)
+        assert t.wait() == 128 + signal.SIGTERM
+        _restored(t, rich=False)

@@ -30,6 +30,9 @@ class GroupSnap:
     members_alive: int
     committed: dict[TP, int]
     lag: int
+    # every partition describe_group reports, committed or not (a lag may
+    # count partitions the group never committed)
+    partitions: tuple[TP, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -131,7 +134,8 @@ def take_snapshot(log: Any, at: float) -> Snapshot:
                      for p in d["partitions"] if isinstance(p.get("committed"), int)}
         snap.groups.append(GroupSnap(
             g, d["state"], sum(1 for m in d["members"] if m["alive"]),
-            committed, int(d["lag"])))
+            committed, int(d["lag"]),
+            tuple((p["topic"], p["partition"]) for p in d["partitions"])))
     try:
         rows = log.share_groups()
     except (PylogError, OSError) as exc:
@@ -181,7 +185,7 @@ def build_view(prev: Snapshot | None, cur: Snapshot, interval: float) -> View:
     groups = []
     for g in sorted(cur.groups, key=lambda g: g.name):
         kept = sum(max(0, cur.ends[tp] - cur.starts.get(tp, 0))
-                   for tp in g.committed if tp in cur.ends)
+                   for tp in set(g.partitions) | set(g.committed) if tp in cur.ends)
         old = prev_groups.get(g.name)
         rate = None
         if prev is not None:
