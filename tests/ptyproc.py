@@ -34,9 +34,30 @@ _TAKE_TTY = ("import fcntl, os, sys, termios\n"
              "fcntl.ioctl(0, termios.TIOCSCTTY, 0)\n"
              "os.execv(sys.executable, [sys.executable] + sys.argv[1:])\n")
 
+# With job control, the session leader acts as a shell: the command runs in
+# a process group of its own, in the foreground of the terminal, so its
+# group is not orphaned and Ctrl-Z stops it (the kernel discards a stop
+# signal sent to an orphaned group). The "shell" exits as the command did.
+_SHELL = ("import fcntl, os, signal, sys, termios\n"
+          "fcntl.ioctl(0, termios.TIOCSCTTY, 0)\n"
+          "signal.signal(signal.SIGTTOU, signal.SIG_IGN)\n"
+          "pid = os.fork()\n"
+          "if pid == 0:\n"
+          "    os.setpgid(0, 0)\n"
+          "    signal.signal(signal.SIGTTOU, signal.SIG_DFL)\n"
+          "    os.execv(sys.executable, [sys.executable] + sys.argv[1:])\n"
+          "os.setpgid(pid, pid)\n"
+          "os.tcsetpgrp(0, pid)\n"
+          "while True:\n"
+          "    _, status = os.waitpid(pid, os.WUNTRACED | os.WCONTINUED)\n"
+          "    if os.WIFEXITED(status):\n"
+          "        sys.exit(os.WEXITSTATUS(status))\n"
+          "    if os.WIFSIGNALED(status):\n"
+          "        sys.exit(128 + os.WTERMSIG(status))\n")
+
 
 class PtyProcess:
-    def __init__(self, argv, env=None, rows=40, cols=150):
+    def __init__(self, argv, env=None, rows=40, cols=150, job_control=False):
         self.master, self.slave = os.openpty()
         fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
         self.termios_before = termios.tcgetattr(self.slave)
@@ -45,7 +66,8 @@ class PtyProcess:
         full_env.update({"TERM": "xterm-256color", "PYTHONUNBUFFERED": "1"})
         full_env.update(env or {})
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", _TAKE_TTY, *argv], stdin=self.slave,
+            [sys.executable, "-c", _SHELL if job_control else _TAKE_TTY, *argv],
+            stdin=self.slave,
             stdout=self.slave, stderr=self.slave, env=full_env,
             start_new_session=True, close_fds=True)
         self._buf = bytearray()
@@ -86,6 +108,21 @@ class PtyProcess:
                                      f"output:\n{strip_ansi(out)[-3000:]}")
             time.sleep(0.05)
         raise AssertionError(f"timed out; output:\n{strip_ansi(self.output)[-3000:]}")
+
+    @property
+    def command_pid(self) -> int:
+        """The command's pid (with job control, the "shell"'s child)."""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            path = f"/proc/{self.proc.pid}/task/{self.proc.pid}/children"
+            with open(path) as f:
+                kids = f.read().split()
+            if kids:
+                return int(kids[0])
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        raise AssertionError("no command process")
 
     def send(self, data: bytes) -> None:
         os.write(self.master, data)

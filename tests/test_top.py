@@ -176,9 +176,10 @@ def mode(request, tmp_path):
     return [], {"PYTHONPATH": str(shadow.parent)}
 
 
-def _top(path, mode):
+def _top(path, mode, job_control=False):
     argv, env = mode
-    return PtyProcess(["-m", "pylog.cli", "top", path, "--interval", "0.3", *argv], env=env)
+    return PtyProcess(["-m", "pylog.cli", "top", path, "--interval", "0.3", *argv], env=env,
+                      job_control=job_control)
 
 
 def _restored(t: PtyProcess, rich: bool) -> None:
@@ -240,3 +241,32 @@ def test_sigterm_restores_the_terminal(tmp_path):
         t.proc.send_signal(signal.SIGTERM)
         assert t.wait() == 128 + signal.SIGTERM
         _restored(t, rich=False)
+
+
+def test_ctrl_z_gives_the_terminal_back_until_fg(tmp_path, mode):
+    import os
+    import signal
+    import time
+    with _top(_log(tmp_path), mode, job_control=True) as t:
+        t.expect(lambda o: len(_frames(o)) >= 1)
+        pid = t.command_pid
+        t.send(b"\x1a")                       # the line discipline's SIGTSTP
+        deadline = time.monotonic() + 20
+        while _state(pid) != "T":
+            assert time.monotonic() < deadline, "not stopped"
+            time.sleep(0.05)
+        assert t.termios_after() == t.termios_before     # sane while stopped
+        out = t.output
+        assert out.rfind(ALT_OFF) > out.rfind(ALT_ON) and out.rfind(SHOW) > out.rfind(HIDE)
+        drawn = len(_frames(out))
+        os.kill(pid, signal.SIGCONT)          # what the shell's fg sends
+        t.expect(lambda o: len(_frames(o)) >= drawn + 2)   # draws again
+        assert t.termios_after() != t.termios_before     # cbreak again
+        t.send(b"q")
+        assert t.wait() == 0
+        _restored(t, rich=mode == ([], {}))
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]

@@ -10,7 +10,8 @@ snapshot, for scripts).
 Terminal handling: while the view runs, the terminal is in cbreak mode
 without echo (a ``q`` quits at once), the alternate screen is shown and the
 cursor hidden; ``q``, Ctrl-C and SIGTERM all restore the saved termios
-settings, the cursor and the main screen before the command returns.
+settings, the cursor and the main screen before the command returns, and
+Ctrl-Z restores them while the command is stopped.
 
 Opens the log read-only. A read-only Log opened while no process had the
 log open for writing computes its view of the partitions once, in memory,
@@ -214,14 +215,34 @@ def _terminate(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
+def _suspender(keys: Keys, screen: Any) -> Any:
+    """A SIGTSTP (Ctrl-Z) handler: the terminal restored while stopped, and
+    cbreak mode and the screen taken again on SIGCONT (the next refresh
+    redraws)."""
+    def suspend(signum: int, frame: Any) -> None:
+        screen.__exit__(None, None, None)
+        keys.__exit__(None, None, None)
+        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTSTP)      # stops here until SIGCONT
+        signal.signal(signal.SIGTSTP, suspend)
+        keys.__enter__()
+        screen.__enter__()
+    return suspend
+
+
 def cmd_top(args) -> int:
     use_rich = not args.plain and sys.stdout.isatty() and _rich_available()
     with LogSource(args.path) as source:
         old_term = signal.signal(signal.SIGTERM, _terminate)
+        old_tstp = signal.getsignal(signal.SIGTSTP)
         try:
             with Keys(sys.stdin) as keys, \
                     (RichScreen() if use_rich else PlainScreen(sys.stdout)) as screen:
-                _loop(source, args, keys, screen)
+                signal.signal(signal.SIGTSTP, _suspender(keys, screen))
+                try:
+                    _loop(source, args, keys, screen)
+                finally:
+                    signal.signal(signal.SIGTSTP, old_tstp)
         except KeyboardInterrupt:
             pass                    # Ctrl-C is how one leaves top: not an error
         finally:
