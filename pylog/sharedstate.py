@@ -111,7 +111,13 @@ class SharedState:
         self.ptr = None           # writable native pointer (writers)
         self.rptr = None          # native pointer for reads
         self.map = None
-        path = os.path.join(directory, STATE_FILE)
+        self._open_map()
+
+    def _open_map(self) -> None:
+        """Open and map the state file (``map`` stays None when a read-only
+        opener finds none, or one too short to be a state file)."""
+        readonly = self.readonly
+        path = os.path.join(self.directory, STATE_FILE)
         flags = os.O_RDONLY if readonly else os.O_RDWR | os.O_CREAT
         try:
             self.fd = open_regular(path, flags, what="partition state file")
@@ -147,6 +153,16 @@ class SharedState:
             if not LOCK_NEEDS_FD:
                 os.close(self.fd)
                 self.fd = -1
+
+    def attach(self) -> bool:
+        """Read-only: map the state file if it was missing at open and a
+        writer has since created it; True when mapped."""
+        if self.map is None and self.readonly:
+            if self.fd >= 0:          # a file too short at the last try
+                os.close(self.fd)
+                self.fd = -1
+            self._open_map()
+        return self.map is not None
 
     # -- the record (P-2) ---------------------------------------------------
     def has_magic(self) -> bool:
@@ -242,3 +258,28 @@ class SharedState:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+# L-2: every process that has the log open for writing holds a read lock on
+# byte 0 of this file in the log directory for as long as it has it open
+LOCK_FILE = "pylog.lock"
+
+
+def writers_present(root: str) -> bool:
+    """True if some process has the log at ``root`` open for writing (holds
+    a lock on pylog.lock, L-2); probing takes and at once releases a write
+    lock on byte 0."""
+    lp = os.path.join(root, LOCK_FILE)
+    try:
+        fd = os.open(lp, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True          # cannot probe: trust the published states
+    try:
+        got = _native.lock(fd, 0, 1, "w", False)
+        if got:
+            _native.lock(fd, 0, 1, "u", False)
+        return not got
+    finally:
+        os.close(fd)

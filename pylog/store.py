@@ -62,11 +62,11 @@ from .identity import Identity, vanished
 from .metadata import DEFAULT_LOCK_TIMEOUT_S, Metadata
 from .partition import Partition
 from .segment import fsync_dir
+from .sharedstate import LOCK_FILE, writers_present
 from .topicadmin import TopicAdmin
 
 _log = logging.getLogger("pylog")
 
-LOCK_FILE = "pylog.lock"
 DOORBELL_FILE = "doorbell"
 DOORBELL_SLOTS = 512           # L-3: slot 0 rings for every append
 RETENTION_CHECK_INTERVAL_S = 60.0
@@ -656,26 +656,6 @@ class LogStore(TopicAdmin, LogAdmin):
 
     def __repr__(self) -> str:
         return f"<pylog.Log {self.path!r} sync={self.sync}{' readonly' if self.readonly else ''}>"
-
-
-def writers_present(root: str) -> bool:
-    """True if some process has the log at ``root`` open for writing (holds
-    a lock on pylog.lock, L-2); probing takes and at once releases a write
-    lock on byte 0."""
-    lp = os.path.join(root, LOCK_FILE)
-    try:
-        fd = os.open(lp, os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return True          # cannot probe: trust the published states
-    try:
-        got = _native.lock(fd, 0, 1, "w", False)
-        if got:
-            _native.lock(fd, 0, 1, "u", False)
-        return not got
-    finally:
-        os.close(fd)
 
 
 def topic_slot(topic: str) -> int:

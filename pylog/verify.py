@@ -35,8 +35,8 @@ from .segment import (
     parse_segment_name,
     segment_path,
 )
-from .sharedstate import STATE_FILE, STATE_MAGIC, State
-from .store import check_log_dir, writers_present
+from .sharedstate import STATE_FILE, STATE_MAGIC, State, writers_present
+from .store import check_log_dir
 
 CODEC_NAMES = {0: "none", 1: "gzip", 2: "snappy", 3: "lz4", 4: "zstd"}
 _ZERO_CHUNK = 1 << 20

@@ -13,11 +13,8 @@ cursor hidden; ``q``, Ctrl-C and SIGTERM all restore the saved termios
 settings, the cursor and the main screen before the command returns, and
 Ctrl-Z restores them while the command is stopped.
 
-Opens the log read-only. A read-only Log opened while no process had the
-log open for writing computes its view of the partitions once, in memory,
-and does not see a writer that comes later (its state is not republished);
-so until the log is opened while a writer is present, it is reopened at
-every refresh (:class:`LogSource`). Thread safety: runs on the console script's main
+Opens the log read-only, once: a read-only view follows writers that
+open the log after it (:class:`LogSource`). Thread safety: runs on the console script's main
 thread only (it installs a SIGTERM handler while it runs).
 """
 
@@ -176,25 +173,14 @@ class RichScreen:
 
 
 class LogSource:
-    """The open log each refresh reads (module docstring): kept once it was
-    opened while a writer had the log open (its partition states are then
-    the shared, live ones), else reopened every time."""
+    """The read-only log every refresh reads, opened once: a read-only view
+    follows writers that open after it (pylog.partition)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.log: Any = None
-        self.live = False
-        self.fresh = False          # opened and not read yet
 
     def get(self) -> Any:
-        from ..store import writers_present
-        if self.log is not None and (self.live or self.fresh):
-            self.fresh = False
-            return self.log
-        self.close()
-        live = writers_present(os.path.abspath(self.path))
-        self.log = open_log(self.path)
-        self.live = live
         return self.log
 
     def close(self) -> None:
@@ -203,8 +189,7 @@ class LogSource:
             self.log = None
 
     def __enter__(self) -> LogSource:
-        self.get()                  # a bad path fails before the screen changes
-        self.fresh = True
+        self.log = open_log(self.path)   # a bad path fails before the screen changes
         return self
 
     def __exit__(self, *exc: object) -> None:
