@@ -398,7 +398,7 @@ def subscribed_partitions(log: Any, state: gs.GroupState) -> set[TopicPartition]
     topics = set(state.partition_counts or ())
     for info in state.members.values():
         topics.update(info.topics)
-    out = set()
+    out: set[TopicPartition] = set()
     for t in topics:
         try:
             n = log.partitions_for(t, max_age_s=0)
