@@ -37,7 +37,12 @@ TEST_REQUIRES = [
     "mypy>=1.8",
     # tests/test_aio.py runs pylog.aio under uvloop too (none for Windows)
     "uvloop>=0.18; sys_platform != 'win32'",
+    # tests/test_metrics.py scrapes the Prometheus exporter (the metrics extra)
+    "prometheus_client>=0.17",
 ]
+
+# pylog metrics LOG --serve: the Prometheus exporter (pylog.metricsprom)
+METRICS_REQUIRES = ["prometheus_client>=0.17"]
 
 # The peers bench/compare.py measures pylog against, installed only on
 # request: pip install -e '.[bench]' (see bench/README-compare.txt).
@@ -55,7 +60,8 @@ setup(
     setup_requires=["cffi>=1.15"],
     cffi_modules=["pylog/_build_native.py:ffibuilder"],
     install_requires=["cffi>=1.15", "lmdb>=1.4", "zstandard>=0.21"],
-    extras_require={"test": TEST_REQUIRES, "bench": BENCH_REQUIRES, "docs": ["sphinx>=7"]},
+    extras_require={"test": TEST_REQUIRES, "bench": BENCH_REQUIRES, "docs": ["sphinx>=7"],
+                    "metrics": METRICS_REQUIRES},
     entry_points={"console_scripts": ["pylog=pylog.cli:main"]},
     zip_safe=False,
 )
