@@ -334,6 +334,29 @@ def test_cli_metrics_text_and_json(tmp_path):
     assert "not committed, from earliest" in out and "SHARE GROUP" in out
 
 
+@pytest.mark.parametrize("bad", ["-1", "nan", "inf"])
+def test_cli_bad_interval(tmp_path, bad):
+    with pylog.open(str(tmp_path / "log")):
+        pass
+    r = subprocess.run([sys.executable, "-m", "pylog.cli", "metrics", str(tmp_path / "log"),
+                        "--interval", bad], capture_output=True, env=_env(), timeout=60)
+    assert r.returncode == 2 and b"--interval" in r.stderr and b"Traceback" not in r.stderr
+
+
+def test_exposition_of_a_snapshot(tmp_path):
+    pytest.importorskip("prometheus_client")
+    from pylog.metricsprom import exposition
+    log, s = _groups_and_queues(tmp_path / "log")
+    try:
+        m = _samples(exposition(log.metrics()).decode())
+    finally:
+        s.close()
+        log.close()
+    assert m[("pylog_group_members", (("group", "billing"),))] == 0
+    assert m[("pylog_share_records", (("group", "mailers"), ("partition", "0"),
+                                      ("state", "acquired"), ("topic", "jobs")))] == 3
+
+
 @pytest.mark.parametrize("bad", ["nonsense", "127.0.0.1:", ":9464", "127.0.0.1:99999"])
 def test_cli_bad_serve_address(tmp_path, bad):
     with pylog.open(str(tmp_path / "log")):

@@ -19,6 +19,8 @@ from ..table import human_bytes, table
 from .args import CliError, add_command
 from .runner import EXIT_OK, EXIT_PROBLEMS, emit, open_log
 
+MAX_INTERVAL_S = 3600
+
 
 def register(subs) -> None:
     s = add_command(subs, "metrics", "rates, fsync latency, group lag, work queues; "
@@ -49,8 +51,9 @@ def parse_address(text: str) -> tuple[str, int]:
 
 
 def cmd_metrics(args) -> int:
-    if args.interval < 0 or args.interval != args.interval:
-        raise CliError(f"--interval {args.interval}: expected seconds >= 0")
+    if not 0 <= args.interval <= MAX_INTERVAL_S:      # (NaN fails both)
+        raise CliError(f"--interval {args.interval}: expected seconds from 0 to "
+                       f"{MAX_INTERVAL_S}")
     if args.serve is not None:
         return _serve(args)
     with open_log(args.path) as log:
