@@ -75,10 +75,14 @@ def main() -> None:
     ap.add_argument("--reference", required=True, help="a built checkout to compare with")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--scale", type=float, default=1.0, help="multiply record counts")
+    ap.add_argument("--only", choices=sorted(FIGURES), action="append",
+                    help="run only this figure (repeatable)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         print(f"{'figure':<10} {'reference/s':>14} {'this/s':>14} {'this/ref':>9}")
         for what, n in FIGURES.items():
+            if args.only and what not in args.only:
+                continue
             n = max(100, int(n * args.scale))
             ref, this = 0.0, 0.0
             for rep in range(args.reps):
