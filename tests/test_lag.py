@@ -147,3 +147,14 @@ def test_group_document_round_trip_keeps_the_policy():
     assert back.auto_offset_reset == "none" and back.members["m1"].auto_offset_reset == "none"
     old = gs.decode("g", b'{"generation": 1, "members": {"m": {"pid": 1}}}')
     assert old.auto_offset_reset is None and old.members["m"].auto_offset_reset is None
+
+
+def test_group_with_reset_none_shows_it(tmp_path):
+    """A group that would raise on a partition never committed
+    (auto_offset_reset="none") counts its records as waiting and says why."""
+    log, c = _orders(tmp_path / "log", reset="none")
+    c.close(autocommit=False)
+    p2 = [p for p in log.describe_group("billing")["partitions"] if p["partition"] == 2][0]
+    assert (p2["committed"], p2["lag"], p2["lag_from"]) == (None, 200, "none")
+    log.close()
+    assert "not committed, auto_offset_reset=none" in cli("info", tmp_path / "log")
