@@ -39,11 +39,16 @@ TEST_REQUIRES = [
     "uvloop>=0.18; sys_platform != 'win32'",
     # tests/test_top.py and test_progress.py draw with rich too
     "rich>=13",
+    # tests/test_metrics.py scrapes the Prometheus exporter (the metrics extra)
+    "prometheus_client>=0.17",
 ]
 
 # ``pylog top`` and the progress bars draw with rich when it is installed
 # (plain text without it): pip install 'pylog[top]'.
 TOP_REQUIRES = ["rich>=13"]
+
+# pylog metrics LOG --serve: the Prometheus exporter (pylog.metricsprom)
+METRICS_REQUIRES = ["prometheus_client>=0.17"]
 
 # The peers bench/compare.py measures pylog against, installed only on
 # request: pip install -e '.[bench]' (see bench/README-compare.txt).
@@ -62,7 +67,8 @@ setup(
     cffi_modules=["pylog/_build_native.py:ffibuilder"],
     install_requires=["cffi>=1.15", "lmdb>=1.4", "zstandard>=0.21"],
     extras_require={"test": TEST_REQUIRES, "bench": BENCH_REQUIRES, "docs": ["sphinx>=7"],
-                    "top": TOP_REQUIRES},
+                    "top": TOP_REQUIRES,
+                    "metrics": METRICS_REQUIRES},
     entry_points={"console_scripts": ["pylog=pylog.cli:main"]},
     zip_safe=False,
 )

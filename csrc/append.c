@@ -77,6 +77,7 @@ static int append_locked(pl_appender *a, uint32_t n, src_t *src, int use_scratch
         maxts = batch_max;
     int64_t nv[6] = {last + 1, base, pos + (int64_t)written, maxts, v[4], v[5]};
     pl_state_publish(state, nv); /* P-2: visible now, whole */
+    pli_count_append_locked(state, n, (int64_t)written); /* P-10 */
     out->base_offset = next;
     out->next_offset = last + 1;
     out->max_timestamp = maxts;

@@ -397,6 +397,47 @@ typedef struct {
 } pl_wait_fetch_req;
 int pl_wait_fetch(const pl_wait_fetch_req *req, pl_fetch_out *out);
 
+/* ---- per-partition counters in partition.state (FORMAT.rst P-10, P-11) ----
+ * uint64 words in native byte order, 0 in a new state file, never reset
+ * by pylog: records and bytes appended (written by append lock holders
+ * only, P-3: plain stores), fetches and records fetched (atomic adds by
+ * any process), fdatasyncs of the partition's segments with their total
+ * and a histogram of their latency (atomic adds). Each group of words has
+ * a cache line of its own, so readers counting fetches never touch the
+ * line appenders write. pl_counters_read copies PL_CTR_WORDS words in
+ * this order: batches, records, bytes appended; fetches, records fetched;
+ * fsyncs, fsync ns; PL_CTR_FSYNC_NBUCKETS bucket counts. Bucket 0 counts
+ * fsyncs under 2**PL_CTR_FSYNC_BUCKET0_LOG2 ns, bucket k the next doubling
+ * (under 2**(PL_CTR_FSYNC_BUCKET0_LOG2 + k) ns), the last one everything
+ * longer. Each returns 0 or PL_E_INVAL (a NULL or misaligned state). */
+enum pl_counters_layout {
+    PL_CTR_APPEND_BATCHES     = 144,
+    PL_CTR_APPEND_RECORDS     = 152,
+    PL_CTR_APPEND_BYTES       = 160,
+    PL_CTR_FETCHES            = 192,
+    PL_CTR_FETCH_RECORDS      = 200,
+    PL_CTR_FSYNCS             = 256,
+    PL_CTR_FSYNC_NS           = 264,
+    PL_CTR_FSYNC_BUCKETS      = 272,
+    PL_CTR_FSYNC_NBUCKETS     = 16,
+    PL_CTR_FSYNC_BUCKET0_LOG2 = 16,   /* bucket 0: under 65,536 ns */
+    PL_CTR_END                = 400,  /* PL_CTR_FSYNC_BUCKETS + 8 * 16 */
+    PL_CTR_WORDS              = 23
+};
+#ifndef PL_CDEF
+_Static_assert(PL_CTR_APPEND_BATCHES >= PL_STATE_LOCK_WORD + 8, "after the lock word");
+_Static_assert(PL_CTR_END == PL_CTR_FSYNC_BUCKETS + 8 * PL_CTR_FSYNC_NBUCKETS, "P-11");
+_Static_assert(PL_CTR_WORDS == 7 + PL_CTR_FSYNC_NBUCKETS, "pl_counters_read");
+#endif
+/* One append of `records` records in `bytes` bytes; for the append lock's
+ * holder (pl_append_* count their own). */
+int pl_count_append(void *state, int64_t records, int64_t bytes);
+/* One fetch that returned `records` records to a consumer. */
+int pl_count_fetch(void *state, int64_t records);
+/* One fdatasync of a segment of the partition that took `ns`. */
+int pl_count_fsync(void *state, int64_t ns);
+int pl_counters_read(const void *state, uint64_t *out);
+
 /* ---- byte-range locks: mode 0 unlock, 1 shared, 2 exclusive ---- */
 int pl_lock(int fd, int64_t start, int64_t len, int mode, int wait);
 

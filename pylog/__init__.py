@@ -40,6 +40,7 @@ from .errors import (
     LogOSError,
     LogPermissionError,
     MetadataBusyError,
+    MissingDependencyError,
     NotALogDirectoryError,
     OffsetOutOfRange,
     PartitionNotFound,
@@ -69,7 +70,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "open", "Log", "TopicPartition", "Record", "RecordMetadata", "TopicInfo",
-    "PartitionInfo", "PylogError", "InvalidTopicName", "InvalidConfig",
+    "PartitionInfo", "PylogError", "MissingDependencyError", "InvalidTopicName", "InvalidConfig",
     "InvalidArgument", "TopicNotFound", "TopicExists", "PartitionNotFound",
     "RecordTooLarge", "LogClosed", "ReadOnlyLog", "CorruptLogError",
     "OffsetOutOfRange", "CommitFailedError", "LogFailedError", "ForkedLogError",

@@ -39,6 +39,10 @@ from ._crossproc import (  # noqa: F401 (re-exported)
     STATE_INDEX_POSITION,
     STATE_MAGIC,
     STATE_SIZE,
+    count_append,
+    count_fetch,
+    count_fsync,
+    counters_read,
     doorbell_load,
     doorbell_load_at,
     doorbell_ring,
@@ -151,7 +155,8 @@ __all__ = [
     "state_index_position", "set_state_index_position", "doorbell_ring", "doorbell_load",
     "doorbell_wait", "doorbell_load_at", "doorbell_wait_at", "doorbell_ring_ptr", "lock",
     "new_lock_token", "liveness_lock", "plock_acquire", "plock_release", "syncer",
-    "syncer_set_fd", "sync_through",
+    "syncer_set_fd", "sync_through", "count_append", "count_fetch", "count_fsync",
+    "counters_read",
 ]
 
 

@@ -141,7 +141,8 @@ class Consumer(Positions, Fetching):
             self._member = GroupMember(log, group_id,
                                        strategy=partition_assignment_strategy,
                                        session_timeout_ms=session_timeout_ms,
-                                       client_id=client_id)
+                                       client_id=client_id,
+                                       auto_offset_reset=auto_offset_reset)
         self._resets = OffsetReset(auto_offset_reset, group_id, self._member)
         if topics or pattern:
             self.subscribe(list(topics), pattern=pattern, listener=listener)

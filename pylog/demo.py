@@ -307,7 +307,7 @@ def run_demo(path=None, *, events=None, fast=False, keep=False, out=None) -> int
     def group_progress(g):
         d = log.describe_group(f"{g}-service")
         committed = {p["partition"]: p["committed"] for p in d["partitions"]
-                     if p["topic"] == TOPIC}
+                     if p["topic"] == TOPIC and p["committed"] is not None}
         done = sum(committed.get(p, start_ends.get(p, 0)) - start_ends.get(p, 0)
                    for p in range(PARTITIONS))
         return max(0, done), committed

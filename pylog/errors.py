@@ -252,6 +252,11 @@ class ForkedLogError(PylogError):
     """An object created before os.fork() was used in the child process."""
 
 
+class MissingDependencyError(PylogError, ImportError):
+    """A feature needs an optional dependency that is not installed; the
+    message names the extra to install (``pip install 'pylog[metrics]'``)."""
+
+
 class LogOSError(PylogError, OSError):
     """An operating-system call on the log's files failed: what pylog tried,
     on which path, why, and a hint. The subclasses below name the failures a

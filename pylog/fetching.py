@@ -100,6 +100,7 @@ class Fetching:
                 self._set_position(tp, self._resets.out_of_range(tp, part, cur.offset))
                 continue
             if recs:
+                part.shared.count_fetch(len(recs))      # P-10
                 self._delivery.handed(tp, first)
                 i0 = len(out)
                 out.extend(self._records.finish(recs, values_only, tp, part, first,
@@ -194,6 +195,7 @@ class Fetching:
                                       wait, max_records, values_only=values_only,
                                       with_topic=True, row_type=self._records.row_type)
                 if got:
+                    part.shared.count_fetch(len(got))   # P-10
                     self._delivery.handed(tp, first)
                     recs = self._records.finish(got, values_only, tp, part, first,
                                                 False)

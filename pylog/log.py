@@ -18,6 +18,8 @@ from .config import validate_group_id, validate_topic_name
 from .consumer import Consumer
 from .expiry import DEFAULT_OFFSETS_RETENTION_MS
 from .group import describe_group, reset_group
+from .metrics import MetricsSnapshot
+from .metrics import take as take_metrics
 from .producer import Producer
 from .records import TopicPartition
 from .redrive import redrive
@@ -52,6 +54,21 @@ class Log(LogStore):
         without locks (for monitoring: ``pylog queues``)."""
         self._check()
         return describe_share_groups(self)
+
+    def metrics(self, since: MetricsSnapshot | None = None) -> MetricsSnapshot:
+        """A snapshot of the log's metrics (:mod:`pylog.metrics`): per
+        partition offsets, size, and the append, fetch and fsync counters
+        of every process (FORMAT.rst P-10, P-11); per consumer group and
+        partition committed offset, lag (partitions never committed counted
+        from the group's ``auto_offset_reset``) and owner; per share group
+        records available, acquired, delayed and archived.
+
+        Rates (records appended and fetched, bytes appended, fsyncs per
+        second) are computed against ``since``, an earlier snapshot of this
+        log: the counters' difference over the monotonic time between the
+        two; None without it. Thread-safe; reads only, without locks."""
+        self._check()
+        return take_metrics(self, since)
 
     def redrive(self, group: str, dead_letter_topic: str, *,
                 execute: bool = False) -> list[dict[str, Any]]:

@@ -211,7 +211,7 @@ class Reader:
             self._segment_bases(st)
             seg = self._reader(st.active_base)
             try:
-                os.fdatasync(seg.fd)
+                self._shared.synced(lambda: os.fdatasync(seg.fd))     # P-11
             except OSError as exc:
                 raise LogFailedError(
                     f"fdatasync of {seg.path} before an offset commit: "

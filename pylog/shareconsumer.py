@@ -210,6 +210,8 @@ class ShareConsumer:
                 recs = part.fetch(Cursor(first), n, with_topic=True, row_type=Record)
             except PylogError:
                 recs = []           # deleted meanwhile: the next acquire counts it lost
+            if recs:
+                part.shared.count_fetch(len(recs))      # P-10
             seen = set()
             for r in recs:
                 c = counts.get(r[2])

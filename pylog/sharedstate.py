@@ -28,6 +28,8 @@ import os
 import struct
 import sys
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from operator import itemgetter
 
@@ -228,6 +230,37 @@ class SharedState:
     def clear_takeover(self) -> None:
         """The dead holder's leftovers are gone (P-3); for the lock holder."""
         clear_state_takeover(self.map)
+
+    # -- counters (P-10, P-11) ---------------------------------------------
+    def count_append(self, records: int, nbytes: int) -> None:
+        """Count an append made outside the native appends (P-10); for the
+        append lock's holder."""
+        if self.ptr is not None:
+            _native.count_append(self.ptr, records, nbytes)
+
+    def count_fetch(self, records: int) -> None:
+        """Count a fetch that gave a consumer ``records`` records (P-10).
+        A read-only opener's map cannot be written: its fetches are not
+        counted."""
+        if self.ptr is not None:
+            _native.count_fetch(self.ptr, records)
+
+    def synced(self, sync: Callable[[], object]) -> None:
+        """Run ``sync`` (an fdatasync of one of the partition's segments)
+        and count it with its latency (P-11), also when it raises."""
+        t0 = time.monotonic_ns()
+        try:
+            sync()
+        finally:
+            if self.ptr is not None:
+                _native.count_fsync(self.ptr, time.monotonic_ns() - t0)
+
+    def counters(self) -> tuple[int, ...] | None:
+        """The P-10 and P-11 counters (pl_counters_read's order), or None
+        without a mapped state file."""
+        if self.rptr is None:
+            return None
+        return _native.counters_read(self.rptr)
 
     # -- the append lock (P-3) ---------------------------------------------
     def lock(self, wait: bool = True) -> bool:

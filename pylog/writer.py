@@ -551,6 +551,7 @@ class Writer:
         end = pos + size
         self._shared.publish(last_offset + 1, seg.base_offset, end, max_ts_seg, gen,
                       st.log_start_offset)
+        self._shared.count_append(n, size)      # P-10 (the native appends count their own)
         a = self._appender
         a.written_base, a.written_end, a.written_next = seg.base_offset, end, last_offset + 1
         return next_offset
@@ -570,9 +571,9 @@ class Writer:
             new.truncate(0)                  # a leftover of a crashed roll
             new.write_indexes([], [])
             new.preallocate(min(self._part.config.segment_bytes, PREALLOCATE_BYTES_MIN))
-            seg.sync()                       # sealed segments are always durable
+            self._shared.synced(seg.sync)    # sealed segments are always durable
             seg.truncate(pos)
-            seg.sync()
+            self._shared.synced(seg.sync)    # (P-11: counted)
             if max_ts >= 0:                  # T-3: the final max timestamp
                 seg.append_timeindex(max_ts, next_offset - 1 - seg.base_offset)
             fsync_dir(self.dir)

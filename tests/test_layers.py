@@ -28,12 +28,12 @@ LAYERS = [
     {"group", "delivery", "deadletter", "deserialize", "offsetreset", "consumerargs",
      "rebalance", "sharestate", "shareops"},
     {"producer", "consumer", "positions", "fetching", "accumulator", "shareconsumer",
-     "redrive"},
+     "redrive", "metrics"},
     {"log"},
     {"sqliteoffsets", "dedup"},     # helpers over the public Consumer API
     {"aio"},          # the package pylog/aio/: asyncio clients over a Log
     {"__init__"},
-    {"verify", "demo"},
+    {"verify", "demo", "metricsprom"},     # metricsprom: Prometheus format (an extra)
     {"cli", "__main__"},      # cli: the package pylog/cli/
 ]
 RANK = {m: i for i, layer in enumerate(LAYERS) for m in layer}

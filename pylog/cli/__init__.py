@@ -2,7 +2,8 @@
 
 One module per group of subcommands (:mod:`.info`; :mod:`.check`: dump and
 verify; :mod:`.console`: tail and produce; :mod:`.admin`: topics and groups;
-:mod:`.queues`: share groups; :mod:`.top`: the live view;
+:mod:`.queues`: share groups; :mod:`.top`: the live view; :mod:`.metrics`:
+metrics and the Prometheus exporter;
 :mod:`.demo`), each with a ``register(subs)`` that adds its parsers; all run
 through :func:`.runner.run`, which maps errors to messages and exit codes.
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import admin, check, console, demo, info, queues, top
+from . import admin, check, console, demo, info, metrics, queues, top
 from .runner import EXIT_ERROR, run
 
 MAIN_EPILOG = """\
@@ -31,6 +32,7 @@ examples:
   pylog groups data/events reset inventory-service --to-datetime 1h --execute
   pylog queues data/events                 share groups (work queues)
   pylog top data/events                    live rates, lag and work queues (q quits)
+  pylog metrics data/events --serve 127.0.0.1:9464   Prometheus exporter
   pylog verify data/events
   pylog dump data/events/orders-0/00000000000000000000.log --records
 
@@ -38,7 +40,7 @@ exit status: 0 ok, 1 problems found (verify, dump, info), 2 usage or other error
 """
 
 # in the order ``pylog --help`` lists them
-COMMAND_GROUPS = (info, check, console, admin, queues, top, demo)
+COMMAND_GROUPS = (info, check, console, admin, queues, top, metrics, demo)
 
 
 class _Parser(argparse.ArgumentParser):

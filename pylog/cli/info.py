@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 
+from ..group import lag_text
 from ..table import human_bytes, table
 from .args import add_command
 from .progress import add_quiet, progress_for
@@ -90,13 +91,17 @@ def _print_info(info) -> None:
         for g in info["groups"]:
             live = sum(1 for m in g["members"] if m["alive"])
             if not g["partitions"]:
-                rows.append([g["group"], g["state"], live, "-", "-", "-", "-", g["lag"]])
+                rows.append([g["group"], g["state"], live, "-", "-", "-", "-", g["lag"], ""])
             for p in g["partitions"]:
                 rows.append([g["group"], g["state"], live, p["topic"],
-                             p["partition"], p["committed"], p["end_offset"],
-                             p["lag"]])
+                             p["partition"], _or_dash(p["committed"]), p["end_offset"],
+                             p["lag"], lag_text(p.get("lag_from", "committed"))])
         print(table(rows, ["GROUP", "STATE", "MEMBERS", "TOPIC", "PARTITION",
-                           "COMMITTED", "END", "LAG"], right={2, 4, 5, 6, 7}))
+                           "COMMITTED", "END", "LAG", "LAG FROM"], right={2, 4, 5, 6, 7}))
+
+
+def _or_dash(v) -> object:
+    return "-" if v is None else v
 
 
 def _close_leaked_metadata(exc) -> None:
