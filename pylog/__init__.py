@@ -48,6 +48,7 @@ from .errors import (
     ReadOnlyLog,
     RecordTooLarge,
     SendTimeoutError,
+    ShareGroupConfigError,
     TooManyOpenFilesError,
     TopicExists,
     TopicNotFound,
@@ -80,5 +81,5 @@ __all__ = [
     "OffsetAndMetadata", "ConsumerRebalanceListener", "FlushTimeoutError",
     "GroupNotFound", "CorruptGroupError", "TooManyOpenFilesError",
     "SendTimeoutError", "FutureRecordMetadata",
-    "ShareConsumer", "ShareRecord", "AcknowledgementError",
+    "ShareConsumer", "ShareRecord", "AcknowledgementError", "ShareGroupConfigError",
 ]

@@ -16,22 +16,24 @@ checkpoints (every ``sync_interval_ms``, flush, close); with
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Iterator
 from functools import partial
 from typing import Any, NamedTuple
 
-from . import _native
+from . import _native, shareconfig
 from . import shareops as ops
 from . import sharestate as ss
 from .config import validate_group_id, validate_topic_name
 from .errors import AcknowledgementError, InvalidArgument, PylogError, ReadOnlyLog
 from .reader import Cursor
 from .records import Record, TopicPartition
+from .sharedlq import DeadLetters
 from .store import topic_slot
 
-DLQ_PREFIX = "_dlq.errors."
+_log = logging.getLogger("pylog")
 _RECHECK_S = 0.05
 _tuple_new = tuple.__new__
 
@@ -54,40 +56,43 @@ class ShareConsumer:
     :meth:`pylog.Log.share_consumer`)."""
 
     def __init__(self, log: Any, topics: tuple[str, ...], *, group_id: str,
-                 record_lock_ms: int, delivery_limit: int, max_in_flight: int,
-                 acknowledgement_mode: str, dead_letter_topic: str | None,
-                 auto_offset_reset: str) -> None:
+                 record_lock_ms: int | None, delivery_limit: int | None,
+                 max_in_flight: int | None, acknowledgement_mode: str,
+                 dead_letter_topic: str | None, auto_offset_reset: str) -> None:
         validate_group_id(group_id)
         if not topics:
             raise InvalidArgument("share_consumer: name at least one topic")
         for t in topics:
             validate_topic_name(t)
-        _int_in("record_lock_ms", record_lock_ms, 1, 3_600_000)
-        _int_in("delivery_limit", delivery_limit, 1, 1000)
-        _int_in("max_in_flight", max_in_flight, 1, 1_000_000)
+        validate_settings(record_lock_ms, delivery_limit, max_in_flight, dead_letter_topic)
         if acknowledgement_mode not in ("explicit", "implicit"):
             raise InvalidArgument(f"acknowledgement_mode={acknowledgement_mode!r}; "
                                   "expected 'explicit' or 'implicit'")
         if auto_offset_reset not in ("earliest", "latest"):
             raise InvalidArgument(f"auto_offset_reset={auto_offset_reset!r}; "
                                   "expected 'earliest' or 'latest'")
-        if dead_letter_topic is not None:
-            validate_topic_name(dead_letter_topic)
-            if dead_letter_topic in topics:
-                raise InvalidArgument("dead_letter_topic is one of the consumed topics")
         if log.readonly:
             raise ReadOnlyLog("a share consumer changes share state: open the log "
                               "for writing")
         for t in topics:
             log.partitions_for(t)           # TopicNotFound now, not at poll
+        # Q-7: the settings are the group's
+        cfg = shareconfig.resolve(log.meta, group_id, {
+            "record_lock_ms": record_lock_ms, "delivery_limit": delivery_limit,
+            "max_in_flight": max_in_flight, "dead_letter_topic": dead_letter_topic})
+        if cfg["dead_letter_topic"] in topics:
+            raise InvalidArgument(f"share group {group_id!r} dead-letters to "
+                                  f"{cfg['dead_letter_topic']!r}, one of the consumed topics")
         self._log = log
         self.topics = tuple(dict.fromkeys(topics))
         self.group_id = group_id
-        self.record_lock_ms = record_lock_ms
-        self.delivery_limit = delivery_limit
-        self.max_in_flight = max_in_flight
+        self.record_lock_ms: int = cfg["record_lock_ms"]
+        self.delivery_limit: int = cfg["delivery_limit"]
+        self.max_in_flight: int = cfg["max_in_flight"]
         self.implicit = acknowledgement_mode == "implicit"
-        self.dead_letter_topic = dead_letter_topic
+        self.dead_letter_topic: str | None = cfg["dead_letter_topic"]
+        self._dlq = None if self.dead_letter_topic is None else \
+            DeadLetters(log, group_id, self.dead_letter_topic)
         self.auto_offset_reset = auto_offset_reset
         self._member = int.from_bytes(os.urandom(4), "little") or 1
         self._owner: dict[TopicPartition, int] = {}       # owner number per file
@@ -98,16 +103,18 @@ class ShareConsumer:
         self._pending: dict[TopicPartition, dict[int, tuple[int, str, int]]] = {}
         self._failed: list[tuple[str, int, int]] = []
         self._touched: set[TopicPartition] = set()
-        self._producer: Any = None
-        self._dlq_unflushed = False
         self._next = 0
         # the doorbell slot polls wait on (L-3): the topic's, or 0 for several
         self._slot = topic_slot(self.topics[0]) if len(self.topics) == 1 else 0
         self._closed = False
-        #: records lost to retention before they were done (Q-4), seen by this
-        #: consumer: [(topic, partition, how many)]
-        self.lost: list[tuple[str, int, int]] = []
-        self.dead_lettered = 0
+        #: records retention deleted before they were done (Q-4), as this
+        #: consumer found them: [(topic, partition, first offset, last offset)]
+        self.lost: list[tuple[str, int, int, int]] = []
+
+    @property
+    def dead_lettered(self) -> int:
+        """How many records this consumer copied to the dead-letter topic."""
+        return 0 if self._dlq is None else self._dlq.copied
 
     # -- the share files ---------------------------------------------------------
     def _file(self, tp: TopicPartition) -> ss.ShareFile:
@@ -182,9 +189,13 @@ class ShareConsumer:
                     f, partial(self._owner_in, f, tp), now, self.record_lock_ms,
                     max_records - len(out),
                     self.max_in_flight, self.delivery_limit, st.log_start_offset,
-                    st.next_offset, self._archiver(tp, part))
-            if lost:
-                self.lost.append((tp.topic, tp.partition, lost))
+                    st.next_offset, self._target(tp, part))
+            for first, last in lost:
+                _log.warning("share group %r: retention deleted %d records of %s-%d "
+                             "(offsets %d..%d) before they were acknowledged",
+                             self.group_id, last - first + 1, tp.topic, tp.partition,
+                             first, last)
+                self.lost.append((tp.topic, tp.partition, first, last))
             if got:
                 self._touched.add(tp)
                 out.extend(self._records(tp, part, got))
@@ -256,7 +267,8 @@ class ShareConsumer:
                 self.acknowledge(rec, ops.ACCEPT)
         self._apply()
         if self._log.sync == "always":
-            self._flush_dlq()
+            if self._dlq is not None:
+                self._dlq.flush()
             files = [self._file(tp) for tp in self._touched]
             self._log.share_files().checkpoint(files)
         failed, self._failed = self._failed, []
@@ -277,7 +289,7 @@ class ShareConsumer:
             with f.locked():
                 bad = ops.apply_acks(f, self._owner_in(f, tp), list(acks.values()), now,
                                      self.record_lock_ms, self.delivery_limit,
-                                     self._archiver(tp, part))
+                                     self._target(tp, part))
             self._touched.add(tp)
             self._failed.extend((tp.topic, tp.partition, off) for off in bad)
             released = released or any(a[1] == ops.RELEASE for a in acks.values())
@@ -291,41 +303,9 @@ class ShareConsumer:
             for t in self.topics:
                 _native.doorbell_ring_ptr(bell, topic_slot(t))
 
-    def _archiver(self, tp: TopicPartition, part: Any) -> ops.Archive:
-        """Q-5: the copy of Archived records into the dead-letter topic."""
-        def archive(doomed: list[tuple[int, int, str]]) -> None:
-            if self.dead_letter_topic is None:
-                return
-            if self._producer is None:
-                self._log.create_topic(self.dead_letter_topic, partitions=1,
-                                       exist_ok=True)
-                self._producer = self._log.producer()
-            for off, count, reason in doomed:
-                try:
-                    recs = part.fetch(Cursor(off), 1, with_topic=True, row_type=Record)
-                except PylogError:
-                    continue            # deleted by retention: nothing to copy
-                if not recs or recs[0][2] != off:
-                    continue
-                r = recs[0]
-                headers = list(r[6] or ()) + [
-                    (DLQ_PREFIX + "topic", tp.topic.encode()),
-                    (DLQ_PREFIX + "partition", str(tp.partition).encode()),
-                    (DLQ_PREFIX + "offset", str(off).encode()),
-                    (DLQ_PREFIX + "group", self.group_id.encode()),
-                    (DLQ_PREFIX + "delivery.count", str(count).encode()),
-                    (DLQ_PREFIX + "reason", reason.encode()),
-                ]
-                self._producer.send(self.dead_letter_topic, r[5], key=r[4],
-                                    headers=headers, timestamp_ms=r[3])
-                self.dead_lettered += 1
-                self._dlq_unflushed = True
-        return archive
-
-    def _flush_dlq(self) -> None:
-        if self._dlq_unflushed and self._producer is not None:
-            self._producer.flush()
-            self._dlq_unflushed = False
+    def _target(self, tp: TopicPartition, part: Any) -> ops.Target:
+        """Where records of ``tp`` this consumer archives go (Q-5)."""
+        return ops.Target(tp, part, self._dlq)
 
     # -- life ------------------------------------------------------------------------
     def close(self) -> None:
@@ -333,7 +313,7 @@ class ShareConsumer:
         (Available again, at once), and leave. Idempotent."""
         if self._closed:
             return
-        if self._log._closed:
+        if self._log.closed:
             # the Log's liveness lock went with it: its records are Available
             # to the others at once (Q-2)
             self._closed = True
@@ -349,19 +329,17 @@ class ShareConsumer:
                 part = self._log.partition(tp.topic, tp.partition)
                 f = self._file(tp)
                 with f.locked():
-                    ops.release_owner(f, owner, self.delivery_limit,
-                                      self._archiver(tp, part))
+                    ops.release_owner(f, owner, self._target(tp, part))
             self._ring()
-            if self._producer is not None:
-                self._flush_dlq()
-                self._producer.close()
+            if self._dlq is not None:
+                self._dlq.close()
         finally:
             self._closed = True
 
     def _check(self) -> None:
         if self._closed:
             raise InvalidArgument("the share consumer is closed")
-        self._log._check()
+        self._log.check_open()
 
     def __enter__(self) -> ShareConsumer:
         return self
@@ -374,6 +352,21 @@ class ShareConsumer:
         while not self._closed:
             for rec in self.poll(timeout_ms=100):
                 yield rec
+
+
+def validate_settings(record_lock_ms: object, delivery_limit: object, max_in_flight: object,
+                      dead_letter_topic: object) -> None:
+    """InvalidArgument for a bad share-group setting (None: unset)."""
+    if record_lock_ms is not None:
+        _int_in("record_lock_ms", record_lock_ms, 1, 3_600_000)
+    if delivery_limit is not None:
+        _int_in("delivery_limit", delivery_limit, 1, 1000)
+    if max_in_flight is not None:
+        _int_in("max_in_flight", max_in_flight, 1, 1_000_000)
+    if dead_letter_topic is not None:
+        if not isinstance(dead_letter_topic, str):
+            raise InvalidArgument(f"dead_letter_topic={dead_letter_topic!r}; expected str")
+        validate_topic_name(dead_letter_topic)
 
 
 def _int_in(name: str, value: object, lo: int, hi: int) -> None:

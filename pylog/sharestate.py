@@ -49,11 +49,12 @@ from .errors import CorruptLogError, InvalidArgument, PylogError
 from .files import allocate, open_regular
 
 AVAILABLE, ACQUIRED, ACKNOWLEDGED, ARCHIVED = 0, 1, 2, 4      # Kafka's numbers
-DELAYED = 5          # Available, not before its deadline (in the file only)
+DELAYED = 5          # Available, not before its deadline
+DEAD_LETTERING = 6   # Archived once its dead-letter copy is known to exist (Q-5)
 EMPTY = 0xFF         # a ring entry outside [SPSO, SPEO)
 
 _MAGIC = b"PLSHARE1"
-_VERSION = 1
+_VERSION = 2
 _HEAD = struct.Struct("=8sII16s")          # magic, version, capacity, boot id
 HEADER_BYTES = 4096
 _OWNERS_AT = 1024                          # 256 x (uint32 token, uint32 member)
@@ -61,14 +62,17 @@ MAX_OWNERS = 255                           # owner byte 0 = none
 _KEY_AT = 3072
 _KEY_MAX = 1000
 # int64 fields of the header, by index in 8-byte words (Q-1)
-SPSO, SPEO, SEQ, CKPT, MIN_DEADLINE, MIN_DELAY, LOST, JOURNAL, ARCHIVED_N = range(8, 17)
+(SPSO, SPEO, SEQ, CKPT, MIN_DEADLINE, MIN_DELAY, LOST, JOURNAL, ARCHIVED_N,
+ DLQ_PENDING) = range(8, 18)
 NEVER = 1 << 62
 _F_OFD_GETLK = getattr(fcntl, "F_OFD_GETLK", 36)
 _FLOCK = struct.Struct("hh4xqqi4x")
 _LIVENESS_BASE = 1 << 32
-_RUN = struct.Struct("<qqBH")
+_RUN = struct.Struct("<qqBHq")            # first, last, state, count, aux (Q-3)
 _VAL = struct.Struct("<qq")                # seq, spso (Q-3)
 KEY_PREFIX = b"share\0"
+# a persisted run (Q-3): first, last, state, delivery count, aux
+Run = tuple[int, int, int, int, int]
 
 
 def share_key(group: str, topic: str, partition: int) -> bytes:
@@ -97,7 +101,7 @@ class ShareFile:
     named ``*_locked`` must run inside :meth:`locked`."""
 
     def __init__(self, path: str, key: bytes, capacity: int, token: int, live_fd: int,
-                 load: Callable[[], tuple[int, int, list[tuple[int, int, int, int]]]]) -> None:
+                 load: Callable[[], tuple[int, int, list[Run]]]) -> None:
         if len(key) > _KEY_MAX:
             raise InvalidArgument("share group, topic and partition name a key longer "
                                   f"than {_KEY_MAX} bytes")
@@ -151,7 +155,9 @@ class ShareFile:
                 and os.fstat(self.fd).st_size >= _layout(cap)[-1])
 
     def _reset(self, capacity: int, boot: bytes, load: Callable[[], Any]) -> None:
-        """Q-1: a new file, or one of another boot: the state from LMDB."""
+        """Q-1: a new file, or one of another boot: the state from LMDB
+        (Q-3: delays end at their wall-clock deadline, an unfinished
+        dead-letter copy is looked for and finished by the next holder)."""
         seq, spso, runs = load()
         size = _layout(capacity)[-1]
         os.ftruncate(self.fd, 0)
@@ -164,14 +170,19 @@ class ShareFile:
             h[SPSO] = h[SPEO] = spso
             h[SEQ] = h[CKPT] = seq
             h[MIN_DEADLINE] = h[MIN_DELAY] = NEVER
-            for first, last, state, count in runs:
+            for first, last, state, count, aux in runs:
                 for off in range(first, last + 1):
                     if off - spso >= capacity:
                         break
                     i = off % capacity
                     self.states[i] = state
                     self.counts[i] = count
+                    self.deadlines[i] = aux
                     h[SPEO] = max(h[SPEO], off + 1)
+                if state == DELAYED:
+                    h[MIN_DELAY] = min(h[MIN_DELAY], aux)
+                elif state == DEAD_LETTERING:
+                    h[DLQ_PENDING] = 1
             # offsets of the window no run names are Available, never delivered
             for off in range(spso, h[SPEO]):
                 if self.states[off % capacity] == EMPTY:
@@ -331,6 +342,10 @@ class ShareFile:
         """Apply (offset, state, count, deadline) changes all or nothing: the
         journal first, then the entries, then the journal cleared."""
         j = self.journal
+        if any(c[1] == DEAD_LETTERING for c in changes):
+            # Q-5: raised before any entry can be in that state, lowered
+            # only by a holder that found none left
+            self.head[DLQ_PENDING] = 1
         for n, (off, state, count, deadline) in enumerate(changes):
             j[3 * n] = off
             j[3 * n + 1] = state | (count << 8)
@@ -345,6 +360,8 @@ class ShareFile:
             if not h[SPSO] <= off < h[SPEO]:
                 continue
             i = off % cap
+            if sc & 0xFF == ARCHIVED and self.states[i] != ARCHIVED:
+                h[ARCHIVED_N] += 1      # (a replay cut short may miss one)
             self.states[i] = sc & 0xFF
             self.counts[i] = sc >> 8
             self.deadlines[i] = deadline
@@ -357,24 +374,29 @@ class ShareFile:
         h[SEQ] += 1
 
     # -- persisted shape (Q-3) -----------------------------------------------------------
-    def runs_locked(self) -> tuple[int, int, list[tuple[int, int, int, int]]]:
-        """(seq, SPSO, runs): Acquired and Delayed as Available; trailing
-        never-delivered Available records are implicit."""
+    def runs_locked(self) -> tuple[int, int, list[Run]]:
+        """(seq, SPSO, runs (first, last, state, count, aux)): Acquired as
+        Available; Delayed with its deadline and Dead-lettering with its
+        mark as ``aux``; trailing never-delivered Available records are
+        implicit (Q-3)."""
         h, cap = self.head, self.capacity
-        runs: list[tuple[int, int, int, int]] = []
+        runs: list[Run] = []
         for off in range(h[SPSO], h[SPEO]):
             i = off % cap
             state = self.states[i]
-            if state in (ACQUIRED, DELAYED):
+            aux = 0
+            if state == ACQUIRED:
                 state = AVAILABLE
+            elif state in (DELAYED, DEAD_LETTERING):
+                aux = self.deadlines[i]
             elif state == EMPTY:        # left by a holder that died (advance_locked)
                 state = ACKNOWLEDGED
             count = self.counts[i]
             if runs and runs[-1][1] == off - 1 and runs[-1][2] == state \
-                    and runs[-1][3] == count:
-                runs[-1] = (runs[-1][0], off, state, count)
+                    and runs[-1][3] == count and runs[-1][4] == aux:
+                runs[-1] = (runs[-1][0], off, state, count, aux)
             else:
-                runs.append((off, off, state, count))
+                runs.append((off, off, state, count, aux))
         while runs and runs[-1][2] == AVAILABLE and runs[-1][3] == 0:
             runs.pop()
         return h[SEQ], h[SPSO], runs
@@ -404,18 +426,19 @@ def _layout(cap: int) -> tuple[int, int, int, int, int, int]:
     return st, ct, ow, dl, jr, jr + 24 * cap
 
 
-def encode_state(seq: int, spso: int, runs: list[tuple[int, int, int, int]]) -> bytes:
+def encode_state(seq: int, spso: int, runs: list[Run]) -> bytes:
     """Q-3: the LMDB value of a share-partition's state."""
     return _VAL.pack(seq, spso) + b"".join(_RUN.pack(*r) for r in runs)
 
 
-def decode_state(raw: bytes, where: str) -> tuple[int, int, list[tuple[int, int, int, int]]]:
+def decode_state(raw: bytes, where: str) -> tuple[int, int, list[Run]]:
     if len(raw) < _VAL.size or (len(raw) - _VAL.size) % _RUN.size:
         raise CorruptLogError(f"share state {where} is damaged in LMDB")
     seq, spso = _VAL.unpack_from(raw, 0)
     runs = [_RUN.unpack_from(raw, at) for at in range(_VAL.size, len(raw), _RUN.size)]
-    for first, last, state, _count in runs:
-        if last < first or first < spso or state not in (AVAILABLE, ACKNOWLEDGED, ARCHIVED):
+    for first, last, state, _count, _aux in runs:
+        if last < first or first < spso or state not in (AVAILABLE, ACKNOWLEDGED, ARCHIVED,
+                                                         DELAYED, DEAD_LETTERING):
             raise CorruptLogError(f"share state {where} has a damaged run in LMDB")
     return seq, spso, runs
 
@@ -448,7 +471,9 @@ def snapshot(path: str, key: bytes) -> dict[str, Any] | None:
     owners = mv[_OWNERS_AT:_OWNERS_AT + 8 * (MAX_OWNERS + 1)].cast("I")
     counts = mv[ct:ct + 2 * cap].cast("H")
     deadlines = mv[dl:dl + 8 * cap].cast("q")
-    by_state = {AVAILABLE: 0, ACQUIRED: 0, ACKNOWLEDGED: 0, ARCHIVED: 0, DELAYED: 0}
+    tokens = sorted({owners[2 * n] for n in range(1, MAX_OWNERS + 1) if owners[2 * n]})
+    by_state = {AVAILABLE: 0, ACQUIRED: 0, ACKNOWLEDGED: 0, ARCHIVED: 0, DELAYED: 0,
+                DEAD_LETTERING: 0}
     held: list[dict[str, int]] = []
     for off in range(head[SPSO], head[SPEO]):
         i = off % cap
@@ -462,5 +487,6 @@ def snapshot(path: str, key: bytes) -> dict[str, Any] | None:
     return {"spso": head[SPSO], "speo": head[SPEO], "available": by_state[AVAILABLE],
             "acquired": by_state[ACQUIRED], "delayed": by_state[DELAYED],
             "acknowledged_in_window": by_state[ACKNOWLEDGED],
+            "dead_lettering": by_state[DEAD_LETTERING],
             "archived_total": head[ARCHIVED_N], "lost_to_retention": head[LOST],
-            "held": held}
+            "held": held, "owner_tokens": tokens}

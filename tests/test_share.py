@@ -397,10 +397,10 @@ def test_lmdb_shape_is_spso_and_runs(logdir):
         raw = txn.get(ss.share_key("g", "jobs", 0), db=env.open_db(b"info", txn=txn))
     env.close()
     seq, spso = struct.unpack_from("<qq", raw)
-    runs = [struct.unpack_from("<qqBH", raw, at) for at in range(16, len(raw), 19)]
+    runs = [struct.unpack_from("<qqBHq", raw, at) for at in range(16, len(raw), 27)]
     assert seq > 0 and spso == 1
-    assert runs == [(1, 1, ss.AVAILABLE, 1), (2, 2, ss.ARCHIVED, 1),
-                    (3, 3, ss.ACKNOWLEDGED, 1)]
+    assert runs == [(1, 1, ss.AVAILABLE, 1, 0), (2, 2, ss.ARCHIVED, 1, 0),
+                    (3, 3, ss.ACKNOWLEDGED, 1, 0)]
 
 
 def test_retention_reports_lost_records(logdir):
@@ -413,7 +413,7 @@ def test_retention_reports_lost_records(logdir):
         log.delete_records({pylog.TopicPartition("jobs", 0): 6})
         got = _drain(c)
         assert [r.offset for r in got] == [6, 7, 8, 9]
-        assert c.lost == [("jobs", 0, 4)]
+        assert c.lost == [("jobs", 0, 2, 5)]
 
 
 def test_journal_finishes_a_dead_holders_batch(logdir):
