@@ -1,5 +1,5 @@
 """Dead-letter copies of a share group's Archived records, exactly once
-(FORMAT.rst Q-5).
+(FORMAT.rst Q-5, Q-6).
 
 A record a share consumer archives (``reject``, or the delivery limit)
 with a dead-letter topic set goes through three steps under its share
@@ -30,7 +30,7 @@ from .records import Record, TopicPartition
 
 DLQ_PREFIX = "_dlq.errors."
 REJECTED, DELIVERY_LIMIT = "rejected", "delivery_limit"
-_PART_BITS = 16           # Q-5 mark: start << 17 | partition << 1 | rejected
+_PART_BITS = 16           # Q-6 mark: start << 17 | partition << 1 | rejected
 _SCAN = 500
 
 
@@ -39,7 +39,7 @@ def encode_mark(start: int, dlq_partition: int, reason: str) -> int:
 
 
 def decode_mark(mark: int) -> tuple[int, int, str]:
-    """(start offset, dead-letter partition, reason) of a Q-5 mark."""
+    """(start offset, dead-letter partition, reason) of a Q-6 mark."""
     return (mark >> (_PART_BITS + 1), (mark >> 1) & ((1 << _PART_BITS) - 1),
             REJECTED if mark & 1 else DELIVERY_LIMIT)
 

@@ -73,7 +73,7 @@ def _finish(f: ss.ShareFile, entries: list[tuple[int, int, int]], target: Target
 
 
 def finish_dead_letters(f: ss.ShareFile, target: Target) -> None:
-    """Q-5: records a holder left Dead-lettering (it died, or its copy
+    """Q-6: records a holder left Dead-lettering (it died, or its copy
     failed) get their copy — unless the dead-letter topic has it — and are
     Archived. Cheap when there are none (a header flag)."""
     if not f.head[ss.DLQ_PENDING]:

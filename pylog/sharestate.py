@@ -343,7 +343,7 @@ class ShareFile:
         journal first, then the entries, then the journal cleared."""
         j = self.journal
         if any(c[1] == DEAD_LETTERING for c in changes):
-            # Q-5: raised before any entry can be in that state, lowered
+            # Q-6: raised before any entry can be in that state, lowered
             # only by a holder that found none left
             self.head[DLQ_PENDING] = 1
         for n, (off, state, count, deadline) in enumerate(changes):
