@@ -488,6 +488,8 @@ def test_email_workers_example(tmp_path, child_env):
     assert "SIGKILLed worker" in out.stdout
     assert "taken by another worker within" in out.stdout
     assert "done: 40 jobs, 2 parked in emails.dlq" in out.stdout
+    assert "available 0, acquired 0, delayed 0, archived 2" in out.stdout
+    assert "redrive plan: 2 parked jobs" in out.stdout
 
 
 def test_forked_child_makes_its_own_share_consumer(logdir):
