@@ -103,7 +103,8 @@ class ShareConsumer:
         self._pending: dict[TopicPartition, dict[int, tuple[int, str, int]]] = {}
         self._failed: list[tuple[str, int, int]] = []
         self._touched: set[TopicPartition] = set()
-        self._next = 0
+        # where polls start: consumers of a group start on different partitions
+        self._next = self._member
         # the doorbell slot polls wait on (L-3): the topic's, or 0 for several
         self._slot = topic_slot(self.topics[0]) if len(self.topics) == 1 else 0
         self._closed = False
@@ -174,36 +175,57 @@ class ShareConsumer:
                 time.sleep(min(wait, 0.005))
 
     def _acquire(self, max_records: int) -> list[ShareRecord]:
+        """Records of the partitions in turn, starting one further each
+        poll. A partition whose share file another consumer holds locked is
+        skipped while others give records: consumers of a group spread
+        over the partitions instead of queueing for one lock (waited for
+        only when no other partition gave any)."""
         tps = self._partitions()
         out: list[ShareRecord] = []
         now = int(time.time() * 1000)
+        busy = []
         for k in range(len(tps)):
             if len(out) >= max_records:
                 break
             tp = tps[(self._next + k) % len(tps)]
-            part = self._log.partition(tp.topic, tp.partition)
-            st = part.state()
-            f = self._file(tp)
-            with f.locked():
-                got, lost = ops.acquire(
-                    f, partial(self._owner_in, f, tp), now, self.record_lock_ms,
-                    max_records - len(out),
-                    self.max_in_flight, self.delivery_limit, st.log_start_offset,
-                    st.next_offset, self._target(tp, part))
-            for first, last in lost:
-                _log.warning("share group %r: retention deleted %d records of %s-%d "
-                             "(offsets %d..%d) before they were acknowledged",
-                             self.group_id, last - first + 1, tp.topic, tp.partition,
-                             first, last)
-                self.lost.append((tp.topic, tp.partition, first, last))
-            if got:
-                self._touched.add(tp)
-                out.extend(self._records(tp, part, got))
+            if not self._acquire_from(tp, max_records - len(out), now, out, wait=False):
+                busy.append(tp)
+        for tp in busy:
+            if out:
+                break
+            self._acquire_from(tp, max_records, now, out, wait=True)
         self._next += 1
         for rec in out:
             key = (TopicPartition(rec[0], rec[1]), rec[2])
             self._held[key] = self._unacked[key] = rec
         return out
+
+    def _acquire_from(self, tp: TopicPartition, n: int, now: int, out: list[ShareRecord],
+                      wait: bool) -> bool:
+        """Up to ``n`` records of ``tp`` appended to ``out``; False (nothing
+        done) when ``wait`` is false and the share file is locked."""
+        part = self._log.partition(tp.topic, tp.partition)
+        st = part.state()
+        f = self._file(tp)
+        if not f.lock(wait):
+            return False
+        try:
+            got, lost = ops.acquire(
+                f, partial(self._owner_in, f, tp), now, self.record_lock_ms, n,
+                self.max_in_flight, self.delivery_limit, st.log_start_offset,
+                st.next_offset, self._target(tp, part))
+        finally:
+            f.unlock()
+        for first, last in lost:
+            _log.warning("share group %r: retention deleted %d records of %s-%d "
+                         "(offsets %d..%d) before they were acknowledged",
+                         self.group_id, last - first + 1, tp.topic, tp.partition,
+                         first, last)
+            self.lost.append((tp.topic, tp.partition, first, last))
+        if got:
+            self._touched.add(tp)
+            out.extend(self._records(tp, part, got))
+        return True
 
     def _records(self, tp: TopicPartition, part: Any,
                  got: list[tuple[int, int]]) -> list[ShareRecord]:

@@ -234,20 +234,27 @@ class ShareFile:
     def locked(self) -> _Held:
         return _Held(self)
 
-    def _lock(self) -> None:
-        self._mutex.acquire()
+    def lock(self, wait: bool = True) -> bool:
+        """Take the file's lock (Q-2); False only when ``wait`` is false and
+        another thread or process holds it. Release with :meth:`unlock`.
+        A batch a dead holder left in the journal is applied first."""
+        if not self._mutex.acquire(blocking=wait):
+            return False
         if self.fd < 0:
             self._mutex.release()
             raise PylogError(f"share state {self.path} is closed (its Log was closed)")
         try:
-            _native.lock(self.fd, 0, 1, "w", True)
+            if not _native.lock(self.fd, 0, 1, "w", wait):
+                self._mutex.release()
+                return False
             if self.head[JOURNAL]:
                 self._replay()          # Q-2: a holder died mid-batch
         except BaseException:
             self._mutex.release()
             raise
+        return True
 
-    def _unlock(self) -> None:
+    def unlock(self) -> None:
         try:
             _native.lock(self.fd, 0, 1, "u", False)
         finally:
@@ -409,11 +416,11 @@ class _Held:
         self._f = f
 
     def __enter__(self) -> ShareFile:
-        self._f._lock()
+        self._f.lock()
         return self._f
 
     def __exit__(self, *exc: object) -> None:
-        self._f._unlock()
+        self._f.unlock()
 
 
 def _layout(cap: int) -> tuple[int, int, int, int, int, int]:

@@ -626,3 +626,31 @@ def test_settings_are_the_groups(logdir):
         c.close()
     with pylog.open(logdir, sync="never") as log:        # stored durably
         assert _share(log).delivery_limit == 5
+
+
+def test_poll_skips_a_partition_another_consumer_has_locked(logdir):
+    # consumers spread over partitions instead of queueing for one lock
+    with _log(logdir, n=4, partitions=2) as log, _share(log) as c:
+        f0 = log.share_files().get("g", "jobs", 0, 8000, lambda: 0)
+        log.share_files().get("g", "jobs", 1, 8000, lambda: 0)
+        held, go = threading.Event(), threading.Event()
+
+        def hold():
+            with f0.locked():
+                held.set()
+                go.wait(10)
+        t = threading.Thread(target=hold)
+        t.start()
+        held.wait(5)
+        try:
+            got = c.poll(timeout_ms=0)
+            assert {r.partition for r in got} == {1}        # not blocked on 0
+            for r in got:
+                c.acknowledge(r)
+        finally:
+            go.set()
+            t.join()
+        got = c.poll(timeout_ms=100)
+        assert {r.partition for r in got} == {0}
+        for r in got:
+            c.acknowledge(r)
