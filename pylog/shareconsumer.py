@@ -103,6 +103,10 @@ class ShareConsumer:
         self._pending: dict[TopicPartition, dict[int, tuple[int, str, int]]] = {}
         self._failed: list[tuple[str, int, int]] = []
         self._touched: set[TopicPartition] = set()
+        self._files: dict[TopicPartition, ss.ShareFile] = {}
+        # where the last read of each partition stopped: the next acquisition
+        # usually starts there, and a cursor there skips the index lookup
+        self._cursors: dict[TopicPartition, Cursor] = {}
         # where polls start: consumers of a group start on different partitions
         self._next = self._member
         # the doorbell slot polls wait on (L-3): the topic's, or 0 for several
@@ -119,14 +123,18 @@ class ShareConsumer:
 
     # -- the share files ---------------------------------------------------------
     def _file(self, tp: TopicPartition) -> ss.ShareFile:
+        f = self._files.get(tp)
+        if f is not None and f.fd >= 0:
+            return f
         part = self._log.partition(tp.topic, tp.partition)
 
         def initial() -> int:
             st = part.state()
             return int(st.log_start_offset if self.auto_offset_reset == "earliest"
                        else st.next_offset)
-        return self._log.share_files().get(self.group_id, tp.topic, tp.partition,
-                                           4 * self.max_in_flight, initial)
+        f = self._files[tp] = self._log.share_files().get(
+            self.group_id, tp.topic, tp.partition, 4 * self.max_in_flight, initial)
+        return f
 
     def _owner_in(self, f: ss.ShareFile, tp: TopicPartition) -> int:
         n = self._owner.get(tp)
@@ -238,11 +246,20 @@ class ShareConsumer:
             while j + 1 < len(got) and got[j + 1][0] == got[j][0] + 1:
                 j += 1
             first, n = got[i][0], j - i + 1
-            counts = {off: c for off, c in got[i:j + 1]}
+            cur = self._cursors.get(tp)
+            if cur is None or cur.offset != first:
+                cur = self._cursors[tp] = Cursor(first)
             try:
-                recs = part.fetch(Cursor(first), n, with_topic=True, row_type=Record)
+                recs = part.fetch(cur, n, with_topic=True, row_type=Record)
             except PylogError:
                 recs = []           # deleted meanwhile: the next acquire counts it lost
+                self._cursors.pop(tp, None)
+            if len(recs) == n and recs[-1][2] == first + n - 1:      # no gaps
+                out.extend(_tuple_new(ShareRecord, r + (c,))
+                           for r, (_o, c) in zip(recs, got[i:j + 1]))
+                i = j + 1
+                continue
+            counts = {off: c for off, c in got[i:j + 1]}
             seen = set()
             for r in recs:
                 c = counts.get(r[2])
