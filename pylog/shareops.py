@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from . import shareconfig
 from . import sharestate as ss
 from .commitstore import split_okey
 from .errors import InvalidArgument, PylogError
@@ -349,20 +350,25 @@ def validate_ack(kind: object, delay_ms: object) -> int:
 def describe_share_groups(log: Any) -> list[dict[str, Any]]:
     """Every share-partition of the log: group, topic, partition, SPSO, SPEO,
     records available, acquired (with owner and lock end), delayed, archived
-    and lost, and the age of the oldest record not yet done — from the
-    shared file when it is of this boot, else from LMDB (Q-1, Q-3).
+    and lost, the group's settings (Q-7), and the age of the oldest record
+    not yet done — from the shared file when it is of this boot, else from
+    LMDB (Q-1, Q-3).
     A monitoring snapshot: taken without the files' locks."""
     found = log.meta.info_items(ss.KEY_PREFIX, "list share groups")
     out = []
     now = int(time.time() * 1000)
     sdir = os.path.join(log.path, "meta", "share")
     live_fd = _liveness_probe(log)
+    settings: dict[str, dict[str, Any] | None] = {}
     for key, raw in found:
         parts = split_okey(key[len(ss.KEY_PREFIX):])
         if parts is None:
             continue
         group, topic, partition = parts
         row: dict[str, Any] = {"group": group, "topic": topic, "partition": partition}
+        if group not in settings:
+            settings[group] = shareconfig.stored(log.meta, group)
+        row["settings"] = settings[group]           # Q-7 (None: made before them)
         snap = ss.snapshot(os.path.join(sdir, ss.file_name(key)), key)
         if snap is not None and live_fd >= 0:
             alive: dict[int, bool] = {}

@@ -448,6 +448,7 @@ def test_share_groups_and_cli(logdir, capsys):
         assert main(["queues", logdir, "--json"]) == 0
         (cli_row,) = json.loads(capsys.readouterr().out)
         assert cli_row["acquired"] == 2
+        assert cli_row["settings"]["delivery_limit"] == 5
         assert main(["queues", logdir]) == 0
         assert "jobs-0" in capsys.readouterr().out
     # closed: what the consumer held is Available again; a read-only Log sees it
