@@ -36,9 +36,11 @@ import fcntl
 import hashlib
 import mmap
 import os
+import re
 import struct
 import threading
 import time
+from array import array
 from collections.abc import Callable
 from typing import Any
 
@@ -71,6 +73,8 @@ _LIVENESS_BASE = 1 << 32
 _RUN = struct.Struct("<qqBHq")            # first, last, state, count, aux (Q-3)
 _VAL = struct.Struct("<qq")                # seq, spso (Q-3)
 KEY_PREFIX = b"share\0"
+_NOT_DONE = re.compile(rb"[^\x02\x04\xff]")     # not Acknowledged, Archived, EMPTY
+_EMPTIES = bytes([0xFF]) * 65536
 # a persisted run (Q-3): first, last, state, delivery count, aux
 Run = tuple[int, int, int, int, int]
 
@@ -329,16 +333,22 @@ class ShareFile:
         return raw.count(b"\x00") + raw.count(b"\x01")
 
     def advance_locked(self) -> None:
-        """SPSO past the done prefix (Acknowledged / Archived), entries freed."""
-        h, cap, states = self.head, self.capacity, self.states
+        """SPSO past the done prefix (Acknowledged / Archived), entries freed
+        (found and freed a ring span at a time, in C)."""
+        h, cap, st = self.head, self.capacity, self._st_at
         spso, speo = h[SPSO], h[SPEO]
         while spso < speo:
-            i = spso % cap
+            a = spso % cap
+            z = min(cap, a + speo - spso)
             # EMPTY inside the window: an advance whose holder died midway
-            if states[i] not in (ACKNOWLEDGED, ARCHIVED, EMPTY):
+            hit = _NOT_DONE.search(self.m, st + a, st + z)
+            k = (hit.start() - st if hit else z) - a
+            if k:
+                self.states[a:a + k] = _EMPTIES[:k] if k <= len(_EMPTIES) else \
+                    bytes([EMPTY]) * k
+            spso += k
+            if hit:
                 break
-            states[i] = EMPTY
-            spso += 1
         h[SPSO] = spso
 
     def bump(self) -> None:
@@ -348,34 +358,43 @@ class ShareFile:
     def write_batch_locked(self, changes: list[tuple[int, int, int, int]]) -> None:
         """Apply (offset, state, count, deadline) changes all or nothing: the
         journal first, then the entries, then the journal cleared."""
-        j = self.journal
-        if any(c[1] == DEAD_LETTERING for c in changes):
-            # Q-6: raised before any entry can be in that state, lowered
-            # only by a holder that found none left
-            self.head[DLQ_PENDING] = 1
-        for n, (off, state, count, deadline) in enumerate(changes):
-            j[3 * n] = off
-            j[3 * n + 1] = state | (count << 8)
-            j[3 * n + 2] = deadline
+        if not changes:
+            return
+        flat = array("q")
+        for off, state, count, deadline in changes:
+            if state == DEAD_LETTERING:
+                # Q-6: raised before any entry can be in that state,
+                # lowered only by a holder that found none left
+                self.head[DLQ_PENDING] = 1
+            flat.extend((off, state | (count << 8), deadline))
+        self.journal[:len(flat)] = flat            # (one copy, not 3 stores each)
         self.head[JOURNAL] = len(changes)
-        self._replay()
+        self._replay(flat)
 
-    def _replay(self) -> None:
-        h, j, cap = self.head, self.journal, self.capacity
-        for n in range(h[JOURNAL]):
-            off, sc, deadline = j[3 * n], j[3 * n + 1], j[3 * n + 2]
-            if not h[SPSO] <= off < h[SPEO]:
+    def _replay(self, flat: array | None = None) -> None:
+        """Apply the journal (``flat``: its entries, when the caller has them)."""
+        h, cap = self.head, self.capacity
+        if flat is None:
+            flat = array("q", self.journal[:3 * h[JOURNAL]])
+        states, counts, deadlines = self.states, self.counts, self.deadlines
+        spso, speo = h[SPSO], h[SPEO]
+        it = iter(flat)
+        for off, sc, deadline in zip(it, it, it):
+            if not spso <= off < speo:
                 continue
             i = off % cap
-            if sc & 0xFF == ARCHIVED and self.states[i] != ARCHIVED:
+            state = sc & 0xFF
+            if state == ARCHIVED and states[i] != ARCHIVED:
                 h[ARCHIVED_N] += 1      # (a replay cut short may miss one)
-            self.states[i] = sc & 0xFF
-            self.counts[i] = sc >> 8
-            self.deadlines[i] = deadline
-            if sc & 0xFF == DELAYED:
-                h[MIN_DELAY] = min(h[MIN_DELAY], deadline)
-            elif sc & 0xFF == ACQUIRED:
-                h[MIN_DEADLINE] = min(h[MIN_DEADLINE], deadline)
+            states[i] = state
+            counts[i] = sc >> 8
+            deadlines[i] = deadline
+            if state == DELAYED:
+                if deadline < h[MIN_DELAY]:
+                    h[MIN_DELAY] = deadline
+            elif state == ACQUIRED:
+                if deadline < h[MIN_DEADLINE]:
+                    h[MIN_DEADLINE] = deadline
         h[JOURNAL] = 0
         self.advance_locked()
         h[SEQ] += 1
