@@ -98,9 +98,11 @@ class ShareConsumer:
         self._owner: dict[TopicPartition, int] = {}       # owner number per file
         # records this consumer holds, and those of the last poll not yet
         # acknowledged (explicit mode raises on them, implicit accepts them)
-        self._held: dict[tuple[TopicPartition, int], ShareRecord] = {}
-        self._unacked: dict[tuple[TopicPartition, int], ShareRecord] = {}
-        self._pending: dict[TopicPartition, dict[int, tuple[int, str, int]]] = {}
+        # (keys: (topic, partition, offset) and (topic, partition) tuples,
+        # which TopicPartition keys equal)
+        self._held: dict[tuple[str, int, int], ShareRecord] = {}
+        self._unacked: dict[tuple[str, int, int], ShareRecord] = {}
+        self._pending: dict[tuple[str, int], dict[int, tuple[int, str, int]]] = {}
         self._failed: list[tuple[str, int, int]] = []
         self._touched: set[TopicPartition] = set()
         self._files: dict[TopicPartition, ss.ShareFile] = {}
@@ -157,11 +159,11 @@ class ShareConsumer:
         _int_in("max_records", max_records, 1, 1_000_000)
         if self._unacked:
             if not self.implicit:
-                tp, off = next(iter(self._unacked))
+                topic, p, off = next(iter(self._unacked))
                 raise InvalidArgument(
                     f"explicit acknowledgement mode: {len(self._unacked)} records of "
-                    f"the last poll are not acknowledged (first: {tp.topic}-"
-                    f"{tp.partition} offset {off}); acknowledge each before polling")
+                    f"the last poll are not acknowledged (first: {topic}-{p} offset "
+                    f"{off}); acknowledge each before polling")
             for rec in list(self._unacked.values()):
                 self.acknowledge(rec, ops.ACCEPT)
         self._apply()
@@ -203,9 +205,10 @@ class ShareConsumer:
                 break
             self._acquire_from(tp, max_records, now, out, wait=True)
         self._next += 1
+        held, unacked = self._held, self._unacked
         for rec in out:
-            key = (TopicPartition(rec[0], rec[1]), rec[2])
-            self._held[key] = self._unacked[key] = rec
+            key = rec[:3]
+            held[key] = unacked[key] = rec
         return out
 
     def _acquire_from(self, tp: TopicPartition, n: int, now: int, out: list[ShareRecord],
@@ -282,17 +285,17 @@ class ShareConsumer:
         Archived, copied to the dead-letter topic) or "renew" (extend the
         lock by record_lock_ms, for long jobs; the record stays acquired).
         Applied at the next poll() or commit()."""
-        delay = ops.validate_ack(type, delay_ms)
-        tp = TopicPartition(record[0], record[1])
-        key = (tp, record[2])
+        delay = 0 if type == ops.ACCEPT and delay_ms is None else \
+            ops.validate_ack(type, delay_ms)
+        key = tuple(record[:3])
         if key not in self._held:
-            raise InvalidArgument(f"record {tp.topic}-{tp.partition} offset {record[2]} "
+            raise InvalidArgument(f"record {key[0]}-{key[1]} offset {key[2]} "
                                   "is not held by this consumer (not acquired by it, or "
                                   "already acknowledged)")
         self._unacked.pop(key, None)
         if type != ops.RENEW:
             del self._held[key]
-        self._pending.setdefault(tp, {})[record[2]] = (record[2], type, delay)
+        self._pending.setdefault(key[:2], {})[key[2]] = (key[2], type, delay)
 
     def commit(self) -> None:
         """Apply the pending acknowledgements (implicit mode: accept every
@@ -322,7 +325,8 @@ class ShareConsumer:
         now = int(time.time() * 1000)
         pending, self._pending = self._pending, {}
         released = False
-        for tp, acks in pending.items():
+        for key, acks in pending.items():
+            tp = TopicPartition(*key)
             part = self._log.partition(tp.topic, tp.partition)
             f = self._file(tp)
             with f.locked():
