@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import sharestate as ss
-from .errors import OffsetOutOfRange, PylogError
+from .errors import OffsetOutOfRange, PartitionNotFound, PylogError, TopicNotFound
 from .reader import Cursor
 from .records import Record, TopicPartition
 
@@ -77,9 +77,11 @@ class DeadLetters:
         count, mark)] of partition ``tp`` (read from ``source``). With
         ``look_first`` (a dead holder's leftovers), entries whose copy is
         already in the dead-letter partition are skipped."""
+        # (made again if it was deleted since the marks were made)
+        self._log.create_topic(self.topic, partitions=1, exist_ok=True)
         if self._producer is None:
-            self._log.create_topic(self.topic, partitions=1, exist_ok=True)
             self._producer = self._log.producer()
+        n = self._log.partitions_for(self.topic)
         there: set[int] = set()
         if look_first:
             there = self._already_copied(tp, entries)
@@ -87,6 +89,7 @@ class DeadLetters:
             if off in there:
                 continue
             _start, p, reason = decode_mark(mark)
+            p %= n                  # (the topic was made again, smaller)
             try:
                 recs = source.fetch(Cursor(off), 1, with_topic=True, row_type=Record)
             except PylogError:
@@ -121,7 +124,10 @@ class DeadLetters:
             str(tp.partition).encode()
         found: set[int] = set()
         for p, offs in want.items():
-            dlq = self._log.partition(self.topic, p)
+            try:
+                dlq = self._log.partition(self.topic, p)
+            except (TopicNotFound, PartitionNotFound):
+                continue            # gone, and the copies with it
             cur = Cursor(max(starts[p], dlq.state().log_start_offset))
             while True:
                 try:

@@ -178,3 +178,15 @@ def test_workers_sigkilled_dead_letter_each_once(logdir, child_env):
     assert [k for k, v in origins.items() if v > 1] == []
     print(f"{len(origins)} dead letters ({len(origins) - len(poison)} after killed "
           "holders), each once")
+
+
+def test_dead_letter_topic_deleted_meanwhile_is_made_again(logdir, child_env):
+    # Q-6 with the marked dead-letter topic gone: no holder is wedged on it
+    _fill(logdir)
+    proc = start(REJECTER, logdir, "before", env=child_env)
+    proc.wait()
+    with pylog.open(logdir, sync="never") as log:
+        log.delete_topic("jobs.dlq")
+        with log.share_consumer("jobs", group_id="g") as c:
+            assert c.poll(timeout_ms=50) == []
+        assert _origins(_dead_letters(log)) == {(b"0", b"%d" % i): 1 for i in range(N)}
