@@ -21,6 +21,8 @@ import os
 import time
 from collections.abc import Iterator
 from functools import partial
+from itertools import repeat
+from operator import add
 from typing import Any, NamedTuple
 
 from . import _native, shareconfig
@@ -29,7 +31,7 @@ from . import sharestate as ss
 from .config import validate_group_id, validate_topic_name
 from .errors import AcknowledgementError, InvalidArgument, PylogError, ReadOnlyLog
 from .reader import Cursor
-from .records import Record, TopicPartition
+from .records import TopicPartition
 from .sharedlq import DeadLetters
 from .store import topic_slot
 
@@ -243,26 +245,34 @@ class ShareConsumer:
         """The records of acquired (offset, count)s, read in contiguous runs;
         offsets with no record (compacted away) are accepted as gaps."""
         out: list[ShareRecord] = []
-        i = 0
-        while i < len(got):
-            j = i
-            while j + 1 < len(got) and got[j + 1][0] == got[j][0] + 1:
-                j += 1
-            first, n = got[i][0], j - i + 1
+        if got[-1][0] - got[0][0] == len(got) - 1:     # one run (offsets ascend)
+            runs = [(0, len(got))]
+        else:
+            runs = []
+            i = 0
+            while i < len(got):
+                j = i
+                while j + 1 < len(got) and got[j + 1][0] == got[j][0] + 1:
+                    j += 1
+                runs.append((i, j + 1))
+                i = j + 1
+        for i, k in runs:
+            run = got[i:k]
+            first, n = run[0][0], k - i
             cur = self._cursors.get(tp)
             if cur is None or cur.offset != first:
                 cur = self._cursors[tp] = Cursor(first)
             try:
-                recs = part.fetch(cur, n, with_topic=True, row_type=Record)
+                recs = part.fetch(cur, n, with_topic=True)      # plain tuples
             except PylogError:
                 recs = []           # deleted meanwhile: the next acquire counts it lost
                 self._cursors.pop(tp, None)
             if len(recs) == n and recs[-1][2] == first + n - 1:      # no gaps
-                out.extend(_tuple_new(ShareRecord, r + (c,))
-                           for r, (_o, c) in zip(recs, got[i:j + 1]))
-                i = j + 1
+                # (C loops: no Python frame per record)
+                out.extend(map(_tuple_new, repeat(ShareRecord),
+                               map(add, recs, [(c,) for _o, c in run])))
                 continue
-            counts = {off: c for off, c in got[i:j + 1]}
+            counts = dict(run)
             seen = set()
             for r in recs:
                 c = counts.get(r[2])
@@ -273,7 +283,6 @@ class ShareConsumer:
             for off in counts:
                 if off not in seen:
                     self._pending.setdefault(tp, {})[off] = (off, ops.ACCEPT, 0)
-            i = j + 1
         return out
 
     # -- acknowledgements ------------------------------------------------------------
