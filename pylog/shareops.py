@@ -62,7 +62,7 @@ def _commit(f: ss.ShareFile, changes: list[tuple[int, int, int, int]],
             f.write_batch_locked(changes)
         return
     marks = target.dlq.marks(target.tp, doomed)
-    f.write_batch_locked(changes + marks)                     # Q-5 step 1
+    f.write_batch_locked(changes + marks, dead_lettering=True)      # Q-5 step 1
     _finish(f, [(off, count, mark) for off, _s, count, mark in marks], target, False)
 
 
@@ -203,39 +203,36 @@ def acquire(f: ss.ShareFile, owner_of: Callable[[], int], now: int, lock_ms: int
 
 def apply_acks(f: ss.ShareFile, owner: int, acks: list[tuple[int, str, int]], now: int,
                lock_ms: int, limit: int, target: Target) -> list[int]:
-    """Apply one partition's acknowledgements [(offset, type, delay_ms)] all
-    or nothing (Q-2). Returns the offsets this owner no longer holds (its
+    """Apply one partition's acknowledgements [(offset, type, delay_ms)], one
+    per offset, all or nothing (Q-2). Returns the offsets this owner no longer holds (its
     lock expired and another took the record, or retention deleted it):
     then nothing was applied."""
     finish_dead_letters(f, target)
     h, cap = f.head, f.capacity
     spso, speo = h[ss.SPSO], h[ss.SPEO]
-    bad = []
-    for off, _t, _d in acks:
-        i = off % cap
-        if not spso <= off < speo or f.states[i] != ss.ACQUIRED or f.owner_of[i] != owner:
-            bad.append(off)
+    states, owners, counts = f.states, f.owner_of, f.counts
+    acquired = ss.ACQUIRED
+    bad = [off for off, _t, _d in acks
+           if not spso <= off < speo or states[off % cap] != acquired
+           or owners[off % cap] != owner]
     if bad:
         return bad
-    final: dict[int, tuple[int, int, int, int]] = {}
-    doomed: dict[int, tuple[int, int, str]] = {}
+    changes: list[tuple[int, int, int, int]] = []
+    doomed: list[tuple[int, int, str]] = []
     for off, kind, delay in acks:
-        i = off % cap
-        count = f.counts[i]
-        doomed.pop(off, None)
+        count = counts[off % cap]
         if kind == ACCEPT:
-            final[off] = (off, ss.ACKNOWLEDGED, count, 0)
+            changes.append((off, ss.ACKNOWLEDGED, count, 0))
         elif kind == RENEW:
-            final[off] = (off, ss.ACQUIRED, count, now + lock_ms)
+            changes.append((off, acquired, count, now + lock_ms))
         elif kind == REJECT or count >= limit:
-            final.pop(off, None)
-            doomed[off] = (off, count, REJECTED if kind == REJECT else DELIVERY_LIMIT)
+            doomed.append((off, count, REJECTED if kind == REJECT else DELIVERY_LIMIT))
         elif delay > 0:
             # Q-3: a wall-clock deadline, so that it holds across a reboot
-            final[off] = (off, ss.DELAYED, count, now + delay)
+            changes.append((off, ss.DELAYED, count, now + delay))
         else:
-            final[off] = (off, ss.AVAILABLE, count, 0)
-    _commit(f, list(final.values()), list(doomed.values()), target)
+            changes.append((off, ss.AVAILABLE, count, 0))
+    _commit(f, changes, doomed, target)
     return []
 
 

@@ -355,18 +355,19 @@ class ShareFile:
         self.head[SEQ] += 1
 
     # -- journaled batches (Q-2) --------------------------------------------------------
-    def write_batch_locked(self, changes: list[tuple[int, int, int, int]]) -> None:
+    def write_batch_locked(self, changes: list[tuple[int, int, int, int]],
+                           dead_lettering: bool = False) -> None:
         """Apply (offset, state, count, deadline) changes all or nothing: the
-        journal first, then the entries, then the journal cleared."""
+        journal first, then the entries, then the journal cleared.
+        ``dead_lettering``: some change makes an entry Dead-lettering."""
         if not changes:
             return
-        flat = array("q")
-        for off, state, count, deadline in changes:
-            if state == DEAD_LETTERING:
-                # Q-6: raised before any entry can be in that state,
-                # lowered only by a holder that found none left
-                self.head[DLQ_PENDING] = 1
-            flat.extend((off, state | (count << 8), deadline))
+        flat = array("q", [x for off, state, count, deadline in changes
+                           for x in (off, state | (count << 8), deadline)])
+        if dead_lettering:
+            # Q-6: raised before any entry can be in that state, lowered
+            # only by a holder that found none left
+            self.head[DLQ_PENDING] = 1
         self.journal[:len(flat)] = flat            # (one copy, not 3 stores each)
         self.head[JOURNAL] = len(changes)
         self._replay(flat)
