@@ -49,6 +49,7 @@ from .errors import (
     ReadOnlyLog,
     RecordTooLarge,
     SendTimeoutError,
+    ShareGroupConfigError,
     TooManyOpenFilesError,
     TopicExists,
     TopicNotFound,
@@ -81,5 +82,5 @@ __all__ = [
     "OffsetAndMetadata", "ConsumerRebalanceListener", "FlushTimeoutError",
     "GroupNotFound", "CorruptGroupError", "TooManyOpenFilesError",
     "SendTimeoutError", "FutureRecordMetadata",
-    "ShareConsumer", "ShareRecord", "AcknowledgementError",
+    "ShareConsumer", "ShareRecord", "AcknowledgementError", "ShareGroupConfigError",
 ]

@@ -165,6 +165,21 @@ class AcknowledgementError(PylogError):
         self.records = records
 
 
+class ShareGroupConfigError(InvalidArgument):
+    """A share consumer asked for a setting its share group already has
+    with another value (the settings are the group's: the first consumer
+    of the group stores them; ``Log.alter_share_group`` changes them).
+    ``group``, ``setting``, ``stored`` (the group's value) and ``asked``."""
+
+    def __init__(self, message: str, group: str, setting: str, stored: object,
+                 asked: object):
+        super().__init__(message)
+        self.group = group
+        self.setting = setting
+        self.stored = stored
+        self.asked = asked
+
+
 class DeserializationError(PylogError, ValueError):
     """A consumer's key or value deserializer raised on a record.
 

@@ -13,9 +13,11 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from . import shareconfig
 from .accumulator import LingerProducer, check_linger, close_lingering
 from .config import validate_group_id, validate_topic_name
 from .consumer import Consumer
+from .errors import GroupNotEmpty
 from .expiry import DEFAULT_OFFSETS_RETENTION_MS
 from .group import describe_group, reset_group
 from .metrics import MetricsSnapshot
@@ -23,10 +25,17 @@ from .metrics import take as take_metrics
 from .producer import Producer
 from .records import TopicPartition
 from .redrive import redrive
-from .shareconsumer import ShareConsumer
-from .shareops import ShareFiles, describe_share_groups
+from .shareconsumer import ShareConsumer, validate_settings
+from .shareops import ShareFiles, describe_share_groups, share_group_live
 from .store import LogStore
 
+
+class Unset:
+    """The type of :data:`UNSET`."""
+
+
+#: "not given", where None is a value (``alter_share_group``)
+UNSET = Unset()
 Serializer = Callable[[Any], bytes]
 Deserializer = Callable[[bytes], Any]
 
@@ -82,6 +91,32 @@ class Log(LogStore):
             self._writable(f"redrive dead letters of {group!r}")
         return redrive(self, group, dead_letter_topic, execute=execute)
 
+    def alter_share_group(self, group: str, *, record_lock_ms: int | None = None,
+                          delivery_limit: int | None = None,
+                          max_in_flight: int | None = None,
+                          dead_letter_topic: str | None | Unset = UNSET) -> dict[str, Any]:
+        """Change share group ``group``'s settings (FORMAT.rst Q-7; see
+        :meth:`share_consumer`); None (``UNSET`` for ``dead_letter_topic``,
+        where None removes it) keeps a setting. Refused with GroupNotEmpty
+        while a consumer of the group holds a partition's records in a live
+        process. Returns the new settings. Thread-safe; durable as the
+        metadata's sync mode."""
+        validate_group_id(group)
+        validate_settings(record_lock_ms, delivery_limit, max_in_flight,
+                          None if isinstance(dead_letter_topic, Unset) else dead_letter_topic)
+        self._check()
+        self._writable(f"alter share group {group!r}")
+        live = share_group_live(self, group)
+        if live:
+            raise GroupNotEmpty(f"share group {group!r} has {live} live consumers; "
+                                "close them first")
+        changes: dict[str, Any] = {k: v for k, v in (
+            ("record_lock_ms", record_lock_ms), ("delivery_limit", delivery_limit),
+            ("max_in_flight", max_in_flight)) if v is not None}
+        if not isinstance(dead_letter_topic, Unset):
+            changes["dead_letter_topic"] = dead_letter_topic
+        return shareconfig.alter(self.meta, group, changes)
+
     def checkpoint_commits(self) -> int:
         """C-5 and Q-3: committed offsets and share-partition state changed
         since the last checkpoint go to LMDB."""
@@ -90,8 +125,8 @@ class Log(LogStore):
             n += self._shares.checkpoint()
         return n
 
-    def share_consumer(self, *topics: str, group_id: str, record_lock_ms: int = 30_000,
-                       delivery_limit: int = 5, max_in_flight: int = 2_000,
+    def share_consumer(self, *topics: str, group_id: str, record_lock_ms: int | None = None,
+                       delivery_limit: int | None = None, max_in_flight: int | None = None,
                        acknowledgement_mode: str = "explicit",
                        dead_letter_topic: str | None = None,
                        auto_offset_reset: str = "latest") -> ShareConsumer:
@@ -101,6 +136,10 @@ class Log(LogStore):
         each record is held by one consumer at a time. Used by one thread
         at a time.
 
+        The group's settings (FORMAT.rst Q-7; None: the group's, or the
+        default for a new group; a value other than the group's raises
+        ShareGroupConfigError; :meth:`alter_share_group` changes them):
+
         - ``record_lock_ms`` (30000): how long an acquired record stays
           with its consumer before it is Available again (renew extends it).
           A consumer whose process dies loses its records at once.
@@ -109,17 +148,19 @@ class Log(LogStore):
         - ``max_in_flight`` (2000): the most records of a partition
           Available-for-redelivery or Acquired at once (delayed retries do
           not count).
+        - ``dead_letter_topic`` (None): where Archived records are copied,
+          exactly once, with ``_dlq.errors.*`` headers (origin, group,
+          delivery count, reason).
+
+        The consumer's own:
+
         - ``acknowledgement_mode`` ("explicit"): every record of a poll
           must be acknowledged before the next poll; "implicit": the next
           poll accepts what was not.
-        - ``dead_letter_topic`` (None): where Archived records are copied,
-          with ``_dlq.errors.*`` headers (origin, group, delivery count,
-          reason).
         - ``auto_offset_reset`` ("latest"): where a new share group starts:
           "latest" (new records only) or "earliest".
 
-        The settings are the consumer's own: give every consumer of a
-        group the same ones. Raises InvalidArgument for a bad value,
+        Raises InvalidArgument for a bad value, ShareGroupConfigError,
         TopicNotFound, ReadOnlyLog on a read-only log."""
         self._check()
         return ShareConsumer(self, topics, group_id=group_id,

@@ -48,6 +48,7 @@ from .errors import (
     NotALogDirectoryError,
     PartitionNotFound,
     PylogError,
+    ReadOnlyLog,
     TopicNotFound,
 )
 from .expiry import (
@@ -453,6 +454,30 @@ class LogStore(TopicAdmin, LogAdmin):
             part = self._open_partition(topic, p, doc)
             return part
 
+    @property
+    def closed(self) -> bool:
+        """Was :meth:`close` called?"""
+        return self._closed
+
+    def check_open(self) -> None:
+        """Raise LogClosed once closed (and reopen after a fork, as every
+        call does)."""
+        self._check()
+
+    def liveness(self) -> tuple[int, int]:
+        """This Log's (token, liveness fd): alive while the Log is open,
+        dropped by the kernel when its process dies (P-3). Writable Logs only."""
+        if self.readonly:
+            raise ReadOnlyLog(f"log {self.path} is open read-only: it has no liveness token")
+        return self._lock_token, self._lock_fd
+
+    def flush_appended(self) -> None:
+        """fdatasync every partition this process appended to (M-10: before
+        a checkpoint stores state that points past those records)."""
+        for part in list(self._partitions.values()):
+            if not part.readonly and not part.closed:
+                part.flush()
+
     def open_partitions(self) -> dict[tuple[str, int], Partition]:
         """The Partitions this Log has open, by (topic, partition): the
         consumer's per-poll lookup (read it, never change it); a partition
@@ -569,9 +594,7 @@ class LogStore(TopicAdmin, LogAdmin):
         copies among them) and the active segments of the committed ones.
         Returns how many offsets were copied."""
         def records_durable(tps: set[tuple[str, int]]) -> None:
-            for part in list(self._partitions.values()):
-                if not part.readonly and not part.closed:
-                    part.flush()
+            self.flush_appended()
             for topic, p in sorted(tps):
                 try:
                     self.partition(topic, p).sync_for_commit()

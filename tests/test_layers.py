@@ -26,7 +26,7 @@ LAYERS = [
     {"metadata", "topicadmin", "admin", "expiry"},
     {"store"},
     {"group", "delivery", "deadletter", "deserialize", "offsetreset", "consumerargs",
-     "rebalance", "sharestate", "shareops"},
+     "rebalance", "sharestate", "shareops", "sharedlq", "shareconfig"},
     {"producer", "consumer", "positions", "fetching", "accumulator", "shareconsumer",
      "redrive", "metrics"},
     {"log"},
