@@ -242,26 +242,21 @@ class Commits:
         return None if off < 0 else off
 
     def _read_slot(self, k: bytes) -> int | None:
-        """The slot's offset (-1: none), or None when LMDB has the truth
-        (no slot, or one not claimed since the boot and unclaimable here)."""
+        """The slot's offset (-1: none), or None when LMDB has the truth:
+        no slot, or one not claimed since the boot (C-1: no commit of this
+        boot went through it). A read never claims a slot: that would take
+        LMDB's writer lock, and a reader must not wait behind writers; the
+        key's next commit claims it (its first commit of the boot takes a
+        transaction anyway)."""
         table = self.cursors
         assert table is not None
-        for _ in range(2):
-            ent = self._cached_slot(k)
-            if ent is None:
-                return None
-            got = table.read(*ent)
-            if got is not None:
-                return got[0]
-            table.by_okey.pop(k, None)      # cleared or not claimed: look again
-            if table.readonly:
-                return None
-            ent2 = self._cached_slot(k)
-            if ent2 is None:
-                return None
-            with self._txn("claim a commit slot", write=True) as txn:
-                if self._slot_in(txn, k, create=False) == ent2[0]:
-                    table.set(ent2[0], ent2[1], cur.CLAIM, 0, *self._lmdb_value(txn, k))
+        ent = self._cached_slot(k)
+        if ent is None:
+            return None
+        got = table.read(*ent)
+        if got is not None:
+            return got[0]
+        table.by_okey.pop(k, None)      # cleared, reused or unclaimed: ask again next time
         return None
 
     def group_offsets(self, group: str) -> dict:

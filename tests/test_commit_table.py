@@ -183,6 +183,55 @@ def test_reboot_forgets_the_table(logdir):
         assert f.read(32)[16:32] == boot_id()
 
 
+HOLD_WRITER = r"""
+import sys, lmdb
+env = lmdb.open(sys.argv[1], max_dbs=8)
+txn = env.begin(write=True)              # LMDB's writer lock, held
+print("held", flush=True)
+sys.stdin.readline()
+txn.abort()
+"""
+
+
+def test_read_after_reboot_needs_no_write_lock(logdir, child_env):
+    """After a reboot every slot is unclaimed (C-1): committed() and the
+    group's offsets come from LMDB through a read transaction, so they
+    answer while another process holds LMDB's writer lock."""
+    import subprocess
+    with pylog.open(logdir, sync="never") as log:
+        fill(log, partitions=2)
+        c = log.consumer(group_id="g", enable_auto_commit=False)
+        c.assign([TP, TopicPartition("t", 1)])
+        c.commit({TP: 7, TopicPartition("t", 1): 9})
+        c.close()
+    path = os.path.join(logdir, "meta", "cursors")
+    with open(path, "r+b") as f:          # a new boot (C-1)
+        f.seek(16)
+        f.write(os.urandom(16))
+    with pylog.open(logdir, sync="never") as log:
+        holder = childproc.start(HOLD_WRITER, os.path.join(logdir, "meta"),
+                                 env=child_env, stdin=subprocess.PIPE)
+        got = []
+        try:
+            childproc.expect(holder, b"held")
+            reader = threading.Thread(target=lambda: got.extend([
+                log.meta.committed("g", "t", 0), log.meta.committed("g", "t", 0),
+                log.meta.group_offsets("g")]), daemon=True)
+            reader.start()
+            reader.join(10)
+            assert not reader.is_alive(), "a read waited for LMDB's writer lock"
+        finally:
+            holder.stdin.write(b"go\n")
+            holder.stdin.flush()
+            holder.wait(30)
+        assert got == [7, 7, {("t", 0): 7, ("t", 1): 9}]
+        c = log.consumer(group_id="g", enable_auto_commit=False)
+        c.assign([TP])
+        c.commit({TP: 8})                 # claims the slot again (C-3)
+        assert log.meta.committed("g", "t", 0) == 8
+        c.close()
+
+
 def test_fenced_member_cannot_commit_after_rebalance(logdir):
     # C-4: a member whose partition moved away is refused, its old fence is
     # gone from the slot, and the new owner's commits stand
