@@ -333,10 +333,14 @@ class Commits:
             self.clear_offsets(txn, [okey(group, t, p) for t, p in keys], after)
 
     # -- checkpoints ---------------------------------------------------------------
-    def checkpoint_commits(self, before_store: Callable[[set], None] | None = None) -> int:
+    def checkpoint_commits(
+            self, before_store: Callable[[dict[tuple[str, int], int]],
+                                         set[tuple[str, int]]] | None = None) -> int:
         """C-5: copy the slots changed since their last checkpoint into LMDB,
-        in one transaction, after ``before_store({(topic, partition)})``
-        made the records they point past durable (M-10). Returns how many
+        in one transaction, after ``before_store({(topic, partition):
+        highest offset committed})`` made the records they point past
+        durable (M-10); the partitions in the set it returns were not, and
+        their slots stay changed for a later checkpoint. Returns how many
         were copied. The values copied are the ones read before
         ``before_store``; a slot changed since stays changed for the next."""
         table = self.cursors
@@ -352,13 +356,20 @@ class Commits:
         if None in keys.values():
             with self._txn("read commit slot keys") as txn:
                 keys = {slot: self._okey_of(txn, slot, key) for slot, key, *_ in seen}
+        tp_of: dict[int, tuple[str, int]] = {}
+        for slot, _key, offset, *_ in seen:
+            k = keys[slot]
+            parts = split_okey(k) if k is not None else None
+            if parts is not None:
+                tp_of[slot] = (parts[1], parts[2])
+        waiting: set[tuple[str, int]] = set()
         if before_store is not None:
-            tps = set()
-            for k in keys.values():
-                parts = split_okey(k) if k is not None else None
-                if parts is not None:
-                    tps.add((parts[1], parts[2]))
-            before_store(tps)
+            tps: dict[tuple[str, int], int] = {}
+            for slot, _key, offset, *_ in seen:
+                tp = tp_of.get(slot)
+                if tp is not None and offset > tps.get(tp, -1):
+                    tps[tp] = offset
+            waiting = before_store(tps)
         done: list[tuple[int, int]] = []
         with self._txn("checkpoint commits", write=True) as txn:
             for slot, key, offset, ms, seq in seen:
@@ -366,8 +377,8 @@ class Commits:
                 if now is None or now[3] >= seq:
                     continue            # cleared, or checkpointed since
                 k = keys[slot]
-                if k is None:
-                    continue
+                if k is None or tp_of.get(slot) in waiting:
+                    continue            # (M-10: its records are not durable yet)
                 txn.put(k, _OFFSET.pack(offset, ms), db=self._offsets)
                 done.append((slot, seq))
         for slot, seq in done:

@@ -37,6 +37,7 @@ from typing import Any
 
 from . import _native, cleanshutdown
 from .admin import LogAdmin
+from .commitsync import CommitSync
 from .config import SYNC_MODES, TopicConfig, validate_topic_name
 from .errors import (
     CorruptLogError,
@@ -214,6 +215,7 @@ class LogStore(TopicAdmin, LogAdmin):
         # a fresh cache after a fork too: the inherited one holds the
         # parent's segments, which the child must leave alone
         self.handles = HandleCache(self.max_open_files)
+        self._commit_sync = CommitSync(self.path, self._partitions, self.handles)
         self._topic_cache: dict[str, tuple[float, dict[str, Any]]] = {}
         # partitions the first opener did not recover (P-9): their active
         # indexes are checked at first use (I-3)
@@ -566,19 +568,11 @@ class LogStore(TopicAdmin, LogAdmin):
         """C-5: copy the commits stored in the commit table since the last
         checkpoint into LMDB, after making the records they point past
         durable (M-10): the partitions this process wrote (dead-letter
-        copies among them) and the active segments of the committed ones.
-        Returns how many offsets were copied."""
-        def records_durable(tps: set[tuple[str, int]]) -> None:
-            for part in list(self._partitions.values()):
-                if not part.readonly and not part.closed:
-                    part.flush()
-            for topic, p in sorted(tps):
-                try:
-                    self.partition(topic, p).sync_for_commit()
-                except (TopicNotFound, InvalidArgument):
-                    pass        # deleted since: its offsets go with it
+        copies among them) and the active segments of the committed ones,
+        within a bound per checkpoint (pylog.commitsync). Returns how many
+        offsets were copied."""
         return self.meta.checkpoint_commits(
-            None if self.sync == "always" else records_durable)
+            None if self.sync == "always" else self._commit_sync)
 
     def flush(self) -> None:
         """fdatasync every partition this process appended to, and the

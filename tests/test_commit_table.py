@@ -330,3 +330,47 @@ def test_readonly_log_reads_the_table(logdir):
         with pylog.open(logdir, readonly=True) as ro:
             assert ro.meta.committed("g", "t", 0) == 8
             assert ro.meta.group_offsets("g") == {("t", 0): 8}
+
+
+COMMIT_MANY = r"""
+import sys, pylog
+from pylog import TopicPartition
+log = pylog.open(sys.argv[1], sync="never", sync_interval_ms=3_600_000)
+tps = [TopicPartition("t", p) for p in range(int(sys.argv[2]))]
+c = log.consumer(group_id="g", enable_auto_commit=False)
+c.assign(tps)
+c.commit({tp: 1 for tp in tps})       # LMDB, and the slots (C-3)
+c.commit({tp: 2 for tp in tps})       # the table only
+print("done", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_checkpoint_of_other_processes_commits_is_bounded(logdir, child_env):
+    """C-5: a checkpoint copies commits another process stored in the table
+    without opening their partitions (no Partition, no descriptor kept), at
+    most FOREIGN_PER_CHECKPOINT of them per checkpoint; repeated
+    checkpoints copy them all."""
+    import subprocess
+
+    from pylog.commitsync import FOREIGN_PER_CHECKPOINT
+    n = 3 * FOREIGN_PER_CHECKPOINT + 8
+    with pylog.open(logdir, sync="never") as log:
+        fill(log, n=2, partitions=n)
+    child = childproc.start(COMMIT_MANY, logdir, n, env=child_env, stdin=subprocess.PIPE)
+    try:
+        childproc.expect(child, b"done", timeout=120)
+        with pylog.open(logdir, sync="never", sync_interval_ms=3_600_000) as log:
+            counts = []
+            while len(counts) < 10:
+                counts.append(log.checkpoint_commits())
+                if counts[-1] == 0:
+                    break
+            assert log.open_partitions() == {}       # nothing opened for it
+            assert len(log.handles) == 0
+            assert counts[:4] == [FOREIGN_PER_CHECKPOINT] * 3 + [8], counts
+            for p in range(n):
+                assert lmdb_committed(logdir, partition=p, log=log) == 2
+    finally:
+        child.kill()
+        child.wait()
