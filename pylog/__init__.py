@@ -48,6 +48,7 @@ from .errors import (
     ReadOnlyLog,
     RecordTooLarge,
     SendTimeoutError,
+    TooManyMapsError,
     TooManyOpenFilesError,
     TopicExists,
     TopicNotFound,
@@ -79,6 +80,7 @@ __all__ = [
     "FileVanishedError", "MetadataBusyError",
     "OffsetAndMetadata", "ConsumerRebalanceListener", "FlushTimeoutError",
     "GroupNotFound", "CorruptGroupError", "TooManyOpenFilesError",
+    "TooManyMapsError",
     "SendTimeoutError", "FutureRecordMetadata",
     "ShareConsumer", "ShareRecord", "AcknowledgementError",
 ]

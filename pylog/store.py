@@ -58,7 +58,13 @@ from .expiry import (
     validate_offsets_retention_ms,
 )
 from .files import DISK_FULL_ERRNOS, allocate, disk_full_error, open_regular
-from .handles import FD_EXHAUSTED, HandleCache, too_many_open_files, validate_max_open_files
+from .handles import (
+    FD_EXHAUSTED,
+    HandleCache,
+    too_many_open_files,
+    validate_max_open_files,
+    validate_max_open_maps,
+)
 from .identity import Identity, vanished
 from .metadata import DEFAULT_LOCK_TIMEOUT_S, Metadata
 from .partition import Partition
@@ -120,7 +126,8 @@ class LogStore(TopicAdmin, LogAdmin):
                  sync_interval_ms: int = 1000, allow_network_filesystem: bool = False,
                  metadata_timeout: float = DEFAULT_LOCK_TIMEOUT_S,
                  max_open_files: int | None = None,
-                 offsets_retention_ms: int = DEFAULT_OFFSETS_RETENTION_MS):
+                 offsets_retention_ms: int = DEFAULT_OFFSETS_RETENTION_MS,
+                 max_open_maps: int | None = None):
         if not isinstance(path, (str, os.PathLike)):
             raise InvalidArgument(f"path must be str or PathLike, got {type(path).__name__}")
         raw = os.fspath(path)
@@ -146,6 +153,8 @@ class LogStore(TopicAdmin, LogAdmin):
         # the descriptors this Log keeps for segments, however many it has
         # (pylog.handles)
         self.max_open_files = validate_max_open_files(max_open_files)
+        # and the memory maps, partition states included (pylog.handles)
+        self.max_open_maps = validate_max_open_maps(max_open_maps)
         self.offsets_retention_ms = validate_offsets_retention_ms(offsets_retention_ms)
         self.path = os.path.abspath(raw)
         self.sync = sync
@@ -214,7 +223,7 @@ class LogStore(TopicAdmin, LogAdmin):
         self._partitions: dict[tuple[str, int], Partition] = {}
         # a fresh cache after a fork too: the inherited one holds the
         # parent's segments, which the child must leave alone
-        self.handles = HandleCache(self.max_open_files)
+        self.handles = HandleCache(self.max_open_files, self.max_open_maps)
         self._commit_sync = CommitSync(self.path, self._partitions, self.handles)
         self._topic_cache: dict[str, tuple[float, dict[str, Any]]] = {}
         # partitions the first opener did not recover (P-9): their active

@@ -36,6 +36,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import threading
 import time
 import weakref
 
@@ -139,6 +140,12 @@ class Writer:
         # closed with appends not yet made durable (flush syncs it)
         self._handles = handles
         self._released_dirty: str | None = None
+        # group commits in flight, counted under _sync_mu: the state map
+        # the appender points into is not dropped under them (the leader
+        # reads the appender's pointer twice, _state_unmapped)
+        self._sync_mu = threading.Lock()
+        self._syncing = 0
+        shared.unmap_hooks.append(self._state_unmapped)
         _WRITERS.add(self)
 
     @property
@@ -186,6 +193,18 @@ class Writer:
         """Open segment ``base`` for writing, counted in the handle cache."""
         return open_segment(self._handles, self.dir, base, cost=WRITER_COST,
                             release=self._release, create=create, writable=True)
+
+    def _state_unmapped(self) -> bool:
+        """The partition's state map is about to be dropped (pylog.handles,
+        under _wlock): unless a group commit is in flight (its leader
+        writes the durable mark through the appender, P-7), the appender
+        lets go of it and is set up again on the next append; True then."""
+        with self._sync_mu:
+            if self._syncing:
+                return False
+            self._appender_map = None
+            self._appender.state = _native.ffi.NULL
+        return True
 
     def _release(self, seg: Segment) -> bool:
         """The handle cache's call: close the active segment ``seg`` unless
@@ -256,6 +275,7 @@ class Writer:
                     return None
             else:
                 seg.used = True          # (pylog.handles: recently used)
+                self._shared.used = True
             a = self._appender
             # (a null key or value is passed as b"" with length -1)
             if hkey is None:
@@ -602,9 +622,15 @@ class Writer:
         # the appender's pointer after its fdatasync: holding the map's
         # pointer object keeps it mapped until then (close() only drops
         # references to it).
-        pin = self._shared.ptr
-        rc = _native.sync_through(self._syncer, self._appender, target_next)
-        del pin
+        with self._sync_mu:
+            self._syncing += 1
+        try:
+            pin = self._shared.ptr_if_mapped()
+            rc = _native.sync_through(self._syncer, self._appender, target_next)
+            del pin
+        finally:
+            with self._sync_mu:
+                self._syncing -= 1
         if rc == 0:
             return
         if rc == _native.E_STALE:            # closed under us

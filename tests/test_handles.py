@@ -48,7 +48,8 @@ def test_a_partition_at_rest_holds_no_descriptor(logdir):
         before = open_fds()
         log.create_topic("t", partitions=50)
         assert open_fds() == before
-        assert len(log.handles) == 0
+        assert log.handles.open_cost == 0
+        assert log.handles.open_maps == 50          # the states, no segment
 
 
 # -- eviction under reads and writes -----------------------------------------------
