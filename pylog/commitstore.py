@@ -35,6 +35,7 @@ _P = struct.Struct(">I")
 _SLOT = struct.Struct(">I")
 SLOT_PREFIX = b"slot\0"      # C-3: info keys of slot numbers
 NEXT_SLOT = b"slots"         # C-3: info key of the next slot number
+FREE_PREFIX = b"freeslot\0"  # C-6: info keys of freed slots, reused first
 
 
 def okey(group: str, topic: str, partition: int) -> bytes:
@@ -168,6 +169,9 @@ class Commits:
             slot = self._slot_in(txn, k, create=False)
             if slot is not None:
                 txn.delete(SLOT_PREFIX + k, db=self._info)
+                # C-6: free for the next new key; the clear below runs
+                # before another transaction can give it out
+                txn.put(FREE_PREFIX + _SLOT.pack(slot), b"", db=self._info)
                 self.cursors.by_okey.pop(k, None)
                 after.append(_slot_clear(self.cursors, slot))
 
@@ -195,9 +199,11 @@ class Commits:
         if raw is None:
             if not create:
                 return None
-            nxt = txn.get(NEXT_SLOT, db=self._info)
-            slot = 0 if nxt is None else _SLOT.unpack(nxt)[0]
-            txn.put(NEXT_SLOT, _SLOT.pack(slot + 1), db=self._info)
+            slot = self._free_slot(txn)
+            if slot is None:
+                nxt = txn.get(NEXT_SLOT, db=self._info)
+                slot = 0 if nxt is None else _SLOT.unpack(nxt)[0]
+                txn.put(NEXT_SLOT, _SLOT.pack(slot + 1), db=self._info)
             txn.put(SLOT_PREFIX + k, _SLOT.pack(slot), db=self._info)
         elif len(raw) != _SLOT.size:
             raise CorruptLogError(f"commit table slot number of {k!r} is damaged",
@@ -206,6 +212,22 @@ class Commits:
             slot = _SLOT.unpack(raw)[0]
         table.ensure(slot)
         return slot
+
+    def _free_slot(self, txn: Any) -> int | None:
+        """C-6: the lowest slot a deleted key freed, taken off the free
+        list; None when there is none (the table grows then, C-3)."""
+        c = txn.cursor(db=self._info)
+        if not c.set_range(FREE_PREFIX):
+            return None
+        name = c.key()
+        if not name.startswith(FREE_PREFIX):
+            return None
+        c.delete()
+        raw = name[len(FREE_PREFIX):]
+        if len(raw) != _SLOT.size:
+            raise CorruptLogError(f"commit table free slot entry {name!r} is damaged",
+                                  self.path)
+        return int(_SLOT.unpack(raw)[0])
 
     def _lmdb_value(self, txn: Any, k: bytes) -> tuple[int, int]:
         raw = txn.get(k, db=self._offsets)

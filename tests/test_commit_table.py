@@ -304,6 +304,45 @@ def test_deleted_group_is_not_resurrected_by_a_cached_slot(logdir):
         assert log2.meta.group_offsets("g") == {("t", 0): 2}
 
 
+def next_slot(log):
+    with log.meta.env.begin() as txn:
+        raw = txn.get(b"slots", db=log.meta._info)
+    return struct.unpack(">I", raw)[0]
+
+
+def test_freed_slots_are_reused(logdir):
+    # C-6: the slots of a deleted group go to the next new keys, so groups
+    # that come and go do not grow the table; a Log still caching a freed
+    # slot for its old key never writes into the new key's (C-3)
+    with pylog.open(logdir, sync="never") as log1, pylog.open(logdir, sync="never") as log2:
+        fill(log1, partitions=4)
+        for p in range(4):
+            log1.meta.commit("old", {("t", p): 5})
+            log1.meta.commit("old", {("t", p): 6})     # log1 caches the slots
+        assert next_slot(log1) == 4
+        log2.delete_consumer_groups(["old"])
+        log2.meta.commit("new", {("t", p): 10 + p for p in range(4)})
+        assert next_slot(log2) == 4                    # slots 0-3 again
+        log2.meta.commit("new", {("t", p): 20 + p for p in range(4)})   # the table
+        log1.meta.commit("old", {("t", 0): 99})        # its cached slot is new's now
+        assert log1.meta.committed("old", "t", 0) == 99
+        assert log2.meta.group_offsets("new") == {("t", p): 20 + p for p in range(4)}
+        assert log1.meta.group_offsets("new") == {("t", p): 20 + p for p in range(4)}
+        size = os.path.getsize(os.path.join(logdir, "meta", "cursors"))
+        for i in range(300):                           # groups that come and go
+            log2.meta.commit(f"g{i}", {("t", p): i for p in range(4)})
+            log2.meta.commit(f"g{i}", {("t", p): i + 1 for p in range(4)})
+            assert log1.meta.committed(f"g{i}", "t", 3) == i + 1
+            log1.delete_consumer_groups([f"g{i}"])
+        assert next_slot(log1) <= 9
+        assert os.path.getsize(os.path.join(logdir, "meta", "cursors")) == size
+        assert log1.checkpoint_commits() >= 0
+    with pylog.open(logdir) as log:                    # what reached LMDB
+        assert log.meta.group_offsets("new") == {("t", p): 20 + p for p in range(4)}
+        assert log.meta.committed("old", "t", 0) == 99
+        assert log.meta.group_offsets("g299") == {}
+
+
 def test_dead_lock_holder_is_taken_over(logdir):
     # C-2: a slot whose lock word names a Log that is not alive (a SIGKILL
     # mid-store) is taken over, not waited on
