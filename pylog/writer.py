@@ -48,6 +48,7 @@ from .errors import (
     LogClosed,
     LogFailedError,
     PylogError,
+    TooManyMapsError,
     TooManyOpenFilesError,
     TopicNotFound,
 )
@@ -442,6 +443,8 @@ class Writer:
             self._shared.unlock_quietly()
             if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
                 raise self._disk_full(exc.errno) from exc
+            if isinstance(exc, TooManyMapsError):
+                raise              # out of maps: nothing was published either
             if isinstance(exc, OSError) and exc.errno in FD_EXHAUSTED:
                 # nothing was published: the partition stays usable
                 if isinstance(exc, TooManyOpenFilesError):
