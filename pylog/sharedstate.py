@@ -341,6 +341,17 @@ class SharedState:
             return None
         return base, pos, nxt
 
+    def store_durable_mark(self, base: int, position: int, next_offset: int) -> None:
+        """Store a durable mark (P-7) after an fdatasync of segment ``base``
+        made its bytes before ``position`` durable, outside the native
+        syncer (a segment synced by path). A store racing another tears the
+        mark, whose check word then fails: it is ignored, never wrong."""
+        m = self.map
+        if m is None or self.readonly:
+            return
+        _DURABLE.pack_into(m, _format.STATE_DURABLE, base, position, next_offset,
+                           durable_check(base, position, next_offset))
+
     def index_position(self) -> int:
         """Position of the batch of the active segment's last index entry
         (P-3, I-2); for the append lock's holder."""

@@ -63,6 +63,7 @@ from .segment import (
     fsync_dir,
     list_segment_bases,
     open_segment,
+    parse_segment_name,
     sync_path,
     unlink_segment,
     with_fds,
@@ -625,11 +626,21 @@ class Writer:
         # the appender's pointer after its fdatasync: holding the map's
         # pointer object keeps it mapped until then (close() only drops
         # references to it).
+        # (mapped again if the handle cache dropped it: outside _sync_mu,
+        # which the cache's drop takes)
+        pin = self._shared.ptr
         with self._sync_mu:
             self._syncing += 1
+            a = self._appender
+            if a.state == _native.ffi.NULL and pin is not None and \
+                    self._shared.ptr_if_mapped() is pin:
+                # dropped and mapped again since this writer's last append:
+                # the leader's durable mark (P-7) goes to the current map.
+                # No drop can come between (it takes _sync_mu), and an
+                # append's set-up stores the same pointer.
+                a.state = pin
         try:
-            pin = self._shared.ptr_if_mapped()
-            rc = _native.sync_through(self._syncer, self._appender, target_next)
+            rc = _native.sync_through(self._syncer, a, target_next)
             del pin
         finally:
             with self._sync_mu:
@@ -688,6 +699,10 @@ class Writer:
         if path is None:
             return
         try:
+            st: State | None = self._part.state()   # published before the sync
+        except TopicNotFound:
+            st = None
+        try:
             sync_path(self._handles, path)
         except OSError as exc:
             if exc.errno in FD_EXHAUSTED:
@@ -700,6 +715,11 @@ class Writer:
                 f"fdatasync of {path}: {exc.strerror} (errno {exc.errno}); "
                 "records appended since the last successful sync may be "
                 "lost") from exc
+        if st is not None and parse_segment_name(os.path.basename(path)) == st.active_base:
+            # P-7, as the syncer's leader stores it: the end published
+            # before the sync is durable after it
+            self._shared.store_durable_mark(st.active_base, st.active_position,
+                                            st.next_offset)
 
     def close(self) -> None:
         """Release the active segment (under the writer lock). A writer

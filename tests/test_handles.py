@@ -167,6 +167,24 @@ def test_state_map_dropped_then_topic_deleted(logdir, child_env):
         assert log.partition("gone", 0).state().next_offset == 2
 
 
+def test_flush_marks_durable_after_the_state_map_was_dropped(logdir):
+    """P-7: a flush of a partition whose state map the cache dropped since
+    its last append still stores the durable mark (recovery after a crash
+    and checkpoints rely on it), in the state mapped again."""
+    with pylog.open(logdir, sync="never", max_open_maps=16) as log:
+        log.create_topic("t", partitions=40)
+        prod = log.producer()
+        for p in range(40):
+            for i in range(3):
+                prod.send("t", b"v%d" % i, partition=p)
+        first = log.partition("t", 0)
+        assert first.shared._map is None          # dropped since its appends
+        log.flush()
+        for p in range(40):
+            mark = log.partition("t", p).shared.durable_mark()
+            assert mark is not None and mark[2] == 3, (p, mark)
+
+
 OUT_OF_MAPS = textwrap.dedent("""
     import errno, os, sys, time, pylog
     from pylog import handles
