@@ -175,9 +175,8 @@ class SharedState:
     def map(self):
         """The state map (None: no state file, or closed)."""
         m = self._map
-        if m is None and self._evicted:
-            self._remap()
-            m = self._map
+        if m is None:
+            m = self._mapped()[0]
         self.used = True
         return m
 
@@ -185,9 +184,8 @@ class SharedState:
     def ptr(self):
         """Writable native pointer into the map (writers; None as ``map``)."""
         p = self._ptr
-        if p is None and self._evicted:
-            self._remap()
-            p = self._ptr
+        if p is None:
+            p = self._mapped()[1]
         self.used = True
         return p
 
@@ -195,9 +193,8 @@ class SharedState:
     def rptr(self):
         """Native pointer for reads (None as ``map``)."""
         p = self._rptr
-        if p is None and self._evicted:
-            self._remap()
-            p = self._rptr
+        if p is None:
+            p = self._mapped()[2]
         self.used = True
         return p
 
@@ -233,37 +230,44 @@ class SharedState:
         if self.handles is not None and not LOCK_NEEDS_FD:
             self.handles.opened(self, 0, self._release, maps=1)
 
-    def _remap(self) -> None:
-        """Map the state file again after the cache dropped it. A file that
-        is no longer the one first mapped (deleted, maybe made again by a
-        new topic of the same name) reads as a deleted partition (P-2)."""
+    def _mapped(self):
+        """(map, ptr, rptr) as one consistent triple, the map made again
+        first if the cache dropped it (under the lock the drop takes, so
+        the triple cannot be dropped half-read)."""
         with self._remap_lock:
-            if self._map is not None or not self._evicted:
-                return
-            path = os.path.join(self.directory, STATE_FILE)
+            if self._map is None and self._evicted:
+                self._remap()
+            return self._map, self._ptr, self._rptr
 
-            def open_map():
-                try:
-                    fd = open_regular(path, os.O_RDONLY if self.readonly else os.O_RDWR,
-                                      what="partition state file")
-                except (FileNotFoundError, NotARegularFile):
+    def _remap(self) -> None:
+        """Map the state file again after the cache dropped it (under
+        _remap_lock). A file that is no longer the one first mapped
+        (deleted, maybe made again by a new topic of the same name) reads
+        as a deleted partition (P-2)."""
+        path = os.path.join(self.directory, STATE_FILE)
+
+        def open_map():
+            try:
+                fd = open_regular(path, os.O_RDONLY if self.readonly else os.O_RDWR,
+                                  what="partition state file")
+            except (FileNotFoundError, NotARegularFile):
+                return None
+            try:
+                st = os.fstat(fd)
+                if (st.st_dev, st.st_ino) != self._file or \
+                        st.st_size < STATE_FILE_BYTES:
                     return None
-                try:
-                    st = os.fstat(fd)
-                    if (st.st_dev, st.st_ino) != self._file or \
-                            st.st_size < STATE_FILE_BYTES:
-                        return None
-                    return map_file(fd, STATE_FILE_BYTES, writable=not self.readonly)
-                finally:
-                    os.close(fd)
-            m = self._map_retrying(open_map)
-            if m is None:
-                self._bind(_deleted_state())
-                self._evicted = False      # (nothing to drop: a private page)
-                return
-            self._bind(m)
-            self._evicted = False
-            self._register()
+                return map_file(fd, STATE_FILE_BYTES, writable=not self.readonly)
+            finally:
+                os.close(fd)
+        m = self._map_retrying(open_map)
+        if m is None:
+            self._bind(_deleted_state())
+            self._evicted = False      # (nothing to drop: a private page)
+            return
+        self._bind(m)
+        self._evicted = False
+        self._register()
 
     def _release(self, _handle) -> bool:
         """The handle cache's call: drop the map unless it is in use (the

@@ -626,15 +626,18 @@ def test_flush_makes_closed_segments_durable(shim, tmp_path, child_env, sync):
 
 
 @pytest.mark.parametrize("sync", ["always", "interval"])
-def test_tiny_bound_under_threads(logdir, sync):
+@pytest.mark.parametrize("bound", [{"max_open_files": 8}, {"max_open_maps": 8}],
+                         ids=["files", "maps"])
+def test_tiny_bound_under_threads(logdir, sync, bound):
     """Threads appending to and reading from overlapping partitions while
-    the cache (max_open_files=8) closes their segments under one another:
+    the cache (max_open_files=8, or max_open_maps=8: state maps too)
+    closes their segments and drops their state maps under one another:
     never one in use (an append, a group-commit wait, a read), every
     acknowledged record read back once, in order."""
     import threading
     parts, per_thread, nthreads = 24, 150, 4
     errors = []
-    with pylog.open(logdir, sync=sync, max_open_files=8) as log:
+    with pylog.open(logdir, sync=sync, **bound) as log:
         log.create_topic("t", partitions=parts)
         prod = log.producer()
 
