@@ -309,8 +309,8 @@ def test_tiny_bound_across_segments_and_rolls(logdir):
 
 WRITER = textwrap.dedent("""
     import sys, pylog
-    path, who, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    with pylog.open(path, sync="interval", max_open_files=8) as log:
+    path, who, n, bound = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    with pylog.open(path, sync="interval", **{bound: 8}) as log:
         prod = log.producer()
         print("ready", flush=True)
         sys.stdin.readline()
@@ -322,14 +322,16 @@ WRITER = textwrap.dedent("""
 """)
 
 
-def test_tiny_bound_across_processes(logdir, child_env):
-    """Three processes, each with max_open_files=8, append to the same 40
-    partitions at once: their writers are evicted and reopened under each
+@pytest.mark.parametrize("bound", ["max_open_files", "max_open_maps"])
+def test_tiny_bound_across_processes(logdir, child_env, bound):
+    """Three processes, each with max_open_files=8 (or max_open_maps=8),
+    append to the same 40 partitions at once: their writers are evicted
+    and reopened, their state maps dropped and made again, under each
     other's appends (the append lock, rolls by another process), and every
     record is there once, offsets dense."""
     with pylog.open(logdir, max_open_files=8) as log:
         log.create_topic("t", partitions=40, segment_bytes=65536)
-    kids = [start(WRITER, logdir, w, 60, env=child_env, stdin=subprocess.PIPE)
+    kids = [start(WRITER, logdir, w, 60, bound, env=child_env, stdin=subprocess.PIPE)
             for w in ("x", "y", "z")]
     try:
         for k in kids:
