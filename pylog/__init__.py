@@ -50,6 +50,7 @@ from .errors import (
     RecordTooLarge,
     SendTimeoutError,
     ShareGroupConfigError,
+    TooManyMapsError,
     TooManyOpenFilesError,
     TopicExists,
     TopicNotFound,
@@ -81,6 +82,7 @@ __all__ = [
     "FileVanishedError", "MetadataBusyError",
     "OffsetAndMetadata", "ConsumerRebalanceListener", "FlushTimeoutError",
     "GroupNotFound", "CorruptGroupError", "TooManyOpenFilesError",
+    "TooManyMapsError",
     "SendTimeoutError", "FutureRecordMetadata",
     "ShareConsumer", "ShareRecord", "AcknowledgementError", "ShareGroupConfigError",
 ]

@@ -121,6 +121,11 @@ class Consumer(Positions, Fetching):
         self._manual = None
         self._cursors = {}
         self._committed_pos = {}
+        # commit()'s hook that makes the committed records durable (M-10):
+        # bound once, reading the offsets of the commit in progress, so the
+        # per-record commit loop allocates no closure
+        self._committing: Iterable[TopicPartition] = ()
+        self._sync_committing = self._sync_committing_records
         self._delivery = Delivery(self._cursors, Cursor)
         self._records = RecordMaker(key_deserializer, value_deserializer, self._dlq,
                                     group_id, self._cursors)
@@ -340,6 +345,9 @@ class Consumer(Positions, Fetching):
         self._sync_for_commit(out)
         return out
 
+    def _sync_committing_records(self) -> None:
+        self._sync_for_commit(self._committing)
+
     def _sync_for_commit(self, offsets: Iterable[TopicPartition]) -> None:
         """Offsets must not outlive the records they point past (power loss),
         nor the dead-letter copies of records they skip."""
@@ -483,15 +491,17 @@ class Consumer(Positions, Fetching):
         raw = {(tp.topic, tp.partition): o for tp, o in clean.items()}
         if self._dlq is not None:
             self._dlq.flush()
-
-        def sync_records() -> None:
-            self._sync_for_commit(clean)
-        if grouped and self._member is not None:
-            if not self._member.joined:
-                self._sync_group(force=True)   # before its first poll: join
-            self._member.commit(raw, sync_records)
-        else:
-            self._log.meta.commit(self.group_id, raw, sync_records=sync_records)
+        self._committing = clean
+        try:
+            if grouped and self._member is not None:
+                if not self._member.joined:
+                    self._sync_group(force=True)   # before its first poll: join
+                self._member.commit(raw, self._sync_committing)
+            else:
+                self._log.meta.commit(self.group_id, raw,
+                                      sync_records=self._sync_committing)
+        finally:
+            self._committing = ()
         self._committed_pos.update(clean)
         for tp, off in clean.items():     # the application finished these
             self._delivery.committed(tp, off)

@@ -366,6 +366,16 @@ class TooManyOpenFilesError(LogOSError):
     process, or raise the limit (``ulimit -n``, RLIMIT_NOFILE)."""
 
 
+class TooManyMapsError(LogOSError):
+    """The process ran out of memory maps (mmap failed with ENOMEM: it holds
+    ``vm.max_map_count`` maps, or its address space is exhausted), even after
+    the Log unmapped every partition state and segment it held and was not
+    using. Nothing was appended by the call that raised it, nothing
+    acknowledged is lost and the partition stays usable: lower the Log's
+    ``max_open_maps`` (pylog.open), map fewer files elsewhere in the
+    process, or raise the limit (``sysctl vm.max_map_count``)."""
+
+
 _FD_HINT = ("lower max_open_files= of pylog.open (the descriptors a Log keeps "
             "for segments; default: from the limit) or open fewer files "
             "elsewhere in the process, or raise the process's limit "

@@ -307,7 +307,8 @@ class Log(LogStore):
 def open(path: str | os.PathLike[str], *, sync: str = "always", readonly: bool = False,
          sync_interval_ms: int = 1000, allow_network_filesystem: bool = False,
          metadata_timeout: float = 10.0, max_open_files: int | None = None,
-         offsets_retention_ms: int = DEFAULT_OFFSETS_RETENTION_MS) -> Log:
+         offsets_retention_ms: int = DEFAULT_OFFSETS_RETENTION_MS,
+         max_open_maps: int | None = None) -> Log:
     """Open (creating if missing, unless ``readonly``) the log at ``path``.
 
     ``sync``: ``"always"`` (default) — send() returns after fdatasync of the
@@ -334,9 +335,17 @@ def open(path: str | os.PathLike[str], *, sync: str = "always", readonly: bool =
     member's last heartbeat; then a writable Log deletes them and the
     group (FORMAT.rst M-12), checking at open and once a minute. -1 keeps
     them forever.
+
+    ``max_open_maps``: the most memory maps the Log keeps (one per open
+    segment, one per partition state it has open), however many partitions
+    it has: the least recently used idle one is unmapped past it and mapped
+    again on its next use. Default (None): a quarter of the system's
+    ``vm.max_map_count`` (a process may hold that many maps, 65,530 by
+    default), at least 64 and at most 16,384. At least 8.
     """
     return Log(path, sync=sync, readonly=readonly,
                sync_interval_ms=sync_interval_ms,
                allow_network_filesystem=allow_network_filesystem,
                metadata_timeout=metadata_timeout, max_open_files=max_open_files,
-               offsets_retention_ms=offsets_retention_ms)
+               offsets_retention_ms=offsets_retention_ms,
+               max_open_maps=max_open_maps)

@@ -117,7 +117,7 @@ class Partition:
             raise CorruptLogError("partition directory is a symlink; refusing "
                                   "to follow it", self.dir)
         self.dir_identity = Identity(self.dir, "partition directory")   # L-6
-        self.shared = SharedState(self.dir, readonly, lock_identity)
+        self.shared = SharedState(self.dir, readonly, lock_identity, handles)
         # P-8: for rolls and retention, under the writer and append locks
         self.segments = SegmentList(self.dir)
         # handles: the Log's HandleCache, which bounds the segments the

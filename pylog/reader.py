@@ -46,6 +46,7 @@ from .errors import (
     LogOSError,
     OffsetOutOfRange,
     PylogError,
+    TooManyMapsError,
     TooManyOpenFilesError,
 )
 from .handles import READER_COST
@@ -231,7 +232,8 @@ class Reader:
         position) when a batch fails its CRC or breaks the dense offset
         sequence (G4; baseOffset is outside the CRC). Out of descriptors
         (EMFILE/ENFILE) even after the handle cache closed what it could,
-        TooManyOpenFilesError, after returning the records read first.
+        TooManyOpenFilesError (TooManyMapsError), after returning the records
+        read first.
         """
         self._part.check()
         st = self._part.state()
@@ -265,7 +267,7 @@ class Reader:
             while len(out) < max_records:
                 try:
                     seg = self._reader(cursor.segment_base)
-                except TooManyOpenFilesError:
+                except (TooManyOpenFilesError, TooManyMapsError):
                     if out:
                         break    # the records read first; the next fetch raises
                     raise
@@ -282,7 +284,7 @@ class Reader:
                     continue
                 try:
                     m = seg.mapped(end)
-                except TooManyOpenFilesError:
+                except (TooManyOpenFilesError, TooManyMapsError):
                     if out:
                         break
                     raise

@@ -37,6 +37,7 @@ from typing import Any
 
 from . import _native, cleanshutdown
 from .admin import LogAdmin
+from .commitsync import CommitSync
 from .config import SYNC_MODES, TopicConfig, validate_topic_name
 from .errors import (
     CorruptLogError,
@@ -58,7 +59,13 @@ from .expiry import (
     validate_offsets_retention_ms,
 )
 from .files import DISK_FULL_ERRNOS, allocate, disk_full_error, open_regular
-from .handles import FD_EXHAUSTED, HandleCache, too_many_open_files, validate_max_open_files
+from .handles import (
+    FD_EXHAUSTED,
+    HandleCache,
+    too_many_open_files,
+    validate_max_open_files,
+    validate_max_open_maps,
+)
 from .identity import Identity, vanished
 from .metadata import DEFAULT_LOCK_TIMEOUT_S, Metadata
 from .partition import Partition
@@ -120,7 +127,8 @@ class LogStore(TopicAdmin, LogAdmin):
                  sync_interval_ms: int = 1000, allow_network_filesystem: bool = False,
                  metadata_timeout: float = DEFAULT_LOCK_TIMEOUT_S,
                  max_open_files: int | None = None,
-                 offsets_retention_ms: int = DEFAULT_OFFSETS_RETENTION_MS):
+                 offsets_retention_ms: int = DEFAULT_OFFSETS_RETENTION_MS,
+                 max_open_maps: int | None = None):
         if not isinstance(path, (str, os.PathLike)):
             raise InvalidArgument(f"path must be str or PathLike, got {type(path).__name__}")
         raw = os.fspath(path)
@@ -146,6 +154,8 @@ class LogStore(TopicAdmin, LogAdmin):
         # the descriptors this Log keeps for segments, however many it has
         # (pylog.handles)
         self.max_open_files = validate_max_open_files(max_open_files)
+        # and the memory maps, partition states included (pylog.handles)
+        self.max_open_maps = validate_max_open_maps(max_open_maps)
         self.offsets_retention_ms = validate_offsets_retention_ms(offsets_retention_ms)
         self.path = os.path.abspath(raw)
         self.sync = sync
@@ -214,7 +224,8 @@ class LogStore(TopicAdmin, LogAdmin):
         self._partitions: dict[tuple[str, int], Partition] = {}
         # a fresh cache after a fork too: the inherited one holds the
         # parent's segments, which the child must leave alone
-        self.handles = HandleCache(self.max_open_files)
+        self.handles = HandleCache(self.max_open_files, self.max_open_maps)
+        self._commit_sync = CommitSync(self.path, self._partitions, self.handles)
         self._topic_cache: dict[str, tuple[float, dict[str, Any]]] = {}
         # partitions the first opener did not recover (P-9): their active
         # indexes are checked at first use (I-3)
@@ -591,17 +602,11 @@ class LogStore(TopicAdmin, LogAdmin):
         """C-5: copy the commits stored in the commit table since the last
         checkpoint into LMDB, after making the records they point past
         durable (M-10): the partitions this process wrote (dead-letter
-        copies among them) and the active segments of the committed ones.
-        Returns how many offsets were copied."""
-        def records_durable(tps: set[tuple[str, int]]) -> None:
-            self.flush_appended()
-            for topic, p in sorted(tps):
-                try:
-                    self.partition(topic, p).sync_for_commit()
-                except (TopicNotFound, InvalidArgument):
-                    pass        # deleted since: its offsets go with it
+        copies among them) and the active segments of the committed ones,
+        within a bound per checkpoint (pylog.commitsync). Returns how many
+        offsets were copied."""
         return self.meta.checkpoint_commits(
-            None if self.sync == "always" else records_durable)
+            None if self.sync == "always" else self._commit_sync)
 
     def flush(self) -> None:
         """fdatasync every partition this process appended to, and the

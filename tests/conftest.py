@@ -7,6 +7,8 @@ import subprocess
 
 import pytest
 
+import pylog
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -67,6 +69,26 @@ def shim(tmp_path_factory):
 def logdir(tmp_path):
     """Path of a log directory that does not exist yet."""
     return str(tmp_path / "log")
+
+
+@pytest.fixture
+def log(tmp_path):
+    """An open Log (``sync="never"``) in a fresh directory, closed after
+    the test; a module may define its own ``log`` in its place."""
+    lg = pylog.open(tmp_path / "log", sync="never")
+    yield lg
+    lg.close()
+
+
+def read_all(log, topic):
+    """Every record of ``topic`` from the start, read until a poll comes back
+    empty (``from conftest import read_all``)."""
+    c = log.consumer(topic, auto_offset_reset="earliest")
+    out = []
+    while batch := c.poll(timeout=0.05, max_records=100_000):
+        out.extend(batch)
+    c.close()
+    return out
 
 
 @pytest.fixture
