@@ -37,7 +37,12 @@ TEST_REQUIRES = [
     "mypy>=1.8",
     # tests/test_aio.py runs pylog.aio under uvloop too (none for Windows)
     "uvloop>=0.18; sys_platform != 'win32'",
+    # tests/test_outbox*.py: the outbox on PostgreSQL
+    "psycopg[binary]>=3.2",
 ]
+
+# pylog.outbox on PostgreSQL: pip install 'pylog[outbox]' (SQLite needs nothing)
+OUTBOX_REQUIRES = ["psycopg[binary]>=3.2"]
 
 # The peers bench/compare.py measures pylog against, installed only on
 # request: pip install -e '.[bench]' (see bench/README-compare.txt).
@@ -55,7 +60,8 @@ setup(
     setup_requires=["cffi>=1.15"],
     cffi_modules=["pylog/_build_native.py:ffibuilder"],
     install_requires=["cffi>=1.15", "lmdb>=1.4", "zstandard>=0.21"],
-    extras_require={"test": TEST_REQUIRES, "bench": BENCH_REQUIRES, "docs": ["sphinx>=7"]},
+    extras_require={"test": TEST_REQUIRES, "bench": BENCH_REQUIRES, "docs": ["sphinx>=7"],
+                    "outbox": OUTBOX_REQUIRES},
     entry_points={"console_scripts": ["pylog=pylog.cli:main"]},
     zip_safe=False,
 )

@@ -31,6 +31,8 @@ LAYERS = [
      "redrive"},
     {"log"},
     {"sqliteoffsets", "dedup"},     # helpers over the public Consumer API
+    {"outbox", "outboxsource"},     # the transactional outbox: table, rows in order
+    {"outboxrelay"},                # publishes them through a transactional producer
     {"aio"},          # the package pylog/aio/: asyncio clients over a Log
     {"__init__"},
     {"verify", "demo"},

@@ -1,0 +1,254 @@
+"""The outbox relay: publishes the rows of an outbox table
+(:mod:`pylog.outbox`) to the log, exactly once, in order per key::
+
+    from pylog.outboxrelay import OutboxRelay
+
+    with pylog.open("data/events") as log:
+        relay = OutboxRelay("sqlite:///shop.db", log)     # or postgresql://...
+        relay.run(stop=stop_event)        # until stop is set; or relay.drain()
+
+Exactly once: each batch of rows is published in one pylog transaction
+together with the relay's new position, a record in the relay's own topic
+``__outbox.<name>`` (FORMAT.rst O-1, O-2, as Kafka Connect's exactly-once
+source connectors store source offsets, KIP-618). The records and the
+position become visible together or not at all; a relay killed anywhere
+restarts from the last committed position, and the records of its
+unfinished transaction are aborted, never seen by ``read_committed``
+consumers. Consumers must read with ``isolation_level="read_committed"``:
+a ``read_uncommitted`` consumer may see a batch twice (once aborted).
+
+One relay at a time: the relay's producer has ``transactional_id``
+``pylog-outbox.<name>``; starting a second relay of the same name fences
+the first (its next commit raises ProducerFencedError and it stops), and
+the second reads the position after that, so no batch is published twice
+by the pair. Published rows are deleted from the table after their
+transaction commits (``delete_published=False`` keeps them; the position
+still excludes them).
+
+Which rows, in which order: :mod:`pylog.outboxsource` (O-3). When no row
+is pending the relay sleeps until the database says something committed:
+PostgreSQL LISTEN/NOTIFY (the table's trigger), SQLite ``PRAGMA
+data_version`` polled with backoff (5 ms to 250 ms).
+
+A row naming a topic the log does not have stops the relay (TopicNotFound)
+with nothing published: create the topic and restart; it is never skipped.
+
+Thread safety: one thread runs a relay; ``stop`` (a threading.Event) may
+be set from any thread. Durability: a batch is durable in the log as the
+Log's ``sync`` mode says when its transaction commits; the table's rows
+are deleted after that.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .config import validate_topic_name
+from .errors import InvalidArgument
+from .outbox import TABLE
+from .outboxsource import ID_HEADER, Position, PostgresSource, Row, SQLiteSource, open_source
+from .records import TopicPartition
+
+if TYPE_CHECKING:
+    from .log import Log
+
+#: prefix of a relay's position topic (O-1)
+POSITIONS_PREFIX = "__outbox."
+FORMAT_VERSION = 1
+
+
+def positions_topic(name: str) -> str:
+    """The topic holding relay ``name``'s positions (O-1)."""
+    return POSITIONS_PREFIX + name
+
+
+def transactional_id(name: str) -> str:
+    """The transactional_id of relay ``name``'s producer."""
+    return "pylog-outbox." + name
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What one step of :meth:`OutboxRelay.run` did: ``rows`` published
+    now, ``total`` published by this relay name ever, ``position`` after
+    it, ``pending`` rows committed in the table and not yet published."""
+    rows: int
+    total: int
+    position: Position
+    pending: int
+
+
+class OutboxRelay:
+    """Relay ``name`` (default ``"outbox"``: a name is one position; use
+    one per table) from the outbox ``table`` of ``db`` (a URL or a
+    connection, see :func:`pylog.outboxsource.open_source`) to ``log``.
+    Publishes at most ``batch_size`` rows per transaction.
+
+    Creating it fences any older relay of the same name and reads the last
+    committed position (O-2). Raises InvalidArgument when the stored
+    position belongs to another table or database kind, or the table is
+    missing."""
+
+    def __init__(self, db: Any, log: Log, *, name: str = "outbox", table: str = TABLE,
+                 batch_size: int = 500, delete_published: bool = True) -> None:
+        if not isinstance(name, str) or not name:
+            raise InvalidArgument(f"name={name!r}; expected a non-empty str")
+        validate_topic_name(positions_topic(name))
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidArgument(f"batch_size={batch_size!r}; expected an int >= 1")
+        self.log = log
+        self.name = name
+        self.table = table
+        self.batch_size = batch_size
+        self.delete_published = delete_published
+        self.topic = positions_topic(name)
+        self._tp = TopicPartition(self.topic, 0)
+        self.source: SQLiteSource | PostgresSource = open_source(db, table)
+        try:
+            # retention keeps everything: the newest position must never go
+            # (the relay trims what is below it itself, O-1)
+            log.create_topic(self.topic, partitions=1, exist_ok=True, retention_ms=-1,
+                             segment_bytes=1 << 20)
+            # the producer first: it fences an older relay and aborts its
+            # open transaction, so the position read next is the last one
+            self._producer = log.producer(transactional_id=transactional_id(name))
+            self.position, self.total, self._pos_offset = self._load()
+            if delete_published:
+                self.source.delete_published(self.position)
+        except BaseException:
+            self.source.close()
+            raise
+        self._commits = 0
+
+    # -- the position (O-2) -----------------------------------------------------------
+    def _load(self) -> tuple[Position, int, int]:
+        """The last committed position record: (position, total, offset);
+        (empty, 0, -1) when there is none."""
+        c = self.log.consumer(enable_auto_commit=False, isolation_level="read_committed")
+        try:
+            c.assign([self._tp])
+            start = c.beginning_offsets([self._tp])[self._tp]
+            end = c.end_offsets([self._tp])[self._tp]
+            back = 64
+            while True:
+                c.seek(self._tp, max(start, end - back))
+                last = None
+                while c.position(self._tp) < end:
+                    recs = c.poll(timeout=0.5, max_records=1000)
+                    if not recs:
+                        break
+                    for r in recs:
+                        if r.key == self.name.encode():
+                            last = r
+                if last is not None or end - back <= start:
+                    break
+                back *= 4
+        finally:
+            c.close()
+        if last is None:
+            return Position(), 0, -1
+        try:
+            obj = json.loads(last.value)
+            ok = obj["v"] == FORMAT_VERSION
+        except (ValueError, TypeError, KeyError):
+            ok = False
+        if not ok:
+            raise InvalidArgument(f"{self.topic} offset {last.offset}: not an O-2 "
+                                  f"position record: {last.value!r}")
+        if (obj.get("dialect"), obj.get("table")) != (self.source.dialect, self.table):
+            raise InvalidArgument(
+                f"relay {self.name!r} holds the position of {obj.get('dialect')} table "
+                f"{obj.get('table')!r}, not of {self.source.dialect} table {self.table!r}: "
+                "give this relay another name")
+        return Position.from_json(obj["position"]), int(obj.get("total", 0)), last.offset
+
+    def _record(self, pos: Position, total: int) -> bytes:
+        return json.dumps({"v": FORMAT_VERSION, "dialect": self.source.dialect,
+                           "table": self.table, "position": pos.to_json(),
+                           "total": total}, separators=(",", ":")).encode()
+
+    # -- publishing ---------------------------------------------------------------------
+    def _publish(self, rows: list[Row], pos: Position) -> None:
+        """The exactly-once step (O-2): the rows' records and the new
+        position in one transaction."""
+        p = self._producer
+        with p.transaction():
+            for r in rows:
+                p.send(r.topic, r.value, key=r.key,
+                       headers=[*r.headers, (ID_HEADER, str(r.id).encode())])
+            meta = p.send(self.topic, self._record(pos, self.total + len(rows)),
+                          key=self.name.encode(), partition=0)
+        self.total += len(rows)
+        self.position = pos
+        self._trim(meta)
+
+    def _trim(self, meta: Any) -> None:
+        """Every 1000 commits, drop the position records below the newest
+        (O-1); the newest is never dropped."""
+        self._commits += 1
+        offset = getattr(meta, "offset", None)
+        if self._commits % 1000 == 0 and isinstance(offset, int):
+            self.log.delete_records({self._tp: offset})
+
+    def step(self) -> int:
+        """Publish the next batch of pending rows (at most ``batch_size``);
+        returns how many (0: none pending)."""
+        rows, pos = self.source.fetch(self.position, self.batch_size)
+        if not rows:
+            self.position = pos         # an empty snapshot step: not stored
+            return 0
+        self._publish(rows, pos)
+        if self.delete_published:
+            self.source.delete_published(pos)
+        return len(rows)
+
+    def pending(self) -> int:
+        """Rows committed in the table and not yet published."""
+        return self.source.pending(self.position)
+
+    def drain(self) -> int:
+        """Publish until no committed row is pending; returns how many."""
+        n = 0
+        while (k := self.step()):
+            n += k
+        return n
+
+    def run(self, stop: threading.Event | None = None, *, max_wait: float = 5.0,
+            on_progress: Callable[[Progress], None] | None = None) -> None:
+        """Publish batches until ``stop`` is set; between them, sleep until
+        the database has news (at most ``max_wait`` seconds). After every
+        published batch, and when it goes idle, calls ``on_progress``."""
+        idle_reported = False
+        while stop is None or not stop.is_set():
+            n = self.step()
+            if n:
+                idle_reported = False
+                if on_progress is not None:
+                    on_progress(Progress(n, self.total, self.position,
+                                         self.pending()))
+                continue
+            if on_progress is not None and not idle_reported:
+                idle_reported = True
+                on_progress(Progress(0, self.total, self.position, self.pending()))
+            self.source.wait(max_wait, stop)
+
+    def close(self) -> None:
+        """Close the producer (aborting nothing: no transaction is open
+        between steps) and the database connection."""
+        try:
+            self._producer.close()
+        finally:
+            self.source.close()
+
+    def __enter__(self) -> OutboxRelay:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+__all__ = ["OutboxRelay", "Progress", "positions_topic", "transactional_id"]
