@@ -43,6 +43,7 @@ from .errors import (
     NotALogDirectoryError,
     OffsetOutOfRange,
     PartitionNotFound,
+    ProducerFencedError,
     PylogError,
     ReadOnlyFilesystemError,
     ReadOnlyLog,
@@ -51,6 +52,7 @@ from .errors import (
     TooManyOpenFilesError,
     TopicExists,
     TopicNotFound,
+    TransactionError,
 )
 from .futures import FutureRecordMetadata
 from .log import Log, open
@@ -76,7 +78,7 @@ __all__ = [
     "GroupNotEmpty", "DeserializationError", "LogOSError", "LogPermissionError",
     "ReadOnlyFilesystemError", "NotALogDirectoryError", "LogNotFound",
     "DiskFullError", "InvalidTimestamp",
-    "FileVanishedError", "MetadataBusyError",
+    "FileVanishedError", "MetadataBusyError", "ProducerFencedError", "TransactionError",
     "OffsetAndMetadata", "ConsumerRebalanceListener", "FlushTimeoutError",
     "GroupNotFound", "CorruptGroupError", "TooManyOpenFilesError",
     "SendTimeoutError", "FutureRecordMetadata",

@@ -52,6 +52,7 @@ from .errors import (
 )
 from .handles import FD_EXHAUSTED, WRITER_COST, too_many_open_files
 from .index import last_entry_position
+from .producerstate import PartitionProducers
 from .retention import enforce_retention_locked
 from .segment import (
     INDEX_INTERVAL_BYTES,
@@ -139,6 +140,8 @@ class Writer:
         # closed with appends not yet made durable (flush syncs it)
         self._handles = handles
         self._released_dirty: str | None = None
+        # X-3: the partition's producer state, made on first use
+        self._producers: PartitionProducers | None = None
         _WRITERS.add(self)
 
     @property
@@ -237,6 +240,49 @@ class Writer:
         if self._sync_always:
             self._sync_through(target)
         return base, records[0][0]
+
+    def append_producer(self, records, fields: batch.ProducerFields, *,
+                        compression: str | None = None, sync: bool = True) -> int:
+        """Append one batch carrying producer fields (X-1): an idempotent or
+        transactional producer's records, or a control batch (X-2). Return
+        its base offset; when the same batch (producer id, epoch, sequences)
+        is among the producer's last ones in the partition, append nothing
+        and return that batch's base offset (X-3). Raises
+        ProducerFencedError when the partition saw a newer epoch of the
+        producer id (X-5). ``sync=False``: not made durable here, even with
+        sync="always" (a transaction makes its partitions durable once, at
+        its commit); else as :meth:`append`."""
+        if self._part.status is not OPEN:
+            self._part.check()
+        with self._wlock:
+            if self._part.status is not OPEN:
+                self._part.check()
+            base = self._locked_append_step(
+                lambda: self._append_producer_locked(records, fields, compression))
+            self._ring()
+            target = self._appender.written_next
+        if sync and self._sync_always:
+            self._sync_through(target)
+        return base
+
+    def _append_producer_locked(self, records, fields, compression) -> int:
+        """Under the append lock: the X-3 check against the partition's
+        producer state (brought up to date first), then the append."""
+        st = self._part.state()
+        seg = self._writer_segment(st)
+        state = self._producers
+        if state is None:
+            state = self._producers = PartitionProducers(self.name)
+        if st.active_position:
+            state.catch_up(seg.base_offset, seg.mapped(st.active_position),
+                           st.active_position)
+        dup = state.check(fields, len(records))
+        if dup is not None:
+            return dup
+        base = self._append_locked(records, compression, fields)
+        a = self._appender
+        state.appended(fields, len(records), base, a.written_base, a.written_end)
+        return base
 
     def append_one(self, timestamp_ms: int, key, value, hkey=None, hval=None):
         """Append one record (key/value: bytes or None) with no header, or
@@ -514,7 +560,7 @@ class Writer:
             fsync_dir(os.path.dirname(self.dir))
         self._dir_durable = True
 
-    def _append_locked(self, records, compression):
+    def _append_locked(self, records, compression, fields=batch.NO_PRODUCER):
         self._make_dir_durable()
         st = self._part.state()
         seg = self._writer_segment(st)
@@ -527,7 +573,7 @@ class Writer:
             try:
                 size = batch.encode_into(m if m is not None else bytearray(0),
                                          pos, records, base_offset=next_offset,
-                                         compression=compression)
+                                         compression=compression, producer=fields)
                 break
             except batch.NoSpace as exc:
                 need = pos + exc.needed
