@@ -56,7 +56,7 @@ SKUS = {f"sku-{i}": 10_000 for i in range(5)}       # initial stock
 def order_of(n: int) -> dict:
     return {"eventId": f"order-{n}-placed", "eventType": "ORDER_PLACED", "orderId": n,
             "userId": f"user-{n % USERS}", "sku": f"sku-{n % len(SKUS)}",
-            "quantity": 1 + n % 3}
+            "quantity": 1 + n % 7}
 
 
 def connect(path: str) -> sqlite3.Connection:
