@@ -45,7 +45,7 @@ import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .config import validate_topic_name
 from .errors import InvalidArgument
@@ -152,7 +152,7 @@ class OutboxRelay:
         if last is None:
             return Position(), 0, -1
         try:
-            obj = json.loads(last.value)
+            obj = json.loads(cast(bytes, last.value))
             ok = obj["v"] == FORMAT_VERSION
         except (ValueError, TypeError, KeyError):
             ok = False

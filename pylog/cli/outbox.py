@@ -86,9 +86,9 @@ def cmd_relay(args) -> int:
               f"position {p.position}, pending {p.pending}", flush=True)
         last[1] = 0
 
-    with pylog.open(args.path) as log, \
-            OutboxRelay(args.db, log, name=args.name, table=args.table,
-                        batch_size=args.batch_size) as relay:
+    log = pylog.open(args.path)
+    with log, OutboxRelay(args.db, log, name=args.name, table=args.table,
+                              batch_size=args.batch_size) as relay:
         if not args.quiet:
             print(f"relay {args.name}: {relay.source.dialect} table {args.table} -> "
                   f"{args.path}; position {relay.position}, total {relay.total}", flush=True)
