@@ -59,6 +59,8 @@ if TYPE_CHECKING:
 #: prefix of a relay's position topic (O-1)
 POSITIONS_PREFIX = "__outbox."
 FORMAT_VERSION = 1
+#: position records are trimmed every this many commits (O-1)
+TRIM_EVERY = 1000
 
 
 def positions_topic(name: str) -> str:
@@ -116,7 +118,8 @@ class OutboxRelay:
             # the producer first: it fences an older relay and aborts its
             # open transaction, so the position read next is the last one
             self._producer = log.producer(transactional_id=transactional_id(name))
-            self.position, self.total, self._pos_offset = self._load()
+            self.position, self.total = self._load()
+            self.source.check(self.position)
             if delete_published:
                 self.source.delete_published(self.position)
         except BaseException:
@@ -125,9 +128,9 @@ class OutboxRelay:
         self._commits = 0
 
     # -- the position (O-2) -----------------------------------------------------------
-    def _load(self) -> tuple[Position, int, int]:
-        """The last committed position record: (position, total, offset);
-        (empty, 0, -1) when there is none."""
+    def _load(self) -> tuple[Position, int]:
+        """The last committed position record's (position, total); (empty,
+        0) when there is none."""
         c = self.log.consumer(enable_auto_commit=False, isolation_level="read_committed")
         try:
             c.assign([self._tp])
@@ -150,7 +153,7 @@ class OutboxRelay:
         finally:
             c.close()
         if last is None:
-            return Position(), 0, -1
+            return Position(), 0
         try:
             obj = json.loads(cast(bytes, last.value))
             ok = obj["v"] == FORMAT_VERSION
@@ -164,7 +167,7 @@ class OutboxRelay:
                 f"relay {self.name!r} holds the position of {obj.get('dialect')} table "
                 f"{obj.get('table')!r}, not of {self.source.dialect} table {self.table!r}: "
                 "give this relay another name")
-        return Position.from_json(obj["position"]), int(obj.get("total", 0)), last.offset
+        return Position.from_json(obj["position"]), int(obj.get("total", 0))
 
     def _record(self, pos: Position, total: int) -> bytes:
         return json.dumps({"v": FORMAT_VERSION, "dialect": self.source.dialect,
@@ -191,7 +194,7 @@ class OutboxRelay:
         (O-1); the newest is never dropped."""
         self._commits += 1
         offset = getattr(meta, "offset", None)
-        if self._commits % 1000 == 0 and isinstance(offset, int):
+        if self._commits % TRIM_EVERY == 0 and isinstance(offset, int):
             self.log.delete_records({self._tp: offset})
 
     def step(self) -> int:

@@ -110,6 +110,23 @@ class SQLiteSource:
             "ORDER BY id LIMIT ?", (pos.after_id, limit))]
         return rows, (Position(rows[-1].id) if rows else pos)
 
+    def check(self, pos: Position) -> None:
+        """InvalidArgument when ``pos`` lies past every id the table ever
+        drew: a position of another database (a restored or replaced file)
+        would skip rows silently."""
+        schema, _, name = self.table.rpartition(".")
+        seq_table = f"{schema}.sqlite_sequence" if schema else "sqlite_sequence"
+        try:
+            row = self.conn.execute(f"SELECT seq FROM {seq_table} WHERE name = ?",
+                                    (name,)).fetchone()
+        except sqlite3.OperationalError:        # no AUTOINCREMENT table has had a row
+            row = None
+        drawn = int(row[0]) if row else 0
+        if pos.after_id > drawn:
+            raise InvalidArgument(
+                f"the stored position ({pos}) is past the last id table {self.table!r} "
+                f"ever drew ({drawn}): another database? Use another relay name")
+
     def pending(self, pos: Position) -> int:
         """How many committed rows ``pos`` does not include."""
         return int(self.conn.execute(f"SELECT COUNT(*) FROM {self.table} WHERE id > ?",
@@ -197,6 +214,17 @@ class PostgresSource:
             parts.append("(pg_visible_in_snapshot(txid, %(target)s::pg_snapshot) "
                          "AND id <= %(after)s)")
         return (" OR ".join(parts) or "FALSE"), args
+
+    def check(self, pos: Position) -> None:
+        """As :meth:`SQLiteSource.check`: InvalidArgument when a stored
+        snapshot is newer than the server's current one (another server)."""
+        for snap in (pos.done, pos.target):
+            if snap is not None and self.conn.execute(
+                    "SELECT pg_snapshot_xmax(%s::pg_snapshot) > "
+                    "pg_snapshot_xmax(pg_current_snapshot())", (snap,)).fetchone()[0]:
+                raise InvalidArgument(
+                    f"the stored position ({pos}) names transactions this server has "
+                    "not started: another database? Use another relay name")
 
     def pending(self, pos: Position) -> int:
         cond, args = self._published(pos)

@@ -242,3 +242,45 @@ def test_cli_install_and_relay_until_idle(tmp_path, outbox_db, log):
     assert r.returncode == 2 and "pylog.outbox.install" in r.stderr
     r = cli("outbox", "relay", "mysql://x", path)
     assert r.returncode == 2 and r.stderr.startswith("pylog: error:")
+
+
+def test_a_position_of_another_database_is_refused(outbox_db, log, tmp_path):
+    """A relay name's position pointed at a fresh database (a restored
+    file, another server) would skip its rows: refused."""
+    db = outbox_db
+    add(db, rows_of(5))
+    with OutboxRelay(db.url, log, table=db.table) as relay:
+        relay.drain()
+    if db.prefix:                            # PostgreSQL: a stored snapshot from the future
+        from pylog.outboxsource import Position
+        with OutboxRelay(db.url, log, table=db.table) as relay:
+            with pytest.raises(InvalidArgument, match="another database"):
+                relay.source.check(Position(0, "999999999:999999999:", None))
+        return
+    other = installed("sqlite", tmp_path / "other")
+    (tmp_path / "other").mkdir()
+    fresh = next(other)
+    try:
+        with pytest.raises(InvalidArgument, match="another database"):
+            OutboxRelay(fresh.url, log, table=fresh.table)
+    finally:
+        other.close()
+
+
+def test_position_records_below_the_newest_are_trimmed(outbox_db, log, monkeypatch):
+    """O-1: every TRIM_EVERY commits the records below the newest position
+    go; the newest stays and a restarted relay resumes from it."""
+    import pylog.outboxrelay as relay_mod
+    monkeypatch.setattr(relay_mod, "TRIM_EVERY", 3)
+    db = outbox_db
+    add(db, rows_of(20))
+    with OutboxRelay(db.url, log, table=db.table, batch_size=2) as relay:
+        assert relay.drain() == 20
+    tp = TopicPartition(positions_topic("outbox"), 0)
+    c = log.consumer(enable_auto_commit=False)
+    assert c.beginning_offsets([tp])[tp] > 0
+    c.close()
+    add(db, rows_of(4, start=20))
+    with OutboxRelay(db.url, log, table=db.table) as relay:
+        assert relay.total == 20 and relay.drain() == 4
+    check_exactly_once(read_all(log), rows_of(24))
