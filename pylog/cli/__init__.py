@@ -21,7 +21,7 @@ from .runner import EXIT_ERROR, run
 
 MAIN_EPILOG = """\
 examples:
-  pylog demo                               the story: producers, 3 groups, a crash
+  pylog demo                               the story: outbox, 3 groups, crashes
   pylog info data/events                   topics, offsets, sizes, group lag
   pylog info data/events --json
   pylog topics data/events create orders --partitions 4 --config retention_ms=86400000
