@@ -100,7 +100,7 @@ def _doc(meta: Any, txn: Any, tid: str) -> dict[str, Any] | None:
         doc = json.loads(raw)
         assert isinstance(doc["producer_id"], int) and isinstance(doc["epoch"], int)
         assert isinstance(doc["partitions"], list)
-        return doc  # type: ignore[no-any-return]
+        return doc
     except (ValueError, KeyError, TypeError, AssertionError):
         raise CorruptLogError(f"transaction document of {tid!r} is damaged (X-6)",
                               meta.path) from None
