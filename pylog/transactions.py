@@ -42,6 +42,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import batch
+from .commitstore import _slot_clear, okey
 from .errors import CorruptLogError, ProducerFencedError, TopicNotFound
 from .liveness import HOST, process_start_time
 
@@ -100,7 +101,7 @@ def _doc(meta: Any, txn: Any, tid: str) -> dict[str, Any] | None:
         doc = json.loads(raw)
         assert isinstance(doc["producer_id"], int) and isinstance(doc["epoch"], int)
         assert isinstance(doc["partitions"], list)
-        return doc  # type: ignore[no-any-return]
+        return doc
     except (ValueError, KeyError, TypeError, AssertionError):
         raise CorruptLogError(f"transaction document of {tid!r} is damaged (X-6)",
                               meta.path) from None
@@ -247,6 +248,7 @@ def end(log: LogStore, tid: str, pid: int, epoch: int, commit: bool,
             markers: list[Marker] = [(t, p) for t, p, _ in doc["partitions"]]
             for group, offs in offsets.items():
                 if offs:
+                    _release_slots(meta, txn, group, offs)
                     owners = meta._group_in(txn, group).owners
                     meta.store_offsets(txn, group, dict(offs), now, owners, after)
             doc["partitions"] = []
@@ -261,6 +263,26 @@ def end(log: LogStore, tid: str, pid: int, epoch: int, commit: bool,
         doc["deadline_ms"] = None
         _put(meta, txn, tid, doc)
     return doc["epoch"], markers
+
+
+def _release_slots(meta: Any, txn: Any, group: str,
+                   offsets: Mapping[tuple[str, int], int]) -> None:
+    """X-6, before the commit point: clear the commit-table slots (C-2) of
+    the offsets it stores, so that until the slots get the new values
+    (after the commit, C-3) a reader takes the offset from LMDB, waiting
+    for this transaction (C-3: a cleared slot is claimed from LMDB in a
+    write transaction). Without it, a process killed between the commit
+    point and the slot stores leaves the old offsets in the slots, and the
+    next consumer of the group processes the transaction's inputs again."""
+    table = meta.cursors
+    if table is None:
+        return
+    for topic, p in offsets:
+        k = okey(group, topic, p)
+        slot = meta._slot_in(txn, k, create=False)
+        if slot is not None:
+            table.by_okey.pop(k, None)
+            _slot_clear(table, slot)()
 
 
 def write_markers(log: LogStore, pid: int, epoch: int, kind: int,
@@ -321,33 +343,37 @@ def _docs(meta: Any, txn: Any) -> list[tuple[str, dict[str, Any]]]:
 
 
 class TxnView:
-    """A read_committed reader's look at the transactions, taken once per
-    poll: the last stable offset of each partition (X-4) and the aborted
-    ranges (X-8), loaded per partition when first asked."""
+    """A read_committed reader's look at the transactions during one poll:
+    the last stable offset of a partition (X-4) and its aborted ranges
+    (X-8). ``stale``: an open transaction it saw should be aborted (X-9).
+
+    The reader must read a partition's end before asking for its last
+    stable offset, which reads LMDB then: a transactional batch below that
+    end was appended after its partition's registration committed, so the
+    registration (or the decision that removed it, with its X-8 entries)
+    is seen."""
 
     def __init__(self, log: LogStore) -> None:
         self._log = log
-        meta = log.meta
         now = _now_ms()
-        # (topic, partition) -> lowest registered first offset of an open txn
-        self._open: dict[tuple[str, int], int] = {}
-        self.stale = False
-        with meta._txn("read transactions") as txn:
-            for _tid, doc in _docs(meta, txn):
-                if doc.get("state") != "ongoing":
-                    continue
-                if _stale(doc, now):
-                    self.stale = True
-                for topic, p, first in doc["partitions"]:
-                    k = (topic, p)
-                    if k not in self._open or first < self._open[k]:
-                        self._open[k] = first
+        self.stale = any(_stale(doc, now) for doc in self._open_docs())
         self._aborted: dict[tuple[str, int], dict[int, list[tuple[int, int]]]] = {}
 
+    def _open_docs(self) -> list[dict[str, Any]]:
+        meta = self._log.meta
+        with meta._txn("read transactions") as txn:
+            return [doc for _tid, doc in _docs(meta, txn) if doc.get("state") == "ongoing"]
+
     def last_stable(self, topic: str, partition: int, end: int) -> int:
-        """X-4: the offset read_committed reads stop at."""
-        first = self._open.get((topic, partition))
-        return end if first is None or first > end else first
+        """X-4: the offset read_committed reads of a partition whose end
+        offset was just read as ``end`` stop at."""
+        lso = end
+        for doc in self._open_docs():
+            for t, p, first in doc["partitions"]:
+                if t == topic and p == partition and first < lso:
+                    lso = first
+        self._aborted.pop((topic, partition), None)    # read after this
+        return lso
 
     def _entries(self, topic: str, partition: int) -> dict[int, list[tuple[int, int]]]:
         k = (topic, partition)

@@ -18,7 +18,7 @@ LAYERS = [
     NATIVE,
     {"batch", "index"},
     {"segment", "identity", "metalock", "topicdirs"},
-    {"sharedstate", "segmentlist"},
+    {"sharedstate", "segmentlist", "producerstate"},
     {"retention", "cleanshutdown"},
     {"reader", "writer", "recovery"},
     {"partition"},
@@ -26,9 +26,9 @@ LAYERS = [
     {"metadata", "topicadmin", "admin", "expiry"},
     {"store"},
     {"group", "delivery", "deadletter", "deserialize", "offsetreset", "consumerargs",
-     "rebalance", "sharestate", "shareops"},
+     "rebalance", "sharestate", "shareops", "transactions"},
     {"producer", "consumer", "positions", "fetching", "accumulator", "shareconsumer",
-     "redrive"},
+     "redrive", "txnproducer"},
     {"log"},
     {"sqliteoffsets", "dedup"},     # helpers over the public Consumer API
     {"outbox", "outboxsource"},     # the transactional outbox: table, rows in order
