@@ -19,8 +19,8 @@ committed for rows of one key (topic and key; rows of different keys may
 be published in another order), and never a row of a transaction that
 rolled back.
 
-Databases: SQLite (a ``sqlite3.Connection``) and PostgreSQL (a psycopg 3
-connection, ``pip install 'pylog[outbox]'``). Rows are numbered by an id
+Databases: SQLite (a ``sqlite3.Connection``) and PostgreSQL 13 or later (a
+psycopg 3 connection, ``pip install 'pylog[outbox]'``). Rows are numbered by an id
 that only grows (SQLite ``AUTOINCREMENT``: never reused; PostgreSQL a
 ``bigserial``). On PostgreSQL each row also stores the id of the
 transaction that wrote it (``pg_current_xact_id()``, ``xid8``): ids are
@@ -35,7 +35,9 @@ PostgreSQL aborts one, as for row locks). On SQLite writers are serialized
 by the database itself.
 
 Rows added with plain SQL are published too (the relay reads the table);
-``headers`` is then NULL or the JSON :func:`encode_headers` writes.
+``headers`` is then NULL or the JSON :func:`encode_headers` writes. On
+PostgreSQL such rows lack the key lock: rows of one key from transactions
+that overlap may then be published in id order rather than commit order.
 A PostgreSQL table gets a trigger that notifies channel :func:`channel`
 on every insert, so a relay wakes at once.
 

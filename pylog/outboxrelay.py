@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
@@ -76,8 +77,9 @@ def transactional_id(name: str) -> str:
 @dataclass(frozen=True)
 class Progress:
     """What one step of :meth:`OutboxRelay.run` did: ``rows`` published
-    now, ``total`` published by this relay name ever, ``position`` after
-    it, ``pending`` rows committed in the table and not yet published."""
+    now (0: it went idle), ``total`` published by this relay name ever,
+    ``position`` after it, ``pending`` rows committed in the table and not
+    yet published (counted at most once a second while busy)."""
     rows: int
     total: int
     position: Position
@@ -118,12 +120,16 @@ class OutboxRelay:
             # the producer first: it fences an older relay and aborts its
             # open transaction, so the position read next is the last one
             self._producer = log.producer(transactional_id=transactional_id(name))
+        except BaseException:
+            self.source.close()
+            raise
+        try:
             self.position, self.total = self._load()
             self.source.check(self.position)
             if delete_published:
                 self.source.delete_published(self.position)
         except BaseException:
-            self.source.close()
+            self.close()
             raise
         self._commits = 0
 
@@ -226,18 +232,16 @@ class OutboxRelay:
         the database has news (at most ``max_wait`` seconds). After every
         published batch, and when it goes idle, calls ``on_progress``."""
         idle_reported = False
+        counted = (-1.0, 0)         # (when, pending): counted at most once a second
         while stop is None or not stop.is_set():
             n = self.step()
-            if n:
-                idle_reported = False
-                if on_progress is not None:
-                    on_progress(Progress(n, self.total, self.position,
-                                         self.pending()))
-                continue
-            if on_progress is not None and not idle_reported:
-                idle_reported = True
-                on_progress(Progress(0, self.total, self.position, self.pending()))
-            self.source.wait(max_wait, stop)
+            if on_progress is not None and (n or not idle_reported):
+                if not n or time.monotonic() - counted[0] >= 1.0:
+                    counted = (time.monotonic(), self.pending())
+                on_progress(Progress(n, self.total, self.position, counted[1]))
+            idle_reported = not n
+            if not n:
+                self.source.wait(max_wait, stop)
 
     def close(self) -> None:
         """Close the producer (aborting nothing: no transaction is open

@@ -133,9 +133,16 @@ class SQLiteSource:
                                      (pos.after_id,)).fetchone()[0])
 
     def delete_published(self, pos: Position) -> None:
-        """Delete the rows ``pos`` includes (they are in the log)."""
-        with self.conn:
-            self.conn.execute(f"DELETE FROM {self.table} WHERE id <= ?", (pos.after_id,))
+        """Delete the rows ``pos`` includes (they are in the log). When the
+        application holds the write lock past the busy timeout, they are
+        left for the next call (which deletes everything up to its
+        position): publishing need not wait for a cleanup."""
+        try:
+            with self.conn:
+                self.conn.execute(f"DELETE FROM {self.table} WHERE id <= ?", (pos.after_id,))
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
 
     def _data_version(self) -> int:
         return int(self.conn.execute("PRAGMA data_version").fetchone()[0])

@@ -5,6 +5,7 @@ machine's real PostgreSQL (a schema per test)."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -284,3 +285,27 @@ def test_position_records_below_the_newest_are_trimmed(outbox_db, log, monkeypat
     with OutboxRelay(db.url, log, table=db.table) as relay:
         assert relay.total == 20 and relay.drain() == 4
     check_exactly_once(read_all(log), rows_of(24))
+
+
+def test_cli_relay_runs_until_sigterm_and_prints_progress(tmp_path, outbox_db, log):
+    import childproc
+    db = outbox_db
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = childproc.start("import sys; from pylog.cli import main; sys.exit(main())",
+                           "outbox", "relay", db.url, str(tmp_path / "log"),
+                           "--table", db.table, env=env)
+    try:
+        first = childproc.readline(proc, timeout=60)
+        assert b"position id 0, total 0" in first
+        assert b"published 0 rows (total 0)" in childproc.readline(proc, timeout=60)  # idle
+        add(db, rows_of(12))                  # wakes it: NOTIFY / data_version
+        line = childproc.readline(proc, timeout=60)
+        while b"pending 0" not in line or b"total 12" not in line:
+            line = childproc.readline(proc, timeout=60)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, childproc.stderr_tail(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    check_exactly_once(read_all(log), rows_of(12))

@@ -79,7 +79,7 @@ def cmd_relay(args) -> int:
     def show(p: Progress) -> None:
         last[1] += p.rows
         now = time.monotonic()
-        if args.quiet or (p.rows and now - last[0] < 1.0):
+        if p.rows and now - last[0] < 1.0:
             return
         last[0] = now
         print(f"relay {args.name}: published {last[1]} rows (total {p.total}), "
@@ -88,7 +88,7 @@ def cmd_relay(args) -> int:
 
     log = pylog.open(args.path)
     with log, OutboxRelay(args.db, log, name=args.name, table=args.table,
-                              batch_size=args.batch_size) as relay:
+                          batch_size=args.batch_size) as relay:
         if not args.quiet:
             print(f"relay {args.name}: {relay.source.dialect} table {args.table} -> "
                   f"{args.path}; position {relay.position}, total {relay.total}", flush=True)
@@ -98,6 +98,6 @@ def cmd_relay(args) -> int:
                 print(f"relay {args.name}: published {n} rows (total {relay.total}), "
                       f"position {relay.position}, pending {relay.pending()}")
         else:
-            relay.run(stop, on_progress=show)
+            relay.run(stop, on_progress=None if args.quiet else show)
     sys.stdout.flush()
     return EXIT_OK
