@@ -90,6 +90,7 @@ def test_kafka_python_parses_transactional_and_control_batches(log):
     p = log.producer(transactional_id="tx")
     with p.transaction():
         p.send("t", b"a", partition=0)
+        p.send("t", b"a2", partition=0)      # (the per-record path, X-1 all the same)
         p.send_batch("t", [b"b", b"c"], partition=0)
     p.begin_transaction()
     p.send("t", b"d", partition=0)
@@ -98,18 +99,19 @@ def test_kafka_python_parses_transactional_and_control_batches(log):
     idem.send("t", b"e", partition=0)
     got = kafka_batches(log, "t", 0)
     kinds = [(b.is_transactional, b.is_control_batch) for b, _ in got]
-    assert kinds == [(True, False), (True, False), (True, True), (True, False),
-                     (True, True), (False, False)]
+    assert kinds == [(True, False), (True, False), (True, False), (True, True),
+                     (True, False), (True, True), (False, False)]
     b0, r0 = got[0]
     assert (b0.producer_id, b0.producer_epoch, b0.base_sequence) == (p.producer_id, 0, 0)
-    assert got[1][0].base_sequence == 1            # +records of the batch before
-    assert [r.value for r in got[1][1]] == [b"b", b"c"]
-    commit, abort = got[2][1][0], got[4][1][0]
+    assert [(b.producer_id, b.producer_epoch, b.base_sequence) for b, _ in got[1:3]] == \
+        [(p.producer_id, 0, 1), (p.producer_id, 0, 2)]   # +records of the one before
+    assert [r.value for r in got[2][1]] == [b"b", b"c"]
+    commit, abort = got[3][1][0], got[5][1][0]
     assert (commit.type, commit.version, commit.commit) == (1, 0, True)
     assert (abort.type, abort.abort) == (0, True)
-    assert got[2][0].producer_epoch == 0 and got[4][0].producer_epoch == 1
-    assert got[3][0].producer_epoch == 0
-    e = got[5][0]
+    assert got[3][0].producer_epoch == 0 and got[5][0].producer_epoch == 1
+    assert got[4][0].producer_epoch == 0
+    e = got[6][0]
     assert e.producer_id == idem.producer_id != p.producer_id and e.base_sequence == 0
 
 
