@@ -489,6 +489,14 @@ typedef struct {
     int64_t hold_gap_ns;
     int64_t last_ring_ns;
     pl_append_out out;
+    /* X-1: with producer_set non-zero, the batches carry these producer
+     * fields and attribute bits; else B-1's -1s */
+    int64_t producer_id;
+    int32_t base_sequence;
+    int16_t producer_epoch;
+    int16_t producer_attributes;
+    int32_t producer_set;
+    int32_t reserved2;
 } pl_appender;
 
 /* The packed form (as pl_batch_encode_packed). */

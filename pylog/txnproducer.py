@@ -88,6 +88,8 @@ class IdempotentProducer(Producer):
         self._txn_parts: dict[tuple[str, int], Partition] = {}
         self._txn_offsets: dict[str, dict[tuple[str, int], int]] = {}
         self._txn_inputs: set[tuple[str, int]] = set()
+        # partitions whose producer state this transaction checked (X-3)
+        self._checked: set[tuple[str, int]] = set()
         self._fenced: ProducerFencedError | None = None
         if transactional_id is None:
             self.producer_id = transactions.allocate_producer_id(log)
@@ -125,10 +127,21 @@ class IdempotentProducer(Producer):
                                           batch.TRANSACTIONAL_MASK if tid else 0)
             writer = part.writer
             assert writer is not None          # (_check refused a read-only log)
-            base: int = self._guard(lambda: writer.append_producer(
-                records, fields, compression=part.config.compression, sync=tid is None))
+            base = None
+            if key in self._checked and len(records) == 1 and not records[0][3] and \
+                    part.config.compression is None:
+                # the per-record path: this partition's state was checked
+                # by the transaction's first batch there (X-3, X-5)
+                ts, k, v, _ = records[0]
+                base = writer.append_one_producer(ts, k, v, fields)
+            if base is None:
+                base = self._guard(lambda: writer.append_producer(
+                    records, fields, compression=part.config.compression,
+                    sync=tid is None))
+                if tid is not None:
+                    self._checked.add(key)
             self._seqs[key] = (seq + len(records)) & _SEQ_MASK
-            return base
+            return int(base)
 
     def _guard(self, fn: Any) -> Any:
         """Run ``fn``; a ProducerFencedError makes this producer unusable."""
@@ -161,6 +174,7 @@ class IdempotentProducer(Producer):
                 raise TransactionError("begin_transaction: a transaction is already "
                                        "open; commit or abort it first")
             self._in_txn = True
+            self._checked = set()
             self._txn_parts = {}
             self._txn_offsets = {}
             self._txn_inputs = set()

@@ -265,6 +265,37 @@ class Writer:
             self._sync_through(target)
         return base
 
+    def append_one_producer(self, timestamp_ms: int, key, value,
+                            fields: batch.ProducerFields):
+        """:meth:`append_one` (no header) with producer fields (X-1), never
+        made durable here: a transaction's record after its first batch in
+        the partition, whose producer state that batch checked (X-3, X-5
+        are not checked again). Returns the offset, or None when the
+        caller must use :meth:`append_producer`."""
+        with self._wlock:
+            if self._forked or self._part.status is not OPEN:
+                return None
+            seg = self._active
+            m = self._appender_map
+            if m is None or seg is None or seg._wptr is not m:
+                if self._appender_ready() is None:
+                    return None
+            else:
+                seg.used = True
+            a = self._appender
+            (a.producer_id, a.producer_epoch, a.base_sequence,
+             a.producer_attributes) = fields
+            a.producer_set = 1
+            try:
+                rc = _native.append_record(a, timestamp_ms, key or b"",
+                                           -1 if key is None else len(key), value or b"",
+                                           -1 if value is None else len(value))
+            finally:
+                a.producer_set = 0
+            # (anything but an offset — room, a roll, an error — is the
+            # general path's to handle or report: nothing was published)
+            return rc if rc >= 0 else None
+
     def _append_producer_locked(self, records, fields, compression) -> int:
         """Under the append lock: the X-3 check against the partition's
         producer state (brought up to date first), then the append."""

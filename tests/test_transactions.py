@@ -90,6 +90,7 @@ def test_kafka_python_parses_transactional_and_control_batches(log):
     p = log.producer(transactional_id="tx")
     with p.transaction():
         p.send("t", b"a", partition=0)
+        p.send("t", b"a2", partition=0)      # (the per-record path, X-1 all the same)
         p.send_batch("t", [b"b", b"c"], partition=0)
     p.begin_transaction()
     p.send("t", b"d", partition=0)
@@ -98,18 +99,19 @@ def test_kafka_python_parses_transactional_and_control_batches(log):
     idem.send("t", b"e", partition=0)
     got = kafka_batches(log, "t", 0)
     kinds = [(b.is_transactional, b.is_control_batch) for b, _ in got]
-    assert kinds == [(True, False), (True, False), (True, True), (True, False),
-                     (True, True), (False, False)]
+    assert kinds == [(True, False), (True, False), (True, False), (True, True),
+                     (True, False), (True, True), (False, False)]
     b0, r0 = got[0]
     assert (b0.producer_id, b0.producer_epoch, b0.base_sequence) == (p.producer_id, 0, 0)
-    assert got[1][0].base_sequence == 1            # X-1: +records of the batch before
-    assert [r.value for r in got[1][1]] == [b"b", b"c"]
-    commit, abort = got[2][1][0], got[4][1][0]
+    assert [(b.producer_id, b.producer_epoch, b.base_sequence) for b, _ in got[1:3]] == \
+        [(p.producer_id, 0, 1), (p.producer_id, 0, 2)]   # X-1: +records of the one before
+    assert [r.value for r in got[2][1]] == [b"b", b"c"]
+    commit, abort = got[3][1][0], got[5][1][0]
     assert (commit.type, commit.version, commit.commit) == (1, 0, True)
     assert (abort.type, abort.abort) == (0, True)
-    assert got[2][0].producer_epoch == 0 and got[4][0].producer_epoch == 1   # X-2
-    assert got[3][0].producer_epoch == 0
-    e = got[5][0]
+    assert got[3][0].producer_epoch == 0 and got[5][0].producer_epoch == 1   # X-2
+    assert got[4][0].producer_epoch == 0
+    e = got[6][0]
     assert e.producer_id == idem.producer_id != p.producer_id and e.base_sequence == 0
 
 
@@ -433,3 +435,61 @@ def test_transaction_timeout_aborts_and_fences_a_live_owner(log):
     assert values(rc) == [(0, b"plain")]       # not held back for good
     with pytest.raises(pylog.ProducerFencedError):
         p.commit_transaction()
+
+
+def test_compressed_topic_in_transactions(log):
+    """X-1 with zstd: the batch is compressed as a whole, the producer fields
+    stay in the header; read_committed decodes it or passes over it."""
+    log.create_topic("z", partitions=1, compression="zstd")
+    p = log.producer(transactional_id="tx")
+    with p.transaction():
+        p.send_batch("z", [b"a" * 200, b"b" * 200])
+        p.send("z", b"c")
+    p.begin_transaction()
+    p.send("z", b"gone")
+    p.abort_transaction()
+    rc = committed_reader(log, "z")
+    assert [v for _, v in values(rc)] == [b"a" * 200, b"b" * 200, b"c"]
+    got = kafka_batches(log, "z", 0)
+    assert got[0][0].compression_type == 4 and got[0][0].is_transactional
+
+
+def test_blocked_poll_passes_over_markers(log):
+    """X-2 on the wake-up path: a read_uncommitted poll blocked on one
+    partition wakes for the COMMIT marker and returns nothing for it."""
+    c = log.consumer(auto_offset_reset="earliest")
+    c.assign([T0])
+    assert c.poll(timeout=0.05) == []
+    p = log.producer(transactional_id="tx")
+    with p.transaction():
+        p.send("t", b"v", partition=0)
+    assert [r.value for r in c.poll(timeout=0.5)] == [b"v"]
+    assert c.poll(timeout=0.1) == []
+    assert c.position(T0) == 2
+
+
+CRASH_AFTER_COMMIT_POINT = r"""
+import os, signal, sys, pylog
+from pylog import transactions
+log = pylog.open(sys.argv[1])
+p = log.producer(transactional_id="tx")
+p.begin_transaction()
+p.send("t", b"kept", partition=0)
+p.flush()
+transactions.end(log, "tx", p.producer_id, p.epoch, True, {})    # the commit point
+os.kill(os.getpid(), signal.SIGKILL)                              # before the markers
+"""
+
+
+def test_killed_after_the_commit_point(log, tmp_path, child_env):
+    """X-6: the decision is the LMDB commit; the COMMIT marker a kill left
+    out is written by the next instance."""
+    proc = childproc.start(CRASH_AFTER_COMMIT_POINT, tmp_path / "log", env=child_env)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, childproc.stderr_tail(proc)
+    assert values(committed_reader(log, "t")) == [(0, b"kept")]
+    assert [b.is_control_batch for b, _ in kafka_batches(log, "t", 0)] == [False]
+    log.producer(transactional_id="tx")
+    got = kafka_batches(log, "t", 0)
+    assert [b.is_control_batch for b, _ in got] == [False, True]
+    assert got[1][1][0].type == batch.COMMIT
