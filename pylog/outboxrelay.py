@@ -30,8 +30,11 @@ is pending the relay sleeps until the database says something committed:
 PostgreSQL LISTEN/NOTIFY (the table's trigger), SQLite ``PRAGMA
 data_version`` polled with backoff (5 ms to 250 ms).
 
-A row naming a topic the log does not have stops the relay (TopicNotFound)
-with nothing published: create the topic and restart; it is never skipped.
+A row the log refuses stops the relay with the error and nothing of its
+batch published (TopicNotFound for a topic the log lacks, RecordTooLarge,
+InvalidArgument for headers that are not :func:`pylog.outbox.encode_headers`
+JSON): fix the cause and restart; a row is never skipped. So does a
+database error (the driver's own exception, e.g. a lost connection).
 
 Thread safety: one thread runs a relay; ``stop`` (a threading.Event) may
 be set from any thread. Durability: a batch is durable in the log as the

@@ -309,3 +309,38 @@ def test_cli_relay_runs_until_sigterm_and_prints_progress(tmp_path, outbox_db, l
             proc.kill()
             proc.wait()
     check_exactly_once(read_all(log), rows_of(12))
+
+
+def test_cli_relay_exits_with_one_line_when_the_database_goes(tmp_path, log):
+    """A lost PostgreSQL connection ends the relay with exit status 2 and one
+    line (a supervisor restarts it; nothing is skipped)."""
+    import uuid
+
+    import childproc
+    db = PgSchema()
+    try:
+        c = db.connect()
+        outbox.install(c, db.table)
+        c.close()
+        app = "relay-" + uuid.uuid4().hex[:8]
+        env = dict(os.environ, PYTHONPATH=ROOT)
+        proc = childproc.start("import sys; from pylog.cli import main; sys.exit(main())",
+                               "outbox", "relay", f"{db.url}?application_name={app}",
+                               str(tmp_path / "log"), "--table", db.table, env=env)
+        try:
+            childproc.readline(proc, timeout=60)
+            assert b"published 0 rows" in childproc.readline(proc, timeout=60)   # idle
+            admin = db.connect(autocommit=True)
+            killed = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                   "WHERE application_name = %s", (app,)).fetchall()
+            admin.close()
+            assert killed == [(True,)]
+            assert proc.wait(60) == 2
+            err = childproc.stderr_tail(proc)
+            assert err.startswith("pylog: error: database ") and "Traceback" not in err, err
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    finally:
+        db.drop()

@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 
-from .args import add_command, int_in
+from .args import CliError, add_command, int_in
 from .runner import EXIT_OK, require_log
 
 DB_HELP = ("the database: sqlite:///relative/path.db, sqlite:////absolute/path.db "
@@ -34,8 +34,11 @@ def register(subs) -> None:
     i.set_defaults(func=cmd_install)
     r = add_command(acts, "relay", "publish the outbox rows to the log, exactly once",
                     "Runs until interrupted (SIGINT, SIGTERM) or, with --until-idle, until\n"
-                    "no committed row is pending. A second relay of the same --name fences\n"
-                    "this one. Consumers must read with isolation_level='read_committed'.\n"
+                    "no committed row is pending; a database error (a lost connection) or a\n"
+                    "row the log refuses (its topic missing) ends it with exit status 2,\n"
+                    "nothing skipped: run it under a supervisor that restarts it. A second\n"
+                    "relay of the same --name fences this one. Consumers must read with\n"
+                    "isolation_level='read_committed'.\n"
                     "Prints a progress line per second of work: rows published, total,\n"
                     "position, rows pending.\n\n"
                     "examples:\n  pylog outbox relay sqlite:///shop.db data/events\n"
@@ -54,6 +57,29 @@ def register(subs) -> None:
     r.set_defaults(func=cmd_relay)
 
 
+def _db_errors() -> tuple:
+    """The database drivers' error classes (a lost connection, a locked
+    file): one line and exit 2, as pylog's own errors."""
+    import sqlite3
+    errors: list = [sqlite3.Error]
+    try:
+        import psycopg
+        errors.append(psycopg.Error)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def _with_db_errors(cmd):
+    def run(args) -> int:
+        try:
+            return cmd(args)
+        except _db_errors() as exc:
+            raise CliError(f"database {args.db}: {str(exc).strip()}") from None
+    return run
+
+
+@_with_db_errors
 def cmd_install(args) -> int:
     from ..outbox import install
     from ..outboxsource import connect
@@ -66,6 +92,7 @@ def cmd_install(args) -> int:
     return EXIT_OK
 
 
+@_with_db_errors
 def cmd_relay(args) -> int:
     import pylog
 
