@@ -186,18 +186,27 @@ def test_pg_rows_of_one_key_are_numbered_in_commit_order():
     """add() locks the key first: a second transaction adding to the same
     key waits for the first to commit, so ids follow commit order (O-3)."""
     db = fresh_pg()
+    t1, t2 = db.connect(), db.connect()
     try:
-        t1, t2 = db.connect(), db.connect()
         id1 = outbox.add(t1, "t", b"a", key=b"k", table=db.table)
         got = {}
 
         def second():
             got["id"] = outbox.add(t2, "t", b"b", key=b"k", table=db.table)
             t2.commit()
+        t2_pid = t2.info.backend_pid
         th = threading.Thread(target=second)
         th.start()
-        th.join(0.5)
-        assert th.is_alive(), "the second add of key k did not wait for the first"
+        watcher = db.connect(autocommit=True)
+        while True:                 # until t2 waits on an advisory lock, or is done
+            waiting = watcher.execute(
+                "SELECT 1 FROM pg_locks WHERE pid = %s AND locktype = 'advisory' "
+                "AND NOT granted", (t2_pid,)).fetchone()
+            if waiting or not th.is_alive():
+                break
+            time.sleep(0.01)
+        watcher.close()
+        assert waiting and th.is_alive(), "the second add of key k did not wait for the first"
         other = db.connect()
         outbox.add(other, "t", b"c", key=b"other", table=db.table)  # another key: no wait
         other.commit()
@@ -205,9 +214,9 @@ def test_pg_rows_of_one_key_are_numbered_in_commit_order():
         t1.commit()
         th.join(10)
         assert got["id"] > id1
-        t1.close()
-        t2.close()
     finally:
+        t1.close()          # (an open transaction would hold DROP SCHEMA)
+        t2.close()
         db.drop()
 
 
