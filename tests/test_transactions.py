@@ -493,3 +493,24 @@ def test_killed_after_the_commit_point(log, tmp_path, child_env):
     got = kafka_batches(log, "t", 0)
     assert [b.is_control_batch for b, _ in got] == [False, True]
     assert got[1][1][0].type == batch.COMMIT
+
+
+def test_offsets_of_a_member_that_lost_its_partition_are_refused(log):
+    """X-6 with Kafka's group check: a consumer that lost the partition to a
+    rebalance cannot commit its offsets through a transaction."""
+    log.producer().send_batch("in", [b"0", b"1"])
+    c = log.consumer("in", group_id="g", auto_offset_reset="earliest",
+                     enable_auto_commit=False)
+    assert len(c.poll(timeout=0.5)) == 2
+    p = log.producer(transactional_id="tx")
+    p.begin_transaction()
+    p.send("t", b"out", partition=0)
+    p.send_offsets_to_transaction(c)
+    # the group moves on without c (another member now owns the partition)
+    log.meta.update_group("g", lambda doc, commit: doc.update(
+        generation=doc["generation"] + 1, members={}, assignment={}, owners={}))
+    with pytest.raises(pylog.CommitFailedError):
+        p.commit_transaction()
+    p.abort_transaction()
+    assert log.meta.committed("g", "in", 0) is None
+    assert values(committed_reader(log, "t"), 0.1) == []
