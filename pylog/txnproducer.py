@@ -132,15 +132,15 @@ class IdempotentProducer(Producer):
             if key in self._checked and len(records) == 1 and not records[0][3] and \
                     part.config.compression is None:
                 # the per-record path: this partition's state was checked
-                # by the transaction's first batch there
+                # by this producer's (this transaction's) first batch there
+                #
                 ts, k, v, _ = records[0]
-                base = writer.append_one_producer(ts, k, v, fields)
+                base = writer.append_one_producer(ts, k, v, fields, sync=tid is None)
             if base is None:
                 base = self._guard(lambda: writer.append_producer(
                     records, fields, compression=part.config.compression,
                     sync=tid is None))
-                if tid is not None:
-                    self._checked.add(key)
+                self._checked.add(key)
             self._seqs[key] = (seq + len(records)) & _SEQ_MASK
             return int(base)
 

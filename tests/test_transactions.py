@@ -153,8 +153,9 @@ def test_idempotent_producer_sends_and_numbers_batches(log):
     p = log.producer(idempotent=True)
     assert p.send("t", b"a", partition=1).offset == 0
     assert [m.offset for m in p.send_batch("t", [b"b", b"c"], partition=1)] == [1, 2]
-    seqs = [b.base_sequence for b, _ in kafka_batches(log, "t", 1)]
-    assert seqs == [0, 1]
+    assert p.send("t", b"d", partition=1).offset == 3     # (the one-call append)
+    seqs = [(b.producer_id, b.base_sequence) for b, _ in kafka_batches(log, "t", 1)]
+    assert seqs == [(p.producer_id, 0), (p.producer_id, 1), (p.producer_id, 3)]
     with pytest.raises(pylog.TransactionError):
         p.begin_transaction()                  # not transactional
     q = log.producer(idempotent=True)
