@@ -312,7 +312,7 @@ class Writer:
             state = self._producers = PartitionProducers(self.name)
         if st.active_position:
             state.catch_up(seg.base_offset, seg.mapped(st.active_position),
-                           st.active_position)
+                           st.active_position, seg.read_index)
         dup = state.check(fields, len(records))
         if dup is not None:
             return dup

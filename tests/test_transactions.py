@@ -515,3 +515,30 @@ def test_offsets_of_a_member_that_lost_its_partition_are_refused(log):
     p.abort_transaction()
     assert log.meta.committed("g", "in", 0) is None
     assert values(committed_reader(log, "t"), 0.1) == []
+
+
+def test_producer_state_read_from_the_segment_tail(log, tmp_path):
+    """X-3 at a process's first use reads only the active segment's last
+    4 MiB (from an index entry): a batch beyond that is appended again,
+    one within it is recognised."""
+    from pylog import producerstate
+    log.create_topic("big", partitions=1, segment_bytes=64 << 20)
+    part = log.partition("big", 0)
+    pid = log.producer(idempotent=True).producer_id
+    old = [(1, None, b"old", ())]
+    fields = batch.ProducerFields(pid, 0, 0, 0)
+    first = part.writer.append_producer(old, fields)
+    filler = log.producer()
+    for _ in range(8):
+        filler.send_batch("big", [b"f" * 1000] * 1000)      # 8 MB after it
+    recent = [(2, None, b"recent", ())]
+    recent_fields = batch.ProducerFields(pid, 0, 1, 0)
+    recent_at = part.writer.append_producer(recent, recent_fields)
+    log.close()
+    lg = pylog.open(tmp_path / "log")
+    part = lg.partition("big", 0)
+    end = part.state().next_offset
+    assert part.writer.append_producer(recent, recent_fields) == recent_at
+    assert part.writer.append_producer(old, fields) == end != first
+    assert producerstate.SCAN_BYTES == 4 << 20
+    lg.close()
