@@ -83,11 +83,14 @@ class PartitionProducers:
     def catch_up(self, seg_base: int, m: Any, end: int,
                  index: Callable[[], bytes]) -> None:
         """Read the headers of the batches of the active segment (base
-        ``seg_base``, mapped as ``m``) between what was read and ``end``;
-        a segment not read yet from its last :data:`SCAN_BYTES` on, found
-        through its offset index (I-1), which ``index()`` reads."""
+        ``seg_base``, mapped as ``m``) between what was read and ``end``,
+        at most about the last :data:`SCAN_BYTES` of them (from the batch
+        of an offset index entry, I-1, which ``index()`` reads)."""
         if seg_base != self._seg_base or self._pos > end:
             self._seg_base, self._pos = seg_base, _tail_start(m, end, index())
+        elif end - self._pos > SCAN_BYTES:
+            # (others appended much since: their older batches are skipped)
+            self._pos = max(self._pos, _tail_start(m, end, index()))
         pos = self._pos
         while pos < end:
             h = batch.read_header(m, pos, end)
