@@ -10,7 +10,7 @@ and, under the append lock, first reads the headers of the batches other
 writers appended since it last looked (only those bytes), so the state is
 the partition's whatever process appended; the first use in a process
 reads the active segment from its start (a restart keeps what that segment
-holds).
+holds, from its last 4 MiB: :data:`SCAN_BYTES`).
 
 Thread safety: used under the writer lock and the partition's append lock
 only. Durability: nothing of its own; it is as durable as the batches it
@@ -19,14 +19,46 @@ reads.
 
 from __future__ import annotations
 
+import struct
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from . import batch
-from .errors import ProducerFencedError
+from .errors import CorruptLogError, ProducerFencedError
+
+_ENTRY = struct.Struct(">ii")          # I-1: relative offset, position
 
 # X-3: batches remembered per producer and partition (Kafka keeps 5)
 BATCHES_KEPT = 5
+
+
+# X-3: how much of the active segment a process reads at its first use
+SCAN_BYTES = 4 << 20
+
+
+def _tail_start(m: Any, end: int, index: bytes) -> int:
+    """The position of the batch of the last index entry at or before
+    ``end - SCAN_BYTES`` (0 when there is none, or when the index, derived
+    data, does not point at a valid batch there)."""
+    target = end - SCAN_BYTES
+    lo, hi = 0, len(index) // 8
+    if target <= 0 or not hi:
+        return 0
+    while lo < hi:                     # (positions increase, I-1)
+        mid = (lo + hi) // 2
+        if _ENTRY.unpack_from(index, mid * 8)[1] > target:
+            hi = mid
+        else:
+            lo = mid + 1
+    if lo == 0:
+        return 0
+    pos: int = _ENTRY.unpack_from(index, (lo - 1) * 8)[1]
+    try:
+        batch.read_header(m, pos, end)
+    except CorruptLogError:
+        return 0
+    return pos
 
 
 class _Producer:
@@ -48,11 +80,17 @@ class PartitionProducers:
         self._seg_base = -1
         self._pos = 0
 
-    def catch_up(self, seg_base: int, m: Any, end: int) -> None:
+    def catch_up(self, seg_base: int, m: Any, end: int,
+                 index: Callable[[], bytes]) -> None:
         """Read the headers of the batches of the active segment (base
-        ``seg_base``, mapped as ``m``) between what was read and ``end``."""
+        ``seg_base``, mapped as ``m``) between what was read and ``end``,
+        at most about the last :data:`SCAN_BYTES` of them (from the batch
+        of an offset index entry, I-1, which ``index()`` reads)."""
         if seg_base != self._seg_base or self._pos > end:
-            self._seg_base, self._pos = seg_base, 0
+            self._seg_base, self._pos = seg_base, _tail_start(m, end, index())
+        elif end - self._pos > SCAN_BYTES:
+            # (others appended much since: their older batches are skipped)
+            self._pos = max(self._pos, _tail_start(m, end, index()))
         pos = self._pos
         while pos < end:
             h = batch.read_header(m, pos, end)

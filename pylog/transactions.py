@@ -41,7 +41,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from . import batch
+from . import batch, groupstate
 from .commitstore import _slot_clear, okey
 from .errors import CorruptLogError, ProducerFencedError, TopicNotFound
 from .liveness import HOST, process_start_time
@@ -232,12 +232,16 @@ def register(log: LogStore, tid: str, pid: int, epoch: int, topic: str,
 
 
 def end(log: LogStore, tid: str, pid: int, epoch: int, commit: bool,
-        offsets: Mapping[str, Mapping[tuple[str, int], int]]) -> tuple[int, list[Marker]]:
+        offsets: Mapping[str, Mapping[tuple[str, int], int]],
+        members: Mapping[str, str] | None = None) -> tuple[int, list[Marker]]:
     """The commit point: decide ``tid``'s open transaction in one write
     transaction. COMMIT also stores ``offsets`` ({group: {(topic,
-    partition): offset}}, M-6); ABORT writes X-8 entries and bumps the
-    epoch. Returns (the producer's epoch from now on, the partitions that
-    need a control batch). Raises ProducerFencedError (nothing stored)."""
+    partition): offset}}, M-6), each group's only if its member in
+    ``members`` ({group: member id}) still owns every partition named
+    (else CommitFailedError, nothing stored: Kafka's group metadata check);
+    ABORT writes X-8 entries and bumps the epoch. Returns (the producer's
+    epoch from now on, the partitions that need a control batch). Raises
+    ProducerFencedError (nothing stored)."""
     meta = log.meta
     after: list[Any] = []
     now = _now_ms()
@@ -248,8 +252,11 @@ def end(log: LogStore, tid: str, pid: int, epoch: int, commit: bool,
             markers: list[Marker] = [(t, p) for t, p, _ in doc["partitions"]]
             for group, offs in offsets.items():
                 if offs:
+                    state = meta._group_in(txn, group)
+                    if members and group in members:
+                        groupstate.fence(state, group, members[group], offs)
                     _release_slots(meta, txn, group, offs)
-                    owners = meta._group_in(txn, group).owners
+                    owners = state.owners
                     meta.store_offsets(txn, group, dict(offs), now, owners, after)
             doc["partitions"] = []
             doc["state"] = "ready"

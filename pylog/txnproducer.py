@@ -88,6 +88,7 @@ class IdempotentProducer(Producer):
         self._txn_parts: dict[tuple[str, int], Partition] = {}
         self._txn_offsets: dict[str, dict[tuple[str, int], int]] = {}
         self._txn_inputs: set[tuple[str, int]] = set()
+        self._txn_members: dict[str, str] = {}
         # partitions whose producer state this transaction checked (X-3)
         self._checked: set[tuple[str, int]] = set()
         self._fenced: ProducerFencedError | None = None
@@ -131,15 +132,15 @@ class IdempotentProducer(Producer):
             if key in self._checked and len(records) == 1 and not records[0][3] and \
                     part.config.compression is None:
                 # the per-record path: this partition's state was checked
-                # by the transaction's first batch there (X-3, X-5)
+                # by this producer's (this transaction's) first batch there
+                # (X-3, X-5)
                 ts, k, v, _ = records[0]
-                base = writer.append_one_producer(ts, k, v, fields)
+                base = writer.append_one_producer(ts, k, v, fields, sync=tid is None)
             if base is None:
                 base = self._guard(lambda: writer.append_producer(
                     records, fields, compression=part.config.compression,
                     sync=tid is None))
-                if tid is not None:
-                    self._checked.add(key)
+                self._checked.add(key)
             self._seqs[key] = (seq + len(records)) & _SEQ_MASK
             return int(base)
 
@@ -178,6 +179,7 @@ class IdempotentProducer(Producer):
             self._txn_parts = {}
             self._txn_offsets = {}
             self._txn_inputs = set()
+            self._txn_members = {}
 
     def send_offsets_to_transaction(self, offsets: Any, group_id: str | None = None) -> None:
         """Commit consumer offsets with the transaction (Kafka's
@@ -199,6 +201,11 @@ class IdempotentProducer(Producer):
                         f"offset}} or a Consumer, got {type(offsets).__name__}")
                 group_id = group_id if group_id is not None else group
                 offsets = {tp: consumer.position(tp) for tp in consumer.assignment()}
+                member = getattr(consumer, "_member", None)
+                if member is not None and isinstance(group_id, str) and group_id == group:
+                    # the commit point checks it still owns them (Kafka's
+                    # groupMetadata in sendOffsetsToTransaction)
+                    self._txn_members[group_id] = member.member_id
             if not isinstance(group_id, str) or not group_id:
                 raise InvalidArgument("send_offsets_to_transaction: a group_id (or a "
                                       "Consumer with one) is needed")
@@ -219,7 +226,11 @@ class IdempotentProducer(Producer):
     def commit_transaction(self) -> None:
         """Make the transaction's records and offsets visible, atomically.
         Raises TransactionError when none is open, ProducerFencedError when
-        this producer was fenced (the transaction was then aborted)."""
+        this producer was fenced (the transaction was then aborted), and
+        CommitFailedError when the group consumer given to
+        send_offsets_to_transaction no longer owns a partition it named (a
+        rebalance): nothing was committed, the transaction is still open;
+        abort it."""
         self._end(True)
 
     def abort_transaction(self) -> None:
@@ -245,7 +256,7 @@ class IdempotentProducer(Producer):
                         log.partition(t, p).sync_for_commit()
             epoch, markers = self._guard(lambda: transactions.end(
                 log, tid, self.producer_id, self.epoch, commit,
-                self._txn_offsets if commit else {}))
+                self._txn_offsets if commit else {}, self._txn_members))
             marker_epoch = epoch if not commit else self.epoch
             if epoch != self.epoch:
                 self._seqs.clear()           # a new epoch restarts the sequences

@@ -266,12 +266,13 @@ class Writer:
         return base
 
     def append_one_producer(self, timestamp_ms: int, key, value,
-                            fields: batch.ProducerFields):
-        """:meth:`append_one` (no header) with producer fields (X-1), never
-        made durable here: a transaction's record after its first batch in
-        the partition, whose producer state that batch checked (X-3, X-5
-        are not checked again). Returns the offset, or None when the
-        caller must use :meth:`append_producer`."""
+                            fields: batch.ProducerFields, *, sync: bool = True):
+        """:meth:`append_one` (no header) with producer fields (X-1): a
+        producer's record after its first batch in the partition, which
+        checked the producer state (X-3, X-5 are not checked again).
+        Returns the offset, or None when the caller must use
+        :meth:`append_producer`. ``sync=False``: not made durable here (a
+        transaction's record); else durable per the sync mode."""
         with self._wlock:
             if self._forked or self._part.status is not OPEN:
                 return None
@@ -294,7 +295,12 @@ class Writer:
                 a.producer_set = 0
             # (anything but an offset — room, a roll, an error — is the
             # general path's to handle or report: nothing was published)
-            return rc if rc >= 0 else None
+            if rc < 0:
+                return None
+            target = a.written_next
+        if sync and self._sync_always:
+            self._sync_through(target)
+        return rc
 
     def _append_producer_locked(self, records, fields, compression) -> int:
         """Under the append lock: the X-3 check against the partition's
@@ -306,7 +312,7 @@ class Writer:
             state = self._producers = PartitionProducers(self.name)
         if st.active_position:
             state.catch_up(seg.base_offset, seg.mapped(st.active_position),
-                           st.active_position)
+                           st.active_position, seg.read_index)
         dup = state.check(fields, len(records))
         if dup is not None:
             return dup

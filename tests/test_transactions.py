@@ -153,8 +153,9 @@ def test_idempotent_producer_sends_and_numbers_batches(log):
     p = log.producer(idempotent=True)
     assert p.send("t", b"a", partition=1).offset == 0
     assert [m.offset for m in p.send_batch("t", [b"b", b"c"], partition=1)] == [1, 2]
-    seqs = [b.base_sequence for b, _ in kafka_batches(log, "t", 1)]
-    assert seqs == [0, 1]
+    assert p.send("t", b"d", partition=1).offset == 3     # (the one-call append)
+    seqs = [(b.producer_id, b.base_sequence) for b, _ in kafka_batches(log, "t", 1)]
+    assert seqs == [(p.producer_id, 0), (p.producer_id, 1), (p.producer_id, 3)]
     with pytest.raises(pylog.TransactionError):
         p.begin_transaction()                  # not transactional
     q = log.producer(idempotent=True)
@@ -493,3 +494,51 @@ def test_killed_after_the_commit_point(log, tmp_path, child_env):
     got = kafka_batches(log, "t", 0)
     assert [b.is_control_batch for b, _ in got] == [False, True]
     assert got[1][1][0].type == batch.COMMIT
+
+
+def test_offsets_of_a_member_that_lost_its_partition_are_refused(log):
+    """X-6 with Kafka's group check: a consumer that lost the partition to a
+    rebalance cannot commit its offsets through a transaction."""
+    log.producer().send_batch("in", [b"0", b"1"])
+    c = log.consumer("in", group_id="g", auto_offset_reset="earliest",
+                     enable_auto_commit=False)
+    assert len(c.poll(timeout=0.5)) == 2
+    p = log.producer(transactional_id="tx")
+    p.begin_transaction()
+    p.send("t", b"out", partition=0)
+    p.send_offsets_to_transaction(c)
+    # the group moves on without c (another member now owns the partition)
+    log.meta.update_group("g", lambda doc, commit: doc.update(
+        generation=doc["generation"] + 1, members={}, assignment={}, owners={}))
+    with pytest.raises(pylog.CommitFailedError):
+        p.commit_transaction()
+    p.abort_transaction()
+    assert log.meta.committed("g", "in", 0) is None
+    assert values(committed_reader(log, "t"), 0.1) == []
+
+
+def test_producer_state_read_from_the_segment_tail(log, tmp_path):
+    """X-3 at a process's first use reads only the active segment's last
+    4 MiB (from an index entry): a batch beyond that is appended again,
+    one within it is recognised."""
+    from pylog import producerstate
+    log.create_topic("big", partitions=1, segment_bytes=64 << 20)
+    part = log.partition("big", 0)
+    pid = log.producer(idempotent=True).producer_id
+    old = [(1, None, b"old", ())]
+    fields = batch.ProducerFields(pid, 0, 0, 0)
+    first = part.writer.append_producer(old, fields)
+    filler = log.producer()
+    for _ in range(8):
+        filler.send_batch("big", [b"f" * 1000] * 1000)      # 8 MB after it
+    recent = [(2, None, b"recent", ())]
+    recent_fields = batch.ProducerFields(pid, 0, 1, 0)
+    recent_at = part.writer.append_producer(recent, recent_fields)
+    log.close()
+    lg = pylog.open(tmp_path / "log")
+    part = lg.partition("big", 0)
+    end = part.state().next_offset
+    assert part.writer.append_producer(recent, recent_fields) == recent_at
+    assert part.writer.append_producer(old, fields) == end != first
+    assert producerstate.SCAN_BYTES == 4 << 20
+    lg.close()

@@ -31,10 +31,16 @@ while True:
         if c.committed(tp) == log.partition("in", 0).state().next_offset:
             break
         continue
-    with p.transaction():
-        for r in recs:
-            p.send("out", b"out-" + r.value, key=r.key)
-        p.send_offsets_to_transaction(c)
+    try:
+        with p.transaction():
+            for r in recs:
+                p.send("out", b"out-" + r.value, key=r.key)
+            p.send_offsets_to_transaction(c)
+    except pylog.CommitFailedError:
+        # a rebalance took the partition meanwhile (the transaction was
+        # aborted): go back to the group's committed offsets
+        for tp in c.assignment():
+            c.seek(tp, c.committed(tp) or 0)
 p.close()
 c.close()
 log.close()
