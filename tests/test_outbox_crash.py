@@ -22,9 +22,10 @@ from pylog.outboxrelay import OutboxRelay
 KEYS = 9
 
 
-def relay_child(url, table, log_path, sync):
+def relay_child(url, table, log_path, sync, ready):
     log = pylog.open(log_path, sync=sync)
     relay = OutboxRelay(url, log, table=table, batch_size=3)
+    ready.set()
     relay.run(max_wait=0.05)               # until SIGKILL
 
 
@@ -45,7 +46,22 @@ def read_committed(log_path, topic="ev", partitions=3, isolation="read_committed
     return sorted(out, key=lambda r: (r.partition, r.offset))
 
 
-def crash_loop(db, log_path, kills, sync, seed):
+def aborted_batches(log_path):
+    """Batches the kills cut short: their position records are in the log,
+    aborted (read_uncommitted sees them, read_committed does not)."""
+    positions = [read_committed(log_path, "__outbox.outbox", 1, level)
+                 for level in ("read_uncommitted", "read_committed")]
+    return len(positions[0]) - len(positions[1])
+
+
+def _count_into(log_path, queue):
+    queue.put(aborted_batches(log_path))
+
+
+def crash_loop(db, log_path, kills, sync, seed, min_aborted=0):
+    """``kills`` SIGKILLs of the relay (more, up to 4x, until at least
+    ``min_aborted`` of them landed inside a batch); returns (rows added,
+    batches aborted, kills)."""
     rng = random.Random(seed)
     with pylog.open(log_path) as log:
         log.create_topic("ev", partitions=3, exist_ok=True)
@@ -61,9 +77,23 @@ def crash_loop(db, log_path, kills, sync, seed):
         outbox.add(c, "ev", value, key=key, table=db.table)
         return key, value
 
+    def counted():
+        # in a child: this process opens no Log, so forking the relays stays safe
+        q = ctx.Queue()
+        p = ctx.Process(target=_count_into, args=(log_path, q))
+        p.start()
+        n = q.get(timeout=60)
+        p.join()
+        return n
+
     try:
-        for i in range(kills):
-            for _ in range(rng.randrange(0, 4)):              # some transactions
+        i = 0
+        while True:
+            if i >= kills and (not min_aborted or i % 20 == 0 and (
+                    i >= 4 * kills or counted() >= min_aborted)):
+                break
+            i += 1
+            for _ in range(rng.randrange(0, 6)):              # some transactions
                 rows = [add(conn, b"k%d" % rng.randrange(KEYS))
                         for _ in range(rng.randrange(1, 6))]
                 if rng.random() < 0.1:
@@ -80,9 +110,15 @@ def crash_loop(db, log_path, kills, sync, seed):
                 if late is None and rng.random() < 0.5:
                     lc = db.connect()
                     late = (lc, [add(lc, b"late-%d" % i)])     # its own key: no lock wait
-            child = ctx.Process(target=relay_child, args=(db.url, db.table, log_path, sync))
+            ready = ctx.Event()
+            child = ctx.Process(target=relay_child,
+                                args=(db.url, db.table, log_path, sync, ready))
             child.start()
-            time.sleep(rng.uniform(0.0, 0.25))
+            if rng.random() < 0.25:
+                time.sleep(rng.uniform(0.0, 0.25))     # anywhere: starting, fencing, idle
+            else:
+                ready.wait(30)                         # while it publishes its backlog
+                time.sleep(rng.uniform(0.0, 0.01))
             os.kill(child.pid, signal.SIGKILL)
             child.join()
             assert child.exitcode == -signal.SIGKILL, f"relay exited with {child.exitcode}"
@@ -102,11 +138,7 @@ def crash_loop(db, log_path, kills, sync, seed):
         f"{len(set(added) - set(got))} rows lost, {len(set(got) - set(added))} unknown")
     for key in {k for k, _ in added}:
         assert [v for k, v in got if k == key] == [v for k, v in added if k == key], key
-    # batches the kills cut short: their position records are in the log,
-    # aborted (read_uncommitted sees them, read_committed does not)
-    positions = [read_committed(log_path, "__outbox.outbox", 1, level)
-                 for level in ("read_uncommitted", "read_committed")]
-    return len(added), len(positions[0]) - len(positions[1])
+    return len(added), aborted_batches(log_path), i
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
@@ -114,7 +146,7 @@ def test_relay_killed_a_few_times_publishes_every_row_once(kind, tmp_path):
     gen = installed(kind, tmp_path)
     db = next(gen)
     try:
-        rows, _ = crash_loop(db, str(tmp_path / "log"), kills=6, sync="always", seed=17)
+        rows, _, _ = crash_loop(db, str(tmp_path / "log"), kills=6, sync="always", seed=17)
         assert rows > 0
     finally:
         gen.close()
@@ -128,9 +160,10 @@ def test_relay_killed_100_times_publishes_every_row_once(kind, sync, tmp_path):
     db = next(gen)
     try:
         seed = int(os.environ.get("PYLOG_SEED", "0")) or random.randrange(1 << 30)
-        rows, aborted = crash_loop(db, str(tmp_path / "log"), kills=110, sync=sync, seed=seed)
-        print(f"seed {seed}: {rows} rows, {aborted} batches aborted by a kill")
+        rows, aborted, kills = crash_loop(db, str(tmp_path / "log"), kills=100, sync=sync,
+                                          seed=seed, min_aborted=10)
+        print(f"seed {seed}: {kills} kills, {rows} rows, {aborted} batches aborted by a kill")
         # the loop must have hit the hard case: kills inside transactions
-        assert aborted >= 3, f"seed {seed}: only {aborted} kills landed inside a batch"
+        assert aborted >= 10, f"seed {seed}: only {aborted} kills landed inside a batch"
     finally:
         gen.close()
