@@ -258,19 +258,18 @@ class IdempotentProducer(Producer):
                 if log.sync != "always":
                     for t, p in self._txn_inputs:
                         log.partition(t, p).sync_for_commit()
-            epoch, markers = self._guard(lambda: transactions.end(
+            got = self._guard(lambda: transactions.end(
                 log, tid, self.producer_id, self.epoch, commit,
                 self._txn_offsets if commit else {}, self._txn_members))
-            marker_epoch = epoch if not commit else self.epoch
-            if epoch != self.epoch:
+            if (got.producer_id, got.epoch) != (self.producer_id, self.epoch):
                 self._seqs.clear()           # a new epoch restarts the sequences
-            pid = self.producer_id
-            self.epoch = epoch
+                self._checked = set()
+            self.producer_id, self.epoch = got.producer_id, got.epoch
             self._in_txn = False
             self._txn_parts = {}
             self._txn_offsets = {}
-            transactions.write_markers(log, pid, marker_epoch,
-                                       batch.COMMIT if commit else batch.ABORT, markers)
+            for pid, epoch, kind, parts in got.markers:
+                transactions.write_markers(log, pid, epoch, kind, parts)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[IdempotentProducer]:
