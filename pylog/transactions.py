@@ -157,7 +157,8 @@ def allocate_producer_id(log: LogStore) -> int:
 
 
 class Init:
-    """What :func:`init` hands the producer."""
+    """What :func:`init` and :func:`end` hand the producer: its producer id
+    and epoch from now on, and the control batches to write."""
 
     __slots__ = ("producer_id", "epoch", "markers")
 
@@ -233,14 +234,14 @@ def register(log: LogStore, tid: str, pid: int, epoch: int, topic: str,
 
 def end(log: LogStore, tid: str, pid: int, epoch: int, commit: bool,
         offsets: Mapping[str, Mapping[tuple[str, int], int]],
-        members: Mapping[str, str] | None = None) -> tuple[int, list[Marker]]:
+        members: Mapping[str, str] | None = None) -> Init:
     """The commit point: decide ``tid``'s open transaction in one write
     transaction. COMMIT also stores ``offsets`` ({group: {(topic,
     partition): offset}}, M-6), each group's only if its member in
     ``members`` ({group: member id}) still owns every partition named
     (else CommitFailedError, nothing stored: Kafka's group metadata check);
-    ABORT writes X-8 entries and bumps the epoch. Returns (the producer's
-    epoch from now on, the partitions that need a control batch). Raises
+    ABORT writes X-8 entries and bumps the epoch. Returns the producer id
+    and epoch from now on and the control batches to write. Raises
     ProducerFencedError (nothing stored)."""
     meta = log.meta
     after: list[Any] = []
@@ -260,16 +261,18 @@ def end(log: LogStore, tid: str, pid: int, epoch: int, commit: bool,
                     meta.store_offsets(txn, group, dict(offs), now, owners, after)
             doc["partitions"] = []
             doc["state"] = "ready"
-            _pending(doc, batch.COMMIT, markers)
+            kind = batch.COMMIT
         else:
-            markers = _abort_in(meta, txn, doc)
-            _pending(doc, batch.ABORT, markers)
+            markers = _abort_in(meta, txn, doc)      # (the epoch after it)
+            kind = batch.ABORT
+        _pending(doc, kind, markers)
+        todo = [(pid, doc["epoch"], kind, markers)] if markers else []
         if doc["epoch"] >= EPOCH_MAX:
-            # (the markers keep the epoch they were decided under)
+            # (the markers keep the id and epoch they were decided under)
             doc["producer_id"], doc["epoch"] = _next_pid(meta, txn), 0
         doc["deadline_ms"] = None
         _put(meta, txn, tid, doc)
-    return doc["epoch"], markers
+    return Init(doc["producer_id"], doc["epoch"], todo)
 
 
 def _release_slots(meta: Any, txn: Any, group: str,

@@ -28,9 +28,11 @@ Thread safety: thread-safe; calls are serialized by one lock per producer
 (a transaction is the producer's, not a thread's). Durability: inside a
 transaction ``send`` returns once the record is in the log (safe from a
 process crash) but not fsynced; ``commit_transaction`` makes the records
-durable (sync="always": fdatasync of every partition written) before the
-commit point (an LMDB commit, durable per the sync mode). Outside
-transactions, as Producer.
+durable (fdatasync of every partition written, with sync="always" or when
+the transaction commits offsets) before the commit point (an LMDB commit,
+durable per the sync mode). In the other modes a power loss may lose the
+records of a transaction whose decision it keeps, as those modes lose the
+last interval. Outside transactions, as Producer.
 """
 
 from __future__ import annotations
@@ -246,27 +248,28 @@ class IdempotentProducer(Producer):
                 raise TransactionError(f"{what}: no transaction is open")
             log = self._log
             if commit:
-                # the records durable before the commit point (sync="always");
-                # M-10: so are the inputs the offsets point past
-                if log.sync == "always":
+                # X-6: the records durable before the commit point with
+                # sync="always", and in every mode when it stores offsets
+                # (as M-10: offsets never reach LMDB ahead of what a power
+                # loss could take, here the outputs of the inputs they pass)
+                if log.sync == "always" or any(self._txn_offsets.values()):
                     for part in self._txn_parts.values():
                         part.flush()
-                else:
+                if log.sync != "always":
                     for t, p in self._txn_inputs:
                         log.partition(t, p).sync_for_commit()
-            epoch, markers = self._guard(lambda: transactions.end(
+            got = self._guard(lambda: transactions.end(
                 log, tid, self.producer_id, self.epoch, commit,
                 self._txn_offsets if commit else {}, self._txn_members))
-            marker_epoch = epoch if not commit else self.epoch
-            if epoch != self.epoch:
+            if (got.producer_id, got.epoch) != (self.producer_id, self.epoch):
                 self._seqs.clear()           # a new epoch restarts the sequences
-            pid = self.producer_id
-            self.epoch = epoch
+                self._checked = set()
+            self.producer_id, self.epoch = got.producer_id, got.epoch
             self._in_txn = False
             self._txn_parts = {}
             self._txn_offsets = {}
-            transactions.write_markers(log, pid, marker_epoch,
-                                       batch.COMMIT if commit else batch.ABORT, markers)
+            for pid, epoch, kind, parts in got.markers:
+                transactions.write_markers(log, pid, epoch, kind, parts)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[IdempotentProducer]:

@@ -20,7 +20,7 @@ LAYERS = [
     {"segment", "identity", "metalock", "topicdirs"},
     {"sharedstate", "segmentlist", "producerstate"},
     {"retention", "cleanshutdown"},
-    {"reader", "writer", "recovery"},
+    {"reader", "writer", "recovery", "producerappend"},
     {"partition"},
     {"commitstore"},
     {"metadata", "topicadmin", "admin", "expiry"},

@@ -356,6 +356,26 @@ def test_epoch_exhaustion_takes_a_new_producer_id(log):
     assert values(committed_reader(log, "t")) == [(0, b"ok")]
 
 
+def test_epoch_exhausted_by_an_abort_takes_a_new_producer_id(log):
+    from pylog import transactions
+    p = log.producer(transactional_id="tx")
+    with log.meta._txn("test", write=True) as txn:
+        doc = json.loads(txn.get(b"txn\0tx", db=log.meta._info))
+        doc["epoch"] = transactions.EPOCH_MAX - 1
+        txn.put(b"txn\0tx", json.dumps(doc).encode(), db=log.meta._info)
+    p.epoch = transactions.EPOCH_MAX - 1        # (as if it had aborted that often)
+    old_id = p.producer_id
+    p.begin_transaction()
+    p.send("t", b"gone", partition=0)
+    p.abort_transaction()
+    assert p.producer_id != old_id and p.epoch == 0
+    with p.transaction():
+        p.send("t", b"kept", partition=0)
+    assert values(committed_reader(log, "t")) == [(0, b"kept")]
+    abort = [b for b, _ in kafka_batches(log, "t", 0) if b.is_control_batch][0]
+    assert (abort.producer_id, abort.producer_epoch) == (old_id, transactions.EPOCH_MAX)
+
+
 # -- LMDB --------------------------------------------------------------------
 
 def test_metadata_keys(log):
