@@ -4,11 +4,12 @@
 
 Each round, on one log with ``sync="always"``, in alternation:
 
-* reference: one transaction of ``--rows`` ``send`` calls (what the relay's
-  publishing amounts to, without a database);
+* reference: one transaction of ``--rows`` ``send`` calls (what a
+  hand-written relay would publish with, without a database);
 * ``relay sqlite``: ``OutboxRelay.step()`` publishing ``--rows`` outbox rows
-  from SQLite (WAL): read the rows, the same transaction plus the position
-  record, delete the published rows;
+  from SQLite (WAL): read the rows, one transaction of their records (a
+  ``send_batch`` per topic) and the position record, delete the published
+  rows;
 * ``relay postgresql`` (with ``--pg``): the same from PostgreSQL (a schema
   of its own, dropped at the end).
 

@@ -188,10 +188,14 @@ class OutboxRelay:
         """The exactly-once step (O-2): the rows' records and the new
         position in one transaction."""
         p = self._producer
+        by_topic: dict[str, list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]]
+        by_topic = {}
+        for r in rows:      # one topic's rows keep their order: so does each key's
+            by_topic.setdefault(r.topic, []).append(
+                (r.key, r.value, [*r.headers, (ID_HEADER, str(r.id).encode())]))
         with p.transaction():
-            for r in rows:
-                p.send(r.topic, r.value, key=r.key,
-                       headers=[*r.headers, (ID_HEADER, str(r.id).encode())])
+            for topic, items in by_topic.items():
+                p.send_batch(topic, items)      # one batch per partition
             meta = p.send(self.topic, self._record(pos, self.total + len(rows)),
                           key=self.name.encode(), partition=0)
         self.total += len(rows)
