@@ -38,6 +38,7 @@ last interval. Outside transactions, as Producer.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import weakref
 from collections.abc import Iterator, Mapping
@@ -56,6 +57,8 @@ _SEQ_MASK = 0x7FFFFFFF      # sequences wrap at int32 (Kafka)
 # Transactional producers of this process (their Log's close aborts what
 # they left open, so it does not hold read_committed readers back).
 _TRANSACTIONAL: weakref.WeakSet[IdempotentProducer] = weakref.WeakSet()
+# (a fork child's copies are the parent's: its close must not abort them)
+os.register_at_fork(after_in_child=_TRANSACTIONAL.clear)
 
 
 def check_producer_args(transactional_id: object, idempotent: object,
