@@ -26,7 +26,7 @@ from .shareconsumer import ShareConsumer
 from .shareops import ShareFiles, describe_share_groups
 from .store import LogStore
 from .transactions import DEFAULT_TRANSACTION_TIMEOUT_MS
-from .txnproducer import IdempotentProducer, check_producer_args
+from .txnproducer import IdempotentProducer, check_producer_args, close_transactional
 
 Serializer = Callable[[Any], bytes]
 Deserializer = Callable[[bytes], Any]
@@ -195,9 +195,13 @@ class Log(LogStore):
 
     def close(self) -> None:
         """Close the lingering producers of this Log (appending what they
-        have pending), then as LogStore.close (which checkpoints commits
+        have pending) and its transactional ones (aborting their open
+        transactions), then as LogStore.close (which checkpoints commits
         and share state), then the share-partition files. Idempotent."""
-        error = close_lingering(self) if not self._closed else None
+        error = None
+        if not self._closed:
+            error = close_transactional(self)
+            error = close_lingering(self) or error
         try:
             super().close()
         finally:

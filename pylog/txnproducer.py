@@ -38,12 +38,14 @@ last interval. Outside transactions, as Producer.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
+import weakref
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import batch, transactions
-from .errors import InvalidArgument, ProducerFencedError, TransactionError
+from .errors import InvalidArgument, ProducerFencedError, PylogError, TransactionError
 from .producer import Producer, Serializer
 
 if TYPE_CHECKING:
@@ -51,6 +53,12 @@ if TYPE_CHECKING:
     from .store import LogStore
 
 _SEQ_MASK = 0x7FFFFFFF      # sequences wrap at int32 (Kafka)
+
+# Transactional producers of this process (their Log's close aborts what
+# they left open, so it does not hold read_committed readers back).
+_TRANSACTIONAL: weakref.WeakSet[IdempotentProducer] = weakref.WeakSet()
+# (a fork child's copies are the parent's: its close must not abort them)
+os.register_at_fork(after_in_child=_TRANSACTIONAL.clear)
 
 
 def check_producer_args(transactional_id: object, idempotent: object,
@@ -102,6 +110,7 @@ class IdempotentProducer(Producer):
             self.producer_id, self.epoch = got.producer_id, got.epoch
             for pid, epoch, kind, parts in got.markers:
                 transactions.write_markers(log, pid, epoch, kind, parts)
+            _TRANSACTIONAL.add(self)
 
     # -- appending -----------------------------------------------------------
     def _append_records(self, part: Partition, records: Any) -> int:
@@ -294,6 +303,7 @@ class IdempotentProducer(Producer):
                     self.abort_transaction()
                 except ProducerFencedError:
                     pass                      # the fencer aborted it
+        _TRANSACTIONAL.discard(self)
         super().close(timeout)
 
     def __repr__(self) -> str:
@@ -301,4 +311,17 @@ class IdempotentProducer(Producer):
                 f"transactional_id={self.transactional_id!r}>")
 
 
-__all__ = ["IdempotentProducer", "check_producer_args"]
+def close_transactional(log: LogStore) -> PylogError | None:
+    """Close the transactional producers of ``log`` (aborting their open
+    transactions); returns the first error, after closing them all."""
+    first = None
+    for producer in list(_TRANSACTIONAL):
+        if producer._log is log:
+            try:
+                producer.close()
+            except PylogError as exc:
+                first = first or exc
+    return first
+
+
+__all__ = ["IdempotentProducer", "check_producer_args", "close_transactional"]

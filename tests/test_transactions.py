@@ -562,3 +562,17 @@ def test_producer_state_read_from_the_segment_tail(log, tmp_path):
     assert part.writer.append_producer(old, fields) == end != first
     assert producerstate.SCAN_BYTES == 4 << 20
     lg.close()
+
+
+def test_log_close_aborts_open_transactions(log, tmp_path):
+    p = log.producer(transactional_id="tx")
+    p.begin_transaction()
+    p.send("t", b"never", partition=0)
+    log.close()
+    with pylog.open(tmp_path / "log") as again:
+        rc = committed_reader(again, "t")
+        again.producer().send("t", b"after", partition=0)
+        assert values(rc) == [(0, b"after")]
+        with again.meta._txn("read") as txn:
+            doc = json.loads(txn.get(b"txn\0tx", db=again.meta._info))
+        assert doc["state"] == "ready"             # aborted by the close, not later

@@ -107,7 +107,8 @@ def test_consume_transform_produce_survives_kills(tmp_path, child_env):
 @pytest.mark.long
 @pytest.mark.parametrize("sync", ["always", "interval", "never"])
 def test_consume_transform_produce_survives_100_kills(tmp_path, child_env, sync):
-    killed, aborted = _run(tmp_path, child_env, sync, kills=100, n=2000)
+    # (enough input that the worker is still busy at the 100th kill)
+    killed, aborted = _run(tmp_path, child_env, sync, kills=100, n=5000)
     assert killed == 100
     # the kills left aborted records in the log: read_committed hid them
     print(f"sync={sync}: {killed} kills, {aborted} aborted records hidden")
