@@ -344,3 +344,25 @@ def test_cli_relay_exits_with_one_line_when_the_database_goes(tmp_path, log):
                 proc.wait()
     finally:
         db.drop()
+
+
+def test_keyless_rows_and_headers_are_published_as_added(outbox_db, log):
+    db = outbox_db
+    c = db.connect()
+    for i in range(5):
+        outbox.add(c, "ev", b"v%d" % i, headers=[("trace", b"t%d" % i), ("x", b"")],
+                   table=db.table)
+    outbox.add(c, "ev", None, key=b"tombstone", table=db.table)     # a null value
+    c.commit()
+    c.close()
+    with OutboxRelay(db.url, log, table=db.table) as relay:
+        assert relay.drain() == 6
+    got = read_all(log)
+    by_value = {r.value: r for r in got}
+    assert sorted(v for v in by_value if v is not None) == [b"v%d" % i for i in range(5)]
+    for i in range(5):
+        r = by_value[b"v%d" % i]
+        assert r.key is None
+        assert list(r.headers[:2]) == [("trace", b"t%d" % i), ("x", b"")]
+        assert r.headers[2][0] == "pylog.outbox.id"
+    assert by_value[None].key == b"tombstone"
