@@ -41,6 +41,8 @@ TEST_REQUIRES = [
     "rich>=13",
     # tests/test_metrics.py scrapes the Prometheus exporter (the metrics extra)
     "prometheus_client>=0.17",
+    # tests/test_outbox*.py: the outbox on PostgreSQL
+    "psycopg[binary]>=3.2",
 ]
 
 # ``pylog top`` and the progress bars draw with rich when it is installed
@@ -49,6 +51,9 @@ TOP_REQUIRES = ["rich>=13"]
 
 # pylog metrics LOG --serve: the Prometheus exporter (pylog.metricsprom)
 METRICS_REQUIRES = ["prometheus_client>=0.17"]
+
+# pylog.outbox on PostgreSQL: pip install 'pylog[outbox]' (SQLite needs nothing)
+OUTBOX_REQUIRES = ["psycopg[binary]>=3.2"]
 
 # The peers bench/compare.py measures pylog against, installed only on
 # request: pip install -e '.[bench]' (see bench/README-compare.txt).
@@ -68,7 +73,8 @@ setup(
     install_requires=["cffi>=1.15", "lmdb>=1.4", "zstandard>=0.21"],
     extras_require={"test": TEST_REQUIRES, "bench": BENCH_REQUIRES, "docs": ["sphinx>=7"],
                     "top": TOP_REQUIRES,
-                    "metrics": METRICS_REQUIRES},
+                    "metrics": METRICS_REQUIRES,
+                    "outbox": OUTBOX_REQUIRES},
     entry_points={"console_scripts": ["pylog=pylog.cli:main"]},
     zip_safe=False,
 )

@@ -96,6 +96,8 @@ enum pl_layout {
     PL_MAGIC_V2                   = 2,   /* B-3 */
     PL_ATTR_CODEC_MASK            = 0x07,
     PL_ATTR_TIMESTAMP_TYPE        = 0x08,
+    PL_ATTR_TRANSACTIONAL         = 0x10,  /* */
+    PL_ATTR_CONTROL               = 0x20,  /* */
     /* I-1, T-1: index entries */
     PL_INDEX_ENTRY_SIZE           = 8,   /* int32 relative offset, int32 position */
     PL_TIMEINDEX_ENTRY_SIZE       = 12,  /* int64 timestamp, int32 relative offset */
@@ -292,8 +294,11 @@ enum pl_fetch_stop {
     PL_FETCH_ROOM       = 2,  /* next batch has more records than fields left */
     PL_FETCH_COMPRESSED = 3,  /* batch at stop_position is compressed         */
     PL_FETCH_CORRUPT    = 4,  /* batch at stop_position is damaged: error     */
-    PL_FETCH_HEADERS    = 5   /* hdrs is full                                 */
+    PL_FETCH_HEADERS    = 5,  /* hdrs is full                                 */
+    PL_FETCH_TXN        = 6,  /* transactional batch at stop_position (flag)  */
+    PL_FETCH_LIMIT      = 7   /* batch at stop_position starts at stop_offset */
 };
+enum { PL_FETCH_STOP_TXN = 1 };
 typedef struct {
     int64_t position;       /* next batch to read                              */
     int64_t next_offset;    /* offset the next call expects                    */
@@ -308,6 +313,13 @@ typedef struct {
 int pl_fetch(const uint8_t *seg, size_t end, size_t pos, int64_t expected, int64_t first_base,
              uint32_t max_records, uint32_t soft_records, int64_t *fields, size_t fields_cap,
              int64_t *hdrs, size_t hdr_cap, pl_fetch_out *out);
+/* pl_fetch that also stops (PL_FETCH_LIMIT) at a batch whose baseOffset is at
+ * or past stop_offset, and with PL_FETCH_STOP_TXN in flags at a transactional
+ * batch (PL_FETCH_TXN). Both skip control batches (X-2). */
+int pl_fetch_txn(const uint8_t *seg, size_t end, size_t pos, int64_t expected,
+                 int64_t first_base, uint32_t max_records, uint32_t soft_records,
+                 int64_t *fields, size_t fields_cap, int64_t *hdrs, size_t hdr_cap,
+                 pl_fetch_out *out, int64_t stop_offset, int32_t flags);
 
 /* ---- segment scan ---- */
 typedef struct {
@@ -518,6 +530,14 @@ typedef struct {
     int64_t hold_gap_ns;
     int64_t last_ring_ns;
     pl_append_out out;
+    /* X-1: with producer_set non-zero, the batches carry these producer
+     * fields and attribute bits; else B-1's -1s */
+    int64_t producer_id;
+    int32_t base_sequence;
+    int16_t producer_epoch;
+    int16_t producer_attributes;
+    int32_t producer_set;
+    int32_t reserved2;
 } pl_appender;
 
 /* The packed form (as pl_batch_encode_packed). */

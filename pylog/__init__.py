@@ -44,6 +44,7 @@ from .errors import (
     NotALogDirectoryError,
     OffsetOutOfRange,
     PartitionNotFound,
+    ProducerFencedError,
     PylogError,
     ReadOnlyFilesystemError,
     ReadOnlyLog,
@@ -54,6 +55,7 @@ from .errors import (
     TooManyOpenFilesError,
     TopicExists,
     TopicNotFound,
+    TransactionError,
 )
 from .futures import FutureRecordMetadata
 from .log import Log, open
@@ -79,7 +81,7 @@ __all__ = [
     "GroupNotEmpty", "DeserializationError", "LogOSError", "LogPermissionError",
     "ReadOnlyFilesystemError", "NotALogDirectoryError", "LogNotFound",
     "DiskFullError", "InvalidTimestamp",
-    "FileVanishedError", "MetadataBusyError",
+    "FileVanishedError", "MetadataBusyError", "ProducerFencedError", "TransactionError",
     "OffsetAndMetadata", "ConsumerRebalanceListener", "FlushTimeoutError",
     "GroupNotFound", "CorruptGroupError", "TooManyOpenFilesError",
     "TooManyMapsError",

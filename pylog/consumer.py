@@ -91,7 +91,15 @@ class Consumer(Positions, Fetching):
                  key_deserializer: Deserializer | None = None,
                  value_deserializer: Deserializer | None = None,
                  client_id: str | None = None, dead_letter_topic: str | None = None,
-                 listener: object | None = None) -> None:
+                 listener: object | None = None,
+                 isolation_level: str = "read_uncommitted") -> None:
+        if isolation_level not in ("read_uncommitted", "read_committed"):
+            raise InvalidArgument(f"isolation_level={isolation_level!r}; expected "
+                                  "'read_uncommitted' or 'read_committed'")
+        # read_committed reads stop at the last stable offset and skip
+        # aborted transactions (pylog.transactions.TxnView, per fetch)
+        self.isolation_level = isolation_level
+        self._read_committed = isolation_level == "read_committed"
         check_options(log, group_id, auto_offset_reset, enable_auto_commit,
                       auto_commit_interval_ms, session_timeout_ms, max_poll_records,
                       max_poll_interval_ms, consumer_timeout_ms,

@@ -272,6 +272,24 @@ class MissingDependencyError(PylogError, ImportError):
     message names the extra to install (``pip install 'pylog[metrics]'``)."""
 
 
+class ProducerFencedError(PylogError):
+    """A newer producer with the same ``transactional_id`` was created (its
+    epoch is higher), or this producer's transaction was aborted for it
+    (the owner died or ``transaction_timeout_ms`` passed): this instance
+    may send nothing more, and its open transaction, if any, was or will
+    be aborted. Close it; the newer instance carries on (Kafka's
+    ProducerFencedException). FORMAT.rst X-5."""
+
+
+class TransactionError(PylogError):
+    """A transactional call made in the wrong state: ``send`` of a
+    transactional producer outside a transaction, ``begin_transaction``
+    inside one, ``commit_transaction``/``abort_transaction`` or
+    ``send_offsets_to_transaction`` with none open, or a transactional
+    call on a producer made without ``transactional_id``. Nothing was
+    written."""
+
+
 class LogOSError(PylogError, OSError):
     """An operating-system call on the log's files failed: what pylog tried,
     on which path, why, and a hint. The subclasses below name the failures a

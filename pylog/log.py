@@ -17,7 +17,7 @@ from . import shareconfig
 from .accumulator import LingerProducer, check_linger, close_lingering
 from .config import validate_group_id, validate_topic_name
 from .consumer import Consumer
-from .errors import GroupNotEmpty
+from .errors import GroupNotEmpty, InvalidArgument
 from .expiry import DEFAULT_OFFSETS_RETENTION_MS
 from .group import describe_group, reset_group
 from .metrics import MetricsSnapshot
@@ -28,6 +28,8 @@ from .redrive import redrive
 from .shareconsumer import ShareConsumer, validate_settings
 from .shareops import ShareFiles, describe_share_groups, share_group_live
 from .store import LogStore
+from .transactions import DEFAULT_TRANSACTION_TIMEOUT_MS
+from .txnproducer import IdempotentProducer, check_producer_args, close_transactional
 
 
 class Unset:
@@ -201,7 +203,9 @@ class Log(LogStore):
     # -- clients ------------------------------------------------------------------
     def producer(self, *, key_serializer: Serializer | None = None,
                  value_serializer: Serializer | None = None, linger_ms: float = 0,
-                 batch_bytes: int | None = None) -> Producer:
+                 batch_bytes: int | None = None, transactional_id: str | None = None,
+                 idempotent: bool = False,
+                 transaction_timeout_ms: int = DEFAULT_TRANSACTION_TIMEOUT_MS) -> Any:
         """A thread-safe producer (see :class:`pylog.producer.Producer`).
 
         ``key_serializer`` / ``value_serializer`` (default None: keys and
@@ -216,9 +220,29 @@ class Log(LogStore):
         with ``linger_ms``), ``linger_ms`` after its first record, on
         ``flush()`` or ``close()``. Records still lingering when the
         process dies are lost. Without them, ``send`` appends before it
-        returns."""
+        returns.
+
+        ``transactional_id`` (None) / ``idempotent`` (False): an
+        :class:`~pylog.txnproducer.IdempotentProducer` (Kafka's
+        ``transactional.id`` / ``enable.idempotence``): batches carry a
+        producer id, epoch and sequence and a retried batch is stored once;
+        with a ``transactional_id`` it has begin/commit/abort_transaction,
+        ``transaction()`` and ``send_offsets_to_transaction``, and fences
+        every older producer of the id (ProducerFencedError). A transaction
+        open longer than ``transaction_timeout_ms`` (60000) is aborted by
+        others. Not combined with ``linger_ms`` / ``batch_bytes``."""
         self._check()
+        check_producer_args(transactional_id, idempotent, transaction_timeout_ms)
         linger_s, nbytes = check_linger(linger_ms, batch_bytes)
+        if transactional_id is not None or idempotent:
+            if nbytes is not None:
+                raise InvalidArgument("an idempotent or transactional producer does "
+                                      "not linger: drop linger_ms / batch_bytes")
+            self._writable("producer")
+            return IdempotentProducer(self, transactional_id=transactional_id,
+                                      transaction_timeout_ms=transaction_timeout_ms,
+                                      key_serializer=key_serializer,
+                                      value_serializer=value_serializer)
         if nbytes is not None:
             return LingerProducer(self, linger_s=linger_s, batch_bytes=nbytes,
                                   key_serializer=key_serializer,
@@ -228,9 +252,13 @@ class Log(LogStore):
 
     def close(self) -> None:
         """Close the lingering producers of this Log (appending what they
-        have pending), then as LogStore.close (which checkpoints commits
+        have pending) and its transactional ones (aborting their open
+        transactions), then as LogStore.close (which checkpoints commits
         and share state), then the share-partition files. Idempotent."""
-        error = close_lingering(self) if not self._closed else None
+        error = None
+        if not self._closed:
+            error = close_transactional(self)
+            error = close_lingering(self) or error
         try:
             super().close()
         finally:
@@ -249,7 +277,8 @@ class Log(LogStore):
                  key_deserializer: Deserializer | None = None,
                  value_deserializer: Deserializer | None = None,
                  client_id: str | None = None, dead_letter_topic: str | None = None,
-                 listener: object | None = None) -> Consumer:
+                 listener: object | None = None,
+                 isolation_level: str = "read_uncommitted") -> Consumer:
         """A consumer subscribed to ``topics`` (or none, for assign() or a
         later subscribe()); used by one thread at a time.
 
@@ -285,6 +314,13 @@ class Log(LogStore):
           refuses go instead of raising DeserializationError.
         - ``listener`` (None): a rebalance listener for the subscription
           (see Consumer.subscribe).
+        - ``isolation_level`` ("read_uncommitted", Kafka's default):
+          "read_committed" returns only records of committed transactions
+          (and records sent outside transactions), stopping at the last
+          stable offset (the first offset of a transaction still open);
+          "read_uncommitted" returns every record as soon as it is in the
+          log, aborted transactions' included. COMMIT/ABORT markers are
+          never returned (their offsets are skipped, as in Kafka).
 
         Raises InvalidArgument for a value out of range, ReadOnlyLog for a
         group on a read-only log; TypeError names an unknown argument."""
@@ -301,7 +337,7 @@ class Log(LogStore):
                         key_deserializer=key_deserializer,
                         value_deserializer=value_deserializer,
                         client_id=client_id, dead_letter_topic=dead_letter_topic,
-                        listener=listener)
+                        listener=listener, isolation_level=isolation_level)
 
 
 def open(path: str | os.PathLike[str], *, sync: str = "always", readonly: bool = False,

@@ -58,6 +58,10 @@ from .sharedstate import State
 READER_MAPS_MAX = 4
 
 
+# no read_committed limit (X-4)
+_NO_LIMIT = 2**63 - 1
+
+
 class Cursor:
     """A reader's position in one partition: the next offset to return and,
     when known, the segment and byte position of the batch holding it, and
@@ -220,7 +224,7 @@ class Reader:
 
     # -- reads -----------------------------------------------------------------
     def fetch(self, cursor: Cursor, max_records: int, *, values_only: bool = False,
-              with_topic: bool = False, row_type=None) -> list:
+              with_topic: bool = False, row_type=None, txn=None) -> list:
         """Up to ``max_records`` records at or after ``cursor.offset``.
 
         Returns tuples (offset, timestamp_ms, key, value, headers) — with
@@ -234,6 +238,11 @@ class Reader:
         (EMFILE/ENFILE) even after the handle cache closed what it could,
         TooManyOpenFilesError (TooManyMapsError), after returning the records
         read first.
+
+        ``txn`` (a pylog.transactions.TxnView): read_committed (X-4): stop
+        at the partition's last stable offset and leave out the batches of
+        aborted transactions (X-8). Control batches (X-2) are never
+        returned, in either isolation level.
         """
         self._part.check()
         st = self._part.state()
@@ -243,6 +252,11 @@ class Reader:
                     f"offset {cursor.offset} of {self.name} is past the end "
                     f"offset {st.next_offset}")
             return []
+        limit = _NO_LIMIT
+        if txn is not None:
+            limit = txn.last_stable(self.topic, self.index, st.next_offset)
+            if cursor.offset >= limit:
+                return []
         if cursor.offset < st.log_start_offset:
             raise OffsetOutOfRange(
                 f"offset {cursor.offset} of {self.name} is below the log start "
@@ -292,8 +306,14 @@ class Reader:
                     # every uncompressed batch up to `end`: one native call
                     room = max_records - len(out)
                     try:
-                        recs, res = _native.fetch(seg.pointer(), m, end, cursor.position,
-                                                  cursor.offset, cursor.base, room, build)
+                        if txn is None:
+                            recs, res = _native.fetch(seg.pointer(), m, end,
+                                                      cursor.position, cursor.offset,
+                                                      cursor.base, room, build)
+                        else:
+                            recs, res = _native.fetch_txn(
+                                seg.pointer(), m, end, cursor.position, cursor.offset,
+                                cursor.base, room, build, limit, True)
                     except CorruptLogError as exc:
                         raise exc.with_path(seg.path) from None
                     out.extend(recs)
@@ -308,6 +328,11 @@ class Reader:
                     if res.stop == _native.FETCH_END and seg.base_offset == st.active_base:
                         break                # at the committed end (the poll path)
                     if res.stop in (_native.FETCH_END, _native.FETCH_FULL):
+                        continue
+                    if res.stop == _native.FETCH_LIMIT:
+                        break                # X-4: at the last stable offset
+                    if res.stop == _native.FETCH_TXN and \
+                            self._skip_aborted(seg, m, end, cursor, txn):
                         continue
                 # a compressed batch, or one too big for a native fetch: alone
                 try:
@@ -329,6 +354,21 @@ class Reader:
                 cursor.position += header.size
                 cursor.base = cursor.offset
         return out
+
+    def _skip_aborted(self, seg: Segment, m, end: int, cursor: Cursor, txn) -> bool:
+        """read_committed, at the transactional batch at the cursor: pass
+        over it (True) when it belongs to an aborted transaction (X-8);
+        False to decode it."""
+        try:
+            header = batch.read_header(m, cursor.position, end)
+        except CorruptLogError as exc:
+            raise exc.with_path(seg.path) from None
+        if not txn.aborted(self.topic, self.index, header):
+            return False
+        cursor.offset = header.last_offset + 1
+        cursor.position += header.size
+        cursor.base = cursor.offset
+        return True
 
     def _row_build(self, values_only: bool, with_topic: bool, row_type) -> tuple:
         """The row options of _native.fetch for fetch's arguments."""

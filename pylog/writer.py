@@ -54,6 +54,8 @@ from .errors import (
 )
 from .handles import FD_EXHAUSTED, WRITER_COST, too_many_open_files
 from .index import last_entry_position
+from .producerappend import ProducerAppends
+from .producerstate import PartitionProducers
 from .retention import enforce_retention_locked
 from .segment import (
     INDEX_INTERVAL_BYTES,
@@ -101,7 +103,7 @@ _NATIVE_ATTEMPTS = 3
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
-class Writer:
+class Writer(ProducerAppends):
     """Appends to one partition. ``part`` is the owning Partition: its state
     machine (``status``, ``check``, ``fail``), published state, config,
     metadata and directory identity.
@@ -148,6 +150,8 @@ class Writer:
         self._sync_mu = threading.Lock()
         self._syncing = 0
         shared.unmap_hooks.append(self._state_unmapped)
+        # X-3: the partition's producer state, made on first use
+        self._producers: PartitionProducers | None = None
         _WRITERS.add(self)
 
     @property
@@ -538,7 +542,8 @@ class Writer:
             fsync_dir(os.path.dirname(self.dir))
         self._dir_durable = True
 
-    def _append_locked(self, records, compression):
+    def _append_locked(self, records, compression, fields=batch.NO_PRODUCER):
+        # (fields: X-1, the producer appends of pylog.producerappend)
         self._make_dir_durable()
         st = self._part.state()
         seg = self._writer_segment(st)
@@ -551,7 +556,7 @@ class Writer:
             try:
                 size = batch.encode_into(m if m is not None else bytearray(0),
                                          pos, records, base_offset=next_offset,
-                                         compression=compression)
+                                         compression=compression, producer=fields)
                 break
             except batch.NoSpace as exc:
                 need = pos + exc.needed

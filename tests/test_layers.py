@@ -18,19 +18,21 @@ LAYERS = [
     NATIVE,
     {"batch", "index"},
     {"segment", "identity", "metalock", "topicdirs"},
-    {"sharedstate", "segmentlist"},
+    {"sharedstate", "segmentlist", "producerstate"},
     {"retention", "cleanshutdown"},
-    {"reader", "writer", "recovery"},
+    {"reader", "writer", "recovery", "producerappend"},
     {"partition"},
     {"commitstore", "commitsync"},
     {"metadata", "topicadmin", "admin", "expiry"},
     {"store"},
     {"group", "delivery", "deadletter", "deserialize", "offsetreset", "consumerargs",
-     "rebalance", "sharestate", "shareops", "sharedlq", "shareconfig"},
+     "rebalance", "sharestate", "shareops", "sharedlq", "shareconfig", "transactions"},
     {"producer", "consumer", "positions", "fetching", "accumulator", "shareconsumer",
-     "redrive", "metrics"},
+     "redrive", "metrics", "txnproducer"},
     {"log"},
     {"sqliteoffsets", "dedup"},     # helpers over the public Consumer API
+    {"outbox", "outboxsource"},     # the transactional outbox: table, rows in order
+    {"outboxrelay"},                # publishes them through a transactional producer
     {"aio"},          # the package pylog/aio/: asyncio clients over a Log
     {"__init__"},
     {"verify", "demo", "metricsprom"},     # metricsprom: Prometheus format (an extra)
