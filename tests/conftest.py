@@ -80,17 +80,6 @@ def log(tmp_path):
     lg.close()
 
 
-def read_all(log, topic):
-    """Every record of ``topic`` from the start, read until a poll comes back
-    empty (``from conftest import read_all``)."""
-    c = log.consumer(topic, auto_offset_reset="earliest")
-    out = []
-    while batch := c.poll(timeout=0.05, max_records=100_000):
-        out.extend(batch)
-    c.close()
-    return out
-
-
 @pytest.fixture
 def child_env():
     """Environment for child processes that import pylog from this tree."""

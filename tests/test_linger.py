@@ -12,7 +12,7 @@ import time
 
 import pytest
 from childproc import expect, start
-from conftest import read_all
+from reading import read_all
 
 import pylog
 

@@ -6,8 +6,8 @@ import threading
 import time
 
 import pytest
-from conftest import read_all
 from kafka.partitioner.default import murmur2 as kafka_murmur2
+from reading import read_all
 
 import pylog
 from pylog.partition import Cursor
