@@ -225,10 +225,11 @@ class IdempotentProducer(Producer):
                 if hasattr(off, "offset"):           # OffsetAndMetadata
                     off = off.offset
                 if not isinstance(tp, tuple) or len(tp) != 2 or \
-                        isinstance(off, bool) or not isinstance(off, int) or off < 0:
+                        isinstance(off, bool) or not isinstance(off, int) or \
+                        not 0 <= off < 2**63:      # (int64 in LMDB, M-6)
                     raise InvalidArgument(
                         f"send_offsets_to_transaction: {tp!r}: {off!r}; expected "
-                        "TopicPartition: offset >= 0")
+                        "TopicPartition: offset in [0, 2**63)")
                 self._log.partition(tp[0], tp[1])    # TopicNotFound, PartitionNotFound
                 checked[(tp[0], tp[1])] = off
             self._txn_offsets.setdefault(group_id, {}).update(checked)

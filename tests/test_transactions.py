@@ -260,6 +260,8 @@ def test_offsets_only_transaction_and_offset_and_metadata(log):
      pylog.InvalidArgument),
     (lambda p: (p.begin_transaction(), p.send_offsets_to_transaction({T0: -1}, "g")),
      pylog.InvalidArgument),
+    (lambda p: (p.begin_transaction(), p.send_offsets_to_transaction({T0: 2**63}, "g")),
+     pylog.InvalidArgument),
     (lambda p: (p.begin_transaction(), p.send_offsets_to_transaction({TP("no", 0): 1}, "g")),
      pylog.TopicNotFound),
     (lambda p: (p.begin_transaction(), p.send_offsets_to_transaction(42, "g")),
@@ -272,6 +274,22 @@ def test_misuse_raises_and_writes_nothing(log, call, error):
         call(p)
     assert log.partition("t", 0).state().next_offset == 0
     assert log.partition("t", 1).state().next_offset == 0
+
+
+def test_offset_past_int64_refused_where_given(log):
+    # an offset LMDB cannot store is refused where it is given, not as a
+    # struct.error at the commit point (the transaction then commits)
+    c = log.consumer("t", group_id="g")
+    with pytest.raises(pylog.InvalidArgument):
+        c.commit({T0: 2**63})
+    p = log.producer(transactional_id="tx")
+    p.begin_transaction()
+    with pytest.raises(pylog.InvalidArgument):
+        p.send_offsets_to_transaction({T0: 2**70}, "g")
+    p.send("t", b"x", partition=0)
+    p.commit_transaction()
+    assert c.committed(T0) is None
+    c.close()
 
 
 @pytest.mark.parametrize("kw", [
