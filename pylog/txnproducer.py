@@ -61,15 +61,29 @@ _TRANSACTIONAL: weakref.WeakSet[IdempotentProducer] = weakref.WeakSet()
 os.register_at_fork(after_in_child=_TRANSACTIONAL.clear)
 
 
+# X-5: the id is part of an LMDB key (511 bytes at most, with its prefix)
+_TID_BYTES_MAX = 500
+
+
+def _key_bytes(tid: str) -> int:
+    """The UTF-8 length of ``tid``; past any bound for a lone surrogate."""
+    try:
+        return len(tid.encode())
+    except UnicodeEncodeError:
+        return _TID_BYTES_MAX + 1
+
+
 def check_producer_args(transactional_id: object, idempotent: object,
                         transaction_timeout_ms: object) -> None:
     """InvalidArgument for a bad ``Log.producer`` transactional argument."""
     if transactional_id is not None and (not isinstance(transactional_id, str) or
                                          not transactional_id or
                                          len(transactional_id) > 249 or
-                                         "\0" in transactional_id):
-        raise InvalidArgument(f"transactional_id={transactional_id!r}; expected a "
-                              "non-empty str of at most 249 characters, no NUL")
+                                         "\0" in transactional_id or
+                                         _key_bytes(transactional_id) > _TID_BYTES_MAX):
+        raise InvalidArgument(f"transactional_id={transactional_id!r:.80}; expected a "
+                              "non-empty str of at most 249 characters and "
+                              f"{_TID_BYTES_MAX} bytes in UTF-8, no NUL")
     if not isinstance(idempotent, bool):
         raise InvalidArgument(f"idempotent={idempotent!r}; expected True or False")
     if isinstance(transaction_timeout_ms, bool) or \

@@ -294,6 +294,7 @@ def test_offset_past_int64_refused_where_given(log):
 
 @pytest.mark.parametrize("kw", [
     dict(transactional_id=""), dict(transactional_id=3), dict(transactional_id="a\0b"),
+    dict(transactional_id="\U0001D11E" * 249), dict(transactional_id="\ud800"),
     dict(idempotent="yes"), dict(transactional_id="x", transaction_timeout_ms=0),
     dict(transactional_id="x", linger_ms=5), dict(idempotent=True, batch_bytes=100),
 ])
