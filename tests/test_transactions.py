@@ -595,3 +595,23 @@ def test_log_close_aborts_open_transactions(log, tmp_path):
         with again.meta._txn("read") as txn:
             doc = json.loads(txn.get(b"txn\0tx", db=again.meta._info))
         assert doc["state"] == "ready"             # aborted by the close, not later
+
+
+@pytest.mark.parametrize("start", ["latest", "seek_to_end"])
+def test_read_committed_end_is_the_last_stable_offset(log, start):
+    # a read_committed consumer starting at the end starts at the
+    # last stable offset; at the end offset it would skip for good the
+    # records of a transaction open then and committed after
+    log.producer().send("t", b"before", partition=0)
+    p = log.producer(transactional_id="tx")
+    p.begin_transaction()
+    p.send("t", b"in-txn", partition=0)
+    c = log.consumer(isolation_level="read_committed", auto_offset_reset="latest")
+    c.assign([T0])
+    if start == "seek_to_end":
+        c.seek_to_end(T0)
+    assert c.position(T0) == 1
+    assert values(c) == []
+    p.commit_transaction()
+    assert values(c, timeout=1) == [(0, b"in-txn")]
+    c.close()
