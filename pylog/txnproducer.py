@@ -45,7 +45,13 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import batch, transactions
-from .errors import InvalidArgument, ProducerFencedError, PylogError, TransactionError
+from .errors import (
+    ForkedLogError,
+    InvalidArgument,
+    ProducerFencedError,
+    PylogError,
+    TransactionError,
+)
 from .producer import Producer, Serializer
 
 if TYPE_CHECKING:
@@ -116,6 +122,7 @@ class IdempotentProducer(Producer):
         # partitions whose producer state this transaction checked (X-3)
         self._checked: set[tuple[str, int]] = set()
         self._fenced: ProducerFencedError | None = None
+        self._pid = os.getpid()          # see _forked
         if transactional_id is None:
             self.producer_id = transactions.allocate_producer_id(log)
             self.epoch = 0
@@ -134,6 +141,8 @@ class IdempotentProducer(Producer):
         is transactional and not fsynced."""
         with self._tlock:
             self._usable()
+            if self._pid != os.getpid():
+                self._forked()
             tid = self.transactional_id
             key = (part.topic, part.index)
             if tid is not None:
@@ -169,6 +178,24 @@ class IdempotentProducer(Producer):
             self._seqs[key] = (seq + len(records)) & _SEQ_MASK
             return int(base)
 
+    def _forked(self) -> None:
+        """First use in a fork() child: the parent goes on with this
+        producer id and its sequences, so the child's batches would take
+        the same sequences and one side's be dropped as retries of the
+        other's (X-3). An idempotent producer takes a new producer id; a
+        transactional one (its id, epoch and open transaction are the
+        parent's) raises ForkedLogError."""
+        if self.transactional_id is not None:
+            raise ForkedLogError(
+                f"transactional producer {self.transactional_id!r} was made before "
+                "os.fork(); its transaction is the parent's: make a new producer "
+                "in the child")
+        self.producer_id = transactions.allocate_producer_id(self._log)
+        self.epoch = 0
+        self._seqs = {}
+        self._checked = set()
+        self._pid = os.getpid()
+
     def _guard(self, fn: Any) -> Any:
         """Run ``fn``; a ProducerFencedError makes this producer unusable."""
         try:
@@ -188,6 +215,8 @@ class IdempotentProducer(Producer):
                                    "make it with log.producer(transactional_id=...)")
         self._check()
         self._usable()
+        if self._pid != os.getpid():
+            self._forked()
         return self.transactional_id
 
     # -- transactions ----------------------------------------------------------
@@ -312,8 +341,9 @@ class IdempotentProducer(Producer):
     def close(self, timeout: float | None = None) -> None:
         """Abort an open transaction, then as Producer.close."""
         with self._tlock:
+            # (not in a fork child: the transaction is the parent's)
             if self._in_txn and self._fenced is None and not self._closed and \
-                    not self._log._closed:
+                    not self._log._closed and self._pid == os.getpid():
                 try:
                     self.abort_transaction()
                 except ProducerFencedError:

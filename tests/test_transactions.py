@@ -615,3 +615,50 @@ def test_read_committed_end_is_the_last_stable_offset(log, start):
     p.commit_transaction()
     assert values(c, timeout=1) == [(0, b"in-txn")]
     c.close()
+
+
+def _in_child(fn):
+    """Run ``fn`` in a fork() child; its exit status: 0 when it returned."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = fn()
+        finally:
+            os._exit(code or 0)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+def test_idempotent_producer_used_across_fork_keeps_both_sides(log):
+    # the child's batches must not take the parent's sequences: the
+    # parent's next batch would be dropped as a retry of the child's (X-3)
+    p = log.producer(idempotent=True)
+    p.send("t", b"parent-1", partition=0)
+    assert _in_child(lambda: p.send("t", b"child-1", partition=0) and 0) == 0
+    p.send("t", b"parent-2", partition=0, headers=[("h", b"1")])   # (the checked path)
+    c = log.consumer("t", auto_offset_reset="earliest")
+    got = sorted(r.value for r in c.poll(timeout=0.5))
+    assert got == [b"child-1", b"parent-1", b"parent-2"]
+    c.close()
+
+
+def test_transactional_producer_refused_in_a_fork_child(log):
+    p = log.producer(transactional_id="tx")
+    p.begin_transaction()
+    p.send("t", b"parent", partition=0)
+
+    def child():
+        for call in (lambda: p.send("t", b"child", partition=0), p.commit_transaction):
+            try:
+                call()
+                return 2
+            except pylog.ForkedLogError:
+                pass
+        return 0
+    assert _in_child(child) == 0
+    assert _in_child(p.close) == 0        # leaves the parent's transaction alone
+    c = committed_reader(log, "t")
+    assert values(c) == []
+    p.commit_transaction()
+    assert values(c, timeout=1) == [(0, b"parent")]
+    c.close()
