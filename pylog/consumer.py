@@ -156,7 +156,8 @@ class Consumer(Positions, Fetching):
                                        session_timeout_ms=session_timeout_ms,
                                        client_id=client_id,
                                        auto_offset_reset=auto_offset_reset)
-        self._resets = OffsetReset(auto_offset_reset, group_id, self._member)
+        self._resets = OffsetReset(auto_offset_reset, group_id, self._member,
+                                   log if self._read_committed else None)
         if topics or pattern:
             self.subscribe(list(topics), pattern=pattern, listener=listener)
         elif listener is not None:

@@ -78,6 +78,10 @@ class ShareConsumer:
                               "for writing")
         for t in topics:
             log.partitions_for(t)           # TopicNotFound now, not at poll
+        if dead_letter_topic is not None and dead_letter_topic in topics:
+            # (before Q-7 stores it as the group's setting)
+            raise InvalidArgument(f"dead_letter_topic={dead_letter_topic!r} is one of "
+                                  "the consumed topics")
         # the settings are the group's
         cfg = shareconfig.resolve(log.meta, group_id, {
             "record_lock_ms": record_lock_ms, "delivery_limit": delivery_limit,

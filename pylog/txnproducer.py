@@ -45,7 +45,13 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import batch, transactions
-from .errors import InvalidArgument, ProducerFencedError, PylogError, TransactionError
+from .errors import (
+    ForkedLogError,
+    InvalidArgument,
+    ProducerFencedError,
+    PylogError,
+    TransactionError,
+)
 from .producer import Producer, Serializer
 
 if TYPE_CHECKING:
@@ -61,15 +67,29 @@ _TRANSACTIONAL: weakref.WeakSet[IdempotentProducer] = weakref.WeakSet()
 os.register_at_fork(after_in_child=_TRANSACTIONAL.clear)
 
 
+# X-5: the id is part of an LMDB key (511 bytes at most, with its prefix)
+_TID_BYTES_MAX = 500
+
+
+def _key_bytes(tid: str) -> int:
+    """The UTF-8 length of ``tid``; past any bound for a lone surrogate."""
+    try:
+        return len(tid.encode())
+    except UnicodeEncodeError:
+        return _TID_BYTES_MAX + 1
+
+
 def check_producer_args(transactional_id: object, idempotent: object,
                         transaction_timeout_ms: object) -> None:
     """InvalidArgument for a bad ``Log.producer`` transactional argument."""
     if transactional_id is not None and (not isinstance(transactional_id, str) or
                                          not transactional_id or
                                          len(transactional_id) > 249 or
-                                         "\0" in transactional_id):
-        raise InvalidArgument(f"transactional_id={transactional_id!r}; expected a "
-                              "non-empty str of at most 249 characters, no NUL")
+                                         "\0" in transactional_id or
+                                         _key_bytes(transactional_id) > _TID_BYTES_MAX):
+        raise InvalidArgument(f"transactional_id={transactional_id!r:.80}; expected a "
+                              "non-empty str of at most 249 characters and "
+                              f"{_TID_BYTES_MAX} bytes in UTF-8, no NUL")
     if not isinstance(idempotent, bool):
         raise InvalidArgument(f"idempotent={idempotent!r}; expected True or False")
     if isinstance(transaction_timeout_ms, bool) or \
@@ -102,6 +122,7 @@ class IdempotentProducer(Producer):
         # partitions whose producer state this transaction checked (X-3)
         self._checked: set[tuple[str, int]] = set()
         self._fenced: ProducerFencedError | None = None
+        self._pid = os.getpid()          # see _forked
         if transactional_id is None:
             self.producer_id = transactions.allocate_producer_id(log)
             self.epoch = 0
@@ -120,6 +141,8 @@ class IdempotentProducer(Producer):
         is transactional and not fsynced."""
         with self._tlock:
             self._usable()
+            if self._pid != os.getpid():
+                self._forked()
             tid = self.transactional_id
             key = (part.topic, part.index)
             if tid is not None:
@@ -155,6 +178,24 @@ class IdempotentProducer(Producer):
             self._seqs[key] = (seq + len(records)) & _SEQ_MASK
             return int(base)
 
+    def _forked(self) -> None:
+        """First use in a fork() child: the parent goes on with this
+        producer id and its sequences, so the child's batches would take
+        the same sequences and one side's be dropped as retries of the
+        other's (X-3). An idempotent producer takes a new producer id; a
+        transactional one (its id, epoch and open transaction are the
+        parent's) raises ForkedLogError."""
+        if self.transactional_id is not None:
+            raise ForkedLogError(
+                f"transactional producer {self.transactional_id!r} was made before "
+                "os.fork(); its transaction is the parent's: make a new producer "
+                "in the child")
+        self.producer_id = transactions.allocate_producer_id(self._log)
+        self.epoch = 0
+        self._seqs = {}
+        self._checked = set()
+        self._pid = os.getpid()
+
     def _guard(self, fn: Any) -> Any:
         """Run ``fn``; a ProducerFencedError makes this producer unusable."""
         try:
@@ -174,6 +215,8 @@ class IdempotentProducer(Producer):
                                    "make it with log.producer(transactional_id=...)")
         self._check()
         self._usable()
+        if self._pid != os.getpid():
+            self._forked()
         return self.transactional_id
 
     # -- transactions ----------------------------------------------------------
@@ -225,10 +268,11 @@ class IdempotentProducer(Producer):
                 if hasattr(off, "offset"):           # OffsetAndMetadata
                     off = off.offset
                 if not isinstance(tp, tuple) or len(tp) != 2 or \
-                        isinstance(off, bool) or not isinstance(off, int) or off < 0:
+                        isinstance(off, bool) or not isinstance(off, int) or \
+                        not 0 <= off < 2**63:      # (int64 in LMDB, M-6)
                     raise InvalidArgument(
                         f"send_offsets_to_transaction: {tp!r}: {off!r}; expected "
-                        "TopicPartition: offset >= 0")
+                        "TopicPartition: offset in [0, 2**63)")
                 self._log.partition(tp[0], tp[1])    # TopicNotFound, PartitionNotFound
                 checked[(tp[0], tp[1])] = off
             self._txn_offsets.setdefault(group_id, {}).update(checked)
@@ -297,8 +341,9 @@ class IdempotentProducer(Producer):
     def close(self, timeout: float | None = None) -> None:
         """Abort an open transaction, then as Producer.close."""
         with self._tlock:
+            # (not in a fork child: the transaction is the parent's)
             if self._in_txn and self._fenced is None and not self._closed and \
-                    not self._log._closed:
+                    not self._log._closed and self._pid == os.getpid():
                 try:
                     self.abort_transaction()
                 except ProducerFencedError:

@@ -190,3 +190,18 @@ def test_dead_letter_topic_deleted_meanwhile_is_made_again(logdir, child_env):
         with log.share_consumer("jobs", group_id="g") as c:
             assert c.poll(timeout_ms=50) == []
         assert _origins(_dead_letters(log)) == {(b"0", b"%d" % i): 1 for i in range(N)}
+
+
+def test_dead_letter_topic_among_the_consumed_stores_nothing(tmp_path):
+    # bad input: refused before the group's settings are stored, so
+    # the group is not left dead-lettering into the topic it consumes
+    log = pylog.open(tmp_path / "log")
+    try:
+        log.create_topic("jobs", partitions=1)
+        with pytest.raises(pylog.InvalidArgument):
+            log.share_consumer("jobs", group_id="g", dead_letter_topic="jobs")
+        c = log.share_consumer("jobs", group_id="g")
+        assert c.dead_letter_topic is None
+        c.close()
+    finally:
+        log.close()

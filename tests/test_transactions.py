@@ -260,6 +260,8 @@ def test_offsets_only_transaction_and_offset_and_metadata(log):
      pylog.InvalidArgument),
     (lambda p: (p.begin_transaction(), p.send_offsets_to_transaction({T0: -1}, "g")),
      pylog.InvalidArgument),
+    (lambda p: (p.begin_transaction(), p.send_offsets_to_transaction({T0: 2**63}, "g")),
+     pylog.InvalidArgument),
     (lambda p: (p.begin_transaction(), p.send_offsets_to_transaction({TP("no", 0): 1}, "g")),
      pylog.TopicNotFound),
     (lambda p: (p.begin_transaction(), p.send_offsets_to_transaction(42, "g")),
@@ -274,8 +276,25 @@ def test_misuse_raises_and_writes_nothing(log, call, error):
     assert log.partition("t", 1).state().next_offset == 0
 
 
+def test_offset_past_int64_refused_where_given(log):
+    # an offset LMDB cannot store is refused where it is given, not as a
+    # struct.error at the commit point (the transaction then commits)
+    c = log.consumer("t", group_id="g")
+    with pytest.raises(pylog.InvalidArgument):
+        c.commit({T0: 2**63})
+    p = log.producer(transactional_id="tx")
+    p.begin_transaction()
+    with pytest.raises(pylog.InvalidArgument):
+        p.send_offsets_to_transaction({T0: 2**70}, "g")
+    p.send("t", b"x", partition=0)
+    p.commit_transaction()
+    assert c.committed(T0) is None
+    c.close()
+
+
 @pytest.mark.parametrize("kw", [
     dict(transactional_id=""), dict(transactional_id=3), dict(transactional_id="a\0b"),
+    dict(transactional_id="\U0001D11E" * 249), dict(transactional_id="\ud800"),
     dict(idempotent="yes"), dict(transactional_id="x", transaction_timeout_ms=0),
     dict(transactional_id="x", linger_ms=5), dict(idempotent=True, batch_bytes=100),
 ])
@@ -576,3 +595,70 @@ def test_log_close_aborts_open_transactions(log, tmp_path):
         with again.meta._txn("read") as txn:
             doc = json.loads(txn.get(b"txn\0tx", db=again.meta._info))
         assert doc["state"] == "ready"             # aborted by the close, not later
+
+
+@pytest.mark.parametrize("start", ["latest", "seek_to_end"])
+def test_read_committed_end_is_the_last_stable_offset(log, start):
+    # X-4: a read_committed consumer starting at the end starts at the
+    # last stable offset; at the end offset it would skip for good the
+    # records of a transaction open then and committed after
+    log.producer().send("t", b"before", partition=0)
+    p = log.producer(transactional_id="tx")
+    p.begin_transaction()
+    p.send("t", b"in-txn", partition=0)
+    c = log.consumer(isolation_level="read_committed", auto_offset_reset="latest")
+    c.assign([T0])
+    if start == "seek_to_end":
+        c.seek_to_end(T0)
+    assert c.position(T0) == 1
+    assert values(c) == []
+    p.commit_transaction()
+    assert values(c, timeout=1) == [(0, b"in-txn")]
+    c.close()
+
+
+def _in_child(fn):
+    """Run ``fn`` in a fork() child; its exit status: 0 when it returned."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = fn()
+        finally:
+            os._exit(code or 0)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+def test_idempotent_producer_used_across_fork_keeps_both_sides(log):
+    # the child's batches must not take the parent's sequences: the
+    # parent's next batch would be dropped as a retry of the child's (X-3)
+    p = log.producer(idempotent=True)
+    p.send("t", b"parent-1", partition=0)
+    assert _in_child(lambda: p.send("t", b"child-1", partition=0) and 0) == 0
+    p.send("t", b"parent-2", partition=0, headers=[("h", b"1")])   # (the checked path)
+    c = log.consumer("t", auto_offset_reset="earliest")
+    got = sorted(r.value for r in c.poll(timeout=0.5))
+    assert got == [b"child-1", b"parent-1", b"parent-2"]
+    c.close()
+
+
+def test_transactional_producer_refused_in_a_fork_child(log):
+    p = log.producer(transactional_id="tx")
+    p.begin_transaction()
+    p.send("t", b"parent", partition=0)
+
+    def child():
+        for call in (lambda: p.send("t", b"child", partition=0), p.commit_transaction):
+            try:
+                call()
+                return 2
+            except pylog.ForkedLogError:
+                pass
+        return 0
+    assert _in_child(child) == 0
+    assert _in_child(p.close) == 0        # leaves the parent's transaction alone
+    c = committed_reader(log, "t")
+    assert values(c) == []
+    p.commit_transaction()
+    assert values(c, timeout=1) == [(0, b"parent")]
+    c.close()
