@@ -37,7 +37,14 @@ TEST_REQUIRES = [
     "mypy>=1.8",
     # tests/test_aio.py runs pylog.aio under uvloop too (none for Windows)
     "uvloop>=0.18; sys_platform != 'win32'",
+    # pylog.mirror against a Kafka-compatible broker the tests start
+    # (tests/kafkabroker.py: noida-db ships one binary, Linux x86-64)
+    "confluent-kafka>=2.3",
+    "noida-db>=0.2.3; sys_platform == 'linux' and platform_machine == 'x86_64'",
 ]
+
+# pylog.mirror: mirroring to and from Apache Kafka through librdkafka
+KAFKA_REQUIRES = ["confluent-kafka>=2.3"]
 
 # The peers bench/compare.py measures pylog against, installed only on
 # request: pip install -e '.[bench]' (see bench/README-compare.txt).
@@ -55,7 +62,8 @@ setup(
     setup_requires=["cffi>=1.15"],
     cffi_modules=["pylog/_build_native.py:ffibuilder"],
     install_requires=["cffi>=1.15", "lmdb>=1.4", "zstandard>=0.21"],
-    extras_require={"test": TEST_REQUIRES, "bench": BENCH_REQUIRES, "docs": ["sphinx>=7"]},
+    extras_require={"test": TEST_REQUIRES, "bench": BENCH_REQUIRES, "docs": ["sphinx>=7"],
+                    "kafka": KAFKA_REQUIRES},
     entry_points={"console_scripts": ["pylog=pylog.cli:main"]},
     zip_safe=False,
 )

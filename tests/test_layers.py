@@ -32,6 +32,7 @@ LAYERS = [
     {"log"},
     {"sqliteoffsets", "dedup"},     # helpers over the public Consumer API
     {"aio"},          # the package pylog/aio/: asyncio clients over a Log
+    {"mirrorstats", "mirrortokafka", "mirrorfromkafka", "mirror"},   # Kafka mirroring
     {"__init__"},
     {"verify", "demo"},
     {"cli", "__main__"},      # cli: the package pylog/cli/

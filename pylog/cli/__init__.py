@@ -2,7 +2,7 @@
 
 One module per group of subcommands (:mod:`.info`; :mod:`.check`: dump and
 verify; :mod:`.console`: tail and produce; :mod:`.admin`: topics and groups;
-:mod:`.queues`: share groups;
+:mod:`.queues`: share groups; :mod:`.mirror`: mirroring to and from Kafka;
 :mod:`.demo`), each with a ``register(subs)`` that adds its parsers; all run
 through :func:`.runner.run`, which maps errors to messages and exit codes.
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import admin, check, console, demo, info, queues
+from . import admin, check, console, demo, info, mirror, queues
 from .runner import EXIT_ERROR, run
 
 MAIN_EPILOG = """\
@@ -37,7 +37,7 @@ exit status: 0 ok, 1 problems found (verify, dump, info), 2 usage or other error
 """
 
 # in the order ``pylog --help`` lists them
-COMMAND_GROUPS = (info, check, console, admin, queues, demo)
+COMMAND_GROUPS = (info, check, console, admin, queues, mirror, demo)
 
 
 class _Parser(argparse.ArgumentParser):
