@@ -59,6 +59,7 @@ def confluent_kafka() -> ModuleType:
     """The confluent_kafka module, or MirrorError saying how to get it."""
     try:
         import confluent_kafka
+        import confluent_kafka.admin  # noqa: F401  (ck.admin.AdminClient)
     except ImportError as exc:
         raise MirrorError(f"mirroring needs the Kafka client confluent-kafka ({exc}); "
                           "install it with: pip install 'pylog[kafka]'") from None
