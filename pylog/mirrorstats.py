@@ -17,6 +17,8 @@ from .errors import PylogError
 _logger = logging.getLogger("pylog.mirror")
 #: librdkafka's own log lines (connection refused, ...) go here, not to stderr.
 KAFKA_LOGGER = logging.getLogger("pylog.mirror.kafka")
+# without logging configured they are dropped (error_cb reports what matters)
+KAFKA_LOGGER.addHandler(logging.NullHandler())
 
 #: The wait after a failure grows from BACKOFF_MIN_S, doubling, up to BACKOFF_MAX_S.
 BACKOFF_MIN_S = 0.1

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from .log import Log
 
 #: How often acknowledged offsets are committed to the local group.
-COMMIT_INTERVAL_S = 1.0
+COMMIT_INTERVAL_S = 0.2
 #: Records librdkafka may hold (in flight or queued): what a kill can resend.
 QUEUE_RECORDS_MAX = 100_000
 POLL_RECORDS_MAX = 2000
@@ -155,6 +155,29 @@ class ToKafka:
             self._rewind()
             return False
         records = self._consumer.poll(timeout=timeout)
+        try:
+            if not self._send(records):
+                return False
+            self._producer.poll(0)
+            now = time.monotonic()
+            caught_up = not records and self._all_acked()
+        except self._ck.KafkaException as exc:
+            err = exc.args[0]
+            if not err.fatal():
+                raise MirrorError(f"produce to Kafka: {err.str()}") from None
+            # librdkafka raises a fatal idempotence error (the broker lost
+            # its producer state, ...) from produce/poll: rewind
+            self._failure = f"kafka producer: fatal error: {err.str()}"
+            return False
+        if caught_up or now - self._committed_at >= COMMIT_INTERVAL_S:
+            self._commit()
+            self._committed_at = now
+            caught_up = caught_up and self._at_end()
+        return caught_up
+
+    def _send(self, records: list[Any]) -> bool:
+        """Hand ``records`` to the producer; False when a failure stopped
+        it midway (the rewind sends the rest)."""
         produce = self._producer.produce
         poll = self._producer.poll
         for r in records:
@@ -177,14 +200,7 @@ class ToKafka:
                     poll(0.1)
                     if self._failure is not None:
                         return False
-        poll(0)
-        now = time.monotonic()
-        caught_up = not records and self._all_acked()
-        if caught_up or now - self._committed_at >= COMMIT_INTERVAL_S:
-            self._commit()
-            self._committed_at = now
-            caught_up = caught_up and self._at_end()
-        return caught_up
+        return True
 
     def _all_acked(self) -> bool:
         self._producer.poll(0)
@@ -249,6 +265,7 @@ class ToKafka:
                    if a.next_commit is not None}
         if offsets:
             self._consumer.commit(offsets)
+            self._backoff.reset()      # deliveries go through again
             for a in self._acks.values():
                 a.next_commit = None
         skipped = self._skipped_now()
@@ -267,19 +284,24 @@ class ToKafka:
                 for p in desc["partitions"]}
 
     def _rewind(self) -> None:
-        """After a failed delivery: drop what the producer holds and send
-        again from each partition's first unacknowledged offset."""
+        """After a failed delivery: drop what the producer holds, commit
+        what was acknowledged, and read every partition again from its
+        committed offset (a step may have stopped midway through a poll's
+        records, so partitions with nothing in flight are sought too)."""
         why = self._failure
         self._stats.rewinds += 1
         self._generation += 1
         self._producer.purge()
         self._producer.flush(0)
         self._producer = self._ck.Producer(self._config)
-        for tp, a in self._acks.items():
-            if a.pending:
-                self._consumer.seek(tp, a.pending[0])
         self._commit()
         self._acks.clear()
+        for tp in self._consumer.assignment():
+            committed = self._consumer.committed(tp)
+            if committed is None:
+                self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, committed)
         self._failure = None
         wait = self._backoff.next_s()
         self._report(f"{why}; resending from the last acknowledged offsets in {wait:.1f}s")
@@ -289,7 +311,11 @@ class ToKafka:
         """Wait up to ``timeout`` seconds for what is in flight, commit
         what was acknowledged, close both clients."""
         try:
-            self._producer.flush(timeout)
+            if self._failure is None:
+                try:
+                    self._producer.flush(timeout)
+                except self._ck.KafkaException:
+                    pass        # a fatal error: what was not acknowledged is resent
             self._commit()
         finally:
             self._consumer.close(autocommit=False)
