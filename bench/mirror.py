@@ -73,7 +73,8 @@ def run_mirror(bootstrap, items, d, rep):
 def run_client(bootstrap, items, rep):
     topic = f"client{rep}"
     from confluent_kafka.admin import AdminClient, NewTopic
-    AdminClient({"bootstrap.servers": bootstrap}).create_topics(
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics(
         [NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1)])[topic].result(10)
     p = Producer({"bootstrap.servers": bootstrap, **PRODUCER_CONFIG})
     t = time.perf_counter()

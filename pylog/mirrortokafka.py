@@ -114,7 +114,8 @@ class ToKafka:
                         **kafka_config}
         self._admin = ck.admin.AdminClient(
             {"bootstrap.servers": bootstrap_servers, "logger": KAFKA_LOGGER,
-             **{k: v for k, v in kafka_config.items() if k.startswith(("security.", "sasl.", "ssl."))}})
+             **{k: v for k, v in kafka_config.items()
+                if k.startswith(("security.", "sasl.", "ssl."))}})
         self._consumer: Consumer = log.consumer(
             group_id=group_id, pattern=pattern, auto_offset_reset="earliest",
             enable_auto_commit=False, client_id="pylog-mirror",
@@ -143,7 +144,8 @@ class ToKafka:
             return      # purged by a rewind: it will be sent again
         if err is not None:
             if self._failure is None:
-                self._failure = f"delivery of {tp.topic}-{tp.partition}@{offset} failed: {err.str()}"
+                self._failure = (f"delivery of {tp.topic}-{tp.partition}@{offset} "
+                                 f"failed: {err.str()}")
             return
         self._stats.records += self._acks[tp].acked(offset)
 
@@ -298,7 +300,7 @@ class ToKafka:
         self._acks.clear()
         for tp in self._consumer.assignment():
             committed = self._consumer.committed(tp)
-            if committed is None:
+            if not isinstance(committed, int):
                 self._consumer.seek_to_beginning(tp)
             else:
                 self._consumer.seek(tp, committed)

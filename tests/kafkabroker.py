@@ -41,7 +41,6 @@ import subprocess
 import time
 
 import pytest
-
 from services import SKIP_PREFIX
 
 READY_TIMEOUT_S = 20.0
