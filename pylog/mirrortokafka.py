@@ -69,9 +69,14 @@ class _Acks:
     """The offsets of one local partition sent and not yet acknowledged, in
     the order they were sent (increasing)."""
 
-    __slots__ = ("pending", "done", "last_sent", "next_commit")
+    __slots__ = ("tp", "same_partitions", "kafka_partitions", "pending", "done",
+                 "last_sent", "next_commit")
 
-    def __init__(self) -> None:
+    def __init__(self, tp: TopicPartition, local_partitions: int,
+                 kafka_partitions: int) -> None:
+        self.tp = tp
+        self.same_partitions = local_partitions == kafka_partitions
+        self.kafka_partitions = kafka_partitions
         self.pending: collections.deque[int] = collections.deque()
         self.done: set[int] = set()
         self.last_sent = -1
@@ -124,6 +129,7 @@ class ToKafka:
         self._producer = ck.Producer(self._config)
         self._generation = 0
         self._acks: dict[TopicPartition, _Acks] = {}
+        self._by_place: dict[tuple[str, int], _Acks] = {}    # the same, by (topic, partition)
         self._failure: str | None = None
         self._routes: dict[str, tuple[int, int]] = {}   # topic -> (local, kafka) partitions
         self._committed_at = time.monotonic()
@@ -138,16 +144,16 @@ class ToKafka:
         else:
             self._limited(f"kafka: {err.str()} (retrying)", time.monotonic())
 
-    def _delivered(self, generation: int, tp: TopicPartition, offset: int,
+    def _delivered(self, generation: int, acks: _Acks, offset: int,
                    err: Any, msg: Any) -> None:
         if generation != self._generation:
             return      # purged by a rewind: it will be sent again
         if err is not None:
             if self._failure is None:
-                self._failure = (f"delivery of {tp.topic}-{tp.partition}@{offset} "
+                self._failure = (f"delivery of {acks.tp.topic}-{acks.tp.partition}@{offset} "
                                  f"failed: {err.str()}")
             return
-        self._stats.records += self._acks[tp].acked(offset)
+        self._stats.records += acks.acked(offset)
 
     # -- the loop --------------------------------------------------------------
     def step(self, timeout: float) -> bool:
@@ -182,14 +188,21 @@ class ToKafka:
         it midway (the rewind sends the rest)."""
         produce = self._producer.produce
         poll = self._producer.poll
+        by_place = self._by_place
+        delivered = self._delivered
+        generation = self._generation
         for r in records:
-            tp = TopicPartition(r.topic, r.partition)
-            acks = self._acks.get(tp)
+            acks = by_place.get((r.topic, r.partition))
             if acks is None:
-                acks = self._acks[tp] = _Acks()
-            kp = self._kafka_partition(r.topic, r.partition, r.key)
+                acks = self._track(r.topic, r.partition)
+            if acks.same_partitions:
+                kp = r.partition
+            elif r.key is not None:
+                kp = partition_for_key(r.key, acks.kafka_partitions)
+            else:
+                kp = r.partition % acks.kafka_partitions
             acks.sent(r.offset)
-            cb = functools.partial(self._delivered, self._generation, tp, r.offset)
+            cb = functools.partial(delivered, generation, acks, r.offset)
             while True:
                 try:
                     produce(r.topic, r.value, r.key, partition=kp,
@@ -212,16 +225,15 @@ class ToKafka:
         lag = self._consumer.lag()
         return bool(lag) and not any(lag.values())
 
-    def _kafka_partition(self, topic: str, partition: int, key: bytes | None) -> int:
+    def _track(self, topic: str, partition: int) -> _Acks:
+        """The _Acks of a local partition seen for the first time (its
+        Kafka topic made sure of)."""
         route = self._routes.get(topic)
         if route is None:
             route = self._routes[topic] = self._ensure_topic(topic)
-        local_n, kafka_n = route
-        if local_n == kafka_n:
-            return partition
-        if key is not None:
-            return partition_for_key(key, kafka_n)
-        return partition % kafka_n
+        tp = TopicPartition(topic, partition)
+        acks = self._acks[tp] = self._by_place[(topic, partition)] = _Acks(tp, *route)
+        return acks
 
     def _ensure_topic(self, topic: str) -> tuple[int, int]:
         """(local, Kafka) partition counts of ``topic``, creating the Kafka
@@ -298,6 +310,7 @@ class ToKafka:
         self._producer = self._ck.Producer(self._config)
         self._commit()
         self._acks.clear()
+        self._by_place.clear()
         for tp in self._consumer.assignment():
             committed = self._consumer.committed(tp)
             if not isinstance(committed, int):
