@@ -15,11 +15,17 @@ keyed record goes where Kafka's partitioner (murmur2) puts its key among
 the local partitions, a keyless one to its Kafka partition modulo the
 local count.
 
+Group membership is static (``group.instance.id``, see
+:func:`instance_id`); pass another ``group.instance.id`` in
+``kafka_config`` to choose it.
+
 Thread safety: used by the one thread that runs the Mirror.
 """
 
 from __future__ import annotations
 
+import hashlib
+import socket
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +41,17 @@ CONSUME_RECORDS_MAX = 5000
 METADATA_TIMEOUT_S = 10.0
 
 
+def instance_id(path: str, group_id: str) -> str:
+    """The mirror's static group membership (KIP-345): the same for every
+    run of the mirror of one log directory on one host, so a mirror
+    restarted after a crash takes its partitions back at once instead of
+    waiting for the dead member's session to expire (some brokers wait
+    much longer), and a second mirror of the same log in the same group is
+    fenced (a fatal error) rather than splitting the partitions."""
+    digest = hashlib.sha256(f"{socket.gethostname()}\0{path}\0{group_id}".encode())
+    return f"pylog-mirror-{digest.hexdigest()[:16]}"
+
+
 class FromKafka:
     """The inbound loop; see the module docstring."""
 
@@ -48,6 +65,7 @@ class FromKafka:
         self._limited = RateLimitedReport(report)
         self._consumer = ck.Consumer({
             "bootstrap.servers": bootstrap_servers, "group.id": group_id,
+            "group.instance.id": instance_id(log.path, group_id),
             "enable.auto.commit": False, "auto.offset.reset": "earliest",
             "isolation.level": "read_committed",
             "topic.metadata.refresh.interval.ms": 5000,
@@ -109,13 +127,23 @@ class FromKafka:
         return True
 
     def _at_end(self) -> bool:
+        """Whether every assigned partition was read to its end: the
+        position, or before the first record since joining (position not
+        known yet) the committed offset, is at the high watermark."""
         assignment = self._consumer.assignment()
         if not assignment:
             return False
         try:
-            for tp in self._consumer.position(assignment):
-                _, high = self._consumer.get_watermark_offsets(tp, timeout=METADATA_TIMEOUT_S)
-                if high > 0 and (tp.offset < 0 or tp.offset < high):
+            positions = self._consumer.position(assignment)
+            unknown = [tp for tp in positions if tp.offset < 0]
+            committed = {(tp.topic, tp.partition): tp.offset for tp in
+                         (self._consumer.committed(unknown, timeout=METADATA_TIMEOUT_S)
+                          if unknown else [])}
+            for tp in positions:
+                at = tp.offset if tp.offset >= 0 else committed.get((tp.topic, tp.partition), -1)
+                low, high = self._consumer.get_watermark_offsets(
+                    tp, timeout=METADATA_TIMEOUT_S)
+                if high > low and at < high:
                     return False
         except self._ck.KafkaException:
             return False
