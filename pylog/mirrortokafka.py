@@ -34,6 +34,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ._native import partition_for_key
+from .errors import CommitFailedError
 from .mirrorstats import KAFKA_LOGGER, Backoff, MirrorError, MirrorStats, RateLimitedReport, Report
 from .records import TopicPartition
 
@@ -278,7 +279,15 @@ class ToKafka:
         offsets = {tp: a.next_commit for tp, a in self._acks.items()
                    if a.next_commit is not None}
         if offsets:
-            self._consumer.commit(offsets)
+            try:
+                self._consumer.commit(offsets)
+            except CommitFailedError as exc:
+                # the group gave partitions to another member (this one was
+                # stopped past its session timeout, or a second mirror
+                # joined): read again from the committed offsets
+                if self._failure is None:
+                    self._failure = f"commit to local group {self._group_id!r} refused: {exc}"
+                return
             self._backoff.reset()      # deliveries go through again
             for a in self._acks.values():
                 a.next_commit = None
