@@ -48,6 +48,10 @@ COMMIT_INTERVAL_S = 0.2
 QUEUE_RECORDS_MAX = 100_000
 POLL_RECORDS_MAX = 2000
 ADMIN_TIMEOUT_S = 10.0
+#: A metadata request's wait: short, so stop() is seen while the cluster is away.
+METADATA_TIMEOUT_S = 2.0
+#: Metadata requests (0.1 s apart) for a topic just created to show up.
+CREATED_WAIT_TRIES = 50
 
 PRODUCER_CONFIG: dict[str, Any] = {
     "enable.idempotence": True,
@@ -163,6 +167,8 @@ class ToKafka:
         if self._failure is not None:
             self._rewind()
             return False
+        if not self._routes_ready():
+            return False
         records = self._consumer.poll(timeout=timeout)
         try:
             if not self._send(records):
@@ -196,6 +202,8 @@ class ToKafka:
             acks = by_place.get((r.topic, r.partition))
             if acks is None:
                 acks = self._track(r.topic, r.partition)
+                if acks is None:
+                    return False
             if acks.same_partitions:
                 kp = r.partition
             elif r.key is not None:
@@ -226,52 +234,79 @@ class ToKafka:
         lag = self._consumer.lag()
         return bool(lag) and not any(lag.values())
 
-    def _track(self, topic: str, partition: int) -> _Acks:
-        """The _Acks of a local partition seen for the first time (its
-        Kafka topic made sure of)."""
-        route = self._routes.get(topic)
+    def _track(self, topic: str, partition: int) -> _Acks | None:
+        """The _Acks of a local partition seen for the first time, or None
+        when its Kafka topic cannot be made sure of now (failure set)."""
+        route = self._route(topic)
         if route is None:
-            route = self._routes[topic] = self._ensure_topic(topic)
+            self._failure = f"kafka: no metadata for topic {topic!r}"
+            return None
         tp = TopicPartition(topic, partition)
         acks = self._acks[tp] = self._by_place[(topic, partition)] = _Acks(tp, *route)
         return acks
 
-    def _ensure_topic(self, topic: str) -> tuple[int, int]:
+    def _routes_ready(self) -> bool:
+        """Whether every assigned topic's Kafka topic is known (made sure
+        of before reading, so an outage at start or a new topic waits
+        here, with the records in the local log)."""
+        return all(self._route(t) is not None
+                   for t in {tp.topic for tp in self._consumer.assignment()})
+
+    def _route(self, topic: str) -> tuple[int, int] | None:
+        route = self._routes.get(topic)
+        if route is None:
+            route = self._ensure_topic(topic)
+            if route is not None:
+                self._routes[topic] = route
+                self._backoff.reset()
+            else:
+                time.sleep(self._backoff.next_s())
+        return route
+
+    def _ensure_topic(self, topic: str) -> tuple[int, int] | None:
         """(local, Kafka) partition counts of ``topic``, creating the Kafka
-        topic with the local count when it is missing; waits (with
-        backoff) while the cluster does not answer."""
+        topic with the local count when it is missing; None (reported)
+        when the cluster does not answer."""
         local_n = self._log.describe_topic(topic).partitions
-        backoff = Backoff()
-        while True:
+        try:
+            kafka_n = self._kafka_partitions(topic)
+            if kafka_n:
+                return local_n, kafka_n
+            fut = self._admin.create_topics(
+                [self._ck.admin.NewTopic(topic, num_partitions=local_n,
+                                         replication_factor=-1)])[topic]
             try:
-                # all topics: a metadata request naming the topic would make
-                # a broker with auto.create.topics.enable create it (with
-                # num.partitions, not the local count)
-                md = self._admin.list_topics(timeout=ADMIN_TIMEOUT_S)
-                t = md.topics.get(topic)
-                if t is not None and t.error is None and t.partitions:
-                    return local_n, len(t.partitions)
-                fut = self._admin.create_topics(
-                    [self._ck.admin.NewTopic(topic, num_partitions=local_n,
-                                             replication_factor=-1)])[topic]
-                try:
-                    fut.result(ADMIN_TIMEOUT_S)
-                except self._ck.KafkaException as exc:
-                    code = exc.args[0].code()
-                    if code != self._ck.KafkaError.TOPIC_ALREADY_EXISTS:
-                        if code in (self._ck.KafkaError.INVALID_REPLICATION_FACTOR,
-                                    self._ck.KafkaError.POLICY_VIOLATION,
-                                    self._ck.KafkaError.TOPIC_AUTHORIZATION_FAILED,
-                                    self._ck.KafkaError.INVALID_PARTITIONS):
-                            raise MirrorError(f"create Kafka topic {topic!r}: "
-                                              f"{exc.args[0].str()}; create it by hand") from None
-                        raise
-                self._report(f"created Kafka topic {topic!r} with {local_n} partitions")
+                fut.result(ADMIN_TIMEOUT_S)
             except self._ck.KafkaException as exc:
-                wait = backoff.next_s()
-                self._limited(f"kafka: metadata of {topic!r}: {exc.args[0].str()}; "
-                              f"retrying", time.monotonic())
-                time.sleep(wait)
+                code = exc.args[0].code()
+                if code in (self._ck.KafkaError.INVALID_REPLICATION_FACTOR,
+                            self._ck.KafkaError.POLICY_VIOLATION,
+                            self._ck.KafkaError.TOPIC_AUTHORIZATION_FAILED,
+                            self._ck.KafkaError.INVALID_PARTITIONS):
+                    raise MirrorError(f"create Kafka topic {topic!r}: "
+                                      f"{exc.args[0].str()}; create it by hand") from None
+                if code != self._ck.KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
+            else:
+                self._report(f"created Kafka topic {topic!r} with {local_n} partitions")
+            for _ in range(CREATED_WAIT_TRIES):     # until the metadata shows it
+                kafka_n = self._kafka_partitions(topic)
+                if kafka_n:
+                    return local_n, kafka_n
+                time.sleep(0.1)
+            return None
+        except self._ck.KafkaException as exc:
+            self._limited(f"kafka: metadata of {topic!r}: {exc.args[0].str()}; retrying",
+                          time.monotonic())
+            return None
+
+    def _kafka_partitions(self, topic: str) -> int:
+        """Partitions of the Kafka topic (0: none such). Asks for all
+        topics: a metadata request naming the topic would make a broker
+        with auto.create.topics.enable create it (with num.partitions, not
+        the local count)."""
+        t = self._admin.list_topics(timeout=METADATA_TIMEOUT_S).topics.get(topic)
+        return len(t.partitions) if t is not None and t.error is None else 0
 
     def _commit(self) -> None:
         """Commit each partition's acknowledged offset to the local group,

@@ -166,6 +166,24 @@ def test_retention_deletions_before_sending_are_reported(tmp_path, broker):
         [b"value-%d" % i for i in range(50, 90)]
 
 
+def test_broker_away_at_start_records_wait_then_go(tmp_path, broker):
+    from pylog.mirror import Mirror
+    src = str(tmp_path / "src")
+    broker.stop()
+    lines = []
+    with pylog.open(src) as log:
+        fill(log, "t", 100, partitions=2)
+        with Mirror(log, broker.bootstrap, topics="t", report=lines.append) as m:
+            stats = m.run(timeout=3)                  # returns though Kafka is away
+            assert stats.records == 0
+            assert any("metadata of 't'" in line for line in lines), lines
+            broker.start()
+            stats = m.run(until_caught_up=True, timeout=60)
+        assert stats.records == 100
+        assert log.describe_group("pylog-mirror")["lag"] == 0
+    assert sum(len(v) for v in read_kafka(broker.bootstrap, "t").values()) == 100
+
+
 def test_cli_mirror_until_caught_up_and_groups_show_the_position(tmp_path, broker):
     src = str(tmp_path / "src")
     with pylog.open(src) as log:
