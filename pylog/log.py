@@ -276,7 +276,14 @@ def open(path: str | os.PathLike[str], *, sync: str = "always", readonly: bool =
     member's last heartbeat; then a writable Log deletes them and the
     group (FORMAT.rst M-12), checking at open and once a minute. -1 keeps
     them forever.
+
+    ``path`` ``"kafka://host:port[,host:port]"``: a :class:`pylog.kafka.KafkaLog`,
+    the same topic, producer and consumer methods on that Kafka cluster
+    (``sync`` and ``readonly`` must keep their defaults there).
     """
+    if isinstance(path, str) and path.startswith("kafka://"):
+        from .kafka import open_kafka
+        return open_kafka(path, sync=sync, readonly=readonly)  # type: ignore[return-value]
     return Log(path, sync=sync, readonly=readonly,
                sync_interval_ms=sync_interval_ms,
                allow_network_filesystem=allow_network_filesystem,

@@ -29,7 +29,7 @@ LAYERS = [
      "rebalance", "sharestate", "shareops"},
     {"producer", "consumer", "positions", "fetching", "accumulator", "shareconsumer",
      "redrive"},
-    {"log"},
+    {"log", "kafka"},   # kafka: the package pylog/kafka/, pylog.open("kafka://...")
     {"sqliteoffsets", "dedup"},     # helpers over the public Consumer API
     {"aio"},          # the package pylog/aio/: asyncio clients over a Log
     {"mirrorstats", "mirrortokafka", "mirrorfromkafka", "mirror"},   # Kafka mirroring
