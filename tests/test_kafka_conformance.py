@@ -87,6 +87,24 @@ def test_group_commits_and_resumes(log):
     c.close()
 
 
+def test_auto_commit_commits_finished_records_only(log):
+    log.create_topic("a", partitions=1)
+    log.producer().send_batch("a", [b"%d" % i for i in range(10)])
+    tp = TopicPartition("a", 0)
+    c = log.consumer("a", group_id="g1", auto_offset_reset="earliest")
+    drain(c, 10)
+    c.close()                       # the last poll's records are not finished
+    c = log.consumer("a", group_id="g1", auto_offset_reset="earliest")
+    first = c.committed(tp)
+    assert first is None or first < 10
+    drain(c, 10 - (first or 0))
+    assert c.poll(timeout=0.5) == []   # finishes what the previous poll returned
+    c.close()
+    c = log.consumer("a", group_id="g1", auto_offset_reset="earliest")
+    assert c.committed(tp) == 10
+    c.close()
+
+
 def test_seek_position_and_lag(log):
     log.create_topic("s", partitions=1)
     log.producer().send_batch("s", [b"%d" % i for i in range(30)])

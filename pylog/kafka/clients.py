@@ -146,10 +146,10 @@ class KafkaProducer:
 
 
 class KafkaConsumer:
-    """pylog's Consumer on a confluent-kafka consumer. Like pylog's, a
-    commit without offsets (and auto-commit) commits only what poll()
-    returned before: records handed out are committed at the next poll,
-    commit() or close()."""
+    """pylog's Consumer on a confluent-kafka consumer, with pylog's commit
+    rules (pylog.delivery): auto-commit and ``close()`` commit the records
+    the application finished (those returned by a poll before the last);
+    ``commit()`` without offsets commits everything poll() returned."""
 
     def __init__(self, ck: ModuleType, config: dict[str, Any], max_poll_records: int,
                  has_group: bool) -> None:
@@ -159,6 +159,7 @@ class KafkaConsumer:
         self._has_group = has_group
         self._auto_commit = bool(config.get("enable.auto.commit"))
         self._handed: list[Any] = []
+        self._unfetched_seeks: dict[tuple[str, int], int] = {}
         self._closed = False
 
     def _tp(self, tp: Any) -> Any:
@@ -173,6 +174,7 @@ class KafkaConsumer:
         self._c.subscribe(names)
 
     def assign(self, partitions: Iterable[Any]) -> None:
+        self._unfetched_seeks.clear()
         self._c.assign([self._tp(tp) for tp in partitions])
 
     def assignment(self) -> set[TopicPartition]:
@@ -222,17 +224,17 @@ class KafkaConsumer:
                                 for tp, off in offsets.items()], asynchronous=False)
 
     def committed(self, tp: Any) -> int | None:
-        got = self._c.committed([self._tp(tp)], timeout=ADMIN_TIMEOUT_S)[0].offset
+        got: int = self._c.committed([self._tp(tp)], timeout=ADMIN_TIMEOUT_S)[0].offset
         return got if got >= 0 else None
 
     def position(self, tp: Any) -> int:
-        pos = self._c.position([self._tp(tp)])[0].offset
+        pos: int = self._c.position([self._tp(tp)])[0].offset
         if pos >= 0:
             return pos
         committed = self.committed(tp)
         if committed is not None:
             return committed
-        low, high = self._c.get_watermark_offsets(self._tp(tp), timeout=ADMIN_TIMEOUT_S)
+        low: int = self._c.get_watermark_offsets(self._tp(tp), timeout=ADMIN_TIMEOUT_S)[0]
         return low
 
     def seek(self, tp: Any, offset: int) -> None:
@@ -242,20 +244,30 @@ class KafkaConsumer:
         self._handed = [m for m in self._handed
                         if (m.topic(), m.partition()) != (tp[0], tp[1])]
         target = self._ck.TopicPartition(tp[0], tp[1], offset)
-        deadline = time.monotonic() + ADMIN_TIMEOUT_S
-        while True:
-            try:
-                self._c.seek(target)
-                return
-            except self._ck.KafkaException:
-                # not fetching yet (just assigned): let the fetcher start
-                if time.monotonic() > deadline:
-                    raise
-                self._c.assign([t if (t.topic, t.partition) != (tp[0], tp[1]) else target
-                                for t in self._c.assignment()]) if not self._has_group \
-                    else self._c.consume(0, 0.05)
-                if not self._has_group:
-                    return
+        try:
+            self._c.seek(target)
+            return
+        except self._ck.KafkaException as exc:
+            if exc.args[0].code() != self._ck.KafkaError._STATE:
+                raise
+        # librdkafka refuses to seek a partition not fetched yet (just
+        # assigned): a manual assignment is given again with the target
+        # offset and every other partition at its position
+        if self._has_group:
+            raise InvalidArgument(f"seek {tp[0]}-{tp[1]}: not fetched yet on Kafka; "
+                                  "poll() once after the group assigned it")
+        current = self._c.assignment()
+        if (tp[0], tp[1]) not in {(t.topic, t.partition) for t in current}:
+            raise InvalidArgument(f"seek {tp[0]}-{tp[1]}: not assigned")
+        self._unfetched_seeks[(tp[0], tp[1])] = offset
+        where = []
+        for t in self._c.position(current):
+            key = (t.topic, t.partition)
+            # a partition not fetched yet keeps the seek it was given
+            off = t.offset if t.offset >= 0 and key != (tp[0], tp[1]) else \
+                self._unfetched_seeks.get(key, t.offset)
+            where.append(self._ck.TopicPartition(t.topic, t.partition, off))
+        self._c.assign(where)
 
     def seek_to_beginning(self, *partitions: Any) -> None:
         for tp in partitions or self.assignment():
@@ -277,7 +289,8 @@ class KafkaConsumer:
             return
         self._closed = True
         if autocommit and self._auto_commit:
-            self._store_handed()
+            # the finished records only (stored by the polls after them), as
+            # a local consumer's close(): the last poll's may not be done
             try:
                 self._c.commit(asynchronous=False)
             except self._ck.KafkaException:
