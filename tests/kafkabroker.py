@@ -34,7 +34,6 @@ Tests that need a broker call :func:`broker_or_skip`, which skips with
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -164,11 +163,3 @@ def broker_or_skip(tmp_path) -> Broker:
     except RuntimeError as exc:
         pytest.skip(f"{SKIP_PREFIX} kafka broker noida-db did not start: {exc}")
     return broker
-
-
-@pytest.fixture
-def kafka_broker(tmp_path):
-    broker = broker_or_skip(tmp_path)
-    yield broker
-    broker.kill()
-    shutil.rmtree(broker.data_dir, ignore_errors=True)
