@@ -54,10 +54,12 @@ class KafkaProducer:
     """pylog's Producer (``send``, ``send_batch``, ``flush``, ``close``)
     on an idempotent confluent-kafka producer."""
 
-    def __init__(self, ck: ModuleType, bootstrap_servers: str) -> None:
+    def __init__(self, ck: ModuleType, bootstrap_servers: str, acks: str = "all") -> None:
         self._ck = ck
         self._bootstrap = bootstrap_servers
-        self._p = ck.Producer({"bootstrap.servers": bootstrap_servers, **PRODUCER_CONFIG})
+        # idempotence needs acks=all; acks=1 (sync="never"/"interval") goes without
+        self._p = ck.Producer({"bootstrap.servers": bootstrap_servers, **PRODUCER_CONFIG,
+                               "acks": acks, "enable.idempotence": acks == "all"})
         self._topics: set[str] = set()
         self._lock = threading.Lock()
 
@@ -212,6 +214,8 @@ class KafkaConsumer:
 
     def commit(self, offsets: dict[Any, int] | None = None) -> None:
         """Commit ``{tp: next offset}``, or what poll() returned."""
+        if not self._has_group:
+            raise InvalidArgument("commit needs a group_id")
         if offsets is None:
             self._store_handed()
             try:
