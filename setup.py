@@ -43,6 +43,10 @@ TEST_REQUIRES = [
     "prometheus_client>=0.17",
     # tests/test_outbox*.py: the outbox on PostgreSQL
     "psycopg[binary]>=3.2",
+    # pylog.mirror against a Kafka-compatible broker the tests start
+    # (tests/kafkabroker.py: noida-db ships one binary, Linux x86-64)
+    "confluent-kafka>=2.3",
+    "noida-db>=0.2.3; sys_platform == 'linux' and platform_machine == 'x86_64'",
 ]
 
 # ``pylog top`` and the progress bars draw with rich when it is installed
@@ -54,6 +58,9 @@ METRICS_REQUIRES = ["prometheus_client>=0.17"]
 
 # pylog.outbox on PostgreSQL: pip install 'pylog[outbox]' (SQLite needs nothing)
 OUTBOX_REQUIRES = ["psycopg[binary]>=3.2"]
+
+# pylog.mirror: mirroring to and from Apache Kafka through librdkafka
+KAFKA_REQUIRES = ["confluent-kafka>=2.3"]
 
 # The peers bench/compare.py measures pylog against, installed only on
 # request: pip install -e '.[bench]' (see bench/README-compare.txt).
@@ -74,7 +81,8 @@ setup(
     extras_require={"test": TEST_REQUIRES, "bench": BENCH_REQUIRES, "docs": ["sphinx>=7"],
                     "top": TOP_REQUIRES,
                     "metrics": METRICS_REQUIRES,
-                    "outbox": OUTBOX_REQUIRES},
+                    "outbox": OUTBOX_REQUIRES,
+                    "kafka": KAFKA_REQUIRES},
     entry_points={"console_scripts": ["pylog=pylog.cli:main"]},
     zip_safe=False,
 )

@@ -378,7 +378,23 @@ def open(path: str | os.PathLike[str], *, sync: str = "always", readonly: bool =
     again on its next use. Default (None): a quarter of the system's
     ``vm.max_map_count`` (a process may hold that many maps, 65,530 by
     default), at least 64 and at most 16,384. At least 8.
+
+    ``path`` ``"kafka://host:port[,host:port]"``: a :class:`pylog.kafka.KafkaLog`,
+    the same topic, producer and consumer methods on that Kafka cluster;
+    ``sync`` becomes the producers' ``acks`` and ``readonly`` refuses
+    writes, the other options have no meaning there and raise.
     """
+    if isinstance(path, str) and path.startswith("kafka://"):
+        from .kafka import open_kafka
+        local_only = [name for name, value, default in (
+            ("sync_interval_ms", sync_interval_ms, 1000),
+            ("allow_network_filesystem", allow_network_filesystem, False),
+            ("metadata_timeout", metadata_timeout, 10.0),
+            ("max_open_files", max_open_files, None),
+            ("offsets_retention_ms", offsets_retention_ms, DEFAULT_OFFSETS_RETENTION_MS))
+            if value != default]
+        return open_kafka(path, sync=sync, readonly=readonly,  # type: ignore[return-value]
+                          local_only=local_only)
     return Log(path, sync=sync, readonly=readonly,
                sync_interval_ms=sync_interval_ms,
                allow_network_filesystem=allow_network_filesystem,

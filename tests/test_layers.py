@@ -29,11 +29,12 @@ LAYERS = [
      "rebalance", "sharestate", "shareops", "sharedlq", "shareconfig", "transactions"},
     {"producer", "consumer", "positions", "fetching", "accumulator", "shareconsumer",
      "redrive", "metrics", "txnproducer"},
-    {"log"},
+    {"log", "kafka"},   # kafka: the package pylog/kafka/, pylog.open("kafka://...")
     {"sqliteoffsets", "dedup"},     # helpers over the public Consumer API
     {"outbox", "outboxsource"},     # the transactional outbox: table, rows in order
     {"outboxrelay"},                # publishes them through a transactional producer
     {"aio"},          # the package pylog/aio/: asyncio clients over a Log
+    {"mirrorstats", "mirrortokafka", "mirrorfromkafka", "mirror"},   # Kafka mirroring
     {"__init__"},
     {"verify", "demo", "metricsprom"},     # metricsprom: Prometheus format (an extra)
     {"cli", "__main__"},      # cli: the package pylog/cli/

@@ -14,7 +14,7 @@ from promisekit import REPO_ROOT, segments
 import pylog
 
 COMMANDS = ["info", "dump", "verify", "tail", "produce", "topics", "groups", "queues", "top",
-            "metrics", "outbox", "demo"]
+            "metrics", "outbox", "mirror", "demo"]
 
 
 def pylog_cli(args, env, stdin=None, timeout=60):
@@ -27,8 +27,8 @@ def test_help_lists_every_command_with_examples(child_env):
     """``pylog info PATH``, ``pylog dump SEGMENT.log``, ``pylog verify PATH``,
     ``pylog tail``, ``pylog produce``, ``pylog topics``, ``pylog groups``,
     ``pylog queues``, ``pylog top``, ``pylog metrics``, ``pylog outbox`` (install
-    an outbox table, run the relay), ``pylog demo``; ``pylog --help`` lists them
-    with examples."""
+    an outbox table, run the relay), ``pylog mirror``, ``pylog demo``;
+    ``pylog --help`` lists them with examples."""
     r = pylog_cli(["--help"], child_env)
     assert r.returncode == 0
     listed, examples = r.stdout.split("examples:", 1)
