@@ -37,7 +37,30 @@ TEST_REQUIRES = [
     "mypy>=1.8",
     # tests/test_aio.py runs pylog.aio under uvloop too (none for Windows)
     "uvloop>=0.18; sys_platform != 'win32'",
+    # tests/test_top.py and test_progress.py draw with rich too
+    "rich>=13",
+    # tests/test_metrics.py scrapes the Prometheus exporter (the metrics extra)
+    "prometheus_client>=0.17",
+    # tests/test_outbox*.py: the outbox on PostgreSQL
+    "psycopg[binary]>=3.2",
+    # pylog.mirror against a Kafka-compatible broker the tests start
+    # (tests/kafkabroker.py: noida-db ships one binary, Linux x86-64)
+    "confluent-kafka>=2.3",
+    "noida-db>=0.2.3; sys_platform == 'linux' and platform_machine == 'x86_64'",
 ]
+
+# ``pylog top`` and the progress bars draw with rich when it is installed
+# (plain text without it): pip install 'pylog[top]'.
+TOP_REQUIRES = ["rich>=13"]
+
+# pylog metrics LOG --serve: the Prometheus exporter (pylog.metricsprom)
+METRICS_REQUIRES = ["prometheus_client>=0.17"]
+
+# pylog.outbox on PostgreSQL: pip install 'pylog[outbox]' (SQLite needs nothing)
+OUTBOX_REQUIRES = ["psycopg[binary]>=3.2"]
+
+# pylog.mirror: mirroring to and from Apache Kafka through librdkafka
+KAFKA_REQUIRES = ["confluent-kafka>=2.3"]
 
 # The peers bench/compare.py measures pylog against, installed only on
 # request: pip install -e '.[bench]' (see bench/README-compare.txt).
@@ -55,7 +78,11 @@ setup(
     setup_requires=["cffi>=1.15"],
     cffi_modules=["pylog/_build_native.py:ffibuilder"],
     install_requires=["cffi>=1.15", "lmdb>=1.4", "zstandard>=0.21"],
-    extras_require={"test": TEST_REQUIRES, "bench": BENCH_REQUIRES, "docs": ["sphinx>=7"]},
+    extras_require={"test": TEST_REQUIRES, "bench": BENCH_REQUIRES, "docs": ["sphinx>=7"],
+                    "top": TOP_REQUIRES,
+                    "metrics": METRICS_REQUIRES,
+                    "outbox": OUTBOX_REQUIRES,
+                    "kafka": KAFKA_REQUIRES},
     entry_points={"console_scripts": ["pylog=pylog.cli:main"]},
     zip_safe=False,
 )

@@ -4,7 +4,7 @@ then close and reopen; prints the time of each step and the peak
 descriptors and memory maps of the process.
 
     .venv/bin/python bench/handles.py [--topics 100] [--partitions 100]
-        [--nofile 256] [--sync never]
+        [--nofile 256] [--sync never] [--max-open-maps N]
 
 Bars: peak descriptors <= 200 at ``--nofile 256``, reopen <= 2 s. The
 counts are of /proc/self/fd and /proc/self/maps, sampled every 2 ms by a
@@ -61,6 +61,8 @@ def main() -> None:
     ap.add_argument("--partitions", type=int, default=100)
     ap.add_argument("--nofile", type=int, default=256)
     ap.add_argument("--sync", default="never", choices=("always", "interval", "never"))
+    ap.add_argument("--max-open-maps", type=int, default=None,
+                    help="the Log's bound of memory maps (default: from vm.max_map_count)")
     args = ap.parse_args()
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (args.nofile, hard))
@@ -72,7 +74,7 @@ def main() -> None:
     peak = Peak()
     with tempfile.TemporaryDirectory() as d:
         t = time.perf_counter()
-        log = pylog.open(d, sync=args.sync)
+        log = pylog.open(d, sync=args.sync, max_open_maps=args.max_open_maps)
         times["open (empty)"] = time.perf_counter() - t
         t = time.perf_counter()
         for name in topics:
@@ -99,7 +101,7 @@ def main() -> None:
         log.close()
         times["close"] = time.perf_counter() - t
         t = time.perf_counter()
-        log = pylog.open(d, sync=args.sync)
+        log = pylog.open(d, sync=args.sync, max_open_maps=args.max_open_maps)
         times[f"reopen ({n} partitions, first opener)"] = time.perf_counter() - t
         t = time.perf_counter()
         for name in topics:
@@ -115,12 +117,14 @@ def main() -> None:
         log.close()
         peak.stop()
     print(f"pylog {n} partitions ({args.topics} topics), sync={args.sync}, "
-          f"ulimit -n {args.nofile}, max_open_files={cache.limit} (default)")
+          f"ulimit -n {args.nofile}, max_open_files={cache.limit} (default), "
+          f"max_open_maps={cache.map_limit}"
+          f"{' (default)' if args.max_open_maps is None else ''}")
     for what, secs in times.items():
         print(f"  {what:44s} {secs:8.3f} s")
     print(f"  peak descriptors {peak.fds} (baseline {base_fds}); "
           f"peak maps {peak.maps} (baseline {base_maps}); "
-          f"segments closed to stay in bounds: {cache.evictions}")
+          f"segments and states closed to stay in bounds: {cache.evictions}")
     ok = peak.fds <= 200 and times[f"reopen ({n} partitions, first opener)"] <= 2.0 \
         and got == n and again == n
     print("  bars (peak fds <= 200, reopen <= 2 s, every record read):",

@@ -26,6 +26,7 @@ message) on 127.0.0.1:5672 as guest/guest.
 import argparse
 import multiprocessing as mp
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -74,6 +75,17 @@ def _work(path, sync, job_s, start, counter, stop_at):
         c.close()
 
 
+# CPU seconds per record of every worker process together, by worker count
+# (no job): what the wall-clock ratio would be on idle cores, whatever else
+# the machine runs
+CPU_PER_RECORD = {}
+
+
+def _children_cpu():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def pylog_workers(base, n, workers, sync="never", partitions=4, job_s=0.0):
     d = tempfile.mkdtemp(prefix="queues-", dir=base)
     try:
@@ -87,6 +99,7 @@ def pylog_workers(base, n, workers, sync="never", partitions=4, job_s=0.0):
         for p in procs:
             p.start()
         time.sleep(0.5)                 # every worker opened its log
+        cpu0 = _children_cpu()
         t0 = time.perf_counter()
         start.set()
         for p in procs:
@@ -94,6 +107,8 @@ def pylog_workers(base, n, workers, sync="never", partitions=4, job_s=0.0):
         dt = time.perf_counter() - t0
         if counter.value != total:
             raise RuntimeError(f"processed {counter.value} of {total}")
+        if not job_s:
+            CPU_PER_RECORD[workers] = (_children_cpu() - cpu0) / total
         return total / dt
     finally:
         shutil.rmtree(d, ignore_errors=True)
@@ -275,6 +290,15 @@ def queue_report(out, notes):
     lines.append("- 4 processes / 1, no job: %.2fx (cores: %s)" % (
         out["pylog, 4 processes, 4 partitions, no job"]
         / out["pylog, 1 process, 4 partitions, no job"], os.cpu_count()))
+    if 1 in CPU_PER_RECORD and 4 in CPU_PER_RECORD:
+        one_cpu, four_cpu = CPU_PER_RECORD[1], CPU_PER_RECORD[4]
+        cores = os.cpu_count() or 1
+        lines.append(
+            "- CPU per record, no job (all workers, from their start to their "
+            "exit): 1 process %.2f us, 4 processes %.2f us; on %d idle cores "
+            "4 processes / 1 would be at most %.2fx" % (
+                one_cpu * 1e6, four_cpu * 1e6, cores,
+                min(4, cores) * one_cpu / four_cpu))
     lines.append("- 4 processes / 1, 200 us job: %.2fx" % (
         out["pylog, 4 processes, 200 us job"] / out["pylog, 1 process, 200 us job"]))
     lines += ["- " + n for n in notes]

@@ -39,6 +39,12 @@ static int append_locked(pl_appender *a, uint32_t n, src_t *src, int use_scratch
     if (!seg || base != seg_base || pos < 0 || (uint64_t)pos > seg_cap)
         return PL_E_STALE;
     pl_batch_meta m = default_meta;
+    if (a->producer_set) { /* */
+        m.producer_id = a->producer_id;
+        m.producer_epoch = a->producer_epoch;
+        m.base_sequence = a->base_sequence;
+        m.attributes = a->producer_attributes;
+    }
     m.base_offset = next;
     pli_batch_plan_t plan;
     int rc = pli_batch_plan(&m, n, src, &plan);
@@ -77,6 +83,7 @@ static int append_locked(pl_appender *a, uint32_t n, src_t *src, int use_scratch
         maxts = batch_max;
     int64_t nv[6] = {last + 1, base, pos + (int64_t)written, maxts, v[4], v[5]};
     pl_state_publish(state, nv); /* P-2: visible now, whole */
+    pli_count_append_locked(state, n, (int64_t)written); /* P-10 */
     out->base_offset = next;
     out->next_offset = last + 1;
     out->max_timestamp = maxts;

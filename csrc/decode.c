@@ -226,6 +226,15 @@ int pl_fetch(const uint8_t *seg, size_t end, size_t pos, int64_t expected, int64
              uint32_t max_records, uint32_t soft_records, int64_t *fields, size_t fields_cap,
              int64_t *hdrs, size_t hdr_cap, pl_fetch_out *out)
 {
+    return pl_fetch_txn(seg, end, pos, expected, first_base, max_records, soft_records, fields,
+                        fields_cap, hdrs, hdr_cap, out, INT64_MAX, 0);
+}
+
+int pl_fetch_txn(const uint8_t *seg, size_t end, size_t pos, int64_t expected,
+                 int64_t first_base, uint32_t max_records, uint32_t soft_records,
+                 int64_t *fields, size_t fields_cap, int64_t *hdrs, size_t hdr_cap,
+                 pl_fetch_out *out, int64_t stop_offset, int32_t flags)
+{
     if (!out || (!seg && end) || !fields || (!hdrs && hdr_cap))
         return PL_E_INVAL;
     memset(out, 0, sizeof *out);
@@ -264,6 +273,24 @@ int pl_fetch(const uint8_t *seg, size_t end, size_t pos, int64_t expected, int64
             break;
         }
         out->position_base = h.base_offset; /* checked: the caller may trust it */
+        if (h.base_offset >= stop_offset) { /* the last stable offset */
+            out->stop = PL_FETCH_LIMIT;
+            break;
+        }
+        if (h.attributes & PL_ATTR_CONTROL) {
+            /* X-2: a COMMIT/ABORT marker is never handed to an application
+             * (Kafka's consumers skip control batches too); its offsets are
+             * passed over like those of any other batch */
+            expected = h.base_offset + (int64_t)h.last_offset_delta + 1;
+            want_base = expected;
+            out->position_base = want_base;
+            pos += (size_t)h.batch_length + 12;
+            continue;
+        }
+        if ((flags & PL_FETCH_STOP_TXN) && (h.attributes & PL_ATTR_TRANSACTIONAL)) {
+            out->stop = PL_FETCH_TXN; /* read_committed: the caller decides */
+            break;
+        }
         if (h.attributes & 0x07) {
             out->stop = PL_FETCH_COMPRESSED;
             break;

@@ -205,6 +205,11 @@ int pli_parse_header(const uint8_t *buf, size_t len, size_t pos, pl_batch_header
 /* state.c: CLOCK_MONOTONIC in nanoseconds. */
 int64_t pli_mono_ns(void);
 
+/* counters.c: count an append / an fdatasync in the partition's counters
+ * (P-10, P-11); the append form for the append lock's holder. */
+void pli_count_append_locked(void *state, int64_t records, int64_t bytes);
+void pli_count_fsync(void *state, int64_t ns);
+
 #if defined(__linux__) && defined(F_OFD_GETLK)
 #define PL_FUTEX_LOCK 1
 /* Is the Log owning ``token`` alive (its liveness byte read-locked)? lock.c */

@@ -96,6 +96,8 @@ enum pl_layout {
     PL_MAGIC_V2                   = 2,   /* B-3 */
     PL_ATTR_CODEC_MASK            = 0x07,
     PL_ATTR_TIMESTAMP_TYPE        = 0x08,
+    PL_ATTR_TRANSACTIONAL         = 0x10,  /* */
+    PL_ATTR_CONTROL               = 0x20,  /* */
     /* I-1, T-1: index entries */
     PL_INDEX_ENTRY_SIZE           = 8,   /* int32 relative offset, int32 position */
     PL_TIMEINDEX_ENTRY_SIZE       = 12,  /* int64 timestamp, int32 relative offset */
@@ -292,8 +294,11 @@ enum pl_fetch_stop {
     PL_FETCH_ROOM       = 2,  /* next batch has more records than fields left */
     PL_FETCH_COMPRESSED = 3,  /* batch at stop_position is compressed         */
     PL_FETCH_CORRUPT    = 4,  /* batch at stop_position is damaged: error     */
-    PL_FETCH_HEADERS    = 5   /* hdrs is full                                 */
+    PL_FETCH_HEADERS    = 5,  /* hdrs is full                                 */
+    PL_FETCH_TXN        = 6,  /* transactional batch at stop_position (flag)  */
+    PL_FETCH_LIMIT      = 7   /* batch at stop_position starts at stop_offset */
 };
+enum { PL_FETCH_STOP_TXN = 1 };
 typedef struct {
     int64_t position;       /* next batch to read                              */
     int64_t next_offset;    /* offset the next call expects                    */
@@ -308,6 +313,13 @@ typedef struct {
 int pl_fetch(const uint8_t *seg, size_t end, size_t pos, int64_t expected, int64_t first_base,
              uint32_t max_records, uint32_t soft_records, int64_t *fields, size_t fields_cap,
              int64_t *hdrs, size_t hdr_cap, pl_fetch_out *out);
+/* pl_fetch that also stops (PL_FETCH_LIMIT) at a batch whose baseOffset is at
+ * or past stop_offset, and with PL_FETCH_STOP_TXN in flags at a transactional
+ * batch (PL_FETCH_TXN). Both skip control batches (X-2). */
+int pl_fetch_txn(const uint8_t *seg, size_t end, size_t pos, int64_t expected,
+                 int64_t first_base, uint32_t max_records, uint32_t soft_records,
+                 int64_t *fields, size_t fields_cap, int64_t *hdrs, size_t hdr_cap,
+                 pl_fetch_out *out, int64_t stop_offset, int32_t flags);
 
 /* ---- segment scan ---- */
 typedef struct {
@@ -397,6 +409,47 @@ typedef struct {
 } pl_wait_fetch_req;
 int pl_wait_fetch(const pl_wait_fetch_req *req, pl_fetch_out *out);
 
+/* ---- per-partition counters in partition.state (FORMAT.rst P-10, P-11) ----
+ * uint64 words in native byte order, 0 in a new state file, never reset
+ * by pylog: records and bytes appended (written by append lock holders
+ * only, P-3: plain stores), fetches and records fetched (atomic adds by
+ * any process), fdatasyncs of the partition's segments with their total
+ * and a histogram of their latency (atomic adds). Each group of words has
+ * a cache line of its own, so readers counting fetches never touch the
+ * line appenders write. pl_counters_read copies PL_CTR_WORDS words in
+ * this order: batches, records, bytes appended; fetches, records fetched;
+ * fsyncs, fsync ns; PL_CTR_FSYNC_NBUCKETS bucket counts. Bucket 0 counts
+ * fsyncs under 2**PL_CTR_FSYNC_BUCKET0_LOG2 ns, bucket k the next doubling
+ * (under 2**(PL_CTR_FSYNC_BUCKET0_LOG2 + k) ns), the last one everything
+ * longer. Each returns 0 or PL_E_INVAL (a NULL or misaligned state). */
+enum pl_counters_layout {
+    PL_CTR_APPEND_BATCHES     = 144,
+    PL_CTR_APPEND_RECORDS     = 152,
+    PL_CTR_APPEND_BYTES       = 160,
+    PL_CTR_FETCHES            = 192,
+    PL_CTR_FETCH_RECORDS      = 200,
+    PL_CTR_FSYNCS             = 256,
+    PL_CTR_FSYNC_NS           = 264,
+    PL_CTR_FSYNC_BUCKETS      = 272,
+    PL_CTR_FSYNC_NBUCKETS     = 16,
+    PL_CTR_FSYNC_BUCKET0_LOG2 = 16,   /* bucket 0: under 65,536 ns */
+    PL_CTR_END                = 400,  /* PL_CTR_FSYNC_BUCKETS + 8 * 16 */
+    PL_CTR_WORDS              = 23
+};
+#ifndef PL_CDEF
+_Static_assert(PL_CTR_APPEND_BATCHES >= PL_STATE_LOCK_WORD + 8, "after the lock word");
+_Static_assert(PL_CTR_END == PL_CTR_FSYNC_BUCKETS + 8 * PL_CTR_FSYNC_NBUCKETS, "P-11");
+_Static_assert(PL_CTR_WORDS == 7 + PL_CTR_FSYNC_NBUCKETS, "pl_counters_read");
+#endif
+/* One append of `records` records in `bytes` bytes; for the append lock's
+ * holder (pl_append_* count their own). */
+int pl_count_append(void *state, int64_t records, int64_t bytes);
+/* One fetch that returned `records` records to a consumer. */
+int pl_count_fetch(void *state, int64_t records);
+/* One fdatasync of a segment of the partition that took `ns`. */
+int pl_count_fsync(void *state, int64_t ns);
+int pl_counters_read(const void *state, uint64_t *out);
+
 /* ---- byte-range locks: mode 0 unlock, 1 shared, 2 exclusive ---- */
 int pl_lock(int fd, int64_t start, int64_t len, int mode, int wait);
 
@@ -477,6 +530,14 @@ typedef struct {
     int64_t hold_gap_ns;
     int64_t last_ring_ns;
     pl_append_out out;
+    /* X-1: with producer_set non-zero, the batches carry these producer
+     * fields and attribute bits; else B-1's -1s */
+    int64_t producer_id;
+    int32_t base_sequence;
+    int16_t producer_epoch;
+    int16_t producer_attributes;
+    int32_t producer_set;
+    int32_t reserved2;
 } pl_appender;
 
 /* The packed form (as pl_batch_encode_packed). */

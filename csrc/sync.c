@@ -218,9 +218,12 @@ int pl_sync_through(pl_syncer *s, const pl_appender *a, int64_t target_next)
                    pl_state_read(a->state, st, NULL) == 0 && st[1] == base;
         int vanished = 0;
         if (!err) {
-            if (fdatasync(fd) != 0)
+            int64_t t0 = pli_mono_ns();
+            int failed = fdatasync(fd) != 0;
+            if (failed)
                 err = errno ? errno : EIO;
-            else if (check)
+            pli_count_fsync(a->state, pli_mono_ns() - t0); /* P-11 */
+            if (!failed && check)
                 vanished = file_vanished(fd, path);
             close(fd);
         }

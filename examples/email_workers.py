@@ -9,7 +9,9 @@ with its delivery count (retry with backoff). A poison job (a bad address)
 is rejected and parked in the dead-letter topic; one that keeps failing
 reaches the delivery limit and is parked too. Midway, one worker is
 SIGKILLed in the middle of a job: its job goes to another worker at once,
-not after the 30-second lock.
+not after the 30-second lock. At the end: the queue as ``pylog queues``
+shows it, and the redrive plan of the parked jobs (``pylog queues LOG
+mailers redrive emails.dlq``, a dry run).
 """
 
 from __future__ import annotations
@@ -96,6 +98,8 @@ def main() -> int:
         while recs := dlq.poll(timeout_ms=200):
             parked.extend(recs)
         dlq.close()
+        (row,) = [r for r in log.share_groups() if r["group"] == "mailers"]
+        plan = log.redrive("mailers", "emails.dlq")             # a dry run
     for p in procs[1:]:
         p.kill()
         p.wait()
@@ -106,6 +110,11 @@ def main() -> int:
         print(f"parked: {r.value.decode()} (offset {h['_dlq.errors.offset'].decode()}, "
               f"{h['_dlq.errors.reason'].decode()}, "
               f"{h['_dlq.errors.delivery.count'].decode()} deliveries)")
+    print(f"queue: start {row['spso']}, end {row['end_offset']}, available "
+          f"{row['available']}, acquired {row['acquired']}, delayed {row['delayed']}, "
+          f"archived {row['archived_total']}   (pylog queues {path})")
+    print(f"redrive plan: {len(plan)} parked jobs would go back to emails   "
+          f"(pylog queues {path} mailers redrive emails.dlq --execute)")
     print(f"done: {end} jobs, {len(parked)} parked in emails.dlq")
     return 0
 

@@ -40,17 +40,22 @@ from .errors import (
     LogOSError,
     LogPermissionError,
     MetadataBusyError,
+    MissingDependencyError,
     NotALogDirectoryError,
     OffsetOutOfRange,
     PartitionNotFound,
+    ProducerFencedError,
     PylogError,
     ReadOnlyFilesystemError,
     ReadOnlyLog,
     RecordTooLarge,
     SendTimeoutError,
+    ShareGroupConfigError,
+    TooManyMapsError,
     TooManyOpenFilesError,
     TopicExists,
     TopicNotFound,
+    TransactionError,
 )
 from .futures import FutureRecordMetadata
 from .log import Log, open
@@ -69,16 +74,17 @@ __version__ = "0.1.0"
 
 __all__ = [
     "open", "Log", "TopicPartition", "Record", "RecordMetadata", "TopicInfo",
-    "PartitionInfo", "PylogError", "InvalidTopicName", "InvalidConfig",
+    "PartitionInfo", "PylogError", "MissingDependencyError", "InvalidTopicName", "InvalidConfig",
     "InvalidArgument", "TopicNotFound", "TopicExists", "PartitionNotFound",
     "RecordTooLarge", "LogClosed", "ReadOnlyLog", "CorruptLogError",
     "OffsetOutOfRange", "CommitFailedError", "LogFailedError", "ForkedLogError",
     "GroupNotEmpty", "DeserializationError", "LogOSError", "LogPermissionError",
     "ReadOnlyFilesystemError", "NotALogDirectoryError", "LogNotFound",
     "DiskFullError", "InvalidTimestamp",
-    "FileVanishedError", "MetadataBusyError",
+    "FileVanishedError", "MetadataBusyError", "ProducerFencedError", "TransactionError",
     "OffsetAndMetadata", "ConsumerRebalanceListener", "FlushTimeoutError",
     "GroupNotFound", "CorruptGroupError", "TooManyOpenFilesError",
+    "TooManyMapsError",
     "SendTimeoutError", "FutureRecordMetadata",
-    "ShareConsumer", "ShareRecord", "AcknowledgementError",
+    "ShareConsumer", "ShareRecord", "AcknowledgementError", "ShareGroupConfigError",
 ]

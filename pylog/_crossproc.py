@@ -95,6 +95,32 @@ def set_state_index_position(state_buf, position: int) -> None:
     _struct.pack_into("=q", state_buf, STATE_INDEX_POSITION, position)
 
 
+def count_append(state_p, records: int, nbytes: int) -> None:
+    """P-10: one append of ``records`` records in ``nbytes`` bytes, counted
+    in the state at ``state_p`` (a writable pointer); for the append lock's
+    holder (the native appends count their own)."""
+    lib.pl_count_append(state_p, records, nbytes)
+
+
+def count_fetch(state_p, records: int) -> None:
+    """P-10: one fetch that gave a consumer ``records`` records."""
+    lib.pl_count_fetch(state_p, records)
+
+
+def count_fsync(state_p, ns: int) -> None:
+    """P-11: one fdatasync of a segment of the partition, ``ns`` long."""
+    lib.pl_count_fsync(state_p, ns)
+
+
+def counters_read(state_p) -> tuple[int, ...]:
+    """The P-10 and P-11 counters of the state at ``state_p`` (read-only is
+    fine), in pl_counters_read's order (``_format.COUNTER_WORDS`` ints)."""
+    out = ffi.new("uint64_t[]", _format.COUNTER_WORDS)
+    check(lib.pl_counters_read(state_p, out), "read the partition counters",
+          hint=_ALIGNED8)
+    return tuple(out)
+
+
 def state_taken_over(state_buf) -> bool:
     """Was the append lock taken over from a dead holder whose leftovers
     nobody has cleaned up yet (P-3)? Set by pl_plock_acquire; for the lock

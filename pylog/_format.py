@@ -116,6 +116,14 @@ STATE_CLEAN = 112                                # P-9: uint64 nonce, uint64 che
                                                  # only pylog.cleanshutdown uses it)
 STATE_LOCK_WORD = 128                            # P-3: uint32 token, uint32 waiters
 LIVENESS_BASE = 2 ** 32                          # P-3: liveness byte = this + token
+# P-10, P-11: uint64 counters, each group on a cache line of its own
+STATE_COUNT_APPEND = 144                         # P-10: batches, records, bytes appended
+STATE_COUNT_FETCH = 192                          # P-10: fetches, records fetched
+STATE_COUNT_FSYNC = 256                          # P-11: fsyncs, their total ns,
+STATE_FSYNC_BUCKETS = 272                        # P-11: then the latency histogram
+FSYNC_BUCKETS = 16                               # P-11: buckets of the histogram
+FSYNC_BUCKET0_LOG2 = 16                          # P-11: bucket 0 is under 2**16 ns
+COUNTER_WORDS = 7 + FSYNC_BUCKETS                # what pl_counters_read copies
 
 # ---------------------------------------------------------------------------
 # doorbell (FORMAT.rst L-3): per topic slot, uint32 seq then uint32 waiters
@@ -160,6 +168,13 @@ NATIVE_NAMES = {
     "STATE_TAKEOVER": "PL_STATE_TAKEOVER",
     "STATE_DURABLE": "PL_STATE_DURABLE",
     "DOORBELL_SLOT_SIZE": "PL_DOORBELL_SLOT_SIZE",
+    "STATE_COUNT_APPEND": "PL_CTR_APPEND_BATCHES",
+    "STATE_COUNT_FETCH": "PL_CTR_FETCHES",
+    "STATE_COUNT_FSYNC": "PL_CTR_FSYNCS",
+    "STATE_FSYNC_BUCKETS": "PL_CTR_FSYNC_BUCKETS",
+    "FSYNC_BUCKETS": "PL_CTR_FSYNC_NBUCKETS",
+    "FSYNC_BUCKET0_LOG2": "PL_CTR_FSYNC_BUCKET0_LOG2",
+    "COUNTER_WORDS": "PL_CTR_WORDS",
     "RECORD_FIELDS": "PL_RECORD_FIELDS",
     "HEADER_FIELDS_PER_HEADER": "PL_HEADER_FIELDS",
 }

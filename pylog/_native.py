@@ -39,6 +39,10 @@ from ._crossproc import (  # noqa: F401 (re-exported)
     STATE_INDEX_POSITION,
     STATE_MAGIC,
     STATE_SIZE,
+    count_append,
+    count_fetch,
+    count_fsync,
+    counters_read,
     doorbell_load,
     doorbell_load_at,
     doorbell_ring,
@@ -125,7 +129,8 @@ __all__ = [
     "encode_batch", "encode_records", "wrap_records", "read_batch_header",
     "decode_records", "decode_values", "fetch", "wait_fetch", "scan_segment",
     "index_lookup", "index_validate", "timeindex_lookup", "timeindex_validate",
-    "FETCH_END", "FETCH_FULL", "FETCH_COMPRESSED", "FETCH_CORRUPT", "PLAIN_ROWS",
+    "FETCH_END", "FETCH_FULL", "FETCH_COMPRESSED", "FETCH_CORRUPT", "FETCH_TXN",
+    "FETCH_LIMIT", "fetch_txn", "PLAIN_ROWS",
     "VALUES_ONLY", "WAIT_WOKEN", "WAIT_TIMEOUT",
     # the one-call append (this module)
     "appender", "appender_setup", "append_record", "append_record_h1",
@@ -151,7 +156,8 @@ __all__ = [
     "state_index_position", "set_state_index_position", "doorbell_ring", "doorbell_load",
     "doorbell_wait", "doorbell_load_at", "doorbell_wait_at", "doorbell_ring_ptr", "lock",
     "new_lock_token", "liveness_lock", "plock_acquire", "plock_release", "syncer",
-    "syncer_set_fd", "sync_through",
+    "syncer_set_fd", "sync_through", "count_append", "count_fetch", "count_fsync",
+    "counters_read",
 ]
 
 
@@ -587,6 +593,8 @@ FETCH_END = lib.PL_FETCH_END
 FETCH_FULL = lib.PL_FETCH_FULL
 FETCH_COMPRESSED = lib.PL_FETCH_COMPRESSED
 FETCH_CORRUPT = lib.PL_FETCH_CORRUPT
+FETCH_TXN = lib.PL_FETCH_TXN
+FETCH_LIMIT = lib.PL_FETCH_LIMIT
 _HEADERS_PER_RECORD_ROOM = _scr.HEADERS_PER_RECORD_ROOM
 _FETCH_OUT = _scr.FETCH_OUT
 _fetch_scratch = _scr.fetch
@@ -612,6 +620,22 @@ def fetch(seg_p, data, end: int, pos: int, expected: int, first_base: int,
     rc = lib.pl_fetch(seg_p, end, pos, expected, first_base, min(max_records, cap),
                       FETCH_RECORDS_STEP, fields, cap, hdrs, _HEADERS_PER_RECORD_ROOM * cap,
                       out)
+    _check_corrupt(rc, "fetch records", hint="the segment pointer, its end and the "
+                   "position must describe a mapped segment")
+    return _fetched(data, pos, fields, hdrs, out_bytes, build)
+
+
+def fetch_txn(seg_p, data, end: int, pos: int, expected: int, first_base: int,
+              max_records: int, build: tuple, stop_offset: int, stop_txn: bool):
+    """:func:`fetch` that stops at the batch starting at or past
+    ``stop_offset`` (FETCH_LIMIT) and, with ``stop_txn``, at a transactional
+    batch (FETCH_TXN): read_committed (FORMAT.rst X-4). Control batches are
+    skipped by both (X-2)."""
+    fields, hdrs, out, out_bytes, cap = _fetch_scratch()
+    rc = lib.pl_fetch_txn(seg_p, end, pos, expected, first_base, min(max_records, cap),
+                          FETCH_RECORDS_STEP, fields, cap, hdrs,
+                          _HEADERS_PER_RECORD_ROOM * cap, out, stop_offset,
+                          lib.PL_FETCH_STOP_TXN if stop_txn else 0)
     _check_corrupt(rc, "fetch records", hint="the segment pointer, its end and the "
                    "position must describe a mapped segment")
     return _fetched(data, pos, fields, hdrs, out_bytes, build)

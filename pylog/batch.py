@@ -9,12 +9,22 @@ Thread safety: the functions are thread-safe (zstd contexts are per thread).
 
 from __future__ import annotations
 
+import struct
 import threading
+from typing import NamedTuple
 
 import zstandard
 
 from . import _native
-from ._native import BATCH_HEADER_SIZE, CODEC_NONE, CODEC_ZSTD, BatchHeader, NoSpace
+from ._native import (
+    BATCH_HEADER_SIZE,
+    CODEC_NONE,
+    CODEC_ZSTD,
+    CONTROL_MASK,
+    TRANSACTIONAL_MASK,
+    BatchHeader,
+    NoSpace,
+)
 from .errors import CorruptLogError
 
 # B-6: a compressed records section may expand to at most this many bytes.
@@ -25,7 +35,45 @@ _tls = threading.local()
 
 __all__ = ["BATCH_HEADER_SIZE", "BatchHeader", "NoSpace", "encode_into",
            "encode", "read_header", "records_section", "decode",
-           "decode_values"]
+           "decode_values", "ProducerFields", "NO_PRODUCER", "control_record",
+           "parse_control_record", "TRANSACTIONAL_MASK", "CONTROL_MASK",
+           "ABORT", "COMMIT"]
+
+# X-2: the control record types (Kafka's ControlRecordType: 0 ABORT,
+# 1 COMMIT) and their key and value layouts (version 0 of both)
+ABORT, COMMIT = 0, 1
+_CONTROL_KEY = struct.Struct(">hh")        # version, type
+_CONTROL_VALUE = struct.Struct(">hi")      # version, coordinator epoch
+
+
+class ProducerFields(NamedTuple):
+    """The producer fields of a batch header (B-1, X-1): id, epoch, base
+    sequence, and the attribute bits added to the codec (transactional,
+    control)."""
+    producer_id: int
+    producer_epoch: int
+    base_sequence: int
+    attributes: int
+
+
+NO_PRODUCER = ProducerFields(-1, -1, -1, 0)
+
+
+def control_record(kind: int, coordinator_epoch: int = 0) -> tuple[bytes, bytes]:
+    """(key, value) of a COMMIT or ABORT control record (X-2), byte for
+    byte as Kafka's EndTransactionMarker writes them."""
+    if kind not in (ABORT, COMMIT):
+        raise ValueError(f"control record type {kind!r}: expected ABORT (0) or COMMIT (1)")
+    return _CONTROL_KEY.pack(0, kind), _CONTROL_VALUE.pack(0, coordinator_epoch)
+
+
+def parse_control_record(key: bytes | None) -> int | None:
+    """The type (ABORT or COMMIT) of a control record's key, None when it is
+    not a version-0 end-transaction key."""
+    if key is None or len(key) < _CONTROL_KEY.size:
+        return None
+    version, kind = _CONTROL_KEY.unpack_from(key)
+    return kind if version == 0 and kind in (ABORT, COMMIT) else None
 
 
 def _compressor() -> zstandard.ZstdCompressor:
@@ -42,22 +90,30 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     return d
 
 
-def encode(records, *, base_offset: int, compression: str | None = None) -> bytes:
-    """One batch of ``records`` [(timestamp_ms, key, value, headers)] as bytes."""
+def encode(records, *, base_offset: int, compression: str | None = None,
+           producer: ProducerFields = NO_PRODUCER) -> bytes:
+    """One batch of ``records`` [(timestamp_ms, key, value, headers)] as
+    bytes, with the producer fields ``producer`` (X-1)."""
     codec = _CODECS[compression]
     if codec == CODEC_NONE:
-        return _native.encode_batch(records, base_offset=base_offset)
+        return _native.encode_batch(records, base_offset=base_offset,
+                                    attributes=producer.attributes,
+                                    producer_id=producer.producer_id,
+                                    producer_epoch=producer.producer_epoch,
+                                    base_sequence=producer.base_sequence)
     base_ts = records[0][0]
     section = _native.encode_records(records, base_ts)
     return _native.wrap_records(
         _compressor().compress(section), base_offset=base_offset,
         records_count=len(records), last_offset_delta=len(records) - 1,
         base_timestamp=base_ts, max_timestamp=max(r[0] for r in records),
-        attributes=codec)
+        attributes=codec | producer.attributes, producer_id=producer.producer_id,
+        producer_epoch=producer.producer_epoch, base_sequence=producer.base_sequence)
 
 
 def encode_into(buf, pos: int, records, *, base_offset: int,
-                compression: str | None = None) -> int:
+                compression: str | None = None,
+                producer: ProducerFields = NO_PRODUCER) -> int:
     """Write one batch at ``buf[pos:]``; return its size.
 
     Raises NoSpace (writing nothing) when it does not fit. The uncompressed
@@ -66,8 +122,13 @@ def encode_into(buf, pos: int, records, *, base_offset: int,
     """
     if compression is None:
         return _native.encode_batch_into(buf, pos, records,
-                                         base_offset=base_offset)
-    data = encode(records, base_offset=base_offset, compression=compression)
+                                         base_offset=base_offset,
+                                         attributes=producer.attributes,
+                                         producer_id=producer.producer_id,
+                                         producer_epoch=producer.producer_epoch,
+                                         base_sequence=producer.base_sequence)
+    data = encode(records, base_offset=base_offset, compression=compression,
+                  producer=producer)
     if pos + len(data) > len(buf):
         raise NoSpace(len(data))
     buf[pos:pos + len(data)] = data

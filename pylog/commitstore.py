@@ -35,6 +35,7 @@ _P = struct.Struct(">I")
 _SLOT = struct.Struct(">I")
 SLOT_PREFIX = b"slot\0"      # C-3: info keys of slot numbers
 NEXT_SLOT = b"slots"         # C-3: info key of the next slot number
+FREE_PREFIX = b"freeslot\0"  # C-6: info keys of freed slots, reused first
 
 
 def okey(group: str, topic: str, partition: int) -> bytes:
@@ -168,6 +169,9 @@ class Commits:
             slot = self._slot_in(txn, k, create=False)
             if slot is not None:
                 txn.delete(SLOT_PREFIX + k, db=self._info)
+                # C-6: free for the next new key; the clear below runs
+                # before another transaction can give it out
+                txn.put(FREE_PREFIX + _SLOT.pack(slot), b"", db=self._info)
                 self.cursors.by_okey.pop(k, None)
                 after.append(_slot_clear(self.cursors, slot))
 
@@ -195,9 +199,11 @@ class Commits:
         if raw is None:
             if not create:
                 return None
-            nxt = txn.get(NEXT_SLOT, db=self._info)
-            slot = 0 if nxt is None else _SLOT.unpack(nxt)[0]
-            txn.put(NEXT_SLOT, _SLOT.pack(slot + 1), db=self._info)
+            slot = self._free_slot(txn)
+            if slot is None:
+                nxt = txn.get(NEXT_SLOT, db=self._info)
+                slot = 0 if nxt is None else _SLOT.unpack(nxt)[0]
+                txn.put(NEXT_SLOT, _SLOT.pack(slot + 1), db=self._info)
             txn.put(SLOT_PREFIX + k, _SLOT.pack(slot), db=self._info)
         elif len(raw) != _SLOT.size:
             raise CorruptLogError(f"commit table slot number of {k!r} is damaged",
@@ -206,6 +212,22 @@ class Commits:
             slot = _SLOT.unpack(raw)[0]
         table.ensure(slot)
         return slot
+
+    def _free_slot(self, txn: Any) -> int | None:
+        """C-6: the lowest slot a deleted key freed, taken off the free
+        list; None when there is none (the table grows then, C-3)."""
+        c = txn.cursor(db=self._info)
+        if not c.set_range(FREE_PREFIX):
+            return None
+        name = c.key()
+        if not name.startswith(FREE_PREFIX):
+            return None
+        c.delete()
+        raw = name[len(FREE_PREFIX):]
+        if len(raw) != _SLOT.size:
+            raise CorruptLogError(f"commit table free slot entry {name!r} is damaged",
+                                  self.path)
+        return int(_SLOT.unpack(raw)[0])
 
     def _lmdb_value(self, txn: Any, k: bytes) -> tuple[int, int]:
         raw = txn.get(k, db=self._offsets)
@@ -242,26 +264,21 @@ class Commits:
         return None if off < 0 else off
 
     def _read_slot(self, k: bytes) -> int | None:
-        """The slot's offset (-1: none), or None when LMDB has the truth
-        (no slot, or one not claimed since the boot and unclaimable here)."""
+        """The slot's offset (-1: none), or None when LMDB has the truth:
+        no slot, or one not claimed since the boot (C-1: no commit of this
+        boot went through it). A read never claims a slot: that would take
+        LMDB's writer lock, and a reader must not wait behind writers; the
+        key's next commit claims it (its first commit of the boot takes a
+        transaction anyway)."""
         table = self.cursors
         assert table is not None
-        for _ in range(2):
-            ent = self._cached_slot(k)
-            if ent is None:
-                return None
-            got = table.read(*ent)
-            if got is not None:
-                return got[0]
-            table.by_okey.pop(k, None)      # cleared or not claimed: look again
-            if table.readonly:
-                return None
-            ent2 = self._cached_slot(k)
-            if ent2 is None:
-                return None
-            with self._txn("claim a commit slot", write=True) as txn:
-                if self._slot_in(txn, k, create=False) == ent2[0]:
-                    table.set(ent2[0], ent2[1], cur.CLAIM, 0, *self._lmdb_value(txn, k))
+        ent = self._cached_slot(k)
+        if ent is None:
+            return None
+        got = table.read(*ent)
+        if got is not None:
+            return got[0]
+        table.by_okey.pop(k, None)      # cleared, reused or unclaimed: ask again next time
         return None
 
     def group_offsets(self, group: str) -> dict:
@@ -338,10 +355,14 @@ class Commits:
             self.clear_offsets(txn, [okey(group, t, p) for t, p in keys], after)
 
     # -- checkpoints ---------------------------------------------------------------
-    def checkpoint_commits(self, before_store: Callable[[set], None] | None = None) -> int:
+    def checkpoint_commits(
+            self, before_store: Callable[[dict[tuple[str, int], int]],
+                                         set[tuple[str, int]]] | None = None) -> int:
         """C-5: copy the slots changed since their last checkpoint into LMDB,
-        in one transaction, after ``before_store({(topic, partition)})``
-        made the records they point past durable (M-10). Returns how many
+        in one transaction, after ``before_store({(topic, partition):
+        highest offset committed})`` made the records they point past
+        durable (M-10); the partitions in the set it returns were not, and
+        their slots stay changed for a later checkpoint. Returns how many
         were copied. The values copied are the ones read before
         ``before_store``; a slot changed since stays changed for the next."""
         table = self.cursors
@@ -357,13 +378,20 @@ class Commits:
         if None in keys.values():
             with self._txn("read commit slot keys") as txn:
                 keys = {slot: self._okey_of(txn, slot, key) for slot, key, *_ in seen}
+        tp_of: dict[int, tuple[str, int]] = {}
+        for slot, _key, offset, *_ in seen:
+            k = keys[slot]
+            parts = split_okey(k) if k is not None else None
+            if parts is not None:
+                tp_of[slot] = (parts[1], parts[2])
+        waiting: set[tuple[str, int]] = set()
         if before_store is not None:
-            tps = set()
-            for k in keys.values():
-                parts = split_okey(k) if k is not None else None
-                if parts is not None:
-                    tps.add((parts[1], parts[2]))
-            before_store(tps)
+            tps: dict[tuple[str, int], int] = {}
+            for slot, _key, offset, *_ in seen:
+                tp = tp_of.get(slot)
+                if tp is not None and offset > tps.get(tp, -1):
+                    tps[tp] = offset
+            waiting = before_store(tps)
         done: list[tuple[int, int]] = []
         with self._txn("checkpoint commits", write=True) as txn:
             for slot, key, offset, ms, seq in seen:
@@ -371,8 +399,8 @@ class Commits:
                 if now is None or now[3] >= seq:
                     continue            # cleared, or checkpointed since
                 k = keys[slot]
-                if k is None:
-                    continue
+                if k is None or tp_of.get(slot) in waiting:
+                    continue            # (M-10: its records are not durable yet)
                 txn.put(k, _OFFSET.pack(offset, ms), db=self._offsets)
                 done.append((slot, seq))
         for slot, seq in done:

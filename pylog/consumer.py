@@ -91,7 +91,15 @@ class Consumer(Positions, Fetching):
                  key_deserializer: Deserializer | None = None,
                  value_deserializer: Deserializer | None = None,
                  client_id: str | None = None, dead_letter_topic: str | None = None,
-                 listener: object | None = None) -> None:
+                 listener: object | None = None,
+                 isolation_level: str = "read_uncommitted") -> None:
+        if isolation_level not in ("read_uncommitted", "read_committed"):
+            raise InvalidArgument(f"isolation_level={isolation_level!r}; expected "
+                                  "'read_uncommitted' or 'read_committed'")
+        # X-4: read_committed reads stop at the last stable offset and skip
+        # aborted transactions (pylog.transactions.TxnView, per fetch)
+        self.isolation_level = isolation_level
+        self._read_committed = isolation_level == "read_committed"
         check_options(log, group_id, auto_offset_reset, enable_auto_commit,
                       auto_commit_interval_ms, session_timeout_ms, max_poll_records,
                       max_poll_interval_ms, consumer_timeout_ms,
@@ -121,6 +129,11 @@ class Consumer(Positions, Fetching):
         self._manual = None
         self._cursors = {}
         self._committed_pos = {}
+        # commit()'s hook that makes the committed records durable (M-10):
+        # bound once, reading the offsets of the commit in progress, so the
+        # per-record commit loop allocates no closure
+        self._committing: Iterable[TopicPartition] = ()
+        self._sync_committing = self._sync_committing_records
         self._delivery = Delivery(self._cursors, Cursor)
         self._records = RecordMaker(key_deserializer, value_deserializer, self._dlq,
                                     group_id, self._cursors)
@@ -141,8 +154,10 @@ class Consumer(Positions, Fetching):
             self._member = GroupMember(log, group_id,
                                        strategy=partition_assignment_strategy,
                                        session_timeout_ms=session_timeout_ms,
-                                       client_id=client_id)
-        self._resets = OffsetReset(auto_offset_reset, group_id, self._member)
+                                       client_id=client_id,
+                                       auto_offset_reset=auto_offset_reset)
+        self._resets = OffsetReset(auto_offset_reset, group_id, self._member,
+                                   log if self._read_committed else None)
         if topics or pattern:
             self.subscribe(list(topics), pattern=pattern, listener=listener)
         elif listener is not None:
@@ -339,6 +354,9 @@ class Consumer(Positions, Fetching):
         self._sync_for_commit(out)
         return out
 
+    def _sync_committing_records(self) -> None:
+        self._sync_for_commit(self._committing)
+
     def _sync_for_commit(self, offsets: Iterable[TopicPartition]) -> None:
         """Offsets must not outlive the records they point past (power loss),
         nor the dead-letter copies of records they skip."""
@@ -482,15 +500,17 @@ class Consumer(Positions, Fetching):
         raw = {(tp.topic, tp.partition): o for tp, o in clean.items()}
         if self._dlq is not None:
             self._dlq.flush()
-
-        def sync_records() -> None:
-            self._sync_for_commit(clean)
-        if grouped and self._member is not None:
-            if not self._member.joined:
-                self._sync_group(force=True)   # before its first poll: join
-            self._member.commit(raw, sync_records)
-        else:
-            self._log.meta.commit(self.group_id, raw, sync_records=sync_records)
+        self._committing = clean
+        try:
+            if grouped and self._member is not None:
+                if not self._member.joined:
+                    self._sync_group(force=True)   # before its first poll: join
+                self._member.commit(raw, self._sync_committing)
+            else:
+                self._log.meta.commit(self.group_id, raw,
+                                      sync_records=self._sync_committing)
+        finally:
+            self._committing = ()
         self._committed_pos.update(clean)
         for tp, off in clean.items():     # the application finished these
             self._delivery.committed(tp, off)

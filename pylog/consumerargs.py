@@ -64,8 +64,9 @@ def _offset_of(tp: TopicPartition, off: object) -> int:
                 "committed offset only; pass metadata='' (or None) and keep "
                 "the metadata elsewhere")
         off = getattr(off, "offset", off)
-    if isinstance(off, bool) or not isinstance(off, int) or off < 0:
-        raise InvalidArgument(f"offset for {tp} must be an int >= 0, got {off!r}")
+    if isinstance(off, bool) or not isinstance(off, int) or not 0 <= off < 2**63:
+        # (an int64 on disk: a larger one would fail the commit's pack)
+        raise InvalidArgument(f"offset for {tp} must be an int in [0, 2**63), got {off!r}")
     return off
 
 

@@ -1,19 +1,25 @@
-"""``pylog demo``: the story of SPEC §1, live in the terminal.
+"""``pylog demo``: the story of SPEC §1, live in the terminal, exactly once.
 
-An order service records ORDER_PLACED events keyed by user (with a traffic
-burst that piles up in the log, not in request latency); inventory, e-mail
-and fraud services consume them in their own consumer groups, each in its own
-process(es), at their own pace. One consumer process is killed with SIGKILL
-and restarted: it resumes from its committed offset. At the end every group's
-processed order ids are counted against the produced ones.
+An order service takes orders (with a traffic burst): each order row and
+its ORDER_PLACED event, keyed by user, are written in one SQLite
+transaction of the shop's database (an outbox row, :mod:`pylog.outbox`).
+The outbox relay (``pylog outbox relay``, a process of its own) publishes
+the events to the log, each batch in one pylog transaction with its
+position. Inventory (two processes, one group) applies every order to its
+stock in its own SQLite database with its offsets in the same transaction
+(:mod:`pylog.sqliteoffsets`); e-mail sends one mail per order, deduplicated
+by event id (:mod:`pylog.dedup`); fraud records the ids it checked in a
+results topic before committing (at least once). All read with
+``isolation_level="read_committed"``.
 
-Each worker process records the order ids it processed in a results topic of
-the same log (``demo.processed.<group>``, written with ``sync="always"``)
-*before* committing its consumer offsets: at-least-once, so a crash can only
-cause duplicates, never a gap. The final check counts distinct ids (must
-equal the produced ones) and duplicates separately.
+The relay and one inventory process are killed with SIGKILL and restarted.
+At the end the log holds every order exactly once, the stock equals the
+expected total exactly, every order got its mail, and fraud saw every
+order (duplicates allowed there: at least once).
 
-Workers run as ``python -m pylog.demo --role worker PATH GROUP NAME MS``.
+The databases and the workers' files live in ``demo-workers/`` inside the
+log directory. Workers run as ``python -m pylog.demo --role worker PATH
+GROUP NAME MS``.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -44,6 +51,28 @@ def results_topic(group: str) -> str:
 # worker process
 # ---------------------------------------------------------------------------
 
+def _db(path: str, name: str) -> sqlite3.Connection:
+    db = sqlite3.connect(os.path.join(path, WORKER_DIR, name), timeout=60)
+    db.execute("PRAGMA journal_mode=WAL")
+    return db
+
+
+def setup_databases(path: str) -> None:
+    """shop.db (orders and the outbox table), inventory.db (stock)."""
+    from . import outbox
+    shop = _db(path, "shop.db")
+    shop.execute("CREATE TABLE IF NOT EXISTS orders (id TEXT PRIMARY KEY, user_id TEXT, "
+                 "quantity INT)")
+    shop.commit()
+    outbox.install(shop)
+    shop.close()
+    inv = _db(path, "inventory.db")
+    inv.execute("CREATE TABLE IF NOT EXISTS stock (sku TEXT PRIMARY KEY, reserved INT)")
+    inv.execute("CREATE TABLE IF NOT EXISTS applied (order_id TEXT PRIMARY KEY)")
+    inv.commit()
+    inv.close()
+
+
 def worker_main(path: str, group: str, name: str, ms_per_event: float) -> int:
     import pylog
     from pylog import CommitFailedError, TopicPartition
@@ -56,37 +85,79 @@ def worker_main(path: str, group: str, name: str, ms_per_event: float) -> int:
         with open(status_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(kw) + "\n")
 
+    seen: set = set()
+
+    def first(r) -> None:
+        if r.partition not in seen:
+            seen.add(r.partition)
+            status(event="first", partition=r.partition, offset=r.offset)
+
     log = pylog.open(path)          # sync="always": results are durable
-    consumer = log.consumer(TOPIC, group_id=f"{group}-service",
-                            auto_offset_reset="earliest",
+    consumer = log.consumer(group_id=f"{group}-service", auto_offset_reset="earliest",
                             enable_auto_commit=False, session_timeout_ms=3000,
-                            client_id=name)
-    producer = log.producer()
+                            client_id=name, isolation_level="read_committed")
     status(event="start", pid=os.getpid())
-    seen = set()
     try:
-        while not stop.is_set():
-            recs = consumer.poll(timeout=0.2, max_records=20)
-            if not recs:
-                continue
-            for r in recs:
-                if r.partition not in seen:
-                    seen.add(r.partition)
-                    status(event="first", partition=r.partition, offset=r.offset)
-            time.sleep(len(recs) * ms_per_event / 1000.0)   # the "work"
-            # the demo's values are the JSON bytes the order service sent
-            ids = [json.loads(cast(bytes, r.value))["orderId"].encode() for r in recs]
-            producer.send_batch(results_topic(group), ids, partition=0)
-            offsets = {}
-            for r in recs:
-                offsets[TopicPartition(r.topic, r.partition)] = r.offset + 1
-            try:
-                consumer.commit(offsets)
-            except CommitFailedError:
-                pass    # a rebalance moved the partition; its new owner redoes it
+        if group == "inventory":
+            # exactly once: the stock change and the offsets in one transaction
+            from .sqliteoffsets import SQLiteOffsets
+            offsets = SQLiteOffsets(_db(path, "inventory.db"), "inventory-service")
+
+            def apply(r, cur) -> None:
+                first(r)
+                time.sleep(ms_per_event / 1000.0)       # the "work"
+                order = json.loads(cast(bytes, r.value))
+                # the primary key refuses a second application of an order
+                cur.execute("INSERT INTO applied VALUES (?)", (order["orderId"],))
+                cur.execute("UPDATE stock SET reserved = reserved + ? WHERE sku = ?",
+                            (order["quantity"], order["sku"]))
+
+            class Resumed:
+                def on_partitions_assigned(self, tps) -> None:
+                    stored = offsets.stored()     # where the helper seeks them next
+                    for tp in sorted(tps):
+                        if tp in stored:
+                            seen.add(tp.partition)
+                            status(event="first", partition=tp.partition, offset=stored[tp])
+            offsets.subscribe(consumer, TOPIC, listener=Resumed())
+            while not stop.is_set():
+                offsets.process(consumer, apply, timeout=0.2, max_records=20)
+            return 0
+        consumer.subscribe([TOPIC])
+        ids = None
+        if group == "email":
+            from .dedup import ProcessedIds
+            ids = ProcessedIds(_db(path, "email.db"), "order-emails")
+        producer = log.producer()
+        try:
+            while not stop.is_set():
+                recs = consumer.poll(timeout=0.2, max_records=20)
+                if not recs:
+                    continue
+                for r in recs:
+                    first(r)
+                time.sleep(len(recs) * ms_per_event / 1000.0)   # the "work"
+                done = [json.loads(cast(bytes, r.value))["orderId"] for r in recs]
+                if ids is not None:
+                    # one mail per event id, whatever is delivered twice
+                    with open(os.path.join(path, WORKER_DIR, "mails.txt"), "a") as box:
+                        for oid in done:
+                            with ids.once(oid) as new:
+                                if new:
+                                    box.write(oid + "\n")
+                                    box.flush()
+                else:
+                    producer.send_batch(results_topic(group), [d.encode() for d in done],
+                                        partition=0)
+                nxt = {TopicPartition(r.topic, r.partition): r.offset + 1 for r in recs}
+                try:
+                    consumer.commit(nxt)
+                except CommitFailedError:
+                    pass    # a rebalance moved the partition; its new owner redoes it
+        finally:
+            producer.close()
     finally:
         consumer.close(autocommit=False)
-        producer.close()
         log.close()
     return 0
 
@@ -157,11 +228,17 @@ class Worker:
             os.unlink(self.status_path)
         except FileNotFoundError:
             pass
+        if self.group == "relay":
+            db_url = "sqlite:///" + os.path.join(self.path, WORKER_DIR, "shop.db")
+            argv = [sys.executable, "-m", "pylog", "outbox", "relay", db_url, self.path,
+                    "--batch-size", "50"]
+        else:
+            argv = [sys.executable, "-m", "pylog.demo", "--role", "worker", self.path,
+                    self.group, self.name, str(self.ms)]
         out = open(self.out_path, "ab")
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "pylog.demo", "--role", "worker", self.path,
-                 self.group, self.name, str(self.ms)],
+                argv,
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 # not the caller's directory: "-m" puts it first on sys.path,
                 # and a source checkout there would shadow the installed
@@ -193,6 +270,8 @@ class Worker:
 
 def run_demo(path=None, *, events=None, fast=False, keep=False, out=None) -> int:
     import pylog
+
+    from . import outbox
     out = out or sys.stdout
     disp = Display(out)
     temp = path is None
@@ -213,56 +292,69 @@ def run_demo(path=None, *, events=None, fast=False, keep=False, out=None) -> int
     os.makedirs(os.path.join(path, WORKER_DIR), exist_ok=True)
     log = pylog.open(path)
     log.create_topic(TOPIC, partitions=PARTITIONS, exist_ok=True)
-    for g in groups:
-        log.create_topic(results_topic(g), partitions=1, exist_ok=True)
-    start_ends = {p.partition: p.end_offset
-                  for p in log.describe_topic(TOPIC).partition_info}
+    log.create_topic(results_topic("fraud"), partitions=1, exist_ok=True)
+    setup_databases(path)
     run_id = os.urandom(3).hex()
+    sku = f"widget-{run_id}"
+    with _db(path, "inventory.db") as inv:
+        inv.execute("INSERT OR IGNORE INTO stock VALUES (?, 0)", (sku,))
+    inv.close()
 
     w = lambda *a: disp.event(" ".join(str(x) for x in a))   # noqa: E731
-    w(f"pylog demo: the order story, live  (log: {path})")
-    w(f"  topic {TOPIC!r}, {PARTITIONS} partitions; groups inventory-service "
-      f"(2 processes), email-service and fraud-service (1 process each)")
+    w(f"pylog demo: the order story, live, exactly once  (log: {path})")
+    w("  the order service writes each order and its event in one SQLite transaction "
+      "(outbox);")
+    w(f"  the outbox relay publishes the events to {TOPIC!r} ({PARTITIONS} partitions); "
+      "inventory-service (2 processes, stock in SQLite, exactly once), email-service "
+      "(deduplicated) and fraud-service (at least once) consume them")
 
+    relay = Worker(path, "relay", "outbox-relay", 0)
     workers = {"inventory": [Worker(path, "inventory", "inventory-1", speeds["inventory"]),
                              Worker(path, "inventory", "inventory-2", speeds["inventory"])],
                "email": [Worker(path, "email", "email-1", speeds["email"])],
                "fraud": [Worker(path, "fraud", "fraud-1", speeds["fraud"])]}
     all_workers = [x for ws in workers.values() for x in ws]
+    procs = [relay, *all_workers]
     produced_ids: list[str] = []
+    quantities: dict[str, int] = {}
     ids_lock = threading.Lock()
     latencies: list[float] = []
     prod_state = {"phase": "starting", "done": False, "error": None,
                   "burst_s": None}
-
-    def order(i: int, user: int) -> tuple[bytes, bytes]:
-        oid = f"o-{run_id}-{i:06d}"
-        body = {"eventType": "ORDER_PLACED", "orderId": oid,
-                "userId": f"user-{user}", "amount": round(5 + (i * 37 % 500) / 3, 2),
-                "ts": int(time.time() * 1000)}
-        return f"user-{user}".encode(), json.dumps(body).encode()
-
+    local = threading.local()
+    conns: list[sqlite3.Connection] = []
     counter = [0]
 
-    def take_order(producer) -> None:
+    def take_order() -> None:
+        db = getattr(local, "db", None)
+        if db is None:
+            db = local.db = sqlite3.connect(os.path.join(path, WORKER_DIR, "shop.db"),
+                                            timeout=60, check_same_thread=False)
+            with ids_lock:
+                conns.append(db)
         with ids_lock:
             i = counter[0]
             counter[0] += 1
-        key, value = order(i, (i * 7919) % 97)
+        oid, user, qty = f"o-{run_id}-{i:06d}", f"user-{(i * 7919) % 97}", 1 + i % 5
+        body = {"eventType": "ORDER_PLACED", "orderId": oid, "userId": user, "sku": sku,
+                "quantity": qty, "amount": round(5 + (i * 37 % 500) / 3, 2),
+                "ts": int(time.time() * 1000)}
         t0 = time.perf_counter()
-        producer.send(TOPIC, value, key=key)
+        with db:                       # the order and its event: one transaction
+            db.execute("INSERT INTO orders VALUES (?, ?, ?)", (oid, user, qty))
+            outbox.add(db, TOPIC, json.dumps(body).encode(), key=user.encode())
         lat = time.perf_counter() - t0
         with ids_lock:
-            produced_ids.append(f"o-{run_id}-{i:06d}")
+            produced_ids.append(oid)
+            quantities[oid] = qty
             latencies.append(lat)
 
     def order_service() -> None:
         try:
-            producer = log.producer()
             t_start = time.monotonic()
             prod_state["phase"] = "steady"
             while time.monotonic() - t_start < pre_s:
-                take_order(producer)
+                take_order()
                 time.sleep(1.0 / steady_rate)
             prod_state["phase"] = "BURST"
             tb = time.monotonic()
@@ -270,7 +362,7 @@ def run_demo(path=None, *, events=None, fast=False, keep=False, out=None) -> int
 
             def web_worker(n):
                 for _ in range(n):
-                    take_order(producer)
+                    take_order()
             ts = [threading.Thread(target=web_worker, args=(n,)) for n in per]
             for t in ts:
                 t.start()
@@ -279,9 +371,8 @@ def run_demo(path=None, *, events=None, fast=False, keep=False, out=None) -> int
             prod_state["burst_s"] = time.monotonic() - tb
             prod_state["phase"] = "steady"
             while time.monotonic() - t_start < post_until:
-                take_order(producer)
+                take_order()
                 time.sleep(1.0 / steady_rate)
-            producer.close()
         except Exception as exc:      # shown at the end
             prod_state["error"] = exc
         finally:
@@ -289,14 +380,14 @@ def run_demo(path=None, *, events=None, fast=False, keep=False, out=None) -> int
             prod_state["done"] = True
 
     t0 = time.monotonic()
-    for x in all_workers:
+    for x in procs:
         x.start()
-    w(f"  started {len(all_workers)} consumer processes: " +
-      ", ".join(f"{x.name} (pid {x.proc.pid})" for x in all_workers))
+    w(f"  started {len(procs)} processes: " +
+      ", ".join(f"{x.name} (pid {x.proc.pid})" for x in procs))
     producer_thread = threading.Thread(target=order_service, daemon=True)
     producer_thread.start()
 
-    victim = workers["email"][0]
+    victim = workers["inventory"][0]
     killed_at = restarted = None
     committed_at_kill: dict = {}
     resume_reported = False
@@ -304,62 +395,105 @@ def run_demo(path=None, *, events=None, fast=False, keep=False, out=None) -> int
     deadline = 120.0
     rc = 0
 
-    def group_progress(g):
-        d = log.describe_group(f"{g}-service")
-        committed = {p["partition"]: p["committed"] for p in d["partitions"]
-                     if p["topic"] == TOPIC}
-        done = sum(committed.get(p, start_ends.get(p, 0)) - start_ends.get(p, 0)
-                   for p in range(PARTITIONS))
-        return max(0, done), committed
+    def stored_offsets() -> dict:
+        """inventory-service's offsets, kept in inventory.db with its changes."""
+        db = _db(path, "inventory.db")
+        try:
+            return dict(db.execute(
+                "SELECT partition, next_offset FROM pylog_offsets WHERE "
+                "group_id = 'inventory-service' AND topic = ?", (TOPIC,)).fetchall())
+        except sqlite3.OperationalError:     # no table before the first worker
+            return {}
+        finally:
+            db.close()
+
+    from pylog import TopicPartition
+    fraud_tp = TopicPartition(results_topic("fraud"), 0)
+    fraud_reader = log.consumer(enable_auto_commit=False)
+    fraud_reader.assign([fraud_tp])
+    fraud_reader.seek_to_end(fraud_tp)
+    fraud_seen: set = set()
+
+    def processed(g) -> int:
+        """This run's orders group ``g`` has processed (distinct): its
+        effects, not its offsets (transaction markers take offsets too)."""
+        if g == "inventory":
+            db = _db(path, "inventory.db")
+            try:
+                return int(db.execute("SELECT COUNT(*) FROM applied WHERE order_id LIKE ?",
+                                      (f"o-{run_id}-%",)).fetchone()[0])
+            finally:
+                db.close()
+        if g == "email":
+            return len(set(_read_mails(path, run_id)))
+        while vals := fraud_reader.poll_values(timeout=0, max_records=10000):
+            fraud_seen.update(v for v in vals if v.startswith(f"o-{run_id}-".encode()))
+        return len(fraud_seen)
+
+    def outbox_pending() -> int:
+        db = _db(path, "shop.db")
+        try:
+            return int(db.execute("SELECT COUNT(*) FROM pylog_outbox").fetchone()[0])
+        finally:
+            db.close()
 
     try:
         while True:
             now = time.monotonic() - t0
             with ids_lock:
                 produced = len(produced_ids)
-            progress = {g: group_progress(g) for g in groups}
-            # the crash
-            if killed_at is None and now >= kill_at:
-                victim.proc.send_signal(signal.SIGKILL)
-                victim.proc.wait()
+            done_by = {g: processed(g) for g in groups}
+            pending = outbox_pending()
+            # the crash: once the relay and inventory are at work
+            if killed_at is None and now >= kill_at and (
+                    done_by["inventory"] > 0 or now >= kill_at + 5):
+                for x in (relay, victim):
+                    x.proc.send_signal(signal.SIGKILL)
+                    x.proc.wait()
                 killed_at = now
-                committed_at_kill = group_progress("email")[1]
-                w(f"  {now:5.1f}s  SIGKILL -> {victim.name} (pid {victim.proc.pid}); "
-                  f"it had processed {progress['email'][0]} events; committed "
-                  "offsets " + " ".join(f"p{p}@{o}" for p, o in
-                                        sorted(committed_at_kill.items())))
+                committed_at_kill = stored_offsets()
+                w(f"  {now:5.1f}s  SIGKILL -> {relay.name} (pid {relay.proc.pid}) with "
+                  f"{pending} events still in the outbox, and {victim.name} (pid "
+                  f"{victim.proc.pid}); offsets stored in inventory.db " +
+                  " ".join(f"p{p}@{o}" for p, o in sorted(committed_at_kill.items())))
             if killed_at is not None and restarted is None and \
                     now >= killed_at + restart_after:
-                victim.start()
+                for x in (relay, victim):
+                    x.start()
                 restarted = now
-                w(f"  {now:5.1f}s  restarted {victim.name} (pid {victim.proc.pid}); "
-                  "it resumes from the group's committed offsets")
+                w(f"  {now:5.1f}s  restarted {relay.name} (pid {relay.proc.pid}): it resumes "
+                  "from the position committed with its last batch; restarted "
+                  f"{victim.name} (pid {victim.proc.pid}): it resumes from the offsets "
+                  "stored with its stock changes")
             if restarted is not None and not resume_reported:
                 firsts = {e["partition"]: e["offset"] for e in victim.events()
                           if e.get("event") == "first"}
-                want = {p for p in range(PARTITIONS)
-                        if committed_at_kill.get(p, 0) < start_ends.get(p, 0) + produced}
-                if firsts and (set(firsts) >= want or now > restarted + 2.0):
+                if firsts and (now > restarted + 1.0 or prod_state["done"] and pending == 0):
                     resume_reported = True
                     same = all(committed_at_kill.get(p) == o for p, o in firsts.items())
                     w(f"  {now:5.1f}s  {victim.name} resumed at " +
                       " ".join(f"p{p}@{o}" for p, o in sorted(firsts.items())) +
-                      (" = exactly the committed offsets: nothing skipped"
-                       if same else " (committed offsets, possibly after a rebalance)"))
+                      (" = exactly the offsets stored when it died"
+                       if same else " = the offsets stored in inventory.db with the "
+                       "stock changes (inventory-2 applied more meanwhile)") +
+                      ": nothing skipped, nothing applied twice")
             if prod_state["burst_s"] is not None and not burst_reported:
                 burst_reported = True
                 lat = sorted(latencies)
                 p99 = lat[int(len(lat) * 0.99) - 1] * 1000 if lat else 0.0
                 w(f"  {now:5.1f}s  traffic burst: {burst} orders taken in "
-                  f"{prod_state['burst_s']:.2f} s by 4 web workers; send latency "
-                  f"p50 {lat[len(lat) // 2] * 1000:.2f} ms, p99 {p99:.2f} ms "
-                  "- the spike piles up in the log, not in request latency")
+                  f"{prod_state['burst_s']:.2f} s by 4 web workers; order + event "
+                  f"transaction p50 {lat[len(lat) // 2] * 1000:.2f} ms, p99 {p99:.2f} ms "
+                  "- the spike piles up in the outbox and the log, not in request latency")
             # status
-            lines = [f"  order-service  {produced:6d} events produced   "
-                     f"[{prod_state['phase']}]   t={now:5.1f}s"]
-            plain = [f"t={now:5.1f}s produced={produced}"]
+            lines = [f"  order-service  {produced:6d} orders taken     "
+                     f"[{prod_state['phase']}]   t={now:5.1f}s",
+                     f"  outbox-relay   {produced - pending:6d} published   "
+                     f"{pending:6d} in the outbox" +
+                     ("" if relay.alive() else "  (relay down!)")]
+            plain = [f"t={now:5.1f}s orders={produced} outbox={pending}"]
             for g in groups:
-                done, _ = progress[g]
+                done = done_by[g]
                 lag = max(0, produced - done)
                 frac = done / produced if produced else 0.0
                 alive = sum(1 for x in workers[g] if x.alive())
@@ -367,8 +501,8 @@ def run_demo(path=None, *, events=None, fast=False, keep=False, out=None) -> int
                 lines.append(f"  {g:<10} {disp.bar(frac)} {done:6d} done  "
                              f"lag {lag:6d}  {alive} proc{note}")
                 plain.append(f"{g} done={done} lag={lag}")
-            finished = prod_state["done"] and all(
-                progress[g][0] >= produced for g in groups)
+            finished = prod_state["done"] and pending == 0 and all(
+                done_by[g] >= produced for g in groups)
             disp.status(lines, "  " + " | ".join(plain), force=bool(finished))
             if finished:
                 break
@@ -378,20 +512,24 @@ def run_demo(path=None, *, events=None, fast=False, keep=False, out=None) -> int
                   f"(see the worker logs in {os.path.join(path, WORKER_DIR)})")
                 rc = 1
                 break
-            dead = [x for x in all_workers if x.proc.poll() not in (None, -9)
-                    and not (x is victim and killed_at is not None and restarted is None)]
+            dead = [x for x in procs if x.proc.poll() not in (None, -9)
+                    and not (x in (relay, victim) and killed_at is not None
+                             and restarted is None)]
             if dead:
                 disp.finish_block()
-                w(f"pylog demo: worker {dead[0].name} exited with status "
+                w(f"pylog demo: {dead[0].name} exited with status "
                   f"{dead[0].proc.returncode}; see {dead[0].out_path}")
                 rc = 1
                 break
             time.sleep(0.2 if disp.tty else 0.25)
         disp.finish_block()
     finally:
-        for x in all_workers:
+        for x in procs:
             x.stop()
         producer_thread.join(timeout=10)
+        fraud_reader.close()
+        for c in conns:
+            c.close()
     elapsed = time.monotonic() - t0
     if prod_state["error"] is not None:
         w(f"pylog demo: the order service failed: {prod_state['error']}")
@@ -399,30 +537,45 @@ def run_demo(path=None, *, events=None, fast=False, keep=False, out=None) -> int
     # the proof
     with ids_lock:
         expected = set(produced_ids)
+    in_log = _read_order_ids(log, run_id)
+    log_dups = len(in_log) - len(set(in_log))
+    log_missing = len(expected - set(in_log))
+    inv = _db(path, "inventory.db")
+    applied = {r[0] for r in inv.execute("SELECT order_id FROM applied WHERE order_id LIKE ?",
+                                         (f"o-{run_id}-%",))}
+    reserved = inv.execute("SELECT reserved FROM stock WHERE sku = ?", (sku,)).fetchone()[0]
+    inv.close()
+    want_reserved = sum(quantities[o] for o in expected)
+    mails = _read_mails(path, run_id)
+    fraud = _read_ids(log, results_topic("fraud"), run_id)
+    seen = {"inventory": (applied, 0), "email": (set(mails), len(mails) - len(set(mails))),
+            "fraud": (set(fraud), len(fraud) - len(set(fraud)))}
     rows = []
-    all_ok = True
+    all_ok = log_dups == 0 and log_missing == 0 and reserved == want_reserved
     for g in groups:
-        seen = _read_ids(log, results_topic(g), run_id)
-        distinct = set(seen) & expected
+        distinct = seen[g][0] & expected
         missing = len(expected - distinct)
-        dups = len(seen) - len(set(seen))
         all_ok = all_ok and missing == 0
-        rows.append([f"{g}-service", len(expected), len(distinct), dups, missing])
+        rows.append([f"{g}-service", len(expected), len(distinct), seen[g][1], missing])
     from .table import table
     from .verify import verify_log
     w("")
     w(f"Summary after {elapsed:.1f} s:")
+    w(f"  log: {len(in_log)} ORDER_PLACED events for {len(expected)} orders: "
+      f"{log_dups} duplicates, {log_missing} missing (the relay was killed: exactly once)")
+    w(f"  inventory stock: {reserved} {sku} reserved, expected {want_reserved}"
+      f"{': exact' if reserved == want_reserved else ': WRONG'}")
     w("\n".join("  " + line for line in table(
         rows, ["GROUP", "PRODUCED", "PROCESSED", "DUPLICATES", "MISSING"],
         right={1, 2, 3, 4}).splitlines()))
     log.close()
     problems = verify_log(path)
     if all_ok and rc == 0:
-        w(f"OK: every one of the {len(expected)} events was processed by every "
-          "group; nothing lost (duplicates are allowed: at-least-once "
-          "delivery around the crash).")
+        w(f"OK: every one of the {len(expected)} orders reached the log exactly once "
+          "and every group: inventory applied each exactly once, e-mail sent one mail "
+          "per order (deduplicated by event id), fraud checked each at least once.")
     else:
-        w("FAILED: some events were not processed by every group.")
+        w("FAILED: some orders were lost, doubled or not processed by every group.")
         rc = 1
     w(f"pylog verify: {'log is sound' if not problems else f'{len(problems)} problem(s)'}")
     for p in problems:
@@ -435,8 +588,35 @@ def run_demo(path=None, *, events=None, fast=False, keep=False, out=None) -> int
           "to explore it afterwards)")
     else:
         w(f"Explore it: pylog info {path}  |  pylog groups {path} describe "
-          f"email-service  |  pylog tail {path} {TOPIC} --since 1m")
+          f"email-service  |  pylog tail {path} {TOPIC} --since 1m  |  "
+          f"sqlite3 {os.path.join(path, WORKER_DIR, 'inventory.db')} 'SELECT * FROM stock'")
     return rc
+
+
+def _read_order_ids(log, run_id: str) -> list:
+    """This run's order ids in TOPIC, as a read_committed consumer sees them."""
+    from pylog import TopicPartition
+    tps = [TopicPartition(TOPIC, p) for p in range(PARTITIONS)]
+    c = log.consumer(enable_auto_commit=False, isolation_level="read_committed")
+    c.assign(tps)
+    c.seek_to_beginning()
+    end = c.end_offsets(tps)
+    out: list = []
+    while any(c.position(tp) < end[tp] for tp in tps):
+        recs = c.poll(timeout=0.5, max_records=10000)
+        if not recs:
+            break
+        out.extend(json.loads(cast(bytes, r.value))["orderId"] for r in recs)
+    c.close()
+    return [o for o in out if o.startswith(f"o-{run_id}-")]
+
+
+def _read_mails(path: str, run_id: str) -> list:
+    try:
+        with open(os.path.join(path, WORKER_DIR, "mails.txt"), encoding="utf-8") as f:
+            return [line.strip() for line in f if line.startswith(f"o-{run_id}-")]
+    except FileNotFoundError:
+        return []
 
 
 def _read_ids(log, topic: str, run_id: str) -> list:

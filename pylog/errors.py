@@ -165,6 +165,21 @@ class AcknowledgementError(PylogError):
         self.records = records
 
 
+class ShareGroupConfigError(InvalidArgument):
+    """A share consumer asked for a setting its share group already has
+    with another value (the settings are the group's: the first consumer
+    of the group stores them; ``Log.alter_share_group`` changes them).
+    ``group``, ``setting``, ``stored`` (the group's value) and ``asked``."""
+
+    def __init__(self, message: str, group: str, setting: str, stored: object,
+                 asked: object):
+        super().__init__(message)
+        self.group = group
+        self.setting = setting
+        self.stored = stored
+        self.asked = asked
+
+
 class DeserializationError(PylogError, ValueError):
     """A consumer's key or value deserializer raised on a record.
 
@@ -250,6 +265,29 @@ class SendTimeoutError(PylogError):
 
 class ForkedLogError(PylogError):
     """An object created before os.fork() was used in the child process."""
+
+
+class MissingDependencyError(PylogError, ImportError):
+    """A feature needs an optional dependency that is not installed; the
+    message names the extra to install (``pip install 'pylog[metrics]'``)."""
+
+
+class ProducerFencedError(PylogError):
+    """A newer producer with the same ``transactional_id`` was created (its
+    epoch is higher), or this producer's transaction was aborted for it
+    (the owner died or ``transaction_timeout_ms`` passed): this instance
+    may send nothing more, and its open transaction, if any, was or will
+    be aborted. Close it; the newer instance carries on (Kafka's
+    ProducerFencedException). FORMAT.rst X-5."""
+
+
+class TransactionError(PylogError):
+    """A transactional call made in the wrong state: ``send`` of a
+    transactional producer outside a transaction, ``begin_transaction``
+    inside one, ``commit_transaction``/``abort_transaction`` or
+    ``send_offsets_to_transaction`` with none open, or a transactional
+    call on a producer made without ``transactional_id``. Nothing was
+    written."""
 
 
 class LogOSError(PylogError, OSError):
@@ -344,6 +382,16 @@ class TooManyOpenFilesError(LogOSError):
     acknowledged is lost and the partition stays usable: lower the Log's
     ``max_open_files`` (pylog.open), open fewer files elsewhere in the
     process, or raise the limit (``ulimit -n``, RLIMIT_NOFILE)."""
+
+
+class TooManyMapsError(LogOSError):
+    """The process ran out of memory maps (mmap failed with ENOMEM: it holds
+    ``vm.max_map_count`` maps, or its address space is exhausted), even after
+    the Log unmapped every partition state and segment it held and was not
+    using. Nothing was appended by the call that raised it, nothing
+    acknowledged is lost and the partition stays usable: lower the Log's
+    ``max_open_maps`` (pylog.open), map fewer files elsewhere in the
+    process, or raise the limit (``sysctl vm.max_map_count``)."""
 
 
 _FD_HINT = ("lower max_open_files= of pylog.open (the descriptors a Log keeps "

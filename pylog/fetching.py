@@ -33,6 +33,7 @@ from .offsetreset import OffsetReset
 from .partition import Cursor, Partition
 from .records import TopicPartition
 from .store import topic_slot
+from .transactions import TxnView, abort_stale
 
 if TYPE_CHECKING:
     from .consumer import Consumer
@@ -68,6 +69,7 @@ class Fetching:
     _auto_commit: bool
     _next_auto_commit: float
     _closed: bool
+    _read_committed: bool
     _woken: bool
     _rr: int
     _slot: int
@@ -94,6 +96,7 @@ class Fetching:
             return out
         n = len(owned)
         partitions = self._log.open_partitions()
+        view = self._txn_view() if self._read_committed else None
         start = self._rr % n
         self._rr += 1
         for i in range(n):
@@ -110,11 +113,13 @@ class Fetching:
             first = cur.offset
             try:
                 recs = part.fetch(cur, max_records - len(out), values_only=values_only,
-                                  with_topic=True, row_type=self._records.row_type)
+                                  with_topic=True, row_type=self._records.row_type,
+                                  txn=view)
             except OffsetOutOfRange:
                 self._set_position(tp, self._resets.out_of_range(tp, part, cur.offset))
                 continue
             if recs:
+                part.shared.count_fetch(len(recs))      # P-10
                 self._delivery.handed(tp, first)
                 i0 = len(out)
                 out.extend(self._records.finish(recs, values_only, tp, part, first,
@@ -122,13 +127,24 @@ class Fetching:
                 slices.append((tp, i0, len(out)))
         return out
 
+    def _txn_view(self) -> TxnView:
+        """X-4: this fetch's view of the transactions; an open one whose
+        process died or whose timeout passed is aborted first (when the
+        log is writable), so it never holds this reader back for good."""
+        view = TxnView(self._log)
+        if view.stale and not self._log.readonly:
+            abort_stale(self._log)
+            view = TxnView(self._log)
+        return view
+
     def _wait_target(self) -> tuple[TopicPartition, Partition, Cursor] | None:
         """(tp, partition, cursor) when this poll reads exactly one partition
         whose cursor is positioned (the blocked poll then waits and decodes
         in one native call, Partition.wait_fetch), else None."""
         owned = self._owned()
-        if len(owned) != 1 or self._paused and owned[0] in self._paused:
-            return None
+        if len(owned) != 1 or self._paused and owned[0] in self._paused or \
+                self._read_committed:
+            return None      # (read_committed: the LSO is read at every fetch)
         tp = owned[0]
         cur = self._cursors.get(tp)
         part = self._log.open_partitions().get(tp)
@@ -204,6 +220,7 @@ class Fetching:
                                       wait, max_records, values_only=values_only,
                                       with_topic=True, row_type=self._records.row_type)
                 if got:
+                    part.shared.count_fetch(len(got))   # P-10
                     self._delivery.handed(tp, first)
                     recs = self._records.finish(got, values_only, tp, part, first,
                                                 False)

@@ -42,7 +42,13 @@ from typing import Any, Callable
 from . import _native
 from . import groupstate as gs
 from .assignors import STRATEGIES
-from .errors import GroupNotEmpty, InvalidArgument, OffsetOutOfRange, TopicNotFound
+from .errors import (
+    GroupNotEmpty,
+    InvalidArgument,
+    OffsetOutOfRange,
+    PartitionNotFound,
+    TopicNotFound,
+)
 from .groupstate import Member
 from .liveness import HOST as _HOST
 from .liveness import cached_alive, process_alive, process_start_time
@@ -81,7 +87,8 @@ class GroupMember:
 
     def __init__(self, log, group_id: str, *, strategy: str,
                  session_timeout_ms: int, client_id: str | None,
-                 wall_ms=_now_ms, monotonic=time.monotonic, is_alive=cached_alive):
+                 auto_offset_reset: str | None = None, wall_ms=_now_ms,
+                 monotonic=time.monotonic, is_alive=cached_alive):
         if strategy not in STRATEGIES:
             raise InvalidArgument(
                 f"partition_assignment_strategy={strategy!r}; expected one of "
@@ -115,7 +122,8 @@ class GroupMember:
         self._was_quiet = False         # the last look skipped the document
         self._me = Member(pid=os.getpid(), start=process_start_time(os.getpid()),
                           host=_HOST, client_id=client_id or "",
-                          session_timeout_ms=session_timeout_ms)
+                          session_timeout_ms=session_timeout_ms,
+                          auto_offset_reset=auto_offset_reset)
 
     def _counts(self, topics) -> dict:
         """Partitions of each of ``topics`` now; 0 for one that is gone."""
@@ -327,7 +335,17 @@ def live_members(log, group: str, now_ms: int | None = None,
 
 def describe_group(log: Any, group: str) -> dict[str, Any]:
     """Members, assignment, committed offsets and lag of ``group``. Reads
-    only (one read transaction per part, never the writer lock)."""
+    only (one read transaction per part, never the writer lock).
+
+    ``partitions`` lists every partition of the topics the group subscribes
+    to (its members' topics, or those of its last rebalance once they left:
+    M-7 ``partition_counts``) and every partition it committed. A partition
+    never committed has ``committed`` None and counts from where the group
+    would start it (:func:`lag_from`): ``lag_from`` says which —
+    ``"committed"``, ``"earliest"`` (every retained record waits),
+    ``"latest"`` (nothing waits) or ``"none"`` (the consumer would raise;
+    every retained record waits). A committed offset below the log start
+    counts from the log start (the records below are gone)."""
     state = log.meta.group_state(group)
     now_ms = _now_ms()
     offsets = log.meta.group_offsets(group)
@@ -338,31 +356,95 @@ def describe_group(log: Any, group: str) -> dict[str, Any]:
             "host": info.host, "pid": info.pid, "topics": list(info.topics),
             "alive": gs.alive(info, now_ms, process_alive),
             "assignment": list((state.assignment or {}).get(m, ())),
-            "owned": sorted(state.owned_by(m))})
+            "owned": sorted(state.owned_by(m)),
+            "auto_offset_reset": info.auto_offset_reset})
     partitions = []
     resets = state.retention_resets
-    for (topic, p), committed in sorted(offsets.items()):
+    for (topic, p) in sorted(set(offsets) | subscribed_partitions(log, state)):
         try:
-            end = log.partition(topic, p).state().next_offset
-        except TopicNotFound:
+            st = log.partition(topic, p).state()
+        except (TopicNotFound, PartitionNotFound):
             continue
         tp = TopicPartition(topic, p)
+        committed = offsets.get(tp)
+        policy = reset_policy(state, tp)
+        source, lag = lag_from(committed, policy, st.log_start_offset, st.next_offset)
         count, skipped = resets.get(tp, (0, 0))
         partitions.append({"topic": topic, "partition": p,
-                           "committed": committed, "end_offset": end,
-                           "lag": max(0, end - committed),
+                           "committed": committed, "end_offset": st.next_offset,
+                           "start_offset": st.log_start_offset,
+                           "lag": lag, "lag_from": source,
                            "owner": state.owners.get(tp),
                            "retention_resets": count,
                            "records_skipped_by_retention": skipped})
     return {"group": group, "generation": state.generation,
             "strategy": state.strategy,
             "state": "Stable" if members else "Empty",
+            "auto_offset_reset": state.auto_offset_reset,
             "members": members, "partitions": partitions,
             "lag": sum(p["lag"] for p in partitions),
+            "uncommitted_partitions": sum(1 for p in partitions if p["committed"] is None),
             # times retention deleted records before this group read them
             # (the consumer then resumed at the log start), all partitions
             "retention_resets": sum(c for c, _ in resets.values()),
             "records_skipped_by_retention": sum(n for _, n in resets.values())}
+
+
+def subscribed_partitions(log: Any, state: gs.GroupState) -> set[TopicPartition]:
+    """Every partition, as the log has them now, of the topics ``state``'s
+    members subscribe to, or that its last rebalance covered (M-7
+    ``partition_counts``, kept once the members left). Topics since deleted
+    are left out."""
+    topics = set(state.partition_counts or ())
+    for info in state.members.values():
+        topics.update(info.topics)
+    out: set[TopicPartition] = set()
+    for t in topics:
+        try:
+            n = log.partitions_for(t, max_age_s=0)
+        except TopicNotFound:
+            continue
+        out.update(TopicPartition(t, p) for p in range(n))
+    return out
+
+
+# The policy assumed for a group whose document does not record one (its
+# members joined before pylog recorded it): the Consumer's default.
+DEFAULT_OFFSET_RESET = "latest"
+
+
+def reset_policy(state: gs.GroupState, tp: TopicPartition) -> str:
+    """Where ``state``'s group starts ``tp`` without a committed offset:
+    its owner's ``auto_offset_reset``, else the group's (M-7: the last
+    member to join), else DEFAULT_OFFSET_RESET."""
+    owner = state.members.get(state.owners.get(tp, ""))
+    if owner is not None and owner.auto_offset_reset is not None:
+        return owner.auto_offset_reset
+    return state.auto_offset_reset or DEFAULT_OFFSET_RESET
+
+
+def lag_from(committed: int | None, policy: str, start: int, end: int) -> tuple[str, int]:
+    """(where the lag counts from, records waiting) of a partition whose
+    records are [``start``, ``end``): from the committed offset (never below
+    the log start), or without one from where ``policy`` starts: the log
+    start for ``"earliest"`` and ``"none"`` (those records wait, though a
+    consumer with ``"none"`` raises instead of reading them), the end for
+    ``"latest"``."""
+    if committed is not None:
+        return "committed", max(0, end - max(committed, start))
+    if policy == "latest":
+        return "latest", 0
+    return ("none" if policy == "none" else "earliest"), max(0, end - start)
+
+
+def lag_text(source: str) -> str:
+    """How a lag counted by :func:`lag_from` is shown: "" for a committed
+    partition, else ``"not committed, from earliest"`` and so on."""
+    if source == "committed":
+        return ""
+    if source == "none":
+        return "not committed, auto_offset_reset=none"
+    return f"not committed, from {source}"
 
 
 RESET_TARGETS = ("earliest", "latest", "offset", "datetime", "shift")

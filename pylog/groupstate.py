@@ -72,6 +72,9 @@ class Member:
     heartbeat_ms: int = 0
     session_timeout_ms: int = DEFAULT_SESSION_TIMEOUT_MS
     joined_ms: int = 0
+    # where the member starts a partition the group never committed (M-7;
+    # None: a document written before pylog recorded it)
+    auto_offset_reset: str | None = None
 
     def expired(self, now_ms: int) -> bool:
         """Has this member missed its session timeout?"""
@@ -99,6 +102,9 @@ class GroupState:
     owners: Mapping[TopicPartition, str] = field(default_factory=dict)
     partition_counts: Mapping[str, int] | None = None
     retention_resets: Mapping[TopicPartition, tuple] = field(default_factory=dict)
+    # the auto_offset_reset of the member that joined last, kept once every
+    # member left: where a partition never committed starts (lag counts it)
+    auto_offset_reset: str | None = None
     extra: Mapping[str, object] = field(default_factory=dict)
 
     def target(self, member_id: str) -> frozenset:
@@ -164,7 +170,9 @@ def _member(m: str, info) -> Member:
         heartbeat_ms=_int(info.get("heartbeat_ms", 0), f"heartbeat_ms of member {m!r}"),
         session_timeout_ms=_int(info.get("session_timeout_ms", DEFAULT_SESSION_TIMEOUT_MS),
                                 f"session_timeout_ms of member {m!r}"),
-        joined_ms=_int(info.get("joined_ms", 0), f"joined_ms of member {m!r}"))
+        joined_ms=_int(info.get("joined_ms", 0), f"joined_ms of member {m!r}"),
+        auto_offset_reset=_str(info.get("auto_offset_reset"),
+                               f"auto_offset_reset of member {m!r}", True))
 
 
 def _tp_list(v, what) -> tuple:
@@ -179,7 +187,7 @@ def _tp_list(v, what) -> tuple:
 
 
 _KNOWN = ("generation", "strategy", "members", "assignment", "owners",
-          "partition_counts", "retention_resets")
+          "partition_counts", "retention_resets", "auto_offset_reset")
 
 
 def from_doc(doc) -> GroupState:
@@ -211,6 +219,7 @@ def from_doc(doc) -> GroupState:
         owners={_key_tp(k): _str(v, f"owner of {k!r}")
                 for k, v in _dict(doc.get("owners", {}), "owners").items()},
         partition_counts=counts, retention_resets=resets,
+        auto_offset_reset=_str(doc.get("auto_offset_reset"), "auto_offset_reset", True),
         extra={k: v for k, v in doc.items() if k not in _KNOWN})
 
 
@@ -222,12 +231,7 @@ def to_doc(state: GroupState) -> dict:
     doc["generation"] = state.generation
     if state.strategy is not None:
         doc["strategy"] = state.strategy
-    doc["members"] = {
-        m: {"pid": i.pid, "start": i.start, "host": i.host,
-            "client_id": i.client_id, "topics": list(i.topics),
-            "heartbeat_ms": i.heartbeat_ms,
-            "session_timeout_ms": i.session_timeout_ms, "joined_ms": i.joined_ms}
-        for m, i in state.members.items()}
+    doc["members"] = {m: _member_doc(i) for m, i in state.members.items()}
     if state.assignment is not None:
         doc["assignment"] = {m: [list(tp) for tp in tps]
                              for m, tps in state.assignment.items()}
@@ -237,6 +241,17 @@ def to_doc(state: GroupState) -> dict:
     if state.retention_resets:
         doc["retention_resets"] = {_tp_key(tp): list(v)
                                    for tp, v in state.retention_resets.items()}
+    if state.auto_offset_reset is not None:
+        doc["auto_offset_reset"] = state.auto_offset_reset
+    return doc
+
+
+def _member_doc(i: Member) -> dict:
+    doc = {"pid": i.pid, "start": i.start, "host": i.host, "client_id": i.client_id,
+           "topics": list(i.topics), "heartbeat_ms": i.heartbeat_ms,
+           "session_timeout_ms": i.session_timeout_ms, "joined_ms": i.joined_ms}
+    if i.auto_offset_reset is not None:
+        doc["auto_offset_reset"] = i.auto_offset_reset
     return doc
 
 
@@ -305,10 +320,13 @@ def _without(state: GroupState, gone) -> GroupState:
 
 def join(state: GroupState, member_id: str, member: Member,
          now_ms: int) -> GroupState:
-    """Add ``member`` (not yet in the group), joined and heartbeating now."""
+    """Add ``member`` (not yet in the group), joined and heartbeating now;
+    its ``auto_offset_reset`` becomes the group's (M-7)."""
     assert member_id not in state.members, member_id
     member = replace(member, joined_ms=now_ms, heartbeat_ms=now_ms)
-    return replace(state, members={**state.members, member_id: member})
+    reset = member.auto_offset_reset or state.auto_offset_reset
+    return replace(state, members={**state.members, member_id: member},
+                   auto_offset_reset=reset)
 
 
 def heartbeat(state: GroupState, member_id: str, topics, now_ms: int | None) -> GroupState:

@@ -13,18 +13,31 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from . import shareconfig
 from .accumulator import LingerProducer, check_linger, close_lingering
 from .config import validate_group_id, validate_topic_name
 from .consumer import Consumer
+from .errors import GroupNotEmpty, InvalidArgument
 from .expiry import DEFAULT_OFFSETS_RETENTION_MS
 from .group import describe_group, reset_group
+from .metrics import MetricsSnapshot
+from .metrics import take as take_metrics
 from .producer import Producer
 from .records import TopicPartition
 from .redrive import redrive
-from .shareconsumer import ShareConsumer
-from .shareops import ShareFiles, describe_share_groups
+from .shareconsumer import ShareConsumer, validate_settings
+from .shareops import ShareFiles, describe_share_groups, share_group_live
 from .store import LogStore
+from .transactions import DEFAULT_TRANSACTION_TIMEOUT_MS
+from .txnproducer import IdempotentProducer, check_producer_args, close_transactional
 
+
+class Unset:
+    """The type of :data:`UNSET`."""
+
+
+#: "not given", where None is a value (``alter_share_group``)
+UNSET = Unset()
 Serializer = Callable[[Any], bytes]
 Deserializer = Callable[[bytes], Any]
 
@@ -53,6 +66,21 @@ class Log(LogStore):
         self._check()
         return describe_share_groups(self)
 
+    def metrics(self, since: MetricsSnapshot | None = None) -> MetricsSnapshot:
+        """A snapshot of the log's metrics (:mod:`pylog.metrics`): per
+        partition offsets, size, and the append, fetch and fsync counters
+        of every process (FORMAT.rst P-10, P-11); per consumer group and
+        partition committed offset, lag (partitions never committed counted
+        from the group's ``auto_offset_reset``) and owner; per share group
+        records available, acquired, delayed and archived.
+
+        Rates (records appended and fetched, bytes appended, fsyncs per
+        second) are computed against ``since``, an earlier snapshot of this
+        log: the counters' difference over the monotonic time between the
+        two; None without it. Thread-safe; reads only, without locks."""
+        self._check()
+        return take_metrics(self, since)
+
     def redrive(self, group: str, dead_letter_topic: str, *,
                 execute: bool = False) -> list[dict[str, Any]]:
         """Dead letters of share group ``group`` in ``dead_letter_topic`` back
@@ -65,6 +93,32 @@ class Log(LogStore):
             self._writable(f"redrive dead letters of {group!r}")
         return redrive(self, group, dead_letter_topic, execute=execute)
 
+    def alter_share_group(self, group: str, *, record_lock_ms: int | None = None,
+                          delivery_limit: int | None = None,
+                          max_in_flight: int | None = None,
+                          dead_letter_topic: str | None | Unset = UNSET) -> dict[str, Any]:
+        """Change share group ``group``'s settings (FORMAT.rst Q-7; see
+        :meth:`share_consumer`); None (``UNSET`` for ``dead_letter_topic``,
+        where None removes it) keeps a setting. Refused with GroupNotEmpty
+        while a consumer of the group holds a partition's records in a live
+        process. Returns the new settings. Thread-safe; durable as the
+        metadata's sync mode."""
+        validate_group_id(group)
+        validate_settings(record_lock_ms, delivery_limit, max_in_flight,
+                          None if isinstance(dead_letter_topic, Unset) else dead_letter_topic)
+        self._check()
+        self._writable(f"alter share group {group!r}")
+        live = share_group_live(self, group)
+        if live:
+            raise GroupNotEmpty(f"share group {group!r} has {live} live consumers; "
+                                "close them first")
+        changes: dict[str, Any] = {k: v for k, v in (
+            ("record_lock_ms", record_lock_ms), ("delivery_limit", delivery_limit),
+            ("max_in_flight", max_in_flight)) if v is not None}
+        if not isinstance(dead_letter_topic, Unset):
+            changes["dead_letter_topic"] = dead_letter_topic
+        return shareconfig.alter(self.meta, group, changes)
+
     def checkpoint_commits(self) -> int:
         """C-5 and Q-3: committed offsets and share-partition state changed
         since the last checkpoint go to LMDB."""
@@ -73,8 +127,8 @@ class Log(LogStore):
             n += self._shares.checkpoint()
         return n
 
-    def share_consumer(self, *topics: str, group_id: str, record_lock_ms: int = 30_000,
-                       delivery_limit: int = 5, max_in_flight: int = 2_000,
+    def share_consumer(self, *topics: str, group_id: str, record_lock_ms: int | None = None,
+                       delivery_limit: int | None = None, max_in_flight: int | None = None,
                        acknowledgement_mode: str = "explicit",
                        dead_letter_topic: str | None = None,
                        auto_offset_reset: str = "latest") -> ShareConsumer:
@@ -84,6 +138,10 @@ class Log(LogStore):
         each record is held by one consumer at a time. Used by one thread
         at a time.
 
+        The group's settings (FORMAT.rst Q-7; None: the group's, or the
+        default for a new group; a value other than the group's raises
+        ShareGroupConfigError; :meth:`alter_share_group` changes them):
+
         - ``record_lock_ms`` (30000): how long an acquired record stays
           with its consumer before it is Available again (renew extends it).
           A consumer whose process dies loses its records at once.
@@ -92,17 +150,19 @@ class Log(LogStore):
         - ``max_in_flight`` (2000): the most records of a partition
           Available-for-redelivery or Acquired at once (delayed retries do
           not count).
+        - ``dead_letter_topic`` (None): where Archived records are copied,
+          exactly once, with ``_dlq.errors.*`` headers (origin, group,
+          delivery count, reason).
+
+        The consumer's own:
+
         - ``acknowledgement_mode`` ("explicit"): every record of a poll
           must be acknowledged before the next poll; "implicit": the next
           poll accepts what was not.
-        - ``dead_letter_topic`` (None): where Archived records are copied,
-          with ``_dlq.errors.*`` headers (origin, group, delivery count,
-          reason).
         - ``auto_offset_reset`` ("latest"): where a new share group starts:
           "latest" (new records only) or "earliest".
 
-        The settings are the consumer's own: give every consumer of a
-        group the same ones. Raises InvalidArgument for a bad value,
+        Raises InvalidArgument for a bad value, ShareGroupConfigError,
         TopicNotFound, ReadOnlyLog on a read-only log."""
         self._check()
         return ShareConsumer(self, topics, group_id=group_id,
@@ -143,7 +203,9 @@ class Log(LogStore):
     # -- clients ------------------------------------------------------------------
     def producer(self, *, key_serializer: Serializer | None = None,
                  value_serializer: Serializer | None = None, linger_ms: float = 0,
-                 batch_bytes: int | None = None) -> Producer:
+                 batch_bytes: int | None = None, transactional_id: str | None = None,
+                 idempotent: bool = False,
+                 transaction_timeout_ms: int = DEFAULT_TRANSACTION_TIMEOUT_MS) -> Any:
         """A thread-safe producer (see :class:`pylog.producer.Producer`).
 
         ``key_serializer`` / ``value_serializer`` (default None: keys and
@@ -158,9 +220,29 @@ class Log(LogStore):
         with ``linger_ms``), ``linger_ms`` after its first record, on
         ``flush()`` or ``close()``. Records still lingering when the
         process dies are lost. Without them, ``send`` appends before it
-        returns."""
+        returns.
+
+        ``transactional_id`` (None) / ``idempotent`` (False): an
+        :class:`~pylog.txnproducer.IdempotentProducer` (Kafka's
+        ``transactional.id`` / ``enable.idempotence``): batches carry a
+        producer id, epoch and sequence and a retried batch is stored once;
+        with a ``transactional_id`` it has begin/commit/abort_transaction,
+        ``transaction()`` and ``send_offsets_to_transaction``, and fences
+        every older producer of the id (ProducerFencedError). A transaction
+        open longer than ``transaction_timeout_ms`` (60000) is aborted by
+        others. Not combined with ``linger_ms`` / ``batch_bytes``."""
         self._check()
+        check_producer_args(transactional_id, idempotent, transaction_timeout_ms)
         linger_s, nbytes = check_linger(linger_ms, batch_bytes)
+        if transactional_id is not None or idempotent:
+            if nbytes is not None:
+                raise InvalidArgument("an idempotent or transactional producer does "
+                                      "not linger: drop linger_ms / batch_bytes")
+            self._writable("producer")
+            return IdempotentProducer(self, transactional_id=transactional_id,
+                                      transaction_timeout_ms=transaction_timeout_ms,
+                                      key_serializer=key_serializer,
+                                      value_serializer=value_serializer)
         if nbytes is not None:
             return LingerProducer(self, linger_s=linger_s, batch_bytes=nbytes,
                                   key_serializer=key_serializer,
@@ -170,9 +252,13 @@ class Log(LogStore):
 
     def close(self) -> None:
         """Close the lingering producers of this Log (appending what they
-        have pending), then as LogStore.close (which checkpoints commits
+        have pending) and its transactional ones (aborting their open
+        transactions), then as LogStore.close (which checkpoints commits
         and share state), then the share-partition files. Idempotent."""
-        error = close_lingering(self) if not self._closed else None
+        error = None
+        if not self._closed:
+            error = close_transactional(self)
+            error = close_lingering(self) or error
         try:
             super().close()
         finally:
@@ -191,7 +277,8 @@ class Log(LogStore):
                  key_deserializer: Deserializer | None = None,
                  value_deserializer: Deserializer | None = None,
                  client_id: str | None = None, dead_letter_topic: str | None = None,
-                 listener: object | None = None) -> Consumer:
+                 listener: object | None = None,
+                 isolation_level: str = "read_uncommitted") -> Consumer:
         """A consumer subscribed to ``topics`` (or none, for assign() or a
         later subscribe()); used by one thread at a time.
 
@@ -227,6 +314,13 @@ class Log(LogStore):
           refuses go instead of raising DeserializationError.
         - ``listener`` (None): a rebalance listener for the subscription
           (see Consumer.subscribe).
+        - ``isolation_level`` ("read_uncommitted", Kafka's default):
+          "read_committed" returns only records of committed transactions
+          (and records sent outside transactions), stopping at the last
+          stable offset (the first offset of a transaction still open);
+          "read_uncommitted" returns every record as soon as it is in the
+          log, aborted transactions' included. COMMIT/ABORT markers are
+          never returned (their offsets are skipped, as in Kafka).
 
         Raises InvalidArgument for a value out of range, ReadOnlyLog for a
         group on a read-only log; TypeError names an unknown argument."""
@@ -243,13 +337,14 @@ class Log(LogStore):
                         key_deserializer=key_deserializer,
                         value_deserializer=value_deserializer,
                         client_id=client_id, dead_letter_topic=dead_letter_topic,
-                        listener=listener)
+                        listener=listener, isolation_level=isolation_level)
 
 
 def open(path: str | os.PathLike[str], *, sync: str = "always", readonly: bool = False,
          sync_interval_ms: int = 1000, allow_network_filesystem: bool = False,
          metadata_timeout: float = 10.0, max_open_files: int | None = None,
-         offsets_retention_ms: int = DEFAULT_OFFSETS_RETENTION_MS) -> Log:
+         offsets_retention_ms: int = DEFAULT_OFFSETS_RETENTION_MS,
+         max_open_maps: int | None = None) -> Log:
     """Open (creating if missing, unless ``readonly``) the log at ``path``.
 
     ``sync``: ``"always"`` (default) — send() returns after fdatasync of the
@@ -276,9 +371,33 @@ def open(path: str | os.PathLike[str], *, sync: str = "always", readonly: bool =
     member's last heartbeat; then a writable Log deletes them and the
     group (FORMAT.rst M-12), checking at open and once a minute. -1 keeps
     them forever.
+
+    ``max_open_maps``: the most memory maps the Log keeps (one per open
+    segment, one per partition state it has open), however many partitions
+    it has: the least recently used idle one is unmapped past it and mapped
+    again on its next use. Default (None): a quarter of the system's
+    ``vm.max_map_count`` (a process may hold that many maps, 65,530 by
+    default), at least 64 and at most 16,384. At least 8.
+
+    ``path`` ``"kafka://host:port[,host:port]"``: a :class:`pylog.kafka.KafkaLog`,
+    the same topic, producer and consumer methods on that Kafka cluster;
+    ``sync`` becomes the producers' ``acks`` and ``readonly`` refuses
+    writes, the other options have no meaning there and raise.
     """
+    if isinstance(path, str) and path.startswith("kafka://"):
+        from .kafka import open_kafka
+        local_only = [name for name, value, default in (
+            ("sync_interval_ms", sync_interval_ms, 1000),
+            ("allow_network_filesystem", allow_network_filesystem, False),
+            ("metadata_timeout", metadata_timeout, 10.0),
+            ("max_open_files", max_open_files, None),
+            ("offsets_retention_ms", offsets_retention_ms, DEFAULT_OFFSETS_RETENTION_MS))
+            if value != default]
+        return open_kafka(path, sync=sync, readonly=readonly,  # type: ignore[return-value]
+                          local_only=local_only)
     return Log(path, sync=sync, readonly=readonly,
                sync_interval_ms=sync_interval_ms,
                allow_network_filesystem=allow_network_filesystem,
                metadata_timeout=metadata_timeout, max_open_files=max_open_files,
-               offsets_retention_ms=offsets_retention_ms)
+               offsets_retention_ms=offsets_retention_ms,
+               max_open_maps=max_open_maps)

@@ -634,6 +634,37 @@ class Metadata(Commits):
         lock was busy (retention then deletes nothing this time)."""
         return self._update_partition(topic, partition, log_start_offset=start)
 
+    # -- keys of other modules in ``info`` (share groups: FORMAT.rst Q-3) --------
+    def info_get(self, key: bytes, what: str) -> bytes | None:
+        """The value of ``key`` in the ``info`` database, or None."""
+        with self._txn(what) as txn:
+            raw = txn.get(key, db=self._info)
+        return None if raw is None else bytes(raw)
+
+    def info_items(self, prefix: bytes, what: str) -> list[tuple[bytes, bytes]]:
+        """Every (key, value) of ``info`` whose key starts with ``prefix``."""
+        out = []
+        with self._txn(what) as txn:
+            c = txn.cursor(db=self._info)
+            if c.set_range(prefix):
+                for k, v in c:
+                    if not k.startswith(prefix):
+                        break
+                    out.append((bytes(k), bytes(v)))
+        return out
+
+    def info_update(self, keys: list[bytes], what: str,
+                    fn: Callable[[dict[bytes, bytes | None]], dict[bytes, bytes]]) -> None:
+        """One write transaction: ``fn`` gets the current values of ``keys``
+        (None when missing) and returns the values to store."""
+        with self._txn(what, write=True) as txn:
+            now = {}
+            for k in keys:
+                raw = txn.get(k, db=self._info)
+                now[k] = None if raw is None else bytes(raw)
+            for k, v in fn(now).items():
+                txn.put(k, v, db=self._info)
+
     # -- consumer offsets (the rest: pylog.commitstore) -----------------------------
     def groups_with_offsets(self) -> set[str]:
         names = set()

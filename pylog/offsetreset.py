@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 
 from .errors import OffsetOutOfRange
+from .transactions import TxnView
 
 OFFSET_RESETS = ("earliest", "latest", "none")
 _logger = logging.getLogger("pylog")
@@ -23,10 +24,22 @@ _logger = logging.getLogger("pylog")
 class OffsetReset:
     """The reset policy of one consumer (and its group member, if any)."""
 
-    def __init__(self, policy: str, group_id, member) -> None:
+    def __init__(self, policy: str, group_id, member, committed_log=None) -> None:
         self.policy = policy
         self._group_id = group_id
         self._member = member
+        # read_committed: the Log whose last stable offsets 'latest' means
+        self._committed_log = committed_log
+
+    def end(self, part) -> int:
+        """The end of ``part`` a reset or seek to the end goes to: its end
+        offset, or read_committed, its last stable offset (X-4): records of
+        a transaction open now would be skipped for good once it commits."""
+        st = part.state()
+        if self._committed_log is None:
+            return int(st.next_offset)
+        return TxnView(self._committed_log).last_stable(part.topic, part.index,
+                                                        st.next_offset)
 
     def no_commit(self, tp, part) -> int:
         """Start of ``tp`` for a group without a committed offset (or a
@@ -38,7 +51,7 @@ class OffsetReset:
         if self.policy == "earliest":
             return st.log_start_offset
         if self.policy == "latest":
-            return st.next_offset
+            return self.end(part)
         raise OffsetOutOfRange(f"{tp.topic}-{tp.partition}: {why} and "
                                "auto_offset_reset='none'")
 

@@ -33,7 +33,7 @@ import logging
 import os
 import time
 
-from . import _native
+from . import _native, cleanshutdown
 from .config import TopicConfig
 from .errors import (
     CorruptLogError,
@@ -49,7 +49,15 @@ from .recovery import recover_partition
 from .retention import enforce_retention_locked
 from .segment import list_segment_bases, segment_path
 from .segmentlist import SegmentList
-from .sharedstate import DELETED, STATE_FILE, STATE_MAGIC, PartitionMeta, SharedState, State
+from .sharedstate import (
+    DELETED,
+    STATE_FILE,
+    STATE_MAGIC,
+    PartitionMeta,
+    SharedState,
+    State,
+    writers_present,
+)
 from .writer import Writer
 
 __all__ = ["Cursor", "Partition", "PartitionMeta", "State", "STATE_FILE",
@@ -109,7 +117,7 @@ class Partition:
             raise CorruptLogError("partition directory is a symlink; refusing "
                                   "to follow it", self.dir)
         self.dir_identity = Identity(self.dir, "partition directory")   # L-6
-        self.shared = SharedState(self.dir, readonly, lock_identity)
+        self.shared = SharedState(self.dir, readonly, lock_identity, handles)
         # P-8: for rolls and retention, under the writer and append locks
         self.segments = SegmentList(self.dir)
         # handles: the Log's HandleCache, which bounds the segments the
@@ -196,15 +204,30 @@ class Partition:
         return st
 
     def _writer_took_over(self) -> bool:
-        """Read-only view: has a writer opened the log and republished the
+        """Read-only view: has a writer opened the log and published the
         state since the view was computed? Checked at most every
-        _LIVE_CHECK_S."""
+        _LIVE_CHECK_S.
+
+        A writer that recovered the partition bumped the generation. One
+        that opened after a clean shutdown skipped recovery (P-9) and kept
+        it: its appends move the published end past the view's, which is
+        trusted only while a writer holds the log or when a writer closed
+        it cleanly since (P-9), because a state file left by a crash may
+        point past what survived (P-4)."""
         self._next_live_check = time.monotonic() + _LIVE_CHECK_S
-        if not self.shared.has_magic():
+        if not self.shared.attach() or not self.shared.has_magic():
             return False
         vals = self.shared.read()
         view = self.memory_state
-        return vals is not None and view is not None and vals[4] > view.generation
+        if vals is None or view is None:
+            return False
+        if vals[4] > view.generation:
+            return True
+        if vals[0] <= view.next_offset:
+            return False
+        root = os.path.dirname(self.dir)
+        return writers_present(root) or \
+            cleanshutdown.is_clean(self.dir, cleanshutdown.read_nonce(root))
 
     def initialized(self) -> bool:
         return self.shared.initialized()

@@ -139,8 +139,9 @@ class Positions:
         self._seek_ends(partitions, "log_start_offset")
 
     def seek_to_end(self, *partitions: Any) -> None:
-        """Move to the end (the next offset to be written) of ``partitions``
-        (varargs or one list), or of every owned partition without any."""
+        """Move to the end (the next offset to be written; read_committed:
+        the last stable offset, as Kafka) of ``partitions`` (varargs or one
+        list), or of every owned partition without any."""
         self._seek_ends(partitions, "next_offset")
 
     def _seek_ends(self, partitions: tuple[Any, ...], end: str) -> None:
@@ -148,8 +149,11 @@ class Positions:
         self._sync_group(force=True)
         for tp in (as_tps(partitions) or self._owned()):
             tp = self._owned_or_raise(tp)
-            st = self._log.partition(tp.topic, tp.partition).state()
-            self._set_position(tp, int(getattr(st, end)))
+            part = self._log.partition(tp.topic, tp.partition)
+            if end == "next_offset":
+                self._set_position(tp, self._resets.end(part))
+            else:
+                self._set_position(tp, int(getattr(part.state(), end)))
 
     # -- offsets of the log ---------------------------------------------------------
     def offsets_for_times(self, timestamps: Mapping[TopicPartition, int]

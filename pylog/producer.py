@@ -264,7 +264,7 @@ class Producer:
                 if (len(key) if key else 0) + (len(value) if value else 0) + \
                         _FRAMING_BYTES_MAX > limit or rec[3]:
                     self._check_size(topic, part, (rec,))
-                offset, ts = part.append((rec,), compression=part.config.compression)
+                offset = self._append_records(part, (rec,))
                 break
             except (TopicNotFound, PartitionNotFound):
                 # deleted, or re-created with fewer partitions than the
@@ -277,6 +277,13 @@ class Producer:
         if self._fast_ok and route[2] is None and not self._closed:
             self._install_fast(topic, route)
         return RecordMetadata(topic, p, offset, ts)
+
+    def _append_records(self, part: Partition, records: Sequence[RawRecord]) -> int:
+        """Append ``records`` (checked) to ``part`` as one batch; return its
+        base offset. The idempotent producer (pylog.txnproducer) adds its
+        producer fields here."""
+        base: int = part.append(records, compression=part.config.compression)[0]
+        return base
 
     def _record(self, value: object, key: object, headers: Headers,
                 timestamp_ms: int | None) -> RawRecord:
@@ -372,7 +379,7 @@ class Producer:
         if type(items) is not list:
             # a tuple or a generator takes the list's one-call columns path
             items = list(items)
-        if self._key_ser is None and self._value_ser is None:
+        if self._fast_ok:
             done = self._send_batch_columns(topic, items, partition, ts)
             if done is not None:
                 return done
@@ -423,7 +430,7 @@ class Producer:
         bases = {}
         for p, recs in groups.items():
             part = parts[p]
-            bases[p], _ = part.append(recs, compression=part.config.compression)
+            bases[p] = self._append_records(part, recs)
             self._touched.add(part)
         return [RecordMetadata(topic, p, bases[p] + i, ts) for p, i in order]
 

@@ -46,6 +46,7 @@ from .errors import (
     LogOSError,
     OffsetOutOfRange,
     PylogError,
+    TooManyMapsError,
     TooManyOpenFilesError,
 )
 from .handles import READER_COST
@@ -55,6 +56,10 @@ from .sharedstate import State
 
 # G7: reader maps kept open per partition (the least recently used goes)
 READER_MAPS_MAX = 4
+
+
+# no read_committed limit (X-4)
+_NO_LIMIT = 2**63 - 1
 
 
 class Cursor:
@@ -211,7 +216,7 @@ class Reader:
             self._segment_bases(st)
             seg = self._reader(st.active_base)
             try:
-                os.fdatasync(seg.fd)
+                self._shared.synced(lambda: os.fdatasync(seg.fd))     # P-11
             except OSError as exc:
                 raise LogFailedError(
                     f"fdatasync of {seg.path} before an offset commit: "
@@ -219,7 +224,7 @@ class Reader:
 
     # -- reads -----------------------------------------------------------------
     def fetch(self, cursor: Cursor, max_records: int, *, values_only: bool = False,
-              with_topic: bool = False, row_type=None) -> list:
+              with_topic: bool = False, row_type=None, txn=None) -> list:
         """Up to ``max_records`` records at or after ``cursor.offset``.
 
         Returns tuples (offset, timestamp_ms, key, value, headers) — with
@@ -231,7 +236,13 @@ class Reader:
         position) when a batch fails its CRC or breaks the dense offset
         sequence (G4; baseOffset is outside the CRC). Out of descriptors
         (EMFILE/ENFILE) even after the handle cache closed what it could,
-        TooManyOpenFilesError, after returning the records read first.
+        TooManyOpenFilesError (TooManyMapsError), after returning the records
+        read first.
+
+        ``txn`` (a pylog.transactions.TxnView): read_committed (X-4): stop
+        at the partition's last stable offset and leave out the batches of
+        aborted transactions (X-8). Control batches (X-2) are never
+        returned, in either isolation level.
         """
         self._part.check()
         st = self._part.state()
@@ -241,6 +252,11 @@ class Reader:
                     f"offset {cursor.offset} of {self.name} is past the end "
                     f"offset {st.next_offset}")
             return []
+        limit = _NO_LIMIT
+        if txn is not None:
+            limit = txn.last_stable(self.topic, self.index, st.next_offset)
+            if cursor.offset >= limit:
+                return []
         if cursor.offset < st.log_start_offset:
             raise OffsetOutOfRange(
                 f"offset {cursor.offset} of {self.name} is below the log start "
@@ -265,7 +281,7 @@ class Reader:
             while len(out) < max_records:
                 try:
                     seg = self._reader(cursor.segment_base)
-                except TooManyOpenFilesError:
+                except (TooManyOpenFilesError, TooManyMapsError):
                     if out:
                         break    # the records read first; the next fetch raises
                     raise
@@ -282,7 +298,7 @@ class Reader:
                     continue
                 try:
                     m = seg.mapped(end)
-                except TooManyOpenFilesError:
+                except (TooManyOpenFilesError, TooManyMapsError):
                     if out:
                         break
                     raise
@@ -290,8 +306,14 @@ class Reader:
                     # every uncompressed batch up to `end`: one native call
                     room = max_records - len(out)
                     try:
-                        recs, res = _native.fetch(seg.pointer(), m, end, cursor.position,
-                                                  cursor.offset, cursor.base, room, build)
+                        if txn is None:
+                            recs, res = _native.fetch(seg.pointer(), m, end,
+                                                      cursor.position, cursor.offset,
+                                                      cursor.base, room, build)
+                        else:
+                            recs, res = _native.fetch_txn(
+                                seg.pointer(), m, end, cursor.position, cursor.offset,
+                                cursor.base, room, build, limit, True)
                     except CorruptLogError as exc:
                         raise exc.with_path(seg.path) from None
                     out.extend(recs)
@@ -306,6 +328,11 @@ class Reader:
                     if res.stop == _native.FETCH_END and seg.base_offset == st.active_base:
                         break                # at the committed end (the poll path)
                     if res.stop in (_native.FETCH_END, _native.FETCH_FULL):
+                        continue
+                    if res.stop == _native.FETCH_LIMIT:
+                        break                # X-4: at the last stable offset
+                    if res.stop == _native.FETCH_TXN and \
+                            self._skip_aborted(seg, m, end, cursor, txn):
                         continue
                 # a compressed batch, or one too big for a native fetch: alone
                 try:
@@ -327,6 +354,21 @@ class Reader:
                 cursor.position += header.size
                 cursor.base = cursor.offset
         return out
+
+    def _skip_aborted(self, seg: Segment, m, end: int, cursor: Cursor, txn) -> bool:
+        """read_committed, at the transactional batch at the cursor: pass
+        over it (True) when it belongs to an aborted transaction (X-8);
+        False to decode it."""
+        try:
+            header = batch.read_header(m, cursor.position, end)
+        except CorruptLogError as exc:
+            raise exc.with_path(seg.path) from None
+        if not txn.aborted(self.topic, self.index, header):
+            return False
+        cursor.offset = header.last_offset + 1
+        cursor.position += header.size
+        cursor.base = cursor.offset
+        return True
 
     def _row_build(self, values_only: bool, with_topic: bool, row_type) -> tuple:
         """The row options of _native.fetch for fetch's arguments."""

@@ -18,8 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from .records import TopicPartition
-
-DLQ_PREFIX = "_dlq.errors."
+from .sharedlq import DLQ_PREFIX
 
 
 def redrive(log: Any, group: str, dead_letter_topic: str, *,

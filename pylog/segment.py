@@ -25,6 +25,7 @@ lock writes, and readers never look past the published end.
 
 from __future__ import annotations
 
+import errno
 import logging
 import mmap
 import os
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 from . import _native, batch
 from .errors import CorruptLogError, PylogError
 from .files import NotARegularFile, allocate, open_regular, set_aside
-from .handles import FD_EXHAUSTED, HandleCache, too_many_open_files
+from .handles import FD_EXHAUSTED, HandleCache, too_many_maps, too_many_open_files
 from .index import (
     INDEX_ENTRY,
     INDEX_INTERVAL_BYTES,
@@ -189,10 +190,12 @@ class Segment:
 
     def _mmap(self, size: int, prot: int) -> mmap.mmap:
         """Map ``size`` bytes. Python's mmap duplicates the descriptor, so
-        it may meet EMFILE: the handle cache then closes idle handles and
-        it is tried once more (TooManyOpenFilesError when still out)."""
+        it may meet EMFILE, and the process may be out of maps (ENOMEM):
+        the handle cache then closes idle handles and it is tried once more
+        (TooManyOpenFilesError, TooManyMapsError when still out)."""
         return with_fds(self.handles, f"map {self.path}",
-                        lambda: mmap.mmap(self.fd, size, mmap.MAP_SHARED, prot))
+                        lambda: mmap.mmap(self.fd, size, mmap.MAP_SHARED, prot),
+                        maps=True)
 
     def pointer(self):
         """Native pointer to the current map (None when nothing is mapped),
@@ -552,17 +555,22 @@ def sync_path(handles: HandleCache | None, path: str) -> None:
         os.close(fd)
 
 
-def with_fds(handles: HandleCache | None, action: str, call):
-    """``call()``, which needs descriptors: on EMFILE/ENFILE the handle
-    cache (when there is one) closes idle handles and it is tried once
-    more; raises TooManyOpenFilesError naming ``action`` when still out."""
+def with_fds(handles: HandleCache | None, action: str, call, *, maps: bool = False):
+    """``call()``, which needs descriptors (``maps``: and maps a file): on
+    EMFILE/ENFILE (ENOMEM) the handle cache (when there is one) closes idle
+    handles and it is tried once more; raises TooManyOpenFilesError
+    (TooManyMapsError) naming ``action`` when still out."""
     if handles is not None:
-        return handles.retry(action, call)
+        return handles.retry(action, call, maps=maps)
     try:
         return call()
     except OSError as exc:
+        if isinstance(exc, PylogError):
+            raise
         if exc.errno in FD_EXHAUSTED:
             raise too_many_open_files(exc, action) from None
+        if maps and exc.errno == errno.ENOMEM:
+            raise too_many_maps(exc, action) from None
         raise
 
 

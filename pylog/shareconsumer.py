@@ -16,22 +16,26 @@ checkpoints (every ``sync_interval_ms``, flush, close); with
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Iterator
 from functools import partial
+from itertools import repeat
+from operator import add
 from typing import Any, NamedTuple
 
-from . import _native
+from . import _native, shareconfig
 from . import shareops as ops
 from . import sharestate as ss
 from .config import validate_group_id, validate_topic_name
 from .errors import AcknowledgementError, InvalidArgument, PylogError, ReadOnlyLog
 from .reader import Cursor
-from .records import Record, TopicPartition
+from .records import TopicPartition
+from .sharedlq import DeadLetters
 from .store import topic_slot
 
-DLQ_PREFIX = "_dlq.errors."
+_log = logging.getLogger("pylog")
 _RECHECK_S = 0.05
 _tuple_new = tuple.__new__
 
@@ -54,71 +58,91 @@ class ShareConsumer:
     :meth:`pylog.Log.share_consumer`)."""
 
     def __init__(self, log: Any, topics: tuple[str, ...], *, group_id: str,
-                 record_lock_ms: int, delivery_limit: int, max_in_flight: int,
-                 acknowledgement_mode: str, dead_letter_topic: str | None,
-                 auto_offset_reset: str) -> None:
+                 record_lock_ms: int | None, delivery_limit: int | None,
+                 max_in_flight: int | None, acknowledgement_mode: str,
+                 dead_letter_topic: str | None, auto_offset_reset: str) -> None:
         validate_group_id(group_id)
         if not topics:
             raise InvalidArgument("share_consumer: name at least one topic")
         for t in topics:
             validate_topic_name(t)
-        _int_in("record_lock_ms", record_lock_ms, 1, 3_600_000)
-        _int_in("delivery_limit", delivery_limit, 1, 1000)
-        _int_in("max_in_flight", max_in_flight, 1, 1_000_000)
+        validate_settings(record_lock_ms, delivery_limit, max_in_flight, dead_letter_topic)
         if acknowledgement_mode not in ("explicit", "implicit"):
             raise InvalidArgument(f"acknowledgement_mode={acknowledgement_mode!r}; "
                                   "expected 'explicit' or 'implicit'")
         if auto_offset_reset not in ("earliest", "latest"):
             raise InvalidArgument(f"auto_offset_reset={auto_offset_reset!r}; "
                                   "expected 'earliest' or 'latest'")
-        if dead_letter_topic is not None:
-            validate_topic_name(dead_letter_topic)
-            if dead_letter_topic in topics:
-                raise InvalidArgument("dead_letter_topic is one of the consumed topics")
         if log.readonly:
             raise ReadOnlyLog("a share consumer changes share state: open the log "
                               "for writing")
         for t in topics:
             log.partitions_for(t)           # TopicNotFound now, not at poll
+        if dead_letter_topic is not None and dead_letter_topic in topics:
+            # (before Q-7 stores it as the group's setting)
+            raise InvalidArgument(f"dead_letter_topic={dead_letter_topic!r} is one of "
+                                  "the consumed topics")
+        # Q-7: the settings are the group's
+        cfg = shareconfig.resolve(log.meta, group_id, {
+            "record_lock_ms": record_lock_ms, "delivery_limit": delivery_limit,
+            "max_in_flight": max_in_flight, "dead_letter_topic": dead_letter_topic})
+        if cfg["dead_letter_topic"] in topics:
+            raise InvalidArgument(f"share group {group_id!r} dead-letters to "
+                                  f"{cfg['dead_letter_topic']!r}, one of the consumed topics")
         self._log = log
         self.topics = tuple(dict.fromkeys(topics))
         self.group_id = group_id
-        self.record_lock_ms = record_lock_ms
-        self.delivery_limit = delivery_limit
-        self.max_in_flight = max_in_flight
+        self.record_lock_ms: int = cfg["record_lock_ms"]
+        self.delivery_limit: int = cfg["delivery_limit"]
+        self.max_in_flight: int = cfg["max_in_flight"]
         self.implicit = acknowledgement_mode == "implicit"
-        self.dead_letter_topic = dead_letter_topic
+        self.dead_letter_topic: str | None = cfg["dead_letter_topic"]
+        self._dlq = None if self.dead_letter_topic is None else \
+            DeadLetters(log, group_id, self.dead_letter_topic)
         self.auto_offset_reset = auto_offset_reset
         self._member = int.from_bytes(os.urandom(4), "little") or 1
         self._owner: dict[TopicPartition, int] = {}       # owner number per file
         # records this consumer holds, and those of the last poll not yet
         # acknowledged (explicit mode raises on them, implicit accepts them)
-        self._held: dict[tuple[TopicPartition, int], ShareRecord] = {}
-        self._unacked: dict[tuple[TopicPartition, int], ShareRecord] = {}
-        self._pending: dict[TopicPartition, dict[int, tuple[int, str, int]]] = {}
+        # (keys: (topic, partition, offset) and (topic, partition) tuples,
+        # which TopicPartition keys equal)
+        self._held: dict[tuple[str, int, int], ShareRecord] = {}
+        self._unacked: dict[tuple[str, int, int], ShareRecord] = {}
+        self._pending: dict[tuple[str, int], dict[int, tuple[int, str, int]]] = {}
         self._failed: list[tuple[str, int, int]] = []
         self._touched: set[TopicPartition] = set()
-        self._producer: Any = None
-        self._dlq_unflushed = False
-        self._next = 0
+        self._files: dict[TopicPartition, ss.ShareFile] = {}
+        # where the last read of each partition stopped: the next acquisition
+        # usually starts there, and a cursor there skips the index lookup
+        self._cursors: dict[TopicPartition, Cursor] = {}
+        # where polls start: consumers of a group start on different partitions
+        self._next = self._member
         # the doorbell slot polls wait on (L-3): the topic's, or 0 for several
         self._slot = topic_slot(self.topics[0]) if len(self.topics) == 1 else 0
         self._closed = False
-        #: records lost to retention before they were done (Q-4), seen by this
-        #: consumer: [(topic, partition, how many)]
-        self.lost: list[tuple[str, int, int]] = []
-        self.dead_lettered = 0
+        #: records retention deleted before they were done (Q-4), as this
+        #: consumer found them: [(topic, partition, first offset, last offset)]
+        self.lost: list[tuple[str, int, int, int]] = []
+
+    @property
+    def dead_lettered(self) -> int:
+        """How many records this consumer copied to the dead-letter topic."""
+        return 0 if self._dlq is None else self._dlq.copied
 
     # -- the share files ---------------------------------------------------------
     def _file(self, tp: TopicPartition) -> ss.ShareFile:
+        f = self._files.get(tp)
+        if f is not None and f.fd >= 0:
+            return f
         part = self._log.partition(tp.topic, tp.partition)
 
         def initial() -> int:
             st = part.state()
             return int(st.log_start_offset if self.auto_offset_reset == "earliest"
                        else st.next_offset)
-        return self._log.share_files().get(self.group_id, tp.topic, tp.partition,
-                                           4 * self.max_in_flight, initial)
+        f = self._files[tp] = self._log.share_files().get(
+            self.group_id, tp.topic, tp.partition, 4 * self.max_in_flight, initial)
+        return f
 
     def _owner_in(self, f: ss.ShareFile, tp: TopicPartition) -> int:
         n = self._owner.get(tp)
@@ -141,11 +165,11 @@ class ShareConsumer:
         _int_in("max_records", max_records, 1, 1_000_000)
         if self._unacked:
             if not self.implicit:
-                tp, off = next(iter(self._unacked))
+                topic, p, off = next(iter(self._unacked))
                 raise InvalidArgument(
                     f"explicit acknowledgement mode: {len(self._unacked)} records of "
-                    f"the last poll are not acknowledged (first: {tp.topic}-"
-                    f"{tp.partition} offset {off}); acknowledge each before polling")
+                    f"the last poll are not acknowledged (first: {topic}-{p} offset "
+                    f"{off}); acknowledge each before polling")
             for rec in list(self._unacked.values()):
                 self.acknowledge(rec, ops.ACCEPT)
         self._apply()
@@ -167,49 +191,94 @@ class ShareConsumer:
                 time.sleep(min(wait, 0.005))
 
     def _acquire(self, max_records: int) -> list[ShareRecord]:
+        """Records of the partitions in turn, starting one further each
+        poll. A partition whose share file another consumer holds locked is
+        skipped while others give records: consumers of a group spread
+        over the partitions instead of queueing for one lock (waited for
+        only when no other partition gave any)."""
         tps = self._partitions()
         out: list[ShareRecord] = []
         now = int(time.time() * 1000)
+        busy = []
         for k in range(len(tps)):
             if len(out) >= max_records:
                 break
             tp = tps[(self._next + k) % len(tps)]
-            part = self._log.partition(tp.topic, tp.partition)
-            st = part.state()
-            f = self._file(tp)
-            with f.locked():
-                got, lost = ops.acquire(
-                    f, partial(self._owner_in, f, tp), now, self.record_lock_ms,
-                    max_records - len(out),
-                    self.max_in_flight, self.delivery_limit, st.log_start_offset,
-                    st.next_offset, self._archiver(tp, part))
-            if lost:
-                self.lost.append((tp.topic, tp.partition, lost))
-            if got:
-                self._touched.add(tp)
-                out.extend(self._records(tp, part, got))
+            if not self._acquire_from(tp, max_records - len(out), now, out, wait=False):
+                busy.append(tp)
+        for tp in busy:
+            if out:
+                break
+            self._acquire_from(tp, max_records, now, out, wait=True)
         self._next += 1
+        held, unacked = self._held, self._unacked
         for rec in out:
-            key = (TopicPartition(rec[0], rec[1]), rec[2])
-            self._held[key] = self._unacked[key] = rec
+            key = rec[:3]
+            held[key] = unacked[key] = rec
         return out
+
+    def _acquire_from(self, tp: TopicPartition, n: int, now: int, out: list[ShareRecord],
+                      wait: bool) -> bool:
+        """Up to ``n`` records of ``tp`` appended to ``out``; False (nothing
+        done) when ``wait`` is false and the share file is locked."""
+        part = self._log.partition(tp.topic, tp.partition)
+        st = part.state()
+        f = self._file(tp)
+        if not f.lock(wait):
+            return False
+        try:
+            got, lost = ops.acquire(
+                f, partial(self._owner_in, f, tp), now, self.record_lock_ms, n,
+                self.max_in_flight, self.delivery_limit, st.log_start_offset,
+                st.next_offset, self._target(tp, part))
+        finally:
+            f.unlock()
+        for first, last in lost:
+            _log.warning("share group %r: retention deleted %d records of %s-%d "
+                         "(offsets %d..%d) before they were acknowledged",
+                         self.group_id, last - first + 1, tp.topic, tp.partition,
+                         first, last)
+            self.lost.append((tp.topic, tp.partition, first, last))
+        if got:
+            self._touched.add(tp)
+            out.extend(self._records(tp, part, got))
+        return True
 
     def _records(self, tp: TopicPartition, part: Any,
                  got: list[tuple[int, int]]) -> list[ShareRecord]:
         """The records of acquired (offset, count)s, read in contiguous runs;
         offsets with no record (compacted away) are accepted as gaps."""
         out: list[ShareRecord] = []
-        i = 0
-        while i < len(got):
-            j = i
-            while j + 1 < len(got) and got[j + 1][0] == got[j][0] + 1:
-                j += 1
-            first, n = got[i][0], j - i + 1
-            counts = {off: c for off, c in got[i:j + 1]}
+        if got[-1][0] - got[0][0] == len(got) - 1:     # one run (offsets ascend)
+            runs = [(0, len(got))]
+        else:
+            runs = []
+            i = 0
+            while i < len(got):
+                j = i
+                while j + 1 < len(got) and got[j + 1][0] == got[j][0] + 1:
+                    j += 1
+                runs.append((i, j + 1))
+                i = j + 1
+        for i, k in runs:
+            run = got[i:k]
+            first, n = run[0][0], k - i
+            cur = self._cursors.get(tp)
+            if cur is None or cur.offset != first:
+                cur = self._cursors[tp] = Cursor(first)
             try:
-                recs = part.fetch(Cursor(first), n, with_topic=True, row_type=Record)
+                recs = part.fetch(cur, n, with_topic=True)      # plain tuples
             except PylogError:
                 recs = []           # deleted meanwhile: the next acquire counts it lost
+                self._cursors.pop(tp, None)
+            if recs:
+                part.shared.count_fetch(len(recs))      # P-10
+            if len(recs) == n and recs[-1][2] == first + n - 1:      # no gaps
+                # (C loops: no Python frame per record)
+                out.extend(map(_tuple_new, repeat(ShareRecord),
+                               map(add, recs, [(c,) for _o, c in run])))
+                continue
+            counts = dict(run)
             seen = set()
             for r in recs:
                 c = counts.get(r[2])
@@ -220,7 +289,6 @@ class ShareConsumer:
             for off in counts:
                 if off not in seen:
                     self._pending.setdefault(tp, {})[off] = (off, ops.ACCEPT, 0)
-            i = j + 1
         return out
 
     # -- acknowledgements ------------------------------------------------------------
@@ -232,17 +300,17 @@ class ShareConsumer:
         Archived, copied to the dead-letter topic) or "renew" (extend the
         lock by record_lock_ms, for long jobs; the record stays acquired).
         Applied at the next poll() or commit()."""
-        delay = ops.validate_ack(type, delay_ms)
-        tp = TopicPartition(record[0], record[1])
-        key = (tp, record[2])
+        delay = 0 if type == ops.ACCEPT and delay_ms is None else \
+            ops.validate_ack(type, delay_ms)
+        key = tuple(record[:3])
         if key not in self._held:
-            raise InvalidArgument(f"record {tp.topic}-{tp.partition} offset {record[2]} "
+            raise InvalidArgument(f"record {key[0]}-{key[1]} offset {key[2]} "
                                   "is not held by this consumer (not acquired by it, or "
                                   "already acknowledged)")
         self._unacked.pop(key, None)
         if type != ops.RENEW:
             del self._held[key]
-        self._pending.setdefault(tp, {})[record[2]] = (record[2], type, delay)
+        self._pending.setdefault(key[:2], {})[key[2]] = (key[2], type, delay)
 
     def commit(self) -> None:
         """Apply the pending acknowledgements (implicit mode: accept every
@@ -256,7 +324,8 @@ class ShareConsumer:
                 self.acknowledge(rec, ops.ACCEPT)
         self._apply()
         if self._log.sync == "always":
-            self._flush_dlq()
+            if self._dlq is not None:
+                self._dlq.flush()
             files = [self._file(tp) for tp in self._touched]
             self._log.share_files().checkpoint(files)
         failed, self._failed = self._failed, []
@@ -271,13 +340,14 @@ class ShareConsumer:
         now = int(time.time() * 1000)
         pending, self._pending = self._pending, {}
         released = False
-        for tp, acks in pending.items():
+        for key, acks in pending.items():
+            tp = TopicPartition(*key)
             part = self._log.partition(tp.topic, tp.partition)
             f = self._file(tp)
             with f.locked():
                 bad = ops.apply_acks(f, self._owner_in(f, tp), list(acks.values()), now,
                                      self.record_lock_ms, self.delivery_limit,
-                                     self._archiver(tp, part))
+                                     self._target(tp, part))
             self._touched.add(tp)
             self._failed.extend((tp.topic, tp.partition, off) for off in bad)
             released = released or any(a[1] == ops.RELEASE for a in acks.values())
@@ -291,41 +361,9 @@ class ShareConsumer:
             for t in self.topics:
                 _native.doorbell_ring_ptr(bell, topic_slot(t))
 
-    def _archiver(self, tp: TopicPartition, part: Any) -> ops.Archive:
-        """Q-5: the copy of Archived records into the dead-letter topic."""
-        def archive(doomed: list[tuple[int, int, str]]) -> None:
-            if self.dead_letter_topic is None:
-                return
-            if self._producer is None:
-                self._log.create_topic(self.dead_letter_topic, partitions=1,
-                                       exist_ok=True)
-                self._producer = self._log.producer()
-            for off, count, reason in doomed:
-                try:
-                    recs = part.fetch(Cursor(off), 1, with_topic=True, row_type=Record)
-                except PylogError:
-                    continue            # deleted by retention: nothing to copy
-                if not recs or recs[0][2] != off:
-                    continue
-                r = recs[0]
-                headers = list(r[6] or ()) + [
-                    (DLQ_PREFIX + "topic", tp.topic.encode()),
-                    (DLQ_PREFIX + "partition", str(tp.partition).encode()),
-                    (DLQ_PREFIX + "offset", str(off).encode()),
-                    (DLQ_PREFIX + "group", self.group_id.encode()),
-                    (DLQ_PREFIX + "delivery.count", str(count).encode()),
-                    (DLQ_PREFIX + "reason", reason.encode()),
-                ]
-                self._producer.send(self.dead_letter_topic, r[5], key=r[4],
-                                    headers=headers, timestamp_ms=r[3])
-                self.dead_lettered += 1
-                self._dlq_unflushed = True
-        return archive
-
-    def _flush_dlq(self) -> None:
-        if self._dlq_unflushed and self._producer is not None:
-            self._producer.flush()
-            self._dlq_unflushed = False
+    def _target(self, tp: TopicPartition, part: Any) -> ops.Target:
+        """Where records of ``tp`` this consumer archives go (Q-5)."""
+        return ops.Target(tp, part, self._dlq)
 
     # -- for a caller that waits on its own (pylog.aio) ------------------------------
     def open_files(self) -> None:
@@ -356,7 +394,7 @@ class ShareConsumer:
         (Available again, at once), and leave. Idempotent."""
         if self._closed:
             return
-        if self._log._closed:
+        if self._log.closed:
             # the Log's liveness lock went with it: its records are Available
             # to the others at once (Q-2)
             self._closed = True
@@ -372,19 +410,17 @@ class ShareConsumer:
                 part = self._log.partition(tp.topic, tp.partition)
                 f = self._file(tp)
                 with f.locked():
-                    ops.release_owner(f, owner, self.delivery_limit,
-                                      self._archiver(tp, part))
+                    ops.release_owner(f, owner, self._target(tp, part))
             self._ring()
-            if self._producer is not None:
-                self._flush_dlq()
-                self._producer.close()
+            if self._dlq is not None:
+                self._dlq.close()
         finally:
             self._closed = True
 
     def _check(self) -> None:
         if self._closed:
             raise InvalidArgument("the share consumer is closed")
-        self._log._check()
+        self._log.check_open()
 
     def __enter__(self) -> ShareConsumer:
         return self
@@ -397,6 +433,21 @@ class ShareConsumer:
         while not self._closed:
             for rec in self.poll(timeout_ms=100):
                 yield rec
+
+
+def validate_settings(record_lock_ms: object, delivery_limit: object, max_in_flight: object,
+                      dead_letter_topic: object) -> None:
+    """InvalidArgument for a bad share-group setting (None: unset)."""
+    if record_lock_ms is not None:
+        _int_in("record_lock_ms", record_lock_ms, 1, 3_600_000)
+    if delivery_limit is not None:
+        _int_in("delivery_limit", delivery_limit, 1, 1000)
+    if max_in_flight is not None:
+        _int_in("max_in_flight", max_in_flight, 1, 1_000_000)
+    if dead_letter_topic is not None:
+        if not isinstance(dead_letter_topic, str):
+            raise InvalidArgument(f"dead_letter_topic={dead_letter_topic!r}; expected str")
+        validate_topic_name(dead_letter_topic)
 
 
 def _int_in(name: str, value: object, lo: int, hi: int) -> None:

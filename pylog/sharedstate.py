@@ -23,11 +23,15 @@ is rebuilt by recovery (P-4) after the last process closes or crashes.
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import logging
 import os
 import struct
 import sys
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from operator import itemgetter
 
@@ -35,7 +39,7 @@ from . import _format, _native
 from ._crossproc import clear_state_takeover, state_taken_over
 from .errors import CorruptLogError
 from .files import NotARegularFile, allocate, open_regular, set_aside
-from .handles import map_file
+from .handles import map_file, too_many_maps
 
 _log = logging.getLogger("pylog")
 
@@ -99,19 +103,43 @@ class SharedState:
 
     ``map`` is None when a read-only opener found no state file (recovery
     then computes the state in memory). ``fd`` is -1 then, and also once
-    the file is mapped unless the append lock needs it (LOCK_NEEDS_FD)."""
+    the file is mapped unless the append lock needs it (LOCK_NEEDS_FD).
 
-    def __init__(self, directory: str, readonly: bool, lock_identity):
+    Bounded maps: registered in the Log's handle cache ``handles`` (one
+    map, no descriptor), the map is dropped while idle (:meth:`_release`:
+    neither :attr:`wlock` nor the append lock held, no unmap hook refusing)
+    and mapped again by the next use of ``map``, ``ptr`` or ``rptr``. A
+    file no longer at the path by then (its topic deleted) reads as a
+    deleted partition (P-2)."""
+
+    def __init__(self, directory: str, readonly: bool, lock_identity, handles=None):
         self.directory = directory
         self.readonly = readonly
         # (token, liveness fd) naming the owning Log in the append lock (P-3)
         self.lock_identity = lock_identity
         self.wlock = threading.Lock()          # writers of this process
         self.lock_owner: int | None = None     # thread holding the append lock
-        self.ptr = None           # writable native pointer (writers)
-        self.rptr = None          # native pointer for reads
-        self.map = None
-        path = os.path.join(directory, STATE_FILE)
+        self._ptr = None          # writable native pointer (writers)
+        self._rptr = None         # native pointer for reads
+        self._map = None
+        # the handle cache (pylog.handles) and its recently-used flag;
+        # _evicted: the map was dropped and is mapped again on use;
+        # _file: (st_dev, st_ino) of the file mapped
+        self.handles = handles
+        self.used = False
+        self._evicted = False
+        self._file: tuple[int, int] | None = None
+        self._remap_lock = threading.Lock()
+        # called under wlock before the map is dropped; one returning False
+        # keeps it (a writer whose group commit is in flight)
+        self.unmap_hooks: list = []
+        self._open_map()
+
+    def _open_map(self) -> None:
+        """Open and map the state file (the map stays None when a read-only
+        opener finds none, or one too short to be a state file)."""
+        readonly = self.readonly
+        path = os.path.join(self.directory, STATE_FILE)
         flags = os.O_RDONLY if readonly else os.O_RDWR | os.O_CREAT
         try:
             self.fd = open_regular(path, flags, what="partition state file")
@@ -136,21 +164,161 @@ class SharedState:
                 os.close(self.fd)
                 raise
         try:
-            if os.fstat(self.fd).st_size >= STATE_FILE_BYTES:
+            st = os.fstat(self.fd)
+            if st.st_size >= STATE_FILE_BYTES:
+                self._file = (st.st_dev, st.st_ino)
+                fd = self.fd
                 # map_file keeps no descriptor (Python's mmap would keep a
                 # duplicate): a partition at rest holds none (pylog.handles)
-                self.map = map_file(self.fd, STATE_FILE_BYTES, writable=not readonly)
-                if not readonly:
-                    self.ptr = _native.pointer(self.map)
-                self.rptr = self.ptr or _native.pointer(self.map, writable=False)
+                self._bind(self._map_retrying(lambda: map_file(
+                    fd, STATE_FILE_BYTES, writable=not readonly)))
+                self._register()
         finally:
             if not LOCK_NEEDS_FD:
                 os.close(self.fd)
                 self.fd = -1
 
+    def attach(self) -> bool:
+        """Read-only: map the state file if it was missing at open and a
+        writer has since created it; True when mapped."""
+        if self._map is None and not self._evicted and self.readonly:
+            with self._remap_lock:        # (threads of a reader share it)
+                if self._map is None and not self._evicted:
+                    if self.fd >= 0:      # a file too short at the last try
+                        os.close(self.fd)
+                        self.fd = -1
+                    self._open_map()
+        return self.map is not None
+
+    # -- the map, dropped while idle -----------------------------------------
+    @property
+    def map(self):
+        """The state map (None: no state file, or closed)."""
+        m = self._map
+        if m is None:
+            m = self._mapped()[0]
+        self.used = True
+        return m
+
+    @property
+    def ptr(self):
+        """Writable native pointer into the map (writers; None as ``map``)."""
+        p = self._ptr
+        if p is None:
+            p = self._mapped()[1]
+        self.used = True
+        return p
+
+    @property
+    def rptr(self):
+        """Native pointer for reads (None as ``map``)."""
+        p = self._rptr
+        if p is None:
+            p = self._mapped()[2]
+        self.used = True
+        return p
+
+    def ptr_if_mapped(self):
+        """``ptr`` without mapping again: what a call pins to keep the map
+        it started with alive (Writer._sync_through)."""
+        return self._ptr
+
+    def _bind(self, m) -> None:
+        self._rptr = self._ptr = None
+        if m is not None and not self.readonly:
+            self._ptr = _native.pointer(m)
+        self._rptr = self._ptr or (None if m is None else _native.pointer(m, writable=False))
+        self._map = m
+
+    def _map_retrying(self, call):
+        """``call()`` (a map_file), through the handle cache's retry: out
+        of maps or descriptors, it unmaps idle ones and tries again, then
+        raises TooManyMapsError / TooManyOpenFilesError."""
+        action = f"map {os.path.join(self.directory, STATE_FILE)}"
+        if self.handles is not None:
+            return self.handles.retry(action, call, maps=True)
+        try:
+            return call()
+        except OSError as exc:
+            if exc.errno == errno.ENOMEM:
+                raise too_many_maps(exc, action) from None
+            raise
+
+    def _register(self) -> None:
+        """Count the map in the handle cache, which may drop it when idle;
+        not where the append lock needs the descriptor (LOCK_NEEDS_FD)."""
+        if self.handles is not None and not LOCK_NEEDS_FD:
+            self.handles.opened(self, 0, self._release, maps=1)
+
+    def _mapped(self):
+        """(map, ptr, rptr) as one consistent triple, the map made again
+        first if the cache dropped it (under the lock the drop takes, so
+        the triple cannot be dropped half-read)."""
+        with self._remap_lock:
+            if self._map is None and self._evicted:
+                self._remap()
+            return self._map, self._ptr, self._rptr
+
+    def _remap(self) -> None:
+        """Map the state file again after the cache dropped it (under
+        _remap_lock). A file that is no longer the one first mapped
+        (deleted, maybe made again by a new topic of the same name) reads
+        as a deleted partition (P-2)."""
+        path = os.path.join(self.directory, STATE_FILE)
+
+        def open_map():
+            try:
+                fd = open_regular(path, os.O_RDONLY if self.readonly else os.O_RDWR,
+                                  what="partition state file")
+            except (FileNotFoundError, NotARegularFile):
+                return None
+            try:
+                st = os.fstat(fd)
+                if (st.st_dev, st.st_ino) != self._file or \
+                        st.st_size < STATE_FILE_BYTES:
+                    return None
+                return map_file(fd, STATE_FILE_BYTES, writable=not self.readonly)
+            finally:
+                os.close(fd)
+        m = self._map_retrying(open_map)
+        if m is None:
+            self._bind(_deleted_state())
+            self._evicted = False      # (nothing to drop: a private page)
+            return
+        self._bind(m)
+        self._evicted = False
+        self._register()
+
+    def _release(self, _handle) -> bool:
+        """The handle cache's call: drop the map unless it is in use (the
+        writer lock or the append lock held, a hook refusing); True when
+        dropped. A thread that read a pointer before keeps the map alive
+        until it lets go of it (the map unmaps itself then)."""
+        if not self.wlock.acquire(blocking=False):
+            return False
+        try:
+            if not self._remap_lock.acquire(blocking=False):
+                return False
+            try:
+                if self.lock_owner is not None or self._map is None:
+                    return False
+                for hook in self.unmap_hooks:
+                    if not hook():
+                        return False
+                self._map = self._ptr = self._rptr = None
+                self._evicted = True
+                if self.handles is not None:
+                    self.handles.closed(self)
+                return True
+            finally:
+                self._remap_lock.release()
+        finally:
+            self.wlock.release()
+
     # -- the record (P-2) ---------------------------------------------------
     def has_magic(self) -> bool:
-        return self.map is not None and self.map[:4] == STATE_MAGIC
+        m = self.map
+        return m is not None and m[:4] == STATE_MAGIC
 
     def read(self):
         """The record's values, or None when it is uninitialised or a
@@ -158,7 +326,9 @@ class SharedState:
         return _native.state_read(self.map)
 
     def initialized(self) -> bool:
-        return self.map is not None and self.read() is not None and self.has_magic()
+        m = self.map
+        return m is not None and _native.state_read(m) is not None and \
+            m[:4] == STATE_MAGIC
 
     def repair(self):
         """The record's values after repairing an odd sequence left by a
@@ -187,12 +357,24 @@ class SharedState:
         """The durable mark (P-7): ``(segment base, position, next offset)``,
         bytes of that segment before ``position`` fdatasync'd; None when the
         file holds none or a torn one (its check word fails)."""
-        if self.map is None or not self.has_magic():
+        m = self.map
+        if m is None or m[:4] != STATE_MAGIC:
             return None
-        base, pos, nxt, check = _DURABLE.unpack_from(self.map, _format.STATE_DURABLE)
+        base, pos, nxt, check = _DURABLE.unpack_from(m, _format.STATE_DURABLE)
         if check != durable_check(base, pos, nxt) or base < 0 or pos < 0 or nxt < base:
             return None
         return base, pos, nxt
+
+    def store_durable_mark(self, base: int, position: int, next_offset: int) -> None:
+        """Store a durable mark (P-7) after an fdatasync of segment ``base``
+        made its bytes before ``position`` durable, outside the native
+        syncer (a segment synced by path). A store racing another tears the
+        mark, whose check word then fails: it is ignored, never wrong."""
+        m = self.map
+        if m is None or self.readonly:
+            return
+        _DURABLE.pack_into(m, _format.STATE_DURABLE, base, position, next_offset,
+                           durable_check(base, position, next_offset))
 
     def index_position(self) -> int:
         """Position of the batch of the active segment's last index entry
@@ -207,11 +389,43 @@ class SharedState:
         holder whose leftovers past the published end are still on disk
         (P-3)? The flag stays set until :meth:`clear_takeover`, so a taker
         that dies before cleaning up leaves the work to the next one."""
-        return self.map is not None and state_taken_over(self.map)
+        m = self.map
+        return m is not None and state_taken_over(m)
 
     def clear_takeover(self) -> None:
         """The dead holder's leftovers are gone (P-3); for the lock holder."""
         clear_state_takeover(self.map)
+
+    # -- counters (P-10, P-11) ---------------------------------------------
+    def count_append(self, records: int, nbytes: int) -> None:
+        """Count an append made outside the native appends (P-10); for the
+        append lock's holder."""
+        if self.ptr is not None:
+            _native.count_append(self.ptr, records, nbytes)
+
+    def count_fetch(self, records: int) -> None:
+        """Count a fetch that gave a consumer ``records`` records (P-10).
+        A read-only opener's map cannot be written: its fetches are not
+        counted."""
+        if self.ptr is not None:
+            _native.count_fetch(self.ptr, records)
+
+    def synced(self, sync: Callable[[], object]) -> None:
+        """Run ``sync`` (an fdatasync of one of the partition's segments)
+        and count it with its latency (P-11), also when it raises."""
+        t0 = time.monotonic_ns()
+        try:
+            sync()
+        finally:
+            if self.ptr is not None:
+                _native.count_fsync(self.ptr, time.monotonic_ns() - t0)
+
+    def counters(self) -> tuple[int, ...] | None:
+        """The P-10 and P-11 counters (pl_counters_read's order), or None
+        without a mapped state file."""
+        if self.rptr is None:
+            return None
+        return _native.counters_read(self.rptr)
 
     # -- the append lock (P-3) ---------------------------------------------
     def lock(self, wait: bool = True) -> bool:
@@ -237,8 +451,43 @@ class SharedState:
         """Drop the map and close the file. The map is not unmapped here: a
         thread may be reading it through its pointer with the GIL released;
         dropping our references unmaps it once the last such call returns."""
-        self.ptr = self.rptr = None
-        self.map = None
+        with self._remap_lock:
+            self._evicted = False        # never mapped again
+            self._ptr = self._rptr = None
+            self._map = None
+        if self.handles is not None:
+            self.handles.closed(self)
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+# L-2: every process that has the log open for writing holds a read lock on
+# byte 0 of this file in the log directory for as long as it has it open
+LOCK_FILE = "pylog.lock"
+
+
+def writers_present(root: str) -> bool:
+    """True if some process has the log at ``root`` open for writing (holds
+    a lock on pylog.lock, L-2); probing takes and at once releases a write
+    lock on byte 0."""
+    lp = os.path.join(root, LOCK_FILE)
+    try:
+        fd = os.open(lp, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True          # cannot probe: trust the published states
+    try:
+        got = _native.lock(fd, 0, 1, "w", False)
+        if got:
+            _native.lock(fd, 0, 1, "u", False)
+        return not got
+    finally:
+        os.close(fd)
+def _deleted_state():
+    """A private page holding a P-2 record of a deleted partition: what a
+    dropped map of a state file since deleted is replaced with."""
+    page = (ctypes.c_char * STATE_FILE_BYTES)()     # (malloc: 16-byte aligned)
+    _native.state_publish(page, DELETED, 0, 0, -1, 0, 0)
+    return page

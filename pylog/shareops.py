@@ -14,11 +14,11 @@ Transitions, as Kafka's share partitions make them (KIP-932):
 - accept → Acknowledged; release → Available (Delayed until a deadline
   with ``delay_ms``; Archived at the delivery limit); reject → Archived
   (reason ``rejected``); renew → the lock deadline moves.
-- Records Archived are first copied to the dead-letter topic (``archive``
-  callback) before the state changes: a crash in between copies one twice
-  (at least once, as RabbitMQ's dead-lettering), never loses one.
+- Records Archived with a dead-letter topic are copied there exactly once
+  (Dead-lettering, then Archived: pylog.sharedlq, Q-5).
 - SPSO moves past the prefix of Acknowledged / Archived records; records
-  that retention deleted below the log start are counted as lost (Q-4).
+  that retention deleted below the log start before they were done are
+  reported as lost (Q-4).
 
 Thread safety: every function here runs under the share file's lock.
 Durability: see pylog.sharestate; :class:`ShareFiles` checkpoints to LMDB.
@@ -30,22 +30,64 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
+from . import shareconfig
 from . import sharestate as ss
 from .commitstore import split_okey
 from .errors import InvalidArgument, PylogError
 from .reader import Cursor
+from .records import TopicPartition
+from .sharedlq import DELIVERY_LIMIT, REJECTED, DeadLetters
 
 ACCEPT, RELEASE, REJECT, RENEW = "accept", "release", "reject", "renew"
 ACK_TYPES = (ACCEPT, RELEASE, REJECT, RENEW)
 
-# (offset, delivery count, reason) of records to copy to the dead-letter topic
-Archive = Callable[[list[tuple[int, int, str]]], None]
+
+class Target(NamedTuple):
+    """Where a partition's Archived records go: its dead-letter topic (None:
+    nowhere) and the partition they are read from."""
+    tp: TopicPartition
+    source: Any
+    dlq: DeadLetters | None
 
 
-def _expire(f: ss.ShareFile, now: int, limit: int, dead: list[int],
-            archive: Archive) -> None:
+def _commit(f: ss.ShareFile, changes: list[tuple[int, int, int, int]],
+            doomed: list[tuple[int, int, str]], target: Target) -> None:
+    """Write ``changes`` and archive ``doomed`` [(offset, count, reason)]
+    all or nothing; with a dead-letter topic, in Q-5's three steps."""
+    if target.dlq is None or not doomed:
+        changes = changes + [(off, ss.ARCHIVED, count, 0) for off, count, _ in doomed]
+        if changes:
+            f.write_batch_locked(changes)
+        return
+    marks = target.dlq.marks(target.tp, doomed)
+    f.write_batch_locked(changes + marks, dead_lettering=True)      # Q-5 step 1
+    _finish(f, [(off, count, mark) for off, _s, count, mark in marks], target, False)
+
+
+def _finish(f: ss.ShareFile, entries: list[tuple[int, int, int]], target: Target,
+            look_first: bool) -> None:
+    if target.dlq is not None:
+        target.dlq.copy(target.tp, target.source, entries, look_first)   # Q-5 step 2
+    f.write_batch_locked([(off, ss.ARCHIVED, count, 0) for off, count, _ in entries])
+
+
+def finish_dead_letters(f: ss.ShareFile, target: Target) -> None:
+    """Q-6: records a holder left Dead-lettering (it died, or its copy
+    failed) get their copy — unless the dead-letter topic has it — and are
+    Archived. Cheap when there are none (a header flag)."""
+    if not f.head[ss.DLQ_PENDING]:
+        return
+    cap = f.capacity
+    entries = [(off, f.counts[off % cap], f.deadlines[off % cap])
+               for off in f.positions(ss.DEAD_LETTERING)]
+    if entries:
+        _finish(f, entries, target, True)
+    f.head[ss.DLQ_PENDING] = 0
+
+
+def _expire(f: ss.ShareFile, now: int, limit: int, dead: list[int], target: Target) -> None:
     """Acquired records of dead owners, or past their deadline, back to
     Available (Archived at the delivery limit); delays that ended too."""
     h = f.head
@@ -61,8 +103,7 @@ def _expire(f: ss.ShareFile, now: int, limit: int, dead: list[int],
             if f.owner_of[i] in deadset or dl <= now:
                 count = f.counts[i]
                 if count >= limit:
-                    doomed.append((off, count, "delivery_limit"))
-                    changes.append((off, ss.ARCHIVED, count, 0))
+                    doomed.append((off, count, DELIVERY_LIMIT))
                 else:
                     changes.append((off, ss.AVAILABLE, count, 0))
             else:
@@ -79,31 +120,34 @@ def _expire(f: ss.ShareFile, now: int, limit: int, dead: list[int],
             else:
                 nxt = min(nxt, f.deadlines[i])
         h[ss.MIN_DELAY] = nxt
-    if doomed:
-        archive(doomed)
-        h[ss.ARCHIVED_N] += len(doomed)
-    if changes:
-        f.write_batch_locked(changes)
+    _commit(f, changes, doomed, target)
 
 
-
-def trim_to_log(f: ss.ShareFile, log_start: int, log_end: int) -> int:
+def trim_to_log(f: ss.ShareFile, log_start: int, log_end: int) -> list[tuple[int, int]]:
     """Q-4: SPSO below the log start (retention deleted records): the
-    records not yet done there are lost; count them. SPEO past the log end
-    (records lost with a power loss): the window shrinks to it. Returns how
-    many were lost."""
+    records not yet done there are lost. SPEO past the log end (records
+    lost with a power loss): the window shrinks to it. Returns the lost
+    records as (first, last) offset ranges."""
     h, cap = f.head, f.capacity
-    lost = 0
+    lost: list[tuple[int, int]] = []
     if h[ss.SPSO] < log_start:
         for off in range(h[ss.SPSO], min(h[ss.SPEO], log_start)):
             i = off % cap
-            if f.states[i] not in (ss.ACKNOWLEDGED, ss.ARCHIVED):
-                lost += 1
+            if f.states[i] not in (ss.ACKNOWLEDGED, ss.ARCHIVED, ss.EMPTY):
+                if lost and lost[-1][1] == off - 1:
+                    lost[-1] = (lost[-1][0], off)
+                else:
+                    lost.append((off, off))
             f.states[i] = ss.EMPTY
-        lost += max(0, log_start - h[ss.SPEO])
+        if h[ss.SPEO] < log_start:          # never delivered at all
+            first = h[ss.SPEO]
+            if lost and lost[-1][1] == first - 1:
+                lost[-1] = (lost[-1][0], log_start - 1)
+            else:
+                lost.append((first, log_start - 1))
         h[ss.SPSO] = log_start
         h[ss.SPEO] = max(h[ss.SPEO], log_start)
-        h[ss.LOST] += lost
+        h[ss.LOST] += sum(b - a + 1 for a, b in lost)
         f.bump()
     if h[ss.SPEO] > log_end:
         for off in range(max(log_end, h[ss.SPSO]), h[ss.SPEO]):
@@ -116,12 +160,13 @@ def trim_to_log(f: ss.ShareFile, log_start: int, log_end: int) -> int:
 
 def acquire(f: ss.ShareFile, owner_of: Callable[[], int], now: int, lock_ms: int, max_records: int,
             max_in_flight: int, limit: int, log_start: int, log_end: int,
-            archive: Archive) -> tuple[list[tuple[int, int]], int]:
+            target: Target) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
     """Acquire up to ``max_records`` for the owner number ``owner_of()``
     gives (asked once dead owners' numbers are free): ([(offset, delivery
-    count)] in offset order, records lost to retention now)."""
+    count)] in offset order, [(first, last)] ranges lost to retention now)."""
     lost = trim_to_log(f, log_start, log_end)
-    _expire(f, now, limit, f.dead_owners_locked(), archive)
+    finish_dead_letters(f, target)
+    _expire(f, now, limit, f.dead_owners_locked(), target)
     owner = owner_of()
     h, cap = f.head, f.capacity
     deadline = now + lock_ms
@@ -157,51 +202,43 @@ def acquire(f: ss.ShareFile, owner_of: Callable[[], int], now: int, lock_ms: int
 
 
 def apply_acks(f: ss.ShareFile, owner: int, acks: list[tuple[int, str, int]], now: int,
-               lock_ms: int, limit: int, archive: Archive) -> list[int]:
-    """Apply one partition's acknowledgements [(offset, type, delay_ms)] all
-    or nothing (Q-2). Returns the offsets this owner no longer holds (its
+               lock_ms: int, limit: int, target: Target) -> list[int]:
+    """Apply one partition's acknowledgements [(offset, type, delay_ms)], one
+    per offset, all or nothing (Q-2). Returns the offsets this owner no longer holds (its
     lock expired and another took the record, or retention deleted it):
     then nothing was applied."""
+    finish_dead_letters(f, target)
     h, cap = f.head, f.capacity
     spso, speo = h[ss.SPSO], h[ss.SPEO]
-    bad = []
-    for off, _t, _d in acks:
-        i = off % cap
-        if not spso <= off < speo or f.states[i] != ss.ACQUIRED or f.owner_of[i] != owner:
-            bad.append(off)
+    states, owners, counts = f.states, f.owner_of, f.counts
+    acquired = ss.ACQUIRED
+    bad = [off for off, _t, _d in acks
+           if not spso <= off < speo or states[off % cap] != acquired
+           or owners[off % cap] != owner]
     if bad:
         return bad
     changes: list[tuple[int, int, int, int]] = []
     doomed: list[tuple[int, int, str]] = []
-    final: dict[int, tuple[int, int, int, int]] = {}
     for off, kind, delay in acks:
-        i = off % cap
-        count = f.counts[i]
+        count = counts[off % cap]
         if kind == ACCEPT:
-            final[off] = (off, ss.ACKNOWLEDGED, count, 0)
+            changes.append((off, ss.ACKNOWLEDGED, count, 0))
         elif kind == RENEW:
-            final[off] = (off, ss.ACQUIRED, count, now + lock_ms)
+            changes.append((off, acquired, count, now + lock_ms))
         elif kind == REJECT or count >= limit:
-            final[off] = (off, ss.ARCHIVED, count, 0)
+            doomed.append((off, count, REJECTED if kind == REJECT else DELIVERY_LIMIT))
         elif delay > 0:
-            final[off] = (off, ss.DELAYED, count, now + delay)
+            # Q-3: a wall-clock deadline, so that it holds across a reboot
+            changes.append((off, ss.DELAYED, count, now + delay))
         else:
-            final[off] = (off, ss.AVAILABLE, count, 0)
-    for off, state, count, _dl in final.values():
-        if state == ss.ARCHIVED:
-            reason = "rejected" if any(a[0] == off and a[1] == REJECT for a in acks) \
-                else "delivery_limit"
-            doomed.append((off, count, reason))
-    changes = list(final.values())
-    if doomed:
-        archive(doomed)
-        h[ss.ARCHIVED_N] += len(doomed)
-    f.write_batch_locked(changes)
+            changes.append((off, ss.AVAILABLE, count, 0))
+    _commit(f, changes, doomed, target)
     return []
 
 
-def release_owner(f: ss.ShareFile, owner: int, limit: int, archive: Archive) -> None:
+def release_owner(f: ss.ShareFile, owner: int, target: Target) -> None:
     """close(): everything ``owner`` holds back to Available; its number freed."""
+    finish_dead_letters(f, target)
     changes = []
     for off in f.positions(ss.ACQUIRED):
         i = off % f.capacity
@@ -235,25 +272,23 @@ class ShareFiles:
             os.makedirs(self.dir, exist_ok=True)
             meta = self._log.meta
 
-            def load() -> tuple[int, int, list[tuple[int, int, int, int]]]:
-                with meta._txn("read share state") as txn:
-                    raw = txn.get(key, db=meta._info)
+            def load() -> tuple[int, int, list[ss.Run]]:
+                raw = meta.info_get(key, "read share state")
                 if raw is None:
                     return 0, initial(), []
-                return ss.decode_state(bytes(raw), f"{group}/{topic}-{partition}")
+                return ss.decode_state(raw, f"{group}/{topic}-{partition}")
 
+            token, live_fd = self._log.liveness()
             f = ss.ShareFile(os.path.join(self.dir, ss.file_name(key)), key, capacity,
-                             self._log._lock_token, self._log._lock_fd, load)
+                             token, live_fd, load)
             self._files[key] = f
         # a new share group is listed (share_groups, pylog queues) at once
-        with meta._txn("read share state") as txn:
-            known = txn.get(key, db=meta._info) is not None
-        if not known:
+        if meta.info_get(key, "read share state") is None:
             with f.locked():
                 seq, spso, runs = f.runs_locked()
-            with meta._txn("register a share group", write=True) as txn:
-                if txn.get(key, db=meta._info) is None:
-                    txn.put(key, ss.encode_state(-1, spso, runs), db=meta._info)
+            meta.info_update([key], "register a share group", lambda now: {}
+                             if now[key] is not None else
+                             {key: ss.encode_state(-1, spso, runs)})
         return f
 
     def checkpoint(self, only: list[ss.ShareFile] | None = None) -> int:
@@ -272,17 +307,18 @@ class ShareFiles:
             return 0
         log = self._log
         if log.sync != "always":        # (with "always" every append is durable)
-            for part in list(log._partitions.values()):
-                if not part.readonly and not part.closed:
-                    part.flush()
-        meta = log.meta
-        with meta._txn("checkpoint share state", write=True) as txn:
+            log.flush_appended()
+
+        def newer(stored: dict[bytes, bytes | None]) -> dict[bytes, bytes]:
+            out = {}
             for f, seq, spso, runs in snaps:
-                old = txn.get(f.key, db=meta._info)
+                old = stored[f.key]
                 if old is not None and len(old) >= 8 and \
-                        int.from_bytes(bytes(old[:8]), "little", signed=True) >= seq:
+                        int.from_bytes(old[:8], "little", signed=True) >= seq:
                     continue
-                txn.put(f.key, ss.encode_state(seq, spso, runs), db=meta._info)
+                out[f.key] = ss.encode_state(seq, spso, runs)
+            return out
+        log.meta.info_update([f.key for f, *_ in snaps], "checkpoint share state", newer)
         for f, seq, *_ in snaps:
             if f.fd >= 0 and f.head[ss.CKPT] < seq:
                 f.head[ss.CKPT] = seq
@@ -311,31 +347,25 @@ def validate_ack(kind: object, delay_ms: object) -> int:
 def describe_share_groups(log: Any) -> list[dict[str, Any]]:
     """Every share-partition of the log: group, topic, partition, SPSO, SPEO,
     records available, acquired (with owner and lock end), delayed, archived
-    and lost, and the age of the oldest record not yet done — from the
-    shared file when it is of this boot, else from LMDB (Q-1, Q-3).
+    and lost, the group's settings (Q-7), and the age of the oldest record
+    not yet done — from the shared file when it is of this boot, else from
+    LMDB (Q-1, Q-3).
     A monitoring snapshot: taken without the files' locks."""
-    meta = log.meta
-    found: list[tuple[bytes, bytes]] = []
-    with meta._txn("list share groups") as txn:
-        c = txn.cursor(db=meta._info)
-        if c.set_range(ss.KEY_PREFIX):
-            for k, v in c:
-                if not k.startswith(ss.KEY_PREFIX):
-                    break
-                found.append((bytes(k), bytes(v)))
+    found = log.meta.info_items(ss.KEY_PREFIX, "list share groups")
     out = []
     now = int(time.time() * 1000)
     sdir = os.path.join(log.path, "meta", "share")
-    try:        # a description of its own: probing never conflicts with ours
-        live_fd = os.open(os.path.join(log.path, "pylog.lock"), os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        live_fd = -1
+    live_fd = _liveness_probe(log)
+    settings: dict[str, dict[str, Any] | None] = {}
     for key, raw in found:
         parts = split_okey(key[len(ss.KEY_PREFIX):])
         if parts is None:
             continue
         group, topic, partition = parts
         row: dict[str, Any] = {"group": group, "topic": topic, "partition": partition}
+        if group not in settings:
+            settings[group] = shareconfig.stored(log.meta, group)
+        row["settings"] = settings[group]           # Q-7 (None: made before them)
         snap = ss.snapshot(os.path.join(sdir, ss.file_name(key)), key)
         if snap is not None and live_fd >= 0:
             alive: dict[int, bool] = {}
@@ -347,8 +377,11 @@ def describe_share_groups(log: Any) -> list[dict[str, Any]]:
         if snap is None:
             _seq, spso, runs = ss.decode_state(raw, f"{group}/{topic}-{partition}")
             speo = runs[-1][1] + 1 if runs else spso
-            snap = {"spso": spso, "speo": speo, "acquired": 0, "delayed": 0, "held": [],
+            snap = {"spso": spso, "speo": speo, "acquired": 0, "held": [],
+                    "delayed": sum(r[1] - r[0] + 1 for r in runs if r[2] == ss.DELAYED),
                     "available": sum(r[1] - r[0] + 1 for r in runs if r[2] == ss.AVAILABLE),
+                    "dead_lettering": sum(r[1] - r[0] + 1 for r in runs
+                                          if r[2] == ss.DEAD_LETTERING),
                     "acknowledged_in_window": sum(r[1] - r[0] + 1 for r in runs
                                                   if r[2] == ss.ACKNOWLEDGED),
                     "archived_total": None, "lost_to_retention": None}
@@ -369,3 +402,32 @@ def describe_share_groups(log: Any) -> list[dict[str, Any]]:
     if live_fd >= 0:
         os.close(live_fd)
     return out
+
+
+def _liveness_probe(log: Any) -> int:
+    """A descriptor of pylog.lock of its own (probing never conflicts with
+    the Log's own locks), or -1."""
+    try:
+        return os.open(os.path.join(log.path, "pylog.lock"), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return -1
+
+
+def share_group_live(log: Any, group: str) -> int:
+    """How many live Logs hold a place (an owner entry, Q-1) in a
+    share-partition of ``group``: its consumers that took records."""
+    prefix = ss.KEY_PREFIX + group.encode() + b"\0"        # (Q-3 keys, M-6 shape)
+    sdir = os.path.join(log.path, "meta", "share")
+    live_fd = _liveness_probe(log)
+    if live_fd < 0:
+        return 0
+    alive: set[int] = set()
+    try:
+        for key, _raw in log.meta.info_items(prefix, "list a share group"):
+            snap = ss.snapshot(os.path.join(sdir, ss.file_name(key)), key)
+            for tok in (snap or {}).get("owner_tokens", ()):
+                if tok not in alive and ss.token_alive(live_fd, tok):
+                    alive.add(tok)
+    finally:
+        os.close(live_fd)
+    return len(alive)

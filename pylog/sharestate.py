@@ -36,9 +36,11 @@ import fcntl
 import hashlib
 import mmap
 import os
+import re
 import struct
 import threading
 import time
+from array import array
 from collections.abc import Callable
 from typing import Any
 
@@ -49,11 +51,12 @@ from .errors import CorruptLogError, InvalidArgument, PylogError
 from .files import allocate, open_regular
 
 AVAILABLE, ACQUIRED, ACKNOWLEDGED, ARCHIVED = 0, 1, 2, 4      # Kafka's numbers
-DELAYED = 5          # Available, not before its deadline (in the file only)
+DELAYED = 5          # Available, not before its deadline
+DEAD_LETTERING = 6   # Archived once its dead-letter copy is known to exist (Q-5)
 EMPTY = 0xFF         # a ring entry outside [SPSO, SPEO)
 
 _MAGIC = b"PLSHARE1"
-_VERSION = 1
+_VERSION = 2
 _HEAD = struct.Struct("=8sII16s")          # magic, version, capacity, boot id
 HEADER_BYTES = 4096
 _OWNERS_AT = 1024                          # 256 x (uint32 token, uint32 member)
@@ -61,14 +64,19 @@ MAX_OWNERS = 255                           # owner byte 0 = none
 _KEY_AT = 3072
 _KEY_MAX = 1000
 # int64 fields of the header, by index in 8-byte words (Q-1)
-SPSO, SPEO, SEQ, CKPT, MIN_DEADLINE, MIN_DELAY, LOST, JOURNAL, ARCHIVED_N = range(8, 17)
+(SPSO, SPEO, SEQ, CKPT, MIN_DEADLINE, MIN_DELAY, LOST, JOURNAL, ARCHIVED_N,
+ DLQ_PENDING) = range(8, 18)
 NEVER = 1 << 62
 _F_OFD_GETLK = getattr(fcntl, "F_OFD_GETLK", 36)
 _FLOCK = struct.Struct("hh4xqqi4x")
 _LIVENESS_BASE = 1 << 32
-_RUN = struct.Struct("<qqBH")
+_RUN = struct.Struct("<qqBHq")            # first, last, state, count, aux (Q-3)
 _VAL = struct.Struct("<qq")                # seq, spso (Q-3)
 KEY_PREFIX = b"share\0"
+_NOT_DONE = re.compile(rb"[^\x02\x04\xff]")     # not Acknowledged, Archived, EMPTY
+_EMPTIES = bytes([0xFF]) * 65536
+# a persisted run (Q-3): first, last, state, delivery count, aux
+Run = tuple[int, int, int, int, int]
 
 
 def share_key(group: str, topic: str, partition: int) -> bytes:
@@ -97,7 +105,7 @@ class ShareFile:
     named ``*_locked`` must run inside :meth:`locked`."""
 
     def __init__(self, path: str, key: bytes, capacity: int, token: int, live_fd: int,
-                 load: Callable[[], tuple[int, int, list[tuple[int, int, int, int]]]]) -> None:
+                 load: Callable[[], tuple[int, int, list[Run]]]) -> None:
         if len(key) > _KEY_MAX:
             raise InvalidArgument("share group, topic and partition name a key longer "
                                   f"than {_KEY_MAX} bytes")
@@ -151,7 +159,9 @@ class ShareFile:
                 and os.fstat(self.fd).st_size >= _layout(cap)[-1])
 
     def _reset(self, capacity: int, boot: bytes, load: Callable[[], Any]) -> None:
-        """Q-1: a new file, or one of another boot: the state from LMDB."""
+        """Q-1: a new file, or one of another boot: the state from LMDB
+        (Q-3: delays end at their wall-clock deadline, an unfinished
+        dead-letter copy is looked for and finished by the next holder)."""
         seq, spso, runs = load()
         size = _layout(capacity)[-1]
         os.ftruncate(self.fd, 0)
@@ -164,14 +174,19 @@ class ShareFile:
             h[SPSO] = h[SPEO] = spso
             h[SEQ] = h[CKPT] = seq
             h[MIN_DEADLINE] = h[MIN_DELAY] = NEVER
-            for first, last, state, count in runs:
+            for first, last, state, count, aux in runs:
                 for off in range(first, last + 1):
                     if off - spso >= capacity:
                         break
                     i = off % capacity
                     self.states[i] = state
                     self.counts[i] = count
+                    self.deadlines[i] = aux
                     h[SPEO] = max(h[SPEO], off + 1)
+                if state == DELAYED:
+                    h[MIN_DELAY] = min(h[MIN_DELAY], aux)
+                elif state == DEAD_LETTERING:
+                    h[DLQ_PENDING] = 1
             # offsets of the window no run names are Available, never delivered
             for off in range(spso, h[SPEO]):
                 if self.states[off % capacity] == EMPTY:
@@ -223,20 +238,27 @@ class ShareFile:
     def locked(self) -> _Held:
         return _Held(self)
 
-    def _lock(self) -> None:
-        self._mutex.acquire()
+    def lock(self, wait: bool = True) -> bool:
+        """Take the file's lock (Q-2); False only when ``wait`` is false and
+        another thread or process holds it. Release with :meth:`unlock`.
+        A batch a dead holder left in the journal is applied first."""
+        if not self._mutex.acquire(blocking=wait):
+            return False
         if self.fd < 0:
             self._mutex.release()
             raise PylogError(f"share state {self.path} is closed (its Log was closed)")
         try:
-            _native.lock(self.fd, 0, 1, "w", True)
+            if not _native.lock(self.fd, 0, 1, "w", wait):
+                self._mutex.release()
+                return False
             if self.head[JOURNAL]:
                 self._replay()          # Q-2: a holder died mid-batch
         except BaseException:
             self._mutex.release()
             raise
+        return True
 
-    def _unlock(self) -> None:
+    def unlock(self) -> None:
         try:
             _native.lock(self.fd, 0, 1, "u", False)
         finally:
@@ -311,70 +333,97 @@ class ShareFile:
         return raw.count(b"\x00") + raw.count(b"\x01")
 
     def advance_locked(self) -> None:
-        """SPSO past the done prefix (Acknowledged / Archived), entries freed."""
-        h, cap, states = self.head, self.capacity, self.states
+        """SPSO past the done prefix (Acknowledged / Archived), entries freed
+        (found and freed a ring span at a time, in C)."""
+        h, cap, st = self.head, self.capacity, self._st_at
         spso, speo = h[SPSO], h[SPEO]
         while spso < speo:
-            i = spso % cap
+            a = spso % cap
+            z = min(cap, a + speo - spso)
             # EMPTY inside the window: an advance whose holder died midway
-            if states[i] not in (ACKNOWLEDGED, ARCHIVED, EMPTY):
+            hit = _NOT_DONE.search(self.m, st + a, st + z)
+            k = (hit.start() - st if hit else z) - a
+            if k:
+                self.states[a:a + k] = _EMPTIES[:k] if k <= len(_EMPTIES) else \
+                    bytes([EMPTY]) * k
+            spso += k
+            if hit:
                 break
-            states[i] = EMPTY
-            spso += 1
         h[SPSO] = spso
 
     def bump(self) -> None:
         self.head[SEQ] += 1
 
     # -- journaled batches (Q-2) --------------------------------------------------------
-    def write_batch_locked(self, changes: list[tuple[int, int, int, int]]) -> None:
+    def write_batch_locked(self, changes: list[tuple[int, int, int, int]],
+                           dead_lettering: bool = False) -> None:
         """Apply (offset, state, count, deadline) changes all or nothing: the
-        journal first, then the entries, then the journal cleared."""
-        j = self.journal
-        for n, (off, state, count, deadline) in enumerate(changes):
-            j[3 * n] = off
-            j[3 * n + 1] = state | (count << 8)
-            j[3 * n + 2] = deadline
+        journal first, then the entries, then the journal cleared.
+        ``dead_lettering``: some change makes an entry Dead-lettering."""
+        if not changes:
+            return
+        flat = array("q", [x for off, state, count, deadline in changes
+                           for x in (off, state | (count << 8), deadline)])
+        if dead_lettering:
+            # Q-6: raised before any entry can be in that state, lowered
+            # only by a holder that found none left
+            self.head[DLQ_PENDING] = 1
+        self.journal[:len(flat)] = flat            # (one copy, not 3 stores each)
         self.head[JOURNAL] = len(changes)
-        self._replay()
+        self._replay(flat)
 
-    def _replay(self) -> None:
-        h, j, cap = self.head, self.journal, self.capacity
-        for n in range(h[JOURNAL]):
-            off, sc, deadline = j[3 * n], j[3 * n + 1], j[3 * n + 2]
-            if not h[SPSO] <= off < h[SPEO]:
+    def _replay(self, flat: array | None = None) -> None:
+        """Apply the journal (``flat``: its entries, when the caller has them)."""
+        h, cap = self.head, self.capacity
+        if flat is None:
+            flat = array("q", self.journal[:3 * h[JOURNAL]])
+        states, counts, deadlines = self.states, self.counts, self.deadlines
+        spso, speo = h[SPSO], h[SPEO]
+        it = iter(flat)
+        for off, sc, deadline in zip(it, it, it):
+            if not spso <= off < speo:
                 continue
             i = off % cap
-            self.states[i] = sc & 0xFF
-            self.counts[i] = sc >> 8
-            self.deadlines[i] = deadline
-            if sc & 0xFF == DELAYED:
-                h[MIN_DELAY] = min(h[MIN_DELAY], deadline)
-            elif sc & 0xFF == ACQUIRED:
-                h[MIN_DEADLINE] = min(h[MIN_DEADLINE], deadline)
+            state = sc & 0xFF
+            if state == ARCHIVED and states[i] != ARCHIVED:
+                h[ARCHIVED_N] += 1      # (a replay cut short may miss one)
+            states[i] = state
+            counts[i] = sc >> 8
+            deadlines[i] = deadline
+            if state == DELAYED:
+                if deadline < h[MIN_DELAY]:
+                    h[MIN_DELAY] = deadline
+            elif state == ACQUIRED:
+                if deadline < h[MIN_DEADLINE]:
+                    h[MIN_DEADLINE] = deadline
         h[JOURNAL] = 0
         self.advance_locked()
         h[SEQ] += 1
 
     # -- persisted shape (Q-3) -----------------------------------------------------------
-    def runs_locked(self) -> tuple[int, int, list[tuple[int, int, int, int]]]:
-        """(seq, SPSO, runs): Acquired and Delayed as Available; trailing
-        never-delivered Available records are implicit."""
+    def runs_locked(self) -> tuple[int, int, list[Run]]:
+        """(seq, SPSO, runs (first, last, state, count, aux)): Acquired as
+        Available; Delayed with its deadline and Dead-lettering with its
+        mark as ``aux``; trailing never-delivered Available records are
+        implicit (Q-3)."""
         h, cap = self.head, self.capacity
-        runs: list[tuple[int, int, int, int]] = []
+        runs: list[Run] = []
         for off in range(h[SPSO], h[SPEO]):
             i = off % cap
             state = self.states[i]
-            if state in (ACQUIRED, DELAYED):
+            aux = 0
+            if state == ACQUIRED:
                 state = AVAILABLE
+            elif state in (DELAYED, DEAD_LETTERING):
+                aux = self.deadlines[i]
             elif state == EMPTY:        # left by a holder that died (advance_locked)
                 state = ACKNOWLEDGED
             count = self.counts[i]
             if runs and runs[-1][1] == off - 1 and runs[-1][2] == state \
-                    and runs[-1][3] == count:
-                runs[-1] = (runs[-1][0], off, state, count)
+                    and runs[-1][3] == count and runs[-1][4] == aux:
+                runs[-1] = (runs[-1][0], off, state, count, aux)
             else:
-                runs.append((off, off, state, count))
+                runs.append((off, off, state, count, aux))
         while runs and runs[-1][2] == AVAILABLE and runs[-1][3] == 0:
             runs.pop()
         return h[SEQ], h[SPSO], runs
@@ -387,11 +436,11 @@ class _Held:
         self._f = f
 
     def __enter__(self) -> ShareFile:
-        self._f._lock()
+        self._f.lock()
         return self._f
 
     def __exit__(self, *exc: object) -> None:
-        self._f._unlock()
+        self._f.unlock()
 
 
 def _layout(cap: int) -> tuple[int, int, int, int, int, int]:
@@ -404,18 +453,19 @@ def _layout(cap: int) -> tuple[int, int, int, int, int, int]:
     return st, ct, ow, dl, jr, jr + 24 * cap
 
 
-def encode_state(seq: int, spso: int, runs: list[tuple[int, int, int, int]]) -> bytes:
+def encode_state(seq: int, spso: int, runs: list[Run]) -> bytes:
     """Q-3: the LMDB value of a share-partition's state."""
     return _VAL.pack(seq, spso) + b"".join(_RUN.pack(*r) for r in runs)
 
 
-def decode_state(raw: bytes, where: str) -> tuple[int, int, list[tuple[int, int, int, int]]]:
+def decode_state(raw: bytes, where: str) -> tuple[int, int, list[Run]]:
     if len(raw) < _VAL.size or (len(raw) - _VAL.size) % _RUN.size:
         raise CorruptLogError(f"share state {where} is damaged in LMDB")
     seq, spso = _VAL.unpack_from(raw, 0)
     runs = [_RUN.unpack_from(raw, at) for at in range(_VAL.size, len(raw), _RUN.size)]
-    for first, last, state, _count in runs:
-        if last < first or first < spso or state not in (AVAILABLE, ACKNOWLEDGED, ARCHIVED):
+    for first, last, state, _count, _aux in runs:
+        if last < first or first < spso or state not in (AVAILABLE, ACKNOWLEDGED, ARCHIVED,
+                                                         DELAYED, DEAD_LETTERING):
             raise CorruptLogError(f"share state {where} has a damaged run in LMDB")
     return seq, spso, runs
 
@@ -448,7 +498,9 @@ def snapshot(path: str, key: bytes) -> dict[str, Any] | None:
     owners = mv[_OWNERS_AT:_OWNERS_AT + 8 * (MAX_OWNERS + 1)].cast("I")
     counts = mv[ct:ct + 2 * cap].cast("H")
     deadlines = mv[dl:dl + 8 * cap].cast("q")
-    by_state = {AVAILABLE: 0, ACQUIRED: 0, ACKNOWLEDGED: 0, ARCHIVED: 0, DELAYED: 0}
+    tokens = sorted({owners[2 * n] for n in range(1, MAX_OWNERS + 1) if owners[2 * n]})
+    by_state = {AVAILABLE: 0, ACQUIRED: 0, ACKNOWLEDGED: 0, ARCHIVED: 0, DELAYED: 0,
+                DEAD_LETTERING: 0}
     held: list[dict[str, int]] = []
     for off in range(head[SPSO], head[SPEO]):
         i = off % cap
@@ -462,5 +514,6 @@ def snapshot(path: str, key: bytes) -> dict[str, Any] | None:
     return {"spso": head[SPSO], "speo": head[SPEO], "available": by_state[AVAILABLE],
             "acquired": by_state[ACQUIRED], "delayed": by_state[DELAYED],
             "acknowledged_in_window": by_state[ACKNOWLEDGED],
+            "dead_lettering": by_state[DEAD_LETTERING],
             "archived_total": head[ARCHIVED_N], "lost_to_retention": head[LOST],
-            "held": held}
+            "held": held, "owner_tokens": tokens}

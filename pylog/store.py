@@ -37,6 +37,7 @@ from typing import Any
 
 from . import _native, cleanshutdown
 from .admin import LogAdmin
+from .commitsync import CommitSync
 from .config import SYNC_MODES, TopicConfig, validate_topic_name
 from .errors import (
     CorruptLogError,
@@ -48,6 +49,7 @@ from .errors import (
     NotALogDirectoryError,
     PartitionNotFound,
     PylogError,
+    ReadOnlyLog,
     TopicNotFound,
 )
 from .expiry import (
@@ -57,16 +59,22 @@ from .expiry import (
     validate_offsets_retention_ms,
 )
 from .files import DISK_FULL_ERRNOS, allocate, disk_full_error, open_regular
-from .handles import FD_EXHAUSTED, HandleCache, too_many_open_files, validate_max_open_files
+from .handles import (
+    FD_EXHAUSTED,
+    HandleCache,
+    too_many_open_files,
+    validate_max_open_files,
+    validate_max_open_maps,
+)
 from .identity import Identity, vanished
 from .metadata import DEFAULT_LOCK_TIMEOUT_S, Metadata
 from .partition import Partition
 from .segment import fsync_dir
+from .sharedstate import LOCK_FILE, writers_present
 from .topicadmin import TopicAdmin
 
 _log = logging.getLogger("pylog")
 
-LOCK_FILE = "pylog.lock"
 DOORBELL_FILE = "doorbell"
 DOORBELL_SLOTS = 512           # L-3: slot 0 rings for every append
 RETENTION_CHECK_INTERVAL_S = 60.0
@@ -119,7 +127,8 @@ class LogStore(TopicAdmin, LogAdmin):
                  sync_interval_ms: int = 1000, allow_network_filesystem: bool = False,
                  metadata_timeout: float = DEFAULT_LOCK_TIMEOUT_S,
                  max_open_files: int | None = None,
-                 offsets_retention_ms: int = DEFAULT_OFFSETS_RETENTION_MS):
+                 offsets_retention_ms: int = DEFAULT_OFFSETS_RETENTION_MS,
+                 max_open_maps: int | None = None):
         if not isinstance(path, (str, os.PathLike)):
             raise InvalidArgument(f"path must be str or PathLike, got {type(path).__name__}")
         raw = os.fspath(path)
@@ -145,6 +154,8 @@ class LogStore(TopicAdmin, LogAdmin):
         # the descriptors this Log keeps for segments, however many it has
         # (pylog.handles)
         self.max_open_files = validate_max_open_files(max_open_files)
+        # and the memory maps, partition states included (pylog.handles)
+        self.max_open_maps = validate_max_open_maps(max_open_maps)
         self.offsets_retention_ms = validate_offsets_retention_ms(offsets_retention_ms)
         self.path = os.path.abspath(raw)
         self.sync = sync
@@ -213,7 +224,8 @@ class LogStore(TopicAdmin, LogAdmin):
         self._partitions: dict[tuple[str, int], Partition] = {}
         # a fresh cache after a fork too: the inherited one holds the
         # parent's segments, which the child must leave alone
-        self.handles = HandleCache(self.max_open_files)
+        self.handles = HandleCache(self.max_open_files, self.max_open_maps)
+        self._commit_sync = CommitSync(self.path, self._partitions, self.handles)
         self._topic_cache: dict[str, tuple[float, dict[str, Any]]] = {}
         # partitions the first opener did not recover (P-9): their active
         # indexes are checked at first use (I-3)
@@ -453,6 +465,30 @@ class LogStore(TopicAdmin, LogAdmin):
             part = self._open_partition(topic, p, doc)
             return part
 
+    @property
+    def closed(self) -> bool:
+        """Was :meth:`close` called?"""
+        return self._closed
+
+    def check_open(self) -> None:
+        """Raise LogClosed once closed (and reopen after a fork, as every
+        call does)."""
+        self._check()
+
+    def liveness(self) -> tuple[int, int]:
+        """This Log's (token, liveness fd): alive while the Log is open,
+        dropped by the kernel when its process dies (P-3). Writable Logs only."""
+        if self.readonly:
+            raise ReadOnlyLog(f"log {self.path} is open read-only: it has no liveness token")
+        return self._lock_token, self._lock_fd
+
+    def flush_appended(self) -> None:
+        """fdatasync every partition this process appended to (M-10: before
+        a checkpoint stores state that points past those records)."""
+        for part in list(self._partitions.values()):
+            if not part.readonly and not part.closed:
+                part.flush()
+
     def open_partitions(self) -> dict[tuple[str, int], Partition]:
         """The Partitions this Log has open, by (topic, partition): the
         consumer's per-poll lookup (read it, never change it); a partition
@@ -566,19 +602,11 @@ class LogStore(TopicAdmin, LogAdmin):
         """C-5: copy the commits stored in the commit table since the last
         checkpoint into LMDB, after making the records they point past
         durable (M-10): the partitions this process wrote (dead-letter
-        copies among them) and the active segments of the committed ones.
-        Returns how many offsets were copied."""
-        def records_durable(tps: set[tuple[str, int]]) -> None:
-            for part in list(self._partitions.values()):
-                if not part.readonly and not part.closed:
-                    part.flush()
-            for topic, p in sorted(tps):
-                try:
-                    self.partition(topic, p).sync_for_commit()
-                except (TopicNotFound, InvalidArgument):
-                    pass        # deleted since: its offsets go with it
+        copies among them) and the active segments of the committed ones,
+        within a bound per checkpoint (pylog.commitsync). Returns how many
+        offsets were copied."""
         return self.meta.checkpoint_commits(
-            None if self.sync == "always" else records_durable)
+            None if self.sync == "always" else self._commit_sync)
 
     def flush(self) -> None:
         """fdatasync every partition this process appended to, and the
@@ -656,26 +684,6 @@ class LogStore(TopicAdmin, LogAdmin):
 
     def __repr__(self) -> str:
         return f"<pylog.Log {self.path!r} sync={self.sync}{' readonly' if self.readonly else ''}>"
-
-
-def writers_present(root: str) -> bool:
-    """True if some process has the log at ``root`` open for writing (holds
-    a lock on pylog.lock, L-2); probing takes and at once releases a write
-    lock on byte 0."""
-    lp = os.path.join(root, LOCK_FILE)
-    try:
-        fd = os.open(lp, os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return True          # cannot probe: trust the published states
-    try:
-        got = _native.lock(fd, 0, 1, "w", False)
-        if got:
-            _native.lock(fd, 0, 1, "u", False)
-        return not got
-    finally:
-        os.close(fd)
 
 
 def topic_slot(topic: str) -> int:

@@ -35,8 +35,8 @@ from .segment import (
     parse_segment_name,
     segment_path,
 )
-from .sharedstate import STATE_FILE, STATE_MAGIC, State
-from .store import check_log_dir, writers_present
+from .sharedstate import STATE_FILE, STATE_MAGIC, State, writers_present
+from .store import check_log_dir
 
 CODEC_NAMES = {0: "none", 1: "gzip", 2: "snappy", 3: "lz4", 4: "zstd"}
 _ZERO_CHUNK = 1 << 20
@@ -275,14 +275,15 @@ def record_dict(rec, values: bool) -> dict:
 
 
 def dump_segment(path: str, records: bool = False, values: bool = False,
-                 end: int | None = None) -> dict:
+                 end: int | None = None, progress=None) -> dict:
     """Describe every batch of the segment file ``path`` (see module doc).
 
     Returns {"file", "size", "base_offset", "valid_end", "next_offset",
     "batches": [...], "problems": [Problem...], "not_a_segment"}; batches
     carry "records" when ``records`` (or ``values``) is true.
     "not_a_segment" is None, or why the file is no segment at all (see
-    :func:`not_a_segment`; it is then the only problem)."""
+    :func:`not_a_segment`; it is then the only problem).
+    ``progress(done_bytes, total_bytes)`` is called as batches are read."""
     records = records or values
     base = parse_segment_name(os.path.basename(path))
     out: dict = {"file": path, "size": 0, "base_offset": base, "batches": [],
@@ -299,6 +300,8 @@ def dump_segment(path: str, records: bool = False, values: bool = False,
         for item in walk_batches(f.buf, 0, stop, expected_offset=base):
             if item[0] == "batch":
                 h = item[1]
+                if progress is not None:
+                    progress(h.position, stop)
                 d = batch_dict(h)
                 if records and h.crc_valid:
                     try:
@@ -314,6 +317,8 @@ def dump_segment(path: str, records: bool = False, values: bool = False,
                 out["problems"].append(Problem(path, item[1], item[2]))
             else:
                 out["valid_end"], out["next_offset"] = item[1], item[2]
+        if progress is not None:
+            progress(stop, stop)
     return out
 
 
@@ -413,6 +418,20 @@ def _segment_bases(part_dir: str) -> list[int]:
     return list_segment_bases(part_dir)
 
 
+def _segments_bytes(part_dir: str) -> int:
+    """The size of the segment files of a partition directory (for
+    progress; files that vanish or cannot be listed count 0)."""
+    if not os.path.isdir(part_dir):
+        return 0
+    total = 0
+    for b in _segment_bases(part_dir):
+        try:       # lstat: a symlink is reported, not followed
+            total += os.lstat(segment_path(part_dir, b)).st_size
+        except OSError:
+            pass
+    return total
+
+
 def _open_metadata(root: str, action: str):
     """The log's Metadata, read-only; LogNotFound, NotALogDirectoryError or
     LogPermissionError when ``root`` is no log or cannot be read."""
@@ -473,12 +492,7 @@ def _verify(root, meta, problems, progress):
         for p in range(doc["partitions"]):
             d = os.path.join(root, f"{t}-{p}")
             parts.append((t, p, d))
-            if os.path.isdir(d):
-                for b in _segment_bases(d):
-                    try:       # lstat: a symlink is reported, not followed
-                        total += os.lstat(segment_path(d, b)).st_size
-                    except OSError:
-                        pass
+            total += _segments_bytes(d)
     done = [0]
 
     def advance(n):
@@ -797,16 +811,21 @@ __all__ = ["Problem", "safe_text", "is_text", "walk_batches", "dump_segment",
 
 
 
-def raw_log_info(path: str) -> dict:
+def raw_log_info(path: str, progress=None) -> dict:
     """Like :func:`log_info` but without opening the log (for damaged logs
     whose recovery refuses to open): reads the metadata and scans the
-    segment files up to their first damage."""
+    segment files up to their first damage. ``progress(done_bytes,
+    total_bytes)`` is called as segments are scanned."""
     root = os.path.abspath(path)
     meta = _open_metadata(root, f"read {root}")
     topics, groups, errors = [], [], []
     ends = {}
     try:
-        for name, doc in sorted(meta.topics().items()):
+        all_topics = sorted(meta.topics().items())
+        total = sum(_segments_bytes(os.path.join(root, f"{name}-{p}"))
+                    for name, doc in all_topics for p in range(doc["partitions"]))
+        done = 0
+        for name, doc in all_topics:
             pinfo = []
             for p in range(doc["partitions"]):
                 d = os.path.join(root, f"{name}-{p}")
@@ -816,6 +835,9 @@ def raw_log_info(path: str) -> dict:
                     nxt, size = start, 0
                     for b in bases:
                         with _File(segment_path(d, b)) as f:
+                            if progress is not None:
+                                progress(min(done, total), total)
+                                done += f.size
                             r = _native.scan_segment(f.buf, 0, f.size,
                                                      segment_base_offset=b)
                             size += r.end_position

@@ -36,6 +36,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import threading
 import time
 import weakref
 
@@ -47,11 +48,14 @@ from .errors import (
     LogClosed,
     LogFailedError,
     PylogError,
+    TooManyMapsError,
     TooManyOpenFilesError,
     TopicNotFound,
 )
 from .handles import FD_EXHAUSTED, WRITER_COST, too_many_open_files
 from .index import last_entry_position
+from .producerappend import ProducerAppends
+from .producerstate import PartitionProducers
 from .retention import enforce_retention_locked
 from .segment import (
     INDEX_INTERVAL_BYTES,
@@ -61,6 +65,7 @@ from .segment import (
     fsync_dir,
     list_segment_bases,
     open_segment,
+    parse_segment_name,
     sync_path,
     unlink_segment,
     with_fds,
@@ -98,7 +103,7 @@ _NATIVE_ATTEMPTS = 3
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
-class Writer:
+class Writer(ProducerAppends):
     """Appends to one partition. ``part`` is the owning Partition: its state
     machine (``status``, ``check``, ``fail``), published state, config,
     metadata and directory identity.
@@ -139,6 +144,14 @@ class Writer:
         # closed with appends not yet made durable (flush syncs it)
         self._handles = handles
         self._released_dirty: str | None = None
+        # group commits in flight, counted under _sync_mu: the state map
+        # the appender points into is not dropped under them (the leader
+        # reads the appender's pointer twice, _state_unmapped)
+        self._sync_mu = threading.Lock()
+        self._syncing = 0
+        shared.unmap_hooks.append(self._state_unmapped)
+        # X-3: the partition's producer state, made on first use
+        self._producers: PartitionProducers | None = None
         _WRITERS.add(self)
 
     @property
@@ -186,6 +199,18 @@ class Writer:
         """Open segment ``base`` for writing, counted in the handle cache."""
         return open_segment(self._handles, self.dir, base, cost=WRITER_COST,
                             release=self._release, create=create, writable=True)
+
+    def _state_unmapped(self) -> bool:
+        """The partition's state map is about to be dropped (pylog.handles,
+        under _wlock): unless a group commit is in flight (its leader
+        writes the durable mark through the appender, P-7), the appender
+        lets go of it and is set up again on the next append; True then."""
+        with self._sync_mu:
+            if self._syncing:
+                return False
+            self._appender_map = None
+            self._appender.state = _native.ffi.NULL
+        return True
 
     def _release(self, seg: Segment) -> bool:
         """The handle cache's call: close the active segment ``seg`` unless
@@ -256,6 +281,7 @@ class Writer:
                     return None
             else:
                 seg.used = True          # (pylog.handles: recently used)
+                self._shared.used = True
             a = self._appender
             # (a null key or value is passed as b"" with length -1)
             if hkey is None:
@@ -422,6 +448,8 @@ class Writer:
             self._shared.unlock_quietly()
             if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
                 raise self._disk_full(exc.errno) from exc
+            if isinstance(exc, TooManyMapsError):
+                raise              # out of maps: nothing was published either
             if isinstance(exc, OSError) and exc.errno in FD_EXHAUSTED:
                 # nothing was published: the partition stays usable
                 if isinstance(exc, TooManyOpenFilesError):
@@ -514,7 +542,8 @@ class Writer:
             fsync_dir(os.path.dirname(self.dir))
         self._dir_durable = True
 
-    def _append_locked(self, records, compression):
+    def _append_locked(self, records, compression, fields=batch.NO_PRODUCER):
+        # (fields: X-1, the producer appends of pylog.producerappend)
         self._make_dir_durable()
         st = self._part.state()
         seg = self._writer_segment(st)
@@ -527,7 +556,7 @@ class Writer:
             try:
                 size = batch.encode_into(m if m is not None else bytearray(0),
                                          pos, records, base_offset=next_offset,
-                                         compression=compression)
+                                         compression=compression, producer=fields)
                 break
             except batch.NoSpace as exc:
                 need = pos + exc.needed
@@ -551,6 +580,7 @@ class Writer:
         end = pos + size
         self._shared.publish(last_offset + 1, seg.base_offset, end, max_ts_seg, gen,
                       st.log_start_offset)
+        self._shared.count_append(n, size)      # P-10 (the native appends count their own)
         a = self._appender
         a.written_base, a.written_end, a.written_next = seg.base_offset, end, last_offset + 1
         return next_offset
@@ -570,9 +600,9 @@ class Writer:
             new.truncate(0)                  # a leftover of a crashed roll
             new.write_indexes([], [])
             new.preallocate(min(self._part.config.segment_bytes, PREALLOCATE_BYTES_MIN))
-            seg.sync()                       # sealed segments are always durable
+            self._shared.synced(seg.sync)    # sealed segments are always durable
             seg.truncate(pos)
-            seg.sync()
+            self._shared.synced(seg.sync)    # (P-11: counted)
             if max_ts >= 0:                  # T-3: the final max timestamp
                 seg.append_timeindex(max_ts, next_offset - 1 - seg.base_offset)
             fsync_dir(self.dir)
@@ -602,9 +632,25 @@ class Writer:
         # the appender's pointer after its fdatasync: holding the map's
         # pointer object keeps it mapped until then (close() only drops
         # references to it).
+        # (mapped again if the handle cache dropped it: outside _sync_mu,
+        # which the cache's drop takes)
         pin = self._shared.ptr
-        rc = _native.sync_through(self._syncer, self._appender, target_next)
-        del pin
+        with self._sync_mu:
+            self._syncing += 1
+            a = self._appender
+            if a.state == _native.ffi.NULL and pin is not None and \
+                    self._shared.ptr_if_mapped() is pin:
+                # dropped and mapped again since this writer's last append:
+                # the leader's durable mark (P-7) goes to the current map.
+                # No drop can come between (it takes _sync_mu), and an
+                # append's set-up stores the same pointer.
+                a.state = pin
+        try:
+            rc = _native.sync_through(self._syncer, a, target_next)
+            del pin
+        finally:
+            with self._sync_mu:
+                self._syncing -= 1
         if rc == 0:
             return
         if rc == _native.E_STALE:            # closed under us
@@ -659,6 +705,10 @@ class Writer:
         if path is None:
             return
         try:
+            st: State | None = self._part.state()   # published before the sync
+        except TopicNotFound:
+            st = None
+        try:
             sync_path(self._handles, path)
         except OSError as exc:
             if exc.errno in FD_EXHAUSTED:
@@ -671,6 +721,11 @@ class Writer:
                 f"fdatasync of {path}: {exc.strerror} (errno {exc.errno}); "
                 "records appended since the last successful sync may be "
                 "lost") from exc
+        if st is not None and parse_segment_name(os.path.basename(path)) == st.active_base:
+            # P-7, as the syncer's leader stores it: the end published
+            # before the sync is durable after it
+            self._shared.store_durable_mark(st.active_base, st.active_position,
+                                            st.next_offset)
 
     def close(self) -> None:
         """Release the active segment (under the writer lock). A writer

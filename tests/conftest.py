@@ -7,6 +7,8 @@ import subprocess
 
 import pytest
 
+import pylog
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -67,6 +69,15 @@ def shim(tmp_path_factory):
 def logdir(tmp_path):
     """Path of a log directory that does not exist yet."""
     return str(tmp_path / "log")
+
+
+@pytest.fixture
+def log(tmp_path):
+    """An open Log (``sync="never"``) in a fresh directory, closed after
+    the test; a module may define its own ``log`` in its place."""
+    lg = pylog.open(tmp_path / "log", sync="never")
+    yield lg
+    lg.close()
 
 
 @pytest.fixture

@@ -183,6 +183,55 @@ def test_reboot_forgets_the_table(logdir):
         assert f.read(32)[16:32] == boot_id()
 
 
+HOLD_WRITER = r"""
+import sys, lmdb
+env = lmdb.open(sys.argv[1], max_dbs=8)
+txn = env.begin(write=True)              # LMDB's writer lock, held
+print("held", flush=True)
+sys.stdin.readline()
+txn.abort()
+"""
+
+
+def test_read_after_reboot_needs_no_write_lock(logdir, child_env):
+    """After a reboot every slot is unclaimed (C-1): committed() and the
+    group's offsets come from LMDB through a read transaction, so they
+    answer while another process holds LMDB's writer lock."""
+    import subprocess
+    with pylog.open(logdir, sync="never") as log:
+        fill(log, partitions=2)
+        c = log.consumer(group_id="g", enable_auto_commit=False)
+        c.assign([TP, TopicPartition("t", 1)])
+        c.commit({TP: 7, TopicPartition("t", 1): 9})
+        c.close()
+    path = os.path.join(logdir, "meta", "cursors")
+    with open(path, "r+b") as f:          # a new boot (C-1)
+        f.seek(16)
+        f.write(os.urandom(16))
+    with pylog.open(logdir, sync="never") as log:
+        holder = childproc.start(HOLD_WRITER, os.path.join(logdir, "meta"),
+                                 env=child_env, stdin=subprocess.PIPE)
+        got = []
+        try:
+            childproc.expect(holder, b"held")
+            reader = threading.Thread(target=lambda: got.extend([
+                log.meta.committed("g", "t", 0), log.meta.committed("g", "t", 0),
+                log.meta.group_offsets("g")]), daemon=True)
+            reader.start()
+            reader.join(10)
+            assert not reader.is_alive(), "a read waited for LMDB's writer lock"
+        finally:
+            holder.stdin.write(b"go\n")
+            holder.stdin.flush()
+            holder.wait(30)
+        assert got == [7, 7, {("t", 0): 7, ("t", 1): 9}]
+        c = log.consumer(group_id="g", enable_auto_commit=False)
+        c.assign([TP])
+        c.commit({TP: 8})                 # claims the slot again (C-3)
+        assert log.meta.committed("g", "t", 0) == 8
+        c.close()
+
+
 def test_fenced_member_cannot_commit_after_rebalance(logdir):
     # C-4: a member whose partition moved away is refused, its old fence is
     # gone from the slot, and the new owner's commits stand
@@ -255,6 +304,45 @@ def test_deleted_group_is_not_resurrected_by_a_cached_slot(logdir):
         assert log2.meta.group_offsets("g") == {("t", 0): 2}
 
 
+def next_slot(log):
+    with log.meta.env.begin() as txn:
+        raw = txn.get(b"slots", db=log.meta._info)
+    return struct.unpack(">I", raw)[0]
+
+
+def test_freed_slots_are_reused(logdir):
+    # C-6: the slots of a deleted group go to the next new keys, so groups
+    # that come and go do not grow the table; a Log still caching a freed
+    # slot for its old key never writes into the new key's (C-3)
+    with pylog.open(logdir, sync="never") as log1, pylog.open(logdir, sync="never") as log2:
+        fill(log1, partitions=4)
+        for p in range(4):
+            log1.meta.commit("old", {("t", p): 5})
+            log1.meta.commit("old", {("t", p): 6})     # log1 caches the slots
+        assert next_slot(log1) == 4
+        log2.delete_consumer_groups(["old"])
+        log2.meta.commit("new", {("t", p): 10 + p for p in range(4)})
+        assert next_slot(log2) == 4                    # slots 0-3 again
+        log2.meta.commit("new", {("t", p): 20 + p for p in range(4)})   # the table
+        log1.meta.commit("old", {("t", 0): 99})        # its cached slot is new's now
+        assert log1.meta.committed("old", "t", 0) == 99
+        assert log2.meta.group_offsets("new") == {("t", p): 20 + p for p in range(4)}
+        assert log1.meta.group_offsets("new") == {("t", p): 20 + p for p in range(4)}
+        size = os.path.getsize(os.path.join(logdir, "meta", "cursors"))
+        for i in range(300):                           # groups that come and go
+            log2.meta.commit(f"g{i}", {("t", p): i for p in range(4)})
+            log2.meta.commit(f"g{i}", {("t", p): i + 1 for p in range(4)})
+            assert log1.meta.committed(f"g{i}", "t", 3) == i + 1
+            log1.delete_consumer_groups([f"g{i}"])
+        assert next_slot(log1) <= 9
+        assert os.path.getsize(os.path.join(logdir, "meta", "cursors")) == size
+        assert log1.checkpoint_commits() >= 0
+    with pylog.open(logdir) as log:                    # what reached LMDB
+        assert log.meta.group_offsets("new") == {("t", p): 20 + p for p in range(4)}
+        assert log.meta.committed("old", "t", 0) == 99
+        assert log.meta.group_offsets("g299") == {}
+
+
 def test_dead_lock_holder_is_taken_over(logdir):
     # C-2: a slot whose lock word names a Log that is not alive (a SIGKILL
     # mid-store) is taken over, not waited on
@@ -281,3 +369,47 @@ def test_readonly_log_reads_the_table(logdir):
         with pylog.open(logdir, readonly=True) as ro:
             assert ro.meta.committed("g", "t", 0) == 8
             assert ro.meta.group_offsets("g") == {("t", 0): 8}
+
+
+COMMIT_MANY = r"""
+import sys, pylog
+from pylog import TopicPartition
+log = pylog.open(sys.argv[1], sync="never", sync_interval_ms=3_600_000)
+tps = [TopicPartition("t", p) for p in range(int(sys.argv[2]))]
+c = log.consumer(group_id="g", enable_auto_commit=False)
+c.assign(tps)
+c.commit({tp: 1 for tp in tps})       # LMDB, and the slots (C-3)
+c.commit({tp: 2 for tp in tps})       # the table only
+print("done", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_checkpoint_of_other_processes_commits_is_bounded(logdir, child_env):
+    """C-5: a checkpoint copies commits another process stored in the table
+    without opening their partitions (no Partition, no descriptor kept), at
+    most FOREIGN_PER_CHECKPOINT of them per checkpoint; repeated
+    checkpoints copy them all."""
+    import subprocess
+
+    from pylog.commitsync import FOREIGN_PER_CHECKPOINT
+    n = 3 * FOREIGN_PER_CHECKPOINT + 8
+    with pylog.open(logdir, sync="never") as log:
+        fill(log, n=2, partitions=n)
+    child = childproc.start(COMMIT_MANY, logdir, n, env=child_env, stdin=subprocess.PIPE)
+    try:
+        childproc.expect(child, b"done", timeout=120)
+        with pylog.open(logdir, sync="never", sync_interval_ms=3_600_000) as log:
+            counts = []
+            while len(counts) < 10:
+                counts.append(log.checkpoint_commits())
+                if counts[-1] == 0:
+                    break
+            assert log.open_partitions() == {}       # nothing opened for it
+            assert len(log.handles) == 0
+            assert counts[:4] == [FOREIGN_PER_CHECKPOINT] * 3 + [8], counts
+            for p in range(n):
+                assert lmdb_committed(logdir, partition=p, log=log) == 2
+    finally:
+        child.kill()
+        child.wait()

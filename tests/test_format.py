@@ -93,7 +93,7 @@ def own_test_citations():
 def test_rule_ids_parse():
     ids = rule_ids()
     assert len(ids) >= 40
-    for family in "LPSITBRMCQ":
+    for family in "LPSITBRMCQX":
         assert f"{family}-1" in ids, f"no rule {family}-1"
 
 

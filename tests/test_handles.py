@@ -48,7 +48,198 @@ def test_a_partition_at_rest_holds_no_descriptor(logdir):
         before = open_fds()
         log.create_topic("t", partitions=50)
         assert open_fds() == before
-        assert len(log.handles) == 0
+        assert log.handles.open_cost == 0
+        assert log.handles.open_maps == 50          # the states, no segment
+
+
+# -- memory maps ---------------------------------------------------------------------
+def log_maps(path) -> int:
+    """Lines of /proc/self/maps naming a file under ``path``: the maps this
+    process holds of the log's files."""
+    path = os.path.abspath(path) + os.sep
+    with open("/proc/self/maps") as f:
+        return sum(1 for line in f if path in line)
+
+
+# maps of a Log besides segments and states: LMDB's two files, the commit
+# table and the doorbell
+FIXED_MAPS = 4
+
+
+def test_default_maps_follow_vm_max_map_count():
+    assert handles.default_max_open_maps(65530) == 16382
+    assert handles.default_max_open_maps(1000) == 250
+    assert handles.default_max_open_maps(100) == 64              # the floor
+    assert handles.default_max_open_maps(1 << 24) == 16384       # the ceiling
+    assert handles.default_max_open_maps() == \
+        handles.default_max_open_maps(handles.max_map_count())
+
+
+@pytest.mark.parametrize("bad", [0, 7, -1, True, 2.5, "64", 1 << 25])
+def test_max_open_maps_is_validated(logdir, bad):
+    with pytest.raises(InvalidArgument, match="max_open_maps"):
+        pylog.open(logdir, max_open_maps=bad)
+    assert not os.path.exists(logdir)
+
+
+def maps_stay_bounded(logdir, topics, parts, bound):
+    """``topics`` x ``parts`` partitions produced to twice and consumed
+    through a group committing what each poll returned, with
+    max_open_maps=``bound``: the process never holds more than ``bound``
+    maps of partition states and segments (checked in /proc/self/maps all
+    along), and every record is read back once, the commits held."""
+    names = [f"m{i}" for i in range(topics)]
+    with pylog.open(logdir, sync="never", max_open_maps=bound) as log:
+        for t in names:
+            log.create_topic(t, partitions=parts)
+        assert log_maps(logdir) <= bound + FIXED_MAPS
+        prod = log.producer()
+        peak = 0
+        for rnd in range(2):
+            for t in names:
+                for p in range(parts):
+                    prod.send(t, f"{t}/{p}/{rnd}".encode(), partition=p)
+                    if p % 50 == 0:
+                        peak = max(peak, log_maps(logdir))
+        cons = log.consumer(*names, group_id="g", auto_offset_reset="earliest",
+                            enable_auto_commit=False)
+        seen = []
+        deadline = time.monotonic() + 300
+        while len(seen) < 2 * topics * parts and time.monotonic() < deadline:
+            recs = cons.poll(0.05, max_records=5000)
+            seen += [(r.topic, r.partition, r.offset, r.value) for r in recs]
+            if recs:
+                cons.commit({pylog.TopicPartition(r.topic, r.partition): r.offset + 1
+                             for r in recs})
+            peak = max(peak, log_maps(logdir))
+        log.flush()                      # the checkpoint (C-5) maps too
+        peak = max(peak, log_maps(logdir))
+        cons.close()
+        assert log.handles.open_maps <= bound
+        assert log.handles.evictions > topics * parts
+        assert peak <= bound + FIXED_MAPS, peak
+    assert sorted(seen) == sorted((t, p, r, f"{t}/{p}/{r}".encode())
+                                  for t in names for p in range(parts) for r in range(2))
+    with pylog.open(logdir) as log:      # the commits held
+        for t in names:
+            assert log.meta.committed("g", t, parts - 1) == 2
+
+
+def test_maps_stay_bounded_across_thousands_of_partitions(logdir):
+    maps_stay_bounded(logdir, 2, 600, 128)
+
+
+@pytest.mark.long
+def test_maps_stay_bounded_across_10000_partitions(logdir):
+    maps_stay_bounded(logdir, 10, 1000, 1024)
+
+
+def test_state_map_dropped_then_topic_deleted(logdir, child_env):
+    """A partition whose state map the cache dropped, its topic deleted by
+    another process meanwhile (and made again under the same name), reads
+    as deleted when used again: TopicNotFound, never the new topic's
+    state."""
+    with pylog.open(logdir, sync="never", max_open_maps=8) as log:
+        log.create_topic("gone", partitions=1)
+        log.create_topic("other", partitions=20)
+        prod = log.producer()
+        prod.send("gone", b"x", partition=0)
+        old = log.partition("gone", 0)
+        for p in range(20):                      # push its state map out
+            prod.send("other", b"y", partition=p)
+        assert old.shared._map is None
+        deleter = start(textwrap.dedent("""
+            import sys, pylog
+            with pylog.open(sys.argv[1]) as log:
+                log.delete_topic("gone")
+                log.create_topic("gone", partitions=1)
+                log.producer().send("gone", b"new", partition=0)
+                log.producer().send("gone", b"new", partition=0)
+            print("done", flush=True)
+        """), logdir, env=child_env)
+        assert readline(deleter, timeout=60) == b"done\n"
+        assert deleter.wait(30) == 0, stderr_tail(deleter)
+        with pytest.raises(pylog.TopicNotFound):
+            old.state()
+        with pytest.raises(pylog.TopicNotFound):
+            old.append([(0, None, b"z", ())])
+    with pylog.open(logdir) as log:
+        assert log.partition("gone", 0).state().next_offset == 2
+
+
+def test_flush_marks_durable_after_the_state_map_was_dropped(logdir):
+    """P-7: a flush of a partition whose state map the cache dropped since
+    its last append still stores the durable mark (recovery after a crash
+    and checkpoints rely on it), in the state mapped again."""
+    with pylog.open(logdir, sync="never", max_open_maps=16) as log:
+        log.create_topic("t", partitions=40)
+        prod = log.producer()
+        for p in range(40):
+            for i in range(3):
+                prod.send("t", b"v%d" % i, partition=p)
+        first = log.partition("t", 0)
+        assert first.shared._map is None          # dropped since its appends
+        log.flush()
+        for p in range(40):
+            mark = log.partition("t", p).shared.durable_mark()
+            assert mark is not None and mark[2] == 3, (p, mark)
+
+
+OUT_OF_MAPS = textwrap.dedent("""
+    import errno, os, sys, time, pylog
+    from pylog import handles
+    path = sys.argv[1]
+    with pylog.open(path, sync="always") as log:
+        log.create_topic("t", partitions=2)
+        prod = log.producer()
+        for p in range(2):
+            prod.send("t", b"before", partition=p)
+        for p in range(2):
+            log.partition("t", p).reader.close()
+        assert log.handles.shrink(maps=True) > 0     # nothing of the log mapped
+        # take every map the process may still have
+        fd = os.open(os.path.join(path, "hog"), os.O_RDWR | os.O_CREAT)
+        os.ftruncate(fd, 4096)
+        hog = []
+        try:
+            while True:
+                hog.append(handles.map_file(fd, 4096, writable=False))
+        except OSError as exc:
+            assert exc.errno == errno.ENOMEM, exc
+        os.close(fd)
+        try:
+            prod.send("t", b"refused", partition=1)
+            print("sent anyway", flush=True)
+        except pylog.TooManyMapsError as exc:
+            print("refused", isinstance(exc, pylog.PylogError), exc.errno == errno.ENOMEM,
+                  "max_open_maps" in str(exc), "vm.max_map_count" in str(exc), flush=True)
+        del hog
+        part = log.partition("t", 1)
+        assert part.failed is None and not part.closed
+        prod.send("t", b"after", partition=1)
+        cons = log.consumer("t", auto_offset_reset="earliest")
+        seen = []
+        deadline = time.monotonic() + 10
+        while len(seen) < 3 and time.monotonic() < deadline:
+            seen += [(r.partition, r.value) for r in cons.poll(0.1)]
+        print(sorted(seen), flush=True)
+""")
+
+
+def test_out_of_maps_is_a_pylog_error_and_loses_nothing(logdir, child_env):
+    """With every map the process may hold taken by someone else, a send
+    to a partition whose state is not mapped raises TooManyMapsError
+    naming max_open_maps and vm.max_map_count; the partition is not FAILED
+    and once maps are free every acknowledged record is there."""
+    proc = start(OUT_OF_MAPS, logdir, env=child_env)
+    try:
+        assert readline(proc, timeout=120) == b"refused True True True True\n"
+        assert readline(proc, timeout=60) == \
+            b"[(0, b'before'), (1, b'after'), (1, b'before')]\n"
+        assert proc.wait(60) == 0, stderr_tail(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
 
 
 # -- eviction under reads and writes -----------------------------------------------
@@ -118,8 +309,8 @@ def test_tiny_bound_across_segments_and_rolls(logdir):
 
 WRITER = textwrap.dedent("""
     import sys, pylog
-    path, who, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    with pylog.open(path, sync="interval", max_open_files=8) as log:
+    path, who, n, bound = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    with pylog.open(path, sync="interval", **{bound: 8}) as log:
         prod = log.producer()
         print("ready", flush=True)
         sys.stdin.readline()
@@ -131,14 +322,16 @@ WRITER = textwrap.dedent("""
 """)
 
 
-def test_tiny_bound_across_processes(logdir, child_env):
-    """Three processes, each with max_open_files=8, append to the same 40
-    partitions at once: their writers are evicted and reopened under each
+@pytest.mark.parametrize("bound", ["max_open_files", "max_open_maps"])
+def test_tiny_bound_across_processes(logdir, child_env, bound):
+    """Three processes, each with max_open_files=8 (or max_open_maps=8),
+    append to the same 40 partitions at once: their writers are evicted
+    and reopened, their state maps dropped and made again, under each
     other's appends (the append lock, rolls by another process), and every
     record is there once, offsets dense."""
     with pylog.open(logdir, max_open_files=8) as log:
         log.create_topic("t", partitions=40, segment_bytes=65536)
-    kids = [start(WRITER, logdir, w, 60, env=child_env, stdin=subprocess.PIPE)
+    kids = [start(WRITER, logdir, w, 60, bound, env=child_env, stdin=subprocess.PIPE)
             for w in ("x", "y", "z")]
     try:
         for k in kids:
@@ -435,15 +628,18 @@ def test_flush_makes_closed_segments_durable(shim, tmp_path, child_env, sync):
 
 
 @pytest.mark.parametrize("sync", ["always", "interval"])
-def test_tiny_bound_under_threads(logdir, sync):
+@pytest.mark.parametrize("bound", [{"max_open_files": 8}, {"max_open_maps": 8}],
+                         ids=["files", "maps"])
+def test_tiny_bound_under_threads(logdir, sync, bound):
     """Threads appending to and reading from overlapping partitions while
-    the cache (max_open_files=8) closes their segments under one another:
+    the cache (max_open_files=8, or max_open_maps=8: state maps too)
+    closes their segments and drops their state maps under one another:
     never one in use (an append, a group-commit wait, a read), every
     acknowledged record read back once, in order."""
     import threading
     parts, per_thread, nthreads = 24, 150, 4
     errors = []
-    with pylog.open(logdir, sync=sync, max_open_files=8) as log:
+    with pylog.open(logdir, sync=sync, **bound) as log:
         log.create_topic("t", partitions=parts)
         prod = log.producer()
 

@@ -18,22 +18,25 @@ LAYERS = [
     NATIVE,
     {"batch", "index"},
     {"segment", "identity", "metalock", "topicdirs"},
-    {"sharedstate", "segmentlist"},
+    {"sharedstate", "segmentlist", "producerstate"},
     {"retention", "cleanshutdown"},
-    {"reader", "writer", "recovery"},
+    {"reader", "writer", "recovery", "producerappend"},
     {"partition"},
-    {"commitstore"},
+    {"commitstore", "commitsync"},
     {"metadata", "topicadmin", "admin", "expiry"},
     {"store"},
     {"group", "delivery", "deadletter", "deserialize", "offsetreset", "consumerargs",
-     "rebalance", "sharestate", "shareops"},
+     "rebalance", "sharestate", "shareops", "sharedlq", "shareconfig", "transactions"},
     {"producer", "consumer", "positions", "fetching", "accumulator", "shareconsumer",
-     "redrive"},
-    {"log"},
+     "redrive", "metrics", "txnproducer"},
+    {"log", "kafka"},   # kafka: the package pylog/kafka/, pylog.open("kafka://...")
     {"sqliteoffsets", "dedup"},     # helpers over the public Consumer API
+    {"outbox", "outboxsource"},     # the transactional outbox: table, rows in order
+    {"outboxrelay"},                # publishes them through a transactional producer
     {"aio"},          # the package pylog/aio/: asyncio clients over a Log
+    {"mirrorstats", "mirrortokafka", "mirrorfromkafka", "mirror"},   # Kafka mirroring
     {"__init__"},
-    {"verify", "demo"},
+    {"verify", "demo", "metricsprom"},     # metricsprom: Prometheus format (an extra)
     {"cli", "__main__"},      # cli: the package pylog/cli/
 ]
 RANK = {m: i for i, layer in enumerate(LAYERS) for m in layer}

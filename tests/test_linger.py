@@ -12,26 +12,11 @@ import time
 
 import pytest
 from childproc import expect, start
+from reading import read_all
 
 import pylog
 
 LONG = 60_000          # a linger no test waits for: only flush/close/size end it
-
-
-@pytest.fixture
-def log(tmp_path):
-    lg = pylog.open(tmp_path / "log", sync="never")
-    yield lg
-    lg.close()
-
-
-def read_all(log, topic):
-    c = log.consumer(topic, auto_offset_reset="earliest")
-    out = []
-    while batch := c.poll(timeout=0.05, max_records=100_000):
-        out.extend(batch)
-    c.close()
-    return out
 
 
 def wait_done(fut, timeout=10.0):

@@ -4,6 +4,7 @@ the disk unchanged."""
 import hashlib
 import os
 import textwrap
+import time
 
 import childproc
 import pytest
@@ -125,6 +126,59 @@ def test_readonly_while_another_process_writes(tmp_path):
     finally:
         child.kill()
         child.wait()
+
+
+WRITER_LATER = """
+import pylog, time
+log = pylog.open({path!r}, sync="never")
+p = log.producer()
+for i in range(5):
+    p.send("t", b"late%d" % i)
+log.flush()
+if {close}:
+    log.close()
+print("ready", flush=True)
+time.sleep(30)
+"""
+
+
+@pytest.mark.parametrize("writer", ["stays", "closes"])
+@pytest.mark.parametrize("state_files", ["kept", "deleted"])
+def test_readonly_view_follows_a_writer_that_opens_later(tmp_path, state_files, writer):
+    """A read-only Log opened while no writer has the log open computes its
+    view in memory; a writer that opens afterwards (after a clean close it
+    skips recovery, P-9, so the generation stays) must still be followed:
+    the view moves to the published end instead of staying stale, also when
+    the writer has closed (cleanly) before the view looks."""
+    with pylog.open(tmp_path) as log:
+        log.create_topic("t")
+        p = log.producer()
+        for i in range(10):
+            p.send("t", b"early%d" % i)
+    if state_files == "deleted":
+        os.unlink(tmp_path / "t-0" / "partition.state")
+    with pylog.open(tmp_path, readonly=True) as ro:
+        def end():
+            return ro.describe_topic("t").partition_info[0].end_offset
+        assert end() == 10
+        child = childproc.start(WRITER_LATER.format(path=str(tmp_path),
+                                                    close=writer == "closes"),
+                                env=dict(os.environ, PYTHONPATH=os.getcwd()))
+        try:
+            childproc.expect(child, b"ready")
+            deadline = time.monotonic() + 10
+            while end() != 15 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert end() == 15
+            c = ro.consumer("t", auto_offset_reset="earliest")
+            got = []
+            while len(got) < 15 and time.monotonic() < deadline:
+                got += [r.value for r in c.poll(timeout=0.2)]
+            assert got == [b"early%d" % i for i in range(10)] + \
+                [b"late%d" % i for i in range(5)]
+        finally:
+            child.kill()
+            child.wait()
 
 
 def test_use_after_close(tmp_path):

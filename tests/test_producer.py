@@ -7,25 +7,10 @@ import time
 
 import pytest
 from kafka.partitioner.default import murmur2 as kafka_murmur2
+from reading import read_all
 
 import pylog
 from pylog.partition import Cursor
-
-
-@pytest.fixture
-def log(tmp_path):
-    lg = pylog.open(tmp_path, sync="never")
-    yield lg
-    lg.close()
-
-
-def read_all(log, topic):
-    c = log.consumer(topic, auto_offset_reset="earliest")
-    out = []
-    while batch := c.poll(timeout=0.05, max_records=100_000):
-        out.extend(batch)
-    c.close()
-    return out
 
 
 def test_send_returns_metadata_and_offsets_are_dense(log):

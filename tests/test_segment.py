@@ -95,6 +95,44 @@ def test_segments_parse_with_kafka_python(logdir, compression):
         assert hdr.codec == _native.CODEC_ZSTD
 
 
+@pytest.mark.parametrize("compression", [None, "zstd"])
+def test_transactional_segments_parse_with_kafka_python(logdir, compression):
+    """X-1, X-2 across rolls: kafka-python parses every segment holding
+    transactional, idempotent and control batches; its records are the
+    ones sent plus one control record per transaction end, which pylog's
+    own reads pass over."""
+    rng = random.Random(2)
+    expected = []
+    with pylog.open(logdir, sync="never") as log:
+        log.create_topic("t", compression=compression, **TOPIC_CONFIG)
+        tx = log.producer(transactional_id="seg")
+        idem = log.producer(idempotent=True)
+        ts = 1_700_000_000_000
+        markers = 0
+        for i in range(40):
+            items = rand_items(rng, rng.randint(1, 30))
+            tx.begin_transaction()
+            mds = tx.send_batch("t", items, partition=0, timestamp_ms=ts + i)
+            tx.send("t", b"single", partition=0, timestamp_ms=ts + i)
+            (tx.commit_transaction if i % 3 else tx.abort_transaction)()
+            markers += 1
+            expected += [(md.offset, ts + i, k, v, tuple(h))
+                         for md, (k, v, h) in zip(mds, items)]
+            expected.append((mds[-1].offset + 1, ts + i, None, b"single", ()))
+            md = idem.send("t", b"idem", partition=0, timestamp_ms=ts + i)
+            expected.append((md.offset, ts + i, None, b"idem", ()))
+        part = log.partition("t", 0)
+        got = kafka_read(part)
+        assert len(segment_files(part)) > 1       # it rolled
+        data = [r for r in got if r[0] in {e[0] for e in expected}]
+        assert data == expected
+        controls = [r for r in got if r[0] not in {e[0] for e in expected}]
+        assert len(controls) == markers
+        assert {r[2] for r in controls} == {b"\x00\x00\x00\x00", b"\x00\x00\x00\x01"}
+        mine = part.fetch(Cursor(0), 100000)      # read_uncommitted: no markers
+        assert [(o, t, k, v, tuple(h)) for o, t, k, v, h in mine] == expected
+
+
 def segment_files_closed(logdir, topic="t", p=0):
     d = os.path.join(logdir, f"{topic}-{p}")
     return [os.path.join(d, n) for n in sorted(os.listdir(d)) if n.endswith(".log")]

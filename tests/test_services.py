@@ -6,7 +6,7 @@ import socket
 import subprocess
 import sys
 
-from conftest import REPO_ROOT
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 PROBE = '''
 import services

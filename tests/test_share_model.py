@@ -36,15 +36,14 @@ class ShareModel(RuleBasedStateMachine):
         self.count = {o: 0 for o in range(END)}
         self.done = set()
         self.delayed = {}
-        self.archived = []
 
     def teardown(self):
         self.log.close()
         import shutil
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def _archive(self, doomed):
-        self.archived.extend(off for off, _c, _r in doomed)
+    # archived records go nowhere here (dead-letter copies: test_share_dlq)
+    TARGET = ops.Target(pylog.TopicPartition("t", 0), None, None)
 
     def _settle(self):
         """The model's lazy transitions at ``now``: expired or dead holders."""
@@ -70,7 +69,7 @@ class ShareModel(RuleBasedStateMachine):
         slot = self.owners[k]
         with self.f.locked():
             got, _lost = ops.acquire(self.f, lambda: slot, self.now, LOCK, n, 1000, LIMIT,
-                                     0, END, self._archive)
+                                     0, END, self.TARGET)
         self._settle()
         for off, count in got:
             assert off not in self.holder, f"{off} acquired while held"
@@ -93,7 +92,7 @@ class ShareModel(RuleBasedStateMachine):
         with self.f.locked():
             bad = ops.apply_acks(self.f, slot, [(off, kind, delay if kind == ops.RELEASE
                                                  else 0)],
-                                 self.now, LOCK, LIMIT, self._archive)
+                                 self.now, LOCK, LIMIT, self.TARGET)
         assert bad == []            # never taken by another: the model holds it
         if kind == ops.RENEW:
             self.deadline[off] = self.now + LOCK

@@ -2,7 +2,9 @@
 
 One module per group of subcommands (:mod:`.info`; :mod:`.check`: dump and
 verify; :mod:`.console`: tail and produce; :mod:`.admin`: topics and groups;
-:mod:`.queues`: share groups;
+:mod:`.queues`: share groups; :mod:`.top`: the live view; :mod:`.metrics`:
+metrics and the Prometheus exporter; :mod:`.outbox`: the outbox relay;
+:mod:`.mirror`: mirroring to and from Kafka;
 :mod:`.demo`), each with a ``register(subs)`` that adds its parsers; all run
 through :func:`.runner.run`, which maps errors to messages and exit codes.
 
@@ -16,12 +18,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import admin, check, console, demo, info, queues
+from . import admin, check, console, demo, info, metrics, mirror, outbox, queues, top
 from .runner import EXIT_ERROR, run
 
 MAIN_EPILOG = """\
 examples:
-  pylog demo                               the story: producers, 3 groups, a crash
+  pylog demo                               the story: outbox, 3 groups, crashes
   pylog info data/events                   topics, offsets, sizes, group lag
   pylog info data/events --json
   pylog topics data/events create orders --partitions 4 --config retention_ms=86400000
@@ -30,6 +32,10 @@ examples:
   pylog groups data/events describe inventory-service
   pylog groups data/events reset inventory-service --to-datetime 1h --execute
   pylog queues data/events                 share groups (work queues)
+  pylog top data/events                    live rates, lag and work queues (q quits)
+  pylog metrics data/events --serve 127.0.0.1:9464   Prometheus exporter
+  pylog outbox relay sqlite:///shop.db data/events   publish an outbox table
+  pylog mirror data/events --bootstrap-servers kafka1:9092 --to-kafka
   pylog verify data/events
   pylog dump data/events/orders-0/00000000000000000000.log --records
 
@@ -37,7 +43,7 @@ exit status: 0 ok, 1 problems found (verify, dump, info), 2 usage or other error
 """
 
 # in the order ``pylog --help`` lists them
-COMMAND_GROUPS = (info, check, console, admin, queues, demo)
+COMMAND_GROUPS = (info, check, console, admin, queues, top, metrics, outbox, mirror, demo)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -7,6 +7,7 @@ transaction, durable when the command returns).
 
 from __future__ import annotations
 
+from ..group import lag_text
 from ..table import human_bytes, table
 from . import args as cli_args
 from .args import CliError, add_command, parse_config, parse_time
@@ -185,8 +186,19 @@ def _groups_list(args) -> int:
         args, groups, "No consumer groups.",
         lambda g: [g["group"], g["state"], sum(1 for m in g["members"] if m["alive"]),
                    ",".join(sorted({p["topic"] for p in g["partitions"]})) or "-",
-                   g["lag"], g["retention_resets"]],
-        ["GROUP", "STATE", "MEMBERS", "TOPICS", "LAG", "RETENTION RESETS"], {2, 4, 5})
+                   g["lag"], _uncommitted(g), g["retention_resets"]],
+        ["GROUP", "STATE", "MEMBERS", "TOPICS", "LAG", "NOT COMMITTED",
+         "RETENTION RESETS"], {2, 4, 6})
+
+
+def _uncommitted(g) -> str:
+    """How many partitions count their lag from the reset policy:
+    ``"2 (from earliest)"``, or ``"-"``."""
+    froms = sorted({p["lag_from"] for p in g["partitions"] if p["committed"] is None})
+    n = sum(1 for p in g["partitions"] if p["committed"] is None)
+    if not n:
+        return "-"
+    return f"{n} ({', '.join(lag_text(f).removeprefix('not committed, ') for f in froms)})"
 
 
 def _groups_describe(args) -> int:
@@ -205,11 +217,12 @@ def _print_group(g) -> None:
               f"{g['records_skipped_by_retention']} records were deleted before "
               "it read them")
     print()
-    print(table([[p["topic"], p["partition"], p["committed"], p["end_offset"],
-                  p["lag"], p["retention_resets"], p["owner"] or "-"]
+    print(table([[p["topic"], p["partition"],
+                  "-" if p["committed"] is None else p["committed"], p["end_offset"],
+                  p["lag"], lag_text(p["lag_from"]), p["retention_resets"], p["owner"] or "-"]
                  for p in g["partitions"]],
-                ["TOPIC", "PARTITION", "COMMITTED", "END", "LAG", "RET.RESETS",
-                 "OWNER"], right={1, 2, 3, 4, 5}))
+                ["TOPIC", "PARTITION", "COMMITTED", "END", "LAG", "LAG FROM", "RET.RESETS",
+                 "OWNER"], right={1, 2, 3, 4, 6}))
     if g["members"]:
         print()
         print(table([[m["member_id"], m["client_id"] or "-", m["host"], m["pid"],

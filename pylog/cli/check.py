@@ -3,17 +3,17 @@
 ``dump`` reads one segment, .index or .timeindex file without the log's
 metadata; ``verify`` checks a whole log (safe while other processes write:
 it checks up to the committed end). Both exit 1 when they find problems.
-Read-only: neither changes a file.
+Read-only: neither changes a file. On a terminal both show their progress
+on stderr for large files (:mod:`.progress`; ``--quiet``: none).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import time
 
-from ..table import human_bytes
 from .args import CliError, add_command
+from .progress import add_quiet, progress_for
 from .runner import EXIT_OK, EXIT_PROBLEMS, emit, print_json, require_log
 
 
@@ -35,6 +35,7 @@ def register(subs) -> None:
                    help="also print values (implies --records); text as is, "
                         "binary escaped (\\xNN)")
     s.add_argument("--json", action="store_true", help="machine-readable output")
+    add_quiet(s)
     s.set_defaults(func=cmd_dump)
 
     s = add_command(subs, "verify", "check CRCs, offsets, indexes and metadata",
@@ -45,6 +46,7 @@ def register(subs) -> None:
                     "examples:\n  pylog verify data/events\n  pylog verify data/events --json")
     s.add_argument("path", metavar="PATH", help="log directory")
     s.add_argument("--json", action="store_true", help="machine-readable output")
+    add_quiet(s)
     s.set_defaults(func=cmd_verify)
 
 
@@ -70,7 +72,8 @@ def cmd_dump(args) -> int:
         for p in d["problems"] if not args.json else []:
             print(f"pylog: problem: {p}", file=sys.stderr)
         return EXIT_PROBLEMS if d["problems"] else EXIT_OK
-    d = dump_segment(path, records=args.records, values=args.values)
+    with progress_for(args, "reading") as progress:
+        d = dump_segment(path, records=args.records, values=args.values, progress=progress)
     if d["not_a_segment"]:
         raise CliError(f"{path} is {d['not_a_segment']}; dump takes a segment "
                        "(<topic>-<partition>/<base offset>.log), .index or "
@@ -131,42 +134,11 @@ def _show(text) -> str:
     return "null" if text is None else text
 
 
-class ProgressBar:
-    """A progress bar on stderr (only used when stderr is a tty)."""
-
-    def __init__(self, label: str = "verifying"):
-        self.label = label
-        self.last = 0.0
-        self.shown = False
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if total < (8 << 20) or (now - self.last < 0.1 and done < total):
-            return
-        self.last = now
-        width = 30
-        frac = done / total if total else 1.0
-        fill = int(frac * width)
-        sys.stderr.write(f"\r{self.label} [{'#' * fill}{'.' * (width - fill)}] "
-                         f"{frac * 100:5.1f}% {human_bytes(done)}/{human_bytes(total)}")
-        sys.stderr.flush()
-        self.shown = True
-
-    def finish(self) -> None:
-        if self.shown:
-            sys.stderr.write("\r\033[K")
-            sys.stderr.flush()
-
-
 def cmd_verify(args) -> int:
     from ..verify import verify_log
     require_log(args.path)
-    bar = ProgressBar() if sys.stderr.isatty() and not args.json else None
-    try:
-        problems = verify_log(args.path, progress=bar)
-    finally:
-        if bar is not None:
-            bar.finish()
+    with progress_for(args, "verifying") as progress:
+        problems = verify_log(args.path, progress=progress)
     path = os.path.abspath(args.path)
 
     def render():

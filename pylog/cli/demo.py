@@ -7,12 +7,14 @@ from .args import add_command
 
 
 def register(subs) -> None:
-    s = add_command(subs, "demo", "the story of pylog, live: producers, 3 groups, a crash",
-                    "An order service records ORDER_PLACED events (with a traffic burst);\n"
-                    "inventory, e-mail and fraud consumer groups, each in its own\n"
-                    "process(es), drain them at their own pace; one consumer process is\n"
-                    "killed with SIGKILL and restarted, and resumes from its committed\n"
-                    "offset; a final count shows every event processed by every group.\n\n"
+    s = add_command(subs, "demo", "the story of pylog, live: outbox, relay, 3 groups, crashes",
+                    "An order service writes each order and its ORDER_PLACED event in one\n"
+                    "SQLite transaction (an outbox row, with a traffic burst); the outbox\n"
+                    "relay publishes the events exactly once; inventory (2 processes, stock\n"
+                    "in SQLite, exactly once), e-mail (deduplicated) and fraud (at least\n"
+                    "once) consume them. The relay and an inventory process are killed with\n"
+                    "SIGKILL and restarted; a final count shows every order in the log once,\n"
+                    "the stock exact and every order processed by every group.\n\n"
                     "examples:\n  pylog demo\n  pylog demo /tmp/shop-log --keep\n"
                     "  pylog demo --fast")
     s.add_argument("path", nargs="?", metavar="PATH",

@@ -2,16 +2,19 @@
 
 A partition that cannot be described, or that failed when the log was
 opened (its recovery found damage in the middle of the log), is named in a
-``pylog: warning:`` line and the command exits 1. Read-only: it never
-changes the log.
+``pylog: warning:`` line and the command exits 1; the segments are then
+scanned, with progress on a terminal (:mod:`.progress`). Read-only: it
+never changes the log.
 """
 
 from __future__ import annotations
 
 import sys
 
+from ..group import lag_text
 from ..table import human_bytes, table
 from .args import add_command
+from .progress import add_quiet, progress_for
 from .runner import EXIT_OK, EXIT_PROBLEMS, emit, open_log
 
 
@@ -20,6 +23,7 @@ def register(subs) -> None:
                     "examples:\n  pylog info data/events\n  pylog info data/events --json")
     s.add_argument("path", metavar="PATH", help="log directory")
     s.add_argument("--json", action="store_true", help="machine-readable output")
+    add_quiet(s)
     s.set_defaults(func=cmd_info)
 
 
@@ -32,7 +36,8 @@ def cmd_info(args) -> int:
         # opening replays recovery, which refuses mid-log damage: describe
         # the log from its metadata and files instead
         _close_leaked_metadata(exc)
-        info = raw_log_info(args.path)
+        with progress_for(args, "scanning") as progress:
+            info = raw_log_info(args.path, progress=progress)
         info["errors"].insert(0, f"{exc} (figures read from the raw files)")
     else:
         with log:
@@ -86,13 +91,17 @@ def _print_info(info) -> None:
         for g in info["groups"]:
             live = sum(1 for m in g["members"] if m["alive"])
             if not g["partitions"]:
-                rows.append([g["group"], g["state"], live, "-", "-", "-", "-", g["lag"]])
+                rows.append([g["group"], g["state"], live, "-", "-", "-", "-", g["lag"], ""])
             for p in g["partitions"]:
                 rows.append([g["group"], g["state"], live, p["topic"],
-                             p["partition"], p["committed"], p["end_offset"],
-                             p["lag"]])
+                             p["partition"], _or_dash(p["committed"]), p["end_offset"],
+                             p["lag"], lag_text(p.get("lag_from", "committed"))])
         print(table(rows, ["GROUP", "STATE", "MEMBERS", "TOPIC", "PARTITION",
-                           "COMMITTED", "END", "LAG"], right={2, 4, 5, 6, 7}))
+                           "COMMITTED", "END", "LAG", "LAG FROM"], right={2, 4, 5, 6, 7}))
+
+
+def _or_dash(v) -> object:
+    return "-" if v is None else v
 
 
 def _close_leaked_metadata(exc) -> None:

@@ -13,7 +13,8 @@ from promisekit import REPO_ROOT, segments
 
 import pylog
 
-COMMANDS = ["info", "dump", "verify", "tail", "produce", "topics", "groups", "demo"]
+COMMANDS = ["info", "dump", "verify", "tail", "produce", "topics", "groups", "queues", "top",
+            "metrics", "outbox", "mirror", "demo"]
 
 
 def pylog_cli(args, env, stdin=None, timeout=60):
@@ -25,7 +26,9 @@ def pylog_cli(args, env, stdin=None, timeout=60):
 def test_help_lists_every_command_with_examples(child_env):
     """``pylog info PATH``, ``pylog dump SEGMENT.log``, ``pylog verify PATH``,
     ``pylog tail``, ``pylog produce``, ``pylog topics``, ``pylog groups``,
-    ``pylog demo``; ``pylog --help`` lists them with examples."""
+    ``pylog queues``, ``pylog top``, ``pylog metrics``, ``pylog outbox`` (install
+    an outbox table, run the relay), ``pylog mirror``, ``pylog demo``;
+    ``pylog --help`` lists them with examples."""
     r = pylog_cli(["--help"], child_env)
     assert r.returncode == 0
     listed, examples = r.stdout.split("examples:", 1)

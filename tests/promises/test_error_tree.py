@@ -28,6 +28,11 @@ TREE = {
     "NotALogDirectoryError": NotADirectoryError, "LogNotFound": FileNotFoundError,
     "DiskFullError": None, "FileVanishedError": None, "MetadataBusyError": None,
     "InvalidTimestamp": ValueError, "TooManyOpenFilesError": OSError,
+    "TooManyMapsError": OSError, "SendTimeoutError": None, "FlushTimeoutError": None,
+    "GroupNotFound": LookupError, "CorruptGroupError": None,
+    "ProducerFencedError": None, "TransactionError": None,
+    "AcknowledgementError": None, "ShareGroupConfigError": ValueError,
+    "MissingDependencyError": ImportError,
 }
 
 
@@ -49,7 +54,14 @@ def test_every_error_is_a_pylog_error():
     the path is, or lies below, a file), ``LogNotFound``
     (FileNotFoundError: ``readonly=True`` on a path without a log) and
     ``TooManyOpenFilesError`` (out of file descriptors: names
-    ``max_open_files`` and ``ulimit -n``)."""
+    ``max_open_files`` and ``ulimit -n``) and ``TooManyMapsError`` (out of
+    memory maps: names ``max_open_maps`` and ``vm.max_map_count``). The features
+    add ``SendTimeoutError`` and ``FlushTimeoutError`` (lingering sends),
+    ``GroupNotFound`` (LookupError) and ``CorruptGroupError`` (a
+    ``CorruptLogError``), ``ProducerFencedError`` and ``TransactionError``
+    (transactions), ``AcknowledgementError`` and ``ShareGroupConfigError``
+    (``InvalidArgument``; work queues) and ``MissingDependencyError``
+    (ImportError: an optional extra is not installed)."""
     for name, builtin in TREE.items():
         cls = getattr(pylog, name)
         assert issubclass(cls, pylog.PylogError), name
@@ -58,6 +70,9 @@ def test_every_error_is_a_pylog_error():
     for name in ("DiskFullError", "FileVanishedError"):
         assert issubclass(getattr(pylog, name), pylog.LogFailedError), name
     assert issubclass(pylog.TooManyOpenFilesError, pylog.LogOSError)
+    assert issubclass(pylog.TooManyMapsError, pylog.LogOSError)
+    assert issubclass(pylog.CorruptGroupError, pylog.CorruptLogError)
+    assert issubclass(pylog.ShareGroupConfigError, pylog.InvalidArgument)
     assert pylog.MetadataBusyError("busy", holder_pid=42).holder_pid == 42
     e = pylog.CorruptLogError("bad crc", "/x/t-0/0.log", 1234)
     assert (e.path, e.position) == ("/x/t-0/0.log", 1234)

@@ -1,0 +1,250 @@
+"""pylog's API on an Apache Kafka cluster: ``pylog.open("kafka://host:9092")``
+returns a :class:`KafkaLog` whose ``create_topic``, ``topics``,
+``describe_topic``, ``delete_topic``, ``producer()`` and ``consumer()``
+run on the cluster through confluent-kafka (the ``kafka`` extra), so code
+written against a local log runs on Kafka when it outgrows one machine.
+
+What maps (tests/test_kafka_conformance.py runs one suite on both
+backends, and examples/order_service.py runs unchanged on both): topics
+with partitions and ``retention_ms`` / ``retention_bytes`` /
+``segment_bytes`` / ``max_message_bytes`` (Kafka's ``retention.ms`` ...);
+``send`` (returns once the broker acknowledged), ``send_batch`` (not
+atomic on Kafka), ``flush``; consumers with ``group_id``,
+``auto_offset_reset``, ``enable_auto_commit`` (pylog's commit rules),
+``client_id``, ``poll``, ``commit``, ``seek``, ``seek_to_beginning`` /
+``seek_to_end``, ``position``, ``committed``, ``lag``, ``assign``,
+``assignment``, iteration; a consumer without a group reads every
+partition of its topics (no group is joined); ``describe_group``
+(committed offsets and lag; no members); ``pylog.open``'s ``sync`` becomes
+the producers' ``acks`` (``"always"``: ``acks=all`` and idempotence;
+``"interval"``/``"never"``: ``acks=1``) and ``readonly=True`` refuses
+writes (ReadOnlyLog).
+
+What does not map raises :class:`NotSupportedOnKafka` naming the
+alternative: pylog.open's local options (``sync_interval_ms``,
+``max_open_files`` ...), share groups (work queues need a broker with
+KIP-932), local-only topic settings (``compression`` per topic, timestamp
+windows), producer options (``linger_ms``, serializers) and consumer
+options without a Kafka equivalent (``dead_letter_topic``, listeners,
+deserializers). A seek in a group before the partition is fetched raises
+InvalidArgument (poll once first).
+
+Thread safety: a KafkaLog and its producers are thread-safe (librdkafka's
+are); a consumer is used by one thread at a time, as a local one.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ..config import validate_topic_name
+from ..errors import InvalidArgument, PylogError, ReadOnlyLog, TopicExists, TopicNotFound
+from ..records import PartitionInfo, TopicInfo
+from .clients import ADMIN_TIMEOUT_S, KafkaConsumer, KafkaProducer, kafka_module
+
+__all__ = ["KafkaLog", "NotSupportedOnKafka", "open_kafka", "KafkaProducer", "KafkaConsumer"]
+
+#: pylog topic settings and the Kafka topic configs they become.
+TOPIC_CONFIGS = {"retention_ms": "retention.ms", "retention_bytes": "retention.bytes",
+                 "segment_bytes": "segment.bytes", "max_message_bytes": "max.message.bytes"}
+
+
+class NotSupportedOnKafka(PylogError, NotImplementedError):
+    """A pylog feature with no equivalent on a Kafka cluster (the message
+    says what to use instead)."""
+
+
+class KafkaLog:
+    """The Log API on the Kafka cluster at ``bootstrap_servers``; made by
+    ``pylog.open("kafka://host:port[,host:port]")``. Thread-safe."""
+
+    def __init__(self, bootstrap_servers: str, *, acks: str = "all",
+                 readonly: bool = False) -> None:
+        ck = kafka_module()
+        self._ck = ck
+        self.bootstrap_servers = bootstrap_servers
+        self.acks = acks
+        self.readonly = readonly
+        self._admin = ck.admin.AdminClient({"bootstrap.servers": bootstrap_servers})
+        self._closed = False
+
+    # -- topics ---------------------------------------------------------------
+    def create_topic(self, name: str, partitions: int = 1, *, exist_ok: bool = False,
+                     **config: Any) -> TopicInfo:
+        """Create a Kafka topic (replication: the cluster's default)."""
+        validate_topic_name(name)
+        self._writable(f"create_topic({name!r})")
+        unknown = sorted(set(config) - set(TOPIC_CONFIGS))
+        if unknown:
+            raise NotSupportedOnKafka(f"create_topic({name!r}): {', '.join(unknown)} "
+                                      "has no Kafka topic config; set it on the cluster")
+        ck = self._ck
+        new = ck.admin.NewTopic(name, num_partitions=partitions, replication_factor=-1,
+                                config={TOPIC_CONFIGS[k]: str(v) for k, v in config.items()})
+        try:
+            self._admin.create_topics([new])[name].result(ADMIN_TIMEOUT_S)
+        except ck.KafkaException as exc:
+            if exc.args[0].code() != ck.KafkaError.TOPIC_ALREADY_EXISTS:
+                raise PylogError(f"create Kafka topic {name!r}: {exc.args[0].str()}") from None
+            if not exist_ok:
+                raise TopicExists(f"topic {name!r} already exists on the Kafka cluster "
+                                  f"{self.bootstrap_servers}") from None
+        return self._wait_described(name)
+
+    def _wait_described(self, name: str) -> TopicInfo:
+        import time
+        deadline = time.monotonic() + ADMIN_TIMEOUT_S
+        while True:
+            try:
+                return self.describe_topic(name)
+            except TopicNotFound:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def topics(self) -> list[str]:
+        """Names of the cluster's topics, internal ones (``__...``) left out."""
+        md = self._admin.list_topics(timeout=ADMIN_TIMEOUT_S)
+        return sorted(t for t in md.topics if not t.startswith("__"))
+
+    def describe_topic(self, name: str) -> TopicInfo:
+        """Partitions and their start / end offsets (``bytes`` and
+        ``segments`` are 0: Kafka does not say them to clients)."""
+        validate_topic_name(name)
+        t = self._admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics.get(name)
+        if t is None or t.error is not None or not t.partitions:
+            raise TopicNotFound(f"topic {name!r} does not exist on the Kafka cluster "
+                                f"{self.bootstrap_servers}")
+        ck = self._ck
+        c = ck.Consumer({"bootstrap.servers": self.bootstrap_servers,
+                         "group.id": "pylog-describe"})
+        try:
+            infos = []
+            for p in sorted(t.partitions):
+                low, high = c.get_watermark_offsets(ck.TopicPartition(name, p),
+                                                    timeout=ADMIN_TIMEOUT_S)
+                infos.append(PartitionInfo(p, low, high, 0, 0))
+        finally:
+            c.close()
+        return TopicInfo(name, len(infos), {}, infos)
+
+    def _writable(self, what: str) -> None:
+        if self.readonly:
+            raise ReadOnlyLog(f"{what}: the Kafka log {self.bootstrap_servers} was "
+                              "opened readonly=True")
+
+    def delete_topic(self, name: str) -> None:
+        validate_topic_name(name)
+        self._writable(f"delete_topic({name!r})")
+        if name not in self.topics():
+            raise TopicNotFound(f"topic {name!r} does not exist on the Kafka cluster "
+                                f"{self.bootstrap_servers}")
+        self._admin.delete_topics([name])[name].result(ADMIN_TIMEOUT_S)
+
+    # -- clients --------------------------------------------------------------
+    def producer(self, **options: Any) -> KafkaProducer:
+        """An idempotent Kafka producer with pylog's Producer methods."""
+        if options:
+            raise NotSupportedOnKafka(f"producer({', '.join(sorted(options))}=...): "
+                                      "not supported on Kafka; use confluent-kafka's "
+                                      "Producer settings directly")
+        self._writable("producer()")
+        return KafkaProducer(self._ck, self.bootstrap_servers, self.acks)
+
+    def consumer(self, *topics: str, group_id: str | None = None,
+                 auto_offset_reset: str = "latest", enable_auto_commit: bool = True,
+                 auto_commit_interval_ms: int = 5000, session_timeout_ms: int = 10000,
+                 max_poll_records: int = 500, pattern: str | None = None,
+                 client_id: str | None = None, **options: Any) -> KafkaConsumer:
+        """A Kafka consumer with pylog's Consumer methods (options as
+        Log.consumer; the ones without a Kafka equivalent raise)."""
+        if options:
+            raise NotSupportedOnKafka(f"consumer({', '.join(sorted(options))}=...): "
+                                      "no Kafka equivalent")
+        if auto_offset_reset not in ("earliest", "latest", "none"):
+            raise InvalidArgument(f"auto_offset_reset={auto_offset_reset!r}")
+        config = {
+            "bootstrap.servers": self.bootstrap_servers,
+            # no group: pylog's consumer then reads every partition itself
+            # (manual assignment below); librdkafka wants a group.id anyway
+            "group.id": group_id or "pylog-no-group",
+            "auto.offset.reset": "error" if auto_offset_reset == "none" else auto_offset_reset,
+            "enable.auto.commit": enable_auto_commit and group_id is not None,
+            "auto.commit.interval.ms": auto_commit_interval_ms,
+            "session.timeout.ms": session_timeout_ms,
+            "enable.auto.offset.store": False}
+        if client_id is not None:
+            config["client.id"] = client_id
+        c = KafkaConsumer(self._ck, config, max_poll_records, group_id is not None)
+        if group_id is not None and (topics or pattern):
+            c.subscribe(list(topics), pattern=pattern)
+        elif topics or pattern:
+            names = set(topics)
+            if pattern is not None:
+                names |= {t for t in self.topics() if re.fullmatch(pattern, t)}
+            md = self._admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics
+            c.assign([(t, p) for t in sorted(names) if t in md for p in md[t].partitions])
+        return c
+
+    def describe_group(self, group: str) -> dict[str, Any]:
+        """Committed offsets, end offsets and lag of ``group`` per
+        partition (``members`` is not filled on Kafka: use the cluster's
+        tools)."""
+        ck = self._ck
+        req = ck.ConsumerGroupTopicPartitions(group)
+        res = self._admin.list_consumer_group_offsets([req])[group].result(ADMIN_TIMEOUT_S)
+        c = ck.Consumer({"bootstrap.servers": self.bootstrap_servers,
+                         "group.id": "pylog-describe"})
+        parts = []
+        try:
+            for tp in res.topic_partitions or []:
+                if tp.offset < 0:
+                    continue
+                _, end = c.get_watermark_offsets(ck.TopicPartition(tp.topic, tp.partition),
+                                                 timeout=ADMIN_TIMEOUT_S)
+                parts.append({"topic": tp.topic, "partition": tp.partition,
+                              "committed": tp.offset, "end_offset": end,
+                              "lag": max(0, end - tp.offset)})
+        finally:
+            c.close()
+        return {"group": group, "members": [], "partitions": parts,
+                "lag": sum(p["lag"] for p in parts)}
+
+    def share_consumer(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotSupportedOnKafka("share groups (work queues) need a broker with KIP-932 "
+                                  "and are not mapped by pylog.kafka; use a consumer group")
+
+    def close(self) -> None:
+        self._closed = True
+
+    def __enter__(self) -> KafkaLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_URL = re.compile(r"kafka://([^\s,:/]+:\d{1,5}(?:,[^\s,:/]+:\d{1,5})*)/?\Z")
+
+#: pylog.open's sync modes and the producer acks they become on Kafka.
+SYNC_ACKS = {"always": "all", "interval": "1", "never": "1"}
+
+
+def open_kafka(url: str, *, sync: str = "always", readonly: bool = False,
+               local_only: list[str] | None = None) -> KafkaLog:
+    """The KafkaLog for ``kafka://host:port[,host:port]``. ``sync``
+    becomes the producers' ``acks`` (SYNC_ACKS); ``local_only`` names
+    pylog.open options set to something else than their default, which
+    have no meaning on Kafka: NotSupportedOnKafka."""
+    m = _URL.match(url)
+    if m is None:
+        raise InvalidArgument(f"open {url!r}: expected kafka://host:port[,host:port...]")
+    if sync not in SYNC_ACKS:
+        raise InvalidArgument(f"open {url!r}: sync={sync!r}; expected one of "
+                              f"{', '.join(SYNC_ACKS)}")
+    if local_only:
+        raise NotSupportedOnKafka(
+            f"open {url!r}: {', '.join(sorted(local_only))} has no meaning on Kafka "
+            "(durability there is acks and the cluster's replication)")
+    return KafkaLog(m.group(1), acks=SYNC_ACKS[sync], readonly=readonly)

@@ -1,0 +1,182 @@
+"""A log's metrics in Prometheus' text format (the optional extra
+``pip install 'pylog[metrics]'``, which brings ``prometheus_client``):
+``pylog metrics LOG --serve 127.0.0.1:9464`` serves them at ``/metrics``.
+
+Every scrape takes a fresh :class:`pylog.metrics.MetricsSnapshot` of the
+log (a collector, not values kept in this process): the counters are
+those every process of the log adds to (FORMAT.rst P-10, P-11), so the
+exporter runs in a process of its own and sees the producers' and
+consumers' work. Counters are exported as counters; Prometheus computes
+the rates (``rate(pylog_appended_records_total[1m])``).
+
+Metric families (labels in braces):
+
+- ``pylog_partition_start_offset``, ``pylog_partition_end_offset``,
+  ``pylog_partition_bytes``, ``pylog_partition_segments``
+  {topic, partition}: gauges.
+- ``pylog_appended_records_total``, ``pylog_appended_bytes_total``,
+  ``pylog_append_batches_total``, ``pylog_fetched_records_total``,
+  ``pylog_fetches_total``, ``pylog_fsyncs_total`` {topic, partition}:
+  counters.
+- ``pylog_fsync_seconds``: a histogram of every fdatasync of the log's
+  segments (all partitions), buckets as FORMAT.rst P-11 (``le`` is the
+  bucket's exclusive upper bound).
+- ``pylog_group_lag``, ``pylog_group_committed_offset`` {group, topic,
+  partition, lag_from}: gauges (no committed sample for a partition never
+  committed; ``lag_from`` says where its lag counts from);
+  ``pylog_group_partition_owner_info`` {group, topic, partition, owner}: 1;
+  ``pylog_group_members`` {group}: live members.
+- ``pylog_share_records`` {group, topic, partition, state}: gauges for
+  ``available``, ``acquired``, ``delayed``;
+  ``pylog_share_archived_records_total`` {group, topic, partition}.
+- ``pylog_metrics_errors``: parts of the log the last scrape could not read.
+
+Thread safety: a collector may be scraped from any thread; each scrape
+reads the log as :meth:`pylog.Log.metrics` does. Durability: none.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from .errors import MissingDependencyError
+from .metrics import FSYNC_BUCKET_BOUNDS_S, MetricsSnapshot
+
+EXTRA_HINT = "pip install 'pylog[metrics]' (it brings prometheus_client)"
+
+
+def _client() -> Any:
+    try:
+        import prometheus_client
+        import prometheus_client.core
+    except ImportError as exc:
+        raise MissingDependencyError(f"the Prometheus exporter needs prometheus_client: "
+                           f"{EXTRA_HINT}") from exc
+    return prometheus_client
+
+
+_P = ["topic", "partition"]
+
+
+def families(snap: MetricsSnapshot) -> list[Any]:
+    """The metric families of ``snap`` (prometheus_client's core types)."""
+    core = _client().core
+    gauge, counter = core.GaugeMetricFamily, core.CounterMetricFamily
+    out: list[Any] = []
+
+    def per_partition(cls: Any, name: str, doc: str, value: Callable[[Any], float]) -> None:
+        fam = cls(name, doc, labels=_P)
+        for p in snap.partitions:
+            fam.add_metric([p.topic, str(p.partition)], value(p))
+        out.append(fam)
+
+    per_partition(gauge, "pylog_partition_start_offset", "First retained offset",
+                  lambda p: p.start_offset)
+    per_partition(gauge, "pylog_partition_end_offset",
+                  "Offset the next record gets (high watermark)", lambda p: p.end_offset)
+    per_partition(gauge, "pylog_partition_bytes", "Bytes of the segments on disk",
+                  lambda p: p.bytes)
+    per_partition(gauge, "pylog_partition_segments", "Segment files", lambda p: p.segments)
+    per_partition(counter, "pylog_appended_records", "Records appended, every process",
+                  lambda p: p.appended_records)
+    per_partition(counter, "pylog_appended_bytes", "Batch bytes appended, every process",
+                  lambda p: p.appended_bytes)
+    per_partition(counter, "pylog_append_batches", "Batches appended, every process",
+                  lambda p: p.append_batches)
+    per_partition(counter, "pylog_fetched_records",
+                  "Records fetched by consumers, every process", lambda p: p.fetched_records)
+    per_partition(counter, "pylog_fetches", "Fetches that gave a consumer records",
+                  lambda p: p.fetches)
+    per_partition(counter, "pylog_fsyncs", "fdatasyncs of the partition's segments",
+                  lambda p: p.fsync.count)
+
+    hist = core.HistogramMetricFamily(
+        "pylog_fsync_seconds", "Latency of fdatasyncs of the log's segments")
+    cumulative, buckets = 0, []
+    for bound, n in zip(FSYNC_BUCKET_BOUNDS_S, snap.fsync.buckets):
+        cumulative += n
+        buckets.append(("+Inf" if math.isinf(bound) else repr(bound), cumulative))
+    hist.add_metric([], buckets, sum_value=snap.fsync.total_s)
+    out.append(hist)
+
+    labels = ["group", "topic", "partition", "lag_from"]
+    lag = gauge("pylog_group_lag", "Records the group has yet to read", labels=labels)
+    committed = gauge("pylog_group_committed_offset", "The group's committed offset",
+                      labels=labels)
+    owner = gauge("pylog_group_partition_owner_info", "The member reading the partition",
+                  labels=["group", "topic", "partition", "owner"])
+    members = gauge("pylog_group_members", "Live members of the group", labels=["group"])
+    for g in snap.groups:
+        members.add_metric([g.group], g.members)
+        for gp in g.partitions:
+            key = [g.group, gp.topic, str(gp.partition)]
+            lag.add_metric(key + [gp.lag_from], gp.lag)
+            if gp.committed is not None:
+                committed.add_metric(key + [gp.lag_from], gp.committed)
+            if gp.owner is not None:
+                owner.add_metric(key + [gp.owner], 1)
+    out += [lag, committed, owner, members]
+
+    share = gauge("pylog_share_records", "Records of a share group by state",
+                  labels=["group", "topic", "partition", "state"])
+    archived = counter("pylog_share_archived_records",
+                       "Records the share group archived (rejected, delivery limit)",
+                       labels=["group", "topic", "partition"])
+    for sg in snap.share_groups:
+        for sp in sg.partitions:
+            key = [sg.group, sp.topic, str(sp.partition)]
+            share.add_metric(key + ["available"], sp.available)
+            share.add_metric(key + ["acquired"], sp.acquired)
+            share.add_metric(key + ["delayed"], sp.delayed)
+            if sp.archived is not None:
+                archived.add_metric(key, sp.archived)
+    out += [share, archived]
+    out.append(gauge("pylog_metrics_errors", "Parts of the log this scrape could not read",
+                     value=len(snap.errors)))
+    return out
+
+
+class LogCollector:
+    """A prometheus_client collector: every ``collect()`` (scrape) calls
+    ``take()`` for a fresh snapshot."""
+
+    def __init__(self, take: Callable[[], MetricsSnapshot]) -> None:
+        _client()
+        self._take = take
+
+    def collect(self) -> Iterator[Any]:
+        yield from families(self._take())
+
+
+def exposition(snap: MetricsSnapshot) -> bytes:
+    """``snap`` in Prometheus' text format."""
+    client = _client()
+    registry = client.CollectorRegistry(auto_describe=False)
+    registry.register(LogCollector(lambda: snap))
+    data: bytes = client.generate_latest(registry)
+    return data
+
+
+def make_server(take: Callable[[], MetricsSnapshot], host: str, port: int) -> Any:
+    """A WSGI server (wsgiref, one request at a time) answering every path
+    with the metrics of a fresh ``take()``; call ``serve_forever()`` and,
+    from another thread, ``shutdown()``. OSError when the address is
+    taken."""
+    from wsgiref.simple_server import WSGIRequestHandler
+    from wsgiref.simple_server import make_server as wsgi_server
+
+    client = _client()
+    registry = client.CollectorRegistry(auto_describe=False)
+    registry.register(LogCollector(take))
+
+    class _Quiet(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass            # no line per scrape on stderr
+
+    return wsgi_server(host, port, client.make_wsgi_app(registry), handler_class=_Quiet)
+
+
+__all__ = ["LogCollector", "families", "exposition", "make_server",
+           "EXTRA_HINT"]

@@ -1,0 +1,181 @@
+"""Kafka -> pylog: the inbound half of :class:`pylog.mirror.Mirror` (commands
+sent to an edge device).
+
+A confluent-kafka consumer in the mirror's Kafka consumer group reads the
+topics; each record is appended to the local topic of the same name
+(created with the Kafka topic's partition count when missing) with its key,
+headers and timestamp. The group's Kafka offsets are committed only after
+the local producer's ``flush()`` returned, that is after the records were
+fdatasync'd: a mirror killed at any instant, or a commit lost to a broker
+outage, re-delivers records not yet committed (at least once, per-partition
+order kept), never loses one.
+
+Partitions: the same number when both topics have as many; otherwise a
+keyed record goes where Kafka's partitioner (murmur2) puts its key among
+the local partitions, a keyless one to its Kafka partition modulo the
+local count.
+
+Group membership is static (``group.instance.id``, see
+:func:`instance_id`); pass another ``group.instance.id`` in
+``kafka_config`` to choose it.
+
+Thread safety: used by the one thread that runs the Mirror.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import time
+from typing import TYPE_CHECKING, Any
+
+from ._native import partition_for_key
+from .errors import TopicNotFound
+from .mirrorstats import KAFKA_LOGGER, Backoff, MirrorError, MirrorStats, RateLimitedReport, Report
+
+if TYPE_CHECKING:
+    from .log import Log
+
+#: Records taken from Kafka, appended and committed as one step.
+CONSUME_RECORDS_MAX = 5000
+METADATA_TIMEOUT_S = 10.0
+
+
+def instance_id(path: str, group_id: str) -> str:
+    """The mirror's static group membership (KIP-345): the same for every
+    run of the mirror of one log directory on one host, so a mirror
+    restarted after a crash takes its partitions back at once instead of
+    waiting for the dead member's session to expire (some brokers wait
+    much longer), and a second mirror of the same log in the same group is
+    fenced (a fatal error) rather than splitting the partitions."""
+    digest = hashlib.sha256(f"{socket.gethostname()}\0{path}\0{group_id}".encode())
+    return f"pylog-mirror-{digest.hexdigest()[:16]}"
+
+
+class FromKafka:
+    """The inbound loop; see the module docstring."""
+
+    def __init__(self, ck: Any, log: Log, bootstrap_servers: str, pattern: str,
+                 group_id: str, kafka_config: dict[str, Any], stats: MirrorStats,
+                 report: Report) -> None:
+        self._ck = ck
+        self._log = log
+        self._stats = stats
+        self._report = report
+        self._limited = RateLimitedReport(report)
+        self._consumer = ck.Consumer({
+            "bootstrap.servers": bootstrap_servers, "group.id": group_id,
+            "group.instance.id": instance_id(log.path, group_id),
+            "enable.auto.commit": False, "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            "topic.metadata.refresh.interval.ms": 5000,
+            "error_cb": self._on_error, "logger": KAFKA_LOGGER, **kafka_config})
+        # librdkafka treats a subscription starting with ^ as a regex (its
+        # own engine: no (?:...)); pylog's pattern is matched against the
+        # whole name, so anchor both ends
+        self._consumer.subscribe([f"^({pattern})$"])
+        self._producer = log.producer()
+        self._routes: dict[str, tuple[int, int]] = {}    # topic -> (kafka, local)
+        self._uncommitted: dict[tuple[str, int], int] = {}
+        self._backoff = Backoff()
+
+    def _on_error(self, err: Any) -> None:
+        self._stats.errors += 1
+        self._limited(f"kafka: {err.str()} (retrying)", time.monotonic())
+
+    def step(self, timeout: float) -> bool:
+        """Move records for up to about ``timeout`` seconds; True when every
+        assigned Kafka partition is read to its end and committed."""
+        msgs = self._consumer.consume(num_messages=CONSUME_RECORDS_MAX, timeout=timeout)
+        send = self._producer.send
+        n = 0
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                if err.fatal():
+                    raise MirrorError(f"kafka consumer: fatal error: {err.str()}")
+                self._limited(f"kafka: {err.str()}", time.monotonic())
+                continue
+            topic, kp = m.topic(), m.partition()
+            local = self._local_partition(topic, kp, m.key())
+            ts_type, ts = m.timestamp()
+            send(topic, m.value(), m.key(), headers=m.headers() or None, partition=local,
+                 timestamp_ms=ts if ts_type != self._ck.TIMESTAMP_NOT_AVAILABLE else None)
+            self._uncommitted[(topic, kp)] = m.offset() + 1
+            n += 1
+        if n:
+            self._producer.flush()       # durable before Kafka hears of it
+            self._stats.records += n
+        if self._uncommitted and not self._commit():
+            return False
+        return not msgs and self._at_end()
+
+    def _commit(self) -> bool:
+        tps = [self._ck.TopicPartition(t, p, o) for (t, p), o in self._uncommitted.items()]
+        try:
+            self._consumer.commit(offsets=tps, asynchronous=False)
+        except self._ck.KafkaException as exc:
+            # kept in _uncommitted and tried again: the records are in the
+            # local log already, a mirror killed meanwhile receives them twice
+            wait = self._backoff.next_s()
+            self._limited(f"kafka: commit failed: {exc.args[0].str()}; retrying",
+                          time.monotonic())
+            time.sleep(wait)
+            return False
+        self._uncommitted.clear()
+        self._backoff.reset()
+        return True
+
+    def _at_end(self) -> bool:
+        """Whether every assigned partition was read to its end: the
+        position, or before the first record since joining (position not
+        known yet) the committed offset, is at the high watermark."""
+        assignment = self._consumer.assignment()
+        if not assignment:
+            return False
+        try:
+            positions = self._consumer.position(assignment)
+            unknown = [tp for tp in positions if tp.offset < 0]
+            committed = {(tp.topic, tp.partition): tp.offset for tp in
+                         (self._consumer.committed(unknown, timeout=METADATA_TIMEOUT_S)
+                          if unknown else [])}
+            for tp in positions:
+                at = tp.offset if tp.offset >= 0 else committed.get((tp.topic, tp.partition), -1)
+                low, high = self._consumer.get_watermark_offsets(
+                    tp, timeout=METADATA_TIMEOUT_S)
+                if high > low and at < high:
+                    return False
+        except self._ck.KafkaException:
+            return False
+        return True
+
+    def _local_partition(self, topic: str, kafka_partition: int, key: bytes | None) -> int:
+        route = self._routes.get(topic)
+        if route is None:
+            route = self._routes[topic] = self._ensure_topic(topic)
+        kafka_n, local_n = route
+        if kafka_n == local_n:
+            return kafka_partition
+        if key is not None:
+            return partition_for_key(key, local_n)
+        return kafka_partition % local_n
+
+    def _ensure_topic(self, topic: str) -> tuple[int, int]:
+        md = self._consumer.list_topics(timeout=METADATA_TIMEOUT_S)
+        kafka_n = len(md.topics[topic].partitions)
+        try:
+            local_n = self._log.describe_topic(topic).partitions
+        except TopicNotFound:
+            self._log.create_topic(topic, partitions=kafka_n, exist_ok=True)
+            local_n = self._log.describe_topic(topic).partitions
+            self._report(f"created local topic {topic!r} with {local_n} partitions")
+        return kafka_n, local_n
+
+    def close(self, timeout: float) -> None:
+        """Flush and commit what was appended, then leave the Kafka group."""
+        try:
+            self._producer.flush()
+            if self._uncommitted:
+                self._commit()
+        finally:
+            self._consumer.close()

@@ -1,0 +1,121 @@
+"""The appends of idempotent and transactional producers and of control
+batches (FORMAT.rst X-1 to X-3, X-5): a mixin of :class:`pylog.writer.Writer`,
+whose locks, appender and sync it uses.
+
+Thread safety: as the Writer's appends (its writer lock and the
+partition's append lock). Durability: as :meth:`Writer.append`, except
+where ``sync=False`` says a transaction makes the records durable at its
+commit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import _native, batch
+from .producerstate import PartitionProducers
+
+OPEN = "OPEN"        # the partition's state (pylog.partition), as pylog.writer
+
+
+class ProducerAppends:
+    """Writer methods for batches that carry producer fields."""
+
+    _part: Any
+    _wlock: Any
+    _appender: Any
+    _appender_map: Any
+    _active: Any
+    _forked: bool
+    _sync_always: bool
+    _producers: PartitionProducers | None
+    name: str
+    # the Writer's own methods (annotations only: the Writer defines them)
+    _locked_append_step: Any
+    _append_locked: Any
+    _appender_ready: Any
+    _writer_segment: Any
+    _sync_through: Any
+    _ring: Any
+
+    def append_producer(self, records: Any, fields: batch.ProducerFields, *,
+                        compression: str | None = None, sync: bool = True) -> int:
+        """Append one batch carrying producer fields (X-1): an idempotent or
+        transactional producer's records, or a control batch (X-2). Return
+        its base offset; when the same batch (producer id, epoch, sequences)
+        is among the producer's last ones in the partition, append nothing
+        and return that batch's base offset (X-3). Raises
+        ProducerFencedError when the partition saw a newer epoch of the
+        producer id (X-5). ``sync=False``: not made durable here, even with
+        sync="always" (a transaction makes its partitions durable once, at
+        its commit); else as :meth:`Writer.append`."""
+        if self._part.status is not OPEN:
+            self._part.check()
+        with self._wlock:
+            if self._part.status is not OPEN:
+                self._part.check()
+            base: int = self._locked_append_step(
+                lambda: self._append_producer_locked(records, fields, compression))
+            self._ring()
+            target = self._appender.written_next
+        if sync and self._sync_always:
+            self._sync_through(target)
+        return base
+
+    def append_one_producer(self, timestamp_ms: int, key: bytes | None,
+                            value: bytes | None, fields: batch.ProducerFields, *,
+                            sync: bool = True) -> int | None:
+        """:meth:`Writer.append_one` (no header) with producer fields (X-1):
+        a producer's record after its first batch in the partition, which
+        checked the producer state (X-3, X-5 are not checked again).
+        Returns the offset, or None when the caller must use
+        :meth:`append_producer`. ``sync=False``: not made durable here (a
+        transaction's record); else durable per the sync mode."""
+        with self._wlock:
+            if self._forked or self._part.status is not OPEN:
+                return None
+            seg = self._active
+            m = self._appender_map
+            if m is None or seg is None or seg._wptr is not m:
+                if self._appender_ready() is None:
+                    return None
+            else:
+                seg.used = True
+            a = self._appender
+            (a.producer_id, a.producer_epoch, a.base_sequence,
+             a.producer_attributes) = fields
+            a.producer_set = 1
+            try:
+                rc: int = _native.append_record(
+                    a, timestamp_ms, key or b"", -1 if key is None else len(key),
+                    value or b"", -1 if value is None else len(value))
+            finally:
+                a.producer_set = 0
+            # (anything but an offset — room, a roll, an error — is the
+            # general path's to handle or report: nothing was published)
+            if rc < 0:
+                return None
+            target = a.written_next
+        if sync and self._sync_always:
+            self._sync_through(target)
+        return rc
+
+    def _append_producer_locked(self, records: Any, fields: batch.ProducerFields,
+                                compression: str | None) -> int:
+        """Under the append lock: the X-3 check against the partition's
+        producer state (brought up to date first), then the append."""
+        st = self._part.state()
+        seg = self._writer_segment(st)
+        state = self._producers
+        if state is None:
+            state = self._producers = PartitionProducers(self.name)
+        if st.active_position:
+            state.catch_up(seg.base_offset, seg.mapped(st.active_position),
+                           st.active_position, seg.read_index)
+        dup = state.check(fields, len(records))
+        if dup is not None:
+            return dup
+        base: int = self._append_locked(records, compression, fields)
+        a = self._appender
+        state.appended(fields, len(records), base, a.written_base, a.written_end)
+        return base

@@ -1,0 +1,413 @@
+"""The transaction coordinator: producer ids, transaction documents, the
+aborted-transaction index and the last stable offset, in LMDB (FORMAT.rst
+X-5 to X-9), as Kafka's transaction coordinator keeps them in
+``__transaction_state``.
+
+A transaction's life (the producer side is :mod:`pylog.txnproducer`):
+
+1. ``init`` (the producer is made): the ``transactional_id``'s document
+   gets a bumped epoch, which fences any older instance (X-5); an open
+   transaction that instance left is aborted.
+2. The first send to a partition registers it in the document with the
+   partition's end offset, a lower bound of the transaction's first offset
+   there (X-6) — before any record goes in, so whoever aborts the
+   transaction knows where to. read_committed readers stop there (X-4).
+3. ``end``: one write transaction decides. COMMIT stores the offsets sent
+   with ``send_offsets_to_transaction`` (M-6, C-3) in the same commit;
+   ABORT adds an aborted-transaction entry per partition (X-8) and bumps
+   the epoch. Either way the partitions leave the document: that commit is
+   the commit point. The COMMIT / ABORT control batches (X-2) are written
+   after, for Kafka's readers; pylog's readers decide from LMDB alone, so a
+   crash between the two loses nothing (the markers a crash left out are
+   written by the next instance, X-6 ``markers``).
+
+A transaction whose owner process is gone (pid and start time, as group
+members are probed) or whose ``transaction_timeout_ms`` passed is aborted
+by whoever notices first with the log writable: the next producer with its
+``transactional_id``, or a read_committed consumer whose partition it holds
+back (:func:`abort_stale`).
+
+Thread safety: every function is one or more LMDB transactions (atomic
+across processes); safe from any thread. Durability: as the log's sync
+mode makes metadata commits (M-8).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from . import batch, groupstate
+from .commitstore import _slot_clear, okey
+from .errors import CorruptLogError, ProducerFencedError, TopicNotFound
+from .liveness import HOST, process_start_time
+
+if TYPE_CHECKING:
+    from .store import LogStore
+
+# X-5: info keys
+_TXN = b"txn\0"
+_NEXT_PID = b"producer-id"
+_ABORTED = b"aborted\0"
+_Q = struct.Struct(">q")
+_P = struct.Struct(">I")
+_ENTRY = struct.Struct(">qq")          # X-8 key tail: first offset, producer id
+_EPOCH = struct.Struct(">h")
+EPOCH_MAX = 32767                      # int16: a new producer id after it
+DEFAULT_TRANSACTION_TIMEOUT_MS = 60_000
+TRANSACTION_TIMEOUT_MS_MAX = 3_600_000 * 24
+
+Marker = tuple[str, int]               # (topic, partition) awaiting a control batch
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _owner() -> list[Any]:
+    pid = os.getpid()
+    return [pid, process_start_time(pid), HOST]
+
+
+def owner_alive(owner: Any) -> bool:
+    """Is the process ``[pid, start time, host]`` still there? Owners on
+    other hosts are (only the timeout ends their transactions)."""
+    if not isinstance(owner, list) or len(owner) != 3:
+        return False
+    pid, start, host = owner
+    if host != HOST:
+        return True
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    now = process_start_time(pid)
+    return now != -1 and (now is None or start is None or now == start)
+
+
+def _doc(meta: Any, txn: Any, tid: str) -> dict[str, Any] | None:
+    raw = txn.get(_TXN + tid.encode(), db=meta._info)
+    if raw is None:
+        return None
+    try:
+        doc = json.loads(raw)
+        assert isinstance(doc["producer_id"], int) and isinstance(doc["epoch"], int)
+        assert isinstance(doc["partitions"], list)
+        return doc
+    except (ValueError, KeyError, TypeError, AssertionError):
+        raise CorruptLogError(f"transaction document of {tid!r} is damaged (X-6)",
+                              meta.path) from None
+
+
+def _put(meta: Any, txn: Any, tid: str, doc: dict[str, Any]) -> None:
+    txn.put(_TXN + tid.encode(), json.dumps(doc, separators=(",", ":")).encode(),
+            db=meta._info)
+
+
+def _next_pid(meta: Any, txn: Any) -> int:
+    """X-7: producer ids are never reused."""
+    raw = txn.get(_NEXT_PID, db=meta._info)
+    pid = _Q.unpack(raw)[0] if raw is not None else 0
+    txn.put(_NEXT_PID, _Q.pack(pid + 1), db=meta._info)
+    return pid
+
+
+def aborted_key(topic: str, partition: int, first: int, pid: int) -> bytes:
+    """X-8: the aborted-transaction entry's key."""
+    return _ABORTED + topic.encode() + b"\0" + _P.pack(partition) + _ENTRY.pack(first, pid)
+
+
+def _abort_in(meta: Any, txn: Any, doc: dict[str, Any]) -> list[Marker]:
+    """In a write transaction: abort ``doc``'s open transaction (X-8 entries
+    for the epoch it ran under, the epoch bumped); returns the partitions
+    that need an ABORT marker."""
+    epoch = doc["epoch"]
+    markers = []
+    for topic, p, first in doc["partitions"]:
+        txn.put(aborted_key(topic, p, first, doc["producer_id"]), _EPOCH.pack(epoch),
+                db=meta._info)
+        markers.append((topic, p))
+    doc["epoch"] = epoch + 1
+    doc["partitions"] = []
+    doc["state"] = "ready"
+    return markers
+
+
+def _pending(doc: dict[str, Any], kind: int, markers: list[Marker]) -> None:
+    """Record the control batches still to write (X-6 ``markers``)."""
+    if markers:
+        doc["markers"] = {"type": kind, "epoch": doc["epoch"],
+                          "partitions": [list(m) for m in markers]}
+    else:
+        doc["markers"] = None
+
+
+def allocate_producer_id(log: LogStore) -> int:
+    """A new producer id for an idempotent producer (epoch 0)."""
+    with log.meta._txn("allocate a producer id", write=True) as txn:
+        return _next_pid(log.meta, txn)
+
+
+class Init:
+    """What :func:`init` and :func:`end` hand the producer: its producer id
+    and epoch from now on, and the control batches to write."""
+
+    __slots__ = ("producer_id", "epoch", "markers")
+
+    def __init__(self, producer_id: int, epoch: int, markers: list[tuple[int, int, int,
+                                                                         list[Marker]]]):
+        self.producer_id = producer_id
+        self.epoch = epoch
+        # (producer id, epoch, type, partitions) of control batches to write
+        self.markers = markers
+
+
+def init(log: LogStore, tid: str, timeout_ms: int) -> Init:
+    """X-5: make this process the owner of ``tid`` with a new epoch (or a new
+    producer id once the epoch is exhausted), aborting what an older
+    instance left open."""
+    meta = log.meta
+    with meta._txn(f"init transactional id {tid!r}", write=True) as txn:
+        doc = _doc(meta, txn, tid)
+        todo = []
+        if doc is None:
+            doc = {"producer_id": _next_pid(meta, txn), "epoch": 0, "partitions": [],
+                   "markers": None}
+        else:
+            if doc.get("markers"):
+                m = doc["markers"]
+                todo.append((doc["producer_id"], m["epoch"], m["type"],
+                             [tuple(x) for x in m["partitions"]]))
+            aborted = _abort_in(meta, txn, doc)
+            if aborted:
+                todo.append((doc["producer_id"], doc["epoch"], batch.ABORT, aborted))
+            if doc["epoch"] >= EPOCH_MAX:
+                doc["producer_id"], doc["epoch"] = _next_pid(meta, txn), 0
+        doc.update(state="ready", owner=_owner(), timeout_ms=timeout_ms, deadline_ms=None,
+                   markers=None if not todo else doc.get("markers"))
+        if todo:
+            last = todo[-1]
+            doc["markers"] = {"type": last[2], "epoch": last[1],
+                              "partitions": [list(m) for m in last[3]]}
+        _put(meta, txn, tid, doc)
+    return Init(doc["producer_id"], doc["epoch"], todo)
+
+
+def _check_owner(tid: str, doc: dict[str, Any] | None, pid: int, epoch: int) -> dict[str, Any]:
+    if doc is None or doc["producer_id"] != pid or doc["epoch"] != epoch:
+        now = "gone" if doc is None else \
+            f"producer id {doc['producer_id']} epoch {doc['epoch']}"
+        raise ProducerFencedError(
+            f"transactional id {tid!r}: this producer (id {pid}, epoch {epoch}) was "
+            f"fenced; the id now belongs to {now} (a newer producer was made, or "
+            "this one's transaction was aborted after its owner seemed dead or "
+            "its transaction_timeout_ms passed); close this producer")
+    return doc
+
+
+def register(log: LogStore, tid: str, pid: int, epoch: int, topic: str,
+             partition: int, first: int) -> None:
+    """X-6: add a partition to ``tid``'s open transaction (opening it), with
+    ``first`` (the partition's end offset, read before this call) as the
+    bound of its first offset there. Raises ProducerFencedError."""
+    meta = log.meta
+    with meta._txn(f"add {topic}-{partition} to transaction {tid!r}", write=True) as txn:
+        doc = _check_owner(tid, _doc(meta, txn, tid), pid, epoch)
+        if doc.get("state") != "ongoing":
+            doc["state"] = "ongoing"
+            doc["partitions"] = []
+            doc["deadline_ms"] = _now_ms() + doc["timeout_ms"]
+            doc["owner"] = _owner()
+            # the markers of the previous transaction were written by now
+            doc["markers"] = None
+        doc["partitions"].append([topic, partition, first])
+        _put(meta, txn, tid, doc)
+
+
+def end(log: LogStore, tid: str, pid: int, epoch: int, commit: bool,
+        offsets: Mapping[str, Mapping[tuple[str, int], int]],
+        members: Mapping[str, str] | None = None) -> Init:
+    """The commit point: decide ``tid``'s open transaction in one write
+    transaction. COMMIT also stores ``offsets`` ({group: {(topic,
+    partition): offset}}, M-6), each group's only if its member in
+    ``members`` ({group: member id}) still owns every partition named
+    (else CommitFailedError, nothing stored: Kafka's group metadata check);
+    ABORT writes X-8 entries and bumps the epoch. Returns the producer id
+    and epoch from now on and the control batches to write. Raises
+    ProducerFencedError (nothing stored)."""
+    meta = log.meta
+    after: list[Any] = []
+    now = _now_ms()
+    with meta._txn(f"{'commit' if commit else 'abort'} transaction {tid!r}", write=True,
+                   after=after) as txn:
+        doc = _check_owner(tid, _doc(meta, txn, tid), pid, epoch)
+        if commit:
+            markers: list[Marker] = [(t, p) for t, p, _ in doc["partitions"]]
+            for group, offs in offsets.items():
+                if offs:
+                    state = meta._group_in(txn, group)
+                    if members and group in members:
+                        groupstate.fence(state, group, members[group], offs)
+                    _release_slots(meta, txn, group, offs)
+                    owners = state.owners
+                    meta.store_offsets(txn, group, dict(offs), now, owners, after)
+            doc["partitions"] = []
+            doc["state"] = "ready"
+            kind = batch.COMMIT
+        else:
+            markers = _abort_in(meta, txn, doc)      # (the epoch after it)
+            kind = batch.ABORT
+        _pending(doc, kind, markers)
+        todo = [(pid, doc["epoch"], kind, markers)] if markers else []
+        if doc["epoch"] >= EPOCH_MAX:
+            # (the markers keep the id and epoch they were decided under)
+            doc["producer_id"], doc["epoch"] = _next_pid(meta, txn), 0
+        doc["deadline_ms"] = None
+        _put(meta, txn, tid, doc)
+    return Init(doc["producer_id"], doc["epoch"], todo)
+
+
+def _release_slots(meta: Any, txn: Any, group: str,
+                   offsets: Mapping[tuple[str, int], int]) -> None:
+    """X-6, before the commit point: clear the commit-table slots (C-2) of
+    the offsets it stores, so that until the slots get the new values
+    (after the commit, C-3) a reader takes the offset from LMDB, waiting
+    for this transaction (C-3: a cleared slot is claimed from LMDB in a
+    write transaction). Without it, a process killed between the commit
+    point and the slot stores leaves the old offsets in the slots, and the
+    next consumer of the group processes the transaction's inputs again."""
+    table = meta.cursors
+    if table is None:
+        return
+    for topic, p in offsets:
+        k = okey(group, topic, p)
+        slot = meta._slot_in(txn, k, create=False)
+        if slot is not None:
+            table.by_okey.pop(k, None)
+            _slot_clear(table, slot)()
+
+
+def write_markers(log: LogStore, pid: int, epoch: int, kind: int,
+                  partitions: list[Marker]) -> None:
+    """X-2: append a COMMIT or ABORT control batch to each partition (not
+    made durable here: the decision is in LMDB). A deleted topic is
+    skipped."""
+    key, value = batch.control_record(kind)
+    fields = batch.ProducerFields(pid, epoch, -1,
+                                  batch.TRANSACTIONAL_MASK | batch.CONTROL_MASK)
+    for topic, p in partitions:
+        try:
+            part = log.partition(topic, p)
+        except TopicNotFound:
+            continue
+        assert part.writer is not None       # (a writable log)
+        part.writer.append_producer([(_now_ms(), key, value, ())], fields, sync=False)
+
+
+def _stale(doc: dict[str, Any], now: int) -> bool:
+    if doc.get("state") != "ongoing":
+        return False
+    deadline = doc.get("deadline_ms")
+    return (deadline is not None and now > deadline) or not owner_alive(doc.get("owner"))
+
+
+def abort_stale(log: LogStore) -> int:
+    """Abort every open transaction whose owner died or whose timeout
+    passed (the owner, if alive, is fenced: X-5); returns how many."""
+    meta = log.meta
+    now = _now_ms()
+    todo = []
+    with meta._txn("abort stale transactions", write=True) as txn:
+        for tid, doc in _docs(meta, txn):
+            if _stale(doc, now):
+                markers = _abort_in(meta, txn, doc)
+                _pending(doc, batch.ABORT, markers)
+                doc["deadline_ms"] = None
+                _put(meta, txn, tid, doc)
+                todo.append((doc["producer_id"], doc["epoch"], markers))
+    for pid, epoch, markers in todo:
+        write_markers(log, pid, epoch, batch.ABORT, markers)
+    return len(todo)
+
+
+def _docs(meta: Any, txn: Any) -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    cur = txn.cursor(db=meta._info)
+    if cur.set_range(_TXN):
+        for k, _ in cur:
+            if not k.startswith(_TXN):
+                break
+            tid = k[len(_TXN):].decode()
+            doc = _doc(meta, txn, tid)
+            assert doc is not None
+            out.append((tid, doc))
+    return out
+
+
+class TxnView:
+    """A read_committed reader's look at the transactions during one poll:
+    the last stable offset of a partition (X-4) and its aborted ranges
+    (X-8). ``stale``: an open transaction it saw should be aborted (X-9).
+
+    The reader must read a partition's end before asking for its last
+    stable offset, which reads LMDB then: a transactional batch below that
+    end was appended after its partition's registration committed, so the
+    registration (or the decision that removed it, with its X-8 entries)
+    is seen."""
+
+    def __init__(self, log: LogStore) -> None:
+        self._log = log
+        now = _now_ms()
+        self.stale = any(_stale(doc, now) for doc in self._open_docs())
+        self._aborted: dict[tuple[str, int], dict[int, list[tuple[int, int]]]] = {}
+
+    def _open_docs(self) -> list[dict[str, Any]]:
+        meta = self._log.meta
+        with meta._txn("read transactions") as txn:
+            return [doc for _tid, doc in _docs(meta, txn) if doc.get("state") == "ongoing"]
+
+    def last_stable(self, topic: str, partition: int, end: int) -> int:
+        """X-4: the offset read_committed reads of a partition whose end
+        offset was just read as ``end`` stop at."""
+        lso = end
+        for doc in self._open_docs():
+            for t, p, first in doc["partitions"]:
+                if t == topic and p == partition and first < lso:
+                    lso = first
+        self._aborted.pop((topic, partition), None)    # read after this
+        return lso
+
+    def _entries(self, topic: str, partition: int) -> dict[int, list[tuple[int, int]]]:
+        k = (topic, partition)
+        got = self._aborted.get(k)
+        if got is None:
+            got = self._aborted[k] = {}
+            meta = self._log.meta
+            prefix = _ABORTED + topic.encode() + b"\0" + _P.pack(partition)
+            with meta._txn("read aborted transactions") as txn:
+                cur = txn.cursor(db=meta._info)
+                if cur.set_range(prefix):
+                    for key, v in cur:
+                        if not key.startswith(prefix):
+                            break
+                        first, pid = _ENTRY.unpack(key[len(prefix):])
+                        got.setdefault(pid, []).append((first, _EPOCH.unpack(v)[0]))
+        return got
+
+    def aborted(self, topic: str, partition: int, header: Any) -> bool:
+        """X-8: is the transactional batch ``header`` of an aborted
+        transaction? It is when an entry of its producer id starts at or
+        before it with the batch's epoch or a later one."""
+        runs = self._entries(topic, partition).get(header.producer_id)
+        if not runs:
+            return False
+        return any(first <= header.base_offset and epoch >= header.producer_epoch
+                   for first, epoch in runs)

@@ -1,0 +1,372 @@
+"""The idempotent and transactional producer (Kafka's ``enable.idempotence``
+and ``transactional.id``; FORMAT.rst X-1 to X-8).
+
+``log.producer(idempotent=True)`` gets a producer id (X-7); each batch it
+appends carries the id, epoch 0 and its sequence per partition (X-1), and a
+batch appended again with the same id, epoch and sequences (a retry) is not
+stored twice: the append returns the first one's offsets (X-3).
+
+``log.producer(transactional_id="name")`` is also idempotent, and
+transactional::
+
+    p.begin_transaction()
+    p.send("out", b"...")                       # any topics and partitions
+    p.send_offsets_to_transaction(consumer)     # the inputs' offsets
+    p.commit_transaction()                      # or abort_transaction()
+
+or ``with p.transaction(): ...`` (commits on a normal exit, aborts on an
+exception). The records and offsets become visible to read_committed
+consumers together at the commit, or never; read_uncommitted consumers
+see the records at once, as in Kafka. Making a producer with a
+``transactional_id`` fences every older producer of that id (their next
+call raises ProducerFencedError) and aborts the transaction an older one
+left open. A transaction open longer than ``transaction_timeout_ms``, or
+whose process died, is aborted by the next producer of the id or by a
+read_committed consumer it holds back (pylog.transactions).
+
+Thread safety: thread-safe; calls are serialized by one lock per producer
+(a transaction is the producer's, not a thread's). Durability: inside a
+transaction ``send`` returns once the record is in the log (safe from a
+process crash) but not fsynced; ``commit_transaction`` makes the records
+durable (fdatasync of every partition written, with sync="always" or when
+the transaction commits offsets) before the commit point (an LMDB commit,
+durable per the sync mode). In the other modes a power loss may lose the
+records of a transaction whose decision it keeps, as those modes lose the
+last interval. Outside transactions, as Producer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import weakref
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from . import batch, transactions
+from .errors import (
+    ForkedLogError,
+    InvalidArgument,
+    ProducerFencedError,
+    PylogError,
+    TransactionError,
+)
+from .producer import Producer, Serializer
+
+if TYPE_CHECKING:
+    from .partition import Partition
+    from .store import LogStore
+
+_SEQ_MASK = 0x7FFFFFFF      # sequences wrap at int32 (Kafka)
+
+# Transactional producers of this process (their Log's close aborts what
+# they left open, so it does not hold read_committed readers back).
+_TRANSACTIONAL: weakref.WeakSet[IdempotentProducer] = weakref.WeakSet()
+# (a fork child's copies are the parent's: its close must not abort them)
+os.register_at_fork(after_in_child=_TRANSACTIONAL.clear)
+
+
+# X-5: the id is part of an LMDB key (511 bytes at most, with its prefix)
+_TID_BYTES_MAX = 500
+
+
+def _key_bytes(tid: str) -> int:
+    """The UTF-8 length of ``tid``; past any bound for a lone surrogate."""
+    try:
+        return len(tid.encode())
+    except UnicodeEncodeError:
+        return _TID_BYTES_MAX + 1
+
+
+def check_producer_args(transactional_id: object, idempotent: object,
+                        transaction_timeout_ms: object) -> None:
+    """InvalidArgument for a bad ``Log.producer`` transactional argument."""
+    if transactional_id is not None and (not isinstance(transactional_id, str) or
+                                         not transactional_id or
+                                         len(transactional_id) > 249 or
+                                         "\0" in transactional_id or
+                                         _key_bytes(transactional_id) > _TID_BYTES_MAX):
+        raise InvalidArgument(f"transactional_id={transactional_id!r:.80}; expected a "
+                              "non-empty str of at most 249 characters and "
+                              f"{_TID_BYTES_MAX} bytes in UTF-8, no NUL")
+    if not isinstance(idempotent, bool):
+        raise InvalidArgument(f"idempotent={idempotent!r}; expected True or False")
+    if isinstance(transaction_timeout_ms, bool) or \
+            not isinstance(transaction_timeout_ms, int) or \
+            not 1 <= transaction_timeout_ms <= transactions.TRANSACTION_TIMEOUT_MS_MAX:
+        raise InvalidArgument(
+            f"transaction_timeout_ms={transaction_timeout_ms!r}; expected an int in "
+            f"[1, {transactions.TRANSACTION_TIMEOUT_MS_MAX}]")
+
+
+class IdempotentProducer(Producer):
+    """Create with :meth:`Log.producer` and ``idempotent=True`` or a
+    ``transactional_id`` (see the module docstring)."""
+
+    def __init__(self, log: LogStore, *, transactional_id: str | None = None,
+                 transaction_timeout_ms: int = transactions.DEFAULT_TRANSACTION_TIMEOUT_MS,
+                 key_serializer: Serializer | None = None,
+                 value_serializer: Serializer | None = None) -> None:
+        super().__init__(log, key_serializer=key_serializer,
+                         value_serializer=value_serializer)
+        self._fast_ok = False            # every append goes through _append_records
+        self._tlock = threading.RLock()
+        self.transactional_id = transactional_id
+        self._seqs: dict[tuple[str, int], int] = {}
+        self._in_txn = False
+        self._txn_parts: dict[tuple[str, int], Partition] = {}
+        self._txn_offsets: dict[str, dict[tuple[str, int], int]] = {}
+        self._txn_inputs: set[tuple[str, int]] = set()
+        self._txn_members: dict[str, str] = {}
+        # partitions whose producer state this transaction checked (X-3)
+        self._checked: set[tuple[str, int]] = set()
+        self._fenced: ProducerFencedError | None = None
+        self._pid = os.getpid()          # see _forked
+        if transactional_id is None:
+            self.producer_id = transactions.allocate_producer_id(log)
+            self.epoch = 0
+        else:
+            got = transactions.init(log, transactional_id, transaction_timeout_ms)
+            self.producer_id, self.epoch = got.producer_id, got.epoch
+            for pid, epoch, kind, parts in got.markers:
+                transactions.write_markers(log, pid, epoch, kind, parts)
+            _TRANSACTIONAL.add(self)
+
+    # -- appending -----------------------------------------------------------
+    def _append_records(self, part: Partition, records: Any) -> int:
+        """X-1: append ``records`` as one batch with this producer's id,
+        epoch and sequence (X-3: a retry is not stored twice); inside a
+        transaction the partition is registered first (X-6) and the batch
+        is transactional and not fsynced."""
+        with self._tlock:
+            self._usable()
+            if self._pid != os.getpid():
+                self._forked()
+            tid = self.transactional_id
+            key = (part.topic, part.index)
+            if tid is not None:
+                if not self._in_txn:
+                    raise TransactionError(
+                        f"send to {part.name}: producer {tid!r} is transactional; "
+                        "call begin_transaction() first (or use `with "
+                        "producer.transaction():`)")
+                if key not in self._txn_parts:
+                    first = part.state().next_offset
+                    self._guard(lambda: transactions.register(
+                        self._log, tid, self.producer_id, self.epoch, part.topic,
+                        part.index, first))
+                    self._txn_parts[key] = part
+            seq = self._seqs.get(key, 0)
+            fields = batch.ProducerFields(self.producer_id, self.epoch, seq,
+                                          batch.TRANSACTIONAL_MASK if tid else 0)
+            writer = part.writer
+            assert writer is not None          # (_check refused a read-only log)
+            base = None
+            if key in self._checked and len(records) == 1 and not records[0][3] and \
+                    part.config.compression is None:
+                # the per-record path: this partition's state was checked
+                # by this producer's (this transaction's) first batch there
+                # (X-3, X-5)
+                ts, k, v, _ = records[0]
+                base = writer.append_one_producer(ts, k, v, fields, sync=tid is None)
+            if base is None:
+                base = self._guard(lambda: writer.append_producer(
+                    records, fields, compression=part.config.compression,
+                    sync=tid is None))
+                self._checked.add(key)
+            self._seqs[key] = (seq + len(records)) & _SEQ_MASK
+            return int(base)
+
+    def _forked(self) -> None:
+        """First use in a fork() child: the parent goes on with this
+        producer id and its sequences, so the child's batches would take
+        the same sequences and one side's be dropped as retries of the
+        other's (X-3). An idempotent producer takes a new producer id; a
+        transactional one (its id, epoch and open transaction are the
+        parent's) raises ForkedLogError."""
+        if self.transactional_id is not None:
+            raise ForkedLogError(
+                f"transactional producer {self.transactional_id!r} was made before "
+                "os.fork(); its transaction is the parent's: make a new producer "
+                "in the child")
+        self.producer_id = transactions.allocate_producer_id(self._log)
+        self.epoch = 0
+        self._seqs = {}
+        self._checked = set()
+        self._pid = os.getpid()
+
+    def _guard(self, fn: Any) -> Any:
+        """Run ``fn``; a ProducerFencedError makes this producer unusable."""
+        try:
+            return fn()
+        except ProducerFencedError as exc:
+            self._fenced = exc
+            self._in_txn = False
+            raise
+
+    def _usable(self) -> None:
+        if self._fenced is not None:
+            raise ProducerFencedError(str(self._fenced))
+
+    def _need_tid(self, what: str) -> str:
+        if self.transactional_id is None:
+            raise TransactionError(f"{what}: this producer has no transactional_id; "
+                                   "make it with log.producer(transactional_id=...)")
+        self._check()
+        self._usable()
+        if self._pid != os.getpid():
+            self._forked()
+        return self.transactional_id
+
+    # -- transactions ----------------------------------------------------------
+    def begin_transaction(self) -> None:
+        """Start a transaction (local: nothing is written until a send).
+        TransactionError when one is open already."""
+        with self._tlock:
+            self._need_tid("begin_transaction")
+            if self._in_txn:
+                raise TransactionError("begin_transaction: a transaction is already "
+                                       "open; commit or abort it first")
+            self._in_txn = True
+            self._checked = set()
+            self._txn_parts = {}
+            self._txn_offsets = {}
+            self._txn_inputs = set()
+            self._txn_members = {}
+
+    def send_offsets_to_transaction(self, offsets: Any, group_id: str | None = None) -> None:
+        """Commit consumer offsets with the transaction (Kafka's
+        ``sendOffsetsToTransaction``): ``offsets`` is {TopicPartition: next
+        offset to read} with ``group_id``, or a Consumer, whose group and
+        current positions (of its assigned partitions) are taken. They are
+        stored exactly when the transaction commits."""
+        with self._tlock:
+            self._need_tid("send_offsets_to_transaction")
+            if not self._in_txn:
+                raise TransactionError("send_offsets_to_transaction: no transaction is "
+                                       "open; call begin_transaction() first")
+            if not isinstance(offsets, Mapping):
+                consumer = offsets
+                group = getattr(consumer, "group_id", None)
+                if not callable(getattr(consumer, "assignment", None)):
+                    raise InvalidArgument(
+                        "send_offsets_to_transaction: expected {TopicPartition: "
+                        f"offset}} or a Consumer, got {type(offsets).__name__}")
+                group_id = group_id if group_id is not None else group
+                offsets = {tp: consumer.position(tp) for tp in consumer.assignment()}
+                member = getattr(consumer, "_member", None)
+                if member is not None and isinstance(group_id, str) and group_id == group:
+                    # the commit point checks it still owns them (Kafka's
+                    # groupMetadata in sendOffsetsToTransaction)
+                    self._txn_members[group_id] = member.member_id
+            if not isinstance(group_id, str) or not group_id:
+                raise InvalidArgument("send_offsets_to_transaction: a group_id (or a "
+                                      "Consumer with one) is needed")
+            checked: dict[tuple[str, int], int] = {}
+            for tp, off in offsets.items():
+                if hasattr(off, "offset"):           # OffsetAndMetadata
+                    off = off.offset
+                if not isinstance(tp, tuple) or len(tp) != 2 or \
+                        isinstance(off, bool) or not isinstance(off, int) or \
+                        not 0 <= off < 2**63:      # (int64 in LMDB, M-6)
+                    raise InvalidArgument(
+                        f"send_offsets_to_transaction: {tp!r}: {off!r}; expected "
+                        "TopicPartition: offset in [0, 2**63)")
+                self._log.partition(tp[0], tp[1])    # TopicNotFound, PartitionNotFound
+                checked[(tp[0], tp[1])] = off
+            self._txn_offsets.setdefault(group_id, {}).update(checked)
+            self._txn_inputs.update(checked)
+
+    def commit_transaction(self) -> None:
+        """Make the transaction's records and offsets visible, atomically.
+        Raises TransactionError when none is open, ProducerFencedError when
+        this producer was fenced (the transaction was then aborted), and
+        CommitFailedError when the group consumer given to
+        send_offsets_to_transaction no longer owns a partition it named (a
+        rebalance): nothing was committed, the transaction is still open;
+        abort it."""
+        self._end(True)
+
+    def abort_transaction(self) -> None:
+        """Drop the transaction: its records are never shown to
+        read_committed consumers, its offsets never stored."""
+        self._end(False)
+
+    def _end(self, commit: bool) -> None:
+        what = "commit_transaction" if commit else "abort_transaction"
+        with self._tlock:
+            tid = self._need_tid(what)
+            if not self._in_txn:
+                raise TransactionError(f"{what}: no transaction is open")
+            log = self._log
+            if commit:
+                # X-6: the records durable before the commit point with
+                # sync="always", and in every mode when it stores offsets
+                # (as M-10: offsets never reach LMDB ahead of what a power
+                # loss could take, here the outputs of the inputs they pass)
+                if log.sync == "always" or any(self._txn_offsets.values()):
+                    for part in self._txn_parts.values():
+                        part.flush()
+                if log.sync != "always":
+                    for t, p in self._txn_inputs:
+                        log.partition(t, p).sync_for_commit()
+            got = self._guard(lambda: transactions.end(
+                log, tid, self.producer_id, self.epoch, commit,
+                self._txn_offsets if commit else {}, self._txn_members))
+            if (got.producer_id, got.epoch) != (self.producer_id, self.epoch):
+                self._seqs.clear()           # a new epoch restarts the sequences
+                self._checked = set()
+            self.producer_id, self.epoch = got.producer_id, got.epoch
+            self._in_txn = False
+            self._txn_parts = {}
+            self._txn_offsets = {}
+            for pid, epoch, kind, parts in got.markers:
+                transactions.write_markers(log, pid, epoch, kind, parts)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[IdempotentProducer]:
+        """``with producer.transaction():`` begins a transaction, commits it
+        when the block ends normally and aborts it when it raises (the
+        exception goes on)."""
+        self.begin_transaction()
+        try:
+            yield self
+        except BaseException:
+            if self._in_txn and self._fenced is None:
+                self.abort_transaction()
+            raise
+        self.commit_transaction()
+
+    def close(self, timeout: float | None = None) -> None:
+        """Abort an open transaction, then as Producer.close."""
+        with self._tlock:
+            # (not in a fork child: the transaction is the parent's)
+            if self._in_txn and self._fenced is None and not self._closed and \
+                    not self._log._closed and self._pid == os.getpid():
+                try:
+                    self.abort_transaction()
+                except ProducerFencedError:
+                    pass                      # the fencer aborted it
+        _TRANSACTIONAL.discard(self)
+        super().close(timeout)
+
+    def __repr__(self) -> str:
+        return (f"<IdempotentProducer id={self.producer_id} epoch={self.epoch} "
+                f"transactional_id={self.transactional_id!r}>")
+
+
+def close_transactional(log: LogStore) -> PylogError | None:
+    """Close the transactional producers of ``log`` (aborting their open
+    transactions); returns the first error, after closing them all."""
+    first = None
+    for producer in list(_TRANSACTIONAL):
+        if producer._log is log:
+            try:
+                producer.close()
+            except PylogError as exc:
+                first = first or exc
+    return first
+
+
+__all__ = ["IdempotentProducer", "check_producer_args", "close_transactional"]

@@ -1,0 +1,389 @@
+"""Log.metrics() and ``pylog metrics`` (issue 18): counters every process
+adds to in partition.state (FORMAT.rst P-10, P-11), seen from another
+process; rates from two readings; groups' lag and share groups' states;
+the Prometheus exporter scraped over real HTTP."""
+
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+
+import pytest
+
+import pylog
+from pylog import TopicPartition
+from pylog.errors import InvalidArgument
+from pylog.metrics import FSYNC_BUCKET_BOUNDS_S, FsyncStats, MetricsSnapshot
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _env():
+    return dict(os.environ, PYTHONPATH=ROOT)
+
+
+def run_child(code, *args):
+    """Run ``code`` in a fresh interpreter (a process of its own)."""
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *map(str, args)],
+                       capture_output=True, env=_env(), timeout=120)
+    assert r.returncode == 0, r.stderr.decode()
+    return r.stdout.decode()
+
+
+WORKLOAD = """
+    import sys, pylog
+    log = pylog.open(sys.argv[1], sync="always")
+    if "t" not in log.topics():
+        log.create_topic("t", partitions=2)
+    p = log.producer()
+    for i in range(int(sys.argv[2])):
+        p.send("t", b"x" * 100, partition=i % 2)
+    p.flush()
+    c = log.consumer("t", group_id="readers", auto_offset_reset="earliest",
+                     enable_auto_commit=False)
+    got = 0
+    while got < int(sys.argv[3]):
+        got += len(c.poll(timeout=1, max_records=int(sys.argv[3]) - got))
+    c.commit()
+    c.close(autocommit=False)
+    log.close()
+"""
+
+
+def raw_counters(path, topic, p):
+    """The P-10 and P-11 words as the file holds them (host byte order)."""
+    with open(os.path.join(str(path), f"{topic}-{p}", "partition.state"), "rb") as f:
+        raw = f.read(4096)
+    append = struct.unpack_from("=3Q", raw, 144)
+    fetch = struct.unpack_from("=2Q", raw, 192)
+    fsync = struct.unpack_from("=2Q", raw, 256)
+    buckets = struct.unpack_from("=16Q", raw, 272)
+    return append, fetch, fsync, buckets
+
+
+def test_counters_of_other_processes_are_seen(tmp_path):
+    """P-10, P-11: a child appends (sync="always": an fdatasync per send)
+    and consumes; this process, which did neither, sees its numbers, as
+    the file's bytes hold them."""
+    path = tmp_path / "log"
+    run_child(WORKLOAD, path, 300, 120)
+    with pylog.open(str(path), readonly=True) as log:
+        snap = log.metrics()
+    assert [(p.topic, p.partition) for p in snap.partitions] == [("t", 0), ("t", 1)]
+    assert sum(p.appended_records for p in snap.partitions) == 300
+    assert sum(p.append_batches for p in snap.partitions) == 300     # one send, one batch
+    assert sum(p.fetched_records for p in snap.partitions) == 120
+    for p in snap.partitions:
+        assert p.end_offset == 150 and p.records == 150
+        append, fetch, fsync, buckets = raw_counters(path, "t", p.partition)
+        assert append == (p.append_batches, p.appended_records, p.appended_bytes)
+        assert fetch == (p.fetches, p.fetched_records)
+        assert fsync[0] == p.fsync.count and buckets == p.fsync.buckets
+        # a batch of one 100-byte record is 61 + 8 + ~104 bytes on disk
+        assert p.appended_bytes == p.bytes
+        assert p.fsync.count >= 1 and sum(buckets) == p.fsync.count
+        assert p.fsync.total_s > 0
+        assert p.append_rate is None                 # one reading: no rates
+    assert snap.fsync.count == sum(p.fsync.count for p in snap.partitions)
+    assert snap.interval_s is None and snap.errors == ()
+
+
+def test_counters_add_up_across_processes(tmp_path):
+    """P-10: two writers in two processes at once; the counts add (no
+    update lost: appends count under the append lock, fetches with atomic
+    adds)."""
+    path = tmp_path / "log"
+    with pylog.open(str(path)) as log:
+        log.create_topic("t", partitions=2)
+    code = """
+        import sys, pylog
+        log = pylog.open(sys.argv[1], sync="never")
+        p = log.producer()
+        for i in range(2000):
+            p.send("t", b"y", partition=0)
+        log.close()
+    """
+    procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), str(path)],
+                              env=_env()) for _ in range(2)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    with pylog.open(str(path), readonly=True) as log:
+        p0 = log.metrics().partition("t", 0)
+    assert p0.appended_records == p0.append_batches == p0.end_offset == 4000
+
+
+def test_fsync_histogram_buckets(tmp_path):
+    """P-11: bucket k counts latencies under 2**(16+k) ns; the bounds the
+    snapshot reports are those."""
+    assert FSYNC_BUCKET_BOUNDS_S[0] == 65536 / 1e9
+    assert FSYNC_BUCKET_BOUNDS_S[14] == 2 ** 30 / 1e9
+    assert FSYNC_BUCKET_BOUNDS_S[15] == float("inf") and len(FSYNC_BUCKET_BOUNDS_S) == 16
+    from pylog import _native
+    with pylog.open(str(tmp_path / "log")) as log:
+        log.create_topic("h", partitions=1)
+        shared = log.partition("h", 0).shared
+        for ns in (0, 65535, 65536, 131071, 131072, 2 ** 30 - 1, 2 ** 30, 10 ** 12):
+            _native.count_fsync(shared.ptr, ns)
+        f = log.metrics().partition("h", 0).fsync
+    assert f.buckets[:3] == (2, 2, 1) and f.buckets[14] == 1 and f.buckets[15] == 2
+    assert f.count == 8 and f.total_s == pytest.approx(
+        (65535 + 65536 + 131071 + 131072 + 2 ** 30 - 1 + 2 ** 30 + 10 ** 12) / 1e9)
+    assert f.quantile(0.25) == FSYNC_BUCKET_BOUNDS_S[0]
+    assert f.quantile(1.0) == float("inf")
+    assert FsyncStats().quantile(0.5) is None and FsyncStats().mean_s is None
+    with pytest.raises(ValueError):
+        f.quantile(0)
+
+
+def test_rates_from_two_readings(tmp_path):
+    with pylog.open(str(tmp_path / "log"), sync="never") as log:
+        log.create_topic("t", partitions=1)
+        p = log.producer()
+        p.send("t", b"first")
+        before = log.metrics()
+        for _ in range(500):
+            p.send("t", b"z" * 10)
+        c = log.consumer("t", group_id="g", auto_offset_reset="earliest")
+        got = 0
+        while got < 501:
+            got += len(c.poll(timeout=1))
+        time.sleep(0.05)
+        after = log.metrics(since=before)
+        c.close()
+    a, b = before.partition("t", 0), after.partition("t", 0)
+    assert after.interval_s == pytest.approx(after.monotonic - before.monotonic)
+    assert b.append_rate == pytest.approx(500 / after.interval_s)
+    assert b.append_bytes_rate == pytest.approx(
+        (b.appended_bytes - a.appended_bytes) / after.interval_s)
+    assert b.fetch_rate == pytest.approx(501 / after.interval_s)
+    assert a.append_rate is None
+
+
+def test_a_counter_that_went_down_counts_from_zero(tmp_path):
+    """P-10: a topic deleted and created again starts new counters; the
+    rate counts them from 0 instead of going negative."""
+    with pylog.open(str(tmp_path / "log"), sync="never") as log:
+        log.create_topic("t", partitions=1)
+        p = log.producer()
+        for _ in range(100):
+            p.send("t", b"a")
+        before = log.metrics()
+        log.delete_topic("t")
+        log.create_topic("t", partitions=1)
+        for _ in range(10):
+            p.send("t", b"b")
+        after = log.metrics(since=before)
+    part = after.partition("t", 0)
+    assert part.appended_records == 10
+    assert part.append_rate == pytest.approx(10 / after.interval_s)
+
+
+def test_since_must_be_a_snapshot(tmp_path):
+    with pylog.open(str(tmp_path / "log")) as log:
+        with pytest.raises(InvalidArgument, match="MetricsSnapshot"):
+            log.metrics(since={"not": "a snapshot"})
+
+
+def _groups_and_queues(path):
+    """A known workload: 600 records over 3 partitions; group "billing"
+    read 120 from p0 and 80 from p1; share group "mailers" on topic "jobs"
+    (10 records): 3 acquired and held, 2 rejected (archived), 1 released
+    with a delay."""
+    log = pylog.open(str(path), sync="never")
+    log.create_topic("orders", partitions=3)
+    log.create_topic("jobs", partitions=1)
+    p = log.producer()
+    for i in range(600):
+        p.send("orders", b"o", partition=i % 3)
+    for i in range(10):
+        p.send("jobs", b"j%d" % i)
+    p.flush()
+    c = log.consumer("orders", group_id="billing", auto_offset_reset="earliest",
+                     enable_auto_commit=False)
+    c.poll(timeout=0.5, max_records=1)
+    c.commit({TopicPartition("orders", 0): 120, TopicPartition("orders", 1): 80})
+    c.close(autocommit=False)
+    s = log.share_consumer("jobs", group_id="mailers", auto_offset_reset="earliest")
+    got = []
+    while len(got) < 6:
+        got += s.poll(timeout_ms=500, max_records=6 - len(got))
+    s.acknowledge(got[0], "reject")
+    s.acknowledge(got[1], "reject")
+    s.acknowledge(got[2], "release", delay_ms=600_000)
+    s.commit()
+    return log, s
+
+
+def test_group_and_share_group_metrics(tmp_path):
+    log, s = _groups_and_queues(tmp_path / "log")
+    try:
+        snap = log.metrics()
+    finally:
+        s.close()
+        log.close()
+    g = snap.group("billing")
+    assert g.lag == 400 and g.state == "Empty" and g.members == 0
+    assert [(p.partition, p.committed, p.lag, p.lag_from) for p in g.partitions] == [
+        (0, 120, 80, "committed"), (1, 80, 120, "committed"), (2, None, 200, "earliest")]
+    q = snap.share_group("mailers")
+    # 10 records: 3 still acquired, 2 archived, 1 delayed, 4 never delivered
+    assert (q.acquired, q.archived, q.delayed, q.available) == (3, 2, 1, 4)
+    assert q.partitions[0].topic == "jobs"
+    d = snap.to_dict()
+    assert json.loads(json.dumps(d)) == d          # plain JSON (no inf, no tuples)
+    assert d["groups"][0]["lag"] == 400 and d["partitions"][0]["records"] == 10  # jobs-0
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _scrape(port, deadline_s=30):
+    end = time.monotonic() + deadline_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                return r.status, r.headers.get("Content-Type"), r.read().decode()
+        except OSError:
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.1)
+
+
+def _samples(text):
+    from prometheus_client.parser import text_string_to_metric_families
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def test_prometheus_exporter_scraped_over_http(tmp_path):
+    """``pylog metrics LOG --serve`` in a process of its own, scraped with a
+    real HTTP request: the values are the workload's, appends done by
+    another process after the server started included."""
+    pytest.importorskip("prometheus_client")
+    path = tmp_path / "log"
+    log, s = _groups_and_queues(path)
+    s.close()
+    log.close()
+    run_child(WORKLOAD, path, 300, 0)
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pylog.cli", "metrics", str(path), "--serve",
+         f"127.0.0.1:{port}"], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        status, ctype, text = _scrape(port)
+        assert status == 200 and ctype.startswith("text/plain")
+        m = _samples(text)
+
+        def v(name, **labels):
+            return m[(name, tuple(sorted(labels.items())))]
+        assert v("pylog_partition_end_offset", topic="orders", partition="2") == 200
+        assert v("pylog_appended_records_total", topic="t", partition="0") == 150
+        assert v("pylog_group_lag", group="billing", topic="orders", partition="2",
+                 lag_from="earliest") == 200
+        assert v("pylog_group_committed_offset", group="billing", topic="orders",
+                 partition="0", lag_from="committed") == 120
+        assert ("pylog_group_committed_offset", (("group", "billing"), ("lag_from", "earliest"),
+                ("partition", "2"), ("topic", "orders"))) not in m
+        key = dict(group="mailers", topic="jobs", partition="0")
+        assert v("pylog_share_records", state="delayed", **key) == 1
+        assert v("pylog_share_archived_records_total", **key) == 2
+        fsyncs = sum(val for (name, _), val in m.items() if name == "pylog_fsyncs_total")
+        assert v("pylog_fsyncs_total", topic="t", partition="0") >= 1     # sync="always"
+        assert v("pylog_fsync_seconds_count") == fsyncs
+        assert v("pylog_fsync_seconds_bucket", le="+Inf") == fsyncs
+        assert v("pylog_metrics_errors") == 0
+        # every scrape reads anew: another process's appends show
+        run_child(WORKLOAD, path, 40, 0)
+        m = _samples(_scrape(port)[2])
+        assert v("pylog_appended_records_total", topic="t", partition="0") == 170
+    finally:
+        server.send_signal(signal.SIGTERM)
+        out, err = server.communicate(timeout=30)
+    assert server.returncode == 0, err.decode()
+    assert b"serving the metrics" in out
+
+
+def test_cli_metrics_text_and_json(tmp_path):
+    path = tmp_path / "log"
+    log, s = _groups_and_queues(path)
+    s.close()
+    log.close()
+    r = subprocess.run([sys.executable, "-m", "pylog.cli", "metrics", str(path), "--json",
+                        "--interval", "0.1"], capture_output=True, env=_env(), timeout=60)
+    assert r.returncode == 0, r.stderr.decode()
+    d = json.loads(r.stdout)
+    assert d["interval_s"] > 0 and d["groups"][0]["lag"] == 400
+    assert d["share_groups"][0]["archived"] == 2
+    orders2 = [p for p in d["partitions"] if (p["topic"], p["partition"]) == ("orders", 2)]
+    assert orders2[0]["end_offset"] == 200 and orders2[0]["append_rate"] == 0
+    r = subprocess.run([sys.executable, "-m", "pylog.cli", "metrics", str(path),
+                        "--interval", "0"], capture_output=True, env=_env(), timeout=60)
+    out = r.stdout.decode()
+    assert r.returncode == 0 and "one reading: no rates" in out
+    assert "not committed, from earliest" in out and "SHARE GROUP" in out
+
+
+@pytest.mark.parametrize("bad", ["-1", "nan", "inf"])
+def test_cli_bad_interval(tmp_path, bad):
+    with pylog.open(str(tmp_path / "log")):
+        pass
+    r = subprocess.run([sys.executable, "-m", "pylog.cli", "metrics", str(tmp_path / "log"),
+                        "--interval", bad], capture_output=True, env=_env(), timeout=60)
+    assert r.returncode == 2 and b"--interval" in r.stderr and b"Traceback" not in r.stderr
+
+
+def test_exposition_of_a_snapshot(tmp_path):
+    pytest.importorskip("prometheus_client")
+    from pylog.metricsprom import exposition
+    log, s = _groups_and_queues(tmp_path / "log")
+    try:
+        m = _samples(exposition(log.metrics()).decode())
+    finally:
+        s.close()
+        log.close()
+    assert m[("pylog_group_members", (("group", "billing"),))] == 0
+    assert m[("pylog_share_records", (("group", "mailers"), ("partition", "0"),
+                                      ("state", "acquired"), ("topic", "jobs")))] == 3
+
+
+@pytest.mark.parametrize("bad", ["nonsense", "127.0.0.1:", ":9464", "127.0.0.1:99999"])
+def test_cli_bad_serve_address(tmp_path, bad):
+    with pylog.open(str(tmp_path / "log")):
+        pass
+    r = subprocess.run([sys.executable, "-m", "pylog.cli", "metrics", str(tmp_path / "log"),
+                        "--serve", bad], capture_output=True, env=_env(), timeout=60)
+    assert r.returncode == 2 and b"HOST:PORT" in r.stderr and b"Traceback" not in r.stderr
+
+
+def test_cli_serve_without_the_extra_says_what_to_install(tmp_path):
+    with pylog.open(str(tmp_path / "log")):
+        pass
+    code = ("import sys; sys.modules['prometheus_client'] = None\n"
+            "from pylog.cli import main\n"
+            f"sys.exit(main(['metrics', {str(tmp_path / 'log')!r}, '--serve', "
+            "'127.0.0.1:0']))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, env=_env(),
+                       timeout=60)
+    assert r.returncode == 2, r.stderr.decode()
+    assert b"pip install 'pylog[metrics]'" in r.stderr and b"Traceback" not in r.stderr
+
+
+def test_snapshot_is_typed_and_immutable(tmp_path):
+    with pylog.open(str(tmp_path / "log")) as log:
+        log.create_topic("t", partitions=1)
+        snap = log.metrics()
+    assert isinstance(snap, MetricsSnapshot)
+    with pytest.raises(AttributeError):
+        snap.partitions = ()
+    assert snap.partition("t", 9) is None and snap.group("x") is None

@@ -1,0 +1,368 @@
+"""pylog.outboxrelay and ``pylog outbox``: every committed outbox row in the
+log exactly once, in order per key, with the relay's position in the same
+pylog transaction (FORMAT.rst O-1, O-2), on real SQLite files and the
+machine's real PostgreSQL (a schema per test)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from outboxdb import PgSchema, add_rows, installed
+
+import pylog
+from pylog import InvalidArgument, TopicNotFound, TopicPartition, outbox
+from pylog.outboxrelay import OutboxRelay, positions_topic
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def outbox_db(request, tmp_path):
+    yield from installed(request.param, tmp_path)
+
+
+@pytest.fixture
+def log(tmp_path):
+    with pylog.open(str(tmp_path / "log")) as lg:
+        lg.create_topic("ev", partitions=3)
+        yield lg
+
+
+def read_all(lg, topic="ev"):
+    """Every record of ``topic`` a read_committed consumer sees, in
+    partition then offset order."""
+    c = lg.consumer(enable_auto_commit=False, isolation_level="read_committed")
+    tps = [TopicPartition(topic, p.partition) for p in lg.describe_topic(topic).partition_info]
+    c.assign(tps)
+    c.seek_to_beginning()
+    end = c.end_offsets(tps)
+    out = []
+    while any(c.position(tp) < end[tp] for tp in tps):
+        got = c.poll(timeout=1.0, max_records=10_000)
+        if not got:
+            break
+        out.extend(got)
+    c.close()
+    return sorted(out, key=lambda r: (r.partition, r.offset))
+
+
+def check_exactly_once(records, rows):
+    """``records`` hold each of ``rows`` (key, value) exactly once, and one
+    key's values in the order they were added."""
+    got = [(r.key, r.value) for r in records]
+    assert sorted(got) == sorted(rows), "rows lost or published twice"
+    for key in {k for k, _ in rows}:
+        assert [v for k, v in got if k == key] == [v for k, v in rows if k == key], key
+
+
+def rows_of(n, keys=7, start=0):
+    return [(b"k%d" % (i % keys), b"%d" % i) for i in range(start, start + n)]
+
+
+def add(db, rows, per_txn=5):
+    add_rows(db, [("ev", v, k) for k, v in rows], per_txn)
+
+
+def test_relay_publishes_every_row_once_in_order_per_key(outbox_db, log):
+    db = outbox_db
+    rows = rows_of(120)
+    add(db, rows, per_txn=7)
+    c = db.connect()                                 # a rolled-back row: never published
+    outbox.add(c, "ev", b"rolled back", key=b"k0", table=db.table)
+    c.rollback()
+    c.close()
+    with OutboxRelay(db.url, log, table=db.table, batch_size=50) as relay:
+        assert relay.drain() == 120
+        assert relay.drain() == 0 and relay.pending() == 0 and relay.total == 120
+    records = read_all(log)
+    check_exactly_once(records, rows)
+    ids = [int(dict(r.headers)["pylog.outbox.id"]) for r in records]
+    assert len(set(ids)) == 120
+    # O-1: one position record per transaction (120 rows / 50: three), the
+    # last one says everything is published
+    pos = read_all(log, positions_topic("outbox"))
+    assert [r.key for r in pos] == [b"outbox"] * 3
+    last = json.loads(pos[-1].value)
+    assert last["v"] == 1 and last["total"] == 120 and last["table"] == db.table
+    # published rows are gone from the table
+    c = db.connect()
+    assert c.execute(f"SELECT COUNT(*) FROM {db.table}").fetchone()[0] == 0
+    c.close()
+    # a new relay resumes from the stored position: nothing again, then the new rows
+    more = rows_of(30, start=120)
+    add(db, more)
+    with OutboxRelay(db.url, log, table=db.table) as relay:
+        assert relay.total == 120
+        assert relay.drain() == 30 and relay.total == 150
+    check_exactly_once(read_all(log), rows + more)
+
+
+def test_rows_kept_with_delete_published_false_are_not_published_again(outbox_db, log):
+    db = outbox_db
+    add(db, rows_of(20))
+    with OutboxRelay(db.url, log, table=db.table, delete_published=False) as relay:
+        assert relay.drain() == 20
+    with OutboxRelay(db.url, log, table=db.table, delete_published=False) as relay:
+        assert relay.drain() == 0 and relay.pending() == 0
+    c = db.connect()
+    assert c.execute(f"SELECT COUNT(*) FROM {db.table}").fetchone()[0] == 20
+    c.close()
+    check_exactly_once(read_all(log), rows_of(20))
+
+
+def test_a_second_relay_fences_the_first(outbox_db, log):
+    """O-2: the newer instance's producer fences the older; the older's next
+    batch raises and publishes nothing."""
+    db = outbox_db
+    first = OutboxRelay(db.url, log, table=db.table)
+    add(db, rows_of(10))
+    assert first.step() == 10
+    add(db, rows_of(10, start=10))
+    second = OutboxRelay(db.url, log, table=db.table)
+    try:
+        with pytest.raises(pylog.ProducerFencedError):
+            first.step()
+        assert second.drain() == 10
+    finally:
+        for r in (first, second):
+            try:
+                r.close()
+            except pylog.ProducerFencedError:
+                pass
+    check_exactly_once(read_all(log), rows_of(20))
+
+
+def test_a_relay_refuses_the_position_of_another_table(tmp_path, log):
+    """O-1: the stored position names its table; another table under the
+    same relay name would be published from a foreign position."""
+    gen = installed("sqlite", tmp_path)
+    db = next(gen)
+    add(db, rows_of(3))
+    with OutboxRelay(db.url, log) as relay:
+        relay.drain()
+    c = db.connect()
+    outbox.install(c, "other_outbox")
+    c.close()
+    with pytest.raises(InvalidArgument, match="give this relay another name"):
+        OutboxRelay(db.url, log, table="other_outbox")
+    with OutboxRelay(db.url, log, table="other_outbox", name="other") as relay:
+        assert relay.drain() == 0
+
+
+def test_a_missing_topic_stops_the_relay_and_skips_nothing(outbox_db, log):
+    db = outbox_db
+    add(db, rows_of(3))
+    add_rows(db, [("not-there", b"x", b"k")])
+    add(db, rows_of(3, start=3))
+    with OutboxRelay(db.url, log, table=db.table, batch_size=100) as relay:
+        with pytest.raises(TopicNotFound):
+            relay.drain()
+        assert relay.total == 0
+    assert read_all(log) == []           # the batch's transaction was aborted
+    log.create_topic("not-there")
+    with OutboxRelay(db.url, log, table=db.table) as relay:
+        assert relay.drain() == 7
+    check_exactly_once(read_all(log), rows_of(6))
+    assert [r.value for r in read_all(log, "not-there")] == [b"x"]
+
+
+def test_pg_late_commit_through_the_relay(log):
+    """The polling-outbox gap end to end (tests/test_outbox.py shows the
+    naive relay losing the row): row 1 commits after row 2 was published;
+    both reach the log, once."""
+    db = PgSchema()
+    try:
+        c = db.connect()
+        outbox.install(c, db.table)
+        c.close()
+        t1, t2 = db.connect(), db.connect()
+        outbox.add(t1, "ev", b"late", key=b"a", table=db.table)
+        outbox.add(t2, "ev", b"early", key=b"b", table=db.table)
+        t2.commit()
+        with OutboxRelay(db.url, log, table=db.table) as relay:
+            assert relay.drain() == 1
+            t1.commit()
+            assert relay.drain() == 1
+        t1.close()
+        t2.close()
+        check_exactly_once(read_all(log), [(b"a", b"late"), (b"b", b"early")])
+    finally:
+        db.drop()
+
+
+def test_run_wakes_on_new_rows_and_stops(outbox_db, log):
+    db = outbox_db
+    stop = threading.Event()
+    seen = []
+    relay = OutboxRelay(db.url, log, table=db.table)
+    th = threading.Thread(target=relay.run, args=(stop,),
+                          kwargs={"on_progress": seen.append, "max_wait": 30.0})
+    th.start()
+    try:
+        for i in range(3):
+            add(db, rows_of(5, start=5 * i))
+            deadline = time.monotonic() + 20
+            while relay.total < 5 * (i + 1) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert relay.total == 5 * (i + 1), "the relay slept through new rows"
+    finally:
+        stop.set()
+        th.join(10)
+        relay.close()
+    assert not th.is_alive()
+    assert sum(p.rows for p in seen) == 15 and seen[-1].total == 15
+    check_exactly_once(read_all(log), rows_of(15))
+
+
+def cli(*args, **kw):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    return subprocess.run([sys.executable, "-m", "pylog", *args], capture_output=True,
+                          text=True, env=env, timeout=60, **kw)
+
+
+def test_cli_install_and_relay_until_idle(tmp_path, outbox_db, log):
+    db = outbox_db
+    add(db, rows_of(40))
+    path = str(tmp_path / "log")
+    r = cli("outbox", "relay", db.url, path, "--table", db.table, "--until-idle",
+            "--batch-size", "15")
+    assert r.returncode == 0, r.stderr
+    assert "published 40 rows (total 40)" in r.stdout and "pending 0" in r.stdout
+    check_exactly_once(read_all(log), rows_of(40))
+    # install on a fresh database; errors are one line, exit 2
+    fresh = "sqlite:///" + str(tmp_path / "fresh.db")
+    open(str(tmp_path / "fresh.db"), "wb").close()
+    r = cli("outbox", "install", fresh, "--table", "shop_outbox")
+    assert r.returncode == 0 and "shop_outbox ready" in r.stdout, r.stderr
+    r = cli("outbox", "relay", fresh, path, "--until-idle")
+    assert r.returncode == 2 and "pylog.outbox.install" in r.stderr
+    r = cli("outbox", "relay", "mysql://x", path)
+    assert r.returncode == 2 and r.stderr.startswith("pylog: error:")
+
+
+def test_a_position_of_another_database_is_refused(outbox_db, log, tmp_path):
+    """A relay name's position pointed at a fresh database (a restored
+    file, another server) would skip its rows: refused."""
+    db = outbox_db
+    add(db, rows_of(5))
+    with OutboxRelay(db.url, log, table=db.table) as relay:
+        relay.drain()
+    if db.prefix:                            # PostgreSQL: a stored snapshot from the future
+        from pylog.outboxsource import Position
+        with OutboxRelay(db.url, log, table=db.table) as relay:
+            with pytest.raises(InvalidArgument, match="another database"):
+                relay.source.check(Position(0, "999999999:999999999:", None))
+        return
+    other = installed("sqlite", tmp_path / "other")
+    (tmp_path / "other").mkdir()
+    fresh = next(other)
+    try:
+        with pytest.raises(InvalidArgument, match="another database"):
+            OutboxRelay(fresh.url, log, table=fresh.table)
+    finally:
+        other.close()
+
+
+def test_position_records_below_the_newest_are_trimmed(outbox_db, log, monkeypatch):
+    """O-1: every TRIM_EVERY commits the records below the newest position
+    go; the newest stays and a restarted relay resumes from it."""
+    import pylog.outboxrelay as relay_mod
+    monkeypatch.setattr(relay_mod, "TRIM_EVERY", 3)
+    db = outbox_db
+    add(db, rows_of(20))
+    with OutboxRelay(db.url, log, table=db.table, batch_size=2) as relay:
+        assert relay.drain() == 20
+    tp = TopicPartition(positions_topic("outbox"), 0)
+    c = log.consumer(enable_auto_commit=False)
+    assert c.beginning_offsets([tp])[tp] > 0
+    c.close()
+    add(db, rows_of(4, start=20))
+    with OutboxRelay(db.url, log, table=db.table) as relay:
+        assert relay.total == 20 and relay.drain() == 4
+    check_exactly_once(read_all(log), rows_of(24))
+
+
+def test_cli_relay_runs_until_sigterm_and_prints_progress(tmp_path, outbox_db, log):
+    import childproc
+    db = outbox_db
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = childproc.start("import sys; from pylog.cli import main; sys.exit(main())",
+                           "outbox", "relay", db.url, str(tmp_path / "log"),
+                           "--table", db.table, env=env)
+    try:
+        first = childproc.readline(proc, timeout=60)
+        assert b"position id 0, total 0" in first
+        assert b"published 0 rows (total 0)" in childproc.readline(proc, timeout=60)  # idle
+        add(db, rows_of(12))                  # wakes it: NOTIFY / data_version
+        line = childproc.readline(proc, timeout=60)
+        while b"pending 0" not in line or b"total 12" not in line:
+            line = childproc.readline(proc, timeout=60)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, childproc.stderr_tail(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    check_exactly_once(read_all(log), rows_of(12))
+
+
+def test_cli_relay_exits_with_one_line_when_the_database_goes(tmp_path, log):
+    """A lost PostgreSQL connection ends the relay with exit status 2 and one
+    line (a supervisor restarts it; nothing is skipped)."""
+    import uuid
+
+    import childproc
+    db = PgSchema()
+    try:
+        c = db.connect()
+        outbox.install(c, db.table)
+        c.close()
+        app = "relay-" + uuid.uuid4().hex[:8]
+        env = dict(os.environ, PYTHONPATH=ROOT)
+        proc = childproc.start("import sys; from pylog.cli import main; sys.exit(main())",
+                               "outbox", "relay", f"{db.url}?application_name={app}",
+                               str(tmp_path / "log"), "--table", db.table, env=env)
+        try:
+            childproc.readline(proc, timeout=60)
+            assert b"published 0 rows" in childproc.readline(proc, timeout=60)   # idle
+            admin = db.connect(autocommit=True)
+            killed = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                   "WHERE application_name = %s", (app,)).fetchall()
+            admin.close()
+            assert killed == [(True,)]
+            assert proc.wait(60) == 2
+            err = childproc.stderr_tail(proc)
+            assert err.startswith("pylog: error: database ") and "Traceback" not in err, err
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    finally:
+        db.drop()
+
+
+def test_keyless_rows_and_headers_are_published_as_added(outbox_db, log):
+    db = outbox_db
+    c = db.connect()
+    for i in range(5):
+        outbox.add(c, "ev", b"v%d" % i, headers=[("trace", b"t%d" % i), ("x", b"")],
+                   table=db.table)
+    outbox.add(c, "ev", None, key=b"tombstone", table=db.table)     # a null value
+    c.commit()
+    c.close()
+    with OutboxRelay(db.url, log, table=db.table) as relay:
+        assert relay.drain() == 6
+    got = read_all(log)
+    by_value = {r.value: r for r in got}
+    assert sorted(v for v in by_value if v is not None) == [b"v%d" % i for i in range(5)]
+    for i in range(5):
+        r = by_value[b"v%d" % i]
+        assert r.key is None
+        assert list(r.headers[:2]) == [("trace", b"t%d" % i), ("x", b"")]
+        assert r.headers[2][0] == "pylog.outbox.id"
+    assert by_value[None].key == b"tombstone"
