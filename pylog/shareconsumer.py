@@ -374,9 +374,8 @@ class ShareConsumer:
         self._check()
         for tp in self._partitions():
             self._file(tp)
-        if self.dead_letter_topic is not None and self._producer is None:
-            self._log.create_topic(self.dead_letter_topic, partitions=1, exist_ok=True)
-            self._producer = self._log.producer()
+        if self._dlq is not None:
+            self._dlq.prepare()
 
     def wait_hint(self) -> tuple[int, float]:
         """(the doorbell slot whose rings may make records available (L-3),

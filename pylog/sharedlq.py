@@ -59,13 +59,18 @@ class DeadLetters:
         n = self._log.partitions_for(self.topic)
         return source_partition % min(n, 1 << _PART_BITS)
 
+    def prepare(self) -> None:
+        """Make the topic (one partition when it is new) and the producer
+        that copies into it, if not yet made."""
+        if self._producer is None:
+            self._log.create_topic(self.topic, partitions=1, exist_ok=True)
+            self._producer = self._log.producer()
+
     def marks(self, tp: TopicPartition,
               doomed: list[tuple[int, int, str]]) -> list[tuple[int, int, int, int]]:
         """Step 1 (Q-5): the Dead-lettering changes of ``doomed`` [(offset,
         delivery count, reason)]."""
-        if self._producer is None:
-            self._log.create_topic(self.topic, partitions=1, exist_ok=True)
-            self._producer = self._log.producer()
+        self.prepare()
         p = self._dlq_partition(tp.partition)
         start = self._log.partition(self.topic, p).state().next_offset
         return [(off, ss.DEAD_LETTERING, count, encode_mark(start, p, reason))
