@@ -662,3 +662,56 @@ def test_transactional_producer_refused_in_a_fork_child(log):
     p.commit_transaction()
     assert values(c, timeout=1) == [(0, b"parent")]
     c.close()
+
+
+MARKERS_OUT_OF_MAPS = r"""
+import errno, os, signal, sys, pylog
+from pylog import handles
+log = pylog.open(sys.argv[1], sync="never")
+p = log.producer(transactional_id="tx")
+p.begin_transaction()
+p.send("t", b"one", partition=0)
+p.flush()
+assert log.handles.shrink(maps=True) > 0       # partition t-0 mapped no more
+fd = os.open(os.path.join(sys.argv[1], "hog"), os.O_RDWR | os.O_CREAT)
+os.ftruncate(fd, 4096)
+hog = []
+try:
+    while True:
+        hog.append(handles.map_file(fd, 4096, writable=False))
+except OSError as exc:
+    assert exc.errno == errno.ENOMEM, exc
+os.close(fd)
+try:
+    p.commit_transaction()          # decided, then the COMMIT marker fails
+    print("markers written", flush=True)
+except pylog.TooManyMapsError:
+    print("markers failed", flush=True)
+del hog
+if sys.argv[2] == "kill":
+    os.kill(os.getpid(), signal.SIGKILL)
+with p.transaction():
+    p.send("t", b"two", partition=1)
+log.close()
+print("done", flush=True)
+"""
+
+
+@pytest.mark.parametrize("then", ["next_transaction", "kill"])
+def test_markers_an_append_failure_left_out_are_written(log, tmp_path, child_env, then):
+    """X-6: a COMMIT marker whose append failed after the commit point (out
+    of maps here) is written before the producer's next transaction
+    (which used to clear it unwritten), or by the next instance after a
+    kill: every partition of a decided transaction ends with its marker."""
+    proc = childproc.start(MARKERS_OUT_OF_MAPS, tmp_path / "log", then, env=child_env)
+    assert childproc.readline(proc, timeout=120) == b"markers failed\n"
+    proc.wait(timeout=60)
+    if then == "kill":
+        assert proc.returncode == -signal.SIGKILL, childproc.stderr_tail(proc)
+        log.producer(transactional_id="tx")
+    else:
+        assert proc.returncode == 0, childproc.stderr_tail(proc)
+    assert sorted(values(committed_reader(log, "t"), timeout=1))[0] == (0, b"one")
+    got = kafka_batches(log, "t", 0)
+    assert [b.is_control_batch for b, _ in got] == [False, True]
+    assert got[1][1][0].type == batch.COMMIT
