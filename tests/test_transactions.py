@@ -715,3 +715,29 @@ def test_markers_an_append_failure_left_out_are_written(log, tmp_path, child_env
     got = kafka_batches(log, "t", 0)
     assert [b.is_control_batch for b, _ in got] == [False, True]
     assert got[1][1][0].type == batch.COMMIT
+
+
+def test_read_committed_ends_and_lag_are_the_last_stable_offset(log):
+    """X-4: a read_committed consumer's end_offsets, highwater,
+    get_watermark_offsets and lag() stop at the last stable offset, as
+    Kafka's (a read_uncommitted one's at the end offset)."""
+    plain = log.producer()
+    plain.send("t", b"before", partition=0)
+    p = log.producer(transactional_id="tx")
+    p.begin_transaction()
+    p.send("t", b"in-txn", partition=0)
+    plain.send("t", b"after", partition=0)
+    ends = {}
+    for level in ("read_committed", "read_uncommitted"):
+        c = log.consumer(isolation_level=level, auto_offset_reset="earliest")
+        c.assign([T0])
+        ends[level] = (c.end_offsets([T0])[T0], c.highwater(T0),
+                       c.get_watermark_offsets(T0), c.lag()[T0])
+        c.close()
+    assert ends == {"read_committed": (1, 1, (0, 1), 1),
+                    "read_uncommitted": (3, 3, (0, 3), 3)}
+    p.commit_transaction()                # (the COMMIT marker is offset 3)
+    c = log.consumer(isolation_level="read_committed", auto_offset_reset="earliest")
+    c.assign([T0])
+    assert (c.end_offsets([T0])[T0], c.highwater(T0), c.lag()[T0]) == (4, 4, 4)
+    c.close()
