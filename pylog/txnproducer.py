@@ -38,6 +38,7 @@ last interval. Outside transactions, as Producer.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import weakref
@@ -363,6 +364,14 @@ class IdempotentProducer(Producer):
                     self.abort_transaction()
                 except ProducerFencedError:
                     pass                      # the fencer aborted it
+            if self._unwritten and self._fenced is None and not self._closed and \
+                    not self._log._closed and self._pid == os.getpid():
+                try:
+                    self._write_markers(self._unwritten)
+                except PylogError as exc:     # (named in LMDB still: X-6)
+                    logging.getLogger("pylog").warning(
+                        "producer %r closed with control batches unwritten (%s); "
+                        "its next instance writes them", self.transactional_id, exc)
         _TRANSACTIONAL.discard(self)
         super().close(timeout)
 

@@ -690,6 +690,10 @@ except pylog.TooManyMapsError:
 del hog
 if sys.argv[2] == "kill":
     os.kill(os.getpid(), signal.SIGKILL)
+if sys.argv[2] == "close":
+    p.close()
+    print("done", flush=True)
+    sys.exit(0)
 with p.transaction():
     p.send("t", b"two", partition=1)
 log.close()
@@ -697,12 +701,12 @@ print("done", flush=True)
 """
 
 
-@pytest.mark.parametrize("then", ["next_transaction", "kill"])
+@pytest.mark.parametrize("then", ["next_transaction", "close", "kill"])
 def test_markers_an_append_failure_left_out_are_written(log, tmp_path, child_env, then):
     """X-6: a COMMIT marker whose append failed after the commit point (out
     of maps here) is written before the producer's next transaction
-    (which used to clear it unwritten), or by the next instance after a
-    kill: every partition of a decided transaction ends with its marker."""
+    (which used to clear it unwritten) or at its close, or by the next
+    instance after a kill: every partition of a decided transaction ends with its marker."""
     proc = childproc.start(MARKERS_OUT_OF_MAPS, tmp_path / "log", then, env=child_env)
     assert childproc.readline(proc, timeout=120) == b"markers failed\n"
     proc.wait(timeout=60)
