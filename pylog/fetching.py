@@ -119,12 +119,13 @@ class Fetching:
                 self._set_position(tp, self._resets.out_of_range(tp, part, cur.offset))
                 continue
             if recs:
-                part.shared.count_fetch(len(recs))      # P-10
                 self._delivery.handed(tp, first)
                 i0 = len(out)
                 out.extend(self._records.finish(recs, values_only, tp, part, first,
                                                 bool(out)))
                 slices.append((tp, i0, len(out)))
+                # P-10, once the records are in `out`: counting never raises
+                part.shared.count_fetch(len(recs))
         return out
 
     def _txn_view(self) -> TxnView:
@@ -220,10 +221,10 @@ class Fetching:
                                       wait, max_records, values_only=values_only,
                                       with_topic=True, row_type=self._records.row_type)
                 if got:
-                    part.shared.count_fetch(len(got))   # P-10
                     self._delivery.handed(tp, first)
                     recs = self._records.finish(got, values_only, tp, part, first,
                                                 False)
+                    part.shared.count_fetch(len(got))   # P-10 (never raises)
                     if recs:         # (empty when all went to the dead letters)
                         slices.append((tp, 0, len(recs)))
                         return recs

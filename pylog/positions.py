@@ -174,29 +174,37 @@ class Positions:
         return {tp: self._log.partition(tp.topic, tp.partition).state().log_start_offset
                 for tp in map(as_tp, partitions)}
 
+    def _end(self, tp: TopicPartition) -> int:
+        """The end of ``tp`` this consumer can read to: the end offset, or
+        read_committed, the last stable offset (X-4), as Kafka's consumer
+        reports ends and lag to a read_committed one."""
+        return self._resets.end(self._log.partition(tp.topic, tp.partition))
+
     def end_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
-        """{tp: end offset (the next offset to be written)} of ``partitions``."""
+        """{tp: end offset (the next offset to be written)} of ``partitions``;
+        with ``isolation_level="read_committed"``, the last stable offset."""
         self._check()
-        return {tp: self._log.partition(tp.topic, tp.partition).state().next_offset
-                for tp in map(as_tp, partitions)}
+        return {tp: self._end(tp) for tp in map(as_tp, partitions)}
 
     def highwater(self, partition: TopicPartition) -> int:
         """The end offset of ``partition`` now (kafka-python's high water
-        mark: the offset the next record will get). Every appended record
-        is readable, so it is never stale, unlike a broker's cached one."""
+        mark: the offset the next record will get; read_committed, the last
+        stable offset). Every appended record is readable, so it is never
+        stale, unlike a broker's cached one."""
         self._check()
-        tp = as_tp(partition)
-        return int(self._log.partition(tp.topic, tp.partition).state().next_offset)
+        return self._end(as_tp(partition))
 
     def get_watermark_offsets(self, partition: TopicPartition, timeout: float | None = None,
                               cached: bool = False) -> tuple[int, int]:
         """(low, high) of ``partition``: log start and end offset
-        (confluent-kafka's name; ``timeout`` and ``cached`` are accepted and
-        change nothing: the answer is read locally, at once)."""
+        (read_committed: the last stable offset), confluent-kafka's name;
+        ``timeout`` and ``cached`` are accepted and change nothing: the
+        answer is read locally, at once."""
         self._check()
         tp = as_tp(partition)
-        st = self._log.partition(tp.topic, tp.partition).state()
-        return int(st.log_start_offset), int(st.next_offset)
+        high = self._end(tp)      # (first: the start never passes the end)
+        start = self._log.partition(tp.topic, tp.partition).state().log_start_offset
+        return int(start), high
 
     def partitions_for_topic(self, topic: str) -> set[int] | None:
         """Partition numbers of ``topic``; None when it does not exist (as
@@ -235,11 +243,12 @@ class Positions:
         return set(self._paused)
 
     def lag(self) -> dict[TopicPartition, int]:
-        """{tp: records between the position and the end} for owned partitions."""
+        """{tp: records between the position and the end} for owned
+        partitions (read_committed: the last stable offset, as Kafka's
+        records-lag)."""
         self._check()
         self._sync_group()
         out = {}
         for tp in self._owned():
-            end = self._log.partition(tp.topic, tp.partition).state().next_offset
-            out[tp] = max(0, end - self._cursor(tp).offset)
+            out[tp] = max(0, self._end(tp) - self._cursor(tp).offset)
         return out

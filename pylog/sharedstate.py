@@ -37,7 +37,7 @@ from operator import itemgetter
 
 from . import _format, _native
 from ._crossproc import clear_state_takeover, state_taken_over
-from .errors import CorruptLogError
+from .errors import CorruptLogError, PylogError
 from .files import NotARegularFile, allocate, open_regular, set_aside
 from .handles import map_file, too_many_maps
 
@@ -406,19 +406,34 @@ class SharedState:
     def count_fetch(self, records: int) -> None:
         """Count a fetch that gave a consumer ``records`` records (P-10).
         A read-only opener's map cannot be written: its fetches are not
-        counted."""
-        if self.ptr is not None:
-            _native.count_fetch(self.ptr, records)
+        counted. Best effort: never raises (see :meth:`_counter_ptr`)."""
+        ptr = self._counter_ptr()
+        if ptr is not None:
+            _native.count_fetch(ptr, records)
 
     def synced(self, sync: Callable[[], object]) -> None:
         """Run ``sync`` (an fdatasync of one of the partition's segments)
-        and count it with its latency (P-11), also when it raises."""
+        and count it with its latency (P-11), also when it raises; only
+        ``sync`` raises, never the counting."""
         t0 = time.monotonic_ns()
         try:
             sync()
         finally:
-            if self.ptr is not None:
-                _native.count_fsync(self.ptr, time.monotonic_ns() - t0)
+            ptr = self._counter_ptr()
+            if ptr is not None:
+                _native.count_fsync(ptr, time.monotonic_ns() - t0)
+
+    def _counter_ptr(self):
+        """``ptr`` for a counter (P-10, P-11), or None when the dropped map
+        cannot be made again (out of maps or descriptors): counters are
+        for monitoring only, and their caller has already done its work
+        (moved a consumer's cursor, synced a segment), which a raise here
+        would report as failed."""
+        try:
+            return self.ptr
+        except (OSError, PylogError) as exc:
+            _log.debug("counter of %s not updated: %s", self.directory, exc)
+            return None
 
     def counters(self) -> tuple[int, ...] | None:
         """The P-10 and P-11 counters (pl_counters_read's order), or None

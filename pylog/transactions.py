@@ -141,13 +141,32 @@ def _abort_in(meta: Any, txn: Any, doc: dict[str, Any]) -> list[Marker]:
     return markers
 
 
+def _pending_sets(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The sets of control batches still to write (X-6 ``markers``)."""
+    sets = doc.get("markers")
+    if not sets:
+        return []
+    if isinstance(sets, dict):          # (the single set of the first layout)
+        return [dict(sets, producer_id=doc["producer_id"])]
+    return list(sets)
+
+
 def _pending(doc: dict[str, Any], kind: int, markers: list[Marker]) -> None:
-    """Record the control batches still to write (X-6 ``markers``)."""
+    """Add the control batches of a decision to those still to write (X-6
+    ``markers``): sets accumulate until the producer wrote them all, so a
+    decision whose markers a crash or a failed append left out is never
+    dropped by a later one."""
+    sets = _pending_sets(doc)
     if markers:
-        doc["markers"] = {"type": kind, "epoch": doc["epoch"],
-                          "partitions": [list(m) for m in markers]}
-    else:
-        doc["markers"] = None
+        sets.append({"producer_id": doc["producer_id"], "epoch": doc["epoch"],
+                     "type": kind, "partitions": [list(m) for m in markers]})
+    doc["markers"] = sets or None
+
+
+def _todo(doc: dict[str, Any]) -> list[tuple[int, int, int, list[Marker]]]:
+    """Every pending set of ``doc`` as (producer id, epoch, type, partitions)."""
+    return [(m["producer_id"], m["epoch"], m["type"],
+             [(t, p) for t, p in m["partitions"]]) for m in _pending_sets(doc)]
 
 
 def allocate_producer_id(log: LogStore) -> int:
@@ -177,26 +196,16 @@ def init(log: LogStore, tid: str, timeout_ms: int) -> Init:
     meta = log.meta
     with meta._txn(f"init transactional id {tid!r}", write=True) as txn:
         doc = _doc(meta, txn, tid)
-        todo = []
         if doc is None:
             doc = {"producer_id": _next_pid(meta, txn), "epoch": 0, "partitions": [],
                    "markers": None}
         else:
-            if doc.get("markers"):
-                m = doc["markers"]
-                todo.append((doc["producer_id"], m["epoch"], m["type"],
-                             [tuple(x) for x in m["partitions"]]))
-            aborted = _abort_in(meta, txn, doc)
-            if aborted:
-                todo.append((doc["producer_id"], doc["epoch"], batch.ABORT, aborted))
+            _pending(doc, batch.ABORT, _abort_in(meta, txn, doc))
             if doc["epoch"] >= EPOCH_MAX:
                 doc["producer_id"], doc["epoch"] = _next_pid(meta, txn), 0
-        doc.update(state="ready", owner=_owner(), timeout_ms=timeout_ms, deadline_ms=None,
-                   markers=None if not todo else doc.get("markers"))
-        if todo:
-            last = todo[-1]
-            doc["markers"] = {"type": last[2], "epoch": last[1],
-                              "partitions": [list(m) for m in last[3]]}
+        # every set still named stays until this instance wrote them (X-6)
+        todo = _todo(doc)
+        doc.update(state="ready", owner=_owner(), timeout_ms=timeout_ms, deadline_ms=None)
         _put(meta, txn, tid, doc)
     return Init(doc["producer_id"], doc["epoch"], todo)
 
@@ -217,7 +226,9 @@ def register(log: LogStore, tid: str, pid: int, epoch: int, topic: str,
              partition: int, first: int) -> None:
     """X-6: add a partition to ``tid``'s open transaction (opening it), with
     ``first`` (the partition's end offset, read before this call) as the
-    bound of its first offset there. Raises ProducerFencedError."""
+    bound of its first offset there. Opening it clears the pending control
+    batches: the caller wrote every set :func:`init` and :func:`end`
+    returned it before. Raises ProducerFencedError."""
     meta = log.meta
     with meta._txn(f"add {topic}-{partition} to transaction {tid!r}", write=True) as txn:
         doc = _check_owner(tid, _doc(meta, txn, tid), pid, epoch)
@@ -226,7 +237,7 @@ def register(log: LogStore, tid: str, pid: int, epoch: int, topic: str,
             doc["partitions"] = []
             doc["deadline_ms"] = _now_ms() + doc["timeout_ms"]
             doc["owner"] = _owner()
-            # the markers of the previous transaction were written by now
+            # (the caller wrote them all: see the docstring)
             doc["markers"] = None
         doc["partitions"].append([topic, partition, first])
         _put(meta, txn, tid, doc)
@@ -266,7 +277,7 @@ def end(log: LogStore, tid: str, pid: int, epoch: int, commit: bool,
             markers = _abort_in(meta, txn, doc)      # (the epoch after it)
             kind = batch.ABORT
         _pending(doc, kind, markers)
-        todo = [(pid, doc["epoch"], kind, markers)] if markers else []
+        todo = _todo(doc)            # (with any an earlier write left out)
         if doc["epoch"] >= EPOCH_MAX:
             # (the markers keep the id and epoch they were decided under)
             doc["producer_id"], doc["epoch"] = _next_pid(meta, txn), 0
@@ -333,6 +344,7 @@ def abort_stale(log: LogStore) -> int:
                 doc["deadline_ms"] = None
                 _put(meta, txn, tid, doc)
                 todo.append((doc["producer_id"], doc["epoch"], markers))
+    # (only this abort's: the sets named before are the next instance's, X-5)
     for pid, epoch, markers in todo:
         write_markers(log, pid, epoch, batch.ABORT, markers)
     return len(todo)

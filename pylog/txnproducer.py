@@ -38,6 +38,7 @@ last interval. Outside transactions, as Producer.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import weakref
@@ -122,6 +123,8 @@ class IdempotentProducer(Producer):
         # partitions whose producer state this transaction checked (X-3)
         self._checked: set[tuple[str, int]] = set()
         self._fenced: ProducerFencedError | None = None
+        # control batches a failed append left unwritten (see _write_markers)
+        self._unwritten: list[tuple[int, int, int, list[transactions.Marker]]] = []
         self._pid = os.getpid()          # see _forked
         if transactional_id is None:
             self.producer_id = transactions.allocate_producer_id(log)
@@ -129,8 +132,7 @@ class IdempotentProducer(Producer):
         else:
             got = transactions.init(log, transactional_id, transaction_timeout_ms)
             self.producer_id, self.epoch = got.producer_id, got.epoch
-            for pid, epoch, kind, parts in got.markers:
-                transactions.write_markers(log, pid, epoch, kind, parts)
+            self._write_markers(got.markers)
             _TRANSACTIONAL.add(self)
 
     # -- appending -----------------------------------------------------------
@@ -152,6 +154,9 @@ class IdempotentProducer(Producer):
                         "call begin_transaction() first (or use `with "
                         "producer.transaction():`)")
                 if key not in self._txn_parts:
+                    if not self._txn_parts and self._unwritten:
+                        # the registration below clears them (X-6)
+                        self._write_markers(self._unwritten)
                     first = part.state().next_offset
                     self._guard(lambda: transactions.register(
                         self._log, tid, self.producer_id, self.epoch, part.topic,
@@ -321,8 +326,19 @@ class IdempotentProducer(Producer):
             self._in_txn = False
             self._txn_parts = {}
             self._txn_offsets = {}
-            for pid, epoch, kind, parts in got.markers:
-                transactions.write_markers(log, pid, epoch, kind, parts)
+            self._write_markers(got.markers)
+
+    def _write_markers(self, todo: list[tuple[int, int, int, list[transactions.Marker]]]
+                       ) -> None:
+        """X-2: write the control batches ``todo`` (after the commit point).
+        The transaction document names them until this producer's next
+        transaction registers its first partition (X-6), which first writes
+        again those an append failure (out of maps, a full disk) left out:
+        a decided transaction always gets its markers, for Kafka's readers."""
+        self._unwritten = todo
+        for pid, epoch, kind, parts in todo:
+            transactions.write_markers(self._log, pid, epoch, kind, parts)
+        self._unwritten = []
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[IdempotentProducer]:
@@ -348,6 +364,14 @@ class IdempotentProducer(Producer):
                     self.abort_transaction()
                 except ProducerFencedError:
                     pass                      # the fencer aborted it
+            if self._unwritten and self._fenced is None and not self._closed and \
+                    not self._log._closed and self._pid == os.getpid():
+                try:
+                    self._write_markers(self._unwritten)
+                except PylogError as exc:     # (named in LMDB still: X-6)
+                    logging.getLogger("pylog").warning(
+                        "producer %r closed with control batches unwritten (%s); "
+                        "its next instance writes them", self.transactional_id, exc)
         _TRANSACTIONAL.discard(self)
         super().close(timeout)
 

@@ -387,3 +387,44 @@ def test_snapshot_is_typed_and_immutable(tmp_path):
     with pytest.raises(AttributeError):
         snap.partitions = ()
     assert snap.partition("t", 9) is None and snap.group("x") is None
+
+
+COUNT_OUT_OF_MAPS = """
+    import errno, os, sys, pylog
+    from pylog import handles
+    path = sys.argv[1]
+    with pylog.open(path, sync="never") as log:
+        log.create_topic("t")
+        log.producer().send("t", b"x")
+        part = log.partition("t", 0)
+        shared = part.shared
+        assert log.handles.shrink(maps=True) > 0     # the state map dropped
+        fd = os.open(os.path.join(path, "hog"), os.O_RDWR | os.O_CREAT)
+        os.ftruncate(fd, 4096)
+        hog = []
+        try:
+            while True:
+                hog.append(handles.map_file(fd, 4096, writable=False))
+        except OSError as exc:
+            assert exc.errno == errno.ENOMEM, exc
+        os.close(fd)
+        outcome = []
+        for count in (lambda: shared.count_fetch(1),
+                      lambda: shared.synced(lambda: None)):
+            try:
+                count()
+                outcome.append("ok")
+            except Exception as exc:
+                outcome.append(type(exc).__name__)
+        del hog
+        print(*outcome, flush=True)
+"""
+
+
+def test_counting_out_of_maps_never_raises(tmp_path):
+    """P-10, P-11 are best effort: with the partition's state map dropped
+    and no map left to make it again, counting a fetch (which runs after a
+    consumer's cursor moved) or an fsync (after the fdatasync succeeded)
+    skips the count instead of raising, which would report work already
+    done as failed (the polled records would never be returned)."""
+    assert run_child(COUNT_OUT_OF_MAPS, tmp_path / "log") == "ok ok\n"

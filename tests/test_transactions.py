@@ -662,3 +662,86 @@ def test_transactional_producer_refused_in_a_fork_child(log):
     p.commit_transaction()
     assert values(c, timeout=1) == [(0, b"parent")]
     c.close()
+
+
+MARKERS_OUT_OF_MAPS = r"""
+import errno, os, signal, sys, pylog
+from pylog import handles
+log = pylog.open(sys.argv[1], sync="never")
+p = log.producer(transactional_id="tx")
+p.begin_transaction()
+p.send("t", b"one", partition=0)
+p.flush()
+assert log.handles.shrink(maps=True) > 0       # partition t-0 mapped no more
+fd = os.open(os.path.join(sys.argv[1], "hog"), os.O_RDWR | os.O_CREAT)
+os.ftruncate(fd, 4096)
+hog = []
+try:
+    while True:
+        hog.append(handles.map_file(fd, 4096, writable=False))
+except OSError as exc:
+    assert exc.errno == errno.ENOMEM, exc
+os.close(fd)
+try:
+    p.commit_transaction()          # decided, then the COMMIT marker fails
+    print("markers written", flush=True)
+except pylog.TooManyMapsError:
+    print("markers failed", flush=True)
+del hog
+if sys.argv[2] == "kill":
+    os.kill(os.getpid(), signal.SIGKILL)
+if sys.argv[2] == "close":
+    p.close()
+    print("done", flush=True)
+    sys.exit(0)
+with p.transaction():
+    p.send("t", b"two", partition=1)
+log.close()
+print("done", flush=True)
+"""
+
+
+@pytest.mark.parametrize("then", ["next_transaction", "close", "kill"])
+def test_markers_an_append_failure_left_out_are_written(log, tmp_path, child_env, then):
+    """X-6: a COMMIT marker whose append failed after the commit point (out
+    of maps here) is written before the producer's next transaction
+    (which used to clear it unwritten) or at its close, or by the next
+    instance after a kill: every partition of a decided transaction ends with its marker."""
+    proc = childproc.start(MARKERS_OUT_OF_MAPS, tmp_path / "log", then, env=child_env)
+    assert childproc.readline(proc, timeout=120) == b"markers failed\n"
+    proc.wait(timeout=60)
+    if then == "kill":
+        assert proc.returncode == -signal.SIGKILL, childproc.stderr_tail(proc)
+        log.producer(transactional_id="tx")
+    else:
+        assert proc.returncode == 0, childproc.stderr_tail(proc)
+    assert sorted(values(committed_reader(log, "t"), timeout=1))[0] == (0, b"one")
+    got = kafka_batches(log, "t", 0)
+    assert [b.is_control_batch for b, _ in got] == [False, True]
+    assert got[1][1][0].type == batch.COMMIT
+
+
+def test_read_committed_ends_and_lag_are_the_last_stable_offset(log):
+    """X-4: a read_committed consumer's end_offsets, highwater,
+    get_watermark_offsets and lag() stop at the last stable offset, as
+    Kafka's (a read_uncommitted one's at the end offset)."""
+    plain = log.producer()
+    plain.send("t", b"before", partition=0)
+    p = log.producer(transactional_id="tx")
+    p.begin_transaction()
+    p.send("t", b"in-txn", partition=0)
+    plain.send("t", b"after", partition=0)
+    ends = {}
+    for level in ("read_committed", "read_uncommitted"):
+        c = log.consumer(isolation_level=level, auto_offset_reset="earliest")
+        c.assign([T0])
+        ends[level] = (c.end_offsets([T0])[T0], c.highwater(T0),
+                       c.get_watermark_offsets(T0), c.lag()[T0])
+        c.close()
+    assert ends == {"read_committed": (1, 1, (0, 1), 1),
+                    "read_uncommitted": (3, 3, (0, 3), 3)}
+    p.commit_transaction()                # (the COMMIT marker is offset 3)
+    c = log.consumer(isolation_level="read_committed", auto_offset_reset="earliest")
+    c.assign([T0])
+    assert (c.end_offsets([T0])[T0], c.highwater(T0), c.lag()[T0]) == (4, 4, 4)
+    c.close()
