@@ -58,6 +58,7 @@ from .sharedstate import (
     State,
     writers_present,
 )
+from .topicdirs import read_id
 from .writer import Writer
 
 __all__ = ["Cursor", "Partition", "PartitionMeta", "State", "STATE_FILE",
@@ -118,6 +119,7 @@ class Partition:
                                   "to follow it", self.dir)
         self.dir_identity = Identity(self.dir, "partition directory")   # L-6
         self.shared = SharedState(self.dir, readonly, lock_identity, handles)
+        self.shared.same_incarnation = self._same_incarnation
         # P-8: for rolls and retention, under the writer and append locks
         self.segments = SegmentList(self.dir)
         # handles: the Log's HandleCache, which bounds the segments the
@@ -202,6 +204,11 @@ class Partition:
         if st.next_offset == DELETED:
             raise TopicNotFound(f"topic {self.topic!r} was deleted")
         return st
+
+    def _same_incarnation(self) -> bool:
+        """Does the directory still carry this partition's topic id (L-4)?
+        (Asked when a dropped state map is mapped again.)"""
+        return self.topic_id is None or read_id(self.dir) == self.topic_id
 
     def _writer_took_over(self) -> bool:
         """Read-only view: has a writer opened the log and published the

@@ -133,6 +133,9 @@ class SharedState:
         # called under wlock before the map is dropped; one returning False
         # keeps it (a writer whose group commit is in flight)
         self.unmap_hooks: list = []
+        # set by the Partition: does the directory still hold the topic
+        # incarnation (L-4) this state was first mapped for?
+        self.same_incarnation: Callable[[], bool] | None = None
         self._open_map()
 
     def _open_map(self) -> None:
@@ -276,6 +279,10 @@ class SharedState:
                 st = os.fstat(fd)
                 if (st.st_dev, st.st_ino) != self._file or \
                         st.st_size < STATE_FILE_BYTES:
+                    return None
+                # a new incarnation's file may have the old one's inode
+                # number (freed, then reused): its topic id tells (L-4)
+                if self.same_incarnation is not None and not self.same_incarnation():
                     return None
                 return map_file(fd, STATE_FILE_BYTES, writable=not self.readonly)
             finally:
