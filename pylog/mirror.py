@@ -22,7 +22,8 @@ Guarantees, both ways: at least once, per-partition order kept (the same
 partition numbers when both sides have as many partitions, else Kafka's
 murmur2 on the key); a broker outage only delays (backoff, then resume);
 a mirror killed at any instant (SIGKILL) resumes from its committed offsets
-and sends again at most what was in flight. To Kafka, what retention
+and sends again at most what was in flight (to Kafka: at most
+``max_in_flight`` records). To Kafka, what retention
 deleted from the local log before it could be sent is counted in
 ``stats.skipped_by_retention`` and reported.
 
@@ -44,7 +45,7 @@ from .log import Log
 from .log import open as open_log
 from .mirrorfromkafka import FromKafka
 from .mirrorstats import MirrorError, MirrorStats, Report, confluent_kafka, default_report
-from .mirrortokafka import ToKafka
+from .mirrortokafka import MAX_IN_FLIGHT_DEFAULT, MAX_IN_FLIGHT_MAX, ToKafka
 
 __all__ = ["Mirror", "MirrorStats", "MirrorError", "DIRECTIONS"]
 
@@ -64,6 +65,12 @@ class Mirror:
     - ``direction``: ``"to-kafka"`` or ``"from-kafka"`` (module docstring).
     - ``group_id`` (``"pylog-mirror"``): the local consumer group (to
       Kafka) or the Kafka consumer group (from Kafka) holding the position.
+    - ``max_in_flight`` (to Kafka only; default 10,000): at most this many
+      records are sent and not yet acknowledged by Kafka and committed to
+      the local group; at that many the mirror stops reading the log until
+      acknowledgements come back. It bounds what a SIGKILL of the mirror
+      sends twice, and the client's memory; too small a value lowers
+      throughput (a round trip and a commit per ``max_in_flight`` records).
     - ``kafka_config``: extra librdkafka settings (``security.protocol``,
       ``sasl.*``, ...) given to the Kafka clients.
     - ``report``: called with a line of text for each thing a person
@@ -72,12 +79,14 @@ class Mirror:
       logger.
 
     Raises MirrorError when confluent-kafka is missing, InvalidArgument for
-    a bad direction, pattern or bootstrap string.
+    a bad direction, pattern, bootstrap string or ``max_in_flight`` (not an
+    int from 1 to 10,000,000, or given from Kafka).
     """
 
     def __init__(self, log: str | os.PathLike[str] | Log, bootstrap_servers: str, *,
                  topics: str = ".*", direction: str = "to-kafka",
                  group_id: str = "pylog-mirror",
+                 max_in_flight: int | None = None,
                  kafka_config: Mapping[str, Any] | None = None,
                  report: Report | None = None) -> None:
         if direction not in DIRECTIONS:
@@ -93,6 +102,15 @@ class Mirror:
             raise InvalidArgument(f"mirror: topics={topics!r} is not a regex: {exc}") from None
         if not isinstance(group_id, str) or not group_id:
             raise InvalidArgument(f"mirror: group_id={group_id!r}; expected a non-empty str")
+        if max_in_flight is not None and (
+                isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int)
+                or not 1 <= max_in_flight <= MAX_IN_FLIGHT_MAX):
+            raise InvalidArgument(f"mirror: max_in_flight={max_in_flight!r}; expected an "
+                                  f"int from 1 to {MAX_IN_FLIGHT_MAX:,}")
+        if max_in_flight is not None and direction != "to-kafka":
+            raise InvalidArgument("mirror: max_in_flight applies to direction='to-kafka' "
+                                  "only (from Kafka, each step's records are on disk and "
+                                  "committed before the next step)")
         ck = confluent_kafka()
         self.direction = direction
         self.stats = MirrorStats()
@@ -103,10 +121,11 @@ class Mirror:
         self.log: Log = open_log(log, sync="never") if not isinstance(log, Log) else log
         say = report or default_report
         try:
-            cls = ToKafka if direction == "to-kafka" else FromKafka
-            self._half: ToKafka | FromKafka = cls(
-                ck, self.log, bootstrap_servers, topics, group_id,
-                dict(kafka_config or {}), self.stats, say)
+            args = (ck, self.log, bootstrap_servers, topics, group_id,
+                    dict(kafka_config or {}), self.stats, say)
+            self._half: ToKafka | FromKafka = (
+                ToKafka(*args, max_in_flight=max_in_flight or MAX_IN_FLIGHT_DEFAULT)
+                if direction == "to-kafka" else FromKafka(*args))
         except BaseException:
             if self._owns_log:
                 self.log.close()

@@ -44,11 +44,15 @@ class MirrorStats:
     - ``skipped_by_retention``: records retention deleted from the local
       log before the mirror could send them (to Kafka only).
     - ``errors``: errors reported by the Kafka client (broker down, ...).
+    - ``in_flight`` (to Kafka only): records sent to Kafka and not yet
+      both acknowledged and committed to the local group, now; at most
+      the Mirror's ``max_in_flight``, and at most what a kill resends.
     """
     records: int = 0
     rewinds: int = 0
     skipped_by_retention: int = 0
     errors: int = 0
+    in_flight: int = 0
 
 
 def default_report(message: str) -> None:

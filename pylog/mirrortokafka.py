@@ -3,12 +3,14 @@
 A pylog consumer group (the mirror's ``group_id``) reads the topics; a
 confluent-kafka producer with ``enable.idempotence`` and no delivery
 timeout writes them. While the broker is away librdkafka keeps retrying
-what it holds, in order and without duplicates (idempotence); once its
-bounded queue is full the mirror stops reading, so the rest waits in the
-local log. The group's committed offset of a partition moves only to the
-end of the records Kafka acknowledged without a gap, so a mirror killed at
-any instant resends at most what was in flight (at least once), and
-``pylog groups`` shows how far behind Kafka is.
+what it holds, in order and without duplicates (idempotence). The group's
+committed offset of a partition moves only to the end of the records Kafka
+acknowledged without a gap, so ``pylog groups`` shows how far behind Kafka
+is. A record is in flight from its produce() until that commit covers it;
+once ``max_in_flight`` records are, the mirror stops reading the log (the
+rest waits there) and only collects acknowledgements and commits them. A
+mirror killed at any instant therefore resends at most ``max_in_flight``
+records (at least once).
 
 A delivery that fails anyway (a fatal idempotence error, a topic deleted)
 rewinds: the producer's queue is purged, every partition is sought back to
@@ -44,8 +46,11 @@ if TYPE_CHECKING:
 
 #: How often acknowledged offsets are committed to the local group.
 COMMIT_INTERVAL_S = 0.2
-#: Records librdkafka may hold (in flight or queued): what a kill can resend.
-QUEUE_RECORDS_MAX = 100_000
+#: Records sent to Kafka and not yet acknowledged and committed, by
+#: default: what a kill can resend. 10,000 records of 100 bytes are 1 MB,
+#: a few round trips of the idempotent producer's 5 requests in flight.
+MAX_IN_FLIGHT_DEFAULT = 10_000
+MAX_IN_FLIGHT_MAX = 10_000_000
 POLL_RECORDS_MAX = 2000
 ADMIN_TIMEOUT_S = 10.0
 #: A metadata request's wait: short, so stop() is seen while the cluster is away.
@@ -61,7 +66,6 @@ PRODUCER_CONFIG: dict[str, Any] = {
     "message.timeout.ms": 0,
     "linger.ms": 5,
     "batch.num.messages": 10_000,
-    "queue.buffering.max.messages": QUEUE_RECORDS_MAX,
     "queue.buffering.max.kbytes": 65_536,
     "reconnect.backoff.ms": 100,
     "reconnect.backoff.max.ms": 2000,
@@ -113,13 +117,19 @@ class ToKafka:
 
     def __init__(self, ck: Any, log: Log, bootstrap_servers: str, pattern: str,
                  group_id: str, kafka_config: dict[str, Any], stats: MirrorStats,
-                 report: Report) -> None:
+                 report: Report, max_in_flight: int = MAX_IN_FLIGHT_DEFAULT) -> None:
         self._ck = ck
         self._log = log
         self._stats = stats
         self._report = report
         self._limited = RateLimitedReport(report)
+        self._max_in_flight = max_in_flight
+        # acknowledged (contiguously) and not committed yet: part of
+        # stats.in_flight, which a commit lowers by this much
+        self._acked_uncommitted = 0
+        # librdkafka's own queue never holds more than the mirror lets out
         self._config = {"bootstrap.servers": bootstrap_servers, **PRODUCER_CONFIG,
+                        "queue.buffering.max.messages": max_in_flight,
                         "error_cb": self._on_error, "logger": KAFKA_LOGGER,
                         **kafka_config}
         self._admin = ck.admin.AdminClient(
@@ -158,7 +168,9 @@ class ToKafka:
                 self._failure = (f"delivery of {acks.tp.topic}-{acks.tp.partition}@{offset} "
                                  f"failed: {err.str()}")
             return
-        self._stats.records += acks.acked(offset)
+        n = acks.acked(offset)
+        self._stats.records += n
+        self._acked_uncommitted += n
 
     # -- the loop --------------------------------------------------------------
     def step(self, timeout: float) -> bool:
@@ -169,7 +181,11 @@ class ToKafka:
             return False
         if not self._routes_ready():
             return False
-        records = self._consumer.poll(timeout=timeout)
+        room = self._max_in_flight - self._stats.in_flight
+        if room <= 0:
+            return self._wait_for_room(timeout)
+        records = self._consumer.poll(timeout=timeout,
+                                      max_records=min(room, POLL_RECORDS_MAX))
         try:
             if not self._send(records):
                 return False
@@ -177,18 +193,37 @@ class ToKafka:
             now = time.monotonic()
             caught_up = not records and self._all_acked()
         except self._ck.KafkaException as exc:
-            err = exc.args[0]
-            if not err.fatal():
-                raise MirrorError(f"produce to Kafka: {err.str()}") from None
-            # librdkafka raises a fatal idempotence error (the broker lost
-            # its producer state, ...) from produce/poll: rewind
-            self._failure = f"kafka producer: fatal error: {err.str()}"
+            self._producer_failed(exc)
             return False
-        if caught_up or now - self._committed_at >= COMMIT_INTERVAL_S:
+        if caught_up or now - self._committed_at >= COMMIT_INTERVAL_S \
+                or 2 * self._acked_uncommitted >= self._max_in_flight:
             self._commit()
             self._committed_at = now
             caught_up = caught_up and self._at_end()
         return caught_up
+
+    def _wait_for_room(self, timeout: float) -> bool:
+        """With max_in_flight records in flight: read nothing, wait up to
+        ``timeout`` for acknowledgements and commit those (which makes
+        room). Returns False (not caught up)."""
+        try:
+            self._producer.poll(timeout)
+        except self._ck.KafkaException as exc:
+            self._producer_failed(exc)
+            return False
+        if self._acked_uncommitted:
+            self._commit()
+            self._committed_at = time.monotonic()
+        return False
+
+    def _producer_failed(self, exc: Exception) -> None:
+        """librdkafka raises a fatal idempotence error (the broker lost its
+        producer state, ...) from produce/poll: rewind; anything else is
+        MirrorError."""
+        err = exc.args[0]
+        if not err.fatal():
+            raise MirrorError(f"produce to Kafka: {err.str()}") from None
+        self._failure = f"kafka producer: fatal error: {err.str()}"
 
     def _send(self, records: list[Any]) -> bool:
         """Hand ``records`` to the producer; False when a failure stopped
@@ -211,6 +246,7 @@ class ToKafka:
             else:
                 kp = r.partition % acks.kafka_partitions
             acks.sent(r.offset)
+            self._stats.in_flight += 1
             cb = functools.partial(delivered, generation, acks, r.offset)
             while True:
                 try:
@@ -324,6 +360,8 @@ class ToKafka:
                     self._failure = f"commit to local group {self._group_id!r} refused: {exc}"
                 return
             self._backoff.reset()      # deliveries go through again
+            self._stats.in_flight -= self._acked_uncommitted
+            self._acked_uncommitted = 0
             for a in self._acks.values():
                 a.next_commit = None
         skipped = self._skipped_now()
@@ -355,6 +393,7 @@ class ToKafka:
         self._commit()
         self._acks.clear()
         self._by_place.clear()
+        self._stats.in_flight = self._acked_uncommitted = 0    # read again below
         for tp in self._consumer.assignment():
             committed = self._consumer.committed(tp)
             if not isinstance(committed, int):

@@ -184,6 +184,40 @@ def test_broker_away_at_start_records_wait_then_go(tmp_path, broker):
     assert sum(len(v) for v in read_kafka(broker.bootstrap, "t").values()) == 100
 
 
+def test_max_in_flight_stops_reading_while_kafka_does_not_answer(tmp_path, broker):
+    """With the broker frozen (SIGSTOP: connected, never answering), the
+    mirror sends max_in_flight records and then reads no more: librdkafka
+    holds that many, the rest waits in the log; thawed, all arrive once."""
+    import signal
+
+    from pylog.mirror import Mirror
+    src = str(tmp_path / "src")
+    limit = 300
+    with pylog.open(src) as log:
+        fill(log, "t", 10, partitions=2)
+        with Mirror(log, broker.bootstrap, topics="t", max_in_flight=limit,
+                    report=lambda line: None) as m:
+            m.run(until_caught_up=True, timeout=60)        # topic made, routes known
+            assert m.stats.in_flight == 0
+            fill(log, "t", 3000, partitions=2)
+            broker.proc.send_signal(signal.SIGSTOP)
+            try:
+                stats = m.run(timeout=2)
+                assert stats.in_flight == limit
+                # librdkafka's own count of records not yet delivered (the
+                # private producer: the one observer outside the mirror)
+                assert len(m._half._producer) == limit
+                assert stats.records == 10
+            finally:
+                broker.proc.send_signal(signal.SIGCONT)
+            stats = m.run(until_caught_up=True, timeout=60)
+            assert stats.records == 3010 and stats.rewinds == 0
+            assert stats.in_flight == 0
+        assert log.describe_group("pylog-mirror")["lag"] == 0
+    got = read_kafka(broker.bootstrap, "t")
+    assert sum(len(v) for v in got.values()) == 3010      # none twice
+
+
 def test_cli_mirror_until_caught_up_and_groups_show_the_position(tmp_path, broker):
     src = str(tmp_path / "src")
     with pylog.open(src) as log:
@@ -206,7 +240,10 @@ def test_bad_arguments_are_refused_before_anything_is_created(tmp_path):
     pytest.importorskip("confluent_kafka")
     from pylog.mirror import Mirror
     path = str(tmp_path / "log")
-    for kw in ({"direction": "sideways"}, {"topics": "("}, {"group_id": ""}):
+    for kw in ({"direction": "sideways"}, {"topics": "("}, {"group_id": ""},
+               {"max_in_flight": 0}, {"max_in_flight": -5}, {"max_in_flight": True},
+               {"max_in_flight": 1.5}, {"max_in_flight": 10_000_001},
+               {"max_in_flight": 100, "direction": "from-kafka"}):
         with pytest.raises(InvalidArgument):
             Mirror(path, "127.0.0.1:9092", **kw)
     for bs in ("", "nohost", "a:b", "127.0.0.1:9092,"):
@@ -217,3 +254,10 @@ def test_bad_arguments_are_refused_before_anything_is_created(tmp_path):
     r = subprocess.run([sys.executable, "-m", "pylog", "mirror", path, "--bootstrap-servers",
                         "127.0.0.1:9092"], capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 2 and "no such file or directory" in r.stderr
+    pylog.open(path).close()
+    r = subprocess.run([sys.executable, "-m", "pylog", "mirror", path, "--bootstrap-servers",
+                        "127.0.0.1:9092", "--max-in-flight", "0"], capture_output=True,
+                       text=True, timeout=60, env=env)
+    assert r.returncode == 2 and "max_in_flight=0" in r.stderr, r.stderr
+    with pylog.open(path, readonly=True) as log:
+        assert list(log.groups()) == []      # refused before the mirror's group joined

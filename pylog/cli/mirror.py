@@ -39,6 +39,10 @@ def register(subs) -> None:
                    const="from-kafka", help="Kafka -> local log")
     s.add_argument("--group", default="pylog-mirror", metavar="G",
                    help="consumer group holding the position (default pylog-mirror)")
+    s.add_argument("--max-in-flight", type=int, default=None, metavar="N",
+                   help="to Kafka: records sent and not yet acknowledged and committed "
+                        "(default 10,000); at N the mirror stops reading until acks "
+                        "come back, and a killed mirror resends at most N")
     s.add_argument("-X", dest="config", action="append", default=[], metavar="KEY=VALUE",
                    help="a librdkafka setting for the Kafka clients (repeatable)")
     s.add_argument("--until-caught-up", action="store_true",
@@ -62,6 +66,7 @@ def cmd_mirror(args) -> int:
 
     mirror = Mirror(args.path, args.bootstrap_servers, topics=args.topics,
                     direction=args.direction, group_id=args.group,
+                    max_in_flight=args.max_in_flight,
                     kafka_config=config, report=say)
 
     def on_signal(signum, frame):
