@@ -18,7 +18,7 @@ against it with confluent-kafka 2.16 (librdkafka), December 2026:
   acknowledged before a SIGTERM and 19,400 were there after the restart
   (SIGINT: 21,800 and 20,800). Apache Kafka keeps them (its log is in the
   page cache). So a test that needs every acknowledged record lets the
-  broker go idle for ``QUIET_S`` before ``stop()``; the idempotent
+  broker go idle for ``QUIET_S`` before ``stop()`` or ``kill()``; the idempotent
   producer then sees the lost sequence numbers as
   OUT_OF_ORDER_SEQUENCE_NUMBER (a fatal error) when it writes too early.
 - Like Kafka it applies time retention (7 days by default) to CreateTime

@@ -1,5 +1,5 @@
 """The mirror to Kafka through outages: records appended locally while the
-broker is stopped and restarted and the mirror process (``pylog mirror``)
+broker is killed (SIGKILL) and restarted and the mirror process (``pylog mirror``)
 SIGKILLed; afterwards every record is in Kafka, each Kafka partition
 holds its local partition's records with no gap and in order (a run may
 start again after a kill: what was in flight is sent twice), and the
@@ -113,13 +113,13 @@ def outage_round(tmp_path, records, broker_restarts, mirror_kills, duration_s,
                     mirror = start_mirror(src, broker.bootstrap, out, *limit)
                 else:
                     # noida-db loses the writes it acknowledged in about its
-                    # last second when stopped (tests/kafkabroker.py), which
-                    # Kafka does not: let it go idle and save first, by
-                    # freezing the mirror, then stop it under the running
-                    # mirror
+                    # last second when it stops, by SIGTERM or SIGKILL alike
+                    # (tests/kafkabroker.py), which Kafka does not: let it go
+                    # idle and save first, by freezing the mirror, then kill
+                    # it under the running mirror
                     mirror.send_signal(signal.SIGSTOP)
                     time.sleep(QUIET_S)
-                    broker.stop()
+                    broker.kill()
                     mirror.send_signal(signal.SIGCONT)
                     time.sleep(BROKER_DOWN_S)
                     broker.start()
@@ -244,13 +244,13 @@ def test_mirror_from_kafka_through_kills_and_a_broker_restart(tmp_path):
                 mirror.wait()
                 mirror = start_mirror(dst, broker.bootstrap, out, "--from-kafka")
             else:
-                # the broker loses its last second of writes when stopped
+                # the broker loses its last second of writes when it stops
                 # (tests/kafkabroker.py): the writer pauses first; the
                 # mirror's commits it loses only cause redelivery
                 quiet.set()
                 assert paused.wait(30)
                 time.sleep(QUIET_S)
-                broker.stop()
+                broker.kill()
                 time.sleep(BROKER_DOWN_S)
                 broker.start()
                 paused.clear()
