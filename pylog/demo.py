@@ -577,6 +577,9 @@ def run_demo(path=None, *, events=None, fast=False, keep=False, out=None) -> int
     else:
         w("FAILED: some orders were lost, doubled or not processed by every group.")
         rc = 1
+    from .demoqueue import run_queue_act      # act 2: the e-mail worker pool
+    if run_queue_act(path, w, fast=fast) != 0:
+        rc = 1
     w(f"pylog verify: {'log is sound' if not problems else f'{len(problems)} problem(s)'}")
     for p in problems:
         w(f"  {p}")
