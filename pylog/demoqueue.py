@@ -218,7 +218,8 @@ def run_queue_act(path: str, w: Callable[[str], None], *, fast: bool) -> int:
     if ok:
         w(f"OK: all {n} jobs in {elapsed:.1f} s: {len(sent)} sent once each, "
           f"{len(parked)} parked ({len(poison)} poison, {len(by_limit)} failed at every "
-          f"try), {failed} failed sends retried; the killed worker's job redone at once.")
+          f"try), {failed} provider failures released with a delay; the killed worker's "
+          "job redone at once.")
     else:
         w(f"FAILED: the work queue lost, doubled or misplaced jobs: {len(sent)} sent "
           f"({len(sent) - len(set(sent))} twice), {len(parked)} parked, "
