@@ -17,6 +17,9 @@ At the end the log holds every order exactly once, the stock equals the
 expected total exactly, every order got its mail, and fraud saw every
 order (duplicates allowed there: at least once).
 
+A second act (:mod:`pylog.demoqueue`) runs an e-mail worker pool on a
+work queue of the same log.
+
 The databases and the workers' files live in ``demo-workers/`` inside the
 log directory. Workers run as ``python -m pylog.demo --role worker PATH
 GROUP NAME MS``.
@@ -576,6 +579,10 @@ def run_demo(path=None, *, events=None, fast=False, keep=False, out=None) -> int
           "per order (deduplicated by event id), fraud checked each at least once.")
     else:
         w("FAILED: some orders were lost, doubled or not processed by every group.")
+        rc = 1
+    # act 2: the e-mail worker pool on one queue
+    from .demoqueue import run_queue_act
+    if run_queue_act(path, w, fast=fast) != 0:
         rc = 1
     w(f"pylog verify: {'log is sound' if not problems else f'{len(problems)} problem(s)'}")
     for p in problems:

@@ -1,6 +1,7 @@
 """`pylog demo` runs the whole story and ends with its proof."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -24,6 +25,22 @@ def test_demo_fast_finishes_with_summary(tmp_path):
     assert len(rows) == 3
     for name, produced, processed, dups, missing in rows:
         assert produced == processed and missing == "0" and int(produced) > 0
+    # act 2: the e-mail worker pool; the provider's failures are random,
+    # so jobs parked at the delivery limit are counted from the act's report
+    assert "Act 2: a work queue. 30 e-mail jobs" in out
+    m = re.search(r"SIGKILL -> mailer-1 \(pid \d+\) in the middle of job (\d+)", out)
+    assert m, out
+    assert re.search(rf"job {m.group(1)} taken by mailer-[23] within \d+ ms of the kill", out)
+    assert out.count("(rejected, at delivery 1)") == 3           # jobs 7, 17, 27
+    for job in (7, 17, 27):
+        assert f"parked in emails.dlq: job {job} (rejected" in out
+    m = re.search(r"OK: all 30 jobs in [\d.]+ s: (\d+) sent once each, (\d+) parked "
+                  r"\(3 poison, (\d+) failed at every try\)", out)
+    assert m, out
+    sent, parked, by_limit = map(int, m.groups())
+    assert sent + parked == 30 and parked == 3 + by_limit
+    assert out.count("(delivery_limit, at delivery 4)") == by_limit
+    assert f"available 0, acquired 0, delayed 0, archived {parked} " in out
     # the log is left for exploration and the CLI can read it
     r = subprocess.run([sys.executable, "-m", "pylog.cli", "info", str(tmp_path / "d")],
                        capture_output=True, env=env, timeout=60)

@@ -36,7 +36,7 @@ LAYERS = [
     {"aio"},          # the package pylog/aio/: asyncio clients over a Log
     {"mirrorstats", "mirrortokafka", "mirrorfromkafka", "mirror"},   # Kafka mirroring
     {"__init__"},
-    {"verify", "demo", "metricsprom"},     # metricsprom: Prometheus format (an extra)
+    {"verify", "demo", "demoqueue", "metricsprom"},     # metricsprom: Prometheus format (an extra)
     {"cli", "__main__"},      # cli: the package pylog/cli/
 ]
 RANK = {m: i for i, layer in enumerate(LAYERS) for m in layer}

@@ -14,7 +14,10 @@ def register(subs) -> None:
                     "in SQLite, exactly once), e-mail (deduplicated) and fraud (at least\n"
                     "once) consume them. The relay and an inventory process are killed with\n"
                     "SIGKILL and restarted; a final count shows every order in the log once,\n"
-                    "the stock exact and every order processed by every group.\n\n"
+                    "the stock exact and every order processed by every group.\n"
+                    "Act 2: 3 e-mail worker processes share one queue (a share group);\n"
+                    "provider failures are retried with delay, poison jobs parked in\n"
+                    "emails.dlq, a hung worker SIGKILLed and its job taken by another.\n\n"
                     "examples:\n  pylog demo\n  pylog demo /tmp/shop-log --keep\n"
                     "  pylog demo --fast")
     s.add_argument("path", nargs="?", metavar="PATH",
