@@ -299,6 +299,11 @@ if __name__ == "__main__":
     ap.add_argument("--role", choices=("inventory", "email"), help=argparse.SUPPRESS)
     ap.add_argument("--name", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.work and "://" in a.work:
+        # the story keeps SQLite files beside a local log; a kafka:// URL
+        # would only make a directory named after it
+        ap.error(f"{a.work!r}: this example needs a local directory "
+                 "(examples/order_service.py runs on kafka:// too)")
     if a.role:
         run_service(a.role, a.work, a.name)
         sys.exit(0)
