@@ -33,8 +33,13 @@ data_version`` polled with backoff (5 ms to 250 ms).
 A row the log refuses stops the relay with the error and nothing of its
 batch published (TopicNotFound for a topic the log lacks, RecordTooLarge,
 InvalidArgument for headers that are not :func:`pylog.outbox.encode_headers`
-JSON): fix the cause and restart; a row is never skipped. So does a
-database error (the driver's own exception, e.g. a lost connection).
+JSON): fix the cause and restart; a row is never skipped. A database error
+(the driver's own exception, e.g. a lost connection or a server restart)
+in :meth:`OutboxRelay.run` is retried: the relay reconnects with backoff
+for up to ``reconnect_timeout`` seconds and then raises the error. The
+position lives in the log, so a reconnect re-reads nothing twice and skips
+nothing. A relay given a connection object rather than a URL cannot
+reconnect: it raises at once.
 
 Thread safety: one thread runs a relay; ``stop`` (a threading.Event) may
 be set from any thread. Durability: a batch is durable in the log as the
@@ -114,6 +119,7 @@ class OutboxRelay:
         self.delete_published = delete_published
         self.topic = positions_topic(name)
         self._tp = TopicPartition(self.topic, 0)
+        self._url = db if isinstance(db, str) else None     # (to reconnect)
         self.source: SQLiteSource | PostgresSource = open_source(db, table)
         try:
             # retention keeps everything: the newest position must never go
@@ -234,21 +240,72 @@ class OutboxRelay:
         return n
 
     def run(self, stop: threading.Event | None = None, *, max_wait: float = 5.0,
-            on_progress: Callable[[Progress], None] | None = None) -> None:
+            on_progress: Callable[[Progress], None] | None = None,
+            reconnect_timeout: float = 60.0,
+            on_error: Callable[[BaseException, float], None] | None = None) -> None:
         """Publish batches until ``stop`` is set; between them, sleep until
         the database has news (at most ``max_wait`` seconds). After every
-        published batch, and when it goes idle, calls ``on_progress``."""
+        published batch, and when it goes idle, calls ``on_progress``.
+
+        A database error is retried (the relay was made from a URL): it
+        calls ``on_error(error, delay)``, waits ``delay`` (0.1 s doubling
+        to 5 s), reconnects and goes on, for up to ``reconnect_timeout``
+        seconds since the first error of the outage (default 60; 0 raises
+        the first error). Then, or for a relay made from a connection
+        object, the driver's error is raised."""
+        if isinstance(reconnect_timeout, bool) or not isinstance(reconnect_timeout,
+                                                                 (int, float)) \
+                or not 0 <= reconnect_timeout < float("inf"):
+            raise InvalidArgument(f"reconnect_timeout={reconnect_timeout!r}; expected "
+                                  "seconds >= 0")
         idle_reported = False
         counted = (-1.0, 0)         # (when, pending): counted at most once a second
+        outage: float | None = None     # (when the current outage began)
+        delay = 0.1
         while stop is None or not stop.is_set():
-            n = self.step()
-            if on_progress is not None and (n or not idle_reported):
-                if not n or time.monotonic() - counted[0] >= 1.0:
-                    counted = (time.monotonic(), self.pending())
-                on_progress(Progress(n, self.total, self.position, counted[1]))
-            idle_reported = not n
-            if not n:
-                self.source.wait(max_wait, stop)
+            try:
+                if outage is not None:
+                    self._reconnect()
+                n = self.step()
+                if on_progress is not None and (n or not idle_reported):
+                    if not n or time.monotonic() - counted[0] >= 1.0:
+                        counted = (time.monotonic(), self.pending())
+                    on_progress(Progress(n, self.total, self.position, counted[1]))
+                idle_reported = not n
+                if not n:
+                    self.source.wait(max_wait, stop)
+            except self.source.errors as exc:
+                now = time.monotonic()
+                outage = now if outage is None else outage
+                if self._url is None or now - outage + delay > reconnect_timeout:
+                    raise
+                if on_error is not None:
+                    on_error(exc, delay)
+                if stop is not None:
+                    stop.wait(delay)
+                else:
+                    time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            outage, delay = None, 0.1
+
+    def _reconnect(self) -> None:
+        """A new connection from the URL, checked against the position (the
+        rows of a batch published before the error are deleted now)."""
+        assert self._url is not None
+        try:
+            self.source.close()
+        except self.source.errors:
+            pass                        # (the old connection is gone anyway)
+        try:
+            self.source = open_source(self._url, self.table)
+        except InvalidArgument as exc:
+            # connect() reports an unreachable server so; here it is the
+            # outage going on, retried as the driver's error would be
+            raise self.source.errors[0](str(exc)) from None
+        self.source.check(self.position)
+        if self.delete_published:
+            self.source.delete_published(self.position)
 
     def close(self) -> None:
         """Close the producer (aborting nothing: no transaction is open

@@ -93,6 +93,8 @@ class SQLiteSource:
     """Rows of an SQLite outbox table in id order (see the module doc)."""
 
     dialect = "sqlite"
+    #: the driver's errors: a locked or vanished database
+    errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
 
     def __init__(self, conn: sqlite3.Connection, table: str):
         self.conn = conn
@@ -176,6 +178,9 @@ class PostgresSource:
     dialect = "postgresql"
 
     def __init__(self, conn: Any, table: str):
+        import psycopg
+        #: the driver's errors: a lost connection, a server restart
+        self.errors: tuple[type[BaseException], ...] = (psycopg.Error,)
         self.conn = conn
         self.table = table
         # each statement its own snapshot, and LISTEN takes effect at once

@@ -312,8 +312,9 @@ def test_cli_relay_runs_until_sigterm_and_prints_progress(tmp_path, outbox_db, l
 
 
 def test_cli_relay_exits_with_one_line_when_the_database_goes(tmp_path, log):
-    """A lost PostgreSQL connection ends the relay with exit status 2 and one
-    line (a supervisor restarts it; nothing is skipped)."""
+    """With --reconnect-timeout 0 a lost PostgreSQL connection ends the
+    relay with exit status 2 and one line (a supervisor restarts it;
+    nothing is skipped)."""
     import uuid
 
     import childproc
@@ -326,7 +327,8 @@ def test_cli_relay_exits_with_one_line_when_the_database_goes(tmp_path, log):
         env = dict(os.environ, PYTHONPATH=ROOT)
         proc = childproc.start("import sys; from pylog.cli import main; sys.exit(main())",
                                "outbox", "relay", f"{db.url}?application_name={app}",
-                               str(tmp_path / "log"), "--table", db.table, env=env)
+                               str(tmp_path / "log"), "--table", db.table,
+                               "--reconnect-timeout", "0", env=env)
         try:
             childproc.readline(proc, timeout=60)
             assert b"published 0 rows" in childproc.readline(proc, timeout=60)   # idle
@@ -366,3 +368,119 @@ def test_keyless_rows_and_headers_are_published_as_added(outbox_db, log):
         assert list(r.headers[:2]) == [("trace", b"t%d" % i), ("x", b"")]
         assert r.headers[2][0] == "pylog.outbox.id"
     assert by_value[None].key == b"tombstone"
+
+
+def _terminate(db, app):
+    admin = db.connect(autocommit=True)
+    try:
+        return admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                             "WHERE application_name = %s", (app,)).fetchall()
+    finally:
+        admin.close()
+
+
+def test_run_reconnects_after_the_connection_is_killed(log):
+    """A relay whose PostgreSQL connection is terminated twice (once while
+    idle, once with rows waiting) reconnects and publishes every row once;
+    on_error hears of each outage with its backoff."""
+    import uuid
+    db = PgSchema()
+    try:
+        c = db.connect()
+        outbox.install(c, db.table)
+        c.close()
+        app = "relay-" + uuid.uuid4().hex[:8]
+        relay = OutboxRelay(f"{db.url}?application_name={app}", log, table=db.table)
+        stop = threading.Event()
+        errors = []
+        th = threading.Thread(target=relay.run, args=(stop,),
+                              kwargs={"max_wait": 30.0, "reconnect_timeout": 60.0,
+                                      "on_error": lambda e, d: errors.append((e, d))})
+        th.start()
+        try:
+            for i in range(3):
+                if i:
+                    assert _terminate(db, app) == [(True,)]
+                    if i == 2:
+                        add(db, rows_of(5, start=100))     # waiting through the outage
+                add(db, rows_of(5, start=5 * i))
+                want = 5 * (i + 1) + (5 if i == 2 else 0)
+                deadline = time.monotonic() + 30
+                while relay.total < want and th.is_alive() and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                assert relay.total == want, (relay.total, errors)
+        finally:
+            stop.set()
+            th.join(30)
+            relay.close()
+        assert not th.is_alive()
+        assert len(errors) >= 2 and all(d >= 0.1 for _, d in errors), errors
+        check_exactly_once(read_all(log),       # (in the order added)
+                           rows_of(10) + rows_of(5, start=100) + rows_of(5, start=10))
+    finally:
+        db.drop()
+
+
+def test_run_raises_after_the_reconnect_timeout_and_for_a_connection(log, tmp_path):
+    """A relay made from a connection object cannot reconnect: the driver's
+    error comes out of run() at once, and nothing was published twice."""
+    import uuid
+
+    import psycopg
+    db = PgSchema()
+    try:
+        c = db.connect()
+        outbox.install(c, db.table)
+        c.close()
+        app = "relay-" + uuid.uuid4().hex[:8]
+        conn = psycopg.connect(f"{db.url}?application_name={app}", autocommit=True)
+        relay = OutboxRelay(conn, log, table=db.table)
+        add(db, rows_of(5))
+        assert relay.drain() == 5
+        assert _terminate(db, app) == [(True,)]
+        stop = threading.Event()
+        with pytest.raises(psycopg.Error):
+            relay.run(stop, reconnect_timeout=60.0)
+        relay.close()
+        with pytest.raises(InvalidArgument, match="reconnect_timeout"):
+            OutboxRelay(db.url, log, table=db.table).run(stop, reconnect_timeout=-1)
+        check_exactly_once(read_all(log), rows_of(5))
+    finally:
+        db.drop()
+
+
+def test_cli_relay_reconnects_and_says_so(tmp_path, log):
+    """The CLI relay rides out a terminated connection: one stderr line
+    naming the error and the backoff, then the rows added meanwhile."""
+    import uuid
+
+    import childproc
+    db = PgSchema()
+    try:
+        c = db.connect()
+        outbox.install(c, db.table)
+        c.close()
+        app = "relay-" + uuid.uuid4().hex[:8]
+        env = dict(os.environ, PYTHONPATH=ROOT)
+        proc = childproc.start("import sys; from pylog.cli import main; sys.exit(main())",
+                               "outbox", "relay", f"{db.url}?application_name={app}",
+                               str(tmp_path / "log"), "--table", db.table, env=env)
+        try:
+            childproc.readline(proc, timeout=60)
+            assert b"published 0 rows" in childproc.readline(proc, timeout=60)   # idle
+            assert _terminate(db, app) == [(True,)]
+            add(db, rows_of(5))
+            line = b""
+            while b"published 5 rows" not in line:
+                line = childproc.readline(proc, timeout=60)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(60) == 0
+            err = childproc.stderr_tail(proc)
+            assert "reconnecting in 0.1 s" in err and "Traceback" not in err, err
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        check_exactly_once(read_all(log), rows_of(5))
+    finally:
+        db.drop()

@@ -101,6 +101,17 @@ def int_in(lo: int, hi: int | None, meaning: str):
     return parse
 
 
+def seconds(text: str) -> float:
+    """An argparse ``type`` for a finite number of seconds >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
+    return value
+
+
 PARTITION_COUNT = int_in(1, PARTITIONS_MAX, "the number of partitions of a topic")
 LINES = int_in(0, None, "how many of the latest records of each partition to show")
 MAX_RECORDS = int_in(1, None, "how many records to print before stopping")

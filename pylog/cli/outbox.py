@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 
-from .args import CliError, add_command, int_in
+from .args import CliError, add_command, int_in, seconds
 from .runner import EXIT_OK, require_log
 
 DB_HELP = ("the database: sqlite:///relative/path.db, sqlite:////absolute/path.db "
@@ -34,9 +34,11 @@ def register(subs) -> None:
     i.set_defaults(func=cmd_install)
     r = add_command(acts, "relay", "publish the outbox rows to the log, exactly once",
                     "Runs until interrupted (SIGINT, SIGTERM) or, with --until-idle, until\n"
-                    "no committed row is pending; a database error (a lost connection) or a\n"
-                    "row the log refuses (its topic missing) ends it with exit status 2,\n"
-                    "nothing skipped: run it under a supervisor that restarts it. A second\n"
+                    "no committed row is pending. A database error (a lost connection, a\n"
+                    "server restart) is retried, reconnecting with backoff, for up to\n"
+                    "--reconnect-timeout seconds; after that, or for a row the log refuses\n"
+                    "(its topic missing), it ends with exit status 2, nothing skipped: run\n"
+                    "it under a supervisor that restarts it. A second\n"
                     "relay of the same --name fences this one. Consumers must read with\n"
                     "isolation_level='read_committed'.\n"
                     "Prints a progress line per second of work: rows published, total,\n"
@@ -53,8 +55,12 @@ def register(subs) -> None:
                    default=500, help="rows per transaction (default 500)")
     r.add_argument("--until-idle", action="store_true",
                    help="exit once no committed row is pending")
+    r.add_argument("--reconnect-timeout", type=seconds, default=60.0, metavar="SECONDS",
+                   help="how long to keep reconnecting to a lost database before exiting "
+                        "(default 60; 0: exit at the first database error)")
     r.add_argument("--quiet", action="store_true", help="no progress lines")
     r.set_defaults(func=cmd_relay)
+
 
 
 def _db_errors() -> tuple:
@@ -125,6 +131,11 @@ def cmd_relay(args) -> int:
                 print(f"relay {args.name}: published {n} rows (total {relay.total}), "
                       f"position {relay.position}, pending {relay.pending()}")
         else:
-            relay.run(stop, on_progress=None if args.quiet else show)
+            def retry(exc: BaseException, delay: float) -> None:
+                print(f"relay {args.name}: database {args.db}: {str(exc).strip()}; "
+                      f"reconnecting in {delay:g} s", file=sys.stderr, flush=True)
+
+            relay.run(stop, on_progress=None if args.quiet else show,
+                      reconnect_timeout=args.reconnect_timeout, on_error=retry)
     sys.stdout.flush()
     return EXIT_OK
