@@ -56,6 +56,15 @@ def test_rates_come_from_offset_deltas_over_the_time_between_snapshots():
     assert v.queues[0].done_rate == pytest.approx(10.0)  # SPSO 5 -> 25
 
 
+def test_a_topic_consumed_by_a_work_queue_has_a_consume_rate():
+    """Share groups count in the topic's consume rate, as consumer groups
+    do (the queue's SPSO moved 20, the group's committed offset 120)."""
+    a = _snap(10.0, {("jobs", 0): 300}, {("jobs", 0): 40}, [_q(0, 5)])
+    b = _snap(12.0, {("jobs", 0): 300}, {("jobs", 0): 160}, [_q(0, 25)])
+    t = build_view(a, b, 2.0).topics[0]
+    assert t.consume_rate == pytest.approx(70.0)        # (120 + 20) in 2 s
+
+
 def test_partitions_seen_once_and_offsets_that_went_back_add_no_rate():
     # a topic created between the snapshots (its first records are not a
     # one-second burst), and a group reset to an earlier offset

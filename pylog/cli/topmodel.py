@@ -5,8 +5,8 @@
 ``share_groups``); :func:`build_view` is a pure function of two snapshots
 that turns offset deltas into rates. Rates are records per second over the
 time between the snapshots: produce rate from end-offset deltas, consume
-rate from committed-offset deltas (consumer groups) and from share-partition
-start deltas (work queues). A partition seen in only one of the snapshots
+rate from committed-offset deltas (consumer groups) plus share-partition
+start deltas (work queues), for a topic and for each queue. A partition seen in only one of the snapshots
 (a topic created or deleted meanwhile) adds nothing to a rate, and an
 offset that went back (a group reset) counts as no progress.
 
@@ -166,6 +166,8 @@ def build_view(prev: Snapshot | None, cur: Snapshot, interval: float) -> View:
     for tp in cur.ends:
         by_topic.setdefault(tp[0], []).append(tp)
     prev_groups = {g.name: g for g in prev.groups} if prev is not None else {}
+    prev_spso = {(q.group, q.topic, q.partition): q.spso for q in prev.queues} \
+        if prev is not None else {}
     topics = []
     for name in sorted(by_topic):
         tps = by_topic[name]
@@ -177,6 +179,10 @@ def build_view(prev: Snapshot | None, cur: Snapshot, interval: float) -> View:
                 old = prev_groups.get(g.name)
                 if old is not None:
                     moved += _progress(old.committed, g.committed, tps)
+            for q in cur.queues:        # work queues consume too
+                before = prev_spso.get((q.group, q.topic, q.partition))
+                if q.topic == name and before is not None:
+                    moved += max(0, q.spso - before)
             consume = _rate(moved, dt)
         topics.append(TopicRow(
             name, len(tps), sum(cur.ends[tp] for tp in tps),
