@@ -3,6 +3,7 @@ log exactly once, in order per key, with the relay's position in the same
 pylog transaction (FORMAT.rst O-1, O-2), on real SQLite files and the
 machine's real PostgreSQL (a schema per test)."""
 
+import contextlib
 import json
 import os
 import signal
@@ -315,28 +316,11 @@ def test_cli_relay_exits_with_one_line_when_the_database_goes(tmp_path, log):
     """With --reconnect-timeout 0 a lost PostgreSQL connection ends the
     relay with exit status 2 and one line (a supervisor restarts it;
     nothing is skipped)."""
-    import uuid
-
     import childproc
-    db = PgSchema()
-    try:
-        c = db.connect()
-        outbox.install(c, db.table)
-        c.close()
-        app = "relay-" + uuid.uuid4().hex[:8]
-        env = dict(os.environ, PYTHONPATH=ROOT)
-        proc = childproc.start("import sys; from pylog.cli import main; sys.exit(main())",
-                               "outbox", "relay", f"{db.url}?application_name={app}",
-                               str(tmp_path / "log"), "--table", db.table,
-                               "--reconnect-timeout", "0", env=env)
+    with pg_outbox() as (db, url, terminate):
+        proc = cli_relay(url, tmp_path, db.table, "--reconnect-timeout", "0")
         try:
-            childproc.readline(proc, timeout=60)
-            assert b"published 0 rows" in childproc.readline(proc, timeout=60)   # idle
-            admin = db.connect(autocommit=True)
-            killed = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                   "WHERE application_name = %s", (app,)).fetchall()
-            admin.close()
-            assert killed == [(True,)]
+            assert terminate() == [(True,)]
             assert proc.wait(60) == 2
             err = childproc.stderr_tail(proc)
             assert err.startswith("pylog: error: database ") and "Traceback" not in err, err
@@ -344,8 +328,6 @@ def test_cli_relay_exits_with_one_line_when_the_database_goes(tmp_path, log):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    finally:
-        db.drop()
 
 
 def test_keyless_rows_and_headers_are_published_as_added(outbox_db, log):
@@ -370,19 +352,11 @@ def test_keyless_rows_and_headers_are_published_as_added(outbox_db, log):
     assert by_value[None].key == b"tombstone"
 
 
-def _terminate(db, app):
-    admin = db.connect(autocommit=True)
-    try:
-        return admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                             "WHERE application_name = %s", (app,)).fetchall()
-    finally:
-        admin.close()
-
-
-def test_run_reconnects_after_the_connection_is_killed(log):
-    """A relay whose PostgreSQL connection is terminated twice (once while
-    idle, once with rows waiting) reconnects and publishes every row once;
-    on_error hears of each outage with its backoff."""
+@contextlib.contextmanager
+def pg_outbox():
+    """A PostgreSQL schema with an outbox table; yields it, a URL whose
+    connections carry a unique application_name, and a function that
+    terminates those connections (what a server restart does to them)."""
     import uuid
     db = PgSchema()
     try:
@@ -390,7 +364,43 @@ def test_run_reconnects_after_the_connection_is_killed(log):
         outbox.install(c, db.table)
         c.close()
         app = "relay-" + uuid.uuid4().hex[:8]
-        relay = OutboxRelay(f"{db.url}?application_name={app}", log, table=db.table)
+
+        def terminate():
+            admin = db.connect(autocommit=True)
+            try:
+                return admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                     "WHERE application_name = %s", (app,)).fetchall()
+            finally:
+                admin.close()
+
+        yield db, f"{db.url}?application_name={app}", terminate
+    finally:
+        db.drop()
+
+
+def cli_relay(url, tmp_path, table, *extra):
+    """``pylog outbox relay`` in a child, past its start line and its first
+    (idle) progress line."""
+    import childproc
+    proc = childproc.start("import sys; from pylog.cli import main; sys.exit(main())",
+                           "outbox", "relay", url, str(tmp_path / "log"), "--table", table,
+                           *extra, env=dict(os.environ, PYTHONPATH=ROOT))
+    try:
+        childproc.readline(proc, timeout=60)
+        assert b"published 0 rows" in childproc.readline(proc, timeout=60)   # idle
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc
+
+
+def test_run_reconnects_after_the_connection_is_killed(log):
+    """A relay whose PostgreSQL connection is terminated twice (once while
+    idle, once with rows waiting) reconnects and publishes every row once;
+    on_error hears of each outage with its backoff."""
+    with pg_outbox() as (db, url, terminate):
+        relay = OutboxRelay(url, log, table=db.table)
         stop = threading.Event()
         errors = []
         th = threading.Thread(target=relay.run, args=(stop,),
@@ -400,7 +410,7 @@ def test_run_reconnects_after_the_connection_is_killed(log):
         try:
             for i in range(3):
                 if i:
-                    assert _terminate(db, app) == [(True,)]
+                    assert terminate() == [(True,)]
                     if i == 2:
                         add(db, rows_of(5, start=100))     # waiting through the outage
                 add(db, rows_of(5, start=5 * i))
@@ -417,58 +427,35 @@ def test_run_reconnects_after_the_connection_is_killed(log):
         assert len(errors) >= 2 and all(d >= 0.1 for _, d in errors), errors
         check_exactly_once(read_all(log),       # (in the order added)
                            rows_of(10) + rows_of(5, start=100) + rows_of(5, start=10))
-    finally:
-        db.drop()
 
 
-def test_run_raises_after_the_reconnect_timeout_and_for_a_connection(log, tmp_path):
+def test_run_raises_for_a_connection_it_cannot_make_again(log):
     """A relay made from a connection object cannot reconnect: the driver's
     error comes out of run() at once, and nothing was published twice."""
-    import uuid
-
     import psycopg
-    db = PgSchema()
-    try:
-        c = db.connect()
-        outbox.install(c, db.table)
-        c.close()
-        app = "relay-" + uuid.uuid4().hex[:8]
-        conn = psycopg.connect(f"{db.url}?application_name={app}", autocommit=True)
-        relay = OutboxRelay(conn, log, table=db.table)
+    with pg_outbox() as (db, url, terminate):
+        relay = OutboxRelay(psycopg.connect(url, autocommit=True), log, table=db.table)
         add(db, rows_of(5))
         assert relay.drain() == 5
-        assert _terminate(db, app) == [(True,)]
+        assert terminate() == [(True,)]
         stop = threading.Event()
         with pytest.raises(psycopg.Error):
             relay.run(stop, reconnect_timeout=60.0)
         relay.close()
-        with pytest.raises(InvalidArgument, match="reconnect_timeout"):
-            OutboxRelay(db.url, log, table=db.table).run(stop, reconnect_timeout=-1)
+        with OutboxRelay(db.url, log, table=db.table) as again, \
+                pytest.raises(InvalidArgument, match="reconnect_timeout"):
+            again.run(stop, reconnect_timeout=-1)
         check_exactly_once(read_all(log), rows_of(5))
-    finally:
-        db.drop()
 
 
 def test_cli_relay_reconnects_and_says_so(tmp_path, log):
     """The CLI relay rides out a terminated connection: one stderr line
     naming the error and the backoff, then the rows added meanwhile."""
-    import uuid
-
     import childproc
-    db = PgSchema()
-    try:
-        c = db.connect()
-        outbox.install(c, db.table)
-        c.close()
-        app = "relay-" + uuid.uuid4().hex[:8]
-        env = dict(os.environ, PYTHONPATH=ROOT)
-        proc = childproc.start("import sys; from pylog.cli import main; sys.exit(main())",
-                               "outbox", "relay", f"{db.url}?application_name={app}",
-                               str(tmp_path / "log"), "--table", db.table, env=env)
+    with pg_outbox() as (db, url, terminate):
+        proc = cli_relay(url, tmp_path, db.table)
         try:
-            childproc.readline(proc, timeout=60)
-            assert b"published 0 rows" in childproc.readline(proc, timeout=60)   # idle
-            assert _terminate(db, app) == [(True,)]
+            assert terminate() == [(True,)]
             add(db, rows_of(5))
             line = b""
             while b"published 5 rows" not in line:
@@ -482,5 +469,3 @@ def test_cli_relay_reconnects_and_says_so(tmp_path, log):
                 proc.kill()
                 proc.wait()
         check_exactly_once(read_all(log), rows_of(5))
-    finally:
-        db.drop()
