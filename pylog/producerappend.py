@@ -24,16 +24,13 @@ class ProducerAppends:
     _part: Any
     _wlock: Any
     _appender: Any
-    _appender_map: Any
-    _active: Any
-    _forked: bool
     _sync_always: bool
     _producers: PartitionProducers | None
     name: str
     # the Writer's own methods (annotations only: the Writer defines them)
     _locked_append_step: Any
     _append_locked: Any
-    _appender_ready: Any
+    _appender_or_none: Any
     _writer_segment: Any
     _sync_through: Any
     _ring: Any
@@ -72,16 +69,9 @@ class ProducerAppends:
         :meth:`append_producer`. ``sync=False``: not made durable here (a
         transaction's record); else durable per the sync mode."""
         with self._wlock:
-            if self._forked or self._part.status is not OPEN:
+            a = self._appender_or_none()
+            if a is None:
                 return None
-            seg = self._active
-            m = self._appender_map
-            if m is None or seg is None or seg._wptr is not m:
-                if self._appender_ready() is None:
-                    return None
-            else:
-                seg.used = True
-            a = self._appender
             (a.producer_id, a.producer_epoch, a.base_sequence,
              a.producer_attributes) = fields
             a.producer_set = 1

@@ -1,6 +1,6 @@
 """The writer of one partition: the append entry points, growth and roll
-of the active segment, group commit and flush (FORMAT.rst S-3, S-4, I-2,
-P-2, P-3, P-4).
+of the active segment (FORMAT.rst S-3, S-4, I-2, P-2, P-3, P-4); making
+the appends durable is its :class:`pylog.appendsync.AppendSync`'s.
 
 The common append (lock, encode into the mapped segment, publish, index
 entry, unlock, wake consumers) is one native call through the writer's
@@ -25,10 +25,9 @@ append itself, not for the fdatasync that follows it.
 Durability (G1): a batch is written into the active segment and then
 published in the state; once published, a process crash cannot lose it
 (the page cache holds it). With ``sync="always"`` an append returns only
-after ``fdatasync`` of the segment; concurrent appenders share one
-fdatasync (group commit, in the native syncer: waiters sleep without the
-GIL). Sealed segments are fdatasync'd at their roll (S-4). The directory
-entries of a new partition become durable before its first durable append.
+after ``fdatasync`` of the segment, shared by concurrent appenders (group
+commit, pylog.appendsync). Sealed segments are fdatasync'd at their roll
+(S-4).
 """
 
 from __future__ import annotations
@@ -36,16 +35,14 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import threading
-import time
 import weakref
 
 from . import _native, batch, status
+from .appendsync import AppendSync
 from .errors import (
     CorruptLogError,
     DiskFullError,
     FileVanishedError,
-    LogClosed,
     LogFailedError,
     PylogError,
     TooManyMapsError,
@@ -65,10 +62,7 @@ from .segment import (
     fsync_dir,
     list_segment_bases,
     open_segment,
-    parse_segment_name,
-    sync_path,
     unlink_segment,
-    with_fds,
 )
 from .sharedstate import State
 
@@ -91,9 +85,6 @@ def _after_fork_in_child() -> None:
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
-# Least time between two recovery checkpoints written by flush (P-4); recovery
-# rescans what was appended since the last one (a stale checkpoint is safe).
-CHECKPOINT_INTERVAL_S = 1.0
 # Native append attempts per batch: the first, then after opening or growing
 # the segment, then after a roll or another writer's growth; past that the
 # slow path takes the batch.
@@ -134,21 +125,16 @@ class Writer(ProducerAppends):
         self._appender.written_base = self._appender.written_end = -1
         self._appender_map = None
         self._forked = False             # see _after_fork_in_child
-        self._next_checkpoint = 0.0      # see flush
-        self._dir_durable = not create   # see _make_dir_durable
-        # group commit (G1): the native syncer of this writer's appends
-        self._syncer = _native.syncer()
         self._active: Segment | None = None
         # the Log's HandleCache (pylog.handles), which may close the active
-        # segment while it is idle (_release), and the path of a segment it
-        # closed with appends not yet made durable (flush syncs it)
+        # segment while it is idle (_release)
         self._handles = handles
-        self._released_dirty: str | None = None
-        # group commits in flight, counted under _sync_mu: the state map
-        # the appender points into is not dropped under them (the leader
-        # reads the appender's pointer twice, _state_unmapped)
-        self._sync_mu = threading.Lock()
-        self._syncing = 0
+        # durability (G1): group commit, flush; its two methods the append
+        # paths call are bound here once (no delegating call per append)
+        self._sync = AppendSync(part, shared, self._appender, sync=sync,
+                                create=create, handles=handles)
+        self._sync_through = self._sync.sync_through
+        self._make_dir_durable = self._sync.make_dir_durable
         shared.unmap_hooks.append(self._state_unmapped)
         # X-3: the partition's producer state, made on first use
         self._producers: PartitionProducers | None = None
@@ -165,10 +151,9 @@ class Writer(ProducerAppends):
         return self._active
 
     def new_partition_files(self) -> None:
-        """Recovery made the partition's first segment: its directory
-        entries become durable before the first durable append, not now
-        (creating a topic of 1000 partitions must not cost 1000 fsyncs)."""
-        self._dir_durable = False
+        """Recovery made the partition's first segment (see
+        :meth:`AppendSync.new_partition_files`)."""
+        self._sync.new_partition_files()
 
     @property
     def _written(self) -> tuple[int, int]:
@@ -177,18 +162,15 @@ class Writer(ProducerAppends):
 
     def _set_active(self, seg: Segment | None) -> None:
         """Make ``seg`` this writer's active segment. Offsets below its base
-        are in sealed segments, durable since their roll (S-4). The syncer
-        duplicates its descriptor: on EMFILE the handle cache makes room,
-        and if it cannot ``seg`` is closed and TooManyOpenFilesError raised
-        with nothing changed on disk."""
+        are in sealed segments, durable since their roll (S-4). If the
+        syncer cannot follow it (out of descriptors), ``seg`` is closed and
+        TooManyOpenFilesError raised with nothing changed on disk."""
         if seg is None:
             self._active = None
-            _native.syncer_set_fd(self._syncer, -1, 0, None)
+            self._sync.follow(None)
             return
         try:
-            with_fds(self._handles, f"open {seg.path} for group commit",
-                     lambda: _native.syncer_set_fd(self._syncer, seg.fd, seg.base_offset,
-                                                   seg.path))
+            self._sync.follow(seg)
         except BaseException:
             self._active = None
             seg.close()
@@ -205,11 +187,9 @@ class Writer(ProducerAppends):
         under _wlock): unless a group commit is in flight (its leader
         writes the durable mark through the appender, P-7), the appender
         lets go of it and is set up again on the next append; True then."""
-        with self._sync_mu:
-            if self._syncing:
-                return False
-            self._appender_map = None
-            self._appender.state = _native.ffi.NULL
+        if not self._sync.state_unmapped():
+            return False
+        self._appender_map = None
         return True
 
     def _release(self, seg: Segment) -> bool:
@@ -225,15 +205,14 @@ class Writer(ProducerAppends):
         try:
             a = self._appender
             if self._active is seg:
-                if self._sync_always and a.written_base >= 0 and \
-                        _native.sync_through(self._syncer, a, a.written_next) != 0:
+                if self._sync_always and not self._sync.sync_before_release():
                     return False       # the append's own sync reports it
                 if not self._sync_always and a.written_base == seg.base_offset:
-                    self._released_dirty = seg.path
+                    self._sync.released_dirty = seg.path
                 self._appender_map = None
                 self._active = None
                 seg.close()
-                _native.syncer_set_fd(self._syncer, -1, max(a.written_next, 0), None)
+                self._sync.follow(None, max(a.written_next, 0))
             else:
                 seg.close()
             return True
@@ -272,17 +251,9 @@ class Writer(ProducerAppends):
         path: one native call, no per-call allocation. Durable per the sync
         mode when it returns an offset."""
         with self._wlock:
-            if self._forked or self._part.status is not OPEN:
+            a = self._appender_or_none()
+            if a is None:
                 return None
-            seg = self._active
-            m = self._appender_map
-            if m is None or seg is None or seg._wptr is not m:
-                if self._appender_ready() is None:
-                    return None
-            else:
-                seg.used = True          # (pylog.handles: recently used)
-                self._shared.used = True
-            a = self._appender
             # (a null key or value is passed as b"" with length -1)
             if hkey is None:
                 rc = _native.append_record(a, timestamp_ms, key or b"",
@@ -323,6 +294,23 @@ class Writer(ProducerAppends):
         if base is not None and self._sync_always:
             self._sync_through(target)
         return base
+
+    def _appender_or_none(self):
+        """The preamble of the one-record appends (:meth:`append_one`,
+        ``append_one_producer``): the appender, ready for the active
+        segment; None when the caller must take the general path (in a
+        forked child, the partition not OPEN, nothing mapped yet). Marks the
+        segment and the state map used, so the handle cache does not drop
+        them as idle (pylog.handles). Under _wlock."""
+        if self._forked or self._part.status is not OPEN:
+            return None
+        seg = self._active
+        m = self._appender_map
+        if m is None or seg is None or seg._wptr is not m:
+            return self._appender_ready()
+        seg.used = True
+        self._shared.used = True
+        return self._appender
 
     def _appender_ready(self):
         """The appender, set up for the active segment's current map; None
@@ -534,14 +522,6 @@ class Writer(ProducerAppends):
             self._set_active(seg)
         return seg
 
-    def _make_dir_durable(self) -> None:
-        """fsync the partition directory and its parent once, before the
-        first append this process makes durable (G1 in sync="always")."""
-        if not self._dir_durable and self.sync_mode == "always":
-            fsync_dir(self.dir)
-            fsync_dir(os.path.dirname(self.dir))
-        self._dir_durable = True
-
     def _append_locked(self, records, compression, fields=batch.NO_PRODUCER):
         # (fields: X-1, the producer appends of pylog.producerappend)
         self._make_dir_durable()
@@ -620,112 +600,16 @@ class Writer(ProducerAppends):
         enforce_retention_locked(self._part)
         return new
 
-    # -- durability ----------------------------------------------------------------
-    def _sync_through(self, target_next: int) -> None:
-        """Group commit: return once the offsets below ``target_next`` that
-        this writer appended are durable. Concurrent callers share
-        fdatasyncs: one leads, the others wait in the native syncer without
-        the GIL (pl_sync_through), and one sync covers every append made
-        before it began. Raises LogFailedError (and fails the partition)
-        when fdatasync fails; every later call then fails too."""
-        # The leader stores the durable mark (P-7) into the state map through
-        # the appender's pointer after its fdatasync: holding the map's
-        # pointer object keeps it mapped until then (close() only drops
-        # references to it).
-        # (mapped again if the handle cache dropped it: outside _sync_mu,
-        # which the cache's drop takes)
-        pin = self._shared.ptr
-        with self._sync_mu:
-            self._syncing += 1
-            a = self._appender
-            if a.state == _native.ffi.NULL and pin is not None and \
-                    self._shared.ptr_if_mapped() is pin:
-                # dropped and mapped again since this writer's last append:
-                # the leader's durable mark (P-7) goes to the current map.
-                # No drop can come between (it takes _sync_mu), and an
-                # append's set-up stores the same pointer.
-                a.state = pin
-        try:
-            rc = _native.sync_through(self._syncer, a, target_next)
-            del pin
-        finally:
-            with self._sync_mu:
-                self._syncing -= 1
-        if rc == 0:
-            return
-        if rc == _native.E_STALE:            # closed under us
-            self._part.check()
-            raise LogClosed(f"partition {self.name} is closed")
-        if rc == _native.E_VANISHED:         # L-6
-            self._part.check_identity(f"the segment file of {self.name} was deleted")
-            self._part.check()
-        if rc == _native.E_NOFD:             # not sticky, as in C: nothing lost
-            raise status.error(rc, f"fdatasync of {self.name}")
-        if status.is_errno(rc):
-            exc = OSError(-rc, os.strerror(-rc))
-            self._part.fail(exc)
-            raise LogFailedError(
-                f"fdatasync of {self.name}: {exc.strerror} (errno {exc.errno}); "
-                "records appended since the last successful sync may be "
-                "lost") from exc
-        self._part.check()
-        raise status.error(rc, f"fdatasync of {self.name}")
-
     def flush(self, *, checkpoint: bool = False) -> None:
         """Make everything appended so far durable, and advance the recovery
-        checkpoint (P-4) so the next recovery scans less — at most every
-        CHECKPOINT_INTERVAL_S, or now with ``checkpoint``: the checkpoint is
-        an LMDB commit, which would cost a flush more than its fdatasync."""
+        checkpoint (P-4); see :meth:`AppendSync.flush`."""
         self._part.check()
         with self._wlock:
             active = self._active
             written = self._written
             written_next = self._appender.written_next
-        if written[0] < 0:
-            return
-        if active is not None:
-            self._sync_through(written_next)
-        self._sync_released()
-        now = time.monotonic()
-        if not checkpoint and now < self._next_checkpoint:
-            return
-        self._next_checkpoint = now + CHECKPOINT_INTERVAL_S
-        st = self._part.state()
-        if st.active_base == written[0]:
-            self._part.meta.set_checkpoint(self._part.topic, self._part.index, written[0],
-                                           written[1], written_next)
-
-    def _sync_released(self) -> None:
-        """fdatasync the segment the handle cache closed while appends to
-        it were not yet durable (sync="interval"/"never", see _release):
-        reopened by path for the call. A segment deleted meanwhile
-        (retention, its topic) has nothing left to make durable."""
-        with self._wlock:
-            path, self._released_dirty = self._released_dirty, None
-        if path is None:
-            return
-        try:
-            st: State | None = self._part.state()   # published before the sync
-        except TopicNotFound:
-            st = None
-        try:
-            sync_path(self._handles, path)
-        except OSError as exc:
-            if exc.errno in FD_EXHAUSTED:
-                with self._wlock:      # still to be made durable: keep it
-                    if self._released_dirty is None:
-                        self._released_dirty = path
-                raise
-            self._part.fail(exc)
-            raise LogFailedError(
-                f"fdatasync of {path}: {exc.strerror} (errno {exc.errno}); "
-                "records appended since the last successful sync may be "
-                "lost") from exc
-        if st is not None and parse_segment_name(os.path.basename(path)) == st.active_base:
-            # P-7, as the syncer's leader stores it: the end published
-            # before the sync is durable after it
-            self._shared.store_durable_mark(st.active_base, st.active_position,
-                                            st.next_offset)
+        self._sync.flush(active is not None, written, written_next,
+                         checkpoint=checkpoint)
 
     def close(self) -> None:
         """Release the active segment (under the writer lock). A writer

@@ -20,7 +20,7 @@ LAYERS = [
     {"segment", "identity", "metalock", "topicdirs"},
     {"sharedstate", "segmentlist", "producerstate"},
     {"retention", "cleanshutdown"},
-    {"reader", "writer", "recovery", "producerappend"},
+    {"reader", "writer", "recovery", "producerappend", "appendsync"},
     {"partition"},
     {"commitstore", "commitsync"},
     {"metadata", "topicadmin", "admin", "expiry"},

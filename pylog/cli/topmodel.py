@@ -6,9 +6,10 @@
 that turns offset deltas into rates. Rates are records per second over the
 time between the snapshots: produce rate from end-offset deltas, consume
 rate from committed-offset deltas (consumer groups) plus share-partition
-start deltas (work queues), for a topic and for each queue. A partition seen in only one of the snapshots
-(a topic created or deleted meanwhile) adds nothing to a rate, and an
-offset that went back (a group reset) counts as no progress.
+start deltas (work queues), for a topic and for each queue. A partition
+seen in only one of the snapshots (a topic created or deleted meanwhile)
+adds nothing to a rate, and an offset that went back (a group reset)
+counts as no progress.
 
 Thread safety: snapshots and views are immutable values; take_snapshot
 reads the log as any reader does.
