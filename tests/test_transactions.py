@@ -162,6 +162,50 @@ def test_idempotent_producer_sends_and_numbers_batches(log):
     assert q.producer_id == p.producer_id + 1  # X-7: never reused
 
 
+def test_column_append_checks_retries_and_fencing(log):
+    """X-3, X-5 on send_batch's one-call column path: a batch of the same
+    producer id, epoch and sequences is not stored again (its base offset
+    comes back), and an epoch below one the partition saw is refused."""
+    from pylog import _native
+    part = log.partition("t", 0)
+    log.producer().send("t", b"before", partition=0)
+    cols = _native.columns(None, [b"c1", b"c2", b"c3"])
+    fields = batch.ProducerFields(7, 3, 0, 0)
+    w = part.writer
+    assert w.append_columns_producer(1, cols, fields, check=True) == 1
+    end = part.state().next_offset
+    assert w.append_columns_producer(1, cols, fields, check=True) == 1
+    assert part.state().next_offset == end == 4
+    w.append_producer([(1, None, b"newer", ())], batch.ProducerFields(7, 4, 0, 0))
+    with pytest.raises(pylog.ProducerFencedError):
+        w.append_columns_producer(1, cols, batch.ProducerFields(7, 3, 3, 0), check=True)
+    assert part.state().next_offset == 5
+    got = kafka_batches(log, "t", 0)
+    assert [(b.producer_id, b.producer_epoch, b.base_sequence) for b, _ in got] == \
+        [(-1, -1, -1), (7, 3, 0), (7, 4, 0)]
+
+
+def test_transactional_send_batch_across_segment_rolls(log):
+    """Batches of the column path that roll the segment: sequences stay
+    contiguous, committed transactions whole, the aborted one hidden."""
+    log.create_topic("small", partitions=1, segment_bytes=65536)
+    p = log.producer(transactional_id="tx")
+    sent = []
+    for i in range(6):
+        with p.transaction():
+            vals = [b"%d-%d" % (i, j) + b"." * 3000 for j in range(8)]
+            p.send_batch("small", vals, partition=0)
+            sent += vals
+    p.begin_transaction()
+    p.send_batch("small", [b"gone" * 1000] * 8, partition=0)
+    p.abort_transaction()
+    assert [v for _, v in values(committed_reader(log, "small"))] == sent
+    assert len(os.listdir(log.partition("small", 0).dir)) > 2
+    seqs = [b.base_sequence for b, _ in kafka_batches(log, "small", 0)
+            if not b.is_control_batch]
+    assert seqs == [8 * i for i in range(7)]
+
+
 # -- transactions -------------------------------------------------------------------------
 
 def test_commit_is_visible_abort_never(log):
