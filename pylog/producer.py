@@ -287,8 +287,8 @@ class Producer:
         base: int = part.append(records, compression=part.config.compression)[0]
         return base
 
-    def _append_columns(self, part: Partition, ts: int, cols: Any,
-                        keys: list[bytes] | None, values: list[bytes]) -> int:
+    def _append_column_batch(self, part: Partition, ts: int, cols: Any,
+                             keys: list[bytes] | None, values: list[bytes]) -> int:
         """send_batch's column path: append ``cols`` (of ``keys`` and
         ``values``, sharing ``ts``) to ``part`` as one batch; return its base
         offset. The idempotent producer adds its producer fields here."""
@@ -491,7 +491,7 @@ class Producer:
             return None
         if 61 + 36 * n + cols.size > part.config.max_message_bytes:
             return None              # the general path measures it exactly
-        base = self._append_columns(part, ts, cols, keys, values)
+        base = self._append_column_batch(part, ts, cols, keys, values)
         self._touched.add(part)
         with _gc_paused():            # see pylog.gcpause: tuple subclasses
             return list(map(_tuple_new, _repeat(RecordMetadata),

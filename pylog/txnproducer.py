@@ -160,8 +160,8 @@ class IdempotentProducer(Producer):
                     sync=tid is None))
             return self._appended(key, len(records), int(base))
 
-    def _append_columns(self, part: Partition, ts: int, cols: Any,
-                        keys: list[bytes] | None, values: list[bytes]) -> int:
+    def _append_column_batch(self, part: Partition, ts: int, cols: Any,
+                             keys: list[bytes] | None, values: list[bytes]) -> int:
         """send_batch's column path (one native call, no Python loop per
         record) with this producer's fields, as :meth:`_append_records`."""
         with self._tlock:
