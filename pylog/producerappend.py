@@ -33,6 +33,7 @@ class ProducerAppends:
     # the Writer's own methods (annotations only: the Writer defines them)
     _locked_append_step: Any
     _append_locked: Any
+    _append_native: Any
     _appender_ready: Any
     _writer_segment: Any
     _sync_through: Any
