@@ -461,6 +461,47 @@ def test_metadata_keys(log):
     p.commit_transaction()
 
 
+def aborted_entries(log, topic, p):
+    """X-8 entries of a partition: [(first offset, producer id, epoch)]."""
+    prefix = b"aborted\0" + topic.encode() + b"\0" + struct.pack(">I", p)
+    return [(*struct.unpack(">qq", k[len(prefix):]), struct.unpack(">h", v)[0])
+            for k, v in log.meta.info_items(prefix, "read X-8")]
+
+
+def test_aborted_index_collapses_below_the_log_start(log):
+    """X-8: once delete_records moved the log start, the next abort keeps
+    one entry per producer id below it; what it hid stays hidden (a
+    fenced epoch's late record included), committed records show."""
+    p = log.producer(transactional_id="tx")
+    for i in range(4):
+        p.begin_transaction()
+        p.send("t", b"gone%d" % i, partition=0)          # offsets 0, 2, 4, 6
+        p.abort_transaction()                           # markers 1, 3, 5, 7
+    with p.transaction():
+        p.send("t", b"kept", partition=0)                # 8 (COMMIT 9)
+    pid = p.producer_id
+    assert aborted_entries(log, "t", 0) == [(0, pid, 0), (2, pid, 1), (4, pid, 2),
+                                            (6, pid, 3)]
+    log.delete_records({T0: 5})
+    # a zombie of epoch 1 whose record slipped in unchecked (X-5)
+    w = log.partition("t", 0).writer
+    zombie = batch.ProducerFields(pid, 1, 9, batch.TRANSACTIONAL_MASK)
+    assert w.append_one_producer(1, None, b"zombie", zombie) == 10
+    p.begin_transaction()
+    p.send("t", b"gone4", partition=0)                   # 11
+    p.abort_transaction()
+    assert aborted_entries(log, "t", 0) == [(4, pid, 2), (6, pid, 3), (11, pid, 4)]
+    log.delete_records({T0: 8})
+    p.begin_transaction()
+    p.send("t", b"gone5", partition=0)
+    p.abort_transaction()
+    assert aborted_entries(log, "t", 0) == [(6, pid, 3), (11, pid, 4), (13, pid, 5)]
+    with p.transaction():
+        p.send("t", b"last", partition=0)
+    assert [v for _, v in values(committed_reader(log, "t"))] == [b"kept", b"last"]
+    assert aborted_entries(log, "t", 1) == []
+
+
 # -- X-9: dead owners, timeouts -------------------------------------------------------------
 
 CHILD = r"""
