@@ -41,7 +41,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from . import batch, groupstate
+from . import _native, batch, groupstate
 from .commitstore import _slot_clear, okey
 from .errors import CorruptLogError, ProducerFencedError, TopicNotFound
 from .liveness import HOST, process_start_time
@@ -345,6 +345,7 @@ def write_markers(log: LogStore, pid: int, epoch: int, kind: int,
     made durable here: the decision is in LMDB). A deleted topic is
     skipped."""
     key, value = batch.control_record(kind)
+    cols = _native.columns([key], [value])
     fields = batch.ProducerFields(pid, epoch, -1,
                                   batch.TRANSACTIONAL_MASK | batch.CONTROL_MASK)
     for topic, p in partitions:
@@ -352,8 +353,12 @@ def write_markers(log: LogStore, pid: int, epoch: int, kind: int,
             part = log.partition(topic, p)
         except TopicNotFound:
             continue
-        assert part.writer is not None       # (a writable log)
-        part.writer.append_producer([(_now_ms(), key, value, ())], fields, sync=False)
+        w = part.writer
+        assert w is not None                 # (a writable log)
+        # (checked as every producer's first batch: X-5 fences a stale epoch)
+        ts = _now_ms()
+        if w.append_columns_producer(ts, cols, fields, check=True, sync=False) is None:
+            w.append_producer([(ts, key, value, ())], fields, sync=False)
 
 
 def _stale(doc: dict[str, Any], now: int) -> bool:

@@ -2,8 +2,9 @@
 (issue 17's bar (2); FORMAT.rst X-6, X-9): every input record's output
 appears exactly once to a read_committed reader, and records of aborted
 transactions never show. The worker sends each transaction's outputs one
-``send`` at a time or with ``send_batch`` per key, at random. The short version runs in the default suite; the
-long one kills the worker at least 100 times per sync mode."""
+``send`` at a time or with ``send_batch`` per key, at random. The short
+version runs in the default suite; the long one kills the worker at least
+100 times per sync mode."""
 
 import random
 import signal
