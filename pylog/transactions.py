@@ -68,9 +68,15 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+_OWNER: list[Any] = [None]            # this process's [pid, start time, host]
+
+
 def _owner() -> list[Any]:
     pid = os.getpid()
-    return [pid, process_start_time(pid), HOST]
+    mine = _OWNER[0]
+    if mine is None or mine[0] != pid:  # (first use, or a fork child)
+        mine = _OWNER[0] = [pid, process_start_time(pid), HOST]
+    return list(mine)
 
 
 def owner_alive(owner: Any) -> bool:
