@@ -41,7 +41,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from . import _native, batch, groupstate
+from . import batch, groupstate
 from .commitstore import _slot_clear, okey
 from .errors import CorruptLogError, ProducerFencedError, TopicNotFound
 from .liveness import HOST, process_start_time
@@ -351,7 +351,6 @@ def write_markers(log: LogStore, pid: int, epoch: int, kind: int,
     made durable here: the decision is in LMDB). A deleted topic is
     skipped."""
     key, value = batch.control_record(kind)
-    cols = _native.columns([key], [value])
     fields = batch.ProducerFields(pid, epoch, -1,
                                   batch.TRANSACTIONAL_MASK | batch.CONTROL_MASK)
     for topic, p in partitions:
@@ -359,12 +358,11 @@ def write_markers(log: LogStore, pid: int, epoch: int, kind: int,
             part = log.partition(topic, p)
         except TopicNotFound:
             continue
-        w = part.writer
-        assert w is not None                 # (a writable log)
-        # (checked as every producer's first batch: X-5 fences a stale epoch)
-        ts = _now_ms()
-        if w.append_columns_producer(ts, cols, fields, check=True, sync=False) is None:
-            w.append_producer([(ts, key, value, ())], fields, sync=False)
+        assert part.writer is not None       # (a writable log)
+        # (checked and appended in one hold of the append lock: a marker of
+        # an epoch the partition has seen pass is refused, never written
+        # after the newer epoch's batches, X-5)
+        part.writer.append_producer([(_now_ms(), key, value, ())], fields, sync=False)
 
 
 def _stale(doc: dict[str, Any], now: int) -> bool:
