@@ -599,6 +599,15 @@ class Metadata(Commits):
                 self.path)
         return PartitionMeta(*_PARTITION.unpack(raw))
 
+    def log_start_in(self, txn, topic: str, partition: int) -> int:
+        """M-5: the log start offset of a partition as the transaction
+        ``txn`` sees it (0 when the partition has no record)."""
+        raw = txn.get(_pkey(topic, partition), db=self._partitions)
+        if raw is None or len(raw) != _PARTITION.size:
+            return 0
+        start: int = _PARTITION.unpack(raw)[0]
+        return start
+
     def _update_partition(self, topic, partition, **changes) -> bool:
         """M-5 update without waiting for the writer lock (L-7: appends,
         rolls and retention never wait on another process's metadata

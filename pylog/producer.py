@@ -99,6 +99,8 @@ class Producer:
         self._routes: dict[str, Route] = {}
         self._fast_ok = key_serializer is None and value_serializer is None \
             and not log.readonly
+        # send_batch's column path (pylog.txnproducer keeps it, not send's)
+        self._columns_ok = self._fast_ok
 
     # -- validation ------------------------------------------------------------
     def _check(self) -> None:
@@ -285,6 +287,18 @@ class Producer:
         base: int = part.append(records, compression=part.config.compression)[0]
         return base
 
+    def _append_column_batch(self, part: Partition, ts: int, cols: Any,
+                             keys: list[bytes] | None, values: list[bytes]) -> int:
+        """send_batch's column path: append ``cols`` (of ``keys`` and
+        ``values``, sharing ``ts``) to ``part`` as one batch; return its base
+        offset. The idempotent producer adds its producer fields here."""
+        base = part.append_columns(ts, cols)
+        if base is None:             # segment must grow or roll
+            recs = list(zip(_repeat(ts, len(values)), keys if keys else _repeat(None),
+                            values, _repeat(())))
+            base, _ = part.append(recs)
+        return int(base)
+
     def _record(self, value: object, key: object, headers: Headers,
                 timestamp_ms: int | None) -> RawRecord:
         """The checked (timestamp, key, value, headers) of a send, after
@@ -379,7 +393,7 @@ class Producer:
         if type(items) is not list:
             # a tuple or a generator takes the list's one-call columns path
             items = list(items)
-        if self._fast_ok:
+        if self._columns_ok:
             done = self._send_batch_columns(topic, items, partition, ts)
             if done is not None:
                 return done
@@ -477,11 +491,7 @@ class Producer:
             return None
         if 61 + 36 * n + cols.size > part.config.max_message_bytes:
             return None              # the general path measures it exactly
-        base = part.append_columns(ts, cols)
-        if base is None:             # segment must grow or roll
-            recs = list(zip(_repeat(ts, n), keys if keys else _repeat(None, n),
-                            values, _repeat((), n)))
-            base, _ = part.append(recs)
+        base = self._append_column_batch(part, ts, cols, keys, values)
         self._touched.add(part)
         with _gc_paused():            # see pylog.gcpause: tuple subclasses
             return list(map(_tuple_new, _repeat(RecordMetadata),

@@ -31,6 +31,8 @@ class ProducerAppends:
     _locked_append_step: Any
     _append_locked: Any
     _appender_or_none: Any
+    _append_native: Any
+    _appender_ready: Any
     _writer_segment: Any
     _sync_through: Any
     _ring: Any
@@ -90,10 +92,46 @@ class ProducerAppends:
             self._sync_through(target)
         return rc
 
-    def _append_producer_locked(self, records: Any, fields: batch.ProducerFields,
-                                compression: str | None) -> int:
-        """Under the append lock: the X-3 check against the partition's
-        producer state (brought up to date first), then the append."""
+    def append_columns_producer(self, timestamp_ms: int, cols: Any,
+                                fields: batch.ProducerFields, *, check: bool,
+                                sync: bool = True) -> int | None:
+        """:meth:`Writer.append_columns` with producer fields (X-1), in one
+        native call. ``check``: the batch is the producer's first in the
+        partition (of its transaction), so it goes through the X-3 / X-5
+        check first, under the append lock, as :meth:`append_producer`
+        does; the append follows under the writer lock, which serializes
+        this process's appends (another process's batch of the same
+        producer id between the two is a fenced instance's, X-5). Returns
+        the base offset (a retry's stored one), or None when the caller
+        must use :meth:`append_producer`. ``sync`` as there."""
+        if self._part.status is not OPEN:
+            self._part.check()
+        with self._wlock:
+            if self._forked or self._part.status is not OPEN:
+                return None
+            if check:
+                dup = self._locked_append_step(
+                    lambda: self._producer_check(fields, cols.count))
+                if dup is not None:
+                    return dup
+            a = self._appender
+            (a.producer_id, a.producer_epoch, a.base_sequence,
+             a.producer_attributes) = fields
+            a.producer_set = 1
+            try:
+                base: int | None = self._append_native(
+                    lambda a: _native.append_columns(a, timestamp_ms, cols), None)
+            finally:
+                a.producer_set = 0
+            target = a.written_next
+        if base is not None and sync and self._sync_always:
+            self._sync_through(target)
+        return base
+
+    def _producer_check(self, fields: batch.ProducerFields, n: int) -> int | None:
+        """Under the append lock: the X-3 / X-5 check of a batch of ``n``
+        records against the partition's producer state, brought up to date
+        first: the stored batch's base offset for a retry, else None."""
         st = self._part.state()
         seg = self._writer_segment(st)
         state = self._producers
@@ -102,9 +140,17 @@ class ProducerAppends:
         if st.active_position:
             state.catch_up(seg.base_offset, seg.mapped(st.active_position),
                            st.active_position, seg.read_index)
-        dup = state.check(fields, len(records))
+        return state.check(fields, n)
+
+    def _append_producer_locked(self, records: Any, fields: batch.ProducerFields,
+                                compression: str | None) -> int:
+        """Under the append lock: the X-3 check against the partition's
+        producer state (brought up to date first), then the append."""
+        dup = self._producer_check(fields, len(records))
         if dup is not None:
             return dup
+        state = self._producers
+        assert state is not None
         base: int = self._append_locked(records, compression, fields)
         a = self._appender
         state.appended(fields, len(records), base, a.written_base, a.written_end)

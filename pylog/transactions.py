@@ -68,9 +68,15 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+_OWNER: list[Any] = [None]            # this process's [pid, start time, host]
+
+
 def _owner() -> list[Any]:
     pid = os.getpid()
-    return [pid, process_start_time(pid), HOST]
+    mine = _OWNER[0]
+    if mine is None or mine[0] != pid:  # (first use, or a fork child)
+        mine = _OWNER[0] = [pid, process_start_time(pid), HOST]
+    return list(mine)
 
 
 def owner_alive(owner: Any) -> bool:
@@ -134,11 +140,44 @@ def _abort_in(meta: Any, txn: Any, doc: dict[str, Any]) -> list[Marker]:
     for topic, p, first in doc["partitions"]:
         txn.put(aborted_key(topic, p, first, doc["producer_id"]), _EPOCH.pack(epoch),
                 db=meta._info)
+        _collapse_below_start(meta, txn, topic, p)
         markers.append((topic, p))
     doc["epoch"] = epoch + 1
     doc["partitions"] = []
     doc["state"] = "ready"
     return markers
+
+
+def _collapse_below_start(meta: Any, txn: Any, topic: str, partition: int) -> None:
+    """X-8, in an abort's write transaction: of a producer id's entries of
+    the partition whose first offset is below its log start offset, keep
+    only the one with the highest first offset, with the highest epoch
+    among them. The same batches stay covered at and past the log start:
+    a first offset is an end offset (a batch boundary), so a batch there
+    starts at or past every first offset below the start."""
+    start = meta.log_start_in(txn, topic, partition)
+    if start <= 0:
+        return
+    prefix = _ABORTED + topic.encode() + b"\0" + _P.pack(partition)
+    below: dict[int, list[tuple[int, int]]] = {}     # pid -> [(first, epoch)]
+    cur = txn.cursor(db=meta._info)
+    if cur.set_range(prefix):
+        for key, v in cur:
+            if not key.startswith(prefix):
+                break
+            first, pid = _ENTRY.unpack(key[len(prefix):])
+            if first >= start:                 # (keys sort by first offset)
+                break
+            below.setdefault(pid, []).append((first, _EPOCH.unpack(v)[0]))
+    for pid, runs in below.items():
+        if len(runs) < 2:
+            continue
+        last = max(first for first, _ in runs)
+        for first, _ in runs:
+            if first != last:
+                txn.delete(aborted_key(topic, partition, first, pid), db=meta._info)
+        txn.put(aborted_key(topic, partition, last, pid),
+                _EPOCH.pack(max(epoch for _, epoch in runs)), db=meta._info)
 
 
 def _pending_sets(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -320,6 +359,9 @@ def write_markers(log: LogStore, pid: int, epoch: int, kind: int,
         except TopicNotFound:
             continue
         assert part.writer is not None       # (a writable log)
+        # (checked and appended in one hold of the append lock: a marker of
+        # an epoch the partition has seen pass is refused, never written
+        # after the newer epoch's batches, X-5)
         part.writer.append_producer([(_now_ms(), key, value, ())], fields, sync=False)
 
 

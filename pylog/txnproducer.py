@@ -145,23 +145,10 @@ class IdempotentProducer(Producer):
             self._usable()
             if self._pid != os.getpid():
                 self._forked()
-            tid = self.transactional_id
             key = (part.topic, part.index)
-            if tid is not None:
-                if not self._in_txn:
-                    raise TransactionError(
-                        f"send to {part.name}: producer {tid!r} is transactional; "
-                        "call begin_transaction() first (or use `with "
-                        "producer.transaction():`)")
-                if key not in self._txn_parts:
-                    if not self._txn_parts and self._unwritten:
-                        # the registration below clears them (X-6)
-                        self._write_markers(self._unwritten)
-                    first = part.state().next_offset
-                    self._guard(lambda: transactions.register(
-                        self._log, tid, self.producer_id, self.epoch, part.topic,
-                        part.index, first))
-                    self._txn_parts[key] = part
+            tid = self.transactional_id
+            if tid is not None and (not self._in_txn or key not in self._txn_parts):
+                self._join(part, key)
             seq = self._seqs.get(key, 0)
             fields = batch.ProducerFields(self.producer_id, self.epoch, seq,
                                           batch.TRANSACTIONAL_MASK if tid else 0)
@@ -182,6 +169,54 @@ class IdempotentProducer(Producer):
                 self._checked.add(key)
             self._seqs[key] = (seq + len(records)) & _SEQ_MASK
             return int(base)
+
+    def _append_column_batch(self, part: Partition, ts: int, cols: Any,
+                             keys: list[bytes] | None, values: list[bytes]) -> int:
+        """send_batch's column path (one native call, no Python loop per
+        record) with this producer's fields, as :meth:`_append_records`."""
+        with self._tlock:
+            self._usable()
+            if self._pid != os.getpid():
+                self._forked()
+            key = (part.topic, part.index)
+            tid = self.transactional_id
+            if tid is not None and (not self._in_txn or key not in self._txn_parts):
+                self._join(part, key)
+            seq = self._seqs.get(key, 0)
+            fields = batch.ProducerFields(self.producer_id, self.epoch, seq,
+                                          batch.TRANSACTIONAL_MASK if tid else 0)
+            writer = part.writer
+            assert writer is not None
+            base = self._guard(lambda: writer.append_columns_producer(
+                ts, cols, fields, check=key not in self._checked,
+                sync=tid is None))
+            if base is None:            # (the segment must roll, or a slow path)
+                recs = [(ts, k, v, ()) for k, v in
+                        zip(keys if keys else [None] * len(values), values)]
+                return self._append_records(part, recs)
+            self._checked.add(key)
+            self._seqs[key] = (seq + len(values)) & _SEQ_MASK
+            return int(base)
+
+    def _join(self, part: Partition, key: tuple[str, int]) -> None:
+        """Under _tlock, before a transactional producer's first append to
+        ``part`` in this transaction: TransactionError outside one, else
+        the registration of the partition (X-6)."""
+        tid = self.transactional_id
+        assert tid is not None
+        if not self._in_txn:
+            raise TransactionError(
+                f"send to {part.name}: producer {tid!r} is transactional; "
+                "call begin_transaction() first (or use `with "
+                "producer.transaction():`)")
+        if not self._txn_parts and self._unwritten:
+            # the registration below clears them (X-6)
+            self._write_markers(self._unwritten)
+        first = part.state().next_offset
+        self._guard(lambda: transactions.register(
+            self._log, tid, self.producer_id, self.epoch, part.topic,
+            part.index, first))
+        self._txn_parts[key] = part
 
     def _forked(self) -> None:
         """First use in a fork() child: the parent goes on with this

@@ -162,6 +162,50 @@ def test_idempotent_producer_sends_and_numbers_batches(log):
     assert q.producer_id == p.producer_id + 1  # X-7: never reused
 
 
+def test_column_append_checks_retries_and_fencing(log):
+    """X-3, X-5 on send_batch's one-call column path: a batch of the same
+    producer id, epoch and sequences is not stored again (its base offset
+    comes back), and an epoch below one the partition saw is refused."""
+    from pylog import _native
+    part = log.partition("t", 0)
+    log.producer().send("t", b"before", partition=0)
+    cols = _native.columns(None, [b"c1", b"c2", b"c3"])
+    fields = batch.ProducerFields(7, 3, 0, 0)
+    w = part.writer
+    assert w.append_columns_producer(1, cols, fields, check=True) == 1
+    end = part.state().next_offset
+    assert w.append_columns_producer(1, cols, fields, check=True) == 1
+    assert part.state().next_offset == end == 4
+    w.append_producer([(1, None, b"newer", ())], batch.ProducerFields(7, 4, 0, 0))
+    with pytest.raises(pylog.ProducerFencedError):
+        w.append_columns_producer(1, cols, batch.ProducerFields(7, 3, 3, 0), check=True)
+    assert part.state().next_offset == 5
+    got = kafka_batches(log, "t", 0)
+    assert [(b.producer_id, b.producer_epoch, b.base_sequence) for b, _ in got] == \
+        [(-1, -1, -1), (7, 3, 0), (7, 4, 0)]
+
+
+def test_transactional_send_batch_across_segment_rolls(log):
+    """Batches of the column path that roll the segment: sequences stay
+    contiguous, committed transactions whole, the aborted one hidden."""
+    log.create_topic("small", partitions=1, segment_bytes=65536)
+    p = log.producer(transactional_id="tx")
+    sent = []
+    for i in range(6):
+        with p.transaction():
+            vals = [b"%d-%d" % (i, j) + b"." * 3000 for j in range(8)]
+            p.send_batch("small", vals, partition=0)
+            sent += vals
+    p.begin_transaction()
+    p.send_batch("small", [b"gone" * 1000] * 8, partition=0)
+    p.abort_transaction()
+    assert [v for _, v in values(committed_reader(log, "small"))] == sent
+    assert len(os.listdir(log.partition("small", 0).dir)) > 2
+    seqs = [b.base_sequence for b, _ in kafka_batches(log, "small", 0)
+            if not b.is_control_batch]
+    assert seqs == [8 * i for i in range(7)]
+
+
 # -- transactions -------------------------------------------------------------------------
 
 def test_commit_is_visible_abort_never(log):
@@ -415,6 +459,47 @@ def test_metadata_keys(log):
                + struct.pack(">qq", 0, p.producer_id))                             # X-8
         assert struct.unpack(">h", txn.get(key, db=info)) == (0,)
     p.commit_transaction()
+
+
+def aborted_entries(log, topic, p):
+    """X-8 entries of a partition: [(first offset, producer id, epoch)]."""
+    prefix = b"aborted\0" + topic.encode() + b"\0" + struct.pack(">I", p)
+    return [(*struct.unpack(">qq", k[len(prefix):]), struct.unpack(">h", v)[0])
+            for k, v in log.meta.info_items(prefix, "read X-8")]
+
+
+def test_aborted_index_collapses_below_the_log_start(log):
+    """X-8: once delete_records moved the log start, the next abort keeps
+    one entry per producer id below it; what it hid stays hidden (a
+    fenced epoch's late record included), committed records show."""
+    p = log.producer(transactional_id="tx")
+    for i in range(4):
+        p.begin_transaction()
+        p.send("t", b"gone%d" % i, partition=0)          # offsets 0, 2, 4, 6
+        p.abort_transaction()                           # markers 1, 3, 5, 7
+    with p.transaction():
+        p.send("t", b"kept", partition=0)                # 8 (COMMIT 9)
+    pid = p.producer_id
+    assert aborted_entries(log, "t", 0) == [(0, pid, 0), (2, pid, 1), (4, pid, 2),
+                                            (6, pid, 3)]
+    log.delete_records({T0: 5})
+    # a zombie of epoch 1 whose record slipped in unchecked (X-5)
+    w = log.partition("t", 0).writer
+    zombie = batch.ProducerFields(pid, 1, 9, batch.TRANSACTIONAL_MASK)
+    assert w.append_one_producer(1, None, b"zombie", zombie) == 10
+    p.begin_transaction()
+    p.send("t", b"gone4", partition=0)                   # 11
+    p.abort_transaction()
+    assert aborted_entries(log, "t", 0) == [(4, pid, 2), (6, pid, 3), (11, pid, 4)]
+    log.delete_records({T0: 8})
+    p.begin_transaction()
+    p.send("t", b"gone5", partition=0)
+    p.abort_transaction()
+    assert aborted_entries(log, "t", 0) == [(6, pid, 3), (11, pid, 4), (13, pid, 5)]
+    with p.transaction():
+        p.send("t", b"last", partition=0)
+    assert [v for _, v in values(committed_reader(log, "t"))] == [b"kept", b"last"]
+    assert aborted_entries(log, "t", 1) == []
 
 
 # -- X-9: dead owners, timeouts -------------------------------------------------------------
