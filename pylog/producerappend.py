@@ -31,6 +31,7 @@ class ProducerAppends:
     _locked_append_step: Any
     _append_locked: Any
     _appender_or_none: Any
+    _forked: bool
     _append_native: Any
     _appender_ready: Any
     _writer_segment: Any
