@@ -36,6 +36,7 @@ from .sharedlq import DeadLetters
 from .store import topic_slot
 
 _log = logging.getLogger("pylog")
+# how often a waiting consumer looks for records of a holder that died
 _RECHECK_S = 0.05
 _tuple_new = tuple.__new__
 
@@ -181,9 +182,10 @@ class ShareConsumer:
             remaining = deadline - time.monotonic()
             if out or remaining <= 0:
                 return out
-            # appends and releases ring the doorbell (L-3); lock expiries and
-            # delays ending do not: look again at least every _RECHECK_S
-            wait = min(remaining, _RECHECK_S)
+            # appends and releases ring the doorbell (L-3); lock expiries,
+            # delays ending and holders dying do not: _next_look says when
+            ahead = self._next_look()
+            wait = remaining if ahead is None else min(remaining, ahead)
             if bell is not None:
                 _native.doorbell_wait_at(bell + self._slot * _native.DOORBELL_SLOT_SIZE,
                                          seen, wait)
@@ -377,11 +379,32 @@ class ShareConsumer:
         if self._dlq is not None:
             self._dlq.prepare()
 
-    def wait_hint(self) -> tuple[int, float]:
+    def wait_hint(self) -> tuple[int, float | None]:
         """(the doorbell slot whose rings may make records available (L-3),
-        the longest to wait on it before looking again: lock expiries and
-        delays ending ring nothing)."""
-        return self._slot, _RECHECK_S
+        the longest to wait on it before looking again, None for as long
+        as it stays silent). Call it after a poll that found nothing."""
+        return self._slot, self._next_look()
+
+    def _next_look(self) -> float | None:
+        """Seconds until records may become Available without a ring (None:
+        only a ring makes any): the earliest lock deadline or delay end of
+        the share files (header words 12 and 13, a lower bound: a deadline
+        passed without expiring anything costs one look, which resets it),
+        and at most _RECHECK_S while another Log holds records — its
+        process dying frees them at once (Q-2) and rings nothing. Reads the
+        headers without the files' locks: a change made since is either
+        one this consumer's doorbell wait sees rung, or one it already saw."""
+        wake, foreign = ss.NEVER, False
+        for f in self._files.values():
+            if f.fd < 0:
+                continue
+            h = f.head
+            wake = min(wake, h[ss.MIN_DEADLINE], h[ss.MIN_DELAY])
+            foreign = foreign or (h[ss.MIN_DEADLINE] < ss.NEVER and f.foreign_holders())
+        if foreign:
+            return _RECHECK_S if wake >= ss.NEVER else \
+                min(_RECHECK_S, _until(wake))
+        return None if wake >= ss.NEVER else _until(wake)
 
     @property
     def closed(self) -> bool:
@@ -432,6 +455,12 @@ class ShareConsumer:
         while not self._closed:
             for rec in self.poll(timeout_ms=100):
                 yield rec
+
+
+def _until(deadline_ms: int) -> float:
+    """Seconds from now until just past ``deadline_ms`` (ms since the
+    epoch): expiry compares whole milliseconds (``deadline <= now``)."""
+    return max(0.0, (deadline_ms + 1) / 1000.0 - time.time())
 
 
 def validate_settings(record_lock_ms: object, delivery_limit: object, max_in_flight: object,

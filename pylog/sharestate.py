@@ -320,6 +320,14 @@ class ShareFile:
                 i = m.find(b, i + 1, st + hi)
         return out
 
+    def foreign_holders(self) -> bool:
+        """Does an Acquired entry (may) belong to another Log than this one?
+        Lock-free (a monitoring read: true when unsure)."""
+        ow, mine = self.owners, self._token
+        if not any(ow[2 * n] not in (0, mine) for n in range(1, MAX_OWNERS + 1)):
+            return False
+        return bool(self.positions(ACQUIRED))
+
     def count_in_flight(self) -> int:
         """Window entries that hold an in-flight slot: Available and Acquired
         (Delayed ones do not, by design)."""

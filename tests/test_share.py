@@ -337,6 +337,28 @@ def test_sigkilled_holder_loses_its_records_at_once(logdir, child_env):
     log.close()
 
 
+def test_a_waiting_poll_takes_a_sigkilled_holders_record(logdir, child_env):
+    """Q-2 while a poll waits: the holder's death rings no doorbell and its
+    lock has 10 minutes left, yet the waiting poll gets its record."""
+    log = _log(logdir, n=1)
+    c = _share(log, record_lock_ms=600_000)
+    proc = start(HOLDER, logdir, env=child_env)
+    expect(proc, b"holding 0", timeout=60)
+    assert c.poll(timeout_ms=0) == []              # held by a live process
+    killer = threading.Timer(0.5, os.kill, (proc.pid, signal.SIGKILL))
+    killer.start()
+    t0 = time.monotonic()
+    got = c.poll(timeout_ms=20_000)
+    waited = time.monotonic() - t0
+    killer.join()
+    proc.wait()
+    assert [(r.offset, r.delivery_count) for r in got] == [(0, 2)]
+    assert waited < 10, waited                     # not the poll's 20 s timeout
+    c.acknowledge(got[0])
+    c.close()
+    log.close()
+
+
 COMMIT_AND_DIE = r"""
 import os, signal, sys, pylog
 log = pylog.open(sys.argv[1], sync=sys.argv[2])
