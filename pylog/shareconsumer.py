@@ -110,14 +110,17 @@ class ShareConsumer:
         self._held: dict[tuple[str, int, int], ShareRecord] = {}
         self._unacked: dict[tuple[str, int, int], ShareRecord] = {}
         self._pending: dict[tuple[str, int], dict[int, tuple[int, str, int]]] = {}
+        # partitions with pending acknowledgements other than plain accepts
+        self._mixed: set[tuple[str, int]] = set()
         self._failed: list[tuple[str, int, int]] = []
         self._touched: set[TopicPartition] = set()
         self._files: dict[TopicPartition, ss.ShareFile] = {}
         # where the last read of each partition stopped: the next acquisition
         # usually starts there, and a cursor there skips the index lookup
         self._cursors: dict[TopicPartition, Cursor] = {}
-        # where polls start: consumers of a group start on different partitions
-        self._next = self._member
+        # where polls start, one further each poll: consumers of a group
+        # start on different partitions (None: not placed yet, _acquire)
+        self._next: int | None = None
         # the doorbell slot polls wait on (L-3): the topic's, or 0 for several
         self._slot = topic_slot(self.topics[0]) if len(self.topics) == 1 else 0
         self._closed = False
@@ -199,20 +202,34 @@ class ShareConsumer:
         over the partitions instead of queueing for one lock (waited for
         only when no other partition gave any)."""
         tps = self._partitions()
+        if self._next is None:
+            # the owner numbers of the first partition's file are given out
+            # lowest free first: live consumers hold 1, 2, 3... and so start
+            # on different partitions, and keep apart as they all move on
+            # one each poll — no two of them queue for one file's lock
+            # (not waiting for that lock: placed at a later poll then)
+            f = self._file(tps[0])
+            if f.lock(wait=False):
+                try:
+                    self._next = self._owner_in(f, tps[0])
+                finally:
+                    f.unlock()
+        start = self._member if self._next is None else self._next
         out: list[ShareRecord] = []
         now = int(time.time() * 1000)
         busy = []
         for k in range(len(tps)):
             if len(out) >= max_records:
                 break
-            tp = tps[(self._next + k) % len(tps)]
+            tp = tps[(start + k) % len(tps)]
             if not self._acquire_from(tp, max_records - len(out), now, out, wait=False):
                 busy.append(tp)
         for tp in busy:
             if out:
                 break
             self._acquire_from(tp, max_records, now, out, wait=True)
-        self._next += 1
+        if self._next is not None:
+            self._next += 1
         held, unacked = self._held, self._unacked
         for rec in out:
             key = rec[:3]
@@ -302,9 +319,13 @@ class ShareConsumer:
         Archived, copied to the dead-letter topic) or "renew" (extend the
         lock by record_lock_ms, for long jobs; the record stays acquired).
         Applied at the next poll() or commit()."""
-        delay = 0 if type == ops.ACCEPT and delay_ms is None else \
-            ops.validate_ack(type, delay_ms)
         key = tuple(record[:3])
+        if type == ops.ACCEPT and delay_ms is None:
+            delay = 0
+        else:
+            delay = ops.validate_ack(type, delay_ms)
+            if key in self._held:
+                self._mixed.add(key[:2])
         if key not in self._held:
             raise InvalidArgument(f"record {key[0]}-{key[1]} offset {key[2]} "
                                   "is not held by this consumer (not acquired by it, or "
@@ -341,6 +362,7 @@ class ShareConsumer:
             return
         now = int(time.time() * 1000)
         pending, self._pending = self._pending, {}
+        mixed, self._mixed = self._mixed, set()
         released = False
         for key, acks in pending.items():
             tp = TopicPartition(*key)
@@ -349,10 +371,11 @@ class ShareConsumer:
             with f.locked():
                 bad = ops.apply_acks(f, self._owner_in(f, tp), list(acks.values()), now,
                                      self.record_lock_ms, self.delivery_limit,
-                                     self._target(tp, part))
+                                     self._target(tp, part), key not in mixed)
             self._touched.add(tp)
             self._failed.extend((tp.topic, tp.partition, off) for off in bad)
-            released = released or any(a[1] == ops.RELEASE for a in acks.values())
+            released = released or (key in mixed and
+                                    any(a[1] == ops.RELEASE for a in acks.values()))
         if released:
             self._ring()
 
