@@ -141,13 +141,15 @@ def scaling(base, n, job_s, reps, say=print):
         one, one_cpu = pylog_workers(base, n, 1, job_s=job_s)
         four, four_cpu = pylog_workers(base, n, 4, job_s=job_s)
         rows.append((one, four, one_cpu * 1e6, four_cpu * 1e6))
+        # cores the 4 workers kept busy: CPU seconds / wall seconds
+        say("  %-12s 1 process %10.0f /s, 4 processes %10.0f /s: %.2fx; CPU per "
+            "record %.2f / %.2f us; cores busy %.2f / %.2f" % (
+                name, one, four, four / one, one_cpu * 1e6, four_cpu * 1e6,
+                one * one_cpu, four * four_cpu))
         if not job_s:
             UNSHARED.append(pylog_workers(base, n, 4, unshared=True)[1] * 1e6)
             say("  %-12s 4 processes, a log each (nothing shared): CPU per record "
                 "%.2f us" % (name, UNSHARED[-1]))
-        say("  %-12s 1 process %10.0f /s, 4 processes %10.0f /s: %.2fx; CPU per "
-            "record %.2f / %.2f us" % (name, one, four, four / one, one_cpu * 1e6,
-                                       four_cpu * 1e6))
     return rows
 
 
@@ -345,9 +347,11 @@ def queue_report(out, notes):
         four_cpu = statistics.median(r[3] for r in rows)
         lines.append(
             "  - %s: median %.2fx (min %.2fx, max %.2fx); CPU per record "
-            "(workers' loops) 1 process %.2f us, 4 processes %.2f us" % (
+            "(workers' loops) 1 process %.2f us, 4 processes %.2f us; cores the "
+            "4 processes kept busy (CPU / wall time): median %.2f (min %.2f)" % (
                 name, statistics.median(ratios), ratios[0], ratios[-1], one_cpu,
-                four_cpu))
+                four_cpu, statistics.median(r[1] * r[3] / 1e6 for r in rows),
+                min(r[1] * r[3] / 1e6 for r in rows)))
         if name == "no job":
             if UNSHARED:
                 lines.append(

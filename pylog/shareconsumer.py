@@ -38,6 +38,8 @@ from .store import topic_slot
 _log = logging.getLogger("pylog")
 # how often a waiting consumer looks for records of a holder that died
 _RECHECK_S = 0.05
+# how long each partition comes first in the polls of a group (_acquire)
+_ROTATE_MS = 20
 _tuple_new = tuple.__new__
 
 
@@ -118,9 +120,9 @@ class ShareConsumer:
         # where the last read of each partition stopped: the next acquisition
         # usually starts there, and a cursor there skips the index lookup
         self._cursors: dict[TopicPartition, Cursor] = {}
-        # where polls start, one further each poll: consumers of a group
-        # start on different partitions (None: not placed yet, _acquire)
-        self._next: int | None = None
+        # this consumer's place among its group's (None: not placed yet):
+        # where its polls start, see _acquire
+        self._home: int | None = None
         # the doorbell slot polls wait on (L-3): the topic's, or 0 for several
         self._slot = topic_slot(self.topics[0]) if len(self.topics) == 1 else 0
         self._closed = False
@@ -196,27 +198,28 @@ class ShareConsumer:
                 time.sleep(min(wait, 0.005))
 
     def _acquire(self, max_records: int) -> list[ShareRecord]:
-        """Records of the partitions in turn, starting one further each
-        poll. A partition whose share file another consumer holds locked is
-        skipped while others give records: consumers of a group spread
-        over the partitions instead of queueing for one lock (waited for
-        only when no other partition gave any)."""
+        """Records of the partitions in turn. A poll starts at partition
+        (place + clock) mod n: the place is the consumer's owner number in
+        the first partition's file (given out lowest free first, so live
+        consumers hold 1, 2, 3...), the clock the wall-clock time in
+        _ROTATE_MS steps, the same in every process. Consumers of a group
+        so start on different partitions and move on together, never
+        queueing for one file's lock, while each partition comes first in
+        turn (no partition waits while another has records). A partition
+        whose share file is locked is skipped while others give records
+        (waited for only when no other partition gave any)."""
         tps = self._partitions()
-        if self._next is None:
-            # the owner numbers of the first partition's file are given out
-            # lowest free first: live consumers hold 1, 2, 3... and so start
-            # on different partitions, and keep apart as they all move on
-            # one each poll — no two of them queue for one file's lock
+        if self._home is None:
             # (not waiting for that lock: placed at a later poll then)
             f = self._file(tps[0])
             if f.lock(wait=False):
                 try:
-                    self._next = self._owner_in(f, tps[0])
+                    self._home = self._owner_in(f, tps[0])
                 finally:
                     f.unlock()
-        start = self._member if self._next is None else self._next
         out: list[ShareRecord] = []
         now = int(time.time() * 1000)
+        start = (self._member if self._home is None else self._home) + now // _ROTATE_MS
         busy = []
         for k in range(len(tps)):
             if len(out) >= max_records:
@@ -228,8 +231,6 @@ class ShareConsumer:
             if out:
                 break
             self._acquire_from(tp, max_records, now, out, wait=True)
-        if self._next is not None:
-            self._next += 1
         held, unacked = self._held, self._unacked
         for rec in out:
             key = rec[:3]
