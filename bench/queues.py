@@ -17,6 +17,8 @@ time), ``acknowledge`` every record, ``commit()`` after every poll.
   does not count), plus, without a job, 4 processes each with a log of its
   own: the CPU cost of 4 processes taking turns on fewer cores, with
   nothing shared.
+- ``--idle N``: the CPU that N ``pylog.aio`` share consumers use while
+  they wait on an empty queue (bar: 1,000 under 1% of a CPU).
 
 Peers, when installed or reachable (skipped with a printed reason
 otherwise): persist-queue ``SQLiteAckQueue`` (``get`` + ``ack`` per item,
@@ -366,6 +368,34 @@ def queue_report(out, notes):
     return "\n".join(lines) + "\n"
 
 
+def idle_share_consumers(base, n, seconds=5.0):
+    """Share of a CPU that ``n`` pylog.aio share consumers use while they
+    wait for records of an empty queue, each in a getmany (one event
+    loop, this process's CPU time over ``seconds``)."""
+    import asyncio
+
+    import pylog.aio
+
+    async def run(path):
+        async with pylog.aio.open(path, sync="never") as log:
+            await log.create_topic("t")
+            cs = [log.share_consumer("t", group_id="g") for _ in range(n)]
+            tasks = [asyncio.create_task(c.getmany(timeout_ms=600_000)) for c in cs]
+            await asyncio.sleep(2.0)        # every consumer opened its share file
+            cpu0, t0 = time.process_time(), time.monotonic()
+            await asyncio.sleep(seconds)
+            share = (time.process_time() - cpu0) / (time.monotonic() - t0)
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            return share
+    d = tempfile.mkdtemp(prefix="queues-idle-", dir=base)
+    try:
+        return asyncio.run(run(os.path.join(d, "log")))
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=200_000)
@@ -373,11 +403,17 @@ def main(argv=None):
     ap.add_argument("--job-n", type=int, default=8_000)
     ap.add_argument("--reps", type=int, default=5,
                     help="repetitions of each 4-vs-1 case (medians reported)")
+    ap.add_argument("--idle", type=int, default=0, metavar="N",
+                    help="also: CPU of N idle pylog.aio share consumers (bar: 1,000 "
+                         "under 1%%)")
     ap.add_argument("--dir", default=None)
     args = ap.parse_args(argv)
     base = args.dir or tempfile.gettempdir()
     out, notes = run_queues(base, args.n, args.peer_n, args.job_n, reps=args.reps)
     print(queue_report(out, notes))
+    if args.idle:
+        print("- %d idle pylog.aio share consumers: %.2f%% of a CPU" % (
+            args.idle, 100 * idle_share_consumers(base, args.idle)))
 
 
 if __name__ == "__main__":
