@@ -454,6 +454,28 @@ def test_journal_finishes_a_dead_holders_batch(logdir):
             assert f.head[ss.SPSO] == 3
 
 
+def test_accepted_run_journal_is_what_a_replay_applies(logdir):
+    """A run of accepts journals (offset, ACKNOWLEDGED | count << 8, 0) per
+    record, counts of two bytes included; a holder dying after writing it
+    leaves a batch the next holder applies (Q-2)."""
+    counts = [1, 2, 255, 256, 1000, 65535]
+    first = 5_000_000_000
+    got = ss._accept_journal(first, len(counts), struct.pack(f"={len(counts)}H", *counts))
+    assert got.tolist() == [x for k, c in enumerate(counts)
+                            for x in (first + k, ss.ACKNOWLEDGED | c << 8, 0)]
+    with _log(logdir, n=4) as log, _share(log) as c:
+        recs = c.poll(timeout_ms=100)
+        f = log.share_files().get("g", "jobs", 0, 0, lambda: 0)
+        with f.locked():
+            batch = ss._accept_journal(0, 4, bytes(f.counts[0:4]))
+            f.journal[:12] = batch
+            f.head[ss.JOURNAL] = 4             # as if its writer died here
+        with f.locked():
+            assert f.head[ss.JOURNAL] == 0
+            assert f.head[ss.SPSO] == 4
+        assert [r.delivery_count for r in recs] == [1, 1, 1, 1]
+
+
 def test_share_groups_and_cli(logdir, capsys):
     import json
 
