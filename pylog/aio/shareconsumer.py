@@ -9,7 +9,7 @@ resolved by the Log's :class:`~pylog.aio.bridge.DoorbellBridge` (appends
 and releases of any process ring it; lock expiries and delays ending ring
 nothing, so a wait ends by the earliest lock deadline or delay end the
 share files name — ShareConsumer.wait_hint() — and looks again every 50 ms
-only while another process holds records, whose death rings nothing);
+only while another Log holds records: its process dying rings nothing);
 opening the share files, checkpoints (``commit()`` with
 ``sync="always"``) and ``close()`` run in the Log's executor.
 
