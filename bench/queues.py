@@ -9,8 +9,16 @@ time), ``acknowledge`` every record, ``commit()`` after every poll.
 - one worker, ``sync="never"`` and ``"interval"``;
 - 1 and 4 worker processes on 4 partitions, ``sync="never"``, with no job
   (CPU bound: on a machine of fewer than 4 free cores the ratio is capped by
-  the cores) and with a 200 µs job per record (``time.sleep``: I/O-bound
-  workers, the case work queues are for).
+  the cores) and with a 50 µs and a 200 µs job per record (``time.sleep``:
+  I/O-bound workers, the case work queues are for). Each case runs
+  ``--reps`` times, the 1- and 4-process runs back to back; the report
+  gives the median ratio with its range, the cores, and the CPU per record
+  of the workers' loops (time.process_time, so other load on the machine
+  does not count), plus, without a job, 4 processes each with a log of its
+  own: the CPU cost of 4 processes taking turns on fewer cores, with
+  nothing shared.
+- ``--idle N``: the CPU that N ``pylog.aio`` share consumers use while
+  they wait on an empty queue (bar: 1,000 under 1% of a CPU).
 
 Peers, when installed or reachable (skipped with a printed reason
 otherwise): persist-queue ``SQLiteAckQueue`` (``get`` + ``ack`` per item,
@@ -26,8 +34,8 @@ message) on 127.0.0.1:5672 as guest/guest.
 import argparse
 import multiprocessing as mp
 import os
-import resource
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -51,10 +59,11 @@ def _fill(path, n, partitions, sync):
         prod.flush()
 
 
-def _work(path, sync, job_s, start, counter, stop_at):
+def _work(path, sync, job_s, start, counter, stop_at, done, cpu_out):
     with pylog.open(path, sync=sync) as log:
         c = log.share_consumer("jobs", group_id="g", auto_offset_reset="earliest")
         start.wait()
+        cpu0 = time.process_time()
         idle = 0
         while idle < 20:
             recs = c.poll(timeout_ms=10, max_records=500)
@@ -72,46 +81,85 @@ def _work(path, sync, job_s, start, counter, stop_at):
             c.commit()
             with counter.get_lock():
                 counter.value += len(recs)
+                if counter.value >= stop_at:
+                    done.set()
+        cpu_out.put(time.process_time() - cpu0)
         c.close()
 
 
-# CPU seconds per record of every worker process together, by worker count
-# (no job): what the wall-clock ratio would be on idle cores, whatever else
-# the machine runs
-CPU_PER_RECORD = {}
+# 4 vs 1 worker processes, per case ("no job", "50 us job", ...): a list of
+# (1-process rate, 4-process rate, 1-process CPU us/record, 4-process CPU
+# us/record) per repetition, the pair measured back to back
+SCALING: dict[str, list[tuple[float, float, float, float]]] = {}
+# no job, 4 processes with a log each: CPU us/record per repetition
+UNSHARED: list[float] = []
 
 
-def _children_cpu():
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-
-def pylog_workers(base, n, workers, sync="never", partitions=4, job_s=0.0):
+def pylog_workers(base, n, workers, sync="never", partitions=4, job_s=0.0,
+                  unshared=False):
+    """(records/s, CPU seconds per record of the workers' loops together):
+    ``workers`` processes share one queue of ``n`` records on
+    ``partitions`` partitions, from the start signal to the commit that
+    makes the last record done (opening the log before and closing it
+    after are not timed); CPU from each worker's start to its exit from
+    the loop (time.process_time: whatever else the machine runs).
+    ``unshared``: each worker has a log of its own with its share of the
+    records (a reference: the same work with nothing shared)."""
     d = tempfile.mkdtemp(prefix="queues-", dir=base)
     try:
-        path = os.path.join(d, "log")
-        _fill(path, n, partitions, sync)
-        total = n // partitions * partitions
-        start = mp.Event()
+        paths = [os.path.join(d, "log%d" % i) for i in range(workers if unshared else 1)]
+        for path in paths:
+            _fill(path, n // len(paths), partitions, sync)
+        total = n // len(paths) // partitions * partitions * len(paths)
+        start, done = mp.Event(), mp.Event()
         counter = mp.Value("q", 0)
-        procs = [mp.Process(target=_work, args=(path, sync, job_s, start, counter, total))
-                 for _ in range(workers)]
+        cpu_out = mp.Queue()
+        procs = [mp.Process(target=_work, args=(paths[i % len(paths)], sync, job_s, start,
+                                                counter, total, done, cpu_out))
+                 for i in range(workers)]
         for p in procs:
             p.start()
         time.sleep(0.5)                 # every worker opened its log
-        cpu0 = _children_cpu()
         t0 = time.perf_counter()
         start.set()
+        done.wait()
+        dt = time.perf_counter() - t0
+        cpu = sum(cpu_out.get() for _ in procs)
         for p in procs:
             p.join()
-        dt = time.perf_counter() - t0
         if counter.value != total:
             raise RuntimeError(f"processed {counter.value} of {total}")
-        if not job_s:
-            CPU_PER_RECORD[workers] = (_children_cpu() - cpu0) / total
-        return total / dt
+        return total / dt, cpu / total
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def scaling(base, n, job_s, reps, say=print):
+    """SCALING's rows for one case (module docstring): ``reps`` pairs of a
+    1-process and a 4-process run."""
+    name = "no job" if not job_s else "%d us job" % round(job_s * 1e6)
+    rows = SCALING.setdefault(name, [])
+    for _ in range(reps):
+        one, one_cpu = pylog_workers(base, n, 1, job_s=job_s)
+        four, four_cpu = pylog_workers(base, n, 4, job_s=job_s)
+        rows.append((one, four, one_cpu * 1e6, four_cpu * 1e6))
+        # cores the 4 workers kept busy: CPU seconds / wall seconds
+        say("  %-12s 1 process %10.0f /s, 4 processes %10.0f /s: %.2fx; CPU per "
+            "record %.2f / %.2f us; cores busy %.2f / %.2f" % (
+                name, one, four, four / one, one_cpu * 1e6, four_cpu * 1e6,
+                one * one_cpu, four * four_cpu))
+        if not job_s:
+            UNSHARED.append(pylog_workers(base, n, 4, unshared=True)[1] * 1e6)
+            say("  %-12s 4 processes, a log each (nothing shared): CPU per record "
+                "%.2f us" % (name, UNSHARED[-1]))
+    return rows
+
+
+def _cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 def pylog_one(base, n, sync, commit_each=False):
@@ -243,7 +291,7 @@ def rabbitmq(n):
     return done / dt, None
 
 
-def run_queues(base, n, peer_n, job_n, say=print):
+def run_queues(base, n, peer_n, job_n, say=print, reps=5):
     """{figure: records/s} and [skip notes]: every case of the module docstring."""
     out = {}
     notes = []
@@ -256,10 +304,14 @@ def run_queues(base, n, peer_n, job_n, say=print):
     put("pylog, 1 worker, sync=interval", pylog_one(base, n, "interval"))
     put("pylog, 1 worker, sync=always, commit per record",
         pylog_one(base, max(200, peer_n // 20), "always", commit_each=True))
-    put("pylog, 1 process, 4 partitions, no job", pylog_workers(base, n, 1))
-    put("pylog, 4 processes, 4 partitions, no job", pylog_workers(base, n, 4))
-    put("pylog, 1 process, 200 us job", pylog_workers(base, job_n, 1, job_s=0.0002))
-    put("pylog, 4 processes, 200 us job", pylog_workers(base, job_n, 4, job_s=0.0002))
+    say("  (cores: %d; load average at start: %.2f)" % (_cores(), os.getloadavg()[0]))
+    for job_s, count in ((0.0, n), (0.00005, job_n), (0.0002, job_n)):
+        rows = scaling(base, count, job_s, reps, say)
+        name = "no job" if not job_s else "%d us job" % round(job_s * 1e6)
+        put("pylog, 1 process, 4 partitions, %s (median)" % name,
+            statistics.median(r[0] for r in rows))
+        put("pylog, 4 processes, 4 partitions, %s (median)" % name,
+            statistics.median(r[1] for r in rows))
     # the SQLite queues commit (fsync) every acknowledgement: fewer records
     slow_n = max(200, peer_n // 20)
     for name, fn in (("persist-queue SQLiteAckQueue get/ack (fsync each), 1 worker",
@@ -287,22 +339,61 @@ def queue_report(out, notes):
     lines.append("")
     for k, v in peers.items():
         lines.append("- pylog 1 worker (never) / %s: %.1fx" % (k, one / v))
-    lines.append("- 4 processes / 1, no job: %.2fx (cores: %s)" % (
-        out["pylog, 4 processes, 4 partitions, no job"]
-        / out["pylog, 1 process, 4 partitions, no job"], os.cpu_count()))
-    if 1 in CPU_PER_RECORD and 4 in CPU_PER_RECORD:
-        one_cpu, four_cpu = CPU_PER_RECORD[1], CPU_PER_RECORD[4]
-        cores = os.cpu_count() or 1
+    cores = _cores()
+    lines.append("- cores: %d; 4 processes vs 1 on 4 partitions, %d repetitions "
+                 "(ratio of each back-to-back pair):" % (
+                     cores, max((len(r) for r in SCALING.values()), default=0)))
+    for name, rows in SCALING.items():
+        ratios = sorted(r[1] / r[0] for r in rows)
+        one_cpu = statistics.median(r[2] for r in rows)
+        four_cpu = statistics.median(r[3] for r in rows)
         lines.append(
-            "- CPU per record, no job (all workers, from their start to their "
-            "exit): 1 process %.2f us, 4 processes %.2f us; on %d idle cores "
-            "4 processes / 1 would be at most %.2fx" % (
-                one_cpu * 1e6, four_cpu * 1e6, cores,
-                min(4, cores) * one_cpu / four_cpu))
-    lines.append("- 4 processes / 1, 200 us job: %.2fx" % (
-        out["pylog, 4 processes, 200 us job"] / out["pylog, 1 process, 200 us job"]))
+            "  - %s: median %.2fx (min %.2fx, max %.2fx); CPU per record "
+            "(workers' loops) 1 process %.2f us, 4 processes %.2f us; cores the "
+            "4 processes kept busy (CPU / wall time): median %.2f (min %.2f)" % (
+                name, statistics.median(ratios), ratios[0], ratios[-1], one_cpu,
+                four_cpu, statistics.median(r[1] * r[3] / 1e6 for r in rows),
+                min(r[1] * r[3] / 1e6 for r in rows)))
+        if name == "no job":
+            if UNSHARED:
+                lines.append(
+                    "    (4 processes with a log each, nothing shared: %.2f us per "
+                    "record: the cost of 4 processes taking turns on the cores)"
+                    % statistics.median(UNSHARED))
+            lines.append(
+                "    (CPU bound: on %d idle cores 4 processes / 1 is at most "
+                "min(4, cores) x %.2f / %.2f = %.2fx)" % (
+                    cores, one_cpu, four_cpu, min(4, cores) * one_cpu / four_cpu))
     lines += ["- " + n for n in notes]
     return "\n".join(lines) + "\n"
+
+
+def idle_share_consumers(base, n, seconds=5.0):
+    """Share of a CPU that ``n`` pylog.aio share consumers use while they
+    wait for records of an empty queue, each in a getmany (one event
+    loop, this process's CPU time over ``seconds``)."""
+    import asyncio
+
+    import pylog.aio
+
+    async def run(path):
+        async with pylog.aio.open(path, sync="never") as log:
+            await log.create_topic("t")
+            cs = [log.share_consumer("t", group_id="g") for _ in range(n)]
+            tasks = [asyncio.create_task(c.getmany(timeout_ms=600_000)) for c in cs]
+            await asyncio.sleep(2.0)        # every consumer opened its share file
+            cpu0, t0 = time.process_time(), time.monotonic()
+            await asyncio.sleep(seconds)
+            share = (time.process_time() - cpu0) / (time.monotonic() - t0)
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            return share
+    d = tempfile.mkdtemp(prefix="queues-idle-", dir=base)
+    try:
+        return asyncio.run(run(os.path.join(d, "log")))
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def main(argv=None):
@@ -310,11 +401,19 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=200_000)
     ap.add_argument("--peer-n", type=int, default=50_000)
     ap.add_argument("--job-n", type=int, default=8_000)
+    ap.add_argument("--reps", type=int, default=5,
+                    help="repetitions of each 4-vs-1 case (medians reported)")
+    ap.add_argument("--idle", type=int, default=0, metavar="N",
+                    help="also: CPU of N idle pylog.aio share consumers (bar: 1,000 "
+                         "under 1%%)")
     ap.add_argument("--dir", default=None)
     args = ap.parse_args(argv)
     base = args.dir or tempfile.gettempdir()
-    out, notes = run_queues(base, args.n, args.peer_n, args.job_n)
+    out, notes = run_queues(base, args.n, args.peer_n, args.job_n, reps=args.reps)
     print(queue_report(out, notes))
+    if args.idle:
+        print("- %d idle pylog.aio share consumers: %.2f%% of a CPU" % (
+            args.idle, 100 * idle_share_consumers(base, args.idle)))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,11 @@ every job was sent once or parked, and shows the queue's state.
 Workers run as ``python -m pylog.demoqueue PATH NAME SEED [--hang]`` and
 report on stdout, one line per step: ``ready``, ``start JOB COUNT``,
 ``sent JOB``, ``failed JOB COUNT``, ``rejected JOB``.
+
+``examples/email_workers.py`` has the same worker loop on purpose: it is
+the copy users read and run from a checkout, whole on one page, while
+this one is installed with the package (which ships no examples/) and
+reports every step for the act to check.
 """
 
 from __future__ import annotations

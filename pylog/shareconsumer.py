@@ -36,7 +36,10 @@ from .sharedlq import DeadLetters
 from .store import topic_slot
 
 _log = logging.getLogger("pylog")
+# how often a waiting consumer looks for records of a holder that died
 _RECHECK_S = 0.05
+# how long each partition comes first in the polls of a group (_acquire)
+_ROTATE_MS = 20
 _tuple_new = tuple.__new__
 
 
@@ -109,14 +112,17 @@ class ShareConsumer:
         self._held: dict[tuple[str, int, int], ShareRecord] = {}
         self._unacked: dict[tuple[str, int, int], ShareRecord] = {}
         self._pending: dict[tuple[str, int], dict[int, tuple[int, str, int]]] = {}
+        # partitions with pending acknowledgements other than plain accepts
+        self._mixed: set[tuple[str, int]] = set()
         self._failed: list[tuple[str, int, int]] = []
         self._touched: set[TopicPartition] = set()
         self._files: dict[TopicPartition, ss.ShareFile] = {}
         # where the last read of each partition stopped: the next acquisition
         # usually starts there, and a cursor there skips the index lookup
         self._cursors: dict[TopicPartition, Cursor] = {}
-        # where polls start: consumers of a group start on different partitions
-        self._next = self._member
+        # this consumer's place among its group's (None: not placed yet):
+        # where its polls start, see _acquire
+        self._home: int | None = None
         # the doorbell slot polls wait on (L-3): the topic's, or 0 for several
         self._slot = topic_slot(self.topics[0]) if len(self.topics) == 1 else 0
         self._closed = False
@@ -181,9 +187,10 @@ class ShareConsumer:
             remaining = deadline - time.monotonic()
             if out or remaining <= 0:
                 return out
-            # appends and releases ring the doorbell (L-3); lock expiries and
-            # delays ending do not: look again at least every _RECHECK_S
-            wait = min(remaining, _RECHECK_S)
+            # appends and releases ring the doorbell (L-3); lock expiries,
+            # delays ending and holders dying do not: _next_look says when
+            ahead = self._next_look()
+            wait = remaining if ahead is None else min(remaining, ahead)
             if bell is not None:
                 _native.doorbell_wait_at(bell + self._slot * _native.DOORBELL_SLOT_SIZE,
                                          seen, wait)
@@ -191,26 +198,39 @@ class ShareConsumer:
                 time.sleep(min(wait, 0.005))
 
     def _acquire(self, max_records: int) -> list[ShareRecord]:
-        """Records of the partitions in turn, starting one further each
-        poll. A partition whose share file another consumer holds locked is
-        skipped while others give records: consumers of a group spread
-        over the partitions instead of queueing for one lock (waited for
-        only when no other partition gave any)."""
+        """Records of the partitions in turn. A poll starts at partition
+        (place + clock) mod n: the place is the consumer's owner number in
+        the first partition's file (given out lowest free first, so live
+        consumers hold 1, 2, 3...), the clock the wall-clock time in
+        _ROTATE_MS steps, the same in every process. Consumers of a group
+        so start on different partitions and move on together, never
+        queueing for one file's lock, while each partition comes first in
+        turn (no partition waits while another has records). A partition
+        whose share file is locked is skipped while others give records
+        (waited for only when no other partition gave any)."""
         tps = self._partitions()
+        if self._home is None:
+            # (not waiting for that lock: placed at a later poll then)
+            f = self._file(tps[0])
+            if f.lock(wait=False):
+                try:
+                    self._home = self._owner_in(f, tps[0])
+                finally:
+                    f.unlock()
         out: list[ShareRecord] = []
         now = int(time.time() * 1000)
+        start = (self._member if self._home is None else self._home) + now // _ROTATE_MS
         busy = []
         for k in range(len(tps)):
             if len(out) >= max_records:
                 break
-            tp = tps[(self._next + k) % len(tps)]
+            tp = tps[(start + k) % len(tps)]
             if not self._acquire_from(tp, max_records - len(out), now, out, wait=False):
                 busy.append(tp)
         for tp in busy:
             if out:
                 break
             self._acquire_from(tp, max_records, now, out, wait=True)
-        self._next += 1
         held, unacked = self._held, self._unacked
         for rec in out:
             key = rec[:3]
@@ -300,9 +320,13 @@ class ShareConsumer:
         Archived, copied to the dead-letter topic) or "renew" (extend the
         lock by record_lock_ms, for long jobs; the record stays acquired).
         Applied at the next poll() or commit()."""
-        delay = 0 if type == ops.ACCEPT and delay_ms is None else \
-            ops.validate_ack(type, delay_ms)
         key = tuple(record[:3])
+        if type == ops.ACCEPT and delay_ms is None:
+            delay = 0
+        else:
+            delay = ops.validate_ack(type, delay_ms)
+            if key in self._held:
+                self._mixed.add(key[:2])
         if key not in self._held:
             raise InvalidArgument(f"record {key[0]}-{key[1]} offset {key[2]} "
                                   "is not held by this consumer (not acquired by it, or "
@@ -339,6 +363,7 @@ class ShareConsumer:
             return
         now = int(time.time() * 1000)
         pending, self._pending = self._pending, {}
+        mixed, self._mixed = self._mixed, set()
         released = False
         for key, acks in pending.items():
             tp = TopicPartition(*key)
@@ -347,10 +372,11 @@ class ShareConsumer:
             with f.locked():
                 bad = ops.apply_acks(f, self._owner_in(f, tp), list(acks.values()), now,
                                      self.record_lock_ms, self.delivery_limit,
-                                     self._target(tp, part))
+                                     self._target(tp, part), key not in mixed)
             self._touched.add(tp)
             self._failed.extend((tp.topic, tp.partition, off) for off in bad)
-            released = released or any(a[1] == ops.RELEASE for a in acks.values())
+            released = released or (key in mixed and
+                                    any(a[1] == ops.RELEASE for a in acks.values()))
         if released:
             self._ring()
 
@@ -377,11 +403,32 @@ class ShareConsumer:
         if self._dlq is not None:
             self._dlq.prepare()
 
-    def wait_hint(self) -> tuple[int, float]:
+    def wait_hint(self) -> tuple[int, float | None]:
         """(the doorbell slot whose rings may make records available (L-3),
-        the longest to wait on it before looking again: lock expiries and
-        delays ending ring nothing)."""
-        return self._slot, _RECHECK_S
+        the longest to wait on it before looking again, None for as long
+        as it stays silent). Call it after a poll that found nothing."""
+        return self._slot, self._next_look()
+
+    def _next_look(self) -> float | None:
+        """Seconds until records may become Available without a ring (None:
+        only a ring makes any): the earliest lock deadline or delay end of
+        the share files (header words 12 and 13, a lower bound: a deadline
+        passed without expiring anything costs one look, which resets it),
+        and at most _RECHECK_S while another Log holds records — its
+        process dying frees them at once (Q-2) and rings nothing. Reads the
+        headers without the files' locks: a change made since is either
+        one this consumer's doorbell wait sees rung, or one it already saw."""
+        wake, foreign = ss.NEVER, False
+        for f in self._files.values():
+            if f.fd < 0:
+                continue
+            h = f.head
+            wake = min(wake, h[ss.MIN_DEADLINE], h[ss.MIN_DELAY])
+            foreign = foreign or (h[ss.MIN_DEADLINE] < ss.NEVER and f.foreign_holders())
+        if foreign:
+            return _RECHECK_S if wake >= ss.NEVER else \
+                min(_RECHECK_S, _until(wake))
+        return None if wake >= ss.NEVER else _until(wake)
 
     @property
     def closed(self) -> bool:
@@ -432,6 +479,12 @@ class ShareConsumer:
         while not self._closed:
             for rec in self.poll(timeout_ms=100):
                 yield rec
+
+
+def _until(deadline_ms: int) -> float:
+    """Seconds from now until just past ``deadline_ms`` (ms since the
+    epoch): expiry compares whole milliseconds (``deadline <= now``)."""
+    return max(0.0, (deadline_ms + 1) / 1000.0 - time.time())
 
 
 def validate_settings(record_lock_ms: object, delivery_limit: object, max_in_flight: object,

@@ -30,6 +30,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from itertools import repeat
 from typing import Any, NamedTuple
 
 from . import shareconfig
@@ -186,15 +187,11 @@ def acquire(f: ss.ShareFile, owner_of: Callable[[], int], now: int, lock_ms: int
         room = min(max_records - len(got), log_end - h[ss.SPEO],
                    cap - (h[ss.SPEO] - h[ss.SPSO]),
                    max_in_flight - f.count_in_flight())
-        speo = h[ss.SPEO]
-        for off in range(speo, speo + max(0, room)):
-            i = off % cap
-            deadlines[i] = deadline
-            owners[i] = owner
-            counts[i] = 1
-            states[i] = ss.ACQUIRED
-            got.append((off, 1))
-        h[ss.SPEO] = speo + max(0, room)
+        if room > 0:
+            speo = h[ss.SPEO]
+            f.acquire_new_locked(speo, room, owner, deadline)
+            got += zip(range(speo, speo + room), repeat(1))
+            h[ss.SPEO] = speo + room
     if got:
         h[ss.MIN_DEADLINE] = min(h[ss.MIN_DEADLINE], deadline)
         f.bump()
@@ -202,12 +199,19 @@ def acquire(f: ss.ShareFile, owner_of: Callable[[], int], now: int, lock_ms: int
 
 
 def apply_acks(f: ss.ShareFile, owner: int, acks: list[tuple[int, str, int]], now: int,
-               lock_ms: int, limit: int, target: Target) -> list[int]:
+               lock_ms: int, limit: int, target: Target, accepts_only: bool = False) -> list[int]:
     """Apply one partition's acknowledgements [(offset, type, delay_ms)], one
-    per offset, all or nothing (Q-2). Returns the offsets this owner no longer holds (its
-    lock expired and another took the record, or retention deleted it):
-    then nothing was applied."""
+    per offset, all or nothing (Q-2); ``accepts_only``: every one is an
+    accept (a contiguous run of them is applied a ring span at a time).
+    Returns the offsets this owner no longer holds (its lock expired and
+    another took the record, or retention deleted it): then nothing was
+    applied."""
     finish_dead_letters(f, target)
+    if accepts_only:
+        first = min(a[0] for a in acks)
+        if max(a[0] for a in acks) - first == len(acks) - 1 and \
+                f.accept_run_locked(first, len(acks), owner):
+            return []           # (else: the general path says what is wrong)
     h, cap = f.head, f.capacity
     spso, speo = h[ss.SPSO], h[ss.SPEO]
     states, owners, counts = f.states, f.owner_of, f.counts

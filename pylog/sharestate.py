@@ -38,10 +38,12 @@ import mmap
 import os
 import re
 import struct
+import sys
 import threading
 import time
 from array import array
 from collections.abc import Callable
+from itertools import chain, repeat
 from typing import Any
 
 from . import _native
@@ -75,6 +77,7 @@ _VAL = struct.Struct("<qq")                # seq, spso (Q-3)
 KEY_PREFIX = b"share\0"
 _NOT_DONE = re.compile(rb"[^\x02\x04\xff]")     # not Acknowledged, Archived, EMPTY
 _EMPTIES = bytes([0xFF]) * 65536
+_ACQUIRED_BYTES = bytes([1]) * 65536
 # a persisted run (Q-3): first, last, state, delivery count, aux
 Run = tuple[int, int, int, int, int]
 
@@ -217,6 +220,7 @@ class ShareFile:
         self.deadlines = mv[dl:dl + 8 * cap].cast("q")
         self.journal = mv[jr:jr + 24 * cap].cast("q")
         self._st_at = st
+        self._dl_at = dl
 
     def _release_views(self) -> None:
         for name in ("head", "owners", "states", "counts", "owner_of", "deadlines",
@@ -320,6 +324,14 @@ class ShareFile:
                 i = m.find(b, i + 1, st + hi)
         return out
 
+    def foreign_holders(self) -> bool:
+        """Does an Acquired entry (may) belong to another Log than this one?
+        Lock-free (a monitoring read: true when unsure)."""
+        ow, mine = self.owners, self._token
+        if not any(ow[2 * n] not in (0, mine) for n in range(1, MAX_OWNERS + 1)):
+            return False
+        return bool(self.positions(ACQUIRED))
+
     def count_in_flight(self) -> int:
         """Window entries that hold an in-flight slot: Available and Acquired
         (Delayed ones do not, by design)."""
@@ -353,6 +365,52 @@ class ShareFile:
 
     def bump(self) -> None:
         self.head[SEQ] += 1
+
+    # -- runs of offsets, changed a ring span at a time ------------------------------
+    def spans(self, first: int, n: int) -> list[tuple[int, int]]:
+        """The ring index ranges [i, j) of offsets first .. first + n - 1."""
+        cap = self.capacity
+        a = first % cap
+        return [(a, a + n)] if a + n <= cap else [(a, cap), (0, a + n - cap)]
+
+    def acquire_new_locked(self, first: int, n: int, owner: int, deadline: int) -> None:
+        """Offsets first .. first + n - 1 (from SPEO on, outside the
+        window) Acquired for the first time by ``owner``; the caller moves
+        SPEO past them after (Q-2: entries outside the window are ignored,
+        so a holder dying midway leaves nothing half made)."""
+        for i, j in self.spans(first, n):
+            k = j - i
+            self.deadlines[i:j] = array("q", [deadline]) * k
+            self.owner_of[i:j] = bytes([owner]) * k
+            self.counts[i:j] = array("H", [1]) * k
+            self.states[i:j] = _ACQUIRED_BYTES[:k] if k <= len(_ACQUIRED_BYTES) else \
+                bytes([ACQUIRED]) * k
+
+    def accept_run_locked(self, first: int, n: int, owner: int) -> bool:
+        """Accept offsets first .. first + n - 1 of the window, all Acquired
+        by ``owner``, as one journaled batch (the same journal entries and
+        outcome as :meth:`write_batch_locked`, the entries changed a ring
+        span at a time). False, changing nothing, when one is not so held."""
+        h = self.head
+        if not (h[SPSO] <= first and first + n <= h[SPEO]):
+            return False
+        spans = self.spans(first, n)
+        mine = bytes([owner])
+        counts = b""
+        for i, j in spans:
+            if self.states[i:j] != bytes([ACQUIRED]) * (j - i) or \
+                    self.owner_of[i:j] != mine * (j - i):
+                return False
+            counts += self.counts[i:j].tobytes()
+        self.journal[:3 * n] = _accept_journal(first, n, counts)
+        h[JOURNAL] = n
+        for i, j in spans:
+            self.m[self._dl_at + 8 * i:self._dl_at + 8 * j] = bytes(8 * (j - i))
+            self.states[i:j] = bytes([ACKNOWLEDGED]) * (j - i)
+        h[JOURNAL] = 0
+        self.advance_locked()
+        h[SEQ] += 1
+        return True
 
     # -- journaled batches (Q-2) --------------------------------------------------------
     def write_batch_locked(self, changes: list[tuple[int, int, int, int]],
@@ -427,6 +485,26 @@ class ShareFile:
         while runs and runs[-1][2] == AVAILABLE and runs[-1][3] == 0:
             runs.pop()
         return h[SEQ], h[SPSO], runs
+
+
+def _accept_journal(first: int, n: int, counts: bytes) -> memoryview:
+    """Q-2 journal entries (offset, ACKNOWLEDGED | count << 8, 0) accepting
+    offsets first .. first + n - 1, ``counts`` their uint16 delivery counts
+    (native order), as int64s. Little-endian: byte slices with a stride (C
+    loops, a few per batch); elsewhere a generator."""
+    if sys.byteorder != "little":
+        cs = array("H", counts)
+        return memoryview(array("q", chain.from_iterable(zip(
+            range(first, first + n), map(ACKNOWLEDGED.__add__, map((256).__mul__, cs)),
+            repeat(0)))))
+    buf = bytearray(24 * n)                 # deadlines stay 0
+    offsets = array("q", range(first, first + n)).tobytes()
+    for b in range(8):
+        buf[b::24] = offsets[b::8]
+    buf[8::24] = bytes([ACKNOWLEDGED]) * n
+    buf[9::24] = counts[0::2]               # count << 8: its bytes one further
+    buf[10::24] = counts[1::2]
+    return memoryview(buf).cast("q")
 
 
 class _Held:

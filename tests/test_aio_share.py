@@ -207,3 +207,50 @@ def test_explicit_mode_refuses_a_get_before_acknowledging(logdir):
             await sc.close()
 
     run("asyncio", main)
+
+
+def test_a_waiting_consumer_wakes_when_a_lock_expires(logdir):
+    """A record whose lock expires goes to the consumer waiting for it at
+    the lock's end, and neither an idle wait nor that one looks again
+    every 50 ms meanwhile: the waiter's acquisitions are counted."""
+    lock_s = 1.0
+
+    async def main():
+        async with pylog.aio.open(logdir, sync="never") as log:
+            await log.create_topic("q")
+            holder = log.share_consumer("q", group_id="w", auto_offset_reset="earliest",
+                                        record_lock_ms=int(lock_s * 1000))
+            waiter = log.share_consumer("q", group_id="w", auto_offset_reset="earliest")
+            looks = _count_acquisitions(waiter)
+            # idle: nothing in the queue, nothing held
+            assert await waiter.getmany(timeout_ms=600) == {}
+            assert looks[0] <= 3, looks                 # 50 ms looks: about 12
+            await log.producer().send_batch("q", [b"job"])
+            held = await holder.getone()                # ...and never acknowledged
+            looks[0] = 0
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            got = await waiter.getmany(timeout_ms=30_000)
+            waited = loop.time() - t0
+            recs = [r for rs in got.values() for r in rs]
+            assert [(r.offset, r.delivery_count) for r in recs] == [(held.offset, 2)]
+            assert waited < lock_s + 1.0, waited
+            assert looks[0] <= 4, looks                 # 50 ms looks: about 20
+            waiter.acknowledge(recs[0])
+            await waiter.close()
+            await holder.close()
+
+    run("asyncio", main)
+
+
+def _count_acquisitions(sc: pylog.aio.AIOShareConsumer) -> list[int]:
+    """[how many times ``sc`` looked for records], counted from now on."""
+    inner: Any = sc._c
+    looks = [0]
+    acquire = inner._acquire
+
+    def counted(max_records: int) -> Any:
+        looks[0] += 1
+        return acquire(max_records)
+    inner._acquire = counted
+    return looks

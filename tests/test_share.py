@@ -337,6 +337,28 @@ def test_sigkilled_holder_loses_its_records_at_once(logdir, child_env):
     log.close()
 
 
+def test_a_waiting_poll_takes_a_sigkilled_holders_record(logdir, child_env):
+    """Q-2 while a poll waits: the holder's death rings no doorbell and its
+    lock has 10 minutes left, yet the waiting poll gets its record."""
+    log = _log(logdir, n=1)
+    c = _share(log, record_lock_ms=600_000)
+    proc = start(HOLDER, logdir, env=child_env)
+    expect(proc, b"holding 0", timeout=60)
+    assert c.poll(timeout_ms=0) == []              # held by a live process
+    killer = threading.Timer(0.5, os.kill, (proc.pid, signal.SIGKILL))
+    killer.start()
+    t0 = time.monotonic()
+    got = c.poll(timeout_ms=20_000)
+    waited = time.monotonic() - t0
+    killer.join()
+    proc.wait()
+    assert [(r.offset, r.delivery_count) for r in got] == [(0, 2)]
+    assert waited < 10, waited                     # not the poll's 20 s timeout
+    c.acknowledge(got[0])
+    c.close()
+    log.close()
+
+
 COMMIT_AND_DIE = r"""
 import os, signal, sys, pylog
 log = pylog.open(sys.argv[1], sync=sys.argv[2])
@@ -430,6 +452,28 @@ def test_journal_finishes_a_dead_holders_batch(logdir):
         with f.locked():
             assert f.head[ss.JOURNAL] == 0
             assert f.head[ss.SPSO] == 3
+
+
+def test_accepted_run_journal_is_what_a_replay_applies(logdir):
+    """A run of accepts journals (offset, ACKNOWLEDGED | count << 8, 0) per
+    record, counts of two bytes included; a holder dying after writing it
+    leaves a batch the next holder applies (Q-2)."""
+    counts = [1, 2, 255, 256, 1000, 65535]
+    first = 5_000_000_000
+    got = ss._accept_journal(first, len(counts), struct.pack(f"={len(counts)}H", *counts))
+    assert got.tolist() == [x for k, c in enumerate(counts)
+                            for x in (first + k, ss.ACKNOWLEDGED | c << 8, 0)]
+    with _log(logdir, n=4) as log, _share(log) as c:
+        recs = c.poll(timeout_ms=100)
+        f = log.share_files().get("g", "jobs", 0, 0, lambda: 0)
+        with f.locked():
+            batch = ss._accept_journal(0, 4, bytes(f.counts[0:4]))
+            f.journal[:12] = batch
+            f.head[ss.JOURNAL] = 4             # as if its writer died here
+        with f.locked():
+            assert f.head[ss.JOURNAL] == 0
+            assert f.head[ss.SPSO] == 4
+        assert [r.delivery_count for r in recs] == [1, 1, 1, 1]
 
 
 def test_share_groups_and_cli(logdir, capsys):

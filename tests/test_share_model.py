@@ -15,6 +15,7 @@ from pylog import shareops as ops
 from pylog import sharestate as ss
 
 END = 24
+RING = 16
 LOCK = 100
 LIMIT = 3
 DEAD_TOKEN = 0x7FFFFFF0      # no Log holds its liveness lock
@@ -26,7 +27,8 @@ class ShareModel(RuleBasedStateMachine):
         import tempfile
         self.dir = tempfile.mkdtemp(prefix="share-model-")
         self.log = pylog.open(self.dir + "/log", sync="never")
-        self.f = self.log.share_files().get("g", "t", 0, 64, lambda: 0)
+        # a ring shorter than END: offsets wrap around it
+        self.f = self.log.share_files().get("g", "t", 0, RING, lambda: 0)
         self.now = 1_000_000
         self.owners = {}             # consumer number -> owner slot (live ones)
         self.next_consumer = 0
@@ -102,6 +104,29 @@ class ShareModel(RuleBasedStateMachine):
             self.done.add(off)
         elif delay:
             self.delayed[off] = self.now + delay
+
+    @precondition(lambda self: self.holder)
+    @rule(data=st.data(), n=st.integers(1, 6))
+    def accept_run(self, data, n):
+        """Accepts of a contiguous run in one batch (applied a ring span at a
+        time): all of them when the owner holds every one, else none."""
+        first = data.draw(st.sampled_from(sorted(self.holder)))
+        slot = self.holder[first]
+        if slot not in self.owners.values():
+            return
+        run = range(first, first + n)
+        before = bytes(self.f.states)
+        with self.f.locked():
+            bad = ops.apply_acks(self.f, slot, [(o, ops.ACCEPT, 0) for o in run],
+                                 self.now, LOCK, LIMIT, self.TARGET, accepts_only=True)
+        if all(self.holder.get(o) == slot for o in run):
+            assert bad == []
+            for o in run:
+                del self.holder[o]
+                self.done.add(o)
+        else:
+            assert bad, "accepted records the owner does not hold"
+            assert bytes(self.f.states) == before         # all or nothing
 
     @rule(dt=st.integers(1, 150))
     def tick(self, dt):

@@ -7,7 +7,9 @@ applying acknowledgements are stores into the share files' shared memory
 (a few microseconds), so they run inline; waiting for records is a future
 resolved by the Log's :class:`~pylog.aio.bridge.DoorbellBridge` (appends
 and releases of any process ring it; lock expiries and delays ending ring
-nothing, so a wait looks again every ShareConsumer.wait_hint() seconds);
+nothing, so a wait ends by the earliest lock deadline or delay end the
+share files name — ShareConsumer.wait_hint() — and looks again every 50 ms
+only while another Log holds records: its process dying rings nothing);
 opening the share files, checkpoints (``commit()`` with
 ``sync="always"``) and ``close()`` run in the Log's executor.
 
@@ -92,7 +94,7 @@ class AIOShareConsumer:
         bridge = alog._bridge
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        slot, recheck_s = c.wait_hint()
+        slot = c.wait_hint()[0]
         while True:
             if alog._must_yield():
                 await asyncio.sleep(0)
@@ -101,6 +103,7 @@ class AIOShareConsumer:
             try:
                 seen = bridge.seq(slot)
                 recs = c.poll(0, max_records)
+                ahead = None if recs else c.wait_hint()[1]
             finally:
                 self._lock.release()
             if recs:
@@ -108,7 +111,8 @@ class AIOShareConsumer:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return recs
-            await bridge.wait(slot, seen, min(remaining, recheck_s))
+            await bridge.wait(slot, seen, remaining if ahead is None else
+                              min(remaining, ahead))
             if c.closed:
                 return []
 
