@@ -84,6 +84,8 @@ class AIOShareConsumer:
         n = sum(log.partitions_for(t) for t in self._c.topics)   # (cached reads)
         if n != self._opened:
             def job() -> None:      # (counts even when the caller was cancelled)
+                if self._c.closed:      # (closed by another task meanwhile)
+                    return
                 self._c.open_files()
                 self._opened = n
             await self._locked(job)
@@ -101,6 +103,8 @@ class AIOShareConsumer:
             await self._open_files()
             await self._lock.acquire()      # (free: taken without a turn)
             try:
+                if c.closed:                # (by another task while this one waited)
+                    return []
                 seen = bridge.seq(slot)
                 recs = c.poll(0, max_records)
                 ahead = None if recs else c.wait_hint()[1]
