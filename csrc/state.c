@@ -157,6 +157,37 @@ int pl_doorbell_wait(void *slot, uint32_t expected, int64_t timeout_us)
 #endif
 }
 
+void pl_watch_set(uint32_t *interest, uint32_t value)
+{
+    /* seq_cst: a waiter's registration is visible before its own re-check
+     * of its slot (the watcher's loads of seq, then interest, pair with it) */
+    __atomic_store_n(interest, value, __ATOMIC_SEQ_CST);
+}
+
+int pl_doorbell_watch(void *slot, uint32_t expected, const uint32_t *interest,
+                      int64_t timeout_us)
+{
+    if (!slot || ((uintptr_t)slot & 3) || !interest)
+        return PL_E_INVAL;
+    int64_t deadline = timeout_us >= 0 ? mono_us() + timeout_us : -1;
+    for (;;) {
+        int64_t left = -1;
+        if (deadline >= 0) {
+            left = deadline - mono_us();
+            if (left <= 0)
+                return 1;
+        }
+        int rc = pl_doorbell_wait(slot, expected, left);
+        if (rc != 0)
+            return rc;
+        if (__atomic_load_n(interest, __ATOMIC_SEQ_CST) != 0)
+            return 0;
+        /* rung with nobody registered (an append on the loop resolved its
+         * own waiters): no need to wake the caller, nor take its GIL */
+        expected = pl_doorbell_load(slot);
+    }
+}
+
 int pl_wait_fetch(const pl_wait_fetch_req *r, pl_fetch_out *out)
 {
     if (!r || !r->state || !r->seg || !out)

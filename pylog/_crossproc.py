@@ -183,6 +183,34 @@ def doorbell_wait_at(slot_p, expected: int, timeout_s: Optional[float]) -> bool:
                   "wait on a doorbell", _ALIGNED4) == 0
 
 
+class Watch:
+    """A word that tells :func:`doorbell_watch_at` whether anyone waits
+    for its rings (native memory, stored with a full barrier)."""
+
+    __slots__ = ("word", "_on")
+
+    def __init__(self) -> None:
+        self.word = ffi.new("uint32_t[1]")
+        self._on = False
+
+    def set(self, on: bool) -> None:
+        """Someone waits (``on``) or nobody does; a registration is visible
+        to the watcher before the caller re-checks its slot."""
+        if on != self._on:
+            self._on = on
+            lib.pl_watch_set(self.word, 1 if on else 0)
+
+
+def doorbell_watch_at(slot_p, expected: int, watch: Watch, timeout_s: Optional[float]) -> bool:
+    """:func:`doorbell_wait_at`, except that rings while ``watch`` is off
+    are slept through without returning to the interpreter (so without the
+    GIL); True once it rang with ``watch`` on."""
+    seq = expected & 0xFFFFFFFF
+    word = watch.word
+    return waited(lambda us: lib.pl_doorbell_watch(slot_p, seq, word, us), timeout_s,
+                  "watch a doorbell", _ALIGNED4) == 0
+
+
 def doorbell_ring_ptr(bell_p, slot: int) -> None:
     """Ring ``slot`` and slot 0 of a doorbell map given as a :func:`pointer` (L-3)."""
     lib.pl_doorbell_ring(bell_p + slot * DOORBELL_SLOT_SIZE)

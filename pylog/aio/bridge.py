@@ -10,7 +10,9 @@ it rings, the thread resolves the futures of the waiters whose own slot
 changed, with one ``loop.call_soon_threadsafe`` per event loop (the loop's
 self-pipe wakes it). An append made on the event loop itself resolves the
 waiters of that loop directly (:meth:`DoorbellBridge.claim`), without the
-thread hop.
+thread hop; when that leaves no waiter registered, the thread sleeps
+through the append's ring in native code (``pl_doorbell_watch``), so it
+does not take the GIL from the loop for nothing.
 
 A waiter reads its slot before it fetches and registers that value; the
 bridge wakes it for any later ring, and the waiter checks once more after
@@ -69,6 +71,10 @@ class DoorbellBridge:
         self._cond = threading.Condition()
         self._waiters: dict[int, set[_Waiter]] = {}   # slot -> waiters on it
         self._count = 0
+        # on while any waiter is registered: the thread sleeps through the
+        # rings of appends made while it is off (an append on the loop
+        # claims its waiters first), so it does not take the GIL for them
+        self._watch = _native.Watch()
         self._thread: threading.Thread | None = None
         self._closed = False
 
@@ -91,6 +97,7 @@ class DoorbellBridge:
         with self._cond:
             self._waiters.setdefault(slot, set()).add(w)
             self._count += 1
+            self._watch.set(True)
             if self._thread is None and not self._closed:
                 self._thread = threading.Thread(target=self._run, daemon=True,
                                                 name="pylog-aio-doorbell")
@@ -120,6 +127,8 @@ class DoorbellBridge:
                 self._count -= 1
                 if not ws:
                     del self._waiters[w.slot]
+                if not self._count:
+                    self._watch.set(False)
 
     def claim(self, slot: int) -> list[asyncio.Future[None]]:
         """An append on this event loop is about to ring ``slot`` (and slot
@@ -139,6 +148,8 @@ class DoorbellBridge:
             for s in {slot, 0}:
                 if not self._waiters.get(s, True):
                     del self._waiters[s]
+            if not self._count:
+                self._watch.set(False)      # (before the append rings)
         return [w.future for w in ready]
 
     def close(self) -> None:
@@ -165,7 +176,7 @@ class DoorbellBridge:
                     return
             seen0 = words[0]
             self._wake(rang)
-            _native.doorbell_wait_at(bell, seen0, BRIDGE_TICK_S)
+            _native.doorbell_watch_at(bell, seen0, self._watch, BRIDGE_TICK_S)
             if self._count:     # (an append on the loop resolved its own)
                 self._wake(rang)
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..consumer import Consumer
@@ -91,8 +91,7 @@ class AIOConsumer:
             await self._locked(d.housekeep, force)
         if self._buffer:        # a rebalance may have taken partitions away
             owned = d.owned()
-            self._buffer = deque(r for r in self._buffer
-                                 if TopicPartition(r.topic, r.partition) in owned)
+            self._keep(lambda r: TopicPartition(r.topic, r.partition) in owned)
 
     # -- fetching ---------------------------------------------------------------------
     async def _get(self, timeout_s: float, max_records: int | None) -> list[Record]:
@@ -175,12 +174,35 @@ class AIOConsumer:
             self._d.check()
             self._buffer.extend(await self._get(FOREVER_S, None))
 
-    def __aiter__(self) -> AIOConsumer:
-        return self
+    def __aiter__(self) -> AsyncIterator[Record]:
+        """``async for record in consumer``: records one at a time until
+        close(), or until none came for ``consumer_timeout_ms`` (default
+        None: never). An async generator, so that a buffered record costs
+        no coroutine of its own (its ``asend`` is native); the records
+        stay in the consumer's buffer until handed out, so an iteration
+        ended by cancellation or ``break`` loses none: the next ``async
+        for`` (or getone/getmany) starts with them."""
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncGenerator[Record, None]:
+        buf = self._buffer      # (never rebound: filtered in place)
+        popleft = buf.popleft
+        d = self._d
+        while True:
+            while buf:
+                yield popleft()
+            if d.closed:        # (close() empties the buffer)
+                return
+            idle = d.idle_s
+            recs = await self._get(FOREVER_S if idle is None else idle, None)
+            if not recs:
+                return
+            buf.extend(recs)
 
     async def __anext__(self) -> Record:
-        """Records one at a time until close(), or until none came for
-        ``consumer_timeout_ms`` (default None: never)."""
+        """The next record, as ``async for`` hands them out (for
+        ``anext(consumer)``); StopAsyncIteration once closed or idle for
+        ``consumer_timeout_ms``."""
         if self._d.closed:
             raise StopAsyncIteration
         if self._buffer:
@@ -208,8 +230,15 @@ class AIOConsumer:
         back = [r for r in self._buffer
                 if tps is None or TopicPartition(r.topic, r.partition) in tps]
         self._d.unreceived(back)
-        self._buffer = deque(r for r in self._buffer if tps is not None and
-                             TopicPartition(r.topic, r.partition) not in tps)
+        self._keep(lambda r: tps is not None and
+                   TopicPartition(r.topic, r.partition) not in tps)
+
+    def _keep(self, keep: Callable[[Record], bool]) -> None:
+        """Drop the buffered records ``keep`` rejects, in place (a running
+        ``async for`` holds the deque)."""
+        kept = [r for r in self._buffer if keep(r)]
+        self._buffer.clear()
+        self._buffer.extend(kept)
 
     async def position(self, tp: TopicPartition) -> int:
         """The offset of the next record getone/getmany returns for ``tp``."""
@@ -223,8 +252,8 @@ class AIOConsumer:
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         """Read ``tp`` from ``offset`` next."""
-        self._buffer = deque(r for r in self._buffer
-                             if (r.topic, r.partition) != tuple(tp))
+        key = tuple(tp)
+        self._keep(lambda r: (r.topic, r.partition) != key)
         self._c.seek(tp, offset)
 
     async def seek_to_beginning(self, *partitions: TopicPartition) -> None:
