@@ -184,21 +184,26 @@ def doorbell_wait_at(slot_p, expected: int, timeout_s: Optional[float]) -> bool:
 
 
 class Watch:
-    """A word that tells :func:`doorbell_watch_at` whether anyone waits
-    for its rings (native memory, stored with a full barrier)."""
+    """Whether anyone waits for the rings of a doorbell slot (given as a
+    :func:`pointer`) that :func:`doorbell_watch_at` watches: native words
+    (pl_watch_set). While off, the watcher also leaves the slot's waiters
+    count, so that a ring costs no futex wake for it."""
 
-    __slots__ = ("word", "_on")
+    __slots__ = ("word", "_slot", "_on")
 
-    def __init__(self) -> None:
-        self.word = ffi.new("uint32_t[1]")
+    def __init__(self, slot_p) -> None:
+        self.word = ffi.new("uint32_t[2]")
+        self._slot = slot_p
         self._on = False
 
     def set(self, on: bool) -> None:
-        """Someone waits (``on``) or nobody does; a registration is visible
-        to the watcher before the caller re-checks its slot."""
+        """Someone waits (``on``) or nobody does; on is in force (a ring
+        wakes the watcher) when this returns, so a waiter registers, sets
+        it, then re-checks its slot."""
         if on != self._on:
             self._on = on
-            lib.pl_watch_set(self.word, 1 if on else 0)
+            check(lib.pl_watch_set(self.word, self._slot, 1 if on else 0),
+                  "set a doorbell watch", hint=_ALIGNED4)
 
 
 def doorbell_watch_at(slot_p, expected: int, watch: Watch, timeout_s: Optional[float]) -> bool:

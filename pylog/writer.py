@@ -40,7 +40,7 @@ import threading
 import time
 import weakref
 
-from . import _native, batch, status
+from . import _native, batch, status, warmup
 from .errors import (
     CorruptLogError,
     DiskFullError,
@@ -395,7 +395,10 @@ class Writer(ProducerAppends):
         cur = seg.file_size()
         if cur < need:       # (another writer may have grown it already)
             grow = min(max(cur, PREALLOCATE_BYTES_MIN), PREALLOCATE_BYTES)
-            seg.preallocate(max(need, min(self._part.config.segment_bytes, cur + grow)))
+            size = max(need, min(self._part.config.segment_bytes, cur + grow))
+            seg.preallocate(size)
+            # the new tail's first fault would zero-fill all of it at once
+            warmup.warm(seg.fd, cur, size)
         seg.unmap()
 
     def _appended(self, rc: int, records):

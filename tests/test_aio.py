@@ -527,23 +527,43 @@ def test_async_for_cut_off_loses_nothing(logdir, loop):
 
 def test_bridge_thread_sleeps_through_rings_nobody_waits_for(logdir):
     """The doorbell thread's native wait returns for a ring only while a
-    waiter is registered (the watch is on): an append on the loop, which
-    resolved its own waiters, does not wake it into the interpreter."""
+    waiter is registered (the watch is on); while it is off the thread is
+    out of the slot's waiters count, so an append on the loop, which
+    resolved its own waiters, neither wakes it nor pays a futex wake."""
+    import threading
+
     from pylog import _native
 
     with pylog.open(logdir, sync="never") as log:
         log.create_topic("t")
         p = log.producer()
         bell = log.doorbell_pointer()
-        watch = _native.Watch()
+        waiters = memoryview(log.doorbell()).cast("I")     # slot 0: (seq, waiters)
+        watch = _native.Watch(bell)
         seen = _native.doorbell_load_at(bell, 0)
         p.send("t", b"x")               # rang: the watch is off
         t0 = time.monotonic()
         assert not _native.doorbell_watch_at(bell, seen, watch, 0.2)
         assert time.monotonic() - t0 >= 0.19
+        assert waiters[1] == 0
         watch.set(True)
+        assert waiters[1] == 1
+        got: list[bool] = []
         seen = _native.doorbell_load_at(bell, 0)
+        t = threading.Thread(target=lambda: got.append(
+            _native.doorbell_watch_at(bell, seen, watch, 5.0)))
+        t.start()
+        time.sleep(0.1)                 # asleep in the futex, counted once
+        assert waiters[1] == 1 and not got
+        watch.set(False)                # (an append on the loop claimed all)
+        assert waiters[1] == 0
         p.send("t", b"y")
-        t0 = time.monotonic()
-        assert _native.doorbell_watch_at(bell, seen, watch, 5.0)
-        assert time.monotonic() - t0 < 1.0
+        time.sleep(0.1)
+        assert not got                  # slept through it
+        watch.set(True)
+        assert waiters[1] == 1
+        p.send("t", b"z")
+        t.join(5.0)
+        assert got == [True]
+        assert waiters[1] == 0          # (the watcher left the count)
+        del waiters

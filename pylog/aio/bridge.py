@@ -10,9 +10,10 @@ it rings, the thread resolves the futures of the waiters whose own slot
 changed, with one ``loop.call_soon_threadsafe`` per event loop (the loop's
 self-pipe wakes it). An append made on the event loop itself resolves the
 waiters of that loop directly (:meth:`DoorbellBridge.claim`), without the
-thread hop; when that leaves no waiter registered, the thread sleeps
-through the append's ring in native code (``pl_doorbell_watch``), so it
-does not take the GIL from the loop for nothing.
+thread hop; when that leaves no waiter registered, the thread is taken
+out of the doorbell's waiters count while it sleeps (``pl_watch_set``),
+so the append's ring does not wake it (no futex wake in the append, no
+GIL taken from the loop for nothing).
 
 A waiter reads its slot before it fetches and registers that value; the
 bridge wakes it for any later ring, and the waiter checks once more after
@@ -74,7 +75,7 @@ class DoorbellBridge:
         # on while any waiter is registered: the thread sleeps through the
         # rings of appends made while it is off (an append on the loop
         # claims its waiters first), so it does not take the GIL for them
-        self._watch = _native.Watch()
+        self._watch = _native.Watch(bell) if bell is not None else None
         self._thread: threading.Thread | None = None
         self._closed = False
 
@@ -97,6 +98,7 @@ class DoorbellBridge:
         with self._cond:
             self._waiters.setdefault(slot, set()).add(w)
             self._count += 1
+            assert self._watch is not None
             self._watch.set(True)
             if self._thread is None and not self._closed:
                 self._thread = threading.Thread(target=self._run, daemon=True,
@@ -127,7 +129,7 @@ class DoorbellBridge:
                 self._count -= 1
                 if not ws:
                     del self._waiters[w.slot]
-                if not self._count:
+                if not self._count and self._watch is not None:
                     self._watch.set(False)
 
     def claim(self, slot: int) -> list[asyncio.Future[None]]:
@@ -148,7 +150,7 @@ class DoorbellBridge:
             for s in {slot, 0}:
                 if not self._waiters.get(s, True):
                     del self._waiters[s]
-            if not self._count:
+            if not self._count and self._watch is not None:
                 self._watch.set(False)      # (before the append rings)
         return [w.future for w in ready]
 
@@ -162,8 +164,8 @@ class DoorbellBridge:
 
     # -- the bridge thread ----------------------------------------------------------
     def _run(self) -> None:
-        bell, words = self._bell, self._words
-        assert words is not None
+        bell, words, watch = self._bell, self._words, self._watch
+        assert words is not None and watch is not None
         step = _native.DOORBELL_SLOT_SIZE // 4
 
         def rang(w: _Waiter) -> bool:
@@ -176,7 +178,7 @@ class DoorbellBridge:
                     return
             seen0 = words[0]
             self._wake(rang)
-            _native.doorbell_watch_at(bell, seen0, self._watch, BRIDGE_TICK_S)
+            _native.doorbell_watch_at(bell, seen0, watch, BRIDGE_TICK_S)
             if self._count:     # (an append on the loop resolved its own)
                 self._wake(rang)
 

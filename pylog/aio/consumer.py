@@ -62,26 +62,14 @@ class AIOConsumer:
 
     # -- off the loop -------------------------------------------------------------------
     async def _locked(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` in the executor while no fetch runs. Cancelling the
-        caller does not stop ``fn``: the consumer stays locked until it
-        returns, so no fetch overlaps it. Called from a rebalance listener
-        (which runs while this consumer's housekeeping holds the lock),
-        ``fn`` runs in the thread that waits for the listener instead."""
+        """``fn(*args)`` in the executor while no fetch runs (AIOLog.
+        _submit_locked: a cancelled caller leaves it running, the consumer
+        locked, to its end). Called from a rebalance listener (which runs
+        while this consumer's housekeeping holds the lock), ``fn`` runs in
+        the thread that waits for the listener instead."""
         if IN_LISTENER.get() is self:
             return await self._relay.run_in_waiting_thread(fn, *args)
-        await self._lock.acquire()
-        try:
-            fut = self._alog._submit(fn, *args)
-        except BaseException:
-            self._lock.release()
-            raise
-
-        def done(f: asyncio.Future[T]) -> None:
-            self._lock.release()
-            if not f.cancelled():
-                f.exception()       # retrieved, even when the caller went away
-        fut.add_done_callback(done)
-        return await asyncio.shield(fut)
+        return await self._alog._submit_locked(self._lock, fn, *args)
 
     async def _housekeep(self, kind: int, force: bool = False) -> None:
         d = self._d
