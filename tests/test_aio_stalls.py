@@ -72,13 +72,16 @@ async def full_speed(base: str, n: int, watch: LoopWatch) -> None:
 
 def test_no_callback_keeps_the_loop_at_full_speed(logdir):
     """Issue 18's bar is no stall over 1 ms; it is not met yet (bench/aio.py
-    reports the figures): a few callbacks per run still take 1-2 ms of
-    CPU (an inline send that grows its segment: fallocate and remap) or
-    are blocked 1-5 ms (the GIL held by an executor or the bridge thread).
-    This test holds the line: such callbacks stay rare (they were 8-10 per
-    six runs before commits that are table stores ran inline) and none
-    keeps the loop for 10 ms (an fsync, a metadata transaction or a
-    large batch on the loop would)."""
+    reports the figures): a few callbacks per run are still blocked 1-5 ms
+    with next to no CPU of their own (the GIL, taken by an executor thread
+    while the loop made a native call or a system call, is held up to the
+    5 ms switch interval, longer when that thread waits for a CPU). The
+    sends that grew a segment, 1-2 ms of CPU before the new tail was
+    warmed ahead of them (pylog.warmup), are gone. This test holds the
+    line: such callbacks stay rare (they were 8-10 per six runs before
+    commits that are table stores ran inline) and none keeps the loop for
+    10 ms (an fsync, a metadata transaction or a large batch on the loop
+    would)."""
     watch = LoopWatch(threshold_ms=1.0)
     asyncio.run(full_speed(logdir, 30_000, watch))
     print(watch.summary())

@@ -12,8 +12,10 @@ Nothing is lost to cancellation: records are fetched only at a point from
 which the call returns them without awaiting again, so a getone/getmany
 cancelled while it waits has fetched nothing. ``getone`` (and ``async
 for``) fetch a poll's worth and hand them out one at a time; the rest stay
-in the consumer for the next getone/getmany, and ``position``,
-``commit()``, ``seek`` and ``pause`` count them as not received.
+in the consumer's buffer for the next getone/getmany/``async for``, and
+``position``, ``commit()``, ``seek`` and ``pause`` count them as not
+received. ``async for`` is an async generator (``__aiter__``) that pops
+the buffer, which is only ever filtered in place, never replaced.
 
 Delivery (pylog.delivery, as ``poll``): the records a getmany returned are
 finished at the next getmany/getone that fetches; auto-commit and close
