@@ -50,8 +50,9 @@ def _run(jobs: queue.SimpleQueue[tuple[int, int, int]]) -> None:
 
 
 def _forked() -> None:
-    global _jobs
+    global _jobs, _lock
     _jobs = None        # (the thread did not come along)
+    _lock = threading.Lock()    # (another thread may have held it)
 
 
 def warm(fd: int, start: int, end: int) -> None:
@@ -64,14 +65,23 @@ def warm(fd: int, start: int, end: int) -> None:
     _advise(fd, start, first - start)
     if first >= end:
         return
+    try:
+        dup = os.dup(fd)
+    except OSError:
+        return      # (out of descriptors: the appends fault the rest in)
     global _jobs
-    with _lock:
-        if _jobs is None:
-            _jobs = queue.SimpleQueue()
-            threading.Thread(target=_run, args=(_jobs,), daemon=True,
-                             name="pylog-warmup").start()
-        jobs = _jobs
-    jobs.put((os.dup(fd), first, end - first))
+    try:
+        with _lock:
+            if _jobs is None:
+                jobs: queue.SimpleQueue[tuple[int, int, int]] = queue.SimpleQueue()
+                threading.Thread(target=_run, args=(jobs,), daemon=True,
+                                 name="pylog-warmup").start()
+                _jobs = jobs
+            jobs = _jobs
+    except Exception:           # (no thread: out of memory or threads)
+        os.close(dup)
+        return                  # only a hint: the append goes on without
+    jobs.put((dup, first, end - first))
 
 
 if hasattr(os, "register_at_fork"):
