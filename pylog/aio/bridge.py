@@ -69,7 +69,10 @@ class DoorbellBridge:
         # appending thread of this process take it back and forth (the
         # futex wait before these reads orders them). Slot = (seq, waiters).
         self._words = memoryview(bell_map).cast("I") if bell_map is not None else None
-        self._cond = threading.Condition()
+        # a plain lock under the condition: ``with self._mutex`` is native
+        # code, on the path of every wait and of every send on the loop
+        self._mutex = threading.Lock()
+        self._cond = threading.Condition(self._mutex)
         self._waiters: dict[int, set[_Waiter]] = {}   # slot -> waiters on it
         self._count = 0
         # on while any waiter is registered: the thread sleeps through the
@@ -95,7 +98,7 @@ class DoorbellBridge:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         w = _Waiter(loop, fut, slot, seen)
-        with self._cond:
+        with self._mutex:
             self._waiters.setdefault(slot, set()).add(w)
             self._count += 1
             assert self._watch is not None
@@ -122,7 +125,7 @@ class DoorbellBridge:
             self._remove(w)
 
     def _remove(self, w: _Waiter) -> None:
-        with self._cond:
+        with self._mutex:
             ws = self._waiters.get(w.slot)
             if ws is not None and w in ws:
                 ws.discard(w)
@@ -141,7 +144,7 @@ class DoorbellBridge:
         if not self._count:
             return []
         loop = asyncio.get_running_loop()
-        with self._cond:
+        with self._mutex:
             ready = [w for s in {slot, 0} for w in self._waiters.get(s, ())
                      if w.loop is loop]
             for w in ready:
@@ -184,7 +187,7 @@ class DoorbellBridge:
 
     def _wake(self, due: Any) -> None:
         """Resolve the waiters ``due(waiter)`` picks: one callback per loop."""
-        with self._cond:
+        with self._mutex:
             if not self._count:
                 return
             ready = [w for ws in self._waiters.values() for w in ws if due(w)]
