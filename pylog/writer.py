@@ -391,7 +391,9 @@ class Writer(ProducerAppends):
     def _grow(self, seg: Segment, need: int) -> None:
         """Preallocate the active segment to hold ``need`` bytes, doubling
         from PREALLOCATE_BYTES_MIN in steps of at most PREALLOCATE_BYTES (up
-        to segment_bytes), and drop its map; under the append lock."""
+        to segment_bytes), bring the new tail into the page cache ahead of
+        the appends (pylog.warmup: mostly in the background), and drop its
+        map; under the append lock."""
         cur = seg.file_size()
         if cur < need:       # (another writer may have grown it already)
             grow = min(max(cur, PREALLOCATE_BYTES_MIN), PREALLOCATE_BYTES)
