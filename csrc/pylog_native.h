@@ -368,6 +368,15 @@ int pl_state_repair(void *state);
 int pl_doorbell_ring(void *slot);
 uint32_t pl_doorbell_load(const void *slot);
 int pl_doorbell_wait(void *slot, uint32_t expected, int64_t timeout_us); /* 0 changed, 1 timeout, -errno */
+/* A watcher's wait on a slot (an event loop's bridge thread), w[2] its
+ * words (interest, armed; zeroed to start): pl_doorbell_wait, except that
+ * it returns for a ring only while w[0] (interest) is set, sleeping
+ * through the others; 0 when it rang with interest, 1 on timeout, -errno.
+ * pl_watch_set(w, slot, on) sets the interest; off also takes the watcher
+ * out of the slot's waiters count while it sleeps, so a ring then costs
+ * no futex wake; on puts it back before returning. 0, or PL_E_INVAL. */
+int pl_doorbell_watch(void *slot, uint32_t expected, uint32_t *w, int64_t timeout_us);
+int pl_watch_set(uint32_t *w, void *slot, uint32_t on);
 
 /* ---- the poll path of a reader of one partition: wait, then fetch ----
  * pl_doorbell_wait(slot, expected, timeout_us), counted in *waiting (when

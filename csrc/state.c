@@ -157,6 +157,94 @@ int pl_doorbell_wait(void *slot, uint32_t expected, int64_t timeout_us)
 #endif
 }
 
+/* w[0]: interest (someone waits for the watcher's wake-ups), w[1]: armed
+ * (the watcher counts in the slot's waiters). Arming and disarming move
+ * that count atomically, by whichever thread gets there first, so that
+ * pl_watch_set can take the watcher out of the count while it sleeps: a
+ * ring then skips the futex wake (a syscall and a cross-CPU wake-up in the
+ * appender) that would only wake it for nothing. */
+static void watch_arm(uint32_t *w, pl_doorbell_t *d)
+{
+    uint32_t zero = 0;
+    if (__atomic_compare_exchange_n(&w[1], &zero, 1, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+        __atomic_fetch_add(&d->waiters, 1, __ATOMIC_SEQ_CST);
+}
+
+static void watch_disarm(uint32_t *w, pl_doorbell_t *d)
+{
+    uint32_t one = 1;
+    if (__atomic_compare_exchange_n(&w[1], &one, 0, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+        __atomic_fetch_sub(&d->waiters, 1, __ATOMIC_SEQ_CST);
+}
+
+int pl_watch_set(uint32_t *w, void *slot, uint32_t on)
+{
+    if (!w || !slot || ((uintptr_t)slot & 3))
+        return PL_E_INVAL;
+    pl_doorbell_t *d = (pl_doorbell_t *)slot;
+    __atomic_store_n(&w[0], on ? 1u : 0u, __ATOMIC_SEQ_CST);
+    /* on: counted before the registering waiter re-checks its slot (its
+     * load after this seq_cst RMW pairs with the ringer's seq_cst RMW and
+     * load of waiters), so a ring after that re-check wakes the watcher */
+    if (on)
+        watch_arm(w, d);
+    else
+        watch_disarm(w, d);
+    return 0;
+}
+
+int pl_doorbell_watch(void *slot, uint32_t expected, uint32_t *w, int64_t timeout_us)
+{
+    if (!slot || ((uintptr_t)slot & 3) || !w)
+        return PL_E_INVAL;
+    pl_doorbell_t *d = (pl_doorbell_t *)slot;
+    int64_t deadline = timeout_us >= 0 ? mono_us() + timeout_us : -1;
+    for (;;) {
+        if (__atomic_load_n(&w[0], __ATOMIC_SEQ_CST))
+            watch_arm(w, d);
+        uint32_t seq = __atomic_load_n(&d->seq, __ATOMIC_SEQ_CST);
+        if (seq != expected) {
+            watch_disarm(w, d);
+            if (__atomic_load_n(&w[0], __ATOMIC_SEQ_CST))
+                return 0;
+            /* rung while nobody was registered (an append on the loop
+             * resolved its own waiters): no need to wake the caller */
+            expected = seq;
+            continue;
+        }
+        int64_t left = -1;
+        if (deadline >= 0) {
+            left = deadline - mono_us();
+            if (left <= 0) {
+                watch_disarm(w, d);
+                return 1;
+            }
+        }
+#if defined(__linux__)
+        struct timespec ts, *tsp = NULL;
+        if (left >= 0) {
+            ts.tv_sec = (time_t)(left / 1000000);
+            ts.tv_nsec = (long)(left % 1000000) * 1000;
+            tsp = &ts;
+        }
+        long r = syscall(SYS_futex, &d->seq, FUTEX_WAIT, expected, tsp, NULL, 0);
+        if (r == -1 && errno == EINTR) {
+            watch_disarm(w, d);
+            return -EINTR;      /* let the caller handle signals */
+        }
+        if (r == -1 && errno != EAGAIN && errno != ETIMEDOUT) {
+            int e = errno;
+            watch_disarm(w, d);
+            return -e;
+        }
+#else
+        int64_t us = left < 0 || left > 1000 ? 1000 : left;
+        struct timespec ts = {(time_t)(us / 1000000), (long)(us % 1000000) * 1000};
+        nanosleep(&ts, NULL);
+#endif
+    }
+}
+
 int pl_wait_fetch(const pl_wait_fetch_req *r, pl_fetch_out *out)
 {
     if (!r || !r->state || !r->seg || !out)

@@ -183,6 +183,39 @@ def doorbell_wait_at(slot_p, expected: int, timeout_s: Optional[float]) -> bool:
                   "wait on a doorbell", _ALIGNED4) == 0
 
 
+class Watch:
+    """Whether anyone waits for the rings of a doorbell slot (given as a
+    :func:`pointer`) that :func:`doorbell_watch_at` watches: native words
+    (pl_watch_set). While off, the watcher also leaves the slot's waiters
+    count, so that a ring costs no futex wake for it."""
+
+    __slots__ = ("word", "_slot", "_on")
+
+    def __init__(self, slot_p) -> None:
+        self.word = ffi.new("uint32_t[2]")
+        self._slot = slot_p
+        self._on = False
+
+    def set(self, on: bool) -> None:
+        """Someone waits (``on``) or nobody does; on is in force (a ring
+        wakes the watcher) when this returns, so a waiter registers, sets
+        it, then re-checks its slot."""
+        if on != self._on:
+            self._on = on
+            check(lib.pl_watch_set(self.word, self._slot, 1 if on else 0),
+                  "set a doorbell watch", hint=_ALIGNED4)
+
+
+def doorbell_watch_at(slot_p, expected: int, watch: Watch, timeout_s: Optional[float]) -> bool:
+    """:func:`doorbell_wait_at`, except that rings while ``watch`` is off
+    are slept through without returning to the interpreter (so without the
+    GIL); True once it rang with ``watch`` on."""
+    seq = expected & 0xFFFFFFFF
+    word = watch.word
+    return waited(lambda us: lib.pl_doorbell_watch(slot_p, seq, word, us), timeout_s,
+                  "watch a doorbell", _ALIGNED4) == 0
+
+
 def doorbell_ring_ptr(bell_p, slot: int) -> None:
     """Ring ``slot`` and slot 0 of a doorbell map given as a :func:`pointer` (L-3)."""
     lib.pl_doorbell_ring(bell_p + slot * DOORBELL_SLOT_SIZE)

@@ -37,7 +37,7 @@ import logging
 import os
 import weakref
 
-from . import _native, batch, status
+from . import _native, batch, status, warmup
 from .appendsync import AppendSync
 from .errors import (
     CorruptLogError,
@@ -379,11 +379,16 @@ class Writer(ProducerAppends):
     def _grow(self, seg: Segment, need: int) -> None:
         """Preallocate the active segment to hold ``need`` bytes, doubling
         from PREALLOCATE_BYTES_MIN in steps of at most PREALLOCATE_BYTES (up
-        to segment_bytes), and drop its map; under the append lock."""
+        to segment_bytes), bring the new tail into the page cache ahead of
+        the appends (pylog.warmup: mostly in the background), and drop its
+        map; under the append lock."""
         cur = seg.file_size()
         if cur < need:       # (another writer may have grown it already)
             grow = min(max(cur, PREALLOCATE_BYTES_MIN), PREALLOCATE_BYTES)
-            seg.preallocate(max(need, min(self._part.config.segment_bytes, cur + grow)))
+            size = max(need, min(self._part.config.segment_bytes, cur + grow))
+            seg.preallocate(size)
+            # the new tail's first fault would zero-fill all of it at once
+            warmup.warm(seg.fd, cur, size)
         seg.unmap()
 
     def _appended(self, rc: int, records):

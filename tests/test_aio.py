@@ -476,3 +476,94 @@ def test_a_listener_that_raises_fails_the_call(logdir):
             await c.close()
 
     run("asyncio", main)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_async_for_cut_off_loses_nothing(logdir, loop):
+    """``async for`` hands out the consumer's buffered records one at a
+    time; ending it (break, cancellation) leaves the rest for the next
+    iteration, and a seek or pause in the loop body acts on the records
+    the running iteration has not handed out yet."""
+    async def main():
+        async with pylog.aio.open(logdir, sync="never") as log:
+            await log.create_topic("t")
+            p = log.producer()
+            await p.send_batch("t", [b"%d" % i for i in range(20)])
+            c = log.consumer("t", auto_offset_reset="earliest", max_poll_records=7)
+            got = []
+            async for r in c:
+                got.append(r.offset)
+                if len(got) == 3:
+                    break
+            assert got == [0, 1, 2] and await c.position(TP0) == 3
+            assert [r.offset async for r in _take(c, 2)] == [3, 4]
+            seen = []
+            async for r in c:           # a seek in the body: the next is 0
+                seen.append(r.offset)
+                if r.offset == 5:
+                    c.seek(TP0, 0)
+                if len(seen) == 3:
+                    break
+            assert seen == [5, 0, 1]
+            assert [r.offset async for r in _take(c, 18)] == list(range(2, 20))
+            # cancelled while it waits: nothing fetched, nothing lost
+            for cut in (_drain(c), anext(c)):
+                waiting = asyncio.ensure_future(cut)
+                await asyncio.sleep(0.05)
+                waiting.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await waiting
+            await p.send("t", b"20")
+            assert [r.offset async for r in _take(c, 1)] == [20]
+            assert await c.position(TP0) == 21
+            await c.close()
+            c2 = log.consumer("t", auto_offset_reset="earliest",
+                              consumer_timeout_ms=200)
+            assert len([r async for r in c2]) == 21     # then idle: it ends
+            await c2.close()
+
+    run(loop, main)
+
+
+def test_bridge_thread_sleeps_through_rings_nobody_waits_for(logdir):
+    """The doorbell thread's native wait returns for a ring only while a
+    waiter is registered (the watch is on); while it is off the thread is
+    out of the slot's waiters count, so an append on the loop, which
+    resolved its own waiters, neither wakes it nor pays a futex wake."""
+    import threading
+
+    from pylog import _native
+
+    with pylog.open(logdir, sync="never") as log:
+        log.create_topic("t")
+        p = log.producer()
+        bell = log.doorbell_pointer()
+        waiters = memoryview(log.doorbell()).cast("I")     # slot 0: (seq, waiters)
+        watch = _native.Watch(bell)
+        seen = _native.doorbell_load_at(bell, 0)
+        p.send("t", b"x")               # rang: the watch is off
+        t0 = time.monotonic()
+        assert not _native.doorbell_watch_at(bell, seen, watch, 0.2)
+        assert time.monotonic() - t0 >= 0.19
+        assert waiters[1] == 0
+        watch.set(True)
+        assert waiters[1] == 1
+        got: list[bool] = []
+        seen = _native.doorbell_load_at(bell, 0)
+        t = threading.Thread(target=lambda: got.append(
+            _native.doorbell_watch_at(bell, seen, watch, 5.0)))
+        t.start()
+        time.sleep(0.1)                 # asleep in the futex, counted once
+        assert waiters[1] == 1 and not got
+        watch.set(False)                # (an append on the loop claimed all)
+        assert waiters[1] == 0
+        p.send("t", b"y")
+        time.sleep(0.1)
+        assert not got                  # slept through it
+        watch.set(True)
+        assert waiters[1] == 1
+        p.send("t", b"z")
+        t.join(5.0)
+        assert got == [True]
+        assert waiters[1] == 0          # (the watcher left the count)
+        del waiters

@@ -13,7 +13,7 @@ NATIVE = {"_native", "status", "_buffers", "_scratch", "_rows", "_handoff", "_cr
           "_scan", "cursors"}
 
 LAYERS = [
-    {"errors", "config", "records", "assignors", "table", "gcpause", "_build_native",
+    {"errors", "config", "records", "assignors", "table", "gcpause", "_build_native", "warmup",
      "files", "groupstate", "_format", "liveness", "handles", "futures"},
     NATIVE,
     {"batch", "index"},

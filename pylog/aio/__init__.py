@@ -84,6 +84,27 @@ class AIOLog:
         """``fn(*args)`` in this Log's executor, as a future of the running loop."""
         return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
+    async def _submit_locked(self, lock: asyncio.Lock, fn: Callable[..., T],
+                             *args: Any) -> T:
+        """``fn(*args)`` in this Log's executor once ``lock`` (a client's:
+        one executor job, or one fetch, at a time) is taken; ``lock`` is
+        held until ``fn`` returns. Cancelling the caller does not stop
+        ``fn``: the client stays locked until it returns, so nothing the
+        lock keeps out overlaps it, and its exception is retrieved."""
+        await lock.acquire()
+        try:
+            fut = self._submit(fn, *args)
+        except BaseException:
+            lock.release()
+            raise
+
+        def done(f: asyncio.Future[T]) -> None:
+            lock.release()
+            if not f.cancelled():
+                f.exception()       # retrieved, even when the caller went away
+        fut.add_done_callback(done)
+        return await asyncio.shield(fut)
+
     def _must_yield(self) -> bool:
         """Whether the caller should yield to the loop (``await
         asyncio.sleep(0)``) before a send or a fetch: once this Log's

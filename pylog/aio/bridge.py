@@ -10,7 +10,10 @@ it rings, the thread resolves the futures of the waiters whose own slot
 changed, with one ``loop.call_soon_threadsafe`` per event loop (the loop's
 self-pipe wakes it). An append made on the event loop itself resolves the
 waiters of that loop directly (:meth:`DoorbellBridge.claim`), without the
-thread hop.
+thread hop; when that leaves no waiter registered, the thread is taken
+out of the doorbell's waiters count while it sleeps (``pl_watch_set``),
+so the append's ring does not wake it (no futex wake in the append, no
+GIL taken from the loop for nothing).
 
 A waiter reads its slot before it fetches and registers that value; the
 bridge wakes it for any later ring, and the waiter checks once more after
@@ -66,9 +69,16 @@ class DoorbellBridge:
         # appending thread of this process take it back and forth (the
         # futex wait before these reads orders them). Slot = (seq, waiters).
         self._words = memoryview(bell_map).cast("I") if bell_map is not None else None
-        self._cond = threading.Condition()
+        # a plain lock under the condition: ``with self._mutex`` is native
+        # code, on the path of every wait and of every send on the loop
+        self._mutex = threading.Lock()
+        self._cond = threading.Condition(self._mutex)
         self._waiters: dict[int, set[_Waiter]] = {}   # slot -> waiters on it
         self._count = 0
+        # on while any waiter is registered: the thread sleeps through the
+        # rings of appends made while it is off (an append on the loop
+        # claims its waiters first), so it does not take the GIL for them
+        self._watch = _native.Watch(bell) if bell is not None else None
         self._thread: threading.Thread | None = None
         self._closed = False
 
@@ -88,9 +98,11 @@ class DoorbellBridge:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         w = _Waiter(loop, fut, slot, seen)
-        with self._cond:
+        with self._mutex:
             self._waiters.setdefault(slot, set()).add(w)
             self._count += 1
+            assert self._watch is not None
+            self._watch.set(True)
             if self._thread is None and not self._closed:
                 self._thread = threading.Thread(target=self._run, daemon=True,
                                                 name="pylog-aio-doorbell")
@@ -113,13 +125,15 @@ class DoorbellBridge:
             self._remove(w)
 
     def _remove(self, w: _Waiter) -> None:
-        with self._cond:
+        with self._mutex:
             ws = self._waiters.get(w.slot)
             if ws is not None and w in ws:
                 ws.discard(w)
                 self._count -= 1
                 if not ws:
                     del self._waiters[w.slot]
+                if not self._count and self._watch is not None:
+                    self._watch.set(False)
 
     def claim(self, slot: int) -> list[asyncio.Future[None]]:
         """An append on this event loop is about to ring ``slot`` (and slot
@@ -130,7 +144,7 @@ class DoorbellBridge:
         if not self._count:
             return []
         loop = asyncio.get_running_loop()
-        with self._cond:
+        with self._mutex:
             ready = [w for s in {slot, 0} for w in self._waiters.get(s, ())
                      if w.loop is loop]
             for w in ready:
@@ -139,6 +153,8 @@ class DoorbellBridge:
             for s in {slot, 0}:
                 if not self._waiters.get(s, True):
                     del self._waiters[s]
+            if not self._count and self._watch is not None:
+                self._watch.set(False)      # (before the append rings)
         return [w.future for w in ready]
 
     def close(self) -> None:
@@ -151,8 +167,8 @@ class DoorbellBridge:
 
     # -- the bridge thread ----------------------------------------------------------
     def _run(self) -> None:
-        bell, words = self._bell, self._words
-        assert words is not None
+        bell, words, watch = self._bell, self._words, self._watch
+        assert words is not None and watch is not None
         step = _native.DOORBELL_SLOT_SIZE // 4
 
         def rang(w: _Waiter) -> bool:
@@ -165,13 +181,13 @@ class DoorbellBridge:
                     return
             seen0 = words[0]
             self._wake(rang)
-            _native.doorbell_wait_at(bell, seen0, BRIDGE_TICK_S)
+            _native.doorbell_watch_at(bell, seen0, watch, BRIDGE_TICK_S)
             if self._count:     # (an append on the loop resolved its own)
                 self._wake(rang)
 
     def _wake(self, due: Any) -> None:
         """Resolve the waiters ``due(waiter)`` picks: one callback per loop."""
-        with self._cond:
+        with self._mutex:
             if not self._count:
                 return
             ready = [w for ws in self._waiters.values() for w in ws if due(w)]

@@ -12,8 +12,10 @@ Nothing is lost to cancellation: records are fetched only at a point from
 which the call returns them without awaiting again, so a getone/getmany
 cancelled while it waits has fetched nothing. ``getone`` (and ``async
 for``) fetch a poll's worth and hand them out one at a time; the rest stay
-in the consumer for the next getone/getmany, and ``position``,
-``commit()``, ``seek`` and ``pause`` count them as not received.
+in the consumer's buffer for the next getone/getmany/``async for``, and
+``position``, ``commit()``, ``seek`` and ``pause`` count them as not
+received. ``async for`` is an async generator (``__aiter__``) that pops
+the buffer, which is only ever filtered in place, never replaced.
 
 Delivery (pylog.delivery, as ``poll``): the records a getmany returned are
 finished at the next getmany/getone that fetches; auto-commit and close
@@ -30,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..consumer import Consumer
@@ -62,26 +64,14 @@ class AIOConsumer:
 
     # -- off the loop -------------------------------------------------------------------
     async def _locked(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` in the executor while no fetch runs. Cancelling the
-        caller does not stop ``fn``: the consumer stays locked until it
-        returns, so no fetch overlaps it. Called from a rebalance listener
-        (which runs while this consumer's housekeeping holds the lock),
-        ``fn`` runs in the thread that waits for the listener instead."""
+        """``fn(*args)`` in the executor while no fetch runs (AIOLog.
+        _submit_locked: a cancelled caller leaves it running, the consumer
+        locked, to its end). Called from a rebalance listener (which runs
+        while this consumer's housekeeping holds the lock), ``fn`` runs in
+        the thread that waits for the listener instead."""
         if IN_LISTENER.get() is self:
             return await self._relay.run_in_waiting_thread(fn, *args)
-        await self._lock.acquire()
-        try:
-            fut = self._alog._submit(fn, *args)
-        except BaseException:
-            self._lock.release()
-            raise
-
-        def done(f: asyncio.Future[T]) -> None:
-            self._lock.release()
-            if not f.cancelled():
-                f.exception()       # retrieved, even when the caller went away
-        fut.add_done_callback(done)
-        return await asyncio.shield(fut)
+        return await self._alog._submit_locked(self._lock, fn, *args)
 
     async def _housekeep(self, kind: int, force: bool = False) -> None:
         d = self._d
@@ -91,8 +81,7 @@ class AIOConsumer:
             await self._locked(d.housekeep, force)
         if self._buffer:        # a rebalance may have taken partitions away
             owned = d.owned()
-            self._buffer = deque(r for r in self._buffer
-                                 if TopicPartition(r.topic, r.partition) in owned)
+            self._keep(lambda r: TopicPartition(r.topic, r.partition) in owned)
 
     # -- fetching ---------------------------------------------------------------------
     async def _get(self, timeout_s: float, max_records: int | None) -> list[Record]:
@@ -175,12 +164,35 @@ class AIOConsumer:
             self._d.check()
             self._buffer.extend(await self._get(FOREVER_S, None))
 
-    def __aiter__(self) -> AIOConsumer:
-        return self
+    def __aiter__(self) -> AsyncIterator[Record]:
+        """``async for record in consumer``: records one at a time until
+        close(), or until none came for ``consumer_timeout_ms`` (default
+        None: never). An async generator, so that a buffered record costs
+        no coroutine of its own (its ``asend`` is native); the records
+        stay in the consumer's buffer until handed out, so an iteration
+        ended by cancellation or ``break`` loses none: the next ``async
+        for`` (or getone/getmany) starts with them."""
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncGenerator[Record, None]:
+        buf = self._buffer      # (never rebound: filtered in place)
+        popleft = buf.popleft
+        d = self._d
+        while True:
+            while buf:
+                yield popleft()
+            if d.closed:        # (close() empties the buffer)
+                return
+            idle = d.idle_s
+            recs = await self._get(FOREVER_S if idle is None else idle, None)
+            if not recs:
+                return
+            buf.extend(recs)
 
     async def __anext__(self) -> Record:
-        """Records one at a time until close(), or until none came for
-        ``consumer_timeout_ms`` (default None: never)."""
+        """The next record, as ``async for`` hands them out (for
+        ``anext(consumer)``); StopAsyncIteration once closed or idle for
+        ``consumer_timeout_ms``."""
         if self._d.closed:
             raise StopAsyncIteration
         if self._buffer:
@@ -208,8 +220,15 @@ class AIOConsumer:
         back = [r for r in self._buffer
                 if tps is None or TopicPartition(r.topic, r.partition) in tps]
         self._d.unreceived(back)
-        self._buffer = deque(r for r in self._buffer if tps is not None and
-                             TopicPartition(r.topic, r.partition) not in tps)
+        self._keep(lambda r: tps is not None and
+                   TopicPartition(r.topic, r.partition) not in tps)
+
+    def _keep(self, keep: Callable[[Record], bool]) -> None:
+        """Drop the buffered records ``keep`` rejects, in place (a running
+        ``async for`` holds the deque)."""
+        kept = [r for r in self._buffer if keep(r)]
+        self._buffer.clear()
+        self._buffer.extend(kept)
 
     async def position(self, tp: TopicPartition) -> int:
         """The offset of the next record getone/getmany returns for ``tp``."""
@@ -223,8 +242,8 @@ class AIOConsumer:
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         """Read ``tp`` from ``offset`` next."""
-        self._buffer = deque(r for r in self._buffer
-                             if (r.topic, r.partition) != tuple(tp))
+        key = tuple(tp)
+        self._keep(lambda r: (r.topic, r.partition) != key)
         self._c.seek(tp, offset)
 
     async def seek_to_beginning(self, *partitions: TopicPartition) -> None:
