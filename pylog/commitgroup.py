@@ -74,7 +74,10 @@ class CheckpointGroup:
         self._failed = 0          # the last checkpoint that raised
         self._target = 1          # commits the last checkpoint covered
         self._took_s = 0.0        # how long it ran
-        self._bells = bytearray(2 * _native.DOORBELL_SLOT_SIZE)
+        # two doorbell slots, and a pointer to them for the waits (no view
+        # of the buffer per call; it pins the buffer for the object's life)
+        self._bell_buf = bytearray(2 * _native.DOORBELL_SLOT_SIZE)
+        self._bells = _native.pointer(self._bell_buf)
 
     def wait(self, covered: Callable[[], bool]) -> None:
         """Return once a checkpoint that started after this call covered
@@ -96,14 +99,17 @@ class CheckpointGroup:
                         lead.full.release()
                         lead.full = None
                     bell = number & 1
-                    seen = _native.doorbell_load(self._bells, bell)
+                    seen = _native.doorbell_load_at(self._bells, bell)
             if mine:
                 self._run(number, lead)
                 return
             # (the leader sets _done before it rings: a ring after the load)
+            slot = self._bells + bell * _native.DOORBELL_SLOT_SIZE
             while self._done < number:
-                _native.doorbell_wait(self._bells, bell, seen, _RECHECK_S)
-                seen = _native.doorbell_load(self._bells, bell)
+                _native.doorbell_wait_at(slot, seen, _RECHECK_S)
+                if self._done >= number:
+                    break
+                seen = _native.doorbell_load_at(self._bells, bell)
             if self._failed < number or covered():
                 return
 
@@ -145,4 +151,4 @@ class CheckpointGroup:
                 self._target = count + (nxt.count if nxt is not None else 0)
                 if nxt is not None and nxt.turn is not None:
                     nxt.turn.release()
-            _native.doorbell_ring(self._bells, number & 1)
+            _native.doorbell_ring(self._bell_buf, number & 1)

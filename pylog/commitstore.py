@@ -7,8 +7,8 @@ the table refuses: another member owns the slot, the slot was cleared)
 takes an LMDB write transaction that stores the offset, gives the key a
 slot (C-3) and sets the slot's fence from the group's owners (C-4).
 Checkpoints copy changed slots into LMDB (C-5); ``sync="always"`` commits
-wait for one, sharing it with every commit that arrived meanwhile (group
-commit).
+wait for one that started after they were stored, shared by concurrent
+commits (group commit, :mod:`pylog.commitgroup`).
 
 Without a table (no boot id on this system, or a read-only Log of a log
 whose table is not of this boot) every commit is an LMDB transaction, as
