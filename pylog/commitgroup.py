@@ -4,19 +4,23 @@ commits share one checkpoint, and so its LMDB transaction and fsyncs.
 A commit stored in the commit table before a checkpoint starts is covered
 by it, so a commit waits for the next checkpoint to start (the *open* one)
 and finish. The first commit to register for the open checkpoint leads
-it; the others wait for it without the GIL (a doorbell slot per parity of
-the checkpoint's number, rung once when it finished, so the commits of
-the next checkpoint sleep on). The leader starts only when the previous
-checkpoint finished (at most one runs), and then once the committers of
-the previous round registered (those the previous checkpoint released
-and those that waited for this one), or after at most twice as long as
-the previous checkpoint took: the threads it released are typically
-about to commit again, and one checkpoint for all of them costs less
-than two (an fsync costs CPU time, not just the disk's, and Python
-threads take turns; a straggler running Python while a checkpoint runs
-slows it down). A commit therefore waits at most about four checkpoints'
-time: the one running, the gathering, its own. Alone, a committer never
-waits: one commit, one checkpoint, as without a group.
+it; the others wait for it on a lock of their own, without the GIL. The
+leader starts only when the previous checkpoint finished (at most one
+runs), and then once the committers of the previous round registered
+(those the previous checkpoint released and those that waited for this
+one), or after at most twice as long as the previous checkpoint took: the
+threads it released are typically about to commit again, and one
+checkpoint for all of them costs less than two (an fsync costs CPU time,
+not just the disk's, and Python threads take turns; a straggler running
+Python while a checkpoint runs slows it down). A commit therefore waits at
+most about four checkpoints' time: the one running, the gathering, its
+own. Alone, a committer never waits: one commit, one checkpoint, as
+without a group.
+
+When a checkpoint finished, its leader wakes the first of its waiters and
+each woken waiter the next, in the order they came: one thread at a time
+wants the GIL, where waking them all at once had them all contend for it
+(and for the mutex behind it), which took longer than the checkpoint.
 
 Thread safety: thread-safe (one mutex over the counts; the waits hold no
 lock). Durability: none of its own; it tells when a checkpoint, which
@@ -28,8 +32,6 @@ from __future__ import annotations
 import threading
 import time
 from typing import Callable
-
-from . import _native
 
 __all__ = ["CheckpointGroup"]
 
@@ -46,9 +48,11 @@ _GATHER_MAX_S = 0.005
 class _Lead:
     """The leader of one checkpoint and what it waits for: ``turn`` is held
     while the checkpoint before runs; ``full``, while it gathers, until
-    enough commits registered (``count``, the leader's own included)."""
+    enough commits registered (``count``, the leader's own included).
+    ``waiters``: the locks of the other commits of the checkpoint, held
+    until it finished, in the order they came (the chain of wake-ups)."""
 
-    __slots__ = ("turn", "full", "count")
+    __slots__ = ("turn", "full", "count", "waiters")
 
     def __init__(self, behind: bool) -> None:
         self.turn: threading.Lock | None = None
@@ -57,6 +61,7 @@ class _Lead:
             self.turn.acquire()
         self.full: threading.Lock | None = None
         self.count = 1
+        self.waiters: list[threading.Lock] = []
 
 
 class CheckpointGroup:
@@ -74,10 +79,6 @@ class CheckpointGroup:
         self._failed = 0          # the last checkpoint that raised
         self._target = 1          # commits the last checkpoint covered
         self._took_s = 0.0        # how long it ran
-        # two doorbell slots, and a pointer to them for the waits (no view
-        # of the buffer per call; it pins the buffer for the object's life)
-        self._bell_buf = bytearray(2 * _native.DOORBELL_SLOT_SIZE)
-        self._bells = _native.pointer(self._bell_buf)
 
     def wait(self, covered: Callable[[], bool]) -> None:
         """Return once a checkpoint that started after this call covered
@@ -98,25 +99,27 @@ class CheckpointGroup:
                     if lead.full is not None and lead.count >= self._target:
                         lead.full.release()
                         lead.full = None
-                    bell = number & 1
-                    seen = _native.doorbell_load_at(self._bells, bell)
+                    me = threading.Lock()
+                    me.acquire()
+                    lead.waiters.append(me)
+                    pos = len(lead.waiters)
             if mine:
                 self._run(number, lead)
                 return
-            # (the leader sets _done before it rings: a ring after the load)
-            slot = self._bells + bell * _native.DOORBELL_SLOT_SIZE
-            while self._done < number:
-                _native.doorbell_wait_at(slot, seen, _RECHECK_S)
+            # (released once the checkpoint finished, by the leader or by
+            # the waiter before this one; the list is complete by then)
+            while not me.acquire(timeout=_RECHECK_S):
                 if self._done >= number:
                     break
-                seen = _native.doorbell_load_at(self._bells, bell)
+            if pos < len(lead.waiters):
+                lead.waiters[pos].release()        # the next in the chain
             if self._failed < number or covered():
                 return
 
     def _run(self, number: int, lead: _Lead) -> None:
         """Lead checkpoint ``number``: wait for the previous one, gather,
-        run it, then wake its committers and hand the turn to the next
-        leader; raises what the checkpoint raised."""
+        run it, then hand the turn to the next leader and wake the first of
+        its committers; raises what the checkpoint raised."""
         if lead.turn is not None:
             lead.turn.acquire()
         full = None
@@ -151,4 +154,5 @@ class CheckpointGroup:
                 self._target = count + (nxt.count if nxt is not None else 0)
                 if nxt is not None and nxt.turn is not None:
                     nxt.turn.release()
-            _native.doorbell_ring(self._bell_buf, number & 1)
+            if lead.waiters:
+                lead.waiters[0].release()          # the chain's first
