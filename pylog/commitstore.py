@@ -7,8 +7,8 @@ the table refuses: another member owns the slot, the slot was cleared)
 takes an LMDB write transaction that stores the offset, gives the key a
 slot (C-3) and sets the slot's fence from the group's owners (C-4).
 Checkpoints copy changed slots into LMDB (C-5); ``sync="always"`` commits
-wait for one, sharing it with every commit that arrived meanwhile (group
-commit).
+wait for one that started after they were stored, shared by concurrent
+commits (group commit, :mod:`pylog.commitgroup`).
 
 Without a table (no boot id on this system, or a read-only Log of a log
 whose table is not of this boot) every commit is an LMDB transaction, as
@@ -22,12 +22,13 @@ run every ``sync_interval_ms``, at ``Log.flush()`` and at close.
 
 from __future__ import annotations
 
+import functools
 import struct
-import threading
 import time
 from typing import Any, Callable, Iterable, Mapping
 
 from . import cursors as cur
+from .commitgroup import CheckpointGroup
 from .errors import CorruptLogError
 
 _OFFSET = struct.Struct(">qq")
@@ -66,8 +67,8 @@ class Commits:
 
     def _init_commits(self, lock_identity: tuple[int, int] | None) -> None:
         self.cursors = cur.open_table(self.path, lock_identity)
-        self._ckpt_cond = threading.Condition()
-        self._ckpt_running = False
+        # group commit of sync="always" commits (wait_checkpointed)
+        self._group = CheckpointGroup(self.checkpoint_commits)
         self._by_slot: dict[int, bytes] = {}     # slot -> okey, for checkpoints
         # pure functions of their keys, cached for the per-record commit loop
         self._fences: dict[str | None, int] = {}
@@ -374,18 +375,18 @@ class Commits:
         keys = {}
         for slot, key, *_ in seen:
             k = self._by_slot.get(slot)
-            keys[slot] = k if k is not None and cur.key_hash(k) == key else None
+            keys[slot] = k if k is not None and _key_hash(k) == key else None
         if None in keys.values():
             with self._txn("read commit slot keys") as txn:
                 keys = {slot: self._okey_of(txn, slot, key) for slot, key, *_ in seen}
         tp_of: dict[int, tuple[str, int]] = {}
-        for slot, _key, offset, *_ in seen:
-            k = keys[slot]
-            parts = split_okey(k) if k is not None else None
-            if parts is not None:
-                tp_of[slot] = (parts[1], parts[2])
         waiting: set[tuple[str, int]] = set()
         if before_store is not None:
+            for slot, _key, offset, *_ in seen:
+                k = keys[slot]
+                parts = split_okey(k) if k is not None else None
+                if parts is not None:
+                    tp_of[slot] = (parts[1], parts[2])
             tps: dict[tuple[str, int], int] = {}
             for slot, _key, offset, *_ in seen:
                 tp = tp_of.get(slot)
@@ -399,7 +400,7 @@ class Commits:
                 if now is None or now[3] >= seq:
                     continue            # cleared, or checkpointed since
                 k = keys[slot]
-                if k is None or tp_of.get(slot) in waiting:
+                if k is None or (waiting and tp_of.get(slot) in waiting):
                     continue            # (M-10: its records are not durable yet)
                 txn.put(k, _OFFSET.pack(offset, ms), db=self._offsets)
                 done.append((slot, seq))
@@ -411,7 +412,7 @@ class Commits:
         """The M-6 key whose slot is ``slot`` (C-3, reverse), checked
         against the slot's hash; None if no key has it any more."""
         k = self._by_slot.get(slot)
-        if k is not None and cur.key_hash(k) == key:
+        if k is not None and _key_hash(k) == key:
             return k
         c = txn.cursor(db=self._info)
         if c.set_range(SLOT_PREFIX):
@@ -426,33 +427,22 @@ class Commits:
         return None
 
     def wait_checkpointed(self, stored: list[tuple[int, int, int]]) -> None:
-        """Return once every (slot, key hash, seq) reached LMDB durably; the thread
-        that finds no checkpoint running runs one for all who wait."""
+        """Return once every (slot, key hash, seq) reached LMDB durably, by
+        a checkpoint shared with concurrent commits (pylog.commitgroup)."""
         table = self.cursors
         assert table is not None
-        while True:
-            with self._ckpt_cond:
-                while True:
-                    if all(_checkpointed(table, *ent) for ent in stored):
-                        return
-                    if not self._ckpt_running:
-                        self._ckpt_running = True
-                        break
-                    self._ckpt_cond.wait()
-            try:
-                # the threads just released by the last checkpoint store
-                # their next commits now, into this one (group commit)
-                time.sleep(0)
-                self.checkpoint_commits()
-            finally:
-                with self._ckpt_cond:
-                    self._ckpt_running = False
-                    self._ckpt_cond.notify_all()
+        self._group.wait(lambda: all(_checkpointed(table, *ent) for ent in stored))
 
     def close_commits(self) -> None:
         if self.cursors is not None:
             self.cursors.close()
             self.cursors = None
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _key_hash(k: bytes) -> int:
+    """cursors.key_hash, remembered for the keys every checkpoint checks."""
+    return cur.key_hash(k)
 
 
 def _checkpointed(table: cur.CursorTable, slot: int, key: int, seq: int) -> bool:

@@ -22,7 +22,7 @@ LAYERS = [
     {"retention", "cleanshutdown"},
     {"reader", "writer", "recovery", "producerappend", "appendsync"},
     {"partition"},
-    {"commitstore", "commitsync"},
+    {"commitgroup", "commitstore", "commitsync"},
     {"metadata", "topicadmin", "admin", "expiry"},
     {"store"},
     {"group", "delivery", "deadletter", "deserialize", "offsetreset", "consumerargs",
