@@ -415,21 +415,13 @@ class TxnView:
     stable offset, which reads LMDB then: a transactional batch below that
     end was appended after its partition's registration committed, so the
     registration (or the decision that removed it, with its X-8 entries)
-    is seen.
-
-    On a read-only log nobody here can write the abort of a dead owner's
-    transaction, yet it can never commit (only its owner commits, X-9): the
-    view reads it as aborted — not holding the last stable offset back, its
-    batches hidden as an X-8 entry would hide them — until a writer aborts
-    it for real."""
+    is seen."""
 
     def __init__(self, log: LogStore) -> None:
         self._log = log
         now = _now_ms()
         self.stale = any(_stale(doc, now) for doc in self._open_docs())
         self._aborted: dict[tuple[str, int], dict[int, list[tuple[int, int]]]] = {}
-        # (topic, partition) -> {producer id: [(first, epoch)]} of dead owners
-        self._dead: dict[tuple[str, int], dict[int, list[tuple[int, int]]]] = {}
 
     def _open_docs(self) -> list[dict[str, Any]]:
         meta = self._log.meta
@@ -440,17 +432,10 @@ class TxnView:
         """X-4: the offset read_committed reads of a partition whose end
         offset was just read as ``end`` stop at."""
         lso = end
-        dead: dict[int, list[tuple[int, int]]] = {}
-        readonly = self._log.readonly
         for doc in self._open_docs():
             for t, p, first in doc["partitions"]:
-                if t == topic and p == partition:
-                    if readonly and not owner_alive(doc.get("owner")):
-                        dead.setdefault(doc["producer_id"], []).append(
-                            (first, doc["epoch"]))
-                    elif first < lso:
-                        lso = first
-        self._dead[(topic, partition)] = dead
+                if t == topic and p == partition and first < lso:
+                    lso = first
         self._aborted.pop((topic, partition), None)    # read after this
         return lso
 
@@ -469,8 +454,6 @@ class TxnView:
                             break
                         first, pid = _ENTRY.unpack(key[len(prefix):])
                         got.setdefault(pid, []).append((first, _EPOCH.unpack(v)[0]))
-            for pid, runs in self._dead.get(k, {}).items():
-                got.setdefault(pid, []).extend(runs)
         return got
 
     def aborted(self, topic: str, partition: int, header: Any) -> bool:

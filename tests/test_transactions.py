@@ -534,29 +534,6 @@ def test_transaction_of_a_killed_process_is_aborted_by_a_reader(log, tmp_path, c
     assert values(rc) == [(0, b"after")]
 
 
-def test_read_only_reader_is_not_held_back_by_a_killed_owner(log, tmp_path, child_env):
-    """X-9 on a read-only log, which cannot write the abort: the dead
-    owner's transaction reads as aborted (its records hidden, later ones
-    shown), and stays so once a writer aborts it for real."""
-    proc = childproc.start(CHILD, tmp_path / "log", "tx", env=child_env)
-    try:
-        assert childproc.readline(proc, timeout=30) == b"sent\n"
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    log.producer().send("t", b"plain", partition=1)
-    with pylog.open(tmp_path / "log", readonly=True) as ro:
-        rc = committed_reader(ro, "t")
-        assert values(rc, 0.5) == [(1, b"plain")]
-        p = log.producer(transactional_id="tx")             # aborts it (X-9)
-        with p.transaction():
-            p.send("t", b"next", partition=0)
-        assert values(rc) == [(0, b"next")]
-        tps = [TP("t", 0), TP("t", 1)]
-        # (0: doomed, ABORT, next, COMMIT; 1: doomed, plain, ABORT)
-        assert rc.end_offsets(tps) == {tps[0]: 4, tps[1]: 3}
-
-
 def test_next_instance_aborts_a_killed_owners_transaction(log, tmp_path, child_env):
     proc = childproc.start(CHILD, tmp_path / "log", "tx", env=child_env)
     try:
