@@ -422,6 +422,7 @@ class TxnView:
         now = _now_ms()
         self.stale = any(_stale(doc, now) for doc in self._open_docs())
         self._aborted: dict[tuple[str, int], dict[int, list[tuple[int, int]]]] = {}
+        self._starts: dict[tuple[str, int], int] = {}      # M-5, read with them
 
     def _open_docs(self) -> list[dict[str, Any]]:
         meta = self._log.meta
@@ -447,6 +448,8 @@ class TxnView:
             meta = self._log.meta
             prefix = _ABORTED + topic.encode() + b"\0" + _P.pack(partition)
             with meta._txn("read aborted transactions") as txn:
+                # (with the entries: the start they were collapsed below)
+                self._starts[k] = meta.log_start_in(txn, topic, partition)
                 cur = txn.cursor(db=meta._info)
                 if cur.set_range(prefix):
                     for key, v in cur:
@@ -461,6 +464,10 @@ class TxnView:
         transaction? It is when an entry of its producer id starts at or
         before it with the batch's epoch or a later one."""
         runs = self._entries(topic, partition).get(header.producer_id)
+        if header.base_offset < self._starts[(topic, partition)]:
+            # below the log start its entries may have been collapsed (X-8)
+            # after this fetch began; the batch is deleted anyway
+            return True
         if not runs:
             return False
         return any(first <= header.base_offset and epoch >= header.producer_epoch

@@ -468,6 +468,40 @@ def aborted_entries(log, topic, p):
             for k, v in log.meta.info_items(prefix, "read X-8")]
 
 
+def test_collapse_during_a_fetch_never_shows_aborted_records(log, monkeypatch):
+    """X-8: delete_records and an abort (which collapses the entries below
+    the new log start) land between a read_committed fetch's last stable
+    offset and its first look at the entries: the fetch still shows no
+    aborted record."""
+    from pylog import transactions
+    p = log.producer(transactional_id="tx")
+    for i in range(4):
+        p.begin_transaction()
+        p.send("t", b"gone%d" % i, partition=0)
+        p.abort_transaction()
+    with p.transaction():
+        p.send("t", b"kept", partition=0)
+    orig = transactions.TxnView.last_stable
+    fired = []
+
+    def racing(self, topic, partition, end):
+        lso = orig(self, topic, partition, end)
+        if not fired:       # another process, meanwhile
+            fired.append(1)
+            log.delete_records({T0: 5})
+            p.begin_transaction()
+            p.send("t", b"gone4", partition=0)
+            p.abort_transaction()
+        return lso
+
+    monkeypatch.setattr(transactions.TxnView, "last_stable", racing)
+    c = log.consumer(auto_offset_reset="earliest", isolation_level="read_committed")
+    c.assign([T0])
+    c.seek(T0, 0)
+    assert [r.value for r in c.poll(timeout=0.5)] == [b"kept"]
+    assert fired
+
+
 def test_aborted_index_collapses_below_the_log_start(log):
     """X-8: once delete_records moved the log start, the next abort keeps
     one entry per producer id below it; what it hid stays hidden (a
