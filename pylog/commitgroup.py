@@ -52,9 +52,10 @@ class _Lead:
     ``waiters``: the locks of the other commits of the checkpoint, held
     until it finished, in the order they came (the chain of wake-ups)."""
 
-    __slots__ = ("turn", "full", "count", "waiters")
+    __slots__ = ("turn", "full", "count", "waiters", "abandoned")
 
     def __init__(self, behind: bool) -> None:
+        self.abandoned = False    # its leader was interrupted before its checkpoint
         self.turn: threading.Lock | None = None
         if behind:
             self.turn = threading.Lock()
@@ -113,6 +114,8 @@ class CheckpointGroup:
                     break
             if pos < len(lead.waiters):
                 lead.waiters[pos].release()        # the next in the chain
+            if lead.abandoned:
+                continue            # no checkpoint ran for it: register again
             if self._failed < number or covered():
                 return
 
@@ -120,16 +123,22 @@ class CheckpointGroup:
         """Lead checkpoint ``number``: wait for the previous one, gather,
         run it, then hand the turn to the next leader and wake the first of
         its committers; raises what the checkpoint raised."""
-        if lead.turn is not None:
-            lead.turn.acquire()
-        full = None
-        with self._mu:
-            if lead.count < self._target:
-                full = lead.full = threading.Lock()
-                full.acquire()
-            wait_s = min(_GATHER_FACTOR * self._took_s, _GATHER_MAX_S)
-        if full is not None:
-            full.acquire(timeout=wait_s)
+        try:
+            if lead.turn is not None:
+                lead.turn.acquire()
+            full = None
+            with self._mu:
+                if lead.count < self._target:
+                    full = lead.full = threading.Lock()
+                    full.acquire()
+                wait_s = min(_GATHER_FACTOR * self._took_s, _GATHER_MAX_S)
+            if full is not None:
+                full.acquire(timeout=wait_s)
+        except BaseException:
+            # interrupted (Ctrl-C, a signal handler raising) before the
+            # checkpoint: left open, it would hold every later commit
+            self._abandon(lead)
+            raise
         with self._mu:
             lead.full = None
             self._open = number + 1
@@ -156,3 +165,16 @@ class CheckpointGroup:
                     nxt.turn.release()
             if lead.waiters:
                 lead.waiters[0].release()          # the chain's first
+
+    def _abandon(self, lead: _Lead) -> None:
+        """Give up leading ``lead``'s checkpoint before it started: the next
+        commit to register leads instead (behind the running checkpoint, if
+        one runs, which hands it the turn), and the commits that waited for
+        this one wake and register again."""
+        with self._mu:
+            lead.abandoned = True
+            lead.full = None
+            if self._lead is lead:
+                self._lead = None
+        if lead.waiters:        # (complete: nobody joins an abandoned lead)
+            lead.waiters[0].release()

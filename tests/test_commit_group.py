@@ -105,3 +105,49 @@ def test_a_failed_checkpoint_raises_in_its_leader_only(fail_at):
     # the failed commit is covered by a later checkpoint all the same (its
     # caller was told it failed and may retry: the offset is in the table)
     assert store.covered == everything
+
+
+def test_a_leader_interrupted_before_its_checkpoint_hands_over():
+    """A commit leading the next checkpoint is interrupted (Ctrl-C, a signal
+    handler raising) while the previous checkpoint still runs: the
+    interruption reaches it, and the commits after it still get
+    checkpoints (before, the group waited for the abandoned leader
+    forever)."""
+    import signal
+    runs = []
+
+    def checkpoint():
+        runs.append(1)
+        time.sleep(0.5)                 # a slow checkpoint: LMDB fsyncs
+
+    g = CheckpointGroup(checkpoint)
+    first = threading.Thread(target=g.wait, args=(lambda: False,))
+    first.start()                       # leads checkpoint 1
+    deadline = time.monotonic() + 10
+    while not runs and time.monotonic() < deadline:
+        time.sleep(0.005)
+    waiter_done = []
+    # a commit that waits for checkpoint 2 behind this thread's lead
+    joined = threading.Thread(target=lambda: (g.wait(lambda: False), waiter_done.append(1)),
+                              daemon=True)
+
+    def interrupt(*_):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.15)
+        threading.Timer(0.05, joined.start).start()
+        with pytest.raises(KeyboardInterrupt):
+            g.wait(lambda: False)       # leads checkpoint 2, behind 1
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    first.join(10)
+    later = []
+    t = threading.Thread(target=lambda: (g.wait(lambda: False), later.append(1)), daemon=True)
+    t.start()
+    t.join(10)
+    joined.join(10)
+    assert later == [1], "a commit after the interrupted leader never returned"
+    assert waiter_done == [1], "the commit that joined the interrupted leader never returned"
