@@ -187,7 +187,7 @@ class ShareConsumer:
             remaining = deadline - time.monotonic()
             if out or remaining <= 0:
                 return out
-            # appends and releases ring the doorbell (L-3); lock expiries,
+            # appends and acknowledgements ring the doorbell (L-3); lock expiries,
             # delays ending and holders dying do not: _next_look says when
             ahead = self._next_look()
             wait = remaining if ahead is None else min(remaining, ahead)
@@ -364,7 +364,6 @@ class ShareConsumer:
         now = int(time.time() * 1000)
         pending, self._pending = self._pending, {}
         mixed, self._mixed = self._mixed, set()
-        released = False
         for key, acks in pending.items():
             tp = TopicPartition(*key)
             part = self._log.partition(tp.topic, tp.partition)
@@ -375,13 +374,14 @@ class ShareConsumer:
                                      self._target(tp, part), key not in mixed)
             self._touched.add(tp)
             self._failed.extend((tp.topic, tp.partition, off) for off in bad)
-            released = released or (key in mixed and
-                                    any(a[1] == ops.RELEASE for a in acks.values()))
-        if released:
-            self._ring()
+        # a release makes records Available; an accept or a reject frees
+        # in-flight room (max_in_flight, the ring) that a consumer waiting
+        # on a full window needs (a ring nobody waits for is one atomic add)
+        self._ring()
 
     def _ring(self) -> None:
-        """Wake share consumers waiting in poll: records are Available again."""
+        """Wake share consumers waiting in poll: records are Available again,
+        or room to acquire more is."""
         bell = self._log.doorbell_pointer()
         if bell is not None:
             for t in self.topics:

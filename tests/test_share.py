@@ -337,6 +337,39 @@ def test_sigkilled_holder_loses_its_records_at_once(logdir, child_env):
     log.close()
 
 
+def test_an_accept_wakes_a_consumer_waiting_on_a_full_window(logdir):
+    """Two share consumers of one Log (threads of one worker), the window
+    full (max_in_flight=1): when A accepts, B, already waiting, takes the
+    next record at once, not at A's lock deadline (60 s) or its own
+    timeout (30 s)."""
+    with pylog.open(logdir, sync="never") as log:
+        log.create_topic("q", partitions=1)
+        log.producer().send_batch("q", [b"a", b"b", b"c"], partition=0)
+        kw = dict(group_id="g", auto_offset_reset="earliest", max_in_flight=1,
+                  record_lock_ms=60_000)
+        a, b = log.share_consumer("q", **kw), log.share_consumer("q", **kw)
+        held = a.poll(timeout_ms=1000, max_records=1)
+        assert [r.offset for r in held] == [0]
+        got = {}
+
+        def wait_in_b():
+            t0 = time.monotonic()
+            got["b"] = ([r.offset for r in b.poll(timeout_ms=30_000, max_records=1)],
+                        time.monotonic() - t0)
+
+        t = threading.Thread(target=wait_in_b)
+        t.start()
+        time.sleep(0.3)                 # B waits on the full window
+        a.acknowledge(held[0])
+        a.commit()
+        t.join(60)
+        offsets, took = got["b"]
+        assert offsets == [1]
+        assert took < 15, f"B waited {took:.1f} s for room an accept had freed"
+        b.close()
+        a.close()
+
+
 def test_a_waiting_poll_takes_a_sigkilled_holders_record(logdir, child_env):
     """Q-2 while a poll waits: the holder's death rings no doorbell and its
     lock has 10 minutes left, yet the waiting poll gets its record."""
