@@ -51,8 +51,17 @@ def _run(jobs: queue.SimpleQueue[tuple[int, int, int]]) -> None:
 
 def _forked() -> None:
     global _jobs, _lock
-    _jobs = None        # (the thread did not come along)
+    old, _jobs = _jobs, None    # (the thread did not come along)
     _lock = threading.Lock()    # (another thread may have held it)
+    while old is not None:      # the duplicates its jobs held
+        try:
+            fd = old.get_nowait()[0]
+        except queue.Empty:
+            break
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 def warm(fd: int, start: int, end: int) -> None:

@@ -125,7 +125,9 @@ def test_a_grown_tail_is_warmed_for_the_appends(tmp_path):
         fds.append(fd)
         os.posix_fallocate(fd, 0, size)
     try:
-        assert _resident_pages(fds[0], size) == 0      # preallocated: not cached
+        if _resident_pages(fds[0], size) or _resident_pages(fds[1], size):
+            pytest.skip("this filesystem caches a preallocated file's pages (tmpfs, "
+                        "or fallocate emulated by writing zeros): nothing to warm")
         warmup.warm(fds[1], 0, size)
         deadline = time.monotonic() + 10
         while _resident_pages(fds[1], size) < pages and time.monotonic() < deadline:

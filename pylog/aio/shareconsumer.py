@@ -64,19 +64,7 @@ class AIOShareConsumer:
         """``fn(*args)`` in the executor while no acquisition runs; a
         cancelled caller leaves it running (and the consumer locked) to
         its end."""
-        await self._lock.acquire()
-        try:
-            fut = self._alog._submit(fn, *args)
-        except BaseException:
-            self._lock.release()
-            raise
-
-        def done(f: asyncio.Future[T]) -> None:
-            self._lock.release()
-            if not f.cancelled():
-                f.exception()
-        fut.add_done_callback(done)
-        return await asyncio.shield(fut)
+        return await self._alog._submit_locked(self._lock, fn, *args)
 
     async def _open_files(self) -> None:
         """Open the share files of partitions not seen yet, off the loop."""
