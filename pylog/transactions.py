@@ -38,7 +38,7 @@ import json
 import os
 import struct
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import batch, groupstate
@@ -148,6 +148,20 @@ def _abort_in(meta: Any, txn: Any, doc: dict[str, Any]) -> list[Marker]:
     return markers
 
 
+def _entries_in(meta: Any, txn: Any, topic: str,
+                partition: int) -> Iterator[tuple[int, int, int]]:
+    """X-8: (first offset, producer id, epoch) of a partition's aborted
+    entries, by first offset, as LMDB transaction ``txn`` sees them."""
+    prefix = _ABORTED + topic.encode() + b"\0" + _P.pack(partition)
+    cur = txn.cursor(db=meta._info)
+    if cur.set_range(prefix):
+        for key, v in cur:
+            if not key.startswith(prefix):
+                return
+            first, pid = _ENTRY.unpack(key[len(prefix):])
+            yield first, pid, _EPOCH.unpack(v)[0]
+
+
 def _collapse_below_start(meta: Any, txn: Any, topic: str, partition: int) -> None:
     """X-8, in an abort's write transaction: of a producer id's entries of
     the partition whose first offset is below its log start offset, keep
@@ -158,17 +172,11 @@ def _collapse_below_start(meta: Any, txn: Any, topic: str, partition: int) -> No
     start = meta.log_start_in(txn, topic, partition)
     if start <= 0:
         return
-    prefix = _ABORTED + topic.encode() + b"\0" + _P.pack(partition)
     below: dict[int, list[tuple[int, int]]] = {}     # pid -> [(first, epoch)]
-    cur = txn.cursor(db=meta._info)
-    if cur.set_range(prefix):
-        for key, v in cur:
-            if not key.startswith(prefix):
-                break
-            first, pid = _ENTRY.unpack(key[len(prefix):])
-            if first >= start:                 # (keys sort by first offset)
-                break
-            below.setdefault(pid, []).append((first, _EPOCH.unpack(v)[0]))
+    for first, pid, epoch in _entries_in(meta, txn, topic, partition):
+        if first >= start:                 # (keys sort by first offset)
+            break
+        below.setdefault(pid, []).append((first, epoch))
     for pid, runs in below.items():
         if len(runs) < 2:
             continue
@@ -446,17 +454,11 @@ class TxnView:
         if got is None:
             got = self._aborted[k] = {}
             meta = self._log.meta
-            prefix = _ABORTED + topic.encode() + b"\0" + _P.pack(partition)
             with meta._txn("read aborted transactions") as txn:
                 # (with the entries: the start they were collapsed below)
                 self._starts[k] = meta.log_start_in(txn, topic, partition)
-                cur = txn.cursor(db=meta._info)
-                if cur.set_range(prefix):
-                    for key, v in cur:
-                        if not key.startswith(prefix):
-                            break
-                        first, pid = _ENTRY.unpack(key[len(prefix):])
-                        got.setdefault(pid, []).append((first, _EPOCH.unpack(v)[0]))
+                for first, pid, epoch in _entries_in(meta, txn, topic, partition):
+                    got.setdefault(pid, []).append((first, epoch))
         return got
 
     def aborted(self, topic: str, partition: int, header: Any) -> bool:

@@ -136,24 +136,32 @@ class IdempotentProducer(Producer):
             _TRANSACTIONAL.add(self)
 
     # -- appending -----------------------------------------------------------
+    def _prepare(self, part: Partition) -> tuple[tuple[str, int], str | None, int,
+                                                 batch.ProducerFields, Any]:
+        """Under _tlock, before an append to ``part``: (key, transactional
+        id, sequence, producer fields, writer), the partition registered in
+        the open transaction first (X-6)."""
+        self._usable()
+        if self._pid != os.getpid():
+            self._forked()
+        key = (part.topic, part.index)
+        tid = self.transactional_id
+        if tid is not None and (not self._in_txn or key not in self._txn_parts):
+            self._join(part, key)
+        seq = self._seqs.get(key, 0)
+        fields = batch.ProducerFields(self.producer_id, self.epoch, seq,
+                                      batch.TRANSACTIONAL_MASK if tid else 0)
+        writer = part.writer
+        assert writer is not None          # (_check refused a read-only log)
+        return key, tid, seq, fields, writer
+
     def _append_records(self, part: Partition, records: Any) -> int:
         """X-1: append ``records`` as one batch with this producer's id,
         epoch and sequence (X-3: a retry is not stored twice); inside a
         transaction the partition is registered first (X-6) and the batch
         is transactional and not fsynced."""
         with self._tlock:
-            self._usable()
-            if self._pid != os.getpid():
-                self._forked()
-            key = (part.topic, part.index)
-            tid = self.transactional_id
-            if tid is not None and (not self._in_txn or key not in self._txn_parts):
-                self._join(part, key)
-            seq = self._seqs.get(key, 0)
-            fields = batch.ProducerFields(self.producer_id, self.epoch, seq,
-                                          batch.TRANSACTIONAL_MASK if tid else 0)
-            writer = part.writer
-            assert writer is not None          # (_check refused a read-only log)
+            key, tid, seq, fields, writer = self._prepare(part)
             base = None
             if key in self._checked and len(records) == 1 and not records[0][3] and \
                     part.config.compression is None:
@@ -175,18 +183,7 @@ class IdempotentProducer(Producer):
         """send_batch's column path (one native call, no Python loop per
         record) with this producer's fields, as :meth:`_append_records`."""
         with self._tlock:
-            self._usable()
-            if self._pid != os.getpid():
-                self._forked()
-            key = (part.topic, part.index)
-            tid = self.transactional_id
-            if tid is not None and (not self._in_txn or key not in self._txn_parts):
-                self._join(part, key)
-            seq = self._seqs.get(key, 0)
-            fields = batch.ProducerFields(self.producer_id, self.epoch, seq,
-                                          batch.TRANSACTIONAL_MASK if tid else 0)
-            writer = part.writer
-            assert writer is not None
+            key, tid, seq, fields, writer = self._prepare(part)
             base = self._guard(lambda: writer.append_columns_producer(
                 ts, cols, fields, check=key not in self._checked,
                 sync=tid is None))
