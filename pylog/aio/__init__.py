@@ -33,13 +33,16 @@ from .. import log as _log
 from ..errors import LogClosed, PylogError
 from ..fetching import TOPIC_REFRESH_S
 from ..records import TopicInfo
+from ..transactions import DEFAULT_TRANSACTION_TIMEOUT_MS
 from .bridge import DoorbellBridge
 from .consumer import AIOConsumer
 from .listener import Relay
 from .producer import AIOProducer
 from .shareconsumer import AIOShareConsumer
+from .txnproducer import AIOTransactionalProducer
 
-__all__ = ["AIOConsumer", "AIOLog", "AIOProducer", "AIOShareConsumer", "open"]
+__all__ = ["AIOConsumer", "AIOLog", "AIOProducer", "AIOShareConsumer",
+           "AIOTransactionalProducer", "open"]
 
 T = TypeVar("T")
 #: threads of a Log's executor: enough for a few concurrent fsyncing sends
@@ -180,8 +183,22 @@ class AIOLog:
 
     # -- clients --------------------------------------------------------------------
     def producer(self, *, key_serializer: _log.Serializer | None = None,
-                 value_serializer: _log.Serializer | None = None) -> AIOProducer:
-        """An :class:`AIOProducer` (serializers as Log.producer)."""
+                 value_serializer: _log.Serializer | None = None,
+                 transactional_id: str | None = None, idempotent: bool = False,
+                 transaction_timeout_ms: int = DEFAULT_TRANSACTION_TIMEOUT_MS,
+                 ) -> AIOProducer:
+        """An :class:`AIOProducer` (serializers as Log.producer). With
+        ``transactional_id`` or ``idempotent=True`` (and
+        ``transaction_timeout_ms``, default 60000), as Log.producer's, an
+        :class:`~pylog.aio.txnproducer.AIOTransactionalProducer`: aiokafka's
+        ``begin_transaction`` / ``commit_transaction`` /
+        ``abort_transaction`` / ``transaction()`` /
+        ``send_offsets_to_transaction``, every call off the loop."""
+        if transactional_id is not None or idempotent:
+            return AIOTransactionalProducer(self, self.log.producer(
+                key_serializer=key_serializer, value_serializer=value_serializer,
+                transactional_id=transactional_id, idempotent=idempotent,
+                transaction_timeout_ms=transaction_timeout_ms))
         return AIOProducer(self, self.log.producer(key_serializer=key_serializer,
                                                    value_serializer=value_serializer))
 

@@ -270,6 +270,18 @@ class AIOConsumer:
     def paused(self) -> set[TopicPartition]:
         return self._c.paused()
 
+    @property
+    def group_id(self) -> str | None:
+        """The consumer group (None for a consumer without one)."""
+        return self._c.group_id
+
+    def _group_member(self) -> Any:
+        """The group membership a transaction's offsets are checked against
+        (pylog.aio.txnproducer; None without a group), as
+        IdempotentProducer.send_offsets_to_transaction reads it of a
+        Consumer."""
+        return getattr(self._c, "_member", None)
+
     def assignment(self) -> set[TopicPartition]:
         """The partitions this consumer owns as of its last housekeeping
         (a group's rebalance shows at the next getone/getmany)."""
