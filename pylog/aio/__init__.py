@@ -165,7 +165,7 @@ class AIOLog:
 
     async def close(self) -> None:
         """Close the Log (see Log.close) and stop its threads. Idempotent."""
-        if self._log is None or self._log._closed:
+        if self._log is None or self._log.closed:
             return
         self._bridge.close()
         if self._topic_watch is not None:
