@@ -45,8 +45,6 @@ from . import batch, groupstate
 from .commitstore import _slot_clear, okey
 from .errors import CorruptLogError, ProducerFencedError, TopicNotFound
 from .liveness import HOST, process_start_time
-from .sharedstate import LOCK_FILE as LIVENESS_FILE
-from .sharestate import token_alive
 
 if TYPE_CHECKING:
     from .store import LogStore
@@ -286,10 +284,6 @@ def register(log: LogStore, tid: str, pid: int, epoch: int, topic: str,
             doc["partitions"] = []
             doc["deadline_ms"] = _now_ms() + doc["timeout_ms"]
             doc["owner"] = _owner()
-            # X-9: the owner Log's P-3 liveness token, which a read-only
-            # reader can probe across PID namespaces (a pid it cannot see
-            # may be a live process in another namespace)
-            doc["token"] = log.liveness()[0]
             # (the caller wrote them all: see the docstring)
             doc["markers"] = None
         doc["partitions"].append([topic, partition, first])
@@ -429,24 +423,13 @@ class TxnView:
     stable offset, which reads LMDB then: a transactional batch below that
     end was appended after its partition's registration committed, so the
     registration (or the decision that removed it, with its X-8 entries)
-    is seen.
-
-    On a read-only log nobody here can write the abort of a transaction
-    whose owner Log is gone (its P-3 liveness lock released: the Log closed
-    or its process died), yet only that Log could commit it (X-9): the view
-    reads it as aborted — not holding the last stable offset back, its
-    batches hidden as an X-8 entry of its epoch would hide them — until a
-    writer aborts it for real. Without a token to probe (a document of an
-    older version), or when the lock file cannot be read, it holds readers
-    back as before."""
+    is seen."""
 
     def __init__(self, log: LogStore) -> None:
         self._log = log
         now = _now_ms()
         self.stale = any(_stale(doc, now) for doc in self._open_docs())
         self._aborted: dict[tuple[str, int], dict[int, list[tuple[int, int]]]] = {}
-        # (topic, partition) -> {producer id: [(first, epoch)]} of gone owners
-        self._gone: dict[tuple[str, int], dict[int, list[tuple[int, int]]]] = {}
         self._starts: dict[tuple[str, int], int] = {}      # M-5, read with them
 
     def _open_docs(self) -> list[dict[str, Any]]:
@@ -458,36 +441,12 @@ class TxnView:
         """X-4: the offset read_committed reads of a partition whose end
         offset was just read as ``end`` stop at."""
         lso = end
-        gone: dict[int, list[tuple[int, int]]] = {}
         for doc in self._open_docs():
             for t, p, first in doc["partitions"]:
-                if t != topic or p != partition:
-                    continue
-                if self._log.readonly and self._owner_log_gone(doc):
-                    gone.setdefault(doc["producer_id"], []).append((first, doc["epoch"]))
-                elif first < lso:
+                if t == topic and p == partition and first < lso:
                     lso = first
-        self._gone[(topic, partition)] = gone
         self._aborted.pop((topic, partition), None)    # read after this
         return lso
-
-    def _owner_log_gone(self, doc: dict[str, Any]) -> bool:
-        """Is the Log that opened ``doc``'s transaction closed or dead? Told
-        by its P-3 liveness lock on ``pylog.lock``, which the kernel drops
-        with the process, whatever PID namespace it ran in. Unknown counts
-        as alive."""
-        token = doc.get("token")
-        if isinstance(token, bool) or not isinstance(token, int):
-            return False
-        try:
-            fd = os.open(os.path.join(self._log.path, LIVENESS_FILE),
-                         os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            return False
-        try:
-            return not token_alive(fd, token)
-        finally:
-            os.close(fd)
 
     def _entries(self, topic: str, partition: int) -> dict[int, list[tuple[int, int]]]:
         k = (topic, partition)
@@ -500,8 +459,6 @@ class TxnView:
                 self._starts[k] = meta.log_start_in(txn, topic, partition)
                 for first, pid, epoch in _entries_in(meta, txn, topic, partition):
                     got.setdefault(pid, []).append((first, epoch))
-            for pid, runs in self._gone.get(k, {}).items():
-                got.setdefault(pid, []).extend(runs)
         return got
 
     def aborted(self, topic: str, partition: int, header: Any) -> bool:
