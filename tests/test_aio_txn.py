@@ -92,7 +92,8 @@ def test_a_newer_instance_fences_the_older(logdir):
             old = log.producer(transactional_id="tx")
             await old.begin_transaction()
             await old.send("t", b"zombie", partition=0)
-            new = log.producer(transactional_id="tx")     # fences old, aborts its txn
+            new = log.producer(transactional_id="tx")
+            await new.start()                             # fences old, aborts its txn
             with pytest.raises(ProducerFencedError):
                 await old.commit_transaction()
             async with new.transaction():
@@ -145,5 +146,86 @@ def test_idempotent_producer_on_the_loop(logdir):
             with pytest.raises(pylog.PylogError):
                 await p.begin_transaction()          # no transactional_id
             await p.close()
+
+    run("asyncio", main)
+
+
+def test_a_commit_cancelled_while_queued_still_decides(logdir):
+    """The executor is busy when the transaction's block ends and the task
+    is cancelled (asyncio.timeout, shutdown): the commit already handed to
+    the executor runs when a thread frees, so no transaction is left open
+    holding read_committed readers back."""
+    import threading
+
+    async def main():
+        async with pylog.aio.open(logdir, sync="never") as log:
+            await log.create_topic("t")
+            p = log.producer(transactional_id="tx")
+            gate = threading.Event()
+            busy = []
+
+            async def body():
+                async with p.transaction():
+                    await p.send("t", b"rec", partition=0)
+                    for _ in range(pylog.aio.EXECUTOR_THREADS):    # other jobs
+                        busy.append(log._submit(gate.wait))
+
+            task = asyncio.create_task(body())
+            await asyncio.sleep(0.2)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            gate.set()
+            await asyncio.gather(*busy)
+            await p.begin_transaction()         # none open: the commit ran
+            await p.abort_transaction()
+            await p.close()
+
+    run("asyncio", main)
+    assert committed_values(logdir) == [b"rec"]
+
+
+def test_concurrent_sends_keep_their_order(logdir):
+    """Sends made concurrently (asyncio.gather) are appended in the order
+    they were made, as aiokafka keeps them per partition."""
+    async def main():
+        async with pylog.aio.open(logdir, sync="never") as log:
+            await log.create_topic("t")
+            p = log.producer(idempotent=True)
+            mds = await asyncio.gather(*(p.send("t", b"%d" % i, partition=0)
+                                         for i in range(200)))
+            assert [md.offset for md in mds] == list(range(200))
+            await p.close()
+
+    run("asyncio", main)
+
+
+def test_a_fenced_producers_block_error_goes_on(logdir):
+    """transaction() aborts only an open, unfenced transaction: the error
+    of the block comes out, not one of a refused abort."""
+    async def main():
+        async with pylog.aio.open(logdir, sync="never") as log:
+            await log.create_topic("t")
+            old = log.producer(transactional_id="tx")
+            with pytest.raises(KeyError):
+                async with old.transaction():
+                    await old.send("t", b"zombie", partition=0)
+                    await log.producer(transactional_id="tx").start()     # fences old
+                    raise KeyError("the handler's own error")
+            await old.close()
+
+    run("asyncio", main)
+
+
+def test_bad_arguments_are_refused_at_once(logdir, tmp_path):
+    async def main():
+        async with pylog.aio.open(logdir, sync="never") as log:
+            with pytest.raises(pylog.InvalidArgument):
+                log.producer(idempotent=None)
+            with pytest.raises(pylog.InvalidArgument):
+                log.producer(transactional_id="")
+        async with pylog.aio.open(logdir, readonly=True) as ro:
+            with pytest.raises(pylog.ReadOnlyLog):
+                ro.producer(transactional_id="tx")
 
     run("asyncio", main)

@@ -30,10 +30,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from .. import log as _log
-from ..errors import LogClosed, PylogError
+from ..errors import LogClosed, PylogError, ReadOnlyLog
 from ..fetching import TOPIC_REFRESH_S
 from ..records import TopicInfo
 from ..transactions import DEFAULT_TRANSACTION_TIMEOUT_MS
+from ..txnproducer import check_producer_args
 from .bridge import DoorbellBridge
 from .consumer import AIOConsumer
 from .listener import Relay
@@ -186,19 +187,24 @@ class AIOLog:
                  value_serializer: _log.Serializer | None = None,
                  transactional_id: str | None = None, idempotent: bool = False,
                  transaction_timeout_ms: int = DEFAULT_TRANSACTION_TIMEOUT_MS,
-                 ) -> AIOProducer:
+                 ) -> AIOProducer | AIOTransactionalProducer:
         """An :class:`AIOProducer` (serializers as Log.producer). With
         ``transactional_id`` or ``idempotent=True`` (and
         ``transaction_timeout_ms``, default 60000), as Log.producer's, an
         :class:`~pylog.aio.txnproducer.AIOTransactionalProducer`: aiokafka's
         ``begin_transaction`` / ``commit_transaction`` /
         ``abort_transaction`` / ``transaction()`` /
-        ``send_offsets_to_transaction``, every call off the loop."""
+        ``send_offsets_to_transaction``, every call off the loop (the
+        producer itself is made at its ``start()`` or first call)."""
+        check_producer_args(transactional_id, idempotent, transaction_timeout_ms)
         if transactional_id is not None or idempotent:
-            return AIOTransactionalProducer(self, self.log.producer(
-                key_serializer=key_serializer, value_serializer=value_serializer,
-                transactional_id=transactional_id, idempotent=idempotent,
-                transaction_timeout_ms=transaction_timeout_ms))
+            if self.log.readonly:
+                raise ReadOnlyLog(f"producer: log {self.log.path} was opened read-only")
+            return AIOTransactionalProducer(self, functools.partial(
+                self.log.producer, key_serializer=key_serializer,
+                value_serializer=value_serializer, transactional_id=transactional_id,
+                idempotent=idempotent, transaction_timeout_ms=transaction_timeout_ms),
+                transactional_id)
         return AIOProducer(self, self.log.producer(key_serializer=key_serializer,
                                                    value_serializer=value_serializer))
 

@@ -275,6 +275,13 @@ class AIOConsumer:
         """The consumer group (None for a consumer without one)."""
         return self._c.group_id
 
+    async def _handed_out(self) -> dict[TopicPartition, int]:
+        """{tp: position} of the assigned partitions as getone/getmany hand
+        records out, read under the consumer's lock (no housekeeping job
+        moves a cursor meanwhile): pylog.aio.txnproducer's offsets."""
+        async with self._lock:
+            return {tp: await self.position(tp) for tp in self.assignment()}
+
     def _group_member(self) -> Any:
         """The group membership a transaction's offsets are checked against
         (pylog.aio.txnproducer; None without a group), as

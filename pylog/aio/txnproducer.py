@@ -3,24 +3,28 @@ event loop, with aiokafka's names (``begin_transaction``,
 ``commit_transaction``, ``abort_transaction``, ``transaction()``,
 ``send_offsets_to_transaction``).
 
-It drives a :class:`pylog.txnproducer.IdempotentProducer`. Every call runs
-in the Log's executor, never on the loop: a transaction's first send to a
-partition registers it in LMDB (X-6) and its commit point fsyncs (X-6,
-M-8), and an idempotent send checks the partition's producer state (X-3),
-so any of them may take longer than the loop may wait.
+It drives a :class:`pylog.txnproducer.IdempotentProducer`, made at
+``await producer.start()`` or at the first call (that is when the
+producer id is fetched and an older instance of the ``transactional_id``
+fenced: an LMDB write). Every call runs in the Log's executor, never on
+the loop — a transaction's first send to a partition registers it in
+LMDB (X-6), its commit point fsyncs (X-6, M-8), and an idempotent send
+checks the partition's producer state (X-3) — one at a time, in the
+order the calls were made, so concurrent sends to a partition keep their
+order. A call that was cancelled before its turn never runs; one that
+started runs to its end (cancelling abandons the wait: a commit cancelled
+then still decides the transaction, as a Kafka client's cancelled commit
+leaves the outcome to the coordinator).
 
-``async with producer.transaction():`` commits when the block ends and
-aborts when it raises, a cancellation included (the abort is awaited
-before the error goes on). A commit cancelled while it runs in the
-executor still decides the transaction: cancelling abandons the wait, as
-a Kafka client's cancelled commit leaves the outcome to the coordinator;
-the next ``begin_transaction`` follows it.
+``async with producer.transaction():`` commits when the block ends and,
+when it raises (a cancellation included), aborts the open transaction
+before the error goes on, unless this producer was fenced.
 
 ``send_offsets_to_transaction(consumer)`` with an :class:`AIOConsumer`
-takes the positions that consumer hands out next (its records fetched but
-not yet received are not counted as processed) and its group membership,
-which the commit point checks (CommitFailedError if the group moved its
-partitions meanwhile).
+takes, under that consumer's lock, the positions of the records it
+handed out (those it fetched ahead are not counted as processed) and its
+group membership, which the commit point checks (CommitFailedError if
+the group moved its partitions meanwhile).
 
 Thread safety: use it from the tasks of one event loop (the producer
 under it is thread-safe). Durability: as the transactional producer's
@@ -29,14 +33,14 @@ under it is thread-safe). Durability: as the transactional producer's
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import functools
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..records import TopicPartition
+from ..producer import Headers
+from ..records import RecordMetadata, TopicPartition
 from .consumer import AIOConsumer
-from .producer import AIOProducer
 
 if TYPE_CHECKING:
     from ..txnproducer import IdempotentProducer
@@ -45,46 +49,86 @@ if TYPE_CHECKING:
 __all__ = ["AIOTransactionalProducer"]
 
 
-class AIOTransactionalProducer(AIOProducer):
+class AIOTransactionalProducer:
     """See the module docstring. Create with :meth:`AIOLog.producer` and
     ``transactional_id=`` (or ``idempotent=True``)."""
 
-    _p: IdempotentProducer
+    def __init__(self, alog: AIOLog, make: Callable[[], IdempotentProducer],
+                 transactional_id: str | None) -> None:
+        self._alog = alog
+        self._make = make
+        self._p: IdempotentProducer | None = None
+        self._lock = asyncio.Lock()       # one call at a time, in call order
+        self._closed = False
+        self.transactional_id = transactional_id
 
-    def __init__(self, alog: AIOLog, producer: IdempotentProducer) -> None:
-        super().__init__(alog, producer)
-        self._inline = False        # (see the module docstring)
+    def _producer(self) -> IdempotentProducer:
+        """(in the executor, under the lock) the producer, made at first use."""
+        if self._p is None:
+            self._p = self._make()
+        return self._p
 
-    @property
-    def transactional_id(self) -> str | None:
-        """The ``transactional_id`` (None for an idempotent producer)."""
-        return self._p.transactional_id
+    async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        def run() -> Any:
+            return getattr(self._producer(), method)(*args, **kwargs)
+        return await self._alog._submit_locked(self._lock, run)
+
+    async def start(self) -> None:
+        """Make the producer now (producer id, fencing older instances of
+        the ``transactional_id``), off the loop; otherwise the first call
+        does."""
+        await self._alog._submit_locked(self._lock, self._producer)
+
+    async def send(self, topic: str, value: object = None, key: object = None, *,
+                   partition: int | None = None, timestamp_ms: int | None = None,
+                   headers: Headers = None) -> RecordMetadata:
+        """Append one record (in the open transaction, if one is: not
+        visible to read_committed consumers before it commits)."""
+        md: RecordMetadata = await self._call("send", topic, value, key, headers=headers,
+                                              partition=partition,
+                                              timestamp_ms=timestamp_ms)
+        return md
+
+    send_and_wait = send        # aiokafka's name for awaiting delivery
+
+    async def send_batch(self, topic: str, items: Iterable[Any], *,
+                         partition: int | None = None,
+                         timestamp_ms: int | None = None) -> list[RecordMetadata]:
+        """Append many records, one batch per partition (see
+        Producer.send_batch)."""
+        mds: list[RecordMetadata] = await self._call(
+            "send_batch", topic, list(items), partition=partition, timestamp_ms=timestamp_ms)
+        return mds
+
+    async def flush(self) -> None:
+        """Return when every record sent is on disk (fdatasync)."""
+        await self._call("flush")
 
     async def begin_transaction(self) -> None:
         """Open a transaction (TransactionError if one is open)."""
-        await self._alog._submit(self._p.begin_transaction)
+        await self._call("begin_transaction")
 
     async def commit_transaction(self) -> None:
         """Make the transaction's records and offsets visible together (the
         commit point, durable per the sync mode). ProducerFencedError
         when a newer producer of the id fenced this one."""
-        await self._alog._submit(self._p.commit_transaction)
+        await self._call("commit_transaction")
 
     async def abort_transaction(self) -> None:
         """Abort the open transaction: its records are never shown to
         read_committed consumers and its offsets are not stored."""
-        await self._alog._submit(self._p.abort_transaction)
+        await self._call("abort_transaction")
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[AIOTransactionalProducer]:
         """``async with producer.transaction(): ...``: begin, then commit
         when the block ends, or abort when it raises (cancellation
-        included)."""
+        included; not when this producer was fenced)."""
         await self.begin_transaction()
         try:
             yield self
         except BaseException:
-            await self.abort_transaction()
+            await self._call("abort_if_open")
             raise
         await self.commit_transaction()
 
@@ -92,13 +136,29 @@ class AIOTransactionalProducer(AIOProducer):
                                           group_id: str | None = None) -> None:
         """Commit consumer offsets with the transaction: ``offsets`` is
         {TopicPartition: next offset to read} with ``group_id``, or an
-        :class:`AIOConsumer` (or a Consumer), whose group and the positions
-        of its assigned partitions are taken (see the module docstring)."""
+        :class:`AIOConsumer`, whose group and the positions of the records
+        it handed out are taken (see the module docstring)."""
         if isinstance(offsets, AIOConsumer):
-            offsets = _Positions(offsets, {
-                tp: await offsets.position(tp) for tp in offsets.assignment()})
-        await self._alog._submit(functools.partial(
-            self._p.send_offsets_to_transaction, offsets, group_id))
+            offsets = _Positions(offsets, await offsets._handed_out())
+        await self._call("send_offsets_to_transaction", offsets, group_id)
+
+    async def close(self) -> None:
+        """Abort an open transaction and close (see IdempotentProducer.close).
+        Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._p is not None or self._lock.locked():
+            await self._alog._submit_locked(
+                self._lock, lambda: self._p.close() if self._p is not None else None)
+
+    stop = close        # aiokafka's name
+
+    async def __aenter__(self) -> AIOTransactionalProducer:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
 
 class _Positions:
@@ -116,3 +176,4 @@ class _Positions:
 
     def position(self, tp: TopicPartition) -> int:
         return self._positions[tp]
+
