@@ -37,7 +37,8 @@ __all__ = ["BATCH_HEADER_SIZE", "BatchHeader", "NoSpace", "encode_into",
            "encode", "read_header", "records_section", "decode",
            "decode_values", "ProducerFields", "NO_PRODUCER", "control_record",
            "parse_control_record", "TRANSACTIONAL_MASK", "CONTROL_MASK",
-           "ABORT", "COMMIT"]
+           "ABORT", "COMMIT", "control_type", "TXN_COMMITTED", "TXN_ABORTED",
+           "TXN_OPEN"]
 
 # X-2: the control record types (Kafka's ControlRecordType: 0 ABORT,
 # 1 COMMIT) and their key and value layouts (version 0 of both)
@@ -74,6 +75,21 @@ def parse_control_record(key: bytes | None) -> int | None:
         return None
     version, kind = _CONTROL_KEY.unpack_from(key)
     return kind if version == 0 and kind in (ABORT, COMMIT) else None
+
+
+def control_type(buf, header: BatchHeader) -> int | None:
+    """The type (ABORT or COMMIT) of the control batch ``header`` in
+    ``buf``, None when its first record is not an end-transaction one
+    (X-2)."""
+    try:
+        recs = decode(buf, header)
+    except CorruptLogError:
+        return None
+    return parse_control_record(recs[0][2]) if recs else None
+
+
+# X-4: what a read_committed reader does with a transactional batch
+TXN_COMMITTED, TXN_ABORTED, TXN_OPEN = 0, 1, 2
 
 
 def _compressor() -> zstandard.ZstdCompressor:

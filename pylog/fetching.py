@@ -70,6 +70,7 @@ class Fetching:
     _next_auto_commit: float
     _closed: bool
     _read_committed: bool
+    _txn_held: dict[tuple[Any, ...], float]
     _woken: bool
     _rr: int
     _slot: int
@@ -126,17 +127,15 @@ class Fetching:
                 slices.append((tp, i0, len(out)))
                 # P-10, once the records are in `out`: counting never raises
                 part.shared.count_fetch(len(recs))
+        if view is not None and view.stale and not self._log.readonly:
+            # X-9: a gone owner's or timed-out transaction held this poll
+            # back; the next one reads past it
+            abort_stale(self._log, view.stale)
         return out
 
     def _txn_view(self) -> TxnView:
-        """X-4: this fetch's view of the transactions; an open one whose
-        process died or whose timeout passed is aborted first (when the
-        log is writable), so it never holds this reader back for good."""
-        view = TxnView(self._log)
-        if view.stale and not self._log.readonly:
-            abort_stale(self._log)
-            view = TxnView(self._log)
-        return view
+        """X-4: this fetch's view of the transactions."""
+        return TxnView(self._log, self._txn_held)
 
     def _wait_target(self) -> tuple[TopicPartition, Partition, Cursor] | None:
         """(tp, partition, cursor) when this poll reads exactly one partition

@@ -38,8 +38,8 @@ class OffsetReset:
         st = part.state()
         if self._committed_log is None:
             return int(st.next_offset)
-        return TxnView(self._committed_log).last_stable(part.topic, part.index,
-                                                        st.next_offset)
+        return int(part.reader.last_stable(TxnView(self._committed_log),
+                                           st.next_offset))
 
     def no_commit(self, tp, part) -> int:
         """Start of ``tp`` for a group without a committed offset (or a

@@ -10,9 +10,11 @@ commit.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from . import _native, batch
+from .errors import ProducerFencedError
 from .producerstate import PartitionProducers
 
 OPEN = "OPEN"        # the partition's state (pylog.partition), as pylog.writer
@@ -61,6 +63,35 @@ class ProducerAppends:
         if sync and self._sync_always:
             self._sync_through(target)
         return base
+
+    def fence_producer(self, pid: int, epoch: int, first: int) -> int:
+        """X-9: in one hold of the append lock, find where the transaction
+        of (``pid``, ``epoch``) still open in this partition begins (after
+        the last COMMIT control batch of that epoch at or past ``first``,
+        else ``first``: Reader.last_commit) and append an ABORT control
+        batch of epoch + 1 after it, so that a COMMIT of ``epoch`` is
+        refused from then on (X-5). Returns that beginning. Not made
+        durable here (the X-8 entries that follow decide)."""
+        key, value = batch.control_record(batch.ABORT)
+        fields = batch.ProducerFields(pid, epoch + 1, -1,
+                                      batch.TRANSACTIONAL_MASK | batch.CONTROL_MASK)
+        record = [(time.time_ns() // 1_000_000, key, value, ())]
+
+        def step() -> int:
+            begin: int = self._part.reader.last_commit(pid, epoch, first)
+            try:
+                self._append_producer_locked(record, fields, None)
+            except ProducerFencedError:
+                pass     # a newer epoch came here: a COMMIT of `epoch` is refused already
+            return begin
+        if self._part.status is not OPEN:
+            self._part.check()
+        with self._wlock:
+            if self._part.status is not OPEN:
+                self._part.check()
+            begin = self._locked_append_step(step)
+            self._ring()
+        return begin
 
     def append_one_producer(self, timestamp_ms: int, key: bytes | None,
                             value: bytes | None, fields: batch.ProducerFields, *,

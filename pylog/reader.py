@@ -252,11 +252,6 @@ class Reader:
                     f"offset {cursor.offset} of {self.name} is past the end "
                     f"offset {st.next_offset}")
             return []
-        limit = _NO_LIMIT
-        if txn is not None:
-            limit = txn.last_stable(self.topic, self.index, st.next_offset)
-            if cursor.offset >= limit:
-                return []
         if cursor.offset < st.log_start_offset:
             raise OffsetOutOfRange(
                 f"offset {cursor.offset} of {self.name} is below the log start "
@@ -313,7 +308,7 @@ class Reader:
                         else:
                             recs, res = _native.fetch_txn(
                                 seg.pointer(), m, end, cursor.position, cursor.offset,
-                                cursor.base, room, build, limit, True)
+                                cursor.base, room, build, _NO_LIMIT, True)
                     except CorruptLogError as exc:
                         raise exc.with_path(seg.path) from None
                     out.extend(recs)
@@ -329,11 +324,15 @@ class Reader:
                         break                # at the committed end (the poll path)
                     if res.stop in (_native.FETCH_END, _native.FETCH_FULL):
                         continue
-                    if res.stop == _native.FETCH_LIMIT:
-                        break                # X-4: at the last stable offset
-                    if res.stop == _native.FETCH_TXN and \
-                            self._skip_aborted(seg, m, end, cursor, txn):
-                        continue
+                    if res.stop == _native.FETCH_TXN:
+                        verdict = self._txn_verdict(seg, m, end, cursor, txn, st)
+                        if verdict == batch.TXN_ABORTED:
+                            continue
+                        if verdict == batch.TXN_OPEN:
+                            break            # X-4: the last stable offset
+                        # (the walk may have opened other maps: this one again)
+                        seg = self._reader(cursor.segment_base)
+                        m = seg.mapped(end)
                 # a compressed batch, or one too big for a native fetch: alone
                 try:
                     header, recs = self._one_batch(seg, m, end, cursor, values_only,
@@ -355,20 +354,121 @@ class Reader:
                 cursor.base = cursor.offset
         return out
 
-    def _skip_aborted(self, seg: Segment, m, end: int, cursor: Cursor, txn) -> bool:
-        """read_committed, at the transactional batch at the cursor: pass
-        over it (True) when it belongs to an aborted transaction (X-8);
-        False to decode it."""
+    # -- read_committed (X-4) ------------------------------------------------------
+    def _txn_verdict(self, seg: Segment, m, end: int, cursor: Cursor, txn, st: State) -> int:
+        """read_committed, at the transactional batch at the cursor, under
+        _rlock: ABORTED (the cursor passed over it), OPEN (stop here) or
+        COMMITTED (decode it)."""
         try:
             header = batch.read_header(m, cursor.position, end)
         except CorruptLogError as exc:
             raise exc.with_path(seg.path) from None
-        if not txn.aborted(self.topic, self.index, header):
-            return False
-        cursor.offset = header.last_offset + 1
-        cursor.position += header.size
-        cursor.base = cursor.offset
-        return True
+        verdict: int = txn.decide(
+            self.topic, self.index, header,
+            (seg.base_offset, cursor.position + header.size),
+            lambda at, controls, pid: self._walk_controls(at, st, controls, pid))
+        if verdict == batch.TXN_ABORTED:
+            cursor.offset = header.last_offset + 1
+            cursor.position += header.size
+            cursor.base = cursor.offset
+        return verdict
+
+    def _walk_controls(self, at: tuple[int, int], st: State, controls, pid: int):
+        """Under _rlock: walk the batches from ``at`` (segment base, byte
+        position) up to the end ``st`` published, appending each control
+        batch as (offset, producer id, epoch, type) to ``controls``, up to
+        and with the next one of producer id ``pid``; return where it
+        stopped, or None at the end."""
+        seg_base, pos = at
+        bases = self._segment_bases(st)
+        i = bisect.bisect_left(bases, seg_base)
+        if i >= len(bases) or bases[i] != seg_base:
+            return None          # (deleted meanwhile: the fetch stops there too)
+        while True:
+            seg = self._reader(bases[i])
+            end = self._segment_end(seg, st)
+            m = seg.mapped(end)
+            try:
+                while pos < end:
+                    h = batch.read_header(m, pos, end)
+                    pos += h.size
+                    if h.attributes & batch.CONTROL_MASK and h.producer_id >= 0:
+                        controls.append((h.base_offset, h.producer_id, h.producer_epoch,
+                                         batch.control_type(m, h)))
+                        if h.producer_id == pid:
+                            return bases[i], pos
+            except CorruptLogError as exc:
+                raise exc.with_path(seg.path) from None
+            i += 1
+            if i >= len(bases):
+                return None
+            pos = 0
+
+    def _batches_from(self, offset: int, st: State):
+        """Under _rlock: (segment base, position, header) of each batch from
+        the one holding ``offset`` (or the first after it) up to the end
+        ``st`` published. The map is looked up again for every batch: the
+        caller may open others in between."""
+        bases = self._segment_bases(st)
+        i = bisect.bisect_right(bases, offset) - 1
+        if i < 0:
+            return
+        seg = self._reader(bases[i])
+        end = self._segment_end(seg, st)
+        pos = self._locate(seg, offset, end, self._sealed_last_offset(bases, bases[i], st))
+        while True:
+            seg = self._reader(bases[i])
+            end = self._segment_end(seg, st)
+            if pos >= end:
+                i += 1
+                if i >= len(bases):
+                    return
+                pos = 0
+                continue
+            try:
+                h = batch.read_header(seg.mapped(end), pos, end)
+            except CorruptLogError as exc:
+                raise exc.with_path(seg.path) from None
+            yield bases[i], pos, h
+            pos += h.size
+
+    def last_stable(self, txn, end: int) -> int:
+        """X-4: the offset of the first batch of an open transaction in the
+        partition, else ``end`` (its end offset, read before ``txn`` read
+        LMDB): a read_committed reader's end."""
+        first = txn.armed(self.topic, self.index)
+        if first is None:
+            return end
+        st = self._part.state()
+        first = max(first, st.log_start_offset)
+        with self._rlock:
+            for seg_base, pos, h in self._batches_from(first, st):
+                if h.base_offset >= end:
+                    break
+                if h.attributes & batch.TRANSACTIONAL_MASK and \
+                        not h.attributes & batch.CONTROL_MASK and h.base_offset >= first \
+                        and txn.decide(self.topic, self.index, h, (seg_base, pos + h.size),
+                                       lambda at, controls, pid: self._walk_controls(
+                                           at, st, controls, pid)) == batch.TXN_OPEN:
+                    return int(h.base_offset)
+        return end
+
+    def last_commit(self, pid: int, epoch: int, first: int) -> int:
+        """X-9, under the append lock: the offset after the last COMMIT
+        control batch of producer id ``pid`` and ``epoch`` at or past
+        ``first`` (``first`` when there is none): where that producer's
+        transaction still open there, if any, begins."""
+        st = self._part.state()
+        begin = first
+        with self._rlock:
+            for seg_base, _, h in self._batches_from(max(first, st.log_start_offset), st):
+                if h.producer_id == pid and h.producer_epoch == epoch and \
+                        h.attributes & batch.CONTROL_MASK and h.base_offset >= first:
+                    seg = self._reader(seg_base)
+                    m = seg.mapped(self._segment_end(seg, st))
+                    if batch.control_type(m, h) == batch.COMMIT:
+                        begin = h.last_offset + 1
+        return begin
 
     def _row_build(self, values_only: bool, with_topic: bool, row_type) -> tuple:
         """The row options of _native.fetch for fetch's arguments."""

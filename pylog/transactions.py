@@ -1,35 +1,36 @@
 """The transaction coordinator: producer ids, transaction documents, the
-aborted-transaction index and the last stable offset, in LMDB (FORMAT.rst
-X-5 to X-9), as Kafka's transaction coordinator keeps them in
-``__transaction_state``.
+aborted-transaction index and the decision rules of read_committed
+readers, in LMDB (FORMAT.rst X-4 to X-10), as Kafka's transaction
+coordinator keeps them in ``__transaction_state``.
 
 A transaction's life (the producer side is :mod:`pylog.txnproducer`):
 
 1. ``init`` (the producer is made): the ``transactional_id``'s document
-   gets a bumped epoch, which fences any older instance (X-5); an open
-   transaction that instance left is aborted.
-2. The first send to a partition registers it in the document with the
-   partition's end offset, a lower bound of the transaction's first offset
-   there (X-6) — before any record goes in, so whoever aborts the
-   transaction knows where to. read_committed readers stop there (X-4).
-3. ``end``: one write transaction decides. COMMIT stores the offsets sent
-   with ``send_offsets_to_transaction`` (M-6, C-3) in the same commit;
-   ABORT adds an aborted-transaction entry per partition (X-8) and bumps
-   the epoch. Either way the partitions leave the document: that commit is
-   the commit point. The COMMIT / ABORT control batches (X-2) are written
-   after, for Kafka's readers; pylog's readers decide from LMDB alone, so a
-   crash between the two loses nothing (the markers a crash left out are
-   written by the next instance, X-6 ``markers``).
+   gets a bumped epoch, which fences any older instance (X-5); what that
+   instance left open is aborted (:func:`finish_aborting`).
+2. The producer's first send to a partition *arms* it (X-6): the document
+   names the partition with its end offset. From there on, a
+   transactional batch of the producer id is decided by the control
+   batches after it (X-4), so a transaction confined to one partition
+   commits with one COMMIT control batch and no LMDB write (X-10).
+3. A transaction over several partitions, or with offsets, or an abort,
+   decides in one LMDB write transaction (the commit point, X-6): COMMIT
+   stores the offsets sent with ``send_offsets_to_transaction`` (M-6,
+   C-3); ABORT adds aborted-transaction entries (X-8) and bumps the
+   epoch; both move every arm up to its partition's end, so the
+   transaction's batches are decided by LMDB. The control batches are
+   written after it, for Kafka's readers.
 
 A transaction whose owner process is gone (pid and start time, as group
-members are probed) or whose ``transaction_timeout_ms`` passed is aborted
-by whoever notices first with the log writable: the next producer with its
-``transactional_id``, or a read_committed consumer whose partition it holds
-back (:func:`abort_stale`).
+members are probed), or which held a read_committed reader back longer
+than ``transaction_timeout_ms``, is aborted by whoever notices first with
+the log writable: the next producer with its ``transactional_id``, or the
+reader (:func:`abort_stale`).
 
 Thread safety: every function is one or more LMDB transactions (atomic
-across processes); safe from any thread. Durability: as the log's sync
-mode makes metadata commits (M-8).
+across processes) and appends under partitions' append locks; safe from
+any thread. Durability: as the log's sync mode makes metadata commits
+(M-8) and appends.
 """
 
 from __future__ import annotations
@@ -38,12 +39,20 @@ import json
 import os
 import struct
 import time
-from collections.abc import Iterator, Mapping
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import batch, groupstate
 from .commitstore import _slot_clear, okey
-from .errors import CorruptLogError, ProducerFencedError, TopicNotFound
+from .errors import (
+    CorruptLogError,
+    PartitionNotFound,
+    ProducerFencedError,
+    TooManyMapsError,
+    TooManyOpenFilesError,
+    TopicNotFound,
+)
 from .liveness import HOST, process_start_time
 
 if TYPE_CHECKING:
@@ -131,21 +140,19 @@ def aborted_key(topic: str, partition: int, first: int, pid: int) -> bytes:
     return _ABORTED + topic.encode() + b"\0" + _P.pack(partition) + _ENTRY.pack(first, pid)
 
 
-def _abort_in(meta: Any, txn: Any, doc: dict[str, Any]) -> list[Marker]:
-    """In a write transaction: abort ``doc``'s open transaction (X-8 entries
-    for the epoch it ran under, the epoch bumped); returns the partitions
-    that need an ABORT marker."""
-    epoch = doc["epoch"]
-    markers = []
-    for topic, p, first in doc["partitions"]:
-        txn.put(aborted_key(topic, p, first, doc["producer_id"]), _EPOCH.pack(epoch),
-                db=meta._info)
-        _collapse_below_start(meta, txn, topic, p)
-        markers.append((topic, p))
-    doc["epoch"] = epoch + 1
-    doc["partitions"] = []
-    doc["state"] = "ready"
-    return markers
+def _put_aborted(meta: Any, txn: Any, topic: str, partition: int, first: int,
+                 pid: int, epoch: int) -> None:
+    """X-8: one aborted-transaction entry (then the collapse below the log
+    start)."""
+    txn.put(aborted_key(topic, partition, first, pid), _EPOCH.pack(epoch), db=meta._info)
+    _collapse_below_start(meta, txn, topic, partition)
+
+
+def _bump(meta: Any, txn: Any, doc: dict[str, Any]) -> None:
+    """The next epoch of ``doc`` (a new producer id after EPOCH_MAX, X-5)."""
+    doc["epoch"] += 1
+    if doc["epoch"] >= EPOCH_MAX:
+        doc["producer_id"], doc["epoch"] = _next_pid(meta, txn), 0
 
 
 def _entries_in(meta: Any, txn: Any, topic: str,
@@ -224,22 +231,30 @@ def allocate_producer_id(log: LogStore) -> int:
 
 class Init:
     """What :func:`init` and :func:`end` hand the producer: its producer id
-    and epoch from now on, and the control batches to write."""
+    and epoch from now on, the control batches to write, and its arms."""
 
-    __slots__ = ("producer_id", "epoch", "markers")
+    __slots__ = ("producer_id", "epoch", "markers", "arms")
 
-    def __init__(self, producer_id: int, epoch: int, markers: list[tuple[int, int, int,
-                                                                         list[Marker]]]):
+    def __init__(self, producer_id: int, epoch: int,
+                 markers: list[tuple[int, int, int, list[Marker]]],
+                 arms: list[list[Any]]):
         self.producer_id = producer_id
         self.epoch = epoch
         # (producer id, epoch, type, partitions) of control batches to write
         self.markers = markers
+        self.arms = arms            # [[topic, partition, first], ...] (X-6)
+
+
+def _arms(doc: dict[str, Any]) -> list[list[Any]]:
+    return [list(a) for a in doc["partitions"]]
 
 
 def init(log: LogStore, tid: str, timeout_ms: int) -> Init:
     """X-5: make this process the owner of ``tid`` with a new epoch (or a new
-    producer id once the epoch is exhausted), aborting what an older
-    instance left open."""
+    producer id once the epoch is exhausted); what an older instance left
+    open is named for :func:`finish_aborting` (X-9), which the caller runs
+    once it wrote the control batches returned (decided before: they go
+    first)."""
     meta = log.meta
     with meta._txn(f"init transactional id {tid!r}", write=True) as txn:
         doc = _doc(meta, txn, tid)
@@ -247,14 +262,75 @@ def init(log: LogStore, tid: str, timeout_ms: int) -> Init:
             doc = {"producer_id": _next_pid(meta, txn), "epoch": 0, "partitions": [],
                    "markers": None}
         else:
-            _pending(doc, batch.ABORT, _abort_in(meta, txn, doc))
-            if doc["epoch"] >= EPOCH_MAX:
-                doc["producer_id"], doc["epoch"] = _next_pid(meta, txn), 0
+            _start_aborting(meta, txn, doc)
         # every set still named stays until this instance wrote them (X-6)
         todo = _todo(doc)
         doc.update(state="ready", owner=_owner(), timeout_ms=timeout_ms, deadline_ms=None)
         _put(meta, txn, tid, doc)
-    return Init(doc["producer_id"], doc["epoch"], todo)
+    return Init(doc["producer_id"], doc["epoch"], todo, [])
+
+
+def _start_aborting(meta: Any, txn: Any, doc: dict[str, Any]) -> None:
+    """X-9, in a write transaction: move the arms of ``doc`` (its producer
+    id and epoch may have a transaction open in them) to its ``aborting``
+    sets and bump the epoch, which fences the instance that ran it;
+    :func:`finish_aborting` then decides them."""
+    if doc["partitions"]:
+        sets = list(doc.get("aborting") or [])
+        sets.append({"producer_id": doc["producer_id"], "epoch": doc["epoch"],
+                     "partitions": doc["partitions"]})
+        doc["aborting"] = sets
+    doc["partitions"] = []
+    _bump(meta, txn, doc)
+
+
+def finish_aborting(log: LogStore, tid: str) -> bool:
+    """X-9: decide the transactions named by ``tid``'s ``aborting`` sets. In
+    each partition named, under its append lock: find where the open
+    transaction of (producer id, epoch) begins (after the last COMMIT of
+    that epoch at or past the arm) and append an ABORT control batch of
+    the next epoch, which refuses any later COMMIT of that epoch (X-5);
+    then write the X-8 entries and drop the sets, in one write
+    transaction. The control batches the document still names go first.
+    Returns whether there was anything to finish (then those control
+    batches were written). Every step may be repeated (a finisher that died leaves
+    the sets for the next one, which finds the same beginnings)."""
+    meta = log.meta
+    with meta._txn(f"read transactional id {tid!r}") as txn:
+        doc = _doc(meta, txn, tid)
+    sets = (doc or {}).get("aborting")
+    if not doc or not sets:
+        return False
+    named = doc.get("markers")
+    for pid, epoch, kind, parts in _todo(doc):
+        # the control batches of decisions made before go first: after the
+        # fence, a marker of an older epoch is refused (X-5)
+        try:
+            write_markers(log, pid, epoch, kind, parts)
+        except ProducerFencedError:
+            pass               # (a newer epoch came there: this one is moot)
+    entries = []
+    for s in sets:
+        pid, epoch = s["producer_id"], s["epoch"]
+        for topic, p, first in s["partitions"]:
+            try:
+                part = log.partition(topic, p)
+            except (TopicNotFound, PartitionNotFound):
+                continue
+            assert part.writer is not None        # (a writable log)
+            begin = part.writer.fence_producer(pid, epoch, first)
+            entries.append((topic, p, begin, pid, epoch))
+    with meta._txn(f"abort the transaction of {tid!r}", write=True) as txn:
+        doc = _doc(meta, txn, tid)
+        if doc is None or doc.get("aborting") != sets:
+            return True                # another finisher wrote the same
+        for topic, p, begin, pid, epoch in entries:
+            _put_aborted(meta, txn, topic, p, begin, pid, epoch)
+        doc["aborting"] = None
+        if doc.get("markers") == named:
+            doc["markers"] = None        # (written above)
+        _put(meta, txn, tid, doc)
+    return True
 
 
 def _check_owner(tid: str, doc: dict[str, Any] | None, pid: int, epoch: int) -> dict[str, Any]:
@@ -270,45 +346,90 @@ def _check_owner(tid: str, doc: dict[str, Any] | None, pid: int, epoch: int) -> 
 
 
 def register(log: LogStore, tid: str, pid: int, epoch: int, topic: str,
-             partition: int, first: int) -> None:
-    """X-6: add a partition to ``tid``'s open transaction (opening it), with
-    ``first`` (the partition's end offset, read before this call) as the
-    bound of its first offset there. Opening it clears the pending control
-    batches: the caller wrote every set :func:`init` and :func:`end`
-    returned it before. Raises ProducerFencedError."""
+             partition: int, first: int, written: bool) -> None:
+    """X-6: arm a partition for ``tid``'s producer, with ``first`` (the
+    partition's end offset, read before this call, before the producer's
+    first append there). ``written``: the producer wrote every set of
+    control batches named so far (they are dropped). Raises
+    ProducerFencedError."""
     meta = log.meta
     with meta._txn(f"add {topic}-{partition} to transaction {tid!r}", write=True) as txn:
         doc = _check_owner(tid, _doc(meta, txn, tid), pid, epoch)
-        if doc.get("state") != "ongoing":
-            doc["state"] = "ongoing"
-            doc["partitions"] = []
-            doc["deadline_ms"] = _now_ms() + doc["timeout_ms"]
-            doc["owner"] = _owner()
-            # (the caller wrote them all: see the docstring)
+        if written:
             doc["markers"] = None
-        doc["partitions"].append([topic, partition, first])
+        for arm in doc["partitions"]:
+            if arm[0] == topic and arm[1] == partition:
+                # (a re-created topic: any lower bound will do)
+                arm[2] = min(arm[2], first)
+                break
+        else:
+            doc["partitions"].append([topic, partition, first])
+        doc["owner"] = _owner()
         _put(meta, txn, tid, doc)
 
 
+def markers_written(log: LogStore, tid: str, pid: int, epoch: int) -> None:
+    """X-6: the producer wrote every set of control batches the document
+    names: drop them, before the producer's next batch (a set written
+    again after that batch would read as its decision, X-4). Raises
+    ProducerFencedError."""
+    meta = log.meta
+    with meta._txn(f"control batches of {tid!r} written", write=True) as txn:
+        doc = _check_owner(tid, _doc(meta, txn, tid), pid, epoch)
+        doc["markers"] = None
+        _put(meta, txn, tid, doc)
+
+
+def _ends(log: LogStore, tid: str) -> dict[tuple[str, int], int]:
+    """The end offsets of the partitions ``tid`` arms, read now (those of
+    deleted topics left out)."""
+    meta = log.meta
+    with meta._txn(f"read transactional id {tid!r}") as txn:
+        doc = _doc(meta, txn, tid)
+    ends = {}
+    for topic, p, _ in (doc or {}).get("partitions", ()):
+        try:
+            ends[(topic, p)] = log.partition(topic, p).state().next_offset
+        except (TopicNotFound, PartitionNotFound, TooManyMapsError, TooManyOpenFilesError):
+            pass                # (that arm keeps its bound: any lower one will do)
+    return ends
+
+
+def _rearm(doc: dict[str, Any], ends: Mapping[tuple[str, int], int]) -> None:
+    """Move every arm up to its partition's end (read before the write
+    transaction and after the producer's last append): every batch of
+    the producer below it is decided. An arm the read missed keeps its
+    bound."""
+    doc["partitions"] = [[t, p, max(first, ends.get((t, p), first))]
+                         for t, p, first in doc["partitions"]]
+
+
 def end(log: LogStore, tid: str, pid: int, epoch: int, commit: bool,
+        parts: list[Marker], firsts: Mapping[Marker, int],
         offsets: Mapping[str, Mapping[tuple[str, int], int]],
-        members: Mapping[str, str] | None = None) -> Init:
-    """The commit point: decide ``tid``'s open transaction in one write
-    transaction. COMMIT also stores ``offsets`` ({group: {(topic,
+        members: Mapping[str, str] | None = None, written: bool = True) -> Init:
+    """The commit point of a transaction decided in LMDB: one write
+    transaction. ``parts``: the transaction's partitions (they get the
+    control batches); ``firsts``: {partition: offset of the transaction's
+    first batch there}. COMMIT also stores ``offsets`` ({group: {(topic,
     partition): offset}}, M-6), each group's only if its member in
     ``members`` ({group: member id}) still owns every partition named
     (else CommitFailedError, nothing stored: Kafka's group metadata check);
-    ABORT writes X-8 entries and bumps the epoch. Returns the producer id
-    and epoch from now on and the control batches to write. Raises
-    ProducerFencedError (nothing stored)."""
+    ABORT writes X-8 entries at ``firsts`` and bumps the epoch. Either way
+    the arms move up to the partitions' ends. ``written`` as
+    :func:`register`. Returns the producer id and epoch from now on, the
+    control batches to write and the arms. Raises ProducerFencedError
+    (nothing stored)."""
     meta = log.meta
     after: list[Any] = []
     now = _now_ms()
+    ends = _ends(log, tid)
     with meta._txn(f"{'commit' if commit else 'abort'} transaction {tid!r}", write=True,
                    after=after) as txn:
         doc = _check_owner(tid, _doc(meta, txn, tid), pid, epoch)
+        if written:
+            doc["markers"] = None
         if commit:
-            markers: list[Marker] = [(t, p) for t, p, _ in doc["partitions"]]
             for group, offs in offsets.items():
                 if offs:
                     state = meta._group_in(txn, group)
@@ -317,20 +438,44 @@ def end(log: LogStore, tid: str, pid: int, epoch: int, commit: bool,
                     _release_slots(meta, txn, group, offs)
                     owners = state.owners
                     meta.store_offsets(txn, group, dict(offs), now, owners, after)
-            doc["partitions"] = []
-            doc["state"] = "ready"
             kind = batch.COMMIT
         else:
-            markers = _abort_in(meta, txn, doc)      # (the epoch after it)
+            for (topic, p), first in firsts.items():
+                _put_aborted(meta, txn, topic, p, first, pid, epoch)
+            doc["epoch"] += 1            # (the ABORT markers carry the bumped one)
             kind = batch.ABORT
-        _pending(doc, kind, markers)
+        _pending(doc, kind, list(parts))
         todo = _todo(doc)            # (with any an earlier write left out)
+        _rearm(doc, ends)
         if doc["epoch"] >= EPOCH_MAX:
             # (the markers keep the id and epoch they were decided under)
             doc["producer_id"], doc["epoch"] = _next_pid(meta, txn), 0
+        doc["state"] = "ready"
         doc["deadline_ms"] = None
         _put(meta, txn, tid, doc)
-    return Init(doc["producer_id"], doc["epoch"], todo)
+    return Init(doc["producer_id"], doc["epoch"], todo, _arms(doc))
+
+
+def rearm(log: LogStore, tid: str, pid: int, epoch: int) -> list[list[Any]]:
+    """Move ``tid``'s arms up to their partitions' ends with no open
+    transaction (after a commit of X-10), so that the walks of readers and
+    aborters start near the end; returns the arms. Raises
+    ProducerFencedError."""
+    meta = log.meta
+    ends = _ends(log, tid)
+    with meta._txn(f"re-arm transactional id {tid!r}", write=True) as txn:
+        doc = _check_owner(tid, _doc(meta, txn, tid), pid, epoch)
+        _rearm(doc, ends)
+        _put(meta, txn, tid, doc)
+    return _arms(doc)
+
+
+def check_current(log: LogStore, tid: str, pid: int, epoch: int) -> None:
+    """ProducerFencedError unless ``tid`` still belongs to (``pid``,
+    ``epoch``): a read, no write."""
+    meta = log.meta
+    with meta._txn(f"read transactional id {tid!r}") as txn:
+        _check_owner(tid, _doc(meta, txn, tid), pid, epoch)
 
 
 def _release_slots(meta: Any, txn: Any, group: str,
@@ -373,31 +518,22 @@ def write_markers(log: LogStore, pid: int, epoch: int, kind: int,
         part.writer.append_producer([(_now_ms(), key, value, ())], fields, sync=False)
 
 
-def _stale(doc: dict[str, Any], now: int) -> bool:
-    if doc.get("state") != "ongoing":
-        return False
-    deadline = doc.get("deadline_ms")
-    return (deadline is not None and now > deadline) or not owner_alive(doc.get("owner"))
-
-
-def abort_stale(log: LogStore) -> int:
-    """Abort every open transaction whose owner died or whose timeout
-    passed (the owner, if alive, is fenced: X-5); returns how many."""
+def abort_stale(log: LogStore, stale: Mapping[str, tuple[int, int]]) -> int:
+    """X-9: abort the open transactions a read_committed reader found held
+    back by a gone owner or for longer than their timeout: {transactional
+    id: (producer id, epoch) as the reader saw them} (a document changed
+    since is left to its new state). The owner, if alive, is fenced.
+    Returns how many ids were handled."""
     meta = log.meta
-    now = _now_ms()
-    todo = []
-    with meta._txn("abort stale transactions", write=True) as txn:
-        for tid, doc in _docs(meta, txn):
-            if _stale(doc, now):
-                markers = _abort_in(meta, txn, doc)
-                _pending(doc, batch.ABORT, markers)
-                doc["deadline_ms"] = None
+    for tid, (pid, epoch) in stale.items():
+        with meta._txn(f"abort the stale transaction of {tid!r}", write=True) as txn:
+            doc = _doc(meta, txn, tid)
+            if doc is not None and (doc["producer_id"], doc["epoch"]) == (pid, epoch) \
+                    and doc["partitions"]:
+                _start_aborting(meta, txn, doc)
                 _put(meta, txn, tid, doc)
-                todo.append((doc["producer_id"], doc["epoch"], markers))
-    # (only this abort's: the sets named before are the next instance's, X-5)
-    for pid, epoch, markers in todo:
-        write_markers(log, pid, epoch, batch.ABORT, markers)
-    return len(todo)
+        finish_aborting(log, tid)
+    return len(stale)
 
 
 def _docs(meta: Any, txn: Any) -> list[tuple[str, dict[str, Any]]]:
@@ -414,63 +550,154 @@ def _docs(meta: Any, txn: Any) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
+COMMITTED, ABORTED, OPEN = batch.TXN_COMMITTED, batch.TXN_ABORTED, batch.TXN_OPEN
+# (offset, producer id, epoch, type) of a control batch a walk passed
+Control = tuple[int, int, int, int]
+#: the held-back batches a consumer remembers (their first sighting starts
+#: the timeout); past it the oldest are forgotten (their clock restarts)
+HELD_MAX = 1024
+
+
+def _verdict(controls: deque[Control], header: Any) -> int | None:
+    """X-4: the decision the control batches after ``header`` make, in
+    order: a COMMIT of its epoch commits it; an ABORT of a later epoch,
+    or a COMMIT of a later one, ends it aborted (its COMMIT would have
+    come first); older epochs' markers are late ones of earlier
+    transactions. None: undecided by these."""
+    pid, epoch, base = header.producer_id, header.producer_epoch, header.base_offset
+    for off, cpid, cepoch, kind in controls:
+        if cpid != pid or off <= base:
+            continue
+        if cepoch > epoch:
+            return ABORTED
+        if kind == batch.COMMIT and cepoch == epoch:
+            return COMMITTED
+    return None
+
+
+class _Seen:
+    """What a view read of one partition, in one LMDB read transaction
+    (arms, X-8 entries and the log start agree), and its walk."""
+
+    __slots__ = ("arms", "entries", "start", "controls", "walk", "walk_from")
+
+    def __init__(self, arms: dict[int, int], entries: dict[int, list[tuple[int, int]]],
+                 start: int) -> None:
+        self.arms = arms                  # producer id -> first (X-6)
+        self.entries = entries            # producer id -> [(first, epoch)] (X-8)
+        self.start = start                # the log start (M-5)
+        self.controls: deque[Control] = deque()
+        self.walk: Any = None             # where the walk resumes; None: at the end
+        self.walk_from = -1               # offset of the batch it began after
+
+
 class TxnView:
-    """A read_committed reader's look at the transactions during one poll:
-    the last stable offset of a partition (X-4) and its aborted ranges
-    (X-8). ``stale``: an open transaction it saw should be aborted (X-9).
+    """A read_committed reader's look at the transactions during one poll
+    (X-4, X-8, X-9). ``stale``: {transactional id: (producer id, epoch)}
+    of the transactions it found held back by a gone owner or past their
+    timeout (:func:`abort_stale`). ``held``: the consumer's record of when
+    it first found each batch held back (kept across polls).
 
-    The reader must read a partition's end before asking for its last
-    stable offset, which reads LMDB then: a transactional batch below that
-    end was appended after its partition's registration committed, so the
-    registration (or the decision that removed it, with its X-8 entries)
-    is seen."""
+    A partition's documents and entries are read at its first decision,
+    after the reader read the partition's end: a transactional batch below
+    that end was appended after its partition was armed, so the arm (or
+    the decision that moved it, with its X-8 entries) is seen."""
 
-    def __init__(self, log: LogStore) -> None:
+    def __init__(self, log: LogStore, held: dict[tuple[Any, ...], float] | None = None
+                 ) -> None:
         self._log = log
-        now = _now_ms()
-        self.stale = any(_stale(doc, now) for doc in self._open_docs())
-        self._aborted: dict[tuple[str, int], dict[int, list[tuple[int, int]]]] = {}
-        self._starts: dict[tuple[str, int], int] = {}      # M-5, read with them
+        self._seen: dict[tuple[str, int], _Seen] = {}
+        self._owners: dict[int, tuple[str, dict[str, Any]]] = {}
+        self._held = held if held is not None else {}
+        self.stale: dict[str, tuple[int, int]] = {}
 
-    def _open_docs(self) -> list[dict[str, Any]]:
-        meta = self._log.meta
-        with meta._txn("read transactions") as txn:
-            return [doc for _tid, doc in _docs(meta, txn) if doc.get("state") == "ongoing"]
-
-    def last_stable(self, topic: str, partition: int, end: int) -> int:
-        """X-4: the offset read_committed reads of a partition whose end
-        offset was just read as ``end`` stop at."""
-        lso = end
-        for doc in self._open_docs():
-            for t, p, first in doc["partitions"]:
-                if t == topic and p == partition and first < lso:
-                    lso = first
-        self._aborted.pop((topic, partition), None)    # read after this
-        return lso
-
-    def _entries(self, topic: str, partition: int) -> dict[int, list[tuple[int, int]]]:
+    def _load(self, topic: str, partition: int) -> _Seen:
         k = (topic, partition)
-        got = self._aborted.get(k)
+        got = self._seen.get(k)
         if got is None:
-            got = self._aborted[k] = {}
             meta = self._log.meta
-            with meta._txn("read aborted transactions") as txn:
+            arms: dict[int, int] = {}
+            entries: dict[int, list[tuple[int, int]]] = {}
+            with meta._txn("read transactions") as txn:
+                for tid, doc in _docs(meta, txn):
+                    sets = [(doc["producer_id"], doc["partitions"])]
+                    sets += [(s["producer_id"], s["partitions"])
+                             for s in doc.get("aborting") or ()]
+                    for pid, parts in sets:
+                        self._owners[pid] = (tid, doc)
+                        for t, p, first in parts:
+                            if t == topic and p == partition:
+                                arms[pid] = min(first, arms.get(pid, first))
                 # (with the entries: the start they were collapsed below)
-                self._starts[k] = meta.log_start_in(txn, topic, partition)
+                start = meta.log_start_in(txn, topic, partition)
                 for first, pid, epoch in _entries_in(meta, txn, topic, partition):
-                    got.setdefault(pid, []).append((first, epoch))
+                    entries.setdefault(pid, []).append((first, epoch))
+            got = self._seen[k] = _Seen(arms, entries, start)
         return got
 
     def aborted(self, topic: str, partition: int, header: Any) -> bool:
         """X-8: is the transactional batch ``header`` of an aborted
-        transaction? It is when an entry of its producer id starts at or
-        before it with the batch's epoch or a later one."""
-        runs = self._entries(topic, partition).get(header.producer_id)
-        if header.base_offset < self._starts[(topic, partition)]:
+        transaction by the index? It is when an entry of its producer id
+        starts at or before it with the batch's epoch or a later one."""
+        seen = self._load(topic, partition)
+        if header.base_offset < seen.start:
             # below the log start its entries may have been collapsed (X-8)
             # after this fetch began; the batch is deleted anyway
             return True
+        runs = seen.entries.get(header.producer_id)
         if not runs:
             return False
         return any(first <= header.base_offset and epoch >= header.producer_epoch
                    for first, epoch in runs)
+
+    def armed(self, topic: str, partition: int) -> int | None:
+        """The lowest arm of the partition (X-6), or None."""
+        arms = self._load(topic, partition).arms
+        return min(arms.values()) if arms else None
+
+    def decide(self, topic: str, partition: int, header: Any, after: Any,
+               more: Callable[[Any, deque[Control], int], Any]) -> int:
+        """X-4: COMMITTED, ABORTED or OPEN for the transactional batch
+        ``header``. ``after``: where the reader's walk of the batches after
+        it begins; ``more(at, controls, pid)`` walks on from ``at``,
+        appending the control batches it passes to ``controls``, up to and
+        with the next one of producer id ``pid``, and returns where it
+        stopped (None at the partition's end as the reader read it)."""
+        if self.aborted(topic, partition, header):
+            return ABORTED
+        seen = self._load(topic, partition)
+        first = seen.arms.get(header.producer_id)
+        if first is None or header.base_offset < first:
+            return COMMITTED           # decided in LMDB (X-6)
+        if header.base_offset < seen.walk_from or seen.walk_from < 0:
+            seen.controls.clear()
+            seen.walk, seen.walk_from = after, header.base_offset
+        controls = seen.controls
+        while controls and controls[0][0] <= header.base_offset:
+            controls.popleft()
+        while True:
+            got = _verdict(controls, header)
+            if got is not None:
+                return got
+            if seen.walk is None:
+                break
+            seen.walk = more(seen.walk, controls, header.producer_id)
+        self._held_back(topic, partition, header)
+        return OPEN
+
+    def _held_back(self, topic: str, partition: int, header: Any) -> None:
+        """X-9: note the open batch; its transaction is stale when its
+        owner is gone or it held this consumer back past its timeout."""
+        found = self._owners.get(header.producer_id)
+        if found is None:
+            return
+        tid, doc = found
+        held = self._held
+        if len(held) >= HELD_MAX:
+            held.clear()
+        now = time.monotonic()
+        since = held.setdefault((topic, partition, header.producer_id,
+                                 header.producer_epoch, header.base_offset), now)
+        timeout_s = doc.get("timeout_ms", DEFAULT_TRANSACTION_TIMEOUT_MS) / 1000
+        if now - since > timeout_s or not owner_alive(doc.get("owner")):
+            self.stale[tid] = (doc["producer_id"], doc["epoch"])

@@ -60,6 +60,9 @@ if TYPE_CHECKING:
     from .store import LogStore
 
 _SEQ_MASK = 0x7FFFFFFF      # sequences wrap at int32 (Kafka)
+#: after a commit of X-10, an arm this far below its partition's end moves
+#: up (an LMDB write): it bounds what readers and aborters walk (X-4, X-9)
+REARM_OFFSETS = 65_536
 
 # Transactional producers of this process (their Log's close aborts what
 # they left open, so it does not hold read_committed readers back).
@@ -117,6 +120,10 @@ class IdempotentProducer(Producer):
         self._seqs: dict[tuple[str, int], int] = {}
         self._in_txn = False
         self._txn_parts: dict[tuple[str, int], Partition] = {}
+        # offset of this transaction's first batch in each partition
+        self._txn_first: dict[tuple[str, int], int] = {}
+        # the partitions armed for this producer id (X-6) and their bounds
+        self._arms: dict[tuple[str, int], tuple[Partition, int]] = {}
         self._txn_offsets: dict[str, dict[tuple[str, int], int]] = {}
         self._txn_inputs: set[tuple[str, int]] = set()
         self._txn_members: dict[str, str] = {}
@@ -125,6 +132,8 @@ class IdempotentProducer(Producer):
         self._fenced: ProducerFencedError | None = None
         # control batches a failed append left unwritten (see _write_markers)
         self._unwritten: list[tuple[int, int, int, list[transactions.Marker]]] = []
+        # the document may name control batches (X-6) this producer wrote
+        self._named = False
         self._pid = os.getpid()          # see _forked
         if transactional_id is None:
             self.producer_id = transactions.allocate_producer_id(log)
@@ -132,7 +141,12 @@ class IdempotentProducer(Producer):
         else:
             got = transactions.init(log, transactional_id, transaction_timeout_ms)
             self.producer_id, self.epoch = got.producer_id, got.epoch
-            self._write_markers(got.markers)
+            # (what an older instance left open is aborted here, with the
+            # control batches still named written first; else they are)
+            finished = transactions.finish_aborting(log, transactional_id)
+            if not finished:
+                self._write_markers(got.markers)
+            self._named = bool(got.markers) and not finished
             _TRANSACTIONAL.add(self)
 
     # -- appending -----------------------------------------------------------
@@ -176,6 +190,8 @@ class IdempotentProducer(Producer):
                     sync=tid is None))
                 self._checked.add(key)
             self._seqs[key] = (seq + len(records)) & _SEQ_MASK
+            if tid is not None:
+                self._txn_first.setdefault(key, int(base))
             return int(base)
 
     def _append_column_batch(self, part: Partition, ts: int, cols: Any,
@@ -193,12 +209,15 @@ class IdempotentProducer(Producer):
                 return self._append_records(part, recs)
             self._checked.add(key)
             self._seqs[key] = (seq + len(values)) & _SEQ_MASK
+            if tid is not None:
+                self._txn_first.setdefault(key, int(base))
             return int(base)
 
     def _join(self, part: Partition, key: tuple[str, int]) -> None:
         """Under _tlock, before a transactional producer's first append to
         ``part`` in this transaction: TransactionError outside one, else
-        the registration of the partition (X-6)."""
+        the partition joins it, armed first if it is not (X-6: an LMDB
+        write, once per partition and producer)."""
         tid = self.transactional_id
         assert tid is not None
         if not self._in_txn:
@@ -206,13 +225,25 @@ class IdempotentProducer(Producer):
                 f"send to {part.name}: producer {tid!r} is transactional; "
                 "call begin_transaction() first (or use `with "
                 "producer.transaction():`)")
-        if not self._txn_parts and self._unwritten:
-            # the registration below clears them (X-6)
-            self._write_markers(self._unwritten)
-        first = part.state().next_offset
-        self._guard(lambda: transactions.register(
-            self._log, tid, self.producer_id, self.epoch, part.topic,
-            part.index, first))
+        arm = self._arms.get(key)
+        if not self._txn_parts and self._named:
+            # Before any record of this transaction, the control batches
+            # of the last decision are written and no longer named in
+            # LMDB: written again after this transaction's records (by
+            # whoever aborts it), they would read as its decision (X-4).
+            if self._unwritten:
+                self._write_markers(self._unwritten)
+            if arm is not None and arm[0] is part:
+                self._guard(lambda: transactions.markers_written(
+                    self._log, tid, self.producer_id, self.epoch))
+                self._named = False
+        if arm is None or arm[0] is not part:
+            first = part.state().next_offset
+            self._guard(lambda: transactions.register(
+                self._log, tid, self.producer_id, self.epoch, part.topic,
+                part.index, first, not self._unwritten))
+            self._arms[key] = (part, first)
+            self._named = False
         self._txn_parts[key] = part
 
     def _forked(self) -> None:
@@ -268,6 +299,7 @@ class IdempotentProducer(Producer):
             self._in_txn = True
             self._checked = set()
             self._txn_parts = {}
+            self._txn_first = {}
             self._txn_offsets = {}
             self._txn_inputs = set()
             self._txn_members = {}
@@ -336,6 +368,10 @@ class IdempotentProducer(Producer):
             tid = self._need_tid(what)
             if not self._in_txn:
                 raise TransactionError(f"{what}: no transaction is open")
+            if commit and len(self._txn_parts) == 1 and not any(self._txn_offsets.values()) \
+                    and not self._unwritten:
+                self._commit_one(tid)
+                return
             log = self._log
             if commit:
                 # X-6: the records durable before the commit point with
@@ -349,16 +385,47 @@ class IdempotentProducer(Producer):
                     for t, p in self._txn_inputs:
                         log.partition(t, p).sync_for_commit()
             got = self._guard(lambda: transactions.end(
-                log, tid, self.producer_id, self.epoch, commit,
-                self._txn_offsets if commit else {}, self._txn_members))
+                log, tid, self.producer_id, self.epoch, commit, list(self._txn_parts),
+                {} if commit else self._txn_first, self._txn_offsets if commit else {},
+                self._txn_members, not self._unwritten))
             if (got.producer_id, got.epoch) != (self.producer_id, self.epoch):
                 self._seqs.clear()           # a new epoch restarts the sequences
                 self._checked = set()
             self.producer_id, self.epoch = got.producer_id, got.epoch
-            self._in_txn = False
-            self._txn_parts = {}
-            self._txn_offsets = {}
+            self._arms = {(t, p): (self._arms[(t, p)][0], first)
+                          for t, p, first in got.arms if (t, p) in self._arms}
+            self._closed_txn()
+            self._named = True
             self._write_markers(got.markers)
+
+    def _commit_one(self, tid: str) -> None:
+        """X-10: commit a transaction confined to one partition, without
+        offsets: its COMMIT control batch (checked and appended in one hold
+        of the append lock, X-5) is the commit point; with sync="always"
+        one fdatasync then makes it and the records durable together."""
+        (key, part), = self._txn_parts.items()
+        pid, epoch = self.producer_id, self.epoch
+        # (a fenced producer learns it here rather than from its marker)
+        self._guard(lambda: transactions.check_current(self._log, tid, pid, epoch))
+        if key not in self._txn_first:
+            self._closed_txn()           # (nothing was appended)
+            return
+        self._guard(lambda: transactions.write_markers(
+            self._log, pid, epoch, batch.COMMIT, [key]))
+        self._closed_txn()               # committed: what follows only syncs
+        if self._log.sync == "always":
+            part.flush()
+        arm = self._arms.get(key)
+        if arm is not None and part.state().next_offset - arm[1] > REARM_OFFSETS:
+            arms = self._guard(lambda: transactions.rearm(self._log, tid, pid, epoch))
+            self._arms = {(t, p): (self._arms[(t, p)][0], first)
+                          for t, p, first in arms if (t, p) in self._arms}
+
+    def _closed_txn(self) -> None:
+        self._in_txn = False
+        self._txn_parts = {}
+        self._txn_offsets = {}
+        self._txn_first = {}
 
     def _write_markers(self, todo: list[tuple[int, int, int, list[transactions.Marker]]]
                        ) -> None:

@@ -451,9 +451,11 @@ def test_metadata_keys(log):
     with log.meta._txn("read the keys") as txn:
         info = log.meta._info
         doc = json.loads(txn.get(b"txn\0tx", db=info))                           # X-6
-        assert doc["state"] == "ongoing" and doc["partitions"] == [["t", 0, 0]]
+        # the arms (X-6): partition 1's moved up to its end by the abort
+        # (its ABORT marker came after), partition 0's added by the send
+        assert doc["partitions"] == [["t", 1, 1], ["t", 0, 0]]
         assert doc["producer_id"] == p.producer_id and doc["epoch"] == 1
-        assert doc["owner"][0] == os.getpid() and doc["deadline_ms"] > 0
+        assert doc["owner"][0] == os.getpid() and doc.get("aborting") is None
         assert struct.unpack(">q", txn.get(b"producer-id", db=info)) == (1,)       # X-7
         key = (b"aborted\0t\0" + struct.pack(">I", 1)
                + struct.pack(">qq", 0, p.producer_id))                             # X-8
@@ -470,8 +472,8 @@ def aborted_entries(log, topic, p):
 
 def test_collapse_during_a_fetch_never_shows_aborted_records(log, monkeypatch):
     """X-8: delete_records and an abort (which collapses the entries below
-    the new log start) land between a read_committed fetch's last stable
-    offset and its first look at the entries: the fetch still shows no
+    the new log start) land between a read_committed fetch's read of the
+    end and its first look at the entries: the fetch still shows no
     aborted record."""
     from pylog import transactions
     p = log.producer(transactional_id="tx")
@@ -481,20 +483,19 @@ def test_collapse_during_a_fetch_never_shows_aborted_records(log, monkeypatch):
         p.abort_transaction()
     with p.transaction():
         p.send("t", b"kept", partition=0)
-    orig = transactions.TxnView.last_stable
+    orig = transactions.TxnView._load
     fired = []
 
-    def racing(self, topic, partition, end):
-        lso = orig(self, topic, partition, end)
-        if not fired:       # another process, meanwhile
+    def racing(self, topic, partition):
+        if not fired:       # another process, after the fetch read the end
             fired.append(1)
             log.delete_records({T0: 5})
             p.begin_transaction()
             p.send("t", b"gone4", partition=0)
             p.abort_transaction()
-        return lso
+        return orig(self, topic, partition)
 
-    monkeypatch.setattr(transactions.TxnView, "last_stable", racing)
+    monkeypatch.setattr(transactions.TxnView, "_load", racing)
     c = log.consumer(auto_offset_reset="earliest", isolation_level="read_committed")
     c.assign([T0])
     c.seek(T0, 0)
@@ -635,7 +636,8 @@ p = log.producer(transactional_id="tx")
 p.begin_transaction()
 p.send("t", b"kept", partition=0)
 p.flush()
-transactions.end(log, "tx", p.producer_id, p.epoch, True, {})    # the commit point
+transactions.end(log, "tx", p.producer_id, p.epoch, True,          # the commit point
+                 [("t", 0)], {}, {})
 os.kill(os.getpid(), signal.SIGKILL)                              # before the markers
 """
 
@@ -650,8 +652,10 @@ def test_killed_after_the_commit_point(log, tmp_path, child_env):
     assert [b.is_control_batch for b, _ in kafka_batches(log, "t", 0)] == [False]
     log.producer(transactional_id="tx")
     got = kafka_batches(log, "t", 0)
-    assert [b.is_control_batch for b, _ in got] == [False, True]
-    assert got[1][1][0].type == batch.COMMIT
+    # the COMMIT, then the next instance's fence (X-9: an ABORT of the
+    # next epoch in every partition the old one armed)
+    assert [b.is_control_batch for b, _ in got] == [False, True, True]
+    assert [got[1][1][0].type, got[2][1][0].type] == [batch.COMMIT, batch.ABORT]
 
 
 def test_offsets_of_a_member_that_lost_its_partition_are_refused(log):
@@ -790,6 +794,7 @@ log = pylog.open(sys.argv[1], sync="never")
 p = log.producer(transactional_id="tx")
 p.begin_transaction()
 p.send("t", b"one", partition=0)
+p.send("t", b"one-b", partition=1)      # (two partitions: decided in LMDB, X-6)
 p.flush()
 assert log.handles.shrink(maps=True) > 0       # partition t-0 mapped no more
 fd = os.open(os.path.join(sys.argv[1], "hog"), os.O_RDWR | os.O_CREAT)
@@ -835,9 +840,11 @@ def test_markers_an_append_failure_left_out_are_written(log, tmp_path, child_env
     else:
         assert proc.returncode == 0, childproc.stderr_tail(proc)
     assert sorted(values(committed_reader(log, "t"), timeout=1))[0] == (0, b"one")
-    got = kafka_batches(log, "t", 0)
-    assert [b.is_control_batch for b, _ in got] == [False, True]
-    assert got[1][1][0].type == batch.COMMIT
+    got = [(b.is_control_batch, b.is_control_batch and recs[0].type)
+           for b, recs in kafka_batches(log, "t", 0)]
+    # (after a kill, the next instance's fence follows: an ABORT, X-9)
+    assert got == [(False, False), (True, batch.COMMIT)] + \
+        ([(True, batch.ABORT)] if then == "kill" else [])
 
 
 def test_read_committed_ends_and_lag_are_the_last_stable_offset(log):
