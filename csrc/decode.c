@@ -46,6 +46,13 @@ int pl_batch_header(const uint8_t *buf, size_t len, size_t pos, pl_batch_header_
     return pli_parse_header(buf, len, pos, out, 1);
 }
 
+int pl_batch_framing(const uint8_t *buf, size_t len, size_t pos, pl_batch_header_out *out)
+{
+    if (!out)
+        return PL_E_INVAL;
+    return pli_parse_header(buf, len, pos, out, 0);
+}
+
 /* ------------------------------------------------------------------ */
 /* records decoding                                                    */
 /* ------------------------------------------------------------------ */

@@ -193,6 +193,9 @@ typedef struct {
  * (B-4) into out->crc_valid without failing on a mismatch.  Returns 0 or a
  * PL_C_* code (fields are filled as far as they could be read). */
 int pl_batch_header(const uint8_t *buf, size_t len, size_t pos, pl_batch_header_out *out);
+/* The header fields and framing (B-2, B-3) without the CRC (B-4): for walks
+ * that skip a batch by its header (crc_valid stays 0). */
+int pl_batch_framing(const uint8_t *buf, size_t len, size_t pos, pl_batch_header_out *out);
 
 /* ---- encoding ----
  * Records are described either by pointer arrays (pl_*_encode) or by a

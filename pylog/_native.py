@@ -325,10 +325,12 @@ def _header_from(h, pos) -> BatchHeader:
                        h.records_count, bool(h.crc_valid), pos)
 
 
-def read_batch_header(buf, pos: int = 0, end: Optional[int] = None) -> BatchHeader:
+def read_batch_header(buf, pos: int = 0, end: Optional[int] = None, *,
+                      crc: bool = True) -> BatchHeader:
     """Parse and validate (B-2, B-3) the batch header at ``buf[pos:end]``.
 
-    A CRC mismatch (B-4) does not raise: check ``crc_valid``.
+    A CRC mismatch (B-4) does not raise: check ``crc_valid``. ``crc=False``:
+    the CRC is not computed (``crc_valid`` is False).
     """
     out = ffi.new("pl_batch_header_out *")
     with _rbuf(buf) as p:
@@ -338,7 +340,7 @@ def read_batch_header(buf, pos: int = 0, end: Optional[int] = None) -> BatchHead
         if not (0 <= pos and 0 <= end <= n):
             raise InvalidArgument(f"read a batch header: pos/end {pos}/{end} outside a "
                                   f"{n}-byte buffer")
-        rc = lib.pl_batch_header(p, end, pos, out)
+        rc = (lib.pl_batch_header if crc else lib.pl_batch_framing)(p, end, pos, out)
     _check_corrupt(rc, "read a batch header", position=pos)
     return _header_from(out, pos)
 

@@ -34,7 +34,7 @@ _CODECS = {None: CODEC_NONE, "zstd": CODEC_ZSTD}
 _tls = threading.local()
 
 __all__ = ["BATCH_HEADER_SIZE", "BatchHeader", "NoSpace", "encode_into",
-           "encode", "read_header", "records_section", "decode",
+           "encode", "read_header", "read_framing", "records_section", "decode",
            "decode_values", "ProducerFields", "NO_PRODUCER", "control_record",
            "parse_control_record", "TRANSACTIONAL_MASK", "CONTROL_MASK",
            "ABORT", "COMMIT", "control_type", "TXN_COMMITTED", "TXN_ABORTED",
@@ -162,6 +162,14 @@ def read_header(buf, pos: int, end: int) -> BatchHeader:
             f"CRC32C mismatch in batch at offset {header.base_offset} "
             f"(stored {header.crc:#010x})", position=pos)
     return header
+
+
+def read_framing(buf, pos: int, end: int) -> BatchHeader:
+    """The header of the batch at ``pos`` with its framing and magic checked
+    (B-2, B-3) but not its CRC: for walks that pass over batches by their
+    headers (a batch read for its records is checked whole, B-4). Raises
+    CorruptLogError (without a path)."""
+    return _native.read_batch_header(buf, pos, end, crc=False)
 
 
 def records_section(buf, header: BatchHeader) -> bytes:

@@ -93,7 +93,11 @@ class PartitionProducers:
             self._pos = max(self._pos, _tail_start(m, end, index()))
         pos = self._pos
         while pos < end:
-            h = batch.read_header(m, pos, end)
+            # (the CRC of a whole batch for its header fields: a data batch is
+            # checked when read; a control batch, small, here)
+            h = batch.read_framing(m, pos, end)
+            if h.attributes & batch.CONTROL_MASK:
+                h = batch.read_header(m, pos, end)
             if h.producer_id >= 0:
                 self._note(h.producer_id, h.producer_epoch, h.base_sequence,
                            h.records_count, h.base_offset,

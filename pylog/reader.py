@@ -390,9 +390,10 @@ class Reader:
             m = seg.mapped(end)
             try:
                 while pos < end:
-                    h = batch.read_header(m, pos, end)
+                    h = batch.read_framing(m, pos, end)
                     pos += h.size
                     if h.attributes & batch.CONTROL_MASK and h.producer_id >= 0:
+                        h = batch.read_header(m, h.position, end)     # (small: B-4)
                         controls.append((h.base_offset, h.producer_id, h.producer_epoch,
                                          batch.control_type(m, h)))
                         if h.producer_id == pid:
@@ -407,8 +408,9 @@ class Reader:
     def _batches_from(self, offset: int, st: State):
         """Under _rlock: (segment base, position, header) of each batch from
         the one holding ``offset`` (or the first after it) up to the end
-        ``st`` published. The map is looked up again for every batch: the
-        caller may open others in between."""
+        ``st`` published; only control batches have their CRC checked (the
+        others are passed over, or read later whole). The map is looked up
+        again for every batch: the caller may open others in between."""
         bases = self._segment_bases(st)
         i = bisect.bisect_right(bases, offset) - 1
         if i < 0:
@@ -426,7 +428,10 @@ class Reader:
                 pos = 0
                 continue
             try:
-                h = batch.read_header(seg.mapped(end), pos, end)
+                m = seg.mapped(end)
+                h = batch.read_framing(m, pos, end)
+                if h.attributes & batch.CONTROL_MASK:
+                    h = batch.read_header(m, pos, end)        # (small: B-4)
             except CorruptLogError as exc:
                 raise exc.with_path(seg.path) from None
             yield bases[i], pos, h

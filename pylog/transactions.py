@@ -470,14 +470,6 @@ def rearm(log: LogStore, tid: str, pid: int, epoch: int) -> list[list[Any]]:
     return _arms(doc)
 
 
-def check_current(log: LogStore, tid: str, pid: int, epoch: int) -> None:
-    """ProducerFencedError unless ``tid`` still belongs to (``pid``,
-    ``epoch``): a read, no write."""
-    meta = log.meta
-    with meta._txn(f"read transactional id {tid!r}") as txn:
-        _check_owner(tid, _doc(meta, txn, tid), pid, epoch)
-
-
 def _release_slots(meta: Any, txn: Any, group: str,
                    offsets: Mapping[tuple[str, int], int]) -> None:
     """X-6, before the commit point: clear the commit-table slots (C-2) of

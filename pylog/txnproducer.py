@@ -405,8 +405,9 @@ class IdempotentProducer(Producer):
         one fdatasync then makes it and the records durable together."""
         (key, part), = self._txn_parts.items()
         pid, epoch = self.producer_id, self.epoch
-        # (a fenced producer learns it here rather than from its marker)
-        self._guard(lambda: transactions.check_current(self._log, tid, pid, epoch))
+        # (fenced: every partition armed by this producer got an ABORT of a
+        # newer epoch before the fencer went on, X-9, so the check of the
+        # marker's append raises ProducerFencedError)
         if key not in self._txn_first:
             self._closed_txn()           # (nothing was appended)
             return

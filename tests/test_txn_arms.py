@@ -1,0 +1,185 @@
+"""Arms and one-partition commits (issue 17's cost; FORMAT.rst X-4, X-6,
+X-9, X-10): a transaction confined to one partition commits with its
+COMMIT marker alone, readers decide its batches from the markers after
+them, and aborts by others find where an open transaction begins."""
+
+import json
+import signal
+
+import childproc
+import pytest
+from test_transactions import committed_reader, kafka_batches, values
+
+import pylog
+from pylog import TopicPartition as TP
+from pylog import batch, transactions, txnproducer
+
+T0 = TP("t", 0)
+
+
+@pytest.fixture
+def log(tmp_path):
+    lg = pylog.open(tmp_path / "log", sync="always")
+    lg.create_topic("t", partitions=2)
+    yield lg
+    lg.close()
+
+
+def lmdb_writes(log):
+    """The id of LMDB's last write transaction (it grows with every one)."""
+    return log.meta.env.info()["last_txnid"]
+
+
+def doc(log, tid="tx"):
+    with log.meta._txn("read") as txn:
+        return json.loads(txn.get(b"txn\0" + tid.encode(), db=log.meta._info))
+
+
+def test_one_partition_commit_writes_no_metadata(log):
+    p = log.producer(transactional_id="tx")
+    with p.transaction():                      # arms t-0 (one LMDB write)
+        p.send("t", b"a", partition=0)
+    before = lmdb_writes(log)
+    for v in (b"b", b"c", b"d"):
+        with p.transaction():
+            p.send_batch("t", [v, v + v], partition=0)
+    assert lmdb_writes(log) == before          # X-10: the marker decides
+    rc = committed_reader(log, "t")
+    assert [v for _, v in values(rc)] == [b"a", b"b", b"bb", b"c", b"cc", b"d", b"dd"]
+    kinds = [(b.is_control_batch, b.is_control_batch and recs[0].type)
+             for b, recs in kafka_batches(log, "t", 0)]
+    assert kinds == [(False, False), (True, batch.COMMIT)] * 4
+    with p.transaction():                      # two partitions: decided in LMDB
+        p.send("t", b"e", partition=0)
+        p.send("t", b"f", partition=1)
+    assert lmdb_writes(log) > before
+    assert sorted(values(rc)) == [(0, b"e"), (1, b"f")]
+
+
+def test_a_reader_holds_at_an_open_batch_until_its_marker(log):
+    p = log.producer(transactional_id="tx")
+    plain = log.producer()
+    with p.transaction():
+        p.send("t", b"t0", partition=0)
+    plain.send("t", b"p0", partition=0)
+    p.begin_transaction()
+    p.send("t", b"t1", partition=0)
+    plain.send("t", b"p1", partition=0)
+    rc = committed_reader(log, "t")
+    assert values(rc) == [(0, b"t0"), (0, b"p0")]        # stops at t1 (X-4)
+    assert rc.end_offsets([T0])[T0] == 3                  # the LSO: t1's offset
+    p.send("t", b"t2", partition=0)
+    p.commit_transaction()
+    assert values(rc) == [(0, b"t1"), (0, b"p1"), (0, b"t2")]
+    p.begin_transaction()
+    p.send("t", b"gone", partition=0)
+    p.abort_transaction()
+    plain.send("t", b"p2", partition=0)
+    assert values(rc) == [(0, b"p2")]
+
+
+def test_a_transaction_across_a_segment_roll_is_decided_by_its_marker(log):
+    log.create_topic("small", partitions=1, segment_bytes=65536)
+    p = log.producer(transactional_id="tx")
+    rc = committed_reader(log, "small")
+    p.begin_transaction()
+    sent = [b"%04d" % i + b"x" * 5000 for i in range(40)]
+    for v in sent:
+        p.send("small", v, partition=0)
+    assert values(rc) == []
+    assert len(log.partition("small", 0).reader._segment_bases(
+        log.partition("small", 0).state())) > 2
+    p.commit_transaction()
+    assert [v for _, v in values(rc, timeout=1)] == sent
+
+
+def test_a_commit_before_the_fence_stays_committed(log, monkeypatch):
+    """X-9: the fencer bumped the epoch in LMDB, then the old instance's
+    COMMIT lands before the fencer's ABORT: the transaction is committed
+    and the fencer's entries start after it."""
+    old = log.producer(transactional_id="tx")
+    with old.transaction():
+        old.send("t", b"first", partition=0)
+    old.begin_transaction()
+    old.send("t", b"raced", partition=0)
+    finish = transactions.finish_aborting
+
+    def racing(lg, tid):
+        old.commit_transaction()           # between the bump and the fence
+        return finish(lg, tid)
+    monkeypatch.setattr(transactions, "finish_aborting", racing)
+    new = log.producer(transactional_id="tx")
+    monkeypatch.setattr(transactions, "finish_aborting", finish)
+    with new.transaction():
+        new.send("t", b"next", partition=0)
+    assert [v for _, v in values(committed_reader(log, "t"))] == \
+        [b"first", b"raced", b"next"]
+    with pytest.raises(pylog.ProducerFencedError):
+        with old.transaction():
+            old.send("t", b"zombie", partition=0)
+
+
+def test_a_commit_after_the_fence_is_refused(log):
+    old = log.producer(transactional_id="tx")
+    with old.transaction():
+        old.send("t", b"first", partition=0)
+    old.begin_transaction()
+    old.send("t", b"late", partition=0)
+    log.producer(transactional_id="tx")           # fences: ABORT of epoch + 1
+    old.send("t", b"later", partition=0)          # (unchecked: covered by X-8)
+    with pytest.raises(pylog.ProducerFencedError):
+        old.commit_transaction()
+    assert [v for _, v in values(committed_reader(log, "t"))] == [b"first"]
+
+
+# a two-partition transaction decided in LMDB, then one over the same
+# (armed) partitions killed before its commit
+NAMED_THEN_KILLED = r"""
+import os, signal, sys, pylog
+log = pylog.open(sys.argv[1], sync="always")
+p = log.producer(transactional_id="tx")
+with p.transaction():
+    p.send("t", b"one", partition=0)
+    p.send("t", b"two", partition=1)
+p.begin_transaction()
+p.send("t", b"doomed", partition=0)
+p.send("t", b"doomed", partition=1)
+p.flush()
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("aborter", ["reader", "next_instance"])
+def test_markers_of_a_decision_are_not_written_after_later_records(
+        log, tmp_path, child_env, aborter):
+    """X-6: the COMMIT markers of the first transaction are no longer
+    named once the second one sends, so the abort of the second (which
+    writes the markers still named) cannot put a COMMIT after its
+    records."""
+    proc = childproc.start(NAMED_THEN_KILLED, tmp_path / "log", env=child_env)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, childproc.stderr_tail(proc)
+    rc = committed_reader(log, "t")
+    if aborter == "next_instance":
+        log.producer(transactional_id="tx")
+    else:
+        values(rc)                              # finds the owner gone: aborts
+        rc.close()
+        rc = committed_reader(log, "t")
+    log.producer().send("t", b"after", partition=0)
+    assert sorted(values(rc, timeout=1)) == [(0, b"after"), (0, b"one"), (1, b"two")]
+
+
+def test_an_arm_moves_up_after_many_one_partition_commits(log, monkeypatch):
+    monkeypatch.setattr(txnproducer, "REARM_OFFSETS", 5)
+    p = log.producer(transactional_id="tx")
+    arm, moves = 0, 0
+    for _ in range(6):
+        with p.transaction():
+            p.send_batch("t", [b"x"] * 3, partition=0)
+        end = log.partition("t", 0).state().next_offset
+        if end - arm > 5:                   # (3 records and a marker a time)
+            arm, moves = end, moves + 1
+        assert doc(log)["partitions"] == [["t", 0, arm]]
+    assert moves == 3
+    assert len(values(committed_reader(log, "t"))) == 18
