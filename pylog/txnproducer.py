@@ -127,7 +127,8 @@ class IdempotentProducer(Producer):
         self._txn_offsets: dict[str, dict[tuple[str, int], int]] = {}
         self._txn_inputs: set[tuple[str, int]] = set()
         self._txn_members: dict[str, str] = {}
-        # partitions whose producer state this transaction checked
+        # partitions whose producer state a batch of this producer id and
+        # epoch was checked against
         self._checked: set[tuple[str, int]] = set()
         self._fenced: ProducerFencedError | None = None
         # control batches a failed append left unwritten (see _write_markers)
@@ -297,7 +298,6 @@ class IdempotentProducer(Producer):
                 raise TransactionError("begin_transaction: a transaction is already "
                                        "open; commit or abort it first")
             self._in_txn = True
-            self._checked = set()
             self._txn_parts = {}
             self._txn_first = {}
             self._txn_offsets = {}
