@@ -5,17 +5,20 @@ with its one fsync).
     python bench/transactions.py [--records 1000] [--rounds 30] [--size 100]
         [--dir DIR] [--pieces]
 
-Each round, on one log with ``sync="always"``, in alternation:
+Each round, on one log with ``sync="always"``, in alternation (each
+transaction kind with its own transactional producer, so that each runs
+in its own steady state):
 
 * reference: ``producer.send_batch("t", records)`` (one batch, one fdatasync);
 * ``txn batch``: ``begin_transaction(); send_batch(records);
-  commit_transaction()``: the registration of the partition (X-6, a
-  synced LMDB commit) before the batch, the batch (the one-call column
-  append with producer fields), its fdatasync, the commit point (a
-  synced LMDB commit), then the COMMIT marker (not synced);
+  commit_transaction()``: one partition, no offsets, so the commit is the
+  COMMIT marker (FORMAT.rst X-10) and one fdatasync; the partition was
+  armed (X-6) by the warm-up;
 * ``txn sends``: the same transaction with 1,000 ``send`` calls (the
   per-record append after the first);
-* ``txn+offsets``: ``txn batch`` plus ``send_offsets_to_transaction``.
+* ``txn+offsets``: ``txn batch`` plus ``send_offsets_to_transaction``:
+  decided in LMDB (X-6), whose named markers the next transaction drops
+  (a second LMDB write).
 
 Prints the median of each and its ratio to the reference, measured in the
 same run on the same disk.
@@ -36,6 +39,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -57,43 +61,38 @@ def main() -> None:
         return
     base = tempfile.mkdtemp(prefix="txn-bench-", dir=args.dir)
     records = [b"x" * args.size] * args.records
-    times: dict[str, list[float]] = {"send_batch": [], "txn batch": [], "txn sends": [],
-                                     "txn+offsets": []}
     try:
         with pylog.open(os.path.join(base, "log"), sync="always") as log:
             log.create_topic("t", partitions=1)
             log.create_topic("in", partitions=1)
             plain = log.producer()
             plain.send("in", b"input")
-            tx = log.producer(transactional_id="bench")
+            tx_batch, tx_sends, tx_offsets = (
+                log.producer(transactional_id=f"bench-{kind}")
+                for kind in ("batch", "sends", "offsets"))
 
             def txn_batch() -> None:
-                tx.begin_transaction()
-                tx.send_batch("t", records, partition=0)
-                tx.commit_transaction()
+                tx_batch.begin_transaction()
+                tx_batch.send_batch("t", records, partition=0)
+                tx_batch.commit_transaction()
 
             def txn_sends() -> None:
-                tx.begin_transaction()
+                tx_sends.begin_transaction()
                 for v in records:
-                    tx.send("t", v, partition=0)
-                tx.commit_transaction()
+                    tx_sends.send("t", v, partition=0)
+                tx_sends.commit_transaction()
 
             def txn_offsets() -> None:
-                tx.begin_transaction()
-                tx.send_batch("t", records, partition=0)
-                tx.send_offsets_to_transaction({pylog.TopicPartition("in", 0): 1}, "g")
-                tx.commit_transaction()
+                tx_offsets.begin_transaction()
+                tx_offsets.send_batch("t", records, partition=0)
+                tx_offsets.send_offsets_to_transaction(
+                    {pylog.TopicPartition("in", 0): 1}, "g")
+                tx_offsets.commit_transaction()
 
-            runs = {"send_batch": lambda: plain.send_batch("t", records, partition=0),
-                    "txn batch": txn_batch, "txn sends": txn_sends,
-                    "txn+offsets": txn_offsets}
-            for fn in runs.values():       # warm up: files, maps, LMDB pages
-                fn()
-            for _ in range(args.rounds):
-                for name, fn in runs.items():
-                    t0 = time.perf_counter()
-                    fn()
-                    times[name].append(time.perf_counter() - t0)
+            times = alternate({"send_batch": lambda: plain.send_batch(
+                                   "t", records, partition=0),
+                               "txn batch": txn_batch, "txn sends": txn_sends,
+                               "txn+offsets": txn_offsets}, args.rounds)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     ref = statistics.median(times["send_batch"])
@@ -102,6 +101,20 @@ def main() -> None:
     for name, ts in times.items():
         med = statistics.median(ts)
         print(f"  {name:12s} {med * 1000:8.2f} ms   {med / ref:5.2f}x")
+
+
+def alternate(runs: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
+    """Each of ``runs`` once to warm up (files, maps, LMDB pages), then
+    ``rounds`` rounds of each in turn: {name: [seconds]}."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for fn in runs.values():
+        fn()
+    for _ in range(rounds):
+        for name, fn in runs.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return times
 
 
 def pieces(args: argparse.Namespace) -> None:
@@ -135,14 +148,7 @@ def pieces(args: argparse.Namespace) -> None:
                 f"segment: {batch_bytes} B + 80 B, one fdatasync":
                     lambda: append(batch_bytes, 80),
                 "segment: 80 B + fdatasync": lambda: append(80)}
-        times: dict[str, list[float]] = {name: [] for name in runs}
-        for fn in runs.values():
-            fn()
-        for _ in range(args.rounds):
-            for name, fn in runs.items():
-                t0 = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - t0)
+        times = alternate(runs, args.rounds)
         os.close(fd)
         for env in envs.values():
             env.close()
