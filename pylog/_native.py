@@ -732,6 +732,40 @@ def wait_fetch(req, seg_p, data, timeout_s: Optional[float], build: tuple = PLAI
         return _fetched(data, pos, fields, hdrs, out_bytes, build)
 
 
+# A doorbell slot of this process's own that always reads as rung (seq 1,
+# awaited as 0): pl_wait_fetch on it decodes at once, touching no shared slot
+_RUNG = ffi.new("uint32_t[16]", [1])
+
+
+def fetch_committed(req, seg_p, data, build: tuple = PLAIN_ROWS):
+    """:func:`wait_fetch` without the wait (pl_wait_fetch on a slot that
+    reads as rung): decode now what the partition whose state is
+    ``req.state`` committed after ``req.next`` in its active segment, when
+    that is ``req.seg_base``, mapped at ``seg_p`` (left to the caller,
+    which must keep it mapped through the call) and ``data``. Returns ()
+    when nothing was decoded that way (nothing new, the segment rolled or
+    grew past the map, the state busy: the caller fetches the usual way),
+    else (rows, :class:`FetchResult`) as :func:`fetch`."""
+    fields, hdrs, out, out_bytes, cap = _fetch_scratch()
+    if req.max_records > cap:
+        req.max_records = cap
+    req.slot, req.expected, req.waiting, req.timeout_us = _RUNG, 0, _NULL, -1
+    req.seg = seg_p
+    try:
+        rc = lib.pl_wait_fetch(req, out)
+    finally:
+        req.seg = _NULL
+    if rc == WAIT_WOKEN:
+        return ()
+    if rc != lib.PL_WAIT_FETCHED:
+        _check_corrupt(rc, "fetch records", hint="the state and segment pointers "
+                       "must be mapped")
+    if out.records < WAIT_PAUSE_RECORDS:
+        return _fetched(data, req.pos, fields, hdrs, out_bytes, build)
+    with _gc_paused():
+        return _fetched(data, req.pos, fields, hdrs, out_bytes, build)
+
+
 # ---------------------------------------------------------------------------
 # one-call append (FORMAT.rst P-2, P-3, I-2, L-3)
 # ---------------------------------------------------------------------------

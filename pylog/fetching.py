@@ -336,9 +336,11 @@ class PollDriver:
                     self._owned = c._owned()
                     self._owned_src = c._topics_resolved
                 owned = self._owned
-            with _gc_paused():
-                recs = c._fetch(c._max_poll if max_records is None else max_records,
-                                False, slices, owned)
+            n = c._max_poll if max_records is None else max_records
+            recs = self._fetch_one(n, owned)
+            if not recs:
+                with _gc_paused():
+                    recs = c._fetch(n, False, slices, owned)
         except BaseException:
             c._delivery.give_back()
             raise
@@ -348,6 +350,36 @@ class PollDriver:
                 time.monotonic() > c._member.lease_until:
             c._delivery.give_back()     # (the lease ran out meanwhile: rare)
             return None
+        return recs
+
+    def _fetch_one(self, max_records: int, owned: list[TopicPartition] | None) -> list[Any]:
+        """A consumer that reads exactly one partition, positioned, not
+        paused, read_uncommitted (as the blocked poll's Partition.wait_fetch
+        path, Fetching._wait_target): the records it committed after the
+        cursor in its active segment, in one native call
+        (Partition.fetch_committed), handed and finished as Fetching._fetch
+        does. [] when that path does not apply or found nothing: the caller
+        runs the general fetch."""
+        c = self._c
+        if owned is None:
+            owned = c._owned()
+        if len(owned) != 1 or c._read_committed:
+            return []
+        tp = owned[0]
+        cur = c._cursors.get(tp)
+        if cur is None or cur.position < 0 or c._paused and tp in c._paused:
+            return []
+        part = c._log.open_partitions().get(tp)
+        if part is None:
+            return []
+        first = cur.offset
+        got = part.fetch_committed(cur, max_records, with_topic=True,
+                                   row_type=c._records.row_type)
+        if not got:
+            return got
+        c._delivery.handed(tp, first)
+        recs = c._records.finish(got, False, tp, part, first, False)
+        part.shared.count_fetch(len(got))   # P-10 (never raises)
         return recs
 
     def wait_s(self, remaining: float) -> tuple[float, bool]:

@@ -436,6 +436,52 @@ class Reader:
         cursor.base = res.position_base
         return recs
 
+    def fetch_committed(self, cursor: Cursor, max_records: int, *, with_topic: bool = False,
+                        row_type=None) -> list:
+        """The event loop's fetch of one partition (pylog.aio): what the
+        partition committed after ``cursor`` in its active segment, decoded
+        in one native call, as :meth:`wait_fetch` decodes after its wake,
+        and ``cursor`` advanced. [] when that cannot answer: nothing new,
+        the cursor not positioned in a reader map of the active segment,
+        the segment rolled or outgrew the map, the log start passed the
+        cursor, the state busy (the caller then fetches the usual way,
+        which also says which). A damaged batch raises CorruptLogError as
+        in :meth:`fetch`.
+
+        Thread safety: as :meth:`fetch` (the reader lock is held through
+        the native call, so no other thread unmaps the segment meanwhile)."""
+        part = self._part
+        part.check()
+        state_p = self._shared.rptr
+        if cursor.position < 0 or state_p is None or part.memory_state is not None:
+            return []
+        with self._rlock:
+            seg = self._readers.get(cursor.segment_base)
+            ptr = seg.pointer() if seg is not None else None
+            if ptr is None:
+                return []
+            assert seg is not None
+            m = seg.mapped(0)       # (the map pointer() points into)
+            req = _native.wait_request()
+            req.state, req.seg_base, req.seg_len = state_p, cursor.segment_base, len(m)
+            req.pos, req.next, req.first_base = cursor.position, cursor.offset, cursor.base
+            req.max_records = max_records
+            try:
+                got = _native.fetch_committed(req, ptr, m,
+                                              self._row_build(False, with_topic, row_type))
+            except CorruptLogError as exc:
+                raise exc.with_path(seg.path) from None
+            if not got:
+                return []
+            recs, res = got
+            if not recs and res.stop == _native.FETCH_CORRUPT:
+                if self._drop_if_replaced(seg, locked=True):
+                    return []            # the caller fetches from the new file
+                raise CorruptLogError(res.error, seg.path, res.stop_position)
+            cursor.offset, cursor.position = res.next_offset, res.position
+            cursor.base = res.position_base
+            return recs
+
     def _drop_if_replaced(self, seg: Segment, *, locked: bool) -> bool:
         """A read found damage: was it a map of a file since removed and made
         again under the same name (a recovery dropped the empty segment of a

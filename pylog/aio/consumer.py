@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..consumer import Consumer
 from ..consumerargs import MAX_POLL_RECORDS_MAX, poll_timeout
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, LogClosed
 from ..fetching import READS, WRITES, PollDriver
 from ..records import Record, TopicPartition
 from .listener import IN_LISTENER, Relay
@@ -97,15 +97,24 @@ class AIOConsumer:
         bridge = alog._bridge
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
+        waited = False
         while True:
-            if alog._must_yield():
+            # (after a wait the loop has turned: no need to yield to it)
+            if not waited and alog._must_yield():
                 await asyncio.sleep(0)
             kind = d.housekeeping(time.monotonic())
             if kind:
-                await self._housekeep(kind)
+                try:
+                    await self._housekeep(kind)
+                except LogClosed:
+                    if waited and d.closed:
+                        return []   # closed by another task while this one waited
+                    raise
             if self._lock.locked():     # an executor job runs: after it
                 async with self._lock:
                     pass
+                if waited and d.closed:
+                    return []
             # (no await from here to the return: no job starts meanwhile)
             # the slot's count before the fetch: a ring after it wakes us
             slot = d.slot()
@@ -122,6 +131,7 @@ class AIOConsumer:
             wait, watch = d.wait_s(remaining)
             also = alog._topics_changed() if watch else None
             await bridge.wait(slot, seen, wait, also)
+            waited = True
             if d.closed:
                 return []       # closed by another task while this one waited
             if also is not None and also.done():
