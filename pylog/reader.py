@@ -462,6 +462,8 @@ class Reader:
                 return []
             assert seg is not None
             m = seg.mapped(0)       # (the map pointer() points into)
+            if m is None:
+                return []
             req = _native.wait_request()
             req.state, req.seg_base, req.seg_len = state_p, cursor.segment_base, len(m)
             req.pos, req.next, req.first_base = cursor.position, cursor.offset, cursor.base
