@@ -307,11 +307,6 @@ class PollDriver:
         c._sync_group(force)
         c._maybe_auto_commit()
 
-    @property
-    def max_poll(self) -> int:
-        """``max_poll_records``: what a fetch of ``max_records=None`` asks for."""
-        return self._c._max_poll
-
     def slot(self) -> int:
         """The doorbell slot whose rings may bring records (L-3)."""
         return self._c._slots()

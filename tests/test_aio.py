@@ -631,3 +631,4 @@ def test_one_partition_wakes_into_the_native_fetch(logdir, loop):
             await c.close()
 
     run(loop, main)
+

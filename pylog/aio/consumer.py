@@ -49,13 +49,6 @@ T = TypeVar("T")
 #: a wait without a deadline (getone, ``async for``) still wakes this often
 #: at most, to re-check the deadline arithmetic; housekeeping bounds it lower
 FOREVER_S = 3600.0
-#: how long one fetch may keep the loop: a fetch decodes at most as many
-#: records as the consumer's recent cost per record fits in this (a getmany
-#: may return fewer than max_records, as when fewer are ready)
-FETCH_BUDGET_S = 0.0003
-#: ... but never fewer than this many; and only fetches of at least this
-#: many records are timed (a smaller one's cost is its fixed part)
-FETCH_CAP_MIN = 64
 
 
 class AIOConsumer:
@@ -68,11 +61,6 @@ class AIOConsumer:
         self._relay = relay
         self._lock = asyncio.Lock()     # one executor job, or one fetch, at a time
         self._buffer: deque[Record] = deque()   # fetched by getone, not yet received
-        # seconds per record of the recent large fetches (a moving average),
-        # and the records one fetch may decode: few until a fetch was timed
-        # (the first fetches of a partition also map and locate: the dearest)
-        self._per_record = 0.0
-        self._cap = FETCH_CAP_MIN
 
     # -- off the loop -------------------------------------------------------------------
     async def _locked(self, fn: Callable[..., T], *args: Any) -> T:
@@ -131,15 +119,11 @@ class AIOConsumer:
             # the slot's count before the fetch: a ring after it wakes us
             slot = d.slot()
             seen = bridge.seq(slot)
-            want = d.max_poll if max_records is None else max_records
-            t0 = time.perf_counter()
-            recs = d.fetch(want if want <= self._cap else self._cap)
+            recs = d.fetch(max_records)
             if recs is None:        # the group first (lease, poll interval)
                 await self._housekeep(WRITES, force=True)
                 continue
             if recs:
-                if len(recs) >= FETCH_CAP_MIN:
-                    self._timed(time.perf_counter() - t0, len(recs))
                 return recs
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -152,20 +136,6 @@ class AIOConsumer:
                 return []       # closed by another task while this one waited
             if also is not None and also.done():
                 d.topics_changed()      # metadata reads
-
-    def _timed(self, seconds: float, records: int) -> None:
-        """A fetch of ``records`` took ``seconds``: adjust the cap so that
-        the next one stays within FETCH_BUDGET_S. One slow fetch (the
-        thread preempted) moves the average at most fourfold."""
-        per = seconds / records
-        avg = self._per_record
-        if avg:
-            per = min(per, 4 * avg)
-            avg += (per - avg) / 4
-        else:
-            avg = per
-        self._per_record = avg
-        self._cap = max(FETCH_CAP_MIN, int(FETCH_BUDGET_S / avg))
 
     async def getmany(self, *, timeout_ms: int = 0,
                       max_records: int | None = None) -> dict[TopicPartition, list[Record]]:
