@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _native
 from .deserialize import RecordMaker
-from .errors import InvalidArgument, OffsetOutOfRange, TopicNotFound
+from .errors import InvalidArgument, OffsetOutOfRange, PylogError, TopicNotFound
 from .gcpause import paused as _gc_paused
 from .group import GroupMember
 from .offsetreset import OffsetReset
@@ -306,6 +306,25 @@ class PollDriver:
         c._check()
         c._sync_group(force)
         c._maybe_auto_commit()
+
+    def prepare(self) -> None:
+        """Position the cursors of the owned, unpaused partitions that have
+        records to read (Reader.position): a first fetch's file work, which
+        costs milliseconds, for a caller that runs it off its event loop
+        before fetching. Never raises for a partition: the fetch that
+        follows raises what poll would."""
+        c = self._c
+        c._check()
+        partitions = c._log.open_partitions()
+        for tp in c._owned():
+            if c._paused and tp in c._paused:
+                continue
+            try:
+                cur = c._cursor(tp)
+                part = partitions.get(tp) or c._log.partition(tp.topic, tp.partition)
+                part.reader.position(cur)
+            except PylogError:
+                continue
 
     def slot(self) -> int:
         """The doorbell slot whose rings may bring records (L-3)."""

@@ -355,6 +355,34 @@ class Reader:
                 cursor.base = cursor.offset
         return out
 
+    def position(self, cursor: Cursor) -> None:
+        """Locate ``cursor`` (the segment and byte of its offset, through
+        the checked sparse index) and map that segment, when it is not
+        located yet and has records to read: the file work of a first
+        fetch (listing, opening, mapping, reading the index), without
+        decoding, for a caller that does it in another thread than its
+        fetches (pylog.aio's executor). Raises as :meth:`fetch`.
+
+        Thread safety: as :meth:`fetch`; the caller keeps its own fetches
+        of ``cursor`` from overlapping the call."""
+        self._part.check()
+        if cursor.position >= 0:
+            return
+        st = self._part.state()
+        if not st.log_start_offset <= cursor.offset < st.next_offset:
+            return
+        with self._rlock:
+            bases = self._segment_bases(st)
+            i = bisect.bisect_right(bases, cursor.offset) - 1
+            if i < 0:
+                return
+            seg = self._reader(bases[i])
+            end = self._segment_end(seg, st)
+            position = self._locate(seg, cursor.offset, end,
+                                    self._sealed_last_offset(bases, seg.base_offset, st))
+            seg.mapped(end)
+            cursor.segment_base, cursor.base, cursor.position = seg.base_offset, -1, position
+
     def _skip_aborted(self, seg: Segment, m, end: int, cursor: Cursor, txn) -> bool:
         """read_committed, at the transactional batch at the cursor: pass
         over it (True) when it belongs to an aborted transaction (X-8);

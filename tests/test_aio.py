@@ -632,3 +632,35 @@ def test_one_partition_wakes_into_the_native_fetch(logdir, loop):
 
     run(loop, main)
 
+
+
+@pytest.mark.parametrize("group", [None, "g"])
+def test_first_fetch_file_work_runs_off_the_loop(logdir, group):
+    """The first fetch of a partition lists, opens and maps its segment
+    and reads its index (1-3 ms at full speed: the one loop callback over
+    1 ms left in bench/aio.py's runs): AIOConsumer does that in the Log's
+    executor (PollDriver.prepare, also after a group's housekeeping), so
+    the fetch on the loop only decodes."""
+    import threading
+
+    async def main():
+        async with pylog.aio.open(logdir, sync="never") as log:
+            await log.create_topic("t")
+            await log.producer().send_batch("t", [b"%d" % i for i in range(100)])
+            reader = log.log.partition("t", 0).reader
+            threads = []
+            locate = reader._locate
+
+            def spy(*a: Any) -> int:
+                threads.append(threading.get_ident())
+                return locate(*a)
+            reader._locate = spy  # type: ignore[method-assign]
+            async with log.consumer("t", group_id=group,
+                                    auto_offset_reset="earliest") as c:
+                got: list[pylog.Record] = []
+                while len(got) < 100:
+                    got += (await c.getmany(timeout_ms=5000)).get(TP0, [])
+                assert [r.offset for r in got] == list(range(100))
+            assert threads and threading.get_ident() not in threads
+
+    run("asyncio", main)

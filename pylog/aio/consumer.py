@@ -61,6 +61,7 @@ class AIOConsumer:
         self._relay = relay
         self._lock = asyncio.Lock()     # one executor job, or one fetch, at a time
         self._buffer: deque[Record] = deque()   # fetched by getone, not yet received
+        self._prepared = False      # the first fetch's file work was done off the loop
 
     # -- off the loop -------------------------------------------------------------------
     async def _locked(self, fn: Callable[..., T], *args: Any) -> T:
@@ -78,10 +79,16 @@ class AIOConsumer:
         if kind == READS:
             d.housekeep()           # a topic refresh: metadata reads only
         else:
-            await self._locked(d.housekeep, force)
+            await self._locked(self._housekeep_job, force)
         if self._buffer:        # a rebalance may have taken partitions away
             owned = d.owned()
             self._keep(lambda r: TopicPartition(r.topic, r.partition) in owned)
+
+    def _housekeep_job(self, force: bool) -> None:
+        """Housekeeping off the loop, then the file work of the first
+        fetch of partitions it may have assigned (PollDriver.prepare)."""
+        self._d.housekeep(force)
+        self._d.prepare()
 
     # -- fetching ---------------------------------------------------------------------
     async def _get(self, timeout_s: float, max_records: int | None) -> list[Record]:
@@ -110,6 +117,10 @@ class AIOConsumer:
                     if waited and d.closed:
                         return []   # closed by another task while this one waited
                     raise
+            if not self._prepared:
+                # the first fetch's file work (milliseconds) off the loop
+                self._prepared = True
+                await self._locked(d.prepare)
             if self._lock.locked():     # an executor job runs: after it
                 async with self._lock:
                     pass
