@@ -2,11 +2,15 @@
 
 It drives a :class:`pylog.consumer.Consumer` (same arguments, same delivery
 rules) so that no call blocks the loop: a fetch of records already on disk
-runs inline (a few microseconds: no lock, no fsync); waiting for new ones
-is a future resolved by the Log's :class:`~pylog.aio.bridge.DoorbellBridge`;
-group housekeeping (join, heartbeat, rebalance, auto-commit), commits,
-seeks that may join a group, and close — metadata transactions that may
-fsync — run in the Log's executor, one at a time per consumer.
+runs inline (a few microseconds: no lock, no fsync; a consumer of one
+partition decodes what a wake brought in one native call, as the blocked
+poll does); waiting for new ones is a future resolved by the Log's
+:class:`~pylog.aio.bridge.DoorbellBridge`; group housekeeping (join,
+heartbeat, rebalance, auto-commit), commits, seeks that may join a group,
+and close — metadata transactions that may fsync — run in the Log's
+executor, one at a time per consumer, and so does the file work of a
+partition's first fetch (PollDriver.prepare: listing, opening and mapping
+its segment, reading its index, milliseconds in all).
 
 Nothing is lost to cancellation: records are fetched only at a point from
 which the call returns them without awaiting again, so a getone/getmany
