@@ -307,23 +307,43 @@ class PollDriver:
         c._sync_group(force)
         c._maybe_auto_commit()
 
-    def prepare(self) -> None:
-        """Position the cursors of the owned, unpaused partitions that have
-        records to read (Reader.position): a first fetch's file work, which
-        costs milliseconds, for a caller that runs it off its event loop
-        before fetching. Never raises for a partition: the fetch that
-        follows raises what poll would."""
+    def unpositioned(self) -> list[tuple[Partition, Cursor]]:
+        """(partition, cursor) of the owned, unpaused partitions whose cursor
+        is not located yet while records wait at it: the ones whose first
+        fetch would list, open and map a segment and read its index
+        (milliseconds). Creates missing cursors (metadata reads) here, in
+        the thread that fetches, so that a seek meanwhile is never
+        overwritten. Never raises for a partition: the fetch that follows
+        raises what poll would."""
         c = self._c
         c._check()
         partitions = c._log.open_partitions()
+        out: list[tuple[Partition, Cursor]] = []
         for tp in c._owned():
             if c._paused and tp in c._paused:
                 continue
             try:
                 cur = c._cursor(tp)
+                if cur.position >= 0:
+                    continue
                 part = partitions.get(tp) or c._log.partition(tp.topic, tp.partition)
-                part.reader.position(cur)
+                st = part.state()
+                if st.log_start_offset <= cur.offset < st.next_offset:
+                    out.append((part, cur))
             except PylogError:
+                continue
+        return out
+
+    @staticmethod
+    def position(todo: list[tuple[Partition, Cursor]]) -> None:
+        """Locate and map the cursors :meth:`unpositioned` returned
+        (Reader.position), for a caller that does this file work off its
+        event loop while no fetch of the consumer runs. Never raises: the
+        fetch that follows raises what poll would."""
+        for part, cur in todo:
+            try:
+                part.reader.position(cur)
+            except (PylogError, OSError):
                 continue
 
     def slot(self) -> int:

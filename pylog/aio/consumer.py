@@ -9,8 +9,8 @@ poll does); waiting for new ones is a future resolved by the Log's
 heartbeat, rebalance, auto-commit), commits, seeks that may join a group,
 and close — metadata transactions that may fsync — run in the Log's
 executor, one at a time per consumer, and so does the file work of a
-partition's first fetch (PollDriver.prepare: listing, opening and mapping
-its segment, reading its index, milliseconds in all).
+partition's first fetch (PollDriver.position: listing, opening and
+mapping its segment, reading its index, milliseconds in all).
 
 Nothing is lost to cancellation: records are fetched only at a point from
 which the call returns them without awaiting again, so a getone/getmany
@@ -65,7 +65,8 @@ class AIOConsumer:
         self._relay = relay
         self._lock = asyncio.Lock()     # one executor job, or one fetch, at a time
         self._buffer: deque[Record] = deque()   # fetched by getone, not yet received
-        self._prepared = False      # the first fetch's file work was done off the loop
+        # the first fetches' file work is done off the loop (PollDriver.position)
+        self._prepared = False
 
     # -- off the loop -------------------------------------------------------------------
     async def _locked(self, fn: Callable[..., T], *args: Any) -> T:
@@ -83,16 +84,11 @@ class AIOConsumer:
         if kind == READS:
             d.housekeep()           # a topic refresh: metadata reads only
         else:
-            await self._locked(self._housekeep_job, force)
+            await self._locked(d.housekeep, force)
+            self._prepared = False      # (a rebalance may have assigned partitions)
         if self._buffer:        # a rebalance may have taken partitions away
             owned = d.owned()
             self._keep(lambda r: TopicPartition(r.topic, r.partition) in owned)
-
-    def _housekeep_job(self, force: bool) -> None:
-        """Housekeeping off the loop, then the file work of the first
-        fetch of partitions it may have assigned (PollDriver.prepare)."""
-        self._d.housekeep(force)
-        self._d.prepare()
 
     # -- fetching ---------------------------------------------------------------------
     async def _get(self, timeout_s: float, max_records: int | None) -> list[Record]:
@@ -122,9 +118,10 @@ class AIOConsumer:
                         return []   # closed by another task while this one waited
                     raise
             if not self._prepared:
-                # the first fetch's file work (milliseconds) off the loop
                 self._prepared = True
-                await self._locked(d.prepare)
+                todo = d.unpositioned()
+                if todo:    # the first fetch's file work (milliseconds) off the loop
+                    await self._locked(d.position, todo)
             if self._lock.locked():     # an executor job runs: after it
                 async with self._lock:
                     pass
