@@ -38,8 +38,10 @@ from typing import Any
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
 
 from loopwatch import LoopWatch  # noqa: E402
+from measure import idle_cpu_share  # noqa: E402
 
 import pylog  # noqa: E402
 import pylog.aio  # noqa: E402
@@ -203,14 +205,7 @@ async def idle_cpu(path: str, n: int, seconds: float) -> float:
     async with pylog.aio.open(path, sync="never") as log:
         await log.create_topic("t")
         consumers = [log.consumer("t") for _ in range(n)]
-        tasks = [asyncio.create_task(c.getmany(timeout_ms=600_000)) for c in consumers]
-        await asyncio.sleep(1.5)
-        cpu0, t0 = time.process_time(), time.monotonic()
-        await asyncio.sleep(seconds)
-        share = (time.process_time() - cpu0) / (time.monotonic() - t0)
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        share = await idle_cpu_share(consumers, 1.5, seconds)
         for c in consumers:
             await c.close()
     return share

@@ -1,14 +1,18 @@
 """bench/compare.py's measuring kit: the machine, the Bench that keeps every
-figure and error of a run, and the checks that every read-back matched.
+figure and error of a run, and the checks that every read-back matched;
+and the idle-CPU measurement of pylog.aio waiters (bench/aio.py,
+bench/queues.py).
 
 Single-threaded: the harness runs one measurement at a time.
 """
 
+import asyncio
 import os
 import platform
 import shutil
 import sys
 import tempfile
+import time
 import traceback
 
 
@@ -127,3 +131,22 @@ class Bench:
 
 def peer_n(cls, n, floor=1000):
     return max(min(n, floor), int(n * cls.scale))
+
+
+async def idle_cpu_share(consumers, settle_s, seconds):
+    """Share of a CPU this process uses while ``consumers`` (pylog.aio
+    consumers or share consumers of one running event loop) each wait in
+    a getmany of an empty topic: CPU time over wall time across
+    ``seconds``, after ``settle_s`` for them to start waiting. The waits
+    are cancelled before it returns (closing the consumers is the
+    caller's)."""
+    tasks = [asyncio.create_task(c.getmany(timeout_ms=600_000)) for c in consumers]
+    try:
+        await asyncio.sleep(settle_s)
+        cpu0, t0 = time.process_time(), time.monotonic()
+        await asyncio.sleep(seconds)
+        return (time.process_time() - cpu0) / (time.monotonic() - t0)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -42,6 +42,9 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+
+from measure import idle_cpu_share  # noqa: E402
 
 import pylog  # noqa: E402
 
@@ -380,15 +383,8 @@ def idle_share_consumers(base, n, seconds=5.0):
         async with pylog.aio.open(path, sync="never") as log:
             await log.create_topic("t")
             cs = [log.share_consumer("t", group_id="g") for _ in range(n)]
-            tasks = [asyncio.create_task(c.getmany(timeout_ms=600_000)) for c in cs]
-            await asyncio.sleep(2.0)        # every consumer opened its share file
-            cpu0, t0 = time.process_time(), time.monotonic()
-            await asyncio.sleep(seconds)
-            share = (time.process_time() - cpu0) / (time.monotonic() - t0)
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            return share
+            # (2 s: every consumer opened its share file)
+            return await idle_cpu_share(cs, 2.0, seconds)
     d = tempfile.mkdtemp(prefix="queues-idle-", dir=base)
     try:
         return asyncio.run(run(os.path.join(d, "log")))

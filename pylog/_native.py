@@ -33,6 +33,7 @@ from . import status as _status
 from ._buffers import pointer, release
 from ._buffers import rbuf as _rbuf
 from ._buffers import wbuf as _wbuf
+from ._columns import Columns, append_columns, columns, partitions_for_keys  # noqa: F401 (re-exported)
 from ._crossproc import (  # noqa: F401 (re-exported)
     DOORBELL_SLOT_SIZE,
     LIVENESS_BASE,
@@ -734,6 +735,40 @@ def wait_fetch(req, seg_p, data, timeout_s: Optional[float], build: tuple = PLAI
         return _fetched(data, pos, fields, hdrs, out_bytes, build)
 
 
+# A doorbell slot of this process's own that always reads as rung (seq 1,
+# awaited as 0): pl_wait_fetch on it decodes at once, touching no shared slot
+_RUNG = ffi.new("uint32_t[16]", [1])
+
+
+def fetch_committed(req, seg_p, data, build: tuple = PLAIN_ROWS):
+    """:func:`wait_fetch` without the wait (pl_wait_fetch on a slot that
+    reads as rung): decode now what the partition whose state is
+    ``req.state`` committed after ``req.next`` in its active segment, when
+    that is ``req.seg_base``, mapped at ``seg_p`` (left to the caller,
+    which must keep it mapped through the call) and ``data``. Returns ()
+    when nothing was decoded that way (nothing new, the segment rolled or
+    grew past the map, the state busy: the caller fetches the usual way),
+    else (rows, :class:`FetchResult`) as :func:`fetch`."""
+    fields, hdrs, out, out_bytes, cap = _fetch_scratch()
+    if req.max_records > cap:
+        req.max_records = cap
+    req.slot, req.expected, req.waiting, req.timeout_us = _RUNG, 0, _NULL, -1
+    req.seg = seg_p
+    try:
+        rc = lib.pl_wait_fetch(req, out)
+    finally:
+        req.seg = _NULL
+    if rc == WAIT_WOKEN:
+        return ()
+    if rc != lib.PL_WAIT_FETCHED:
+        _check_corrupt(rc, "fetch records", hint="the state and segment pointers "
+                       "must be mapped")
+    if out.records < WAIT_PAUSE_RECORDS:
+        return _fetched(data, req.pos, fields, hdrs, out_bytes, build)
+    with _gc_paused():
+        return _fetched(data, req.pos, fields, hdrs, out_bytes, build)
+
+
 # ---------------------------------------------------------------------------
 # one-call append (FORMAT.rst P-2, P-3, I-2, L-3)
 # ---------------------------------------------------------------------------
@@ -745,20 +780,6 @@ E_VANISHED = _status.E_VANISHED      # the synced file left its path (L-6)
 E_NOFD = _status.E_NOFD              # no descriptor for a sync (not sticky)
 E_NOSPACE = _status.E_NOSPACE
 E_APPENDED_NO_INDEX = _status.E_APPENDED_NO_INDEX
-
-
-def partitions_for_keys(keys, num_partitions: int) -> list:
-    """Kafka's default partition of each key (bytes, none None), in one call."""
-    n = len(keys)
-    if not n:
-        return []
-    lens = _array("q", map(len, keys))
-    blob = b"".join(keys)
-    out = ffi.new("int32_t[]", n)
-    rc = lib.pl_partition_many(blob, len(blob), ffi.from_buffer("int64_t[]", lens), n,
-                               num_partitions, out)
-    _check(rc, "partition keys", hint="keys must be bytes and num_partitions >= 1")
-    return list(out)
 
 
 def appender():
@@ -813,67 +834,7 @@ append_record = lib.pl_append_record
 append_record_h1 = lib.pl_append_record_h1
 
 
-class Columns(NamedTuple):
-    """Records without headers as columns, ready for :func:`append_columns`."""
-    # shadows tuple.count on purpose: the number of records, as callers name it
-    count: int  # type: ignore[assignment]
-    keys: bytes          # every key, concatenated (b"" when all are null)
-    key_lens: Optional[list]     # per key; None when every key is null
-    values: bytes
-    value_lens: list
-
-    @property
-    def size(self) -> int:
-        return len(self.keys) + len(self.values)
-
-
-def columns(keys, values):
-    """:class:`Columns` of a non-empty sequence of values and one of keys
-    (or None: all keys null), or None when an element is not a bytes-like
-    object of single bytes (the caller then checks item by item)."""
-    try:
-        vlens = list(map(len, values))
-        vblob = b"".join(values)
-        if keys is None:
-            klens, kblob = None, b""
-        else:
-            klens = list(map(len, keys))
-            kblob = b"".join(keys)
-    except TypeError:
-        return None
-    # len() counts items: a memoryview of wider items would not match
-    if len(vblob) != sum(vlens) or (klens is not None and len(kblob) != sum(klens)):
-        return None
-    return Columns(len(vlens), kblob, klens, vblob, vlens)
-
-
-def _lengths(lens: list):
-    """(int32 array or NULL, the common length or -1) for pl_append_columns:
-    a column of equal lengths (the common case) is described by one number."""
-    if lens.count(lens[0]) == len(lens):
-        return _NULL, lens[0]
-    return ffi.from_buffer("int32_t[]", _array("i", lens)), -1
-
-
 _with_scratch = _scr.with_append
-
-
-def append_columns(a, timestamp, cols: Columns) -> int:
-    """Append :class:`Columns` as one batch; ``timestamp`` is the int all
-    records share, or a buffer of one int64 per record (native order)."""
-    vlens, vlen = _lengths(cols.value_lens)
-    klens, klen = (_NULL, -1) if cols.key_lens is None else _lengths(cols.key_lens)
-    if type(timestamp) is int:
-        return lib.pl_append_columns(_with_scratch(a), cols.count, timestamp, klens, klen,
-                                     cols.keys, len(cols.keys), vlens, vlen, cols.values,
-                                     len(cols.values))
-    stamps = ffi.from_buffer("int64_t[]", timestamp)
-    if len(stamps) != cols.count:
-        raise InvalidArgument(f"append_columns: {len(stamps)} timestamps for "
-                              f"{cols.count} records")
-    return lib.pl_append_columns_ts(_with_scratch(a), cols.count, stamps, klens, klen,
-                                    cols.keys, len(cols.keys), vlens, vlen, cols.values,
-                                    len(cols.values))
 
 
 def append_records(a, records) -> int:

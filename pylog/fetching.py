@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _native
 from .deserialize import RecordMaker
-from .errors import InvalidArgument, OffsetOutOfRange, TopicNotFound
+from .errors import InvalidArgument, OffsetOutOfRange, PylogError, TopicNotFound
 from .gcpause import paused as _gc_paused
 from .group import GroupMember
 from .offsetreset import OffsetReset
@@ -306,6 +306,45 @@ class PollDriver:
         c._sync_group(force)
         c._maybe_auto_commit()
 
+    def unpositioned(self) -> list[tuple[Partition, Cursor]]:
+        """(partition, cursor) of the owned, unpaused partitions whose cursor
+        is not located yet while records wait at it: the ones whose first
+        fetch would list, open and map a segment and read its index
+        (milliseconds). Creates missing cursors (metadata reads) here, in
+        the thread that fetches, so that a seek meanwhile is never
+        overwritten. Never raises for a partition: the fetch that follows
+        raises what poll would."""
+        c = self._c
+        c._check()
+        partitions = c._log.open_partitions()
+        out: list[tuple[Partition, Cursor]] = []
+        for tp in c._owned():
+            if c._paused and tp in c._paused:
+                continue
+            try:
+                cur = c._cursor(tp)
+                if cur.position >= 0:
+                    continue
+                part = partitions.get(tp) or c._log.partition(tp.topic, tp.partition)
+                st = part.state()
+                if st.log_start_offset <= cur.offset < st.next_offset:
+                    out.append((part, cur))
+            except PylogError:
+                continue
+        return out
+
+    @staticmethod
+    def position(todo: list[tuple[Partition, Cursor]]) -> None:
+        """Locate and map the cursors :meth:`unpositioned` returned
+        (Reader.position), for a caller that does this file work off its
+        event loop while no fetch of the consumer runs. Never raises: the
+        fetch that follows raises what poll would."""
+        for part, cur in todo:
+            try:
+                part.reader.position(cur)
+            except (PylogError, OSError):
+                continue
+
     def slot(self) -> int:
         """The doorbell slot whose rings may bring records (L-3)."""
         return self._c._slots()
@@ -335,9 +374,11 @@ class PollDriver:
                     self._owned = c._owned()
                     self._owned_src = c._topics_resolved
                 owned = self._owned
-            with _gc_paused():
-                recs = c._fetch(c._max_poll if max_records is None else max_records,
-                                False, slices, owned)
+            n = c._max_poll if max_records is None else max_records
+            recs = self._fetch_one(n, owned)
+            if not recs:
+                with _gc_paused():
+                    recs = c._fetch(n, False, slices, owned)
         except BaseException:
             c._delivery.give_back()
             raise
@@ -347,6 +388,36 @@ class PollDriver:
                 time.monotonic() > c._member.lease_until:
             c._delivery.give_back()     # (the lease ran out meanwhile: rare)
             return None
+        return recs
+
+    def _fetch_one(self, max_records: int, owned: list[TopicPartition] | None) -> list[Any]:
+        """A consumer that reads exactly one partition, positioned, not
+        paused, read_uncommitted (as the blocked poll's Partition.wait_fetch
+        path, Fetching._wait_target): the records it committed after the
+        cursor in its active segment, in one native call
+        (Partition.fetch_committed), handed and finished as Fetching._fetch
+        does. [] when that path does not apply or found nothing: the caller
+        runs the general fetch."""
+        c = self._c
+        if owned is None:
+            owned = c._owned()
+        if len(owned) != 1 or c._read_committed:
+            return []
+        tp = owned[0]
+        cur = c._cursors.get(tp)
+        if cur is None or cur.position < 0 or c._paused and tp in c._paused:
+            return []
+        part = c._log.open_partitions().get(tp)
+        if part is None:
+            return []
+        first = cur.offset
+        got = part.fetch_committed(cur, max_records, with_topic=True,
+                                   row_type=c._records.row_type)
+        if not got:
+            return got
+        c._delivery.handed(tp, first)
+        recs = c._records.finish(got, False, tp, part, first, False)
+        part.shared.count_fetch(len(got))   # P-10 (never raises)
         return recs
 
     def wait_s(self, remaining: float) -> tuple[float, bool]:

@@ -131,6 +131,7 @@ class Partition:
         self._bell_ptr = bell_ptr
         self.fetch = self.reader.fetch
         self.wait_fetch = self.reader.wait_fetch
+        self.fetch_committed = self.reader.fetch_committed
         self.offset_for_time = self.reader.offset_for_time
         self.sync_for_commit = self.reader.sync_for_commit
         if self.writer is not None:

@@ -53,6 +53,7 @@ from .handles import READER_COST
 from .index import checked_indexes, last_timestamp, write_back
 from .segment import Segment, list_segment_bases, open_segment, with_fds
 from .sharedstate import State
+from .txnreads import CommittedReads
 
 # G7: reader maps kept open per partition (the least recently used goes)
 READER_MAPS_MAX = 4
@@ -75,7 +76,7 @@ class Cursor:
         self.base = -1
 
 
-class Reader:
+class Reader(CommittedReads):
     """Reads of one partition (the hand-off: see the module docstring).
     ``part`` is the owning Partition: its state machine (``check``),
     published state (``state()``, and the read-only view's
@@ -354,126 +355,33 @@ class Reader:
                 cursor.base = cursor.offset
         return out
 
-    # -- read_committed (X-4) ------------------------------------------------------
-    def _txn_verdict(self, seg: Segment, m, end: int, cursor: Cursor, txn, st: State) -> int:
-        """read_committed, at the transactional batch at the cursor, under
-        _rlock: ABORTED (the cursor passed over it), OPEN (stop here) or
-        COMMITTED (decode it)."""
-        try:
-            header = batch.read_header(m, cursor.position, end)
-        except CorruptLogError as exc:
-            raise exc.with_path(seg.path) from None
-        verdict: int = txn.decide(
-            self.topic, self.index, header,
-            (seg.base_offset, cursor.position + header.size),
-            lambda at, controls, pid: self._walk_controls(at, st, controls, pid))
-        if verdict == batch.TXN_ABORTED:
-            cursor.offset = header.last_offset + 1
-            cursor.position += header.size
-            cursor.base = cursor.offset
-        return verdict
+    def position(self, cursor: Cursor) -> None:
+        """Locate ``cursor`` (the segment and byte of its offset, through
+        the checked sparse index) and map that segment, when it is not
+        located yet and has records to read: the file work of a first
+        fetch (listing, opening, mapping, reading the index), without
+        decoding, for a caller that does it in another thread than its
+        fetches (pylog.aio's executor). Raises as :meth:`fetch`.
 
-    def _walk_controls(self, at: tuple[int, int], st: State, controls, pid: int):
-        """Under _rlock: walk the batches from ``at`` (segment base, byte
-        position) up to the end ``st`` published, appending each control
-        batch as (offset, producer id, epoch, type) to ``controls``, up to
-        and with the next one of producer id ``pid``; return where it
-        stopped, or None at the end."""
-        seg_base, pos = at
-        bases = self._segment_bases(st)
-        i = bisect.bisect_left(bases, seg_base)
-        if i >= len(bases) or bases[i] != seg_base:
-            return None          # (deleted meanwhile: the fetch stops there too)
-        while True:
-            seg = self._reader(bases[i])
-            end = self._segment_end(seg, st)
-            m = seg.mapped(end)
-            try:
-                while pos < end:
-                    h = batch.read_framing(m, pos, end)
-                    pos += h.size
-                    if h.attributes & batch.CONTROL_MASK and h.producer_id >= 0:
-                        h = batch.read_header(m, h.position, end)     # (small: B-4)
-                        controls.append((h.base_offset, h.producer_id, h.producer_epoch,
-                                         batch.control_type(m, h)))
-                        if h.producer_id == pid:
-                            return bases[i], pos
-            except CorruptLogError as exc:
-                raise exc.with_path(seg.path) from None
-            i += 1
-            if i >= len(bases):
-                return None
-            pos = 0
-
-    def _batches_from(self, offset: int, st: State):
-        """Under _rlock: (segment base, position, header) of each batch from
-        the one holding ``offset`` (or the first after it) up to the end
-        ``st`` published; only control batches have their CRC checked (the
-        others are passed over, or read later whole). The map is looked up
-        again for every batch: the caller may open others in between."""
-        bases = self._segment_bases(st)
-        i = bisect.bisect_right(bases, offset) - 1
-        if i < 0:
+        Thread safety: as :meth:`fetch`; the caller keeps its own fetches
+        of ``cursor`` from overlapping the call."""
+        self._part.check()
+        if cursor.position >= 0:
             return
-        seg = self._reader(bases[i])
-        end = self._segment_end(seg, st)
-        pos = self._locate(seg, offset, end, self._sealed_last_offset(bases, bases[i], st))
-        while True:
+        st = self._part.state()
+        if not st.log_start_offset <= cursor.offset < st.next_offset:
+            return
+        with self._rlock:
+            bases = self._segment_bases(st)
+            i = bisect.bisect_right(bases, cursor.offset) - 1
+            if i < 0:
+                return
             seg = self._reader(bases[i])
             end = self._segment_end(seg, st)
-            if pos >= end:
-                i += 1
-                if i >= len(bases):
-                    return
-                pos = 0
-                continue
-            try:
-                m = seg.mapped(end)
-                h = batch.read_framing(m, pos, end)
-                if h.attributes & batch.CONTROL_MASK:
-                    h = batch.read_header(m, pos, end)        # (small: B-4)
-            except CorruptLogError as exc:
-                raise exc.with_path(seg.path) from None
-            yield bases[i], pos, h
-            pos += h.size
-
-    def last_stable(self, txn, end: int) -> int:
-        """X-4: the offset of the first batch of an open transaction in the
-        partition, else ``end`` (its end offset, read before ``txn`` read
-        LMDB): a read_committed reader's end."""
-        first = txn.armed(self.topic, self.index)
-        if first is None:
-            return end
-        st = self._part.state()
-        first = max(first, st.log_start_offset)
-        with self._rlock:
-            for seg_base, pos, h in self._batches_from(first, st):
-                if h.base_offset >= end:
-                    break
-                if h.attributes & batch.TRANSACTIONAL_MASK and \
-                        not h.attributes & batch.CONTROL_MASK and h.base_offset >= first \
-                        and txn.decide(self.topic, self.index, h, (seg_base, pos + h.size),
-                                       lambda at, controls, pid: self._walk_controls(
-                                           at, st, controls, pid)) == batch.TXN_OPEN:
-                    return int(h.base_offset)
-        return end
-
-    def last_commit(self, pid: int, epoch: int, first: int) -> int:
-        """X-9, under the append lock: the offset after the last COMMIT
-        control batch of producer id ``pid`` and ``epoch`` at or past
-        ``first`` (``first`` when there is none): where that producer's
-        transaction still open there, if any, begins."""
-        st = self._part.state()
-        begin = first
-        with self._rlock:
-            for seg_base, _, h in self._batches_from(max(first, st.log_start_offset), st):
-                if h.producer_id == pid and h.producer_epoch == epoch and \
-                        h.attributes & batch.CONTROL_MASK and h.base_offset >= first:
-                    seg = self._reader(seg_base)
-                    m = seg.mapped(self._segment_end(seg, st))
-                    if batch.control_type(m, h) == batch.COMMIT:
-                        begin = h.last_offset + 1
-        return begin
+            position = self._locate(seg, cursor.offset, end,
+                                    self._sealed_last_offset(bases, seg.base_offset, st))
+            seg.mapped(end)
+            cursor.segment_base, cursor.base, cursor.position = seg.base_offset, -1, position
 
     def _row_build(self, values_only: bool, with_topic: bool, row_type) -> tuple:
         """The row options of _native.fetch for fetch's arguments."""
@@ -540,6 +448,54 @@ class Reader:
         cursor.offset, cursor.position = res.next_offset, res.position
         cursor.base = res.position_base
         return recs
+
+    def fetch_committed(self, cursor: Cursor, max_records: int, *, with_topic: bool = False,
+                        row_type=None) -> list:
+        """The event loop's fetch of one partition (pylog.aio): what the
+        partition committed after ``cursor`` in its active segment, decoded
+        in one native call, as :meth:`wait_fetch` decodes after its wake,
+        and ``cursor`` advanced. [] when that cannot answer: nothing new,
+        the cursor not positioned in a reader map of the active segment,
+        the segment rolled or outgrew the map, the log start passed the
+        cursor, the state busy (the caller then fetches the usual way,
+        which also says which). A damaged batch raises CorruptLogError as
+        in :meth:`fetch`.
+
+        Thread safety: as :meth:`fetch` (the reader lock is held through
+        the native call, so no other thread unmaps the segment meanwhile)."""
+        part = self._part
+        part.check()
+        state_p = self._shared.rptr
+        if cursor.position < 0 or state_p is None or part.memory_state is not None:
+            return []
+        with self._rlock:
+            seg = self._readers.get(cursor.segment_base)
+            ptr = seg.pointer() if seg is not None else None
+            if ptr is None:
+                return []
+            assert seg is not None
+            m = seg.mapped(0)       # (the map pointer() points into)
+            if m is None:
+                return []
+            req = _native.wait_request()
+            req.state, req.seg_base, req.seg_len = state_p, cursor.segment_base, len(m)
+            req.pos, req.next, req.first_base = cursor.position, cursor.offset, cursor.base
+            req.max_records = max_records
+            try:
+                got = _native.fetch_committed(req, ptr, m,
+                                              self._row_build(False, with_topic, row_type))
+            except CorruptLogError as exc:
+                raise exc.with_path(seg.path) from None
+            if not got:
+                return []
+            recs, res = got
+            if not recs and res.stop == _native.FETCH_CORRUPT:
+                if self._drop_if_replaced(seg, locked=True):
+                    return []            # the caller fetches from the new file
+                raise CorruptLogError(res.error, seg.path, res.stop_position)
+            cursor.offset, cursor.position = res.next_offset, res.position
+            cursor.base = res.position_base
+            return recs
 
     def _drop_if_replaced(self, seg: Segment, *, locked: bool) -> bool:
         """A read found damage: was it a map of a file since removed and made

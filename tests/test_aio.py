@@ -567,3 +567,100 @@ def test_bridge_thread_sleeps_through_rings_nobody_waits_for(logdir):
         assert got == [True]
         assert waiters[1] == 0          # (the watcher left the count)
         del waiters
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_one_partition_wakes_into_the_native_fetch(logdir, loop):
+    """A consumer of one positioned partition fetches what a wake brought
+    in one native call (Partition.fetch_committed, the blocked poll's
+    decode-after-wake), with the general fetch's delivery rules: keys and
+    headers as sent, a refused record stops the partition at it, and
+    pause falls back to the general fetch."""
+    def refuse(v: bytes) -> bytes:
+        if v == b"bad":
+            raise ValueError("refused")
+        return v.upper()
+
+    async def main():
+        async with pylog.aio.open(logdir, sync="never") as log:
+            await log.create_topic("t")
+            p = log.producer()
+            c = log.consumer("t", value_deserializer=refuse)
+            await p.send("t", b"v0")
+            assert await c.getmany() == {}       # at the end, not positioned yet
+            await p.send("t", b"v0")
+            assert len((await c.getmany())[TP0]) == 1   # positioned after it
+            part = log.log.partition("t", 0)
+            native = []
+            fetch_committed = part.fetch_committed
+
+            def spy(*a: Any, **k: Any) -> list[Any]:
+                got = fetch_committed(*a, **k)
+                native.append(len(got))
+                return got
+            part.fetch_committed = spy  # type: ignore[method-assign]
+
+            async def woken() -> dict[pylog.TopicPartition, list[pylog.Record]]:
+                task = asyncio.create_task(c.getmany(timeout_ms=5000))
+                await asyncio.sleep(0.05)       # waiting on the bridge
+                assert not task.done()
+                await p.send("t", b"v1", b"k1", headers=[("h", b"x")])
+                return await task
+
+            got = await woken()
+            assert [(r.offset, r.key, r.value, r.headers) for r in got[TP0]] == \
+                [(2, b"k1", b"V1", (("h", b"x"),))]
+            assert native[-1] == 1
+            task = asyncio.create_task(c.getmany(timeout_ms=5000))
+            await asyncio.sleep(0.05)
+            await p.send_batch("t", [b"v2", b"bad", b"v4"])
+            assert [r.value for r in (await task)[TP0]] == [b"V2"]   # up to the refused
+            assert native[-1] == 3 and await c.position(TP0) == 4
+            with pytest.raises(pylog.DeserializationError):
+                await c.getmany()
+            assert await c.position(TP0) == 4
+            c.seek(TP0, 5)
+            assert [r.value for r in (await c.getmany())[TP0]] == [b"V4"]
+            c.pause(TP0)
+            calls = len(native)
+            await p.send("t", b"v5")
+            assert await c.getmany() == {}
+            assert len(native) == calls         # paused: not the native path
+            c.resume(TP0)
+            assert [r.value for r in (await c.getmany())[TP0]] == [b"V5"]
+            await c.close()
+
+    run(loop, main)
+
+
+
+@pytest.mark.parametrize("group", [None, "g"])
+def test_first_fetch_file_work_runs_off_the_loop(logdir, group):
+    """The first fetch of a partition lists, opens and maps its segment
+    and reads its index (1-3 ms at full speed: the one loop callback over
+    1 ms left in bench/aio.py's runs): AIOConsumer does that in the Log's
+    executor (PollDriver.position, also after a group's housekeeping), so
+    the fetch on the loop only decodes."""
+    import threading
+
+    async def main():
+        async with pylog.aio.open(logdir, sync="never") as log:
+            await log.create_topic("t")
+            await log.producer().send_batch("t", [b"%d" % i for i in range(100)])
+            reader = log.log.partition("t", 0).reader
+            threads = []
+            locate = reader._locate
+
+            def spy(*a: Any) -> int:
+                threads.append(threading.get_ident())
+                return locate(*a)
+            reader._locate = spy  # type: ignore[method-assign]
+            async with log.consumer("t", group_id=group,
+                                    auto_offset_reset="earliest") as c:
+                got: list[pylog.Record] = []
+                while len(got) < 100:
+                    got += (await c.getmany(timeout_ms=5000)).get(TP0, [])
+                assert [r.offset for r in got] == list(range(100))
+            assert threads and threading.get_ident() not in threads
+
+    run("asyncio", main)

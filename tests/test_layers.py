@@ -10,7 +10,7 @@ import pylog
 # The modules that wrap the native library (the only ones that may import
 # _pylog_native): _native and the parts it is split into.
 NATIVE = {"_native", "status", "_buffers", "_scratch", "_rows", "_handoff", "_crossproc",
-          "_scan", "cursors"}
+          "_scan", "cursors", "_columns"}
 
 LAYERS = [
     {"errors", "config", "records", "assignors", "table", "gcpause", "_build_native", "warmup",
@@ -20,7 +20,7 @@ LAYERS = [
     {"segment", "identity", "metalock", "topicdirs"},
     {"sharedstate", "segmentlist", "producerstate"},
     {"retention", "cleanshutdown"},
-    {"reader", "writer", "recovery", "producerappend", "appendsync"},
+    {"reader", "txnreads", "writer", "recovery", "producerappend", "appendsync"},
     {"partition"},
     {"commitgroup", "commitstore", "commitsync"},
     {"metadata", "topicadmin", "admin", "expiry"},

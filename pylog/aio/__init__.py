@@ -52,7 +52,7 @@ EXECUTOR_THREADS = 4
 #: the longest the clients of one Log run on the loop without yielding to
 #: it: a task that sends or fetches in a loop never waits while appends are
 #: inline and records are ready, so it yields between calls after this long
-FAIR_SLICE_S = 0.0005
+FAIR_SLICE_S = 0.0003
 
 
 class AIOLog:

@@ -42,7 +42,7 @@ NO_BELL_SLEEP_S = 0.005
 
 
 class _Waiter:
-    __slots__ = ("loop", "future", "slot", "seen")
+    __slots__ = ("loop", "future", "slot", "seen", "registered")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[None],
                  slot: int, seen: int) -> None:
@@ -50,6 +50,7 @@ class _Waiter:
         self.future = future
         self.slot = slot
         self.seen = seen
+        self.registered = True      # in DoorbellBridge._waiters (under its mutex)
 
 
 def wake(futures: list[asyncio.Future[None]]) -> None:
@@ -122,13 +123,15 @@ class DoorbellBridge:
             timer.cancel()
             if also is not None:
                 also.remove_done_callback(other)
-            self._remove(w)
+            if w.registered:    # (not claimed by an append on this loop)
+                self._remove(w)
 
     def _remove(self, w: _Waiter) -> None:
         with self._mutex:
             ws = self._waiters.get(w.slot)
             if ws is not None and w in ws:
                 ws.discard(w)
+                w.registered = False
                 self._count -= 1
                 if not ws:
                     del self._waiters[w.slot]
@@ -144,18 +147,24 @@ class DoorbellBridge:
         if not self._count:
             return []
         loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[None]] = []
+        waiters = self._waiters
         with self._mutex:
-            ready = [w for s in {slot, 0} for w in self._waiters.get(s, ())
-                     if w.loop is loop]
-            for w in ready:
-                self._waiters[w.slot].discard(w)
-                self._count -= 1
-            for s in {slot, 0}:
-                if not self._waiters.get(s, True):
-                    del self._waiters[s]
+            for s in (slot, 0) if slot else (0,):
+                ws = waiters.get(s)
+                if not ws:
+                    continue
+                mine = [w for w in ws if w.loop is loop]
+                for w in mine:
+                    ws.discard(w)
+                    w.registered = False
+                    futures.append(w.future)
+                if not ws:
+                    del waiters[s]
+            self._count -= len(futures)
             if not self._count and self._watch is not None:
                 self._watch.set(False)      # (before the append rings)
-        return [w.future for w in ready]
+        return futures
 
     def close(self) -> None:
         """Stop the thread (within BRIDGE_TICK_S); waiters still registered

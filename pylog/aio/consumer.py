@@ -2,11 +2,15 @@
 
 It drives a :class:`pylog.consumer.Consumer` (same arguments, same delivery
 rules) so that no call blocks the loop: a fetch of records already on disk
-runs inline (a few microseconds: no lock, no fsync); waiting for new ones
-is a future resolved by the Log's :class:`~pylog.aio.bridge.DoorbellBridge`;
-group housekeeping (join, heartbeat, rebalance, auto-commit), commits,
-seeks that may join a group, and close — metadata transactions that may
-fsync — run in the Log's executor, one at a time per consumer.
+runs inline (a few microseconds: no lock, no fsync; a consumer of one
+partition decodes what a wake brought in one native call, as the blocked
+poll does); waiting for new ones is a future resolved by the Log's
+:class:`~pylog.aio.bridge.DoorbellBridge`; group housekeeping (join,
+heartbeat, rebalance, auto-commit), commits, seeks that may join a group,
+and close — metadata transactions that may fsync — run in the Log's
+executor, one at a time per consumer, and so does the file work of a
+partition's first fetch (PollDriver.position: listing, opening and
+mapping its segment, reading its index, milliseconds in all).
 
 Nothing is lost to cancellation: records are fetched only at a point from
 which the call returns them without awaiting again, so a getone/getmany
@@ -37,7 +41,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..consumer import Consumer
 from ..consumerargs import MAX_POLL_RECORDS_MAX, poll_timeout
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, LogClosed
 from ..fetching import READS, WRITES, PollDriver
 from ..records import Record, TopicPartition
 from .listener import IN_LISTENER, Relay
@@ -61,6 +65,8 @@ class AIOConsumer:
         self._relay = relay
         self._lock = asyncio.Lock()     # one executor job, or one fetch, at a time
         self._buffer: deque[Record] = deque()   # fetched by getone, not yet received
+        # the first fetches' file work is done off the loop (PollDriver.position)
+        self._prepared = False
 
     # -- off the loop -------------------------------------------------------------------
     async def _locked(self, fn: Callable[..., T], *args: Any) -> T:
@@ -79,6 +85,7 @@ class AIOConsumer:
             d.housekeep()           # a topic refresh: metadata reads only
         else:
             await self._locked(d.housekeep, force)
+            self._prepared = False      # (a rebalance may have assigned partitions)
         if self._buffer:        # a rebalance may have taken partitions away
             owned = d.owned()
             self._keep(lambda r: TopicPartition(r.topic, r.partition) in owned)
@@ -97,15 +104,29 @@ class AIOConsumer:
         bridge = alog._bridge
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
+        waited = False
         while True:
-            if alog._must_yield():
+            # (after a wait the loop has turned: no need to yield to it)
+            if not waited and alog._must_yield():
                 await asyncio.sleep(0)
             kind = d.housekeeping(time.monotonic())
             if kind:
-                await self._housekeep(kind)
+                try:
+                    await self._housekeep(kind)
+                except LogClosed:
+                    if waited and d.closed:
+                        return []   # closed by another task while this one waited
+                    raise
+            if not self._prepared:
+                self._prepared = True
+                todo = d.unpositioned()
+                if todo:    # the first fetch's file work (milliseconds) off the loop
+                    await self._locked(d.position, todo)
             if self._lock.locked():     # an executor job runs: after it
                 async with self._lock:
                     pass
+                if waited and d.closed:
+                    return []
             # (no await from here to the return: no job starts meanwhile)
             # the slot's count before the fetch: a ring after it wakes us
             slot = d.slot()
@@ -122,6 +143,7 @@ class AIOConsumer:
             wait, watch = d.wait_s(remaining)
             also = alog._topics_changed() if watch else None
             await bridge.wait(slot, seen, wait, also)
+            waited = True
             if d.closed:
                 return []       # closed by another task while this one waited
             if also is not None and also.done():

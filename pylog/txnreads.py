@@ -1,0 +1,154 @@
+"""The read_committed side of a partition's reader (FORMAT.rst X-4, X-9):
+deciding a transactional batch by the control batches after it, the
+last stable offset, and where an open transaction begins. A mixin of
+:class:`pylog.reader.Reader`, whose segment list, maps and lock it uses.
+
+Thread safety: as the Reader (its ``_rlock`` guards the segment list and
+the maps; the methods named "under _rlock" need it held). Durability:
+nothing here writes.
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import Any
+
+from . import batch
+from .errors import CorruptLogError
+from .segment import Segment
+from .sharedstate import State
+
+
+class CommittedReads:
+    """Reader methods for read_committed reads (see the module docstring)."""
+
+    # the Reader's own (annotations only: the Reader defines them)
+    _rlock: Any
+    _part: Any
+    topic: str
+    index: int
+    _segment_bases: Any
+    _reader: Any
+    _segment_end: Any
+    _locate: Any
+    _sealed_last_offset: Any
+
+    def _txn_verdict(self, seg: Segment, m, end: int, cursor: Any, txn, st: State) -> int:
+        """read_committed, at the transactional batch at the cursor, under
+        _rlock: ABORTED (the cursor passed over it), OPEN (stop here) or
+        COMMITTED (decode it)."""
+        try:
+            header = batch.read_header(m, cursor.position, end)
+        except CorruptLogError as exc:
+            raise exc.with_path(seg.path) from None
+        verdict: int = txn.decide(
+            self.topic, self.index, header,
+            (seg.base_offset, cursor.position + header.size),
+            lambda at, controls, pid: self._walk_controls(at, st, controls, pid))
+        if verdict == batch.TXN_ABORTED:
+            cursor.offset = header.last_offset + 1
+            cursor.position += header.size
+            cursor.base = cursor.offset
+        return verdict
+
+    def _walk_controls(self, at: tuple[int, int], st: State, controls, pid: int):
+        """Under _rlock: walk the batches from ``at`` (segment base, byte
+        position) up to the end ``st`` published, appending each control
+        batch as (offset, producer id, epoch, type) to ``controls``, up to
+        and with the next one of producer id ``pid``; return where it
+        stopped, or None at the end."""
+        seg_base, pos = at
+        bases = self._segment_bases(st)
+        i = bisect.bisect_left(bases, seg_base)
+        if i >= len(bases) or bases[i] != seg_base:
+            return None          # (deleted meanwhile: the fetch stops there too)
+        while True:
+            seg = self._reader(bases[i])
+            end = self._segment_end(seg, st)
+            m = seg.mapped(end)
+            try:
+                while pos < end:
+                    h = batch.read_framing(m, pos, end)
+                    pos += h.size
+                    if h.attributes & batch.CONTROL_MASK and h.producer_id >= 0:
+                        h = batch.read_header(m, h.position, end)     # (small: B-4)
+                        controls.append((h.base_offset, h.producer_id, h.producer_epoch,
+                                         batch.control_type(m, h)))
+                        if h.producer_id == pid:
+                            return bases[i], pos
+            except CorruptLogError as exc:
+                raise exc.with_path(seg.path) from None
+            i += 1
+            if i >= len(bases):
+                return None
+            pos = 0
+
+    def _batches_from(self, offset: int, st: State):
+        """Under _rlock: (segment base, position, header) of each batch from
+        the one holding ``offset`` (or the first after it) up to the end
+        ``st`` published; only control batches have their CRC checked (the
+        others are passed over, or read later whole). The map is looked up
+        again for every batch: the caller may open others in between."""
+        bases = self._segment_bases(st)
+        i = bisect.bisect_right(bases, offset) - 1
+        if i < 0:
+            return
+        seg = self._reader(bases[i])
+        end = self._segment_end(seg, st)
+        pos = self._locate(seg, offset, end, self._sealed_last_offset(bases, bases[i], st))
+        while True:
+            seg = self._reader(bases[i])
+            end = self._segment_end(seg, st)
+            if pos >= end:
+                i += 1
+                if i >= len(bases):
+                    return
+                pos = 0
+                continue
+            try:
+                m = seg.mapped(end)
+                h = batch.read_framing(m, pos, end)
+                if h.attributes & batch.CONTROL_MASK:
+                    h = batch.read_header(m, pos, end)        # (small: B-4)
+            except CorruptLogError as exc:
+                raise exc.with_path(seg.path) from None
+            yield bases[i], pos, h
+            pos += h.size
+
+    def last_stable(self, txn, end: int) -> int:
+        """X-4: the offset of the first batch of an open transaction in the
+        partition, else ``end`` (its end offset, read before ``txn`` read
+        LMDB): a read_committed reader's end."""
+        first = txn.armed(self.topic, self.index)
+        if first is None:
+            return end
+        st = self._part.state()
+        first = max(first, st.log_start_offset)
+        with self._rlock:
+            for seg_base, pos, h in self._batches_from(first, st):
+                if h.base_offset >= end:
+                    break
+                if h.attributes & batch.TRANSACTIONAL_MASK and \
+                        not h.attributes & batch.CONTROL_MASK and h.base_offset >= first \
+                        and txn.decide(self.topic, self.index, h, (seg_base, pos + h.size),
+                                       lambda at, controls, pid: self._walk_controls(
+                                           at, st, controls, pid)) == batch.TXN_OPEN:
+                    return int(h.base_offset)
+        return end
+
+    def last_commit(self, pid: int, epoch: int, first: int) -> int:
+        """X-9, under the append lock: the offset after the last COMMIT
+        control batch of producer id ``pid`` and ``epoch`` at or past
+        ``first`` (``first`` when there is none): where that producer's
+        transaction still open there, if any, begins."""
+        st = self._part.state()
+        begin = first
+        with self._rlock:
+            for seg_base, _, h in self._batches_from(max(first, st.log_start_offset), st):
+                if h.producer_id == pid and h.producer_epoch == epoch and \
+                        h.attributes & batch.CONTROL_MASK and h.base_offset >= first:
+                    seg = self._reader(seg_base)
+                    m = seg.mapped(self._segment_end(seg, st))
+                    if batch.control_type(m, h) == batch.COMMIT:
+                        begin = h.last_offset + 1
+        return begin
