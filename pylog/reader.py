@@ -440,14 +440,7 @@ class Reader(CommittedReads):
             raise exc.with_path(seg.path) from None
         if not got:
             return None if got is None else []
-        recs, res = got
-        if not recs and res.stop == _native.FETCH_CORRUPT:
-            if self._drop_if_replaced(seg, locked=False):
-                return []            # the caller fetches from the new file
-            raise CorruptLogError(res.error, seg.path, res.stop_position)
-        cursor.offset, cursor.position = res.next_offset, res.position
-        cursor.base = res.position_base
-        return recs
+        return self._took(seg, got, cursor, locked=False)
 
     def fetch_committed(self, cursor: Cursor, max_records: int, *, with_topic: bool = False,
                         row_type=None) -> list:
@@ -488,14 +481,21 @@ class Reader(CommittedReads):
                 raise exc.with_path(seg.path) from None
             if not got:
                 return []
-            recs, res = got
-            if not recs and res.stop == _native.FETCH_CORRUPT:
-                if self._drop_if_replaced(seg, locked=True):
-                    return []            # the caller fetches from the new file
-                raise CorruptLogError(res.error, seg.path, res.stop_position)
-            cursor.offset, cursor.position = res.next_offset, res.position
-            cursor.base = res.position_base
-            return recs
+            return self._took(seg, got, cursor, locked=True)
+
+    def _took(self, seg: Segment, got, cursor: Cursor, *, locked: bool) -> list:
+        """The records of a native fetch of one partition, ``got`` (rows,
+        result), with ``cursor`` advanced past them; a damaged batch
+        raises CorruptLogError as in :meth:`fetch` ([] when the segment's
+        file was replaced: the caller fetches from the new one)."""
+        recs, res = got
+        if not recs and res.stop == _native.FETCH_CORRUPT:
+            if self._drop_if_replaced(seg, locked=locked):
+                return []
+            raise CorruptLogError(res.error, seg.path, res.stop_position)
+        cursor.offset, cursor.position = res.next_offset, res.position
+        cursor.base = res.position_base
+        return recs
 
     def _drop_if_replaced(self, seg: Segment, *, locked: bool) -> bool:
         """A read found damage: was it a map of a file since removed and made

@@ -16,8 +16,7 @@ from collections import defaultdict
 import childproc
 import pytest
 from test_powerloss import _seed, power_loss
-
-import pylog
+from test_txn_onephase_crash import read_all
 
 CHILD = r"""
 import sys, pylog
@@ -63,13 +62,7 @@ def test_power_loss_keeps_committed_transactions_whole(shim, tmp_path, child_env
             proc.wait()
         acked = {int(ln.split()[1]) for ln in out.split(b"\n")[:-1] if ln.startswith(b"C ")}
         power_loss(logdir, shadow, mode, rng)
-        with pylog.open(logdir) as log:
-            c = log.consumer("out", auto_offset_reset="earliest",
-                             isolation_level="read_committed")
-            got = []
-            while recs := c.poll(timeout=0.5):
-                got.extend(r.value for r in recs)
-            c.close()
+        got = read_all(logdir)
         assert len(got) == len(set(got)), f"round {r}: a record read twice"
         whole = defaultdict(set)
         for v in got:
