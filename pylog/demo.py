@@ -504,8 +504,11 @@ def run_demo(path=None, *, events=None, fast=False, keep=False, out=None) -> int
                 lines.append(f"  {g:<10} {disp.bar(frac)} {done:6d} done  "
                              f"lag {lag:6d}  {alive} proc{note}")
                 plain.append(f"{g} done={done} lag={lag}")
+            # (and the restarted consumer back at work: on a loaded machine the
+            # others can drain everything before it has rejoined its group)
             finished = prod_state["done"] and pending == 0 and all(
-                done_by[g] >= produced for g in groups)
+                done_by[g] >= produced for g in groups) and (
+                    resume_reported or restarted is not None and now > restarted + 15)
             disp.status(lines, "  " + " | ".join(plain), force=bool(finished))
             if finished:
                 break
