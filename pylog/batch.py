@@ -77,15 +77,37 @@ def parse_control_record(key: bytes | None) -> int | None:
     return kind if version == 0 and kind in (ABORT, COMMIT) else None
 
 
+def _varint(b: bytes, i: int) -> tuple[int, int]:
+    """The zigzag varint at ``b[i:]`` (R-1) and the index after it."""
+    shift = value = 0
+    while True:
+        if i >= len(b) or shift > 28:
+            raise IndexError
+        c = b[i]
+        i += 1
+        value |= (c & 0x7F) << shift
+        if not c & 0x80:
+            return (value >> 1) ^ -(value & 1), i
+        shift += 7
+
+
 def control_type(buf, header: BatchHeader) -> int | None:
-    """The type (ABORT or COMMIT) of the control batch ``header`` in
-    ``buf``, None when its first record is not an end-transaction one
-    (X-2)."""
+    """The type (ABORT or COMMIT) of the checked control batch ``header``
+    in ``buf``, None when its first record is not an end-transaction one
+    (X-2). Reads the first record's key in place (R-1: length, attributes,
+    timestamp delta, offset delta, key length, key), without decoding the
+    batch."""
+    start = header.position + BATCH_HEADER_SIZE
+    if header.attributes & 0x07 or not header.records_count:
+        return None                     # (X-2: a control batch is uncompressed)
+    b = bytes(buf[start:min(start + 48, header.position + header.size)])
     try:
-        recs = decode(buf, header)
-    except CorruptLogError:
+        i = _varint(b, 0)[1] + 1                      # length, attributes
+        i = _varint(b, _varint(b, i)[1])[1]           # timestamp, offset deltas
+        klen, i = _varint(b, i)
+    except IndexError:
         return None
-    return parse_control_record(recs[0][2]) if recs else None
+    return parse_control_record(b[i:i + klen]) if klen >= 4 else None
 
 
 # X-4: what a read_committed reader does with a transactional batch

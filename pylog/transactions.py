@@ -642,10 +642,9 @@ class TxnView:
         return any(first <= header.base_offset and epoch >= header.producer_epoch
                    for first, epoch in runs)
 
-    def armed(self, topic: str, partition: int) -> int | None:
-        """The lowest arm of the partition (X-6), or None."""
-        arms = self._load(topic, partition).arms
-        return min(arms.values()) if arms else None
+    def arms(self, topic: str, partition: int) -> dict[int, int]:
+        """The arms of the partition (X-6): {producer id: first offset}."""
+        return self._load(topic, partition).arms
 
     def decide(self, topic: str, partition: int, header: Any, after: Any,
                more: Callable[[Any, deque[Control], int], Any]) -> int:

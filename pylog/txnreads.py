@@ -118,23 +118,39 @@ class CommittedReads:
     def last_stable(self, txn, end: int) -> int:
         """X-4: the offset of the first batch of an open transaction in the
         partition, else ``end`` (its end offset, read before ``txn`` read
-        LMDB): a read_committed reader's end."""
-        first = txn.armed(self.topic, self.index)
-        if first is None:
+        LMDB): a read_committed reader's end. One pass from the lowest arm:
+        per producer id and epoch, the first batch at or past its arm since
+        the last control batch that decides it; what is left undecided at
+        the end, and not aborted by the index, is open."""
+        arms = txn.arms(self.topic, self.index)
+        if not arms:
             return end
         st = self._part.state()
-        first = max(first, st.log_start_offset)
+        start = max(min(arms.values()), st.log_start_offset)
+        pending: dict[tuple[int, int], Any] = {}    # (pid, epoch) -> first header
         with self._rlock:
-            for seg_base, pos, h in self._batches_from(first, st):
+            for seg_base, _, h in self._batches_from(start, st):
                 if h.base_offset >= end:
                     break
-                if h.attributes & batch.TRANSACTIONAL_MASK and \
-                        not h.attributes & batch.CONTROL_MASK and h.base_offset >= first \
-                        and txn.decide(self.topic, self.index, h, (seg_base, pos + h.size),
-                                       lambda at, controls, pid: self._walk_controls(
-                                           at, st, controls, pid)) == batch.TXN_OPEN:
-                    return int(h.base_offset)
-        return end
+                if not h.attributes & batch.TRANSACTIONAL_MASK:
+                    continue
+                pid = h.producer_id
+                arm = arms.get(pid)
+                if arm is None:
+                    continue            # (decided in LMDB)
+                if h.attributes & batch.CONTROL_MASK:
+                    seg = self._reader(seg_base)
+                    kind = batch.control_type(seg.mapped(self._segment_end(seg, st)), h)
+                    for key in [k for k in pending if k[0] == pid]:
+                        # (as X-4: a COMMIT of its epoch, or any later epoch's)
+                        if h.producer_epoch > key[1] or \
+                                kind == batch.COMMIT and h.producer_epoch == key[1]:
+                            del pending[key]
+                elif h.base_offset >= arm:
+                    pending.setdefault((pid, h.producer_epoch), h)
+        open_at = [h.base_offset for h in pending.values()
+                   if not txn.aborted(self.topic, self.index, h)]
+        return int(min(open_at)) if open_at else end
 
     def last_commit(self, pid: int, epoch: int, first: int) -> int:
         """X-9, under the append lock: the offset after the last COMMIT
