@@ -62,7 +62,7 @@ if TYPE_CHECKING:
 _SEQ_MASK = 0x7FFFFFFF      # sequences wrap at int32 (Kafka)
 #: after a commit of X-10, an arm this far below its partition's end moves
 #: up (an LMDB write): it bounds what readers and aborters walk (X-4, X-9)
-REARM_OFFSETS = 4_096
+REARM_OFFSETS = 16_384
 
 # Transactional producers of this process (their Log's close aborts what
 # they left open, so it does not hold read_committed readers back).
