@@ -183,3 +183,30 @@ def test_an_arm_moves_up_after_many_one_partition_commits(log, monkeypatch):
         assert doc(log)["partitions"] == [["t", 0, arm]]
     assert moves == 3
     assert len(values(committed_reader(log, "t"))) == 18
+
+
+def test_last_stable_is_the_first_open_batch_of_any_producer(log):
+    """X-4 for end_offsets: one pass over the partition finds the first
+    batch no control batch decides, whatever producer or epoch."""
+    a = log.producer(transactional_id="a")
+    b = log.producer(transactional_id="b")
+    plain = log.producer()
+    with a.transaction():
+        a.send("t", b"a0", partition=0)              # 0, COMMIT at 1
+    b.begin_transaction()
+    b.send("t", b"b0", partition=0)                  # 2: open
+    a.begin_transaction()
+    a.send("t", b"a1", partition=0)                  # 3: open
+    a.abort_transaction()                            # ABORT of epoch + 1 at 4
+    plain.send("t", b"p", partition=0)               # 5
+    c = log.consumer(isolation_level="read_committed", auto_offset_reset="latest")
+    c.assign([T0])
+    assert c.end_offsets([T0])[T0] == 2
+    b.commit_transaction()                           # COMMIT at 6
+    assert c.end_offsets([T0])[T0] == 7
+    a.begin_transaction()
+    a.send("t", b"a2", partition=0)                  # 7: open, a's new epoch
+    assert c.end_offsets([T0])[T0] == 7
+    a.commit_transaction()
+    assert c.end_offsets([T0])[T0] == 9
+    c.close()
