@@ -161,7 +161,9 @@ class IdempotentProducer(Producer):
             self._forked()
         key = (part.topic, part.index)
         tid = self.transactional_id
-        if tid is not None and (not self._in_txn or key not in self._txn_parts):
+        if tid is not None and (not self._in_txn or self._txn_parts.get(key) is not part):
+            # (a partition object other than the one joined: its topic was
+            # deleted and made again, and the new partition joins afresh)
             self._join(part, key)
         seq = self._seqs.get(key, 0)
         fields = batch.ProducerFields(self.producer_id, self.epoch, seq,
@@ -238,6 +240,8 @@ class IdempotentProducer(Producer):
                 self._guard(lambda: transactions.markers_written(
                     self._log, tid, self.producer_id, self.epoch))
                 self._named = False
+        if self._txn_parts.get(key, part) is not part:
+            self._txn_first.pop(key, None)   # (the old topic's records are gone)
         if arm is None or arm[0] is not part:
             first = part.state().next_offset
             self._guard(lambda: transactions.register(
@@ -396,7 +400,14 @@ class IdempotentProducer(Producer):
                           for t, p, first in got.arms if (t, p) in self._arms}
             self._closed_txn()
             self._named = True
-            self._write_markers(got.markers)
+            try:
+                self._write_markers(got.markers)
+            except ProducerFencedError as exc:
+                # decided already (the commit point above): a fencer wrote
+                # the markers LMDB names before its own (X-9); this
+                # producer is done, the transaction stands
+                self._fenced = exc
+                self._unwritten = []
 
     def _commit_one(self, tid: str) -> None:
         """X-10: commit a transaction confined to one partition, without
@@ -418,7 +429,11 @@ class IdempotentProducer(Producer):
             part.flush()
         arm = self._arms.get(key)
         if arm is not None and part.state().next_offset - arm[1] > REARM_OFFSETS:
-            arms = self._guard(lambda: transactions.rearm(self._log, tid, pid, epoch))
+            try:
+                arms = transactions.rearm(self._log, tid, pid, epoch)
+            except ProducerFencedError as exc:
+                self._fenced = exc   # (after the commit point: it stands)
+                return
             self._arms = {(t, p): (self._arms[(t, p)][0], first)
                           for t, p, first in arms if (t, p) in self._arms}
 

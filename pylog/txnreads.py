@@ -153,18 +153,19 @@ class CommittedReads:
         return int(min(open_at)) if open_at else end
 
     def last_commit(self, pid: int, epoch: int, first: int) -> int:
-        """X-9, under the append lock: the offset after the last COMMIT
-        control batch of producer id ``pid`` and ``epoch`` at or past
-        ``first`` (``first`` when there is none): where that producer's
-        transaction still open there, if any, begins."""
+        """X-9, under the append lock: the offset after the last control
+        batch of producer id ``pid`` with an epoch up to ``epoch`` at or
+        past ``first`` (``first`` when there is none): where that
+        producer's transaction of ``epoch`` still open there, if any,
+        begins. Every earlier transaction of the id ended with such a
+        batch (its COMMIT, or the ABORT of the epoch after it), whatever
+        epoch it ran under: an arm left behind by an abort that bumped
+        the epoch covers those too."""
         st = self._part.state()
         begin = first
         with self._rlock:
-            for seg_base, _, h in self._batches_from(max(first, st.log_start_offset), st):
-                if h.producer_id == pid and h.producer_epoch == epoch and \
+            for _, _, h in self._batches_from(max(first, st.log_start_offset), st):
+                if h.producer_id == pid and h.producer_epoch <= epoch and \
                         h.attributes & batch.CONTROL_MASK and h.base_offset >= first:
-                    seg = self._reader(seg_base)
-                    m = seg.mapped(self._segment_end(seg, st))
-                    if batch.control_type(m, h) == batch.COMMIT:
-                        begin = h.last_offset + 1
+                    begin = h.last_offset + 1
         return begin

@@ -210,3 +210,87 @@ def test_last_stable_is_the_first_open_batch_of_any_producer(log):
     a.commit_transaction()
     assert c.end_offsets([T0])[T0] == 9
     c.close()
+
+
+# -- found by review: a fence landing after the commit point --------------------------
+
+def test_a_fence_after_the_marker_leaves_the_commit_standing(log, monkeypatch):
+    """The COMMIT marker committed the transaction; the re-arm after it
+    finds the producer fenced: the commit returns, the producer is done."""
+    monkeypatch.setattr(txnproducer, "REARM_OFFSETS", 5)
+    old = log.producer(transactional_id="tx")
+    with old.transaction():
+        old.send("t", b"first", partition=0)
+    old.begin_transaction()
+    old.send_batch("t", [b"x%d" % i for i in range(10)], partition=0)
+    rearm = transactions.rearm
+
+    def fenced_first(*a):
+        log.producer(transactional_id="tx")
+        return rearm(*a)
+    monkeypatch.setattr(transactions, "rearm", fenced_first)
+    old.commit_transaction()
+    assert len(values(committed_reader(log, "t"))) == 11
+    with pytest.raises(pylog.ProducerFencedError):
+        old.begin_transaction()
+
+
+def test_a_fence_before_the_markers_of_a_decision_leaves_it_standing(log, monkeypatch):
+    """Decided in LMDB, then fenced before its own markers: the fencer
+    wrote them (X-9), the producer's are refused, the commit stands."""
+    old = log.producer(transactional_id="tx")
+    old.begin_transaction()
+    old.send("t", b"a", partition=0)
+    old.send("t", b"b", partition=1)
+    end = transactions.end
+
+    def then_fenced(*a, **kw):
+        got = end(*a, **kw)
+        log.producer(transactional_id="tx")
+        return got
+    monkeypatch.setattr(transactions, "end", then_fenced)
+    old.commit_transaction()
+    assert sorted(values(committed_reader(log, "t"))) == [(0, b"a"), (1, b"b")]
+
+
+def test_an_arm_an_abort_could_not_move_keeps_committed_ones(log, monkeypatch):
+    """An abort that bumped the epoch left an arm where it was (its end
+    could not be read): the next fence begins after the abort's marker,
+    not at the arm, and the commits of the epoch before stay committed."""
+    p = log.producer(transactional_id="tx")
+    for v in (b"c1", b"c2"):
+        with p.transaction():
+            p.send("t", v, partition=0)
+    p.begin_transaction()
+    p.send("t", b"x", partition=1)
+    p.send("t", b"y", partition=0)
+    ends = transactions._ends
+
+    def missing_t0(lg, tid):
+        got = ends(lg, tid)
+        got.pop(("t", 0), None)          # as a TooManyMapsError leaves it out
+        return got
+    monkeypatch.setattr(transactions, "_ends", missing_t0)
+    p.abort_transaction()
+    monkeypatch.setattr(transactions, "_ends", ends)
+    p.begin_transaction()
+    p.send("t", b"z", partition=1)
+    log.producer(transactional_id="tx")            # fences
+    assert values(committed_reader(log, "t")) == [(0, b"c1"), (0, b"c2")]
+
+
+@pytest.mark.parametrize("end", ["commit", "abort"])
+def test_a_topic_made_again_inside_a_transaction_joins_afresh(log, end):
+    plain = log.producer()
+    plain.send_batch("t", [b"old"] * 20, partition=0)
+    p = log.producer(transactional_id="tx")
+    p.begin_transaction()
+    p.send("t", b"pre", partition=0)
+    log.delete_topic("t")
+    log.create_topic("t", partitions=2)
+    p.send("t", b"new-1", partition=0)
+    p.send("t", b"new-2", partition=0)
+    rc = committed_reader(log, "t")
+    assert values(rc) == []                        # open in the new topic too
+    getattr(p, f"{end}_transaction")()
+    assert values(rc) == ([(0, b"new-1"), (0, b"new-2")] if end == "commit" else [])
