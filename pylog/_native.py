@@ -740,24 +740,43 @@ def wait_fetch(req, seg_p, data, timeout_s: Optional[float], build: tuple = PLAI
 _RUNG = ffi.new("uint32_t[16]", [1])
 
 
-def fetch_committed(req, seg_p, data, build: tuple = PLAIN_ROWS):
+def _committed_request():
+    """This thread's (request, fields, headers, out, out's bytes, capacity)
+    of :func:`fetch_committed`: a ``pl_wait_fetch_req`` of its own whose
+    doorbell part is set once (:data:`_RUNG`, no waiting count, no
+    timeout), its output pointing at the :func:`_fetch_scratch` buffers."""
+    s = getattr(_scr.local, "committed", None)
+    if s is None:
+        fields, hdrs, out, out_bytes, cap = _fetch_scratch()
+        req = ffi.new("pl_wait_fetch_req *")
+        req.slot, req.expected, req.waiting, req.timeout_us = _RUNG, 0, _NULL, -1
+        req.soft_records = FETCH_RECORDS_STEP
+        req.fields, req.fields_cap = fields, cap
+        req.hdrs, req.hdr_cap = hdrs, _HEADERS_PER_RECORD_ROOM * cap
+        s = _scr.local.committed = (req, fields, hdrs, out, out_bytes, cap)
+    return s
+
+
+def fetch_committed(state_p, count: bool, cursor, seg_len: int, max_records: int,
+                    seg_p, data, build: tuple = PLAIN_ROWS):
     """:func:`wait_fetch` without the wait (pl_wait_fetch on a slot that
-    reads as rung): decode now what the partition whose state is
-    ``req.state`` committed after ``req.next`` in its active segment, when
-    that is ``req.seg_base``, mapped at ``seg_p`` (left to the caller,
-    which must keep it mapped through the call) and ``data``. Returns ()
-    when nothing was decoded that way (nothing new, the segment rolled or
-    grew past the map, the state busy: the caller fetches the usual way),
-    else (rows, :class:`FetchResult`) as :func:`fetch`."""
-    fields, hdrs, out, out_bytes, cap = _fetch_scratch()
-    if req.max_records > cap:
-        req.max_records = cap
-    req.slot, req.expected, req.waiting, req.timeout_us = _RUNG, 0, _NULL, -1
-    req.seg = seg_p
-    try:
-        rc = lib.pl_wait_fetch(req, out)
-    finally:
-        req.seg = _NULL
+    reads as rung): decode now what the partition whose state is at
+    ``state_p`` committed after ``cursor`` (its ``segment_base``,
+    ``position``, ``offset`` and ``base``, as ``req`` of
+    :func:`wait_request` names them) in its active segment, when that is
+    the cursor's segment, mapped at ``seg_p`` (left to the caller, which
+    must keep it mapped through the call), ``seg_len`` bytes, and
+    ``data``. With ``count`` (``state_p`` writable) the fetch is counted
+    in the same call (P-10). Returns () when nothing was decoded that way
+    (nothing new, the segment rolled or grew past the map, the state
+    busy: the caller fetches the usual way), else (rows,
+    :class:`FetchResult`) as :func:`fetch`."""
+    req, fields, hdrs, out, out_bytes, cap = _committed_request()
+    req.state, req.count_fetch, req.seg, req.seg_len = state_p, count, seg_p, seg_len
+    req.seg_base, req.pos = cursor.segment_base, cursor.position
+    req.next, req.first_base = cursor.offset, cursor.base
+    req.max_records = min(max_records, cap)
+    rc = lib.pl_wait_fetch(req, out)
     if rc == WAIT_WOKEN:
         return ()
     if rc != lib.PL_WAIT_FETCHED:

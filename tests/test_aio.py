@@ -607,10 +607,14 @@ def test_one_partition_wakes_into_the_native_fetch(logdir, loop):
                 await p.send("t", b"v1", b"k1", headers=[("h", b"x")])
                 return await task
 
+            before = log.log.metrics().partition("t", 0)
             got = await woken()
             assert [(r.offset, r.key, r.value, r.headers) for r in got[TP0]] == \
                 [(2, b"k1", b"V1", (("h", b"x"),))]
             assert native[-1] == 1
+            after = log.log.metrics().partition("t", 0)     # counted natively (P-10)
+            assert (after.fetches - before.fetches,
+                    after.fetched_records - before.fetched_records) == (1, 1)
             task = asyncio.create_task(c.getmany(timeout_ms=5000))
             await asyncio.sleep(0.05)
             await p.send_batch("t", [b"v2", b"bad", b"v4"])
