@@ -38,7 +38,7 @@ __all__ = ["BATCH_HEADER_SIZE", "BatchHeader", "NoSpace", "encode_into",
            "decode_values", "ProducerFields", "NO_PRODUCER", "control_record",
            "parse_control_record", "TRANSACTIONAL_MASK", "CONTROL_MASK",
            "ABORT", "COMMIT", "control_type", "TXN_COMMITTED", "TXN_ABORTED",
-           "TXN_OPEN"]
+           "TXN_OPEN", "txn_decision"]
 
 # X-2: the control record types (Kafka's ControlRecordType: 0 ABORT,
 # 1 COMMIT) and their key and value layouts (version 0 of both)
@@ -112,6 +112,21 @@ def control_type(buf, header: BatchHeader) -> int | None:
 
 # X-4: what a read_committed reader does with a transactional batch
 TXN_COMMITTED, TXN_ABORTED, TXN_OPEN = 0, 1, 2
+
+
+def txn_decision(epoch: int, control_epoch: int, control: int | None) -> int | None:
+    """X-4: what a control batch of a producer id, of ``control_epoch``
+    and type ``control`` (:func:`control_type`), decides for a
+    transactional batch of that id and ``epoch`` before it: a COMMIT of
+    its epoch commits it (TXN_COMMITTED), any control batch of a later
+    epoch ends it aborted (TXN_ABORTED: its COMMIT would have come
+    first); None for the markers of earlier epochs (late ones of earlier
+    transactions), which decide nothing."""
+    if control_epoch > epoch:
+        return TXN_ABORTED
+    if control == COMMIT and control_epoch == epoch:
+        return TXN_COMMITTED
+    return None
 
 
 def _compressor() -> zstandard.ZstdCompressor:

@@ -11,13 +11,15 @@ commit.
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from . import _native, batch
 from .errors import ProducerFencedError
 from .producerstate import PartitionProducers
 
 OPEN = "OPEN"        # the partition's state (pylog.partition), as pylog.writer
+T = TypeVar("T")
 
 
 class ProducerAppends:
@@ -51,18 +53,24 @@ class ProducerAppends:
         producer id (X-5). ``sync=False``: not made durable here, even with
         sync="always" (a transaction makes its partitions durable once, at
         its commit); else as :meth:`Writer.append`."""
+        base, target = self._step_and_ring(lambda: (
+            self._append_producer_locked(records, fields, compression),
+            self._appender.written_next))
+        if sync and self._sync_always:
+            self._sync_through(target)
+        return base
+
+    def _step_and_ring(self, step: Callable[[], T]) -> T:
+        """``step()`` in one hold of the append lock (the partition checked
+        before and after taking it), then the doorbell rung (L-3)."""
         if self._part.status is not OPEN:
             self._part.check()
         with self._wlock:
             if self._part.status is not OPEN:
                 self._part.check()
-            base: int = self._locked_append_step(
-                lambda: self._append_producer_locked(records, fields, compression))
+            result: T = self._locked_append_step(step)
             self._ring()
-            target = self._appender.written_next
-        if sync and self._sync_always:
-            self._sync_through(target)
-        return base
+        return result
 
     def fence_producer(self, pid: int, epoch: int, first: int) -> int:
         """X-9: in one hold of the append lock, find where the transaction
@@ -84,14 +92,7 @@ class ProducerAppends:
             except ProducerFencedError:
                 pass     # a newer epoch came here: a COMMIT of `epoch` is refused already
             return begin
-        if self._part.status is not OPEN:
-            self._part.check()
-        with self._wlock:
-            if self._part.status is not OPEN:
-                self._part.check()
-            begin = self._locked_append_step(step)
-            self._ring()
-        return begin
+        return self._step_and_ring(step)
 
     def append_one_producer(self, timestamp_ms: int, key: bytes | None,
                             value: bytes | None, fields: batch.ProducerFields, *,

@@ -551,19 +551,14 @@ HELD_MAX = 1024
 
 
 def _verdict(controls: deque[Control], header: Any) -> int | None:
-    """X-4: the decision the control batches after ``header`` make, in
-    order: a COMMIT of its epoch commits it; an ABORT of a later epoch,
-    or a COMMIT of a later one, ends it aborted (its COMMIT would have
-    come first); older epochs' markers are late ones of earlier
-    transactions. None: undecided by these."""
+    """X-4: the decision the first deciding control batch after
+    ``header`` makes (batch.txn_decision); None: undecided by these."""
     pid, epoch, base = header.producer_id, header.producer_epoch, header.base_offset
     for off, cpid, cepoch, kind in controls:
-        if cpid != pid or off <= base:
-            continue
-        if cepoch > epoch:
-            return ABORTED
-        if kind == batch.COMMIT and cepoch == epoch:
-            return COMMITTED
+        if cpid == pid and off > base:
+            got = batch.txn_decision(epoch, cepoch, kind)
+            if got is not None:
+                return got
     return None
 
 

@@ -57,38 +57,17 @@ class CommittedReads:
         batch as (offset, producer id, epoch, type) to ``controls``, up to
         and with the next one of producer id ``pid``; return where it
         stopped, or None at the end."""
-        seg_base, pos = at
-        bases = self._segment_bases(st)
-        i = bisect.bisect_left(bases, seg_base)
-        if i >= len(bases) or bases[i] != seg_base:
-            return None          # (deleted meanwhile: the fetch stops there too)
-        while True:
-            seg = self._reader(bases[i])
-            end = self._segment_end(seg, st)
-            m = seg.mapped(end)
-            try:
-                while pos < end:
-                    h = batch.read_framing(m, pos, end)
-                    pos += h.size
-                    if h.attributes & batch.CONTROL_MASK and h.producer_id >= 0:
-                        h = batch.read_header(m, h.position, end)     # (small: B-4)
-                        controls.append((h.base_offset, h.producer_id, h.producer_epoch,
-                                         batch.control_type(m, h)))
-                        if h.producer_id == pid:
-                            return bases[i], pos
-            except CorruptLogError as exc:
-                raise exc.with_path(seg.path) from None
-            i += 1
-            if i >= len(bases):
-                return None
-            pos = 0
+        for seg_base, pos, h, m in self._batches_at(at, st):
+            if h.attributes & batch.CONTROL_MASK and h.producer_id >= 0:
+                controls.append((h.base_offset, h.producer_id, h.producer_epoch,
+                                 batch.control_type(m, h)))
+                if h.producer_id == pid:
+                    return seg_base, pos + h.size
+        return None
 
     def _batches_from(self, offset: int, st: State):
-        """Under _rlock: (segment base, position, header) of each batch from
-        the one holding ``offset`` (or the first after it) up to the end
-        ``st`` published; only control batches have their CRC checked (the
-        others are passed over, or read later whole). The map is looked up
-        again for every batch: the caller may open others in between."""
+        """Under _rlock: :meth:`_batches_at` from the batch holding
+        ``offset`` (or the first after it)."""
         bases = self._segment_bases(st)
         i = bisect.bisect_right(bases, offset) - 1
         if i < 0:
@@ -96,6 +75,20 @@ class CommittedReads:
         seg = self._reader(bases[i])
         end = self._segment_end(seg, st)
         pos = self._locate(seg, offset, end, self._sealed_last_offset(bases, bases[i], st))
+        yield from self._batches_at((bases[i], pos), st)
+
+    def _batches_at(self, at: tuple[int, int], st: State):
+        """Under _rlock: (segment base, position, header, map) of each batch
+        from ``at`` (segment base, byte position; none when that segment
+        is gone) up to the end ``st`` published; only control batches have
+        their CRC checked (the others are passed over, or read later
+        whole). The map is looked up again for every batch: the caller may
+        open others in between (which may unmap the one it was given)."""
+        seg_base, pos = at
+        bases = self._segment_bases(st)
+        i = bisect.bisect_left(bases, seg_base)
+        if i >= len(bases) or bases[i] != seg_base:
+            return          # (deleted meanwhile: the fetch stops there too)
         while True:
             seg = self._reader(bases[i])
             end = self._segment_end(seg, st)
@@ -112,7 +105,7 @@ class CommittedReads:
                     h = batch.read_header(m, pos, end)        # (small: B-4)
             except CorruptLogError as exc:
                 raise exc.with_path(seg.path) from None
-            yield bases[i], pos, h
+            yield bases[i], pos, h, m
             pos += h.size
 
     def last_stable(self, txn, end: int) -> int:
@@ -129,7 +122,7 @@ class CommittedReads:
         start = max(min(arms.values()), st.log_start_offset)
         pending: dict[tuple[int, int], Any] = {}    # (pid, epoch) -> first header
         with self._rlock:
-            for seg_base, _, h in self._batches_from(start, st):
+            for _, _, h, m in self._batches_from(start, st):
                 if h.base_offset >= end:
                     break
                 if not h.attributes & batch.TRANSACTIONAL_MASK:
@@ -139,12 +132,9 @@ class CommittedReads:
                 if arm is None:
                     continue            # (decided in LMDB)
                 if h.attributes & batch.CONTROL_MASK:
-                    seg = self._reader(seg_base)
-                    kind = batch.control_type(seg.mapped(self._segment_end(seg, st)), h)
+                    kind = batch.control_type(m, h)
                     for key in [k for k in pending if k[0] == pid]:
-                        # (as X-4: a COMMIT of its epoch, or any later epoch's)
-                        if h.producer_epoch > key[1] or \
-                                kind == batch.COMMIT and h.producer_epoch == key[1]:
+                        if batch.txn_decision(key[1], h.producer_epoch, kind) is not None:
                             del pending[key]
                 elif h.base_offset >= arm:
                     pending.setdefault((pid, h.producer_epoch), h)
@@ -164,7 +154,7 @@ class CommittedReads:
         st = self._part.state()
         begin = first
         with self._rlock:
-            for _, _, h in self._batches_from(max(first, st.log_start_offset), st):
+            for _, _, h, _ in self._batches_from(max(first, st.log_start_offset), st):
                 if h.producer_id == pid and h.producer_epoch <= epoch and \
                         h.attributes & batch.CONTROL_MASK and h.base_offset >= first:
                     begin = h.last_offset + 1

@@ -8,6 +8,7 @@ the long one kills the worker at least 100 times per sync mode."""
 
 import random
 import signal
+import time
 from collections import defaultdict
 
 import childproc
@@ -55,7 +56,7 @@ def read_all(path):
     return got
 
 
-def crash_loop(path, sync, kills, seed, env):
+def crash_loop(path, sync, kills, seed, env, life_s=0.2):
     """``kills`` workers killed at random; a read_committed consumer reads
     along (while they run and after each kill, when it may abort the dead
     one's transaction). Checks what it read, and then a fresh read."""
@@ -72,7 +73,10 @@ def crash_loop(path, sync, kills, seed, env):
             try:
                 assert childproc.readline(proc, timeout=60) == b"ready\n", \
                     childproc.stderr_tail(proc)
-                seen.extend(r.value for r in along.poll(timeout=rng.uniform(0.0, 0.2)))
+                # the worker's life (a poll that long would return, and the
+                # worker be killed, at its first commit)
+                time.sleep(rng.uniform(0.0, life_s))
+                seen.extend(r.value for r in along.poll(timeout=0))
             finally:
                 proc.send_signal(signal.SIGKILL)
                 out, _ = proc.communicate(timeout=60)
@@ -87,7 +91,8 @@ def crash_loop(path, sync, kills, seed, env):
                 # this reader finds the killed owner's transaction open and
                 # aborts it (X-9); else the next worker does
                 seen.extend(r.value for r in along.poll(timeout=0.1))
-        seen.extend(r.value for r in along.poll(timeout=0.5))
+        while recs := along.poll(timeout=0.5):
+            seen.extend(r.value for r in recs)
         along.close()
     got = read_all(path)
     assert sorted(seen) == sorted(got), "what was read along is not what is read after"
@@ -101,18 +106,18 @@ def crash_loop(path, sync, kills, seed, env):
     shown = {k for k, _ in whole}
     assert committed <= shown, f"committed and lost: {sorted(committed - shown)[:10]}"
     assert not aborted & shown, f"aborted and shown: {sorted(aborted & shown)[:10]}"
-    return len(committed), len(aborted)
+    return len(committed), len(aborted), len(shown)
 
 
 def test_killed_one_partition_transactions(tmp_path, child_env):
-    done, aborted = crash_loop(str(tmp_path / "log"), "always", kills=8, seed=5,
-                               env=child_env)
-    assert done > 0
+    done, _, shown = crash_loop(str(tmp_path / "log"), "always", kills=8, seed=5,
+                                env=child_env)
+    assert done > 0 and shown >= done
 
 
 @pytest.mark.long
 @pytest.mark.parametrize("sync", ["always", "interval", "never"])
 def test_killed_one_partition_transactions_100_times(tmp_path, child_env, sync):
-    done, aborted = crash_loop(str(tmp_path / "log"), sync, kills=100, seed=11,
-                               env=child_env)
+    done, aborted, _ = crash_loop(str(tmp_path / "log"), sync, kills=100, seed=11,
+                                  env=child_env, life_s=0.05)
     assert done > 20 and aborted > 0
