@@ -396,8 +396,7 @@ class IdempotentProducer(Producer):
                 self._seqs.clear()           # a new epoch restarts the sequences
                 self._checked = set()
             self.producer_id, self.epoch = got.producer_id, got.epoch
-            self._arms = {(t, p): (self._arms[(t, p)][0], first)
-                          for t, p, first in got.arms if (t, p) in self._arms}
+            self._moved_arms(got.arms)
             self._closed_txn()
             self._named = True
             try:
@@ -434,8 +433,13 @@ class IdempotentProducer(Producer):
             except ProducerFencedError as exc:
                 self._fenced = exc   # (after the commit point: it stands)
                 return
-            self._arms = {(t, p): (self._arms[(t, p)][0], first)
-                          for t, p, first in arms if (t, p) in self._arms}
+            self._moved_arms(arms)
+
+    def _moved_arms(self, arms: list[Any]) -> None:
+        """The arms LMDB now holds (a decision or a re-arm moved them up,
+        X-6), for the partitions this producer armed."""
+        self._arms = {(t, p): (self._arms[(t, p)][0], first)
+                      for t, p, first in arms if (t, p) in self._arms}
 
     def _closed_txn(self) -> None:
         self._in_txn = False
