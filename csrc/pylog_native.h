@@ -389,8 +389,7 @@ int pl_watch_set(uint32_t *w, void *slot, uint32_t on);
  * committed records from offset `next` on (byte `pos`, first_base as for
  * pl_fetch), decodes them with pl_fetch(seg, active_position, pos, next,
  * first_base, max_records, soft_records, fields, fields_cap, hdrs,
- * hdr_cap, out), without a return to the interpreter in between; with
- * count_fetch, a fetch that decoded records is counted (pl_count_fetch).
+ * hdr_cap, out), without a return to the interpreter in between.
  * Returns PL_WAIT_FETCHED (out says what was decoded), PL_WAIT_WOKEN (woken,
  * nothing decoded: the segment rolled or grew past the map, the state was
  * busy, the log start passed `next`, or nothing new for this partition),
@@ -414,8 +413,7 @@ typedef struct {
     int64_t first_base;      /* as for pl_fetch                                */
     /* where the records go (as for pl_fetch) */
     uint32_t soft_records;
-    uint32_t count_fetch;    /* nonzero: a fetch that decoded records is
-                              * counted in `state` (P-10; a writable map)     */
+    uint32_t reserved;
     int64_t *fields;
     size_t fields_cap;
     int64_t *hdrs;

@@ -268,9 +268,5 @@ int pl_wait_fetch(const pl_wait_fetch_req *r, pl_fetch_out *out)
         return PL_WAIT_WOKEN;            /* rolled, grown past the map, nothing new */
     rc = pl_fetch(r->seg, (size_t)end, r->pos, r->next, r->first_base, r->max_records,
                   r->soft_records, r->fields, r->fields_cap, r->hdrs, r->hdr_cap, out);
-    if (rc != 0)
-        return rc;
-    if (r->count_fetch && out->records > 0)
-        pl_count_fetch((void *)r->state, out->records);
-    return PL_WAIT_FETCHED;
+    return rc != 0 ? rc : PL_WAIT_FETCHED;
 }

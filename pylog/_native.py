@@ -757,8 +757,8 @@ def _committed_request():
     return s
 
 
-def fetch_committed(state_p, count: bool, cursor, seg_len: int, max_records: int,
-                    seg_p, data, build: tuple = PLAIN_ROWS):
+def fetch_committed(state_p, cursor, seg_len: int, max_records: int, seg_p, data,
+                    build: tuple = PLAIN_ROWS):
     """:func:`wait_fetch` without the wait (pl_wait_fetch on a slot that
     reads as rung): decode now what the partition whose state is at
     ``state_p`` committed after ``cursor`` (its ``segment_base``,
@@ -766,13 +766,12 @@ def fetch_committed(state_p, count: bool, cursor, seg_len: int, max_records: int
     :func:`wait_request` names them) in its active segment, when that is
     the cursor's segment, mapped at ``seg_p`` (left to the caller, which
     must keep it mapped through the call), ``seg_len`` bytes, and
-    ``data``. With ``count`` (``state_p`` writable) the fetch is counted
-    in the same call (P-10). Returns () when nothing was decoded that way
+    ``data``. Returns () when nothing was decoded that way
     (nothing new, the segment rolled or grew past the map, the state
     busy: the caller fetches the usual way), else (rows,
     :class:`FetchResult`) as :func:`fetch`."""
     req, fields, hdrs, out, out_bytes, cap = _committed_request()
-    req.state, req.count_fetch, req.seg, req.seg_len = state_p, count, seg_p, seg_len
+    req.state, req.seg, req.seg_len = state_p, seg_p, seg_len
     req.seg_base, req.pos = cursor.segment_base, cursor.position
     req.next, req.first_base = cursor.offset, cursor.base
     req.max_records = min(max_records, cap)

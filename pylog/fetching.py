@@ -395,9 +395,9 @@ class PollDriver:
         paused, read_uncommitted (as the blocked poll's Partition.wait_fetch
         path, Fetching._wait_target): the records it committed after the
         cursor in its active segment, in one native call
-        (Partition.fetch_committed, which also counts it), handed and
-        finished as Fetching._fetch does. [] when that path does not apply
-        or found nothing: the caller runs the general fetch."""
+        (Partition.fetch_committed), handed, finished and counted as
+        Fetching._fetch does. [] when that path does not apply or found
+        nothing: the caller runs the general fetch."""
         c = self._c
         if owned is None:
             owned = c._owned()
@@ -416,7 +416,9 @@ class PollDriver:
         if not got:
             return got
         c._delivery.handed(tp, first)
-        return c._records.finish(got, False, tp, part, first, False)
+        recs = c._records.finish(got, False, tp, part, first, False)
+        part.shared.count_fetch(len(got))   # P-10, once delivered (never raises)
+        return recs
 
     def wait_s(self, remaining: float) -> tuple[float, bool]:
         """(how long a wait may last before housekeeping may be due,

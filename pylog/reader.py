@@ -447,8 +447,7 @@ class Reader(CommittedReads):
         """The event loop's fetch of one partition (pylog.aio): what the
         partition committed after ``cursor`` in its active segment, decoded
         in one native call, as :meth:`wait_fetch` decodes after its wake,
-        and ``cursor`` advanced; a fetch that decoded records is counted
-        (P-10) in that call. [] when that cannot answer: nothing new,
+        and ``cursor`` advanced. [] when that cannot answer: nothing new,
         the cursor not positioned in a reader map of the active segment,
         the segment rolled or outgrew the map, the log start passed the
         cursor, the state busy (the caller then fetches the usual way,
@@ -459,8 +458,7 @@ class Reader(CommittedReads):
         the native call, so no other thread unmaps the segment meanwhile)."""
         part = self._part
         part.check()
-        shared = self._shared
-        state_p = shared.rptr
+        state_p = self._shared.rptr
         if cursor.position < 0 or state_p is None or part.memory_state is not None:
             return []
         with self._rlock:
@@ -473,10 +471,8 @@ class Reader(CommittedReads):
             if m is None:
                 return []
             try:
-                # counted in the same call where the state map is writable
-                got = _native.fetch_committed(
-                    state_p, not shared.readonly, cursor, len(m), max_records, ptr, m,
-                    self._row_build(False, with_topic, row_type))
+                got = _native.fetch_committed(state_p, cursor, len(m), max_records, ptr, m,
+                                              self._row_build(False, with_topic, row_type))
             except CorruptLogError as exc:
                 raise exc.with_path(seg.path) from None
             if not got:
