@@ -200,3 +200,85 @@ def test_recovery_and_verify_agree_on_damaged_files(tmp_path, case):
         assert not resumed, problems
         assert cut == len(data) - len(good)
         assert case in ("torn", "torn_zeros", "stale_offsets")
+
+
+def _big_batches():
+    """Three batches of about 2 KB each (offsets 0-2, 3-5, 6-8)."""
+    out = []
+    for i in range(3):
+        recs = [(1_700_000_000_000 + i * 3 + j, b"k%d" % j, bytes([65 + j]) * 700, ())
+                for j in range(3)]
+        out.append(batch.encode(recs, base_offset=i * 3))
+    return out
+
+
+@pytest.mark.parametrize("hole", ["sector_inside", "rest_of_sector"])
+def test_unwritten_sectors_before_a_valid_batch_are_a_tail(tmp_path, hole):
+    """P-4: past the durable point, zeros a power loss left where data was
+    never written back (a whole aligned sector inside a batch, or the
+    sector's rest from where a batch should start) followed by a valid
+    batch are a torn tail: cut with what follows. verify says so and does
+    not resume past it, as recovery does not."""
+    from pylog.segment import SECTOR_BYTES, unwritten_sector
+    b0, b1, b2 = _big_batches()
+    data = bytearray(b0 + b1 + b2)
+    if hole == "sector_inside":
+        s = -(-(len(b0) + 100) // SECTOR_BYTES) * SECTOR_BYTES
+        data[s:s + SECTOR_BYTES] = bytes(SECTOR_BYTES)
+    else:
+        edge = (len(b0) // SECTOR_BYTES + 1) * SECTOR_BYTES
+        data[len(b0):edge] = bytes(edge - len(b0))
+    assert unwritten_sector(data, len(b0), len(b0) + len(b1))
+    path = write_segment(tmp_path, bytes(data) + bytes(4096))
+    problems = verify.dump_segment(path)["problems"]
+    assert [p.position for p in problems] == [len(b0)], problems
+    assert "cuts the tail here" in problems[0].message
+    assert recover(tmp_path) == len(data) + 4096 - len(b0)
+    with open(path, "rb") as f:
+        assert f.read() == b0
+
+
+@pytest.mark.parametrize("damage", ["flip", "two_zero_bytes_at_sector_end", "garble"])
+def test_damage_that_is_not_unwritten_sectors_raises(tmp_path, damage):
+    """The same layout with damage a power loss does not leave (a flipped
+    byte, the high zero bytes of a baseOffset that end a sector, random
+    bytes) followed by a valid batch stays mid-log corruption."""
+    from pylog.segment import SECTOR_BYTES
+    b0, b1, b2 = _big_batches()
+    data = bytearray(b0 + b1 + b2)
+    at = len(b0) + 300
+    if damage == "flip":
+        data[at] ^= 0x04
+    elif damage == "garble":
+        data[at:at + SECTOR_BYTES] = os.urandom(SECTOR_BYTES)
+    else:
+        # b1 starts 2 bytes before a sector's end, so that its baseOffset's
+        # (zero) high bytes are all of that sector's rest; its length is
+        # then damaged
+        b0 = next(b for b in (batch.encode([(1_700_000_000_000, b"p", b"p" * n, ())],
+                                           base_offset=0) for n in range(1, 600))
+                  if len(b) % SECTOR_BYTES == SECTOR_BYTES - 2)
+        b1, b2 = (batch.encode([(1_700_000_000_000 + i, b"k", b"v" * 300, ())],
+                               base_offset=i) for i in (1, 2))
+        data = bytearray(b0 + b1 + b2)
+        data[len(b0) + 9] ^= 0x40
+    path = write_segment(tmp_path, bytes(data))
+    with pytest.raises(CorruptLogError):
+        recover(tmp_path)
+    assert os.path.getsize(path) == len(data)
+
+
+def test_zeros_before_the_durable_point_are_damage(tmp_path):
+    """Bytes before the durable point were fdatasync'd: a full rescan (the
+    index did not match) that meets zeros there followed by a valid batch
+    raises, whatever they look like."""
+    b0, b1, b2 = _big_batches()
+    data = bytearray(b0 + b1 + b2)
+    edge = (len(b0) // 512 + 1) * 512
+    data[len(b0):edge] = bytes(edge - len(b0))
+    path = write_segment(tmp_path, bytes(data))
+    with open(segment_path(str(tmp_path), 0, ".index"), "wb") as f:
+        f.write(struct.pack(">ii", 1, 100))     # names no batch: rescan from 0
+    with pytest.raises(CorruptLogError):
+        recover(tmp_path, checkpoint=(len(b0) + len(b1), 6))
+    assert os.path.getsize(path) == len(data)
