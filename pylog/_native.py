@@ -740,23 +740,6 @@ def wait_fetch(req, seg_p, data, timeout_s: Optional[float], build: tuple = PLAI
 _RUNG = ffi.new("uint32_t[16]", [1])
 
 
-def _committed_request():
-    """This thread's (request, fields, headers, out, out's bytes, capacity)
-    of :func:`fetch_committed`: a ``pl_wait_fetch_req`` of its own whose
-    doorbell part is set once (:data:`_RUNG`, no waiting count, no
-    timeout), its output pointing at the :func:`_fetch_scratch` buffers."""
-    s = getattr(_scr.local, "committed", None)
-    if s is None:
-        fields, hdrs, out, out_bytes, cap = _fetch_scratch()
-        req = ffi.new("pl_wait_fetch_req *")
-        req.slot, req.expected, req.waiting, req.timeout_us = _RUNG, 0, _NULL, -1
-        req.soft_records = FETCH_RECORDS_STEP
-        req.fields, req.fields_cap = fields, cap
-        req.hdrs, req.hdr_cap = hdrs, _HEADERS_PER_RECORD_ROOM * cap
-        s = _scr.local.committed = (req, fields, hdrs, out, out_bytes, cap)
-    return s
-
-
 def fetch_committed(state_p, cursor, seg_len: int, max_records: int, seg_p, data,
                     build: tuple = PLAIN_ROWS):
     """:func:`wait_fetch` without the wait (pl_wait_fetch on a slot that
@@ -770,7 +753,7 @@ def fetch_committed(state_p, cursor, seg_len: int, max_records: int, seg_p, data
     (nothing new, the segment rolled or grew past the map, the state
     busy: the caller fetches the usual way), else (rows,
     :class:`FetchResult`) as :func:`fetch`."""
-    req, fields, hdrs, out, out_bytes, cap = _committed_request()
+    req, fields, hdrs, out, out_bytes, cap = _scr.committed_request(_RUNG)
     req.state, req.seg, req.seg_len = state_p, seg_p, seg_len
     req.seg_base, req.pos = cursor.segment_base, cursor.position
     req.next, req.first_base = cursor.offset, cursor.base

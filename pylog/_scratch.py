@@ -19,7 +19,7 @@ import threading
 from ._pylog_native import ffi, lib
 
 #: the thread-local holder of every scratch buffer (attributes: state,
-#: shape, fetch, append, wait)
+#: shape, fetch, append, wait, committed)
 local = threading.local()
 #: ffi.new without clearing the memory
 raw_alloc = ffi.new_allocator(should_clear_after_alloc=False)
@@ -62,17 +62,37 @@ def fetch():
     return s
 
 
+def _new_wait_request():
+    """A ``pl_wait_fetch_req`` whose output fields point at the
+    :func:`fetch` scratch."""
+    fields, hdrs, _, _, cap = fetch()
+    r = ffi.new("pl_wait_fetch_req *")
+    r.soft_records = FETCH_RECORDS_STEP
+    r.fields, r.fields_cap = fields, cap
+    r.hdrs, r.hdr_cap = hdrs, HEADERS_PER_RECORD_ROOM * cap
+    return r
+
+
 def wait_request():
-    """This thread's ``pl_wait_fetch_req``, its output fields pointing at
-    the :func:`fetch` scratch (the caller fills in the rest per call)."""
+    """This thread's ``pl_wait_fetch_req`` (the caller fills in the rest
+    per call)."""
     r = getattr(local, "wait", None)
     if r is None:
-        fields, hdrs, _, _, cap = fetch()
-        r = local.wait = ffi.new("pl_wait_fetch_req *")
-        r.soft_records = FETCH_RECORDS_STEP
-        r.fields, r.fields_cap = fields, cap
-        r.hdrs, r.hdr_cap = hdrs, HEADERS_PER_RECORD_ROOM * cap
+        r = local.wait = _new_wait_request()
     return r
+
+
+def committed_request(rung):
+    """This thread's (request, then :func:`fetch`'s tuple) for fetches that
+    never wait: a second ``pl_wait_fetch_req`` whose doorbell part is set
+    once, to ``rung`` (a slot that reads as rung), no waiting count and
+    no timeout."""
+    s = getattr(local, "committed", None)
+    if s is None:
+        req = _new_wait_request()
+        req.slot, req.expected, req.waiting, req.timeout_us = rung, 0, ffi.NULL, -1
+        s = local.committed = (req,) + fetch()
+    return s
 
 
 def state():

@@ -75,7 +75,7 @@ class CommittedReads:
         seg = self._reader(bases[i])
         end = self._segment_end(seg, st)
         pos = self._locate(seg, offset, end, self._sealed_last_offset(bases, bases[i], st))
-        yield from self._batches_at((bases[i], pos), st)
+        yield from self._walk(bases, i, pos, st)
 
     def _batches_at(self, at: tuple[int, int], st: State):
         """Under _rlock: (segment base, position, header, map) of each batch
@@ -87,8 +87,12 @@ class CommittedReads:
         seg_base, pos = at
         bases = self._segment_bases(st)
         i = bisect.bisect_left(bases, seg_base)
-        if i >= len(bases) or bases[i] != seg_base:
-            return          # (deleted meanwhile: the fetch stops there too)
+        if i < len(bases) and bases[i] == seg_base:
+            yield from self._walk(bases, i, pos, st)
+        # (else deleted meanwhile: the fetch stops there too)
+
+    def _walk(self, bases: list[int], i: int, pos: int, st: State):
+        """:meth:`_batches_at` from byte ``pos`` of segment ``bases[i]``."""
         while True:
             seg = self._reader(bases[i])
             end = self._segment_end(seg, st)
