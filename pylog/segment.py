@@ -425,13 +425,11 @@ class Segment:
         batch there: data before it was fdatasync'd, P-4) or from position 0,
         checking framing, CRC and the dense offset sequence (S-2).
 
-        At the first bad batch: when the segment is ``sealed`` (not the
-        last one, whose whole data was fdatasync'd at its roll, S-4), or a
-        valid batch follows it (:func:`first_valid_batch_after`) and the
-        bytes between are not a power loss's unwritten sectors past the
-        durable point (:func:`unwritten_sector`), the damage is mid-log and
-        CorruptLogError is raised; otherwise it is a torn tail, cut with
-        what follows. A writable Segment then gets its indexes rewritten (with
+        At the first bad batch: when a valid batch follows it
+        (:func:`first_valid_batch_after`), or the segment is ``sealed`` (not
+        the last one, whose whole data was fdatasync'd at its roll, S-4), the
+        damage is mid-log and CorruptLogError is raised; otherwise it is a
+        torn tail. A writable Segment then gets its indexes rewritten (with
         the T-3 entry when ``sealed``) and, when not sealed, is truncated to
         its valid end; a read-only one is left untouched."""
         write = self.writable
@@ -439,9 +437,7 @@ class Segment:
         size = self.file_size()
         m = self.mapped(size) if size else None
         pos0, expected, idx, tidx, ts0, last_entry = 0, base, b"", b"", -1, 0
-        durable = 0     # every byte before it was fdatasync'd (P-4)
         if not sealed and checkpoint is not None and 0 < checkpoint[0] <= size:
-            durable = checkpoint[0]
             idx, tidx = self.indexes_before(checkpoint[0])
             problem = self.index_problem(idx, tidx, m, checkpoint[0], None)
             if problem is None:
@@ -461,35 +457,23 @@ class Segment:
             expected_offset=expected, segment_base_offset=base,
             index_interval_bytes=INDEX_INTERVAL_BYTES,
             bytes_since_last_entry=pos0 - last_entry, max_timestamp=ts0)
-        cut = 0
-        bad = r.error_position
-        if bad is None and not sealed and r.end_position < size:
+        if r.error_position is None and not sealed and r.end_position < size \
+                and first_valid_batch_after(m, r.end_position, size,
+                                            min_offset=r.next_offset) is not None:
             # the scan stops at a zero batchLength (the preallocated tail,
             # S-3); one zeroed by damage must not hide what follows
-            bad = r.end_position
-        nxt = None if bad is None or m is None else first_valid_batch_after(
-            m, bad, size, min_offset=r.next_offset)
-        if bad is not None and (r.error_position is not None or nxt is not None):
-            reason = r.error_reason or "batchLength is 0 but valid batches follow"
-            # (before the durable point, found when the scan had to start
-            # over, even zeros are damage: those bytes were fdatasync'd)
-            if sealed or nxt is not None and (
-                    r.end_position < durable or not unwritten_sector(m, r.end_position, nxt)):
-                raise CorruptLogError(reason, self.path, bad)
-            if r.continues_after_error and nxt is None:
-                raise CorruptLogError(reason, self.path, bad)
+            raise CorruptLogError("batchLength is 0 but valid batches follow",
+                                  self.path, r.end_position)
+        cut = 0
+        if r.error_position is not None:
+            if r.continues_after_error or sealed or first_valid_batch_after(
+                    m, r.error_position, size, min_offset=r.next_offset) is not None:
+                raise CorruptLogError(r.error_reason or "damaged batch", self.path,
+                                      r.error_position)
             cut = size - r.end_position
-            if nxt is None:
-                _log.warning("%s: torn tail after a crash: cut %d bytes at "
-                             "position %d (%s)", self.path, cut, r.end_position, reason)
-            else:
-                # past the durable point nothing was promised (G1): pages a
-                # power loss never wrote back are a tail, not damage
-                _log.warning("%s: unwritten pages at position %d after a power "
-                             "loss (%s; a valid batch follows at %d): cut %d bytes "
-                             "there, records from offset %d on were never "
-                             "fdatasync'd", self.path, r.end_position, reason, nxt,
-                             cut, r.next_offset if r.batch_count else expected)
+            _log.warning("%s: torn tail after a crash: cut %d bytes at "
+                         "position %d (%s)", self.path, cut, r.end_position,
+                         r.error_reason)
         next_offset = r.next_offset if r.batch_count else expected
         end = r.end_position
         idx += pack_index(r.index_entries)
@@ -588,30 +572,6 @@ def with_fds(handles: HandleCache | None, action: str, call, *, maps: bool = Fal
         if maps and exc.errno == errno.ENOMEM:
             raise too_many_maps(exc, action) from None
         raise
-
-
-#: the smallest unit a disk writes or leaves unwritten at a power loss
-SECTOR_BYTES = 512
-_ZERO_SECTOR = bytes(SECTOR_BYTES)
-
-
-def unwritten_sector(buf, start: int, end: int) -> bool:
-    """Whether the damage in ``buf[start:end]`` (from the end of the last
-    good batch to the next valid one) holds what a power loss leaves of
-    data never written back (P-4): zeros from ``start`` to the end of its
-    sector and at least through a batch header's magic byte (a written
-    header has a non-zero length and magic there), or a whole aligned
-    sector of zeros. A flipped or garbled byte is neither."""
-    edge = max((start // SECTOR_BYTES + 1) * SECTOR_BYTES,
-               start + _native.MAGIC_OFFSET + 1)
-    if edge <= end and buf[start:edge] == bytes(edge - start):
-        return True
-    s = -(-start // SECTOR_BYTES) * SECTOR_BYTES
-    while s + SECTOR_BYTES <= end:
-        if buf[s:s + SECTOR_BYTES] == _ZERO_SECTOR:
-            return True
-        s += SECTOR_BYTES
-    return False
 
 
 def first_valid_batch_after(buf, start: int, end: int, *,

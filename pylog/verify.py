@@ -34,7 +34,6 @@ from .segment import (
     list_segment_bases,
     parse_segment_name,
     segment_path,
-    unwritten_sector,
 )
 from .sharedstate import STATE_FILE, STATE_MAGIC, State, writers_present
 from .store import check_log_dir
@@ -165,24 +164,12 @@ def _valid_at(buf, pos: int, end: int) -> bool:
 
 
 def walk_batches(buf, start: int, end: int, *, expected_offset: int | None = None,
-                 strict_tail: bool = True, durable: int | None = None):
+                 strict_tail: bool = True):
     """Yield ("batch", header) and ("problem", position, message) for
     buf[start:end], continuing after damage where a later valid batch can be
     found. A zero-filled tail (the preallocated active segment) is a clean
-    end; with ``strict_tail`` non-zero bytes after it are a problem. With
-    ``durable`` (an active segment's durable point, P-4), damage past it
-    that is a power loss's unwritten sectors ends the walk, as recovery cuts
-    the tail there. The final item is ("end", valid_end, next_offset)."""
-
-    def unwritten(at: int, nxt: int | None) -> str | None:
-        if durable is None or at < durable:
-            return None
-        if nxt is None:
-            nxt = first_valid_batch_after(buf, at, end, min_offset=expected)
-        if nxt is None or not unwritten_sector(buf, at, nxt):
-            return None
-        return (f"unwritten sectors of a power loss, then a valid batch at position "
-                f"{nxt}: the next writable open cuts the tail here (P-4)")
+    end; with ``strict_tail`` non-zero bytes after it are a problem.
+    The final item is ("end", valid_end, next_offset)."""
     pos = start
     expected = expected_offset
     alt_expected = None
@@ -205,10 +192,6 @@ def walk_batches(buf, start: int, end: int, *, expected_offset: int | None = Non
                        f"but non-zero data follows at position {nz} (garbage "
                        "after the last batch)")
                 break
-            hole = unwritten(pos, nxt)
-            if hole is not None:
-                yield ("problem", pos, hole)
-                break
             yield ("problem", pos, "zero bytes where a batch should start, "
                    f"followed by a valid batch at position {nxt}")
             pos = nxt
@@ -219,12 +202,9 @@ def walk_batches(buf, start: int, end: int, *, expected_offset: int | None = Non
             reason = exc.reason
             nxt = first_valid_batch_after(buf, pos, end, min_offset=expected)
             if nxt is None:
+                tail = first_nonzero(buf, pos, end)
                 yield ("problem", pos, f"{reason}; no valid batch follows "
-                       f"({end - pos} bytes unreadable)")
-                break
-            hole = unwritten(pos, nxt)
-            if hole is not None:
-                yield ("problem", pos, f"{reason}; {hole}")
+                       f"({end - pos} bytes unreadable{'' if tail is not None else ''})")
                 break
             yield ("problem", pos, f"{reason}; skipped {nxt - pos} bytes to the "
                    f"next valid batch at position {nxt}")
@@ -237,10 +217,6 @@ def walk_batches(buf, start: int, end: int, *, expected_offset: int | None = Non
                 min(_HEADER_MIN, end - nxt)) or _valid_at(buf, nxt, end)
             msg = (f"CRC32C mismatch in batch {h.base_offset}..{h.last_offset}: "
                    f"stored {h.crc:#010x} does not match its contents (B-4)")
-            hole = unwritten(pos, None)
-            if hole is not None:
-                yield ("problem", pos, f"{msg}; {hole}")
-                break
             if not plausible:
                 nxt = first_valid_batch_after(buf, pos, end, min_offset=expected)
                 msg += ("; its length field looks damaged too, " +
@@ -321,7 +297,7 @@ def dump_segment(path: str, records: bool = False, values: bool = False,
             out["not_a_segment"] = why
             out["problems"].append(Problem(path, 0, why))
             return out
-        for item in walk_batches(f.buf, 0, stop, expected_offset=base, durable=0):
+        for item in walk_batches(f.buf, 0, stop, expected_offset=base):
             if item[0] == "batch":
                 h = item[1]
                 if progress is not None:
@@ -635,10 +611,8 @@ def _verify_partition(root, meta, t, p, d, live, problems, advance):
             else:
                 end = size
                 strict = True
-            durable = (pm.checkpoint_position if pm is not None and pm.checkpoint_base
-                       == base else 0) if last else None    # as recovery's (P-4)
             seg_next, valid_end, positions = _verify_segment(
-                f, base, end, strict, problems, durable)
+                f, base, end, strict, problems)
             seg_info[base] = (valid_end, seg_next, positions, f.size)
             _verify_indexes(f, base, end, valid_end, seg_next, live and last,
                             positions, problems)
@@ -670,9 +644,9 @@ def _verify_partition(root, meta, t, p, d, live, problems, advance):
     return next_offset
 
 
-def _verify_segment(f, base, end, strict, problems, durable):
-    """Scan one segment (``durable``: see walk_batches). Returns (next offset,
-    valid end, {batch position: base offset} or None after the fast path)."""
+def _verify_segment(f, base, end, strict, problems):
+    """Scan one segment. Returns (next offset, valid end, {position: base
+    offset of the batch there} or None when the fast path sufficed)."""
     buf = f.buf if f.size else b""
     r = _native.scan_segment(buf, 0, end, expected_offset=base,
                              segment_base_offset=base)
@@ -685,8 +659,7 @@ def _verify_segment(f, base, end, strict, problems, durable):
     positions = {}
     next_offset = base
     valid_end = 0
-    for item in walk_batches(buf, 0, end, expected_offset=base, strict_tail=strict,
-                             durable=durable):
+    for item in walk_batches(buf, 0, end, expected_offset=base, strict_tail=strict):
         if item[0] == "batch":
             h = item[1]
             positions[h.position] = h.base_offset
