@@ -7,7 +7,9 @@
   bar: asyncio p50 <= 1.5x threaded.
 - consumption: records already on disk read with poll vs getmany, and
   ``for record in consumer`` vs ``async for`` (per record, the same loop
-  body), best of 3 each; bar: async >= 0.8x poll.
+  body), best of 3 each; bar: async >= 0.8x poll. Next to them, what
+  CPython itself charges a step of an async generator against a plain
+  generator's (``async for`` cannot cost less than that per record).
 - loop stalls: while a producer, a committing group consumer and
   sync="always" sends run flat out, the callbacks of the loop that kept
   it over 1 ms of their own time (tests/loopwatch.py: wall time minus the
@@ -152,6 +154,36 @@ async def read_getmany(path: str, n: int, by_one: bool) -> float:
     return n / dt
 
 
+def step_costs(run: Any, n: int = 500_000) -> tuple[float, float]:
+    """ns per item of ``for`` over a plain generator and of ``async for``
+    over an async generator, both yielding the items of a list with the
+    same body: what CPython charges ``async for`` itself, whatever the
+    iterator does (best of READ_REPS)."""
+    items = list(range(n))
+
+    def gen() -> Any:
+        for x in items:
+            yield x
+
+    async def agen() -> Any:
+        for x in items:
+            yield x
+
+    async def drain() -> None:
+        async for _ in agen():
+            pass
+    plain = stepped = float("inf")
+    for _ in range(READ_REPS):
+        t0 = time.perf_counter_ns()
+        for _ in gen():
+            pass
+        t1 = time.perf_counter_ns()
+        run(drain())
+        t2 = time.perf_counter_ns()
+        plain, stepped = min(plain, (t1 - t0) / n), min(stepped, (t2 - t1) / n)
+    return plain, stepped
+
+
 async def idle_gaps(turns: int) -> list[float]:
     """The heartbeat's lateness with nothing else running: the machine's
     own noise floor, printed next to the figure under load."""
@@ -264,6 +296,10 @@ def main() -> None:
                   f"({many_rate / poll_rate:.2f}x), async for {iter_rate:,.0f}/s "
                   f"({iter_rate / poll_rate:.2f}x of poll; {iter_rate / for_rate:.2f}x "
                   f"of `for record in consumer`, {for_rate:,.0f}/s) (bar >= 0.8x)")
+            plain, stepped = step_costs(runner.run)
+            print(f"CPython's own step: generator {plain:.0f} ns, async generator "
+                  f"{stepped:.0f} ns per item; a record costs {1e9 / poll_rate:.0f} ns "
+                  f"by poll, {1e9 / iter_rate:.0f} ns by async for")
             watch = LoopWatch(threshold_ms=1.0)
             gaps = runner.run(stalls(os.path.join(base, "stall"), 50_000, watch))
             if args.loop == "asyncio" and LoopWatch.available:

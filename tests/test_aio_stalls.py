@@ -78,7 +78,7 @@ def test_no_callback_keeps_the_loop_at_full_speed(logdir):
     another thread of the process while the loop made a native call, is
     held while that thread waits for a CPU. On an otherwise idle machine
     the ones left use CPU: a send that grows the segment (0.4-0.5 ms)
-    after most of a 0.3 ms fair slice. A group consumer's first fetch
+    after most of a 0.2 ms fair slice. A group consumer's first fetch
     (1.3-2.9 ms: the segment listed, opened, mapped, its index read) now
     runs its file work in the executor; the sends that grew a segment
     before its tail was warmed (pylog.warmup) are gone. This test holds
