@@ -185,8 +185,9 @@ def walk_batches(buf, start: int, end: int, *, expected_offset: int | None = Non
                 yield ("problem", pos, f"{end - pos} trailing bytes are too few "
                        "for a batch header (truncated batch)")
                 break
-            nxt = first_valid_batch_after(buf, nz - 1, end,
-                                          min_offset=expected)
+            # (from pos, as recovery asks: a batch's first bytes, the high
+            # bytes of its baseOffset, are zeros too)
+            nxt = first_valid_batch_after(buf, pos, end, min_offset=expected)
             if nxt is None:
                 yield ("problem", pos, "zero bytes where a batch should start, "
                        f"but non-zero data follows at position {nz} (garbage "

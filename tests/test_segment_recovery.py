@@ -165,11 +165,11 @@ def test_verify_and_recovery_share_the_search(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("case", ["torn", "torn_zeros", "mid_crc", "mid_length",
-                                  "mid_length_epoch", "stale_offsets"])
+                                  "mid_length_epoch", "mid_zero_batch", "stale_offsets"])
 def test_recovery_and_verify_agree_on_damaged_files(tmp_path, case):
     """On each damaged file: when recovery cuts a torn tail, verify never
-    claims a valid batch follows the damage; when verify resumes at a valid
-    batch after the damage, recovery raises (mid-log corruption)."""
+    claims a valid batch follows the damage; when recovery raises (mid-log
+    corruption), verify walks on to the valid batch after the damage."""
     b0, b1, b2 = batches()
     good = b0 + b1
     if case == "torn":
@@ -184,18 +184,25 @@ def test_recovery_and_verify_agree_on_damaged_files(tmp_path, case):
         data = _damaged_length_then_epoch(b0, b1, b2, epoch=0)
     elif case == "mid_length_epoch":
         data = _damaged_length_then_epoch(b0, b1, b2, epoch=3)
+    elif case == "mid_zero_batch":
+        # a whole batch zeroed: the next one's first bytes (the high bytes
+        # of its baseOffset) are zeros too, and verify must still find it
+        data = b0 + bytes(len(b1)) + b2
     else:
         # after a torn b2, an older batch (offsets 0..2) again: no data
         # past the damage (P-4: a valid batch with a higher offset)
         data = good + b2[:30] + b0
     path = write_segment(tmp_path, data)
-    problems = verify.dump_segment(path)["problems"]
+    dump = verify.dump_segment(path)
+    problems = dump["problems"]
     assert problems
     resumed = [p for p in problems if "valid batch at position" in p.message]
+    past = [b for b in dump["batches"] if b["base_offset"] >= 6]     # b2's on
     try:
         cut = recover(tmp_path)
     except CorruptLogError:
         assert case.startswith("mid"), problems
+        assert past, (problems, dump["batches"])       # verify walked on to b2
     else:
         assert not resumed, problems
         assert cut == len(data) - len(good)
