@@ -197,8 +197,11 @@ async def idle_gaps(turns: int) -> list[float]:
     return gaps
 
 
-async def stalls(base: str, n: int, watch: LoopWatch) -> list[float]:
+async def stalls(base: str, n: int, watch: LoopWatch) -> tuple[list[float], float]:
+    """The heartbeat's lateness under load, and records/s of the
+    sync="never" phase (each produced and consumed, on the one loop)."""
     gaps: list[float] = []
+    rate = 0.0
     stop = asyncio.Event()
 
     async def heartbeat() -> None:
@@ -228,12 +231,15 @@ async def stalls(base: str, n: int, watch: LoopWatch) -> list[float]:
                     await c.commit()
 
             with watch if LoopWatch.available else contextlib.nullcontext():
+                t0 = time.perf_counter()
                 await asyncio.gather(produce(), consume())
+                if sync == "never":
+                    rate = count / (time.perf_counter() - t0)
             await c.close()
             await p.close()
     stop.set()
     await beat
-    return gaps
+    return gaps, rate
 
 
 async def idle_cpu(path: str, n: int, seconds: float) -> float:
@@ -251,7 +257,11 @@ def main() -> None:
     ap.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     ap.add_argument("--records", type=int, default=200_000)
     ap.add_argument("--latency-records", type=int, default=3000)
+    ap.add_argument("--fair-slice-us", type=int, default=None,
+                    help="pylog.aio.FAIR_SLICE_S for this run, in µs (default: as shipped)")
     args = ap.parse_args()
+    if args.fair_slice_us is not None:
+        pylog.aio.FAIR_SLICE_S = args.fair_slice_us / 1e6
     factory = asyncio.new_event_loop
     if args.loop == "uvloop":
         import uvloop
@@ -301,7 +311,9 @@ def main() -> None:
                   f"{stepped:.0f} ns per item; a record costs {1e9 / poll_rate:.0f} ns "
                   f"by poll, {1e9 / iter_rate:.0f} ns by async for")
             watch = LoopWatch(threshold_ms=1.0)
-            gaps = runner.run(stalls(os.path.join(base, "stall"), 50_000, watch))
+            gaps, flat_out = runner.run(stalls(os.path.join(base, "stall"), 50_000, watch))
+            print(f"flat out on one loop: {flat_out:,.0f} records/s produced and consumed "
+                  f"(sync=\"never\", fair slice {pylog.aio.FAIR_SLICE_S * 1e6:.0f} µs)")
             if args.loop == "asyncio" and LoopWatch.available:
                 busy = sum(s.cpu_ms >= 0.5 for s in watch.stalls)
                 print(f"loop callbacks under load: {watch.summary()}; {busy} of them "
