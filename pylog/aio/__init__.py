@@ -52,8 +52,8 @@ EXECUTOR_THREADS = 4
 #: the longest the clients of one Log run on the loop without yielding to
 #: it: a task that sends or fetches in a loop never waits while appends are
 #: inline and records are ready, so it yields between calls after this long
-#: (a producer and a consumer flat out then leave other tasks' timers late
-#: by about 0.65 ms at the median, not about 0.95 as with 0.3 ms)
+#: (short enough that a producer and a consumer flat out leave other
+#: tasks' 1 ms timers late by under 1 ms in most turns; bench/RESULTS.rst)
 FAIR_SLICE_S = 0.0002
 
 
