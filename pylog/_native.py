@@ -735,11 +735,6 @@ def wait_fetch(req, seg_p, data, timeout_s: Optional[float], build: tuple = PLAI
         return _fetched(data, pos, fields, hdrs, out_bytes, build)
 
 
-# A doorbell slot of this process's own that always reads as rung (seq 1,
-# awaited as 0): pl_wait_fetch on it decodes at once, touching no shared slot
-_RUNG = ffi.new("uint32_t[16]", [1])
-
-
 def fetch_committed(state_p, cursor, seg_len: int, max_records: int, seg_p, data,
                     build: tuple = PLAIN_ROWS):
     """:func:`wait_fetch` without the wait (pl_wait_fetch on a slot that
@@ -753,7 +748,7 @@ def fetch_committed(state_p, cursor, seg_len: int, max_records: int, seg_p, data
     (nothing new, the segment rolled or grew past the map, the state
     busy: the caller fetches the usual way), else (rows,
     :class:`FetchResult`) as :func:`fetch`."""
-    req, fields, hdrs, out, out_bytes, cap = _scr.committed_request(_RUNG)
+    req, fields, hdrs, out, out_bytes, cap = _scr.committed_request()
     req.state, req.seg, req.seg_len = state_p, seg_p, seg_len
     req.seg_base, req.pos = cursor.segment_base, cursor.position
     req.next, req.first_base = cursor.offset, cursor.base

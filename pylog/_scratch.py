@@ -82,15 +82,19 @@ def wait_request():
     return r
 
 
-def committed_request(rung):
+# A doorbell slot of this process's own that always reads as rung (seq 1,
+# awaited as 0): pl_wait_fetch on it decodes at once, touching no shared slot
+_RUNG = ffi.new("uint32_t[16]", [1])
+
+
+def committed_request():
     """This thread's (request, then :func:`fetch`'s tuple) for fetches that
     never wait: a second ``pl_wait_fetch_req`` whose doorbell part is set
-    once, to ``rung`` (a slot that reads as rung), no waiting count and
-    no timeout."""
+    once, to :data:`_RUNG`, no waiting count and no timeout."""
     s = getattr(local, "committed", None)
     if s is None:
         req = _new_wait_request()
-        req.slot, req.expected, req.waiting, req.timeout_us = rung, 0, ffi.NULL, -1
+        req.slot, req.expected, req.waiting, req.timeout_us = _RUNG, 0, ffi.NULL, -1
         s = local.committed = (req,) + fetch()
     return s
 

@@ -87,9 +87,9 @@ class CommittedReads:
         seg_base, pos = at
         bases = self._segment_bases(st)
         i = bisect.bisect_left(bases, seg_base)
-        if i < len(bases) and bases[i] == seg_base:
-            yield from self._walk(bases, i, pos, st)
-        # (else deleted meanwhile: the fetch stops there too)
+        if i >= len(bases) or bases[i] != seg_base:
+            return          # (deleted meanwhile: the fetch stops there too)
+        yield from self._walk(bases, i, pos, st)
 
     def _walk(self, bases: list[int], i: int, pos: int, st: State):
         """:meth:`_batches_at` from byte ``pos`` of segment ``bases[i]``."""
