@@ -73,6 +73,8 @@ class AIOLog:
         self._slice_start = 0.0
         self._topics_fut: asyncio.Future[None] | None = None
         self._topic_watch: asyncio.Task[None] | None = None
+        # set when close() begins, resolved once the Log is closed
+        self._closing: asyncio.Future[None] | None = None
 
     @property
     def log(self) -> _log.Log:
@@ -87,8 +89,27 @@ class AIOLog:
         return self._bridge_
 
     def _submit(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
-        """``fn(*args)`` in this Log's executor, as a future of the running loop."""
+        """``fn(*args)`` in this Log's executor, as a future of the running
+        loop; LogClosed once close() began (its executor stops)."""
+        if self._closing is not None:
+            raise LogClosed(f"log {self._path} is closed")
         return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def _close_client(self, close: Callable[[], None],
+                            lock: asyncio.Lock | None = None) -> None:
+        """A client's ``close`` (``lock``: the client's, as _submit_locked):
+        off the loop, or once this Log is closing, inline after the Log's
+        close is done (which closed what the client's close would store or
+        flush: a client closed after its Log does no I/O, as in the
+        threaded API)."""
+        if self._closing is None:
+            if lock is None:
+                await self._submit(close)
+            else:
+                await self._submit_locked(lock, close)
+            return
+        await asyncio.shield(self._closing)
+        close()
 
     async def _submit_locked(self, lock: asyncio.Lock, fn: Callable[..., T],
                              *args: Any) -> T:
@@ -163,20 +184,29 @@ class AIOLog:
             self._log = await self._submit(functools.partial(
                 _log.open, self._path, **self._kwargs))
             self._bridge_ = DoorbellBridge(self._log.doorbell_pointer(),
-                                           self._log.doorbell())
+                                           self._log.doorbell(), str(self._path))
         return self
 
     async def close(self) -> None:
-        """Close the Log (see Log.close) and stop its threads. Idempotent."""
-        if self._log is None or self._log.closed:
+        """Close the Log (see Log.close) and stop its threads; tasks waiting
+        in a consumer's getone/getmany raise LogClosed, and so does every
+        later call that needs the Log (a client's close() returns).
+        Idempotent; a second close() waits for the first."""
+        if self._log is None:
             return
+        if self._closing is not None:
+            await asyncio.shield(self._closing)
+            return
+        loop = asyncio.get_running_loop()
+        self._closing = loop.create_future()
         self._bridge.close()
         if self._topic_watch is not None:
             self._topic_watch.cancel()
         try:
-            await self._submit(self._log.close)
+            await asyncio.shield(loop.run_in_executor(self._executor, self._log.close))
         finally:
             self._executor.shutdown(wait=False)
+            self._closing.set_result(None)
 
     async def __aenter__(self) -> AIOLog:
         return await self.open()

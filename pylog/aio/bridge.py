@@ -31,6 +31,7 @@ import threading
 from typing import Any
 
 from .. import _native
+from ..errors import LogClosed
 
 #: How long the bridge thread sleeps on the doorbell before it looks again
 #: whether the Log was closed (it never needs waking for a new waiter: the
@@ -63,7 +64,8 @@ def wake(futures: list[asyncio.Future[None]]) -> None:
 class DoorbellBridge:
     """Wakes coroutines waiting for appends to one Log (module docstring)."""
 
-    def __init__(self, bell: Any, bell_map: Any) -> None:
+    def __init__(self, bell: Any, bell_map: Any, name: str) -> None:
+        self._name = name          # the log's path, for errors
         self._bell = bell          # pointer to the doorbell map; keeps it mapped
         # The thread reads the slots' counts as plain words of the map: a
         # native call would release the GIL, and each release lets an
@@ -92,7 +94,10 @@ class DoorbellBridge:
                    also: asyncio.Future[None] | None = None) -> None:
         """Return once ``slot`` rang after its count was ``seen``, ``also``
         (if given) is done, or after ``timeout_s``; cancellable (then
-        nothing is left registered)."""
+        nothing is left registered). LogClosed once close() was called
+        (a waiter it woke that looks again ends here)."""
+        if self._closed:
+            raise LogClosed(f"log {self._name} is closed")
         if self._bell is None:
             await asyncio.sleep(min(timeout_s, NO_BELL_SLEEP_S))
             return

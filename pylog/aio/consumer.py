@@ -6,9 +6,10 @@ runs inline (a few microseconds: no lock, no fsync; a consumer of one
 partition decodes what a wake brought in one native call, as the blocked
 poll does); waiting for new ones is a future resolved by the Log's
 :class:`~pylog.aio.bridge.DoorbellBridge`; group housekeeping (join,
-heartbeat, rebalance, auto-commit), commits, seeks that may join a group,
-and close — metadata transactions that may fsync — run in the Log's
-executor, one at a time per consumer, and so does the file work of a
+heartbeat, rebalance, auto-commit; ``start()``'s join), commits,
+``seek_to_beginning``/``seek_to_end`` (which may join a group), and
+close — metadata transactions that may fsync — run in the Log's executor,
+one at a time per consumer, and so does the file work of a
 partition's first fetch (PollDriver.position: listing, opening and
 mapping its segment, reading its index, milliseconds in all).
 
@@ -18,13 +19,17 @@ cancelled while it waits has fetched nothing. ``getone`` (and ``async
 for``) fetch a poll's worth and hand them out one at a time; the rest stay
 in the consumer's buffer for the next getone/getmany/``async for``, and
 ``position``, ``commit()``, ``seek`` and ``pause`` count them as not
-received. ``async for`` is an async generator (``__aiter__``) that pops
-the buffer, which is only ever filtered in place, never replaced.
+received. ``async for`` pops the buffer (which is only ever filtered in
+place, never replaced) through an iteration object that knows the record
+its loop body is on: a loop left by ``break``, an exception or a
+cancellation puts that record back at the front of the buffer, as a
+threaded ``for`` loop puts its position back on it.
 
 Delivery (pylog.delivery, as ``poll``): the records a getmany returned are
-finished at the next getmany/getone that fetches; auto-commit and close
-commit finished records only; ``commit()`` without offsets commits every
-record received.
+finished at the next getmany/getone that fetches; the record an ``async
+for`` is on, once the loop asks for the next one (or at that fetch);
+auto-commit and close commit finished records only; ``commit()`` without
+offsets commits every record received.
 
 Thread safety: use an AIOConsumer from the tasks of one event loop.
 Durability: as Consumer.commit (``await commit()`` returns once the
@@ -35,12 +40,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..consumer import Consumer
-from ..consumerargs import MAX_POLL_RECORDS_MAX, poll_timeout
+from ..consumerargs import MAX_POLL_RECORDS_MAX, as_tps, poll_timeout
 from ..errors import InvalidArgument, LogClosed
 from ..fetching import READS, WRITES, PollDriver
 from ..records import Record, TopicPartition
@@ -65,6 +71,10 @@ class AIOConsumer:
         self._relay = relay
         self._lock = asyncio.Lock()     # one executor job, or one fetch, at a time
         self._buffer: deque[Record] = deque()   # fetched by getone, not yet received
+        # the running ``async for`` loops, and the fetches made so far (a
+        # fetch finishes the record a loop is on: it is not put back after)
+        self._iterations: weakref.WeakSet[_Iteration] = weakref.WeakSet()
+        self._fetches = 0
         # the first fetches' file work is done off the loop (PollDriver.position)
         self._prepared = False
 
@@ -131,6 +141,7 @@ class AIOConsumer:
             # the slot's count before the fetch: a ring after it wakes us
             slot = d.slot()
             seen = bridge.seq(slot)
+            self._fetches += 1
             recs = d.fetch(max_records)
             if recs is None:        # the group first (lease, poll interval)
                 await self._housekeep(WRITES, force=True)
@@ -189,27 +200,14 @@ class AIOConsumer:
     def __aiter__(self) -> AsyncIterator[Record]:
         """``async for record in consumer``: records one at a time until
         close(), or until none came for ``consumer_timeout_ms`` (default
-        None: never). An async generator, so that a buffered record costs
-        no coroutine of its own (its ``asend`` is native); the records
-        stay in the consumer's buffer until handed out, so an iteration
-        ended by cancellation or ``break`` loses none: the next ``async
-        for`` (or getone/getmany) starts with them."""
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncGenerator[Record, None]:
-        buf = self._buffer      # (never rebound: filtered in place)
-        popleft = buf.popleft
-        d = self._d
-        while True:
-            while buf:
-                yield popleft()
-            if d.closed:        # (close() empties the buffer)
-                return
-            idle = d.idle_s
-            recs = await self._get(FOREVER_S if idle is None else idle, None)
-            if not recs:
-                return
-            buf.extend(recs)
+        None: never). The records stay in the consumer's buffer until
+        handed out, and a loop left by ``break``, an exception or a
+        cancellation puts the record it was on back in front of them: the
+        next ``async for`` (or getone/getmany) starts with it (see
+        :class:`_Iteration`)."""
+        it = _Iteration(self)
+        self._iterations.add(it)
+        return it
 
     async def __anext__(self) -> Record:
         """The next record, as ``async for`` hands them out (for
@@ -236,18 +234,28 @@ class AIOConsumer:
 
     def _unbuffer(self, tps: set[TopicPartition] | None) -> None:
         """Give the records fetched but not received of ``tps`` (None: all)
-        back to the consumer (its position goes back on them)."""
-        if not self._buffer:
+        back to the consumer (its position goes back on them), and the
+        records ``async for`` loops are on with them: a pause or a seek
+        finishes nothing, so the one being handled comes again."""
+        def of(r: Record) -> bool:
+            return tps is None or TopicPartition(r.topic, r.partition) in tps
+        back = [it.in_hand for it in self._iterations
+                if it.in_hand is not None and it.fetch == self._fetches and of(it.in_hand)]
+        back += [r for r in self._buffer if of(r)]
+        if not back:
             return
-        back = [r for r in self._buffer
-                if tps is None or TopicPartition(r.topic, r.partition) in tps]
         self._d.unreceived(back)
         self._keep(lambda r: tps is not None and
                    TopicPartition(r.topic, r.partition) not in tps)
 
     def _keep(self, keep: Callable[[Record], bool]) -> None:
         """Drop the buffered records ``keep`` rejects, in place (a running
-        ``async for`` holds the deque)."""
+        ``async for`` holds the deque), and forget them as the records
+        ``async for`` loops are on (a loop left later does not put them
+        back: their partition was sought, paused or revoked)."""
+        for it in self._iterations:
+            if it.in_hand is not None and not keep(it.in_hand):
+                it.in_hand = None
         kept = [r for r in self._buffer if keep(r)]
         self._buffer.clear()
         self._buffer.extend(kept)
@@ -262,8 +270,26 @@ class AIOConsumer:
         got = self._c.committed(tp)
         return got if got is None or isinstance(got, int) else None
 
+    def _check_assigned(self, partitions: tuple[Any, ...], what: str) -> None:
+        """seek/pause/resume run on the loop: a group member not yet given
+        one of ``partitions`` would first join or rebalance (a metadata
+        transaction that may fsync), which they must not wait for here."""
+        if self._group_member() is None or self._c._manual is not None:
+            return
+        owned = self._d.owned()
+        for tp in as_tps(partitions):
+            if tp not in owned:
+                raise InvalidArgument(
+                    f"{what} {tp}: not assigned to this consumer (it owns "
+                    f"{sorted(owned)}); a group member joins its group at its first "
+                    "getone/getmany or at `await consumer.start()`, and takes a "
+                    "rebalance at its next getone/getmany")
+
     def seek(self, tp: TopicPartition, offset: int) -> None:
-        """Read ``tp`` from ``offset`` next."""
+        """Read ``tp`` from ``offset`` next. A group member must own ``tp``
+        (after ``await start()`` or its first getone/getmany; as aiokafka,
+        InvalidArgument otherwise)."""
+        self._check_assigned((tp,), "seek")
         key = tuple(tp)
         self._keep(lambda r: (r.topic, r.partition) != key)
         self._c.seek(tp, offset)
@@ -283,10 +309,13 @@ class AIOConsumer:
         records fetched but not received are fetched again after it (a
         pause finishes nothing: auto-commit does not commit the record
         being handled)."""
+        self._check_assigned(partitions, "pause")
         self._unbuffer({TopicPartition(*p) for p in partitions})
         self._c.pause(*partitions)
 
     def resume(self, *partitions: TopicPartition) -> None:
+        """Fetch ``partitions`` again (each must be owned, as pause)."""
+        self._check_assigned(partitions, "resume")
         self._c.resume(*partitions)
 
     def paused(self) -> set[TopicPartition]:
@@ -351,7 +380,11 @@ class AIOConsumer:
         await self._locked(self._c.commit, offsets)
 
     async def start(self) -> None:
-        """Nothing to do (aiokafka's start connects): here for moving code."""
+        """Join the group now, off the loop (aiokafka's start connects);
+        a group member joins at its first getone/getmany otherwise.
+        Nothing to do without a group."""
+        if self._group_member() is not None and self._c._manual is None:
+            await self._housekeep(WRITES, force=True)
 
     async def close(self) -> None:
         """Commit what was finished (auto-commit: the batches before the
@@ -362,7 +395,7 @@ class AIOConsumer:
         # to: seeking would count the batch they came from as finished, and
         # a close on an exception must not commit the record being handled.
         self._buffer.clear()
-        await self._locked(self._d.close)
+        await self._alog._close_client(self._d.close, self._lock)
 
     stop = close        # aiokafka's name
 
@@ -371,3 +404,58 @@ class AIOConsumer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+class _Iteration:
+    """One ``async for`` over an AIOConsumer. It hands the buffer's records
+    out one at a time and keeps the one its loop body is on (``in_hand``):
+    handed, and finished once the loop asks for the next one, or once the
+    consumer fetches again (``fetch``: the consumer's fetch count when it
+    was handed). CPython frees an iteration as soon as its loop is left
+    (``break``, an exception, a cancellation: the interpreter drops the
+    iterator then), and ``__del__`` puts an unfinished ``in_hand`` back at
+    the front of the buffer, so the next ``async for``/getone/getmany
+    starts with it and ``position``/``commit()`` count it as not received,
+    as a threaded ``for`` loop left the same way puts its position back
+    (pylog.delivery). An iteration held on to (``it = aiter(consumer)``)
+    keeps its record until it is dropped or asked for the next.
+
+    A coroutine ``__anext__`` per record costs a few tens of nanoseconds
+    more than an async generator's step, but an async generator is not
+    finalized when its loop is left, only later by a task of the event
+    loop's, after the next getmany may have run.
+
+    Thread safety: as its AIOConsumer (one event loop)."""
+
+    __slots__ = ("_c", "_buf", "in_hand", "fetch", "__weakref__")
+
+    def __init__(self, consumer: AIOConsumer) -> None:
+        self._c = consumer
+        self._buf = consumer._buffer        # (never rebound: filtered in place)
+        self.in_hand: Record | None = None
+        self.fetch = 0
+
+    def __aiter__(self) -> _Iteration:
+        return self
+
+    async def __anext__(self) -> Record:
+        self.in_hand = None         # the loop asks for more: finished
+        buf = self._buf
+        c = self._c
+        while not buf:
+            d = c._d
+            if d.closed:        # (close() empties the buffer)
+                raise StopAsyncIteration
+            idle = d.idle_s
+            recs = await c._get(FOREVER_S if idle is None else idle, None)
+            if not recs:
+                raise StopAsyncIteration
+            buf.extend(recs)
+        r = self.in_hand = buf.popleft()
+        self.fetch = c._fetches
+        return r
+
+    def __del__(self) -> None:
+        r = self.in_hand
+        if r is not None and self.fetch == self._c._fetches and not self._c._d.closed:
+            self._buf.appendleft(r)

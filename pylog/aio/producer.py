@@ -100,7 +100,7 @@ class AIOProducer:
 
     async def close(self) -> None:
         """Flush and close (see Producer.close). Idempotent."""
-        await self._alog._submit(self._p.close)
+        await self._alog._close_client(self._p.close)
 
     stop = close        # aiokafka's name
 

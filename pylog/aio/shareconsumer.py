@@ -168,7 +168,7 @@ class AIOShareConsumer:
         (Available to the others at once), leave. Idempotent."""
         if self._c.closed:
             return
-        await self._locked(self._c.close)
+        await self._alog._close_client(self._c.close, self._lock)
 
     async def __aenter__(self) -> AIOShareConsumer:
         return self

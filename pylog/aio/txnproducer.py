@@ -149,8 +149,8 @@ class AIOTransactionalProducer:
             return
         self._closed = True
         if self._p is not None or self._lock.locked():
-            await self._alog._submit_locked(
-                self._lock, lambda: self._p.close() if self._p is not None else None)
+            await self._alog._close_client(
+                lambda: self._p.close() if self._p is not None else None, self._lock)
 
     stop = close        # aiokafka's name
 
