@@ -116,12 +116,13 @@ def poll_timeout(timeout: float | None, timeout_ms: int | None) -> float:
                               "(milliseconds), not both")
     if timeout_ms is not None:
         if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, (int, float)) \
-                or timeout_ms < 0:
+                or not timeout_ms >= 0:     # (NaN too)
             raise InvalidArgument(f"timeout_ms={timeout_ms!r}; expected milliseconds >= 0")
         return timeout_ms / 1000.0
     if timeout is None:
         return 0.0
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
+            or not timeout >= 0:        # (NaN too)
         raise InvalidArgument(f"timeout={timeout!r}; expected seconds >= 0")
     return float(timeout)
 

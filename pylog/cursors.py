@@ -37,7 +37,7 @@ import uuid
 from . import status as _status
 from ._pylog_native import ffi, lib
 from .errors import CorruptLogError, LogFailedError
-from .files import allocate, open_regular
+from .files import allocate_or_full, open_regular
 
 CURSORS_FILE = "cursors"
 _MAGIC = b"PLCURSR1"
@@ -136,7 +136,8 @@ class CursorTable:
 
     def _reset(self) -> None:
         os.ftruncate(self.fd, 0)
-        allocate(self.fd, HEADER_BYTES + _FIRST_SLOTS * SLOT_BYTES)
+        allocate_or_full(self.fd, HEADER_BYTES + _FIRST_SLOTS * SLOT_BYTES,
+                         f"commit table {self.path}")
         os.pwrite(self.fd, _HEADER.pack(_MAGIC, _VERSION, SLOT_BYTES, self._boot), 0)
 
     def _remap(self) -> None:
@@ -161,7 +162,8 @@ class CursorTable:
         size = os.fstat(self.fd).st_size
         if size < need and not self.readonly:
             target = HEADER_BYTES + max(2 * self.capacity(), slot + 1) * SLOT_BYTES
-            allocate(self.fd, target)       # blocks exist: a store never SIGBUSes
+            # blocks exist: a store never SIGBUSes
+            allocate_or_full(self.fd, target, f"commit table {self.path}")
         self._remap()
         if slot >= self.capacity():
             raise CorruptLogError(f"commit table slot {slot} lies past the end of "

@@ -117,6 +117,17 @@ def allocate(fd: int, size: int) -> None:
         cur += os.pwrite(fd, zeros[:size - cur], cur)
 
 
+def allocate_or_full(fd: int, size: int, what: str) -> None:
+    """:func:`allocate`, with a full disk raised as the DiskFullError of
+    ``what`` (the write the caller needed the blocks for)."""
+    try:
+        allocate(fd, size)
+    except OSError as exc:
+        if exc.errno in DISK_FULL_ERRNOS:
+            raise disk_full_error(what, exc) from exc
+        raise
+
+
 def disk_full_error(what: str, exc: OSError) -> DiskFullError:
     """The DiskFullError for ``exc`` (an ENOSPC/EDQUOT OSError) hit while
     doing ``what``."""

@@ -121,8 +121,9 @@ class Positions:
         ``auto_offset_reset="none"``)."""
         self._check()
         tp = self._owned_or_raise(partition)
-        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-            raise InvalidArgument(f"offset={offset!r}; expected a non-negative int")
+        if isinstance(offset, bool) or not isinstance(offset, int) or \
+                not 0 <= offset < 1 << 63:
+            raise InvalidArgument(f"offset={offset!r}; expected an int in [0, 2**63)")
         st = self._log.partition(tp.topic, tp.partition).state()
         if offset < st.log_start_offset:
             if self._resets.policy == "none":

@@ -29,6 +29,7 @@ from . import _native, shareconfig
 from . import shareops as ops
 from . import sharestate as ss
 from .config import validate_group_id, validate_topic_name
+from .consumerargs import poll_timeout
 from .errors import AcknowledgementError, InvalidArgument, PylogError, ReadOnlyLog
 from .reader import Cursor
 from .records import TopicPartition
@@ -169,6 +170,7 @@ class ShareConsumer:
         InvalidArgument (as Kafka's IllegalStateException)."""
         self._check()
         _int_in("max_records", max_records, 1, 1_000_000)
+        wait_s = poll_timeout(None, timeout_ms)
         if self._unacked:
             if not self.implicit:
                 topic, p, off = next(iter(self._unacked))
@@ -179,7 +181,7 @@ class ShareConsumer:
             for rec in list(self._unacked.values()):
                 self.acknowledge(rec, ops.ACCEPT)
         self._apply()
-        deadline = time.monotonic() + max(0.0, timeout_ms) / 1000.0
+        deadline = time.monotonic() + wait_s
         bell = self._log.doorbell_pointer()     # (keeps the map)
         while True:
             seen = _native.doorbell_load_at(bell, self._slot) if bell is not None else 0
@@ -320,6 +322,9 @@ class ShareConsumer:
         Archived, copied to the dead-letter topic) or "renew" (extend the
         lock by record_lock_ms, for long jobs; the record stays acquired).
         Applied at the next poll() or commit()."""
+        if not isinstance(record, ShareRecord):
+            raise InvalidArgument(f"acknowledge({record!r}): expected a ShareRecord "
+                                  "this consumer's poll returned")
         key = tuple(record[:3])
         if type == ops.ACCEPT and delay_ms is None:
             delay = 0

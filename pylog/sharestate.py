@@ -50,7 +50,7 @@ from . import _native
 from .commitstore import okey
 from .cursors import boot_id
 from .errors import CorruptLogError, InvalidArgument, PylogError
-from .files import allocate, open_regular
+from .files import allocate_or_full, open_regular
 
 AVAILABLE, ACQUIRED, ACKNOWLEDGED, ARCHIVED = 0, 1, 2, 4      # Kafka's numbers
 DELAYED = 5          # Available, not before its deadline
@@ -168,7 +168,8 @@ class ShareFile:
         seq, spso, runs = load()
         size = _layout(capacity)[-1]
         os.ftruncate(self.fd, 0)
-        allocate(self.fd, size)       # blocks exist: a store never SIGBUSes
+        # blocks exist: a store never SIGBUSes
+        allocate_or_full(self.fd, size, f"share state {self.path}")
         m = mmap.mmap(self.fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         try:
             self._bind(m, capacity)

@@ -131,6 +131,9 @@ class IdempotentProducer(Producer):
         # epoch was checked against (X-3, X-5)
         self._checked: set[tuple[str, int]] = set()
         self._fenced: ProducerFencedError | None = None
+        # a send of the open transaction that failed: it may hold some of
+        # its records, so it can only be aborted (Kafka's abortable error)
+        self._txn_error: BaseException | None = None
         # control batches a failed append left unwritten (see _write_markers)
         self._unwritten: list[tuple[int, int, int, list[transactions.Marker]]] = []
         # the document may name control batches (X-6) this producer wrote
@@ -177,7 +180,7 @@ class IdempotentProducer(Producer):
         epoch and sequence (X-3: a retry is not stored twice); inside a
         transaction the partition is registered first (X-6) and the batch
         is transactional and not fsynced."""
-        with self._tlock:
+        with self._tlock, self._failing_txn():
             key, tid, seq, fields, writer = self._prepare(part)
             base = None
             if key in self._checked and len(records) == 1 and not records[0][3] and \
@@ -201,7 +204,7 @@ class IdempotentProducer(Producer):
                              keys: list[bytes] | None, values: list[bytes]) -> int:
         """send_batch's column path (one native call, no Python loop per
         record) with this producer's fields, as :meth:`_append_records`."""
-        with self._tlock:
+        with self._tlock, self._failing_txn():
             key, tid, seq, fields, writer = self._prepare(part)
             base = self._guard(lambda: writer.append_columns_producer(
                 ts, cols, fields, check=key not in self._checked,
@@ -215,6 +218,20 @@ class IdempotentProducer(Producer):
             if tid is not None:
                 self._txn_first.setdefault(key, int(base))
             return int(base)
+
+    @contextlib.contextmanager
+    def _failing_txn(self) -> Iterator[None]:
+        """An append of the open transaction that raises (a full disk, an
+        I/O error, Ctrl-C; not a fence, not a send refused before the
+        transaction began) leaves it abortable only."""
+        try:
+            yield
+        except ProducerFencedError:
+            raise
+        except BaseException as exc:
+            if self._in_txn and self._txn_error is None:
+                self._txn_error = exc
+            raise
 
     def _join(self, part: Partition, key: tuple[str, int]) -> None:
         """Under _tlock, before a transactional producer's first append to
@@ -357,8 +374,13 @@ class IdempotentProducer(Producer):
         this producer was fenced (the transaction was then aborted), and
         CommitFailedError when the group consumer given to
         send_offsets_to_transaction no longer owns a partition it named (a
-        rebalance): nothing was committed, the transaction is still open;
-        abort it."""
+        rebalance), or TransactionError when a send of the transaction
+        failed (a full disk, an I/O error: as Kafka's abortable errors):
+        nothing was committed, the transaction is still open; abort it.
+        Past its commit point (the decision stored in LMDB) it
+        returns: a control batch it could not append then (a full disk) is
+        logged as a warning and written by this producer's next
+        transaction or close, and readers already follow the decision."""
         self._end(True)
 
     def abort_transaction(self) -> None:
@@ -372,6 +394,11 @@ class IdempotentProducer(Producer):
             tid = self._need_tid(what)
             if not self._in_txn:
                 raise TransactionError(f"{what}: no transaction is open")
+            if commit and self._txn_error is not None:
+                raise TransactionError(
+                    f"commit_transaction: a send of this transaction failed "
+                    f"({self._txn_error!r}), so it may hold some of its records but "
+                    "not all; call abort_transaction() and send them again")
             if commit and len(self._txn_parts) == 1 and not any(self._txn_offsets.values()) \
                     and not self._unwritten:
                 self._commit_one(tid)
@@ -407,6 +434,14 @@ class IdempotentProducer(Producer):
                 # producer is done, the transaction stands
                 self._fenced = exc
                 self._unwritten = []
+            except PylogError as exc:
+                # decided already: raising would tell the caller it was not
+                # (and a retry would send it twice); LMDB names the markers
+                # until they are written (_write_markers)
+                logging.getLogger("pylog").warning(
+                    "transaction %r %s, but its control batches are not written yet "
+                    "(%s); this producer writes them at its next transaction or "
+                    "close", tid, "committed" if commit else "aborted", exc)
 
     def _commit_one(self, tid: str) -> None:
         """X-10: commit a transaction confined to one partition, without
@@ -443,6 +478,7 @@ class IdempotentProducer(Producer):
 
     def _closed_txn(self) -> None:
         self._in_txn = False
+        self._txn_error = None
         self._txn_parts = {}
         self._txn_offsets = {}
         self._txn_first = {}

@@ -541,3 +541,30 @@ def test_argument_messages_state_the_real_bounds(tmp_path):
             c.poll(max_records=10**7)
         c.close()
         assert log.describe_topic("t").partition_info[0].end_offset == 0
+
+
+def test_bad_values_found_by_trying_are_refused(log):
+    """Inputs a user tried that got through: a NaN poll timeout (it
+    waited forever), a seek past 2**63 (the next commit failed with an
+    OverflowError and close left a ghost member), and an acknowledge of
+    something that is not a record (IndexError/TypeError from inside)."""
+    log.create_topic("t")
+    log.producer().send("t", b"a")
+    with log.consumer("t", group_id="g", auto_offset_reset="earliest") as c:
+        for kwargs in ({"timeout": float("nan")}, {"timeout_ms": float("nan")}):
+            with pytest.raises(InvalidArgument, match="nan"):
+                c.poll(**kwargs)
+        c.poll(timeout=5)
+        with pytest.raises(InvalidArgument, match=r"2\*\*63"):
+            c.seek(pylog.TopicPartition("t", 0), 1 << 63)
+        c.commit()
+    assert log.consumer("t", group_id="g").committed(pylog.TopicPartition("t", 0)) == 1
+    q = log.share_consumer("t", group_id="w", auto_offset_reset="earliest")
+    for bad in ("xx", None, 5, ("t", 0)):
+        with pytest.raises(InvalidArgument, match="expected a ShareRecord"):
+            q.acknowledge(bad)
+    for timeout_ms in (-1, float("nan")):
+        with pytest.raises(InvalidArgument, match="timeout_ms"):
+            q.poll(timeout_ms=timeout_ms)
+    assert [r.value for r in q.poll(timeout_ms=2000)] == [b"a"]
+    q.close()

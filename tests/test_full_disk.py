@@ -140,6 +140,43 @@ elif scenario in ("growth", "roll"):
     free()
     attempt("send_after", lambda: prod.send("t", b"after"))
     log.close()
+elif scenario == "share_poll":
+    # the share files of a work queue are made at its first poll
+    log = pylog.open(path, sync="never")
+    log.create_topic("t")
+    log.producer().send_batch("t", [b"a", b"b"])
+    q = log.share_consumer("t", group_id="w", auto_offset_reset="earliest")
+    fill()
+    attempt("poll", lambda: q.poll(timeout_ms=100))
+    free()
+    got = attempt("poll_after", lambda: [r.value.decode() for r in q.poll(timeout_ms=1000)])
+    emit(what="got", values=got)
+    log.close()
+elif scenario == "txn_send":
+    # a send of a transaction fails: the transaction can only be aborted
+    log = pylog.open(path, sync="never")
+    log.create_topic("t", partitions=2, max_message_bytes=60000)
+    txn = log.producer(transactional_id="x")
+    txn.begin_transaction()
+    txn.send("t", b"in-txn", partition=0)
+    fill()
+    plain = log.producer()
+    for _ in range(1000):       # until partition 1's segment has no room left
+        try:
+            plain.send("t", b"p" * 4000, partition=1)
+        except pylog.DiskFullError:
+            break
+    attempt("txn_send", lambda: txn.send("t", b"q" * 4000, partition=1))
+    attempt("commit", txn.commit_transaction)
+    free()
+    attempt("abort", txn.abort_transaction)
+    reader = log.consumer("t", auto_offset_reset="earliest",
+                          isolation_level="read_committed")
+    seen = []
+    for _ in range(3):
+        seen += [r.value.decode() for r in reader.poll(timeout=0.2) if r.partition == 0]
+    emit(what="read_committed", values=seen)
+    log.close()
 """
 
 
@@ -268,3 +305,24 @@ def test_recovery_opens_when_index_rewrite_hits_enospc(shim, logdir, child_env, 
         recs = log.partition("t", 0).fetch(Cursor(0), 1000)
         assert [r[3][:4] for r in recs] == [b"%04d" % i for i in range(100)]
     assert not verify_log(logdir)
+
+
+def test_share_poll_on_full_disk_raises_disk_full(small_tmpfs, child_env):
+    """A work queue's first poll makes its share files: on a full disk
+    that is DiskFullError (it was a bare OSError), and once space is freed
+    the same consumer gets its records."""
+    got, _ = run_scenario(small_tmpfs, "share_poll", child_env)
+    assert_disk_full(got["poll"])
+    assert got["poll_after"]["ok"] and got["got"]["values"] == ["a", "b"]
+
+
+def test_a_failed_send_leaves_the_transaction_abortable_only(small_tmpfs, child_env):
+    """A transactional send that fails on a full disk: commit_transaction
+    refuses (it would make the rest visible without it, as Kafka's
+    abortable errors), abort works, and read_committed sees nothing of it."""
+    got, _ = run_scenario(small_tmpfs, "txn_send", child_env)
+    assert_disk_full(got["txn_send"])
+    assert not got["commit"]["ok"] and got["commit"]["err"] == "TransactionError"
+    assert "abort_transaction()" in got["commit"]["msg"]
+    assert got["abort"]["ok"]
+    assert got["read_committed"]["values"] == []

@@ -806,11 +806,15 @@ try:
 except OSError as exc:
     assert exc.errno == errno.ENOMEM, exc
 os.close(fd)
-try:
-    p.commit_transaction()          # decided, then the COMMIT marker fails
-    print("markers written", flush=True)
-except pylog.TooManyMapsError:
-    print("markers failed", flush=True)
+import logging
+warned = []
+class Catch(logging.Handler):
+    def emit(self, record):
+        warned.append(record.getMessage())
+logging.getLogger("pylog").addHandler(Catch())
+p.commit_transaction()      # decided, then the COMMIT marker fails: logged, not raised
+print("markers failed" if any("not written yet" in m for m in warned)
+      else "markers written", flush=True)
 del hog
 if sys.argv[2] == "kill":
     os.kill(os.getpid(), signal.SIGKILL)
