@@ -108,7 +108,7 @@ def commit_offsets(offsets: object, message: object) -> dict[TopicPartition, int
         "{TopicPartition: next offset to read}")
 
 
-def poll_timeout(timeout: float | None, timeout_ms: int | None) -> float:
+def poll_timeout(timeout: float | None, timeout_ms: float | None) -> float:
     """Seconds a poll waits: ``timeout`` (pylog, seconds) or ``timeout_ms``
     (kafka-python, milliseconds); 0 when neither is given."""
     if timeout is not None and timeout_ms is not None:
