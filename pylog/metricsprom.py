@@ -164,7 +164,8 @@ def make_server(take: Callable[[], MetricsSnapshot], host: str, port: int) -> An
     with the metrics of a fresh ``take()``; call ``serve_forever()`` and,
     from another thread, ``shutdown()``. OSError when the address is
     taken."""
-    from wsgiref.simple_server import WSGIRequestHandler
+    import socket
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
     from wsgiref.simple_server import make_server as wsgi_server
 
     client = _client()
@@ -175,7 +176,12 @@ def make_server(take: Callable[[], MetricsSnapshot], host: str, port: int) -> An
         def log_message(self, format: str, *args: Any) -> None:
             pass            # no line per scrape on stderr
 
-    return wsgi_server(host, port, client.make_wsgi_app(registry), handler_class=_Quiet)
+    class _Server(WSGIServer):
+        # wsgiref's server is IPv4 only; an IPv6 host ("::1") needs its family
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    return wsgi_server(host, port, client.make_wsgi_app(registry), server_class=_Server,
+                       handler_class=_Quiet)
 
 
 __all__ = ["LogCollector", "families", "exposition", "make_server",

@@ -245,11 +245,11 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _scrape(port, deadline_s=30):
+def _scrape(port, deadline_s=30, host="127.0.0.1"):
     end = time.monotonic() + deadline_s
     while True:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as r:
                 return r.status, r.headers.get("Content-Type"), r.read().decode()
         except OSError:
             if time.monotonic() > end:
@@ -428,3 +428,31 @@ def test_counting_out_of_maps_never_raises(tmp_path):
     skips the count instead of raising, which would report work already
     done as failed (the polled records would never be returned)."""
     assert run_child(COUNT_OUT_OF_MAPS, tmp_path / "log") == "ok ok\n"
+
+
+def test_exporter_serves_on_an_ipv6_address(tmp_path):
+    """``--serve [::1]:PORT``, as the option's help shows: wsgiref's
+    server was IPv4 only and refused the address."""
+    pytest.importorskip("prometheus_client")
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+            port = probe.getsockname()[1]
+    except OSError as exc:
+        pytest.skip(f"no IPv6 loopback here: {exc}")
+    path = tmp_path / "log"
+    with pylog.open(path) as log:
+        log.create_topic("t")
+        log.producer().send("t", b"x")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pylog.cli", "metrics", str(path), "--serve",
+         f"[::1]:{port}"], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        status, _, text = _scrape(port, deadline_s=20, host="[::1]")
+        assert status == 200
+        assert _samples(text)[("pylog_partition_end_offset",
+                               (("partition", "0"), ("topic", "t")))] == 1
+    finally:
+        server.terminate()
+        out, err = server.communicate(timeout=30)
+    assert server.returncode in (0, -15), err.decode()

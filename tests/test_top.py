@@ -279,3 +279,18 @@ def test_ctrl_z_gives_the_terminal_back_until_fg(tmp_path, mode):
 def _state(pid: int) -> str:
     with open(f"/proc/{pid}/stat") as f:
         return f.read().rsplit(")", 1)[1].split()[0]
+
+
+@pytest.mark.parametrize("term", ["dumb", ""])
+def test_a_terminal_that_cannot_move_its_cursor_gets_lines(tmp_path, term):
+    """TERM=dumb (or none: an editor's shell buffer): rich's live display
+    drew nothing there at all; each refresh is now printed as lines,
+    without cursor or screen codes, and q still quits."""
+    path = _log(tmp_path)
+    with PtyProcess(["-m", "pylog.cli", "top", path, "--interval", "0.3"],
+                    env={"TERM": term}) as t:
+        t.expect(lambda o: len(_frames(o)) >= 2 and _orders(_frames(o)[0]))
+        t.send(b"q")
+        assert t.wait() == 0
+        assert "\x1b[" not in t.output
+        assert t.termios_after() == t.termios_before

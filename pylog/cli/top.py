@@ -4,8 +4,9 @@ Topics with their produce and consume rates, consumer groups with lag bars,
 work queues (share groups) with records in flight, delayed and dead. Drawn
 with ``rich`` when it is installed (the ``pylog[top]`` extra) and stdout is
 a terminal; plain text otherwise (``--plain`` forces it). When stdout is not
-a terminal, each refresh is printed as a block of lines (``-n 1``: one
-snapshot, for scripts).
+a terminal, or one that cannot move its cursor (TERM=dumb or unset), each
+refresh is printed as a block of lines (``-n 1``: one snapshot, for
+scripts).
 
 Terminal handling: while the view runs, the terminal is in cbreak mode
 without echo (a ``q`` quits at once), the alternate screen is shown and the
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import select
+import shutil
 import signal
 import sys
 import termios
@@ -124,9 +126,9 @@ class PlainScreen:
     """Plain-text frames: redrawn in place on the alternate screen of a
     terminal, or printed one after another to anything else."""
 
-    def __init__(self, out: Any) -> None:
+    def __init__(self, out: Any, tty: bool) -> None:
         self.out = out
-        self.tty = out.isatty()
+        self.tty = tty      # a terminal that can move its cursor
 
     def __enter__(self) -> PlainScreen:
         if self.tty:
@@ -145,7 +147,8 @@ class PlainScreen:
                 self.out.write("\n")
             self.out.write("\n".join(plain_lines(view, now)) + "\n")
         else:
-            size = os.get_terminal_size(self.out.fileno())
+            # (a terminal that reports no size, 0x0: 80x24, not blank lines)
+            size = shutil.get_terminal_size()
             lines = plain_lines(view, now, size.columns, size.lines)
             # home, each line then erase its rest, erase below: no flicker
             self.out.write("\x1b[H" + "\x1b[K\r\n".join(lines) + "\x1b[K\x1b[J")
@@ -215,14 +218,23 @@ def _suspender(keys: Keys, screen: Any) -> Any:
     return suspend
 
 
+def _can_redraw(out: Any) -> bool:
+    """Whether ``out`` is a terminal that can move its cursor: not one
+    with TERM=dumb or no TERM (an editor's shell buffer), where rich
+    draws nothing and escape codes show as text; those get each refresh
+    printed as lines, as a pipe does."""
+    return bool(out.isatty()) and os.environ.get("TERM", "dumb") not in ("", "dumb")
+
+
 def cmd_top(args) -> int:
-    use_rich = not args.plain and sys.stdout.isatty() and _rich_available()
+    redraw = _can_redraw(sys.stdout)
+    use_rich = not args.plain and redraw and _rich_available()
     with LogSource(args.path) as source:
         old_term = signal.signal(signal.SIGTERM, _terminate)
         old_tstp = signal.getsignal(signal.SIGTSTP)
         try:
             with Keys(sys.stdin) as keys, \
-                    (RichScreen() if use_rich else PlainScreen(sys.stdout)) as screen:
+                    (RichScreen() if use_rich else PlainScreen(sys.stdout, redraw)) as screen:
                 signal.signal(signal.SIGTSTP, _suspender(keys, screen))
                 try:
                     _loop(source, args, keys, screen)
