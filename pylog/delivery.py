@@ -56,6 +56,13 @@ class Delivery:
         """The running poll hands records of ``tp`` from ``first_offset``."""
         self.pending.setdefault(tp, first_offset)
 
+    def hold(self, tp: TopicPartition, offset: int) -> None:
+        """Keep ``tp`` unfinished from ``offset`` (a record handed before
+        this poll whose handling goes on; see PollDriver.hold)."""
+        first = self.pending.get(tp)
+        if first is None or offset < first:
+            self.pending[tp] = offset
+
     def forget(self, tp: TopicPartition) -> None:
         """``tp`` was sought, lost or reset: its position says all."""
         self.pending.pop(tp, None)

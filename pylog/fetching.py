@@ -452,6 +452,14 @@ class PollDriver:
             if cur is not None and cur.offset > off:
                 cursors[tp] = Cursor(off)     # (not a seek: that would finish it)
 
+    def hold(self, records: list[Any]) -> None:
+        """``records`` (in offset order) were handed before the fetch that
+        just ran, and are not finished: auto-commit and close commit none
+        of them (pylog.aio's ``async for``, across another task's fetch)."""
+        delivery = self._c._delivery
+        for tp, off in _floors(records).items():
+            delivery.hold(tp, off)
+
     def commit_offsets(self, unreceived: list[Any]) -> dict[TopicPartition, int]:
         """What ``commit()`` without offsets commits when ``unreceived``
         records were fetched but not handed on: every received record of

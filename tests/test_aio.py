@@ -7,6 +7,7 @@ default event loop and under uvloop when it is installed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import time
@@ -574,6 +575,105 @@ def test_async_for_left_by_an_exception_or_a_cancel_redelivers(logdir, loop):
             assert await log.consumer("t", group_id="g2").committed(TP0) == 6
 
     run(loop, main)
+
+
+def test_async_for_records_survive_other_tasks_wrappers_and_bad_seeks(logdir):
+    """The record an ``async for`` is on stays unfinished across another
+    task's fetch (two workers share one consumer); a loop inside an
+    async generator gives its record back when the event loop closes the
+    generator (later, but nothing commits past it meanwhile); a seek the
+    consumer refuses in the loop body drops nothing (found by review)."""
+    async def main():
+        async with pylog.aio.open(logdir, sync="never") as log:
+            await log.create_topic("t")
+            await log.producer().send_batch("t", [b"x"] * 8)
+            c = log.consumer("t", group_id="g", auto_offset_reset="earliest",
+                             max_poll_records=4, consumer_timeout_ms=300)
+            handled: list[int] = []
+            failed: list[int] = []
+
+            async def worker() -> None:
+                while True:
+                    try:
+                        async for r in c:
+                            await asyncio.sleep(0.2 if r.offset == 0 else 0.01)
+                            if r.offset == 0 and not failed:
+                                failed.append(0)
+                                raise RuntimeError("handler failed")
+                            handled.append(r.offset)
+                        return
+                    except RuntimeError:
+                        continue
+            await asyncio.gather(worker(), worker())
+            await c.close()
+            assert sorted(handled) == list(range(8))
+            assert await log.consumer("t", group_id="g").committed(TP0) == 8
+
+            c = log.consumer("t", group_id="w", auto_offset_reset="earliest",
+                             consumer_timeout_ms=300)
+
+            async def records():            # an aiokafka-style wrapper
+                async for r in c:
+                    yield r
+            handled.clear()
+            try:
+                async for r in records():
+                    if r.offset == 3:
+                        raise RuntimeError("handler failed")
+                    handled.append(r.offset)
+            except RuntimeError:
+                pass
+            async for r in c:
+                handled.append(r.offset)
+            await c.close()
+            assert sorted(handled) == list(range(8))     # 3 came again, later
+            assert await log.consumer("t", group_id="w").committed(TP0) == 8
+
+            c = log.consumer("t", group_id="s", auto_offset_reset="earliest")
+            async for r in c:
+                if r.offset == 2:
+                    with pytest.raises(pylog.InvalidArgument):
+                        c.seek(TP0, -1)
+                    break
+            assert [r.offset for r in await _take(c, 6)] == [2, 3, 4, 5, 6, 7]
+            await c.close()
+
+    run("asyncio", main)
+
+
+def test_a_cancelled_close_still_waits_for_the_log(logdir):
+    """close() cancelled (a shutdown cancelling the task in ``async with``)
+    while Log.close runs: a second close() waits for it, and a client
+    closed meanwhile closes after it, not against the open Log on the
+    loop; a client whose executor job runs when the log closes returns
+    from close() (found by review)."""
+    async def main():
+        log = pylog.aio.open(logdir, sync="always")
+        await log.open()
+        await log.create_topic("t")
+        c = log.consumer("t", group_id="g", auto_offset_reset="earliest")
+        await c.getmany(timeout_ms=10)
+        first = asyncio.ensure_future(log.close())
+        await asyncio.sleep(0)
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        await log.close()
+        assert log.log.closed
+        assert await c.close() is None
+
+        log = pylog.aio.open(logdir, sync="always")
+        await log.open()
+        c = log.consumer("t", group_id="g2", auto_offset_reset="earliest")
+        commit = asyncio.ensure_future(c.start())        # a job in the executor
+        await asyncio.sleep(0)
+        closing = asyncio.ensure_future(log.close())
+        assert await c.close() is None
+        await closing
+        with contextlib.suppress(pylog.PylogError):
+            await commit
+
+    run("asyncio", main)
 
 
 @pytest.mark.parametrize("loop", LOOPS)

@@ -103,13 +103,21 @@ class AIOLog:
         flush: a client closed after its Log does no I/O, as in the
         threaded API)."""
         if self._closing is None:
-            if lock is None:
-                await self._submit(close)
-            else:
-                await self._submit_locked(lock, close)
-            return
+            try:
+                if lock is None:
+                    await self._submit(close)
+                else:
+                    await self._submit_locked(lock, close)
+                return
+            except LogClosed:
+                if self._closing is None:
+                    raise       # (the Log was closed under this AIOLog)
         await asyncio.shield(self._closing)
-        close()
+        if lock is None:
+            close()
+        else:
+            async with lock:    # (after the client's job that still runs)
+                close()
 
     async def _submit_locked(self, lock: asyncio.Lock, fn: Callable[..., T],
                              *args: Any) -> T:
@@ -198,15 +206,20 @@ class AIOLog:
             await asyncio.shield(self._closing)
             return
         loop = asyncio.get_running_loop()
-        self._closing = loop.create_future()
+        closing = self._closing = loop.create_future()
         self._bridge.close()
         if self._topic_watch is not None:
             self._topic_watch.cancel()
-        try:
-            await asyncio.shield(loop.run_in_executor(self._executor, self._log.close))
-        finally:
+        job = loop.run_in_executor(self._executor, self._log.close)
+
+        def closed(f: asyncio.Future[None]) -> None:
+            # when Log.close has returned, even if this caller was cancelled
+            if not f.cancelled():
+                f.exception()       # (retrieved: the caller may be gone)
             self._executor.shutdown(wait=False)
-            self._closing.set_result(None)
+            closing.set_result(None)
+        job.add_done_callback(closed)
+        await asyncio.shield(job)
 
     async def __aenter__(self) -> AIOLog:
         return await self.open()

@@ -71,10 +71,10 @@ class AIOConsumer:
         self._relay = relay
         self._lock = asyncio.Lock()     # one executor job, or one fetch, at a time
         self._buffer: deque[Record] = deque()   # fetched by getone, not yet received
-        # the running ``async for`` loops, and the fetches made so far (a
-        # fetch finishes the record a loop is on: it is not put back after)
+        # the running ``async for`` loops, and the records that loops left
+        # gave back (appended by _Iteration.__del__: put back by _take_back)
         self._iterations: weakref.WeakSet[_Iteration] = weakref.WeakSet()
-        self._fetches = 0
+        self._returned: list[Record] = []
         # the first fetches' file work is done off the loop (PollDriver.position)
         self._prepared = False
 
@@ -96,16 +96,31 @@ class AIOConsumer:
         else:
             await self._locked(d.housekeep, force)
             self._prepared = False      # (a rebalance may have assigned partitions)
-        if self._buffer:        # a rebalance may have taken partitions away
-            owned = d.owned()
+        self._drop_unowned()
+
+    def _drop_unowned(self) -> None:
+        """After housekeeping (a rebalance may have taken partitions away):
+        forget the buffered and in-hand records of partitions not owned."""
+        if self._buffer or self._iterations or self._returned:
+            owned = self._d.owned()
             self._keep(lambda r: TopicPartition(r.topic, r.partition) in owned)
 
     # -- fetching ---------------------------------------------------------------------
-    async def _get(self, timeout_s: float, max_records: int | None) -> list[Record]:
+    def _buffered(self, max_records: int | None) -> list[Record]:
+        """Up to ``max_records`` records from the buffer (none when empty),
+        the records given back by ``async for`` loops first."""
+        if self._returned:
+            self._take_back()
         buf = self._buffer
-        if buf:
-            n = len(buf) if max_records is None else min(max_records, len(buf))
-            return [buf.popleft() for _ in range(n)]
+        if not buf:
+            return []
+        n = len(buf) if max_records is None else min(max_records, len(buf))
+        return [buf.popleft() for _ in range(n)]
+
+    async def _get(self, timeout_s: float, max_records: int | None) -> list[Record]:
+        got = self._buffered(max_records)
+        if got:
+            return got
         if IN_LISTENER.get() is self:
             raise InvalidArgument("getone/getmany inside a rebalance listener callback; "
                                   "return from it first")
@@ -138,11 +153,18 @@ class AIOConsumer:
                 if waited and d.closed:
                     return []
             # (no await from here to the return: no job starts meanwhile)
+            if self._returned or self._buffer:  # (given back while this one awaited)
+                got = self._buffered(max_records)
+                if got:
+                    return got
             # the slot's count before the fetch: a ring after it wakes us
             slot = d.slot()
             seen = bridge.seq(slot)
-            self._fetches += 1
-            recs = d.fetch(max_records)
+            try:
+                recs = d.fetch(max_records)
+            finally:
+                if self._iterations or self._buffer or self._returned:
+                    self._hold()
             if recs is None:        # the group first (lease, poll interval)
                 await self._housekeep(WRITES, force=True)
                 continue
@@ -192,6 +214,8 @@ class AIOConsumer:
         """The next record, waiting as long as it takes. Raises LogClosed
         once the consumer is closed (also by another task meanwhile)."""
         while True:
+            if self._returned:
+                self._take_back()
             if self._buffer:
                 return self._buffer.popleft()
             self._d.check()
@@ -215,6 +239,8 @@ class AIOConsumer:
         ``consumer_timeout_ms``."""
         if self._d.closed:
             raise StopAsyncIteration
+        if self._returned:
+            self._take_back()
         if self._buffer:
             return self._buffer.popleft()
         idle = self._d.idle_s
@@ -224,9 +250,35 @@ class AIOConsumer:
         self._buffer.extend(recs)
         return self._buffer.popleft()
 
+    # -- the records of ``async for`` loops -----------------------------------------------
+    def _hold(self) -> None:
+        """A fetch finished every record handed before it (pylog.delivery):
+        keep the ones ``async for`` loops are on, and any still buffered
+        (another task's getone), unfinished for auto-commit and close."""
+        held = [it.in_hand for it in self._iterations if it.in_hand is not None]
+        held += self._buffer
+        held += self._returned
+        if held:
+            held.sort(key=lambda r: r.offset)
+            self._d.hold(held)
+
+    def _take_back(self) -> None:
+        """Put the records that ``async for`` loops left on back at the
+        front of the buffer (unless their partition is no longer this
+        consumer's); see :class:`_Iteration`."""
+        back, self._returned = self._returned, []
+        if self._d.closed:
+            return
+        owned = self._d.owned()
+        for r in sorted(back, key=lambda r: r.offset, reverse=True):
+            if TopicPartition(r.topic, r.partition) in owned:
+                self._buffer.appendleft(r)
+
     # -- positions ----------------------------------------------------------------------
     def _buffered_first(self) -> dict[TopicPartition, int]:
         """{tp: offset of its first record fetched but not received}."""
+        if self._returned:
+            self._take_back()
         out: dict[TopicPartition, int] = {}
         for r in self._buffer:
             out.setdefault(TopicPartition(r.topic, r.partition), r.offset)
@@ -237,13 +289,17 @@ class AIOConsumer:
         back to the consumer (its position goes back on them), and the
         records ``async for`` loops are on with them: a pause or a seek
         finishes nothing, so the one being handled comes again."""
+        if self._returned:
+            self._take_back()
+
         def of(r: Record) -> bool:
             return tps is None or TopicPartition(r.topic, r.partition) in tps
         back = [it.in_hand for it in self._iterations
-                if it.in_hand is not None and it.fetch == self._fetches and of(it.in_hand)]
+                if it.in_hand is not None and of(it.in_hand)]
         back += [r for r in self._buffer if of(r)]
         if not back:
             return
+        back.sort(key=lambda r: r.offset)       # (each partition's lowest first)
         self._d.unreceived(back)
         self._keep(lambda r: tps is not None and
                    TopicPartition(r.topic, r.partition) not in tps)
@@ -253,6 +309,8 @@ class AIOConsumer:
         ``async for`` holds the deque), and forget them as the records
         ``async for`` loops are on (a loop left later does not put them
         back: their partition was sought, paused or revoked)."""
+        if self._returned:
+            self._take_back()
         for it in self._iterations:
             if it.in_hand is not None and not keep(it.in_hand):
                 it.in_hand = None
@@ -290,19 +348,21 @@ class AIOConsumer:
         (after ``await start()`` or its first getone/getmany; as aiokafka,
         InvalidArgument otherwise)."""
         self._check_assigned((tp,), "seek")
+        self._c.seek(tp, offset)        # (first: a refused seek drops nothing)
         key = tuple(tp)
         self._keep(lambda r: (r.topic, r.partition) != key)
-        self._c.seek(tp, offset)
 
     async def seek_to_beginning(self, *partitions: TopicPartition) -> None:
         """Read the partitions (default: all assigned) from their log start."""
-        self._unbuffer({TopicPartition(*p) for p in partitions} if partitions else None)
+        self._unbuffer(set(as_tps(partitions)) if partitions else None)
         await self._locked(self._c.seek_to_beginning, *partitions)
+        self._drop_unowned()        # (it may have joined or rebalanced)
 
     async def seek_to_end(self, *partitions: TopicPartition) -> None:
         """Read only records appended from now on (default: all assigned)."""
-        self._unbuffer({TopicPartition(*p) for p in partitions} if partitions else None)
+        self._unbuffer(set(as_tps(partitions)) if partitions else None)
         await self._locked(self._c.seek_to_end, *partitions)
+        self._drop_unowned()
 
     def pause(self, *partitions: TopicPartition) -> None:
         """Fetch nothing more from ``partitions`` until resume(); their
@@ -310,7 +370,7 @@ class AIOConsumer:
         pause finishes nothing: auto-commit does not commit the record
         being handled)."""
         self._check_assigned(partitions, "pause")
-        self._unbuffer({TopicPartition(*p) for p in partitions})
+        self._unbuffer(set(as_tps(partitions)))
         self._c.pause(*partitions)
 
     def resume(self, *partitions: TopicPartition) -> None:
@@ -369,6 +429,8 @@ class AIOConsumer:
         commit_is_a_store: a partition this consumer committed before, the
         sync mode not "always") runs inline, in microseconds; any other
         (a first commit, a group join, an fsync) runs off the loop."""
+        if self._returned:
+            self._take_back()
         if offsets is None and self._buffer:
             offsets = self._d.commit_offsets(list(self._buffer))
         if self._d.commit_is_a_store(offsets) and IN_LISTENER.get() is not self:
@@ -409,16 +471,22 @@ class AIOConsumer:
 class _Iteration:
     """One ``async for`` over an AIOConsumer. It hands the buffer's records
     out one at a time and keeps the one its loop body is on (``in_hand``):
-    handed, and finished once the loop asks for the next one, or once the
-    consumer fetches again (``fetch``: the consumer's fetch count when it
-    was handed). CPython frees an iteration as soon as its loop is left
-    (``break``, an exception, a cancellation: the interpreter drops the
-    iterator then), and ``__del__`` puts an unfinished ``in_hand`` back at
-    the front of the buffer, so the next ``async for``/getone/getmany
-    starts with it and ``position``/``commit()`` count it as not received,
-    as a threaded ``for`` loop left the same way puts its position back
-    (pylog.delivery). An iteration held on to (``it = aiter(consumer)``)
-    keeps its record until it is dropped or asked for the next.
+    handed, and finished once the loop asks for the next one. Until then
+    a fetch (another task's getmany) keeps it unfinished for auto-commit
+    and close (AIOConsumer._hold). CPython frees an iteration as soon as
+    its loop is left by ``break``, an exception or a cancellation (the
+    interpreter drops the iterator then); ``__del__`` gives an unfinished
+    ``in_hand`` back, and the consumer's next call puts it at the front of
+    the buffer (AIOConsumer._take_back): the next ``async for``/getone/
+    getmany starts with it and ``position``/``commit()`` count it as not
+    received, as a threaded ``for`` loop left the same way puts its
+    position back (pylog.delivery). An iteration freed later (kept by an
+    async generator wrapping the loop until the event loop closes it, or
+    by a saved traceback) gives its record back then: it comes again
+    after records fetched meanwhile, never lost.
+
+    ``__del__`` only appends to a list: it may run from the cyclic garbage
+    collector, in the middle of another method of the consumer.
 
     A coroutine ``__anext__`` per record costs a few tens of nanoseconds
     more than an async generator's step, but an async generator is not
@@ -427,35 +495,37 @@ class _Iteration:
 
     Thread safety: as its AIOConsumer (one event loop)."""
 
-    __slots__ = ("_c", "_buf", "in_hand", "fetch", "__weakref__")
+    __slots__ = ("_c", "_buf", "in_hand", "__weakref__")
 
     def __init__(self, consumer: AIOConsumer) -> None:
         self._c = consumer
         self._buf = consumer._buffer        # (never rebound: filtered in place)
         self.in_hand: Record | None = None
-        self.fetch = 0
 
     def __aiter__(self) -> _Iteration:
         return self
 
     async def __anext__(self) -> Record:
         self.in_hand = None         # the loop asks for more: finished
-        buf = self._buf
         c = self._c
+        if c._returned:
+            c._take_back()
+        buf = self._buf
         while not buf:
             d = c._d
             if d.closed:        # (close() empties the buffer)
                 raise StopAsyncIteration
             idle = d.idle_s
-            recs = await c._get(FOREVER_S if idle is None else idle, None)
+            try:
+                recs = await c._get(FOREVER_S if idle is None else idle, None)
+            except LogClosed:   # (the Log closed: ends as a threaded for loop)
+                raise StopAsyncIteration from None
             if not recs:
                 raise StopAsyncIteration
             buf.extend(recs)
         r = self.in_hand = buf.popleft()
-        self.fetch = c._fetches
         return r
 
     def __del__(self) -> None:
-        r = self.in_hand
-        if r is not None and self.fetch == self._c._fetches and not self._c._d.closed:
-            self._buf.appendleft(r)
+        if self.in_hand is not None:
+            self._c._returned.append(self.in_hand)
