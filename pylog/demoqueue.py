@@ -12,7 +12,9 @@ every job was sent once or parked, and shows the queue's state.
 
 Workers run as ``python -m pylog.demoqueue PATH NAME SEED [--hang]`` and
 report on stdout, one line per step: ``ready``, ``start JOB COUNT``,
-``sent JOB``, ``failed JOB COUNT``, ``rejected JOB``.
+``sent JOB``, ``failed JOB COUNT``, ``rejected JOB``, where JOB is
+``RUN:I`` (``-`` for a job in another format: the act counts only its
+run's).
 
 ``examples/email_workers.py`` has the same worker loop on purpose: it is
 the copy users read and run from a checkout, whole on one page, while
@@ -60,15 +62,19 @@ def worker_main(path: str, name: str, seed: int, hang: bool) -> int:
         while not stop.is_set():
             for job in q.poll(timeout_ms=100, max_records=1 if hang else 5):
                 value = bytes(job.value or b"")
-                jid = value.split(b":")[1].decode()
+                # "RUN:I:ADDRESS" from the act; a job of anyone else (the
+                # examples' workers share the topic) is done the same way
+                parts = value.split(b":")
+                jid = b":".join(parts[:2]).decode("ascii", "replace") \
+                    if len(parts) == 3 else "-"
                 _say(f"start {jid} {job.delivery_count}")
-                if hang:
+                if hang and jid != "-":
                     time.sleep(3600)                # killed here, mid-job
                 time.sleep(0.005)                   # talking to the provider
                 if value.endswith(b"bad-address"):
                     q.acknowledge(job, "reject")    # poison: park it
                     _say(f"rejected {jid}")
-                elif rng.random() < FAIL_RATE:      # the provider failed
+                elif jid != "-" and rng.random() < FAIL_RATE:   # the provider failed
                     q.acknowledge(job, "release", delay_ms=50 * job.delivery_count)
                     _say(f"failed {jid} {job.delivery_count}")
                 else:
@@ -163,6 +169,11 @@ def run_queue_act(path: str, w: Callable[[str], None], *, fast: bool) -> int:
     lines: list[tuple[float, str, list[str]]] = []
     lock = threading.Lock()
     mailers: list[_Mailer] = []
+    ours = run_id + ":"
+
+    def ours_of(words: list[str]) -> str | None:
+        """The job number of a worker's line about this run's job."""
+        return words[1][len(ours):] if words[1].startswith(ours) else None
     rc = 0
     t0 = time.monotonic()
     with pylog.open(path, sync="never") as log:
@@ -177,19 +188,22 @@ def run_queue_act(path: str, w: Callable[[str], None], *, fast: bool) -> int:
             # the victim first, so that it surely holds a job when killed
             victim = _Mailer(path, "mailer-1", 1, True, lines, lock)
             mailers.append(victim)
-            victim_job = _wait(lambda: next((x[2][1] for x in lines if x[1] == victim.name
-                                             and x[2][0] == "start"), None), victim)
+            victim_job = _wait(lambda: next((ours_of(x[2]) for x in lines if x[1] == victim.name
+                                             and x[2][0] == "start" and ours_of(x[2])), None),
+                               victim)
             w(f"  {victim.name} (pid {victim.proc.pid}) took job {victim_job} and hangs: "
               "the provider does not answer")
             mailers += [_Mailer(path, f"mailer-{k}", k, False, lines, lock) for k in (2, 3)]
-            _wait(lambda: sum(1 for x in lines if x[2][0] == "sent") >= 3 or None, victim)
+            _wait(lambda: sum(1 for x in lines if x[2][0] == "sent" and ours_of(x[2])) >= 3
+                  or None, victim)
             os.kill(victim.proc.pid, signal.SIGKILL)
             killed = time.monotonic()
             victim.proc.wait()
             w(f"  SIGKILL -> {victim.name} (pid {victim.proc.pid}) in the middle of job "
               f"{victim_job} (its lock: 30 s)")
             taken = _wait(lambda: next(((t, who) for t, who, x in lines if t >= killed
-                                        and x[:2] == ["start", victim_job]), None), None)
+                                        and x[0] == "start" and ours_of(x) == victim_job),
+                                       None), None)
             w(f"  job {victim_job} taken by {taken[1]} within "
               f"{(taken[0] - killed) * 1000:.0f} ms of the kill: a dead process's "
               "jobs go back at once")
@@ -204,8 +218,8 @@ def run_queue_act(path: str, w: Callable[[str], None], *, fast: bool) -> int:
         parked = _parked(log, run_id)
     elapsed = time.monotonic() - t0
     with lock:
-        sent = [x[2][1] for x in lines if x[2][0] == "sent"]
-        failed = sum(1 for x in lines if x[2][0] == "failed")
+        sent = [j for x in lines if x[2][0] == "sent" and (j := ours_of(x[2]))]
+        failed = sum(1 for x in lines if x[2][0] == "failed" and ours_of(x[2]))
     by_limit = sorted((p for p in parked if p[1] == "delivery_limit"), key=lambda p: int(p[0]))
     for job, reason, count in sorted(parked, key=lambda p: int(p[0])):
         w(f"  parked in {DLQ}: job {job} ({reason}, at delivery {count})")
