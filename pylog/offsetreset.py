@@ -69,8 +69,9 @@ class OffsetReset:
         if self.policy == "none":
             raise OffsetOutOfRange(why + " and auto_offset_reset='none'; "
                                    "seek to a retained offset to go on")
-        _logger.warning("consumer group %r: %s; resuming at %d, %d records skipped",
-                        self._group_id, why, start, start - offset)
+        _logger.warning("%s: %s; resuming at %d, %d records skipped",
+                        "a consumer without a group" if self._group_id is None else
+                        f"consumer group {self._group_id!r}", why, start, start - offset)
         if self._member is not None:
             self._member.count_retention_reset(tp, start - offset)
         return start

@@ -471,9 +471,15 @@ class Segment:
                 raise CorruptLogError(r.error_reason or "damaged batch", self.path,
                                       r.error_position)
             cut = size - r.end_position
-            _log.warning("%s: torn tail after a crash: cut %d bytes at "
-                         "position %d (%s)", self.path, cut, r.end_position,
-                         r.error_reason)
+            if write:
+                _log.warning("%s: torn tail after a crash: cut %d bytes at "
+                             "position %d (%s)", self.path, cut, r.end_position,
+                             r.error_reason)
+            else:
+                _log.warning("%s: torn tail after a crash: %d bytes at position %d "
+                             "(%s) are not read; opened read-only, the file is left "
+                             "as it is (a writer's open cuts them)", self.path, cut,
+                             r.end_position, r.error_reason)
         next_offset = r.next_offset if r.batch_count else expected
         end = r.end_position
         idx += pack_index(r.index_entries)

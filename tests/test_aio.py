@@ -342,6 +342,14 @@ def test_bad_getmany_arguments_are_refused(logdir):
             assert [r.value for r in got[TP0]] == [b"kept"]
             with pytest.raises(pylog.InvalidArgument, match="listener"):
                 log.consumer("t", group_id="g", listener=object())
+            p = log.producer()
+            for items in (5, b"one"):       # (a bare TypeError from list())
+                with pytest.raises(pylog.InvalidArgument, match="items"):
+                    await p.send_batch("t", items)
+            s = log.share_consumer("t", group_id="w")
+            await s.close()
+            with pytest.raises(pylog.InvalidArgument, match="closed"):
+                await s.getmany()           # (it returned {}, as if idle)
 
     run("asyncio", main)
 

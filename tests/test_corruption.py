@@ -121,6 +121,26 @@ def test_torn_tail_is_cut(logdir, child_env, damage):
     assert end > 0
 
 
+def test_a_read_only_open_says_it_leaves_a_torn_tail(logdir, child_env, caplog):
+    """A read-only open (pylog info, top, metrics) reads up to a torn tail
+    and says so without claiming to have cut it; a writer's open cuts it."""
+    crash_writer(logdir, child_env)
+    path = active_segment(logdir)
+    last_pos, last = batches(path)[-1]
+    os.truncate(path, last_pos + 30)
+    with caplog.at_level("WARNING", logger="pylog"):
+        with pylog.open(logdir, readonly=True) as log:
+            assert log.partition("t", 0).state().next_offset == last.base_offset
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "torn tail" in said and "left as it is" in said and "cut 30" not in said
+    assert os.path.getsize(path) == last_pos + 30
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="pylog"):
+        with pylog.open(logdir, sync="never"):
+            pass
+    assert "cut 30 bytes" in " ".join(r.getMessage() for r in caplog.records)
+
+
 # -- mid-log corruption ------------------------------------------------------
 
 def clean_log(logdir):

@@ -568,3 +568,12 @@ def test_bad_values_found_by_trying_are_refused(log):
             q.poll(timeout_ms=timeout_ms)
     assert [r.value for r in q.poll(timeout_ms=2000)] == [b"a"]
     q.close()
+
+
+def test_reset_group_refuses_a_negative_offset_or_time(log):
+    """``reset_group(to="offset", value=-1)`` returned {} for a group with
+    no commits instead of refusing the value."""
+    log.create_topic("t")
+    for to in ("offset", "datetime"):
+        with pytest.raises(InvalidArgument, match=">= 0"):
+            log.reset_group("nobody", to=to, value=-1)

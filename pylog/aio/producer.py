@@ -25,6 +25,7 @@ import functools
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from ..errors import InvalidArgument
 from ..producer import Headers, Producer
 from ..records import RecordMetadata
 from ..store import topic_slot
@@ -78,6 +79,10 @@ class AIOProducer:
         """Append many records as one batch per partition (see
         Producer.send_batch); inline only for small batches, since
         encoding a large one takes longer than the loop may wait."""
+        if isinstance(items, (bytes, str)) or not hasattr(items, "__iter__"):
+            # (as Producer.send_batch refuses them, before list() would)
+            raise InvalidArgument(f"items must be an iterable of records (a list), "
+                                  f"got {type(items).__name__}")
         items = list(items)
         call = functools.partial(self._p.send_batch, topic, items, partition=partition,
                                  timestamp_ms=timestamp_ms)

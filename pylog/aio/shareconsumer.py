@@ -114,7 +114,10 @@ class AIOShareConsumer:
         [ShareRecord]}, waiting up to ``timeout_ms`` (default 0) for the
         first; {} when none came. Applies the acknowledgements made since
         the last call first (see ShareConsumer.poll: in explicit mode
-        every record of the last call must be acknowledged)."""
+        every record of the last call must be acknowledged).
+        InvalidArgument once the consumer is closed, as ShareConsumer.poll."""
+        if self._c.closed:
+            raise InvalidArgument("the share consumer is closed")
         recs = await self._get(poll_timeout(None, timeout_ms), max_records)
         out: dict[TopicPartition, list[ShareRecord]] = {}
         for r in recs:
