@@ -122,6 +122,7 @@ class Writer(ProducerAppends):
         # active segment's map self._appender_map, and carries the end of
         # the last batch this writer appended (written_*).
         self._appender = _native.appender()
+        self._index_warned: str | None = None   # the index whose failure was logged
         self._appender.written_base = self._appender.written_end = -1
         self._appender_map = None
         self._forked = False             # see _after_fork_in_child
@@ -398,10 +399,13 @@ class Writer(ProducerAppends):
         if rc == 0:
             return a.out.base_offset
         if rc in (_native.APPEND_INDEX_FAILED, _native.E_APPENDED_NO_INDEX):
-            _log.warning("%s: index entry not written (%s); the index is "
-                         "derived data and will be rebuilt (I-3)",
-                         self._active.index_path if self._active else self.name,
-                         os.strerror(a.out.index_errno))
+            where = self._active.index_path if self._active else self.name
+            if where != self._index_warned:     # (once per index: not per append)
+                self._index_warned = where
+                _log.warning("%s: index entry not written (%s); the index is "
+                             "derived data and will be rebuilt (I-3); later "
+                             "entries it misses are not reported", where,
+                             os.strerror(a.out.index_errno))
             return a.out.base_offset
         if rc in (_native.E_NOSPACE, _native.E_STALE):
             return None
