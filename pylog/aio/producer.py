@@ -6,6 +6,9 @@ microseconds), so ``send`` runs it inline and resolves the waiting
 consumers of the same loop at once (DoorbellBridge.claim); with
 ``sync="always"`` each send waits for its fdatasync, so it runs in the
 Log's executor, where concurrent sends share fsyncs (group commit).
+Sends awaited one by one are appended in their order; concurrent sends of
+several tasks are not ordered among themselves (a send may yield to the
+loop before its append, and executor threads race to the append).
 ``flush`` and ``close`` always run in the executor.
 
 Unlike aiokafka's, ``await send(...)`` returns the RecordMetadata itself:
