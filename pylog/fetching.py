@@ -456,9 +456,16 @@ class PollDriver:
         """``records`` (in offset order) were handed before the fetch that
         just ran, and are not finished: auto-commit and close commit none
         of them (pylog.aio's ``async for``, across another task's fetch)."""
-        delivery = self._c._delivery
+        c = self._c
         for tp, off in _floors(records).items():
-            delivery.hold(tp, off)
+            # never below what the application committed itself: auto-commit
+            # would move the group's offset back
+            done = c._committed_pos.get(tp)
+            if done is not None and off < done:
+                off = done
+            cur = c._cursors.get(tp)
+            if cur is None or off < cur.offset:
+                c._delivery.hold(tp, off)
 
     def commit_offsets(self, unreceived: list[Any]) -> dict[TopicPartition, int]:
         """What ``commit()`` without offsets commits when ``unreceived``

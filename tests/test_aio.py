@@ -649,6 +649,40 @@ def test_async_for_records_survive_other_tasks_wrappers_and_bad_seeks(logdir):
     run("asyncio", main)
 
 
+def test_a_held_record_never_moves_a_commit_back(logdir):
+    """The record one task's ``async for`` is on is held unfinished across
+    another task's fetches, but never below what the application
+    committed itself: auto-commit went back from 8 to 0 (found by review)."""
+    async def main():
+        async with pylog.aio.open(logdir, sync="never") as log:
+            await log.create_topic("t")
+            await log.producer().send_batch("t", [b"x"] * 8)
+            c = log.consumer("t", group_id="g", auto_offset_reset="earliest",
+                             max_poll_records=4, auto_commit_interval_ms=10)
+            probe = log.consumer("t", group_id="g")
+            done = asyncio.Event()
+            seen: list[int | None] = []
+
+            async def slow() -> None:
+                async for _ in c:          # on offset 0 until the end
+                    await done.wait()
+                    return
+
+            async def fast() -> None:
+                for _ in range(5):
+                    await c.getmany(timeout_ms=30)     # (auto-commit runs first)
+                    seen.append(await probe.committed(TP0))
+                    await c.commit()
+                    await asyncio.sleep(0.02)
+                done.set()
+            await asyncio.gather(slow(), fast())
+            assert seen[-3:] == [8, 8, 8]
+            await c.close()
+            assert await probe.committed(TP0) == 8
+
+    run("asyncio", main)
+
+
 def test_a_cancelled_close_still_waits_for_the_log(logdir):
     """close() cancelled (a shutdown cancelling the task in ``async with``)
     while Log.close runs: a second close() waits for it, and a client

@@ -236,7 +236,7 @@ class AIOConsumer:
     async def __anext__(self) -> Record:
         """The next record, as ``async for`` hands them out (for
         ``anext(consumer)``); StopAsyncIteration once closed or idle for
-        ``consumer_timeout_ms``."""
+        ``consumer_timeout_ms`` (or once the Log closed, as ``async for``)."""
         if self._d.closed:
             raise StopAsyncIteration
         if self._returned:
@@ -244,7 +244,10 @@ class AIOConsumer:
         if self._buffer:
             return self._buffer.popleft()
         idle = self._d.idle_s
-        recs = await self._get(FOREVER_S if idle is None else idle, None)
+        try:
+            recs = await self._get(FOREVER_S if idle is None else idle, None)
+        except LogClosed:
+            raise StopAsyncIteration from None
         if not recs:
             raise StopAsyncIteration
         self._buffer.extend(recs)
@@ -288,14 +291,15 @@ class AIOConsumer:
         """Give the records fetched but not received of ``tps`` (None: all)
         back to the consumer (its position goes back on them), and the
         records ``async for`` loops are on with them: a pause or a seek
-        finishes nothing, so the one being handled comes again."""
-        if self._returned:
-            self._take_back()
-
+        finishes nothing, so the one being handled comes again. (The loops
+        first, then the records given back: a loop the garbage collector
+        frees meanwhile is seen in one or the other.)"""
         def of(r: Record) -> bool:
             return tps is None or TopicPartition(r.topic, r.partition) in tps
         back = [it.in_hand for it in self._iterations
                 if it.in_hand is not None and of(it.in_hand)]
+        if self._returned:
+            self._take_back()
         back += [r for r in self._buffer if of(r)]
         if not back:
             return
@@ -308,12 +312,13 @@ class AIOConsumer:
         """Drop the buffered records ``keep`` rejects, in place (a running
         ``async for`` holds the deque), and forget them as the records
         ``async for`` loops are on (a loop left later does not put them
-        back: their partition was sought, paused or revoked)."""
-        if self._returned:
-            self._take_back()
+        back: their partition was sought, paused or revoked). The loops
+        first, as _unbuffer."""
         for it in self._iterations:
             if it.in_hand is not None and not keep(it.in_hand):
                 it.in_hand = None
+        if self._returned:
+            self._take_back()
         kept = [r for r in self._buffer if keep(r)]
         self._buffer.clear()
         self._buffer.extend(kept)
@@ -354,15 +359,22 @@ class AIOConsumer:
 
     async def seek_to_beginning(self, *partitions: TopicPartition) -> None:
         """Read the partitions (default: all assigned) from their log start."""
-        self._unbuffer(set(as_tps(partitions)) if partitions else None)
-        await self._locked(self._c.seek_to_beginning, *partitions)
-        self._drop_unowned()        # (it may have joined or rebalanced)
+        await self._seek_ends(self._c.seek_to_beginning, partitions)
+
+    async def _seek_ends(self, seek: Callable[..., None], partitions: tuple[Any, ...]
+                         ) -> None:
+        tps = set(as_tps(partitions)) if partitions else None
+        self._unbuffer(tps)
+        await self._locked(seek, *partitions)
+        # what another task fetched from the old positions while this one
+        # waited for the lock; and a join or rebalance may have run
+        self._keep(lambda r: tps is not None and
+                   TopicPartition(r.topic, r.partition) not in tps)
+        self._drop_unowned()
 
     async def seek_to_end(self, *partitions: TopicPartition) -> None:
         """Read only records appended from now on (default: all assigned)."""
-        self._unbuffer(set(as_tps(partitions)) if partitions else None)
-        await self._locked(self._c.seek_to_end, *partitions)
-        self._drop_unowned()
+        await self._seek_ends(self._c.seek_to_end, partitions)
 
     def pause(self, *partitions: TopicPartition) -> None:
         """Fetch nothing more from ``partitions`` until resume(); their
