@@ -473,8 +473,9 @@ def reset_group(log: Any, group: str, *, to: str, value: int | None = None,
     if to in ("offset", "datetime", "shift") and \
             (isinstance(value, bool) or not isinstance(value, int)):
         raise InvalidArgument(f"reset to {to} needs an int value, got {value!r}")
-    if to in ("offset", "datetime") and value is not None and value < 0:
-        raise InvalidArgument(f"reset to {to} needs a value >= 0, got {value!r}")
+    if to == "datetime" and value is not None and value < 0:
+        # (an offset out of range is refused per partition: OffsetOutOfRange)
+        raise InvalidArgument(f"reset to datetime needs ms >= 0, got {value!r}")
     if execute:
         _refuse_live(group, live_members(log, group))   # before any planning
     plan = plan_reset(log, group, to=to, value=value, topic=topic)
