@@ -452,6 +452,10 @@ class PollDriver:
             if cur is not None and cur.offset > off:
                 cursors[tp] = Cursor(off)     # (not a seek: that would finish it)
 
+    def finish_handed(self) -> None:
+        """What the last fetch handed is finished (as poll() begins)."""
+        self._c._delivery.next_poll()
+
     def hold(self, records: list[Any]) -> None:
         """``records`` (in offset order) were handed before the fetch that
         just ran, and are not finished: auto-commit and close commit none

@@ -683,6 +683,28 @@ def test_a_held_record_never_moves_a_commit_back(logdir):
     run("asyncio", main)
 
 
+def test_a_getmany_finishes_the_last_batch_before_its_housekeeping(logdir):
+    """As poll(): the records the last getmany returned are finished when
+    the next one begins, before its housekeeping, so its auto-commit (or
+    a rebalance's release) commits them; they were committed one getmany
+    later, and a partition moved to another member meanwhile was read
+    again there from before them (found by review)."""
+    async def main():
+        async with pylog.aio.open(logdir, sync="never") as log:
+            await log.create_topic("t")
+            await log.producer().send_batch("t", [b"x"] * 6)
+            c = log.consumer("t", group_id="g", auto_offset_reset="earliest",
+                             max_poll_records=2, auto_commit_interval_ms=1)
+            probe = log.consumer("t", group_id="g")
+            assert [r.offset for r in (await c.getmany(timeout_ms=5000))[TP0]] == [0, 1]
+            await asyncio.sleep(0.01)
+            assert [r.offset for r in (await c.getmany(timeout_ms=5000))[TP0]] == [2, 3]
+            assert await probe.committed(TP0) == 2
+            await c.close()
+
+    run("asyncio", main)
+
+
 def test_a_cancelled_close_still_waits_for_the_log(logdir):
     """close() cancelled (a shutdown cancelling the task in ``async with``)
     while Log.close runs: a second close() waits for it, and a client

@@ -26,8 +26,9 @@ cancellation puts that record back at the front of the buffer, as a
 threaded ``for`` loop puts its position back on it.
 
 Delivery (pylog.delivery, as ``poll``): the records a getmany returned are
-finished at the next getmany/getone that fetches; the record an ``async
-for`` is on, once the loop asks for the next one (or at that fetch);
+finished when the next getmany/getone that must fetch begins (before its
+housekeeping, as poll's); the record an ``async for`` is on, once the
+loop asks for the next one;
 auto-commit and close commit finished records only; ``commit()`` without
 offsets commits every record received.
 
@@ -124,6 +125,13 @@ class AIOConsumer:
         if IN_LISTENER.get() is self:
             raise InvalidArgument("getone/getmany inside a rebalance listener callback; "
                                   "return from it first")
+        # What was handed before is finished now, as at the start of poll():
+        # before the housekeeping below, so that its auto-commit and a
+        # rebalance's release commit it (the next owner does not get it
+        # again); the records async for loops are on stay unfinished.
+        self._d.finish_handed()
+        if self._iterations or self._returned:
+            self._hold()
         d = self._d
         alog = self._alog
         bridge = alog._bridge
