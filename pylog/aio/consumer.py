@@ -128,9 +128,14 @@ class AIOConsumer:
         # What was handed before is finished now, as at the start of poll():
         # before the housekeeping below, so that its auto-commit and a
         # rebalance's release commit it (the next owner does not get it
-        # again); the records async for loops are on stay unfinished.
+        # again); the records async for loops are on stay unfinished. Not
+        # while another task's executor job (housekeeping) runs: it reads
+        # the finished records in its thread, between these two steps.
+        if self._lock.locked():
+            async with self._lock:
+                pass
         self._d.finish_handed()
-        if self._iterations or self._returned:
+        if self._iterations or self._returned or self._buffer:
             self._hold()
         d = self._d
         alog = self._alog
