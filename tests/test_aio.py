@@ -207,6 +207,15 @@ async def _take(consumer: pylog.aio.AIOConsumer, n: int) -> list[pylog.Record]:
     return [await anext(consumer) for _ in range(n)]
 
 
+@contextlib.asynccontextmanager
+async def _log_of(path: str, n: int) -> Any:
+    """An open AIOLog whose topic "t" (one partition) holds ``n`` records."""
+    async with pylog.aio.open(path, sync="never") as log:
+        await log.create_topic("t")
+        await log.producer().send_batch("t", [b"x"] * n)
+        yield log
+
+
 @pytest.mark.parametrize("loop", LOOPS)
 def test_no_loop_stall_at_full_speed(logdir, loop):
     """A heartbeat every 1 ms records the gaps between loop turns while a
@@ -539,9 +548,7 @@ def test_async_for_left_by_an_exception_or_a_cancel_redelivers(logdir, loop):
     record: that record comes again, and no commit passes it before it
     is handled (it used to be skipped, then committed)."""
     async def main():
-        async with pylog.aio.open(logdir, sync="never") as log:
-            await log.create_topic("t")
-            await log.producer().send_batch("t", [b"x"] * 6)
+        async with _log_of(logdir, 6) as log:
             done: list[int] = []
             async with log.consumer("t", group_id="g", auto_offset_reset="earliest",
                                     consumer_timeout_ms=300) as c:
@@ -592,9 +599,7 @@ def test_async_for_records_survive_other_tasks_wrappers_and_bad_seeks(logdir):
     generator (later, but nothing commits past it meanwhile); a seek the
     consumer refuses in the loop body drops nothing (found by review)."""
     async def main():
-        async with pylog.aio.open(logdir, sync="never") as log:
-            await log.create_topic("t")
-            await log.producer().send_batch("t", [b"x"] * 8)
+        async with _log_of(logdir, 8) as log:
             c = log.consumer("t", group_id="g", auto_offset_reset="earliest",
                              max_poll_records=4, consumer_timeout_ms=300)
             handled: list[int] = []
@@ -654,9 +659,7 @@ def test_a_held_record_never_moves_a_commit_back(logdir):
     another task's fetches, but never below what the application
     committed itself: auto-commit went back from 8 to 0 (found by review)."""
     async def main():
-        async with pylog.aio.open(logdir, sync="never") as log:
-            await log.create_topic("t")
-            await log.producer().send_batch("t", [b"x"] * 8)
+        async with _log_of(logdir, 8) as log:
             c = log.consumer("t", group_id="g", auto_offset_reset="earliest",
                              max_poll_records=4, auto_commit_interval_ms=10)
             probe = log.consumer("t", group_id="g")
@@ -690,9 +693,7 @@ def test_a_getmany_finishes_the_last_batch_before_its_housekeeping(logdir):
     later, and a partition moved to another member meanwhile was read
     again there from before them (found by review)."""
     async def main():
-        async with pylog.aio.open(logdir, sync="never") as log:
-            await log.create_topic("t")
-            await log.producer().send_batch("t", [b"x"] * 6)
+        async with _log_of(logdir, 6) as log:
             c = log.consumer("t", group_id="g", auto_offset_reset="earliest",
                              max_poll_records=2, auto_commit_interval_ms=1)
             probe = log.consumer("t", group_id="g")
@@ -715,9 +716,7 @@ def test_no_auto_commit_passes_a_held_record_under_racing_getmanys(logdir):
     import sys
 
     async def round_(path: str) -> tuple[int | None, int]:
-        async with pylog.aio.open(path, sync="never") as log:
-            await log.create_topic("t")
-            await log.producer().send_batch("t", [b"x"] * 400)
+        async with _log_of(path, 400) as log:
             c = log.consumer("t", group_id="g", auto_offset_reset="earliest",
                              max_poll_records=1, auto_commit_interval_ms=1)
             probe = log.consumer("t", group_id="g")
