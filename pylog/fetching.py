@@ -364,7 +364,10 @@ class PollDriver:
                 or time.monotonic() > c._member.lease_until):
             return None
         c._poll_thread = threading.get_ident()
-        c._delivery.next_poll()        # what the last fetch handed is finished
+        # what the last fetch handed is finished (a driver that keeps some
+        # unfinished holds them again after this call): give_back below must
+        # rewind this fetch's records only, never the ones held
+        c._delivery.next_poll()
         slices: list[Slice] = []
         c._interval.begin()
         try:
