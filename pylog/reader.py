@@ -288,6 +288,17 @@ class Reader(CommittedReads):
                     i = bases.index(seg.base_offset) + 1
                     if i >= len(bases):
                         break
+                    if bases[i] != cursor.offset:
+                        # a segment's first batch starts at its base offset
+                        # (S-1): the file that held the offsets between is
+                        # gone or was cut short (G4: never skipped silently)
+                        if out:
+                            break    # the good records first; the next fetch raises
+                        raise CorruptLogError(
+                            f"no segment holds offsets {cursor.offset} to {bases[i] - 1}: "
+                            f"this one ends before them and the next one starts at "
+                            f"offset {bases[i]} (a segment file lost or cut short)",
+                            seg.path, end)
                     # a segment's first batch starts at its base offset (S-1)
                     cursor.segment_base, cursor.position = bases[i], 0
                     cursor.base = bases[i]

@@ -367,3 +367,38 @@ def test_zero_record_batch_is_reported_not_skipped(logdir):
         assert "B-5" in str(ei.value)
         assert got == list(range(h.base_offset)), "records before the damage, in order"
         c.close()
+
+
+@pytest.mark.parametrize("damage", ["emptied", "deleted"])
+def test_a_lost_middle_segment_is_reported_not_skipped(logdir, damage):
+    """G4: a sealed segment in the middle of a partition emptied or deleted
+    while the log was closed: a consumer gets the records before it, then
+    CorruptLogError naming the missing offsets; it never goes on to the
+    next segment's records (it did, and committed past the gap)."""
+    with pylog.open(logdir, sync="never") as log:
+        log.create_topic("t", segment_bytes=65536, retention_ms=-1)
+        p = log.producer()
+        for _ in range(12):
+            p.send_batch("t", [b"v" * 100] * 100, partition=0)
+    d = os.path.join(logdir, "t-0")
+    segs = sorted(n for n in os.listdir(d) if n.endswith(".log"))
+    assert len(segs) >= 3
+    victim = os.path.join(d, segs[1])
+    lost_from, lost_to = int(segs[1][:-4]), int(segs[2][:-4]) - 1
+    if damage == "emptied":
+        os.truncate(victim, 0)
+    else:
+        os.unlink(victim)
+    with pylog.open(logdir, sync="never") as log:
+        c = log.consumer("t", group_id="g", auto_offset_reset="earliest")
+        got = []
+        with pytest.raises(CorruptLogError) as ei:
+            while batch := c.poll(timeout=0.2, max_records=500):
+                got.extend(r.offset for r in batch)
+        assert f"offsets {lost_from} to {lost_to}" in str(ei.value)
+        assert got == list(range(lost_from))
+        with pytest.raises(CorruptLogError):       # and again: not past it
+            c.poll(timeout=0.2)
+        c.commit()
+        assert c.committed(pylog.TopicPartition("t", 0)) == lost_from
+        c.close()
