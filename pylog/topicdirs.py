@@ -29,6 +29,7 @@ import shutil
 
 from .errors import PylogError
 from .files import open_regular
+from .handles import FD_EXHAUSTED
 
 ID_FILE = "topic.id"
 GRAVE_SUFFIX = "-delete"          # L-1: removed by the first opener
@@ -45,12 +46,18 @@ class ForeignIncarnation(Exception):
 
 
 def read_id(directory: str) -> str | None:
-    """The topic id recorded in ``directory`` (None: none, or unreadable)."""
+    """The topic id recorded in ``directory`` (None: none, or unreadable).
+    Out of descriptors raises the OSError (EMFILE, ENFILE): that says
+    nothing about the directory, and the caller's handle cache retries."""
     try:
         # not a regular file (a FIFO would block open(2)): no readable id
         fd = open_regular(os.path.join(directory, ID_FILE), os.O_RDONLY,
                           what="topic id file")
-    except (OSError, PylogError):
+    except OSError as exc:
+        if exc.errno in FD_EXHAUSTED:
+            raise
+        return None
+    except PylogError:
         return None
     try:
         raw = os.read(fd, 64)

@@ -167,6 +167,42 @@ def test_state_map_dropped_then_topic_deleted(logdir, child_env):
         assert log.partition("gone", 0).state().next_offset == 2
 
 
+def test_state_map_mapped_again_out_of_descriptors_is_not_a_deleted_topic(logdir):
+    """A dropped state map mapped again while the process is out of
+    descriptors: reading the directory's topic id fails with EMFILE, which
+    once read as "another incarnation" and bound the partition as deleted
+    for good (commit raised "topic 'a' was deleted", found by trying 2,000
+    partitions under ulimit -n 64). Now the handle cache closes idle
+    descriptors and maps it again, as for any other open."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    hog: list[int] = []
+    with pylog.open(logdir, sync="never", max_open_maps=8) as log:
+        log.create_topic("a", partitions=1)
+        log.create_topic("other", partitions=20)
+        prod = log.producer()
+        prod.send("a", b"x", partition=0)
+        part = log.partition("a", 0)
+        for p in range(20):                      # push its state map out
+            prod.send("other", b"y", partition=p)
+        assert part.shared._map is None
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (open_fds() + 8, hard))
+            try:
+                while True:
+                    hog.append(os.open(os.devnull, os.O_RDONLY))
+            except OSError as exc:
+                assert exc.errno == errno.EMFILE
+            os.close(hog.pop())     # one left: the state file takes it
+            assert part.state().next_offset == 1   # (the cache closed idle ones)
+        finally:
+            for fd in hog:
+                os.close(fd)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        assert part.state().next_offset == 1
+        prod.send("a", b"z", partition=0)
+        assert part.state().next_offset == 2
+
+
 def test_flush_marks_durable_after_the_state_map_was_dropped(logdir):
     """P-7: a flush of a partition whose state map the cache dropped since
     its last append still stores the durable mark (recovery after a crash
