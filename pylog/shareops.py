@@ -90,11 +90,16 @@ def finish_dead_letters(f: ss.ShareFile, target: Target) -> None:
 
 def _expire(f: ss.ShareFile, now: int, limit: int, dead: list[int], target: Target) -> None:
     """Acquired records of dead owners, or past their deadline, back to
-    Available (Archived at the delivery limit); delays that ended too."""
+    Available (Archived at the delivery limit); delays that ended too.
+    The next deadline and delay end are stored, and dead owners' numbers
+    freed, only once the changes are written: when writing them raises (a
+    full disk, a busy metadata lock while the dead-letter topic is made),
+    the next acquisition finds the same records due and tries again."""
     h = f.head
     check_deadline = now >= h[ss.MIN_DEADLINE]
     changes: list[tuple[int, int, int, int]] = []
     doomed: list[tuple[int, int, str]] = []
+    next_deadline = next_delay = None
     if dead or check_deadline:
         nxt = ss.NEVER
         deadset = set(dead)
@@ -109,9 +114,7 @@ def _expire(f: ss.ShareFile, now: int, limit: int, dead: list[int], target: Targ
                     changes.append((off, ss.AVAILABLE, count, 0))
             else:
                 nxt = min(nxt, dl)
-        h[ss.MIN_DEADLINE] = nxt
-        for n in dead:
-            f.free_owner_locked(n)
+        next_deadline = nxt
     if now >= h[ss.MIN_DELAY]:
         nxt = ss.NEVER
         for off in f.positions(ss.DELAYED):
@@ -120,8 +123,16 @@ def _expire(f: ss.ShareFile, now: int, limit: int, dead: list[int], target: Targ
                 changes.append((off, ss.AVAILABLE, f.counts[i], 0))
             else:
                 nxt = min(nxt, f.deadlines[i])
-        h[ss.MIN_DELAY] = nxt
+        next_delay = nxt
     _commit(f, changes, doomed, target)
+    # (a dead owner's number freed before its records are Available would
+    # hand them to the next consumer given that number)
+    if next_deadline is not None:
+        h[ss.MIN_DEADLINE] = next_deadline
+        for n in dead:
+            f.free_owner_locked(n)
+    if next_delay is not None:
+        h[ss.MIN_DELAY] = next_delay
 
 
 def trim_to_log(f: ss.ShareFile, log_start: int, log_end: int) -> list[tuple[int, int]]:
