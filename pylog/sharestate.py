@@ -164,8 +164,13 @@ class ShareFile:
     def _reset(self, capacity: int, boot: bytes, load: Callable[[], Any]) -> None:
         """Q-1: a new file, or one of another boot: the state from LMDB
         (Q-3: delays end at their wall-clock deadline, an unfinished
-        dead-letter copy is looked for and finished by the next holder)."""
+        dead-letter copy is looked for and finished by the next holder).
+        The ring holds every stored run: it is larger than ``capacity``
+        when the state was written by a larger window (``max_in_flight``
+        lowered since), as records past the ring would be delivered again."""
         seq, spso, runs = load()
+        if runs:
+            capacity = max(capacity, runs[-1][1] + 1 - spso)
         size = _layout(capacity)[-1]
         os.ftruncate(self.fd, 0)
         # blocks exist: a store never SIGBUSes
@@ -180,8 +185,6 @@ class ShareFile:
             h[MIN_DEADLINE] = h[MIN_DELAY] = NEVER
             for first, last, state, count, aux in runs:
                 for off in range(first, last + 1):
-                    if off - spso >= capacity:
-                        break
                     i = off % capacity
                     self.states[i] = state
                     self.counts[i] = count
@@ -542,10 +545,12 @@ def decode_state(raw: bytes, where: str) -> tuple[int, int, list[Run]]:
         raise CorruptLogError(f"share state {where} is damaged in LMDB")
     seq, spso = _VAL.unpack_from(raw, 0)
     runs = [_RUN.unpack_from(raw, at) for at in range(_VAL.size, len(raw), _RUN.size)]
+    below = spso        # runs are in offset order (the ring is sized from the last)
     for first, last, state, _count, _aux in runs:
-        if last < first or first < spso or state not in (AVAILABLE, ACKNOWLEDGED, ARCHIVED,
-                                                         DELAYED, DEAD_LETTERING):
+        if last < first or first < below or state not in (AVAILABLE, ACKNOWLEDGED, ARCHIVED,
+                                                          DELAYED, DEAD_LETTERING):
             raise CorruptLogError(f"share state {where} has a damaged run in LMDB")
+        below = last + 1
     return seq, spso, runs
 
 

@@ -1,5 +1,6 @@
-"""Share groups recover the state of every record after a failure: a lock
-expiry whose archive step failed is tried again (FORMAT.rst Q-2, Q-5).
+"""Share groups recover the state of every record after a failure or a
+rebuild: a lock expiry whose archive step failed is tried again, and a
+share file rebuilt from LMDB keeps every stored run (FORMAT.rst Q-1 to Q-6).
 
 The full-disk scenario runs in a child process on a small tmpfs the test
 mounts and fills (as tests/test_full_disk.py: a store into an unallocated
@@ -7,11 +8,13 @@ block of a map would kill pytest with SIGBUS); the hung worker is another
 child, alive and never acknowledging.
 """
 
+import glob
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from childproc import expect, start
@@ -112,3 +115,43 @@ def test_lock_expiry_retried_after_its_archive_failed_on_a_full_disk(tmpfs, chil
     assert ev["after"] == {"what": "after", "got": [], "acquired": 0, "spso": 5,
                            "dead": 5}, ev
 
+
+def test_rebuild_after_max_in_flight_lowered_keeps_every_record(tmp_path):
+    # a delayed record holds SPSO while 199 records past it are accepted;
+    # the group's window is then made smaller than that, and the share
+    # file rebuilt from LMDB (as after a reboot, Q-1): none is delivered again
+    path = tmp_path / "log"
+    with pylog.open(path, sync="always") as log:
+        log.create_topic("jobs")
+        log.producer().send_batch("jobs", [b"j%d" % i for i in range(200)])
+        with log.share_consumer("jobs", group_id="g", auto_offset_reset="earliest",
+                                max_in_flight=100) as c:
+            recs = []
+            while len(recs) < 200:
+                got = c.poll(timeout_ms=500, max_records=200)
+                assert got
+                for r in got:
+                    if r.offset == 0:
+                        c.acknowledge(r, "release", delay_ms=1000)
+                    else:
+                        c.acknowledge(r, "accept")
+                c.commit()
+                recs += got
+        log.alter_share_group("g", max_in_flight=10)
+    files = glob.glob(os.path.join(path, "meta", "share", "*.share"))
+    assert len(files) == 1
+    os.unlink(files[0])
+    with pylog.open(path, sync="always") as log:
+        (row,) = log.share_groups()
+        assert (row["spso"], row["speo"], row["delayed"], row["acknowledged_in_window"]) \
+            == (0, 200, 1, 199)
+        with log.share_consumer("jobs", group_id="g") as c:
+            again: list[int] = []
+            deadline = time.monotonic() + 10
+            while 0 not in again and time.monotonic() < deadline:
+                got = c.poll(timeout_ms=200, max_records=500)
+                for r in got:
+                    c.acknowledge(r, "accept")
+                again += [r.offset for r in got]
+            again += [r.offset for r in c.poll(timeout_ms=100, max_records=500)]
+        assert again == [0]         # only the delayed one, once its delay ended
