@@ -19,6 +19,7 @@ any). Durability: nothing here writes.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterable
@@ -34,6 +35,8 @@ from .partition import Cursor, Partition
 from .records import TopicPartition
 from .store import topic_slot
 from .transactions import TxnView, abort_stale
+
+_logger = logging.getLogger("pylog")
 
 if TYPE_CHECKING:
     from .consumer import Consumer
@@ -75,6 +78,8 @@ class Fetching:
     _rr: int
     _slot: int
     _slot_src: object
+    _committed_pos: dict[TopicPartition, int]
+    group_id: str | None
 
     if TYPE_CHECKING:
         def _owned(self) -> list[TopicPartition]: ...
@@ -110,7 +115,11 @@ class Fetching:
             except TopicNotFound:
                 self._cursors.pop(tp, None)
                 continue
-            cur = self._cursor(tp)
+            try:
+                cur = self._cursor(tp)
+            except TopicNotFound:
+                self._topic_deleted(tp)
+                continue
             first = cur.offset
             try:
                 recs = part.fetch(cur, max_records - len(out), values_only=values_only,
@@ -118,6 +127,9 @@ class Fetching:
                                   txn=view)
             except OffsetOutOfRange:
                 self._set_position(tp, self._resets.out_of_range(tp, part, cur.offset))
+                continue
+            except TopicNotFound:
+                self._topic_deleted(tp)
                 continue
             if recs:
                 self._delivery.handed(tp, first)
@@ -132,6 +144,23 @@ class Fetching:
             # back; the next one reads past it
             abort_stale(self._log, view.stale)
         return out
+
+    def _topic_deleted(self, tp: TopicPartition) -> None:
+        """The partition ``tp`` was read from belongs to a deleted topic
+        (another process deleted it, and may have made a new topic of the
+        name): its position and handed records are of the old topic, so
+        they are forgotten, never committed; the Log drops its open
+        partitions of the topic, and a next fetch of a topic of that name
+        starts from the group's committed offset or auto_offset_reset."""
+        if self._cursors.pop(tp, None) is not None:
+            _logger.warning(
+                "consumer%s: topic %r was deleted while it read %s; its position "
+                "there is dropped (a topic made again under the name is read "
+                "from its committed offset or auto_offset_reset)",
+                f" group {self.group_id!r}" if self.group_id else "", tp.topic, tp)
+        self._committed_pos.pop(tp, None)
+        self._delivery.forget(tp)
+        self._log.forget_topic(tp.topic)
 
     def _txn_view(self) -> TxnView:
         """X-4: this fetch's view of the transactions."""
@@ -216,9 +245,13 @@ class Fetching:
             if target is not None:
                 tp, part, cur = target
                 first = cur.offset
-                got = part.wait_fetch(cur, bell + slot * _native.DOORBELL_SLOT_SIZE, seen,
-                                      wait, max_records, values_only=values_only,
-                                      with_topic=True, row_type=self._records.row_type)
+                try:
+                    got = part.wait_fetch(cur, bell + slot * _native.DOORBELL_SLOT_SIZE,
+                                          seen, wait, max_records, values_only=values_only,
+                                          with_topic=True, row_type=self._records.row_type)
+                except TopicNotFound:
+                    self._topic_deleted(tp)
+                    got = None
                 if got:
                     self._delivery.handed(tp, first)
                     recs = self._records.finish(got, values_only, tp, part, first,
@@ -414,8 +447,11 @@ class PollDriver:
         if part is None:
             return []
         first = cur.offset
-        got = part.fetch_committed(cur, max_records, with_topic=True,
-                                   row_type=c._records.row_type)
+        try:
+            got = part.fetch_committed(cur, max_records, with_topic=True,
+                                       row_type=c._records.row_type)
+        except TopicNotFound:
+            return []       # (the general fetch finds it deleted too)
         if not got:
             return got
         c._delivery.handed(tp, first)

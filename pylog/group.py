@@ -187,6 +187,12 @@ class GroupMember:
         before = set(self.owned)
 
         def update(state, commit):
+            # owned when this member last looked, not released by it, and
+            # not its own now: dropped with a deleted topic (drop_topic);
+            # its position is of the old topic even if it claims the
+            # partition again below (then it is gained anew)
+            lapsed[0] = before - state.owned_by(self.member_id) \
+                if self.member_id in state.members else set()
             done = self._sync(state, topics, counts, now_ms, beat=True)
             extra = set(done.released) - announced
             if extra and on_revoke is not None and not done.rejoined and tries[0] < 3:
@@ -197,7 +203,7 @@ class GroupMember:
             return done.state, done
 
         moved = [False]
-
+        lapsed: list[set] = [set()]
         tries = [0]
         while True:
             try:
@@ -224,7 +230,7 @@ class GroupMember:
             # where it was: every position is stale
             self.rejoined = bool(before)
             return set(owned), before
-        return owned - before, before - owned
+        return (owned - before) | (owned & lapsed[0]), (before - owned) | lapsed[0]
 
     def _saw(self, state: gs.GroupState, topics: set[str], seq: int | None) -> None:
         self._seen, self._seen_topics, self._seen_seq = state, topics, seq

@@ -25,6 +25,7 @@ release     the member gives up what it owns outside its target (the caller
             commits its positions for them in the same transaction)
 claim       the member takes the partitions of its target that nobody owns
 leave       the member is removed; the rest rebalance
+drop_topic  a deleted topic's partitions are owned and assigned by nobody
 fence       a commit is refused unless the member is in the group and owns
             every partition it commits
 sync        one poll of a member: expire, join, heartbeat, rebalance (when
@@ -442,6 +443,25 @@ def leave(state: GroupState, member_id: str, counts: Mapping[str, int],
         return rebalance(state, group_counts(state, counts))
     return replace(state, assignment=None, owners={}, members={},
                    generation=state.generation + 1)
+
+
+def drop_topic(state: GroupState, topic: str) -> GroupState:
+    """``topic`` was deleted: nobody owns or is assigned its partitions any
+    more, and the next look of each member rebalances (its count is
+    forgotten). A member that still thinks it owns one finds it gone
+    (pylog.group) and is refused a commit of it (:func:`fence`), so no
+    offset of the deleted topic lands on a topic made again under the
+    name. The same state when the group never had the topic."""
+    counts = state.partition_counts or {}
+    if topic not in counts and not any(tp.topic == topic for tp in state.owners):
+        return state
+    return replace(
+        state, generation=state.generation + 1,
+        owners={tp: m for tp, m in state.owners.items() if tp.topic != topic},
+        assignment=None if state.assignment is None else {
+            m: tuple(tp for tp in tps if tp.topic != topic)
+            for m, tps in state.assignment.items()},
+        partition_counts={t: n for t, n in counts.items() if t != topic})
 
 
 def moved(old: GroupState, new: GroupState) -> bool:

@@ -551,12 +551,30 @@ class Metadata(Commits):
             doomed = [k for k, _ in cur
                       if k.split(b"\0", 2)[1:2] == [name.encode()]]
             self.clear_offsets(txn, doomed, after)
+            self._drop_from_groups(txn, name)
             # M-11: the directories are removed after this commit; until
             # they are, the tombstone lets open and create_topic finish it
             txn.put(_TOMBSTONE + name.encode(), json.dumps(
                 {"id": doc.get("id"), "partitions": doc["partitions"],
                  "deleted_ms": int(time.time() * 1000)}).encode(), db=self._info)
         return doc
+
+    def _drop_from_groups(self, txn, topic: str) -> None:
+        """In delete_topic's transaction: no group owns the topic's
+        partitions any more (groupstate.drop_topic). A damaged group
+        document is left as it is: it cannot own anything usable."""
+        for k, raw in list(txn.cursor(db=self._groups)):
+            try:
+                state = groupstate.decode(k.decode(), raw, self._data_path())
+            except (PylogError, UnicodeDecodeError):
+                continue
+            new = groupstate.drop_topic(state, topic)
+            if new is not state:
+                out = groupstate.encode(new)
+                if out is not None:
+                    txn.put(k, out, db=self._groups)
+                else:
+                    txn.delete(k, db=self._groups)
 
     def tombstones(self) -> dict[str, dict]:
         """Deleted topics whose directories may remain (M-11): name ->

@@ -40,6 +40,7 @@ from .errors import (
     FileVanishedError,
     LogClosed,
     LogFailedError,
+    PylogError,
     ReadOnlyLog,
     TopicNotFound,
 )
@@ -333,9 +334,21 @@ class Partition:
         vanished one fails the partition (every later append raises)."""
         active = self.writer.active if self.writer is not None else None
         why = self.dir_identity.problem() or unlinked(active) or why
-        if why is not None and not self.readonly:
+        if why is not None and not self.readonly and not self._deleted():
             self.fail(vanished(f"append to {self.name}", why))
         return why
+
+    def _deleted(self) -> bool:
+        """Was the topic deleted (P-2)? Then its files went by delete_topic,
+        not by someone else's hand: every use raises TopicNotFound already,
+        and failing it would only report tampering that did not happen."""
+        try:
+            self.state()
+        except TopicNotFound:
+            return True
+        except PylogError:
+            return False
+        return False
 
     def mark_deleted(self) -> None:
         """Tell every process the partition is gone (P-2) before its files go."""

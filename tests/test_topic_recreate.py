@@ -1,0 +1,125 @@
+"""A topic deleted and made again under its name while consumers of it
+live in other processes (found by trying it as a user would): the old
+topic's positions never land on the new one, and the consumers read the
+new topic without being reopened.
+
+Real processes, real files; the member runs in a child that reads its
+orders on stdin.
+"""
+
+import subprocess
+import textwrap
+
+import pytest
+from childproc import expect, start, stderr_tail
+
+import pylog
+from pylog import groupstate as gs
+from pylog.records import TopicPartition
+
+TP0 = TopicPartition("t", 0)
+
+# A group member that reads and commits the old topic's 100 records, then
+# on "go" does what argv[2] says: "commit" (commit() without polling
+# first), "close" (close() only: auto-commit's final commit) or "read"
+# (poll until it has 150 records of the new topic).
+MEMBER = textwrap.dedent("""
+    import sys, pylog
+    path, what = sys.argv[1], sys.argv[2]
+    log = pylog.open(path)
+    c = log.consumer("t", group_id="g", auto_offset_reset="earliest",
+                     enable_auto_commit=(what == "close"))
+    got = []
+    while len(got) < 100:
+        got += c.poll(timeout=0.5)
+    c.commit()
+    print("read", flush=True)
+    sys.stdin.readline()
+    if what == "commit":
+        try:
+            c.commit()
+            print("committed", flush=True)
+        except pylog.CommitFailedError:
+            print("refused", flush=True)
+    elif what == "read":
+        new = []
+        for _ in range(100):
+            new += c.poll(timeout=0.2)
+            if len(new) >= 150:
+                break
+        print(" ".join(r.value.decode() for r in new[:2]), len(new), flush=True)
+    c.close()
+    log.close()
+    print("closed", flush=True)
+""")
+
+
+def _recreate_under(logdir, child_env, what):
+    with pylog.open(logdir) as log:
+        log.create_topic("t", partitions=1)
+        log.producer().send_batch("t", [b"old-%d" % i for i in range(100)])
+        member = start(MEMBER, logdir, what, env=child_env, stdin=subprocess.PIPE)
+        try:
+            expect(member, b"read")
+            log.delete_topic("t")
+            log.create_topic("t", partitions=1)
+            log.producer().send_batch("t", [b"new-%d" % i for i in range(150)])
+            member.stdin.write(b"go\n")
+            member.stdin.flush()
+            said = [expect(member, b"", prefix=True).strip()]
+            if what != "close":
+                said.append(expect(member, b"closed").strip())
+            assert member.wait(30) == 0, stderr_tail(member)
+        finally:
+            if member.poll() is None:
+                member.kill()
+                member.wait()
+        return log.describe_group("g"), said
+
+
+@pytest.mark.parametrize("what", ["commit", "close"])
+def test_a_deleted_topics_position_never_lands_on_the_new_topic(logdir, child_env, what):
+    """The member read 100 records of the old topic; another process deletes
+    it and makes it again with 150 new records. Its commit() without a
+    poll in between, or its close() with auto-commit, stored offset 100
+    on the new topic: the group then skipped the new topic's first 100
+    records for good. Now that commit is refused (the group forgot who
+    owned the deleted topic's partitions) and close stores nothing."""
+    group, said = _recreate_under(logdir, child_env, what)
+    if what == "commit":
+        assert said[0] == b"refused"
+    assert all(p["committed"] is None for p in group["partitions"]), group
+    with pylog.open(logdir) as log:
+        c = log.consumer("t", group_id="g", auto_offset_reset="earliest")
+        assert c.committed(TP0) is None
+        got = []
+        while len(got) < 150:
+            batch = c.poll(timeout=2.0)
+            assert batch, f"stopped at {len(got)} records"
+            got += batch
+        assert [r.offset for r in got] == list(range(150))
+        c.close()
+
+
+def test_a_consumer_reads_a_topic_made_again_under_its_name(logdir, child_env):
+    """The member, in its own process, polls on after its topic was deleted
+    and made again: it reads the new topic's records from its start (no
+    offset committed there: auto_offset_reset) instead of raising
+    TopicNotFound at every poll, and its Log reports no tampering."""
+    _, said = _recreate_under(logdir, child_env, "read")
+    assert said[0] == b"new-0 new-1 150"
+
+
+def test_drop_topic_forgets_owners_assignment_and_count():
+    """groupstate.drop_topic: a pure transition; other topics untouched, and
+    a group that never had the topic keeps the very same state."""
+    a, b = TopicPartition("a", 0), TopicPartition("t", 1)
+    state = gs.GroupState(generation=3, owners={a: "m1", b: "m2"},
+                          assignment={"m1": (a,), "m2": (b,)},
+                          partition_counts={"a": 1, "t": 2})
+    new = gs.drop_topic(state, "t")
+    assert new.owners == {a: "m1"} and new.partition_counts == {"a": 1}
+    assert new.assignment == {"m1": (a,), "m2": ()} and new.generation == 4
+    assert gs.drop_topic(new, "t") is new
+    with pytest.raises(pylog.CommitFailedError):
+        gs.fence(new, "g", "m2", [b])
