@@ -1,39 +1,86 @@
 """Redrive: dead-lettered records of a share group back to their topics.
 
 ``Log.redrive(group, dead_letter_topic)`` reads the dead-letter topic from
-where the last redrive of ``group`` stopped (the committed offsets of the
-consumer group ``<group>.redrive`` on it), picks the records a share group
-``group`` archived there (header ``_dlq.errors.group``, FORMAT.rst Q-5) and
-appends each to its original topic and partition — key, value, timestamp
-and its own headers, without the ``_dlq.errors.*`` ones — as a new record
-that share consumers take like any other. Dry run unless ``execute``.
+where the last redrive of ``group`` stopped, picks the records a share
+group ``group`` archived there (header ``_dlq.errors.group``, FORMAT.rst
+Q-5) and appends each to its original topic and partition — key, value,
+timestamp and its own headers, without the ``_dlq.errors.*`` ones — as a
+new record that share consumers take like any other. Dry run unless
+``execute``.
 
-Durability: the copies are flushed before the redrive group commits past
-them, so a crash redrives a record twice at worst, never loses one.
+Where a redrive stopped is its own LMDB ``info`` key (FORMAT.rst Q-8:
+``redrive``, NUL, group, NUL, topic → the topic's id and an offset per
+partition), not a consumer group's offsets: those are deleted when the
+group sits idle for ``offsets_retention_ms`` (pylog.expiry), and a later
+redrive would then send every old dead letter again; a consumer group
+would also be listed by ``Log.groups()`` and could clash with a user's
+group of the same name. The topic id makes a re-created dead-letter topic
+start from its beginning. A log whose redrive progress predates the key
+(kept as the offsets of consumer group ``<group>.redrive``) goes on from
+there until its next executed redrive stores the key.
+
+Durability: the copies are flushed, and the dead-letter partitions made
+durable up to where the redrive stopped (M-10), before the progress is
+stored, so a crash redrives a record twice at worst, never loses one.
 Thread safety: one redrive of a group at a time.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from .errors import CorruptLogError, TopicNotFound
 from .records import TopicPartition
 from .sharedlq import DLQ_PREFIX
+
+KEY_PREFIX = b"redrive\0"
+
+
+def progress_key(group: str, topic: str) -> bytes:
+    """The Q-8 key of ``group``'s redrive progress on dead-letter ``topic``
+    (a group id holds no NUL: the key names one pair)."""
+    return KEY_PREFIX + group.encode() + b"\0" + topic.encode()
+
+
+def _stored_progress(log: Any, group: str, topic: str, topic_id: str,
+                     parts: int) -> list[int | None]:
+    """Where the last executed redrive stopped in each partition of
+    ``topic`` (None: from the beginning)."""
+    raw = log.meta.info_get(progress_key(group, topic), "read redrive progress")
+    if raw is None:
+        # progress of a version that kept it as a consumer group's offsets
+        legacy = group + ".redrive"
+        return [log.meta.committed(legacy, topic, p) for p in range(parts)]
+    try:
+        doc = json.loads(raw)
+        offsets = doc["offsets"]
+        assert isinstance(offsets, list) and all(
+            isinstance(o, int) and not isinstance(o, bool) and o >= 0 for o in offsets)
+    except (ValueError, KeyError, TypeError, AssertionError):
+        raise CorruptLogError(f"the redrive progress of group {group!r} on "
+                              f"{topic!r} is damaged in LMDB") from None
+    if doc.get("id") != topic_id:
+        return [None] * parts       # the topic was re-created since
+    return [offsets[p] if p < len(offsets) else None for p in range(parts)]
 
 
 def redrive(log: Any, group: str, dead_letter_topic: str, *,
             execute: bool = False) -> list[dict[str, Any]]:
     """The plan (or what was done): [{dlq_partition, dlq_offset, topic,
     partition, offset, reason, delivery_count}]."""
-    rgroup = group + ".redrive"
     parts = log.partitions_for(dead_letter_topic)
+    doc = log.meta.get_topic(dead_letter_topic)
+    if doc is None:                  # deleted since partitions_for read it
+        raise TopicNotFound(f"topic {dead_letter_topic!r} does not exist in {log.path}")
+    topic_id = str(doc["id"])
+    done_to = _stored_progress(log, group, dead_letter_topic, topic_id, parts)
     # no group membership: a dry run works on a read-only log too
     c = log.consumer(enable_auto_commit=False, auto_offset_reset="earliest")
     try:
         tps = [TopicPartition(dead_letter_topic, p) for p in range(parts)]
         c.assign(tps)
-        for tp in tps:
-            done = log.meta.committed(rgroup, tp.topic, tp.partition)
+        for tp, done in zip(tps, done_to):
             if done is None:
                 c.seek_to_beginning(tp)
             else:
@@ -69,7 +116,18 @@ def redrive(log: Any, group: str, dead_letter_topic: str, *,
                           timestamp_ms=r.timestamp_ms)
             prod.flush()
             prod.close()
-            log.meta.commit(rgroup, {(tp.topic, tp.partition): ends[tp] for tp in tps})
+            # M-10: progress never points past dead letters a power loss
+            # could take (new ones would take their offsets, unread)
+            for tp in tps:
+                log.partition(tp.topic, tp.partition).sync_for_commit()
+            # what was read, not the end offsets: a poll that came back
+            # empty early must not skip records, and those read past the
+            # ends were copied too
+            value = json.dumps({"id": topic_id,
+                                "offsets": [c.position(tp) for tp in tps]}).encode()
+            key = progress_key(group, dead_letter_topic)
+            log.meta.info_update([key], f"store the redrive progress of {group!r}",
+                                 lambda _now: {key: value})
         return plan
     finally:
         c.close()
