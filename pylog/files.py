@@ -14,6 +14,12 @@ Two hazards live here:
   :func:`allocate` reserves the blocks first, so a full disk surfaces as an
   ``OSError(ENOSPC)`` the caller turns into :class:`~pylog.errors.DiskFullError`.
 
+:func:`open_log_file` also turns a refused open of a partition's file
+(EACCES, EPERM: the file's or directory's owner and mode; EROFS: a
+read-only mount) into the documented LogPermissionError /
+ReadOnlyFilesystemError: a user's setup problem, not damage, and never a
+bare built-in error.
+
 Pure functions over file descriptors: thread-safe. Nothing here syncs;
 callers fsync what must be durable.
 """
@@ -26,10 +32,13 @@ import os
 import shutil
 import stat
 
-from .errors import CorruptLogError, DiskFullError
+from .errors import CorruptLogError, DiskFullError, LogOSError, PylogError
 
 # errnos of a full disk or quota (G8)
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# errnos of an open the process is not allowed (mode, owner, read-only mount)
+ACCESS_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 
 
 class NotARegularFile(CorruptLogError):
@@ -93,6 +102,39 @@ def open_regular(path: str, flags: int, mode: int = 0o644, *,
         os.close(fd)
         raise
     return fd
+
+
+def access_error(exc: OSError, what: str, *, writing: bool) -> LogOSError:
+    """``exc`` (EACCES, EPERM or EROFS met opening ``what``, a file of the
+    log, for writing or reading) as LogPermissionError or
+    ReadOnlyFilesystemError naming the file, its owner and mode, and what
+    to do."""
+    if exc.errno == errno.EROFS:
+        hint = "open the log with readonly=True, or remount the filesystem read-write"
+    elif writing:
+        hint = ("a process that writes to a log needs write access to its "
+                "directories and files: run as the log's owner, or open it "
+                "with readonly=True to only read it")
+    else:
+        hint = ("a reader needs read access to every file of the log: run as "
+                "its owner or have them grant read access")
+    action = f"open {what} for {'writing' if writing else 'reading'}"
+    return LogOSError.from_os_error(exc, action, hint)
+
+
+def open_log_file(path: str, flags: int, mode: int = 0o644, *,
+                  what: str = "file") -> int:
+    """:func:`open_regular` for a file of a partition (segment, index),
+    with an open refused by permissions or a read-only filesystem raised
+    as :func:`access_error` (a PylogError that is still an OSError of that
+    errno, LogPermissionError a PermissionError too). Other errors as
+    :func:`open_regular`."""
+    try:
+        return open_regular(path, flags, mode, what=what)
+    except OSError as exc:
+        if isinstance(exc, PylogError) or exc.errno not in ACCESS_ERRNOS:
+            raise
+        raise access_error(exc, what, writing=bool(flags & _WRITE_FLAGS)) from None
 
 
 def allocate(fd: int, size: int) -> None:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from . import _native, batch
 from .errors import CorruptLogError, PylogError
-from .files import NotARegularFile, allocate, open_regular, set_aside
+from .files import ACCESS_ERRNOS, NotARegularFile, access_error, allocate, open_log_file, set_aside
 from .handles import FD_EXHAUSTED, HandleCache, too_many_maps, too_many_open_files
 from .index import (
     INDEX_ENTRY,
@@ -118,8 +118,9 @@ class Segment:
             flags |= os.O_CREAT
         # P-1: a symlink, FIFO or directory planted in a partition directory
         # is refused (NotARegularFile, a CorruptLogError naming the path);
-        # the open never blocks or follows
-        self.fd = open_regular(self.path, flags, what="segment file")
+        # the open never blocks or follows; EACCES/EROFS are
+        # LogPermissionError / ReadOnlyFilesystemError (pylog.files)
+        self.fd = open_log_file(self.path, flags, what="segment file")
         self._map: mmap.mmap | None = None
         self._map_len = 0
         self._wptr = None        # native pointer into the writable map
@@ -549,12 +550,17 @@ def sync_path(handles: HandleCache | None, path: str) -> None:
     """fdatasync the file at ``path`` through a descriptor opened for the
     call (a segment whose handle was closed with writes not yet durable);
     nothing when it is gone (deleted: nothing left to make durable).
-    OSError when the sync fails; TooManyOpenFilesError as :func:`with_fds`."""
+    OSError when the sync fails; TooManyOpenFilesError as :func:`with_fds`;
+    LogPermissionError / ReadOnlyFilesystemError when it may not be opened."""
     try:
         fd = with_fds(handles, f"fdatasync {path}",
                       lambda: os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC))
     except FileNotFoundError:
         return
+    except OSError as exc:
+        if isinstance(exc, PylogError) or exc.errno not in ACCESS_ERRNOS:
+            raise
+        raise access_error(exc, "segment file", writing=False) from None
     try:
         os.fdatasync(fd)
     finally:
@@ -624,8 +630,8 @@ def segment_is_empty(directory: str, base: int) -> bool:
     batch length field, or a zero batchLength at position 0 (S-3)."""
     try:
         # P-1: never follows a symlink, never blocks on a FIFO
-        fd = open_regular(segment_path(directory, base), os.O_RDONLY,
-                          what="segment file")
+        fd = open_log_file(segment_path(directory, base), os.O_RDONLY,
+                           what="segment file")
     except FileNotFoundError:
         return True
     try:
@@ -649,7 +655,7 @@ def _read_file(path: str) -> bytes:
     (derived data: the caller rebuilds it, and a writer sets the odd file
     aside when it writes the rebuilt one)."""
     try:
-        fd = open_regular(path, os.O_RDONLY, what="index file")
+        fd = open_log_file(path, os.O_RDONLY, what="index file")
     except FileNotFoundError:
         return b""
     except NotARegularFile as exc:
@@ -669,11 +675,11 @@ def _open_index(path: str, flags: int) -> int:
     data (I-3), rebuilt from the segment, so an odd file never keeps a log
     from opening."""
     try:
-        return open_regular(path, flags, what="index file")
+        return open_log_file(path, flags, what="index file")
     except NotARegularFile as exc:
         _log.warning("%s; renamed to %s, rebuilding the index (I-3)",
                      exc, set_aside(path))
-        return open_regular(path, flags | os.O_CREAT, what="index file")
+        return open_log_file(path, flags | os.O_CREAT, what="index file")
 
 
 def _append_file(path: str, data: bytes) -> None:

@@ -44,7 +44,9 @@ from .errors import (
     DiskFullError,
     FileVanishedError,
     LogFailedError,
+    LogPermissionError,
     PylogError,
+    ReadOnlyFilesystemError,
     TooManyMapsError,
     TooManyOpenFilesError,
     TopicNotFound,
@@ -435,7 +437,11 @@ class Writer(ProducerAppends):
         """Run ``step()`` under the append lock. An I/O error fails the
         partition (LogFailedError), except ENOSPC: nothing was published, so
         the call fails and the partition stays usable once space is freed
-        (G8)."""
+        (G8). So does a file the process may not open (LogPermissionError,
+        ReadOnlyFilesystemError, raised only by opens: pylog.files): a
+        step opens files before it publishes, or, retention's, after a roll
+        it completed, so nothing is left half-done, and the partition works
+        again once access is granted."""
         self._shared.lock()
         try:
             if self._shared.taken_over():
@@ -445,8 +451,9 @@ class Writer(ProducerAppends):
             self._shared.unlock_quietly()
             if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
                 raise self._disk_full(exc.errno) from exc
-            if isinstance(exc, TooManyMapsError):
-                raise              # out of maps: nothing was published either
+            if isinstance(exc, (TooManyMapsError, LogPermissionError,
+                                ReadOnlyFilesystemError)):
+                raise              # nothing was published either
             if isinstance(exc, OSError) and exc.errno in FD_EXHAUSTED:
                 # nothing was published: the partition stays usable
                 if isinstance(exc, TooManyOpenFilesError):
