@@ -616,7 +616,7 @@ def _verify_partition(root, meta, t, p, d, live, problems, advance):
                 f, base, end, strict, problems)
             seg_info[base] = (valid_end, seg_next, positions, f.size)
             _verify_indexes(f, base, end, valid_end, seg_next, live and last,
-                            positions, problems)
+                            positions, problems, active=last)
             if pm is not None and pm.checkpoint_base == base and pm.checkpoint_position:
                 cp = pm.checkpoint_position
                 if cp <= valid_end and positions is not None:
@@ -677,8 +677,15 @@ def _verify_segment(f, base, end, strict, problems):
     return next_offset, valid_end, positions
 
 
+# when a missing index file comes back (I-3)
+_REBUILT_ACTIVE = ("derived data: rebuilt when the log is next opened writable "
+                   "while no other Log has it open, on the first use of this partition")
+_REBUILT_SEALED = ("derived data: rebuilt when a read first looks up an offset "
+                   "or time in this segment, and written back if that Log is writable")
+
+
 def _verify_indexes(f, base, end, valid_end, seg_next, live_active, positions,
-                    problems):
+                    problems, *, active: bool):
     stem = f.path[:-4]
     ipath, tpath = stem + ".index", stem + ".timeindex"
     # seg_next is None when the segment's batches could not be followed to
@@ -689,8 +696,8 @@ def _verify_indexes(f, base, end, valid_end, seg_next, live_active, positions,
         try:
             mode = os.lstat(p_).st_mode
         except FileNotFoundError:
-            problems.append(Problem(p_, None, f"{kind} file is missing "
-                                    "(derived data: rebuilt on the next open)"))
+            problems.append(Problem(p_, None, f"{kind} file is missing ("
+                                    f"{_REBUILT_ACTIVE if active else _REBUILT_SEALED})"))
             continue
         if not stat.S_ISREG(mode):
             problems.append(Problem(p_, None, f"{kind} is a {file_kind(mode)}, "

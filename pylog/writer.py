@@ -641,10 +641,10 @@ class Writer(ProducerAppends):
 
     def check_indexes(self) -> None:
         """I-3 for a partition the first opener did not recover (P-9): the
-        active segment's indexes, damaged or cut since the clean close,
-        are rebuilt before this writer appends entries to them (an entry
-        after a partial one would be misread). Under _wlock and the append
-        lock; reads the index files and the segment up to its end."""
+        active segment's indexes, damaged, cut or deleted since the clean
+        close, are rebuilt before this writer appends entries to them (an
+        entry after a partial one would be misread). Under _wlock and the
+        append lock; reads the index files and the segment up to its end."""
         with self._wlock:
             self._shared.lock()
             try:
@@ -653,10 +653,15 @@ class Writer(ProducerAppends):
                 seg = self._writer_segment(st)
                 idx, tidx = seg.indexes_before(pos)
                 m = seg.mapped(pos) if pos else None
-                if m is not None and \
-                        seg.index_problem(idx, tidx, m, pos, None) is not None:
+                # a deleted index file reads as empty, which the checks
+                # accept (entries are sparse): it is rebuilt too, or the
+                # segment would stay unindexed below the next append
+                missing = not (os.path.exists(seg.index_path)
+                               and os.path.exists(seg.timeindex_path))
+                if m is not None and (
+                        missing or seg.index_problem(idx, tidx, m, pos, None) is not None):
                     idx, tidx, _complete = seg.scan_indexes(m, pos, False)
-                if idx != seg.read_index() or tidx != seg.read_timeindex():
+                if missing or idx != seg.read_index() or tidx != seg.read_timeindex():
                     _log.warning("%s: the active segment's indexes did not match "
                                  "it; rebuilt (I-3)", self.name)
                     seg.replace_indexes(idx, tidx)
