@@ -27,7 +27,11 @@ KIP-932), local-only topic settings (``compression`` per topic, timestamp
 windows), producer options (``linger_ms``, serializers) and consumer
 options without a Kafka equivalent (``dead_letter_topic``, listeners,
 deserializers). A seek in a group before the partition is fetched raises
-InvalidArgument (poll once first).
+InvalidArgument (poll once first). Calls take the same arguments and raise
+the same pylog errors as on a local log (pylog.kafka.clients); a method
+only a local log has (``groups``, ``highwater``, ``pause``, ``run``,
+``poll_values``, a producer's ``partitions_for`` ...) raises AttributeError
+naming what to use instead.
 
 Thread safety: a KafkaLog and its producers are thread-safe (librdkafka's
 are); a consumer is used by one thread at a time, as a local one.
@@ -41,7 +45,14 @@ from typing import Any
 from ..config import validate_topic_name
 from ..errors import InvalidArgument, PylogError, ReadOnlyLog, TopicExists, TopicNotFound
 from ..records import PartitionInfo, TopicInfo
-from .clients import ADMIN_TIMEOUT_S, KafkaConsumer, KafkaProducer, kafka_module
+from .clients import (
+    ADMIN_TIMEOUT_S,
+    LOG_INSTEAD,
+    KafkaConsumer,
+    KafkaProducer,
+    kafka_module,
+    no_attribute,
+)
 
 __all__ = ["KafkaLog", "NotSupportedOnKafka", "open_kafka", "KafkaProducer", "KafkaConsumer"]
 
@@ -214,6 +225,10 @@ class KafkaLog:
     def share_consumer(self, *args: Any, **kwargs: Any) -> Any:
         raise NotSupportedOnKafka("share groups (work queues) need a broker with KIP-932 "
                                   "and are not mapped by pylog.kafka; use a consumer group")
+
+    def __getattr__(self, name: str) -> Any:
+        # (only names not found the normal way land here)
+        raise no_attribute(self, name, LOG_INSTEAD)
 
     def close(self) -> None:
         self._closed = True

@@ -1,6 +1,13 @@
 """The producer and consumer of :class:`pylog.kafka.KafkaLog`: pylog's
 Producer and Consumer methods over confluent-kafka's clients.
 
+Arguments go through the same checks as a local log's (pylog.consumerargs,
+the producer's partition check), so a call gives the same result, or the
+same pylog exception, on both backends; confluent-kafka's KafkaException
+becomes the pylog error of the same meaning (:func:`kafka_error`), and a
+client used after ``close()`` raises LogClosed. Methods only a local log
+offers raise AttributeError naming what to use instead.
+
 Thread safety: a KafkaProducer is thread-safe; a KafkaConsumer is used by
 one thread at a time. Durability: ``send`` returns once the cluster
 acknowledged the record (``acks=all``).
@@ -14,10 +21,14 @@ from collections.abc import Iterable, Iterator
 from types import ModuleType
 from typing import Any
 
+from ..consumerargs import MAX_POLL_RECORDS_MAX, as_tp, as_tps, commit_offsets, poll_timeout
 from ..errors import (
+    CommitFailedError,
     FlushTimeoutError,
     InvalidArgument,
+    LogClosed,
     OffsetOutOfRange,
+    PartitionNotFound,
     PylogError,
     RecordTooLarge,
     TopicNotFound,
@@ -33,6 +44,54 @@ PRODUCER_CONFIG: dict[str, Any] = {
     "partitioner": "murmur2_random",
 }
 
+# Methods of a local log's clients (or of Kafka clients) that the Kafka
+# backend does not offer, and what to use instead (raised as AttributeError
+# by __getattr__; docs/kafka.rst lists them).
+CONSUMER_INSTEAD: dict[str, str] = {
+    "highwater": "lag() for the records left after the position, or "
+                 "KafkaLog.describe_topic(topic).partition_info (end_offset)",
+    "get_watermark_offsets": "KafkaLog.describe_topic(topic).partition_info "
+                             "(start_offset, end_offset)",
+    "beginning_offsets": "KafkaLog.describe_topic(topic).partition_info (start_offset)",
+    "end_offsets": "KafkaLog.describe_topic(topic).partition_info (end_offset)",
+    "pause": "nothing on Kafka through pylog: assign() only the partitions to "
+             "read, or use confluent-kafka's Consumer directly",
+    "resume": "assign() with the partitions to read again",
+    "poll_values": "poll(), and each Record's value",
+    "run": "a loop: for record in consumer: handle it, then consumer.commit()",
+    "consume": "poll(timeout=..., max_records=...), which returns a list of Records",
+    "store_offsets": "commit({TopicPartition: offset})",
+}
+PRODUCER_INSTEAD: dict[str, str] = {
+    "partitions_for": "KafkaLog.describe_topic(topic).partitions",
+    "produce": "send(topic, value, key=..., headers=...), which returns the "
+               "RecordMetadata once the cluster acknowledged it",
+    "poll": "nothing: send() returns once the cluster acknowledged the record",
+}
+LOG_INSTEAD: dict[str, str] = {
+    "groups": "describe_group(group_id) for a group you name, or the cluster's "
+              "tools (kafka-consumer-groups.sh --list)",
+    "list_consumer_groups": "describe_group(group_id) for a group you name, or the "
+                            "cluster's tools (kafka-consumer-groups.sh --list)",
+    "partitions_for": "describe_topic(topic).partitions",
+    "list_topics": "topics()",
+    "reset_group": "the cluster's tools (kafka-consumer-groups.sh --reset-offsets)",
+    "delete_group": "the cluster's tools (kafka-consumer-groups.sh --delete)",
+    "create_partitions": "the cluster's tools (kafka-topics.sh --alter --partitions)",
+    "alter_topic": "the cluster's tools (kafka-configs.sh --alter)",
+}
+
+
+def no_attribute(obj: object, name: str, instead: dict[str, str]) -> AttributeError:
+    """The AttributeError for ``name`` on a Kafka-backed object, saying what
+    to use instead when the name is one of a local log's or a Kafka client's."""
+    hint = instead.get(name)
+    if hint is None:
+        return AttributeError(f"{type(obj).__name__!r} object has no attribute {name!r}",
+                              name=name, obj=obj)
+    return AttributeError(f"{type(obj).__name__} (pylog on Kafka) has no {name}(); "
+                          f"use {hint}", name=name, obj=obj)
+
 
 def kafka_module() -> ModuleType:
     """confluent_kafka, or an error saying how to install it."""
@@ -43,6 +102,33 @@ def kafka_module() -> ModuleType:
         raise PylogError(f"pylog on Kafka needs confluent-kafka ({exc}); install it "
                          "with: pip install 'pylog[kafka]'") from None
     return confluent_kafka
+
+
+def kafka_error(ck: ModuleType, err: Any, what: str) -> PylogError:
+    """The pylog error for librdkafka's ``err`` (a KafkaError, or a
+    KafkaException carrying one) raised by ``what``."""
+    if isinstance(err, ck.KafkaException):
+        err = err.args[0] if err.args else err
+    if not isinstance(err, ck.KafkaError):
+        return PylogError(f"{what}: {err}")
+    code, text = err.code(), f"{what}: {err.str()}"
+    e = ck.KafkaError
+    if code in (e.UNKNOWN_TOPIC_OR_PART, e._UNKNOWN_TOPIC):
+        return TopicNotFound(text)
+    if code == e._UNKNOWN_PARTITION:
+        return PartitionNotFound(text)
+    if code == e.MSG_SIZE_TOO_LARGE:
+        return RecordTooLarge(text)
+    if code in (e.OFFSET_OUT_OF_RANGE, e._AUTO_OFFSET_RESET):
+        return OffsetOutOfRange(text)
+    if code in (e.ILLEGAL_GENERATION, e.UNKNOWN_MEMBER_ID, e.REBALANCE_IN_PROGRESS,
+                e.FENCED_INSTANCE_ID, e._ASSIGNMENT_LOST):
+        # the coordinator refused: a rebalance moved the partition, or the
+        # committer is not a member of a group that has members
+        return CommitFailedError(f"{text} (the group rebalanced, or this consumer is "
+                                 "not one of its members); poll again, and commit "
+                                 "what it returns")
+    return PylogError(text)
 
 
 def _check_bytes(what: str, v: object) -> None:
@@ -60,20 +146,36 @@ class KafkaProducer:
         # idempotence needs acks=all; acks=1 (sync="never"/"interval") goes without
         self._p = ck.Producer({"bootstrap.servers": bootstrap_servers, **PRODUCER_CONFIG,
                                "acks": acks, "enable.idempotence": acks == "all"})
-        self._topics: set[str] = set()
+        self._partitions: dict[str, int] = {}    # topic -> partition count
         self._lock = threading.Lock()
+        self._closed = False
 
-    def _check_topic(self, topic: str) -> None:
-        # a missing topic is an error, as on a local log (a broker with
-        # auto.create.topics.enable would otherwise make it)
-        if topic in self._topics:
-            return
+    def _refresh(self) -> None:
         md = self._p.list_topics(timeout=ADMIN_TIMEOUT_S)
         with self._lock:
-            self._topics = {t for t, m in md.topics.items() if m.error is None}
-        if topic not in self._topics:
+            self._partitions = {t: len(m.partitions) for t, m in md.topics.items()
+                                if m.error is None and m.partitions}
+
+    def _check(self, topic: str, partition: int | None) -> None:
+        """LogClosed, TopicNotFound and PartitionNotFound as a local
+        producer raises them, before anything is sent."""
+        if self._closed:
+            raise LogClosed("producer is closed")
+        n = self._partitions.get(topic)
+        # a missing topic is an error, as on a local log (a broker with
+        # auto.create.topics.enable would otherwise make it); the counts
+        # are looked up again before refusing (partitions may have been added)
+        if n is None or (isinstance(partition, int) and partition >= n):
+            self._refresh()
+            n = self._partitions.get(topic)
+        if n is None:
             raise TopicNotFound(f"send to {topic!r}: no such topic on the Kafka cluster "
                                 f"{self._bootstrap}")
+        if partition is not None and (isinstance(partition, bool) or
+                                      not isinstance(partition, int) or
+                                      not 0 <= partition < n):
+            raise PartitionNotFound(f"topic {topic!r} has {n} partitions; there is no "
+                                    f"partition {partition!r}")
 
     def _produce(self, topic: str, value: object, key: object, headers: Any,
                  partition: int | None, timestamp_ms: int | None,
@@ -91,6 +193,8 @@ class KafkaProducer:
                 return
             except BufferError:
                 self._p.poll(0.05)
+            except self._ck.KafkaException as exc:
+                raise kafka_error(self._ck, exc, f"send to {topic}") from None
 
     def _wait(self, results: list[Any]) -> list[RecordMetadata]:
         deadline = time.monotonic() + SEND_TIMEOUT_S
@@ -101,12 +205,7 @@ class KafkaProducer:
         out = []
         for err, msg in results:
             if err is not None:
-                if err.code() == self._ck.KafkaError.MSG_SIZE_TOO_LARGE:
-                    raise RecordTooLarge(f"send to {msg.topic()}: {err.str()}")
-                if err.code() in (self._ck.KafkaError._UNKNOWN_PARTITION,
-                                  self._ck.KafkaError.UNKNOWN_TOPIC_OR_PART):
-                    raise TopicNotFound(f"send to {msg.topic()}: {err.str()}")
-                raise PylogError(f"send to {msg.topic()}: {err.str()}")
+                raise kafka_error(self._ck, err, f"send to {msg.topic()}")
             out.append(RecordMetadata(msg.topic(), msg.partition(), msg.offset(),
                                       msg.timestamp()[1]))
         return out
@@ -116,7 +215,7 @@ class KafkaProducer:
              timestamp_ms: int | None = None) -> RecordMetadata:
         """Send one record; return where it went once the cluster
         acknowledged it."""
-        self._check_topic(topic)
+        self._check(topic, partition)
         results: list[Any] = [None]
         self._produce(topic, value, key, headers, partition, timestamp_ms, results, 0)
         return self._wait(results)[0]
@@ -125,7 +224,7 @@ class KafkaProducer:
                    timestamp_ms: int | None = None) -> list[RecordMetadata]:
         """Send ``value`` | ``(key, value)`` | ``(key, value, headers)``
         items; return once all were acknowledged (not atomic on Kafka)."""
-        self._check_topic(topic)
+        self._check(topic, partition)
         items = list(items)
         results: list[Any] = [None] * len(items)
         for i, item in enumerate(items):
@@ -143,7 +242,14 @@ class KafkaProducer:
         if left:
             raise FlushTimeoutError(f"flush: {left} records not acknowledged in {timeout} s")
 
+    def __getattr__(self, name: str) -> Any:
+        raise no_attribute(self, name, PRODUCER_INSTEAD)
+
     def close(self, timeout: float | None = None) -> None:
+        """Flush and close; idempotent (a send after it raises LogClosed)."""
+        if self._closed:
+            return
+        self._closed = True
         self.flush(timeout)
 
 
@@ -160,26 +266,55 @@ class KafkaConsumer:
         self._max = max_poll_records
         self._has_group = has_group
         self._auto_commit = bool(config.get("enable.auto.commit"))
+        self._reset_none = config.get("auto.offset.reset") == "error"
         self._handed: list[Any] = []
         self._unfetched_seeks: dict[tuple[str, int], int] = {}
+        self._subscribed = False
         self._closed = False
 
-    def _tp(self, tp: Any) -> Any:
-        return self._ck.TopicPartition(tp[0], tp[1])
+    def _check(self) -> None:
+        if self._closed:
+            raise LogClosed("consumer is closed")
+
+    def _tp(self, tp: TopicPartition, offset: int | None = None) -> Any:
+        if offset is None:
+            return self._ck.TopicPartition(tp.topic, tp.partition)
+        return self._ck.TopicPartition(tp.topic, tp.partition, offset)
+
+    def _error(self, exc: Exception, what: str) -> PylogError:
+        return kafka_error(self._ck, exc, what)
 
     def subscribe(self, topics: str | Iterable[str] = (), pattern: str | None = None) -> None:
+        self._check()
         names = [topics] if isinstance(topics, str) else list(topics)
         if pattern is not None:
             names.append(f"^({pattern})$")
         if not names:
             raise InvalidArgument("subscribe needs topics or a pattern")
         self._c.subscribe(names)
+        self._subscribed = True
 
     def assign(self, partitions: Iterable[Any]) -> None:
+        """Consume exactly these partitions; raises TopicNotFound /
+        PartitionNotFound for one that does not exist, as a local consumer."""
+        self._check()
+        tps = as_tps((list(partitions),))
+        if tps:
+            topics = self._c.list_topics(timeout=ADMIN_TIMEOUT_S).topics
+            for tp in tps:
+                t = topics.get(tp.topic)
+                if t is None or t.error is not None or not t.partitions:
+                    raise TopicNotFound(f"topic {tp.topic!r} does not exist")
+                if tp.partition not in t.partitions:
+                    raise PartitionNotFound(f"topic {tp.topic!r} has {len(t.partitions)} "
+                                            f"partitions; there is no partition "
+                                            f"{tp.partition}")
         self._unfetched_seeks.clear()
-        self._c.assign([self._tp(tp) for tp in partitions])
+        self._c.assign([self._tp(tp) for tp in tps])
+        self._subscribed = True
 
     def assignment(self) -> set[TopicPartition]:
+        self._check()
         return {TopicPartition(t.topic, t.partition) for t in self._c.assignment()}
 
     def _store_handed(self) -> None:
@@ -187,22 +322,34 @@ class KafkaConsumer:
             self._c.store_offsets(message=m)
         self._handed = []
 
-    def poll(self, timeout: float | None = None, max_records: int | None = None) -> list[Record]:
-        """Records of the assigned partitions, in offset order per partition."""
-        if self._has_group:
-            self._store_handed()
-        msgs = self._c.consume(num_messages=max_records or self._max,
-                               timeout=-1 if timeout is None else timeout)
+    def poll(self, timeout: float | None = None, max_records: int | None = None, *,
+             timeout_ms: int | None = None) -> list[Record]:
+        """Records of the assigned partitions, in offset order per partition,
+        waiting up to ``timeout`` seconds or ``timeout_ms`` milliseconds (not
+        both; default 0: no wait), as a local consumer's poll."""
+        self._check()
+        wait = poll_timeout(timeout, timeout_ms)
+        if max_records is None:
+            max_records = self._max
+        elif isinstance(max_records, bool) or not isinstance(max_records, int) \
+                or not 1 <= max_records <= MAX_POLL_RECORDS_MAX:
+            raise InvalidArgument(f"max_records={max_records!r}; expected an int in "
+                                  f"[1, {MAX_POLL_RECORDS_MAX}]")
+        if not self._subscribed:
+            raise InvalidArgument("poll before subscribe() or assign()")
+        try:
+            if self._has_group:
+                self._store_handed()
+            msgs = self._c.consume(num_messages=max_records, timeout=wait)
+        except self._ck.KafkaException as exc:
+            raise self._error(exc, "poll") from None
         out = []
         for m in msgs:
             err = m.error()
             if err is not None:
                 if err.code() == self._ck.KafkaError._PARTITION_EOF:
                     continue
-                if err.code() in (self._ck.KafkaError.OFFSET_OUT_OF_RANGE,
-                                  self._ck.KafkaError._AUTO_OFFSET_RESET):
-                    raise OffsetOutOfRange(f"{m.topic()}-{m.partition()}: {err.str()}")
-                raise PylogError(f"poll: {err.str()}")
+                raise self._error(err, f"poll {m.topic()}-{m.partition()}")
             out.append(Record(m.topic(), m.partition(), m.offset(), m.timestamp()[1],
                               m.key(), m.value(), tuple(m.headers() or ())))
             self._handed.append(m)
@@ -212,83 +359,173 @@ class KafkaConsumer:
         while not self._closed:
             yield from self.poll(timeout=0.5)
 
-    def commit(self, offsets: dict[Any, int] | None = None) -> None:
-        """Commit ``{tp: next offset}``, or what poll() returned."""
+    def commit(self, offsets: object = None, *, message: object = None,
+               asynchronous: bool = False) -> None:
+        """Commit ``offsets`` (the shapes a local consumer's commit takes:
+        {tp: next offset | OffsetAndMetadata}, confluent-kafka's list, or
+        ``message=record``), or without them what poll() returned.
+        ``asynchronous`` is accepted and changes nothing: the commit is done
+        when this returns. Raises CommitFailedError when the group's
+        coordinator refuses it (a rebalance, or not a member)."""
+        self._check()
         if not self._has_group:
             raise InvalidArgument("commit needs a group_id")
-        if offsets is None:
-            self._store_handed()
-            try:
-                self._c.commit(asynchronous=False)
-            except self._ck.KafkaException as exc:
-                if exc.args[0].code() != self._ck.KafkaError._NO_OFFSET:
-                    raise
-            return
-        self._c.commit(offsets=[self._ck.TopicPartition(tp[0], tp[1], off)
-                                for tp, off in offsets.items()], asynchronous=False)
+        clean = commit_offsets(offsets, message)
+        try:
+            if clean is None:
+                self._store_handed()
+                try:
+                    self._c.commit(asynchronous=False)
+                except self._ck.KafkaException as exc:
+                    if exc.args[0].code() != self._ck.KafkaError._NO_OFFSET:
+                        raise
+                return
+            if clean:
+                self._c.commit(offsets=[self._tp(tp, off) for tp, off in clean.items()],
+                               asynchronous=False)
+        except self._ck.KafkaException as exc:
+            raise self._error(exc, "commit") from None
 
-    def committed(self, tp: Any) -> int | None:
-        got: int = self._c.committed([self._tp(tp)], timeout=ADMIN_TIMEOUT_S)[0].offset
-        return got if got >= 0 else None
+    def committed(self, *partitions: Any) -> int | None | dict[TopicPartition, int | None]:
+        """The group's committed offset of one partition (None without one
+        or without a group), or {TopicPartition: offset or None} given a
+        list or several partitions, as a local consumer's."""
+        self._check()
+        one = False
+        if len(partitions) == 1 and not isinstance(partitions[0], (list, set, frozenset)):
+            try:
+                as_tp(partitions[0])
+                one = True
+            except InvalidArgument:
+                pass            # a tuple of partitions
+        tps = as_tps(partitions)
+        if not tps and not one:
+            raise InvalidArgument("committed() needs a partition or a list of them")
+        out: dict[TopicPartition, int | None] = dict.fromkeys(tps)
+        if self._has_group:
+            try:
+                got = self._c.committed([self._tp(tp) for tp in tps], timeout=ADMIN_TIMEOUT_S)
+            except self._ck.KafkaException as exc:
+                raise self._error(exc, "committed") from None
+            for t in got:
+                out[TopicPartition(t.topic, t.partition)] = t.offset if t.offset >= 0 else None
+        return out[tps[0]] if one else out
 
     def position(self, tp: Any) -> int:
-        pos: int = self._c.position([self._tp(tp)])[0].offset
-        if pos >= 0:
-            return pos
-        committed = self.committed(tp)
-        if committed is not None:
-            return committed
-        low: int = self._c.get_watermark_offsets(self._tp(tp), timeout=ADMIN_TIMEOUT_S)[0]
+        """The offset of the next record poll() returns for ``tp``."""
+        self._check()
+        tp = as_tp(tp)
+        try:
+            pos: int = self._c.position([self._tp(tp)])[0].offset
+            if pos >= 0:
+                return pos
+            committed = self.committed(tp)
+            if isinstance(committed, int):
+                return committed
+            low: int = self._c.get_watermark_offsets(self._tp(tp), timeout=ADMIN_TIMEOUT_S)[0]
+        except self._ck.KafkaException as exc:
+            raise self._error(exc, f"position {tp}") from None
         return low
 
-    def seek(self, tp: Any, offset: int) -> None:
+    def _assigned_or_raise(self, tp: TopicPartition) -> None:
+        if tp not in self.assignment():
+            raise InvalidArgument(
+                f"seek {tp}: it is not assigned to this consumer" +
+                ("; a group assigns partitions in poll(): poll() once first, or "
+                 "another member owns it" if self._has_group else
+                 "; assign() it or subscribe() to its topic first"))
+
+    def seek(self, partition: Any, offset: int) -> None:
+        """Make the next poll() of ``partition`` start at ``offset``, with a
+        local consumer's checks: InvalidArgument for a partition not
+        assigned or an offset outside [0, 2**63); an offset below the log
+        start resumes there (OffsetOutOfRange with
+        ``auto_offset_reset="none"``)."""
+        self._check()
+        tp = as_tp(partition)
+        self._assigned_or_raise(tp)
+        if isinstance(offset, bool) or not isinstance(offset, int) or \
+                not 0 <= offset < 1 << 63:
+            raise InvalidArgument(f"offset={offset!r}; expected an int in [0, 2**63)")
+        try:
+            low = self._c.get_watermark_offsets(self._tp(tp), timeout=ADMIN_TIMEOUT_S)[0]
+        except self._ck.KafkaException as exc:
+            raise self._error(exc, f"seek {tp}") from None
+        if offset < low:
+            # Kafka would apply auto_offset_reset ("latest": the end); a
+            # local log resumes at the log start: the same on both backends
+            if self._reset_none:
+                raise OffsetOutOfRange(
+                    f"seek {tp.topic}-{tp.partition} to {offset}: the log starts at "
+                    f"{low} (older records were deleted) and auto_offset_reset='none'")
+            offset = low
         self._seek(tp, offset)
 
-    def _seek(self, tp: Any, offset: int) -> None:
+    def _seek(self, tp: TopicPartition, offset: int) -> None:
         self._handed = [m for m in self._handed
-                        if (m.topic(), m.partition()) != (tp[0], tp[1])]
-        target = self._ck.TopicPartition(tp[0], tp[1], offset)
+                        if (m.topic(), m.partition()) != (tp.topic, tp.partition)]
         try:
-            self._c.seek(target)
+            self._c.seek(self._tp(tp, offset))
             return
         except self._ck.KafkaException as exc:
             if exc.args[0].code() != self._ck.KafkaError._STATE:
-                raise
+                raise self._error(exc, f"seek {tp}") from None
         # librdkafka refuses to seek a partition not fetched yet (just
         # assigned): a manual assignment is given again with the target
         # offset and every other partition at its position
         if self._has_group:
-            raise InvalidArgument(f"seek {tp[0]}-{tp[1]}: not fetched yet on Kafka; "
+            raise InvalidArgument(f"seek {tp}: not fetched yet on Kafka; "
                                   "poll() once after the group assigned it")
+        key = (tp.topic, tp.partition)
         current = self._c.assignment()
-        if (tp[0], tp[1]) not in {(t.topic, t.partition) for t in current}:
-            raise InvalidArgument(f"seek {tp[0]}-{tp[1]}: not assigned")
-        self._unfetched_seeks[(tp[0], tp[1])] = offset
+        self._unfetched_seeks[key] = offset
         where = []
         for t in self._c.position(current):
-            key = (t.topic, t.partition)
+            k = (t.topic, t.partition)
             # a partition not fetched yet keeps the seek it was given
-            off = t.offset if t.offset >= 0 and key != (tp[0], tp[1]) else \
-                self._unfetched_seeks.get(key, t.offset)
+            off = t.offset if t.offset >= 0 and k != key else \
+                self._unfetched_seeks.get(k, t.offset)
             where.append(self._ck.TopicPartition(t.topic, t.partition, off))
         self._c.assign(where)
 
     def seek_to_beginning(self, *partitions: Any) -> None:
-        for tp in partitions or self.assignment():
-            self._seek(tp, self._ck.OFFSET_BEGINNING)
+        """Move to the log start of ``partitions`` (varargs or one list),
+        or of every assigned partition without any."""
+        self._seek_ends(partitions, self._ck.OFFSET_BEGINNING)
 
     def seek_to_end(self, *partitions: Any) -> None:
-        for tp in partitions or self.assignment():
-            self._seek(tp, self._ck.OFFSET_END)
+        """Move to the end of ``partitions`` (varargs or one list), or of
+        every assigned partition without any."""
+        self._seek_ends(partitions, self._ck.OFFSET_END)
+
+    def _seek_ends(self, partitions: tuple[Any, ...], where: int) -> None:
+        self._check()
+        tps = as_tps(partitions) or sorted(self.assignment())
+        for tp in tps:
+            self._assigned_or_raise(tp)
+        for tp in tps:
+            self._seek(tp, where)
 
     def lag(self) -> dict[TopicPartition, int]:
+        """{tp: records between the position and the end} for assigned
+        partitions."""
+        self._check()
         out = {}
         for tp in self.assignment():
-            _, high = self._c.get_watermark_offsets(self._tp(tp), timeout=ADMIN_TIMEOUT_S)
+            try:
+                _, high = self._c.get_watermark_offsets(self._tp(tp), timeout=ADMIN_TIMEOUT_S)
+            except self._ck.KafkaException as exc:
+                raise self._error(exc, f"lag {tp}") from None
             out[tp] = max(0, high - self.position(tp))
         return out
 
-    def close(self, autocommit: bool = True) -> None:
+    def __getattr__(self, name: str) -> Any:
+        raise no_attribute(self, name, CONSUMER_INSTEAD)
+
+    def close(self, autocommit: bool = True, timeout: float | None = None) -> None:
+        """Leave the group; with auto-commit (and ``autocommit``) first
+        commit the finished records. ``timeout`` is accepted and changes
+        nothing. Idempotent."""
         if self._closed:
             return
         self._closed = True

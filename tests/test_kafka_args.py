@@ -1,0 +1,157 @@
+"""pylog.open("kafka://...") takes the same arguments as a local log and
+raises the same pylog errors: each call here runs on both backends (the
+broker of tests/kafkabroker.py) and must give the same result. Methods only
+a local log has raise AttributeError on Kafka, naming what to use instead."""
+
+import time
+
+import pytest
+from kafkabroker import broker_or_skip
+
+import pylog
+from pylog import OffsetAndMetadata, TopicPartition
+from pylog.errors import InvalidArgument, LogClosed, PartitionNotFound, TopicNotFound
+
+TP0, TP1 = TopicPartition("orders", 0), TopicPartition("orders", 1)
+
+
+@pytest.fixture(params=["local", "kafka"])
+def log(request, tmp_path):
+    if request.param == "local":
+        with pylog.open(str(tmp_path / "log")) as lg:
+            yield lg
+        return
+    broker = broker_or_skip(tmp_path)
+    try:
+        with pylog.open(f"kafka://{broker.bootstrap}") as lg:
+            yield lg
+    finally:
+        broker.kill()
+
+
+@pytest.fixture
+def kafka_log(tmp_path):
+    broker = broker_or_skip(tmp_path)
+    try:
+        with pylog.open(f"kafka://{broker.bootstrap}") as lg:
+            yield lg
+    finally:
+        broker.kill()
+
+
+def polled_consumer(log):
+    """A group member of "billing" that polled the 4 records of "orders"."""
+    log.create_topic("orders", partitions=2)
+    p = log.producer()
+    for i in range(4):
+        p.send("orders", b"%d" % i, partition=i % 2)
+    c = log.consumer("orders", group_id="billing", auto_offset_reset="earliest",
+                     enable_auto_commit=False)
+    got = []
+    deadline = time.monotonic() + 30
+    while len(got) < 4:
+        assert time.monotonic() < deadline, got
+        got += c.poll(timeout=0.5)
+    return c
+
+
+def test_commit_and_committed_take_the_local_shapes(log):
+    c = polled_consumer(log)
+    assert c.committed([TP0, TP1]) == {TP0: None, TP1: None}
+    c.commit({TP1: OffsetAndMetadata(1, "")})
+    c.commit([("orders", 0, 2)])            # (topic, partition, offset) triples
+    assert c.committed(TP1) == 1
+    assert c.committed([TP0, TP1]) == {TP0: 2, TP1: 1}
+    assert c.committed(TP0, TP1) == {TP0: 2, TP1: 1}
+    c.close()
+
+
+def test_bad_commit_arguments_raise_invalid_argument(log):
+    c = polled_consumer(log)
+    with pytest.raises(InvalidArgument, match="a list entry needs an offset"):
+        c.commit(offsets=[TP1])
+    with pytest.raises(InvalidArgument, match=r"must be an int in \[0, 2\*\*63\)"):
+        c.commit({TP1: -5})
+    with pytest.raises(InvalidArgument, match="metadata"):
+        c.commit({TP1: OffsetAndMetadata(1, "kept elsewhere")})
+    assert c.committed(TP1) is None          # nothing was committed
+    c.close()
+
+
+def test_seek_and_poll_arguments(log):
+    c = polled_consumer(log)
+    with pytest.raises(InvalidArgument, match=r"offset=-3; expected an int in \[0, 2\*\*63\)"):
+        c.seek(TP1, -3)
+    with pytest.raises(InvalidArgument, match="not assigned"):
+        c.seek(TopicPartition("orders", 5), 0)
+    assert c.poll(timeout_ms=100) == []
+    with pytest.raises(InvalidArgument, match="timeout"):
+        c.poll(timeout=1, timeout_ms=100)
+    with pytest.raises(InvalidArgument, match="max_records"):
+        c.poll(timeout=0, max_records=0)
+    c.seek(TP1, 1)
+    got = []
+    deadline = time.monotonic() + 30
+    while not got:
+        assert time.monotonic() < deadline
+        got = c.poll(timeout=0.5)
+    assert [(r.partition, r.offset) for r in got] == [(1, 1)]
+    c.close()
+
+
+def test_calls_after_close_raise_log_closed(log):
+    c = polled_consumer(log)
+    c.close()
+    c.close()                                  # idempotent
+    for call in (lambda: c.poll(timeout=0.1), lambda: c.commit(),
+                 lambda: c.committed(TP0), lambda: c.seek(TP0, 0), lambda: c.position(TP0)):
+        with pytest.raises(LogClosed):
+            call()
+    p = log.producer()
+    p.close()
+    with pytest.raises(LogClosed):
+        p.send("orders", b"x")
+
+
+def test_send_to_a_missing_partition_or_topic(log):
+    log.create_topic("orders", partitions=2)
+    p = log.producer()
+    with pytest.raises(PartitionNotFound, match="has 2 partitions; there is no partition 7"):
+        p.send("orders", b"x", partition=7)
+    with pytest.raises(PartitionNotFound):
+        p.send_batch("orders", [b"x"], partition=-1)
+    with pytest.raises(TopicNotFound):
+        p.send("nope", b"x")
+    assert p.send("orders", b"x", partition=1).partition == 1
+
+
+def test_assign_of_a_missing_partition(log):
+    log.create_topic("orders", partitions=2)
+    c = log.consumer(enable_auto_commit=False)
+    with pytest.raises(PartitionNotFound):
+        c.assign([TopicPartition("orders", 2)])
+    with pytest.raises(TopicNotFound):
+        c.assign([TopicPartition("nope", 0)])
+    with pytest.raises(InvalidArgument, match="poll before subscribe"):
+        c.poll()
+    c.close()
+
+
+def test_local_only_methods_name_what_to_use_on_kafka(kafka_log):
+    kafka_log.create_topic("orders", partitions=1)
+    c = kafka_log.consumer(enable_auto_commit=False)
+    p = kafka_log.producer()
+    for obj, name, hint in ((c, "highwater", "lag()"),
+                            (c, "get_watermark_offsets", "describe_topic"),
+                            (c, "pause", "assign()"),
+                            (c, "poll_values", "poll()"),
+                            (c, "run", "commit()"),
+                            (p, "partitions_for", "describe_topic"),
+                            (kafka_log, "groups", "describe_group")):
+        with pytest.raises(AttributeError, match=f"has no {name}\\(\\); use .*") as e:
+            getattr(obj, name)
+        assert hint in str(e.value)
+        assert not hasattr(obj, name)
+    with pytest.raises(AttributeError, match="has no attribute 'nonsense'"):
+        c.nonsense  # noqa: B018
+    c.close()
