@@ -573,7 +573,7 @@ class Consumer(Positions, Fetching):
                     final = {(tp.topic, tp.partition): o for tp, o in finished.items()}
                     self._sync_for_commit(finished)
                 if member is not None:
-                    member.leave(final)
+                    member.leave(final, for_good=True)
                 elif final and self.group_id is not None:
                     self._log.meta.commit(self.group_id, final)
                 if self._dlq is not None:

@@ -209,11 +209,18 @@ class Fetching:
         """The lease ran out during this poll (stopped or starved: another
         member may have taken partitions over): re-check the group, which
         renews the lease or drops the records of partitions now lost."""
+        cursors = self._cursors
+        before = {tp: cursors.get(tp) for tp, _, _ in slices}
         self._sync_group(force=True)
         owned = set(self._owned())
-        if all(tp in owned for tp, _, _ in slices):
+        # a partition lost and gained again in that look (this member was
+        # expired meanwhile: another may have read on and committed past
+        # these records) has a new cursor, from the committed offset
+        kept = [tp in owned and cursors.get(tp) is before[tp] for tp, _, _ in slices]
+        if all(kept):
             return recs
-        return [x for tp, i0, i1 in slices if tp in owned for x in recs[i0:i1]]
+        return [x for (tp, i0, i1), keep in zip(slices, kept) if keep
+                for x in recs[i0:i1]]
 
     def _poll_loop(self, timeout: float, max_records: int, values_only: bool,
                    slices: list[Slice]) -> list[Any]:

@@ -69,6 +69,12 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+class _LeftMeanwhile(Exception):
+    """Aborts a look at the group during which this member left it (a
+    close() from a revoke listener or another thread): joining again would
+    leave a closed consumer owning partitions until its session timeout."""
+
+
 class _Unannounced(Exception):
     """Aborts a group transaction that would release partitions whose
     revocation the consumer has not announced yet."""
@@ -108,6 +114,8 @@ class GroupMember:
         # heartbeat; half of that leaves room for clock steps (G3)
         self.lease_until = 0.0
         self.rejoined = False       # the last tick found it removed from the group
+        self._leaves = 0            # leave() calls: a tick they overlap stops
+        self._gone = False          # left for good (close): never joins again
         self._next_heartbeat = 0.0
         self._wall_ms = wall_ms
         self._monotonic = monotonic
@@ -157,6 +165,9 @@ class GroupMember:
 
         Returns (gained, lost): sets of TopicPartition."""
         self.rejoined = False
+        leaves = self._leaves
+        if self._gone:
+            return set(), set()
         now = self._monotonic()
         if not force and now < self.next_check:
             return set(), set()
@@ -182,11 +193,15 @@ class GroupMember:
         if on_revoke is not None and probe.released and not probe.rejoined:
             announced = set(probe.released)
             on_revoke(set(announced))
+            if self._leaves != leaves or self._gone:
+                return set(), set()
         self._next_heartbeat = now + self.session_timeout_ms / 3000.0
         lease_until = now + self.session_timeout_ms / 2000.0
         before = set(self.owned)
 
         def update(state, commit):
+            if self._leaves != leaves or self._gone:
+                raise _LeftMeanwhile()
             # owned when this member last looked, not released by it, and
             # not its own now: dropped with a deleted topic (drop_topic);
             # its position is of the old topic even if it claims the
@@ -209,6 +224,8 @@ class GroupMember:
             try:
                 done = self.log.meta.change_group(self.group_id, update)
                 break
+            except _LeftMeanwhile:
+                return set(), set()
             except _Unannounced as exc:
                 # the group moved between the look and the write: more
                 # partitions go than were announced
@@ -216,6 +233,8 @@ class GroupMember:
                 announced |= exc.partitions
                 assert on_revoke is not None    # only raised when there is one
                 on_revoke(set(exc.partitions))
+                if self._leaves != leaves or self._gone:
+                    return set(), set()
         if moved[0]:
             self._ring(done.state)
         self._saw(done.state, topics, seq)
@@ -304,9 +323,14 @@ class GroupMember:
             fence_check=lambda state: gs.fence(state, self.group_id, self.member_id,
                                                offsets))
 
-    def leave(self, final_offsets: dict | None) -> None:
+    def leave(self, final_offsets: dict | None, for_good: bool = False) -> None:
         """Leave the group, releasing partitions (and committing
-        ``final_offsets`` for owned ones in the same transaction)."""
+        ``final_offsets`` for owned ones in the same transaction); with
+        ``for_good`` (a close) no later look of this member joins again,
+        even one another thread is running."""
+        self._leaves += 1
+        if for_good:
+            self._gone = True
         if not self.joined:
             return
         me = self.member_id
