@@ -26,7 +26,7 @@ from .producer import Producer
 from .records import TopicPartition
 from .redrive import redrive
 from .shareconsumer import ShareConsumer, validate_settings
-from .shareops import ShareFiles, describe_share_groups, share_group_live
+from .shareops import ShareFiles, describe_share_groups, remove_files, share_group_live
 from .store import LogStore
 from .transactions import DEFAULT_TRANSACTION_TIMEOUT_MS
 from .txnproducer import IdempotentProducer, check_producer_args, close_transactional
@@ -57,6 +57,15 @@ class Log(LogStore):
             if self._shares is None:
                 self._shares = ShareFiles(self)
             return self._shares
+
+    def _share_states_deleted(self, keys: list[bytes]) -> None:
+        """A deleted topic's share states (TopicAdmin.delete_topic, under
+        the Log's lock): their files go too (ShareFiles.forget)."""
+        shares = self._shares
+        if shares is not None and shares.pid == os.getpid():
+            shares.forget(keys)
+        else:
+            remove_files(os.path.join(self.path, "meta", "share"), keys)
 
     def share_groups(self) -> list[dict[str, Any]]:
         """Every share-partition of every share group: SPSO, SPEO, records

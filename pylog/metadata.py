@@ -48,7 +48,7 @@ from typing import Callable
 import lmdb
 
 from . import groupstate
-from .commitstore import Commits
+from .commitstore import Commits, split_okey
 from .errors import (
     CorruptLogError,
     DiskFullError,
@@ -71,6 +71,7 @@ from .partition import PartitionMeta
 FORMAT_VERSION = b"2"           # M-1: 2 added the commit table (C-1 to C-5)
 _READ_VERSIONS = (b"1", FORMAT_VERSION)
 _TOMBSTONE = b"deleted\0"     # M-11: info keys of deleted topics' tombstones
+SHARE_PREFIX = b"share\0"     # Q-3: info keys of share-partition states (+ an M-6 key)
 _PARTITION = struct.Struct(">qqqq")
 _P = struct.Struct(">I")
 MAP_SIZE_BYTES = 1 << 30   # virtual; grows only as used
@@ -552,6 +553,7 @@ class Metadata(Commits):
                       if k.split(b"\0", 2)[1:2] == [name.encode()]]
             self.clear_offsets(txn, doomed, after)
             self._drop_from_groups(txn, name)
+            doc["share_keys"] = self._drop_share_states(txn, name)
             # M-11: the directories are removed after this commit; until
             # they are, the tombstone lets open and create_topic finish it
             txn.put(_TOMBSTONE + name.encode(), json.dumps(
@@ -575,6 +577,23 @@ class Metadata(Commits):
                     txn.put(k, out, db=self._groups)
                 else:
                     txn.delete(k, db=self._groups)
+
+    def _drop_share_states(self, txn, topic: str) -> list[bytes]:
+        """In delete_topic's transaction: the share groups' states of the
+        topic's partitions (Q-3) go with it, so a topic made again under
+        the name starts its share groups anew. Returns their keys."""
+        doomed = []
+        cur = txn.cursor(db=self._info)
+        if cur.set_range(SHARE_PREFIX):
+            for k, _ in cur:
+                if not k.startswith(SHARE_PREFIX):
+                    break
+                parts = split_okey(bytes(k[len(SHARE_PREFIX):]))
+                if parts is not None and parts[1] == topic:
+                    doomed.append(bytes(k))
+        for k in doomed:
+            txn.delete(k, db=self._info)
+        return doomed
 
     def tombstones(self) -> dict[str, dict]:
         """Deleted topics whose directories may remain (M-11): name ->

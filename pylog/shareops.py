@@ -294,8 +294,12 @@ class ShareFiles:
                 return ss.decode_state(raw, f"{group}/{topic}-{partition}")
 
             token, live_fd = self._log.liveness()
+            # a file whose state LMDB does not have is a deleted topic's
+            # left behind (or one made by a process that died before it
+            # registered it, with nothing acquired yet): start it anew
+            fresh = meta.info_get(key, "read share state") is None
             f = ss.ShareFile(os.path.join(self.dir, ss.file_name(key)), key, capacity,
-                             token, live_fd, load)
+                             token, live_fd, load, fresh=fresh)
             self._files[key] = f
         # a new share group is listed (share_groups, pylog queues) at once
         if meta.info_get(key, "read share state") is None:
@@ -328,8 +332,9 @@ class ShareFiles:
             out = {}
             for f, seq, spso, runs in snaps:
                 old = stored[f.key]
-                if old is not None and len(old) >= 8 and \
-                        int.from_bytes(old[:8], "little", signed=True) >= seq:
+                if old is None:
+                    continue    # deleted with its topic: never brought back
+                if len(old) >= 8 and int.from_bytes(old[:8], "little", signed=True) >= seq:
                     continue
                 out[f.key] = ss.encode_state(seq, spso, runs)
             return out
@@ -339,11 +344,32 @@ class ShareFiles:
                 f.head[ss.CKPT] = seq
         return len(snaps)
 
+    def forget(self, keys: list[bytes]) -> None:
+        """The states ``keys`` were deleted with their topic: their files
+        are not handed out again (a consumer that still holds one finds its
+        partition deleted), and are removed from the directory, so that a
+        topic made again under the name gets new ones."""
+        with self._mutex:
+            for k in keys:
+                self._files.pop(k, None)
+        remove_files(self.dir, keys)
+
     def close(self) -> None:
         with self._mutex:
             files, self._files = list(self._files.values()), {}
         for f in files:
             f.close()
+
+
+def remove_files(directory: str, keys: list[bytes]) -> None:
+    """Unlink the share files of ``keys`` in ``directory`` (those that
+    exist); a process that still maps one keeps its copy, and its state
+    never reaches LMDB again (ShareFiles.checkpoint)."""
+    for k in keys:
+        try:
+            os.unlink(os.path.join(directory, ss.file_name(k)))
+        except FileNotFoundError:
+            pass
 
 
 def validate_ack(kind: object, delay_ms: object) -> int:

@@ -51,6 +51,7 @@ from .commitstore import okey
 from .cursors import boot_id
 from .errors import CorruptLogError, InvalidArgument, PylogError
 from .files import allocate_or_full, open_regular
+from .metadata import SHARE_PREFIX
 
 AVAILABLE, ACQUIRED, ACKNOWLEDGED, ARCHIVED = 0, 1, 2, 4      # Kafka's numbers
 DELAYED = 5          # Available, not before its deadline
@@ -74,7 +75,7 @@ _FLOCK = struct.Struct("hh4xqqi4x")
 _LIVENESS_BASE = 1 << 32
 _RUN = struct.Struct("<qqBHq")            # first, last, state, count, aux (Q-3)
 _VAL = struct.Struct("<qq")                # seq, spso (Q-3)
-KEY_PREFIX = b"share\0"
+KEY_PREFIX = SHARE_PREFIX
 _NOT_DONE = re.compile(rb"[^\x02\x04\xff]")     # not Acknowledged, Archived, EMPTY
 _EMPTIES = bytes([0xFF]) * 65536
 _ACQUIRED_BYTES = bytes([1]) * 65536
@@ -108,7 +109,8 @@ class ShareFile:
     named ``*_locked`` must run inside :meth:`locked`."""
 
     def __init__(self, path: str, key: bytes, capacity: int, token: int, live_fd: int,
-                 load: Callable[[], tuple[int, int, list[Run]]]) -> None:
+                 load: Callable[[], tuple[int, int, list[Run]]],
+                 fresh: bool = False) -> None:
         if len(key) > _KEY_MAX:
             raise InvalidArgument("share group, topic and partition name a key longer "
                                   f"than {_KEY_MAX} bytes")
@@ -119,13 +121,16 @@ class ShareFile:
         self._mutex = threading.Lock()
         self.fd = open_regular(path, os.O_RDWR | os.O_CREAT, what="share state")
         try:
-            self._open(capacity, load)
+            self._open(capacity, load, fresh)
         except BaseException:
             os.close(self.fd)
             raise
 
     # -- open (Q-1) ------------------------------------------------------------------
-    def _open(self, capacity: int, load: Callable[[], Any]) -> None:
+    def _open(self, capacity: int, load: Callable[[], Any], fresh: bool) -> None:
+        """Q-1: map the file, made from ``load()`` when it is new, of
+        another boot, or (``fresh``: LMDB has no state for it) left over,
+        and no other process uses it."""
         boot = boot_id() or b"\0" * 16
         for _ in range(50):
             try:
@@ -134,7 +139,7 @@ class ShareFile:
             except BlockingIOError:
                 alone = False
             if alone:
-                if not self._header_ok(boot):
+                if fresh or not self._header_ok(boot):
                     self._reset(capacity, boot, load)
                 fcntl.flock(self.fd, fcntl.LOCK_SH)
                 break

@@ -270,6 +270,7 @@ class TopicAdmin:
             self._check_dir_writable(action, "nothing was deleted; ")
             doc = self.meta.delete_topic(name)
             self._topic_cache.pop(name, None)
+            self._share_states_deleted(doc["share_keys"])
             failed = self._bury_incarnation(name, doc["partitions"], doc.get("id"))
             if failed:
                 raise LogFailedError(
@@ -277,6 +278,10 @@ class TopicAdmin:
                     f"but {failed}; its records are never served again, and the "
                     "directories are removed by the next open or create_topic of "
                     "the name once the log directory allows it (L-5)")
+
+    def _share_states_deleted(self, keys: list[bytes]) -> None:
+        """The share-partition states ``keys`` (Q-3) went with a deleted
+        topic: the Log (pylog.log) removes their files too."""
 
     # -- deleted incarnations (L-4, L-5, M-11) ----------------------------------------
     def _finish_deletions(self, only: str | None = None, strict: bool = True) -> None:

@@ -123,3 +123,77 @@ def test_drop_topic_forgets_owners_assignment_and_count():
     assert gs.drop_topic(new, "t") is new
     with pytest.raises(pylog.CommitFailedError):
         gs.fence(new, "g", "m2", [b])
+
+
+def _share_round(log, n):
+    """Accept what one share consumer of group "w" gets of "jobs"; the values."""
+    got = []
+    with log.share_consumer("jobs", group_id="w", auto_offset_reset="earliest") as c:
+        for _ in range(20):
+            recs = c.poll(timeout_ms=200)
+            for r in recs:
+                got.append(r.value)
+                c.acknowledge(r, "accept")
+            c.commit()
+            if len(got) >= n:
+                break
+    return got
+
+
+def test_a_share_group_starts_anew_on_a_topic_made_again(logdir):
+    """A share group finished offsets 0-49 of "jobs"; the topic is deleted
+    and made again with 10 records: the group's old state (start offset
+    50) stayed, and it never delivered them. The state now goes with the
+    topic, its LMDB key and its file."""
+    with pylog.open(logdir, sync="never") as log:
+        log.create_topic("jobs")
+        log.producer().send_batch("jobs", [b"old-%d" % i for i in range(50)])
+        assert len(_share_round(log, 50)) == 50
+        log.delete_topic("jobs")
+        log.create_topic("jobs")
+        log.producer().send_batch("jobs", [b"new-%d" % i for i in range(10)])
+        assert _share_round(log, 10) == [b"new-%d" % i for i in range(10)]
+
+
+SHARE_HOLDER = textwrap.dedent("""
+    import sys, pylog
+    log = pylog.open(sys.argv[1])
+    c = log.share_consumer("jobs", group_id="w", auto_offset_reset="earliest")
+    n = 0
+    while n < 50:
+        for r in c.poll(timeout_ms=200):
+            c.acknowledge(r, "accept")
+            n += 1
+        c.commit()
+    print("done", flush=True)
+    sys.stdin.readline()
+    try:
+        c.close()
+    finally:
+        log.close()
+    print("closed", flush=True)
+""")
+
+
+def test_a_live_share_consumers_state_does_not_come_back(logdir, child_env):
+    """A share consumer in another process still maps the deleted topic's
+    state when the topic is made again; its close (a checkpoint into
+    LMDB) must not bring the old state back over the new topic's."""
+    with pylog.open(logdir, sync="never") as log:
+        log.create_topic("jobs")
+        log.producer().send_batch("jobs", [b"old-%d" % i for i in range(50)])
+        holder = start(SHARE_HOLDER, logdir, env=child_env, stdin=subprocess.PIPE)
+        try:
+            expect(holder, b"done")
+            log.delete_topic("jobs")
+            log.create_topic("jobs")
+            log.producer().send_batch("jobs", [b"new-%d" % i for i in range(10)])
+            holder.stdin.write(b"go\n")
+            holder.stdin.flush()
+            expect(holder, b"closed")
+            assert holder.wait(30) == 0, stderr_tail(holder)
+        finally:
+            if holder.poll() is None:
+                holder.kill()
+                holder.wait()
+        assert _share_round(log, 10) == [b"new-%d" % i for i in range(10)]
