@@ -367,9 +367,11 @@ class ShareConsumer:
         if not self._pending:
             return
         now = int(time.time() * 1000)
-        pending, self._pending = self._pending, {}
-        mixed, self._mixed = self._mixed, set()
-        for key, acks in pending.items():
+        pending, mixed = self._pending, self._mixed
+        # a partition's acknowledgements leave `pending` only once applied:
+        # when one raises (a full disk), they and the later partitions' stay,
+        # for the next commit() or poll() to apply
+        for key, acks in list(pending.items()):
             tp = TopicPartition(*key)
             part = self._log.partition(tp.topic, tp.partition)
             f = self._file(tp)
@@ -377,6 +379,8 @@ class ShareConsumer:
                 bad = ops.apply_acks(f, self._owner_in(f, tp), list(acks.values()), now,
                                      self.record_lock_ms, self.delivery_limit,
                                      self._target(tp, part), key not in mixed)
+            del pending[key]
+            mixed.discard(key)
             self._touched.add(tp)
             self._failed.extend((tp.topic, tp.partition, off) for off in bad)
         # a release makes records Available; an accept or a reject frees
