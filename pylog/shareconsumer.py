@@ -445,8 +445,9 @@ class ShareConsumer:
 
     # -- life ------------------------------------------------------------------------
     def close(self) -> None:
-        """Apply pending acknowledgements, release every record still held
-        (Available again, at once), and leave. Idempotent."""
+        """Apply the acknowledgements made, release every record still held
+        and not acknowledged (Available again, at once; in implicit mode
+        too), and leave. Idempotent."""
         if self._closed:
             return
         if self._log.closed:
@@ -455,9 +456,9 @@ class ShareConsumer:
             self._closed = True
             return
         try:
-            if self.implicit:
-                for rec in list(self._unacked.values()):
-                    self.acknowledge(rec, ops.ACCEPT)
+            # (implicit mode too: a record not acknowledged may be one the app
+            # never finished — a `with` left by an exception — so it is
+            # released, never accepted; commit() first accepts them all)
             self._apply()
             self._held.clear()
             self._unacked.clear()
@@ -484,10 +485,15 @@ class ShareConsumer:
         self.close()
 
     def __iter__(self) -> Iterator[ShareRecord]:
-        """Records one at a time, polling as needed, until close()."""
+        """Records one at a time, polling as needed, until close(). In
+        implicit mode a record is accepted when the loop asks for the next
+        one (unless it was acknowledged); the record in hand when the loop
+        is left (break, exception) stays held, and close() releases it."""
         while not self._closed:
             for rec in self.poll(timeout_ms=100):
                 yield rec
+                if self.implicit and rec[:3] in self._unacked:
+                    self.acknowledge(rec, ops.ACCEPT)
 
 
 def _until(deadline_ms: int) -> float:

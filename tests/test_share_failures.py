@@ -30,6 +30,48 @@ def _share(log, **kw):
     return log.share_consumer("jobs", **kw)
 
 
+def _offsets(c, **kw):
+    return [r.offset for r in c.poll(**kw)]
+
+
+# -- implicit mode: close() and the iterator release what was not processed ------------
+def test_implicit_close_releases_what_was_not_acknowledged(logdir):
+    with _log(logdir) as log:
+        with pytest.raises(RuntimeError):
+            with _share(log, acknowledgement_mode="implicit") as c:
+                for rec in c.poll(timeout_ms=100):
+                    if rec.offset == 3:
+                        raise RuntimeError("the handler failed")
+                    c.acknowledge(rec)
+        with _share(log, acknowledgement_mode="implicit") as c2:
+            again = c2.poll(timeout_ms=100)
+            assert [r.offset for r in again] == list(range(3, 10))
+            assert all(r.delivery_count == 2 for r in again)
+            c2.commit()                 # commit accepts what was delivered
+        with _share(log) as c3:
+            assert c3.poll(timeout_ms=20) == []
+
+
+def test_implicit_iterator_accepts_each_record_the_loop_finished(logdir):
+    with _log(logdir) as log:
+        done = []
+        with pytest.raises(RuntimeError):
+            with _share(log, acknowledgement_mode="implicit") as c:
+                for rec in c:
+                    if rec.offset == 3:
+                        raise RuntimeError("the handler failed")
+                    done.append(rec.offset)
+        assert done == [0, 1, 2]
+        with _share(log, acknowledgement_mode="implicit") as c:
+            for rec in c:
+                if rec.offset == 6:
+                    break               # a clean break: 6 is not processed
+                done.append(rec.offset)
+        assert done == [0, 1, 2, 3, 4, 5]
+        with _share(log) as c:
+            assert _offsets(c, timeout_ms=100) == [6, 7, 8, 9]
+
+
 # -- a failed commit keeps its acknowledgements ---------------------------------------
 # argv: mount point; JSON lines out
 FULL_COMMIT = r"""
