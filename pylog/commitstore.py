@@ -10,6 +10,17 @@ Checkpoints copy changed slots into LMDB (C-5); ``sync="always"`` commits
 wait for one that started after they were stored, shared by concurrent
 commits (group commit, :mod:`pylog.commitgroup`).
 
+A commit from outside the group (``fence`` None: a consumer that
+assign()ed its partitions) is refused, as Kafka's coordinator refuses a
+non-member's commit, for a partition a live member of the group owns
+(CommitFailedError); others are stored. A slot of a partition nobody owns
+carries the fence :data:`NO_OWNER`, which is what such a commit passes to
+the table, so the table stores it only while no member owns the
+partition; a fenced slot sends it to the transaction, where the group
+document decides, under the metadata writer lock that every change of
+owners takes: however the two race, such a commit never lands in a
+partition once a live member owns it.
+
 Without a table (no boot id on this system, or a read-only Log of a log
 whose table is not of this boot) every commit is an LMDB transaction, as
 before the table existed.
@@ -28,8 +39,11 @@ import time
 from typing import Any, Callable, Iterable, Mapping
 
 from . import cursors as cur
+from . import groupstate as gs
 from .commitgroup import CheckpointGroup
-from .errors import CorruptLogError
+from .errors import CommitFailedError, CorruptLogError
+from .liveness import process_alive
+from .records import TopicPartition
 
 _OFFSET = struct.Struct(">qq")
 _P = struct.Struct(">I")
@@ -37,6 +51,35 @@ _SLOT = struct.Struct(">I")
 SLOT_PREFIX = b"slot\0"      # C-3: info keys of slot numbers
 NEXT_SLOT = b"slots"         # C-3: info key of the next slot number
 FREE_PREFIX = b"freeslot\0"  # C-6: info keys of freed slots, reused first
+# C-4: the fence of a slot whose partition no member owns. Not 0, which the
+# table takes as "store without looking at the fence": a non-member's
+# commit passes this one, so a slot a member fenced refuses it.
+NO_OWNER = cur.key_hash(b"\0no owner")
+
+
+def owner_fence(owner: str | None) -> int:
+    """The fence of a slot whose partition ``owner`` owns (None: nobody)."""
+    return NO_OWNER if owner is None else cur.member_fence(owner)
+
+
+def refuse_live_owners(state: gs.GroupState, group: str, offsets: Mapping[Any, int],
+                       now_ms: int) -> None:
+    """CommitFailedError when a live member of ``group`` owns a partition
+    of ``offsets``, committed by a consumer that is not a member."""
+    owned = {}
+    for tp in offsets:
+        m = state.owners.get(TopicPartition(*tp))
+        info = state.members.get(m) if m is not None else None
+        if info is not None and gs.alive(info, now_ms, process_alive):
+            owned[f"{tp[0]}-{tp[1]}"] = m
+    if owned:
+        raise CommitFailedError(
+            f"commit refused: this consumer is not a member of group {group!r} "
+            f"(it assign()ed its partitions), and live members of the group own "
+            f"{', '.join(f'{tp} ({m})' for tp, m in sorted(owned.items()))}; "
+            "commit from the member that owns the partition, give an assign()ed "
+            "consumer a group_id of its own, or stop the group's members first "
+            "(Kafka's coordinator refuses such a commit too)")
 
 
 def okey(group: str, topic: str, partition: int) -> bytes:
@@ -80,17 +123,18 @@ class Commits:
                sync_records: Callable[[], None] | None = None) -> None:
         """Store committed offsets {(topic, partition): offset}.
 
-        Unfenced (``fence`` None) or fenced by ``fence``, the committing
-        member's id: then a slot another member owns refuses the store and
-        the commit takes the transaction, where ``fence_check(state)``
-        (which raises CommitFailedError) decides. ``sync_records()`` runs
-        before a transaction stores offsets in LMDB (M-10: the checkpoints
-        do that for the table's). Atomic per partition (C-4). Durable per
+        Unfenced (``fence`` None: not a member, see the module docstring:
+        CommitFailedError for a partition a live member owns) or fenced by
+        ``fence``, the committing member's id: then a slot another member
+        owns refuses the store and the commit takes the transaction, where
+        ``fence_check(state)`` (which raises CommitFailedError) decides.
+        ``sync_records()`` runs before a transaction stores offsets in LMDB
+        (M-10: the checkpoints do that for the table's). Atomic per partition (C-4). Durable per
         the module docstring."""
         now = int(time.time() * 1000)
         fv = self._fences.get(fence)
         if fv is None:
-            fv = self._fences[fence] = cur.member_fence(fence)
+            fv = self._fences[fence] = owner_fence(fence)
         table = self.cursors
         slow: dict = {}
         stored: list[tuple[int, int, int]] = []
@@ -126,6 +170,8 @@ class Commits:
             state = self._group_in(txn, group)
             if fence_check is not None:
                 fence_check(state)
+            elif fence is None:
+                refuse_live_owners(state, group, offsets, now)
             self.store_offsets(txn, group, offsets, now, state.owners, after)
 
     def store_offsets(self, txn: Any, group: str, offsets: dict, now: int,
@@ -140,7 +186,7 @@ class Commits:
                 continue
             slot = self._slot_in(txn, k, create=True)
             assert slot is not None
-            fv = cur.member_fence(owners.get((topic, partition)))
+            fv = owner_fence(owners.get((topic, partition)))
             after.append(self._slot_store(k, slot, fv, offset, now))
 
     def sync_fences(self, txn: Any, group: str, owners: Mapping[Any, str],
@@ -159,7 +205,7 @@ class Commits:
             slot = self._slot_in(txn, k, create=False)
             if slot is not None:
                 table.set(slot, cur.key_hash(k), cur.CLAIM | cur.FENCE,
-                          cur.member_fence(owners.get(tp)), *self._lmdb_value(txn, k))
+                          owner_fence(owners.get(tp)), *self._lmdb_value(txn, k))
 
     def clear_offsets(self, txn: Any, keys: Iterable[bytes], after: list) -> None:
         """In a write transaction: delete the M-6 keys and their slots (C-3)."""

@@ -476,9 +476,11 @@ class Consumer(Positions, Fetching):
         ``sync="always"`` they are durable on return, in the other modes at
         the next checkpoint (every ``sync_interval_ms``), which first makes
         the records they point past durable (M-10). Raises
-        CommitFailedError when a rebalance moved a partition away (SPEC §5)
-        or the member left its group for not polling within
-        ``max_poll_interval_ms``.
+        CommitFailedError when a rebalance moved a partition away (SPEC §5),
+        the member left its group for not polling within
+        ``max_poll_interval_ms``, or, for a consumer that assign()ed its
+        partitions (not a member), a live member of the group owns one of
+        them (pylog.commitstore; as Kafka's coordinator).
         """
         self._check()
         if self.group_id is None:
