@@ -30,7 +30,7 @@ from . import shareops as ops
 from . import sharestate as ss
 from .config import validate_group_id, validate_topic_name
 from .consumerargs import poll_timeout
-from .errors import AcknowledgementError, InvalidArgument, PylogError, ReadOnlyLog
+from .errors import AcknowledgementError, InvalidArgument, OffsetOutOfRange, ReadOnlyLog
 from .reader import Cursor
 from .records import TopicPartition
 from .sharedlq import DeadLetters
@@ -255,16 +255,19 @@ class ShareConsumer:
                 st.next_offset, self._target(tp, part))
         finally:
             f.unlock()
+        self._report_lost(tp, lost)
+        if got:
+            self._touched.add(tp)
+            out.extend(self._records(tp, part, got))
+        return True
+
+    def _report_lost(self, tp: TopicPartition, lost: list[tuple[int, int]]) -> None:
         for first, last in lost:
             _log.warning("share group %r: retention deleted %d records of %s-%d "
                          "(offsets %d..%d) before they were acknowledged",
                          self.group_id, last - first + 1, tp.topic, tp.partition,
                          first, last)
             self.lost.append((tp.topic, tp.partition, first, last))
-        if got:
-            self._touched.add(tp)
-            out.extend(self._records(tp, part, got))
-        return True
 
     def _records(self, tp: TopicPartition, part: Any,
                  got: list[tuple[int, int]]) -> list[ShareRecord]:
@@ -282,17 +285,11 @@ class ShareConsumer:
                     j += 1
                 runs.append((i, j + 1))
                 i = j + 1
+        gaps: list[int] = []
         for i, k in runs:
             run = got[i:k]
             first, n = run[0][0], k - i
-            cur = self._cursors.get(tp)
-            if cur is None or cur.offset != first:
-                cur = self._cursors[tp] = Cursor(first)
-            try:
-                recs = part.fetch(cur, n, with_topic=True)      # plain tuples
-            except PylogError:
-                recs = []           # deleted meanwhile: the next acquire counts it lost
-                self._cursors.pop(tp, None)
+            recs, start, stop = self._read_run(tp, part, first, n)
             if recs:
                 part.shared.count_fetch(len(recs))      # P-10
             if len(recs) == n and recs[-1][2] == first + n - 1:      # no gaps
@@ -308,10 +305,71 @@ class ShareConsumer:
                     continue
                 seen.add(r[2])
                 out.append(_tuple_new(ShareRecord, (*r, c)))
-            for off in counts:
-                if off not in seen:
-                    self._pending.setdefault(tp, {})[off] = (off, ops.ACCEPT, 0)
+            # only offsets the read passed over are gaps: those below `start`
+            # retention deleted (counted lost by _read_run), those from `stop`
+            # on were not read (a fetch cut short): they stay Acquired, not
+            # delivered, and come back when their lock expires
+            gaps += (off for off in counts if start <= off < stop and off not in seen)
+        if gaps:
+            self._accept_gaps(tp, part, gaps)
         return out
+
+    def _read_run(self, tp: TopicPartition, part: Any, first: int,
+                  n: int) -> tuple[list[Any], int, int]:
+        """(the records of offsets first .. first + n - 1, the first offset
+        the read covered, the offset it stopped at). Offsets retention
+        deleted since their acquisition are counted lost at once (Q-4), as
+        the next acquisition would: they must show in ``lost``, never be
+        taken for gaps."""
+        end = first + n
+        cur = self._cursors.get(tp)
+        if cur is None or cur.offset != first:
+            cur = self._cursors[tp] = Cursor(first)
+        recs: list[Any] = []
+        start = first
+        while cur.offset < end:
+            try:
+                more = part.fetch(cur, end - cur.offset, with_topic=True)  # plain tuples
+            except OffsetOutOfRange:
+                self._cursors.pop(tp, None)
+                log_start = self._trim(tp, part)
+                if log_start <= cur.offset:
+                    raise
+                start = min(log_start, end)
+                cur = self._cursors[tp] = Cursor(start)
+                continue
+            if not more:
+                break
+            recs += more
+        return recs, start, cur.offset
+
+    def _trim(self, tp: TopicPartition, part: Any) -> int:
+        """Count the records of ``tp`` below its log start lost (Q-4, under
+        the file's lock); returns the log start."""
+        st = part.state()
+        f = self._file(tp)
+        with f.locked():
+            lost = ops.trim_to_log(f, st.log_start_offset, st.next_offset)
+        self._report_lost(tp, lost)
+        return int(st.log_start_offset)
+
+    def _accept_gaps(self, tp: TopicPartition, part: Any, gaps: list[int]) -> None:
+        """Accept acquired offsets that have no record, at once: queued, they
+        would fail the app's commit when retention took them meanwhile (its
+        trim counted them lost; having no record, nothing is lost)."""
+        acks = [(off, ops.ACCEPT, 0) for off in gaps]
+        now = int(time.time() * 1000)
+        f = self._file(tp)
+        with f.locked():
+            owner = self._owner_in(f, tp)
+            while acks:
+                bad = set(ops.apply_acks(f, owner, acks, now, self.record_lock_ms,
+                                         self.delivery_limit, self._target(tp, part),
+                                         True))
+                if not bad:
+                    break
+                acks = [a for a in acks if a[0] not in bad]
+        self._touched.add(tp)
 
     # -- acknowledgements ------------------------------------------------------------
     def acknowledge(self, record: ShareRecord, type: str = "accept",

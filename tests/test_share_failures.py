@@ -11,6 +11,9 @@ import sys
 import pytest
 
 import pylog
+from pylog.reader import Reader
+
+TP0 = pylog.TopicPartition("jobs", 0)
 
 
 def _log(logdir, n=10, partitions=1, **kw):
@@ -32,6 +35,82 @@ def _share(log, **kw):
 
 def _offsets(c, **kw):
     return [r.offset for r in c.poll(**kw)]
+
+
+# -- retention between acquisition and read (Q-4) ---------------------------------------
+def _delete_at_first_read(log, before):
+    """Profile hook: at the share consumer's first read, delete the records
+    below ``before`` (as retention or another process's delete_records
+    would, after the poll acquired them and before it read them)."""
+    armed = [True]
+
+    def hook(frame, event, _arg):
+        if armed[0] and event == "call" and frame.f_code is Reader.fetch.__code__:
+            armed[0] = False
+            log.delete_records({TP0: before})
+    return hook
+
+
+@pytest.mark.parametrize("before", [6, 10])
+def test_records_deleted_after_acquisition_are_reported_lost(logdir, before):
+    with _log(logdir) as log, _share(log) as c:
+        sys.setprofile(_delete_at_first_read(log, before))
+        try:
+            recs = c.poll(timeout_ms=100)
+        finally:
+            sys.setprofile(None)
+        assert [r.offset for r in recs] == list(range(before, 10))
+        assert c.lost == [("jobs", 0, 0, before - 1)]
+        for r in recs:
+            c.acknowledge(r)
+        c.commit()                  # nothing named that the app never got
+        assert c.poll(timeout_ms=20) == []
+        row = log.share_groups()[0]
+        assert row["spso"] == 10 and row["lost_to_retention"] == before
+
+
+DELETER = r"""
+import sys, time, pylog
+log = pylog.open(sys.argv[1], sync="never")
+prod = log.producer()
+tp = pylog.TopicPartition("jobs", 0)
+t_end = time.time() + float(sys.argv[2])
+i = 0
+while time.time() < t_end:
+    for p in (0, 1):
+        prod.send_batch("jobs", [b"x%d" % k for k in range(i, i + 20)], partition=p)
+    i += 20
+    log.delete_records({tp: log.partition("jobs", 0).state().next_offset})
+log.close()
+"""
+
+
+def test_retention_racing_polls_skips_nothing_silently(logdir, child_env):
+    # another process appends and deletes everything appended so far, while
+    # a consumer polls both partitions: every offset of partition 0 is
+    # delivered or reported lost, and no commit names records never given
+    with _log(logdir, n=0, partitions=2, segment_bytes=65536) as log, _share(log) as c:
+        deleter = subprocess.Popen([sys.executable, "-c", DELETER, logdir, "2"], env=child_env)
+        seen = set()
+
+        def drain(timeout_ms):
+            for r in c.poll(timeout_ms=timeout_ms, max_records=7):
+                if r.partition == 0:
+                    seen.add(r.offset)
+                c.acknowledge(r)
+            c.commit()
+        try:
+            while deleter.poll() is None:
+                drain(20)
+        finally:
+            deleter.wait(30)
+        assert deleter.returncode == 0
+        for _ in range(30):
+            drain(10)
+        end = log.partition("jobs", 0).state().next_offset
+        lost = {off for _t, p, a, b in c.lost if p == 0 for off in range(a, b + 1)}
+        assert end > 0 and lost
+        assert sorted(set(range(end)) - seen - lost) == []
 
 
 # -- implicit mode: close() and the iterator release what was not processed ------------
