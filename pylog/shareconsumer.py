@@ -19,6 +19,8 @@ from __future__ import annotations
 import logging
 import os
 import time
+import weakref
+from collections import deque
 from collections.abc import Iterator
 from functools import partial
 from itertools import repeat
@@ -42,6 +44,12 @@ _RECHECK_S = 0.05
 # how long each partition comes first in the polls of a group (_acquire)
 _ROTATE_MS = 20
 _tuple_new = tuple.__new__
+# owner slots of share consumers garbage collected unclosed: (file,
+# partition, owner number, member), freed by the next consumer of this
+# process that registers in the file (_owner_in). A deque: its appends and
+# pops are atomic, and a finalizer, which may run in any thread while that
+# thread holds any lock, must take none.
+_abandoned: deque[tuple[ss.ShareFile, TopicPartition, int, int]] = deque()
 
 
 class ShareRecord(NamedTuple):
@@ -130,6 +138,11 @@ class ShareConsumer:
         #: records retention deleted before they were done (Q-4), as this
         #: consumer found them: [(topic, partition, first offset, last offset)]
         self.lost: list[tuple[str, int, int, int]] = []
+        # a consumer dropped without close() must not keep its owner slots
+        # (MAX_OWNERS per partition) while its Log lives
+        self._finalizer = weakref.finalize(self, _abandon, self._owner, self._files,
+                                           self._member)
+        self._finalizer.atexit = False
 
     @property
     def dead_lettered(self) -> int:
@@ -152,10 +165,33 @@ class ShareConsumer:
         return f
 
     def _owner_in(self, f: ss.ShareFile, tp: TopicPartition) -> int:
+        """This consumer's owner number in ``f`` (locked by the caller),
+        registered at the first call."""
         n = self._owner.get(tp)
         if n is None:
+            if _abandoned:
+                self._free_abandoned(f)
             n = self._owner[tp] = f.owner_slot_locked(self._member)
         return n
+
+    def _free_abandoned(self, f: ss.ShareFile) -> None:
+        """Release the records and free the owner slots that collected
+        consumers of this process left in ``f`` (locked); forget those of
+        closed Logs' files (their slots went with their liveness token).
+        Entries of other files go back to the queue."""
+        for _ in range(len(_abandoned)):
+            try:
+                entry = _abandoned.popleft()
+            except IndexError:          # (another thread took the last ones)
+                return
+            g, tp, n, member = entry
+            if g.fd < 0:
+                continue
+            if g is not f:
+                _abandoned.append(entry)
+            elif f.owners[2 * n + 1] == member:
+                part = self._log.partition(tp.topic, tp.partition)
+                ops.release_owner(f, n, self._target(tp, part))
 
     def _partitions(self) -> list[TopicPartition]:
         return [TopicPartition(t, p) for t in self.topics
@@ -508,6 +544,7 @@ class ShareConsumer:
         too), and leave. Idempotent."""
         if self._closed:
             return
+        self._finalizer.detach()        # (this releases the slots itself)
         if self._log.closed:
             # the Log's liveness lock went with it: its records are Available
             # to the others at once (Q-2)
@@ -552,6 +589,16 @@ class ShareConsumer:
                 yield rec
                 if self.implicit and rec[:3] in self._unacked:
                     self.acknowledge(rec, ops.ACCEPT)
+
+
+def _abandon(owners: dict[TopicPartition, int], files: dict[TopicPartition, ss.ShareFile],
+             member: int) -> None:
+    """A share consumer was collected unclosed: queue its owner slots for
+    _free_abandoned (a finalizer: no lock taken, no file touched)."""
+    for tp, n in owners.items():
+        f = files.get(tp)
+        if f is not None and f.fd >= 0:
+            _abandoned.append((f, tp, n, member))
 
 
 def _until(deadline_ms: int) -> float:

@@ -4,6 +4,7 @@ and the iterator in implicit mode (what was not processed is released),
 acknowledgements kept across a commit that failed on a full disk, and the
 owner slots of consumers dropped without close()."""
 
+import gc
 import json
 import subprocess
 import sys
@@ -220,3 +221,27 @@ def test_commit_retried_after_a_full_disk_applies_the_acknowledgements(tmpfs, ch
     assert ev["full"] == {"what": "full", "ok": False, "err": "DiskFullError"}
     assert ev["retry"]["ok"], ev["retry"]
     assert ev["after"] == {"what": "after", "dead": 5, "spso": 5, "acquired": 0}
+
+
+# -- owner slots of consumers dropped without close() --------------------------------
+def test_consumers_dropped_unclosed_free_their_owner_slots(logdir):
+    with _log(logdir, n=0) as log:
+        p = log.producer()
+        for i in range(300):                # more than MAX_OWNERS (255)
+            p.send("jobs", b"j%d" % i)
+            c = _share(log)
+            recs = c.poll(timeout_ms=200)
+            assert [r.offset for r in recs] == [i]
+            c.acknowledge(recs[0])
+            c.commit()
+            del c
+            gc.collect()
+        p.send("jobs", b"held")
+        c = _share(log)
+        assert _offsets(c, timeout_ms=200) == [300]
+        del c                               # dropped holding its record
+        gc.collect()
+        with _share(log) as c:
+            # released when the next consumer registers, not at its lock's end
+            assert _offsets(c, timeout_ms=200) == [300]
+            assert len(log.share_groups()[0]["owner_tokens"]) == 1
