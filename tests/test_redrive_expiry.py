@@ -1,6 +1,7 @@
 """Log.redrive sends each dead letter back once, however long after the
 last redrive the next one runs: its progress is not a consumer group that
-group expiry (offsets_retention_ms) deletes, nor one Log.groups() lists."""
+group expiry (offsets_retention_ms) deletes, nor one Log.groups() lists
+(FORMAT.rst Q-8)."""
 
 import time
 
