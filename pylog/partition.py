@@ -295,7 +295,12 @@ class Partition:
         checkpoint (P-4); see Writer.flush."""
         self.check()
         if self.writer is not None:
-            self.writer.flush(checkpoint=checkpoint)
+            try:
+                self.writer.flush(checkpoint=checkpoint)
+            except FileVanishedError:
+                if self._deleted():     # by delete_topic: nothing left to keep
+                    raise TopicNotFound(f"topic {self.topic!r} was deleted") from None
+                raise
 
     # -- retention -----------------------------------------------------------
     def enforce_retention(self, now_ms: int | None = None) -> int:

@@ -32,7 +32,13 @@ from . import shareops as ops
 from . import sharestate as ss
 from .config import validate_group_id, validate_topic_name
 from .consumerargs import poll_timeout
-from .errors import AcknowledgementError, InvalidArgument, OffsetOutOfRange, ReadOnlyLog
+from .errors import (
+    AcknowledgementError,
+    InvalidArgument,
+    OffsetOutOfRange,
+    ReadOnlyLog,
+    TopicNotFound,
+)
 from .reader import Cursor
 from .records import TopicPartition
 from .sharedlq import DeadLetters
@@ -279,6 +285,39 @@ class ShareConsumer:
                       wait: bool) -> bool:
         """Up to ``n`` records of ``tp`` appended to ``out``; False (nothing
         done) when ``wait`` is false and the share file is locked."""
+        try:
+            return self._acquire_locked(tp, n, now, out, wait)
+        except TopicNotFound:
+            self._topic_deleted(tp)
+            if tp.topic not in self._log.topics():
+                raise
+            return True         # made again: read at the next poll
+
+    def _topic_deleted(self, tp: TopicPartition) -> None:
+        """``tp``'s topic was deleted by another Log (and made again under
+        its name): what this consumer held of it went with it, and its
+        share state did (FORMAT.rst Q-3); the next poll reads the new
+        topic from its new state."""
+        key = (tp.topic, tp.partition)
+        f = self._files.pop(tp, None)
+        if f is not None:
+            _log.warning("share consumer of group %r: topic %r was deleted while it "
+                         "read %s; what it held there is dropped", self.group_id,
+                         tp.topic, tp)
+        self._owner.pop(tp, None)
+        self._cursors.pop(tp, None)
+        self._touched.discard(tp)
+        self._pending.pop(key, None)
+        self._mixed.discard(key)
+        for held in (self._held, self._unacked):
+            for k in [k for k in held if k[:2] == key]:
+                del held[k]
+        if f is not None:
+            self._log.share_files().forget([f.key], remove=False)
+        self._log.forget_topic(tp.topic)
+
+    def _acquire_locked(self, tp: TopicPartition, n: int, now: int,
+                        out: list[ShareRecord], wait: bool) -> bool:
         part = self._log.partition(tp.topic, tp.partition)
         st = part.state()
         f = self._file(tp)

@@ -344,15 +344,16 @@ class ShareFiles:
                 f.head[ss.CKPT] = seq
         return len(snaps)
 
-    def forget(self, keys: list[bytes]) -> None:
+    def forget(self, keys: list[bytes], remove: bool = True) -> None:
         """The states ``keys`` were deleted with their topic: their files
         are not handed out again (a consumer that still holds one finds its
-        partition deleted), and are removed from the directory, so that a
-        topic made again under the name gets new ones."""
+        partition deleted); with ``remove`` (the deleting Log) they are
+        unlinked, so that a topic made again under the name gets new ones."""
         with self._mutex:
             for k in keys:
                 self._files.pop(k, None)
-        remove_files(self.dir, keys)
+        if remove:
+            remove_files(self.dir, keys)
 
     def close(self) -> None:
         with self._mutex:

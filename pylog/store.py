@@ -487,7 +487,10 @@ class LogStore(TopicAdmin, LogAdmin):
         a checkpoint stores state that points past those records)."""
         for part in list(self._partitions.values()):
             if not part.readonly and not part.closed:
-                part.flush()
+                try:
+                    part.flush()
+                except TopicNotFound:
+                    pass        # deleted meanwhile: no record of it is served
 
     def open_partitions(self) -> dict[tuple[str, int], Partition]:
         """The Partitions this Log has open, by (topic, partition): the
@@ -613,7 +616,10 @@ class LogStore(TopicAdmin, LogAdmin):
         metadata (committed offsets, topics)."""
         self._check()
         for part in list(self._partitions.values()):
-            part.flush()
+            try:
+                part.flush()
+            except TopicNotFound:
+                pass        # deleted meanwhile: no record of it is served
         if not self.readonly:
             self.checkpoint_commits()
             self.meta.sync()

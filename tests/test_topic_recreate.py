@@ -197,3 +197,56 @@ def test_a_live_share_consumers_state_does_not_come_back(logdir, child_env):
                 holder.kill()
                 holder.wait()
         assert _share_round(log, 10) == [b"new-%d" % i for i in range(10)]
+
+
+def test_a_live_share_consumer_goes_on_with_the_topic_made_again(logdir):
+    """A share consumer that stays open while another Log deletes its topic
+    and makes it again: every poll raised TopicNotFound ("was deleted"),
+    for good. Now it drops what it held of the old topic and delivers the
+    new topic's records."""
+    log = pylog.open(logdir, sync="never")
+    other = pylog.open(logdir)
+    try:
+        log.create_topic("jobs")
+        log.producer().send_batch("jobs", [b"old-%d" % i for i in range(20)])
+        c = log.share_consumer("jobs", group_id="w", auto_offset_reset="earliest")
+        n = 0
+        while n < 20:
+            for r in c.poll(timeout_ms=200):
+                c.acknowledge(r, "accept")
+                n += 1
+            c.commit()
+        other.delete_topic("jobs")
+        other.create_topic("jobs")
+        other.producer().send_batch("jobs", [b"new-%d" % i for i in range(10)])
+        got = []
+        for _ in range(30):
+            for r in c.poll(timeout_ms=100):
+                got.append(r.value)
+                c.acknowledge(r, "accept")
+            c.commit()
+            if len(got) >= 10:
+                break
+        assert got == [b"new-%d" % i for i in range(10)]
+        c.close()
+    finally:
+        other.close()
+        log.close()
+
+
+def test_a_log_that_wrote_a_topic_another_deleted_flushes_and_closes(logdir):
+    """A Log whose producer wrote to a topic that another Log then deleted
+    raised FileVanishedError ("reopen the log") from flush() and close():
+    an ordinary delete is not damage, and those records are gone anyway."""
+    a = pylog.open(logdir, sync="never")
+    a.create_topic("jobs")
+    a.producer().send_batch("jobs", [b"old-%d" % i for i in range(20)])
+    with pylog.open(logdir) as b:
+        b.delete_topic("jobs")
+        b.create_topic("jobs")
+    a.flush()
+    a.producer().send("jobs", b"new")
+    a.close()
+    with pylog.open(logdir) as log:
+        c = log.consumer("jobs", auto_offset_reset="earliest")
+        assert [r.value for r in c.poll(timeout=1)] == [b"new"]
