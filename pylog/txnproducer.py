@@ -46,6 +46,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import batch, transactions
+from .config import validate_group_id
 from .errors import (
     ForkedLogError,
     InvalidArgument,
@@ -329,13 +330,17 @@ class IdempotentProducer(Producer):
         """Commit consumer offsets with the transaction (Kafka's
         ``sendOffsetsToTransaction``): ``offsets`` is {TopicPartition: next
         offset to read} with ``group_id``, or a Consumer, whose group and
-        current positions (of its assigned partitions) are taken. They are
-        stored exactly when the transaction commits."""
+        positions after the records it handed out are taken, without a
+        look at its group (a rebalance waits for its next poll; the commit
+        raises CommitFailedError if the member lost one of them by then).
+        They are stored exactly when the transaction commits.
+        InvalidArgument for a group id log.consumer() refuses."""
         with self._tlock:
             self._need_tid("send_offsets_to_transaction")
             if not self._in_txn:
                 raise TransactionError("send_offsets_to_transaction: no transaction is "
                                        "open; call begin_transaction() first")
+            member = None
             if not isinstance(offsets, Mapping):
                 consumer = offsets
                 group = getattr(consumer, "group_id", None)
@@ -344,15 +349,13 @@ class IdempotentProducer(Producer):
                         "send_offsets_to_transaction: expected {TopicPartition: "
                         f"offset}} or a Consumer, got {type(offsets).__name__}")
                 group_id = group_id if group_id is not None else group
-                offsets = {tp: consumer.position(tp) for tp in consumer.assignment()}
-                member = getattr(consumer, "_member", None)
-                if member is not None and isinstance(group_id, str) and group_id == group:
-                    # the commit point checks it still owns them (Kafka's
-                    # groupMetadata in sendOffsetsToTransaction)
-                    self._txn_members[group_id] = member.member_id
-            if not isinstance(group_id, str) or not group_id:
+                offsets, member = _consumer_offsets(consumer)
+                if member is not None and group_id != group:
+                    member = None
+            if group_id is None:
                 raise InvalidArgument("send_offsets_to_transaction: a group_id (or a "
                                       "Consumer with one) is needed")
+            validate_group_id(group_id, "send_offsets_to_transaction: group_id")
             checked: dict[tuple[str, int], int] = {}
             for tp, off in offsets.items():
                 if hasattr(off, "offset"):           # OffsetAndMetadata
@@ -365,6 +368,10 @@ class IdempotentProducer(Producer):
                         "TopicPartition: offset in [0, 2**63)")
                 self._log.partition(tp[0], tp[1])    # TopicNotFound, PartitionNotFound
                 checked[(tp[0], tp[1])] = off
+            if member is not None:
+                # the commit point checks it still owns them (Kafka's
+                # groupMetadata in sendOffsetsToTransaction)
+                self._txn_members[group_id] = member.member_id
             self._txn_offsets.setdefault(group_id, {}).update(checked)
             self._txn_inputs.update(checked)
 
@@ -545,6 +552,29 @@ class IdempotentProducer(Producer):
     def __repr__(self) -> str:
         return (f"<IdempotentProducer id={self.producer_id} epoch={self.epoch} "
                 f"transactional_id={self.transactional_id!r}>")
+
+
+def _consumer_offsets(consumer: Any) -> tuple[dict[Any, int], Any]:
+    """({TopicPartition: position}, group member or None) of the Consumer
+    given to send_offsets_to_transaction. A local Consumer's are the
+    positions after the records it handed out (as its commit() without
+    offsets), read without a look at its group: assignment() would run a
+    rebalance tick, which revokes partitions whose records the last poll
+    returned and drops them from the positions, so the transaction would
+    commit their outputs without their offsets (duplicates). Every such
+    partition is named, and the commit point refuses the commit when the
+    member no longer owns one (CommitFailedError). Other consumers (the
+    asyncio one's snapshot) say their positions with assignment() and
+    position()."""
+    delivery = getattr(consumer, "_delivery", None)
+    if delivery is None:
+        return ({tp: consumer.position(tp) for tp in consumer.assignment()},
+                getattr(consumer, "_member", None))
+    consumer._check()
+    owned = set(consumer._owned())
+    offsets = {tp: off for tp, off in delivery.handed_positions().items() if tp in owned}
+    grouped = consumer._manual is None
+    return offsets, consumer._member if grouped else None
 
 
 def close_transactional(log: LogStore) -> PylogError | None:

@@ -1,0 +1,119 @@
+"""Transactions as a user trial exercised them: consume-transform-produce
+across a rebalance, a fenced producer's sends, bad arguments, and Ctrl-C
+at the instants that matter (README "Exactly once with transactions")."""
+
+from __future__ import annotations
+
+import collections
+import time
+
+import pytest
+
+import pylog
+from pylog import TopicPartition as TP
+
+
+@pytest.fixture
+def log(tmp_path):
+    lg = pylog.open(tmp_path / "log")
+    yield lg
+    lg.close()
+
+
+def _committed_values(log, *tps):
+    r = log.consumer(enable_auto_commit=False, isolation_level="read_committed")
+    r.assign(list(tps))
+    r.seek_to_beginning()
+    got = []
+    while True:
+        batch = r.poll(timeout=0.2)
+        if not batch:
+            break
+        got += [x.value for x in batch]
+    r.close()
+    return got
+
+
+def _ctp_worker(log, name):
+    c = log.consumer("in", group_id="g", enable_auto_commit=False,
+                     auto_offset_reset="earliest", isolation_level="read_committed")
+    return c, log.producer(transactional_id="ctp-" + name)
+
+
+def test_send_offsets_keeps_partitions_a_joining_member_wants(log):
+    """A member joins while the first one transforms the records its poll
+    returned: send_offsets_to_transaction(consumer) names every partition
+    those records came from (it does not run a rebalance that drops some),
+    so each input has exactly one committed output."""
+    log.create_topic("in", partitions=2)
+    log.create_topic("out", partitions=1)
+    log.producer().send_batch("in", [b"a0", b"a1"], partition=0)
+    log.producer().send_batch("in", [b"b0", b"b1"], partition=1)
+    c1, p1 = _ctp_worker(log, "1")
+    recs = c1.poll(timeout=1.0)
+    assert len(recs) == 4
+    c2, p2 = _ctp_worker(log, "2")
+    c2.poll(timeout=0.2)
+    with p1.transaction():
+        for r in recs:
+            p1.send("out", b"out-" + r.value)
+        p1.send_offsets_to_transaction(c1)
+    assert {p: c1.committed(TP("in", p)) for p in (0, 1)} == {0: 2, 1: 2}
+    for _ in range(5):
+        for c, p in ((c1, p1), (c2, p2)):
+            got = c.poll(timeout=0.2)
+            if got:
+                with p.transaction():
+                    for r in got:
+                        p.send("out", b"out-" + r.value)
+                    p.send_offsets_to_transaction(c)
+    counts = collections.Counter(_committed_values(log, TP("out", 0)))
+    assert counts == {b"out-a0": 1, b"out-a1": 1, b"out-b0": 1, b"out-b1": 1}
+    for x in (c1, c2, p1, p2):
+        x.close()
+
+
+def test_send_offsets_refused_when_a_handed_partition_moved(log):
+    """The member's handed partitions went to another member before the
+    commit point (it missed session_timeout_ms): the commit raises
+    CommitFailedError, nothing is committed; never the outputs without
+    their offsets."""
+    log.create_topic("in", partitions=2)
+    log.create_topic("out", partitions=1)
+    log.producer().send_batch("in", [b"a0"], partition=0)
+    log.producer().send_batch("in", [b"b0"], partition=1)
+    c1 = log.consumer("in", group_id="g", enable_auto_commit=False,
+                      auto_offset_reset="earliest", isolation_level="read_committed",
+                      session_timeout_ms=200)
+    p1 = log.producer(transactional_id="ctp-1")
+    recs = c1.poll(timeout=1.0)
+    assert len(recs) == 2
+    p1.begin_transaction()
+    for r in recs:
+        p1.send("out", b"out-" + r.value)
+    p1.send_offsets_to_transaction(c1)
+    time.sleep(0.5)
+    c2, p2 = _ctp_worker(log, "2")
+    assert len(c2.poll(timeout=1.0)) == 2          # c1 is out of the group
+    with pytest.raises(pylog.CommitFailedError):
+        p1.commit_transaction()
+    p1.abort_transaction()
+    assert _committed_values(log, TP("out", 0)) == []
+    assert {p: c2.committed(TP("in", p)) for p in (0, 1)} == {0: None, 1: None}
+    for x in (c1, c2, p1, p2):
+        x.close()
+
+
+@pytest.mark.parametrize("group", ["bad\0group", "x" * 300, "", 7])
+def test_send_offsets_refuses_a_bad_group_id(log, group):
+    """A group id log.consumer() refuses is refused here too, before
+    anything is written (it is part of an LMDB key, M-6)."""
+    log.create_topic("t", partitions=1)
+    log.producer().send_batch("t", [b"a", b"b", b"c"])
+    p = log.producer(transactional_id="x")
+    p.begin_transaction()
+    with pytest.raises(pylog.InvalidArgument):
+        p.send_offsets_to_transaction({TP("t", 0): 3}, group)
+    p.commit_transaction()
+    assert log.groups() == []
+    p.close()
