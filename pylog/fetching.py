@@ -161,6 +161,11 @@ class Fetching:
         self._committed_pos.pop(tp, None)
         self._delivery.forget(tp)
         self._log.forget_topic(tp.topic)
+        member = self._member
+        if member is not None and tp in member.owned:
+            # the delete took it from the group (groupstate.drop_topic):
+            # not fetched again before the group gives it anew
+            member.forget(tp)
 
     def _txn_view(self) -> TxnView:
         """X-4: this fetch's view of the transactions."""

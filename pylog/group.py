@@ -251,6 +251,14 @@ class GroupMember:
             return set(owned), before
         return (owned - before) | (owned & lapsed[0]), (before - owned) | lapsed[0]
 
+    def forget(self, tp: TopicPartition) -> None:
+        """``tp`` is not this member's any more (its topic was deleted, which
+        took it from the group): fetch none of it, and look at the group
+        in full at the next housekeeping."""
+        self.owned = self.owned - {tp}      # (a new set: consumers cache by identity)
+        self.next_check = 0.0
+        self._seen = None
+
     def _saw(self, state: gs.GroupState, topics: set[str], seq: int | None) -> None:
         self._seen, self._seen_topics, self._seen_seq = state, topics, seq
         self._leader = min(state.members, default="")

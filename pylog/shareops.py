@@ -332,8 +332,10 @@ class ShareFiles:
             out = {}
             for f, seq, spso, runs in snaps:
                 old = stored[f.key]
-                if old is None:
-                    continue    # deleted with its topic: never brought back
+                if old is None or _unlinked(f):
+                    # deleted with its topic (the key, then the file): never
+                    # brought back, also over a new topic's registered key
+                    continue
                 if len(old) >= 8 and int.from_bytes(old[:8], "little", signed=True) >= seq:
                     continue
                 out[f.key] = ss.encode_state(seq, spso, runs)
@@ -360,6 +362,14 @@ class ShareFiles:
             files, self._files = list(self._files.values()), {}
         for f in files:
             f.close()
+
+
+def _unlinked(f: ss.ShareFile) -> bool:
+    """Was ``f``'s file removed (by a topic delete, ShareFiles.forget)?"""
+    try:
+        return f.fd >= 0 and os.fstat(f.fd).st_nlink == 0
+    except OSError:
+        return False
 
 
 def remove_files(directory: str, keys: list[bytes]) -> None:
