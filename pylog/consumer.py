@@ -576,8 +576,15 @@ class Consumer(Positions, Fetching):
                     self._sync_for_commit(finished)
                 if member is not None:
                     member.leave(final, for_good=True)
-                elif final and self.group_id is not None:
-                    self._log.meta.commit(self.group_id, final)
+                if final and self.group_id is not None and \
+                        (member is None or self._manual is not None):
+                    # assign() with a group_id: not a member, so no leave
+                    # commits for it (refused while a live member owns one)
+                    try:
+                        self._log.meta.commit(self.group_id, final)
+                    except CommitFailedError as exc:
+                        _logger.warning("consumer group %r: close() did not commit: "
+                                        "%s", self.group_id, exc)
                 if self._dlq is not None:
                     self._dlq.close()
         finally:

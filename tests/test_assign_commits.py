@@ -166,3 +166,20 @@ def test_refused_auto_commits_do_not_raise(log):
     c.close()
     assert b.committed(TP) == 10
     b.close()
+
+
+def test_close_of_an_assigned_consumer_commits_what_it_finished(logdir):
+    """assign() with a group_id and auto-commit: close() commits the
+    records it finished, as a member's close does (it committed nothing:
+    the final commit was left to a group leave, which a consumer that is
+    not a member never makes). The last poll's records are not finished."""
+    with pylog.open(logdir) as log:
+        log.create_topic("t")
+        log.producer().send_batch("t", [b"x"] * 10)
+        c = log.consumer(group_id="g", auto_offset_reset="earliest",
+                         auto_commit_interval_ms=60000)
+        c.assign([TopicPartition("t", 0)])
+        assert len(c.poll(timeout=1, max_records=6)) == 6
+        assert len(c.poll(timeout=1)) == 4
+        c.close()
+        assert log.consumer(group_id="g").committed(TopicPartition("t", 0)) == 6
