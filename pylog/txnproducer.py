@@ -129,8 +129,11 @@ class IdempotentProducer(Producer):
         self._txn_inputs: set[tuple[str, int]] = set()
         self._txn_members: dict[str, str] = {}
         # partitions whose producer state a batch of this producer id and
-        # epoch was checked against (X-3, X-5)
-        self._checked: set[tuple[str, int]] = set()
+        # epoch was checked against (X-3, X-5), with the end offset after
+        # this producer's last append there: an end that moved since means
+        # another batch came between, perhaps a fencer's ABORT (X-9), so
+        # the next append is checked again
+        self._checked: dict[tuple[str, int], int] = {}
         self._fenced: ProducerFencedError | None = None
         # a send of the open transaction that failed: it may hold some of
         # its records, so it can only be aborted (Kafka's abortable error)
@@ -184,18 +187,18 @@ class IdempotentProducer(Producer):
         with self._tlock, self._failing_txn():
             key, tid, seq, fields, writer = self._prepare(part)
             base = None
-            if key in self._checked and len(records) == 1 and not records[0][3] and \
-                    part.config.compression is None:
+            if len(records) == 1 and not records[0][3] and \
+                    part.config.compression is None and self._unchanged(part, key):
                 # the per-record path: this partition's state was checked
-                # by this producer's (this transaction's) first batch there
-                # (X-3, X-5)
+                # by this producer's (this transaction's) last batch there,
+                # and nothing was appended since (X-3, X-5)
                 ts, k, v, _ = records[0]
                 base = writer.append_one_producer(ts, k, v, fields, sync=tid is None)
             if base is None:
                 base = self._guard(lambda: writer.append_producer(
                     records, fields, compression=part.config.compression,
                     sync=tid is None))
-                self._checked.add(key)
+            self._checked[key] = int(base) + len(records)
             self._seqs[key] = (seq + len(records)) & _SEQ_MASK
             if tid is not None:
                 self._txn_first.setdefault(key, int(base))
@@ -208,17 +211,27 @@ class IdempotentProducer(Producer):
         with self._tlock, self._failing_txn():
             key, tid, seq, fields, writer = self._prepare(part)
             base = self._guard(lambda: writer.append_columns_producer(
-                ts, cols, fields, check=key not in self._checked,
+                ts, cols, fields, check=not self._unchanged(part, key),
                 sync=tid is None))
             if base is None:            # (the segment must roll, or a slow path)
                 recs = [(ts, k, v, ()) for k, v in
                         zip(keys if keys else [None] * len(values), values)]
                 return self._append_records(part, recs)
-            self._checked.add(key)
+            self._checked[key] = int(base) + len(values)
             self._seqs[key] = (seq + len(values)) & _SEQ_MASK
             if tid is not None:
                 self._txn_first.setdefault(key, int(base))
             return int(base)
+
+    def _unchanged(self, part: Partition, key: tuple[str, int]) -> bool:
+        """May the next append to ``part`` skip the X-3 / X-5 check? Yes
+        when this producer's last batch there was checked and still ends
+        the partition: a fencer appends an ABORT of a newer epoch to every
+        partition it fences (X-9) before it goes on, so a fenced producer's
+        next append finds the end moved and takes the check, which raises
+        ProducerFencedError."""
+        end = self._checked.get(key)
+        return end is not None and part.state().next_offset == end
 
     @contextlib.contextmanager
     def _failing_txn(self) -> Iterator[None]:
@@ -284,7 +297,7 @@ class IdempotentProducer(Producer):
         self.producer_id = transactions.allocate_producer_id(self._log)
         self.epoch = 0
         self._seqs = {}
-        self._checked = set()
+        self._checked = {}
         self._pid = os.getpid()
 
     def _guard(self, fn: Any) -> Any:
@@ -428,7 +441,7 @@ class IdempotentProducer(Producer):
                 self._txn_members, not self._unwritten))
             if (got.producer_id, got.epoch) != (self.producer_id, self.epoch):
                 self._seqs.clear()           # a new epoch restarts the sequences
-                self._checked = set()
+                self._checked = {}
             self.producer_id, self.epoch = got.producer_id, got.epoch
             self._moved_arms(got.arms)
             self._closed_txn()

@@ -5,6 +5,8 @@ at the instants that matter (README "Exactly once with transactions")."""
 from __future__ import annotations
 
 import collections
+import subprocess
+import sys
 import time
 
 import pytest
@@ -117,3 +119,42 @@ def test_send_offsets_refuses_a_bad_group_id(log, group):
     p.commit_transaction()
     assert log.groups() == []
     p.close()
+
+
+def _fence_in_child(path, tid):
+    """Make a producer of ``tid`` in another process (it fences ours)."""
+    code = ("import sys, pylog\n"
+            "with pylog.open(sys.argv[1]) as lg:\n"
+            "    lg.producer(transactional_id=sys.argv[2]).close()\n")
+    subprocess.run([sys.executable, "-c", code, str(path), tid], check=True, timeout=60)
+
+
+@pytest.mark.parametrize("where", ["this log", "another process"])
+@pytest.mark.parametrize("call", [
+    lambda p: p.send("t", b"zombie", partition=0),
+    lambda p: p.send_batch("t", [b"zombie-1", b"zombie-2"], partition=0),
+], ids=["send", "send_batch"])
+def test_fenced_producer_cannot_send_to_a_partition_it_wrote(log, tmp_path, call, where):
+    """README: making a producer with a transactional_id fences the older
+    one, whose next call raises ProducerFencedError; also a send to a
+    partition the old one already wrote in its open transaction, and
+    nothing of it reaches the log."""
+    log.create_topic("t", partitions=1)
+    old = log.producer(transactional_id="w")
+    old.begin_transaction()
+    old.send("t", b"first", partition=0)
+    old.send("t", b"second", partition=0)
+    if where == "this log":
+        log.producer(transactional_id="w").close()
+    else:
+        _fence_in_child(tmp_path / "log", "w")
+    with pytest.raises(pylog.ProducerFencedError):
+        call(old)
+    with pytest.raises(pylog.ProducerFencedError):
+        old.commit_transaction()
+    old.close()
+    c = log.consumer(enable_auto_commit=False)
+    c.assign([TP("t", 0)])
+    c.seek_to_beginning()
+    assert sorted(r.value for r in c.poll(timeout=0.5)) == [b"first", b"second"]
+    c.close()
