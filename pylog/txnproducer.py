@@ -186,6 +186,7 @@ class IdempotentProducer(Producer):
         is transactional and not fsynced."""
         with self._tlock, self._failing_txn():
             key, tid, seq, fields, writer = self._prepare(part)
+            self._note_first(part, key, tid)
             base = None
             if len(records) == 1 and not records[0][3] and \
                     part.config.compression is None and self._unchanged(part, key):
@@ -200,8 +201,6 @@ class IdempotentProducer(Producer):
                     sync=tid is None))
             self._checked[key] = int(base) + len(records)
             self._seqs[key] = (seq + len(records)) & _SEQ_MASK
-            if tid is not None:
-                self._txn_first.setdefault(key, int(base))
             return int(base)
 
     def _append_column_batch(self, part: Partition, ts: int, cols: Any,
@@ -210,6 +209,7 @@ class IdempotentProducer(Producer):
         record) with this producer's fields, as :meth:`_append_records`."""
         with self._tlock, self._failing_txn():
             key, tid, seq, fields, writer = self._prepare(part)
+            self._note_first(part, key, tid)
             base = self._guard(lambda: writer.append_columns_producer(
                 ts, cols, fields, check=not self._unchanged(part, key),
                 sync=tid is None))
@@ -219,9 +219,17 @@ class IdempotentProducer(Producer):
                 return self._append_records(part, recs)
             self._checked[key] = int(base) + len(values)
             self._seqs[key] = (seq + len(values)) & _SEQ_MASK
-            if tid is not None:
-                self._txn_first.setdefault(key, int(base))
             return int(base)
+
+    def _note_first(self, part: Partition, key: tuple[str, int], tid: str | None) -> None:
+        """Before the open transaction's first append to ``part``: note the
+        partition's end as where its batches there begin (the X-8 entry of
+        an abort). Noted before the append, not from its result, so that
+        an interrupt (Ctrl-C) between the append and this producer's
+        bookkeeping cannot leave a batch outside the abort's entry; batches
+        appended between this read and the append are other producers'."""
+        if tid is not None and key not in self._txn_first:
+            self._txn_first[key] = part.state().next_offset
 
     def _unchanged(self, part: Partition, key: tuple[str, int]) -> bool:
         """May the next append to ``part`` skip the X-3 / X-5 check? Yes

@@ -158,3 +158,49 @@ def test_fenced_producer_cannot_send_to_a_partition_it_wrote(log, tmp_path, call
     c.seek_to_beginning()
     assert sorted(r.value for r in c.poll(timeout=0.5)) == [b"first", b"second"]
     c.close()
+
+
+def _interrupt_on_return(name):
+    """A trace function raising KeyboardInterrupt as function ``name``
+    returns: where a Ctrl-C lands when its signal arrives right then."""
+    fired = []
+
+    def trace(frame, event, arg):
+        if frame.f_code.co_name != name or fired:
+            return None
+
+        def local(frame, event, arg):
+            if event == "return" and not fired and arg is not None:
+                fired.append(arg)
+                raise KeyboardInterrupt
+            return local
+        return local
+    return trace, fired
+
+
+@pytest.mark.parametrize("name, call", [
+    ("append_producer", lambda p: p.send("out", b"ABORTED", partition=1)),
+    ("append_columns_producer", lambda p: p.send_batch("out", [b"ABORTED"] * 2, partition=1)),
+])
+def test_ctrl_c_right_after_an_append_is_aborted(log, name, call):
+    """Ctrl-C lands just after a send's append returns, before the producer
+    notes it: the `with` block's abort still covers that batch, so
+    read_committed readers never see it."""
+    log.create_topic("out", partitions=2)
+    p = log.producer(transactional_id="w")
+    with p.transaction():              # both partitions armed and checked
+        p.send("out", b"warm-0", partition=0)
+        p.send("out", b"warm-1", partition=1)
+    trace, fired = _interrupt_on_return(name)
+    with pytest.raises(KeyboardInterrupt):
+        with p.transaction():
+            p.send("out", b"kept-0", partition=0)
+            sys.settrace(trace)
+            try:
+                call(p)
+            finally:
+                sys.settrace(None)
+    assert fired
+    assert sorted(_committed_values(log, TP("out", 0), TP("out", 1))) == \
+        [b"warm-0", b"warm-1"]
+    p.close()
