@@ -233,16 +233,18 @@ class Init:
     """What :func:`init` and :func:`end` hand the producer: its producer id
     and epoch from now on, the control batches to write, and its arms."""
 
-    __slots__ = ("producer_id", "epoch", "markers", "arms")
+    __slots__ = ("producer_id", "epoch", "markers", "arms", "committed_before")
 
     def __init__(self, producer_id: int, epoch: int,
                  markers: list[tuple[int, int, int, list[Marker]]],
-                 arms: list[list[Any]]):
+                 arms: list[list[Any]], committed_before: bool = False):
         self.producer_id = producer_id
         self.epoch = epoch
         # (producer id, epoch, type, partitions) of control batches to write
         self.markers = markers
         self.arms = arms            # [[topic, partition, first], ...] (X-6)
+        # end(): the transaction was decided COMMIT by an earlier call
+        self.committed_before = committed_before
 
 
 def _arms(doc: dict[str, Any]) -> list[list[Any]]:
@@ -407,7 +409,8 @@ def _rearm(doc: dict[str, Any], ends: Mapping[tuple[str, int], int]) -> None:
 def end(log: LogStore, tid: str, pid: int, epoch: int, commit: bool,
         parts: list[Marker], firsts: Mapping[Marker, int],
         offsets: Mapping[str, Mapping[tuple[str, int], int]],
-        members: Mapping[str, str] | None = None, written: bool = True) -> Init:
+        members: Mapping[str, str] | None = None, written: bool = True,
+        number: int = -1) -> Init:
     """The commit point of a transaction decided in LMDB: one write
     transaction. ``parts``: the transaction's partitions (they get the
     control batches); ``firsts``: {partition: offset of the transaction's
@@ -417,9 +420,13 @@ def end(log: LogStore, tid: str, pid: int, epoch: int, commit: bool,
     (else CommitFailedError, nothing stored: Kafka's group metadata check);
     ABORT writes X-8 entries at ``firsts`` and bumps the epoch. Either way
     the arms move up to the partitions' ends. ``written`` as
-    :func:`register`. Returns the producer id and epoch from now on, the
-    control batches to write and the arms. Raises ProducerFencedError
-    (nothing stored)."""
+    :func:`register`. ``number``: the producer's number of the transaction;
+    once a COMMIT of it is stored, a later end() of it (its producer was
+    interrupted past the commit point, then aborted or committed again)
+    changes nothing and returns with ``committed_before`` set, as Kafka's
+    coordinator keeps a decided transaction's outcome. Returns the
+    producer id and epoch from now on, the control batches to write and
+    the arms. Raises ProducerFencedError (nothing stored)."""
     meta = log.meta
     after: list[Any] = []
     now = _now_ms()
@@ -427,9 +434,13 @@ def end(log: LogStore, tid: str, pid: int, epoch: int, commit: bool,
     with meta._txn(f"{'commit' if commit else 'abort'} transaction {tid!r}", write=True,
                    after=after) as txn:
         doc = _check_owner(tid, _doc(meta, txn, tid), pid, epoch)
+        decided = [pid, epoch, number]
+        if number >= 0 and doc.get("committed") == decided:
+            return Init(pid, epoch, _todo(doc), _arms(doc), committed_before=True)
         if written:
             doc["markers"] = None
         if commit:
+            doc["committed"] = decided
             for group, offs in offsets.items():
                 if offs:
                     state = meta._group_in(txn, group)

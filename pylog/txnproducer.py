@@ -120,6 +120,11 @@ class IdempotentProducer(Producer):
         self.transactional_id = transactional_id
         self._seqs: dict[tuple[str, int], int] = {}
         self._in_txn = False
+        # this instance's number of its open transaction (transactions.end)
+        self._txn_no = 0
+        # the partition whose COMMIT control batch a one-partition commit
+        # (X-10) is appending: an abort after an interrupt there looks for it
+        self._committing_one: tuple[str, int] | None = None
         self._txn_parts: dict[tuple[str, int], Partition] = {}
         # offset of this transaction's first batch in each partition
         self._txn_first: dict[tuple[str, int], int] = {}
@@ -341,6 +346,7 @@ class IdempotentProducer(Producer):
                 raise TransactionError("begin_transaction: a transaction is already "
                                        "open; commit or abort it first")
             self._in_txn = True
+            self._txn_no += 1
             self._txn_parts = {}
             self._txn_first = {}
             self._txn_offsets = {}
@@ -413,7 +419,10 @@ class IdempotentProducer(Producer):
 
     def abort_transaction(self) -> None:
         """Drop the transaction: its records are never shown to
-        read_committed consumers, its offsets never stored."""
+        read_committed consumers, its offsets never stored. A transaction
+        a commit_transaction() interrupted (Ctrl-C) past its commit point
+        decided stays committed (logged as a warning), as a commit_transaction()
+        called again then finds it committed."""
         self._end(False)
 
     def _end(self, commit: bool) -> None:
@@ -431,6 +440,8 @@ class IdempotentProducer(Producer):
                     and not self._unwritten:
                 self._commit_one(tid)
                 return
+            if not commit and self._committed_one():
+                return
             log = self._log
             if commit:
                 # X-6: the records durable before the commit point with
@@ -446,7 +457,13 @@ class IdempotentProducer(Producer):
             got = self._guard(lambda: transactions.end(
                 log, tid, self.producer_id, self.epoch, commit, list(self._txn_parts),
                 {} if commit else self._txn_first, self._txn_offsets if commit else {},
-                self._txn_members, not self._unwritten))
+                self._txn_members, not self._unwritten, self._txn_no))
+            if got.committed_before:
+                commit = True
+                if what == "abort_transaction":
+                    logging.getLogger("pylog").warning(
+                        "transaction %r was committed before this abort (an "
+                        "interrupt came after its commit point): it stays committed", tid)
             if (got.producer_id, got.epoch) != (self.producer_id, self.epoch):
                 self._seqs.clear()           # a new epoch restarts the sequences
                 self._checked = {}
@@ -484,6 +501,7 @@ class IdempotentProducer(Producer):
         if key not in self._txn_first:
             self._closed_txn()           # (nothing was appended)
             return
+        self._committing_one = key
         self._guard(lambda: transactions.write_markers(
             self._log, pid, epoch, batch.COMMIT, [key]))
         self._closed_txn()               # committed: what follows only syncs
@@ -504,7 +522,26 @@ class IdempotentProducer(Producer):
         self._arms = {(t, p): (self._arms[(t, p)][0], first)
                       for t, p, first in arms if (t, p) in self._arms}
 
+    def _committed_one(self) -> bool:
+        """Before an abort: did a one-partition commit interrupted (Ctrl-C)
+        past its COMMIT control batch, its commit point (X-10), decide the
+        transaction? Then it is closed as committed, and the abort changes
+        nothing (its X-8 entry would hide the committed records)."""
+        key = self._committing_one
+        if key is None or key not in self._txn_first:
+            return False
+        first = self._txn_first[key]
+        part = self._txn_parts[key]
+        if part.reader.last_commit(self.producer_id, self.epoch, first) == first:
+            return False
+        logging.getLogger("pylog").warning(
+            "transaction %r was committed before this abort (an interrupt came "
+            "after its commit point): it stays committed", self.transactional_id)
+        self._closed_txn()
+        return True
+
     def _closed_txn(self) -> None:
+        self._committing_one = None
         self._in_txn = False
         self._txn_error = None
         self._txn_parts = {}

@@ -204,3 +204,61 @@ def test_ctrl_c_right_after_an_append_is_aborted(log, name, call):
     assert sorted(_committed_values(log, TP("out", 0), TP("out", 1))) == \
         [b"warm-0", b"warm-1"]
     p.close()
+
+
+@pytest.mark.parametrize("then", ["close", "abort_transaction", "commit_transaction"])
+@pytest.mark.parametrize("partitions, point", [
+    (2, "end"),                  # the commit point is the LMDB decision
+    (1, "write_markers"),        # the commit point is the COMMIT control batch (X-10)
+])
+def test_ctrl_c_past_the_commit_point_keeps_the_commit(log, partitions, point, then):
+    """Ctrl-C lands in commit_transaction just after the commit point,
+    before the producer notes the transaction closed: the abort that
+    follows (close(), or an explicit one) does not undo it, and a retried
+    commit finds it committed; the outputs stay committed with their
+    inputs' offsets, and the producer goes on."""
+    log.create_topic("in", partitions=1)
+    log.create_topic("out", partitions=2)
+    log.producer().send_batch("in", [b"1", b"2", b"3"])
+    c = log.consumer("in", group_id="g", enable_auto_commit=False,
+                     auto_offset_reset="earliest", isolation_level="read_committed")
+    p = log.producer(transactional_id="ctp")
+    recs = c.poll(timeout=1.0)
+    fired = []
+
+    def trace(frame, event, arg):
+        if frame.f_code.co_name != point or frame.f_globals.get("__name__") != \
+                "pylog.transactions" or fired:
+            return None
+
+        def local(frame, event, arg):
+            if event == "return" and not fired:
+                fired.append(point)
+                raise KeyboardInterrupt
+            return local
+        return local
+
+    with pytest.raises(KeyboardInterrupt):
+        with p.transaction():
+            for r in recs:
+                p.send("out", b"out-" + r.value, partition=int(r.value) % partitions)
+            if partitions > 1:
+                p.send_offsets_to_transaction(c)
+            sys.settrace(trace)
+        sys.settrace(None)
+    sys.settrace(None)
+    assert fired
+    if then == "close":
+        p.close()
+        p = log.producer(transactional_id="ctp")
+    else:
+        getattr(p, then)()
+    assert sorted(_committed_values(log, TP("out", 0), TP("out", 1))) == \
+        [b"out-1", b"out-2", b"out-3"]
+    if partitions > 1:
+        assert c.committed(TP("in", 0)) == 3
+    with p.transaction():
+        p.send("out", b"next", partition=0)
+    assert b"next" in _committed_values(log, TP("out", 0))
+    p.close()
+    c.close()
