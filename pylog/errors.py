@@ -436,12 +436,17 @@ __all__ = [name for name in dir() if name.endswith(("Error", "Name", "Found",
 
 
 def kafka_name_error(obj: object, name: str, instead: dict[str, str],
-                     client: str) -> AttributeError:
+                     client: str | None = None) -> AttributeError:
     """The AttributeError for ``name``, saying what to use instead when it
-    is a Kafka client name pylog does not offer."""
+    is in ``instead``: a name of the Kafka client ``client`` that pylog does
+    not offer or, without ``client``, a local log's name that pylog on
+    Kafka does not offer."""
     hint = instead.get(name)
     if hint is None:
         return AttributeError(f"{type(obj).__name__!r} object has no attribute {name!r}",
                               name=name, obj=obj)
+    if client is None:
+        return AttributeError(f"{type(obj).__name__} (pylog on Kafka) has no {name}(); "
+                              f"use {hint}", name=name, obj=obj)
     return AttributeError(f"pylog's {type(obj).__name__} has no {name}() "
                           f"({client}.{name}); use {hint}", name=name, obj=obj)

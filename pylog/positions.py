@@ -29,6 +29,23 @@ if TYPE_CHECKING:
     from .store import LogStore
 
 
+def committed_partitions(partitions: tuple[Any, ...]) -> tuple[list[TopicPartition], bool]:
+    """The partitions of a ``committed(*partitions)`` call and whether it
+    named one partition (it returns that one's offset, not a dict): the
+    local and the Kafka consumer take the same arguments."""
+    one = False
+    if len(partitions) == 1 and not isinstance(partitions[0], (list, set, frozenset)):
+        try:
+            as_tp(partitions[0])
+            one = True
+        except InvalidArgument:
+            pass            # a tuple of partitions
+    tps = as_tps(partitions)
+    if not tps and not one:
+        raise InvalidArgument("committed() needs a partition or a list of them")
+    return tps, one
+
+
 class Positions:
     """Positions, seeks and watermarks of a Consumer (see the module doc)."""
 
@@ -79,16 +96,7 @@ class Positions:
         returns {TopicPartition: offset or None}. Reads the metadata
         (LMDB); never blocks on writers."""
         self._check()
-        one = False
-        if len(partitions) == 1 and not isinstance(partitions[0], (list, set, frozenset)):
-            try:
-                as_tp(partitions[0])
-                one = True
-            except InvalidArgument:
-                pass            # a tuple of partitions
-        tps = as_tps(partitions)
-        if not tps and not one:
-            raise InvalidArgument("committed() needs a partition or a list of them")
+        tps, one = committed_partitions(partitions)
         gid = self.group_id
         out = {tp: None if gid is None else
                self._log.meta.committed(gid, tp.topic, tp.partition) for tp in tps}

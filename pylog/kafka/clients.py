@@ -32,7 +32,9 @@ from ..errors import (
     PylogError,
     RecordTooLarge,
     TopicNotFound,
+    kafka_name_error,
 )
+from ..positions import committed_partitions
 from ..records import Record, RecordMetadata, TopicPartition
 
 ADMIN_TIMEOUT_S = 10.0
@@ -84,13 +86,9 @@ LOG_INSTEAD: dict[str, str] = {
 
 def no_attribute(obj: object, name: str, instead: dict[str, str]) -> AttributeError:
     """The AttributeError for ``name`` on a Kafka-backed object, saying what
-    to use instead when the name is one of a local log's or a Kafka client's."""
-    hint = instead.get(name)
-    if hint is None:
-        return AttributeError(f"{type(obj).__name__!r} object has no attribute {name!r}",
-                              name=name, obj=obj)
-    return AttributeError(f"{type(obj).__name__} (pylog on Kafka) has no {name}(); "
-                          f"use {hint}", name=name, obj=obj)
+    to use instead when the name is one of a local log's or a Kafka client's
+    (errors.kafka_name_error without a client: the Kafka backend's wording)."""
+    return kafka_name_error(obj, name, instead)
 
 
 def kafka_module() -> ModuleType:
@@ -391,16 +389,7 @@ class KafkaConsumer:
         or without a group), or {TopicPartition: offset or None} given a
         list or several partitions, as a local consumer's."""
         self._check()
-        one = False
-        if len(partitions) == 1 and not isinstance(partitions[0], (list, set, frozenset)):
-            try:
-                as_tp(partitions[0])
-                one = True
-            except InvalidArgument:
-                pass            # a tuple of partitions
-        tps = as_tps(partitions)
-        if not tps and not one:
-            raise InvalidArgument("committed() needs a partition or a list of them")
+        tps, one = committed_partitions(partitions)
         out: dict[TopicPartition, int | None] = dict.fromkeys(tps)
         if self._has_group:
             try:
