@@ -6,6 +6,7 @@ import shutil
 import subprocess
 
 import pytest
+from tmpfsmount import mounted_tmpfs
 
 import pylog
 
@@ -78,6 +79,14 @@ def log(tmp_path):
     lg = pylog.open(tmp_path / "log", sync="never")
     yield lg
     lg.close()
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """A 4 MiB tmpfs mounted for the test (unmounted after it), to fill
+    up; skips without the right to mount one."""
+    with mounted_tmpfs(tmp_path, "4m") as mnt:
+        yield mnt
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import subprocess
 import sys
 
 import pytest
+from tmpfsmount import mounted_tmpfs
 
 import pylog
 from pylog.partition import Cursor
@@ -183,17 +184,8 @@ elif scenario == "txn_send":
 @pytest.fixture
 def small_tmpfs(tmp_path):
     """A 1 MiB tmpfs mounted for the test (unmounted after it)."""
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
-                       capture_output=True)
-    if r.returncode != 0:
-        pytest.skip("cannot mount a tmpfs to fill (needs root or CAP_SYS_ADMIN): "
-                    + r.stderr.decode().strip())
-    try:
-        yield str(mnt)
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+    with mounted_tmpfs(tmp_path, "1m") as mnt:
+        yield mnt
 
 
 def run_scenario(mnt, scenario, child_env):

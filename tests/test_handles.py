@@ -4,6 +4,7 @@ closes idle ones least recently used first and reopens them on use; a
 partition at rest holds none; running out anyway raises
 TooManyOpenFilesError, never a bare OSError or a FAILED partition."""
 
+import contextlib
 import errno
 import json
 import os
@@ -23,6 +24,29 @@ from pylog.errors import InvalidArgument, TooManyOpenFilesError
 
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
+
+
+@contextlib.contextmanager
+def descriptors_used_up(headroom: int):
+    """For the block, the soft limit ``headroom`` descriptors above those
+    open and all of them taken (opening one more fails with EMFILE), as
+    another part of the process would. Yields the taken descriptors, which
+    the block may close to free some; the rest are closed and the limit is
+    restored after it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    hog: list[int] = []
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (open_fds() + headroom, hard))
+        try:
+            while True:
+                hog.append(os.open(os.devnull, os.O_RDONLY))
+        except OSError as exc:
+            assert exc.errno == errno.EMFILE
+        yield hog
+    finally:
+        for fd in hog:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 # -- the bound and its default ---------------------------------------------------
@@ -134,20 +158,28 @@ def test_maps_stay_bounded_across_10000_partitions(logdir):
     maps_stay_bounded(logdir, 10, 1000, 1024)
 
 
+def partition_with_dropped_map(log, topic):
+    """(partition 0, producer) of a new 1-record ``topic`` of ``log`` (opened with
+    max_open_maps=8), its state map dropped by the cache: 20 partitions of
+    "other" written after it pushed it out."""
+    log.create_topic(topic, partitions=1)
+    log.create_topic("other", partitions=20)
+    prod = log.producer()
+    prod.send(topic, b"x", partition=0)
+    part = log.partition(topic, 0)
+    for p in range(20):
+        prod.send("other", b"y", partition=p)
+    assert part.shared._map is None
+    return part, prod
+
+
 def test_state_map_dropped_then_topic_deleted(logdir, child_env):
     """A partition whose state map the cache dropped, its topic deleted by
     another process meanwhile (and made again under the same name), reads
     as deleted when used again: TopicNotFound, never the new topic's
     state."""
     with pylog.open(logdir, sync="never", max_open_maps=8) as log:
-        log.create_topic("gone", partitions=1)
-        log.create_topic("other", partitions=20)
-        prod = log.producer()
-        prod.send("gone", b"x", partition=0)
-        old = log.partition("gone", 0)
-        for p in range(20):                      # push its state map out
-            prod.send("other", b"y", partition=p)
-        assert old.shared._map is None
+        old, _ = partition_with_dropped_map(log, "gone")
         deleter = start(textwrap.dedent("""
             import sys, pylog
             with pylog.open(sys.argv[1]) as log:
@@ -174,30 +206,11 @@ def test_state_map_mapped_again_out_of_descriptors_is_not_a_deleted_topic(logdir
     for good (commit raised "topic 'a' was deleted", found by trying 2,000
     partitions under ulimit -n 64). Now the handle cache closes idle
     descriptors and maps it again, as for any other open."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    hog: list[int] = []
     with pylog.open(logdir, sync="never", max_open_maps=8) as log:
-        log.create_topic("a", partitions=1)
-        log.create_topic("other", partitions=20)
-        prod = log.producer()
-        prod.send("a", b"x", partition=0)
-        part = log.partition("a", 0)
-        for p in range(20):                      # push its state map out
-            prod.send("other", b"y", partition=p)
-        assert part.shared._map is None
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (open_fds() + 8, hard))
-            try:
-                while True:
-                    hog.append(os.open(os.devnull, os.O_RDONLY))
-            except OSError as exc:
-                assert exc.errno == errno.EMFILE
+        part, prod = partition_with_dropped_map(log, "a")
+        with descriptors_used_up(8) as hog:
             os.close(hog.pop())     # one left: the state file takes it
             assert part.state().next_offset == 1   # (the cache closed idle ones)
-        finally:
-            for fd in hog:
-                os.close(fd)
-            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
         assert part.state().next_offset == 1
         prod.send("a", b"z", partition=0)
         assert part.state().next_offset == 2
@@ -406,8 +419,6 @@ def test_emfile_is_a_pylog_error_and_loses_nothing(logdir):
     a partition whose segment is not open raises TooManyOpenFilesError
     naming max_open_files and ulimit -n; the partition is not FAILED and
     once descriptors are free again every acknowledged record is there."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    hog = []
     with pylog.open(logdir, sync="always") as log:
         log.create_topic("t", partitions=4)
         prod = log.producer()
@@ -417,13 +428,7 @@ def test_emfile_is_a_pylog_error_and_loses_nothing(logdir):
             log.partition("t", p).reader.close()
         assert log.handles.shrink() > 0
         acked = 4
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (open_fds() + 16, hard))
-            try:
-                while True:
-                    hog.append(os.open(os.devnull, os.O_RDONLY))
-            except OSError as exc:
-                assert exc.errno == errno.EMFILE
+        with descriptors_used_up(16):
             with pytest.raises(TooManyOpenFilesError) as got:
                 prod.send("t", b"refused", partition=1)
             assert got.value.errno in (errno.EMFILE, errno.ENFILE)
@@ -431,10 +436,6 @@ def test_emfile_is_a_pylog_error_and_loses_nothing(logdir):
             assert isinstance(got.value, pylog.PylogError)
             with pytest.raises(TooManyOpenFilesError):
                 log.consumer("t", auto_offset_reset="earliest").poll(0.1)
-        finally:
-            for fd in hog:
-                os.close(fd)
-            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
         part = log.partition("t", 1)
         assert part.failed is None and not part.closed
         prod.send("t", b"after", partition=1)

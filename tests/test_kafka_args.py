@@ -6,9 +6,8 @@ a local log has raise AttributeError on Kafka, naming what to use instead."""
 import time
 
 import pytest
-from kafkabroker import broker_or_skip
+from backends import open_backend
 
-import pylog
 from pylog import OffsetAndMetadata, TopicPartition
 from pylog.errors import InvalidArgument, LogClosed, PartitionNotFound, TopicNotFound
 
@@ -17,26 +16,14 @@ TP0, TP1 = TopicPartition("orders", 0), TopicPartition("orders", 1)
 
 @pytest.fixture(params=["local", "kafka"])
 def log(request, tmp_path):
-    if request.param == "local":
-        with pylog.open(str(tmp_path / "log")) as lg:
-            yield lg
-        return
-    broker = broker_or_skip(tmp_path)
-    try:
-        with pylog.open(f"kafka://{broker.bootstrap}") as lg:
-            yield lg
-    finally:
-        broker.kill()
+    with open_backend(request.param, tmp_path) as lg:
+        yield lg
 
 
 @pytest.fixture
 def kafka_log(tmp_path):
-    broker = broker_or_skip(tmp_path)
-    try:
-        with pylog.open(f"kafka://{broker.bootstrap}") as lg:
-            yield lg
-    finally:
-        broker.kill()
+    with open_backend("kafka", tmp_path) as lg:
+        yield lg
 
 
 def polled_consumer(log):

@@ -6,6 +6,7 @@ NotSupportedOnKafka (the last tests)."""
 import time
 
 import pytest
+from backends import open_backend
 from kafkabroker import broker_or_skip
 
 import pylog
@@ -16,16 +17,8 @@ from pylog.kafka import KafkaLog
 
 @pytest.fixture(params=["local", "kafka"])
 def log(request, tmp_path):
-    if request.param == "local":
-        with pylog.open(str(tmp_path / "log")) as lg:
-            yield lg
-        return
-    broker = broker_or_skip(tmp_path)
-    try:
-        with pylog.open(f"kafka://{broker.bootstrap}") as lg:
-            yield lg
-    finally:
-        broker.kill()
+    with open_backend(request.param, tmp_path) as lg:
+        yield lg
 
 
 def drain(consumer, n, timeout=30.0):

@@ -72,18 +72,25 @@ def assert_permission_error(res: dict, path_part: str) -> None:
     assert path_part in res["message"] and "uid 65534" in res["message"], res
 
 
-def test_read_only_active_segment_send_raises_log_permission_error(logdir):
-    res = as_nobody("""
+def send_to_read_only(name: str) -> str:
+    """The child's scenario: one record in partition t-0, then its file
+    ``name`` made read-only (0444) and a send; ``out["send"]`` says how the
+    send ended."""
+    return f"""
 with pylog.open(D) as log:
     log.create_topic("t", partitions=1)
     log.producer().send("t", b"x", partition=0)
-os.chmod(os.path.join(D, "t-0", "00000000000000000000.log"), 0o444)
+os.chmod(os.path.join(D, "t-0", {name!r}), 0o444)
 
 def send():
     with pylog.open(D) as log:
         return log.producer().send("t", b"y", partition=0).offset
 out["send"] = outcome(send)
+"""
 
+
+def test_read_only_active_segment_send_raises_log_permission_error(logdir):
+    res = as_nobody(send_to_read_only("00000000000000000000.log") + """
 def read():
     with pylog.open(D, readonly=True) as log:
         c = log.consumer(auto_offset_reset="earliest")
@@ -99,17 +106,7 @@ out["read"] = outcome(read)
 
 
 def test_read_only_index_file_raises_log_permission_error(logdir):
-    res = as_nobody("""
-with pylog.open(D) as log:
-    log.create_topic("t", partitions=1)
-    log.producer().send("t", b"x", partition=0)
-os.chmod(os.path.join(D, "t-0", "00000000000000000000.index"), 0o444)
-
-def send():
-    with pylog.open(D) as log:
-        return log.producer().send("t", b"y", partition=0).offset
-out["send"] = outcome(send)
-""", logdir)
+    res = as_nobody(send_to_read_only("00000000000000000000.index"), logdir)
     assert_permission_error(res["send"], "00000000000000000000.index")
 
 

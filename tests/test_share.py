@@ -13,27 +13,11 @@ import time
 import lmdb
 import pytest
 from childproc import expect, start
+from sharejobs import jobs_log, jobs_share
 
 import pylog
 from pylog import sharestate as ss
 from pylog.errors import AcknowledgementError, InvalidArgument
-
-
-def _log(logdir, n=10, sync="never", partitions=1, **kw):
-    log = pylog.open(logdir, sync=sync, **kw)
-    log.create_topic("jobs", partitions=partitions, exist_ok=True)
-    if n:
-        p = log.producer()
-        for i in range(n):
-            p.send("jobs", b"v%d" % i, partition=i % partitions)
-        p.flush()
-    return log
-
-
-def _share(log, **kw):
-    kw.setdefault("group_id", "g")
-    kw.setdefault("auto_offset_reset", "earliest")
-    return log.share_consumer("jobs", **kw)
 
 
 def _drain(c, timeout_ms=50):
@@ -48,8 +32,8 @@ def _drain(c, timeout_ms=50):
 
 
 def test_accept_all_and_restart_keeps_state(logdir):
-    with _log(logdir) as log:
-        with _share(log) as c:
+    with jobs_log(logdir) as log:
+        with jobs_share(log) as c:
             recs = c.poll(timeout_ms=100, max_records=4)
             assert [r.offset for r in recs] == [0, 1, 2, 3]
             assert all(r.delivery_count == 1 for r in recs)
@@ -57,13 +41,13 @@ def test_accept_all_and_restart_keeps_state(logdir):
                 c.acknowledge(r)
             c.commit()
     with pylog.open(logdir, sync="never") as log:
-        with _share(log) as c:
+        with jobs_share(log) as c:
             rest = _drain(c)
             assert [r.offset for r in rest] == list(range(4, 10))
 
 
 def test_latest_starts_at_the_end(logdir):
-    with _log(logdir, n=5) as log:
+    with jobs_log(logdir, n=5) as log:
         c = log.share_consumer("jobs", group_id="g")
         assert c.poll(timeout_ms=20) == []
         log.producer().send("jobs", b"new")
@@ -71,7 +55,7 @@ def test_latest_starts_at_the_end(logdir):
 
 
 def test_release_redelivers_with_count(logdir):
-    with _log(logdir, n=3) as log, _share(log) as c:
+    with jobs_log(logdir, n=3) as log, jobs_share(log) as c:
         recs = c.poll(timeout_ms=100)
         c.acknowledge(recs[0], "release")
         for r in recs[1:]:
@@ -81,32 +65,32 @@ def test_release_redelivers_with_count(logdir):
 
 
 def test_explicit_mode_refuses_unacknowledged(logdir):
-    with _log(logdir, n=3) as log, _share(log) as c:
+    with jobs_log(logdir, n=3) as log, jobs_share(log) as c:
         c.poll(timeout_ms=100)
         with pytest.raises(InvalidArgument, match="not acknowledged"):
             c.poll()
 
 
 def test_implicit_mode_accepts_at_next_poll(logdir):
-    with _log(logdir, n=3) as log:
-        with _share(log, acknowledgement_mode="implicit") as c:
+    with jobs_log(logdir, n=3) as log:
+        with jobs_share(log, acknowledgement_mode="implicit") as c:
             assert len(c.poll(timeout_ms=100, max_records=2)) == 2
             assert [r.offset for r in c.poll(timeout_ms=100)] == [2]
             c.commit()                          # accepts offset 2
-            with _share(log) as other:
+            with jobs_share(log) as other:
                 assert other.poll(timeout_ms=20) == []
             assert c.poll(timeout_ms=20) == []
-        with _share(log) as c2:
+        with jobs_share(log) as c2:
             assert c2.poll(timeout_ms=20) == []
 
 
 def test_bad_arguments(logdir):
-    with _log(logdir, n=1) as log:
+    with jobs_log(logdir, n=1) as log:
         with pytest.raises(InvalidArgument):
-            _share(log, delivery_limit=0)
+            jobs_share(log, delivery_limit=0)
         with pytest.raises(InvalidArgument):
-            _share(log, acknowledgement_mode="auto")
-        with _share(log) as c:
+            jobs_share(log, acknowledgement_mode="auto")
+        with jobs_share(log) as c:
             rec = c.poll(timeout_ms=100)[0]
             with pytest.raises(InvalidArgument):
                 c.acknowledge(rec, "maybe")
@@ -118,9 +102,9 @@ def test_bad_arguments(logdir):
 
 
 def test_lock_expiry_redelivers_to_another(logdir):
-    with _log(logdir, n=1) as log:
-        a = _share(log, record_lock_ms=700)
-        b = _share(log, record_lock_ms=700)
+    with jobs_log(logdir, n=1) as log:
+        a = jobs_share(log, record_lock_ms=700)
+        b = jobs_share(log, record_lock_ms=700)
         rec = a.poll(timeout_ms=100)[0]
         assert b.poll(timeout_ms=20) == []       # held by a
         time.sleep(0.8)
@@ -136,9 +120,9 @@ def test_lock_expiry_redelivers_to_another(logdir):
 
 
 def test_renew_keeps_the_lock(logdir):
-    with _log(logdir, n=1) as log:
-        a = _share(log, record_lock_ms=800)
-        b = _share(log, record_lock_ms=800)
+    with jobs_log(logdir, n=1) as log:
+        a = jobs_share(log, record_lock_ms=800)
+        b = jobs_share(log, record_lock_ms=800)
         rec = a.poll(timeout_ms=100)[0]
         for _ in range(3):
             time.sleep(0.35)            # past the first lock's end by the last
@@ -152,7 +136,7 @@ def test_renew_keeps_the_lock(logdir):
 
 
 def test_release_with_delay_frees_its_in_flight_slot(logdir):
-    with _log(logdir, n=2) as log, _share(log, max_in_flight=1) as c:
+    with jobs_log(logdir, n=2) as log, jobs_share(log, max_in_flight=1) as c:
         first = c.poll(timeout_ms=100)
         assert [r.offset for r in first] == [0]
         c.acknowledge(first[0], "release", delay_ms=400)
@@ -181,8 +165,8 @@ def _dlq(log):
 
 def test_delivery_limit_dead_letters_with_headers(logdir):
     # Q-5
-    with _log(logdir, n=2) as log:
-        c = _share(log, delivery_limit=2, dead_letter_topic="jobs.dlq")
+    with jobs_log(logdir, n=2) as log:
+        c = jobs_share(log, delivery_limit=2, dead_letter_topic="jobs.dlq")
         for attempt in (1, 2):
             recs = c.poll(timeout_ms=100)
             assert [(r.offset, r.delivery_count) for r in recs] == [(0, attempt), (1, attempt)] \
@@ -205,10 +189,10 @@ def test_delivery_limit_dead_letters_with_headers(logdir):
 
 
 def test_expiry_at_the_limit_dead_letters(logdir):
-    with _log(logdir, n=1) as log:
-        c = _share(log, delivery_limit=1, record_lock_ms=100, dead_letter_topic="jobs.dlq",
+    with jobs_log(logdir, n=1) as log:
+        c = jobs_share(log, delivery_limit=1, record_lock_ms=100, dead_letter_topic="jobs.dlq",
                    acknowledgement_mode="implicit")
-        b = _share(log, delivery_limit=1, record_lock_ms=100, dead_letter_topic="jobs.dlq")
+        b = jobs_share(log, delivery_limit=1, record_lock_ms=100, dead_letter_topic="jobs.dlq")
         assert len(c.poll(timeout_ms=100)) == 1
         time.sleep(0.2)
         assert b.poll(timeout_ms=50) == []
@@ -217,7 +201,7 @@ def test_expiry_at_the_limit_dead_letters(logdir):
 
 
 def test_reject_dead_letters(logdir):
-    with _log(logdir, n=2) as log, _share(log, dead_letter_topic="jobs.dlq") as c:
+    with jobs_log(logdir, n=2) as log, jobs_share(log, dead_letter_topic="jobs.dlq") as c:
         recs = c.poll(timeout_ms=100)
         c.acknowledge(recs[0], "reject")
         c.acknowledge(recs[1])
@@ -230,14 +214,14 @@ def test_reject_dead_letters(logdir):
 
 def test_threads_share_a_partition(logdir):
     n = 3000
-    with _log(logdir, n=n) as log:
+    with jobs_log(logdir, n=n) as log:
         seen = []
         lock = threading.Lock()
         holding = set()
         errors = []
 
         def work():
-            with _share(log) as c:
+            with jobs_share(log) as c:
                 idle = 0
                 while idle < 5:
                     recs = c.poll(timeout_ms=20, max_records=50)
@@ -287,7 +271,7 @@ print("done", flush=True)
 
 def test_processes_share_a_partition(logdir, child_env, tmp_path):
     n = 1500
-    _log(logdir, n=n).close()
+    jobs_log(logdir, n=n).close()
     outs = [str(tmp_path / f"w{i}") for i in range(3)]
     procs = [start(WORKER, logdir, o, env=child_env) for o in outs]
     for p in procs:
@@ -321,8 +305,8 @@ time.sleep(600)
 
 def test_sigkilled_holder_loses_its_records_at_once(logdir, child_env):
     # Q-2: the owner's Log died: Available at the next acquisition
-    log = _log(logdir, n=1)
-    c = _share(log, record_lock_ms=600_000)
+    log = jobs_log(logdir, n=1)
+    c = jobs_share(log, record_lock_ms=600_000)
     proc = start(HOLDER, logdir, env=child_env)
     expect(proc, b"holding 0", timeout=60)
     assert c.poll(timeout_ms=0) == []              # held by a live process
@@ -373,8 +357,8 @@ def test_an_accept_wakes_a_consumer_waiting_on_a_full_window(logdir):
 def test_a_waiting_poll_takes_a_sigkilled_holders_record(logdir, child_env):
     """Q-2 while a poll waits: the holder's death rings no doorbell and its
     lock has 10 minutes left, yet the waiting poll gets its record."""
-    log = _log(logdir, n=1)
-    c = _share(log, record_lock_ms=600_000)
+    log = jobs_log(logdir, n=1)
+    c = jobs_share(log, record_lock_ms=600_000)
     proc = start(HOLDER, logdir, env=child_env)
     expect(proc, b"holding 0", timeout=60)
     assert c.poll(timeout_ms=0) == []              # held by a live process
@@ -406,11 +390,11 @@ os.kill(os.getpid(), signal.SIGKILL)
 
 @pytest.mark.parametrize("sync", ["never", "always"])
 def test_commit_survives_sigkill(logdir, child_env, sync):
-    _log(logdir, n=8).close()
+    jobs_log(logdir, n=8).close()
     proc = start(COMMIT_AND_DIE, logdir, sync, env=child_env)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    with pylog.open(logdir, sync="never") as log, _share(log) as c:
+    with pylog.open(logdir, sync="never") as log, jobs_share(log) as c:
         assert [r.offset for r in _drain(c)] == [5, 6, 7]
 
 
@@ -421,7 +405,7 @@ def _files(logdir):
 
 def test_reboot_state_comes_from_lmdb(logdir):
     # Q-1: another boot id: the file is not trusted; Q-3: LMDB has the state
-    with _log(logdir, n=6) as log, _share(log) as c:
+    with jobs_log(logdir, n=6) as log, jobs_share(log) as c:
         recs = c.poll(timeout_ms=100, max_records=3)
         c.acknowledge(recs[0])
         c.acknowledge(recs[1], "reject")
@@ -433,7 +417,7 @@ def test_reboot_state_comes_from_lmdb(logdir):
         f.write(b"\x00" * 16)             # the boot id (Q-1)
         f.seek(ss.HEADER_BYTES)
         f.write(bytes([ss.ACKNOWLEDGED]) * 6)     # lies LMDB must override
-    with pylog.open(logdir, sync="never") as log, _share(log) as c:
+    with pylog.open(logdir, sync="never") as log, jobs_share(log) as c:
         got = _drain(c)
         assert [(r.offset, r.delivery_count) for r in got] == \
             [(2, 2), (3, 1), (4, 1), (5, 1)]
@@ -441,7 +425,7 @@ def test_reboot_state_comes_from_lmdb(logdir):
 
 def test_lmdb_shape_is_spso_and_runs(logdir):
     # Q-3
-    with _log(logdir, n=6) as log, _share(log) as c:
+    with jobs_log(logdir, n=6) as log, jobs_share(log) as c:
         recs = c.poll(timeout_ms=100, max_records=4)
         c.acknowledge(recs[0])
         c.acknowledge(recs[1], "release")
@@ -461,7 +445,7 @@ def test_lmdb_shape_is_spso_and_runs(logdir):
 
 def test_retention_reports_lost_records(logdir):
     # Q-4
-    with _log(logdir, n=10) as log, _share(log) as c:
+    with jobs_log(logdir, n=10) as log, jobs_share(log) as c:
         recs = c.poll(timeout_ms=100, max_records=2)
         for r in recs:
             c.acknowledge(r)
@@ -474,7 +458,7 @@ def test_retention_reports_lost_records(logdir):
 
 def test_journal_finishes_a_dead_holders_batch(logdir):
     # Q-2: a batch in the journal is applied by the next lock holder
-    with _log(logdir, n=3) as log, _share(log) as c:
+    with jobs_log(logdir, n=3) as log, jobs_share(log) as c:
         recs = c.poll(timeout_ms=100)
         f = log.share_files().get("g", "jobs", 0, 0, lambda: 0)
         with f.locked():
@@ -496,7 +480,7 @@ def test_accepted_run_journal_is_what_a_replay_applies(logdir):
     got = ss._accept_journal(first, len(counts), struct.pack(f"={len(counts)}H", *counts))
     assert got.tolist() == [x for k, c in enumerate(counts)
                             for x in (first + k, ss.ACKNOWLEDGED | c << 8, 0)]
-    with _log(logdir, n=4) as log, _share(log) as c:
+    with jobs_log(logdir, n=4) as log, jobs_share(log) as c:
         recs = c.poll(timeout_ms=100)
         f = log.share_files().get("g", "jobs", 0, 0, lambda: 0)
         with f.locked():
@@ -513,7 +497,7 @@ def test_share_groups_and_cli(logdir, capsys):
     import json
 
     from pylog.cli import main
-    with _log(logdir, n=10) as log, _share(log) as c:
+    with jobs_log(logdir, n=10) as log, jobs_share(log) as c:
         recs = c.poll(timeout_ms=100, max_records=4)
         c.acknowledge(recs[0])
         c.acknowledge(recs[1], "release", delay_ms=60_000)
@@ -537,7 +521,7 @@ def test_share_groups_and_cli(logdir, capsys):
 
 def test_redrive_dead_letters(logdir, capsys):
     from pylog.cli import main
-    with _log(logdir, n=4) as log, _share(log, dead_letter_topic="jobs.dlq") as c:
+    with jobs_log(logdir, n=4) as log, jobs_share(log, dead_letter_topic="jobs.dlq") as c:
         for r in c.poll(timeout_ms=100):
             c.acknowledge(r, "reject" if r.value in (b"v1", b"v2") else "accept")
         c.commit()
@@ -577,14 +561,14 @@ def test_email_workers_example(tmp_path, child_env):
 
 
 def test_forked_child_makes_its_own_share_consumer(logdir):
-    with _log(logdir, n=4) as log:
-        parent = _share(log)
+    with jobs_log(logdir, n=4) as log:
+        parent = jobs_share(log)
         held = parent.poll(timeout_ms=100, max_records=2)
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
-                child = _share(log)
+                child = jobs_share(log)
                 got = child.poll(timeout_ms=500)
                 code = 0 if [r.offset for r in got] == [2, 3] else 2
                 for r in got:
@@ -602,8 +586,8 @@ def test_forked_child_makes_its_own_share_consumer(logdir):
 
 
 def test_iteration_and_close_releases(logdir):
-    with _log(logdir, n=5) as log:
-        c = _share(log)
+    with jobs_log(logdir, n=5) as log:
+        c = jobs_share(log)
         seen = []
         for rec in c:
             seen.append(rec.offset)
@@ -611,7 +595,7 @@ def test_iteration_and_close_releases(logdir):
                 break
             c.acknowledge(rec)
         c.close()           # offset 1 (and 2..4 of its batch) released at once
-        with _share(log) as d:
+        with jobs_share(log) as d:
             assert [(r.offset, r.delivery_count) for r in _drain(d)] == \
                 [(1, 2), (2, 2), (3, 2), (4, 2)]
 
@@ -625,7 +609,7 @@ def test_retention_run_reports_records_lost_in_flight(logdir, caplog):
     prod = log.producer()
     for i in range(20):
         prod.send("jobs", b"%04d" % i + b"x" * 1000)
-    a = _share(log, group_id="r")
+    a = jobs_share(log, group_id="r")
     held = a.poll(timeout_ms=100, max_records=10)
     for r in held[:5]:
         a.acknowledge(r)
@@ -636,7 +620,7 @@ def test_retention_run_reports_records_lost_in_flight(logdir, caplog):
     part.enforce_retention()
     start = part.state().log_start_offset
     assert start > 10                       # in-flight records went
-    b = _share(log, group_id="r")
+    b = jobs_share(log, group_id="r")
     with caplog.at_level("WARNING", logger="pylog"):
         got = b.poll(timeout_ms=100, max_records=5)
     assert [r.offset for r in got] == list(range(start, start + 5))
@@ -659,7 +643,7 @@ def test_retention_run_reports_records_lost_in_flight(logdir, caplog):
 def test_delayed_release_survives_a_reboot(logdir):
     # Q-3: a delay's wall-clock end is stored; after a reboot (Q-1: the file
     # is not trusted) the record is not redelivered before it
-    with _log(logdir, n=2) as log, _share(log) as c:
+    with jobs_log(logdir, n=2) as log, jobs_share(log) as c:
         recs = c.poll(timeout_ms=100)
         c.acknowledge(recs[0], "release", delay_ms=1500)
         c.acknowledge(recs[1], "release")
@@ -669,7 +653,7 @@ def test_delayed_release_survives_a_reboot(logdir):
     with open(path, "r+b") as f:
         f.seek(16)
         f.write(b"\x00" * 16)             # the boot id (Q-1)
-    with pylog.open(logdir, sync="never") as log, _share(log) as c:
+    with pylog.open(logdir, sync="never") as log, jobs_share(log) as c:
         (row,) = log.share_groups()
         assert row["delayed"] == 1
         first = c.poll(timeout_ms=100)
@@ -684,17 +668,17 @@ def test_delayed_release_survives_a_reboot(logdir):
 def test_settings_are_the_groups(logdir):
     # Q-7: the first consumer stores them; others get them or an error
     from pylog import ShareGroupConfigError
-    with _log(logdir, n=2) as log:
-        a = _share(log, delivery_limit=3, dead_letter_topic="jobs.dlq")
-        b = _share(log)                     # unset: the group's
+    with jobs_log(logdir, n=2) as log:
+        a = jobs_share(log, delivery_limit=3, dead_letter_topic="jobs.dlq")
+        b = jobs_share(log)                     # unset: the group's
         assert (b.delivery_limit, b.dead_letter_topic, b.record_lock_ms) == \
             (3, "jobs.dlq", 30_000)
         with pytest.raises(ShareGroupConfigError) as ei:
-            _share(log, delivery_limit=5)
+            jobs_share(log, delivery_limit=5)
         e = ei.value
         assert (e.group, e.setting, e.stored, e.asked) == ("g", "delivery_limit", 3, 5)
         assert "delivery_limit=3" in str(e) and "delivery_limit=5" in str(e)
-        assert _share(log, group_id="other", delivery_limit=5).delivery_limit == 5
+        assert jobs_share(log, group_id="other", delivery_limit=5).delivery_limit == 5
         a.poll(timeout_ms=100)              # a live consumer holds a place
         with pytest.raises(pylog.GroupNotEmpty):
             log.alter_share_group("g", delivery_limit=5)
@@ -705,16 +689,16 @@ def test_settings_are_the_groups(logdir):
         assert log.alter_share_group("g", delivery_limit=5, dead_letter_topic=None) == {
             "record_lock_ms": 30_000, "delivery_limit": 5, "max_in_flight": 2_000,
             "dead_letter_topic": None}
-        c = _share(log, delivery_limit=5)
+        c = jobs_share(log, delivery_limit=5)
         assert c.dead_letter_topic is None
         c.close()
     with pylog.open(logdir, sync="never") as log:        # stored durably
-        assert _share(log).delivery_limit == 5
+        assert jobs_share(log).delivery_limit == 5
 
 
 def test_poll_skips_a_partition_another_consumer_has_locked(logdir):
     # consumers spread over partitions instead of queueing for one lock
-    with _log(logdir, n=4, partitions=2) as log, _share(log) as c:
+    with jobs_log(logdir, n=4, partitions=2) as log, jobs_share(log) as c:
         f0 = log.share_files().get("g", "jobs", 0, 8000, lambda: 0)
         log.share_files().get("g", "jobs", 1, 8000, lambda: 0)
         held, go = threading.Event(), threading.Event()

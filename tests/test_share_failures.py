@@ -10,28 +10,12 @@ import subprocess
 import sys
 
 import pytest
+from sharejobs import jobs_log, jobs_share
 
 import pylog
 from pylog.reader import Reader
 
 TP0 = pylog.TopicPartition("jobs", 0)
-
-
-def _log(logdir, n=10, partitions=1, **kw):
-    log = pylog.open(logdir, sync="never")
-    log.create_topic("jobs", partitions=partitions, exist_ok=True, **kw)
-    if n:
-        p = log.producer()
-        for i in range(n):
-            p.send("jobs", b"v%d" % i, partition=i % partitions)
-        p.flush()
-    return log
-
-
-def _share(log, **kw):
-    kw.setdefault("group_id", "g")
-    kw.setdefault("auto_offset_reset", "earliest")
-    return log.share_consumer("jobs", **kw)
 
 
 def _offsets(c, **kw):
@@ -54,7 +38,7 @@ def _delete_at_first_read(log, before):
 
 @pytest.mark.parametrize("before", [6, 10])
 def test_records_deleted_after_acquisition_are_reported_lost(logdir, before):
-    with _log(logdir) as log, _share(log) as c:
+    with jobs_log(logdir) as log, jobs_share(log) as c:
         sys.setprofile(_delete_at_first_read(log, before))
         try:
             recs = c.poll(timeout_ms=100)
@@ -90,7 +74,7 @@ def test_retention_racing_polls_skips_nothing_silently(logdir, child_env):
     # another process appends and deletes everything appended so far, while
     # a consumer polls both partitions: every offset of partition 0 is
     # delivered or reported lost, and no commit names records never given
-    with _log(logdir, n=0, partitions=2, segment_bytes=65536) as log, _share(log) as c:
+    with jobs_log(logdir, n=0, partitions=2, segment_bytes=65536) as log, jobs_share(log) as c:
         deleter = subprocess.Popen([sys.executable, "-c", DELETER, logdir, "2"], env=child_env)
         seen = set()
 
@@ -116,39 +100,39 @@ def test_retention_racing_polls_skips_nothing_silently(logdir, child_env):
 
 # -- implicit mode: close() and the iterator release what was not processed ------------
 def test_implicit_close_releases_what_was_not_acknowledged(logdir):
-    with _log(logdir) as log:
+    with jobs_log(logdir) as log:
         with pytest.raises(RuntimeError):
-            with _share(log, acknowledgement_mode="implicit") as c:
+            with jobs_share(log, acknowledgement_mode="implicit") as c:
                 for rec in c.poll(timeout_ms=100):
                     if rec.offset == 3:
                         raise RuntimeError("the handler failed")
                     c.acknowledge(rec)
-        with _share(log, acknowledgement_mode="implicit") as c2:
+        with jobs_share(log, acknowledgement_mode="implicit") as c2:
             again = c2.poll(timeout_ms=100)
             assert [r.offset for r in again] == list(range(3, 10))
             assert all(r.delivery_count == 2 for r in again)
             c2.commit()                 # commit accepts what was delivered
-        with _share(log) as c3:
+        with jobs_share(log) as c3:
             assert c3.poll(timeout_ms=20) == []
 
 
 def test_implicit_iterator_accepts_each_record_the_loop_finished(logdir):
-    with _log(logdir) as log:
+    with jobs_log(logdir) as log:
         done = []
         with pytest.raises(RuntimeError):
-            with _share(log, acknowledgement_mode="implicit") as c:
+            with jobs_share(log, acknowledgement_mode="implicit") as c:
                 for rec in c:
                     if rec.offset == 3:
                         raise RuntimeError("the handler failed")
                     done.append(rec.offset)
         assert done == [0, 1, 2]
-        with _share(log, acknowledgement_mode="implicit") as c:
+        with jobs_share(log, acknowledgement_mode="implicit") as c:
             for rec in c:
                 if rec.offset == 6:
                     break               # a clean break: 6 is not processed
                 done.append(rec.offset)
         assert done == [0, 1, 2, 3, 4, 5]
-        with _share(log) as c:
+        with jobs_share(log) as c:
             assert _offsets(c, timeout_ms=100) == [6, 7, 8, 9]
 
 
@@ -197,22 +181,6 @@ log.close()
 """
 
 
-@pytest.fixture
-def tmpfs(tmp_path):
-    """A 4 MiB tmpfs mounted for the test (unmounted after it)."""
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)],
-                       capture_output=True)
-    if r.returncode != 0:
-        pytest.skip("cannot mount a tmpfs to fill (needs root or CAP_SYS_ADMIN): "
-                    + r.stderr.decode().strip())
-    try:
-        yield str(mnt)
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
-
-
 def test_commit_retried_after_a_full_disk_applies_the_acknowledgements(tmpfs, child_env):
     proc = subprocess.run([sys.executable, "-c", FULL_COMMIT, tmpfs], env=child_env,
                           capture_output=True, timeout=120)
@@ -225,11 +193,11 @@ def test_commit_retried_after_a_full_disk_applies_the_acknowledgements(tmpfs, ch
 
 # -- owner slots of consumers dropped without close() --------------------------------
 def test_consumers_dropped_unclosed_free_their_owner_slots(logdir):
-    with _log(logdir, n=0) as log:
+    with jobs_log(logdir, n=0) as log:
         p = log.producer()
         for i in range(300):                # more than MAX_OWNERS (255)
             p.send("jobs", b"j%d" % i)
-            c = _share(log)
+            c = jobs_share(log)
             recs = c.poll(timeout_ms=200)
             assert [r.offset for r in recs] == [i]
             c.acknowledge(recs[0])
@@ -237,11 +205,11 @@ def test_consumers_dropped_unclosed_free_their_owner_slots(logdir):
             del c
             gc.collect()
         p.send("jobs", b"held")
-        c = _share(log)
+        c = jobs_share(log)
         assert _offsets(c, timeout_ms=200) == [300]
         del c                               # dropped holding its record
         gc.collect()
-        with _share(log) as c:
+        with jobs_share(log) as c:
             # released when the next consumer registers, not at its lock's end
             assert _offsets(c, timeout_ms=200) == [300]
             assert len(log.share_groups()[0]["owner_tokens"]) == 1

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 from childproc import expect, start
 
 import pylog
@@ -67,22 +66,6 @@ emit(what="after", got=got, acquired=row["acquired"], spso=row["spso"], dead=dea
 c.close()
 log.close()
 """
-
-
-@pytest.fixture
-def tmpfs(tmp_path):
-    """A 4 MiB tmpfs mounted for the test (unmounted after it)."""
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)],
-                       capture_output=True)
-    if r.returncode != 0:
-        pytest.skip("cannot mount a tmpfs to fill (needs root or CAP_SYS_ADMIN): "
-                    + r.stderr.decode().strip())
-    try:
-        yield str(mnt)
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
 def test_lock_expiry_retried_after_its_archive_failed_on_a_full_disk(tmpfs, child_env):

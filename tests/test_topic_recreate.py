@@ -7,6 +7,7 @@ Real processes, real files; the member runs in a child that reads its
 orders on stdin.
 """
 
+import contextlib
 import subprocess
 import textwrap
 import time
@@ -17,6 +18,33 @@ from childproc import expect, start, stderr_tail
 import pylog
 from pylog import groupstate as gs
 from pylog.records import TopicPartition
+
+
+@contextlib.contextmanager
+def _reaped(*children):
+    """Kills and waits for those of ``children`` still running when the
+    block ends: a failed check must not leave a child holding the log."""
+    try:
+        yield
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+
+
+def _go(child):
+    """Tells ``child``, waiting on its stdin, to go on."""
+    child.stdin.write(b"go\n")
+    child.stdin.flush()
+
+
+def _go_and_close(child):
+    """Tells ``child`` to go on; it must then say "closed" and exit 0."""
+    _go(child)
+    expect(child, b"closed")
+    assert child.wait(30) == 0, stderr_tail(child)
+
 
 TP0 = TopicPartition("t", 0)
 
@@ -60,21 +88,16 @@ def _recreate_under(logdir, child_env, what):
         log.create_topic("t", partitions=1)
         log.producer().send_batch("t", [b"old-%d" % i for i in range(100)])
         member = start(MEMBER, logdir, what, env=child_env, stdin=subprocess.PIPE)
-        try:
+        with _reaped(member):
             expect(member, b"read")
             log.delete_topic("t")
             log.create_topic("t", partitions=1)
             log.producer().send_batch("t", [b"new-%d" % i for i in range(150)])
-            member.stdin.write(b"go\n")
-            member.stdin.flush()
+            _go(member)
             said = [expect(member, b"", prefix=True).strip()]
             if what != "close":
                 said.append(expect(member, b"closed").strip())
             assert member.wait(30) == 0, stderr_tail(member)
-        finally:
-            if member.poll() is None:
-                member.kill()
-                member.wait()
         return log.describe_group("g"), said
 
 
@@ -184,19 +207,12 @@ def test_a_live_share_consumers_state_does_not_come_back(logdir, child_env):
         log.create_topic("jobs")
         log.producer().send_batch("jobs", [b"old-%d" % i for i in range(50)])
         holder = start(SHARE_HOLDER, logdir, env=child_env, stdin=subprocess.PIPE)
-        try:
+        with _reaped(holder):
             expect(holder, b"done")
             log.delete_topic("jobs")
             log.create_topic("jobs")
             log.producer().send_batch("jobs", [b"new-%d" % i for i in range(10)])
-            holder.stdin.write(b"go\n")
-            holder.stdin.flush()
-            expect(holder, b"closed")
-            assert holder.wait(30) == 0, stderr_tail(holder)
-        finally:
-            if holder.poll() is None:
-                holder.kill()
-                holder.wait()
+            _go_and_close(holder)
         assert _share_round(log, 10) == [b"new-%d" % i for i in range(10)]
 
 
@@ -294,7 +310,7 @@ def test_two_members_never_read_one_partition_of_a_topic_made_again(logdir, chil
     outs = {cid: str(tmp_path / f"{cid}.jsonl") for cid in ("a", "b")}
     members = [start(OVERLAP_MEMBER, logdir, cid, outs[cid], 6, env=child_env)
                for cid in ("a", "b")]
-    try:
+    with _reaped(*members):
         for m in members:
             expect(m, b"up")
         time.sleep(2)
@@ -306,11 +322,6 @@ def test_two_members_never_read_one_partition_of_a_topic_made_again(logdir, chil
                 pr.send("t", b"new-%d" % i, partition=i % 2)
         for m in members:
             assert m.wait(60) == 0, stderr_tail(m)
-    finally:
-        for m in members:
-            if m.poll() is None:
-                m.kill()
-                m.wait()
     seen: dict = {}
     for cid, path in outs.items():
         with open(path) as f:
@@ -358,7 +369,7 @@ def test_a_stale_share_file_is_never_checkpointed_over_the_new_topic(logdir, chi
         log.create_topic("t")
         log.producer().send_batch("t", [b"old-%d" % i for i in range(100)])
     old = start(STALE_SHARE, logdir, env=child_env, stdin=subprocess.PIPE)
-    try:
+    with _reaped(old):
         expect(old, b"ready")
         with pylog.open(logdir, sync="always") as log:
             log.delete_topic("t")
@@ -372,14 +383,7 @@ def test_a_stale_share_file_is_never_checkpointed_over_the_new_topic(logdir, chi
                     n += 1
             c.commit()
             c.close()
-        old.stdin.write(b"go\n")
-        old.stdin.flush()
-        expect(old, b"closed")
-        assert old.wait(30) == 0, stderr_tail(old)
-    finally:
-        if old.poll() is None:
-            old.kill()
-            old.wait()
+        _go_and_close(old)
     with pylog.open(logdir) as log:
         raw = log.meta.info_get(ss.share_key("sg", "t", 0), "read")
         assert ss.decode_state(raw, "t")[1] == 5
