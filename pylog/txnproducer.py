@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 from . import batch, transactions
 from .config import validate_group_id
 from .errors import (
+    CommitFailedError,
     ForkedLogError,
     InvalidArgument,
     ProducerFencedError,
@@ -125,6 +126,8 @@ class IdempotentProducer(Producer):
         # the partition whose COMMIT control batch a one-partition commit
         # (X-10) is appending: an abort after an interrupt there looks for it
         self._committing_one: tuple[str, int] | None = None
+        # a commit began: no send until it ends (Kafka's COMMITTING state)
+        self._committing = False
         self._txn_parts: dict[tuple[str, int], Partition] = {}
         # offset of this transaction's first batch in each partition
         self._txn_first: dict[tuple[str, int], int] = {}
@@ -171,6 +174,8 @@ class IdempotentProducer(Producer):
         self._usable()
         if self._pid != os.getpid():
             self._forked()
+        if self._committing:
+            raise _interrupted_commit("send")
         key = (part.topic, part.index)
         tid = self.transactional_id
         if tid is not None and (not self._in_txn or self._txn_parts.get(key) is not part):
@@ -193,6 +198,7 @@ class IdempotentProducer(Producer):
             key, tid, seq, fields, writer = self._prepare(part)
             self._note_first(part, key, tid)
             base = None
+            checked = True
             if len(records) == 1 and not records[0][3] and \
                     part.config.compression is None and self._unchanged(part, key):
                 # the per-record path: this partition's state was checked
@@ -200,11 +206,13 @@ class IdempotentProducer(Producer):
                 # and nothing was appended since (X-3, X-5)
                 ts, k, v, _ = records[0]
                 base = writer.append_one_producer(ts, k, v, fields, sync=tid is None)
+                checked = False
             if base is None:
+                checked = True
                 base = self._guard(lambda: writer.append_producer(
                     records, fields, compression=part.config.compression,
                     sync=tid is None))
-            self._checked[key] = int(base) + len(records)
+            self._note_checked(key, int(base), len(records), checked)
             self._seqs[key] = (seq + len(records)) & _SEQ_MASK
             return int(base)
 
@@ -215,14 +223,14 @@ class IdempotentProducer(Producer):
         with self._tlock, self._failing_txn():
             key, tid, seq, fields, writer = self._prepare(part)
             self._note_first(part, key, tid)
+            check = not self._unchanged(part, key)
             base = self._guard(lambda: writer.append_columns_producer(
-                ts, cols, fields, check=not self._unchanged(part, key),
-                sync=tid is None))
+                ts, cols, fields, check=check, sync=tid is None))
             if base is None:            # (the segment must roll, or a slow path)
                 recs = [(ts, k, v, ()) for k, v in
                         zip(keys if keys else [None] * len(values), values)]
                 return self._append_records(part, recs)
-            self._checked[key] = int(base) + len(values)
+            self._note_checked(key, int(base), len(values), check)
             self._seqs[key] = (seq + len(values)) & _SEQ_MASK
             return int(base)
 
@@ -245,6 +253,18 @@ class IdempotentProducer(Producer):
         ProducerFencedError."""
         end = self._checked.get(key)
         return end is not None and part.state().next_offset == end
+
+    def _note_checked(self, key: tuple[str, int], base: int, n: int, checked: bool) -> None:
+        """After an append of ``n`` records at ``base``: where the partition
+        ends after this producer's last checked batch (:meth:`_unchanged`).
+        An unchecked append that did not land where that batch ended found
+        another batch in between (a fencer's ABORT, X-9, that came after
+        the end was read): the next append is checked again, so at most
+        this one racing append gets past a fence (X-5)."""
+        if checked or self._checked.get(key) == base:
+            self._checked[key] = base + n
+        else:
+            self._checked.pop(key, None)
 
     @contextlib.contextmanager
     def _failing_txn(self) -> Iterator[None]:
@@ -367,6 +387,8 @@ class IdempotentProducer(Producer):
             if not self._in_txn:
                 raise TransactionError("send_offsets_to_transaction: no transaction is "
                                        "open; call begin_transaction() first")
+            if self._committing:
+                raise _interrupted_commit("send_offsets_to_transaction")
             member = None
             if not isinstance(offsets, Mapping):
                 consumer = offsets
@@ -436,6 +458,11 @@ class IdempotentProducer(Producer):
                     f"commit_transaction: a send of this transaction failed "
                     f"({self._txn_error!r}), so it may hold some of its records but "
                     "not all; call abort_transaction() and send them again")
+            if commit:
+                # an interrupt from here may leave it decided: a record sent
+                # after that would land past the commit point and be shown
+                # by its markers (an abort then changes nothing)
+                self._committing = True
             if commit and len(self._txn_parts) == 1 and not any(self._txn_offsets.values()) \
                     and not self._unwritten:
                 self._commit_one(tid)
@@ -542,6 +569,7 @@ class IdempotentProducer(Producer):
 
     def _closed_txn(self) -> None:
         self._committing_one = None
+        self._committing = False
         self._in_txn = False
         self._txn_error = None
         self._txn_parts = {}
@@ -564,14 +592,22 @@ class IdempotentProducer(Producer):
     def transaction(self) -> Iterator[IdempotentProducer]:
         """``with producer.transaction():`` begins a transaction, commits it
         when the block ends normally and aborts it when it raises (the
-        exception goes on)."""
+        exception goes on), or when the commit refuses it (CommitFailedError:
+        a rebalance moved an input partition away; TransactionError: a send
+        of it failed). An interrupt of the commit itself leaves it open:
+        commit_transaction() or abort_transaction() decide (past the commit
+        point both find it committed)."""
         self.begin_transaction()
         try:
             yield self
         except BaseException:
             self.abort_if_open()
             raise
-        self.commit_transaction()
+        try:
+            self.commit_transaction()
+        except (CommitFailedError, TransactionError):
+            self.abort_if_open()
+            raise
 
     def abort_if_open(self) -> None:
         """Abort the open transaction, if one is open and this producer was
@@ -649,3 +685,10 @@ def close_transactional(log: LogStore) -> PylogError | None:
 
 
 __all__ = ["IdempotentProducer", "check_producer_args", "close_transactional"]
+
+
+def _interrupted_commit(what: str) -> TransactionError:
+    return TransactionError(
+        f"{what}: commit_transaction() of the open transaction began and did "
+        "not return (an interrupt, CommitFailedError): call commit_transaction() "
+        "again or abort_transaction() before sending more")

@@ -262,3 +262,110 @@ def test_ctrl_c_past_the_commit_point_keeps_the_commit(log, partitions, point, t
     assert b"next" in _committed_values(log, TP("out", 0))
     p.close()
     c.close()
+
+
+def test_a_fence_between_the_end_check_and_the_append_lets_one_send_at_most(log):
+    """The fenced producer's one-call path reads where the partition ends,
+    then appends: a fencer's ABORT landing between the two let that send
+    in (X-5 allows this one racing append), and the producer then took
+    the new end as checked, so every later send got in too (20 of 20,
+    found by review). Now the next send after it raises."""
+    from pylog import txnproducer
+    log.create_topic("t", partitions=1)
+    old = log.producer(transactional_id="w")
+    old.begin_transaction()
+    old.send("t", b"first", partition=0)
+    real = txnproducer.IdempotentProducer._unchanged
+    fencer = []
+
+    def unchanged_then_fence(self, part, key):
+        got = real(self, part, key)
+        if got and not fencer:
+            fencer.append(log.producer(transactional_id="w"))   # ABORT to t-0
+        return got
+    sent = 0
+    txnproducer.IdempotentProducer._unchanged = unchanged_then_fence
+    try:
+        with pytest.raises(pylog.ProducerFencedError):
+            for i in range(20):
+                old.send("t", b"zombie-%d" % i, partition=0)
+                sent += 1
+    finally:
+        txnproducer.IdempotentProducer._unchanged = real
+    assert fencer and sent <= 1
+    with pytest.raises(pylog.ProducerFencedError):
+        old.commit_transaction()
+    assert _committed_values(log, TP("t", 0)) == []
+    fencer[0].close()
+    old.close()
+
+
+@pytest.mark.parametrize("partitions, point", [(2, "_moved_arms"), (1, "_closed_txn")])
+def test_no_send_between_an_interrupted_commit_and_its_end(log, partitions, point):
+    """A Ctrl-C past the commit point, caught: a send before the caller
+    aborted was accepted, and the commit's markers (or, for one
+    partition, the transaction closed as committed) showed it to
+    read_committed readers, or left it open holding later records back
+    (found by review). Now such a send raises TransactionError until
+    commit_transaction() or abort_transaction() ends the transaction."""
+    from pylog import txnproducer
+    log.create_topic("out", partitions=2)
+    p = log.producer(transactional_id="x")
+    real = getattr(txnproducer.IdempotentProducer, point)
+    armed = []
+
+    def interrupted(self, *args):
+        if armed:
+            armed.clear()
+            raise KeyboardInterrupt
+        return real(self, *args)
+    p.begin_transaction()
+    for i in range(partitions):
+        p.send("out", b"committed-%d" % i, partition=i)
+    armed.append(True)
+    setattr(txnproducer.IdempotentProducer, point, interrupted)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            p.commit_transaction()
+    finally:
+        setattr(txnproducer.IdempotentProducer, point, real)
+    with pytest.raises(pylog.TransactionError, match="commit_transaction"):
+        p.send("out", b"after-the-interrupt", partition=0)
+    p.abort_transaction()
+    with p.transaction():
+        p.send("out", b"next", partition=1)
+    log.producer().send("out", b"plain", partition=0)
+    assert sorted(_committed_values(log, TP("out", 0), TP("out", 1))) == \
+        sorted([b"committed-%d" % i for i in range(partitions)] + [b"next", b"plain"])
+    p.close()
+
+
+def test_a_commit_refused_in_a_with_block_aborts_the_transaction(log):
+    """commit_transaction() raising CommitFailedError (a rebalance moved an
+    input away) at the end of ``with producer.transaction()`` left the
+    transaction open: it held read_committed readers back, and the loop's
+    next ``with`` raised 'already open' (found by review)."""
+    log.create_topic("in", partitions=2)
+    log.create_topic("out", partitions=1)
+    log.producer().send_batch("in", [b"a0"], partition=0)
+    log.producer().send_batch("in", [b"b0"], partition=1)
+    c1 = log.consumer("in", group_id="g", enable_auto_commit=False,
+                      auto_offset_reset="earliest", isolation_level="read_committed",
+                      session_timeout_ms=200)
+    p1 = log.producer(transactional_id="ctp-1")
+    recs = c1.poll(timeout=1.0)
+    with pytest.raises(pylog.CommitFailedError):
+        with p1.transaction():
+            for r in recs:
+                p1.send("out", b"out-" + r.value)
+            p1.send_offsets_to_transaction(c1)
+            time.sleep(0.5)
+            c2, p2 = _ctp_worker(log, "2")
+            assert len(c2.poll(timeout=1.0)) == 2       # c1 is out of the group
+    log.producer().send("out", b"plain")
+    assert _committed_values(log, TP("out", 0)) == [b"plain"]
+    with p1.transaction():
+        p1.send("out", b"next")
+    assert _committed_values(log, TP("out", 0)) == [b"plain", b"next"]
+    for x in (c1, c2, p1, p2):
+        x.close()
