@@ -364,6 +364,22 @@ class ShareFiles:
             f.close()
 
 
+_STATE_NAMES = {ss.ACQUIRED: "acquired", ss.DELAYED: "delayed"}
+
+
+def _blocked_by(row: dict[str, Any], end: int, first: dict[str, Any] | None,
+                cap: int | None) -> dict[str, Any] | None:
+    """The record that holds a full window (README "Delays"): records wait
+    past SPEO while SPEO - SPSO is the file's whole ring and SPSO cannot
+    move past ``first``, the record there, still acquired or delayed. None
+    otherwise (or for a state read from LMDB, which has no ring)."""
+    if first is None or cap is None or end <= row["speo"] or \
+            row["speo"] - row["spso"] < cap or first["state"] not in _STATE_NAMES:
+        return None
+    return {"offset": first["offset"], "state": _STATE_NAMES[first["state"]],
+            "until_ms": first["until_ms"]}
+
+
 def _unlinked(f: ss.ShareFile) -> bool:
     """Was ``f``'s file removed (by a topic delete, ShareFiles.forget)?"""
     try:
@@ -438,12 +454,15 @@ def describe_share_groups(log: Any) -> list[dict[str, Any]]:
                                                   if r[2] == ss.ACKNOWLEDGED),
                     "archived_total": None, "lost_to_retention": None}
         row.update(snap)
+        first, cap = row.pop("first", None), row.pop("capacity", None)
+        row["blocked_by"] = None
         row["oldest_unacknowledged_age_ms"] = None
         try:
             part = log.partition(topic, partition)
             end = part.state().next_offset
             row["end_offset"] = end
             row["available"] += max(0, end - row["speo"])   # never delivered yet
+            row["blocked_by"] = _blocked_by(row, end, first, cap)
             if row["spso"] < end:
                 recs = part.fetch(Cursor(row["spso"]), 1)
                 if recs:

@@ -600,7 +600,12 @@ def snapshot(path: str, key: bytes) -> dict[str, Any] | None:
             o = raw[ow + i]
             held.append({"offset": off, "delivery_count": counts[i],
                          "owner_token": owners[2 * o], "lock_until_ms": deadlines[i]})
-    return {"spso": head[SPSO], "speo": head[SPEO], "available": by_state[AVAILABLE],
+    first = None
+    if head[SPSO] < head[SPEO]:
+        i = head[SPSO] % cap
+        first = {"offset": head[SPSO], "state": raw[st + i], "until_ms": deadlines[i]}
+    return {"spso": head[SPSO], "speo": head[SPEO], "capacity": cap, "first": first,
+            "available": by_state[AVAILABLE],
             "acquired": by_state[ACQUIRED], "delayed": by_state[DELAYED],
             "acknowledged_in_window": by_state[ACKNOWLEDGED],
             "dead_lettering": by_state[DEAD_LETTERING],

@@ -507,6 +507,7 @@ def test_share_groups_and_cli(logdir, capsys):
         assert (row["spso"], row["acquired"], row["delayed"], row["available"]) == \
             (1, 2, 1, 6)
         assert all(h["owner_alive"] for h in row["held"])
+        assert row["blocked_by"] is None
         assert main(["queues", logdir, "--json"]) == 0
         (cli_row,) = json.loads(capsys.readouterr().out)
         assert cli_row["acquired"] == 2
@@ -517,6 +518,31 @@ def test_share_groups_and_cli(logdir, capsys):
     with pylog.open(logdir, readonly=True) as log:
         (row,) = log.share_groups()
         assert (row["acquired"], row["delayed"], row["available"]) == (0, 1, 8)
+
+
+def test_queues_say_what_holds_a_full_window(logdir, capsys):
+    """README "Delays": a delayed record holds its partition's window (4 x
+    max_in_flight offsets from the oldest record not done); once it is
+    full nothing more is delivered, and ``pylog queues`` said the records
+    waiting past it were simply available. It now names the record that
+    holds them and until when."""
+    from pylog.cli import main
+    with jobs_log(logdir, n=20) as log, jobs_share(log, max_in_flight=2) as c:
+        (first,) = c.poll(timeout_ms=100, max_records=1)
+        c.acknowledge(first, "release", delay_ms=600_000)
+        done = 0
+        for _ in range(20):
+            recs = c.poll(timeout_ms=50)
+            for r in recs:
+                c.acknowledge(r)
+            done += len(recs)
+        c.commit()
+        assert done == 4 * 2 - 1                  # the window, less the delayed one
+        (row,) = log.share_groups()
+        assert row["blocked_by"]["offset"] == 0 and row["blocked_by"]["state"] == "delayed"
+        assert row["blocked_by"]["until_ms"] > time.time() * 1000 + 500_000
+        assert main(["queues", logdir]) == 0
+        assert "(blocked: offset 0 delayed until" in capsys.readouterr().out
 
 
 def test_redrive_dead_letters(logdir, capsys):

@@ -6,6 +6,8 @@ share-state files (or LMDB after a reboot), FORMAT.rst Q-*.
 
 from __future__ import annotations
 
+import time
+
 from .args import CliError, add_command
 from .runner import emit, print_list
 
@@ -48,12 +50,22 @@ def cmd_queues(args) -> int:
         args, rows, "No share groups.",
         lambda r: [r["group"], f"{r['topic']}-{r['partition']}", r["spso"],
                    r["end_offset"] if r["end_offset"] is not None else "-",
-                   r["available"], _held(r), r["delayed"],
+                   _available(r), _held(r), r["delayed"],
                    r["archived_total"] if r["archived_total"] is not None else "-",
                    r["lost_to_retention"] if r["lost_to_retention"] is not None else "-",
                    _age(r["oldest_unacknowledged_age_ms"])],
         ["GROUP", "PARTITION", "START", "END", "AVAILABLE", "ACQUIRED", "DELAYED",
          "ARCHIVED", "LOST", "OLDEST"], {2, 3, 4, 6, 7, 8})
+
+
+def _available(r) -> str:
+    """The count, and what holds the partition's window when it is full
+    (nothing more is delivered until that record is done)."""
+    b = r.get("blocked_by")
+    if b is None:
+        return str(r["available"])
+    until = time.strftime("%H:%M:%S", time.localtime(b["until_ms"] / 1000))
+    return f"{r['available']} (blocked: offset {b['offset']} {b['state']} until {until})"
 
 
 def _held(r) -> str:
