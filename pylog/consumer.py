@@ -131,6 +131,10 @@ class Consumer(Positions, Fetching):
         self._manual = None
         self._cursors = {}
         self._committed_pos = {}
+        # partitions a rebalance took while records the last poll returned
+        # of them were still being handled (until the next poll): a
+        # transaction must not commit those records' outputs without them
+        self._lost_handed: set[TopicPartition] = set()
         # commit()'s hook that makes the committed records durable (M-10):
         # bound once, reading the offsets of the commit in progress, so the
         # per-record commit loop allocates no closure
@@ -316,7 +320,10 @@ class Consumer(Positions, Fetching):
                                    force=force,
                                    on_revoke=listeners.revoked if listeners.wants_revoke
                                    else None)
+        pending = self._delivery.pending
         for tp in lost:
+            if tp in pending:
+                self._lost_handed.add(tp)
             self._cursors.pop(tp, None)
             self._committed_pos.pop(tp, None)
             self._delivery.forget(tp)
@@ -336,6 +343,7 @@ class Consumer(Positions, Fetching):
         look at the group."""
         assert self._member is not None
         lost = set(self._member.owned)
+        self._lost_handed.update(tp for tp in lost if tp in self._delivery.pending)
         self._member.leave(None)
         self._interval.reset()
         self._interval.warn(self.group_id, lost)
@@ -388,6 +396,8 @@ class Consumer(Positions, Fetching):
             self._leave_lost()
         delivery = self._delivery
         delivery.next_poll()        # what the last poll handed is finished
+        if self._lost_handed:
+            self._lost_handed = set()
         slices: list[Any] = []
         self._interval.begin()
         try:

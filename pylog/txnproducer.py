@@ -665,6 +665,13 @@ def _consumer_offsets(consumer: Any) -> tuple[dict[Any, int], Any]:
         return ({tp: consumer.position(tp) for tp in consumer.assignment()},
                 getattr(consumer, "_member", None))
     consumer._check()
+    if consumer._lost_handed:
+        raise CommitFailedError(
+            f"send_offsets_to_transaction: a rebalance took "
+            f"{sorted(consumer._lost_handed)} from consumer group "
+            f"{consumer.group_id!r} after the last poll returned records of them "
+            "(a call such as assignment() looked at the group): abort the "
+            "transaction; their next owner reads those records again")
     owned = set(consumer._owned())
     offsets = {tp: off for tp, off in delivery.handed_positions().items() if tp in owned}
     grouped = consumer._manual is None

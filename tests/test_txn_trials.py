@@ -369,3 +369,44 @@ def test_a_commit_refused_in_a_with_block_aborts_the_transaction(log):
     assert _committed_values(log, TP("out", 0)) == [b"plain", b"next"]
     for x in (c1, c2, p1, p2):
         x.close()
+
+
+def test_send_offsets_refused_after_assignment_took_a_handed_partition(log):
+    """The application looks at its assignment between poll() and
+    send_offsets_to_transaction (a log line): assignment() looks at the
+    group, and a member that joined meanwhile takes a partition whose
+    records the transaction just transformed. Its offset was dropped from
+    the transaction silently, and the new owner transformed those records
+    again (duplicates). Now send_offsets_to_transaction raises
+    CommitFailedError, the block aborts, and every output appears once."""
+    log.create_topic("in", partitions=2)
+    log.create_topic("out", partitions=1)
+    log.producer().send_batch("in", [b"a0", b"a1"], partition=0)
+    log.producer().send_batch("in", [b"b0", b"b1"], partition=1)
+    c1, p1 = _ctp_worker(log, "1")
+    recs = c1.poll(timeout=1.0)
+    assert len(recs) == 4
+    c2, p2 = _ctp_worker(log, "2")
+    c2.poll(timeout=0.2)                              # joins: wants a partition
+    with pytest.raises(pylog.CommitFailedError, match="rebalance took"):
+        with p1.transaction():
+            for r in recs:
+                p1.send("out", b"out-" + r.value)
+            assert len(c1.assignment()) == 1          # gave one up
+            p1.send_offsets_to_transaction(c1)
+    for tp in c1.assignment():            # as after any abort: back to the commit
+        c1.seek(tp, c1.committed(tp) or 0)
+    done = 0
+    for _ in range(20):
+        for c, p in ((c1, p1), (c2, p2)):
+            got = c.poll(timeout=0.1)
+            if got:
+                with p.transaction():
+                    for r in got:
+                        p.send("out", b"out-" + r.value)
+                    p.send_offsets_to_transaction(c)
+                done += len(got)
+    outs = _committed_values(log, TP("out", 0))
+    assert sorted(outs) == [b"out-a0", b"out-a1", b"out-b0", b"out-b1"], outs
+    for x in (c1, c2, p1, p2):
+        x.close()
