@@ -413,6 +413,8 @@ class PollDriver:
         # unfinished holds them again after this call): give_back below must
         # rewind this fetch's records only, never the ones held
         c._delivery.next_poll()
+        if c._lost_handed:
+            c._lost_handed = set()
         slices: list[Slice] = []
         c._interval.begin()
         try:
