@@ -25,12 +25,13 @@ Thread safety: used by the one thread that runs the Mirror.
 from __future__ import annotations
 
 import hashlib
+import re
 import socket
 import time
 from typing import TYPE_CHECKING, Any
 
 from ._native import partition_for_key
-from .errors import TopicNotFound
+from .errors import InvalidArgument, InvalidTimestamp, RecordTooLarge, TopicNotFound
 from .mirrorstats import KAFKA_LOGGER, Backoff, MirrorError, MirrorStats, RateLimitedReport, Report
 
 if TYPE_CHECKING:
@@ -63,21 +64,29 @@ class FromKafka:
         self._stats = stats
         self._report = report
         self._limited = RateLimitedReport(report)
-        self._consumer = ck.Consumer({
-            "bootstrap.servers": bootstrap_servers, "group.id": group_id,
-            "group.instance.id": instance_id(log.path, group_id),
-            "enable.auto.commit": False, "auto.offset.reset": "earliest",
-            "isolation.level": "read_committed",
-            "topic.metadata.refresh.interval.ms": 5000,
-            "error_cb": self._on_error, "logger": KAFKA_LOGGER, **kafka_config})
-        # librdkafka treats a subscription starting with ^ as a regex (its
-        # own engine: no (?:...)); pylog's pattern is matched against the
-        # whole name, so anchor both ends
-        self._consumer.subscribe([f"^({pattern})$"])
+        try:
+            self._consumer = ck.Consumer({
+                "bootstrap.servers": bootstrap_servers, "group.id": group_id,
+                "group.instance.id": instance_id(log.path, group_id),
+                "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+                "topic.metadata.refresh.interval.ms": 5000,
+                "error_cb": self._on_error, "logger": KAFKA_LOGGER, **kafka_config})
+            # librdkafka treats a subscription starting with ^ as a regex (its
+            # own engine: no (?:...)); pylog's pattern is matched against the
+            # whole name, so anchor both ends
+            self._consumer.subscribe([f"^({pattern})$"])
+        except ck.KafkaException as exc:
+            raise InvalidArgument(
+                f"mirror: the Kafka client refused its settings or the topics "
+                f"pattern {pattern!r} (librdkafka's regex: no (?:...), (?i) or \\d): "
+                f"{exc.args[0].str() if exc.args else exc}") from None
+        self._pattern = re.compile(pattern)
         self._producer = log.producer()
         self._routes: dict[str, tuple[int, int]] = {}    # topic -> (kafka, local)
         self._uncommitted: dict[tuple[str, int], int] = {}
         self._backoff = Backoff()
+        self._broken: str | None = None
 
     def _on_error(self, err: Any) -> None:
         self._stats.errors += 1
@@ -86,29 +95,66 @@ class FromKafka:
     def step(self, timeout: float) -> bool:
         """Move records for up to about ``timeout`` seconds; True when every
         assigned Kafka partition is read to its end and committed."""
+        if self._broken is not None:
+            raise MirrorError(f"mirror: a step failed ({self._broken}) and its records "
+                              "could not be put back; close the mirror and start it again")
         msgs = self._consumer.consume(num_messages=CONSUME_RECORDS_MAX, timeout=timeout)
-        send = self._producer.send
         n = 0
-        for m in msgs:
-            err = m.error()
-            if err is not None:
-                if err.fatal():
-                    raise MirrorError(f"kafka consumer: fatal error: {err.str()}")
-                self._limited(f"kafka: {err.str()}", time.monotonic())
-                continue
-            topic, kp = m.topic(), m.partition()
-            local = self._local_partition(topic, kp, m.key())
-            ts_type, ts = m.timestamp()
-            send(topic, m.value(), m.key(), headers=m.headers() or None, partition=local,
-                 timestamp_ms=ts if ts_type != self._ck.TIMESTAMP_NOT_AVAILABLE else None)
-            self._uncommitted[(topic, kp)] = m.offset() + 1
-            n += 1
+        i = 0
+        try:
+            for i, m in enumerate(msgs):
+                if self._move(m):
+                    n += 1
+        except BaseException:
+            # the consumer's position is past every record of msgs: put it
+            # back on the first one not written, or the next step would skip
+            # them and a commit pass them (lost for good)
+            self._rewind(msgs[i:])
+            raise
         if n:
             self._producer.flush()       # durable before Kafka hears of it
             self._stats.records += n
         if self._uncommitted and not self._commit():
             return False
         return not msgs and self._at_end()
+
+    def _move(self, m: Any) -> bool:
+        """Append one Kafka message to the local log; False for an error
+        message that is only reported."""
+        err = m.error()
+        if err is not None:
+            if err.fatal():
+                raise MirrorError(f"kafka consumer: fatal error: {err.str()}")
+            self._limited(f"kafka: {err.str()}", time.monotonic())
+            return False
+        topic, kp = m.topic(), m.partition()
+        local = self._local_partition(topic, kp, m.key())
+        ts_type, ts = m.timestamp()
+        try:
+            self._producer.send(
+                topic, m.value(), m.key(), headers=m.headers() or None, partition=local,
+                timestamp_ms=ts if ts_type != self._ck.TIMESTAMP_NOT_AVAILABLE else None)
+        except (RecordTooLarge, InvalidTimestamp) as exc:
+            raise MirrorError(
+                f"mirror: {topic}-{kp} offset {m.offset()} cannot be written to the "
+                f"local topic: {exc}; alter the local topic ({topic!r}: "
+                "max_message_bytes, message_timestamp_after_max_ms) and run the "
+                "mirror again, which goes on from this record") from exc
+        self._uncommitted[(topic, kp)] = m.offset() + 1
+        return True
+
+    def _rewind(self, rest: list[Any]) -> None:
+        """Seek each partition of the unwritten messages ``rest`` back to
+        its first; when that fails, no later step may run."""
+        first: dict[tuple[str, int], int] = {}
+        for m in rest:
+            if m.error() is None:
+                first.setdefault((m.topic(), m.partition()), m.offset())
+        try:
+            for (t, p), off in first.items():
+                self._consumer.seek(self._ck.TopicPartition(t, p, off))
+        except Exception as exc:        # (KafkaException: not assigned any more, ...)
+            self._broken = repr(exc)
 
     def _commit(self) -> bool:
         tps = [self._ck.TopicPartition(t, p, o) for (t, p), o in self._uncommitted.items()]
@@ -132,7 +178,13 @@ class FromKafka:
         known yet) the committed offset, is at the high watermark."""
         assignment = self._consumer.assignment()
         if not assignment:
-            return False
+            # caught up when no Kafka topic matches at all (not yet
+            # assigned otherwise)
+            try:
+                md = self._consumer.list_topics(timeout=METADATA_TIMEOUT_S)
+            except self._ck.KafkaException:
+                return False
+            return not any(self._pattern.fullmatch(t) for t in md.topics)
         try:
             positions = self._consumer.position(assignment)
             unknown = [tp for tp in positions if tp.offset < 0]
@@ -154,6 +206,9 @@ class FromKafka:
         if route is None:
             route = self._routes[topic] = self._ensure_topic(topic)
         kafka_n, local_n = route
+        if kafka_partition >= kafka_n:     # the Kafka topic grew: look again
+            route = self._routes[topic] = self._ensure_topic(topic)
+            kafka_n, local_n = route
         if kafka_n == local_n:
             return kafka_partition
         if key is not None:
