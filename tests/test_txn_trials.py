@@ -42,11 +42,10 @@ def _ctp_worker(log, name):
     return c, log.producer(transactional_id="ctp-" + name)
 
 
-def test_send_offsets_keeps_partitions_a_joining_member_wants(log):
-    """A member joins while the first one transforms the records its poll
-    returned: send_offsets_to_transaction(consumer) names every partition
-    those records came from (it does not run a rebalance that drops some),
-    so each input has exactly one committed output."""
+def _second_member_joins(log):
+    """Topics "in" (two partitions, two records each) and "out"; worker 1
+    polled all four records, then worker 2 joined the group (it wants a
+    partition): (c1, p1, c2, p2, records)."""
     log.create_topic("in", partitions=2)
     log.create_topic("out", partitions=1)
     log.producer().send_batch("in", [b"a0", b"a1"], partition=0)
@@ -56,6 +55,30 @@ def test_send_offsets_keeps_partitions_a_joining_member_wants(log):
     assert len(recs) == 4
     c2, p2 = _ctp_worker(log, "2")
     c2.poll(timeout=0.2)
+    return c1, p1, c2, p2, recs
+
+
+def _short_session_worker(log):
+    """Topics "in" (two partitions, a record each) and "out"; a worker
+    whose member times out after 200 ms without a poll, having polled
+    both records: (consumer, transactional producer, records)."""
+    log.create_topic("in", partitions=2)
+    log.create_topic("out", partitions=1)
+    log.producer().send_batch("in", [b"a0"], partition=0)
+    log.producer().send_batch("in", [b"b0"], partition=1)
+    c1 = log.consumer("in", group_id="g", enable_auto_commit=False,
+                      auto_offset_reset="earliest", isolation_level="read_committed",
+                      session_timeout_ms=200)
+    p1 = log.producer(transactional_id="ctp-1")
+    return c1, p1, c1.poll(timeout=1.0)
+
+
+def test_send_offsets_keeps_partitions_a_joining_member_wants(log):
+    """A member joins while the first one transforms the records its poll
+    returned: send_offsets_to_transaction(consumer) names every partition
+    those records came from (it does not run a rebalance that drops some),
+    so each input has exactly one committed output."""
+    c1, p1, c2, p2, recs = _second_member_joins(log)
     with p1.transaction():
         for r in recs:
             p1.send("out", b"out-" + r.value)
@@ -80,15 +103,7 @@ def test_send_offsets_refused_when_a_handed_partition_moved(log):
     commit point (it missed session_timeout_ms): the commit raises
     CommitFailedError, nothing is committed; never the outputs without
     their offsets."""
-    log.create_topic("in", partitions=2)
-    log.create_topic("out", partitions=1)
-    log.producer().send_batch("in", [b"a0"], partition=0)
-    log.producer().send_batch("in", [b"b0"], partition=1)
-    c1 = log.consumer("in", group_id="g", enable_auto_commit=False,
-                      auto_offset_reset="earliest", isolation_level="read_committed",
-                      session_timeout_ms=200)
-    p1 = log.producer(transactional_id="ctp-1")
-    recs = c1.poll(timeout=1.0)
+    c1, p1, recs = _short_session_worker(log)
     assert len(recs) == 2
     p1.begin_transaction()
     for r in recs:
@@ -345,15 +360,7 @@ def test_a_commit_refused_in_a_with_block_aborts_the_transaction(log):
     input away) at the end of ``with producer.transaction()`` left the
     transaction open: it held read_committed readers back, and the loop's
     next ``with`` raised 'already open' (found by review)."""
-    log.create_topic("in", partitions=2)
-    log.create_topic("out", partitions=1)
-    log.producer().send_batch("in", [b"a0"], partition=0)
-    log.producer().send_batch("in", [b"b0"], partition=1)
-    c1 = log.consumer("in", group_id="g", enable_auto_commit=False,
-                      auto_offset_reset="earliest", isolation_level="read_committed",
-                      session_timeout_ms=200)
-    p1 = log.producer(transactional_id="ctp-1")
-    recs = c1.poll(timeout=1.0)
+    c1, p1, recs = _short_session_worker(log)
     with pytest.raises(pylog.CommitFailedError):
         with p1.transaction():
             for r in recs:
@@ -379,15 +386,7 @@ def test_send_offsets_refused_after_assignment_took_a_handed_partition(log):
     the transaction silently, and the new owner transformed those records
     again (duplicates). Now send_offsets_to_transaction raises
     CommitFailedError, the block aborts, and every output appears once."""
-    log.create_topic("in", partitions=2)
-    log.create_topic("out", partitions=1)
-    log.producer().send_batch("in", [b"a0", b"a1"], partition=0)
-    log.producer().send_batch("in", [b"b0", b"b1"], partition=1)
-    c1, p1 = _ctp_worker(log, "1")
-    recs = c1.poll(timeout=1.0)
-    assert len(recs) == 4
-    c2, p2 = _ctp_worker(log, "2")
-    c2.poll(timeout=0.2)                              # joins: wants a partition
+    c1, p1, c2, p2, recs = _second_member_joins(log)
     with pytest.raises(pylog.CommitFailedError, match="rebalance took"):
         with p1.transaction():
             for r in recs:
