@@ -42,6 +42,20 @@ def _ctp_worker(log, name):
     return c, log.producer(transactional_id="ctp-" + name)
 
 
+def _transform_until_done(workers, rounds):
+    """Each (consumer, transactional producer) of ``workers`` in turn, for
+    ``rounds`` rounds: what a poll returns goes to "out" in a transaction
+    with its offsets."""
+    for _ in range(rounds):
+        for c, p in workers:
+            got = c.poll(timeout=0.1)
+            if got:
+                with p.transaction():
+                    for r in got:
+                        p.send("out", b"out-" + r.value)
+                    p.send_offsets_to_transaction(c)
+
+
 def _second_member_joins(log):
     """Topics "in" (two partitions, two records each) and "out"; worker 1
     polled all four records, then worker 2 joined the group (it wants a
@@ -84,14 +98,7 @@ def test_send_offsets_keeps_partitions_a_joining_member_wants(log):
             p1.send("out", b"out-" + r.value)
         p1.send_offsets_to_transaction(c1)
     assert {p: c1.committed(TP("in", p)) for p in (0, 1)} == {0: 2, 1: 2}
-    for _ in range(5):
-        for c, p in ((c1, p1), (c2, p2)):
-            got = c.poll(timeout=0.2)
-            if got:
-                with p.transaction():
-                    for r in got:
-                        p.send("out", b"out-" + r.value)
-                    p.send_offsets_to_transaction(c)
+    _transform_until_done(((c1, p1), (c2, p2)), rounds=5)
     counts = collections.Counter(_committed_values(log, TP("out", 0)))
     assert counts == {b"out-a0": 1, b"out-a1": 1, b"out-b0": 1, b"out-b1": 1}
     for x in (c1, c2, p1, p2):
@@ -395,16 +402,7 @@ def test_send_offsets_refused_after_assignment_took_a_handed_partition(log):
             p1.send_offsets_to_transaction(c1)
     for tp in c1.assignment():            # as after any abort: back to the commit
         c1.seek(tp, c1.committed(tp) or 0)
-    done = 0
-    for _ in range(20):
-        for c, p in ((c1, p1), (c2, p2)):
-            got = c.poll(timeout=0.1)
-            if got:
-                with p.transaction():
-                    for r in got:
-                        p.send("out", b"out-" + r.value)
-                    p.send_offsets_to_transaction(c)
-                done += len(got)
+    _transform_until_done(((c1, p1), (c2, p2)), rounds=20)
     outs = _committed_values(log, TP("out", 0))
     assert sorted(outs) == [b"out-a0", b"out-a1", b"out-b0", b"out-b1"], outs
     for x in (c1, c2, p1, p2):
