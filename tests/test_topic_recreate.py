@@ -149,19 +149,24 @@ def test_drop_topic_forgets_owners_assignment_and_count():
         gs.fence(new, "g", "m2", [b])
 
 
+def _accept(c, n, rounds=20):
+    """Accept what share consumer ``c`` gets, until ``n`` records or
+    ``rounds`` polls; their values."""
+    got = []
+    for _ in range(rounds):
+        for r in c.poll(timeout_ms=200):
+            got.append(r.value)
+            c.acknowledge(r, "accept")
+        c.commit()
+        if len(got) >= n:
+            break
+    return got
+
+
 def _share_round(log, n):
     """Accept what one share consumer of group "w" gets of "jobs"; the values."""
-    got = []
     with log.share_consumer("jobs", group_id="w", auto_offset_reset="earliest") as c:
-        for _ in range(20):
-            recs = c.poll(timeout_ms=200)
-            for r in recs:
-                got.append(r.value)
-                c.acknowledge(r, "accept")
-            c.commit()
-            if len(got) >= n:
-                break
-    return got
+        return _accept(c, n)
 
 
 def test_a_share_group_starts_anew_on_a_topic_made_again(logdir):
@@ -227,24 +232,11 @@ def test_a_live_share_consumer_goes_on_with_the_topic_made_again(logdir):
         log.create_topic("jobs")
         log.producer().send_batch("jobs", [b"old-%d" % i for i in range(20)])
         c = log.share_consumer("jobs", group_id="w", auto_offset_reset="earliest")
-        n = 0
-        while n < 20:
-            for r in c.poll(timeout_ms=200):
-                c.acknowledge(r, "accept")
-                n += 1
-            c.commit()
+        assert len(_accept(c, 20)) == 20
         other.delete_topic("jobs")
         other.create_topic("jobs")
         other.producer().send_batch("jobs", [b"new-%d" % i for i in range(10)])
-        got = []
-        for _ in range(30):
-            for r in c.poll(timeout_ms=100):
-                got.append(r.value)
-                c.acknowledge(r, "accept")
-            c.commit()
-            if len(got) >= 10:
-                break
-        assert got == [b"new-%d" % i for i in range(10)]
+        assert _accept(c, 10, rounds=30) == [b"new-%d" % i for i in range(10)]
         c.close()
     finally:
         other.close()
