@@ -41,9 +41,8 @@ from typing import Any, Callable, Iterable, Mapping
 from . import cursors as cur
 from . import groupstate as gs
 from .commitgroup import CheckpointGroup
-from .errors import CommitFailedError, CorruptLogError
+from .errors import CorruptLogError
 from .liveness import process_alive
-from .records import TopicPartition
 
 _OFFSET = struct.Struct(">qq")
 _P = struct.Struct(">I")
@@ -60,26 +59,6 @@ NO_OWNER = cur.key_hash(b"\0no owner")
 def owner_fence(owner: str | None) -> int:
     """The fence of a slot whose partition ``owner`` owns (None: nobody)."""
     return NO_OWNER if owner is None else cur.member_fence(owner)
-
-
-def refuse_live_owners(state: gs.GroupState, group: str, offsets: Mapping[Any, int],
-                       now_ms: int) -> None:
-    """CommitFailedError when a live member of ``group`` owns a partition
-    of ``offsets``, committed by a consumer that is not a member."""
-    owned = {}
-    for tp in offsets:
-        m = state.owners.get(TopicPartition(*tp))
-        info = state.members.get(m) if m is not None else None
-        if info is not None and gs.alive(info, now_ms, process_alive):
-            owned[f"{tp[0]}-{tp[1]}"] = m
-    if owned:
-        raise CommitFailedError(
-            f"commit refused: this consumer is not a member of group {group!r} "
-            f"(it assign()ed its partitions), and live members of the group own "
-            f"{', '.join(f'{tp} ({m})' for tp, m in sorted(owned.items()))}; "
-            "commit from the member that owns the partition, give an assign()ed "
-            "consumer a group_id of its own, or stop the group's members first "
-            "(Kafka's coordinator refuses such a commit too)")
 
 
 def okey(group: str, topic: str, partition: int) -> bytes:
@@ -171,7 +150,7 @@ class Commits:
             if fence_check is not None:
                 fence_check(state)
             elif fence is None:
-                refuse_live_owners(state, group, offsets, now)
+                gs.fence_outsider(state, group, offsets, now, process_alive)
             self.store_offsets(txn, group, offsets, now, state.owners, after)
 
     def store_offsets(self, txn: Any, group: str, offsets: dict, now: int,

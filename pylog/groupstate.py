@@ -11,27 +11,29 @@ arguments, so tests run them on a fake clock. ``pylog.group`` is the shell
 that reads a state in an LMDB write transaction, applies a transition and
 writes the result back in the same transaction.
 
-=========== ====================================================================
-transition  effect on the state
-=========== ====================================================================
-expire      members whose heartbeat is older than their session timeout, or
-            whose process is gone, are removed; what they owned becomes free
-join        a member absent from ``members`` is added (a rebalance follows)
-heartbeat   the member's ``heartbeat_ms`` (and subscribed topics) are renewed
-rebalance   the assignor computes a new target ``assignment``; generation + 1;
-            owners of partitions that no longer exist, or of members that
-            are gone, are dropped
-release     the member gives up what it owns outside its target (the caller
-            commits its positions for them in the same transaction)
-claim       the member takes the partitions of its target that nobody owns
-leave       the member is removed; the rest rebalance
-drop_topic  a deleted topic's partitions are owned and assigned by nobody
-fence       a commit is refused unless the member is in the group and owns
-            every partition it commits
-sync        one poll of a member: expire, join, heartbeat, rebalance (when
-            membership, subscriptions or partition counts changed), release,
-            claim
-=========== ====================================================================
+=============== ====================================================================
+transition      effect on the state
+=============== ====================================================================
+expire          members whose heartbeat is older than their session timeout, or
+                whose process is gone, are removed; what they owned becomes free
+join            a member absent from ``members`` is added (a rebalance follows)
+heartbeat       the member's ``heartbeat_ms`` (and subscribed topics) are renewed
+rebalance       the assignor computes a new target ``assignment``; generation + 1;
+                owners of partitions that no longer exist, or of members that
+                are gone, are dropped
+release         the member gives up what it owns outside its target (the caller
+                commits its positions for them in the same transaction)
+claim           the member takes the partitions of its target that nobody owns
+leave           the member is removed; the rest rebalance
+drop_topic      a deleted topic's partitions are owned and assigned by nobody
+fence           a commit is refused unless the member is in the group and owns
+                every partition it commits
+fence_outsider  a non-member's commit is refused where a live member owns
+                the partition
+sync            one poll of a member: expire, join, heartbeat, rebalance (when
+                membership, subscriptions or partition counts changed), release,
+                claim
+=============== ====================================================================
 
 Ownership is a two-step hand-off, so that a partition is never fetched by
 two live members at once (G3): the assignment names the target owner; the
@@ -486,6 +488,27 @@ def fence(state: GroupState, group: str, member_id: str, tps) -> None:
         raise CommitFailedError(
             f"commit for group {group!r} refused: member {member_id} no longer "
             f"owns {lost} (the group rebalanced to generation {state.generation})")
+
+
+def fence_outsider(state: GroupState, group: str, tps, now_ms: int,
+                   is_alive: Probe) -> None:
+    """Refuse (CommitFailedError) a commit of ``tps`` by a consumer that is
+    not a member (it assign()ed its partitions) where a live member owns
+    one of them, as Kafka's coordinator refuses a non-member's commit."""
+    owned = {}
+    for tp in tps:
+        m = state.owners.get(TopicPartition(*tp))
+        info = state.members.get(m) if m is not None else None
+        if info is not None and alive(info, now_ms, is_alive):
+            owned[f"{tp[0]}-{tp[1]}"] = m
+    if owned:
+        raise CommitFailedError(
+            f"commit refused: this consumer is not a member of group {group!r} "
+            f"(it assign()ed its partitions), and live members of the group own "
+            f"{', '.join(f'{tp} ({m})' for tp, m in sorted(owned.items()))}; "
+            "commit from the member that owns the partition, give an assign()ed "
+            "consumer a group_id of its own, or stop the group's members first "
+            "(Kafka's coordinator refuses such a commit too)")
 
 
 def count_retention_reset(state: GroupState, tp, skipped: int) -> GroupState:
