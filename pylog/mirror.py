@@ -40,6 +40,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from . import mirrorfromkafka, mirrortokafka
 from .errors import InvalidArgument
 from .log import Log
 from .log import open as open_log
@@ -79,8 +80,10 @@ class Mirror:
       logger.
 
     Raises MirrorError when confluent-kafka is missing, InvalidArgument for
-    a bad direction, pattern, bootstrap string or ``max_in_flight`` (not an
-    int from 1 to 10,000,000, or given from Kafka).
+    a bad direction, pattern, bootstrap string, ``kafka_config`` (not a
+    mapping, or settings the Kafka client refuses) or ``max_in_flight``
+    (not an int from 1 to 10,000,000, or given from Kafka), before
+    anything is created on disk.
     """
 
     def __init__(self, log: str | os.PathLike[str] | Log, bootstrap_servers: str, *,
@@ -111,7 +114,18 @@ class Mirror:
             raise InvalidArgument("mirror: max_in_flight applies to direction='to-kafka' "
                                   "only (from Kafka, each step's records are on disk and "
                                   "committed before the next step)")
+        if kafka_config is not None and not isinstance(kafka_config, Mapping):
+            raise InvalidArgument(f"mirror: kafka_config={kafka_config!r}; expected a "
+                                  "mapping of librdkafka settings")
         ck = confluent_kafka()
+        config = dict(kafka_config or {})
+        # before the log is opened (and maybe created): a refused mirror
+        # leaves nothing on disk
+        if direction == "to-kafka":
+            mirrortokafka.check_settings(ck, bootstrap_servers, config,
+                                         max_in_flight or MAX_IN_FLIGHT_DEFAULT)
+        else:
+            mirrorfromkafka.check_settings(ck, bootstrap_servers, topics, group_id, config)
         self.direction = direction
         self.stats = MirrorStats()
         self._stop = threading.Event()
@@ -122,7 +136,7 @@ class Mirror:
         say = report or default_report
         try:
             args = (ck, self.log, bootstrap_servers, topics, group_id,
-                    dict(kafka_config or {}), self.stats, say)
+                    config, self.stats, say)
             self._half: ToKafka | FromKafka = (
                 ToKafka(*args, max_in_flight=max_in_flight or MAX_IN_FLIGHT_DEFAULT)
                 if direction == "to-kafka" else FromKafka(*args))

@@ -53,6 +53,55 @@ def instance_id(path: str, group_id: str) -> str:
     return f"pylog-mirror-{digest.hexdigest()[:16]}"
 
 
+def consumer_config(bootstrap_servers: str, group_id: str, instance: str,
+                    kafka_config: dict[str, Any], **ours: Any) -> dict[str, Any]:
+    """The settings of the mirror's Kafka consumer (``ours``: callbacks;
+    the user's ``kafka_config`` last, so that it may override any)."""
+    return {"bootstrap.servers": bootstrap_servers, "group.id": group_id,
+            "group.instance.id": instance,
+            "enable.auto.commit": False, "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            "topic.metadata.refresh.interval.ms": 5000,
+            "logger": KAFKA_LOGGER, **ours, **kafka_config}
+
+
+def subscribed_consumer(ck: Any, config: dict[str, Any], pattern: str) -> Any:
+    """A Kafka consumer with ``config``, subscribed to ``pattern`` (not
+    polled yet: it has joined no group); InvalidArgument for settings or a
+    pattern the client refuses."""
+    try:
+        consumer = ck.Consumer(config)
+    except ck.KafkaException as exc:
+        raise _refused(pattern, exc) from None
+    try:
+        # librdkafka treats a subscription starting with ^ as a regex (its
+        # own engine: no (?:...)); pylog's pattern is matched against the
+        # whole name, so anchor both ends
+        consumer.subscribe([f"^({pattern})$"])
+    except ck.KafkaException as exc:
+        consumer.close()
+        raise _refused(pattern, exc) from None
+    return consumer
+
+
+def _refused(pattern: str, exc: Exception) -> InvalidArgument:
+    return InvalidArgument(
+        f"mirror: the Kafka client refused its settings or the topics "
+        f"pattern {pattern!r} (librdkafka's regex: no (?:...), (?i) or \\d): "
+        f"{exc.args[0].str() if exc.args else exc}")
+
+
+def check_settings(ck: Any, bootstrap_servers: str, pattern: str, group_id: str,
+                   kafka_config: dict[str, Any]) -> None:
+    """InvalidArgument for settings or a pattern the Kafka client refuses,
+    checked with a probe consumer closed at once (it never polls, so it
+    joins no group) before the mirror opens its log: a refused mirror
+    creates nothing on disk."""
+    subscribed_consumer(ck, consumer_config(bootstrap_servers, group_id,
+                                            "pylog-mirror-probe", kafka_config),
+                        pattern).close()
+
+
 class FromKafka:
     """The inbound loop; see the module docstring."""
 
@@ -64,23 +113,9 @@ class FromKafka:
         self._stats = stats
         self._report = report
         self._limited = RateLimitedReport(report)
-        try:
-            self._consumer = ck.Consumer({
-                "bootstrap.servers": bootstrap_servers, "group.id": group_id,
-                "group.instance.id": instance_id(log.path, group_id),
-                "enable.auto.commit": False, "auto.offset.reset": "earliest",
-                "isolation.level": "read_committed",
-                "topic.metadata.refresh.interval.ms": 5000,
-                "error_cb": self._on_error, "logger": KAFKA_LOGGER, **kafka_config})
-            # librdkafka treats a subscription starting with ^ as a regex (its
-            # own engine: no (?:...)); pylog's pattern is matched against the
-            # whole name, so anchor both ends
-            self._consumer.subscribe([f"^({pattern})$"])
-        except ck.KafkaException as exc:
-            raise InvalidArgument(
-                f"mirror: the Kafka client refused its settings or the topics "
-                f"pattern {pattern!r} (librdkafka's regex: no (?:...), (?i) or \\d): "
-                f"{exc.args[0].str() if exc.args else exc}") from None
+        self._consumer = subscribed_consumer(ck, consumer_config(
+            bootstrap_servers, group_id, instance_id(log.path, group_id), kafka_config,
+            error_cb=self._on_error), pattern)
         self._pattern = re.compile(pattern)
         self._producer = log.producer()
         self._routes: dict[str, tuple[int, int]] = {}    # topic -> (kafka, local)

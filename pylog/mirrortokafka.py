@@ -36,7 +36,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ._native import partition_for_key
-from .errors import CommitFailedError
+from .errors import CommitFailedError, InvalidArgument
 from .mirrorstats import KAFKA_LOGGER, Backoff, MirrorError, MirrorStats, RateLimitedReport, Report
 from .records import TopicPartition
 
@@ -112,6 +112,43 @@ class _Acks:
         return n
 
 
+def producer_config(bootstrap_servers: str, max_in_flight: int,
+                    kafka_config: dict[str, Any], **ours: Any) -> dict[str, Any]:
+    """The settings of the mirror's Kafka producer (``ours``: callbacks;
+    the user's ``kafka_config`` last, so that it may override any)."""
+    # librdkafka's own queue never holds more than the mirror lets out
+    return {"bootstrap.servers": bootstrap_servers, **PRODUCER_CONFIG,
+            "queue.buffering.max.messages": max_in_flight, "logger": KAFKA_LOGGER,
+            **ours, **kafka_config}
+
+
+def admin_config(bootstrap_servers: str, kafka_config: dict[str, Any]) -> dict[str, Any]:
+    """The settings of the admin client that creates topics: the
+    connection's only."""
+    return {"bootstrap.servers": bootstrap_servers, "logger": KAFKA_LOGGER,
+            **{k: v for k, v in kafka_config.items()
+               if k.startswith(("security.", "sasl.", "ssl."))}}
+
+
+def _client(ck: Any, make: Any, config: dict[str, Any]) -> Any:
+    """``make(config)``; InvalidArgument for settings the client refuses."""
+    try:
+        return make(config)
+    except ck.KafkaException as exc:
+        raise InvalidArgument(f"mirror: the Kafka client refused its settings: "
+                              f"{exc.args[0].str() if exc.args else exc}") from None
+
+
+def check_settings(ck: Any, bootstrap_servers: str, kafka_config: dict[str, Any],
+                   max_in_flight: int) -> None:
+    """InvalidArgument for settings the Kafka clients refuse, checked with
+    probe clients dropped at once (they send nothing) before the mirror
+    opens its log: a refused mirror creates nothing on disk."""
+    _client(ck, ck.Producer, producer_config(bootstrap_servers, max_in_flight,
+                                              kafka_config))
+    _client(ck, ck.admin.AdminClient, admin_config(bootstrap_servers, kafka_config))
+
+
 class ToKafka:
     """The outbound loop; see the module docstring."""
 
@@ -127,21 +164,16 @@ class ToKafka:
         # acknowledged (contiguously) and not committed yet: part of
         # stats.in_flight, which a commit lowers by this much
         self._acked_uncommitted = 0
-        # librdkafka's own queue never holds more than the mirror lets out
-        self._config = {"bootstrap.servers": bootstrap_servers, **PRODUCER_CONFIG,
-                        "queue.buffering.max.messages": max_in_flight,
-                        "error_cb": self._on_error, "logger": KAFKA_LOGGER,
-                        **kafka_config}
-        self._admin = ck.admin.AdminClient(
-            {"bootstrap.servers": bootstrap_servers, "logger": KAFKA_LOGGER,
-             **{k: v for k, v in kafka_config.items()
-                if k.startswith(("security.", "sasl.", "ssl."))}})
+        self._config = producer_config(bootstrap_servers, max_in_flight, kafka_config,
+                                       error_cb=self._on_error)
+        self._admin = _client(ck, ck.admin.AdminClient,
+                              admin_config(bootstrap_servers, kafka_config))
         self._consumer: Consumer = log.consumer(
             group_id=group_id, pattern=pattern, auto_offset_reset="earliest",
             enable_auto_commit=False, client_id="pylog-mirror",
             max_poll_records=POLL_RECORDS_MAX)
         self._group_id = group_id
-        self._producer = ck.Producer(self._config)
+        self._producer = _client(ck, ck.Producer, self._config)
         self._generation = 0
         self._acks: dict[TopicPartition, _Acks] = {}
         self._by_place: dict[tuple[str, int], _Acks] = {}    # the same, by (topic, partition)

@@ -246,6 +246,15 @@ def test_bad_arguments_are_refused_before_anything_is_created(tmp_path):
                {"max_in_flight": 100, "direction": "from-kafka"}):
         with pytest.raises(InvalidArgument):
             Mirror(path, "127.0.0.1:9092", **kw)
+    # settings the Kafka client refuses, both ways: refused before the log
+    # directory is created (a leaked KafkaException to Kafka, before)
+    for kw in ({"kafka_config": {"nosuch.key": "1"}},
+               {"kafka_config": {"acks": "sometimes"}},
+               {"kafka_config": ["acks=all"]},
+               {"kafka_config": {"nosuch.key": "1"}, "direction": "from-kafka"},
+               {"topics": "orders-(?:1|2)", "direction": "from-kafka"}):
+        with pytest.raises(InvalidArgument, match="kafka_config|refused"):
+            Mirror(path, "127.0.0.1:9092", **kw)
     for bs in ("", "nohost", "a:b", "127.0.0.1:9092,"):
         with pytest.raises(InvalidArgument, match="bootstrap_servers"):
             Mirror(path, bs)
