@@ -35,6 +35,7 @@ from .consumerargs import poll_timeout
 from .errors import (
     AcknowledgementError,
     InvalidArgument,
+    LogClosed,
     OffsetOutOfRange,
     ReadOnlyLog,
     TopicNotFound,
@@ -609,7 +610,7 @@ class ShareConsumer:
 
     def _check(self) -> None:
         if self._closed:
-            raise InvalidArgument("the share consumer is closed")
+            raise LogClosed("the share consumer is closed")
         self._log.check_open()
 
     def __enter__(self) -> ShareConsumer:

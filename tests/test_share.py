@@ -621,6 +621,9 @@ def test_iteration_and_close_releases(logdir):
                 break
             c.acknowledge(rec)
         c.close()           # offset 1 (and 2..4 of its batch) released at once
+        # closed, as a closed Consumer or Producer says (InvalidArgument before)
+        with pytest.raises(pylog.LogClosed, match="closed"):
+            c.poll(timeout_ms=0)
         with jobs_share(log) as d:
             assert [(r.offset, r.delivery_count) for r in _drain(d)] == \
                 [(1, 2), (2, 2), (3, 2), (4, 2)]

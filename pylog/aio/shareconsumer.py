@@ -35,7 +35,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..consumerargs import poll_timeout
-from ..errors import InvalidArgument
+from ..errors import LogClosed
 from ..records import TopicPartition
 from ..shareconsumer import ShareConsumer, ShareRecord
 
@@ -115,9 +115,9 @@ class AIOShareConsumer:
         first; {} when none came. Applies the acknowledgements made since
         the last call first (see ShareConsumer.poll: in explicit mode
         every record of the last call must be acknowledged).
-        InvalidArgument once the consumer is closed, as ShareConsumer.poll."""
+        LogClosed once the consumer is closed, as ShareConsumer.poll."""
         if self._c.closed:
-            raise InvalidArgument("the share consumer is closed")
+            raise LogClosed("the share consumer is closed")
         recs = await self._get(poll_timeout(None, timeout_ms), max_records)
         out: dict[TopicPartition, list[ShareRecord]] = {}
         for r in recs:
@@ -126,11 +126,11 @@ class AIOShareConsumer:
 
     async def getone(self) -> ShareRecord:
         """The next acquired record, waiting as long as it takes. Raises
-        InvalidArgument once the consumer is closed (also by another task
+        LogClosed once the consumer is closed (also by another task
         meanwhile)."""
         while True:
             if self._c.closed:
-                raise InvalidArgument("the share consumer is closed")
+                raise LogClosed("the share consumer is closed")
             recs = await self._get(FOREVER_S, 1)
             if recs:
                 return recs[0]
