@@ -4,7 +4,8 @@
   to a consumer waiting for it: threaded (a thread blocked in poll) vs
   asyncio (producer task -> consumer task awaiting getmany, one loop),
   in alternating rounds pooled (each round's ratio printed too);
-  bar: asyncio p50 <= 1.5x threaded.
+  bar: asyncio p50 <= 1.5x threaded. Beside them, the same hop on one
+  loop with no pylog.aio code in it (lat_floor).
 - consumption: records already on disk read with poll vs getmany, and
   ``for record in consumer`` vs ``async for`` (per record, the same loop
   body), best of 3 each; bar: async >= 0.8x poll. Next to them, what
@@ -105,6 +106,37 @@ async def lat_async(path: str, n: int) -> list[float]:
             await p.send("t", TS.pack(time.perf_counter_ns()) + PAD)
         await task
         await c.close()
+    return lats
+
+
+async def lat_floor(path: str, n: int) -> list[float]:
+    """The latency of the same hop with no pylog.aio code in it: on one
+    loop, a plain Producer.send then a future set by hand; the consumer
+    task awaits the future, then ``poll(0)``. What one loop charges for
+    the hop that the threaded path spreads over two cores."""
+    with pylog.open(path, sync="never") as log:
+        log.create_topic("t")
+        p = log.producer()
+        c = log.consumer("t")
+        c.poll()
+        loop = asyncio.get_running_loop()
+        ready = [loop.create_future()]
+        lats: list[float] = []
+
+        async def consume() -> None:
+            while len(lats) < n:
+                await ready[0]
+                ready[0] = loop.create_future()
+                for r in c.poll(0):
+                    lats.append((time.perf_counter_ns() - TS.unpack_from(r.value)[0]) / 1e3)
+
+        task = asyncio.create_task(consume())
+        for _ in range(n):
+            await asyncio.sleep(0.001)
+            p.send("t", TS.pack(time.perf_counter_ns()) + PAD)
+            ready[0].set_result(None)
+        await task
+        c.close()
     return lats
 
 
@@ -274,10 +306,12 @@ def main() -> None:
             n = max(1, args.latency_records // LAT_ROUNDS)
             thr: list[float] = []
             asy: list[float] = []
+            flo: list[float] = []
             ratios: list[float] = []
             for i in range(LAT_ROUNDS):
                 t = lat_threaded(os.path.join(base, f"lt{i}"), n)
                 a = runner.run(lat_async(os.path.join(base, f"la{i}"), n))
+                flo += runner.run(lat_floor(os.path.join(base, f"lf{i}"), n))
                 thr += t
                 asy += a
                 ratios.append(pct(a, 50) / pct(t, 50))
@@ -286,6 +320,10 @@ def main() -> None:
                   f"{a50 / t50:.2f}x (bar <= 1.5x); p99 {pct(thr, 99):.1f} / "
                   f"{pct(asy, 99):.1f} us; per round "
                   + ", ".join(f"{r:.2f}x" for r in ratios))
+            print(f"latency p50 of the one-loop floor (no pylog.aio code: a plain send, "
+                  f"a future set by hand, poll(0) in the consumer task) {pct(flo, 50):.1f} "
+                  f"us: {pct(flo, 50) / t50:.2f}x of threaded; pylog.aio "
+                  f"{a50 / pct(flo, 50):.2f}x of it")
             path = os.path.join(base, "fill")
             fill(path, args.records)
             # best of READ_REPS each, interleaved: one slow spell of the
