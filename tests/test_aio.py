@@ -357,7 +357,7 @@ def test_bad_getmany_arguments_are_refused(logdir):
                     await p.send_batch("t", items)
             s = log.share_consumer("t", group_id="w")
             await s.close()
-            with pytest.raises(pylog.InvalidArgument, match="closed"):
+            with pytest.raises(pylog.LogClosed, match="closed"):
                 await s.getmany()           # (it returned {}, as if idle)
 
     run("asyncio", main)

@@ -286,9 +286,22 @@ class AIOConsumer:
         if self._d.closed:
             return
         owned = self._d.owned()
-        for r in sorted(back, key=lambda r: r.offset, reverse=True):
-            if TopicPartition(r.topic, r.partition) in owned:
-                self._buffer.appendleft(r)
+        back = [r for r in back if TopicPartition(r.topic, r.partition) in owned]
+        if not back:
+            return
+        # The buffer stays grouped by partition, as a fetch fills it (getmany
+        # files a slice whose first and last records share a partition under
+        # that one partition): each partition's records in offset order,
+        # the partitions in the order of their first record, the lowest
+        # record given back first.
+        back.sort(key=lambda r: r.offset)
+        merged = back + list(self._buffer)
+        first: dict[tuple[str, int], int] = {}
+        for r in merged:
+            first.setdefault((r.topic, r.partition), len(first))
+        merged.sort(key=lambda r: first[(r.topic, r.partition)])    # (stable)
+        self._buffer.clear()        # (in place: a running ``async for`` holds it)
+        self._buffer.extend(merged)
 
     # -- positions ----------------------------------------------------------------------
     def _buffered_first(self) -> dict[TopicPartition, int]:
