@@ -6,6 +6,7 @@ handed out."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 from test_aio import LOOPS, run
@@ -83,6 +84,55 @@ def test_a_cancelled_transaction_is_aborted(logdir):
 
     run("asyncio", main)
     assert committed_values(logdir) == [b"after"]
+
+
+def test_a_transaction_cancelled_while_it_begins_is_aborted(logdir):
+    """A cancel (a wait_for's timeout) that lands while ``transaction()``
+    begins: the begin ran on to its end off the loop and left a
+    transaction open that nobody aborted; a plain send after it was
+    taken into that transaction and never shown (found by a user trial).
+    A cancel during the block's abort must not skip it either."""
+    async def main():
+        async with pylog.aio.open(logdir, sync="never") as log:
+            await log.create_topic("t")
+            p = log.producer(transactional_id="tx")
+            await p.start()
+
+            async def work(value: bytes) -> None:
+                async with p.transaction():
+                    await p.send("t", value, partition=0)
+            for when in range(4):           # cancelled after 0..3 loop turns
+                task = asyncio.create_task(work(b"cancelled"))
+                for _ in range(when):
+                    await asyncio.sleep(0)
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                with pytest.raises(pylog.TransactionError, match="begin_transaction"):
+                    await p.send("t", b"outside", partition=0)
+                async with p.transaction():     # none is left open
+                    await p.send("t", b"after", partition=0)
+
+            async def slow_block() -> None:
+                async with p.transaction():
+                    await p.send("t", b"aborted", partition=0)
+                    raise RuntimeError("handler failed")
+            task = asyncio.create_task(slow_block())
+            for _ in range(50):             # cancelled again while it aborts
+                await asyncio.sleep(0)
+                task.cancel()
+                if task.done():
+                    break
+            with contextlib.suppress(asyncio.CancelledError, RuntimeError):
+                await task
+            async with p.transaction():
+                await p.send("t", b"last", partition=0)
+            await p.close()
+
+    run("asyncio", main)
+    values = committed_values(logdir)
+    assert b"cancelled" not in values and b"aborted" not in values
+    assert values[-1] == b"last" and values.count(b"after") == 4
 
 
 def test_a_newer_instance_fences_the_older(logdir):

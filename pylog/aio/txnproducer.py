@@ -124,11 +124,28 @@ class AIOTransactionalProducer:
         """``async with producer.transaction(): ...``: begin, then commit
         when the block ends, or abort when it raises (cancellation
         included; not when this producer was fenced)."""
-        await self.begin_transaction()
+        opened: list[bool] = []
+
+        def begin() -> None:
+            self._producer().begin_transaction()
+            opened.append(True)
+
+        def abort_begun() -> None:      # (runs after begin: the lock orders them)
+            if opened:
+                self._producer().abort_if_open()
+        try:
+            await self._alog._submit_locked(self._lock, begin)
+        except BaseException:
+            # Cancelled while the begin ran: it still runs to its end off the
+            # loop, and a transaction it opened that nobody aborts would take
+            # this producer's later sends, never to be committed. Shielded, as
+            # below: a second cancellation must not skip the abort.
+            await asyncio.shield(self._alog._submit_locked(self._lock, abort_begun))
+            raise
         try:
             yield self
         except BaseException:
-            await self._call("abort_if_open")
+            await asyncio.shield(self._call("abort_if_open"))
             raise
         await self.commit_transaction()
 
