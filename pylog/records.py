@@ -17,11 +17,28 @@ class TopicPartition(NamedTuple):
 
 
 class RecordMetadata(NamedTuple):
-    """Where a sent record was stored."""
+    """Where a sent record was stored. kafka-python's and aiokafka's other
+    names are properties: ``timestamp``, ``timestamp_type``,
+    ``topic_partition``. Immutable and thread-safe."""
     topic: str
     partition: int
     offset: int
     timestamp_ms: int
+
+    @property
+    def timestamp(self) -> int:
+        """kafka-python's and aiokafka's name of ``timestamp_ms``."""
+        return self[3]
+
+    @property
+    def timestamp_type(self) -> int:
+        """0 (CreateTime), as :attr:`Record.timestamp_type`."""
+        return TIMESTAMP_CREATE_TIME
+
+    @property
+    def topic_partition(self) -> TopicPartition:
+        """aiokafka's ``TopicPartition(topic, partition)`` of the record."""
+        return TopicPartition(self[0], self[1])
 
 
 class Record(NamedTuple):

@@ -19,6 +19,9 @@ def test_send_returns_metadata_and_offsets_are_dense(log):
     mds = [p.send("t", b"v%d" % i, timestamp_ms=1000 + i) for i in range(50)]
     assert [m.offset for m in mds] == list(range(50))
     assert mds[7] == pylog.RecordMetadata("t", 0, 7, 1007)
+    # kafka-python's and aiokafka's names for the same fields
+    assert (mds[7].timestamp, mds[7].timestamp_type, mds[7].topic_partition) == \
+        (1007, 0, pylog.TopicPartition("t", 0))
     recs = read_all(log, "t")
     assert [(r.offset, r.value, r.timestamp_ms) for r in recs] == \
         [(i, b"v%d" % i, 1000 + i) for i in range(50)]
