@@ -120,7 +120,9 @@ class GroupPartitionMetrics:
     """A consumer group on one partition: ``committed`` is None when the
     group never committed it, and ``lag`` then counts from where the group
     would start (``lag_from``: ``"earliest"``, ``"latest"``, ``"none"``;
-    ``"committed"`` otherwise). ``owner``: the member reading it now."""
+    ``"committed"`` otherwise). ``owner``: the live member reading it now
+    (None: none; a dead member's partitions go to a live one at its
+    next call)."""
     topic: str
     partition: int
     committed: int | None
@@ -144,7 +146,9 @@ class GroupMetrics:
 @dataclass(frozen=True)
 class SharePartitionMetrics:
     """A share group (work queue) on one partition: records available
-    (never delivered included), acquired (in flight), delayed (waiting
+    (never delivered included, and those a dead consumer held: the next
+    poll of any member takes them), acquired (in flight with a live
+    consumer), delayed (waiting
     for a retry), archived (rejected or past the delivery limit, since the
     share state began; None when read from LMDB after a reboot, Q-1) and
     lost to retention (None likewise)."""
@@ -282,12 +286,12 @@ def _groups(log: Any, errors: list[str]) -> list[GroupMetrics]:
         except (PylogError, OSError) as exc:
             errors.append(f"group {g}: {exc}")
             continue
+        alive = {m["member_id"] for m in d["members"] if m["alive"]}
         parts = tuple(GroupPartitionMetrics(
             topic=p["topic"], partition=p["partition"], committed=p["committed"],
             end_offset=p["end_offset"], lag=p["lag"], lag_from=p["lag_from"],
-            owner=p["owner"]) for p in d["partitions"])
-        out.append(GroupMetrics(group=g, state=d["state"],
-                                members=sum(1 for m in d["members"] if m["alive"]),
+            owner=p["owner"] if p["owner"] in alive else None) for p in d["partitions"])
+        out.append(GroupMetrics(group=g, state=d["state"], members=len(alive),
                                 lag=d["lag"], partitions=parts))
     return out
 
@@ -300,9 +304,11 @@ def _share_groups(log: Any, errors: list[str]) -> list[ShareGroupMetrics]:
         return []
     by_group: dict[str, list[SharePartitionMetrics]] = {}
     for r in rows:
+        dead = sum(1 for h in r["held"] if h.get("owner_alive") is False)
         by_group.setdefault(r["group"], []).append(SharePartitionMetrics(
             group=r["group"], topic=r["topic"], partition=r["partition"],
-            available=r["available"], acquired=r["acquired"], delayed=r["delayed"],
+            available=r["available"] + dead, acquired=r["acquired"] - dead,
+            delayed=r["delayed"],
             archived=r["archived_total"], lost=r["lost_to_retention"]))
     out = []
     for g, parts in sorted(by_group.items()):

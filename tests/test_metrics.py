@@ -239,6 +239,41 @@ def test_group_and_share_group_metrics(tmp_path):
     assert d["groups"][0]["lag"] == 400 and d["partitions"][0]["records"] == 10  # jobs-0
 
 
+def test_a_dead_processs_partitions_and_records_are_not_shown_as_held(tmp_path):
+    """A process that died holding a group's partitions and a work queue's
+    records: the metrics named it the owner and counted its records as
+    acquired, while the next poll of any member takes them (found by a
+    user trial: ``pylog metrics`` and ``pylog top`` showed them in flight)."""
+    path = str(tmp_path / "log")
+    code = """
+        import os, sys
+        import pylog
+        log = pylog.open(sys.argv[1], sync="never")
+        log.create_topic("t", partitions=2)
+        p = log.producer()
+        for i in range(20):
+            p.send("t", b"%d" % i, partition=i % 2)
+        c = log.consumer("t", group_id="g", auto_offset_reset="earliest")
+        assert len(c.poll(timeout_ms=5000)) == 20
+        s = log.share_consumer("t", group_id="q", auto_offset_reset="earliest")
+        assert len(s.poll(timeout_ms=5000, max_records=500)) == 20
+        os._exit(0)                             # dies holding both
+    """
+    run_child(code, path)
+    with pylog.open(path) as log:
+        snap = log.metrics()
+        assert [p.owner for p in snap.group("g").partitions] == [None, None]
+        assert snap.group("g").members == 0
+        q = snap.share_group("q")
+        assert (q.acquired, q.available) == (0, 20)
+        live = log.share_consumer("t", group_id="q")
+        held = live.poll(timeout_ms=5000, max_records=5)
+        assert len(held) == 5
+        q = log.metrics().share_group("q")
+        assert (q.acquired, q.available) == (5, 15)
+        live.close()
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
