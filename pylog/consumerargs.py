@@ -54,16 +54,20 @@ def as_tps(args: tuple[Any, ...]) -> list[TopicPartition]:
 
 
 def _offset_of(tp: TopicPartition, off: object) -> int:
-    """The offset of a commit entry: an int, or an OffsetAndMetadata (pylog's,
-    kafka-python's: anything with ``offset`` and ``metadata``)."""
-    if not isinstance(off, int):
+    """The offset of a commit entry: an int, an OffsetAndMetadata (pylog's,
+    kafka-python's: anything with ``offset`` and ``metadata``), or
+    aiokafka's ``(offset, metadata)`` pair."""
+    metadata = None
+    if type(off) is tuple and len(off) == 2:
+        off, metadata = off
+    elif not isinstance(off, int):
         metadata = getattr(off, "metadata", None)
-        if metadata:
-            raise InvalidArgument(
-                f"commit of {tp} with metadata {metadata!r}: pylog stores the "
-                "committed offset only; pass metadata='' (or None) and keep "
-                "the metadata elsewhere")
         off = getattr(off, "offset", off)
+    if metadata:
+        raise InvalidArgument(
+            f"commit of {tp} with metadata {metadata!r}: pylog stores the "
+            "committed offset only; pass metadata='' (or None) and keep "
+            "the metadata elsewhere")
     if isinstance(off, bool) or not isinstance(off, int) or not 0 <= off < 2**63:
         # (an int64 on disk: a larger one would fail the commit's pack)
         raise InvalidArgument(f"offset for {tp} must be an int in [0, 2**63), got {off!r}")
