@@ -130,6 +130,12 @@ class Producer:
             for k, v in pairs:
                 if not isinstance(k, str):
                     raise InvalidArgument(f"header key must be str, got {type(k).__name__}")
+                if not k.isascii():
+                    try:
+                        k.encode()          # (stored as UTF-8)
+                    except UnicodeEncodeError as exc:
+                        raise InvalidArgument(f"header key {k!r} cannot be stored as "
+                                              f"UTF-8: {exc.reason}") from None
                 if v is not None and type(v) is not bytes:
                     if isinstance(v, (bytearray, memoryview)):
                         v = bytes(v)
@@ -216,7 +222,8 @@ class Producer:
             except (TypeError, ValueError):
                 hkey = headers
         if route is not None and route[2] is not None and type(value) is bytes \
-                and (headers is None or type(hkey) is str and type(hval) is bytes) \
+                and (headers is None or type(hkey) is str and type(hval) is bytes
+                     and hkey.isascii()) \
                 and (timestamp_ms is None or type(timestamp_ms) is int) \
                 and (key is None or type(key) is bytes) and route[0] > _monotonic() \
                 and (partition is None or

@@ -362,9 +362,14 @@ def test_plain_send_with_headers_reads_back_exact(log):
     want = [tuple(h.items()) if isinstance(h, dict) else tuple(h) for h in shapes]
     assert [r.headers for r in recs] == want
     assert [r.key for r in recs] == [b"k" if i % 2 else None for i in range(len(shapes))]
-    for bad in ([(b"k", b"v")], [("k", "v")], [("k",)], ["kv"]):
+    # a key UTF-8 cannot store (a lone surrogate) leaked UnicodeEncodeError
+    surrogate = [("\ud800", b"v")]
+    for bad in ([(b"k", b"v")], [("k", "v")], [("k",)], ["kv"], surrogate,
+                [("a", b"1"), ("\udc00", b"2")]):
         with pytest.raises(pylog.InvalidArgument):
             p.send("t", b"x", headers=bad)
+    with pytest.raises(pylog.InvalidArgument, match="UTF-8"):
+        p.send_batch("t", [(None, b"x", surrogate)])
     assert log.partition("t", 0).state().next_offset == len(shapes) + 1
 
 
