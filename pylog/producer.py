@@ -518,10 +518,14 @@ class Producer:
         return set(range(self._log.partitions_for(topic)))
 
     def _flush_all(self) -> None:
+        if self._log._forks != FORKS[0]:
+            self._log._check()      # (a fork child: reopens the Log first)
+        current = self._log.open_partitions()
         for part in list(self._touched):
-            if part.closed:
-                # its topic was deleted or re-created: nothing of this
-                # producer's is left to sync there
+            if part.closed or current.get((part.topic, part.index)) is not part:
+                # its topic was deleted or re-created, or it is the parent's
+                # (this is a fork child: the parent syncs what it appended;
+                # its files are not open here): nothing to sync there
                 self._touched.discard(part)
                 continue
             part.flush()
