@@ -186,20 +186,21 @@ class LingerProducer(Producer):
                 part = None
             if part is not None:
                 rec = (_time_ns() // 1_000_000, key, value, ())
-                lock = self._lock
-                lock.acquire()
-                b = self._open.get(part)
-                # (an open batch's room keeps it within max_message_bytes)
-                if b is not None:
-                    room = b.room - size
-                    if room >= 0:
-                        b.room = room
-                        recs = b.records
-                        i = len(recs)
-                        recs.append(rec)
-                        lock.release()
-                        return _tuple_new(FutureRecordMetadata, (b, i))
-                lock.release()
+                # `with`, not acquire()/release(): a KeyboardInterrupt is
+                # handled at the return of a call made from Python, so it
+                # could land between acquire() and the code that releases;
+                # a C lock's __enter__/__exit__ leave no such point
+                with self._lock:
+                    b = self._open.get(part)
+                    # (an open batch's room keeps it within max_message_bytes)
+                    if b is not None:
+                        room = b.room - size
+                        if room >= 0:
+                            b.room = room
+                            recs = b.records
+                            i = len(recs)
+                            recs.append(rec)
+                            return _tuple_new(FutureRecordMetadata, (b, i))
                 # no room: append the open batch, open another (a record
                 # too large alone fails its future when its batch is
                 # appended, which measures it exactly). An expired route,

@@ -22,6 +22,7 @@ import os
 import struct
 
 from . import _native
+from ._locks import try_acquire
 from .errors import CorruptLogError
 
 _log = logging.getLogger("pylog")
@@ -147,7 +148,7 @@ def write_back(shared, read_state, seg, end: int, last_offset: int | None,
     (``read_state()`` is the partition's published state). ``locked``: the
     caller holds the append lock."""
     if not locked:
-        if not shared.wlock.acquire(blocking=False):
+        if not try_acquire(shared.wlock):
             return
         try:
             if not shared.lock(wait=False):

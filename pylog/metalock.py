@@ -18,6 +18,9 @@ there, so the file does not change while one process keeps using the log.
 Threads of one process queue on a ``threading.Lock`` first: OFD locks
 belong to the open file description, which the threads share.
 
+A KeyboardInterrupt (Ctrl-C) landing while the lock is taken or given
+back leaves it free, but for the narrow window :class:`_Held` names.
+
 Thread safety: thread-safe. Durability: none needed (nothing in the file
 outlives the holder's interest in it). Not fork-safe: the Log reopens its
 metadata, and with it this lock, in a child.
@@ -25,11 +28,11 @@ metadata, and with it this lock, in a child.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import struct
 import threading
 import time
+from typing import Any
 
 from . import _native
 from .errors import MetadataBusyError
@@ -48,25 +51,56 @@ class MetaLock:
         self.path = os.path.join(root, LOCK_FILE)
         self.timeout_s = timeout_s
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        self._threads = threading.Lock()
+        # an RLock for its owner record (see _acquire), never re-entered
+        self._threads = threading.RLock()
+        self._owner: Any = None        # what holds it (see _acquire)
 
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)     # drops the OFD lock if we still held it
             self._fd = -1
 
-    @contextlib.contextmanager
-    def held(self, what: str, timeout_s: float | None = None):
-        """Hold the lock for the block; wait at most ``timeout_s`` (default:
-        the configured one; 0: a single try) and raise MetadataBusyError
-        naming the holder when it stays busy."""
-        timeout = self.timeout_s if timeout_s is None else timeout_s
+    def held(self, what: str, timeout_s: float | None = None) -> _Held:
+        """A context manager holding the lock for its block; it waits at
+        most ``timeout_s`` (default: the configured one; 0: a single try)
+        and raises MetadataBusyError naming the holder when it stays busy.
+        Not reentrant: a thread that holds it gets MetadataBusyError."""
+        return _Held(self, what, self.timeout_s if timeout_s is None else timeout_s)
+
+    def _acquire(self, what: str, timeout: float, holder: Any) -> None:
+        """Take the thread lock, then the OFD lock. Either is given back if
+        anything (a KeyboardInterrupt too) interrupts this before it
+        returns: Ctrl-C is handled at the return of any call made from
+        Python, so ``got = acquire()`` can lose a lock already taken; the
+        RLock's owner record (written by the same C call that takes it)
+        says whether this thread has it.
+
+        ``holder`` (a :class:`_Held` or the like) is remembered until the
+        release. Found holding the lock on entry, this thread either nests
+        (a bug: MetadataBusyError, as the wait for itself would end) or
+        left a holder whose ``__exit__`` an interrupt kept from running
+        (the one point Python leaves open: a function's entry); its
+        ``abandoned()`` tells which, and ``abandon()`` releases it. Held
+        with no holder named, it is stale too."""
+        threads = self._threads
+        if threads._is_owned():    # type: ignore[attr-defined]
+            old = self._owner
+            if old is not None and not old.abandoned():
+                raise self._busy(what, timeout, os.getpid(), threads=True)
+            if old is not None:
+                old.abandon()      # (aborts what it began, releases)
+            # whatever of it is still held (an interrupt in the middle of
+            # a release leaves no owner named): this thread's, and stale
+            self._owner = None
+            _native.lock(self._fd, 0, 1, "u", False)
+            while threads._is_owned():    # type: ignore[attr-defined]
+                threads.release()
         deadline = time.monotonic() + timeout
-        got = self._threads.acquire(timeout=timeout) if timeout > 0 else \
-            self._threads.acquire(blocking=False)
-        if not got:
-            raise self._busy(what, timeout, os.getpid(), threads=True)
         try:
+            got = threads.acquire(timeout=timeout) if timeout > 0 else \
+                threads.acquire(blocking=False)
+            if not got:
+                raise self._busy(what, timeout, os.getpid(), threads=True)
             pause = _POLL_MIN_S
             while not _native.lock(self._fd, 0, 1, "w", False):
                 now = time.monotonic()
@@ -80,10 +114,28 @@ class MetaLock:
                     os.pwrite(self._fd, mine, _HOLDER_AT)
             except OSError:
                 pass            # only the waiters' message would suffer
-            try:
-                yield
-            finally:
-                _native.lock(self._fd, 0, 1, "u", False)
+            self._owner = holder
+        except BaseException:
+            if threads._is_owned():    # type: ignore[attr-defined]
+                self._release()
+            raise
+
+    def mine(self) -> bool:
+        """Does this thread hold the lock?"""
+        return bool(self._threads._is_owned())    # type: ignore[attr-defined]
+
+    def _release_if_mine(self) -> None:
+        if self._threads._is_owned():    # type: ignore[attr-defined]
+            self._release()
+
+    def _release(self) -> None:
+        """OFD lock first (another thread of ours may take both the moment
+        the thread lock is free: a later unlock would drop its lock), then
+        the thread lock, even when the unlock fails. Unlocking a range not
+        held is a no-op, so this is safe after a partial acquire."""
+        self._owner = None
+        try:
+            _native.lock(self._fd, 0, 1, "u", False)
         finally:
             self._threads.release()
 
@@ -118,3 +170,44 @@ def _process_state(pid: int) -> str:
         return ""
     state = stat[stat.rfind(b")") + 2:][:1]
     return ", which is stopped" if state in (b"T", b"t") else ""
+
+
+class _Held:
+    """:meth:`MetaLock.held`'s context manager. ``__enter__`` takes the
+    lock as its last step (giving it back if interrupted) and ``__exit__``
+    gives it back as its first, so a KeyboardInterrupt landing between
+    them is inside the ``with`` block and reaches ``__exit__``. The point
+    Python leaves open is ``__exit__``'s entry (an interrupt handled there
+    never runs it): the next :meth:`MetaLock._acquire` of the thread then
+    releases it (:meth:`abandon`), as :meth:`__del__` does once the
+    interrupt's traceback lets go of this object. Thread safety: one per
+    ``with``; not shared between threads."""
+
+    __slots__ = ("_lock", "_what", "_timeout", "_held")
+
+    def __init__(self, lock: MetaLock, what: str, timeout: float):
+        self._lock = lock
+        self._what = what
+        self._timeout = timeout
+        self._held = False
+
+    def __enter__(self) -> None:
+        self._lock._acquire(self._what, self._timeout, self)
+        self._held = True       # (no interrupt point after a Python return)
+
+    def __exit__(self, *exc: object) -> None:
+        self.abandon()
+
+    def abandoned(self) -> bool:
+        """Held by this thread but no longer in its block (MetaLock._acquire
+        asks only then): nothing nests inside this lock's blocks."""
+        return True
+
+    def abandon(self) -> None:
+        if self._held:
+            self._lock._release_if_mine()
+            self._held = False
+
+    def __del__(self) -> None:
+        if getattr(self, "_held", False):   # (unset: __init__ was interrupted)
+            self.abandon()

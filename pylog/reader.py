@@ -40,6 +40,7 @@ from collections import OrderedDict
 from functools import partial
 
 from . import _native, batch
+from ._locks import try_acquire
 from .errors import (
     CorruptLogError,
     LogFailedError,
@@ -96,7 +97,8 @@ class Reader(CommittedReads):
         self.name = part.name
         self.topic = part.topic
         self.index = part.index
-        self._rlock = threading.Lock()
+        # an RLock for its owner record (pylog._locks); never re-entered
+        self._rlock = threading.RLock()
         # base offset -> reader map, least recently used first
         self._readers: OrderedDict[int, Segment] = OrderedDict()
         self._reader_sizes: dict[int, int] = {}
@@ -176,7 +178,7 @@ class Reader(CommittedReads):
     def _release(self, seg: Segment) -> bool:
         """The handle cache's call: close reader map ``seg`` unless a read
         is using it (the reader lock is busy); True when closed."""
-        if not self._rlock.acquire(blocking=False):
+        if not try_acquire(self._rlock):
             return False
         try:
             if self._readers.get(seg.base_offset) is seg:

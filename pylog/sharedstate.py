@@ -37,6 +37,7 @@ from operator import itemgetter
 
 from . import _format, _native
 from ._crossproc import clear_state_takeover, state_taken_over
+from ._locks import try_acquire
 from .errors import CorruptLogError, PylogError
 from .files import NotARegularFile, allocate, open_regular, set_aside
 from .handles import map_file, too_many_maps
@@ -51,6 +52,7 @@ STATE_MAGIC = _native.STATE_MAGIC.to_bytes(4, sys.byteorder)
 DELETED = -1             # P-2: next_offset of a deleted partition
 # P-7: the durable mark the syncer writes after each fdatasync
 _DURABLE = struct.Struct("=qqqQ")
+_LOCK_WORD = struct.Struct("=I")          # P-3: the append lock holder's token
 _MASK64 = (1 << 64) - 1
 
 
@@ -117,7 +119,9 @@ class SharedState:
         self.readonly = readonly
         # (token, liveness fd) naming the owning Log in the append lock (P-3)
         self.lock_identity = lock_identity
-        self.wlock = threading.Lock()          # writers of this process
+        # writers of this process; RLocks for their owner record (used by
+        # pylog._locks.try_acquire), never re-entered
+        self.wlock = threading.RLock()
         self.lock_owner: int | None = None     # thread holding the append lock
         self._ptr = None          # writable native pointer (writers)
         self._rptr = None         # native pointer for reads
@@ -129,7 +133,7 @@ class SharedState:
         self.used = False
         self._evicted = False
         self._file: tuple[int, int] | None = None
-        self._remap_lock = threading.Lock()
+        self._remap_lock = threading.RLock()
         # called under wlock before the map is dropped; one returning False
         # keeps it (a writer whose group commit is in flight)
         self.unmap_hooks: list = []
@@ -301,10 +305,10 @@ class SharedState:
         writer lock or the append lock held, a hook refusing); True when
         dropped. A thread that read a pointer before keeps the map alive
         until it lets go of it (the map unmaps itself then)."""
-        if not self.wlock.acquire(blocking=False):
+        if not try_acquire(self.wlock):
             return False
         try:
-            if not self._remap_lock.acquire(blocking=False):
+            if not try_acquire(self._remap_lock):
                 return False
             try:
                 if self.lock_owner is not None or self._map is None:
@@ -454,10 +458,31 @@ class SharedState:
         """Take the append lock; the caller holds :attr:`wlock`. Returns
         False only when ``wait`` is false and the lock is busy."""
         token, live_fd = self.lock_identity
-        if not _native.plock_acquire(self.ptr, token, live_fd, self.fd, wait):
-            return False
-        self.lock_owner = threading.get_ident()
+        if self._lock_word() == token:
+            # This Log holds it already: a KeyboardInterrupt landed as an
+            # earlier lock() took it or as an unlock() began (Python handles
+            # signals at a call's return and at a function's entry). The
+            # caller holds wlock, so no other thread of this Log is between
+            # lock() and unlock(): nothing was left half done, keep it.
+            self.lock_owner = threading.get_ident()
+            return True
+        try:
+            if not _native.plock_acquire(self.ptr, token, live_fd, self.fd, wait):
+                return False
+            self.lock_owner = threading.get_ident()
+        except BaseException:
+            # an interrupt at a call's return may follow the native acquire:
+            # the lock word says whether it was taken
+            if self._lock_word() == token:
+                self.unlock_quietly()
+            raise
         return True
+
+    def _lock_word(self) -> int | None:
+        """The token of the append lock's holder (0: free; the futex build,
+        i.e. Linux) or None without a mapped state."""
+        m = self.map
+        return None if m is None else _LOCK_WORD.unpack_from(m, _format.STATE_LOCK_WORD)[0]
 
     def unlock(self) -> None:
         self.lock_owner = None

@@ -38,6 +38,7 @@ import os
 import weakref
 
 from . import _native, batch, status, warmup
+from ._locks import try_acquire
 from .appendsync import AppendSync
 from .errors import (
     CorruptLogError,
@@ -203,7 +204,7 @@ class Writer(ProducerAppends):
         path is remembered and :meth:`flush` makes it durable. The syncer
         is told the appended offsets are covered, so a sync in flight
         returns instead of failing on the closed segment."""
-        if not self._wlock.acquire(blocking=False):
+        if not try_acquire(self._wlock):
             return False
         try:
             a = self._appender
