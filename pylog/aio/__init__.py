@@ -11,7 +11,10 @@
 
 :func:`open` takes pylog.open's arguments and returns an :class:`AIOLog`;
 opening, closing, topic administration, fsyncs and commits run in a small
-executor of that Log, so no call blocks the event loop for long. Waiting
+executor of that Log, so no call blocks the event loop for long; what
+runs inline is bounded in bytes too (a send of at most 128 KiB, a fetch
+decoding about 128 KiB, a share consumer's 50 records: see
+pylog.aio.producer, .consumer and .shareconsumer). Waiting
 consumers are woken by one thread per Log (pylog.aio.bridge), however many
 there are, for appends made by any process.
 
@@ -30,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from .. import log as _log
-from ..errors import LogClosed, PylogError, ReadOnlyLog
+from ..errors import InvalidArgument, LogClosed, PylogError, ReadOnlyLog
 from ..fetching import TOPIC_REFRESH_S
 from ..records import TopicInfo
 from ..transactions import DEFAULT_TRANSACTION_TIMEOUT_MS
@@ -250,8 +253,13 @@ class AIOLog:
                 value_serializer=value_serializer, transactional_id=transactional_id,
                 idempotent=idempotent, transaction_timeout_ms=transaction_timeout_ms),
                 transactional_id)
-        return AIOProducer(self, self.log.producer(key_serializer=key_serializer,
-                                                   value_serializer=value_serializer))
+        for name, fn in (("key_serializer", key_serializer),
+                         ("value_serializer", value_serializer)):
+            if fn is not None and not callable(fn):     # (as Producer refuses it)
+                raise InvalidArgument(f"{name} must be callable")
+        # (the serializers run in AIOProducer, on the loop: see pylog.aio.producer)
+        return AIOProducer(self, self.log.producer(), key_serializer=key_serializer,
+                           value_serializer=value_serializer)
 
     def consumer(self, *topics: str, listener: object | None = None,
                  **kwargs: Any) -> AIOConsumer:
