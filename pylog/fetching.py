@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import _native
 from .deserialize import RecordMaker
@@ -46,6 +46,52 @@ if TYPE_CHECKING:
 TOPIC_REFRESH_S = 1.0
 # (partition, index of its first record in a poll's result, index past its last)
 Slice = tuple[TopicPartition, int, int]
+
+
+#: the most bytes a fetch of records each larger than an inline fetch's
+#: budget decodes in another thread (PollDriver.prefetch; one record at least)
+PREFETCH_MAX_BYTES = 16 << 20
+#: ... in steps of about this many bytes (one record at least): building a
+#: step's records holds the GIL (about 0.5 ms a MiB: an event loop of the
+#: process waits that long at most), each step's native fetch lets it go;
+#: and a step re-checks the CRC of the batch it starts in (B-4), so steps
+#: of one record each would check a 16 MiB batch 64 times (t9: 150-190 ms
+#: for 64 x 256 KiB against 25-90 ms with 2-16 MiB steps)
+PREFETCH_STEP_BYTES = 2 << 20
+
+
+def room(part: Partition, cur: Cursor, max_records: int, max_bytes: int) -> int:
+    """How many of ``part``'s records from ``cur`` fit in ``max_bytes``
+    (at most ``max_records``; 0: the next one alone is estimated larger),
+    estimated from the partition state without reading a batch: the mean
+    size (batch framing included) of the records from the cursor to the
+    committed end when the cursor is in the active segment, else of the
+    active segment's records. Records of similar sizes (the usual topic)
+    make it close; a partition mixing small and much larger records may
+    overrun ``max_bytes`` by the larger ones. Never raises for a state it
+    cannot read: ``max_records`` (the fetch that follows raises)."""
+    return _fit(_ahead(part, cur), max_records, max_bytes)
+
+
+def _ahead(part: Partition, cur: Cursor) -> tuple[int, int, bool] | None:
+    """(bytes, records, exact) that :func:`room` goes by: exact when they
+    are those from ``cur`` to the committed end (one state read)."""
+    try:
+        st = part.state()
+    except PylogError:
+        return None
+    if cur.position >= 0 and cur.segment_base == st.active_base:
+        return st.active_position - cur.position, st.next_offset - cur.offset, True
+    return st.active_position, st.next_offset - st.active_base, False
+
+
+def _fit(ahead: tuple[int, int, bool] | None, max_records: int, max_bytes: int) -> int:
+    if ahead is None:
+        return max_records
+    nbytes, recs, exact = ahead
+    if exact and nbytes <= max_bytes or recs <= 0 or nbytes <= 0:
+        return max_records          # (all of it fits, or nothing to go by)
+    return min(max_records, int(max_bytes * recs // nbytes))
 
 
 def _housekeeping_due(c: Fetching, now: float) -> bool:
@@ -89,10 +135,18 @@ class Fetching:
         def _maybe_auto_commit(self) -> None: ...
 
     def _fetch(self, max_records: int, values_only: bool, slices: list[Slice],
-               owned: list[TopicPartition] | None = None) -> list[Any]:
+               owned: list[TopicPartition] | None = None,
+               max_bytes: int | None = None, big: list[Prefetch] | None = None,
+               ) -> list[Any]:
         """Fetch from the owned partitions (``owned``: as computed by the
         caller) in turn; ``slices`` gets one (tp, first index, end index)
-        per partition that gave records."""
+        per partition that gave records. ``max_bytes`` (pylog.aio's inline
+        fetch): stop once about that many bytes of batches are decoded,
+        as :func:`room` estimates them before each partition's fetch and
+        the cursor's move measures them after; at least one record. With
+        ``big`` (a list), a first partition whose records are each larger
+        than ``max_bytes`` is not fetched: its :class:`Prefetch` is put
+        in ``big`` instead, and [] returned."""
         out: list[Any] = []
         if owned is None:
             owned = self._owned()
@@ -105,8 +159,9 @@ class Fetching:
         view = self._txn_view() if self._read_committed else None
         start = self._rr % n
         self._rr += 1
+        budget = max_bytes
         for i in range(n):
-            if len(out) >= max_records:
+            if len(out) >= max_records or budget is not None and budget <= 0:
                 break
             tp = owned[(start + i) % n]
             try:
@@ -121,8 +176,22 @@ class Fetching:
                 self._topic_deleted(tp)
                 continue
             first = cur.offset
+            want = max_records - len(out)
+            if budget is not None:
+                ahead = _ahead(part, cur)
+                fit = _fit(ahead, want, budget)
+                if fit <= 0:
+                    if out:
+                        break       # the budget is spent: the next fetch goes on
+                    if big is not None and view is None:
+                        big.append(_prefetch(tp, part, cur, ahead, want,
+                                             self._records.row_type))
+                        break
+                    fit = 1         # (a record larger than the budget: alone)
+                want = fit
+                seg0, pos0 = cur.segment_base, cur.position
             try:
-                recs = part.fetch(cur, max_records - len(out), values_only=values_only,
+                recs = part.fetch(cur, want, values_only=values_only,
                                   with_topic=True, row_type=self._records.row_type,
                                   txn=view)
             except OffsetOutOfRange:
@@ -131,6 +200,11 @@ class Fetching:
             except TopicNotFound:
                 self._topic_deleted(tp)
                 continue
+            if recs and budget is not None:
+                # the batch bytes the cursor moved over; across a segment
+                # (rare) the estimate it was given
+                budget -= cur.position - pos0 if cur.segment_base == seg0 and pos0 >= 0 \
+                    else budget * len(recs) // want
             if recs:
                 self._delivery.handed(tp, first)
                 i0 = len(out)
@@ -288,6 +362,41 @@ def _floors(records: list[Any]) -> dict[TopicPartition, int]:
     return out
 
 
+class Prefetch(NamedTuple):
+    """A fetch of records too large to decode on an event loop
+    (PollDriver.fetch with ``offload``): partition, the consumer's cursor,
+    how many."""
+    tp: TopicPartition
+    part: Partition
+    cursor: Cursor
+    max_records: int
+    step: int           # records a fetch decodes at a time
+    row_type: Any
+    offset: int         # the cursor's offset and position when made (on the
+    position: int       # loop, between fetches): where the decoding starts
+    base: int
+    segment_base: int
+
+
+def _prefetch(tp: TopicPartition, part: Partition, cur: Cursor,
+              ahead: tuple[int, int, bool] | None, want: int, row_type: Any) -> Prefetch:
+    """The Prefetch of up to ``want`` records of ``tp`` (``ahead``: as
+    :func:`room` saw them), PREFETCH_MAX_BYTES at most."""
+    return Prefetch(tp, part, cur, max(1, _fit(ahead, want, PREFETCH_MAX_BYTES)),
+                    max(1, _fit(ahead, want, PREFETCH_STEP_BYTES)), row_type,
+                    cur.offset, cur.position, cur.base, cur.segment_base)
+
+
+class Prefetched(NamedTuple):
+    """What PollDriver.prefetch decoded: the cursor's offset and position
+    it read from, the copy of the cursor past the rows, the rows."""
+    job: Prefetch
+    offset: int
+    position: int
+    cursor: Cursor
+    rows: list[Any]
+
+
 #: :meth:`PollDriver.housekeeping`: nothing due; a topic refresh only
 #: (metadata reads, never waits: fine on an event loop); group or
 #: auto-commit work (metadata transactions that may fsync, rebalance
@@ -307,9 +416,16 @@ class PollDriver:
     ``fetch()`` (None: housekeeping must run first, forced); when nothing
     came, wait for a ring of the slot for at most ``wait_s()``.
 
+    An event loop passes ``max_bytes`` to ``fetch`` (about that many bytes
+    decoded at most, estimated by :func:`room`) and ``offload``: records
+    each larger than that come back as a :class:`Prefetch`, which
+    ``prefetch`` decodes in another thread and a later ``fetch`` takes.
+
     Thread safety: as the Consumer's: one thread at a time (``housekeep``
     may run in another thread than ``fetch`` as long as they never
-    overlap). Durability: as the Consumer's calls it makes.
+    overlap); ``prefetch`` may run in any thread at any time (it reads
+    through a copy of the cursor and touches nothing of the consumer).
+    Durability: as the Consumer's calls it makes.
     """
 
     __slots__ = ("_c", "_owned", "_owned_src")
@@ -394,11 +510,20 @@ class PollDriver:
         """The doorbell slot whose rings may bring records (L-3)."""
         return self._c._slots()
 
-    def fetch(self, max_records: int | None) -> list[Any] | None:
+    def fetch(self, max_records: int | None, max_bytes: int | None = None,
+              pre: Prefetched | None = None, offload: bool = False,
+              ) -> list[Any] | Prefetch | None:
         """``poll(0)`` without its housekeeping: the records ready now, or
         None when a group member must look at its group first (its lease
         ran out, or it stopped polling for max_poll_interval_ms): then call
-        ``housekeep(force=True)`` and fetch again. Never waits."""
+        ``housekeep(force=True)`` and fetch again. Never waits.
+        ``max_bytes``: decode about that many bytes at most (at least one
+        record; see Fetching._fetch). ``offload``: when the partition it
+        starts with holds records each larger than ``max_bytes``, return
+        a :class:`Prefetch` instead (nothing fetched): decode it with
+        :meth:`prefetch` (in another thread) and pass that as ``pre`` to
+        a later fetch, which hands its records out if the cursor is still
+        where they were read from (else drops them: fetched again)."""
         c = self._c
         c._check()
         if not c._subscription and c._pattern is None and c._manual is None:
@@ -425,10 +550,15 @@ class PollDriver:
                     self._owned_src = c._topics_resolved
                 owned = self._owned
             n = c._max_poll if max_records is None else max_records
-            recs = self._fetch_one(n, owned)
+            big: list[Prefetch] | None = [] if offload else None
+            recs = self._take(pre, n) if pre is not None else None
             if not recs:
+                recs = self._fetch_one(n, owned, max_bytes, big)
+            if not recs and not big:
                 with _gc_paused():
-                    recs = c._fetch(n, False, slices, owned)
+                    recs = c._fetch(n, False, slices, owned, max_bytes, big)
+            if big:
+                return big[0]
         except BaseException:
             c._delivery.give_back()
             raise
@@ -440,14 +570,17 @@ class PollDriver:
             return None
         return recs
 
-    def _fetch_one(self, max_records: int, owned: list[TopicPartition] | None) -> list[Any]:
+    def _fetch_one(self, max_records: int, owned: list[TopicPartition] | None,
+                   max_bytes: int | None = None, big: list[Prefetch] | None = None,
+                   ) -> list[Any]:
         """A consumer that reads exactly one partition, positioned, not
         paused, read_uncommitted (as the blocked poll's Partition.wait_fetch
         path, Fetching._wait_target): the records it committed after the
         cursor in its active segment, in one native call
         (Partition.fetch_committed), handed, finished and counted as
         Fetching._fetch does. [] when that path does not apply or found
-        nothing: the caller runs the general fetch."""
+        nothing: the caller runs the general fetch. ``max_bytes`` and
+        ``big`` as Fetching._fetch's."""
         c = self._c
         if owned is None:
             owned = c._owned()
@@ -461,6 +594,14 @@ class PollDriver:
         if part is None:
             return []
         first = cur.offset
+        if max_bytes is not None:
+            ahead = _ahead(part, cur)
+            fit = _fit(ahead, max_records, max_bytes)
+            if fit <= 0 and big is not None:
+                big.append(_prefetch(tp, part, cur, ahead, max_records,
+                                     c._records.row_type))
+                return []
+            max_records = max(1, fit)
         try:
             got = part.fetch_committed(cur, max_records, with_topic=True,
                                        row_type=c._records.row_type)
@@ -471,6 +612,50 @@ class PollDriver:
         c._delivery.handed(tp, first)
         recs = c._records.finish(got, False, tp, part, first, False)
         part.shared.count_fetch(len(got))   # P-10, once delivered (never raises)
+        return recs
+
+    # -- records larger than an inline fetch may decode ---------------------------------
+    @staticmethod
+    def prefetch(job: Prefetch) -> Prefetched:
+        """Decode what ``job`` names from a copy of its cursor (the
+        consumer's own is not touched: this may run in any thread while
+        the consumer's fetches go on in another); give the result to a
+        later :meth:`fetch`. Raises as Partition.fetch (that fetch then
+        runs as usual, and raises what poll would)."""
+        # (the snapshot taken with the job, never the live cursor: the
+        # consumer's fetches may move that meanwhile, in another thread)
+        copy = Cursor(job.offset)
+        copy.segment_base, copy.position, copy.base = job.segment_base, job.position, job.base
+        offset, position = job.offset, job.position
+        rows: list[Any] = []
+        # in steps (PREFETCH_STEP_BYTES): an event loop of this process
+        # waits for one step's copy at most
+        while len(rows) < job.max_records:
+            got = job.part.fetch(copy, min(job.step, job.max_records - len(rows)),
+                                 with_topic=True, row_type=job.row_type)
+            if not got:
+                break
+            rows += got
+        return Prefetched(job, offset, position, copy, rows)
+
+    def _take(self, pre: Prefetched, max_records: int) -> list[Any]:
+        """The records of ``pre`` as a fetch hands them ([] when the
+        consumer moved meanwhile: a seek, a pause, a rebalance, another
+        fetch; or when they are more than this fetch wants)."""
+        c = self._c
+        job = pre.job
+        tp, cur = job.tp, job.cursor
+        if not pre.rows or len(pre.rows) > max_records or c._cursors.get(tp) is not cur \
+                or cur.offset != pre.offset or cur.position != pre.position \
+                or c._paused and tp in c._paused or tp not in self.owned():
+            return []
+        new = pre.cursor
+        cur.offset, cur.segment_base, cur.position, cur.base = \
+            new.offset, new.segment_base, new.position, new.base
+        c._delivery.handed(tp, pre.offset)
+        recs = c._records.finish(pre.rows, False, tp, job.part, pre.offset, False)
+        job.part.shared.count_fetch(len(pre.rows))     # P-10 (never raises)
+        c._rr += 1
         return recs
 
     def wait_s(self, remaining: float) -> tuple[float, bool]:

@@ -4,7 +4,16 @@ It drives a :class:`pylog.consumer.Consumer` (same arguments, same delivery
 rules) so that no call blocks the loop: a fetch of records already on disk
 runs inline (a few microseconds: no lock, no fsync; a consumer of one
 partition decodes what a wake brought in one native call, as the blocked
-poll does); waiting for new ones is a future resolved by the Log's
+poll does), decoding about INLINE_FETCH_BYTES (128 KiB) at most: a
+getmany of larger records returns fewer of them (one at least), as
+estimated from each partition's mean record size before the fetch
+(pylog.fetching.room: where sizes change, one record too many may be
+taken). Records each larger than INLINE_FETCH_BYTES are decoded in the
+executor instead (up to OFF_LOOP_FETCH_BYTES, 16 MiB, one record at
+least), from a copy of the cursor: the consumer's position moves only
+when a later fetch, on the loop, takes them (PollDriver.fetch's ``pre``),
+and only if nothing moved it meanwhile (else they are decoded again);
+waiting for new ones is a future resolved by the Log's
 :class:`~pylog.aio.bridge.DoorbellBridge`; group housekeeping (join,
 heartbeat, rebalance, auto-commit; ``start()``'s join), commits,
 ``seek_to_beginning``/``seek_to_end`` (which may join a group), and
@@ -15,7 +24,9 @@ mapping its segment, reading its index, milliseconds in all).
 
 Nothing is lost to cancellation: records are fetched only at a point from
 which the call returns them without awaiting again, so a getone/getmany
-cancelled while it waits has fetched nothing. ``getone`` (and ``async
+cancelled while it waits has fetched nothing (records it had decoded in
+the executor are kept for the next call, which takes them, position
+unmoved until then). ``getone`` (and ``async
 for``) fetch a poll's worth and hand them out one at a time; the rest stay
 in the consumer's buffer for the next getone/getmany/``async for``, and
 ``position``, ``commit()``, ``seek`` and ``pause`` count them as not
@@ -49,7 +60,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..consumer import Consumer
 from ..consumerargs import MAX_POLL_RECORDS_MAX, as_tps, poll_timeout
 from ..errors import InvalidArgument, LogClosed
-from ..fetching import READS, WRITES, PollDriver
+from ..fetching import PREFETCH_MAX_BYTES, READS, WRITES, PollDriver, Prefetch, Prefetched
 from ..records import Record, TopicPartition
 from .listener import IN_LISTENER, Relay
 
@@ -57,6 +68,15 @@ if TYPE_CHECKING:
     from . import AIOLog
 
 T = TypeVar("T")
+#: the most bytes (batches as stored: keys, values, headers and framing) a
+#: fetch decodes on the loop, as estimated before it (pylog.fetching.room):
+#: decoding and copying them takes about 1 ms a MiB on a slow machine, so
+#: 128 KiB keeps a getmany's loop callback well under 1 ms; a getmany of
+#: larger records returns fewer records per call (still one at least)
+INLINE_FETCH_BYTES = 128 << 10
+#: the most bytes a fetch of records each larger than INLINE_FETCH_BYTES
+#: decodes in the executor for one getmany (one record at least)
+OFF_LOOP_FETCH_BYTES = PREFETCH_MAX_BYTES
 #: a wait without a deadline (getone, ``async for``) still wakes this often
 #: at most, to re-check the deadline arithmetic; housekeeping bounds it lower
 FOREVER_S = 3600.0
@@ -78,6 +98,10 @@ class AIOConsumer:
         self._returned: list[Record] = []
         # the first fetches' file work is done off the loop (PollDriver.position)
         self._prepared = False
+        # records decoded off the loop (too large for it), not yet fetched:
+        # the next fetch takes them if the consumer has not moved meanwhile
+        self._pre: Prefetched | None = None
+        self._pre_failed = False    # the last prefetch raised: fetch inline once
 
     # -- off the loop -------------------------------------------------------------------
     async def _locked(self, fn: Callable[..., T], *args: Any) -> T:
@@ -173,11 +197,18 @@ class AIOConsumer:
             # the slot's count before the fetch: a ring after it wakes us
             slot = d.slot()
             seen = bridge.seq(slot)
+            pre, self._pre = self._pre, None
+            offload, self._pre_failed = not self._pre_failed, False
             try:
-                recs = d.fetch(max_records)
+                recs = d.fetch(max_records, INLINE_FETCH_BYTES, pre, offload)
             finally:
                 if self._iterations or self._buffer or self._returned:
                     self._hold()
+            if isinstance(recs, Prefetch):      # too large for the loop
+                await self._prefetch(recs)
+                if d.closed:
+                    return []       # closed by another task meanwhile
+                continue            # (housekeeping may be due by now)
             if recs is None:        # the group first (lease, poll interval)
                 await self._housekeep(WRITES, force=True)
                 continue
@@ -194,6 +225,31 @@ class AIOConsumer:
                 return []       # closed by another task while this one waited
             if also is not None and also.done():
                 d.topics_changed()      # metadata reads
+
+    async def _prefetch(self, job: Prefetch) -> None:
+        """Decode the records of ``job`` (each larger than an inline fetch
+        may decode) in the executor, from a copy of the cursor, and keep
+        them for the next fetch (self._pre), which hands them out if the
+        consumer has not moved meanwhile. The consumer's own state is not
+        touched off the loop, so a cancelled caller loses nothing: the
+        records stay kept for the next getone/getmany (or, once dropped,
+        are fetched again from the unmoved cursor)."""
+        def done(f: asyncio.Future[Prefetched]) -> None:
+            # on the loop, whether or not the caller is still there
+            if f.cancelled() or f.exception() is not None:
+                self._pre_failed = True     # (the inline fetch raises it)
+            elif self._pre is None and not self._d.closed:
+                self._pre = f.result()
+        try:
+            fut = self._alog._submit(PollDriver.prefetch, job)
+        except LogClosed:
+            self._pre_failed = True
+            return
+        fut.add_done_callback(done)
+        try:
+            await asyncio.shield(fut)
+        except Exception:   # (done() noted it: the inline fetch raises it)
+            pass
 
     async def getmany(self, *, timeout_ms: int = 0,
                       max_records: int | None = None) -> dict[TopicPartition, list[Record]]:
@@ -495,6 +551,7 @@ class AIOConsumer:
         # to: seeking would count the batch they came from as finished, and
         # a close on an exception must not commit the record being handled.
         self._buffer.clear()
+        self._pre = None
         await self._alog._close_client(self._d.close, self._lock)
 
     stop = close        # aiokafka's name
