@@ -34,8 +34,8 @@ import sys
 
 from . import _format
 from .files import NotARegularFile, open_regular
-from .segment import fsync_dir
-from .sharedstate import DELETED, STATE_FILE, mix64
+from .segment import fsync_dir, list_segment_bases, segment_path
+from .sharedstate import DELETED, STATE_FILE, State, mix64
 
 _log = logging.getLogger("pylog")
 
@@ -119,13 +119,48 @@ def is_clean(directory: str, nonce: int | None) -> bool:
     """Was the partition in ``directory`` closed cleanly by the close that
     wrote ``nonce`` (P-9), with nothing changed since? Then its published
     state is true and durable and recovery (P-4) has nothing to do."""
+    return clean_state(directory, nonce) is not None
+
+
+def clean_state(directory: str, nonce: int | None) -> State | None:
+    """The published state of the partition in ``directory`` when
+    :func:`is_clean`, else None."""
     if nonce is None:
-        return False
+        return None
     head = _read_head(directory)
     if head is None or not _settled(head):
-        return False
+        return None
     mark_nonce, check = _MARK.unpack_from(head, _format.STATE_CLEAN)
-    return mark_nonce == nonce and check == _check(nonce, head)
+    if mark_nonce != nonce or check != _check(nonce, head):
+        return None
+    return State(_RECORD.unpack_from(head)[3:])
+
+
+def files_problem(directory: str, st: State) -> str | None:
+    """P-9, P-12: do the segment files still hold what the clean state
+    ``st`` says? The active segment must exist and reach the published
+    end, and a segment must begin at the log start offset (or, after
+    ``delete_records`` moved the start into a segment, before it). Files
+    deleted or cut since the close (by hand: nothing of pylog ran) make
+    the state a lie that the fast path must not serve. Costs two
+    ``lstat`` calls; a listing only when the start lies inside a segment.
+    Returns what is wrong, or None."""
+    active = segment_path(directory, st.active_base)
+    try:
+        size = os.lstat(active).st_size
+    except FileNotFoundError:
+        return f"the active segment {active} is missing"
+    if size < st.active_position:
+        return (f"the active segment {active} is {size} bytes, short of its "
+                f"published end {st.active_position}")
+    if st.log_start_offset == st.active_base or \
+            os.path.lexists(segment_path(directory, st.log_start_offset)):
+        return None
+    bases = [b for b in list_segment_bases(directory) if b <= st.active_base]
+    if bases and bases[0] <= st.log_start_offset:
+        return None
+    return (f"no segment holds the log start offset {st.log_start_offset} "
+            f"({segment_path(directory, st.log_start_offset)} is missing)")
 
 
 def mark_all(root: str, directories) -> bool:

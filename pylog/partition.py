@@ -242,7 +242,8 @@ class Partition:
         return self.shared.initialized()
 
     # -- recovery ----------------------------------------------------------
-    def recover(self, *, unpublished_only: bool = False) -> int:
+    def recover(self, *, unpublished_only: bool = False,
+                clean: State | None = None) -> int:
         """Rebuild the shared state from the segments (P-4); return bytes cut.
 
         Run by the first process to open the log (nobody else has it open) and,
@@ -257,6 +258,9 @@ class Partition:
         process may have published the state since the caller looked, and
         be appending through its map of the preallocated active segment,
         which a recovery would truncate under it (P-4).
+
+        ``clean``: the state the last close left clean (P-9) whose files
+        no longer match it; the segments must reach its end (P-12).
         """
         if self.readonly:
             # A view computed in memory, the files untouched; damage fails
@@ -278,7 +282,8 @@ class Partition:
                     return 0
                 self.segments.invalidate()
                 loaded = recover_partition(self.dir, self.meta, self.topic,
-                                           self.index, self.shared, write=True)
+                                           self.index, self.shared, write=True,
+                                           clean=clean)
                 if loaded.created_first_segment:
                     assert self.writer is not None   # not readonly
                     self.writer.new_partition_files()

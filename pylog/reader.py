@@ -52,7 +52,7 @@ from .errors import (
 )
 from .handles import READER_COST
 from .index import checked_indexes, last_timestamp, write_back
-from .segment import Segment, list_segment_bases, open_segment, with_fds
+from .segment import Segment, list_segment_bases, open_segment, segment_path, with_fds
 from .sharedstate import State
 from .txnreads import CommittedReads
 
@@ -134,6 +134,14 @@ class Reader(CommittedReads):
                 allb = with_fds(self._handles, f"list the segments of {self.name}",
                                 lambda: list_segment_bases(self.dir))
                 keep = [b for b in allb if b <= st.active_base]
+                if (not keep or keep[-1] != st.active_base) and self._unchanged(st):
+                    # P-12: the active segment's file went since the state
+                    # was published (not by a roll or retention: the layout
+                    # is the same); never a short read that ends quietly
+                    raise CorruptLogError(
+                        f"no segment holds offsets {keep[-1] if keep else st.log_start_offset}"
+                        f" to {st.next_offset - 1}: the active segment file is "
+                        f"missing (P-12)", segment_path(self.dir, st.active_base))
             self._bases = keep
             self._bases_gen = st.generation
             for b in list(self._readers):
@@ -144,6 +152,13 @@ class Reader(CommittedReads):
                     self._readers.pop(b).close()
                     self._reader_sizes.pop(b, None)
         return self._bases
+
+    def _unchanged(self, st: State) -> bool:
+        """Is ``st``'s segment layout still the published one (P-8)? Then
+        files missing from it did not go by a roll or retention racing the
+        caller (they publish first, then delete)."""
+        self._bases_gen = -1        # in any case: list again next time
+        return self._part.state().generation == st.generation
 
     def _reader(self, base: int) -> Segment:
         """The reader map of segment ``base``, the most recently used of at
@@ -265,6 +280,17 @@ class Reader(CommittedReads):
             if cursor.segment_base not in bases or cursor.position < 0:
                 i = bisect.bisect_right(bases, cursor.offset) - 1
                 if i < 0:
+                    if bases and self._unchanged(st):
+                        # P-12: the state's log start is not a retention
+                        # in progress (the layout is the same): the files
+                        # below the first one went. OffsetOutOfRange would
+                        # send an "earliest" consumer back here forever.
+                        raise CorruptLogError(
+                            f"no segment holds offsets {cursor.offset} to "
+                            f"{bases[0] - 1}: the first segment starts at offset "
+                            f"{bases[0]}, above the log start offset "
+                            f"{st.log_start_offset} (a segment file lost; P-12)",
+                            segment_path(self.dir, bases[0]), 0)
                     raise OffsetOutOfRange(
                         f"offset {cursor.offset} of {self.name} precedes the "
                         "first segment")

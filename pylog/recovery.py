@@ -9,7 +9,8 @@ in passes as Kafka's LogLoader runs them:
    segment is active again;
 4. every segment from the checkpoint's on is scanned by
    :meth:`Segment.recover_scan` (torn tail cut, mid-log damage raised,
-   indexes rebuilt), checking that each starts where the previous ended;
+   indexes rebuilt), checking that each starts where the previous ended,
+   and the end found checked against what is known durable (P-12);
 5. the state is published (P-2) and a lagging log start offset recorded.
 
 Thread safety: the caller holds the partition's writer lock and append lock
@@ -27,7 +28,13 @@ import logging
 from dataclasses import dataclass
 
 from .errors import CorruptLogError
-from .segment import Segment, list_segment_bases, segment_is_empty, unlink_segment
+from .segment import (
+    Segment,
+    list_segment_bases,
+    segment_is_empty,
+    segment_path,
+    unlink_segment,
+)
 from .sharedstate import PartitionMeta, State
 
 _log = logging.getLogger("pylog")
@@ -43,15 +50,19 @@ class Loaded:
 
 
 def recover_partition(directory: str, metadata, topic: str, index: int, shared,
-                      write: bool) -> Loaded:
+                      write: bool, clean: State | None = None) -> Loaded:
     """Recover partition ``index`` of ``topic`` in ``directory``, whose LMDB
     record ``metadata`` (the log's Metadata) holds and whose state file is
     ``shared`` (a SharedState); publish the state when ``write``. Raises
-    CorruptLogError for damage that is not a torn tail (G4). See the module
+    CorruptLogError for damage that is not a torn tail (G4), and when the
+    segments end before what is known durable (P-12). ``clean``: the state
+    the last close left clean (P-9) when its files did not match it, true
+    and durable, so the segments must reach its end. See the module
     docstring for the passes."""
     meta: PartitionMeta = metadata.partition_meta(topic, index)
     start = meta.log_start_offset
     bases = list_segment_bases(directory)
+    durable = durable_end(meta, shared.durable_mark(), clean)
     gen = 1
     if shared.has_magic():
         vals = shared.read()
@@ -66,6 +77,9 @@ def recover_partition(directory: str, metadata, topic: str, index: int, shared,
         bases.pop(0)
     # pass 2
     if not bases:
+        lost = lost_error(directory, durable, start, None)
+        if lost is not None:
+            raise lost
         if write:
             seg = Segment(directory, start, create=True, writable=True)
             seg.write_indexes([], [])
@@ -75,7 +89,22 @@ def recover_partition(directory: str, metadata, topic: str, index: int, shared,
             shared.publish(*st)
         return Loaded(st, 0, created_first_segment=write)
     if bases[0] > start:
-        start = bases[0]   # retention metadata lagged behind the files
+        # P-12: records below the first segment are gone. Retention records
+        # the start before it deletes (P-5), but that record is only as
+        # durable as the metadata's sync mode: after a power loss the files
+        # may be ahead of it, which looks the same as files deleted by hand.
+        # Either way the start moves up to the data that exists (as Kafka's
+        # LogLoader does), never left pointing at nothing, and said loudly.
+        why = ("the last close left the partition clean (P-9), so segment "
+               "files were deleted outside pylog" if clean is not None else
+               "segment files deleted outside pylog, or by retention whose "
+               "record of the new start a power loss undid (P-5)")
+        _log.warning("%s: records %d to %d are gone: no segment holds them "
+                     "(%s is missing; the first segment starts at offset %d): "
+                     "%s; the log start offset moves up to %d (P-12)",
+                     directory, start, bases[0] - 1,
+                     segment_path(directory, start), bases[0], why, bases[0])
+        start = bases[0]
     # pass 3
     if len(bases) > 1 and meta.checkpoint_base != bases[-1] and \
             segment_is_empty(directory, bases[-1]):
@@ -119,6 +148,9 @@ def recover_partition(directory: str, metadata, topic: str, index: int, shared,
                 shared.set_index_position(r.index_position)
         finally:
             seg.close()
+    lost = lost_error(directory, durable, next_offset, bases)
+    if lost is not None:
+        raise lost
     # pass 5
     st = State((next_offset, bases[-1], end, max_ts, gen, start))
     if write:
@@ -129,6 +161,40 @@ def recover_partition(directory: str, metadata, topic: str, index: int, shared,
         if start != meta.log_start_offset:
             metadata.set_log_start(topic, index, start)
     return Loaded(st, cut)
+
+
+def durable_end(meta: PartitionMeta, mark, clean: State | None) -> tuple[int, int]:
+    """P-12: (next offset, segment base) the segments must reach: the
+    recovery checkpoint's (M-5), the durable mark's ``mark`` (P-7, or
+    None) and, for a partition the last close left clean, its published
+    end (P-9). Each was durable when recorded, and records are only ever
+    removed past durable positions or below the log start, as whole
+    segments."""
+    best = (meta.checkpoint_next_offset, meta.checkpoint_base)
+    if mark is not None:
+        best = max(best, (mark[2], mark[0]))
+    if clean is not None:
+        best = max(best, (clean.next_offset, clean.active_base))
+    return best
+
+
+def lost_error(directory: str, durable: tuple[int, int], end: int,
+               bases) -> CorruptLogError | None:
+    """P-12: when the segments (``bases``) end at ``end``, before the
+    durable end ``durable``, the CorruptLogError naming the missing file
+    (or the short last one) and the acknowledged records gone."""
+    nxt, base = durable
+    if end >= nxt:
+        return None
+    if not bases or base not in bases:
+        path, position = segment_path(directory, base), None
+        what = f"the segment file that holds them ({path}) is missing"
+    else:
+        path, position = segment_path(directory, bases[-1]), None
+        what = "the last segment file ends before them (cut short)"
+    return CorruptLogError(
+        f"records {end} to {nxt - 1} were durable but no segment holds them: "
+        f"{what} (P-12)", path, position)
 
 
 def _checkpoint(meta: PartitionMeta, shared, active_base: int) -> tuple[int, int, int]:

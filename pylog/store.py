@@ -339,12 +339,19 @@ class LogStore(TopicAdmin, LogAdmin):
         nonce = None if self.readonly else cleanshutdown.read_nonce(self.path)
         for topic, doc in self.meta.topics().items():
             for p in range(doc["partitions"]):
-                if cleanshutdown.is_clean(os.path.join(self.path, f"{topic}-{p}"),
-                                          nonce):
-                    self._unchecked.add((topic, p))
-                    continue
+                d = os.path.join(self.path, f"{topic}-{p}")
+                clean = cleanshutdown.clean_state(d, nonce)
+                if clean is not None:
+                    problem = cleanshutdown.files_problem(d, clean)
+                    if problem is None:
+                        self._unchecked.add((topic, p))
+                        continue
+                    # P-12: the files no longer hold the clean state: the
+                    # recovery checks them against it, and reports
+                    _log.warning("%s: %s since the clean close; recovering "
+                                 "the partition (P-9, P-12)", d, problem)
                 part = self._open_partition(topic, p, doc, recover=False)
-                part.recover()
+                part.recover(clean=clean)
         if not self.readonly:
             cleanshutdown.remove(self.path)
 

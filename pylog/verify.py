@@ -25,8 +25,10 @@ import struct
 from dataclasses import asdict, dataclass
 
 from . import _native, batch
+from .cleanshutdown import clean_state, read_nonce
 from .errors import CorruptLogError, LogOSError, PylogError
 from .files import NotARegularFile, file_kind, open_regular
+from .recovery import durable_end, lost_error
 from .segment import (
     INDEX_ENTRY,
     TIMEINDEX_ENTRY,
@@ -635,6 +637,12 @@ def _verify_partition(root, meta, t, p, d, live, problems, advance):
                         f"batch ending at {valid_end}"))
         advance(size)
         next_offset = seg_next
+    # P-12: the files reach the checkpoint and a clean close's state (P-9)
+    clean = None if live else clean_state(d, read_nonce(root))
+    lost = lost_error(d, durable_end(pm, None, clean), next_offset, bases) \
+        if pm is not None and next_offset is not None else None
+    if lost is not None:
+        problems.append(Problem(lost.path or d, lost.position, lost.reason))
     if st is not None and next_offset is not None and next_offset != st.next_offset:
         problems.append(Problem(os.path.join(d, STATE_FILE), None,
                                 f"published end offset {st.next_offset} differs "
