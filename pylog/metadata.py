@@ -64,6 +64,7 @@ from .errors import (
 from .files import DISK_FULL_ERRNOS, allocate, disk_full_error, open_regular
 from .groupstate import GroupState
 from .identity import Identity, vanished
+from .metafile import check_lmdb_size, data_file_absent, refuse_lost_metadata
 from .metalock import MetaLock
 from .partition import PartitionMeta
 
@@ -88,61 +89,6 @@ def _pkey(topic: str, partition: int) -> bytes:
 # parent's (G6).
 _ENVS_LOCK = threading.Lock()
 _ENVS: dict = {}     # realpath of meta/ -> [env, users, readonly, pid]
-
-
-# LMDB's meta pages (pages 0 and 1 of data.mdb), 64-bit layout: a 16-byte
-# page header, then MDB_meta: magic, version, address, mapsize, two MDB_db
-# (48 bytes each; the first one's md_pad holds the page size), last_pg, txnid.
-_LMDB_MAGIC = 0xBEEFC0DE
-_META_MAGIC_AT = 16
-_META_PAGESIZE_AT = 40
-_META_LAST_PG_AT = 136
-_META_TXNID_AT = 144
-
-
-def check_lmdb_size(path: str) -> None:
-    """Refuse a data.mdb shorter than its own meta page says (M-9).
-
-    LMDB maps the file and would touch pages past its end, which kills the
-    process with SIGBUS; a truncated file must be an exception instead."""
-    data = os.path.join(path, "data.mdb")
-    try:
-        # a FIFO or symlink there is refused, never opened (it would block)
-        fd = open_regular(data, os.O_RDONLY, what="LMDB data file")
-    except FileNotFoundError:
-        return
-    try:
-        size = os.fstat(fd).st_size
-        head = os.pread(fd, 4096, 0)
-        best = None
-        for page in (0, 1):
-            if page == 1:
-                if len(head) < _META_PAGESIZE_AT + 4:
-                    break
-                psize = struct.unpack_from("=I", head, _META_PAGESIZE_AT)[0]
-                if not 512 <= psize <= 65536:
-                    break
-                meta = os.pread(fd, 160, psize)
-            else:
-                meta = head[:160]
-            if len(meta) < 152 or struct.unpack_from("=I", meta, _META_MAGIC_AT)[0] != _LMDB_MAGIC:
-                continue
-            psize, = struct.unpack_from("=I", meta, _META_PAGESIZE_AT)
-            last_pg, txnid = struct.unpack_from("=QQ", meta, _META_LAST_PG_AT)
-            if best is None or txnid > best[0]:
-                best = (txnid, last_pg, psize)
-    finally:
-        os.close(fd)
-    if best is None:
-        if size:
-            raise CorruptLogError("data.mdb has no valid LMDB meta page", data, 0)
-        return
-    _, last_pg, psize = best
-    need = (last_pg + 1) * psize
-    if size < need:
-        raise CorruptLogError(
-            f"data.mdb is {size} bytes but its meta page needs {need} "
-            f"(page {last_pg} of {psize} bytes): the file was truncated", data, size)
 
 
 # lock.mdb's size for max_readers=1024 (liblmdb: 1023 reader slots of 64
@@ -239,27 +185,6 @@ def _open_env(path: str, *, sync: bool, readonly: bool):
         return env, ident
 
 
-def _refuse_fresh_metadata(root: str, meta: str) -> None:
-    """L-6: data.mdb is missing. A new log has no partition directories; if
-    this one has, its metadata (topics, groups, committed offsets) was
-    deleted, and starting a fresh, empty data.mdb would silently drop them
-    (and let a running process switch to it): refuse."""
-    try:
-        names = os.listdir(root)
-    except OSError:
-        return
-    found = [n for n in names if "-" in n and not n.endswith("-delete")
-             and (os.path.exists(os.path.join(root, n, "partition.state"))
-                  or os.path.exists(os.path.join(root, n, "topic.id")))]
-    if found:
-        raise CorruptLogError(
-            f"meta/data.mdb is missing but the log holds partition directories "
-            f"({', '.join(sorted(found)[:3])}{', ...' if len(found) > 3 else ''}): "
-            "its metadata (topics, groups, committed offsets) was deleted. "
-            "Refusing to start an empty one over the data; restore data.mdb "
-            "from a backup", os.path.join(meta, "data.mdb"))
-
-
 _ACCESS_HINTS = {
     True: "LMDB readers register in meta/lock.mdb, so even readonly=True needs "
           "write access to it: run as the log's owner, or have them grant you "
@@ -335,8 +260,9 @@ class Metadata(Commits):
             except OSError as exc:
                 raise _access_error(exc, f"open {root} for writing",
                                     readonly) from None
-        if not os.path.exists(os.path.join(self.path, "data.mdb")):
-            _refuse_fresh_metadata(root, self.path)
+        absent = data_file_absent(self.path)         # L-6: refused untouched
+        if absent is not None:
+            refuse_lost_metadata(root, self.path, absent)
         self.env, self._identity = _open_env(self.path, sync=sync, readonly=readonly)
         self._vanished: FileVanishedError | None = None     # L-6, sticky
         self._closed = False
@@ -393,6 +319,11 @@ class Metadata(Commits):
         with self._txn("check the metadata format") as txn:
             v = txn.get(b"format", db=self._info)
         if v != FORMAT_VERSION:
+            if v is None:
+                # L-6: LMDB made this environment (data.mdb was empty, or
+                # replaced); pylog never wrote it
+                refuse_lost_metadata(os.path.dirname(self.path), self.path,
+                                     "holds no pylog metadata (a new LMDB environment)")
             with self._txn("check the metadata format", write=True) as txn:
                 v = txn.get(b"format", db=self._info)
                 if v is None or v in _READ_VERSIONS:

@@ -179,6 +179,9 @@ class TopicAdmin:
                 if part is not None:
                     part.close()
                 continue
+            found = topicdirs.read_id(d)
+            if found != topic_id and (found is not None or topicdirs.holds_records(d)):
+                continue        # not this incarnation's: never removed here (L-4)
             try:
                 self._retire_directory(name, p, d, topic_id)
             except FileNotFoundError:
@@ -372,7 +375,8 @@ class TopicAdmin:
             try:
                 topicdirs.claim(d, topic_id, deleted_mark=_state_marks_deleted)
                 return
-            except topicdirs.ForeignIncarnation:
+            except topicdirs.ForeignIncarnation as foreign:
+                self._check_leftover(topic, p, d, foreign.found)
                 try:
                     self._retire_directory(topic, p, d, None)
                 except FileNotFoundError:
@@ -392,6 +396,27 @@ class TopicAdmin:
                     f"(errno {exc.errno})") from exc
         raise LogFailedError(f"open partition {topic}-{p} in {self.path}: its "
                              "directory keeps changing incarnation (L-4)")
+
+    def _check_leftover(self, topic: str, p: int, d: str, found: str | None) -> None:
+        """Raise LogFailedError unless the directory ``d`` of incarnation
+        ``found`` (another one) may be retired: it holds no record, or the
+        metadata lists ``found`` as deleted (its tombstone, M-11) or its
+        state was marked deleted (P-2, written after the delete's commit).
+        A foreign id alone also follows lost or replaced metadata (an
+        emptied data.mdb, an old backup restored): its records are then
+        their only copy, and are never removed on that guess (L-4, L-5)."""
+        if found is None or _state_marks_deleted(d) or not topicdirs.holds_records(d):
+            return
+        tomb = self.meta.tombstones().get(topic)
+        if tomb is not None and tomb.get("id") == found:
+            return
+        raise LogFailedError(
+            f"open partition {topic}-{p} in {self.path}: its directory {d} holds "
+            f"records of another incarnation of the topic (topic.id {found}) that "
+            "the metadata does not list as deleted, so the metadata may have been "
+            "lost or replaced (L-4); nothing was removed: restore meta/data.mdb "
+            "from a backup, or move the directory out of the log to give up its "
+            "records")
 
     def enforce_retention(self) -> int:
         """Apply retention to every partition now; return segments deleted."""

@@ -14,6 +14,11 @@ records again. Two rules prevent it:
   removes the topic, and the tombstone stays until the directories are gone:
   ``create_topic`` of the name and every writable open finish it first.
 
+A directory of another incarnation that still holds records is retired
+only on the metadata's word (a tombstone, or the deleted mark its deleter
+wrote): the id alone also follows metadata that was lost or replaced, and
+its records are then their only copy (:func:`holds_records`).
+
 Thread safety: the functions are stateless; callers serialize per Log.
 Durability: ``topic.id`` is written without fsync (a topic of 1000
 partitions must not cost 1000 fsyncs); it becomes durable with the
@@ -30,6 +35,7 @@ import shutil
 from .errors import PylogError
 from .files import open_regular
 from .handles import FD_EXHAUSTED
+from .segment import list_segment_bases, segment_is_empty
 
 ID_FILE = "topic.id"
 GRAVE_SUFFIX = "-delete"          # L-1: removed by the first opener
@@ -114,6 +120,17 @@ def belongs_to(directory: str, topic_id: str | None) -> bool:
     newer incarnation's directory is never removed (L-5)."""
     found = read_id(directory)
     return found is None or found == topic_id
+
+
+def holds_records(directory: str) -> bool:
+    """Does a segment of ``directory`` hold a batch (S-3)? A directory or
+    segment that cannot be read counts as holding records: this decides
+    whether removing it may lose data."""
+    try:
+        return any(not segment_is_empty(directory, base)
+                   for base in list_segment_bases(directory))
+    except (OSError, PylogError):
+        return True
 
 
 def bury(directory: str) -> None:

@@ -144,15 +144,64 @@ def test_unreadable_topic_id_is_adopted_not_retired(logdir, damage):
         assert f.read().strip() == doc["id"]
 
 
-def test_directory_of_another_incarnation_is_never_adopted(logdir):
-    """Without any tombstone (a log written by an older pylog, or a race),
-    a directory whose topic.id names another incarnation is retired before
-    the topic's partition opens."""
+def _foreign_id(logdir, partition):
+    with open(os.path.join(logdir, f"t-{partition}", "topic.id"), "w") as f:
+        f.write("0" * 32 + "\n")
+
+
+def test_empty_directory_of_another_incarnation_is_retired(logdir):
+    """Without any tombstone (a race with a stale topic document), a
+    directory whose topic.id names another incarnation and that holds no
+    record is retired before the topic's partition opens."""
     with pylog.open(logdir) as log:
         log.create_topic("t", partitions=1)
-        log.producer().send_batch("t", [b"old"] * 5, partition=0)
-    with open(os.path.join(logdir, "t-0", "topic.id"), "w") as f:
-        f.write("0" * 32 + "\n")
+    _foreign_id(logdir, 0)
     with pylog.open(logdir) as log:
         assert all_records(log, "t", 1) == []
         assert log.producer().send("t", b"new", partition=0).offset == 0
+    with open(os.path.join(logdir, "t-0", "topic.id")) as f:
+        assert f.read().strip() != "0" * 32
+
+
+def test_directory_of_another_incarnation_with_records_is_refused(logdir):
+    """Records of another incarnation that the metadata does not list as
+    deleted (no tombstone, M-11; no deleted mark, P-2) are neither adopted
+    nor removed (L-4): the metadata may have been lost or replaced, and the
+    records are then the only copy. Opening the partition refuses, naming
+    the directory and what to do."""
+    with pylog.open(logdir) as log:
+        log.create_topic("t", partitions=1)
+        log.producer().send_batch("t", [b"old"] * 5, partition=0)
+    _foreign_id(logdir, 0)
+    with pylog.open(logdir) as log:
+        with pytest.raises(pylog.LogFailedError) as ei:
+            log.partition("t", 0)
+        msg = str(ei.value)
+        assert "t-0" in msg and "records" in msg and "move" in msg, msg
+    seg = os.path.join(logdir, "t-0", "00000000000000000000.log")
+    with open(seg, "rb") as f:
+        assert f.read().count(b"old") == 5
+
+
+def test_create_topic_never_removes_records_the_metadata_does_not_delete(logdir):
+    """Found by a user trial: with the metadata lost (data.mdb emptied),
+    create_topic("t") retired t-0 and its acknowledged record as a leftover
+    of another incarnation. Here the topic is taken out of the metadata
+    without a tombstone, as lost metadata would: create_topic refuses,
+    creates nothing and leaves both old directories as they were."""
+    with pylog.open(logdir) as log:
+        log.create_topic("t", partitions=2)
+        log.producer().send("t", b"acked", partition=0)
+        doc = log.meta.delete_topic("t")
+        log.meta.clear_tombstone("t", doc["id"])
+        assert log.meta.tombstones() == {}
+    with pylog.open(logdir) as log:
+        with pytest.raises(pylog.LogFailedError) as ei:
+            log.create_topic("t", partitions=2)
+        assert "t-0" in str(ei.value), ei.value
+        assert "t" not in log.topics()
+    for p in (0, 1):
+        with open(os.path.join(logdir, f"t-{p}", "topic.id")) as f:
+            assert f.read().strip() == doc["id"]
+    with open(os.path.join(logdir, "t-0", "00000000000000000000.log"), "rb") as f:
+        assert b"acked" in f.read()

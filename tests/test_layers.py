@@ -24,7 +24,7 @@ LAYERS = [
     {"reader", "txnreads", "writer", "recovery", "producerappend", "appendsync"},
     {"partition"},
     {"commitgroup", "commitstore", "commitsync"},
-    {"metadata", "topicadmin", "admin", "expiry"},
+    {"metadata", "metafile", "topicadmin", "admin", "expiry"},
     {"store"},
     {"group", "delivery", "deadletter", "deserialize", "offsetreset", "consumerargs",
      "rebalance", "sharestate", "shareops", "sharedlq", "shareconfig", "transactions"},

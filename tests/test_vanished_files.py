@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 
+import lmdb
 import pytest
 
 import pylog
@@ -234,3 +235,66 @@ def test_topic_admin_after_the_log_directory_vanished(logdir):
     with pytest.raises(FileVanishedError, match="log directory"):
         log.create_topic("b")
     _close_quietly(log)
+
+
+def _closed_log_with_a_record(logdir):
+    """A closed log: topic "t" of 2 partitions, one record in t-0; returns
+    a copy of its data.mdb (the "backup")."""
+    with pylog.open(logdir) as log:
+        log.create_topic("t", partitions=2, **CFG)
+        log.producer().send("t", b"acked", partition=0)
+    with open(os.path.join(logdir, "meta", "data.mdb"), "rb") as f:
+        return f.read()
+
+
+def _record_survives(logdir, backup):
+    """The partition directories are untouched; with the backup back in
+    place the acknowledged record is read again."""
+    assert sorted(n for n in os.listdir(logdir) if n.startswith("t-")) == ["t-0", "t-1"]
+    with open(os.path.join(logdir, "meta", "data.mdb"), "wb") as f:
+        f.write(backup)
+    with pylog.open(logdir) as log:
+        c = log.consumer(auto_offset_reset="earliest")
+        c.assign([pylog.TopicPartition("t", 0)])
+        assert [r.value for r in c.poll(timeout=1)] == [b"acked"]
+
+
+@pytest.mark.parametrize("readonly", [False, True])
+def test_empty_data_mdb_beside_partitions_is_refused_like_a_missing_one(logdir, readonly):
+    """Found by a user trial: ``truncate -s 0 meta/data.mdb`` on a closed
+    log, and the next open started an empty log over the partitions (LMDB
+    initialises a 0-byte file as a new environment); create_topic("t")
+    then replaced t-0 and its acknowledged record for good. An empty
+    data.mdb is refused exactly as a missing one (L-6), and left as it is."""
+    backup = _closed_log_with_a_record(logdir)
+    data = os.path.join(logdir, "meta", "data.mdb")
+    os.truncate(data, 0)
+    with pytest.raises(pylog.CorruptLogError) as ei:
+        pylog.open(logdir, readonly=readonly)
+    msg = str(ei.value)
+    assert "data.mdb" in msg and "empty" in msg and "t-0" in msg, msg
+    assert "restore" in msg and "backup" in msg, msg
+    assert os.path.getsize(data) == 0, "the refused open wrote data.mdb"
+    _record_survives(logdir, backup)
+
+
+def test_fresh_lmdb_environment_beside_partitions_is_refused(logdir, tmp_path):
+    """A data.mdb that pylog never wrote (a new LMDB environment: no M-1
+    format key) beside partition directories is lost metadata too."""
+    backup = _closed_log_with_a_record(logdir)
+    fresh = tmp_path / "fresh"
+    lmdb.open(str(fresh), subdir=True).close()
+    os.replace(fresh / "data.mdb", os.path.join(logdir, "meta", "data.mdb"))
+    with pytest.raises(pylog.CorruptLogError, match="holds no pylog metadata"):
+        pylog.open(logdir)
+    _record_survives(logdir, backup)
+
+
+def test_empty_data_mdb_of_a_log_without_partitions_opens(logdir):
+    """Without partition directories nothing can be lost: an empty
+    data.mdb is a new metadata store, as a missing one is."""
+    pylog.open(logdir).close()
+    os.truncate(os.path.join(logdir, "meta", "data.mdb"), 0)
+    with pylog.open(logdir) as log:
+        log.create_topic("t")
+        assert log.topics() == ["t"]

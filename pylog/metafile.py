@@ -1,0 +1,116 @@
+"""Checks of the LMDB data file ``meta/data.mdb`` around
+:mod:`pylog.metadata`'s use of it (FORMAT.rst M-9, L-6):
+
+* :func:`check_lmdb_size` refuses a file shorter than its own meta page
+  says before LMDB maps it (M-9);
+* :func:`refuse_lost_metadata` refuses to start an empty metadata store
+  over existing partition directories (L-6): ``data.mdb`` missing, empty
+  (LMDB would initialise a 0-byte file as a new environment) or a new
+  environment pylog never wrote.
+
+Thread safety: stateless functions over paths; safe from any thread.
+Durability: they only read; nothing here writes.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import struct
+
+from .errors import CorruptLogError
+from .files import open_regular
+
+# LMDB's meta pages (pages 0 and 1 of data.mdb), 64-bit layout: a 16-byte
+# page header, then MDB_meta: magic, version, address, mapsize, two MDB_db
+# (48 bytes each; the first one's md_pad holds the page size), last_pg, txnid.
+_LMDB_MAGIC = 0xBEEFC0DE
+_META_MAGIC_AT = 16
+_META_PAGESIZE_AT = 40
+_META_LAST_PG_AT = 136
+_META_TXNID_AT = 144
+
+
+def check_lmdb_size(path: str) -> None:
+    """Refuse a data.mdb shorter than its own meta page says (M-9).
+
+    LMDB maps the file and would touch pages past its end, which kills the
+    process with SIGBUS; a truncated file must be an exception instead."""
+    data = os.path.join(path, "data.mdb")
+    try:
+        # a FIFO or symlink there is refused, never opened (it would block)
+        fd = open_regular(data, os.O_RDONLY, what="LMDB data file")
+    except FileNotFoundError:
+        return
+    try:
+        size = os.fstat(fd).st_size
+        head = os.pread(fd, 4096, 0)
+        best = None
+        for page in (0, 1):
+            if page == 1:
+                if len(head) < _META_PAGESIZE_AT + 4:
+                    break
+                psize = struct.unpack_from("=I", head, _META_PAGESIZE_AT)[0]
+                if not 512 <= psize <= 65536:
+                    break
+                meta = os.pread(fd, 160, psize)
+            else:
+                meta = head[:160]
+            if len(meta) < 152 or struct.unpack_from("=I", meta, _META_MAGIC_AT)[0] != _LMDB_MAGIC:
+                continue
+            psize, = struct.unpack_from("=I", meta, _META_PAGESIZE_AT)
+            last_pg, txnid = struct.unpack_from("=QQ", meta, _META_LAST_PG_AT)
+            if best is None or txnid > best[0]:
+                best = (txnid, last_pg, psize)
+    finally:
+        os.close(fd)
+    if best is None:
+        if size:
+            raise CorruptLogError("data.mdb has no valid LMDB meta page", data, 0)
+        return
+    _, last_pg, psize = best
+    need = (last_pg + 1) * psize
+    if size < need:
+        raise CorruptLogError(
+            f"data.mdb is {size} bytes but its meta page needs {need} "
+            f"(page {last_pg} of {psize} bytes): the file was truncated", data, size)
+
+
+def data_file_absent(meta: str) -> str | None:
+    """How ``meta``/data.mdb holds no metadata at all, in words ("is
+    missing", "is empty (0 bytes)"), or None when it is a non-empty file
+    (or not a regular file: :func:`check_lmdb_size` refuses that)."""
+    try:
+        st = os.lstat(os.path.join(meta, "data.mdb"))
+    except FileNotFoundError:
+        return "is missing"
+    except OSError:
+        return None         # LMDB's open reports it with its own words
+    if stat.S_ISREG(st.st_mode) and st.st_size == 0:
+        return "is empty (0 bytes)"
+    return None
+
+
+def refuse_lost_metadata(root: str, meta: str, how: str) -> None:
+    """L-6: the metadata store in ``meta`` is new (``how`` says why: the
+    file is missing, empty, or holds no pylog format key). A new log has no
+    partition directories; if this one has, its metadata (topics, groups,
+    committed offsets) was lost, and starting a fresh, empty one would
+    silently drop them, and let a later ``create_topic`` of a name replace
+    its directories: raise CorruptLogError."""
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return
+    found = [n for n in names if "-" in n and not n.endswith("-delete")
+             and (os.path.exists(os.path.join(root, n, "partition.state"))
+                  or os.path.exists(os.path.join(root, n, "topic.id")))]
+    if found:
+        raise CorruptLogError(
+            f"meta/data.mdb {how} but the log holds partition directories "
+            f"({', '.join(sorted(found)[:3])}{', ...' if len(found) > 3 else ''}): "
+            "its metadata (topics, groups, committed offsets) was lost. "
+            "Refusing to start an empty one over the data; restore data.mdb "
+            "from a backup (or, to give up those records, move the partition "
+            "directories out of the log)", os.path.join(meta, "data.mdb"))
+
