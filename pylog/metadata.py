@@ -64,7 +64,7 @@ from .errors import (
 from .files import DISK_FULL_ERRNOS, allocate, disk_full_error, open_regular
 from .groupstate import GroupState
 from .identity import Identity, vanished
-from .metafile import check_lmdb_size, data_file_absent, refuse_lost_metadata
+from .metafile import check_lmdb_size, data_file_absent, lmdb_disk_full, refuse_lost_metadata
 from .metalock import MetaLock
 from .partition import PartitionMeta
 
@@ -160,9 +160,10 @@ def _open_env(path: str, *, sync: bool, readonly: bool):
                             readonly=readonly, lock=True, create=not readonly,
                             max_readers=1024)
         except lmdb.Error as exc:
-            if os.strerror(errno.ENOSPC) in str(exc):
-                raise DiskFullError(f"open LMDB metadata in {path}: disk full "
-                                    "(ENOSPC); free space") from None
+            full = lmdb_disk_full(path, exc)
+            if full is not None:
+                raise DiskFullError(f"open LMDB metadata in {path}: {full}; "
+                                    "free space") from None
             # LMDB's exceptions carry no errno: redo its opens (creating
             # nothing) to tell permissions from damage
             found = _lmdb_access_problem(path, readonly)
@@ -390,10 +391,10 @@ class Metadata(Commits):
         if self._closed:
             # another thread closed the Log under this call
             return LogClosed(f"{what}: the log was closed")
-        if os.strerror(errno.ENOSPC) in str(exc):
-            return DiskFullError(
-                f"{what}: LMDB metadata commit in {self.path}: disk full "
-                "(ENOSPC); nothing was stored; free space")
+        full = lmdb_disk_full(self.path, exc)       # EIO too (G8)
+        if full is not None:
+            return DiskFullError(f"{what}: LMDB metadata commit in {self.path}: {full}; "
+                                 "nothing was stored; free space")
         return LogFailedError(
             f"{what}: LMDB metadata {'commit' if write else 'read'} failed "
             f"in {self.path} ({exc}); nothing was stored")

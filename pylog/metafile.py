@@ -1,25 +1,31 @@
 """Checks of the LMDB data file ``meta/data.mdb`` around
-:mod:`pylog.metadata`'s use of it (FORMAT.rst M-9, L-6):
+:mod:`pylog.metadata`'s use of it (FORMAT.rst M-9, L-6; full disks, G8):
 
 * :func:`check_lmdb_size` refuses a file shorter than its own meta page
   says before LMDB maps it (M-9);
 * :func:`refuse_lost_metadata` refuses to start an empty metadata store
   over existing partition directories (L-6): ``data.mdb`` missing, empty
   (LMDB would initialise a 0-byte file as a new environment) or a new
-  environment pylog never wrote.
+  environment pylog never wrote;
+* :func:`lmdb_disk_full` tells a full disk among LMDB's write errors,
+  which carry no errno and report a short write as EIO.
 
 Thread safety: stateless functions over paths; safe from any thread.
-Durability: they only read; nothing here writes.
+Durability: they only read (files, ``statvfs``); nothing here writes.
 """
 
 from __future__ import annotations
 
+import errno
+import mmap
 import os
 import stat
 import struct
 
+import lmdb
+
 from .errors import CorruptLogError
-from .files import open_regular
+from .files import DISK_FULL_ERRNOS, open_regular
 
 # LMDB's meta pages (pages 0 and 1 of data.mdb), 64-bit layout: a 16-byte
 # page header, then MDB_meta: magic, version, address, mapsize, two MDB_db
@@ -29,6 +35,11 @@ _META_MAGIC_AT = 16
 _META_PAGESIZE_AT = 40
 _META_LAST_PG_AT = 136
 _META_TXNID_AT = 144
+
+# liblmdb writes a commit's dirty pages in chunks of at most MDB_COMMIT_PAGES
+# (64) pages; a chunk cut short by a full filesystem leaves less than that
+# free (the short write took the rest)
+_LMDB_CHUNK_BYTES = 64 * mmap.PAGESIZE
 
 
 def check_lmdb_size(path: str) -> None:
@@ -114,3 +125,26 @@ def refuse_lost_metadata(root: str, meta: str, how: str) -> None:
             "from a backup (or, to give up those records, move the partition "
             "directories out of the log)", os.path.join(meta, "data.mdb"))
 
+
+def lmdb_disk_full(path: str, exc: lmdb.Error) -> str | None:
+    """"disk full (...)" when LMDB's failure ``exc`` of a write in ``path``
+    (meta/) was a full disk or quota (G8), else None.
+
+    py-lmdb's exceptions carry no errno, only its text. ENOSPC and EDQUOT
+    are a full disk; so is EIO when the filesystem has (almost) no space
+    left, because liblmdb reports a write cut short (the filesystem filled
+    during it) as EIO. An EIO with room to spare stays an I/O error."""
+    text = str(exc)
+    for code in DISK_FULL_ERRNOS:
+        if os.strerror(code) in text:
+            return f"disk full ({errno.errorcode[code]})"
+    if os.strerror(errno.EIO) not in text:
+        return None
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    free = st.f_bavail * st.f_frsize
+    if free >= _LMDB_CHUNK_BYTES:
+        return None
+    return f"disk full (LMDB reports a short write as EIO; {free} bytes free)"

@@ -73,6 +73,18 @@ if scenario == "create_topic":
     attempt("create2", lambda: log.create_topic("t", partitions=60, exist_ok=True))
     attempt("send", lambda: log.producer().send("t", b"after", partition=59))
     log.close()
+elif scenario == "create_topic_short_write":
+    # one page left: the log filled its own disk, and LMDB's commit of
+    # several pages is a short write, which LMDB reports as EIO
+    log = pylog.open(path)
+    log.create_topic("t")
+    fill(leave=4096)
+    attempt("create", lambda: log.create_topic("u", partitions=3))
+    emit(what="topics", topics=log.topics())
+    free()
+    attempt("create2", lambda: log.create_topic("u", partitions=3))
+    attempt("send", lambda: log.producer().send("u", b"after", partition=2))
+    log.close()
 elif scenario == "create_topic_too_big":
     # more partitions than the disk can ever hold: all or nothing, and the
     # log stays usable (found by an independent review: the topic stayed,
@@ -214,6 +226,48 @@ def test_create_topic_on_full_disk_raises(small_tmpfs, child_env):
     ev, _ = run_scenario(small_tmpfs, "create_topic", child_env)
     assert_disk_full(ev["create"])
     assert ev["create2"]["ok"] and ev["send"]["ok"], (ev["create2"], ev["send"])
+
+
+def test_lmdb_short_write_on_a_full_disk_is_disk_full(small_tmpfs, child_env):
+    """Found by a user trial: create_topic on a disk the log itself filled
+    raised LogFailedError "(mdb_txn_commit: Input/output error)": LMDB
+    reports a short write as EIO. With the filesystem out of space that is
+    DiskFullError, nothing is stored, and the log works once space is freed."""
+    ev, events = run_scenario(small_tmpfs, "create_topic_short_write", child_env)
+    assert_disk_full(ev["create"])
+    assert "nothing was stored" in ev["create"]["msg"], ev["create"]
+    assert ev["topics"]["topics"] == ["t"], events
+    assert ev["create2"]["ok"] and ev["send"]["ok"], events
+
+
+EIO_CHILD = r"""
+import json, sys, pylog
+log = pylog.open(sys.argv[1])
+log.create_topic("t")
+open(sys.argv[2], "w").close()        # the shim fails data.mdb writes from here
+try:
+    log.create_topic("u")
+    print(json.dumps({"ok": True}))
+except Exception as exc:
+    print(json.dumps({"err": type(exc).__name__, "msg": str(exc),
+                      "disk_full": isinstance(exc, pylog.DiskFullError)}))
+"""
+
+
+def test_lmdb_eio_with_free_space_is_not_disk_full(shim, logdir, child_env, tmp_path):
+    """An EIO from LMDB on a filesystem with room is an I/O error, not a
+    full disk: it stays LogFailedError (retrying after freeing space would
+    not help)."""
+    gate = str(tmp_path / "gate")
+    env = dict(child_env, LD_PRELOAD=shim, PLSHIM_FAULT_OPS="write",
+               PLSHIM_FAULT_PATH="data.mdb", PLSHIM_FAULT_ERRNO="5",
+               PLSHIM_FAULT_COUNT="-1", PLSHIM_FAULT_GATE=gate)
+    proc = subprocess.run([sys.executable, "-c", EIO_CHILD, logdir, gate], env=env,
+                          capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    out = json.loads(proc.stdout.decode().splitlines()[-1])
+    assert out.get("err") == "LogFailedError" and not out["disk_full"], out
+    assert "Input/output error" in out["msg"], out
 
 
 def test_create_topic_larger_than_the_disk_creates_nothing(small_tmpfs, child_env):
