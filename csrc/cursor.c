@@ -4,7 +4,10 @@
  * order, see pylog_native.h for the field offsets).  Writers take the
  * slot's lock word (the Log token, as the partition append lock does, so a
  * SIGKILLed holder is taken over, never waited on for ever) and publish
- * through a seqlock, so readers never write and never block a writer. */
+ * through a seqlock, so readers never write and never block a writer.
+ * Garbage written over the file (C-7) is told by values no writer stores
+ * and by a seq odd for longer than a bounded spin; readers report it,
+ * writers empty such a slot under its lock (pl_cur_repair, slot_fix). */
 #include "internal.h"
 
 #define SLOT(base, idx) ((uint8_t *)(base) + PL_CUR_HEADER + (size_t)(idx) * PL_CUR_SLOT)
@@ -20,28 +23,84 @@ static int slot_ok(const void *base, uint64_t map_len, uint32_t idx)
     return end <= map_len;
 }
 
-/* Take the slot's lock.  0, or a negative status. */
-static int slot_lock(uint8_t *s, uint32_t idx, uint32_t token, int live_fd, int fd)
+/* C-7: no writer stores a seq this high (2 per commit: never reached), and
+ * no Log has a token above pl_liveness_lock's limit. */
+#define SEQ_LIMIT ((uint64_t)1 << 62)
+#define TOKEN_MAX 0x7fffffffu
+/* How long a reader waits for an odd seq to close: far longer than the few
+ * stores a writer publishes (nanoseconds), yet microseconds per slot, so a
+ * table full of garbage is scanned in milliseconds; then PL_E_BUSY and the
+ * caller takes the slot's lock (pl_cur_repair), which waits for a live
+ * writer and takes a dead one's over. */
+#define SPIN_TRIES 256
+#define SPIN_YIELD_AFTER 64
+
+/* C-7: do a slot's stable values (key, offset, ms, seq, ckpt_seq, fence) and
+ * its lock word hold what writers store? */
+static int slot_sane(const uint64_t v[6], uint32_t lock)
+{
+    return v[3] < SEQ_LIMIT && !(v[3] & 1) && !(v[4] & 1) && v[4] <= v[3] &&
+           (int64_t)v[1] >= -1 && lock <= TOKEN_MAX;
+}
+
+/* Take the slot's lock.  0, PL_E_BUSY (a live holder and wait 0), or a
+ * negative status. */
+static int slot_lock(uint8_t *s, uint32_t idx, uint32_t token, int live_fd, int fd, int wait)
 {
 #ifdef PL_FUTEX_LOCK
     (void)idx;
     (void)fd;
-    int rc = pl_word_lock(U32(s, PL_CUR_OFF_LOCK), token, live_fd, 1);
-    if (rc == 1) {
-        /* the dead holder may have stopped mid-publish: every field is a
-         * whole word, old or new; close the seqlock */
-        uint64_t seq = __atomic_load_n(U64(s, PL_CUR_OFF_SEQ), __ATOMIC_RELAXED);
-        if (seq & 1)
-            __atomic_store_n(U64(s, PL_CUR_OFF_SEQ), seq + 1, __ATOMIC_RELEASE);
-        rc = 0;
-    }
-    return rc;
+    int rc = pl_word_lock(U32(s, PL_CUR_OFF_LOCK), token, live_fd, wait);
+    return rc == 1 ? 0 : rc;  /* a dead holder's half store: slot_fix closes it */
 #else
     (void)s;
     (void)token;
     (void)live_fd;
-    return pl_lock(fd, (int64_t)PL_CUR_HEADER + (int64_t)idx * PL_CUR_SLOT, 1, 2, 1);
+    int rc = pl_lock(fd, (int64_t)PL_CUR_HEADER + (int64_t)idx * PL_CUR_SLOT, 1, 2, wait);
+    return (rc == -EAGAIN || rc == -EACCES) ? PL_E_BUSY : rc;
 #endif
+}
+
+/* Under the slot's lock, where no writer is mid-publish: close a seq left
+ * odd (a holder that died mid-store: every field is a whole word, old or
+ * new), then empty the slot when it holds what no writer stores (C-7), or
+ * when ``empty``: free (key 0, C-2) and clean, as CLEAR leaves it, so its
+ * key's offset comes from LMDB and its next commit claims it (C-3).
+ * 1 when emptied, else 0. */
+static int slot_fix(uint8_t *s, int empty)
+{
+    uint64_t *seq = U64(s, PL_CUR_OFF_SEQ);
+    uint64_t v = __atomic_load_n(seq, __ATOMIC_RELAXED);
+    if (v & 1) {
+        v += 1;
+        __atomic_store_n(seq, v, __ATOMIC_RELEASE);
+    }
+    uint64_t vals[6] = {*U64(s, PL_CUR_OFF_KEY), *U64(s, PL_CUR_OFF_OFFSET),
+                        *U64(s, PL_CUR_OFF_MS), v, *U64(s, PL_CUR_OFF_CKPT),
+                        *U64(s, PL_CUR_OFF_FENCE)};
+    if (!empty && slot_sane(vals, 0))
+        return 0;
+    /* a new seq a reader's old one cannot equal (unless garbage was 2) */
+    uint64_t nv = v < SEQ_LIMIT - 2 ? v + 2 : 2;
+    __atomic_store_n(seq, v | 1, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    __atomic_store_n(U64(s, PL_CUR_OFF_KEY), 0, __ATOMIC_RELAXED);
+    __atomic_store_n(U64(s, PL_CUR_OFF_FENCE), 0, __ATOMIC_RELAXED);
+    __atomic_store_n(I64(s, PL_CUR_OFF_OFFSET), 0, __ATOMIC_RELAXED);
+    __atomic_store_n(I64(s, PL_CUR_OFF_MS), 0, __ATOMIC_RELAXED);
+    __atomic_store_n(U64(s, PL_CUR_OFF_CKPT), nv, __ATOMIC_RELAXED);
+    __atomic_store_n(seq, nv, __ATOMIC_RELEASE);
+    return 1;
+}
+
+/* The lock of a writer: taken, waiting, and the slot made sound. */
+static int slot_take(uint8_t *s, uint32_t idx, uint32_t token, int live_fd, int fd)
+{
+    int rc = slot_lock(s, idx, token, live_fd, fd, 1);
+    if (rc < 0)
+        return rc;
+    slot_fix(s, 0);
+    return 0;
 }
 
 static void slot_unlock(uint8_t *s, uint32_t idx, uint32_t token, int fd)
@@ -77,7 +136,7 @@ int pl_cur_commit(void *base, uint64_t map_len, uint32_t idx, uint32_t token, in
     if (!slot_ok(base, map_len, idx) || key == 0 || token == 0 || offset < 0)
         return PL_E_INVAL;
     uint8_t *s = SLOT(base, idx);
-    int rc = slot_lock(s, idx, token, live_fd, fd);
+    int rc = slot_take(s, idx, token, live_fd, fd);
     if (rc < 0)
         return rc;
     if (__atomic_load_n(U64(s, PL_CUR_OFF_KEY), __ATOMIC_RELAXED) != key)
@@ -99,7 +158,7 @@ int pl_cur_set(void *base, uint64_t map_len, uint32_t idx, uint32_t token, int l
     if (!slot_ok(base, map_len, idx) || token == 0 || (key == 0 && !(what & PL_CUR_CLEAR)))
         return PL_E_INVAL;
     uint8_t *s = SLOT(base, idx);
-    int rc = slot_lock(s, idx, token, live_fd, fd);
+    int rc = slot_take(s, idx, token, live_fd, fd);
     if (rc < 0)
         return rc;
     uint64_t *k = U64(s, PL_CUR_OFF_KEY);
@@ -141,14 +200,23 @@ int pl_cur_set(void *base, uint64_t map_len, uint32_t idx, uint32_t token, int l
 }
 
 /* One consistent look at a slot: key, offset, ms, seq, ckpt_seq, fence.
- * 0, or PL_E_BUSY when a writer kept it mid-publish for every try. */
+ * 0, PL_E_BUSY when the seq stayed odd for the whole bounded spin, or
+ * PL_E_DAMAGED (C-7) when the slot holds what no writer stores. */
 static int slot_snapshot(const uint8_t *s, uint64_t out[6])
 {
     const uint64_t *seq = (const uint64_t *)(s + PL_CUR_OFF_SEQ);
-    for (int tries = 0; tries < 100000; tries++) {
+    const uint32_t *lock = (const uint32_t *)(s + PL_CUR_OFF_LOCK);
+    for (int tries = 0; tries < SPIN_TRIES; tries++) {
         uint64_t a = __atomic_load_n(seq, __ATOMIC_ACQUIRE);
         if (a & 1) {
-            if (tries > 64)
+#ifdef PL_FUTEX_LOCK
+            /* a writer publishes holding the lock word and closes the seq
+             * before it lets go: odd while no Log holds it is damage */
+            uint32_t w = __atomic_load_n(lock, __ATOMIC_ACQUIRE);
+            if ((w == 0 || w > TOKEN_MAX) && __atomic_load_n(seq, __ATOMIC_ACQUIRE) == a)
+                return PL_E_DAMAGED;
+#endif
+            if (tries >= SPIN_YIELD_AFTER)
                 sched_yield();
             continue;
         }
@@ -157,10 +225,11 @@ static int slot_snapshot(const uint8_t *s, uint64_t out[6])
         out[2] = __atomic_load_n((const uint64_t *)(s + PL_CUR_OFF_MS), __ATOMIC_RELAXED);
         out[4] = __atomic_load_n((const uint64_t *)(s + PL_CUR_OFF_CKPT), __ATOMIC_RELAXED);
         out[5] = __atomic_load_n((const uint64_t *)(s + PL_CUR_OFF_FENCE), __ATOMIC_RELAXED);
+        uint32_t w = __atomic_load_n(lock, __ATOMIC_RELAXED);
         __atomic_thread_fence(__ATOMIC_ACQUIRE);
         if (__atomic_load_n(seq, __ATOMIC_RELAXED) == a) {
             out[3] = a;
-            return 0;
+            return slot_sane(out, w) ? 0 : PL_E_DAMAGED;
         }
     }
     return PL_E_BUSY;
@@ -200,8 +269,14 @@ int pl_cur_dirty(const void *base, uint64_t map_len, uint32_t from, uint32_t *id
             __atomic_load_n((const uint64_t *)(s + PL_CUR_OFF_CKPT), __ATOMIC_RELAXED))
             continue;
         uint64_t v[6];
-        if (slot_snapshot(s, v) < 0 || v[0] == 0 || v[3] <= v[4])
+        if (slot_snapshot(s, v) < 0) {
+            /* busy or damaged: the caller repairs it (pl_cur_repair) */
+            v[0] = __atomic_load_n((const uint64_t *)(s + PL_CUR_OFF_KEY), __ATOMIC_RELAXED);
+            v[1] = v[2] = 0;
+            v[3] = (uint64_t)(int64_t)PL_CUR_SEQ_BAD;
+        } else if (v[0] == 0 || v[3] <= v[4]) {
             continue;
+        }
         idx_out[found] = (uint32_t)i;
         vals_out[4 * found + 0] = (int64_t)v[0];
         vals_out[4 * found + 1] = (int64_t)v[1];
@@ -216,10 +291,29 @@ int pl_cur_mark(void *base, uint64_t map_len, uint32_t idx, uint64_t seq)
 {
     if (!slot_ok(base, map_len, idx))
         return PL_E_INVAL;
-    uint64_t *c = U64(SLOT(base, idx), PL_CUR_OFF_CKPT);
+    uint8_t *s = SLOT(base, idx);
+    /* a seq past the slot's own was read before the slot was emptied (C-7):
+     * a ckpt_seq past seq would be damage */
+    if (seq > __atomic_load_n(U64(s, PL_CUR_OFF_SEQ), __ATOMIC_ACQUIRE))
+        return 0;
+    uint64_t *c = U64(s, PL_CUR_OFF_CKPT);
     uint64_t cur = __atomic_load_n(c, __ATOMIC_RELAXED);
     while (cur < seq &&
            !__atomic_compare_exchange_n(c, &cur, seq, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
         ;
     return 0;
+}
+
+int pl_cur_repair(void *base, uint64_t map_len, uint32_t idx, uint32_t token, int live_fd,
+                  int fd, int wait, int empty)
+{
+    if (!slot_ok(base, map_len, idx) || token == 0)
+        return PL_E_INVAL;
+    uint8_t *s = SLOT(base, idx);
+    int rc = slot_lock(s, idx, token, live_fd, fd, wait);
+    if (rc < 0)
+        return rc;
+    rc = slot_fix(s, empty);
+    slot_unlock(s, idx, token, fd);
+    return rc;
 }

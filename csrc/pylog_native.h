@@ -44,6 +44,7 @@ enum pl_status {
     PL_E_VANISHED          = -1007, /* the synced file is no longer at its path (L-6) */
     PL_E_NOFD              = -1008, /* no descriptor for an fdatasync (not sticky)    */
     PL_E_FENCED            = -1009, /* commit table: another member owns the slot (C-4) */
+    PL_E_DAMAGED           = -1010, /* commit table: a slot holds what no writer stores (C-7) */
     PL_E_MAX               = -1000  /* every PL_E_* is below this                     */
 };
 
@@ -655,7 +656,9 @@ enum pl_cursor_layout {
     PL_CUR_CLAIM      = 1, /* key differs: take the slot with offset/ms as checkpointed */
     PL_CUR_FENCE      = 2, /* set the fence */
     PL_CUR_STORE      = 4, /* store offset/ms (a commit) */
-    PL_CUR_CLEAR      = 8  /* free the slot */
+    PL_CUR_CLEAR      = 8, /* free the slot */
+    /* pl_cur_dirty's seq of a slot to pl_cur_repair (a real seq is >= 0) */
+    PL_CUR_SEQ_BAD    = -1
 };
 
 /* Store a commit: 0 (*seq_out: its seq), PL_E_STALE (the slot holds another
@@ -668,13 +671,25 @@ int pl_cur_commit(void *base, uint64_t map_len, uint32_t idx, uint32_t token, in
 int pl_cur_set(void *base, uint64_t map_len, uint32_t idx, uint32_t token, int live_fd, int fd,
                uint64_t key, int what, uint64_t fence, int64_t offset, int64_t ms);
 /* Lock-free read: out = offset, ms, seq, ckpt_seq, fence. 0, PL_E_STALE
- * (another key), PL_E_BUSY (a writer never finished publishing). */
+ * (another key), PL_E_BUSY (the seq stayed odd for a bounded spin: a writer
+ * still publishing, or one that died doing it), PL_E_DAMAGED (C-7: values no
+ * writer stores; pl_cur_repair empties the slot). */
 int pl_cur_read(const void *base, uint64_t map_len, uint32_t idx, uint64_t key, int64_t out[5]);
 /* Slots from ``from`` whose seq is past their ckpt_seq, at most ``max``:
- * idx_out[i] and vals_out[4i..4i+3] = key, offset, ms, seq. Returns the count. */
+ * idx_out[i] and vals_out[4i..4i+3] = key, offset, ms, seq. A slot that is
+ * busy or damaged (pl_cur_read's PL_E_BUSY, PL_E_DAMAGED) is listed too,
+ * with seq PL_CUR_SEQ_BAD, for the caller to pl_cur_repair. Returns the
+ * count. A slot costs two loads when clean, a bounded spin at most. */
 int pl_cur_dirty(const void *base, uint64_t map_len, uint32_t from, uint32_t *idx_out,
                  int64_t *vals_out, uint32_t max);
-/* ckpt_seq = max(ckpt_seq, seq): the value of ``seq`` reached LMDB. */
+/* ckpt_seq = max(ckpt_seq, seq), never past the slot's seq (a slot emptied
+ * since the caller read it keeps its own): the value of ``seq`` reached LMDB. */
 int pl_cur_mark(void *base, uint64_t map_len, uint32_t idx, uint64_t seq);
+/* C-7: take the slot's lock (waiting for a live holder only when ``wait``;
+ * a dead one is taken over), close a seq left odd, and empty the slot (every
+ * field 0: free, C-2) when it holds values no writer stores, or always when
+ * ``empty``. 1 when emptied, 0 when sound, PL_E_BUSY (a live holder, wait 0). */
+int pl_cur_repair(void *base, uint64_t map_len, uint32_t idx, uint32_t token, int live_fd,
+                  int fd, int wait, int empty);
 
 #endif /* PYLOG_NATIVE_H */

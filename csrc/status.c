@@ -40,6 +40,7 @@ const char *pl_reason_str(int code)
     case PL_E_VANISHED: return "the synced file is no longer at its path (L-6)";
     case PL_E_NOFD: return "no file descriptor left for the fdatasync";
     case PL_E_FENCED: return "another group member owns the commit slot";
+    case PL_E_DAMAGED: return "the commit slot holds values no writer stores (C-7)";
     default: return "unknown status";
     }
 }

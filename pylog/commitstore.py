@@ -394,6 +394,7 @@ class Commits:
         table = self.cursors
         if table is None or table.readonly:
             return 0
+        table.check()           # C-7: a header overwritten while open
         seen = table.dirty()
         if not seen:
             return 0

@@ -1,4 +1,4 @@
-"""The commit table: committed offsets at memory speed (FORMAT.rst C-1 to C-5).
+"""The commit table: committed offsets at memory speed (FORMAT.rst C-1 to C-7).
 
 ``meta/cursors`` is a file every process of the log maps shared: a
 4 KiB header (C-1), then 64-byte slots (C-2), one per (group, topic,
@@ -11,6 +11,14 @@ it (C-5), on the interval, at flush and close, and before a ``sync="always"``
 commit returns. After a reboot the table's contents are not trusted (its
 pages may have reached the disk in any order): the header's boot id
 differs, every slot is cleared, and the offsets come from LMDB again (C-1).
+
+Damage done to the file while Logs have it open (C-7) is the same case
+for the slots it reaches: a slot holding what no writer stores, or whose
+seq stays odd with no live writer, is emptied under its lock and its key
+reads LMDB's durable offset until its next commit claims it again; a
+damaged header empties every slot and is written again. Each is logged as
+a warning; commits stored in the damaged slots and not yet checkpointed
+are lost (redelivery, never a skip), and no call hangs on the garbage.
 
 The slot of a key is found through LMDB (``info``: ``slot``, NUL, offsets
 key → slot number, C-3) and cached per process; the slot's own key hash
@@ -28,15 +36,17 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import mmap
 import os
 import struct
 import threading
+import time
 import uuid
 
 from . import status as _status
 from ._pylog_native import ffi, lib
-from .errors import CorruptLogError, LogFailedError
+from .errors import CorruptLogError
 from .files import allocate_or_full, open_regular
 
 CURSORS_FILE = "cursors"
@@ -47,6 +57,11 @@ HEADER_BYTES = lib.PL_CUR_HEADER
 SLOT_BYTES = lib.PL_CUR_SLOT
 _FIRST_SLOTS = 1024
 _DIRTY_BATCH = 4096
+# a read-only table cannot take a slot's lock: how long it waits for a
+# writer to finish publishing before it reads LMDB instead (C-7)
+_READONLY_BUSY_S = 0.05
+_BUSY_ROUNDS = 64           # and how often any reader tries (each a bounded spin)
+_log = logging.getLogger("pylog")
 
 CLAIM = lib.PL_CUR_CLAIM
 FENCE = lib.PL_CUR_FENCE
@@ -88,10 +103,12 @@ class CursorTable:
         self._token, self._live_fd = lock_identity or (0, -1)
         self._boot = boot
         self._mutex = threading.Lock()
+        self._checking = threading.Lock()     # one header repair at a time (C-7)
         self._map: mmap.mmap | None = None
         self._base = ffi.NULL
         self._len = 0
         self._seq = ffi.new("uint64_t *")
+        self._header = _HEADER.pack(_MAGIC, _VERSION, SLOT_BYTES, boot)
         self.by_okey: dict[bytes, tuple[int, int]] = {}   # C-3 cache: okey -> (slot, hash)
         flags = os.O_RDONLY if self.readonly else os.O_RDWR | os.O_CREAT
         self.fd = open_regular(self.path, flags, what="commit table")
@@ -138,7 +155,7 @@ class CursorTable:
         os.ftruncate(self.fd, 0)
         allocate_or_full(self.fd, HEADER_BYTES + _FIRST_SLOTS * SLOT_BYTES,
                          f"commit table {self.path}")
-        os.pwrite(self.fd, _HEADER.pack(_MAGIC, _VERSION, SLOT_BYTES, self._boot), 0)
+        os.pwrite(self.fd, self._header, 0)
 
     def _remap(self) -> None:
         """Map the whole file again (it grew). The old map stays alive for
@@ -205,31 +222,102 @@ class CursorTable:
 
     def read(self, slot: int, key: int) -> tuple[int, int, int, int, int] | None:
         """(offset, ms, seq, ckpt_seq, fence), or None when the slot holds
-        another key (or none: cleared, or not claimed since the boot)."""
+        another key (or none: cleared, or not claimed since the boot), or
+        when it is damaged (C-7: emptied here, the caller reads LMDB)."""
         out = ffi.new("int64_t[5]")
-        rc = lib.pl_cur_read(self._base, self._len, slot, key, out)
-        if rc == _status.E_STALE:
-            return None
+        deadline = None
+        for _ in range(_BUSY_ROUNDS):
+            rc = lib.pl_cur_read(self._base, self._len, slot, key, out)
+            if rc == 0:
+                return out[0], out[1], out[2], out[3], out[4]
+            if rc == _status.E_STALE:
+                return None
+            if rc == _status.E_DAMAGED:
+                _log.warning("%s: commit table slot %d holds values no writer stores "
+                             "(damaged while open, C-7); its offset comes from LMDB",
+                             self.path, slot)
+                if not self.readonly:
+                    self.repair(slot, wait=False)
+                return None
+            if rc != _status.E_BUSY:
+                _status.check(rc, "read the commit table", self.path)
+            # a writer is publishing, or died doing it: its lock tells (C-7)
+            if not self.readonly:
+                if self.repair(slot, wait=True) == 1:
+                    return None
+                continue
+            now = time.monotonic()
+            deadline = deadline or now + _READONLY_BUSY_S
+            if now >= deadline:
+                break
+            time.sleep(0.001)
+        return None         # LMDB's durable offset: a writer never finished
+
+    def repair(self, slot: int, *, wait: bool, empty: bool = False) -> int:
+        """C-7: close a seq a dead writer left odd, empty the slot if it
+        holds what no writer stores (or when ``empty``). 1 emptied, 0 sound,
+        PL_E_BUSY (a live writer holds it and not ``wait``)."""
+        with self._mutex:
+            rc = lib.pl_cur_repair(self._base, self._len, slot, self._token,
+                                   self._live_fd, self.fd, int(wait), int(empty))
         if rc == _status.E_BUSY:
-            raise LogFailedError(f"commit table slot {slot} in {self.path}: a writer "
-                                 "never finished its store")
-        _status.check(rc, "read the commit table")
-        return out[0], out[1], out[2], out[3], out[4]
+            return rc
+        _status.check(rc, "repair a commit table slot", self.path)
+        return rc
+
+    def check(self) -> None:
+        """C-7, before a checkpoint: a header overwritten while the table is
+        open makes every slot suspect: each is emptied (the offsets come
+        from LMDB), then the header is written again."""
+        m = self._map
+        if self.readonly or m is None or m[:_HEADER.size] == self._header:
+            return
+        with self._checking:
+            if m[:_HEADER.size] != self._header:
+                self._rebuild()
+
+    def _rebuild(self) -> None:
+        _log.warning("%s: the commit table's header was overwritten while the log "
+                     "is open (C-7); emptying every slot: committed offsets come "
+                     "from LMDB, commits not yet checkpointed are redelivered", self.path)
+        for slot in range(self.capacity()):
+            self.repair(slot, wait=False, empty=True)
+        os.pwrite(self.fd, self._header, 0)
 
     def dirty(self) -> list[tuple[int, int, int, int, int]]:
-        """Slots changed since their checkpoint: (slot, key, offset, ms, seq)."""
+        """Slots changed since their checkpoint: (slot, key, offset, ms, seq).
+        Busy or damaged slots met on the way are repaired (C-7), and the
+        scan runs again once for the values a repair made readable."""
+        for again in (True, False):
+            found, bad = self._scan()
+            if not bad or self.readonly:
+                return found
+            emptied = sum(self.repair(slot, wait=False) == 1 for slot in bad)
+            if emptied:
+                _log.warning("%s: %d commit table slots held values no writer stores "
+                             "(damaged while open, C-7); emptied: their offsets come "
+                             "from LMDB", self.path, emptied)
+            if not again:
+                return found
+        raise AssertionError("unreachable")
+
+    def _scan(self) -> tuple[list[tuple[int, int, int, int, int]], list[int]]:
         found: list[tuple[int, int, int, int, int]] = []
+        bad: list[int] = []
         idx = ffi.new("uint32_t[]", _DIRTY_BATCH)
         vals = ffi.new("int64_t[]", 4 * _DIRTY_BATCH)
         start = 0
         while True:
             n = lib.pl_cur_dirty(self._base, self._len, start, idx, vals, _DIRTY_BATCH)
-            _status.check(n, "scan the commit table")
+            _status.check(n, "scan the commit table", self.path)
             for i in range(n):
+                if vals[4 * i + 3] == lib.PL_CUR_SEQ_BAD:
+                    bad.append(idx[i])
+                    continue
                 found.append((idx[i], vals[4 * i] & 0xFFFFFFFFFFFFFFFF, vals[4 * i + 1],
                               vals[4 * i + 2], vals[4 * i + 3]))
             if n < _DIRTY_BATCH:
-                return found
+                return found, bad
             start = idx[n - 1] + 1
 
     def mark(self, slot: int, seq: int) -> None:

@@ -46,6 +46,7 @@ E_APPENDED_NO_INDEX = lib.PL_E_APPENDED_NO_INDEX
 E_VANISHED = lib.PL_E_VANISHED
 E_NOFD = lib.PL_E_NOFD
 E_FENCED = lib.PL_E_FENCED
+E_DAMAGED = lib.PL_E_DAMAGED
 #: every PL_E_* is below this; -1..-999 are -errno
 E_MAX = lib.PL_E_MAX
 
@@ -71,6 +72,8 @@ _TABLE = {
              "the process's limit (ulimit -n)"),
     E_FENCED: (CommitFailedError, "another group member owns the partition (C-4)",
                "poll again: the group rebalanced"),
+    E_DAMAGED: (LogFailedError, "a commit table slot holds values no writer stores "
+                "(C-7)", "a writable Log empties it and reads LMDB; reopen the log"),
 }
 
 #: every PL_E_* status, by name (tests walk it)

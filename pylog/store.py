@@ -564,6 +564,11 @@ class LogStore(TopicAdmin, LogAdmin):
                         self.meta.sync()
                 except PylogError:
                     pass        # the next commit, flush or close raises it
+                except Exception:
+                    # a bug must not end the thread: the flushes and
+                    # checkpoints of every later interval depend on it
+                    _log.exception("%s: commit checkpoint failed; retried at the "
+                                   "next interval", self.path)
             if now >= next_retention:
                 next_retention = now + RETENTION_CHECK_INTERVAL_S
                 for part in parts:
