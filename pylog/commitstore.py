@@ -422,9 +422,10 @@ class Commits:
         done: list[tuple[int, int]] = []
         with self._txn("checkpoint commits", write=True) as txn:
             for slot, key, offset, ms, seq in seen:
-                now = table.read(slot, key)
+                # (inside LMDB's write transaction: never wait for a writer)
+                now = table.read(slot, key, skip_busy=True)
                 if now is None or now[3] >= seq:
-                    continue            # cleared, or checkpointed since
+                    continue            # cleared, checkpointed since, or busy
                 k = keys[slot]
                 if k is None or (waiting and tp_of.get(slot) in waiting):
                     continue            # (M-10: its records are not durable yet)

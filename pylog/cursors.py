@@ -46,7 +46,7 @@ import uuid
 
 from . import status as _status
 from ._pylog_native import ffi, lib
-from .errors import CorruptLogError
+from .errors import CorruptLogError, LogFailedError
 from .files import allocate_or_full, open_regular
 
 CURSORS_FILE = "cursors"
@@ -60,7 +60,9 @@ _DIRTY_BATCH = 4096
 # a read-only table cannot take a slot's lock: how long it waits for a
 # writer to finish publishing before it reads LMDB instead (C-7)
 _READONLY_BUSY_S = 0.05
-_BUSY_ROUNDS = 64           # and how often any reader tries (each a bounded spin)
+# a live writer holding a slot's lock this long mid-store is stopped
+# (SIGSTOP, a debugger): a writable reader gives up with LogFailedError
+_WRITER_BUSY_S = 0.3
 _log = logging.getLogger("pylog")
 
 CLAIM = lib.PL_CUR_CLAIM
@@ -220,13 +222,19 @@ class CursorTable:
         _status.check(rc, "update the commit table")
         return rc
 
-    def read(self, slot: int, key: int) -> tuple[int, int, int, int, int] | None:
+    def read(self, slot: int, key: int, *, skip_busy: bool = False
+             ) -> tuple[int, int, int, int, int] | None:
         """(offset, ms, seq, ckpt_seq, fence), or None when the slot holds
         another key (or none: cleared, or not claimed since the boot), or
-        when it is damaged (C-7: emptied here, the caller reads LMDB)."""
+        when it is damaged (C-7: emptied here, the caller reads LMDB).
+        A slot a live writer is publishing: None at once with
+        ``skip_busy`` (the checkpoint leaves it dirty for the next one);
+        else waited for, never holding this table's mutex, up to
+        _WRITER_BUSY_S, then LogFailedError (a read-only table reads
+        LMDB's offset after _READONLY_BUSY_S instead)."""
         out = ffi.new("int64_t[5]")
         deadline = None
-        for _ in range(_BUSY_ROUNDS):
+        while True:
             rc = lib.pl_cur_read(self._base, self._len, slot, key, out)
             if rc == 0:
                 return out[0], out[1], out[2], out[3], out[4]
@@ -242,16 +250,20 @@ class CursorTable:
             if rc != _status.E_BUSY:
                 _status.check(rc, "read the commit table", self.path)
             # a writer is publishing, or died doing it: its lock tells (C-7)
-            if not self.readonly:
-                if self.repair(slot, wait=True) == 1:
-                    return None
-                continue
+            if not self.readonly and self.repair(slot, wait=False) == 1:
+                return None
+            if skip_busy:
+                return None
             now = time.monotonic()
-            deadline = deadline or now + _READONLY_BUSY_S
-            if now >= deadline:
-                break
+            if deadline is None:
+                deadline = now + (_READONLY_BUSY_S if self.readonly else _WRITER_BUSY_S)
+            elif now >= deadline:
+                if self.readonly:
+                    return None     # LMDB's durable offset: the writer never finished
+                raise LogFailedError(
+                    f"commit table slot {slot} in {self.path}: a live writer has held "
+                    f"it mid-store for {_WRITER_BUSY_S} s (stopped?)")
             time.sleep(0.001)
-        return None         # LMDB's durable offset: a writer never finished
 
     def repair(self, slot: int, *, wait: bool, empty: bool = False) -> int:
         """C-7: close a seq a dead writer left odd, empty the slot if it

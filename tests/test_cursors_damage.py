@@ -202,3 +202,55 @@ def test_readonly_log_reads_lmdb_for_a_damaged_slot(logdir):
             assert bounded(ro.meta.committed, "g", "t", 0) == 3
     finally:
         bounded(log.close)
+
+
+def test_a_writer_stopped_mid_store_blocks_nobody(logdir):
+    """A live writer stopped (SIGSTOP, a debugger) between its two seq
+    stores: a checkpoint waited on its slot inside LMDB's write
+    transaction, and a writable read waited holding the table's mutex,
+    freezing commits, flush() and other processes' metadata writes for as
+    long as it stayed stopped (found by review). Now: the checkpoint
+    leaves the slot for later, a read gives up after a bounded wait."""
+    import signal
+
+    from pylog._pylog_native import ffi, lib
+    log = pylog.open(logdir, sync="never", sync_interval_ms=3_600_000)
+    log.create_topic("t", partitions=2)
+    log.meta.commit("g", {("t", 0): 1})
+    log.meta.commit("g", {("t", 1): 1})
+    log.meta.commit("g", {("t", 0): 5})
+    log.flush()                                 # LMDB holds 5
+    log.meta.commit("g", {("t", 0): 9})         # the table only
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                # the writer that stops mid-store
+        try:
+            child = pylog.open(logdir, sync="never", sync_interval_ms=3_600_000)
+            child.meta.committed("g", "t", 0)
+            tab = child.meta.cursors
+            slot = next(s for s, _k in tab.by_okey.values())
+            base = ffi.cast("char *", tab._base) + lib.PL_CUR_HEADER + slot * lib.PL_CUR_SLOT
+            lockw = ffi.cast("uint32_t *", base + lib.PL_CUR_OFF_LOCK)
+            seq = ffi.cast("uint64_t *", base + lib.PL_CUR_OFF_SEQ)
+            lockw[0] = tab._token               # as slot_store leaves it
+            seq[0] = seq[0] + 1
+            os.write(w, b"x")
+            os.kill(os.getpid(), signal.SIGSTOP)
+            seq[0] = seq[0] + 1
+            lockw[0] = 0
+        finally:
+            os._exit(0)
+    try:
+        assert os.read(r, 1) == b"x"
+        bounded(log.flush)                      # leaves the busy slot dirty
+        with pytest.raises(pylog.LogFailedError, match="mid-store"):
+            bounded(log.meta.committed, "g", "t", 0)
+        bounded(log.meta.commit, "g", {("t", 1): 7})    # the table's mutex is free
+        assert bounded(log.meta.committed, "g", "t", 1) == 7
+        with pylog.open(logdir, sync="never") as other:     # LMDB writes go on
+            bounded(other.create_topic, "u")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        os.waitpid(pid, 0)
+    assert bounded(log.meta.committed, "g", "t", 0) == 9
+    log.close()
