@@ -54,7 +54,7 @@ import asyncio
 import time
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..consumer import Consumer
@@ -515,6 +515,55 @@ class AIOConsumer:
 
     def highwater(self, tp: TopicPartition) -> int:
         return self._c.highwater(tp)
+
+    # -- offsets of the log (aiokafka's coroutines) ---------------------------------------
+    # Off the loop: a partition's first use opens and maps its files, and
+    # offsets_for_times reads its time index.
+    async def beginning_offsets(self, partitions: Iterable[TopicPartition]
+                                ) -> dict[TopicPartition, int]:
+        """{tp: log start offset} of ``partitions``."""
+        return await self._locked(self._c.beginning_offsets, list(partitions))
+
+    async def end_offsets(self, partitions: Iterable[TopicPartition]
+                          ) -> dict[TopicPartition, int]:
+        """{tp: end offset} of ``partitions`` (read_committed: the last
+        stable offset), as Consumer.end_offsets."""
+        return await self._locked(self._c.end_offsets, list(partitions))
+
+    async def offsets_for_times(self, timestamps: Mapping[TopicPartition, int]
+                                ) -> dict[TopicPartition, int | None]:
+        """{tp: ts_ms} -> {tp: first offset with a timestamp >= ts_ms, or
+        None}, as Consumer.offsets_for_times (an offset, where aiokafka
+        gives an OffsetAndTimestamp)."""
+        return await self._locked(self._c.offsets_for_times, dict(timestamps))
+
+    async def seek_to_committed(self, *partitions: TopicPartition
+                                ) -> dict[TopicPartition, int | None]:
+        """Read ``partitions`` (default: all assigned) from the group's
+        committed offsets; {tp: committed offset, None for a partition
+        never committed, which keeps its position}. Each must be owned,
+        as seek."""
+        owned = self.assignment()
+        tps = as_tps(partitions) if partitions else sorted(owned)
+        for tp in tps:
+            if tp not in owned:     # (checked before any seek: all or none)
+                raise InvalidArgument(f"seek_to_committed {tp}: not assigned to this "
+                                      f"consumer (it owns {sorted(owned)})")
+        out: dict[TopicPartition, int | None] = {}
+        for tp in tps:
+            out[tp] = await self.committed(tp)
+        for tp, offset in out.items():
+            if offset is not None:
+                self.seek(tp, offset)
+        return out
+
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        """Partition numbers of ``topic``; None when it does not exist."""
+        return self._c.partitions_for_topic(topic)
+
+    async def topics(self) -> set[str]:
+        """Names of every topic of the log (a metadata read, inline)."""
+        return self._c.topics()
 
     # -- commits and life cycle ---------------------------------------------------------
     async def commit(self, offsets: dict[TopicPartition, int] | None = None) -> None:

@@ -180,6 +180,11 @@ class AIOProducer:
             return item
         return vser(item)
 
+    async def partitions_for(self, topic: str) -> set[int]:
+        """Partition numbers of ``topic`` (aiokafka's call; TopicNotFound
+        when it does not exist). A metadata read, inline."""
+        return set(range(self._alog.log.partitions_for(topic)))
+
     async def flush(self) -> None:
         """Return when every record sent is on disk (fdatasync)."""
         await self._alog._submit(self._p.flush)
