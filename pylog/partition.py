@@ -207,6 +207,16 @@ class Partition:
             raise TopicNotFound(f"topic {self.topic!r} was deleted")
         return st
 
+    def live_generation(self) -> int:
+        """The layout generation (P-8) published now. ``state()`` of a
+        read-only view is a copy in memory for up to _LIVE_CHECK_S, blind
+        to a writer's retention or ``delete_records`` meanwhile; here the
+        state file is looked at now (the view dropped if a writer took
+        over). For error paths (P-12): costs a read of the file."""
+        if self.memory_state is not None:
+            self._next_live_check = 0.0
+        return self.state().generation
+
     def _same_incarnation(self) -> bool:
         """Does the directory still carry this partition's topic id (L-4)?
         (Asked when a dropped state map is mapped again.)"""

@@ -158,7 +158,8 @@ class Reader(CommittedReads):
         files missing from it did not go by a roll or retention racing the
         caller (they publish first, then delete)."""
         self._bases_gen = -1        # in any case: list again next time
-        return self._part.state().generation == st.generation
+        # from the state file, not a read-only view's copy (up to 1 s old)
+        return self._part.live_generation() == st.generation
 
     def _reader(self, base: int) -> Segment:
         """The reader map of segment ``base``, the most recently used of at

@@ -22,10 +22,11 @@ N = 3000
 TP = TopicPartition("t", 0)
 
 
-def make(logdir):
+def make(logdir, retention_ms=-1):
     """A closed log, one partition of several segments; its segment names."""
     with pylog.open(logdir) as log:
-        log.create_topic("t", partitions=1, segment_bytes=65536, retention_ms=-1)
+        log.create_topic("t", partitions=1, segment_bytes=65536,
+                         retention_ms=retention_ms)
         p = log.producer()
         for i in range(0, N, 100):
             p.send_batch("t", [b"v%05d" % j + bytes(40) for j in range(i, i + 100)],
@@ -161,3 +162,51 @@ def test_a_moved_start_is_no_damage_and_keeps_the_fast_path(logdir, start, caplo
             assert os.path.getsize(active) == size       # recovery skipped
     assert "P-12" not in caplog.text
     assert verify_cli(logdir).returncode == 0
+
+
+WRITER = """
+import sys, time, pylog
+log = pylog.open(sys.argv[1])
+print("ready", flush=True)
+sys.stdin.readline()
+if sys.argv[2] == "delete_records":
+    log.delete_records({pylog.TopicPartition("t", 0): int(sys.argv[3])})
+else:     # every sealed segment is an hour past retention_ms
+    log.partition("t", 0).enforce_retention(int(time.time() * 1000) + 7200_000)
+print("done", flush=True)
+sys.stdin.readline()
+log.close()
+"""
+
+
+@pytest.mark.parametrize("how", ["delete_records", "retention"])
+def test_readonly_view_sees_a_writers_new_start_not_p12(logdir, how):
+    """A read-only opener's view is a copy in memory for up to a second
+    (partition._LIVE_CHECK_S); a writer's delete_records or retention
+    meanwhile moved the start and deleted the files below it, bumping the
+    layout generation. The reader must see that generation in the state
+    file, and resume at the new start, not call the log corrupt (P-12)."""
+    d, segs = make(logdir, retention_ms=3600_000)
+    cut = int(segs[2][:-4]) + 5
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    with pylog.open(logdir, readonly=True) as ro:
+        w = subprocess.Popen([sys.executable, "-c", WRITER, logdir, how, str(cut)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True, env=env)
+        try:
+            assert w.stdout.readline().strip() == "ready"
+            w.stdin.write("go\n")
+            w.stdin.flush()
+            assert w.stdout.readline().strip() == "done"
+            assert not os.path.exists(os.path.join(d, segs[0]))
+            c = ro.consumer(auto_offset_reset="earliest")
+            c.assign([TP])
+            got = drain(c)
+            assert ro.partition("t", 0).failed is None
+        finally:
+            w.stdin.write("bye\n")
+            w.stdin.flush()
+            assert w.wait(timeout=60) == 0
+    assert got and got[-1] == N - 1
+    assert got[0] == (cut if how == "delete_records" else int(segs[-1][:-4]))
+    assert got == list(range(got[0], N))
