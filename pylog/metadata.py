@@ -28,7 +28,8 @@ LMDB serializes writers across processes with a robust mutex (a writer that
 dies mid-transaction is rolled back, never wedging the others) and readers
 never block. Durability of a write transaction follows the log's sync mode:
 ``always`` commits with fsync, other modes leave it to the OS (a process
-crash still loses nothing that committed).
+crash still loses nothing that committed), except that create_topic and
+delete_topic are made durable at once (M-8).
 
 Thread safety: thread-safe (py-lmdb transactions are per call). Not
 fork-safe: the Log reopens this store in a child process.
@@ -420,7 +421,18 @@ class Metadata(Commits):
             for p in range(partitions):
                 txn.put(_pkey(name, p), _PARTITION.pack(0, -1, 0, 0),
                         db=self._partitions)
+        # M-8, L-4: durable before any partition directory of the topic is
+        # made, or a power loss could leave its records in a directory that
+        # the metadata no longer explains (only lost metadata may do that)
+        self.make_durable()
         return doc
+
+    def make_durable(self) -> None:
+        """M-8: make the last commit durable now whatever the sync mode
+        (one fdatasync; with sync="always" it already is). For the rare
+        admin commits whose files change only after them (L-4, L-5)."""
+        if not self.sync_always:
+            self.sync()     # LogFailedError: the change is made, maybe not durable
 
     def get_topic(self, name: str) -> dict | None:
         with self._txn("get topic") as txn:
@@ -471,6 +483,9 @@ class Metadata(Commits):
             txn.put(_TOMBSTONE + name.encode(), json.dumps(
                 {"id": doc.get("id"), "partitions": doc["partitions"],
                  "deleted_ms": int(time.time() * 1000)}).encode(), db=self._info)
+        # M-8, L-5: durable before any directory is marked deleted or
+        # buried, or a power loss could bring the topic back without them
+        self.make_durable()
         return doc
 
     def _drop_from_groups(self, txn, topic: str) -> None:

@@ -402,9 +402,12 @@ class TopicAdmin:
         ``found`` (another one) may be retired: it holds no record, or the
         metadata lists ``found`` as deleted (its tombstone, M-11) or its
         state was marked deleted (P-2, written after the delete's commit).
-        A foreign id alone also follows lost or replaced metadata (an
-        emptied data.mdb, an old backup restored): its records are then
-        their only copy, and are never removed on that guess (L-4, L-5)."""
+        A power loss cannot leave such a directory behind (M-8: the commits
+        of create_topic and delete_topic are durable before their
+        directories change), so a foreign id alone means the metadata was
+        replaced or lost (an old copy of data.mdb restored) or a power loss
+        hit an older pylog: its records are then their only copy, and are
+        never removed on that guess (L-4, L-5)."""
         if found is None or _state_marks_deleted(d) or not topicdirs.holds_records(d):
             return
         tomb = self.meta.tombstones().get(topic)
@@ -413,10 +416,12 @@ class TopicAdmin:
         raise LogFailedError(
             f"open partition {topic}-{p} in {self.path}: its directory {d} holds "
             f"records of another incarnation of the topic (topic.id {found}) that "
-            "the metadata does not list as deleted, so the metadata may have been "
-            "lost or replaced (L-4); nothing was removed: restore meta/data.mdb "
-            "from a backup, or move the directory out of the log to give up its "
-            "records")
+            "the metadata does not list as deleted (L-4): meta/data.mdb is not the "
+            "one that created it (replaced by an older copy, or the topic's "
+            "creation lost to a power loss under an older pylog, which did not "
+            "make it durable first, M-8); nothing was removed. "
+            "Put back the data.mdb that goes with the directory, or move the "
+            "directory out of the log to give up its records")
 
     def enforce_retention(self) -> int:
         """Apply retention to every partition now; return segments deleted."""
