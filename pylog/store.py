@@ -35,7 +35,7 @@ import time
 import warnings
 from typing import Any
 
-from . import _native, cleanshutdown
+from . import _native, cleanshutdown, topicdirs
 from .admin import LogAdmin
 from .commitsync import CommitSync
 from .config import SYNC_MODES, TopicConfig, validate_topic_name
@@ -71,7 +71,7 @@ from .metadata import DEFAULT_LOCK_TIMEOUT_S, Metadata
 from .partition import Partition
 from .segment import fsync_dir
 from .sharedstate import LOCK_FILE, writers_present
-from .topicadmin import TopicAdmin
+from .topicadmin import TopicAdmin, _state_marks_deleted
 
 _log = logging.getLogger("pylog")
 
@@ -350,8 +350,11 @@ class LogStore(TopicAdmin, LogAdmin):
                     # recovery checks them against it, and reports
                     _log.warning("%s: %s since the clean close; recovering "
                                  "the partition (P-9, P-12)", d, problem)
+                # the state of a directory of another incarnation, which
+                # the claim retires (L-4), says nothing of the new one's
+                foreign = _foreign_dir(d, doc["id"])
                 part = self._open_partition(topic, p, doc, recover=False)
-                part.recover(clean=clean)
+                part.recover(clean=None if foreign else clean)
         if not self.readonly:
             cleanshutdown.remove(self.path)
 
@@ -399,7 +402,12 @@ class LogStore(TopicAdmin, LogAdmin):
         cfg = TopicConfig.from_dict(doc["config"])
         action = f"open partition {topic}-{p} in {self.path}"
         # EMFILE here: the handle cache closes idle segments, then one retry
+        d = os.path.join(self.path, f"{topic}-{p}")
+        foreign = self.handles.retry(action, lambda: _foreign_dir(d, doc["id"]))
         self.handles.retry(action, lambda: self._claim_directory(topic, p, doc["id"]))
+        if foreign and not self.readonly:    # retired: a new directory
+            self._unchecked.discard(key)
+            _reset_partition_meta(self.meta, topic, p, d)
         try:
             part = self.handles.retry(action, lambda: Partition(
                 self.path, topic, p, cfg, self.meta, sync=self.sync,
@@ -440,13 +448,7 @@ class LogStore(TopicAdmin, LogAdmin):
                                   readonly=self.readonly) from None
         if key in self._unchecked and part.writer is not None:
             self._unchecked.discard(key)
-            try:
-                part.writer.check_indexes()
-            except OSError as exc:
-                part.close()
-                if exc.errno in FD_EXHAUSTED and not isinstance(exc, PylogError):
-                    raise too_many_open_files(exc, action) from None
-                raise
+            _check_indexes(part, action)
         old = self._partitions.get(key)
         self._partitions[key] = part
         if old is not None:
@@ -702,6 +704,63 @@ class LogStore(TopicAdmin, LogAdmin):
 
     def __repr__(self) -> str:
         return f"<pylog.Log {self.path!r} sync={self.sync}{' readonly' if self.readonly else ''}>"
+
+
+def _check_indexes(part: Partition, action: str) -> None:
+    """I-3, P-9: the first use of a partition the open did not recover
+    (clean close) checks its active segment's indexes. A partition that
+    failed since is left failed; a segment file gone since the open's
+    check (P-12) is CorruptLogError, never a bare FileNotFoundError."""
+    if part.failed is not None:
+        return
+    assert part.writer is not None
+    try:
+        part.writer.check_indexes()
+    except OSError as exc:
+        part.close()
+        if isinstance(exc, PylogError):
+            raise
+        if exc.errno in FD_EXHAUSTED:
+            raise too_many_open_files(exc, action) from None
+        if exc.errno == errno.ENOENT:
+            raise CorruptLogError(
+                f"{action}: {exc.filename} is missing, deleted since the clean "
+                "close (P-9, P-12)", exc.filename) from exc
+        raise
+
+
+def _foreign_dir(d: str, topic_id: str) -> bool:
+    """Is ``d`` (before its claim) a directory of another incarnation of
+    the topic than ``topic_id`` (L-4), which the claim retires or refuses?"""
+    found = topicdirs.read_id(d)
+    if found is not None:
+        return found != topic_id
+    return os.path.isdir(d) and _state_marks_deleted(d)
+
+
+def _reset_partition_meta(meta: Metadata, topic: str, p: int, d: str) -> None:
+    """The claim retired another incarnation's directory ``d`` (L-4): the
+    new one holds no record of the topic's incarnation. The partition's
+    LMDB record (checkpoint and log start, M-5), if not a new partition's,
+    described the retired directory (a writer of the old incarnation, or
+    metadata restored) and is reset, so that recovery (P-12) never counts
+    records of another incarnation as lost."""
+    pm = meta.partition_meta(topic, p)
+    if (pm.log_start_offset, pm.checkpoint_base, pm.checkpoint_next_offset) \
+            == (0, -1, 0):
+        return
+    _log.warning("%s: the directory of another incarnation of topic %r was "
+                 "retired (L-4); the partition's recovery checkpoint and log "
+                 "start (offsets %d, %d) were not this incarnation's and are "
+                 "reset (M-5, P-12)", d, topic, pm.checkpoint_next_offset,
+                 pm.log_start_offset)
+    deadline = time.monotonic() + 5.0
+    while not (meta.set_checkpoint(topic, p, -1, 0, 0) and
+               meta.set_log_start(topic, p, 0)):
+        if time.monotonic() > deadline:    # recovery may then report P-12
+            _log.warning("%s: metadata busy; the reset was not recorded", d)
+            break
+        time.sleep(0.01)
 
 
 def topic_slot(topic: str) -> int:

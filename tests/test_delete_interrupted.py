@@ -205,3 +205,37 @@ def test_create_topic_never_removes_records_the_metadata_does_not_delete(logdir)
             assert f.read().strip() == doc["id"]
     with open(os.path.join(logdir, "t-0", "00000000000000000000.log"), "rb") as f:
         assert b"acked" in f.read()
+
+
+@pytest.mark.parametrize("close", ["clean", "crash"])
+def test_retired_incarnation_is_not_adopted_nor_p12(logdir, close):
+    """The original intent of test_directory_of_another_incarnation_is_
+    never_adopted (before ecf28bc): a directory of another incarnation,
+    holding records that the metadata lists as deleted (here its state is
+    marked deleted, P-2), is retired and the topic's partition starts anew
+    at offset 0, none of its records served. The partition's LMDB record
+    (checkpoint, M-5) and the state the last close left clean (P-9)
+    describe the retired directory, not the new incarnation's: no P-12
+    CorruptLogError ('records 0 to 4 were durable but no segment holds
+    them'), no bare FileNotFoundError, now or at the next recovery."""
+    with pylog.open(logdir) as log:
+        log.create_topic("t", partitions=1)
+        log.producer().send_batch("t", [b"old"] * 5, partition=0)
+        log.flush()
+        # as delete_topic marks it after its commit (P-2)
+        log.partition("t", 0).mark_deleted()
+    if close == "crash":     # as a crash leaves it: every partition recovered
+        os.unlink(os.path.join(logdir, "clean-shutdown"))
+    _foreign_id(logdir, 0)
+    with pylog.open(logdir) as log:
+        assert all_records(log, "t", 1) == []
+        assert log.partition("t", 0).failed is None
+        assert log.producer().send("t", b"new", partition=0).offset == 0
+    with open(os.path.join(logdir, "t-0", "topic.id")) as f:
+        assert f.read().strip() != "0" * 32
+    # and after a crash of the new incarnation, its recovery finds no
+    # durable records of the old one to miss
+    os.unlink(os.path.join(logdir, "clean-shutdown"))
+    with pylog.open(logdir) as log:
+        assert len(all_records(log, "t", 1)) == 1
+        assert log.partition("t", 0).failed is None
