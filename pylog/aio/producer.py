@@ -181,9 +181,9 @@ class AIOProducer:
         return vser(item)
 
     async def partitions_for(self, topic: str) -> set[int]:
-        """Partition numbers of ``topic`` (aiokafka's call; TopicNotFound
-        when it does not exist). A metadata read, inline."""
-        return set(range(self._alog.log.partitions_for(topic)))
+        """Partition numbers of ``topic`` (aiokafka's call; as
+        Producer.partitions_for). A metadata read, inline."""
+        return self._p.partitions_for(topic)
 
     async def flush(self) -> None:
         """Return when every record sent is on disk (fdatasync)."""
