@@ -331,6 +331,43 @@ class GroupMember:
             fence_check=lambda state: gs.fence(state, self.group_id, self.member_id,
                                                offsets))
 
+    def beat(self) -> bool:
+        """Renew this member's heartbeat, and so its lease, and nothing
+        else: no expiry, rebalance, release or claim (those wait for the
+        next :meth:`tick`, in the consumer's own call, so a partition is
+        never released while the application handles its records). What a
+        background heartbeat does between two polls, as Kafka's heartbeat
+        thread: the group waits for this member's next poll to hand its
+        partitions over. False (nothing written) when the member is not in
+        the group: it was expired, or it left; the next tick rejoins.
+        Not while a tick of this member runs (the caller serializes them)."""
+        if self._gone or not self.joined:
+            return False
+        leaves = self._leaves
+        now = self._monotonic()
+        now_ms = self._wall_ms()
+
+        def update(state, commit):
+            if self._leaves != leaves or self._gone:
+                raise _LeftMeanwhile()
+            info = state.members.get(self.member_id)
+            if info is None:
+                return state, False
+            return gs.heartbeat(state, self.member_id, info.topics, now_ms), True
+
+        try:
+            renewed = self.log.meta.change_group(self.group_id, update, "heartbeat")
+        except _LeftMeanwhile:
+            return False
+        if renewed:
+            self._next_heartbeat = now + self.session_timeout_ms / 3000.0
+            self.lease_until = now + self.session_timeout_ms / 2000.0
+        return renewed
+
+    def heartbeat_due(self) -> float:
+        """Monotonic time at which this member's next heartbeat is due."""
+        return self._next_heartbeat
+
     def leave(self, final_offsets: dict | None, for_good: bool = False) -> None:
         """Leave the group, releasing partitions (and committing
         ``final_offsets`` for owned ones in the same transaction); with
