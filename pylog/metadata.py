@@ -459,6 +459,10 @@ class Metadata(Commits):
             if config is not None:
                 doc["config"] = config
             txn.put(name.encode(), json.dumps(doc).encode(), db=self._topics)
+        if partitions is not None:
+            # M-8, L-4: as create_topic, durable before the new partitions'
+            # directories are made
+            self.make_durable()
         return doc
 
     def delete_topic(self, name: str) -> dict:

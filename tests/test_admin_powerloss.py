@@ -1,5 +1,6 @@
-"""A power loss right after ``create_topic`` or ``delete_topic`` in the
-modes that defer LMDB's meta page flush (``interval``, ``never``; M-8).
+"""A power loss right after ``create_topic``, ``create_partitions`` or
+``delete_topic`` in the modes that defer LMDB's meta page flush
+(``interval``, ``never``; M-8).
 
 The child runs under the LD_PRELOAD shim (tests/shim/pylogshim.c), which
 keeps each file's *durable image* (its bytes at its last fsync/fdatasync),
@@ -7,10 +8,11 @@ and SIGKILLs itself at the chosen instant. The power loss is then modelled
 as the worst case the rules allow: every file the kernel may have written
 back stays as the process left it (segments, ``topic.id``, directory
 renames), but ``meta/data.mdb`` is only what was made durable. Before M-8
-made these two commits durable at once, the topic's creation was lost
+made these commits durable at once, the topic's creation was lost
 while its directory and records stayed (create_topic then refused forever,
 L-4), and a deleted topic came back while its directories were buried
-(its partition FAILED, L-5)."""
+(its partition FAILED, L-5); a grown topic came back with its old count
+while the new partitions' records stayed on disk."""
 
 import os
 import subprocess
@@ -31,6 +33,19 @@ log.create_topic("t", partitions=1, exist_ok=True)
 prod = log.producer()
 for i in range(50):
     prod.send("t", b"rec%d" % i, partition=0)
+os.kill(os.getpid(), signal.SIGKILL)   # the power goes: no further commit
+"""
+
+GROW = r"""
+import os, signal, sys, pylog
+path, sync = sys.argv[1], sys.argv[2]
+with pylog.open(path, sync=sync) as log:
+    log.create_topic("t", partitions=1)
+log = pylog.open(path, sync=sync)
+log.create_partitions("t", 2)
+prod = log.producer()
+for i in range(50):
+    prod.send("t", b"rec%d" % i, partition=1)
 os.kill(os.getpid(), signal.SIGKILL)   # the power goes: no further commit
 """
 
@@ -96,3 +111,20 @@ def test_deleted_topic_stays_deleted_after_power_loss(shim, logdir, child_env, t
         assert part.failed is None, part.failed
         assert part.fetch(Cursor(0), 10**6) == []
         assert log.producer().send("t", b"new", partition=0).offset == 0
+
+
+@pytest.mark.parametrize("sync", ["never", "interval"])
+def test_new_partitions_survive_power_loss_after_them(shim, logdir, child_env, tmp_path,
+                                                      sync):
+    # M-8, L-4: the new partition count is durable before t-1 exists (it
+    # was not: t-1 and its 50 records outlived the count, and the topic
+    # came back with one partition, the records out of reach)
+    run_and_lose_power(GROW, logdir, sync, shim, child_env, str(tmp_path / "shadow"))
+    assert os.path.isdir(os.path.join(logdir, "t-1"))
+    with pylog.open(logdir, sync=sync) as log:
+        assert log.partitions_for("t") == 2
+        part = log.partition("t", 1)
+        assert part.failed is None, part.failed
+        recs = part.fetch(Cursor(0), 10**6)
+        assert [r[3] for r in recs] == [b"rec%d" % i for i in range(len(recs))]
+        assert log.producer().send("t", b"more", partition=1).offset == len(recs)
