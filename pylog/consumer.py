@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from . import _native
+from . import _native, heartbeat
 from .config import validate_topic_name
 from .consumerargs import (
     CONSUMER_INSTEAD,
@@ -162,6 +162,7 @@ class Consumer(Positions, Fetching):
                                        session_timeout_ms=session_timeout_ms,
                                        client_id=client_id,
                                        auto_offset_reset=auto_offset_reset)
+            heartbeat.register(log, self._member, self._interval)
         self._resets = OffsetReset(auto_offset_reset, group_id, self._member,
                                    log if self._read_committed else None)
         if topics or pattern:
@@ -415,7 +416,11 @@ class Consumer(Positions, Fetching):
                 raise LogClosed(f"log {self._log.path} was closed during poll()") from exc
             raise
         finally:
-            self._interval.end()
+            try:
+                self._interval.end()
+            except BaseException:   # (Ctrl-C here replaces the return: rewind)
+                delivery.give_back()
+                raise
 
     def poll(self, timeout: float | None = None, max_records: int | None = None, *,
              timeout_ms: int | None = None) -> list[Record]:
@@ -504,6 +509,15 @@ class Consumer(Positions, Fetching):
                 f"commit for group {self.group_id!r} refused: no poll() for over "
                 f"max_poll_interval_ms={self._interval.limit_ms}, so this member "
                 "left the group; poll again to rejoin (its records are delivered again)")
+        if clean is None and grouped and self._lost_handed and \
+                self._member is not None and not self._member.joined:
+            # it left for not polling (above, or in an earlier call): the
+            # records it handed are another member's to handle now
+            raise CommitFailedError(
+                f"commit for group {self.group_id!r} refused: this member left the "
+                f"group (no poll() for over max_poll_interval_ms="
+                f"{self._interval.limit_ms}) and lost {sorted(self._lost_handed)}; "
+                "their records are delivered again; poll again to rejoin")
         if clean is None:
             owned = set(self._owned())
             clean = {tp: o for tp, o in
@@ -585,6 +599,7 @@ class Consumer(Positions, Fetching):
                     final = {(tp.topic, tp.partition): o for tp, o in finished.items()}
                     self._sync_for_commit(finished)
                 if member is not None:
+                    heartbeat.unregister(self._log, member)
                     member.leave(final, for_good=True)
                 if final and self.group_id is not None and \
                         (member is None or self._manual is not None):

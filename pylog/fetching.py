@@ -467,30 +467,6 @@ class PollDriver:
         c._sync_group(force)
         c._maybe_auto_commit()
 
-    def heartbeat_due(self) -> float | None:
-        """Monotonic time of a group member's next heartbeat; None when
-        :meth:`beat` has nothing to do (no group, assign()ed partitions,
-        not joined yet, closed, or no fetch for max_poll_interval_ms)."""
-        c = self._c
-        m = c._member
-        if c._closed or m is None or c._manual is not None or not m.joined or \
-                c._interval.exceeded():
-            return None
-        return m.heartbeat_due()
-
-    def beat(self) -> bool:
-        """A background heartbeat between fetches (GroupMember.beat): renew
-        the member's heartbeat and lease, hand nothing over. Stops once the
-        application has not fetched for max_poll_interval_ms (its next
-        fetch leaves the group then, as poll does). Run as ``housekeep``:
-        never while a fetch or housekeeping of the consumer runs. True when
-        it renewed the heartbeat."""
-        if self.heartbeat_due() is None:
-            return False
-        member = self._c._member
-        assert member is not None       # (heartbeat_due checked it)
-        return member.beat()
-
     def unpositioned(self) -> list[tuple[Partition, Cursor]]:
         """(partition, cursor) of the owned, unpaused partitions whose cursor
         is not located yet while records wait at it: the ones whose first
@@ -587,7 +563,11 @@ class PollDriver:
             c._delivery.give_back()
             raise
         finally:
-            c._interval.end()
+            try:
+                c._interval.end()
+            except BaseException:   # (Ctrl-C here replaces the return: rewind)
+                c._delivery.give_back()
+                raise
         if recs and grouped and c._member is not None and \
                 time.monotonic() > c._member.lease_until:
             c._delivery.give_back()     # (the lease ran out meanwhile: rare)

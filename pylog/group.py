@@ -36,6 +36,7 @@ makes the metadata (FORMAT.rst M-8); a crash mid-change stores nothing.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Any, Callable
 
@@ -117,6 +118,11 @@ class GroupMember:
         self._leaves = 0            # leave() calls: a tick they overlap stops
         self._gone = False          # left for good (close): never joins again
         self._next_heartbeat = 0.0
+        # a beat (another thread's) never overlaps a tick or leave: those
+        # wait for a beat in flight, a beat is skipped while they run
+        self._gate = threading.Condition(threading.Lock())
+        self._acting = 0            # ticks and leaves running
+        self._beating = False
         self._wall_ms = wall_ms
         self._monotonic = monotonic
         self._is_alive = is_alive
@@ -147,11 +153,42 @@ class GroupMember:
         return gs.sync(state, self.member_id, self._me, topics, counts, now_ms,
                        self._is_alive, self.strategy, beat=beat)
 
+    def _act(self) -> bool:
+        """A tick or leave begins: wait for a beat in flight to end; none
+        starts until :meth:`_done`."""
+        with self._gate:
+            self._acting += 1
+            try:
+                while self._beating:
+                    self._gate.wait()
+            except BaseException:   # (Ctrl-C in the wait: no tick runs)
+                self._acting -= 1
+                raise
+        return True
+
+    def _done(self) -> None:
+        with self._gate:
+            self._acting -= 1
+
     def tick(self, topics: set[str],
              positions_to_commit: Callable[[set[TopicPartition]], dict[TopicPartition, int]],
              force: bool = False,
              on_revoke: Callable[[set[TopicPartition]], None] | None = None,
              ) -> tuple[set[TopicPartition], set[TopicPartition]]:
+        """See :meth:`_tick`."""
+        acting = False
+        try:
+            acting = self._act()
+            return self._tick(topics, positions_to_commit, force, on_revoke)
+        finally:
+            if acting:
+                self._done()
+
+    def _tick(self, topics: set[str],
+              positions_to_commit: Callable[[set[TopicPartition]], dict[TopicPartition, int]],
+              force: bool = False,
+              on_revoke: Callable[[set[TopicPartition]], None] | None = None,
+              ) -> tuple[set[TopicPartition], set[TopicPartition]]:
         """Look at the group (rate-limited) and act: join, expire dead
         members, rebalance, release what is no longer ours (committing
         ``positions_to_commit()`` for it) and claim what is.
@@ -340,7 +377,21 @@ class GroupMember:
         thread: the group waits for this member's next poll to hand its
         partitions over. False (nothing written) when the member is not in
         the group: it was expired, or it left; the next tick rejoins.
-        Not while a tick of this member runs (the caller serializes them)."""
+        Thread-safe: skipped (False) while a tick or leave of this member
+        runs, which wait for a beat in flight (pylog.heartbeat calls it
+        from its thread)."""
+        with self._gate:
+            if self._acting or self._beating:
+                return False
+            self._beating = True
+        try:
+            return self._beat()
+        finally:
+            with self._gate:
+                self._beating = False
+                self._gate.notify_all()
+
+    def _beat(self) -> bool:
         if self._gone or not self.joined:
             return False
         leaves = self._leaves
@@ -359,7 +410,7 @@ class GroupMember:
             renewed = self.log.meta.change_group(self.group_id, update, "heartbeat")
         except _LeftMeanwhile:
             return False
-        if renewed:
+        if renewed and self._leaves == leaves:
             self._next_heartbeat = now + self.session_timeout_ms / 3000.0
             self.lease_until = now + self.session_timeout_ms / 2000.0
         return renewed
@@ -378,6 +429,15 @@ class GroupMember:
             self._gone = True
         if not self.joined:
             return
+        acting = False
+        try:
+            acting = self._act()
+            self._leave(final_offsets)
+        finally:
+            if acting:
+                self._done()
+
+    def _leave(self, final_offsets: dict | None) -> None:
         me = self.member_id
         topics = set()
         for info in self.log.meta.group_state(self.group_id).members.values():

@@ -132,7 +132,10 @@ class PollInterval:
     def __init__(self, limit_ms: int, monotonic: Callable[[], float] = time.monotonic):
         self.limit_ms = limit_ms
         self._monotonic = monotonic
-        self._returned: float | None = None   # when the last poll returned
+        # when the last poll returned; the clock starts with the consumer,
+        # so a member that joined (start(), assignment()) and never polls
+        # stops its background heartbeats too (pylog.heartbeat)
+        self._returned: float | None = monotonic()
         self.polling = False
 
     def begin(self) -> None:

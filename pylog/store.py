@@ -35,7 +35,7 @@ import time
 import warnings
 from typing import Any
 
-from . import _native, cleanshutdown, topicdirs
+from . import _native, cleanshutdown, heartbeat, topicdirs
 from .admin import LogAdmin
 from .commitsync import CommitSync
 from .config import SYNC_MODES, TopicConfig, validate_topic_name
@@ -653,6 +653,7 @@ class LogStore(TopicAdmin, LogAdmin):
                 errors.append(exc)
         self._closed = True
         self._stop.set()
+        heartbeat.stop(self)
         for thread in (self._maint, self._expiry):
             if thread is not None and thread is not threading.current_thread():
                 thread.join(timeout=5)

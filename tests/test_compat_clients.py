@@ -276,11 +276,13 @@ def test_confluent_callables_get_the_consumer_and_a_list(log):
 
 
 def test_lost_when_the_membership_expired(log):
-    a, ra = _member(log, "a", session_timeout_ms=200)
+    a, ra = _member(log, "a", session_timeout_ms=200, max_poll_interval_ms=250)
     _until(lambda: len(a.assignment()) == 2, a)
     b, rb = _member(log, "b", session_timeout_ms=200)
     b.poll(timeout=0.05)
-    time.sleep(0.4)                        # a stops heartbeating: b expires it
+    # a stops polling, so its background heartbeats stop after 250 ms:
+    # b expires it
+    time.sleep(0.8)
     _until(lambda: len(b.assignment()) == 2, b)
     a.poll(timeout=0.05)                   # a learns it was removed
     lost = [c for c in ra.calls if c[0] == "lost"]

@@ -156,11 +156,13 @@ def test_stale_member_commit_is_refused(tmp_path):
     with pylog.open(tmp_path, sync="never") as log:
         log.create_topic("t", partitions=2)
         log.producer().send_batch("t", [b"x"] * 10, partition=0)
+        # (max_poll_interval_ms: no background heartbeat after 250 ms)
         a = log.consumer("t", group_id="g", auto_offset_reset="earliest",
-                         enable_auto_commit=False, session_timeout_ms=200)
+                         enable_auto_commit=False, session_timeout_ms=200,
+                         max_poll_interval_ms=250)
         a.poll(timeout=0.5)
         assert a.assignment() == {TP("t", 0), TP("t", 1)}
-        time.sleep(0.5)      # a misses its session timeout
+        time.sleep(0.8)      # a misses its session timeout
         b = log.consumer("t", group_id="g", auto_offset_reset="earliest",
                          enable_auto_commit=False, session_timeout_ms=10000)
         b.poll(timeout=0.5)

@@ -74,7 +74,8 @@ def _second_member_joins(log):
 
 def _short_session_worker(log):
     """Topics "in" (two partitions, a record each) and "out"; a worker
-    whose member times out after 200 ms without a poll, having polled
+    whose member times out 200 ms after it stopped heartbeating, which it
+    does 250 ms after its last poll (max_poll_interval_ms), having polled
     both records: (consumer, transactional producer, records)."""
     log.create_topic("in", partitions=2)
     log.create_topic("out", partitions=1)
@@ -82,7 +83,7 @@ def _short_session_worker(log):
     log.producer().send_batch("in", [b"b0"], partition=1)
     c1 = log.consumer("in", group_id="g", enable_auto_commit=False,
                       auto_offset_reset="earliest", isolation_level="read_committed",
-                      session_timeout_ms=200)
+                      session_timeout_ms=200, max_poll_interval_ms=250)
     p1 = log.producer(transactional_id="ctp-1")
     return c1, p1, c1.poll(timeout=1.0)
 
@@ -116,7 +117,7 @@ def test_send_offsets_refused_when_a_handed_partition_moved(log):
     for r in recs:
         p1.send("out", b"out-" + r.value)
     p1.send_offsets_to_transaction(c1)
-    time.sleep(0.5)
+    time.sleep(0.8)
     c2, p2 = _ctp_worker(log, "2")
     assert len(c2.poll(timeout=1.0)) == 2          # c1 is out of the group
     with pytest.raises(pylog.CommitFailedError):
@@ -373,7 +374,7 @@ def test_a_commit_refused_in_a_with_block_aborts_the_transaction(log):
             for r in recs:
                 p1.send("out", b"out-" + r.value)
             p1.send_offsets_to_transaction(c1)
-            time.sleep(0.5)
+            time.sleep(0.8)
             c2, p2 = _ctp_worker(log, "2")
             assert len(c2.poll(timeout=1.0)) == 2       # c1 is out of the group
     log.producer().send("out", b"plain")

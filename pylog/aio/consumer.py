@@ -51,8 +51,6 @@ offsets are stored as the Log's sync mode says).
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import logging
 import time
 import weakref
 from collections import deque
@@ -70,7 +68,6 @@ if TYPE_CHECKING:
     from . import AIOLog
 
 T = TypeVar("T")
-_logger = logging.getLogger("pylog.aio")
 #: the most bytes (batches as stored: keys, values, headers and framing) a
 #: fetch decodes on the loop, as estimated before it (pylog.fetching.room):
 #: decoding and copying them takes about 1 ms a MiB on a slow machine, so
@@ -105,12 +102,6 @@ class AIOConsumer:
         # the next fetch takes them if the consumer has not moved meanwhile
         self._pre: Prefetched | None = None
         self._pre_failed = False    # the last prefetch raised: fetch inline once
-        # the background heartbeat between calls (_arm_beat): its timer,
-        # and the getone/getmany/async-for fetches running (they look at
-        # the group themselves)
-        self._beat_timer: asyncio.TimerHandle | None = None
-        self._beat_task: asyncio.Task[None] | None = None
-        self._getting = 0
 
     # -- off the loop -------------------------------------------------------------------
     async def _locked(self, fn: Callable[..., T], *args: Any) -> T:
@@ -158,15 +149,6 @@ class AIOConsumer:
         if IN_LISTENER.get() is self:
             raise InvalidArgument("getone/getmany inside a rebalance listener callback; "
                                   "return from it first")
-        self._getting += 1
-        try:
-            return await self._fetch(timeout_s, max_records)
-        finally:
-            self._getting -= 1
-            if not self._getting and self._beat_timer is None:
-                self._arm_beat()
-
-    async def _fetch(self, timeout_s: float, max_records: int | None) -> list[Record]:
         # What was handed before is finished now, as at the start of poll():
         # before the housekeeping below, so that its auto-commit and a
         # rebalance's release commit it (the next owner does not get it
@@ -268,40 +250,6 @@ class AIOConsumer:
             await asyncio.shield(fut)
         except Exception:   # (done() noted it: the inline fetch raises it)
             pass
-
-    # -- the background heartbeat -------------------------------------------------------
-    def _arm_beat(self) -> None:
-        """After a fetching call returns (and after start()): renew the
-        group heartbeat in the background while the application handles
-        what it got, as aiokafka's heartbeat task does, so a batch handled
-        for longer than session_timeout_ms keeps its partitions (no other
-        member handles it meanwhile) until max_poll_interval_ms without a
-        fetch (PollDriver.beat). Heartbeats only: the group's hand-offs
-        wait for the next call. A fetch running looks at the group
-        itself, so the timer then does nothing and its end re-arms it."""
-        due = self._d.heartbeat_due()
-        if due is None:
-            return
-        loop = asyncio.get_running_loop()
-        # (a fresh context: never one of a listener callback's)
-        self._beat_timer = loop.call_later(max(0.0, due - time.monotonic()),
-                                           self._beat_due, context=contextvars.Context())
-
-    def _beat_due(self) -> None:
-        self._beat_timer = None
-        if self._getting or self._beat_task is not None or self._d.closed:
-            return
-        self._beat_task = asyncio.get_running_loop().create_task(self._beat())
-
-    async def _beat(self) -> None:
-        try:
-            await self._locked(self._d.beat)
-        except Exception as exc:    # (the consumer's next call raises it again)
-            _logger.debug("background heartbeat of group %r: %r", self.group_id, exc)
-        finally:
-            self._beat_task = None
-        if not self._getting and self._beat_timer is None and not self._d.closed:
-            self._arm_beat()
 
     async def getmany(self, *, timeout_ms: int = 0,
                       max_records: int | None = None) -> dict[TopicPartition, list[Record]]:
@@ -642,8 +590,6 @@ class AIOConsumer:
         Nothing to do without a group."""
         if self._group_member() is not None and self._c._manual is None:
             await self._housekeep(WRITES, force=True)
-            if not self._getting and self._beat_timer is None:
-                self._arm_beat()
 
     async def close(self) -> None:
         """Commit what was finished (auto-commit: the batches before the
@@ -655,9 +601,6 @@ class AIOConsumer:
         # a close on an exception must not commit the record being handled.
         self._buffer.clear()
         self._pre = None
-        if self._beat_timer is not None:
-            self._beat_timer.cancel()
-            self._beat_timer = None
         await self._alog._close_client(self._d.close, self._lock)
 
     stop = close        # aiokafka's name

@@ -241,15 +241,17 @@ def test_commit_from_a_member_that_lost_the_partition_fails(fastlog):
     """Commits from a member that no longer
     owns the partition raise ``CommitFailedError``.
 
-    A member stops heartbeating (its thread is busy past its 300 ms session
-    timeout); another takes its partition; its commit, explicit or not, is
-    refused and changes nothing."""
+    A member stops heartbeating (its thread is busy past its 400 ms poll
+    interval, so its background heartbeats stop too, and then past its
+    300 ms session timeout); another takes its partition; its commit,
+    explicit or not, is refused and changes nothing."""
     fastlog.create_topic("t")
     fastlog.producer().send_batch("t", [b"x"] * 10)
     a = fastlog.consumer("t", group_id="g", auto_offset_reset="earliest",
-                         session_timeout_ms=300, enable_auto_commit=False)
+                         session_timeout_ms=300, max_poll_interval_ms=400,
+                         enable_auto_commit=False)
     assert len(a.poll(timeout=1)) == 10
-    time.sleep(0.5)                                   # busy: no heartbeat
+    time.sleep(1.0)                                   # busy: no heartbeat
     b = fastlog.consumer("t", group_id="g", auto_offset_reset="earliest")
     got_b = []
     wait_until(lambda: got_b.extend(b.poll(timeout=0.05)) or b.assignment(), 5)

@@ -1,0 +1,186 @@
+"""Background group heartbeats, as Kafka's heartbeat thread (SPEC §5).
+
+A group member heartbeats from its own calls (GroupMember.tick, in every
+poll's housekeeping). Between two calls, while the application handles
+what the last one returned, one thread per Log (``pylog-heartbeat``)
+renews the heartbeats of its consumers' members that are due
+(GroupMember.beat): the heartbeat only, handing nothing over, so a batch
+handled for longer than ``session_timeout_ms`` keeps its partitions and no
+other member gets its records meanwhile. A hand-off waits for the
+member's next call, as in Kafka. The beats stop once the application has
+not polled for ``max_poll_interval_ms`` (PollInterval): the member then
+expires a session timeout later and its partitions go to the others.
+
+The thread beats a member a little after its own heartbeat was due
+(LATE_FRACTION of the session timeout), so a member that polls renews it
+itself and the thread writes nothing. It sleeps until the earliest such
+time among its members, but not less than that fraction of the shortest
+session (capped at MAX_GAP_S) nor more than MAX_SLEEP_S, and ends when
+the Log closes or no member is left. Members are held weakly: a consumer
+dropped without close() stops being renewed once collected.
+
+Thread safety: thread-safe (a lock guards the registry; GroupMember.beat
+never overlaps a tick or leave of its member). Durability: a beat is a
+group metadata transaction, durable as the log's sync mode makes them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import weakref
+from typing import Any, Protocol
+
+
+class GroupMember(Protocol):
+    """What this module uses of a pylog.group.GroupMember."""
+    group_id: str
+    session_timeout_ms: int
+
+    def heartbeat_due(self) -> float: ...
+
+    def beat(self) -> bool: ...
+
+
+class PollInterval(Protocol):
+    """What this module uses of a pylog.rebalance.PollInterval."""
+    polling: bool
+
+    def exceeded(self) -> bool: ...
+
+_logger = logging.getLogger("pylog")
+
+#: beat a member this fraction of its session timeout after its own
+#: heartbeat was due (a third of the session after the last one): before
+#: its lease ends (half the session), after a polling member's own tick
+LATE_FRACTION = 1.0 / 12.0
+MIN_SLEEP_S = 0.01
+MAX_SLEEP_S = 1.0
+MAX_GAP_S = 0.25
+
+_lock = threading.Lock()
+_by_log: weakref.WeakKeyDictionary[Any, _Heartbeats] = weakref.WeakKeyDictionary()
+
+
+def register(log: Any, member: GroupMember, interval: PollInterval) -> None:
+    """Renew ``member``'s heartbeat in the background while ``interval``
+    says its application polls often enough (until :func:`unregister`)."""
+    with _lock:
+        hb = _by_log.get(log)
+        if hb is None:
+            hb = _by_log[log] = _Heartbeats(log)
+        hb.add(member, interval)
+
+
+def stop(log: Any) -> None:
+    """The Log is closing: end its heartbeat thread, waiting for a beat in
+    flight (a metadata transaction), before the Log closes its metadata."""
+    with _lock:
+        hb = _by_log.pop(log, None)
+        if hb is None:
+            return
+        hb.closing = True
+        thread = hb.thread
+    hb.wake.set()
+    if thread is not None and thread is not threading.current_thread():
+        thread.join(timeout=5)
+
+
+def unregister(log: Any, member: GroupMember) -> None:
+    """Stop renewing ``member`` (its consumer closed)."""
+    with _lock:
+        hb = _by_log.get(log)
+        if hb is not None:
+            hb.members.pop(member, None)
+
+
+class _Entry:
+    """A member's registration: its consumer's poll interval, and a time
+    before which the thread leaves it alone (after a round that skipped
+    it: it was polling, or could not be renewed)."""
+    __slots__ = ("interval", "not_before")
+
+    def __init__(self, interval: PollInterval) -> None:
+        self.interval = interval
+        self.not_before = 0.0
+
+
+class _Heartbeats:
+    """The heartbeat thread of one Log and its members (module docstring);
+    the registry is guarded by the module's lock."""
+
+    def __init__(self, log: Any) -> None:
+        self.log = weakref.ref(log)
+        self.members: weakref.WeakKeyDictionary[GroupMember, _Entry] = \
+            weakref.WeakKeyDictionary()
+        self.thread: threading.Thread | None = None
+        self.wake = threading.Event()
+        self.closing = False
+
+    def add(self, member: GroupMember, interval: PollInterval) -> None:
+        self.members[member] = _Entry(interval)
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._run, name="pylog-heartbeat",
+                                           daemon=True)
+            self.thread.start()
+        self.wake.set()         # (a new member may be due before the thread's sleep ends)
+
+    def _due(self) -> list[tuple[GroupMember, _Entry]] | float:
+        """The members to beat now, or how long to sleep; ends the thread
+        (returns -1.0) when the Log closed or no member is left."""
+        with _lock:
+            log = self.log()
+            if self.closing or log is None or log._closed or not self.members:
+                self.thread = None
+                return -1.0
+            now = time.monotonic()
+            due: list[tuple[GroupMember, _Entry]] = []
+            sleep = gap = MAX_SLEEP_S
+            for member, entry in list(self.members.items()):
+                late = member.session_timeout_ms * LATE_FRACTION / 1000.0
+                gap = min(gap, late)
+                at = max(entry.not_before, member.heartbeat_due() + late)
+                if at <= now:
+                    due.append((member, entry))
+                else:
+                    sleep = min(sleep, at - now)
+            # not sooner than the smallest lateness allowed: with many
+            # members, whose heartbeats are due one after the other, a
+            # round for each would scan them all hundreds of times a second
+            return due or max(MIN_SLEEP_S, sleep, min(gap, MAX_GAP_S))
+
+    def _run(self) -> None:
+        while True:
+            due = self._due()
+            if isinstance(due, float):
+                if due < 0:
+                    return
+                self.wake.wait(due)
+                self.wake.clear()
+                continue
+            for member, entry in due:
+                if self.closing:
+                    break
+                interval = entry.interval
+                late = member.session_timeout_ms * LATE_FRACTION / 1000.0
+                now = time.monotonic()
+                if now < member.heartbeat_due() + late:
+                    continue            # (its own poll renewed it meanwhile)
+                # a polling member renews its heartbeat itself; one that
+                # stopped polling for max_poll_interval_ms is left to expire
+                if interval.polling:
+                    entry.not_before = now + late
+                    continue
+                renewed = False
+                if not interval.exceeded():
+                    try:
+                        renewed = member.beat()
+                    except Exception as exc:    # (the consumer's next call raises it)
+                        _logger.debug("background heartbeat of group %r: %r",
+                                      member.group_id, exc)
+                if not renewed:
+                    # not in the group (expired, left, not joined yet), the
+                    # poll interval passed, or the beat failed: its next
+                    # poll acts; look again a heartbeat interval later
+                    entry.not_before = now + member.session_timeout_ms / 3000.0
