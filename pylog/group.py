@@ -36,7 +36,6 @@ makes the metadata (FORMAT.rst M-8); a crash mid-change stores nothing.
 from __future__ import annotations
 
 import os
-import threading
 import time
 from typing import Any, Callable
 
@@ -58,6 +57,7 @@ from .store import DOORBELL_SLOTS, topic_slot
 
 GROUP_CHECK_INTERVAL_S = 0.1     # how often a polling member looks at the group
 QUIET_WAIT_S = 1.0               # ... at most, while it has nothing to do (wait_s)
+BEAT_WAIT_S = 0.0005             # a tick's poll for a background beat in flight to end
 
 
 def group_slot(group: str) -> int:
@@ -119,10 +119,12 @@ class GroupMember:
         self._gone = False          # left for good (close): never joins again
         self._next_heartbeat = 0.0
         # a beat (another thread's) never overlaps a tick or leave: those
-        # wait for a beat in flight, a beat is skipped while they run
-        self._gate = threading.Condition(threading.Lock())
-        self._acting = 0            # ticks and leaves running
-        self._beating = False
+        # wait for a beat in flight, a beat is skipped while they run. No
+        # lock: a Ctrl-C in the polling thread could leave one held (with
+        # the GIL, each side sets its flag and then reads the other's, so
+        # at least one of them sees the other)
+        self._acting: list[None] = []   # an entry per tick or leave running
+        self._beating = False           # (set by the heartbeat thread only)
         self._wall_ms = wall_ms
         self._monotonic = monotonic
         self._is_alive = is_alive
@@ -154,21 +156,21 @@ class GroupMember:
                        self._is_alive, self.strategy, beat=beat)
 
     def _act(self) -> bool:
-        """A tick or leave begins: wait for a beat in flight to end; none
-        starts until :meth:`_done`."""
-        with self._gate:
-            self._acting += 1
-            try:
-                while self._beating:
-                    self._gate.wait()
-            except BaseException:   # (Ctrl-C in the wait: no tick runs)
-                self._acting -= 1
-                raise
+        """A tick or leave begins: wait for a beat in flight to end (one
+        metadata transaction); none starts until :meth:`_done`. A Ctrl-C
+        right after the append leaves an entry behind: this member then
+        gets no background heartbeats, never a stuck call."""
+        self._acting.append(None)
+        try:
+            while self._beating:
+                time.sleep(BEAT_WAIT_S)
+        except BaseException:   # (Ctrl-C in the wait: no tick runs)
+            self._acting.pop()
+            raise
         return True
 
     def _done(self) -> None:
-        with self._gate:
-            self._acting -= 1
+        self._acting.pop()
 
     def tick(self, topics: set[str],
              positions_to_commit: Callable[[set[TopicPartition]], dict[TopicPartition, int]],
@@ -380,16 +382,15 @@ class GroupMember:
         Thread-safe: skipped (False) while a tick or leave of this member
         runs, which wait for a beat in flight (pylog.heartbeat calls it
         from its thread)."""
-        with self._gate:
-            if self._acting or self._beating:
-                return False
-            self._beating = True
+        if self._acting or self._beating:
+            return False
+        self._beating = True
         try:
+            if self._acting:        # (a tick began meanwhile: it waits for this)
+                return False
             return self._beat()
         finally:
-            with self._gate:
-                self._beating = False
-                self._gate.notify_all()
+            self._beating = False
 
     def _beat(self) -> bool:
         if self._gone or not self.joined:

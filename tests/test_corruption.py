@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+from longscale import scaled
 
 import pylog
 from pylog import CorruptLogError, LogFailedError, _native
@@ -334,7 +335,7 @@ def test_random_bit_flips(logdir, child_env, tmp_path):
 @pytest.mark.long
 def test_random_bit_flips_long(logdir, child_env, tmp_path):
     seed = int(os.environ.get("PYLOG_SEED", random.randrange(2**32)))
-    bit_flip_trials(logdir, child_env, 300, seed, str(tmp_path))
+    bit_flip_trials(logdir, child_env, scaled(300), seed, str(tmp_path))
 
 
 def test_zero_record_batch_is_reported_not_skipped(logdir):

@@ -10,6 +10,7 @@ import time
 
 import childproc
 import pytest
+from longscale import scaled
 
 import pylog
 from pylog.partition import Cursor
@@ -98,7 +99,8 @@ def test_sigkill_writer(logdir, sync, child_env):
 @pytest.mark.long
 @pytest.mark.parametrize("sync", ["never", "always", "interval"])
 def test_sigkill_writer_long(logdir, sync, child_env):
-    crash_loop(logdir, sync, 100, child_env)
+    """100 SIGKILLs per sync mode (times PYLOG_LONG_SCALE: tests/longscale.py)."""
+    crash_loop(logdir, sync, scaled(100), child_env)
 
 
 def test_roll_interrupted_by_a_crash(logdir):

@@ -33,6 +33,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import childproc  # noqa: E402
+from longscale import scaled  # noqa: E402
 
 CHILD = r"""
 import faulthandler, json, os, signal, sys, time
@@ -216,7 +217,7 @@ def check(result: dict) -> None:
 @pytest.mark.long
 def test_interrupts_leave_no_lock_held_soak(tmp_path):
     """Minutes of interrupts: tens of thousands."""
-    for seed in range(12):
+    for seed in range(scaled(12)):
         d = tmp_path / str(seed)
         d.mkdir()
         check(run_child(20.0, seed=seed, root=str(d)))

@@ -12,6 +12,7 @@ import time
 
 import pytest
 from childproc import expect, start
+from longscale import scaled
 
 import pylog
 from pylog import sharestate as ss
@@ -94,5 +95,7 @@ def test_workers_sigkilled(logdir, child_env, tmp_path, sync):
 
 @pytest.mark.long
 @pytest.mark.parametrize("sync", ["never", "interval", "always"])
-def test_workers_sigkilled_200_times(logdir, child_env, tmp_path, sync):
-    _run(logdir, child_env, tmp_path, sync, kills=200, n=40_000)
+def test_workers_sigkilled_repeatedly(logdir, child_env, tmp_path, sync):
+    """200 SIGKILLs per sync mode (times PYLOG_LONG_SCALE: tests/longscale.py)."""
+    kills = scaled(200)
+    _run(logdir, child_env, tmp_path, sync, kills=kills, n=200 * kills)

@@ -12,6 +12,7 @@ import time
 
 import childproc
 import pytest
+from longscale import scaled
 
 import pylog
 
@@ -116,10 +117,12 @@ def test_consume_transform_produce_survives_kills(tmp_path, child_env):
 
 @pytest.mark.long
 @pytest.mark.parametrize("sync", ["always", "interval", "never"])
-def test_consume_transform_produce_survives_100_kills(tmp_path, child_env, sync):
-    # (enough input that the worker is still busy at the 100th kill)
-    killed, aborted = _run(tmp_path, child_env, sync, kills=100, n=5000)
-    assert killed == 100
+def test_consume_transform_produce_survives_kills_long(tmp_path, child_env, sync):
+    """100 SIGKILLs per sync mode (times PYLOG_LONG_SCALE: tests/longscale.py)."""
+    kills = scaled(100)
+    # (enough input that the worker is still busy at the last kill)
+    killed, aborted = _run(tmp_path, child_env, sync, kills=kills, n=50 * kills)
+    assert killed == kills
     # the kills left aborted records in the log: read_committed hid them
     print(f"sync={sync}: {killed} kills, {aborted} aborted records hidden")
     assert aborted > 0

@@ -13,6 +13,7 @@ from collections import defaultdict
 
 import childproc
 import pytest
+from longscale import scaled
 
 import pylog
 
@@ -117,7 +118,8 @@ def test_killed_one_partition_transactions(tmp_path, child_env):
 
 @pytest.mark.long
 @pytest.mark.parametrize("sync", ["always", "interval", "never"])
-def test_killed_one_partition_transactions_100_times(tmp_path, child_env, sync):
-    done, aborted, _ = crash_loop(str(tmp_path / "log"), sync, kills=100, seed=11,
+def test_killed_one_partition_transactions_repeatedly(tmp_path, child_env, sync):
+    """100 SIGKILLs per sync mode (times PYLOG_LONG_SCALE: tests/longscale.py)."""
+    done, aborted, _ = crash_loop(str(tmp_path / "log"), sync, kills=scaled(100), seed=11,
                                   env=child_env, life_s=0.05)
-    assert done > 20 and aborted > 0
+    assert done > 0 and aborted > 0

@@ -11,6 +11,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
+from longscale import scaled  # noqa: E402
 
 
 def _seed():
@@ -31,7 +32,9 @@ def test_crash_loop_long(tmp_path):
     seed = _seed()
     print(f"seed {seed} (replay with PYLOG_SEED={seed})")
     budget = float(os.environ.get("PYLOG_CRASH_BUDGET_S", "200"))
-    rounds, st = harness.run(str(tmp_path / "log"), seed, kills=320, budget_s=budget)
+    # (times PYLOG_LONG_SCALE: tests/longscale.py)
+    rounds, st = harness.run(str(tmp_path / "log"), seed, kills=scaled(320),
+                             budget_s=budget)
     print(f"crash loop: {rounds} rounds, {st.kills} kills survived, "
           f"{st.records} acked records kept, seed {seed}")
-    assert st.kills >= 300, f"only {st.kills} kills within {budget} s"
+    assert st.kills >= scaled(300), f"only {st.kills} kills within {budget} s"
