@@ -139,6 +139,54 @@ def test_member_that_closes_or_dies_loses_its_partitions_at_once(tmp_path, child
         c.close()
 
 
+SLOW_HANDLER = r"""
+import sys, time, pylog
+log = pylog.open(sys.argv[1], sync="never")
+c = log.consumer("t", group_id="g", auto_offset_reset="earliest",
+                 session_timeout_ms=1000, enable_auto_commit=False)
+recs = []
+while len(recs) < 10:
+    recs += c.poll(timeout=0.2)
+print("handling", flush=True)
+time.sleep(float(sys.argv[2]))          # the handler: longer than the session
+try:
+    c.commit()
+    print("committed", flush=True)
+except pylog.CommitFailedError:
+    print("refused", flush=True)
+c.close()
+"""
+
+
+def test_a_batch_handled_past_the_session_timeout_keeps_its_partitions(tmp_path, child_env):
+    """Between polls, while the application handles what ``poll``
+    returned, a thread of the log renews the heartbeats of its members (as
+    Kafka's heartbeat thread): a batch handled for longer than the session
+    timeout keeps its partitions
+
+    A member process polls ten records and handles them for 3.5 s, three
+    and a half times its 1 s session timeout, while a member in this process
+    polls flat out: this one gets none of them, and the slow member's
+    commit is accepted."""
+    path = tmp_path / "log"
+    handle_s = 3.5
+    with pylog.open(path, sync="never") as log:
+        log.create_topic("t")
+        log.producer().send_batch("t", [b"%d" % i for i in range(10)])
+        with Child(SLOW_HANDLER, path, handle_s, env=child_env) as kid:
+            kid.expect("handling", timeout=15)
+            c = log.consumer("t", group_id="g", auto_offset_reset="earliest",
+                             session_timeout_ms=1000)
+            got = []
+            deadline = time.monotonic() + handle_s
+            while time.monotonic() < deadline:
+                got += c.poll(timeout=0.05)
+            assert kid.expect(("committed", "refused"), timeout=15) == "committed"
+            assert got == [], "another member handled the slow member's batch"
+            c.close()
+        assert log.consumer(group_id="g").committed(TP("t", 0)) == 10
+
+
 STALL = r"""
 import sys, time, pylog
 log = pylog.open(sys.argv[1], sync="never")
