@@ -321,6 +321,8 @@ class Consumer(Positions, Fetching):
                                    force=force,
                                    on_revoke=listeners.revoked if listeners.wants_revoke
                                    else None)
+        if member.joined:
+            self._interval.joined()
         pending = self._delivery.pending
         for tp in lost:
             if tp in pending:
@@ -392,6 +394,8 @@ class Consumer(Positions, Fetching):
             raise InvalidArgument("poll() inside a rebalance listener callback; "
                                   "return from it first")
         self._poll_thread = threading.get_ident()
+        if self._member is not None:
+            self._member.idle()
         if self._member is not None and self._manual is None and \
                 self._member.joined and self._interval.exceeded():
             self._leave_lost()

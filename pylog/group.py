@@ -36,6 +36,7 @@ makes the metadata (FORMAT.rst M-8); a crash mid-change stores nothing.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Any, Callable
 
@@ -123,7 +124,7 @@ class GroupMember:
         # lock: a Ctrl-C in the polling thread could leave one held (with
         # the GIL, each side sets its flag and then reads the other's, so
         # at least one of them sees the other)
-        self._acting: list[None] = []   # an entry per tick or leave running
+        self._acting: list[int] = []    # a thread id per tick or leave running
         self._beating = False           # (set by the heartbeat thread only)
         self._wall_ms = wall_ms
         self._monotonic = monotonic
@@ -158,19 +159,29 @@ class GroupMember:
     def _act(self) -> bool:
         """A tick or leave begins: wait for a beat in flight to end (one
         metadata transaction); none starts until :meth:`_done`. A Ctrl-C
-        right after the append leaves an entry behind: this member then
-        gets no background heartbeats, never a stuck call."""
-        self._acting.append(None)
+        right after the append leaves an entry behind, which stops this
+        member's background heartbeats (never a call) until its thread's
+        next poll drops it (:meth:`idle`)."""
+        me = threading.get_ident()
+        self._acting.append(me)
         try:
             while self._beating:
                 time.sleep(BEAT_WAIT_S)
         except BaseException:   # (Ctrl-C in the wait: no tick runs)
-            self._acting.pop()
+            self._acting.remove(me)
             raise
         return True
 
     def _done(self) -> None:
-        self._acting.pop()
+        self._acting.remove(threading.get_ident())
+
+    def idle(self) -> None:
+        """The calling thread runs no tick or leave of this member (a poll
+        begins): drop the entries a Ctrl-C left behind for it."""
+        if self._acting:
+            me = threading.get_ident()
+            while me in self._acting:
+                self._acting.remove(me)
 
     def tick(self, topics: set[str],
              positions_to_commit: Callable[[set[TopicPartition]], dict[TopicPartition, int]],

@@ -17,7 +17,14 @@ itself and the thread writes nothing. It sleeps until the earliest such
 time among its members, but not less than that fraction of the shortest
 session (capped at MAX_GAP_S) nor more than MAX_SLEEP_S, and ends when
 the Log closes or no member is left. Members are held weakly: a consumer
-dropped without close() stops being renewed once collected.
+dropped without close() stops being renewed once the garbage collector
+frees it (a Consumer sits in reference cycles: at the next full
+collection). A fork child starts with no thread and no member: its
+consumers register anew. One thread beats every member of the Log in
+turn, each beat a metadata transaction that rewrites the group's
+document: a few hundred members of one group in one process are about
+as many as it keeps renewed (members in separate processes each have
+their own thread).
 
 Thread safety: thread-safe (a lock guards the registry; GroupMember.beat
 never overlaps a tick or leave of its member). Durability: a beat is a
@@ -27,6 +34,7 @@ group metadata transaction, durable as the log's sync mode makes them.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import weakref
@@ -61,6 +69,18 @@ MAX_GAP_S = 0.25
 
 _lock = threading.Lock()
 _by_log: weakref.WeakKeyDictionary[Any, _Heartbeats] = weakref.WeakKeyDictionary()
+
+
+def _forked() -> None:
+    """In a fork child: no heartbeat thread runs here, and the lock may
+    have been held by one at the fork; the child's consumers register
+    anew (a Log reopens after a fork)."""
+    global _lock, _by_log
+    _lock = threading.Lock()
+    _by_log = weakref.WeakKeyDictionary()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def register(log: Any, member: GroupMember, interval: PollInterval) -> None:
@@ -159,28 +179,33 @@ class _Heartbeats:
                 self.wake.wait(due)
                 self.wake.clear()
                 continue
-            for member, entry in due:
-                if self.closing:
-                    break
-                interval = entry.interval
-                late = member.session_timeout_ms * LATE_FRACTION / 1000.0
-                now = time.monotonic()
-                if now < member.heartbeat_due() + late:
-                    continue            # (its own poll renewed it meanwhile)
-                # a polling member renews its heartbeat itself; one that
-                # stopped polling for max_poll_interval_ms is left to expire
-                if interval.polling:
-                    entry.not_before = now + late
-                    continue
-                renewed = False
-                if not interval.exceeded():
-                    try:
-                        renewed = member.beat()
-                    except Exception as exc:    # (the consumer's next call raises it)
-                        _logger.debug("background heartbeat of group %r: %r",
-                                      member.group_id, exc)
-                if not renewed:
-                    # not in the group (expired, left, not joined yet), the
-                    # poll interval passed, or the beat failed: its next
-                    # poll acts; look again a heartbeat interval later
-                    entry.not_before = now + member.session_timeout_ms / 3000.0
+            self._round(due)
+            del due     # (no reference left while it sleeps: members stay collectable)
+
+    def _round(self, due: list[tuple[GroupMember, _Entry]]) -> None:
+        """Beat the members ``_due`` found due."""
+        for member, entry in due:
+            if self.closing:
+                break
+            interval = entry.interval
+            late = member.session_timeout_ms * LATE_FRACTION / 1000.0
+            now = time.monotonic()
+            if now < member.heartbeat_due() + late:
+                continue            # (its own poll renewed it meanwhile)
+            # a polling member renews its heartbeat itself; one that
+            # stopped polling for max_poll_interval_ms is left to expire
+            if interval.polling:
+                entry.not_before = now + late
+                continue
+            renewed = False
+            if not interval.exceeded():
+                try:
+                    renewed = member.beat()
+                except Exception as exc:    # (the consumer's next call raises it)
+                    _logger.debug("background heartbeat of group %r: %r",
+                                  member.group_id, exc)
+            if not renewed:
+                # not in the group (expired, left, not joined yet), the
+                # poll interval passed, or the beat failed: its next
+                # poll acts; look again a heartbeat interval later
+                entry.not_before = now + member.session_timeout_ms / 3000.0

@@ -132,10 +132,7 @@ class PollInterval:
     def __init__(self, limit_ms: int, monotonic: Callable[[], float] = time.monotonic):
         self.limit_ms = limit_ms
         self._monotonic = monotonic
-        # when the last poll returned; the clock starts with the consumer,
-        # so a member that joined (start(), assignment()) and never polls
-        # stops its background heartbeats too (pylog.heartbeat)
-        self._returned: float | None = monotonic()
+        self._returned: float | None = None   # when the last poll returned
         self.polling = False
 
     def begin(self) -> None:
@@ -144,6 +141,14 @@ class PollInterval:
     def end(self) -> None:
         self.polling = False
         self._returned = self._monotonic()
+
+    def joined(self) -> None:
+        """The member joined its group: with no poll returned yet (it
+        joined from start(), assignment() or a commit), the clock starts
+        now, so a member that never polls stops its background heartbeats
+        too (pylog.heartbeat)."""
+        if self._returned is None and not self.polling:
+            self._returned = self._monotonic()
 
     def exceeded(self) -> bool:
         """Whether the application has not polled for longer than the limit."""

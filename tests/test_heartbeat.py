@@ -258,3 +258,76 @@ def test_closing_the_log_while_it_beats_ends_the_thread(logdir):
                 c.poll(timeout=0)           # joined; from now on between polls
             time.sleep(0.05 + 0.02 * round_)
         assert not [t for t in threading.enumerate() if t.name == "pylog-heartbeat"]
+
+
+def test_the_poll_interval_starts_at_the_join_not_at_creation(logdir):
+    """A consumer made a while before it joins (here by a commit) is not
+    taken for one that stopped polling (found by review: a second commit
+    left the group and raised CommitFailedError)."""
+    with pylog.open(logdir, sync="never") as log:
+        log.create_topic("t")
+        log.producer().send_batch("t", [b"%d" % i for i in range(10)])
+        lost: list = []
+        c = log.consumer(group_id="g", session_timeout_ms=1000,
+                         max_poll_interval_ms=1000, auto_offset_reset="earliest",
+                         enable_auto_commit=False)
+        c.subscribe(["t"], on_lost=lost.extend)
+        time.sleep(1.2)
+        c.commit({TP0: 3})                  # joins
+        c.commit({TP0: 4})
+        assert [r.offset for r in c.poll(timeout=5)][:1] == [4]
+        assert lost == []
+        c.close()
+
+
+FORKED = r"""
+import os, sys, time, pylog
+log = pylog.open(sys.argv[1], sync="never")
+parent = log.consumer("u", group_id="p", session_timeout_ms=1000)
+parent.poll(timeout=0.5)                    # a member, so a heartbeat thread runs
+pid = os.fork()
+if pid == 0:
+    c = log.consumer("t", group_id="g", session_timeout_ms=1000,
+                     auto_offset_reset="earliest", enable_auto_commit=False)
+    n = 0
+    while n < 10:
+        n += len(c.poll(timeout=1))
+    print("handling", flush=True)
+    time.sleep(3.5)
+    try:
+        c.commit()
+        print("committed", flush=True)
+    except pylog.CommitFailedError:
+        print("refused", flush=True)
+    c.close()
+    os._exit(0)
+os.waitpid(pid, 0)
+"""
+
+
+def test_a_fork_child_gets_background_heartbeats(logdir, child_env):
+    """The parent had a member (so a heartbeat thread) when it forked: the
+    child's consumer is renewed too (found by review: the child believed
+    the parent's thread was its own)."""
+    with pylog.open(logdir, sync="never") as log:
+        log.create_topic("t")
+        log.create_topic("u")
+        log.producer().send_batch("t", [b"%d" % i for i in range(10)])
+    proc = subprocess.Popen([sys.executable, "-c", FORKED, logdir], env=child_env,
+                            stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"handling\n"
+        with pylog.open(logdir, sync="never") as log:
+            c = log.consumer("t", group_id="g", session_timeout_ms=1000,
+                             auto_offset_reset="earliest")
+            got: list[int] = []
+            deadline = time.monotonic() + 3.0
+            while time.monotonic() < deadline:
+                got += [r.offset for r in c.poll(timeout=0.05)]
+            assert proc.stdout.readline() == b"committed\n"
+            assert got == []
+            c.close()
+    finally:
+        proc.kill()
+        proc.wait()
