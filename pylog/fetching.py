@@ -22,12 +22,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import _native
 from .deserialize import RecordMaker
-from .errors import InvalidArgument, OffsetOutOfRange, PylogError, TopicNotFound
+from .errors import (
+    CommitFailedError,
+    InvalidArgument,
+    OffsetOutOfRange,
+    PylogError,
+    TopicNotFound,
+)
 from .gcpause import paused as _gc_paused
 from .group import GroupMember
 from .offsetreset import OffsetReset
@@ -421,11 +427,16 @@ class PollDriver:
     each larger than that come back as a :class:`Prefetch`, which
     ``prefetch`` decodes in another thread and a later ``fetch`` takes.
 
+    ``unsubscribe`` drops the subscription at once and hands back the
+    half that writes (``leave``), to run like ``housekeep``.
+
     Thread safety: as the Consumer's: one thread at a time (``housekeep``
-    may run in another thread than ``fetch`` as long as they never
-    overlap); ``prefetch`` may run in any thread at any time (it reads
-    through a copy of the cursor and touches nothing of the consumer).
-    Durability: as the Consumer's calls it makes.
+    and ``leave`` may run in another thread than ``fetch`` as long as they
+    never overlap); ``prefetch`` and ``last_stable`` may run in any thread
+    at any time (they read through a copy of the cursor, or the partition
+    and the metadata, and touch nothing of the consumer).
+    Durability: as the Consumer's calls it makes (``leave`` commits as
+    close() does).
     """
 
     __slots__ = ("_c", "_owned", "_owned_src")
@@ -461,11 +472,101 @@ class PollDriver:
 
     def housekeep(self, force: bool = False) -> None:
         """The group heartbeat and rebalance (and its listener calls), the
-        topic refresh, auto-commit; ``force``: look at the group now."""
+        topic refresh, auto-commit; ``force``: look at the group now.
+        Nothing while nothing is subscribed or assigned (after
+        :meth:`unsubscribe`: a member would rebalance its partitions away
+        instead of leaving, which :meth:`leave` does)."""
         c = self._c
         c._check()
+        if not self.subscribed:
+            return
         c._sync_group(force)
         c._maybe_auto_commit()
+
+    @property
+    def subscribed(self) -> bool:
+        """Whether the consumer has a subscription or an assignment."""
+        c = self._c
+        return bool(c._subscription) or c._pattern is not None or c._manual is not None
+
+    def unsubscribe(self) -> Callable[[], None]:
+        """Consumer.unsubscribe in two halves, for a caller that must not
+        wait (an event loop). This one drops the subscription or
+        assignment at once, by replacing what a housekeeping job running
+        in another thread may be reading (never changing it in place), and
+        returns the other, :meth:`leave`, to run where waiting is fine,
+        after any housekeeping running now and before any other (a group
+        member stays in its group until then)."""
+        c = self._c
+        c._check()
+        member = c._member if c._manual is None else None
+        # (copies in one C call each: atomic for the other threads)
+        cursors, paused = dict(c._cursors), set(c._paused)
+        c._subscription = set()
+        c._pattern = None
+        c._topics_resolved = set()
+        c._missing = set()
+        c._manual = None
+        return lambda: self.leave(cursors, paused, member)
+
+    def leave(self, cursors: dict[TopicPartition, Cursor], paused: set[TopicPartition],
+              member: GroupMember | None) -> None:
+        """The half of :meth:`unsubscribe` that writes. With auto-commit,
+        commit what close() would (the finished records of ``cursors``,
+        the positions as the unsubscribe found them: a record fetched but
+        not finished is fetched again after a new subscribe() or assign(),
+        from the committed offset), with the fsyncs M-10 asks for, and for
+        a group ``member`` leave the group in the same metadata
+        transaction, as close() does; a partition moved away meanwhile is
+        not committed. Then forget those positions and ``paused`` (not
+        what a seek or pause after the unsubscribe made). The revoke
+        listener is not called: the application unsubscribed. Nothing
+        once the consumer is closed (its close() committed and left)."""
+        c = self._c
+        if c._closed:
+            return
+        final: dict[TopicPartition, int] = {}
+        if c._auto_commit:
+            final = {tp: o for tp, o in c._delivery.finished().items()
+                     if tp in cursors and c._cursors.get(tp) is cursors[tp]
+                     and c._committed_pos.get(tp) != o}
+        raw = {(tp.topic, tp.partition): o for tp, o in final.items()}
+        if raw:
+            c._sync_for_commit(final)
+        if member is not None:
+            member.leave(raw)
+        elif raw and c.group_id is not None:
+            try:        # (assign()ed with a group_id: a plain commit)
+                c._log.meta.commit(c.group_id, raw)
+            except CommitFailedError as exc:
+                _logger.warning("consumer group %r: unsubscribe() did not commit: %s",
+                                c.group_id, exc)
+        for tp, cur in cursors.items():
+            if c._cursors.get(tp) is cur:
+                del c._cursors[tp]      # (in place: Delivery and RecordMaker share it)
+                c._delivery.forget(tp)
+            c._committed_pos.pop(tp, None)      # (as a rebalance that takes it)
+        c._paused.difference_update(paused)
+
+    def last_stable(self, tp: TopicPartition, walk: bool = True) -> int | None:
+        """X-4: the last stable offset of ``tp`` now (the offset of the
+        first batch of a transaction still open there, else its end
+        offset), whatever the consumer's isolation level. ``walk=False``
+        (an event loop): only what needs no walk of the batches nor any
+        file work — the end offset of an open partition no open
+        transaction has armed (a metadata read) — else None."""
+        c = self._c
+        c._check()
+        part = c._log.open_partitions().get(tp)
+        if part is None:
+            if not walk:
+                return None
+            part = c._log.partition(tp.topic, tp.partition)
+        end = int(part.state().next_offset)     # (before the transactions are read)
+        view = TxnView(c._log)
+        if not view.arms(tp.topic, tp.partition):
+            return end
+        return int(part.reader.last_stable(view, end)) if walk else None
 
     def unpositioned(self) -> list[tuple[Partition, Cursor]]:
         """(partition, cursor) of the owned, unpaused partitions whose cursor
@@ -512,6 +613,7 @@ class PollDriver:
 
     def fetch(self, max_records: int | None, max_bytes: int | None = None,
               pre: Prefetched | None = None, offload: bool = False,
+              only: frozenset[TopicPartition] | None = None,
               ) -> list[Any] | Prefetch | None:
         """``poll(0)`` without its housekeeping: the records ready now, or
         None when a group member must look at its group first (its lease
@@ -523,7 +625,9 @@ class PollDriver:
         a :class:`Prefetch` instead (nothing fetched): decode it with
         :meth:`prefetch` (in another thread) and pass that as ``pre`` to
         a later fetch, which hands its records out if the cursor is still
-        where they were read from (else drops them: fetched again)."""
+        where they were read from (else drops them: fetched again).
+        ``only``: fetch from those of the owned partitions alone (the others
+        are not read, so nothing of theirs is fetched and left over)."""
         c = self._c
         c._check()
         if not c._subscription and c._pattern is None and c._manual is None:
@@ -549,9 +653,13 @@ class PollDriver:
                     self._owned = c._owned()
                     self._owned_src = c._topics_resolved
                 owned = self._owned
+            if only is not None:
+                owned = [tp for tp in (c._owned() if owned is None else owned)
+                         if tp in only]
             n = c._max_poll if max_records is None else max_records
             big: list[Prefetch] | None = [] if offload else None
-            recs = self._take(pre, n) if pre is not None else None
+            recs = self._take(pre, n) if pre is not None and \
+                (only is None or pre.job.tp in only) else None
             if not recs:
                 recs = self._fetch_one(n, owned, max_bytes, big)
             if not recs and not big:

@@ -36,6 +36,13 @@ its loop body is on: a loop left by ``break``, an exception or a
 cancellation puts that record back at the front of the buffer, as a
 threaded ``for`` loop puts its position back on it.
 
+``getmany(*partitions)``/``getone(*partitions)`` fetch from those
+partitions alone (PollDriver.fetch's ``only``) and take theirs from the
+buffer, leaving the others' there (pylog.aio.buffer); nothing is paused.
+``unsubscribe()`` drops the subscription and the buffer on the loop and
+leaves the group in an executor job under the lock, which the calls
+after it wait for (see its docstring).
+
 Delivery (pylog.delivery, as ``poll``): the records a getmany returned are
 finished when the next getmany/getone that must fetch begins (before its
 housekeeping, as poll's); the record an ``async for`` is on, once the
@@ -51,10 +58,11 @@ offsets are stored as the Log's sync mode says).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..consumer import Consumer
@@ -62,12 +70,15 @@ from ..consumerargs import MAX_POLL_RECORDS_MAX, as_tps, poll_timeout
 from ..errors import InvalidArgument, LogClosed
 from ..fetching import PREFETCH_MAX_BYTES, READS, WRITES, PollDriver, Prefetch, Prefetched
 from ..records import Record, TopicPartition
+from .buffer import FOREVER_S, RecordBuffer, _Iteration
 from .listener import IN_LISTENER, Relay
+from .offsets import OffsetQueries
 
 if TYPE_CHECKING:
     from . import AIOLog
 
 T = TypeVar("T")
+_logger = logging.getLogger("pylog.aio")
 #: the most bytes (batches as stored: keys, values, headers and framing) a
 #: fetch decodes on the loop, as estimated before it (pylog.fetching.room):
 #: decoding and copying them takes about 1 ms a MiB on a slow machine, so
@@ -77,13 +88,13 @@ INLINE_FETCH_BYTES = 128 << 10
 #: the most bytes a fetch of records each larger than INLINE_FETCH_BYTES
 #: decodes in the executor for one getmany (one record at least)
 OFF_LOOP_FETCH_BYTES = PREFETCH_MAX_BYTES
-#: a wait without a deadline (getone, ``async for``) still wakes this often
-#: at most, to re-check the deadline arithmetic; housekeeping bounds it lower
-FOREVER_S = 3600.0
 
 
-class AIOConsumer:
-    """See the module docstring. Create with :meth:`AIOLog.consumer`."""
+class AIOConsumer(RecordBuffer, OffsetQueries):
+    """See the module docstring. Create with :meth:`AIOLog.consumer`.
+    The buffer of records fetched but not handed out is
+    :class:`~pylog.aio.buffer.RecordBuffer`'s, the offset queries are
+    :class:`~pylog.aio.offsets.OffsetQueries`'."""
 
     def __init__(self, alog: AIOLog, consumer: Consumer, relay: Relay) -> None:
         self._alog = alog
@@ -102,6 +113,13 @@ class AIOConsumer:
         # the next fetch takes them if the consumer has not moved meanwhile
         self._pre: Prefetched | None = None
         self._pre_failed = False    # the last prefetch raised: fetch inline once
+        # unsubscribe(): its leave (a job under the lock, which the next
+        # call that needs the lock waits for), and how many there were (a
+        # getmany running meanwhile returns what it has: nothing)
+        self._leave: asyncio.Task[None] | None = None
+        self._unsubs = 0
+        self._lso: dict[TopicPartition, int] = {}     # (OffsetQueries')
+        self._lso_looks: set[TopicPartition] = set()
 
     # -- off the loop -------------------------------------------------------------------
     async def _locked(self, fn: Callable[..., T], *args: Any) -> T:
@@ -112,7 +130,16 @@ class AIOConsumer:
         the thread that waits for the listener instead."""
         if IN_LISTENER.get() is self:
             return await self._relay.run_in_waiting_thread(fn, *args)
+        await self._left()
         return await self._alog._submit_locked(self._lock, fn, *args)
+
+    async def _left(self) -> None:
+        """Wait for the leave of the last unsubscribe() if it still runs:
+        every call that needs the consumer's lock or fetches goes after it
+        (a group member is in its group until it is done)."""
+        leave = self._leave
+        if leave is not None and not leave.done():
+            await asyncio.shield(leave)
 
     async def _housekeep(self, kind: int, force: bool = False) -> None:
         d = self._d
@@ -131,24 +158,16 @@ class AIOConsumer:
             self._keep(lambda r: TopicPartition(r.topic, r.partition) in owned)
 
     # -- fetching ---------------------------------------------------------------------
-    def _buffered(self, max_records: int | None) -> list[Record]:
-        """Up to ``max_records`` records from the buffer (none when empty),
-        the records given back by ``async for`` loops first."""
-        if self._returned:
-            self._take_back()
-        buf = self._buffer
-        if not buf:
-            return []
-        n = len(buf) if max_records is None else min(max_records, len(buf))
-        return [buf.popleft() for _ in range(n)]
-
-    async def _get(self, timeout_s: float, max_records: int | None) -> list[Record]:
-        got = self._buffered(max_records)
+    async def _get(self, timeout_s: float, max_records: int | None,
+                   only: frozenset[TopicPartition] | None = None) -> list[Record]:
+        got = self._buffered(max_records, only)
         if got:
             return got
         if IN_LISTENER.get() is self:
             raise InvalidArgument("getone/getmany inside a rebalance listener callback; "
                                   "return from it first")
+        unsubs = self._unsubs
+        await self._left()
         # What was handed before is finished now, as at the start of poll():
         # before the housekeeping below, so that its auto-commit and a
         # rebalance's release commit it (the next owner does not get it
@@ -190,17 +209,24 @@ class AIOConsumer:
                 if waited and d.closed:
                     return []
             # (no await from here to the return: no job starts meanwhile)
+            if self._unsubs != unsubs or only is not None and \
+                    only.isdisjoint(self.assignment()):
+                return []       # unsubscribed, or the partitions asked for taken
             if self._returned or self._buffer:  # (given back while this one awaited)
-                got = self._buffered(max_records)
+                got = self._buffered(max_records, only)
                 if got:
                     return got
             # the slot's count before the fetch: a ring after it wakes us
             slot = d.slot()
             seen = bridge.seq(slot)
-            pre, self._pre = self._pre, None
+            pre = self._pre
+            if pre is not None and (only is None or pre.job.tp in only):
+                self._pre = None
+            else:
+                pre = None      # (another partition's: kept for a later call)
             offload, self._pre_failed = not self._pre_failed, False
             try:
-                recs = d.fetch(max_records, INLINE_FETCH_BYTES, pre, offload)
+                recs = d.fetch(max_records, INLINE_FETCH_BYTES, pre, offload, only)
             finally:
                 if self._iterations or self._buffer or self._returned:
                     self._hold()
@@ -251,17 +277,27 @@ class AIOConsumer:
         except Exception:   # (done() noted it: the inline fetch raises it)
             pass
 
-    async def getmany(self, *, timeout_ms: int = 0,
+    async def getmany(self, *partitions: TopicPartition, timeout_ms: int = 0,
                       max_records: int | None = None) -> dict[TopicPartition, list[Record]]:
         """Up to ``max_records`` (default: ``max_poll_records``) records as
         {TopicPartition: [Record]}, waiting up to ``timeout_ms`` (default 0)
-        for the first; {} when none came."""
+        for the first; {} when none came.
+
+        ``partitions`` (aiokafka's): records of those alone, each of which
+        must be assigned (InvalidArgument otherwise, as seek). The others'
+        records already fetched stay in the consumer's buffer for later
+        calls, in their order, and nothing more of theirs is fetched: the
+        fetch itself reads only these partitions (no pause: other tasks'
+        calls see nothing change). {} once a rebalance took all of them.
+
+        A getmany running when another task calls unsubscribe() returns {}."""
+        only = self._only(partitions, "getmany")
         if max_records is not None and (
                 isinstance(max_records, bool) or not isinstance(max_records, int)
                 or not 1 <= max_records <= MAX_POLL_RECORDS_MAX):
             raise InvalidArgument(f"max_records={max_records!r}; expected an int in "
                                   f"[1, {MAX_POLL_RECORDS_MAX}]")
-        recs = await self._get(poll_timeout(None, timeout_ms), max_records)
+        recs = await self._get(poll_timeout(None, timeout_ms), max_records, only)
         if not recs:
             return {}
         first, last = recs[0], recs[-1]
@@ -279,16 +315,27 @@ class AIOConsumer:
             bucket.append(r)
         return out
 
-    async def getone(self) -> Record:
+    async def getone(self, *partitions: TopicPartition) -> Record:
         """The next record, waiting as long as it takes. Raises LogClosed
-        once the consumer is closed (also by another task meanwhile)."""
+        once the consumer is closed (also by another task meanwhile).
+        ``partitions`` (aiokafka's): the next record of those, as
+        getmany's; InvalidArgument once one is not assigned (also when a
+        rebalance takes it while this waits)."""
         while True:
-            if self._returned:
-                self._take_back()
-            if self._buffer:
-                return self._buffer.popleft()
+            only = self._only(partitions, "getone")
+            got = self._buffered(1, only)
+            if got:
+                return got[0]
             self._d.check()
-            self._buffer.extend(await self._get(FOREVER_S, None))
+            self._buffer.extend(await self._get(FOREVER_S, None, only))
+
+    def _only(self, partitions: tuple[Any, ...], what: str
+              ) -> frozenset[TopicPartition] | None:
+        """The partitions a getmany/getone is limited to (None: all),
+        checked to be assigned."""
+        if not partitions:
+            return None
+        return frozenset(self._check_assigned(partitions, what, any_consumer=True))
 
     def __aiter__(self) -> AsyncIterator[Record]:
         """``async for record in consumer``: records one at a time until
@@ -322,113 +369,49 @@ class AIOConsumer:
         self._buffer.extend(recs)
         return self._buffer.popleft()
 
-    # -- the records of ``async for`` loops -----------------------------------------------
-    def _hold(self) -> None:
-        """A fetch finished every record handed before it (pylog.delivery):
-        keep the ones ``async for`` loops are on, and any still buffered
-        (another task's getone), unfinished for auto-commit and close."""
-        held = [it.in_hand for it in self._iterations if it.in_hand is not None]
-        held += self._buffer
-        held += self._returned
-        if held:
-            held.sort(key=lambda r: r.offset)
-            self._d.hold(held)
-
-    def _take_back(self) -> None:
-        """Put the records that ``async for`` loops left on back at the
-        front of the buffer (unless their partition is no longer this
-        consumer's); see :class:`_Iteration`."""
-        back, self._returned = self._returned, []
-        if self._d.closed:
-            return
-        owned = self._d.owned()
-        back = [r for r in back if TopicPartition(r.topic, r.partition) in owned]
-        if not back:
-            return
-        # The buffer stays grouped by partition, as a fetch fills it (getmany
-        # files a slice whose first and last records share a partition under
-        # that one partition): each partition's records in offset order,
-        # the partitions in the order of their first record, the lowest
-        # record given back first.
-        back.sort(key=lambda r: r.offset)
-        merged = back + list(self._buffer)
-        first: dict[tuple[str, int], int] = {}
-        for r in merged:
-            first.setdefault((r.topic, r.partition), len(first))
-        merged.sort(key=lambda r: first[(r.topic, r.partition)])    # (stable)
-        self._buffer.clear()        # (in place: a running ``async for`` holds it)
-        self._buffer.extend(merged)
-
-    # -- positions ----------------------------------------------------------------------
-    def _buffered_first(self) -> dict[TopicPartition, int]:
-        """{tp: offset of its first record fetched but not received}."""
-        if self._returned:
-            self._take_back()
-        out: dict[TopicPartition, int] = {}
-        for r in self._buffer:
-            out.setdefault(TopicPartition(r.topic, r.partition), r.offset)
-        return out
-
-    def _unbuffer(self, tps: set[TopicPartition] | None) -> None:
-        """Give the records fetched but not received of ``tps`` (None: all)
-        back to the consumer (its position goes back on them), and the
-        records ``async for`` loops are on with them: a pause or a seek
-        finishes nothing, so the one being handled comes again. (The loops
-        first, then the records given back: a loop the garbage collector
-        frees meanwhile is seen in one or the other.)"""
-        def of(r: Record) -> bool:
-            return tps is None or TopicPartition(r.topic, r.partition) in tps
-        back = [it.in_hand for it in self._iterations
-                if it.in_hand is not None and of(it.in_hand)]
-        if self._returned:
-            self._take_back()
-        back += [r for r in self._buffer if of(r)]
-        if not back:
-            return
-        back.sort(key=lambda r: r.offset)       # (each partition's lowest first)
-        self._d.unreceived(back)
-        self._keep(lambda r: tps is not None and
-                   TopicPartition(r.topic, r.partition) not in tps)
-
-    def _keep(self, keep: Callable[[Record], bool]) -> None:
-        """Drop the buffered records ``keep`` rejects, in place (a running
-        ``async for`` holds the deque), and forget them as the records
-        ``async for`` loops are on (a loop left later does not put them
-        back: their partition was sought, paused or revoked). The loops
-        first, as _unbuffer."""
-        for it in self._iterations:
-            if it.in_hand is not None and not keep(it.in_hand):
-                it.in_hand = None
-        if self._returned:
-            self._take_back()
-        kept = [r for r in self._buffer if keep(r)]
-        self._buffer.clear()
-        self._buffer.extend(kept)
-
     async def position(self, tp: TopicPartition) -> int:
-        """The offset of the next record getone/getmany returns for ``tp``."""
+        """The offset of the next record getone/getmany returns for ``tp``
+        (after the leave of an unsubscribe(), which may commit: a position
+        not known yet is read from the committed offset)."""
+        if IN_LISTENER.get() is not self:
+            await self._left()
+        return self._position(tp)
+
+    def _position(self, tp: TopicPartition) -> int:
+        """position(), not waiting for an unsubscribe()'s leave."""
         first = self._buffered_first().get(TopicPartition(*tp))
         return first if first is not None else self._c.position(tp)
 
     async def committed(self, tp: TopicPartition) -> int | None:
-        """The group's committed offset of ``tp`` (None without one)."""
+        """The group's committed offset of ``tp`` (None without one), after
+        the leave of an unsubscribe() (which may commit)."""
+        if IN_LISTENER.get() is not self:
+            await self._left()
         got = self._c.committed(tp)
         return got if got is None or isinstance(got, int) else None
 
-    def _check_assigned(self, partitions: tuple[Any, ...], what: str) -> None:
-        """seek/pause/resume run on the loop: a group member not yet given
+    def _check_assigned(self, partitions: tuple[Any, ...], what: str,
+                        any_consumer: bool = False) -> list[TopicPartition]:
+        """``partitions`` as TopicPartitions, each owned by this consumer.
+        seek/pause/resume run on the loop: a group member not yet given
         one of ``partitions`` would first join or rebalance (a metadata
-        transaction that may fsync), which they must not wait for here."""
-        if self._group_member() is None or self._c._manual is not None:
-            return
-        owned = self._d.owned()
-        for tp in as_tps(partitions):
+        transaction that may fsync), which they must not wait for here
+        (other consumers: the Consumer checks; ``any_consumer``: here)."""
+        tps = as_tps(partitions)
+        member = self._group_member() is not None and self._c._manual is None
+        if not member and not any_consumer:
+            return tps
+        owned = self.assignment()
+        for tp in tps:
             if tp not in owned:
                 raise InvalidArgument(
                     f"{what} {tp}: not assigned to this consumer (it owns "
-                    f"{sorted(owned)}); a group member joins its group at its first "
-                    "getone/getmany or at `await consumer.start()`, and takes a "
-                    "rebalance at its next getone/getmany")
+                    f"{sorted(owned)}); " + (
+                        "a group member joins its group at its first getone/getmany "
+                        "or at `await consumer.start()`, and takes a rebalance at "
+                        "its next getone/getmany" if member else
+                        "assign() it or subscribe() to its topic first"))
+        return tps
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         """Read ``tp`` from ``offset`` next. A group member must own ``tp``
@@ -484,8 +467,9 @@ class AIOConsumer:
         """{tp: position} of the assigned partitions as getone/getmany hand
         records out, read under the consumer's lock (no housekeeping job
         moves a cursor meanwhile): pylog.aio.txnproducer's offsets."""
+        await self._left()      # (not under the lock: the leave takes it)
         async with self._lock:
-            return {tp: await self.position(tp) for tp in self.assignment()}
+            return {tp: self._position(tp) for tp in self.assignment()}
 
     def _group_member(self) -> Any:
         """The group membership a transaction's offsets are checked against
@@ -496,7 +480,11 @@ class AIOConsumer:
 
     def assignment(self) -> set[TopicPartition]:
         """The partitions this consumer owns as of its last housekeeping
-        (a group's rebalance shows at the next getone/getmany)."""
+        (a group's rebalance shows at the next getone/getmany); none while
+        a group member leaves after unsubscribe()."""
+        if self._c._manual is None and self._group_member() is not None and \
+                self._leave is not None and not self._leave.done():
+            return set()
         return self._d.owned()
 
     def subscribe(self, topics: list[str] | tuple[str, ...] = (), pattern: str | None = None,
@@ -509,61 +497,54 @@ class AIOConsumer:
     def assign(self, partitions: list[TopicPartition]) -> None:
         """Consume exactly these partitions, without group membership."""
         self._c.assign(partitions)
+        self._prepared = False      # (their first fetch's file work: off the loop)
 
     def subscription(self) -> set[str]:
         return self._c.subscription()
 
-    def highwater(self, tp: TopicPartition) -> int:
-        return self._c.highwater(tp)
+    def unsubscribe(self) -> None:
+        """Drop the subscription or assignment (aiokafka's; a plain method).
 
-    # -- offsets of the log (aiokafka's coroutines) ---------------------------------------
-    # Off the loop: a partition's first use opens and maps its files, and
-    # offsets_for_times reads its time index.
-    async def beginning_offsets(self, partitions: Iterable[TopicPartition]
-                                ) -> dict[TopicPartition, int]:
-        """{tp: log start offset} of ``partitions``."""
-        return await self._locked(self._c.beginning_offsets, list(partitions))
+        On the loop, at once: ``subscription()`` and ``assignment()`` are
+        empty; the records fetched but not received (the buffer, the
+        record an ``async for`` loop is on, a prefetch) are dropped, never
+        committed: a later subscribe()/assign() fetches them again from
+        the committed offset. A getmany or ``async for`` waiting in
+        another task returns {} or ends; a fetch that starts before a new
+        subscribe()/assign() raises InvalidArgument (a getone too).
 
-    async def end_offsets(self, partitions: Iterable[TopicPartition]
-                          ) -> dict[TopicPartition, int]:
-        """{tp: end offset} of ``partitions`` (read_committed: the last
-        stable offset), as Consumer.end_offsets."""
-        return await self._locked(self._c.end_offsets, list(partitions))
+        Off the loop, as an executor job under the consumer's lock
+        (PollDriver.leave): with auto-commit, the finished records'
+        offsets (what close() would commit) are committed and a group
+        member leaves its group, in one metadata transaction that may
+        fsync; the positions and pauses are forgotten. Every later call
+        that fetches, reads a position or a committed offset, or needs the
+        lock (getmany, getone, ``async for``, position, committed, commit,
+        start, close, the seeks to an end, the offset queries) waits for
+        it first, so a subscribe() right after joins again once the old
+        membership is gone. The rebalance listener is not called (as
+        aiokafka's, which drops it; Consumer.unsubscribe calls its
+        revoke). Not inside a listener callback (InvalidArgument)."""
+        if IN_LISTENER.get() is self:
+            raise InvalidArgument("unsubscribe inside a rebalance listener callback; "
+                                  "return from it first")
+        leave = self._d.unsubscribe()       # (raises LogClosed once closed)
+        self._unsubs += 1
+        self._keep(lambda r: False)
+        self._pre = None
+        self._prepared = False      # (a next assignment's file work: off the loop)
+        self._lso.clear()
+        self._leave = asyncio.get_running_loop().create_task(self._leave_group(leave))
 
-    async def offsets_for_times(self, timestamps: Mapping[TopicPartition, int]
-                                ) -> dict[TopicPartition, int | None]:
-        """{tp: ts_ms} -> {tp: first offset with a timestamp >= ts_ms, or
-        None}, as Consumer.offsets_for_times (an offset, where aiokafka
-        gives an OffsetAndTimestamp)."""
-        return await self._locked(self._c.offsets_for_times, dict(timestamps))
-
-    async def seek_to_committed(self, *partitions: TopicPartition
-                                ) -> dict[TopicPartition, int | None]:
-        """Read ``partitions`` (default: all assigned) from the group's
-        committed offsets; {tp: committed offset, None for a partition
-        never committed, which keeps its position}. Each must be owned,
-        as seek."""
-        owned = self.assignment()
-        tps = as_tps(partitions) if partitions else sorted(owned)
-        for tp in tps:
-            if tp not in owned:     # (checked before any seek: all or none)
-                raise InvalidArgument(f"seek_to_committed {tp}: not assigned to this "
-                                      f"consumer (it owns {sorted(owned)})")
-        out: dict[TopicPartition, int | None] = {}
-        for tp in tps:
-            out[tp] = await self.committed(tp)
-        for tp, offset in out.items():
-            if offset is not None:
-                self.seek(tp, offset)
-        return out
-
-    def partitions_for_topic(self, topic: str) -> set[int] | None:
-        """Partition numbers of ``topic``; None when it does not exist."""
-        return self._c.partitions_for_topic(topic)
-
-    async def topics(self) -> set[str]:
-        """Names of every topic of the log (a metadata read, inline)."""
-        return self._c.topics()
+    async def _leave_group(self, leave: Callable[[], None]) -> None:
+        """unsubscribe()'s job: ``leave`` in the executor under the lock
+        (after the jobs queued before it; an unsubscribe() before this one
+        queued its own first)."""
+        try:
+            await self._alog._submit_locked(self._lock, leave)
+        except Exception as exc:    # (the Log closed; a failed commit: redelivered)
+            _logger.warning("consumer group %r: unsubscribe() did not leave cleanly: "
+                            "%r", self.group_id, exc)
 
     # -- commits and life cycle ---------------------------------------------------------
     async def commit(self, offsets: dict[TopicPartition, int] | None = None) -> None:
@@ -572,6 +553,8 @@ class AIOConsumer:
         commit_is_a_store: a partition this consumer committed before, the
         sync mode not "always") runs inline, in microseconds; any other
         (a first commit, a group join, an fsync) runs off the loop."""
+        if IN_LISTENER.get() is not self:
+            await self._left()
         if self._returned:
             self._take_back()
         if offsets is None and self._buffer:
@@ -596,6 +579,9 @@ class AIOConsumer:
         latest getmany/getone fetch), leave the group, release. Idempotent."""
         if self._d.closed:
             return
+        await self._left()      # (its commit and leave first, once)
+        if self._d.closed:
+            return
         # The records fetched but not received are dropped, not sought back
         # to: seeking would count the batch they came from as finished, and
         # a close on an exception must not commit the record being handled.
@@ -610,66 +596,3 @@ class AIOConsumer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-
-
-class _Iteration:
-    """One ``async for`` over an AIOConsumer. It hands the buffer's records
-    out one at a time and keeps the one its loop body is on (``in_hand``):
-    handed, and finished once the loop asks for the next one. Until then
-    a fetch (another task's getmany) keeps it unfinished for auto-commit
-    and close (AIOConsumer._hold). CPython frees an iteration as soon as
-    its loop is left by ``break``, an exception or a cancellation (the
-    interpreter drops the iterator then); ``__del__`` gives an unfinished
-    ``in_hand`` back, and the consumer's next call puts it at the front of
-    the buffer (AIOConsumer._take_back): the next ``async for``/getone/
-    getmany starts with it and ``position``/``commit()`` count it as not
-    received, as a threaded ``for`` loop left the same way puts its
-    position back (pylog.delivery). An iteration freed later (kept by an
-    async generator wrapping the loop until the event loop closes it, or
-    by a saved traceback) gives its record back then: it comes again
-    after records fetched meanwhile, never lost.
-
-    ``__del__`` only appends to a list: it may run from the cyclic garbage
-    collector, in the middle of another method of the consumer.
-
-    A coroutine ``__anext__`` per record costs a few tens of nanoseconds
-    more than an async generator's step, but an async generator is not
-    finalized when its loop is left, only later by a task of the event
-    loop's, after the next getmany may have run.
-
-    Thread safety: as its AIOConsumer (one event loop)."""
-
-    __slots__ = ("_c", "_buf", "in_hand", "__weakref__")
-
-    def __init__(self, consumer: AIOConsumer) -> None:
-        self._c = consumer
-        self._buf = consumer._buffer        # (never rebound: filtered in place)
-        self.in_hand: Record | None = None
-
-    def __aiter__(self) -> _Iteration:
-        return self
-
-    async def __anext__(self) -> Record:
-        self.in_hand = None         # the loop asks for more: finished
-        c = self._c
-        if c._returned:
-            c._take_back()
-        buf = self._buf
-        while not buf:
-            d = c._d
-            if d.closed:        # (close() empties the buffer)
-                raise StopAsyncIteration
-            idle = d.idle_s
-            try:
-                recs = await c._get(FOREVER_S if idle is None else idle, None)
-            except LogClosed:   # (the Log closed: ends as a threaded for loop)
-                raise StopAsyncIteration from None
-            if not recs:
-                raise StopAsyncIteration
-            buf.extend(recs)
-        r = self.in_hand = buf.popleft()
-        return r
-
-    def __del__(self) -> None:
-        if self.in_hand is not None:
-            self._c._returned.append(self.in_hand)

@@ -1,0 +1,155 @@
+"""AIOConsumer's questions about the log's offsets (aiokafka's calls), a
+mixin of :class:`pylog.aio.consumer.AIOConsumer`.
+
+What needs files or a walk of the batches runs off the loop: a
+partition's first use opens and maps its files, ``offsets_for_times``
+reads its time index, and a last stable offset below an open transaction
+is found by reading the batch headers after the transaction's first
+(pylog.txnreads). Metadata reads (LMDB read transactions, which never
+wait for writers) and the partition state (a mapped page) are read on
+the loop.
+
+Thread safety: as the AIOConsumer (the tasks of one event loop).
+Durability: nothing here writes, except ``seek_to_committed``'s seeks
+(positions in memory).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ..consumerargs import as_tp, as_tps
+from ..errors import InvalidArgument, LogClosed
+from ..records import TopicPartition
+
+if TYPE_CHECKING:
+    from ..consumer import Consumer
+    from ..fetching import PollDriver
+    from . import AIOLog
+
+T = TypeVar("T")
+
+
+class OffsetQueries:
+    """Offsets of the log and of the group (see the module docstring)."""
+
+    # AIOConsumer's own (set by its __init__)
+    _alog: AIOLog
+    _c: Consumer
+    _d: PollDriver
+    # last_stable_offset: {tp: the last stable offset last seen}, and the
+    # partitions whose look runs in the executor
+    _lso: dict[TopicPartition, int]
+    _lso_looks: set[TopicPartition]
+
+    if TYPE_CHECKING:
+        async def _locked(self, fn: Callable[..., T], *args: Any) -> T: ...
+        def assignment(self) -> set[TopicPartition]: ...
+        def seek(self, tp: TopicPartition, offset: int) -> None: ...
+        async def committed(self, tp: TopicPartition) -> int | None: ...
+
+    def highwater(self, tp: TopicPartition) -> int:
+        """The end offset of ``tp`` now (read_committed: the last stable
+        offset), as Consumer.highwater."""
+        return self._c.highwater(tp)
+
+    def last_stable_offset(self, tp: TopicPartition) -> int | None:
+        """aiokafka's: the last stable offset of ``tp`` (X-4: where the
+        first transaction still open there begins, else the end offset),
+        up to which a ``read_committed`` consumer reads; None while not
+        known. ``tp`` must be assigned (InvalidArgument otherwise, as
+        seek).
+
+        Read on the loop when that is a metadata read: a partition no
+        open transaction has written to gives its end offset now. Below
+        an open transaction the batches after its first must be read, so
+        this call starts that look in the executor (one at a time per
+        partition) and returns what the last look found: None before the
+        first look is done (as aiokafka's, None until a fetch brought
+        it), then a value at most as old as the look, never above the
+        true one (it only grows). Unlike aiokafka's (whose docstring
+        says -1 under ``read_uncommitted``), pylog gives it under either
+        isolation level."""
+        tp = as_tp(tp)
+        owned = self.assignment()
+        if tp not in owned:
+            raise InvalidArgument(f"last_stable_offset {tp}: not assigned to this "
+                                  f"consumer (it owns {sorted(owned)})")
+        now = self._d.last_stable(tp, walk=False)
+        if now is not None:
+            self._lso[tp] = now
+            return now
+        self._look_lso(tp)
+        return self._lso.get(tp)
+
+    def _look_lso(self, tp: TopicPartition) -> None:
+        """Find the last stable offset of ``tp`` in the executor, for the
+        next last_stable_offset call. Not under the consumer's lock: it
+        reads the partition and the metadata only (thread-safe), no state
+        of the consumer."""
+        if tp in self._lso_looks:
+            return
+        try:
+            fut = self._alog._submit(self._d.last_stable, tp)
+        except LogClosed:
+            return
+        self._lso_looks.add(tp)
+
+        def done(f: asyncio.Future[int | None]) -> None:
+            self._lso_looks.discard(tp)
+            if f.cancelled() or f.exception() is not None:
+                return      # (retrieved; the next call looks again)
+            got = f.result()
+            if got is not None and got >= self._lso.get(tp, -1):
+                self._lso[tp] = got
+        fut.add_done_callback(done)
+
+    # Off the loop: a partition's first use opens and maps its files, and
+    # offsets_for_times reads its time index.
+    async def beginning_offsets(self, partitions: Iterable[TopicPartition]
+                                ) -> dict[TopicPartition, int]:
+        """{tp: log start offset} of ``partitions``."""
+        return await self._locked(self._c.beginning_offsets, list(partitions))
+
+    async def end_offsets(self, partitions: Iterable[TopicPartition]
+                          ) -> dict[TopicPartition, int]:
+        """{tp: end offset} of ``partitions`` (read_committed: the last
+        stable offset), as Consumer.end_offsets."""
+        return await self._locked(self._c.end_offsets, list(partitions))
+
+    async def offsets_for_times(self, timestamps: Mapping[TopicPartition, int]
+                                ) -> dict[TopicPartition, int | None]:
+        """{tp: ts_ms} -> {tp: first offset with a timestamp >= ts_ms, or
+        None}, as Consumer.offsets_for_times (an offset, where aiokafka
+        gives an OffsetAndTimestamp)."""
+        return await self._locked(self._c.offsets_for_times, dict(timestamps))
+
+    async def seek_to_committed(self, *partitions: TopicPartition
+                                ) -> dict[TopicPartition, int | None]:
+        """Read ``partitions`` (default: all assigned) from the group's
+        committed offsets; {tp: committed offset, None for a partition
+        never committed, which keeps its position}. Each must be owned,
+        as seek."""
+        owned = self.assignment()
+        tps = as_tps(partitions) if partitions else sorted(owned)
+        for tp in tps:
+            if tp not in owned:     # (checked before any seek: all or none)
+                raise InvalidArgument(f"seek_to_committed {tp}: not assigned to this "
+                                      f"consumer (it owns {sorted(owned)})")
+        out: dict[TopicPartition, int | None] = {}
+        for tp in tps:
+            out[tp] = await self.committed(tp)
+        for tp, offset in out.items():
+            if offset is not None:
+                self.seek(tp, offset)
+        return out
+
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        """Partition numbers of ``topic``; None when it does not exist."""
+        return self._c.partitions_for_topic(topic)
+
+    async def topics(self) -> set[str]:
+        """Names of every topic of the log (a metadata read, inline)."""
+        return self._c.topics()

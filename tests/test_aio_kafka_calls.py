@@ -1,0 +1,330 @@
+"""pylog.aio: aiokafka calls that were missing (README "asyncio"):
+``getmany(*partitions)`` / ``getone(*partitions)``, ``unsubscribe()``,
+``last_stable_offset(tp)``. Each test tries to break one: records lost,
+reordered or committed without being received, a loop blocked."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+
+import pylog
+import pylog.aio
+from pylog import TopicPartition
+
+try:
+    import uvloop
+except ImportError:          # optional: those runs skip
+    uvloop = None
+
+LOOPS = ["asyncio", pytest.param("uvloop", marks=pytest.mark.skipif(
+    uvloop is None, reason="uvloop is not installed"))]
+T0, T1 = TopicPartition("t", 0), TopicPartition("t", 1)
+
+
+def run(kind: str, main: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+    factory = uvloop.new_event_loop if kind == "uvloop" else asyncio.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main())
+
+
+async def two_partitions(log: pylog.aio.AIOLog, n: int = 5) -> None:
+    """Topic t: values b"<p>-<i>" at offsets 0..n-1 of partitions 0 and 1."""
+    await log.create_topic("t", partitions=2)
+    p = log.producer()
+    for part in (0, 1):
+        await p.send_batch("t", [b"%d-%d" % (part, i) for i in range(n)], partition=part)
+
+
+async def drain(c: pylog.aio.AIOConsumer, want: int) -> dict[TopicPartition, list[int]]:
+    """getmany() until ``want`` records came: {tp: offsets}."""
+    got: dict[TopicPartition, list[int]] = {}
+    for _ in range(50):
+        if sum(map(len, got.values())) >= want:
+            break
+        for tp, recs in (await c.getmany(timeout_ms=200)).items():
+            got.setdefault(tp, []).extend(r.offset for r in recs)
+    return got
+
+
+# -- getmany(*partitions) ---------------------------------------------------------------
+@pytest.mark.parametrize("loop", LOOPS)
+def test_getmany_of_a_partition_leaves_the_others_buffered(logdir, loop):
+    """getone fetched a poll's worth of both partitions into the buffer;
+    getmany(tp) takes tp's alone, and the other partition's stay, in order,
+    for the next getmany (nothing lost, nothing reordered)."""
+    async def main() -> None:
+        async with pylog.aio.open(logdir, sync="never") as log:
+            await two_partitions(log)
+            c = log.consumer("t", group_id="g", auto_offset_reset="earliest",
+                             enable_auto_commit=False)
+            await c.start()
+            first = await c.getone()
+            mine = TopicPartition("t", first.partition)
+            other = T1 if mine == T0 else T0
+            assert await c.position(mine) == 1 and await c.position(other) == 0
+            got = await c.getmany(other, timeout_ms=1000)
+            assert list(got) == [other]
+            assert [r.offset for r in got[other]] == [0, 1, 2, 3, 4]
+            assert await c.position(mine) == 1      # its records are still buffered
+            assert await c.getmany(other) == {}
+            rest = await c.getmany(timeout_ms=1000)
+            assert list(rest) == [mine]
+            assert [r.offset for r in rest[mine]] == [1, 2, 3, 4]
+            assert [r.value for r in rest[mine]] == [b"%d-%d" % (mine.partition, i)
+                                                     for i in range(1, 5)]
+            await c.close()
+
+    run(loop, main)
+
+
+def test_getmany_of_a_partition_fetches_nothing_of_the_others(logdir):
+    """With the buffer empty, getmany(tp) reads tp alone: the other
+    partition's position does not move, and max_records holds."""
+    async def main() -> None:
+        async with pylog.aio.open(logdir, sync="never") as log:
+            await two_partitions(log)
+            c = log.consumer("t", group_id="g", auto_offset_reset="earliest",
+                             enable_auto_commit=False)
+            await c.start()
+            got = await c.getmany(T1, timeout_ms=1000, max_records=2)
+            assert {tp: [r.offset for r in recs] for tp, recs in got.items()} == {T1: [0, 1]}
+            assert await c.position(T0) == 0 and await c.position(T1) == 2
+            got = await c.getmany(T0, T1, timeout_ms=1000)
+            assert sorted((r.partition, r.offset) for recs in got.values() for r in recs) \
+                == [(0, i) for i in range(5)] + [(1, i) for i in range(2, 5)]
+            p = log.producer()
+            await p.send("t", b"late-0", partition=0)
+            await p.send("t", b"late-1", partition=1)
+            r = await asyncio.wait_for(c.getone(T1), 5)
+            assert (r.partition, r.value) == (1, b"late-1")
+            assert await c.position(T0) == 5        # getone(T1) fetched T1 alone
+            await c.close()
+
+    run("asyncio", main)
+
+
+def test_commit_after_getmany_of_a_partition_commits_only_what_was_received(logdir):
+    async def main() -> None:
+        async with pylog.aio.open(logdir, sync="never") as log:
+            await two_partitions(log)
+            c = log.consumer("t", group_id="g", auto_offset_reset="earliest",
+                             enable_auto_commit=False)
+            await c.start()
+            first = await c.getone()        # both partitions' records fetched
+            mine = TopicPartition("t", first.partition)
+            other = T1 if mine == T0 else T0
+            await c.getmany(other, timeout_ms=1000)
+            await c.commit()
+            assert await c.committed(other) == 5
+            assert await c.committed(mine) == 1     # the getone's record alone
+            await c.close()
+            again = log.consumer("t", group_id="g", auto_offset_reset="earliest")
+            got = await drain(again, 4)
+            assert got == {mine: [1, 2, 3, 4]}
+            await again.close()
+
+    run("asyncio", main)
+
+
+def test_auto_commit_after_getmany_of_a_partition_skips_the_buffered(logdir):
+    """close() (auto-commit) commits the finished records only: the
+    getone's record is (a fetch came after it), the other partition's
+    buffered ones were never received."""
+    async def main() -> None:
+        async with pylog.aio.open(logdir, sync="never") as log:
+            await two_partitions(log)
+            c = log.consumer("t", group_id="g", auto_offset_reset="earliest")
+            await c.start()
+            first = await c.getone()
+            mine = TopicPartition("t", first.partition)
+            other = T1 if mine == T0 else T0
+            await c.getmany(other, timeout_ms=1000)
+            await c.getmany(other, timeout_ms=0)    # a fetch: the records before are done
+            await c.close()
+            assert log.log.describe_group("g")["lag"] == 4      # mine's buffered
+            again = log.consumer("t", group_id="g", auto_offset_reset="earliest")
+            assert await drain(again, 4) == {mine: [1, 2, 3, 4]}
+            await again.close()
+
+    run("asyncio", main)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_cancelled_getmany_of_a_partition_loses_nothing(logdir, loop):
+    """A getmany(T0) waiting while T1's records sit in the buffer: other
+    tasks see nothing paused and take T1's; cancelled just as T0's record
+    arrives, it has fetched nothing, so the next getmany gets it."""
+    async def main() -> None:
+        async with pylog.aio.open(logdir, sync="never") as log:
+            await log.create_topic("t", partitions=2)
+            p = log.producer()
+            await p.send_batch("t", [b"1-%d" % i for i in range(5)], partition=1)
+            c = log.consumer("t", group_id="g", auto_offset_reset="earliest",
+                             enable_auto_commit=False)
+            await c.start()
+            assert (await c.getone()).offset == 0       # T1's 1..4 buffered
+            waiting = asyncio.create_task(c.getmany(T0, timeout_ms=30_000))
+            await asyncio.sleep(0.05)
+            assert not waiting.done()
+            assert c.paused() == set()
+            got = await c.getmany(T1, max_records=2)     # another task meanwhile
+            assert [r.offset for r in got[T1]] == [1, 2]
+            await p.send("t", b"0-0", partition=0)       # wakes the waiter ...
+            waiting.cancel()                             # ... cancelled first
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            assert await c.position(T0) == 0
+            got = await drain(c, 3)
+            assert got == {T0: [0], T1: [3, 4]}
+            await c.close()
+
+    run(loop, main)
+
+
+def test_getmany_of_partitions_not_assigned_is_refused(logdir):
+    async def main() -> None:
+        async with pylog.aio.open(logdir, sync="never") as log:
+            await two_partitions(log)
+            c = log.consumer("t", group_id="g", auto_offset_reset="earliest")
+            with pytest.raises(pylog.InvalidArgument, match="start"):
+                await c.getmany(T0)         # a member owns nothing before it joins
+            await c.start()
+            with pytest.raises(pylog.InvalidArgument):
+                await c.getmany(TopicPartition("t", 7))
+            with pytest.raises(pylog.InvalidArgument):
+                await c.getone(TopicPartition("other", 0))
+            m = log.consumer(auto_offset_reset="earliest")
+            m.assign([T0])
+            with pytest.raises(pylog.InvalidArgument, match="assign"):
+                await m.getmany(T1)
+            assert [r.offset for r in (await m.getmany(T0, timeout_ms=1000))[T0]] == \
+                [0, 1, 2, 3, 4]
+            await c.close()
+            await m.close()
+
+    run("asyncio", main)
+
+
+# -- unsubscribe -------------------------------------------------------------------------
+@pytest.mark.parametrize("loop", LOOPS)
+def test_unsubscribe_then_subscribe_gets_the_unreceived_records_again(logdir, loop):
+    async def main() -> None:
+        async with pylog.aio.open(logdir, sync="never") as log:
+            await log.create_topic("t")
+            await log.producer().send_batch("t", [b"%d" % i for i in range(10)])
+            c = log.consumer("t", group_id="g", auto_offset_reset="earliest",
+                             enable_auto_commit=False)
+            assert (await c.getone()).offset == 0       # 1..9 buffered
+            await c.commit()                            # offset 1: received only
+            assert c.assignment() == {T0}
+            c.unsubscribe()
+            assert c.assignment() == set() and c.subscription() == set()
+            c.subscribe(["t"])
+            got = await drain(c, 9)
+            assert got == {T0: list(range(1, 10))}
+            assert log.log.describe_group("g")["generation"] >= 2   # left, joined again
+            await c.close()
+
+    run(loop, main)
+
+
+def test_unsubscribe_drops_the_buffer_uncommitted_with_auto_commit(logdir):
+    """With auto-commit, unsubscribe commits what close() would: the
+    finished records; the buffered ones and the getone's (not finished)
+    come again. The leave runs in the executor, not on the loop."""
+    async def main() -> None:
+        async with pylog.aio.open(logdir, sync="never") as log:
+            await log.create_topic("t")
+            await log.producer().send_batch("t", [b"%d" % i for i in range(10)])
+            c = log.consumer("t", group_id="g", auto_offset_reset="earliest")
+            assert [r.offset for r in (await c.getmany(timeout_ms=1000,
+                                                       max_records=3))[T0]] == [0, 1, 2]
+            assert (await c.getone()).offset == 3     # finishes 0..2; 4..9 buffered
+            member = c._c._member
+            assert member is not None
+            leave, threads = member.leave, []
+
+            def spy(*args: Any, **kwargs: Any) -> None:
+                threads.append(threading.get_ident())
+                leave(*args, **kwargs)
+            member.leave = spy      # type: ignore[method-assign]
+            c.unsubscribe()
+            assert threads == []    # not on the loop, in unsubscribe()
+            c.assign([T0])
+            assert await c.position(T0) == 3        # committed with the leave
+            assert threads and threads[0] != threading.get_ident()
+            got = await drain(c, 7)
+            assert got == {T0: list(range(3, 10))}
+            desc = log.log.describe_group("g")
+            assert desc["members"] == [] and desc["partitions"][0]["committed"] == 3
+            await c.close()
+
+    run("asyncio", main)
+
+
+def test_unsubscribe_ends_a_getmany_of_another_task(logdir):
+    async def main() -> None:
+        async with pylog.aio.open(logdir, sync="never") as log:
+            await log.create_topic("t")
+            c = log.consumer("t", group_id="g")
+            await c.start()
+            waiting = asyncio.create_task(c.getmany(timeout_ms=30_000))
+            await asyncio.sleep(0.05)
+            c.unsubscribe()
+            assert await asyncio.wait_for(waiting, 5) == {}
+            with pytest.raises(pylog.InvalidArgument):
+                await c.getmany()       # nothing subscribed
+            c.subscribe(["t"])
+            await log.producer().send("t", b"x")
+            got = await drain(c, 1)     # ('latest': the join reads the end) ...
+            assert got in ({}, {T0: [0]})
+            await c.close()
+            with pytest.raises(pylog.LogClosed):
+                c.unsubscribe()
+
+    run("asyncio", main)
+
+
+# -- last_stable_offset ---------------------------------------------------------------------
+def test_last_stable_offset(logdir):
+    async def main() -> None:
+        async with pylog.aio.open(logdir, sync="never") as log:
+            await log.create_topic("t", partitions=2)
+            await log.producer().send_batch("t", [b"a", b"b"], partition=0)
+            c = log.consumer("t", auto_offset_reset="earliest",
+                             isolation_level="read_committed")
+            assert c.last_stable_offset(T0) == 2        # no transaction: the end, now
+            assert c.last_stable_offset(T1) == 0
+            with pytest.raises(pylog.InvalidArgument):
+                c.last_stable_offset(TopicPartition("t", 5))
+            tx = log.producer(transactional_id="tx")
+            await tx.begin_transaction()
+            await tx.send("t", b"open", partition=0)        # at offset 2
+            await log.producer().send("t", b"plain", partition=0)
+            lso = c.last_stable_offset(T0)
+            assert lso in (None, 2)        # (a look in the executor: 2 once done)
+            for _ in range(100):
+                if lso == 2:
+                    break
+                await asyncio.sleep(0.02)
+                lso = c.last_stable_offset(T0)
+            assert lso == 2
+            got = await drain(c, 2)
+            assert got == {T0: [0, 1]}      # read_committed stops there
+            await tx.commit_transaction()
+            end = c.last_stable_offset(T0)
+            for _ in range(100):
+                if end is not None and end >= 4:
+                    break
+                await asyncio.sleep(0.02)
+                end = c.last_stable_offset(T0)
+            assert end == 5     # the commit's control batch ends it
+            await tx.close()
+            await c.close()
+
+    run("asyncio", main)
