@@ -78,6 +78,16 @@ PRODUCER_INSTEAD: dict[str, str] = {
 }
 
 
+def raw_record(value: object, key: object, headers: Headers,
+               timestamp_ms: int | None) -> RawRecord:
+    """(timestamp, key, value, headers) of a record checked as send checks
+    it (keys and values serialized already), for
+    :meth:`Producer._send_built`; ``timestamp_ms`` None: now."""
+    return (Producer._timestamp(timestamp_ms), Producer._bytes("key", key, None),
+            Producer._bytes("value", value, None),
+            Producer._headers(headers) if headers else ())
+
+
 class Producer:
     """Create with :meth:`Log.producer`."""
 
@@ -108,7 +118,8 @@ class Producer:
             raise LogClosed("producer is closed")
         self._log._writable("send")
 
-    def _bytes(self, what: str, v: object, ser: Serializer | None) -> bytes | None:
+    @staticmethod
+    def _bytes(what: str, v: object, ser: Serializer | None) -> bytes | None:
         if ser is not None and v is not None:
             v = ser(v)
         if v is None or type(v) is bytes:
@@ -120,7 +131,8 @@ class Producer:
             + ("" if ser else f"; configure {what}_serializer to send "
                f"{type(v).__name__}"))
 
-    def _headers(self, headers: Headers) -> tuple[tuple[str, bytes | None], ...]:
+    @staticmethod
+    def _headers(headers: Headers) -> tuple[tuple[str, bytes | None], ...]:
         if not headers:
             return ()
         pairs: Iterable[Any] = list(headers.items()) if isinstance(headers, Mapping) \
@@ -151,7 +163,8 @@ class Producer:
                 "headers must be a list of (str, bytes) pairs") from None
         return tuple(out)
 
-    def _timestamp(self, ts: int | None) -> int:
+    @staticmethod
+    def _timestamp(ts: int | None) -> int:
         if ts is None:
             return time.time_ns() // 1_000_000
         if isinstance(ts, bool) or not isinstance(ts, int) or not 0 <= ts < 2**62:
@@ -454,6 +467,35 @@ class Producer:
             bases[p] = self._append_records(part, recs)
             self._touched.add(part)
         return [RecordMetadata(topic, p, bases[p] + i, ts) for p, i in order]
+
+    def _send_built(self, topic: str, partition: int | None, records: list[RawRecord],
+                    given: tuple[int, int] | None) -> list[RecordMetadata]:
+        """Append ``records`` (checked by :func:`raw_record`, each with its
+        own timestamp) to ``partition`` of ``topic`` (None: the next one
+        round-robin) as one batch: pylog.aio's BatchBuilder (aiokafka's
+        ``create_batch``). ``given``: the lowest and highest timestamp the
+        application set, checked against the topic's bounds. Raises as
+        send_batch, before anything is written."""
+        self._check()
+        for attempt in (0, 1):
+            _, p = self._target(topic, None, partition, None)
+            if not records:
+                return []       # (nothing to append; the topic and partition exist)
+            try:
+                part = self._partition_of(topic, p, 0, None)
+                if given is not None:
+                    now = _time_ns() // 1_000_000
+                    for ts in given:
+                        part.config.check_timestamp(topic, ts, now)
+                self._check_size(topic, part, records)
+                base = self._append_records(part, records)
+                break
+            except (TopicNotFound, PartitionNotFound):
+                self._forget(topic)     # (deleted or re-created: resolved again, once)
+                if attempt:
+                    raise
+        self._touched.add(part)
+        return [RecordMetadata(topic, p, base + i, r[0]) for i, r in enumerate(records)]
 
     def _send_batch_columns(self, topic: str, items: list[Any], partition: int | None,
                             ts: int) -> list[RecordMetadata] | None:

@@ -1,12 +1,16 @@
 """pylog.aio: aiokafka calls that were missing (README "asyncio"):
 ``getmany(*partitions)`` / ``getone(*partitions)``, ``unsubscribe()``,
-``last_stable_offset(tp)``. Each test tries to break one: records lost,
-reordered or committed without being received, a loop blocked."""
+``last_stable_offset(tp)``, ``create_batch()`` with ``send_batch(batch,
+topic, partition=)``. Each test tries to break one: records lost,
+reordered or committed without being received, a loop blocked, a batch
+sent twice."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -15,6 +19,7 @@ import pytest
 import pylog
 import pylog.aio
 from pylog import TopicPartition
+from pylog.aio.batch import BATCH_MAX_BYTES
 
 try:
     import uvloop
@@ -324,6 +329,149 @@ def test_last_stable_offset(logdir):
                 await asyncio.sleep(0.02)
                 end = c.last_stable_offset(T0)
             assert end == 5     # the commit's control batch ends it
+            await tx.close()
+            await c.close()
+
+    run("asyncio", main)
+
+
+# -- create_batch / send_batch(batch, topic, partition=) -----------------------------------
+@pytest.mark.parametrize("loop", LOOPS)
+def test_create_batch_round_trip(logdir, loop):
+    async def main() -> None:
+        async with pylog.aio.open(logdir, sync="never") as log:
+            await log.create_topic("t", partitions=2)
+            p = log.producer()
+            await p.send("t", b"before", partition=1)
+            batch = p.create_batch()
+            assert batch.record_count() == 0 and batch.size() > 0
+            md0 = batch.append(key=b"k0", value=b"v0", timestamp=None)
+            md1 = batch.append(key=None, value=b"v1", timestamp=1_000_000,
+                               headers=[("h", b"x")])
+            assert md0 is not None and md1 is not None
+            assert (md0.offset, md1.offset, md1.timestamp, md1.crc) == (0, 1, 1_000_000, None)
+            assert batch.record_count() == 2 and batch.size() > md0.size + md1.size
+            fut = await p.send_batch(batch, "t", partition=1)
+            md = await fut
+            assert md is not None and (md.topic, md.partition, md.offset) == ("t", 1, 1)
+            assert batch.append(key=None, value=b"late", timestamp=None) is None  # closed
+            with pytest.raises(pylog.InvalidArgument, match="sent already"):
+                await p.send_batch(batch, "t", partition=1)
+            c = log.consumer(auto_offset_reset="earliest")
+            c.assign([T1])
+            got = (await c.getmany(timeout_ms=1000))[T1]
+            assert [(r.offset, r.key, r.value) for r in got] == \
+                [(0, None, b"before"), (1, b"k0", b"v0"), (2, None, b"v1")]
+            assert got[1].timestamp_ms == md0.timestamp
+            assert (got[2].timestamp_ms, got[2].headers) == (1_000_000, (("h", b"x"),))
+            # the pylog form keeps working
+            mds = await p.send_batch("t", [b"a", (b"k", b"b")], partition=1)
+            assert [m.offset for m in mds] == [3, 4]
+            empty = p.create_batch()
+            assert await (await p.send_batch(empty, "t", partition=0)) is None
+            await c.close()
+
+    run(loop, main)
+
+
+def test_create_batch_is_full_at_its_size(logdir):
+    async def main() -> None:
+        async with pylog.aio.open(logdir, sync="never") as log:
+            await log.create_topic("t")
+            p = log.producer()
+            batch = p.create_batch()
+            n = 0
+            while batch.append(key=None, value=b"x" * 1000, timestamp=None) is not None:
+                n += 1
+                assert batch.size() <= BATCH_MAX_BYTES
+            assert 10 <= n < 17 and batch.record_count() == n
+            assert batch.append(key=None, value=b"y", timestamp=None) is not None  # fits
+            big = p.create_batch()
+            assert big.append(key=None, value=b"z" * 20_000, timestamp=None) is not None
+            assert big.append(key=None, value=b"z", timestamp=None) is None   # first alone
+            fut = await p.send_batch(batch, "t", partition=0)
+            assert (await fut).offset == 0                  # type: ignore[union-attr]
+            assert (await (await p.send_batch(big, "t", partition=0))).offset == n + 1  # type: ignore[union-attr]
+            c = log.consumer("t", auto_offset_reset="earliest")
+            got = await drain(c, n + 2)
+            assert got == {T0: list(range(n + 2))}
+            await c.close()
+
+    run("asyncio", main)
+
+
+def test_create_batch_refusals_write_nothing(logdir):
+    async def main() -> None:
+        async with pylog.aio.open(logdir, sync="never") as log:
+            await log.create_topic("t", message_timestamp_after_max_ms=1000)
+            p = log.producer()
+            batch = p.create_batch()
+            with pytest.raises(pylog.InvalidArgument):
+                batch.append(key=None, value=123, timestamp=None)
+            with pytest.raises(pylog.InvalidArgument):
+                batch.append(key=None, value=b"v", timestamp=None, headers=[(1, b"x")])
+            with pytest.raises(pylog.InvalidArgument):
+                batch.append(key=None, value=b"v", timestamp=-5)
+            assert batch.record_count() == 0
+            batch.append(key=None, value=b"ok", timestamp=None)
+            with pytest.raises(pylog.PartitionNotFound):
+                await p.send_batch(batch, "t", partition=3)
+            future = p.create_batch()
+            future.append(key=None, value=b"f",
+                          timestamp=time.time_ns() // 1_000_000 + 3_600_000)  # an hour ahead
+            with pytest.raises(pylog.InvalidTimestamp):
+                await p.send_batch(future, "t", partition=0)
+            # nothing was written; the refused batch may be sent again
+            assert await (await p.send_batch(batch, "t", partition=0)) == \
+                pylog.RecordMetadata("t", 0, 0, batch._records[0][0])
+            c = log.consumer("t", auto_offset_reset="earliest")
+            assert await drain(c, 1) == {T0: [0]}
+            await c.close()
+
+    run("asyncio", main)
+
+
+def test_create_batch_serializes_and_goes_off_the_loop_when_large(logdir):
+    """The producer's serializers run in append; a batch of more than
+    INLINE_BATCH_MAX records is appended in the executor, still as one
+    batch of consecutive offsets."""
+    async def main() -> None:
+        async with pylog.aio.open(logdir, sync="never") as log:
+            await log.create_topic("t")
+            p = log.producer(value_serializer=lambda v: json.dumps(v).encode(),
+                             key_serializer=str.encode)
+            batch = p.create_batch()
+            for i in range(100):
+                assert batch.append(key="k%d" % i, value={"i": i}, timestamp=None)
+            fut = await p.send_batch(batch, "t", partition=0)
+            assert (await fut).offset == 0                  # type: ignore[union-attr]
+            c = log.consumer("t", auto_offset_reset="earliest")
+            got = []
+            while len(got) < 100:
+                got += (await c.getmany(timeout_ms=1000)).get(T0, [])
+            assert [(r.key, json.loads(r.value)) for r in got] == \
+                [(b"k%d" % i, {"i": i}) for i in range(100)]
+            await c.close()
+
+    run("asyncio", main)
+
+
+def test_create_batch_in_a_transaction(logdir):
+    async def main() -> None:
+        async with pylog.aio.open(logdir, sync="never") as log:
+            await log.create_topic("t")
+            tx = log.producer(transactional_id="tx")
+            c = log.consumer("t", auto_offset_reset="earliest",
+                             isolation_level="read_committed")
+            async with tx.transaction():
+                batch = tx.create_batch()
+                batch.append(key=None, value=b"a", timestamp=None)
+                batch.append(key=None, value=b"b", timestamp=None)
+                md = await (await tx.send_batch(batch, "t", partition=0))
+                assert md is not None and md.offset == 0
+                assert await c.getmany(timeout_ms=100) == {}    # not committed yet
+            got = await drain(c, 2)
+            assert got == {T0: [0, 1]}
             await tx.close()
             await c.close()
 

@@ -38,6 +38,7 @@ from ..fetching import TOPIC_REFRESH_S
 from ..records import TopicInfo
 from ..transactions import DEFAULT_TRANSACTION_TIMEOUT_MS
 from ..txnproducer import check_producer_args
+from .batch import BatchBuilder
 from .bridge import DoorbellBridge
 from .consumer import AIOConsumer
 from .listener import Relay
@@ -46,7 +47,7 @@ from .shareconsumer import AIOShareConsumer
 from .txnproducer import AIOTransactionalProducer
 
 __all__ = ["AIOConsumer", "AIOLog", "AIOProducer", "AIOShareConsumer",
-           "AIOTransactionalProducer", "open"]
+           "AIOTransactionalProducer", "BatchBuilder", "open"]
 
 T = TypeVar("T")
 #: threads of a Log's executor: enough for a few concurrent fsyncing sends
@@ -252,7 +253,8 @@ class AIOLog:
                 self.log.producer, key_serializer=key_serializer,
                 value_serializer=value_serializer, transactional_id=transactional_id,
                 idempotent=idempotent, transaction_timeout_ms=transaction_timeout_ms),
-                transactional_id)
+                transactional_id, key_serializer=key_serializer,
+                value_serializer=value_serializer)
         for name, fn in (("key_serializer", key_serializer),
                          ("value_serializer", value_serializer)):
             if fn is not None and not callable(fn):     # (as Producer refuses it)

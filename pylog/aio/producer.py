@@ -24,6 +24,9 @@ the record is appended (and durable as the sync mode says) when it
 returns; ``send_and_wait`` is the same call under aiokafka's other name.
 A send cancelled while it runs in the executor still appends (as a Kafka
 send cancelled after it left the client): cancelling abandons the wait.
+aiokafka's ``create_batch()`` and ``send_batch(batch, topic,
+partition=)`` are here too (pylog.aio.batch); that ``send_batch`` returns
+aiokafka's future of the batch's metadata, resolved already.
 
 Thread safety: use an AIOProducer from the tasks of one event loop (the
 Producer under it is thread-safe). Durability: as Producer.send.
@@ -34,12 +37,13 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from ..errors import InvalidArgument
-from ..producer import Headers, Producer
+from ..producer import Headers, Producer, RawRecord
 from ..records import RecordMetadata
 from ..store import topic_slot
+from .batch import BatchBuilder, send_builder
 from .bridge import wake
 
 if TYPE_CHECKING:
@@ -134,13 +138,67 @@ class AIOProducer:
 
     send_and_wait = send        # aiokafka's name for awaiting delivery
 
+    def create_batch(self) -> BatchBuilder:
+        """An empty :class:`~pylog.aio.batch.BatchBuilder` (aiokafka's) for
+        ``send_batch(batch, topic, partition=p)``; its ``append`` runs this
+        producer's serializers."""
+        return BatchBuilder(self._kser, self._vser)
+
+    @overload
     async def send_batch(self, topic: str, items: Iterable[Any], *,
                          partition: int | None = None,
-                         timestamp_ms: int | None = None) -> list[RecordMetadata]:
-        """Append many records as one batch per partition (see
-        Producer.send_batch); inline only for a batch of at most
-        INLINE_BATCH_MAX items and INLINE_BYTES bytes, since encoding a
-        larger one takes longer than the loop may wait."""
+                         timestamp_ms: int | None = None) -> list[RecordMetadata]: ...
+
+    @overload
+    async def send_batch(self, batch: BatchBuilder, topic: str, *,
+                         partition: int | None = None,
+                         ) -> asyncio.Future[RecordMetadata | None]: ...
+
+    async def send_batch(self, *args: Any, **kwargs: Any) -> Any:
+        """``send_batch(topic, items, *, partition=None, timestamp_ms=None)``:
+        append many records as one batch per partition (see
+        Producer.send_batch); returns their RecordMetadata.
+
+        ``send_batch(batch, topic, *, partition)`` (aiokafka's): append the
+        records of a :meth:`create_batch` builder to ``partition``
+        (None: the next one round-robin) as one batch, each with its own
+        timestamp; returns, as aiokafka's, a future of the batch's
+        RecordMetadata (its first record's; None for an empty batch) —
+        already resolved here: the batch is stored, as durable as the
+        sync mode says, when the call returns. Sent, the builder is
+        closed; one whose send raised may be sent again.
+
+        Both inline only for a batch of at most INLINE_BATCH_MAX records
+        and INLINE_BYTES bytes, since encoding a larger one takes longer
+        than the loop may wait."""
+        first = args[0] if args else kwargs.get("batch")
+        if isinstance(first, BatchBuilder):
+            return await self._send_builder(*args, **kwargs)
+        return await self._send_items(*args, **kwargs)
+
+    async def _send_builder(self, batch: BatchBuilder, topic: str, *,
+                            partition: int | None = None
+                            ) -> asyncio.Future[RecordMetadata | None]:
+        inline = self._inline and batch.record_count() <= INLINE_BATCH_MAX and \
+            batch.payload <= INLINE_BYTES
+        if inline and self._alog._must_yield():
+            await asyncio.sleep(0)      # (before the batch is taken: a cancel loses nothing)
+
+        async def send(records: list[RawRecord], given: tuple[int, int] | None
+                       ) -> list[RecordMetadata]:
+            call = functools.partial(self._p._send_built, topic, partition, records, given)
+            if not inline:
+                return await self._alog._submit(call)
+            woken = self._claim(topic)     # (no await: nothing cancels it)
+            try:
+                return call()
+            finally:
+                wake(woken)
+        return await send_builder(batch, send)
+
+    async def _send_items(self, topic: str, items: Iterable[Any], *,
+                          partition: int | None = None,
+                          timestamp_ms: int | None = None) -> list[RecordMetadata]:
         if isinstance(items, (bytes, str)) or not hasattr(items, "__iter__"):
             # (as Producer.send_batch refuses them, before list() would)
             raise InvalidArgument(f"items must be an iterable of records (a list), "

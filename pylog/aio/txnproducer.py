@@ -36,10 +36,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
-from ..producer import Headers
+from ..producer import Headers, RawRecord
 from ..records import RecordMetadata, TopicPartition
+from .batch import BatchBuilder, send_builder
 from .consumer import AIOConsumer
 
 if TYPE_CHECKING:
@@ -54,8 +55,13 @@ class AIOTransactionalProducer:
     ``transactional_id=`` (or ``idempotent=True``)."""
 
     def __init__(self, alog: AIOLog, make: Callable[[], IdempotentProducer],
-                 transactional_id: str | None) -> None:
+                 transactional_id: str | None, *,
+                 key_serializer: Callable[[Any], Any] | None = None,
+                 value_serializer: Callable[[Any], Any] | None = None) -> None:
         self._alog = alog
+        # (the producer made by ``make`` has them too; these are create_batch's)
+        self._kser = key_serializer
+        self._vser = value_serializer
         self._make = make
         self._p: IdempotentProducer | None = None
         self._lock = asyncio.Lock()       # one call at a time, in call order
@@ -91,11 +97,46 @@ class AIOTransactionalProducer:
 
     send_and_wait = send        # aiokafka's name for awaiting delivery
 
+    def create_batch(self) -> BatchBuilder:
+        """An empty :class:`~pylog.aio.batch.BatchBuilder` (aiokafka's), as
+        AIOProducer.create_batch."""
+        return BatchBuilder(self._kser, self._vser)
+
+    @overload
     async def send_batch(self, topic: str, items: Iterable[Any], *,
                          partition: int | None = None,
-                         timestamp_ms: int | None = None) -> list[RecordMetadata]:
-        """Append many records, one batch per partition (see
-        Producer.send_batch)."""
+                         timestamp_ms: int | None = None) -> list[RecordMetadata]: ...
+
+    @overload
+    async def send_batch(self, batch: BatchBuilder, topic: str, *,
+                         partition: int | None = None,
+                         ) -> asyncio.Future[RecordMetadata | None]: ...
+
+    async def send_batch(self, *args: Any, **kwargs: Any) -> Any:
+        """``send_batch(topic, items, *, partition=None, timestamp_ms=None)``:
+        append many records, one batch per partition (see
+        Producer.send_batch). ``send_batch(batch, topic, *, partition)``
+        (aiokafka's): a :meth:`create_batch` builder's records as one
+        batch, as AIOProducer.send_batch's (in the open transaction, if
+        one is)."""
+        first = args[0] if args else kwargs.get("batch")
+        if isinstance(first, BatchBuilder):
+            return await self._send_builder(*args, **kwargs)
+        return await self._send_items(*args, **kwargs)
+
+    async def _send_builder(self, batch: BatchBuilder, topic: str, *,
+                            partition: int | None = None
+                            ) -> asyncio.Future[RecordMetadata | None]:
+        async def send(records: list[RawRecord], given: tuple[int, int] | None
+                       ) -> list[RecordMetadata]:
+            mds: list[RecordMetadata] = await self._call(
+                "_send_built", topic, partition, records, given)
+            return mds
+        return await send_builder(batch, send)
+
+    async def _send_items(self, topic: str, items: Iterable[Any], *,
+                          partition: int | None = None,
+                          timestamp_ms: int | None = None) -> list[RecordMetadata]:
         mds: list[RecordMetadata] = await self._call(
             "send_batch", topic, list(items), partition=partition, timestamp_ms=timestamp_ms)
         return mds
