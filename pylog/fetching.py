@@ -500,16 +500,17 @@ class PollDriver:
         c = self._c
         c._check()
         member = c._member if c._manual is None else None
-        # (copies in one C call each: atomic for the other threads)
-        cursors, paused = dict(c._cursors), set(c._paused)
+        # (a copy in one C call: atomic for the other threads)
+        cursors = dict(c._cursors)
         c._subscription = set()
+        c._paused = set()   # (now: a pause() after a new assign() stays)
         c._pattern = None
         c._topics_resolved = set()
         c._missing = set()
         c._manual = None
-        return lambda: self.leave(cursors, paused, member)
+        return lambda: self.leave(cursors, member)
 
-    def leave(self, cursors: dict[TopicPartition, Cursor], paused: set[TopicPartition],
+    def leave(self, cursors: dict[TopicPartition, Cursor],
               member: GroupMember | None) -> None:
         """The half of :meth:`unsubscribe` that writes. With auto-commit,
         commit what close() would (the finished records of ``cursors``,
@@ -518,8 +519,9 @@ class PollDriver:
         from the committed offset), with the fsyncs M-10 asks for, and for
         a group ``member`` leave the group in the same metadata
         transaction, as close() does; a partition moved away meanwhile is
-        not committed. Then forget those positions and ``paused`` (not
-        what a seek or pause after the unsubscribe made). The revoke
+        not committed. Then forget those positions (not what a seek after
+        the unsubscribe made; the pauses went with :meth:`unsubscribe`,
+        so a pause() after it stays). The revoke
         listener is not called: the application unsubscribed. Nothing
         once the consumer is closed (its close() committed and left)."""
         c = self._c
@@ -546,27 +548,21 @@ class PollDriver:
                 del c._cursors[tp]      # (in place: Delivery and RecordMaker share it)
                 c._delivery.forget(tp)
             c._committed_pos.pop(tp, None)      # (as a rebalance that takes it)
-        c._paused.difference_update(paused)
 
-    def last_stable(self, tp: TopicPartition, walk: bool = True) -> int | None:
+    def last_stable(self, tp: TopicPartition) -> int:
         """X-4: the last stable offset of ``tp`` now (the offset of the
         first batch of a transaction still open there, else its end
-        offset), whatever the consumer's isolation level. ``walk=False``
-        (an event loop): only what needs no walk of the batches nor any
-        file work — the end offset of an open partition no open
-        transaction has armed (a metadata read) — else None."""
+        offset), whatever the consumer's isolation level. Not for an
+        event loop: it may open the partition's files, reads every
+        transactional id's document (TxnView) and may walk the batches."""
         c = self._c
         c._check()
-        part = c._log.open_partitions().get(tp)
-        if part is None:
-            if not walk:
-                return None
-            part = c._log.partition(tp.topic, tp.partition)
+        part = c._log.open_partitions().get(tp) or c._log.partition(tp.topic, tp.partition)
         end = int(part.state().next_offset)     # (before the transactions are read)
         view = TxnView(c._log)
         if not view.arms(tp.topic, tp.partition):
             return end
-        return int(part.reader.last_stable(view, end)) if walk else None
+        return int(part.reader.last_stable(view, end))
 
     def unpositioned(self) -> list[tuple[Partition, Cursor]]:
         """(partition, cursor) of the owned, unpaused partitions whose cursor

@@ -145,17 +145,22 @@ async def send_builder(batch: BatchBuilder, send: Send) -> asyncio.Future[Record
     the records of ``batch``, once; aiokafka's future of the batch's
     RecordMetadata, resolved. Sent, the builder is closed and refuses a
     second send (InvalidArgument); a send that raised wrote nothing (G5)
-    and may be retried, one cancelled may have appended and may not."""
+    and leaves the builder as it was (open unless the application closed
+    it), to be changed and retried; one cancelled may have appended and
+    may not."""
     if batch._sent:
         raise InvalidArgument("send_batch: this batch was sent already; "
                               "make a new one with create_batch()")
+    closed = batch._closed
     batch._sent = batch._closed = True
     try:
         mds = await send(batch._records, batch._given)
     except asyncio.CancelledError:
         raise       # (in an executor it may append still)
     except BaseException:
-        batch._sent = False
+        # nothing written: the builder is as before the send (open unless
+        # the application closed it), to be changed and sent again
+        batch._sent, batch._closed = False, closed
         raise
     fut: asyncio.Future[RecordMetadata | None] = asyncio.get_running_loop().create_future()
     fut.set_result(mds[0] if mds else None)

@@ -231,9 +231,17 @@ class AIOConsumer(RecordBuffer, OffsetQueries):
                 if self._iterations or self._buffer or self._returned:
                     self._hold()
             if isinstance(recs, Prefetch):      # too large for the loop
-                await self._prefetch(recs)
+                mine = await self._prefetch(recs)
                 if d.closed:
                     return []       # closed by another task meanwhile
+                if mine is not None and self._unsubs == unsubs:
+                    # this call's own records, for its next fetch: they
+                    # replace what a cancelled call's prefetch left (of
+                    # another partition, say), or this call would start
+                    # its prefetch again and again
+                    self._pre = mine
+                elif not self._pre_failed and loop.time() >= deadline:
+                    return []       # (nothing to take: not again past the deadline)
                 continue            # (housekeeping may be due by now)
             if recs is None:        # the group first (lease, poll interval)
                 await self._housekeep(WRITES, force=True)
@@ -252,14 +260,16 @@ class AIOConsumer(RecordBuffer, OffsetQueries):
             if also is not None and also.done():
                 d.topics_changed()      # metadata reads
 
-    async def _prefetch(self, job: Prefetch) -> None:
+    async def _prefetch(self, job: Prefetch) -> Prefetched | None:
         """Decode the records of ``job`` (each larger than an inline fetch
-        may decode) in the executor, from a copy of the cursor, and keep
-        them for the next fetch (self._pre), which hands them out if the
-        consumer has not moved meanwhile. The consumer's own state is not
-        touched off the loop, so a cancelled caller loses nothing: the
-        records stay kept for the next getone/getmany (or, once dropped,
-        are fetched again from the unmoved cursor)."""
+        may decode) in the executor, from a copy of the cursor; return
+        them (None if that failed: self._pre_failed) for the caller's
+        next fetch, which hands them out if the consumer has not moved
+        meanwhile. The consumer's own state is not touched off the loop,
+        so a cancelled caller loses nothing: the records are kept for the
+        next getone/getmany (self._pre, unless that holds some already;
+        or, once dropped, they are fetched again from the unmoved
+        cursor)."""
         def done(f: asyncio.Future[Prefetched]) -> None:
             # on the loop, whether or not the caller is still there
             if f.cancelled() or f.exception() is not None:
@@ -270,12 +280,12 @@ class AIOConsumer(RecordBuffer, OffsetQueries):
             fut = self._alog._submit(PollDriver.prefetch, job)
         except LogClosed:
             self._pre_failed = True
-            return
+            return None
         fut.add_done_callback(done)
         try:
-            await asyncio.shield(fut)
+            return await asyncio.shield(fut)
         except Exception:   # (done() noted it: the inline fetch raises it)
-            pass
+            return None
 
     async def getmany(self, *partitions: TopicPartition, timeout_ms: int = 0,
                       max_records: int | None = None) -> dict[TopicPartition, list[Record]]:

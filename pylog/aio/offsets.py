@@ -1,13 +1,13 @@
 """AIOConsumer's questions about the log's offsets (aiokafka's calls), a
 mixin of :class:`pylog.aio.consumer.AIOConsumer`.
 
-What needs files or a walk of the batches runs off the loop: a
-partition's first use opens and maps its files, ``offsets_for_times``
-reads its time index, and a last stable offset below an open transaction
-is found by reading the batch headers after the transaction's first
-(pylog.txnreads). Metadata reads (LMDB read transactions, which never
-wait for writers) and the partition state (a mapped page) are read on
-the loop.
+What needs files, a walk of the batches or an unbounded metadata scan
+runs off the loop: a partition's first use opens and maps its files,
+``offsets_for_times`` reads its time index, and a last stable offset
+needs every transactional id's document and, below an open transaction,
+the batch headers after the transaction's first (pylog.txnreads). Small
+metadata reads (LMDB read transactions, which never wait for writers)
+and the partition state (a mapped page) are read on the loop.
 
 Thread safety: as the AIOConsumer (the tasks of one event loop).
 Durability: nothing here writes, except ``seek_to_committed``'s seeks
@@ -62,25 +62,21 @@ class OffsetQueries:
         known. ``tp`` must be assigned (InvalidArgument otherwise, as
         seek).
 
-        Read on the loop when that is a metadata read: a partition no
-        open transaction has written to gives its end offset now. Below
-        an open transaction the batches after its first must be read, so
-        this call starts that look in the executor (one at a time per
-        partition) and returns what the last look found: None before the
-        first look is done (as aiokafka's, None until a fetch brought
-        it), then a value at most as old as the look, never above the
-        true one (it only grows). Unlike aiokafka's (whose docstring
-        says -1 under ``read_uncommitted``), pylog gives it under either
-        isolation level."""
+        Nothing is read on the loop: even with no transaction open,
+        knowing so means reading every transactional id's document (and
+        below an open transaction, the batches after its first). So this
+        call returns what the last look found and starts a new look in
+        the executor (one at a time per partition): None before the first
+        look is done (as aiokafka's, None until a fetch brought it), then
+        a value at most as old as the last look, never above the true one
+        (it only grows). Unlike aiokafka's (whose docstring says -1 under
+        ``read_uncommitted``), pylog gives it under either isolation
+        level."""
         tp = as_tp(tp)
         owned = self.assignment()
         if tp not in owned:
             raise InvalidArgument(f"last_stable_offset {tp}: not assigned to this "
                                   f"consumer (it owns {sorted(owned)})")
-        now = self._d.last_stable(tp, walk=False)
-        if now is not None:
-            self._lso[tp] = now
-            return now
         self._look_lso(tp)
         return self._lso.get(tp)
 
@@ -97,12 +93,12 @@ class OffsetQueries:
             return
         self._lso_looks.add(tp)
 
-        def done(f: asyncio.Future[int | None]) -> None:
+        def done(f: asyncio.Future[int]) -> None:
             self._lso_looks.discard(tp)
             if f.cancelled() or f.exception() is not None:
                 return      # (retrieved; the next call looks again)
             got = f.result()
-            if got is not None and got >= self._lso.get(tp, -1):
+            if got >= self._lso.get(tp, -1):
                 self._lso[tp] = got
         fut.add_done_callback(done)
 

@@ -179,6 +179,10 @@ class AIOProducer:
     async def _send_builder(self, batch: BatchBuilder, topic: str, *,
                             partition: int | None = None
                             ) -> asyncio.Future[RecordMetadata | None]:
+        if partition is not None and (isinstance(partition, bool)
+                                      or not isinstance(partition, int)):
+            raise InvalidArgument(f"partition must be an int or None, got "
+                                  f"{type(partition).__name__}")
         inline = self._inline and batch.record_count() <= INLINE_BATCH_MAX and \
             batch.payload <= INLINE_BYTES
         if inline and self._alog._must_yield():
