@@ -108,8 +108,13 @@ def test_garbage_over_the_whole_table_while_open(logdir, thread_errors, caplog, 
     overwrite(logdir, os.urandom(size) if garbage == "random" else odd_garbage(size, 7))
     with caplog.at_level(logging.WARNING, logger="pylog"):
         threading.Event().wait(0.2)     # maintenance checkpoints meet the garbage
-        assert bounded(log.meta.committed, "g", "t", 0) == 3
-        assert bounded(log.meta.group_offsets, "g") == {("t", 0): 3, ("t", 1): 5}
+        # LMDB's: 3 and 5, or 9 and 11 where a 20 ms checkpoint stored the
+        # table's values before the garbage came (seen once under load);
+        # never a value of the garbage
+        assert bounded(log.meta.committed, "g", "t", 0) in (3, 9)
+        got = bounded(log.meta.group_offsets, "g")
+        assert got[("t", 0)] in (3, 9) and got[("t", 1)] in (5, 11), got
+        assert set(got) == {("t", 0), ("t", 1)}, got
         bounded(log.meta.commit, "g", {("t", 0): 12})    # claims its slot again (C-3)
         assert bounded(log.meta.committed, "g", "t", 0) == 12
         bounded(log.close)
