@@ -394,37 +394,32 @@ class Consumer(Positions, Fetching):
             raise InvalidArgument("poll() inside a rebalance listener callback; "
                                   "return from it first")
         self._poll_thread = threading.get_ident()
-        if self._member is not None:
-            self._member.idle()
-        if self._member is not None and self._manual is None and \
-                self._member.joined and self._interval.exceeded():
-            self._leave_lost()
-        delivery = self._delivery
-        delivery.next_poll()        # what the last poll handed is finished
+        member = self._member
+        if member is not None:
+            member.idle()
+            if self._manual is None and member.joined and self._interval.exceeded():
+                self._leave_lost()
+        self._delivery.next_poll()      # what the last poll handed is finished
         if self._lost_handed:
             self._lost_handed = set()
-        slices: list[Any] = []
-        self._interval.begin()
         try:
-            recs = self._poll_loop(timeout, max_records, values_only, slices)
-            if recs and self._manual is None and self._member is not None \
-                    and time.monotonic() > self._member.lease_until:
-                recs = self._still_owned(recs, slices)
-            return recs
-        except BaseException as exc:
-            delivery.give_back()
-            if isinstance(exc, PylogError) and not isinstance(exc, LogClosed) \
-                    and self._log._closed:
+            return self._in_poll(self._poll_owned, timeout, max_records, values_only)
+        except PylogError as exc:
+            if not isinstance(exc, LogClosed) and self._log._closed:
                 # the log was closed by another thread under this poll: its
                 # metadata or files went away mid-call; say so, not "I/O error"
                 raise LogClosed(f"log {self._log.path} was closed during poll()") from exc
             raise
-        finally:
-            try:
-                self._interval.end()
-            except BaseException:   # (Ctrl-C here replaces the return: rewind)
-                delivery.give_back()
-                raise
+
+    def _poll_owned(self, timeout: float, max_records: int, values_only: bool) -> list[Any]:
+        """_poll's fetch, inside Fetching._in_poll: the records of
+        partitions this member still owns."""
+        slices: list[Any] = []
+        recs = self._poll_loop(timeout, max_records, values_only, slices)
+        if recs and self._manual is None and self._member is not None \
+                and time.monotonic() > self._member.lease_until:
+            recs = self._still_owned(recs, slices)
+        return recs
 
     def poll(self, timeout: float | None = None, max_records: int | None = None, *,
              timeout_ms: int | None = None) -> list[Record]:

@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from . import _native
 from .deserialize import RecordMaker
@@ -47,11 +47,13 @@ _logger = logging.getLogger("pylog")
 if TYPE_CHECKING:
     from .consumer import Consumer
     from .delivery import Delivery
+    from .rebalance import PollInterval
     from .store import LogStore
 
 TOPIC_REFRESH_S = 1.0
 # (partition, index of its first record in a poll's result, index past its last)
 Slice = tuple[TopicPartition, int, int]
+_T = TypeVar("_T")
 
 
 #: the most bytes a fetch of records each larger than an inline fetch's
@@ -131,6 +133,7 @@ class Fetching:
     _slot: int
     _slot_src: object
     _committed_pos: dict[TopicPartition, int]
+    _interval: PollInterval
     group_id: str | None
 
     if TYPE_CHECKING:
@@ -289,6 +292,28 @@ class Fetching:
             self._slot = slots.pop() if len(slots) == 1 else 0
             self._slot_src = src
         return self._slot
+
+    def _in_poll(self, body: Callable[..., _T], *args: Any) -> _T:
+        """Run ``body(*args)``, the fetch of one poll (or PollDriver
+        fetch): the poll interval stops while it runs, and what it handed
+        is given back when it raises, Ctrl-C included, also one that lands
+        in the interval's end as it returns (it would replace the return:
+        the caller never sees those records). The try blocks are in this
+        frame on purpose: a signal raised at the entry of a helper called
+        from here is caught; one raised at the entry of a context
+        manager's ``__exit__`` would not be."""
+        self._interval.begin()
+        try:
+            return body(*args)
+        except BaseException:
+            self._delivery.give_back()
+            raise
+        finally:
+            try:
+                self._interval.end()
+            except BaseException:
+                self._delivery.give_back()
+                raise
 
     def _still_owned(self, recs: list[Any], slices: list[Slice]) -> list[Any]:
         """The lease ran out during this poll (stopped or starved: another
@@ -640,42 +665,39 @@ class PollDriver:
         c._delivery.next_poll()
         if c._lost_handed:
             c._lost_handed = set()
-        slices: list[Slice] = []
-        c._interval.begin()
-        try:
-            owned = None
-            if c._member is None and c._manual is None:
-                if self._owned_src is not c._topics_resolved:
-                    self._owned = c._owned()
-                    self._owned_src = c._topics_resolved
-                owned = self._owned
-            if only is not None:
-                owned = [tp for tp in (c._owned() if owned is None else owned)
-                         if tp in only]
-            n = c._max_poll if max_records is None else max_records
-            big: list[Prefetch] | None = [] if offload else None
-            recs = self._take(pre, n) if pre is not None and \
-                (only is None or pre.job.tp in only) else None
-            if not recs:
-                recs = self._fetch_one(n, owned, max_bytes, big)
-            if not recs and not big:
-                with _gc_paused():
-                    recs = c._fetch(n, False, slices, owned, max_bytes, big)
-            if big:
-                return big[0]
-        except BaseException:
-            c._delivery.give_back()
-            raise
-        finally:
-            try:
-                c._interval.end()
-            except BaseException:   # (Ctrl-C here replaces the return: rewind)
-                c._delivery.give_back()
-                raise
+        recs = c._in_poll(self._read, max_records, max_bytes, pre, offload, only)
+        if isinstance(recs, Prefetch):
+            return recs
         if recs and grouped and c._member is not None and \
                 time.monotonic() > c._member.lease_until:
             c._delivery.give_back()     # (the lease ran out meanwhile: rare)
             return None
+        return recs
+
+    def _read(self, max_records: int | None, max_bytes: int | None,
+              pre: Prefetched | None, offload: bool,
+              only: frozenset[TopicPartition] | None) -> list[Any] | Prefetch:
+        """fetch's reading, inside Fetching._in_poll."""
+        c = self._c
+        owned = None
+        if c._member is None and c._manual is None:
+            if self._owned_src is not c._topics_resolved:
+                self._owned = c._owned()
+                self._owned_src = c._topics_resolved
+            owned = self._owned
+        if only is not None:
+            owned = [tp for tp in (c._owned() if owned is None else owned) if tp in only]
+        n = c._max_poll if max_records is None else max_records
+        big: list[Prefetch] | None = [] if offload else None
+        recs = self._take(pre, n) if pre is not None and \
+            (only is None or pre.job.tp in only) else None
+        if not recs:
+            recs = self._fetch_one(n, owned, max_bytes, big)
+        if not recs and not big:
+            with _gc_paused():
+                recs = c._fetch(n, False, [], owned, max_bytes, big)
+        if big:
+            return big[0]
         return recs
 
     def _fetch_one(self, max_records: int, owned: list[TopicPartition] | None,
