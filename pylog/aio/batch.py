@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, NamedTuple
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, NamedTuple, overload
 
 from ..errors import InvalidArgument
 from ..producer import Headers, RawRecord, raw_record
@@ -165,3 +165,60 @@ async def send_builder(batch: BatchBuilder, send: Send) -> asyncio.Future[Record
     fut: asyncio.Future[RecordMetadata | None] = asyncio.get_running_loop().create_future()
     fut.set_result(mds[0] if mds else None)
     return fut
+
+
+class BatchSending:
+    """``create_batch`` and the two forms of ``send_batch``, of AIOProducer
+    and AIOTransactionalProducer: each provides ``_send_items`` and
+    ``_send_builder`` (where and how it appends), and its serializers."""
+
+    _kser: Callable[[Any], Any] | None
+    _vser: Callable[[Any], Any] | None
+
+    if TYPE_CHECKING:
+        async def _send_items(self, topic: str, items: Iterable[Any], *,
+                              partition: int | None = None,
+                              timestamp_ms: int | None = None) -> list[RecordMetadata]: ...
+
+        async def _send_builder(self, batch: BatchBuilder, topic: str, *,
+                                partition: int | None = None
+                                ) -> asyncio.Future[RecordMetadata | None]: ...
+
+    def create_batch(self) -> BatchBuilder:
+        """An empty :class:`BatchBuilder` (aiokafka's) for
+        ``send_batch(batch, topic, partition=p)``; its ``append`` runs this
+        producer's serializers."""
+        return BatchBuilder(self._kser, self._vser)
+
+    @overload
+    async def send_batch(self, topic: str, items: Iterable[Any], *,
+                         partition: int | None = None,
+                         timestamp_ms: int | None = None) -> list[RecordMetadata]: ...
+
+    @overload
+    async def send_batch(self, batch: BatchBuilder, topic: str, *,
+                         partition: int | None = None,
+                         ) -> asyncio.Future[RecordMetadata | None]: ...
+
+    async def send_batch(self, *args: Any, **kwargs: Any) -> Any:
+        """``send_batch(topic, items, *, partition=None, timestamp_ms=None)``:
+        append many records as one batch per partition (see
+        Producer.send_batch); returns their RecordMetadata.
+
+        ``send_batch(batch, topic, *, partition)`` (aiokafka's): append the
+        records of a :meth:`create_batch` builder to ``partition``
+        (None: the next one round-robin) as one batch, each with its own
+        timestamp; returns, as aiokafka's, a future of the batch's
+        RecordMetadata (its first record's; None for an empty batch) —
+        already resolved here: the batch is stored, as durable as the
+        sync mode says, when the call returns. Sent, the builder is
+        closed; one whose send raised may be sent again.
+
+        A transactional producer's batch is part of its open transaction,
+        if one is. AIOProducer appends on the loop itself only a batch of
+        at most INLINE_BATCH_MAX records and INLINE_BYTES bytes, since
+        encoding a larger one takes longer than the loop may wait."""
+        first = args[0] if args else kwargs.get("batch")
+        if isinstance(first, BatchBuilder):
+            return await self._send_builder(*args, **kwargs)
+        return await self._send_items(*args, **kwargs)

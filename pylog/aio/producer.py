@@ -37,13 +37,13 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidArgument
 from ..producer import Headers, Producer, RawRecord
 from ..records import RecordMetadata
 from ..store import topic_slot
-from .batch import BatchBuilder, send_builder
+from .batch import BatchBuilder, BatchSending, send_builder
 from .bridge import wake
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ def _headers_size(headers: Headers) -> int:
         return 0
 
 
-class AIOProducer:
+class AIOProducer(BatchSending):
     """See the module docstring. Create with :meth:`AIOLog.producer`."""
 
     def __init__(self, alog: AIOLog, producer: Producer, *,
@@ -137,44 +137,6 @@ class AIOProducer:
         return self._alog._bridge.claim(slot)
 
     send_and_wait = send        # aiokafka's name for awaiting delivery
-
-    def create_batch(self) -> BatchBuilder:
-        """An empty :class:`~pylog.aio.batch.BatchBuilder` (aiokafka's) for
-        ``send_batch(batch, topic, partition=p)``; its ``append`` runs this
-        producer's serializers."""
-        return BatchBuilder(self._kser, self._vser)
-
-    @overload
-    async def send_batch(self, topic: str, items: Iterable[Any], *,
-                         partition: int | None = None,
-                         timestamp_ms: int | None = None) -> list[RecordMetadata]: ...
-
-    @overload
-    async def send_batch(self, batch: BatchBuilder, topic: str, *,
-                         partition: int | None = None,
-                         ) -> asyncio.Future[RecordMetadata | None]: ...
-
-    async def send_batch(self, *args: Any, **kwargs: Any) -> Any:
-        """``send_batch(topic, items, *, partition=None, timestamp_ms=None)``:
-        append many records as one batch per partition (see
-        Producer.send_batch); returns their RecordMetadata.
-
-        ``send_batch(batch, topic, *, partition)`` (aiokafka's): append the
-        records of a :meth:`create_batch` builder to ``partition``
-        (None: the next one round-robin) as one batch, each with its own
-        timestamp; returns, as aiokafka's, a future of the batch's
-        RecordMetadata (its first record's; None for an empty batch) —
-        already resolved here: the batch is stored, as durable as the
-        sync mode says, when the call returns. Sent, the builder is
-        closed; one whose send raised may be sent again.
-
-        Both inline only for a batch of at most INLINE_BATCH_MAX records
-        and INLINE_BYTES bytes, since encoding a larger one takes longer
-        than the loop may wait."""
-        first = args[0] if args else kwargs.get("batch")
-        if isinstance(first, BatchBuilder):
-            return await self._send_builder(*args, **kwargs)
-        return await self._send_items(*args, **kwargs)
 
     async def _send_builder(self, batch: BatchBuilder, topic: str, *,
                             partition: int | None = None

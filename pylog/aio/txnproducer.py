@@ -36,11 +36,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any
 
 from ..producer import Headers, RawRecord
 from ..records import RecordMetadata, TopicPartition
-from .batch import BatchBuilder, send_builder
+from .batch import BatchBuilder, BatchSending, send_builder
 from .consumer import AIOConsumer
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 __all__ = ["AIOTransactionalProducer"]
 
 
-class AIOTransactionalProducer:
+class AIOTransactionalProducer(BatchSending):
     """See the module docstring. Create with :meth:`AIOLog.producer` and
     ``transactional_id=`` (or ``idempotent=True``)."""
 
@@ -96,33 +96,6 @@ class AIOTransactionalProducer:
         return md
 
     send_and_wait = send        # aiokafka's name for awaiting delivery
-
-    def create_batch(self) -> BatchBuilder:
-        """An empty :class:`~pylog.aio.batch.BatchBuilder` (aiokafka's), as
-        AIOProducer.create_batch."""
-        return BatchBuilder(self._kser, self._vser)
-
-    @overload
-    async def send_batch(self, topic: str, items: Iterable[Any], *,
-                         partition: int | None = None,
-                         timestamp_ms: int | None = None) -> list[RecordMetadata]: ...
-
-    @overload
-    async def send_batch(self, batch: BatchBuilder, topic: str, *,
-                         partition: int | None = None,
-                         ) -> asyncio.Future[RecordMetadata | None]: ...
-
-    async def send_batch(self, *args: Any, **kwargs: Any) -> Any:
-        """``send_batch(topic, items, *, partition=None, timestamp_ms=None)``:
-        append many records, one batch per partition (see
-        Producer.send_batch). ``send_batch(batch, topic, *, partition)``
-        (aiokafka's): a :meth:`create_batch` builder's records as one
-        batch, as AIOProducer.send_batch's (in the open transaction, if
-        one is)."""
-        first = args[0] if args else kwargs.get("batch")
-        if isinstance(first, BatchBuilder):
-            return await self._send_builder(*args, **kwargs)
-        return await self._send_items(*args, **kwargs)
 
     async def _send_builder(self, batch: BatchBuilder, topic: str, *,
                             partition: int | None = None
