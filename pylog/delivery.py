@@ -56,6 +56,22 @@ class Delivery:
         """The running poll hands records of ``tp`` from ``first_offset``."""
         self.pending.setdefault(tp, first_offset)
 
+    def handing(self, tp: TopicPartition, first_offset: int) -> bool:
+        """Before a fetch moves ``tp``'s cursor from ``first_offset``: a
+        failure from here on (a Ctrl-C inside the fetch, after the cursor
+        moved, included) gives back from there. True when this call
+        marked ``tp``: pass that to :meth:`not_handed` when the fetch gave
+        nothing."""
+        if tp in self.pending:
+            return False
+        self.pending[tp] = first_offset
+        return True
+
+    def not_handed(self, tp: TopicPartition, marked: bool) -> None:
+        """The fetch :meth:`handing` announced gave no record of ``tp``."""
+        if marked:
+            self.pending.pop(tp, None)
+
     def hold(self, tp: TopicPartition, offset: int) -> None:
         """Keep ``tp`` unfinished from ``offset`` (a record handed before
         this poll whose handling goes on; see PollDriver.hold)."""

@@ -199,23 +199,29 @@ class Fetching:
                     fit = 1         # (a record larger than the budget: alone)
                 want = fit
                 seg0, pos0 = cur.segment_base, cur.position
+            # marked before the fetch moves the cursor: a Ctrl-C between the
+            # move and the mark would lose the records (give_back misses them)
+            marked = self._delivery.handing(tp, first)
             try:
                 recs = part.fetch(cur, want, values_only=values_only,
                                   with_topic=True, row_type=self._records.row_type,
                                   txn=view)
             except OffsetOutOfRange:
+                self._delivery.not_handed(tp, marked)
                 self._set_position(tp, self._resets.out_of_range(tp, part, cur.offset))
                 continue
             except TopicNotFound:
+                self._delivery.not_handed(tp, marked)
                 self._topic_deleted(tp)
                 continue
+            if not recs:
+                self._delivery.not_handed(tp, marked)
             if recs and budget is not None:
                 # the batch bytes the cursor moved over; across a segment
                 # (rare) the estimate it was given
                 budget -= cur.position - pos0 if cur.segment_base == seg0 and pos0 >= 0 \
                     else budget * len(recs) // want
             if recs:
-                self._delivery.handed(tp, first)
                 i0 = len(out)
                 out.extend(self._records.finish(recs, values_only, tp, part, first,
                                                 bool(out)))
@@ -362,15 +368,18 @@ class Fetching:
             if target is not None:
                 tp, part, cur = target
                 first = cur.offset
+                marked = self._delivery.handing(tp, first)    # (as in _fetch)
                 try:
                     got = part.wait_fetch(cur, bell + slot * _native.DOORBELL_SLOT_SIZE,
                                           seen, wait, max_records, values_only=values_only,
                                           with_topic=True, row_type=self._records.row_type)
                 except TopicNotFound:
+                    self._delivery.not_handed(tp, marked)
                     self._topic_deleted(tp)
                     got = None
-                if got:
-                    self._delivery.handed(tp, first)
+                if not got:
+                    self._delivery.not_handed(tp, marked)
+                else:
                     recs = self._records.finish(got, values_only, tp, part, first,
                                                 False)
                     part.shared.count_fetch(len(got))   # P-10 (never raises)
@@ -732,14 +741,16 @@ class PollDriver:
                                      c._records.row_type))
                 return []
             max_records = max(1, fit)
+        marked = c._delivery.handing(tp, first)     # (as in Fetching._fetch)
         try:
             got = part.fetch_committed(cur, max_records, with_topic=True,
                                        row_type=c._records.row_type)
         except TopicNotFound:
+            c._delivery.not_handed(tp, marked)
             return []       # (the general fetch finds it deleted too)
         if not got:
+            c._delivery.not_handed(tp, marked)
             return got
-        c._delivery.handed(tp, first)
         recs = c._records.finish(got, False, tp, part, first, False)
         part.shared.count_fetch(len(got))   # P-10, once delivered (never raises)
         return recs
@@ -780,9 +791,9 @@ class PollDriver:
                 or c._paused and tp in c._paused or tp not in self.owned():
             return []
         new = pre.cursor
+        c._delivery.handed(tp, pre.offset)      # (before the cursor moves: Fetching._fetch)
         cur.offset, cur.segment_base, cur.position, cur.base = \
             new.offset, new.segment_base, new.position, new.base
-        c._delivery.handed(tp, pre.offset)
         recs = c._records.finish(pre.rows, False, tp, job.part, pre.offset, False)
         job.part.shared.count_fetch(len(pre.rows))     # P-10 (never raises)
         c._rr += 1

@@ -110,6 +110,9 @@ class GroupMember:
         self.generation = -1
         self.owned: set[TopicPartition] = set()
         self.joined = False
+        # a join's transaction ran, whether or not this member saw it end
+        # (a Ctrl-C after its commit): leave() must write to be sure
+        self._maybe_joined = False
         self.next_check = 0.0
         # monotonic time until which no other member can take this one's
         # partitions: others expire it session_timeout_ms after its last
@@ -270,6 +273,7 @@ class GroupMember:
         moved = [False]
         lapsed: list[set] = [set()]
         tries = [0]
+        self._maybe_joined = True
         while True:
             try:
                 done = self.log.meta.change_group(self.group_id, update)
@@ -439,7 +443,7 @@ class GroupMember:
         self._leaves += 1
         if for_good:
             self._gone = True
-        if not self.joined:
+        if not self.joined and not self._maybe_joined:
             return
         acting = False
         try:
@@ -468,7 +472,7 @@ class GroupMember:
         self._ring(self.log.meta.change_group(self.group_id, update))
         self._seen = None
         self._was_quiet = False
-        self.joined = False
+        self.joined = self._maybe_joined = False
         self.owned = set()
         self.lease_until = 0.0
 
