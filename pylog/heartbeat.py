@@ -15,8 +15,9 @@ The thread beats a member a little after its own heartbeat was due
 (LATE_FRACTION of the session timeout), so a member that polls renews it
 itself and the thread writes nothing. It sleeps until the earliest such
 time among its members, but not less than that fraction of the shortest
-session (capped at MAX_GAP_S) nor more than MAX_SLEEP_S, and ends when
-the Log closes or no member is left. Members are held weakly: a consumer
+session (capped at MAX_GAP_S) nor more than MAX_SLEEP_S, and as long after
+each round, so that the members coming due during a round share the
+next one; it ends when the Log closes or no member is left. Members are held weakly: a consumer
 dropped without close() stops being renewed once the garbage collector
 frees it (a Consumer sits in reference cycles: at the next full
 collection). A fork child starts with no thread and no member: its
@@ -151,14 +152,15 @@ class _Heartbeats:
             self.thread.start()
         self.wake.set()         # (a new member may be due before the thread's sleep ends)
 
-    def _due(self) -> list[tuple[GroupMember, _Entry]] | float:
-        """The members to beat now, or how long to sleep; ends the thread
-        (returns -1.0) when the Log closed or no member is left."""
+    def _due(self) -> tuple[list[tuple[GroupMember, _Entry]], float]:
+        """The members to beat now, and how long to sleep after their round
+        (or without one); a sleep of -1.0 ends the thread: the Log closed
+        or no member is left."""
         with _lock:
             log = self.log()
             if self.closing or log is None or log._closed or not self.members:
                 self.thread = None
-                return -1.0
+                return [], -1.0
             now = time.monotonic()
             due: list[tuple[GroupMember, _Entry]] = []
             sleep = gap = MAX_SLEEP_S
@@ -170,22 +172,25 @@ class _Heartbeats:
                     due.append((member, entry))
                 else:
                     sleep = min(sleep, at - now)
-            # not sooner than the smallest lateness allowed: with many
-            # members, whose heartbeats are due one after the other, a
-            # round for each would scan them all hundreds of times a second
-            return due or max(MIN_SLEEP_S, sleep, min(gap, MAX_GAP_S))
+            # not sooner than the smallest lateness allowed, after a round
+            # too: with many members, whose heartbeats are due one after
+            # the other, a round for each would scan them all hundreds of
+            # times a second, and rewrite their group's document as often
+            # (a round right after one finds the few that came due during
+            # it); a member waits at most that much past its time either way
+            least = max(MIN_SLEEP_S, min(gap, MAX_GAP_S))
+            return due, (least if due else max(sleep, least))
 
     def _run(self) -> None:
         while True:
-            due = self._due()
-            if isinstance(due, float):
-                if due < 0:
-                    return
-                self.wake.wait(due)
-                self.wake.clear()
-                continue
-            self._round(due)
+            due, sleep = self._due()
+            if sleep < 0:
+                return
+            if due:
+                self._round(due)
             del due     # (no reference left while it sleeps: members stay collectable)
+            self.wake.wait(sleep)
+            self.wake.clear()
 
     def _round(self, due: list[tuple[GroupMember, _Entry]]) -> None:
         """Beat the members ``_due`` found due: those of one group in one
