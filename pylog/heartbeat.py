@@ -15,17 +15,25 @@ The thread beats a member a little after its own heartbeat was due
 (LATE_FRACTION of the session timeout), so a member that polls renews it
 itself and the thread writes nothing. It sleeps until the earliest such
 time among its members, but not less than that fraction of the shortest
-session (capped at MAX_GAP_S) nor more than MAX_SLEEP_S, and as long after
-each round, so that the members coming due during a round share the
-next one; it ends when the Log closes or no member is left. Members are held weakly: a consumer
-dropped without close() stops being renewed once the garbage collector
-frees it (a Consumer sits in reference cycles: at the next full
-collection). A fork child starts with no thread and no member: its
-consumers register anew. A round beats the due members of a group
-together, in one metadata transaction that rewrites the group's document
-once: a round costs in proportion to the group's size, where a
-transaction per member cost in proportion to its square (members in
-separate processes each have their own thread).
+session (capped at MAX_GAP_S) nor more than MAX_SLEEP_S, and as long
+after each round, so that the members coming due during a round share
+the next one; it ends when the Log closes or no member is left. Members
+are held weakly: a consumer dropped without close() stops being renewed
+once the garbage collector frees it (a Consumer sits in reference
+cycles: at the next full collection). A fork child starts with no thread
+and no member: its consumers register anew. A round beats the due
+members of a group together, in one metadata transaction that rewrites
+the group's document once: a round costs in proportion to the group's
+size, where a transaction per member cost in proportion to its square.
+
+What it costs (bench/RESULTS.rst), measured by::
+
+    .venv/bin/python bench/heartbeats.py --members 10 100 300 1000 --seconds 20
+
+1,000 members of one group between polls in one process cost 7.5% of a
+CPU and all stay renewed (with a transaction per member: 76%, and half
+of them expired); 300 members 0.7%. Members in separate processes each
+have their own thread.
 
 Thread safety: thread-safe (a lock guards the registry;
 GroupMember.beat_many never overlaps a tick or leave of a member).
