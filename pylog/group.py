@@ -38,7 +38,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from . import _native
 from . import groupstate as gs
@@ -395,40 +395,73 @@ class GroupMember:
         partitions over. False (nothing written) when the member is not in
         the group: it was expired, or it left; the next tick rejoins.
         Thread-safe: skipped (False) while a tick or leave of this member
-        runs, which wait for a beat in flight (pylog.heartbeat calls it
-        from its thread)."""
-        if self._acting or self._beating:
-            return False
-        self._beating = True
-        try:
-            if self._acting:        # (a tick began meanwhile: it waits for this)
-                return False
-            return self._beat()
-        finally:
-            self._beating = False
+        runs, which wait for a beat in flight. :meth:`beat_many` with this
+        member alone."""
+        return type(self).beat_many([self])[0]
 
-    def _beat(self) -> bool:
-        if self._gone or not self.joined:
-            return False
-        leaves = self._leaves
-        now = self._monotonic()
-        now_ms = self._wall_ms()
+    @classmethod
+    def beat_many(cls, members: Sequence[GroupMember]) -> list[bool]:
+        """:meth:`beat` each of ``members`` (of one group, on one Log) in
+        one metadata transaction, which decodes and rewrites the group's
+        document once, not once per member (pylog.heartbeat calls it from
+        its thread with the members due). Returns, per member, whether it
+        was renewed; its lease and next heartbeat move only then.
+
+        Each member keeps :meth:`beat`'s guarantees: skipped while a tick
+        or leave of it runs (the tick or leave waits for the transaction
+        instead, if it begins after the member was taken); not renewed if
+        it left meanwhile (close, or a leave waiting for the transaction:
+        renewing it would write a heartbeat for a member on its way out)
+        or is not in the group's document. Thread-safe as :meth:`beat`.
+        Durability: one group metadata transaction, durable as the log's
+        sync mode makes them."""
+        if not members:
+            return []
+        first = members[0]
+        if any(m.log is not first.log or m.group_id != first.group_id
+               for m in members):
+            raise InvalidArgument("beat_many: every member must be of one group "
+                                  "on one Log")
+        taken: list[GroupMember] = []
+        try:
+            # the gate of each member as in _act, the other way round: set
+            # this side's flag, then read the tick's (no lock: see __init__)
+            for m in members:
+                if m._acting or m._beating:
+                    continue
+                taken.append(m)
+                m._beating = True
+                if m._acting:       # (a tick began meanwhile: it waits for this)
+                    taken.pop()
+                    m._beating = False
+            renewed = cls._beat_taken(first, taken)
+        finally:
+            for m in taken:
+                m._beating = False
+        return [m in renewed for m in members]
+
+    @staticmethod
+    def _beat_taken(first: GroupMember, taken: list[GroupMember]) -> set[GroupMember]:
+        """beat_many's transaction for the members whose gate it holds."""
+        ready = [m for m in taken if not m._gone and m.joined]
+        if not ready:
+            return set()
+        leaves = {m: m._leaves for m in ready}
+        now = {m: m._monotonic() for m in ready}
+        now_ms = {m: m._wall_ms() for m in ready}
 
         def update(state, commit):
-            if self._leaves != leaves or self._gone:
-                raise _LeftMeanwhile()
-            info = state.members.get(self.member_id)
-            if info is None:
-                return state, False
-            return gs.heartbeat(state, self.member_id, info.topics, now_ms), True
+            renew = {m.member_id: now_ms[m] for m in ready
+                     if m._leaves == leaves[m] and not m._gone
+                     and m.member_id in state.members}
+            return gs.heartbeats(state, renew), set(renew)
 
-        try:
-            renewed = self.log.meta.change_group(self.group_id, update, "heartbeat")
-        except _LeftMeanwhile:
-            return False
-        if renewed and self._leaves == leaves:
-            self._next_heartbeat = now + self.session_timeout_ms / 3000.0
-            self.lease_until = now + self.session_timeout_ms / 2000.0
+        ids = first.log.meta.change_group(first.group_id, update, "heartbeat")
+        renewed = {m for m in ready if m.member_id in ids}
+        for m in renewed:
+            if m._leaves == leaves[m]:
+                m._next_heartbeat = now[m] + m.session_timeout_ms / 3000.0
+                m.lease_until = now[m] + m.session_timeout_ms / 2000.0
         return renewed
 
     def heartbeat_due(self) -> float:

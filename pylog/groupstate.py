@@ -18,6 +18,7 @@ expire          members whose heartbeat is older than their session timeout, or
                 whose process is gone, are removed; what they owned becomes free
 join            a member absent from ``members`` is added (a rebalance follows)
 heartbeat       the member's ``heartbeat_ms`` (and subscribed topics) are renewed
+heartbeats      several members' ``heartbeat_ms`` are renewed at once
 rebalance       the assignor computes a new target ``assignment``; generation + 1;
                 owners of partitions that no longer exist, or of members that
                 are gone, are dropped
@@ -341,6 +342,20 @@ def heartbeat(state: GroupState, member_id: str, topics, now_ms: int | None) -> 
     if new == info:
         return state
     return replace(state, members={**state.members, member_id: new})
+
+
+def heartbeats(state: GroupState, renew: Mapping[str, int]) -> GroupState:
+    """Renew the heartbeat of each member of ``renew`` (member_id ->
+    now_ms) that is in the group, topics kept: :func:`heartbeat` for each,
+    in one new state (one copy of the members, not one per member)."""
+    members = dict(state.members)
+    changed = False
+    for member_id, now_ms in renew.items():
+        info = members.get(member_id)
+        if info is not None and info.heartbeat_ms != now_ms:
+            members[member_id] = replace(info, heartbeat_ms=now_ms)
+            changed = True
+    return replace(state, members=members) if changed else state
 
 
 def group_counts(state: GroupState, counts: Mapping[str, int]) -> dict:

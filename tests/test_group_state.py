@@ -252,6 +252,16 @@ def test_fence_refuses_a_removed_member_and_a_moved_partition():
         gs.fence(moved, "g", "a", [("t", 0)])
 
 
+def test_heartbeats_renews_several_members_as_heartbeat_does_each():
+    state = joined("a", "b", "c")
+    renewed = gs.heartbeats(state, {"a": 500, "c": 700, "gone": 900})
+    one_by_one = gs.heartbeat(gs.heartbeat(state, "a", ("t",), 500), "c", ("t",), 700)
+    assert renewed == one_by_one
+    assert {m: i.heartbeat_ms for m, i in renewed.members.items()} == \
+        {"a": 500, "b": 0, "c": 700}
+    assert gs.heartbeats(state, {"b": 0, "gone": 900}) is state     # nothing to write
+
+
 def test_the_last_member_leaving_empties_the_group():
     state = gs.leave(joined("a"), "a", {"t": 4}, 0, lambda _: True)
     assert state.members == {} and state.owners == {} and state.assignment is None
