@@ -575,6 +575,14 @@ class PollDriver:
             return None
         return int(part.state().next_offset)
 
+    def seek_target(self, tp: TopicPartition, offset: int) -> tuple[TopicPartition, int]:
+        """Consumer.seek's checks (raising as it does), moving nothing:
+        (tp, the offset it would move to); :meth:`set_position` moves."""
+        return self._c._seek_target(tp, offset)
+
+    def set_position(self, tp: TopicPartition, offset: int) -> None:
+        self._c._set_position(tp, offset)
+
     def unpositioned(self) -> list[tuple[Partition, Cursor]]:
         """(partition, cursor) of the owned, unpaused partitions whose cursor
         is not located yet while records wait at it: the ones whose first

@@ -41,6 +41,7 @@ from ..txnproducer import check_producer_args
 from .batch import BatchBuilder
 from .bridge import DoorbellBridge
 from .consumer import AIOConsumer
+from .joblock import JobLock
 from .listener import Relay
 from .producer import AIOProducer
 from .shareconsumer import AIOShareConsumer
@@ -100,7 +101,7 @@ class AIOLog:
         return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def _close_client(self, close: Callable[[], None],
-                            lock: asyncio.Lock | None = None) -> None:
+                            lock: asyncio.Lock | JobLock | None = None) -> None:
         """A client's ``close`` (``lock``: the client's, as _submit_locked):
         off the loop, or once this Log is closing, inline after the Log's
         close is done (which closed what the client's close would store or
@@ -123,7 +124,7 @@ class AIOLog:
             async with lock:    # (after the client's job that still runs)
                 close()
 
-    async def _submit_locked(self, lock: asyncio.Lock, fn: Callable[..., T],
+    async def _submit_locked(self, lock: asyncio.Lock | JobLock, fn: Callable[..., T],
                              *args: Any) -> T:
         """``fn(*args)`` in this Log's executor once ``lock`` (a client's:
         one executor job, or one fetch, at a time) is taken; ``lock`` is

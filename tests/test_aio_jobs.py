@@ -1,0 +1,191 @@
+"""pylog.aio: calls on the loop that overlap an AIOConsumer's executor
+jobs (housekeeping and its rebalance, a seek to an end, a commit,
+unsubscribe()'s leave, the Log's close). Each test tries to lose a seek,
+commit a record never received, hand a record to two members, or leave
+a member listed in its group.
+
+A job is held at a chosen point by wrapping the real function it runs
+with a wait on a threading.Event (nothing is replaced: the real call
+runs once the test lets it), so that the loop's call lands inside the
+job every time rather than by chance."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pylog
+import pylog.aio
+from pylog import TopicPartition
+
+T0, T1 = TopicPartition("t", 0), TopicPartition("t", 1)
+
+
+def held(fn: Callable[..., Any], when: Callable[[Any], bool] = lambda got: True
+         ) -> tuple[Callable[..., Any], threading.Event, threading.Event]:
+    """``fn`` wrapped to stop after it returned (once ``when(result)``) until
+    ``go`` is set; ``inside`` is set while it waits there."""
+    inside, go = threading.Event(), threading.Event()
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        got = fn(*args, **kwargs)
+        if when(got) and not go.is_set():
+            inside.set()
+            assert go.wait(10), "the test never let the job go on"
+        return got
+    return wrapped, inside, go
+
+
+def held_before(fn: Callable[..., Any]
+                ) -> tuple[Callable[..., Any], threading.Event, threading.Event]:
+    """``fn`` wrapped to wait for ``go`` before it runs."""
+    inside, go = threading.Event(), threading.Event()
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        inside.set()
+        assert go.wait(10), "the test never let the job go on"
+        return fn(*args, **kwargs)
+    return wrapped, inside, go
+
+
+async def until(event: threading.Event) -> None:
+    for _ in range(5000):
+        if event.is_set():
+            return
+        await asyncio.sleep(0.002)
+    raise AssertionError("the job never got there")
+
+
+async def ten(log: pylog.aio.AIOLog, partitions: int = 1) -> None:
+    """Topic t, offsets 0..9 in each partition."""
+    await log.create_topic("t", partitions=partitions)
+    p = log.producer()
+    for part in range(partitions):
+        await p.send_batch("t", [b"%d" % i for i in range(10)], partition=part)
+
+
+# -- a seek while a job runs ------------------------------------------------------------
+def test_a_seek_while_a_seek_to_the_beginning_runs_is_kept(logdir):
+    """seek_to_beginning() runs in the executor; a seek() made while it
+    runs is the later call and wins (as aiokafka's: a seek ends a pending
+    reset), also for a getmany that was already waiting. It was
+    overwritten by the job's position."""
+    async def main() -> None:
+        async with pylog.aio.open(logdir, sync="never") as log:
+            await ten(log)
+            c = log.consumer(group_id="g", auto_offset_reset="earliest",
+                             enable_auto_commit=False)
+            c.assign([T0])
+            assert [r.offset for r in (await c.getmany(timeout_ms=500,
+                                                       max_records=3))[T0]] == [0, 1, 2]
+            c._c.seek_to_beginning, inside, go = held_before(c._c.seek_to_beginning)
+            job = asyncio.create_task(c.seek_to_beginning(T0))
+            await until(inside)
+            getting = asyncio.create_task(c.getmany(timeout_ms=2000))   # waits for the job
+            await asyncio.sleep(0.01)
+            c.seek(T0, 7)
+            assert await c.position(T0) == 7        # seen at once
+            go.set()
+            await job
+            assert [r.offset for r in (await getting)[T0]] == [7, 8, 9]
+            assert await c.position(T0) == 10
+            await c.close()
+
+    asyncio.run(main())
+
+
+def test_a_seek_before_a_seek_to_the_end_is_overridden_by_it(logdir):
+    """The order goes both ways: a seek() made while a seek_to_beginning()
+    runs, then a seek_to_end() called after it, end at the end (a guard
+    of the fix above, which queues the seek: it passed before it too)."""
+    async def main() -> None:
+        async with pylog.aio.open(logdir, sync="never") as log:
+            await ten(log)
+            c = log.consumer(group_id="g", auto_offset_reset="earliest",
+                             enable_auto_commit=False)
+            c.assign([T0])
+            await c.getmany(timeout_ms=500, max_records=3)
+            c._c.seek_to_beginning, inside, go = held_before(c._c.seek_to_beginning)
+            first = asyncio.create_task(c.seek_to_beginning(T0))
+            await until(inside)
+            c.seek(T0, 4)           # after seek_to_beginning ...
+            last = asyncio.create_task(c.seek_to_end(T0))     # ... before seek_to_end
+            await asyncio.sleep(0.01)
+            go.set()
+            await first
+            await last
+            assert await c.position(T0) == 10
+            await c.close()
+
+    asyncio.run(main())
+
+
+def test_a_seek_while_a_rebalance_gives_the_partition_is_kept(logdir):
+    """A member's housekeeping rebalance in the executor gives it a
+    partition (the other member left): assignment() shows it as soon as
+    the group did, and a seek() then, while the job still runs, was
+    undone by the job, which then drops the position of a partition it
+    gained (to read the committed offset): the next getmany read from 0."""
+    async def main() -> None:
+        async with pylog.aio.open(logdir, sync="never") as log:
+            await ten(log, partitions=2)
+            a = log.consumer("t", group_id="g", auto_offset_reset="earliest",
+                             enable_auto_commit=False)
+            b = log.consumer("t", group_id="g", auto_offset_reset="earliest",
+                             enable_auto_commit=False)
+            await a.start()
+            await b.start()
+            for _ in range(100):
+                await a.getmany(timeout_ms=20)
+                await b.getmany(timeout_ms=20)
+                if len(a.assignment()) == 1 and len(b.assignment()) == 1:
+                    break
+            mine = a.assignment()
+            assert len(mine) == 1
+            await b.close()
+            member = a._c._member
+            member.tick, inside, go = held(member.tick, lambda got: bool(got[0]))
+            getting = asyncio.create_task(a.getmany(timeout_ms=5000))
+            await until(inside)     # the group gave it; the job goes on after this
+            (gained,) = a.assignment() - mine
+            a.seek(gained, 7)
+            assert await a.position(gained) == 7
+            go.set()
+            offsets = [r.offset for r in (await getting).get(gained, [])]
+            if not offsets:
+                offsets = [r.offset for r in (await a.getmany(gained, timeout_ms=2000))
+                           .get(gained, [])]
+            assert offsets == [7, 8, 9]
+            await a.close()
+
+    asyncio.run(main())
+
+
+def test_a_commit_called_before_a_seek_commits_what_was_received(logdir):
+    """commit() (its first: a metadata transaction, in the executor)
+    commits every record received when it was called; a seek() made
+    while it runs moved the position it read, so it committed the sought
+    offset: the records skipped were lost to the group."""
+    async def main() -> None:
+        async with pylog.aio.open(logdir, sync="never") as log:
+            await ten(log)
+            c = log.consumer(group_id="g", auto_offset_reset="earliest",
+                             enable_auto_commit=False)
+            c.assign([T0])
+            got = await c.getmany(timeout_ms=500, max_records=3)
+            assert [r.offset for r in got[T0]] == [0, 1, 2]
+            c._c.commit, inside, go = held_before(c._c.commit)
+            committing = asyncio.create_task(c.commit())
+            await until(inside)
+            c.seek(T0, 9)
+            go.set()
+            await committing
+            assert await c.committed(T0) == 3
+            assert (await c.getone()).offset == 9
+            await c.commit()
+            assert await c.committed(T0) == 10
+            await c.close()
+
+    asyncio.run(main())
