@@ -12,6 +12,7 @@ job every time rather than by chance."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -189,3 +190,28 @@ def test_a_commit_called_before_a_seek_commits_what_was_received(logdir):
             await c.close()
 
     asyncio.run(main())
+
+
+# -- unsubscribe() ------------------------------------------------------------------------
+def test_closing_the_log_right_after_unsubscribe_leaves_the_group(logdir, caplog):
+    """unsubscribe() leaves the group in an executor job; the Log closed
+    right after it refused that job ("did not leave cleanly: LogClosed"),
+    leaving the member listed and the finished records uncommitted. The
+    Log's close now lets the leave run first."""
+    async def main() -> None:
+        async with pylog.aio.open(logdir, sync="never") as log:
+            await ten(log)
+            c = log.consumer("t", group_id="g", auto_offset_reset="earliest")
+            assert [r.offset for r in (await c.getmany(timeout_ms=500,
+                                                       max_records=3))[T0]] == [0, 1, 2]
+            await c.getmany(timeout_ms=500, max_records=3)     # finishes 0..2
+            c.unsubscribe()
+
+    with caplog.at_level(logging.DEBUG, logger="pylog"):
+        asyncio.run(main())
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    with pylog.open(logdir, sync="never") as lg:
+        desc = lg.describe_group("g")
+        assert desc["members"] == []
+        assert desc["partitions"][0]["committed"] == 3      # what the leave commits
+

@@ -587,6 +587,7 @@ class AIOConsumer(RecordBuffer, OffsetQueries):
         self._prepared = False      # (a next assignment's file work: off the loop)
         self._lso.clear()
         self._leave = asyncio.get_running_loop().create_task(self._leave_group(leave))
+        self._alog._before_close(self._leave)   # (a Log closed now would refuse it)
 
     async def _leave_group(self, leave: Callable[[], None]) -> None:
         """unsubscribe()'s job: ``leave`` in the executor under the lock
