@@ -24,6 +24,7 @@ from childproc import expect, readline, start
 import pylog
 import pylog.aio
 from pylog import TopicPartition
+from pylog.aio.joblock import JobLock
 
 T0, T1 = TopicPartition("t", 0), TopicPartition("t", 1)
 
@@ -69,6 +70,33 @@ async def ten(log: pylog.aio.AIOLog, partitions: int = 1) -> None:
     p = log.producer()
     for part in range(partitions):
         await p.send_batch("t", [b"%d" % i for i in range(10)], partition=part)
+
+
+def test_job_lock_order_and_a_waiter_cancelled_once_handed_the_lock():
+    """JobLock: steps run in their turn between waiters, inside release();
+    a waiter cancelled after it was handed the lock (before it ran)
+    passes it on, so nobody waits for ever."""
+    async def main() -> None:
+        lock = JobLock()
+        ran: list[str] = []
+        lock.then(lambda: ran.append("free"))       # nothing held: at once
+        assert ran == ["free"]
+        await lock.acquire()
+        first = asyncio.create_task(lock.acquire())
+        second = asyncio.create_task(lock.acquire())
+        await asyncio.sleep(0)
+        lock.then(lambda: ran.append("after both"))
+        lock.release()                  # handed to first, which has not run yet
+        assert lock.locked()
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        assert await asyncio.wait_for(second, 1) is True
+        assert ran == ["free"] and lock.locked()
+        lock.release()
+        assert ran == ["free", "after both"] and not lock.locked()
+
+    asyncio.run(main())
 
 
 # -- a seek while a job runs ------------------------------------------------------------
