@@ -598,6 +598,25 @@ class PollDriver:
             return end
         return int(part.reader.last_stable(view, end))
 
+    def end_offset(self, tp: TopicPartition) -> int | None:
+        """The end offset of ``tp`` (a mapped state read: no metadata, no
+        file work) once the consumer has a position there and the Log has
+        its files open; else None."""
+        c = self._c
+        c._check()
+        part = c._log.open_partitions().get(tp)
+        if part is None or tp not in c._cursors:
+            return None
+        return int(part.state().next_offset)
+
+    def seek_target(self, tp: TopicPartition, offset: int) -> tuple[TopicPartition, int]:
+        """Consumer.seek's checks (raising as it does), moving nothing:
+        (tp, the offset it would move to); :meth:`set_position` moves."""
+        return self._c._seek_target(tp, offset)
+
+    def set_position(self, tp: TopicPartition, offset: int) -> None:
+        self._c._set_position(tp, offset)
+
     def unpositioned(self) -> list[tuple[Partition, Cursor]]:
         """(partition, cursor) of the owned, unpaused partitions whose cursor
         is not located yet while records wait at it: the ones whose first

@@ -127,6 +127,10 @@ class Positions:
         end; none: OffsetOutOfRange from poll). An offset below the log
         start resumes at the log start (OffsetOutOfRange with
         ``auto_offset_reset="none"``)."""
+        self._set_position(*self._seek_target(partition, offset))
+
+    def _seek_target(self, partition: TopicPartition, offset: int) -> tuple[TopicPartition, int]:
+        """seek()'s checks, moving nothing: (tp, the offset it moves to)."""
         self._check()
         tp = self._owned_or_raise(partition)
         if isinstance(offset, bool) or not isinstance(offset, int) or \
@@ -140,7 +144,7 @@ class Positions:
                     f"{st.log_start_offset} (older records were deleted) and "
                     "auto_offset_reset='none'")
             offset = st.log_start_offset
-        self._set_position(tp, offset)
+        return tp, offset
 
     def seek_to_beginning(self, *partitions: Any) -> None:
         """Move to the log start of ``partitions`` (varargs as kafka-python,

@@ -453,6 +453,60 @@ def test_last_stable_offset_reads_no_transactions_on_the_loop(logdir, monkeypatc
 
 
 
+def test_highwater_reads_no_transactions_on_the_loop(logdir, monkeypatch):
+    """highwater(tp) of a read_committed consumer with 200 transactions
+    open on its partition: the end offset as a fetch knows it (aiokafka's
+    high watermark, not the last stable offset), without reading a
+    transactional id's document on the loop (TxnView._load, the real
+    one, counted per thread); None before a fetch, refused for a
+    partition not assigned."""
+    loads: list[int] = []
+    load = pylog.transactions.TxnView._load
+
+    def counted(self: Any, *args: Any) -> Any:
+        loads.append(threading.get_ident())
+        return load(self, *args)
+    monkeypatch.setattr(pylog.transactions.TxnView, "_load", counted)
+
+    def open_transactions(lg: pylog.Log) -> list[Any]:
+        producers = []
+        for i in range(200):
+            tx = lg.producer(transactional_id=f"tx{i}")
+            tx.begin_transaction()
+            tx.send("t", b"open %d" % i, partition=1)
+            producers.append(tx)
+        return producers
+
+    async def main() -> None:
+        async with pylog.aio.open(logdir, sync="never") as log:
+            await two_partitions(log)           # offsets 0..4 of each partition
+            producers = await asyncio.to_thread(open_transactions, log.log)
+            await log.producer().send("t", b"plain", partition=1)     # offset 205
+            c = log.consumer(auto_offset_reset="earliest",
+                             isolation_level="read_committed")
+            c.assign([T0, T1])
+            me = threading.get_ident()
+            assert c.highwater(T1) is None          # no fetch yet
+            with pytest.raises(pylog.InvalidArgument):
+                c.highwater(TopicPartition("t", 7))
+            got = await drain(c, 10)
+            assert got == {T0: [0, 1, 2, 3, 4], T1: [0, 1, 2, 3, 4]}   # up to the LSO
+            on_loop = loads.count(me)
+            ends = c.highwater(T1), c.highwater(T0)
+            assert loads.count(me) == on_loop       # no document read on the loop
+            assert ends == (206, 5)
+            await log.producer().send("t", b"more", partition=0)
+            assert c.highwater(T0) == 6             # (never older than a fetch)
+            assert loads.count(me) == on_loop
+            assert await lso_of(c, T1, 5) == 5      # the LSO: off the loop
+            for tx in producers:
+                await asyncio.to_thread(tx.abort_transaction)
+                await asyncio.to_thread(tx.close)
+            await c.close()
+
+    run("asyncio", main)
+
+
 # -- create_batch / send_batch(batch, topic, partition=) -----------------------------------
 @pytest.mark.parametrize("loop", LOOPS)
 def test_create_batch_round_trip(logdir, loop):

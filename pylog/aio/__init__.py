@@ -41,6 +41,7 @@ from ..txnproducer import check_producer_args
 from .batch import BatchBuilder
 from .bridge import DoorbellBridge
 from .consumer import AIOConsumer
+from .joblock import JobLock
 from .listener import Relay
 from .producer import AIOProducer
 from .shareconsumer import AIOShareConsumer
@@ -79,6 +80,10 @@ class AIOLog:
         self._topic_watch: asyncio.Task[None] | None = None
         # set when close() begins, resolved once the Log is closed
         self._closing: asyncio.Future[None] | None = None
+        # the tasks close() lets finish before it closes the Log (the group
+        # leaves of unsubscribe() calls); then set: the executor takes no job
+        self._leaving: set[asyncio.Task[None]] = set()
+        self._shut = False
 
     @property
     def log(self) -> _log.Log:
@@ -94,13 +99,13 @@ class AIOLog:
 
     def _submit(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """``fn(*args)`` in this Log's executor, as a future of the running
-        loop; LogClosed once close() began (its executor stops)."""
-        if self._closing is not None:
+        loop; LogClosed once close() closes the Log (its executor stops)."""
+        if self._shut:
             raise LogClosed(f"log {self._path} is closed")
         return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def _close_client(self, close: Callable[[], None],
-                            lock: asyncio.Lock | None = None) -> None:
+                            lock: asyncio.Lock | JobLock | None = None) -> None:
         """A client's ``close`` (``lock``: the client's, as _submit_locked):
         off the loop, or once this Log is closing, inline after the Log's
         close is done (which closed what the client's close would store or
@@ -123,7 +128,7 @@ class AIOLog:
             async with lock:    # (after the client's job that still runs)
                 close()
 
-    async def _submit_locked(self, lock: asyncio.Lock, fn: Callable[..., T],
+    async def _submit_locked(self, lock: asyncio.Lock | JobLock, fn: Callable[..., T],
                              *args: Any) -> T:
         """``fn(*args)`` in this Log's executor once ``lock`` (a client's:
         one executor job, or one fetch, at a time) is taken; ``lock`` is
@@ -199,11 +204,20 @@ class AIOLog:
                                            self._log.doorbell(), str(self._path))
         return self
 
+    def _before_close(self, task: asyncio.Task[None]) -> None:
+        """Have close() wait for ``task`` (an unsubscribe()'s group leave,
+        an executor job: once the Log closes, the member would stay listed
+        in its group until its session timed out) before it closes the Log."""
+        self._leaving.add(task)
+        task.add_done_callback(self._leaving.discard)
+
     async def close(self) -> None:
         """Close the Log (see Log.close) and stop its threads; tasks waiting
         in a consumer's getone/getmany raise LogClosed, and so does every
-        later call that needs the Log (a client's close() returns).
-        Idempotent; a second close() waits for the first."""
+        later call that needs the Log (a client's close() returns). The
+        group leaves of unsubscribe() calls still running finish first.
+        Idempotent; a second close() waits for the first. A cancelled
+        close() goes on to its end (the Log is closed all the same)."""
         if self._log is None:
             return
         if self._closing is not None:
@@ -211,6 +225,17 @@ class AIOLog:
             return
         loop = asyncio.get_running_loop()
         closing = self._closing = loop.create_future()
+        done = loop.create_task(self._close(closing))
+        # (retrieved: the caller may have been cancelled)
+        done.add_done_callback(lambda t: t.cancelled() or t.exception())
+        await asyncio.shield(done)
+
+    async def _close(self, closing: asyncio.Future[None]) -> None:
+        assert self._log is not None
+        while self._leaving:
+            await asyncio.wait(set(self._leaving))
+        self._shut = True
+        loop = asyncio.get_running_loop()
         self._bridge.close()
         if self._topic_watch is not None:
             self._topic_watch.cancel()
@@ -223,7 +248,7 @@ class AIOLog:
             self._executor.shutdown(wait=False)
             closing.set_result(None)
         job.add_done_callback(closed)
-        await asyncio.shield(job)
+        await job
 
     async def __aenter__(self) -> AIOLog:
         return await self.open()

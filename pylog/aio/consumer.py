@@ -20,7 +20,12 @@ heartbeat, rebalance, auto-commit; ``start()``'s join), commits,
 close — metadata transactions that may fsync — run in the Log's executor,
 one at a time per consumer, and so does the file work of a
 partition's first fetch (PollDriver.position: listing, opening and
-mapping its segment, reading its index, milliseconds in all).
+mapping its segment, reading its index, milliseconds in all; also after
+a seek). ``seek`` is a plain call: made while such a job runs or waits,
+its position moves in its turn, after the jobs called before it and
+before those called after it (pylog.aio.joblock), so that no job
+undoes it or reads it early; position() and the next getmany see it at
+once.
 
 Nothing is lost to cancellation: records are fetched only at a point from
 which the call returns them without awaiting again, so a getone/getmany
@@ -67,10 +72,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..consumer import Consumer
 from ..consumerargs import MAX_POLL_RECORDS_MAX, as_tps, poll_timeout
-from ..errors import InvalidArgument, LogClosed
+from ..errors import InvalidArgument, LogClosed, PylogError
 from ..fetching import PREFETCH_MAX_BYTES, READS, WRITES, PollDriver, Prefetch, Prefetched
 from ..records import Record, TopicPartition
 from .buffer import FOREVER_S, RecordBuffer, _Iteration
+from .joblock import JobLock
 from .listener import IN_LISTENER, Relay
 from .offsets import OffsetQueries
 
@@ -101,7 +107,10 @@ class AIOConsumer(RecordBuffer, OffsetQueries):
         self._c = consumer
         self._d = PollDriver(consumer)
         self._relay = relay
-        self._lock = asyncio.Lock()     # one executor job, or one fetch, at a time
+        self._lock = JobLock()      # one executor job, or one fetch, at a time
+        # seeks made while jobs ran or waited, each applied in its turn in
+        # the lock's queue (JobLock.then; [tp, offset], in call order)
+        self._seeks: list[list[Any]] = []
         self._buffer: deque[Record] = deque()   # fetched by getone, not yet received
         # the running ``async for`` loops, and the records that loops left
         # gave back (appended by _Iteration.__del__: put back by _take_back)
@@ -208,6 +217,8 @@ class AIOConsumer(RecordBuffer, OffsetQueries):
                     pass
                 if waited and d.closed:
                     return []
+                if self._seeks and self._lock.locked() or not self._prepared:
+                    continue    # after the seeks made meanwhile (their file work off the loop)
             # (no await from here to the return: no job starts meanwhile)
             if self._unsubs != unsubs or only is not None and \
                     only.isdisjoint(self.assignment()):
@@ -389,7 +400,11 @@ class AIOConsumer(RecordBuffer, OffsetQueries):
 
     def _position(self, tp: TopicPartition) -> int:
         """position(), not waiting for an unsubscribe()'s leave."""
-        first = self._buffered_first().get(TopicPartition(*tp))
+        tp = TopicPartition(*tp)
+        for seek in reversed(self._seeks):      # (made while a job ran: not applied yet)
+            if seek[0] == tp:
+                return int(seek[1])
+        first = self._buffered_first().get(tp)
         return first if first is not None else self._c.position(tp)
 
     async def committed(self, tp: TopicPartition) -> int | None:
@@ -426,11 +441,36 @@ class AIOConsumer(RecordBuffer, OffsetQueries):
     def seek(self, tp: TopicPartition, offset: int) -> None:
         """Read ``tp`` from ``offset`` next. A group member must own ``tp``
         (after ``await start()`` or its first getone/getmany; as aiokafka,
-        InvalidArgument otherwise)."""
+        InvalidArgument otherwise). The next getone/getmany (one waiting
+        now too) and position() see it at once. Made while an executor
+        job of this consumer runs or waits, the position moves right
+        after the jobs called before it (pylog.aio.joblock): the job
+        running does not undo it (a rebalance, a seek to an end), and a
+        commit() called before it does not commit it. A partition that a
+        rebalance takes meanwhile drops it."""
         self._check_assigned((tp,), "seek")
-        self._c.seek(tp, offset)        # (first: a refused seek drops nothing)
+        tp, offset = self._d.seek_target(tp, offset)    # (first: a refused seek drops nothing)
         key = tuple(tp)
         self._keep(lambda r: (r.topic, r.partition) != key)
+        if IN_LISTENER.get() is self:   # (its housekeeping waits for the callback)
+            self._d.set_position(tp, offset)
+            self._prepared = False
+            return
+        seek = [tp, offset]
+        self._seeks.append(seek)
+        self._lock.then(lambda: self._apply_seek(seek))
+
+    def _apply_seek(self, seek: list[Any]) -> None:
+        """Move to a seek's offset, on the loop, no job running (JobLock.then)."""
+        if not any(s is seek for s in self._seeks):
+            return      # (dropped by unsubscribe())
+        self._seeks.remove(seek)
+        try:
+            if seek[0] in self._d.owned():
+                self._d.set_position(seek[0], seek[1])
+                self._prepared = False      # (its file work: off the loop)
+        except PylogError:
+            pass        # (closed meanwhile)
 
     async def seek_to_beginning(self, *partitions: TopicPartition) -> None:
         """Read the partitions (default: all assigned) from their log start."""
@@ -441,6 +481,7 @@ class AIOConsumer(RecordBuffer, OffsetQueries):
         tps = set(as_tps(partitions)) if partitions else None
         self._unbuffer(tps)
         await self._locked(seek, *partitions)
+        self._prepared = False      # (their file work: off the loop)
         # what another task fetched from the old positions while this one
         # waited for the lock; and a join or rebalance may have run
         self._keep(lambda r: tps is not None and
@@ -541,10 +582,12 @@ class AIOConsumer(RecordBuffer, OffsetQueries):
         leave = self._d.unsubscribe()       # (raises LogClosed once closed)
         self._unsubs += 1
         self._keep(lambda r: False)
+        self._seeks.clear()
         self._pre = None
         self._prepared = False      # (a next assignment's file work: off the loop)
         self._lso.clear()
         self._leave = asyncio.get_running_loop().create_task(self._leave_group(leave))
+        self._alog._before_close(self._leave)   # (a Log closed now would refuse it)
 
     async def _leave_group(self, leave: Callable[[], None]) -> None:
         """unsubscribe()'s job: ``leave`` in the executor under the lock
@@ -569,11 +612,13 @@ class AIOConsumer(RecordBuffer, OffsetQueries):
             self._take_back()
         if offsets is None and self._buffer:
             offsets = self._d.commit_offsets(list(self._buffer))
+            owned = self._d.owned()
+            offsets.update((tp, off) for tp, off in self._seeks if tp in owned)
         if self._d.commit_is_a_store(offsets) and IN_LISTENER.get() is not self:
-            if self._lock.locked():     # an executor job runs: after it
-                async with self._lock:
-                    pass
-            self._c.commit(offsets)
+            # under the lock: after the jobs and seeks called before, and
+            # before a seek made from now on (its turn comes after this)
+            async with self._lock:
+                self._c.commit(offsets)
             return
         await self._locked(self._c.commit, offsets)
 

@@ -50,10 +50,33 @@ class OffsetQueries:
         def seek(self, tp: TopicPartition, offset: int) -> None: ...
         async def committed(self, tp: TopicPartition) -> int | None: ...
 
-    def highwater(self, tp: TopicPartition) -> int:
-        """The end offset of ``tp`` now (read_committed: the last stable
-        offset), as Consumer.highwater."""
-        return self._c.highwater(tp)
+    def highwater(self, tp: TopicPartition) -> int | None:
+        """aiokafka's: the end offset of ``tp`` (the offset the next record
+        appended there gets), as the last fetch knew it or newer: read
+        from the partition's shared state (a mapped page), never from the
+        metadata; None while this consumer has no position there yet
+        (before its first fetch, seek or position() of ``tp``: as
+        aiokafka's, None until a fetch brought it). ``tp`` must be
+        assigned (InvalidArgument otherwise, as seek).
+
+        Under either isolation level it is the end offset (aiokafka's
+        high watermark), unlike Consumer.highwater, which gives a
+        read_committed consumer its last stable offset: knowing that
+        means reading every transactional id's document, not a thing for
+        the loop (last_stable_offset(tp) gives it from a look off the
+        loop). A read_committed consumer whose position is below its
+        highwater may so have nothing to read yet: the records from the
+        last stable offset on belong to transactions still open."""
+        tp = self._owned_tp(tp, "highwater")
+        return self._d.end_offset(tp)
+
+    def _owned_tp(self, tp: TopicPartition, what: str) -> TopicPartition:
+        tp = as_tp(tp)
+        owned = self.assignment()
+        if tp not in owned:
+            raise InvalidArgument(f"{what} {tp}: not assigned to this consumer "
+                                  f"(it owns {sorted(owned)})")
+        return tp
 
     def last_stable_offset(self, tp: TopicPartition) -> int | None:
         """aiokafka's: the last stable offset of ``tp`` (X-4: where the
@@ -72,11 +95,7 @@ class OffsetQueries:
         (it only grows). Unlike aiokafka's (whose docstring says -1 under
         ``read_uncommitted``), pylog gives it under either isolation
         level."""
-        tp = as_tp(tp)
-        owned = self.assignment()
-        if tp not in owned:
-            raise InvalidArgument(f"last_stable_offset {tp}: not assigned to this "
-                                  f"consumer (it owns {sorted(owned)})")
+        tp = self._owned_tp(tp, "last_stable_offset")
         self._look_lso(tp)
         return self._lso.get(tp)
 
