@@ -11,7 +11,8 @@ records only while its heartbeat lease holds (GroupMember.lease_until), so
 a member stopped past its session timeout never returns records of a
 partition another member has taken over.
 
-Waiting and fetching: pylog.fetching.
+Waiting and fetching: pylog.fetching (and pylog.polldriver, the same in
+steps, for pylog.aio).
 
 Rebalances (group members): the listener given to ``subscribe()`` is
 called in the consumer's thread, from inside ``poll()`` and the other calls

@@ -18,6 +18,7 @@ import pytest
 
 import pylog
 import pylog.aio
+import pylog.polldriver
 from pylog import TopicPartition
 from pylog.aio.batch import BATCH_MAX_BYTES
 
@@ -430,6 +431,7 @@ def test_last_stable_offset_reads_no_transactions_on_the_loop(logdir, monkeypatc
         threads.append(threading.get_ident())
         return view(*args, **kwargs)
     monkeypatch.setattr(pylog.fetching, "TxnView", spy)
+    monkeypatch.setattr(pylog.polldriver, "TxnView", spy)
 
     async def main() -> None:
         async with pylog.aio.open(logdir, sync="never") as log:

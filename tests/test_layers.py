@@ -30,6 +30,7 @@ LAYERS = [
      "rebalance", "sharestate", "shareops", "sharedlq", "shareconfig", "transactions"},
     {"producer", "consumer", "positions", "fetching", "accumulator", "shareconsumer",
      "redrive", "metrics", "txnproducer"},
+    {"polldriver"},     # a Consumer's poll in steps, for pylog.aio
     {"log", "kafka"},   # kafka: the package pylog/kafka/, pylog.open("kafka://...")
     {"sqliteoffsets", "dedup"},     # helpers over the public Consumer API
     {"outbox", "outboxsource"},     # the transactional outbox: table, rows in order

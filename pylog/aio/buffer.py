@@ -25,7 +25,7 @@ from ..errors import LogClosed
 from ..records import Record, TopicPartition
 
 if TYPE_CHECKING:
-    from ..fetching import PollDriver
+    from ..polldriver import PollDriver
     from .consumer import AIOConsumer
 
 #: a wait without a deadline (getone, ``async for``) still wakes this often

@@ -73,7 +73,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..consumer import Consumer
 from ..consumerargs import MAX_POLL_RECORDS_MAX, as_tps, poll_timeout
 from ..errors import InvalidArgument, LogClosed, PylogError
-from ..fetching import PREFETCH_MAX_BYTES, READS, WRITES, PollDriver, Prefetch, Prefetched
+from ..fetching import PREFETCH_MAX_BYTES, Prefetch, Prefetched
+from ..polldriver import READS, WRITES, PollDriver
 from ..records import Record, TopicPartition
 from .buffer import FOREVER_S, RecordBuffer, _Iteration
 from .joblock import JobLock

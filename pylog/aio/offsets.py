@@ -26,7 +26,7 @@ from ..records import TopicPartition
 
 if TYPE_CHECKING:
     from ..consumer import Consumer
-    from ..fetching import PollDriver
+    from ..polldriver import PollDriver
     from . import AIOLog
 
 T = TypeVar("T")
