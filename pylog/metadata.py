@@ -89,7 +89,7 @@ def _pkey(topic: str, partition: int) -> bytes:
 # one process share it (counted), and a child of fork() never uses its
 # parent's (G6).
 _ENVS_LOCK = threading.Lock()
-_ENVS: dict = {}     # realpath of meta/ -> [env, users, readonly, pid]
+_ENVS: dict = {}     # realpath of meta/ -> [env, users, readonly, pid, identity, metasync]
 
 
 # lock.mdb's size for max_readers=1024 (liblmdb: 1023 reader slots of 64
@@ -140,7 +140,7 @@ def _open_env(path: str, *, sync: bool, readonly: bool):
                     "has it open read-only; close that Log first")
             ent[4].check(f"open {os.path.dirname(path)}")     # L-6
             ent[1] += 1
-            return ent[0], ent[4]
+            return ent[0], ent[4], ent[5]
         action = (f"open {os.path.dirname(path)}"
                   f"{' read-only' if readonly else ' for writing'}")
         try:
@@ -183,8 +183,8 @@ def _open_env(path: str, *, sync: bool, readonly: bool):
             env.close()
             raise LogFailedError(f"open LMDB metadata in {path}: data.mdb: "
                                  f"{exc.strerror}") from exc
-        _ENVS[key] = [env, 1, readonly, os.getpid(), ident]
-        return env, ident
+        _ENVS[key] = [env, 1, readonly, os.getpid(), ident, sync]
+        return env, ident, sync
 
 
 _ACCESS_HINTS = {
@@ -265,7 +265,12 @@ class Metadata(Commits):
         absent = data_file_absent(self.path)         # L-6: refused untouched
         if absent is not None:
             refuse_lost_metadata(root, self.path, absent)
-        self.env, self._identity = _open_env(self.path, sync=sync, readonly=readonly)
+        self.env, self._identity, metasync = _open_env(self.path, sync=sync,
+                                                        readonly=readonly)
+        # M-8: the environment is shared by this process's Logs of the path,
+        # its meta page flush set by the first: a sync="always" Log opened
+        # after a weaker one flushes it after each of its commits itself
+        self._flush_each = sync and not metasync
         self._vanished: FileVanishedError | None = None     # L-6, sticky
         self._closed = False
         self._wlock: MetaLock | None = None
@@ -806,6 +811,8 @@ class _Txn:
             if typ is not None and issubclass(typ, lmdb.Error):
                 raise meta._lmdb_error(what, self._write, exc) from exc
             if typ is None and self._write:
+                if meta._flush_each:
+                    meta.sync()     # (the change is made; LogFailedError: maybe not durable)
                 meta.check_identity(what)
                 if self._after:
                     self._in_after = True   # (a nested write here is refused)

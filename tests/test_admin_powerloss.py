@@ -128,3 +128,33 @@ def test_new_partitions_survive_power_loss_after_them(shim, logdir, child_env, t
         recs = part.fetch(Cursor(0), 10**6)
         assert [r[3] for r in recs] == [b"rec%d" % i for i in range(len(recs))]
         assert log.producer().send("t", b"more", partition=1).offset == len(recs)
+
+
+SHARED = r"""
+import os, signal, sys, pylog
+path, first = sys.argv[1], sys.argv[2]
+monitor = pylog.open(path, sync=first)      # opened first: LMDB's env is shared
+log = pylog.open(path, sync="always")
+log.create_topic("t", partitions=1)
+log.producer().send("t", b"x", partition=0)
+c = log.consumer(group_id="g", enable_auto_commit=False)
+tp = pylog.TopicPartition("t", 0)
+c.assign([tp])
+c.commit({tp: 1})
+print("committed", flush=True)
+os.kill(os.getpid(), signal.SIGKILL)   # the power goes
+"""
+
+
+@pytest.mark.parametrize("first", ["never", "interval"])
+def test_always_is_durable_beside_a_weaker_log_of_the_same_process(
+        shim, logdir, child_env, tmp_path, first):
+    """One LMDB environment serves every Log of a path in a process, opened
+    with the first one's meta page flush: a sync="always" Log opened after
+    a "never" or "interval" one returned from commit() with its offsets
+    in a meta page no fsync had written (a power loss undid them)."""
+    run_and_lose_power(SHARED, logdir, first, shim, child_env, str(tmp_path / "shadow"))
+    with pylog.open(logdir) as log:
+        c = log.consumer(group_id="g", enable_auto_commit=False)
+        assert c.committed(pylog.TopicPartition("t", 0)) == 1
+        c.close()
