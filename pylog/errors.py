@@ -348,18 +348,22 @@ def _rebuild_os_error(klass: type[LogOSError], message: str, errno: int | None,
 
 
 def _owner_note(path: str) -> str:
-    """`` (owner uid 0, mode 0700; you are uid 1000)`` of ``path``, or of its parent directory
-    when ``path`` does not exist (creating a file needs the parent's write
-    permission); empty when neither can be inspected."""
-    for p, prefix in ((path, ""), (_os.path.dirname(_os.path.abspath(path)), "in ")):
+    """`` (owner uid 0, mode 0644; its directory /x: owner uid 0, mode 0555;
+    you are uid 1000)``: of ``path`` and of its parent directory, whose
+    permissions decide a create, rename or unlink there; only what can be
+    inspected; empty when neither can."""
+    parts = []
+    parent = _os.path.dirname(_os.path.abspath(path))
+    for p, prefix in ((path, ""), (parent, f"its directory {parent}: " if
+                                   _os.path.lexists(path) else f"in {parent}: ")):
         try:
             st = _os.stat(p)
         except OSError:
             continue
-        where = f"{prefix}{p}: " if prefix else ""
-        return (f" ({where}owner uid {st.st_uid}, mode "
-                f"{_stat.S_IMODE(st.st_mode):04o}; you are uid {_os.geteuid()})")
-    return ""
+        parts.append(f"{prefix}owner uid {st.st_uid}, mode {_stat.S_IMODE(st.st_mode):04o}")
+    if not parts:
+        return ""
+    return f" ({'; '.join(parts)}; you are uid {_os.geteuid()})"
 
 
 class LogPermissionError(LogOSError, PermissionError):

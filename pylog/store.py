@@ -183,6 +183,14 @@ class LogStore(TopicAdmin, LogAdmin):
         """Create the log directory (and its parents) unless it exists;
         refuse a path that is, or lies below, something else than a directory."""
         action = f"open {self.path} for writing"
+        if not os.path.isdir(os.path.join(self.path, "meta")):
+            outer = _log_around(self.path)
+            if outer is not None:
+                raise InvalidArgument(
+                    f"{action}: {self.path} lies inside the log {outer} (one of its "
+                    f"partition or metadata directories, or below one); a new log "
+                    f"there would mix its files with that log's: open {outer} "
+                    "itself, or choose a path outside it")
         if _not_a_directory(self.path, action, may_create=True):
             return
         try:
@@ -801,6 +809,19 @@ def _not_a_directory(path: str, action: str, may_create: bool = False) -> bool:
     return True
 
 
+def _log_around(path: str) -> str | None:
+    """The log directory ``path`` lies inside, if any: the nearest of its
+    parent directories that holds a log's ``meta/data.mdb``."""
+    probe = os.path.dirname(path)
+    while True:
+        if os.path.isfile(os.path.join(probe, "meta", "data.mdb")):
+            return probe
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            return None
+        probe = parent
+
+
 def _file_above(path: str) -> str:
     """The first component of ``path`` that exists and is not a directory."""
     probe = path
@@ -829,9 +850,11 @@ def check_log_dir(root: str, action: str) -> None:
     try:
         st = os.stat(meta)
     except FileNotFoundError:
+        outer = _log_around(root)
         raise LogNotFound(
             f"{action}: {root} is not a pylog log, it has no meta/ directory "
-            "(ENOENT); check the path (readonly=True never creates a log)",
+            "(ENOENT); " + (f"it lies inside the log {outer}: open that" if outer
+                            else "check the path (readonly=True never creates a log)"),
             errno=errno.ENOENT, filename=meta) from None
     except OSError as exc:
         raise _open_error(exc, action, readonly=True) from None

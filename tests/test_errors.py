@@ -164,6 +164,28 @@ def test_open_below_a_plain_file_is_not_a_log_directory(tmp_path):
     assert f.read_bytes() == b"data" and os.listdir(tmp_path) == ["plain"]
 
 
+@pytest.mark.parametrize("inner", ["t-0", "meta", "t-0/sub/log"])
+def test_open_inside_a_log_is_refused_and_names_it(tmp_path, inner):
+    """A path inside a log (a partition's or LMDB's directory) was taken as
+    a new log: meta/, doorbell and pylog.lock appeared among the outer
+    log's files."""
+    root = tmp_path / "log"
+    with pylog.open(str(root)) as log:
+        log.create_topic("t")
+        log.producer().send("t", b"x")
+    before = snapshot(str(root))
+    with pytest.raises(InvalidArgument) as ei:
+        pylog.open(str(root / inner))
+    assert f"inside the log {root}" in str(ei.value)
+    if "/" not in inner:
+        with pytest.raises(LogNotFound) as ei:
+            pylog.open(str(root / inner), readonly=True)
+        assert f"inside the log {root}" in str(ei.value)
+    assert snapshot(str(root)) == before
+    with pylog.open(str(root)) as log:
+        assert log.topics() == ["t"]
+
+
 def test_open_a_dangling_symlink_is_not_a_log_directory(tmp_path):
     link = tmp_path / "link"
     os.symlink(str(tmp_path / "gone"), str(link))
@@ -210,6 +232,24 @@ def test_open_another_users_log_for_writing(shared_dir, mode):
     assert f"open {log} for writing" in msg and "permission denied" in msg
     assert "owner uid 0" in msg and "readonly=True" in msg
     assert snapshot(log) == before
+
+
+@needs_root
+def test_a_read_only_log_directory_is_named_in_the_message(shared_dir):
+    """The log belongs to the user, its directory was made 0555: the open
+    cannot remove clean-shutdown there. The message named only that file
+    (mode 0644, the user's own), not the directory whose mode refused."""
+    log = make_log(os.path.join(shared_dir, "log"))
+    for dp, dns, fns in os.walk(log):
+        for n in dns + fns:
+            os.chown(os.path.join(dp, n), NOBODY, NOBODY)
+    os.chown(log, NOBODY, NOBODY)
+    assert os.path.exists(os.path.join(log, "clean-shutdown"))
+    os.chmod(log, 0o555)
+    res = as_user(lambda: pylog.open(log))
+    assert res.get("error") == "LogPermissionError", res
+    msg = res["message"]
+    assert f"its directory {log}: owner uid {NOBODY}, mode 0555" in msg, msg
 
 
 # Run in a private mount namespace (unshare -m): bind-mount $SRC read-only
