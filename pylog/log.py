@@ -400,6 +400,7 @@ def open(path: str | os.PathLike[str], *, sync: str = "always", readonly: bool =
             ("allow_network_filesystem", allow_network_filesystem, False),
             ("metadata_timeout", metadata_timeout, 10.0),
             ("max_open_files", max_open_files, None),
+            ("max_open_maps", max_open_maps, None),
             ("offsets_retention_ms", offsets_retention_ms, DEFAULT_OFFSETS_RETENTION_MS))
             if value != default]
         return open_kafka(path, sync=sync, readonly=readonly,  # type: ignore[return-value]

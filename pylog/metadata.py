@@ -38,11 +38,13 @@ fork-safe: the Log reopens this store in a child process.
 from __future__ import annotations
 
 import errno
+import gc
 import json
 import os
 import struct
 import threading
 import time
+import weakref
 from typing import Any, Callable
 
 import lmdb
@@ -89,7 +91,9 @@ def _pkey(topic: str, partition: int) -> bytes:
 # one process share it (counted), and a child of fork() never uses its
 # parent's (G6).
 _ENVS_LOCK = threading.Lock()
-_ENVS: dict = {}     # realpath of meta/ -> [env, users, readonly, pid, identity, metasync]
+# realpath of meta/ -> [env, users, readonly, pid, identity, metasync, the
+# Metadata objects using it (weakly: a Log dropped without close() leaves)]
+_ENVS: dict = {}
 
 
 # lock.mdb's size for max_readers=1024 (liblmdb: 1023 reader slots of 64
@@ -121,18 +125,17 @@ def _allocate_lock_file(path: str) -> None:
         os.close(fd)
 
 
-def _open_env(path: str, *, sync: bool, readonly: bool):
+def _open_env(path: str, *, sync: bool, readonly: bool, owner: object):
     key = os.path.realpath(path)
     with _ENVS_LOCK:
         ent = _ENVS.get(key)
-        if ent is not None and ent[3] != os.getpid():
-            # inherited through fork(): unmap it here, never use it
-            try:
-                ent[0].close()
-            except lmdb.Error:
-                pass
-            del _ENVS[key]
-            ent = None
+        stale = ent is not None and ent[2] and not readonly
+    if stale:
+        # a read-only Log of this process dropped without close() holds
+        # the environment until the collector frees it: free it now
+        gc.collect()
+    with _ENVS_LOCK:
+        ent = _shared_env(key, readonly)
         if ent is not None:
             if ent[2] and not readonly:
                 raise PylogError(
@@ -140,6 +143,7 @@ def _open_env(path: str, *, sync: bool, readonly: bool):
                     "has it open read-only; close that Log first")
             ent[4].check(f"open {os.path.dirname(path)}")     # L-6
             ent[1] += 1
+            ent[6].add(owner)
             return ent[0], ent[4], ent[5]
         action = (f"open {os.path.dirname(path)}"
                   f"{' read-only' if readonly else ' for writing'}")
@@ -183,8 +187,27 @@ def _open_env(path: str, *, sync: bool, readonly: bool):
             env.close()
             raise LogFailedError(f"open LMDB metadata in {path}: data.mdb: "
                                  f"{exc.strerror}") from exc
-        _ENVS[key] = [env, 1, readonly, os.getpid(), ident, sync]
+        _ENVS[key] = [env, 1, readonly, os.getpid(), ident, sync, weakref.WeakSet([owner])]
         return env, ident, sync
+
+
+def _shared_env(key: str, readonly: bool) -> list | None:
+    """The entry of ``_ENVS`` this process may use for ``key`` (under
+    _ENVS_LOCK), after dropping one it cannot: inherited through fork(),
+    or read-only, wanted for writing, and held by no open Log (each one
+    that opened it was dropped without close() and collected)."""
+    ent = _ENVS.get(key)
+    if ent is None:
+        return None
+    if ent[3] != os.getpid() or (ent[2] and not readonly and not ent[6]):
+        # fork: unmap it here, never use it; stale: no Log uses it
+        try:
+            ent[0].close()
+        except lmdb.Error:
+            pass
+        del _ENVS[key]
+        return None
+    return ent
 
 
 _ACCESS_HINTS = {
@@ -232,12 +255,13 @@ def _lmdb_access_problem(path: str, readonly: bool) -> OSError | None:
     return None
 
 
-def _close_env(path: str, env) -> None:
+def _close_env(path: str, env, owner: object) -> None:
     key = os.path.realpath(path)
     with _ENVS_LOCK:
         ent = _ENVS.get(key)
         if ent is None or ent[0] is not env:
             return          # already replaced (fork) or closed
+        ent[6].discard(owner)
         ent[1] -= 1
         if ent[1] == 0:
             del _ENVS[key]
@@ -266,7 +290,7 @@ class Metadata(Commits):
         if absent is not None:
             refuse_lost_metadata(root, self.path, absent)
         self.env, self._identity, metasync = _open_env(self.path, sync=sync,
-                                                        readonly=readonly)
+                                                        readonly=readonly, owner=self)
         # M-8: the environment is shared by this process's Logs of the path,
         # its meta page flush set by the first: a sync="always" Log opened
         # after a weaker one flushes it after each of its commits itself
@@ -346,7 +370,7 @@ class Metadata(Commits):
         if not self._closed:
             self._closed = True
             self.close_commits()
-            _close_env(self.path, self.env)
+            _close_env(self.path, self.env, self)
             if self._wlock is not None:
                 self._wlock.close()
 

@@ -154,6 +154,8 @@ def test_what_kafka_cannot_do_raises_clearly(tmp_path):
     try:
         with pytest.raises(NotSupportedOnKafka, match="max_open_files"):
             pylog.open(url, max_open_files=100)
+        with pytest.raises(NotSupportedOnKafka, match="max_open_maps"):
+            pylog.open(url, max_open_maps=100)
         with pylog.open(url) as log:
             with pytest.raises(NotSupportedOnKafka, match="KIP-932"):
                 log.share_consumer("t", group_id="q")

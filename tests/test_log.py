@@ -329,3 +329,21 @@ def test_close_while_threads_read_partition_state(tmp_path):
         stop.set()
         for t in ts:
             t.join()
+
+
+def test_a_dropped_read_only_log_does_not_block_opening_for_writing(tmp_path):
+    """A read-only Log dropped without close() held the process's LMDB
+    environment of the path read-only for good: every later writable open
+    raised "close that Log first", with no Log left to close."""
+    path = str(tmp_path / "log")
+    pylog.open(path).close()
+    assert pylog.open(path, readonly=True).topics() == []      # dropped, not closed
+    with pylog.open(path) as log:
+        log.create_topic("t")
+    kept = pylog.open(path, readonly=True)                      # still in use: refused
+    with pytest.raises(errors.PylogError, match="close that Log first"):
+        pylog.open(path)
+    assert kept.topics() == ["t"]
+    kept.close()
+    with pylog.open(path) as log:
+        assert log.topics() == ["t"]

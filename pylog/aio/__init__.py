@@ -3,6 +3,7 @@
 ::
 
     async with pylog.aio.open("data/events", sync="never") as log:
+        await log.create_topic("events", exist_ok=True)
         producer = log.producer()
         await producer.send("events", b"hello")
         async with log.consumer("events", group_id="g",
