@@ -212,14 +212,15 @@ class PollDriver:
             return end
         return int(part.reader.last_stable(view, end))
 
-    def end_offset(self, tp: TopicPartition) -> int | None:
+    def end_offset(self, tp: TopicPartition, sought: bool = False) -> int | None:
         """The end offset of ``tp`` (a mapped state read: no metadata, no
-        file work) once the consumer has a position there and the Log has
-        its files open; else None."""
+        file work) once the consumer has a position there (or ``sought``:
+        a seek of it waits for its turn) and the Log has its files open;
+        else None."""
         c = self._c
         c._check()
         part = c._log.open_partitions().get(tp)
-        if part is None or tp not in c._cursors:
+        if part is None or tp not in c._cursors and not sought:
             return None
         return int(part.state().next_offset)
 

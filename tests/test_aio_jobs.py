@@ -374,3 +374,143 @@ def test_unsubscribe_during_a_rebalance_with_a_member_in_another_process(
             await a.close()
 
     asyncio.run(main())
+
+
+# -- close(): cancelled, from a listener; a commit's queue turn (review) -------------
+def test_close_survives_a_shutdown_that_cancels_every_task(tmp_path):
+    """A shutdown handler cancelling every task as close() began left the
+    Log open, and every later close() waited for ever."""
+    async def main():
+        log = await pylog.aio.open(str(tmp_path / "log"), sync="never").open()
+        await log.create_topic("t")
+        closer = asyncio.create_task(log.close())
+        await asyncio.sleep(0)                    # close() has begun
+        me = asyncio.current_task()
+        for t in asyncio.all_tasks():
+            if t is not me:
+                t.cancel()
+        await asyncio.gather(closer, return_exceptions=True)
+        await asyncio.wait_for(log.close(), 10)
+        assert log.log._closed
+    asyncio.run(main())
+
+
+def test_a_second_close_waits_for_a_cancelled_first(tmp_path):
+    """Cancelled while Log.close ran in the executor, the first close()
+    marked the close done at once: a second close() returned (and clients
+    closed "after the Log") while Log.close still ran."""
+    async def main():
+        log = await pylog.aio.open(str(tmp_path / "log"), sync="never").open()
+        await log.create_topic("t")
+        log.log.close, inside, go = held_before(log.log.close)
+        closer = asyncio.create_task(log.close())
+        await until(inside)
+        me = asyncio.current_task()
+        for t in asyncio.all_tasks():           # a shutdown handler's loop
+            if t is not me:
+                t.cancel()
+        await asyncio.gather(closer, return_exceptions=True)
+        second = asyncio.create_task(log.close())
+        await asyncio.sleep(0.2)
+        assert not second.done(), "close() returned while Log.close ran"
+        go.set()
+        await asyncio.wait_for(second, 10)
+        assert log.log._closed
+    asyncio.run(main())
+
+
+def test_close_inside_a_listener_while_an_unsubscribe_leaves(tmp_path):
+    """close() waited for the leave of an unsubscribe() of the consumer
+    whose listener called it; the leave waited for the consumer's lock,
+    held by the housekeeping that waited for the listener: a deadlock."""
+    async def main():
+        log = await pylog.aio.open(str(tmp_path / "log"), sync="never").open()
+        await log.create_topic("t")
+        go = asyncio.Event()
+        done: list[bool] = []
+
+        class Listener:
+            async def on_partitions_revoked(self, revoked):
+                pass
+
+            async def on_partitions_assigned(self, assigned):
+                if not assigned or done:
+                    return
+                done.append(True)
+                go.set()
+                await asyncio.sleep(0.05)       # the other task unsubscribes
+                await log.close()
+
+        c = log.consumer("t", group_id="g", listener=Listener())
+
+        async def other():
+            await go.wait()
+            c.unsubscribe()
+        asyncio.create_task(other())
+        await asyncio.wait_for(c.start(), 10)
+        assert log.log._closed
+    asyncio.run(main())
+
+
+def test_a_commit_behind_a_seek_that_makes_it_slow_runs_off_the_loop(tmp_path):
+    """commit() chose "a store, inline" before its turn in the queue; a
+    seek queued ahead of it brought in a partition without a commit slot,
+    so the commit's metadata transaction ran on the loop."""
+    async def main():
+        async with pylog.aio.open(str(tmp_path / "log"), sync="interval") as log:
+            await log.create_topic("t", partitions=2)
+            p = log.producer()
+            for part in (0, 1):
+                await p.send_batch("t", [b"%d" % i for i in range(10)], partition=part)
+            c = log.consumer(group_id="g", auto_offset_reset="earliest",
+                             enable_auto_commit=False)
+            c.assign([T0, T1])
+            c.pause(T1)
+            await c.getmany(T0, timeout_ms=1000, max_records=3)
+            await c.commit()                       # T0 has a slot, T1 none
+            loop_thread = threading.get_ident()
+            threads: list[bool] = []
+            real_commit = c._c.commit
+
+            def spy(*a, **k):
+                threads.append(threading.get_ident() == loop_thread)
+                return real_commit(*a, **k)
+            c._c.seek_to_beginning, inside, go = held_before(c._c.seek_to_beginning)
+            job = asyncio.create_task(c.seek_to_beginning(T0))
+            await until(inside)
+            c.seek(T1, 4)                          # queued behind the job
+            assert c._d.commit_is_a_store(None)
+            c._c.commit = spy
+            commit = asyncio.create_task(c.commit())
+            await asyncio.sleep(0.05)
+            go.set()
+            await job
+            await commit
+            assert threads == [False], "the slow commit ran on the loop"
+            assert await c.committed(T1) == 4
+            await c.close()
+    asyncio.run(main())
+
+
+def test_highwater_after_a_seek_waiting_for_its_turn(tmp_path):
+    """A seek made while a job ran is not applied yet, but it is a seek:
+    highwater(tp) is known (it stayed None until the job ended)."""
+    async def main():
+        async with pylog.aio.open(str(tmp_path / "log"), sync="never") as log:
+            await log.create_topic("t", partitions=2)
+            await log.producer().send_batch("t", [b"x"] * 10, partition=1)
+            c = log.consumer(group_id="g", enable_auto_commit=False)
+            c.assign([T0, T1])
+            c.pause(T1)
+            await c.getmany(T0, timeout_ms=200)
+            c._c.seek_to_beginning, inside, go = held_before(c._c.seek_to_beginning)
+            job = asyncio.create_task(c.seek_to_beginning(T0))
+            await until(inside)
+            c.seek(T1, 3)
+            assert await c.position(T1) == 3
+            assert c.highwater(T1) == 10
+            go.set()
+            await job
+            assert c.highwater(T1) == 10
+            await c.close()
+    asyncio.run(main())

@@ -43,7 +43,7 @@ from .batch import BatchBuilder
 from .bridge import DoorbellBridge
 from .consumer import AIOConsumer
 from .joblock import JobLock
-from .listener import Relay
+from .listener import IN_LISTENER, Relay
 from .producer import AIOProducer
 from .shareconsumer import AIOShareConsumer
 from .txnproducer import AIOTransactionalProducer
@@ -52,6 +52,9 @@ __all__ = ["AIOConsumer", "AIOLog", "AIOProducer", "AIOShareConsumer",
            "AIOTransactionalProducer", "BatchBuilder", "open"]
 
 T = TypeVar("T")
+#: the longest close() waits for the group leaves of unsubscribe() calls
+#: still running (a metadata transaction each) before it closes the Log
+LEAVE_WAIT_S = 10.0
 #: threads of a Log's executor: enough for a few concurrent fsyncing sends
 #: (they share fdatasyncs) next to a commit and a consumer's housekeeping
 EXECUTOR_THREADS = 4
@@ -216,40 +219,52 @@ class AIOLog:
         """Close the Log (see Log.close) and stop its threads; tasks waiting
         in a consumer's getone/getmany raise LogClosed, and so does every
         later call that needs the Log (a client's close() returns). The
-        group leaves of unsubscribe() calls still running finish first.
+        group leaves of unsubscribe() calls still running finish first
+        (for LEAVE_WAIT_S at most; not when called inside a rebalance
+        listener callback, whose consumer's leave may wait for it).
         Idempotent; a second close() waits for the first. A cancelled
         close() goes on to its end (the Log is closed all the same)."""
         if self._log is None:
             return
-        if self._closing is not None:
-            await asyncio.shield(self._closing)
-            return
-        loop = asyncio.get_running_loop()
-        closing = self._closing = loop.create_future()
-        done = loop.create_task(self._close(closing))
-        # (retrieved: the caller may have been cancelled)
-        done.add_done_callback(lambda t: t.cancelled() or t.exception())
-        await asyncio.shield(done)
+        if self._closing is None:
+            # callbacks only, no task: a shutdown that cancels every task
+            # cannot stop the close half-way
+            loop = asyncio.get_running_loop()
+            closing = self._closing = loop.create_future()
+            leaving = {t for t in self._leaving if not t.done()}
+            if IN_LISTENER.get() is not None:
+                leaving = set()
+            started = False
 
-    async def _close(self, closing: asyncio.Future[None]) -> None:
+            def start(waited_enough: bool = False) -> None:
+                nonlocal started
+                if started or not waited_enough and any(not t.done() for t in leaving):
+                    return
+                started = True
+                timer.cancel()
+                self._start_close(closing)
+            timer = loop.call_later(LEAVE_WAIT_S, start, True)
+            for t in leaving:
+                t.add_done_callback(lambda _: start())
+            start()
+        await asyncio.shield(self._closing)
+
+    def _start_close(self, closing: asyncio.Future[None]) -> None:
+        """close()'s work once the leaves it waits for are done: Log.close
+        in the executor; ``closing`` resolves once it has returned."""
         assert self._log is not None
-        while self._leaving:
-            await asyncio.wait(set(self._leaving))
         self._shut = True
-        loop = asyncio.get_running_loop()
         self._bridge.close()
         if self._topic_watch is not None:
             self._topic_watch.cancel()
-        job = loop.run_in_executor(self._executor, self._log.close)
+        job = asyncio.get_running_loop().run_in_executor(self._executor, self._log.close)
 
         def closed(f: asyncio.Future[None]) -> None:
-            # when Log.close has returned, even if this caller was cancelled
             if not f.cancelled():
                 f.exception()       # (retrieved: the caller may be gone)
             self._executor.shutdown(wait=False)
             closing.set_result(None)
         job.add_done_callback(closed)
-        await job
 
     async def __aenter__(self) -> AIOLog:
         return await self.open()

@@ -619,7 +619,10 @@ class AIOConsumer(RecordBuffer, OffsetQueries):
             # under the lock: after the jobs and seeks called before, and
             # before a seek made from now on (its turn comes after this)
             async with self._lock:
-                self._c.commit(offsets)
+                if self._d.commit_is_a_store(offsets):
+                    self._c.commit(offsets)
+                else:   # (a seek or rebalance in the queue before it changed that)
+                    await self._alog._submit(self._c.commit, offsets)
             return
         await self._locked(self._c.commit, offsets)
 

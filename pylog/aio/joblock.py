@@ -29,8 +29,11 @@ writes.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Callable
+
+_logger = logging.getLogger("pylog")
 
 
 class JobLock:
@@ -77,7 +80,10 @@ class JobLock:
                     nxt.set_result(None)
                     return
             else:
-                nxt()
+                try:
+                    nxt()
+                except Exception:   # (a bug: the queue must go on all the same)
+                    _logger.exception("pylog.aio: a queued step failed")
         self._held = False
 
     def then(self, step: Callable[[], None]) -> None:

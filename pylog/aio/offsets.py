@@ -43,6 +43,7 @@ class OffsetQueries:
     # partitions whose look runs in the executor
     _lso: dict[TopicPartition, int]
     _lso_looks: set[TopicPartition]
+    _seeks: list[list[Any]]     # [tp, offset] of seeks waiting for their turn
 
     if TYPE_CHECKING:
         async def _locked(self, fn: Callable[..., T], *args: Any) -> T: ...
@@ -68,7 +69,7 @@ class OffsetQueries:
         highwater may so have nothing to read yet: the records from the
         last stable offset on belong to transactions still open."""
         tp = self._owned_tp(tp, "highwater")
-        return self._d.end_offset(tp)
+        return self._d.end_offset(tp, any(t == tp for t, _ in self._seeks))
 
     def _owned_tp(self, tp: TopicPartition, what: str) -> TopicPartition:
         tp = as_tp(tp)
