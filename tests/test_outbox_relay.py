@@ -312,6 +312,37 @@ def test_cli_relay_runs_until_sigterm_and_prints_progress(tmp_path, outbox_db, l
     check_exactly_once(read_all(log), rows_of(12))
 
 
+def test_cli_relay_exits_on_a_signal_that_comes_inside_its_stop_wait(tmp_path, log):
+    """A SIGTERM handled while the relay's main thread holds the lock of
+    its stop Event (for a moment in every stop.wait() of the idle loop)
+    still ends it: the handler must not call stop.set() itself, which
+    would wait for that lock forever (seen once as a hang under load)."""
+    import childproc
+    gen = installed("sqlite", tmp_path)
+    db = next(gen)
+    script = (
+        "import signal, sys\n"
+        "from pylog import outboxsource\n"
+        "real = outboxsource.SQLiteSource.wait\n"
+        "def wait(self, timeout, stop):\n"
+        "    with stop._cond:     # where Event.wait holds it, the signal comes\n"
+        "        signal.raise_signal(signal.SIGTERM)\n"
+        "    return real(self, timeout, stop)\n"
+        "outboxsource.SQLiteSource.wait = wait\n"
+        "from pylog.cli import main\n"
+        "sys.exit(main())\n")
+    proc = childproc.start(script, "outbox", "relay", db.url, str(tmp_path / "log"),
+                           "--table", db.table, env=dict(os.environ, PYTHONPATH=ROOT))
+    try:
+        assert b"position id 0, total 0" in childproc.readline(proc, timeout=60)
+        assert proc.wait(30) == 0, childproc.stderr_tail(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        gen.close()
+
+
 def test_cli_relay_exits_with_one_line_when_the_database_goes(tmp_path, log):
     """With --reconnect-timeout 0 a lost PostgreSQL connection ends the
     relay with exit status 2 and one line (a supervisor restarts it;

@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 import threading
 import time
 
 from .args import CliError, add_command, int_in, seconds
-from .runner import EXIT_OK, require_log
+from .runner import EXIT_OK, require_log, stop_on_signals
 
 DB_HELP = ("the database: sqlite:///relative/path.db, sqlite:////absolute/path.db "
            "or postgresql://user@host:port/dbname")
@@ -104,9 +103,6 @@ def cmd_relay(args) -> int:
 
     from ..outboxrelay import OutboxRelay, Progress
     require_log(args.path)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *a: stop.set())
     last = [0.0, 0]
 
     def show(p: Progress) -> None:
@@ -119,23 +115,25 @@ def cmd_relay(args) -> int:
               f"position {p.position}, pending {p.pending}", flush=True)
         last[1] = 0
 
-    log = pylog.open(args.path)
-    with log, OutboxRelay(args.db, log, name=args.name, table=args.table,
-                          batch_size=args.batch_size) as relay:
-        if not args.quiet:
-            print(f"relay {args.name}: {relay.source.dialect} table {args.table} -> "
-                  f"{args.path}; position {relay.position}, total {relay.total}", flush=True)
-        if args.until_idle:
-            n = relay.drain()
+    # SIGINT, SIGTERM set stop: the relay ends after its current step
+    with stop_on_signals(threading.Event()) as stop:
+        log = pylog.open(args.path)
+        with log, OutboxRelay(args.db, log, name=args.name, table=args.table,
+                              batch_size=args.batch_size) as relay:
             if not args.quiet:
-                print(f"relay {args.name}: published {n} rows (total {relay.total}), "
-                      f"position {relay.position}, pending {relay.pending()}")
-        else:
-            def retry(exc: BaseException, delay: float) -> None:
-                print(f"relay {args.name}: database {args.db}: {str(exc).strip()}; "
-                      f"reconnecting in {delay:g} s", file=sys.stderr, flush=True)
+                print(f"relay {args.name}: {relay.source.dialect} table {args.table} -> "
+                      f"{args.path}; position {relay.position}, total {relay.total}", flush=True)
+            if args.until_idle:
+                n = relay.drain()
+                if not args.quiet:
+                    print(f"relay {args.name}: published {n} rows (total {relay.total}), "
+                          f"position {relay.position}, pending {relay.pending()}")
+            else:
+                def retry(exc: BaseException, delay: float) -> None:
+                    print(f"relay {args.name}: database {args.db}: {str(exc).strip()}; "
+                          f"reconnecting in {delay:g} s", file=sys.stderr, flush=True)
 
-            relay.run(stop, on_progress=None if args.quiet else show,
-                      reconnect_timeout=args.reconnect_timeout, on_error=retry)
+                relay.run(stop, on_progress=None if args.quiet else show,
+                          reconnect_timeout=args.reconnect_timeout, on_error=retry)
     sys.stdout.flush()
     return EXIT_OK

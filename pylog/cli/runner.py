@@ -16,10 +16,14 @@ thread. Durability: whatever the opened Log promises; the runner adds none.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 
 from ..table import table
 from .args import CliError
@@ -95,6 +99,44 @@ def open_log(path: str, readonly: bool = True, **kw):
     import pylog
     require_log(path)
     return pylog.open(path, readonly=readonly, **kw)
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: threading.Event,
+                    signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)
+                    ) -> Iterator[threading.Event]:
+    """Set ``stop`` when one of ``signals`` comes, while the block runs
+    (the old handlers are back after it).
+
+    The handler does not call ``stop.set()``: a Python signal handler runs
+    in the main thread between two bytecodes, perhaps while that thread is
+    inside ``stop.wait()`` holding the Event's lock (not reentrant), and
+    ``set()`` would wait for that lock forever. It writes a byte to a pipe
+    instead, and a thread of its own reads it and sets ``stop``."""
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+
+    def on_signal(signum, frame) -> None:
+        try:
+            os.write(w, b"\0")
+        except OSError:             # full: a byte is there already
+            pass
+
+    def setter() -> None:
+        if os.read(r, 1):           # b"": the block ended, no signal came
+            stop.set()
+
+    t = threading.Thread(target=setter, name="pylog-signal-stop", daemon=True)
+    t.start()
+    old = {sig: signal.signal(sig, on_signal) for sig in signals}
+    try:
+        yield stop
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        os.close(w)
+        t.join()
+        os.close(r)
 
 
 # ---------------------------------------------------------------------------
