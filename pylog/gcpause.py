@@ -41,21 +41,43 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class paused:
-    """Context manager: the collector is off inside (nestable, thread-safe)."""
+    """Context manager: the collector is off inside (nestable, thread-safe).
 
-    __slots__ = ()
+    A Ctrl-C landing at the entry of ``__exit__`` (CPython raises a pending
+    signal there) skips its body: the pause would last for good, the
+    collector off for the rest of the process. Each pause knows whether it
+    is still counted (``_on``) and is ended by ``__del__`` too, when the
+    interpreter drops it during the unwinding; ``__enter__`` counts the
+    pause before it turns the collector off, so an interrupt inside it
+    leaves an ``_on`` pause that the same unwinding ends."""
 
-    def __enter__(self):
+    __slots__ = ("_on",)
+
+    def __init__(self) -> None:
+        self._on = False
+
+    def __enter__(self) -> None:
         global _depth, _was_enabled
         with _lock:
             if _depth == 0:
                 _was_enabled = gc.isenabled()
-                gc.disable()
             _depth += 1
+            self._on = True
+            gc.disable()
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
+        self._end()
+
+    def _end(self) -> None:
         global _depth
+        if not self._on:
+            return          # (the usual __del__: ended by __exit__)
         with _lock:
+            if not self._on:
+                return
+            self._on = False
             _depth -= 1
             if _depth == 0 and _was_enabled:
                 gc.enable()
+
+    __del__ = _end

@@ -594,7 +594,7 @@ def test_timer_interrupts_in_poll_and_commit_lose_nothing(tmp_path):
     ~1.2 ms while a poll or commit runs; the application catches it and
     goes on. Every record is delivered by the time it stops, or to the
     next consumer of the group."""
-    n = 60_000
+    n = 100_000
     with pylog.open(str(tmp_path / "log"), sync="never") as log:
         log.create_topic("t", partitions=2)
         p = log.producer()
@@ -607,6 +607,7 @@ def test_timer_interrupts_in_poll_and_commit_lose_nothing(tmp_path):
 
         def ctrl_c(*_):
             if armed[0]:
+                armed[0] = False    # (one per call: not in its except clause)
                 interrupts[0] += 1
                 raise KeyboardInterrupt
         old = signal.signal(signal.SIGALRM, ctrl_c)
@@ -617,7 +618,7 @@ def test_timer_interrupts_in_poll_and_commit_lose_nothing(tmp_path):
             while len(seen) < n and time.monotonic() < deadline:
                 try:
                     armed[0] = True
-                    recs = c.poll(timeout=0.01, max_records=3000)
+                    recs = c.poll(timeout=0.01, max_records=1000)
                     armed[0] = False
                     seen.update(int(r.value) for r in recs)
                     armed[0] = True
@@ -629,11 +630,8 @@ def test_timer_interrupts_in_poll_and_commit_lose_nothing(tmp_path):
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, old)
         c.close()
-        assert interrupts[0] > 50, "too few interrupts landed to test anything"
-        # (a Ctrl-C inside a join can leave the closed member in the group
-        # until its session expires: the next member waits for it)
-        c2 = log.consumer("t", group_id="g", auto_offset_reset="earliest",
-                          session_timeout_ms=2000)
+        assert interrupts[0] > 30, "too few interrupts landed to test anything"
+        c2 = log.consumer("t", group_id="g", auto_offset_reset="earliest")
         deadline = time.monotonic() + 30
         while len(seen) < n and time.monotonic() < deadline:
             seen.update(int(r.value) for r in c2.poll(timeout=0.2, max_records=10_000))

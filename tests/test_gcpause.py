@@ -90,7 +90,7 @@ def _interrupt_exit_then_pause_again() -> int:
     from pylog import gcpause
 
     def tracer(frame, event, arg):
-        if event == "call" and frame.f_code is gcpause.paused.__exit__.__code__:
+        if event == "call" and frame.f_code is gcpause.paused._end.__code__:
             return local
         return None
 
@@ -123,8 +123,7 @@ def _interrupt_exit_then_pause_again() -> int:
 def test_interrupt_while_ending_a_pause_releases_the_lock():
     """A KeyboardInterrupt (or a raising signal handler) inside __exit__
     must not leave the module lock held: every later pause would hang.
-    In a forked child: the interrupted exit leaves the pause count one too
-    high (the collector off), which must not leak into later tests."""
+    In a forked child, so that nothing of it can leak into later tests."""
     pid = os.fork()
     if pid == 0:
         code = 1
@@ -146,3 +145,26 @@ def test_interrupt_while_ending_a_pause_releases_the_lock():
     assert code != 2, "the interrupted __exit__ left the module lock held"
     assert code == 0, f"child exit code {code}"
     assert gc.isenabled()
+
+
+def test_interrupt_at_the_entry_of_exit_still_ends_the_pause():
+    """A Ctrl-C at the entry of ``__exit__`` (where CPython raises a
+    pending signal) skipped its body: the pause count stayed one too high
+    and the collector off for the rest of the process (a timer-driven
+    Ctrl-C test left the collector off for every later test)."""
+    from pylog import gcpause
+    real = gcpause.paused.__exit__
+
+    def interrupted(self, *exc):
+        raise KeyboardInterrupt     # (as a signal handled at the entry)
+    gcpause.paused.__exit__ = interrupted
+    try:
+        try:
+            with paused():
+                assert not gc.isenabled()
+        except KeyboardInterrupt:
+            pass
+    finally:
+        gcpause.paused.__exit__ = real
+    assert gc.isenabled()
+    assert gcpause._depth == 0
