@@ -130,6 +130,9 @@ class ShareConsumer:
         self._pending: dict[tuple[str, int], dict[int, tuple[int, str, int]]] = {}
         # partitions with pending acknowledgements other than plain accepts
         self._mixed: set[tuple[str, int]] = set()
+        # partitions whose acknowledgements were being applied when a Ctrl-C
+        # came (still pending, maybe applied): shareops.ack_mark
+        self._applying: dict[tuple[str, int], Any] = {}
         self._failed: list[tuple[str, int, int]] = []
         self._touched: set[TopicPartition] = set()
         self._files: dict[TopicPartition, ss.ShareFile] = {}
@@ -228,9 +231,17 @@ class ShareConsumer:
         bell = self._log.doorbell_pointer()     # (keeps the map)
         while True:
             seen = _native.doorbell_load_at(bell, self._slot) if bell is not None else 0
-            out = self._acquire(max_records)
+            out, batch = self._acquire(max_records)
+            if out:
+                # delivered (implicit mode accepts them at the next poll or
+                # commit) as the last step: a Python return has no interrupt
+                # point, so a Ctrl-C before this leaves them held, not
+                # delivered: released at close() or at their lock's end,
+                # never accepted unseen
+                self._unacked = batch
+                return out
             remaining = deadline - time.monotonic()
-            if out or remaining <= 0:
+            if remaining <= 0:
                 return out
             # appends and acknowledgements ring the doorbell (L-3); lock expiries,
             # delays ending and holders dying do not: _next_look says when
@@ -242,7 +253,7 @@ class ShareConsumer:
             else:
                 time.sleep(min(wait, 0.005))
 
-    def _acquire(self, max_records: int) -> list[ShareRecord]:
+    def _acquire(self, max_records: int) -> tuple[list[ShareRecord], dict[Any, ShareRecord]]:
         """Records of the partitions in turn. A poll starts at partition
         (place + clock) mod n: the place is the consumer's owner number in
         the first partition's file (given out lowest free first, so live
@@ -252,16 +263,15 @@ class ShareConsumer:
         queueing for one file's lock, while each partition comes first in
         turn (no partition waits while another has records). A partition
         whose share file is locked is skipped while others give records
-        (waited for only when no other partition gave any)."""
+        (waited for only when no other partition gave any). Returns the
+        records and them by key (held already; poll delivers them)."""
         tps = self._partitions()
         if self._home is None:
             # (not waiting for that lock: placed at a later poll then)
             f = self._file(tps[0])
-            if f.lock(wait=False):
-                try:
+            with f.locked(wait=False) as got:
+                if got:
                     self._home = self._owner_in(f, tps[0])
-                finally:
-                    f.unlock()
         out: list[ShareRecord] = []
         now = int(time.time() * 1000)
         start = (self._member if self._home is None else self._home) + now // _ROTATE_MS
@@ -276,11 +286,9 @@ class ShareConsumer:
             if out:
                 break
             self._acquire_from(tp, max_records, now, out, wait=True)
-        held, unacked = self._held, self._unacked
-        for rec in out:
-            key = rec[:3]
-            held[key] = unacked[key] = rec
-        return out
+        batch = {rec[:3]: rec for rec in out}
+        self._held.update(batch)
+        return out, batch
 
     def _acquire_from(self, tp: TopicPartition, n: int, now: int, out: list[ShareRecord],
                       wait: bool) -> bool:
@@ -322,15 +330,15 @@ class ShareConsumer:
         part = self._log.partition(tp.topic, tp.partition)
         st = part.state()
         f = self._file(tp)
-        if not f.lock(wait):
-            return False
-        try:
+        # (a with block: a Ctrl-C landing between a lock() and its try would
+        # leave the lock held, pylog.sharelock)
+        with f.locked(wait) as taken:
+            if not taken:
+                return False
             got, lost = ops.acquire(
                 f, partial(self._owner_in, f, tp), now, self.record_lock_ms, n,
                 self.max_in_flight, self.delivery_limit, st.log_start_offset,
                 st.next_offset, self._target(tp, part))
-        finally:
-            f.unlock()
         self._report_lost(tp, lost)
         if got:
             self._touched.add(tp)
@@ -470,10 +478,13 @@ class ShareConsumer:
             raise InvalidArgument(f"record {key[0]}-{key[1]} offset {key[2]} "
                                   "is not held by this consumer (not acquired by it, or "
                                   "already acknowledged)")
+        # pending first: a Ctrl-C between these steps leaves the record
+        # pending and still delivered (acknowledged again, the same), not
+        # in neither (never acknowledged)
+        self._pending.setdefault(key[:2], {})[key[2]] = (key[2], type, delay)
         self._unacked.pop(key, None)
         if type != ops.RENEW:
             del self._held[key]
-        self._pending.setdefault(key[:2], {})[key[2]] = (key[2], type, delay)
 
     def commit(self) -> None:
         """Apply the pending acknowledgements (implicit mode: accept every
@@ -506,14 +517,27 @@ class ShareConsumer:
         # when one raises (a full disk), they and the later partitions' stay,
         # for the next commit() or poll() to apply
         for key, acks in list(pending.items()):
+            if not acks:        # (left by a Ctrl-C inside acknowledge())
+                del pending[key]
+                continue
             tp = TopicPartition(*key)
             part = self._log.partition(tp.topic, tp.partition)
             f = self._file(tp)
             with f.locked():
-                bad = ops.apply_acks(f, self._owner_in(f, tp), list(acks.values()), now,
-                                     self.record_lock_ms, self.delivery_limit,
-                                     self._target(tp, part), key not in mixed)
-            del pending[key]
+                owner = self._owner_in(f, tp)
+                mark = self._applying.get(key)
+                if mark is not None:
+                    # a Ctrl-C came after they were applied, before they
+                    # left `pending`: applied again they would fail
+                    for off in ops.applied_before(f, owner, mark):
+                        acks.pop(off, None)
+                batch = list(acks.values())
+                self._applying[key] = ops.ack_mark(f, batch)
+                bad = ops.apply_acks(f, owner, batch, now, self.record_lock_ms,
+                                     self.delivery_limit, self._target(tp, part),
+                                     key not in mixed) if batch else []
+                del pending[key]
+                del self._applying[key]
             mixed.discard(key)
             self._touched.add(tp)
             self._failed.extend((tp.topic, tp.partition, off) for off in bad)

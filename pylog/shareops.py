@@ -251,6 +251,38 @@ def apply_acks(f: ss.ShareFile, owner: int, acks: list[tuple[int, str, int]], no
     return []
 
 
+def ack_mark(f: ss.ShareFile, acks: list[tuple[int, str, int]]
+             ) -> tuple[list[tuple[int, str, int]], int]:
+    """Taken before :func:`apply_acks` applies ``acks``, for
+    :func:`applied_before` to tell, after a Ctrl-C, whether it did: them
+    and the earliest lock deadline of the file (a lower bound of theirs:
+    no lock of them can end before it, _expire). O(1): taken at every
+    commit."""
+    return acks, f.head[ss.MIN_DEADLINE]
+
+
+def applied_before(f: ss.ShareFile, owner: int,
+                   mark: tuple[list[tuple[int, str, int]], int]) -> list[int]:
+    """The offsets that the acknowledgements :func:`ack_mark` gave ``mark``
+    for took out of Acquired, when a call a Ctrl-C cut short applied them;
+    else []. They apply all or nothing (Q-2): while one of them is still
+    Acquired by ``owner`` they were not applied; when none is and no lock
+    of them can have ended (the only other way out of Acquired for a live
+    owner, bar retention), they were. Past that it cannot tell: [] (they
+    are then reported as no longer held, as Kafka would)."""
+    acks, until = mark
+    if int(time.time() * 1000) >= until:
+        return []
+    h, cap = f.head, f.capacity
+    spso, speo = h[ss.SPSO], h[ss.SPEO]
+    offs = [off for off, kind, _d in acks if kind != RENEW]
+    for off in offs:
+        i = off % cap
+        if spso <= off < speo and f.states[i] == ss.ACQUIRED and f.owner_of[i] == owner:
+            return []
+    return offs
+
+
 def release_owner(f: ss.ShareFile, owner: int, target: Target) -> None:
     """close(): everything ``owner`` holds back to Available; its number freed."""
     finish_dead_letters(f, target)
@@ -298,8 +330,11 @@ class ShareFiles:
             # left behind (or one made by a process that died before it
             # registered it, with nothing acquired yet): start it anew
             fresh = meta.info_get(key, "read share state") is None
+            # (at least a second: the metadata_timeout of 0, "one try", would
+            # fail every poll that finds another consumer at the file)
             f = ss.ShareFile(os.path.join(self.dir, ss.file_name(key)), key, capacity,
-                             token, live_fd, load, fresh=fresh)
+                             token, live_fd, load, fresh=fresh,
+                             lock_timeout_s=max(1.0, self._log.metadata_timeout))
             self._files[key] = f
         # a new share group is listed (share_groups, pylog queues) at once
         if meta.info_get(key, "read share state") is None:

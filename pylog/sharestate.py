@@ -8,7 +8,8 @@ window (SPEO), and a ring of entries for the offsets in between, each with
 its state, delivery count, owner and deadline (Q-2). Every change happens
 under the file's lock (an OFD write lock on byte 0 — the kernel drops it
 when its holder dies — plus a per-process mutex, as OFD locks do not
-separate threads sharing a descriptor). A batch of acknowledgements is
+separate threads sharing a descriptor: pylog.sharelock, which a caught
+KeyboardInterrupt leaves free and whose waits are bounded). A batch of acknowledgements is
 written to a journal first and applied from it, so a holder killed midway
 leaves a batch the next holder finishes: acknowledgements apply all or
 nothing per partition (Q-2).
@@ -39,19 +40,18 @@ import os
 import re
 import struct
 import sys
-import threading
 import time
 from array import array
 from collections.abc import Callable
 from itertools import chain, repeat
 from typing import Any
 
-from . import _native
 from .commitstore import okey
 from .cursors import boot_id
 from .errors import CorruptLogError, InvalidArgument, PylogError
 from .files import allocate_or_full, open_regular
 from .metadata import SHARE_PREFIX
+from .sharelock import Held, ShareLock
 
 AVAILABLE, ACQUIRED, ACKNOWLEDGED, ARCHIVED = 0, 1, 2, 4      # Kafka's numbers
 DELAYED = 5          # Available, not before its deadline
@@ -110,7 +110,7 @@ class ShareFile:
 
     def __init__(self, path: str, key: bytes, capacity: int, token: int, live_fd: int,
                  load: Callable[[], tuple[int, int, list[Run]]],
-                 fresh: bool = False) -> None:
+                 fresh: bool = False, lock_timeout_s: float = 10.0) -> None:
         if len(key) > _KEY_MAX:
             raise InvalidArgument("share group, topic and partition name a key longer "
                                   f"than {_KEY_MAX} bytes")
@@ -118,7 +118,8 @@ class ShareFile:
         self.key = key
         self._token = token
         self._live_fd = live_fd
-        self._mutex = threading.Lock()
+        # (fd and journal read when taken: close() makes fd -1)
+        self._lock = ShareLock(path, lock_timeout_s, lambda: self.fd, self._taken)
         self.fd = open_regular(path, os.O_RDWR | os.O_CREAT, what="share state")
         try:
             self._open(capacity, load, fresh)
@@ -208,7 +209,13 @@ class ShareFile:
             m[:_HEAD.size] = _HEAD.pack(_MAGIC, _VERSION, capacity, boot)   # last
         finally:
             self._release_views()
-            m.close()
+            try:
+                m.close()
+            except BufferError:
+                # views of a _bind a Ctrl-C cut short (its frame kept by the
+                # traceback): the map closes with them, and the interrupt,
+                # not this, is what the caller must see
+                pass
 
     def _map(self) -> None:
         cap = _HEAD.unpack(os.pread(self.fd, _HEAD.size, 0))[2]
@@ -239,7 +246,7 @@ class ShareFile:
                 v.release()
 
     def close(self) -> None:
-        with self._mutex:
+        with self._lock.held(file=False):   # (not under a poll's feet)
             if self.fd < 0:
                 return
             self._release_views()
@@ -248,34 +255,18 @@ class ShareFile:
             self.fd = -1
 
     # -- the lock -----------------------------------------------------------------------
-    def locked(self) -> _Held:
-        return _Held(self)
+    def locked(self, wait: bool = True) -> Held:
+        """A context manager holding the file's lock (Q-2) for its block:
+        ``with f.locked(wait=False) as got:`` holds nothing when ``got`` is
+        False (another thread or process holds it). Waiting for another
+        thread of this process is bounded (MetadataBusyError naming the
+        lock, pylog.sharelock). A batch a dead holder left in the journal
+        is applied first."""
+        return self._lock.held(wait)
 
-    def lock(self, wait: bool = True) -> bool:
-        """Take the file's lock (Q-2); False only when ``wait`` is false and
-        another thread or process holds it. Release with :meth:`unlock`.
-        A batch a dead holder left in the journal is applied first."""
-        if not self._mutex.acquire(blocking=wait):
-            return False
-        if self.fd < 0:
-            self._mutex.release()
-            raise PylogError(f"share state {self.path} is closed (its Log was closed)")
-        try:
-            if not _native.lock(self.fd, 0, 1, "w", wait):
-                self._mutex.release()
-                return False
-            if self.head[JOURNAL]:
-                self._replay()          # Q-2: a holder died mid-batch
-        except BaseException:
-            self._mutex.release()
-            raise
-        return True
-
-    def unlock(self) -> None:
-        try:
-            _native.lock(self.fd, 0, 1, "u", False)
-        finally:
-            self._mutex.release()
+    def _taken(self) -> None:
+        if self.head[JOURNAL]:
+            self._replay()          # Q-2: a holder died (or was interrupted) mid-batch
 
     # -- entries ---------------------------------------------------------------------------
     def owner_slot_locked(self, member: int) -> int:
@@ -514,20 +505,6 @@ def _accept_journal(first: int, n: int, counts: bytes) -> memoryview:
     buf[9::24] = counts[0::2]               # count << 8: its bytes one further
     buf[10::24] = counts[1::2]
     return memoryview(buf).cast("q")
-
-
-class _Held:
-    __slots__ = ("_f",)
-
-    def __init__(self, f: ShareFile) -> None:
-        self._f = f
-
-    def __enter__(self) -> ShareFile:
-        self._f.lock()
-        return self._f
-
-    def __exit__(self, *exc: object) -> None:
-        self._f.unlock()
 
 
 def _layout(cap: int) -> tuple[int, int, int, int, int, int]:

@@ -18,7 +18,7 @@ LAYERS = [
      "_locks", "heartbeat"},
     NATIVE,
     {"batch", "index"},
-    {"segment", "identity", "metalock", "topicdirs"},
+    {"segment", "identity", "metalock", "sharelock", "topicdirs"},
     {"sharedstate", "segmentlist", "producerstate"},
     {"retention", "cleanshutdown"},
     {"reader", "txnreads", "writer", "recovery", "producerappend", "appendsync"},
