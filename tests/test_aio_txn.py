@@ -204,7 +204,8 @@ def test_a_commit_cancelled_while_queued_still_decides(logdir):
     """The executor is busy when the transaction's block ends and the task
     is cancelled (asyncio.timeout, shutdown): the commit already handed to
     the executor runs when a thread frees, so no transaction is left open
-    holding read_committed readers back."""
+    holding read_committed readers back; the task waits for it (its
+    CancelledError comes once the commit is done: pylog.aio.finish)."""
     import threading
 
     async def main():
@@ -223,9 +224,11 @@ def test_a_commit_cancelled_while_queued_still_decides(logdir):
             task = asyncio.create_task(body())
             await asyncio.sleep(0.2)
             task.cancel()
+            await asyncio.sleep(0.05)
+            assert not task.done()              # (its commit has not run yet)
+            gate.set()
             with pytest.raises(asyncio.CancelledError):
                 await task
-            gate.set()
             await asyncio.gather(*busy)
             await p.begin_transaction()         # none open: the commit ran
             await p.abort_transaction()

@@ -42,6 +42,7 @@ from ..txnproducer import check_producer_args
 from .batch import BatchBuilder
 from .bridge import DoorbellBridge
 from .consumer import AIOConsumer
+from .finish import to_the_end
 from .joblock import JobLock
 from .listener import IN_LISTENER, Relay
 from .producer import AIOProducer
@@ -133,12 +134,16 @@ class AIOLog:
                 close()
 
     async def _submit_locked(self, lock: asyncio.Lock | JobLock, fn: Callable[..., T],
-                             *args: Any) -> T:
+                             *args: Any, finish: bool = False) -> T:
         """``fn(*args)`` in this Log's executor once ``lock`` (a client's:
         one executor job, or one fetch, at a time) is taken; ``lock`` is
         held until ``fn`` returns. Cancelling the caller does not stop
         ``fn``: the client stays locked until it returns, so nothing the
-        lock keeps out overlaps it, and its exception is retrieved."""
+        lock keeps out overlaps it, and its exception is retrieved.
+        A caller cancelled while it waits for ``lock`` returns at once
+        (``fn`` never runs); once ``fn`` was handed to the executor, it
+        stops waiting at once, or with ``finish`` (a commit: pylog.aio.
+        finish) only when ``fn`` is done, then raises the cancellation."""
         await lock.acquire()
         try:
             fut = self._submit(fn, *args)
@@ -151,6 +156,8 @@ class AIOLog:
             if not f.cancelled():
                 f.exception()       # retrieved, even when the caller went away
         fut.add_done_callback(done)
+        if finish:
+            return await to_the_end(fut)
         return await asyncio.shield(fut)
 
     def _must_yield(self) -> bool:

@@ -77,6 +77,7 @@ from ..fetching import PREFETCH_MAX_BYTES, Prefetch, Prefetched
 from ..polldriver import READS, WRITES, PollDriver
 from ..records import Record, TopicPartition
 from .buffer import FOREVER_S, RecordBuffer, _Iteration
+from .finish import to_the_end
 from .joblock import JobLock
 from .listener import IN_LISTENER, Relay
 from .offsets import OffsetQueries
@@ -132,16 +133,18 @@ class AIOConsumer(RecordBuffer, OffsetQueries):
         self._lso_looks: set[TopicPartition] = set()
 
     # -- off the loop -------------------------------------------------------------------
-    async def _locked(self, fn: Callable[..., T], *args: Any) -> T:
+    async def _locked(self, fn: Callable[..., T], *args: Any, finish: bool = False) -> T:
         """``fn(*args)`` in the executor while no fetch runs (AIOLog.
         _submit_locked: a cancelled caller leaves it running, the consumer
-        locked, to its end). Called from a rebalance listener (which runs
-        while this consumer's housekeeping holds the lock), ``fn`` runs in
-        the thread that waits for the listener instead."""
+        locked, to its end; with ``finish`` it waits for that end). Called
+        from a rebalance listener (which runs while this consumer's
+        housekeeping holds the lock), ``fn`` runs in the thread that waits
+        for the listener instead."""
         if IN_LISTENER.get() is self:
-            return await self._relay.run_in_waiting_thread(fn, *args)
+            job = self._relay.run_in_waiting_thread(fn, *args)
+            return await (to_the_end(job) if finish else job)
         await self._left()
-        return await self._alog._submit_locked(self._lock, fn, *args)
+        return await self._alog._submit_locked(self._lock, fn, *args, finish=finish)
 
     async def _left(self) -> None:
         """Wait for the leave of the last unsubscribe() if it still runs:
@@ -606,7 +609,11 @@ class AIOConsumer(RecordBuffer, OffsetQueries):
         A commit that is a store into the commit table (PollDriver.
         commit_is_a_store: a partition this consumer committed before, the
         sync mode not "always") runs inline, in microseconds; any other
-        (a first commit, a group join, an fsync) runs off the loop."""
+        (a first commit, a group join, an fsync) runs off the loop.
+        Cancelled before its turn (behind this consumer's other jobs), it
+        commits nothing; cancelled once it runs off the loop, it runs to
+        its end and the CancelledError comes only then, so committed()
+        after it is exact (pylog.aio.finish)."""
         if IN_LISTENER.get() is not self:
             await self._left()
         if self._returned:
@@ -624,7 +631,7 @@ class AIOConsumer(RecordBuffer, OffsetQueries):
                 else:   # (a seek or rebalance in the queue before it changed that)
                     await self._alog._submit(self._c.commit, offsets)
             return
-        await self._locked(self._c.commit, offsets)
+        await self._locked(self._c.commit, offsets, finish=True)
 
     async def start(self) -> None:
         """Join the group now, off the loop (aiokafka's start connects);

@@ -12,13 +12,19 @@ LMDB (X-6), its commit point fsyncs (X-6, M-8), and an idempotent send
 checks the partition's producer state (X-3) — one at a time, in the
 order the calls were made, so concurrent sends to a partition keep their
 order. A call that was cancelled before its turn never runs; one that
-started runs to its end (cancelling abandons the wait: a commit cancelled
-then still decides the transaction, as a Kafka client's cancelled commit
-leaves the outcome to the coordinator).
+started runs to its end. A cancelled ``send`` stops waiting at once; a
+cancelled ``begin_transaction``, ``commit_transaction``,
+``abort_transaction`` or ``send_offsets_to_transaction`` that started
+waits for its end before the CancelledError (a wait_for's TimeoutError)
+goes on (pylog.aio.finish): a commit then has been made or refused, and
+the consumer's ``committed()`` says which, so that seeking back to the
+committed offsets after the error processes no input twice.
 
 ``async with producer.transaction():`` commits when the block ends and,
-when it raises (a cancellation included), aborts the open transaction
-before the error goes on, unless this producer was fenced.
+when it raises (a cancellation included) or the commit refuses it,
+aborts the open transaction before the error goes on, unless this
+producer was fenced; a cancellation that lands before the commit's turn
+aborts it too.
 
 ``send_offsets_to_transaction(consumer)`` with an :class:`AIOConsumer`
 takes, under that consumer's lock, the positions of the records it
@@ -38,10 +44,12 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..errors import CommitFailedError, TransactionError
 from ..producer import Headers, RawRecord
 from ..records import RecordMetadata, TopicPartition
 from .batch import BatchBuilder, BatchSending, send_builder
 from .consumer import AIOConsumer
+from .finish import to_the_end
 
 if TYPE_CHECKING:
     from ..txnproducer import IdempotentProducer
@@ -74,10 +82,13 @@ class AIOTransactionalProducer(BatchSending):
             self._p = self._make()
         return self._p
 
-    async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+    async def _call(self, method: str, *args: Any, finish: bool = False,
+                    **kwargs: Any) -> Any:
+        """The producer's ``method`` off the loop, under the lock (``finish``:
+        a cancelled caller waits for its end, AIOLog._submit_locked)."""
         def run() -> Any:
             return getattr(self._producer(), method)(*args, **kwargs)
-        return await self._alog._submit_locked(self._lock, run)
+        return await self._alog._submit_locked(self._lock, run, finish=finish)
 
     async def start(self) -> None:
         """Make the producer now (producer id, fencing older instances of
@@ -119,59 +130,86 @@ class AIOTransactionalProducer(BatchSending):
         await self._call("flush")
 
     async def begin_transaction(self) -> None:
-        """Open a transaction (TransactionError if one is open)."""
-        await self._call("begin_transaction")
+        """Open a transaction (TransactionError if one is open). A
+        cancelled caller that started it waits for its end (as
+        commit_transaction): the transaction is then open."""
+        await self._call("begin_transaction", finish=True)
 
     async def commit_transaction(self) -> None:
         """Make the transaction's records and offsets visible together (the
         commit point, durable per the sync mode). ProducerFencedError
-        when a newer producer of the id fenced this one."""
-        await self._call("commit_transaction")
+        when a newer producer of the id fenced this one.
+
+        Cancelled (task.cancel(), a wait_for timeout) while it waits for
+        its turn, it never runs: the transaction stays open. Cancelled
+        once it runs off the loop, it runs to its end and the
+        CancelledError comes only then: the commit was made or refused
+        by then, so ``await consumer.committed(tp)`` tells which (the
+        offsets sent with it, or the old ones), and the records show to
+        read_committed readers exactly when the offsets do."""
+        await self._call("commit_transaction", finish=True)
 
     async def abort_transaction(self) -> None:
         """Abort the open transaction: its records are never shown to
-        read_committed consumers and its offsets are not stored."""
-        await self._call("abort_transaction")
+        read_committed consumers and its offsets are not stored. A
+        cancelled caller that started it waits for its end (as
+        commit_transaction)."""
+        await self._call("abort_transaction", finish=True)
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[AIOTransactionalProducer]:
         """``async with producer.transaction(): ...``: begin, then commit
         when the block ends, or abort when it raises (cancellation
-        included; not when this producer was fenced)."""
+        included; not when this producer was fenced) or when the commit
+        refuses the transaction (CommitFailedError, TransactionError: as
+        the threaded ``transaction()``), the error going on.
+
+        Cancelled while the begin, the commit or the abort runs off the
+        loop, the block waits for it to end before the CancelledError
+        goes on (see commit_transaction); cancelled while the commit
+        waits for its turn (another task's call runs), the commit never
+        runs and the transaction is aborted. So after the block, a
+        cancelled one included, no transaction is open and the consumer's
+        ``committed()`` says whether this one committed."""
         opened: list[bool] = []
 
         def begin() -> None:
             self._producer().begin_transaction()
             opened.append(True)
-
-        def abort_begun() -> None:      # (runs after begin: the lock orders them)
-            if opened:
-                self._producer().abort_if_open()
         try:
-            await self._alog._submit_locked(self._lock, begin)
+            await self._alog._submit_locked(self._lock, begin, finish=True)
         except BaseException:
-            # Cancelled while the begin ran: it still runs to its end off the
-            # loop, and a transaction it opened that nobody aborts would take
-            # this producer's later sends, never to be committed. Shielded, as
-            # below: a second cancellation must not skip the abort.
-            await asyncio.shield(self._alog._submit_locked(self._lock, abort_begun))
+            # A begin that started has ended (finish): a transaction it
+            # opened that nobody aborts would take this producer's later
+            # sends, never to be committed. to_the_end: a second
+            # cancellation must not skip the abort.
+            if opened:
+                await to_the_end(self._call("abort_if_open"))
             raise
         try:
             yield self
         except BaseException:
-            await asyncio.shield(self._call("abort_if_open"))
+            await to_the_end(self._call("abort_if_open"))
             raise
-        await self.commit_transaction()
+        try:
+            await self.commit_transaction()
+        except (CommitFailedError, TransactionError, asyncio.CancelledError):
+            # Left open (a commit refused, or cancelled before its turn,
+            # which never ran), it would refuse the next begin; after a
+            # commit that ran to its end this is a no-op.
+            await to_the_end(self._call("abort_if_open"))
+            raise
 
     async def send_offsets_to_transaction(self, offsets: Any,
                                           group_id: str | None = None) -> None:
         """Commit consumer offsets with the transaction: ``offsets`` is
         {TopicPartition: next offset to read} with ``group_id``, or an
         :class:`AIOConsumer`, whose group and the positions of the records
-        it handed out are taken (see the module docstring)."""
+        it handed out are taken (see the module docstring). A cancelled
+        caller that started it waits for its end (as commit_transaction)."""
         if isinstance(offsets, AIOConsumer):
             offsets = _Positions(offsets, await offsets._handed_out())
-        await self._call("send_offsets_to_transaction", offsets, group_id)
+        await self._call("send_offsets_to_transaction", offsets, group_id, finish=True)
 
     async def close(self) -> None:
         """Abort an open transaction and close (see IdempotentProducer.close).
