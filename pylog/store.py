@@ -183,14 +183,7 @@ class LogStore(TopicAdmin, LogAdmin):
         """Create the log directory (and its parents) unless it exists;
         refuse a path that is, or lies below, something else than a directory."""
         action = f"open {self.path} for writing"
-        if not os.path.isdir(os.path.join(self.path, "meta")):
-            outer = _log_around(self.path)
-            if outer is not None:
-                raise InvalidArgument(
-                    f"{action}: {self.path} lies inside the log {outer} (one of its "
-                    f"partition or metadata directories, or below one); a new log "
-                    f"there would mix its files with that log's: open {outer} "
-                    "itself, or choose a path outside it")
+        _refuse_inside_a_log(self.path, action)
         if _not_a_directory(self.path, action, may_create=True):
             return
         try:
@@ -807,6 +800,19 @@ def _not_a_directory(path: str, action: str, may_create: bool = False) -> bool:
             (", or a path where a new one may be created" if may_create else ""),
             errno=errno.ENOTDIR, filename=path)
     return True
+
+
+def _refuse_inside_a_log(path: str, action: str) -> None:
+    """InvalidArgument when ``path``, not itself a log, lies inside one."""
+    if os.path.isdir(os.path.join(path, "meta")):
+        return
+    outer = _log_around(path)
+    if outer is not None:
+        raise InvalidArgument(
+            f"{action}: {path} lies inside the log {outer} (one of its partition "
+            f"or metadata directories, or below one); a new log there would mix "
+            f"its files with that log's: open {outer} itself, or choose a path "
+            "outside it")
 
 
 def _log_around(path: str) -> str | None:
