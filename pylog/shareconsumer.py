@@ -131,7 +131,7 @@ class ShareConsumer:
         # partitions with pending acknowledgements other than plain accepts
         self._mixed: set[tuple[str, int]] = set()
         # partitions whose acknowledgements were being applied when a Ctrl-C
-        # came (still pending, maybe applied): shareops.ack_mark
+        # came (still pending, maybe applied): shareops.applied_before
         self._applying: dict[tuple[str, int], Any] = {}
         self._failed: list[tuple[str, int, int]] = []
         self._touched: set[TopicPartition] = set()
@@ -532,10 +532,14 @@ class ShareConsumer:
                     for off in ops.applied_before(f, owner, mark):
                         acks.pop(off, None)
                 batch = list(acks.values())
-                self._applying[key] = ops.ack_mark(f, batch)
-                bad = ops.apply_acks(f, owner, batch, now, self.record_lock_ms,
-                                     self.delivery_limit, self._target(tp, part),
-                                     key not in mixed) if batch else []
+                self._applying[key] = batch
+                try:
+                    bad = ops.apply_acks(f, owner, batch, now, self.record_lock_ms,
+                                         self.delivery_limit, self._target(tp, part),
+                                         key not in mixed) if batch else []
+                except Exception:
+                    del self._applying[key]     # (an error applies nothing: Q-2)
+                    raise
                 del pending[key]
                 del self._applying[key]
             mixed.discard(key)

@@ -251,34 +251,37 @@ def apply_acks(f: ss.ShareFile, owner: int, acks: list[tuple[int, str, int]], no
     return []
 
 
-def ack_mark(f: ss.ShareFile, acks: list[tuple[int, str, int]]
-             ) -> tuple[list[tuple[int, str, int]], int]:
-    """Taken before :func:`apply_acks` applies ``acks``, for
-    :func:`applied_before` to tell, after a Ctrl-C, whether it did: them
-    and the earliest lock deadline of the file (a lower bound of theirs:
-    no lock of them can end before it, _expire). O(1): taken at every
-    commit."""
-    return acks, f.head[ss.MIN_DEADLINE]
-
-
 def applied_before(f: ss.ShareFile, owner: int,
-                   mark: tuple[list[tuple[int, str, int]], int]) -> list[int]:
-    """The offsets that the acknowledgements :func:`ack_mark` gave ``mark``
-    for took out of Acquired, when a call a Ctrl-C cut short applied them;
-    else []. They apply all or nothing (Q-2): while one of them is still
-    Acquired by ``owner`` they were not applied; when none is and no lock
-    of them can have ended (the only other way out of Acquired for a live
-    owner, bar retention), they were. Past that it cannot tell: [] (they
-    are then reported as no longer held, as Kafka would)."""
-    acks, until = mark
-    if int(time.time() * 1000) >= until:
-        return []
+                   acks: list[tuple[int, str, int]]) -> list[int]:
+    """The offsets of ``acks`` (a batch whose :func:`apply_acks` a Ctrl-C
+    cut short, before or after it applied them) when the batch was
+    applied, else []. They apply all or nothing (Q-2), so the batch was
+    applied when each record is where its acknowledgement puts it: an
+    accept's Acknowledged, a reject's Archived, a release's out of this
+    owner's hands (its lock may have ended instead: the record is
+    delivered again either way), or past the window (done). A record
+    another consumer took after this one's lock ended is none of those:
+    the batch is then applied again, and reported as no longer held."""
     h, cap = f.head, f.capacity
     spso, speo = h[ss.SPSO], h[ss.SPEO]
-    offs = [off for off, kind, _d in acks if kind != RENEW]
-    for off in offs:
-        i = off % cap
-        if spso <= off < speo and f.states[i] == ss.ACQUIRED and f.owner_of[i] == owner:
+    states, owners = f.states, f.owner_of
+    offs = []
+    for off, kind, _delay in acks:
+        if kind == RENEW:
+            continue        # (still Acquired either way: says nothing)
+        offs.append(off)
+        if off < spso:
+            continue
+        if off >= speo:
+            return []
+        state = states[off % cap]
+        if kind == ACCEPT:
+            done = state == ss.ACKNOWLEDGED
+        elif kind == REJECT:
+            done = state == ss.ARCHIVED
+        else:
+            done = not (state == ss.ACQUIRED and owners[off % cap] == owner)
+        if not done:
             return []
     return offs
 

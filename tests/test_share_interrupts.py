@@ -247,3 +247,46 @@ def test_timer_interrupts_leave_share_consumer_usable(tmp_path):
     assert done["landed"] > 50, done
     assert done["n_errors"] == 0, json.dumps(done)
     assert done["n_lost"] == 0 and done["records"] > 0, done
+
+
+@pytest.mark.parametrize("failure", [KeyboardInterrupt, OSError])
+def test_a_batch_not_applied_is_not_taken_for_applied(tmp_path, failure):
+    """A commit cut short before it applied its accepts (a Ctrl-C, or an
+    error such as a full disk) left them marked; their records' locks had
+    ended and another consumer held them, and the retry took the batch
+    for applied: commit() returned as if the accepts stood. It must
+    raise AcknowledgementError, as the same commit does uninterrupted."""
+    import time as _time
+
+    import pylog
+    from pylog import shareops as ops
+    from pylog.errors import AcknowledgementError
+    with pylog.open(str(tmp_path / "log"), sync="never") as log:
+        log.create_topic("t")
+        p = log.producer()
+        p.send("t", b"a")
+        p.send("t", b"b")
+        c1 = log.share_consumer("t", group_id="g", auto_offset_reset="earliest",
+                                record_lock_ms=1000)
+        got1 = c1.poll(timeout_ms=500)
+        assert [r.offset for r in got1] == [0, 1]
+        _time.sleep(1.2)                        # c1's locks end
+        c2 = log.share_consumer("t", group_id="g", auto_offset_reset="earliest")
+        assert [r.offset for r in c2.poll(timeout_ms=500)] == [0, 1]
+        for r in got1:
+            c1.acknowledge(r, "accept")
+        real = ops.apply_acks
+
+        def once(*args, **kwargs):
+            ops.apply_acks = real
+            raise failure()
+        ops.apply_acks = once
+        try:
+            with pytest.raises(failure):
+                c1.commit()
+        finally:
+            ops.apply_acks = real
+        with pytest.raises(AcknowledgementError):
+            c1.commit()
+        c2.close()
+        c1.close()
