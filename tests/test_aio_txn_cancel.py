@@ -289,3 +289,88 @@ def test_consume_transform_produce_with_timeouts_is_exactly_once(logdir):
     run("asyncio", main)
     out = committed_values(logdir, "out")
     assert sorted(out) == sorted(b"out %d" % i for i in range(inputs))
+
+
+def test_a_cancelled_transaction_does_not_abort_the_next_one(logdir):
+    """Review: task A's transaction() was cancelled while its commit ran
+    (it ran to its end: committed); B's begin_transaction(), queued behind
+    that commit, got the producer first, and A's clean-up abort then
+    aborted B's transaction."""
+    async def main():
+        async with pylog.aio.open(logdir, sync="never") as log:
+            await log.create_topic("out")
+            p = log.producer(transactional_id="tx")
+            async with p:
+                await p.start()
+                real, started = p._p.commit_transaction, threading.Event()
+
+                def slow():
+                    started.set()
+                    time.sleep(0.3)
+                    real()
+                p._p.commit_transaction = slow
+
+                async def a():
+                    async with p.transaction():
+                        await p.send("out", b"A")
+                ta = asyncio.create_task(a())
+                while not started.is_set():
+                    await asyncio.sleep(0.001)
+
+                async def b():
+                    await p.begin_transaction()      # queued behind A's commit
+                    await asyncio.sleep(0.05)
+                    await p.send("out", b"B")
+                    await p.commit_transaction()
+                tb = asyncio.create_task(b())
+                await asyncio.sleep(0.01)
+                ta.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await ta
+                await tb
+    run("asyncio", main)
+    assert sorted(committed_values(logdir, "out")) == [b"A", b"B"]
+
+
+def test_a_commit_made_slow_by_a_seek_before_it_waits_for_its_end(logdir):
+    """Review: the commit that a job before it turned from an inline store
+    into a metadata transaction awaited a plain executor future: cancelled,
+    it returned at once (committed() stale) and let the consumer's lock go
+    while the commit ran."""
+    from pylog.polldriver import PollDriver
+    tp = TopicPartition("in", 0)
+
+    async def main():
+        async with pylog.aio.open(logdir, sync="never") as log:
+            await log.create_topic("in")
+            await log.producer().send_batch("in", [b"1", b"2", b"3"])
+            c = log.consumer("in", group_id="g", auto_offset_reset="earliest",
+                             enable_auto_commit=False)
+            async with c:
+                await c.getmany(timeout_ms=1000)
+                await c.commit({tp: 1})
+                answers = [True, False]        # a store, then (its turn come) not
+                real = PollDriver.commit_is_a_store
+                PollDriver.commit_is_a_store = \
+                    lambda self, o: answers.pop(0) if answers else real(self, o)
+                try:
+                    real_commit, started = c._c.commit, threading.Event()
+
+                    def slow_commit(offsets=None):
+                        started.set()
+                        time.sleep(0.3)
+                        real_commit(offsets)
+                    c._c.commit = slow_commit
+                    await c._lock.acquire()                     # a job runs
+                    t = asyncio.create_task(c.commit({tp: 3}))
+                    await asyncio.sleep(0.05)
+                    c._lock.release()
+                    while not started.is_set():
+                        await asyncio.sleep(0.001)
+                    t.cancel()
+                    with pytest.raises(asyncio.CancelledError):
+                        await t
+                finally:
+                    PollDriver.commit_is_a_store = real
+                assert await c.committed(tp) == 3
+    run("asyncio", main)

@@ -629,7 +629,7 @@ class AIOConsumer(RecordBuffer, OffsetQueries):
                 if self._d.commit_is_a_store(offsets):
                     self._c.commit(offsets)
                 else:   # (a seek or rebalance in the queue before it changed that)
-                    await self._alog._submit(self._c.commit, offsets)
+                    await to_the_end(self._alog._submit(self._c.commit, offsets))
             return
         await self._locked(self._c.commit, offsets, finish=True)
 

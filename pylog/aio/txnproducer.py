@@ -41,7 +41,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CommitFailedError, TransactionError
@@ -74,6 +75,7 @@ class AIOTransactionalProducer(BatchSending):
         self._p: IdempotentProducer | None = None
         self._lock = asyncio.Lock()       # one call at a time, in call order
         self._closed = False
+        self._serial = 0        # transactions begun (in the executor, under the lock)
         self.transactional_id = transactional_id
 
     def _producer(self) -> IdempotentProducer:
@@ -133,7 +135,20 @@ class AIOTransactionalProducer(BatchSending):
         """Open a transaction (TransactionError if one is open). A
         cancelled caller that started it waits for its end (as
         commit_transaction): the transaction is then open."""
-        await self._call("begin_transaction", finish=True)
+        await self._alog._submit_locked(self._lock, self._begin, finish=True)
+
+    def _begin(self) -> int:
+        """(Off the loop, under the lock.) Begin; the new transaction's
+        serial, for :meth:`_abort_if`."""
+        self._producer().begin_transaction()
+        self._serial += 1
+        return self._serial
+
+    def _abort_if(self, serial: int) -> None:
+        """(Off the loop, under the lock.) Abort transaction ``serial`` if
+        it is still open; not one another task began after it ended."""
+        if self._serial == serial:
+            self._producer().abort_if_open()
 
     async def commit_transaction(self) -> None:
         """Make the transaction's records and offsets visible together (the
@@ -171,11 +186,16 @@ class AIOTransactionalProducer(BatchSending):
         runs and the transaction is aborted. So after the block, a
         cancelled one included, no transaction is open and the consumer's
         ``committed()`` says whether this one committed."""
-        opened: list[bool] = []
+        opened: list[int] = []
 
         def begin() -> None:
-            self._producer().begin_transaction()
-            opened.append(True)
+            opened.append(self._begin())
+
+        def abort() -> Awaitable[None]:
+            # this block's transaction only: once its commit ended, another
+            # task's begin may have opened the next one
+            return to_the_end(self._alog._submit_locked(
+                self._lock, functools.partial(self._abort_if, opened[0])))
         try:
             await self._alog._submit_locked(self._lock, begin, finish=True)
         except BaseException:
@@ -184,12 +204,12 @@ class AIOTransactionalProducer(BatchSending):
             # sends, never to be committed. to_the_end: a second
             # cancellation must not skip the abort.
             if opened:
-                await to_the_end(self._call("abort_if_open"))
+                await abort()
             raise
         try:
             yield self
         except BaseException:
-            await to_the_end(self._call("abort_if_open"))
+            await abort()
             raise
         try:
             await self.commit_transaction()
@@ -197,7 +217,7 @@ class AIOTransactionalProducer(BatchSending):
             # Left open (a commit refused, or cancelled before its turn,
             # which never ran), it would refuse the next begin; after a
             # commit that ran to its end this is a no-op.
-            await to_the_end(self._call("abort_if_open"))
+            await abort()
             raise
 
     async def send_offsets_to_transaction(self, offsets: Any,
