@@ -26,12 +26,14 @@ Thread safety: thread-safe. Durability: none (a lock).
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 from . import _native
-from .errors import MetadataBusyError, PylogError
+from .errors import InvalidArgument, MetadataBusyError, PylogError
 
 
 class ShareLock:
@@ -50,6 +52,12 @@ class ShareLock:
         # the holder's mark (not the holder: a reference would keep it,
         # and its finalizer, alive while it holds the lock)
         self._owner: object | None = None
+        # the thread and the frame of the ``with`` block that took the
+        # thread lock: while that frame runs, the hold is in use, not left
+        # over (the frame itself, not its id: a new frame of the next call
+        # takes the freed one's address)
+        self._owner_thread = 0
+        self._owner_frame: FrameType | None = None
 
     def held(self, wait: bool = True, file: bool = True) -> Held:
         """A context manager holding the lock for its block; ``__enter__``
@@ -60,16 +68,29 @@ class ShareLock:
 
     def _acquire(self, holder: Held, wait: bool, file: bool) -> bool:
         threads = self._threads
+        me = threading.get_ident()
         if threads._is_owned():    # type: ignore[attr-defined]
-            # a hold left by an interrupt at the entry of Held.__exit__ (no
-            # block of this lock nests in another): its holder is done
+            if _running(me, self._owner_frame):
+                # a signal handler or a finalizer run inside a call that
+                # holds it: taking it would let two changes interleave
+                raise InvalidArgument(
+                    f"the share-state lock of {self.path} is held by a call of this "
+                    "thread still running: a signal handler or a __del__ used a "
+                    "share consumer of the same partition inside it; do that after "
+                    "the call returns (set a flag in the handler)")
+            # a hold left by an interrupt at the entry of Held.__exit__:
+            # its block is over
             self._drop_stale()
         try:
             if wait:
-                if not threads.acquire(timeout=self.timeout_s):
-                    raise self._busy()
+                while not threads.acquire(timeout=self.timeout_s):
+                    if not _running(self._owner_thread, self._owner_frame):
+                        raise self._busy()
+                    # (its holder is at work: waiting for another process's
+                    # file lock, say; wait on as for that lock itself)
             elif not threads.acquire(blocking=False):
                 return False
+            self._owner_thread, self._owner_frame = me, sys._getframe(2)
             if file:
                 fd = self._fd()
                 if fd < 0:
@@ -93,6 +114,7 @@ class ShareLock:
         self._owner = None          # (its holder's release is a no-op from now)
         self._unlock_all()
 
+
     def _unlock_all(self) -> None:
         """The OFD lock first (another thread of ours may take both the
         moment the thread lock is free: a later unlock would drop its),
@@ -103,6 +125,7 @@ class ShareLock:
             if fd >= 0:
                 _native.lock(fd, 0, 1, "u", False)
         finally:
+            self._owner_thread, self._owner_frame = 0, None
             while self._threads._is_owned():    # type: ignore[attr-defined]
                 self._threads.release()
 
@@ -123,6 +146,19 @@ class ShareLock:
             f"process; gave up after {self.timeout_s:g} s. A KeyboardInterrupt caught "
             "in that thread may leave it held until the thread uses its share consumer "
             "again or lets go of the interrupt's traceback", holder_pid=os.getpid())
+
+
+def _running(thread: int, frame: FrameType | None) -> bool:
+    """Whether ``frame`` is on ``thread``'s stack (still running)."""
+    if frame is None:
+        return False
+    f = sys._getframe(1) if thread == threading.get_ident() else \
+        sys._current_frames().get(thread)
+    while f is not None:
+        if f is frame:
+            return True
+        f = f.f_back
+    return False
 
 
 class Held:

@@ -16,6 +16,7 @@ Thread safety: each test owns its child and its directory.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -290,3 +291,107 @@ def test_a_batch_not_applied_is_not_taken_for_applied(tmp_path, failure):
             c1.commit()
         c2.close()
         c1.close()
+
+
+def test_a_nested_use_from_a_handler_is_refused_and_keeps_the_hold(tmp_path):
+    """Review: a signal handler or a __del__ that used a second share
+    consumer of the same partition inside a poll's locked block was
+    taken for a left-over hold: it dropped the poll's live hold, which
+    went on changing the share state with no lock held. It is refused
+    (InvalidArgument) and the poll keeps its hold."""
+    import pylog
+    from pylog import _native
+    from pylog import shareops as ops
+    from pylog.errors import InvalidArgument
+    from pylog.records import TopicPartition
+    with pylog.open(str(tmp_path / "log"), sync="never") as log:
+        log.create_topic("t")
+        p = log.producer()
+        for i in range(10):
+            p.send("t", b"%d" % i)
+        w1 = log.share_consumer("t", group_id="g", auto_offset_reset="earliest")
+        w2 = log.share_consumer("t", group_id="g", auto_offset_reset="earliest")
+        w2.poll(max_records=1, timeout_ms=200)
+        f = w1._file(TopicPartition("t", 0))
+        seen: list[object] = []
+        real = ops.acquire
+
+        def nested(*args, **kwargs):
+            ops.acquire = real
+            try:
+                w2.close()                  # as a handler run inside this call would
+            except InvalidArgument as exc:
+                seen.append(exc)
+            fd2 = os.open(f.path, os.O_RDWR)    # another open file description
+            try:
+                free = _native.lock(fd2, 0, 1, "w", False)
+                if free:
+                    _native.lock(fd2, 0, 1, "u", False)
+            finally:
+                os.close(fd2)
+            seen.append((f._lock._threads._is_owned(), free))
+            return real(*args, **kwargs)
+        ops.acquire = nested
+        try:
+            got = w1.poll(max_records=3, timeout_ms=200)
+        finally:
+            ops.acquire = real
+        assert isinstance(seen[0], InvalidArgument), seen
+        assert seen[1] == (True, False), "the poll's hold was dropped"
+        assert [r.offset for r in got] == [1, 2, 3]
+        w1.close()
+        w2.close()
+
+
+def test_a_thread_waits_while_the_holder_waits_for_another_process(tmp_path):
+    """Review: thread A held the process's lock while it waited for the
+    file lock another process held for 3 s; thread B's poll gave up after
+    metadata_timeout (1 s) with MetadataBusyError blaming an interrupt.
+    It waits as for the file lock itself."""
+    import threading
+    import time as _time
+
+    import pylog
+    from pylog.records import TopicPartition
+    with pylog.open(str(tmp_path / "log"), sync="never", metadata_timeout=1.0) as log:
+        log.create_topic("t")
+        p = log.producer()
+        for i in range(10):
+            p.send("t", b"%d" % i)
+        kw = dict(group_id="g", auto_offset_reset="earliest",
+                  acknowledgement_mode="implicit")
+        wa = log.share_consumer("t", **kw)
+        wb = log.share_consumer("t", **kw)
+        wa.poll(max_records=1)
+        wb.poll(max_records=1)
+        path = wa._file(TopicPartition("t", 0)).path
+        holder = subprocess.Popen([sys.executable, "-c", f"""
+import os, time
+from pylog import _native
+fd = os.open({path!r}, os.O_RDWR)
+assert _native.lock(fd, 0, 1, "w", True)
+print("held", flush=True)
+time.sleep(2.5)
+_native.lock(fd, 0, 1, "u", False)
+"""], stdout=subprocess.PIPE, env=dict(os.environ))
+        try:
+            assert holder.stdout.readline().strip() == b"held"
+            res: dict[str, object] = {}
+
+            def run(name, w):
+                try:
+                    res[name] = [r.offset for r in w.poll(max_records=2, timeout_ms=8000)]
+                except Exception as exc:       # (reported below)
+                    res[name] = exc
+            ta = threading.Thread(target=run, args=("A", wa))
+            ta.start()
+            _time.sleep(0.2)
+            tb = threading.Thread(target=run, args=("B", wb))
+            tb.start()
+            ta.join(20)
+            tb.join(20)
+        finally:
+            holder.wait(20)
+        assert isinstance(res["A"], list) and isinstance(res["B"], list), res
+        wa.close()
+        wb.close()
