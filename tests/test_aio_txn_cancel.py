@@ -374,3 +374,33 @@ def test_a_commit_made_slow_by_a_seek_before_it_waits_for_its_end(logdir):
                     PollDriver.commit_is_a_store = real
                 assert await c.committed(tp) == 3
     run("asyncio", main)
+
+
+def test_a_cancelled_commit_that_fails_says_why(logdir, caplog):
+    """Review: a commit that failed while its caller was cancelled showed
+    a bare CancelledError; its error (a full disk, say) went nowhere."""
+    async def main():
+        async with pylog.aio.open(logdir, sync="always") as log:
+            await log.create_topic("in")
+            await log.producer().send_batch("in", [b"1"])
+            c = log.consumer("in", group_id="g", auto_offset_reset="earliest",
+                             enable_auto_commit=False)
+            async with c:
+                await c.getmany(timeout_ms=1000)
+                started = threading.Event()
+
+                def failing(offsets=None):
+                    started.set()
+                    time.sleep(0.2)
+                    raise OSError(28, "No space left on device")
+                real, c._c.commit = c._c.commit, failing
+                t = asyncio.create_task(c.commit())
+                while not started.is_set():
+                    await asyncio.sleep(0.001)
+                t.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await t
+                c._c.commit = real
+    with caplog.at_level("WARNING", logger="pylog"):
+        run("asyncio", main)
+    assert any("No space left on device" in r.getMessage() for r in caplog.records)

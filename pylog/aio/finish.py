@@ -20,10 +20,12 @@ Durability: nothing here writes.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable
 from typing import TypeVar
 
 T = TypeVar("T")
+_logger = logging.getLogger("pylog")
 
 
 async def to_the_end(aw: Awaitable[T]) -> T:
@@ -31,8 +33,9 @@ async def to_the_end(aw: Awaitable[T]) -> T:
     caller is cancelled before its first step) to its end. A cancellation
     of the caller meanwhile, or several, does not end the wait; the
     first is raised once ``aw`` is done, whatever its outcome (its
-    exception is then retrieved, not raised: the caller was cancelled,
-    and what the call did is for it to read, as ``committed()``).
+    exception is then logged as a warning, not raised: the caller was
+    cancelled, and what the call did is for it to read, as
+    ``committed()``).
     Without a cancellation, ``aw``'s result or exception."""
     fut = asyncio.ensure_future(aw)
     cancelled: asyncio.CancelledError | None = None
@@ -45,7 +48,8 @@ async def to_the_end(aw: Awaitable[T]) -> T:
             if cancelled is None:
                 cancelled = exc
     if cancelled is not None:
-        if not fut.cancelled():
-            fut.exception()
+        failed = None if fut.cancelled() else fut.exception()
+        if failed is not None:  # (the caller only learns it was cancelled: say why it failed)
+            _logger.warning("pylog.aio: a call whose caller was cancelled failed: %r", failed)
         raise cancelled
     return fut.result()
