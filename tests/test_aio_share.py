@@ -254,3 +254,41 @@ def _count_acquisitions(sc: pylog.aio.AIOShareConsumer) -> list[int]:
         return acquire(max_records)
     inner._acquire = counted
     return looks
+
+
+def test_a_cancelled_commit_returns_once_it_has_ended(logdir):
+    """With sync="always" the share commit runs off the loop: cancelled
+    while it ran, the caller got CancelledError at once, before the
+    acknowledgements were applied, and could not tell whether they were."""
+    import threading
+    import time
+
+    async def main() -> None:
+        async with pylog.aio.open(logdir, sync="always") as log:
+            await log.create_topic("t")
+            await log.producer().send_batch("t", [b"a", b"b"])
+            w = log.share_consumer("t", group_id="g", auto_offset_reset="earliest")
+            got = await w.getmany(timeout_ms=1000)
+            recs = [r for rs in got.values() for r in rs]
+            assert len(recs) == 2
+            for r in recs:
+                w.acknowledge(r, "accept")
+            started, ended = threading.Event(), threading.Event()
+            real = w._c.commit
+
+            def slow() -> None:
+                started.set()
+                time.sleep(0.3)
+                real()
+                ended.set()
+            w._c.commit = slow
+            t = asyncio.create_task(w.commit())
+            while not started.is_set():
+                await asyncio.sleep(0.001)
+            t.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await t
+            assert ended.is_set(), "the cancelled commit returned before its end"
+            w._c.commit = real
+            await w.close()
+    run("asyncio", main)

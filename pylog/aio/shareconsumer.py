@@ -195,9 +195,11 @@ class AIOShareConsumer:
     async def commit(self) -> None:
         """As ShareConsumer.commit: apply the acknowledgements (inline),
         and with ``sync="always"`` store them in LMDB (fsync, off the
-        loop). Raises AcknowledgementError as it does."""
+        loop). Raises AcknowledgementError as it does. A caller cancelled
+        while the commit runs off the loop gets its CancelledError once the
+        commit has ended (pylog.aio.finish), as AIOConsumer.commit's."""
         if self._alog.log.sync == "always":
-            await self._locked(self._c.commit)
+            await self._alog._submit_locked(self._lock, self._c.commit, finish=True)
             return
         await self._lock.acquire()      # no executor job runs meanwhile
         try:
