@@ -68,6 +68,7 @@ from .positions import Positions
 from .rebalance import Callback, Listeners, PollInterval
 from .records import Record, TopicPartition
 from .store import FORKS
+from .transactions import ReadMemory
 
 if TYPE_CHECKING:
     from .store import LogStore
@@ -101,8 +102,8 @@ class Consumer(Positions, Fetching):
         # aborted transactions (pylog.transactions.TxnView, per fetch)
         self.isolation_level = isolation_level
         self._read_committed = isolation_level == "read_committed"
-        # when each held-back transactional batch was first seen
-        self._txn_held: dict[tuple[Any, ...], float] = {}
+        # kept from poll to poll (held-back batches, documents)
+        self._txn_memory = ReadMemory()
         check_options(log, group_id, auto_offset_reset, enable_auto_commit,
                       auto_commit_interval_ms, session_timeout_ms, max_poll_records,
                       max_poll_interval_ms, consumer_timeout_ms,

@@ -37,7 +37,7 @@ from .offsetreset import OffsetReset
 from .partition import Cursor, Partition
 from .records import TopicPartition
 from .store import topic_slot
-from .transactions import TxnView, abort_stale
+from .transactions import ReadMemory, TxnView, abort_stale
 
 _logger = logging.getLogger("pylog")
 
@@ -123,7 +123,7 @@ class Fetching:
     _next_auto_commit: float
     _closed: bool
     _read_committed: bool
-    _txn_held: dict[tuple[Any, ...], float]
+    _txn_memory: ReadMemory
     _woken: bool
     _rr: int
     _slot: int
@@ -254,7 +254,7 @@ class Fetching:
 
     def _txn_view(self) -> TxnView:
         """X-4: this fetch's view of the transactions."""
-        return TxnView(self._log, self._txn_held)
+        return TxnView(self._log, self._txn_memory)
 
     def _wait_target(self) -> tuple[TopicPartition, Partition, Cursor] | None:
         """(tp, partition, cursor) when this poll reads exactly one partition

@@ -112,6 +112,10 @@ def _doc(meta: Any, txn: Any, tid: str) -> dict[str, Any] | None:
     raw = txn.get(_TXN + tid.encode(), db=meta._info)
     if raw is None:
         return None
+    return _parse(meta, tid, raw)
+
+
+def _parse(meta: Any, tid: str, raw: bytes) -> dict[str, Any]:
     try:
         doc = json.loads(raw)
         assert isinstance(doc["producer_id"], int) and isinstance(doc["epoch"], int)
@@ -539,17 +543,41 @@ def abort_stale(log: LogStore, stale: Mapping[str, tuple[int, int]]) -> int:
     return len(stale)
 
 
-def _docs(meta: Any, txn: Any) -> list[tuple[str, dict[str, Any]]]:
+def _docs(meta: Any, txn: Any, memory: ReadMemory) -> list[tuple[str, dict[str, Any]]]:
+    """(transactional id, document) of every id, in ``txn``. A document
+    whose stored bytes are those ``memory`` holds is not parsed again
+    (the parsed documents are shared: their readers never change them);
+    when any changed, ``memory``'s derived maps are dropped."""
     out = []
+    known = memory.docs
+    changed = False
     cur = txn.cursor(db=meta._info)
     if cur.set_range(_TXN):
-        for k, _ in cur:
+        for k, raw in cur:
             if not k.startswith(_TXN):
                 break
             tid = k[len(_TXN):].decode()
-            doc = _doc(meta, txn, tid)
-            assert doc is not None
+            had = known.get(tid)
+            if had is not None and had[0] == raw:
+                doc = had[1]
+            else:
+                doc = _parse(meta, tid, raw)
+                known[tid] = (raw, doc)
+                changed = True
             out.append((tid, doc))
+    if len(known) > len(out):
+        now = {tid for tid, _ in out}
+        for tid in [t for t in known if t not in now]:
+            del known[tid]
+        changed = True
+    if changed or memory.owners is None:
+        owners: dict[int, tuple[str, dict[str, Any]]] = {}
+        for tid, doc in out:
+            owners[doc["producer_id"]] = (tid, doc)
+            for s in doc.get("aborting") or ():
+                owners[s["producer_id"]] = (tid, doc)
+        memory.owners = owners
+        memory.arms.clear()
     return out
 
 
@@ -559,6 +587,10 @@ Control = tuple[int, int, int, int]
 #: the held-back batches a consumer remembers (their first sighting starts
 #: the timeout); past it the oldest are forgotten (their clock restarts)
 HELD_MAX = 1024
+Held = tuple[float, tuple[int, int]]
+#: _Seen.walk_from of a walk resumed where an earlier poll's ended (< 0:
+#: its controls lack those passed before, so a later batch walks afresh)
+_RESUMED = -2
 
 
 def _verdict(controls: deque[Control], header: Any) -> int | None:
@@ -573,11 +605,26 @@ def _verdict(controls: deque[Control], header: Any) -> int | None:
     return None
 
 
+def _arms_of(docs: list[tuple[str, dict[str, Any]]], topic: str, partition: int
+             ) -> dict[int, int]:
+    """X-6: {producer id: first offset} of the arms ``docs`` hold in the
+    partition (an aborting set's too)."""
+    arms: dict[int, int] = {}
+    for _, doc in docs:
+        sets = [(doc["producer_id"], doc["partitions"])]
+        sets += [(s["producer_id"], s["partitions"]) for s in doc.get("aborting") or ()]
+        for pid, parts in sets:
+            for t, p, first in parts:
+                if t == topic and p == partition:
+                    arms[pid] = min(first, arms.get(pid, first))
+    return arms
+
+
 class _Seen:
     """What a view read of one partition, in one LMDB read transaction
     (arms, X-8 entries and the log start agree), and its walk."""
 
-    __slots__ = ("arms", "entries", "start", "controls", "walk", "walk_from")
+    __slots__ = ("arms", "entries", "start", "controls", "walk", "walk_from", "done")
 
     def __init__(self, arms: dict[int, int], entries: dict[int, list[tuple[int, int]]],
                  start: int) -> None:
@@ -585,28 +632,51 @@ class _Seen:
         self.entries = entries            # producer id -> [(first, epoch)] (X-8)
         self.start = start                # the log start (M-5)
         self.controls: deque[Control] = deque()
-        self.walk: Any = None             # where the walk resumes; None: at the end
+        self.walk: Any = None             # (segment base, position) the walk resumes at
+        self.done = False                 # whether that is the end the reader read
         self.walk_from = -1               # offset of the batch it began after
+
+
+class ReadMemory:
+    """What a read_committed consumer keeps from one poll to the next
+    (X-4, X-9). ``held``: each batch it found held back, {(topic,
+    partition, producer id, epoch, base offset, crc): (when first found,
+    where the walk after it ended)}: the next poll walks on from there,
+    not over the whole tail again. ``docs``: the transaction documents
+    last read, {id: (stored bytes, document)}: a poll parses only those
+    that changed, and finds the arms anew only when one did.
+
+    Thread safety: none; one per consumer, whose fetches never overlap."""
+
+    __slots__ = ("held", "docs", "owners", "arms")
+
+    def __init__(self) -> None:
+        self.held: dict[tuple[Any, ...], Held] = {}
+        self.docs: dict[str, tuple[bytes, dict[str, Any]]] = {}
+        # derived from ``docs`` (dropped when one changes): {producer id:
+        # (transactional id, document)}; {(topic, partition): its arms}
+        self.owners: dict[int, tuple[str, dict[str, Any]]] | None = None
+        self.arms: dict[tuple[str, int], dict[int, int]] = {}
 
 
 class TxnView:
     """A read_committed reader's look at the transactions during one poll
     (X-4, X-8, X-9). ``stale``: {transactional id: (producer id, epoch)}
     of the transactions it found held back by a gone owner or past their
-    timeout (:func:`abort_stale`). ``held``: the consumer's record of when
-    it first found each batch held back (kept across polls).
+    timeout (:func:`abort_stale`). ``memory``: what the consumer keeps
+    across polls (:class:`ReadMemory`).
 
     A partition's documents and entries are read at its first decision,
     after the reader read the partition's end: a transactional batch below
     that end was appended after its partition was armed, so the arm (or
     the decision that moved it, with its X-8 entries) is seen."""
 
-    def __init__(self, log: LogStore, held: dict[tuple[Any, ...], float] | None = None
-                 ) -> None:
+    def __init__(self, log: LogStore, memory: ReadMemory | None = None) -> None:
         self._log = log
         self._seen: dict[tuple[str, int], _Seen] = {}
         self._owners: dict[int, tuple[str, dict[str, Any]]] = {}
-        self._held = held if held is not None else {}
+        self._memory = memory = memory if memory is not None else ReadMemory()
+        self._held = memory.held
         self.stale: dict[str, tuple[int, int]] = {}
 
     def _load(self, topic: str, partition: int) -> _Seen:
@@ -614,18 +684,15 @@ class TxnView:
         got = self._seen.get(k)
         if got is None:
             meta = self._log.meta
-            arms: dict[int, int] = {}
+            memory = self._memory
             entries: dict[int, list[tuple[int, int]]] = {}
             with meta._txn("read transactions") as txn:
-                for tid, doc in _docs(meta, txn):
-                    sets = [(doc["producer_id"], doc["partitions"])]
-                    sets += [(s["producer_id"], s["partitions"])
-                             for s in doc.get("aborting") or ()]
-                    for pid, parts in sets:
-                        self._owners[pid] = (tid, doc)
-                        for t, p, first in parts:
-                            if t == topic and p == partition:
-                                arms[pid] = min(first, arms.get(pid, first))
+                docs = _docs(meta, txn, memory)
+                assert memory.owners is not None
+                self._owners = memory.owners
+                arms = memory.arms.get(k)
+                if arms is None:
+                    arms = memory.arms[k] = _arms_of(docs, topic, partition)
                 # (with the entries: the start they were collapsed below)
                 start = meta.log_start_in(txn, topic, partition)
                 for first, pid, epoch in _entries_in(meta, txn, topic, partition):
@@ -666,35 +733,49 @@ class TxnView:
         first = seen.arms.get(header.producer_id)
         if first is None or header.base_offset < first:
             return COMMITTED           # decided in LMDB (X-6)
+        key = (topic, partition, header.producer_id, header.producer_epoch,
+               header.base_offset, header.crc)
         if header.base_offset < seen.walk_from or seen.walk_from < 0:
             seen.controls.clear()
-            seen.walk, seen.walk_from = after, header.base_offset
+            seen.walk, seen.walk_from, seen.done = after, header.base_offset, False
+            was = self._held.get(key)
+            if was is not None:
+                # held back at an earlier poll: no batch up to where that
+                # poll's walk ended decided it, and those bytes never
+                # change (append-only), so the walk goes on from there
+                # instead of going over the whole tail at every poll
+                seen.walk = was[1]
+                seen.walk_from = _RESUMED
         controls = seen.controls
         while controls and controls[0][0] <= header.base_offset:
             controls.popleft()
         while True:
             got = _verdict(controls, header)
             if got is not None:
-                return got
-            if seen.walk is None:
                 break
-            seen.walk = more(seen.walk, controls, header.producer_id)
-        self._held_back(topic, partition, header)
-        return OPEN
+            if seen.done:
+                self._held_back(key, header, seen.walk)
+                got = OPEN
+                break
+            seen.walk, seen.done = more(seen.walk, controls, header.producer_id)
+        return got
 
-    def _held_back(self, topic: str, partition: int, header: Any) -> None:
-        """X-9: note the open batch; its transaction is stale when its
-        owner is gone or it held this consumer back past its timeout."""
-        found = self._owners.get(header.producer_id)
-        if found is None:
-            return
-        tid, doc = found
+    def _held_back(self, key: tuple[Any, ...], header: Any, walked: tuple[int, int]
+                   ) -> None:
+        """X-9: note the open batch ``header`` (``key`` as decide's) and
+        where the walk after it ended (``walked``); its transaction is
+        stale when its owner is gone or it held this consumer back past
+        its timeout."""
         held = self._held
         if len(held) >= HELD_MAX:
             held.clear()
         now = time.monotonic()
-        since = held.setdefault((topic, partition, header.producer_id,
-                                 header.producer_epoch, header.base_offset), now)
+        since = held[key][0] if key in held else now
+        held[key] = (since, walked)
+        found = self._owners.get(header.producer_id)
+        if found is None:
+            return
+        tid, doc = found
         timeout_s = doc.get("timeout_ms", DEFAULT_TRANSACTION_TIMEOUT_MS) / 1000
         if now - since > timeout_s or not owner_alive(doc.get("owner")):
             self.stale[tid] = (doc["producer_id"], doc["epoch"])

@@ -51,19 +51,21 @@ class CommittedReads:
             cursor.base = cursor.offset
         return verdict
 
-    def _walk_controls(self, at: tuple[int, int], st: State, controls, pid: int):
+    def _walk_controls(self, at: tuple[int, int], st: State, controls, pid: int
+                       ) -> tuple[tuple[int, int], bool]:
         """Under _rlock: walk the batches from ``at`` (segment base, byte
         position) up to the end ``st`` published, appending each control
         batch as (offset, producer id, epoch, type) to ``controls``, up to
-        and with the next one of producer id ``pid``; return where it
-        stopped, or None at the end."""
+        and with the next one of producer id ``pid``; return (where it
+        stopped, whether that is the end)."""
         for seg_base, pos, h, m in self._batches_at(at, st):
+            at = seg_base, pos + h.size
             if h.attributes & batch.CONTROL_MASK and h.producer_id >= 0:
                 controls.append((h.base_offset, h.producer_id, h.producer_epoch,
                                  batch.control_type(m, h)))
                 if h.producer_id == pid:
-                    return seg_base, pos + h.size
-        return None
+                    return at, False
+        return at, True
 
     def _batches_from(self, offset: int, st: State):
         """Under _rlock: :meth:`_batches_at` from the batch holding

@@ -35,12 +35,17 @@ def test_offsets_of_the_log_and_seek_to_committed(logdir):
             assert c.partitions_for_topic("nope") is None
             assert await c.topics() == {"t"}
 
-            got = await c.getmany(timeout_ms=1000, max_records=6)
-            assert [r.offset for r in got[T0]] == [0, 1, 2, 3, 4, 5]
+            first = []
+            while len(first) < 11:
+                for recs in (await c.getmany(timeout_ms=1000)).values():
+                    first += [(r.partition, r.offset) for r in recs]
+            assert sorted(first) == [(0, o) for o in range(10)] + [(1, 0)]
             await c.commit({T0: 3})
-            # T1 was never committed: it keeps its position
+            # T1 was never committed: read again from where auto_offset_reset
+            # starts (aiokafka's would leave it past its record)
             assert await c.seek_to_committed() == {T0: 3, T1: None}
             assert await c.position(T0) == 3
+            assert await c.position(T1) == 0
             rest = []
             while len(rest) < 8:
                 for recs in (await c.getmany(timeout_ms=1000)).values():
@@ -48,6 +53,32 @@ def test_offsets_of_the_log_and_seek_to_committed(logdir):
             assert sorted(rest) == [(0, o) for o in range(3, 10)] + [(1, 0)]
             with pytest.raises(pylog.InvalidArgument):
                 await c.seek_to_committed(TopicPartition("t", 7))  # not assigned
+            await c.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("policy", ["latest", "none"])
+def test_seek_to_committed_of_a_partition_never_committed(logdir, policy):
+    """'latest' reads a never-committed partition from its end (the records
+    appended since are skipped, as a new consumer would); 'none' leaves
+    it where it is."""
+    async def main() -> None:
+        async with pylog.aio.open(logdir, sync="never") as log:
+            await log.create_topic("t")
+            p = log.producer()
+            c = log.consumer(enable_auto_commit=False, group_id="g",
+                             auto_offset_reset=policy)
+            c.assign([T0])
+            await c.seek_to_end(T0)
+            for i in range(3):
+                await p.send("t", b"%d" % i)
+            got = await c.getmany(timeout_ms=1000)
+            assert [r.offset for r in got[T0]] == [0, 1, 2]
+            c.seek(T0, 1)
+            await p.send("t", b"3")
+            assert await c.seek_to_committed() == {T0: None}
+            assert await c.position(T0) == (4 if policy == "latest" else 1)
             await c.close()
 
     asyncio.run(main())

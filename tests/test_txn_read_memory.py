@@ -1,0 +1,149 @@
+"""X-4, X-9: what a read_committed consumer keeps from poll to poll
+(pylog.transactions.ReadMemory). Before it, a consumer held back at an
+open transaction walked every batch after it again at each poll (3.4 ms
+per getmany on the event loop with 1,000 batches after it, growing with
+the tail), and every poll that met a transactional batch parsed every
+transactional id's document (5.5 ms with 1,000 ids)."""
+
+from __future__ import annotations
+
+import pytest
+from test_transactions import committed_reader, values
+
+import pylog
+from pylog import TopicPartition as TP
+from pylog import transactions
+from pylog.txnreads import CommittedReads
+
+T0 = TP("t", 0)
+
+
+@pytest.fixture
+def log(tmp_path):
+    lg = pylog.open(tmp_path / "log", sync="never")
+    lg.create_topic("t", partitions=2)
+    yield lg
+    lg.close()
+
+
+@pytest.fixture
+def walked(monkeypatch):
+    """How many batch headers the read_committed walks read."""
+    count = [0]
+    real = CommittedReads._walk
+
+    def counting(self, *args):
+        for got in real(self, *args):
+            count[0] += 1
+            yield got
+    monkeypatch.setattr(CommittedReads, "_walk", counting)
+    return count
+
+
+def test_a_held_back_reader_walks_each_batch_once(log, walked):
+    p = log.producer(transactional_id="tx")
+    plain = log.producer()
+    p.begin_transaction()
+    p.send("t", b"open", partition=0)
+    for i in range(300):
+        plain.send("t", b"p%d" % i, partition=0)
+    rc = committed_reader(log, "t")
+    for _ in range(30):
+        assert rc.poll(0) == []                 # held at offset 0 (X-4)
+    for i in range(300, 330):
+        plain.send("t", b"p%d" % i, partition=0)
+        assert rc.poll(0) == []
+    # about one walk over the 330 batches, not one per poll (18,000)
+    assert walked[0] < 2 * 330, walked[0]
+    p.commit_transaction()
+    got = [v for _, v in values(rc, timeout=1)]
+    while len(got) < 331:
+        more = [v for _, v in values(rc, timeout=1)]
+        assert more, got
+        got += more
+    assert got == [b"open"] + [b"p%d" % i for i in range(330)]
+
+
+def test_a_walk_resumed_across_a_segment_roll(log):
+    log.create_topic("small", partitions=1, segment_bytes=65536)
+    p = log.producer(transactional_id="tx")
+    plain = log.producer()
+    p.begin_transaction()
+    p.send("small", b"open", partition=0)
+    rc = committed_reader(log, "small")
+    sent = []
+    for i in range(40):
+        v = b"%04d" % i + b"x" * 5000
+        plain.send("small", v, partition=0)
+        sent.append(v)
+        assert rc.poll(0) == []         # each poll walks on from the last
+    part = log.partition("small", 0)
+    assert len(part.reader._segment_bases(part.state())) > 2
+    p.commit_transaction()
+    got = []
+    while len(got) < 41:
+        more = [v for _, v in values(rc, timeout=1)]
+        assert more, len(got)
+        got += more
+    assert got == [b"open"] + sent
+
+
+def test_an_abort_after_the_reader_walked_past_is_seen(log):
+    """The resumed walk starts where the last one ended: a control batch
+    appended after it (here an ABORT, then a COMMIT of another id) is
+    still found."""
+    a = log.producer(transactional_id="a")
+    b = log.producer(transactional_id="b")
+    plain = log.producer()
+    a.begin_transaction()
+    a.send("t", b"a-gone", partition=0)
+    b.begin_transaction()
+    b.send("t", b"b-kept", partition=0)
+    plain.send("t", b"p0", partition=0)
+    rc = committed_reader(log, "t")
+    assert rc.poll(0) == []
+    a.abort_transaction()
+    assert rc.poll(0) == []                     # b's still open
+    plain.send("t", b"p1", partition=0)
+    b.commit_transaction()
+    assert values(rc, timeout=1) == [(0, b"b-kept"), (0, b"p0"), (0, b"p1")]
+
+
+def test_documents_are_parsed_again_only_when_changed(log, monkeypatch):
+    parsed = []
+    real = transactions._parse
+
+    def counting(meta, tid, raw):
+        parsed.append(tid)
+        return real(meta, tid, raw)
+    monkeypatch.setattr(transactions, "_parse", counting)
+    for i in range(40):
+        q = log.producer(transactional_id="id%d" % i)
+        with q.transaction():
+            q.send("t", b"x", partition=1)
+    p = log.producer(transactional_id="tx")
+    p.begin_transaction()
+    p.send("t", b"open", partition=0)
+    rc = committed_reader(log, "t", group_id="g")
+    got = rc.poll(0) + rc.poll(0)       # (partition 1's records)
+    del parsed[:]
+    for _ in range(20):
+        assert rc.poll(0) == []
+    assert parsed == []
+    # a two-partition transaction is decided in LMDB: its document changes
+    q = log.producer(transactional_id="id7")
+    q.begin_transaction()
+    q.send("t", b"gone", partition=0)
+    q.send("t", b"gone", partition=1)
+    q.abort_transaction()
+    assert rc.poll(0) == []
+    assert set(parsed) == {"id7"}
+    p.commit_transaction()
+    got += rc.poll(1)
+    while True:
+        more = rc.poll(0.2)
+        if not more:
+            break
+        got += more
+    assert [r.value for r in got if r.partition == 0] == [b"open"]
+    assert [r.value for r in got if r.partition == 1] == [b"x"] * 40
