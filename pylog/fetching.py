@@ -62,6 +62,11 @@ PREFETCH_MAX_BYTES = 16 << 20
 #: of one record each would check a 16 MiB batch 64 times (t9: 150-190 ms
 #: for 64 x 256 KiB against 25-90 ms with 2-16 MiB steps)
 PREFETCH_STEP_BYTES = 2 << 20
+#: how many batches an inline fetch's read_committed walks may pass (about
+#: 3 µs each; TxnView's ``walk_budget``): a walk past an open transaction
+#: (the whole tail, at a consumer's first fetch after it) goes on at the
+#: next fetch, so that an event loop is never held for long
+INLINE_WALK_BATCHES = 256
 
 
 def room(part: Partition, cur: Cursor, max_records: int, max_bytes: int) -> int:
@@ -124,6 +129,7 @@ class Fetching:
     _closed: bool
     _read_committed: bool
     _txn_memory: ReadMemory
+    _walk_unfinished: bool      # the last fetch's walk budget ran out
     _woken: bool
     _rr: int
     _slot: int
@@ -161,7 +167,9 @@ class Fetching:
             return out
         n = len(owned)
         partitions = self._log.open_partitions()
-        view = self._txn_view() if self._read_committed else None
+        view = None
+        if self._read_committed:
+            view = self._txn_view(None if max_bytes is None else INLINE_WALK_BATCHES)
         start = self._rr % n
         self._rr += 1
         budget = max_bytes
@@ -224,6 +232,7 @@ class Fetching:
                 slices.append((tp, i0, len(out)))
                 # P-10, once the records are in `out`: counting never raises
                 part.shared.count_fetch(len(recs))
+        self._walk_unfinished = view is not None and view.unfinished
         if view is not None and view.stale and not self._log.readonly:
             # X-9: a gone owner's or timed-out transaction held this poll
             # back; the next one reads past it
@@ -252,9 +261,9 @@ class Fetching:
             # not fetched again before the group gives it anew
             member.forget(tp)
 
-    def _txn_view(self) -> TxnView:
+    def _txn_view(self, walk_budget: int | None = None) -> TxnView:
         """X-4: this fetch's view of the transactions."""
-        return TxnView(self._log, self._txn_memory)
+        return TxnView(self._log, self._txn_memory, walk_budget)
 
     def _wait_target(self) -> tuple[TopicPartition, Partition, Cursor] | None:
         """(tp, partition, cursor) when this poll reads exactly one partition

@@ -259,17 +259,37 @@ class PollDriver:
                 continue
         return out
 
-    @staticmethod
-    def position(todo: list[tuple[Partition, Cursor]]) -> None:
+    def position(self, todo: list[tuple[Partition, Cursor]]) -> None:
         """Locate and map the cursors :meth:`unpositioned` returned
-        (Reader.position), for a caller that does this file work off its
-        event loop while no fetch of the consumer runs. Never raises: the
-        fetch that follows raises what poll would."""
+        (Reader.position), and read the transactions when
+        :meth:`transactions_unread`, for a caller that does this work off
+        its event loop while no fetch of the consumer runs. Never raises:
+        the fetch that follows raises what poll would."""
         for part, cur in todo:
             try:
                 part.reader.position(cur)
             except (PylogError, OSError):
                 continue
+        if self.transactions_unread():
+            try:
+                self._c._txn_view().read_documents()
+            except PylogError:
+                pass
+
+    def walk_unfinished(self) -> bool:
+        """Whether the last fetch of this read_committed consumer stopped
+        at a batch it had no time to decide (its walk budget, with
+        ``max_bytes``): fetch again, after the loop's other work, before
+        waiting for new records."""
+        return self._c._walk_unfinished
+
+    def transactions_unread(self) -> bool:
+        """Whether this is a read_committed consumer that has not read the
+        transactional ids' documents yet (its first fetch that meets a
+        transactional batch would parse them all: pylog.transactions.
+        ReadMemory keeps them from then on)."""
+        c = self._c
+        return c._read_committed and c._txn_memory.owners is None
 
     def slot(self) -> int:
         """The doorbell slot whose rings may bring records (L-3)."""

@@ -548,6 +548,9 @@ def _docs(meta: Any, txn: Any, memory: ReadMemory) -> list[tuple[str, dict[str, 
     whose stored bytes are those ``memory`` holds is not parsed again
     (the parsed documents are shared: their readers never change them);
     when any changed, ``memory``'s derived maps are dropped."""
+    snapshot = txn.id()
+    if snapshot == memory.snapshot and memory.listed is not None:
+        return memory.listed        # (no write since: the same documents)
     out = []
     known = memory.docs
     changed = False
@@ -578,6 +581,7 @@ def _docs(meta: Any, txn: Any, memory: ReadMemory) -> list[tuple[str, dict[str, 
                 owners[s["producer_id"]] = (tid, doc)
         memory.owners = owners
         memory.arms.clear()
+    memory.snapshot, memory.listed = snapshot, out
     return out
 
 
@@ -644,11 +648,12 @@ class ReadMemory:
     where the walk after it ended)}: the next poll walks on from there,
     not over the whole tail again. ``docs``: the transaction documents
     last read, {id: (stored bytes, document)}: a poll parses only those
-    that changed, and finds the arms anew only when one did.
+    that changed, finds the arms anew only when one did, and lists none
+    when LMDB had no write since the last.
 
     Thread safety: none; one per consumer, whose fetches never overlap."""
 
-    __slots__ = ("held", "docs", "owners", "arms")
+    __slots__ = ("held", "docs", "owners", "arms", "snapshot", "listed")
 
     def __init__(self) -> None:
         self.held: dict[tuple[Any, ...], Held] = {}
@@ -657,6 +662,10 @@ class ReadMemory:
         # (transactional id, document)}; {(topic, partition): its arms}
         self.owners: dict[int, tuple[str, dict[str, Any]]] | None = None
         self.arms: dict[tuple[str, int], dict[int, int]] = {}
+        # the LMDB snapshot (its last write transaction's id) the list of
+        # (id, document) was read in: a read of the same one lists none again
+        self.snapshot = -1
+        self.listed: list[tuple[str, dict[str, Any]]] | None = None
 
 
 class TxnView:
@@ -664,15 +673,21 @@ class TxnView:
     (X-4, X-8, X-9). ``stale``: {transactional id: (producer id, epoch)}
     of the transactions it found held back by a gone owner or past their
     timeout (:func:`abort_stale`). ``memory``: what the consumer keeps
-    across polls (:class:`ReadMemory`).
+    across polls (:class:`ReadMemory`). ``walk_budget``: how many batches
+    the walks of this view may pass in all (an event loop's fetch: about
+    3 µs each); past it a batch not decided yet counts as open for this
+    poll, ``unfinished`` is set, and the next poll walks on from there.
 
     A partition's documents and entries are read at its first decision,
     after the reader read the partition's end: a transactional batch below
     that end was appended after its partition was armed, so the arm (or
     the decision that moved it, with its X-8 entries) is seen."""
 
-    def __init__(self, log: LogStore, memory: ReadMemory | None = None) -> None:
+    def __init__(self, log: LogStore, memory: ReadMemory | None = None,
+                 walk_budget: int | None = None) -> None:
         self._log = log
+        self._budget = walk_budget
+        self.unfinished = False
         self._seen: dict[tuple[str, int], _Seen] = {}
         self._owners: dict[int, tuple[str, dict[str, Any]]] = {}
         self._memory = memory = memory if memory is not None else ReadMemory()
@@ -700,6 +715,13 @@ class TxnView:
             got = self._seen[k] = _Seen(arms, entries, start)
         return got
 
+    def read_documents(self) -> None:
+        """Read and parse every transactional id's document into the
+        view's memory, ahead of the fetches that need them."""
+        meta = self._log.meta
+        with meta._txn("read transactions") as txn:
+            _docs(meta, txn, self._memory)
+
     def aborted(self, topic: str, partition: int, header: Any) -> bool:
         """X-8: is the transactional batch ``header`` of an aborted
         transaction by the index? It is when an entry of its producer id
@@ -720,13 +742,14 @@ class TxnView:
         return self._load(topic, partition).arms
 
     def decide(self, topic: str, partition: int, header: Any, after: Any,
-               more: Callable[[Any, deque[Control], int], Any]) -> int:
+               more: Callable[[Any, deque[Control], int, int | None], Any]) -> int:
         """X-4: COMMITTED, ABORTED or OPEN for the transactional batch
         ``header``. ``after``: where the reader's walk of the batches after
-        it begins; ``more(at, controls, pid)`` walks on from ``at``,
+        it begins; ``more(at, controls, pid, limit)`` walks on from ``at``,
         appending the control batches it passes to ``controls``, up to and
-        with the next one of producer id ``pid``, and returns where it
-        stopped (None at the partition's end as the reader read it)."""
+        with the next one of producer id ``pid`` or ``limit`` batches
+        (None: no limit), and returns (where it stopped, whether that is
+        the partition's end as the reader read it, batches passed)."""
         if self.aborted(topic, partition, header):
             return ABORTED
         seen = self._load(topic, partition)
@@ -757,8 +780,29 @@ class TxnView:
                 self._held_back(key, header, seen.walk)
                 got = OPEN
                 break
-            seen.walk, seen.done = more(seen.walk, controls, header.producer_id)
+            if self._budget is not None and self._budget <= 0:
+                # undecided yet, so never stale (X-9): its COMMIT may lie
+                # further on
+                self._walked(key, seen.walk)
+                self.unfinished = True
+                got = OPEN
+                break
+            seen.walk, seen.done, n = more(seen.walk, controls, header.producer_id,
+                                           self._budget)
+            if self._budget is not None:
+                self._budget -= n
         return got
+
+    def _walked(self, key: tuple[Any, ...], walked: tuple[int, int]) -> float:
+        """Note where the walk after the batch ``key`` names ended; returns
+        when the batch was first held back (now for a first time)."""
+        held = self._held
+        if len(held) >= HELD_MAX:
+            held.clear()
+        was = held.get(key)
+        since = was[0] if was is not None else time.monotonic()
+        held[key] = (since, walked)
+        return since
 
     def _held_back(self, key: tuple[Any, ...], header: Any, walked: tuple[int, int]
                    ) -> None:
@@ -766,12 +810,8 @@ class TxnView:
         where the walk after it ended (``walked``); its transaction is
         stale when its owner is gone or it held this consumer back past
         its timeout."""
-        held = self._held
-        if len(held) >= HELD_MAX:
-            held.clear()
+        since = self._walked(key, walked)
         now = time.monotonic()
-        since = held[key][0] if key in held else now
-        held[key] = (since, walked)
         found = self._owners.get(header.producer_id)
         if found is None:
             return

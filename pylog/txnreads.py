@@ -44,28 +44,34 @@ class CommittedReads:
         verdict: int = txn.decide(
             self.topic, self.index, header,
             (seg.base_offset, cursor.position + header.size),
-            lambda at, controls, pid: self._walk_controls(at, st, controls, pid))
+            lambda at, controls, pid, limit: self._walk_controls(at, st, controls, pid,
+                                                                 limit))
         if verdict == batch.TXN_ABORTED:
             cursor.offset = header.last_offset + 1
             cursor.position += header.size
             cursor.base = cursor.offset
         return verdict
 
-    def _walk_controls(self, at: tuple[int, int], st: State, controls, pid: int
-                       ) -> tuple[tuple[int, int], bool]:
+    def _walk_controls(self, at: tuple[int, int], st: State, controls, pid: int,
+                       limit: int | None) -> tuple[tuple[int, int], bool, int]:
         """Under _rlock: walk the batches from ``at`` (segment base, byte
         position) up to the end ``st`` published, appending each control
         batch as (offset, producer id, epoch, type) to ``controls``, up to
-        and with the next one of producer id ``pid``; return (where it
-        stopped, whether that is the end)."""
+        and with the next one of producer id ``pid``, or ``limit``
+        batches; return (where it stopped, whether that is the end, how
+        many batches it passed)."""
+        n = 0
         for seg_base, pos, h, m in self._batches_at(at, st):
             at = seg_base, pos + h.size
+            n += 1
             if h.attributes & batch.CONTROL_MASK and h.producer_id >= 0:
                 controls.append((h.base_offset, h.producer_id, h.producer_epoch,
                                  batch.control_type(m, h)))
                 if h.producer_id == pid:
-                    return at, False
-        return at, True
+                    return at, False, n
+            if n == limit:
+                return at, False, n
+        return at, True, n
 
     def _batches_from(self, offset: int, st: State):
         """Under _rlock: :meth:`_batches_at` from the batch holding
