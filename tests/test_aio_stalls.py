@@ -141,3 +141,49 @@ def test_a_grown_tail_is_warmed_for_the_appends(tmp_path):
     finally:
         for fd in fds:
             os.close(fd)
+
+
+def test_a_read_committed_consumer_held_back_keeps_the_loop(logdir):
+    """A read_committed getmany held back by open transactions, with
+    20,000 batches after them, walked the whole tail on the loop at
+    every fetch (59 ms a fetch, bench/RESULTS.rst); and when they commit
+    it reads on through all of it. Now no callback keeps the loop for
+    10 ms (a walk passes 256 batches a fetch; tests/test_txn_read_memory.py
+    counts them)."""
+    tail = 20_000
+    log = pylog.open(logdir, sync="never")
+    log.create_topic("t")
+    txns = [log.producer(transactional_id="tx%d" % i) for i in range(20)]
+    for p in txns:
+        p.begin_transaction()
+        p.send("t", b"open")
+    plain = log.producer()
+    for i in range(tail):
+        plain.send("t", b"p%d" % i)
+
+    async def main() -> LoopWatch:
+        loop = asyncio.get_running_loop()
+        watch = LoopWatch(threshold_ms=1.0)
+        async with pylog.aio.open(logdir, sync="never") as alog:
+            c = alog.consumer("t", group_id="g", auto_offset_reset="earliest",
+                              isolation_level="read_committed")
+            await c.start()
+            with watch:
+                for _ in range(20):
+                    assert await c.getmany(timeout_ms=10) == {}
+                for p in txns:
+                    await loop.run_in_executor(None, p.commit_transaction)
+                seen = 0
+                while seen < tail + len(txns):
+                    got = await c.getmany(timeout_ms=2000)
+                    assert got, seen
+                    seen += sum(map(len, got.values()))
+            await c.close()
+        return watch
+
+    try:
+        watch = asyncio.run(main())
+    finally:
+        log.close()
+    print(watch.summary())
+    assert all(s.own_ms < 10.0 for s in watch.stalls), watch.summary()
