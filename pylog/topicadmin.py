@@ -208,8 +208,23 @@ class TopicAdmin:
                     "created on first use once the disk is healthy") from exc
 
     def topics(self) -> list[str]:
+        """The names of every topic. Drops what this Log kept open of
+        topics another process deleted since (a monitor that lists the
+        topics would otherwise keep them for its life)."""
         self._check()
-        return sorted(self.meta.topics())
+        names = sorted(self.meta.topics())
+        gone = set(self._topic_cache).difference(names)
+        for name in gone:
+            self.forget_topic(name)
+        return names
+
+    def forget_topic(self, topic: str) -> None:
+        """Drop cached state of a topic (after another process deleted it)."""
+        with self._lock:
+            self._topic_cache.pop(topic, None)
+            for key in [k for k in self._partitions if k[0] == topic]:
+                part = self._partitions.pop(key)
+                part.close()
 
     def describe_topic(self, name: str) -> TopicInfo:
         validate_topic_name(name)

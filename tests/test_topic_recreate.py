@@ -9,6 +9,7 @@ orders on stdin.
 
 import contextlib
 import subprocess
+import sys
 import textwrap
 import time
 
@@ -392,3 +393,55 @@ def test_a_stale_share_file_is_never_checkpointed_over_the_new_topic(logdir, chi
     with pylog.open(logdir) as log:
         raw = log.meta.info_get(ss.share_key("sg", "t", 0), "read")
         assert ss.decode_state(raw, "t")[1] == 5
+
+
+RECREATE = textwrap.dedent("""
+    import sys, pylog
+    with pylog.open(sys.argv[1]) as log:
+        log.delete_topic("t")
+        log.create_topic("t", partitions=2)
+        log.producer().send("t", b"new", partition=0)
+""")
+
+
+@pytest.mark.parametrize("readonly", [True, False])
+def test_a_monitor_sees_a_topic_another_process_made_again(logdir, child_env, readonly):
+    """A long-lived monitor (pylog metrics --serve, pylog top, an app's
+    own describe_topic) kept the old topic's partitions open after
+    another process deleted the topic and made it again: it showed the
+    old end offsets for good, or (writable) raised TopicNotFound."""
+    with pylog.open(logdir) as log:
+        log.create_topic("t", partitions=3)
+        log.producer().send_batch("t", [b"old"] * 10, partition=0)
+    mon = pylog.open(logdir, readonly=readonly)
+    try:
+        assert mon.describe_topic("t").partition_info[0].end_offset == 10
+        assert [p.end_offset for p in mon.metrics().partitions] == [10, 0, 0]
+        subprocess.run([sys.executable, "-c", RECREATE, logdir], env=child_env,
+                       check=True, timeout=60)
+        info = mon.describe_topic("t")
+        assert [p.end_offset for p in info.partition_info] == [1, 0]
+        snap = mon.metrics()
+        assert not snap.errors
+        assert [(p.partition, p.end_offset) for p in snap.partitions] == [(0, 1), (1, 0)]
+    finally:
+        mon.close()
+
+
+def test_a_monitor_forgets_topics_another_process_deleted(logdir, child_env):
+    """...and kept every deleted topic's partitions open for its life."""
+    with pylog.open(logdir) as log:
+        for i in range(5):
+            log.create_topic("gone%d" % i, partitions=4)
+    mon = pylog.open(logdir, readonly=True)
+    try:
+        mon.metrics()
+        assert len(mon.open_partitions()) == 20
+        subprocess.run([sys.executable, "-c", "import sys, pylog\n"
+                        "with pylog.open(sys.argv[1]) as log:\n"
+                        "    [log.delete_topic('gone%d' % i) for i in range(5)]", logdir],
+                       env=child_env, check=True, timeout=60)
+        mon.metrics()
+        assert mon.open_partitions() == {}
+    finally:
+        mon.close()
