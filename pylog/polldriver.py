@@ -276,6 +276,20 @@ class PollDriver:
             except PylogError:
                 pass
 
+    def reset_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """{tp: where auto_offset_reset starts ``tp``} (a group with no
+        committed offset there); a partition gone, or a policy of 'none',
+        is left out. Not for an event loop: 'latest' under read_committed
+        reads the transactions (OffsetReset.end)."""
+        c = self._c
+        out = {}
+        for tp in tps:
+            try:
+                out[tp] = c._resets.no_commit(tp, c._log.partition(tp.topic, tp.partition))
+            except PylogError:
+                continue
+        return out
+
     def walk_unfinished(self) -> bool:
         """Whether the last fetch of this read_committed consumer stopped
         at a batch it had no time to decide (its walk budget, with

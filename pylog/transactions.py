@@ -588,13 +588,10 @@ def _docs(meta: Any, txn: Any, memory: ReadMemory) -> list[tuple[str, dict[str, 
 COMMITTED, ABORTED, OPEN = batch.TXN_COMMITTED, batch.TXN_ABORTED, batch.TXN_OPEN
 # (offset, producer id, epoch, type) of a control batch a walk passed
 Control = tuple[int, int, int, int]
-#: the held-back batches a consumer remembers (their first sighting starts
-#: the timeout); past it the oldest are forgotten (their clock restarts)
-HELD_MAX = 1024
-Held = tuple[float, tuple[int, int]]
-#: _Seen.walk_from of a walk resumed where an earlier poll's ended (< 0:
-#: its controls lack those passed before, so a later batch walks afresh)
-_RESUMED = -2
+#: what a consumer keeps of the batch a partition is held back at
+#: (ReadMemory.held): its key, when first found (the X-9 timeout starts
+#: there), where the walk after it ended, the control batches it passed
+Held = tuple[tuple[int, ...], float, tuple[int, int], tuple[Control, ...]]
 
 
 def _verdict(controls: deque[Control], header: Any) -> int | None:
@@ -643,20 +640,22 @@ class _Seen:
 
 class ReadMemory:
     """What a read_committed consumer keeps from one poll to the next
-    (X-4, X-9). ``held``: each batch it found held back, {(topic,
-    partition, producer id, epoch, base offset, crc): (when first found,
-    where the walk after it ended)}: the next poll walks on from there,
-    not over the whole tail again. ``docs``: the transaction documents
-    last read, {id: (stored bytes, document)}: a poll parses only those
-    that changed, finds the arms anew only when one did, and lists none
-    when LMDB had no write since the last.
+    (X-4, X-9). ``held``: per partition held back, the batch it is held
+    at, {(topic, partition): ((producer id, epoch, base offset, crc),
+    when first found, where the walk after it ended, the control batches
+    the walk passed)}: the next poll walks on from there, not over the
+    whole tail again (one entry per partition: as many as it owns).
+    ``docs``: the transaction documents last read, {id: (stored bytes,
+    document)}: a poll parses only those that changed, finds the arms
+    anew only when one did, and lists none when LMDB had no write since
+    the last.
 
     Thread safety: none; one per consumer, whose fetches never overlap."""
 
     __slots__ = ("held", "docs", "owners", "arms", "snapshot", "listed")
 
     def __init__(self) -> None:
-        self.held: dict[tuple[Any, ...], Held] = {}
+        self.held: dict[tuple[str, int], Held] = {}
         self.docs: dict[str, tuple[bytes, dict[str, Any]]] = {}
         # derived from ``docs`` (dropped when one changes): {producer id:
         # (transactional id, document)}; {(topic, partition): its arms}
@@ -756,34 +755,40 @@ class TxnView:
         first = seen.arms.get(header.producer_id)
         if first is None or header.base_offset < first:
             return COMMITTED           # decided in LMDB (X-6)
-        key = (topic, partition, header.producer_id, header.producer_epoch,
-               header.base_offset, header.crc)
+        part_key = (topic, partition)
+        key = (header.producer_id, header.producer_epoch, header.base_offset, header.crc)
+        was = self._held.get(part_key)
+        if was is not None and was[0] != key:
+            was = None              # (another batch's: this one was never held)
         if header.base_offset < seen.walk_from or seen.walk_from < 0:
             seen.controls.clear()
             seen.walk, seen.walk_from, seen.done = after, header.base_offset, False
-            was = self._held.get(key)
             if was is not None:
                 # held back at an earlier poll: no batch up to where that
                 # poll's walk ended decided it, and those bytes never
-                # change (append-only), so the walk goes on from there
-                # instead of going over the whole tail at every poll
-                seen.walk = was[1]
-                seen.walk_from = _RESUMED
+                # change (append-only), so the walk goes on from there,
+                # with the control batches it had passed (later batches
+                # are decided by them), instead of going over the whole
+                # tail again
+                seen.walk = was[2]
+                seen.controls.extend(was[3])
         controls = seen.controls
         while controls and controls[0][0] <= header.base_offset:
             controls.popleft()
         while True:
             got = _verdict(controls, header)
             if got is not None:
+                if was is not None:
+                    del self._held[part_key]
                 break
             if seen.done:
-                self._held_back(key, header, seen.walk)
+                self._held_back(part_key, key, header, seen)
                 got = OPEN
                 break
             if self._budget is not None and self._budget <= 0:
                 # undecided yet, so never stale (X-9): its COMMIT may lie
                 # further on
-                self._walked(key, seen.walk)
+                self._walked(part_key, key, seen)
                 self.unfinished = True
                 got = OPEN
                 break
@@ -793,24 +798,23 @@ class TxnView:
                 self._budget -= n
         return got
 
-    def _walked(self, key: tuple[Any, ...], walked: tuple[int, int]) -> float:
-        """Note where the walk after the batch ``key`` names ended; returns
-        when the batch was first held back (now for a first time)."""
-        held = self._held
-        if len(held) >= HELD_MAX:
-            held.clear()
-        was = held.get(key)
-        since = was[0] if was is not None else time.monotonic()
-        held[key] = (since, walked)
+    def _walked(self, part_key: tuple[str, int], key: tuple[int, ...], seen: _Seen
+                ) -> float:
+        """Note, for the partition, the batch ``key`` names as the one it
+        is held at, where the walk after it ended and the control batches
+        it passed; returns when the batch was first held back (now for a
+        first time)."""
+        was = self._held.get(part_key)
+        since = was[1] if was is not None and was[0] == key else time.monotonic()
+        self._held[part_key] = (key, since, seen.walk, tuple(seen.controls))
         return since
 
-    def _held_back(self, key: tuple[Any, ...], header: Any, walked: tuple[int, int]
-                   ) -> None:
+    def _held_back(self, part_key: tuple[str, int], key: tuple[int, ...], header: Any,
+                   seen: _Seen) -> None:
         """X-9: note the open batch ``header`` (``key`` as decide's) and
-        where the walk after it ended (``walked``); its transaction is
-        stale when its owner is gone or it held this consumer back past
-        its timeout."""
-        since = self._walked(key, walked)
+        where the walk after it ended; its transaction is stale when its
+        owner is gone or it held this consumer back past its timeout."""
+        since = self._walked(part_key, key, seen)
         now = time.monotonic()
         found = self._owners.get(header.producer_id)
         if found is None:

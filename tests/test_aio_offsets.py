@@ -82,3 +82,45 @@ def test_seek_to_committed_of_a_partition_never_committed(logdir, policy):
             await c.close()
 
     asyncio.run(main())
+
+
+def test_seek_to_committed_without_a_group_keeps_positions(logdir):
+    """Review: without a group_id every partition reads as never
+    committed; seek_to_committed must not rewind them all."""
+    async def main() -> None:
+        async with pylog.aio.open(logdir, sync="never") as log:
+            await log.create_topic("t")
+            await log.producer().send_batch("t", [b"%d" % i for i in range(8)])
+            c = log.consumer(auto_offset_reset="earliest")
+            c.assign([T0])
+            got = await c.getmany(timeout_ms=1000, max_records=5)
+            assert len(got[T0]) == 5
+            assert await c.seek_to_committed() == {T0: None}
+            assert await c.position(T0) == 5
+            await c.close()
+
+    asyncio.run(main())
+
+
+def test_seek_to_committed_with_a_member_joining(logdir):
+    """Review: it ran seek_to_beginning, whose group sync let a rebalance
+    take partitions before its ownership check: InvalidArgument."""
+    async def main() -> None:
+        async with pylog.aio.open(logdir, sync="never") as log:
+            await log.create_topic("t", partitions=2)
+            await log.producer().send_batch("t", [b"a", b"b"], partition=0)
+            a = log.consumer("t", group_id="g", auto_offset_reset="earliest",
+                             enable_auto_commit=False)
+            await a.start()
+            assert await a.getmany(timeout_ms=1000)
+            b = log.consumer("t", group_id="g", auto_offset_reset="earliest",
+                             enable_auto_commit=False)
+            await b.start()
+            got = await a.seek_to_committed()
+            assert set(got.values()) == {None}
+            for tp in a.assignment():
+                assert await a.position(tp) == 0
+            await b.close()
+            await a.close()
+
+    asyncio.run(main())

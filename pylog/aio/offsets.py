@@ -50,8 +50,6 @@ class OffsetQueries:
         def assignment(self) -> set[TopicPartition]: ...
         def seek(self, tp: TopicPartition, offset: int) -> None: ...
         async def committed(self, tp: TopicPartition) -> int | None: ...
-        async def _seek_ends(self, seek: Callable[..., None],
-                             partitions: tuple[Any, ...]) -> None: ...
 
     def highwater(self, tp: TopicPartition) -> int | None:
         """aiokafka's: the end offset of ``tp`` (the offset the next record
@@ -148,13 +146,16 @@ class OffsetQueries:
                                 ) -> dict[TopicPartition, int | None]:
         """Read ``partitions`` (default: all assigned) from the group's
         committed offsets; {tp: committed offset, None for a partition
-        never committed}. A partition never committed is read from where
-        ``auto_offset_reset`` starts ('earliest': its log start;
-        'latest': its end, read_committed its last stable offset; 'none'
-        keeps its position), where aiokafka's leaves it where it is: a
-        consume-transform-produce loop that seeks back after an error
-        then redoes the inputs of its aborted first transaction instead
-        of skipping them. Each must be owned, as seek."""
+        never committed}. A group's partition never committed is read
+        from where ``auto_offset_reset`` starts ('earliest': its log
+        start; 'latest': its end, read_committed its last stable offset,
+        as a new member would; 'none' keeps its position), where
+        aiokafka's leaves it where it is: an 'earliest' consume-transform-
+        produce loop that seeks back after an error then redoes the
+        inputs of its aborted first transaction instead of skipping them.
+        Without a group_id nothing is committed: positions stay. Each
+        must be owned, as seek; one a rebalance takes meanwhile is left
+        out."""
         owned = self.assignment()
         tps = as_tps(partitions) if partitions else sorted(owned)
         for tp in tps:
@@ -167,11 +168,14 @@ class OffsetQueries:
         for tp, offset in out.items():
             if offset is not None:
                 self.seek(tp, offset)
-        fresh = tuple(tp for tp, offset in out.items() if offset is None)
-        policy = self._c._resets.policy
-        if fresh and policy != "none":
-            await self._seek_ends(self._c.seek_to_beginning if policy == "earliest"
-                                  else self._c.seek_to_end, fresh)
+        fresh = [tp for tp, offset in out.items() if offset is None]
+        if fresh and self._c.group_id is not None:
+            # (off the loop: 'latest' read_committed reads the transactions)
+            starts = await self._locked(self._d.reset_offsets, fresh)
+            owned = self.assignment()       # (a rebalance may have run meanwhile)
+            for tp, offset in starts.items():
+                if tp in owned:
+                    self.seek(tp, offset)
         return out
 
     def partitions_for_topic(self, topic: str) -> set[int] | None:
