@@ -631,3 +631,28 @@ def test_groups_show_retention_resets(tmp_path):
     assert out.splitlines()[-1].split()[-1] == "1"
     out = ok("groups", d, "describe", "slow")
     assert "Retention overtook this group 1 time(s)" in out
+
+
+@pytest.mark.parametrize("argv", [
+    ["topics", "{log}", "create", "bad/name"],
+    ["topics", "{log}", "delete", "bad/name"],
+    ["produce", "{log}", "t", "--header", "noeq"],
+])
+def test_bad_input_to_a_write_command_touches_no_file(logdir, capsys, argv):
+    """A user trial: these opened the log for writing before they read
+    their arguments, rewriting its bookkeeping files (each partition's
+    state, the clean-shutdown mark) for a command that then failed."""
+    import hashlib
+
+    def files():
+        out = {}
+        for root, _, names in os.walk(logdir):
+            for n in names:
+                p = os.path.join(root, n)
+                with open(p, "rb") as f:
+                    out[p] = (os.stat(p).st_mtime_ns, hashlib.sha1(f.read()).hexdigest())
+        return out
+    before = files()
+    code, _, err = cli(capsys, *[a.format(log=logdir) for a in argv])
+    assert code == 2 and "pylog: error:" in err
+    assert files() == before

@@ -7,6 +7,7 @@ transaction, durable when the command returns).
 
 from __future__ import annotations
 
+from ..config import validate_topic_name
 from ..group import lag_text
 from ..table import human_bytes, table
 from . import args as cli_args
@@ -112,6 +113,7 @@ def _topics_describe(args) -> int:
 def _topics_create(args) -> int:
     import pylog
     config = parse_config(args.config)
+    validate_topic_name(args.name)      # (before the log is opened: changes nothing)
     # no open_log: create makes the log directory when it is missing
     with pylog.open(args.path) as log:
         if args.if_not_exists and args.name in log.topics():
@@ -125,6 +127,7 @@ def _topics_create(args) -> int:
 
 
 def _topics_delete(args) -> int:
+    validate_topic_name(args.name)      # (before the log is opened: changes nothing)
     with open_log(args.path, readonly=False) as log:
         if args.if_exists and args.name not in log.topics():
             print(f"topic {args.name} does not exist; nothing deleted")

@@ -210,6 +210,12 @@ def _position(consumer, tps, args, explicit_only: bool) -> None:
 
 
 def cmd_produce(args) -> int:
+    headers = []
+    for h in args.header or ():     # (before the log is opened: bad input changes nothing)
+        k, sep, v = h.partition("=")
+        if not sep:
+            raise CliError(f"--header {h!r}: expected key=value")
+        headers.append((k, v.encode()))
     log = open_log(args.path, readonly=False, sync="never")
     n = 0
     try:
@@ -219,12 +225,6 @@ def cmd_produce(args) -> int:
         if args.partition is not None and not 0 <= args.partition < info.partitions:
             raise CliError(f"topic {args.topic!r} has {info.partitions} partitions; "
                            f"there is no partition {args.partition}")
-        headers = []
-        for h in args.header or ():
-            k, sep, v = h.partition("=")
-            if not sep:
-                raise CliError(f"--header {h!r}: expected key=value")
-            headers.append((k, v.encode()))
         producer = log.producer()
         sep = args.key_separator.encode() if args.key_separator else None
         stdin = sys.stdin.buffer
