@@ -68,7 +68,7 @@ from .positions import Positions
 from .rebalance import Callback, Listeners, PollInterval
 from .records import Record, TopicPartition
 from .store import FORKS
-from .transactions import ReadMemory
+from .txnview import ReadMemory
 
 if TYPE_CHECKING:
     from .store import LogStore
@@ -99,7 +99,7 @@ class Consumer(Positions, Fetching):
             raise InvalidArgument(f"isolation_level={isolation_level!r}; expected "
                                   "'read_uncommitted' or 'read_committed'")
         # read_committed reads stop at the last stable offset and skip
-        # aborted transactions (pylog.transactions.TxnView, per fetch)
+        # aborted transactions (pylog.txnview.TxnView, per fetch)
         self.isolation_level = isolation_level
         self._read_committed = isolation_level == "read_committed"
         # kept from poll to poll (held-back batches, documents)

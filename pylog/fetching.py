@@ -37,7 +37,8 @@ from .offsetreset import OffsetReset
 from .partition import Cursor, Partition
 from .records import TopicPartition
 from .store import topic_slot
-from .transactions import ReadMemory, TxnView, abort_stale
+from .transactions import abort_stale
+from .txnview import ReadMemory, TxnView
 
 _logger = logging.getLogger("pylog")
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 
 from .errors import OffsetOutOfRange
-from .transactions import TxnView
+from .txnview import TxnView
 
 OFFSET_RESETS = ("earliest", "latest", "none")
 _logger = logging.getLogger("pylog")

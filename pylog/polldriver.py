@@ -35,7 +35,7 @@ from .gcpause import paused as _gc_paused
 from .group import GroupMember
 from .partition import Cursor, Partition
 from .records import TopicPartition
-from .transactions import TxnView
+from .txnview import TxnView
 
 _logger = logging.getLogger("pylog")
 

@@ -258,7 +258,7 @@ class Reader(CommittedReads):
         TooManyOpenFilesError (TooManyMapsError), after returning the records
         read first.
 
-        ``txn`` (a pylog.transactions.TxnView): read_committed (X-4): stop
+        ``txn`` (a pylog.txnview.TxnView): read_committed (X-4): stop
         at the partition's last stable offset and leave out the batches of
         aborted transactions (X-8). Control batches (X-2) are never
         returned, in either isolation level.

@@ -463,12 +463,12 @@ def test_highwater_reads_no_transactions_on_the_loop(logdir, monkeypatch):
     one, counted per thread); None before a fetch, refused for a
     partition not assigned."""
     loads: list[int] = []
-    load = pylog.transactions.TxnView._load
+    load = pylog.txnview.TxnView._load
 
     def counted(self: Any, *args: Any) -> Any:
         loads.append(threading.get_ident())
         return load(self, *args)
-    monkeypatch.setattr(pylog.transactions.TxnView, "_load", counted)
+    monkeypatch.setattr(pylog.txnview.TxnView, "_load", counted)
 
     def open_transactions(lg: pylog.Log) -> list[Any]:
         producers = []

@@ -27,7 +27,8 @@ LAYERS = [
     {"metadata", "metafile", "topicadmin", "admin", "expiry"},
     {"store"},
     {"group", "delivery", "deadletter", "deserialize", "offsetreset", "consumerargs",
-     "rebalance", "sharestate", "shareops", "sharedlq", "shareconfig", "transactions"},
+     "rebalance", "sharestate", "shareops", "sharedlq", "shareconfig", "transactions",
+     "txnview"},
     {"producer", "consumer", "positions", "fetching", "accumulator", "shareconsumer",
      "redrive", "metrics", "txnproducer"},
     {"polldriver"},     # a Consumer's poll in steps, for pylog.aio

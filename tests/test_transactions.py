@@ -475,7 +475,7 @@ def test_collapse_during_a_fetch_never_shows_aborted_records(log, monkeypatch):
     the new log start) land between a read_committed fetch's read of the
     end and its first look at the entries: the fetch still shows no
     aborted record."""
-    from pylog import transactions
+    from pylog import txnview
     p = log.producer(transactional_id="tx")
     for i in range(4):
         p.begin_transaction()
@@ -483,7 +483,7 @@ def test_collapse_during_a_fetch_never_shows_aborted_records(log, monkeypatch):
         p.abort_transaction()
     with p.transaction():
         p.send("t", b"kept", partition=0)
-    orig = transactions.TxnView._load
+    orig = txnview.TxnView._load
     fired = []
 
     def racing(self, topic, partition):
@@ -495,7 +495,7 @@ def test_collapse_during_a_fetch_never_shows_aborted_records(log, monkeypatch):
             p.abort_transaction()
         return orig(self, topic, partition)
 
-    monkeypatch.setattr(transactions.TxnView, "_load", racing)
+    monkeypatch.setattr(txnview.TxnView, "_load", racing)
     c = log.consumer(auto_offset_reset="earliest", isolation_level="read_committed")
     c.assign([T0])
     c.seek(T0, 0)

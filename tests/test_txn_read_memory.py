@@ -1,5 +1,5 @@
 """X-4, X-9: what a read_committed consumer keeps from poll to poll
-(pylog.transactions.ReadMemory). Before it, a consumer held back at an
+(pylog.txnview.ReadMemory). Before it, a consumer held back at an
 open transaction walked every batch after it again at each poll (3.4 ms
 per getmany on the event loop with 1,000 batches after it, growing with
 the tail), and every poll that met a transactional batch parsed every
@@ -12,7 +12,7 @@ from test_transactions import committed_reader, values
 
 import pylog
 from pylog import TopicPartition as TP
-from pylog import transactions
+from pylog import txnview
 from pylog.txnreads import CommittedReads
 
 T0 = TP("t", 0)
@@ -111,12 +111,12 @@ def test_an_abort_after_the_reader_walked_past_is_seen(log):
 
 def test_documents_are_parsed_again_only_when_changed(log, monkeypatch):
     parsed = []
-    real = transactions._parse
+    real = txnview._parse
 
     def counting(meta, tid, raw):
         parsed.append(tid)
         return real(meta, tid, raw)
-    monkeypatch.setattr(transactions, "_parse", counting)
+    monkeypatch.setattr(txnview, "_parse", counting)
     for i in range(40):
         q = log.producer(transactional_id="id%d" % i)
         with q.transaction():
@@ -219,12 +219,12 @@ def test_an_event_loop_consumer_parses_the_documents_off_the_loop(log, monkeypat
     path = log.path
     log.close()
     threads = []
-    real = transactions._parse
+    real = txnview._parse
 
     def where(meta, tid, raw):
         threads.append(threading.get_ident())
         return real(meta, tid, raw)
-    monkeypatch.setattr(transactions, "_parse", where)
+    monkeypatch.setattr(txnview, "_parse", where)
 
     async def main():
         async with pylog.aio.open(path, sync="never") as alog:
@@ -293,7 +293,7 @@ def test_a_consumer_held_back_in_many_partitions_waits_without_spinning(
     monkeypatch.setattr(fetching, "INLINE_WALK_BATCHES", 4)
     # (the bound the old memory had, made small enough for this test to
     # show its spin; nothing reads it now)
-    monkeypatch.setattr(transactions, "HELD_MAX", 32, raising=False)
+    monkeypatch.setattr(txnview, "HELD_MAX", 32, raising=False)
     log.create_topic("many", partitions=40)
     p = log.producer(transactional_id="tx", transaction_timeout_ms=3_600_000)
     plain = log.producer()
