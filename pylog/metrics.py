@@ -296,6 +296,15 @@ def _groups(log: Any, errors: list[str]) -> list[GroupMetrics]:
     return out
 
 
+def share_counts(row: dict[str, Any]) -> tuple[int, int]:
+    """(available, acquired) of a share-partition ``row`` of
+    :meth:`pylog.Log.share_groups`, the records a dead consumer holds
+    counted available (the next poll of any member takes them), not
+    acquired: what the metrics and ``pylog top`` show. Pure."""
+    dead = sum(1 for h in row["held"] if h.get("owner_alive") is False)
+    return row["available"] + dead, row["acquired"] - dead
+
+
 def _share_groups(log: Any, errors: list[str]) -> list[ShareGroupMetrics]:
     try:
         rows = log.share_groups()
@@ -304,11 +313,10 @@ def _share_groups(log: Any, errors: list[str]) -> list[ShareGroupMetrics]:
         return []
     by_group: dict[str, list[SharePartitionMetrics]] = {}
     for r in rows:
-        dead = sum(1 for h in r["held"] if h.get("owner_alive") is False)
+        available, acquired = share_counts(r)
         by_group.setdefault(r["group"], []).append(SharePartitionMetrics(
             group=r["group"], topic=r["topic"], partition=r["partition"],
-            available=r["available"] + dead, acquired=r["acquired"] - dead,
-            delayed=r["delayed"],
+            available=available, acquired=acquired, delayed=r["delayed"],
             archived=r["archived_total"], lost=r["lost_to_retention"]))
     out = []
     for g, parts in sorted(by_group.items()):
@@ -344,4 +352,4 @@ def take(log: Any, since: MetricsSnapshot | None = None) -> MetricsSnapshot:
 
 __all__ = ["FSYNC_BUCKET_BOUNDS_S", "FsyncStats", "PartitionMetrics", "GroupPartitionMetrics",
            "GroupMetrics", "SharePartitionMetrics", "ShareGroupMetrics", "MetricsSnapshot",
-           "take"]
+           "share_counts", "take"]
