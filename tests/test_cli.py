@@ -631,3 +631,52 @@ def test_groups_show_retention_resets(tmp_path):
     assert out.splitlines()[-1].split()[-1] == "1"
     out = ok("groups", d, "describe", "slow")
     assert "Retention overtook this group 1 time(s)" in out
+
+
+EVIL_GROUPS = ["normal", "evil\nFAKE-GROUP  Stable  9  0", "esc\x1b[2J\x1b[31mRED",
+               "宽字符宽字符"]
+
+
+def _display_width(text):
+    import unicodedata
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def test_group_names_are_escaped_and_aligned_in_tables(tmp_path):
+    """A group id may hold any character but NUL, and ``pylog groups``,
+    ``info`` and ``top`` printed it raw: a newline forged a table row, an
+    ESC sequence cleared and coloured the operator's terminal, wide CJK
+    characters misaligned the columns (found by a user trial). Table cells
+    are escaped as ``pylog tail`` escapes binary data, and aligned by their
+    display width; JSON keeps the exact names."""
+    d = str(tmp_path / "log")
+    with pylog.open(d, sync="never") as log:
+        log.create_topic("t", partitions=1)
+        log.producer().send_batch("t", [b"x"] * 10, partition=0)
+        for g in EVIL_GROUPS:
+            c = log.consumer(group_id=g, enable_auto_commit=False)
+            c.assign([TopicPartition("t", 0)])
+            c.commit({TopicPartition("t", 0): 3})
+            c.close(autocommit=False)
+    shown = ["normal", "evil\\nFAKE-GROUP  Stable  9  0", "esc\\x1b[2J\\x1b[31mRED",
+             "宽字符宽字符"]
+    for argv, header in ((["groups", d], "GROUP"), (["info", d], "GROUP"),
+                         (["top", d, "-n", "1", "--plain"], "GROUP")):
+        out = ok(*argv)
+        assert "\x1b" not in out, argv
+        lines = out.splitlines()
+        at = next(i for i, ln in enumerate(lines) if ln.startswith(header))
+        rows = lines[at + 2:at + 2 + len(EVIL_GROUPS)]
+        assert [r.startswith(tuple(shown)) for r in rows] == [True] * 4, (argv, rows)
+        assert not any(ln.startswith("FAKE-GROUP") for ln in lines), argv
+        # the second column starts at the same display column in every row
+        starts = set()
+        for r in [lines[at]] + rows:
+            name = next((s for s in shown if r.startswith(s)), "GROUP")
+            rest = r[len(name):]
+            starts.add(_display_width(name) + len(rest) - len(rest.lstrip(" ")))
+        assert len(starts) == 1, (argv, rows)
+    names = [g["group"] for g in json.loads(ok("groups", d, "--json"))]
+    assert sorted(names) == sorted(EVIL_GROUPS)
+    info = json.loads(ok("info", d, "--json"))
+    assert sorted(g["group"] for g in info["groups"]) == sorted(EVIL_GROUPS)

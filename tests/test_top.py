@@ -326,3 +326,25 @@ def test_a_terminal_that_cannot_move_its_cursor_gets_lines(tmp_path, term):
         assert t.wait() == 0
         assert "\x1b[" not in t.output
         assert t.termios_after() == t.termios_before
+
+
+@pytest.mark.parametrize("argv", [[], ["--plain"]], ids=["rich", "plain"])
+def test_group_names_cannot_write_to_the_terminal(tmp_path, argv):
+    """A group id with an ESC sequence cleared and coloured the operator's
+    terminal, one with a newline forged a row (found by a user trial):
+    both are escaped in the live view, drawn by rich or as plain text."""
+    if not argv:
+        pytest.importorskip("rich")
+    path = _log(tmp_path)
+    with pylog.open(path, sync="never") as log:
+        for g in ("esc\x1b[2J\x1b[31mRED", "evil\nFAKE-GROUP"):
+            c = log.consumer(group_id=g, enable_auto_commit=False)
+            c.assign([pylog.TopicPartition("orders", 0)])
+            c.commit({pylog.TopicPartition("orders", 0): 3})
+            c.close(autocommit=False)
+    with _top(path, (argv, {})) as t:
+        out = t.expect(lambda o: "esc\\x1b[2J\\x1b[31mRED" in o and "evil\\nFAKE-GROUP" in o)
+        t.send(b"q")
+        assert t.wait() == 0
+    assert "\x1b[2J\x1b[31mRED" not in out
+    assert not any(ln.startswith("FAKE-GROUP") for ln in strip_ansi(out).splitlines())

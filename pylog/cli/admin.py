@@ -8,7 +8,7 @@ transaction, durable when the command returns).
 from __future__ import annotations
 
 from ..group import lag_text
-from ..table import human_bytes, table
+from ..table import escape_text, human_bytes, table
 from . import args as cli_args
 from .args import CliError, add_command, parse_config, parse_time
 from .runner import EXIT_OK, emit, open_log, print_list
@@ -210,7 +210,7 @@ def _groups_describe(args) -> int:
 
 
 def _print_group(g) -> None:
-    print(f"Group: {g['group']}  state: {g['state']}  generation: "
+    print(f"Group: {escape_text(g['group'])}  state: {g['state']}  generation: "
           f"{g['generation']}  strategy: {g['strategy'] or '-'}  total lag: {g['lag']}")
     if g["retention_resets"]:
         print(f"Retention overtook this group {g['retention_resets']} time(s): "
