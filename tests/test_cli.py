@@ -680,3 +680,37 @@ def test_group_names_are_escaped_and_aligned_in_tables(tmp_path):
     assert sorted(names) == sorted(EVIL_GROUPS)
     info = json.loads(ok("info", d, "--json"))
     assert sorted(g["group"] for g in info["groups"]) == sorted(EVIL_GROUPS)
+
+
+def test_groups_reset_covers_subscribed_partitions_never_committed(tmp_path):
+    """``groups reset G --to-earliest --execute`` for a group whose member
+    subscribed (auto_offset_reset latest) but never committed said "0
+    partition(s) committed" and exited 0; the next member started at the
+    end and skipped every record (found by a user trial). The reset covers
+    every partition of the subscribed topics, as the lag counts them."""
+    d = str(tmp_path / "log")
+    # the member dies (os._exit) rather than leave: a group a member left
+    # cleanly without a commit is expired by the next writable open (M-12)
+    member = ("import os, sys, pylog\n"
+              "log = pylog.open(sys.argv[1], sync='never')\n"
+              "c = log.consumer(sys.argv[2], group_id=sys.argv[3], enable_auto_commit=False)\n"
+              "c.poll(timeout=1.0); os._exit(0)\n")
+    with pylog.open(d, sync="never") as log:
+        log.create_topic("t", partitions=2)
+        log.create_topic("gone", partitions=1)
+        log.producer().send_batch("t", [b"x"] * 10, partition=0)
+    for topic, group in (("t", "g"), ("gone", "orphan")):
+        subprocess.run([sys.executable, "-c", member, d, topic, group], env=_env(),
+                       check=True, timeout=60)
+    plan = json.loads(ok("groups", d, "reset", "g", "--to-earliest", "--execute", "--json"))
+    assert [(r["topic"], r["partition"], r["current"], r["new"]) for r in plan["plan"]] == \
+        [("t", 0, None, 0), ("t", 1, None, 0)]
+    with pylog.open(d, sync="never") as log:
+        c = log.consumer("t", group_id="g")
+        assert sum(len(c.poll(timeout=0.5)) for _ in range(4)) == 10
+        c.close()
+        log.delete_topic("gone")
+    # the subscription is unknown now (its topic was deleted): refused, with the hint
+    r = run("groups", d, "reset", "orphan", "--to-earliest", "--execute")
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert b"--topic" in r.stderr and b"committed" not in r.stdout

@@ -245,12 +245,15 @@ def _groups_reset(args) -> int:
     if to == "datetime":
         value = parse_time(value)
     with open_log(args.path, readonly=not args.execute) as log:
+        hint = CliError(f"group {args.group!r} has no committed offsets and no "
+                        "known subscription; name a --topic to create them")
         if args.group not in log.groups() and args.topic is None:
-            raise CliError(f"group {args.group!r} has no committed offsets; name "
-                           "a --topic to create them")
+            raise hint
         before = log.meta.group_offsets(args.group)
         plan = log.reset_group(args.group, to=to, value=value, topic=args.topic,
                                execute=args.execute)
+        if not plan and args.topic is None:
+            raise hint          # nothing to reset: say how to name it
     rows = [{"topic": tp.topic, "partition": tp.partition,
              "current": before.get((tp.topic, tp.partition)), "new": off}
             for tp, off in sorted(plan.items())]
