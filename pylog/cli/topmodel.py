@@ -110,23 +110,17 @@ class View:
 
 
 def take_snapshot(log: Any, at: float) -> Snapshot:
-    """The topics, groups and share groups of an open ``log`` now. A topic
-    or group that vanishes or cannot be read while it is read is left out
-    and named in ``errors``."""
+    """The topics, groups and share groups of an open ``log`` now. A
+    partition, topic or group that vanishes or cannot be read while it is
+    read is left out and named in ``errors`` (the partitions as the
+    metrics read them: :func:`pylog.metrics.describe_partitions`)."""
     from ..errors import PylogError
-    from ..metrics import share_counts
+    from ..metrics import describe_partitions, share_counts
     snap = Snapshot(at=at, path=log.path)
-    for name in log.topics():
-        try:
-            info = log.describe_topic(name)
-        except (PylogError, OSError) as exc:
-            snap.errors.append(f"topic {name}: {exc}")
-            continue
-        snap.sizes[name] = 0
-        for p in info.partition_info:
-            snap.ends[(name, p.partition)] = p.end_offset
-            snap.starts[(name, p.partition)] = p.start_offset
-            snap.sizes[name] += p.bytes
+    for name, p, _part, info in describe_partitions(log, snap.errors):
+        snap.ends[(name, p)] = info["end_offset"]
+        snap.starts[(name, p)] = info["start_offset"]
+        snap.sizes[name] = snap.sizes.get(name, 0) + info["bytes"]
     for g in log.groups():
         try:
             d = log.describe_group(g)
