@@ -678,10 +678,19 @@ def plan_reset(log: Any, group: str, *, to: str, value: int | None = None,
     ``"datetime"`` (the first offset at or after ``value`` ms, the end when
     none) or ``"shift"`` (the committed offset plus ``value``, which may be
     negative, kept inside [log start, end] as Kafka's ``--shift-by`` does;
-    partitions without a committed offset are left out). Reads only."""
+    partitions without a committed offset are left out).
+
+    The partitions: those ``topic`` has, and those of it the group
+    committed, when ``topic`` is given; else every partition the group
+    committed and every partition of the topics it subscribes to
+    (:func:`subscribed_partitions`, as :func:`describe_group` counts the
+    lag), committed or not: a group whose members never committed is reset
+    too. Empty when the group has neither. Reads only."""
     committed = log.meta.group_offsets(group)
     tps = set(committed)
-    if topic is not None:
+    if topic is None:
+        tps |= subscribed_partitions(log, log.meta.group_state(group))
+    else:
         n = log.partitions_for(topic, max_age_s=0)
         tps = {tp for tp in tps if tp[0] == topic} | {(topic, p) for p in range(n)}
     plan = {}

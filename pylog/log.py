@@ -197,9 +197,11 @@ class Log(LogStore):
                     topic: str | None = None,
                     execute: bool = True) -> dict[TopicPartition, int]:
         """Reset a group's committed offsets: ``to`` in earliest | latest |
-        offset | datetime (value = offset or timestamp ms). Refused with
-        GroupNotEmpty while the group has live members. Returns the plan
-        {TopicPartition: new offset}; with ``execute=False`` nothing changes."""
+        offset | datetime (value = offset or timestamp ms), on ``topic``'s
+        partitions, else on those the group committed or subscribes to
+        (pylog.group.plan_reset). Refused with GroupNotEmpty while the
+        group has live members. Returns the plan {TopicPartition: new
+        offset}; with ``execute=False`` nothing changes."""
         validate_group_id(group)
         if topic is not None:
             validate_topic_name(topic)

@@ -39,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -244,37 +245,54 @@ def _rate(now: int, before: int | None, interval: float | None) -> float | None:
     return delta / interval
 
 
+def describe_partitions(log: Any, errors: list[str]
+                        ) -> Iterator[tuple[str, int, Any, dict[str, Any]]]:
+    """(topic, partition, its Partition, ``Partition.describe()``) of every
+    partition of ``log`` that can be read. One that cannot is named in
+    ``errors`` ("partition t-0: why") and the others are still yielded; a
+    topic whose partition count cannot be read is named as "topic t: why".
+    Reads only; as thread-safe as the Log."""
+    for name in log.topics():
+        try:
+            count = log.partitions_for(name, max_age_s=0)
+        except (PylogError, OSError) as exc:
+            errors.append(f"topic {name}: {exc}")
+            continue
+        for p in range(count):
+            try:
+                part = log.partition(name, p)
+                info = part.describe()
+            except (PylogError, OSError) as exc:
+                errors.append(f"partition {name}-{p}: {exc}")
+                continue
+            yield name, p, part, info
+
+
 def _partitions(log: Any, since: MetricsSnapshot | None, interval: float | None,
                 errors: list[str]) -> list[PartitionMetrics]:
     before: dict[_Key, PartitionMetrics] = {
         (p.topic, p.partition): p for p in since.partitions} if since else {}
     out = []
-    for name in log.topics():
+    for name, p, part, pi in describe_partitions(log, errors):
         try:
-            info = log.describe_topic(name)
+            words = part.shared.counters()
         except (PylogError, OSError) as exc:
-            errors.append(f"topic {name}: {exc}")
+            errors.append(f"partition {name}-{p}: {exc}")
             continue
-        for pi in info.partition_info:
-            try:
-                words = log.partition(name, pi.partition).shared.counters()
-            except (PylogError, OSError) as exc:
-                errors.append(f"partition {name}-{pi.partition}: {exc}")
-                continue
-            w = words or (0,) * _format.COUNTER_WORDS
-            prev = before.get((name, pi.partition))
-            fs = _fsync(words)
-            was = (prev.appended_records, prev.appended_bytes, prev.fetched_records,
-                   prev.fsync.count) if prev is not None else (None, None, None, None)
-            out.append(PartitionMetrics(
-                topic=name, partition=pi.partition, start_offset=pi.start_offset,
-                end_offset=pi.end_offset, bytes=pi.bytes, segments=pi.segments,
-                append_batches=w[0], appended_records=w[1], appended_bytes=w[2],
-                fetches=w[3], fetched_records=w[4], fsync=fs,
-                append_rate=_rate(w[1], was[0], interval),
-                append_bytes_rate=_rate(w[2], was[1], interval),
-                fetch_rate=_rate(w[4], was[2], interval),
-                fsync_rate=_rate(fs.count, was[3], interval)))
+        w = words or (0,) * _format.COUNTER_WORDS
+        prev = before.get((name, p))
+        fs = _fsync(words)
+        was = (prev.appended_records, prev.appended_bytes, prev.fetched_records,
+               prev.fsync.count) if prev is not None else (None, None, None, None)
+        out.append(PartitionMetrics(
+            topic=name, partition=p, start_offset=pi["start_offset"],
+            end_offset=pi["end_offset"], bytes=pi["bytes"], segments=pi["segments"],
+            append_batches=w[0], appended_records=w[1], appended_bytes=w[2],
+            fetches=w[3], fetched_records=w[4], fsync=fs,
+            append_rate=_rate(w[1], was[0], interval),
+            append_bytes_rate=_rate(w[2], was[1], interval),
+            fetch_rate=_rate(w[4], was[2], interval),
+            fsync_rate=_rate(fs.count, was[3], interval)))
     return out
 
 
@@ -296,6 +314,15 @@ def _groups(log: Any, errors: list[str]) -> list[GroupMetrics]:
     return out
 
 
+def share_counts(row: dict[str, Any]) -> tuple[int, int]:
+    """(available, acquired) of a share-partition ``row`` of
+    :meth:`pylog.Log.share_groups`, the records a dead consumer holds
+    counted available (the next poll of any member takes them), not
+    acquired: what the metrics and ``pylog top`` show. Pure."""
+    dead = sum(1 for h in row["held"] if h.get("owner_alive") is False)
+    return row["available"] + dead, row["acquired"] - dead
+
+
 def _share_groups(log: Any, errors: list[str]) -> list[ShareGroupMetrics]:
     try:
         rows = log.share_groups()
@@ -304,11 +331,10 @@ def _share_groups(log: Any, errors: list[str]) -> list[ShareGroupMetrics]:
         return []
     by_group: dict[str, list[SharePartitionMetrics]] = {}
     for r in rows:
-        dead = sum(1 for h in r["held"] if h.get("owner_alive") is False)
+        available, acquired = share_counts(r)
         by_group.setdefault(r["group"], []).append(SharePartitionMetrics(
             group=r["group"], topic=r["topic"], partition=r["partition"],
-            available=r["available"] + dead, acquired=r["acquired"] - dead,
-            delayed=r["delayed"],
+            available=available, acquired=acquired, delayed=r["delayed"],
             archived=r["archived_total"], lost=r["lost_to_retention"]))
     out = []
     for g, parts in sorted(by_group.items()):
@@ -344,4 +370,4 @@ def take(log: Any, since: MetricsSnapshot | None = None) -> MetricsSnapshot:
 
 __all__ = ["FSYNC_BUCKET_BOUNDS_S", "FsyncStats", "PartitionMetrics", "GroupPartitionMetrics",
            "GroupMetrics", "SharePartitionMetrics", "ShareGroupMetrics", "MetricsSnapshot",
-           "take"]
+           "describe_partitions", "share_counts", "take"]

@@ -38,6 +38,7 @@ reads the log as :meth:`pylog.Log.metrics` does. Durability: none.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -159,12 +160,25 @@ def exposition(snap: MetricsSnapshot) -> bytes:
     return data
 
 
-def make_server(take: Callable[[], MetricsSnapshot], host: str, port: int) -> Any:
-    """A WSGI server (wsgiref, one request at a time) answering every path
-    with the metrics of a fresh ``take()``; call ``serve_forever()`` and,
-    from another thread, ``shutdown()``. OSError when the address is
-    taken."""
+#: Seconds a connection may take to send its request (and to take the
+#: answer) before it is dropped: a client that connects and sends nothing
+#: keeps a thread for this long, never the server.
+CONNECTION_TIMEOUT_S = 10.0
+
+
+def make_server(take: Callable[[], MetricsSnapshot], host: str, port: int,
+                timeout_s: float = CONNECTION_TIMEOUT_S) -> Any:
+    """A WSGI server (wsgiref) answering every path with the metrics of a
+    fresh ``take()``; call ``serve_forever()`` and, from another thread,
+    ``shutdown()``. Each connection is served in a daemon thread of its own
+    and dropped after ``timeout_s`` seconds without progress, so an idle or
+    slow client delays neither the other scrapes nor ``shutdown()``.
+    OSError when the address is taken.
+
+    Thread safety: ``take`` is called from the request threads, at once
+    when scrapes overlap (:meth:`pylog.Log.metrics` is thread-safe)."""
     import socket
+    import socketserver
     from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
     from wsgiref.simple_server import make_server as wsgi_server
 
@@ -172,17 +186,24 @@ def make_server(take: Callable[[], MetricsSnapshot], host: str, port: int) -> An
     registry = client.CollectorRegistry(auto_describe=False)
     registry.register(LogCollector(take))
 
-    class _Quiet(WSGIRequestHandler):
+    class _Handler(WSGIRequestHandler):
+        timeout = timeout_s     # StreamRequestHandler: the socket's timeout
+
         def log_message(self, format: str, *args: Any) -> None:
             pass            # no line per scrape on stderr
 
-    class _Server(WSGIServer):
+    class _Server(socketserver.ThreadingMixIn, WSGIServer):
         # wsgiref's server is IPv4 only; an IPv6 host ("::1") needs its family
         address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        daemon_threads = True   # server_close() joins none; exit kills stragglers
+
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            if not isinstance(sys.exc_info()[1], OSError):    # a client gone or timed out
+                super().handle_error(request, client_address)
 
     return wsgi_server(host, port, client.make_wsgi_app(registry), server_class=_Server,
-                       handler_class=_Quiet)
+                       handler_class=_Handler)
 
 
 __all__ = ["LogCollector", "families", "exposition", "make_server",
-           "EXTRA_HINT"]
+           "CONNECTION_TIMEOUT_S", "EXTRA_HINT"]

@@ -40,6 +40,7 @@ from .errors import (
     FileVanishedError,
     LogClosed,
     LogFailedError,
+    LogOSError,
     PylogError,
     ReadOnlyLog,
     TopicNotFound,
@@ -333,8 +334,16 @@ class Partition:
 
     # -- inspection ----------------------------------------------------------
     def describe(self) -> dict:
+        """Offsets, bytes and segments (Log.describe_topic's PartitionInfo
+        fields); a directory that cannot be listed raises LogOSError
+        (LogPermissionError when access is refused)."""
         st = self.state()
-        bases = [b for b in list_segment_bases(self.dir) if b <= st.active_base]
+        try:
+            listed = list_segment_bases(self.dir)
+        except OSError as exc:
+            raise LogOSError.from_os_error(
+                exc, f"list the segments of partition {self.name}") from None
+        bases = [b for b in listed if b <= st.active_base]
         size = 0
         for b in bases:
             if b == st.active_base:

@@ -497,20 +497,33 @@ def describe_share_groups(log: Any) -> list[dict[str, Any]]:
         row["oldest_unacknowledged_age_ms"] = None
         try:
             part = log.partition(topic, partition)
-            end = part.state().next_offset
-            row["end_offset"] = end
-            row["available"] += max(0, end - row["speo"])   # never delivered yet
-            row["blocked_by"] = _blocked_by(row, end, first, cap)
-            if row["spso"] < end:
-                recs = part.fetch(Cursor(row["spso"]), 1)
-                if recs:
-                    row["oldest_unacknowledged_age_ms"] = max(0, now - recs[0][1])
+            st = part.state()
         except PylogError:
             row["end_offset"] = None
+            out.append(row)
+            continue
+        end = row["end_offset"] = st.next_offset
+        row["available"] += max(0, end - row["speo"])   # never delivered yet
+        row["blocked_by"] = _blocked_by(row, end, first, cap)
+        row["oldest_unacknowledged_age_ms"] = _oldest_age(
+            part, max(row["spso"], st.log_start_offset), end, now)
         out.append(row)
     if live_fd >= 0:
         os.close(live_fd)
     return out
+
+
+def _oldest_age(part: Any, oldest: int, end: int, now_ms: int) -> int | None:
+    """The age in ms of the record at ``oldest`` (the SPSO, or the log
+    start when retention passed it: the records before are gone), None
+    when there is none or it cannot be read (retention moved on again)."""
+    if oldest >= end:
+        return None
+    try:
+        recs = part.fetch(Cursor(oldest), 1)
+    except PylogError:
+        return None
+    return max(0, now_ms - recs[0][1]) if recs else None
 
 
 def _liveness_probe(log: Any) -> int:

@@ -39,6 +39,7 @@ from .segment import (
 )
 from .sharedstate import STATE_FILE, STATE_MAGIC, State, writers_present
 from .store import check_log_dir
+from .table import is_text, safe_text
 
 CODEC_NAMES = {0: "none", 1: "gzip", 2: "snappy", 3: "lz4", 4: "zstd"}
 _ZERO_CHUNK = 1 << 20
@@ -62,50 +63,6 @@ class Problem:
         where = self.file if self.position is None else \
             f"{self.file} at position {self.position}"
         return f"{where}: {self.message}"
-
-
-# ---------------------------------------------------------------------------
-# safe rendering of bytes
-# ---------------------------------------------------------------------------
-
-def safe_text(data) -> str | None:
-    """Printable text as is; anything else escaped (``\\x00``, ``\\n``)."""
-    if data is None:
-        return None
-    data = bytes(data)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None
-    if text is not None and text.isprintable():
-        return text
-    out = []
-    if text is not None:
-        for ch in text:
-            if ch.isprintable() and ch != "\\":
-                out.append(ch)
-            elif ch == "\\":
-                out.append("\\\\")
-            else:
-                out.append(ch.encode("unicode_escape").decode("ascii"))
-        return "".join(out)
-    for b in data:
-        if 0x20 <= b < 0x7f and b != 0x5c:
-            out.append(chr(b))
-        elif b == 0x5c:
-            out.append("\\\\")
-        else:
-            out.append({0x0a: "\\n", 0x0d: "\\r", 0x09: "\\t"}.get(b, f"\\x{b:02x}"))
-    return "".join(out)
-
-
-def is_text(data) -> bool:
-    if data is None:
-        return True
-    try:
-        return bytes(data).decode("utf-8").isprintable()
-    except UnicodeDecodeError:
-        return False
 
 
 # ---------------------------------------------------------------------------

@@ -656,3 +656,86 @@ def test_bad_input_to_a_write_command_touches_no_file(logdir, capsys, argv):
     code, _, err = cli(capsys, *[a.format(log=logdir) for a in argv])
     assert code == 2 and "pylog: error:" in err
     assert files() == before
+
+
+EVIL_GROUPS = ["normal", "evil\nFAKE-GROUP  Stable  9  0", "esc\x1b[2J\x1b[31mRED",
+               "宽字符宽字符"]
+
+
+def _display_width(text):
+    import unicodedata
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def test_group_names_are_escaped_and_aligned_in_tables(tmp_path):
+    """A group id may hold any character but NUL, and ``pylog groups``,
+    ``info`` and ``top`` printed it raw: a newline forged a table row, an
+    ESC sequence cleared and coloured the operator's terminal, wide CJK
+    characters misaligned the columns (found by a user trial). Table cells
+    are escaped as ``pylog tail`` escapes binary data, and aligned by their
+    display width; JSON keeps the exact names."""
+    d = str(tmp_path / "log")
+    with pylog.open(d, sync="never") as log:
+        log.create_topic("t", partitions=1)
+        log.producer().send_batch("t", [b"x"] * 10, partition=0)
+        for g in EVIL_GROUPS:
+            c = log.consumer(group_id=g, enable_auto_commit=False)
+            c.assign([TopicPartition("t", 0)])
+            c.commit({TopicPartition("t", 0): 3})
+            c.close(autocommit=False)
+    shown = ["normal", "evil\\nFAKE-GROUP  Stable  9  0", "esc\\x1b[2J\\x1b[31mRED",
+             "宽字符宽字符"]
+    for argv, header in ((["groups", d], "GROUP"), (["info", d], "GROUP"),
+                         (["top", d, "-n", "1", "--plain"], "GROUP")):
+        out = ok(*argv)
+        assert "\x1b" not in out, argv
+        lines = out.splitlines()
+        at = next(i for i, ln in enumerate(lines) if ln.startswith(header))
+        rows = lines[at + 2:at + 2 + len(EVIL_GROUPS)]
+        assert [r.startswith(tuple(shown)) for r in rows] == [True] * 4, (argv, rows)
+        assert not any(ln.startswith("FAKE-GROUP") for ln in lines), argv
+        # the second column starts at the same display column in every row
+        starts = set()
+        for r in [lines[at]] + rows:
+            name = next((s for s in shown if r.startswith(s)), "GROUP")
+            rest = r[len(name):]
+            starts.add(_display_width(name) + len(rest) - len(rest.lstrip(" ")))
+        assert len(starts) == 1, (argv, rows)
+    names = [g["group"] for g in json.loads(ok("groups", d, "--json"))]
+    assert sorted(names) == sorted(EVIL_GROUPS)
+    info = json.loads(ok("info", d, "--json"))
+    assert sorted(g["group"] for g in info["groups"]) == sorted(EVIL_GROUPS)
+
+
+def test_groups_reset_covers_subscribed_partitions_never_committed(tmp_path):
+    """``groups reset G --to-earliest --execute`` for a group whose member
+    subscribed (auto_offset_reset latest) but never committed said "0
+    partition(s) committed" and exited 0; the next member started at the
+    end and skipped every record (found by a user trial). The reset covers
+    every partition of the subscribed topics, as the lag counts them."""
+    d = str(tmp_path / "log")
+    # the member dies (os._exit) rather than leave: a group a member left
+    # cleanly without a commit is expired by the next writable open (M-12)
+    member = ("import os, sys, pylog\n"
+              "log = pylog.open(sys.argv[1], sync='never')\n"
+              "c = log.consumer(sys.argv[2], group_id=sys.argv[3], enable_auto_commit=False)\n"
+              "c.poll(timeout=1.0); os._exit(0)\n")
+    with pylog.open(d, sync="never") as log:
+        log.create_topic("t", partitions=2)
+        log.create_topic("gone", partitions=1)
+        log.producer().send_batch("t", [b"x"] * 10, partition=0)
+    for topic, group in (("t", "g"), ("gone", "orphan")):
+        subprocess.run([sys.executable, "-c", member, d, topic, group], env=_env(),
+                       check=True, timeout=60)
+    plan = json.loads(ok("groups", d, "reset", "g", "--to-earliest", "--execute", "--json"))
+    assert [(r["topic"], r["partition"], r["current"], r["new"]) for r in plan["plan"]] == \
+        [("t", 0, None, 0), ("t", 1, None, 0)]
+    with pylog.open(d, sync="never") as log:
+        c = log.consumer("t", group_id="g")
+        assert sum(len(c.poll(timeout=0.5)) for _ in range(4)) == 10
+        c.close()
+        log.delete_topic("gone")
+    # the subscription is unknown now (its topic was deleted): refused, with the hint
+    r = run("groups", d, "reset", "orphan", "--to-earliest", "--execute")
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert b"--topic" in r.stderr and b"committed" not in r.stdout

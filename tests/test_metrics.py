@@ -491,3 +491,62 @@ def test_exporter_serves_on_an_ipv6_address(tmp_path):
         server.terminate()
         out, err = server.communicate(timeout=30)
     assert server.returncode in (0, -15), err.decode()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_exporter_is_not_blocked_by_an_idle_connection(tmp_path, signum):
+    """A client that connects and sends nothing (a port check, a half-open
+    connection) blocked every later scrape of the single-threaded server,
+    and SIGTERM could not stop it: shutdown() waited for the stuck request
+    (found by a user trial). Each request has a thread of its own now."""
+    pytest.importorskip("prometheus_client")
+    path = tmp_path / "log"
+    with pylog.open(path) as log:
+        log.create_topic("t")
+        log.producer().send("t", b"x")
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pylog.cli", "metrics", str(path), "--serve",
+         f"127.0.0.1:{port}"], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    idle = None
+    try:
+        assert b"serving the metrics" in server.stdout.readline()
+        idle = socket.create_connection(("127.0.0.1", port))
+        time.sleep(0.3)
+        start = time.monotonic()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            assert r.status == 200
+            assert b"pylog_partition_end_offset" in r.read()
+        assert time.monotonic() - start < 5
+        server.send_signal(signum)
+        out, err = server.communicate(timeout=5)    # the idle client still connected
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.communicate()
+        if idle is not None:
+            idle.close()
+    assert server.returncode == 0, err.decode()
+    assert b"stopped" in err and b"Traceback" not in err
+
+
+def test_exporter_drops_a_connection_that_sends_nothing(tmp_path):
+    """The per-connection timeout: a client that sends no request is
+    disconnected, its thread freed."""
+    pytest.importorskip("prometheus_client")
+    import threading
+
+    from pylog.metricsprom import make_server
+    with pylog.open(tmp_path / "log") as log:
+        server = make_server(log.metrics, "127.0.0.1", 0, timeout_s=0.5)
+        t = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+        t.start()
+        try:
+            with socket.create_connection(server.server_address[:2], timeout=10) as idle:
+                start = time.monotonic()
+                assert idle.recv(1) == b""              # the server closed it
+                assert 0.3 < time.monotonic() - start < 5
+        finally:
+            server.shutdown()
+            server.server_close()
+            t.join(10)

@@ -155,3 +155,38 @@ log.close()
     assert_permission_error(res["again"], "t-0")
     assert "ok" in res["granted"], res
     assert int(res["end"]["ok"]) == int(res["granted"]["ok"]) + 1
+
+
+def test_unreadable_partition_dir_leaves_the_rest_of_the_metrics_whole(logdir):
+    """A running monitor (a read-only Log, as ``pylog metrics --serve`` and
+    ``pylog top`` keep): one partition directory made unreadable hid its
+    whole topic from log.metrics(), and the error was the raw OS message
+    (found by a user trial). MetricsSnapshot promises the errors name the
+    failed partition and the rest is whole; the message is pylog's."""
+    res = as_nobody("""
+with pylog.open(D, sync="never") as log:
+    for t in ("t", "u"):
+        log.create_topic(t, partitions=3)
+        for p in range(3):
+            log.producer().send_batch(t, [b"x"] * 10, partition=p)
+mon = pylog.open(D, readonly=True)
+os.chmod(os.path.join(D, "t-0"), 0)
+try:
+    m = mon.metrics()
+    out["partitions"] = [[p.topic, p.partition, p.end_offset] for p in m.partitions]
+    out["errors"] = list(m.errors)
+    from pylog.cli.topmodel import take_snapshot
+    snap = take_snapshot(mon, 0.0)
+    out["top"] = sorted([t, p, e] for (t, p), e in snap.ends.items())
+    out["top_errors"] = snap.errors
+finally:
+    os.chmod(os.path.join(D, "t-0"), 0o755)
+    mon.close()
+""", logdir)
+    assert res["partitions"] == [["t", 1, 10], ["t", 2, 10],
+                                 ["u", 0, 10], ["u", 1, 10], ["u", 2, 10]], res
+    (err,) = res["errors"]
+    assert err.startswith("partition t-0: "), err
+    assert "permission denied (EACCES)" in err and "uid 65534" in err, err
+    # pylog top reads the partitions the same way
+    assert res["top"] == res["partitions"] and res["top_errors"] == [err], res

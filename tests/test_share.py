@@ -751,3 +751,31 @@ def test_poll_skips_a_partition_another_consumer_has_locked(logdir):
         assert {r.partition for r in got} == {0}
         for r in got:
             c.acknowledge(r)
+
+
+def test_queues_after_the_log_start_passed_the_share_start(logdir, capsys):
+    """Once delete_records (or retention) moved the log start past a share
+    group's start offset, ``pylog queues`` showed END and OLDEST as "-"
+    (end_offset and oldest_unacknowledged_age_ms None) although the
+    partition is readable and has records (found by a user trial): reading
+    the oldest record raised OffsetOutOfRange, and the handler dropped the
+    end offset too. The oldest record not done is the first retained one."""
+    import json
+
+    from pylog.cli import main
+    with jobs_log(logdir, n=20) as log:
+        with jobs_share(log, acknowledgement_mode="implicit") as c:
+            assert len(c.poll(timeout_ms=2000, max_records=5)) == 5
+            c.commit()                                    # accepts 0..4: SPSO 5
+        log.delete_records({pylog.TopicPartition("jobs", 0): 10})
+        (row,) = log.share_groups()
+        assert row["spso"] == 5 and row["end_offset"] == 20
+        assert row["oldest_unacknowledged_age_ms"] is not None
+        assert 0 <= row["oldest_unacknowledged_age_ms"] < 600_000
+    assert main(["queues", logdir, "--json"]) == 0
+    (cli_row,) = json.loads(capsys.readouterr().out)
+    assert cli_row["end_offset"] == 20
+    assert cli_row["oldest_unacknowledged_age_ms"] is not None
+    assert main(["queues", logdir]) == 0
+    cells = capsys.readouterr().out.splitlines()[-1].split()
+    assert cells[3] == "20" and cells[-1] != "-"         # END, OLDEST

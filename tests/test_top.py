@@ -131,6 +131,38 @@ def test_a_snapshot_of_a_real_log(tmp_path):
     assert v.queues[0].dead == 1
 
 
+def test_a_dead_consumers_records_are_available_as_in_the_metrics(tmp_path):
+    """A share consumer SIGKILLed (here: os._exit) holding records: the next
+    poll of any member takes them, and log.metrics() counts them available,
+    but ``pylog top`` counted them IN FLIGHT (found by a user trial). Both
+    now count them the same way (pylog.metrics.share_counts)."""
+    path = str(tmp_path / "log")
+    child = """if True:
+        import os, sys
+        import pylog
+        log = pylog.open(sys.argv[1], sync="never")
+        log.create_topic("q", partitions=1)
+        log.producer().send_batch("q", [b"j"] * 10, partition=0)
+        s = log.share_consumer("q", group_id="sq", auto_offset_reset="earliest")
+        assert len(s.poll(timeout_ms=5000, max_records=4)) == 4
+        os._exit(0)                                  # dies holding 4 records
+    """
+    r = subprocess.run([sys.executable, "-c", child, path], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    with pylog.open(path, readonly=True) as log:
+        m = log.metrics().share_group("sq")
+        q = build_view(None, take_snapshot(log, 0.0), 1.0).queues[0]
+    assert (m.available, m.acquired) == (10, 0)
+    assert (q.available, q.in_flight) == (m.available, m.acquired)
+    out = subprocess.run([sys.executable, "-m", "pylog.cli", "top", path, "-n", "1"],
+                         capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    (row,) = [ln.split() for ln in out.stdout.splitlines() if ln.startswith("sq ")]
+    assert row[:5] == ["sq", "q", "1", "10", "0"]     # AVAILABLE 10, IN FLIGHT 0
+
+
 # ---------------------------------------------------------------------------
 # the command
 # ---------------------------------------------------------------------------
@@ -294,3 +326,25 @@ def test_a_terminal_that_cannot_move_its_cursor_gets_lines(tmp_path, term):
         assert t.wait() == 0
         assert "\x1b[" not in t.output
         assert t.termios_after() == t.termios_before
+
+
+@pytest.mark.parametrize("argv", [[], ["--plain"]], ids=["rich", "plain"])
+def test_group_names_cannot_write_to_the_terminal(tmp_path, argv):
+    """A group id with an ESC sequence cleared and coloured the operator's
+    terminal, one with a newline forged a row (found by a user trial):
+    both are escaped in the live view, drawn by rich or as plain text."""
+    if not argv:
+        pytest.importorskip("rich")
+    path = _log(tmp_path)
+    with pylog.open(path, sync="never") as log:
+        for g in ("esc\x1b[2J\x1b[31mRED", "evil\nFAKE-GROUP"):
+            c = log.consumer(group_id=g, enable_auto_commit=False)
+            c.assign([pylog.TopicPartition("orders", 0)])
+            c.commit({pylog.TopicPartition("orders", 0): 3})
+            c.close(autocommit=False)
+    with _top(path, (argv, {})) as t:
+        out = t.expect(lambda o: "esc\\x1b[2J\\x1b[31mRED" in o and "evil\\nFAKE-GROUP" in o)
+        t.send(b"q")
+        assert t.wait() == 0
+    assert "\x1b[2J\x1b[31mRED" not in out
+    assert not any(ln.startswith("FAKE-GROUP") for ln in strip_ansi(out).splitlines())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..config import validate_topic_name
 from ..group import lag_text
-from ..table import human_bytes, table
+from ..table import escape_text, human_bytes, table
 from . import args as cli_args
 from .args import CliError, add_command, parse_config, parse_time
 from .runner import EXIT_OK, emit, open_log, print_list
@@ -213,7 +213,7 @@ def _groups_describe(args) -> int:
 
 
 def _print_group(g) -> None:
-    print(f"Group: {g['group']}  state: {g['state']}  generation: "
+    print(f"Group: {escape_text(g['group'])}  state: {g['state']}  generation: "
           f"{g['generation']}  strategy: {g['strategy'] or '-'}  total lag: {g['lag']}")
     if g["retention_resets"]:
         print(f"Retention overtook this group {g['retention_resets']} time(s): "
@@ -248,12 +248,15 @@ def _groups_reset(args) -> int:
     if to == "datetime":
         value = parse_time(value)
     with open_log(args.path, readonly=not args.execute) as log:
+        hint = CliError(f"group {args.group!r} has no committed offsets and no "
+                        "known subscription; name a --topic to create them")
         if args.group not in log.groups() and args.topic is None:
-            raise CliError(f"group {args.group!r} has no committed offsets; name "
-                           "a --topic to create them")
+            raise hint
         before = log.meta.group_offsets(args.group)
         plan = log.reset_group(args.group, to=to, value=value, topic=args.topic,
                                execute=args.execute)
+        if not plan and args.topic is None:
+            raise hint          # nothing to reset: say how to name it
     rows = [{"topic": tp.topic, "partition": tp.partition,
              "current": before.get((tp.topic, tp.partition)), "new": off}
             for tp, off in sorted(plan.items())]

@@ -76,7 +76,7 @@ def register(subs) -> None:
 
 
 def _record_out(r, fmt: str) -> str:
-    from ..verify import is_text, safe_text
+    from ..table import is_text, safe_text
     if fmt == "json":
         d = {"topic": r.topic, "partition": r.partition, "offset": r.offset,
              "timestamp_ms": r.timestamp_ms, "key": safe_text(r.key),

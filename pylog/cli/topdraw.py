@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..table import human_bytes, table
+from ..table import clip, escape_text, human_bytes, table
 from .topmodel import View
 
 BAR_WIDTH = 20
@@ -38,7 +38,7 @@ def age(ms: int | None) -> str:
 
 
 def title(view: View, now: str) -> str:
-    return f"pylog top  {view.path}  {now}  every {view.interval:g}s  ({HINT})"
+    return f"pylog top  {escape_text(view.path)}  {now}  every {view.interval:g}s  ({HINT})"
 
 
 def _topic_cells(view: View) -> tuple[list[str], list[list[Any]], set[int]]:
@@ -77,9 +77,9 @@ def plain_lines(view: View, now: str, width: int | None = None,
         lines.append("")
         lines.extend(table(rows, headers, right=right).splitlines() if rows else [empty])
     for e in view.errors:
-        lines.append(f"warning: {e}")
+        lines.append(f"warning: {escape_text(e)}")
     if width is not None:
-        lines = [ln[:width] for ln in lines]
+        lines = [clip(ln, width) for ln in lines]
     if height is not None and len(lines) > height:
         cut = len(lines) - height + 1
         lines = lines[:height - 1] + [f"... {cut} more lines (enlarge the terminal)"[:width]]
@@ -107,13 +107,13 @@ def rich_view(view: View, now: str) -> Any:
         parts.append(Text(""))
         parts.append(t)
     for e in view.errors:
-        parts.append(Text(f"warning: {e}", style="yellow"))
+        parts.append(Text(f"warning: {escape_text(e)}", style="yellow"))
     return Group(*parts)
 
 
 def _cell(v: Any, is_bar: bool) -> Any:
     from rich.text import Text
-    s = str(v)
+    s = escape_text(str(v))          # as the plain table shows it
     if is_bar:          # a lag bar: colored by how far behind the group is
         fill = s.count("#")
         style = "green" if fill <= BAR_WIDTH // 4 else \

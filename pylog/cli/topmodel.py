@@ -2,14 +2,15 @@
 
 :func:`take_snapshot` reads a log through its public admin API only
 (``topics``, ``describe_topic``, ``groups``, ``describe_group``,
-``share_groups``); :func:`build_view` is a pure function of two snapshots
-that turns offset deltas into rates. Rates are records per second over the
-time between the snapshots: produce rate from end-offset deltas, consume
-rate from committed-offset deltas (consumer groups) plus share-partition
-start deltas (work queues), for a topic and for each queue. A partition
-seen in only one of the snapshots (a topic created or deleted meanwhile)
-adds nothing to a rate, and an offset that went back (a group reset)
-counts as no progress.
+``share_groups``, whose records are counted as the metrics count them:
+:func:`pylog.metrics.share_counts`); :func:`build_view` is a pure function
+of two snapshots that turns offset deltas into rates. Rates are records
+per second over the time between the snapshots: produce rate from
+end-offset deltas, consume rate from committed-offset deltas (consumer
+groups) plus share-partition start deltas (work queues), for a topic and
+for each queue. A partition seen in only one of the snapshots (a topic
+created or deleted meanwhile) adds nothing to a rate, and an offset that
+went back (a group reset) counts as no progress.
 
 Thread safety: snapshots and views are immutable values; take_snapshot
 reads the log as any reader does.
@@ -109,22 +110,17 @@ class View:
 
 
 def take_snapshot(log: Any, at: float) -> Snapshot:
-    """The topics, groups and share groups of an open ``log`` now. A topic
-    or group that vanishes or cannot be read while it is read is left out
-    and named in ``errors``."""
+    """The topics, groups and share groups of an open ``log`` now. A
+    partition, topic or group that vanishes or cannot be read while it is
+    read is left out and named in ``errors`` (the partitions as the
+    metrics read them: :func:`pylog.metrics.describe_partitions`)."""
     from ..errors import PylogError
+    from ..metrics import describe_partitions, share_counts
     snap = Snapshot(at=at, path=log.path)
-    for name in log.topics():
-        try:
-            info = log.describe_topic(name)
-        except (PylogError, OSError) as exc:
-            snap.errors.append(f"topic {name}: {exc}")
-            continue
-        snap.sizes[name] = 0
-        for p in info.partition_info:
-            snap.ends[(name, p.partition)] = p.end_offset
-            snap.starts[(name, p.partition)] = p.start_offset
-            snap.sizes[name] += p.bytes
+    for name, p, _part, info in describe_partitions(log, snap.errors):
+        snap.ends[(name, p)] = info["end_offset"]
+        snap.starts[(name, p)] = info["start_offset"]
+        snap.sizes[name] = snap.sizes.get(name, 0) + info["bytes"]
     for g in log.groups():
         try:
             d = log.describe_group(g)
@@ -143,9 +139,10 @@ def take_snapshot(log: Any, at: float) -> Snapshot:
         snap.errors.append(f"share groups: {exc}")
         rows = []
     for r in rows:
+        available, acquired = share_counts(r)          # as log.metrics() counts
         snap.queues.append(QueueSnap(
-            r["group"], r["topic"], r["partition"], r["spso"], r["available"],
-            r["acquired"], r["delayed"], r["archived_total"],
+            r["group"], r["topic"], r["partition"], r["spso"], available,
+            acquired, r["delayed"], r["archived_total"],
             r["oldest_unacknowledged_age_ms"]))
     return snap
 
