@@ -297,9 +297,10 @@ def test_ctrl_z_gives_the_terminal_back_until_fg(tmp_path, mode):
             assert time.monotonic() < deadline, "not stopped"
             time.sleep(0.05)
         assert t.termios_after() == t.termios_before     # sane while stopped
-        out = t.output
-        assert out.rfind(ALT_OFF) > out.rfind(ALT_ON) and out.rfind(SHOW) > out.rfind(HIDE)
-        drawn = len(_frames(out))
+        # (written before it stopped; the pty may hand them over a little later)
+        t.expect(lambda o: o.rfind(ALT_OFF) > o.rfind(ALT_ON)
+                 and o.rfind(SHOW) > o.rfind(HIDE))
+        drawn = len(_frames(t.output))
         os.kill(pid, signal.SIGCONT)          # what the shell's fg sends
         t.expect(lambda o: len(_frames(o)) >= drawn + 2)   # draws again
         assert t.termios_after() != t.termios_before     # cbreak again
