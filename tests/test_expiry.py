@@ -167,3 +167,25 @@ def expire_many(path, n):
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__]))
+
+
+def test_a_group_that_never_committed_goes_once_its_last_member_left(tmp_path):
+    """README: a group that never committed keeps nothing once its last
+    member has left cleanly, so it goes at the next check (a writable
+    open here), as Kafka drops an empty group without offsets; one that
+    committed stays for the retention (7 days by default)."""
+    path = tmp_path / "log"
+    with pylog.open(path) as log:
+        log.create_topic("t")
+        log.producer().send("t", b"x")
+        for group, commit in (("never", False), ("once", True)):
+            c = log.consumer("t", group_id=group, auto_offset_reset="earliest",
+                             enable_auto_commit=False)
+            assert c.poll(5)
+            if commit:
+                c.commit()
+            c.close()
+        assert set(log.groups()) >= {"never", "once"}
+    with pylog.open(path) as log:
+        wait_for(lambda: "never" not in log.groups(), timeout=30)
+        assert "once" in log.groups()
