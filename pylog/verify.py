@@ -11,12 +11,16 @@ cannot be read) raise ``OSError`` or :class:`pylog.PylogError`.
 * :func:`verify_log` checks a whole log: batch CRCs and framing, offset
   continuity inside and across segments, index entries against the log, and
   the LMDB metadata against the segments. It opens nothing for writing and
-  works while other processes append (it checks up to the committed end).
-* :func:`log_info` summarizes topics, partitions and groups.
+  works while other processes append (it checks up to the committed end),
+  roll segments, apply retention and delete_records (segments those delete
+  while it runs are no damage; see :func:`_verify_partition`).
+
+:mod:`pylog.loginfo` summarizes topics, partitions and groups.
 """
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import re
@@ -408,7 +412,13 @@ def verify_log(path: str, progress=None) -> list[Problem]:
     """Check the whole log at ``path``; return the problems (empty: sound).
 
     ``progress(done_bytes, total_bytes)`` is called as segments are checked.
-    Raises PylogError only when ``path`` is not a log at all."""
+    Raises PylogError when ``path`` is not a log at all, and LogOSError
+    when its files cannot be read (permissions, I/O) or a directory is
+    deleted while it runs (a topic deleted meanwhile).
+
+    Thread safety: read-only, with its own read-only metadata handle; safe
+    while other threads and processes write the log (see the module doc).
+    Durability: it writes nothing."""
     root = os.path.abspath(path)
     problems: list[Problem] = []
     try:
@@ -421,13 +431,16 @@ def verify_log(path: str, progress=None) -> list[Problem]:
     except OSError as exc:
         if isinstance(exc, PylogError):
             raise
-        # not damage: the files cannot be read (permissions, I/O)
-        raise LogOSError.from_os_error(exc, f"verify {root}", _READ_HINT) from None
+        # not damage: the files cannot be read (permissions, I/O), or a
+        # directory went while verify ran (ENOENT: a topic deleted meanwhile)
+        hint = _GONE_HINT if exc.errno == errno.ENOENT else _READ_HINT
+        raise LogOSError.from_os_error(exc, f"verify {root}", hint) from None
     finally:
         meta.close()
 
 
 _READ_HINT = "run as the log's owner, or have them grant you read access"
+_GONE_HINT = "it was deleted while verify ran (a topic deleted meanwhile?): run verify again"
 
 
 def _verify(root, meta, problems, progress):
@@ -511,7 +524,15 @@ def _verify_topic_id(d, problems) -> None:
 
 
 def _verify_partition(root, meta, t, p, d, live, problems, advance):
-    """Check one partition; return its end offset (None if unknown)."""
+    """Check one partition; return its end offset (None if unknown).
+
+    Safe while other processes append, roll, apply retention and
+    delete_records. It reads the metadata (its checkpoint is then at or
+    below the end checked up to), the published state, the segment list
+    and then the log start again: a new start is recorded before any file
+    is deleted (P-5), so the list holds every segment at or past that
+    start. A file found missing later is no damage only when its segment
+    has fallen below the start meanwhile (:func:`_below_start`)."""
     if not os.path.isdir(d):
         problems.append(Problem(d, None, "partition directory is missing"))
         return None
@@ -520,13 +541,11 @@ def _verify_partition(root, meta, t, p, d, live, problems, advance):
     except CorruptLogError as exc:
         problems.append(Problem(exc.path or meta.path, None, exc.reason))
         pm = None
-    st = read_partition_state(d) if live else None
     _verify_topic_id(d, problems)
-    bases = _segment_bases(d)
-    if st is not None:
-        bases = [b for b in bases if b <= st.active_base]
-    start = pm.log_start_offset if pm else 0
-    # leftovers of an interrupted retention pass (P-5) are not damage
+    st, bases = _state_and_segments(d, live)
+    start = max(pm.log_start_offset, _log_start(meta, t, p)) if pm else 0
+    # below the start: deleted by retention since, or leftovers of an
+    # interrupted retention pass (P-5); neither is damage
     while len(bases) > 1 and bases[1] <= start:
         bases.pop(0)
     if not bases:
@@ -539,7 +558,6 @@ def _verify_partition(root, meta, t, p, d, live, problems, advance):
             f"segment begins at offset {bases[0]}: records {start}.."
             f"{bases[0] - 1} are missing"))
     next_offset = None
-    seg_info = {}
     for i, base in enumerate(bases):
         last = i == len(bases) - 1
         seg_path = segment_path(d, base)
@@ -550,9 +568,13 @@ def _verify_partition(root, meta, t, p, d, live, problems, advance):
         try:
             f = _File(seg_path)
         except FileNotFoundError:
-            if live:
-                continue      # deleted by retention meanwhile
-            raise
+            if not _below_start(meta, t, p, d, base):
+                problems.append(Problem(seg_path, None, "segment file is missing: "
+                                        "removed while verify ran, yet its "
+                                        f"records from offset {base} are not "
+                                        "below the log start offset"))
+            next_offset = None      # the next segment starts a new run
+            continue
         except NotARegularFile as exc:
             # reported, and the rest of the partition still checked; the
             # offsets it held are unknown
@@ -573,9 +595,9 @@ def _verify_partition(root, meta, t, p, d, live, problems, advance):
                 strict = True
             seg_next, valid_end, positions = _verify_segment(
                 f, base, end, strict, problems)
-            seg_info[base] = (valid_end, seg_next, positions, f.size)
             _verify_indexes(f, base, end, valid_end, seg_next, live and last,
-                            positions, problems, active=last)
+                            problems, lambda: _below_start(meta, t, p, d, base),
+                            active=last)
             if pm is not None and pm.checkpoint_base == base and pm.checkpoint_position:
                 cp = pm.checkpoint_position
                 if cp <= valid_end and positions is not None:
@@ -604,10 +626,57 @@ def _verify_partition(root, meta, t, p, d, live, problems, advance):
         problems.append(Problem(os.path.join(d, STATE_FILE), None,
                                 f"published end offset {st.next_offset} differs "
                                 f"from the segments' end offset {next_offset}"))
-    if pm is not None and next_offset is not None and start > next_offset:
+    if pm is not None and next_offset is not None and start > next_offset and \
+            not (live and _end_reached(d, start)):
         problems.append(Problem(meta.path, None, f"log start offset {start} of "
                                 f"{t}-{p} is past its end offset {next_offset}"))
     return next_offset
+
+
+def _state_and_segments(d, live):
+    """The published state of partition directory ``d`` (None unless
+    ``live``) and the base offsets of its segments up to the state's active
+    one, listed after the state was read. A listing without that active
+    segment comes after a roll and retention that deleted it: both are
+    taken again, a few times."""
+    for _ in range(8):
+        st = read_partition_state(d) if live else None
+        bases = _segment_bases(d)
+        if st is None:
+            return None, bases
+        if st.active_base in bases:
+            break
+    return st, [b for b in bases if b <= st.active_base]
+
+
+def _below_start(meta, t, p, d, base) -> bool:
+    """Whether segment ``base`` of ``t``-``p`` (directory ``d``) now lies
+    wholly below the partition's log start offset: the next segment still
+    present begins at or below it. Asked when a file of the segment is
+    found missing: such a segment is retention's or delete_records' to
+    delete (P-5), so its files going is no damage. The directory is listed
+    before the start is read: a later segment deleted in between lies
+    below that start too."""
+    later = [b for b in _segment_bases(d) if b > base]
+    return bool(later) and _log_start(meta, t, p) >= later[0]
+
+
+def _log_start(meta, t, p) -> int:
+    """The log start offset of ``t``-``p`` now; -1 when its metadata
+    record is damaged (reported where the partition was first read)."""
+    try:
+        return meta.partition_meta(t, p).log_start_offset
+    except CorruptLogError:
+        return -1
+
+
+def _end_reached(d, start) -> bool:
+    """Whether the end offset a live writer publishes for partition
+    directory ``d`` has reached ``start`` (a log start read after the state
+    verify checked up to: delete_records moves it up to the end offset
+    published when it runs, P-6)."""
+    st = read_partition_state(d)
+    return st is not None and st.next_offset >= start
 
 
 def _verify_segment(f, base, end, strict, problems):
@@ -649,32 +718,42 @@ _REBUILT_SEALED = ("derived data: rebuilt when a read first looks up an offset "
                    "or time in this segment, and written back if that Log is writable")
 
 
-def _verify_indexes(f, base, end, valid_end, seg_next, live_active, positions,
-                    problems, *, active: bool):
+def _verify_indexes(f, base, end, valid_end, seg_next, live_active, problems,
+                    below_start, *, active: bool):
+    """Check segment ``f``'s index files. ``below_start()`` tells whether
+    the segment has fallen below the log start since it was listed: its
+    files deleted meanwhile are then not reported."""
     stem = f.path[:-4]
     ipath, tpath = stem + ".index", stem + ".timeindex"
     # seg_next is None when the segment's batches could not be followed to
     # its end (damage reported already): no bound on relative offsets then
     last_rel = seg_next - 1 - base if seg_next is not None else 2**31 - 1
-    usable_files = set()
-    for p_, kind in ((ipath, "offset index"), (tpath, "time index")):
+    contents = {}
+    for p_, kind, what in ((ipath, "offset index", "index"),
+                           (tpath, "time index", "time index")):
         try:
             mode = os.lstat(p_).st_mode
+            if stat.S_ISREG(mode):
+                contents[p_] = _read_regular(p_, what)
         except FileNotFoundError:
+            if below_start():
+                return          # deleted by retention or delete_records
             problems.append(Problem(p_, None, f"{kind} file is missing ("
                                     f"{_REBUILT_ACTIVE if active else _REBUILT_SEALED})"))
+            continue
+        except NotARegularFile as exc:      # swapped in since the lstat
+            problems.append(Problem(p_, None, exc.reason))
             continue
         if not stat.S_ISREG(mode):
             problems.append(Problem(p_, None, f"{kind} is a {file_kind(mode)}, "
                                     "not a regular file (derived data: set "
                                     "aside and rebuilt on the next writable "
                                     "open)"))
-            continue
-        usable_files.add(p_)
-    if ipath in usable_files:
+    if ipath in contents:
         limit = f.size if live_active else max(valid_end, 1)
-        idx, usable = _read_index_file(
-            ipath, INDEX_ENTRY.size, "index", live_active, problems,
+        idx = contents[ipath]
+        usable = _usable_entries(
+            idx, ipath, INDEX_ENTRY.size, "index", live_active, problems,
             lambda data: _native.index_validate(data, limit),
             "index entries are not increasing or point past the end of the segment")
         for i in range(0, usable, 8):
@@ -690,9 +769,10 @@ def _verify_indexes(f, base, end, valid_end, seg_next, live_active, positions,
             if msg:
                 problems.append(Problem(ipath, i, msg))
                 break
-    if tpath in usable_files:
-        tidx, usable = _read_index_file(
-            tpath, TIMEINDEX_ENTRY.size, "time index", live_active, problems,
+    if tpath in contents:
+        tidx = contents[tpath]
+        usable = _usable_entries(
+            tidx, tpath, TIMEINDEX_ENTRY.size, "time index", live_active, problems,
             _native.timeindex_validate, "time index entries are not increasing")
         for i in range(0, usable, 12):
             ts, rel = TIMEINDEX_ENTRY.unpack_from(tidx, i)
@@ -705,17 +785,13 @@ def _verify_indexes(f, base, end, valid_end, seg_next, live_active, positions,
                 break
 
 
-def _read_index_file(path: str, entry_bytes: int, what: str, live_active: bool,
-                     problems: list, validate, invalid: str) -> tuple[bytes, int]:
-    """An index file's bytes and how many of them hold entries worth reading:
-    whole entries up to the first that ``validate`` rejects (I-1/T-1);
-    a partial last entry (past a live writer's, expected) and a rejected
-    entry are reported in ``problems``."""
-    try:
-        data = _read_regular(path, what)
-    except NotARegularFile as exc:      # swapped in since the lstat
-        problems.append(Problem(path, None, exc.reason))
-        return b"", 0
+def _usable_entries(data: bytes, path: str, entry_bytes: int, what: str,
+                    live_active: bool, problems: list, validate,
+                    invalid: str) -> int:
+    """How many bytes of an index file's ``data`` hold entries worth
+    reading: whole entries up to the first that ``validate`` rejects
+    (I-1/T-1); a partial last entry (past a live writer's, expected) and a
+    rejected entry are reported in ``problems``."""
     usable = len(data) - len(data) % entry_bytes
     if usable != len(data) and not live_active:
         problems.append(Problem(path, usable, f"{what} ends with a partial entry"))
@@ -723,7 +799,7 @@ def _read_index_file(path: str, entry_bytes: int, what: str, live_active: bool,
     if bad is not None:
         problems.append(Problem(path, bad, invalid))
         usable = bad - bad % entry_bytes
-    return data, usable
+    return usable
 
 
 def _check_index_entry(buf, base, rel, pos, end) -> str | None:
@@ -741,106 +817,6 @@ def _check_index_entry(buf, base, rel, pos, end) -> str | None:
     return None
 
 
-# ---------------------------------------------------------------------------
-# info
-# ---------------------------------------------------------------------------
-
-def jsonable(obj):
-    """Convert API results (NamedTuples, TopicPartition keys) to JSON data."""
-    if isinstance(obj, tuple) and hasattr(obj, "_asdict"):
-        return {k: jsonable(v) for k, v in obj._asdict().items()}
-    if isinstance(obj, dict):
-        return {(k if isinstance(k, str) else
-                 f"{k[0]}-{k[1]}" if isinstance(k, tuple) else str(k)): jsonable(v)
-                for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set)):
-        return [jsonable(v) for v in obj]
-    return obj
-
-
-def log_info(log) -> dict:
-    """Topics (describe_topic) and groups (describe_group) of an open log.
-    A partition that cannot be read is reported under "errors"."""
-    topics, errors = [], []
-    for name in log.topics():
-        try:
-            topics.append(jsonable(log.describe_topic(name)))
-        except (PylogError, OSError) as exc:
-            errors.append(f"topic {name}: {exc}")
-    groups = []
-    for g in log.groups():
-        try:
-            groups.append(jsonable(log.describe_group(g)))
-        except (PylogError, OSError) as exc:
-            errors.append(f"group {g}: {exc}")
-    return {"path": log.path, "topics": topics, "groups": groups,
-            "errors": errors}
-
-
 __all__ = ["Problem", "safe_text", "is_text", "walk_batches", "dump_segment",
-           "not_a_segment",
-           "dump_index", "verify_log", "log_info", "read_partition_state",
-           "jsonable", "CODEC_NAMES"]
-
-
-
-def raw_log_info(path: str, progress=None) -> dict:
-    """Like :func:`log_info` but without opening the log (for damaged logs
-    whose recovery refuses to open): reads the metadata and scans the
-    segment files up to their first damage. ``progress(done_bytes,
-    total_bytes)`` is called as segments are scanned."""
-    root = os.path.abspath(path)
-    meta = _open_metadata(root, f"read {root}")
-    topics, groups, errors = [], [], []
-    ends = {}
-    try:
-        all_topics = sorted(meta.topics().items())
-        total = sum(_segments_bytes(os.path.join(root, f"{name}-{p}"))
-                    for name, doc in all_topics for p in range(doc["partitions"]))
-        done = 0
-        for name, doc in all_topics:
-            pinfo = []
-            for p in range(doc["partitions"]):
-                d = os.path.join(root, f"{name}-{p}")
-                try:
-                    start = meta.partition_meta(name, p).log_start_offset
-                    bases = _segment_bases(d)
-                    nxt, size = start, 0
-                    for b in bases:
-                        with _File(segment_path(d, b)) as f:
-                            if progress is not None:
-                                progress(min(done, total), total)
-                                done += f.size
-                            r = _native.scan_segment(f.buf, 0, f.size,
-                                                     segment_base_offset=b)
-                            size += r.end_position
-                            if r.batch_count:
-                                nxt = r.next_offset
-                            if r.error_position is not None:
-                                errors.append(f"{f.path} at position "
-                                              f"{r.error_position}: {r.error_reason}")
-                                break
-                    start = max(start, bases[0]) if bases else start
-                    ends[(name, p)] = nxt
-                    pinfo.append({"partition": p, "start_offset": start,
-                                  "end_offset": nxt, "bytes": size,
-                                  "segments": len(bases)})
-                except (OSError, PylogError) as exc:
-                    errors.append(f"{name}-{p}: {exc}")
-            topics.append({"name": name, "partitions": doc["partitions"],
-                           "config": dict(doc["config"]), "partition_info": pinfo})
-        for g in sorted(meta.groups_with_offsets()):
-            parts = []
-            for (t, p), c in sorted(meta.group_offsets(g).items()):
-                end = ends.get((t, p))
-                parts.append({"topic": t, "partition": p, "committed": c,
-                              "end_offset": end, "owner": None,
-                              "lag": None if end is None else max(0, end - c)})
-            groups.append({"group": g, "generation": None, "strategy": None,
-                           "state": "unknown", "members": [], "partitions": parts,
-                           "lag": sum(x["lag"] or 0 for x in parts)})
-    except (PylogError, OSError) as exc:
-        errors.append(str(exc))
-    finally:
-        meta.close()
-    return {"path": root, "topics": topics, "groups": groups, "errors": errors}
+           "not_a_segment", "dump_index", "verify_log", "read_partition_state",
+           "CODEC_NAMES"]

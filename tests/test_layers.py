@@ -39,7 +39,8 @@ LAYERS = [
     {"aio"},          # the package pylog/aio/: asyncio clients over a Log
     {"mirrorstats", "mirrortokafka", "mirrorfromkafka", "mirror"},   # Kafka mirroring
     {"__init__"},
-    {"verify", "demo", "demoqueue", "metricsprom"},     # metricsprom: Prometheus format (an extra)
+    # loginfo: pylog info's summaries; metricsprom: Prometheus format (an extra)
+    {"verify", "loginfo", "demo", "demoqueue", "metricsprom"},
     {"cli", "__main__"},      # cli: the package pylog/cli/
 ]
 RANK = {m: i for i, layer in enumerate(LAYERS) for m in layer}

@@ -42,7 +42,8 @@ def register(subs) -> None:
                     "Checks every batch CRC and its framing, offset continuity inside and\n"
                     "across segments, index entries against the log, and the LMDB\n"
                     "metadata against the segments. Safe while other processes write\n"
-                    "(checks up to the committed end). Exit 0 only if all is sound.\n\n"
+                    "(checks up to the committed end) and delete old segments\n"
+                    "(retention, delete_records). Exit 0 only if all is sound.\n\n"
                     "examples:\n  pylog verify data/events\n  pylog verify data/events --json")
     s.add_argument("path", metavar="PATH", help="log directory")
     s.add_argument("--json", action="store_true", help="machine-readable output")

@@ -29,7 +29,7 @@ def register(subs) -> None:
 
 def cmd_info(args) -> int:
     from ..errors import CorruptLogError
-    from ..verify import log_info, raw_log_info
+    from ..loginfo import log_info, raw_log_info
     try:
         log = open_log(args.path)
     except CorruptLogError as exc:

@@ -48,7 +48,7 @@ def iso_ms(ms) -> str:
 
 
 def print_json(obj) -> None:
-    from ..verify import jsonable
+    from ..loginfo import jsonable
     print(json.dumps(jsonable(obj), indent=2, sort_keys=False))
 
 

@@ -1,0 +1,241 @@
+"""``pylog verify`` of a sound log while another process applies retention,
+``delete_records`` and rolls reports it sound: a segment those delete
+between verify's steps is no damage, nor a reason to fail with a
+permission hint. Damage done meanwhile (a file of a segment still above the
+log start removed by hand) is still reported.
+
+The deterministic tests have a writer child delete records at a chosen
+point of verify's walk (a hooked function of pylog.verify); the stress tests
+run verify in a loop while a writer child appends and applies retention."""
+
+import os
+import subprocess
+import sys
+
+import childproc
+import pytest
+
+import pylog
+import pylog.metadata
+import pylog.verify as verify
+from pylog.errors import LogOSError
+from pylog.verify import verify_log
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# a writable Log in a child process: "delete OFFSET" (delete_records, -1:
+# the end), "append N" (N batches of 20 records), "retention"; "done" after each
+WRITER = r"""
+import sys, pylog
+log = pylog.open(sys.argv[1], sync="never")
+p = log.producer()
+tp = pylog.TopicPartition("t", 0)
+print("ready", flush=True)
+for line in sys.stdin:
+    cmd, *arg = line.split()
+    if cmd == "delete":
+        log.delete_records({tp: int(arg[0])})
+    elif cmd == "append":
+        for _ in range(int(arg[0])):
+            p.send_batch("t", [b"y" * 200] * 20, partition=0)
+        p.flush()
+    elif cmd == "retention":
+        log.enforce_retention()
+    print("done", flush=True)
+"""
+
+
+def _env():
+    return dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+@pytest.fixture
+def writer(logdir):
+    """A log of one partition of several 64 KiB segments, held open by a
+    writer child; yields a function sending it a command (returns once
+    it is done)."""
+    with pylog.open(logdir, sync="never") as log:
+        log.create_topic("t", partitions=1, segment_bytes=65536)
+        p = log.producer()
+        for _ in range(60):
+            p.send_batch("t", [b"y" * 200] * 20, partition=0)
+    proc = childproc.start(WRITER, logdir, env=_env(), stdin=subprocess.PIPE)
+    try:
+        childproc.expect(proc, b"ready")
+
+        def command(line: str) -> None:
+            proc.stdin.write(line.encode() + b"\n")
+            proc.stdin.flush()
+            childproc.expect(proc, b"done")
+        yield command
+    finally:
+        proc.stdin.close()
+        assert proc.wait(30) == 0, childproc.stderr_tail(proc)
+
+
+def bases(logdir):
+    d = os.path.join(logdir, "t-0")
+    return sorted(int(n[:-4]) for n in os.listdir(d) if n.endswith(".log"))
+
+
+def hook(monkeypatch, owner, name, action, *, after=False, when=lambda *a: True):
+    """Make ``owner.name`` run ``action()`` once, before (or ``after``) its
+    first call whose positional arguments ``when`` accepts."""
+    original = getattr(owner, name)
+    fired = []
+
+    def hooked(*args, **kw):
+        due = not fired and when(*args)
+        if due and not after:
+            fired.append(action())
+        out = original(*args, **kw)
+        if due and after:
+            fired.append(action())
+        return out
+    monkeypatch.setattr(owner, name, hooked)
+    return fired
+
+
+@pytest.mark.parametrize("nth", [1, 2], ids=["first", "second"])
+def test_records_deleted_right_after_verify_reads_the_metadata(logdir, writer, monkeypatch,
+                                                               nth):
+    """Right after verify's first read of the partition's metadata, or its
+    second: the log start, read after the segment list."""
+    segs = bases(logdir)
+    assert len(segs) >= 4
+    calls = []
+    fired = hook(monkeypatch, pylog.metadata.Metadata, "partition_meta",
+                 lambda: writer(f"delete {segs[2] + 5}"), after=True,
+                 when=lambda *a: calls.append(a) or len(calls) == nth)
+    assert verify_log(logdir) == []
+    assert fired and bases(logdir)[0] == segs[2]
+
+
+def test_records_deleted_between_a_segment_and_its_indexes(logdir, writer, monkeypatch):
+    segs = bases(logdir)
+    fired = hook(monkeypatch, verify, "_verify_indexes",
+                 lambda: writer(f"delete {segs[2]}"))
+    assert verify_log(logdir) == []
+    assert fired and bases(logdir)[0] == segs[2]
+
+
+def test_records_deleted_between_the_index_and_the_time_index(logdir, writer, monkeypatch):
+    segs = bases(logdir)
+    fired = hook(monkeypatch, verify, "_read_regular",
+                 lambda: writer(f"delete {segs[1]}"),
+                 when=lambda path, *a: path.endswith(".timeindex"))
+    assert verify_log(logdir) == []
+    assert fired and bases(logdir)[0] == segs[1]
+
+
+def test_appends_and_delete_records_to_the_end_after_verify_reads_the_state(
+        logdir, writer, monkeypatch):
+    """The start verify reads may be past the end it checks up to: the
+    records appended since are no damage."""
+    fired = hook(monkeypatch, verify, "read_partition_state",
+                 lambda: (writer("append 200"), writer("delete -1")), after=True)
+    assert verify_log(logdir) == []
+    assert fired and len(bases(logdir)) == 1
+
+
+# -- damage done while verify runs is still damage ---------------------------
+
+def test_segment_removed_by_hand_while_verify_runs_is_reported(logdir, writer, monkeypatch):
+    segs = bases(logdir)
+    victim = os.path.join(logdir, "t-0", f"{segs[1]:020d}.log")
+    hook(monkeypatch, verify, "_File", lambda: os.unlink(victim),
+         when=lambda path: path == victim)
+    problems = verify_log(logdir)
+    assert [p.file for p in problems] == [victim]
+    assert "missing" in problems[0].message and f"offset {segs[1]}" in problems[0].message
+
+
+@pytest.mark.parametrize("suffix", [".index", ".timeindex"])
+def test_index_removed_by_hand_while_verify_runs_is_reported(logdir, writer, monkeypatch,
+                                                             suffix):
+    """Removed between verify's look at the file and its read of it: the
+    index of a segment above the log start is missing, no OSError."""
+    segs = bases(logdir)
+    victim = os.path.join(logdir, "t-0", f"{segs[1]:020d}{suffix}")
+    hook(monkeypatch, verify, "_read_regular", lambda: os.unlink(victim),
+         when=lambda path, *a: path == victim)
+    problems = verify_log(logdir)
+    assert [p.file for p in problems] == [victim]
+    assert "file is missing" in problems[0].message
+
+
+def test_partition_directory_gone_is_not_a_permission_problem(logdir, writer, monkeypatch):
+    """A directory deleted while verify runs (a topic deleted meanwhile)
+    fails with ENOENT and no hint about read access."""
+    d = os.path.join(logdir, "t-0")
+    hook(monkeypatch, verify, "_verify_topic_id",
+         lambda: os.rename(d, d + ".moved"))
+    with pytest.raises(LogOSError) as err:
+        verify_log(logdir)
+    msg = str(err.value)
+    assert "ENOENT" in msg and d in msg and "read access" not in msg
+    assert "deleted while verify ran" in msg
+
+
+# -- stress: a real writer's retention and delete_records, verify looping ----
+
+STRESS = r"""
+import sys, time, pylog
+log = pylog.open(sys.argv[1], sync="never")
+p = log.producer()
+print("ready", flush=True)
+end = time.monotonic() + float(sys.argv[2])
+i = 0
+while time.monotonic() < end:
+    p.send_batch("r", [b"y" * 200] * 20, partition=i % 2)
+    i += 1
+    if i % 5 == 0:
+        log.enforce_retention()
+    if i % 97 == 0:
+        log.delete_records({pylog.TopicPartition("r", i % 2): -1})
+log.close()
+"""
+
+
+def _stress_log(logdir):
+    with pylog.open(logdir, sync="never") as log:
+        log.create_topic("r", partitions=2, segment_bytes=65536, retention_bytes=65536)
+
+
+def test_verify_loop_under_retention_and_delete_records(logdir):
+    _stress_log(logdir)
+    w = childproc.start(STRESS, logdir, 5, env=_env())
+    runs = 0
+    try:
+        childproc.expect(w, b"ready")
+        while w.poll() is None:
+            assert verify_log(logdir) == [], f"verify run {runs}"
+            runs += 1
+        assert w.wait() == 0, childproc.stderr_tail(w)
+    finally:
+        if w.poll() is None:
+            w.kill()
+            w.wait()
+    assert runs >= 5
+    assert verify_log(logdir) == []
+
+
+@pytest.mark.long
+def test_verify_cli_loop_under_retention_and_delete_records(logdir):
+    _stress_log(logdir)
+    w = childproc.start(STRESS, logdir, 60, env=_env())
+    runs = 0
+    try:
+        childproc.expect(w, b"ready")
+        while w.poll() is None:
+            r = subprocess.run([sys.executable, "-m", "pylog.cli", "verify", "--quiet",
+                                logdir], capture_output=True, text=True, env=_env(),
+                               timeout=60)
+            assert r.returncode == 0, f"verify run {runs}: {r.stdout}{r.stderr}"
+            runs += 1
+        assert w.wait() == 0, childproc.stderr_tail(w)
+    finally:
+        if w.poll() is None:
+            w.kill()
+            w.wait()
+    assert runs >= 20
