@@ -388,11 +388,8 @@ class LogStore(TopicAdmin, LogAdmin):
             return hit[1]
         validate_topic_name(topic)
         doc = self.meta.get_topic(topic)
-        if doc is None or hit is not None and hit[1]["id"] != doc["id"]:
-            # deleted (and maybe made again) by another process: this Log's
-            # open partitions of it would describe and serve the old one
-            if hit is not None:
-                self.forget_topic(topic)
+        if hit is not None and (doc is None or hit[1]["id"] != doc["id"]):
+            self._forget_stale(topic)   # deleted (maybe made again) by another process
         if doc is None:
             self._topic_cache.pop(topic, None)
             raise TopicNotFound(f"topic {topic!r} does not exist in {self.path}")

@@ -213,10 +213,26 @@ class TopicAdmin:
         topics would otherwise keep them for its life)."""
         self._check()
         names = sorted(self.meta.topics())
-        gone = set(self._topic_cache).difference(names)
-        for name in gone:
-            self.forget_topic(name)
+        for name in set(self._topic_cache).difference(names):
+            self._forget_stale(name)
         return names
+
+    def _forget_stale(self, topic: str) -> None:
+        """Close this Log's open partitions of ``topic`` that belong to
+        another topic of the name than the one LMDB holds now (another
+        process deleted it, and maybe made it again): they would describe,
+        and be read and written as, the old one. Under the Log's lock,
+        which opening a partition takes, and with the topic read again
+        there: a partition another thread opened for the current topic
+        meanwhile is kept."""
+        with self._lock:
+            doc = self.meta.get_topic(topic)
+            now = doc["id"] if doc is not None else None
+            self._topic_cache.pop(topic, None)
+            stale = [k for k, part in self._partitions.items()
+                     if k[0] == topic and part.topic_id != now]
+            for key in stale:
+                self._partitions.pop(key).close()
 
     def forget_topic(self, topic: str) -> None:
         """Drop cached state of a topic (after another process deleted it)."""

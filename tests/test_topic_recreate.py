@@ -445,3 +445,30 @@ def test_a_monitor_forgets_topics_another_process_deleted(logdir, child_env):
         assert mon.open_partitions() == {}
     finally:
         mon.close()
+
+
+def test_a_stale_look_at_a_topic_keeps_the_new_topics_partitions(logdir, child_env):
+    """The full suite once saw a group member read 8 records twice: one
+    thread of its process found the topic made again (the document it
+    had cached was the old one) and closed the Log's partitions of the
+    name, among them those another thread had just opened for the new
+    topic, whose fetch then took them for deleted and dropped its
+    position. A stale look closes the old topic's partitions only."""
+    with pylog.open(logdir) as log:
+        log.create_topic("t", partitions=2)
+    log = pylog.open(logdir)
+    try:
+        old_doc = log._topic_doc("t", 0)
+        log.partition("t", 0)
+        subprocess.run([sys.executable, "-c", RECREATE, logdir], env=child_env,
+                       check=True, timeout=60)
+        new = log.partition("t", 1)         # (another thread: the new topic's)
+        assert new.topic_id != old_doc["id"]
+        # this thread's look began before that open: the old document
+        log._topic_cache["t"] = (0.0, old_doc)
+        log._topic_doc("t", 0)
+        assert not new.closed
+        assert log.open_partitions()[("t", 1)] is new
+        assert ("t", 0) not in log.open_partitions()    # the old topic's: closed
+    finally:
+        log.close()
