@@ -361,11 +361,28 @@ class Partition:
         """L-6: why the directory or active segment this partition holds is
         no longer at its path (None: it is; ``why``: the caller knows); a
         vanished one fails the partition (every later append raises)."""
-        active = self.writer.active if self.writer is not None else None
+        writer = self.writer
+        active = writer.active if writer is not None else None
+        if writer is not None and active is not None and \
+                self._rolled_past(active.base_offset):
+            # another process rolled past it (this writer would notice at
+            # its next append) and retention or delete_records may delete
+            # it (P-5): no one's tampering. Let go of it: its descriptor
+            # would keep its disk space taken for as long as this Log is open
+            writer.let_go(active)
+            active = None
         why = self.dir_identity.problem() or unlinked(active) or why
         if why is not None and not self.readonly and not self._deleted():
             self.fail(vanished(f"append to {self.name}", why))
         return why
+
+    def _rolled_past(self, base: int) -> bool:
+        """Whether the partition's active segment is now past ``base``
+        (False when its state cannot be read)."""
+        try:
+            return int(self.state().active_base) > base
+        except PylogError:
+            return False
 
     def _deleted(self) -> bool:
         """Was the topic deleted (P-2)? Then its files went by delete_topic,

@@ -223,6 +223,11 @@ class Writer(ProducerAppends):
         finally:
             self._wlock.release()
 
+    def let_go(self, seg: Segment) -> None:
+        """Close ``seg`` once another process rolled past it, as the cache's release."""
+        if self._active is seg:
+            self._release(seg)
+
     def append(self, records, *, compression: str | None = None) -> tuple[int, int]:
         """Append one batch; return (base offset, timestamp of the first record).
 

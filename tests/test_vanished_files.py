@@ -298,3 +298,54 @@ def test_empty_data_mdb_of_a_log_without_partitions_opens(logdir):
     with pylog.open(logdir) as log:
         log.create_topic("t")
         assert log.topics() == ["t"]
+
+
+PRODUCE = """
+import sys, pylog
+with pylog.open(sys.argv[1], sync="never") as log:
+    p = log.producer()
+    for i in range(int(sys.argv[2])):
+        p.send_batch("t", [b"y" * 1000] * 10, partition=0)
+    if sys.argv[3] == "delete":
+        log.delete_records({pylog.TopicPartition("t", 0): -1})
+"""
+
+
+def _deleted_fds() -> list[str]:
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.endswith(".log (deleted)"):
+            out.append(target)
+    return out
+
+
+@pytest.mark.parametrize("how", ["retention", "delete"])
+def test_retention_in_another_process_is_no_vanished_file(logdir, child_env, how):
+    """A user trial: another process's retention (or delete_records)
+    deleted the segment this process's writable Log had last seen as the
+    active one; its identity check took that for tampering and failed
+    the partition about a second later (FileVanishedError from every
+    poll, send and close until the log was reopened). That segment is
+    now let go of, so its disk space is freed too."""
+    with pylog.open(logdir) as log:
+        log.create_topic("t", segment_bytes=65536, retention_bytes=131072)
+    subprocess.run([sys.executable, "-c", PRODUCE, logdir, "1", "keep"], env=child_env,
+                   check=True, timeout=60)
+    log = pylog.open(logdir, sync="never")      # this process only consumes
+    try:
+        c = log.consumer("t", group_id="g", auto_offset_reset="earliest")
+        assert c.poll(timeout=5)
+        subprocess.run([sys.executable, "-c", PRODUCE, logdir, "60", how],
+                       env=child_env, check=True, timeout=60)
+        start = log.describe_topic("t").partition_info[0].start_offset
+        assert start > 0
+        time.sleep(2.5)             # two identity checks (IDENTITY_CHECK_S)
+        assert c.poll(timeout=5) or how == "delete"
+        assert _deleted_fds() == []
+        log.producer().send("t", b"after", partition=0)
+    finally:
+        log.close()
