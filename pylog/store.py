@@ -388,8 +388,6 @@ class LogStore(TopicAdmin, LogAdmin):
             return hit[1]
         validate_topic_name(topic)
         doc = self.meta.get_topic(topic)
-        if hit is not None and (doc is None or hit[1]["id"] != doc["id"]):
-            self._forget_stale(topic)   # deleted (maybe made again) by another process
         if doc is None:
             self._topic_cache.pop(topic, None)
             raise TopicNotFound(f"topic {topic!r} does not exist in {self.path}")
@@ -509,6 +507,14 @@ class LogStore(TopicAdmin, LogAdmin):
         consumer's per-poll lookup (read it, never change it); a partition
         missing here is opened by :meth:`partition`."""
         return self._partitions
+
+    def forget_topic(self, topic: str) -> None:
+        """Drop cached state of a topic (after another process deleted it)."""
+        with self._lock:
+            self._topic_cache.pop(topic, None)
+            for key in [k for k in self._partitions if k[0] == topic]:
+                part = self._partitions.pop(key)
+                part.close()
 
     def partitions_for(self, topic: str, max_age_s: float = 1.0) -> int:
         self._check()

@@ -208,39 +208,8 @@ class TopicAdmin:
                     "created on first use once the disk is healthy") from exc
 
     def topics(self) -> list[str]:
-        """The names of every topic. Drops what this Log kept open of
-        topics another process deleted since (a monitor that lists the
-        topics would otherwise keep them for its life)."""
         self._check()
-        names = sorted(self.meta.topics())
-        for name in set(self._topic_cache).difference(names):
-            self._forget_stale(name)
-        return names
-
-    def _forget_stale(self, topic: str) -> None:
-        """Close this Log's open partitions of ``topic`` that belong to
-        another topic of the name than the one LMDB holds now (another
-        process deleted it, and maybe made it again): they would describe,
-        and be read and written as, the old one. Under the Log's lock,
-        which opening a partition takes, and with the topic read again
-        there: a partition another thread opened for the current topic
-        meanwhile is kept."""
-        with self._lock:
-            doc = self.meta.get_topic(topic)
-            now = doc["id"] if doc is not None else None
-            self._topic_cache.pop(topic, None)
-            stale = [k for k, part in self._partitions.items()
-                     if k[0] == topic and part.topic_id != now]
-            for key in stale:
-                self._partitions.pop(key).close()
-
-    def forget_topic(self, topic: str) -> None:
-        """Drop cached state of a topic (after another process deleted it)."""
-        with self._lock:
-            self._topic_cache.pop(topic, None)
-            for key in [k for k in self._partitions if k[0] == topic]:
-                part = self._partitions.pop(key)
-                part.close()
+        return sorted(self.meta.topics())
 
     def describe_topic(self, name: str) -> TopicInfo:
         validate_topic_name(name)
