@@ -550,3 +550,35 @@ def test_exporter_drops_a_connection_that_sends_nothing(tmp_path):
             server.shutdown()
             server.server_close()
             t.join(10)
+
+
+def test_the_exporter_shows_a_topic_another_process_made_again(tmp_path):
+    """A user trial: ``pylog metrics --serve`` kept showing the old end
+    offsets of a topic another process deleted and made again (or,
+    started while a producer ran, dropped the topic for good). The
+    exporter only watches its Log, so it drops the old topic's partitions
+    (pylog.cli.runner.forget_replaced_topics) before each scrape."""
+    pytest.importorskip("prometheus_client")
+    path = tmp_path / "log"
+    with pylog.open(path) as log:
+        log.create_topic("t", partitions=2)
+        log.producer().send_batch("t", [b"old"] * 10, partition=0)
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pylog.cli", "metrics", str(path), "--serve",
+         f"127.0.0.1:{port}"], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        def ends():
+            m = _samples(_scrape(port)[2])
+            return {dict(k[1])["partition"]: v for k, v in m.items()
+                    if k[0] == "pylog_partition_end_offset" and dict(k[1])["topic"] == "t"}
+        assert ends() == {"0": 10, "1": 0}
+        with pylog.open(path) as log:
+            log.delete_topic("t")
+            log.create_topic("t", partitions=3)
+            log.producer().send("t", b"new", partition=0)
+        assert ends() == {"0": 1, "1": 0, "2": 0}
+        assert _samples(_scrape(port)[2])[("pylog_metrics_errors", ())] == 0
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.communicate(timeout=30)

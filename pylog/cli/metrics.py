@@ -17,7 +17,7 @@ import time
 
 from ..table import human_bytes, table
 from .args import CliError, add_command
-from .runner import EXIT_OK, EXIT_PROBLEMS, emit, open_log
+from .runner import EXIT_OK, EXIT_PROBLEMS, emit, forget_replaced_topics, open_log
 
 MAX_INTERVAL_S = 3600
 
@@ -71,7 +71,10 @@ def _serve(args) -> int:
     host, port = parse_address(args.serve)
     with open_log(args.path) as log:
         try:
-            server = make_server(log.metrics, host, port)
+            def take():
+                forget_replaced_topics(log)     # (a topic made again: the new one)
+                return log.metrics()
+            server = make_server(take, host, port)
         except OSError as exc:
             raise CliError(f"--serve {args.serve}: {exc.strerror or exc}") from None
         shown = f"[{host}]" if ":" in host else host

@@ -101,6 +101,21 @@ def open_log(path: str, readonly: bool = True, **kw):
     return pylog.open(path, readonly=readonly, **kw)
 
 
+def forget_replaced_topics(log) -> None:
+    """For a command that only watches its own Log (``pylog top``, ``pylog
+    metrics --serve``): drop the Log's open partitions of the topics
+    another process deleted, or deleted and made again, since they were
+    opened, so that the next look shows the new topic and no deleted file
+    stays held. Not for a Log that consumers use: a consumer learns of a
+    delete from the old partition (it would carry its position onto the
+    new topic). Thread-safe (forget_topic takes the Log's lock)."""
+    ids = {name: doc["id"] for name, doc in log.meta.topics().items()}
+    stale = {topic for (topic, _), part in list(log.open_partitions().items())
+             if ids.get(topic) != part.topic_id}
+    for topic in stale:
+        log.forget_topic(topic)
+
+
 @contextlib.contextmanager
 def stop_on_signals(stop: threading.Event,
                     signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)

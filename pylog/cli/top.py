@@ -32,7 +32,7 @@ import time
 from typing import Any
 
 from .args import add_command, int_in
-from .runner import EXIT_OK, open_log
+from .runner import EXIT_OK, forget_replaced_topics, open_log
 from .topdraw import plain_lines, rich_view
 from .topmodel import build_view, take_snapshot
 
@@ -252,6 +252,7 @@ def _loop(source: LogSource, args: Any, keys: Keys, screen: Any) -> None:
     refreshes = 0
     due = time.monotonic()
     while True:
+        forget_replaced_topics(source.get())
         cur = take_snapshot(source.get(), time.monotonic())
         screen.draw(build_view(prev, cur, args.interval), time.strftime("%H:%M:%S"),
                     prev is None)
