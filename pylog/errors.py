@@ -39,7 +39,14 @@ if TYPE_CHECKING:
 
 
 class PylogError(Exception):
-    """Base class of every error pylog raises on purpose."""
+    """Base class of every error pylog raises on purpose.
+
+    ``published``: set by ``Producer.send_batch`` over several partitions
+    when it failed after some of them were appended: the RecordMetadata
+    of the items that were (in the order given), so that a retry sends
+    only the others; None otherwise."""
+
+    published: list[Any] | None = None
 
 
 class InvalidTopicName(PylogError, ValueError):
@@ -218,10 +225,12 @@ class LogFailedError(PylogError):
 class DiskFullError(LogFailedError):
     """A write found the disk (or quota) full: ENOSPC or EDQUOT.
 
-    Nothing of the failed call was published, and unlike other
-    LogFailedErrors the partition stays usable: retry once space is freed
-    (G8). A full disk never kills the process (no SIGBUS): files that are
-    memory-mapped have their blocks allocated before they are mapped.
+    Nothing of the failed append was published (a ``send_batch`` over
+    several partitions may have appended to others first: ``published``
+    names those items), and unlike other LogFailedErrors the partition
+    stays usable: retry once space is freed (G8). A full disk never kills
+    the process (no SIGBUS): files that are memory-mapped have their
+    blocks allocated before they are mapped.
     """
 
 

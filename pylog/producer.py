@@ -30,6 +30,7 @@ from .errors import (
     InvalidArgument,
     LogClosed,
     PartitionNotFound,
+    PylogError,
     RecordTooLarge,
     TopicNotFound,
     kafka_name_error,
@@ -392,8 +393,10 @@ class Producer:
         All items are validated before anything is written: one bad item
         writes none. Items bound for one partition are appended as one batch,
         atomically; items spread over several partitions are one batch per
-        partition (atomic per partition; across partitions wait for
-        transactions)."""
+        partition (atomic per partition; across partitions use a
+        transaction). When one partition's append fails after others'
+        were made, the error's ``published`` holds the RecordMetadata of
+        the items that were: retry only the rest."""
         self._check()
         log = self._log
         if not isinstance(topic, str):
@@ -461,11 +464,17 @@ class Producer:
             part = log.partition(topic, p)
             self._check_size(topic, part, recs)
             parts[p] = part
-        bases = {}
-        for p, recs in groups.items():
-            part = parts[p]
-            bases[p] = self._append_records(part, recs)
-            self._touched.add(part)
+        bases: dict[int, int] = {}
+        try:
+            for p, recs in groups.items():
+                part = parts[p]
+                bases[p] = self._append_records(part, recs)
+                self._touched.add(part)
+        except PylogError as exc:
+            if bases:       # (the partitions before the one that failed stand)
+                exc.published = [RecordMetadata(topic, p, bases[p] + i, ts)
+                                 for p, i in order if p in bases]
+            raise
         return [RecordMetadata(topic, p, bases[p] + i, ts) for p, i in order]
 
     def _send_built(self, topic: str, partition: int | None, records: list[RawRecord],
