@@ -202,40 +202,38 @@ def _stress_log(logdir):
         log.create_topic("r", partitions=2, segment_bytes=65536, retention_bytes=65536)
 
 
-def test_verify_loop_under_retention_and_delete_records(logdir):
+def _verify_while_stressed(logdir, seconds, check):
+    """Run ``check(run number)`` again and again while a writer process
+    appends, applies retention and deletes records for ``seconds``;
+    returns how many runs there were."""
     _stress_log(logdir)
-    w = childproc.start(STRESS, logdir, 5, env=_env())
+    w = childproc.start(STRESS, logdir, seconds, env=_env())
     runs = 0
     try:
         childproc.expect(w, b"ready")
         while w.poll() is None:
-            assert verify_log(logdir) == [], f"verify run {runs}"
+            check(runs)
             runs += 1
         assert w.wait() == 0, childproc.stderr_tail(w)
     finally:
         if w.poll() is None:
             w.kill()
             w.wait()
-    assert runs >= 5
+    return runs
+
+
+def test_verify_loop_under_retention_and_delete_records(logdir):
+    def check(run):
+        assert verify_log(logdir) == [], f"verify run {run}"
+    assert _verify_while_stressed(logdir, 5, check) >= 5
     assert verify_log(logdir) == []
 
 
 @pytest.mark.long
 def test_verify_cli_loop_under_retention_and_delete_records(logdir):
-    _stress_log(logdir)
-    w = childproc.start(STRESS, logdir, 60, env=_env())
-    runs = 0
-    try:
-        childproc.expect(w, b"ready")
-        while w.poll() is None:
-            r = subprocess.run([sys.executable, "-m", "pylog.cli", "verify", "--quiet",
-                                logdir], capture_output=True, text=True, env=_env(),
-                               timeout=60)
-            assert r.returncode == 0, f"verify run {runs}: {r.stdout}{r.stderr}"
-            runs += 1
-        assert w.wait() == 0, childproc.stderr_tail(w)
-    finally:
-        if w.poll() is None:
-            w.kill()
-            w.wait()
-    assert runs >= 20
+    def check(run):
+        r = subprocess.run([sys.executable, "-m", "pylog.cli", "verify", "--quiet",
+                            logdir], capture_output=True, text=True, env=_env(),
+                           timeout=60)
+        assert r.returncode == 0, f"verify run {run}: {r.stdout}{r.stderr}"
+    assert _verify_while_stressed(logdir, 60, check) >= 20
