@@ -363,15 +363,18 @@ class Partition:
         vanished one fails the partition (every later append raises)."""
         writer = self.writer
         active = writer.active if writer is not None else None
-        if writer is not None and active is not None and \
+        gone = unlinked(active)
+        if gone is not None and writer is not None and active is not None and \
                 self._rolled_past(active.base_offset):
             # another process rolled past it (this writer would notice at
-            # its next append) and retention or delete_records may delete
-            # it (P-5): no one's tampering. Let go of it: its descriptor
-            # would keep its disk space taken for as long as this Log is open
+            # its next append) and retention or delete_records deleted it
+            # (P-5): no one's tampering. Let go of it: its descriptor would
+            # keep its disk space taken for as long as this Log is open.
+            # (The state is read only then: reading it maps it again, and
+            # this runs for every open partition every second.)
             writer.let_go(active)
-            active = None
-        why = self.dir_identity.problem() or unlinked(active) or why
+            gone = None
+        why = self.dir_identity.problem() or gone or why
         if why is not None and not self.readonly and not self._deleted():
             self.fail(vanished(f"append to {self.name}", why))
         return why
