@@ -164,21 +164,28 @@ def exposition(snap: MetricsSnapshot) -> bytes:
 #: answer) before it is dropped: a client that connects and sends nothing
 #: keeps a thread for this long, never the server.
 CONNECTION_TIMEOUT_S = 10.0
+#: Connections served at once; one more is closed as soon as it is
+#: accepted (a scraper retries at its next interval), so clients that
+#: connect and idle cannot make the exporter start a thread each.
+CONNECTIONS_MAX = 32
 
 
 def make_server(take: Callable[[], MetricsSnapshot], host: str, port: int,
-                timeout_s: float = CONNECTION_TIMEOUT_S) -> Any:
+                timeout_s: float = CONNECTION_TIMEOUT_S,
+                connections_max: int = CONNECTIONS_MAX) -> Any:
     """A WSGI server (wsgiref) answering every path with the metrics of a
     fresh ``take()``; call ``serve_forever()`` and, from another thread,
     ``shutdown()``. Each connection is served in a daemon thread of its own
     and dropped after ``timeout_s`` seconds without progress, so an idle or
-    slow client delays neither the other scrapes nor ``shutdown()``.
+    slow client delays neither the other scrapes nor ``shutdown()``; past
+    ``connections_max`` at once, a new connection is closed unanswered.
     OSError when the address is taken.
 
     Thread safety: ``take`` is called from the request threads, at once
     when scrapes overlap (:meth:`pylog.Log.metrics` is thread-safe)."""
     import socket
     import socketserver
+    import threading
     from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
     from wsgiref.simple_server import make_server as wsgi_server
 
@@ -196,6 +203,23 @@ def make_server(take: Callable[[], MetricsSnapshot], host: str, port: int,
         # wsgiref's server is IPv4 only; an IPv6 host ("::1") needs its family
         address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         daemon_threads = True   # server_close() joins none; exit kills stragglers
+        _slots = threading.BoundedSemaphore(connections_max)
+
+        def process_request(self, request: Any, client_address: Any) -> None:
+            if not self._slots.acquire(blocking=False):
+                self.shutdown_request(request)      # (full: closed, no thread)
+                return
+            try:
+                super().process_request(request, client_address)
+            except BaseException:
+                self._slots.release()       # (no thread started to release it)
+                raise
+
+        def process_request_thread(self, request: Any, client_address: Any) -> None:
+            try:
+                super().process_request_thread(request, client_address)
+            finally:
+                self._slots.release()
 
         def handle_error(self, request: Any, client_address: Any) -> None:
             if not isinstance(sys.exc_info()[1], OSError):    # a client gone or timed out
@@ -206,4 +230,4 @@ def make_server(take: Callable[[], MetricsSnapshot], host: str, port: int,
 
 
 __all__ = ["LogCollector", "families", "exposition", "make_server",
-           "CONNECTION_TIMEOUT_S", "EXTRA_HINT"]
+           "CONNECTION_TIMEOUT_S", "CONNECTIONS_MAX", "EXTRA_HINT"]

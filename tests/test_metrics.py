@@ -552,6 +552,51 @@ def test_exporter_drops_a_connection_that_sends_nothing(tmp_path):
             t.join(10)
 
 
+def test_idle_connections_past_the_cap_start_no_thread(tmp_path):
+    """A review of the exporter: each connection got a thread of its own,
+    with no bound; 200 clients that connect and idle held 200 threads.
+    Past ``connections_max`` a connection is closed at once, and once the
+    idle ones are gone a scrape is answered again."""
+    pytest.importorskip("prometheus_client")
+    import threading
+    import urllib.request
+
+    from pylog.metricsprom import make_server
+    with pylog.open(tmp_path / "log") as log:
+        server = make_server(log.metrics, "127.0.0.1", 0, timeout_s=30,
+                             connections_max=4)
+        t = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+        t.start()
+        idle = []
+        try:
+            before = threading.active_count()
+            idle = [socket.create_connection(server.server_address[:2], timeout=10)
+                    for _ in range(40)]
+            time.sleep(0.5)
+            assert threading.active_count() - before <= 4
+            closed = sum(s.recv(1) == b"" for s in idle[4:])
+            assert closed == 36
+            for s in idle:
+                s.close()
+            idle = []
+            url = "http://127.0.0.1:%d/metrics" % server.server_address[1]
+            for _ in range(50):     # (the 4 threads see their clients gone)
+                try:
+                    with urllib.request.urlopen(url, timeout=5) as resp:
+                        assert b"pylog_" in resp.read()
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            else:
+                raise AssertionError("no scrape answered after the idle clients left")
+        finally:
+            for s in idle:
+                s.close()
+            server.shutdown()
+            server.server_close()
+            t.join(10)
+
+
 def test_the_exporter_shows_a_topic_another_process_made_again(tmp_path):
     """A user trial: ``pylog metrics --serve`` kept showing the old end
     offsets of a topic another process deleted and made again (or,
