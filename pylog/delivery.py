@@ -37,7 +37,7 @@ class Delivery:
     __slots__ = ("pending", "batch", "at", "_cursors", "_cursor_type")
 
     def __init__(self, cursors: dict[TopicPartition, Any],
-                 cursor_type: Callable[[int], Any]) -> None:
+                 cursor_type: Callable[[int, str | None], Any]) -> None:
         self._cursors = cursors
         self._cursor_type = cursor_type
         # TopicPartition -> first offset the latest poll handed (unfinished)
@@ -99,8 +99,9 @@ class Delivery:
         """The running poll failed (Ctrl-C, a refused record, an I/O
         error): nothing it fetched reaches the caller."""
         for tp, first in self.pending.items():
-            if tp in self._cursors:
-                self._cursors[tp] = self._cursor_type(first)
+            cur = self._cursors.get(tp)
+            if cur is not None:     # (back in the same incarnation of the topic)
+                self._cursors[tp] = self._cursor_type(first, cur.topic_id)
         self.pending = {}
 
     @staticmethod
@@ -141,7 +142,7 @@ class Delivery:
         for tp, off in self._floors(records).items():
             cur = self._cursors.get(tp)
             if cur is not None and cur.offset > off:
-                self._cursors[tp] = self._cursor_type(off)
+                self._cursors[tp] = self._cursor_type(off, cur.topic_id)
             self.pending.pop(tp, None)
 
     # -- the two loops that hand records out one at a time ----------------------------

@@ -83,7 +83,7 @@ class RecordMaker:
                             tp.topic, tp.partition, offset, type(exc).__name__, exc,
                             self._dlq.topic)
             return True
-        self._cursors[tp] = Cursor(offset)
+        self._cursors[tp] = Cursor(offset, part.topic_id)
         if more:
             return False
         raise DeserializationError(

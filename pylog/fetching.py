@@ -189,6 +189,14 @@ class Fetching:
             except TopicNotFound:
                 self._topic_deleted(tp)
                 continue
+            if cur.topic_id != part.topic_id:
+                if cur.topic_id is not None:
+                    # taken in a deleted incarnation (L-4): another reader
+                    # of this Log met the delete first and the Log opened
+                    # the topic made again under the name
+                    self._topic_deleted(tp)
+                    continue
+                cur.topic_id = part.topic_id    # (a seek's: bound at its first fetch)
             first = cur.offset
             want = max_records - len(out)
             if budget is not None:
@@ -277,7 +285,7 @@ class Fetching:
         tp = owned[0]
         cur = self._cursors.get(tp)
         part = self._log.open_partitions().get(tp)
-        if cur is None or part is None or cur.position < 0:
+        if cur is None or part is None or cur.position < 0 or cur.topic_id != part.topic_id:
             return None
         return tp, part, cur
 

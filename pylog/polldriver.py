@@ -497,7 +497,8 @@ class PollDriver:
         for tp, off in _floors(records).items():
             cur = cursors.get(tp)
             if cur is not None and cur.offset > off:
-                cursors[tp] = Cursor(off)     # (not a seek: that would finish it)
+                # (not a seek: that would finish it; the same incarnation)
+                cursors[tp] = Cursor(off, cur.topic_id)
 
     def finish_handed(self) -> None:
         """What the last fetch handed is finished (as poll() begins)."""

@@ -81,7 +81,7 @@ class Positions:
         else:
             off = committed
             self._committed_pos[tp] = committed
-        c = self._cursors[tp] = Cursor(off)
+        c = self._cursors[tp] = Cursor(off, part.topic_id)
         return c
 
     def position(self, tp: TopicPartition) -> int:

@@ -67,14 +67,20 @@ _NO_LIMIT = 2**63 - 1
 class Cursor:
     """A reader's position in one partition: the next offset to return and,
     when known, the segment and byte position of the batch holding it, and
-    that batch's baseOffset (-1 when located through the sparse index)."""
-    __slots__ = ("offset", "segment_base", "position", "base")
+    that batch's baseOffset (-1 when located through the sparse index).
 
-    def __init__(self, offset: int):
+    ``topic_id`` is the incarnation of the topic (L-4) the position was
+    taken in; None until a consumer's first fetch binds it. An offset of
+    a deleted topic means nothing in a topic made again under its name:
+    a consumer drops a cursor whose incarnation is not its partition's."""
+    __slots__ = ("offset", "segment_base", "position", "base", "topic_id")
+
+    def __init__(self, offset: int, topic_id: str | None = None):
         self.offset = offset
         self.segment_base = -1
         self.position = -1
         self.base = -1
+        self.topic_id = topic_id
 
 
 class Reader(CommittedReads):

@@ -163,7 +163,12 @@ class ShareConsumer:
     def _file(self, tp: TopicPartition) -> ss.ShareFile:
         f = self._files.get(tp)
         if f is not None and f.fd >= 0:
-            return f
+            part = self._log.open_partitions().get(tp)
+            if part is None or part.topic_id == f.topic_id:
+                return f
+            # of a deleted incarnation (L-4): another reader of this Log met
+            # the delete first, and the Log opened the topic made again
+            self._topic_deleted(tp)
         part = self._log.partition(tp.topic, tp.partition)
 
         def initial() -> int:
@@ -171,7 +176,8 @@ class ShareConsumer:
             return int(st.log_start_offset if self.auto_offset_reset == "earliest"
                        else st.next_offset)
         f = self._files[tp] = self._log.share_files().get(
-            self.group_id, tp.topic, tp.partition, 4 * self.max_in_flight, initial)
+            self.group_id, tp.topic, tp.partition, 4 * self.max_in_flight, initial,
+            part.topic_id)
         return f
 
     def _owner_in(self, f: ss.ShareFile, tp: TopicPartition) -> int:
@@ -322,7 +328,7 @@ class ShareConsumer:
             for k in [k for k in held if k[:2] == key]:
                 del held[k]
         if f is not None:
-            self._log.share_files().forget([f.key], remove=False)
+            self._log.share_files().forget([f.key], remove=False, only=f)
         self._log.forget_topic(tp.topic)
 
     def _acquire_locked(self, tp: TopicPartition, n: int, now: int,

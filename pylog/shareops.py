@@ -311,13 +311,15 @@ class ShareFiles:
         self.dir = os.path.join(log.path, "meta", "share")
 
     def get(self, group: str, topic: str, partition: int, capacity: int,
-            initial: Callable[[], int]) -> ss.ShareFile:
+            initial: Callable[[], int], topic_id: str | None = None) -> ss.ShareFile:
         """The file of (group, topic, partition), opened (and made, from
-        LMDB or at ``initial()``: the auto_offset_reset offset) once."""
+        LMDB or at ``initial()``: the auto_offset_reset offset) once for
+        the incarnation ``topic_id`` of the topic (L-4): one opened for a
+        deleted incarnation is opened again."""
         key = ss.share_key(group, topic, partition)
         with self._mutex:
             f = self._files.get(key)
-            if f is not None:
+            if f is not None and f.topic_id == topic_id:
                 return f
             os.makedirs(self.dir, exist_ok=True)
             meta = self._log.meta
@@ -338,6 +340,7 @@ class ShareFiles:
             f = ss.ShareFile(os.path.join(self.dir, ss.file_name(key)), key, capacity,
                              token, live_fd, load, fresh=fresh,
                              lock_timeout_s=max(1.0, self._log.metadata_timeout))
+            f.topic_id = topic_id
             self._files[key] = f
         # a new share group is listed (share_groups, pylog queues) at once
         if meta.info_get(key, "read share state") is None:
@@ -384,14 +387,18 @@ class ShareFiles:
                 f.head[ss.CKPT] = seq
         return len(snaps)
 
-    def forget(self, keys: list[bytes], remove: bool = True) -> None:
+    def forget(self, keys: list[bytes], remove: bool = True,
+               only: ss.ShareFile | None = None) -> None:
         """The states ``keys`` were deleted with their topic: their files
         are not handed out again (a consumer that still holds one finds its
         partition deleted); with ``remove`` (the deleting Log) they are
-        unlinked, so that a topic made again under the name gets new ones."""
+        unlinked, so that a topic made again under the name gets new ones.
+        With ``only``, a key is forgotten only while that file holds it
+        (not one opened since for the topic made again)."""
         with self._mutex:
             for k in keys:
-                self._files.pop(k, None)
+                if only is None or self._files.get(k) is only:
+                    self._files.pop(k, None)
         if remove:
             remove_files(self.dir, keys)
 

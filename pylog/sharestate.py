@@ -116,6 +116,8 @@ class ShareFile:
                                   f"than {_KEY_MAX} bytes")
         self.path = path
         self.key = key
+        # the incarnation of the topic (L-4) the state is of: ShareFiles.get
+        self.topic_id: str | None = None
         self._token = token
         self._live_fd = live_fd
         # (fd and journal read when taken: close() makes fd -1)

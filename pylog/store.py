@@ -509,12 +509,16 @@ class LogStore(TopicAdmin, LogAdmin):
         return self._partitions
 
     def forget_topic(self, topic: str) -> None:
-        """Drop cached state of a topic (after another process deleted it)."""
+        """Drop what is cached of a topic another process deleted: its
+        description and its partitions of the deleted incarnation (L-4);
+        those of a topic made again under the name stay open for readers."""
         with self._lock:
             self._topic_cache.pop(topic, None)
             for key in [k for k in self._partitions if k[0] == topic]:
-                part = self._partitions.pop(key)
-                part.close()
+                part = self._partitions[key]
+                if part.replaced():
+                    del self._partitions[key]
+                    part.close()
 
     def partitions_for(self, topic: str, max_age_s: float = 1.0) -> int:
         self._check()

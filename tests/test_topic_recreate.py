@@ -445,3 +445,63 @@ def test_a_monitor_in_the_consumers_process_leaves_its_position_alone(logdir, ch
         c.close()
     finally:
         log.close()
+
+
+def test_a_second_reader_of_the_log_never_carries_its_position_over(logdir, child_env):
+    """Left over from the twelfth session's review: two readers of one Log
+    read the old topic; another process deletes it and makes it again.
+    The first reader to meet the delete dropped the Log's partitions of
+    the name, so the second reader's next fetch opened the new topic's
+    partition and read it from its old position (the new topic's first
+    10 records skipped). A position belongs to the incarnation of the
+    topic it was taken in (L-4): the second reader, too, reads the new
+    topic from its start."""
+    log = pylog.open(logdir)
+    try:
+        log.create_topic("t")
+        p = log.producer()
+        for i in range(10):
+            p.send("t", b"old-%02d" % i)
+        first = log.consumer(auto_offset_reset="earliest")
+        first.assign([TP0])
+        other = log.consumer(auto_offset_reset="earliest")
+        other.assign([TP0])
+        for c in (first, other):
+            got = []
+            while len(got) < 10:
+                got += c.poll(timeout=0.5)
+        subprocess.run([sys.executable, "-c", RECREATE_30, logdir], env=child_env,
+                       check=True, timeout=60)
+        for c in (first, other):
+            new = []
+            for _ in range(20):
+                new += c.poll(timeout=0.3)
+                if len(new) >= 30:
+                    break
+            assert [r.value for r in new] == [b"new-%02d" % i for i in range(30)]
+        first.close()
+        other.close()
+    finally:
+        log.close()
+
+
+def test_a_second_share_group_of_the_log_never_carries_its_state_over(logdir, child_env):
+    """As above, for share consumers of two groups in one Log: the second
+    acquired the topic made again from its old share state (its first 10
+    records skipped). A share state belongs to its incarnation too."""
+    log = pylog.open(logdir)
+    try:
+        log.create_topic("t")
+        p = log.producer()
+        for i in range(10):
+            p.send("t", b"old-%02d" % i)
+        readers = [log.share_consumer("t", group_id=g, auto_offset_reset="earliest")
+                   for g in ("a", "b")]
+        assert [len(_accept(c, 10)) for c in readers] == [10, 10]
+        subprocess.run([sys.executable, "-c", RECREATE_30, logdir], env=child_env,
+                       check=True, timeout=60)
+        for c in readers:
+            assert sorted(_accept(c, 30)) == [b"new-%02d" % i for i in range(30)]
+            c.close()
+    finally:
+        log.close()
