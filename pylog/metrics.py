@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _format
-from .errors import InvalidArgument, PylogError
+from .errors import InvalidArgument, PylogError, TopicNotFound
 
 #: Upper bounds in seconds of the fsync latency histogram's buckets (P-11):
 #: bucket 0 is under 2**16 ns, each next one doubles, the last is unbounded.
@@ -261,7 +261,14 @@ def describe_partitions(log: Any, errors: list[str]
         for p in range(count):
             try:
                 part = log.partition(name, p)
-                info = part.describe()
+                try:
+                    info = part.describe()
+                except TopicNotFound:
+                    # open in this Log since before another process deleted
+                    # the topic and made it again (listed above): the new one
+                    log.forget_topic(name)
+                    part = log.partition(name, p)
+                    info = part.describe()
             except (PylogError, OSError) as exc:
                 errors.append(f"partition {name}-{p}: {exc}")
                 continue

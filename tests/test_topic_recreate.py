@@ -415,7 +415,9 @@ def test_a_monitor_in_the_consumers_process_leaves_its_position_alone(logdir, ch
     its old position onto the new topic (10 of its records skipped, or
     CorruptLogError): the consumer learns of the delete from the old
     partition. Whatever a monitor thread of its process reads, the
-    consumer reads the new topic from its start."""
+    consumer reads the new topic from its start; and ``metrics()`` shows
+    the new topic (it showed nothing for it, only an error, until the
+    consumer had met the delete)."""
     import threading
 
     log = pylog.open(logdir)
@@ -432,10 +434,14 @@ def test_a_monitor_in_the_consumers_process_leaves_its_position_alone(logdir, ch
         subprocess.run([sys.executable, "-c", RECREATE_30, logdir], env=child_env,
                        check=True, timeout=60)
         time.sleep(1.1)         # (past the topic cache's second)
-        t = threading.Thread(target=getattr(log, look),
-                             args=("t",) if look == "partitions_for" else ())
+        seen = []
+        t = threading.Thread(target=lambda: seen.append(getattr(log, look)(
+            *(("t",) if look == "partitions_for" else ()))))
         t.start()
         t.join()
+        if look == "metrics":   # the new topic's figures, not an error
+            assert [(m.topic, m.end_offset) for m in seen[0].partitions] == [("t", 30)]
+            assert seen[0].errors == ()
         new = []
         for _ in range(20):
             new += c.poll(timeout=0.3)
