@@ -398,8 +398,8 @@ class PollDriver:
         if cur is None or cur.position < 0 or c._paused and tp in c._paused:
             return []
         part = c._log.open_partitions().get(tp)
-        if part is None:
-            return []
+        if part is None or part.topic_id != cur.topic_id:
+            return []       # (of another incarnation: the general fetch, L-4)
         first = cur.offset
         if max_bytes is not None:
             ahead = records_ahead(part, cur)

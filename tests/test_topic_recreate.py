@@ -511,3 +511,40 @@ def test_a_second_share_group_of_the_log_never_carries_its_state_over(logdir, ch
             c.close()
     finally:
         log.close()
+
+
+def test_a_second_async_reader_never_carries_its_position_over(logdir, child_env):
+    """As above, for pylog.aio consumers, whose fetch of a single
+    partition takes a path of its own (PollDriver._fetch_one)."""
+    import asyncio
+
+    import pylog.aio
+
+    async def main():
+        async with pylog.aio.open(logdir) as log:
+            await log.create_topic("t")
+            p = log.producer()
+            for i in range(10):
+                await p.send("t", b"old-%02d" % i)
+            readers = []
+            for _ in range(2):
+                c = log.consumer(auto_offset_reset="earliest")
+                c.assign([TP0])
+                readers.append(c)
+            for c in readers:
+                got = []
+                while len(got) < 10:
+                    got += (await c.getmany(timeout_ms=500)).get(TP0, [])
+            await asyncio.to_thread(subprocess.run, [sys.executable, "-c", RECREATE_30,
+                                                     logdir], env=child_env, check=True,
+                                    timeout=60)
+            for c in readers:
+                new = []
+                for _ in range(20):
+                    new += (await c.getmany(timeout_ms=300)).get(TP0, [])
+                    if len(new) >= 30:
+                        break
+                assert [r.value for r in new] == [b"new-%02d" % i for i in range(30)]
+                await c.close()
+
+    asyncio.run(main())
