@@ -104,7 +104,6 @@ class Consumer(Positions, Fetching):
         self._read_committed = isolation_level == "read_committed"
         # kept from poll to poll (held-back batches, documents)
         self._txn_memory = ReadMemory()
-        self._walk_unfinished = False
         check_options(log, group_id, auto_offset_reset, enable_auto_commit,
                       auto_commit_interval_ms, session_timeout_ms, max_poll_records,
                       max_poll_interval_ms, consumer_timeout_ms,

@@ -130,7 +130,6 @@ class Fetching:
     _closed: bool
     _read_committed: bool
     _txn_memory: ReadMemory
-    _walk_unfinished: bool      # the last fetch's walk budget ran out
     _woken: bool
     _rr: int
     _slot: int
@@ -149,7 +148,7 @@ class Fetching:
     def _fetch(self, max_records: int, values_only: bool, slices: list[Slice],
                owned: list[TopicPartition] | None = None,
                max_bytes: int | None = None, big: list[Prefetch] | None = None,
-               ) -> list[Any]:
+               view: TxnView | None = None) -> list[Any]:
         """Fetch from the owned partitions (``owned``: as computed by the
         caller) in turn; ``slices`` gets one (tp, first index, end index)
         per partition that gave records. ``max_bytes`` (pylog.aio's inline
@@ -158,7 +157,10 @@ class Fetching:
         the cursor's move measures them after; at least one record. With
         ``big`` (a list), a first partition whose records are each larger
         than ``max_bytes`` is not fetched: its :class:`Prefetch` is put
-        in ``big`` instead, and [] returned."""
+        in ``big`` instead, and [] returned. A read_committed consumer's
+        fetch decides transactions through ``view`` (X-4; default: a
+        view of its own without a walk budget), whose ``unfinished`` the
+        caller may read after."""
         out: list[Any] = []
         if owned is None:
             owned = self._owned()
@@ -168,9 +170,8 @@ class Fetching:
             return out
         n = len(owned)
         partitions = self._log.open_partitions()
-        view = None
-        if self._read_committed:
-            view = self._txn_view(None if max_bytes is None else INLINE_WALK_BATCHES)
+        if view is None and self._read_committed:
+            view = self._txn_view()
         start = self._rr % n
         self._rr += 1
         budget = max_bytes
@@ -241,7 +242,6 @@ class Fetching:
                 slices.append((tp, i0, len(out)))
                 # P-10, once the records are in `out`: counting never raises
                 part.shared.count_fetch(len(recs))
-        self._walk_unfinished = view is not None and view.unfinished
         if view is not None and view.stale and not self._log.readonly:
             # X-9: a gone owner's or timed-out transaction held this poll
             # back; the next one reads past it

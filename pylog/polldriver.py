@@ -23,6 +23,7 @@ from .errors import (
     TopicNotFound,
 )
 from .fetching import (
+    INLINE_WALK_BATCHES,
     TOPIC_REFRESH_S,
     Prefetch,
     Prefetched,
@@ -87,7 +88,7 @@ class PollDriver:
     close() does).
     """
 
-    __slots__ = ("_c", "_owned", "_owned_src")
+    __slots__ = ("_c", "_owned", "_owned_src", "_walk_unfinished")
 
     def __init__(self, consumer: Consumer) -> None:
         self._c = consumer
@@ -96,6 +97,8 @@ class PollDriver:
         # the Log's partition counts), not on every fetch
         self._owned: list[TopicPartition] | None = None
         self._owned_src: object = None
+        # the last fetch's read_committed walk ran out of its budget
+        self._walk_unfinished = False
 
     @property
     def closed(self) -> bool:
@@ -259,12 +262,12 @@ class PollDriver:
                 continue
         return out
 
-    def position(self, todo: list[tuple[Partition, Cursor]]) -> None:
-        """Locate and map the cursors :meth:`unpositioned` returned
-        (Reader.position), and read the transactions when
-        :meth:`transactions_unread`, for a caller that does this work off
-        its event loop while no fetch of the consumer runs. Never raises:
-        the fetch that follows raises what poll would."""
+    def prepare(self, todo: list[tuple[Partition, Cursor]]) -> None:
+        """The first fetch's file work, for a caller that does it off its
+        event loop while no fetch of the consumer runs: locate and map
+        the cursors :meth:`unpositioned` returned (Reader.position), and
+        read the transactions when :meth:`transactions_unread`. Never
+        raises: the fetch that follows raises what poll would."""
         for part, cur in todo:
             try:
                 part.reader.position(cur)
@@ -295,7 +298,7 @@ class PollDriver:
         at a batch it had no time to decide (its walk budget, with
         ``max_bytes``): fetch again, after the loop's other work, before
         waiting for new records."""
-        return self._c._walk_unfinished
+        return self._walk_unfinished
 
     def transactions_unread(self) -> bool:
         """Whether this is a read_committed consumer that has not read the
@@ -370,9 +373,15 @@ class PollDriver:
             (only is None or pre.job.tp in only) else None
         if not recs:
             recs = self._fetch_one(n, owned, max_bytes, big)
+        self._walk_unfinished = False
         if not recs and not big:
+            # an inline fetch (max_bytes) walks past an open transaction a
+            # bounded number of batches at a time (X-4)
+            view = c._txn_view(None if max_bytes is None else INLINE_WALK_BATCHES) \
+                if c._read_committed else None
             with _gc_paused():
-                recs = c._fetch(n, False, [], owned, max_bytes, big)
+                recs = c._fetch(n, False, [], owned, max_bytes, big, view)
+            self._walk_unfinished = view is not None and view.unfinished
         if big:
             return big[0]
         return recs

@@ -965,7 +965,7 @@ def test_first_fetch_file_work_runs_off_the_loop(logdir, group):
     """The first fetch of a partition lists, opens and maps its segment
     and reads its index (1-3 ms at full speed: the one loop callback over
     1 ms left in bench/aio.py's runs): AIOConsumer does that in the Log's
-    executor (PollDriver.position, also after a group's housekeeping), so
+    executor (PollDriver.prepare, also after a group's housekeeping), so
     the fetch on the loop only decodes."""
     import threading
 

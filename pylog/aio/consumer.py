@@ -19,7 +19,7 @@ heartbeat, rebalance, auto-commit; ``start()``'s join), commits,
 ``seek_to_beginning``/``seek_to_end`` (which may join a group), and
 close — metadata transactions that may fsync — run in the Log's executor,
 one at a time per consumer, and so does the file work of a
-partition's first fetch (PollDriver.position: listing, opening and
+partition's first fetch (PollDriver.prepare: listing, opening and
 mapping its segment, reading its index, milliseconds in all; also after
 a seek). ``seek`` is a plain call: made while such a job runs or waits,
 its position moves in its turn, after the jobs called before it and
@@ -118,7 +118,7 @@ class AIOConsumer(RecordBuffer, OffsetQueries):
         # gave back (appended by _Iteration.__del__: put back by _take_back)
         self._iterations: weakref.WeakSet[_Iteration] = weakref.WeakSet()
         self._returned: list[Record] = []
-        # the first fetches' file work is done off the loop (PollDriver.position)
+        # the first fetches' file work is done off the loop (PollDriver.prepare)
         self._prepared = False
         # records decoded off the loop (too large for it), not yet fetched:
         # the next fetch takes them if the consumer has not moved meanwhile
@@ -218,7 +218,7 @@ class AIOConsumer(RecordBuffer, OffsetQueries):
                 # and a read_committed consumer's first parse of every
                 # transactional id's document (5 ms with 1,000 ids)
                 if todo or d.transactions_unread():
-                    await self._locked(d.position, todo)
+                    await self._locked(d.prepare, todo)
             if self._lock.locked():     # an executor job runs: after it
                 async with self._lock:
                     pass
