@@ -8,9 +8,13 @@ Each scenario writes a fresh log (sync="never", a temporary directory):
 topic ``t`` in a transaction left open ("open") or committed
 ("committed"), then ``--tail`` plain records follow one by one (one batch
 each). An open transaction holds the consumer back at its first batch,
-so every fetch decides it again; committed ones are read through.
+so every fetch decides it again; committed ones are read through. With
+``--txn-tail`` each tail record is a committed transaction of its own
+(one more producer's), so the walk past an open transaction passes a
+control batch per record.
 
     .venv/bin/python bench/readcommitted.py [--ids 20 200 1000] [--tail 1000 20000]
+        [--txn-tail]
 
 Prints per scenario: fetches timed, p50/p99/max in µs, how many took
 over 1 ms, and the records received. Single-threaded harness (the log's
@@ -34,7 +38,7 @@ import pylog.aio  # noqa: E402
 from pylog.polldriver import PollDriver  # noqa: E402
 
 
-def scenario(ids: int, state: str, tail: int) -> str:
+def scenario(ids: int, state: str, tail: int, txn_tail: bool = False) -> str:
     d = tempfile.mkdtemp(prefix="pylog-rc-")
     path = os.path.join(d, "log")
     times: list[float] = []
@@ -57,9 +61,13 @@ def scenario(ids: int, state: str, tail: int) -> str:
                 if state == "committed":
                     p.commit_transaction()
                 producers.append(p)
-            plain = log.producer()
+            plain = log.producer(transactional_id="tail") if txn_tail else log.producer()
             for i in range(tail):
+                if txn_tail:
+                    plain.begin_transaction()
                 plain.send("t", b"v%d" % i, partition=0)
+                if txn_tail:
+                    plain.commit_transaction()
             plain.flush()
             got = 0
 
@@ -95,11 +103,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ids", type=int, nargs="+", default=[20, 200, 1000])
     ap.add_argument("--tail", type=int, nargs="+", default=[1000, 20000])
+    ap.add_argument("--txn-tail", action="store_true",
+                    help="each tail record in a committed transaction of its own")
     a = ap.parse_args()
     for ids in a.ids:
         for tail in a.tail:
             for state in ("open", "committed"):
-                print(scenario(ids, state, tail), flush=True)
+                print(scenario(ids, state, tail, a.txn_tail), flush=True)
 
 
 if __name__ == "__main__":

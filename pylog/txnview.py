@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from . import batch
@@ -84,11 +85,12 @@ Control = tuple[int, int, int, int]
 Held = tuple[tuple[int, ...], float, tuple[int, int], tuple[Control, ...]]
 
 
-def _verdict(controls: deque[Control], header: Any) -> int | None:
+def _verdict(controls: deque[Control], header: Any, skip: int = 0) -> int | None:
     """X-4: the decision the first deciding control batch after
-    ``header`` makes (batch.txn_decision); None: undecided by these."""
+    ``header`` makes (batch.txn_decision); None: undecided by these.
+    The first ``skip`` controls are known not to decide it."""
     pid, epoch, base = header.producer_id, header.producer_epoch, header.base_offset
-    for off, cpid, cepoch, kind in controls:
+    for off, cpid, cepoch, kind in islice(controls, skip, None):
         if cpid == pid and off > base:
             got = batch.txn_decision(epoch, cepoch, kind)
             if got is not None:
@@ -265,8 +267,12 @@ class TxnView:
         controls = seen.controls
         while controls and controls[0][0] <= header.base_offset:
             controls.popleft()
+        # those an earlier poll passed did not decide the batch then: a
+        # poll held back at a hung transaction looks at new ones only
+        checked = len(was[3]) if was is not None and seen.walk == was[2] else 0
         while True:
-            got = _verdict(controls, header)
+            got = _verdict(controls, header, checked)
+            checked = len(controls)
             if got is not None:
                 if was is not None:
                     del self._held[part_key]
@@ -295,7 +301,14 @@ class TxnView:
         it passed; returns when the batch was first held back (now for a
         first time)."""
         was = self._held.get(part_key)
-        since = was[1] if was is not None and was[0] == key else time.monotonic()
+        if was is None or was[0] != key:
+            since = time.monotonic()
+        elif was[2] == seen.walk:
+            # nothing walked since: the controls are those noted (a poll
+            # held back at a hung transaction copies none of them again)
+            return float(was[1])
+        else:
+            since = was[1]
         self._held[part_key] = (key, since, seen.walk, tuple(seen.controls))
         return since
 
