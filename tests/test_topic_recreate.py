@@ -406,6 +406,36 @@ RECREATE_30 = textwrap.dedent("""
 """)
 
 
+def _old_topic_read_by(log, readers):
+    """Makes topic "t" with 10 records and has each of ``readers`` (new
+    consumers of ``log``) assigned its partition and read all 10."""
+    log.create_topic("t")
+    p = log.producer()
+    for i in range(10):
+        p.send("t", b"old-%02d" % i)
+    for c in readers:
+        c.assign([TP0])
+        got = []
+        while len(got) < 10:
+            got += c.poll(timeout=0.5)
+
+
+def _recreate_30(logdir, child_env):
+    """Another process deletes "t" and makes it again with 30 records."""
+    subprocess.run([sys.executable, "-c", RECREATE_30, logdir], env=child_env,
+                   check=True, timeout=60)
+
+
+def _reads_the_new_topic(c):
+    """``c`` polls the 30 records of the topic made again, from its start."""
+    new = []
+    for _ in range(20):
+        new += c.poll(timeout=0.3)
+        if len(new) >= 30:
+            break
+    assert [r.value for r in new] == [b"new-%02d" % i for i in range(30)]
+
+
 @pytest.mark.parametrize("look", ["metrics", "topics", "partitions_for"])
 def test_a_monitor_in_the_consumers_process_leaves_its_position_alone(logdir, child_env,
                                                                       look):
@@ -422,17 +452,9 @@ def test_a_monitor_in_the_consumers_process_leaves_its_position_alone(logdir, ch
 
     log = pylog.open(logdir)
     try:
-        log.create_topic("t")
-        p = log.producer()
-        for i in range(10):
-            p.send("t", b"old-%02d" % i)
         c = log.consumer(auto_offset_reset="earliest")
-        c.assign([TP0])
-        got = []
-        while len(got) < 10:
-            got += c.poll(timeout=0.5)
-        subprocess.run([sys.executable, "-c", RECREATE_30, logdir], env=child_env,
-                       check=True, timeout=60)
+        _old_topic_read_by(log, [c])
+        _recreate_30(logdir, child_env)
         time.sleep(1.1)         # (past the topic cache's second)
         seen = []
         t = threading.Thread(target=lambda: seen.append(getattr(log, look)(
@@ -442,12 +464,7 @@ def test_a_monitor_in_the_consumers_process_leaves_its_position_alone(logdir, ch
         if look == "metrics":   # the new topic's figures, not an error
             assert [(m.topic, m.end_offset) for m in seen[0].partitions] == [("t", 30)]
             assert seen[0].errors == ()
-        new = []
-        for _ in range(20):
-            new += c.poll(timeout=0.3)
-            if len(new) >= 30:
-                break
-        assert [r.value for r in new] == [b"new-%02d" % i for i in range(30)]
+        _reads_the_new_topic(c)
         c.close()
     finally:
         log.close()
@@ -464,29 +481,12 @@ def test_a_second_reader_of_the_log_never_carries_its_position_over(logdir, chil
     topic from its start."""
     log = pylog.open(logdir)
     try:
-        log.create_topic("t")
-        p = log.producer()
-        for i in range(10):
-            p.send("t", b"old-%02d" % i)
-        first = log.consumer(auto_offset_reset="earliest")
-        first.assign([TP0])
-        other = log.consumer(auto_offset_reset="earliest")
-        other.assign([TP0])
-        for c in (first, other):
-            got = []
-            while len(got) < 10:
-                got += c.poll(timeout=0.5)
-        subprocess.run([sys.executable, "-c", RECREATE_30, logdir], env=child_env,
-                       check=True, timeout=60)
-        for c in (first, other):
-            new = []
-            for _ in range(20):
-                new += c.poll(timeout=0.3)
-                if len(new) >= 30:
-                    break
-            assert [r.value for r in new] == [b"new-%02d" % i for i in range(30)]
-        first.close()
-        other.close()
+        readers = [log.consumer(auto_offset_reset="earliest") for _ in range(2)]
+        _old_topic_read_by(log, readers)
+        _recreate_30(logdir, child_env)
+        for c in readers:
+            _reads_the_new_topic(c)
+            c.close()
     finally:
         log.close()
 
@@ -504,8 +504,7 @@ def test_a_second_share_group_of_the_log_never_carries_its_state_over(logdir, ch
         readers = [log.share_consumer("t", group_id=g, auto_offset_reset="earliest")
                    for g in ("a", "b")]
         assert [len(_accept(c, 10)) for c in readers] == [10, 10]
-        subprocess.run([sys.executable, "-c", RECREATE_30, logdir], env=child_env,
-                       check=True, timeout=60)
+        _recreate_30(logdir, child_env)
         for c in readers:
             assert sorted(_accept(c, 30)) == [b"new-%02d" % i for i in range(30)]
             c.close()
@@ -535,9 +534,7 @@ def test_a_second_async_reader_never_carries_its_position_over(logdir, child_env
                 got = []
                 while len(got) < 10:
                     got += (await c.getmany(timeout_ms=500)).get(TP0, [])
-            await asyncio.to_thread(subprocess.run, [sys.executable, "-c", RECREATE_30,
-                                                     logdir], env=child_env, check=True,
-                                    timeout=60)
+            await asyncio.to_thread(_recreate_30, logdir, child_env)
             for c in readers:
                 new = []
                 for _ in range(20):
