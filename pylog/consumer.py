@@ -521,9 +521,10 @@ class Consumer(Positions, Fetching):
                 "their records are delivered again; poll again to rejoin")
         if clean is None:
             owned = set(self._owned())
-            clean = {tp: o for tp, o in
-                     self._delivery.handed_positions().items()
+            clean = {tp: o for tp, o in self._delivery.handed_positions().items()
                      if tp in owned}
+            if not grouped:     # (a member's group refuses a deleted topic's)
+                clean = self._live(clean)
         if not clean:
             return
         raw = {(tp.topic, tp.partition): o for tp, o in clean.items()}
@@ -557,7 +558,7 @@ class Consumer(Positions, Fetching):
         """Auto-commit: the finished records' positions (pylog.delivery)."""
         if not self._auto_commit:
             return
-        pending = {tp: o for tp, o in self._delivery.finished().items()
+        pending = {tp: o for tp, o in self._live(self._delivery.finished()).items()
                    if self._committed_pos.get(tp) != o}
         if not pending:
             return
@@ -596,7 +597,7 @@ class Consumer(Positions, Fetching):
                         error = exc
                 final = None
                 if autocommit and self._auto_commit:
-                    finished = self._delivery.finished()
+                    finished = self._live(self._delivery.finished())
                     final = {(tp.topic, tp.partition): o for tp, o in finished.items()}
                     self._sync_for_commit(finished)
                 if member is not None:

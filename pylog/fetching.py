@@ -141,7 +141,8 @@ class Fetching:
     if TYPE_CHECKING:
         def _owned(self) -> list[TopicPartition]: ...
         def _cursor(self, tp: TopicPartition) -> Cursor: ...
-        def _set_position(self, tp: TopicPartition, offset: int) -> None: ...
+        def _set_position(self, tp: TopicPartition, offset: int,
+                          topic_id: str | None = None) -> None: ...
         def _sync_group(self, force: bool = False) -> None: ...
         def _maybe_auto_commit(self) -> None: ...
 
@@ -222,7 +223,8 @@ class Fetching:
                                   txn=view)
             except OffsetOutOfRange:
                 self._delivery.not_handed(tp, marked)
-                self._set_position(tp, self._resets.out_of_range(tp, part, cur.offset))
+                self._set_position(tp, self._resets.out_of_range(tp, part, cur.offset),
+                                   part.topic_id)
                 continue
             except TopicNotFound:
                 self._delivery.not_handed(tp, marked)

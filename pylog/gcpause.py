@@ -80,4 +80,7 @@ class paused:
             if _depth == 0 and _was_enabled:
                 gc.enable()
 
-    __del__ = _end
+    def __del__(self) -> None:
+        # (a Ctrl-C at the entry of __init__ leaves no _on: nothing counted)
+        if getattr(self, "_on", False):
+            self._end()

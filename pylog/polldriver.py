@@ -227,13 +227,16 @@ class PollDriver:
             return None
         return int(part.state().next_offset)
 
-    def seek_target(self, tp: TopicPartition, offset: int) -> tuple[TopicPartition, int]:
+    def seek_target(self, tp: TopicPartition, offset: int
+                    ) -> tuple[TopicPartition, int, str | None]:
         """Consumer.seek's checks (raising as it does), moving nothing:
-        (tp, the offset it would move to); :meth:`set_position` moves."""
+        (tp, the offset it would move to, the topic's incarnation it is
+        an offset of); :meth:`set_position` moves."""
         return self._c._seek_target(tp, offset)
 
-    def set_position(self, tp: TopicPartition, offset: int) -> None:
-        self._c._set_position(tp, offset)
+    def set_position(self, tp: TopicPartition, offset: int,
+                     topic_id: str | None = None) -> None:
+        self._c._set_position(tp, offset, topic_id)
 
     def unpositioned(self) -> list[tuple[Partition, Cursor]]:
         """(partition, cursor) of the owned, unpaused partitions whose cursor

@@ -115,8 +115,32 @@ class Positions:
                     "; assign() it or subscribe() to its topic first"))
         return tp
 
-    def _set_position(self, tp: TopicPartition, offset: int) -> None:
-        self._cursors[tp] = Cursor(offset)
+    def _live(self, positions: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """``positions`` (of the cursors) less those taken in an incarnation
+        of their topic that was deleted since (L-4): such an offset means
+        nothing in a topic made again under the name, and committed there
+        it would skip that topic's records. Reads mapped partition states,
+        no metadata (a delete landing after this look is not seen)."""
+        out = {}
+        for tp, off in positions.items():
+            cur = self._cursors.get(tp)
+            if cur is not None and cur.topic_id is not None:
+                try:
+                    part = self._log.open_partitions().get(tp) or \
+                        self._log.partition(tp.topic, tp.partition)
+                    if part.topic_id != cur.topic_id:
+                        continue
+                    part.state()            # (TopicNotFound: deleted)
+                except TopicNotFound:
+                    continue
+            out[tp] = off
+        return out
+
+    def _set_position(self, tp: TopicPartition, offset: int,
+                      topic_id: str | None = None) -> None:
+        """Move ``tp`` to ``offset``, an offset of the topic's incarnation
+        ``topic_id`` (L-4; None: of the one its next fetch reads)."""
+        self._cursors[tp] = Cursor(offset, topic_id)
         self._delivery.forget(tp)
 
     def seek(self, partition: TopicPartition, offset: int) -> None:
@@ -129,14 +153,17 @@ class Positions:
         ``auto_offset_reset="none"``)."""
         self._set_position(*self._seek_target(partition, offset))
 
-    def _seek_target(self, partition: TopicPartition, offset: int) -> tuple[TopicPartition, int]:
-        """seek()'s checks, moving nothing: (tp, the offset it moves to)."""
+    def _seek_target(self, partition: TopicPartition, offset: int
+                     ) -> tuple[TopicPartition, int, str | None]:
+        """seek()'s checks, moving nothing: (tp, the offset it moves to,
+        the incarnation of the topic it was checked against)."""
         self._check()
         tp = self._owned_or_raise(partition)
         if isinstance(offset, bool) or not isinstance(offset, int) or \
                 not 0 <= offset < 1 << 63:
             raise InvalidArgument(f"offset={offset!r}; expected an int in [0, 2**63)")
-        st = self._log.partition(tp.topic, tp.partition).state()
+        part = self._log.partition(tp.topic, tp.partition)
+        st = part.state()
         if offset < st.log_start_offset:
             if self._resets.policy == "none":
                 raise OffsetOutOfRange(
@@ -144,7 +171,7 @@ class Positions:
                     f"{st.log_start_offset} (older records were deleted) and "
                     "auto_offset_reset='none'")
             offset = st.log_start_offset
-        return tp, offset
+        return tp, offset, part.topic_id
 
     def seek_to_beginning(self, *partitions: Any) -> None:
         """Move to the log start of ``partitions`` (varargs as kafka-python,
@@ -164,9 +191,9 @@ class Positions:
             tp = self._owned_or_raise(tp)
             part = self._log.partition(tp.topic, tp.partition)
             if end == "next_offset":
-                self._set_position(tp, self._resets.end(part))
+                self._set_position(tp, self._resets.end(part), part.topic_id)
             else:
-                self._set_position(tp, int(getattr(part.state(), end)))
+                self._set_position(tp, int(getattr(part.state(), end)), part.topic_id)
 
     # -- offsets of the log ---------------------------------------------------------
     def offsets_for_times(self, timestamps: Mapping[TopicPartition, int]

@@ -545,3 +545,56 @@ def test_a_second_async_reader_never_carries_its_position_over(logdir, child_env
                 await c.close()
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("seek", ["seek_to_end", "seek"])
+def test_a_seek_made_before_the_delete_is_not_an_offset_of_the_new_topic(
+        logdir, child_env, seek):
+    """Review of the above: a seek in the old topic (to its end, 10, or to
+    7) made a cursor bound at its first fetch, which read the topic made
+    again from there (20 or 23 of its 30 records) once another reader of
+    the Log had met the delete. A seek is an offset of the incarnation
+    it was checked against."""
+    log = pylog.open(logdir)
+    try:
+        first, other = readers = [log.consumer(auto_offset_reset="earliest")
+                                  for _ in range(2)]
+        _old_topic_read_by(log, readers)
+        if seek == "seek":
+            other.seek(TP0, 7)
+        else:
+            other.seek_to_end(TP0)
+        _recreate_30(logdir, child_env)
+        for _ in range(3):
+            first.poll(timeout=0.3)     # (meets the delete)
+        _reads_the_new_topic(other)
+    finally:
+        log.close()
+
+
+@pytest.mark.parametrize("how", ["commit", "close"])
+def test_an_assigned_consumers_commit_skips_a_deleted_topics_position(
+        logdir, child_env, how):
+    """Review of the above, older than it: a consumer with a group that
+    assign()ed the partition (not a member, so no group drops it) read
+    10 records; the topic is deleted and made again with 30; its
+    commit() or close() (auto-commit) stored offset 10 for the new topic,
+    and the group then read 20 of its 30 records. A position of a
+    deleted incarnation is not committed."""
+    log = pylog.open(logdir)
+    try:
+        c = log.consumer(group_id="g", auto_offset_reset="earliest",
+                         enable_auto_commit=(how == "close"))
+        _old_topic_read_by(log, [c])
+        c.poll(timeout=0.1)             # (the 10 are finished)
+        _recreate_30(logdir, child_env)
+        if how == "commit":
+            c.commit()
+        else:
+            c.close()
+        n = log.consumer(group_id="g", auto_offset_reset="earliest")
+        assert n.committed(TP0) is None
+        n.assign([TP0])
+        _reads_the_new_topic(n)
+    finally:
+        log.close()

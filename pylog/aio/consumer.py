@@ -111,7 +111,7 @@ class AIOConsumer(RecordBuffer, OffsetQueries):
         self._relay = relay
         self._lock = JobLock()      # one executor job, or one fetch, at a time
         # seeks made while jobs ran or waited, each applied in its turn in
-        # the lock's queue (JobLock.then; [tp, offset], in call order)
+        # the lock's queue (JobLock.then; [tp, offset, topic id], in call order)
         self._seeks: list[list[Any]] = []
         self._buffer: deque[Record] = deque()   # fetched by getone, not yet received
         # the running ``async for`` loops, and the records that loops left
@@ -461,14 +461,14 @@ class AIOConsumer(RecordBuffer, OffsetQueries):
         commit() called before it does not commit it. A partition that a
         rebalance takes meanwhile drops it."""
         self._check_assigned((tp,), "seek")
-        tp, offset = self._d.seek_target(tp, offset)    # (first: a refused seek drops nothing)
+        tp, offset, topic_id = self._d.seek_target(tp, offset)  # (a refused seek drops nothing)
         key = tuple(tp)
         self._keep(lambda r: (r.topic, r.partition) != key)
         if IN_LISTENER.get() is self:   # (its housekeeping waits for the callback)
-            self._d.set_position(tp, offset)
+            self._d.set_position(tp, offset, topic_id)
             self._prepared = False
             return
-        seek = [tp, offset]
+        seek = [tp, offset, topic_id]
         self._seeks.append(seek)
         self._lock.then(lambda: self._apply_seek(seek))
 
@@ -479,7 +479,7 @@ class AIOConsumer(RecordBuffer, OffsetQueries):
         self._seeks.remove(seek)
         try:
             if seek[0] in self._d.owned():
-                self._d.set_position(seek[0], seek[1])
+                self._d.set_position(*seek)
                 self._prepared = False      # (its file work: off the loop)
         except PylogError:
             pass        # (closed meanwhile)
@@ -629,7 +629,7 @@ class AIOConsumer(RecordBuffer, OffsetQueries):
         if offsets is None and self._buffer:
             offsets = self._d.commit_offsets(list(self._buffer))
             owned = self._d.owned()
-            offsets.update((tp, off) for tp, off in self._seeks if tp in owned)
+            offsets.update((tp, off) for tp, off, _ in self._seeks if tp in owned)
         if self._d.commit_is_a_store(offsets) and IN_LISTENER.get() is not self:
             # under the lock: after the jobs and seeks called before, and
             # before a seek made from now on (its turn comes after this)

@@ -69,7 +69,7 @@ class OffsetQueries:
         highwater may so have nothing to read yet: the records from the
         last stable offset on belong to transactions still open."""
         tp = self._owned_tp(tp, "highwater")
-        return self._d.end_offset(tp, any(t == tp for t, _ in self._seeks))
+        return self._d.end_offset(tp, any(s[0] == tp for s in self._seeks))
 
     def _owned_tp(self, tp: TopicPartition, what: str) -> TopicPartition:
         tp = as_tp(tp)
