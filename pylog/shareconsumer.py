@@ -163,12 +163,7 @@ class ShareConsumer:
     def _file(self, tp: TopicPartition) -> ss.ShareFile:
         f = self._files.get(tp)
         if f is not None and f.fd >= 0:
-            part = self._log.open_partitions().get(tp)
-            if part is None or part.topic_id == f.topic_id:
-                return f
-            # of a deleted incarnation (L-4): another reader of this Log met
-            # the delete first, and the Log opened the topic made again
-            self._topic_deleted(tp)
+            return f
         part = self._log.partition(tp.topic, tp.partition)
 
         def initial() -> int:
@@ -273,11 +268,15 @@ class ShareConsumer:
         records and them by key (held already; poll delivers them)."""
         tps = self._partitions()
         if self._home is None:
-            # (not waiting for that lock: placed at a later poll then)
-            f = self._file(tps[0])
-            with f.locked(wait=False) as got:
-                if got:
-                    self._home = self._owner_in(f, tps[0])
+            # (not waiting for that lock: placed at a later poll then; nor
+            # on a deleted topic's partition, which _acquire_from drops)
+            try:
+                f = self._file(tps[0])
+                with f.locked(wait=False) as got:
+                    if got:
+                        self._home = self._owner_in(f, tps[0])
+            except TopicNotFound:
+                pass
         out: list[ShareRecord] = []
         now = int(time.time() * 1000)
         start = (self._member if self._home is None else self._home) + now // _ROTATE_MS
@@ -300,6 +299,13 @@ class ShareConsumer:
                       wait: bool) -> bool:
         """Up to ``n`` records of ``tp`` appended to ``out``; False (nothing
         done) when ``wait`` is false and the share file is locked."""
+        f = self._files.get(tp)
+        if f is not None:
+            part = self._log.open_partitions().get(tp)
+            if part is not None and part.topic_id != f.topic_id:
+                # of a deleted incarnation (L-4): another reader of this Log
+                # met the delete first, and the Log opened the topic made again
+                self._topic_deleted(tp)
         try:
             return self._acquire_locked(tp, n, now, out, wait)
         except TopicNotFound:

@@ -308,6 +308,9 @@ class ShareFiles:
         self.pid = os.getpid()
         self._mutex = threading.Lock()
         self._files: dict[bytes, ss.ShareFile] = {}
+        # files of deleted incarnations, dropped from _files: a consumer of
+        # this Log may still be inside one, so they are closed with the Log
+        self._retired: list[ss.ShareFile] = []
         self.dir = os.path.join(log.path, "meta", "share")
 
     def get(self, group: str, topic: str, partition: int, capacity: int,
@@ -319,8 +322,10 @@ class ShareFiles:
         key = ss.share_key(group, topic, partition)
         with self._mutex:
             f = self._files.get(key)
-            if f is not None and f.topic_id == topic_id:
-                return f
+            if f is not None:
+                if f.topic_id == topic_id:
+                    return f
+                self._retired.append(f)
             os.makedirs(self.dir, exist_ok=True)
             meta = self._log.meta
 
@@ -398,13 +403,16 @@ class ShareFiles:
         with self._mutex:
             for k in keys:
                 if only is None or self._files.get(k) is only:
-                    self._files.pop(k, None)
+                    f = self._files.pop(k, None)
+                    if f is not None:
+                        self._retired.append(f)
         if remove:
             remove_files(self.dir, keys)
 
     def close(self) -> None:
         with self._mutex:
-            files, self._files = list(self._files.values()), {}
+            files, self._files = list(self._files.values()) + self._retired, {}
+            self._retired = []
         for f in files:
             f.close()
 
