@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 from . import _native
 from .deserialize import RecordMaker
 from .errors import (
+    LogClosed,
     OffsetOutOfRange,
     PylogError,
     TopicNotFound,
@@ -102,6 +103,14 @@ def records_that_fit(ahead: tuple[int, int, bool] | None, max_records: int, max_
     if exact and nbytes <= max_bytes or recs <= 0 or nbytes <= 0:
         return max_records          # (all of it fits, or nothing to go by)
     return min(max_records, int(max_bytes * recs // nbytes))
+
+
+def dropped_under(log: LogStore, part: Partition) -> bool:
+    """Was ``part`` closed under a fetch of it by another thread dropping a
+    deleted incarnation's partitions (LogStore.forget_topic, L-4) while
+    ``log`` stays open? The fetch then gives nothing; the next one reads
+    the partition the Log has open now."""
+    return part.closed and not log._closed
 
 
 def housekeeping_due(c: Fetching, now: float) -> bool:
@@ -229,6 +238,11 @@ class Fetching:
             except TopicNotFound:
                 self._delivery.not_handed(tp, marked)
                 self._topic_deleted(tp)
+                continue
+            except LogClosed:
+                self._delivery.not_handed(tp, marked)
+                if not dropped_under(self._log, part):
+                    raise
                 continue
             if not recs:
                 self._delivery.not_handed(tp, marked)
@@ -392,6 +406,11 @@ class Fetching:
                 except TopicNotFound:
                     self._delivery.not_handed(tp, marked)
                     self._topic_deleted(tp)
+                    got = None
+                except LogClosed:
+                    self._delivery.not_handed(tp, marked)
+                    if not dropped_under(self._log, part):
+                        raise
                     got = None
                 if not got:
                     self._delivery.not_handed(tp, marked)

@@ -218,22 +218,6 @@ class Partition:
             self._next_live_check = 0.0
         return self.state().generation
 
-    def replaced(self) -> bool:
-        """Was this partition's incarnation of its topic deleted (L-4), its
-        state marked so or its directory given to a topic made again under
-        the name? False when that cannot be told now (out of descriptors,
-        a failed partition's unreadable state): asked again later."""
-        try:
-            self.state()
-        except TopicNotFound:
-            return True
-        except PylogError:
-            pass
-        try:
-            return not self._same_incarnation()
-        except OSError:
-            return False
-
     def _same_incarnation(self) -> bool:
         """Does the directory still carry this partition's topic id (L-4)?
         (Asked when a dropped state map is mapped again.)"""

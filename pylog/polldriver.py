@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import (
     CommitFailedError,
     InvalidArgument,
+    LogClosed,
     PylogError,
     TopicNotFound,
 )
@@ -27,6 +28,7 @@ from .fetching import (
     TOPIC_REFRESH_S,
     Prefetch,
     Prefetched,
+    dropped_under,
     housekeeping_due,
     prefetch_job,
     records_ahead,
@@ -428,6 +430,11 @@ class PollDriver:
         except TopicNotFound:
             c._delivery.not_handed(tp, marked)
             return []       # (the general fetch finds it deleted too)
+        except LogClosed:
+            c._delivery.not_handed(tp, marked)
+            if not dropped_under(c._log, part):
+                raise
+            return []
         if not got:
             c._delivery.not_handed(tp, marked)
             return got

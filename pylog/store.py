@@ -514,9 +514,9 @@ class LogStore(TopicAdmin, LogAdmin):
         those of a topic made again under the name stay open for readers."""
         with self._lock:
             self._topic_cache.pop(topic, None)
-            for key in [k for k in self._partitions if k[0] == topic]:
-                part = self._partitions[key]
-                if part.replaced():
+            current = (self.meta.get_topic(topic) or {}).get("id")    # (one read)
+            for key, part in [kp for kp in self._partitions.items() if kp[0][0] == topic]:
+                if part.topic_id is None or part.topic_id != current:
                     del self._partitions[key]
                     part.close()
 

@@ -598,3 +598,134 @@ def test_an_assigned_consumers_commit_skips_a_deleted_topics_position(
         _reads_the_new_topic(n)
     finally:
         log.close()
+
+
+@pytest.mark.parametrize("end", ["commit", "close", "commit-always"])
+def test_a_share_consumer_ends_cleanly_after_another_reader_met_the_delete(
+        logdir, child_env, end):
+    """Review of the share side of the above: once another reader of the
+    Log (here ``metrics()``) had opened the topic made again, a share
+    consumer that held or acknowledged old records raised from commit()
+    (KeyError; with sync="always" a set changed while iterated) or close()
+    (a dict changed while iterated, after which it freed the new topic's
+    owner slot of another consumer). They end cleanly, and the group
+    reads the new topic whole."""
+    log = pylog.open(logdir, sync="always" if end == "commit-always" else "never")
+    try:
+        log.create_topic("t")
+        p = log.producer()
+        for i in range(10):
+            p.send("t", b"old-%02d" % i)
+        c = log.share_consumer("t", group_id="g", auto_offset_reset="earliest")
+        got = []
+        for _ in range(20):
+            got += c.poll(timeout_ms=200)
+            if len(got) >= 10:
+                break
+        if end != "close":
+            for r in got:
+                c.acknowledge(r, "accept")
+            if end == "commit-always":
+                c.commit()
+        _recreate_30(logdir, child_env)
+        assert [(m.topic, m.end_offset) for m in log.metrics().partitions] == [("t", 30)]
+        if end == "close":
+            c.close()
+        else:
+            c.commit()
+            c.close()
+        again = log.share_consumer("t", group_id="g", auto_offset_reset="earliest")
+        assert sorted(_accept(again, 30)) == [b"new-%02d" % i for i in range(30)]
+        again.close()
+    finally:
+        log.close()
+
+
+def test_a_new_share_group_reads_a_topic_made_again_at_its_first_poll(logdir, child_env):
+    """Review: a share group new to the Log, whose Log still had the deleted
+    topic's partition open, raised TopicNotFound from every poll (its
+    place in the group was looked up on the deleted partition)."""
+    log = pylog.open(logdir)
+    try:
+        log.create_topic("t")
+        log.producer().send("t", b"old")
+        first = log.share_consumer("t", group_id="g", auto_offset_reset="earliest")
+        assert len(first.poll(timeout_ms=500)) == 1
+        _recreate_30(logdir, child_env)
+        other = log.share_consumer("t", group_id="other", auto_offset_reset="earliest")
+        assert sorted(_accept(other, 30)) == [b"new-%02d" % i for i in range(30)]
+    finally:
+        log.close()
+
+
+def test_a_deleted_topics_share_files_are_closed_with_the_log(logdir, child_env):
+    """Review: the share files of a deleted incarnation, dropped from the
+    Log's cache, were never closed: two descriptors and a map per delete
+    stayed for as long as the process ran, the Log closed or not."""
+    import os
+
+    def share_fds():
+        out = []
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                continue
+            if logdir in target and "/meta/share/" in target:
+                out.append(target)
+        return out
+
+    log = pylog.open(logdir)
+    log.create_topic("t")
+    log.producer().send("t", b"x")
+    c = log.share_consumer("t", group_id="g", auto_offset_reset="earliest")
+    assert len(_accept(c, 1)) == 1
+    for _ in range(3):
+        _recreate_30(logdir, child_env)
+        assert len(_accept(c, 30)) == 30
+    c.close()
+    log.close()
+    assert share_fds() == []
+
+
+@pytest.mark.parametrize("other", ["metrics", "consumer"])
+def test_a_fetch_whose_partition_another_thread_drops_gives_nothing(
+        logdir, child_env, other, monkeypatch):
+    """Review: a consumer thread had the deleted incarnation's partition in
+    hand when another thread (``metrics()``, or a consumer meeting the
+    delete) dropped and closed it: poll() raised LogClosed on an open Log.
+    The fetch gives nothing instead, and the next one reads the topic made
+    again. The interleaving is forced: the fetch waits, between taking
+    the partition and reading it, for the other thread to be done."""
+    import threading
+
+    from pylog.delivery import Delivery
+
+    log = pylog.open(logdir)
+    try:
+        c, second = readers = [log.consumer(auto_offset_reset="earliest") for _ in range(2)]
+        _old_topic_read_by(log, readers)
+        _recreate_30(logdir, child_env)
+        in_fetch, go = threading.Event(), threading.Event()
+        handing = Delivery.handing
+
+        def held_up(self, tp, first):
+            if self is c._delivery and not go.is_set():
+                in_fetch.set()
+                go.wait(10)
+            return handing(self, tp, first)
+        monkeypatch.setattr(Delivery, "handing", held_up)
+        result = []
+        t = threading.Thread(target=lambda: result.append(c.poll(timeout=0)))
+        t.start()
+        assert in_fetch.wait(10)
+        if other == "metrics":
+            log.metrics()
+        else:
+            _reads_the_new_topic(second)
+        go.set()
+        t.join(10)
+        assert result == [[]]
+        _reads_the_new_topic(c)
+    finally:
+        log.close()
