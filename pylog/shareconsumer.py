@@ -463,7 +463,12 @@ class ShareConsumer:
         delayed record holds no in-flight slot), "reject" (unprocessable:
         Archived, copied to the dead-letter topic) or "renew" (extend the
         lock by record_lock_ms, for long jobs; the record stays acquired).
-        Applied at the next poll() or commit()."""
+        Applied at the next poll() or commit(). Raises LogClosed once this
+        consumer or its Log is closed: the acknowledgement could never be
+        applied (close() released the record)."""
+        if self._closed or self._log._closed:
+            # (the Log's flag, not its property: this is the per-record path)
+            self._check()
         if not isinstance(record, ShareRecord):
             raise InvalidArgument(f"acknowledge({record!r}): expected a ShareRecord "
                                   "this consumer's poll returned")
