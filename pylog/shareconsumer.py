@@ -131,7 +131,7 @@ class ShareConsumer:
         # partitions with pending acknowledgements other than plain accepts
         self._mixed: set[tuple[str, int]] = set()
         # partitions whose acknowledgements were being applied when a Ctrl-C
-        # came (still pending, maybe applied): shareops.applied_before
+        # or an error came (still pending, maybe applied): shareops.applied_before
         self._applying: dict[tuple[str, int], Any] = {}
         self._failed: list[tuple[str, int, int]] = []
         self._touched: set[TopicPartition] = set()
@@ -532,19 +532,22 @@ class ShareConsumer:
                 owner = self._owner_in(f, tp)
                 mark = self._applying.get(key)
                 if mark is not None:
-                    # a Ctrl-C came after they were applied, before they
-                    # left `pending`: applied again they would fail
+                    # a Ctrl-C or an error came after they were applied, or
+                    # half applied (Q-5 step 1 written, the dead-letter copy
+                    # failed), before they left `pending`: applied again they
+                    # would fail. The copies are finished first (raising
+                    # again while the disk is full), so that a reject reads
+                    # Archived, as applied_before expects
+                    ops.finish_dead_letters(f, self._target(tp, part))
                     for off in ops.applied_before(f, owner, mark):
                         acks.pop(off, None)
                 batch = list(acks.values())
+                # (kept when apply_acks raises: an error may come after Q-5
+                # step 1 applied the batch)
                 self._applying[key] = batch
-                try:
-                    bad = ops.apply_acks(f, owner, batch, now, self.record_lock_ms,
-                                         self.delivery_limit, self._target(tp, part),
-                                         key not in mixed) if batch else []
-                except Exception:
-                    del self._applying[key]     # (an error applies nothing: Q-2)
-                    raise
+                bad = ops.apply_acks(f, owner, batch, now, self.record_lock_ms,
+                                     self.delivery_limit, self._target(tp, part),
+                                     key not in mixed) if batch else []
                 del pending[key]
                 del self._applying[key]
             mixed.discard(key)

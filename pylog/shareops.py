@@ -254,7 +254,8 @@ def apply_acks(f: ss.ShareFile, owner: int, acks: list[tuple[int, str, int]], no
 def applied_before(f: ss.ShareFile, owner: int,
                    acks: list[tuple[int, str, int]]) -> list[int]:
     """The offsets of ``acks`` (a batch whose :func:`apply_acks` a Ctrl-C
-    cut short, before or after it applied them) when the batch was
+    or an error cut short, before or after it applied them; its dead-letter
+    copies finished since) when the batch was
     applied, else []. They apply all or nothing (Q-2), so the batch was
     applied when each record is where its acknowledgement puts it: an
     accept's Acknowledged, a reject's Archived, a release's out of this
