@@ -116,6 +116,10 @@ class ShareFile:
                                   f"than {_KEY_MAX} bytes")
         self.path = path
         self.key = key
+        # the topic incarnation (L-4) whose partition this state is of, set
+        # by its first share consumer: a topic deleted and made again under
+        # its name has the same key and path, and a new state
+        self.topic_id: str | None = None
         self._token = token
         self._live_fd = live_fd
         # (fd and journal read when taken: close() makes fd -1)
