@@ -8,6 +8,14 @@ timestamp and its own headers, without the ``_dlq.errors.*`` ones — as a
 new record that share consumers take like any other. Dry run unless
 ``execute``.
 
+A dead letter that cannot go back as it came must not stop the others (a
+redrive that raised on it would raise at every later run too, and copy
+again what it sent before the error): one whose topic or partition no
+longer exists is skipped — its plan entry says why in ``skipped``, it
+stays in the dead-letter topic, and the progress moves past it — and one
+whose timestamp its topic's window (``message_timestamp_before_max_ms``)
+no longer accepts is sent with the current time instead.
+
 Where a redrive stopped is its own LMDB ``info`` key (FORMAT.rst Q-8:
 ``redrive``, NUL, group, NUL, topic → the topic's id and an offset per
 partition), not a consumer group's offsets: those are deleted when the
@@ -30,7 +38,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .errors import CorruptLogError, TopicNotFound
+from .errors import CorruptLogError, InvalidTimestamp, TopicNotFound
 from .records import TopicPartition
 from .sharedlq import DLQ_PREFIX
 
@@ -88,6 +96,7 @@ def redrive(log: Any, group: str, dead_letter_topic: str, *,
         ends = c.end_offsets(tps)
         plan: list[dict[str, Any]] = []
         copies = []
+        widths: dict[str, int | None] = {}      # partitions per topic, None: gone
         while any(c.position(tp) < ends[tp] for tp in tps):
             recs = c.poll(timeout_ms=200, max_records=1000)
             if not recs:
@@ -107,13 +116,23 @@ def redrive(log: Any, group: str, dead_letter_topic: str, *,
                              "reason": (h.get(DLQ_PREFIX + "reason") or b"").decode(),
                              "delivery_count": int(h.get(DLQ_PREFIX + "delivery.count")
                                                    or 0)})
-                copies.append((topic, partition, r))
+                why = _unsendable(log, widths, topic, partition)
+                if why is None:
+                    copies.append((topic, partition, r))
+                else:
+                    plan[-1]["skipped"] = why
         if execute:
             prod = log.producer()
             for topic, partition, r in copies:
                 headers = [(k, v) for k, v in r.headers if not k.startswith(DLQ_PREFIX)]
-                prod.send(topic, r.value, key=r.key, headers=headers, partition=partition,
-                          timestamp_ms=r.timestamp_ms)
+                try:
+                    prod.send(topic, r.value, key=r.key, headers=headers,
+                              partition=partition, timestamp_ms=r.timestamp_ms)
+                except InvalidTimestamp:
+                    # (a refused send wrote nothing) a retry is a new record:
+                    # the current time is always inside the window
+                    prod.send(topic, r.value, key=r.key, headers=headers,
+                              partition=partition)
             prod.flush()
             prod.close()
             # M-10: progress never points past dead letters a power loss
@@ -131,3 +150,21 @@ def redrive(log: Any, group: str, dead_letter_topic: str, *,
         return plan
     finally:
         c.close()
+
+
+def _unsendable(log: Any, widths: dict[str, int | None], topic: str,
+                partition: int) -> str | None:
+    """Why a dead letter of ``topic``-``partition`` cannot be redriven (its
+    topic was deleted, or has fewer partitions now), None when it can.
+    ``widths`` caches the partition counts of the topics seen."""
+    if topic not in widths:
+        try:
+            widths[topic] = log.partitions_for(topic)
+        except TopicNotFound:
+            widths[topic] = None
+    n = widths[topic]
+    if n is None:
+        return f"topic {topic!r} no longer exists"
+    if not 0 <= partition < n:
+        return f"topic {topic!r} has no partition {partition} now"
+    return None

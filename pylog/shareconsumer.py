@@ -80,23 +80,8 @@ class ShareConsumer:
                  record_lock_ms: int | None, delivery_limit: int | None,
                  max_in_flight: int | None, acknowledgement_mode: str,
                  dead_letter_topic: str | None, auto_offset_reset: str) -> None:
-        validate_group_id(group_id)
-        if not topics:
-            raise InvalidArgument("share_consumer: name at least one topic")
-        for t in topics:
-            validate_topic_name(t)
+        _check_args(log, topics, group_id, acknowledgement_mode, auto_offset_reset)
         validate_settings(record_lock_ms, delivery_limit, max_in_flight, dead_letter_topic)
-        if acknowledgement_mode not in ("explicit", "implicit"):
-            raise InvalidArgument(f"acknowledgement_mode={acknowledgement_mode!r}; "
-                                  "expected 'explicit' or 'implicit'")
-        if auto_offset_reset not in ("earliest", "latest"):
-            raise InvalidArgument(f"auto_offset_reset={auto_offset_reset!r}; "
-                                  "expected 'earliest' or 'latest'")
-        if log.readonly:
-            raise ReadOnlyLog("a share consumer changes share state: open the log "
-                              "for writing")
-        for t in topics:
-            log.partitions_for(t)           # TopicNotFound now, not at poll
         if dead_letter_topic is not None and dead_letter_topic in topics:
             # (before Q-7 stores it as the group's setting)
             raise InvalidArgument(f"dead_letter_topic={dead_letter_topic!r} is one of "
@@ -131,7 +116,7 @@ class ShareConsumer:
         # partitions with pending acknowledgements other than plain accepts
         self._mixed: set[tuple[str, int]] = set()
         # partitions whose acknowledgements were being applied when a Ctrl-C
-        # came (still pending, maybe applied): shareops.applied_before
+        # or an error came (still pending, maybe applied): shareops.applied_before
         self._applying: dict[tuple[str, int], Any] = {}
         self._failed: list[tuple[str, int, int]] = []
         self._touched: set[TopicPartition] = set()
@@ -299,13 +284,6 @@ class ShareConsumer:
                       wait: bool) -> bool:
         """Up to ``n`` records of ``tp`` appended to ``out``; False (nothing
         done) when ``wait`` is false and the share file is locked."""
-        f = self._files.get(tp)
-        if f is not None:
-            part = self._log.open_partitions().get(tp)
-            if part is not None and part.topic_id != f.topic_id:
-                # of a deleted incarnation (L-4): another reader of this Log
-                # met the delete first, and the Log opened the topic made again
-                self._topic_deleted(tp)
         try:
             return self._acquire_locked(tp, n, now, out, wait)
         except TopicNotFound:
@@ -314,32 +292,44 @@ class ShareConsumer:
                 raise
             return True         # made again: read at the next poll
 
-    def _topic_deleted(self, tp: TopicPartition) -> None:
+    def _topic_deleted(self, tp: TopicPartition, forget_topic: bool = True) -> None:
         """``tp``'s topic was deleted by another Log (and made again under
         its name): what this consumer held of it went with it, and its
         share state did (FORMAT.rst Q-3); the next poll reads the new
-        topic from its new state."""
-        key = (tp.topic, tp.partition)
-        f = self._files.pop(tp, None)
-        if f is not None:
+        topic from its new state. Every partition's: found out through
+        one, the deleted topic's state of the others would go on over the
+        new topic's records (skipping those below its start offset,
+        delivering again those the new state delivers). ``forget_topic``:
+        drop the Log's partitions of the topic too (they are the deleted
+        topic's)."""
+        topic = tp.topic
+        gone = [t for t in self._files if t.topic == topic]
+        if gone:
             _log.warning("share consumer of group %r: topic %r was deleted while it "
                          "read %s; what it held there is dropped", self.group_id,
-                         tp.topic, tp)
-        self._owner.pop(tp, None)
-        self._cursors.pop(tp, None)
-        self._touched.discard(tp)
-        self._pending.pop(key, None)
-        self._mixed.discard(key)
-        for held in (self._held, self._unacked):
-            for k in [k for k in held if k[:2] == key]:
-                del held[k]
-        if f is not None:
+                         topic, tp)
+        files = [self._files.pop(t) for t in gone]
+        # (in place: the finalizer holds _owner and _files)
+        maps: tuple[dict[Any, Any], ...] = (self._owner, self._cursors, self._pending,
+                                            self._held, self._unacked)
+        for d in maps:
+            for k in [k for k in d if k[0] == topic]:
+                del d[k]
+        for keys in (self._touched, self._mixed):
+            keys.difference_update([k for k in keys if k[0] == topic])
+        for f in files:     # (not one opened since for the topic made again)
             self._log.share_files().forget([f.key], remove=False, only=f)
-        self._log.forget_topic(tp.topic)
+        if forget_topic:
+            self._log.forget_topic(topic)
 
     def _acquire_locked(self, tp: TopicPartition, n: int, now: int,
                         out: list[ShareRecord], wait: bool) -> bool:
         part = self._log.partition(tp.topic, tp.partition)
+        f = self._files.get(tp)
+        if f is not None and f.topic_id != part.topic_id:
+            # the Log hands out a new incarnation of the topic (another
+            # consumer of it met the deletion): no TopicNotFound comes here
+            self._topic_deleted(tp, forget_topic=False)
         st = part.state()
         f = self._file(tp)
         # (a with block: a Ctrl-C landing between a lock() and its try would
@@ -475,7 +465,12 @@ class ShareConsumer:
         delayed record holds no in-flight slot), "reject" (unprocessable:
         Archived, copied to the dead-letter topic) or "renew" (extend the
         lock by record_lock_ms, for long jobs; the record stays acquired).
-        Applied at the next poll() or commit()."""
+        Applied at the next poll() or commit(). Raises LogClosed once this
+        consumer or its Log is closed: the acknowledgement could never be
+        applied (close() released the record)."""
+        if self._closed or self._log._closed:
+            # (the Log's flag, not its property: this is the per-record path)
+            self._check()
         if not isinstance(record, ShareRecord):
             raise InvalidArgument(f"acknowledge({record!r}): expected a ShareRecord "
                                   "this consumer's poll returned")
@@ -539,19 +534,22 @@ class ShareConsumer:
                 owner = self._owner_in(f, tp)
                 mark = self._applying.get(key)
                 if mark is not None:
-                    # a Ctrl-C came after they were applied, before they
-                    # left `pending`: applied again they would fail
+                    # a Ctrl-C or an error came after they were applied, or
+                    # half applied (Q-5 step 1 written, the dead-letter copy
+                    # failed), before they left `pending`: applied again they
+                    # would fail. The copies are finished first (raising
+                    # again while the disk is full), so that a reject reads
+                    # Archived, as applied_before expects
+                    ops.finish_dead_letters(f, self._target(tp, part))
                     for off in ops.applied_before(f, owner, mark):
                         acks.pop(off, None)
                 batch = list(acks.values())
+                # (kept when apply_acks raises: an error may come after Q-5
+                # step 1 applied the batch)
                 self._applying[key] = batch
-                try:
-                    bad = ops.apply_acks(f, owner, batch, now, self.record_lock_ms,
-                                         self.delivery_limit, self._target(tp, part),
-                                         key not in mixed) if batch else []
-                except Exception:
-                    del self._applying[key]     # (an error applies nothing: Q-2)
-                    raise
+                bad = ops.apply_acks(f, owner, batch, now, self.record_lock_ms,
+                                     self.delivery_limit, self._target(tp, part),
+                                     key not in mixed) if batch else []
                 del pending[key]
                 del self._applying[key]
             mixed.discard(key)
@@ -685,6 +683,28 @@ def _until(deadline_ms: int) -> float:
     """Seconds from now until just past ``deadline_ms`` (ms since the
     epoch): expiry compares whole milliseconds (``deadline <= now``)."""
     return max(0.0, (deadline_ms + 1) / 1000.0 - time.time())
+
+
+def _check_args(log: Any, topics: tuple[str, ...], group_id: str,
+                acknowledgement_mode: str, auto_offset_reset: str) -> None:
+    """InvalidArgument for a bad share consumer argument, ReadOnlyLog,
+    TopicNotFound now (not at the first poll)."""
+    validate_group_id(group_id)
+    if not topics:
+        raise InvalidArgument("share_consumer: name at least one topic")
+    for t in topics:
+        validate_topic_name(t)
+    if acknowledgement_mode not in ("explicit", "implicit"):
+        raise InvalidArgument(f"acknowledgement_mode={acknowledgement_mode!r}; "
+                              "expected 'explicit' or 'implicit'")
+    if auto_offset_reset not in ("earliest", "latest"):
+        raise InvalidArgument(f"auto_offset_reset={auto_offset_reset!r}; "
+                              "expected 'earliest' or 'latest'")
+    if log.readonly:
+        raise ReadOnlyLog("a share consumer changes share state: open the log "
+                          "for writing")
+    for t in topics:
+        log.partitions_for(t)
 
 
 def validate_settings(record_lock_ms: object, delivery_limit: object, max_in_flight: object,

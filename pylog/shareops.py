@@ -254,7 +254,8 @@ def apply_acks(f: ss.ShareFile, owner: int, acks: list[tuple[int, str, int]], no
 def applied_before(f: ss.ShareFile, owner: int,
                    acks: list[tuple[int, str, int]]) -> list[int]:
     """The offsets of ``acks`` (a batch whose :func:`apply_acks` a Ctrl-C
-    cut short, before or after it applied them) when the batch was
+    or an error cut short, before or after it applied them; its dead-letter
+    copies finished since) when the batch was
     applied, else []. They apply all or nothing (Q-2), so the batch was
     applied when each record is where its acknowledgement puts it: an
     accept's Acknowledged, a reject's Archived, a release's out of this
@@ -518,7 +519,13 @@ def describe_share_groups(log: Any) -> list[dict[str, Any]]:
             out.append(row)
             continue
         end = row["end_offset"] = st.next_offset
-        row["available"] += max(0, end - row["speo"])   # never delivered yet
+        # never delivered yet: those retention deleted are not available but
+        # lost, as the next acquisition will count them (Q-4, trim_to_log);
+        # an operator looks when the workers are down, before any acquisition
+        log_start = min(max(st.log_start_offset, row["speo"]), end)
+        row["available"] += end - log_start
+        if row["lost_to_retention"] is not None:
+            row["lost_to_retention"] += max(0, log_start - row["speo"])
         row["blocked_by"] = _blocked_by(row, end, first, cap)
         row["oldest_unacknowledged_age_ms"] = _oldest_age(
             part, max(row["spso"], st.log_start_offset), end, now)

@@ -116,7 +116,9 @@ class ShareFile:
                                   f"than {_KEY_MAX} bytes")
         self.path = path
         self.key = key
-        # the incarnation of the topic (L-4) the state is of: ShareFiles.get
+        # the topic incarnation (L-4) whose partition this state is of
+        # (ShareFiles.get): a topic deleted and made again under its name
+        # has the same key and path, and a new state
         self.topic_id: str | None = None
         self._token = token
         self._live_fd = live_fd

@@ -40,10 +40,14 @@ def cmd_queues(args) -> int:
             plan = log.redrive(args.group, args.dlq, execute=args.execute)
         verb = "redrove" if args.execute else "would redrive"
         tail = "" if args.execute else " (dry run: --execute to do it)"
+        skipped = sum(1 for p in plan if "skipped" in p)
+        tail += f"; {skipped} skipped" if skipped else ""
         return emit(args, plan, lambda: print(
-            f"{verb} {len(plan)} records of {args.group!r} from {args.dlq}{tail}" + "".join(
+            f"{verb} {len(plan) - skipped} records of {args.group!r} from {args.dlq}{tail}"
+            + "".join(
                 f"\n  {p['topic']}-{p['partition']} offset {p['offset']} ({p['reason']}, "
-                f"{p['delivery_count']} deliveries)" for p in plan)))
+                f"{p['delivery_count']} deliveries)"
+                + (f" skipped: {p['skipped']}" if "skipped" in p else "") for p in plan)))
     with open_log(args.path) as log:
         rows = log.share_groups()
     return print_list(
