@@ -22,6 +22,13 @@ when missing); otherwise a keyed record goes where Kafka's default
 partitioner puts its key (murmur2) and a keyless one to its local
 partition modulo the Kafka count (which keeps its partition's order).
 
+Transactions: the group reads ``read_committed``, as a Kafka consumer
+would: an aborted transaction's records are never sent, and a
+transaction's records go once it committed (its partitions wait at their
+last stable offset meanwhile). A partition with nothing in flight commits
+the consumer's position, past transaction markers and aborted records
+that were never sent, so ``pylog groups`` shows lag 0 once caught up.
+
 Retention: records the local log deleted before they were sent are counted
 (``MirrorStats.skipped_by_retention``) and reported by partition.
 
@@ -171,8 +178,18 @@ class ToKafka:
         self._consumer: Consumer = log.consumer(
             group_id=group_id, pattern=pattern, auto_offset_reset="earliest",
             enable_auto_commit=False, client_id="pylog-mirror",
-            max_poll_records=POLL_RECORDS_MAX)
+            max_poll_records=POLL_RECORDS_MAX,
+            # an aborted (or not yet committed) transaction's records must
+            # not reach Kafka, where every consumer would take them as real
+            isolation_level="read_committed")
         self._group_id = group_id
+        # the offsets this mirror last committed, so an idle partition's
+        # position is committed once, not every COMMIT_INTERVAL_S
+        self._committed: dict[TopicPartition, int] = {}
+        # False while a poll's records were not all handed to the producer
+        # (a produce raised midway): the consumer's positions are then past
+        # records never sent, and must not be committed
+        self._sent_all = True
         self._producer = _client(ck, ck.Producer, self._config)
         self._generation = 0
         self._acks: dict[TopicPartition, _Acks] = {}
@@ -265,6 +282,7 @@ class ToKafka:
         by_place = self._by_place
         delivered = self._delivered
         generation = self._generation
+        self._sent_all = False
         for r in records:
             acks = by_place.get((r.topic, r.partition))
             if acks is None:
@@ -292,6 +310,7 @@ class ToKafka:
                     poll(0.1)
                     if self._failure is not None:
                         return False
+        self._sent_all = True
         return True
 
     def _all_acked(self) -> bool:
@@ -381,6 +400,8 @@ class ToKafka:
         and report what retention deleted before it was read."""
         offsets = {tp: a.next_commit for tp, a in self._acks.items()
                    if a.next_commit is not None}
+        if self._failure is None and self._sent_all:
+            offsets.update(self._idle_positions())
         if offsets:
             try:
                 self._consumer.commit(offsets)
@@ -392,6 +413,7 @@ class ToKafka:
                     self._failure = f"commit to local group {self._group_id!r} refused: {exc}"
                 return
             self._backoff.reset()      # deliveries go through again
+            self._committed.update(offsets)
             self._stats.in_flight -= self._acked_uncommitted
             self._acked_uncommitted = 0
             for a in self._acks.values():
@@ -404,6 +426,23 @@ class ToKafka:
                 self._report(f"retention deleted {n - before} records of "
                              f"{tp.topic}-{tp.partition} before they were sent to Kafka")
         self._skipped_seen = skipped
+
+    def _idle_positions(self) -> dict[TopicPartition, int]:
+        """The consumer's position of each assigned partition with nothing
+        in flight, where it moved since the last commit: every offset below
+        it was sent and acknowledged, or is a transaction marker or an
+        aborted record (read_committed skips them), so the group's lag
+        reaches 0 instead of stopping at the last record sent. Only called
+        when every polled record was handed to the producer."""
+        out = {}
+        for tp in self._consumer.assignment():
+            acks = self._acks.get(tp)
+            if acks is not None and acks.pending:
+                continue
+            pos = self._consumer.position(tp)
+            if self._committed.get(tp) != pos:
+                out[tp] = pos
+        return out
 
     def _skipped_now(self) -> dict[TopicPartition, int]:
         desc = self._log.describe_group(self._group_id) \
@@ -426,6 +465,7 @@ class ToKafka:
         self._acks.clear()
         self._by_place.clear()
         self._stats.in_flight = self._acked_uncommitted = 0    # read again below
+        self._sent_all = True       # the seeks below drop what was not sent
         for tp in self._consumer.assignment():
             committed = self._consumer.committed(tp)
             if not isinstance(committed, int):

@@ -12,6 +12,7 @@ import time
 
 import pytest
 from kafkabroker import broker_or_skip
+from test_mirror import read_kafka
 from test_mirror_from_kafka import local_values, make_topic, produce
 
 import pylog
@@ -30,6 +31,42 @@ def broker(tmp_path):
 def mirror_cli(path, bootstrap, *args):
     return [sys.executable, "-m", "pylog", "mirror", path, "--bootstrap-servers",
             bootstrap, *args]
+
+
+def test_aborted_and_open_transactions_are_not_mirrored_to_kafka(tmp_path, broker):
+    """Kafka consumers would take a mirrored aborted record as real: only
+    committed transactions go, an open one once it commits; a partition
+    ending with a transaction marker shows lag 0 once caught up."""
+    from pylog.mirror import Mirror
+    src = str(tmp_path / "src")
+    with pylog.open(src) as log:
+        log.create_topic("tx", partitions=1)
+        log.producer().send("tx", b"plain-0")
+        txp = log.producer(transactional_id="t1")
+        txp.begin_transaction()
+        txp.send("tx", b"aborted-1")
+        txp.abort_transaction()
+        txp.begin_transaction()
+        txp.send("tx", b"committed-3")
+        txp.commit_transaction()
+        txp.begin_transaction()
+        txp.send("tx", b"aborted-5")
+        txp.abort_transaction()                # the partition ends with a marker
+        with Mirror(log, broker.bootstrap, topics="tx", report=lambda line: None) as m:
+            stats = m.run(until_caught_up=True, timeout=30)
+            assert stats.records == 2
+            assert log.describe_group("pylog-mirror")["lag"] == 0
+            txp.begin_transaction()
+            txp.send("tx", b"open-7")
+            m.run(until_caught_up=True, timeout=30)
+            assert [v.value() for v in read_kafka(broker.bootstrap, "tx")[0]] == \
+                [b"plain-0", b"committed-3"]          # not before its commit
+            txp.commit_transaction()
+            stats = m.run(until_caught_up=True, timeout=30)
+        assert stats.records == 3
+        assert log.describe_group("pylog-mirror")["lag"] == 0
+    assert [v.value() for v in read_kafka(broker.bootstrap, "tx")[0]] == \
+        [b"plain-0", b"committed-3", b"open-7"]
 
 
 def test_a_from_kafka_mirror_replaced_by_a_second_one_stops_with_an_error(
