@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -183,6 +184,7 @@ class ToKafka:
             # not reach Kafka, where every consumer would take them as real
             isolation_level="read_committed")
         self._group_id = group_id
+        self._pattern = re.compile(pattern)
         # the offsets this mirror last committed, so an idle partition's
         # position is committed once, not every COMMIT_INTERVAL_S
         self._committed: dict[TopicPartition, int] = {}
@@ -199,6 +201,10 @@ class ToKafka:
         self._committed_at = time.monotonic()
         self._skipped_seen = self._skipped_now()
         self._backoff = Backoff()
+        if not any(self._pattern.fullmatch(t) for t in log.topics()):
+            # a mistyped pattern would otherwise only show as 0 records
+            report(f"no local topic matches {pattern!r} yet (topics created later "
+                   "that match are mirrored)")
 
     # -- callbacks (called from producer.poll/flush in this thread) -------------
     def _on_error(self, err: Any) -> None:
@@ -319,7 +325,11 @@ class ToKafka:
 
     def _at_end(self) -> bool:
         lag = self._consumer.lag()
-        return bool(lag) and not any(lag.values())
+        if not lag:
+            # nothing assigned: caught up when no local topic matches (as
+            # from Kafka), else the group has not assigned them yet
+            return not any(self._pattern.fullmatch(t) for t in self._log.topics())
+        return not any(lag.values())
 
     def _track(self, topic: str, partition: int) -> _Acks | None:
         """The _Acks of a local partition seen for the first time, or None

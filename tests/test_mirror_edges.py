@@ -69,6 +69,21 @@ def test_aborted_and_open_transactions_are_not_mirrored_to_kafka(tmp_path, broke
         [b"plain-0", b"committed-3", b"open-7"]
 
 
+def test_until_caught_up_returns_when_no_local_topic_matches(tmp_path, broker):
+    """As from Kafka: a pattern matching nothing returns (it hung), and
+    says that nothing matched."""
+    src = str(tmp_path / "src")
+    with pylog.open(src) as log:
+        log.create_topic("orders", partitions=1)
+        log.producer().send("orders", b"x")
+    r = subprocess.run(mirror_cli(src, broker.bootstrap, "--topics", "order",
+                                  "--until-caught-up"),
+                       capture_output=True, text=True, timeout=60, env=ENV)
+    assert r.returncode == 0, r.stderr
+    assert "no local topic matches 'order'" in r.stderr
+    assert "stopped: 0 records mirrored" in r.stderr
+
+
 def test_a_from_kafka_mirror_replaced_by_a_second_one_stops_with_an_error(
         tmp_path, broker):
     """Two mirrors of one log and group from Kafka: as Kafka does with a
