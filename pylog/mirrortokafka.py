@@ -316,8 +316,27 @@ class ToKafka:
                     poll(0.1)
                     if self._failure is not None:
                         return False
+                except self._ck.KafkaException as exc:
+                    self._refused(exc, r)
         self._sent_all = True
         return True
+
+    def _refused(self, exc: Any, r: Any) -> None:
+        """produce() refused record ``r``: a fatal error is raised on (the
+        step rewinds); anything else stops the mirror with MirrorError
+        naming the record and what to change. It was not sent, so the
+        group's offset stays before it and the next run starts there."""
+        err = exc.args[0]
+        if err.fatal():
+            raise exc
+        hint = ""
+        if err.code() == self._ck.KafkaError.MSG_SIZE_TOO_LARGE:
+            hint = ("; raise the Kafka client's limit (-X message.max.bytes=N, "
+                    "kafka_config) and the Kafka topic's max.message.bytes, and run "
+                    "the mirror again, which goes on from this record")
+        raise MirrorError(f"mirror: {r.topic}-{r.partition} offset {r.offset} "
+                          f"({len(r.value or b'')} bytes) cannot be produced to Kafka: "
+                          f"{err.str()}{hint}") from None
 
     def _all_acked(self) -> bool:
         self._producer.poll(0)

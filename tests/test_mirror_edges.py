@@ -84,6 +84,29 @@ def test_until_caught_up_returns_when_no_local_topic_matches(tmp_path, broker):
     assert "stopped: 0 records mirrored" in r.stderr
 
 
+def test_a_record_kafka_refuses_stops_the_mirror_naming_it(tmp_path, broker):
+    """A local record over the Kafka client's message.max.bytes: the error
+    names it and the setting; nothing after it is skipped, and with the
+    limit raised the next run goes on from it."""
+    src = str(tmp_path / "src")
+    with pylog.open(src) as log:
+        log.create_topic("t", partitions=1)
+        p = log.producer()
+        for v in (b"small-0", b"z" * 1_040_000, b"small-2"):
+            p.send("t", v)
+    r = subprocess.run(mirror_cli(src, broker.bootstrap, "--until-caught-up"),
+                       capture_output=True, text=True, timeout=60, env=ENV)
+    assert r.returncode == 2, r.stderr
+    assert "t-0 offset 1 (1040000 bytes) cannot be produced to Kafka" in r.stderr
+    assert "message.max.bytes" in r.stderr
+    r = subprocess.run(mirror_cli(src, broker.bootstrap, "--until-caught-up",
+                                  "-X", "message.max.bytes=2000000"),
+                       capture_output=True, text=True, timeout=60, env=ENV)
+    assert r.returncode == 0, r.stderr
+    assert [len(m.value()) for m in read_kafka(broker.bootstrap, "t")[0]] == \
+        [7, 1_040_000, 7]
+
+
 def test_a_from_kafka_mirror_replaced_by_a_second_one_stops_with_an_error(
         tmp_path, broker):
     """Two mirrors of one log and group from Kafka: as Kafka does with a
