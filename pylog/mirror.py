@@ -6,10 +6,11 @@ local log, continuously, with the real Kafka client (confluent-kafka, the
     with Mirror("data/events", "kafka-1:9092", topics="order-.*") as m:
         m.run()                       # until stop() (another thread) or Ctrl-C
 
-``direction="to-kafka"`` (default; pylog.mirrortokafka): every record of
-the matching local topics is produced to the Kafka topic of the same name
-(created with as many partitions when missing) with its key, headers and
-timestamp, by an idempotent producer; the mirror's position is the local
+``direction="to-kafka"`` (default; pylog.mirrortokafka): every committed
+record of the matching local topics (read ``read_committed``: aborted
+transactions are not mirrored) is produced to the Kafka topic of the same
+name (created with as many partitions when missing) with its key, headers
+and timestamp, by an idempotent producer; the mirror's position is the local
 consumer group ``group_id``, committed only after Kafka acknowledged the
 records, so ``pylog groups`` shows how far behind it is.
 

@@ -47,8 +47,10 @@ def instance_id(path: str, group_id: str) -> str:
     run of the mirror of one log directory on one host, so a mirror
     restarted after a crash takes its partitions back at once instead of
     waiting for the dead member's session to expire (some brokers wait
-    much longer), and a second mirror of the same log in the same group is
-    fenced (a fatal error) rather than splitting the partitions."""
+    much longer), and two mirrors of the same log in the same group never
+    split the partitions: as in Kafka, the one that joined last replaces
+    the other, which gets a fatal error (FENCED_INSTANCE_ID) and stops
+    with MirrorError."""
     digest = hashlib.sha256(f"{socket.gethostname()}\0{path}\0{group_id}".encode())
     return f"pylog-mirror-{digest.hexdigest()[:16]}"
 
@@ -122,10 +124,26 @@ class FromKafka:
         self._uncommitted: dict[tuple[str, int], int] = {}
         self._backoff = Backoff()
         self._broken: str | None = None
+        # a fatal error reported by error_cb: the consumer is dead for good
+        # (fenced by a newer mirror of the same log, ...); a later step
+        # raises it rather than loop on a consumer that returns nothing
+        self._fatal: Any = None
 
     def _on_error(self, err: Any) -> None:
         self._stats.errors += 1
+        if err.fatal():
+            self._fatal = err
+            return
         self._limited(f"kafka: {err.str()} (retrying)", time.monotonic())
+
+    def _fatal_error(self, err: Any) -> MirrorError:
+        text = f"mirror: the Kafka consumer stopped: {err.str()}"
+        if err.code() == getattr(self._ck.KafkaError, "FENCED_INSTANCE_ID", None) \
+                or "fenced" in err.str():
+            text += ("; another mirror of this log joined the Kafka group with the "
+                     "same group.instance.id and took its partitions over (run one "
+                     "mirror per log and group)")
+        return MirrorError(text)
 
     def step(self, timeout: float) -> bool:
         """Move records for up to about ``timeout`` seconds; True when every
@@ -133,6 +151,8 @@ class FromKafka:
         if self._broken is not None:
             raise MirrorError(f"mirror: a step failed ({self._broken}) and its records "
                               "could not be put back; close the mirror and start it again")
+        if self._fatal is not None:
+            raise self._fatal_error(self._fatal)
         msgs = self._consumer.consume(num_messages=CONSUME_RECORDS_MAX, timeout=timeout)
         n = 0
         i = 0
@@ -158,8 +178,10 @@ class FromKafka:
         message that is only reported."""
         err = m.error()
         if err is not None:
-            if err.fatal():
-                raise MirrorError(f"kafka consumer: fatal error: {err.str()}")
+            # after a fatal error librdkafka returns messages of code _FATAL
+            # whose fatal() is False: the consumer is dead all the same
+            if err.fatal() or err.code() == self._ck.KafkaError._FATAL:
+                raise self._fatal_error(self._fatal or err)
             self._limited(f"kafka: {err.str()}", time.monotonic())
             return False
         topic, kp = m.topic(), m.partition()

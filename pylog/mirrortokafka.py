@@ -22,6 +22,13 @@ when missing); otherwise a keyed record goes where Kafka's default
 partitioner puts its key (murmur2) and a keyless one to its local
 partition modulo the Kafka count (which keeps its partition's order).
 
+Transactions: the group reads ``read_committed``, as a Kafka consumer
+would: an aborted transaction's records are never sent, and a
+transaction's records go once it committed (its partitions wait at their
+last stable offset meanwhile). A partition with nothing in flight commits
+the consumer's position, past transaction markers and aborted records
+that were never sent, so ``pylog groups`` shows lag 0 once caught up.
+
 Retention: records the local log deleted before they were sent are counted
 (``MirrorStats.skipped_by_retention``) and reported by partition.
 
@@ -32,6 +39,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -171,8 +179,19 @@ class ToKafka:
         self._consumer: Consumer = log.consumer(
             group_id=group_id, pattern=pattern, auto_offset_reset="earliest",
             enable_auto_commit=False, client_id="pylog-mirror",
-            max_poll_records=POLL_RECORDS_MAX)
+            max_poll_records=POLL_RECORDS_MAX,
+            # an aborted (or not yet committed) transaction's records must
+            # not reach Kafka, where every consumer would take them as real
+            isolation_level="read_committed")
         self._group_id = group_id
+        self._pattern = re.compile(pattern)
+        # the offsets this mirror last committed, so an idle partition's
+        # position is committed once, not every COMMIT_INTERVAL_S
+        self._committed: dict[TopicPartition, int] = {}
+        # False while a poll's records were not all handed to the producer
+        # (a produce raised midway): the consumer's positions are then past
+        # records never sent, and must not be committed
+        self._sent_all = True
         self._producer = _client(ck, ck.Producer, self._config)
         self._generation = 0
         self._acks: dict[TopicPartition, _Acks] = {}
@@ -182,6 +201,10 @@ class ToKafka:
         self._committed_at = time.monotonic()
         self._skipped_seen = self._skipped_now()
         self._backoff = Backoff()
+        if not any(self._pattern.fullmatch(t) for t in log.topics()):
+            # a mistyped pattern would otherwise only show as 0 records
+            report(f"no local topic matches {pattern!r} yet (topics created later "
+                   "that match are mirrored)")
 
     # -- callbacks (called from producer.poll/flush in this thread) -------------
     def _on_error(self, err: Any) -> None:
@@ -265,6 +288,7 @@ class ToKafka:
         by_place = self._by_place
         delivered = self._delivered
         generation = self._generation
+        self._sent_all = False
         for r in records:
             acks = by_place.get((r.topic, r.partition))
             if acks is None:
@@ -292,7 +316,27 @@ class ToKafka:
                     poll(0.1)
                     if self._failure is not None:
                         return False
+                except self._ck.KafkaException as exc:
+                    self._refused(exc, r)
+        self._sent_all = True
         return True
+
+    def _refused(self, exc: Any, r: Any) -> None:
+        """produce() refused record ``r``: a fatal error is raised on (the
+        step rewinds); anything else stops the mirror with MirrorError
+        naming the record and what to change. It was not sent, so the
+        group's offset stays before it and the next run starts there."""
+        err = exc.args[0]
+        if err.fatal():
+            raise exc
+        hint = ""
+        if err.code() == self._ck.KafkaError.MSG_SIZE_TOO_LARGE:
+            hint = ("; raise the Kafka client's limit (-X message.max.bytes=N, "
+                    "kafka_config) and the Kafka topic's max.message.bytes, and run "
+                    "the mirror again, which goes on from this record")
+        raise MirrorError(f"mirror: {r.topic}-{r.partition} offset {r.offset} "
+                          f"({len(r.value or b'')} bytes) cannot be produced to Kafka: "
+                          f"{err.str()}{hint}") from None
 
     def _all_acked(self) -> bool:
         self._producer.poll(0)
@@ -300,7 +344,11 @@ class ToKafka:
 
     def _at_end(self) -> bool:
         lag = self._consumer.lag()
-        return bool(lag) and not any(lag.values())
+        if not lag:
+            # nothing assigned: caught up when no local topic matches (as
+            # from Kafka), else the group has not assigned them yet
+            return not any(self._pattern.fullmatch(t) for t in self._log.topics())
+        return not any(lag.values())
 
     def _track(self, topic: str, partition: int) -> _Acks | None:
         """The _Acks of a local partition seen for the first time, or None
@@ -381,6 +429,8 @@ class ToKafka:
         and report what retention deleted before it was read."""
         offsets = {tp: a.next_commit for tp, a in self._acks.items()
                    if a.next_commit is not None}
+        if self._failure is None and self._sent_all:
+            offsets.update(self._idle_positions())
         if offsets:
             try:
                 self._consumer.commit(offsets)
@@ -392,6 +442,7 @@ class ToKafka:
                     self._failure = f"commit to local group {self._group_id!r} refused: {exc}"
                 return
             self._backoff.reset()      # deliveries go through again
+            self._committed.update(offsets)
             self._stats.in_flight -= self._acked_uncommitted
             self._acked_uncommitted = 0
             for a in self._acks.values():
@@ -404,6 +455,23 @@ class ToKafka:
                 self._report(f"retention deleted {n - before} records of "
                              f"{tp.topic}-{tp.partition} before they were sent to Kafka")
         self._skipped_seen = skipped
+
+    def _idle_positions(self) -> dict[TopicPartition, int]:
+        """The consumer's position of each assigned partition with nothing
+        in flight, where it moved since the last commit: every offset below
+        it was sent and acknowledged, or is a transaction marker or an
+        aborted record (read_committed skips them), so the group's lag
+        reaches 0 instead of stopping at the last record sent. Only called
+        when every polled record was handed to the producer."""
+        out = {}
+        for tp in self._consumer.assignment():
+            acks = self._acks.get(tp)
+            if acks is not None and acks.pending:
+                continue
+            pos = self._consumer.position(tp)
+            if self._committed.get(tp) != pos:
+                out[tp] = pos
+        return out
 
     def _skipped_now(self) -> dict[TopicPartition, int]:
         desc = self._log.describe_group(self._group_id) \
@@ -426,6 +494,7 @@ class ToKafka:
         self._acks.clear()
         self._by_place.clear()
         self._stats.in_flight = self._acked_uncommitted = 0    # read again below
+        self._sent_all = True       # the seeks below drop what was not sent
         for tp in self._consumer.assignment():
             committed = self._consumer.committed(tp)
             if not isinstance(committed, int):

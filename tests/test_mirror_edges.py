@@ -1,0 +1,156 @@
+"""pylog mirror tried the way a demanding deployment would, against a real
+Kafka-compatible broker (tests/kafkabroker.py) and real processes:
+transactions to Kafka (aborted and open ones stay local, the group's lag
+reaches 0 past transaction markers), a pattern that matches no local
+topic, a record Kafka refuses, and two mirrors from Kafka of one log."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from kafkabroker import broker_or_skip
+from test_mirror import read_kafka
+from test_mirror_from_kafka import local_values, make_topic, produce
+
+import pylog
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = dict(os.environ, PYTHONPATH=REPO)
+
+
+@pytest.fixture
+def broker(tmp_path):
+    b = broker_or_skip(tmp_path)
+    yield b
+    b.kill()
+
+
+def mirror_cli(path, bootstrap, *args):
+    return [sys.executable, "-m", "pylog", "mirror", path, "--bootstrap-servers",
+            bootstrap, *args]
+
+
+def test_aborted_and_open_transactions_are_not_mirrored_to_kafka(tmp_path, broker):
+    """Kafka consumers would take a mirrored aborted record as real: only
+    committed transactions go, an open one once it commits; a partition
+    ending with a transaction marker shows lag 0 once caught up."""
+    from pylog.mirror import Mirror
+    src = str(tmp_path / "src")
+    with pylog.open(src) as log:
+        log.create_topic("tx", partitions=1)
+        log.producer().send("tx", b"plain-0")
+        txp = log.producer(transactional_id="t1")
+        txp.begin_transaction()
+        txp.send("tx", b"aborted-1")
+        txp.abort_transaction()
+        txp.begin_transaction()
+        txp.send("tx", b"committed-3")
+        txp.commit_transaction()
+        txp.begin_transaction()
+        txp.send("tx", b"aborted-5")
+        txp.abort_transaction()                # the partition ends with a marker
+        with Mirror(log, broker.bootstrap, topics="tx", report=lambda line: None) as m:
+            stats = m.run(until_caught_up=True, timeout=30)
+            assert stats.records == 2
+            assert log.describe_group("pylog-mirror")["lag"] == 0
+            txp.begin_transaction()
+            txp.send("tx", b"open-7")
+            m.run(until_caught_up=True, timeout=30)
+            assert [v.value() for v in read_kafka(broker.bootstrap, "tx")[0]] == \
+                [b"plain-0", b"committed-3"]          # not before its commit
+            txp.commit_transaction()
+            stats = m.run(until_caught_up=True, timeout=30)
+        assert stats.records == 3
+        assert log.describe_group("pylog-mirror")["lag"] == 0
+    assert [v.value() for v in read_kafka(broker.bootstrap, "tx")[0]] == \
+        [b"plain-0", b"committed-3", b"open-7"]
+
+
+def test_until_caught_up_returns_when_no_local_topic_matches(tmp_path, broker):
+    """As from Kafka: a pattern matching nothing returns (it hung), and
+    says that nothing matched."""
+    src = str(tmp_path / "src")
+    with pylog.open(src) as log:
+        log.create_topic("orders", partitions=1)
+        log.producer().send("orders", b"x")
+    r = subprocess.run(mirror_cli(src, broker.bootstrap, "--topics", "order",
+                                  "--until-caught-up"),
+                       capture_output=True, text=True, timeout=60, env=ENV)
+    assert r.returncode == 0, r.stderr
+    assert "no local topic matches 'order'" in r.stderr
+    assert "stopped: 0 records mirrored" in r.stderr
+
+
+def test_a_record_kafka_refuses_stops_the_mirror_naming_it(tmp_path, broker):
+    """A local record over the Kafka client's message.max.bytes: the error
+    names it and the setting; nothing after it is skipped, and with the
+    limit raised the next run goes on from it."""
+    src = str(tmp_path / "src")
+    with pylog.open(src) as log:
+        log.create_topic("t", partitions=1)
+        p = log.producer()
+        for v in (b"small-0", b"z" * 1_040_000, b"small-2"):
+            p.send("t", v)
+    r = subprocess.run(mirror_cli(src, broker.bootstrap, "--until-caught-up"),
+                       capture_output=True, text=True, timeout=60, env=ENV)
+    assert r.returncode == 2, r.stderr
+    assert "t-0 offset 1 (1040000 bytes) cannot be produced to Kafka" in r.stderr
+    assert "message.max.bytes" in r.stderr
+    r = subprocess.run(mirror_cli(src, broker.bootstrap, "--until-caught-up",
+                                  "-X", "message.max.bytes=2000000"),
+                       capture_output=True, text=True, timeout=60, env=ENV)
+    assert r.returncode == 0, r.stderr
+    assert [len(m.value()) for m in read_kafka(broker.bootstrap, "t")[0]] == \
+        [7, 1_040_000, 7]
+
+
+def test_a_from_kafka_mirror_replaced_by_a_second_one_stops_with_an_error(
+        tmp_path, broker):
+    """Two mirrors of one log and group from Kafka: as Kafka does with a
+    static member, the second takes the partitions over; the first must
+    stop with an error naming why (it went on running, mirroring
+    nothing, and exited 0 when told to stop), and nothing is lost."""
+    dst = str(tmp_path / "dst")
+    make_topic(broker.bootstrap, "cmd", 2)
+    produce(broker.bootstrap, "cmd", [b"a%d" % i for i in range(500)])
+    pylog.open(dst).close()
+    argv = mirror_cli(dst, broker.bootstrap, "--from-kafka", "--topics", "cmd")
+    first = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=ENV)
+    second = None
+    try:
+        deadline = time.monotonic() + 30
+        while len(local_values_or_none(dst, "cmd")) < 500:
+            assert time.monotonic() < deadline and first.poll() is None
+            time.sleep(0.5)
+        second = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=ENV)
+        try:
+            err = first.communicate(timeout=30)[1]
+        except subprocess.TimeoutExpired:
+            first.send_signal(signal.SIGTERM)
+            err = first.communicate(timeout=30)[1]
+            pytest.fail(f"the replaced mirror kept running: {err}")
+        assert first.returncode == 2, err
+        assert "another mirror of this log joined the Kafka group" in err, err
+        produce(broker.bootstrap, "cmd", [b"b%d" % i for i in range(500)])
+        deadline = time.monotonic() + 30
+        while len(local_values_or_none(dst, "cmd")) < 1000:
+            assert time.monotonic() < deadline and second.poll() is None
+            time.sleep(0.5)
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.communicate(timeout=30)
+    values = [r.value for r in local_values(dst, "cmd")]
+    assert sorted(values) == sorted([b"a%d" % i for i in range(500)] +
+                                    [b"b%d" % i for i in range(500)])
+
+
+def local_values_or_none(path, topic):
+    try:
+        return local_values(path, topic)
+    except pylog.errors.TopicNotFound:
+        return []
