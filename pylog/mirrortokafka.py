@@ -188,9 +188,10 @@ class ToKafka:
         # the offsets this mirror last committed, so an idle partition's
         # position is committed once, not every COMMIT_INTERVAL_S
         self._committed: dict[TopicPartition, int] = {}
-        # False while a poll's records were not all handed to the producer
-        # (a produce raised midway): the consumer's positions are then past
-        # records never sent, and must not be committed
+        # False once a poll's records were not all handed to the producer
+        # (a produce raised or stopped midway), until the rewind seeks back:
+        # the consumer's positions are past records never sent, and must
+        # not be committed (a later poll's records going out changes that)
         self._sent_all = True
         self._producer = _client(ck, ck.Producer, self._config)
         self._generation = 0
@@ -277,24 +278,37 @@ class ToKafka:
         MirrorError."""
         err = exc.args[0]
         if not err.fatal():
+            # (a run() after this one rewinds first: the poll's records
+            # after the failed one were never sent)
+            self._failure = f"produce to Kafka: {err.str()}"
             raise MirrorError(f"produce to Kafka: {err.str()}") from None
         self._failure = f"kafka producer: fatal error: {err.str()}"
 
     def _send(self, records: list[Any]) -> bool:
         """Hand ``records`` to the producer; False when a failure stopped
         it midway (the rewind sends the rest)."""
+        handed = 0
+        try:
+            handed = self._hand(records)
+        finally:
+            if handed < len(records):
+                self._sent_all = False      # (until the rewind)
+        return handed == len(records)
+
+    def _hand(self, records: list[Any]) -> int:
+        """_send's loop: how many of ``records`` went to the producer
+        (raises MirrorError, or a fatal KafkaException, midway)."""
         produce = self._producer.produce
         poll = self._producer.poll
         by_place = self._by_place
         delivered = self._delivered
         generation = self._generation
-        self._sent_all = False
-        for r in records:
+        for i, r in enumerate(records):
             acks = by_place.get((r.topic, r.partition))
             if acks is None:
                 acks = self._track(r.topic, r.partition)
                 if acks is None:
-                    return False
+                    return i
             if acks.same_partitions:
                 kp = r.partition
             elif r.key is not None:
@@ -315,11 +329,10 @@ class ToKafka:
                     # for deliveries; the rest stays in the local log
                     poll(0.1)
                     if self._failure is not None:
-                        return False
+                        return i
                 except self._ck.KafkaException as exc:
                     self._refused(exc, r)
-        self._sent_all = True
-        return True
+        return len(records)
 
     def _refused(self, exc: Any, r: Any) -> None:
         """produce() refused record ``r``: a fatal error is raised on (the
@@ -329,6 +342,9 @@ class ToKafka:
         err = exc.args[0]
         if err.fatal():
             raise exc
+        # a run() after this one rewinds first (to this record): the poll's
+        # records after it were never sent either
+        self._failure = f"{r.topic}-{r.partition} offset {r.offset} refused: {err.str()}"
         hint = ""
         if err.code() == self._ck.KafkaError.MSG_SIZE_TOO_LARGE:
             hint = ("; raise the Kafka client's limit (-X message.max.bytes=N, "

@@ -107,6 +107,36 @@ def test_a_record_kafka_refuses_stops_the_mirror_naming_it(tmp_path, broker):
         [7, 1_040_000, 7]
 
 
+def test_run_again_after_a_refused_record_commits_nothing_unsent(tmp_path, broker):
+    """Review of the refused record's error: run() again on the same Mirror
+    went on past the refused record and committed the position of a
+    partition whose polled records were never handed to the producer
+    (p1-a..c: in the local group as mirrored, never in Kafka). Run again,
+    it reads again from the committed offsets and stops at the record
+    once more; nothing below a committed offset is missing from Kafka."""
+    from pylog.mirror import Mirror
+    from pylog.mirrorstats import MirrorError
+    src = str(tmp_path / "src")
+    local = {0: [b"p0-s0", b"z" * 1_040_000, b"p0-s2"], 1: [b"p1-a", b"p1-b", b"p1-c"]}
+    with pylog.open(src) as log:
+        log.create_topic("t", partitions=2)
+        p = log.producer()
+        for part, values in local.items():
+            for v in values:
+                p.send("t", v, partition=part)
+        p.flush()
+        with Mirror(log, broker.bootstrap, topics="t", report=lambda line: None) as m:
+            for _ in range(2):
+                with pytest.raises(MirrorError, match="t-0 offset 1"):
+                    m.run(until_caught_up=True, timeout=30)
+        committed = {q["partition"]: q["committed"]
+                     for q in log.describe_group("pylog-mirror")["partitions"]}
+    kafka = read_kafka(broker.bootstrap, "t")
+    for part, off in committed.items():
+        got = [msg.value() for msg in kafka.get(part, [])]
+        assert off is None or got[:off] == local[part][:off], (part, off, got)
+
+
 def test_a_from_kafka_mirror_replaced_by_a_second_one_stops_with_an_error(
         tmp_path, broker):
     """Two mirrors of one log and group from Kafka: as Kafka does with a
