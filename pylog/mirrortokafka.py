@@ -65,6 +65,9 @@ ADMIN_TIMEOUT_S = 10.0
 METADATA_TIMEOUT_S = 2.0
 #: Metadata requests (0.1 s apart) for a topic just created to show up.
 CREATED_WAIT_TRIES = 50
+#: After a record the client refused (the producer itself is sound), the
+#: wait for the records in flight before the rewind drops what is left.
+REFUSED_FLUSH_S = 10.0
 
 PRODUCER_CONFIG: dict[str, Any] = {
     "enable.idempotence": True,
@@ -198,6 +201,9 @@ class ToKafka:
         self._acks: dict[TopicPartition, _Acks] = {}
         self._by_place: dict[tuple[str, int], _Acks] = {}    # the same, by (topic, partition)
         self._failure: str | None = None
+        # the failure is a record the client refused, not the producer's:
+        # what is in flight is still delivered (flushed) before a rewind
+        self._refusal = False
         self._routes: dict[str, tuple[int, int]] = {}   # topic -> (local, kafka) partitions
         self._committed_at = time.monotonic()
         self._skipped_seen = self._skipped_now()
@@ -280,7 +286,7 @@ class ToKafka:
         if not err.fatal():
             # (a run() after this one rewinds first: the poll's records
             # after the failed one were never sent)
-            self._failure = f"produce to Kafka: {err.str()}"
+            self._failure, self._refusal = f"produce to Kafka: {err.str()}", True
             raise MirrorError(f"produce to Kafka: {err.str()}") from None
         self._failure = f"kafka producer: fatal error: {err.str()}"
 
@@ -345,6 +351,7 @@ class ToKafka:
         # a run() after this one rewinds first (to this record): the poll's
         # records after it were never sent either
         self._failure = f"{r.topic}-{r.partition} offset {r.offset} refused: {err.str()}"
+        self._refusal = True
         hint = ""
         if err.code() == self._ck.KafkaError.MSG_SIZE_TOO_LARGE:
             hint = ("; raise the Kafka client's limit (-X message.max.bytes=N, "
@@ -502,6 +509,9 @@ class ToKafka:
         records, so partitions with nothing in flight are sought too)."""
         why = self._failure
         self._stats.rewinds += 1
+        if self._refusal:
+            self._producer.flush(REFUSED_FLUSH_S)
+            self._refusal = False
         self._generation += 1
         self._producer.purge()
         self._producer.flush(0)
@@ -526,7 +536,7 @@ class ToKafka:
         """Wait up to ``timeout`` seconds for what is in flight, commit
         what was acknowledged, close both clients."""
         try:
-            if self._failure is None:
+            if self._failure is None or self._refusal:
                 try:
                     self._producer.flush(timeout)
                 except self._ck.KafkaException:
