@@ -311,7 +311,7 @@ class ShareConsumer:
         files = [self._files.pop(t) for t in gone]
         # (in place: the finalizer holds _owner and _files)
         maps: tuple[dict[Any, Any], ...] = (self._owner, self._cursors, self._pending,
-                                            self._held, self._unacked)
+                                            self._held, self._unacked, self._applying)
         for d in maps:
             for k in [k for k in d if k[0] == topic]:
                 del d[k]
@@ -524,11 +524,15 @@ class ShareConsumer:
         # when one raises (a full disk), they and the later partitions' stay,
         # for the next commit() or poll() to apply
         for key, acks in list(pending.items()):
-            if not acks:        # (left by a Ctrl-C inside acknowledge())
-                del pending[key]
+            if not acks or key not in pending:  # (a Ctrl-C inside acknowledge(); a delete)
+                pending.pop(key, None)
                 continue
             tp = TopicPartition(*key)
             part = self._log.partition(tp.topic, tp.partition)
+            if self._files.get(tp, part).topic_id != part.topic_id:
+                # of the deleted incarnation (L-4; no file: none): not the new topic's
+                self._topic_deleted(tp, forget_topic=False)
+                continue
             f = self._file(tp)
             with f.locked():
                 owner = self._owner_in(f, tp)

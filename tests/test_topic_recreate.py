@@ -729,3 +729,29 @@ def test_a_fetch_whose_partition_another_thread_drops_gives_nothing(
         _reads_the_new_topic(c)
     finally:
         log.close()
+
+
+def test_a_reject_pending_across_a_delete_dead_letters_nothing_new(logdir):
+    """Review: a reject acknowledged before its topic was deleted and made
+    again, applied by the next commit(), copied the new topic's record at
+    that offset to the dead-letter topic (which the next poll delivered
+    too). The deleted topic's acknowledgements go with it (L-4)."""
+    with pylog.open(logdir) as log:
+        log.create_topic("jobs")
+        log.create_topic("jobs.dlq")
+        log.producer().send_batch("jobs", [b"old-%d" % i for i in range(5)])
+        c = log.share_consumer("jobs", group_id="g", auto_offset_reset="earliest",
+                               dead_letter_topic="jobs.dlq")
+        got = c.poll(timeout_ms=1000)
+        assert len(got) == 5
+        for r in got:
+            c.acknowledge(r, "reject" if r.offset == 2 else "accept")
+        log.delete_topic("jobs")
+        log.create_topic("jobs")
+        log.producer().send_batch("jobs", [b"new-%d" % i for i in range(5)])
+        c.commit()
+        with log.consumer(auto_offset_reset="earliest") as r:
+            r.assign([TopicPartition("jobs.dlq", 0)])
+            assert r.poll(timeout=0.5) == []
+        assert sorted(_accept(c, 5)) == [b"new-%d" % i for i in range(5)]
+        c.close()
