@@ -12,9 +12,11 @@ A dead letter that cannot go back as it came must not stop the others (a
 redrive that raised on it would raise at every later run too, and copy
 again what it sent before the error): one whose topic or partition no
 longer exists is skipped — its plan entry says why in ``skipped``, it
-stays in the dead-letter topic, and the progress moves past it — and one
-whose timestamp its topic's window (``message_timestamp_before_max_ms``)
-no longer accepts is sent with the current time instead.
+stays in the dead-letter topic, and the progress moves past it — as is
+one its topic refuses when sent (larger than its ``max_message_bytes``
+now, or the topic deleted meanwhile); one whose timestamp its topic's
+window (``message_timestamp_before_max_ms``) no longer accepts is sent
+with the current time instead.
 
 Where a redrive stopped is its own LMDB ``info`` key (FORMAT.rst Q-8:
 ``redrive``, NUL, group, NUL, topic → the topic's id and an offset per
@@ -38,7 +40,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .errors import CorruptLogError, InvalidTimestamp, TopicNotFound
+from .errors import (
+    CorruptLogError,
+    InvalidTimestamp,
+    PartitionNotFound,
+    RecordTooLarge,
+    TopicNotFound,
+)
 from .records import TopicPartition
 from .sharedlq import DLQ_PREFIX
 
@@ -118,21 +126,24 @@ def redrive(log: Any, group: str, dead_letter_topic: str, *,
                                                    or 0)})
                 why = _unsendable(log, widths, topic, partition)
                 if why is None:
-                    copies.append((topic, partition, r))
+                    copies.append((topic, partition, r, plan[-1]))
                 else:
                     plan[-1]["skipped"] = why
         if execute:
             prod = log.producer()
-            for topic, partition, r in copies:
+            for topic, partition, r, entry in copies:
                 headers = [(k, v) for k, v in r.headers if not k.startswith(DLQ_PREFIX)]
                 try:
-                    prod.send(topic, r.value, key=r.key, headers=headers,
-                              partition=partition, timestamp_ms=r.timestamp_ms)
-                except InvalidTimestamp:
-                    # (a refused send wrote nothing) a retry is a new record:
-                    # the current time is always inside the window
-                    prod.send(topic, r.value, key=r.key, headers=headers,
-                              partition=partition)
+                    try:
+                        prod.send(topic, r.value, key=r.key, headers=headers,
+                                  partition=partition, timestamp_ms=r.timestamp_ms)
+                    except InvalidTimestamp:
+                        # (a refused send wrote nothing) a retry is a new
+                        # record: the current time is always in the window
+                        prod.send(topic, r.value, key=r.key, headers=headers,
+                                  partition=partition)
+                except (RecordTooLarge, TopicNotFound, PartitionNotFound) as exc:
+                    entry["skipped"] = f"refused by {topic!r}: {exc}"   # (wrote nothing)
             prod.flush()
             prod.close()
             # M-10: progress never points past dead letters a power loss

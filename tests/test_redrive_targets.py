@@ -61,3 +61,26 @@ def test_the_cli_counts_and_names_the_skipped_dead_letters(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "redrove 1 records of 'g' from jobs.dlq; 1 skipped" in out
     assert "gone-0 offset 0 (rejected, 1 deliveries) skipped: topic 'gone' no longer" in out
+
+
+def test_a_dead_letter_its_topic_refuses_as_too_large_is_skipped(tmp_path):
+    """Review: a dead letter larger than its topic's max_message_bytes now
+    (lowered by alter_topic) raised RecordTooLarge midway at every run,
+    after copying the dead letters before it again: small-3 was never
+    redriven and small-1 was copied three times in three runs."""
+    import pylog
+    with pylog.open(str(tmp_path / "log"), sync="never") as log:
+        log.create_topic("jobs")
+        log.create_topic("jobs.dlq")
+        dead_letter(log, [b"small-1", b"x" * 5000, b"small-3"])
+        log.alter_topic("jobs", max_message_bytes=1000)
+        end0 = log.describe_topic("jobs").partition_info[0].end_offset
+        done = log.redrive("g", "jobs.dlq", execute=True)
+        assert ["skipped" in p for p in done] == [False, True, False]
+        assert "max_message_bytes" in done[1]["skipped"] or "large" in done[1]["skipped"]
+        assert log.redrive("g", "jobs.dlq", execute=True) == []
+        with log.consumer(auto_offset_reset="earliest") as c:
+            tp = pylog.TopicPartition("jobs", 0)
+            c.assign([tp])
+            c.seek(tp, end0)
+            assert [r.value for r in c.poll(timeout=0.5)] == [b"small-1", b"small-3"]
