@@ -488,7 +488,13 @@ def describe_share_groups(log: Any) -> list[dict[str, Any]]:
         if group not in settings:
             settings[group] = shareconfig.stored(log.meta, group)
         row["settings"] = settings[group]           # Q-7 (None: made before them)
-        snap = ss.snapshot(os.path.join(sdir, ss.file_name(key)), key)
+        try:
+            part = log.partition(topic, partition)
+            st: Any = part.state()
+        except PylogError:
+            st = None
+        snap = ss.snapshot(os.path.join(sdir, ss.file_name(key)), key,
+                           None if st is None else st.log_start_offset)
         if snap is not None and live_fd >= 0:
             alive: dict[int, bool] = {}
             for h in snap["held"]:
@@ -499,22 +505,22 @@ def describe_share_groups(log: Any) -> list[dict[str, Any]]:
         if snap is None:
             _seq, spso, runs = ss.decode_state(raw, f"{group}/{topic}-{partition}")
             speo = runs[-1][1] + 1 if runs else spso
+            # (from the log start on: below it, the next acquisition finds
+            # the records lost, Q-4)
+            lo = 0 if st is None else st.log_start_offset
+
+            def count(state: int) -> int:
+                return sum(max(0, r[1] - max(r[0], lo) + 1) for r in runs if r[2] == state)
             snap = {"spso": spso, "speo": speo, "acquired": 0, "held": [],
-                    "delayed": sum(r[1] - r[0] + 1 for r in runs if r[2] == ss.DELAYED),
-                    "available": sum(r[1] - r[0] + 1 for r in runs if r[2] == ss.AVAILABLE),
-                    "dead_lettering": sum(r[1] - r[0] + 1 for r in runs
-                                          if r[2] == ss.DEAD_LETTERING),
-                    "acknowledged_in_window": sum(r[1] - r[0] + 1 for r in runs
-                                                  if r[2] == ss.ACKNOWLEDGED),
+                    "delayed": count(ss.DELAYED), "available": count(ss.AVAILABLE),
+                    "dead_lettering": count(ss.DEAD_LETTERING),
+                    "acknowledged_in_window": count(ss.ACKNOWLEDGED),
                     "archived_total": None, "lost_to_retention": None}
         row.update(snap)
         first, cap = row.pop("first", None), row.pop("capacity", None)
         row["blocked_by"] = None
         row["oldest_unacknowledged_age_ms"] = None
-        try:
-            part = log.partition(topic, partition)
-            st = part.state()
-        except PylogError:
+        if st is None:
             row["end_offset"] = None
             out.append(row)
             continue

@@ -544,11 +544,13 @@ def file_name(key: bytes) -> str:
     return hashlib.blake2b(key, digest_size=16).hexdigest() + ".share"
 
 
-def snapshot(path: str, key: bytes) -> dict[str, Any] | None:
+def snapshot(path: str, key: bytes, log_start: int | None = None) -> dict[str, Any] | None:
     """A lock-free read of a share file for monitoring (``pylog queues``):
     counts per state, owners and deadlines; None when the file is missing
-    or not of this boot (Q-1: LMDB has the state then). A snapshot taken
-    while a process changes the file may mix old and new entries."""
+    or not of this boot (Q-1: LMDB has the state then). Records of the
+    window below ``log_start`` not yet done count as lost, as the next
+    acquisition will count them (Q-4), not in their state. A snapshot
+    taken while a process changes the file may mix old and new entries."""
     try:
         with open(path, "rb") as f:
             raw = f.read()
@@ -572,9 +574,13 @@ def snapshot(path: str, key: bytes) -> dict[str, Any] | None:
     by_state = {AVAILABLE: 0, ACQUIRED: 0, ACKNOWLEDGED: 0, ARCHIVED: 0, DELAYED: 0,
                 DEAD_LETTERING: 0}
     held: list[dict[str, int]] = []
+    gone = 0
     for off in range(head[SPSO], head[SPEO]):
         i = off % cap
         s = raw[st + i]
+        if log_start is not None and off < log_start:
+            gone += s not in (ACKNOWLEDGED, ARCHIVED, EMPTY)      # (as trim_to_log)
+            continue
         if s in by_state:
             by_state[s] += 1
         if s == ACQUIRED:
@@ -590,5 +596,5 @@ def snapshot(path: str, key: bytes) -> dict[str, Any] | None:
             "acquired": by_state[ACQUIRED], "delayed": by_state[DELAYED],
             "acknowledged_in_window": by_state[ACKNOWLEDGED],
             "dead_lettering": by_state[DEAD_LETTERING],
-            "archived_total": head[ARCHIVED_N], "lost_to_retention": head[LOST],
+            "archived_total": head[ARCHIVED_N], "lost_to_retention": head[LOST] + gone,
             "held": held, "owner_tokens": tokens}
