@@ -500,3 +500,33 @@ def test_cli_relay_reconnects_and_says_so(tmp_path, log):
                 proc.kill()
                 proc.wait()
         check_exactly_once(read_all(log), rows_of(5))
+
+
+def test_rows_that_fit_alone_are_published_in_batches_that_fit(outbox_db, log):
+    """Found by a user trial: 50 rows of 100 kB of one key (each far below
+    the topic's max_message_bytes, 1 MiB) stopped the relay for good with
+    RecordTooLarge "batch of 50 record(s) encodes to 5002052 bytes": it
+    sent a batch's rows of one partition as one record batch. The default
+    batch_size (500) hits it with rows of 2.1 kB. Rows that fit alone are
+    published, split into record batches that fit, in one transaction."""
+    db = outbox_db
+    rows = [(b"same", b"%03d" % i + b"v" * 100_000) for i in range(50)]
+    rows += [(b"k%d" % (i % 3), b"%03d" % i + b"w" * 3_000) for i in range(50, 650)]
+    add(db, rows, per_txn=25)
+    with OutboxRelay(db.url, log, table=db.table, batch_size=700) as relay:
+        assert relay.drain() == len(rows)
+    check_exactly_once(read_all(log), rows)
+
+
+def test_a_row_over_max_message_bytes_stops_the_relay_and_skips_nothing(outbox_db, log):
+    """A row that cannot fit alone is still refused (RecordTooLarge), the
+    rows before it published, none skipped."""
+    db = outbox_db
+    rows = [(b"a", b"small")]
+    add(db, rows + [(b"a", b"x" * (2 << 20))], per_txn=1)
+    with OutboxRelay(db.url, log, table=db.table, batch_size=1) as relay:
+        assert relay.step() == 1
+        with pytest.raises(pylog.RecordTooLarge):
+            relay.step()
+        assert relay.pending() == 1
+    check_exactly_once(read_all(log), rows)
