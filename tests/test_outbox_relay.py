@@ -530,3 +530,39 @@ def test_a_row_over_max_message_bytes_stops_the_relay_and_skips_nothing(outbox_d
             relay.step()
         assert relay.pending() == 1
     check_exactly_once(read_all(log), rows)
+
+
+def test_cli_relay_fenced_by_another_says_so(tmp_path, log):
+    """Found by a user trial: a CLI relay fenced by a second one of its
+    name exited 2 with "pylog: error: transactional id 'pylog-outbox.outbox':
+    this producer (id 0, epoch 0) was fenced ...; close this producer",
+    advice meant for the API that a relay's operator cannot follow. It
+    says which relay took over and that this one stops, nothing skipped."""
+    import childproc
+    gen = installed("sqlite", tmp_path)
+    db = next(gen)
+    try:
+        env = dict(os.environ, PYTHONPATH=ROOT)
+        cmd = ("import sys; from pylog.cli import main; sys.exit(main())",
+               "outbox", "relay", db.url, str(tmp_path / "log"), "--table", db.table)
+        first = childproc.start(*cmd, env=env)
+        try:
+            assert b"position id 0" in childproc.readline(first, timeout=60)
+            second = subprocess.run([sys.executable, "-c", *cmd, "--until-idle"], env=env,
+                                    capture_output=True, timeout=60)
+            assert second.returncode == 0, second.stderr.decode()
+            add(db, rows_of(3))               # the first one's next step meets the fence
+            assert first.wait(60) == 2
+            err = childproc.stderr_tail(first)
+            assert "another relay named 'outbox' started" in err, err
+            assert "close this producer" not in err, err
+        finally:
+            if first.poll() is None:
+                first.kill()
+                first.wait()
+        subprocess.run([sys.executable, "-c", *cmd, "--until-idle"], env=env, check=True,
+                       capture_output=True, timeout=60)
+        check_exactly_once(read_all(log), rows_of(3))
+    finally:
+        with contextlib.suppress(StopIteration):
+            next(gen)
