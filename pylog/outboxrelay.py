@@ -60,6 +60,7 @@ from .config import validate_topic_name
 from .errors import InvalidArgument
 from .outbox import TABLE
 from .outboxsource import ID_HEADER, Position, PostgresSource, Row, SQLiteSource, open_source
+from .producer import Producer
 from .records import TopicPartition
 
 if TYPE_CHECKING:
@@ -70,6 +71,8 @@ POSITIONS_PREFIX = "__outbox."
 FORMAT_VERSION = 1
 #: position records are trimmed every this many commits (O-1)
 TRIM_EVERY = 1000
+#: bytes of a record batch's header (B-1), counted once per send_batch run
+_BATCH_HEADER = 61
 
 
 def positions_topic(name: str) -> str:
@@ -92,6 +95,31 @@ class Progress:
     total: int
     position: Position
     pending: int
+
+
+def _fitting_runs(items: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]],
+                  limit: int | None) -> list[list[tuple[bytes | None, bytes | None,
+                                                     list[tuple[str, bytes]]]]]:
+    """``items`` (key, value, headers) cut into runs, in order, whose
+    records together stay within ``limit`` (the topic's max_message_bytes)
+    by the producer's own upper bound of their encoding: send_batch makes
+    one record batch per partition of a run, and rows that each fit must
+    not be refused together (RecordTooLarge would stop the relay for good
+    on a batch of rows of one key). A row too large alone gets a run of
+    its own, which the log refuses (the relay stops, the row not skipped)."""
+    if limit is None:
+        return [items]
+    runs: list[list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]] = []
+    size = room = 0
+    for item in items:
+        # (the batch header is counted once per run)
+        bound = Producer._size_bound([(0, item[0], item[1], tuple(item[2]))]) - _BATCH_HEADER
+        if not runs or size + bound > room:
+            runs.append([])
+            size, room = 0, limit - _BATCH_HEADER
+        runs[-1].append(item)
+        size += bound
+    return runs
 
 
 class OutboxRelay:
@@ -201,7 +229,9 @@ class OutboxRelay:
                 (r.key, r.value, [*r.headers, (ID_HEADER, str(r.id).encode())]))
         with p.transaction():
             for topic, items in by_topic.items():
-                p.send_batch(topic, items)      # one batch per partition
+                limit = self.log.partition(topic, 0).config.max_message_bytes
+                for chunk in _fitting_runs(items, limit):
+                    p.send_batch(topic, chunk)  # one record batch per partition
             meta = p.send(self.topic, self._record(pos, self.total + len(rows)),
                           key=self.name.encode(), partition=0)
         self.total += len(rows)

@@ -592,9 +592,11 @@ class IdempotentProducer(Producer):
     def transaction(self) -> Iterator[IdempotentProducer]:
         """``with producer.transaction():`` begins a transaction, commits it
         when the block ends normally and aborts it when it raises (the
-        exception goes on), or when the commit refuses it (CommitFailedError:
-        a rebalance moved an input partition away; TransactionError: a send
-        of it failed). An interrupt of the commit itself leaves it open:
+        exception goes on), or when the commit raises an error
+        (CommitFailedError: a rebalance moved an input partition away;
+        TransactionError: a send of it failed; DiskFullError or LogOSError:
+        its LMDB commit stored nothing), the error going on. An interrupt
+        (KeyboardInterrupt) of the commit itself leaves it open:
         commit_transaction() or abort_transaction() decide (past the commit
         point both find it committed)."""
         self.begin_transaction()
@@ -605,7 +607,12 @@ class IdempotentProducer(Producer):
             raise
         try:
             self.commit_transaction()
-        except (CommitFailedError, TransactionError):
+        except Exception:
+            # Left open, the transaction would refuse every later begin
+            # ("already open") and hold read_committed readers back: a loop
+            # that catches the error and goes on would be wedged. An abort
+            # is right whatever the error: one past the commit point finds
+            # the transaction committed and changes nothing.
             self.abort_if_open()
             raise
 

@@ -500,3 +500,69 @@ def test_cli_relay_reconnects_and_says_so(tmp_path, log):
                 proc.kill()
                 proc.wait()
         check_exactly_once(read_all(log), rows_of(5))
+
+
+def test_rows_that_fit_alone_are_published_in_batches_that_fit(outbox_db, log):
+    """Found by a user trial: 50 rows of 100 kB of one key (each far below
+    the topic's max_message_bytes, 1 MiB) stopped the relay for good with
+    RecordTooLarge "batch of 50 record(s) encodes to 5002052 bytes": it
+    sent a batch's rows of one partition as one record batch. The default
+    batch_size (500) hits it with rows of 2.1 kB. Rows that fit alone are
+    published, split into record batches that fit, in one transaction."""
+    db = outbox_db
+    rows = [(b"same", b"%03d" % i + b"v" * 100_000) for i in range(50)]
+    rows += [(b"k%d" % (i % 3), b"%03d" % i + b"w" * 3_000) for i in range(50, 650)]
+    add(db, rows, per_txn=25)
+    with OutboxRelay(db.url, log, table=db.table, batch_size=700) as relay:
+        assert relay.drain() == len(rows)
+    check_exactly_once(read_all(log), rows)
+
+
+def test_a_row_over_max_message_bytes_stops_the_relay_and_skips_nothing(outbox_db, log):
+    """A row that cannot fit alone is still refused (RecordTooLarge), the
+    rows before it published, none skipped."""
+    db = outbox_db
+    rows = [(b"a", b"small")]
+    add(db, rows + [(b"a", b"x" * (2 << 20))], per_txn=1)
+    with OutboxRelay(db.url, log, table=db.table, batch_size=1) as relay:
+        assert relay.step() == 1
+        with pytest.raises(pylog.RecordTooLarge):
+            relay.step()
+        assert relay.pending() == 1
+    check_exactly_once(read_all(log), rows)
+
+
+def test_cli_relay_fenced_by_another_says_so(tmp_path, log):
+    """Found by a user trial: a CLI relay fenced by a second one of its
+    name exited 2 with "pylog: error: transactional id 'pylog-outbox.outbox':
+    this producer (id 0, epoch 0) was fenced ...; close this producer",
+    advice meant for the API that a relay's operator cannot follow. It
+    says which relay took over and that this one stops, nothing skipped."""
+    import childproc
+    gen = installed("sqlite", tmp_path)
+    db = next(gen)
+    try:
+        env = dict(os.environ, PYTHONPATH=ROOT)
+        cmd = ("import sys; from pylog.cli import main; sys.exit(main())",
+               "outbox", "relay", db.url, str(tmp_path / "log"), "--table", db.table)
+        first = childproc.start(*cmd, env=env)
+        try:
+            assert b"position id 0" in childproc.readline(first, timeout=60)
+            second = subprocess.run([sys.executable, "-c", *cmd, "--until-idle"], env=env,
+                                    capture_output=True, timeout=60)
+            assert second.returncode == 0, second.stderr.decode()
+            add(db, rows_of(3))               # the first one's next step meets the fence
+            assert first.wait(60) == 2
+            err = childproc.stderr_tail(first)
+            assert "another relay named 'outbox' started" in err, err
+            assert "close this producer" not in err, err
+        finally:
+            if first.poll() is None:
+                first.kill()
+                first.wait()
+        subprocess.run([sys.executable, "-c", *cmd, "--until-idle"], env=env, check=True,
+                       capture_output=True, timeout=60)
+        check_exactly_once(read_all(log), rows_of(3))
+    finally:
+        with contextlib.suppress(StopIteration):
+            next(gen)

@@ -45,7 +45,6 @@ import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..errors import CommitFailedError, TransactionError
 from ..producer import Headers, RawRecord
 from ..records import RecordMetadata, TopicPartition
 from .batch import BatchBuilder, BatchSending, send_builder
@@ -176,8 +175,8 @@ class AIOTransactionalProducer(BatchSending):
         """``async with producer.transaction(): ...``: begin, then commit
         when the block ends, or abort when it raises (cancellation
         included; not when this producer was fenced) or when the commit
-        refuses the transaction (CommitFailedError, TransactionError: as
-        the threaded ``transaction()``), the error going on.
+        raises an error (CommitFailedError, TransactionError, DiskFullError:
+        as the threaded ``transaction()``), the error going on.
 
         Cancelled while the begin, the commit or the abort runs off the
         loop, the block waits for it to end before the CancelledError
@@ -213,10 +212,12 @@ class AIOTransactionalProducer(BatchSending):
             raise
         try:
             await self.commit_transaction()
-        except (CommitFailedError, TransactionError, asyncio.CancelledError):
-            # Left open (a commit refused, or cancelled before its turn,
-            # which never ran), it would refuse the next begin; after a
-            # commit that ran to its end this is a no-op.
+        except (Exception, asyncio.CancelledError):
+            # Left open (a commit refused or failed before its commit point,
+            # e.g. on a full disk, or cancelled before its turn, which never
+            # ran), it would refuse every later begin; after a commit that
+            # ran to its end this is a no-op, and an abort past the commit
+            # point finds the transaction committed.
             await abort()
             raise
 

@@ -101,7 +101,7 @@ def cmd_install(args) -> int:
 def cmd_relay(args) -> int:
     import pylog
 
-    from ..outboxrelay import OutboxRelay, Progress
+    from ..outboxrelay import Progress
     require_log(args.path)
     last = [0.0, 0]
 
@@ -114,6 +114,22 @@ def cmd_relay(args) -> int:
         print(f"relay {args.name}: published {last[1]} rows (total {p.total}), "
               f"position {p.position}, pending {p.pending}", flush=True)
         last[1] = 0
+
+    try:
+        return _relay(args, show)
+    except pylog.ProducerFencedError:
+        # (the API's advice, "close this producer", means nothing to an
+        # operator: say who took over, and that this one's exit is right)
+        raise CliError(f"relay {args.name}: fenced: another relay named {args.name!r} "
+                       "started (or a read_committed reader aborted this one's transaction "
+                       "after it stalled past transaction_timeout_ms); this one stops, "
+                       "nothing skipped or published twice") from None
+
+
+def _relay(args, show) -> int:
+    import pylog
+
+    from ..outboxrelay import OutboxRelay
 
     # SIGINT, SIGTERM set stop: the relay ends after its current step
     with stop_on_signals(threading.Event()) as stop:
