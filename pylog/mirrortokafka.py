@@ -537,6 +537,11 @@ class ToKafka:
         what was acknowledged, close both clients."""
         try:
             if self._failure is None or self._refusal:
+                waiting = len(self._producer)
+                if waiting:
+                    # (a silent wait of up to `timeout` looks like a hang)
+                    self._report(f"waiting up to {timeout:g} s for {waiting} records "
+                                 "in flight to Kafka (the rest are sent at the next run)")
                 try:
                     self._producer.flush(timeout)
                 except self._ck.KafkaException:

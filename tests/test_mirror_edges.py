@@ -184,3 +184,31 @@ def local_values_or_none(path, topic):
         return local_values(path, topic)
     except pylog.errors.TopicNotFound:
         return []
+
+
+def test_close_says_what_it_waits_for_when_the_broker_is_frozen(tmp_path, broker):
+    """A user trial: with the broker frozen (SIGSTOP) and records in
+    flight, stopping the mirror waited its whole close timeout without a
+    word, which looks like a hang. It says what it waits for, and for how
+    long; the records stay in the local log for the next run."""
+    from pylog.mirror import Mirror
+    src = str(tmp_path / "src")
+    lines: list[str] = []
+    with pylog.open(src) as log:
+        log.create_topic("t", partitions=1)
+        m = Mirror(log, broker.bootstrap, topics="t", report=lines.append)
+        try:
+            m.run(until_caught_up=True, timeout=30)     # (the topic made in Kafka)
+            log.producer().send_batch("t", [b"r%d" % i for i in range(100)])
+            os.kill(broker.proc.pid, signal.SIGSTOP)
+            try:
+                m.run(timeout=1.0)
+                start = time.monotonic()
+                m.close(timeout=1.0)
+                assert time.monotonic() - start < 10
+            finally:
+                os.kill(broker.proc.pid, signal.SIGCONT)
+        finally:
+            m.close()
+    assert any("waiting up to 1 s for" in line and "in flight" in line for line in lines), \
+        lines
