@@ -212,3 +212,33 @@ def test_close_says_what_it_waits_for_when_the_broker_is_frozen(tmp_path, broker
             m.close()
     assert any("waiting up to 1 s for" in line and "in flight" in line for line in lines), \
         lines
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_the_cli_mirror_stops_on_a_signal_with_status_0(tmp_path, broker, sig):
+    """README: ``pylog mirror`` stops on Ctrl-C or SIGTERM with status 0,
+    having mirrored what it read; an error stops it with status 2 (above)."""
+    src = str(tmp_path / "src")
+    with pylog.open(src) as log:
+        log.create_topic("t", partitions=1)
+        log.producer().send_batch("t", [b"r%d" % i for i in range(50)])
+    proc = subprocess.Popen(mirror_cli(src, broker.bootstrap), stderr=subprocess.PIPE,
+                            text=True, env=ENV)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert time.monotonic() < deadline and proc.poll() is None
+            try:
+                if len(read_kafka(broker.bootstrap, "t").get(0, [])) == 50:
+                    break
+            except KeyError:        # (the mirror has not made the topic yet)
+                pass
+            time.sleep(0.3)
+        proc.send_signal(sig)
+        err = proc.communicate(timeout=30)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
