@@ -180,7 +180,8 @@ class Producer:
                     or not 0 <= partition < n:
                 raise PartitionNotFound(
                     f"topic {topic!r} has {n} partitions; there is no "
-                    f"partition {partition!r}")
+                    f"partition {partition!r}" + ("" if isinstance(partition, int) else
+                                                  " (a partition is a number: an int)"))
             return partition
         if key is not None:
             return _native.partition_for_key(key, n)

@@ -142,3 +142,13 @@ def test_local_only_methods_name_what_to_use_on_kafka(kafka_log):
     with pytest.raises(AttributeError, match="has no attribute 'nonsense'"):
         c.nonsense  # noqa: B018
     c.close()
+
+
+def test_a_topic_partition_given_as_a_partition_number_says_so(tmp_path):
+    """A user trial: send(partition=TopicPartition(...)) said only "there is
+    no partition TopicPartition(topic='t', partition=0)"."""
+    import pylog
+    with pylog.open(tmp_path / "log") as log:
+        log.create_topic("t")
+        with pytest.raises(PartitionNotFound, match=r"\(a partition is a number: an int\)"):
+            log.producer().send("t", b"x", partition=pylog.TopicPartition("t", 0))
