@@ -239,7 +239,7 @@ class ToKafka:
         """Move records for up to about ``timeout`` seconds; True when every
         record of every mirrored partition is acknowledged (caught up)."""
         if self._failure is not None:
-            self._rewind()
+            self._rewind(timeout)
             return False
         if not self._routes_ready():
             return False
@@ -299,6 +299,8 @@ class ToKafka:
         finally:
             if handed < len(records):
                 self._sent_all = False      # (until the rewind)
+                if self._failure is None:   # (an error raised out: the next step rewinds)
+                    self._failure = f"a send stopped after {handed} of {len(records)} records"
         return handed == len(records)
 
     def _hand(self, records: list[Any]) -> int:
@@ -502,15 +504,17 @@ class ToKafka:
         return {TopicPartition(p["topic"], p["partition"]): p["records_skipped_by_retention"]
                 for p in desc["partitions"]}
 
-    def _rewind(self) -> None:
+    def _rewind(self, timeout: float) -> None:
         """After a failed delivery: drop what the producer holds, commit
         what was acknowledged, and read every partition again from its
         committed offset (a step may have stopped midway through a poll's
-        records, so partitions with nothing in flight are sought too)."""
+        records, so partitions with nothing in flight are sought too).
+        After a refused record, what is in flight is waited for first, up
+        to ``timeout`` (the step's) or REFUSED_FLUSH_S."""
         why = self._failure
         self._stats.rewinds += 1
         if self._refusal:
-            self._producer.flush(REFUSED_FLUSH_S)
+            self._producer.flush(min(timeout, REFUSED_FLUSH_S))
             self._refusal = False
         self._generation += 1
         self._producer.purge()

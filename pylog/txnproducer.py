@@ -490,7 +490,8 @@ class IdempotentProducer(Producer):
                 if what == "abort_transaction":
                     logging.getLogger("pylog").warning(
                         "transaction %r was committed before this abort (an "
-                        "interrupt came after its commit point): it stays committed", tid)
+                        "interrupt or an error came after its commit point): it stays "
+                        "committed", tid)
             if (got.producer_id, got.epoch) != (self.producer_id, self.epoch):
                 self._seqs.clear()           # a new epoch restarts the sequences
                 self._checked = {}
@@ -562,8 +563,8 @@ class IdempotentProducer(Producer):
         if part.reader.last_commit(self.producer_id, self.epoch, first) == first:
             return False
         logging.getLogger("pylog").warning(
-            "transaction %r was committed before this abort (an interrupt came "
-            "after its commit point): it stays committed", self.transactional_id)
+            "transaction %r was committed before this abort (an interrupt or an "
+            "error came after its commit point): it stays committed", self.transactional_id)
         self._closed_txn()
         return True
 
