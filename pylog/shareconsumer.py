@@ -130,6 +130,12 @@ class ShareConsumer:
         # the doorbell slot polls wait on (L-3): the topic's, or 0 for several
         self._slot = topic_slot(self.topics[0]) if len(self.topics) == 1 else 0
         self._closed = False
+        #: False: poll() and commit() wait for no share file's lock, whose
+        #: holder may be at an fdatasync (pylog.aio sets it: on an event
+        #: loop); a partition found locked is skipped, its acknowledgements
+        #: left pending, and ``busy`` set until the next apply
+        self.lock_wait = True
+        self.busy = False
         #: records retention deleted before they were done (Q-4), as this
         #: consumer found them: [(topic, partition, first offset, last offset)]
         self.lost: list[tuple[str, int, int, int]] = []
@@ -166,28 +172,9 @@ class ShareConsumer:
         n = self._owner.get(tp)
         if n is None:
             if _abandoned:
-                self._free_abandoned(f)
+                _free_abandoned(self, f)
             n = self._owner[tp] = f.owner_slot_locked(self._member)
         return n
-
-    def _free_abandoned(self, f: ss.ShareFile) -> None:
-        """Release the records and free the owner slots that collected
-        consumers of this process left in ``f`` (locked); forget those of
-        closed Logs' files (their slots went with their liveness token).
-        Entries of other files go back to the queue."""
-        for _ in range(len(_abandoned)):
-            try:
-                entry = _abandoned.popleft()
-            except IndexError:          # (another thread took the last ones)
-                return
-            g, tp, n, member = entry
-            if g.fd < 0:
-                continue
-            if g is not f:
-                _abandoned.append(entry)
-            elif f.owners[2 * n + 1] == member:
-                part = self._log.partition(tp.topic, tp.partition)
-                ops.release_owner(f, n, self._target(tp, part))
 
     def _partitions(self) -> list[TopicPartition]:
         return [TopicPartition(t, p) for t in self.topics
@@ -272,8 +259,9 @@ class ShareConsumer:
             tp = tps[(start + k) % len(tps)]
             if not self._acquire_from(tp, max_records - len(out), now, out, wait=False):
                 busy.append(tp)
+        self.busy = self.busy or (bool(busy) and not self.lock_wait)
         for tp in busy:
-            if out:
+            if out or not self.lock_wait:
                 break
             self._acquire_from(tp, max_records, now, out, wait=True)
         batch = {rec[:3]: rec for rec in out}
@@ -516,6 +504,7 @@ class ShareConsumer:
                 f"longer held by this consumer (first: {failed[0]})", failed)
 
     def _apply(self) -> None:
+        self.busy = False
         if not self._pending:
             return
         now = int(time.time() * 1000)
@@ -534,7 +523,10 @@ class ShareConsumer:
                 self._topic_deleted(tp, forget_topic=False)
                 continue
             f = self._file(tp)
-            with f.locked():
+            with f.locked(self.lock_wait) as taken:
+                if not taken:       # (lock_wait false: left pending, for later)
+                    self.busy = True
+                    continue
                 owner = self._owner_in(f, tp)
                 mark = self._applying.get(key)
                 if mark is not None:
@@ -671,6 +663,27 @@ class ShareConsumer:
                 yield rec
                 if self.implicit and rec[:3] in self._unacked:
                     self.acknowledge(rec, ops.ACCEPT)
+
+
+def _free_abandoned(c: ShareConsumer, f: ss.ShareFile) -> None:
+    """Release the records and free the owner slots that collected
+    consumers of this process left in ``f`` (locked by ``c``, a consumer
+    of the same Log); forget those of closed Logs' files (their slots went
+    with their liveness token). Entries of other files go back to the
+    queue. (A function, not a method: ShareConsumer stays under 600 lines.)"""
+    for _ in range(len(_abandoned)):
+        try:
+            entry = _abandoned.popleft()
+        except IndexError:          # (another thread took the last ones)
+            return
+        g, tp, n, member = entry
+        if g.fd < 0:
+            continue
+        if g is not f:
+            _abandoned.append(entry)
+        elif f.owners[2 * n + 1] == member:
+            part = c._log.partition(tp.topic, tp.partition)
+            ops.release_owner(f, n, c._target(tp, part))
 
 
 def _abandon(owners: dict[TopicPartition, int], files: dict[TopicPartition, ss.ShareFile],

@@ -4,7 +4,12 @@ event loop.
 It drives a :class:`pylog.shareconsumer.ShareConsumer` (same arguments,
 same acquisition, acknowledgement and retry rules). Acquiring records and
 applying acknowledgements are stores into the share files' shared memory
-(a few microseconds), so they run inline; waiting for records is a future
+(a few microseconds), so they run inline — without waiting for a share
+file's lock: another process's consumer may hold it across an fdatasync
+(copies to its dead-letter topic with ``sync="always"``: 100 ms and more
+a batch), so a partition found locked is skipped, its acknowledgements
+stay pending, and the call looks again every BUSY_RETRY_S (a commit
+waits for them off the loop); waiting for records is a future
 resolved by the Log's :class:`~pylog.aio.bridge.DoorbellBridge` (appends
 and releases of any process ring it; lock expiries and delays ending ring
 nothing, so a wait ends by the earliest lock deadline or delay end the
@@ -66,6 +71,10 @@ INLINE_RECORDS = 50
 _NOWHERE = Cursor(0)
 #: the longest a getone (or ``async for``) waits in one go; it then looks again
 FOREVER_S = 3600.0
+#: how soon a call that found a share file locked looks again (its holder
+#: rings the doorbell when it applies acknowledgements, not when it is done
+#: acquiring or copying dead letters)
+BUSY_RETRY_S = 0.002
 
 
 class AIOShareConsumer:
@@ -74,6 +83,7 @@ class AIOShareConsumer:
     def __init__(self, alog: AIOLog, consumer: ShareConsumer) -> None:
         self._alog = alog
         self._c = consumer
+        consumer.lock_wait = False      # inline calls: see the module docstring
         self._lock = asyncio.Lock()     # one executor job, or one acquisition, at a time
         self._opened = -1               # partitions whose share files are open
 
@@ -86,6 +96,21 @@ class AIOShareConsumer:
         cancelled caller leaves it running (and the consumer locked) to
         its end."""
         return await self._alog._submit_locked(self._lock, fn, *args)
+
+    def _waiting(self, fn: Callable[[], None]) -> Callable[[], None]:
+        """``fn`` (a commit, a close) waiting for the share files' locks,
+        for a run off the loop (no inline call runs meanwhile: the
+        consumer's lock is held): a close must apply every acknowledgement
+        before it releases what is left, a commit before it returns."""
+        c = self._c
+
+        def job() -> None:
+            c.lock_wait = True
+            try:
+                fn()
+            finally:
+                c.lock_wait = False
+        return job
 
     async def _open_files(self) -> None:
         """Open the share files of partitions not seen yet, off the loop."""
@@ -117,6 +142,8 @@ class AIOShareConsumer:
                 seen = bridge.seq(slot)
                 recs = c.poll(0, self._inline_room(max_records))
                 ahead = None if recs else c.wait_hint()[1]
+                if c.busy:          # (a lock another holds: look again soon)
+                    ahead = BUSY_RETRY_S if ahead is None else min(ahead, BUSY_RETRY_S)
             finally:
                 self._lock.release()
             if recs:
@@ -193,26 +220,34 @@ class AIOShareConsumer:
         self._c.acknowledge(record, type, delay_ms)
 
     async def commit(self) -> None:
-        """As ShareConsumer.commit: apply the acknowledgements (inline),
-        and with ``sync="always"`` store them in LMDB (fsync, off the
-        loop). Raises AcknowledgementError as it does. A caller cancelled
-        while the commit runs off the loop gets its CancelledError once the
-        commit has ended (pylog.aio.finish), as AIOConsumer.commit's."""
+        """As ShareConsumer.commit: apply the acknowledgements (inline;
+        those of a partition whose share file another holds, off the
+        loop once it is free), and with ``sync="always"`` store them in
+        LMDB (fsync, off the loop). Raises AcknowledgementError as it does
+        (acknowledgements still pending then are applied by the next call).
+        A caller cancelled while the commit runs off the loop gets its
+        CancelledError once the commit has ended (pylog.aio.finish), as
+        AIOConsumer.commit's."""
         if self._alog.log.sync == "always":
-            await self._alog._submit_locked(self._lock, self._c.commit, finish=True)
+            await self._alog._submit_locked(self._lock, self._waiting(self._c.commit),
+                                            finish=True)
             return
         await self._lock.acquire()      # no executor job runs meanwhile
         try:
             self._c.commit()
+            busy = self._c.busy
         finally:
             self._lock.release()
+        if busy:        # acknowledgements left pending: applied off the loop
+            await self._alog._submit_locked(self._lock, self._waiting(self._c.commit),
+                                            finish=True)
 
     async def close(self) -> None:
         """Apply the acknowledgements, release every record still held
         (Available to the others at once), leave. Idempotent."""
         if self._c.closed:
             return
-        await self._alog._close_client(self._c.close, self._lock)
+        await self._alog._close_client(self._waiting(self._c.close), self._lock)
 
     async def __aenter__(self) -> AIOShareConsumer:
         return self
