@@ -202,8 +202,9 @@ class ToKafka:
         self._by_place: dict[tuple[str, int], _Acks] = {}    # the same, by (topic, partition)
         self._failure: str | None = None
         # the failure is a record the client refused, not the producer's:
-        # what is in flight is still delivered (flushed) before a rewind
+        # what is in flight is still delivered before a rewind, until then
         self._refusal = False
+        self._refused_until = 0.0
         self._routes: dict[str, tuple[int, int]] = {}   # topic -> (local, kafka) partitions
         self._committed_at = time.monotonic()
         self._skipped_seen = self._skipped_now()
@@ -239,7 +240,12 @@ class ToKafka:
         """Move records for up to about ``timeout`` seconds; True when every
         record of every mirrored partition is acknowledged (caught up)."""
         if self._failure is not None:
-            self._rewind(timeout)
+            if self._refusal and len(self._producer) and \
+                    time.monotonic() < self._refused_until:
+                # a step at a time, so that run()'s timeout and stop() hold
+                self._producer.flush(timeout)
+                return False
+            self._rewind()
             return False
         if not self._routes_ready():
             return False
@@ -286,7 +292,7 @@ class ToKafka:
         if not err.fatal():
             # (a run() after this one rewinds first: the poll's records
             # after the failed one were never sent)
-            self._failure, self._refusal = f"produce to Kafka: {err.str()}", True
+            self._refused(f"produce to Kafka: {err.str()}")
             raise MirrorError(f"produce to Kafka: {err.str()}") from None
         self._failure = f"kafka producer: fatal error: {err.str()}"
 
@@ -339,10 +345,16 @@ class ToKafka:
                     if self._failure is not None:
                         return i
                 except self._ck.KafkaException as exc:
-                    self._refused(exc, r)
+                    self._refused_record(exc, r)
         return len(records)
 
-    def _refused(self, exc: Any, r: Any) -> None:
+    def _refused(self, why: str) -> None:
+        """A record was refused (the producer is sound): the next steps
+        wait up to REFUSED_FLUSH_S for what is in flight, then rewind."""
+        self._failure, self._refusal = why, True
+        self._refused_until = time.monotonic() + REFUSED_FLUSH_S
+
+    def _refused_record(self, exc: Any, r: Any) -> None:
         """produce() refused record ``r``: a fatal error is raised on (the
         step rewinds); anything else stops the mirror with MirrorError
         naming the record and what to change. It was not sent, so the
@@ -352,8 +364,7 @@ class ToKafka:
             raise exc
         # a run() after this one rewinds first (to this record): the poll's
         # records after it were never sent either
-        self._failure = f"{r.topic}-{r.partition} offset {r.offset} refused: {err.str()}"
-        self._refusal = True
+        self._refused(f"{r.topic}-{r.partition} offset {r.offset} refused: {err.str()}")
         hint = ""
         if err.code() == self._ck.KafkaError.MSG_SIZE_TOO_LARGE:
             hint = ("; raise the Kafka client's limit (-X message.max.bytes=N, "
@@ -504,18 +515,16 @@ class ToKafka:
         return {TopicPartition(p["topic"], p["partition"]): p["records_skipped_by_retention"]
                 for p in desc["partitions"]}
 
-    def _rewind(self, timeout: float) -> None:
+    def _rewind(self) -> None:
         """After a failed delivery: drop what the producer holds, commit
         what was acknowledged, and read every partition again from its
         committed offset (a step may have stopped midway through a poll's
         records, so partitions with nothing in flight are sought too).
-        After a refused record, what is in flight is waited for first, up
-        to ``timeout`` (the step's) or REFUSED_FLUSH_S."""
+        After a refused record the steps before waited for what was in
+        flight (step)."""
         why = self._failure
         self._stats.rewinds += 1
-        if self._refusal:
-            self._producer.flush(min(timeout, REFUSED_FLUSH_S))
-            self._refusal = False
+        self._refusal = False
         self._generation += 1
         self._producer.purge()
         self._producer.flush(0)
