@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 import weakref
 from collections import deque
@@ -113,6 +114,8 @@ class ShareConsumer:
         self._held: dict[tuple[str, int, int], ShareRecord] = {}
         self._unacked: dict[tuple[str, int, int], ShareRecord] = {}
         self._pending: dict[tuple[str, int], dict[int, tuple[int, str, int]]] = {}
+        # pylog.aio acknowledges on its loop while an apply may run off it
+        self._ack_lock = threading.Lock()
         # partitions with pending acknowledgements other than plain accepts
         self._mixed: set[tuple[str, int]] = set()
         # partitions whose acknowledgements were being applied when a Ctrl-C
@@ -463,12 +466,8 @@ class ShareConsumer:
             raise InvalidArgument(f"acknowledge({record!r}): expected a ShareRecord "
                                   "this consumer's poll returned")
         key = tuple(record[:3])
-        if type == ops.ACCEPT and delay_ms is None:
-            delay = 0
-        else:
-            delay = ops.validate_ack(type, delay_ms)
-            if key in self._held:
-                self._mixed.add(key[:2])
+        plain = type == ops.ACCEPT and delay_ms is None
+        delay = 0 if plain else ops.validate_ack(type, delay_ms)
         if key not in self._held:
             raise InvalidArgument(f"record {key[0]}-{key[1]} offset {key[2]} "
                                   "is not held by this consumer (not acquired by it, or "
@@ -476,7 +475,10 @@ class ShareConsumer:
         # pending first: a Ctrl-C between these steps leaves the record
         # pending and still delivered (acknowledged again, the same), not
         # in neither (never acknowledged)
-        self._pending.setdefault(key[:2], {})[key[2]] = (key[2], type, delay)
+        with self._ack_lock:
+            if not plain:
+                self._mixed.add(key[:2])
+            self._pending.setdefault(key[:2], {})[key[2]] = (key[2], type, delay)
         self._unacked.pop(key, None)
         if type != ops.RENEW:
             del self._held[key]
@@ -539,16 +541,22 @@ class ShareConsumer:
                     ops.finish_dead_letters(f, self._target(tp, part))
                     for off in ops.applied_before(f, owner, mark):
                         acks.pop(off, None)
-                batch = list(acks.values())
+                with self._ack_lock:
+                    batch, plain = list(acks.values()), key not in mixed
                 # (kept when apply_acks raises: an error may come after Q-5
                 # step 1 applied the batch)
                 self._applying[key] = batch
                 bad = ops.apply_acks(f, owner, batch, now, self.record_lock_ms,
                                      self.delivery_limit, self._target(tp, part),
-                                     key not in mixed) if batch else []
-                del pending[key]
+                                     plain) if batch else []
+                with self._ack_lock:    # (not those acknowledged meanwhile)
+                    for a in batch:
+                        if acks.get(a[0]) is a:
+                            del acks[a[0]]
+                    if not acks:
+                        del pending[key]
+                        mixed.discard(key)
                 del self._applying[key]
-            mixed.discard(key)
             self._touched.add(tp)
             self._failed.extend((tp.topic, tp.partition, off) for off in bad)
         # a release makes records Available; an accept or a reject frees

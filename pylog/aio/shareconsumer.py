@@ -46,6 +46,7 @@ acknowledgements are stored as the Log's sync mode says).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -73,8 +74,10 @@ _NOWHERE = Cursor(0)
 FOREVER_S = 3600.0
 #: how soon a call that found a share file locked looks again (its holder
 #: rings the doorbell when it applies acknowledgements, not when it is done
-#: acquiring or copying dead letters)
+#: acquiring or copying dead letters), doubling up to BUSY_RETRY_MAX_S while
+#: it stays locked (a holder stopped, SIGSTOP, must not cost a CPU)
 BUSY_RETRY_S = 0.002
+BUSY_RETRY_MAX_S = 0.064
 
 
 class AIOShareConsumer:
@@ -86,6 +89,7 @@ class AIOShareConsumer:
         consumer.lock_wait = False      # inline calls: see the module docstring
         self._lock = asyncio.Lock()     # one executor job, or one acquisition, at a time
         self._opened = -1               # partitions whose share files are open
+        self._busy_s = 0.0              # the current look-again delay (BUSY_RETRY_S)
 
     @property
     def group_id(self) -> str:
@@ -111,6 +115,21 @@ class AIOShareConsumer:
             finally:
                 c.lock_wait = False
         return job
+
+    def _apply_later(self) -> asyncio.Task[None]:
+        """Apply the acknowledgements a lock another process holds kept
+        back, off the loop once it is free (the consumer's later calls
+        wait for that; so does the Log's close(): left pending, a close of
+        the Log would drop them, and their records be delivered again)."""
+        c = self._c
+
+        def job() -> None:
+            if not c.closed:        # (closed by another task meanwhile)
+                c._apply()
+        task = asyncio.ensure_future(self._locked(self._waiting(job)))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())    # (retrieved)
+        self._alog._before_close(task)
+        return task
 
     async def _open_files(self) -> None:
         """Open the share files of partitions not seen yet, off the loop."""
@@ -142,13 +161,27 @@ class AIOShareConsumer:
                 seen = bridge.seq(slot)
                 recs = c.poll(0, self._inline_room(max_records))
                 ahead = None if recs else c.wait_hint()[1]
+                # acknowledgements a lock another holds kept back (pylog.aio
+                # reads the consumer's own pending map, as its friend)
+                stuck = c.busy and bool(c._pending)
                 if c.busy:          # (a lock another holds: look again soon)
-                    ahead = BUSY_RETRY_S if ahead is None else min(ahead, BUSY_RETRY_S)
+                    self._busy_s = min(2 * self._busy_s, BUSY_RETRY_MAX_S) \
+                        if self._busy_s else BUSY_RETRY_S
+                    ahead = self._busy_s if ahead is None else min(ahead, self._busy_s)
+                else:
+                    self._busy_s = 0.0
             finally:
                 self._lock.release()
+            job = self._apply_later() if stuck else None
             if recs:
                 return recs
             remaining = deadline - loop.time()
+            if job is not None and remaining > 0:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(job), remaining)
+                if not job.done():
+                    return recs     # (the timeout: the job goes on, and holds the lock)
+                continue
             if remaining <= 0:
                 return recs
             await bridge.wait(slot, seen, remaining if ahead is None else
