@@ -131,11 +131,14 @@ def test_acknowledgements_a_lock_kept_back_are_applied_before_the_log_closes(
             got = await sc.getmany(timeout_ms=1000)
             for r in got[pylog.TopicPartition("q", 0)]:
                 sc.acknowledge(r)
-            child = start(HOLDER, logdir, 0.3, env=child_env)
+            child = start(HOLDER, logdir, 0.5, env=child_env)
             try:
                 await asyncio.get_running_loop().run_in_executor(
                     None, expect, child, b"holding")
-                assert await sc.getmany(timeout_ms=100) == {}
+                for _ in range(2):      # (the second while the apply waits)
+                    t0 = time.monotonic()
+                    assert await sc.getmany(timeout_ms=50) == {}
+                    assert time.monotonic() - t0 < 0.2
             finally:
                 child.wait(30)
         with pylog.open(logdir) as log:

@@ -154,7 +154,16 @@ class AIOShareConsumer:
             if alog._must_yield():
                 await asyncio.sleep(0)
             await self._open_files()
-            await self._lock.acquire()      # (free: taken without a turn)
+            if self._lock.locked():
+                # a job runs (an apply that waits for another process's
+                # lock, _apply_later): waited for within this call's timeout
+                try:
+                    await asyncio.wait_for(self._lock.acquire(),
+                                           max(0.0, deadline - loop.time()))
+                except asyncio.TimeoutError:
+                    return []
+            else:
+                await self._lock.acquire()      # (free: taken without a turn)
             try:
                 if c.closed:                # (by another task while this one waited)
                     return []
