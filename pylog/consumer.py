@@ -221,12 +221,17 @@ class Consumer(Positions, Fetching):
     def unsubscribe(self) -> None:
         """Drop the subscription (or assignment); a group member commits
         what the application finished (with auto-commit), calls the
-        listener's revoke and leaves its group."""
+        listener's revoke and leaves its group; an exception of the
+        listener is raised once that is done."""
         self._check()
         self._commit_quietly()
+        error: Exception | None = None
         if self._member is not None:
             if self._member.joined and not self._listeners.running:
-                self._listeners.revoked(self._member.owned)
+                try:
+                    self._listeners.revoked(self._member.owned)
+                except Exception as exc:    # leave all the same (as close()); raise after
+                    error = exc
             self._member.leave(None)
         self._subscription = set()
         self._pattern = None
@@ -234,6 +239,8 @@ class Consumer(Positions, Fetching):
         self._missing = set()
         self._manual = None
         self._cursors.clear()
+        if error is not None:
+            raise error
 
     def subscription(self) -> set[str]:
         """The subscribed topic names (not those a pattern matches)."""
@@ -319,10 +326,11 @@ class Consumer(Positions, Fetching):
         if self._interval.exceeded() and member.joined:
             self._leave_lost()
         listeners = self._listeners
+        listeners.begin()
         gained, lost = member.tick(self._topics_resolved, self._positions_for,
                                    force=force,
-                                   on_revoke=listeners.revoked if listeners.wants_revoke
-                                   else None)
+                                   on_revoke=listeners.revoked_later
+                                   if listeners.wants_revoke else None)
         if member.joined:
             self._interval.joined()
         pending = self._delivery.pending
@@ -336,10 +344,9 @@ class Consumer(Positions, Fetching):
         for tp in gained:
             self._cursors.pop(tp, None)   # re-read the committed offset
             self._delivery.forget(tp)
-        if lost and member.rejoined:
-            listeners.lost(lost)
-        if gained:
-            listeners.assigned(gained)
+        # (raises a callback's exception, the revoke one's included, once
+        # the move is done and the state above matches it)
+        listeners.moved(lost if member.rejoined else (), gained)
 
     def _leave_lost(self) -> None:
         """The application did not poll within max_poll_interval_ms: leave

@@ -23,6 +23,12 @@ member no longer owns because its membership expired (it missed
 others may already read them, and a commit of them raises
 CommitFailedError.
 
+A callback that raises does not stop the rebalance: the partitions move
+all the same (revoked ones are released, committing what auto-commit
+would), the other callbacks of that move still run, and the first
+exception is then raised from the call that looked at the group
+(``poll()``, ``assignment()``, ...), as Kafka's clients do.
+
 Thread safety: one Listeners per Consumer, used from that consumer's thread.
 """
 
@@ -70,6 +76,7 @@ class Listeners:
         self._on_revoke: Callback | None = None
         self._on_lost: Callback | None = None
         self.running = False        # a callback is running (no nested rebalance)
+        self._error: Exception | None = None    # a callback's, for moved() to raise
 
     def set(self, listener: object | None, on_assign: Callback | None,
             on_revoke: Callback | None, on_lost: Callback | None) -> None:
@@ -116,6 +123,45 @@ class Listeners:
 
     def revoked(self, tps: Iterable[TopicPartition]) -> None:
         self._call("on_partitions_revoked", self._on_revoke, tps)
+
+    def revoked_later(self, tps: Iterable[TopicPartition]) -> None:
+        """:meth:`revoked`, but an exception of the callback is kept for
+        :meth:`moved` to raise: the partitions are released all the same.
+        Raised here, it would abort the release, and the member would
+        keep them (its heartbeats go on) while members that joined wait
+        for them for good; Kafka's clients also finish the rebalance and
+        then raise the callback's exception from poll()."""
+        try:
+            self.revoked(tps)
+        except Exception as exc:
+            self._keep(exc)
+
+    def begin(self) -> None:
+        """A look at the group begins: drop what a look that raised before
+        its end kept (its exception was not the one raised)."""
+        self._error = None
+
+    def moved(self, lost: Iterable[TopicPartition],
+              gained: Iterable[TopicPartition]) -> None:
+        """After a look at the group: the lost callback, then the assigned
+        one (each runs even if the other raises: the application hears of
+        every move), then raise the first exception of this look's
+        callbacks, the revoke callback's included."""
+        for call, tps in ((self.lost, lost), (self.assigned, gained)):
+            try:
+                call(tps)
+            except Exception as exc:
+                self._keep(exc)
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def _keep(self, exc: Exception) -> None:
+        if self._error is None:
+            self._error = exc
+        else:       # (one exception reaches the application: log the others)
+            _logger.error("rebalance listener of %r raised again: %r", self._consumer,
+                          exc, exc_info=exc)
 
     def assigned(self, tps: Iterable[TopicPartition]) -> None:
         self._call("on_partitions_assigned", self._on_assign, tps)
