@@ -113,3 +113,74 @@ def test_unsubscribe_leaves_the_group_when_the_revoke_listener_raises(tmp_path):
         assert len(other.assignment()) == 4       # at once: nobody holds them
         other.close()
         c.close()
+
+
+OTHER_MEMBER = r"""
+import sys, time, pylog
+log = pylog.open(sys.argv[1], sync="never")
+c = log.consumer(group_id="g", auto_offset_reset="earliest", enable_auto_commit=False,
+                 session_timeout_ms=3000)
+c.subscribe(["t"])
+deadline = time.monotonic() + 8
+while time.monotonic() < deadline and not c.assignment():
+    c.poll(0.2)
+print("joined", flush=True)
+while time.monotonic() < deadline:
+    c.poll(0.2)
+c.close()
+log.close()
+"""
+
+
+def test_an_aio_member_hands_out_no_buffered_record_of_a_partition_it_lost(tmp_path):
+    """Review of the above: an aio member's revoke listener raised once the
+    partition had moved, and the records of it fetched into the
+    consumer's buffer (by a getone) were handed out by its next getmany
+    while the new owner read them too."""
+    import asyncio
+
+    import pylog.aio
+    path = str(tmp_path / "log")
+    with pylog.open(path, sync="never") as log:
+        log.create_topic("t", partitions=2)
+        p = log.producer()
+        for part in (0, 1):
+            p.send_batch("t", [b"%d" % i for i in range(10)], partition=part)
+
+    class Boom:
+        def on_partitions_revoked(self, revoked):
+            raise RuntimeError("revoke listener failed")
+
+        def on_partitions_assigned(self, assigned):
+            pass
+
+    async def main():
+        async with pylog.aio.open(path, sync="never") as alog:
+            c = alog.consumer(group_id="g", auto_offset_reset="earliest",
+                              enable_auto_commit=False, session_timeout_ms=3000)
+            c.subscribe(["t"], listener=Boom())
+            first = await c.getone()        # (the rest of its batch: buffered)
+            other = TP("t", 1 - first.partition)
+            b = childproc.start(OTHER_MEMBER, path)
+            try:
+                raised = False
+                deadline = time.monotonic() + 8
+                while not raised and time.monotonic() < deadline:
+                    try:
+                        await c.getmany(other, timeout_ms=100)
+                    except RuntimeError:
+                        raised = True
+                assert raised
+                owned = c.assignment()
+                later = await c.getmany(timeout_ms=500)
+                handed = {tp for tp, rs in later.items() if rs}
+                assert handed <= owned, (handed, owned)
+            finally:
+                b.kill()
+                b.wait()
+            try:
+                await c.close()
+            except RuntimeError:
+                pass        # (close calls the raising revoke listener again)
+
+    asyncio.run(main())

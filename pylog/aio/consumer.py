@@ -156,12 +156,19 @@ class AIOConsumer(RecordBuffer, OffsetQueries):
 
     async def _housekeep(self, kind: int, force: bool = False) -> None:
         d = self._d
-        if kind == READS:
-            d.housekeep()           # a topic refresh: metadata reads only
-        else:
-            await self._locked(d.housekeep, force)
-            self._prepared = False      # (a rebalance may have assigned partitions)
-        self._drop_unowned()
+        # (in a finally: a rebalance listener's exception comes once the
+        # partitions moved, and the buffered records of those taken away
+        # must not be handed out after it)
+        try:
+            if kind == READS:
+                d.housekeep()           # a topic refresh: metadata reads only
+            else:
+                try:
+                    await self._locked(d.housekeep, force)
+                finally:
+                    self._prepared = False  # (a rebalance may have assigned partitions)
+        finally:
+            self._drop_unowned()
 
     def _drop_unowned(self) -> None:
         """After housekeeping (a rebalance may have taken partitions away):
