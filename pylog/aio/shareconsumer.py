@@ -46,7 +46,6 @@ acknowledgements are stored as the Log's sync mode says).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -78,6 +77,9 @@ FOREVER_S = 3600.0
 #: it stays locked (a holder stopped, SIGSTOP, must not cost a CPU)
 BUSY_RETRY_S = 0.002
 BUSY_RETRY_MAX_S = 0.064
+#: the waits for a free lock of one _apply_later (each as long as the
+#: share lock's own timeout at most)
+APPLY_TRIES_MAX = 100
 
 
 class AIOShareConsumer:
@@ -90,6 +92,7 @@ class AIOShareConsumer:
         self._lock = asyncio.Lock()     # one executor job, or one acquisition, at a time
         self._opened = -1               # partitions whose share files are open
         self._busy_s = 0.0              # the current look-again delay (BUSY_RETRY_S)
+        self._later: asyncio.Task[None] | None = None     # see _apply_later
 
     @property
     def group_id(self) -> str:
@@ -116,20 +119,36 @@ class AIOShareConsumer:
                 c.lock_wait = False
         return job
 
-    def _apply_later(self) -> asyncio.Task[None]:
+    def _apply_later(self) -> None:
         """Apply the acknowledgements a lock another process holds kept
-        back, off the loop once it is free (the consumer's later calls
-        wait for that; so does the Log's close(): left pending, a close of
-        the Log would drop them, and their records be delivered again)."""
-        c = self._c
-
-        def job() -> None:
-            if not c.closed:        # (closed by another task meanwhile)
-                c._apply()
-        task = asyncio.ensure_future(self._locked(self._waiting(job)))
+        back, once it is free: a task waits for those partitions' locks
+        off the loop, holding nothing of this consumer (its calls go on
+        delivering the other partitions), then applies them inline. The
+        Log's close() waits for it: left pending, the acknowledgements
+        would go with the Log, and their records be delivered again."""
+        if self._later is not None and not self._later.done():
+            return
+        task = self._later = asyncio.ensure_future(self._apply_when_free())
         task.add_done_callback(lambda t: t.cancelled() or t.exception())    # (retrieved)
         self._alog._before_close(task)
-        return task
+
+    async def _apply_when_free(self) -> None:
+        c = self._c
+        for _ in range(APPLY_TRIES_MAX):
+            if c.closed:
+                return
+            # (pylog.aio reads the consumer's own maps, as its friend)
+            files = [f for f in (c._files.get(TopicPartition(*key)) for key in c._pending)
+                     if f is not None]
+            if not files:
+                return
+            await self._alog._submit(_wait_free, files)
+            async with self._lock:
+                if c.closed:
+                    return
+                c._apply()
+                if not c.busy:
+                    return
 
     async def _open_files(self) -> None:
         """Open the share files of partitions not seen yet, off the loop."""
@@ -181,16 +200,11 @@ class AIOShareConsumer:
                     self._busy_s = 0.0
             finally:
                 self._lock.release()
-            job = self._apply_later() if stuck else None
+            if stuck:
+                self._apply_later()
             if recs:
                 return recs
             remaining = deadline - loop.time()
-            if job is not None and remaining > 0:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(job), remaining)
-                if not job.done():
-                    return recs     # (the timeout: the job goes on, and holds the lock)
-                continue
             if remaining <= 0:
                 return recs
             await bridge.wait(slot, seen, remaining if ahead is None else
@@ -296,3 +310,11 @@ class AIOShareConsumer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def _wait_free(files: list[Any]) -> None:
+    """Wait (in an executor thread) until none of ``files``' locks is held
+    (Q-2): taken and let go at once."""
+    for f in files:
+        with f.locked():
+            pass
