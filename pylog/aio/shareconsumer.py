@@ -7,9 +7,11 @@ applying acknowledgements are stores into the share files' shared memory
 (a few microseconds), so they run inline — without waiting for a share
 file's lock: another process's consumer may hold it across an fdatasync
 (copies to its dead-letter topic with ``sync="always"``: 100 ms and more
-a batch), so a partition found locked is skipped, its acknowledgements
-stay pending, and the call looks again every BUSY_RETRY_S (a commit
-waits for them off the loop); waiting for records is a future
+a batch), so a partition found locked is skipped, the call looks again
+after BUSY_RETRY_S (doubling while it stays locked), and its
+acknowledgements are applied by a task that waits for the lock off the
+loop (_apply_later; a commit waits for them off the loop, and so does
+the Log's close()); waiting for records is a future
 resolved by the Log's :class:`~pylog.aio.bridge.DoorbellBridge` (appends
 and releases of any process ring it; lock expiries and delays ending ring
 nothing, so a wait ends by the earliest lock deadline or delay end the
@@ -77,8 +79,8 @@ FOREVER_S = 3600.0
 #: it stays locked (a holder stopped, SIGSTOP, must not cost a CPU)
 BUSY_RETRY_S = 0.002
 BUSY_RETRY_MAX_S = 0.064
-#: the waits for a free lock of one _apply_later (each as long as the
-#: share lock's own timeout at most)
+#: the waits for a free lock of one _apply_later (a bound: the lock may be
+#: taken again between a wait and the apply)
 APPLY_TRIES_MAX = 100
 
 
