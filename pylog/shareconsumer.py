@@ -22,7 +22,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from functools import partial
 from itertools import repeat
 from operator import add
@@ -221,7 +221,7 @@ class ShareConsumer:
                 return out
             # appends and acknowledgements ring the doorbell (L-3); lock expiries,
             # delays ending and holders dying do not: _next_look says when
-            ahead = self._next_look()
+            ahead = _next_look(self._files.values())
             wait = remaining if ahead is None else min(remaining, ahead)
             if bell is not None:
                 _native.doorbell_wait_at(bell + self._slot * _native.DOORBELL_SLOT_SIZE,
@@ -313,14 +313,21 @@ class ShareConsumer:
         if forget_topic:
             self._log.forget_topic(topic)
 
+    def _replaced(self, tp: TopicPartition, part: Any) -> bool:
+        """Whether this consumer's share file of ``tp`` is of a deleted
+        incarnation of its topic (L-4): the Log hands out the new one
+        (another consumer of it met the deletion, so no TopicNotFound comes
+        here). If so, what this consumer held of the topic is dropped."""
+        f = self._files.get(tp)
+        if f is None or f.topic_id == part.topic_id:
+            return False
+        self._topic_deleted(tp, forget_topic=False)
+        return True
+
     def _acquire_locked(self, tp: TopicPartition, n: int, now: int,
                         out: list[ShareRecord], wait: bool) -> bool:
         part = self._log.partition(tp.topic, tp.partition)
-        f = self._files.get(tp)
-        if f is not None and f.topic_id != part.topic_id:
-            # the Log hands out a new incarnation of the topic (another
-            # consumer of it met the deletion): no TopicNotFound comes here
-            self._topic_deleted(tp, forget_topic=False)
+        self._replaced(tp, part)
         st = part.state()
         f = self._file(tp)
         # (a with block: a Ctrl-C landing between a lock() and its try would
@@ -520,9 +527,7 @@ class ShareConsumer:
                 continue
             tp = TopicPartition(*key)
             part = self._log.partition(tp.topic, tp.partition)
-            if self._files.get(tp, part).topic_id != part.topic_id:
-                # of the deleted incarnation (L-4; no file: none): not the new topic's
-                self._topic_deleted(tp, forget_topic=False)
+            if self._replaced(tp, part):    # (not the new topic's to apply)
                 continue
             f = self._file(tp)
             with f.locked(self.lock_wait) as taken:
@@ -588,32 +593,25 @@ class ShareConsumer:
         if self._dlq is not None:
             self._dlq.prepare()
 
+    def kept_back(self) -> list[ss.ShareFile]:
+        """The share files of the partitions whose acknowledgements are not
+        applied yet: with ``lock_wait`` false and ``busy`` set, those a lock
+        another holds kept back (pylog.aio waits for these off its loop)."""
+        return [f for f in (self._files.get(TopicPartition(*k)) for k in self._pending)
+                if f is not None]
+
+    def apply_pending(self) -> None:
+        """Apply the acknowledgements made since the last apply, as poll()
+        does first (``busy`` says whether a lock kept some back); those
+        refused are raised by the next commit()."""
+        self._check()
+        self._apply()
+
     def wait_hint(self) -> tuple[int, float | None]:
         """(the doorbell slot whose rings may make records available (L-3),
         the longest to wait on it before looking again, None for as long
         as it stays silent). Call it after a poll that found nothing."""
-        return self._slot, self._next_look()
-
-    def _next_look(self) -> float | None:
-        """Seconds until records may become Available without a ring (None:
-        only a ring makes any): the earliest lock deadline or delay end of
-        the share files (header words 12 and 13, a lower bound: a deadline
-        passed without expiring anything costs one look, which resets it),
-        and at most _RECHECK_S while another Log holds records — its
-        process dying frees them at once (Q-2) and rings nothing. Reads the
-        headers without the files' locks: a change made since is either
-        one this consumer's doorbell wait sees rung, or one it already saw."""
-        wake, foreign = ss.NEVER, False
-        for f in self._files.values():
-            if f.fd < 0:
-                continue
-            h = f.head
-            wake = min(wake, h[ss.MIN_DEADLINE], h[ss.MIN_DELAY])
-            foreign = foreign or (h[ss.MIN_DEADLINE] < ss.NEVER and f.foreign_holders())
-        if foreign:
-            return _RECHECK_S if wake >= ss.NEVER else \
-                min(_RECHECK_S, _until(wake))
-        return None if wake >= ss.NEVER else _until(wake)
+        return self._slot, _next_look(self._files.values())
 
     @property
     def closed(self) -> bool:
@@ -702,6 +700,28 @@ def _abandon(owners: dict[TopicPartition, int], files: dict[TopicPartition, ss.S
         f = files.get(tp)
         if f is not None and f.fd >= 0:
             _abandoned.append((f, tp, n, member))
+
+
+def _next_look(files: Iterable[ss.ShareFile]) -> float | None:
+    """Seconds until records may become Available without a ring (None:
+    only a ring makes any): the earliest lock deadline or delay end of
+    ``files`` (header words 12 and 13, a lower bound: a deadline
+    passed without expiring anything costs one look, which resets it),
+    and at most _RECHECK_S while another Log holds records — its
+    process dying frees them at once (Q-2) and rings nothing. Reads the
+    headers without the files' locks: a change made since is either
+    one the consumer's doorbell wait sees rung, or one it already saw."""
+    wake, foreign = ss.NEVER, False
+    for f in files:
+        if f.fd < 0:
+            continue
+        h = f.head
+        wake = min(wake, h[ss.MIN_DEADLINE], h[ss.MIN_DELAY])
+        foreign = foreign or (h[ss.MIN_DEADLINE] < ss.NEVER and f.foreign_holders())
+    if foreign:
+        return _RECHECK_S if wake >= ss.NEVER else \
+            min(_RECHECK_S, _until(wake))
+    return None if wake >= ss.NEVER else _until(wake)
 
 
 def _until(deadline_ms: int) -> float:

@@ -139,16 +139,14 @@ class AIOShareConsumer:
         for _ in range(APPLY_TRIES_MAX):
             if c.closed:
                 return
-            # (pylog.aio reads the consumer's own maps, as its friend)
-            files = [f for f in (c._files.get(TopicPartition(*key)) for key in c._pending)
-                     if f is not None]
+            files = c.kept_back()
             if not files:
                 return
             await self._alog._submit(_wait_free, files)
             async with self._lock:
                 if c.closed:
                     return
-                c._apply()
+                c.apply_pending()
                 if not c.busy:
                     return
 
@@ -191,9 +189,8 @@ class AIOShareConsumer:
                 seen = bridge.seq(slot)
                 recs = c.poll(0, self._inline_room(max_records))
                 ahead = None if recs else c.wait_hint()[1]
-                # acknowledgements a lock another holds kept back (pylog.aio
-                # reads the consumer's own pending map, as its friend)
-                stuck = c.busy and bool(c._pending)
+                # acknowledgements a lock another holds kept back
+                stuck = c.busy and bool(c.kept_back())
                 if c.busy:          # (a lock another holds: look again soon)
                     self._busy_s = min(2 * self._busy_s, BUSY_RETRY_MAX_S) \
                         if self._busy_s else BUSY_RETRY_S
