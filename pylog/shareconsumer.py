@@ -39,6 +39,8 @@ from .errors import (
     LogClosed,
     OffsetOutOfRange,
     ReadOnlyLog,
+    TooManyMapsError,
+    TooManyOpenFilesError,
     TopicNotFound,
 )
 from .reader import Cursor
@@ -260,8 +262,14 @@ class ShareConsumer:
             if len(out) >= max_records:
                 break
             tp = tps[(start + k) % len(tps)]
-            if not self._acquire_from(tp, max_records - len(out), now, out, wait=False):
-                busy.append(tp)
+            try:
+                if not self._acquire_from(tp, max_records - len(out), now, out, wait=False):
+                    busy.append(tp)
+            except (TooManyOpenFilesError, TooManyMapsError):
+                if not out:
+                    raise
+                busy = []   # deliver those acquired first, not hold them unseen
+                break
         self.busy = self.busy or (bool(busy) and not self.lock_wait)
         for tp in busy:
             if out or not self.lock_wait:
@@ -335,7 +343,11 @@ class ShareConsumer:
         self._report_lost(tp, lost)
         if got:
             self._touched.add(tp)
-            out.extend(self._records(tp, part, got))
+            try:
+                out.extend(self._records(tp, part, got))
+            except (TooManyOpenFilesError, TooManyMapsError):
+                ops.give_back(f, self._owner_in, tp, got)   # not read: available now
+                raise
         return True
 
     def _report_lost(self, tp: TopicPartition, lost: list[tuple[int, int]]) -> None:
@@ -351,19 +363,8 @@ class ShareConsumer:
         """The records of acquired (offset, count)s, read in contiguous runs;
         offsets with no record (compacted away) are accepted as gaps."""
         out: list[ShareRecord] = []
-        if got[-1][0] - got[0][0] == len(got) - 1:     # one run (offsets ascend)
-            runs = [(0, len(got))]
-        else:
-            runs = []
-            i = 0
-            while i < len(got):
-                j = i
-                while j + 1 < len(got) and got[j + 1][0] == got[j][0] + 1:
-                    j += 1
-                runs.append((i, j + 1))
-                i = j + 1
         gaps: list[int] = []
-        for i, k in runs:
+        for i, k in _runs(got):
             run = got[i:k]
             first, n = run[0][0], k - i
             recs, start, stop = self._read_run(tp, part, first, n)
@@ -702,6 +703,22 @@ def _abandon(owners: dict[TopicPartition, int], files: dict[TopicPartition, ss.S
         f = files.get(tp)
         if f is not None and f.fd >= 0:
             _abandoned.append((f, tp, n, member))
+
+
+def _runs(got: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The contiguous runs of acquired (offset, count)s (offsets ascend),
+    as [start, stop) index ranges of ``got``."""
+    if got[-1][0] - got[0][0] == len(got) - 1:     # one run
+        return [(0, len(got))]
+    runs = []
+    i = 0
+    while i < len(got):
+        j = i
+        while j + 1 < len(got) and got[j + 1][0] == got[j][0] + 1:
+            j += 1
+        runs.append((i, j + 1))
+        i = j + 1
+    return runs
 
 
 def _until(deadline_ms: int) -> float:

@@ -300,6 +300,20 @@ def release_owner(f: ss.ShareFile, owner: int, target: Target) -> None:
     f.free_owner_locked(owner)
 
 
+def give_back(f: ss.ShareFile, owner_in: Callable[[ss.ShareFile, TopicPartition], int],
+              tp: TopicPartition, got: list[tuple[int, int]]) -> None:
+    """Acquired (offset, count)s ``got`` of ``tp`` that the consumer could
+    not deliver (their read failed, out of descriptors) back to Available
+    at once, not at their lock's end; their acquisition stays counted (a
+    delivery is counted when a poll acquires the record). Takes the file's
+    lock; ``owner_in(f, tp)`` is the consumer's owner number there."""
+    with f.locked():
+        owner, cap = owner_in(f, tp), f.capacity
+        f.write_batch_locked([(off, ss.AVAILABLE, f.counts[off % cap], 0) for off, _c in got
+                              if f.states[off % cap] == ss.ACQUIRED
+                              and f.owner_of[off % cap] == owner])
+
+
 class ShareFiles:
     """The share files a Log opened, and their checkpoints into LMDB (Q-3).
     Thread-safe."""
@@ -341,11 +355,20 @@ class ShareFiles:
             # left behind (or one made by a process that died before it
             # registered it, with nothing acquired yet): start it anew
             fresh = meta.info_get(key, "read share state") is None
+            path = os.path.join(self.dir, ss.file_name(key))
             # (at least a second: the metadata_timeout of 0, "one try", would
             # fail every poll that finds another consumer at the file)
-            f = ss.ShareFile(os.path.join(self.dir, ss.file_name(key)), key, capacity,
-                             token, live_fd, load, fresh=fresh,
-                             lock_timeout_s=max(1.0, self._log.metadata_timeout))
+            # The file stays open while the Log is (two descriptors and a
+            # map, not bounded by max_open_files): out of them, the Log's
+            # idle segments are closed and it is tried once more, then
+            # TooManyOpenFilesError / TooManyMapsError, not a bare OSError
+            f = self._log.handles.retry(
+                f"open the share state of group {group!r}, {topic}-{partition} "
+                "(a share consumer keeps one open per partition it reads)",
+                lambda: ss.ShareFile(path, key, capacity, token, live_fd, load,
+                                     fresh=fresh,
+                                     lock_timeout_s=max(1.0, self._log.metadata_timeout)),
+                maps=True)
             f.topic_id = topic_id
             self._files[key] = f
         # a new share group is listed (share_groups, pylog queues) at once
