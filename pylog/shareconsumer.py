@@ -648,6 +648,7 @@ class ShareConsumer:
             self._ring()
             if self._dlq is not None:
                 self._dlq.close()
+            self._log.share_files().release(list(self._files.values()))
         finally:
             self._closed = True
 

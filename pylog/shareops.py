@@ -26,6 +26,7 @@ Durability: see pylog.sharestate; :class:`ShareFiles` checkpoints to LMDB.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -41,6 +42,7 @@ from .reader import Cursor
 from .records import TopicPartition
 from .sharedlq import DELIVERY_LIMIT, REJECTED, DeadLetters
 
+_log = logging.getLogger("pylog")
 ACCEPT, RELEASE, REJECT, RENEW = "accept", "release", "reject", "renew"
 ACK_TYPES = (ACCEPT, RELEASE, REJECT, RENEW)
 
@@ -316,13 +318,22 @@ def give_back(f: ss.ShareFile, owner_in: Callable[[ss.ShareFile, TopicPartition]
 
 class ShareFiles:
     """The share files a Log opened, and their checkpoints into LMDB (Q-3).
-    Thread-safe."""
+    A file stays open while a share consumer of the Log uses it; the last
+    one's close checkpoints and closes it (:meth:`release`). Thread-safe."""
 
     def __init__(self, log: Any) -> None:
         self._log = log
         self.pid = os.getpid()
         self._mutex = threading.Lock()
         self._files: dict[bytes, ss.ShareFile] = {}
+        # consumers using each file of _files, by id(file) (get, release):
+        # an idle file kept open would hold two descriptors and a map until
+        # the Log closes, and a process making consumers of many groups
+        # would run out of them
+        self._users: dict[int, int] = {}
+        # held by checkpoints and by closing idle files: a file is never
+        # closed under a checkpoint, nor before its state reached LMDB
+        self._closing = threading.Lock()
         # files of deleted incarnations, dropped from _files: a consumer of
         # this Log may still be inside one, so they are closed with the Log
         self._retired: list[ss.ShareFile] = []
@@ -339,8 +350,10 @@ class ShareFiles:
             f = self._files.get(key)
             if f is not None:
                 if f.topic_id == topic_id:
+                    self._users[id(f)] = self._users.get(id(f), 0) + 1
                     return f
                 self._retired.append(f)
+                self._users.pop(id(f), None)
             os.makedirs(self.dir, exist_ok=True)
             meta = self._log.meta
 
@@ -371,6 +384,7 @@ class ShareFiles:
                 maps=True)
             f.topic_id = topic_id
             self._files[key] = f
+            self._users[id(f)] = 1
         # a new share group is listed (share_groups, pylog queues) at once
         if meta.info_get(key, "read share state") is None:
             with f.locked():
@@ -380,10 +394,55 @@ class ShareFiles:
                              {key: ss.encode_state(-1, spso, runs)})
         return f
 
+    def release(self, files: list[ss.ShareFile]) -> None:
+        """A share consumer of this Log closed: of the ``files`` it used,
+        those no other consumer of the Log uses are checkpointed and closed
+        (opened again by the next consumer that needs them). One whose
+        checkpoint fails stays open until a later checkpoint succeeds."""
+        idle = []
+        with self._mutex:
+            for f in files:
+                n = self._users.get(id(f))
+                if n is not None and self._files.get(f.key) is f:
+                    self._users[id(f)] = n - 1
+                    if n == 1:
+                        idle.append(f)
+        if idle:
+            with self._closing:
+                try:
+                    self._checkpoint(idle)
+                except PylogError as exc:
+                    _log.warning("share state not checkpointed at a consumer's close, "
+                                 "kept open for the next checkpoint: %s", exc)
+                    return
+                self._close_idle(idle)
+
+    def _close_idle(self, files: list[ss.ShareFile]) -> None:
+        """Close those of ``files`` no consumer uses whose state LMDB has.
+        Under self._closing."""
+        with self._mutex:
+            idle = [f for f in files if self._files.get(f.key) is f
+                    and self._users.get(id(f)) == 0 and f.head[ss.SEQ] == f.head[ss.CKPT]]
+            for f in idle:
+                del self._files[f.key]
+                del self._users[id(f)]
+        for f in idle:
+            f.close()
+
     def checkpoint(self, only: list[ss.ShareFile] | None = None) -> int:
         """Q-3: copy the changed files' state into LMDB, newest wins (the
         stored seq), after the records this process wrote (dead-letter
-        copies) are durable. Returns how many were copied."""
+        copies) are durable. Returns how many were copied. Every file's
+        (``only`` None) closes those no consumer uses any more."""
+        with self._closing:
+            n = self._checkpoint(only)
+            if only is None:
+                with self._mutex:
+                    idle = [f for f in self._files.values() if not self._users.get(id(f))]
+                self._close_idle(idle)
+            return n
+
+    def _checkpoint(self, only: list[ss.ShareFile] | None) -> int:
         with self._mutex:
             files = list(self._files.values()) if only is None else only
         snaps = []
@@ -430,6 +489,7 @@ class ShareFiles:
                     f = self._files.pop(k, None)
                     if f is not None:
                         self._retired.append(f)
+                        self._users.pop(id(f), None)
         if remove:
             remove_files(self.dir, keys)
 
@@ -437,6 +497,7 @@ class ShareFiles:
         with self._mutex:
             files, self._files = list(self._files.values()) + self._retired, {}
             self._retired = []
+            self._users = {}
         for f in files:
             f.close()
 

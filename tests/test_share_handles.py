@@ -90,3 +90,35 @@ def test_share_consumer_out_of_descriptors_is_a_pylog_error(logdir, spare):
         worker.commit()
         worker.close()
         assert sorted(got) == sorted(sent)
+
+
+def test_closed_share_consumers_leave_no_descriptors(logdir):
+    """A share consumer's close gives back its share files' descriptors
+    and maps (the Log kept every one open until it closed: 300 consumers
+    of distinct groups over 4 partitions held 2,400 descriptors, 1,200
+    maps and 80 MB), while the state stays: a consumer of a group made
+    again later resumes where the group was."""
+    with pylog.open(logdir, sync="never") as log:
+        log.create_topic("jobs", partitions=4)
+        log.producer().send_batch("jobs", [b"job"] * 8, partition=0)
+
+        def one(group):
+            with log.share_consumer("jobs", group_id=group, auto_offset_reset="earliest",
+                                    acknowledgement_mode="implicit") as worker:
+                got = worker.poll(timeout_ms=0, max_records=3)
+                worker.commit()
+                return [r.offset for r in got]
+
+        assert one("g-first") == [0, 1, 2]
+        before = open_fds()
+        for i in range(60):
+            one(f"g{i}")
+        assert open_fds() <= before + 2
+        assert len(log.share_files()._files) == 0
+        # what the group accepted stays accepted
+        assert one("g-first") == [3, 4, 5]
+        log.checkpoint_commits()
+    with pylog.open(logdir, sync="never") as log:
+        with log.share_consumer("jobs", group_id="g-first") as worker:
+            assert [r.offset for r in worker.poll(timeout_ms=0)] == [6, 7]
+            worker.commit()
