@@ -35,6 +35,7 @@ from .config import validate_group_id, validate_topic_name
 from .consumerargs import poll_timeout
 from .errors import (
     AcknowledgementError,
+    ForkedLogError,
     InvalidArgument,
     LogClosed,
     OffsetOutOfRange,
@@ -46,7 +47,7 @@ from .errors import (
 from .reader import Cursor
 from .records import TopicPartition
 from .sharedlq import DeadLetters
-from .store import topic_slot
+from .store import FORKS, topic_slot
 
 _log = logging.getLogger("pylog")
 # how often a waiting consumer looks for records of a holder that died
@@ -135,6 +136,7 @@ class ShareConsumer:
         # the doorbell slot polls wait on (L-3): the topic's, or 0 for several
         self._slot = topic_slot(self.topics[0]) if len(self.topics) == 1 else 0
         self._closed = False
+        self._forks = FORKS[0]
         #: False: poll() and commit() wait for no share file's lock, whose
         #: holder may be at an fdatasync (pylog.aio sets it: on an event
         #: loop); a partition found locked is skipped, its acknowledgements
@@ -223,7 +225,7 @@ class ShareConsumer:
                 return out
             # appends and acknowledgements ring the doorbell (L-3); lock expiries,
             # delays ending and holders dying do not: _next_look says when
-            ahead = self._next_look()
+            ahead = _next_look(self._files)
             wait = remaining if ahead is None else min(remaining, ahead)
             if bell is not None:
                 _native.doorbell_wait_at(bell + self._slot * _native.DOORBELL_SLOT_SIZE,
@@ -593,28 +595,7 @@ class ShareConsumer:
         """(the doorbell slot whose rings may make records available (L-3),
         the longest to wait on it before looking again, None for as long
         as it stays silent). Call it after a poll that found nothing."""
-        return self._slot, self._next_look()
-
-    def _next_look(self) -> float | None:
-        """Seconds until records may become Available without a ring (None:
-        only a ring makes any): the earliest lock deadline or delay end of
-        the share files (header words 12 and 13, a lower bound: a deadline
-        passed without expiring anything costs one look, which resets it),
-        and at most _RECHECK_S while another Log holds records — its
-        process dying frees them at once (Q-2) and rings nothing. Reads the
-        headers without the files' locks: a change made since is either
-        one this consumer's doorbell wait sees rung, or one it already saw."""
-        wake, foreign = ss.NEVER, False
-        for f in self._files.values():
-            if f.fd < 0:
-                continue
-            h = f.head
-            wake = min(wake, h[ss.MIN_DEADLINE], h[ss.MIN_DELAY])
-            foreign = foreign or (h[ss.MIN_DEADLINE] < ss.NEVER and f.foreign_holders())
-        if foreign:
-            return _RECHECK_S if wake >= ss.NEVER else \
-                min(_RECHECK_S, _until(wake))
-        return None if wake >= ss.NEVER else _until(wake)
+        return self._slot, _next_look(self._files)
 
     @property
     def closed(self) -> bool:
@@ -628,9 +609,10 @@ class ShareConsumer:
         if self._closed:
             return
         self._finalizer.detach()        # (this releases the slots itself)
-        if self._log.closed:
+        if self._log.closed or FORKS[0] != self._forks:
             # the Log's liveness lock went with it: its records are Available
-            # to the others at once (Q-2)
+            # to the others at once (Q-2); in a fork child they are the
+            # parent's, left to it
             self._closed = True
             return
         try:
@@ -655,6 +637,13 @@ class ShareConsumer:
     def _check(self) -> None:
         if self._closed:
             raise LogClosed("the share consumer is closed")
+        if FORKS[0] != self._forks:
+            # its owner number and held records are the parent's: a child
+            # acquiring or releasing under them would hand the parent's
+            # records to others while the parent holds them
+            raise ForkedLogError("this share consumer was created before os.fork() and "
+                                 "belongs to the parent process; create share consumers "
+                                 "after forking")
         self._log.check_open()
 
     def __enter__(self) -> ShareConsumer:
@@ -720,6 +709,29 @@ def _runs(got: list[tuple[int, int]]) -> list[tuple[int, int]]:
         runs.append((i, j + 1))
         i = j + 1
     return runs
+
+
+def _next_look(files: dict[TopicPartition, ss.ShareFile]) -> float | None:
+    """Seconds until records may become Available without a ring (None:
+    only a ring makes any): the earliest lock deadline or delay end of
+    the share files (header words 12 and 13, a lower bound: a deadline
+    passed without expiring anything costs one look, which resets it),
+    and at most _RECHECK_S while another Log holds records — its
+    process dying frees them at once (Q-2) and rings nothing. Reads the
+    headers without the files' locks: a change made since is either
+    one this consumer's doorbell wait sees rung, or one it already saw.
+    (ShareConsumer's ``files``; a function: the class stays under 600 lines)"""
+    wake, foreign = ss.NEVER, False
+    for f in files.values():
+        if f.fd < 0:
+            continue
+        h = f.head
+        wake = min(wake, h[ss.MIN_DEADLINE], h[ss.MIN_DELAY])
+        foreign = foreign or (h[ss.MIN_DEADLINE] < ss.NEVER and f.foreign_holders())
+    if foreign:
+        return _RECHECK_S if wake >= ss.NEVER else \
+            min(_RECHECK_S, _until(wake))
+    return None if wake >= ss.NEVER else _until(wake)
 
 
 def _until(deadline_ms: int) -> float:
