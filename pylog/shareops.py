@@ -38,6 +38,7 @@ from . import shareconfig
 from . import sharestate as ss
 from .commitstore import split_okey
 from .errors import InvalidArgument, PylogError
+from .handles import FD_EXHAUSTED, too_many_open_files
 from .reader import Cursor
 from .records import TopicPartition
 from .sharedlq import DELIVERY_LIMIT, REJECTED, DeadLetters
@@ -640,10 +641,15 @@ def _oldest_age(part: Any, oldest: int, end: int, now_ms: int) -> int | None:
 
 def _liveness_probe(log: Any) -> int:
     """A descriptor of pylog.lock of its own (probing never conflicts with
-    the Log's own locks), or -1."""
+    the Log's own locks), or -1; out of descriptors TooManyOpenFilesError
+    (-1 would count every holder dead)."""
+    path = os.path.join(log.path, "pylog.lock")
     try:
-        return os.open(os.path.join(log.path, "pylog.lock"), os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in FD_EXHAUSTED:
+            raise too_many_open_files(exc, f"open {path} to see who holds share "
+                                      "records") from None
         return -1
 
 

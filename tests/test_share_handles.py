@@ -122,3 +122,30 @@ def test_closed_share_consumers_leave_no_descriptors(logdir):
         with log.share_consumer("jobs", group_id="g-first") as worker:
             assert [r.offset for r in worker.poll(timeout_ms=0)] == [6, 7]
             worker.commit()
+
+
+@pytest.mark.parametrize("spare", [0, 1])     # (1: the liveness probe opens)
+def test_share_views_out_of_descriptors_raise(logdir, spare):
+    """Reading a share file for a view (share_groups, pylog queues, the
+    live-consumer check of alter_share_group) out of descriptors raised
+    nothing: the file counted as missing, so the views showed the LMDB
+    copy ("-" for archived and lost) and alter_share_group found no live
+    consumer and changed the settings under one."""
+    with pylog.open(logdir, sync="never") as log:
+        log.create_topic("jobs", partitions=2)
+        log.producer().send_batch("jobs", [b"job"] * 4, partition=0)
+        worker = log.share_consumer("jobs", group_id="w", auto_offset_reset="earliest")
+        assert len(worker.poll(timeout_ms=100)) == 4          # held: a live consumer
+        rows = log.share_groups()
+        hog = UsedUp(8, spare)
+        try:
+            with pytest.raises(TooManyOpenFilesError):
+                log.alter_share_group("w", record_lock_ms=1000)
+            with pytest.raises(TooManyOpenFilesError):
+                log.share_groups()
+        finally:
+            hog.free()
+        assert len(log.share_groups()) == len(rows)
+        with pytest.raises(pylog.GroupNotEmpty):
+            log.alter_share_group("w", record_lock_ms=1000)
+        worker.close()
