@@ -149,3 +149,44 @@ def test_share_views_out_of_descriptors_raise(logdir, spare):
         with pytest.raises(pylog.GroupNotEmpty):
             log.alter_share_group("w", record_lock_ms=1000)
         worker.close()
+
+
+CHILD_ACCEPTS_AND_DIES = """
+import os, signal, sys
+import pylog
+log = pylog.open(sys.argv[1], sync="never", sync_interval_ms=3600000)
+worker = log.share_consumer("jobs", group_id="w", auto_offset_reset="earliest")
+for r in worker.poll(timeout_ms=1000):
+    worker.acknowledge(r, "accept")
+worker.commit()          # applied in the share file; LMDB has no copy yet
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("spare", [1, 2, 3])
+def test_share_file_opened_out_of_descriptors_keeps_its_state(logdir, child_env, spare):
+    """The boot id was read from /proc at every share file open: out of
+    descriptors it read as "no boot id", the file looked like another
+    boot's and was cut and rebuilt from LMDB, so acknowledgements a killed
+    process had applied (not yet checkpointed) were undone and their
+    records delivered again."""
+    import subprocess
+    import sys
+    with pylog.open(logdir, sync="never") as log:
+        log.create_topic("jobs", partitions=1)
+        log.producer().send_batch("jobs", [b"job"] * 4)
+    subprocess.run([sys.executable, "-c", CHILD_ACCEPTS_AND_DIES, logdir], env=child_env,
+                   timeout=60)
+    with pylog.open(logdir, sync="never") as log:
+        worker = log.share_consumer("jobs", group_id="w")
+        log.partition("jobs", 0).reader.close()
+        log.handles.shrink()
+        hog = UsedUp(16, spare)
+        try:
+            worker.poll(timeout_ms=0)
+        except TooManyOpenFilesError:
+            pass
+        finally:
+            hog.free()
+        assert worker.poll(timeout_ms=100) == []     # all four were accepted
+        worker.close()
