@@ -190,3 +190,50 @@ def test_share_file_opened_out_of_descriptors_keeps_its_state(logdir, child_env,
             hog.free()
         assert worker.poll(timeout_ms=100) == []     # all four were accepted
         worker.close()
+
+
+HOLDER = r"""
+import sys, time, pylog
+log = pylog.open(sys.argv[1])
+def hold(doc, commit):
+    print("holding", flush=True)
+    time.sleep(3600)
+log.meta.update_group("g-holder", hold)
+"""
+
+
+def test_close_with_the_metadata_busy_keeps_the_file_for_later(logdir, child_env, caplog):
+    """The last consumer's close checkpoints its share files before closing
+    them; with another process stopped inside a metadata transaction that
+    checkpoint fails (MetadataBusyError): close() still returns, the file
+    stays open, and the Log's next checkpoint stores and closes it."""
+    import signal
+    import subprocess
+    import sys
+
+    import childproc
+    with pylog.open(logdir, sync="never", metadata_timeout=0.3) as log:
+        log.create_topic("jobs", partitions=1)
+        log.producer().send_batch("jobs", [b"job"] * 3)
+        worker = log.share_consumer("jobs", group_id="w", auto_offset_reset="earliest",
+                                    acknowledgement_mode="implicit")
+        assert len(worker.poll(timeout_ms=100)) == 3
+        worker.commit()
+        child = subprocess.Popen([sys.executable, "-c", HOLDER, logdir], env=child_env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        fds = open_fds()
+        try:
+            childproc.expect(child, b"holding")
+            os.kill(child.pid, signal.SIGSTOP)
+            worker.close()                      # does not raise
+            assert "kept open for the next checkpoint" in caplog.text
+            assert open_fds() == fds
+        finally:
+            child.kill()
+            os.kill(child.pid, signal.SIGCONT)
+            child.wait(10)
+        log.checkpoint_commits()
+        assert open_fds() == fds - 2            # the file's descriptor and its map's
+    with pylog.open(logdir, sync="never") as log:
+        with log.share_consumer("jobs", group_id="w") as again:
+            assert again.poll(timeout_ms=50) == []
