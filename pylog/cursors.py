@@ -48,6 +48,7 @@ from . import status as _status
 from ._pylog_native import ffi, lib
 from .errors import CorruptLogError, LogFailedError
 from .files import allocate_or_full, open_regular
+from .handles import FD_EXHAUSTED, too_many_open_files
 
 CURSORS_FILE = "cursors"
 _MAGIC = b"PLCURSR1"
@@ -71,14 +72,29 @@ STORE = lib.PL_CUR_STORE
 CLEAR = lib.PL_CUR_CLEAR
 
 
+_BOOT: list[bytes | None] = []       # read once: a process never outlives its boot
+
+
 def boot_id() -> bytes | None:
     """This boot's identity (Linux), or None where the system gives none:
-    then the table is not used at all and commits go to LMDB directly."""
+    then the table is not used at all and commits go to LMDB directly.
+    Read once per process; out of descriptors at that first read,
+    TooManyOpenFilesError — None would make this process's files look
+    like another boot's (a share state rebuilt from LMDB, undoing what
+    was applied since its checkpoint; the commit table skipped)."""
+    if _BOOT:
+        return _BOOT[0]
     try:
         with open("/proc/sys/kernel/random/boot_id", "rb") as f:
-            return uuid.UUID(f.read().strip().decode()).bytes
-    except (OSError, ValueError):
-        return None
+            boot: bytes | None = uuid.UUID(f.read().strip().decode()).bytes
+    except OSError as exc:
+        if exc.errno in FD_EXHAUSTED:
+            raise too_many_open_files(exc, "read this boot's id") from None
+        boot = None
+    except ValueError:
+        boot = None
+    _BOOT[:] = [boot]
+    return boot
 
 
 def key_hash(okey: bytes) -> int:

@@ -124,6 +124,13 @@ def checked_indexes(seg, end: int, last_offset: int | None,
         return seg.index_cache
     if last_offset is None:
         idx, tidx = seg.indexes_before(end)
+        # a writer publishes a batch, then writes its .index entry, then its
+        # .timeindex entry (csrc/append.c): read between the two, the pair
+        # has one more offset entry than time entries, which is not damage.
+        # Their common prefix is sound; the entry left out costs a longer
+        # walk from the one before it, never a wrong record.
+        n = min(len(idx) // INDEX_ENTRY.size, len(tidx) // TIMEINDEX_ENTRY.size)
+        idx, tidx = idx[:n * INDEX_ENTRY.size], tidx[:n * TIMEINDEX_ENTRY.size]
     else:
         idx, tidx = seg.read_index(), seg.read_timeindex()
     m = seg.mapped(end) if end else None

@@ -22,7 +22,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from functools import partial
 from itertools import repeat
 from operator import add
@@ -35,16 +35,19 @@ from .config import validate_group_id, validate_topic_name
 from .consumerargs import poll_timeout
 from .errors import (
     AcknowledgementError,
+    ForkedLogError,
     InvalidArgument,
     LogClosed,
     OffsetOutOfRange,
     ReadOnlyLog,
+    TooManyMapsError,
+    TooManyOpenFilesError,
     TopicNotFound,
 )
 from .reader import Cursor
 from .records import TopicPartition
 from .sharedlq import DeadLetters
-from .store import topic_slot
+from .store import FORKS, topic_slot
 
 _log = logging.getLogger("pylog")
 # how often a waiting consumer looks for records of a holder that died
@@ -133,6 +136,7 @@ class ShareConsumer:
         # the doorbell slot polls wait on (L-3): the topic's, or 0 for several
         self._slot = topic_slot(self.topics[0]) if len(self.topics) == 1 else 0
         self._closed = False
+        self._forks = FORKS[0]
         #: False: poll() and commit() wait for no share file's lock, whose
         #: holder may be at an fdatasync (pylog.aio sets it: on an event
         #: loop); a partition found locked is skipped, its acknowledgements
@@ -195,11 +199,7 @@ class ShareConsumer:
         wait_s = poll_timeout(None, timeout_ms)
         if self._unacked:
             if not self.implicit:
-                topic, p, off = next(iter(self._unacked))
-                raise InvalidArgument(
-                    f"explicit acknowledgement mode: {len(self._unacked)} records of "
-                    f"the last poll are not acknowledged (first: {topic}-{p} offset "
-                    f"{off}); acknowledge each before polling")
+                raise _not_acknowledged(self._unacked)
             for rec in list(self._unacked.values()):
                 self.acknowledge(rec, ops.ACCEPT)
         self._apply()
@@ -221,7 +221,7 @@ class ShareConsumer:
                 return out
             # appends and acknowledgements ring the doorbell (L-3); lock expiries,
             # delays ending and holders dying do not: _next_look says when
-            ahead = _next_look(self._files.values())
+            ahead = _next_look(self._files)
             wait = remaining if ahead is None else min(remaining, ahead)
             if bell is not None:
                 _native.doorbell_wait_at(bell + self._slot * _native.DOORBELL_SLOT_SIZE,
@@ -260,8 +260,14 @@ class ShareConsumer:
             if len(out) >= max_records:
                 break
             tp = tps[(start + k) % len(tps)]
-            if not self._acquire_from(tp, max_records - len(out), now, out, wait=False):
-                busy.append(tp)
+            try:
+                if not self._acquire_from(tp, max_records - len(out), now, out, wait=False):
+                    busy.append(tp)
+            except (TooManyOpenFilesError, TooManyMapsError):
+                if not out:
+                    raise
+                busy = []   # deliver those acquired first, not hold them unseen
+                break
         self.busy = self.busy or (bool(busy) and not self.lock_wait)
         for tp in busy:
             if out or not self.lock_wait:
@@ -314,10 +320,8 @@ class ShareConsumer:
             self._log.forget_topic(topic)
 
     def _replaced(self, tp: TopicPartition, part: Any) -> bool:
-        """Whether this consumer's share file of ``tp`` is of a deleted
-        incarnation of its topic (L-4): the Log hands out the new one
-        (another consumer of it met the deletion, so no TopicNotFound comes
-        here). If so, what this consumer held of the topic is dropped."""
+        """Whether the share file held for ``tp`` is of a deleted incarnation
+        (L-4; the Log hands out the new one): if so, drop what was held."""
         f = self._files.get(tp)
         if f is None or f.topic_id == part.topic_id:
             return False
@@ -342,7 +346,11 @@ class ShareConsumer:
         self._report_lost(tp, lost)
         if got:
             self._touched.add(tp)
-            out.extend(self._records(tp, part, got))
+            try:
+                out.extend(self._records(tp, part, got))
+            except (TooManyOpenFilesError, TooManyMapsError):
+                ops.give_back(f, self._owner_in, tp, got)   # not read: available now
+                raise
         return True
 
     def _report_lost(self, tp: TopicPartition, lost: list[tuple[int, int]]) -> None:
@@ -358,19 +366,8 @@ class ShareConsumer:
         """The records of acquired (offset, count)s, read in contiguous runs;
         offsets with no record (compacted away) are accepted as gaps."""
         out: list[ShareRecord] = []
-        if got[-1][0] - got[0][0] == len(got) - 1:     # one run (offsets ascend)
-            runs = [(0, len(got))]
-        else:
-            runs = []
-            i = 0
-            while i < len(got):
-                j = i
-                while j + 1 < len(got) and got[j + 1][0] == got[j][0] + 1:
-                    j += 1
-                runs.append((i, j + 1))
-                i = j + 1
         gaps: list[int] = []
-        for i, k in runs:
+        for i, k in _runs(got):
             run = got[i:k]
             first, n = run[0][0], k - i
             recs, start, stop = self._read_run(tp, part, first, n)
@@ -594,16 +591,14 @@ class ShareConsumer:
             self._dlq.prepare()
 
     def kept_back(self) -> list[ss.ShareFile]:
-        """The share files of the partitions whose acknowledgements are not
-        applied yet: with ``lock_wait`` false and ``busy`` set, those a lock
-        another holds kept back (pylog.aio waits for these off its loop)."""
+        """The share files of partitions with acknowledgements not applied
+        (with ``busy``: kept back by a lock another holds)."""
         return [f for f in (self._files.get(TopicPartition(*k)) for k in self._pending)
                 if f is not None]
 
     def apply_pending(self) -> None:
-        """Apply the acknowledgements made since the last apply, as poll()
-        does first (``busy`` says whether a lock kept some back); those
-        refused are raised by the next commit()."""
+        """Apply the acknowledgements made since, as poll() does first (see
+        ``busy``); those refused are raised by the next commit()."""
         self._check()
         self._apply()
 
@@ -611,7 +606,7 @@ class ShareConsumer:
         """(the doorbell slot whose rings may make records available (L-3),
         the longest to wait on it before looking again, None for as long
         as it stays silent). Call it after a poll that found nothing."""
-        return self._slot, _next_look(self._files.values())
+        return self._slot, _next_look(self._files)
 
     @property
     def closed(self) -> bool:
@@ -625,9 +620,10 @@ class ShareConsumer:
         if self._closed:
             return
         self._finalizer.detach()        # (this releases the slots itself)
-        if self._log.closed:
+        if self._log.closed or FORKS[0] != self._forks:
             # the Log's liveness lock went with it: its records are Available
-            # to the others at once (Q-2)
+            # to the others at once (Q-2); in a fork child they are the
+            # parent's, left to it
             self._closed = True
             return
         try:
@@ -645,12 +641,20 @@ class ShareConsumer:
             self._ring()
             if self._dlq is not None:
                 self._dlq.close()
+            self._log.share_files().release(list(self._files.values()))
         finally:
             self._closed = True
 
     def _check(self) -> None:
         if self._closed:
             raise LogClosed("the share consumer is closed")
+        if FORKS[0] != self._forks:
+            # its owner number and held records are the parent's: a child
+            # acquiring or releasing under them would hand the parent's
+            # records to others while the parent holds them
+            raise ForkedLogError("this share consumer was created before os.fork() and "
+                                 "belongs to the parent process; create share consumers "
+                                 "after forking")
         self._log.check_open()
 
     def __enter__(self) -> ShareConsumer:
@@ -702,17 +706,43 @@ def _abandon(owners: dict[TopicPartition, int], files: dict[TopicPartition, ss.S
             _abandoned.append((f, tp, n, member))
 
 
-def _next_look(files: Iterable[ss.ShareFile]) -> float | None:
+def _not_acknowledged(unacked: dict[tuple[str, int, int], ShareRecord]) -> InvalidArgument:
+    """The error of an explicit-mode poll with records of the last one not
+    acknowledged (as Kafka's IllegalStateException)."""
+    topic, p, off = next(iter(unacked))
+    return InvalidArgument(
+        f"explicit acknowledgement mode: {len(unacked)} records of the last poll "
+        f"are not acknowledged (first: {topic}-{p} offset {off}); acknowledge "
+        "each before polling")
+
+
+def _runs(got: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The contiguous runs of acquired (offset, count)s (offsets ascend),
+    as [start, stop) index ranges of ``got``."""
+    if got[-1][0] - got[0][0] == len(got) - 1:     # one run
+        return [(0, len(got))]
+    runs = []
+    i = 0
+    while i < len(got):
+        j = i
+        while j + 1 < len(got) and got[j + 1][0] == got[j][0] + 1:
+            j += 1
+        runs.append((i, j + 1))
+        i = j + 1
+    return runs
+
+
+def _next_look(files: dict[TopicPartition, ss.ShareFile]) -> float | None:
     """Seconds until records may become Available without a ring (None:
     only a ring makes any): the earliest lock deadline or delay end of
-    ``files`` (header words 12 and 13, a lower bound: a deadline
+    ``files``, a consumer's (header words 12 and 13, a lower bound: a deadline
     passed without expiring anything costs one look, which resets it),
     and at most _RECHECK_S while another Log holds records — its
     process dying frees them at once (Q-2) and rings nothing. Reads the
     headers without the files' locks: a change made since is either
     one the consumer's doorbell wait sees rung, or one it already saw."""
     wake, foreign = ss.NEVER, False
-    for f in files:
+    for f in files.values():
         if f.fd < 0:
             continue
         h = f.head

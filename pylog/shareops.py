@@ -26,6 +26,7 @@ Durability: see pylog.sharestate; :class:`ShareFiles` checkpoints to LMDB.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -37,10 +38,12 @@ from . import shareconfig
 from . import sharestate as ss
 from .commitstore import split_okey
 from .errors import InvalidArgument, PylogError
+from .handles import FD_EXHAUSTED, too_many_open_files
 from .reader import Cursor
 from .records import TopicPartition
 from .sharedlq import DELIVERY_LIMIT, REJECTED, DeadLetters
 
+_log = logging.getLogger("pylog")
 ACCEPT, RELEASE, REJECT, RENEW = "accept", "release", "reject", "renew"
 ACK_TYPES = (ACCEPT, RELEASE, REJECT, RENEW)
 
@@ -300,15 +303,38 @@ def release_owner(f: ss.ShareFile, owner: int, target: Target) -> None:
     f.free_owner_locked(owner)
 
 
+def give_back(f: ss.ShareFile, owner_in: Callable[[ss.ShareFile, TopicPartition], int],
+              tp: TopicPartition, got: list[tuple[int, int]]) -> None:
+    """Acquired (offset, count)s ``got`` of ``tp`` that the consumer could
+    not deliver (their read failed, out of descriptors) back to Available
+    at once, not at their lock's end; their acquisition stays counted (a
+    delivery is counted when a poll acquires the record). Takes the file's
+    lock; ``owner_in(f, tp)`` is the consumer's owner number there."""
+    with f.locked():
+        owner, cap = owner_in(f, tp), f.capacity
+        f.write_batch_locked([(off, ss.AVAILABLE, f.counts[off % cap], 0) for off, _c in got
+                              if f.states[off % cap] == ss.ACQUIRED
+                              and f.owner_of[off % cap] == owner])
+
+
 class ShareFiles:
     """The share files a Log opened, and their checkpoints into LMDB (Q-3).
-    Thread-safe."""
+    A file stays open while a share consumer of the Log uses it; the last
+    one's close checkpoints and closes it (:meth:`release`). Thread-safe."""
 
     def __init__(self, log: Any) -> None:
         self._log = log
         self.pid = os.getpid()
         self._mutex = threading.Lock()
         self._files: dict[bytes, ss.ShareFile] = {}
+        # consumers using each file of _files, by id(file) (get, release):
+        # an idle file kept open would hold two descriptors and a map until
+        # the Log closes, and a process making consumers of many groups
+        # would run out of them
+        self._users: dict[int, int] = {}
+        # held by checkpoints and by closing idle files: a file is never
+        # closed under a checkpoint, nor before its state reached LMDB
+        self._closing = threading.Lock()
         # files of deleted incarnations, dropped from _files: a consumer of
         # this Log may still be inside one, so they are closed with the Log
         self._retired: list[ss.ShareFile] = []
@@ -325,8 +351,10 @@ class ShareFiles:
             f = self._files.get(key)
             if f is not None:
                 if f.topic_id == topic_id:
+                    self._users[id(f)] = self._users.get(id(f), 0) + 1
                     return f
                 self._retired.append(f)
+                self._users.pop(id(f), None)
             os.makedirs(self.dir, exist_ok=True)
             meta = self._log.meta
 
@@ -341,13 +369,23 @@ class ShareFiles:
             # left behind (or one made by a process that died before it
             # registered it, with nothing acquired yet): start it anew
             fresh = meta.info_get(key, "read share state") is None
+            path = os.path.join(self.dir, ss.file_name(key))
             # (at least a second: the metadata_timeout of 0, "one try", would
             # fail every poll that finds another consumer at the file)
-            f = ss.ShareFile(os.path.join(self.dir, ss.file_name(key)), key, capacity,
-                             token, live_fd, load, fresh=fresh,
-                             lock_timeout_s=max(1.0, self._log.metadata_timeout))
+            # The file stays open while the Log is (two descriptors and a
+            # map, not bounded by max_open_files): out of them, the Log's
+            # idle segments are closed and it is tried once more, then
+            # TooManyOpenFilesError / TooManyMapsError, not a bare OSError
+            f = self._log.handles.retry(
+                f"open the share state of group {group!r}, {topic}-{partition} "
+                "(a share consumer keeps one open per partition it reads)",
+                lambda: ss.ShareFile(path, key, capacity, token, live_fd, load,
+                                     fresh=fresh,
+                                     lock_timeout_s=max(1.0, self._log.metadata_timeout)),
+                maps=True)
             f.topic_id = topic_id
             self._files[key] = f
+            self._users[id(f)] = 1
         # a new share group is listed (share_groups, pylog queues) at once
         if meta.info_get(key, "read share state") is None:
             with f.locked():
@@ -357,10 +395,55 @@ class ShareFiles:
                              {key: ss.encode_state(-1, spso, runs)})
         return f
 
+    def release(self, files: list[ss.ShareFile]) -> None:
+        """A share consumer of this Log closed: of the ``files`` it used,
+        those no other consumer of the Log uses are checkpointed and closed
+        (opened again by the next consumer that needs them). One whose
+        checkpoint fails stays open until a later checkpoint succeeds."""
+        idle = []
+        with self._mutex:
+            for f in files:
+                n = self._users.get(id(f))
+                if n is not None and self._files.get(f.key) is f:
+                    self._users[id(f)] = n - 1
+                    if n == 1:
+                        idle.append(f)
+        if idle:
+            with self._closing:
+                try:
+                    self._checkpoint(idle)
+                except PylogError as exc:
+                    _log.warning("share state not checkpointed at a consumer's close, "
+                                 "kept open for the next checkpoint: %s", exc)
+                    return
+                self._close_idle(idle)
+
+    def _close_idle(self, files: list[ss.ShareFile]) -> None:
+        """Close those of ``files`` no consumer uses whose state LMDB has.
+        Under self._closing."""
+        with self._mutex:
+            idle = [f for f in files if self._files.get(f.key) is f
+                    and self._users.get(id(f)) == 0 and f.head[ss.SEQ] == f.head[ss.CKPT]]
+            for f in idle:
+                del self._files[f.key]
+                del self._users[id(f)]
+        for f in idle:
+            f.close()
+
     def checkpoint(self, only: list[ss.ShareFile] | None = None) -> int:
         """Q-3: copy the changed files' state into LMDB, newest wins (the
         stored seq), after the records this process wrote (dead-letter
-        copies) are durable. Returns how many were copied."""
+        copies) are durable. Returns how many were copied. Every file's
+        (``only`` None) closes those no consumer uses any more."""
+        with self._closing:
+            n = self._checkpoint(only)
+            if only is None:
+                with self._mutex:
+                    idle = [f for f in self._files.values() if not self._users.get(id(f))]
+                self._close_idle(idle)
+            return n
+
+    def _checkpoint(self, only: list[ss.ShareFile] | None) -> int:
         with self._mutex:
             files = list(self._files.values()) if only is None else only
         snaps = []
@@ -407,6 +490,7 @@ class ShareFiles:
                     f = self._files.pop(k, None)
                     if f is not None:
                         self._retired.append(f)
+                        self._users.pop(id(f), None)
         if remove:
             remove_files(self.dir, keys)
 
@@ -414,6 +498,7 @@ class ShareFiles:
         with self._mutex:
             files, self._files = list(self._files.values()) + self._retired, {}
             self._retired = []
+            self._users = {}
         for f in files:
             f.close()
 
@@ -556,10 +641,15 @@ def _oldest_age(part: Any, oldest: int, end: int, now_ms: int) -> int | None:
 
 def _liveness_probe(log: Any) -> int:
     """A descriptor of pylog.lock of its own (probing never conflicts with
-    the Log's own locks), or -1."""
+    the Log's own locks), or -1; out of descriptors TooManyOpenFilesError
+    (-1 would count every holder dead)."""
+    path = os.path.join(log.path, "pylog.lock")
     try:
-        return os.open(os.path.join(log.path, "pylog.lock"), os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in FD_EXHAUSTED:
+            raise too_many_open_files(exc, f"open {path} to see who holds share "
+                                      "records") from None
         return -1
 
 

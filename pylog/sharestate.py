@@ -50,6 +50,7 @@ from .commitstore import okey
 from .cursors import boot_id
 from .errors import CorruptLogError, InvalidArgument, PylogError
 from .files import allocate_or_full, open_regular
+from .handles import FD_EXHAUSTED, too_many_open_files
 from .metadata import SHARE_PREFIX
 from .sharelock import Held, ShareLock
 
@@ -554,7 +555,11 @@ def snapshot(path: str, key: bytes, log_start: int | None = None) -> dict[str, A
     try:
         with open(path, "rb") as f:
             raw = f.read()
-    except OSError:
+    except OSError as exc:
+        if exc.errno in FD_EXHAUSTED:
+            # not a missing file: the view would show LMDB's copy as the
+            # state, and alter_share_group would find no live consumer
+            raise too_many_open_files(exc, f"read the share state {path}") from None
         return None
     if len(raw) < HEADER_BYTES:
         return None

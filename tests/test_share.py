@@ -611,6 +611,36 @@ def test_forked_child_makes_its_own_share_consumer(logdir):
         assert parent.poll(timeout_ms=20) == []
 
 
+def test_parent_share_consumer_in_a_forked_child(logdir):
+    """A share consumer made before os.fork() raises ForkedLogError in the
+    child, and its close() there leaves the parent's records held (it
+    released them: another consumer got the records the parent held)."""
+    with jobs_log(logdir, n=4) as log:
+        parent = jobs_share(log)
+        held = parent.poll(timeout_ms=100)
+        assert [r.offset for r in held] == [0, 1, 2, 3]
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                try:
+                    parent.poll(timeout_ms=0)
+                    code = 2
+                except pylog.ForkedLogError:
+                    code = 0
+                parent.close()       # a `with` block unwinding in the child
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        with jobs_share(log) as other:
+            assert other.poll(timeout_ms=50) == []     # still the parent's
+        for r in held:
+            parent.acknowledge(r)
+        parent.commit()
+        parent.close()
+
+
 def test_iteration_and_close_releases(logdir):
     with jobs_log(logdir, n=5) as log:
         c = jobs_share(log)

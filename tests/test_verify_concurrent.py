@@ -8,6 +8,7 @@ The deterministic tests have a writer child delete records at a chosen
 point of verify's walk (a hooked function of pylog.verify); the stress tests
 run verify in a loop while a writer child appends and applies retention."""
 
+import logging
 import os
 import subprocess
 import sys
@@ -237,3 +238,34 @@ def test_verify_cli_loop_under_retention_and_delete_records(logdir):
                            timeout=60)
         assert r.returncode == 0, f"verify run {run}: {r.stdout}{r.stderr}"
     assert _verify_while_stressed(logdir, 60, check) >= 20
+
+
+def test_reader_between_a_writers_two_index_writes(tmp_path, caplog):
+    """A writer publishes a batch, then writes its .index entry, then its
+    .timeindex entry (csrc/append.c). A reader in another Log that opens
+    the active segment between the two writes found one more offset entry
+    than time entries and took it for damage: a warning "rebuilding the
+    indexes (I-3)" and a scan of the whole active segment (found by a
+    user trial: a Log reopened in a loop beside 3 writing processes). The
+    state is simulated here: the writer's last time index entry cut off
+    while it has the log open."""
+    path = str(tmp_path / "log")
+    writer = pylog.open(path, sync="never")
+    writer.create_topic("t", partitions=1)
+    prod = writer.producer()
+    for i in range(200):
+        prod.send("t", b"%04d" % i + bytes(200))
+    seg = os.path.join(path, "t-0", "00000000000000000000")
+    tsize = os.path.getsize(seg + ".timeindex")
+    assert tsize >= 24 and os.path.getsize(seg + ".index") == tsize // 12 * 8
+    os.truncate(seg + ".timeindex", tsize - 12)
+    caplog.set_level(logging.WARNING, logger="pylog")
+    with pylog.open(path, sync="never") as reader:
+        c = reader.consumer(enable_auto_commit=False)
+        tp = pylog.TopicPartition("t", 0)
+        c.assign([tp])
+        c.seek(tp, 190)
+        assert [r.value[:4] for r in c.poll(timeout=1)] == [b"%04d" % i for i in range(190, 200)]
+        assert c.offsets_for_times({tp: 0})[tp] == 0
+    assert "rebuilding the indexes" not in caplog.text
+    writer.close()

@@ -1,0 +1,245 @@
+"""Share consumers out of file descriptors (found by a user trial: a share
+group over 1,600 partitions at ``ulimit -n 256``): each share-partition a
+share consumer reads keeps its state file open (pylog.sharestate), so
+running out of descriptors there must be TooManyOpenFilesError — after the
+Log closed its idle segments and tried again — never a bare OSError, with
+the records acquired before it delivered and nothing lost."""
+
+import errno
+import os
+import resource
+import time
+
+import pytest
+
+import pylog
+from pylog.errors import TooManyOpenFilesError
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+class UsedUp:
+    """The soft limit ``headroom`` descriptors above those open, all of
+    them but ``spare`` taken (as other parts of the process would), until
+    ``free()``."""
+
+    def __init__(self, headroom: int, spare: int):
+        self.limits = resource.getrlimit(resource.RLIMIT_NOFILE)
+        self.hog: list[int] = []
+        resource.setrlimit(resource.RLIMIT_NOFILE, (open_fds() + headroom, self.limits[1]))
+        try:
+            while True:
+                self.hog.append(os.open(os.devnull, os.O_RDONLY))
+        except OSError as exc:
+            assert exc.errno == errno.EMFILE
+        for _ in range(spare):
+            os.close(self.hog.pop())
+
+    def free(self) -> None:
+        for fd in self.hog:
+            os.close(fd)
+        self.hog = []
+        resource.setrlimit(resource.RLIMIT_NOFILE, self.limits)
+
+
+@pytest.mark.parametrize("spare", [3, 5, 7, 9])
+def test_share_consumer_out_of_descriptors_is_a_pylog_error(logdir, spare):
+    """Out of descriptors part-way through a poll (``spare`` free: a few
+    share files and segments open, then none): TooManyOpenFilesError, the
+    records acquired first delivered, those acquired but not read given
+    back; once descriptors are free every record comes, once, at once —
+    none waits for its 30 s lock."""
+    parts = 12
+    with pylog.open(logdir, sync="never") as log:
+        log.create_topic("jobs", partitions=parts)
+        prod = log.producer()
+        sent = {(p, i) for p in range(parts) for i in range(5)}
+        for p, i in sorted(sent):
+            prod.send("jobs", b"%d/%d" % (p, i), partition=p)
+        for p in range(parts):              # no segment open: only share files count
+            log.partition("jobs", p).reader.close()
+        log.handles.shrink()
+        worker = log.share_consumer("jobs", group_id="w", auto_offset_reset="earliest")
+        got: list[tuple[int, int]] = []
+
+        def take(records):
+            for r in records:
+                got.append(tuple(int(x) for x in r.value.split(b"/")))
+                worker.acknowledge(r, "accept")
+
+        hog = UsedUp(32, spare)
+        try:
+            raised = None
+            for _ in range(parts):
+                try:
+                    take(worker.poll(timeout_ms=0))
+                except TooManyOpenFilesError as exc:
+                    raised = exc
+                    break
+        finally:
+            hog.free()
+        assert raised is not None, "a share consumer over 12 partitions fit in 6 descriptors"
+        assert raised.errno in (errno.EMFILE, errno.ENFILE)
+        assert "ulimit -n" in str(raised) and "share" in str(raised)
+        # descriptors free again: every record, once, none lost
+        deadline = time.monotonic() + 5       # (record_lock_ms: 30 s)
+        while len(got) < len(sent) and time.monotonic() < deadline:
+            take(worker.poll(timeout_ms=100))
+        worker.commit()
+        worker.close()
+        assert sorted(got) == sorted(sent)
+
+
+def test_closed_share_consumers_leave_no_descriptors(logdir):
+    """A share consumer's close gives back its share files' descriptors
+    and maps (the Log kept every one open until it closed: 300 consumers
+    of distinct groups over 4 partitions held 2,400 descriptors, 1,200
+    maps and 80 MB), while the state stays: a consumer of a group made
+    again later resumes where the group was."""
+    with pylog.open(logdir, sync="never") as log:
+        log.create_topic("jobs", partitions=4)
+        log.producer().send_batch("jobs", [b"job"] * 8, partition=0)
+
+        def one(group):
+            with log.share_consumer("jobs", group_id=group, auto_offset_reset="earliest",
+                                    acknowledgement_mode="implicit") as worker:
+                got = worker.poll(timeout_ms=0, max_records=3)
+                worker.commit()
+                return [r.offset for r in got]
+
+        assert one("g-first") == [0, 1, 2]
+        before = open_fds()
+        for i in range(60):
+            one(f"g{i}")
+        assert open_fds() <= before + 2
+        assert len(log.share_files()._files) == 0
+        # what the group accepted stays accepted
+        assert one("g-first") == [3, 4, 5]
+        log.checkpoint_commits()
+    with pylog.open(logdir, sync="never") as log:
+        with log.share_consumer("jobs", group_id="g-first") as worker:
+            assert [r.offset for r in worker.poll(timeout_ms=0)] == [6, 7]
+            worker.commit()
+
+
+@pytest.mark.parametrize("spare", [0, 1])     # (1: the liveness probe opens)
+def test_share_views_out_of_descriptors_raise(logdir, spare):
+    """Reading a share file for a view (share_groups, pylog queues, the
+    live-consumer check of alter_share_group) out of descriptors raised
+    nothing: the file counted as missing, so the views showed the LMDB
+    copy ("-" for archived and lost) and alter_share_group found no live
+    consumer and changed the settings under one."""
+    with pylog.open(logdir, sync="never") as log:
+        log.create_topic("jobs", partitions=2)
+        log.producer().send_batch("jobs", [b"job"] * 4, partition=0)
+        worker = log.share_consumer("jobs", group_id="w", auto_offset_reset="earliest")
+        assert len(worker.poll(timeout_ms=100)) == 4          # held: a live consumer
+        rows = log.share_groups()
+        hog = UsedUp(8, spare)
+        try:
+            with pytest.raises(TooManyOpenFilesError):
+                log.alter_share_group("w", record_lock_ms=1000)
+            with pytest.raises(TooManyOpenFilesError):
+                log.share_groups()
+        finally:
+            hog.free()
+        assert len(log.share_groups()) == len(rows)
+        with pytest.raises(pylog.GroupNotEmpty):
+            log.alter_share_group("w", record_lock_ms=1000)
+        worker.close()
+
+
+CHILD_ACCEPTS_AND_DIES = """
+import os, signal, sys
+import pylog
+log = pylog.open(sys.argv[1], sync="never", sync_interval_ms=3600000)
+worker = log.share_consumer("jobs", group_id="w", auto_offset_reset="earliest")
+for r in worker.poll(timeout_ms=1000):
+    worker.acknowledge(r, "accept")
+worker.commit()          # applied in the share file; LMDB has no copy yet
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("spare", [1, 2, 3])
+def test_share_file_opened_out_of_descriptors_keeps_its_state(logdir, child_env, spare):
+    """The boot id was read from /proc at every share file open: out of
+    descriptors it read as "no boot id", the file looked like another
+    boot's and was cut and rebuilt from LMDB, so acknowledgements a killed
+    process had applied (not yet checkpointed) were undone and their
+    records delivered again."""
+    import subprocess
+    import sys
+    with pylog.open(logdir, sync="never") as log:
+        log.create_topic("jobs", partitions=1)
+        log.producer().send_batch("jobs", [b"job"] * 4)
+    subprocess.run([sys.executable, "-c", CHILD_ACCEPTS_AND_DIES, logdir], env=child_env,
+                   timeout=60)
+    with pylog.open(logdir, sync="never") as log:
+        worker = log.share_consumer("jobs", group_id="w")
+        log.partition("jobs", 0).reader.close()
+        log.handles.shrink()
+        hog = UsedUp(16, spare)
+        try:
+            worker.poll(timeout_ms=0)
+        except TooManyOpenFilesError:
+            pass
+        finally:
+            hog.free()
+        assert worker.poll(timeout_ms=100) == []     # all four were accepted
+        worker.close()
+
+
+HOLDER = r"""
+import sys, time, pylog
+log = pylog.open(sys.argv[1])
+def hold(doc, commit):
+    print("holding", flush=True)
+    time.sleep(3600)
+log.meta.update_group("g-holder", hold)
+"""
+
+
+def test_close_with_the_metadata_busy_keeps_the_file_for_later(logdir, child_env, caplog):
+    """The last consumer's close checkpoints its share files before closing
+    them; with another process stopped inside a metadata transaction that
+    checkpoint fails (MetadataBusyError): close() still returns, the file
+    stays open, and the Log's next checkpoint stores and closes it."""
+    import signal
+    import subprocess
+    import sys
+
+    import childproc
+    with pylog.open(logdir, sync="never", metadata_timeout=0.3) as log:
+        log.create_topic("jobs", partitions=1)
+        log.producer().send_batch("jobs", [b"job"] * 3)
+        worker = log.share_consumer("jobs", group_id="w", auto_offset_reset="earliest",
+                                    acknowledgement_mode="implicit")
+        assert len(worker.poll(timeout_ms=100)) == 3
+        worker.commit()
+        child = subprocess.Popen([sys.executable, "-c", HOLDER, logdir], env=child_env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        fds = open_fds()
+        try:
+            childproc.expect(child, b"holding")
+            os.kill(child.pid, signal.SIGSTOP)
+            # a change after the holder stopped: the Log's periodic
+            # checkpoint may have stored the state before
+            log.producer().send("jobs", b"job")
+            assert len(worker.poll(timeout_ms=1000)) == 1
+            worker.close()                      # does not raise
+            assert "kept open for the next checkpoint" in caplog.text
+            assert open_fds() == fds
+        finally:
+            child.kill()
+            os.kill(child.pid, signal.SIGCONT)
+            child.wait(10)
+        log.checkpoint_commits()
+        assert open_fds() == fds - 2            # the file's descriptor and its map's
+    with pylog.open(logdir, sync="never") as log:
+        with log.share_consumer("jobs", group_id="w") as again:
+            # the state reached LMDB: 0-2 accepted, 3 released at close
+            assert [(r.offset, r.delivery_count) for r in again.poll(timeout_ms=50)] \
+                == [(3, 2)]
