@@ -574,10 +574,11 @@ class Consumer(Positions, Fetching):
         except CommitFailedError:
             pass    # the partition moved; its new owner resumes from the last commit
 
-    def __getattr__(self, name: str) -> Any:
-        # only names not found the normal way land here: no cost elsewhere
-        raise kafka_name_error(self, name, CONSUMER_INSTEAD,
-                               "a Kafka client's Consumer")
+    if not TYPE_CHECKING:   # (to mypy a misspelt name stays an error)
+        def __getattr__(self, name: str) -> Any:
+            # only names not found the normal way land here: no cost elsewhere
+            raise kafka_name_error(self, name, CONSUMER_INSTEAD,
+                                   "a Kafka client's Consumer")
 
     def close(self, autocommit: bool = True, timeout: float | None = None) -> None:
         """Leave the group and release; with auto-commit (and ``autocommit``,

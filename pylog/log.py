@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, overload
 
 from . import shareconfig
 from .accumulator import LingerProducer, check_linger, close_lingering
@@ -211,12 +211,55 @@ class Log(LogStore):
         return reset_group(self, group, to=to, value=value, topic=topic,
                            execute=execute)
 
+    def __enter__(self) -> Log:
+        # (LogStore's says LogStore: `with pylog.open(p) as log` is a Log to mypy)
+        return self
+
     # -- clients ------------------------------------------------------------------
+    # The overloads give a type checker the class each form returns (the
+    # implementation's Producer is their common base).
+    @overload
+    def producer(self, *, key_serializer: Serializer | None = None,
+                 value_serializer: Serializer | None = None, transactional_id: str,
+                 idempotent: bool = False,
+                 transaction_timeout_ms: int = DEFAULT_TRANSACTION_TIMEOUT_MS,
+                 ) -> IdempotentProducer: ...
+
+    @overload
+    def producer(self, *, key_serializer: Serializer | None = None,
+                 value_serializer: Serializer | None = None,
+                 transactional_id: None = None, idempotent: Literal[True],
+                 transaction_timeout_ms: int = DEFAULT_TRANSACTION_TIMEOUT_MS,
+                 ) -> IdempotentProducer: ...
+
+    @overload
+    def producer(self, *, key_serializer: Serializer | None = None,
+                 value_serializer: Serializer | None = None, linger_ms: float = 0,
+                 batch_bytes: int) -> LingerProducer: ...
+
+    @overload
+    def producer(self, *, key_serializer: Serializer | None = None,
+                 value_serializer: Serializer | None = None,
+                 linger_ms: Literal[0]) -> Producer: ...
+
+    @overload
+    def producer(self, *, key_serializer: Serializer | None = None,
+                 value_serializer: Serializer | None = None,
+                 linger_ms: float) -> LingerProducer: ...
+
+    @overload
     def producer(self, *, key_serializer: Serializer | None = None,
                  value_serializer: Serializer | None = None, linger_ms: float = 0,
                  batch_bytes: int | None = None, transactional_id: str | None = None,
                  idempotent: bool = False,
-                 transaction_timeout_ms: int = DEFAULT_TRANSACTION_TIMEOUT_MS) -> Any:
+                 transaction_timeout_ms: int = DEFAULT_TRANSACTION_TIMEOUT_MS,
+                 ) -> Producer: ...
+
+    def producer(self, *, key_serializer: Serializer | None = None,
+                 value_serializer: Serializer | None = None, linger_ms: float = 0,
+                 batch_bytes: int | None = None, transactional_id: str | None = None,
+                 idempotent: bool = False,
+                 transaction_timeout_ms: int = DEFAULT_TRANSACTION_TIMEOUT_MS) -> Producer:
         """A thread-safe producer (see :class:`pylog.producer.Producer`).
 
         ``key_serializer`` / ``value_serializer`` (default None: keys and

@@ -15,7 +15,7 @@ here writes; positions live in memory until a commit.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from .consumerargs import as_tp, as_tps
 from .delivery import Delivery
@@ -88,6 +88,18 @@ class Positions:
         """The offset of the next record poll() will return for ``tp``."""
         self._check()
         return int(self._cursor(as_tp(tp)).offset)
+
+    # (the overloads tell a type checker which of the two shapes a call gets)
+    @overload
+    def committed(self, partition: TopicPartition, /) -> int | None: ...
+
+    @overload
+    def committed(self, partitions: list[TopicPartition] | tuple[TopicPartition, ...]
+                  | set[TopicPartition] | frozenset[TopicPartition], /,
+                  ) -> dict[TopicPartition, int | None]: ...
+
+    @overload
+    def committed(self, *partitions: Any) -> int | None | dict[TopicPartition, int | None]: ...
 
     def committed(self, *partitions: Any) -> int | None | dict[TopicPartition, int | None]:
         """The group's committed offset (next offset to read) of one
