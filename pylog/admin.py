@@ -65,6 +65,15 @@ KAFKA_ADMIN_INSTEAD: dict[str, str] = {
     "perform_leader_election": "nothing: a log has no replicas or leaders",
     "alter_partition_reassignments": "nothing: a log has no replicas",
     "list_partition_reassignments": "nothing: a log has no replicas",
+    # kafka-python 3's names of the group calls
+    "list_groups": "list_consumer_groups()",
+    "describe_groups": "describe_group(group_id), one group per call",
+    "delete_groups": "delete_consumer_groups(group_ids)",
+    "list_group_offsets": "describe_group(group_id)['partitions'] (each with its "
+                          "'committed' offset)",
+    "reset_group_offsets": "reset_group(group_id, to=...)",
+    "alter_group_offsets": "reset_group(group_id, to='offset', value=..., topic=...)",
+    "delete_group_offsets": "reset_group(group_id, to=...) or delete_group(group_id)",
 }
 
 

@@ -187,5 +187,13 @@ CONSUMER_INSTEAD: dict[str, str] = {
     "incremental_assign": "assign([...]) with the whole new assignment",
     "incremental_unassign": "assign([...]) with what is left",
     "offsets_for_times_ms": "offsets_for_times({tp: timestamp_ms})",
+    "commit_async": "commit(...): a commit is a local transaction, done when it "
+                    "returns (there is no callback to wait for)",
+    "unassign": "assign([]) or unsubscribe()",
+    "metrics": "Log.metrics(), the figures of every client of the log",
+    "group_metadata": "group_id, or pass the consumer itself: "
+                      "send_offsets_to_transaction(consumer)",
+    "consumer_group_metadata": "group_id, or pass the consumer itself: "
+                               "send_offsets_to_transaction(consumer)",
 }
 

@@ -76,6 +76,15 @@ PRODUCER_INSTEAD: dict[str, str] = {
             "future whose add_callback runs once the record is stored",
     "list_topics": "partitions_for(topic), or Log.topics()",
     "send_and_wait": "send(...): it already returns when the record is stored",
+    "init_transactions": "nothing: log.producer(transactional_id=...) did it (it "
+                         "fences older producers of the id and aborts what they "
+                         "left open)",
+    "begin_transaction": "a producer made with log.producer(transactional_id=...)",
+    "commit_transaction": "a producer made with log.producer(transactional_id=...)",
+    "abort_transaction": "a producer made with log.producer(transactional_id=...)",
+    "send_offsets_to_transaction": "a producer made with "
+                                   "log.producer(transactional_id=...)",
+    "metrics": "Log.metrics(), the figures of every client of the log",
 }
 
 

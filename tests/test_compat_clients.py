@@ -450,11 +450,22 @@ def test_listener_at_creation_and_revoke_on_unsubscribe(log):
     ("consumer", "consume", "use poll("),
     ("consumer", "store_offsets", "commit("),
     ("consumer", "list_topics", "topics()"),
+    # names every kafka-python / confluent-kafka port types (a user trial)
+    ("producer", "init_transactions", "transactional_id="),
+    ("producer", "begin_transaction", "transactional_id="),
+    ("producer", "metrics", "Log.metrics()"),
+    ("txn", "init_transactions", "did it"),
+    ("consumer", "commit_async", "commit("),
+    ("consumer", "unassign", "assign([])"),
+    ("consumer", "metrics", "Log.metrics()"),
+    ("consumer", "group_metadata", "send_offsets_to_transaction(consumer)"),
+    ("consumer", "consumer_group_metadata", "group_id"),
 ])
 def test_kafka_names_pylog_lacks_say_what_to_use(log, client, name, hint):
     """A client name pylog does not offer raises AttributeError naming the
     pylog call to use; any other missing name is a plain AttributeError."""
-    obj = log.producer() if client == "producer" else log.consumer("t")
+    obj = log.producer() if client == "producer" else \
+        log.producer(transactional_id="x") if client == "txn" else log.consumer("t")
     with pytest.raises(AttributeError) as ei:
         getattr(obj, name)
     assert hint in str(ei.value) and name in str(ei.value)
