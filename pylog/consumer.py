@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import _native, heartbeat
+from .assignors import STRATEGIES
 from .config import validate_topic_name
 from .consumerargs import (
     CONSUMER_INSTEAD,
@@ -98,6 +99,11 @@ class Consumer(Positions, Fetching):
         if isolation_level not in ("read_uncommitted", "read_committed"):
             raise InvalidArgument(f"isolation_level={isolation_level!r}; expected "
                                   "'read_uncommitted' or 'read_committed'")
+        if partition_assignment_strategy not in STRATEGIES:
+            # (checked without a group too: a typo is an error, not ignored)
+            raise InvalidArgument(f"partition_assignment_strategy="
+                                  f"{partition_assignment_strategy!r}; expected one of "
+                                  f"{STRATEGIES}")
         # read_committed reads stop at the last stable offset and skip
         # aborted transactions (pylog.txnview.TxnView, per fetch)
         self.isolation_level = isolation_level

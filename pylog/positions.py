@@ -170,10 +170,11 @@ class Positions:
         """seek()'s checks, moving nothing: (tp, the offset it moves to,
         the incarnation of the topic it was checked against)."""
         self._check()
-        tp = self._owned_or_raise(partition)
+        # (the offset first: a bad one must not make a new member join)
         if isinstance(offset, bool) or not isinstance(offset, int) or \
                 not 0 <= offset < 1 << 63:
             raise InvalidArgument(f"offset={offset!r}; expected an int in [0, 2**63)")
+        tp = self._owned_or_raise(partition)
         part = self._log.partition(tp.topic, tp.partition)
         st = part.state()
         if offset < st.log_start_offset:
