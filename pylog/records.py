@@ -91,6 +91,9 @@ def _size(field: object) -> int:
 
 
 class PartitionInfo(NamedTuple):
+    """One partition of ``TopicInfo.partition_info``: its number, log start
+    and end offsets (the next offset to be written), the bytes its
+    segments hold and their count."""
     partition: int
     start_offset: int
     end_offset: int
@@ -103,7 +106,7 @@ class TopicInfo(NamedTuple):
     name: str
     partitions: int
     config: dict[str, Any]
-    partition_info: list[Any]
+    partition_info: list[PartitionInfo]
 
 
 # -- commit values (kafka-python's OffsetAndMetadata) ------------------------------------

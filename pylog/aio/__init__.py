@@ -92,6 +92,8 @@ class AIOLog:
 
     @property
     def log(self) -> _log.Log:
+        """The threaded :class:`~pylog.Log` underneath (its calls block:
+        keep them off the loop); LogClosed before the log is open."""
         if self._log is None:
             raise LogClosed(f"log {self._path} is not open yet: use "
                             "`async with pylog.aio.open(...)` (or await its open())")
