@@ -34,7 +34,8 @@ class Delivery:
     partition; positions themselves live in the consumer's ``cursors``
     ({TopicPartition: Cursor}, shared and changed in place)."""
 
-    __slots__ = ("pending", "batch", "at", "_cursors", "_cursor_type")
+    __slots__ = ("pending", "batch", "at", "sought", "looping", "_cursors",
+                 "_cursor_type")
 
     def __init__(self, cursors: dict[TopicPartition, Any],
                  cursor_type: Callable[[int, str | None], Any]) -> None:
@@ -46,6 +47,12 @@ class Delivery:
         # of the one it handed last (finished once the loop asks for more)
         self.batch: list[Any] | None = None
         self.at = 0
+        # partitions sought (or lost, or reset) while a loop hands a batch
+        # out: the loop skips the rest of their records, which no longer
+        # follow the position, and nothing counts them (as Kafka's clients
+        # drop what they fetched of a partition sought or revoked)
+        self.sought: set[TopicPartition] = set()
+        self.looping = False        # run() is handing a batch out
 
     def next_poll(self) -> None:
         """A poll begins: everything handed before is finished."""
@@ -82,6 +89,8 @@ class Delivery:
     def forget(self, tp: TopicPartition) -> None:
         """``tp`` was sought, lost or reset: its position says all."""
         self.pending.pop(tp, None)
+        if self.batch is not None or self.looping:
+            self.sought.add(tp)
 
     def committed(self, tp: TopicPartition, offset: int) -> None:
         """The application committed ``tp`` up to ``offset``: what lies
@@ -104,15 +113,16 @@ class Delivery:
                 self._cursors[tp] = self._cursor_type(first, cur.topic_id)
         self.pending = {}
 
-    @staticmethod
-    def _floors(records: Iterable[Any]) -> dict[TopicPartition, int]:
+    def _floors(self, records: Iterable[Any]) -> dict[TopicPartition, int]:
         """First offset per partition among ``records`` (in offset order
-        within each partition)."""
+        within each partition), partitions sought meanwhile left out."""
         out: dict[TopicPartition, int] = {}
         for r in records:
             tp = TopicPartition(r.topic, r.partition)
             if tp not in out:
                 out[tp] = r.offset
+        for tp in self.sought:
+            out.pop(tp, None)
         return out
 
     def _positions(self, unfinished: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
@@ -167,9 +177,12 @@ class Delivery:
                 return
             self.batch = recs
             self.at = 0
+            sought = self.sought
             try:
                 for i, r in enumerate(recs):
                     self.at = i
+                    if sought and TopicPartition(r.topic, r.partition) in sought:
+                        continue
                     yield r
                 self.at = len(recs)
             finally:
@@ -177,6 +190,7 @@ class Delivery:
                     if self.at < len(recs):
                         self.abandoned(recs[self.at:])
                     self.batch = None
+                    sought.clear()
                     self.next_poll()
             if idle_s is not None and recs:
                 idle_until = time.monotonic() + idle_s   # idle counts from the last record
@@ -198,17 +212,27 @@ class Delivery:
             recs = poll()
             done: dict[TopicPartition, int] = {}
             n = 0
+            sought = self.sought
+            self.looping = True     # (so that a seek in the handler is seen)
             try:
                 for r in recs:
+                    tp = TopicPartition(r.topic, r.partition)
+                    if sought and tp in sought:
+                        n += 1
+                        continue
                     handler(r)
                     n += 1
-                    tp = TopicPartition(r.topic, r.partition)
+                    if sought and tp in sought:
+                        done.pop(tp, None)      # the seek says where tp stands
+                        continue
                     done[tp] = r.offset + 1
                     if per_record and commit is not None:
                         commit({tp: r.offset + 1})
                         done.clear()
             except BaseException as exc:
                 self.abandoned(recs[n:])
+                self.looping = False
+                sought.clear()
                 self.next_poll()        # those before it were finished
                 if done and commit is not None:
                     try:
@@ -218,6 +242,8 @@ class Delivery:
                 if isinstance(exc, LogClosed):
                     return      # closed from another thread: close() committed
                 raise
+            self.looping = False
+            sought.clear()
             self.next_poll()
             if done and commit is not None:
                 try:
