@@ -34,7 +34,7 @@ class Delivery:
     partition; positions themselves live in the consumer's ``cursors``
     ({TopicPartition: Cursor}, shared and changed in place)."""
 
-    __slots__ = ("pending", "batch", "at", "sought", "looping", "_cursors",
+    __slots__ = ("pending", "batch", "at", "loop_batch", "skip", "sought", "_cursors",
                  "_cursor_type")
 
     def __init__(self, cursors: dict[TopicPartition, Any],
@@ -47,12 +47,15 @@ class Delivery:
         # of the one it handed last (finished once the loop asks for more)
         self.batch: list[Any] | None = None
         self.at = 0
-        # partitions sought (or lost, or reset) while a loop hands a batch
-        # out: the loop skips the rest of their records, which no longer
-        # follow the position, and nothing counts them (as Kafka's clients
-        # drop what they fetched of a partition sought or revoked)
+        # the batch a loop (the iterator, run) hands out, ``at`` the index
+        # of the record in hand; ``skip``: partitions whose records the loop
+        # passes over from now on, as Kafka's clients drop what they fetched
+        # of a partition sought, revoked or paused: ``sought`` ones (sought,
+        # lost, reset) no longer follow the position and nothing counts
+        # them; paused ones went back to the position (see hold_back)
+        self.loop_batch: list[Any] | None = None
+        self.skip: set[TopicPartition] = set()
         self.sought: set[TopicPartition] = set()
-        self.looping = False        # run() is handing a batch out
 
     def next_poll(self) -> None:
         """A poll begins: everything handed before is finished."""
@@ -89,8 +92,38 @@ class Delivery:
     def forget(self, tp: TopicPartition) -> None:
         """``tp`` was sought, lost or reset: its position says all."""
         self.pending.pop(tp, None)
-        if self.batch is not None or self.looping:
+        if self.loop_batch is not None:
             self.sought.add(tp)
+            self.skip.add(tp)
+
+    def _rest(self, tp: TopicPartition) -> Any:
+        """The first record of ``tp`` the running loop has yet to hand out
+        (None: none, or not in a loop)."""
+        if self.loop_batch is None or tp in self.skip:
+            return None
+        for r in self.loop_batch[self.at + 1:]:
+            if r.partition == tp.partition and r.topic == tp.topic:
+                return r
+        return None
+
+    def hold_back(self, tp: TopicPartition) -> None:
+        """``tp`` was paused inside a loop: its records not handed yet go
+        back (its position returns to the first of them) and the loop
+        passes over them, so the next poll after resume() reads them."""
+        r = self._rest(tp)
+        if r is not None:
+            cur = self._cursors.get(tp)
+            if cur is not None and cur.offset > r.offset:
+                self._cursors[tp] = self._cursor_type(r.offset, cur.topic_id)
+        if self.loop_batch is not None:
+            self.skip.add(tp)
+
+    def position(self, tp: TopicPartition, offset: int) -> int:
+        """Consumer.position of ``tp`` whose cursor is at ``offset``: inside
+        a loop, the next record of ``tp`` it will hand out (the loop
+        fetched ahead), as a Kafka client's iterator says."""
+        r = self._rest(tp)
+        return offset if r is None else int(r.offset)
 
     def committed(self, tp: TopicPartition, offset: int) -> None:
         """The application committed ``tp`` up to ``offset``: what lies
@@ -175,13 +208,13 @@ class Delivery:
                 idle_until = time.monotonic() + idle_s
             elif idle_until is not None and time.monotonic() >= idle_until:
                 return
-            self.batch = recs
+            self.batch = self.loop_batch = recs
             self.at = 0
-            sought = self.sought
+            skip = self.skip
             try:
                 for i, r in enumerate(recs):
                     self.at = i
-                    if sought and TopicPartition(r.topic, r.partition) in sought:
+                    if skip and TopicPartition(r.topic, r.partition) in skip:
                         continue
                     yield r
                 self.at = len(recs)
@@ -189,8 +222,9 @@ class Delivery:
                 if self.batch is recs:
                     if self.at < len(recs):
                         self.abandoned(recs[self.at:])
-                    self.batch = None
-                    sought.clear()
+                    self.batch = self.loop_batch = None
+                    skip.clear()
+                    self.sought.clear()
                     self.next_poll()
             if idle_s is not None and recs:
                 idle_until = time.monotonic() + idle_s   # idle counts from the last record
@@ -212,12 +246,13 @@ class Delivery:
             recs = poll()
             done: dict[TopicPartition, int] = {}
             n = 0
-            sought = self.sought
-            self.looping = True     # (so that a seek in the handler is seen)
+            skip, sought = self.skip, self.sought
+            self.loop_batch = recs     # (so that a seek or pause in the handler is seen)
             try:
                 for r in recs:
                     tp = TopicPartition(r.topic, r.partition)
-                    if sought and tp in sought:
+                    self.at = n
+                    if skip and tp in skip:
                         n += 1
                         continue
                     handler(r)
@@ -231,7 +266,8 @@ class Delivery:
                         done.clear()
             except BaseException as exc:
                 self.abandoned(recs[n:])
-                self.looping = False
+                self.loop_batch = None
+                skip.clear()
                 sought.clear()
                 self.next_poll()        # those before it were finished
                 if done and commit is not None:
@@ -242,7 +278,8 @@ class Delivery:
                 if isinstance(exc, LogClosed):
                     return      # closed from another thread: close() committed
                 raise
-            self.looping = False
+            self.loop_batch = None
+            skip.clear()
             sought.clear()
             self.next_poll()
             if done and commit is not None:

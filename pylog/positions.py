@@ -85,9 +85,12 @@ class Positions:
         return c
 
     def position(self, tp: TopicPartition) -> int:
-        """The offset of the next record poll() will return for ``tp``."""
+        """The offset of the next record poll() will return for ``tp``
+        (inside a ``for record in consumer`` loop or a run() handler: the
+        next one the loop hands out, as kafka-python's iterator says)."""
         self._check()
-        return int(self._cursor(as_tp(tp)).offset)
+        tp = as_tp(tp)
+        return self._delivery.position(tp, int(self._cursor(tp).offset))
 
     # (the overloads tell a type checker which of the two shapes a call gets)
     @overload
@@ -276,12 +279,16 @@ class Positions:
 
     # -- pausing and lag -------------------------------------------------------------
     def pause(self, *partitions: Any) -> None:
-        """Stop fetching ``partitions`` (varargs or one list) until resume();
-        each must be assigned (InvalidArgument otherwise, as kafka-python's
+        """Stop fetching ``partitions`` (varargs or one list) until resume(),
+        also inside a ``for record in consumer`` loop or a run() handler
+        (the loop hands out no more of their records); each must be
+        assigned (InvalidArgument otherwise, as kafka-python's
         IllegalStateError)."""
         self._check()
         tps = [self._owned_or_raise(tp, "pause") for tp in as_tps(partitions)]
         self._paused.update(tps)
+        for tp in tps:      # (inside a loop: it hands out no more of them)
+            self._delivery.hold_back(tp)
 
     def resume(self, *partitions: Any) -> None:
         """Fetch ``partitions`` (varargs or one list) again; each must be

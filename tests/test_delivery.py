@@ -719,3 +719,30 @@ def test_seek_inside_a_run_handler_takes_effect_at_the_next_record(log):
 
     c.run(handler, poll_timeout=0.1)
     assert seen == [0, 1, 2, 3, 7, 8, 9]
+
+
+def test_pause_and_position_inside_a_for_loop(log):
+    """A user trial: inside ``for record in consumer``, pause(tp) let the
+    loop go on handing out tp's records it had fetched ahead, and
+    position(tp) said where the fetch had got to (the batch's end), not
+    the next record the loop hands out, as kafka-python's iterator does."""
+    log.create_topic("t", partitions=2)
+    p = log.producer()
+    for part in (0, 1):
+        p.send_batch("t", [b"%d" % i for i in range(5)], partition=part)
+    t0 = TP("t", 0)
+    c = log.consumer("t", group_id="g", auto_offset_reset="earliest",
+                     consumer_timeout_ms=300)
+    seen, positions = [], []
+    for r in c:
+        seen.append((r.partition, r.offset))
+        if r.partition == 0:
+            positions.append(c.position(t0))
+        if (r.partition, r.offset) == (0, 1):
+            c.pause(t0)
+    assert positions == [1, 2]
+    assert seen == [(0, 0), (0, 1)] + [(1, i) for i in range(5)]
+    assert c.position(t0) == 2
+    c.resume(t0)
+    assert offsets(c.poll(timeout=1)) == [2, 3, 4]
+    c.close()
