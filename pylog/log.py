@@ -348,8 +348,10 @@ class Log(LogStore):
           (5000): commit what the application finished every interval,
           on a rebalance and on close (pylog.delivery).
         - ``session_timeout_ms`` (10000, in [100, 86400000]): a member not
-          heard from for this long is removed from its group (members
-          heartbeat from their own calls: poll, commit, ...).
+          heard from for this long is removed from its group (a thread of
+          the log heartbeats for its members between their calls, as
+          Kafka's heartbeat thread, until ``max_poll_interval_ms`` without
+          a poll: pylog.heartbeat).
         - ``max_poll_records`` (500): the most records one poll returns.
         - ``max_poll_interval_ms`` (300000, as Kafka): a group member whose
           application does not call poll() for this long leaves its group
