@@ -53,8 +53,10 @@ class Record(NamedTuple):
     partition: int
     offset: int
     timestamp_ms: int
-    key: object
-    value: object
+    # Any, not object: bytes, or whatever the deserializers make, which a
+    # type checker cannot know; `record.value.decode()` must type-check
+    key: Any
+    value: Any
     headers: tuple[tuple[str, bytes | None], ...]
 
     @property

@@ -57,6 +57,10 @@ def main(path: str) -> None:
         assert_type(consumer, Consumer)
         assert_type(consumer.committed(tp), int | None)
         assert_type(consumer.committed([tp]), dict[TopicPartition, int | None])
+        for r in consumer.poll(timeout=1.0):      # bytes, or what a deserializer made
+            print(r.value.decode(), b"k:" + r.key)
+        for job in log.share_consumer("t", group_id="q").poll():
+            print(job.value.decode())
         consumer.comit()                          # E
         producer.produce("t", b"v")               # E
         log.create_topics(["t"])                  # E
