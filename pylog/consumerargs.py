@@ -174,7 +174,11 @@ def topic_list(topics: str | Iterable[str]) -> list[str]:
     """``subscribe``'s topics: one name or an iterable of names."""
     if isinstance(topics, str):
         return [topics]
-    return list(topics)
+    try:
+        return list(topics)
+    except TypeError:       # (an int, None ...: say which argument)
+        raise InvalidArgument(f"topics={topics!r}: expected a topic name or a list "
+                              "of them") from None
 
 
 # Client names pylog does not offer, and what to use instead (raised as

@@ -461,3 +461,15 @@ def test_bad_strategy_without_a_group_and_bad_seek_offset_change_nothing(tmp_pat
                 c.seek(pylog.TopicPartition("t", 0), bad)
         assert log.describe_group("g")["members"] == []
         c.close()
+
+
+def test_subscribe_to_a_non_list_names_the_argument(tmp_path):
+    """A user trial: subscribe(5) raised a bare "'int' object is not
+    iterable" TypeError from inside pylog."""
+    with pylog.open(tmp_path) as log:
+        c = log.consumer(group_id="g")
+        for bad in (5, None, 1.5):
+            with pytest.raises(pylog.InvalidArgument, match="topics="):
+                c.subscribe(bad)
+        assert c.subscription() == set()
+        c.close()
