@@ -407,7 +407,15 @@ def open(path: str | os.PathLike[str], *, sync: str = "always", readonly: bool =
     data; survives process crash and power loss. ``"interval"`` — a
     background flush every ``sync_interval_ms``; survives a process crash,
     a power loss may lose the last interval. ``"never"`` — the OS writes back
-    when it likes; survives a process crash only.
+    when it likes; survives a process crash only. ``sync_interval_ms``
+    (1000, in [1, 3600000]): the period of ``"interval"``'s flush and, in
+    every mode, of the copy of committed offsets into LMDB.
+
+    ``readonly`` (False): open an existing log for reading only (LogNotFound
+    when there is none); writes raise ReadOnlyLog. LMDB still needs write
+    access to ``meta/lock.mdb``. ``allow_network_filesystem`` (False): a log
+    on NFS or SMB is refused (their locks and mmap are not what pylog needs)
+    unless this is True.
 
     ``metadata_timeout``: how long (seconds) a metadata write — a commit, a
     group change, topic administration — waits for another process's
