@@ -43,6 +43,7 @@ from .consumerargs import (
     CONSUMER_INSTEAD,
     MAX_POLL_RECORDS_MAX,
     as_tps,
+    assign_starts,
     check_options,
     commit_offsets,
     poll_timeout,
@@ -262,9 +263,14 @@ class Consumer(Positions, Fetching):
 
     def assign(self, partitions: Iterable[TopicPartition]) -> None:
         """Consume exactly these partitions, without group membership;
-        raises TopicNotFound / PartitionNotFound for one that does not exist."""
+        raises TopicNotFound / PartitionNotFound for one that does not exist.
+        A confluent-kafka TopicPartition's ``offset`` is where it starts
+        (OFFSET_BEGINNING, OFFSET_END, or an offset, as seek()); without
+        one it starts at the committed offset or ``auto_offset_reset``."""
         self._check()
-        tps = as_tps((list(partitions),))
+        given = list(partitions)
+        tps = as_tps((given,))
+        starts = assign_starts(given)
         for tp in tps:
             self._log.partition(tp.topic, tp.partition)   # validates
         if self._subscription or self._pattern:
@@ -272,6 +278,13 @@ class Consumer(Positions, Fetching):
         self._manual = tps
         for tp in [tp for tp in self._cursors if tp not in tps]:
             del self._cursors[tp]       # (in place: Delivery and RecordMaker share it)
+        for tp, start in starts.items():
+            if start == "beginning":
+                self.seek_to_beginning(tp)
+            elif start == "end":
+                self.seek_to_end(tp)
+            else:
+                self.seek(tp, int(start))
 
     def assignment(self) -> set[TopicPartition]:
         """The partitions this consumer currently owns / was assigned."""

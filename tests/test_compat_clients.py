@@ -486,3 +486,27 @@ def test_pause_and_resume_of_an_unassigned_partition_raise(log):
     c.pause(TP("u", 0))
     c.resume([TP("u", 0)])
     assert c.paused() == set()
+
+
+def test_confluent_assign_starts_at_the_offset_its_partitions_carry(tmp_path):
+    """A user trial: confluent-kafka's assign([TopicPartition(t, p, 5)])
+    started at auto_offset_reset, not at 5 (with "latest", records 5..9
+    were skipped); OFFSET_END / OFFSET_BEGINNING were ignored too."""
+    ck = pytest.importorskip("confluent_kafka")
+    with pylog.open(tmp_path) as log:
+        log.create_topic("t")
+        log.producer().send_batch("t", [b"%d" % i for i in range(10)])
+        tp = pylog.TopicPartition("t", 0)
+        c = log.consumer()                          # auto_offset_reset="latest"
+        c.assign([ck.TopicPartition("t", 0, 5)])
+        assert [r.offset for r in c.poll(timeout=1)] == [5, 6, 7, 8, 9]
+        c.assign([ck.TopicPartition("t", 0, ck.OFFSET_BEGINNING)])
+        assert c.position(tp) == 0
+        c.assign([ck.TopicPartition("t", 0, ck.OFFSET_END)])
+        assert c.position(tp) == 10
+        c = log.consumer(auto_offset_reset="earliest")
+        c.assign([ck.TopicPartition("t", 0)])      # OFFSET_INVALID: the reset policy
+        assert c.position(tp) == 0
+        with pytest.raises(pylog.InvalidArgument, match="OFFSET_TAIL"):
+            c.assign([ck.TopicPartition("t", 0, ck.OFFSET_END - 2000 - 3)])
+        assert c.assignment() == {tp}
