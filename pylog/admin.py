@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from . import groupstate as gs
 from .config import validate_group_id
@@ -65,6 +65,15 @@ KAFKA_ADMIN_INSTEAD: dict[str, str] = {
     "perform_leader_election": "nothing: a log has no replicas or leaders",
     "alter_partition_reassignments": "nothing: a log has no replicas",
     "list_partition_reassignments": "nothing: a log has no replicas",
+    # kafka-python 3's names of the group calls
+    "list_groups": "list_consumer_groups()",
+    "describe_groups": "describe_group(group_id), one group per call",
+    "delete_groups": "delete_consumer_groups(group_ids)",
+    "list_group_offsets": "describe_group(group_id)['partitions'] (each with its "
+                          "'committed' offset)",
+    "reset_group_offsets": "reset_group(group_id, to=...)",
+    "alter_group_offsets": "reset_group(group_id, to='offset', value=..., topic=...)",
+    "delete_group_offsets": "reset_group(group_id, to=...) or delete_group(group_id)",
 }
 
 
@@ -78,6 +87,7 @@ class _Store(Protocol):
     def _writable(self, what: str) -> None: ...
     def topics(self) -> list[str]: ...
     def partition(self, topic: str, p: int) -> Any: ...
+    def delete_group(self, group: str) -> None: ...
 
 
 def _refuse_live(action: str, group: str, now_ms: Callable[[], int],
@@ -136,7 +146,7 @@ class LogAdmin:
             raise GroupNotFound(f"delete group {group!r} in {self.path}: there is "
                                 "no such group (no members, no committed offsets)")
 
-    def delete_consumer_groups(self, group_ids: Iterable[str]
+    def delete_consumer_groups(self: _Store, group_ids: Iterable[str]
                                ) -> list[tuple[str, PylogError | None]]:
         """kafka-python's ``KafkaAdminClient.delete_consumer_groups``:
         :meth:`delete_group` for each of ``group_ids``, in order; returns
@@ -214,10 +224,11 @@ class LogAdmin:
                        "error_code": 0}
         return out
 
-    def __getattr__(self, name: str) -> Any:
-        # only names not found the normal way land here: no cost elsewhere
-        raise kafka_name_error(self, name, KAFKA_ADMIN_INSTEAD,
-                               "kafka-python's KafkaAdminClient")
+    if not TYPE_CHECKING:   # (to mypy a misspelt name stays an error)
+        def __getattr__(self, name: str) -> Any:
+            # only names not found the normal way land here: no cost elsewhere
+            raise kafka_name_error(self, name, KAFKA_ADMIN_INSTEAD,
+                                   "kafka-python's KafkaAdminClient")
 
 
 def _delete_records_in(part: Any, before: int, timeout_s: float, what: str) -> int:

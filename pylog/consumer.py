@@ -37,11 +37,13 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import _native, heartbeat
+from .assignors import STRATEGIES
 from .config import validate_topic_name
 from .consumerargs import (
     CONSUMER_INSTEAD,
     MAX_POLL_RECORDS_MAX,
     as_tps,
+    assign_starts,
     check_options,
     commit_offsets,
     poll_timeout,
@@ -98,6 +100,11 @@ class Consumer(Positions, Fetching):
         if isolation_level not in ("read_uncommitted", "read_committed"):
             raise InvalidArgument(f"isolation_level={isolation_level!r}; expected "
                                   "'read_uncommitted' or 'read_committed'")
+        if partition_assignment_strategy not in STRATEGIES:
+            # (checked without a group too: a typo is an error, not ignored)
+            raise InvalidArgument(f"partition_assignment_strategy="
+                                  f"{partition_assignment_strategy!r}; expected one of "
+                                  f"{STRATEGIES}")
         # X-4: read_committed reads stop at the last stable offset and skip
         # aborted transactions (pylog.txnview.TxnView, per fetch)
         self.isolation_level = isolation_level
@@ -256,9 +263,14 @@ class Consumer(Positions, Fetching):
 
     def assign(self, partitions: Iterable[TopicPartition]) -> None:
         """Consume exactly these partitions, without group membership;
-        raises TopicNotFound / PartitionNotFound for one that does not exist."""
+        raises TopicNotFound / PartitionNotFound for one that does not exist.
+        A confluent-kafka TopicPartition's ``offset`` is where it starts
+        (OFFSET_BEGINNING, OFFSET_END, or an offset, as seek()); without
+        one it starts at the committed offset or ``auto_offset_reset``."""
         self._check()
-        tps = as_tps((list(partitions),))
+        given = list(partitions)
+        tps = as_tps((given,))
+        starts = assign_starts(given)
         for tp in tps:
             self._log.partition(tp.topic, tp.partition)   # validates
         if self._subscription or self._pattern:
@@ -266,6 +278,13 @@ class Consumer(Positions, Fetching):
         self._manual = tps
         for tp in [tp for tp in self._cursors if tp not in tps]:
             del self._cursors[tp]       # (in place: Delivery and RecordMaker share it)
+        for tp, start in starts.items():
+            if start == "beginning":
+                self.seek_to_beginning(tp)
+            elif start == "end":
+                self.seek_to_end(tp)
+            else:
+                self.seek(tp, int(start))
 
     def assignment(self) -> set[TopicPartition]:
         """The partitions this consumer currently owns / was assigned."""
@@ -574,10 +593,11 @@ class Consumer(Positions, Fetching):
         except CommitFailedError:
             pass    # the partition moved; its new owner resumes from the last commit
 
-    def __getattr__(self, name: str) -> Any:
-        # only names not found the normal way land here: no cost elsewhere
-        raise kafka_name_error(self, name, CONSUMER_INSTEAD,
-                               "a Kafka client's Consumer")
+    if not TYPE_CHECKING:   # (to mypy a misspelt name stays an error)
+        def __getattr__(self, name: str) -> Any:
+            # only names not found the normal way land here: no cost elsewhere
+            raise kafka_name_error(self, name, CONSUMER_INSTEAD,
+                                   "a Kafka client's Consumer")
 
     def close(self, autocommit: bool = True, timeout: float | None = None) -> None:
         """Leave the group and release; with auto-commit (and ``autocommit``,

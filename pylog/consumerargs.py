@@ -53,6 +53,32 @@ def as_tps(args: tuple[Any, ...]) -> list[TopicPartition]:
     return [as_tp(tp) for tp in args]
 
 
+# confluent-kafka's logical offsets a TopicPartition may carry into assign()
+_OFFSET_BEGINNING, _OFFSET_END, _OFFSET_STORED, _OFFSET_INVALID = -2, -1, -1000, -1001
+
+
+def assign_starts(partitions: list[Any]) -> dict[TopicPartition, int | str]:
+    """Where confluent-kafka's ``assign([TopicPartition(t, p, offset)])``
+    starts each partition: {tp: offset, "beginning" or "end"}; none for a
+    partition without an offset (OFFSET_STORED, OFFSET_INVALID, the
+    default: the committed offset or ``auto_offset_reset``)."""
+    out: dict[TopicPartition, int | str] = {}
+    for p in partitions:
+        off = getattr(p, "offset", None)
+        if isinstance(p, tuple) or not isinstance(off, int) or isinstance(off, bool) \
+                or off in (_OFFSET_STORED, _OFFSET_INVALID):
+            continue
+        tp = as_tp(p)
+        if off >= 0:
+            out[tp] = off
+        elif off in (_OFFSET_BEGINNING, _OFFSET_END):
+            out[tp] = "beginning" if off == _OFFSET_BEGINNING else "end"
+        else:
+            raise InvalidArgument(f"assign {tp}: offset {off} (OFFSET_TAIL?) is not "
+                                  "supported; seek() after assign() instead")
+    return out
+
+
 def _offset_of(tp: TopicPartition, off: object) -> int:
     """The offset of a commit entry: an int, an OffsetAndMetadata (pylog's,
     kafka-python's: anything with ``offset`` and ``metadata``), or
@@ -174,7 +200,11 @@ def topic_list(topics: str | Iterable[str]) -> list[str]:
     """``subscribe``'s topics: one name or an iterable of names."""
     if isinstance(topics, str):
         return [topics]
-    return list(topics)
+    try:
+        return list(topics)
+    except TypeError:       # (an int, None ...: say which argument)
+        raise InvalidArgument(f"topics={topics!r}: expected a topic name or a list "
+                              "of them") from None
 
 
 # Client names pylog does not offer, and what to use instead (raised as
@@ -187,5 +217,13 @@ CONSUMER_INSTEAD: dict[str, str] = {
     "incremental_assign": "assign([...]) with the whole new assignment",
     "incremental_unassign": "assign([...]) with what is left",
     "offsets_for_times_ms": "offsets_for_times({tp: timestamp_ms})",
+    "commit_async": "commit(...): a commit is a local transaction, done when it "
+                    "returns (there is no callback to wait for)",
+    "unassign": "assign([]) or unsubscribe()",
+    "metrics": "Log.metrics(), the figures of every client of the log",
+    "group_metadata": "group_id, or pass the consumer itself: "
+                      "send_offsets_to_transaction(consumer)",
+    "consumer_group_metadata": "group_id, or pass the consumer itself: "
+                               "send_offsets_to_transaction(consumer)",
 }
 

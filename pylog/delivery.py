@@ -34,7 +34,8 @@ class Delivery:
     partition; positions themselves live in the consumer's ``cursors``
     ({TopicPartition: Cursor}, shared and changed in place)."""
 
-    __slots__ = ("pending", "batch", "at", "_cursors", "_cursor_type")
+    __slots__ = ("pending", "batch", "at", "loop_batch", "skip", "sought", "_cursors",
+                 "_cursor_type")
 
     def __init__(self, cursors: dict[TopicPartition, Any],
                  cursor_type: Callable[[int, str | None], Any]) -> None:
@@ -46,6 +47,15 @@ class Delivery:
         # of the one it handed last (finished once the loop asks for more)
         self.batch: list[Any] | None = None
         self.at = 0
+        # the batch a loop (the iterator, run) hands out, ``at`` the index
+        # of the record in hand; ``skip``: partitions whose records the loop
+        # passes over from now on, as Kafka's clients drop what they fetched
+        # of a partition sought, revoked or paused: ``sought`` ones (sought,
+        # lost, reset) no longer follow the position and nothing counts
+        # them; paused ones went back to the position (see hold_back)
+        self.loop_batch: list[Any] | None = None
+        self.skip: set[TopicPartition] = set()
+        self.sought: set[TopicPartition] = set()
 
     def next_poll(self) -> None:
         """A poll begins: everything handed before is finished."""
@@ -82,6 +92,38 @@ class Delivery:
     def forget(self, tp: TopicPartition) -> None:
         """``tp`` was sought, lost or reset: its position says all."""
         self.pending.pop(tp, None)
+        if self.loop_batch is not None:
+            self.sought.add(tp)
+            self.skip.add(tp)
+
+    def _rest(self, tp: TopicPartition) -> Any:
+        """The first record of ``tp`` the running loop has yet to hand out
+        (None: none, or not in a loop)."""
+        if self.loop_batch is None or tp in self.skip:
+            return None
+        for r in self.loop_batch[self.at + 1:]:
+            if r.partition == tp.partition and r.topic == tp.topic:
+                return r
+        return None
+
+    def hold_back(self, tp: TopicPartition) -> None:
+        """``tp`` was paused inside a loop: its records not handed yet go
+        back (its position returns to the first of them) and the loop
+        passes over them, so the next poll after resume() reads them."""
+        r = self._rest(tp)
+        if r is not None:
+            cur = self._cursors.get(tp)
+            if cur is not None and cur.offset > r.offset:
+                self._cursors[tp] = self._cursor_type(r.offset, cur.topic_id)
+        if self.loop_batch is not None:
+            self.skip.add(tp)
+
+    def position(self, tp: TopicPartition, offset: int) -> int:
+        """Consumer.position of ``tp`` whose cursor is at ``offset``: inside
+        a loop, the next record of ``tp`` it will hand out (the loop
+        fetched ahead), as a Kafka client's iterator says."""
+        r = self._rest(tp)
+        return offset if r is None else int(r.offset)
 
     def committed(self, tp: TopicPartition, offset: int) -> None:
         """The application committed ``tp`` up to ``offset``: what lies
@@ -104,15 +146,16 @@ class Delivery:
                 self._cursors[tp] = self._cursor_type(first, cur.topic_id)
         self.pending = {}
 
-    @staticmethod
-    def _floors(records: Iterable[Any]) -> dict[TopicPartition, int]:
+    def _floors(self, records: Iterable[Any]) -> dict[TopicPartition, int]:
         """First offset per partition among ``records`` (in offset order
-        within each partition)."""
+        within each partition), partitions sought meanwhile left out."""
         out: dict[TopicPartition, int] = {}
         for r in records:
             tp = TopicPartition(r.topic, r.partition)
             if tp not in out:
                 out[tp] = r.offset
+        for tp in self.sought:
+            out.pop(tp, None)
         return out
 
     def _positions(self, unfinished: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
@@ -165,18 +208,23 @@ class Delivery:
                 idle_until = time.monotonic() + idle_s
             elif idle_until is not None and time.monotonic() >= idle_until:
                 return
-            self.batch = recs
+            self.batch = self.loop_batch = recs
             self.at = 0
+            skip = self.skip
             try:
                 for i, r in enumerate(recs):
                     self.at = i
+                    if skip and TopicPartition(r.topic, r.partition) in skip:
+                        continue
                     yield r
                 self.at = len(recs)
             finally:
                 if self.batch is recs:
                     if self.at < len(recs):
                         self.abandoned(recs[self.at:])
-                    self.batch = None
+                    self.batch = self.loop_batch = None
+                    skip.clear()
+                    self.sought.clear()
                     self.next_poll()
             if idle_s is not None and recs:
                 idle_until = time.monotonic() + idle_s   # idle counts from the last record
@@ -198,17 +246,29 @@ class Delivery:
             recs = poll()
             done: dict[TopicPartition, int] = {}
             n = 0
+            skip, sought = self.skip, self.sought
+            self.loop_batch = recs     # (so that a seek or pause in the handler is seen)
             try:
                 for r in recs:
+                    tp = TopicPartition(r.topic, r.partition)
+                    self.at = n
+                    if skip and tp in skip:
+                        n += 1
+                        continue
                     handler(r)
                     n += 1
-                    tp = TopicPartition(r.topic, r.partition)
+                    if sought and tp in sought:
+                        done.pop(tp, None)      # the seek says where tp stands
+                        continue
                     done[tp] = r.offset + 1
                     if per_record and commit is not None:
                         commit({tp: r.offset + 1})
                         done.clear()
             except BaseException as exc:
                 self.abandoned(recs[n:])
+                self.loop_batch = None
+                skip.clear()
+                sought.clear()
                 self.next_poll()        # those before it were finished
                 if done and commit is not None:
                     try:
@@ -218,6 +278,9 @@ class Delivery:
                 if isinstance(exc, LogClosed):
                     return      # closed from another thread: close() committed
                 raise
+            self.loop_batch = None
+            skip.clear()
+            sought.clear()
             self.next_poll()
             if done and commit is not None:
                 try:

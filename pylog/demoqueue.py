@@ -61,7 +61,7 @@ def worker_main(path: str, name: str, seed: int, hang: bool) -> int:
         _say("ready")
         while not stop.is_set():
             for job in q.poll(timeout_ms=100, max_records=1 if hang else 5):
-                value = bytes(job.value or b"")
+                value = job.value if isinstance(job.value, bytes) else b""
                 # "RUN:I:ADDRESS" from the act; a job of anyone else (the
                 # examples' workers share the topic) is done the same way
                 parts = value.split(b":")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, overload
 
 from . import shareconfig
 from .accumulator import LingerProducer, check_linger, close_lingering
@@ -211,12 +211,55 @@ class Log(LogStore):
         return reset_group(self, group, to=to, value=value, topic=topic,
                            execute=execute)
 
+    def __enter__(self) -> Log:
+        # (LogStore's says LogStore: `with pylog.open(p) as log` is a Log to mypy)
+        return self
+
     # -- clients ------------------------------------------------------------------
+    # The overloads give a type checker the class each form returns (the
+    # implementation's Producer is their common base).
+    @overload
+    def producer(self, *, key_serializer: Serializer | None = None,
+                 value_serializer: Serializer | None = None, transactional_id: str,
+                 idempotent: bool = False,
+                 transaction_timeout_ms: int = DEFAULT_TRANSACTION_TIMEOUT_MS,
+                 ) -> IdempotentProducer: ...
+
+    @overload
+    def producer(self, *, key_serializer: Serializer | None = None,
+                 value_serializer: Serializer | None = None,
+                 transactional_id: None = None, idempotent: Literal[True],
+                 transaction_timeout_ms: int = DEFAULT_TRANSACTION_TIMEOUT_MS,
+                 ) -> IdempotentProducer: ...
+
+    @overload
+    def producer(self, *, key_serializer: Serializer | None = None,
+                 value_serializer: Serializer | None = None, linger_ms: float = 0,
+                 batch_bytes: int) -> LingerProducer: ...
+
+    @overload
+    def producer(self, *, key_serializer: Serializer | None = None,
+                 value_serializer: Serializer | None = None,
+                 linger_ms: Literal[0]) -> Producer: ...
+
+    @overload
+    def producer(self, *, key_serializer: Serializer | None = None,
+                 value_serializer: Serializer | None = None,
+                 linger_ms: float) -> LingerProducer: ...
+
+    @overload
     def producer(self, *, key_serializer: Serializer | None = None,
                  value_serializer: Serializer | None = None, linger_ms: float = 0,
                  batch_bytes: int | None = None, transactional_id: str | None = None,
                  idempotent: bool = False,
-                 transaction_timeout_ms: int = DEFAULT_TRANSACTION_TIMEOUT_MS) -> Any:
+                 transaction_timeout_ms: int = DEFAULT_TRANSACTION_TIMEOUT_MS,
+                 ) -> Producer: ...
+
+    def producer(self, *, key_serializer: Serializer | None = None,
+                 value_serializer: Serializer | None = None, linger_ms: float = 0,
+                 batch_bytes: int | None = None, transactional_id: str | None = None,
+                 idempotent: bool = False,
+                 transaction_timeout_ms: int = DEFAULT_TRANSACTION_TIMEOUT_MS) -> Producer:
         """A thread-safe producer (see :class:`pylog.producer.Producer`).
 
         ``key_serializer`` / ``value_serializer`` (default None: keys and
@@ -305,8 +348,10 @@ class Log(LogStore):
           (5000): commit what the application finished every interval,
           on a rebalance and on close (pylog.delivery).
         - ``session_timeout_ms`` (10000, in [100, 86400000]): a member not
-          heard from for this long is removed from its group (members
-          heartbeat from their own calls: poll, commit, ...).
+          heard from for this long is removed from its group (a thread of
+          the log heartbeats for its members between their calls, as
+          Kafka's heartbeat thread, until ``max_poll_interval_ms`` without
+          a poll: pylog.heartbeat).
         - ``max_poll_records`` (500): the most records one poll returns.
         - ``max_poll_interval_ms`` (300000, as Kafka): a group member whose
           application does not call poll() for this long leaves its group
@@ -362,7 +407,15 @@ def open(path: str | os.PathLike[str], *, sync: str = "always", readonly: bool =
     data; survives process crash and power loss. ``"interval"`` — a
     background flush every ``sync_interval_ms``; survives a process crash,
     a power loss may lose the last interval. ``"never"`` — the OS writes back
-    when it likes; survives a process crash only.
+    when it likes; survives a process crash only. ``sync_interval_ms``
+    (1000, in [1, 3600000]): the period of ``"interval"``'s flush and, in
+    every mode, of the copy of committed offsets into LMDB.
+
+    ``readonly`` (False): open an existing log for reading only (LogNotFound
+    when there is none); writes raise ReadOnlyLog. LMDB still needs write
+    access to ``meta/lock.mdb``. ``allow_network_filesystem`` (False): a log
+    on NFS or SMB is refused (their locks and mmap are not what pylog needs)
+    unless this is True.
 
     ``metadata_timeout``: how long (seconds) a metadata write — a commit, a
     group change, topic administration — waits for another process's

@@ -15,7 +15,7 @@ here writes; positions live in memory until a commit.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from .consumerargs import as_tp, as_tps
 from .delivery import Delivery
@@ -85,9 +85,24 @@ class Positions:
         return c
 
     def position(self, tp: TopicPartition) -> int:
-        """The offset of the next record poll() will return for ``tp``."""
+        """The offset of the next record poll() will return for ``tp``
+        (inside a ``for record in consumer`` loop or a run() handler: the
+        next one the loop hands out, as kafka-python's iterator says)."""
         self._check()
-        return int(self._cursor(as_tp(tp)).offset)
+        tp = as_tp(tp)
+        return self._delivery.position(tp, int(self._cursor(tp).offset))
+
+    # (the overloads tell a type checker which of the two shapes a call gets)
+    @overload
+    def committed(self, partition: TopicPartition, /) -> int | None: ...
+
+    @overload
+    def committed(self, partitions: list[TopicPartition] | tuple[TopicPartition, ...]
+                  | set[TopicPartition] | frozenset[TopicPartition], /,
+                  ) -> dict[TopicPartition, int | None]: ...
+
+    @overload
+    def committed(self, *partitions: Any) -> int | None | dict[TopicPartition, int | None]: ...
 
     def committed(self, *partitions: Any) -> int | None | dict[TopicPartition, int | None]:
         """The group's committed offset (next offset to read) of one
@@ -158,10 +173,11 @@ class Positions:
         """seek()'s checks, moving nothing: (tp, the offset it moves to,
         the incarnation of the topic it was checked against)."""
         self._check()
-        tp = self._owned_or_raise(partition)
+        # (the offset first: a bad one must not make a new member join)
         if isinstance(offset, bool) or not isinstance(offset, int) or \
                 not 0 <= offset < 1 << 63:
             raise InvalidArgument(f"offset={offset!r}; expected an int in [0, 2**63)")
+        tp = self._owned_or_raise(partition)
         part = self._log.partition(tp.topic, tp.partition)
         st = part.state()
         if offset < st.log_start_offset:
@@ -263,12 +279,16 @@ class Positions:
 
     # -- pausing and lag -------------------------------------------------------------
     def pause(self, *partitions: Any) -> None:
-        """Stop fetching ``partitions`` (varargs or one list) until resume();
-        each must be assigned (InvalidArgument otherwise, as kafka-python's
+        """Stop fetching ``partitions`` (varargs or one list) until resume(),
+        also inside a ``for record in consumer`` loop or a run() handler
+        (the loop hands out no more of their records); each must be
+        assigned (InvalidArgument otherwise, as kafka-python's
         IllegalStateError)."""
         self._check()
         tps = [self._owned_or_raise(tp, "pause") for tp in as_tps(partitions)]
         self._paused.update(tps)
+        for tp in tps:      # (inside a loop: it hands out no more of them)
+            self._delivery.hold_back(tp)
 
     def resume(self, *partitions: Any) -> None:
         """Fetch ``partitions`` (varargs or one list) again; each must be

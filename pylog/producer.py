@@ -21,7 +21,7 @@ from itertools import repeat as _repeat
 from operator import itemgetter
 from time import monotonic as _monotonic
 from time import time_ns as _time_ns
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _native
 from .config import validate_topic_name
@@ -76,6 +76,15 @@ PRODUCER_INSTEAD: dict[str, str] = {
             "future whose add_callback runs once the record is stored",
     "list_topics": "partitions_for(topic), or Log.topics()",
     "send_and_wait": "send(...): it already returns when the record is stored",
+    "init_transactions": "nothing: log.producer(transactional_id=...) did it (it "
+                         "fences older producers of the id and aborts what they "
+                         "left open)",
+    "begin_transaction": "a producer made with log.producer(transactional_id=...)",
+    "commit_transaction": "a producer made with log.producer(transactional_id=...)",
+    "abort_transaction": "a producer made with log.producer(transactional_id=...)",
+    "send_offsets_to_transaction": "a producer made with "
+                                   "log.producer(transactional_id=...)",
+    "metrics": "Log.metrics(), the figures of every client of the log",
 }
 
 
@@ -87,6 +96,9 @@ def raw_record(value: object, key: object, headers: Headers,
     return (Producer._timestamp(timestamp_ms), Producer._bytes("key", key, None),
             Producer._bytes("value", value, None),
             Producer._headers(headers) if headers else ())
+
+
+_P = TypeVar("_P", bound="Producer")   # with-block: the subclass made
 
 
 class Producer:
@@ -625,10 +637,11 @@ class Producer:
         if failed:
             raise failed[0]
 
-    def __getattr__(self, name: str) -> Any:
-        # only names not found the normal way land here: no cost elsewhere
-        raise kafka_name_error(self, name, PRODUCER_INSTEAD,
-                               "a Kafka client's Producer")
+    if not TYPE_CHECKING:   # (to mypy a misspelt name stays an error)
+        def __getattr__(self, name: str) -> Any:
+            # only names not found the normal way land here: no cost elsewhere
+            raise kafka_name_error(self, name, PRODUCER_INSTEAD,
+                                   "a Kafka client's Producer")
 
     def close(self, timeout: float | None = None) -> None:
         """Flush (waiting up to ``timeout`` seconds, default None: as long as
@@ -645,7 +658,7 @@ class Producer:
         finally:
             self._closed = True
 
-    def __enter__(self) -> Producer:
+    def __enter__(self: _P) -> _P:
         return self
 
     def __exit__(self, *exc: object) -> None:

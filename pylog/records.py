@@ -53,8 +53,10 @@ class Record(NamedTuple):
     partition: int
     offset: int
     timestamp_ms: int
-    key: object
-    value: object
+    # Any, not object: bytes, or whatever the deserializers make, which a
+    # type checker cannot know; `record.value.decode()` must type-check
+    key: Any
+    value: Any
     headers: tuple[tuple[str, bytes | None], ...]
 
     @property
@@ -91,6 +93,9 @@ def _size(field: object) -> int:
 
 
 class PartitionInfo(NamedTuple):
+    """One partition of ``TopicInfo.partition_info``: its number, log start
+    and end offsets (the next offset to be written), the bytes its
+    segments hold and their count."""
     partition: int
     start_offset: int
     end_offset: int
@@ -103,7 +108,7 @@ class TopicInfo(NamedTuple):
     name: str
     partitions: int
     config: dict[str, Any]
-    partition_info: list[Any]
+    partition_info: list[PartitionInfo]
 
 
 # -- commit values (kafka-python's OffsetAndMetadata) ------------------------------------

@@ -70,8 +70,8 @@ class ShareRecord(NamedTuple):
     partition: int
     offset: int
     timestamp_ms: int
-    key: object
-    value: object
+    key: Any            # (as pylog.Record's)
+    value: Any
     headers: tuple[tuple[str, bytes | None], ...]
     delivery_count: int = 1
 

@@ -208,10 +208,17 @@ class TopicAdmin:
                     "created on first use once the disk is healthy") from exc
 
     def topics(self) -> list[str]:
+        """The names of the log's topics, sorted (as ``list_topics()``).
+        Thread-safe; reads the metadata (LMDB), never blocks on writers."""
         self._check()
         return sorted(self.meta.topics())
 
     def describe_topic(self, name: str) -> TopicInfo:
+        """Topic ``name``'s partition count, config (every key of
+        :class:`~pylog.config.TopicConfig`, defaults filled in) and a
+        :class:`~pylog.PartitionInfo` per partition (start and end offset,
+        bytes and segments on disk, read now). Raises TopicNotFound.
+        Thread-safe; opens each partition it describes."""
         validate_topic_name(name)
         self._check()
         doc = self._topic_doc(name, 0)

@@ -450,11 +450,22 @@ def test_listener_at_creation_and_revoke_on_unsubscribe(log):
     ("consumer", "consume", "use poll("),
     ("consumer", "store_offsets", "commit("),
     ("consumer", "list_topics", "topics()"),
+    # names every kafka-python / confluent-kafka port types (a user trial)
+    ("producer", "init_transactions", "transactional_id="),
+    ("producer", "begin_transaction", "transactional_id="),
+    ("producer", "metrics", "Log.metrics()"),
+    ("txn", "init_transactions", "did it"),
+    ("consumer", "commit_async", "commit("),
+    ("consumer", "unassign", "assign([])"),
+    ("consumer", "metrics", "Log.metrics()"),
+    ("consumer", "group_metadata", "send_offsets_to_transaction(consumer)"),
+    ("consumer", "consumer_group_metadata", "group_id"),
 ])
 def test_kafka_names_pylog_lacks_say_what_to_use(log, client, name, hint):
     """A client name pylog does not offer raises AttributeError naming the
     pylog call to use; any other missing name is a plain AttributeError."""
-    obj = log.producer() if client == "producer" else log.consumer("t")
+    obj = log.producer() if client == "producer" else \
+        log.producer(transactional_id="x") if client == "txn" else log.consumer("t")
     with pytest.raises(AttributeError) as ei:
         getattr(obj, name)
     assert hint in str(ei.value) and name in str(ei.value)
@@ -475,3 +486,27 @@ def test_pause_and_resume_of_an_unassigned_partition_raise(log):
     c.pause(TP("u", 0))
     c.resume([TP("u", 0)])
     assert c.paused() == set()
+
+
+def test_confluent_assign_starts_at_the_offset_its_partitions_carry(tmp_path):
+    """A user trial: confluent-kafka's assign([TopicPartition(t, p, 5)])
+    started at auto_offset_reset, not at 5 (with "latest", records 5..9
+    were skipped); OFFSET_END / OFFSET_BEGINNING were ignored too."""
+    ck = pytest.importorskip("confluent_kafka")
+    with pylog.open(tmp_path) as log:
+        log.create_topic("t")
+        log.producer().send_batch("t", [b"%d" % i for i in range(10)])
+        tp = pylog.TopicPartition("t", 0)
+        c = log.consumer()                          # auto_offset_reset="latest"
+        c.assign([ck.TopicPartition("t", 0, 5)])
+        assert [r.offset for r in c.poll(timeout=1)] == [5, 6, 7, 8, 9]
+        c.assign([ck.TopicPartition("t", 0, ck.OFFSET_BEGINNING)])
+        assert c.position(tp) == 0
+        c.assign([ck.TopicPartition("t", 0, ck.OFFSET_END)])
+        assert c.position(tp) == 10
+        c = log.consumer(auto_offset_reset="earliest")
+        c.assign([ck.TopicPartition("t", 0)])      # OFFSET_INVALID: the reset policy
+        assert c.position(tp) == 0
+        with pytest.raises(pylog.InvalidArgument, match="OFFSET_TAIL"):
+            c.assign([ck.TopicPartition("t", 0, ck.OFFSET_END - 2000 - 3)])
+        assert c.assignment() == {tp}

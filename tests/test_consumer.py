@@ -446,3 +446,30 @@ def test_send_returns_after_the_woken_consumer_of_its_process_took_over(log):
     assert handoff.counts[1] == 0               # no longer counted as waiting
     c.close()
 
+
+def test_bad_strategy_without_a_group_and_bad_seek_offset_change_nothing(tmp_path):
+    """A user trial: partition_assignment_strategy was checked only with a
+    group_id (a typo without one was ignored), and seek() made a new
+    member join its group (an LMDB write) before refusing a bad offset."""
+    with pylog.open(tmp_path) as log:
+        log.create_topic("t", partitions=2)
+        with pytest.raises(pylog.InvalidArgument, match="partition_assignment_strategy"):
+            log.consumer("t", partition_assignment_strategy="cooperative-sticky")
+        c = log.consumer("t", group_id="g")
+        for bad in (-1, "1", 1.5, True):
+            with pytest.raises(pylog.InvalidArgument, match="offset="):
+                c.seek(pylog.TopicPartition("t", 0), bad)
+        assert log.describe_group("g")["members"] == []
+        c.close()
+
+
+def test_subscribe_to_a_non_list_names_the_argument(tmp_path):
+    """A user trial: subscribe(5) raised a bare "'int' object is not
+    iterable" TypeError from inside pylog."""
+    with pylog.open(tmp_path) as log:
+        c = log.consumer(group_id="g")
+        for bad in (5, None, 1.5):
+            with pytest.raises(pylog.InvalidArgument, match="topics="):
+                c.subscribe(bad)
+        assert c.subscription() == set()
+        c.close()

@@ -665,3 +665,84 @@ def test_ctrl_c_after_a_join_commits_leaves_no_member_behind(log, monkeypatch):
     assert log.describe_group("g")["members"] == []
     with log.consumer("t", group_id="g", auto_offset_reset="earliest") as c2:
         assert offsets(c2.poll(timeout=2)) == list(range(10))
+
+
+def test_seek_inside_a_for_loop_takes_effect_at_the_next_record(log):
+    """A user trial: a seek made inside ``for record in consumer`` let the
+    loop go on with the rest of the batch it had fetched ahead (a seek
+    back to 0 at record 3 gave 4..9 before 0; a seek forward to 8 gave
+    4..9 and then 8, 9 again; a break after it put the position back on
+    3). As in Kafka's clients, the next record is the sought one."""
+    fill(log, 10)
+    tp = TP("t", 0)
+    c = log.consumer("t", group_id="back", auto_offset_reset="earliest",
+                     enable_auto_commit=False, consumer_timeout_ms=300)
+    seen, sought = [], False
+    for r in c:
+        seen.append(r.offset)
+        if r.offset == 3 and not sought:
+            sought = True
+            c.seek(tp, 0)
+    assert seen == [0, 1, 2, 3] + list(range(10))
+    c.close()
+    c = log.consumer("t", group_id="fwd", auto_offset_reset="earliest",
+                     enable_auto_commit=False, consumer_timeout_ms=300)
+    seen = []
+    for r in c:
+        seen.append(r.offset)
+        if r.offset == 3:
+            c.seek(tp, 8)
+    assert seen == [0, 1, 2, 3, 8, 9]
+    c.close()
+    c = log.consumer("t", group_id="brk", auto_offset_reset="earliest")
+    for r in c:
+        if r.offset == 3:
+            c.seek(tp, 8)
+            break
+    assert c.position(tp) == 8
+    c.close()                   # commits what the seek says, not record 3
+    assert log.consumer(group_id="brk").committed(tp) == 8
+
+
+def test_seek_inside_a_run_handler_takes_effect_at_the_next_record(log):
+    fill(log, 10)
+    tp = TP("t", 0)
+    c = log.consumer("t", group_id="g", auto_offset_reset="earliest")
+    seen = []
+
+    def handler(r):
+        seen.append(r.offset)
+        if r.offset == 3 and len(seen) == 4:
+            c.seek(tp, 7)
+        if len(seen) == 7:
+            c.close()
+
+    c.run(handler, poll_timeout=0.1)
+    assert seen == [0, 1, 2, 3, 7, 8, 9]
+
+
+def test_pause_and_position_inside_a_for_loop(log):
+    """A user trial: inside ``for record in consumer``, pause(tp) let the
+    loop go on handing out tp's records it had fetched ahead, and
+    position(tp) said where the fetch had got to (the batch's end), not
+    the next record the loop hands out, as kafka-python's iterator does."""
+    log.create_topic("t", partitions=2)
+    p = log.producer()
+    for part in (0, 1):
+        p.send_batch("t", [b"%d" % i for i in range(5)], partition=part)
+    t0 = TP("t", 0)
+    c = log.consumer("t", group_id="g", auto_offset_reset="earliest",
+                     consumer_timeout_ms=300)
+    seen, positions = [], []
+    for r in c:
+        seen.append((r.partition, r.offset))
+        if r.partition == 0:
+            positions.append(c.position(t0))
+        if (r.partition, r.offset) == (0, 1):
+            c.pause(t0)
+    assert positions == [1, 2]
+    assert seen == [(0, 0), (0, 1)] + [(1, i) for i in range(5)]
+    assert c.position(t0) == 2
+    c.resume(t0)
+    assert offsets(c.poll(timeout=1)) == [2, 3, 4]
+    c.close()

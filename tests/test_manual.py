@@ -69,3 +69,18 @@ def test_no_inherited_method_is_left_out(path: str) -> None:
     missing = _pylog_inherited(_load(path))
     assert not missing, (f"docs/api.rst documents {path} with :members: alone, "
                          f"which leaves out {missing}: add :inherited-members:")
+
+
+
+def test_public_calls_have_docstrings():
+    """A user trial: Log.topics and Log.describe_topic, PartitionInfo and
+    a few pylog.aio members showed in the API reference with no text."""
+    import pylog
+    import pylog.aio
+    from pylog.aio.consumer import AIOConsumer
+    from pylog.aio.shareconsumer import AIOShareConsumer
+    for obj in (pylog.Log.topics, pylog.Log.describe_topic, pylog.aio.AIOLog.log,
+                AIOConsumer.paused, AIOConsumer.subscription, AIOShareConsumer.group_id):
+        assert (obj.__doc__ or "").strip(), obj
+    # (a NamedTuple without a docstring gets "PartitionInfo(partition, ...)")
+    assert not pylog.PartitionInfo.__doc__.startswith("PartitionInfo(")

@@ -31,7 +31,7 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 from .. import log as _log
 from ..errors import InvalidArgument, LogClosed, PylogError, ReadOnlyLog
@@ -92,6 +92,8 @@ class AIOLog:
 
     @property
     def log(self) -> _log.Log:
+        """The threaded :class:`~pylog.Log` underneath (its calls block:
+        keep them off the loop); LogClosed before the log is open."""
         if self._log is None:
             raise LogClosed(f"log {self._path} is not open yet: use "
                             "`async with pylog.aio.open(...)` (or await its open())")
@@ -280,6 +282,35 @@ class AIOLog:
         await self.close()
 
     # -- clients --------------------------------------------------------------------
+    # (the overloads give a type checker the class each form returns)
+    @overload
+    def producer(self, *, key_serializer: _log.Serializer | None = None,
+                 value_serializer: _log.Serializer | None = None,
+                 transactional_id: str, idempotent: bool = False,
+                 transaction_timeout_ms: int = DEFAULT_TRANSACTION_TIMEOUT_MS,
+                 ) -> AIOTransactionalProducer: ...
+
+    @overload
+    def producer(self, *, key_serializer: _log.Serializer | None = None,
+                 value_serializer: _log.Serializer | None = None,
+                 transactional_id: None = None, idempotent: Literal[True],
+                 transaction_timeout_ms: int = DEFAULT_TRANSACTION_TIMEOUT_MS,
+                 ) -> AIOTransactionalProducer: ...
+
+    @overload
+    def producer(self, *, key_serializer: _log.Serializer | None = None,
+                 value_serializer: _log.Serializer | None = None,
+                 transactional_id: None = None, idempotent: Literal[False] = False,
+                 transaction_timeout_ms: int = DEFAULT_TRANSACTION_TIMEOUT_MS,
+                 ) -> AIOProducer: ...
+
+    @overload
+    def producer(self, *, key_serializer: _log.Serializer | None = None,
+                 value_serializer: _log.Serializer | None = None,
+                 transactional_id: str | None = None, idempotent: bool = False,
+                 transaction_timeout_ms: int = DEFAULT_TRANSACTION_TIMEOUT_MS,
+                 ) -> AIOProducer | AIOTransactionalProducer: ...
+
     def producer(self, *, key_serializer: _log.Serializer | None = None,
                  value_serializer: _log.Serializer | None = None,
                  transactional_id: str | None = None, idempotent: bool = False,

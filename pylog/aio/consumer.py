@@ -526,6 +526,7 @@ class AIOConsumer(RecordBuffer, OffsetQueries):
         self._c.resume(*partitions)
 
     def paused(self) -> set[TopicPartition]:
+        """The partitions paused with pause() (a plain call)."""
         return self._c.paused()
 
     @property
@@ -570,6 +571,7 @@ class AIOConsumer(RecordBuffer, OffsetQueries):
         self._prepared = False      # (their first fetch's file work: off the loop)
 
     def subscription(self) -> set[str]:
+        """The subscribed topic names (a plain call)."""
         return self._c.subscription()
 
     def unsubscribe(self) -> None:

@@ -98,6 +98,7 @@ class AIOShareConsumer:
 
     @property
     def group_id(self) -> str:
+        """The share group."""
         return self._c.group_id
 
     async def _locked(self, fn: Callable[..., T], *args: Any) -> T:

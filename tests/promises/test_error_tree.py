@@ -59,8 +59,9 @@ def test_every_error_is_a_pylog_error():
     add ``SendTimeoutError`` and ``FlushTimeoutError`` (lingering sends),
     ``GroupNotFound`` (LookupError) and ``CorruptGroupError`` (a
     ``CorruptLogError``), ``ProducerFencedError`` and ``TransactionError``
-    (transactions), ``AcknowledgementError`` and ``ShareGroupConfigError``
-    (``InvalidArgument``; work queues) and ``MissingDependencyError``
+    (transactions), ``AcknowledgementError`` (``.records``) and
+    ``ShareGroupConfigError`` (an ``InvalidArgument``) (work queues) and
+    ``MissingDependencyError``
     (ImportError: an optional extra is not installed)."""
     for name, builtin in TREE.items():
         cls = getattr(pylog, name)
@@ -73,6 +74,9 @@ def test_every_error_is_a_pylog_error():
     assert issubclass(pylog.TooManyMapsError, pylog.LogOSError)
     assert issubclass(pylog.CorruptGroupError, pylog.CorruptLogError)
     assert issubclass(pylog.ShareGroupConfigError, pylog.InvalidArgument)
+    # (the README once said both were InvalidArgument: only this one is)
+    assert not issubclass(pylog.AcknowledgementError, pylog.InvalidArgument)
+    assert pylog.AcknowledgementError("gone", [("t", 0, 5)]).records == [("t", 0, 5)]
     assert pylog.MetadataBusyError("busy", holder_pid=42).holder_pid == 42
     e = pylog.CorruptLogError("bad crc", "/x/t-0/0.log", 1234)
     assert (e.path, e.position) == ("/x/t-0/0.log", 1234)
