@@ -610,6 +610,7 @@ class ShareConsumer:
 
     @property
     def closed(self) -> bool:
+        """Whether close() was called (or began: it is not tried again)."""
         return self._closed
 
     # -- life ------------------------------------------------------------------------
