@@ -152,3 +152,42 @@ def test_a_topic_partition_given_as_a_partition_number_says_so(tmp_path):
         log.create_topic("t")
         with pytest.raises(PartitionNotFound, match=r"\(a partition is a number: an int\)"):
             log.producer().send("t", b"x", partition=pylog.TopicPartition("t", 0))
+
+
+def test_send_and_create_topic_arguments_are_checked_as_on_a_local_log(log):
+    """A user trial: on Kafka create_topic("t", -1) (or True) made a topic of
+    the cluster's default count, a str count or header raised TypeError or
+    was sent, timestamp_ms=-5 was stored and 0 became the current time, and
+    send_batch sent the items before a bad one."""
+    from pylog.errors import InvalidTopicName
+    for bad in (-1, 0, True, "2"):
+        with pytest.raises(InvalidArgument, match="partitions="):
+            log.create_topic(f"bad{bad}", bad)
+    assert log.topics() == []
+    log.create_topic("orders", partitions=1)
+    p = log.producer()
+    for kwargs, match in (({"headers": [("a", "str")]}, "header 'a' value must be bytes"),
+                          ({"headers": 5}, "headers must be a list"),
+                          ({"timestamp_ms": -5}, "timestamp_ms=-5"),
+                          ({"timestamp_ms": "5"}, "timestamp_ms='5'")):
+        with pytest.raises(InvalidArgument, match=match):
+            p.send("orders", b"x", **kwargs)
+    with pytest.raises(InvalidTopicName):
+        p.send("bad name!", b"x")
+    with pytest.raises(InvalidArgument, match="topic must be str"):
+        p.send(None, b"x")
+    with pytest.raises(InvalidArgument, match="value must be bytes"):
+        p.send_batch("orders", [b"a", b"b", "c"])
+    with pytest.raises(InvalidArgument, match="batch item"):
+        p.send_batch("orders", [b"a", (b"k", b"v", None, None)])
+    assert log.describe_topic("orders").partition_info[0].end_offset == 0   # nothing sent
+    md = p.send("orders", b"x", headers=[("h", None)], timestamp_ms=1)
+    assert (md.offset, md.timestamp_ms) == (0, 1)
+
+
+def test_a_timestamp_of_zero_is_refused_on_kafka_not_replaced(kafka_log):
+    """librdkafka sends timestamp 0 as "now": the record would be stored
+    with another timestamp than the one given."""
+    kafka_log.create_topic("orders", partitions=1)
+    with pytest.raises(InvalidArgument, match="timestamp_ms=0 cannot be sent to Kafka"):
+        kafka_log.producer().send("orders", b"x", timestamp_ms=0)

@@ -42,7 +42,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..config import validate_topic_name
+from ..config import PARTITIONS_MAX, validate_topic_name
 from ..errors import InvalidArgument, PylogError, ReadOnlyLog, TopicExists, TopicNotFound
 from ..records import PartitionInfo, TopicInfo
 from .clients import (
@@ -86,6 +86,12 @@ class KafkaLog:
         """Create a Kafka topic (replication: the cluster's default)."""
         validate_topic_name(name)
         self._writable(f"create_topic({name!r})")
+        # a local log's check: librdkafka would take -1 (or True) as "the
+        # cluster's default count" and a str as a TypeError
+        if isinstance(partitions, bool) or not isinstance(partitions, int) \
+                or not 1 <= partitions <= PARTITIONS_MAX:
+            raise InvalidArgument(
+                f"partitions={partitions!r}; expected int in [1, {PARTITIONS_MAX}]")
         unknown = sorted(set(config) - set(TOPIC_CONFIGS))
         if unknown:
             raise NotSupportedOnKafka(f"create_topic({name!r}): {', '.join(unknown)} "

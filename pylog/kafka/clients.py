@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator
 from types import ModuleType
 from typing import Any
 
+from ..config import validate_topic_name
 from ..consumerargs import MAX_POLL_RECORDS_MAX, as_tp, as_tps, commit_offsets, poll_timeout
 from ..errors import (
     CommitFailedError,
@@ -35,6 +36,7 @@ from ..errors import (
     kafka_name_error,
 )
 from ..positions import committed_partitions
+from ..producer import Producer
 from ..records import Record, RecordMetadata, TopicPartition
 
 ADMIN_TIMEOUT_S = 10.0
@@ -129,9 +131,41 @@ def kafka_error(ck: ModuleType, err: Any, what: str) -> PylogError:
     return PylogError(text)
 
 
-def _check_bytes(what: str, v: object) -> None:
-    if v is not None and not isinstance(v, (bytes, bytearray, memoryview)):
-        raise InvalidArgument(f"send: {what} must be bytes or None, got {type(v).__name__}")
+def _timestamp(ts: object) -> int:
+    """A local producer's timestamp check (an int in [0, 2**62)), and 0
+    refused: librdkafka takes a timestamp of 0 as "now", so the record
+    would be stored with another timestamp than the one given."""
+    if ts is None:
+        return 0
+    out = Producer._timestamp(ts)  # type: ignore[arg-type]
+    if out == 0:
+        raise InvalidArgument("timestamp_ms=0 cannot be sent to Kafka (librdkafka "
+                              "sends 0 as the current time); give 1 or later")
+    return out
+
+
+def _bytes(what: str, v: object) -> bytes | None:
+    """``v`` as bytes (bytearray and memoryview converted) or None; a
+    local producer's message without its serializer hint (the Kafka
+    backend takes no serializers)."""
+    if v is None or type(v) is bytes:
+        return v
+    if isinstance(v, (bytearray, memoryview)):
+        return bytes(v)
+    raise InvalidArgument(f"send: {what} must be bytes or None, got {type(v).__name__}")
+
+
+def _item(item: object) -> tuple[object, object, object]:
+    """(key, value, headers) of a send_batch item, as a local producer
+    reads them."""
+    if type(item) is not tuple:
+        return None, item, None
+    if len(item) == 2:
+        return item[0], item[1], None
+    if len(item) == 3:
+        return item
+    raise InvalidArgument(f"a batch item must be value, (key, value) or (key, value, "
+                          f"headers); got a {len(item)}-tuple")
 
 
 class KafkaProducer:
@@ -159,6 +193,9 @@ class KafkaProducer:
         producer raises them, before anything is sent."""
         if self._closed:
             raise LogClosed("producer is closed")
+        if type(topic) is not str:
+            raise InvalidArgument(f"topic must be str, got {type(topic).__name__}")
+        validate_topic_name(topic)
         n = self._partitions.get(topic)
         # a missing topic is an error, as on a local log (a broker with
         # auto.create.topics.enable would otherwise make it); the counts
@@ -175,19 +212,23 @@ class KafkaProducer:
             raise PartitionNotFound(f"topic {topic!r} has {n} partitions; there is no "
                                     f"partition {partition!r}")
 
-    def _produce(self, topic: str, value: object, key: object, headers: Any,
-                 partition: int | None, timestamp_ms: int | None,
-                 results: list[Any], i: int) -> None:
-        _check_bytes("value", value)
-        _check_bytes("key", key)
+    @staticmethod
+    def _record(key: object, value: object, headers: Any) -> tuple[Any, Any, Any]:
+        """(key, value, headers) checked and converted as a local producer
+        does (InvalidArgument), before anything is sent."""
+        return (_bytes("key", key), _bytes("value", value),
+                list(Producer._headers(headers)) or None)
+
+    def _produce(self, topic: str, record: tuple[Any, Any, Any], partition: int | None,
+                 timestamp: int, results: list[Any], i: int) -> None:
+        key, value, headers = record
 
         def done(err: Any, msg: Any) -> None:
             results[i] = (err, msg)
         while True:
             try:
                 self._p.produce(topic, value, key, partition=-1 if partition is None else partition,
-                                headers=list(headers) if headers else None,
-                                timestamp=timestamp_ms or 0, on_delivery=done)
+                                headers=headers, timestamp=timestamp, on_delivery=done)
                 return
             except BufferError:
                 self._p.poll(0.05)
@@ -214,24 +255,26 @@ class KafkaProducer:
         """Send one record; return where it went once the cluster
         acknowledged it."""
         self._check(topic, partition)
+        ts = _timestamp(timestamp_ms)
+        record = self._record(key, value, headers)
         results: list[Any] = [None]
-        self._produce(topic, value, key, headers, partition, timestamp_ms, results, 0)
+        self._produce(topic, record, partition, ts, results, 0)
         return self._wait(results)[0]
 
     def send_batch(self, topic: str, items: Iterable[Any], *, partition: int | None = None,
                    timestamp_ms: int | None = None) -> list[RecordMetadata]:
         """Send ``value`` | ``(key, value)`` | ``(key, value, headers)``
-        items; return once all were acknowledged (not atomic on Kafka)."""
+        items; return once all were acknowledged (not atomic on Kafka). All
+        items are checked before any is sent: one bad item sends none."""
         self._check(topic, partition)
-        items = list(items)
-        results: list[Any] = [None] * len(items)
-        for i, item in enumerate(items):
-            if isinstance(item, tuple):
-                key, value, headers = (item + (None,))[:3] if len(item) in (2, 3) else \
-                    (None, item, None)
-            else:
-                key, value, headers = None, item, None
-            self._produce(topic, value, key, headers, partition, timestamp_ms, results, i)
+        ts = _timestamp(timestamp_ms)
+        if isinstance(items, (bytes, str)) or not hasattr(items, "__iter__"):
+            raise InvalidArgument(f"items must be a list of records, got "
+                                  f"{type(items).__name__}")
+        records = [self._record(*_item(item)) for item in items]
+        results: list[Any] = [None] * len(records)
+        for i, record in enumerate(records):
+            self._produce(topic, record, partition, ts, results, i)
         return self._wait(results)
 
     def flush(self, timeout: float | None = None) -> None:
