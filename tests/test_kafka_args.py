@@ -3,6 +3,7 @@ raises the same pylog errors: each call here runs on both backends (the
 broker of tests/kafkabroker.py) and must give the same result. Methods only
 a local log has raise AttributeError on Kafka, naming what to use instead."""
 
+import re
 import time
 
 import pytest
@@ -191,3 +192,34 @@ def test_a_timestamp_of_zero_is_refused_on_kafka_not_replaced(kafka_log):
     kafka_log.create_topic("orders", partitions=1)
     with pytest.raises(InvalidArgument, match="timestamp_ms=0 cannot be sent to Kafka"):
         kafka_log.producer().send("orders", b"x", timestamp_ms=0)
+
+
+def test_a_cluster_gone_gives_pylog_errors_not_confluent_kafka_ones(tmp_path, monkeypatch):
+    """A user trial: with the broker down, topics(), describe_topic(),
+    create_topic(), delete_topic(), describe_group(), consumer() of a topic,
+    assign() and a send to a topic not seen yet raised confluent-kafka's
+    KafkaException or a bare TimeoutError."""
+    from kafkabroker import broker_or_skip
+
+    import pylog
+    import pylog.kafka
+    import pylog.kafka.clients
+    from pylog.errors import PylogError
+    ck = pytest.importorskip("confluent_kafka")
+    for module in (pylog.kafka, pylog.kafka.clients):
+        monkeypatch.setattr(module, "ADMIN_TIMEOUT_S", 0.3)
+    broker = broker_or_skip(tmp_path)
+    try:
+        log = pylog.open(f"kafka://{broker.bootstrap}")
+        log.create_topic("orders", partitions=1)
+        p = log.producer()
+        c = log.consumer(enable_auto_commit=False)
+    finally:
+        broker.kill()
+    for call in (log.topics, lambda: log.describe_topic("orders"),
+                 lambda: log.create_topic("other"), lambda: log.delete_topic("orders"),
+                 lambda: log.describe_group("g"), lambda: log.consumer("orders"),
+                 lambda: c.assign([TP0]), lambda: p.send("other", b"x")):
+        with pytest.raises(PylogError, match=f"{re.escape(broker.bootstrap)}|topic metadata") as e:
+            call()
+        assert not isinstance(e.value, ck.KafkaException)

@@ -39,6 +39,8 @@ are); a consumer is used by one thread at a time, as a local one.
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import re
 from typing import Any
 
@@ -50,6 +52,7 @@ from .clients import (
     LOG_INSTEAD,
     KafkaConsumer,
     KafkaProducer,
+    kafka_errors,
     kafka_module,
     no_attribute,
 )
@@ -100,7 +103,13 @@ class KafkaLog:
         new = ck.admin.NewTopic(name, num_partitions=partitions, replication_factor=-1,
                                 config={TOPIC_CONFIGS[k]: str(v) for k, v in config.items()})
         try:
-            self._admin.create_topics([new])[name].result(ADMIN_TIMEOUT_S)
+            with self._errors(f"create_topic({name!r})"):
+                future = self._admin.create_topics([new])[name]
+            future.result(ADMIN_TIMEOUT_S)
+        except concurrent.futures.TimeoutError:
+            raise PylogError(f"create_topic({name!r}): the Kafka cluster "
+                             f"{self.bootstrap_servers} did not answer in "
+                             f"{ADMIN_TIMEOUT_S} s") from None
         except ck.KafkaException as exc:
             if exc.args[0].code() != ck.KafkaError.TOPIC_ALREADY_EXISTS:
                 raise PylogError(f"create Kafka topic {name!r}: {exc.args[0].str()}") from None
@@ -120,16 +129,22 @@ class KafkaLog:
                     raise
                 time.sleep(0.1)
 
+    def _errors(self, what: str) -> contextlib.AbstractContextManager[None]:
+        """The block's confluent-kafka errors as pylog's (clients.kafka_errors)."""
+        return kafka_errors(self._ck, what, self.bootstrap_servers)
+
     def topics(self) -> list[str]:
         """Names of the cluster's topics, internal ones (``__...``) left out."""
-        md = self._admin.list_topics(timeout=ADMIN_TIMEOUT_S)
+        with self._errors("topics()"):
+            md = self._admin.list_topics(timeout=ADMIN_TIMEOUT_S)
         return sorted(t for t in md.topics if not t.startswith("__"))
 
     def describe_topic(self, name: str) -> TopicInfo:
         """Partitions and their start / end offsets (``bytes`` and
         ``segments`` are 0: Kafka does not say them to clients)."""
         validate_topic_name(name)
-        t = self._admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics.get(name)
+        with self._errors(f"describe_topic({name!r})"):
+            t = self._admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics.get(name)
         if t is None or t.error is not None or not t.partitions:
             raise TopicNotFound(f"topic {name!r} does not exist on the Kafka cluster "
                                 f"{self.bootstrap_servers}")
@@ -138,10 +153,11 @@ class KafkaLog:
                          "group.id": "pylog-describe"})
         try:
             infos = []
-            for p in sorted(t.partitions):
-                low, high = c.get_watermark_offsets(ck.TopicPartition(name, p),
-                                                    timeout=ADMIN_TIMEOUT_S)
-                infos.append(PartitionInfo(p, low, high, 0, 0))
+            with self._errors(f"describe_topic({name!r})"):
+                for p in sorted(t.partitions):
+                    low, high = c.get_watermark_offsets(ck.TopicPartition(name, p),
+                                                        timeout=ADMIN_TIMEOUT_S)
+                    infos.append(PartitionInfo(p, low, high, 0, 0))
         finally:
             c.close()
         return TopicInfo(name, len(infos), {}, infos)
@@ -157,7 +173,8 @@ class KafkaLog:
         if name not in self.topics():
             raise TopicNotFound(f"topic {name!r} does not exist on the Kafka cluster "
                                 f"{self.bootstrap_servers}")
-        self._admin.delete_topics([name])[name].result(ADMIN_TIMEOUT_S)
+        with self._errors(f"delete_topic({name!r})"):
+            self._admin.delete_topics([name])[name].result(ADMIN_TIMEOUT_S)
 
     # -- clients --------------------------------------------------------------
     def producer(self, **options: Any) -> KafkaProducer:
@@ -200,7 +217,12 @@ class KafkaLog:
             names = set(topics)
             if pattern is not None:
                 names |= {t for t in self.topics() if re.fullmatch(pattern, t)}
-            md = self._admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics
+            try:
+                with self._errors("consumer()"):
+                    md = self._admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics
+            except PylogError:
+                c.close()
+                raise
             c.assign([(t, p) for t in sorted(names) if t in md for p in md[t].partitions])
         return c
 
@@ -210,7 +232,8 @@ class KafkaLog:
         tools)."""
         ck = self._ck
         req = ck.ConsumerGroupTopicPartitions(group)
-        res = self._admin.list_consumer_group_offsets([req])[group].result(ADMIN_TIMEOUT_S)
+        with self._errors(f"describe_group({group!r})"):
+            res = self._admin.list_consumer_group_offsets([req])[group].result(ADMIN_TIMEOUT_S)
         c = ck.Consumer({"bootstrap.servers": self.bootstrap_servers,
                          "group.id": "pylog-describe"})
         parts = []
@@ -218,7 +241,8 @@ class KafkaLog:
             for tp in res.topic_partitions or []:
                 if tp.offset < 0:
                     continue
-                _, end = c.get_watermark_offsets(ck.TopicPartition(tp.topic, tp.partition),
+                with self._errors(f"describe_group({group!r})"):
+                    _, end = c.get_watermark_offsets(ck.TopicPartition(tp.topic, tp.partition),
                                                  timeout=ADMIN_TIMEOUT_S)
                 parts.append({"topic": tp.topic, "partition": tp.partition,
                               "committed": tp.offset, "end_offset": end,

@@ -15,6 +15,8 @@ acknowledged the record (``acks=all``).
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -131,6 +133,21 @@ def kafka_error(ck: ModuleType, err: Any, what: str) -> PylogError:
     return PylogError(text)
 
 
+@contextlib.contextmanager
+def kafka_errors(ck: ModuleType, what: str, bootstrap: str) -> Iterator[None]:
+    """Raise the pylog error for a KafkaException of the block
+    (:func:`kafka_error`), and a PylogError for an admin result not
+    answered in time (concurrent.futures' TimeoutError): a cluster that is
+    down or unreachable gives a pylog error, never a confluent-kafka one."""
+    try:
+        yield
+    except ck.KafkaException as exc:
+        raise kafka_error(ck, exc, f"{what} (Kafka cluster {bootstrap})") from None
+    except concurrent.futures.TimeoutError:
+        raise PylogError(f"{what}: the Kafka cluster {bootstrap} did not answer "
+                         f"in {ADMIN_TIMEOUT_S} s") from None
+
+
 def _timestamp(ts: object) -> int:
     """A local producer's timestamp check (an int in [0, 2**62)), and 0
     refused: librdkafka takes a timestamp of 0 as "now", so the record
@@ -183,7 +200,8 @@ class KafkaProducer:
         self._closed = False
 
     def _refresh(self) -> None:
-        md = self._p.list_topics(timeout=ADMIN_TIMEOUT_S)
+        with kafka_errors(self._ck, "send: topic metadata", self._bootstrap):
+            md = self._p.list_topics(timeout=ADMIN_TIMEOUT_S)
         with self._lock:
             self._partitions = {t: len(m.partitions) for t, m in md.topics.items()
                                 if m.error is None and m.partitions}
@@ -341,7 +359,10 @@ class KafkaConsumer:
         self._check()
         tps = as_tps((list(partitions),))
         if tps:
-            topics = self._c.list_topics(timeout=ADMIN_TIMEOUT_S).topics
+            try:
+                topics = self._c.list_topics(timeout=ADMIN_TIMEOUT_S).topics
+            except self._ck.KafkaException as exc:
+                raise self._error(exc, "assign: topic metadata") from None
             for tp in tps:
                 t = topics.get(tp.topic)
                 if t is None or t.error is not None or not t.partitions:
