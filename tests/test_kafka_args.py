@@ -223,3 +223,24 @@ def test_a_cluster_gone_gives_pylog_errors_not_confluent_kafka_ones(tmp_path, mo
         with pytest.raises(PylogError, match=f"{re.escape(broker.bootstrap)}|topic metadata") as e:
             call()
         assert not isinstance(e.value, ck.KafkaException)
+
+
+def test_offsets_for_times_on_both_backends(log):
+    """A user trial: README's replay by time (offsets_for_times) raised
+    a bare AttributeError on Kafka."""
+    log.create_topic("orders", partitions=2)
+    p = log.producer()
+    for i, ts in enumerate((1_000, 2_000, 3_000)):
+        p.send("orders", b"%d" % i, partition=0, timestamp_ms=ts)
+    c = log.consumer(enable_auto_commit=False)
+    assert c.offsets_for_times({TP0: 1_500, TP1: 0}) == {TP0: 1, TP1: None}
+    assert c.offsets_for_times({("orders", 0): 3_000}) == {TP0: 2}
+    assert c.offsets_for_times({TP0: 9_000}) == {TP0: None}
+    assert c.offsets_for_times({}) == {}
+    with pytest.raises(InvalidArgument, match="non-negative int ms"):
+        c.offsets_for_times({TP0: -1})
+    with pytest.raises(PartitionNotFound):
+        c.offsets_for_times({TopicPartition("orders", 2): 0})
+    with pytest.raises(TopicNotFound):
+        c.offsets_for_times({TopicPartition("nope", 0): 0})
+    c.close()

@@ -12,7 +12,8 @@ with partitions and ``retention_ms`` / ``retention_bytes`` /
 atomic on Kafka), ``flush``; consumers with ``group_id``,
 ``auto_offset_reset``, ``enable_auto_commit`` (pylog's commit rules),
 ``client_id``, ``poll``, ``commit``, ``seek``, ``seek_to_beginning`` /
-``seek_to_end``, ``position``, ``committed``, ``lag``, ``assign``,
+``seek_to_end``, ``position``, ``committed``, ``offsets_for_times``, ``lag``,
+``assign``,
 ``assignment``, iteration; a consumer without a group reads every
 partition of its topics (no group is joined); ``describe_group``
 (committed offsets and lag; no members); ``pylog.open``'s ``sync`` becomes

@@ -358,22 +358,28 @@ class KafkaConsumer:
         PartitionNotFound for one that does not exist, as a local consumer."""
         self._check()
         tps = as_tps((list(partitions),))
-        if tps:
-            try:
-                topics = self._c.list_topics(timeout=ADMIN_TIMEOUT_S).topics
-            except self._ck.KafkaException as exc:
-                raise self._error(exc, "assign: topic metadata") from None
-            for tp in tps:
-                t = topics.get(tp.topic)
-                if t is None or t.error is not None or not t.partitions:
-                    raise TopicNotFound(f"topic {tp.topic!r} does not exist")
-                if tp.partition not in t.partitions:
-                    raise PartitionNotFound(f"topic {tp.topic!r} has {len(t.partitions)} "
-                                            f"partitions; there is no partition "
-                                            f"{tp.partition}")
+        self._known(tps, "assign")
         self._unfetched_seeks.clear()
         self._c.assign([self._tp(tp) for tp in tps])
         self._subscribed = True
+
+    def _known(self, tps: list[TopicPartition], what: str) -> None:
+        """TopicNotFound / PartitionNotFound for a partition of ``tps`` the
+        cluster does not have, as a local consumer raises them."""
+        if not tps:
+            return
+        try:
+            topics = self._c.list_topics(timeout=ADMIN_TIMEOUT_S).topics
+        except self._ck.KafkaException as exc:
+            raise self._error(exc, f"{what}: topic metadata") from None
+        for tp in tps:
+            t = topics.get(tp.topic)
+            if t is None or t.error is not None or not t.partitions:
+                raise TopicNotFound(f"topic {tp.topic!r} does not exist")
+            if tp.partition not in t.partitions:
+                raise PartitionNotFound(f"topic {tp.topic!r} has {len(t.partitions)} "
+                                        f"partitions; there is no partition "
+                                        f"{tp.partition}")
 
     def assignment(self) -> set[TopicPartition]:
         self._check()
@@ -558,6 +564,33 @@ class KafkaConsumer:
             self._assigned_or_raise(tp)
         for tp in tps:
             self._seek(tp, where)
+
+    def offsets_for_times(self, timestamps: Any) -> dict[TopicPartition, int | None]:
+        """{tp: ts_ms} -> {tp: the first offset with a timestamp at or after
+        ts_ms, or None when there is none}, as a local consumer's (a plain
+        int, not an OffsetAndTimestamp); any partition of the cluster, not
+        only assigned ones."""
+        self._check()
+        asked = {}
+        for tp, ts in dict(timestamps).items():
+            tp = as_tp(tp)
+            if isinstance(ts, bool) or not isinstance(ts, int) or ts < 0:
+                raise InvalidArgument(f"timestamp for {tp} must be a non-negative int ms")
+            asked[tp] = ts
+        if not asked:
+            return {}
+        self._known(list(asked), "offsets_for_times")
+        try:
+            got = self._c.offsets_for_times([self._tp(tp, ts) for tp, ts in asked.items()],
+                                            timeout=ADMIN_TIMEOUT_S)
+        except self._ck.KafkaException as exc:
+            raise self._error(exc, "offsets_for_times") from None
+        out: dict[TopicPartition, int | None] = {}
+        for t in got:
+            if t.error is not None:
+                raise self._error(t.error, f"offsets_for_times {t.topic}-{t.partition}")
+            out[TopicPartition(t.topic, t.partition)] = t.offset if t.offset >= 0 else None
+        return out
 
     def lag(self) -> dict[TopicPartition, int]:
         """{tp: records between the position and the end} for assigned
