@@ -244,3 +244,30 @@ def test_offsets_for_times_on_both_backends(log):
     with pytest.raises(TopicNotFound):
         c.offsets_for_times({TopicPartition("nope", 0): 0})
     c.close()
+
+
+def test_a_subscribed_topic_that_does_not_exist_polls_empty(log):
+    """A user trial: README ("Surprises avoided") says a subscription to a
+    topic not created yet is not an error; on Kafka poll() raised
+    TopicNotFound."""
+    log.create_topic("orders", partitions=1)
+    c = log.consumer("later", "orders", group_id="g", auto_offset_reset="earliest")
+    for _ in range(3):
+        assert c.poll(timeout=0.5) == []
+    c.close()
+
+
+@pytest.mark.long
+def test_a_subscribed_topic_created_later_is_read(log):
+    """On Kafka within METADATA_REFRESH_MS (librdkafka's default is 5 min)."""
+    c = log.consumer("later", group_id="g", auto_offset_reset="earliest")
+    assert c.poll(timeout=0.5) == []
+    log.create_topic("later", partitions=1)
+    log.producer().send("later", b"hi")
+    got = []
+    deadline = time.monotonic() + 20
+    while not got:
+        assert time.monotonic() < deadline
+        got = c.poll(timeout=0.5)
+    assert [r.value for r in got] == [b"hi"]
+    c.close()

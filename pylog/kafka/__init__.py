@@ -15,7 +15,9 @@ atomic on Kafka), ``flush``; consumers with ``group_id``,
 ``seek_to_end``, ``position``, ``committed``, ``offsets_for_times``, ``lag``,
 ``assign``,
 ``assignment``, iteration; a consumer without a group reads every
-partition of its topics (no group is joined); ``describe_group``
+partition of its topics (no group is joined); a group's subscribed topic
+that does not exist polls empty (a warning is logged once) and is read
+within METADATA_REFRESH_MS (5 s) of its creation; ``describe_group``
 (committed offsets and lag; no members); ``pylog.open``'s ``sync`` becomes
 the producers' ``acks`` (``"always"``: ``acks=all`` and idempotence;
 ``"interval"``/``"never"``: ``acks=1``) and ``readonly=True`` refuses
@@ -59,6 +61,9 @@ from .clients import (
 )
 
 __all__ = ["KafkaLog", "NotSupportedOnKafka", "open_kafka", "KafkaProducer", "KafkaConsumer"]
+
+#: How often a consumer looks for topics created since (ms).
+METADATA_REFRESH_MS = 5000
 
 #: pylog topic settings and the Kafka topic configs they become.
 TOPIC_CONFIGS = {"retention_ms": "retention.ms", "retention_bytes": "retention.bytes",
@@ -208,7 +213,11 @@ class KafkaLog:
             "enable.auto.commit": enable_auto_commit and group_id is not None,
             "auto.commit.interval.ms": auto_commit_interval_ms,
             "session.timeout.ms": session_timeout_ms,
-            "enable.auto.offset.store": False}
+            "enable.auto.offset.store": False,
+            # a subscribed topic created later (or one a pattern now
+            # matches) is found within this, as a local consumer finds it
+            # at its next poll (librdkafka's default: 5 minutes)
+            "topic.metadata.refresh.interval.ms": METADATA_REFRESH_MS}
         if client_id is not None:
             config["client.id"] = client_id
         c = KafkaConsumer(self._ck, config, max_poll_records, group_id is not None)

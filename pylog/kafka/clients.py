@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -40,6 +41,8 @@ from ..errors import (
 from ..positions import committed_partitions
 from ..producer import Producer
 from ..records import Record, RecordMetadata, TopicPartition
+
+_logger = logging.getLogger("pylog")
 
 ADMIN_TIMEOUT_S = 10.0
 SEND_TIMEOUT_S = 120.0
@@ -329,6 +332,7 @@ class KafkaConsumer:
         self._handed: list[Any] = []
         self._unfetched_seeks: dict[tuple[str, int], int] = {}
         self._subscribed = False
+        self._warned_missing: set[str] = set()
         self._closed = False
 
     def _check(self) -> None:
@@ -417,11 +421,24 @@ class KafkaConsumer:
             if err is not None:
                 if err.code() == self._ck.KafkaError._PARTITION_EOF:
                     continue
+                if self._has_group and err.code() in (self._ck.KafkaError.UNKNOWN_TOPIC_OR_PART,
+                                                      self._ck.KafkaError._UNKNOWN_TOPIC):
+                    # a subscribed topic that does not exist (yet) is not an
+                    # error, as on a local log: logged once, polled as empty
+                    self._missing(m.topic() or "?")
+                    continue
                 raise self._error(err, f"poll {m.topic()}-{m.partition()}")
             out.append(Record(m.topic(), m.partition(), m.offset(), m.timestamp()[1],
                               m.key(), m.value(), tuple(m.headers() or ())))
             self._handed.append(m)
         return out
+
+    def _missing(self, topic: str) -> None:
+        if topic not in self._warned_missing:
+            self._warned_missing.add(topic)
+            _logger.warning("Kafka consumer: subscribed topic %r does not exist on the "
+                            "cluster; poll returns nothing of it until it is created",
+                            topic)
 
     def __iter__(self) -> Iterator[Record]:
         while not self._closed:
