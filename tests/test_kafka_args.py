@@ -271,3 +271,41 @@ def test_a_subscribed_topic_created_later_is_read(log):
         got = c.poll(timeout=0.5)
     assert [r.value for r in got] == [b"hi"]
     c.close()
+
+
+def test_a_commit_to_a_cluster_that_does_not_answer_raises_in_time(tmp_path, monkeypatch):
+    """A user trial: with the broker stopped (SIGSTOP: the connection stays
+    open, nothing answers) commit() waited as long as the broker did (more
+    than 480 s), and every other call of the consumer waited behind it."""
+    import os
+    import signal
+    import threading
+
+    from kafkabroker import broker_or_skip
+
+    import pylog
+    import pylog.kafka.clients
+    from pylog.errors import CommitFailedError
+    monkeypatch.setattr(pylog.kafka.clients, "COMMIT_TIMEOUT_S", 1.0, raising=False)
+    broker = broker_or_skip(tmp_path)
+    try:
+        log = pylog.open(f"kafka://{broker.bootstrap}")
+        c = polled_consumer(log)
+        os.kill(broker.proc.pid, signal.SIGSTOP)
+        outcome: list[object] = []
+
+        def commit_then_poll() -> None:
+            try:
+                c.commit()
+            except CommitFailedError as exc:
+                outcome.append(exc)
+            outcome.append(c.poll(timeout=0.2))
+        t = threading.Thread(target=commit_then_poll, daemon=True)
+        t.start()
+        t.join(8)
+        assert not t.is_alive(), "commit() or the poll after it is still waiting"
+        assert "did not answer in 1.0 s; nothing was committed" in str(outcome[0])
+        assert outcome[1] == []
+    finally:
+        os.kill(broker.proc.pid, signal.SIGCONT)
+        broker.kill()

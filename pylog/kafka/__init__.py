@@ -36,6 +36,13 @@ only a local log has (``groups``, ``highwater``, ``pause``, ``run``,
 ``poll_values``, a producer's ``partitions_for`` ...) raises AttributeError
 naming what to use instead.
 
+A cluster that does not answer: ``send`` waits up to SEND_TIMEOUT_S
+(120 s) for the acknowledgement; ``commit`` raises CommitFailedError after
+COMMIT_TIMEOUT_S (10 s), nothing committed; admin calls raise PylogError
+after ADMIN_TIMEOUT_S (10 s); ``close()`` of a consumer with
+``enable_auto_commit`` waits for librdkafka's final commit, as long as the
+cluster does not answer (a known limit).
+
 Thread safety: a KafkaLog and its producers are thread-safe (librdkafka's
 are); a consumer is used by one thread at a time, as a local one.
 """

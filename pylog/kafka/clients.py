@@ -45,6 +45,9 @@ from ..records import Record, RecordMetadata, TopicPartition
 _logger = logging.getLogger("pylog")
 
 ADMIN_TIMEOUT_S = 10.0
+#: The longest a consumer's commit waits for a cluster that does not answer
+#: (librdkafka's synchronous commit has no timeout: KafkaConsumer._commit_sync).
+COMMIT_TIMEOUT_S = 10.0
 SEND_TIMEOUT_S = 120.0
 
 PRODUCER_CONFIG: dict[str, Any] = {
@@ -451,7 +454,9 @@ class KafkaConsumer:
         ``message=record``), or without them what poll() returned.
         ``asynchronous`` is accepted and changes nothing: the commit is done
         when this returns. Raises CommitFailedError when the group's
-        coordinator refuses it (a rebalance, or not a member)."""
+        coordinator refuses it (a rebalance, or not a member), or when the
+        cluster does not answer within COMMIT_TIMEOUT_S (nothing is
+        committed then, see _commit_sync)."""
         self._check()
         if not self._has_group:
             raise InvalidArgument("commit needs a group_id")
@@ -460,16 +465,43 @@ class KafkaConsumer:
             if clean is None:
                 self._store_handed()
                 try:
-                    self._c.commit(asynchronous=False)
+                    self._commit_sync(None)
                 except self._ck.KafkaException as exc:
                     if exc.args[0].code() != self._ck.KafkaError._NO_OFFSET:
                         raise
                 return
             if clean:
-                self._c.commit(offsets=[self._tp(tp, off) for tp, off in clean.items()],
-                               asynchronous=False)
+                self._commit_sync([self._tp(tp, off) for tp, off in clean.items()])
         except self._ck.KafkaException as exc:
             raise self._error(exc, "commit") from None
+
+    def _commit_sync(self, offsets: list[Any] | None) -> None:
+        """librdkafka's synchronous commit, after a look at the group's
+        committed offsets bounded by COMMIT_TIMEOUT_S: the commit has no
+        timeout, and while it waits for a coordinator that does not answer
+        (a broker stopped, or a network partition) every other call of the
+        consumer waits behind it, close() included. So a cluster that does
+        not answer the look raises CommitFailedError, and nothing is
+        committed; one that stops answering between the look and the
+        commit still holds the commit until it answers or drops the
+        connection. KafkaException as librdkafka raises it."""
+        ck = self._ck
+        probe = offsets if offsets is not None else self._c.assignment()
+        if probe:
+            try:
+                self._c.committed([ck.TopicPartition(t.topic, t.partition) for t in probe],
+                                  timeout=COMMIT_TIMEOUT_S)
+            except ck.KafkaException as exc:
+                if exc.args[0].code() != ck.KafkaError._TIMED_OUT:
+                    raise
+                raise CommitFailedError(
+                    f"commit: the Kafka cluster did not answer in {COMMIT_TIMEOUT_S} s; "
+                    "nothing was committed (poll again, and commit what it "
+                    "returns)") from None
+        if offsets is None:
+            self._c.commit(asynchronous=False)
+        else:
+            self._c.commit(offsets=offsets, asynchronous=False)
 
     def committed(self, *partitions: Any) -> int | None | dict[TopicPartition, int | None]:
         """The group's committed offset of one partition (None without one
@@ -636,7 +668,7 @@ class KafkaConsumer:
             # the finished records only (stored by the polls after them), as
             # a local consumer's close(): the last poll's may not be done
             try:
-                self._c.commit(asynchronous=False)
-            except self._ck.KafkaException:
+                self._commit_sync(None)
+            except (self._ck.KafkaException, CommitFailedError):
                 pass
         self._c.close()
