@@ -3,14 +3,29 @@ raises the same pylog errors: each call here runs on both backends (the
 broker of tests/kafkabroker.py) and must give the same result. Methods only
 a local log has raise AttributeError on Kafka, naming what to use instead."""
 
+import os
 import re
+import signal
+import threading
 import time
 
 import pytest
 from backends import open_backend
+from kafkabroker import broker_or_skip
 
+import pylog
+import pylog.kafka
+import pylog.kafka.clients
 from pylog import OffsetAndMetadata, TopicPartition
-from pylog.errors import InvalidArgument, LogClosed, PartitionNotFound, TopicNotFound
+from pylog.errors import (
+    CommitFailedError,
+    InvalidArgument,
+    InvalidTopicName,
+    LogClosed,
+    PartitionNotFound,
+    PylogError,
+    TopicNotFound,
+)
 
 TP0, TP1 = TopicPartition("orders", 0), TopicPartition("orders", 1)
 
@@ -148,7 +163,6 @@ def test_local_only_methods_name_what_to_use_on_kafka(kafka_log):
 def test_a_topic_partition_given_as_a_partition_number_says_so(tmp_path):
     """A user trial: send(partition=TopicPartition(...)) said only "there is
     no partition TopicPartition(topic='t', partition=0)"."""
-    import pylog
     with pylog.open(tmp_path / "log") as log:
         log.create_topic("t")
         with pytest.raises(PartitionNotFound, match=r"\(a partition is a number: an int\)"):
@@ -160,7 +174,6 @@ def test_send_and_create_topic_arguments_are_checked_as_on_a_local_log(log):
     the cluster's default count, a str count or header raised TypeError or
     was sent, timestamp_ms=-5 was stored and 0 became the current time, and
     send_batch sent the items before a bad one."""
-    from pylog.errors import InvalidTopicName
     for bad in (-1, 0, True, "2"):
         with pytest.raises(InvalidArgument, match="partitions="):
             log.create_topic(f"bad{bad}", bad)
@@ -199,12 +212,6 @@ def test_a_cluster_gone_gives_pylog_errors_not_confluent_kafka_ones(tmp_path, mo
     create_topic(), delete_topic(), describe_group(), consumer() of a topic,
     assign() and a send to a topic not seen yet raised confluent-kafka's
     KafkaException or a bare TimeoutError."""
-    from kafkabroker import broker_or_skip
-
-    import pylog
-    import pylog.kafka
-    import pylog.kafka.clients
-    from pylog.errors import PylogError
     ck = pytest.importorskip("confluent_kafka")
     for module in (pylog.kafka, pylog.kafka.clients):
         monkeypatch.setattr(module, "ADMIN_TIMEOUT_S", 0.3)
@@ -277,15 +284,8 @@ def test_a_commit_to_a_cluster_that_does_not_answer_raises_in_time(tmp_path, mon
     """A user trial: with the broker stopped (SIGSTOP: the connection stays
     open, nothing answers) commit() waited as long as the broker did (more
     than 480 s), and every other call of the consumer waited behind it."""
-    import os
-    import signal
-    import threading
 
-    from kafkabroker import broker_or_skip
 
-    import pylog
-    import pylog.kafka.clients
-    from pylog.errors import CommitFailedError
     monkeypatch.setattr(pylog.kafka.clients, "COMMIT_TIMEOUT_S", 1.0, raising=False)
     broker = broker_or_skip(tmp_path)
     try:
@@ -308,4 +308,33 @@ def test_a_commit_to_a_cluster_that_does_not_answer_raises_in_time(tmp_path, mon
         assert outcome[1] == []
     finally:
         os.kill(broker.proc.pid, signal.SIGCONT)
+        broker.kill()
+
+
+def test_a_fatal_producer_error_is_a_pylog_error_saying_what_to_do(tmp_path):
+    """A user trial: the broker of tests/kafkabroker.py killed within a
+    second of acknowledged sends loses them (its module doc), and the
+    idempotent producer's next send raised confluent-kafka's KafkaException
+    (OUT_OF_ORDER_SEQUENCE_NUMBER, fatal); the sends after it a PylogError
+    that did not say the producer is dead."""
+    ck = pytest.importorskip("confluent_kafka")
+    broker = broker_or_skip(tmp_path)
+    try:
+        log = pylog.open(f"kafka://{broker.bootstrap}")
+        log.create_topic("orders", partitions=1)
+        time.sleep(2)                        # the broker saved the topic
+        p = log.producer()
+        for i in range(20):
+            p.send("orders", b"%d" % i)
+        broker.kill()                        # loses the 20 records
+        broker.start()
+        errors = []
+        for i in range(3):
+            with pytest.raises(PylogError) as e:
+                p.send("orders", b"after")
+            assert not isinstance(e.value, ck.KafkaException)
+            errors.append(str(e.value))
+        assert all("make a new one with log.producer()" in m for m in errors), errors
+        assert log.producer().send("orders", b"new").offset >= 0
+    finally:
         broker.kill()

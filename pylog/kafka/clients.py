@@ -121,6 +121,10 @@ def kafka_error(ck: ModuleType, err: Any, what: str) -> PylogError:
         return PylogError(f"{what}: {err}")
     code, text = err.code(), f"{what}: {err.str()}"
     e = ck.KafkaError
+    if err.fatal() or code == e._FATAL:
+        # librdkafka refuses every later call of this client
+        return PylogError(f"{text} (a fatal error: this producer sends nothing more; "
+                          "close it and make a new one with log.producer())")
     if code in (e.UNKNOWN_TOPIC_OR_PART, e._UNKNOWN_TOPIC):
         return TopicNotFound(text)
     if code == e._UNKNOWN_PARTITION:
@@ -255,16 +259,25 @@ class KafkaProducer:
                                 headers=headers, timestamp=timestamp, on_delivery=done)
                 return
             except BufferError:
-                self._p.poll(0.05)
+                self._serve(0.05)
             except self._ck.KafkaException as exc:
                 raise kafka_error(self._ck, exc, f"send to {topic}") from None
+
+    def _serve(self, timeout: float) -> None:
+        """Serve delivery reports; librdkafka's poll raises a fatal error
+        (an idempotent producer whose sequence the cluster lost) as a
+        KafkaException: the pylog error."""
+        try:
+            self._p.poll(timeout)
+        except self._ck.KafkaException as exc:
+            raise kafka_error(self._ck, exc, "send") from None
 
     def _wait(self, results: list[Any]) -> list[RecordMetadata]:
         deadline = time.monotonic() + SEND_TIMEOUT_S
         while any(r is None for r in results):
             if time.monotonic() > deadline:
                 raise FlushTimeoutError(f"send: no acknowledgement in {SEND_TIMEOUT_S} s")
-            self._p.poll(0.05)
+            self._serve(0.05)
         out = []
         for err, msg in results:
             if err is not None:
@@ -303,7 +316,10 @@ class KafkaProducer:
 
     def flush(self, timeout: float | None = None) -> None:
         """Return when every record sent was acknowledged."""
-        left = self._p.flush(-1 if timeout is None else timeout)
+        try:
+            left = self._p.flush(-1 if timeout is None else timeout)
+        except self._ck.KafkaException as exc:
+            raise kafka_error(self._ck, exc, "flush") from None
         if left:
             raise FlushTimeoutError(f"flush: {left} records not acknowledged in {timeout} s")
 
