@@ -338,3 +338,12 @@ def test_a_fatal_producer_error_is_a_pylog_error_saying_what_to_do(tmp_path):
         assert log.producer().send("orders", b"new").offset >= 0
     finally:
         broker.kill()
+
+
+def test_pylog_aio_on_a_kafka_url_says_it_runs_on_a_local_log_only():
+    """A user trial: ``async with pylog.aio.open("kafka://...")`` raised
+    AttributeError: 'KafkaLog' object has no attribute 'doorbell_pointer'."""
+    import pylog.aio
+    from pylog.kafka import NotSupportedOnKafka
+    with pytest.raises(NotSupportedOnKafka, match="pylog.aio runs on a local log only"):
+        pylog.aio.open("kafka://127.0.0.1:9092")

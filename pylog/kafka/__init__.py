@@ -24,17 +24,18 @@ the producers' ``acks`` (``"always"``: ``acks=all`` and idempotence;
 writes (ReadOnlyLog).
 
 What does not map raises :class:`NotSupportedOnKafka` naming the
-alternative: pylog.open's local options (``sync_interval_ms``,
-``max_open_files`` ...), share groups (work queues need a broker with
-KIP-932), local-only topic settings (``compression`` per topic, timestamp
-windows), producer options (``linger_ms``, serializers) and consumer
-options without a Kafka equivalent (``dead_letter_topic``, listeners,
-deserializers). A seek in a group before the partition is fetched raises
-InvalidArgument (poll once first). Calls take the same arguments and raise
-the same pylog errors as on a local log (pylog.kafka.clients); a method
-only a local log has (``groups``, ``highwater``, ``pause``, ``run``,
-``poll_values``, a producer's ``partitions_for`` ...) raises AttributeError
-naming what to use instead.
+alternative: pylog.aio (``pylog.aio.open("kafka://...")``), pylog.open's
+local options (``sync_interval_ms``, ``max_open_files`` ...), share groups
+(work queues need a broker with KIP-932), local-only topic settings
+(``compression`` per topic, timestamp windows), producer options
+(``linger_ms``, serializers) and consumer options without a Kafka
+equivalent (``dead_letter_topic``, listeners, deserializers). A seek in a
+group before the partition is fetched raises InvalidArgument (poll once
+first). Calls take the same arguments and raise the same pylog errors as on
+a local log (pylog.kafka.clients); a method only a local log has
+(``groups``, ``highwater``, ``pause``, ``run``, ``poll_values``, a
+producer's ``partitions_for`` ...) raises AttributeError naming what to use
+instead.
 
 A cluster that does not answer: ``send`` waits up to SEND_TIMEOUT_S
 (120 s) for the acknowledgement; ``commit`` raises CommitFailedError after
