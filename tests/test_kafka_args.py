@@ -347,3 +347,21 @@ def test_pylog_aio_on_a_kafka_url_says_it_runs_on_a_local_log_only():
     from pylog.kafka import NotSupportedOnKafka
     with pytest.raises(NotSupportedOnKafka, match="pylog.aio runs on a local log only"):
         pylog.aio.open("kafka://127.0.0.1:9092")
+
+
+def test_closing_the_log_closes_its_clients(tmp_path):
+    """A user trial: on Kafka, log.close() changed nothing: its producer
+    still sent, and log.producer(), log.topics() worked after it."""
+    for kind in ("local", "kafka"):
+        with open_backend(kind, tmp_path / kind) as log:
+            log.create_topic("orders", partitions=1)
+            p = log.producer()
+            c = log.consumer("orders", group_id="g", auto_offset_reset="earliest")
+            p.send("orders", b"x")
+            log.close()
+            log.close()                               # idempotent
+            for call in (lambda: p.send("orders", b"y"), lambda: c.poll(timeout=0.1),
+                         log.producer, log.topics, lambda: log.describe_topic("orders"),
+                         lambda: log.create_topic("other")):
+                with pytest.raises(LogClosed):
+                    call()

@@ -53,10 +53,19 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import re
-from typing import Any
+import threading
+import weakref
+from typing import Any, TypeVar
 
 from ..config import PARTITIONS_MAX, validate_topic_name
-from ..errors import InvalidArgument, PylogError, ReadOnlyLog, TopicExists, TopicNotFound
+from ..errors import (
+    InvalidArgument,
+    LogClosed,
+    PylogError,
+    ReadOnlyLog,
+    TopicExists,
+    TopicNotFound,
+)
 from ..records import PartitionInfo, TopicInfo
 from .clients import (
     ADMIN_TIMEOUT_S,
@@ -69,6 +78,8 @@ from .clients import (
 )
 
 __all__ = ["KafkaLog", "NotSupportedOnKafka", "open_kafka", "KafkaProducer", "KafkaConsumer"]
+
+_C = TypeVar("_C", KafkaProducer, KafkaConsumer)
 
 #: How often a consumer looks for topics created since (ms).
 METADATA_REFRESH_MS = 5000
@@ -95,12 +106,29 @@ class KafkaLog:
         self.acks = acks
         self.readonly = readonly
         self._admin = ck.admin.AdminClient({"bootstrap.servers": bootstrap_servers})
+        # the producers and consumers made here, closed by close() as a
+        # local Log's are
+        self._clients: weakref.WeakSet[KafkaProducer | KafkaConsumer] = weakref.WeakSet()
+        self._lock = threading.Lock()
         self._closed = False
+
+    def _open(self) -> None:
+        if self._closed:
+            raise LogClosed(f"Kafka log {self.bootstrap_servers} is closed")
+
+    def _made(self, client: _C) -> _C:
+        with self._lock:
+            if self._closed:
+                client.close()
+                self._open()
+            self._clients.add(client)
+        return client
 
     # -- topics ---------------------------------------------------------------
     def create_topic(self, name: str, partitions: int = 1, *, exist_ok: bool = False,
                      **config: Any) -> TopicInfo:
         """Create a Kafka topic (replication: the cluster's default)."""
+        self._open()
         validate_topic_name(name)
         self._writable(f"create_topic({name!r})")
         # a local log's check: librdkafka would take -1 (or True) as "the
@@ -149,6 +177,7 @@ class KafkaLog:
 
     def topics(self) -> list[str]:
         """Names of the cluster's topics, internal ones (``__...``) left out."""
+        self._open()
         with self._errors("topics()"):
             md = self._admin.list_topics(timeout=ADMIN_TIMEOUT_S)
         return sorted(t for t in md.topics if not t.startswith("__"))
@@ -156,6 +185,7 @@ class KafkaLog:
     def describe_topic(self, name: str) -> TopicInfo:
         """Partitions and their start / end offsets (``bytes`` and
         ``segments`` are 0: Kafka does not say them to clients)."""
+        self._open()
         validate_topic_name(name)
         with self._errors(f"describe_topic({name!r})"):
             t = self._admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics.get(name)
@@ -182,6 +212,7 @@ class KafkaLog:
                               "opened readonly=True")
 
     def delete_topic(self, name: str) -> None:
+        self._open()
         validate_topic_name(name)
         self._writable(f"delete_topic({name!r})")
         if name not in self.topics():
@@ -193,12 +224,13 @@ class KafkaLog:
     # -- clients --------------------------------------------------------------
     def producer(self, **options: Any) -> KafkaProducer:
         """An idempotent Kafka producer with pylog's Producer methods."""
+        self._open()
         if options:
             raise NotSupportedOnKafka(f"producer({', '.join(sorted(options))}=...): "
                                       "not supported on Kafka; use confluent-kafka's "
                                       "Producer settings directly")
         self._writable("producer()")
-        return KafkaProducer(self._ck, self.bootstrap_servers, self.acks)
+        return self._made(KafkaProducer(self._ck, self.bootstrap_servers, self.acks))
 
     def consumer(self, *topics: str, group_id: str | None = None,
                  auto_offset_reset: str = "latest", enable_auto_commit: bool = True,
@@ -207,6 +239,7 @@ class KafkaLog:
                  client_id: str | None = None, **options: Any) -> KafkaConsumer:
         """A Kafka consumer with pylog's Consumer methods (options as
         Log.consumer; the ones without a Kafka equivalent raise)."""
+        self._open()
         if options:
             raise NotSupportedOnKafka(f"consumer({', '.join(sorted(options))}=...): "
                                       "no Kafka equivalent")
@@ -228,7 +261,7 @@ class KafkaLog:
             "topic.metadata.refresh.interval.ms": METADATA_REFRESH_MS}
         if client_id is not None:
             config["client.id"] = client_id
-        c = KafkaConsumer(self._ck, config, max_poll_records, group_id is not None)
+        c = self._made(KafkaConsumer(self._ck, config, max_poll_records, group_id is not None))
         if group_id is not None and (topics or pattern):
             c.subscribe(list(topics), pattern=pattern)
         elif topics or pattern:
@@ -248,6 +281,7 @@ class KafkaLog:
         """Committed offsets, end offsets and lag of ``group`` per
         partition (``members`` is not filled on Kafka: use the cluster's
         tools)."""
+        self._open()
         ck = self._ck
         req = ck.ConsumerGroupTopicPartitions(group)
         with self._errors(f"describe_group({group!r})"):
@@ -279,7 +313,23 @@ class KafkaLog:
         raise no_attribute(self, name, LOG_INSTEAD)
 
     def close(self) -> None:
-        self._closed = True
+        """Close the producers (they flush first) and the consumers (they
+        commit what they finished, with auto-commit) made here, as a local
+        Log's close does; later calls raise LogClosed. Idempotent; the first
+        error of a client's close is raised once all are closed."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            clients = sorted(self._clients, key=lambda c: isinstance(c, KafkaConsumer))
+        error: PylogError | None = None
+        for client in clients:
+            try:
+                client.close()
+            except PylogError as exc:
+                error = error or exc
+        if error is not None:
+            raise error
 
     def __enter__(self) -> KafkaLog:
         return self
