@@ -365,3 +365,23 @@ def test_closing_the_log_closes_its_clients(tmp_path):
                          lambda: log.create_topic("other")):
                 with pytest.raises(LogClosed):
                     call()
+
+
+def test_subscription_and_unsubscribe(log):
+    """A user trial: on Kafka subscription() and unsubscribe() raised a
+    bare AttributeError."""
+    log.create_topic("orders", partitions=2)
+    c = log.consumer("orders", group_id="g", auto_offset_reset="earliest")
+    assert c.subscription() == {"orders"}
+    c.unsubscribe()
+    assert c.subscription() == set()
+    with pytest.raises(InvalidArgument, match="poll before subscribe"):
+        c.poll(timeout=0.1)
+    c.subscribe(["orders"])
+    assert c.subscription() == {"orders"}
+    c.close()
+    g = log.consumer("orders", auto_offset_reset="earliest")
+    assert g.subscription() == {"orders"}
+    g.unsubscribe()
+    assert g.subscription() == set() and g.assignment() == set()
+    g.close()

@@ -4,24 +4,23 @@ returns a :class:`KafkaLog` whose ``create_topic``, ``topics``,
 run on the cluster through confluent-kafka (the ``kafka`` extra), so code
 written against a local log runs on Kafka when it outgrows one machine.
 
-What maps (tests/test_kafka_conformance.py runs one suite on both
-backends, and examples/order_service.py runs unchanged on both): topics
-with partitions and ``retention_ms`` / ``retention_bytes`` /
-``segment_bytes`` / ``max_message_bytes`` (Kafka's ``retention.ms`` ...);
-``send`` (returns once the broker acknowledged), ``send_batch`` (not
-atomic on Kafka), ``flush``; consumers with ``group_id``,
-``auto_offset_reset``, ``enable_auto_commit`` (pylog's commit rules),
-``client_id``, ``poll``, ``commit``, ``seek``, ``seek_to_beginning`` /
-``seek_to_end``, ``position``, ``committed``, ``offsets_for_times``, ``lag``,
-``assign``,
-``assignment``, iteration; a consumer without a group reads every
-partition of its topics (no group is joined); a group's subscribed topic
-that does not exist polls empty (a warning is logged once) and is read
-within METADATA_REFRESH_MS (5 s) of its creation; ``describe_group``
-(committed offsets and lag; no members); ``pylog.open``'s ``sync`` becomes
-the producers' ``acks`` (``"always"``: ``acks=all`` and idempotence;
-``"interval"``/``"never"``: ``acks=1``) and ``readonly=True`` refuses
-writes (ReadOnlyLog).
+What maps (tests/test_kafka_conformance.py runs one suite on both backends,
+and examples/order_service.py runs unchanged on both): topics with
+partitions and ``retention_ms`` / ``retention_bytes`` / ``segment_bytes`` /
+``max_message_bytes`` (Kafka's ``retention.ms`` ...); ``send`` (returns
+once the broker acknowledged), ``send_batch`` (not atomic on Kafka),
+``flush``; consumers with ``group_id``, ``auto_offset_reset``,
+``enable_auto_commit`` (pylog's commit rules), ``client_id``, ``poll``,
+``commit``, ``seek``, ``seek_to_beginning`` / ``seek_to_end``,
+``position``, ``committed``, ``offsets_for_times``, ``lag``, ``assign``,
+``assignment``, ``subscription``, ``unsubscribe``, iteration; a consumer
+without a group reads every partition of its topics (no group is joined); a
+group's subscribed topic that does not exist polls empty (a warning is
+logged once) and is read within METADATA_REFRESH_MS (5 s) of its creation;
+``describe_group`` (committed offsets and lag; no members);
+``pylog.open``'s ``sync`` becomes the producers' ``acks`` (``"always"``:
+``acks=all`` and idempotence; ``"interval"``/``"never"``: ``acks=1``) and
+``readonly=True`` refuses writes (ReadOnlyLog).
 
 What does not map raises :class:`NotSupportedOnKafka` naming the
 alternative: pylog.aio (``pylog.aio.open("kafka://...")``), pylog.open's
@@ -275,6 +274,7 @@ class KafkaLog:
                 c.close()
                 raise
             c.assign([(t, p) for t in sorted(names) if t in md for p in md[t].partitions])
+            c._subscription = set(topics)
         return c
 
     def describe_group(self, group: str) -> dict[str, Any]:

@@ -351,6 +351,7 @@ class KafkaConsumer:
         self._handed: list[Any] = []
         self._unfetched_seeks: dict[tuple[str, int], int] = {}
         self._subscribed = False
+        self._subscription: set[str] = set()
         self._warned_missing: set[str] = set()
         self._closed = False
 
@@ -375,6 +376,28 @@ class KafkaConsumer:
             raise InvalidArgument("subscribe needs topics or a pattern")
         self._c.subscribe(names)
         self._subscribed = True
+        self._subscription = {topics} if isinstance(topics, str) else set(topics)
+
+    def subscription(self) -> set[str]:
+        """The subscribed topic names (not those a pattern matches)."""
+        return set(self._subscription)
+
+    def unsubscribe(self) -> None:
+        """Drop the subscription (or assignment); a group member leaves its
+        group, committing first with auto-commit the records finished (as
+        librdkafka commits the stored offsets at a revoke)."""
+        self._check()
+        try:
+            if self._has_group and self._subscription:
+                self._c.unsubscribe()
+            else:
+                self._c.unassign()
+        except self._ck.KafkaException as exc:
+            raise self._error(exc, "unsubscribe") from None
+        self._subscribed = False
+        self._subscription = set()
+        self._handed = []
+        self._unfetched_seeks.clear()
 
     def assign(self, partitions: Iterable[Any]) -> None:
         """Consume exactly these partitions; raises TopicNotFound /
