@@ -385,3 +385,28 @@ def test_subscription_and_unsubscribe(log):
     g.unsubscribe()
     assert g.subscription() == set() and g.assignment() == set()
     g.close()
+
+
+def test_a_send_the_cluster_never_acknowledged_is_not_stored_after_the_error(
+        tmp_path, monkeypatch):
+    """A user trial: with the broker down, send() raised FlushTimeoutError
+    (whose doc says the records are in the log) after SEND_TIMEOUT_S, and
+    librdkafka kept the record queued for its own 300 s: the broker back,
+    it was stored after the error, twice when the caller had sent it again."""
+    monkeypatch.setattr(pylog.kafka.clients, "SEND_TIMEOUT_S", 1.0)
+    broker = broker_or_skip(tmp_path)
+    try:
+        log = pylog.open(f"kafka://{broker.bootstrap}")
+        log.create_topic("orders", partitions=1)
+        p = log.producer()
+        p.send("orders", b"before")
+        time.sleep(2)                        # the broker saved the topic
+        broker.kill()
+        with pytest.raises(PylogError, match="may or may not be stored") as e:
+            p.send("orders", b"lost")
+        assert type(e.value).__name__ == "SendTimeoutError"
+        broker.start()
+        p.flush(3)
+        assert log.describe_topic("orders").partition_info[0].end_offset == 1
+    finally:
+        broker.kill()

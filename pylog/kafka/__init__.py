@@ -37,7 +37,8 @@ producer's ``partitions_for`` ...) raises AttributeError naming what to use
 instead.
 
 A cluster that does not answer: ``send`` waits up to SEND_TIMEOUT_S
-(120 s) for the acknowledgement; ``commit`` raises CommitFailedError after
+(120 s) for the acknowledgement, then raises SendTimeoutError (a record
+not sent by then is dropped; one sent may be stored); ``commit`` raises CommitFailedError after
 COMMIT_TIMEOUT_S (10 s), nothing committed; admin calls raise PylogError
 after ADMIN_TIMEOUT_S (10 s); ``close()`` of a consumer with
 ``enable_auto_commit`` waits for librdkafka's final commit, as long as the

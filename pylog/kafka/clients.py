@@ -35,6 +35,7 @@ from ..errors import (
     PartitionNotFound,
     PylogError,
     RecordTooLarge,
+    SendTimeoutError,
     TopicNotFound,
     kafka_name_error,
 )
@@ -129,6 +130,11 @@ def kafka_error(ck: ModuleType, err: Any, what: str) -> PylogError:
         return TopicNotFound(text)
     if code == e._UNKNOWN_PARTITION:
         return PartitionNotFound(text)
+    if code == e._MSG_TIMED_OUT:
+        return SendTimeoutError(f"{text}: the cluster did not acknowledge it in "
+                                f"{SEND_TIMEOUT_S} s; it may or may not be stored (one "
+                                "sent but not acknowledged is), so a retry may store "
+                                "it twice")
     if code == e.MSG_SIZE_TOO_LARGE:
         return RecordTooLarge(text)
     if code in (e.OFFSET_OUT_OF_RANGE, e._AUTO_OFFSET_RESET):
@@ -204,6 +210,10 @@ class KafkaProducer:
         self._bootstrap = bootstrap_servers
         # idempotence needs acks=all; acks=1 (sync="never"/"interval") goes without
         self._p = ck.Producer({"bootstrap.servers": bootstrap_servers, **PRODUCER_CONFIG,
+                               # librdkafka gives a record up when send() does
+                               # (its default, 300 s, would store it after the
+                               # error: twice, when the caller sent it again)
+                               "message.timeout.ms": int(SEND_TIMEOUT_S * 1000),
                                "acks": acks, "enable.idempotence": acks == "all"})
         self._partitions: dict[str, int] = {}    # topic -> partition count
         self._lock = threading.Lock()
@@ -273,10 +283,12 @@ class KafkaProducer:
             raise kafka_error(self._ck, exc, "send") from None
 
     def _wait(self, results: list[Any]) -> list[RecordMetadata]:
-        deadline = time.monotonic() + SEND_TIMEOUT_S
+        # librdkafka's report of the expiry (message.timeout.ms) comes first
+        deadline = time.monotonic() + SEND_TIMEOUT_S + 10
         while any(r is None for r in results):
             if time.monotonic() > deadline:
-                raise FlushTimeoutError(f"send: no acknowledgement in {SEND_TIMEOUT_S} s")
+                raise SendTimeoutError(f"send: no acknowledgement in {SEND_TIMEOUT_S} s; "
+                                       "the record may or may not be stored")
             self._serve(0.05)
         out = []
         for err, msg in results:
