@@ -410,3 +410,18 @@ def test_a_send_the_cluster_never_acknowledged_is_not_stored_after_the_error(
         assert log.describe_topic("orders").partition_info[0].end_offset == 1
     finally:
         broker.kill()
+
+
+def test_consumer_options_are_checked_as_on_a_local_log(log):
+    """A user trial: on Kafka group_id="" made a consumer without a group,
+    group_id=5, max_poll_records=0 and enable_auto_commit="yes" were taken,
+    and auto_commit_interval_ms=-1 raised confluent-kafka's KafkaException."""
+    log.create_topic("orders", partitions=1)
+    for kwargs, match in (({"group_id": ""}, "group_id=''"),
+                          ({"group_id": 5}, "group_id=5"),
+                          ({"max_poll_records": 0}, "max_poll_records=0"),
+                          ({"enable_auto_commit": "yes"}, "expected True or False"),
+                          ({"auto_commit_interval_ms": -1}, "auto_commit_interval_ms=-1"),
+                          ({"session_timeout_ms": "10"}, "session_timeout_ms='10'")):
+        with pytest.raises(InvalidArgument, match=match):
+            log.consumer("orders", **kwargs)

@@ -58,6 +58,7 @@ import weakref
 from typing import Any, TypeVar
 
 from ..config import PARTITIONS_MAX, validate_topic_name
+from ..consumerargs import check_options
 from ..errors import (
     InvalidArgument,
     LogClosed,
@@ -111,6 +112,12 @@ class KafkaLog:
         self._clients: weakref.WeakSet[KafkaProducer | KafkaConsumer] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._closed = False
+
+    @property
+    def path(self) -> str:
+        """The ``kafka://`` URL this log was opened with (a local Log's
+        ``path`` is its directory)."""
+        return f"kafka://{self.bootstrap_servers}"
 
     def _open(self) -> None:
         if self._closed:
@@ -243,8 +250,12 @@ class KafkaLog:
         if options:
             raise NotSupportedOnKafka(f"consumer({', '.join(sorted(options))}=...): "
                                       "no Kafka equivalent")
-        if auto_offset_reset not in ("earliest", "latest", "none"):
-            raise InvalidArgument(f"auto_offset_reset={auto_offset_reset!r}")
+        # a local consumer's checks (librdkafka would take group_id="" as
+        # no group, max_poll_records=0 or enable_auto_commit="yes" as given,
+        # and raise its own KafkaException for a value out of its range)
+        check_options(self, group_id, auto_offset_reset, enable_auto_commit,  # type: ignore[arg-type]
+                      auto_commit_interval_ms, session_timeout_ms, max_poll_records,
+                      300_000, None, None, None)
         config = {
             "bootstrap.servers": self.bootstrap_servers,
             # no group: pylog's consumer then reads every partition itself
