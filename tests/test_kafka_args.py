@@ -425,3 +425,22 @@ def test_consumer_options_are_checked_as_on_a_local_log(log):
                           ({"session_timeout_ms": "10"}, "session_timeout_ms='10'")):
         with pytest.raises(InvalidArgument, match=match):
             log.consumer("orders", **kwargs)
+
+
+def test_consumer_timeout_ms_and_isolation_level(log):
+    """A user trial: on Kafka both raised NotSupportedOnKafka ("no Kafka
+    equivalent"), though Kafka's clients have both."""
+    log.create_topic("orders", partitions=1)
+    p = log.producer()
+    p.send("orders", b"a")
+    p.send("orders", b"b")
+    c = log.consumer("orders", group_id="g", auto_offset_reset="earliest",
+                     consumer_timeout_ms=1500, isolation_level="read_committed")
+    t0 = time.monotonic()
+    assert [r.value for r in c] == [b"a", b"b"]      # then 1.5 s without one
+    assert 1.5 <= time.monotonic() - t0 < 15
+    c.close()
+    with pytest.raises(InvalidArgument, match="isolation_level='bogus'"):
+        log.consumer("orders", isolation_level="bogus")
+    with pytest.raises(InvalidArgument, match="consumer_timeout_ms=-1"):
+        log.consumer("orders", consumer_timeout_ms=-1)

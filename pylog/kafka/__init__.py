@@ -10,13 +10,14 @@ partitions and ``retention_ms`` / ``retention_bytes`` / ``segment_bytes`` /
 ``max_message_bytes`` (Kafka's ``retention.ms`` ...); ``send`` (returns
 once the broker acknowledged), ``send_batch`` (not atomic on Kafka),
 ``flush``; consumers with ``group_id``, ``auto_offset_reset``,
-``enable_auto_commit`` (pylog's commit rules), ``client_id``, ``poll``,
-``commit``, ``seek``, ``seek_to_beginning`` / ``seek_to_end``,
-``position``, ``committed``, ``offsets_for_times``, ``lag``, ``assign``,
-``assignment``, ``subscription``, ``unsubscribe``, iteration; a consumer
-without a group reads every partition of its topics (no group is joined); a
-group's subscribed topic that does not exist polls empty (a warning is
-logged once) and is read within METADATA_REFRESH_MS (5 s) of its creation;
+``enable_auto_commit`` (pylog's commit rules), ``client_id``,
+``isolation_level``, ``consumer_timeout_ms``, ``poll``, ``commit``,
+``seek``, ``seek_to_beginning`` / ``seek_to_end``, ``position``,
+``committed``, ``offsets_for_times``, ``lag``, ``assign``, ``assignment``,
+``subscription``, ``unsubscribe``, iteration; a consumer without a group
+reads every partition of its topics (no group is joined); a group's
+subscribed topic that does not exist polls empty (a warning is logged once)
+and is read within METADATA_REFRESH_MS (5 s) of its creation;
 ``describe_group`` (committed offsets and lag; no members);
 ``pylog.open``'s ``sync`` becomes the producers' ``acks`` (``"always"``:
 ``acks=all`` and idempotence; ``"interval"``/``"never"``: ``acks=1``) and
@@ -243,7 +244,9 @@ class KafkaLog:
                  auto_offset_reset: str = "latest", enable_auto_commit: bool = True,
                  auto_commit_interval_ms: int = 5000, session_timeout_ms: int = 10000,
                  max_poll_records: int = 500, pattern: str | None = None,
-                 client_id: str | None = None, **options: Any) -> KafkaConsumer:
+                 client_id: str | None = None, isolation_level: str = "read_uncommitted",
+                 consumer_timeout_ms: float | None = None,
+                 **options: Any) -> KafkaConsumer:
         """A Kafka consumer with pylog's Consumer methods (options as
         Log.consumer; the ones without a Kafka equivalent raise)."""
         self._open()
@@ -255,7 +258,10 @@ class KafkaLog:
         # and raise its own KafkaException for a value out of its range)
         check_options(self, group_id, auto_offset_reset, enable_auto_commit,  # type: ignore[arg-type]
                       auto_commit_interval_ms, session_timeout_ms, max_poll_records,
-                      300_000, None, None, None)
+                      300_000, consumer_timeout_ms, None, None)
+        if isolation_level not in ("read_uncommitted", "read_committed"):
+            raise InvalidArgument(f"isolation_level={isolation_level!r}; expected "
+                                  "'read_uncommitted' or 'read_committed'")
         config = {
             "bootstrap.servers": self.bootstrap_servers,
             # no group: pylog's consumer then reads every partition itself
@@ -266,13 +272,17 @@ class KafkaLog:
             "auto.commit.interval.ms": auto_commit_interval_ms,
             "session.timeout.ms": session_timeout_ms,
             "enable.auto.offset.store": False,
+            # pylog's default, and Kafka's Java client's (librdkafka's is
+            # read_committed)
+            "isolation.level": isolation_level,
             # a subscribed topic created later (or one a pattern now
             # matches) is found within this, as a local consumer finds it
             # at its next poll (librdkafka's default: 5 minutes)
             "topic.metadata.refresh.interval.ms": METADATA_REFRESH_MS}
         if client_id is not None:
             config["client.id"] = client_id
-        c = self._made(KafkaConsumer(self._ck, config, max_poll_records, group_id is not None))
+        c = self._made(KafkaConsumer(self._ck, config, max_poll_records, group_id is not None,
+                                     consumer_timeout_ms))
         if group_id is not None and (topics or pattern):
             c.subscribe(list(topics), pattern=pattern)
         elif topics or pattern:

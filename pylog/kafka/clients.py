@@ -353,7 +353,7 @@ class KafkaConsumer:
     ``commit()`` without offsets commits everything poll() returned."""
 
     def __init__(self, ck: ModuleType, config: dict[str, Any], max_poll_records: int,
-                 has_group: bool) -> None:
+                 has_group: bool, consumer_timeout_ms: float | None = None) -> None:
         self._ck = ck
         self._c = ck.Consumer(config)
         self._max = max_poll_records
@@ -364,6 +364,7 @@ class KafkaConsumer:
         self._unfetched_seeks: dict[tuple[str, int], int] = {}
         self._subscribed = False
         self._subscription: set[str] = set()
+        self._idle_s = None if consumer_timeout_ms is None else consumer_timeout_ms / 1000.0
         self._warned_missing: set[str] = set()
         self._closed = False
 
@@ -495,8 +496,20 @@ class KafkaConsumer:
                             topic)
 
     def __iter__(self) -> Iterator[Record]:
+        """Records one at a time until close(), or until none came for
+        ``consumer_timeout_ms`` (default None: never), as a local consumer."""
+        idle_since = time.monotonic()
         while not self._closed:
-            yield from self.poll(timeout=0.5)
+            wait = 0.5
+            if self._idle_s is not None:
+                left = self._idle_s - (time.monotonic() - idle_since)
+                if left <= 0:
+                    return
+                wait = min(wait, left)
+            records = self.poll(timeout=wait)
+            if records:
+                yield from records
+                idle_since = time.monotonic()
 
     def commit(self, offsets: object = None, *, message: object = None,
                asynchronous: bool = False) -> None:
