@@ -21,6 +21,11 @@ against it with confluent-kafka 2.16 (librdkafka), December 2026:
   broker go idle for ``QUIET_S`` before ``stop()`` or ``kill()``; the idempotent
   producer then sees the lost sequence numbers as
   OUT_OF_ORDER_SEQUENCE_NUMBER (a fatal error) when it writes too early.
+- A group member killed with SIGKILL is never expired: a member that
+  joins the group after it got no assignment in 30 s (confluent-kafka's
+  own Consumer too, session.timeout.ms=10000), where Kafka rebalances
+  once the session times out. A test of a consumer killed and resumed
+  uses a new group id, or closes the member it kills.
 - Like Kafka it applies time retention (7 days by default) to CreateTime
   timestamps: records stamped long ago are deleted at the next check.
 

@@ -3,13 +3,29 @@ raises the same pylog errors: each call here runs on both backends (the
 broker of tests/kafkabroker.py) and must give the same result. Methods only
 a local log has raise AttributeError on Kafka, naming what to use instead."""
 
+import os
+import re
+import signal
+import threading
 import time
 
 import pytest
 from backends import open_backend
+from kafkabroker import broker_or_skip
 
+import pylog
+import pylog.kafka
+import pylog.kafka.clients
 from pylog import OffsetAndMetadata, TopicPartition
-from pylog.errors import InvalidArgument, LogClosed, PartitionNotFound, TopicNotFound
+from pylog.errors import (
+    CommitFailedError,
+    InvalidArgument,
+    InvalidTopicName,
+    LogClosed,
+    PartitionNotFound,
+    PylogError,
+    TopicNotFound,
+)
 
 TP0, TP1 = TopicPartition("orders", 0), TopicPartition("orders", 1)
 
@@ -147,8 +163,284 @@ def test_local_only_methods_name_what_to_use_on_kafka(kafka_log):
 def test_a_topic_partition_given_as_a_partition_number_says_so(tmp_path):
     """A user trial: send(partition=TopicPartition(...)) said only "there is
     no partition TopicPartition(topic='t', partition=0)"."""
-    import pylog
     with pylog.open(tmp_path / "log") as log:
         log.create_topic("t")
         with pytest.raises(PartitionNotFound, match=r"\(a partition is a number: an int\)"):
             log.producer().send("t", b"x", partition=pylog.TopicPartition("t", 0))
+
+
+def test_send_and_create_topic_arguments_are_checked_as_on_a_local_log(log):
+    """A user trial: on Kafka create_topic("t", -1) (or True) made a topic of
+    the cluster's default count, a str count or header raised TypeError or
+    was sent, timestamp_ms=-5 was stored and 0 became the current time, and
+    send_batch sent the items before a bad one."""
+    for bad in (-1, 0, True, "2"):
+        with pytest.raises(InvalidArgument, match="partitions="):
+            log.create_topic(f"bad{bad}", bad)
+    assert log.topics() == []
+    log.create_topic("orders", partitions=1)
+    p = log.producer()
+    for kwargs, match in (({"headers": [("a", "str")]}, "header 'a' value must be bytes"),
+                          ({"headers": 5}, "headers must be a list"),
+                          ({"timestamp_ms": -5}, "timestamp_ms=-5"),
+                          ({"timestamp_ms": "5"}, "timestamp_ms='5'")):
+        with pytest.raises(InvalidArgument, match=match):
+            p.send("orders", b"x", **kwargs)
+    with pytest.raises(InvalidTopicName):
+        p.send("bad name!", b"x")
+    with pytest.raises(InvalidArgument, match="topic must be str"):
+        p.send(None, b"x")
+    with pytest.raises(InvalidArgument, match="value must be bytes"):
+        p.send_batch("orders", [b"a", b"b", "c"])
+    with pytest.raises(InvalidArgument, match="batch item"):
+        p.send_batch("orders", [b"a", (b"k", b"v", None, None)])
+    assert log.describe_topic("orders").partition_info[0].end_offset == 0   # nothing sent
+    md = p.send("orders", b"x", headers=[("h", None)], timestamp_ms=1)
+    assert (md.offset, md.timestamp_ms) == (0, 1)
+
+
+def test_a_timestamp_of_zero_is_refused_on_kafka_not_replaced(kafka_log):
+    """librdkafka sends timestamp 0 as "now": the record would be stored
+    with another timestamp than the one given."""
+    kafka_log.create_topic("orders", partitions=1)
+    with pytest.raises(InvalidArgument, match="timestamp_ms=0 cannot be sent to Kafka"):
+        kafka_log.producer().send("orders", b"x", timestamp_ms=0)
+
+
+def test_a_cluster_gone_gives_pylog_errors_not_confluent_kafka_ones(tmp_path, monkeypatch):
+    """A user trial: with the broker down, topics(), describe_topic(),
+    create_topic(), delete_topic(), describe_group(), consumer() of a topic,
+    assign() and a send to a topic not seen yet raised confluent-kafka's
+    KafkaException or a bare TimeoutError."""
+    ck = pytest.importorskip("confluent_kafka")
+    for module in (pylog.kafka, pylog.kafka.clients):
+        monkeypatch.setattr(module, "ADMIN_TIMEOUT_S", 0.3)
+    broker = broker_or_skip(tmp_path)
+    try:
+        log = pylog.open(f"kafka://{broker.bootstrap}")
+        log.create_topic("orders", partitions=1)
+        p = log.producer()
+        c = log.consumer(enable_auto_commit=False)
+    finally:
+        broker.kill()
+    for call in (log.topics, lambda: log.describe_topic("orders"),
+                 lambda: log.create_topic("other"), lambda: log.delete_topic("orders"),
+                 lambda: log.describe_group("g"), lambda: log.consumer("orders"),
+                 lambda: c.assign([TP0]), lambda: p.send("other", b"x")):
+        with pytest.raises(PylogError, match=f"{re.escape(broker.bootstrap)}|topic metadata") as e:
+            call()
+        assert not isinstance(e.value, ck.KafkaException)
+
+
+def test_offsets_for_times_on_both_backends(log):
+    """A user trial: README's replay by time (offsets_for_times) raised
+    a bare AttributeError on Kafka."""
+    log.create_topic("orders", partitions=2)
+    p = log.producer()
+    for i, ts in enumerate((1_000, 2_000, 3_000)):
+        p.send("orders", b"%d" % i, partition=0, timestamp_ms=ts)
+    c = log.consumer(enable_auto_commit=False)
+    assert c.offsets_for_times({TP0: 1_500, TP1: 0}) == {TP0: 1, TP1: None}
+    assert c.offsets_for_times({("orders", 0): 3_000}) == {TP0: 2}
+    assert c.offsets_for_times({TP0: 9_000}) == {TP0: None}
+    assert c.offsets_for_times({}) == {}
+    with pytest.raises(InvalidArgument, match="non-negative int ms"):
+        c.offsets_for_times({TP0: -1})
+    with pytest.raises(PartitionNotFound):
+        c.offsets_for_times({TopicPartition("orders", 2): 0})
+    with pytest.raises(TopicNotFound):
+        c.offsets_for_times({TopicPartition("nope", 0): 0})
+    c.close()
+
+
+def test_a_subscribed_topic_that_does_not_exist_polls_empty(log):
+    """A user trial: README ("Surprises avoided") says a subscription to a
+    topic not created yet is not an error; on Kafka poll() raised
+    TopicNotFound."""
+    log.create_topic("orders", partitions=1)
+    c = log.consumer("later", "orders", group_id="g", auto_offset_reset="earliest")
+    for _ in range(3):
+        assert c.poll(timeout=0.5) == []
+    c.close()
+
+
+@pytest.mark.long
+def test_a_subscribed_topic_created_later_is_read(log):
+    """On Kafka within METADATA_REFRESH_MS (librdkafka's default is 5 min)."""
+    c = log.consumer("later", group_id="g", auto_offset_reset="earliest")
+    assert c.poll(timeout=0.5) == []
+    log.create_topic("later", partitions=1)
+    log.producer().send("later", b"hi")
+    got = []
+    deadline = time.monotonic() + 20
+    while not got:
+        assert time.monotonic() < deadline
+        got = c.poll(timeout=0.5)
+    assert [r.value for r in got] == [b"hi"]
+    c.close()
+
+
+def test_a_commit_to_a_cluster_that_does_not_answer_raises_in_time(tmp_path, monkeypatch):
+    """A user trial: with the broker stopped (SIGSTOP: the connection stays
+    open, nothing answers) commit() waited as long as the broker did (more
+    than 480 s), and every other call of the consumer waited behind it."""
+
+
+    monkeypatch.setattr(pylog.kafka.clients, "COMMIT_TIMEOUT_S", 1.0, raising=False)
+    broker = broker_or_skip(tmp_path)
+    try:
+        log = pylog.open(f"kafka://{broker.bootstrap}")
+        c = polled_consumer(log)
+        os.kill(broker.proc.pid, signal.SIGSTOP)
+        outcome: list[object] = []
+
+        def commit_then_poll() -> None:
+            try:
+                c.commit()
+            except CommitFailedError as exc:
+                outcome.append(exc)
+            outcome.append(c.poll(timeout=0.2))
+        t = threading.Thread(target=commit_then_poll, daemon=True)
+        t.start()
+        t.join(8)
+        assert not t.is_alive(), "commit() or the poll after it is still waiting"
+        assert "did not answer in 1.0 s; nothing was committed" in str(outcome[0])
+        assert outcome[1] == []
+    finally:
+        os.kill(broker.proc.pid, signal.SIGCONT)
+        broker.kill()
+
+
+def test_a_fatal_producer_error_is_a_pylog_error_saying_what_to_do(tmp_path):
+    """A user trial: the broker of tests/kafkabroker.py killed within a
+    second of acknowledged sends loses them (its module doc), and the
+    idempotent producer's next send raised confluent-kafka's KafkaException
+    (OUT_OF_ORDER_SEQUENCE_NUMBER, fatal); the sends after it a PylogError
+    that did not say the producer is dead."""
+    ck = pytest.importorskip("confluent_kafka")
+    broker = broker_or_skip(tmp_path)
+    try:
+        log = pylog.open(f"kafka://{broker.bootstrap}")
+        log.create_topic("orders", partitions=1)
+        time.sleep(2)                        # the broker saved the topic
+        p = log.producer()
+        for i in range(20):
+            p.send("orders", b"%d" % i)
+        broker.kill()                        # loses the 20 records
+        broker.start()
+        errors = []
+        for i in range(3):
+            with pytest.raises(PylogError) as e:
+                p.send("orders", b"after")
+            assert not isinstance(e.value, ck.KafkaException)
+            errors.append(str(e.value))
+        assert all("make a new one with log.producer()" in m for m in errors), errors
+        assert log.producer().send("orders", b"new").offset >= 0
+    finally:
+        broker.kill()
+
+
+def test_pylog_aio_on_a_kafka_url_says_it_runs_on_a_local_log_only():
+    """A user trial: ``async with pylog.aio.open("kafka://...")`` raised
+    AttributeError: 'KafkaLog' object has no attribute 'doorbell_pointer'."""
+    import pylog.aio
+    from pylog.kafka import NotSupportedOnKafka
+    with pytest.raises(NotSupportedOnKafka, match="pylog.aio runs on a local log only"):
+        pylog.aio.open("kafka://127.0.0.1:9092")
+
+
+def test_closing_the_log_closes_its_clients(tmp_path):
+    """A user trial: on Kafka, log.close() changed nothing: its producer
+    still sent, and log.producer(), log.topics() worked after it."""
+    for kind in ("local", "kafka"):
+        with open_backend(kind, tmp_path / kind) as log:
+            log.create_topic("orders", partitions=1)
+            p = log.producer()
+            c = log.consumer("orders", group_id="g", auto_offset_reset="earliest")
+            p.send("orders", b"x")
+            log.close()
+            log.close()                               # idempotent
+            for call in (lambda: p.send("orders", b"y"), lambda: c.poll(timeout=0.1),
+                         log.producer, log.topics, lambda: log.describe_topic("orders"),
+                         lambda: log.create_topic("other")):
+                with pytest.raises(LogClosed):
+                    call()
+
+
+def test_subscription_and_unsubscribe(log):
+    """A user trial: on Kafka subscription() and unsubscribe() raised a
+    bare AttributeError."""
+    log.create_topic("orders", partitions=2)
+    c = log.consumer("orders", group_id="g", auto_offset_reset="earliest")
+    assert c.subscription() == {"orders"}
+    c.unsubscribe()
+    assert c.subscription() == set()
+    with pytest.raises(InvalidArgument, match="poll before subscribe"):
+        c.poll(timeout=0.1)
+    c.subscribe(["orders"])
+    assert c.subscription() == {"orders"}
+    c.close()
+    g = log.consumer("orders", auto_offset_reset="earliest")
+    assert g.subscription() == {"orders"}
+    g.unsubscribe()
+    assert g.subscription() == set() and g.assignment() == set()
+    g.close()
+
+
+def test_a_send_the_cluster_never_acknowledged_is_not_stored_after_the_error(
+        tmp_path, monkeypatch):
+    """A user trial: with the broker down, send() raised FlushTimeoutError
+    (whose doc says the records are in the log) after SEND_TIMEOUT_S, and
+    librdkafka kept the record queued for its own 300 s: the broker back,
+    it was stored after the error, twice when the caller had sent it again."""
+    monkeypatch.setattr(pylog.kafka.clients, "SEND_TIMEOUT_S", 1.0)
+    broker = broker_or_skip(tmp_path)
+    try:
+        log = pylog.open(f"kafka://{broker.bootstrap}")
+        log.create_topic("orders", partitions=1)
+        p = log.producer()
+        p.send("orders", b"before")
+        time.sleep(2)                        # the broker saved the topic
+        broker.kill()
+        with pytest.raises(PylogError, match="may or may not be stored") as e:
+            p.send("orders", b"lost")
+        assert type(e.value).__name__ == "SendTimeoutError"
+        broker.start()
+        p.flush(3)
+        assert log.describe_topic("orders").partition_info[0].end_offset == 1
+    finally:
+        broker.kill()
+
+
+def test_consumer_options_are_checked_as_on_a_local_log(log):
+    """A user trial: on Kafka group_id="" made a consumer without a group,
+    group_id=5, max_poll_records=0 and enable_auto_commit="yes" were taken,
+    and auto_commit_interval_ms=-1 raised confluent-kafka's KafkaException."""
+    log.create_topic("orders", partitions=1)
+    for kwargs, match in (({"group_id": ""}, "group_id=''"),
+                          ({"group_id": 5}, "group_id=5"),
+                          ({"max_poll_records": 0}, "max_poll_records=0"),
+                          ({"enable_auto_commit": "yes"}, "expected True or False"),
+                          ({"auto_commit_interval_ms": -1}, "auto_commit_interval_ms=-1"),
+                          ({"session_timeout_ms": "10"}, "session_timeout_ms='10'")):
+        with pytest.raises(InvalidArgument, match=match):
+            log.consumer("orders", **kwargs)
+
+
+def test_consumer_timeout_ms_and_isolation_level(log):
+    """A user trial: on Kafka both raised NotSupportedOnKafka ("no Kafka
+    equivalent"), though Kafka's clients have both."""
+    log.create_topic("orders", partitions=1)
+    p = log.producer()
+    p.send("orders", b"a")
+    p.send("orders", b"b")
+    c = log.consumer("orders", group_id="g", auto_offset_reset="earliest",
+                     consumer_timeout_ms=1500, isolation_level="read_committed")
+    t0 = time.monotonic()
+    assert [r.value for r in c] == [b"a", b"b"]      # then 1.5 s without one
+    assert 1.5 <= time.monotonic() - t0 < 15
+    c.close()
+    with pytest.raises(InvalidArgument, match="isolation_level='bogus'"):
+        log.consumer("orders", isolation_level="bogus")
+    with pytest.raises(InvalidArgument, match="consumer_timeout_ms=-1"):
+        log.consumer("orders", consumer_timeout_ms=-1)

@@ -380,5 +380,12 @@ class AIOLog:
 def open(path: str | os.PathLike[str], **kwargs: Any) -> AIOLog:
     """An :class:`AIOLog` for ``path``, opened by ``async with`` (or
     ``await log.open()``); ``kwargs`` are pylog.open's (sync, readonly,
-    sync_interval_ms, ...)."""
+    sync_interval_ms, ...). A ``kafka://`` URL raises NotSupportedOnKafka:
+    pylog.aio runs on a local log only."""
+    if isinstance(path, str) and path.startswith("kafka://"):
+        from ..kafka import NotSupportedOnKafka
+        raise NotSupportedOnKafka(
+            f"pylog.aio.open({path!r}): pylog.aio runs on a local log only; on Kafka "
+            "use aiokafka, or pylog.open(url)'s clients from a thread "
+            "(asyncio.to_thread)")
     return AIOLog(path, kwargs)

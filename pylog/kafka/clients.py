@@ -15,12 +15,16 @@ acknowledged the record (``acks=all``).
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
+import logging
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from types import ModuleType
 from typing import Any
 
+from ..config import validate_topic_name
 from ..consumerargs import MAX_POLL_RECORDS_MAX, as_tp, as_tps, commit_offsets, poll_timeout
 from ..errors import (
     CommitFailedError,
@@ -31,13 +35,20 @@ from ..errors import (
     PartitionNotFound,
     PylogError,
     RecordTooLarge,
+    SendTimeoutError,
     TopicNotFound,
     kafka_name_error,
 )
 from ..positions import committed_partitions
+from ..producer import Producer
 from ..records import Record, RecordMetadata, TopicPartition
 
+_logger = logging.getLogger("pylog")
+
 ADMIN_TIMEOUT_S = 10.0
+#: The longest a consumer's commit waits for a cluster that does not answer
+#: (librdkafka's synchronous commit has no timeout: KafkaConsumer._commit_sync).
+COMMIT_TIMEOUT_S = 10.0
 SEND_TIMEOUT_S = 120.0
 
 PRODUCER_CONFIG: dict[str, Any] = {
@@ -111,10 +122,19 @@ def kafka_error(ck: ModuleType, err: Any, what: str) -> PylogError:
         return PylogError(f"{what}: {err}")
     code, text = err.code(), f"{what}: {err.str()}"
     e = ck.KafkaError
+    if err.fatal() or code == e._FATAL:
+        # librdkafka refuses every later call of this client
+        return PylogError(f"{text} (a fatal error: this producer sends nothing more; "
+                          "close it and make a new one with log.producer())")
     if code in (e.UNKNOWN_TOPIC_OR_PART, e._UNKNOWN_TOPIC):
         return TopicNotFound(text)
     if code == e._UNKNOWN_PARTITION:
         return PartitionNotFound(text)
+    if code == e._MSG_TIMED_OUT:
+        return SendTimeoutError(f"{text}: the cluster did not acknowledge it in "
+                                f"{SEND_TIMEOUT_S} s; it may or may not be stored (one "
+                                "sent but not acknowledged is), so a retry may store "
+                                "it twice")
     if code == e.MSG_SIZE_TOO_LARGE:
         return RecordTooLarge(text)
     if code in (e.OFFSET_OUT_OF_RANGE, e._AUTO_OFFSET_RESET):
@@ -129,9 +149,56 @@ def kafka_error(ck: ModuleType, err: Any, what: str) -> PylogError:
     return PylogError(text)
 
 
-def _check_bytes(what: str, v: object) -> None:
-    if v is not None and not isinstance(v, (bytes, bytearray, memoryview)):
-        raise InvalidArgument(f"send: {what} must be bytes or None, got {type(v).__name__}")
+@contextlib.contextmanager
+def kafka_errors(ck: ModuleType, what: str, bootstrap: str) -> Iterator[None]:
+    """Raise the pylog error for a KafkaException of the block
+    (:func:`kafka_error`), and a PylogError for an admin result not
+    answered in time (concurrent.futures' TimeoutError): a cluster that is
+    down or unreachable gives a pylog error, never a confluent-kafka one."""
+    try:
+        yield
+    except ck.KafkaException as exc:
+        raise kafka_error(ck, exc, f"{what} (Kafka cluster {bootstrap})") from None
+    except concurrent.futures.TimeoutError:
+        raise PylogError(f"{what}: the Kafka cluster {bootstrap} did not answer "
+                         f"in {ADMIN_TIMEOUT_S} s") from None
+
+
+def _timestamp(ts: object) -> int:
+    """A local producer's timestamp check (an int in [0, 2**62)), and 0
+    refused: librdkafka takes a timestamp of 0 as "now", so the record
+    would be stored with another timestamp than the one given."""
+    if ts is None:
+        return 0
+    out = Producer._timestamp(ts)  # type: ignore[arg-type]
+    if out == 0:
+        raise InvalidArgument("timestamp_ms=0 cannot be sent to Kafka (librdkafka "
+                              "sends 0 as the current time); give 1 or later")
+    return out
+
+
+def _bytes(what: str, v: object) -> bytes | None:
+    """``v`` as bytes (bytearray and memoryview converted) or None; a
+    local producer's message without its serializer hint (the Kafka
+    backend takes no serializers)."""
+    if v is None or type(v) is bytes:
+        return v
+    if isinstance(v, (bytearray, memoryview)):
+        return bytes(v)
+    raise InvalidArgument(f"send: {what} must be bytes or None, got {type(v).__name__}")
+
+
+def _item(item: object) -> tuple[object, object, object]:
+    """(key, value, headers) of a send_batch item, as a local producer
+    reads them."""
+    if type(item) is not tuple:
+        return None, item, None
+    if len(item) == 2:
+        return item[0], item[1], None
+    if len(item) == 3:
+        return item
+    raise InvalidArgument(f"a batch item must be value, (key, value) or (key, value, "
+                          f"headers); got a {len(item)}-tuple")
 
 
 class KafkaProducer:
@@ -143,13 +210,18 @@ class KafkaProducer:
         self._bootstrap = bootstrap_servers
         # idempotence needs acks=all; acks=1 (sync="never"/"interval") goes without
         self._p = ck.Producer({"bootstrap.servers": bootstrap_servers, **PRODUCER_CONFIG,
+                               # librdkafka gives a record up when send() does
+                               # (its default, 300 s, would store it after the
+                               # error: twice, when the caller sent it again)
+                               "message.timeout.ms": int(SEND_TIMEOUT_S * 1000),
                                "acks": acks, "enable.idempotence": acks == "all"})
         self._partitions: dict[str, int] = {}    # topic -> partition count
         self._lock = threading.Lock()
         self._closed = False
 
     def _refresh(self) -> None:
-        md = self._p.list_topics(timeout=ADMIN_TIMEOUT_S)
+        with kafka_errors(self._ck, "send: topic metadata", self._bootstrap):
+            md = self._p.list_topics(timeout=ADMIN_TIMEOUT_S)
         with self._lock:
             self._partitions = {t: len(m.partitions) for t, m in md.topics.items()
                                 if m.error is None and m.partitions}
@@ -159,6 +231,9 @@ class KafkaProducer:
         producer raises them, before anything is sent."""
         if self._closed:
             raise LogClosed("producer is closed")
+        if type(topic) is not str:
+            raise InvalidArgument(f"topic must be str, got {type(topic).__name__}")
+        validate_topic_name(topic)
         n = self._partitions.get(topic)
         # a missing topic is an error, as on a local log (a broker with
         # auto.create.topics.enable would otherwise make it); the counts
@@ -175,31 +250,46 @@ class KafkaProducer:
             raise PartitionNotFound(f"topic {topic!r} has {n} partitions; there is no "
                                     f"partition {partition!r}")
 
-    def _produce(self, topic: str, value: object, key: object, headers: Any,
-                 partition: int | None, timestamp_ms: int | None,
-                 results: list[Any], i: int) -> None:
-        _check_bytes("value", value)
-        _check_bytes("key", key)
+    @staticmethod
+    def _record(key: object, value: object, headers: Any) -> tuple[Any, Any, Any]:
+        """(key, value, headers) checked and converted as a local producer
+        does (InvalidArgument), before anything is sent."""
+        return (_bytes("key", key), _bytes("value", value),
+                list(Producer._headers(headers)) or None)
+
+    def _produce(self, topic: str, record: tuple[Any, Any, Any], partition: int | None,
+                 timestamp: int, results: list[Any], i: int) -> None:
+        key, value, headers = record
 
         def done(err: Any, msg: Any) -> None:
             results[i] = (err, msg)
         while True:
             try:
                 self._p.produce(topic, value, key, partition=-1 if partition is None else partition,
-                                headers=list(headers) if headers else None,
-                                timestamp=timestamp_ms or 0, on_delivery=done)
+                                headers=headers, timestamp=timestamp, on_delivery=done)
                 return
             except BufferError:
-                self._p.poll(0.05)
+                self._serve(0.05)
             except self._ck.KafkaException as exc:
                 raise kafka_error(self._ck, exc, f"send to {topic}") from None
 
+    def _serve(self, timeout: float) -> None:
+        """Serve delivery reports; librdkafka's poll raises a fatal error
+        (an idempotent producer whose sequence the cluster lost) as a
+        KafkaException: the pylog error."""
+        try:
+            self._p.poll(timeout)
+        except self._ck.KafkaException as exc:
+            raise kafka_error(self._ck, exc, "send") from None
+
     def _wait(self, results: list[Any]) -> list[RecordMetadata]:
-        deadline = time.monotonic() + SEND_TIMEOUT_S
+        # librdkafka's report of the expiry (message.timeout.ms) comes first
+        deadline = time.monotonic() + SEND_TIMEOUT_S + 10
         while any(r is None for r in results):
             if time.monotonic() > deadline:
-                raise FlushTimeoutError(f"send: no acknowledgement in {SEND_TIMEOUT_S} s")
-            self._p.poll(0.05)
+                raise SendTimeoutError(f"send: no acknowledgement in {SEND_TIMEOUT_S} s; "
+                                       "the record may or may not be stored")
+            self._serve(0.05)
         out = []
         for err, msg in results:
             if err is not None:
@@ -214,29 +304,34 @@ class KafkaProducer:
         """Send one record; return where it went once the cluster
         acknowledged it."""
         self._check(topic, partition)
+        ts = _timestamp(timestamp_ms)
+        record = self._record(key, value, headers)
         results: list[Any] = [None]
-        self._produce(topic, value, key, headers, partition, timestamp_ms, results, 0)
+        self._produce(topic, record, partition, ts, results, 0)
         return self._wait(results)[0]
 
     def send_batch(self, topic: str, items: Iterable[Any], *, partition: int | None = None,
                    timestamp_ms: int | None = None) -> list[RecordMetadata]:
         """Send ``value`` | ``(key, value)`` | ``(key, value, headers)``
-        items; return once all were acknowledged (not atomic on Kafka)."""
+        items; return once all were acknowledged (not atomic on Kafka). All
+        items are checked before any is sent: one bad item sends none."""
         self._check(topic, partition)
-        items = list(items)
-        results: list[Any] = [None] * len(items)
-        for i, item in enumerate(items):
-            if isinstance(item, tuple):
-                key, value, headers = (item + (None,))[:3] if len(item) in (2, 3) else \
-                    (None, item, None)
-            else:
-                key, value, headers = None, item, None
-            self._produce(topic, value, key, headers, partition, timestamp_ms, results, i)
+        ts = _timestamp(timestamp_ms)
+        if isinstance(items, (bytes, str)) or not hasattr(items, "__iter__"):
+            raise InvalidArgument(f"items must be a list of records, got "
+                                  f"{type(items).__name__}")
+        records = [self._record(*_item(item)) for item in items]
+        results: list[Any] = [None] * len(records)
+        for i, record in enumerate(records):
+            self._produce(topic, record, partition, ts, results, i)
         return self._wait(results)
 
     def flush(self, timeout: float | None = None) -> None:
         """Return when every record sent was acknowledged."""
-        left = self._p.flush(-1 if timeout is None else timeout)
+        try:
+            left = self._p.flush(-1 if timeout is None else timeout)
+        except self._ck.KafkaException as exc:
+            raise kafka_error(self._ck, exc, "flush") from None
         if left:
             raise FlushTimeoutError(f"flush: {left} records not acknowledged in {timeout} s")
 
@@ -258,7 +353,7 @@ class KafkaConsumer:
     ``commit()`` without offsets commits everything poll() returned."""
 
     def __init__(self, ck: ModuleType, config: dict[str, Any], max_poll_records: int,
-                 has_group: bool) -> None:
+                 has_group: bool, consumer_timeout_ms: float | None = None) -> None:
         self._ck = ck
         self._c = ck.Consumer(config)
         self._max = max_poll_records
@@ -268,6 +363,9 @@ class KafkaConsumer:
         self._handed: list[Any] = []
         self._unfetched_seeks: dict[tuple[str, int], int] = {}
         self._subscribed = False
+        self._subscription: set[str] = set()
+        self._idle_s = None if consumer_timeout_ms is None else consumer_timeout_ms / 1000.0
+        self._warned_missing: set[str] = set()
         self._closed = False
 
     def _check(self) -> None:
@@ -291,25 +389,56 @@ class KafkaConsumer:
             raise InvalidArgument("subscribe needs topics or a pattern")
         self._c.subscribe(names)
         self._subscribed = True
+        self._subscription = {topics} if isinstance(topics, str) else set(topics)
+
+    def subscription(self) -> set[str]:
+        """The subscribed topic names (not those a pattern matches)."""
+        return set(self._subscription)
+
+    def unsubscribe(self) -> None:
+        """Drop the subscription (or assignment); a group member leaves its
+        group, committing first with auto-commit the records finished (as
+        librdkafka commits the stored offsets at a revoke)."""
+        self._check()
+        try:
+            if self._has_group and self._subscription:
+                self._c.unsubscribe()
+            else:
+                self._c.unassign()
+        except self._ck.KafkaException as exc:
+            raise self._error(exc, "unsubscribe") from None
+        self._subscribed = False
+        self._subscription = set()
+        self._handed = []
+        self._unfetched_seeks.clear()
 
     def assign(self, partitions: Iterable[Any]) -> None:
         """Consume exactly these partitions; raises TopicNotFound /
         PartitionNotFound for one that does not exist, as a local consumer."""
         self._check()
         tps = as_tps((list(partitions),))
-        if tps:
-            topics = self._c.list_topics(timeout=ADMIN_TIMEOUT_S).topics
-            for tp in tps:
-                t = topics.get(tp.topic)
-                if t is None or t.error is not None or not t.partitions:
-                    raise TopicNotFound(f"topic {tp.topic!r} does not exist")
-                if tp.partition not in t.partitions:
-                    raise PartitionNotFound(f"topic {tp.topic!r} has {len(t.partitions)} "
-                                            f"partitions; there is no partition "
-                                            f"{tp.partition}")
+        self._known(tps, "assign")
         self._unfetched_seeks.clear()
         self._c.assign([self._tp(tp) for tp in tps])
         self._subscribed = True
+
+    def _known(self, tps: list[TopicPartition], what: str) -> None:
+        """TopicNotFound / PartitionNotFound for a partition of ``tps`` the
+        cluster does not have, as a local consumer raises them."""
+        if not tps:
+            return
+        try:
+            topics = self._c.list_topics(timeout=ADMIN_TIMEOUT_S).topics
+        except self._ck.KafkaException as exc:
+            raise self._error(exc, f"{what}: topic metadata") from None
+        for tp in tps:
+            t = topics.get(tp.topic)
+            if t is None or t.error is not None or not t.partitions:
+                raise TopicNotFound(f"topic {tp.topic!r} does not exist")
+            if tp.partition not in t.partitions:
+                raise PartitionNotFound(f"topic {tp.topic!r} has {len(t.partitions)} "
+                                        f"partitions; there is no partition "
+                                        f"{tp.partition}")
 
     def assignment(self) -> set[TopicPartition]:
         self._check()
@@ -347,15 +476,40 @@ class KafkaConsumer:
             if err is not None:
                 if err.code() == self._ck.KafkaError._PARTITION_EOF:
                     continue
+                if self._has_group and err.code() in (self._ck.KafkaError.UNKNOWN_TOPIC_OR_PART,
+                                                      self._ck.KafkaError._UNKNOWN_TOPIC):
+                    # a subscribed topic that does not exist (yet) is not an
+                    # error, as on a local log: logged once, polled as empty
+                    self._missing(m.topic() or "?")
+                    continue
                 raise self._error(err, f"poll {m.topic()}-{m.partition()}")
             out.append(Record(m.topic(), m.partition(), m.offset(), m.timestamp()[1],
                               m.key(), m.value(), tuple(m.headers() or ())))
             self._handed.append(m)
         return out
 
+    def _missing(self, topic: str) -> None:
+        if topic not in self._warned_missing:
+            self._warned_missing.add(topic)
+            _logger.warning("Kafka consumer: subscribed topic %r does not exist on the "
+                            "cluster; poll returns nothing of it until it is created",
+                            topic)
+
     def __iter__(self) -> Iterator[Record]:
+        """Records one at a time until close(), or until none came for
+        ``consumer_timeout_ms`` (default None: never), as a local consumer."""
+        idle_since = time.monotonic()
         while not self._closed:
-            yield from self.poll(timeout=0.5)
+            wait = 0.5
+            if self._idle_s is not None:
+                left = self._idle_s - (time.monotonic() - idle_since)
+                if left <= 0:
+                    return
+                wait = min(wait, left)
+            records = self.poll(timeout=wait)
+            if records:
+                yield from records
+                idle_since = time.monotonic()
 
     def commit(self, offsets: object = None, *, message: object = None,
                asynchronous: bool = False) -> None:
@@ -364,7 +518,9 @@ class KafkaConsumer:
         ``message=record``), or without them what poll() returned.
         ``asynchronous`` is accepted and changes nothing: the commit is done
         when this returns. Raises CommitFailedError when the group's
-        coordinator refuses it (a rebalance, or not a member)."""
+        coordinator refuses it (a rebalance, or not a member), or when the
+        cluster does not answer within COMMIT_TIMEOUT_S (nothing is
+        committed then, see _commit_sync)."""
         self._check()
         if not self._has_group:
             raise InvalidArgument("commit needs a group_id")
@@ -373,16 +529,43 @@ class KafkaConsumer:
             if clean is None:
                 self._store_handed()
                 try:
-                    self._c.commit(asynchronous=False)
+                    self._commit_sync(None)
                 except self._ck.KafkaException as exc:
                     if exc.args[0].code() != self._ck.KafkaError._NO_OFFSET:
                         raise
                 return
             if clean:
-                self._c.commit(offsets=[self._tp(tp, off) for tp, off in clean.items()],
-                               asynchronous=False)
+                self._commit_sync([self._tp(tp, off) for tp, off in clean.items()])
         except self._ck.KafkaException as exc:
             raise self._error(exc, "commit") from None
+
+    def _commit_sync(self, offsets: list[Any] | None) -> None:
+        """librdkafka's synchronous commit, after a look at the group's
+        committed offsets bounded by COMMIT_TIMEOUT_S: the commit has no
+        timeout, and while it waits for a coordinator that does not answer
+        (a broker stopped, or a network partition) every other call of the
+        consumer waits behind it, close() included. So a cluster that does
+        not answer the look raises CommitFailedError, and nothing is
+        committed; one that stops answering between the look and the
+        commit still holds the commit until it answers or drops the
+        connection. KafkaException as librdkafka raises it."""
+        ck = self._ck
+        probe = offsets if offsets is not None else self._c.assignment()
+        if probe:
+            try:
+                self._c.committed([ck.TopicPartition(t.topic, t.partition) for t in probe],
+                                  timeout=COMMIT_TIMEOUT_S)
+            except ck.KafkaException as exc:
+                if exc.args[0].code() != ck.KafkaError._TIMED_OUT:
+                    raise
+                raise CommitFailedError(
+                    f"commit: the Kafka cluster did not answer in {COMMIT_TIMEOUT_S} s; "
+                    "nothing was committed (poll again, and commit what it "
+                    "returns)") from None
+        if offsets is None:
+            self._c.commit(asynchronous=False)
+        else:
+            self._c.commit(offsets=offsets, asynchronous=False)
 
     def committed(self, *partitions: Any) -> int | None | dict[TopicPartition, int | None]:
         """The group's committed offset of one partition (None without one
@@ -495,6 +678,33 @@ class KafkaConsumer:
         for tp in tps:
             self._seek(tp, where)
 
+    def offsets_for_times(self, timestamps: Any) -> dict[TopicPartition, int | None]:
+        """{tp: ts_ms} -> {tp: the first offset with a timestamp at or after
+        ts_ms, or None when there is none}, as a local consumer's (a plain
+        int, not an OffsetAndTimestamp); any partition of the cluster, not
+        only assigned ones."""
+        self._check()
+        asked = {}
+        for tp, ts in dict(timestamps).items():
+            tp = as_tp(tp)
+            if isinstance(ts, bool) or not isinstance(ts, int) or ts < 0:
+                raise InvalidArgument(f"timestamp for {tp} must be a non-negative int ms")
+            asked[tp] = ts
+        if not asked:
+            return {}
+        self._known(list(asked), "offsets_for_times")
+        try:
+            got = self._c.offsets_for_times([self._tp(tp, ts) for tp, ts in asked.items()],
+                                            timeout=ADMIN_TIMEOUT_S)
+        except self._ck.KafkaException as exc:
+            raise self._error(exc, "offsets_for_times") from None
+        out: dict[TopicPartition, int | None] = {}
+        for t in got:
+            if t.error is not None:
+                raise self._error(t.error, f"offsets_for_times {t.topic}-{t.partition}")
+            out[TopicPartition(t.topic, t.partition)] = t.offset if t.offset >= 0 else None
+        return out
+
     def lag(self) -> dict[TopicPartition, int]:
         """{tp: records between the position and the end} for assigned
         partitions."""
@@ -522,7 +732,7 @@ class KafkaConsumer:
             # the finished records only (stored by the polls after them), as
             # a local consumer's close(): the last poll's may not be done
             try:
-                self._c.commit(asynchronous=False)
-            except self._ck.KafkaException:
+                self._commit_sync(None)
+            except (self._ck.KafkaException, CommitFailedError):
                 pass
         self._c.close()
