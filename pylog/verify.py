@@ -13,7 +13,9 @@ cannot be read) raise ``OSError`` or :class:`pylog.PylogError`.
   the LMDB metadata against the segments. It opens nothing for writing and
   works while other processes append (it checks up to the committed end),
   roll segments, apply retention and delete_records (segments those delete
-  while it runs are no damage; see :func:`_verify_partition`).
+  while it runs are no damage; see :func:`_verify_partition`), and create
+  and delete topics (a topic deleted or made after verify read the topics
+  is no damage either, nor the directories a delete has yet to remove).
 
 :mod:`pylog.loginfo` summarizes topics, partitions and groups.
 """
@@ -28,7 +30,7 @@ import stat
 import struct
 from dataclasses import asdict, dataclass
 
-from . import _native, batch
+from . import _native, batch, topicdirs
 from .cleanshutdown import clean_state, read_nonce
 from .errors import CorruptLogError, LogOSError, PylogError
 from .files import NotARegularFile, file_kind, open_regular
@@ -413,8 +415,9 @@ def verify_log(path: str, progress=None) -> list[Problem]:
 
     ``progress(done_bytes, total_bytes)`` is called as segments are checked.
     Raises PylogError when ``path`` is not a log at all, and LogOSError
-    when its files cannot be read (permissions, I/O) or a directory is
-    deleted while it runs (a topic deleted meanwhile).
+    when its files cannot be read (permissions, I/O) or a directory of a
+    topic that still exists is removed while it runs (by hand: a topic
+    deleted meanwhile is skipped).
 
     Thread safety: read-only, with its own read-only metadata handle; safe
     while other threads and processes write the log (see the module doc).
@@ -477,7 +480,16 @@ def _verify(root, meta, problems, progress):
         progress(0, total)
     ends = {}
     for t, p, d in parts:
-        ends[(t, p)] = _verify_partition(root, meta, t, p, d, live, problems, advance)
+        found: list[Problem] = []
+        try:
+            ends[(t, p)] = _verify_partition(root, meta, t, p, d, live, found, advance)
+        except FileNotFoundError:
+            if _same_topic(meta, t, topics[t]):
+                raise
+        # a topic deleted (or deleted and made again) since the topics
+        # were read: its directories went, which is no damage
+        if found and _same_topic(meta, t, topics[t]):
+            problems.extend(found)
     # orphan partition directories
     for name in sorted(os.listdir(root)):
         full = os.path.join(root, name)
@@ -486,12 +498,14 @@ def _verify(root, meta, problems, progress):
             continue
         t, p = m.group(1), int(m.group(2))
         if t not in topics or p >= topics[t]["partitions"]:
-            problems.append(Problem(full, None, "partition directory is not in "
-                                    "the metadata (no such topic or partition)"))
+            if _orphan(meta, t, p, full):
+                problems.append(Problem(full, None, "partition directory is not in "
+                                        "the metadata (no such topic or partition)"))
     # committed offsets against the partitions
     for g, offs in group_offsets.items():
         for (t, p), committed in sorted(offs.items()):
-            if t not in topics or p >= topics[t]["partitions"]:
+            if (t not in topics or p >= topics[t]["partitions"]) and \
+                    not _exists_now(meta, t, p):
                 problems.append(Problem(meta_path, None, f"group {g!r} has a "
                                         f"committed offset for {t}-{p}, which "
                                         "does not exist"))
@@ -504,6 +518,45 @@ def _verify(root, meta, problems, progress):
     if progress is not None:
         progress(total, total)
     return problems
+
+
+def _same_topic(meta, t, doc) -> bool:
+    """Whether topic ``t`` is still the incarnation ``doc`` (its M-2 id),
+    read now: False once another process deleted it (or deleted it and
+    made it again) after verify read the topics."""
+    try:
+        now = meta.get_topic(t)
+    except CorruptLogError:
+        return True             # reported where the topics were read
+    return now is not None and now.get("id") == doc.get("id")
+
+
+def _exists_now(meta, t, p) -> bool:
+    """Whether ``t``-``p`` exists in the metadata read now: made by a
+    create_topic or create_partitions after verify read the topics."""
+    try:
+        doc = meta.get_topic(t)
+    except CorruptLogError:
+        return False
+    return doc is not None and p < doc["partitions"]
+
+
+def _orphan(meta, t, p, d) -> bool:
+    """Whether partition directory ``d`` of ``t``-``p`` belongs to no
+    topic: not one made since verify read the topics (read again now),
+    nor one of a deleted incarnation that its tombstone (M-11) has the
+    next open or create_topic remove (a delete_topic under way, or cut
+    off by a crash, L-5)."""
+    if _exists_now(meta, t, p):
+        return False
+    try:
+        tomb = meta.tombstones().get(t)
+    except CorruptLogError:
+        tomb = None
+    if tomb is not None and p < tomb["partitions"] and \
+            topicdirs.read_id(d) == tomb.get("id"):
+        return False
+    return os.path.isdir(d)     # (gone meanwhile: the delete finished)
 
 
 def _verify_topic_id(d, problems) -> None:
