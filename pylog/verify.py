@@ -28,9 +28,10 @@ import os
 import re
 import stat
 import struct
+import time
 from dataclasses import asdict, dataclass
 
-from . import _native, batch, topicdirs
+from . import _native, batch
 from .cleanshutdown import clean_state, read_nonce
 from .errors import CorruptLogError, LogOSError, PylogError
 from .files import NotARegularFile, file_kind, open_regular
@@ -46,6 +47,7 @@ from .segment import (
 from .sharedstate import STATE_FILE, STATE_MAGIC, State, writers_present
 from .store import check_log_dir
 from .table import is_text, safe_text
+from .verifylive import RECHECK_S, RECHECKS, exists_now, orphan, same_topic
 
 CODEC_NAMES = {0: "none", 1: "gzip", 2: "snappy", 3: "lz4", 4: "zstd"}
 _ZERO_CHUNK = 1 << 20
@@ -398,6 +400,13 @@ def _segments_bytes(part_dir: str) -> int:
     return total
 
 
+def _has_records(part_dir: str) -> bool:
+    """Whether the published state of a partition directory has an end
+    offset past 0 (unreadable or missing: False)."""
+    st = read_partition_state(part_dir)
+    return st is not None and st.next_offset > 0
+
+
 def _open_metadata(root: str, action: str):
     """The log's Metadata, read-only; LogNotFound, NotALogDirectoryError or
     LogPermissionError when ``root`` is no log or cannot be read."""
@@ -481,14 +490,26 @@ def _verify(root, meta, problems, progress):
     ends = {}
     for t, p, d in parts:
         found: list[Problem] = []
+        # a live log's partition may be one whose creator has yet to make
+        # its files (create_topic commits the metadata first): one that
+        # had no records is checked again a few times before its problems
+        # count (one with records is never read twice: no cost)
+        fresh = live and not _has_records(d)
         try:
             ends[(t, p)] = _verify_partition(root, meta, t, p, d, live, found, advance)
+            for _ in range(RECHECKS if fresh else 0):
+                if not found:
+                    break
+                time.sleep(RECHECK_S)
+                found = []
+                ends[(t, p)] = _verify_partition(root, meta, t, p, d, live, found,
+                                                 lambda n: None)
         except FileNotFoundError:
-            if _same_topic(meta, t, topics[t]):
+            if same_topic(meta, t, topics[t]):
                 raise
         # a topic deleted (or deleted and made again) since the topics
         # were read: its directories went, which is no damage
-        if found and _same_topic(meta, t, topics[t]):
+        if found and same_topic(meta, t, topics[t]):
             problems.extend(found)
     # orphan partition directories
     for name in sorted(os.listdir(root)):
@@ -498,14 +519,14 @@ def _verify(root, meta, problems, progress):
             continue
         t, p = m.group(1), int(m.group(2))
         if t not in topics or p >= topics[t]["partitions"]:
-            if _orphan(meta, t, p, full):
+            if orphan(meta, t, p, full):
                 problems.append(Problem(full, None, "partition directory is not in "
                                         "the metadata (no such topic or partition)"))
     # committed offsets against the partitions
     for g, offs in group_offsets.items():
         for (t, p), committed in sorted(offs.items()):
             if (t not in topics or p >= topics[t]["partitions"]) and \
-                    not _exists_now(meta, t, p):
+                    not exists_now(meta, t, p):
                 problems.append(Problem(meta_path, None, f"group {g!r} has a "
                                         f"committed offset for {t}-{p}, which "
                                         "does not exist"))
@@ -518,45 +539,6 @@ def _verify(root, meta, problems, progress):
     if progress is not None:
         progress(total, total)
     return problems
-
-
-def _same_topic(meta, t, doc) -> bool:
-    """Whether topic ``t`` is still the incarnation ``doc`` (its M-2 id),
-    read now: False once another process deleted it (or deleted it and
-    made it again) after verify read the topics."""
-    try:
-        now = meta.get_topic(t)
-    except CorruptLogError:
-        return True             # reported where the topics were read
-    return now is not None and now.get("id") == doc.get("id")
-
-
-def _exists_now(meta, t, p) -> bool:
-    """Whether ``t``-``p`` exists in the metadata read now: made by a
-    create_topic or create_partitions after verify read the topics."""
-    try:
-        doc = meta.get_topic(t)
-    except CorruptLogError:
-        return False
-    return doc is not None and p < doc["partitions"]
-
-
-def _orphan(meta, t, p, d) -> bool:
-    """Whether partition directory ``d`` of ``t``-``p`` belongs to no
-    topic: not one made since verify read the topics (read again now),
-    nor one of a deleted incarnation that its tombstone (M-11) has the
-    next open or create_topic remove (a delete_topic under way, or cut
-    off by a crash, L-5)."""
-    if _exists_now(meta, t, p):
-        return False
-    try:
-        tomb = meta.tombstones().get(t)
-    except CorruptLogError:
-        tomb = None
-    if tomb is not None and p < tomb["partitions"] and \
-            topicdirs.read_id(d) == tomb.get("id"):
-        return False
-    return os.path.isdir(d)     # (gone meanwhile: the delete finished)
 
 
 def _verify_topic_id(d, problems) -> None:

@@ -9,8 +9,11 @@ point of verify's walk (a hooked function of pylog.verify); the stress tests
 run verify in a loop while a writer child appends and applies retention."""
 
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import childproc
 import pytest
@@ -248,6 +251,17 @@ if sys.argv[2] == "crash-in-delete":
     # a crash after delete_topic's metadata commit, before its directories
     # go: the tombstone (M-11) has the next open remove them (L-5)
     pylog.topicdirs.bury = lambda d: os._exit(9)
+elif sys.argv[2] == "stop-in-create":
+    # stopped after create_topic's metadata commit, before the directory
+    # of its first partition is made; the test's SIGCONT goes on
+    import signal, pylog.partition
+    made = pylog.partition.Partition.__init__
+    def stopping(self, root, topic, index, *a, **kw):
+        if topic == "c" and index == 0:
+            print("creating", flush=True)
+            os.kill(os.getpid(), signal.SIGSTOP)
+        made(self, root, topic, index, *a, **kw)
+    pylog.partition.Partition.__init__ = stopping
 log = pylog.open(sys.argv[1], sync="never")
 print("ready", flush=True)
 for line in sys.stdin:
@@ -282,10 +296,13 @@ def admin(logdir, request):
         def command(line: str) -> None:
             proc.stdin.write(line.encode() + b"\n")
             proc.stdin.flush()
-            if mode != "crash-in-delete":
-                childproc.expect(proc, b"done")
-            else:
+            if mode == "crash-in-delete":
                 assert proc.wait(30) == 9, childproc.stderr_tail(proc)
+            elif mode == "stop-in-create":
+                childproc.expect(proc, b"creating")
+            else:
+                childproc.expect(proc, b"done")
+        command.proc = proc
         yield command
     finally:
         if proc.poll() is None:
@@ -331,3 +348,29 @@ def test_directories_of_a_deleted_topic_not_yet_removed_are_no_problem(logdir, a
     os.makedirs(os.path.join(logdir, "b-0"))      # made by hand: reported
     assert [p.message for p in verify_log(logdir)] == [
         "partition directory is not in the metadata (no such topic or partition)"]
+
+
+@pytest.mark.parametrize("admin", ["stop-in-create"], indirect=True)
+def test_a_topic_being_created_while_verify_runs_is_no_problem(logdir, admin, monkeypatch):
+    """A topic in the metadata whose directories its creator had not made
+    yet was "partition directory is missing": on a live log a partition
+    with problems is checked again before they count."""
+    admin("create c")
+    proc = admin.proc
+    deadline = time.monotonic() + 10
+    while _proc_state(proc.pid) != "T" and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+    def go_on():
+        os.kill(proc.pid, signal.SIGCONT)
+        childproc.expect(proc, b"done")
+    hook(monkeypatch, verify, "_verify_partition", go_on, after=True,
+         when=lambda root, meta, t, *a: t == "c")
+    assert verify_log(logdir) == []
+    shutil.rmtree(os.path.join(logdir, "c-1"))       # by hand: reported
+    assert [p.message for p in verify_log(logdir)] == ["partition directory is missing"]
+
+
+def _proc_state(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
