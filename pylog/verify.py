@@ -140,6 +140,11 @@ def walk_batches(buf, start: int, end: int, *, expected_offset: int | None = Non
     pos = start
     expected = expected_offset
     alt_expected = None
+    # after a batch with a bad CRC: the offset the batches before it
+    # reached (``floor``), and the batch after it whose baseOffset (a field
+    # outside the CRC) nothing confirmed yet (``unconfirmed``: position, base)
+    floor: int | None = None
+    unconfirmed: tuple[int, int] | None = None
     valid_end = start
     while pos < end:
         if end - pos < _HEADER_MIN or buf[pos:pos + _HEADER_MIN] == bytes(_HEADER_MIN):
@@ -191,11 +196,32 @@ def walk_batches(buf, start: int, end: int, *, expected_offset: int | None = Non
                         (f"resuming at the next valid batch at position {nxt}"
                          if nxt is not None else "and no valid batch follows"))
             yield ("problem", pos, msg)
+            if expected is not None:
+                floor = expected
             expected = None          # the header is not trustworthy
+            unconfirmed = None
             if nxt is None:
                 break
             pos = nxt
             continue
+        if expected is None and floor is not None:
+            if h.base_offset < floor:
+                # damaged too (a torn sector across two batches): the
+                # next batch is compared with nothing, as after a bad CRC
+                yield ("problem", pos, f"baseOffset {h.base_offset} is below "
+                       f"offset {floor}, which the batches before reached")
+                valid_end = pos = h.end_position
+                continue
+            unconfirmed, floor = (pos, h.base_offset), None
+        elif unconfirmed is not None and h.base_offset != expected:
+            # the batch after a bad-CRC one that this batch does not
+            # continue: its baseOffset (outside the CRC) is the damage
+            yield ("problem", unconfirmed[0], f"baseOffset {unconfirmed[1]} is "
+                   f"not continued by the next batch's baseOffset "
+                   f"{h.base_offset} (it follows a damaged batch)")
+            expected, unconfirmed = h.base_offset, None
+        else:
+            unconfirmed = None
         if expected is not None and h.base_offset != expected and \
                 h.base_offset != alt_expected:
             yield ("problem", pos, f"baseOffset {h.base_offset} is not the "
