@@ -768,3 +768,27 @@ def test_groups_reset_covers_subscribed_partitions_never_committed(tmp_path):
     r = run("groups", d, "reset", "orphan", "--to-earliest", "--execute")
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert b"--topic" in r.stderr and b"committed" not in r.stdout
+
+
+@pytest.mark.parametrize("cmd", [("info",), ("groups",), ("queues",), ("top", "-n", "1"),
+                                 ("metrics", "--interval", "0"), ("verify",)])
+def test_read_only_commands_leave_the_files_as_they_were(logdir, cmd):
+    """``pylog info`` and the other read-only commands changed the
+    doorbell's mtime at every run (posix_fallocate of a file already
+    whole); only LMDB's reader table (meta/lock.mdb) may change."""
+    def files():
+        out = {}
+        for root, _dirs, names in os.walk(logdir):
+            for n in names:
+                p = os.path.join(root, n)
+                st = os.stat(p)
+                out[p] = (st.st_size, st.st_mtime_ns)
+        return out
+    ok("info", logdir)                  # the first read-only open of the log
+    before = files()
+    time.sleep(0.05)                    # past the clock's grain
+    ok(cmd[0], logdir, *cmd[1:])
+    after = files()
+    changed = sorted(os.path.relpath(p, logdir) for p in set(before) | set(after)
+                     if before.get(p) != after.get(p))
+    assert changed in ([], [os.path.join("meta", "lock.mdb")])
