@@ -29,6 +29,7 @@ from .deserialize import RecordMaker
 from .errors import (
     LogClosed,
     OffsetOutOfRange,
+    PartitionNotFound,
     PylogError,
     TopicNotFound,
 )
@@ -193,6 +194,14 @@ class Fetching:
                 # (TopicPartition hashes as the (topic, partition) key)
                 part = partitions.get(tp) or self._log.partition(tp.topic, tp.partition)
             except TopicNotFound:
+                self._cursors.pop(tp, None)
+                continue
+            except PartitionNotFound:
+                if getattr(self, "_manual", None) is not None:
+                    raise           # assign()ed: the caller named it
+                # a subscription's (or a group's) count, cached before the
+                # topic was deleted and made again with fewer partitions:
+                # the partition is gone, the next count leaves it out
                 self._cursors.pop(tp, None)
                 continue
             try:

@@ -159,6 +159,19 @@ def allocate(fd: int, size: int) -> None:
         cur += os.pwrite(fd, zeros[:size - cur], cur)
 
 
+def allocate_once(fd: int, size: int) -> None:
+    """:func:`allocate`, skipped when the file already has ``size`` bytes
+    all backed by blocks: posix_fallocate changes a file's mtime and ctime
+    even when it allocates nothing, and a read-only open of a log (``pylog
+    info``, ``top``, a monitor) must leave its files as they were. Meant
+    for small files (the doorbell): ``st_blocks`` counts a hole's missing
+    blocks exactly there."""
+    st = os.fstat(fd)
+    if st.st_size >= size and st.st_blocks * 512 >= size:
+        return
+    allocate(fd, size)
+
+
 def allocate_or_full(fd: int, size: int, what: str) -> None:
     """:func:`allocate`, with a full disk raised as the DiskFullError of
     ``what`` (the write the caller needed the blocks for)."""

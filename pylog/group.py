@@ -529,7 +529,9 @@ def describe_group(log: Any, group: str) -> dict[str, Any]:
     ``"committed"``, ``"earliest"`` (every retained record waits),
     ``"latest"`` (nothing waits) or ``"none"`` (the consumer would raise;
     every retained record waits). A committed offset below the log start
-    counts from the log start (the records below are gone)."""
+    counts from the log start (the records below are gone). ``state`` is
+    ``"Stable"`` while a member is alive, else ``"Empty"``; ``members``
+    lists the dead too (``alive`` False) until a live member removes them."""
     state = log.meta.group_state(group)
     now_ms = _now_ms()
     offsets = log.meta.group_offsets(group)
@@ -563,7 +565,10 @@ def describe_group(log: Any, group: str) -> dict[str, Any]:
                            "records_skipped_by_retention": skipped})
     return {"group": group, "generation": state.generation,
             "strategy": state.strategy,
-            "state": "Stable" if members else "Empty",
+            # a group whose members all died (SIGKILL, a missed session)
+            # is Empty, as Kafka's: its documents stay until a member
+            # joins, but nobody reads
+            "state": "Stable" if any(m["alive"] for m in members) else "Empty",
             "auto_offset_reset": state.auto_offset_reset,
             "members": members, "partitions": partitions,
             "lag": sum(p["lag"] for p in partitions),

@@ -58,7 +58,7 @@ from .expiry import (
     expire_groups,
     validate_offsets_retention_ms,
 )
-from .files import DISK_FULL_ERRNOS, allocate, disk_full_error, open_regular
+from .files import DISK_FULL_ERRNOS, allocate_once, disk_full_error, open_regular
 from .handles import (
     FD_EXHAUSTED,
     HandleCache,
@@ -314,7 +314,7 @@ class LogStore(TopicAdmin, LogAdmin):
             # read-only log does without a doorbell then (short sleeps); a
             # writable one must ring it, so it refuses to open.
             try:
-                allocate(fd, size)
+                allocate_once(fd, size)
             except OSError as exc:
                 if exc.errno not in DISK_FULL_ERRNOS:
                     raise

@@ -13,7 +13,9 @@ cannot be read) raise ``OSError`` or :class:`pylog.PylogError`.
   the LMDB metadata against the segments. It opens nothing for writing and
   works while other processes append (it checks up to the committed end),
   roll segments, apply retention and delete_records (segments those delete
-  while it runs are no damage; see :func:`_verify_partition`).
+  while it runs are no damage; see :func:`_verify_partition`), and create
+  and delete topics (a topic deleted or made after verify read the topics
+  is no damage either, nor the directories a delete has yet to remove).
 
 :mod:`pylog.loginfo` summarizes topics, partitions and groups.
 """
@@ -26,6 +28,7 @@ import os
 import re
 import stat
 import struct
+import time
 from dataclasses import asdict, dataclass
 
 from . import _native, batch
@@ -44,6 +47,7 @@ from .segment import (
 from .sharedstate import STATE_FILE, STATE_MAGIC, State, writers_present
 from .store import check_log_dir
 from .table import is_text, safe_text
+from .verifylive import RECHECK_S, RECHECKS, exists_now, orphan, same_topic
 
 CODEC_NAMES = {0: "none", 1: "gzip", 2: "snappy", 3: "lz4", 4: "zstd"}
 _ZERO_CHUNK = 1 << 20
@@ -136,6 +140,11 @@ def walk_batches(buf, start: int, end: int, *, expected_offset: int | None = Non
     pos = start
     expected = expected_offset
     alt_expected = None
+    # after a batch with a bad CRC: the offset the batches before it
+    # reached (``floor``), and the batch after it whose baseOffset (a field
+    # outside the CRC) nothing confirmed yet (``unconfirmed``: position, base)
+    floor: int | None = None
+    unconfirmed: tuple[int, int] | None = None
     valid_end = start
     while pos < end:
         if end - pos < _HEADER_MIN or buf[pos:pos + _HEADER_MIN] == bytes(_HEADER_MIN):
@@ -187,11 +196,32 @@ def walk_batches(buf, start: int, end: int, *, expected_offset: int | None = Non
                         (f"resuming at the next valid batch at position {nxt}"
                          if nxt is not None else "and no valid batch follows"))
             yield ("problem", pos, msg)
+            if expected is not None:
+                floor = expected
             expected = None          # the header is not trustworthy
+            unconfirmed = None
             if nxt is None:
                 break
             pos = nxt
             continue
+        if expected is None and floor is not None:
+            if h.base_offset < floor:
+                # damaged too (a torn sector across two batches): the
+                # next batch is compared with nothing, as after a bad CRC
+                yield ("problem", pos, f"baseOffset {h.base_offset} is below "
+                       f"offset {floor}, which the batches before reached")
+                valid_end = pos = h.end_position
+                continue
+            unconfirmed, floor = (pos, h.base_offset), None
+        elif unconfirmed is not None and h.base_offset != expected:
+            # the batch after a bad-CRC one that this batch does not
+            # continue: its baseOffset (outside the CRC) is the damage
+            yield ("problem", unconfirmed[0], f"baseOffset {unconfirmed[1]} is "
+                   f"not continued by the next batch's baseOffset "
+                   f"{h.base_offset} (it follows a damaged batch)")
+            expected, unconfirmed = h.base_offset, None
+        else:
+            unconfirmed = None
         if expected is not None and h.base_offset != expected and \
                 h.base_offset != alt_expected:
             yield ("problem", pos, f"baseOffset {h.base_offset} is not the "
@@ -396,6 +426,13 @@ def _segments_bytes(part_dir: str) -> int:
     return total
 
 
+def _has_records(part_dir: str) -> bool:
+    """Whether the published state of a partition directory has an end
+    offset past 0 (unreadable or missing: False)."""
+    st = read_partition_state(part_dir)
+    return st is not None and st.next_offset > 0
+
+
 def _open_metadata(root: str, action: str):
     """The log's Metadata, read-only; LogNotFound, NotALogDirectoryError or
     LogPermissionError when ``root`` is no log or cannot be read."""
@@ -413,8 +450,9 @@ def verify_log(path: str, progress=None) -> list[Problem]:
 
     ``progress(done_bytes, total_bytes)`` is called as segments are checked.
     Raises PylogError when ``path`` is not a log at all, and LogOSError
-    when its files cannot be read (permissions, I/O) or a directory is
-    deleted while it runs (a topic deleted meanwhile).
+    when its files cannot be read (permissions, I/O) or a directory of a
+    topic that still exists is removed while it runs (by hand: a topic
+    deleted meanwhile is skipped).
 
     Thread safety: read-only, with its own read-only metadata handle; safe
     while other threads and processes write the log (see the module doc).
@@ -477,7 +515,28 @@ def _verify(root, meta, problems, progress):
         progress(0, total)
     ends = {}
     for t, p, d in parts:
-        ends[(t, p)] = _verify_partition(root, meta, t, p, d, live, problems, advance)
+        found: list[Problem] = []
+        # a live log's partition may be one whose creator has yet to make
+        # its files (create_topic commits the metadata first): one that
+        # had no records is checked again a few times before its problems
+        # count (one with records is never read twice: no cost)
+        fresh = live and not _has_records(d)
+        try:
+            ends[(t, p)] = _verify_partition(root, meta, t, p, d, live, found, advance)
+            for _ in range(RECHECKS if fresh else 0):
+                if not found:
+                    break
+                time.sleep(RECHECK_S)
+                found = []
+                ends[(t, p)] = _verify_partition(root, meta, t, p, d, live, found,
+                                                 lambda n: None)
+        except FileNotFoundError:
+            if same_topic(meta, t, topics[t]):
+                raise
+        # a topic deleted (or deleted and made again) since the topics
+        # were read: its directories went, which is no damage
+        if found and same_topic(meta, t, topics[t]):
+            problems.extend(found)
     # orphan partition directories
     for name in sorted(os.listdir(root)):
         full = os.path.join(root, name)
@@ -486,12 +545,14 @@ def _verify(root, meta, problems, progress):
             continue
         t, p = m.group(1), int(m.group(2))
         if t not in topics or p >= topics[t]["partitions"]:
-            problems.append(Problem(full, None, "partition directory is not in "
-                                    "the metadata (no such topic or partition)"))
+            if orphan(meta, t, p, full):
+                problems.append(Problem(full, None, "partition directory is not in "
+                                        "the metadata (no such topic or partition)"))
     # committed offsets against the partitions
     for g, offs in group_offsets.items():
         for (t, p), committed in sorted(offs.items()):
-            if t not in topics or p >= topics[t]["partitions"]:
+            if (t not in topics or p >= topics[t]["partitions"]) and \
+                    not exists_now(meta, t, p):
                 problems.append(Problem(meta_path, None, f"group {g!r} has a "
                                         f"committed offset for {t}-{p}, which "
                                         "does not exist"))

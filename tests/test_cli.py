@@ -344,6 +344,35 @@ def test_tail_follow_receives_records_from_another_process(logdir):
     assert tail.returncode == 0 and b"Traceback" not in tail.stderr.read()
 
 
+
+def test_tail_follow_reads_partitions_added_and_a_topic_made_again(logdir):
+    """``tail -f`` of a whole topic assigned the partitions it found at
+    start: records of partitions added later never showed (1 of 3), and a
+    topic deleted and made again with fewer partitions ended it with
+    "there is no partition 1" (exit 2)."""
+    tail = subprocess.Popen([sys.executable, "-m", "pylog.cli", "tail", str(logdir),
+                             "orders", "-f", "--format", "json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+    try:
+        time.sleep(1.0)
+        with pylog.open(str(logdir), sync="never") as log:
+            log.create_partitions("orders", 4)
+            log.producer().send_batch("orders", [b"new"], partition=0)
+            for p in (1, 2, 3):
+                log.producer().send_batch("orders", [b"new"], partition=p)
+        got = sorted(json.loads(childproc.readline(tail, 15))["partition"] for _ in range(4))
+        assert got == [0, 1, 2, 3]
+        with pylog.open(str(logdir), sync="never") as log:
+            log.delete_topic("orders")
+            log.create_topic("orders", partitions=1)
+            log.producer().send_batch("orders", [b"again"], partition=0)
+        rec = json.loads(childproc.readline(tail, 15))
+        assert (rec["partition"], rec["offset"], rec["value"]) == (0, 0, "again")
+    finally:
+        tail.terminate()
+        tail.wait(10)
+    assert tail.returncode == 0, tail.stderr.read()
+
 def test_tail_with_group_commits(logdir):
     out = ok("tail", logdir, "orders", "--group", "audit", "--from-beginning")
     assert len(out.splitlines()) == 21
@@ -739,3 +768,27 @@ def test_groups_reset_covers_subscribed_partitions_never_committed(tmp_path):
     r = run("groups", d, "reset", "orphan", "--to-earliest", "--execute")
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert b"--topic" in r.stderr and b"committed" not in r.stdout
+
+
+@pytest.mark.parametrize("cmd", [("info",), ("groups",), ("queues",), ("top", "-n", "1"),
+                                 ("metrics", "--interval", "0"), ("verify",)])
+def test_read_only_commands_leave_the_files_as_they_were(logdir, cmd):
+    """``pylog info`` and the other read-only commands changed the
+    doorbell's mtime at every run (posix_fallocate of a file already
+    whole); only LMDB's reader table (meta/lock.mdb) may change."""
+    def files():
+        out = {}
+        for root, _dirs, names in os.walk(logdir):
+            for n in names:
+                p = os.path.join(root, n)
+                st = os.stat(p)
+                out[p] = (st.st_size, st.st_mtime_ns)
+        return out
+    ok("info", logdir)                  # the first read-only open of the log
+    before = files()
+    time.sleep(0.05)                    # past the clock's grain
+    ok(cmd[0], logdir, *cmd[1:])
+    after = files()
+    changed = sorted(os.path.relpath(p, logdir) for p in set(before) | set(after)
+                     if before.get(p) != after.get(p))
+    assert changed in ([], [os.path.join("meta", "lock.mdb")])

@@ -403,3 +403,21 @@ def test_a_lost_middle_segment_is_reported_not_skipped(logdir, damage):
         c.commit()
         assert c.committed(pylog.TopicPartition("t", 0)) == lost_from
         c.close()
+
+
+@pytest.mark.parametrize("high", [b"\xbe\xef", b"\x7f\x00"], ids=["negative", "huge"])
+def test_damage_across_two_batches_names_both(logdir, high):
+    """A torn sector across two batches: the end of one (its CRC fails)
+    and the high bytes of the next one's baseOffset (outside the CRC).
+    verify named the first, then blamed the sound batch after the second
+    ("baseOffset 69 is not the expected next offset -4688528687069396923")
+    and never the second."""
+    d = clean_log(logdir)
+    path = sorted(os.path.join(d, n) for n in os.listdir(d) if n.endswith(".log"))[0]
+    bs = batches(path)
+    (pos1, _h1), (pos2, _h2) = bs[10], bs[11]
+    with open(path, "r+b") as f:
+        f.seek(pos2 - 2)
+        f.write(b"\xde\xad" + high)        # the last 2 bytes of one, 2 of the next
+    problems = [(p.file, p.position) for p in verify_log(logdir)]
+    assert problems == [(path, pos1), (path, pos2)]

@@ -158,3 +158,29 @@ def test_group_with_reset_none_shows_it(tmp_path):
     assert (p2["committed"], p2["lag"], p2["lag_from"]) == (None, 200, "none")
     log.close()
     assert "not committed, auto_offset_reset=none" in cli("info", tmp_path / "log")
+
+
+def test_a_group_whose_only_member_was_killed_is_empty(tmp_path):
+    # the member's process is gone (SIGKILL: no leave): the group document
+    # still lists it, but nobody reads; describe_group, the metrics and
+    # ``pylog groups`` said "Stable" with 0 live members
+    path = tmp_path / "log"
+    log = pylog.open(str(path), sync="never")
+    log.create_topic("orders", partitions=2)
+    log.producer().send_batch("orders", [b"a", b"b", b"c"], partition=0)
+    code = ("import sys, os, signal, pylog\n"
+            "log = pylog.open(sys.argv[1], sync='never')\n"
+            "c = log.consumer('orders', group_id='billing', auto_offset_reset='earliest')\n"
+            "c.poll(timeout=1.0)\n"
+            "os.kill(os.getpid(), signal.SIGKILL)\n")
+    r = subprocess.run([sys.executable, "-c", code, str(path)],
+                       env=dict(os.environ, PYTHONPATH=ROOT), timeout=60)
+    assert r.returncode == -9
+    d = log.describe_group("billing")
+    assert [m["alive"] for m in d["members"]] == [False]
+    assert d["state"] == "Empty" and d["lag"] == 3
+    g = log.metrics().group("billing")
+    assert (g.state, g.members, g.lag) == ("Empty", 0, 3)
+    log.close()
+    row = [ln.split() for ln in cli("groups", path).splitlines() if ln.startswith("billing")]
+    assert row[0][:3] == ["billing", "Empty", "0"]

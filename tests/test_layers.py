@@ -39,8 +39,9 @@ LAYERS = [
     {"aio"},          # the package pylog/aio/: asyncio clients over a Log
     {"mirrorstats", "mirrortokafka", "mirrorfromkafka", "mirror"},   # Kafka mirroring
     {"__init__"},
-    # loginfo: pylog info's summaries; metricsprom: Prometheus format (an extra)
-    {"verify", "loginfo", "demo", "demoqueue", "metricsprom"},
+    # loginfo: pylog info's summaries; metricsprom: Prometheus format (an extra);
+    # verifylive: what verify finds on a log others change, told from damage
+    {"verify", "verifylive", "loginfo", "demo", "demoqueue", "metricsprom"},
     {"cli", "__main__"},      # cli: the package pylog/cli/
 ]
 RANK = {m: i for i, layer in enumerate(LAYERS) for m in layer}

@@ -755,3 +755,32 @@ def test_a_reject_pending_across_a_delete_dead_letters_nothing_new(logdir):
             assert r.poll(timeout=0.5) == []
         assert sorted(_accept(c, 5)) == [b"new-%d" % i for i in range(5)]
         c.close()
+
+
+@pytest.mark.parametrize("group", [None, "g"], ids=["no group", "group"])
+def test_a_topic_made_again_with_fewer_partitions_is_read(logdir, group):
+    """A subscribed consumer's partition count (cached a second) still
+    named partitions the topic made again lacks: its poll raised
+    PartitionNotFound ("there is no partition 2") instead of reading."""
+    a = pylog.open(logdir, sync="never")
+    reader = pylog.open(logdir, sync="never")
+    try:
+        a.create_topic("o", partitions=4)
+        c = reader.consumer("o", group_id=group, enable_auto_commit=False,
+                            auto_offset_reset="earliest")
+        a.producer().send_batch("o", [b"x"], partition=3)
+        got = []
+        while not got:
+            got = c.poll(timeout=1)
+        a.delete_topic("o")
+        a.create_topic("o", partitions=1)
+        a.producer().send_batch("o", [b"again"], partition=0)
+        values = []
+        deadline = time.monotonic() + 10
+        while not values and time.monotonic() < deadline:
+            values = [r.value for r in c.poll(timeout=0.2)]
+        assert values == [b"again"]
+        c.close()
+    finally:
+        reader.close()
+        a.close()

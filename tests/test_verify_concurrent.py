@@ -10,8 +10,11 @@ run verify in a loop while a writer child appends and applies retention."""
 
 import logging
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import childproc
 import pytest
@@ -269,3 +272,135 @@ def test_reader_between_a_writers_two_index_writes(tmp_path, caplog):
         assert c.offsets_for_times({tp: 0})[tp] == 0
     assert "rebuilding the indexes" not in caplog.text
     writer.close()
+# -- topics deleted and created by another process while verify runs ---------
+
+ADMIN = r"""
+import os, sys, pylog
+import pylog.topicdirs
+if sys.argv[2] == "crash-in-delete":
+    # a crash after delete_topic's metadata commit, before its directories
+    # go: the tombstone (M-11) has the next open remove them (L-5)
+    pylog.topicdirs.bury = lambda d: os._exit(9)
+elif sys.argv[2] == "stop-in-create":
+    # stopped after create_topic's metadata commit, before the directory
+    # of its first partition is made; the test's SIGCONT goes on
+    import signal, pylog.partition
+    made = pylog.partition.Partition.__init__
+    def stopping(self, root, topic, index, *a, **kw):
+        if topic == "c" and index == 0:
+            print("creating", flush=True)
+            os.kill(os.getpid(), signal.SIGSTOP)
+        made(self, root, topic, index, *a, **kw)
+    pylog.partition.Partition.__init__ = stopping
+log = pylog.open(sys.argv[1], sync="never")
+print("ready", flush=True)
+for line in sys.stdin:
+    cmd, name = line.split()
+    if cmd == "delete":
+        log.delete_topic(name)
+    elif cmd == "create":
+        log.create_topic(name, partitions=2)
+        c = log.consumer(name, group_id="g", auto_offset_reset="earliest")
+        log.producer().send(name, b"x", partition=0)
+        while not c.poll(timeout=0.5):
+            pass
+        c.commit()
+        c.close()
+    print("done", flush=True)
+"""
+
+
+@pytest.fixture
+def admin(logdir, request):
+    """Topics "a" and "b" (two partitions, a record each) and a child
+    process that deletes or creates a topic when told ("delete b")."""
+    with pylog.open(logdir, sync="never") as log:
+        for t in ("a", "b"):
+            log.create_topic(t, partitions=2)
+            log.producer().send_batch(t, [b"r"], partition=0)
+    mode = getattr(request, "param", "")
+    proc = childproc.start(ADMIN, logdir, mode or "-", env=_env(), stdin=subprocess.PIPE)
+    try:
+        childproc.expect(proc, b"ready")
+
+        def command(line: str) -> None:
+            proc.stdin.write(line.encode() + b"\n")
+            proc.stdin.flush()
+            if mode == "crash-in-delete":
+                assert proc.wait(30) == 9, childproc.stderr_tail(proc)
+            elif mode == "stop-in-create":
+                childproc.expect(proc, b"creating")
+            else:
+                childproc.expect(proc, b"done")
+        command.proc = proc
+        yield command
+    finally:
+        if proc.poll() is None:
+            proc.stdin.close()
+            assert proc.wait(30) == 0, childproc.stderr_tail(proc)
+
+
+def _is_b(root, meta, t, *a):
+    return t == "b"
+
+
+@pytest.mark.parametrize("where", ["before its partitions", "inside a partition"])
+def test_a_topic_deleted_while_verify_runs_is_no_problem(logdir, admin, monkeypatch, where):
+    """``pylog verify`` of a live log reported "partition directory is
+    missing" (exit 1), or failed (exit 2), for a topic another process
+    deleted after verify read the topics: a delete is no damage."""
+    if where == "before its partitions":
+        hook(monkeypatch, verify, "_verify_partition", lambda: admin("delete b"),
+             when=_is_b)
+    else:
+        hook(monkeypatch, verify, "_verify_topic_id", lambda: admin("delete b"),
+             when=lambda d, *a: os.path.basename(d) == "b-0")
+    assert verify_log(logdir) == []
+
+
+def test_a_topic_created_while_verify_runs_is_no_problem(logdir, admin, monkeypatch):
+    """Its directories were "not in the metadata" and a group's commit on
+    it was "a committed offset for c-0, which does not exist"."""
+    hook(monkeypatch, pylog.metadata.Metadata, "groups_with_offsets",
+         lambda: admin("create c"))
+    assert verify_log(logdir) == []
+    assert sorted(n for n in os.listdir(logdir) if n.startswith("c-")) == ["c-0", "c-1"]
+
+
+@pytest.mark.parametrize("admin", ["crash-in-delete"], indirect=True)
+def test_directories_of_a_deleted_topic_not_yet_removed_are_no_problem(logdir, admin):
+    admin("delete b")
+    assert os.path.isdir(os.path.join(logdir, "b-0"))      # the crash left them
+    assert verify_log(logdir) == []
+    with pylog.open(logdir, sync="never"):
+        pass                                      # the next open removes them
+    assert not os.path.exists(os.path.join(logdir, "b-0"))
+    os.makedirs(os.path.join(logdir, "b-0"))      # made by hand: reported
+    assert [p.message for p in verify_log(logdir)] == [
+        "partition directory is not in the metadata (no such topic or partition)"]
+
+
+@pytest.mark.parametrize("admin", ["stop-in-create"], indirect=True)
+def test_a_topic_being_created_while_verify_runs_is_no_problem(logdir, admin, monkeypatch):
+    """A topic in the metadata whose directories its creator had not made
+    yet was "partition directory is missing": on a live log a partition
+    with problems is checked again before they count."""
+    admin("create c")
+    proc = admin.proc
+    deadline = time.monotonic() + 10
+    while _proc_state(proc.pid) != "T" and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+    def go_on():
+        os.kill(proc.pid, signal.SIGCONT)
+        childproc.expect(proc, b"done")
+    hook(monkeypatch, verify, "_verify_partition", go_on, after=True,
+         when=lambda root, meta, t, *a: t == "c")
+    assert verify_log(logdir) == []
+    shutil.rmtree(os.path.join(logdir, "c-1"))       # by hand: reported
+    assert [p.message for p in verify_log(logdir)] == ["partition directory is missing"]
+
+
+def _proc_state(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]

@@ -133,6 +133,15 @@ def cmd_tail(args) -> int:
                     consumer.poll(0.1, max_records=1)
                 owned = sorted(consumer.assignment())
                 _position(consumer, owned, args, explicit_only=True)
+        elif follow and args.partition is None:
+            # subscribed, without a group: partitions added while it
+            # follows are read too, and a topic deleted and made again is
+            # followed into the new one; what appears later is read from
+            # its start ("earliest"), only the partitions of now are
+            # positioned as asked
+            consumer = log.consumer(args.topic, enable_auto_commit=False,
+                                    auto_offset_reset="earliest")
+            _position(consumer, tps, args, explicit_only=False)
         else:
             consumer = log.consumer(enable_auto_commit=False)
             consumer.assign(tps)
