@@ -563,66 +563,70 @@ def describe_share_groups(log: Any) -> list[dict[str, Any]]:
     now = int(time.time() * 1000)
     sdir = os.path.join(log.path, "meta", "share")
     live_fd = _liveness_probe(log)
-    settings: dict[str, dict[str, Any] | None] = {}
-    for key, raw in found:
-        parts = split_okey(key[len(ss.KEY_PREFIX):])
-        if parts is None:
-            continue
-        group, topic, partition = parts
-        row: dict[str, Any] = {"group": group, "topic": topic, "partition": partition}
-        if group not in settings:
-            settings[group] = shareconfig.stored(log.meta, group)
-        row["settings"] = settings[group]           # Q-7 (None: made before them)
-        try:
-            part = log.partition(topic, partition)
-            st: Any = part.state()
-        except PylogError:
-            st = None
-        snap = ss.snapshot(os.path.join(sdir, ss.file_name(key)), key,
-                           None if st is None else st.log_start_offset)
-        if snap is not None and live_fd >= 0:
-            alive: dict[int, bool] = {}
-            for h in snap["held"]:
-                tok = h["owner_token"]
-                if tok not in alive:
-                    alive[tok] = ss.token_alive(live_fd, tok)
-                h["owner_alive"] = alive[tok]
-        if snap is None:
-            _seq, spso, runs = ss.decode_state(raw, f"{group}/{topic}-{partition}")
-            speo = runs[-1][1] + 1 if runs else spso
-            # (from the log start on: below it, the next acquisition finds
-            # the records lost, Q-4)
-            lo = 0 if st is None else st.log_start_offset
+    # (closed on every way out: a snapshot out of descriptors raises,
+    # and the probe left open would keep the process out of them)
+    try:
+        settings: dict[str, dict[str, Any] | None] = {}
+        for key, raw in found:
+            parts = split_okey(key[len(ss.KEY_PREFIX):])
+            if parts is None:
+                continue
+            group, topic, partition = parts
+            row: dict[str, Any] = {"group": group, "topic": topic, "partition": partition}
+            if group not in settings:
+                settings[group] = shareconfig.stored(log.meta, group)
+            row["settings"] = settings[group]           # Q-7 (None: made before them)
+            try:
+                part = log.partition(topic, partition)
+                st: Any = part.state()
+            except PylogError:
+                st = None
+            snap = ss.snapshot(os.path.join(sdir, ss.file_name(key)), key,
+                               None if st is None else st.log_start_offset)
+            if snap is not None and live_fd >= 0:
+                alive: dict[int, bool] = {}
+                for h in snap["held"]:
+                    tok = h["owner_token"]
+                    if tok not in alive:
+                        alive[tok] = ss.token_alive(live_fd, tok)
+                    h["owner_alive"] = alive[tok]
+            if snap is None:
+                _seq, spso, runs = ss.decode_state(raw, f"{group}/{topic}-{partition}")
+                speo = runs[-1][1] + 1 if runs else spso
+                # (from the log start on: below it, the next acquisition finds
+                # the records lost, Q-4)
+                lo = 0 if st is None else st.log_start_offset
 
-            def count(state: int) -> int:
-                return sum(max(0, r[1] - max(r[0], lo) + 1) for r in runs if r[2] == state)
-            snap = {"spso": spso, "speo": speo, "acquired": 0, "held": [],
-                    "delayed": count(ss.DELAYED), "available": count(ss.AVAILABLE),
-                    "dead_lettering": count(ss.DEAD_LETTERING),
-                    "acknowledged_in_window": count(ss.ACKNOWLEDGED),
-                    "archived_total": None, "lost_to_retention": None}
-        row.update(snap)
-        first, cap = row.pop("first", None), row.pop("capacity", None)
-        row["blocked_by"] = None
-        row["oldest_unacknowledged_age_ms"] = None
-        if st is None:
-            row["end_offset"] = None
+                def count(state: int) -> int:
+                    return sum(max(0, r[1] - max(r[0], lo) + 1) for r in runs if r[2] == state)
+                snap = {"spso": spso, "speo": speo, "acquired": 0, "held": [],
+                        "delayed": count(ss.DELAYED), "available": count(ss.AVAILABLE),
+                        "dead_lettering": count(ss.DEAD_LETTERING),
+                        "acknowledged_in_window": count(ss.ACKNOWLEDGED),
+                        "archived_total": None, "lost_to_retention": None}
+            row.update(snap)
+            first, cap = row.pop("first", None), row.pop("capacity", None)
+            row["blocked_by"] = None
+            row["oldest_unacknowledged_age_ms"] = None
+            if st is None:
+                row["end_offset"] = None
+                out.append(row)
+                continue
+            end = row["end_offset"] = st.next_offset
+            # never delivered yet: those retention deleted are not available but
+            # lost, as the next acquisition will count them (Q-4, trim_to_log);
+            # an operator looks when the workers are down, before any acquisition
+            log_start = min(max(st.log_start_offset, row["speo"]), end)
+            row["available"] += end - log_start
+            if row["lost_to_retention"] is not None:
+                row["lost_to_retention"] += max(0, log_start - row["speo"])
+            row["blocked_by"] = _blocked_by(row, end, first, cap)
+            row["oldest_unacknowledged_age_ms"] = _oldest_age(
+                part, max(row["spso"], st.log_start_offset), end, now)
             out.append(row)
-            continue
-        end = row["end_offset"] = st.next_offset
-        # never delivered yet: those retention deleted are not available but
-        # lost, as the next acquisition will count them (Q-4, trim_to_log);
-        # an operator looks when the workers are down, before any acquisition
-        log_start = min(max(st.log_start_offset, row["speo"]), end)
-        row["available"] += end - log_start
-        if row["lost_to_retention"] is not None:
-            row["lost_to_retention"] += max(0, log_start - row["speo"])
-        row["blocked_by"] = _blocked_by(row, end, first, cap)
-        row["oldest_unacknowledged_age_ms"] = _oldest_age(
-            part, max(row["spso"], st.log_start_offset), end, now)
-        out.append(row)
-    if live_fd >= 0:
-        os.close(live_fd)
+    finally:
+        if live_fd >= 0:
+            os.close(live_fd)
     return out
 
 

@@ -151,6 +151,25 @@ def test_share_views_out_of_descriptors_raise(logdir, spare):
         worker.close()
 
 
+def test_share_view_out_of_descriptors_closes_its_probe(logdir):
+    """share_groups() out of descriptors at a share file's read (its
+    liveness probe took the last one) raised, but left the probe open:
+    each call kept one more descriptor, so the process stayed out of them."""
+    with pylog.open(logdir, sync="never") as log:
+        log.create_topic("jobs", partitions=1)
+        log.producer().send_batch("jobs", [b"job"] * 2)
+        worker = log.share_consumer("jobs", group_id="w", auto_offset_reset="earliest")
+        assert len(worker.poll(timeout_ms=100)) == 2
+        hog = UsedUp(8, 1)
+        try:
+            with pytest.raises(TooManyOpenFilesError, match="read the share state"):
+                log.share_groups()
+            os.close(os.open(os.devnull, os.O_RDONLY))      # the spare is free again
+        finally:
+            hog.free()
+        worker.close()
+
+
 CHILD_ACCEPTS_AND_DIES = """
 import os, signal, sys
 import pylog
