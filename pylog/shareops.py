@@ -387,12 +387,19 @@ class ShareFiles:
             self._files[key] = f
             self._users[id(f)] = 1
         # a new share group is listed (share_groups, pylog queues) at once
-        if meta.info_get(key, "read share state") is None:
-            with f.locked():
-                seq, spso, runs = f.runs_locked()
-            meta.info_update([key], "register a share group", lambda now: {}
-                             if now[key] is not None else
-                             {key: ss.encode_state(-1, spso, runs)})
+        try:
+            if meta.info_get(key, "read share state") is None:
+                with f.locked():
+                    seq, spso, runs = f.runs_locked()
+                meta.info_update([key], "register a share group", lambda now: {}
+                                 if now[key] is not None else
+                                 {key: ss.encode_state(-1, spso, runs)})
+        except BaseException:
+            # (the caller never gets it: counted, it would never be closed)
+            with self._mutex:
+                if self._files.get(key) is f:
+                    self._users[id(f)] -= 1
+            raise
         return f
 
     def release(self, files: list[ss.ShareFile]) -> None:

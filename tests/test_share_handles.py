@@ -262,3 +262,38 @@ def test_close_with_the_metadata_busy_keeps_the_file_for_later(logdir, child_env
             # the state reached LMDB: 0-2 accepted, 3 released at close
             assert [(r.offset, r.delivery_count) for r in again.poll(timeout_ms=50)] \
                 == [(3, 2)]
+
+
+def test_share_file_whose_registration_failed_is_closed_later(logdir, child_env):
+    """A new group's share file opened, then its registration in the
+    metadata failed (MetadataBusyError: another process stopped inside a
+    metadata transaction): the file stayed counted as used by a consumer
+    that never got it, so it was never closed — not by the consumer's
+    close, nor by any checkpoint — until the Log closed."""
+    import signal
+    import subprocess
+    import sys
+
+    import childproc
+    with pylog.open(logdir, sync="never", metadata_timeout=0.3) as log:
+        log.create_topic("jobs", partitions=1)
+        log.producer().send_batch("jobs", [b"job"] * 3)
+        worker = log.share_consumer("jobs", group_id="w", auto_offset_reset="earliest",
+                                    acknowledgement_mode="implicit")
+        child = subprocess.Popen([sys.executable, "-c", HOLDER, logdir], env=child_env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        try:
+            childproc.expect(child, b"holding")
+            os.kill(child.pid, signal.SIGSTOP)
+            with pytest.raises(pylog.MetadataBusyError):
+                worker.poll(timeout_ms=0)
+        finally:
+            child.kill()
+            os.kill(child.pid, signal.SIGCONT)
+            child.wait(10)
+        assert len(worker.poll(timeout_ms=100)) == 3
+        fds = open_fds()
+        worker.close()
+        log.checkpoint_commits()
+        assert log.share_files()._files == {}
+        assert open_fds() < fds                 # the file's descriptor closed
