@@ -331,10 +331,11 @@ class ShareFiles:
         # an idle file kept open would hold two descriptors and a map until
         # the Log closes, and a process making consumers of many groups
         # would run out of them
+        # (a checkpoint counts as a user while it reads a file: a file is
+        # never closed under one, nor before its state reached LMDB; no lock
+        # is held across checkpoints, which wait for files' locks another
+        # process may hold long: one file's must not stall the others')
         self._users: dict[int, int] = {}
-        # held by checkpoints and by closing idle files: a file is never
-        # closed under a checkpoint, nor before its state reached LMDB
-        self._closing = threading.Lock()
         # files of deleted incarnations, dropped from _files: a consumer of
         # this Log may still be inside one, so they are closed with the Log
         self._retired: list[ss.ShareFile] = []
@@ -416,18 +417,17 @@ class ShareFiles:
                     if n == 1:
                         idle.append(f)
         if idle:
-            with self._closing:
-                try:
-                    self._checkpoint(idle)
-                except PylogError as exc:
-                    _log.warning("share state not checkpointed at a consumer's close, "
-                                 "kept open for the next checkpoint: %s", exc)
-                    return
-                self._close_idle(idle)
+            try:
+                self._checkpoint(idle)
+            except PylogError as exc:
+                _log.warning("share state not checkpointed at a consumer's close, "
+                             "kept open for the next checkpoint: %s", exc)
+                return
+            self._close_idle(idle)
 
     def _close_idle(self, files: list[ss.ShareFile]) -> None:
-        """Close those of ``files`` no consumer uses whose state LMDB has.
-        Under self._closing."""
+        """Close those of ``files`` no consumer (nor checkpoint) uses
+        whose state LMDB has."""
         with self._mutex:
             idle = [f for f in files if self._files.get(f.key) is f
                     and self._users.get(id(f)) == 0 and f.head[ss.SEQ] == f.head[ss.CKPT]]
@@ -442,17 +442,31 @@ class ShareFiles:
         stored seq), after the records this process wrote (dead-letter
         copies) are durable. Returns how many were copied. Every file's
         (``only`` None) closes those no consumer uses any more."""
-        with self._closing:
-            n = self._checkpoint(only)
-            if only is None:
-                with self._mutex:
-                    idle = [f for f in self._files.values() if not self._users.get(id(f))]
-                self._close_idle(idle)
-            return n
+        n = self._checkpoint(only)
+        if only is None:
+            with self._mutex:
+                idle = [f for f in self._files.values() if not self._users.get(id(f))]
+            self._close_idle(idle)
+        return n
 
     def _checkpoint(self, only: list[ss.ShareFile] | None) -> int:
         with self._mutex:
             files = list(self._files.values()) if only is None else only
+            pinned = [f for f in files if self._files.get(f.key) is f]
+            for f in pinned:        # (a user until done: not closed under it)
+                self._users[id(f)] += 1
+            # (neither open here nor retired: closed idle meanwhile, its
+            # state in LMDB; it may be closing now, in another thread)
+            files = pinned + [f for f in files if any(f is r for r in self._retired)]
+        try:
+            return self._checkpoint_pinned(files)
+        finally:
+            with self._mutex:
+                for f in pinned:
+                    if self._files.get(f.key) is f:
+                        self._users[id(f)] -= 1
+
+    def _checkpoint_pinned(self, files: list[ss.ShareFile]) -> int:
         snaps = []
         for f in files:
             if f.fd < 0 or f.head[ss.SEQ] == f.head[ss.CKPT]:
