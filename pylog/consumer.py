@@ -45,6 +45,7 @@ from .consumerargs import (
     as_tps,
     assign_starts,
     check_options,
+    check_start,
     commit_offsets,
     poll_timeout,
     topic_list,
@@ -271,8 +272,8 @@ class Consumer(Positions, Fetching):
         given = list(partitions)
         tps = as_tps((given,))
         starts = assign_starts(given)
-        for tp in tps:
-            self._log.partition(tp.topic, tp.partition)   # validates
+        for tp in tps:      # (validates, changing nothing yet)
+            check_start(self._log.partition(*tp), tp, starts.get(tp), self._resets.policy)
         if self._subscription or self._pattern:
             raise InvalidArgument("assign after subscribe(); call unsubscribe() first")
         self._manual = tps

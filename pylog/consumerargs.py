@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .config import validate_group_id
-from .errors import InvalidArgument, ReadOnlyLog
+from .errors import InvalidArgument, OffsetOutOfRange, ReadOnlyLog
 from .offsetreset import OFFSET_RESETS
 from .records import Record, TopicPartition
 
@@ -69,6 +69,8 @@ def assign_starts(partitions: list[Any]) -> dict[TopicPartition, int | str]:
                 or off in (_OFFSET_STORED, _OFFSET_INVALID):
             continue
         tp = as_tp(p)
+        if off >= 1 << 63:
+            raise InvalidArgument(f"assign {tp}: offset {off}; expected one in [0, 2**63)")
         if off >= 0:
             out[tp] = off
         elif off in (_OFFSET_BEGINNING, _OFFSET_END):
@@ -77,6 +79,19 @@ def assign_starts(partitions: list[Any]) -> dict[TopicPartition, int | str]:
             raise InvalidArgument(f"assign {tp}: offset {off} (OFFSET_TAIL?) is not "
                                   "supported; seek() after assign() instead")
     return out
+
+
+def check_start(part: Any, tp: TopicPartition, start: int | str | None,
+                policy: str) -> None:
+    """assign()'s check of where ``tp`` (``part``) starts, before anything
+    changes: OffsetOutOfRange for an offset retention deleted, with the
+    ``auto_offset_reset`` ``policy`` "none" (as seek() raises)."""
+    if isinstance(start, int) and policy == "none":
+        log_start = part.state().log_start_offset
+        if start < log_start:
+            raise OffsetOutOfRange(
+                f"assign {tp.topic}-{tp.partition} at {start}: the log starts at "
+                f"{log_start} (older records were deleted) and auto_offset_reset='none'")
 
 
 def _offset_of(tp: TopicPartition, off: object) -> int:

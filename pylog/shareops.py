@@ -331,10 +331,11 @@ class ShareFiles:
         # an idle file kept open would hold two descriptors and a map until
         # the Log closes, and a process making consumers of many groups
         # would run out of them
+        # (a checkpoint counts as a user while it reads a file: a file is
+        # never closed under one, nor before its state reached LMDB; no lock
+        # is held across checkpoints, which wait for files' locks another
+        # process may hold long: one file's must not stall the others')
         self._users: dict[int, int] = {}
-        # held by checkpoints and by closing idle files: a file is never
-        # closed under a checkpoint, nor before its state reached LMDB
-        self._closing = threading.Lock()
         # files of deleted incarnations, dropped from _files: a consumer of
         # this Log may still be inside one, so they are closed with the Log
         self._retired: list[ss.ShareFile] = []
@@ -387,12 +388,19 @@ class ShareFiles:
             self._files[key] = f
             self._users[id(f)] = 1
         # a new share group is listed (share_groups, pylog queues) at once
-        if meta.info_get(key, "read share state") is None:
-            with f.locked():
-                seq, spso, runs = f.runs_locked()
-            meta.info_update([key], "register a share group", lambda now: {}
-                             if now[key] is not None else
-                             {key: ss.encode_state(-1, spso, runs)})
+        try:
+            if meta.info_get(key, "read share state") is None:
+                with f.locked():
+                    seq, spso, runs = f.runs_locked()
+                meta.info_update([key], "register a share group", lambda now: {}
+                                 if now[key] is not None else
+                                 {key: ss.encode_state(-1, spso, runs)})
+        except BaseException:
+            # (the caller never gets it: counted, it would never be closed)
+            with self._mutex:
+                if self._files.get(key) is f:
+                    self._users[id(f)] -= 1
+            raise
         return f
 
     def release(self, files: list[ss.ShareFile]) -> None:
@@ -409,18 +417,17 @@ class ShareFiles:
                     if n == 1:
                         idle.append(f)
         if idle:
-            with self._closing:
-                try:
-                    self._checkpoint(idle)
-                except PylogError as exc:
-                    _log.warning("share state not checkpointed at a consumer's close, "
-                                 "kept open for the next checkpoint: %s", exc)
-                    return
-                self._close_idle(idle)
+            try:
+                self._checkpoint(idle)
+            except PylogError as exc:
+                _log.warning("share state not checkpointed at a consumer's close, "
+                             "kept open for the next checkpoint: %s", exc)
+                return
+            self._close_idle(idle)
 
     def _close_idle(self, files: list[ss.ShareFile]) -> None:
-        """Close those of ``files`` no consumer uses whose state LMDB has.
-        Under self._closing."""
+        """Close those of ``files`` no consumer (nor checkpoint) uses
+        whose state LMDB has."""
         with self._mutex:
             idle = [f for f in files if self._files.get(f.key) is f
                     and self._users.get(id(f)) == 0 and f.head[ss.SEQ] == f.head[ss.CKPT]]
@@ -435,17 +442,31 @@ class ShareFiles:
         stored seq), after the records this process wrote (dead-letter
         copies) are durable. Returns how many were copied. Every file's
         (``only`` None) closes those no consumer uses any more."""
-        with self._closing:
-            n = self._checkpoint(only)
-            if only is None:
-                with self._mutex:
-                    idle = [f for f in self._files.values() if not self._users.get(id(f))]
-                self._close_idle(idle)
-            return n
+        n = self._checkpoint(only)
+        if only is None:
+            with self._mutex:
+                idle = [f for f in self._files.values() if not self._users.get(id(f))]
+            self._close_idle(idle)
+        return n
 
     def _checkpoint(self, only: list[ss.ShareFile] | None) -> int:
         with self._mutex:
             files = list(self._files.values()) if only is None else only
+            pinned = [f for f in files if self._files.get(f.key) is f]
+            for f in pinned:        # (a user until done: not closed under it)
+                self._users[id(f)] += 1
+            # (neither open here nor retired: closed idle meanwhile, its
+            # state in LMDB; it may be closing now, in another thread)
+            files = pinned + [f for f in files if any(f is r for r in self._retired)]
+        try:
+            return self._checkpoint_pinned(files)
+        finally:
+            with self._mutex:
+                for f in pinned:
+                    if self._files.get(f.key) is f:
+                        self._users[id(f)] -= 1
+
+    def _checkpoint_pinned(self, files: list[ss.ShareFile]) -> int:
         snaps = []
         for f in files:
             if f.fd < 0 or f.head[ss.SEQ] == f.head[ss.CKPT]:
@@ -563,66 +584,70 @@ def describe_share_groups(log: Any) -> list[dict[str, Any]]:
     now = int(time.time() * 1000)
     sdir = os.path.join(log.path, "meta", "share")
     live_fd = _liveness_probe(log)
-    settings: dict[str, dict[str, Any] | None] = {}
-    for key, raw in found:
-        parts = split_okey(key[len(ss.KEY_PREFIX):])
-        if parts is None:
-            continue
-        group, topic, partition = parts
-        row: dict[str, Any] = {"group": group, "topic": topic, "partition": partition}
-        if group not in settings:
-            settings[group] = shareconfig.stored(log.meta, group)
-        row["settings"] = settings[group]           # Q-7 (None: made before them)
-        try:
-            part = log.partition(topic, partition)
-            st: Any = part.state()
-        except PylogError:
-            st = None
-        snap = ss.snapshot(os.path.join(sdir, ss.file_name(key)), key,
-                           None if st is None else st.log_start_offset)
-        if snap is not None and live_fd >= 0:
-            alive: dict[int, bool] = {}
-            for h in snap["held"]:
-                tok = h["owner_token"]
-                if tok not in alive:
-                    alive[tok] = ss.token_alive(live_fd, tok)
-                h["owner_alive"] = alive[tok]
-        if snap is None:
-            _seq, spso, runs = ss.decode_state(raw, f"{group}/{topic}-{partition}")
-            speo = runs[-1][1] + 1 if runs else spso
-            # (from the log start on: below it, the next acquisition finds
-            # the records lost, Q-4)
-            lo = 0 if st is None else st.log_start_offset
+    # (closed on every way out: a snapshot out of descriptors raises,
+    # and the probe left open would keep the process out of them)
+    try:
+        settings: dict[str, dict[str, Any] | None] = {}
+        for key, raw in found:
+            parts = split_okey(key[len(ss.KEY_PREFIX):])
+            if parts is None:
+                continue
+            group, topic, partition = parts
+            row: dict[str, Any] = {"group": group, "topic": topic, "partition": partition}
+            if group not in settings:
+                settings[group] = shareconfig.stored(log.meta, group)
+            row["settings"] = settings[group]           # Q-7 (None: made before them)
+            try:
+                part = log.partition(topic, partition)
+                st: Any = part.state()
+            except PylogError:
+                st = None
+            snap = ss.snapshot(os.path.join(sdir, ss.file_name(key)), key,
+                               None if st is None else st.log_start_offset)
+            if snap is not None and live_fd >= 0:
+                alive: dict[int, bool] = {}
+                for h in snap["held"]:
+                    tok = h["owner_token"]
+                    if tok not in alive:
+                        alive[tok] = ss.token_alive(live_fd, tok)
+                    h["owner_alive"] = alive[tok]
+            if snap is None:
+                _seq, spso, runs = ss.decode_state(raw, f"{group}/{topic}-{partition}")
+                speo = runs[-1][1] + 1 if runs else spso
+                # (from the log start on: below it, the next acquisition finds
+                # the records lost, Q-4)
+                lo = 0 if st is None else st.log_start_offset
 
-            def count(state: int) -> int:
-                return sum(max(0, r[1] - max(r[0], lo) + 1) for r in runs if r[2] == state)
-            snap = {"spso": spso, "speo": speo, "acquired": 0, "held": [],
-                    "delayed": count(ss.DELAYED), "available": count(ss.AVAILABLE),
-                    "dead_lettering": count(ss.DEAD_LETTERING),
-                    "acknowledged_in_window": count(ss.ACKNOWLEDGED),
-                    "archived_total": None, "lost_to_retention": None}
-        row.update(snap)
-        first, cap = row.pop("first", None), row.pop("capacity", None)
-        row["blocked_by"] = None
-        row["oldest_unacknowledged_age_ms"] = None
-        if st is None:
-            row["end_offset"] = None
+                def count(state: int) -> int:
+                    return sum(max(0, r[1] - max(r[0], lo) + 1) for r in runs if r[2] == state)
+                snap = {"spso": spso, "speo": speo, "acquired": 0, "held": [],
+                        "delayed": count(ss.DELAYED), "available": count(ss.AVAILABLE),
+                        "dead_lettering": count(ss.DEAD_LETTERING),
+                        "acknowledged_in_window": count(ss.ACKNOWLEDGED),
+                        "archived_total": None, "lost_to_retention": None}
+            row.update(snap)
+            first, cap = row.pop("first", None), row.pop("capacity", None)
+            row["blocked_by"] = None
+            row["oldest_unacknowledged_age_ms"] = None
+            if st is None:
+                row["end_offset"] = None
+                out.append(row)
+                continue
+            end = row["end_offset"] = st.next_offset
+            # never delivered yet: those retention deleted are not available but
+            # lost, as the next acquisition will count them (Q-4, trim_to_log);
+            # an operator looks when the workers are down, before any acquisition
+            log_start = min(max(st.log_start_offset, row["speo"]), end)
+            row["available"] += end - log_start
+            if row["lost_to_retention"] is not None:
+                row["lost_to_retention"] += max(0, log_start - row["speo"])
+            row["blocked_by"] = _blocked_by(row, end, first, cap)
+            row["oldest_unacknowledged_age_ms"] = _oldest_age(
+                part, max(row["spso"], st.log_start_offset), end, now)
             out.append(row)
-            continue
-        end = row["end_offset"] = st.next_offset
-        # never delivered yet: those retention deleted are not available but
-        # lost, as the next acquisition will count them (Q-4, trim_to_log);
-        # an operator looks when the workers are down, before any acquisition
-        log_start = min(max(st.log_start_offset, row["speo"]), end)
-        row["available"] += end - log_start
-        if row["lost_to_retention"] is not None:
-            row["lost_to_retention"] += max(0, log_start - row["speo"])
-        row["blocked_by"] = _blocked_by(row, end, first, cap)
-        row["oldest_unacknowledged_age_ms"] = _oldest_age(
-            part, max(row["spso"], st.log_start_offset), end, now)
-        out.append(row)
-    if live_fd >= 0:
-        os.close(live_fd)
+    finally:
+        if live_fd >= 0:
+            os.close(live_fd)
     return out
 
 

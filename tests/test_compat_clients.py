@@ -510,3 +510,28 @@ def test_confluent_assign_starts_at_the_offset_its_partitions_carry(tmp_path):
         with pytest.raises(pylog.InvalidArgument, match="OFFSET_TAIL"):
             c.assign([ck.TopicPartition("t", 0, ck.OFFSET_END - 2000 - 3)])
         assert c.assignment() == {tp}
+
+
+def test_a_refused_assign_changes_nothing(tmp_path):
+    """assign() checked a partition's start offset only when it sought
+    there, after the assignment (and the seeks of the partitions before)
+    had changed: an offset past 2**63, or one retention deleted with
+    auto_offset_reset="none", raised but left the new assignment."""
+    class Carrying:         # (confluent-kafka's TopicPartition's shape)
+        def __init__(self, topic, partition, offset):
+            self.topic, self.partition, self.offset = topic, partition, offset
+
+    with pylog.open(tmp_path) as log:
+        log.create_topic("t", partitions=2)
+        log.producer().send_batch("t", [b"x"] * 5, partition=0)
+        log.delete_records({pylog.TopicPartition("t", 0): 3})
+        t0, t1 = pylog.TopicPartition("t", 0), pylog.TopicPartition("t", 1)
+        c = log.consumer(auto_offset_reset="none")
+        c.assign([Carrying("t", 0, 4)])
+        with pytest.raises(pylog.InvalidArgument, match="2\\*\\*63"):
+            c.assign([Carrying("t", 0, 3), Carrying("t", 1, 1 << 63)])
+        with pytest.raises(pylog.OffsetOutOfRange):
+            c.assign([Carrying("t", 1, 0), Carrying("t", 0, 1)])
+        assert c.assignment() == {t0}
+        assert c.position(t0) == 4
+        assert t1 not in c.assignment()

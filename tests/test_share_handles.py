@@ -151,6 +151,25 @@ def test_share_views_out_of_descriptors_raise(logdir, spare):
         worker.close()
 
 
+def test_share_view_out_of_descriptors_closes_its_probe(logdir):
+    """share_groups() out of descriptors at a share file's read (its
+    liveness probe took the last one) raised, but left the probe open:
+    each call kept one more descriptor, so the process stayed out of them."""
+    with pylog.open(logdir, sync="never") as log:
+        log.create_topic("jobs", partitions=1)
+        log.producer().send_batch("jobs", [b"job"] * 2)
+        worker = log.share_consumer("jobs", group_id="w", auto_offset_reset="earliest")
+        assert len(worker.poll(timeout_ms=100)) == 2
+        hog = UsedUp(8, 1)
+        try:
+            with pytest.raises(TooManyOpenFilesError, match="read the share state"):
+                log.share_groups()
+            os.close(os.open(os.devnull, os.O_RDONLY))      # the spare is free again
+        finally:
+            hog.free()
+        worker.close()
+
+
 CHILD_ACCEPTS_AND_DIES = """
 import os, signal, sys
 import pylog
@@ -243,3 +262,100 @@ def test_close_with_the_metadata_busy_keeps_the_file_for_later(logdir, child_env
             # the state reached LMDB: 0-2 accepted, 3 released at close
             assert [(r.offset, r.delivery_count) for r in again.poll(timeout_ms=50)] \
                 == [(3, 2)]
+
+
+def test_share_file_whose_registration_failed_is_closed_later(logdir, child_env):
+    """A new group's share file opened, then its registration in the
+    metadata failed (MetadataBusyError: another process stopped inside a
+    metadata transaction): the file stayed counted as used by a consumer
+    that never got it, so it was never closed — not by the consumer's
+    close, nor by any checkpoint — until the Log closed."""
+    import signal
+    import subprocess
+    import sys
+
+    import childproc
+    with pylog.open(logdir, sync="never", metadata_timeout=0.3) as log:
+        log.create_topic("jobs", partitions=1)
+        log.producer().send_batch("jobs", [b"job"] * 3)
+        worker = log.share_consumer("jobs", group_id="w", auto_offset_reset="earliest",
+                                    acknowledgement_mode="implicit")
+        child = subprocess.Popen([sys.executable, "-c", HOLDER, logdir], env=child_env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        try:
+            childproc.expect(child, b"holding")
+            os.kill(child.pid, signal.SIGSTOP)
+            with pytest.raises(pylog.MetadataBusyError):
+                worker.poll(timeout_ms=0)
+        finally:
+            child.kill()
+            os.kill(child.pid, signal.SIGCONT)
+            child.wait(10)
+        assert len(worker.poll(timeout_ms=100)) == 3
+        fds = open_fds()
+        worker.close()
+        log.checkpoint_commits()
+        assert log.share_files()._files == {}
+        assert open_fds() < fds                 # the file's descriptor closed
+
+
+LOCK_HOLDER = r"""
+import sys, time, pylog
+log = pylog.open(sys.argv[1], sync="never")
+worker = log.share_consumer("tx", group_id="gx")
+f = worker._file(pylog.TopicPartition("tx", 0))
+with f.locked():
+    print("holding", flush=True)
+    time.sleep(3600)
+"""
+
+
+def test_a_share_file_locked_elsewhere_stalls_no_other_groups_close(logdir, child_env):
+    """A checkpoint waits for the lock of each share file it copies, which
+    another process may hold long (stopped, or at a dead-letter copy's
+    fdatasync). Checkpoints and the closes of share files were serialized
+    by one lock of the Log: a checkpoint (the Log's maintenance thread's)
+    waiting for group gx's file kept every other share consumer of the Log
+    — of another group, another topic — from closing until that process let
+    go (0.01 s before)."""
+    import subprocess
+    import sys
+    import threading
+
+    import childproc
+    with pylog.open(logdir, sync="never", sync_interval_ms=3_600_000) as log:
+        log.create_topic("tx")
+        log.create_topic("ty")
+        log.producer().send_batch("tx", [b"x"] * 3)
+        log.producer().send_batch("ty", [b"y"] * 3)
+        cx = log.share_consumer("tx", group_id="gx", auto_offset_reset="earliest")
+        assert len(cx.poll(timeout_ms=100)) == 3        # gx's file changed
+        cy = log.share_consumer("ty", group_id="gy", auto_offset_reset="earliest",
+                                acknowledgement_mode="implicit")
+        assert len(cy.poll(timeout_ms=100)) == 3
+        cy.commit()
+        child = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, logdir],
+                                 env=child_env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.DEVNULL)
+        try:
+            childproc.expect(child, b"holding")
+            maint = threading.Thread(target=log.checkpoint_commits, daemon=True)
+            maint.start()
+            time.sleep(0.3)                 # (waiting for gx's file's lock)
+            closer = threading.Thread(target=cy.close, daemon=True)
+            closer.start()
+            closer.join(10)
+            assert not closer.is_alive()
+            assert maint.is_alive()         # (still waiting: the child holds on)
+        finally:
+            child.kill()
+            child.wait(10)
+            child.stdout.close()
+        maint.join(10)
+        assert not maint.is_alive()
+        cx.close()
+        log.checkpoint_commits()
+        assert log.share_files()._files == {}
+    with pylog.open(logdir, sync="never") as log:
+        with log.share_consumer("ty", group_id="gy") as again:
+            assert again.poll(timeout_ms=50) == []     # gy's accepts were stored
