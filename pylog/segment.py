@@ -250,19 +250,23 @@ class Segment:
         self._index_fds = (-1, -1)
 
     def unmap(self) -> None:
-        for ptr in (self._wptr, self._rptr):
+        # The fields are cleared first: a Ctrl-C the application catches
+        # may land between any two lines, and a closed map or a released
+        # pointer left in them would fail every later append (a map
+        # dropped before its close is closed when it is collected)
+        ptrs, m = (self._wptr, self._rptr), self._map
+        self._wptr = self._rptr = self._map = None
+        self._map_len = 0
+        for ptr in ptrs:
             if ptr is not None:
                 _native.release(ptr)
-        self._wptr = self._rptr = None
-        if self._map is not None:
+        if m is not None:
             try:
-                self._map.close()
+                m.close()
             except BufferError:
                 if self.writable:
                     raise           # only reader maps are ever held
                 # held (hold()): unmapped when the holder lets go
-            self._map = None
-            self._map_len = 0
 
     def preallocate(self, size: int) -> None:
         """Reserve blocks up to ``size`` bytes (ENOSPC surfaces here, G8)."""
