@@ -349,7 +349,7 @@ class ShareConsumer:
             try:
                 out.extend(self._records(tp, part, got))
             except (TooManyOpenFilesError, TooManyMapsError):
-                ops.give_back(f, self._owner_in, tp, got)   # not read: available now
+                ops.give_back(f, self._owner_in, tp, got, self.delivery_limit)  # (not read)
                 raise
         return True
 
@@ -593,8 +593,8 @@ class ShareConsumer:
     def kept_back(self) -> list[ss.ShareFile]:
         """The share files of partitions with acknowledgements not applied
         (with ``busy``: kept back by a lock another holds)."""
-        return [f for f in (self._files.get(TopicPartition(*k)) for k in self._pending)
-                if f is not None]
+        keys = list(self._pending)      # (one step: an apply off the loop changes it)
+        return [f for f in (self._files.get(TopicPartition(*k)) for k in keys) if f is not None]
 
     def apply_pending(self) -> None:
         """Apply the acknowledgements made since, as poll() does first (see

@@ -304,17 +304,23 @@ def release_owner(f: ss.ShareFile, owner: int, target: Target) -> None:
 
 
 def give_back(f: ss.ShareFile, owner_in: Callable[[ss.ShareFile, TopicPartition], int],
-              tp: TopicPartition, got: list[tuple[int, int]]) -> None:
+              tp: TopicPartition, got: list[tuple[int, int]], limit: int) -> None:
     """Acquired (offset, count)s ``got`` of ``tp`` that the consumer could
-    not deliver (their read failed, out of descriptors) back to Available
-    at once, not at their lock's end; their acquisition stays counted (a
-    delivery is counted when a poll acquires the record). Takes the file's
-    lock; ``owner_in(f, tp)`` is the consumer's owner number there."""
+    not deliver (their read failed, out of descriptors) back at once, not
+    at their lock's end; their acquisition stays counted (a delivery is
+    counted when a poll acquires the record). Those below the delivery
+    ``limit`` become Available; those at it keep their lock, ended now, so
+    that the next acquisition archives them as any lock ending at the
+    limit (acquired again, they would be delivered past it). Takes the
+    file's lock; ``owner_in(f, tp)`` is the consumer's owner number there."""
     with f.locked():
         owner, cap = owner_in(f, tp), f.capacity
-        f.write_batch_locked([(off, ss.AVAILABLE, f.counts[off % cap], 0) for off, _c in got
-                              if f.states[off % cap] == ss.ACQUIRED
-                              and f.owner_of[off % cap] == owner])
+        mine = [(off, f.counts[off % cap]) for off, _c in got
+                if f.states[off % cap] == ss.ACQUIRED and f.owner_of[off % cap] == owner]
+        f.write_batch_locked([(off, ss.AVAILABLE, n, 0) if n < limit else
+                              (off, ss.ACQUIRED, n, 0) for off, n in mine])
+        if any(n >= limit for _off, n in mine):
+            f.head[ss.MIN_DEADLINE] = 0
 
 
 class ShareFiles:

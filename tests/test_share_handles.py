@@ -359,3 +359,34 @@ def test_a_share_file_locked_elsewhere_stalls_no_other_groups_close(logdir, chil
     with pylog.open(logdir, sync="never") as log:
         with log.share_consumer("ty", group_id="gy") as again:
             assert again.poll(timeout_ms=50) == []     # gy's accepts were stored
+
+
+def test_a_record_given_back_at_its_delivery_limit_is_not_delivered_again(logdir):
+    """A poll acquires a record for the last delivery its limit allows,
+    then cannot read it (out of descriptors): given back, it is not handed
+    out a time more (delivery_count over delivery_limit) but archived as
+    a record whose lock ended at the limit is."""
+    with pylog.open(logdir, sync="never") as log:
+        log.create_topic("jobs", partitions=1)
+        log.producer().send("jobs", b"job")
+        worker = log.share_consumer("jobs", group_id="w", auto_offset_reset="earliest",
+                                    delivery_limit=2, dead_letter_topic="jobs.dlq")
+        worker.open_files()
+        (first,) = worker.poll(timeout_ms=0)
+        assert first.delivery_count == 1
+        worker.acknowledge(first, "release")
+        worker.commit()
+        log.partition("jobs", 0).reader.close()     # the next read must open it
+        log.handles.shrink()
+        log.partition("jobs", 0).state()            # (mapped again: the poll gets past it)
+        hog = UsedUp(32, 0)
+        try:
+            with pytest.raises(TooManyOpenFilesError):
+                worker.poll(timeout_ms=0)           # acquired (2 of 2), not read
+        finally:
+            hog.free()
+        again = worker.poll(timeout_ms=200)
+        assert [r.delivery_count for r in again] == []
+        worker.close()
+        dead = log.consumer("jobs.dlq", auto_offset_reset="earliest").poll(timeout=1.0)
+        assert [r.value for r in dead] == [b"job"]
