@@ -444,3 +444,29 @@ def test_consumer_timeout_ms_and_isolation_level(log):
         log.consumer("orders", isolation_level="bogus")
     with pytest.raises(InvalidArgument, match="consumer_timeout_ms=-1"):
         log.consumer("orders", consumer_timeout_ms=-1)
+
+
+def test_unsubscribe_of_a_pattern_subscriber_leaves_the_group(kafka_log):
+    """A review: unsubscribe() after subscribe(pattern=...) only unassigned
+    (the subscription held no names), so the consumer stayed a member and
+    the next rebalance gave it a partition back: a second member of the
+    group got 1 of the 2 partitions."""
+    log = kafka_log
+    log.create_topic("orders", partitions=2)
+    c = log.consumer(group_id="g", pattern="ord.*", auto_offset_reset="earliest",
+                     enable_auto_commit=False)
+    deadline = time.monotonic() + 30
+    while len(c.assignment()) < 2:
+        assert time.monotonic() < deadline
+        c.poll(timeout=0.5)
+    c.unsubscribe()
+    c2 = log.consumer("orders", group_id="g", auto_offset_reset="earliest",
+                      enable_auto_commit=False)
+    try:
+        deadline = time.monotonic() + 20
+        while len(c2.assignment()) < 2 and time.monotonic() < deadline:
+            c2.poll(timeout=0.5)
+        assert c2.assignment() == {TP0, TP1}
+    finally:
+        c2.close()
+        c.close()

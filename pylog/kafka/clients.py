@@ -364,6 +364,9 @@ class KafkaConsumer:
         self._unfetched_seeks: dict[tuple[str, int], int] = {}
         self._subscribed = False
         self._subscription: set[str] = set()
+        # librdkafka holds a subscription (names or a pattern): unsubscribe()
+        # must drop it, or the consumer stays a member and gets partitions
+        self._rd_subscribed = False
         self._idle_s = None if consumer_timeout_ms is None else consumer_timeout_ms / 1000.0
         self._warned_missing: set[str] = set()
         self._closed = False
@@ -388,7 +391,7 @@ class KafkaConsumer:
         if not names:
             raise InvalidArgument("subscribe needs topics or a pattern")
         self._c.subscribe(names)
-        self._subscribed = True
+        self._subscribed = self._rd_subscribed = True
         self._subscription = {topics} if isinstance(topics, str) else set(topics)
 
     def subscription(self) -> set[str]:
@@ -401,16 +404,27 @@ class KafkaConsumer:
         librdkafka commits the stored offsets at a revoke)."""
         self._check()
         try:
-            if self._has_group and self._subscription:
+            if self._rd_subscribed:
                 self._c.unsubscribe()
+                self._serve_revoke()
             else:
                 self._c.unassign()
         except self._ck.KafkaException as exc:
             raise self._error(exc, "unsubscribe") from None
-        self._subscribed = False
+        self._subscribed = self._rd_subscribed = False
         self._subscription = set()
         self._handed = []
         self._unfetched_seeks.clear()
+
+    def _serve_revoke(self) -> None:
+        """Serve the revoke librdkafka queues at an unsubscribe (it leaves
+        the group only once a poll served it, and poll() now refuses), up
+        to ADMIN_TIMEOUT_S; records it returns meanwhile are dropped (their
+        offsets were never stored)."""
+        deadline = time.monotonic() + ADMIN_TIMEOUT_S
+        while self._c.assignment() and time.monotonic() < deadline:
+            self._c.poll(0.05)
+        self._c.poll(0)
 
     def assign(self, partitions: Iterable[Any]) -> None:
         """Consume exactly these partitions; raises TopicNotFound /
