@@ -470,3 +470,26 @@ def test_unsubscribe_of_a_pattern_subscriber_leaves_the_group(kafka_log):
     finally:
         c2.close()
         c.close()
+
+
+@pytest.mark.parametrize("call, error", [
+    (lambda lg: lg.consumer(group_id="g", pattern="("), InvalidArgument),
+    (lambda lg: lg.consumer(group_id="g").subscribe(123), InvalidArgument),
+    (lambda lg: lg.consumer(group_id="g").subscribe(["bad name!"]), InvalidTopicName),
+])
+def test_subscribe_checks_its_arguments_as_a_local_consumer(log, call, error):
+    """A review: on Kafka a bad pattern raised confluent-kafka's
+    KafkaException, topics=123 a TypeError, and a bad topic name was
+    taken (a subscription that never matches)."""
+    log.create_topic("orders", partitions=2)
+    with pytest.raises(error):
+        call(log)
+
+
+def test_offsets_for_times_past_any_timestamp_is_none(log):
+    """A review: on Kafka a timestamp past int64 raised OverflowError; a
+    local consumer answers None (no record has it)."""
+    log.create_topic("orders", partitions=2)
+    c = log.consumer()
+    assert c.offsets_for_times({TP0: 2**63, TP1: 2**64}) == {TP0: None, TP1: None}
+    c.close()

@@ -284,7 +284,11 @@ class KafkaLog:
         c = self._made(KafkaConsumer(self._ck, config, max_poll_records, group_id is not None,
                                      consumer_timeout_ms))
         if group_id is not None and (topics or pattern):
-            c.subscribe(list(topics), pattern=pattern)
+            try:
+                c.subscribe(list(topics), pattern=pattern)
+            except PylogError:
+                c.close()
+                raise
         elif topics or pattern:
             names = set(topics)
             if pattern is not None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -25,7 +26,14 @@ from types import ModuleType
 from typing import Any
 
 from ..config import validate_topic_name
-from ..consumerargs import MAX_POLL_RECORDS_MAX, as_tp, as_tps, commit_offsets, poll_timeout
+from ..consumerargs import (
+    MAX_POLL_RECORDS_MAX,
+    as_tp,
+    as_tps,
+    commit_offsets,
+    poll_timeout,
+    topic_list,
+)
 from ..errors import (
     CommitFailedError,
     FlushTimeoutError,
@@ -385,14 +393,26 @@ class KafkaConsumer:
 
     def subscribe(self, topics: str | Iterable[str] = (), pattern: str | None = None) -> None:
         self._check()
-        names = [topics] if isinstance(topics, str) else list(topics)
+        # a local consumer's checks: librdkafka would take a bad name as
+        # given and raise its own KafkaException for a bad pattern
+        given = topic_list(topics)
+        for t in given:
+            validate_topic_name(t)
+        names = list(given)
         if pattern is not None:
+            try:
+                re.compile(pattern)
+            except (re.error, TypeError) as exc:
+                raise InvalidArgument(f"pattern {pattern!r} is not a regex: {exc}") from None
             names.append(f"^({pattern})$")
         if not names:
             raise InvalidArgument("subscribe needs topics or a pattern")
-        self._c.subscribe(names)
+        try:
+            self._c.subscribe(names)
+        except self._ck.KafkaException as exc:
+            raise self._error(exc, "subscribe") from None
         self._subscribed = self._rd_subscribed = True
-        self._subscription = {topics} if isinstance(topics, str) else set(topics)
+        self._subscription = set(given)
 
     def subscription(self) -> set[str]:
         """The subscribed topic names (not those a pattern matches)."""
@@ -707,12 +727,18 @@ class KafkaConsumer:
         if not asked:
             return {}
         self._known(list(asked), "offsets_for_times")
+        # past any timestamp a record can have (librdkafka takes an int64):
+        # no such record, as a local consumer answers
+        out: dict[TopicPartition, int | None] = {
+            tp: None for tp, ts in asked.items() if ts >= 1 << 63}
+        asked = {tp: ts for tp, ts in asked.items() if tp not in out}
+        if not asked:
+            return out
         try:
             got = self._c.offsets_for_times([self._tp(tp, ts) for tp, ts in asked.items()],
                                             timeout=ADMIN_TIMEOUT_S)
         except self._ck.KafkaException as exc:
             raise self._error(exc, "offsets_for_times") from None
-        out: dict[TopicPartition, int | None] = {}
         for t in got:
             if t.error is not None:
                 raise self._error(t.error, f"offsets_for_times {t.topic}-{t.partition}")
