@@ -493,3 +493,15 @@ def test_offsets_for_times_past_any_timestamp_is_none(log):
     c = log.consumer()
     assert c.offsets_for_times({TP0: 2**63, TP1: 2**64}) == {TP0: None, TP1: None}
     c.close()
+
+
+@pytest.mark.parametrize("call", [
+    lambda lg: lg.describe_group(""),
+    lambda lg: lg.producer().flush(-1),
+    lambda lg: lg.producer().flush("x"),
+])
+def test_flush_and_describe_group_check_arguments(log, call):
+    """A review: on Kafka describe_group("") raised ValueError,
+    flush("x") TypeError, and flush(-1) waited without a bound."""
+    with pytest.raises(InvalidArgument):
+        call(log)

@@ -58,7 +58,7 @@ import threading
 import weakref
 from typing import Any, TypeVar
 
-from ..config import PARTITIONS_MAX, validate_topic_name
+from ..config import PARTITIONS_MAX, validate_group_id, validate_topic_name
 from ..consumerargs import check_options
 from ..errors import (
     InvalidArgument,
@@ -308,6 +308,7 @@ class KafkaLog:
         partition (``members`` is not filled on Kafka: use the cluster's
         tools)."""
         self._open()
+        validate_group_id(group)
         ck = self._ck
         req = ck.ConsumerGroupTopicPartitions(group)
         with self._errors(f"describe_group({group!r})"):

@@ -336,6 +336,10 @@ class KafkaProducer:
 
     def flush(self, timeout: float | None = None) -> None:
         """Return when every record sent was acknowledged."""
+        if timeout is not None and (isinstance(timeout, bool) or
+                                    not isinstance(timeout, (int, float)) or timeout < 0):
+            # (librdkafka takes a negative timeout as "wait forever")
+            raise InvalidArgument(f"timeout={timeout!r}; expected seconds >= 0, or None")
         try:
             left = self._p.flush(-1 if timeout is None else timeout)
         except self._ck.KafkaException as exc:
