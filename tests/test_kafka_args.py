@@ -505,3 +505,21 @@ def test_flush_and_describe_group_check_arguments(log, call):
     flush("x") TypeError, and flush(-1) waited without a bound."""
     with pytest.raises(InvalidArgument):
         call(log)
+
+
+def test_send_batch_refused_midway_says_what_was_stored(kafka_log):
+    """A review: on Kafka a batch whose third item was over librdkafka's
+    message.max.bytes raised RecordTooLarge while the two before it were
+    queued and then stored: a retry stored them twice. The error now
+    names them (``published``, as a local send_batch's)."""
+    log = kafka_log
+    log.create_topic("orders", partitions=1)
+    p = log.producer()
+    with pytest.raises(pylog.errors.RecordTooLarge) as info:
+        p.send_batch("orders", [b"a", b"b", b"x" * (2 << 20)])
+    p.flush(10)
+    end = log.describe_topic("orders").partition_info[0].end_offset
+    published = info.value.published or []
+    assert [m.offset for m in published] == list(range(end))
+    assert end == 2
+    p.close()

@@ -322,7 +322,12 @@ class KafkaProducer:
                    timestamp_ms: int | None = None) -> list[RecordMetadata]:
         """Send ``value`` | ``(key, value)`` | ``(key, value, headers)``
         items; return once all were acknowledged (not atomic on Kafka). All
-        items are checked before any is sent: one bad item sends none."""
+        items are checked before any is sent: one bad item sends none. An
+        item librdkafka refuses when it is handed over (over its
+        message.max.bytes: RecordTooLarge) comes after those before it were
+        sent: the error's ``published`` holds their RecordMetadata once the
+        cluster acknowledged them (as a local send_batch's over several
+        partitions), so that a retry sends only the others."""
         self._check(topic, partition)
         ts = _timestamp(timestamp_ms)
         if isinstance(items, (bytes, str)) or not hasattr(items, "__iter__"):
@@ -331,7 +336,14 @@ class KafkaProducer:
         records = [self._record(*_item(item)) for item in items]
         results: list[Any] = [None] * len(records)
         for i, record in enumerate(records):
-            self._produce(topic, record, partition, ts, results, i)
+            try:
+                self._produce(topic, record, partition, ts, results, i)
+            except PylogError as exc:
+                if i:
+                    # the records before it are queued, and will be stored
+                    del results[i:]
+                    exc.published = self._wait(results)
+                raise
         return self._wait(results)
 
     def flush(self, timeout: float | None = None) -> None:
