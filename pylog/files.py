@@ -31,6 +31,7 @@ import fcntl
 import os
 import shutil
 import stat
+import struct
 
 from .errors import CorruptLogError, DiskFullError, LogOSError, PylogError
 
@@ -164,12 +165,54 @@ def allocate_once(fd: int, size: int) -> None:
     all backed by blocks: posix_fallocate changes a file's mtime and ctime
     even when it allocates nothing, and a read-only open of a log (``pylog
     info``, ``top``, a monitor) must leave its files as they were. Meant
-    for small files (the doorbell): ``st_blocks`` counts a hole's missing
-    blocks exactly there."""
+    for small files (the doorbell). ``st_blocks`` alone cannot tell: it
+    counts an extended attribute's block too (ext4, XFS), so a file that
+    is all hole (copied with ``cp --sparse=always``, ``rsync -S``) but
+    has one looks whole; the file's extents (FIEMAP) decide when the file
+    system gives them, else a file with attributes is allocated again."""
     st = os.fstat(fd)
     if st.st_size >= size and st.st_blocks * 512 >= size:
-        return
+        covered = _extents_cover(fd, size)
+        if covered or (covered is None and not _has_xattrs(fd)):
+            return
     allocate(fd, size)
+
+
+_FS_IOC_FIEMAP = 0xC020660B
+_FIEMAP_HEADER = struct.Struct("=QQIIII")         # struct fiemap
+_FIEMAP_EXTENT = struct.Struct("=QQQ16xI12x")     # struct fiemap_extent
+_FIEMAP_MAX = 32
+
+
+def _extents_cover(fd: int, size: int) -> bool | None:
+    """Whether extents (written, unwritten or delayed: blocks the file
+    system holds for them) cover bytes [0, size) of ``fd``; None when the
+    file system does not say (no FIEMAP: tmpfs, NFS, or more extents than
+    asked for)."""
+    buf = bytearray(_FIEMAP_HEADER.size + _FIEMAP_EXTENT.size * _FIEMAP_MAX)
+    _FIEMAP_HEADER.pack_into(buf, 0, 0, size, 0, 0, _FIEMAP_MAX, 0)
+    try:
+        fcntl.ioctl(fd, _FS_IOC_FIEMAP, buf, True)
+    except OSError:
+        return None
+    mapped = _FIEMAP_HEADER.unpack_from(buf, 0)[3]
+    if mapped >= _FIEMAP_MAX:
+        return None
+    reached = 0
+    for i in range(mapped):
+        logical, _phys, length, _flags = _FIEMAP_EXTENT.unpack_from(
+            buf, _FIEMAP_HEADER.size + i * _FIEMAP_EXTENT.size)
+        if logical > reached:
+            return False        # a hole before this extent
+        reached = max(reached, logical + length)
+    return reached >= size
+
+
+def _has_xattrs(fd: int) -> bool:
+    try:
+        return bool(os.listxattr(fd))
+    except OSError:
+        return False
 
 
 def allocate_or_full(fd: int, size: int, what: str) -> None:

@@ -444,3 +444,82 @@ def test_consumer_timeout_ms_and_isolation_level(log):
         log.consumer("orders", isolation_level="bogus")
     with pytest.raises(InvalidArgument, match="consumer_timeout_ms=-1"):
         log.consumer("orders", consumer_timeout_ms=-1)
+
+
+def test_unsubscribe_of_a_pattern_subscriber_leaves_the_group(kafka_log):
+    """A review: unsubscribe() after subscribe(pattern=...) only unassigned
+    (the subscription held no names), so the consumer stayed a member and
+    the next rebalance gave it a partition back: a second member of the
+    group got 1 of the 2 partitions."""
+    log = kafka_log
+    log.create_topic("orders", partitions=2)
+    c = log.consumer(group_id="g", pattern="ord.*", auto_offset_reset="earliest",
+                     enable_auto_commit=False)
+    deadline = time.monotonic() + 30
+    while len(c.assignment()) < 2:
+        assert time.monotonic() < deadline
+        c.poll(timeout=0.5)
+    c.unsubscribe()
+    c2 = log.consumer("orders", group_id="g", auto_offset_reset="earliest",
+                      enable_auto_commit=False)
+    try:
+        deadline = time.monotonic() + 20
+        while len(c2.assignment()) < 2 and time.monotonic() < deadline:
+            c2.poll(timeout=0.5)
+        assert c2.assignment() == {TP0, TP1}
+    finally:
+        c2.close()
+        c.close()
+
+
+@pytest.mark.parametrize("call, error", [
+    (lambda lg: lg.consumer(group_id="g", pattern="("), InvalidArgument),
+    (lambda lg: lg.consumer(group_id="g").subscribe(123), InvalidArgument),
+    (lambda lg: lg.consumer(group_id="g").subscribe(["bad name!"]), InvalidTopicName),
+])
+def test_subscribe_checks_its_arguments_as_a_local_consumer(log, call, error):
+    """A review: on Kafka a bad pattern raised confluent-kafka's
+    KafkaException, topics=123 a TypeError, and a bad topic name was
+    taken (a subscription that never matches)."""
+    log.create_topic("orders", partitions=2)
+    with pytest.raises(error):
+        call(log)
+
+
+def test_offsets_for_times_past_any_timestamp_is_none(log):
+    """A review: on Kafka a timestamp past int64 raised OverflowError; a
+    local consumer answers None (no record has it)."""
+    log.create_topic("orders", partitions=2)
+    c = log.consumer()
+    assert c.offsets_for_times({TP0: 2**63, TP1: 2**64}) == {TP0: None, TP1: None}
+    c.close()
+
+
+@pytest.mark.parametrize("call", [
+    lambda lg: lg.describe_group(""),
+    lambda lg: lg.producer().flush(-1),
+    lambda lg: lg.producer().flush("x"),
+])
+def test_flush_and_describe_group_check_arguments(log, call):
+    """A review: on Kafka describe_group("") raised ValueError,
+    flush("x") TypeError, and flush(-1) waited without a bound."""
+    with pytest.raises(InvalidArgument):
+        call(log)
+
+
+def test_send_batch_refused_midway_says_what_was_stored(kafka_log):
+    """A review: on Kafka a batch whose third item was over librdkafka's
+    message.max.bytes raised RecordTooLarge while the two before it were
+    queued and then stored: a retry stored them twice. The error now
+    names them (``published``, as a local send_batch's)."""
+    log = kafka_log
+    log.create_topic("orders", partitions=1)
+    p = log.producer()
+    with pytest.raises(pylog.errors.RecordTooLarge) as info:
+        p.send_batch("orders", [b"a", b"b", b"x" * (2 << 20)])
+    p.flush(10)
+    end = log.describe_topic("orders").partition_info[0].end_offset
+    published = info.value.published or []
+    assert [m.offset for m in published] == list(range(end))
+    assert end == 2
+    p.close()

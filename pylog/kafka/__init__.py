@@ -58,7 +58,7 @@ import threading
 import weakref
 from typing import Any, TypeVar
 
-from ..config import PARTITIONS_MAX, validate_topic_name
+from ..config import PARTITIONS_MAX, validate_group_id, validate_topic_name
 from ..consumerargs import check_options
 from ..errors import (
     InvalidArgument,
@@ -284,7 +284,11 @@ class KafkaLog:
         c = self._made(KafkaConsumer(self._ck, config, max_poll_records, group_id is not None,
                                      consumer_timeout_ms))
         if group_id is not None and (topics or pattern):
-            c.subscribe(list(topics), pattern=pattern)
+            try:
+                c.subscribe(list(topics), pattern=pattern)
+            except PylogError:
+                c.close()
+                raise
         elif topics or pattern:
             names = set(topics)
             if pattern is not None:
@@ -304,6 +308,7 @@ class KafkaLog:
         partition (``members`` is not filled on Kafka: use the cluster's
         tools)."""
         self._open()
+        validate_group_id(group)
         ck = self._ck
         req = ck.ConsumerGroupTopicPartitions(group)
         with self._errors(f"describe_group({group!r})"):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -25,7 +26,14 @@ from types import ModuleType
 from typing import Any
 
 from ..config import validate_topic_name
-from ..consumerargs import MAX_POLL_RECORDS_MAX, as_tp, as_tps, commit_offsets, poll_timeout
+from ..consumerargs import (
+    MAX_POLL_RECORDS_MAX,
+    as_tp,
+    as_tps,
+    commit_offsets,
+    poll_timeout,
+    topic_list,
+)
 from ..errors import (
     CommitFailedError,
     FlushTimeoutError,
@@ -314,7 +322,12 @@ class KafkaProducer:
                    timestamp_ms: int | None = None) -> list[RecordMetadata]:
         """Send ``value`` | ``(key, value)`` | ``(key, value, headers)``
         items; return once all were acknowledged (not atomic on Kafka). All
-        items are checked before any is sent: one bad item sends none."""
+        items are checked before any is sent: one bad item sends none. An
+        item librdkafka refuses when it is handed over (over its
+        message.max.bytes: RecordTooLarge) comes after those before it were
+        sent: the error's ``published`` holds their RecordMetadata once the
+        cluster acknowledged them (as a local send_batch's over several
+        partitions), so that a retry sends only the others."""
         self._check(topic, partition)
         ts = _timestamp(timestamp_ms)
         if isinstance(items, (bytes, str)) or not hasattr(items, "__iter__"):
@@ -323,11 +336,22 @@ class KafkaProducer:
         records = [self._record(*_item(item)) for item in items]
         results: list[Any] = [None] * len(records)
         for i, record in enumerate(records):
-            self._produce(topic, record, partition, ts, results, i)
+            try:
+                self._produce(topic, record, partition, ts, results, i)
+            except PylogError as exc:
+                if i:
+                    # the records before it are queued, and will be stored
+                    del results[i:]
+                    exc.published = self._wait(results)
+                raise
         return self._wait(results)
 
     def flush(self, timeout: float | None = None) -> None:
         """Return when every record sent was acknowledged."""
+        if timeout is not None and (isinstance(timeout, bool) or
+                                    not isinstance(timeout, (int, float)) or timeout < 0):
+            # (librdkafka takes a negative timeout as "wait forever")
+            raise InvalidArgument(f"timeout={timeout!r}; expected seconds >= 0, or None")
         try:
             left = self._p.flush(-1 if timeout is None else timeout)
         except self._ck.KafkaException as exc:
@@ -364,6 +388,9 @@ class KafkaConsumer:
         self._unfetched_seeks: dict[tuple[str, int], int] = {}
         self._subscribed = False
         self._subscription: set[str] = set()
+        # librdkafka holds a subscription (names or a pattern): unsubscribe()
+        # must drop it, or the consumer stays a member and gets partitions
+        self._rd_subscribed = False
         self._idle_s = None if consumer_timeout_ms is None else consumer_timeout_ms / 1000.0
         self._warned_missing: set[str] = set()
         self._closed = False
@@ -382,14 +409,26 @@ class KafkaConsumer:
 
     def subscribe(self, topics: str | Iterable[str] = (), pattern: str | None = None) -> None:
         self._check()
-        names = [topics] if isinstance(topics, str) else list(topics)
+        # a local consumer's checks: librdkafka would take a bad name as
+        # given and raise its own KafkaException for a bad pattern
+        given = topic_list(topics)
+        for t in given:
+            validate_topic_name(t)
+        names = list(given)
         if pattern is not None:
+            try:
+                re.compile(pattern)
+            except (re.error, TypeError) as exc:
+                raise InvalidArgument(f"pattern {pattern!r} is not a regex: {exc}") from None
             names.append(f"^({pattern})$")
         if not names:
             raise InvalidArgument("subscribe needs topics or a pattern")
-        self._c.subscribe(names)
-        self._subscribed = True
-        self._subscription = {topics} if isinstance(topics, str) else set(topics)
+        try:
+            self._c.subscribe(names)
+        except self._ck.KafkaException as exc:
+            raise self._error(exc, "subscribe") from None
+        self._subscribed = self._rd_subscribed = True
+        self._subscription = set(given)
 
     def subscription(self) -> set[str]:
         """The subscribed topic names (not those a pattern matches)."""
@@ -401,16 +440,27 @@ class KafkaConsumer:
         librdkafka commits the stored offsets at a revoke)."""
         self._check()
         try:
-            if self._has_group and self._subscription:
+            if self._rd_subscribed:
                 self._c.unsubscribe()
+                self._serve_revoke()
             else:
                 self._c.unassign()
         except self._ck.KafkaException as exc:
             raise self._error(exc, "unsubscribe") from None
-        self._subscribed = False
+        self._subscribed = self._rd_subscribed = False
         self._subscription = set()
         self._handed = []
         self._unfetched_seeks.clear()
+
+    def _serve_revoke(self) -> None:
+        """Serve the revoke librdkafka queues at an unsubscribe (it leaves
+        the group only once a poll served it, and poll() now refuses), up
+        to ADMIN_TIMEOUT_S; records it returns meanwhile are dropped (their
+        offsets were never stored)."""
+        deadline = time.monotonic() + ADMIN_TIMEOUT_S
+        while self._c.assignment() and time.monotonic() < deadline:
+            self._c.poll(0.05)
+        self._c.poll(0)
 
     def assign(self, partitions: Iterable[Any]) -> None:
         """Consume exactly these partitions; raises TopicNotFound /
@@ -693,12 +743,18 @@ class KafkaConsumer:
         if not asked:
             return {}
         self._known(list(asked), "offsets_for_times")
+        # past any timestamp a record can have (librdkafka takes an int64):
+        # no such record, as a local consumer answers
+        out: dict[TopicPartition, int | None] = {
+            tp: None for tp, ts in asked.items() if ts >= 1 << 63}
+        asked = {tp: ts for tp, ts in asked.items() if tp not in out}
+        if not asked:
+            return out
         try:
             got = self._c.offsets_for_times([self._tp(tp, ts) for tp, ts in asked.items()],
                                             timeout=ADMIN_TIMEOUT_S)
         except self._ck.KafkaException as exc:
             raise self._error(exc, "offsets_for_times") from None
-        out: dict[TopicPartition, int | None] = {}
         for t in got:
             if t.error is not None:
                 raise self._error(t.error, f"offsets_for_times {t.topic}-{t.partition}")
