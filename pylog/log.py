@@ -274,7 +274,9 @@ class Log(LogStore):
         with ``linger_ms``), ``linger_ms`` after its first record, on
         ``flush()`` or ``close()``. Records still lingering when the
         process dies are lost. Without them, ``send`` appends before it
-        returns.
+        returns. (Type checkers see a ``linger_ms`` other than the literal
+        0 as a LingerProducer: a variable that is 0 at run time gives a
+        plain Producer, so narrow with ``isinstance`` there.)
 
         ``transactional_id`` (None) / ``idempotent`` (False): an
         :class:`~pylog.txnproducer.IdempotentProducer` (Kafka's
