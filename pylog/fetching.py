@@ -29,6 +29,7 @@ from .deserialize import RecordMaker
 from .errors import (
     LogClosed,
     OffsetOutOfRange,
+    PartitionNotFound,
     PylogError,
     TopicNotFound,
 )
@@ -194,6 +195,11 @@ class Fetching:
                 part = partitions.get(tp) or self._log.partition(tp.topic, tp.partition)
             except TopicNotFound:
                 self._cursors.pop(tp, None)
+                continue
+            except PartitionNotFound:
+                # the topic was made again with fewer partitions (they are
+                # never taken away otherwise): tp was the deleted one's
+                self._topic_deleted(tp)
                 continue
             try:
                 cur = self._cursor(tp)
