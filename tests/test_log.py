@@ -286,6 +286,64 @@ def test_fork_child_reopens(tmp_path):
     log.close()
 
 
+def test_fork_while_other_threads_use_the_log(tmp_path):
+    """os.fork() while other threads send and read the metadata (a web
+    server's workers): the child opens the log anew and uses the parent's
+    Log (which reopens itself), as documented. It waited for good: closing
+    the inherited LMDB environment waits for the parent threads' calls in
+    flight (none of them runs in the child), and the Log's lock, the
+    environments' lock or a partition's writer lock could be held by one."""
+    import signal
+    import threading
+    log = pylog.open(tmp_path, sync="never")
+    log.create_topic("t", partitions=2)
+    prod = log.producer()
+    stop = threading.Event()
+
+    def sends():
+        while not stop.is_set():
+            prod.send("t", b"p")
+
+    def reads():
+        while not stop.is_set():
+            log.metrics()
+            log.describe_topic("t")
+    ts = [threading.Thread(target=f) for f in (sends, sends, reads, reads)]
+    for t in ts:
+        t.start()
+    codes = []
+    try:
+        for k in range(6):
+            time.sleep(0.02)
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    if k % 2:
+                        with pylog.open(tmp_path) as fresh:
+                            fresh.producer().send("t", b"fresh")
+                    else:
+                        prod.send("t", b"child")
+                        log.describe_topic("t")
+                    code = 0
+                finally:
+                    os._exit(code)
+            deadline = time.monotonic() + 10
+            while not (status := os.waitpid(pid, os.WNOHANG))[0]:
+                if time.monotonic() > deadline:     # hung (in the fork too)
+                    os.kill(pid, signal.SIGKILL)
+                    status = os.waitpid(pid, 0)
+                    break
+                time.sleep(0.01)
+            codes.append(status[1])
+    finally:
+        stop.set()
+        for t in ts:
+            t.join()
+    log.close()
+    assert codes == [0] * 6, codes
+
+
 def test_network_filesystem_detection():
     from pylog.store import NETWORK_FILESYSTEMS, filesystem_type
     assert filesystem_type("/") is not None
