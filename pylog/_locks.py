@@ -1,4 +1,5 @@
-"""A non-blocking acquire that a KeyboardInterrupt cannot leave half done.
+"""A non-blocking acquire that a KeyboardInterrupt cannot leave half done,
+and locks that a fork child finds free.
 
 CPython handles a pending signal (Ctrl-C's KeyboardInterrupt) at the return
 of any call made from Python, so in ``if lock.acquire(False): try: ...``
@@ -10,12 +11,21 @@ caller with no point in between where an interrupt is handled (a Python
 function's return has none), so ``if not try_acquire(lock): return`` then
 ``try: ... finally: lock.release()`` holds the lock only inside the try.
 
+A lock another thread held at ``os.fork()`` stays held for good in the
+child (that thread does not exist there): :func:`free_in_child` names the
+locks that guard what the child makes anew before using (a Log reopens
+itself there, under its lock), which the child then finds free.
+
 Thread safety: thread-safe. Durability: none (in-memory locks only).
 """
 
 from __future__ import annotations
 
+import os
+import weakref
 from typing import Any
+
+_FREE_IN_CHILD: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def try_acquire(lock: Any) -> bool:
@@ -31,3 +41,19 @@ def try_acquire(lock: Any) -> bool:
             lock.release()
         raise
     return got
+
+
+def free_in_child(lock: Any) -> Any:
+    """``lock`` (a threading Lock or RLock), made free in every fork child
+    (see the module docstring); returns it."""
+    _FREE_IN_CHILD.add(lock)
+    return lock
+
+
+def _after_fork_in_child() -> None:
+    # (the child runs one thread now: nothing else touches these)
+    for lock in list(_FREE_IN_CHILD):
+        lock._at_fork_reinit()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -107,6 +107,19 @@ class AppendSync:
         return a.written_base < 0 or \
             _native.sync_through(self._syncer, a, a.written_next) == 0
 
+    def closing(self) -> None:
+        """The writer is closing its active segment (under the writer
+        lock): sync nothing from now on. With sync="always" what was
+        appended is made durable first (through the syncer's own
+        descriptor) and counts as covered, as for the handle cache's release: a send that appended
+        after the partition's closing flush began (another thread closing
+        the Log) waits for its sync, and would otherwise raise LogClosed
+        with its record in the log — stored twice when retried."""
+        covered = 0
+        if self.sync_mode == "always" and self.sync_before_release():
+            covered = max(self._appender.written_next, 0)
+        self.follow(None, covered)
+
     def state_unmapped(self) -> bool:
         """The partition's state map is about to be dropped (under the
         writer lock): unless a group commit is in flight (its leader writes

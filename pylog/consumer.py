@@ -58,6 +58,7 @@ from .errors import (
     ForkedLogError,
     InvalidArgument,
     LogClosed,
+    PartitionNotFound,
     PylogError,
     ReadOnlyLog,
     TopicNotFound,
@@ -405,7 +406,11 @@ class Consumer(Positions, Fetching):
         if self._dlq is not None:
             self._dlq.flush()
         for tp in offsets:
-            self._log.partition(tp.topic, tp.partition).sync_for_commit()
+            try:
+                part = self._log.partition(tp.topic, tp.partition)
+            except (TopicNotFound, PartitionNotFound):
+                continue    # deleted: no records to outlive (the commit decides)
+            part.sync_for_commit()
 
     # -- polling (the fetching itself: pylog.fetching) ----------------------------
     def _poll(self, timeout: float, max_records: int | None,

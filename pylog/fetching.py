@@ -200,9 +200,9 @@ class Fetching:
                 if getattr(self, "_manual", None) is not None:
                     raise           # assign()ed: the caller named it
                 # a subscription's (or a group's) count, cached before the
-                # topic was deleted and made again with fewer partitions:
-                # the partition is gone, the next count leaves it out
-                self._cursors.pop(tp, None)
+                # topic was deleted and made again with fewer partitions
+                # (never taken away otherwise): tp was the deleted one's
+                self._topic_deleted(tp)
                 continue
             try:
                 cur = self._cursor(tp)

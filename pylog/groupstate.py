@@ -57,6 +57,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping
 
+from ._locks import free_in_child
 from .assignors import assign
 from .errors import CommitFailedError, CorruptGroupError
 from .records import TopicPartition
@@ -264,7 +265,7 @@ def _member_doc(i: Member) -> dict:
 # documents seen (read or written) are kept and reused for the same bytes.
 _KNOWN_MAX = 64
 _known: OrderedDict = OrderedDict()     # document bytes -> GroupState
-_known_lock = threading.Lock()
+_known_lock = free_in_child(threading.Lock())
 
 
 def _remember(raw: bytes, state: GroupState) -> None:

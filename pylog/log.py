@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 from typing import Any, Literal, overload
 
-from . import shareconfig
+from . import _native, shareconfig
 from .accumulator import LingerProducer, check_linger, close_lingering
 from .config import validate_group_id, validate_topic_name
 from .consumer import Consumer
@@ -27,7 +27,7 @@ from .records import TopicPartition
 from .redrive import redrive
 from .shareconsumer import ShareConsumer, validate_settings
 from .shareops import ShareFiles, describe_share_groups, remove_files, share_group_live
-from .store import LogStore
+from .store import DOORBELL_SLOTS, LogStore
 from .transactions import DEFAULT_TRANSACTION_TIMEOUT_MS
 from .txnproducer import IdempotentProducer, check_producer_args, close_transactional
 
@@ -310,16 +310,29 @@ class Log(LogStore):
         """Close the lingering producers of this Log (appending what they
         have pending) and its transactional ones (aborting their open
         transactions), then as LogStore.close (which checkpoints commits
-        and share state), then the share-partition files. Idempotent."""
+        and share state), then the share-partition files. Idempotent.
+
+        Last it rings every doorbell slot (L-3): consumers of this Log
+        blocked in poll() in other threads look again and raise LogClosed
+        at once, not when their timeout ends (a share consumer's poll has
+        no other wake-up). Other processes' waiters look once more. A
+        read-only Log changes no file, its doorbell's included: its
+        consumers notice within a second (TOPIC_REFRESH_S)."""
         error = None
+        bell = None
         if not self._closed:
             error = close_transactional(self)
             error = close_lingering(self) or error
+            if os.getpid() == self._pid and not self.readonly:
+                bell = self.doorbell()      # (closing drops the Log's reference)
         try:
             super().close()
         finally:
             if self._shares is not None:
                 self._shares.close()
+            if bell is not None:
+                for slot in range(DOORBELL_SLOTS):
+                    _native.doorbell_ring(bell, slot)
         if error is not None:
             raise error
 

@@ -49,7 +49,7 @@ from typing import Any, Callable
 
 import lmdb
 
-from . import groupstate
+from . import _locks, groupstate
 from .commitstore import Commits, split_okey
 from .errors import (
     CorruptLogError,
@@ -65,6 +65,7 @@ from .errors import (
     TopicNotFound,
 )
 from .files import DISK_FULL_ERRNOS, allocate, disk_full_error, open_regular
+from .forkgate import GATE
 from .groupstate import GroupState
 from .identity import Identity, vanished
 from .metafile import check_lmdb_size, data_file_absent, lmdb_disk_full, refuse_lost_metadata
@@ -90,7 +91,7 @@ def _pkey(topic: str, partition: int) -> bytes:
 # py-lmdb allows one Environment per path per process; Logs of one path in
 # one process share it (counted), and a child of fork() never uses its
 # parent's (G6).
-_ENVS_LOCK = threading.Lock()
+_ENVS_LOCK = _locks.free_in_child(threading.Lock())
 # realpath of meta/ -> [env, users, readonly, pid, identity, metasync, the
 # Metadata objects using it (weakly: a Log dropped without close() leaves)]
 _ENVS: dict = {}
@@ -156,14 +157,15 @@ def _open_env(path: str, *, sync: bool, readonly: bool, owner: object):
         if not readonly:
             _allocate_lock_file(path)
         try:
-            env = lmdb.open(path, map_size=MAP_SIZE_BYTES, max_dbs=8,
-                            # M-8: never MDB_NOSYNC (a power loss could
-                            # corrupt the tree); without sync="always" only
-                            # the meta page flush is deferred, which may undo
-                            # the last commit but keeps the database whole
-                            subdir=True, sync=True, metasync=sync,
-                            readonly=readonly, lock=True, create=not readonly,
-                            max_readers=1024)
+            with GATE.held():       # (a fork child must not inherit a half-made one)
+                env = lmdb.open(path, map_size=MAP_SIZE_BYTES, max_dbs=8,
+                                # M-8: never MDB_NOSYNC (a power loss could
+                                # corrupt the tree); without sync="always" only
+                                # the meta page flush is deferred, which may undo
+                                # the last commit but keeps the database whole
+                                subdir=True, sync=True, metasync=sync,
+                                readonly=readonly, lock=True, create=not readonly,
+                                max_readers=1024)
         except lmdb.Error as exc:
             full = lmdb_disk_full(path, exc)
             if full is not None:
@@ -265,7 +267,8 @@ def _close_env(path: str, env, owner: object) -> None:
         ent[1] -= 1
         if ent[1] == 0:
             del _ENVS[key]
-            env.close()
+            with GATE.held():
+                env.close()
 
 
 class Metadata(Commits):
@@ -378,7 +381,8 @@ class Metadata(Commits):
         """Flush LMDB's deferred meta page: every committed transaction is
         durable when this returns (used by interval flushes and close)."""
         try:
-            self.env.sync(True)
+            with GATE.held():
+                self.env.sync(True)
         except lmdb.Error as exc:
             raise LogFailedError(f"sync of LMDB metadata in {self.path}: {exc}") from exc
         self.check_identity("sync of the metadata")
@@ -784,7 +788,8 @@ class _Txn:
     Thread safety: one per ``with``, used by the thread that made it.
     Durability: as the Metadata's (the commit follows its sync mode)."""
 
-    __slots__ = ("_meta", "_what", "_write", "_wait", "_after", "_held", "_lmdb", "_in_after")
+    __slots__ = ("_meta", "_what", "_write", "_wait", "_after", "_held", "_lmdb", "_in_after",
+                 "_gated")
 
     def __init__(self, meta: Metadata, what: str, write: bool, wait: bool,
                  after: list | None):
@@ -796,6 +801,7 @@ class _Txn:
         self._held = False
         self._in_after = False
         self._lmdb: Any = None
+        self._gated = False         # counted in forkgate.GATE
 
     def __enter__(self) -> Any:
         meta, what = self._meta, self._what
@@ -809,11 +815,14 @@ class _Txn:
             # (a Python function returns with no point where an interrupt
             # is handled: from here on `_held` says the lock is ours)
             self._held = True
+        GATE.enter()
+        self._gated = True
         try:
             # (interrupted at begin()'s return, the transaction object is
             # dropped with the frame's stack, which aborts it)
             txn = self._lmdb = meta.env.begin(write=self._write)
         except BaseException as exc:
+            self._ungate()
             self._release()
             if isinstance(exc, lmdb.Error):
                 raise meta._lmdb_error(what, self._write, exc) from exc
@@ -832,6 +841,8 @@ class _Txn:
                         txn.abort()
             except lmdb.Error as err:
                 raise meta._lmdb_error(what, self._write, err) from err
+            finally:
+                self._ungate()
             if typ is not None and issubclass(typ, lmdb.Error):
                 raise meta._lmdb_error(what, self._write, exc) from exc
             if typ is None and self._write:
@@ -847,6 +858,11 @@ class _Txn:
                         self._in_after = False
         finally:
             self._release()
+
+    def _ungate(self) -> None:
+        if self._gated:
+            self._gated = False
+            GATE.leave()
 
     def _release(self) -> None:
         """Give the writer lock back if this holds it; idempotent. `_held`
@@ -871,6 +887,7 @@ class _Txn:
         txn, self._lmdb = self._lmdb, None
         if txn is not None:
             txn.abort()
+        self._ungate()
         self._release()
 
     def __del__(self) -> None:

@@ -35,7 +35,7 @@ import time
 from typing import Any
 
 from . import _native
-from .errors import MetadataBusyError
+from .errors import LogClosed, MetadataBusyError
 
 LOCK_FILE = "meta.lock"
 _HOLDER = struct.Struct("<q")       # pid of the holder (or last holder)
@@ -56,9 +56,19 @@ class MetaLock:
         self._owner: Any = None        # what holds it (see _acquire)
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)     # drops the OFD lock if we still held it
-            self._fd = -1
+        """Close the lock file, once a write of another thread (a Log
+        closed under it) has let go of the lock — at most ``timeout_s``:
+        its descriptor closed under it would drop the OFD lock mid-commit
+        and its release would unlock -1 (EBADF), or a file that reused
+        the number. Later writes raise LogClosed."""
+        got = self._threads.acquire(timeout=self.timeout_s)
+        try:
+            if self._fd >= 0:
+                os.close(self._fd)     # drops the OFD lock if we still held it
+                self._fd = -1
+        finally:
+            if got:
+                self._threads.release()
 
     def held(self, what: str, timeout_s: float | None = None) -> _Held:
         """A context manager holding the lock for its block; it waits at
@@ -92,7 +102,8 @@ class MetaLock:
             # whatever of it is still held (an interrupt in the middle of
             # a release leaves no owner named): this thread's, and stale
             self._owner = None
-            _native.lock(self._fd, 0, 1, "u", False)
+            if self._fd >= 0:
+                _native.lock(self._fd, 0, 1, "u", False)
             while threads._is_owned():    # type: ignore[attr-defined]
                 threads.release()
         deadline = time.monotonic() + timeout
@@ -101,6 +112,8 @@ class MetaLock:
                 threads.acquire(blocking=False)
             if not got:
                 raise self._busy(what, timeout, os.getpid(), threads=True)
+            if self._fd < 0:
+                raise LogClosed(f"{what}: the log was closed")
             pause = _POLL_MIN_S
             while not _native.lock(self._fd, 0, 1, "w", False):
                 now = time.monotonic()
@@ -135,7 +148,8 @@ class MetaLock:
         held is a no-op, so this is safe after a partial acquire."""
         self._owner = None
         try:
-            _native.lock(self._fd, 0, 1, "u", False)
+            if self._fd >= 0:          # (closed: nothing is locked)
+                _native.lock(self._fd, 0, 1, "u", False)
         finally:
             self._threads.release()
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 from .consumerargs import as_tp, as_tps
 from .delivery import Delivery
-from .errors import InvalidArgument, OffsetOutOfRange, TopicNotFound
+from .errors import InvalidArgument, OffsetOutOfRange, PartitionNotFound, TopicNotFound
 from .offsetreset import OffsetReset
 from .partition import Cursor
 from .records import TopicPartition
@@ -146,8 +146,8 @@ class Positions:
                     if part.topic_id != cur.topic_id:
                         continue
                     part.state()            # (TopicNotFound: deleted)
-                except TopicNotFound:
-                    continue
+                except (TopicNotFound, PartitionNotFound):
+                    continue        # (made again with fewer partitions)
             out[tp] = off
         return out
 

@@ -37,7 +37,7 @@ from operator import itemgetter
 
 from . import _format, _native
 from ._crossproc import clear_state_takeover, state_taken_over
-from ._locks import try_acquire
+from ._locks import free_in_child, try_acquire
 from .errors import CorruptLogError, PylogError
 from .files import NotARegularFile, allocate, open_regular, set_aside
 from .handles import map_file, too_many_maps
@@ -121,7 +121,7 @@ class SharedState:
         self.lock_identity = lock_identity
         # writers of this process; RLocks for their owner record (used by
         # pylog._locks.try_acquire), never re-entered
-        self.wlock = threading.RLock()
+        self.wlock = free_in_child(threading.RLock())   # (fork: Writer._forked)
         self.lock_owner: int | None = None     # thread holding the append lock
         self._ptr = None          # writable native pointer (writers)
         self._rptr = None         # native pointer for reads

@@ -35,7 +35,7 @@ import time
 import warnings
 from typing import Any
 
-from . import _native, cleanshutdown, heartbeat, topicdirs
+from . import _locks, _native, cleanshutdown, heartbeat, topicdirs
 from .admin import LogAdmin
 from .commitsync import CommitSync
 from .config import SYNC_MODES, TopicConfig, validate_topic_name
@@ -163,7 +163,7 @@ class LogStore(TopicAdmin, LogAdmin):
         self.sync_interval_ms = sync_interval_ms
         self._allow_nfs = allow_network_filesystem
         self._closed = False
-        self._lock = threading.RLock()
+        self._lock = _locks.free_in_child(threading.RLock())   # (fork: see _check)
         if readonly:
             check_log_dir(self.path, f"open {self.path} read-only")
         else:

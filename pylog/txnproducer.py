@@ -51,6 +51,7 @@ from .errors import (
     CommitFailedError,
     ForkedLogError,
     InvalidArgument,
+    LogClosed,
     ProducerFencedError,
     PylogError,
     TransactionError,
@@ -345,6 +346,8 @@ class IdempotentProducer(Producer):
     def _usable(self) -> None:
         if self._fenced is not None:
             raise ProducerFencedError(str(self._fenced))
+        if self._closed:        # (another thread closed it: see close)
+            raise LogClosed("producer is closed")
 
     def _need_tid(self, what: str) -> str:
         if self.transactional_id is None:
@@ -631,7 +634,10 @@ class IdempotentProducer(Producer):
                     pass
 
     def close(self, timeout: float | None = None) -> None:
-        """Abort an open transaction, then as Producer.close."""
+        """Abort an open transaction, then as Producer.close — all under
+        the producer's lock: a send or commit of another thread waiting for
+        it then raises LogClosed, not TransactionError ("call
+        begin_transaction() first") for the transaction aborted here."""
         with self._tlock:
             # (not in a fork child: the transaction is the parent's)
             if self._in_txn and self._fenced is None and not self._closed and \
@@ -648,8 +654,8 @@ class IdempotentProducer(Producer):
                     logging.getLogger("pylog").warning(
                         "producer %r closed with control batches unwritten (%s); "
                         "its next instance writes them", self.transactional_id, exc)
-        _TRANSACTIONAL.discard(self)
-        super().close(timeout)
+            _TRANSACTIONAL.discard(self)
+            super().close(timeout)
 
     def __repr__(self) -> str:
         return (f"<IdempotentProducer id={self.producer_id} epoch={self.epoch} "

@@ -634,14 +634,14 @@ class Writer(ProducerAppends):
                          checkpoint=checkpoint)
 
     def close(self) -> None:
-        """Release the active segment (under the writer lock). A writer
-        that appended first cleans up after a dead holder of the append
-        lock (P-3) if the lock is free or dead, so that a log closed after
-        a writer died mid-append holds nothing past its published end."""
+        """Release the active segment under the writer lock (see
+        AppendSync.closing), first cleaning up after a dead holder of the
+        append lock (P-3) if free or dead: nothing past the published end."""
         with self._wlock:
             self._appender_map = None
             if self._active is not None:
                 self._clean_up_dead_holder()
+                self._sync.closing()
                 self._active.close()
                 self._set_active(None)
 

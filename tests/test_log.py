@@ -286,6 +286,64 @@ def test_fork_child_reopens(tmp_path):
     log.close()
 
 
+def test_fork_while_other_threads_use_the_log(tmp_path):
+    """os.fork() while other threads send and read the metadata (a web
+    server's workers): the child opens the log anew and uses the parent's
+    Log (which reopens itself), as documented. It waited for good: closing
+    the inherited LMDB environment waits for the parent threads' calls in
+    flight (none of them runs in the child), and the Log's lock, the
+    environments' lock or a partition's writer lock could be held by one."""
+    import signal
+    import threading
+    log = pylog.open(tmp_path, sync="never")
+    log.create_topic("t", partitions=2)
+    prod = log.producer()
+    stop = threading.Event()
+
+    def sends():
+        while not stop.is_set():
+            prod.send("t", b"p")
+
+    def reads():
+        while not stop.is_set():
+            log.metrics()
+            log.describe_topic("t")
+    ts = [threading.Thread(target=f) for f in (sends, sends, reads, reads)]
+    for t in ts:
+        t.start()
+    codes = []
+    try:
+        for k in range(6):
+            time.sleep(0.02)
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    if k % 2:
+                        with pylog.open(tmp_path) as fresh:
+                            fresh.producer().send("t", b"fresh")
+                    else:
+                        prod.send("t", b"child")
+                        log.describe_topic("t")
+                    code = 0
+                finally:
+                    os._exit(code)
+            deadline = time.monotonic() + 10
+            while not (status := os.waitpid(pid, os.WNOHANG))[0]:
+                if time.monotonic() > deadline:     # hung (in the fork too)
+                    os.kill(pid, signal.SIGKILL)
+                    status = os.waitpid(pid, 0)
+                    break
+                time.sleep(0.01)
+            codes.append(status[1])
+    finally:
+        stop.set()
+        for t in ts:
+            t.join()
+    log.close()
+    assert codes == [0] * 6, codes
+
+
 def test_network_filesystem_detection():
     from pylog.store import NETWORK_FILESYSTEMS, filesystem_type
     assert filesystem_type("/") is not None
@@ -329,6 +387,39 @@ def test_close_while_threads_read_partition_state(tmp_path):
         stop.set()
         for t in ts:
             t.join()
+
+
+def test_close_while_threads_create_and_delete_topics(tmp_path):
+    """Log.close() from one thread while others create and delete topics:
+    each of them ends with LogClosed, never an OSError of the metadata
+    lock (its descriptor was closed under a write of another thread, whose
+    next lock or unlock then raised LogOSError EBADF: 55 of 120 threads),
+    and the log reopens."""
+    import threading
+    errors_seen = []
+    for rnd in range(10):
+        path = tmp_path / str(rnd)
+        lg = pylog.open(path)
+
+        def admin(i):
+            for n in range(100_000):
+                try:
+                    lg.create_topic(f"x{i}-{n}", partitions=2)
+                    lg.delete_topic(f"x{i}-{n}")
+                except Exception as exc:             # checked below
+                    errors_seen.append(exc)
+                    return
+        ts = [threading.Thread(target=admin, args=(i,)) for i in range(4)]
+        for t in ts:
+            t.start()
+        time.sleep(0.05 + rnd % 3 * 0.03)
+        lg.close()
+        for t in ts:
+            t.join(30)
+        pylog.open(path).close()
+    assert len(errors_seen) == 40
+    assert all(type(e) is pylog.LogClosed for e in errors_seen), \
+        {repr(e) for e in errors_seen if type(e) is not pylog.LogClosed}
 
 
 def test_a_dropped_read_only_log_does_not_block_opening_for_writing(tmp_path):

@@ -242,6 +242,46 @@ def test_durable_senders_racing_close_get_log_closed(tmp_path):
         assert again.partition("t", 0).state().next_offset >= len(done)
 
 
+def test_durable_send_that_raised_log_closed_is_not_in_the_log(tmp_path):
+    """A durable send racing Log.close() from another thread either returns
+    (its record is in the log) or raises LogClosed with its record not
+    there: a record that went in while its sender was told LogClosed would
+    be stored twice when the sender retries. (The writer's close used to
+    release the active segment under senders waiting for their group
+    commit, which then failed although their records were appended.)"""
+    for rnd in range(15):
+        path = tmp_path / str(rnd)
+        lg = pylog.open(path, sync="always")
+        lg.create_topic("t", partitions=2)
+        p = lg.producer()
+        done, failed, lock = set(), set(), threading.Lock()
+
+        def work(i):
+            for j in range(100_000):
+                v = b"%d-%d" % (i, j)
+                try:
+                    p.send("t", v, partition=j % 2)
+                except pylog.LogClosed:
+                    with lock:
+                        failed.add(v)
+                    return
+                with lock:
+                    done.add(v)
+        ths = [threading.Thread(target=work, args=(i,)) for i in range(12)]
+        for t in ths:
+            t.start()
+        while len(done) < 200:
+            threading.Event().wait(0.005)
+        lg.close()
+        for t in ths:
+            t.join(10)
+        with pylog.open(path) as again:
+            values = {r.value for r in read_all(again, "t")}
+        assert len(failed) == 12
+        assert values & failed == set(), (rnd, sorted(values & failed))
+        assert values == done
+
+
 def test_group_commit_threads_all_durable(tmp_path):
     """16 threads of durable sends through one producer: every send returns
     its own offset exactly once, and all of them are in the log after a

@@ -809,3 +809,29 @@ def test_queues_after_the_log_start_passed_the_share_start(logdir, capsys):
     assert main(["queues", logdir]) == 0
     cells = capsys.readouterr().out.splitlines()[-1].split()
     assert cells[3] == "20" and cells[-1] != "-"         # END, OLDEST
+
+
+def test_log_close_from_another_thread_ends_blocked_polls_at_once(tmp_path):
+    """Log.close() (thread-safe) from another thread while a share consumer
+    and a consumer are blocked in poll(): both raise LogClosed within a
+    second, not when their timeout ends (the share consumer's poll waited
+    out all of its timeout: nothing rang its doorbell slot)."""
+    log = pylog.open(tmp_path)
+    log.create_topic("t", partitions=2)
+    clients = [log.share_consumer("t", group_id="sg"), log.consumer("t")]
+    out = {}
+
+    def wait(i, c):
+        t0 = time.monotonic()
+        try:
+            c.poll(timeout_ms=5_000)
+        except pylog.LogClosed:
+            out[i] = time.monotonic() - t0
+    ths = [threading.Thread(target=wait, args=(i, c)) for i, c in enumerate(clients)]
+    for t in ths:
+        t.start()
+    time.sleep(0.3)
+    log.close()
+    for t in ths:
+        t.join(30)
+    assert sorted(out) == [0, 1] and max(out.values()) < 1.3, out

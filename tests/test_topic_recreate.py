@@ -784,3 +784,36 @@ def test_a_topic_made_again_with_fewer_partitions_is_read(logdir, group):
     finally:
         reader.close()
         a.close()
+def test_a_topic_made_again_with_fewer_partitions_is_read_without_errors(logdir):
+    """A group member's topic deleted and made again with fewer partitions
+    (by another thread or process): its poll() raised PartitionNotFound for
+    each partition of the old topic the new one lacks (4 polls in a row),
+    its commit() and close() too. Now the poll reads the new topic, a
+    commit of the old positions is refused as any of a rebalanced
+    member's (CommitFailedError), and close() leaves cleanly."""
+    with pylog.open(logdir) as log:
+        log.create_topic("x", partitions=4)
+        p = log.producer()
+        for i in range(8):
+            p.send("x", b"a%d" % i, partition=i % 4)
+        c = log.consumer("x", group_id="g", auto_offset_reset="earliest")
+        assert len(c.poll(timeout_ms=2000)) == 8
+        log.delete_topic("x")
+        log.create_topic("x", partitions=1)
+        p.send("x", b"new")
+        with pytest.raises(pylog.CommitFailedError):
+            c.commit()
+        assert [r.value for r in c.poll(timeout_ms=2000)] == [b"new"]
+        assert c.assignment() == {TopicPartition("x", 0)}
+        c.commit()
+        assert c.committed(TopicPartition("x", 0)) == 1
+        c.close()
+        log.create_topic("y", partitions=3)
+        for i in range(3):
+            p.send("y", b"b", partition=i)
+        d = log.consumer("y", group_id="g2", auto_offset_reset="earliest")
+        assert len(d.poll(timeout_ms=2000)) == 3
+        log.delete_topic("y")
+        log.create_topic("y", partitions=1)
+        d.close()             # (its positions of the old topic are not committed)
+        assert log.consumer(group_id="g2").committed(TopicPartition("y", 0)) is None

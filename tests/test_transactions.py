@@ -875,3 +875,49 @@ def test_read_committed_ends_and_lag_are_the_last_stable_offset(log):
     c.assign([T0])
     assert (c.end_offsets([T0])[T0], c.highwater(T0), c.lag()[T0]) == (4, 4, 4)
     c.close()
+
+
+def test_a_transaction_loop_whose_producer_another_thread_closes_gets_log_closed(
+        tmp_path):
+    """A thread running transactions on a producer that another thread
+    closes (shutdown) ends with LogClosed: close() aborted the open
+    transaction and released the producer's lock before marking it
+    closed, so the loop's next send raised TransactionError ("call
+    begin_transaction() first"), or its commit "no transaction open".
+    Nothing of an unfinished transaction is visible to read_committed."""
+    import threading
+    ended = []
+    for rnd in range(20):
+        lg = pylog.open(tmp_path / str(rnd), sync="never")
+        lg.create_topic("t", partitions=2)
+        p = lg.producer(transactional_id="tx")
+        done = []
+
+        def work():
+            try:
+                for n in range(1_000_000):
+                    with p.transaction():
+                        for k in range(3):
+                            p.send("t", b"%d-%d" % (n, k))
+                    done.append(n)
+            except Exception as exc:          # checked below
+                ended.append(exc)
+        t = threading.Thread(target=work)
+        t.start()
+        while len(done) < 5 + rnd:
+            threading.Event().wait(0.001)
+        (p if rnd % 2 else lg).close()
+        t.join(10)
+        lg.close()
+        with pylog.open(tmp_path / str(rnd)) as again:
+            c = again.consumer("t", auto_offset_reset="earliest",
+                               isolation_level="read_committed")
+            seen = set()
+            while batch := c.poll(timeout=0.05):
+                seen.update(r.value for r in batch)
+            c.close()
+        assert {v.rsplit(b"-", 1)[0] for v in seen} >= {b"%d" % n for n in done}
+        assert len(seen) % 3 == 0
+    assert len(ended) == 20
+    assert all(type(e) is pylog.LogClosed for e in ended), \
+        sorted({repr(e)[:120] for e in ended if type(e) is not pylog.LogClosed})

@@ -1,0 +1,103 @@
+"""os.fork() waits for this process's LMDB calls in flight (G6).
+
+py-lmdb refuses a second Environment of one database in a process, so a
+fork child that opens the log (anew, or a Log of the parent reopening
+itself) first closes the Environment it inherited. py-lmdb's close waits
+until no LMDB operation of the Environment is in flight and no write
+transaction is open in another thread — in the child, operations and
+transactions of the parent's other threads, which do not exist there: the
+child waited for good (every time, with a thread reading the metadata at
+the fork).
+
+So every LMDB transaction (from its begin to its commit or abort) and every
+other LMDB call of pylog counts itself in :data:`GATE`, and a fork waits
+first until none of another thread is in flight (new ones wait for the
+fork), at most :data:`FORK_WAIT_S`: a count left by an interrupted call
+delays a fork, never wedges it. The forking thread's own transactions do
+not count (it cannot wait for itself).
+
+Thread safety: thread-safe; fork-safe by construction (the child starts
+with the gate open and only its own thread's counts). Durability: none.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Iterator
+
+#: the longest a fork waits for other threads' LMDB calls to end
+FORK_WAIT_S = 10.0
+
+
+class Gate:
+    """See the module docstring."""
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._cv = threading.Condition(self._lock)
+        self._active = 0            # calls in flight, all threads
+        self._forking = False
+        self._mine = threading.local()
+
+    def _own(self) -> int:
+        n: int = getattr(self._mine, "n", 0)
+        return n
+
+    def enter(self) -> None:
+        """An LMDB call or transaction begins (waits while a fork runs)."""
+        with self._cv:
+            while self._forking:
+                self._cv.wait()
+            self._active += 1
+            self._mine.n = self._own() + 1
+
+    def leave(self) -> None:
+        """It ended (committed, aborted, returned or raised)."""
+        with self._cv:
+            self._active -= 1
+            self._mine.n = self._own() - 1
+            if self._forking:
+                self._cv.notify_all()
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        self.enter()
+        try:
+            yield
+        finally:
+            self.leave()
+
+    def _before_fork(self) -> None:
+        # Holds the gate's lock through the fork: no thread is in enter()
+        # or leave() at the fork (the child's copy of the lock is free)
+        self._lock.acquire()
+        self._forking = True
+        deadline = time.monotonic() + FORK_WAIT_S
+        while self._active > self._own():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self._cv.wait(left)
+
+    def _after_fork_in_parent(self) -> None:
+        self._forking = False
+        self._cv.notify_all()
+        self._lock.release()
+
+    def _after_fork_in_child(self) -> None:
+        own = self._own()
+        self._reset()
+        self._active = own
+        self._mine.n = own
+
+
+GATE = Gate()
+os.register_at_fork(before=GATE._before_fork,
+                    after_in_parent=GATE._after_fork_in_parent,
+                    after_in_child=GATE._after_fork_in_child)
