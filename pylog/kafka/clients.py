@@ -132,8 +132,9 @@ def kafka_error(ck: ModuleType, err: Any, what: str) -> PylogError:
     e = ck.KafkaError
     if err.fatal() or code == e._FATAL:
         # librdkafka refuses every later call of this client
-        return PylogError(f"{text} (a fatal error: this producer sends nothing more; "
-                          "close it and make a new one with log.producer())")
+        return PylogError(f"{text} (a fatal error: this client does nothing more; "
+                          "close it and make a new one with log.producer() or "
+                          "log.consumer())")
     if code in (e.UNKNOWN_TOPIC_OR_PART, e._UNKNOWN_TOPIC):
         return TopicNotFound(text)
     if code == e._UNKNOWN_PARTITION:
