@@ -306,7 +306,17 @@ def encode(state: GroupState) -> bytes | None:
 def expire(state: GroupState, now_ms: int, is_alive: Probe,
            keep: str | None = None) -> tuple[GroupState, frozenset]:
     """Remove the members (but ``keep``) that are not alive; returns the new
-    state and the ids removed. Their partitions become free to claim."""
+    state and the ids removed. Their partitions become free to claim.
+
+    A heartbeat further ahead of ``now_ms`` than its session timeout was
+    stamped before the wall clock was stepped back (NTP, a VM restored, an
+    RTC wrong at boot then put right): it is cut to ``now_ms``, so a member
+    that hangs without dying is expired one session timeout from now, not
+    as long as the step (years after a wrong RTC) from now."""
+    ahead = {m: replace(i, heartbeat_ms=now_ms) for m, i in state.members.items()
+             if i.heartbeat_ms - now_ms > i.session_timeout_ms}
+    if ahead:
+        state = replace(state, members={**state.members, **ahead})
     dead = frozenset(m for m, i in state.members.items()
                      if m != keep and not alive(i, now_ms, is_alive))
     if not dead:

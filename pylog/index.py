@@ -67,6 +67,33 @@ def index_problem(idx: bytes, tidx: bytes, buf, end: int, base_offset: int,
             return f"last index entry points at no batch (position {pos})"
         if not h.crc_valid or h.last_offset != base_offset + rel:
             return f"last index entry does not match the batch at {pos}"
+    if sealed:
+        return final_timestamp_problem(idx, tidx, n, buf, end)
+    return None
+
+
+def final_timestamp_problem(idx: bytes, tidx: bytes, n: int, buf, end: int) -> str | None:
+    """T-3: the final timestamp of a sealed segment decides its retention,
+    so it is checked against the data: one lowered by damage (and still
+    sorted) would delete records not yet expired. It is the larger of the
+    last T-2 entry's and of the batches from that entry's batch on (at
+    most I-2's 4096 bytes and a batch: their headers' framing is read, not
+    their CRCs)."""
+    top, pos = -1, 0
+    if n:
+        top = TIMEINDEX_ENTRY.unpack_from(tidx, 12 * (n - 1))[0]
+        pos = INDEX_ENTRY.unpack_from(idx, 8 * (n - 1))[1]
+    while pos < end:
+        try:
+            h = _native.read_batch_header(buf, pos, end, crc=False)
+        except CorruptLogError:
+            return f"no batch at position {pos} after the last index entry"
+        top = max(top, h.max_timestamp)
+        pos = h.end_position
+    final = TIMEINDEX_ENTRY.unpack_from(tidx, 12 * n)[0]
+    if final != top:
+        return (f"time index's final timestamp {final} is not the segment's "
+                f"maximum {top} (T-3)")
     return None
 
 

@@ -46,6 +46,7 @@ from .sharedlq import DELIVERY_LIMIT, REJECTED, DeadLetters
 _log = logging.getLogger("pylog")
 ACCEPT, RELEASE, REJECT, RENEW = "accept", "release", "reject", "renew"
 ACK_TYPES = (ACCEPT, RELEASE, REJECT, RENEW)
+DELAY_MS_MAX = 7 * 86_400_000      # the longest delay_ms of a release
 
 
 class Target(NamedTuple):
@@ -91,15 +92,26 @@ def finish_dead_letters(f: ss.ShareFile, target: Target) -> None:
     f.head[ss.DLQ_PENDING] = 0
 
 
-def _expire(f: ss.ShareFile, now: int, limit: int, dead: list[int], target: Target) -> None:
+def _expire(f: ss.ShareFile, now: int, limit: int, dead: list[int], target: Target,
+            lock_ms: int) -> None:
     """Acquired records of dead owners, or past their deadline, back to
     Available (Archived at the delivery limit); delays that ended too.
     The next deadline and delay end are stored, and dead owners' numbers
     freed, only once the changes are written: when writing them raises (a
     full disk, a busy metadata lock while the dead-letter topic is made),
-    the next acquisition finds the same records due and tries again."""
+    the next acquisition finds the same records due and tries again.
+
+    Deadlines are wall-clock times (Q-2). One further ahead than a lock
+    (``lock_ms``, twice over: processes read the clock at different
+    moments) or a delay (:data:`DELAY_MS_MAX`, plus a minute) could reach
+    from now was set before the clock was stepped back (an NTP step, a VM
+    restored, an RTC wrong at boot then put right): it is cut to that
+    bound, where waiting it out would hold the record (and the window
+    behind it) for as long as the step, years for a wrong RTC."""
     h = f.head
-    check_deadline = now >= h[ss.MIN_DEADLINE]
+    lock_cap = now + 2 * lock_ms
+    delay_cap = now + DELAY_MS_MAX + 60_000
+    check_deadline = now >= h[ss.MIN_DEADLINE] or lock_cap < h[ss.MIN_DEADLINE] < ss.NEVER
     changes: list[tuple[int, int, int, int]] = []
     doomed: list[tuple[int, int, str]] = []
     next_deadline = next_delay = None
@@ -116,16 +128,23 @@ def _expire(f: ss.ShareFile, now: int, limit: int, dead: list[int], target: Targ
                 else:
                     changes.append((off, ss.AVAILABLE, count, 0))
             else:
+                if dl > lock_cap:               # (the holder keeps it)
+                    dl = lock_cap
+                    changes.append((off, ss.ACQUIRED, f.counts[i], dl))
                 nxt = min(nxt, dl)
         next_deadline = nxt
-    if now >= h[ss.MIN_DELAY]:
+    if now >= h[ss.MIN_DELAY] or delay_cap < h[ss.MIN_DELAY] < ss.NEVER:
         nxt = ss.NEVER
         for off in f.positions(ss.DELAYED):
             i = off % f.capacity
-            if f.deadlines[i] <= now:
+            dl = f.deadlines[i]
+            if dl <= now:
                 changes.append((off, ss.AVAILABLE, f.counts[i], 0))
             else:
-                nxt = min(nxt, f.deadlines[i])
+                if dl > delay_cap:
+                    dl = delay_cap
+                    changes.append((off, ss.DELAYED, f.counts[i], dl))
+                nxt = min(nxt, dl)
         next_delay = nxt
     _commit(f, changes, doomed, target)
     # (a dead owner's number freed before its records are Available would
@@ -181,7 +200,7 @@ def acquire(f: ss.ShareFile, owner_of: Callable[[], int], now: int, lock_ms: int
     count)] in offset order, [(first, last)] ranges lost to retention now)."""
     lost = trim_to_log(f, log_start, log_end)
     finish_dead_letters(f, target)
-    _expire(f, now, limit, f.dead_owners_locked(), target)
+    _expire(f, now, limit, f.dead_owners_locked(), target, lock_ms)
     owner = owner_of()
     h, cap = f.head, f.capacity
     deadline = now + lock_ms
@@ -573,7 +592,7 @@ def validate_ack(kind: object, delay_ms: object) -> int:
     if kind != RELEASE:
         raise InvalidArgument("delay_ms is for type='release' only")
     if isinstance(delay_ms, bool) or not isinstance(delay_ms, int) or \
-            not 0 <= delay_ms <= 7 * 86_400_000:
+            not 0 <= delay_ms <= DELAY_MS_MAX:
         raise InvalidArgument(f"delay_ms={delay_ms!r}; expected int in [0, 604800000]")
     return delay_ms
 

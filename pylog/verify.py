@@ -35,6 +35,7 @@ from . import _native, batch
 from .cleanshutdown import clean_state, read_nonce
 from .errors import CorruptLogError, LogOSError, PylogError
 from .files import NotARegularFile, file_kind, open_regular
+from .index import final_timestamp_problem
 from .recovery import durable_end, lost_error
 from .segment import (
     INDEX_ENTRY,
@@ -844,6 +845,12 @@ def _verify_indexes(f, base, end, valid_end, seg_next, live_active, problems,
                                         f"relative offset {rel}) names an offset "
                                         f"outside the segment's 0..{last_rel}"))
                 break
+        idx = contents.get(ipath, b"")
+        if not active and usable == len(tidx) == len(idx) // 8 * 12 + 12:
+            # T-3: the final timestamp retention goes by, against the data
+            msg = final_timestamp_problem(idx, tidx, len(idx) // 8, f.buf, end)
+            if msg:
+                problems.append(Problem(tpath, usable - 12, f"{msg}; {_REBUILT_SEALED}"))
 
 
 def _usable_entries(data: bytes, path: str, entry_bytes: int, what: str,

@@ -7,6 +7,7 @@ settings message_timestamp_after_max_ms / message_timestamp_before_max_ms.
 """
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -144,3 +145,40 @@ def test_cli_creates_and_describes_the_settings(logdir, child_env):
     assert "message_timestamp_before_max_ms=86400000" in out
     doc = json.loads(cli("topics", logdir, "describe", "t", "--json"))
     assert doc["config"]["message_timestamp_after_max_ms"] == 5000
+
+
+def test_a_lowered_final_timestamp_neither_passes_verify_nor_deletes_fresh_records(logdir):
+    """T-3: the final time index entry of a sealed segment decides its
+    retention. Damage that lowers it but keeps the file sorted (a flipped
+    bit) must not make retention delete records that are not yet expired,
+    and ``pylog verify`` names it."""
+    from pylog.index import TIMEINDEX_ENTRY
+    from pylog.verify import verify_log
+
+    day = 86_400_000
+    with pylog.open(logdir) as log:
+        log.create_topic("t", partitions=1, segment_bytes=65536, retention_ms=7 * day)
+        prod = log.producer()
+        now = now_ms()
+        # old records up to the segment's last time index entry, then fresh
+        # ones: the final entry alone holds the fresh timestamp
+        for i in range(580):
+            prod.send("t", b"x" * 100, partition=0,
+                      timestamp_ms=now - 10 * day if i < 380 else now)
+            prod.flush()
+        part = log.partition("t", 0)
+        assert part.state().active_base > 384
+        path = os.path.join(part.dir, "%020d.timeindex" % 0)
+    data = bytearray(open(path, "rb").read())
+    n = len(data) // 12
+    last_ts, last_rel = TIMEINDEX_ENTRY.unpack_from(data, 12 * (n - 1))
+    before_ts = TIMEINDEX_ENTRY.unpack_from(data, 12 * (n - 2))[0]
+    assert last_ts == now and before_ts == now - 10 * day
+    TIMEINDEX_ENTRY.pack_into(data, 12 * (n - 1), before_ts, last_rel)
+    with open(path, "wb") as f:
+        f.write(data)
+    problems = verify_log(logdir)
+    assert any("T-3" in p.message for p in problems), problems
+    with pylog.open(logdir) as log:
+        assert log.enforce_retention() == 0
+        assert log.partition("t", 0).state().log_start_offset == 0

@@ -628,7 +628,8 @@ def test_demo_refuses_a_negative_event_count(capsys):
     assert code == 2 and "--events" in _error_line(err)
 
 
-@pytest.mark.parametrize("since", ["100000d", "1969-07-20T20:17:00Z"])
+@pytest.mark.parametrize("since", ["100000d", "1969-07-20T20:17:00Z", "0001-01-01",
+                                   "0001-01-01T00:00:00"])
 def test_tail_since_before_1970_starts_at_the_oldest_record(logdir, capsys, since):
     code, out, err = cli(capsys, "tail", logdir, "orders", "--since", since)
     assert code == 0, err

@@ -48,6 +48,11 @@ def parse_time(text: str) -> int:
     try:
         return max(0, int(d.timestamp() * 1000))
     except (OverflowError, OSError, ValueError):
+        # a naive time is converted through the local zone, which cannot
+        # reach year 1 (datetime.min, a common "from the beginning"): it is
+        # before 1970 all the same
+        if d.year < 1900:
+            return 0
         raise CliError(f"time {text!r} is out of range") from None
 
 
