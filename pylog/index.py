@@ -164,13 +164,32 @@ def checked_indexes(seg, end: int, last_offset: int | None,
     problem = index_problem(idx, tidx, m, end, seg.base_offset, last_offset)
     if problem is not None:
         _log.warning("%s: %s; rebuilding the indexes (I-3)", seg.path, problem)
+        stored = tidx
         idx, tidx, complete = scan_indexes(m, end, seg.base_offset,
                                            last_offset is not None)
         if complete and write_back is not None:
             write_back(seg, end, last_offset, idx, tidx)
+        elif last_offset is not None:
+            tidx = _keep_final_timestamp(tidx, stored)
     if last_offset is not None:
         seg.index_cache = (idx, tidx)
     return idx, tidx
+
+
+def _keep_final_timestamp(tidx: bytes, stored: bytes) -> bytes:
+    """The time index of a sealed segment rebuilt from a scan that stopped
+    at a bad batch: its final (T-3) timestamp is the maximum of the batches
+    before it only, and those after it may be newer. Retention goes by it,
+    so the stored final timestamp is kept when higher: damage must never
+    make records expire early (a higher one only keeps them longer)."""
+    if len(tidx) < TIMEINDEX_ENTRY.size or len(stored) < TIMEINDEX_ENTRY.size \
+            or len(stored) % TIMEINDEX_ENTRY.size:
+        return tidx
+    kept = last_timestamp(stored)
+    ts, rel = TIMEINDEX_ENTRY.unpack_from(tidx, len(tidx) - TIMEINDEX_ENTRY.size)
+    if kept <= ts:
+        return tidx
+    return tidx[:-TIMEINDEX_ENTRY.size] + TIMEINDEX_ENTRY.pack(kept, rel)
 
 
 def write_back(shared, read_state, seg, end: int, last_offset: int | None,

@@ -787,7 +787,7 @@ def validate_settings(record_lock_ms: object, delivery_limit: object, max_in_fli
                       dead_letter_topic: object) -> None:
     """InvalidArgument for a bad share-group setting (None: unset)."""
     if record_lock_ms is not None:
-        _int_in("record_lock_ms", record_lock_ms, 1, 3_600_000)
+        _int_in("record_lock_ms", record_lock_ms, 1, ops.RECORD_LOCK_MS_MAX)
     if delivery_limit is not None:
         _int_in("delivery_limit", delivery_limit, 1, 1000)
     if max_in_flight is not None:

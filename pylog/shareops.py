@@ -47,6 +47,7 @@ _log = logging.getLogger("pylog")
 ACCEPT, RELEASE, REJECT, RENEW = "accept", "release", "reject", "renew"
 ACK_TYPES = (ACCEPT, RELEASE, REJECT, RENEW)
 DELAY_MS_MAX = 7 * 86_400_000      # the longest delay_ms of a release
+RECORD_LOCK_MS_MAX = 3_600_000     # the longest record_lock_ms of a group
 
 
 class Target(NamedTuple):
@@ -92,8 +93,8 @@ def finish_dead_letters(f: ss.ShareFile, target: Target) -> None:
     f.head[ss.DLQ_PENDING] = 0
 
 
-def _expire(f: ss.ShareFile, now: int, limit: int, dead: list[int], target: Target,
-            lock_ms: int) -> None:
+def _expire(f: ss.ShareFile, now: int, limit: int, dead: list[int],
+            target: Target) -> None:
     """Acquired records of dead owners, or past their deadline, back to
     Available (Archived at the delivery limit); delays that ended too.
     The next deadline and delay end are stored, and dead owners' numbers
@@ -102,14 +103,18 @@ def _expire(f: ss.ShareFile, now: int, limit: int, dead: list[int], target: Targ
     the next acquisition finds the same records due and tries again.
 
     Deadlines are wall-clock times (Q-2). One further ahead than a lock
-    (``lock_ms``, twice over: processes read the clock at different
-    moments) or a delay (:data:`DELAY_MS_MAX`, plus a minute) could reach
+    (:data:`RECORD_LOCK_MS_MAX`) or a delay (:data:`DELAY_MS_MAX`), plus a
+    minute (processes read the clock at different moments), could reach
     from now was set before the clock was stepped back (an NTP step, a VM
     restored, an RTC wrong at boot then put right): it is cut to that
     bound, where waiting it out would hold the record (and the window
-    behind it) for as long as the step, years for a wrong RTC."""
+    behind it) for as long as the step, years for a wrong RTC. The bound
+    is the longest lock, not this consumer's: one made before
+    ``alter_share_group`` raised record_lock_ms keeps the old value, and
+    must not cut the longer locks of the others (delivered again while
+    still held, their acknowledgements refused)."""
     h = f.head
-    lock_cap = now + 2 * lock_ms
+    lock_cap = now + RECORD_LOCK_MS_MAX + 60_000
     delay_cap = now + DELAY_MS_MAX + 60_000
     check_deadline = now >= h[ss.MIN_DEADLINE] or lock_cap < h[ss.MIN_DEADLINE] < ss.NEVER
     changes: list[tuple[int, int, int, int]] = []
@@ -200,7 +205,7 @@ def acquire(f: ss.ShareFile, owner_of: Callable[[], int], now: int, lock_ms: int
     count)] in offset order, [(first, last)] ranges lost to retention now)."""
     lost = trim_to_log(f, log_start, log_end)
     finish_dead_letters(f, target)
-    _expire(f, now, limit, f.dead_owners_locked(), target, lock_ms)
+    _expire(f, now, limit, f.dead_owners_locked(), target)
     owner = owner_of()
     h, cap = f.head, f.capacity
     deadline = now + lock_ms

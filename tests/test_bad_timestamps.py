@@ -182,3 +182,45 @@ def test_a_lowered_final_timestamp_neither_passes_verify_nor_deletes_fresh_recor
     with pylog.open(logdir) as log:
         assert log.enforce_retention() == 0
         assert log.partition("t", 0).state().log_start_offset == 0
+
+
+def test_a_damaged_batch_after_the_last_index_entry_does_not_expire_fresh_records(logdir):
+    """The final timestamp check (T-3) walks the batches after the last
+    index entry; one of them damaged makes the rebuilt time index end at
+    the damage, with the maximum of the batches before it. Retention must
+    not take that for the segment's: the fresh records after the damage
+    stay (before: the segment was deleted under a 7-day retention_ms)."""
+    from pylog import _native
+    from pylog.index import INDEX_ENTRY
+
+    day = 86_400_000
+    with pylog.open(logdir) as log:
+        log.create_topic("t", partitions=1, segment_bytes=65536, retention_ms=-1)
+        prod = log.producer()
+        now = now_ms()
+        for i in range(580):
+            prod.send("t", b"x" * 100, partition=0,
+                      timestamp_ms=now - 10 * day if i < 380 else now)
+            prod.flush()
+        part = log.partition("t", 0)
+        assert part.state().active_base > 384
+        base = os.path.join(part.dir, "%020d" % 0)
+    with open(base + ".index", "rb") as f:
+        idx = f.read()
+    with open(base + ".log", "rb") as f:
+        data = bytearray(f.read())
+    pos = INDEX_ENTRY.unpack_from(idx, len(idx) - 8)[1]
+    heads = []
+    while pos < len(data):
+        h = _native.read_batch_header(bytes(data), pos, len(data))
+        heads.append((pos, h.base_offset))
+        pos = h.end_position
+    # the first fresh batch: the scan stops before any fresh record
+    bad_pos = dict((o, p) for p, o in heads)[380]
+    data[bad_pos + 16] ^= 0xFF               # its magic byte
+    with open(base + ".log", "wb") as f:
+        f.write(data)
+    with pylog.open(logdir) as log:
+        log.alter_topic("t", retention_ms=7 * day)
+        assert log.partition("t", 0).enforce_retention() == 0
+        assert log.describe_topic("t").partition_info[0].start_offset == 0

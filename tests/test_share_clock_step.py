@@ -40,34 +40,35 @@ def _setup(logdir):
         log.producer().send_batch("jobs", [b"job"], partition=0)
 
 
-def test_a_lock_set_before_a_clock_step_back_ends_within_two_locks(logdir, child_env):
+def test_a_lock_set_before_a_clock_step_back_is_cut_to_the_longest_lock(logdir, child_env):
     _setup(logdir)
-    holder = start(HOLDER, logdir, 3600, "hold", env=child_env, stdin=-1)
+    ahead_ms = 30 * 86_400_000
+    holder = start(HOLDER, logdir, ahead_ms / 1000, "hold", env=child_env, stdin=-1)
     try:
         expect(holder, b"holding 0")
+        now = int(time.time() * 1000)
+        assert _deadline(logdir, "acquired") > now + ahead_ms - 60_000   # as set
         with pylog.open(logdir) as log:
             c = log.share_consumer("jobs", group_id="g", auto_offset_reset="earliest",
                                    record_lock_ms=1000)
-            t0 = time.monotonic()
-            got = []
-            while not got and time.monotonic() - t0 < 4.0:
-                got = c.poll(timeout_ms=200)
-            # (before: held for the hour the holder's clock is ahead)
-            assert [r.offset for r in got] == [0], "the lock was waited out"
-            assert got[0].delivery_count == 2
+            assert c.poll(timeout_ms=100) == []          # (still held)
             c.close()
+        # the lock ends at most the longest record_lock_ms (and a minute)
+        # from now, not the 30 days the holder's clock was ahead: not twice
+        # this consumer's lock, which another consumer's may exceed
+        assert _deadline(logdir, "acquired") <= now + 3_600_000 + 61_000
     finally:
         holder.kill()
         holder.wait()
 
 
-def _delay_end(logdir):
+def _deadline(logdir, state="delayed"):
     """The deadline of the record at the share-partition's start, from a
     snapshot of its share file (as ``pylog queues`` reads it)."""
     with pylog.open(logdir) as log:
         ((key, _raw),) = log.meta.info_items(ss.KEY_PREFIX, "read the share state")
     snap = ss.snapshot(os.path.join(logdir, "meta", "share", ss.file_name(key)), key)
-    assert snap is not None and snap["delayed"] == 1, snap
+    assert snap is not None and snap[state] == 1, snap
     return snap["first"]["until_ms"]
 
 
@@ -79,7 +80,7 @@ def test_a_delay_set_before_a_clock_step_back_is_cut_to_the_longest_delay(
     try:
         expect(holder, b"holding 0")
         now = int(time.time() * 1000)
-        assert _delay_end(logdir) > now + ahead_ms - 60_000      # as the holder set it
+        assert _deadline(logdir) > now + ahead_ms - 60_000      # as the holder set it
         with pylog.open(logdir) as log:
             c = log.share_consumer("jobs", group_id="g", auto_offset_reset="earliest",
                                    record_lock_ms=1000)
@@ -87,7 +88,32 @@ def test_a_delay_set_before_a_clock_step_back_is_cut_to_the_longest_delay(
             c.close()
         # the delay ends at most the longest delay (and a minute) from now,
         # not the 30 days the holder's clock was ahead
-        assert _delay_end(logdir) <= now + 7 * 86_400_000 + 61_000   # (the longest delay_ms)
+        assert _deadline(logdir) <= now + 7 * 86_400_000 + 61_000   # (the longest delay_ms)
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_lock_of_a_raised_record_lock_ms_is_not_cut_by_a_consumer_made_before(logdir):
+    """A consumer made before ``alter_share_group`` raised record_lock_ms
+    (allowed: it held nothing yet) keeps the old value. Its acquisitions
+    must not take the others' longer locks for ones set before a clock
+    step back: the holder's record would be delivered again while it is
+    still held, and its acknowledgement refused."""
+    _setup(logdir)
+    with pylog.open(logdir) as log_a, pylog.open(logdir) as log_b:
+        a = log_a.share_consumer("jobs", group_id="g", auto_offset_reset="earliest",
+                                 record_lock_ms=1000)
+        log_b.alter_share_group("g", record_lock_ms=60_000)
+        b = log_b.share_consumer("jobs", group_id="g", auto_offset_reset="earliest")
+        assert (a.record_lock_ms, b.record_lock_ms) == (1000, 60_000)
+        held = b.poll(timeout_ms=1000, max_records=1)
+        assert [r.offset for r in held] == [0]
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 3.5:       # past twice a's lock
+            # (before: a's poll cut b's lock to 2 s, then took the record)
+            assert a.poll(timeout_ms=200) == [], "a held record was taken"
+        b.acknowledge(held[0], "accept")
+        b.commit()
+        a.close()
+        b.close()

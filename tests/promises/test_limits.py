@@ -3,6 +3,7 @@ way a user reaches it."""
 
 import os
 import struct
+import time
 
 import pytest
 from promisekit import crc32c, parse_batches, read_all, run_child, segments
@@ -213,3 +214,32 @@ def test_max_records_per_poll(fastlog):
     c.close()
     with pytest.raises(pylog.InvalidArgument):
         fastlog.consumer("t", max_poll_records=1_000_001)
+
+
+def test_records_stamped_while_the_clock_was_behind(fastlog):
+    """records stamped while the clock was behind (a device booting in 1970)
+    are expired once it is put right, and deleted when retention reaches
+    their segments (those written before them first)
+
+    Records of an hour ago, then ones stamped in 1970 (sealed segments of
+    their own), then current ones: a 7-day retention pass keeps them all
+    (the older segments come first and are not expired); once those are
+    gone (delete_records), the next pass deletes the 1970 ones."""
+    fastlog.create_topic("t", segment_bytes=65536, retention_ms=-1)
+    p = fastlog.producer()
+    now = int(time.time() * 1000)
+    stamps = [now - 3_600_000] * 300 + [86_400_000] * 600 + [now] * 300
+    for ts in stamps:
+        p.send("t", b"x" * 400, partition=0, timestamp_ms=ts)
+    p.flush()
+    fastlog.alter_topic("t", retention_ms=7 * 86_400_000)
+    assert fastlog.enforce_retention() == 0
+    part = fastlog.partition("t", 0)
+    bases = part.segments.bases(part.state())
+    # drop the segments holding the hour-old records (the first of the
+    # 1970 ones may share a segment with them: start past that one)
+    first_1970 = next(b for b in bases if b > 300)
+    fastlog.delete_records({TP("t", 0): first_1970})
+    assert fastlog.enforce_retention() > 0
+    start = fastlog.describe_topic("t").partition_info[0].start_offset
+    assert first_1970 < start <= 900           # no current record goes
