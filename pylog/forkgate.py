@@ -56,7 +56,7 @@ class Gate:
 
     def enter(self) -> None:
         """An LMDB call or transaction begins (waits while a fork runs)."""
-        with self._cv:
+        with self._lock:            # (not the Condition's: a Python call)
             own = self._own()
             if not own:             # (nested: the fork waits for this thread)
                 while self._forking:
@@ -66,7 +66,7 @@ class Gate:
 
     def leave(self) -> None:
         """It ended (committed, aborted, returned or raised)."""
-        with self._cv:
+        with self._lock:
             self._active -= 1
             self._mine.n = self._own() - 1
             if self._forking:

@@ -41,7 +41,8 @@ class Calls:
     """See the module docstring."""
 
     def __init__(self) -> None:
-        self._cv = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._cv = threading.Condition(self._lock)
         self._active = 0
         self._closing = False
         self._mine = threading.local()
@@ -51,7 +52,7 @@ class Calls:
         """A call begins; LogClosed once the close began."""
         GATE.enter()
         try:
-            with self._cv:
+            with self._lock:        # (not the Condition's: a Python call)
                 if self._closing:
                     raise LogClosed(f"{what}: the log was closed")
                 self._active += 1
@@ -68,7 +69,7 @@ class Calls:
             GATE.leave()
 
     def _leave(self) -> None:
-        with self._cv:
+        with self._lock:
             self._active -= 1
             self._mine.n = getattr(self._mine, "n", 0) - 1
             if self._closing:
@@ -94,7 +95,8 @@ class Calls:
                 self._cv.wait(left)
 
     def _after_fork_in_child(self) -> None:
-        self._cv = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._cv = threading.Condition(self._lock)
         self._active = getattr(self._mine, "n", 0)
 
 
