@@ -14,7 +14,12 @@ other LMDB call of pylog counts itself in :data:`GATE`, and a fork waits
 first until none of another thread is in flight (new ones wait for the
 fork), at most :data:`FORK_WAIT_S`: a count left by an interrupted call
 delays a fork, never wedges it. The forking thread's own transactions do
-not count (it cannot wait for itself).
+not count (it cannot wait for itself), and a thread with a call in flight
+starts a nested one (a read inside its write transaction) without waiting
+for the fork: the fork waits for that thread, which would otherwise wait
+for the fork (the fork then came after its full wait, with the
+transaction open). Forks of two threads at once: the gate stays shut
+until the last returns.
 
 Thread safety: thread-safe; fork-safe by construction (the child starts
 with the gate open and only its own thread's counts). Durability: none.
@@ -42,7 +47,7 @@ class Gate:
         self._lock = threading.Lock()
         self._cv = threading.Condition(self._lock)
         self._active = 0            # calls in flight, all threads
-        self._forking = False
+        self._forking = 0           # forks in progress (threads in os.fork)
         self._mine = threading.local()
 
     def _own(self) -> int:
@@ -51,15 +56,17 @@ class Gate:
 
     def enter(self) -> None:
         """An LMDB call or transaction begins (waits while a fork runs)."""
-        with self._cv:
-            while self._forking:
-                self._cv.wait()
+        with self._lock:            # (not the Condition's: a Python call)
+            own = self._own()
+            if not own:             # (nested: the fork waits for this thread)
+                while self._forking:
+                    self._cv.wait()
             self._active += 1
-            self._mine.n = self._own() + 1
+            self._mine.n = own + 1
 
     def leave(self) -> None:
         """It ended (committed, aborted, returned or raised)."""
-        with self._cv:
+        with self._lock:
             self._active -= 1
             self._mine.n = self._own() - 1
             if self._forking:
@@ -77,7 +84,7 @@ class Gate:
         # Holds the gate's lock through the fork: no thread is in enter()
         # or leave() at the fork (the child's copy of the lock is free)
         self._lock.acquire()
-        self._forking = True
+        self._forking += 1
         deadline = time.monotonic() + FORK_WAIT_S
         while self._active > self._own():
             left = deadline - time.monotonic()
@@ -86,7 +93,7 @@ class Gate:
             self._cv.wait(left)
 
     def _after_fork_in_parent(self) -> None:
-        self._forking = False
+        self._forking -= 1
         self._cv.notify_all()
         self._lock.release()
 

@@ -64,11 +64,17 @@ from .errors import (
     TopicExists,
     TopicNotFound,
 )
-from .files import DISK_FULL_ERRNOS, allocate, disk_full_error, open_regular
 from .forkgate import GATE
 from .groupstate import GroupState
 from .identity import Identity, vanished
-from .metafile import check_lmdb_size, data_file_absent, lmdb_disk_full, refuse_lost_metadata
+from .metacalls import Calls
+from .metafile import (
+    allocate_lock_file,
+    check_lmdb_size,
+    data_file_absent,
+    lmdb_disk_full,
+    refuse_lost_metadata,
+)
 from .metalock import MetaLock
 from .partition import PartitionMeta
 
@@ -95,35 +101,6 @@ _ENVS_LOCK = _locks.free_in_child(threading.Lock())
 # realpath of meta/ -> [env, users, readonly, pid, identity, metasync, the
 # Metadata objects using it (weakly: a Log dropped without close() leaves)]
 _ENVS: dict = {}
-
-
-# lock.mdb's size for max_readers=1024 (liblmdb: 1023 reader slots of 64
-# bytes after a 192-byte header); a larger file only gives more slots.
-_LOCK_FILE_BYTES = 65664
-
-
-def _allocate_lock_file(path: str) -> None:
-    """Create ``lock.mdb`` with its blocks allocated before liblmdb maps it.
-
-    liblmdb sizes a new lock file with ftruncate (sparse) and initializes it
-    through a shared map: on a full disk that store is SIGBUS, killing the
-    process. An existing file of the right size is used as it is, so doing
-    this first turns the full disk into ENOSPC here (DiskFullError)."""
-    try:
-        fd = open_regular(os.path.join(path, "lock.mdb"), os.O_RDWR | os.O_CREAT,
-                          what="LMDB lock file")
-    except OSError as exc:
-        if exc.errno in DISK_FULL_ERRNOS:
-            raise disk_full_error(f"open LMDB metadata in {path}", exc) from exc
-        return          # liblmdb reports it with its own words
-    try:
-        allocate(fd, max(_LOCK_FILE_BYTES, os.fstat(fd).st_size))
-    except OSError as exc:
-        if exc.errno in DISK_FULL_ERRNOS:
-            raise disk_full_error(f"open LMDB metadata in {path}", exc) from exc
-        raise
-    finally:
-        os.close(fd)
 
 
 def _open_env(path: str, *, sync: bool, readonly: bool, owner: object):
@@ -155,7 +132,7 @@ def _open_env(path: str, *, sync: bool, readonly: bool, owner: object):
                 raise
             raise _access_error(exc, action, readonly) from None
         if not readonly:
-            _allocate_lock_file(path)
+            allocate_lock_file(path)
         try:
             with GATE.held():       # (a fork child must not inherit a half-made one)
                 env = lmdb.open(path, map_size=MAP_SIZE_BYTES, max_dbs=8,
@@ -300,6 +277,7 @@ class Metadata(Commits):
         self._flush_each = sync and not metasync
         self._vanished: FileVanishedError | None = None     # L-6, sticky
         self._closed = False
+        self._calls = Calls()       # (in flight: see pylog.metacalls)
         self._wlock: MetaLock | None = None
         try:
             if not readonly:
@@ -373,6 +351,7 @@ class Metadata(Commits):
         if not self._closed:
             self._closed = True
             self.close_commits()
+            self._calls.close()
             _close_env(self.path, self.env, self)
             if self._wlock is not None:
                 self._wlock.close()
@@ -381,7 +360,7 @@ class Metadata(Commits):
         """Flush LMDB's deferred meta page: every committed transaction is
         durable when this returns (used by interval flushes and close)."""
         try:
-            with GATE.held():
+            with self._calls.held("sync of the metadata"):
                 self.env.sync(True)
         except lmdb.Error as exc:
             raise LogFailedError(f"sync of LMDB metadata in {self.path}: {exc}") from exc
@@ -801,7 +780,7 @@ class _Txn:
         self._held = False
         self._in_after = False
         self._lmdb: Any = None
-        self._gated = False         # counted in forkgate.GATE
+        self._gated = False         # counted in Metadata._calls
 
     def __enter__(self) -> Any:
         meta, what = self._meta, self._what
@@ -815,9 +794,9 @@ class _Txn:
             # (a Python function returns with no point where an interrupt
             # is handled: from here on `_held` says the lock is ours)
             self._held = True
-        GATE.enter()
-        self._gated = True
         try:
+            meta._calls.enter(what)     # (LogClosed once its close began)
+            self._gated = True
             # (interrupted at begin()'s return, the transaction object is
             # dropped with the frame's stack, which aborts it)
             txn = self._lmdb = meta.env.begin(write=self._write)
@@ -862,7 +841,7 @@ class _Txn:
     def _ungate(self) -> None:
         if self._gated:
             self._gated = False
-            GATE.leave()
+            self._meta._calls.leave()
 
     def _release(self) -> None:
         """Give the writer lock back if this holds it; idempotent. `_held`

@@ -25,7 +25,7 @@ import struct
 import lmdb
 
 from .errors import CorruptLogError
-from .files import DISK_FULL_ERRNOS, open_regular
+from .files import DISK_FULL_ERRNOS, allocate, disk_full_error, open_regular
 
 # LMDB's meta pages (pages 0 and 1 of data.mdb), 64-bit layout: a 16-byte
 # page header, then MDB_meta: magic, version, address, mapsize, two MDB_db
@@ -148,3 +148,32 @@ def lmdb_disk_full(path: str, exc: lmdb.Error) -> str | None:
     if free >= _LMDB_CHUNK_BYTES:
         return None
     return f"disk full (LMDB reports a short write as EIO; {free} bytes free)"
+
+
+# lock.mdb's size for max_readers=1024 (liblmdb: 1023 reader slots of 64
+# bytes after a 192-byte header); a larger file only gives more slots.
+_LOCK_FILE_BYTES = 65664
+
+
+def allocate_lock_file(path: str) -> None:
+    """Create ``lock.mdb`` with its blocks allocated before liblmdb maps it.
+
+    liblmdb sizes a new lock file with ftruncate (sparse) and initializes it
+    through a shared map: on a full disk that store is SIGBUS, killing the
+    process. An existing file of the right size is used as it is, so doing
+    this first turns the full disk into ENOSPC here (DiskFullError)."""
+    try:
+        fd = open_regular(os.path.join(path, "lock.mdb"), os.O_RDWR | os.O_CREAT,
+                          what="LMDB lock file")
+    except OSError as exc:
+        if exc.errno in DISK_FULL_ERRNOS:
+            raise disk_full_error(f"open LMDB metadata in {path}", exc) from exc
+        return          # liblmdb reports it with its own words
+    try:
+        allocate(fd, max(_LOCK_FILE_BYTES, os.fstat(fd).st_size))
+    except OSError as exc:
+        if exc.errno in DISK_FULL_ERRNOS:
+            raise disk_full_error(f"open LMDB metadata in {path}", exc) from exc
+        raise
+    finally:
+        os.close(fd)

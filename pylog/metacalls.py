@@ -1,0 +1,108 @@
+"""The LMDB calls of one :class:`pylog.metadata.Metadata` in flight, so that
+its close lets them end before the environment is closed (G4, G6).
+
+py-lmdb's ``Environment.close()`` must not race another thread's calls:
+a write transaction begun by another thread while the close is under way
+left py-lmdb's record of the open write transaction set with no
+transaction behind it, and the close (and so ``Log.close()``) then waited
+for it for good (1 run in 2 of ``test_close_while_threads_create_and_
+delete_topics``; bare py-lmdb writers racing a close crash outright). So
+every transaction and call of the Metadata counts itself here; once
+:meth:`Calls.close` began, new ones raise LogClosed, and the close waits
+(at most :data:`CLOSE_WAIT_S`, for a count an interrupt left behind) for
+those in flight, the closing thread's own aside. Each call also counts in
+:data:`pylog.forkgate.GATE`, first (and leaves it last): a fork then finds
+no thread inside a Calls' lock, and a fork child counts only its own
+thread's calls (the others' do not run there).
+
+Thread safety: thread-safe. Durability: none.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+
+from .errors import LogClosed
+from .forkgate import GATE
+
+#: the longest a close waits for other threads' calls to end
+CLOSE_WAIT_S = 10.0
+
+
+_ALL: weakref.WeakSet[Calls] = weakref.WeakSet()
+
+
+class Calls:
+    """See the module docstring."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cv = threading.Condition(self._lock)
+        self._active = 0
+        self._closing = False
+        self._mine = threading.local()
+        _ALL.add(self)
+
+    def enter(self, what: str) -> None:
+        """A call begins; LogClosed once the close began."""
+        GATE.enter()
+        try:
+            with self._lock:        # (not the Condition's: a Python call)
+                if self._closing:
+                    raise LogClosed(f"{what}: the log was closed")
+                self._active += 1
+                self._mine.n = getattr(self._mine, "n", 0) + 1
+        except BaseException:
+            GATE.leave()
+            raise
+
+    def leave(self) -> None:
+        """It ended (committed, aborted, returned or raised)."""
+        try:
+            self._leave()
+        finally:
+            GATE.leave()
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._active -= 1
+            self._mine.n = getattr(self._mine, "n", 0) - 1
+            if self._closing:
+                self._cv.notify_all()
+
+    @contextlib.contextmanager
+    def held(self, what: str) -> Iterator[None]:
+        self.enter(what)
+        try:
+            yield
+        finally:
+            self.leave()
+
+    def close(self) -> None:
+        """Refuse new calls; wait for those of other threads in flight."""
+        with self._cv:
+            self._closing = True
+            deadline = time.monotonic() + CLOSE_WAIT_S
+            while self._active > getattr(self._mine, "n", 0):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cv.wait(left)
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+        self._cv = threading.Condition(self._lock)
+        self._active = getattr(self._mine, "n", 0)
+
+
+def _after_fork_in_child() -> None:
+    for calls in list(_ALL):
+        calls._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
