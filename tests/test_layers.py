@@ -18,7 +18,7 @@ LAYERS = [
      "_locks", "heartbeat", "forkgate"},
     NATIVE,
     {"batch", "index"},
-    {"segment", "identity", "metalock", "sharelock", "topicdirs"},
+    {"segment", "identity", "metalock", "sharelock", "topicdirs", "metacalls"},
     {"sharedstate", "segmentlist", "producerstate"},
     {"retention", "cleanshutdown"},
     {"reader", "txnreads", "writer", "recovery", "producerappend", "appendsync"},
