@@ -6,8 +6,7 @@ itself) first closes the Environment it inherited. py-lmdb's close waits
 until no LMDB operation of the Environment is in flight and no write
 transaction is open in another thread — in the child, operations and
 transactions of the parent's other threads, which do not exist there: the
-child waited for good (every time, with a thread reading the metadata at
-the fork).
+child would wait for good.
 
 So every LMDB transaction (from its begin to its commit or abort) and every
 other LMDB call of pylog counts itself in :data:`GATE`, and a fork waits

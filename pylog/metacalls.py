@@ -4,9 +4,8 @@ its close lets them end before the environment is closed (G4, G6).
 py-lmdb's ``Environment.close()`` must not race another thread's calls:
 a write transaction begun by another thread while the close is under way
 left py-lmdb's record of the open write transaction set with no
-transaction behind it, and the close (and so ``Log.close()``) then waited
-for it for good (1 run in 2 of ``test_close_while_threads_create_and_
-delete_topics``; bare py-lmdb writers racing a close crash outright). So
+transaction behind it, and the close (and so ``Log.close()``) would wait
+for it for good (bare py-lmdb writers racing a close can crash). So
 every transaction and call of the Metadata counts itself here; once
 :meth:`Calls.close` began, new ones raise LogClosed, and the close waits
 (at most :data:`CLOSE_WAIT_S`, for a count an interrupt left behind) for
