@@ -18,11 +18,11 @@ import sys
 import tarfile
 
 import pytest
+from promisekit import HERE
 
 import pylog
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ARCHIVE = os.path.join(HERE, "data", "logs-0.1.0.tar.gz")
+ARCHIVE = os.path.join(os.path.dirname(HERE), "data", "logs-0.1.0.tar.gz")
 PARTITIONS = {"plain": 3, "zst": 2, "rolled": 1}
 
 
@@ -87,6 +87,8 @@ def _check_records(got, manifest):
 
 
 def test_a_read_only_look_sees_everything_and_changes_nothing(old_log):
+    """A log written by pylog 0.1 opens as it is, with every record and
+    every committed offset, and a read-only look at it changes nothing."""
     path, manifest = old_log
     before = _tree_digest(path)
     with pylog.open(path, readonly=True) as log:
@@ -99,6 +101,11 @@ def test_a_read_only_look_sees_everything_and_changes_nothing(old_log):
 
 
 def test_the_log_opens_reads_back_and_groups_go_on(old_log):
+    """A log written by pylog 0.1 opens as it is, with every record and
+    every committed offset, and a read-only look at it changes nothing.
+
+    Opened for writing: read back, the group goes on from its commits, a
+    send lands, and ``pylog verify`` finds the converted log sound."""
     path, manifest = old_log
     with pylog.open(path) as log:
         _check_records(_read_all(log), manifest)
