@@ -14,9 +14,7 @@ CLASS_LINES = 600
 
 # path: why it is not split yet
 OVER = {
-    "tests/promises/test_guarantees.py": "one promise per README guarantee; to split",
     "tests/test_aio.py": "to split by client",
-    "tests/test_native.py": "to split by native part",
     "tests/test_transactions.py": "to split by reader and writer side",
 }
 

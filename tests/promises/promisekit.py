@@ -294,3 +294,14 @@ def lose_power(logdir, shadow) -> int:
                 with open(p, "wb") as f:
                     f.write(img)
     return changed
+
+
+def acked_of(lines):
+    """{(partition, offset): value} of the lines "A partition offset value"
+    a child printed after each acknowledged send."""
+    out = {}
+    for ln in lines:
+        parts = ln.split(" ")
+        if parts[0] == "A" and len(parts) == 4:
+            out[(int(parts[1]), int(parts[2]))] = parts[3].encode()
+    return out
