@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from .errors import SendTimeoutError
@@ -125,7 +126,7 @@ class BatchResult:
 class FutureRecordMetadata(tuple):
     """Where a record sent by a lingering producer will be stored (see
     :meth:`pylog.Log.producer`). kafka-python's names: ``get``,
-    ``add_callback``, ``add_errback``, ``is_done``, ``succeeded()``,
+    ``add_callback``, ``add_errback``, ``add_both``, ``is_done``, ``succeeded()``,
     ``failed()``, ``exception``, ``value``. Thread-safe."""
 
     __slots__ = ()
@@ -171,17 +172,32 @@ class FutureRecordMetadata(tuple):
         metadata: RecordMetadata = b.metadata(self[1])
         return metadata
 
-    def add_callback(self, fn: Callable[..., Any], *args: Any) -> FutureRecordMetadata:
-        """Call ``fn(*args, record_metadata)`` once the record is stored (at
-        once if it already is); never if it fails. Returns the future."""
+    def add_callback(self, fn: Callable[..., Any], *args: Any,
+                     **kwargs: Any) -> FutureRecordMetadata:
+        """Call ``fn(*args, record_metadata, **kwargs)`` once the record is
+        stored (at once if it already is); never if it fails. Returns the
+        future."""
+        if kwargs:
+            fn, args = partial(fn, *args, **kwargs), ()
         self[0].add(self[1], fn, args, False)
         return self
 
-    def add_errback(self, fn: Callable[..., Any], *args: Any) -> FutureRecordMetadata:
-        """Call ``fn(*args, exception)`` once the record fails (at once if it
-        already has); never if it is stored. Returns the future."""
+    def add_errback(self, fn: Callable[..., Any], *args: Any,
+                    **kwargs: Any) -> FutureRecordMetadata:
+        """Call ``fn(*args, exception, **kwargs)`` once the record fails (at
+        once if it already has); never if it is stored. Returns the
+        future."""
+        if kwargs:
+            fn, args = partial(fn, *args, **kwargs), ()
         self[0].add(self[1], fn, args, True)
         return self
+
+    def add_both(self, fn: Callable[..., Any], *args: Any,
+                 **kwargs: Any) -> FutureRecordMetadata:
+        """``add_callback`` and ``add_errback`` of ``fn``: it is called once,
+        with the RecordMetadata or the exception. Returns the future."""
+        self.add_callback(fn, *args, **kwargs)
+        return self.add_errback(fn, *args, **kwargs)
 
     def __repr__(self) -> str:
         b = self[0]

@@ -22,14 +22,21 @@ Metric families (labels in braces):
   segments (all partitions), buckets as FORMAT.rst P-11 (``le`` is the
   bucket's exclusive upper bound).
 - ``pylog_group_lag``, ``pylog_group_committed_offset`` {group, topic,
-  partition, lag_from}: gauges (no committed sample for a partition never
-  committed; ``lag_from`` says where its lag counts from);
+  partition}: gauges (no committed sample for a partition never
+  committed); ``pylog_group_lag_from`` {group, topic, partition,
+  pylog_group_lag_from}: where the lag counts from, a state set (one
+  series for each of ``committed``, ``earliest``, ``latest``, ``none``,
+  1 for the partition's, 0 for the others: the series stay the same when
+  a first commit changes it);
   ``pylog_group_partition_owner_info`` {group, topic, partition, owner}: 1;
   ``pylog_group_members`` {group}: live members.
 - ``pylog_share_records`` {group, topic, partition, state}: gauges for
   ``available``, ``acquired``, ``delayed``;
   ``pylog_share_archived_records_total`` {group, topic, partition}.
 - ``pylog_metrics_errors``: parts of the log the last scrape could not read.
+- ``pylog_up``: 1 when the scrape could read the log, 0 when it could not
+  (its directory deleted or replaced, say): then it is the only sample,
+  so no number read before is served as current.
 
 Thread safety: a collector may be scraped from any thread; each scrape
 reads the log as :meth:`pylog.Log.metrics` does. Durability: none.
@@ -37,14 +44,16 @@ reads the log as :meth:`pylog.Log.metrics` does. Durability: none.
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .errors import MissingDependencyError
+from .errors import MissingDependencyError, PylogError
 from .metrics import FSYNC_BUCKET_BOUNDS_S, MetricsSnapshot
 
+_log = logging.getLogger("pylog")
 EXTRA_HINT = "pip install 'pylog[metrics]' (it brings prometheus_client)"
 
 
@@ -59,6 +68,8 @@ def _client() -> Any:
 
 
 _P = ["topic", "partition"]
+#: where a group's lag may count from (pylog.group.lag_from)
+LAG_FROM = ("committed", "earliest", "latest", "none")
 
 
 def families(snap: MetricsSnapshot) -> list[Any]:
@@ -102,10 +113,15 @@ def families(snap: MetricsSnapshot) -> list[Any]:
     hist.add_metric([], buckets, sum_value=snap.fsync.total_s)
     out.append(hist)
 
-    labels = ["group", "topic", "partition", "lag_from"]
+    # (where the lag counts from is a family of its own: a label of the
+    # lag's would change, making a new series, at a partition's first commit)
+    labels = ["group", "topic", "partition"]
     lag = gauge("pylog_group_lag", "Records the group has yet to read", labels=labels)
     committed = gauge("pylog_group_committed_offset", "The group's committed offset",
                       labels=labels)
+    lag_from = core.StateSetMetricFamily(
+        "pylog_group_lag_from", "Where the group's lag counts from: its committed "
+        "offset, or its auto_offset_reset for a partition never committed", labels=labels)
     owner = gauge("pylog_group_partition_owner_info", "The member reading the partition",
                   labels=["group", "topic", "partition", "owner"])
     members = gauge("pylog_group_members", "Live members of the group", labels=["group"])
@@ -113,12 +129,13 @@ def families(snap: MetricsSnapshot) -> list[Any]:
         members.add_metric([g.group], g.members)
         for gp in g.partitions:
             key = [g.group, gp.topic, str(gp.partition)]
-            lag.add_metric(key + [gp.lag_from], gp.lag)
+            lag.add_metric(key, gp.lag)
+            lag_from.add_metric(key, {s: s == gp.lag_from for s in LAG_FROM})
             if gp.committed is not None:
-                committed.add_metric(key + [gp.lag_from], gp.committed)
+                committed.add_metric(key, gp.committed)
             if gp.owner is not None:
                 owner.add_metric(key + [gp.owner], 1)
-    out += [lag, committed, owner, members]
+    out += [lag, committed, lag_from, owner, members]
 
     share = gauge("pylog_share_records", "Records of a share group by state",
                   labels=["group", "topic", "partition", "state"])
@@ -141,14 +158,28 @@ def families(snap: MetricsSnapshot) -> list[Any]:
 
 class LogCollector:
     """A prometheus_client collector: every ``collect()`` (scrape) calls
-    ``take()`` for a fresh snapshot."""
+    ``take()`` for a fresh snapshot. A ``take()`` that raises a PylogError
+    or an OSError (the log deleted, replaced, unreadable) makes the scrape
+    ``pylog_up 0`` alone; one that succeeds, ``pylog_up 1`` and the log's
+    families."""
 
     def __init__(self, take: Callable[[], MetricsSnapshot]) -> None:
         _client()
         self._take = take
 
     def collect(self) -> Iterator[Any]:
-        yield from families(self._take())
+        up = _client().core.GaugeMetricFamily
+        try:
+            snap = self._take()
+        except (PylogError, OSError) as exc:
+            _log.warning("pylog metrics: cannot read the log: %s", exc)
+            yield up("pylog_up", _UP_HELP, value=0)
+            return
+        yield up("pylog_up", _UP_HELP, value=1)
+        yield from families(snap)
+
+
+_UP_HELP = "1 when this scrape could read the log, 0 when not (then no other sample)"
 
 
 def exposition(snap: MetricsSnapshot) -> bytes:

@@ -31,6 +31,11 @@ class OffsetReset:
         # read_committed: the Log whose last stable offsets 'latest' means
         self._committed_log = committed_log
 
+    @property
+    def read_committed(self) -> bool:
+        """Whether the consumer reads only committed transactions (X-4)."""
+        return self._committed_log is not None
+
     def end(self, part) -> int:
         """The end of ``part`` a reset or seek to the end goes to: its end
         offset, or read_committed, its last stable offset (X-4): records of

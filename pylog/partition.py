@@ -274,9 +274,15 @@ class Partition:
         no longer match it; the segments must reach its end (P-12).
         """
         if self.readonly:
+            self.memory_state = None
+            if self.shared.attach() and self.shared.initialized() and \
+                    writers_present(os.path.dirname(self.dir)):
+                # a writer holds the log and published the state: a view
+                # would give way to it at its first live check
+                # (_writer_took_over), blind to the writer's appends until then
+                return 0
             # A view computed in memory, the files untouched; damage fails
             # this partition only, so inspection of the rest goes on.
-            self.memory_state = None
             try:
                 loaded = recover_partition(self.dir, self.meta, self.topic,
                                            self.index, self.shared, write=False)

@@ -214,14 +214,19 @@ class Positions:
     # -- offsets of the log ---------------------------------------------------------
     def offsets_for_times(self, timestamps: Mapping[TopicPartition, int]
                           ) -> dict[TopicPartition, int | None]:
-        """{tp: ts_ms} -> {tp: first offset with timestamp >= ts_ms, or None}."""
+        """{tp: ts_ms} -> {tp: first offset with timestamp >= ts_ms, or None};
+        read_committed, None too when that offset is at or past the last
+        stable offset (a transaction still open), as Kafka answers."""
         self._check()
         out = {}
         for tp, ts in timestamps.items():
             tp = as_tp(tp)
             if isinstance(ts, bool) or not isinstance(ts, int) or ts < 0:
                 raise InvalidArgument(f"timestamp for {tp} must be a non-negative int ms")
-            out[tp] = self._log.partition(tp.topic, tp.partition).offset_for_time(ts)
+            found = self._log.partition(tp.topic, tp.partition).offset_for_time(ts)
+            if found is not None and self._resets.read_committed and found >= self._end(tp):
+                found = None
+            out[tp] = found
         return out
 
     def beginning_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:

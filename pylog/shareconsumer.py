@@ -6,7 +6,7 @@ at a time, acknowledged one by one, retried, and finally parked. The state
 machine and its files are pylog.shareops and pylog.sharestate.
 
 Thread safety: a ShareConsumer is used by one thread at a time (as
-Kafka's); use one per thread. Not fork-safe: make one in the child (its
+Kafka's; ``wakeup()`` from any); use one per thread. Not fork-safe: make one in the child (its
 Log may be the parent's: it reopens itself there). Durability: acknowledgements are applied at
 the next poll() or commit() as stores into the shared share-state map —
 they survive a SIGKILL of the process at once, and reach LMDB on the Log's
@@ -47,11 +47,10 @@ from .errors import (
 from .reader import Cursor
 from .records import TopicPartition
 from .sharedlq import DeadLetters
+from .sharewait import ShareWaiting
 from .store import FORKS, topic_slot
 
 _log = logging.getLogger("pylog")
-# how often a waiting consumer looks for records of a holder that died
-_RECHECK_S = 0.05
 # how long each partition comes first in the polls of a group (_acquire)
 _ROTATE_MS = 20
 _tuple_new = tuple.__new__
@@ -76,9 +75,10 @@ class ShareRecord(NamedTuple):
     delivery_count: int = 1
 
 
-class ShareConsumer:
+class ShareConsumer(ShareWaiting):
     """A member of share group ``group_id`` (see the module docstring and
-    :meth:`pylog.Log.share_consumer`)."""
+    :meth:`pylog.Log.share_consumer`); its poll waits as pylog.sharewait
+    says, and ``wakeup()`` (from any thread) ends that wait."""
 
     def __init__(self, log: Any, topics: tuple[str, ...], *, group_id: str,
                  record_lock_ms: int | None, delivery_limit: int | None,
@@ -205,6 +205,7 @@ class ShareConsumer:
         self._apply()
         deadline = time.monotonic() + wait_s
         bell = self._log.doorbell_pointer()     # (keeps the map)
+        self._woken = False
         while True:
             seen = _native.doorbell_load_at(bell, self._slot) if bell is not None else 0
             out, batch = self._acquire(max_records)
@@ -216,18 +217,8 @@ class ShareConsumer:
                 # never accepted unseen
                 self._unacked = batch
                 return out
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if not self._wait(bell, seen, deadline):
                 return out
-            # appends and acknowledgements ring the doorbell (L-3); lock expiries,
-            # delays ending and holders dying do not: _next_look says when
-            ahead = _next_look(self._files)
-            wait = remaining if ahead is None else min(remaining, ahead)
-            if bell is not None:
-                _native.doorbell_wait_at(bell + self._slot * _native.DOORBELL_SLOT_SIZE,
-                                         seen, wait)
-            else:
-                time.sleep(min(wait, 0.005))
 
     def _acquire(self, max_records: int) -> tuple[list[ShareRecord], dict[Any, ShareRecord]]:
         """Records of the partitions in turn. A poll starts at partition
@@ -602,12 +593,6 @@ class ShareConsumer:
         self._check()
         self._apply()
 
-    def wait_hint(self) -> tuple[int, float | None]:
-        """(the doorbell slot whose rings may make records available (L-3),
-        the longest to wait on it before looking again, None for as long
-        as it stays silent). Call it after a poll that found nothing."""
-        return self._slot, _next_look(self._files)
-
     @property
     def closed(self) -> bool:
         """Whether close() was called (or began: it is not tried again)."""
@@ -731,34 +716,6 @@ def _runs(got: list[tuple[int, int]]) -> list[tuple[int, int]]:
         runs.append((i, j + 1))
         i = j + 1
     return runs
-
-
-def _next_look(files: dict[TopicPartition, ss.ShareFile]) -> float | None:
-    """Seconds until records may become Available without a ring (None:
-    only a ring makes any): the earliest lock deadline or delay end of
-    ``files``, a consumer's (header words 12 and 13, a lower bound: a deadline
-    passed without expiring anything costs one look, which resets it),
-    and at most _RECHECK_S while another Log holds records — its
-    process dying frees them at once (Q-2) and rings nothing. Reads the
-    headers without the files' locks: a change made since is either
-    one the consumer's doorbell wait sees rung, or one it already saw."""
-    wake, foreign = ss.NEVER, False
-    for f in files.values():
-        if f.fd < 0:
-            continue
-        h = f.head
-        wake = min(wake, h[ss.MIN_DEADLINE], h[ss.MIN_DELAY])
-        foreign = foreign or (h[ss.MIN_DEADLINE] < ss.NEVER and f.foreign_holders())
-    if foreign:
-        return _RECHECK_S if wake >= ss.NEVER else \
-            min(_RECHECK_S, _until(wake))
-    return None if wake >= ss.NEVER else _until(wake)
-
-
-def _until(deadline_ms: int) -> float:
-    """Seconds from now until just past ``deadline_ms`` (ms since the
-    epoch): expiry compares whole milliseconds (``deadline <= now``)."""
-    return max(0.0, (deadline_ms + 1) / 1000.0 - time.time())
 
 
 def _check_args(log: Any, topics: tuple[str, ...], group_id: str,

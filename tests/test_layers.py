@@ -27,7 +27,7 @@ LAYERS = [
     {"metadata", "metafile", "topicadmin", "admin", "expiry"},
     {"store"},
     {"group", "delivery", "deadletter", "deserialize", "offsetreset", "consumerargs",
-     "rebalance", "sharestate", "shareops", "sharedlq", "shareconfig", "transactions",
+     "rebalance", "sharestate", "shareops", "sharedlq", "shareconfig", "sharewait", "transactions",
      "txnview"},
     {"producer", "consumer", "positions", "fetching", "accumulator", "shareconsumer",
      "redrive", "metrics", "txnproducer"},

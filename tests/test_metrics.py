@@ -324,12 +324,14 @@ def test_prometheus_exporter_scraped_over_http(tmp_path):
             return m[(name, tuple(sorted(labels.items())))]
         assert v("pylog_partition_end_offset", topic="orders", partition="2") == 200
         assert v("pylog_appended_records_total", topic="t", partition="0") == 150
-        assert v("pylog_group_lag", group="billing", topic="orders", partition="2",
-                 lag_from="earliest") == 200
+        assert v("pylog_group_lag", group="billing", topic="orders", partition="2") == 200
+        assert v("pylog_group_lag_from", group="billing", topic="orders", partition="2",
+                 pylog_group_lag_from="earliest") == 1
         assert v("pylog_group_committed_offset", group="billing", topic="orders",
-                 partition="0", lag_from="committed") == 120
-        assert ("pylog_group_committed_offset", (("group", "billing"), ("lag_from", "earliest"),
+                 partition="0") == 120
+        assert ("pylog_group_committed_offset", (("group", "billing"),
                 ("partition", "2"), ("topic", "orders"))) not in m
+        assert v("pylog_up") == 1
         key = dict(group="mailers", topic="jobs", partition="0")
         assert v("pylog_share_records", state="delayed", **key) == 1
         assert v("pylog_share_archived_records_total", **key) == 2
@@ -627,3 +629,73 @@ def test_the_exporter_shows_a_topic_another_process_made_again(tmp_path):
     finally:
         server.send_signal(signal.SIGTERM)
         server.communicate(timeout=30)
+
+
+def _serve(path):
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pylog.cli", "metrics", str(path), "--serve",
+         f"127.0.0.1:{port}"], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return port, server
+
+
+def test_a_first_commit_makes_no_new_lag_series(tmp_path):
+    """A label of a series must not change with the state: the lag's
+    series (and where it counts from, a state set) are the same before a
+    partition's first commit and after it; only their values change."""
+    pytest.importorskip("prometheus_client")
+    path = tmp_path / "log"
+    with pylog.open(path) as log:
+        log.create_topic("t", partitions=2)
+        log.producer().send_batch("t", [b"x"] * 10, partition=0)
+        c = log.consumer("t", group_id="g", auto_offset_reset="earliest",
+                         enable_auto_commit=False)
+        c.poll(timeout=0.5, max_records=1)
+        # p1 committed (an Empty group without offsets is deleted, as
+        # Kafka's), p0 never: its lag counts from earliest
+        c.commit({TopicPartition("t", 1): 0})
+        c.close(autocommit=False)
+    port, server = _serve(path)
+    try:
+        def group_series():
+            m = _samples(_scrape(port)[2])
+            return {k: v for k, v in m.items() if k[0].startswith("pylog_group_lag")}
+        before = group_series()
+        with pylog.open(path) as log:
+            log.meta.commit("g", {("t", 0): 4})
+        after = group_series()
+        assert set(before) == set(after)
+        key = (("group", "g"), ("partition", "0"), ("topic", "t"))
+        assert (before[("pylog_group_lag", key)], after[("pylog_group_lag", key)]) == (10, 6)
+        state = ("pylog_group_lag_from", (("group", "g"), ("partition", "0"),
+                                          ("pylog_group_lag_from", "committed"), ("topic", "t")))
+        assert (before[state], after[state]) == (0, 1)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.communicate(timeout=30)
+
+
+def test_the_exporter_says_when_the_log_is_gone(tmp_path):
+    """The log deleted under a running exporter: its scrapes answer
+    ``pylog_up 0`` and nothing else (not the numbers of the files it
+    still held), and it goes on serving."""
+    pytest.importorskip("prometheus_client")
+    import shutil
+    path = tmp_path / "log"
+    with pylog.open(path) as log:
+        log.create_topic("t")
+        log.producer().send_batch("t", [b"x"] * 10)
+        log.meta.commit("g", {("t", 0): 3})
+    port, server = _serve(path)
+    try:
+        m = _samples(_scrape(port)[2])
+        assert m[("pylog_up", ())] == 1
+        assert m[("pylog_group_lag", (("group", "g"), ("partition", "0"), ("topic", "t")))] == 7
+        shutil.rmtree(path)
+        for _ in range(2):
+            status, _, text = _scrape(port)
+            assert status == 200 and _samples(text) == {("pylog_up", ()): 0}
+    finally:
+        server.send_signal(signal.SIGTERM)
+        out, err = server.communicate(timeout=30)
+    assert server.returncode == 0 and b"was deleted" in err, err

@@ -349,3 +349,57 @@ def test_group_names_cannot_write_to_the_terminal(tmp_path, argv):
         assert t.wait() == 0
     assert "\x1b[2J\x1b[31mRED" not in out
     assert not any(ln.startswith("FAKE-GROUP") for ln in strip_ansi(out).splitlines())
+
+
+def test_a_topic_made_again_is_not_compared_with_the_old_one():
+    """Deleted and made again between two snapshots (another id): the new
+    topic's offsets are not progress past the old one's (5000 records
+    against 100 is no 4,900-record burst); the next interval has rates
+    again."""
+    a = _snap(0.0, {("t", 0): 100}, {("t", 0): 90})
+    b = _snap(1.0, {("t", 0): 5000}, {("t", 0): 4000})
+    c = _snap(2.0, {("t", 0): 5200}, {("t", 0): 4100})
+    a.ids["t"], b.ids["t"], c.ids["t"] = "old", "new", "new"
+    t = build_view(a, b, 1.0).topics[0]
+    assert (t.produce_rate, t.consume_rate) == (0.0, 0.0)
+    assert build_view(a, b, 1.0).groups[0].consume_rate == 0.0
+    t = build_view(b, c, 1.0).topics[0]
+    assert (t.produce_rate, t.consume_rate) == (200.0, 100.0)
+
+
+_WRITER = """
+import sys, pylog
+log = pylog.open(sys.argv[1], sync="never")
+log.create_topic("t")
+p = log.producer()
+for line in sys.stdin:
+    p.send_batch("t", [b"x"] * int(line))
+    print("sent", flush=True)
+log.close()
+"""
+
+
+def test_a_read_only_log_sees_a_writer_appends_to_a_topic_made_later(tmp_path, child_env):
+    """A read-only Log (pylog top, the exporter) opened before any writer,
+    then a partition made and appended to by a writer that holds the log:
+    each look shows the writer's appends at once, not the end the
+    partition had when first opened for up to a second."""
+    from childproc import expect, start
+    path = tmp_path / "log"
+    pylog.open(path).close()
+    ro = pylog.open(path, readonly=True)
+    w = start(_WRITER, path, env=child_env, stdin=subprocess.PIPE)
+    try:
+        w.stdin.write(b"10\n")
+        w.stdin.flush()
+        expect(w, b"sent")
+        assert ro.describe_topic("t").partition_info[0].end_offset == 10
+        for n in (20, 30):
+            w.stdin.write(b"10\n")
+            w.stdin.flush()
+            expect(w, b"sent")
+            assert ro.describe_topic("t").partition_info[0].end_offset == n
+    finally:
+        w.stdin.close()
+        w.wait(30)
+        ro.close()

@@ -246,6 +246,27 @@ def test_open_transaction_holds_back_later_records(log):
     assert values(rc) == [(0, b"t0"), (0, b"p1")]
 
 
+def test_offsets_for_times_read_committed_stops_at_the_last_stable_offset(log):
+    """As Kafka's ListOffsets for a read_committed consumer: a timestamp
+    whose first record is at or past the last stable offset (an open
+    transaction's, or a record after it) has no offset; read_uncommitted
+    and, once committed, read_committed find them."""
+    p = log.producer(transactional_id="tx")
+    plain = log.producer()
+    plain.send("t", b"p0", partition=0, timestamp_ms=1000)
+    p.begin_transaction()
+    p.send("t", b"t0", partition=0, timestamp_ms=2000)
+    plain.send("t", b"p1", partition=0, timestamp_ms=3000)
+    rc = log.consumer("t", isolation_level="read_committed")
+    ru = log.consumer("t")
+    tp = TP("t", 0)
+    asks = {ts: {tp: ts} for ts in (500, 2000, 2500, 4000)}
+    assert [rc.offsets_for_times(a)[tp] for a in asks.values()] == [0, None, None, None]
+    assert [ru.offsets_for_times(a)[tp] for a in asks.values()] == [0, 1, 2, None]
+    p.commit_transaction()
+    assert [rc.offsets_for_times(a)[tp] for a in asks.values()] == [0, 1, 2, None]
+
+
 def test_transaction_context_manager_aborts_on_exception(log):
     p = log.producer(transactional_id="tx")
     with pytest.raises(KeyError):

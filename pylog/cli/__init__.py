@@ -19,6 +19,7 @@ import argparse
 import sys
 
 from . import admin, check, console, demo, info, metrics, mirror, outbox, queues, top
+from .args import join_time_values
 from .runner import EXIT_ERROR, run
 
 MAIN_EPILOG = """\
@@ -66,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(join_time_values(sys.argv[1:] if argv is None else list(argv)))
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_ERROR

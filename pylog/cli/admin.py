@@ -65,7 +65,8 @@ def register(subs) -> None:
     s.add_argument("--to-latest", action="store_true")
     s.add_argument("--to-offset", type=cli_args.OFFSET, metavar="N")
     s.add_argument("--to-datetime", metavar="TIME",
-                   help="ISO 8601, epoch ms, or a duration ago (1h)")
+                   help="ISO 8601 (2024, 2024-05-01T12:00Z), epoch ms, or a "
+                        "duration ago (1h)")
     s.add_argument("--topic", metavar="TOPIC", help="reset only this topic")
     s.add_argument("--execute", action="store_true",
                    help="apply the reset (default: dry run)")

@@ -29,15 +29,26 @@ _UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000,
 
 
 def parse_time(text: str) -> int:
-    """Epoch ms from ISO 8601 (``2024-05-01T12:00``, naive = local time),
-    epoch milliseconds (``1714564800000``), or a duration ago (``10m``,
-    ``2h``, ``1d``, ``-30s``). A time before 1970 is 0: every record is
-    after it."""
+    """Epoch ms from ISO 8601 (``2024-05-01T12:00``, naive = local time;
+    also a year ``2024`` or a month ``2024-05``: its start), epoch
+    milliseconds (``1714564800000``), or a duration ago (``10m``, ``2h``,
+    ``1d``, ``-30s``). A time before 1970 is 0: every record is after it.
+    Other numbers of ten digits or fewer (but ``0``) are refused: as
+    milliseconds they are the first days of 1970, and a user who types
+    them means epoch seconds or a year."""
     t = text.strip()
     m = _REL.match(t.lstrip("-"))
     if m:
         return max(0, int(time.time() * 1000 - float(m.group(1)) * _UNITS[m.group(2)]))
-    if t.isdigit():
+    if re.fullmatch(r"\d{4}(-\d{2})?", t):
+        t += "-01" if len(t) == 7 else "-01-01"     # ISO 8601's reduced precision
+    elif t.isascii() and t.isdigit() and len(t) != 8:
+        if len(t) <= 10 and int(t) != 0:
+            when = _dt.datetime.fromtimestamp(int(t) / 1000, _dt.timezone.utc)
+            raise CliError(f"time {text!r} is ambiguous: as epoch milliseconds it is "
+                           f"{when:%Y-%m-%d %H:%M} UTC; write epoch milliseconds in "
+                           f"full ({int(t) * 1000} if it is epoch seconds) or ISO "
+                           "8601 (2024-05-01)")
         return int(t)
     try:
         d = _dt.datetime.fromisoformat(t.replace("Z", "+00:00"))
@@ -48,12 +59,39 @@ def parse_time(text: str) -> int:
     try:
         return max(0, int(d.timestamp() * 1000))
     except (OverflowError, OSError, ValueError):
-        # a naive time is converted through the local zone, which cannot
-        # reach year 1 (datetime.min, a common "from the beginning"): it is
-        # before 1970 all the same
-        if d.year < 1900:
-            return 0
-        raise CliError(f"time {text!r} is out of range") from None
+        if d.tzinfo is not None:
+            raise CliError(f"time {text!r} is out of range") from None
+    # a naive time is converted through the local zone, which cannot reach
+    # the ends of datetime's range (datetime.min, datetime.max: a common
+    # "from the beginning" or "to the end"); there the zone's offset now
+    # stands in for the one it will have had
+    offset = _dt.datetime.now().astimezone().utcoffset() or _dt.timedelta(0)
+    return max(0, int(d.replace(tzinfo=_dt.timezone(offset)).timestamp() * 1000))
+
+
+#: options whose value is a time that may begin with "-" (``--since -30s``)
+TIME_OPTIONS = ("--since", "--to-datetime")
+_AGO = re.compile(r"-\d+(?:\.\d+)?\s*(?:ms|s|m|h|d|w)\Z")
+
+
+def join_time_values(argv: list[str]) -> list[str]:
+    """``argv`` with ``--since -30s`` written ``--since=-30s``: argparse
+    takes a value beginning with "-" (other than a plain negative number)
+    for an option, and refuses ``--since -30s`` as missing its value."""
+    out: list[str] = []
+    it = iter(argv)
+    for arg in it:
+        if arg in TIME_OPTIONS:
+            value = next(it, None)
+            if value is not None and _AGO.match(value.strip()):
+                out.append(f"{arg}={value}")
+                continue
+            out.append(arg)
+            if value is not None:
+                out.append(value)
+            continue
+        out.append(arg)
+    return out
 
 
 def parse_config(items) -> dict:

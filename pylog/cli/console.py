@@ -40,8 +40,8 @@ def register(subs) -> None:
     g.add_argument("--offset", type=int, metavar="N",
                    help="start at offset N of each partition (negative: N before the end)")
     g.add_argument("--since", metavar="TIME",
-                   help="start at the first record at or after TIME (ISO 8601, "
-                        "epoch ms, or 10m / 2h / 1d ago)")
+                   help="start at the first record at or after TIME (ISO 8601 such "
+                        "as 2024 or 2024-05-01T12:00Z, epoch ms, or 10m / 2h / 1d ago)")
     s.add_argument("-n", "--lines", type=cli_args.LINES, default=10, metavar="N",
                    help="records per partition to show by default (10)")
     s.add_argument("--partition", type=int, metavar="P", help="only this partition")

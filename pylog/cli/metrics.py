@@ -15,6 +15,8 @@ import sys
 import threading
 import time
 
+from ..errors import FileVanishedError
+from ..identity import Identity
 from ..table import human_bytes, table
 from .args import CliError, add_command
 from .runner import EXIT_OK, EXIT_PROBLEMS, emit, forget_replaced_topics, open_log
@@ -70,8 +72,15 @@ def _serve(args) -> int:
     from ..metricsprom import make_server
     host, port = parse_address(args.serve)
     with open_log(args.path) as log:
+        # a log deleted or replaced under the exporter: the files it holds
+        # open would still give the old numbers (pylog_up 0 instead)
+        where = Identity(log.path, "log directory")
         try:
             def take():
+                why = where.problem() or log.meta.identity_problem()
+                if why is not None:
+                    raise FileVanishedError(f"{why}; restart the exporter on the log "
+                                            "there now")
                 forget_replaced_topics(log)     # (a topic made again: the new one)
                 return log.metrics()
             server = make_server(take, host, port)

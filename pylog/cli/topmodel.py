@@ -9,7 +9,8 @@ per second over the time between the snapshots: produce rate from
 end-offset deltas, consume rate from committed-offset deltas (consumer
 groups) plus share-partition start deltas (work queues), for a topic and
 for each queue. A partition seen in only one of the snapshots (a topic
-created or deleted meanwhile) adds nothing to a rate, and an offset that
+created or deleted meanwhile, or deleted and made again: the snapshots
+name each topic's incarnation) adds nothing to a rate, and an offset that
 went back (a group reset) counts as no progress.
 
 Thread safety: snapshots and views are immutable values; take_snapshot
@@ -18,7 +19,7 @@ reads the log as any reader does.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 TP = tuple[str, int]
@@ -63,6 +64,9 @@ class Snapshot:
     groups: list[GroupSnap] = field(default_factory=list)
     queues: list[QueueSnap] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    # topic -> its incarnation's id: the offsets of a topic deleted and made
+    # again between two snapshots are not compared with the old topic's
+    ids: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -117,7 +121,8 @@ def take_snapshot(log: Any, at: float) -> Snapshot:
     from ..errors import PylogError
     from ..metrics import describe_partitions, share_counts
     snap = Snapshot(at=at, path=log.path)
-    for name, p, _part, info in describe_partitions(log, snap.errors):
+    for name, p, part, info in describe_partitions(log, snap.errors):
+        snap.ids[name] = part.topic_id
         snap.ends[(name, p)] = info["end_offset"]
         snap.starts[(name, p)] = info["start_offset"]
         snap.sizes[name] = snap.sizes.get(name, 0) + info["bytes"]
@@ -160,6 +165,8 @@ def build_view(prev: Snapshot | None, cur: Snapshot, interval: float) -> View:
     """The rows of ``pylog top`` for snapshot ``cur``, with rates computed
     against ``prev`` (None: no rates yet). Pure: reads only its arguments."""
     dt = cur.at - prev.at if prev is not None else 0.0
+    if prev is not None:
+        prev = _same_topics(prev, cur)
     by_topic: dict[str, list[TP]] = {}
     for tp in cur.ends:
         by_topic.setdefault(tp[0], []).append(tp)
@@ -198,6 +205,21 @@ def build_view(prev: Snapshot | None, cur: Snapshot, interval: float) -> View:
         frac = min(1.0, g.lag / kept) if kept else (1.0 if g.lag else 0.0)
         groups.append(GroupRow(g.name, g.state, g.members_alive, g.lag, frac, rate))
     return View(cur.path, interval, topics, groups, _queues(prev, cur, dt), list(cur.errors))
+
+
+def _same_topics(prev: Snapshot, cur: Snapshot) -> Snapshot:
+    """``prev`` without the offsets of topics that ``cur`` has in another
+    incarnation (deleted and made again in between): a new topic's
+    offsets start again from 0, so against the old ones they would show
+    no progress until they passed the old ones."""
+    gone = {t for t, i in prev.ids.items() if t in cur.ids and cur.ids[t] != i}
+    if not gone:
+        return prev
+    return replace(
+        prev, ends={tp: v for tp, v in prev.ends.items() if tp[0] not in gone},
+        groups=[replace(g, committed={tp: v for tp, v in g.committed.items()
+                                      if tp[0] not in gone}) for g in prev.groups],
+        queues=[q for q in prev.queues if q.topic not in gone])
 
 
 def _queues(prev: Snapshot | None, cur: Snapshot, dt: float) -> list[QueueRow]:
