@@ -8,6 +8,7 @@ import time
 
 import childproc
 import pytest
+from topicchurn import close_under_topic_churn
 
 import pylog
 from pylog import errors
@@ -395,28 +396,10 @@ def test_close_while_threads_create_and_delete_topics(tmp_path):
     lock (its descriptor was closed under a write of another thread, whose
     next lock or unlock then raised LogOSError EBADF: 55 of 120 threads),
     and the log reopens."""
-    import threading
     errors_seen = []
     for rnd in range(10):
-        path = tmp_path / str(rnd)
-        lg = pylog.open(path)
-
-        def admin(i):
-            for n in range(100_000):
-                try:
-                    lg.create_topic(f"x{i}-{n}", partitions=2)
-                    lg.delete_topic(f"x{i}-{n}")
-                except Exception as exc:             # checked below
-                    errors_seen.append(exc)
-                    return
-        ts = [threading.Thread(target=admin, args=(i,)) for i in range(4)]
-        for t in ts:
-            t.start()
-        time.sleep(0.05 + rnd % 3 * 0.03)
-        lg.close()
-        for t in ts:
-            t.join(30)
-        pylog.open(path).close()
+        errors_seen += close_under_topic_churn(tmp_path / str(rnd), 0.05 + rnd % 3 * 0.03,
+                                               lambda lg: lg.close())
     assert len(errors_seen) == 40
     assert all(type(e) is pylog.LogClosed for e in errors_seen), \
         {repr(e) for e in errors_seen if type(e) is not pylog.LogClosed}
