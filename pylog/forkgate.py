@@ -48,11 +48,10 @@ class Gate:
         """An LMDB call or transaction begins (waits while a fork runs)."""
         flight = self._flight
         with flight.lock:
-            own = flight.own()
-            if not own:             # (nested: the fork waits for this thread)
+            if not flight.own():    # (nested: the fork waits for this thread)
                 while self._forking:
                     flight.wait()
-            flight.count_in(own)
+            flight.count_in()
 
     def leave(self) -> None:
         """It ended (committed, aborted, returned or raised)."""

@@ -39,15 +39,15 @@ class InFlight:
         n: int = getattr(self._mine, "n", 0)
         return n
 
-    def count_in(self, own: int) -> None:
-        """A call of this thread (``own`` in flight before it) begins."""
+    def count_in(self) -> None:
+        """A call of this thread begins."""
         self._active += 1
-        self._mine.n = own + 1
+        self._mine.n = getattr(self._mine, "n", 0) + 1
 
     def count_out(self) -> None:
         """It ended (committed, aborted, returned or raised)."""
         self._active -= 1
-        self._mine.n = self.own() - 1
+        self._mine.n = getattr(self._mine, "n", 0) - 1
         if self._draining:
             self._cv.notify_all()
 

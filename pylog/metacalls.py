@@ -52,7 +52,7 @@ class Calls:
             with flight.lock:
                 if self._closing:
                     raise LogClosed(f"{what}: the log was closed")
-                flight.count_in(flight.own())
+                flight.count_in()
         except BaseException:
             GATE.leave()
             raise
