@@ -313,20 +313,26 @@ def test_close_from_another_task_ends_the_waits(logdir):
     async def main():
         async with pylog.aio.open(logdir, sync="never") as log:
             await log.create_topic("t")
-            c = log.consumer("t", group_id="g")
-            iterating = asyncio.create_task(_drain(c))
-            getting = asyncio.create_task(c.getone())
-            await asyncio.sleep(0.3)
-            assert not iterating.done() and not getting.done()
-            await c.close()
-            assert await asyncio.wait_for(iterating, 30) == []
-            with pytest.raises(pylog.LogClosed):
-                await asyncio.wait_for(getting, 30)
+            await close_ends_the_waits(log.consumer("t", group_id="g"))
 
     run("asyncio", main)
 
 
-async def _drain(consumer: pylog.aio.AIOConsumer) -> list[pylog.Record]:
+async def close_ends_the_waits(
+        consumer: pylog.aio.AIOConsumer | pylog.aio.AIOShareConsumer) -> None:
+    """A close() of ``consumer`` from another task ends an ``async for``
+    over it (with nothing) and a getone() waiting on it (LogClosed)."""
+    iterating = asyncio.create_task(_drain(consumer))
+    getting = asyncio.create_task(consumer.getone())
+    await asyncio.sleep(0.3)
+    assert not iterating.done() and not getting.done()
+    await consumer.close()
+    assert await asyncio.wait_for(iterating, 30) == []
+    with pytest.raises(pylog.LogClosed, match="closed"):
+        await asyncio.wait_for(getting, 30)
+
+
+async def _drain(consumer: pylog.aio.AIOConsumer | pylog.aio.AIOShareConsumer) -> list[Any]:
     return [r async for r in consumer]
 
 

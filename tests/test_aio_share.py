@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from childproc import expect, start
-from test_aio import LOOPS, run
+from test_aio import LOOPS, close_ends_the_waits, run
 
 import pylog
 import pylog.aio
@@ -176,21 +176,9 @@ def test_close_from_another_task_ends_the_waits(logdir):
     async def main():
         async with pylog.aio.open(logdir, sync="never") as log:
             await log.create_topic("q")
-            sc = log.share_consumer("q", group_id="w")
-            iterating = asyncio.create_task(_drain(sc))
-            getting = asyncio.create_task(sc.getone())
-            await asyncio.sleep(0.3)
-            assert not iterating.done() and not getting.done()
-            await sc.close()
-            assert await asyncio.wait_for(iterating, 30) == []
-            with pytest.raises(pylog.LogClosed, match="closed"):
-                await asyncio.wait_for(getting, 30)
+            await close_ends_the_waits(log.share_consumer("q", group_id="w"))
 
     run("asyncio", main)
-
-
-async def _drain(sc: pylog.aio.AIOShareConsumer) -> list[object]:
-    return [r async for r in sc]
 
 
 def test_explicit_mode_refuses_a_get_before_acknowledging(logdir):
