@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from childproc import expect, start
-from test_aio import LOOPS, close_ends_the_waits, run
+from test_aio import LOOPS, close_ends_the_waits, gets_cancelled_while_sending, run
 
 import pylog
 import pylog.aio
@@ -104,30 +104,8 @@ def test_cancelled_gets_acquire_nothing(logdir, loop):
             p = log.producer()
             sc = log.share_consumer("q", group_id="w", auto_offset_reset="earliest",
                                     acknowledgement_mode="implicit")
-            got: list[Any] = []
-
-            async def produce():
-                for i in range(n):
-                    await p.send("q", b"%d" % i)
-                    if i % 3 == 0:
-                        await asyncio.sleep(0)
-
-            producing = asyncio.create_task(produce())
-            i = 0
-            while len(got) < n:
-                i += 1
-                task = asyncio.create_task(
-                    sc.getmany(timeout_ms=1000, max_records=7) if i % 2 else sc.getone())
-                for _ in range(i % 4):       # cancel at varying points
-                    await asyncio.sleep(0)
-                task.cancel()
-                try:
-                    res = await task
-                except asyncio.CancelledError:
-                    continue
-                got.extend([res] if isinstance(res, tuple) else
-                           [r for rs in res.values() for r in rs])
-            await producing
+            got = await gets_cancelled_while_sending(sc, p, "q", n, timeout_ms=1000,
+                                                     max_records=7)
             # every record came once, first delivery: none was acquired
             # by a cancelled call and then released or left to expire
             assert [r.offset for r in got] == list(range(n))
