@@ -54,6 +54,7 @@ from .producer import (
     _RECORD_OVERHEAD_MAX,
     Producer,
     Serializer,
+    close_producers_of,
 )
 from .store import FORKS
 
@@ -496,14 +497,7 @@ class LingerProducer(Producer):
 def close_lingering(log: LogStore) -> PylogError | None:
     """Close the lingering producers of ``log`` (their pending batches are
     appended first); returns the first error, after closing them all."""
-    first = None
-    for producer in list(_LINGERING):
-        if producer._log is log:
-            try:
-                producer.close()
-            except PylogError as exc:
-                first = first or exc
-    return first
+    return close_producers_of(log, _LINGERING)
 
 
 def _after_fork_in_child() -> None:

@@ -197,7 +197,7 @@ class Fetching:
                 self._cursors.pop(tp, None)
                 continue
             except PartitionNotFound:
-                if getattr(self, "_manual", None) is not None:
+                if self._manual is not None:
                     raise           # assign()ed: the caller named it
                 # a subscription's (or a group's) count, cached before the
                 # topic was deleted and made again with fewer partitions

@@ -28,48 +28,36 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
-import time
 from collections.abc import Iterator
+
+from .inflight import InFlight
 
 #: the longest a fork waits for other threads' LMDB calls to end
 FORK_WAIT_S = 10.0
 
 
 class Gate:
-    """See the module docstring."""
+    """See the module docstring; the counting is :class:`InFlight`'s, the
+    policy (new calls wait while a fork runs) this class's."""
 
     def __init__(self) -> None:
-        self._reset()
-
-    def _reset(self) -> None:
-        self._lock = threading.Lock()
-        self._cv = threading.Condition(self._lock)
-        self._active = 0            # calls in flight, all threads
+        self._flight = InFlight()
         self._forking = 0           # forks in progress (threads in os.fork)
-        self._mine = threading.local()
-
-    def _own(self) -> int:
-        n: int = getattr(self._mine, "n", 0)
-        return n
 
     def enter(self) -> None:
         """An LMDB call or transaction begins (waits while a fork runs)."""
-        with self._lock:            # (not the Condition's: a Python call)
-            own = self._own()
-            if not own:             # (nested: the fork waits for this thread)
+        flight = self._flight
+        with flight.lock:
+            if not flight.own():    # (nested: the fork waits for this thread)
                 while self._forking:
-                    self._cv.wait()
-            self._active += 1
-            self._mine.n = own + 1
+                    flight.wait()
+            flight.count_in()
 
     def leave(self) -> None:
         """It ended (committed, aborted, returned or raised)."""
-        with self._lock:
-            self._active -= 1
-            self._mine.n = self._own() - 1
-            if self._forking:
-                self._cv.notify_all()
+        flight = self._flight
+        with flight.lock:
+            flight.count_out()
 
     @contextlib.contextmanager
     def held(self) -> Iterator[None]:
@@ -82,25 +70,18 @@ class Gate:
     def _before_fork(self) -> None:
         # Holds the gate's lock through the fork: no thread is in enter()
         # or leave() at the fork (the child's copy of the lock is free)
-        self._lock.acquire()
+        self._flight.lock.acquire()
         self._forking += 1
-        deadline = time.monotonic() + FORK_WAIT_S
-        while self._active > self._own():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            self._cv.wait(left)
+        self._flight.drain(FORK_WAIT_S)
 
     def _after_fork_in_parent(self) -> None:
         self._forking -= 1
-        self._cv.notify_all()
-        self._lock.release()
+        self._flight.notify_all()
+        self._flight.lock.release()
 
     def _after_fork_in_child(self) -> None:
-        own = self._own()
-        self._reset()
-        self._active = own
-        self._mine.n = own
+        self._flight = self._flight.in_child()
+        self._forking = 0
 
 
 GATE = Gate()

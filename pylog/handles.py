@@ -106,11 +106,17 @@ def validate_max_open_files(value: Any) -> int:
     default); InvalidArgument otherwise."""
     if value is None:
         return default_max_open_files()
-    if isinstance(value, bool) or not isinstance(value, int) \
-            or not MAX_OPEN_FILES_MIN <= value <= MAX_OPEN_FILES_MAX:
-        raise InvalidArgument(
-            f"max_open_files={value!r}; expected None (derived from ulimit -n) "
-            f"or an int in [{MAX_OPEN_FILES_MIN}, {MAX_OPEN_FILES_MAX}]")
+    return _checked_bound("max_open_files", value, MAX_OPEN_FILES_MIN, MAX_OPEN_FILES_MAX,
+                          "ulimit -n")
+
+
+def _checked_bound(name: str, value: Any, lo: int, hi: int, default_from: str) -> int:
+    """``value`` of the argument ``name`` when it is an int in [lo, hi];
+    InvalidArgument otherwise (None, the default, is derived from
+    ``default_from``)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise InvalidArgument(f"{name}={value!r}; expected None (derived from "
+                              f"{default_from}) or an int in [{lo}, {hi}]")
     return value
 
 
@@ -140,12 +146,8 @@ def validate_max_open_maps(value: Any) -> int:
     default); InvalidArgument otherwise."""
     if value is None:
         return default_max_open_maps()
-    if isinstance(value, bool) or not isinstance(value, int) \
-            or not MAX_OPEN_MAPS_MIN <= value <= MAX_OPEN_MAPS_MAX:
-        raise InvalidArgument(
-            f"max_open_maps={value!r}; expected None (derived from "
-            f"vm.max_map_count) or an int in [{MAX_OPEN_MAPS_MIN}, {MAX_OPEN_MAPS_MAX}]")
-    return value
+    return _checked_bound("max_open_maps", value, MAX_OPEN_MAPS_MIN, MAX_OPEN_MAPS_MAX,
+                          "vm.max_map_count")
 
 
 def too_many_maps(exc: OSError, action: str, held: int | None = None) -> TooManyMapsError:

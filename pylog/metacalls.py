@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
-import time
 import weakref
 from collections.abc import Iterator
 
 from .errors import LogClosed
 from .forkgate import GATE
+from .inflight import InFlight
 
 #: the longest a close waits for other threads' calls to end
 CLOSE_WAIT_S = 10.0
@@ -37,25 +36,23 @@ _ALL: weakref.WeakSet[Calls] = weakref.WeakSet()
 
 
 class Calls:
-    """See the module docstring."""
+    """See the module docstring; the counting is :class:`InFlight`'s, the
+    policy (new calls raise once the close began) this class's."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._cv = threading.Condition(self._lock)
-        self._active = 0
+        self._flight = InFlight()
         self._closing = False
-        self._mine = threading.local()
         _ALL.add(self)
 
     def enter(self, what: str) -> None:
         """A call begins; LogClosed once the close began."""
         GATE.enter()
         try:
-            with self._lock:        # (not the Condition's: a Python call)
+            flight = self._flight
+            with flight.lock:
                 if self._closing:
                     raise LogClosed(f"{what}: the log was closed")
-                self._active += 1
-                self._mine.n = getattr(self._mine, "n", 0) + 1
+                flight.count_in()
         except BaseException:
             GATE.leave()
             raise
@@ -63,16 +60,11 @@ class Calls:
     def leave(self) -> None:
         """It ended (committed, aborted, returned or raised)."""
         try:
-            self._leave()
+            flight = self._flight
+            with flight.lock:
+                flight.count_out()
         finally:
             GATE.leave()
-
-    def _leave(self) -> None:
-        with self._lock:
-            self._active -= 1
-            self._mine.n = getattr(self._mine, "n", 0) - 1
-            if self._closing:
-                self._cv.notify_all()
 
     @contextlib.contextmanager
     def held(self, what: str) -> Iterator[None]:
@@ -84,19 +76,13 @@ class Calls:
 
     def close(self) -> None:
         """Refuse new calls; wait for those of other threads in flight."""
-        with self._cv:
+        flight = self._flight
+        with flight.lock:
             self._closing = True
-            deadline = time.monotonic() + CLOSE_WAIT_S
-            while self._active > getattr(self._mine, "n", 0):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._cv.wait(left)
+            flight.drain(CLOSE_WAIT_S)
 
     def _after_fork_in_child(self) -> None:
-        self._lock = threading.Lock()
-        self._cv = threading.Condition(self._lock)
-        self._active = getattr(self._mine, "n", 0)
+        self._flight = self._flight.in_child()
 
 
 def _after_fork_in_child() -> None:

@@ -98,6 +98,19 @@ def raw_record(value: object, key: object, headers: Headers,
             Producer._headers(headers) if headers else ())
 
 
+def close_producers_of(log: LogStore, producers: Iterable[Producer]) -> PylogError | None:
+    """Close those of ``producers`` that write to ``log``; returns the first
+    error, after closing them all (Log.close() goes on with its own)."""
+    first = None
+    for producer in list(producers):
+        if producer._log is log:
+            try:
+                producer.close()
+            except PylogError as exc:
+                first = first or exc
+    return first
+
+
 _P = TypeVar("_P", bound="Producer")   # with-block: the subclass made
 
 

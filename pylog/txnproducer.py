@@ -56,7 +56,7 @@ from .errors import (
     PylogError,
     TransactionError,
 )
-from .producer import Producer, Serializer
+from .producer import Producer, Serializer, close_producers_of
 
 if TYPE_CHECKING:
     from .partition import Partition
@@ -695,14 +695,7 @@ def _consumer_offsets(consumer: Any) -> tuple[dict[Any, int], Any]:
 def close_transactional(log: LogStore) -> PylogError | None:
     """Close the transactional producers of ``log`` (aborting their open
     transactions); returns the first error, after closing them all."""
-    first = None
-    for producer in list(_TRANSACTIONAL):
-        if producer._log is log:
-            try:
-                producer.close()
-            except PylogError as exc:
-                first = first or exc
-    return first
+    return close_producers_of(log, _TRANSACTIONAL)
 
 
 __all__ = ["IdempotentProducer", "check_producer_args", "close_transactional"]

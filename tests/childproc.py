@@ -114,3 +114,17 @@ def expect(proc, line: bytes, timeout: float = 60.0, *, prefix: bool = False) ->
     if not ok:
         fail(proc, f"expected {line!r}", got)
     return got
+
+
+def killed_after_ready(proc, delay_s: float) -> bytes:
+    """Wait for the child's "ready" line, let it run ``delay_s`` more and
+    SIGKILL it; returns what it printed after "ready" (its last line may
+    be cut short). The child is reaped whatever happens."""
+    try:
+        expect(proc, b"ready")
+        time.sleep(delay_s)
+        proc.send_signal(signal.SIGKILL)
+        return proc.stdout.read()
+    finally:
+        proc.kill()
+        proc.wait()

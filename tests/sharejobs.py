@@ -1,5 +1,6 @@
 """The share-group tests' common setup: a log with a "jobs" topic of
-numbered records, and a share consumer of it that reads from the start."""
+numbered records, a share consumer of it that reads from the start, and
+what its dead-letter topic "jobs.dlq" holds."""
 
 import pylog
 
@@ -24,3 +25,16 @@ def jobs_share(log, **kw):
     kw.setdefault("group_id", "g")
     kw.setdefault("auto_offset_reset", "earliest")
     return log.share_consumer("jobs", **kw)
+
+
+def dead_letters(log):
+    """Every record of "jobs.dlq" from the start ([] while it is no topic),
+    read until a poll waits 100 ms in vain."""
+    if "jobs.dlq" not in log.topics():
+        return []
+    c = log.consumer("jobs.dlq", auto_offset_reset="earliest")
+    out = []
+    while recs := c.poll(timeout_ms=100):
+        out.extend(recs)
+    c.close()
+    return out

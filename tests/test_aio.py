@@ -128,34 +128,8 @@ def test_cancelled_gets_lose_nothing(logdir, loop):
             await log.create_topic("t")
             p = log.producer()
             c = log.consumer("t", auto_offset_reset="earliest", max_poll_records=7)
-            got: list[int] = []
-
-            async def produce():
-                for i in range(n):
-                    await p.send("t", b"%d" % i)
-                    if i % 3 == 0:
-                        await asyncio.sleep(0)
-
-            producing = asyncio.create_task(produce())
-            i = 0
-            while len(got) < n:
-                i += 1
-                if i % 2:
-                    task = asyncio.create_task(c.getmany(timeout_ms=1000))
-                else:
-                    task = asyncio.create_task(c.getone())
-                for _ in range(i % 4):       # cancel at varying points
-                    await asyncio.sleep(0)
-                task.cancel()
-                try:
-                    res = await task
-                except asyncio.CancelledError:
-                    continue
-                recs = [res] if isinstance(res, pylog.Record) else \
-                    [r for rs in res.values() for r in rs]
-                got.extend(int(r.value) for r in recs)
-            await producing
-            assert got == list(range(n))
+            got = await gets_cancelled_while_sending(c, p, "t", n, timeout_ms=1000)
+            assert [int(r.value) for r in got] == list(range(n))
             assert await c.position(TP0) == n
             # records getone fetched but did not return stay for the next call
             await c.seek_to_beginning()
@@ -169,6 +143,38 @@ def test_cancelled_gets_lose_nothing(logdir, loop):
             assert [r.offset for r in rest[TP0]] == [1, 2, 3]
 
     run(loop, main)
+
+
+async def gets_cancelled_while_sending(consumer: Any, producer: Any, topic: str, n: int,
+                                      **getmany_args: Any) -> list[Any]:
+    """Send ``n`` records (b"0", b"1", ...) to ``topic`` while getmany()
+    (with ``getmany_args``) and getone() calls of ``consumer`` take them,
+    each cancelled at one of several points; the records of the calls that
+    returned, in order, once there are ``n``."""
+    got: list[Any] = []
+
+    async def produce():
+        for i in range(n):
+            await producer.send(topic, b"%d" % i)
+            if i % 3 == 0:
+                await asyncio.sleep(0)
+
+    producing = asyncio.create_task(produce())
+    i = 0
+    while len(got) < n:
+        i += 1
+        task = asyncio.create_task(
+            consumer.getmany(**getmany_args) if i % 2 else consumer.getone())
+        for _ in range(i % 4):       # cancel at varying points
+            await asyncio.sleep(0)
+        task.cancel()
+        try:
+            res = await task
+        except asyncio.CancelledError:
+            continue
+        got.extend([r for rs in res.values() for r in rs] if isinstance(res, dict) else [res])
+    await producing
+    return got
 
 
 def test_commit_counts_only_records_received(logdir):
@@ -313,20 +319,26 @@ def test_close_from_another_task_ends_the_waits(logdir):
     async def main():
         async with pylog.aio.open(logdir, sync="never") as log:
             await log.create_topic("t")
-            c = log.consumer("t", group_id="g")
-            iterating = asyncio.create_task(_drain(c))
-            getting = asyncio.create_task(c.getone())
-            await asyncio.sleep(0.3)
-            assert not iterating.done() and not getting.done()
-            await c.close()
-            assert await asyncio.wait_for(iterating, 30) == []
-            with pytest.raises(pylog.LogClosed):
-                await asyncio.wait_for(getting, 30)
+            await close_ends_the_waits(log.consumer("t", group_id="g"))
 
     run("asyncio", main)
 
 
-async def _drain(consumer: pylog.aio.AIOConsumer) -> list[pylog.Record]:
+async def close_ends_the_waits(
+        consumer: pylog.aio.AIOConsumer | pylog.aio.AIOShareConsumer) -> None:
+    """A close() of ``consumer`` from another task ends an ``async for``
+    over it (with nothing) and a getone() waiting on it (LogClosed)."""
+    iterating = asyncio.create_task(_drain(consumer))
+    getting = asyncio.create_task(consumer.getone())
+    await asyncio.sleep(0.3)
+    assert not iterating.done() and not getting.done()
+    await consumer.close()
+    assert await asyncio.wait_for(iterating, 30) == []
+    with pytest.raises(pylog.LogClosed, match="closed"):
+        await asyncio.wait_for(getting, 30)
+
+
+async def _drain(consumer: pylog.aio.AIOConsumer | pylog.aio.AIOShareConsumer) -> list[Any]:
     return [r async for r in consumer]
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from childproc import expect, start
-from test_aio import LOOPS, run
+from test_aio import LOOPS, close_ends_the_waits, gets_cancelled_while_sending, run
 
 import pylog
 import pylog.aio
@@ -104,30 +104,8 @@ def test_cancelled_gets_acquire_nothing(logdir, loop):
             p = log.producer()
             sc = log.share_consumer("q", group_id="w", auto_offset_reset="earliest",
                                     acknowledgement_mode="implicit")
-            got: list[Any] = []
-
-            async def produce():
-                for i in range(n):
-                    await p.send("q", b"%d" % i)
-                    if i % 3 == 0:
-                        await asyncio.sleep(0)
-
-            producing = asyncio.create_task(produce())
-            i = 0
-            while len(got) < n:
-                i += 1
-                task = asyncio.create_task(
-                    sc.getmany(timeout_ms=1000, max_records=7) if i % 2 else sc.getone())
-                for _ in range(i % 4):       # cancel at varying points
-                    await asyncio.sleep(0)
-                task.cancel()
-                try:
-                    res = await task
-                except asyncio.CancelledError:
-                    continue
-                got.extend([res] if isinstance(res, tuple) else
-                           [r for rs in res.values() for r in rs])
-            await producing
+            got = await gets_cancelled_while_sending(sc, p, "q", n, timeout_ms=1000,
+                                                     max_records=7)
             # every record came once, first delivery: none was acquired
             # by a cancelled call and then released or left to expire
             assert [r.offset for r in got] == list(range(n))
@@ -176,21 +154,9 @@ def test_close_from_another_task_ends_the_waits(logdir):
     async def main():
         async with pylog.aio.open(logdir, sync="never") as log:
             await log.create_topic("q")
-            sc = log.share_consumer("q", group_id="w")
-            iterating = asyncio.create_task(_drain(sc))
-            getting = asyncio.create_task(sc.getone())
-            await asyncio.sleep(0.3)
-            assert not iterating.done() and not getting.done()
-            await sc.close()
-            assert await asyncio.wait_for(iterating, 30) == []
-            with pytest.raises(pylog.LogClosed, match="closed"):
-                await asyncio.wait_for(getting, 30)
+            await close_ends_the_waits(log.share_consumer("q", group_id="w"))
 
     run("asyncio", main)
-
-
-async def _drain(sc: pylog.aio.AIOShareConsumer) -> list[object]:
-    return [r async for r in sc]
 
 
 def test_explicit_mode_refuses_a_get_before_acknowledging(logdir):

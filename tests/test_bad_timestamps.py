@@ -18,6 +18,7 @@ import pylog
 from pylog.partition import Cursor
 
 HOUR = 3_600_000
+DAY = 86_400_000
 FAR_FUTURE = 2**62 - 1
 
 
@@ -27,6 +28,24 @@ def now_ms():
 
 def end_offsets(log, topic):
     return [p.end_offset for p in log.describe_topic(topic).partition_info]
+
+
+def old_then_fresh_segment(logdir, retention_ms):
+    """Topic ``t`` (one partition) whose first segment is sealed with 380
+    records ten days old, then fresh ones up to its last time index entry:
+    the final entry alone holds a fresh timestamp. Returns the partition's
+    directory and the fresh records' timestamp."""
+    with pylog.open(logdir) as log:
+        log.create_topic("t", partitions=1, segment_bytes=65536, retention_ms=retention_ms)
+        prod = log.producer()
+        now = now_ms()
+        for i in range(580):
+            prod.send("t", b"x" * 100, partition=0,
+                      timestamp_ms=now - 10 * DAY if i < 380 else now)
+            prod.flush()
+        part = log.partition("t", 0)
+        assert part.state().active_base > 384
+        return part.dir, now
 
 
 def test_far_future_timestamp_is_refused_and_retention_keeps_working(logdir):
@@ -155,25 +174,13 @@ def test_a_lowered_final_timestamp_neither_passes_verify_nor_deletes_fresh_recor
     from pylog.index import TIMEINDEX_ENTRY
     from pylog.verify import verify_log
 
-    day = 86_400_000
-    with pylog.open(logdir) as log:
-        log.create_topic("t", partitions=1, segment_bytes=65536, retention_ms=7 * day)
-        prod = log.producer()
-        now = now_ms()
-        # old records up to the segment's last time index entry, then fresh
-        # ones: the final entry alone holds the fresh timestamp
-        for i in range(580):
-            prod.send("t", b"x" * 100, partition=0,
-                      timestamp_ms=now - 10 * day if i < 380 else now)
-            prod.flush()
-        part = log.partition("t", 0)
-        assert part.state().active_base > 384
-        path = os.path.join(part.dir, "%020d.timeindex" % 0)
+    part_dir, now = old_then_fresh_segment(logdir, retention_ms=7 * DAY)
+    path = os.path.join(part_dir, "%020d.timeindex" % 0)
     data = bytearray(open(path, "rb").read())
     n = len(data) // 12
     last_ts, last_rel = TIMEINDEX_ENTRY.unpack_from(data, 12 * (n - 1))
     before_ts = TIMEINDEX_ENTRY.unpack_from(data, 12 * (n - 2))[0]
-    assert last_ts == now and before_ts == now - 10 * day
+    assert last_ts == now and before_ts == now - 10 * DAY
     TIMEINDEX_ENTRY.pack_into(data, 12 * (n - 1), before_ts, last_rel)
     with open(path, "wb") as f:
         f.write(data)
@@ -193,18 +200,8 @@ def test_a_damaged_batch_after_the_last_index_entry_does_not_expire_fresh_record
     from pylog import _native
     from pylog.index import INDEX_ENTRY
 
-    day = 86_400_000
-    with pylog.open(logdir) as log:
-        log.create_topic("t", partitions=1, segment_bytes=65536, retention_ms=-1)
-        prod = log.producer()
-        now = now_ms()
-        for i in range(580):
-            prod.send("t", b"x" * 100, partition=0,
-                      timestamp_ms=now - 10 * day if i < 380 else now)
-            prod.flush()
-        part = log.partition("t", 0)
-        assert part.state().active_base > 384
-        base = os.path.join(part.dir, "%020d" % 0)
+    part_dir, _ = old_then_fresh_segment(logdir, retention_ms=-1)
+    base = os.path.join(part_dir, "%020d" % 0)
     with open(base + ".index", "rb") as f:
         idx = f.read()
     with open(base + ".log", "rb") as f:
@@ -221,6 +218,6 @@ def test_a_damaged_batch_after_the_last_index_entry_does_not_expire_fresh_record
     with open(base + ".log", "wb") as f:
         f.write(data)
     with pylog.open(logdir) as log:
-        log.alter_topic("t", retention_ms=7 * day)
+        log.alter_topic("t", retention_ms=7 * DAY)
         assert log.partition("t", 0).enforce_retention() == 0
         assert log.describe_topic("t").partition_info[0].start_offset == 0

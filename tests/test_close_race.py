@@ -1,7 +1,8 @@
 """Log.close() racing other threads' metadata calls (pylog.metacalls)."""
 
 import threading
-import time
+
+from topicchurn import CHURN_THREADS, close_under_topic_churn
 
 import pylog
 
@@ -15,27 +16,11 @@ def test_close_never_waits_for_good_on_a_racing_write(tmp_path):
     before closing the environment."""
     errors: list[BaseException] = []
     for rnd in range(60):
-        path = tmp_path / str(rnd)
-        lg = pylog.open(path)
-
-        def admin(i, lg=lg):
-            for n in range(100_000):
-                try:
-                    lg.create_topic(f"x{i}-{n}", partitions=2)
-                    lg.delete_topic(f"x{i}-{n}")
-                except Exception as exc:             # checked below
-                    errors.append(exc)
-                    return
-        ts = [threading.Thread(target=admin, args=(i,), daemon=True) for i in range(4)]
-        for t in ts:
-            t.start()
-        time.sleep(0.02 + rnd % 3 * 0.02)
-        closer = threading.Thread(target=lg.close, daemon=True)
-        closer.start()
-        closer.join(20)
-        assert not closer.is_alive(), f"Log.close() hung (round {rnd})"
-        for t in ts:
-            t.join(30)
-        pylog.open(path).close()
-    assert len(errors) == 240
+        def close(lg, rnd=rnd):
+            closer = threading.Thread(target=lg.close, daemon=True)
+            closer.start()
+            closer.join(20)
+            assert not closer.is_alive(), f"Log.close() hung (round {rnd})"
+        errors += close_under_topic_churn(tmp_path / str(rnd), 0.02 + rnd % 3 * 0.02, close)
+    assert len(errors) == 60 * CHURN_THREADS
     assert {type(e) for e in errors} == {pylog.LogClosed}, errors

@@ -5,8 +5,6 @@ exactly once, and that appends continue at the right offset."""
 
 import os
 import random
-import signal
-import time
 
 import childproc
 import pytest
@@ -42,14 +40,7 @@ while True:
 
 def run_and_kill(logdir, sync, run, rng, env):
     proc = childproc.start(WRITER, logdir, sync, run, env=env)
-    try:
-        childproc.expect(proc, b"ready")
-        time.sleep(rng.uniform(0.020, 0.300))
-        proc.send_signal(signal.SIGKILL)
-        out = proc.stdout.read()
-    finally:
-        proc.kill()
-        proc.wait()
+    out = childproc.killed_after_ready(proc, rng.uniform(0.020, 0.300))
     acked = []
     for line in out.split(b"\n")[:-1]:          # a last partial line is not an ack
         p, off, val = line.split(b" ", 2)

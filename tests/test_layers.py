@@ -15,7 +15,7 @@ NATIVE = {"_native", "status", "_buffers", "_scratch", "_rows", "_handoff", "_cr
 LAYERS = [
     {"errors", "config", "records", "assignors", "table", "gcpause", "_build_native", "warmup",
      "files", "groupstate", "_format", "liveness", "handles", "futures",
-     "_locks", "heartbeat", "forkgate"},
+     "_locks", "heartbeat", "forkgate", "inflight"},
     NATIVE,
     {"batch", "index"},
     {"segment", "identity", "metalock", "sharelock", "topicdirs", "metacalls"},

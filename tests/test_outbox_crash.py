@@ -14,9 +14,10 @@ import time
 
 import pytest
 from outboxdb import installed
+from reading import read_to_end
 
 import pylog
-from pylog import TopicPartition, outbox
+from pylog import outbox
 from pylog.outboxrelay import OutboxRelay
 
 KEYS = 9
@@ -29,27 +30,15 @@ def relay_child(url, table, log_path, sync, ready):
     relay.run(max_wait=0.05)               # until SIGKILL
 
 
-def read_committed(log_path, topic="ev", partitions=3, isolation="read_committed"):
+def read_committed(log_path, topic="ev", isolation="read_committed"):
     with pylog.open(log_path, readonly=True) as log:
-        c = log.consumer(enable_auto_commit=False, isolation_level=isolation)
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
-        c.assign(tps)
-        c.seek_to_beginning()
-        end = c.end_offsets(tps)
-        out = []
-        while any(c.position(tp) < end[tp] for tp in tps):
-            got = c.poll(timeout=1.0, max_records=10_000)
-            if not got:
-                break
-            out.extend(got)
-        c.close()
-    return sorted(out, key=lambda r: (r.partition, r.offset))
+        return read_to_end(log, topic, isolation)
 
 
 def aborted_batches(log_path):
     """Batches the kills cut short: their position records are in the log,
     aborted (read_uncommitted sees them, read_committed does not)."""
-    positions = [read_committed(log_path, "__outbox.outbox", 1, level)
+    positions = [read_committed(log_path, "__outbox.outbox", level)
                  for level in ("read_uncommitted", "read_committed")]
     return len(positions[0]) - len(positions[1])
 

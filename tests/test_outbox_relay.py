@@ -14,6 +14,7 @@ import time
 
 import pytest
 from outboxdb import PgSchema, add_rows, installed
+from reading import read_to_end
 
 import pylog
 from pylog import InvalidArgument, TopicNotFound, TopicPartition, outbox
@@ -37,19 +38,7 @@ def log(tmp_path):
 def read_all(lg, topic="ev"):
     """Every record of ``topic`` a read_committed consumer sees, in
     partition then offset order."""
-    c = lg.consumer(enable_auto_commit=False, isolation_level="read_committed")
-    tps = [TopicPartition(topic, p.partition) for p in lg.describe_topic(topic).partition_info]
-    c.assign(tps)
-    c.seek_to_beginning()
-    end = c.end_offsets(tps)
-    out = []
-    while any(c.position(tp) < end[tp] for tp in tps):
-        got = c.poll(timeout=1.0, max_records=10_000)
-        if not got:
-            break
-        out.extend(got)
-    c.close()
-    return sorted(out, key=lambda r: (r.partition, r.offset))
+    return read_to_end(lg, topic)
 
 
 def check_exactly_once(records, rows):

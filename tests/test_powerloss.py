@@ -22,7 +22,6 @@ in time); ``test_directory_entries_are_made_durable`` models them strictly.
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -86,14 +85,7 @@ def run_and_kill(logdir, shadow, sync, nthreads, rng, env, so, min_s=0.05, max_s
                PLSHIM_SHADOW_DIR=shadow)
     proc = subprocess.Popen([sys.executable, "-c", CHILD, logdir, sync, str(nthreads)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    try:
-        childproc.expect(proc, b"ready")
-        time.sleep(rng.uniform(min_s, max_s))
-        proc.send_signal(signal.SIGKILL)
-        out = proc.stdout.read()
-    finally:
-        proc.kill()
-        proc.wait()
+    out = childproc.killed_after_ready(proc, rng.uniform(min_s, max_s))
     acked, commits = {}, {}
     for ln in out.split(b"\n")[:-1]:
         kind, rest = ln.split(b" ", 1)

@@ -214,6 +214,20 @@ def test_send_fast_path_falls_back_cleanly(log):
         p.send("t", b"late")
 
 
+def close_once_under_way(lg, work, n_threads, done, at_least):
+    """Run ``work(i)`` in ``n_threads`` threads; once ``done`` holds
+    ``at_least`` items, close ``lg`` and join them."""
+    ths = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(n_threads)]
+    for t in ths:
+        t.start()
+    deadline = time.monotonic() + 30
+    while len(done) < at_least and time.monotonic() < deadline:
+        threading.Event().wait(0.005)
+    lg.close()
+    for t in ths:
+        t.join(10)
+
+
 def test_durable_senders_racing_close_get_log_closed(tmp_path):
     """Threads in durable sends while the log closes: each send either
     completes or raises LogClosed, never an I/O error or a crash, and the
@@ -229,14 +243,7 @@ def test_durable_senders_racing_close_get_log_closed(tmp_path):
                 done.append(p.send("t", b"%d-%d" % (i, j)).offset)
         except Exception as exc:             # checked below
             errors.append(exc)
-    ths = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-    for t in ths:
-        t.start()
-    while len(done) < 50:
-        threading.Event().wait(0.005)
-    lg.close()
-    for t in ths:
-        t.join(10)
+    close_once_under_way(lg, work, 4, done, 50)
     assert errors and all(isinstance(e, pylog.LogClosed) for e in errors), errors
     with pylog.open(tmp_path) as again:
         assert again.partition("t", 0).state().next_offset >= len(done)
@@ -267,14 +274,7 @@ def test_durable_send_that_raised_log_closed_is_not_in_the_log(tmp_path):
                     return
                 with lock:
                     done.add(v)
-        ths = [threading.Thread(target=work, args=(i,)) for i in range(12)]
-        for t in ths:
-            t.start()
-        while len(done) < 200:
-            threading.Event().wait(0.005)
-        lg.close()
-        for t in ths:
-            t.join(10)
+        close_once_under_way(lg, work, 12, done, 200)
         with pylog.open(path) as again:
             values = {r.value for r in read_all(again, "t")}
         assert len(failed) == 12

@@ -13,7 +13,7 @@ import time
 import lmdb
 import pytest
 from childproc import expect, start
-from sharejobs import jobs_log, jobs_share
+from sharejobs import dead_letters, jobs_log, jobs_share
 
 import pylog
 from pylog import sharestate as ss
@@ -151,18 +151,6 @@ def test_release_with_delay_frees_its_in_flight_slot(logdir):
         c.acknowledge(back[0])
 
 
-def _dlq(log):
-    c = log.consumer("jobs.dlq", auto_offset_reset="earliest")
-    out = []
-    while True:
-        recs = c.poll(timeout_ms=100)
-        if not recs:
-            break
-        out.extend(recs)
-    c.close()
-    return out
-
-
 def test_delivery_limit_dead_letters_with_headers(logdir):
     #
     with jobs_log(logdir, n=2) as log:
@@ -176,7 +164,7 @@ def test_delivery_limit_dead_letters_with_headers(logdir):
                 c.acknowledge(recs[1])
         c.commit()
         assert c.poll(timeout_ms=20) == []
-        dead = _dlq(log)
+        dead = dead_letters(log)
         assert [r.value for r in dead] == [b"v0"]
         h = dict(dead[0].headers)
         assert h["_dlq.errors.topic"] == b"jobs"
@@ -196,7 +184,7 @@ def test_expiry_at_the_limit_dead_letters(logdir):
         assert len(c.poll(timeout_ms=100)) == 1
         time.sleep(0.2)
         assert b.poll(timeout_ms=50) == []
-        dead = _dlq(log)
+        dead = dead_letters(log)
         assert dict(dead[0].headers)["_dlq.errors.reason"] == b"delivery_limit"
 
 
@@ -206,7 +194,7 @@ def test_reject_dead_letters(logdir):
         c.acknowledge(recs[0], "reject")
         c.acknowledge(recs[1])
         c.commit()
-        dead = _dlq(log)
+        dead = dead_letters(log)
         assert [r.value for r in dead] == [b"v0"]
         assert dict(dead[0].headers)["_dlq.errors.reason"] == b"rejected"
         assert c.poll(timeout_ms=20) == []

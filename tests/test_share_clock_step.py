@@ -40,26 +40,35 @@ def _setup(logdir):
         log.producer().send_batch("jobs", [b"job"], partition=0)
 
 
-def test_a_lock_set_before_a_clock_step_back_is_cut_to_the_longest_lock(logdir, child_env):
+def _held_ahead_then_polled(logdir, child_env, mode, state):
+    """The holder, its clock 30 days ahead, takes the record (``mode``:
+    "hold" it, or "release" it with a delay); then a consumer of this
+    process polls and finds it still ``state``. Returns the record's
+    deadline after that poll and the time (ms) before it."""
     _setup(logdir)
     ahead_ms = 30 * 86_400_000
-    holder = start(HOLDER, logdir, ahead_ms / 1000, "hold", env=child_env, stdin=-1)
+    holder = start(HOLDER, logdir, ahead_ms / 1000, mode, env=child_env, stdin=-1)
     try:
         expect(holder, b"holding 0")
         now = int(time.time() * 1000)
-        assert _deadline(logdir, "acquired") > now + ahead_ms - 60_000   # as set
+        assert _deadline(logdir, state) > now + ahead_ms - 60_000   # as the holder set it
         with pylog.open(logdir) as log:
             c = log.share_consumer("jobs", group_id="g", auto_offset_reset="earliest",
                                    record_lock_ms=1000)
-            assert c.poll(timeout_ms=100) == []          # (still held)
+            assert c.poll(timeout_ms=100) == []          # (still held or delayed)
             c.close()
-        # the lock ends at most the longest record_lock_ms (and a minute)
-        # from now, not the 30 days the holder's clock was ahead: not twice
-        # this consumer's lock, which another consumer's may exceed
-        assert _deadline(logdir, "acquired") <= now + 3_600_000 + 61_000
+        return _deadline(logdir, state), now
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_lock_set_before_a_clock_step_back_is_cut_to_the_longest_lock(logdir, child_env):
+    until_ms, now = _held_ahead_then_polled(logdir, child_env, "hold", "acquired")
+    # the lock ends at most the longest record_lock_ms (and a minute)
+    # from now, not the 30 days the holder's clock was ahead: not twice
+    # this consumer's lock, which another consumer's may exceed
+    assert until_ms <= now + 3_600_000 + 61_000
 
 
 def _deadline(logdir, state="delayed"):
@@ -74,24 +83,10 @@ def _deadline(logdir, state="delayed"):
 
 def test_a_delay_set_before_a_clock_step_back_is_cut_to_the_longest_delay(
         logdir, child_env):
-    _setup(logdir)
-    ahead_ms = 30 * 86_400_000
-    holder = start(HOLDER, logdir, ahead_ms / 1000, "release", env=child_env, stdin=-1)
-    try:
-        expect(holder, b"holding 0")
-        now = int(time.time() * 1000)
-        assert _deadline(logdir) > now + ahead_ms - 60_000      # as the holder set it
-        with pylog.open(logdir) as log:
-            c = log.share_consumer("jobs", group_id="g", auto_offset_reset="earliest",
-                                   record_lock_ms=1000)
-            assert c.poll(timeout_ms=100) == []          # (still delayed)
-            c.close()
-        # the delay ends at most the longest delay (and a minute) from now,
-        # not the 30 days the holder's clock was ahead
-        assert _deadline(logdir) <= now + 7 * 86_400_000 + 61_000   # (the longest delay_ms)
-    finally:
-        holder.kill()
-        holder.wait()
+    until_ms, now = _held_ahead_then_polled(logdir, child_env, "release", "delayed")
+    # the delay ends at most the longest delay (and a minute) from now,
+    # not the 30 days the holder's clock was ahead
+    assert until_ms <= now + 7 * 86_400_000 + 61_000   # (the longest delay_ms)
 
 
 def test_a_lock_of_a_raised_record_lock_ms_is_not_cut_by_a_consumer_made_before(logdir):

@@ -12,6 +12,7 @@ import time
 
 import pytest
 from childproc import expect, start
+from sharejobs import dead_letters
 
 import pylog
 from pylog import sharestate as ss
@@ -62,20 +63,6 @@ def _fill(logdir, n=N, partitions=1):
         prod.flush()
 
 
-def _dead_letters(log):
-    out = []
-    if "jobs.dlq" not in log.topics():
-        return out
-    c = log.consumer("jobs.dlq", auto_offset_reset="earliest")
-    while True:
-        recs = c.poll(timeout_ms=100)
-        if not recs:
-            break
-        out.extend(recs)
-    c.close()
-    return out
-
-
 def _origins(dead):
     return collections.Counter(
         (dict(r.headers)["_dlq.errors.partition"], dict(r.headers)["_dlq.errors.offset"])
@@ -90,13 +77,13 @@ def test_sigkill_while_dead_lettering_copies_once(logdir, child_env, where):
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     with pylog.open(logdir, sync="never") as log:
-        before = _origins(_dead_letters(log))
+        before = _origins(dead_letters(log))
         assert len(before) == {"before": 0, "middle": 1, "after": N}[where]
         f = log.share_files().get("g", "jobs", 0, 0, lambda: 0)
         assert len(f.positions(ss.DEAD_LETTERING)) == N      # what it left
         with log.share_consumer("jobs", group_id="g") as c:
             assert c.poll(timeout_ms=50) == []                # none redelivered
-        dead = _dead_letters(log)
+        dead = dead_letters(log)
         assert _origins(dead) == {(b"0", b"%d" % i): 1 for i in range(N)}
         assert sorted(r.value for r in dead) == sorted(b"v%d" % i for i in range(N))
         assert {dict(r.headers)["_dlq.errors.reason"] for r in dead} == {b"rejected"}
@@ -122,7 +109,7 @@ def test_dead_lettering_survives_a_reboot(logdir, child_env):
     with pylog.open(logdir, sync="never") as log:
         with log.share_consumer("jobs", group_id="g") as c:
             assert c.poll(timeout_ms=50) == []
-        assert _origins(_dead_letters(log)) == {(b"0", b"%d" % i): 1 for i in range(N)}
+        assert _origins(dead_letters(log)) == {(b"0", b"%d" % i): 1 for i in range(N)}
 
 
 WORKER = r"""
@@ -169,7 +156,7 @@ def test_workers_sigkilled_dead_letter_each_once(logdir, child_env):
         assert [f.head[ss.SPSO] for f in files] == [n // parts] * parts
         with log.share_consumer("jobs", group_id="g") as c:
             assert c.poll(timeout_ms=50) == []      # (finishes any left over)
-        origins = _origins(_dead_letters(log))
+        origins = _origins(dead_letters(log))
     poison = {(b"%d" % p, b"%d" % o) for p in range(parts) for o in range(n // parts)
               if o % 2 or o % 3 == 0}
     # records whose holders were killed up to the delivery limit are
@@ -189,7 +176,7 @@ def test_dead_letter_topic_deleted_meanwhile_is_made_again(logdir, child_env):
         log.delete_topic("jobs.dlq")
         with log.share_consumer("jobs", group_id="g") as c:
             assert c.poll(timeout_ms=50) == []
-        assert _origins(_dead_letters(log)) == {(b"0", b"%d" % i): 1 for i in range(N)}
+        assert _origins(dead_letters(log)) == {(b"0", b"%d" % i): 1 for i in range(N)}
 
 
 def test_dead_letter_topic_among_the_consumed_stores_nothing(tmp_path):

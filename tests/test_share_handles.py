@@ -11,6 +11,7 @@ import resource
 import time
 
 import pytest
+from metaholder import end_holder, start_stopped_holder
 
 import pylog
 from pylog.errors import TooManyOpenFilesError
@@ -211,26 +212,11 @@ def test_share_file_opened_out_of_descriptors_keeps_its_state(logdir, child_env,
         worker.close()
 
 
-HOLDER = r"""
-import sys, time, pylog
-log = pylog.open(sys.argv[1])
-def hold(doc, commit):
-    print("holding", flush=True)
-    time.sleep(3600)
-log.meta.update_group("g-holder", hold)
-"""
-
-
 def test_close_with_the_metadata_busy_keeps_the_file_for_later(logdir, child_env, caplog):
     """The last consumer's close checkpoints its share files before closing
     them; with another process stopped inside a metadata transaction that
     checkpoint fails (MetadataBusyError): close() still returns, the file
     stays open, and the Log's next checkpoint stores and closes it."""
-    import signal
-    import subprocess
-    import sys
-
-    import childproc
     with pylog.open(logdir, sync="never", metadata_timeout=0.3) as log:
         log.create_topic("jobs", partitions=1)
         log.producer().send_batch("jobs", [b"job"] * 3)
@@ -238,12 +224,9 @@ def test_close_with_the_metadata_busy_keeps_the_file_for_later(logdir, child_env
                                     acknowledgement_mode="implicit")
         assert len(worker.poll(timeout_ms=100)) == 3
         worker.commit()
-        child = subprocess.Popen([sys.executable, "-c", HOLDER, logdir], env=child_env,
-                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        child = start_stopped_holder(logdir, child_env)
         fds = open_fds()
         try:
-            childproc.expect(child, b"holding")
-            os.kill(child.pid, signal.SIGSTOP)
             # a change after the holder stopped: the Log's periodic
             # checkpoint may have stored the state before
             log.producer().send("jobs", b"job")
@@ -252,9 +235,7 @@ def test_close_with_the_metadata_busy_keeps_the_file_for_later(logdir, child_env
             assert "kept open for the next checkpoint" in caplog.text
             assert open_fds() == fds
         finally:
-            child.kill()
-            os.kill(child.pid, signal.SIGCONT)
-            child.wait(10)
+            end_holder(child)
         log.checkpoint_commits()
         assert open_fds() == fds - 2            # the file's descriptor and its map's
     with pylog.open(logdir, sync="never") as log:
@@ -270,27 +251,17 @@ def test_share_file_whose_registration_failed_is_closed_later(logdir, child_env)
     metadata transaction): the file stayed counted as used by a consumer
     that never got it, so it was never closed — not by the consumer's
     close, nor by any checkpoint — until the Log closed."""
-    import signal
-    import subprocess
-    import sys
-
-    import childproc
     with pylog.open(logdir, sync="never", metadata_timeout=0.3) as log:
         log.create_topic("jobs", partitions=1)
         log.producer().send_batch("jobs", [b"job"] * 3)
         worker = log.share_consumer("jobs", group_id="w", auto_offset_reset="earliest",
                                     acknowledgement_mode="implicit")
-        child = subprocess.Popen([sys.executable, "-c", HOLDER, logdir], env=child_env,
-                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        child = start_stopped_holder(logdir, child_env)
         try:
-            childproc.expect(child, b"holding")
-            os.kill(child.pid, signal.SIGSTOP)
             with pytest.raises(pylog.MetadataBusyError):
                 worker.poll(timeout_ms=0)
         finally:
-            child.kill()
-            os.kill(child.pid, signal.SIGCONT)
-            child.wait(10)
+            end_holder(child)
         assert len(worker.poll(timeout_ms=100)) == 3
         fds = open_fds()
         worker.close()

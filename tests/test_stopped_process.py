@@ -20,6 +20,7 @@ import time
 
 import childproc
 import pytest
+from metaholder import end_holder, start_stopped_holder
 
 import pylog
 from pylog.partition import Cursor
@@ -29,15 +30,6 @@ CFG = dict(segment_bytes=65536, retention_ms=-1)
 RECORDS = 400
 APPEND_BOUND_S = 8.0          # generous for a loaded 2-core machine
 COMMIT_TIMEOUT_S = 1.0
-
-HOLDER = r"""
-import sys, time, pylog
-log = pylog.open(sys.argv[1])
-def hold(doc, commit):
-    print("holding", flush=True)
-    time.sleep(3600)
-log.meta.update_group("g-holder", hold)
-"""
 
 PRODUCER = r"""
 import sys, time, pylog
@@ -87,19 +79,13 @@ def holder(logdir, child_env):
     procs = []
 
     def start():
-        child = subprocess.Popen([sys.executable, "-c", HOLDER, logdir], env=child_env,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        child = start_stopped_holder(logdir, child_env)
         procs.append(child)
-        childproc.expect(child, b"holding")
-        os.kill(child.pid, signal.SIGSTOP)
         return child
 
     yield start
     for child in procs:
-        if child.poll() is None:
-            child.kill()
-            os.kill(child.pid, signal.SIGCONT)
-        child.wait(10)
+        end_holder(child)
 
 
 def test_producers_and_readers_go_on_past_a_stopped_metadata_writer(

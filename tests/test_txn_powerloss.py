@@ -7,10 +7,8 @@ read_committed reader."""
 
 import os
 import random
-import signal
 import subprocess
 import sys
-import time
 from collections import defaultdict
 
 import childproc
@@ -58,14 +56,7 @@ def test_power_loss_keeps_committed_transactions_whole(shim, tmp_path, child_env
                    PLSHIM_SHADOW_DIR=shadow)
         proc = subprocess.Popen([sys.executable, "-c", CHILD, logdir],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-        try:
-            childproc.expect(proc, b"ready")
-            time.sleep(rng.uniform(0.05, 0.5))
-            proc.send_signal(signal.SIGKILL)
-            out = proc.stdout.read()
-        finally:
-            proc.kill()
-            proc.wait()
+        out = childproc.killed_after_ready(proc, rng.uniform(0.05, 0.5))
         acked = {int(ln.split()[1]) for ln in out.split(b"\n")[:-1] if ln.startswith(b"C ")}
         power_loss(logdir, shadow, mode, rng)
         got = read_all(logdir)
