@@ -793,3 +793,15 @@ def test_read_only_commands_leave_the_files_as_they_were(logdir, cmd):
     changed = sorted(os.path.relpath(p, logdir) for p in set(before) | set(after)
                      if before.get(p) != after.get(p))
     assert changed in ([], [os.path.join("meta", "lock.mdb")])
+
+
+def test_tail_json_keeps_every_header_in_order(tmp_path):
+    # headers may repeat a key (Kafka's are a list): JSON output keeps all
+    d = str(tmp_path / "hdr")
+    with pylog.open(d, sync="never") as log:
+        log.create_topic("h", partitions=1)
+        log.producer().send("h", b"v", headers=[("a", b"1"), ("b", None), ("a", b"2"),
+                                                ("c", b"\xff")])
+    out = json.loads(ok("tail", d, "h", "--from-beginning", "--format", "json"))
+    assert out["headers"] == [["a", "1"], ["b", None], ["a", "2"], ["c", "\\xff"]]
+    assert out["escaped"] is True          # (a header value was escaped)

@@ -23,7 +23,8 @@ def register(subs) -> None:
                     "Without -f, prints the last --lines records of each partition (or\n"
                     "from --from-beginning / --offset / --since) and exits. With -f it\n"
                     "keeps waiting for new records. Text lines are\n"
-                    "PARTITION:OFFSET<TAB>TIMESTAMP<TAB>KEY<TAB>VALUE (binary escaped).\n\n"
+                    "PARTITION:OFFSET<TAB>TIMESTAMP<TAB>KEY<TAB>VALUE (binary escaped);\n"
+                    "JSON lines' headers are [key, value] pairs, in order.\n\n"
                     "examples:\n"
                     "  pylog tail data/events orders\n"
                     "  pylog tail data/events orders -f\n"
@@ -81,8 +82,10 @@ def _record_out(r, fmt: str) -> str:
         d = {"topic": r.topic, "partition": r.partition, "offset": r.offset,
              "timestamp_ms": r.timestamp_ms, "key": safe_text(r.key),
              "value": safe_text(r.value),
-             "headers": {k: safe_text(v) for k, v in r.headers}}
-        if not (is_text(r.key) and is_text(r.value)):
+             # [key, value] pairs: a key may repeat (a dict kept only its last)
+             "headers": [[k, safe_text(v)] for k, v in r.headers]}
+        if not (is_text(r.key) and is_text(r.value)
+                and all(is_text(v) for _, v in r.headers)):
             d["escaped"] = True
         return json.dumps(d, ensure_ascii=False)
     key = "-" if r.key is None else safe_text(r.key)
