@@ -98,6 +98,14 @@ def raw_record(value: object, key: object, headers: Headers,
             Producer._headers(headers) if headers else ())
 
 
+def refuse_mapping(items: object) -> None:
+    """Raise InvalidArgument for a mapping given as send_batch's items:
+    iterating it would send its keys as values and drop its values."""
+    if isinstance(items, Mapping):
+        raise InvalidArgument("items must be a list of records, not a mapping; "
+                              "for keys and values pass list(items.items())")
+
+
 _P = TypeVar("_P", bound="Producer")   # with-block: the subclass made
 
 
@@ -417,6 +425,7 @@ class Producer:
         validate_topic_name(topic)
         if isinstance(items, (bytes, str)):
             raise InvalidArgument("items must be a list of records, not a single value")
+        refuse_mapping(items)
         if not hasattr(items, "__iter__"):
             raise InvalidArgument(f"items must be an iterable of records (a list), "
                                   f"got {type(items).__name__}")
