@@ -805,3 +805,15 @@ def test_tail_json_keeps_every_header_in_order(tmp_path):
     out = json.loads(ok("tail", d, "h", "--from-beginning", "--format", "json"))
     assert out["headers"] == [["a", "1"], ["b", None], ["a", "2"], ["c", "\\xff"]]
     assert out["escaped"] is True          # (a header value was escaped)
+
+
+def test_produce_strips_one_line_end_only(tmp_path):
+    # "a\r\r\n" is the line "a\r" ended by CRLF: only the CRLF goes
+    d = str(tmp_path / "crlf")
+    with pylog.open(d, sync="never") as log:
+        log.create_topic("c", partitions=1)
+    ok("produce", d, "c", input=b"a\r\r\nb\r\nc\n\r\n\rd\r\n\xff\r\x00\n")
+    with pylog.open(d, readonly=True) as log:
+        c = log.consumer("c", auto_offset_reset="earliest")
+        assert [r.value for r in c.poll(2.0)] == [b"a\r", b"b", b"c", b"", b"\rd",
+                                                   b"\xff\r\x00"]

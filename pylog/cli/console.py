@@ -54,7 +54,8 @@ def register(subs) -> None:
     s.set_defaults(func=cmd_tail)
 
     s = add_command(subs, "produce", "append stdin lines to a topic (console producer)",
-                    "Each line of stdin becomes one record. With --key-separator, the\n"
+                    "Each line of stdin, without its LF or CRLF, becomes one record\n"
+                    "(bytes as they are). With --key-separator, the\n"
                     "text before the first separator is the key.\n\n"
                     "examples:\n"
                     "  echo hello | pylog produce data/events orders\n"
@@ -242,7 +243,9 @@ def cmd_produce(args) -> int:
         stdin = sys.stdin.buffer
         try:
             for line in stdin:
-                line = line.rstrip(b"\n").rstrip(b"\r")
+                # one line end (LF or CRLF); a CR before it is the line's own
+                if line.endswith(b"\n"):
+                    line = line[:-2] if line.endswith(b"\r\n") else line[:-1]
                 if not line and args.skip_empty:
                     continue
                 key = None
