@@ -817,3 +817,16 @@ def test_produce_strips_one_line_end_only(tmp_path):
         c = log.consumer("c", auto_offset_reset="earliest")
         assert [r.value for r in c.poll(2.0)] == [b"a\r", b"b", b"c", b"", b"\rd",
                                                    b"\xff\r\x00"]
+
+
+def test_produce_says_which_line_failed_and_how_many_were_stored(tmp_path):
+    d = str(tmp_path / "big")
+    with pylog.open(d, sync="never") as log:
+        log.create_topic("b", partitions=1, segment_bytes=65536, max_message_bytes=65536)
+    r = run("produce", d, "b", "--skip-empty",
+            input=b"one\n\ntwo\n" + b"x" * 70000 + b"\nafter\n")
+    assert r.returncode == 2
+    assert b"line 4:" in r.stderr and b"2 record(s) before it were produced" in r.stderr
+    with pylog.open(d, readonly=True) as log:
+        c = log.consumer("b", auto_offset_reset="earliest")
+        assert [r.value for r in c.poll(2.0)] == [b"one", b"two"]

@@ -223,6 +223,7 @@ def _position(consumer, tps, args, explicit_only: bool) -> None:
 
 
 def cmd_produce(args) -> int:
+    from ..errors import PylogError
     headers = []
     for h in args.header or ():     # (before the log is opened: bad input changes nothing)
         k, sep, v = h.partition("=")
@@ -242,7 +243,7 @@ def cmd_produce(args) -> int:
         sep = args.key_separator.encode() if args.key_separator else None
         stdin = sys.stdin.buffer
         try:
-            for line in stdin:
+            for lineno, line in enumerate(stdin, 1):
                 # one line end (LF or CRLF); a CR before it is the line's own
                 if line.endswith(b"\n"):
                     line = line[:-2] if line.endswith(b"\r\n") else line[:-1]
@@ -251,8 +252,15 @@ def cmd_produce(args) -> int:
                 key = None
                 if sep is not None and sep in line:
                     key, line = line.split(sep, 1)
-                producer.send(args.topic, line, key=key, headers=headers or None,
-                              partition=args.partition)
+                try:
+                    producer.send(args.topic, line, key=key, headers=headers or None,
+                                  partition=args.partition)
+                except PylogError as exc:
+                    # say how far it got: a rerun of the whole input would
+                    # store the lines before this one twice
+                    producer.flush()
+                    raise CliError(f"line {lineno}: {exc}; the {n} record(s) before it "
+                                   "were produced") from None
                 n += 1
         except KeyboardInterrupt:
             pass
