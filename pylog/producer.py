@@ -219,6 +219,13 @@ class Producer:
     def _check_size(self, topic: str, part: Partition,
                     records: Sequence[RawRecord]) -> None:
         limit: int = part.config.max_message_bytes  # type: ignore[assignment]  # (set on load)
+        items = len(records) + sum(len(r[3]) for r in records)
+        if items > _native.BATCH_ITEMS_MAX:
+            # (readers refuse such a batch as corrupt: B-7)
+            raise RecordTooLarge(
+                f"send to {topic}: batch of {len(records)} record(s) holds {items} "
+                f"records and headers, over the {_native.BATCH_ITEMS_MAX:,} a batch "
+                "may hold; split it")
         if self._size_bound(records) <= limit:
             return
         size = _native.encoded_size(records)
