@@ -663,6 +663,7 @@ class Reader(CommittedReads):
     def close(self) -> None:
         """Unmap every reader map."""
         with self._rlock:
+            self._part_read = None
             for seg in self._readers.values():
                 seg.close()
             self._readers.clear()
