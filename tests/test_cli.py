@@ -830,3 +830,37 @@ def test_produce_says_which_line_failed_and_how_many_were_stored(tmp_path):
     with pylog.open(d, readonly=True) as log:
         c = log.consumer("b", auto_offset_reset="earliest")
         assert [r.value for r in c.poll(2.0)] == [b"one", b"two"]
+
+
+@pytest.mark.parametrize("codec", [0, 4])
+def test_verify_names_a_batch_whose_records_do_not_decode(tmp_path, codec):
+    # CRC and framing sound, records not (R-3; a zstd frame that is not
+    # one): every consumer raised CorruptLogError saying to run verify,
+    # which called the log sound
+    import struct
+
+    import zstandard
+    from test_format import _crc32c, batches
+    d = str(tmp_path / "recs")
+    with pylog.open(d, sync="never") as log:
+        log.create_topic("t", segment_bytes=1 << 20, retention_ms=-1)
+        log.producer().send("t", b"first", partition=0)
+    section = b"\x0e\x00\x00\x00\x01\x01\x00" + bytes(10)     # 10 bytes past its end
+    if codec:
+        section = zstandard.ZstdCompressor().compress(section)
+    body = struct.pack(">hiqqqhii", codec, 0, 1_700_000_000_000, 1_700_000_000_000,
+                       -1, -1, -1, 1) + section
+    with open(seg(d, "t", 0), "r+b") as f:
+        end, _ = batches(f.read())
+        f.seek(end)
+        f.write(struct.pack(">qiib", 1, 9 + len(body), 0, 2) +
+                struct.pack(">I", _crc32c(body)) + body)
+    os.unlink(os.path.join(d, "clean-shutdown"))
+    with pylog.open(d, sync="never") as log:
+        with pytest.raises(pylog.CorruptLogError, match="R-3"):
+            c = log.consumer("t", auto_offset_reset="earliest")
+            for _ in range(3):
+                c.poll(0.5)
+    r = run("verify", d)
+    assert r.returncode == 1, r.stdout.decode()
+    assert b"position 73: records cannot be decoded" in r.stdout
