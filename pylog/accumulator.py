@@ -379,6 +379,8 @@ class LingerProducer(Producer):
         None when the general path must take it."""
         stamps, keys, values, _ = zip(*recs)
         n = len(stamps)
+        if n > _native.BATCH_ITEMS_MAX:
+            return None                  # (the general path refuses it: B-7)
         # (send made every key and value bytes or None; a null one makes
         # len() or join() fail: the general path takes the batch)
         try:

@@ -92,7 +92,8 @@ class PartitionNotFound(PylogError, LookupError):
 
 
 class RecordTooLarge(PylogError, ValueError):
-    """A record (or batch) is larger than the topic's max_message_bytes."""
+    """A record (or batch) is larger than the topic's max_message_bytes,
+    or holds more records and headers than a batch may (FORMAT.rst B-7)."""
 
 
 class LogClosed(PylogError):

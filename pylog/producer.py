@@ -111,6 +111,14 @@ def close_producers_of(log: LogStore, producers: Iterable[Producer]) -> PylogErr
     return first
 
 
+def refuse_mapping(items: object) -> None:
+    """Raise InvalidArgument for a mapping given as send_batch's items:
+    iterating it would send its keys as values and drop its values."""
+    if isinstance(items, Mapping):
+        raise InvalidArgument("items must be a list of records, not a mapping; "
+                              "for keys and values pass list(items.items())")
+
+
 _P = TypeVar("_P", bound="Producer")   # with-block: the subclass made
 
 
@@ -224,6 +232,13 @@ class Producer:
     def _check_size(self, topic: str, part: Partition,
                     records: Sequence[RawRecord]) -> None:
         limit: int = part.config.max_message_bytes  # type: ignore[assignment]  # (set on load)
+        items = len(records) + sum(len(r[3]) for r in records)
+        if items > _native.BATCH_ITEMS_MAX:
+            # (readers refuse such a batch as corrupt: B-7)
+            raise RecordTooLarge(
+                f"send to {topic}: batch of {len(records)} record(s) holds {items} "
+                f"records and headers, over the {_native.BATCH_ITEMS_MAX:,} a batch "
+                "may hold; split it")
         if self._size_bound(records) <= limit:
             return
         size = _native.encoded_size(records)
@@ -430,6 +445,7 @@ class Producer:
         validate_topic_name(topic)
         if isinstance(items, (bytes, str)):
             raise InvalidArgument("items must be a list of records, not a single value")
+        refuse_mapping(items)
         if not hasattr(items, "__iter__"):
             raise InvalidArgument(f"items must be an iterable of records (a list), "
                                   f"got {type(items).__name__}")

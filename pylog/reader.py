@@ -109,6 +109,9 @@ class Reader(CommittedReads):
         self._readers: OrderedDict[int, Segment] = OrderedDict()
         self._reader_sizes: dict[int, int] = {}
         self._row_builds: dict = {}      # fetch's row options per row_type
+        # (segment, (position, crc, row options), rows): the batch a fetch
+        # read only part of (_one_batch), under self._rlock
+        self._part_read: tuple | None = None
         self._bases: list[int] = []
         self._bases_gen = -1
         # index write-back (I-3) for a process that may write, by whether
@@ -381,21 +384,19 @@ class Reader(CommittedReads):
                         seg = self._reader(cursor.segment_base)
                         m = seg.mapped(end)
                 # a compressed batch, or one too big for a native fetch: alone
+                room = max_records - len(out)
                 try:
-                    header, recs = self._one_batch(seg, m, end, cursor, values_only,
-                                                   with_topic, row_type)
+                    header, recs, rest = self._one_batch(seg, m, end, cursor, values_only,
+                                                         with_topic, row_type, room)
                 except CorruptLogError:
                     if out:
                         break    # the good records first; the next fetch raises
                     raise
-                room = max_records - len(out)
-                if len(recs) > room:
-                    recs = recs[:room]
-                    out.extend(recs)
-                    cursor.offset += room
+                out.extend(recs)
+                if rest is not None:            # (the batch's records from `rest` on)
+                    cursor.offset = rest
                     cursor.base = header.base_offset
                     break
-                out.extend(recs)
                 cursor.offset = header.last_offset + 1
                 cursor.position += header.size
                 cursor.base = cursor.offset
@@ -556,17 +557,31 @@ class Reader(CommittedReads):
         return True
 
     def _one_batch(self, seg: Segment, m, end: int, cursor: Cursor, values_only: bool,
-                   with_topic: bool, row_type):
-        """(header, rows from cursor.offset on) of the batch at the cursor,
-        decoded alone (compressed, or too big for a native fetch)."""
+                   with_topic: bool, row_type, room: int):
+        """(header, at most ``room`` rows from cursor.offset on, the offset
+        of the batch's next row or None when they end it) of the batch at
+        the cursor, decoded alone (compressed, or too big for a native
+        fetch). A batch read in parts is decoded once: its rows are kept
+        (``_part_read``) until a fetch reaches its end, since decoding it
+        again for each part made reading it quadratic."""
         try:
             header = batch.read_header(m, cursor.position, end)
-            if values_only:
-                recs = batch.decode_values(m, header)
-            elif with_topic:
-                recs = batch.decode(m, header, self.topic, self.index, row_type)
+            whole = header.base_offset == cursor.offset and header.records_count <= room
+            kept = self._part_read
+            mode = (values_only, with_topic, row_type)
+            if whole:
+                rows = None
+            elif kept is not None and kept[0] is seg and kept[1] == (
+                    header.position, header.crc, mode):
+                rows = kept[2]
+            elif with_topic and not values_only:
+                rows = batch.decode(m, header, self.topic, self.index, row_type)
             else:
-                recs = batch.decode(m, header)
+                rows = batch.decode(m, header)     # (with offsets, for values too)
+            if rows is None:
+                recs = batch.decode_values(m, header) if values_only else \
+                    batch.decode(m, header, self.topic, self.index, row_type) \
+                    if with_topic else batch.decode(m, header)
         except CorruptLogError as exc:
             raise exc.with_path(seg.path) from None
         # baseOffset is outside the CRC (B-4): offsets are dense, so the
@@ -579,16 +594,18 @@ class Reader(CommittedReads):
                 f"{header.last_offset} where offset {cursor.offset} "
                 "belongs: baseOffset is not the expected next offset",
                 seg.path, cursor.position)
-        if header.base_offset < cursor.offset:
-            if values_only:
-                recs = self._values_from(m, header, cursor.offset)
-            else:
-                oi = 2 if with_topic else 0
-                recs = [r for r in recs if r[oi] >= cursor.offset]
-        return header, recs
-
-    def _values_from(self, m, header, offset) -> list:
-        return [r[3] for r in batch.decode(m, header) if r[0] >= offset]
+        if rows is None:
+            return header, recs, None
+        oi = 2 if with_topic and not values_only else 0
+        i = bisect.bisect_left(rows, cursor.offset, key=lambda r: r[oi])
+        recs = rows[i:i + room]
+        if values_only:
+            recs = [r[3] for r in recs]
+        if i + room < len(rows):
+            self._part_read = (seg, (header.position, header.crc, mode), rows)
+            return header, recs, rows[i + room][oi]
+        self._part_read = None
+        return header, recs, None
 
     def _locate(self, seg: Segment, offset: int, end: int,
                 last_offset: int | None) -> int:
@@ -646,6 +663,7 @@ class Reader(CommittedReads):
     def close(self) -> None:
         """Unmap every reader map."""
         with self._rlock:
+            self._part_read = None
             for seg in self._readers.values():
                 seg.close()
             self._readers.clear()

@@ -367,6 +367,11 @@ def test_bad_getmany_arguments_are_refused(logdir):
             for items in (5, b"one"):       # (a bare TypeError from list())
                 with pytest.raises(pylog.InvalidArgument, match="items"):
                     await p.send_batch("t", items)
+            with pytest.raises(pylog.InvalidArgument, match="mapping"):
+                await p.send_batch("t", {b"k": b"v"})      # (keys sent as values)
+            with pytest.raises(pylog.InvalidArgument, match="mapping"):
+                await p.send_batch("t", items={b"k": b"v"})
+            assert log.log.describe_topic("t").partition_info[0].end_offset == 1
             s = log.share_consumer("t", group_id="w")
             await s.close()
             with pytest.raises(pylog.LogClosed, match="closed"):

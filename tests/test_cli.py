@@ -793,3 +793,74 @@ def test_read_only_commands_leave_the_files_as_they_were(logdir, cmd):
     changed = sorted(os.path.relpath(p, logdir) for p in set(before) | set(after)
                      if before.get(p) != after.get(p))
     assert changed in ([], [os.path.join("meta", "lock.mdb")])
+
+
+def test_tail_json_keeps_every_header_in_order(tmp_path):
+    # headers may repeat a key (Kafka's are a list): JSON output keeps all
+    d = str(tmp_path / "hdr")
+    with pylog.open(d, sync="never") as log:
+        log.create_topic("h", partitions=1)
+        log.producer().send("h", b"v", headers=[("a", b"1"), ("b", None), ("a", b"2"),
+                                                ("c", b"\xff")])
+    out = json.loads(ok("tail", d, "h", "--from-beginning", "--format", "json"))
+    assert out["headers"] == [["a", "1"], ["b", None], ["a", "2"], ["c", "\\xff"]]
+    assert out["escaped"] is True          # (a header value was escaped)
+
+
+def test_produce_strips_one_line_end_only(tmp_path):
+    # "a\r\r\n" is the line "a\r" ended by CRLF: only the CRLF goes
+    d = str(tmp_path / "crlf")
+    with pylog.open(d, sync="never") as log:
+        log.create_topic("c", partitions=1)
+    ok("produce", d, "c", input=b"a\r\r\nb\r\nc\n\r\n\rd\r\n\xff\r\x00\n")
+    with pylog.open(d, readonly=True) as log:
+        c = log.consumer("c", auto_offset_reset="earliest")
+        assert [r.value for r in c.poll(2.0)] == [b"a\r", b"b", b"c", b"", b"\rd",
+                                                   b"\xff\r\x00"]
+
+
+def test_produce_says_which_line_failed_and_how_many_were_stored(tmp_path):
+    d = str(tmp_path / "big")
+    with pylog.open(d, sync="never") as log:
+        log.create_topic("b", partitions=1, segment_bytes=65536, max_message_bytes=65536)
+    r = run("produce", d, "b", "--skip-empty",
+            input=b"one\n\ntwo\n" + b"x" * 70000 + b"\nafter\n")
+    assert r.returncode == 2
+    assert b"line 4:" in r.stderr and b"2 record(s) before it were produced" in r.stderr
+    with pylog.open(d, readonly=True) as log:
+        c = log.consumer("b", auto_offset_reset="earliest")
+        assert [r.value for r in c.poll(2.0)] == [b"one", b"two"]
+
+
+@pytest.mark.parametrize("codec", [0, 4])
+def test_verify_names_a_batch_whose_records_do_not_decode(tmp_path, codec):
+    # CRC and framing sound, records not (R-3; a zstd frame that is not
+    # one): every consumer raised CorruptLogError saying to run verify,
+    # which called the log sound
+    import struct
+
+    import zstandard
+    from test_format import _crc32c, batches
+    d = str(tmp_path / "recs")
+    with pylog.open(d, sync="never") as log:
+        log.create_topic("t", segment_bytes=1 << 20, retention_ms=-1)
+        log.producer().send("t", b"first", partition=0)
+    section = b"\x0e\x00\x00\x00\x01\x01\x00" + bytes(10)     # 10 bytes past its end
+    if codec:
+        section = zstandard.ZstdCompressor().compress(section)
+    body = struct.pack(">hiqqqhii", codec, 0, 1_700_000_000_000, 1_700_000_000_000,
+                       -1, -1, -1, 1) + section
+    with open(seg(d, "t", 0), "r+b") as f:
+        end, _ = batches(f.read())
+        f.seek(end)
+        f.write(struct.pack(">qiib", 1, 9 + len(body), 0, 2) +
+                struct.pack(">I", _crc32c(body)) + body)
+    os.unlink(os.path.join(d, "clean-shutdown"))
+    with pylog.open(d, sync="never") as log:
+        with pytest.raises(pylog.CorruptLogError, match="R-3"):
+            c = log.consumer("t", auto_offset_reset="earliest")
+            for _ in range(3):
+                c.poll(0.5)
+    r = run("verify", d)
+    assert r.returncode == 1, r.stdout.decode()
+    assert b"position 73: records cannot be decoded" in r.stdout

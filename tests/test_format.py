@@ -410,6 +410,72 @@ def test_zstd_frame_expanding_past_256_mib_is_refused(logdir):
             part.fetch(Cursor(1), 10)
 
 
+def header_bomb_batch(base_offset: int, headers: int) -> bytes:
+    """A CRC-valid zstd batch of one record with ``headers`` empty headers:
+    2 bytes of records section each, a few bytes of frame per MiB."""
+    import zstandard
+
+    def varint(n):
+        n, out = (n << 1) ^ (n >> 63), bytearray()
+        while n > 0x7F:
+            out.append(n & 0x7F | 0x80)
+            n >>= 7
+        return bytes(out) + bytes([n])
+    head = b"\x00" + varint(0) + varint(0) + varint(-1) + varint(-1) + varint(headers)
+    c = zstandard.ZstdCompressor(level=3).compressobj()
+    parts = [c.compress(varint(len(head) + 2 * headers) + head)]
+    chunk, left = b"\x00\x01" * (1 << 16), headers
+    while left:
+        parts.append(c.compress(chunk[:2 * min(left, 1 << 16)]))
+        left -= min(left, 1 << 16)
+    body = struct.pack(">hiqqqhii", 4, 0, 1_700_000_000_000, 1_700_000_000_000,
+                       -1, -1, -1, 1) + b"".join(parts) + c.flush()
+    return struct.pack(">qiib", base_offset, 9 + len(body), 0, 2) + \
+        struct.pack(">I", _crc32c(body)) + body
+
+
+def test_a_batch_of_too_many_headers_is_refused_before_it_is_built(logdir):
+    # B-7: 4 Mi + 1 empty headers, 8 MiB of records section from a few KiB
+    # of frame, would take about 100 bytes each to decode (GiBs for a
+    # frame expanding to the 256 MiB B-6 allows)
+    from pylog._native import BATCH_ITEMS_MAX
+    with pylog.open(logdir, sync="never") as log:
+        log.create_topic("t", segment_bytes=1 << 20, retention_ms=-1)
+        log.producer().send("t", b"first", partition=0)
+    bomb = header_bomb_batch(1, BATCH_ITEMS_MAX)
+    assert len(bomb) < 4096
+    seg = os.path.join(logdir, "t-0", f"{0:020d}.log")
+    with open(seg, "r+b") as f:
+        end, _ = batches(f.read())
+        f.seek(end)
+        f.write(bomb)
+    os.unlink(os.path.join(logdir, "clean-shutdown"))
+    with pylog.open(logdir, sync="never") as log:
+        part = log.partition("t", 0)
+        assert [r[3] for r in part.fetch(Cursor(0), 1)] == [b"first"]
+        with pytest.raises(CorruptLogError, match="B-7"):
+            part.fetch(Cursor(1), 10)
+
+
+@pytest.mark.parametrize("compression", [None, "zstd"])
+def test_a_batch_over_the_items_bound_is_refused_before_it_is_written(
+        logdir, monkeypatch, compression):
+    # B-7 on the way in: what a reader would refuse is not written
+    monkeypatch.setattr(pylog._native, "BATCH_ITEMS_MAX", 100)
+    with pylog.open(logdir, sync="never") as log:
+        log.create_topic("t", partitions=1, compression=compression)
+        p = log.producer()
+        with pytest.raises(pylog.RecordTooLarge, match="records and headers"):
+            p.send("t", b"v", headers=[("h", b"")] * 100)
+        with pytest.raises(pylog.RecordTooLarge, match="records and headers"):
+            p.send_batch("t", [(None, b"v", [("h", b"")])] * 51)
+        assert log.describe_topic("t").partition_info[0].end_offset == 0
+        p.send_batch("t", [(None, b"v", [("h", b"")])] * 50)    # 100: at the bound
+        p.send("t", b"w", headers=[("h", b"")] * 99)
+        got = log.partition("t", 0).fetch(Cursor(0), 100)
+        assert [len(r[4]) for r in got] == [1] * 50 + [99]
+
+
 def test_retention_deletes_nothing_while_the_metadata_writer_is_busy(logdir):
     # P-5: the new log start is recorded in LMDB first, files deleted
     # second; when the record cannot be made without waiting (L-7: this

@@ -40,8 +40,9 @@ LAYERS = [
     {"mirrorstats", "mirrortokafka", "mirrorfromkafka", "mirror"},   # Kafka mirroring
     {"__init__"},
     # loginfo: pylog info's summaries; metricsprom: Prometheus format (an extra);
-    # verifylive: what verify finds on a log others change, told from damage
-    {"verify", "verifylive", "loginfo", "demo", "demoqueue", "metricsprom"},
+    # verifylive: what verify finds on a log others change, told from damage;
+    # verifyrecords: that the records of the batches it scanned decode
+    {"verify", "verifylive", "verifyrecords", "loginfo", "demo", "demoqueue", "metricsprom"},
     {"cli", "__main__"},      # cli: the package pylog/cli/
 ]
 RANK = {m: i for i, layer in enumerate(LAYERS) for m in layer}

@@ -350,3 +350,16 @@ def test_send_with_timestamp_after_the_route_is_warm(log):
         with pytest.raises(pylog.InvalidArgument):
             p.send("t", b"x", timestamp_ms=bad)
     assert part.state().next_offset == end, "a refused send wrote something"
+
+
+def test_send_batch_refuses_a_dict_of_keys_and_values(log):
+    # iterating a dict yields its keys: each key was stored as a value and
+    # the values were dropped
+    log.create_topic("d", partitions=1)
+    producer = log.producer()
+    with pytest.raises(pylog.InvalidArgument, match="items.items"):
+        producer.send_batch("d", {b"k1": b"v1", b"k2": b"v2"})
+    assert log.describe_topic("d").partition_info[0].end_offset == 0
+    producer.send_batch("d", list({b"k1": b"v1"}.items()))
+    c = log.consumer("d", auto_offset_reset="earliest")
+    assert [(r.key, r.value) for r in c.poll(2.0)] == [(b"k1", b"v1")]

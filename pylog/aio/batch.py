@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple, overload
 
 from ..errors import InvalidArgument
-from ..producer import Headers, RawRecord, raw_record
+from ..producer import Headers, RawRecord, raw_record, refuse_mapping
 from ..records import RecordMetadata
 
 #: the most bytes a builder's records encode to (aiokafka's default
@@ -221,4 +221,5 @@ class BatchSending:
         first = args[0] if args else kwargs.get("batch")
         if isinstance(first, BatchBuilder):
             return await self._send_builder(*args, **kwargs)
+        refuse_mapping(args[1] if len(args) > 1 else kwargs.get("items"))
         return await self._send_items(*args, **kwargs)

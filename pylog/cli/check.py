@@ -39,7 +39,8 @@ def register(subs) -> None:
     s.set_defaults(func=cmd_dump)
 
     s = add_command(subs, "verify", "check CRCs, offsets, indexes and metadata",
-                    "Checks every batch CRC and its framing, offset continuity inside and\n"
+                    "Checks every batch CRC and its framing, that its records decode (as a\n"
+                    "consumer decodes them), offset continuity inside and\n"
                     "across segments, index entries against the log, and the LMDB\n"
                     "metadata against the segments. Safe while other processes write\n"
                     "(checks up to the committed end) and delete old segments\n"

@@ -23,7 +23,8 @@ def register(subs) -> None:
                     "Without -f, prints the last --lines records of each partition (or\n"
                     "from --from-beginning / --offset / --since) and exits. With -f it\n"
                     "keeps waiting for new records. Text lines are\n"
-                    "PARTITION:OFFSET<TAB>TIMESTAMP<TAB>KEY<TAB>VALUE (binary escaped).\n\n"
+                    "PARTITION:OFFSET<TAB>TIMESTAMP<TAB>KEY<TAB>VALUE (binary escaped);\n"
+                    "JSON lines' headers are [key, value] pairs, in order.\n\n"
                     "examples:\n"
                     "  pylog tail data/events orders\n"
                     "  pylog tail data/events orders -f\n"
@@ -53,7 +54,8 @@ def register(subs) -> None:
     s.set_defaults(func=cmd_tail)
 
     s = add_command(subs, "produce", "append stdin lines to a topic (console producer)",
-                    "Each line of stdin becomes one record. With --key-separator, the\n"
+                    "Each line of stdin, without its LF or CRLF, becomes one record\n"
+                    "(bytes as they are). With --key-separator, the\n"
                     "text before the first separator is the key.\n\n"
                     "examples:\n"
                     "  echo hello | pylog produce data/events orders\n"
@@ -81,8 +83,10 @@ def _record_out(r, fmt: str) -> str:
         d = {"topic": r.topic, "partition": r.partition, "offset": r.offset,
              "timestamp_ms": r.timestamp_ms, "key": safe_text(r.key),
              "value": safe_text(r.value),
-             "headers": {k: safe_text(v) for k, v in r.headers}}
-        if not (is_text(r.key) and is_text(r.value)):
+             # [key, value] pairs: a key may repeat (a dict kept only its last)
+             "headers": [[k, safe_text(v)] for k, v in r.headers]}
+        if not (is_text(r.key) and is_text(r.value)
+                and all(is_text(v) for _, v in r.headers)):
             d["escaped"] = True
         return json.dumps(d, ensure_ascii=False)
     key = "-" if r.key is None else safe_text(r.key)
@@ -219,6 +223,7 @@ def _position(consumer, tps, args, explicit_only: bool) -> None:
 
 
 def cmd_produce(args) -> int:
+    from ..errors import PylogError
     headers = []
     for h in args.header or ():     # (before the log is opened: bad input changes nothing)
         k, sep, v = h.partition("=")
@@ -238,15 +243,24 @@ def cmd_produce(args) -> int:
         sep = args.key_separator.encode() if args.key_separator else None
         stdin = sys.stdin.buffer
         try:
-            for line in stdin:
-                line = line.rstrip(b"\n").rstrip(b"\r")
+            for lineno, line in enumerate(stdin, 1):
+                # one line end (LF or CRLF); a CR before it is the line's own
+                if line.endswith(b"\n"):
+                    line = line[:-2] if line.endswith(b"\r\n") else line[:-1]
                 if not line and args.skip_empty:
                     continue
                 key = None
                 if sep is not None and sep in line:
                     key, line = line.split(sep, 1)
-                producer.send(args.topic, line, key=key, headers=headers or None,
-                              partition=args.partition)
+                try:
+                    producer.send(args.topic, line, key=key, headers=headers or None,
+                                  partition=args.partition)
+                except PylogError as exc:
+                    # say how far it got: a rerun of the whole input would
+                    # store the lines before this one twice
+                    producer.flush()
+                    raise CliError(f"line {lineno}: {exc}; the {n} record(s) before it "
+                                   "were produced") from None
                 n += 1
         except KeyboardInterrupt:
             pass
