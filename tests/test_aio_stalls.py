@@ -41,7 +41,11 @@ def test_the_watch_finds_a_blocking_and_a_busy_callback():
     assert found["sleep"].own_ms >= 4.5 and found["sleep"].cpu_ms < 1
     assert found["test_the_watch_finds_a_blocking_and_a_busy_callback.<locals>.busy"
                  ].cpu_ms >= 4.5
-    assert len(watch.stalls) == 2, watch.stalls
+    # a loaded machine may hold a trivial callback off its CPU past the
+    # threshold (blocked, as the watch counts it); none burns 1 ms of CPU
+    others = [s for s in watch.stalls if s.what not in (
+        "sleep", "test_the_watch_finds_a_blocking_and_a_busy_callback.<locals>.busy")]
+    assert all(s.cpu_ms < 1 for s in others), watch.stalls
 
 
 async def full_speed(base: str, n: int, watch: LoopWatch) -> None:
