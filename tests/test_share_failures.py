@@ -202,8 +202,10 @@ def test_consumers_dropped_unclosed_free_their_owner_slots(logdir):
             assert [r.offset for r in recs] == [i]
             c.acknowledge(recs[0])
             c.commit()
+            # freed at once by its reference count, as a user's dropped
+            # consumer is (a full gc.collect() a round is slow in a big
+            # test session)
             del c
-            gc.collect()
         p.send("jobs", b"held")
         c = jobs_share(log)
         assert _offsets(c, timeout_ms=200) == [300]
