@@ -357,8 +357,9 @@ class Log(LogStore):
           this regex, including ones created later.
         - ``auto_offset_reset`` ("latest"): where to start without a
           committed offset, or after a position left the log: "earliest"
-          (log start), "latest" (end: only new records) or "none" (raise
-          OffsetOutOfRange).
+          (log start), "latest" (end: only records sent after the first
+          poll; a topic or partition made after it is read from its start)
+          or "none" (raise OffsetOutOfRange).
         - ``enable_auto_commit`` (True) and ``auto_commit_interval_ms``
           (5000): commit what the application finished every interval,
           on a rebalance and on close (pylog.delivery).
