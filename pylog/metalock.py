@@ -23,7 +23,9 @@ back leaves it free, but for the narrow window :class:`_Held` names.
 
 Thread safety: thread-safe. Durability: none needed (nothing in the file
 outlives the holder's interest in it). Not fork-safe: the Log reopens its
-metadata, and with it this lock, in a child.
+metadata, and with it this lock, in a child; the thread lock is free there
+(another thread may have held it, or waited for the file lock holding it,
+at the fork), so the child's close of the inherited one does not wait.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import time
 from typing import Any
 
 from . import _native
+from ._locks import free_in_child
 from .errors import LogClosed, MetadataBusyError
 
 LOCK_FILE = "meta.lock"
@@ -53,6 +56,7 @@ class MetaLock:
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         # an RLock for its owner record (see _acquire), never re-entered
         self._threads = threading.RLock()
+        free_in_child(self._threads)
         self._owner: Any = None        # what holds it (see _acquire)
 
     def close(self) -> None:
