@@ -17,7 +17,7 @@ from . import _native, shareconfig
 from .accumulator import LingerProducer, check_linger, close_lingering
 from .config import validate_group_id, validate_topic_name
 from .consumer import Consumer
-from .errors import GroupNotEmpty, InvalidArgument
+from .errors import GroupNotEmpty, InvalidArgument, not_transferable
 from .expiry import DEFAULT_OFFSETS_RETENTION_MS
 from .group import describe_group, reset_group
 from .metrics import MetricsSnapshot
@@ -210,6 +210,9 @@ class Log(LogStore):
             self._writable(f"reset group {group!r}")
         return reset_group(self, group, to=to, value=value, topic=topic,
                            execute=execute)
+
+    def __reduce__(self) -> Any:
+        raise not_transferable(self)
 
     def __enter__(self) -> Log:
         # (LogStore's says LogStore: `with pylog.open(p) as log` is a Log to mypy)
