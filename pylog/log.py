@@ -132,8 +132,9 @@ class Log(LogStore):
         """C-5 and Q-3: committed offsets and share-partition state changed
         since the last checkpoint go to LMDB."""
         n = super().checkpoint_commits()
-        if self._shares is not None:
-            n += self._shares.checkpoint()
+        shares = self._shares
+        if shares is not None and shares.pid == os.getpid():   # (fork: the parent's)
+            n += shares.checkpoint()
         return n
 
     def share_consumer(self, *topics: str, group_id: str, record_lock_ms: int | None = None,
@@ -331,7 +332,9 @@ class Log(LogStore):
         try:
             super().close()
         finally:
-            if self._shares is not None:
+            # (in a fork child they are the parent's: its threads may hold
+            # their locks, which nobody there releases; left to the exit)
+            if self._shares is not None and self._shares.pid == os.getpid():
                 self._shares.close()
             if bell is not None:
                 for slot in range(DOORBELL_SLOTS):

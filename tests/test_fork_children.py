@@ -125,3 +125,44 @@ def test_share_records_of_a_killed_process_are_free_despite_its_child(tmp_path):
             worker.close()
     finally:
         _kill(child)
+
+
+def test_child_closes_the_inherited_log_while_a_share_thread_held_a_lock(tmp_path):
+    """A thread of the parent was inside a share consumer's poll or
+    commit (holding a share file's thread lock) at the fork: the child's
+    close() of the inherited Log closed the parent's share files, waited
+    for that lock (which no thread there releases) and raised
+    MetadataBusyError (19 of 30 forks under a busy share worker)."""
+    import threading
+    log = pylog.open(tmp_path, sync="never", metadata_timeout=2)
+    log.create_topic("t")
+    log.producer().send("t", b"job")
+    worker = log.share_consumer("t", group_id="s", auto_offset_reset="earliest")
+    assert worker.poll(timeout_ms=2000)
+    share_file = next(iter(log.share_files()._files.values()))
+    held, forked = threading.Event(), threading.Event()
+
+    def poll_under_way():
+        with share_file._lock.held(file=False):
+            held.set()
+            forked.wait(10)
+            time.sleep(0.2)
+
+    t = threading.Thread(target=poll_under_way)
+    t.start()
+    assert held.wait(5)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            began = time.monotonic()
+            log.close()
+            code = 0 if time.monotonic() - began < 1 else 2
+        finally:
+            os._exit(code)
+    forked.set()
+    _, status = os.waitpid(pid, 0)
+    t.join()
+    worker.close()
+    log.close()
+    assert os.waitstatus_to_exitcode(status) == 0
