@@ -16,6 +16,14 @@ child (that thread does not exist there): :func:`free_in_child` names the
 locks that guard what the child makes anew before using (a Log reopens
 itself there, under its lock), which the child then finds free.
 
+A descriptor carrying a kernel lock that must die with its process (a
+Log's liveness lock, P-3; the metadata writer lock, L-7) is shared with
+every fork child, which keeps the lock alive for as long as it lives: a
+child that outlives its parent (a pre-fork worker, a pool process) would
+keep a dead parent's append lock or writer lock held.
+:func:`close_in_child` names such descriptors; the child closes its copy
+at the fork (the parent's lock stays the parent's) and finds -1 there.
+
 Thread safety: thread-safe. Durability: none (in-memory locks only).
 """
 
@@ -26,6 +34,7 @@ import weakref
 from typing import Any
 
 _FREE_IN_CHILD: weakref.WeakSet[Any] = weakref.WeakSet()
+_CLOSE_IN_CHILD: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
 
 def try_acquire(lock: Any) -> bool:
@@ -50,10 +59,24 @@ def free_in_child(lock: Any) -> Any:
     return lock
 
 
+def close_in_child(owner: Any, attr: str) -> None:
+    """The descriptor ``owner.<attr>`` (-1: none) is closed in every fork
+    child, which finds -1 there (see the module docstring)."""
+    _CLOSE_IN_CHILD[owner] = attr
+
+
 def _after_fork_in_child() -> None:
     # (the child runs one thread now: nothing else touches these)
     for lock in list(_FREE_IN_CHILD):
         lock._at_fork_reinit()
+    for owner, attr in list(_CLOSE_IN_CHILD.items()):
+        fd = getattr(owner, attr, -1)
+        if fd >= 0:
+            setattr(owner, attr, -1)
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -20,7 +20,8 @@ Thread safety: thread-safe; send from any number of threads. Durability:
 a future succeeds once its batch is appended and durable per the log's
 sync mode; ``flush()`` appends everything pending and fdatasyncs it.
 Records still lingering when the process dies are lost, as in Kafka's
-accumulator (at a normal interpreter exit they are appended). Every future
+accumulator (at a normal interpreter exit they are appended, and at the
+end of a multiprocessing child, which skips atexit). Every future
 is resolved or failed, never left pending: an append error fails every
 future of its batch; close() and Log.close() append what is pending first;
 in a fork child the inherited pending futures fail with ForkedLogError
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
 import threading
 import weakref
 from struct import pack as _pack_int64
@@ -145,6 +147,7 @@ class LingerProducer(Producer):
         # field, one lookup cheaper)
         self._fast_parts: dict[str, list[Partition]] = {}
         _LINGERING.add(self)
+        _at_multiprocessing_exit()
 
     def _new_locks(self) -> None:
         self._lock = threading.Lock()
@@ -505,6 +508,8 @@ def close_lingering(log: LogStore) -> PylogError | None:
 def _after_fork_in_child() -> None:
     for producer in list(_LINGERING):
         producer._after_fork_in_child()
+    if _LINGERING:
+        _at_multiprocessing_exit()
 
 
 def _append_pending_at_exit() -> None:
@@ -516,6 +521,32 @@ def _append_pending_at_exit() -> None:
             producer._drain_all()
         except Exception:         # (the log's own state at exit): best effort
             pass
+
+
+class _MultiprocessingExit:
+    """The exit finalizer of this process in multiprocessing's registry."""
+    finalizer: Any = None
+    hooked = False          # (inherited by a fork child, as the hook is)
+
+
+_MP_EXIT = _MultiprocessingExit()
+
+
+def _at_multiprocessing_exit(_: object = None) -> None:
+    """A multiprocessing child (fork, forkserver; a ProcessPoolExecutor
+    worker) ends with os._exit() once its target returns: atexit does not
+    run there, multiprocessing's exit finalizers do. So what lingers is
+    appended by one of those too; the child's start clears the inherited
+    ones, and the after-fork hook registers it again there."""
+    util = sys.modules.get("multiprocessing.util")
+    if util is None:
+        return              # (not imported: no multiprocessing child to end)
+    fin = _MP_EXIT.finalizer
+    if fin is None or not fin.still_active():
+        _MP_EXIT.finalizer = util.Finalize(None, _append_pending_at_exit, exitpriority=20)
+    if not _MP_EXIT.hooked:
+        _MP_EXIT.hooked = True
+        util.register_after_fork(_MP_EXIT, _at_multiprocessing_exit)
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -63,6 +63,7 @@ from .errors import (
     ReadOnlyLog,
     TopicNotFound,
     kafka_name_error,
+    not_transferable,
 )
 from .fetching import TOPIC_REFRESH_S, Fetching
 from .group import GroupMember
@@ -652,6 +653,9 @@ class Consumer(Positions, Fetching):
             self.wakeup()
         if error is not None:
             raise error
+
+    def __reduce__(self) -> Any:
+        raise not_transferable(self)
 
     def __enter__(self) -> Consumer:
         return self

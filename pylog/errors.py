@@ -464,3 +464,12 @@ def kafka_name_error(obj: object, name: str, instead: dict[str, str],
                               f"use {hint}", name=name, obj=obj)
     return AttributeError(f"pylog's {type(obj).__name__} has no {name}() "
                           f"({client}.{name}); use {hint}", name=name, obj=obj)
+
+
+def not_transferable(obj: object) -> TypeError:
+    """The TypeError of serializing a Log or a client of one for another
+    process (multiprocessing's spawn and forkserver, a ProcessPoolExecutor):
+    its files, maps and locks belong to this process."""
+    return TypeError(f"a pylog {type(obj).__name__} cannot be sent to another "
+                     "process (serialized): pass the log's path and open it in that "
+                     "process with pylog.open(path)")

@@ -347,6 +347,7 @@ class Fetching:
         frame on purpose: a signal raised at the entry of a helper called
         from here is caught; one raised at the entry of a context
         manager's ``__exit__`` would not be."""
+        self._resets.first_poll(self._log)
         self._interval.begin()
         try:
             return body(*args)

@@ -17,7 +17,7 @@ from . import _native, shareconfig
 from .accumulator import LingerProducer, check_linger, close_lingering
 from .config import validate_group_id, validate_topic_name
 from .consumer import Consumer
-from .errors import GroupNotEmpty, InvalidArgument
+from .errors import GroupNotEmpty, InvalidArgument, not_transferable
 from .expiry import DEFAULT_OFFSETS_RETENTION_MS
 from .group import describe_group, reset_group
 from .metrics import MetricsSnapshot
@@ -132,8 +132,9 @@ class Log(LogStore):
         """C-5 and Q-3: committed offsets and share-partition state changed
         since the last checkpoint go to LMDB."""
         n = super().checkpoint_commits()
-        if self._shares is not None:
-            n += self._shares.checkpoint()
+        shares = self._shares
+        if shares is not None and shares.pid == os.getpid():   # (fork: the parent's)
+            n += shares.checkpoint()
         return n
 
     def share_consumer(self, *topics: str, group_id: str, record_lock_ms: int | None = None,
@@ -210,6 +211,9 @@ class Log(LogStore):
             self._writable(f"reset group {group!r}")
         return reset_group(self, group, to=to, value=value, topic=topic,
                            execute=execute)
+
+    def __reduce__(self) -> Any:
+        raise not_transferable(self)
 
     def __enter__(self) -> Log:
         # (LogStore's says LogStore: `with pylog.open(p) as log` is a Log to mypy)
@@ -328,7 +332,9 @@ class Log(LogStore):
         try:
             super().close()
         finally:
-            if self._shares is not None:
+            # (in a fork child they are the parent's: its threads may hold
+            # their locks, which nobody there releases; left to the exit)
+            if self._shares is not None and self._shares.pid == os.getpid():
                 self._shares.close()
             if bell is not None:
                 for slot in range(DOORBELL_SLOTS):
@@ -357,8 +363,9 @@ class Log(LogStore):
           this regex, including ones created later.
         - ``auto_offset_reset`` ("latest"): where to start without a
           committed offset, or after a position left the log: "earliest"
-          (log start), "latest" (end: only new records) or "none" (raise
-          OffsetOutOfRange).
+          (log start), "latest" (end: only records sent after the first
+          poll; a topic or partition made after it is read from its start)
+          or "none" (raise OffsetOutOfRange).
         - ``enable_auto_commit`` (True) and ``auto_commit_interval_ms``
           (5000): commit what the application finished every interval,
           on a rebalance and on close (pylog.delivery).

@@ -23,7 +23,10 @@ back leaves it free, but for the narrow window :class:`_Held` names.
 
 Thread safety: thread-safe. Durability: none needed (nothing in the file
 outlives the holder's interest in it). Not fork-safe: the Log reopens its
-metadata, and with it this lock, in a child.
+metadata, and with it this lock, in a child; the thread lock is free there
+(another thread may have held it, or waited for the file lock holding it,
+at the fork), so the child's close of the inherited one does not wait, and
+the child closes its copy of the descriptor at the fork (pylog._locks).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import time
 from typing import Any
 
 from . import _native
+from ._locks import close_in_child, free_in_child
 from .errors import LogClosed, MetadataBusyError
 
 LOCK_FILE = "meta.lock"
@@ -51,8 +55,10 @@ class MetaLock:
         self.path = os.path.join(root, LOCK_FILE)
         self.timeout_s = timeout_s
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        close_in_child(self, "_fd")     # (a dead holder's lock must not live on)
         # an RLock for its owner record (see _acquire), never re-entered
         self._threads = threading.RLock()
+        free_in_child(self._threads)
         self._owner: Any = None        # what holds it (see _acquire)
 
     def close(self) -> None:

@@ -7,6 +7,11 @@ Retention overtaking a consumer resumes it at the log start whatever
 logs a warning and counts it in the group (describe_group's
 ``retention_resets``); ``auto_offset_reset="none"`` raises instead.
 
+'latest' means the records sent after the consumer's first poll: a topic
+created (or a partition added) after that poll is read from its start, as
+all its records were sent after it; a consumer that noticed it up to a
+second late (its topic refresh) would otherwise skip them.
+
 Thread safety: as the Consumer that owns it (one thread at a time).
 """
 
@@ -30,6 +35,21 @@ class OffsetReset:
         self._member = member
         # read_committed: the Log whose last stable offsets 'latest' means
         self._committed_log = committed_log
+        # {topic id: partition count} of the log at the first poll (None
+        # before it): what 'latest' may skip (see the module docstring)
+        self._at_first_poll: dict[str, int] | None = None
+
+    def first_poll(self, log) -> None:
+        """Note the topics the log has now, if this is the first poll."""
+        if self._at_first_poll is None and self.policy == "latest":
+            self._at_first_poll = {str(doc["id"]): int(doc["partitions"])
+                                   for doc in log.meta.topics().values()}
+
+    def _made_after_first_poll(self, tp, part) -> bool:
+        seen = self._at_first_poll
+        if seen is None or part.topic_id is None:
+            return False
+        return tp.partition >= seen.get(part.topic_id, 0)
 
     @property
     def read_committed(self) -> bool:
@@ -49,6 +69,8 @@ class OffsetReset:
     def no_commit(self, tp, part) -> int:
         """Start of ``tp`` for a group without a committed offset (or a
         consumer without a group)."""
+        if self.policy == "latest" and self._made_after_first_poll(tp, part):
+            return part.state().log_start_offset
         return self._by_policy(tp, part, "no committed offset")
 
     def _by_policy(self, tp, part, why: str) -> int:

@@ -34,6 +34,7 @@ from .errors import (
     RecordTooLarge,
     TopicNotFound,
     kafka_name_error,
+    not_transferable,
 )
 from .gcpause import paused as _gc_paused
 from .records import RecordMetadata
@@ -686,6 +687,9 @@ class Producer:
                 self.flush(timeout)
         finally:
             self._closed = True
+
+    def __reduce__(self) -> Any:
+        raise not_transferable(self)
 
     def __enter__(self: _P) -> _P:
         return self

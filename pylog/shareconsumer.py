@@ -43,6 +43,7 @@ from .errors import (
     TooManyMapsError,
     TooManyOpenFilesError,
     TopicNotFound,
+    not_transferable,
 )
 from .reader import Cursor
 from .records import TopicPartition
@@ -642,6 +643,9 @@ class ShareConsumer(ShareWaiting):
                                  "belongs to the parent process; create share consumers "
                                  "after forking")
         self._log.check_open()
+
+    def __reduce__(self) -> Any:
+        raise not_transferable(self)
 
     def __enter__(self) -> ShareConsumer:
         return self

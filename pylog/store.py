@@ -164,6 +164,7 @@ class LogStore(TopicAdmin, LogAdmin):
         self._allow_nfs = allow_network_filesystem
         self._closed = False
         self._lock = _locks.free_in_child(threading.RLock())   # (fork: see _check)
+        _locks.close_in_child(self, "_lock_fd")     # (P-3: dies with this process)
         if readonly:
             check_log_dir(self.path, f"open {self.path} read-only")
         else:
@@ -223,8 +224,7 @@ class LogStore(TopicAdmin, LogAdmin):
         self._pid = os.getpid()
         self._forks = FORKS[0]
         self._partitions: dict[tuple[str, int], Partition] = {}
-        # a fresh cache after a fork too: the inherited one holds the
-        # parent's segments, which the child must leave alone
+        # (fresh after a fork too: the inherited one holds the parent's segments)
         self.handles = HandleCache(self.max_open_files, self.max_open_maps)
         self._commit_sync = CommitSync(self.path, self._partitions, self.handles)
         self._topic_cache: dict[str, tuple[float, dict[str, Any]]] = {}

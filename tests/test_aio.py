@@ -1007,3 +1007,73 @@ def test_first_fetch_file_work_runs_off_the_loop(logdir, group):
             assert threads and threading.get_ident() not in threads
 
     run("asyncio", main)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_aiolog_opened_before_fork_raises_in_the_child(logdir):
+    """An AIOLog opened (its executor threads started) before os.fork():
+    the child's calls waited for good on executor threads that do not
+    exist there. They raise ForkedLogError; close() and a client's close()
+    there return (the parent's Log is the parent's)."""
+    alog = pylog.aio.open(logdir)
+
+    async def parent() -> pylog.aio.AIOProducer:
+        await alog.open()
+        await alog.create_topic("t")
+        producer = alog.producer()
+        await producer.send("t", b"parent")
+        consumer = alog.consumer("t", group_id="g", auto_offset_reset="earliest")
+        assert len(await consumer.getmany(timeout_ms=2000)) == 1
+        return producer, consumer
+
+    runner = asyncio.Runner()           # (one loop for the parent's AIOLog)
+    producer, consumer = runner.run(parent())
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            async def child() -> int:
+                try:
+                    await asyncio.wait_for(producer.send("t", b"child"), 5)
+                except pylog.ForkedLogError:
+                    pass
+                else:
+                    return 2
+                try:
+                    alog.producer()
+                except pylog.ForkedLogError:
+                    pass
+                else:
+                    return 3
+                try:
+                    await asyncio.wait_for(consumer.getmany(timeout_ms=100), 5)
+                except pylog.ForkedLogError:
+                    pass
+                else:
+                    return 5
+                await asyncio.wait_for(producer.close(), 5)
+                await asyncio.wait_for(alog.close(), 5)
+                return 0
+            code = asyncio.run(child())
+        except BaseException:
+            code = 4
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 20
+    while not (done := os.waitpid(pid, os.WNOHANG))[0] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if not done[0]:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    assert done[0] and os.waitstatus_to_exitcode(done[1]) == 0, done
+
+    async def after() -> list[bytes]:
+        await alog.producer().send("t", b"parent again")
+        await consumer.close()
+        await alog.close()
+        with pylog.open(logdir) as log:
+            return [r.value for r in log.consumer("t", auto_offset_reset="earliest")
+                    .poll(timeout=1)]
+
+    with runner:
+        assert runner.run(after()) == [b"parent", b"parent again"]

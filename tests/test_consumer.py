@@ -241,6 +241,42 @@ def test_subscribe_pattern_picks_up_new_topic(log):
     c.close()
 
 
+def poll_until(c, n, timeout=4.0):
+    got = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and len(got) < n:
+        got += c.poll(timeout=0.2)
+    return got
+
+
+@pytest.mark.parametrize("group_id", ["g", None])
+def test_latest_reads_topic_created_after_first_poll(log, group_id):
+    # a worker subscribed before the topic exists (it boots before the
+    # producer that creates it): every record of the topic was sent after
+    # its first poll, so 'latest' must not skip those sent before it
+    # noticed the topic
+    c = log.consumer("new", group_id=group_id) if group_id else log.consumer()
+    if group_id is None:
+        c.subscribe(["new"])
+    assert c.poll(timeout=0.05) == []
+    fill(log, topic="new", n=5, partitions=2)
+    assert sorted(r.value for r in poll_until(c, 5)) == [b"v%d" % i for i in range(5)]
+    # partitions added after the first poll: the same
+    log.create_partitions("new", 3)
+    log.producer().send("new", b"late", partition=2)
+    assert [r.value for r in poll_until(c, 1)] == [b"late"]
+    c.close()
+
+
+def test_latest_still_skips_what_came_before_first_poll(log):
+    fill(log, topic="old", n=5, partitions=2)
+    c = log.consumer("old", group_id="g")
+    assert c.poll(timeout=0.3) == []
+    log.producer().send("old", b"new", partition=0)
+    assert [r.value for r in poll_until(c, 1)] == [b"new"]
+    c.close()
+
+
 def test_lag_and_describe_group(log):
     fill(log, n=50, partitions=2)
     c = log.consumer("t", group_id="g", auto_offset_reset="earliest", enable_auto_commit=False)

@@ -616,3 +616,19 @@ def test_reset_group_refuses_a_negative_time(log):
     log.create_topic("t")
     with pytest.raises(InvalidArgument, match=">= 0"):
         log.reset_group("nobody", to="datetime", value=-1)
+
+
+def test_pickling_a_log_or_client_names_what_to_do(tmp_path):
+    """Passing a Log or a client to a spawn / forkserver process or a
+    ProcessPoolExecutor pickles it: that failed with "cannot pickle
+    '_thread.RLock' object", naming nothing a user wrote."""
+    import pickle
+    with pylog.open(tmp_path) as log:
+        log.create_topic("t")
+        for obj in (log, log.producer(), log.producer(linger_ms=5),
+                    log.producer(idempotent=True), log.consumer("t", group_id="g"),
+                    log.share_consumer("t", group_id="s")):
+            with pytest.raises(TypeError, match=r"cannot be sent to another "
+                               r"process.*pylog\.open\(path\)"):
+                pickle.dumps(obj)
+            obj.close() if obj is not log else None

@@ -108,3 +108,39 @@ def test_two_forks_at_once_keep_the_gate_shut(monkeypatch):
     assert entered.wait(5)
     t.join()
     assert done == [0.1, 30.0]
+
+
+def test_child_reopens_at_once_while_a_thread_waits_for_the_writer_lock(tmp_path):
+    """A thread of the parent held (or waited for) the metadata writer
+    lock at the fork, outside any LMDB call: the child's first use of the
+    inherited Log closed the inherited metadata, whose close waited for
+    that thread's lock for the whole metadata_timeout (a ProcessPoolExecutor
+    task stalled 10 s one round in two)."""
+    log = pylog.open(tmp_path, sync="never", metadata_timeout=3)
+    log.create_topic("t")
+    held = threading.Event()
+    forked = threading.Event()
+
+    def holder():           # a commit that ends just after the fork
+        with log.meta._wlock.held("test"):
+            held.set()
+            forked.wait(10)
+            time.sleep(0.2)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    assert held.wait(5)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            began = time.monotonic()
+            log.producer()              # reopens the Log in the child
+            code = 0 if time.monotonic() - began < 1.5 else 2
+        finally:
+            os._exit(code)
+    forked.set()
+    code = _wait_child(pid, 10)
+    t.join()
+    log.close()
+    assert code == 0, {None: "the child hung", 2: "the child's reopen waited"}.get(code, code)

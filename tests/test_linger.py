@@ -319,6 +319,33 @@ def test_interpreter_exit_appends_what_lingers(tmp_path, child_env):
         assert [r.value for r in read_all(lg, "t")] == [b"%d" % i for i in range(5)]
 
 
+def _send_and_return(path, tag):
+    log = pylog.open(path)
+    p = log.producer(linger_ms=LONG)
+    for i in range(5):
+        p.send("t", b"%s%d" % (tag.encode(), i))
+    # (returns without flush() or close(): a normal end of the process)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.parametrize("method", ["fork", "forkserver"])
+def test_multiprocessing_child_end_appends_what_lingers(tmp_path, method):
+    """A multiprocessing child ends with os._exit() after its target
+    returns (no atexit there): its lingering records were lost, with exit
+    code 0, where a spawn child or a script appended them."""
+    import multiprocessing as mp
+    path = str(tmp_path / "log")
+    with pylog.open(path) as lg:
+        lg.create_topic("t")
+    child = mp.get_context(method).Process(target=_send_and_return, args=(path, method))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    with pylog.open(path) as lg:
+        assert [r.value for r in read_all(lg, "t")] == [b"%s%d" % (method.encode(), i)
+                                                        for i in range(5)]
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_fork_child_fails_inherited_futures_parent_appends_them(log):
     log.create_topic("t")

@@ -20,7 +20,11 @@ consumers are woken by one thread per Log (pylog.aio.bridge), however many
 there are, for appends made by any process.
 
 Thread safety: an AIOLog and its clients belong to one event loop (the
-Log under them, ``AIOLog.log``, is thread-safe). Durability: as pylog.open.
+Log under them, ``AIOLog.log``, is thread-safe). Not fork-safe: an AIOLog
+opened before ``os.fork()`` raises ForkedLogError in the child (its
+executor's threads do not exist there), and its close() there returns;
+one made before the fork and opened after it works. Durability: as
+pylog.open.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, TypeVar, overload
 
 from .. import log as _log
-from ..errors import InvalidArgument, LogClosed, PylogError, ReadOnlyLog
+from ..errors import ForkedLogError, InvalidArgument, LogClosed, PylogError, ReadOnlyLog
 from ..fetching import TOPIC_REFRESH_S
 from ..records import TopicInfo
 from ..transactions import DEFAULT_TRANSACTION_TIMEOUT_MS
@@ -89,11 +93,24 @@ class AIOLog:
         # leaves of unsubscribe() calls); then set: the executor takes no job
         self._leaving: set[asyncio.Task[None]] = set()
         self._shut = False
+        self._pid = os.getpid()     # the process that opened it (see _forked)
+
+    def _forked(self) -> bool:
+        """Opened by the parent of this fork child?"""
+        return self._log is not None and os.getpid() != self._pid
+
+    def _check_fork(self) -> None:
+        if self._forked():
+            raise ForkedLogError(
+                f"this AIOLog of {self._path} was opened before os.fork() and belongs "
+                "to the parent process; open one in the child (pylog.aio.open)")
 
     @property
     def log(self) -> _log.Log:
         """The threaded :class:`~pylog.Log` underneath (its calls block:
-        keep them off the loop); LogClosed before the log is open."""
+        keep them off the loop); LogClosed before the log is open,
+        ForkedLogError in a fork child of the process that opened it."""
+        self._check_fork()
         if self._log is None:
             raise LogClosed(f"log {self._path} is not open yet: use "
                             "`async with pylog.aio.open(...)` (or await its open())")
@@ -109,6 +126,7 @@ class AIOLog:
         loop; LogClosed once close() closes the Log (its executor stops)."""
         if self._shut:
             raise LogClosed(f"log {self._path} is closed")
+        self._check_fork()
         return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def _close_client(self, close: Callable[[], None],
@@ -117,7 +135,9 @@ class AIOLog:
         off the loop, or once this Log is closing, inline after the Log's
         close is done (which closed what the client's close would store or
         flush: a client closed after its Log does no I/O, as in the
-        threaded API)."""
+        threaded API). In a fork child it does nothing (the parent's)."""
+        if self._forked():
+            return
         if self._closing is None:
             try:
                 if lock is None:
@@ -209,8 +229,10 @@ class AIOLog:
 
     async def open(self) -> AIOLog:
         """Open the log (recovery and fsyncs run off the loop)."""
+        self._check_fork()
         if self._log is None:
             self._loop = asyncio.get_running_loop()
+            self._pid = os.getpid()
             self._log = await self._submit(functools.partial(
                 _log.open, self._path, **self._kwargs))
             self._bridge_ = DoorbellBridge(self._log.doorbell_pointer(),
@@ -232,8 +254,9 @@ class AIOLog:
         (for LEAVE_WAIT_S at most; not when called inside a rebalance
         listener callback, whose consumer's leave may wait for it).
         Idempotent; a second close() waits for the first. A cancelled
-        close() goes on to its end (the Log is closed all the same)."""
-        if self._log is None:
+        close() goes on to its end (the Log is closed all the same). In a
+        fork child of the process that opened it, it returns at once."""
+        if self._log is None or self._forked():
             return
         if self._closing is None:
             # callbacks only, no task: a shutdown that cancels every task

@@ -180,6 +180,7 @@ class AIOConsumer(RecordBuffer, OffsetQueries):
     # -- fetching ---------------------------------------------------------------------
     async def _get(self, timeout_s: float, max_records: int | None,
                    only: frozenset[TopicPartition] | None = None) -> list[Record]:
+        self._alog._check_fork()        # (ForkedLogError: the parent's records)
         got = self._buffered(max_records, only)
         if got:
             return got
