@@ -69,6 +69,7 @@ from .groupstate import GroupState
 from .identity import Identity, vanished
 from .metacalls import Calls
 from .metafile import (
+    ReaderReaper,
     allocate_lock_file,
     check_lmdb_size,
     data_file_absent,
@@ -278,6 +279,8 @@ class Metadata(Commits):
         self._vanished: FileVanishedError | None = None     # L-6, sticky
         self._closed = False
         self._calls = Calls()       # (in flight: see pylog.metacalls)
+        self._reaper = ReaderReaper(self.env)
+        self._reaper.reap()
         self._wlock: MetaLock | None = None
         try:
             if not readonly:
@@ -797,9 +800,16 @@ class _Txn:
         try:
             meta._calls.enter(what)     # (LogClosed once its close began)
             self._gated = True
+            if self._write:
+                meta._reaper.reap(now=False)
             # (interrupted at begin()'s return, the transaction object is
             # dropped with the frame's stack, which aborts it)
-            txn = self._lmdb = meta.env.begin(write=self._write)
+            try:
+                txn = self._lmdb = meta.env.begin(write=self._write)
+            except lmdb.ReadersFullError:
+                if not meta._reaper.reap():     # (dead processes' slots)
+                    raise
+                txn = self._lmdb = meta.env.begin(write=self._write)
         except BaseException as exc:
             self._ungate()
             self._release()

@@ -8,10 +8,13 @@
   (LMDB would initialise a 0-byte file as a new environment) or a new
   environment pylog never wrote;
 * :func:`lmdb_disk_full` tells a full disk among LMDB's write errors,
-  which carry no errno and report a short write as EIO.
+  which carry no errno and report a short write as EIO;
+* :class:`ReaderReaper` frees the reader slots of dead processes.
 
-Thread safety: stateless functions over paths; safe from any thread.
-Durability: they only read (files, ``statvfs``); nothing here writes.
+Thread safety: stateless functions over paths; safe from any thread
+(:class:`ReaderReaper` says its own).
+Durability: they only read (files, ``statvfs``); nothing here writes
+but :class:`ReaderReaper` (lock.mdb's reader table).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import mmap
 import os
 import stat
 import struct
+import time
 
 import lmdb
 
@@ -177,3 +181,42 @@ def allocate_lock_file(path: str) -> None:
         raise
     finally:
         os.close(fd)
+
+
+# how often a process frees dead processes' reader slots before its writes
+_REAP_EVERY_S = 1.0
+
+
+class ReaderReaper:
+    """Frees the LMDB reader slots of dead processes (``mdb_reader_check``).
+
+    A process killed (SIGKILL, the OOM killer) inside a metadata read keeps
+    its slot in ``meta/lock.mdb`` with the snapshot it read: while any
+    process has the log open, LMDB keeps every page freed since then, so
+    each later write grows ``data.mdb`` until the map is full and every
+    metadata write fails; and each such slot is one less of the table's
+    1023. LMDB frees them only when asked: :meth:`reap` asks at open,
+    before a write (at most every ``_REAP_EVERY_S``), and when the table
+    is full. A live process's slot is never freed (LMDB tells by its lock
+    on lock.mdb), so a stopped reader still holds its snapshot.
+
+    Thread safety: :meth:`reap` may be called from any thread (LMDB takes
+    its reader table mutex). Durability: it changes only lock.mdb."""
+
+    __slots__ = ("_env", "_next")
+
+    def __init__(self, env: lmdb.Environment) -> None:
+        self._env = env
+        self._next = 0.0
+
+    def reap(self, now: bool = True) -> int:
+        """Free dead processes' slots; how many. ``now=False``: only when
+        the last reap is ``_REAP_EVERY_S`` old (0 otherwise)."""
+        t = time.monotonic()
+        if not now and t < self._next:
+            return 0
+        self._next = t + _REAP_EVERY_S
+        try:
+            return self._env.reader_check()
+        except lmdb.Error:
+            return 0        # (the operation itself reports the trouble)
