@@ -306,8 +306,7 @@ class Metadata(Commits):
             finally:
                 os.close(fd)
         try:
-            if not readonly:
-                self._check_format()
+            self._check_format(readonly)
             self._init_commits(None if readonly else lock_identity)
         except BaseException:
             self.close()
@@ -329,11 +328,15 @@ class Metadata(Commits):
                 dbs = [self.env.open_db(n, create=True) for n in names]
         self._info, self._topics, self._partitions, self._offsets, self._groups = dbs
 
-    def _check_format(self) -> None:
-        """M-1, read first: only a new log writes (behind the lock)."""
+    def _check_format(self, readonly: bool) -> None:
+        """M-1, read first: only a new log writes (behind the lock). A
+        read-only open refuses an unknown format too (a newer pylog's
+        metadata may mean something else), and stores nothing."""
         with self._txn("check the metadata format") as txn:
             v = txn.get(b"format", db=self._info)
-        if v != FORMAT_VERSION:
+        if readonly:
+            v = FORMAT_VERSION if v is None or v in _READ_VERSIONS else v
+        elif v != FORMAT_VERSION:
             if v is None:
                 # L-6: LMDB made this environment (data.mdb was empty, or
                 # replaced); pylog never wrote it
@@ -347,7 +350,10 @@ class Metadata(Commits):
                     v = FORMAT_VERSION
         if v != FORMAT_VERSION:
             raise CorruptLogError(            # M-1
-                f"metadata format {v!r} is not {FORMAT_VERSION!r}", self.path)
+                f"metadata format {v.decode(errors='replace')!r} is not one this "
+                f"pylog reads ({', '.join(x.decode() for x in _READ_VERSIONS)}): "
+                "a newer pylog wrote it, or the metadata is damaged; open it with "
+                "the pylog that wrote it", self.path)
 
     def close(self) -> None:
         """Release this store's use of the shared environment. Idempotent."""
