@@ -74,6 +74,7 @@ from .metafile import (
     check_lmdb_size,
     data_file_absent,
     lmdb_disk_full,
+    refuse_lost_lock_file,
     refuse_lost_metadata,
 )
 from .metalock import MetaLock
@@ -104,7 +105,7 @@ _ENVS_LOCK = _locks.free_in_child(threading.Lock())
 _ENVS: dict = {}
 
 
-def _open_env(path: str, *, sync: bool, readonly: bool, owner: object):
+def _open_env(path: str, *, sync: bool, readonly: bool, owner: object, others: bool):
     key = os.path.realpath(path)
     with _ENVS_LOCK:
         ent = _ENVS.get(key)
@@ -126,6 +127,8 @@ def _open_env(path: str, *, sync: bool, readonly: bool, owner: object):
             return ent[0], ent[4], ent[5]
         action = (f"open {os.path.dirname(path)}"
                   f"{' read-only' if readonly else ' for writing'}")
+        if others:
+            refuse_lost_lock_file(path, action)         # L-6
         try:
             check_lmdb_size(path)
         except OSError as exc:
@@ -251,11 +254,12 @@ def _close_env(path: str, env, owner: object) -> None:
 
 class Metadata(Commits):
     """See the module docstring. ``lock_identity``: the Log's (token,
-    liveness fd), which the commit table's slot locks use (C-2)."""
+    liveness fd), which the commit table's slot locks use (C-2);
+    ``others``: other processes have the log open (L-6: lock.mdb)."""
 
     def __init__(self, root: str, *, sync: bool, readonly: bool = False,
                  lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
-                 lock_identity: tuple[int, int] | None = None):
+                 lock_identity: tuple[int, int] | None = None, others: bool = False):
         self.path = os.path.join(root, "meta")
         self.sync_always = sync
         self.cursors = None
@@ -270,8 +274,8 @@ class Metadata(Commits):
         absent = data_file_absent(self.path)         # L-6: refused untouched
         if absent is not None:
             refuse_lost_metadata(root, self.path, absent)
-        self.env, self._identity, metasync = _open_env(self.path, sync=sync,
-                                                        readonly=readonly, owner=self)
+        self.env, self._identity, metasync = _open_env(
+            self.path, sync=sync, readonly=readonly, owner=self, others=others)
         # M-8: the environment is shared by this process's Logs of the path,
         # its meta page flush set by the first: a sync="always" Log opened
         # after a weaker one flushes it after each of its commits itself

@@ -3,6 +3,8 @@
 
 * :func:`check_lmdb_size` refuses a file shorter than its own meta page
   says before LMDB maps it (M-9);
+* :func:`refuse_lost_lock_file` refuses to open beside other processes
+  when ``lock.mdb`` was deleted under them (L-6);
 * :func:`refuse_lost_metadata` refuses to start an empty metadata store
   over existing partition directories (L-6): ``data.mdb`` missing, empty
   (LMDB would initialise a 0-byte file as a new environment) or a new
@@ -28,7 +30,7 @@ import time
 
 import lmdb
 
-from .errors import CorruptLogError
+from .errors import CorruptLogError, FileVanishedError
 from .files import DISK_FULL_ERRNOS, allocate, disk_full_error, open_regular
 
 # LMDB's meta pages (pages 0 and 1 of data.mdb), 64-bit layout: a 16-byte
@@ -157,6 +159,24 @@ def lmdb_disk_full(path: str, exc: lmdb.Error) -> str | None:
 # lock.mdb's size for max_readers=1024 (liblmdb: 1023 reader slots of 64
 # bytes after a 192-byte header); a larger file only gives more slots.
 _LOCK_FILE_BYTES = 65664
+
+
+def refuse_lost_lock_file(path: str, action: str) -> None:
+    """L-6: refuse to open the metadata in ``path`` (meta/) when other
+    processes have the log open but ``lock.mdb`` is missing: it was deleted
+    under them. They keep using their (unlinked) copy, which holds LMDB's
+    reader table; LMDB would make a new one here, and this process's reads
+    would then be invisible to their writers, which could reuse the pages
+    being read (torn reads, a false CorruptLogError, wrong offsets)."""
+    if os.path.lexists(os.path.join(path, "lock.mdb")) or \
+            not os.path.lexists(os.path.join(path, "data.mdb")):
+        return
+    raise FileVanishedError(
+        f"{action}: {os.path.join(path, 'lock.mdb')} is missing while other "
+        "processes have the log open: it was deleted under them, with LMDB's "
+        "table of their readers, and reading beside them without it could "
+        "read pages they rewrite. Nothing was changed; close every process "
+        "using the log, then open it again")
 
 
 def allocate_lock_file(path: str) -> None:
