@@ -76,6 +76,7 @@ from .metafile import (
     lmdb_disk_full,
     refuse_lost_lock_file,
     refuse_lost_metadata,
+    refuse_lost_writer_lock,
 )
 from .metalock import MetaLock
 from .partition import PartitionMeta
@@ -288,6 +289,7 @@ class Metadata(Commits):
         self._wlock: MetaLock | None = None
         try:
             if not readonly:
+                refuse_lost_writer_lock(root, others)       # L-6
                 self._wlock = MetaLock(root, lock_timeout_s)         # L-7
             self._open_dbs(readonly)
         except lmdb.Error as exc:

@@ -3,8 +3,9 @@
 
 * :func:`check_lmdb_size` refuses a file shorter than its own meta page
   says before LMDB maps it (M-9);
-* :func:`refuse_lost_lock_file` refuses to open beside other processes
-  when ``lock.mdb`` was deleted under them (L-6);
+* :func:`refuse_lost_lock_file` and :func:`refuse_lost_writer_lock`
+  refuse to open beside other processes when ``lock.mdb`` or
+  ``meta.lock`` was deleted under them (L-6);
 * :func:`refuse_lost_metadata` refuses to start an empty metadata store
   over existing partition directories (L-6): ``data.mdb`` missing, empty
   (LMDB would initialise a 0-byte file as a new environment) or a new
@@ -177,6 +178,24 @@ def refuse_lost_lock_file(path: str, action: str) -> None:
         "table of their readers, and reading beside them without it could "
         "read pages they rewrite. Nothing was changed; close every process "
         "using the log, then open it again")
+
+
+def refuse_lost_writer_lock(root: str, others: bool) -> None:
+    """L-6, L-7: when ``others`` (other processes have the log open), as
+    :func:`refuse_lost_lock_file` for ``meta.lock``, the metadata writer
+    lock: made anew beside processes that hold the deleted
+    one, it would not keep this process's writers from theirs, and one of
+    them stopped inside a write would block this process in LMDB's own
+    mutex, with no timeout (every thread with it), not MetadataBusyError."""
+    lock = os.path.join(root, "meta.lock")
+    if not others or os.path.lexists(lock) or \
+            not os.path.lexists(os.path.join(root, "meta", "data.mdb")):
+        return
+    raise FileVanishedError(
+        f"open {root} for writing: {lock} is missing while other processes "
+        "have the log open: it was deleted under them, and without it this process's "
+        "metadata writes would not wait behind theirs. Nothing was changed; "
+        "close every process using the log, then open it again")
 
 
 def allocate_lock_file(path: str) -> None:
