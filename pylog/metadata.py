@@ -77,6 +77,7 @@ from .metafile import (
     refuse_lost_lock_file,
     refuse_lost_metadata,
     refuse_lost_writer_lock,
+    refuse_readers_full,
 )
 from .metalock import MetaLock
 from .partition import PartitionMeta
@@ -151,8 +152,8 @@ def _open_env(path: str, *, sync: bool, readonly: bool, owner: object, others: b
         except lmdb.Error as exc:
             full = lmdb_disk_full(path, exc)
             if full is not None:
-                raise DiskFullError(f"open LMDB metadata in {path}: {full}; "
-                                    "free space") from None
+                raise DiskFullError(f"open LMDB metadata in {path}: {full}; free space") from None
+            refuse_readers_full(action, path, exc)
             # LMDB's exceptions carry no errno: redo its opens (creating
             # nothing) to tell permissions from damage
             found = _lmdb_access_problem(path, readonly)
@@ -163,8 +164,7 @@ def _open_env(path: str, *, sync: bool, readonly: bool, owner: object, others: b
                     f"{action}: permission denied (EACCES) opening the LMDB "
                     f"metadata in {path} ({exc}); {_ACCESS_HINTS[readonly]}",
                     errno=errno.EACCES, filename=path) from None
-            raise CorruptLogError(f"cannot open LMDB metadata: {exc}",
-                                  path) from None
+            raise CorruptLogError(f"cannot open LMDB metadata: {exc}", path) from None
         try:
             ident = Identity(os.path.join(path, "data.mdb"), "metadata file")
         except OSError as exc:

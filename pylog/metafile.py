@@ -31,7 +31,7 @@ import time
 
 import lmdb
 
-from .errors import CorruptLogError, FileVanishedError
+from .errors import CorruptLogError, FileVanishedError, LogFailedError
 from .files import DISK_FULL_ERRNOS, allocate, disk_full_error, open_regular
 
 # LMDB's meta pages (pages 0 and 1 of data.mdb), 64-bit layout: a 16-byte
@@ -196,6 +196,22 @@ def refuse_lost_writer_lock(root: str, others: bool) -> None:
         "have the log open: it was deleted under them, and without it this process's "
         "metadata writes would not wait behind theirs. Nothing was changed; "
         "close every process using the log, then open it again")
+
+
+def refuse_readers_full(action: str, path: str, exc: lmdb.Error) -> None:
+    """Raise LogFailedError when LMDB's open of ``path`` (meta/) failed
+    because its reader table is full (it reads once as it opens): every
+    slot is taken by a live reader or by a process killed while reading
+    that no pylog process has freed (each frees them at open and before
+    its metadata writes, :class:`ReaderReaper`; this one cannot before it
+    has the environment). Not damage: nothing is wrong with the files."""
+    if isinstance(exc, lmdb.ReadersFullError):
+        raise LogFailedError(
+            f"{action}: LMDB's reader table ({os.path.join(path, 'lock.mdb')}) "
+            "is full: 1023 readers are registered, by live processes or by "
+            "processes killed while reading. Nothing was changed; the next "
+            "metadata write of a process that has the log open frees the "
+            "dead ones (or close every process using the log)") from None
 
 
 def allocate_lock_file(path: str) -> None:

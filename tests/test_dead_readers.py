@@ -12,6 +12,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 import pylog
 
 # a pylog process's read of the metadata, killed before it ends
@@ -82,3 +84,51 @@ def test_stopped_reader_keeps_its_slot(tmp_path):
             stopped.kill()
             stopped.wait(timeout=60)
 
+
+
+# fills LMDB's reader table with the slots of killed readers (1023 of them)
+FILL_TABLE = r"""
+import os, signal, sys, lmdb
+for _ in range(1030):
+    pid = os.fork()
+    if pid == 0:
+        try:
+            env = lmdb.open(sys.argv[1], max_dbs=8, map_size=1 << 30, max_readers=1024)
+            txn = env.begin()       # (kept: killed inside the read)
+            txn.get(b"x")
+            os.kill(os.getpid(), signal.SIGKILL)
+        finally:
+            os._exit(1)
+    os.waitpid(pid, 0)
+"""
+
+OPEN = r"""
+import sys, pylog
+try:
+    with pylog.open(sys.argv[1]) as log:
+        print("opened", log.topics())
+except pylog.PylogError as exc:
+    print("refused:", type(exc).__name__, exc)
+"""
+
+
+@pytest.mark.long
+def test_reader_table_full_of_dead_slots(tmp_path):
+    """An open that finds the table full says so (LogFailedError, not
+    CorruptLogError: nothing is damaged); once no process has the log open,
+    LMDB starts a new table. (A read-only Log keeps it here: it makes no
+    metadata writes, which would free the dead slots.)"""
+    path = str(tmp_path / "log")
+    meta = os.path.join(path, "meta")
+    with pylog.open(path) as log:
+        log.create_topic("t", partitions=1)
+    with pylog.open(path, readonly=True) as log:
+        assert log.topics() == ["t"]
+        subprocess.run([sys.executable, "-c", FILL_TABLE, meta], timeout=300,
+                       capture_output=True)
+        out = subprocess.run([sys.executable, "-c", OPEN, path], timeout=60,
+                             capture_output=True, text=True).stdout
+        assert "refused: LogFailedError" in out and "reader table" in out, out
+    out = subprocess.run([sys.executable, "-c", OPEN, path], timeout=60,
+                         capture_output=True, text=True).stdout
+    assert "opened ['t']" in out, out
