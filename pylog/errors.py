@@ -239,7 +239,9 @@ class FileVanishedError(LogFailedError):
     """A file or directory the open log holds (the log directory, a
     partition directory, a segment, ``meta/data.mdb``) was deleted, moved or
     replaced under it (FORMAT.rst L-6): what is written there can never be
-    read again, so the affected partitions (or the metadata) fail-stop."""
+    read again, so the affected partitions (or the metadata) fail-stop. An
+    open beside other processes whose ``meta/lock.mdb`` was deleted under
+    them raises it too, changing nothing."""
 
 
 class MetadataBusyError(PylogError):

@@ -69,11 +69,15 @@ from .groupstate import GroupState
 from .identity import Identity, vanished
 from .metacalls import Calls
 from .metafile import (
+    ReaderReaper,
     allocate_lock_file,
     check_lmdb_size,
     data_file_absent,
     lmdb_disk_full,
+    refuse_lost_lock_file,
     refuse_lost_metadata,
+    refuse_lost_writer_lock,
+    refuse_readers_full,
 )
 from .metalock import MetaLock
 from .partition import PartitionMeta
@@ -103,7 +107,7 @@ _ENVS_LOCK = _locks.free_in_child(threading.Lock())
 _ENVS: dict = {}
 
 
-def _open_env(path: str, *, sync: bool, readonly: bool, owner: object):
+def _open_env(path: str, *, sync: bool, readonly: bool, owner: object, others: bool):
     key = os.path.realpath(path)
     with _ENVS_LOCK:
         ent = _ENVS.get(key)
@@ -125,6 +129,8 @@ def _open_env(path: str, *, sync: bool, readonly: bool, owner: object):
             return ent[0], ent[4], ent[5]
         action = (f"open {os.path.dirname(path)}"
                   f"{' read-only' if readonly else ' for writing'}")
+        if others:
+            refuse_lost_lock_file(path, action)         # L-6
         try:
             check_lmdb_size(path)
         except OSError as exc:
@@ -146,8 +152,8 @@ def _open_env(path: str, *, sync: bool, readonly: bool, owner: object):
         except lmdb.Error as exc:
             full = lmdb_disk_full(path, exc)
             if full is not None:
-                raise DiskFullError(f"open LMDB metadata in {path}: {full}; "
-                                    "free space") from None
+                raise DiskFullError(f"open LMDB metadata in {path}: {full}; free space") from None
+            refuse_readers_full(action, path, exc)
             # LMDB's exceptions carry no errno: redo its opens (creating
             # nothing) to tell permissions from damage
             found = _lmdb_access_problem(path, readonly)
@@ -158,8 +164,7 @@ def _open_env(path: str, *, sync: bool, readonly: bool, owner: object):
                     f"{action}: permission denied (EACCES) opening the LMDB "
                     f"metadata in {path} ({exc}); {_ACCESS_HINTS[readonly]}",
                     errno=errno.EACCES, filename=path) from None
-            raise CorruptLogError(f"cannot open LMDB metadata: {exc}",
-                                  path) from None
+            raise CorruptLogError(f"cannot open LMDB metadata: {exc}", path) from None
         try:
             ident = Identity(os.path.join(path, "data.mdb"), "metadata file")
         except OSError as exc:
@@ -250,11 +255,12 @@ def _close_env(path: str, env, owner: object) -> None:
 
 class Metadata(Commits):
     """See the module docstring. ``lock_identity``: the Log's (token,
-    liveness fd), which the commit table's slot locks use (C-2)."""
+    liveness fd), which the commit table's slot locks use (C-2);
+    ``others``: other processes have the log open (L-6: lock.mdb)."""
 
     def __init__(self, root: str, *, sync: bool, readonly: bool = False,
                  lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
-                 lock_identity: tuple[int, int] | None = None):
+                 lock_identity: tuple[int, int] | None = None, others: bool = False):
         self.path = os.path.join(root, "meta")
         self.sync_always = sync
         self.cursors = None
@@ -269,8 +275,8 @@ class Metadata(Commits):
         absent = data_file_absent(self.path)         # L-6: refused untouched
         if absent is not None:
             refuse_lost_metadata(root, self.path, absent)
-        self.env, self._identity, metasync = _open_env(self.path, sync=sync,
-                                                        readonly=readonly, owner=self)
+        self.env, self._identity, metasync = _open_env(
+            self.path, sync=sync, readonly=readonly, owner=self, others=others)
         # M-8: the environment is shared by this process's Logs of the path,
         # its meta page flush set by the first: a sync="always" Log opened
         # after a weaker one flushes it after each of its commits itself
@@ -278,9 +284,12 @@ class Metadata(Commits):
         self._vanished: FileVanishedError | None = None     # L-6, sticky
         self._closed = False
         self._calls = Calls()       # (in flight: see pylog.metacalls)
+        self._reaper = ReaderReaper(self.env)
+        self._reaper.reap()
         self._wlock: MetaLock | None = None
         try:
             if not readonly:
+                refuse_lost_writer_lock(root, others)       # L-6
                 self._wlock = MetaLock(root, lock_timeout_s)         # L-7
             self._open_dbs(readonly)
         except lmdb.Error as exc:
@@ -303,8 +312,7 @@ class Metadata(Commits):
             finally:
                 os.close(fd)
         try:
-            if not readonly:
-                self._check_format()
+            self._check_format(readonly)
             self._init_commits(None if readonly else lock_identity)
         except BaseException:
             self.close()
@@ -326,11 +334,15 @@ class Metadata(Commits):
                 dbs = [self.env.open_db(n, create=True) for n in names]
         self._info, self._topics, self._partitions, self._offsets, self._groups = dbs
 
-    def _check_format(self) -> None:
-        """M-1, read first: only a new log writes (behind the lock)."""
+    def _check_format(self, readonly: bool) -> None:
+        """M-1, read first: only a new log writes (behind the lock). A
+        read-only open refuses an unknown format too (a newer pylog's
+        metadata may mean something else), and stores nothing."""
         with self._txn("check the metadata format") as txn:
             v = txn.get(b"format", db=self._info)
-        if v != FORMAT_VERSION:
+        if readonly:
+            v = FORMAT_VERSION if v is None or v in _READ_VERSIONS else v
+        elif v != FORMAT_VERSION:
             if v is None:
                 # L-6: LMDB made this environment (data.mdb was empty, or
                 # replaced); pylog never wrote it
@@ -344,7 +356,10 @@ class Metadata(Commits):
                     v = FORMAT_VERSION
         if v != FORMAT_VERSION:
             raise CorruptLogError(            # M-1
-                f"metadata format {v!r} is not {FORMAT_VERSION!r}", self.path)
+                f"metadata format {v.decode(errors='replace')!r} is not one this "
+                f"pylog reads ({', '.join(x.decode() for x in _READ_VERSIONS)}): "
+                "a newer pylog wrote it, or the metadata is damaged; open it with "
+                "the pylog that wrote it", self.path)
 
     def close(self) -> None:
         """Release this store's use of the shared environment. Idempotent."""
@@ -797,9 +812,16 @@ class _Txn:
         try:
             meta._calls.enter(what)     # (LogClosed once its close began)
             self._gated = True
+            if self._write:
+                meta._reaper.reap(now=False)
             # (interrupted at begin()'s return, the transaction object is
             # dropped with the frame's stack, which aborts it)
-            txn = self._lmdb = meta.env.begin(write=self._write)
+            try:
+                txn = self._lmdb = meta.env.begin(write=self._write)
+            except lmdb.ReadersFullError:
+                if not meta._reaper.reap():     # (dead processes' slots)
+                    raise
+                txn = self._lmdb = meta.env.begin(write=self._write)
         except BaseException as exc:
             self._ungate()
             self._release()

@@ -3,15 +3,21 @@
 
 * :func:`check_lmdb_size` refuses a file shorter than its own meta page
   says before LMDB maps it (M-9);
+* :func:`refuse_lost_lock_file` and :func:`refuse_lost_writer_lock`
+  refuse to open beside other processes when ``lock.mdb`` or
+  ``meta.lock`` was deleted under them (L-6);
 * :func:`refuse_lost_metadata` refuses to start an empty metadata store
   over existing partition directories (L-6): ``data.mdb`` missing, empty
   (LMDB would initialise a 0-byte file as a new environment) or a new
   environment pylog never wrote;
 * :func:`lmdb_disk_full` tells a full disk among LMDB's write errors,
-  which carry no errno and report a short write as EIO.
+  which carry no errno and report a short write as EIO;
+* :class:`ReaderReaper` frees the reader slots of dead processes.
 
-Thread safety: stateless functions over paths; safe from any thread.
-Durability: they only read (files, ``statvfs``); nothing here writes.
+Thread safety: stateless functions over paths; safe from any thread
+(:class:`ReaderReaper` says its own).
+Durability: they only read (files, ``statvfs``); nothing here writes
+but :class:`ReaderReaper` (lock.mdb's reader table).
 """
 
 from __future__ import annotations
@@ -21,10 +27,11 @@ import mmap
 import os
 import stat
 import struct
+import time
 
 import lmdb
 
-from .errors import CorruptLogError
+from .errors import CorruptLogError, FileVanishedError, LogFailedError
 from .files import DISK_FULL_ERRNOS, allocate, disk_full_error, open_regular
 
 # LMDB's meta pages (pages 0 and 1 of data.mdb), 64-bit layout: a 16-byte
@@ -155,6 +162,58 @@ def lmdb_disk_full(path: str, exc: lmdb.Error) -> str | None:
 _LOCK_FILE_BYTES = 65664
 
 
+def refuse_lost_lock_file(path: str, action: str) -> None:
+    """L-6: refuse to open the metadata in ``path`` (meta/) when other
+    processes have the log open but ``lock.mdb`` is missing: it was deleted
+    under them. They keep using their (unlinked) copy, which holds LMDB's
+    reader table; LMDB would make a new one here, and this process's reads
+    would then be invisible to their writers, which could reuse the pages
+    being read (torn reads, a false CorruptLogError, wrong offsets)."""
+    if os.path.lexists(os.path.join(path, "lock.mdb")) or \
+            not os.path.lexists(os.path.join(path, "data.mdb")):
+        return
+    raise FileVanishedError(
+        f"{action}: {os.path.join(path, 'lock.mdb')} is missing while other "
+        "processes have the log open: it was deleted under them, with LMDB's "
+        "table of their readers, and reading beside them without it could "
+        "read pages they rewrite. Nothing was changed; close every process "
+        "using the log, then open it again")
+
+
+def refuse_lost_writer_lock(root: str, others: bool) -> None:
+    """L-6, L-7: when ``others`` (other processes have the log open), as
+    :func:`refuse_lost_lock_file` for ``meta.lock``, the metadata writer
+    lock: made anew beside processes that hold the deleted
+    one, it would not keep this process's writers from theirs, and one of
+    them stopped inside a write would block this process in LMDB's own
+    mutex, with no timeout (every thread with it), not MetadataBusyError."""
+    lock = os.path.join(root, "meta.lock")
+    if not others or os.path.lexists(lock) or \
+            not os.path.lexists(os.path.join(root, "meta", "data.mdb")):
+        return
+    raise FileVanishedError(
+        f"open {root} for writing: {lock} is missing while other processes "
+        "have the log open: it was deleted under them, and without it this process's "
+        "metadata writes would not wait behind theirs. Nothing was changed; "
+        "close every process using the log, then open it again")
+
+
+def refuse_readers_full(action: str, path: str, exc: lmdb.Error) -> None:
+    """Raise LogFailedError when LMDB's open of ``path`` (meta/) failed
+    because its reader table is full (it reads once as it opens): every
+    slot is taken by a live reader or by a process killed while reading
+    that no pylog process has freed (each frees them at open and before
+    its metadata writes, :class:`ReaderReaper`; this one cannot before it
+    has the environment). Not damage: nothing is wrong with the files."""
+    if isinstance(exc, lmdb.ReadersFullError):
+        raise LogFailedError(
+            f"{action}: LMDB's reader table ({os.path.join(path, 'lock.mdb')}) "
+            "is full: 1023 readers are registered, by live processes or by "
+            "processes killed while reading. Nothing was changed; the next "
+            "metadata write of a process that has the log open frees the "
+            "dead ones (or close every process using the log)") from None
+
+
 def allocate_lock_file(path: str) -> None:
     """Create ``lock.mdb`` with its blocks allocated before liblmdb maps it.
 
@@ -177,3 +236,42 @@ def allocate_lock_file(path: str) -> None:
         raise
     finally:
         os.close(fd)
+
+
+# how often a process frees dead processes' reader slots before its writes
+_REAP_EVERY_S = 1.0
+
+
+class ReaderReaper:
+    """Frees the LMDB reader slots of dead processes (``mdb_reader_check``).
+
+    A process killed (SIGKILL, the OOM killer) inside a metadata read keeps
+    its slot in ``meta/lock.mdb`` with the snapshot it read: while any
+    process has the log open, LMDB keeps every page freed since then, so
+    each later write grows ``data.mdb`` until the map is full and every
+    metadata write fails; and each such slot is one less of the table's
+    1023. LMDB frees them only when asked: :meth:`reap` asks at open,
+    before a write (at most every ``_REAP_EVERY_S``), and when the table
+    is full. A live process's slot is never freed (LMDB tells by its lock
+    on lock.mdb), so a stopped reader still holds its snapshot.
+
+    Thread safety: :meth:`reap` may be called from any thread (LMDB takes
+    its reader table mutex). Durability: it changes only lock.mdb."""
+
+    __slots__ = ("_env", "_next")
+
+    def __init__(self, env: lmdb.Environment) -> None:
+        self._env = env
+        self._next = 0.0
+
+    def reap(self, now: bool = True) -> int:
+        """Free dead processes' slots; how many. ``now=False``: only when
+        the last reap is ``_REAP_EVERY_S`` old (0 otherwise)."""
+        t = time.monotonic()
+        if not now and t < self._next:
+            return 0
+        self._next = t + _REAP_EVERY_S
+        try:
+            return self._env.reader_check()
+        except lmdb.Error:
+            return 0        # (the operation itself reports the trouble)

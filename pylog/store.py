@@ -254,7 +254,7 @@ class LogStore(TopicAdmin, LogAdmin):
                                  readonly=self.readonly,
                                  lock_timeout_s=self.metadata_timeout,
                                  lock_identity=None if self.readonly else
-                                 (self._lock_token, self._lock_fd))
+                                 (self._lock_token, self._lock_fd), others=not first)
         except BaseException:
             self._release_lock_file()
             raise

@@ -440,7 +440,7 @@ def _open_metadata(root: str, action: str):
     LogPermissionError when ``root`` is no log or cannot be read."""
     from .metadata import Metadata
     check_log_dir(root, action)
-    return Metadata(root, sync=False, readonly=True)
+    return Metadata(root, sync=False, readonly=True, others=writers_present(root))
 
 
 # ---------------------------------------------------------------------------

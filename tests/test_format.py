@@ -331,6 +331,13 @@ def test_unknown_format_is_refused(logdir):
         env.close()
     with pytest.raises(CorruptLogError, match="metadata format"):
         pylog.open(logdir)
+    # a read-only open too, as do `pylog verify` and `pylog info`: a newer
+    # pylog's metadata may mean something else
+    with pytest.raises(CorruptLogError, match="metadata format '3' is not one"):
+        pylog.open(logdir, readonly=True)
+    from pylog.verify import verify_log
+    problems = verify_log(logdir)
+    assert any("metadata format '3'" in p.message for p in problems), problems
 
 
 def test_format_1_is_upgraded(logdir):

@@ -156,3 +156,34 @@ def test_commits_work_again_after_the_holder_dies(logdir, holder):
     with pylog.open(logdir, metadata_timeout=COMMIT_TIMEOUT_S) as log:
         log.meta.commit("g", {("t", 0): 1})
         assert log.meta.committed("g", "t", 0) == 1
+
+
+OPEN_AND_WRITE = r"""
+import sys, pylog
+try:
+    log = pylog.open(sys.argv[1], metadata_timeout=1.0)
+    log.create_topic("u", partitions=1)
+    print("wrote")
+except pylog.PylogError as exc:
+    print("refused:", type(exc).__name__, exc)
+"""
+
+
+def test_open_beside_a_stopped_writer_whose_meta_lock_was_deleted(
+        logdir, child_env, holder):
+    """meta.lock deleted under a process stopped inside a metadata write:
+    an open that made a new one would pass it and block in LMDB's own
+    writer mutex for as long as the holder is stopped (every thread of the
+    process with it). It is refused at once, creating nothing."""
+    stopped = holder()
+    os.unlink(os.path.join(logdir, "meta.lock"))
+    t0 = time.monotonic()
+    try:
+        proc = subprocess.run([sys.executable, "-c", OPEN_AND_WRITE, logdir],
+                              env=child_env, capture_output=True, timeout=15)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"an open froze behind the stopped process {stopped.pid}")
+    out = proc.stdout.decode() + proc.stderr.decode()
+    assert "refused: FileVanishedError" in out and "meta.lock is missing" in out, out
+    assert time.monotonic() - t0 < APPEND_BOUND_S
+    assert not os.path.exists(os.path.join(logdir, "meta.lock"))

@@ -226,6 +226,36 @@ def test_second_process_refuses_to_start_fresh_metadata(logdir, child_env):
     _close_quietly(log)
 
 
+OPENER_KIND = OPENER.replace('print("refused:", exc)',
+                             'print("refused:", type(exc).__name__, exc)')
+
+
+@pytest.mark.parametrize("readonly", [False, True])
+def test_open_beside_processes_whose_lock_mdb_was_deleted(logdir, child_env, readonly):
+    """With meta/lock.mdb (LMDB's reader table) deleted under a running
+    process, another process must not make a new one: its reads would be
+    invisible to the running writer, which could reuse the pages being
+    read (a false CorruptLogError and MDB_BAD_DBI were seen). The open is
+    refused, creating nothing; the running process carries on, and once it
+    closed the log opens again."""
+    log = _open_with_topic(logdir)
+    lock = os.path.join(logdir, "meta", "lock.mdb")
+    os.unlink(lock)
+    code = OPENER_KIND.replace("pylog.open(sys.argv[1])",
+                               f"pylog.open(sys.argv[1], readonly={readonly})")
+    proc = subprocess.run([sys.executable, "-c", code, logdir], env=child_env,
+                          capture_output=True, timeout=60)
+    out = proc.stdout.decode() + proc.stderr.decode()
+    assert proc.returncode == 3, out
+    assert "FileVanishedError" in out and "lock.mdb is missing" in out, out
+    assert not os.path.exists(lock)
+    log.create_topic("u", partitions=1)
+    log.close()
+    proc = subprocess.run([sys.executable, "-c", OPENER, logdir], env=child_env,
+                          capture_output=True, timeout=60)
+    assert proc.returncode == 0 and b"['t', 'u']" in proc.stdout, proc
+
+
 def test_topic_admin_after_the_log_directory_vanished(logdir):
     """Found by an independent review: create_topic after ``rm -rf`` of the
     log said "permission denied ... run as the log's owner" to root."""
