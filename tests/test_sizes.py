@@ -15,7 +15,6 @@ CLASS_LINES = 600
 # path: why it is not split yet
 OVER = {
     "tests/test_aio.py": "to split by client",
-    "tests/test_transactions.py": "to split by reader and writer side",
 }
 
 
