@@ -169,7 +169,7 @@ class AIOShareConsumer:
         bridge = alog._bridge
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        slot = c.wait_hint()[0]
+        slot = c.slot
         while True:
             if alog._must_yield():
                 await asyncio.sleep(0)
