@@ -115,6 +115,12 @@ class PollDriver:
         """Raise LogClosed (or ForkedLogError) as the Consumer's calls do."""
         self._c._check()
 
+    def polls_end_with(self, ended: Callable[[], bool]) -> None:
+        """``ended()``: whether this consumer's caller can never poll again
+        (its event loop closed); from then on the group member is not
+        heartbeaten in the background (rebalance.PollInterval.ended)."""
+        self._c._interval.ended = ended
+
     def housekeeping(self, now: float) -> int:
         """What housekeeping is due at ``now`` (monotonic): NOTHING, READS
         or WRITES."""

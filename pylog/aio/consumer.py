@@ -131,6 +131,17 @@ class AIOConsumer(RecordBuffer, OffsetQueries):
         self._unsubs = 0
         self._lso: dict[TopicPartition, int] = {}     # (OffsetQueries')
         self._lso_looks: set[TopicPartition] = set()
+        # a consumer left unclosed when its loop ends (a program that
+        # crashed and runs again, asyncio.run twice) can never poll again:
+        # its member must expire by its session, not be heartbeaten in the
+        # background until max_poll_interval_ms while others wait for its
+        # partitions (the loop held weakly: the consumer may outlive it)
+        loop = weakref.ref(alog._loop or asyncio.get_running_loop())
+
+        def ended() -> bool:
+            lp = loop()
+            return lp is None or lp.is_closed()
+        self._d.polls_end_with(ended)
 
     # -- off the loop -------------------------------------------------------------------
     async def _locked(self, fn: Callable[..., T], *args: Any, finish: bool = False) -> T:
