@@ -10,6 +10,7 @@ Real logs; a real second process holds the partition's share-state lock
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import pytest
@@ -251,3 +252,71 @@ def test_a_partition_kept_back_does_not_stop_the_others(logdir, child_env):
             return other
 
     assert asyncio.run(main()) == 100
+
+
+def test_offsets_without_records_found_while_another_holds_the_lock(logdir, monkeypatch):
+    """Offsets with no record (transaction markers, compacted records)
+    that a getmany acquired were accepted under the share file's lock,
+    waited for on the loop: a holder at an fdatasync stalled the loop for
+    as long. They are now accepted once the lock is free, off the loop,
+    and the records still come back at once."""
+    hold_s = 1.0
+    with pylog.open(logdir, sync="never") as slog:
+        slog.create_topic("q")
+        p = slog.producer(transactional_id="tx")
+        for i in range(5):
+            with p.transaction():
+                p.send("q", b"%d" % i)     # a record, then its commit marker
+        p.close()
+    from pylog.shareconsumer import ShareConsumer
+    accept = ShareConsumer._accept_gaps
+    holding = []
+
+    def held_meanwhile(self, tp, part, gaps):
+        # another holder takes the lock between the acquisition and this
+        if not holding:
+            taken, done = threading.Event(), threading.Event()
+
+            def hold() -> None:
+                with self._file(tp).locked():
+                    taken.set()
+                    time.sleep(hold_s)
+                done.set()
+            holding.append(done)
+            threading.Thread(target=hold, daemon=True).start()
+            taken.wait(5)
+        accept(self, tp, part, gaps)
+    monkeypatch.setattr(ShareConsumer, "_accept_gaps", held_meanwhile)
+
+    async def main():
+        async with pylog.aio.open(logdir, sync="never") as log:
+            sc = log.share_consumer("q", group_id="w", auto_offset_reset="earliest")
+            wakes = [asyncio.get_running_loop().time()]
+            stop = asyncio.Event()
+            ticker = asyncio.create_task(_ticks(wakes, stop))
+            t0 = time.monotonic()
+            got = await sc.getmany(timeout_ms=100)
+            took = time.monotonic() - t0
+            stop.set()
+            await ticker
+            seen = []
+            for rs in got.values():
+                for r in rs:
+                    seen.append(r.value)
+                    sc.acknowledge(r)
+            await asyncio.get_running_loop().run_in_executor(None, holding[0].wait, 5)
+            while batch := await sc.getmany(timeout_ms=300):
+                for rs in batch.values():
+                    for r in rs:
+                        seen.append(r.value)
+                        sc.acknowledge(r)
+            await sc.commit()
+            await sc.close()
+            gaps = [b - a for a, b in zip(wakes, wakes[1:])]
+            return took, max(gaps), seen, log.log.share_groups()[0]
+
+    took, worst_gap, seen, row = run("asyncio", main)
+    assert took < 0.5 * hold_s, f"getmany(timeout_ms=100) took {took:.3f} s"
+    assert worst_gap < 0.5 * hold_s, f"the loop stood still {worst_gap * 1000:.0f} ms"
+    assert sorted(seen) == [b"%d" % i for i in range(5)], seen
+    assert (row["spso"], row["acquired"], row["available"]) == (10, 0, 0), row
