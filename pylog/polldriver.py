@@ -529,6 +529,12 @@ class PollDriver:
         """What the last fetch handed is finished (as poll() begins)."""
         self._c._delivery.next_poll()
 
+    def finished_upto(self, tp: TopicPartition, offset: int) -> None:
+        """The records of ``tp`` before ``offset`` are finished (pylog.aio's
+        ``async for`` moved past them): auto-commit and close commit them,
+        as Delivery.committed counts those before a commit."""
+        self._c._delivery.committed(tp, offset)
+
     def hold(self, records: list[Any]) -> None:
         """``records`` (in offset order) were handed before the fetch that
         just ran, and are not finished: auto-commit and close commit none

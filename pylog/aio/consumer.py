@@ -118,6 +118,7 @@ class AIOConsumer(RecordBuffer, OffsetQueries):
         # gave back (appended by _Iteration.__del__: put back by _take_back)
         self._iterations: weakref.WeakSet[_Iteration] = weakref.WeakSet()
         self._returned: list[Record] = []
+        self._done: dict[tuple[str, int], Record] = {}     # (RecordBuffer._settle)
         # the first fetches' file work is done off the loop (PollDriver.prepare)
         self._prepared = False
         # records decoded off the loop (too large for it), not yet fetched:
@@ -174,6 +175,7 @@ class AIOConsumer(RecordBuffer, OffsetQueries):
             if kind == READS:
                 d.housekeep()           # a topic refresh: metadata reads only
             else:
+                self._settle()
                 try:
                     await self._locked(d.housekeep, force)
                 finally:
@@ -209,6 +211,7 @@ class AIOConsumer(RecordBuffer, OffsetQueries):
             async with self._lock:
                 pass
         self._d.finish_handed()
+        self._done.clear()      # (finished now, with the rest)
         if self._iterations or self._returned or self._buffer:
             self._hold()
         d = self._d
@@ -611,6 +614,7 @@ class AIOConsumer(RecordBuffer, OffsetQueries):
         if IN_LISTENER.get() is self:
             raise InvalidArgument("unsubscribe inside a rebalance listener callback; "
                                   "return from it first")
+        self._settle()
         leave = self._d.unsubscribe()       # (raises LogClosed once closed)
         self._unsubs += 1
         self._keep(lambda r: False)
@@ -670,7 +674,8 @@ class AIOConsumer(RecordBuffer, OffsetQueries):
 
     async def close(self) -> None:
         """Commit what was finished (auto-commit: the batches before the
-        latest getmany/getone fetch), leave the group, release. Idempotent."""
+        latest getmany/getone fetch, and the records an ``async for``
+        moved past), leave the group, release. Idempotent."""
         if self._d.closed:
             return
         await self._left()      # (its commit and leave first, once)
@@ -679,6 +684,7 @@ class AIOConsumer(RecordBuffer, OffsetQueries):
         # The records fetched but not received are dropped, not sought back
         # to: seeking would count the batch they came from as finished, and
         # a close on an exception must not commit the record being handled.
+        self._settle()
         self._buffer.clear()
         self._pre = None
         await self._alog._close_client(self._d.close, self._lock)
