@@ -431,10 +431,15 @@ class ShareConsumer:
 
     def _trim(self, tp: TopicPartition, part: Any) -> int:
         """Count the records of ``tp`` below its log start lost (Q-4, under
-        the file's lock); returns the log start."""
+        the file's lock); returns the log start. With ``lock_wait`` false
+        and the file held by another, the next acquisition of ``tp``
+        counts them (ops.acquire trims first): they stay acquired until
+        then, neither delivered nor taken for gaps."""
         st = part.state()
         f = self._file(tp)
-        with f.locked():
+        with f.locked(self.lock_wait) as taken:
+            if not taken:
+                return int(st.log_start_offset)
             lost = ops.trim_to_log(f, st.log_start_offset, st.next_offset)
         self._report_lost(tp, lost)
         return int(st.log_start_offset)
