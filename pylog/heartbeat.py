@@ -20,8 +20,10 @@ after each round, so that the members coming due during a round share
 the next one; it ends when the Log closes or no member is left. Members
 are held weakly: a consumer dropped without close() stops being renewed
 once the garbage collector frees it (a Consumer sits in reference
-cycles: at the next full collection). A fork child starts with no thread
-and no member: its consumers register anew. A round beats the due
+cycles: at the next full collection); a pylog.aio consumer's member
+once the event loop it was made on is closed (PollInterval.ended). A
+fork child starts with no thread and no member: its consumers register
+anew. A round beats the due
 members of a group together, in one metadata transaction that rewrites
 the group's document once: a round costs in proportion to the group's
 size, where a transaction per member cost in proportion to its square.

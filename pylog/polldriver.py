@@ -115,6 +115,12 @@ class PollDriver:
         """Raise LogClosed (or ForkedLogError) as the Consumer's calls do."""
         self._c._check()
 
+    def polls_end_with(self, ended: Callable[[], bool]) -> None:
+        """``ended()``: whether this consumer's caller can never poll again
+        (its event loop closed); from then on the group member is not
+        heartbeaten in the background (rebalance.PollInterval.ended)."""
+        self._c._interval.ended = ended
+
     def housekeeping(self, now: float) -> int:
         """What housekeeping is due at ``now`` (monotonic): NOTHING, READS
         or WRITES."""
@@ -522,6 +528,12 @@ class PollDriver:
     def finish_handed(self) -> None:
         """What the last fetch handed is finished (as poll() begins)."""
         self._c._delivery.next_poll()
+
+    def finished_upto(self, tp: TopicPartition, offset: int) -> None:
+        """The records of ``tp`` before ``offset`` are finished (pylog.aio's
+        ``async for`` moved past them): auto-commit and close commit them,
+        as Delivery.committed counts those before a commit."""
+        self._c._delivery.committed(tp, offset)
 
     def hold(self, records: list[Any]) -> None:
         """``records`` (in offset order) were handed before the fetch that

@@ -180,6 +180,10 @@ class PollInterval:
         self._monotonic = monotonic
         self._returned: float | None = None   # when the last poll returned
         self.polling = False
+        #: None, or whether the caller can never poll again (pylog.aio: its
+        #: event loop closed): counted as exceeded at once, so that its
+        #: background heartbeats stop and the member expires by its session
+        self.ended: Callable[[], bool] | None = None
 
     def begin(self) -> None:
         self.polling = True
@@ -197,7 +201,10 @@ class PollInterval:
             self._returned = self._monotonic()
 
     def exceeded(self) -> bool:
-        """Whether the application has not polled for longer than the limit."""
+        """Whether the application has not polled for longer than the
+        limit, or can poll no more (``ended``)."""
+        if self.ended is not None and self.ended():
+            return True
         if self.polling or self._returned is None:
             return False
         return (self._monotonic() - self._returned) * 1000.0 > self.limit_ms

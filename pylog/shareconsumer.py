@@ -118,6 +118,10 @@ class ShareConsumer(ShareWaiting):
         self._held: dict[tuple[str, int, int], ShareRecord] = {}
         self._unacked: dict[tuple[str, int, int], ShareRecord] = {}
         self._pending: dict[tuple[str, int], dict[int, tuple[int, str, int]]] = {}
+        # acquired offsets without a record (gaps) whose share file another
+        # held when they were found, with lock_wait false: accepted by the
+        # next apply (_accept_gaps)
+        self._gaps: dict[TopicPartition, list[int]] = {}
         # pylog.aio acknowledges on its loop while an apply may run off it
         self._ack_lock = threading.Lock()
         # partitions with pending acknowledgements other than plain accepts
@@ -300,7 +304,8 @@ class ShareConsumer(ShareWaiting):
         files = [self._files.pop(t) for t in gone]
         # (in place: the finalizer holds _owner and _files)
         maps: tuple[dict[Any, Any], ...] = (self._owner, self._cursors, self._pending,
-                                            self._held, self._unacked, self._applying)
+                                            self._held, self._unacked, self._applying,
+                                            self._gaps)
         for d in maps:
             for k in [k for k in d if k[0] == topic]:
                 del d[k]
@@ -418,10 +423,15 @@ class ShareConsumer(ShareWaiting):
 
     def _trim(self, tp: TopicPartition, part: Any) -> int:
         """Count the records of ``tp`` below its log start lost (Q-4, under
-        the file's lock); returns the log start."""
+        the file's lock); returns the log start. With ``lock_wait`` false
+        and the file held by another, the next acquisition of ``tp``
+        counts them (ops.acquire trims first): they stay acquired until
+        then, neither delivered nor taken for gaps."""
         st = part.state()
         f = self._file(tp)
-        with f.locked():
+        with f.locked(self.lock_wait) as taken:
+            if not taken:
+                return int(st.log_start_offset)
             lost = ops.trim_to_log(f, st.log_start_offset, st.next_offset)
         self._report_lost(tp, lost)
         return int(st.log_start_offset)
@@ -429,19 +439,31 @@ class ShareConsumer(ShareWaiting):
     def _accept_gaps(self, tp: TopicPartition, part: Any, gaps: list[int]) -> None:
         """Accept acquired offsets that have no record, at once: queued, they
         would fail the app's commit when retention took them meanwhile (its
-        trim counted them lost; having no record, nothing is lost)."""
+        trim counted them lost; having no record, nothing is lost). With
+        ``lock_wait`` false and the file held by another, the next apply
+        accepts them (``busy`` is set, as for acknowledgements)."""
+        f = self._file(tp)
+        with f.locked(self.lock_wait) as taken:
+            if not taken:
+                # (lock_wait false: another holds the file, maybe across an
+                # fdatasync; not waited for on the caller's event loop)
+                self._gaps.setdefault(tp, []).extend(gaps)
+                self.busy = True
+                return
+            self._accept_gaps_locked(f, tp, part, gaps + self._gaps.pop(tp, []))
+
+    def _accept_gaps_locked(self, f: ss.ShareFile, tp: TopicPartition, part: Any,
+                            gaps: list[int]) -> None:
+        """_accept_gaps' work, under ``f``'s lock."""
         acks = [(off, ops.ACCEPT, 0) for off in gaps]
         now = int(time.time() * 1000)
-        f = self._file(tp)
-        with f.locked():
-            owner = self._owner_in(f, tp)
-            while acks:
-                bad = set(ops.apply_acks(f, owner, acks, now, self.record_lock_ms,
-                                         self.delivery_limit, self._target(tp, part),
-                                         True))
-                if not bad:
-                    break
-                acks = [a for a in acks if a[0] not in bad]
+        owner = self._owner_in(f, tp)
+        while acks:
+            bad = set(ops.apply_acks(f, owner, acks, now, self.record_lock_ms,
+                                     self.delivery_limit, self._target(tp, part), True))
+            if not bad:
+                break
+            acks = [a for a in acks if a[0] not in bad]
         self._touched.add(tp)
 
     # -- acknowledgements ------------------------------------------------------------
@@ -503,6 +525,14 @@ class ShareConsumer(ShareWaiting):
 
     def _apply(self) -> None:
         self.busy = False
+        for tp in list(self._gaps):     # (found while another held the file)
+            part = self._log.partition(tp.topic, tp.partition)
+            f = self._file(tp)
+            with f.locked(self.lock_wait) as taken:
+                if not taken:
+                    self.busy = True
+                    continue
+                self._accept_gaps_locked(f, tp, part, self._gaps.pop(tp))
         if not self._pending:
             return
         now = int(time.time() * 1000)
@@ -586,6 +616,7 @@ class ShareConsumer(ShareWaiting):
         """The share files of partitions with acknowledgements not applied
         (with ``busy``: kept back by a lock another holds)."""
         keys = list(self._pending)      # (one step: an apply off the loop changes it)
+        keys += list(self._gaps)
         return [f for f in (self._files.get(TopicPartition(*k)) for k in keys) if f is not None]
 
     def apply_pending(self) -> None:

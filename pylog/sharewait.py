@@ -38,6 +38,13 @@ class ShareWaiting:
         if bell is not None:
             _native.doorbell_ring(bell, self._slot)
 
+    @property
+    def slot(self) -> int:
+        """The doorbell slot whose rings may make records available (L-3):
+        wait_hint()'s first item, without its look at the share files
+        (a scan of their owners: not for every call of a busy consumer)."""
+        return self._slot
+
     def wait_hint(self) -> tuple[int, float | None]:
         """(the doorbell slot whose rings may make records available (L-3),
         the longest to wait on it before looking again, None for as long

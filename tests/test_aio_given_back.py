@@ -45,3 +45,32 @@ def test_getmany_files_given_back_records_under_their_own_partition(logdir):
             await c.close()
 
     asyncio.run(main())
+
+
+def test_close_commits_the_records_an_async_for_moved_past(logdir):
+    """An ``async for`` left by ``break`` at offset 700 of a 1,000-record
+    partition, then close(): the next member started at 500 (the first
+    record of the loop's last fetch), 200 records the loop had finished
+    delivered again; a threaded ``for`` loop commits 700. A record is
+    finished once the loop asks for the next one, as the README says;
+    the one it was on when it raised is not."""
+    async def main() -> tuple[int, int]:
+        async with pylog.aio.open(logdir, sync="never") as log:
+            await log.create_topic("t")
+            await log.producer().send_batch("t", [b"%d" % i for i in range(1000)])
+            async with log.consumer("t", group_id="g", auto_offset_reset="earliest") as c:
+                async for r in c:
+                    if r.offset == 700:
+                        break
+            async with log.consumer("t", group_id="g", auto_offset_reset="earliest") as c:
+                after_break = (await c.getone()).offset
+                try:
+                    async for r in c:
+                        if r.offset == 800:
+                            raise ValueError("the handler failed")
+                except ValueError:
+                    pass
+            async with log.consumer("t", group_id="g", auto_offset_reset="earliest") as c:
+                return after_break, (await c.getone()).offset
+
+    assert asyncio.run(main()) == (700, 800)

@@ -10,7 +10,9 @@ Real logs; a real second process holds the partition's share-state lock
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from typing import Any
 
 import pytest
 from childproc import expect, start
@@ -251,3 +253,146 @@ def test_a_partition_kept_back_does_not_stop_the_others(logdir, child_env):
             return other
 
     assert asyncio.run(main()) == 100
+
+
+def test_offsets_without_records_found_while_another_holds_the_lock(logdir, monkeypatch):
+    """Offsets with no record (transaction markers, compacted records)
+    that a getmany acquired were accepted under the share file's lock,
+    waited for on the loop: a holder at an fdatasync stalled the loop for
+    as long. They are now accepted once the lock is free, off the loop,
+    and the records still come back at once."""
+    hold_s = 1.0
+    with pylog.open(logdir, sync="never") as slog:
+        slog.create_topic("q")
+        p = slog.producer(transactional_id="tx")
+        for i in range(5):
+            with p.transaction():
+                p.send("q", b"%d" % i)     # a record, then its commit marker
+        p.close()
+    from pylog.shareconsumer import ShareConsumer
+    accept = ShareConsumer._accept_gaps
+    holding = []
+
+    def held_meanwhile(self, tp, part, gaps):
+        # another holder takes the lock between the acquisition and this
+        if not holding:
+            taken, done = threading.Event(), threading.Event()
+
+            def hold() -> None:
+                with self._file(tp).locked():
+                    taken.set()
+                    time.sleep(hold_s)
+                done.set()
+            holding.append(done)
+            threading.Thread(target=hold, daemon=True).start()
+            taken.wait(5)
+        accept(self, tp, part, gaps)
+    monkeypatch.setattr(ShareConsumer, "_accept_gaps", held_meanwhile)
+
+    async def main():
+        async with pylog.aio.open(logdir, sync="never") as log:
+            sc = log.share_consumer("q", group_id="w", auto_offset_reset="earliest")
+            wakes = [asyncio.get_running_loop().time()]
+            stop = asyncio.Event()
+            ticker = asyncio.create_task(_ticks(wakes, stop))
+            t0 = time.monotonic()
+            got = await sc.getmany(timeout_ms=100)
+            took = time.monotonic() - t0
+            stop.set()
+            await ticker
+            seen = []
+            for rs in got.values():
+                for r in rs:
+                    seen.append(r.value)
+                    sc.acknowledge(r)
+            await asyncio.get_running_loop().run_in_executor(None, holding[0].wait, 5)
+            while batch := await sc.getmany(timeout_ms=300):
+                for rs in batch.values():
+                    for r in rs:
+                        seen.append(r.value)
+                        sc.acknowledge(r)
+            await sc.commit()
+            await sc.close()
+            gaps = [b - a for a, b in zip(wakes, wakes[1:])]
+            return took, max(gaps), seen, log.log.share_groups()[0]
+
+    took, worst_gap, seen, row = run("asyncio", main)
+    assert took < 0.5 * hold_s, f"getmany(timeout_ms=100) took {took:.3f} s"
+    assert worst_gap < 0.5 * hold_s, f"the loop stood still {worst_gap * 1000:.0f} ms"
+    assert sorted(seen) == [b"%d" % i for i in range(5)], seen
+    assert (row["spso"], row["acquired"], row["available"]) == (10, 0, 0), row
+
+
+def test_records_retention_took_while_another_holds_the_lock(logdir, monkeypatch):
+    """Records acquired, then deleted (retention, delete_records) before
+    the getmany read them: counting them lost took the share file's lock,
+    waited for on the loop. With another holder they are now counted
+    lost by the next acquisition, and the records after them come back
+    at once."""
+    hold_s = 1.0
+    with pylog.open(logdir, sync="never") as slog:
+        slog.create_topic("q")
+        slog.producer().send_batch("q", [b"%d" % i for i in range(10)])
+    from pylog import shareconsumer
+    acquire = shareconsumer.ops.acquire
+    holding = []
+    tp = pylog.TopicPartition("q", 0)
+
+    def then_deleted(f, *args, **kwargs):
+        got = acquire(f, *args, **kwargs)
+        if not holding:     # the first acquisition: records 0..9
+            done = threading.Event()
+            holding.append(done)
+            owner_log[0].delete_records({tp: 5})
+            taken = threading.Event()
+
+            def hold() -> None:
+                with f.locked():
+                    taken.set()
+                    time.sleep(hold_s)
+                done.set()
+            # (after this acquisition lets the lock go)
+            threading.Timer(0, hold).start()
+            holding.append(taken)
+        return got
+    owner_log: list[Any] = []
+    monkeypatch.setattr(shareconsumer.ops, "acquire", then_deleted)
+
+    real_read = shareconsumer.ShareConsumer._read_run
+
+    def read_once_held(self, *args):
+        if len(holding) == 2:
+            holding[1].wait(5)      # the holder has the lock now
+        return real_read(self, *args)
+    monkeypatch.setattr(shareconsumer.ShareConsumer, "_read_run", read_once_held)
+
+    async def main():
+        async with pylog.aio.open(logdir, sync="never") as log:
+            owner_log.append(log.log)
+            sc = log.share_consumer("q", group_id="w", auto_offset_reset="earliest")
+            t0 = time.monotonic()
+            got = await sc.getmany(timeout_ms=100)
+            took = time.monotonic() - t0
+            seen = []
+            for rs in got.values():
+                for r in rs:
+                    seen.append(r.offset)
+                    sc.acknowledge(r)
+            await asyncio.get_running_loop().run_in_executor(None, holding[0].wait, 5)
+            while batch := await sc.getmany(timeout_ms=300):
+                for rs in batch.values():
+                    for r in rs:
+                        seen.append(r.offset)
+                        sc.acknowledge(r)
+            await sc.commit()
+            lost = list(sc._c.lost)
+            await sc.close()
+            return took, seen, lost, log.log.share_groups()[0]
+
+    took, seen, lost, row = run("asyncio", main)
+    assert took < 0.5 * hold_s, f"getmany(timeout_ms=100) took {took:.3f} s"
+    assert sorted(seen) == [5, 6, 7, 8, 9], seen
+    assert lost == [("q", 0, 0, 4)], lost
+    # (nothing left to deliver: 0..4 lost, 5..9 acknowledged)
+    assert (row["acquired"], row["available"], row["lost_to_retention"],
+            row["spso"] + row["acknowledged_in_window"]) == (0, 0, 5, 10), str(row)

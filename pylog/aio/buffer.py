@@ -16,6 +16,7 @@ Durability: nothing here writes.
 
 from __future__ import annotations
 
+import functools
 import weakref
 from collections import deque
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from ..records import Record, TopicPartition
 if TYPE_CHECKING:
     from ..polldriver import PollDriver
     from .consumer import AIOConsumer
+    from .joblock import JobLock
 
 #: a wait without a deadline (getone, ``async for``) still wakes this often
 #: at most, to re-check the deadline arithmetic; housekeeping bounds it lower
@@ -39,11 +41,15 @@ class RecordBuffer:
 
     # AIOConsumer's own (set by its __init__)
     _d: PollDriver
+    _lock: JobLock
     _buffer: deque[Record]      # fetched by getone, not yet received
     # the running ``async for`` loops, and the records that loops left
     # gave back (appended by _Iteration.__del__: put back by _take_back)
     _iterations: weakref.WeakSet[_Iteration]
     _returned: list[Record]
+    # the last record per partition an ``async for`` moved past since the
+    # latest fetch (see _settle)
+    _done: dict[tuple[str, int], Record]
 
     def _buffered(self, max_records: int | None,
                   only: frozenset[TopicPartition] | None = None) -> list[Record]:
@@ -70,6 +76,29 @@ class RecordBuffer:
             buf.clear()
             buf.extend(rest)
         return got
+
+    def _settle(self) -> None:
+        """Before a job that commits what is finished (auto-commit, a
+        rebalance's release, close, unsubscribe's leave): the records
+        ``async for`` loops moved past (``_done``, the last per partition
+        since the latest fetch) are finished, as a threaded for loop's
+        once it asks for the next, and so are those of their partition
+        handed before them; not past a record a loop is still on, or one
+        a loop left gave back. In the lock's queue (JobLock.then): a job
+        that runs reads what is finished."""
+        if not self._done:
+            return
+        done = list(self._done.values())
+        self._done.clear()
+        held = [it.in_hand for it in self._iterations] + self._returned
+        for r in done:
+            upto = r.offset + 1
+            for h in held:
+                if h is not None and h.offset < upto and h.partition == r.partition \
+                        and h.topic == r.topic:
+                    upto = h.offset
+            self._lock.then(functools.partial(
+                self._d.finished_upto, TopicPartition(r.topic, r.partition), upto))
 
     def _hold(self) -> None:
         """A fetch finished every record handed before it (pylog.delivery):
@@ -192,8 +221,10 @@ class _Iteration:
         return self
 
     async def __anext__(self) -> Record:
-        self.in_hand = None         # the loop asks for more: finished
+        done, self.in_hand = self.in_hand, None     # the loop asks for more: finished
         c = self._c
+        if done is not None:       # (counted at the next job: RecordBuffer._settle)
+            c._done[done.topic, done.partition] = done
         if c._returned:
             c._take_back()
         buf = self._buf

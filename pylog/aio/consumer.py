@@ -118,6 +118,7 @@ class AIOConsumer(RecordBuffer, OffsetQueries):
         # gave back (appended by _Iteration.__del__: put back by _take_back)
         self._iterations: weakref.WeakSet[_Iteration] = weakref.WeakSet()
         self._returned: list[Record] = []
+        self._done: dict[tuple[str, int], Record] = {}     # (RecordBuffer._settle)
         # the first fetches' file work is done off the loop (PollDriver.prepare)
         self._prepared = False
         # records decoded off the loop (too large for it), not yet fetched:
@@ -131,6 +132,17 @@ class AIOConsumer(RecordBuffer, OffsetQueries):
         self._unsubs = 0
         self._lso: dict[TopicPartition, int] = {}     # (OffsetQueries')
         self._lso_looks: set[TopicPartition] = set()
+        # a consumer left unclosed when its loop ends (a program that
+        # crashed and runs again, asyncio.run twice) can never poll again:
+        # its member must expire by its session, not be heartbeaten in the
+        # background until max_poll_interval_ms while others wait for its
+        # partitions (the loop held weakly: the consumer may outlive it)
+        loop = weakref.ref(alog._loop or asyncio.get_running_loop())
+
+        def ended() -> bool:
+            lp = loop()
+            return lp is None or lp.is_closed()
+        self._d.polls_end_with(ended)
 
     # -- off the loop -------------------------------------------------------------------
     async def _locked(self, fn: Callable[..., T], *args: Any, finish: bool = False) -> T:
@@ -163,6 +175,7 @@ class AIOConsumer(RecordBuffer, OffsetQueries):
             if kind == READS:
                 d.housekeep()           # a topic refresh: metadata reads only
             else:
+                self._settle()
                 try:
                     await self._locked(d.housekeep, force)
                 finally:
@@ -199,6 +212,7 @@ class AIOConsumer(RecordBuffer, OffsetQueries):
             async with self._lock:
                 pass
         self._d.finish_handed()
+        self._done.clear()      # (finished now, with the rest)
         if self._iterations or self._returned or self._buffer:
             self._hold()
         d = self._d
@@ -601,6 +615,7 @@ class AIOConsumer(RecordBuffer, OffsetQueries):
         if IN_LISTENER.get() is self:
             raise InvalidArgument("unsubscribe inside a rebalance listener callback; "
                                   "return from it first")
+        self._settle()
         leave = self._d.unsubscribe()       # (raises LogClosed once closed)
         self._unsubs += 1
         self._keep(lambda r: False)
@@ -660,7 +675,8 @@ class AIOConsumer(RecordBuffer, OffsetQueries):
 
     async def close(self) -> None:
         """Commit what was finished (auto-commit: the batches before the
-        latest getmany/getone fetch), leave the group, release. Idempotent."""
+        latest getmany/getone fetch, and the records an ``async for``
+        moved past), leave the group, release. Idempotent."""
         if self._d.closed:
             return
         await self._left()      # (its commit and leave first, once)
@@ -669,6 +685,7 @@ class AIOConsumer(RecordBuffer, OffsetQueries):
         # The records fetched but not received are dropped, not sought back
         # to: seeking would count the batch they came from as finished, and
         # a close on an exception must not commit the record being handled.
+        self._settle()
         self._buffer.clear()
         self._pre = None
         await self._alog._close_client(self._d.close, self._lock)

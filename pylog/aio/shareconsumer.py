@@ -9,14 +9,16 @@ file's lock: another process's consumer may hold it across an fdatasync
 (copies to its dead-letter topic with ``sync="always"``: 100 ms and more
 a batch), so a partition found locked is skipped, the call looks again
 after BUSY_RETRY_S (doubling while it stays locked), and its
-acknowledgements are applied by a task that waits for the lock off the
-loop (_apply_later; a commit waits for them off the loop, and so does
-the Log's close()); waiting for records is a future
-resolved by the Log's :class:`~pylog.aio.bridge.DoorbellBridge` (appends
-and releases of any process ring it; lock expiries and delays ending ring
-nothing, so a wait ends by the earliest lock deadline or delay end the
-share files name — ShareConsumer.wait_hint() — and looks again every 50 ms
-only while another Log holds records: its process dying rings nothing);
+acknowledgements (and the acquired offsets without a record, such as
+transaction markers, found while another held the file) are applied by
+a task that waits for the lock off the loop (_apply_later; a commit
+waits for them off the loop, and so does the Log's close()); waiting for
+records is a future resolved by the Log's
+:class:`~pylog.aio.bridge.DoorbellBridge` (appends and releases of any
+process ring it; lock expiries and delays ending ring nothing, so a
+wait ends by the earliest lock deadline or delay end the share files
+name — ShareConsumer.wait_hint() — and looks again every 50 ms only
+while another Log holds records: its process dying rings nothing);
 opening the share files, checkpoints (``commit()`` with
 ``sync="always"``) and ``close()`` run in the Log's executor.
 
@@ -169,7 +171,7 @@ class AIOShareConsumer:
         bridge = alog._bridge
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        slot = c.wait_hint()[0]
+        slot = c.slot
         while True:
             if alog._must_yield():
                 await asyncio.sleep(0)
