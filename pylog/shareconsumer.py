@@ -280,41 +280,10 @@ class ShareConsumer(ShareWaiting):
         try:
             return self._acquire_locked(tp, n, now, out, wait)
         except TopicNotFound:
-            self._topic_deleted(tp)
+            _topic_deleted(self, tp)
             if tp.topic not in self._log.topics():
                 raise
             return True         # made again: read at the next poll
-
-    def _topic_deleted(self, tp: TopicPartition, forget_topic: bool = True) -> None:
-        """``tp``'s topic was deleted by another Log (and made again under
-        its name): what this consumer held of it went with it, and its
-        share state did (FORMAT.rst Q-3); the next poll reads the new
-        topic from its new state. Every partition's: found out through
-        one, the deleted topic's state of the others would go on over the
-        new topic's records (skipping those below its start offset,
-        delivering again those the new state delivers). ``forget_topic``:
-        drop the Log's partitions of the topic too (they are the deleted
-        topic's)."""
-        topic = tp.topic
-        gone = [t for t in self._files if t.topic == topic]
-        if gone:
-            _log.warning("share consumer of group %r: topic %r was deleted while it "
-                         "read %s; what it held there is dropped", self.group_id,
-                         topic, tp)
-        files = [self._files.pop(t) for t in gone]
-        # (in place: the finalizer holds _owner and _files)
-        maps: tuple[dict[Any, Any], ...] = (self._owner, self._cursors, self._pending,
-                                            self._held, self._unacked, self._applying,
-                                            self._gaps)
-        for d in maps:
-            for k in [k for k in d if k[0] == topic]:
-                del d[k]
-        for keys in (self._touched, self._mixed):
-            keys.difference_update([k for k in keys if k[0] == topic])
-        for f in files:     # (not one opened since for the topic made again)
-            self._log.share_files().forget([f.key], remove=False, only=f)
-        if forget_topic:
-            self._log.forget_topic(topic)
 
     def _replaced(self, tp: TopicPartition, part: Any) -> bool:
         """Whether the share file held for ``tp`` is of a deleted incarnation
@@ -322,7 +291,7 @@ class ShareConsumer(ShareWaiting):
         f = self._files.get(tp)
         if f is None or f.topic_id == part.topic_id:
             return False
-        self._topic_deleted(tp, forget_topic=False)
+        _topic_deleted(self, tp, forget_topic=False)
         return True
 
     def _acquire_locked(self, tp: TopicPartition, n: int, now: int,
@@ -694,6 +663,39 @@ class ShareConsumer(ShareWaiting):
                 yield rec
                 if self.implicit and rec[:3] in self._unacked:
                     self.acknowledge(rec, ops.ACCEPT)
+
+
+def _topic_deleted(c: ShareConsumer, tp: TopicPartition,
+                   forget_topic: bool = True) -> None:
+    """``tp``'s topic was deleted by another Log (and made again under
+    its name): what ``c`` held of it went with it, and its
+    share state did (FORMAT.rst Q-3); the next poll reads the new
+    topic from its new state. Every partition's: found out through
+    one, the deleted topic's state of the others would go on over the
+    new topic's records (skipping those below its start offset,
+    delivering again those the new state delivers). ``forget_topic``:
+    drop the Log's partitions of the topic too (they are the deleted
+    topic's)."""
+    topic = tp.topic
+    gone = [t for t in c._files if t.topic == topic]
+    if gone:
+        _log.warning("share consumer of group %r: topic %r was deleted while it "
+                     "read %s; what it held there is dropped", c.group_id,
+                     topic, tp)
+    files = [c._files.pop(t) for t in gone]
+    # (in place: the finalizer holds _owner and _files)
+    maps: tuple[dict[Any, Any], ...] = (c._owner, c._cursors, c._pending,
+                                        c._held, c._unacked, c._applying,
+                                        c._gaps)
+    for d in maps:
+        for k in [k for k in d if k[0] == topic]:
+            del d[k]
+    for keys in (c._touched, c._mixed):
+        keys.difference_update([k for k in keys if k[0] == topic])
+    for f in files:     # (not one opened since for the topic made again)
+        c._log.share_files().forget([f.key], remove=False, only=f)
+    if forget_topic:
+        c._log.forget_topic(topic)
 
 
 def _free_abandoned(c: ShareConsumer, f: ss.ShareFile) -> None:
