@@ -11,8 +11,8 @@ import subprocess
 from typing import Any
 
 import pytest
+from aioloops import LOOPS, close_ends_the_waits, gets_cancelled_while_sending, run
 from childproc import expect, start
-from test_aio import LOOPS, close_ends_the_waits, gets_cancelled_while_sending, run
 
 import pylog
 import pylog.aio

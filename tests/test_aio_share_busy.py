@@ -15,8 +15,8 @@ import time
 from typing import Any
 
 import pytest
+from aioloops import LOOPS, run
 from childproc import expect, start
-from test_aio import LOOPS, run
 
 import pylog
 import pylog.aio

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 
 import pytest
-from test_aio import LOOPS, run
+from aioloops import LOOPS, run
 
 import pylog
 import pylog.aio

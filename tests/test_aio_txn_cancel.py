@@ -14,7 +14,7 @@ import threading
 import time
 
 import pytest
-from test_aio import run
+from aioloops import run
 from test_aio_txn import committed_values
 
 import pylog

@@ -18,7 +18,7 @@ import threading
 import time
 
 import pytest
-from test_aio import LOOPS, TP0, run
+from aioloops import LOOPS, TP0, run
 
 import pylog
 import pylog.aio
@@ -391,15 +391,18 @@ class _Rounds:
         del self.hb._round, self.hb.wake.wait, self.log.meta.change_group
 
 
-def _renew_fifty_between_polls(log: pylog.Log) -> _Rounds:
-    """50 members of one group stop polling; returns what the heartbeat
-    thread did until it had renewed every one of them."""
+def _renew_fifty_between_polls(log: pylog.Log, stagger_s: float = 0.0) -> _Rounds:
+    """50 members of one group stop polling (half of them ``stagger_s``
+    later); returns what the heartbeat thread did until it had renewed
+    every one of them."""
     log.create_topic("t", partitions=50)
     cs = [log.consumer("t", group_id="g", session_timeout_ms=3000) for _ in range(50)]
     for _ in range(3):                  # all joined, each owns a partition
         for c in cs:
             c.poll(timeout=0)
     members = [c._member for c in cs]
+    for m in members[25:]:      # (a poll renews only when due: shift it)
+        m._next_heartbeat += stagger_s
     assert all(m is not None and m.joined for m in members)
     assert len(log.describe_group("g")["members"]) == 50
     start = {id(m): m.heartbeat_due() for m in members}
@@ -436,7 +439,9 @@ def test_the_thread_waits_after_a_round_before_the_next(logdir):
     lateness allowed (here a twelfth of the 3 s session), as it does when
     nothing is due, so that those members share the next round."""
     with pylog.open(logdir, sync="never") as log:
-        events = _renew_fifty_between_polls(log).events
+        # due apart by more than the lateness allowed (0.25 s): two rounds
+        # at least, whatever the machine's speed
+        events = _renew_fifty_between_polls(log, stagger_s=0.6).events
     least = max(heartbeat.MIN_SLEEP_S,
                 min(3000 * heartbeat.LATE_FRACTION / 1000.0, heartbeat.MAX_GAP_S))
     rounds = [i for i, e in enumerate(events) if e[0] == "round"]

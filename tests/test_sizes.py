@@ -14,7 +14,6 @@ CLASS_LINES = 600
 
 # path: why it is not split yet
 OVER = {
-    "tests/test_aio.py": "to split by client",
 }
 
 
