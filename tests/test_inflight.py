@@ -140,3 +140,21 @@ def test_an_interrupt_as_a_metadata_call_enters_leaves_no_count():
         calls.enter("a read")
     assert _counts(calls._flight) == (0, 0)
     assert _counts(GATE._flight) == before
+
+
+def test_a_read_interrupted_at_its_exit_gives_its_count_back(tmp_path):
+    import gc
+
+    import pylog
+    from pylog.forkgate import GATE
+    with pylog.open(str(tmp_path / "log"), sync="never") as log:
+        log.create_topic("t")
+        meta = log._store.meta if hasattr(log, "_store") else log.meta
+        before = _counts(GATE._flight)
+        txn = meta._txn("a read", write=False)
+        txn.__enter__()
+        assert _counts(meta._calls._flight) == (1, 1)
+        del txn                  # as a KeyboardInterrupt at __exit__'s entry does
+        gc.collect()
+        assert _counts(meta._calls._flight) == (0, 0)
+        assert _counts(GATE._flight) == before
