@@ -46,18 +46,16 @@ class Gate:
 
     def enter(self) -> None:
         """An LMDB call or transaction begins (waits while a fork runs)."""
-        flight = self._flight
-        with flight.lock:
-            if not flight.own():    # (nested: the fork waits for this thread)
-                while self._forking:
-                    flight.wait()
-            flight.count_in()
+        self._flight.enter(self._admit)
+
+    def _admit(self, own: int) -> None:
+        if not own:                 # (nested: the fork waits for this thread)
+            while self._forking:
+                self._flight.wait()
 
     def leave(self) -> None:
         """It ended (committed, aborted, returned or raised)."""
-        flight = self._flight
-        with flight.lock:
-            flight.count_out()
+        self._flight.leave()
 
     @contextlib.contextmanager
     def held(self) -> Iterator[None]:

@@ -48,21 +48,19 @@ class Calls:
         """A call begins; LogClosed once the close began."""
         GATE.enter()
         try:
-            flight = self._flight
-            with flight.lock:
-                if self._closing:
-                    raise LogClosed(f"{what}: the log was closed")
-                flight.count_in()
+            self._flight.enter(lambda own: self._admit(what))
         except BaseException:
             GATE.leave()
             raise
 
+    def _admit(self, what: str) -> None:
+        if self._closing:
+            raise LogClosed(f"{what}: the log was closed")
+
     def leave(self) -> None:
         """It ended (committed, aborted, returned or raised)."""
         try:
-            flight = self._flight
-            with flight.lock:
-                flight.count_out()
+            self._flight.leave()
         finally:
             GATE.leave()
 

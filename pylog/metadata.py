@@ -777,13 +777,14 @@ class _Txn:
     open is ``__exit__``'s entry: an interrupt handled there never runs
     it; :meth:`__del__` then aborts and releases once the interrupt's
     traceback lets go of this object (in the thread holding the lock,
-    which is the only one Ctrl-C interrupts).
+    which is the only one Ctrl-C interrupts), and a read's count in
+    flight is given back (in the thread that made it).
 
     Thread safety: one per ``with``, used by the thread that made it.
     Durability: as the Metadata's (the commit follows its sync mode)."""
 
     __slots__ = ("_meta", "_what", "_write", "_wait", "_after", "_held", "_lmdb", "_in_after",
-                 "_gated")
+                 "_gated", "_thread")
 
     def __init__(self, meta: Metadata, what: str, write: bool, wait: bool,
                  after: list | None):
@@ -796,6 +797,7 @@ class _Txn:
         self._in_after = False
         self._lmdb: Any = None
         self._gated = False         # counted in Metadata._calls
+        self._thread = threading.get_ident()    # (whose count that is)
 
     def __enter__(self) -> Any:
         meta, what = self._meta, self._what
@@ -892,6 +894,11 @@ class _Txn:
         self._release()
 
     def __del__(self) -> None:
+        if getattr(self, "_gated", False) and not getattr(self, "_held", False) and \
+                self._thread == threading.get_ident():
+            # a read interrupted at __exit__'s entry: its count in flight
+            # (a thread's own) would delay forks and closes of other threads
+            self._ungate()
         if not getattr(self, "_held", False):   # (unset: __init__ was interrupted)
             return
         wlock = self._meta._wlock

@@ -82,3 +82,16 @@ def test_naive_datetime_max_east_of_utc_is_after_every_record(logdir, capsys, to
                           dt.datetime.max.isoformat())
     assert code == 0, err
     assert out.splitlines()[2].split() == ["t", "0", "5", "5"], out
+
+
+def test_arguments_after_double_dash_are_not_rewritten(tmp_path, monkeypatch, capsys):
+    from pylog.cli.args import join_time_values
+    argv = ["tail", "--", "--since", "-1h"]
+    assert join_time_values(argv) == argv
+    # a log directory named "--since" and a topic "-1h": positionals after --
+    monkeypatch.chdir(tmp_path)
+    with pylog.open("--since", sync="never") as log:
+        log.create_topic("-1h")
+        log.producer().send("-1h", b"x")
+    code, out, err = _cli(capsys, *argv)
+    assert code == 0 and out.split("\t")[-1] == "x\n", (out, err)

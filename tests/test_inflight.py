@@ -4,6 +4,9 @@ metacalls)."""
 
 import threading
 import time
+from unittest import mock
+
+import pytest
 
 from pylog.inflight import InFlight
 
@@ -69,3 +72,89 @@ def test_in_child_keeps_only_the_callers_calls():
     child.count_out()
     child.count_out()
     assert child._active == 0 and child.own() == 0
+
+
+class _InterruptedRelease:
+    """A lock whose release is followed by a KeyboardInterrupt, as a signal
+    handler raises it at the first check after the call."""
+
+    def __init__(self, lock):
+        self._lock = lock
+        self.armed = True
+
+    def __enter__(self):
+        return self._lock.__enter__()
+
+    def __exit__(self, *exc):
+        self._lock.__exit__(*exc)
+        if self.armed and exc[0] is None:
+            self.armed = False
+            raise KeyboardInterrupt
+
+    def acquire(self, *a):
+        return self._lock.acquire(*a)
+
+    def release(self):
+        self._lock.release()
+
+
+def _counts(flight):
+    return flight._active, flight.own()
+
+
+def test_an_interrupt_as_a_gate_enter_ends_leaves_no_count():
+    from pylog.forkgate import Gate
+    gate = Gate()
+    gate._flight.lock = _InterruptedRelease(gate._flight.lock)
+    with pytest.raises(KeyboardInterrupt):
+        gate.enter()
+    assert _counts(gate._flight) == (0, 0)
+
+
+def test_an_interrupt_before_a_count_out_still_counts_out():
+    from pylog.forkgate import Gate
+    gate = Gate()
+    gate.enter()
+    real = InFlight.count_out
+    hit = []
+
+    def interrupted(self):
+        if not hit:
+            hit.append(1)
+            raise KeyboardInterrupt         # (at its first line's check)
+        real(self)
+
+    with mock.patch.object(InFlight, "count_out", interrupted):
+        with pytest.raises(KeyboardInterrupt):
+            gate.leave()
+    assert hit and _counts(gate._flight) == (0, 0)
+
+
+def test_an_interrupt_as_a_metadata_call_enters_leaves_no_count():
+    from pylog.forkgate import GATE
+    from pylog.metacalls import Calls
+    calls = Calls()
+    before = _counts(GATE._flight)
+    calls._flight.lock = _InterruptedRelease(calls._flight.lock)
+    with pytest.raises(KeyboardInterrupt):
+        calls.enter("a read")
+    assert _counts(calls._flight) == (0, 0)
+    assert _counts(GATE._flight) == before
+
+
+def test_a_read_interrupted_at_its_exit_gives_its_count_back(tmp_path):
+    import gc
+
+    import pylog
+    from pylog.forkgate import GATE
+    with pylog.open(str(tmp_path / "log"), sync="never") as log:
+        log.create_topic("t")
+        meta = log._store.meta if hasattr(log, "_store") else log.meta
+        before = _counts(GATE._flight)
+        txn = meta._txn("a read", write=False)
+        txn.__enter__()
+        assert _counts(meta._calls._flight) == (1, 1)
+        del txn                  # as a KeyboardInterrupt at __exit__'s entry does
+        gc.collect()
+        assert _counts(meta._calls._flight) == (0, 0)
+        assert _counts(GATE._flight) == before

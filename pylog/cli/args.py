@@ -77,10 +77,16 @@ _AGO = re.compile(r"-\d+(?:\.\d+)?\s*(?:ms|s|m|h|d|w)\Z")
 def join_time_values(argv: list[str]) -> list[str]:
     """``argv`` with ``--since -30s`` written ``--since=-30s``: argparse
     takes a value beginning with "-" (other than a plain negative number)
-    for an option, and refuses ``--since -30s`` as missing its value."""
+    for an option, and refuses ``--since -30s`` as missing its value.
+    Arguments after ``--`` are positional (argparse's convention): they are
+    left as they are."""
     out: list[str] = []
     it = iter(argv)
     for arg in it:
+        if arg == "--":
+            out.append(arg)
+            out.extend(it)
+            break
         if arg in TIME_OPTIONS:
             value = next(it, None)
             if value is not None and _AGO.match(value.strip()):
