@@ -18,7 +18,7 @@ LAYERS = [
      "_locks", "heartbeat", "forkgate", "inflight"},
     NATIVE,
     {"batch", "index"},
-    {"segment", "identity", "metalock", "sharelock", "topicdirs", "metacalls"},
+    {"segment", "identity", "metalock", "sharelock", "topicdirs", "metacalls", "metatxn"},
     {"sharedstate", "segmentlist", "producerstate"},
     {"retention", "cleanshutdown"},
     {"reader", "txnreads", "writer", "recovery", "producerappend", "appendsync"},
