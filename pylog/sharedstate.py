@@ -516,15 +516,23 @@ LOCK_FILE = "pylog.lock"
 
 def writers_present(root: str) -> bool:
     """True if some process has the log at ``root`` open for writing (holds
-    a lock on pylog.lock, L-2); probing takes and at once releases a write
-    lock on byte 0."""
+    a lock on pylog.lock, L-2), or if that cannot be probed (see
+    :func:`writers_probe`)."""
+    return writers_probe(root) is not False
+
+
+def writers_probe(root: str) -> bool | None:
+    """Whether some process has the log at ``root`` open for writing (holds
+    a lock on pylog.lock, L-2): None when pylog.lock cannot be opened for
+    the probe (a read-only filesystem, no write access to it). Probing
+    takes and at once releases a write lock on byte 0."""
     lp = os.path.join(root, LOCK_FILE)
     try:
         fd = os.open(lp, os.O_RDWR | os.O_CLOEXEC)
     except FileNotFoundError:
         return False
     except OSError:
-        return True          # cannot probe: trust the published states
+        return None          # cannot probe: callers say what that means
     try:
         got = _native.lock(fd, 0, 1, "w", False)
         if got:
@@ -532,6 +540,8 @@ def writers_present(root: str) -> bool:
         return not got
     finally:
         os.close(fd)
+
+
 def _deleted_state():
     """A private page holding a P-2 record of a deleted partition: what a
     dropped map of a state file since deleted is replaced with."""

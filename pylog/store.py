@@ -70,7 +70,7 @@ from .identity import Identity, vanished
 from .metadata import DEFAULT_LOCK_TIMEOUT_S, Metadata
 from .partition import Partition
 from .segment import fsync_dir
-from .sharedstate import LOCK_FILE, writers_present
+from .sharedstate import LOCK_FILE, writers_probe
 from .topicadmin import TopicAdmin, _state_marks_deleted
 
 _log = logging.getLogger("pylog")
@@ -232,11 +232,12 @@ class LogStore(TopicAdmin, LogAdmin):
         # indexes are checked at first use (I-3)
         self._unchecked: set[tuple[str, int]] = set()
         self._lock_fd = -1
-        first = False
+        first = others = False      # others: processes known to have the log open
         if not self.readonly:
             self._lock_fd = os.open(os.path.join(self.path, LOCK_FILE),
                                     os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
             first = _native.lock(self._lock_fd, 0, 1, "w", False)
+            others = not first
             if not first:
                 _native.lock(self._lock_fd, 0, 1, "r", True)
             # L-2 / P-3: this Log's name in partition append locks, alive as
@@ -244,17 +245,16 @@ class LogStore(TopicAdmin, LogAdmin):
             self._lock_token = _native.new_lock_token()
             _native.liveness_lock(self._lock_fd, self._lock_token)
         else:
-            # No writer alive means the partition states may be stale: views
-            # are then recovered in memory, without touching the files.
-            alone = not writers_present(self.path)
-            first = alone
+            # no writer alive (or none can be probed): states may be stale, recovered in memory
+            probe = writers_probe(self.path)
+            first, others = probe is False, probe is True
         self._first_opener = first
         try:
             self.meta = Metadata(self.path, sync=(self.sync == "always"),
                                  readonly=self.readonly,
                                  lock_timeout_s=self.metadata_timeout,
                                  lock_identity=None if self.readonly else
-                                 (self._lock_token, self._lock_fd), others=not first)
+                                 (self._lock_token, self._lock_fd), others=others)
         except BaseException:
             self._release_lock_file()
             raise

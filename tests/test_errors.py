@@ -308,6 +308,43 @@ def test_open_on_a_read_only_filesystem(tmp_path, child_env):
     assert snapshot(str(src)) == before
 
 
+READ_ONLY_NO_LOCK_MDB_CHILD = r"""
+import json, os
+import pylog, pylog.verify
+log = os.path.join(os.environ["DST"], "log")
+with pylog.open(log, readonly=True) as lg:
+    c = lg.consumer("t", auto_offset_reset="earliest")
+    got = [r.value for r in c.poll(timeout_ms=2000)]
+    topics = lg.topics()
+print(json.dumps({"topics": topics, "got": len(got),
+                  "problems": len(pylog.verify.verify_log(log))}))
+"""
+
+
+@needs_root
+def test_read_only_filesystem_without_lock_mdb_opens_read_only(tmp_path, child_env):
+    # a log copied without meta/lock.mdb (LMDB's lock file, which backups
+    # may leave out) onto read-only media: nobody can have it open for
+    # writing there, and LMDB reads it without a lock file
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare(1)")
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    os.mkdir(dst)
+    make_log(str(src / "log"))
+    os.unlink(src / "log" / "meta" / "lock.mdb")
+    before = snapshot(str(src))
+    env = dict(child_env, SRC=str(src), DST=str(dst), PY=sys.executable,
+               BODY=READ_ONLY_NO_LOCK_MDB_CHILD)
+    r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                        RO_MOUNT_SCRIPT],
+                       env=env, capture_output=True, timeout=60, check=False)
+    if r.returncode != 0 and b"mount" in r.stderr and not r.stdout:
+        pytest.skip(f"cannot make a read-only mount here: {r.stderr.decode()[:200]}")
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    assert json.loads(r.stdout) == {"topics": ["t"], "got": 1, "problems": 0}
+    assert snapshot(str(src)) == before
+
+
 # -- 6b: a permission problem is never reported as corruption --------------------
 
 def _assert_permission_not_corruption(res, path):
