@@ -290,9 +290,9 @@ class LogStore(TopicAdmin, LogAdmin):
             self._expiry.start()
 
     def _release_lock_file(self) -> None:
-        if self._lock_fd >= 0:
-            os.close(self._lock_fd)
-            self._lock_fd = -1
+        fd, self._lock_fd = self._lock_fd, -1   # (-1 first: a fork meanwhile must not close it)
+        if fd >= 0:
+            os.close(fd)
 
     def _open_doorbell(self) -> None:
         """Map ``doorbell`` (L-3). Waiting writes the waiter count, so even a
