@@ -224,8 +224,9 @@ class AIOConsumer(RecordBuffer, OffsetQueries):
                 todo = d.unpositioned()
                 # the first fetch's file work (milliseconds) off the loop,
                 # and a read_committed consumer's first parse of every
-                # transactional id's document (5 ms with 1,000 ids)
-                if todo or d.transactions_unread():
+                # transactional id's document (5 ms with 1,000 ids), and a
+                # 'latest' consumer's read of every topic's document
+                if todo or d.transactions_unread() or d.topics_unread():
                     await self._locked(d.prepare, todo)
             if self._lock.locked():     # an executor job runs: after it
                 async with self._lock:
