@@ -669,3 +669,27 @@ def test_pickling_a_log_or_client_names_what_to_do(tmp_path):
                                r"process.*pylog\.open\(path\)"):
                 pickle.dumps(obj)
             obj.close() if obj is not log else None
+
+
+def test_pickling_an_aio_log_or_client_names_what_to_do(tmp_path):
+    """The same for pylog.aio's (handed to a ProcessPoolExecutor through
+    run_in_executor): "cannot pickle '_queue.SimpleQueue' object"."""
+    import asyncio
+    import pickle
+
+    import pylog.aio
+
+    async def main():
+        async with pylog.aio.open(tmp_path) as alog:
+            await alog.create_topic("t")
+            clients = [alog.producer(), alog.producer(transactional_id="x"),
+                       alog.consumer("t", group_id="g"),
+                       alog.share_consumer("t", group_id="s")]
+            for obj in [alog, *clients]:
+                with pytest.raises(TypeError, match=r"a pylog AIO\w+ cannot be sent to "
+                                   r"another process.*pylog\.open\(path\)"):
+                    pickle.dumps(obj)
+            for obj in clients:
+                await obj.close()
+
+    asyncio.run(main())

@@ -72,7 +72,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..consumer import Consumer
 from ..consumerargs import MAX_POLL_RECORDS_MAX, as_tps, poll_timeout
-from ..errors import InvalidArgument, LogClosed, PylogError
+from ..errors import InvalidArgument, LogClosed, PylogError, not_transferable
 from ..fetching import PREFETCH_MAX_BYTES, Prefetch, Prefetched
 from ..polldriver import READS, WRITES, PollDriver
 from ..records import Record, TopicPartition
@@ -675,6 +675,9 @@ class AIOConsumer(RecordBuffer, OffsetQueries):
         await self._alog._close_client(self._d.close, self._lock)
 
     stop = close        # aiokafka's name
+
+    def __reduce__(self) -> Any:
+        raise not_transferable(self)   # (its Log's files belong to this process)
 
     async def __aenter__(self) -> AIOConsumer:
         return self
