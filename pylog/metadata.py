@@ -74,10 +74,10 @@ from .metafile import (
     check_lmdb_size,
     data_file_absent,
     lmdb_disk_full,
-    refuse_lost_lock_file,
     refuse_lost_metadata,
     refuse_lost_writer_lock,
     refuse_readers_full,
+    refuse_unsafe_env_open,
 )
 from .metalock import MetaLock
 from .partition import PartitionMeta
@@ -129,8 +129,7 @@ def _open_env(path: str, *, sync: bool, readonly: bool, owner: object, others: b
             return ent[0], ent[4], ent[5]
         action = (f"open {os.path.dirname(path)}"
                   f"{' read-only' if readonly else ' for writing'}")
-        if others:
-            refuse_lost_lock_file(path, action)         # L-6
+        refuse_unsafe_env_open(_ENVS, path, action, others)     # (L-6: lock.mdb)
         try:
             check_lmdb_size(path)
         except OSError as exc:
