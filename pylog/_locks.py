@@ -61,7 +61,9 @@ def free_in_child(lock: Any) -> Any:
 
 def close_in_child(owner: Any, attr: str) -> None:
     """The descriptor ``owner.<attr>`` (-1: none) is closed in every fork
-    child, which finds -1 there (see the module docstring)."""
+    child, which finds -1 there (see the module docstring). The owner sets
+    -1 there before it closes the descriptor itself: a fork in between
+    would close in the child a file that reused the number."""
     _CLOSE_IN_CHILD[owner] = attr
 
 

@@ -74,10 +74,10 @@ from .metafile import (
     check_lmdb_size,
     data_file_absent,
     lmdb_disk_full,
-    refuse_lost_lock_file,
     refuse_lost_metadata,
     refuse_lost_writer_lock,
     refuse_readers_full,
+    refuse_unsafe_env_open,
 )
 from .metalock import MetaLock
 from .metatxn import MetaTxn
@@ -130,8 +130,7 @@ def _open_env(path: str, *, sync: bool, readonly: bool, owner: object, others: b
             return ent[0], ent[4], ent[5]
         action = (f"open {os.path.dirname(path)}"
                   f"{' read-only' if readonly else ' for writing'}")
-        if others:
-            refuse_lost_lock_file(path, action)         # L-6
+        refuse_unsafe_env_open(_ENVS, path, action, others)     # (L-6: lock.mdb)
         try:
             check_lmdb_size(path)
         except OSError as exc:
@@ -257,22 +256,22 @@ def _close_env(path: str, env, owner: object) -> None:
 class Metadata(Commits):
     """See the module docstring. ``lock_identity``: the Log's (token,
     liveness fd), which the commit table's slot locks use (C-2);
-    ``others``: other processes have the log open (L-6: lock.mdb)."""
+    ``others``: other processes are known to have the log open (L-6: lock.mdb);
+    ``writers``: some of them for writing (meta.lock), default ``others``."""
 
     def __init__(self, root: str, *, sync: bool, readonly: bool = False,
                  lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
-                 lock_identity: tuple[int, int] | None = None, others: bool = False):
+                 lock_identity: tuple[int, int] | None = None, others: bool = False,
+                 writers: bool | None = None):
         self.path = os.path.join(root, "meta")
         self.sync_always = sync
         self.cursors = None
-        created = False
+        created = not readonly and not os.path.isdir(self.path)
         if not readonly:
-            created = not os.path.isdir(self.path)
             try:
                 os.makedirs(self.path, mode=0o755, exist_ok=True)
             except OSError as exc:
-                raise _access_error(exc, f"open {root} for writing",
-                                    readonly) from None
+                raise _access_error(exc, f"open {root} for writing", readonly) from None
         absent = data_file_absent(self.path)         # L-6: refused untouched
         if absent is not None:
             refuse_lost_metadata(root, self.path, absent)
@@ -290,7 +289,7 @@ class Metadata(Commits):
         self._wlock: MetaLock | None = None
         try:
             if not readonly:
-                refuse_lost_writer_lock(root, others)       # L-6
+                refuse_lost_writer_lock(root, others if writers is None else writers)
                 self._wlock = MetaLock(root, lock_timeout_s)         # L-7
             self._open_dbs(readonly)
         except lmdb.Error as exc:

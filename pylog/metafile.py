@@ -3,6 +3,8 @@
 
 * :func:`check_lmdb_size` refuses a file shorter than its own meta page
   says before LMDB maps it (M-9);
+* :func:`refuse_second_environment` refuses to open the metadata of a log
+  this process has open under another path;
 * :func:`refuse_lost_lock_file` and :func:`refuse_lost_writer_lock`
   refuse to open beside other processes when ``lock.mdb`` or
   ``meta.lock`` was deleted under them (L-6);
@@ -31,7 +33,7 @@ import time
 
 import lmdb
 
-from .errors import CorruptLogError, FileVanishedError, LogFailedError
+from .errors import CorruptLogError, FileVanishedError, LogFailedError, PylogError
 from .files import DISK_FULL_ERRNOS, allocate, disk_full_error, open_regular
 
 # LMDB's meta pages (pages 0 and 1 of data.mdb), 64-bit layout: a 16-byte
@@ -160,6 +162,36 @@ def lmdb_disk_full(path: str, exc: lmdb.Error) -> str | None:
 # lock.mdb's size for max_readers=1024 (liblmdb: 1023 reader slots of 64
 # bytes after a 192-byte header); a larger file only gives more slots.
 _LOCK_FILE_BYTES = 65664
+
+
+def refuse_unsafe_env_open(envs: dict, path: str, action: str, others: bool) -> None:
+    """Refuse to open the LMDB environment in ``path`` (meta/) where LMDB
+    would go wrong, creating nothing: :func:`refuse_second_environment`,
+    and when ``others`` (other processes hold the log)
+    :func:`refuse_lost_lock_file`."""
+    refuse_second_environment(envs, path, action)
+    if others:
+        refuse_lost_lock_file(path, action)
+
+
+def refuse_second_environment(envs: dict, path: str, action: str) -> None:
+    """Refuse to open the environment in ``path`` (meta/) when this process
+    has it open under another path (``envs``: pylog.metadata's table, by
+    real path; a bind mount shows one directory at two paths). LMDB must
+    not open an environment twice in a process: its refused second open
+    cleared the reader slots of the first, whose snapshots writers could
+    then overwrite, and reported the log as corrupt."""
+    try:
+        st = os.stat(os.path.join(path, "data.mdb"))
+    except OSError:
+        return
+    for other, ent in envs.items():
+        if ent[4].key == (st.st_dev, st.st_ino) and ent[3] == os.getpid():
+            raise PylogError(
+                f"{action}: this process has the log open already as "
+                f"{os.path.dirname(other)} (one directory reached by two paths, "
+                "e.g. a bind mount); nothing was changed: use that Log, or "
+                "open the log by that path")
 
 
 def refuse_lost_lock_file(path: str, action: str) -> None:

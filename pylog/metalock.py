@@ -69,9 +69,11 @@ class MetaLock:
         the number. Later writes raise LogClosed."""
         got = self._threads.acquire(timeout=self.timeout_s)
         try:
-            if self._fd >= 0:
-                os.close(self._fd)     # drops the OFD lock if we still held it
-                self._fd = -1
+            # -1 before the close: a fork child closes what it finds here
+            # (pylog._locks), and the number may be reused once closed
+            fd, self._fd = self._fd, -1
+            if fd >= 0:
+                os.close(fd)     # drops the OFD lock if we still held it
         finally:
             if got:
                 self._threads.release()

@@ -39,9 +39,14 @@ class OffsetReset:
         # before it): what 'latest' may skip (see the module docstring)
         self._at_first_poll: dict[str, int] | None = None
 
+    def first_poll_due(self) -> bool:
+        """Whether :meth:`first_poll` would read every topic's document
+        (metadata reads: pylog.aio does them off its loop, first)."""
+        return self._at_first_poll is None and self.policy == "latest"
+
     def first_poll(self, log) -> None:
         """Note the topics the log has now, if this is the first poll."""
-        if self._at_first_poll is None and self.policy == "latest":
+        if self.first_poll_due():
             self._at_first_poll = {str(doc["id"]): int(doc["partitions"])
                                    for doc in log.meta.topics().values()}
 

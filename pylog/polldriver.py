@@ -276,9 +276,15 @@ class PollDriver:
     def prepare(self, todo: list[tuple[Partition, Cursor]]) -> None:
         """The first fetch's file work, for a caller that does it off its
         event loop while no fetch of the consumer runs: locate and map
-        the cursors :meth:`unpositioned` returned (Reader.position), and
-        read the transactions when :meth:`transactions_unread`. Never
+        the cursors :meth:`unpositioned` returned (Reader.position), read
+        the transactions when :meth:`transactions_unread`, and a 'latest'
+        consumer's topics of its first poll (pylog.offsetreset). Never
         raises: the fetch that follows raises what poll would."""
+        c = self._c
+        try:
+            c._resets.first_poll(c._log)
+        except PylogError:
+            pass
         for part, cur in todo:
             try:
                 part.reader.position(cur)
@@ -310,6 +316,11 @@ class PollDriver:
         ``max_bytes``): fetch again, after the loop's other work, before
         waiting for new records."""
         return self._walk_unfinished
+
+    def topics_unread(self) -> bool:
+        """Whether a 'latest' consumer has yet to note the log's topics of
+        its first poll (every topic's document: 50 ms with 5,000 topics)."""
+        return self._c._resets.first_poll_due()
 
     def transactions_unread(self) -> bool:
         """Whether this is a read_committed consumer that has not read the

@@ -514,17 +514,57 @@ class SharedState:
 LOCK_FILE = "pylog.lock"
 
 
+# L-2: a read-only Log holds a shared OFD lock on this byte of pylog.lock
+# (through a read-only descriptor): writers hold byte 0 only
+READER_BYTE = 1
+
+
+def hold_reader_lock(root: str) -> int:
+    """A descriptor of ``root``'s pylog.lock holding a shared lock on
+    :data:`READER_BYTE` for a read-only Log, or -1 when pylog.lock cannot
+    be opened for reading (the Log is then unseen, as it would be without
+    this lock). Close it to release the lock."""
+    try:
+        fd = os.open(os.path.join(root, LOCK_FILE), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return -1
+    try:
+        _native.lock(fd, READER_BYTE, 1, "r", True)   # (a probe holds it only briefly)
+    except OSError:
+        os.close(fd)
+        return -1
+    return fd
+
+
+def readers_present(fd: int) -> bool:
+    """Whether some read-only Log holds the log whose pylog.lock ``fd``
+    (opened for writing) is; probing takes and at once releases a write
+    lock on :data:`READER_BYTE`."""
+    got = _native.lock(fd, READER_BYTE, 1, "w", False)
+    if got:
+        _native.lock(fd, READER_BYTE, 1, "u", False)
+    return not got
+
+
 def writers_present(root: str) -> bool:
     """True if some process has the log at ``root`` open for writing (holds
-    a lock on pylog.lock, L-2); probing takes and at once releases a write
-    lock on byte 0."""
+    a lock on pylog.lock, L-2), or if that cannot be probed (see
+    :func:`writers_probe`)."""
+    return writers_probe(root) is not False
+
+
+def writers_probe(root: str) -> bool | None:
+    """Whether some process has the log at ``root`` open for writing (holds
+    a lock on pylog.lock, L-2): None when pylog.lock cannot be opened for
+    the probe (a read-only filesystem, no write access to it). Probing
+    takes and at once releases a write lock on byte 0."""
     lp = os.path.join(root, LOCK_FILE)
     try:
         fd = os.open(lp, os.O_RDWR | os.O_CLOEXEC)
     except FileNotFoundError:
         return False
     except OSError:
-        return True          # cannot probe: trust the published states
+        return None          # cannot probe: callers say what that means
     try:
         got = _native.lock(fd, 0, 1, "w", False)
         if got:
@@ -532,6 +572,8 @@ def writers_present(root: str) -> bool:
         return not got
     finally:
         os.close(fd)
+
+
 def _deleted_state():
     """A private page holding a P-2 record of a deleted partition: what a
     dropped map of a state file since deleted is replaced with."""

@@ -70,7 +70,7 @@ from .identity import Identity, vanished
 from .metadata import DEFAULT_LOCK_TIMEOUT_S, Metadata
 from .partition import Partition
 from .segment import fsync_dir
-from .sharedstate import LOCK_FILE, writers_present
+from .sharedstate import LOCK_FILE, hold_reader_lock, readers_present, writers_probe
 from .topicadmin import TopicAdmin, _state_marks_deleted
 
 _log = logging.getLogger("pylog")
@@ -228,15 +228,15 @@ class LogStore(TopicAdmin, LogAdmin):
         self.handles = HandleCache(self.max_open_files, self.max_open_maps)
         self._commit_sync = CommitSync(self.path, self._partitions, self.handles)
         self._topic_cache: dict[str, tuple[float, dict[str, Any]]] = {}
-        # partitions the first opener did not recover (P-9): their active
-        # indexes are checked at first use (I-3)
+        # partitions the first opener did not recover (P-9): indexes checked at first use (I-3)
         self._unchecked: set[tuple[str, int]] = set()
         self._lock_fd = -1
-        first = False
+        first = others = False      # others: processes known to have the log open
         if not self.readonly:
             self._lock_fd = os.open(os.path.join(self.path, LOCK_FILE),
                                     os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
             first = _native.lock(self._lock_fd, 0, 1, "w", False)
+            others = not first or readers_present(self._lock_fd)
             if not first:
                 _native.lock(self._lock_fd, 0, 1, "r", True)
             # L-2 / P-3: this Log's name in partition append locks, alive as
@@ -244,17 +244,17 @@ class LogStore(TopicAdmin, LogAdmin):
             self._lock_token = _native.new_lock_token()
             _native.liveness_lock(self._lock_fd, self._lock_token)
         else:
-            # No writer alive means the partition states may be stale: views
-            # are then recovered in memory, without touching the files.
-            alone = not writers_present(self.path)
-            first = alone
+            probe = writers_probe(self.path)    # (no writer: states may be stale)
+            self._lock_fd = hold_reader_lock(self.path)     # (L-2: seen by writers)
+            first, others = probe is False, probe is True
         self._first_opener = first
         try:
             self.meta = Metadata(self.path, sync=(self.sync == "always"),
                                  readonly=self.readonly,
                                  lock_timeout_s=self.metadata_timeout,
                                  lock_identity=None if self.readonly else
-                                 (self._lock_token, self._lock_fd), others=not first)
+                                 (self._lock_token, self._lock_fd), others=others,
+                                 writers=not first)
         except BaseException:
             self._release_lock_file()
             raise
@@ -290,9 +290,9 @@ class LogStore(TopicAdmin, LogAdmin):
             self._expiry.start()
 
     def _release_lock_file(self) -> None:
-        if self._lock_fd >= 0:
-            os.close(self._lock_fd)
-            self._lock_fd = -1
+        fd, self._lock_fd = self._lock_fd, -1   # (-1 first: a fork meanwhile must not close it)
+        if fd >= 0:
+            os.close(fd)
 
     def _open_doorbell(self) -> None:
         """Map ``doorbell`` (L-3). Waiting writes the waiter count, so even a

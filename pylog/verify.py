@@ -45,7 +45,7 @@ from .segment import (
     parse_segment_name,
     segment_path,
 )
-from .sharedstate import STATE_FILE, STATE_MAGIC, State, writers_present
+from .sharedstate import STATE_FILE, STATE_MAGIC, State, writers_present, writers_probe
 from .store import check_log_dir
 from .table import is_text, safe_text
 from .verifylive import RECHECK_S, RECHECKS, exists_now, orphan, same_topic
@@ -440,7 +440,7 @@ def _open_metadata(root: str, action: str):
     LogPermissionError when ``root`` is no log or cannot be read."""
     from .metadata import Metadata
     check_log_dir(root, action)
-    return Metadata(root, sync=False, readonly=True, others=writers_present(root))
+    return Metadata(root, sync=False, readonly=True, others=writers_probe(root) is True)
 
 
 # ---------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 
 import pytest
@@ -14,6 +15,7 @@ from loopwatch import LoopWatch
 
 import pylog
 import pylog.aio
+import pylog.metadata
 
 pytestmark = pytest.mark.skipif(not LoopWatch.available,
                                 reason="needs Linux /proc/thread-self/schedstat")
@@ -191,3 +193,40 @@ def test_a_read_committed_consumer_held_back_keeps_the_loop(logdir):
         log.close()
     print(watch.summary())
     assert all(s.own_ms < 10.0 for s in watch.stalls), watch.summary()
+
+
+def test_a_latest_consumer_reads_the_topic_list_off_the_loop(logdir, monkeypatch):
+    """A 'latest' consumer notes the log's topics at its first poll (a
+    topic made after it is read from its start): every topic's document,
+    50 ms on the loop with 5,000 topics. The first getmany reads them in
+    the executor, and a topic made after it is still read whole."""
+    log = pylog.open(logdir, sync="never")
+    log.create_topic("t")
+    on = []
+    real = pylog.metadata.Metadata.topics
+
+    def topics(self):
+        on.append(threading.get_ident())
+        return real(self)
+
+    async def main() -> list:
+        async with pylog.aio.open(logdir, sync="never") as alog:
+            c = alog.consumer(auto_offset_reset="latest")
+            c.assign([pylog.TopicPartition("t", 0)])
+            monkeypatch.setattr(pylog.metadata.Metadata, "topics", topics)
+            assert await c.getmany(timeout_ms=0) == {}
+            monkeypatch.setattr(pylog.metadata.Metadata, "topics", real)
+            loop_thread = threading.get_ident()
+            log.create_topic("new")
+            for i in range(3):
+                log.producer().send("new", b"n%d" % i)
+            c.assign([pylog.TopicPartition("new", 0)])
+            got = await c.getmany(timeout_ms=2000)
+            await c.close()
+        return [loop_thread in on, [r.value for rs in got.values() for r in rs]]
+
+    try:
+        assert asyncio.run(main()) == [False, [b"n0", b"n1", b"n2"]]
+    finally:
+        log.close()
+    assert on, "the topic list was not read"

@@ -308,6 +308,90 @@ def test_open_on_a_read_only_filesystem(tmp_path, child_env):
     assert snapshot(str(src)) == before
 
 
+READ_ONLY_NO_LOCK_MDB_CHILD = r"""
+import json, os
+import pylog, pylog.verify
+log = os.path.join(os.environ["DST"], "log")
+with pylog.open(log, readonly=True) as lg:
+    c = lg.consumer("t", auto_offset_reset="earliest")
+    got = [r.value for r in c.poll(timeout_ms=2000)]
+    topics = lg.topics()
+print(json.dumps({"topics": topics, "got": len(got),
+                  "problems": len(pylog.verify.verify_log(log))}))
+"""
+
+
+@needs_root
+def test_read_only_filesystem_without_lock_mdb_opens_read_only(tmp_path, child_env):
+    # a log copied without meta/lock.mdb (LMDB's lock file, which backups
+    # may leave out) onto read-only media: nobody can have it open for
+    # writing there, and LMDB reads it without a lock file
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare(1)")
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    os.mkdir(dst)
+    make_log(str(src / "log"))
+    os.unlink(src / "log" / "meta" / "lock.mdb")
+    before = snapshot(str(src))
+    env = dict(child_env, SRC=str(src), DST=str(dst), PY=sys.executable,
+               BODY=READ_ONLY_NO_LOCK_MDB_CHILD)
+    r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                        RO_MOUNT_SCRIPT],
+                       env=env, capture_output=True, timeout=60, check=False)
+    if r.returncode != 0 and b"mount" in r.stderr and not r.stdout:
+        pytest.skip(f"cannot make a read-only mount here: {r.stderr.decode()[:200]}")
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    assert json.loads(r.stdout) == {"topics": ["t"], "got": 1, "problems": 0}
+    assert snapshot(str(src)) == before
+
+
+BIND_MOUNT_SCRIPT = 'mount --bind "$SRC" "$DST" && exec "$PY" -c "$BODY"'
+
+TWO_PATHS_CHILD = r"""
+import json, os, subprocess, sys
+import pylog
+log = os.path.join(os.environ["SRC"], "log")
+first = pylog.open(log)
+txn = first.meta.env.begin()        # a read (its snapshot) in progress
+try:
+    pylog.open(os.path.join(os.environ["DST"], "log")).close()
+    second = "opened"
+except pylog.PylogError as exc:
+    second = [type(exc).__name__, str(exc)]
+# another process's open frees the reader slots of processes it finds dead
+subprocess.run([sys.executable, "-c", "import pylog, sys; pylog.open(sys.argv[1]).close()",
+                log], check=True, timeout=60)
+readers = first.meta.env.readers().strip().splitlines()[1:]
+print(json.dumps({"second": second, "readers": len(readers)}))
+"""
+
+
+@needs_root
+def test_one_log_open_twice_in_a_process_through_a_bind_mount(tmp_path, child_env):
+    # LMDB must not open one environment twice in a process: the refused
+    # second open dropped the process's lock on lock.mdb, so the next
+    # process to open the log freed the slot of its read in progress (its
+    # snapshot then unprotected from writers), and it called the log corrupt
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare(1)")
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    os.mkdir(dst)
+    make_log(str(src / "log"))
+    env = dict(child_env, SRC=str(src), DST=str(dst), PY=sys.executable,
+               BODY=TWO_PATHS_CHILD)
+    r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                        BIND_MOUNT_SCRIPT],
+                       env=env, capture_output=True, timeout=60, check=False)
+    if r.returncode != 0 and b"mount" in r.stderr and not r.stdout:
+        pytest.skip(f"cannot bind-mount here: {r.stderr.decode()[:200]}")
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    out = json.loads(r.stdout)
+    assert out["readers"] == 1, out
+    cls, msg = out["second"]
+    assert cls == "PylogError", out
+    assert f"open already as {src / 'log'}" in msg, msg
+
+
 # -- 6b: a permission problem is never reported as corruption --------------------
 
 def _assert_permission_not_corruption(res, path):
@@ -632,3 +716,27 @@ def test_pickling_a_log_or_client_names_what_to_do(tmp_path):
                                r"process.*pylog\.open\(path\)"):
                 pickle.dumps(obj)
             obj.close() if obj is not log else None
+
+
+def test_pickling_an_aio_log_or_client_names_what_to_do(tmp_path):
+    """The same for pylog.aio's (handed to a ProcessPoolExecutor through
+    run_in_executor): "cannot pickle '_queue.SimpleQueue' object"."""
+    import asyncio
+    import pickle
+
+    import pylog.aio
+
+    async def main():
+        async with pylog.aio.open(tmp_path) as alog:
+            await alog.create_topic("t")
+            clients = [alog.producer(), alog.producer(transactional_id="x"),
+                       alog.consumer("t", group_id="g"),
+                       alog.share_consumer("t", group_id="s")]
+            for obj in [alog, *clients]:
+                with pytest.raises(TypeError, match=r"a pylog AIO\w+ cannot be sent to "
+                                   r"another process.*pylog\.open\(path\)"):
+                    pickle.dumps(obj)
+            for obj in clients:
+                await obj.close()
+
+    asyncio.run(main())

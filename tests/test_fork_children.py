@@ -166,3 +166,37 @@ def test_child_closes_the_inherited_log_while_a_share_thread_held_a_lock(tmp_pat
     worker.close()
     log.close()
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_fork_as_a_log_closes_keeps_the_childs_reused_descriptors(tmp_path, monkeypatch):
+    """A thread forks (multiprocessing starting a Process, with its pipes)
+    while another closes a Log: the number of a lock descriptor just closed
+    was taken by a file opened in between. The child's at-fork close of
+    the Log's lock descriptors must not close that file (a multiprocessing
+    child then dies of EBADF closing its pipe end)."""
+    log = pylog.open(str(tmp_path / "log"))
+    targets = {log._lock_fd, log.meta._wlock._fd}
+    parent, real_close, kept = os.getpid(), os.close, []
+
+    def close(fd):
+        real_close(fd)
+        if fd not in targets or os.getpid() != parent:
+            return
+        opened = [os.open(os.devnull, os.O_RDONLY)]
+        while opened[-1] < fd:
+            opened.append(os.open(os.devnull, os.O_RDONLY))
+        assert opened[-1] == fd
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.fstat(fd)
+                os._exit(0)
+            except OSError:
+                os._exit(1)
+        kept.append(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+        for f in opened:
+            real_close(f)
+
+    monkeypatch.setattr(os, "close", close)
+    log.close()
+    assert kept == [0, 0]

@@ -256,6 +256,32 @@ def test_open_beside_processes_whose_lock_mdb_was_deleted(logdir, child_env, rea
     assert proc.returncode == 0 and b"['t', 'u']" in proc.stdout, proc
 
 
+def test_writable_open_beside_read_only_logs_whose_lock_mdb_was_deleted(logdir, child_env):
+    """Read-only Logs (pylog top, tail, an exporter) use LMDB's reader
+    table too: a writer that made a new lock.mdb beside them would reuse
+    pages they read (both such readers died of an LMDB assertion, SIGABRT,
+    in a user trial). The writable open is refused while they hold the
+    log; meta.lock, which only writers use, may be made anew beside them."""
+    _open_with_topic(logdir).close()
+    reader = pylog.open(logdir, readonly=True)
+    lock = os.path.join(logdir, "meta", "lock.mdb")
+    os.unlink(lock)
+    proc = subprocess.run([sys.executable, "-c", OPENER_KIND, logdir], env=child_env,
+                          capture_output=True, timeout=60)
+    out = proc.stdout.decode() + proc.stderr.decode()
+    assert proc.returncode == 3, out
+    assert "FileVanishedError" in out and "lock.mdb is missing" in out, out
+    assert not os.path.exists(lock)
+    assert reader.topics() == ["t"]
+    reader.close()
+    os.unlink(os.path.join(logdir, "meta.lock"))
+    with pylog.open(logdir, readonly=True) as reader:      # (makes lock.mdb again)
+        proc = subprocess.run([sys.executable, "-c", OPENER, logdir], env=child_env,
+                              capture_output=True, timeout=60)
+        assert proc.returncode == 0 and b"['t']" in proc.stdout, proc
+        assert reader.topics() == ["t"]
+
+
 def test_topic_admin_after_the_log_directory_vanished(logdir):
     """Found by an independent review: create_topic after ``rm -rf`` of the
     log said "permission denied ... run as the log's owner" to root."""

@@ -38,7 +38,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, TypeVar, overload
 
 from .. import log as _log
-from ..errors import ForkedLogError, InvalidArgument, LogClosed, PylogError, ReadOnlyLog
+from ..errors import (
+    ForkedLogError,
+    InvalidArgument,
+    LogClosed,
+    PylogError,
+    ReadOnlyLog,
+    not_transferable,
+)
 from ..fetching import TOPIC_REFRESH_S
 from ..records import TopicInfo
 from ..transactions import DEFAULT_TRANSACTION_TIMEOUT_MS
@@ -297,6 +304,9 @@ class AIOLog:
             self._executor.shutdown(wait=False)
             closing.set_result(None)
         job.add_done_callback(closed)
+
+    def __reduce__(self) -> Any:
+        raise not_transferable(self)   # (its Log's files belong to this process)
 
     async def __aenter__(self) -> AIOLog:
         return await self.open()

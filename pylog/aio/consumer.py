@@ -72,7 +72,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..consumer import Consumer
 from ..consumerargs import MAX_POLL_RECORDS_MAX, as_tps, poll_timeout
-from ..errors import InvalidArgument, LogClosed, PylogError
+from ..errors import InvalidArgument, LogClosed, PylogError, not_transferable
 from ..fetching import PREFETCH_MAX_BYTES, Prefetch, Prefetched
 from ..polldriver import READS, WRITES, PollDriver
 from ..records import Record, TopicPartition
@@ -238,8 +238,9 @@ class AIOConsumer(RecordBuffer, OffsetQueries):
                 todo = d.unpositioned()
                 # the first fetch's file work (milliseconds) off the loop,
                 # and a read_committed consumer's first parse of every
-                # transactional id's document (5 ms with 1,000 ids)
-                if todo or d.transactions_unread():
+                # transactional id's document (5 ms with 1,000 ids), and a
+                # 'latest' consumer's read of every topic's document
+                if todo or d.transactions_unread() or d.topics_unread():
                     await self._locked(d.prepare, todo)
             if self._lock.locked():     # an executor job runs: after it
                 async with self._lock:
@@ -691,6 +692,9 @@ class AIOConsumer(RecordBuffer, OffsetQueries):
         await self._alog._close_client(self._d.close, self._lock)
 
     stop = close        # aiokafka's name
+
+    def __reduce__(self) -> Any:
+        raise not_transferable(self)   # (its Log's files belong to this process)
 
     async def __aenter__(self) -> AIOConsumer:
         return self

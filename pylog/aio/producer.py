@@ -39,7 +39,7 @@ import functools
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, not_transferable
 from ..producer import Headers, Producer, RawRecord
 from ..records import RecordMetadata
 from ..store import topic_slot
@@ -221,6 +221,9 @@ class AIOProducer(BatchSending):
         await self._alog._close_client(self._p.close)
 
     stop = close        # aiokafka's name
+
+    def __reduce__(self) -> Any:
+        raise not_transferable(self)   # (its Log's files belong to this process)
 
     async def __aenter__(self) -> AIOProducer:
         return self

@@ -54,7 +54,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..consumerargs import poll_timeout
-from ..errors import LogClosed, PylogError
+from ..errors import LogClosed, PylogError, not_transferable
 from ..fetching import room
 from ..reader import Cursor
 from ..records import TopicPartition
@@ -306,6 +306,9 @@ class AIOShareConsumer:
         if self._c.closed:
             return
         await self._alog._close_client(self._waiting(self._c.close), self._lock)
+
+    def __reduce__(self) -> Any:
+        raise not_transferable(self)   # (its Log's files belong to this process)
 
     async def __aenter__(self) -> AIOShareConsumer:
         return self

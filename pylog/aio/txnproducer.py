@@ -45,6 +45,7 @@ import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..errors import not_transferable
 from ..producer import Headers, RawRecord
 from ..records import RecordMetadata, TopicPartition
 from .batch import BatchBuilder, BatchSending, send_builder
@@ -243,6 +244,9 @@ class AIOTransactionalProducer(BatchSending):
                 lambda: self._p.close() if self._p is not None else None, self._lock)
 
     stop = close        # aiokafka's name
+
+    def __reduce__(self) -> Any:
+        raise not_transferable(self)   # (its Log's files belong to this process)
 
     async def __aenter__(self) -> AIOTransactionalProducer:
         return self
