@@ -391,7 +391,7 @@ class AIOConsumer(RecordBuffer, OffsetQueries):
         checked to be assigned."""
         if not partitions:
             return None
-        return frozenset(self._check_assigned(partitions, what, any_consumer=True))
+        return frozenset(_check_assigned(self, partitions, what, any_consumer=True))
 
     def __aiter__(self) -> AsyncIterator[Record]:
         """``async for record in consumer``: records one at a time until
@@ -450,29 +450,6 @@ class AIOConsumer(RecordBuffer, OffsetQueries):
         got = self._c.committed(tp)
         return got if got is None or isinstance(got, int) else None
 
-    def _check_assigned(self, partitions: tuple[Any, ...], what: str,
-                        any_consumer: bool = False) -> list[TopicPartition]:
-        """``partitions`` as TopicPartitions, each owned by this consumer.
-        seek/pause/resume run on the loop: a group member not yet given
-        one of ``partitions`` would first join or rebalance (a metadata
-        transaction that may fsync), which they must not wait for here
-        (other consumers: the Consumer checks; ``any_consumer``: here)."""
-        tps = as_tps(partitions)
-        member = self._group_member() is not None and self._c._manual is None
-        if not member and not any_consumer:
-            return tps
-        owned = self.assignment()
-        for tp in tps:
-            if tp not in owned:
-                raise InvalidArgument(
-                    f"{what} {tp}: not assigned to this consumer (it owns "
-                    f"{sorted(owned)}); " + (
-                        "a group member joins its group at its first getone/getmany "
-                        "or at `await consumer.start()`, and takes a rebalance at "
-                        "its next getone/getmany" if member else
-                        "assign() it or subscribe() to its topic first"))
-        return tps
-
     def seek(self, tp: TopicPartition, offset: int) -> None:
         """Read ``tp`` from ``offset`` next. A group member must own ``tp``
         (after ``await start()`` or its first getone/getmany; as aiokafka,
@@ -483,7 +460,7 @@ class AIOConsumer(RecordBuffer, OffsetQueries):
         running does not undo it (a rebalance, a seek to an end), and a
         commit() called before it does not commit it. A partition that a
         rebalance takes meanwhile drops it."""
-        self._check_assigned((tp,), "seek")
+        _check_assigned(self, (tp,), "seek")
         tp, offset, topic_id = self._d.seek_target(tp, offset)  # (a refused seek drops nothing)
         key = tuple(tp)
         self._keep(lambda r: (r.topic, r.partition) != key)
@@ -532,13 +509,13 @@ class AIOConsumer(RecordBuffer, OffsetQueries):
         records fetched but not received are fetched again after it (a
         pause finishes nothing: auto-commit does not commit the record
         being handled)."""
-        self._check_assigned(partitions, "pause")
+        _check_assigned(self, partitions, "pause")
         self._unbuffer(set(as_tps(partitions)))
         self._c.pause(*partitions)
 
     def resume(self, *partitions: TopicPartition) -> None:
         """Fetch ``partitions`` again (each must be owned, as pause)."""
-        self._check_assigned(partitions, "resume")
+        _check_assigned(self, partitions, "resume")
         self._c.resume(*partitions)
 
     def paused(self) -> set[TopicPartition]:
@@ -701,3 +678,27 @@ class AIOConsumer(RecordBuffer, OffsetQueries):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def _check_assigned(c: AIOConsumer, partitions: tuple[Any, ...], what: str,
+                   any_consumer: bool = False) -> list[TopicPartition]:
+    """``partitions`` as TopicPartitions, each owned by ``c``.
+    seek/pause/resume run on the loop: a group member not yet given
+    one of ``partitions`` would first join or rebalance (a metadata
+    transaction that may fsync), which they must not wait for here
+    (other consumers: the Consumer checks; ``any_consumer``: here)."""
+    tps = as_tps(partitions)
+    member = c._group_member() is not None and c._c._manual is None
+    if not member and not any_consumer:
+        return tps
+    owned = c.assignment()
+    for tp in tps:
+        if tp not in owned:
+            raise InvalidArgument(
+                f"{what} {tp}: not assigned to this consumer (it owns "
+                f"{sorted(owned)}); " + (
+                    "a group member joins its group at its first getone/getmany "
+                    "or at `await consumer.start()`, and takes a rebalance at "
+                    "its next getone/getmany" if member else
+                    "assign() it or subscribe() to its topic first"))
+    return tps
