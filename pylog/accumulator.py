@@ -53,6 +53,7 @@ from .errors import (
 )
 from .futures import BatchResult, FutureRecordMetadata
 from .producer import (
+    _HEADER_OVERHEAD_MAX,
     _RECORD_OVERHEAD_MAX,
     Producer,
     Serializer,
@@ -307,7 +308,12 @@ class LingerProducer(Producer):
         # within max_message_bytes whatever its records' sizes)
         safe = _BATCH_HEADER + (limit - _BATCH_HEADER) * _RECORD_OVERHEAD_EST \
             // _RECORD_OVERHEAD_MAX
-        b = self._open[part] = _Batch(topic, p, min(self._batch_bytes, safe) - _BATCH_HEADER,
+        # (and within B-7's records and headers: each counts at least
+        # _RECORD_OVERHEAD_EST bytes, a header _HEADER_OVERHEAD_MAX)
+        items = _BATCH_HEADER + _native.BATCH_ITEMS_MAX * min(_RECORD_OVERHEAD_EST,
+                                                               _HEADER_OVERHEAD_MAX)
+        b = self._open[part] = _Batch(topic, p,
+                                      min(self._batch_bytes, safe, items) - _BATCH_HEADER,
                                       _monotonic() + self._linger_s)
         self._slots.setdefault(part, []).append(b)
         if part not in self._drain_locks:

@@ -453,6 +453,7 @@ class Prefetch(NamedTuple):
     position: int       # loop, between fetches): where the decoding starts
     base: int
     segment_base: int
+    kept: tuple[Any, ...] | None  # the cursor's rows of a batch read in parts (shared, not changed)
 
 
 def prefetch_job(tp: TopicPartition, part: Partition, cur: Cursor,
@@ -461,7 +462,7 @@ def prefetch_job(tp: TopicPartition, part: Partition, cur: Cursor,
     :func:`room` saw them), PREFETCH_MAX_BYTES at most."""
     return Prefetch(tp, part, cur, max(1, records_that_fit(ahead, want, PREFETCH_MAX_BYTES)),
                     max(1, records_that_fit(ahead, want, PREFETCH_STEP_BYTES)), row_type,
-                    cur.offset, cur.position, cur.base, cur.segment_base)
+                    cur.offset, cur.position, cur.base, cur.segment_base, cur.kept)
 
 
 class Prefetched(NamedTuple):

@@ -470,7 +470,8 @@ class PollDriver:
         # (the snapshot taken with the job, never the live cursor: the
         # consumer's fetches may move that meanwhile, in another thread)
         copy = Cursor(job.offset)
-        copy.segment_base, copy.position, copy.base = job.segment_base, job.position, job.base
+        copy.segment_base, copy.position, copy.base, copy.kept = \
+            job.segment_base, job.position, job.base, job.kept
         offset, position = job.offset, job.position
         rows: list[Any] = []
         # in steps (PREFETCH_STEP_BYTES): an event loop of this process
@@ -496,8 +497,8 @@ class PollDriver:
             return []
         new = pre.cursor
         c._delivery.handed(tp, pre.offset)      # (before the cursor moves: Fetching._fetch)
-        cur.offset, cur.segment_base, cur.position, cur.base = \
-            new.offset, new.segment_base, new.position, new.base
+        cur.offset, cur.segment_base, cur.position, cur.base, cur.kept = \
+            new.offset, new.segment_base, new.position, new.base, new.kept
         recs = c._records.finish(pre.rows, False, tp, job.part, pre.offset, False)
         job.part.shared.count_fetch(len(pre.rows))     # P-10 (never raises)
         c._rr += 1

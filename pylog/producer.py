@@ -235,7 +235,7 @@ class Producer:
         limit: int = part.config.max_message_bytes  # type: ignore[assignment]  # (set on load)
         items = len(records) + sum(len(r[3]) for r in records)
         if items > _native.BATCH_ITEMS_MAX:
-            # (readers refuse such a batch as corrupt: B-7)
+            # (B-7: new batches stay cheap to decode)
             raise RecordTooLarge(
                 f"send to {topic}: batch of {len(records)} record(s) holds {items} "
                 f"records and headers, over the {_native.BATCH_ITEMS_MAX:,} a batch "

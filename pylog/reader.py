@@ -72,8 +72,12 @@ class Cursor:
     ``topic_id`` is the incarnation of the topic (L-4) the position was
     taken in; None until a consumer's first fetch binds it. An offset of
     a deleted topic means nothing in a topic made again under its name:
-    a consumer drops a cursor whose incarnation is not its partition's."""
-    __slots__ = ("offset", "segment_base", "position", "base", "topic_id")
+    a consumer drops a cursor whose incarnation is not its partition's.
+
+    ``kept``: the rows of a batch this cursor read only part of (Reader's
+    _one_batch), or None. They live with the cursor, so a consumer that
+    closes, or lets its partition go, lets them go too."""
+    __slots__ = ("offset", "segment_base", "position", "base", "topic_id", "kept")
 
     def __init__(self, offset: int, topic_id: str | None = None):
         self.offset = offset
@@ -81,6 +85,7 @@ class Cursor:
         self.position = -1
         self.base = -1
         self.topic_id = topic_id
+        self.kept: tuple | None = None
 
 
 class Reader(CommittedReads):
@@ -109,9 +114,6 @@ class Reader(CommittedReads):
         self._readers: OrderedDict[int, Segment] = OrderedDict()
         self._reader_sizes: dict[int, int] = {}
         self._row_builds: dict = {}      # fetch's row options per row_type
-        # (segment, (position, crc, row options), rows): the batch a fetch
-        # read only part of (_one_batch), under self._rlock
-        self._part_read: tuple | None = None
         self._bases: list[int] = []
         self._bases_gen = -1
         # index write-back (I-3) for a process that may write, by whether
@@ -285,6 +287,10 @@ class Reader(CommittedReads):
                 f"offset {cursor.offset} of {self.name} is below the log start "
                 f"offset {st.log_start_offset} (deleted by retention or delete_records)")
         out: list = []
+        kept = cursor.kept
+        if kept is not None and (kept[0].base_offset != cursor.segment_base
+                                 or kept[1][0] != cursor.position):
+            cursor.kept = None           # (moved off the batch: a seek)
         with self._rlock:
             bases = self._segment_bases(st)
             if cursor.segment_base not in bases or cursor.position < 0:
@@ -562,12 +568,14 @@ class Reader(CommittedReads):
         of the batch's next row or None when they end it) of the batch at
         the cursor, decoded alone (compressed, or too big for a native
         fetch). A batch read in parts is decoded once: its rows are kept
-        (``_part_read``) until a fetch reaches its end, since decoding it
-        again for each part made reading it quadratic."""
+        on the cursor (``cursor.kept``: segment, (position, crc, row
+        options), rows) until a fetch reaches its end or the cursor moves
+        off the batch, since decoding it again for each part made reading
+        it quadratic."""
         try:
             header = batch.read_header(m, cursor.position, end)
             whole = header.base_offset == cursor.offset and header.records_count <= room
-            kept = self._part_read
+            kept = cursor.kept
             mode = (values_only, with_topic, row_type)
             if whole:
                 rows = None
@@ -602,9 +610,9 @@ class Reader(CommittedReads):
         if values_only:
             recs = [r[3] for r in recs]
         if i + room < len(rows):
-            self._part_read = (seg, (header.position, header.crc, mode), rows)
+            cursor.kept = (seg, (header.position, header.crc, mode), rows)
             return header, recs, rows[i + room][oi]
-        self._part_read = None
+        cursor.kept = None
         return header, recs, None
 
     def _locate(self, seg: Segment, offset: int, end: int,
@@ -663,7 +671,6 @@ class Reader(CommittedReads):
     def close(self) -> None:
         """Unmap every reader map."""
         with self._rlock:
-            self._part_read = None
             for seg in self._readers.values():
                 seg.close()
             self._readers.clear()

@@ -1,5 +1,5 @@
 """``pylog verify``'s check of the records of the batches its framing and
-CRC scan passed: every batch's records decode (FORMAT.rst R-*, B-6, B-7)
+CRC scan passed: every batch's records decode (FORMAT.rst R-*, B-6)
 as a reader's fetch decodes them, so a batch a consumer would refuse as
 corrupt is not called sound.
 

@@ -463,3 +463,19 @@ def test_a_batch_keeps_each_records_timestamp(log):
     assert all(f.succeeded() for f in futs_keyless)
     part = log.partition("t", 0)
     assert part.offset_for_time(max(stamps)) <= stamps.index(max(stamps))
+
+
+@pytest.mark.parametrize("headers", [None, [("h", b"")]])
+def test_a_lingering_batch_is_sealed_at_the_items_bound(log, monkeypatch, headers):
+    # B-7 bounds records plus headers per batch: sends that each fit must
+    # go out as several batches, not one the append refuses with every
+    # future failed ("split it", which a caller of send cannot do)
+    monkeypatch.setattr(pylog._native, "BATCH_ITEMS_MAX", 100)
+    log.create_topic("t", partitions=1, max_message_bytes=1 << 20)
+    p = log.producer(linger_ms=LONG, batch_bytes=1 << 20)
+    futs = [p.send("t", b"x", headers=headers) for _ in range(150)]
+    p.flush()
+    assert [f.get(timeout=5).offset for f in futs] == list(range(150))
+    assert [r[3] for r in log.partition("t", 0).fetch(pylog.partition.Cursor(0), 200)] \
+        == [b"x"] * 150
+    p.close()
