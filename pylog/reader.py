@@ -577,19 +577,15 @@ class Reader(CommittedReads):
             whole = header.base_offset == cursor.offset and header.records_count <= room
             kept = cursor.kept
             mode = (values_only, with_topic, row_type)
+            rows = None
             if whole:
-                rows = None
+                recs = batch.decode_values(m, header) if values_only else \
+                    self._decode(m, header, with_topic, row_type)
             elif kept is not None and kept[0] is seg and kept[1] == (
                     header.position, header.crc, mode):
                 rows = kept[2]
-            elif with_topic and not values_only:
-                rows = batch.decode(m, header, self.topic, self.index, row_type)
-            else:
-                rows = batch.decode(m, header)     # (with offsets, for values too)
-            if rows is None:
-                recs = batch.decode_values(m, header) if values_only else \
-                    batch.decode(m, header, self.topic, self.index, row_type) \
-                    if with_topic else batch.decode(m, header)
+            else:       # (with offsets, for values too)
+                rows = self._decode(m, header, with_topic and not values_only, row_type)
         except CorruptLogError as exc:
             raise exc.with_path(seg.path) from None
         # baseOffset is outside the CRC (B-4): offsets are dense, so the
@@ -614,6 +610,13 @@ class Reader(CommittedReads):
             return header, recs, rows[i + room][oi]
         cursor.kept = None
         return header, recs, None
+
+    def _decode(self, m, header, with_topic: bool, row_type) -> list:
+        """The rows of the batch at ``header``: with this partition's topic
+        and index (``row_type``), or plain (offset first)."""
+        if with_topic:
+            return batch.decode(m, header, self.topic, self.index, row_type)
+        return batch.decode(m, header)
 
     def _locate(self, seg: Segment, offset: int, end: int,
                 last_offset: int | None) -> int:
